@@ -1,0 +1,226 @@
+//! A client session, sans-IO (paper 4.1 client side, 4.5): registration, request numbers,
+//! primary discovery, retries and eviction. A driver (the blocking client, the pipelined
+//! client, the simulator) feeds it replies and ticks and sends what it asks to send.
+//!
+//! One request is in flight per session: that is what lets the replicas' client table keep
+//! a single reply per client and answer a retry from it (exactly-once).
+
+use crate::protocol::{
+    Body, ClientId, Message, Op, Operation, ReplicaIndex, ReplyStatus, Request, RequestNumber, Session, View,
+};
+use bytes::Bytes;
+
+/// Where a session wants a message sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// To one replica: the one the session believes is primary.
+    Replica(ReplicaIndex),
+    /// To every replica: the primary is unknown after a timeout.
+    All,
+}
+
+/// What a reply meant to the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Registration committed: requests may now be submitted.
+    Registered {
+        /// The session number (the op the registration committed at).
+        session: Session,
+    },
+    /// The in-flight request committed and executed exactly once.
+    Completed {
+        /// Its request number.
+        request: RequestNumber,
+        /// The op it committed at.
+        op: Op,
+        /// The service's result.
+        result: Bytes,
+    },
+    /// The session was evicted from the client table. The in-flight request may or may
+    /// not have executed (once at most); register again to continue.
+    Evicted {
+        /// The request that was in flight, if any.
+        request: Option<RequestNumber>,
+    },
+}
+
+/// Why a request cannot be submitted now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The session is not registered (call `register` and wait for `Registered`).
+    #[error("the session is not registered")]
+    NotRegistered,
+    /// A request is already in flight on this session.
+    #[error("a request is already in flight on this session")]
+    Busy,
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    message: Message,
+    ticks_waiting: u64,
+    timeout_ticks: u64,
+}
+
+/// One client session.
+#[derive(Clone, Debug)]
+pub struct ClientSession {
+    client: ClientId,
+    replica_count: u8,
+    epoch: u32,
+    view: View,
+    session: Session,
+    request: RequestNumber,
+    in_flight: Option<InFlight>,
+    request_timeout_ticks: u64,
+    request_timeout_ticks_max: u64,
+}
+
+impl ClientSession {
+    /// A new, unregistered session. `client` must be random and never reused across
+    /// restarts of the client process (the replicas key their table by it).
+    pub fn new(client: ClientId, replica_count: u8, request_timeout_ticks: u64) -> ClientSession {
+        assert!(client != 0, "client id 0 is reserved");
+        assert!(replica_count > 0);
+        assert!(request_timeout_ticks > 0);
+        ClientSession {
+            client,
+            replica_count,
+            epoch: 0,
+            view: 0,
+            session: 0,
+            request: 0,
+            in_flight: None,
+            request_timeout_ticks,
+            request_timeout_ticks_max: request_timeout_ticks * 8,
+        }
+    }
+
+    /// The client id.
+    pub fn client(&self) -> ClientId {
+        self.client
+    }
+
+    /// The session number (0 while unregistered).
+    pub fn session(&self) -> Session {
+        self.session
+    }
+
+    /// Whether the session may submit.
+    pub fn is_registered(&self) -> bool {
+        self.session != 0
+    }
+
+    /// Whether a request (or registration) awaits its reply.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The replica believed to be primary.
+    pub fn primary(&self) -> ReplicaIndex {
+        (self.view % self.replica_count as View) as ReplicaIndex
+    }
+
+    /// The latest view the session has heard of.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// Starts (or restarts, after eviction) registration: a fresh session (paper 4.5).
+    pub fn register(&mut self) -> (Target, Message) {
+        assert!(self.in_flight.is_none(), "register while a request is in flight");
+        self.session = 0;
+        self.request = 0;
+        self.send(Operation::Register, Bytes::new())
+    }
+
+    /// Submits an operation; returns where to send it.
+    pub fn submit(&mut self, body: Bytes) -> Result<(RequestNumber, Target, Message), SubmitError> {
+        if self.session == 0 {
+            return Err(SubmitError::NotRegistered);
+        }
+        if self.in_flight.is_some() {
+            return Err(SubmitError::Busy);
+        }
+        self.request += 1;
+        let (target, message) = self.send(Operation::Apply, body);
+        Ok((self.request, target, message))
+    }
+
+    fn send(&mut self, operation: Operation, body: Bytes) -> (Target, Message) {
+        let message = Message {
+            epoch: self.epoch,
+            view: self.view,
+            replica: 0,
+            body: Body::Request(Request {
+                client: self.client,
+                session: self.session,
+                request: self.request,
+                operation,
+                body,
+            }),
+        };
+        self.in_flight = Some(InFlight {
+            message: message.clone(),
+            ticks_waiting: 0,
+            timeout_ticks: self.request_timeout_ticks,
+        });
+        (Target::Replica(self.primary()), message)
+    }
+
+    /// Handles a message from a replica; returns what it meant, if anything.
+    pub fn on_message(&mut self, message: &Message) -> Option<Outcome> {
+        let Body::Reply(reply) = &message.body else { return None };
+        if reply.client != self.client {
+            return None;
+        }
+        let in_flight = self.in_flight.as_ref()?;
+        let Body::Request(request) = &in_flight.message.body else { unreachable!() };
+        if reply.request != request.request {
+            return None; // A late reply to an older request.
+        }
+        let registering = request.operation == Operation::Register;
+        if reply.status == ReplyStatus::Ok && !registering && reply.session != request.session {
+            return None; // A reply for an earlier session.
+        }
+        if message.view > self.view {
+            self.view = message.view;
+        }
+        let request_number = request.request;
+        self.in_flight = None;
+        match reply.status {
+            ReplyStatus::Evicted => {
+                self.session = 0;
+                self.request = 0;
+                Some(Outcome::Evicted { request: (!registering).then_some(request_number) })
+            }
+            ReplyStatus::Ok if registering => {
+                assert!(reply.session > 0);
+                self.session = reply.session;
+                Some(Outcome::Registered { session: reply.session })
+            }
+            ReplyStatus::Ok => Some(Outcome::Completed {
+                request: request_number,
+                op: reply.op,
+                result: reply.result.clone(),
+            }),
+        }
+    }
+
+    /// Advances one tick; returns a retry to send if the in-flight request timed out.
+    ///
+    /// A retry carries the same request number, so the client table answers it if it was
+    /// already executed. It goes to every replica: only the primary acts on it, and its
+    /// reply tells the session the current view.
+    pub fn on_tick(&mut self) -> Option<(Target, Message)> {
+        let max = self.request_timeout_ticks_max;
+        let in_flight = self.in_flight.as_mut()?;
+        in_flight.ticks_waiting += 1;
+        if in_flight.ticks_waiting < in_flight.timeout_ticks {
+            return None;
+        }
+        in_flight.ticks_waiting = 0;
+        in_flight.timeout_ticks = (in_flight.timeout_ticks * 2).min(max);
+        Some((Target::All, in_flight.message.clone()))
+    }
+}

@@ -1,0 +1,165 @@
+//! Every limit of a replica, and the start-up checks that make them consistent.
+//!
+//! Nothing in the protocol core is unbounded: pipeline depth, batch size, client table,
+//! log length and message size all come from here, and [`Config::validate`] rejects a
+//! combination that cannot work before anything starts.
+
+use thiserror::Error;
+
+/// The limits and timeouts of one cluster. Every replica of a cluster must use the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Identifies the cluster on the wire; frames with another id are rejected.
+    pub cluster: u128,
+    /// Number of replicas, 2f+1.
+    pub replica_count: u8,
+    /// Prepares in flight before the primary waits for acknowledgements.
+    pub pipeline_prepares_max: u32,
+    /// Entries in one Prepare.
+    pub batch_entries_max: u32,
+    /// Bytes of entries (headers and bodies) in one Prepare.
+    pub batch_bytes_max: u32,
+    /// Bytes of one operation body.
+    pub request_body_bytes_max: u32,
+    /// Sessions in the client table; when full, registering evicts the oldest.
+    pub clients_max: u32,
+    /// A checkpoint of the service is taken every this many ops (paper 5.1).
+    pub checkpoint_interval_ops: u64,
+    /// Committed entries kept below the latest checkpoint, so that a slightly lagging
+    /// replica catches up from the log instead of a checkpoint.
+    pub log_tail_ops: u64,
+    /// The largest message the wire accepts.
+    pub message_bytes_max: u32,
+    /// Ticks of primary idleness after which it sends a Commit heartbeat.
+    pub commit_interval_ticks: u64,
+    /// Ticks before the primary resends Prepares that are not acknowledged.
+    pub prepare_timeout_ticks: u64,
+    /// Ticks a backup waits without hearing from its primary before starting a view change.
+    pub normal_timeout_ticks: u64,
+    /// Ticks before a view change that is not finishing moves on to the next view.
+    pub view_change_timeout_ticks: u64,
+    /// Ticks before a recovery attempt or state transfer is retried.
+    pub recovery_timeout_ticks: u64,
+}
+
+impl Config {
+    /// A configuration with production defaults for `replica_count` replicas.
+    pub fn new(cluster: u128, replica_count: u8) -> Config {
+        Config {
+            cluster,
+            replica_count,
+            pipeline_prepares_max: 8,
+            batch_entries_max: 4096,
+            batch_bytes_max: 1 << 20,
+            request_body_bytes_max: 64 << 10,
+            clients_max: 8192,
+            checkpoint_interval_ops: 1 << 16,
+            log_tail_ops: 1 << 14,
+            message_bytes_max: 16 << 20,
+            commit_interval_ticks: 10,
+            prepare_timeout_ticks: 20,
+            normal_timeout_ticks: 100,
+            view_change_timeout_ticks: 100,
+            recovery_timeout_ticks: 50,
+        }
+    }
+
+    /// f: the number of replicas that may fail.
+    pub fn faults_max(&self) -> usize {
+        (self.replica_count as usize - 1) / 2
+    }
+
+    /// f+1: a quorum, counting the replica itself.
+    pub fn quorum(&self) -> usize {
+        self.faults_max() + 1
+    }
+
+    /// The most entries a replica ever holds beyond its latest checkpoint: enough for a
+    /// full checkpoint interval, the retained tail, and the uncommitted pipeline.
+    pub fn log_entries_max(&self) -> u64 {
+        self.log_tail_ops
+            + self.checkpoint_interval_ops
+            + 2 * self.pipeline_prepares_max as u64 * self.batch_entries_max as u64
+    }
+
+    /// Rejects limits that cannot work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::*;
+        if self.replica_count == 0 || self.replica_count % 2 == 0 {
+            return Err(ReplicaCount(self.replica_count));
+        }
+        if self.pipeline_prepares_max == 0 {
+            return Err(Zero("pipeline_prepares_max"));
+        }
+        if self.batch_entries_max == 0 {
+            return Err(Zero("batch_entries_max"));
+        }
+        if self.clients_max == 0 {
+            return Err(Zero("clients_max"));
+        }
+        if self.checkpoint_interval_ops == 0 {
+            return Err(Zero("checkpoint_interval_ops"));
+        }
+        let entry_max = crate::protocol::ENTRY_HEADER_BYTES as u64 + self.request_body_bytes_max as u64;
+        if (self.batch_bytes_max as u64) < entry_max {
+            return Err(BatchTooSmall { batch_bytes_max: self.batch_bytes_max, entry_max });
+        }
+        // A Prepare, and a view change's suffix of a whole pipeline, must fit in a message.
+        let suffix_bytes = self.batch_bytes_max as u64 * self.pipeline_prepares_max as u64 * 2 + 4096;
+        if (self.message_bytes_max as u64) < suffix_bytes {
+            return Err(MessageTooSmall { message_bytes_max: self.message_bytes_max, needed: suffix_bytes });
+        }
+        let ticks = [
+            ("commit_interval_ticks", self.commit_interval_ticks),
+            ("prepare_timeout_ticks", self.prepare_timeout_ticks),
+            ("normal_timeout_ticks", self.normal_timeout_ticks),
+            ("view_change_timeout_ticks", self.view_change_timeout_ticks),
+            ("recovery_timeout_ticks", self.recovery_timeout_ticks),
+        ];
+        if let Some((name, _)) = ticks.iter().find(|(_, t)| *t == 0) {
+            return Err(Zero(name));
+        }
+        if self.normal_timeout_ticks <= self.commit_interval_ticks * 2 {
+            return Err(HeartbeatTooSlow {
+                commit_interval_ticks: self.commit_interval_ticks,
+                normal_timeout_ticks: self.normal_timeout_ticks,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration cannot work.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The protocol needs 2f+1 replicas.
+    #[error("a cluster needs an odd number of replicas (2f+1), got {0}")]
+    ReplicaCount(u8),
+    /// A limit that must be positive is 0.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+    /// One request could never fit a batch.
+    #[error("batch_bytes_max ({batch_bytes_max}) is smaller than the largest entry ({entry_max} bytes)")]
+    BatchTooSmall {
+        /// The configured batch limit.
+        batch_bytes_max: u32,
+        /// The largest entry.
+        entry_max: u64,
+    },
+    /// A full pipeline would not fit the messages of a view change.
+    #[error("message_bytes_max ({message_bytes_max}) must be at least {needed} for this pipeline and batch size")]
+    MessageTooSmall {
+        /// The configured message limit.
+        message_bytes_max: u32,
+        /// What the pipeline needs.
+        needed: u64,
+    },
+    /// Backups would depose a healthy primary between two heartbeats.
+    #[error("normal_timeout_ticks ({normal_timeout_ticks}) must exceed twice commit_interval_ticks ({commit_interval_ticks})")]
+    HeartbeatTooSlow {
+        /// The heartbeat interval.
+        commit_interval_ticks: u64,
+        /// The backup's patience.
+        normal_timeout_ticks: u64,
+    },
+}

@@ -1,0 +1,299 @@
+//! The protocol's messages, as the core sees them after the wire's validation gate.
+//!
+//! Every message carries the sender's `epoch` and `view` (paper 4, 7) in its [`Message`]
+//! envelope. Bodies hold `bytes::Bytes`, so a decoded operation is a slice of the
+//! connection's read buffer and cloning an entry never copies its payload.
+
+use bytes::Bytes;
+
+/// A view number (paper 4). The primary of view `v` is replica `v mod n`.
+pub type View = u32;
+/// An op number: the position of an entry in the log, starting at 1 (0 means "none").
+pub type Op = u64;
+/// The index of a replica in the configuration.
+pub type ReplicaIndex = u8;
+/// A client's identity, chosen at random by the client (never 0).
+pub type ClientId = u64;
+/// A client session number: the op number at which the session's registration committed.
+pub type Session = u64;
+/// A request number within a session; the first request after registration is 1.
+pub type RequestNumber = u32;
+
+/// What an entry asks the replicas to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Operation {
+    /// Open a session for `client`. Its session number is the op it commits at (paper 4.5:
+    /// a restarted client registers afresh instead of guessing request numbers).
+    Register = 1,
+    /// Apply the body to the service's state machine.
+    Apply = 2,
+}
+
+impl Operation {
+    /// The operation for a wire code, if any.
+    pub fn from_u8(code: u8) -> Option<Operation> {
+        match code {
+            1 => Some(Operation::Register),
+            2 => Some(Operation::Apply),
+            _ => None,
+        }
+    }
+}
+
+/// One log entry: a client request as the primary ordered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The client that asked.
+    pub client: ClientId,
+    /// The client's session (0 for `Register`).
+    pub session: Session,
+    /// The request number within the session (0 for `Register`).
+    pub request: RequestNumber,
+    /// The primary's clock when it ordered the entry (paper 4.4): every replica applies
+    /// the same value, so the service stays deterministic.
+    pub timestamp: u64,
+    /// What to do.
+    pub operation: Operation,
+    /// The service operation's bytes (empty for `Register`).
+    pub body: Bytes,
+}
+
+impl Entry {
+    /// Bytes this entry occupies on the wire and in budgets (header fields plus body).
+    pub fn size_bytes(&self) -> usize {
+        ENTRY_HEADER_BYTES + self.body.len()
+    }
+}
+
+/// Fixed bytes per entry on the wire: client, session, request, timestamp, operation,
+/// body length.
+pub const ENTRY_HEADER_BYTES: usize = 8 + 8 + 4 + 8 + 1 + 4;
+
+/// A message: the envelope every message carries, and its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The configuration epoch of the sender (paper 7).
+    pub epoch: u32,
+    /// The sender's view (for a client: its best guess of the current view).
+    pub view: View,
+    /// The sending replica (0 for messages from clients).
+    pub replica: ReplicaIndex,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// The body of a message: one variant per command of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Client → primary.
+    Request(Request),
+    /// Replica → client.
+    Reply(Reply),
+    /// Primary → backups: a batch of entries with consecutive op numbers (paper 4.1, 6.2).
+    Prepare(Prepare),
+    /// Backup → primary: cumulative acknowledgement of every op ≤ `op` in this view.
+    PrepareOk(PrepareOk),
+    /// Primary → backups when idle: the commit number; doubles as the heartbeat.
+    Commit(Commit),
+    /// Paper 4.2 step 1.
+    StartViewChange,
+    /// Paper 4.2 step 2, with only the log suffix after the sender's commit (5.3).
+    DoViewChange(DoViewChange),
+    /// Paper 4.2 step 3.
+    StartView(StartView),
+    /// Paper 4.3 step 1.
+    Recovery(Recovery),
+    /// Paper 4.3 step 2.
+    RecoveryResponse(RecoveryResponse),
+    /// Paper 5.2: ask for the log after `op`.
+    GetState(GetState),
+    /// Paper 5.2 / 5.1: the answer, with a checkpoint when the entries are trimmed.
+    NewState(NewState),
+}
+
+/// A client's request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Who asks.
+    pub client: ClientId,
+    /// Its session (0 when registering).
+    pub session: Session,
+    /// Its request number (0 when registering).
+    pub request: RequestNumber,
+    /// What to do.
+    pub operation: Operation,
+    /// The service operation.
+    pub body: Bytes,
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ReplyStatus {
+    /// Executed; `result` holds the service's answer. For `Register`, `op` is the session.
+    Ok = 1,
+    /// The session is not (or no longer) in the client table: register again.
+    Evicted = 2,
+}
+
+impl ReplyStatus {
+    /// The status for a wire code, if any.
+    pub fn from_u8(code: u8) -> Option<ReplyStatus> {
+        match code {
+            1 => Some(ReplyStatus::Ok),
+            2 => Some(ReplyStatus::Evicted),
+            _ => None,
+        }
+    }
+}
+
+/// A replica's answer to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// To whom.
+    pub client: ClientId,
+    /// The session the request belonged to (for `Register`: the new session).
+    pub session: Session,
+    /// The request answered.
+    pub request: RequestNumber,
+    /// The op the request committed at (0 when evicted).
+    pub op: Op,
+    /// How it ended.
+    pub status: ReplyStatus,
+    /// The service's answer.
+    pub result: Bytes,
+}
+
+/// A batch of entries for ops `op_first ..= op_first + entries.len() - 1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepare {
+    /// The op number of the first entry.
+    pub op_first: Op,
+    /// The primary's commit number (piggybacked, paper 4.1 step 5).
+    pub commit: Op,
+    /// The entries, in op order; never empty.
+    pub entries: Vec<Entry>,
+}
+
+impl Prepare {
+    /// The op number of the last entry.
+    pub fn op_last(&self) -> Op {
+        debug_assert!(!self.entries.is_empty());
+        self.op_first + self.entries.len() as Op - 1
+    }
+}
+
+/// A cumulative acknowledgement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrepareOk {
+    /// The sender holds every entry ≤ `op` of the primary's log in this view.
+    pub op: Op,
+}
+
+/// The commit number, sent when the primary has nothing to prepare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commit {
+    /// The primary's commit number.
+    pub commit: Op,
+}
+
+/// A replica's log state for the new primary (paper 4.2 step 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoViewChange {
+    /// The latest view in which the sender's status was normal.
+    pub last_normal_view: View,
+    /// The sender's op number.
+    pub op: Op,
+    /// The sender's commit number.
+    pub commit: Op,
+    /// The sender's entries after `commit` (ops `commit + 1 ..= op`).
+    pub entries: Vec<Entry>,
+}
+
+/// The new primary's log (paper 4.2 step 3), as a suffix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartView {
+    /// The top of the new log.
+    pub op: Op,
+    /// The new commit number.
+    pub commit: Op,
+    /// The op number of `entries[0]`; `op_first + entries.len() - 1 == op`.
+    pub op_first: Op,
+    /// A suffix of the new log.
+    pub entries: Vec<Entry>,
+}
+
+/// A recovering replica's call for help (paper 4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Identifies this recovery attempt; answers carry it back.
+    pub nonce: u64,
+}
+
+/// An answer to [`Recovery`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryResponse {
+    /// The nonce of the recovery being answered.
+    pub nonce: u64,
+    /// The responder is recovering too (has never held state since it started), so its
+    /// view is meaningless. When every other replica says so, the cluster is new.
+    pub recovering: bool,
+    /// The responder's op number (meaningful from the primary only).
+    pub op: Op,
+    /// The responder's commit number (meaningful from the primary only).
+    pub commit: Op,
+}
+
+/// Ask for the log after `op` (paper 5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GetState {
+    /// The asker holds every entry ≤ `op`.
+    pub op: Op,
+}
+
+/// A service checkpoint (paper 5.1): the state after executing every op ≤ `op`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last op the checkpoint includes.
+    pub op: Op,
+    /// The timestamp of that op, so the clock stays monotonic after a restore.
+    pub timestamp: u64,
+    /// The service's snapshot.
+    pub service: Bytes,
+    /// The client table's snapshot.
+    pub clients: Bytes,
+}
+
+/// The answer to [`GetState`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewState {
+    /// The responder's commit number: entries up to here are committed.
+    pub commit: Op,
+    /// A checkpoint to start from when the asked-for entries are trimmed.
+    pub checkpoint: Option<Checkpoint>,
+    /// The op number of `entries[0]`.
+    pub op_first: Op,
+    /// Entries from `op_first`, in order (possibly empty).
+    pub entries: Vec<Entry>,
+}
+
+impl Body {
+    /// A short name for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Body::Request(_) => "request",
+            Body::Reply(_) => "reply",
+            Body::Prepare(_) => "prepare",
+            Body::PrepareOk(_) => "prepare_ok",
+            Body::Commit(_) => "commit",
+            Body::StartViewChange => "start_view_change",
+            Body::DoViewChange(_) => "do_view_change",
+            Body::StartView(_) => "start_view",
+            Body::Recovery(_) => "recovery",
+            Body::RecoveryResponse(_) => "recovery_response",
+            Body::GetState(_) => "get_state",
+            Body::NewState(_) => "new_state",
+        }
+    }
+}

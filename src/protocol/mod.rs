@@ -1,0 +1,16 @@
+//! The protocol core: Viewstamped Replication Revisited (Liskov & Cowling 2012) as a pure,
+//! deterministic state machine.
+//!
+//! Architecture invariant: nothing under `protocol/` touches a socket, a clock, a thread or
+//! ambient randomness. Inputs are messages, ticks and the clock value the driver passes
+//! in; outputs are [`Effect`]s written into a caller-owned buffer. That is what lets the
+//! simulator replay any run from a seed.
+
+pub mod effects;
+pub mod message;
+pub mod replica;
+pub mod timeout;
+
+pub use effects::Effect;
+pub use message::*;
+pub use replica::{Replica, Start, Stats, Status};

@@ -1,0 +1,1 @@
+fn main() { println!("vsr-load: not implemented yet"); }
