@@ -15,6 +15,9 @@ pub struct Config {
     pub replica_count: u8,
     /// Prepares in flight before the primary waits for acknowledgements.
     pub pipeline_prepares_max: u32,
+    /// Bytes of entries in flight in the pipeline (with `pipeline_prepares_max`, the
+    /// pipeline's two bounds).
+    pub pipeline_bytes_max: u64,
     /// Entries in one Prepare.
     pub batch_entries_max: u32,
     /// Bytes of entries (headers and bodies) in one Prepare.
@@ -49,6 +52,7 @@ impl Config {
             cluster,
             replica_count,
             pipeline_prepares_max: 8,
+            pipeline_bytes_max: 4 << 20,
             batch_entries_max: 4096,
             batch_bytes_max: 1 << 20,
             request_body_bytes_max: 64 << 10,
@@ -85,11 +89,14 @@ impl Config {
     /// Rejects limits that cannot work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         use ConfigError::*;
-        if self.replica_count == 0 || self.replica_count % 2 == 0 {
+        if self.replica_count == 0 || self.replica_count.is_multiple_of(2) {
             return Err(ReplicaCount(self.replica_count));
         }
         if self.pipeline_prepares_max == 0 {
             return Err(Zero("pipeline_prepares_max"));
+        }
+        if self.pipeline_bytes_max < self.batch_bytes_max as u64 {
+            return Err(PipelineBytesTooSmall);
         }
         if self.batch_entries_max == 0 {
             return Err(Zero("batch_entries_max"));
@@ -100,14 +107,21 @@ impl Config {
         if self.checkpoint_interval_ops == 0 {
             return Err(Zero("checkpoint_interval_ops"));
         }
-        let entry_max = crate::protocol::ENTRY_HEADER_BYTES as u64 + self.request_body_bytes_max as u64;
+        let entry_max =
+            crate::protocol::ENTRY_HEADER_BYTES as u64 + self.request_body_bytes_max as u64;
         if (self.batch_bytes_max as u64) < entry_max {
-            return Err(BatchTooSmall { batch_bytes_max: self.batch_bytes_max, entry_max });
+            return Err(BatchTooSmall {
+                batch_bytes_max: self.batch_bytes_max,
+                entry_max,
+            });
         }
         // A Prepare, and a view change's suffix of a whole pipeline, must fit in a message.
-        let suffix_bytes = self.batch_bytes_max as u64 * self.pipeline_prepares_max as u64 * 2 + 4096;
+        let suffix_bytes = (self.pipeline_bytes_max + self.batch_bytes_max as u64) * 2 + 4096;
         if (self.message_bytes_max as u64) < suffix_bytes {
-            return Err(MessageTooSmall { message_bytes_max: self.message_bytes_max, needed: suffix_bytes });
+            return Err(MessageTooSmall {
+                message_bytes_max: self.message_bytes_max,
+                needed: suffix_bytes,
+            });
         }
         let ticks = [
             ("commit_interval_ticks", self.commit_interval_ticks),
@@ -138,8 +152,13 @@ pub enum ConfigError {
     /// A limit that must be positive is 0.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    /// The pipeline could not hold one full batch.
+    #[error("pipeline_bytes_max must be at least batch_bytes_max")]
+    PipelineBytesTooSmall,
     /// One request could never fit a batch.
-    #[error("batch_bytes_max ({batch_bytes_max}) is smaller than the largest entry ({entry_max} bytes)")]
+    #[error(
+        "batch_bytes_max ({batch_bytes_max}) is smaller than the largest entry ({entry_max} bytes)"
+    )]
     BatchTooSmall {
         /// The configured batch limit.
         batch_bytes_max: u32,

@@ -6,7 +6,8 @@
 //! a single reply per client and answer a retry from it (exactly-once).
 
 use crate::protocol::{
-    Body, ClientId, Message, Op, Operation, ReplicaIndex, ReplyStatus, Request, RequestNumber, Session, View,
+    Body, ClientId, Message, Op, Operation, ReplicaIndex, ReplyStatus, Request, RequestNumber,
+    Session, View,
 };
 use bytes::Bytes;
 
@@ -128,7 +129,10 @@ impl ClientSession {
 
     /// Starts (or restarts, after eviction) registration: a fresh session (paper 4.5).
     pub fn register(&mut self) -> (Target, Message) {
-        assert!(self.in_flight.is_none(), "register while a request is in flight");
+        assert!(
+            self.in_flight.is_none(),
+            "register while a request is in flight"
+        );
         self.session = 0;
         self.request = 0;
         self.send(Operation::Register, Bytes::new())
@@ -170,12 +174,16 @@ impl ClientSession {
 
     /// Handles a message from a replica; returns what it meant, if anything.
     pub fn on_message(&mut self, message: &Message) -> Option<Outcome> {
-        let Body::Reply(reply) = &message.body else { return None };
+        let Body::Reply(reply) = &message.body else {
+            return None;
+        };
         if reply.client != self.client {
             return None;
         }
         let in_flight = self.in_flight.as_ref()?;
-        let Body::Request(request) = &in_flight.message.body else { unreachable!() };
+        let Body::Request(request) = &in_flight.message.body else {
+            unreachable!()
+        };
         if reply.request != request.request {
             return None; // A late reply to an older request.
         }
@@ -192,12 +200,16 @@ impl ClientSession {
             ReplyStatus::Evicted => {
                 self.session = 0;
                 self.request = 0;
-                Some(Outcome::Evicted { request: (!registering).then_some(request_number) })
+                Some(Outcome::Evicted {
+                    request: (!registering).then_some(request_number),
+                })
             }
             ReplyStatus::Ok if registering => {
                 assert!(reply.session > 0);
                 self.session = reply.session;
-                Some(Outcome::Registered { session: reply.session })
+                Some(Outcome::Registered {
+                    session: reply.session,
+                })
             }
             ReplyStatus::Ok => Some(Outcome::Completed {
                 request: request_number,

@@ -6,7 +6,9 @@
 //! in; outputs are [`Effect`]s written into a caller-owned buffer. That is what lets the
 //! simulator replay any run from a seed.
 
+pub mod client_table;
 pub mod effects;
+pub mod log;
 pub mod message;
 pub mod replica;
 pub mod timeout;

@@ -15,7 +15,12 @@ impl Timeout {
     /// A stopped timeout of `after` ticks.
     pub fn new(name: &'static str, after: u64) -> Timeout {
         assert!(after > 0, "timeout {name} must be positive");
-        Timeout { name, after, ticks: 0, running: false }
+        Timeout {
+            name,
+            after,
+            ticks: 0,
+            running: false,
+        }
     }
 
     /// Starts from zero.

@@ -113,7 +113,11 @@ impl KvOp {
             PUT => KvOp::Put(take_field(&mut buf)?, take_field(&mut buf)?),
             GET => KvOp::Get(take_field(&mut buf)?),
             DELETE => KvOp::Delete(take_field(&mut buf)?),
-            CAS => KvOp::Cas(take_field(&mut buf)?, take_option(&mut buf)?, take_field(&mut buf)?),
+            CAS => KvOp::Cas(
+                take_field(&mut buf)?,
+                take_option(&mut buf)?,
+                take_field(&mut buf)?,
+            ),
             _ => return None,
         };
         (!buf.has_remaining()).then_some(op)
@@ -282,12 +286,18 @@ mod tests {
         let script = [
             (KvOp::Get(b("a")), KvResult::Nil),
             (KvOp::Cas(b("a"), None, b("1")), KvResult::Ok),
-            (KvOp::Cas(b("a"), None, b("2")), KvResult::CasFail(Some(b("1")))),
+            (
+                KvOp::Cas(b("a"), None, b("2")),
+                KvResult::CasFail(Some(b("1"))),
+            ),
             (KvOp::Put(b("a"), b("3")), KvResult::Ok),
             (KvOp::Get(b("a")), KvResult::Value(b("3"))),
             (KvOp::Cas(b("a"), Some(b("3")), b("4")), KvResult::Ok),
             (KvOp::Delete(b("a")), KvResult::Ok),
-            (KvOp::Cas(b("a"), Some(b("4")), b("5")), KvResult::CasFail(None)),
+            (
+                KvOp::Cas(b("a"), Some(b("4")), b("5")),
+                KvResult::CasFail(None),
+            ),
         ];
         for (op, expected) in script {
             assert_eq!(KvOp::decode(&op.encode()), Some(op.clone()));
@@ -312,7 +322,10 @@ mod tests {
         let mut kv = Kv::new();
         let cases: [&[u8]; 4] = [b"", b"\x01", b"\x09abc", b"\x02\xff\xff\xff\xff"];
         for bytes in cases.map(Bytes::from_static) {
-            assert_eq!(KvResult::decode(&kv.apply(0, 0, &bytes)), Some(KvResult::Invalid));
+            assert_eq!(
+                KvResult::decode(&kv.apply(0, 0, &bytes)),
+                Some(KvResult::Invalid)
+            );
         }
     }
 }

@@ -15,7 +15,10 @@ pub struct LogService<F: FnMut(u64, u64, &Bytes)> {
 impl<F: FnMut(u64, u64, &Bytes)> LogService<F> {
     /// A log service calling `on_commit` for each committed operation.
     pub fn new(on_commit: F) -> Self {
-        LogService { on_commit, op_last: 0 }
+        LogService {
+            on_commit,
+            op_last: 0,
+        }
     }
 
     /// The last op handed to the callback.
@@ -40,7 +43,9 @@ impl<F: FnMut(u64, u64, &Bytes)> StateMachine for LogService<F> {
     }
 
     fn restore(&mut self, snapshot: &Bytes) -> Result<(), SnapshotError> {
-        let bytes: [u8; 8] = snapshot[..].try_into().map_err(|_| SnapshotError("log snapshot is not 8 bytes"))?;
+        let bytes: [u8; 8] = snapshot[..]
+            .try_into()
+            .map_err(|_| SnapshotError("log snapshot is not 8 bytes"))?;
         self.op_last = u64::from_le_bytes(bytes);
         Ok(())
     }

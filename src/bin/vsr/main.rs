@@ -8,7 +8,11 @@ mod stats;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "vsr", version, about = "Viewstamped Replication: replica, client and simulator")]
+#[command(
+    name = "vsr",
+    version,
+    about = "Viewstamped Replication: replica, client and simulator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,1 +1,3 @@
-fn main() { println!("vsr-load: not implemented yet"); }
+fn main() {
+    println!("vsr-load: not implemented yet");
+}

@@ -1,0 +1,67 @@
+//! Executing committed ops (the paper's upcall) and checkpoints (paper 5.1).
+//!
+//! Every K ops a replica snapshots the service and the client table into a checkpoint and
+//! trims its log below `checkpoint - log_tail_ops`, so memory stays bounded however many
+//! ops commit. Every replica checkpoints at the same ops, so checkpoints are comparable.
+
+use super::*;
+
+impl<S: StateMachine> Replica<S> {
+    /// Executes every op up to `commit` (all held in the log) and sets the commit number.
+    pub(super) fn commit_to(&mut self, commit: Op, effects: &mut Vec<Effect>) {
+        assert!(commit <= self.log.op(), "commit beyond the log");
+        while self.commit < commit {
+            let op = self.commit + 1;
+            self.execute_entry(op, effects);
+            self.commit = op;
+            if op.is_multiple_of(self.config.checkpoint_interval_ops) {
+                self.take_checkpoint(op);
+            }
+        }
+    }
+
+    fn take_checkpoint(&mut self, op: Op) {
+        let timestamp = self
+            .log
+            .get(op)
+            .expect("checkpoint op is in the log")
+            .timestamp;
+        self.checkpoint = Some(Checkpoint {
+            op,
+            timestamp,
+            service: self.service.snapshot(),
+            clients: self.clients.snapshot(),
+        });
+        self.stats.checkpoints += 1;
+        self.log.trim(op.saturating_sub(self.config.log_tail_ops));
+    }
+
+    /// Replaces the state with a checkpoint from another replica: the service, the client
+    /// table, an empty log starting after it, and commit = its op. Returns false (and
+    /// changes nothing) when the checkpoint is corrupt.
+    pub(super) fn restore_checkpoint(&mut self, checkpoint: Checkpoint) -> bool {
+        assert!(
+            checkpoint.op > self.commit,
+            "a checkpoint must move commit forward"
+        );
+        let mut clients = ClientTable::new(self.config.clients_max as usize);
+        if clients.restore(&checkpoint.clients).is_none() {
+            tracing::warn!(
+                replica = self.index,
+                op = checkpoint.op,
+                "corrupt client table in checkpoint"
+            );
+            return false;
+        }
+        if let Err(error) = self.service.restore(&checkpoint.service) {
+            tracing::warn!(replica = self.index, op = checkpoint.op, %error, "corrupt service checkpoint");
+            return false;
+        }
+        self.clients = clients;
+        self.log.reset(checkpoint.op, checkpoint.timestamp);
+        self.commit = checkpoint.op;
+        self.checkpoint = Some(checkpoint);
+        self.stats.checkpoint_transfers += 1;
+        true
+    }
+}

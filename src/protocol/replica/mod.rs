@@ -1,0 +1,490 @@
+//! The replica: Viewstamped Replication Revisited as a sans-IO state machine.
+//!
+//! Inputs are [`Replica::on_message`], [`Replica::on_tick`] and [`Replica::flush`] (the
+//! end of a batch); every output is an [`Effect`] appended to the caller's buffer. The
+//! handlers live in one file per concern: `normal` (4.1, 6.2), `view_change` (4.2, 5.3),
+//! `recovery` (4.3), `state_transfer` (5.2, 5.1) and `execute` (upcalls, checkpoints).
+//!
+//! Safety invariants (view and commit never go backwards, commit ≤ op, one primary per
+//! view) are checked with `assert!` where state changes; [`Replica::invariants`] runs the
+//! costlier checks and is called by the simulator after every step.
+
+mod execute;
+mod normal;
+mod recovery;
+mod state_transfer;
+mod view_change;
+
+use super::client_table::{ClientMap, ClientTable};
+use super::effects::Effect;
+use super::log::Log;
+use super::message::*;
+use super::timeout::Timeout;
+use crate::config::Config;
+use crate::service::StateMachine;
+use std::collections::VecDeque;
+
+/// A replica's status (paper 4; `Recovering` is 4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Processing requests in the current view.
+    Normal,
+    /// Choosing the primary of a new view.
+    ViewChange,
+    /// Restarted without state; takes part in nothing until it has recovered.
+    Recovering,
+}
+
+/// How a replica starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A member of a brand-new cluster: normal in view 0 with an empty log. Only correct
+    /// when every replica of the cluster starts this way at the same time.
+    Fresh,
+    /// A process that may have lost state: run the recovery protocol (4.3). If every other
+    /// replica answers that it is recovering too, the cluster is new and starts in view 0.
+    Recover {
+        /// Random, different for every process start (the driver supplies it: the core
+        /// has no randomness).
+        nonce: u64,
+    },
+}
+
+/// Counters for operators, the simulator and the stats command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// View changes this replica took part in (entered view-change status).
+    pub view_changes: u64,
+    /// Views this replica started as the new primary.
+    pub views_started: u64,
+    /// Completed recoveries (4.3).
+    pub recoveries: u64,
+    /// NewState messages applied (5.2).
+    pub state_transfers: u64,
+    /// Checkpoints restored from another replica (5.1).
+    pub checkpoint_transfers: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// Prepare messages sent (including resends).
+    pub prepares_sent: u64,
+    /// Entries executed.
+    pub entries_committed: u64,
+    /// Messages dropped as stale, out of place or invalid.
+    pub messages_dropped: u64,
+}
+
+/// An uncommitted batch in the primary's pipeline.
+#[derive(Clone, Copy, Debug)]
+struct InFlightPrepare {
+    op_last: Op,
+    bytes: u64,
+}
+
+/// One replica of a cluster.
+pub struct Replica<S> {
+    config: Config,
+    index: ReplicaIndex,
+    epoch: u32,
+    /// Never decreases.
+    view: View,
+    status: Status,
+    /// The latest view in which status was normal; ≤ `view`.
+    last_normal_view: View,
+    /// Entries; `log.op()` is the paper's op number.
+    log: Log,
+    /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
+    commit: Op,
+    service: S,
+    clients: ClientTable,
+    /// The latest checkpoint taken or restored (paper 5.1).
+    checkpoint: Option<Checkpoint>,
+    /// The driver's wall clock, for the primary's timestamps (4.4).
+    clock_ns: u64,
+    ticks: u64,
+    /// Per replica: the tick at which it was last heard from in this view.
+    heard_tick: Vec<u64>,
+
+    // Primary, status normal.
+    /// Requests accepted but not yet in a Prepare (at most one batch).
+    queue: VecDeque<Entry>,
+    queue_bytes: u64,
+    pipeline: VecDeque<InFlightPrepare>,
+    /// Sum of `bytes` over the pipeline.
+    pipeline_bytes: u64,
+    /// Per replica: the highest op it acknowledged in this view.
+    acked: Vec<Op>,
+    /// Requests queued or prepared but not committed: client → request number. Keeps a
+    /// retry from being ordered twice without touching the committed client table.
+    in_flight: ClientMap<RequestNumber>,
+
+    // View change.
+    start_view_change_from: u64,
+    do_view_change: Vec<Option<DoViewChange>>,
+    do_view_change_sent: bool,
+    /// Committed entries (and checkpoint) fetched by a new primary that lacks them.
+    view_change_fetch: Option<state_transfer::Fetched>,
+
+    // Recovery.
+    recovery: Option<recovery::RecoveryState>,
+    /// Started with `Start::Recover` and never normal since.
+    fresh: bool,
+
+    // State transfer.
+    state_transfer_pending: bool,
+
+    commit_timeout: Timeout,
+    prepare_timeout: Timeout,
+    normal_timeout: Timeout,
+    view_change_timeout: Timeout,
+    recovery_timeout: Timeout,
+    state_transfer_timeout: Timeout,
+
+    stats: Stats,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// A replica `index` of a cluster with `config`, replicating `service`.
+    pub fn new(config: Config, index: ReplicaIndex, service: S, start: Start) -> Replica<S> {
+        config.validate().expect("invalid configuration");
+        assert!(index < config.replica_count, "replica index out of range");
+        let n = config.replica_count as usize;
+        let mut replica = Replica {
+            commit_timeout: Timeout::new("commit", config.commit_interval_ticks),
+            prepare_timeout: Timeout::new("prepare", config.prepare_timeout_ticks),
+            normal_timeout: Timeout::new("normal", config.normal_timeout_ticks),
+            view_change_timeout: Timeout::new("view_change", config.view_change_timeout_ticks),
+            recovery_timeout: Timeout::new("recovery", config.recovery_timeout_ticks),
+            state_transfer_timeout: Timeout::new("state_transfer", config.recovery_timeout_ticks),
+            clients: ClientTable::new(config.clients_max as usize),
+            index,
+            epoch: 0,
+            view: 0,
+            status: Status::Normal,
+            last_normal_view: 0,
+            log: Log::default(),
+            commit: 0,
+            service,
+            checkpoint: None,
+            clock_ns: 0,
+            ticks: 0,
+            heard_tick: vec![0; n],
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            pipeline: VecDeque::new(),
+            pipeline_bytes: 0,
+            acked: vec![0; n],
+            in_flight: ClientMap::default(),
+            start_view_change_from: 0,
+            do_view_change: vec![None; n],
+            do_view_change_sent: false,
+            view_change_fetch: None,
+            recovery: None,
+            fresh: false,
+            state_transfer_pending: false,
+            stats: Stats::default(),
+            config,
+        };
+        match start {
+            Start::Fresh => replica.start_normal_timeouts(),
+            Start::Recover { nonce } => replica.start_recovering(nonce),
+        }
+        replica
+    }
+
+    /// Handles one message from a replica or a client.
+    pub fn on_message(&mut self, message: Message, effects: &mut Vec<Effect>) {
+        if message.epoch != self.epoch {
+            return self.drop_message(&message, "wrong epoch");
+        }
+        let from = message.replica;
+        let is_replica_message = !matches!(message.body, Body::Request(_) | Body::Reply(_));
+        if is_replica_message && (from >= self.config.replica_count || from == self.index) {
+            return self.drop_message(&message, "bad sender");
+        }
+        if self.status == Status::Recovering
+            && !matches!(
+                message.body,
+                Body::Recovery(_) | Body::RecoveryResponse(_) | Body::NewState(_)
+            )
+        {
+            return self.drop_message(&message, "recovering");
+        }
+        let view = message.view;
+        match message.body {
+            Body::Request(request) => self.on_request(request, effects),
+            Body::Reply(_) => self.stats.messages_dropped += 1,
+            Body::Prepare(prepare) => self.on_prepare(from, view, prepare, effects),
+            Body::PrepareOk(prepare_ok) => self.on_prepare_ok(from, view, prepare_ok, effects),
+            Body::Commit(commit) => self.on_commit(from, view, commit, effects),
+            Body::StartViewChange => self.on_start_view_change(from, view, effects),
+            Body::DoViewChange(dvc) => self.on_do_view_change(from, view, dvc, effects),
+            Body::StartView(start_view) => self.on_start_view(from, view, start_view, effects),
+            Body::Recovery(recovery) => self.on_recovery(from, recovery, effects),
+            Body::RecoveryResponse(response) => {
+                self.on_recovery_response(from, view, response, effects)
+            }
+            Body::GetState(get_state) => self.on_get_state(from, view, get_state, effects),
+            Body::NewState(new_state) => self.on_new_state(from, view, new_state, effects),
+        }
+    }
+
+    /// Advances time by one tick and handles whatever timed out.
+    pub fn on_tick(&mut self, effects: &mut Vec<Effect>) {
+        self.ticks += 1;
+        for timeout in [
+            &mut self.commit_timeout,
+            &mut self.prepare_timeout,
+            &mut self.normal_timeout,
+            &mut self.view_change_timeout,
+            &mut self.recovery_timeout,
+            &mut self.state_transfer_timeout,
+        ] {
+            timeout.tick();
+        }
+        if self.commit_timeout.fired() {
+            self.on_commit_timeout(effects);
+        }
+        if self.prepare_timeout.fired() {
+            self.on_prepare_timeout(effects);
+        }
+        if self.normal_timeout.fired() {
+            self.on_normal_timeout(effects);
+        }
+        if self.view_change_timeout.fired() {
+            self.on_view_change_timeout(effects);
+        }
+        if self.recovery_timeout.fired() {
+            self.on_recovery_timeout(effects);
+        }
+        if self.state_transfer_timeout.fired() {
+            self.state_transfer_timeout.stop();
+            self.state_transfer_pending = false;
+        }
+    }
+
+    /// Sets the wall clock the primary stamps entries with (paper 4.4). The driver calls it
+    /// before handing over requests; the core never reads a clock itself.
+    pub fn set_clock(&mut self, realtime_ns: u64) {
+        self.clock_ns = realtime_ns;
+    }
+
+    /// The replica's index.
+    pub fn replica(&self) -> ReplicaIndex {
+        self.index
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The op number of the latest entry.
+    pub fn op(&self) -> Op {
+        self.log.op()
+    }
+
+    /// The commit number.
+    pub fn commit(&self) -> Op {
+        self.commit
+    }
+
+    /// The configuration epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Whether this replica is the primary of its view and in normal status.
+    pub fn is_primary(&self) -> bool {
+        self.status == Status::Normal && self.primary_of(self.view) == self.index
+    }
+
+    /// The op of the latest checkpoint (0: none).
+    pub fn checkpoint_op(&self) -> Op {
+        self.checkpoint
+            .as_ref()
+            .map_or(0, |checkpoint| checkpoint.op)
+    }
+
+    /// Entries held in the log.
+    pub fn log_entries(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The entry at `op`, if it is still in the log.
+    pub fn entry(&self, op: Op) -> Option<&Entry> {
+        self.log.get(op)
+    }
+
+    /// Prepares in flight (primary).
+    pub fn pipeline_depth(&self) -> usize {
+        self.pipeline.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The replicated service.
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+
+    /// Checks every invariant, including O(n) ones; panics on a violation.
+    pub fn invariants(&self) {
+        let op = self.log.op();
+        assert!(self.commit <= op, "commit {} > op {}", self.commit, op);
+        assert!(
+            self.log.base() <= self.commit,
+            "log base {} > commit {}",
+            self.log.base(),
+            self.commit
+        );
+        assert!(self.checkpoint_op() <= self.commit);
+        assert!(self.last_normal_view <= self.view);
+        assert!(self.log.len() as u64 <= self.config.log_entries_max());
+        assert!(self.clients.len() <= self.config.clients_max as usize);
+        self.log.check_timestamps();
+        match self.status {
+            Status::Normal => {
+                assert_eq!(
+                    self.last_normal_view, self.view,
+                    "normal status in a view not started"
+                );
+                if self.is_primary() {
+                    assert!(self.pipeline.len() <= self.config.pipeline_prepares_max as usize);
+                    assert!(self.queue.len() <= self.config.batch_entries_max as usize);
+                    assert!(self.acked.iter().all(|&acked| acked <= op));
+                    if let Some(last) = self.pipeline.back() {
+                        assert_eq!(last.op_last, op, "the pipeline ends at op");
+                    }
+                    assert!(self
+                        .pipeline
+                        .front()
+                        .is_none_or(|first| first.op_last > self.commit));
+                } else {
+                    assert!(self.queue.is_empty() && self.pipeline.is_empty());
+                }
+            }
+            Status::ViewChange => assert!(self.queue.is_empty() && self.pipeline.is_empty()),
+            Status::Recovering => {
+                assert!(self.queue.is_empty() && self.pipeline.is_empty());
+                assert!(self.recovery.is_some());
+            }
+        }
+    }
+
+    // Helpers shared by the handler files.
+
+    fn primary_of(&self, view: View) -> ReplicaIndex {
+        (view % self.config.replica_count as View) as ReplicaIndex
+    }
+
+    fn faults_max(&self) -> usize {
+        self.config.faults_max()
+    }
+
+    fn envelope(&self, body: Body) -> Message {
+        Message {
+            epoch: self.epoch,
+            view: self.view,
+            replica: self.index,
+            body,
+        }
+    }
+
+    fn send(&self, to: ReplicaIndex, body: Body, effects: &mut Vec<Effect>) {
+        debug_assert_ne!(to, self.index);
+        effects.push(Effect::Send {
+            to,
+            message: self.envelope(body),
+        });
+    }
+
+    fn broadcast(&self, body: Body, effects: &mut Vec<Effect>) {
+        effects.push(Effect::Broadcast {
+            message: self.envelope(body),
+        });
+    }
+
+    fn drop_message(&mut self, message: &Message, reason: &'static str) {
+        self.stats.messages_dropped += 1;
+        tracing::trace!(
+            replica = self.index,
+            view = self.view,
+            from = message.replica,
+            message = message.body.name(),
+            reason,
+            "dropped"
+        );
+    }
+
+    fn drop_reason(&mut self, what: &'static str, reason: &'static str) {
+        self.stats.messages_dropped += 1;
+        tracing::trace!(
+            replica = self.index,
+            view = self.view,
+            what,
+            reason,
+            "dropped"
+        );
+    }
+
+    fn set_view(&mut self, view: View) {
+        assert!(view >= self.view, "view must never go backwards");
+        self.view = view;
+    }
+
+    fn stop_all_timeouts(&mut self) {
+        self.commit_timeout.stop();
+        self.prepare_timeout.stop();
+        self.normal_timeout.stop();
+        self.view_change_timeout.stop();
+        self.recovery_timeout.stop();
+    }
+
+    /// Arms the timeouts of normal status for this replica's role.
+    fn start_normal_timeouts(&mut self) {
+        self.stop_all_timeouts();
+        for tick in self.heard_tick.iter_mut() {
+            *tick = self.ticks;
+        }
+        if self.primary_of(self.view) == self.index {
+            self.commit_timeout.start();
+            if !self.pipeline.is_empty() {
+                self.prepare_timeout.start();
+            }
+        } else {
+            self.normal_timeout.start();
+        }
+    }
+
+    /// Whether this replica has reason to believe the current view is healthy, so that a
+    /// StartViewChange from a replica that was partitioned away must not depose it: a
+    /// backup heard from its primary within the normal timeout, a primary heard from f
+    /// backups within it.
+    fn view_is_healthy(&self) -> bool {
+        if self.status != Status::Normal {
+            return false;
+        }
+        let recent = |tick: u64| self.ticks.saturating_sub(tick) < self.config.normal_timeout_ticks;
+        let primary = self.primary_of(self.view);
+        if primary != self.index {
+            return recent(self.heard_tick[primary as usize]);
+        }
+        let heard = (0..self.config.replica_count)
+            .filter(|&replica| replica != self.index && recent(self.heard_tick[replica as usize]))
+            .count();
+        heard >= self.faults_max()
+    }
+}

@@ -1,0 +1,413 @@
+//! Normal operation (paper 4.1) with batching and pipelining (6.2).
+//!
+//! The primary queues requests and, at `flush`, orders up to one batch into a Prepare
+//! covering consecutive ops; up to `pipeline_prepares_max` Prepares are in flight.
+//! Backups acknowledge cumulatively: PrepareOk(op) means "I hold every entry ≤ op of this
+//! view's log", which is sound because a normal backup's log is always a prefix of its
+//! primary's (entries are appended in op order, gaps are filled by state transfer).
+
+use super::*;
+use crate::protocol::client_table::Admission;
+use smallvec::SmallVec;
+
+impl<S: StateMachine> Replica<S> {
+    /// Whether the primary can take another request now. When false, the driver stops
+    /// reading client connections, so TCP flow control pushes back on clients.
+    pub fn accepting_requests(&self) -> bool {
+        self.is_primary()
+            && self.queue.len() < self.config.batch_entries_max as usize
+            && self.queue_bytes < self.config.batch_bytes_max as u64
+    }
+
+    pub(super) fn on_request(&mut self, request: Request, effects: &mut Vec<Effect>) {
+        if !self.is_primary() {
+            return self.drop_reason("request", "not the primary");
+        }
+        if request.body.len() > self.config.request_body_bytes_max as usize {
+            return self.drop_reason("request", "body too large");
+        }
+        if !self.accepting_requests() {
+            return self.drop_reason("request", "queue full");
+        }
+        if self.in_flight.contains_key(&request.client) {
+            return self.drop_reason("request", "already in progress");
+        }
+        let client = self.clients.get(request.client);
+        match request.operation {
+            Operation::Register => {
+                if request.session != 0 || request.request != 0 {
+                    return self.drop_reason("request", "malformed registration");
+                }
+                if let Some(entry) = client.filter(|entry| entry.request == 0) {
+                    // A retried registration that already committed: answer it again.
+                    let reply = Reply {
+                        client: request.client,
+                        session: entry.session,
+                        request: 0,
+                        op: entry.session,
+                        status: ReplyStatus::Ok,
+                        result: Bytes::new(),
+                    };
+                    return self.send_reply(reply, effects);
+                }
+            }
+            Operation::Apply => match client {
+                None => return self.send_evicted(&request, effects),
+                Some(entry) if request.session < entry.session => {
+                    return self.send_evicted(&request, effects)
+                }
+                Some(entry) if request.session > entry.session => {
+                    return self.drop_reason("request", "session not yet committed here")
+                }
+                Some(entry) if request.request == entry.request && request.request > 0 => {
+                    // Paper 4.1: the latest request is answered again from the table.
+                    let reply = Reply {
+                        client: request.client,
+                        session: entry.session,
+                        request: entry.request,
+                        op: entry.op,
+                        status: ReplyStatus::Ok,
+                        result: entry.reply.clone(),
+                    };
+                    return self.send_reply(reply, effects);
+                }
+                Some(entry) if request.request != entry.request + 1 => {
+                    return self.drop_reason("request", "request number out of order")
+                }
+                Some(_) => {}
+            },
+        }
+        self.in_flight.insert(request.client, request.request);
+        let entry = Entry {
+            client: request.client,
+            session: request.session,
+            request: request.request,
+            timestamp: 0, // Chosen when the entry is ordered, in `flush`.
+            operation: request.operation,
+            body: request.body,
+        };
+        self.queue_bytes += entry.size_bytes() as u64;
+        self.queue.push_back(entry);
+    }
+
+    fn send_evicted(&mut self, request: &Request, effects: &mut Vec<Effect>) {
+        let reply = Reply {
+            client: request.client,
+            session: request.session,
+            request: request.request,
+            op: 0,
+            status: ReplyStatus::Evicted,
+            result: Bytes::new(),
+        };
+        self.send_reply(reply, effects);
+    }
+
+    pub(super) fn send_reply(&self, reply: Reply, effects: &mut Vec<Effect>) {
+        let client = reply.client;
+        effects.push(Effect::Reply {
+            client,
+            message: self.envelope(Body::Reply(reply)),
+        });
+    }
+
+    /// Orders queued requests into Prepares while the pipeline has room. The driver calls
+    /// this once per event-loop iteration, so every request read in one iteration shares
+    /// a Prepare (paper 6.2).
+    pub fn flush(&mut self, effects: &mut Vec<Effect>) {
+        while self.is_primary()
+            && !self.queue.is_empty()
+            && self.pipeline.len() < self.config.pipeline_prepares_max as usize
+            && self.pipeline_bytes < self.config.pipeline_bytes_max
+        {
+            self.prepare_batch(effects);
+        }
+    }
+
+    fn prepare_batch(&mut self, effects: &mut Vec<Effect>) {
+        let op_first = self.log.op() + 1;
+        let mut entries =
+            Vec::with_capacity(self.queue.len().min(self.config.batch_entries_max as usize));
+        let mut bytes = 0u64;
+        while let Some(entry) = self.queue.front() {
+            let size = entry.size_bytes() as u64;
+            if !entries.is_empty()
+                && (bytes + size > self.config.batch_bytes_max as u64
+                    || entries.len() >= self.config.batch_entries_max as usize)
+            {
+                break;
+            }
+            let mut entry = self.queue.pop_front().expect("front exists");
+            // Paper 4.4: the primary picks the non-deterministic input; strictly increasing
+            // so that every op has a distinct, ordered time.
+            entry.timestamp = self.clock_ns.max(self.log.timestamp_last() + 1);
+            bytes += size;
+            self.queue_bytes -= size;
+            self.log.push(entry.clone());
+            entries.push(entry);
+        }
+        let op_last = self.log.op();
+        self.pipeline.push_back(InFlightPrepare { op_last, bytes });
+        self.pipeline_bytes += bytes;
+        self.acked[self.index as usize] = op_last;
+        let prepare = Prepare {
+            op_first,
+            commit: self.commit,
+            entries,
+        };
+        self.broadcast(Body::Prepare(prepare), effects);
+        self.stats.prepares_sent += 1;
+        self.commit_timeout.reset();
+        if !self.prepare_timeout.running() {
+            self.prepare_timeout.start();
+        }
+        // A single-replica cluster commits on its own.
+        self.advance_commit_from_acks(effects);
+    }
+
+    pub(super) fn on_prepare(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        prepare: Prepare,
+        effects: &mut Vec<Effect>,
+    ) {
+        if prepare.entries.is_empty() || from != self.primary_of(view) {
+            return self.drop_reason("prepare", "malformed");
+        }
+        if view < self.view {
+            return self.drop_reason("prepare", "stale view");
+        }
+        if view > self.view || self.status != Status::Normal {
+            // The view started without us (paper 5.2): catch up from its primary.
+            return self.join_started_view(view, effects);
+        }
+        if self.is_primary() {
+            return self.drop_reason("prepare", "two primaries in one view");
+        }
+        self.heard_tick[from as usize] = self.ticks;
+        self.normal_timeout.reset();
+        let op = self.log.op();
+        if prepare.op_first > op + 1 {
+            // A gap: earlier Prepares were lost or reordered.
+            self.request_state(from, effects);
+            self.drop_reason("prepare", "gap");
+        } else if prepare.op_last() > op {
+            if self.log.len() as u64 + prepare.op_last() - op > self.config.log_entries_max() {
+                return self.drop_reason("prepare", "log full");
+            }
+            let skip = (op + 1 - prepare.op_first) as usize;
+            for entry in prepare.entries.into_iter().skip(skip) {
+                self.log.push(entry);
+            }
+        }
+        self.send(
+            from,
+            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            effects,
+        );
+        self.commit_to(prepare.commit.min(self.log.op()), effects);
+    }
+
+    pub(super) fn on_prepare_ok(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        ok: PrepareOk,
+        effects: &mut Vec<Effect>,
+    ) {
+        if view != self.view || !self.is_primary() {
+            return self.drop_reason("prepare_ok", "not the primary of this view");
+        }
+        if ok.op > self.log.op() {
+            return self.drop_reason("prepare_ok", "acknowledges ops the primary does not have");
+        }
+        self.heard_tick[from as usize] = self.ticks;
+        let acked = &mut self.acked[from as usize];
+        *acked = (*acked).max(ok.op);
+        self.advance_commit_from_acks(effects);
+    }
+
+    /// Commits the highest op that f+1 replicas (the primary included) hold.
+    fn advance_commit_from_acks(&mut self, effects: &mut Vec<Effect>) {
+        let mut acked: SmallVec<[Op; 16]> = SmallVec::from_slice(&self.acked);
+        acked[self.index as usize] = self.log.op();
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_op = acked[self.faults_max()];
+        if quorum_op > self.commit {
+            self.commit_to(quorum_op, effects);
+            while let Some(prepare) = self
+                .pipeline
+                .front()
+                .filter(|prepare| prepare.op_last <= self.commit)
+            {
+                self.pipeline_bytes -= prepare.bytes;
+                self.pipeline.pop_front();
+            }
+            if self.pipeline.is_empty() {
+                self.prepare_timeout.stop();
+            } else {
+                self.prepare_timeout.start();
+            }
+        }
+    }
+
+    pub(super) fn on_commit(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        commit: Commit,
+        effects: &mut Vec<Effect>,
+    ) {
+        if from != self.primary_of(view) {
+            return self.drop_reason("commit", "not from the primary");
+        }
+        if view < self.view {
+            return self.drop_reason("commit", "stale view");
+        }
+        if view > self.view || self.status != Status::Normal {
+            return self.join_started_view(view, effects);
+        }
+        if self.is_primary() {
+            return self.drop_reason("commit", "two primaries in one view");
+        }
+        self.heard_tick[from as usize] = self.ticks;
+        self.normal_timeout.reset();
+        if commit.commit > self.log.op() {
+            self.request_state(from, effects);
+        }
+        self.commit_to(commit.commit.min(self.log.op()), effects);
+        // The answer doubles as the heartbeat's echo, so the primary knows it leads.
+        self.send(
+            from,
+            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            effects,
+        );
+    }
+
+    pub(super) fn on_commit_timeout(&mut self, effects: &mut Vec<Effect>) {
+        self.commit_timeout.reset();
+        if self.is_primary() {
+            self.broadcast(
+                Body::Commit(Commit {
+                    commit: self.commit,
+                }),
+                effects,
+            );
+        }
+    }
+
+    /// Resends what each backup has not acknowledged, from its cumulative ack (or from the
+    /// log's base when it is further behind: the gap then makes it ask for state).
+    pub(super) fn on_prepare_timeout(&mut self, effects: &mut Vec<Effect>) {
+        self.prepare_timeout.reset();
+        if !self.is_primary() {
+            return self.prepare_timeout.stop();
+        }
+        let op = self.log.op();
+        for backup in 0..self.config.replica_count {
+            if backup == self.index || self.acked[backup as usize] >= op {
+                continue;
+            }
+            let mut from = self.acked[backup as usize].max(self.log.base()) + 1;
+            let mut prepares = 0;
+            while from <= op && prepares < self.config.pipeline_prepares_max {
+                let entries = self
+                    .log
+                    .slice(from, op, self.config.batch_bytes_max as usize);
+                let count = entries.len().min(self.config.batch_entries_max as usize);
+                let entries: Vec<Entry> = entries.into_iter().take(count).collect();
+                let prepare = Prepare {
+                    op_first: from,
+                    commit: self.commit,
+                    entries,
+                };
+                from += count as Op;
+                self.send(backup, Body::Prepare(prepare), effects);
+                self.stats.prepares_sent += 1;
+                prepares += 1;
+            }
+        }
+    }
+
+    pub(super) fn on_normal_timeout(&mut self, effects: &mut Vec<Effect>) {
+        self.normal_timeout.stop();
+        if self.status == Status::Normal && !self.is_primary() {
+            tracing::debug!(
+                replica = self.index,
+                view = self.view,
+                "primary silent: starting a view change"
+            );
+            self.start_view_change(self.view + 1, effects);
+        }
+    }
+
+    /// Drops every piece of primary-only state when leaving the primary role.
+    pub(super) fn clear_primary_state(&mut self) {
+        self.queue.clear();
+        self.queue_bytes = 0;
+        self.pipeline.clear();
+        self.pipeline_bytes = 0;
+        self.in_flight.clear();
+        self.acked.iter_mut().for_each(|acked| *acked = 0);
+    }
+
+    /// Executes a committed request's effect on the client table and the service, and
+    /// answers the client if this replica is the primary. Returns nothing: replies are
+    /// effects.
+    pub(super) fn execute_entry(&mut self, op: Op, effects: &mut Vec<Effect>) {
+        let entry = self.log.get(op).expect("executing an entry not in the log");
+        let (client, session, request) = (entry.client, entry.session, entry.request);
+        if self.in_flight.get(&client) == Some(&request) {
+            self.in_flight.remove(&client);
+        }
+        let reply = match entry.operation {
+            Operation::Register => {
+                if let Some(evicted) = self.clients.register(client, op) {
+                    tracing::debug!(
+                        replica = self.index,
+                        op,
+                        evicted,
+                        "client table full: evicted a session"
+                    );
+                }
+                Some(Reply {
+                    client,
+                    session: op,
+                    request: 0,
+                    op,
+                    status: ReplyStatus::Ok,
+                    result: Bytes::new(),
+                })
+            }
+            Operation::Apply => match self.clients.admit(client, session, request) {
+                Admission::Execute => {
+                    let result = self.service.apply(op, entry.timestamp, &entry.body);
+                    self.clients.record(client, request, op, result.clone());
+                    Some(Reply {
+                        client,
+                        session,
+                        request,
+                        op,
+                        status: ReplyStatus::Ok,
+                        result,
+                    })
+                }
+                Admission::Duplicate => None,
+                Admission::Evicted => Some(Reply {
+                    client,
+                    session,
+                    request,
+                    op: 0,
+                    status: ReplyStatus::Evicted,
+                    result: Bytes::new(),
+                }),
+            },
+        };
+        self.stats.entries_committed += 1;
+        if let Some(reply) = reply.filter(|_| self.is_primary()) {
+            self.send_reply(reply, effects);
+        }
+    }
+}
+
+use bytes::Bytes;

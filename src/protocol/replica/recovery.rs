@@ -1,0 +1,199 @@
+//! Replica recovery (paper 4.3).
+//!
+//! A replica that restarts without its state sends Recovery with a fresh nonce and takes
+//! part in nothing else. It waits for f+1 answers from other normal replicas, one of them
+//! from the primary of the latest view among them, then fetches that primary's log (a
+//! checkpoint and entries, by state transfer) up to the op the primary reported, and only
+//! then becomes normal: it must again hold everything it may have acknowledged before the
+//! crash. If the view moves on during the transfer, it starts over with a new nonce.
+//!
+//! A brand-new cluster is the case where every other replica answers "recovering" too
+//! (none has ever held state): then the replicas start normal in view 0 with empty logs.
+
+use super::*;
+
+/// The progress of one recovery attempt.
+#[derive(Clone, Debug)]
+pub(super) struct RecoveryState {
+    nonce: u64,
+    /// Per replica: the view and answer it gave this attempt.
+    responses: Vec<Option<(View, RecoveryResponse)>>,
+    /// Once chosen: the primary to transfer from and the op to reach.
+    source: Option<(ReplicaIndex, Op)>,
+}
+
+/// A new nonce for the next attempt, derived deterministically (the core has no
+/// randomness; the first nonce came from the driver).
+fn next_nonce(nonce: u64) -> u64 {
+    let mut z = nonce.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl<S: StateMachine> Replica<S> {
+    pub(super) fn start_recovering(&mut self, nonce: u64) {
+        self.status = Status::Recovering;
+        self.fresh = true;
+        self.recovery = Some(RecoveryState {
+            nonce,
+            responses: vec![None; self.config.replica_count as usize],
+            source: None,
+        });
+        self.stop_all_timeouts();
+        // The first Recovery goes out on the first tick: construction emits no effects.
+        self.recovery_timeout.set_after(1);
+        self.recovery_timeout.start();
+    }
+
+    pub(super) fn on_recovery_timeout(&mut self, effects: &mut Vec<Effect>) {
+        self.recovery_timeout
+            .set_after(self.config.recovery_timeout_ticks);
+        self.recovery_timeout.start();
+        if self.status != Status::Recovering {
+            return self.recovery_timeout.stop();
+        }
+        let state = self.recovery.as_mut().expect("recovering");
+        state.nonce = next_nonce(state.nonce);
+        state
+            .responses
+            .iter_mut()
+            .for_each(|response| *response = None);
+        state.source = None;
+        let nonce = state.nonce;
+        self.state_transfer_pending = false;
+        self.broadcast(Body::Recovery(Recovery { nonce }), effects);
+    }
+
+    pub(super) fn on_recovery(
+        &mut self,
+        from: ReplicaIndex,
+        recovery: Recovery,
+        effects: &mut Vec<Effect>,
+    ) {
+        let response = match self.status {
+            Status::Normal => RecoveryResponse {
+                nonce: recovery.nonce,
+                recovering: false,
+                op: self.log.op(),
+                commit: self.commit,
+            },
+            Status::Recovering if self.fresh => RecoveryResponse {
+                nonce: recovery.nonce,
+                recovering: true,
+                op: 0,
+                commit: 0,
+            },
+            _ => return self.drop_reason("recovery", "not normal"),
+        };
+        self.send(from, Body::RecoveryResponse(response), effects);
+    }
+
+    pub(super) fn on_recovery_response(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        response: RecoveryResponse,
+        effects: &mut Vec<Effect>,
+    ) {
+        let quorum = self.config.quorum();
+        let replica_count = self.config.replica_count;
+        let fresh = self.fresh;
+        let Some(state) = self
+            .recovery
+            .as_mut()
+            .filter(|state| state.nonce == response.nonce)
+        else {
+            return self.drop_reason("recovery_response", "stale nonce");
+        };
+        if state.source.is_some() {
+            return self.drop_reason("recovery_response", "already transferring");
+        }
+        state.responses[from as usize] = Some((view, response));
+        let answered = state.responses.iter().flatten().count();
+        let recovering = state
+            .responses
+            .iter()
+            .flatten()
+            .filter(|(_, r)| r.recovering)
+            .count();
+        if fresh && recovering == replica_count as usize - 1 {
+            tracing::info!(
+                replica = self.index,
+                "every replica is new: starting the cluster in view 0"
+            );
+            return self.finish_recovery(effects);
+        }
+        let normal = answered - recovering;
+        if normal < quorum {
+            return;
+        }
+        let view_latest = state
+            .responses
+            .iter()
+            .flatten()
+            .filter(|(_, r)| !r.recovering)
+            .map(|(v, _)| *v)
+            .max();
+        let view_latest = view_latest.expect("normal answers exist");
+        let primary = (view_latest % replica_count as View) as ReplicaIndex;
+        let Some((_, primary_response)) = state.responses[primary as usize]
+            .filter(|(view, response)| *view == view_latest && !response.recovering)
+        else {
+            return; // Wait for the primary of the latest view.
+        };
+        state.source = Some((primary, primary_response.op));
+        if view_latest > self.view {
+            self.set_view(view_latest);
+        }
+        self.recovery_timeout.start();
+        self.request_state(primary, effects);
+    }
+
+    pub(super) fn on_recovery_state(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some((source, target)) = self.recovery.as_ref().and_then(|state| state.source) else {
+            return self.drop_reason("new_state", "recovery has no source yet");
+        };
+        if from != source || view != self.view {
+            return self.drop_reason("new_state", "not from the recovery source's view");
+        }
+        let commit = new_state.commit;
+        if self.apply_new_state(new_state) {
+            self.recovery_timeout.start();
+            self.stats.state_transfers += 1;
+        }
+        self.commit_to(commit.min(self.log.op()), effects);
+        if self.log.op() >= target {
+            self.finish_recovery(effects);
+            self.stats.recoveries += 1;
+            self.send(
+                source,
+                Body::PrepareOk(PrepareOk { op: self.log.op() }),
+                effects,
+            );
+        } else {
+            self.request_state(source, effects);
+        }
+    }
+
+    fn finish_recovery(&mut self, _effects: &mut Vec<Effect>) {
+        self.status = Status::Normal;
+        self.last_normal_view = self.view;
+        self.fresh = false;
+        self.recovery = None;
+        self.state_transfer_pending = false;
+        self.start_normal_timeouts();
+        tracing::info!(
+            replica = self.index,
+            view = self.view,
+            op = self.log.op(),
+            "recovered"
+        );
+    }
+}

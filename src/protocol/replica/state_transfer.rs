@@ -1,0 +1,194 @@
+//! State transfer (paper 5.2) and checkpoint transfer (5.1).
+//!
+//! GetState(op) asks for the entries after `op`. The answer never carries more than the
+//! responder can vouch for: a normal replica in the asker's view sends up to its op (in
+//! one view every normal log is a prefix of the primary's); any other sends only up to its
+//! commit number, because committed entries are the same on every replica. When the
+//! entries asked for were trimmed, the answer starts with the latest checkpoint.
+
+use super::*;
+
+/// Committed entries fetched by a new primary during a view change.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Fetched {
+    pub checkpoint: Option<Checkpoint>,
+    pub op_first: Op,
+    pub entries: Vec<Entry>,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Asks `to` for what this replica lacks, at most one request at a time.
+    pub(super) fn request_state(&mut self, to: ReplicaIndex, effects: &mut Vec<Effect>) {
+        if self.state_transfer_pending || to == self.index {
+            return;
+        }
+        self.state_transfer_pending = true;
+        self.state_transfer_timeout.start();
+        let op = match self.status {
+            Status::ViewChange => self.committed_held(),
+            Status::Normal | Status::Recovering => self.log.op(),
+        };
+        self.send(to, Body::GetState(GetState { op }), effects);
+    }
+
+    pub(super) fn on_get_state(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        get_state: GetState,
+        effects: &mut Vec<Effect>,
+    ) {
+        let same_view = self.status == Status::Normal && view == self.view;
+        let limit = if same_view {
+            self.log.op()
+        } else {
+            self.commit
+        };
+        if get_state.op >= limit {
+            return self.drop_reason("get_state", "nothing newer to send");
+        }
+        let checkpoint = if get_state.op < self.log.base() {
+            Some(
+                self.checkpoint
+                    .clone()
+                    .expect("a trimmed log has a checkpoint"),
+            )
+        } else {
+            None
+        };
+        let op_first = checkpoint
+            .as_ref()
+            .map_or(get_state.op, |checkpoint| checkpoint.op)
+            + 1;
+        let checkpoint_bytes = checkpoint
+            .as_ref()
+            .map_or(0, |c| c.service.len() + c.clients.len());
+        let bytes_max = (self.config.message_bytes_max as usize / 2)
+            .saturating_sub(checkpoint_bytes)
+            .max(1);
+        let entries = self.log.slice(op_first, limit, bytes_max);
+        let new_state = NewState {
+            commit: self.commit,
+            checkpoint,
+            op_first,
+            entries,
+        };
+        self.send(from, Body::NewState(new_state), effects);
+    }
+
+    pub(super) fn on_new_state(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
+        let well_formed = new_state
+            .checkpoint
+            .as_ref()
+            .is_none_or(|c| c.op + 1 == new_state.op_first)
+            && new_state.op_first > 0;
+        if !well_formed {
+            return self.drop_reason("new_state", "malformed");
+        }
+        self.state_transfer_pending = false;
+        self.state_transfer_timeout.stop();
+        match self.status {
+            Status::Recovering => self.on_recovery_state(from, view, new_state, effects),
+            Status::ViewChange => self.on_view_change_state(new_state, effects),
+            Status::Normal => {
+                if view != self.view {
+                    return self.drop_reason("new_state", "from another view");
+                }
+                let progressed = self.apply_new_state(new_state.clone());
+                self.commit_to(new_state.commit.min(self.log.op()), effects);
+                self.stats.state_transfers += 1;
+                let primary = self.primary_of(self.view);
+                if primary != self.index {
+                    self.send(
+                        primary,
+                        Body::PrepareOk(PrepareOk { op: self.log.op() }),
+                        effects,
+                    );
+                    if progressed {
+                        // The answer may have been cut by size: ask for the rest.
+                        self.request_state(primary, effects);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends the entries of a NewState that extend the log, after restoring its
+    /// checkpoint when the log does not reach it. Returns whether anything was added.
+    pub(super) fn apply_new_state(&mut self, new_state: NewState) -> bool {
+        let mut progressed = false;
+        if let Some(checkpoint) = new_state.checkpoint {
+            if checkpoint.op > self.log.op() {
+                if !self.restore_checkpoint(checkpoint) {
+                    return false;
+                }
+                progressed = true;
+            }
+        }
+        if new_state.op_first > self.log.op() + 1 {
+            return progressed;
+        }
+        let room = self
+            .config
+            .log_entries_max()
+            .saturating_sub(self.log.len() as u64);
+        let mut added = 0;
+        for (index, entry) in new_state.entries.into_iter().enumerate() {
+            let op = new_state.op_first + index as Op;
+            if op > self.log.op() {
+                if added >= room {
+                    break;
+                }
+                self.log.push(entry);
+                added += 1;
+                progressed = true;
+            }
+        }
+        progressed
+    }
+
+    /// A new primary lacking committed entries merges what arrived into its fetch (never
+    /// into its log: see the module docs of `view_change`).
+    fn on_view_change_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+        let held = self.committed_held();
+        let usable_last = new_state
+            .commit
+            .min(new_state.op_first + new_state.entries.len() as Op - 1);
+        if usable_last <= held {
+            return self.drop_reason("new_state", "nothing new for the view change");
+        }
+        let mut fetch = self.view_change_fetch.take().unwrap_or(Fetched {
+            checkpoint: None,
+            op_first: self.commit + 1,
+            entries: Vec::new(),
+        });
+        if let Some(checkpoint) = new_state
+            .checkpoint
+            .filter(|checkpoint| checkpoint.op > held)
+        {
+            fetch = Fetched {
+                op_first: checkpoint.op + 1,
+                checkpoint: Some(checkpoint),
+                entries: Vec::new(),
+            };
+        }
+        let mut next = fetch.op_first + fetch.entries.len() as Op;
+        if new_state.op_first <= next {
+            for (index, entry) in new_state.entries.into_iter().enumerate() {
+                let op = new_state.op_first + index as Op;
+                if op == next && op <= usable_last {
+                    fetch.entries.push(entry);
+                    next += 1;
+                }
+            }
+        }
+        self.view_change_fetch = Some(fetch);
+        self.try_complete_view_change(effects);
+    }
+}

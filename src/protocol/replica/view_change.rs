@@ -1,0 +1,342 @@
+//! View changes (paper 4.2) with log suffixes (5.3).
+//!
+//! DoViewChange carries only the entries after the sender's commit number. The new
+//! primary picks the log with the largest last-normal view (ties: largest op); it holds
+//! every committed entry up to its own commit, and the best log's suffix starts after the
+//! best sender's commit. When its own commit is lower, it first fetches the committed
+//! entries in between (state transfer of committed entries only, safe from any replica in
+//! any status because committed entries are the same everywhere), keeping them aside so
+//! that its own log, which its DoViewChange described, is untouched until the view starts.
+//!
+//! A replica that was partitioned away must not depose a healthy primary when it comes
+//! back: a StartViewChange for a higher view is ignored while this replica's view is
+//! healthy (see `view_is_healthy`), and a replica that is alone in a view change resends
+//! its StartViewChange instead of raising the view further. A DoViewChange or StartView
+//! for a higher view is always followed: it proves that f+1 replicas moved on.
+
+use super::*;
+
+impl<S: StateMachine> Replica<S> {
+    pub(super) fn start_view_change(&mut self, view: View, effects: &mut Vec<Effect>) {
+        assert!(view > self.view, "a view change must raise the view");
+        self.set_view(view);
+        self.status = Status::ViewChange;
+        self.clear_primary_state();
+        self.start_view_change_from = 1 << self.index;
+        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
+        self.do_view_change_sent = false;
+        self.view_change_fetch = None;
+        self.stop_all_timeouts();
+        self.view_change_timeout.start();
+        self.stats.view_changes += 1;
+        tracing::debug!(replica = self.index, view, "view change");
+        self.broadcast(Body::StartViewChange, effects);
+    }
+
+    pub(super) fn on_start_view_change(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        effects: &mut Vec<Effect>,
+    ) {
+        if view < self.view {
+            return self.drop_reason("start_view_change", "stale view");
+        }
+        if view > self.view {
+            if self.view_is_healthy() {
+                return self.drop_reason("start_view_change", "the current view is healthy");
+            }
+            self.start_view_change(view, effects);
+        }
+        if self.status != Status::ViewChange {
+            return self.drop_reason("start_view_change", "view already started");
+        }
+        self.start_view_change_from |= 1 << from;
+        let others = self.start_view_change_from.count_ones() as usize - 1;
+        if others >= self.faults_max() && !self.do_view_change_sent {
+            self.send_do_view_change(effects);
+        }
+    }
+
+    fn send_do_view_change(&mut self, effects: &mut Vec<Effect>) {
+        let entries = self.log.slice(self.commit + 1, self.log.op(), usize::MAX);
+        let dvc = DoViewChange {
+            last_normal_view: self.last_normal_view,
+            op: self.log.op(),
+            commit: self.commit,
+            entries,
+        };
+        self.do_view_change_sent = true;
+        let primary = self.primary_of(self.view);
+        if primary == self.index {
+            self.do_view_change[self.index as usize] = Some(dvc);
+            self.try_complete_view_change(effects);
+        } else {
+            self.send(primary, Body::DoViewChange(dvc), effects);
+        }
+    }
+
+    pub(super) fn on_do_view_change(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        dvc: DoViewChange,
+        effects: &mut Vec<Effect>,
+    ) {
+        let well_formed = dvc.commit <= dvc.op
+            && dvc.entries.len() as u64 == dvc.op - dvc.commit
+            && dvc.last_normal_view < view;
+        if !well_formed {
+            return self.drop_reason("do_view_change", "malformed");
+        }
+        if view < self.view {
+            return self.drop_reason("do_view_change", "stale view");
+        }
+        if view == self.view && self.is_primary() {
+            // The sender missed our StartView.
+            return self.send_start_view(from, effects);
+        }
+        if view > self.view {
+            self.start_view_change(view, effects);
+        }
+        if self.status != Status::ViewChange || self.primary_of(view) != self.index {
+            return self.drop_reason("do_view_change", "not the new primary");
+        }
+        self.do_view_change[from as usize] = Some(dvc);
+        if !self.do_view_change_sent {
+            // The sender saw f StartViewChanges: with it, f+1 replicas want this view.
+            self.send_do_view_change(effects);
+        } else {
+            self.try_complete_view_change(effects);
+        }
+    }
+
+    /// The index of the DoViewChange whose log the new view takes (paper 4.2 step 3).
+    fn best_do_view_change(&self) -> usize {
+        let mut best: Option<usize> = None;
+        for (index, dvc) in self.do_view_change.iter().enumerate() {
+            let Some(dvc) = dvc else { continue };
+            let better = match best {
+                None => true,
+                Some(b) => {
+                    let current = self.do_view_change[b].as_ref().expect("best is present");
+                    (dvc.last_normal_view, dvc.op) > (current.last_normal_view, current.op)
+                }
+            };
+            if better {
+                best = Some(index);
+            }
+        }
+        best.expect("at least one DoViewChange")
+    }
+
+    /// The highest op up to which this replica holds committed entries, in its log or in
+    /// what it fetched for this view change.
+    pub(super) fn committed_held(&self) -> Op {
+        match &self.view_change_fetch {
+            Some(fetch) => fetch.op_first + fetch.entries.len() as Op - 1,
+            None => self.commit,
+        }
+    }
+
+    pub(super) fn try_complete_view_change(&mut self, effects: &mut Vec<Effect>) {
+        let received = self.do_view_change.iter().flatten().count();
+        if received < self.config.quorum() || self.status != Status::ViewChange {
+            return;
+        }
+        let best = self.best_do_view_change();
+        let best_commit = self.do_view_change[best].as_ref().expect("best").commit;
+        if self.committed_held() < best_commit {
+            // Paper 5.3: fetch what the suffix does not cover before starting the view.
+            return self.request_state(best as ReplicaIndex, effects);
+        }
+        self.start_view_as_primary(best, effects);
+    }
+
+    fn start_view_as_primary(&mut self, best: usize, effects: &mut Vec<Effect>) {
+        let best = self.do_view_change[best].take().expect("best");
+        let commit_max = self
+            .do_view_change
+            .iter()
+            .flatten()
+            .map(|dvc| dvc.commit)
+            .max()
+            .unwrap_or(0);
+        let commit_min = self
+            .do_view_change
+            .iter()
+            .flatten()
+            .map(|dvc| dvc.commit)
+            .min()
+            .unwrap_or(0)
+            .min(best.commit);
+        assert!(
+            best.op >= self.commit,
+            "the new view's log lacks committed ops"
+        );
+        if let Some(fetch) = self.view_change_fetch.take() {
+            if let Some(checkpoint) = fetch
+                .checkpoint
+                .filter(|checkpoint| checkpoint.op > self.commit)
+            {
+                if !self.restore_checkpoint(checkpoint) {
+                    return; // Corrupt: the view-change timeout moves on.
+                }
+            }
+            self.log.truncate(self.commit);
+            for (index, entry) in fetch.entries.into_iter().enumerate() {
+                if fetch.op_first + index as Op > self.log.op() {
+                    self.log.push(entry);
+                }
+            }
+        } else {
+            self.log.truncate(self.commit);
+        }
+        assert!(self.log.op() >= best.commit);
+        for (index, entry) in best.entries.into_iter().enumerate() {
+            if best.commit + 1 + index as Op > self.log.op() {
+                self.log.push(entry);
+            }
+        }
+        assert_eq!(self.log.op(), best.op);
+        self.status = Status::Normal;
+        self.last_normal_view = self.view;
+        self.fresh = false;
+        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
+        self.stats.views_started += 1;
+        tracing::debug!(
+            replica = self.index,
+            view = self.view,
+            op = best.op,
+            "started view as primary"
+        );
+        // Rebuild the primary's state: the inherited uncommitted suffix is one pipeline slot.
+        self.clear_primary_state();
+        let op = self.log.op();
+        self.acked[self.index as usize] = op;
+        for ticks in self.heard_tick.iter_mut() {
+            *ticks = self.ticks;
+        }
+        self.commit_to(commit_max.max(self.commit).min(op), effects);
+        if op > self.commit {
+            self.pipeline.push_back(InFlightPrepare {
+                op_last: op,
+                bytes: 0,
+            });
+            for uncommitted in self.commit + 1..=op {
+                let entry = self.log.get(uncommitted).expect("uncommitted entry");
+                self.in_flight.insert(entry.client, entry.request);
+            }
+        }
+        self.start_normal_timeouts();
+        let op_first = (commit_min + 1).max(self.log.base() + 1).min(op + 1);
+        let start_view = self.start_view_message(op_first);
+        self.broadcast(Body::StartView(start_view), effects);
+    }
+
+    fn start_view_message(&self, op_first: Op) -> StartView {
+        let op = self.log.op();
+        let bytes_max = self.config.message_bytes_max as usize / 2;
+        let mut first = op_first;
+        let mut entries = self.log.slice(first, op, usize::MAX);
+        // Keep the message bounded: drop the oldest committed entries first (a backup that
+        // then lacks them fetches them by state transfer).
+        let mut bytes: usize = entries.iter().map(Entry::size_bytes).sum();
+        let mut skip = 0;
+        while bytes > bytes_max && first <= self.commit {
+            bytes -= entries[skip].size_bytes();
+            skip += 1;
+            first += 1;
+        }
+        entries.drain(..skip);
+        StartView {
+            op,
+            commit: self.commit,
+            op_first: first,
+            entries,
+        }
+    }
+
+    fn send_start_view(&mut self, to: ReplicaIndex, effects: &mut Vec<Effect>) {
+        let op_first = (self.commit + 1)
+            .min(self.log.op() + 1)
+            .max(self.log.base() + 1);
+        let start_view = self.start_view_message(op_first);
+        self.send(to, Body::StartView(start_view), effects);
+    }
+
+    pub(super) fn on_start_view(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        sv: StartView,
+        effects: &mut Vec<Effect>,
+    ) {
+        let well_formed = from == self.primary_of(view)
+            && sv.commit <= sv.op
+            && sv.op_first + sv.entries.len() as Op == sv.op + 1;
+        if !well_formed {
+            return self.drop_reason("start_view", "malformed");
+        }
+        if view < self.view || (view == self.view && self.status == Status::Normal) {
+            return self.drop_reason("start_view", "stale or duplicate");
+        }
+        assert!(sv.op >= self.commit, "a new view lost committed ops");
+        self.enter_view_as_backup(view);
+        if sv.op_first <= self.commit + 1 {
+            for (index, entry) in sv.entries.into_iter().enumerate() {
+                if sv.op_first + index as Op > self.log.op() {
+                    self.log.push(entry);
+                }
+            }
+        } else {
+            self.request_state(from, effects);
+        }
+        self.commit_to(sv.commit.min(self.log.op()), effects);
+        self.send(
+            from,
+            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            effects,
+        );
+    }
+
+    /// Becomes a normal backup in `view` keeping only committed entries: whatever else it
+    /// held may have been replaced by the view change (paper 5.2).
+    fn enter_view_as_backup(&mut self, view: View) {
+        self.set_view(view);
+        self.status = Status::Normal;
+        self.last_normal_view = view;
+        self.fresh = false;
+        self.clear_primary_state();
+        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
+        self.view_change_fetch = None;
+        self.log.truncate(self.commit);
+        self.start_normal_timeouts();
+    }
+
+    /// A Prepare or Commit shows that `view` started without this replica: join it and
+    /// fetch the log from its primary.
+    pub(super) fn join_started_view(&mut self, view: View, effects: &mut Vec<Effect>) {
+        assert!(view >= self.view);
+        assert!(view > self.view || self.status != Status::Normal);
+        self.enter_view_as_backup(view);
+        self.state_transfer_pending = false;
+        self.request_state(self.primary_of(view), effects);
+    }
+
+    pub(super) fn on_view_change_timeout(&mut self, effects: &mut Vec<Effect>) {
+        self.view_change_timeout.reset();
+        if self.status != Status::ViewChange {
+            return self.view_change_timeout.stop();
+        }
+        let others = self.start_view_change_from.count_ones() as usize - 1;
+        if others >= self.faults_max() {
+            // A quorum wanted this view but it did not start: try the next primary.
+            self.start_view_change(self.view + 1, effects);
+        } else {
+            // Alone: repeat the call rather than raising the view, so that a replica cut
+            // off from the others does not come back with a view far ahead of theirs.
+            self.broadcast(Body::StartViewChange, effects);
+        }
+    }
+}
