@@ -1,3 +1,133 @@
-fn main() {
-    println!("vsr-load: not implemented yet");
+//! `vsr-load`: the bundled load generator. Starts a local vsr cluster (or drives
+//! `--cluster`), runs closed- or open-loop load through the public client API, and reports
+//! throughput and latency; can sweep load, compare against a raw-TCP baseline, and check
+//! linearizability. See `perf/README.md` for how the numbers in this repository were made.
+
+mod baseline;
+mod check;
+mod cli;
+mod cluster;
+mod driver;
+mod hgrm;
+mod report;
+mod stats_probe;
+mod stop;
+mod sweep;
+mod system;
+mod transport;
+mod vsr_client;
+mod workload;
+
+use clap::Parser;
+use cli::{Cli, Command, LoadArgs};
+use driver::LoadSpec;
+use report::Summary;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use system::{System, Target};
+use workload::Workload;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::BaselineNode(args)) => baseline::node::run(args).map(|()| ExitCode::SUCCESS),
+        None => run(cli.load),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("vsr-load: error: {error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    args.validate()?;
+    stop::install()?;
+    if args.check {
+        return check::run(&args);
+    }
+    if args.sweep {
+        return sweep::run(&args);
+    }
+    let summaries = if args.compare {
+        vec![
+            measure(System::Vsr, &args)?,
+            measure(System::TcpBaseline, &args)?,
+        ]
+    } else if args.baseline.is_some() {
+        vec![measure(System::TcpBaseline, &args)?]
+    } else {
+        vec![measure(System::Vsr, &args)?]
+    };
+    print!("{}", report::table(&summaries));
+    for (i, summary) in summaries.iter().enumerate() {
+        // With --compare the first file gets vsr, the baseline goes beside it.
+        let suffix = if i == 0 { None } else { Some("baseline") };
+        if let Some(path) = &args.json {
+            summary.write_json(&with_suffix(path, suffix))?;
+        }
+        if let Some(path) = &args.hgrm {
+            summary.write_hgrm(&with_suffix(path, suffix))?;
+        }
+    }
+    Ok(if stop::requested() {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `out.json` with suffix `baseline` becomes `out.baseline.json`.
+fn with_suffix(path: &Path, suffix: Option<&str>) -> PathBuf {
+    let Some(suffix) = suffix else {
+        return path.to_path_buf();
+    };
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.{suffix}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{suffix}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Starts `system`, runs the load of `args` against it, stops it, and summarises.
+fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
+    let target = Target::start(system, args)?;
+    let views_before = target.view_counter();
+    let connections = args.connections.min(args.sessions);
+    let mut transport = target.connect(args.sessions, connections)?;
+    let mut workload = Workload::new(
+        args.service,
+        args.payload_bytes,
+        args.read_fraction,
+        args.keys,
+        1,
+    );
+    let spec = LoadSpec {
+        sessions: args.sessions,
+        rate: args.rate,
+        warmup: args.warmup,
+        duration: args.duration,
+        progress: !args.quiet,
+        label: if args.compare {
+            format!("{} ", system.title())
+        } else {
+            String::new()
+        },
+    };
+    let measurement = driver::run(transport.as_mut(), &mut workload, &spec)?;
+    drop(transport);
+    let views_after = target.view_counter();
+    Ok(Summary {
+        system: system.title().to_string(),
+        measurement,
+        replicas: target.addresses.len(),
+        sessions: args.sessions,
+        connections,
+        payload_bytes: args.payload_bytes,
+        view_changes: views_before
+            .zip(views_after)
+            .map(|(before, after)| after.saturating_sub(before)),
+    })
 }

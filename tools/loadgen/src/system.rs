@@ -1,0 +1,222 @@
+//! The system under test: a vsr cluster (local, started here, or `--cluster`) or the raw-TCP
+//! baseline (always local). A [`Target`] owns the local processes (dropping it stops them)
+//! and opens [`Transport`]s to the cluster.
+
+use crate::baseline::client::BaselineClient;
+use crate::cli::LoadArgs;
+use crate::cluster::{self, ProcessGuard};
+use crate::transport::Transport;
+use crate::vsr_client;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// Which system a run drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum System {
+    /// vsr replicas through `vsr::client::PipelinedClient`.
+    Vsr,
+    /// The raw-TCP baseline (see `baseline`).
+    TcpBaseline,
+}
+
+impl System {
+    /// The column title in reports.
+    pub fn title(self) -> &'static str {
+        match self {
+            System::Vsr => "vsr",
+            System::TcpBaseline => "tcp baseline",
+        }
+    }
+}
+
+/// A running system: its addresses, and the guard of its local processes if we started them.
+pub struct Target {
+    /// Which system.
+    pub system: System,
+    /// Replica (or baseline node) addresses; the baseline primary first.
+    pub addresses: Vec<SocketAddr>,
+    /// The cluster id (vsr).
+    pub cluster_id: u128,
+    /// The `vsr` binary, if known (for `vsr stats`).
+    vsr_bin: Option<PathBuf>,
+    request_timeout: Duration,
+    // Declared last: dropped after everything that might still talk to the processes.
+    _guard: Option<ProcessGuard>,
+}
+
+fn random_cluster_id() -> u128 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut rng = crate::workload::Rng::new(nanos as u64 ^ ((std::process::id() as u64) << 32));
+    ((rng.next_u64() as u128) << 64) | rng.next_u64() as u128
+}
+
+impl Target {
+    /// Starts (or, with `--cluster` for vsr, attaches to) the system and waits until it serves.
+    pub fn start(system: System, args: &LoadArgs) -> anyhow::Result<Target> {
+        match system {
+            System::Vsr => Target::start_vsr(args),
+            System::TcpBaseline => Target::start_baseline(args),
+        }
+    }
+
+    fn start_vsr(args: &LoadArgs) -> anyhow::Result<Target> {
+        vsr_client::ensure_available()?;
+        let cluster_id = args.cluster_id.unwrap_or_else(random_cluster_id);
+        if let Some(addresses) = &args.cluster {
+            let vsr_bin = args.vsr_bin.clone().or_else(existing_vsr_next_to_exe);
+            let target = Target {
+                system: System::Vsr,
+                addresses: addresses.clone(),
+                cluster_id,
+                vsr_bin,
+                request_timeout: args.request_timeout,
+                _guard: None,
+            };
+            vsr_client::probe(&target.addresses, cluster_id, args.request_timeout)?;
+            return Ok(target);
+        }
+        let vsr_bin = cluster::locate_vsr_binary(args.vsr_bin.as_deref())?;
+        let addresses = cluster::free_loopback_addresses(args.replicas)?;
+        let list = addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut guard = ProcessGuard::new(cluster::run_log_dir("vsr"))?;
+        for replica in 0..args.replicas {
+            let mut command = Command::new(&vsr_bin);
+            command.args([
+                "replica",
+                "--cluster",
+                &list,
+                "--replica",
+                &replica.to_string(),
+            ]);
+            command.args([
+                "--service",
+                args.service.name(),
+                "--cluster-id",
+                &cluster_id.to_string(),
+            ]);
+            guard.spawn(&format!("replica-{replica}"), command)?;
+        }
+        eprintln!(
+            "vsr-load: started {} replicas on {list} (logs in {})",
+            args.replicas,
+            guard.log_dir().display()
+        );
+        cluster::wait_until_ready(
+            &mut guard,
+            "the local vsr cluster",
+            args.startup_timeout,
+            || vsr_client::probe(&addresses, cluster_id, Duration::from_secs(2)),
+        )?;
+        Ok(Target {
+            system: System::Vsr,
+            addresses,
+            cluster_id,
+            vsr_bin: Some(vsr_bin),
+            request_timeout: args.request_timeout,
+            _guard: Some(guard),
+        })
+    }
+
+    fn start_baseline(args: &LoadArgs) -> anyhow::Result<Target> {
+        let exe = std::env::current_exe()?;
+        let addresses = cluster::free_loopback_addresses(args.replicas)?;
+        let mut guard = ProcessGuard::new(cluster::run_log_dir("baseline"))?;
+        for (i, address) in addresses.iter().enumerate().skip(1) {
+            let mut command = Command::new(&exe);
+            command.args([
+                "baseline-node",
+                "--role",
+                "backup",
+                "--listen",
+                &address.to_string(),
+            ]);
+            guard.spawn(&format!("baseline-backup-{i}"), command)?;
+        }
+        let backups = addresses[1..]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        // The primary waits for f of its 2f backups, like a vsr primary for f PrepareOks.
+        let acks = (args.replicas - 1).div_ceil(2);
+        let mut command = Command::new(&exe);
+        command.args([
+            "baseline-node",
+            "--role",
+            "primary",
+            "--listen",
+            &addresses[0].to_string(),
+        ]);
+        command.args(["--acks", &acks.to_string()]);
+        if !backups.is_empty() {
+            command.args(["--backups", &backups]);
+        }
+        guard.spawn("baseline-primary", command)?;
+        cluster::wait_until_ready(
+            &mut guard,
+            "the local tcp baseline",
+            args.startup_timeout,
+            || {
+                BaselineClient::connect(addresses[0], 1, 1, Duration::from_secs(1))?
+                    .round_trip(Duration::from_secs(2))
+            },
+        )?;
+        Ok(Target {
+            system: System::TcpBaseline,
+            addresses,
+            cluster_id: 0,
+            vsr_bin: None,
+            request_timeout: args.request_timeout,
+            _guard: Some(guard),
+        })
+    }
+
+    /// Opens a pipelined client with `sessions` sessions over `connections` connections.
+    pub fn connect(
+        &self,
+        sessions: usize,
+        connections: usize,
+    ) -> anyhow::Result<Box<dyn Transport>> {
+        match self.system {
+            System::Vsr => vsr_client::connect(
+                &self.addresses,
+                self.cluster_id,
+                self.request_timeout,
+                sessions,
+                connections,
+            ),
+            System::TcpBaseline => Ok(Box::new(BaselineClient::connect(
+                self.addresses[0],
+                sessions,
+                connections,
+                Duration::from_secs(5),
+            )?)),
+        }
+    }
+
+    /// The cluster's view-change counter now (`None` for the baseline or if unknown).
+    pub fn view_counter(&self) -> Option<u64> {
+        let vsr_bin = self.vsr_bin.as_ref()?;
+        let mut highest = None;
+        for address in &self.addresses {
+            if let Some(value) = crate::stats_probe::view_counter(vsr_bin, *address) {
+                highest = Some(highest.map_or(value, |h: u64| h.max(value)));
+            }
+        }
+        highest
+    }
+}
+
+fn existing_vsr_next_to_exe() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.join("vsr");
+    candidate.is_file().then_some(candidate)
+}
