@@ -259,6 +259,12 @@ impl<S: StateMachine> Replica<S> {
         if self.state_transfer_timeout.fired() {
             self.state_transfer_timeout.stop();
             self.state_transfer_pending = false;
+            // Ask again where nothing else would: a new primary's fetch, a recovery.
+            match self.status {
+                Status::ViewChange => self.try_complete_view_change(effects),
+                Status::Recovering => self.on_recovery_state_timeout(effects),
+                Status::Normal => {}
+            }
         }
     }
 

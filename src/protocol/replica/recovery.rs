@@ -147,7 +147,20 @@ impl<S: StateMachine> Replica<S> {
             self.set_view(view_latest);
         }
         self.recovery_timeout.start();
+        if self.log.op() >= primary_response.op {
+            // The primary's log is empty: there is nothing to fetch.
+            self.finish_recovery(effects);
+            self.stats.recoveries += 1;
+            return;
+        }
         self.request_state(primary, effects);
+    }
+
+    /// A lost GetState or NewState must not stall a recovery that found its source.
+    pub(super) fn on_recovery_state_timeout(&mut self, effects: &mut Vec<Effect>) {
+        if let Some((source, _)) = self.recovery.as_ref().and_then(|state| state.source) {
+            self.request_state(source, effects);
+        }
     }
 
     pub(super) fn on_recovery_state(
