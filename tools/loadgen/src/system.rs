@@ -160,6 +160,15 @@ impl Target {
             command.args(["--backups", &backups]);
         }
         guard.spawn("baseline-primary", command)?;
+        let list = addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        eprintln!(
+            "vsr-load: started the tcp baseline on {list} (logs in {})",
+            guard.log_dir().display()
+        );
         cluster::wait_until_ready(
             &mut guard,
             "the local tcp baseline",

@@ -1,0 +1,305 @@
+//! Short, bounded runs of each mode of the `vsr-load` binary on loopback. Every child
+//! `vsr-load` is killed if a test fails (its own children die with it: PR_SET_PDEATHSIG),
+//! and the tests take a lock so that only one cluster runs at a time on a 2-core machine.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A running `vsr-load`, killed on drop.
+struct Run {
+    child: Child,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Finished {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn spawn(args: &[&str]) -> Run {
+    let child = Command::new(env!("CARGO_BIN_EXE_vsr-load"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vsr-load starts");
+    Run { child }
+}
+
+/// Runs `vsr-load args` to completion within `timeout` (killing it past that).
+fn run(args: &[&str], timeout: Duration) -> Finished {
+    let mut run = spawn(args);
+    let mut stdout = run.child.stdout.take().unwrap();
+    let mut stderr = run.child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vsr-load {args:?} did not finish within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vsr-load-test-{}-{name}", std::process::id()))
+}
+
+fn table_value(stdout: &str, row: &str) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no {row} row in:\n{stdout}"));
+    line[row.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn assert_success(finished: &Finished) {
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+}
+
+const SHORT: [&str; 4] = ["--duration", "2s", "--warmup", "300ms"];
+
+#[test]
+fn baseline_closed_loop_writes_the_documented_json() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let json_path = temp_path("baseline.json");
+    let hgrm_path = temp_path("baseline.hgrm");
+    let mut args = vec![
+        "--baseline",
+        "tcp",
+        "--sessions",
+        "16",
+        "--connections",
+        "2",
+        "--payload-bytes",
+        "128",
+    ];
+    args.extend(SHORT);
+    args.extend([
+        "--json",
+        json_path.to_str().unwrap(),
+        "--hgrm",
+        hgrm_path.to_str().unwrap(),
+    ]);
+    let finished = run(&args, Duration::from_secs(60));
+    assert_success(&finished);
+    assert!(
+        table_value(&finished.stdout, "ops/s") > 0.0,
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished.stderr.contains("ops/s  p50"),
+        "no progress line:\n{}",
+        finished.stderr
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "ops",
+            "seconds",
+            "ops_per_sec",
+            "latency_us",
+            "replicas",
+            "sessions",
+            "payload_bytes"
+        ]
+    );
+    assert!(json["ops"].as_u64().unwrap() > 0);
+    assert_eq!(json["replicas"], 3);
+    assert_eq!(json["sessions"], 16);
+    assert_eq!(json["payload_bytes"], 128);
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            json["latency_us"][key].as_u64().unwrap() > 0,
+            "{key}: {json}"
+        );
+    }
+    let hgrm = std::fs::read_to_string(&hgrm_path).unwrap();
+    assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+    assert!(hgrm.contains("#[Max     ="));
+    let _ = std::fs::remove_file(json_path);
+    let _ = std::fs::remove_file(hgrm_path);
+}
+
+#[test]
+fn baseline_open_loop_holds_the_rate() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut args = vec![
+        "--baseline",
+        "tcp",
+        "--rate",
+        "500",
+        "--sessions",
+        "32",
+        "--quiet",
+    ];
+    args.extend(SHORT);
+    let finished = run(&args, Duration::from_secs(60));
+    assert_success(&finished);
+    let rate = table_value(&finished.stdout, "ops/s");
+    assert!(
+        (300.0..=700.0).contains(&rate),
+        "open loop at 500/s measured {rate}:\n{}",
+        finished.stdout
+    );
+}
+
+#[test]
+fn baseline_tiny_sweep_writes_csv_and_svg() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let csv = temp_path("sweep.csv");
+    let svg = temp_path("sweep.svg");
+    let args = [
+        "--baseline",
+        "tcp",
+        "--sweep",
+        "--sweep-sessions-max",
+        "4",
+        "--duration",
+        "400ms",
+        "--warmup",
+        "100ms",
+        "--quiet",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ];
+    let finished = run(&args, Duration::from_secs(60));
+    assert_success(&finished);
+    assert!(finished.stdout.contains("knee: "), "{}", finished.stdout);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("sessions,connections,ops_per_sec"));
+    assert!(text.lines().count() >= 2, "{text}");
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let _ = std::fs::remove_file(csv);
+    let _ = std::fs::remove_file(svg);
+}
+
+/// The processes whose command line mentions `needle` (from /proc).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_reports_and_stops_the_local_processes() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut run = spawn(&["--baseline", "tcp", "--duration", "60s", "--warmup", "0s"]);
+    let mut stderr = BufReader::new(run.child.stderr.take().unwrap());
+    // Wait for the address line, then for the first progress line (the load is running).
+    let mut addresses = None;
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "vsr-load ended early"
+        );
+        if let Some(rest) = line.strip_prefix("vsr-load: started the tcp baseline on ") {
+            addresses = Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+        if line.contains("ops/s") {
+            break;
+        }
+    }
+    let addresses = addresses.expect("the address line");
+    let backup = addresses.split(',').nth(1).unwrap().to_string();
+    assert!(
+        !processes_mentioning(&backup).is_empty(),
+        "the backup process is not running"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(run.child.id() as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "vsr-load did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut stdout = String::new();
+    run.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    for address in addresses.split(',') {
+        assert!(
+            processes_mentioning(address).is_empty(),
+            "a process on {address} outlived vsr-load"
+        );
+    }
+}
