@@ -34,7 +34,11 @@ impl Workload {
                 (client, session.session(), 1)
             })
             .collect();
-        Workload { cluster, sessions, body: Bytes::from(vec![7u8; PAYLOAD_BYTES]) }
+        Workload {
+            cluster,
+            sessions,
+            body: Bytes::from(vec![7u8; PAYLOAD_BYTES]),
+        }
     }
 
     /// One request from every session, run to completion; returns replies received.

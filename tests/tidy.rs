@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else { return files };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return files;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -24,15 +26,31 @@ fn root() -> PathBuf {
 /// The protocol core is sans-IO: no sockets, clocks, threads or ambient randomness.
 #[test]
 fn protocol_core_touches_no_io_clock_thread_or_randomness() {
-    let forbidden = ["mio", "std::net", "Instant", "SystemTime", "thread", "rand::", "std::fs", "std::env"];
+    let forbidden = [
+        "mio",
+        "std::net",
+        "Instant",
+        "SystemTime",
+        "thread",
+        "rand::",
+        "std::fs",
+        "std::env",
+    ];
     let files = rust_files(&root().join("src/protocol"));
     assert!(!files.is_empty());
     for file in files {
         let text = fs::read_to_string(&file).unwrap();
         // Comments may name what the code must not do.
-        let code: String = text.lines().filter(|line| !line.trim_start().starts_with("//")).collect();
+        let code: String = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect();
         for word in forbidden {
-            assert!(!code.contains(word), "{} mentions `{word}`: the protocol core must stay sans-IO", file.display());
+            assert!(
+                !code.contains(word),
+                "{} mentions `{word}`: the protocol core must stay sans-IO",
+                file.display()
+            );
         }
     }
 }
@@ -46,6 +64,10 @@ fn no_ignored_tests() {
     let marker = ["#[", "ignore]"].concat();
     for file in files {
         let text = fs::read_to_string(&file).unwrap();
-        assert!(!text.contains(&marker), "{} has an ignored test", file.display());
+        assert!(
+            !text.contains(&marker),
+            "{} has an ignored test",
+            file.display()
+        );
     }
 }

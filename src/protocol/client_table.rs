@@ -53,6 +53,20 @@ pub struct ClientEntry {
     pub reply: Bytes,
 }
 
+impl ClientEntry {
+    /// Records the reply of the next request of this session.
+    pub fn record(&mut self, request: RequestNumber, op: Op, reply: Bytes) {
+        assert_eq!(
+            request,
+            self.request + 1,
+            "requests of a session execute in order"
+        );
+        self.request = request;
+        self.op = op;
+        self.reply = reply;
+    }
+}
+
 /// What a committed request finds in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -143,10 +157,24 @@ impl ClientTable {
             .clients
             .get_mut(&client)
             .expect("record for an admitted client");
-        assert_eq!(request, entry.request + 1);
-        entry.request = request;
-        entry.op = op;
-        entry.reply = reply;
+        entry.record(request, op, reply);
+    }
+
+    /// Admits a committed request and, when it is to execute, hands out its entry so the
+    /// caller can record the reply without a second lookup (the hot path of every replica).
+    pub fn admit_mut(
+        &mut self,
+        client: ClientId,
+        session: Session,
+        request: RequestNumber,
+    ) -> Result<&mut ClientEntry, Admission> {
+        match self.clients.get_mut(&client) {
+            Some(entry) if entry.session == session && request == entry.request + 1 => Ok(entry),
+            Some(entry) if entry.session == session && request <= entry.request => {
+                Err(Admission::Duplicate)
+            }
+            _ => Err(Admission::Evicted),
+        }
     }
 
     /// The table as bytes, sorted by client id so that equal tables give equal bytes.

@@ -379,10 +379,10 @@ impl<S: StateMachine> Replica<S> {
                     result: Bytes::new(),
                 })
             }
-            Operation::Apply => match self.clients.admit(client, session, request) {
-                Admission::Execute => {
+            Operation::Apply => match self.clients.admit_mut(client, session, request) {
+                Ok(client_entry) => {
                     let result = self.service.apply(op, entry.timestamp, &entry.body);
-                    self.clients.record(client, request, op, result.clone());
+                    client_entry.record(request, op, result.clone());
                     Some(Reply {
                         client,
                         session,
@@ -392,8 +392,9 @@ impl<S: StateMachine> Replica<S> {
                         result,
                     })
                 }
-                Admission::Duplicate => None,
-                Admission::Evicted => Some(Reply {
+                Err(Admission::Duplicate) => None,
+                Err(Admission::Execute) => unreachable!("admit_mut returns Ok to execute"),
+                Err(Admission::Evicted) => Some(Reply {
                     client,
                     session,
                     request,
