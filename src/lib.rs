@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod protocol;
 pub mod service;
+pub mod sim;
 pub mod testing;
 
 pub use config::{Config, ConfigError};

@@ -1,0 +1,761 @@
+//! The simulated world: N replicas running the `Kv` service, M clients, one network, one
+//! PRNG, and the checkers, advanced one step at a time.
+//!
+//! A step is the simulator's unit of time. In one step the cluster, in this order: injects
+//! random faults (when enabled), delivers every message due, ticks the replicas whose
+//! clocks are due (each replica ticks every few steps, at its own rate, with jitter),
+//! ticks the clients, lets idle clients start requests, and runs the checkers. After each
+//! delivery and tick it calls `Replica::flush`, as the runtime does at the end of each
+//! event-loop iteration.
+//!
+//! Faults are plain verbs on [`Cluster`]: [`Cluster::partition`], [`Cluster::heal`],
+//! [`Cluster::crash`], [`Cluster::restart`]; the network adds `drop`, `duplicate` and
+//! `delay`. A crash drops the `Replica` value entirely, so a restart (paper 4.3) really has
+//! nothing but its index and a fresh nonce. At most f replicas are ever crashed or
+//! recovering at once when faults are random.
+
+use super::checker::{Checker, ClientReply, Failure};
+use super::faults::{FaultCounts, FaultRates};
+use super::network::{Envelope, Network, NetworkFaults, Node};
+use super::prng::Prng;
+use super::workload::Workload;
+use crate::client::{ClientSession, Outcome, SubmitError, Target};
+use crate::config::Config;
+use crate::protocol::Replica;
+use crate::protocol::{
+    ClientId, Effect, Message, ReplicaIndex, RequestNumber, Start, Stats, Status, View,
+};
+use crate::service::kv::KvOp;
+use crate::service::Kv;
+use std::collections::HashMap;
+
+/// Simulated nanoseconds per step, for the replicas' realtime clocks (paper 4.4).
+const STEP_NS: i64 = 1_000_000;
+/// Where the simulated realtime clocks start (2023-11-14, an arbitrary fixed instant).
+const EPOCH_NS: i64 = 1_700_000_000_000_000_000;
+/// Messages in flight at most; beyond this the network drops.
+const ENVELOPES_MAX: usize = 1 << 14;
+
+/// How to build a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Every replica's configuration.
+    pub config: Config,
+    /// Clients driving the cluster.
+    pub client_count: usize,
+    /// Steps between two client ticks.
+    pub client_tick_steps: u64,
+    /// Client ticks before the first retry of a request (doubling up to 8x).
+    pub request_timeout_ticks: u64,
+    /// Each replica ticks every `tick_steps_min..=tick_steps_max` steps (drawn per replica).
+    pub tick_steps_min: u64,
+    /// See `tick_steps_min`.
+    pub tick_steps_max: u64,
+    /// Random faults (applied only while [`Cluster::inject`] is on).
+    pub faults: FaultRates,
+    /// Keys the workload uses.
+    pub keys: usize,
+    /// Chance per step that an idle registered client submits (with load on).
+    pub submit_ppm: u32,
+    /// Log every delivery, fault and status change to stderr.
+    pub trace: bool,
+}
+
+/// A replica's clock: how often it ticks, and how its realtime clock is skewed.
+#[derive(Clone, Debug)]
+struct Clock {
+    tick_steps: u64,
+    tick_next: u64,
+    drift_ppm: i64,
+    offset_ns: i64,
+}
+
+impl Clock {
+    fn realtime_ns(&self, now: u64) -> u64 {
+        let elapsed_ns = now as i64 * STEP_NS;
+        (EPOCH_NS + self.offset_ns + elapsed_ns + elapsed_ns / 1_000_000 * self.drift_ppm) as u64
+    }
+}
+
+/// One simulated client.
+pub struct SimClient {
+    /// The sans-IO session it drives.
+    pub session: ClientSession,
+    /// The latest outcome it saw.
+    pub last_outcome: Option<Outcome>,
+    /// Requests completed.
+    pub completed: u64,
+    /// Times it was evicted.
+    pub evicted: u64,
+}
+
+/// Every filter on deliveries: returns true to drop the envelope.
+pub type Filter = Box<dyn FnMut(&Envelope) -> bool>;
+
+/// The simulated cluster.
+pub struct Cluster {
+    config: Config,
+    options: ClusterOptions,
+    prng: Prng,
+    now: u64,
+    replicas: Vec<Option<Replica<Kv>>>,
+    clocks: Vec<Clock>,
+    /// The (status, view) each replica was last seen in, for the trace.
+    seen: Vec<Option<(Status, View)>>,
+    clients: Vec<SimClient>,
+    client_index: HashMap<ClientId, usize>,
+    network: Network,
+    checker: Checker,
+    workload: Workload,
+    effects: Vec<Effect>,
+    filter: Option<Filter>,
+    /// Stats of replicas that crashed (their counters died with them).
+    stats_retired: Stats,
+    /// Faults injected so far.
+    pub faults: FaultCounts,
+    /// Whether random faults are injected.
+    pub inject: bool,
+    /// Whether idle clients submit random operations.
+    pub load: bool,
+    /// Whether clients (re)register by themselves at start and after eviction.
+    pub register: bool,
+}
+
+impl Cluster {
+    /// A fresh cluster: every replica `Start::Fresh`, clients unregistered.
+    pub fn new(seed: u64, options: ClusterOptions) -> Cluster {
+        options
+            .config
+            .validate()
+            .expect("the simulator's config must be valid");
+        assert!(options.client_count > 0);
+        assert!(options.tick_steps_min > 0 && options.tick_steps_min <= options.tick_steps_max);
+        let mut prng = Prng::new(seed);
+        let config = options.config.clone();
+        let n = config.replica_count;
+        let replicas = (0..n)
+            .map(|i| Some(Replica::new(config.clone(), i, Kv::new(), Start::Fresh)))
+            .collect();
+        let clocks = (0..n)
+            .map(|_| {
+                let tick_steps = prng.between(options.tick_steps_min, options.tick_steps_max);
+                Clock {
+                    tick_steps,
+                    tick_next: prng.between(1, tick_steps),
+                    drift_ppm: prng.between(0, 100_000) as i64 - 50_000,
+                    offset_ns: prng.between(0, 200_000_000) as i64 - 100_000_000,
+                }
+            })
+            .collect();
+        let mut clients = Vec::with_capacity(options.client_count);
+        let mut client_index = HashMap::new();
+        for c in 0..options.client_count {
+            let mut id = prng.nonzero();
+            while client_index.contains_key(&id) {
+                id = prng.nonzero();
+            }
+            client_index.insert(id, c);
+            let session = ClientSession::new(id, n, options.request_timeout_ticks);
+            clients.push(SimClient {
+                session,
+                last_outcome: None,
+                completed: 0,
+                evicted: 0,
+            });
+        }
+        Cluster {
+            network: Network::new(n as usize, options.faults.network, ENVELOPES_MAX),
+            checker: Checker::new(n as usize, config.clients_max as usize),
+            workload: Workload::new(options.keys),
+            seen: vec![None; n as usize],
+            config,
+            prng,
+            now: 0,
+            replicas,
+            clocks,
+            clients,
+            client_index,
+            effects: Vec::with_capacity(64),
+            filter: None,
+            stats_retired: Stats::default(),
+            faults: FaultCounts::default(),
+            inject: false,
+            load: false,
+            register: true,
+            options,
+        }
+    }
+
+    /// The current step.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// The configuration every replica runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Replica `index`, unless it is crashed.
+    pub fn replica(&self, index: ReplicaIndex) -> Option<&Replica<Kv>> {
+        self.replicas[index as usize].as_ref()
+    }
+
+    /// Number of replicas.
+    pub fn replica_count(&self) -> u8 {
+        self.config.replica_count
+    }
+
+    /// Client `index`.
+    pub fn client(&self, index: usize) -> &SimClient {
+        &self.clients[index]
+    }
+
+    /// Number of clients.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The checkers' state.
+    pub fn checker(&self) -> &Checker {
+        &self.checker
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Sets the network's fault rates (the current partitions stay).
+    pub fn set_network_faults(&mut self, faults: NetworkFaults) {
+        self.network.faults = faults;
+    }
+
+    /// Drops every delivery for which `filter` returns true, until [`Cluster::clear_filter`].
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = Some(filter);
+    }
+
+    /// Removes the delivery filter.
+    pub fn clear_filter(&mut self) {
+        self.filter = None;
+    }
+
+    /// The primary of the highest view among live replicas in normal status, if that
+    /// replica is itself normal and primary.
+    pub fn primary(&self) -> Option<ReplicaIndex> {
+        self.replicas
+            .iter()
+            .flatten()
+            .filter(|r| r.status() == Status::Normal && r.is_primary())
+            .max_by_key(|r| r.view())
+            .map(|r| r.replica())
+    }
+
+    /// Replicas crashed or recovering: those that count against f.
+    pub fn down_count(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|r| r.as_ref().is_none_or(|r| r.status() == Status::Recovering))
+            .count()
+    }
+
+    /// Whether every client has no request in flight.
+    pub fn clients_idle(&self) -> bool {
+        self.clients.iter().all(|c| !c.session.is_busy())
+    }
+
+    /// The replicas' counters, including those of replicas that crashed since.
+    pub fn stats(&self) -> Stats {
+        let mut total = self.stats_retired.clone();
+        for replica in self.replicas.iter().flatten() {
+            add_stats(&mut total, replica.stats());
+        }
+        total
+    }
+
+    /// `partition`: cuts every link between `group` and the other replicas.
+    pub fn partition(&mut self, group: &[ReplicaIndex]) {
+        self.faults.partition += 1;
+        self.trace(format_args!("partition {group:?} | rest"));
+        self.network.partition(group);
+    }
+
+    /// `partition` (asymmetric): `group` still hears the others but cannot reach them.
+    pub fn partition_outbound(&mut self, group: &[ReplicaIndex]) {
+        self.faults.partition += 1;
+        self.trace(format_args!("partition {group:?} -/-> rest (one way)"));
+        self.network.partition_outbound(group);
+    }
+
+    /// `partition` (one link): messages from `from` to `to` are lost.
+    pub fn block(&mut self, from: ReplicaIndex, to: ReplicaIndex) {
+        self.faults.partition += 1;
+        self.trace(format_args!("block {from} -> {to}"));
+        self.network.set_link(from, to, true);
+    }
+
+    /// `heal`: removes every partition.
+    pub fn heal(&mut self) {
+        if self.network.partitioned() {
+            self.faults.heal += 1;
+            self.trace(format_args!("heal"));
+        }
+        self.network.heal();
+    }
+
+    /// `crash`: replica `index` loses all its memory.
+    pub fn crash(&mut self, index: ReplicaIndex) {
+        let replica = self.replicas[index as usize]
+            .take()
+            .expect("crash a live replica");
+        add_stats(&mut self.stats_retired, replica.stats());
+        self.faults.crash += 1;
+        self.seen[index as usize] = None;
+        self.trace(format_args!(
+            "crash r{index} (was {:?} view {} op {} commit {})",
+            replica.status(),
+            replica.view(),
+            replica.op(),
+            replica.commit()
+        ));
+    }
+
+    /// `restart`: replica `index` comes back empty and runs the recovery protocol.
+    pub fn restart(&mut self, index: ReplicaIndex) {
+        assert!(
+            self.replicas[index as usize].is_none(),
+            "restart a crashed replica"
+        );
+        let nonce = self.prng.nonzero();
+        let replica = Replica::new(
+            self.config.clone(),
+            index,
+            Kv::new(),
+            Start::Recover { nonce },
+        );
+        self.replicas[index as usize] = Some(replica);
+        self.checker.on_restart(index);
+        self.faults.restart += 1;
+        self.trace(format_args!("restart r{index} (nonce {nonce:x})"));
+    }
+
+    /// Submits `op` on client `client`'s session.
+    pub fn submit(&mut self, client: usize, op: &KvOp) -> Result<RequestNumber, SubmitError> {
+        let (request, target, message) = self.clients[client].session.submit(op.encode())?;
+        self.trace(format_args!("c{client} submits request {request}: {op:?}"));
+        self.send_from_client(client, target, message);
+        Ok(request)
+    }
+
+    /// Advances one step and runs the checkers.
+    pub fn step(&mut self) -> Result<(), Failure> {
+        self.now += 1;
+        if self.inject {
+            self.inject_faults();
+        }
+        while let Some(envelope) = self.network.pop_due(self.now) {
+            if let Some(filter) = self.filter.as_mut() {
+                if filter(&envelope) {
+                    self.trace(format_args!(
+                        "filter drops {:?} -> {:?} {}",
+                        envelope.from,
+                        envelope.to,
+                        envelope.message.body.name()
+                    ));
+                    continue;
+                }
+            }
+            match envelope.to {
+                Node::Replica(index) => self.deliver_to_replica(index, envelope),
+                Node::Client(client) => self.deliver_to_client(client, envelope.message)?,
+            }
+        }
+        self.tick_replicas();
+        if self.now.is_multiple_of(self.options.client_tick_steps) {
+            self.tick_clients();
+        }
+        self.drive_clients();
+        self.check()
+    }
+
+    fn deliver_to_replica(&mut self, index: ReplicaIndex, envelope: Envelope) {
+        let now = self.now;
+        let Some(replica) = self.replicas[index as usize].as_mut() else {
+            return;
+        };
+        if self.options.trace {
+            eprintln!(
+                "step {now}: {:?} -> r{index} {}",
+                envelope.from,
+                summarize(&envelope.message)
+            );
+        }
+        replica.set_clock(self.clocks[index as usize].realtime_ns(now));
+        replica.on_message(envelope.message, &mut self.effects);
+        replica.flush(&mut self.effects);
+        self.dispatch(index);
+    }
+
+    fn deliver_to_client(&mut self, client: usize, message: Message) -> Result<(), Failure> {
+        let session = self.clients[client].session.session();
+        let outcome = self.clients[client].session.on_message(&message);
+        let Some(outcome) = outcome else {
+            return Ok(());
+        };
+        self.trace(format_args!("c{client} outcome {outcome:?}"));
+        let id = self.clients[client].session.client();
+        let reply = match &outcome {
+            Outcome::Registered { session } => Some(ClientReply::Registered {
+                client: id,
+                session: *session,
+            }),
+            Outcome::Completed {
+                request,
+                op,
+                result,
+            } => Some(ClientReply::Completed {
+                client: id,
+                session,
+                request: *request,
+                op: *op,
+                result: result.clone(),
+            }),
+            Outcome::Evicted { .. } => None,
+        };
+        let sim_client = &mut self.clients[client];
+        match &outcome {
+            Outcome::Completed { .. } => sim_client.completed += 1,
+            Outcome::Evicted { .. } => sim_client.evicted += 1,
+            Outcome::Registered { .. } => {}
+        }
+        sim_client.last_outcome = Some(outcome);
+        match reply {
+            Some(reply) => self.checker.on_reply(reply),
+            None => Ok(()),
+        }
+    }
+
+    /// Carries out the effects replica `from` just wrote.
+    fn dispatch(&mut self, from: ReplicaIndex) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send { to, message } => self.network.send(
+                    &mut self.prng,
+                    self.now,
+                    Node::Replica(from),
+                    Node::Replica(to),
+                    message,
+                ),
+                Effect::Broadcast { message } => {
+                    for to in 0..self.config.replica_count {
+                        if to != from {
+                            let copy = message.clone();
+                            self.network.send(
+                                &mut self.prng,
+                                self.now,
+                                Node::Replica(from),
+                                Node::Replica(to),
+                                copy,
+                            );
+                        }
+                    }
+                }
+                Effect::Reply { client, message } => {
+                    if let Some(&c) = self.client_index.get(&client) {
+                        self.network.send(
+                            &mut self.prng,
+                            self.now,
+                            Node::Replica(from),
+                            Node::Client(c),
+                            message,
+                        );
+                    }
+                }
+            }
+        }
+        self.effects = effects;
+        if self.options.trace {
+            self.trace_status(from);
+        }
+    }
+
+    fn tick_replicas(&mut self) {
+        for index in 0..self.config.replica_count {
+            let clock = &mut self.clocks[index as usize];
+            if self.now < clock.tick_next {
+                continue;
+            }
+            // Jitter of one step either way keeps the replicas' ticks from locking step.
+            let jitter = self.prng.below(3);
+            clock.tick_next = self.now + (clock.tick_steps + jitter).saturating_sub(1).max(1);
+            let realtime_ns = clock.realtime_ns(self.now);
+            let Some(replica) = self.replicas[index as usize].as_mut() else {
+                continue;
+            };
+            replica.set_clock(realtime_ns);
+            replica.on_tick(&mut self.effects);
+            replica.flush(&mut self.effects);
+            self.dispatch(index);
+        }
+    }
+
+    fn tick_clients(&mut self) {
+        for client in 0..self.clients.len() {
+            if let Some((target, message)) = self.clients[client].session.on_tick() {
+                self.trace(format_args!("c{client} retries to all"));
+                self.send_from_client(client, target, message);
+            }
+        }
+    }
+
+    /// Idle clients register (when unregistered) or submit a random operation.
+    fn drive_clients(&mut self) {
+        if !self.register && !self.load {
+            return;
+        }
+        for client in 0..self.clients.len() {
+            let session = &self.clients[client].session;
+            if session.is_busy() {
+                continue;
+            }
+            if !session.is_registered() {
+                if self.register {
+                    let (target, message) = self.clients[client].session.register();
+                    self.trace(format_args!("c{client} registers"));
+                    self.send_from_client(client, target, message);
+                }
+            } else if self.load && self.prng.chance(self.options.submit_ppm) {
+                let op = self.workload.next_op(&mut self.prng);
+                self.submit(client, &op)
+                    .expect("an idle registered client can submit");
+            }
+        }
+    }
+
+    fn send_from_client(&mut self, client: usize, target: Target, message: Message) {
+        match target {
+            Target::Replica(to) => self.network.send(
+                &mut self.prng,
+                self.now,
+                Node::Client(client),
+                Node::Replica(to),
+                message,
+            ),
+            Target::All => {
+                for to in 0..self.config.replica_count {
+                    let copy = message.clone();
+                    self.network.send(
+                        &mut self.prng,
+                        self.now,
+                        Node::Client(client),
+                        Node::Replica(to),
+                        copy,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs every checker: replica invariants (they panic), agreement, the model, and
+    /// service state against the model.
+    fn check(&mut self) -> Result<(), Failure> {
+        let mut moved = 0u32;
+        for (index, replica) in self.replicas.iter().enumerate() {
+            let Some(replica) = replica else { continue };
+            replica.invariants();
+            if self.checker.check_replica(index as ReplicaIndex, replica)? {
+                moved |= 1 << index;
+            }
+        }
+        self.checker.advance_model()?;
+        for (index, replica) in self.replicas.iter().enumerate() {
+            if moved & (1 << index) != 0 {
+                let replica = replica.as_ref().expect("moved replicas are live");
+                self.checker
+                    .check_snapshot(index as ReplicaIndex, replica)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The final exactly-once check: every live replica at the highest commit holds the
+    /// model's state. Returns how many replicas were compared.
+    pub fn check_final(&mut self) -> Result<usize, Failure> {
+        self.check()?;
+        let highest = self
+            .replicas
+            .iter()
+            .flatten()
+            .map(|r| r.commit())
+            .max()
+            .unwrap_or(0);
+        let mut compared = 0;
+        for (index, replica) in self.replicas.iter().enumerate() {
+            let Some(replica) = replica else { continue };
+            if replica.commit() == highest
+                && self
+                    .checker
+                    .check_snapshot(index as ReplicaIndex, replica)?
+            {
+                compared += 1;
+            }
+        }
+        Ok(compared)
+    }
+
+    /// The random faults of one step, at the seed's rates; never more than f replicas
+    /// crashed or recovering.
+    fn inject_faults(&mut self) {
+        let rates = self.options.faults;
+        let n = self.config.replica_count;
+        if !self.network.partitioned() {
+            if self.prng.chance(rates.partition_ppm) {
+                self.partition_random();
+            }
+        } else if self.prng.chance(rates.heal_ppm) {
+            self.heal();
+        }
+        if self.prng.chance(rates.crash_ppm) {
+            let index = self.prng.below(n as u64) as ReplicaIndex;
+            if let Some(replica) = self.replica(index) {
+                // Crashing a recovering replica leaves the count of down replicas as it is.
+                let recovering = replica.status() == Status::Recovering;
+                if recovering || self.down_count() < self.config.faults_max() {
+                    self.crash(index);
+                }
+            }
+        }
+        for index in 0..n {
+            if self.replicas[index as usize].is_none() && self.prng.chance(rates.restart_ppm) {
+                self.restart(index);
+            }
+        }
+    }
+
+    fn partition_random(&mut self) {
+        let n = self.config.replica_count;
+        // A random non-empty proper subset of the replicas.
+        let mask = self.prng.between(1, (1 << n) - 2);
+        let group: Vec<ReplicaIndex> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+        match self.prng.below(3) {
+            0 | 1 => self.partition(&group),
+            _ => self.partition_outbound(&group),
+        }
+    }
+
+    /// `heal` for liveness: restarts every crashed replica, removes partitions, stops
+    /// random faults and makes the network calm.
+    pub fn heal_all(&mut self) {
+        self.inject = false;
+        self.heal();
+        for index in 0..self.config.replica_count {
+            if self.replicas[index as usize].is_none() {
+                self.restart(index);
+            }
+        }
+        self.network.faults = NetworkFaults::calm();
+    }
+
+    /// A one-line state of every replica and client, for violation reports.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (index, replica) in self.replicas.iter().enumerate() {
+            match replica {
+                None => out.push_str(&format!("r{index}: crashed; ")),
+                Some(r) => out.push_str(&format!(
+                    "r{index}: {:?} view {} op {} commit {} checkpoint {}; ",
+                    r.status(),
+                    r.view(),
+                    r.op(),
+                    r.commit(),
+                    r.checkpoint_op()
+                )),
+            }
+        }
+        for (index, client) in self.clients.iter().enumerate() {
+            out.push_str(&format!(
+                "c{index}: session {} busy {} view {}; ",
+                client.session.session(),
+                client.session.is_busy(),
+                client.session.view()
+            ));
+        }
+        out.push_str(&format!("in flight {}", self.network.in_flight()));
+        out
+    }
+
+    fn trace(&self, args: std::fmt::Arguments<'_>) {
+        if self.options.trace {
+            eprintln!("step {}: {args}", self.now);
+        }
+    }
+
+    fn trace_status(&mut self, index: ReplicaIndex) {
+        let Some(replica) = self.replicas[index as usize].as_ref() else {
+            return;
+        };
+        let now = (replica.status(), replica.view());
+        let before = self.seen[index as usize].replace(now);
+        if before != Some(now) {
+            eprintln!(
+                "step {}: r{index} {:?} view {} (op {} commit {}), was {before:?}",
+                self.now,
+                now.0,
+                now.1,
+                replica.op(),
+                replica.commit()
+            );
+        }
+    }
+}
+
+/// A short description of a message for the trace.
+fn summarize(message: &Message) -> String {
+    use crate::protocol::Body;
+    let detail = match &message.body {
+        Body::Request(r) => format!(
+            "client {:x} session {} request {}",
+            r.client, r.session, r.request
+        ),
+        Body::Reply(r) => format!("request {} op {} {:?}", r.request, r.op, r.status),
+        Body::Prepare(p) => format!("ops {}..={} commit {}", p.op_first, p.op_last(), p.commit),
+        Body::PrepareOk(p) => format!("op {}", p.op),
+        Body::Commit(c) => format!("commit {}", c.commit),
+        Body::StartViewChange => String::new(),
+        Body::DoViewChange(d) => {
+            format!(
+                "last normal view {} op {} commit {} entries {}",
+                d.last_normal_view,
+                d.op,
+                d.commit,
+                d.entries.len()
+            )
+        }
+        Body::StartView(s) => format!("op {} commit {} from op {}", s.op, s.commit, s.op_first),
+        Body::Recovery(r) => format!("nonce {:x}", r.nonce),
+        Body::RecoveryResponse(r) => format!("nonce {:x} op {} commit {}", r.nonce, r.op, r.commit),
+        Body::GetState(g) => format!("after op {}", g.op),
+        Body::NewState(s) => format!(
+            "commit {} checkpoint {:?} from op {} entries {}",
+            s.commit,
+            s.checkpoint.as_ref().map(|c| c.op),
+            s.op_first,
+            s.entries.len()
+        ),
+    };
+    format!("{} view {} {detail}", message.body.name(), message.view)
+}
+
+/// Adds one replica's counters to a total.
+pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
+    total.view_changes += stats.view_changes;
+    total.recoveries += stats.recoveries;
+    total.state_transfers += stats.state_transfers;
+    total.checkpoint_transfers += stats.checkpoint_transfers;
+    total.checkpoints += stats.checkpoints;
+    total.prepares_sent += stats.prepares_sent;
+    total.entries_committed += stats.entries_committed;
+    total.messages_dropped += stats.messages_dropped;
+}

@@ -1,0 +1,187 @@
+//! Fault rates, drawn from the seed so that different seeds explore different regimes:
+//! calm, lossy, partition-heavy, crash-heavy, or everything at once.
+
+use super::network::NetworkFaults;
+use super::prng::Prng;
+use std::fmt;
+
+/// The broad character of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regime {
+    /// Few faults of any kind.
+    Calm,
+    /// Many messages lost, doubled and reordered.
+    Lossy,
+    /// Partitions come and go often.
+    PartitionHeavy,
+    /// Replicas crash and restart often.
+    CrashHeavy,
+    /// A bit of everything.
+    Chaos,
+}
+
+impl fmt::Display for Regime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Regime::Calm => "calm",
+            Regime::Lossy => "lossy",
+            Regime::PartitionHeavy => "partition-heavy",
+            Regime::CrashHeavy => "crash-heavy",
+            Regime::Chaos => "chaos",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Per-step fault probabilities (parts per million) and the network's rates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultRates {
+    /// The regime the rates were drawn for.
+    pub regime: Regime,
+    /// Chance per step of cutting a new partition while none is in place.
+    pub partition_ppm: u32,
+    /// Chance per step of healing the partition in place.
+    pub heal_ppm: u32,
+    /// Chance per step of crashing a replica (when fewer than f are down).
+    pub crash_ppm: u32,
+    /// Chance per step, per crashed replica, of restarting it.
+    pub restart_ppm: u32,
+    /// The network's rates during the fault phase.
+    pub network: NetworkFaults,
+}
+
+impl FaultRates {
+    /// No faults at all, a calm network.
+    pub fn none() -> FaultRates {
+        FaultRates {
+            regime: Regime::Calm,
+            partition_ppm: 0,
+            heal_ppm: 0,
+            crash_ppm: 0,
+            restart_ppm: 0,
+            network: NetworkFaults::calm(),
+        }
+    }
+
+    /// Rates for a random regime.
+    pub fn draw(prng: &mut Prng) -> FaultRates {
+        let regime = *prng.pick(&[
+            Regime::Calm,
+            Regime::Lossy,
+            Regime::PartitionHeavy,
+            Regime::CrashHeavy,
+            Regime::Chaos,
+        ]);
+        let mut ppm = |low: u32, high: u32| prng.between(low as u64, high as u64) as u32;
+        let (
+            partition_ppm,
+            heal_ppm,
+            crash_ppm,
+            restart_ppm,
+            drop_ppm,
+            duplicate_ppm,
+            delay_long_ppm,
+        ) = match regime {
+            Regime::Calm => (
+                ppm(0, 200),
+                5_000,
+                ppm(0, 100),
+                5_000,
+                ppm(0, 2_000),
+                ppm(0, 2_000),
+                ppm(0, 2_000),
+            ),
+            Regime::Lossy => (
+                ppm(0, 300),
+                5_000,
+                ppm(0, 200),
+                5_000,
+                ppm(20_000, 200_000),
+                ppm(10_000, 100_000),
+                ppm(10_000, 50_000),
+            ),
+            Regime::PartitionHeavy => (
+                ppm(2_000, 10_000),
+                ppm(2_000, 10_000),
+                ppm(0, 300),
+                5_000,
+                ppm(0, 10_000),
+                ppm(0, 10_000),
+                ppm(0, 10_000),
+            ),
+            Regime::CrashHeavy => (
+                ppm(0, 500),
+                5_000,
+                ppm(1_000, 5_000),
+                ppm(2_000, 20_000),
+                ppm(0, 10_000),
+                ppm(0, 10_000),
+                ppm(0, 10_000),
+            ),
+            Regime::Chaos => (
+                ppm(1_000, 5_000),
+                ppm(2_000, 10_000),
+                ppm(500, 3_000),
+                ppm(2_000, 10_000),
+                ppm(5_000, 50_000),
+                ppm(5_000, 50_000),
+                ppm(5_000, 30_000),
+            ),
+        };
+        let delay_max_steps = prng.between(2, 8);
+        let network = NetworkFaults {
+            drop_ppm,
+            duplicate_ppm,
+            delay_min_steps: 1,
+            delay_max_steps,
+            delay_long_ppm,
+            delay_long_max_steps: delay_max_steps * prng.between(3, 10),
+        };
+        FaultRates {
+            regime,
+            partition_ppm,
+            heal_ppm,
+            crash_ppm,
+            restart_ppm,
+            network,
+        }
+    }
+}
+
+/// Faults injected, by kind (network faults are in `NetworkCounts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Symmetric or asymmetric partitions cut.
+    pub partition: u64,
+    /// Partitions healed.
+    pub heal: u64,
+    /// Replicas crashed.
+    pub crash: u64,
+    /// Replicas restarted (into recovery).
+    pub restart: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_cover_every_regime() {
+        let regimes: Vec<Regime> = (0..100)
+            .map(|seed| FaultRates::draw(&mut Prng::new(seed)).regime)
+            .collect();
+        for regime in [
+            Regime::Calm,
+            Regime::Lossy,
+            Regime::PartitionHeavy,
+            Regime::CrashHeavy,
+            Regime::Chaos,
+        ] {
+            assert!(regimes.contains(&regime), "{regime} never drawn");
+        }
+        let rates = FaultRates::draw(&mut Prng::new(1));
+        assert_eq!(rates, FaultRates::draw(&mut Prng::new(1)));
+        assert!(rates.network.delay_min_steps >= 1);
+        assert!(rates.network.delay_long_max_steps >= rates.network.delay_max_steps);
+    }
+}

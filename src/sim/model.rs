@@ -1,0 +1,256 @@
+//! The reference model: what a correct cluster must compute, from the committed log alone.
+//!
+//! It applies the canonical committed log in op order to its own [`Kv`] with the client
+//! table's semantics (paper 4.1 "client table", 4.5 sessions registered through the log):
+//! - `Register`: the session is the op; if the client already has a session it is
+//!   replaced; if the table is full, the session with the smallest latest-committed op is
+//!   evicted first.
+//! - `Apply`: executes only if the entry's session is the client's session in the table and
+//!   its request is exactly one past the last; a request at or below the last is a
+//!   duplicate and does not execute; an unknown or mismatched session is evicted, not
+//!   executed.
+//!
+//! The checker compares every reply a client receives with [`Model::outcome`] at the
+//! reply's op, and a replica's service snapshot with the model's when both have applied the
+//! same ops.
+
+use crate::protocol::{ClientId, Entry, Op, Operation, RequestNumber, Session};
+use crate::service::{Kv, StateMachine};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// What the committed entry at one op did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelOutcome {
+    /// A session was opened; its number is the op.
+    Registered {
+        /// The client.
+        client: ClientId,
+    },
+    /// The request executed (exactly once, here).
+    Executed {
+        /// The client.
+        client: ClientId,
+        /// Its session.
+        session: Session,
+        /// The request.
+        request: RequestNumber,
+        /// The service's result.
+        result: Bytes,
+    },
+    /// A duplicate of a request that already executed: nothing happened.
+    Duplicate,
+    /// The session was not in the table (or no longer): nothing happened.
+    Evicted,
+    /// A request number beyond the next one: nothing happened.
+    OutOfOrder,
+}
+
+#[derive(Clone, Debug)]
+struct ClientState {
+    session: Session,
+    request: RequestNumber,
+    /// The op of the session's latest committed entry: eviction picks the smallest.
+    latest_op: Op,
+}
+
+/// The reference model.
+pub struct Model {
+    clients_max: usize,
+    kv: Kv,
+    table: HashMap<ClientId, ClientState>,
+    /// `outcomes[op - 1]`: what op did. The model has applied ops `1..=outcomes.len()`.
+    outcomes: Vec<ModelOutcome>,
+    /// Sessions evicted so far (a check that eviction happens at all).
+    pub evictions: u64,
+}
+
+impl Model {
+    /// An empty model with a client table of `clients_max` sessions.
+    pub fn new(clients_max: usize) -> Model {
+        assert!(clients_max > 0);
+        Model {
+            clients_max,
+            kv: Kv::new(),
+            table: HashMap::new(),
+            outcomes: Vec::new(),
+            evictions: 0,
+        }
+    }
+
+    /// The last op applied.
+    pub fn applied(&self) -> Op {
+        self.outcomes.len() as Op
+    }
+
+    /// What `op` did, if the model has applied it.
+    pub fn outcome(&self, op: Op) -> Option<&ModelOutcome> {
+        if op == 0 {
+            return None;
+        }
+        self.outcomes.get(op as usize - 1)
+    }
+
+    /// The service snapshot after the last applied op.
+    pub fn snapshot(&self) -> Bytes {
+        self.kv.snapshot()
+    }
+
+    /// Applies the next committed entry; `op` must be `applied() + 1`.
+    pub fn apply(&mut self, op: Op, entry: &Entry) {
+        assert_eq!(
+            op,
+            self.applied() + 1,
+            "the model applies the log in op order"
+        );
+        let outcome = match entry.operation {
+            Operation::Register => self.register(op, entry.client),
+            Operation::Apply => self.execute(op, entry),
+        };
+        self.outcomes.push(outcome);
+    }
+
+    fn register(&mut self, op: Op, client: ClientId) -> ModelOutcome {
+        if !self.table.contains_key(&client) && self.table.len() >= self.clients_max {
+            // Oldest by latest committed op; ops are unique, so there are no ties.
+            let (&oldest, _) = self
+                .table
+                .iter()
+                .min_by_key(|(_, state)| state.latest_op)
+                .expect("table is full");
+            self.table.remove(&oldest);
+            self.evictions += 1;
+        }
+        self.table.insert(
+            client,
+            ClientState {
+                session: op,
+                request: 0,
+                latest_op: op,
+            },
+        );
+        ModelOutcome::Registered { client }
+    }
+
+    fn execute(&mut self, op: Op, entry: &Entry) -> ModelOutcome {
+        let Some(state) = self.table.get_mut(&entry.client) else {
+            return ModelOutcome::Evicted;
+        };
+        if state.session != entry.session {
+            return ModelOutcome::Evicted;
+        }
+        if entry.request <= state.request {
+            return ModelOutcome::Duplicate;
+        }
+        if entry.request != state.request + 1 {
+            return ModelOutcome::OutOfOrder;
+        }
+        state.request = entry.request;
+        state.latest_op = op;
+        let result = self.kv.apply(op, entry.timestamp, &entry.body);
+        ModelOutcome::Executed {
+            client: entry.client,
+            session: entry.session,
+            request: entry.request,
+            result,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::service::kv::{KvOp, KvResult};
+
+    pub(crate) fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    pub(crate) fn register(client: ClientId) -> Entry {
+        Entry {
+            client,
+            session: 0,
+            request: 0,
+            timestamp: 0,
+            operation: Operation::Register,
+            body: Bytes::new(),
+        }
+    }
+
+    pub(crate) fn apply(
+        client: ClientId,
+        session: Session,
+        request: RequestNumber,
+        op: KvOp,
+    ) -> Entry {
+        Entry {
+            client,
+            session,
+            request,
+            timestamp: 0,
+            operation: Operation::Apply,
+            body: op.encode(),
+        }
+    }
+
+    fn result(model: &Model, op: Op) -> KvResult {
+        match model.outcome(op) {
+            Some(ModelOutcome::Executed { result, .. }) => KvResult::decode(result).unwrap(),
+            other => panic!("op {op} did not execute: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn executes_each_request_once() {
+        let mut model = Model::new(4);
+        let log = [
+            register(7),                                     // op 1: session 1
+            apply(7, 1, 1, KvOp::Cas(b("k"), None, b("x"))), // op 2
+            apply(7, 1, 1, KvOp::Cas(b("k"), None, b("x"))), // op 3: duplicate
+            apply(7, 1, 2, KvOp::Get(b("k"))),               // op 4
+            apply(7, 1, 4, KvOp::Put(b("k"), b("z"))),       // op 5: skips a number
+            apply(9, 1, 1, KvOp::Put(b("k"), b("y"))),       // op 6: client 9 never registered
+        ];
+        for (i, entry) in log.iter().enumerate() {
+            model.apply(i as Op + 1, entry);
+        }
+        assert_eq!(
+            model.outcome(1),
+            Some(&ModelOutcome::Registered { client: 7 })
+        );
+        assert_eq!(result(&model, 2), KvResult::Ok);
+        assert_eq!(model.outcome(3), Some(&ModelOutcome::Duplicate));
+        assert_eq!(result(&model, 4), KvResult::Value(b("x")));
+        assert_eq!(model.outcome(5), Some(&ModelOutcome::OutOfOrder));
+        assert_eq!(model.outcome(6), Some(&ModelOutcome::Evicted));
+        assert_eq!(model.outcome(7), None);
+        let mut kv = Kv::new();
+        kv.execute(KvOp::Put(b("k"), b("x")));
+        assert_eq!(model.snapshot(), kv.snapshot());
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_least_recently_committed_session() {
+        let mut model = Model::new(2);
+        model.apply(1, &register(1)); // session 1
+        model.apply(2, &register(2)); // session 2
+        model.apply(3, &apply(1, 1, 1, KvOp::Get(b("a")))); // client 1 is now more recent than 2
+        model.apply(4, &register(3)); // evicts client 2
+        assert_eq!(model.evictions, 1);
+        model.apply(5, &apply(2, 2, 1, KvOp::Get(b("a"))));
+        assert_eq!(model.outcome(5), Some(&ModelOutcome::Evicted));
+        model.apply(6, &apply(1, 1, 2, KvOp::Get(b("a"))));
+        assert_eq!(result(&model, 6), KvResult::Nil);
+        // Re-registering replaces the client's own session without evicting anyone.
+        model.apply(7, &register(1));
+        assert_eq!(model.evictions, 1);
+        model.apply(8, &apply(1, 1, 3, KvOp::Get(b("a"))));
+        assert_eq!(
+            model.outcome(8),
+            Some(&ModelOutcome::Evicted),
+            "the old session is gone"
+        );
+        model.apply(9, &apply(1, 7, 1, KvOp::Get(b("a"))));
+        assert_eq!(result(&model, 9), KvResult::Nil);
+    }
+}

@@ -1,0 +1,375 @@
+//! The simulated network: a priority queue of deliveries ordered by time, with the
+//! network's faults as plain verbs: `drop`, `duplicate`, `delay` (which also reorders), and
+//! `partition` / `heal` of the links between replicas.
+//!
+//! The network is bounded: at most `envelopes_max` messages are in flight, and a message
+//! sent past that is dropped (as a congested real network would). Links between clients and
+//! replicas are never partitioned; only drops and delays touch them.
+
+use super::prng::Prng;
+use crate::protocol::{Message, ReplicaIndex};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// An endpoint of the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// A replica, by index.
+    Replica(ReplicaIndex),
+    /// A client, by its position in the simulator's client list.
+    Client(usize),
+}
+
+/// A message on its way.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    /// Who sent it.
+    pub from: Node,
+    /// Who receives it.
+    pub to: Node,
+    /// What it says.
+    pub message: Message,
+}
+
+/// How the network mistreats messages. Probabilities are in parts per million.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkFaults {
+    /// Chance that a message is lost.
+    pub drop_ppm: u32,
+    /// Chance that a message is delivered twice (each copy with its own delay).
+    pub duplicate_ppm: u32,
+    /// The shortest delay, in steps (at least 1: nothing arrives in the step it is sent).
+    pub delay_min_steps: u64,
+    /// The longest ordinary delay, in steps.
+    pub delay_max_steps: u64,
+    /// Chance that a message takes a long delay instead, overtaken by later ones.
+    pub delay_long_ppm: u32,
+    /// The longest such delay, in steps.
+    pub delay_long_max_steps: u64,
+}
+
+impl NetworkFaults {
+    /// A well-behaved network: short delays, nothing lost or doubled.
+    pub fn calm() -> NetworkFaults {
+        NetworkFaults {
+            drop_ppm: 0,
+            duplicate_ppm: 0,
+            delay_min_steps: 1,
+            delay_max_steps: 3,
+            delay_long_ppm: 0,
+            delay_long_max_steps: 3,
+        }
+    }
+}
+
+/// What the network did, for the summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkCounts {
+    /// Messages handed to the network.
+    pub sent: u64,
+    /// Messages handed to their receiver.
+    pub delivered: u64,
+    /// Messages lost at random.
+    pub dropped: u64,
+    /// Messages lost to a partition (or to a crashed receiver).
+    pub blocked: u64,
+    /// Extra copies made.
+    pub duplicated: u64,
+    /// Messages given a long delay.
+    pub delayed: u64,
+    /// Messages lost because too many were in flight.
+    pub overflowed: u64,
+}
+
+struct Pending {
+    deliver_at: u64,
+    sequence: u64,
+    envelope: Envelope,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Pending) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Pending) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    /// Reversed, so that the max-heap pops the earliest delivery; ties go in send order,
+    /// which keeps a run deterministic.
+    fn cmp(&self, other: &Pending) -> Ordering {
+        (other.deliver_at, other.sequence).cmp(&(self.deliver_at, self.sequence))
+    }
+}
+
+/// The network between `replica_count` replicas and any number of clients.
+pub struct Network {
+    replica_count: usize,
+    /// `blocked[from * replica_count + to]`: messages from replica `from` to `to` are lost.
+    blocked: Vec<bool>,
+    queue: BinaryHeap<Pending>,
+    sequence: u64,
+    envelopes_max: usize,
+    /// The current fault rates.
+    pub faults: NetworkFaults,
+    /// What happened so far.
+    pub counts: NetworkCounts,
+}
+
+impl Network {
+    /// A network with no partitions and the given fault rates.
+    pub fn new(replica_count: usize, faults: NetworkFaults, envelopes_max: usize) -> Network {
+        assert!(replica_count > 0);
+        assert!(envelopes_max > 0);
+        Network {
+            replica_count,
+            blocked: vec![false; replica_count * replica_count],
+            queue: BinaryHeap::with_capacity(envelopes_max),
+            sequence: 0,
+            envelopes_max,
+            faults,
+            counts: NetworkCounts::default(),
+        }
+    }
+
+    /// Messages in flight.
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Sends a message at step `now`, subject to the fault rates. Partitions are applied at
+    /// delivery time, so that a partition also catches messages already in flight.
+    pub fn send(&mut self, prng: &mut Prng, now: u64, from: Node, to: Node, message: Message) {
+        self.counts.sent += 1;
+        if prng.chance(self.faults.drop_ppm) {
+            self.counts.dropped += 1;
+            return;
+        }
+        if prng.chance(self.faults.duplicate_ppm) {
+            self.counts.duplicated += 1;
+            let copy = Envelope {
+                from,
+                to,
+                message: message.clone(),
+            };
+            self.delay(prng, now, copy);
+        }
+        self.delay(prng, now, Envelope { from, to, message });
+    }
+
+    /// Queues an envelope for delivery after a random delay.
+    fn delay(&mut self, prng: &mut Prng, now: u64, envelope: Envelope) {
+        if self.queue.len() >= self.envelopes_max {
+            self.counts.overflowed += 1;
+            return;
+        }
+        let faults = &self.faults;
+        let delay_steps = if prng.chance(faults.delay_long_ppm) {
+            self.counts.delayed += 1;
+            prng.between(
+                faults.delay_max_steps,
+                faults.delay_long_max_steps.max(faults.delay_max_steps),
+            )
+        } else {
+            prng.between(faults.delay_min_steps, faults.delay_max_steps)
+        };
+        self.sequence += 1;
+        self.queue.push(Pending {
+            deliver_at: now + delay_steps.max(1),
+            sequence: self.sequence,
+            envelope,
+        });
+    }
+
+    /// The next envelope due at or before `now` whose link is open; envelopes on blocked
+    /// links are dropped on the way.
+    pub fn pop_due(&mut self, now: u64) -> Option<Envelope> {
+        loop {
+            if self.queue.peek()?.deliver_at > now {
+                return None;
+            }
+            let envelope = self.queue.pop().expect("peeked").envelope;
+            if self.link_blocked(envelope.from, envelope.to) {
+                self.counts.blocked += 1;
+                continue;
+            }
+            self.counts.delivered += 1;
+            return Some(envelope);
+        }
+    }
+
+    /// Whether messages from `from` to `to` are currently lost.
+    pub fn link_blocked(&self, from: Node, to: Node) -> bool {
+        match (from, to) {
+            (Node::Replica(a), Node::Replica(b)) => {
+                self.blocked[a as usize * self.replica_count + b as usize]
+            }
+            _ => false,
+        }
+    }
+
+    /// Blocks (or unblocks) the one-way link from replica `from` to replica `to`.
+    pub fn set_link(&mut self, from: ReplicaIndex, to: ReplicaIndex, blocked: bool) {
+        assert!((from as usize) < self.replica_count && (to as usize) < self.replica_count);
+        self.blocked[from as usize * self.replica_count + to as usize] = blocked;
+    }
+
+    /// Symmetric partition: cuts every link between `group` and the other replicas.
+    pub fn partition(&mut self, group: &[ReplicaIndex]) {
+        for a in 0..self.replica_count as ReplicaIndex {
+            for b in 0..self.replica_count as ReplicaIndex {
+                if group.contains(&a) != group.contains(&b) {
+                    self.set_link(a, b, true);
+                }
+            }
+        }
+    }
+
+    /// Asymmetric partition: `group` can no longer send to the other replicas, but still
+    /// hears them.
+    pub fn partition_outbound(&mut self, group: &[ReplicaIndex]) {
+        for &a in group {
+            for b in 0..self.replica_count as ReplicaIndex {
+                if !group.contains(&b) {
+                    self.set_link(a, b, true);
+                }
+            }
+        }
+    }
+
+    /// Removes every partition.
+    pub fn heal(&mut self) {
+        self.blocked.iter_mut().for_each(|blocked| *blocked = false);
+    }
+
+    /// Whether any link is cut.
+    pub fn partitioned(&self) -> bool {
+        self.blocked.iter().any(|&blocked| blocked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Body, Commit};
+
+    fn commit(n: u64) -> Message {
+        Message {
+            epoch: 0,
+            view: 0,
+            replica: 0,
+            body: Body::Commit(Commit { commit: n }),
+        }
+    }
+
+    fn drain(network: &mut Network, now: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(envelope) = network.pop_due(now) {
+            let Body::Commit(c) = envelope.message.body else {
+                panic!()
+            };
+            out.push(c.commit);
+        }
+        out
+    }
+
+    #[test]
+    fn delivers_in_time_order_then_send_order() {
+        let mut prng = Prng::new(1);
+        let faults = NetworkFaults {
+            delay_min_steps: 1,
+            delay_max_steps: 1,
+            ..NetworkFaults::calm()
+        };
+        let mut network = Network::new(3, faults, 64);
+        for n in 0..5 {
+            network.send(&mut prng, 10, Node::Replica(0), Node::Replica(1), commit(n));
+        }
+        assert!(
+            drain(&mut network, 10).is_empty(),
+            "nothing arrives in the step it is sent"
+        );
+        assert_eq!(drain(&mut network, 11), vec![0, 1, 2, 3, 4]);
+        assert_eq!(network.counts.delivered, 5);
+    }
+
+    #[test]
+    fn long_delays_reorder() {
+        let mut prng = Prng::new(2);
+        let faults = NetworkFaults {
+            delay_long_ppm: 500_000,
+            delay_long_max_steps: 50,
+            ..NetworkFaults::calm()
+        };
+        let mut network = Network::new(3, faults, 1024);
+        for n in 0..200 {
+            network.send(&mut prng, 0, Node::Replica(0), Node::Replica(1), commit(n));
+        }
+        let got = drain(&mut network, 100);
+        assert_eq!(got.len(), 200);
+        assert!(
+            got.windows(2).any(|w| w[0] > w[1]),
+            "some message overtakes another"
+        );
+        assert!(network.counts.delayed > 0);
+    }
+
+    #[test]
+    fn drops_and_duplicates_at_their_rates() {
+        let mut prng = Prng::new(3);
+        let faults = NetworkFaults {
+            drop_ppm: 200_000,
+            duplicate_ppm: 100_000,
+            ..NetworkFaults::calm()
+        };
+        let mut network = Network::new(3, faults, 100_000);
+        for n in 0..10_000 {
+            network.send(&mut prng, 0, Node::Client(0), Node::Replica(1), commit(n));
+        }
+        let got = drain(&mut network, 10).len() as u64;
+        assert_eq!(
+            got,
+            10_000 - network.counts.dropped + network.counts.duplicated
+        );
+        assert!((1_700..2_300).contains(&network.counts.dropped));
+        assert!((600..1_000).contains(&network.counts.duplicated));
+    }
+
+    #[test]
+    fn partitions_block_links_until_healed() {
+        let mut prng = Prng::new(4);
+        let mut network = Network::new(3, NetworkFaults::calm(), 64);
+        network.partition(&[0]);
+        assert!(network.link_blocked(Node::Replica(0), Node::Replica(1)));
+        assert!(network.link_blocked(Node::Replica(2), Node::Replica(0)));
+        assert!(!network.link_blocked(Node::Replica(1), Node::Replica(2)));
+        assert!(!network.link_blocked(Node::Client(0), Node::Replica(0)));
+        network.send(&mut prng, 0, Node::Replica(0), Node::Replica(1), commit(1));
+        network.send(&mut prng, 0, Node::Replica(1), Node::Replica(2), commit(2));
+        assert_eq!(drain(&mut network, 5), vec![2]);
+        assert_eq!(network.counts.blocked, 1);
+        network.heal();
+        assert!(!network.partitioned());
+        network.partition_outbound(&[2]);
+        assert!(network.link_blocked(Node::Replica(2), Node::Replica(1)));
+        assert!(!network.link_blocked(Node::Replica(1), Node::Replica(2)));
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut prng = Prng::new(5);
+        let mut network = Network::new(3, NetworkFaults::calm(), 4);
+        for n in 0..10 {
+            network.send(&mut prng, 0, Node::Replica(0), Node::Replica(1), commit(n));
+        }
+        assert_eq!(network.in_flight(), 4);
+        assert_eq!(network.counts.overflowed, 6);
+    }
+}

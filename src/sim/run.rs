@@ -1,0 +1,321 @@
+//! One random simulator run per seed (TigerBeetle's VOPR, in miniature): everything about
+//! the run (cluster size, clients, limits, fault regime) is drawn from the seed, so the
+//! seed alone replays it bit for bit.
+//!
+//! A run has two phases. The fault phase injects random faults at the seed's rates while
+//! clients drive a key-value workload. The liveness phase heals everything (restarts
+//! crashed replicas, removes partitions, stops drops and duplicates, keeps delays short)
+//! and stops new requests; every request still outstanding must then complete within
+//! `liveness_steps_max` steps. The safety checkers run after every step of both phases.
+
+use super::checker::Failure;
+use super::cluster::{Cluster, ClusterOptions};
+use super::faults::{FaultCounts, FaultRates, Regime};
+use super::network::NetworkCounts;
+use super::prng::Prng;
+use crate::config::Config;
+use crate::protocol::Stats;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// How long a run lasts.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Steps with random faults and load.
+    pub fault_steps: u64,
+    /// Steps the healed cluster gets to finish every outstanding request.
+    pub liveness_steps_max: u64,
+    /// Log every step to stderr.
+    pub trace: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            fault_steps: 4_000,
+            liveness_steps_max: 6_000,
+            trace: false,
+        }
+    }
+}
+
+/// A broken check, with everything needed to replay it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// The step at which it was seen.
+    pub step: u64,
+    /// What broke.
+    pub failure: Failure,
+    /// The cluster's state when it broke.
+    pub state: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "VIOLATION seed {} step {}: {}",
+            self.seed, self.step, self.failure
+        )?;
+        writeln!(f, "  state: {}", self.state)?;
+        write!(f, "  replay: vsr sim --seed {} --trace", self.seed)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// What one clean run did.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// The seed.
+    pub seed: u64,
+    /// Replicas in the cluster.
+    pub replica_count: u8,
+    /// Clients driving it.
+    pub client_count: usize,
+    /// Sessions the client table holds (below `client_count` means evictions).
+    pub clients_max: u32,
+    /// The fault regime.
+    pub regime: Regime,
+    /// Steps run, both phases.
+    pub steps: u64,
+    /// Steps the liveness phase took.
+    pub liveness_steps: u64,
+    /// Ops committed (the canonical log's length).
+    pub committed: u64,
+    /// Replies checked against the model.
+    pub replies_checked: u64,
+    /// Sessions the model evicted.
+    pub evictions: u64,
+    /// The replicas' counters, summed over every incarnation.
+    pub stats: Stats,
+    /// Faults injected by the simulator.
+    pub faults: FaultCounts,
+    /// What the network did.
+    pub network: NetworkCounts,
+}
+
+/// The cluster options a seed stands for.
+pub fn options_for_seed(seed: u64, trace: bool) -> (u64, ClusterOptions) {
+    let mut prng = Prng::new(seed);
+    let replica_count = *prng.pick(&[3u8, 5]);
+    let client_count = prng.between(2, 6) as usize;
+    let clients_max = if prng.chance(250_000) {
+        prng.between(1, client_count as u64 - 1) as u32
+    } else {
+        16
+    };
+    let config = sim_config(&mut prng, seed, replica_count, clients_max);
+    let options = ClusterOptions {
+        config,
+        client_count,
+        client_tick_steps: 4,
+        request_timeout_ticks: 16,
+        tick_steps_min: 3,
+        tick_steps_max: 6,
+        faults: FaultRates::draw(&mut prng),
+        keys: prng.between(1, 4) as usize,
+        submit_ppm: prng.between(50_000, 500_000) as u32,
+        trace,
+    };
+    (prng.next_u64(), options)
+}
+
+/// A small configuration so that pipelines fill, checkpoints happen and timeouts fire
+/// within a few thousand steps.
+pub fn sim_config(prng: &mut Prng, seed: u64, replica_count: u8, clients_max: u32) -> Config {
+    let mut config = Config::new(seed as u128 | 1 << 64, replica_count);
+    config.pipeline_prepares_max = prng.between(1, 4) as u32;
+    config.batch_entries_max = prng.between(1, 8) as u32;
+    config.request_body_bytes_max = 256;
+    config.batch_bytes_max = 4096;
+    config.message_bytes_max = 1 << 20;
+    config.clients_max = clients_max;
+    config.checkpoint_interval_ops = prng.between(32, 128);
+    config.log_tail_ops = prng.between(16, 48);
+    config.commit_interval_ticks = prng.between(1, 3);
+    config.prepare_timeout_ticks = prng.between(3, 8);
+    config.normal_timeout_ticks = prng.between(10, 20);
+    config.view_change_timeout_ticks = prng.between(8, 20);
+    config.recovery_timeout_ticks = prng.between(5, 15);
+    config.validate().expect("the simulator's config is valid");
+    config
+}
+
+/// Runs one seed; a replica panic is caught and reported as a violation.
+pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation> {
+    let (cluster_seed, cluster_options) = options_for_seed(seed, options.trace);
+    let regime = cluster_options.faults.regime;
+    let client_count = cluster_options.client_count;
+    if options.trace {
+        eprintln!("seed {seed}: {regime} {cluster_options:?}");
+    }
+    let mut cluster = Cluster::new(cluster_seed, cluster_options);
+    let result = catch_unwind(AssertUnwindSafe(|| run_phases(&mut cluster, options)));
+    let failure = match result {
+        Ok(Ok(liveness_steps)) => {
+            let stats = cluster.stats();
+            let checker = cluster.checker();
+            return Ok(RunSummary {
+                seed,
+                replica_count: cluster.replica_count(),
+                client_count,
+                clients_max: cluster.config().clients_max,
+                regime,
+                steps: cluster.now(),
+                liveness_steps,
+                committed: checker.committed_max(),
+                replies_checked: checker.counts.replies_checked,
+                evictions: checker.model().evictions,
+                stats,
+                faults: cluster.faults,
+                network: cluster.network().counts,
+            });
+        }
+        Ok(Err(failure)) => failure,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Failure::new("replica_panic", message)
+        }
+    };
+    Err(Violation {
+        seed,
+        step: cluster.now(),
+        failure,
+        state: cluster.describe(),
+    })
+}
+
+/// The fault phase, then the liveness phase; returns the steps the latter took.
+fn run_phases(cluster: &mut Cluster, options: RunOptions) -> Result<u64, Failure> {
+    cluster.inject = true;
+    cluster.load = true;
+    cluster.register = true;
+    for _ in 0..options.fault_steps {
+        cluster.step()?;
+    }
+    cluster.heal_all();
+    cluster.load = false;
+    cluster.register = false;
+    let start = cluster.now();
+    while !cluster.clients_idle() {
+        if cluster.now() - start >= options.liveness_steps_max {
+            return Err(Failure::new(
+                "liveness",
+                format!(
+                    "requests still outstanding {} steps after every fault stopped",
+                    options.liveness_steps_max
+                ),
+            ));
+        }
+        cluster.step()?;
+    }
+    let liveness_steps = cluster.now() - start;
+    cluster.check_final()?;
+    Ok(liveness_steps)
+}
+
+/// Sums of many runs, for `vsr sim` and the seeds test.
+#[derive(Clone, Debug, Default)]
+pub struct Totals {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Steps run.
+    pub steps: u64,
+    /// Ops committed.
+    pub committed: u64,
+    /// Replies checked.
+    pub replies_checked: u64,
+    /// Evictions in the model.
+    pub evictions: u64,
+    /// The longest liveness phase.
+    pub liveness_steps_max: u64,
+    /// Replica counters.
+    pub stats: Stats,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// Network events.
+    pub network: NetworkCounts,
+    /// Seeds per regime: calm, lossy, partition-heavy, crash-heavy, chaos.
+    pub regimes: [u64; 5],
+}
+
+impl Totals {
+    /// Adds one run.
+    pub fn add(&mut self, run: &RunSummary) {
+        self.seeds += 1;
+        self.steps += run.steps;
+        self.committed += run.committed;
+        self.replies_checked += run.replies_checked;
+        self.evictions += run.evictions;
+        self.liveness_steps_max = self.liveness_steps_max.max(run.liveness_steps);
+        super::cluster::add_stats(&mut self.stats, &run.stats);
+        self.faults.partition += run.faults.partition;
+        self.faults.heal += run.faults.heal;
+        self.faults.crash += run.faults.crash;
+        self.faults.restart += run.faults.restart;
+        let n = &mut self.network;
+        n.sent += run.network.sent;
+        n.delivered += run.network.delivered;
+        n.dropped += run.network.dropped;
+        n.blocked += run.network.blocked;
+        n.duplicated += run.network.duplicated;
+        n.delayed += run.network.delayed;
+        n.overflowed += run.network.overflowed;
+        let regime = match run.regime {
+            Regime::Calm => 0,
+            Regime::Lossy => 1,
+            Regime::PartitionHeavy => 2,
+            Regime::CrashHeavy => 3,
+            Regime::Chaos => 4,
+        };
+        self.regimes[regime] += 1;
+    }
+}
+
+impl fmt::Display for Totals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        let n = &self.network;
+        let r = &self.regimes;
+        writeln!(
+            f,
+            "seeds {}  steps {}  committed ops {}  replies checked {}",
+            self.seeds, self.steps, self.committed, self.replies_checked
+        )?;
+        writeln!(
+            f,
+            "regimes: calm {} lossy {} partition-heavy {} crash-heavy {} chaos {}",
+            r[0], r[1], r[2], r[3], r[4]
+        )?;
+        writeln!(
+            f,
+            "view changes {}  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}",
+            s.view_changes, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions
+        )?;
+        writeln!(
+            f,
+            "faults: partition {} heal {} crash {} restart {} drop {} duplicate {} delay {} (blocked by partition {}, overflow {})",
+            self.faults.partition,
+            self.faults.heal,
+            self.faults.crash,
+            self.faults.restart,
+            n.dropped,
+            n.duplicated,
+            n.delayed,
+            n.blocked,
+            n.overflowed
+        )?;
+        write!(
+            f,
+            "messages sent {} delivered {}  longest liveness phase {} steps",
+            n.sent, n.delivered, self.liveness_steps_max
+        )
+    }
+}

@@ -1,0 +1,272 @@
+//! Scripted simulator scenarios for the nasty cases of view change (paper 4.2), recovery
+//! (4.3), client retries (4.1, 4.5) and state transfer (5.1, 5.2). The checkers
+//! (agreement, durability, linearizability, exactly-once) run after every step of every
+//! scenario; each scenario also asserts its own outcome. Set `VSR_SIM_TRACE=1` for a
+//! step-by-step log.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use vsr::protocol::{Body, Status};
+use vsr::service::kv::KvResult;
+use vsr::sim::network::Node;
+use vsr::sim::scenario::{cas, get, put, scenario_config};
+use vsr::sim::Scenario;
+
+/// Steps to wait for anything that needs a view change or a recovery.
+const SLOW: u64 = 3_000;
+
+fn value(s: &str) -> KvResult {
+    KvResult::Value(bytes::Bytes::copy_from_slice(s.as_bytes()))
+}
+
+#[test]
+fn primary_crashes_with_a_full_pipeline() {
+    let mut s = Scenario::with(1, scenario_config(3), 8);
+    // The backups get every Prepare but the primary never hears their acknowledgements,
+    // so nothing commits and the pipeline fills up.
+    s.block(1, 0);
+    s.block(2, 0);
+    let mut requests = Vec::new();
+    for client in 0..8 {
+        requests.push(s.submit(client, put(&format!("k{client}"), "v")));
+        s.run(4);
+    }
+    let pipeline = s.cluster().config().pipeline_prepares_max as u64;
+    s.run_until(
+        "the primary has a full pipeline of uncommitted ops",
+        200,
+        |c| {
+            let primary = c.replica(0).unwrap();
+            primary.op() >= primary.commit() + pipeline
+        },
+    );
+    s.crash(0);
+    s.heal();
+    for client in 0..8 {
+        let (_, result) = s.wait_completed(client, SLOW);
+        assert_eq!(result, KvResult::Ok);
+        s.expect_committed(client, requests[client]);
+    }
+    assert!(s.view_max() >= 1);
+    s.restart(0);
+    s.converge(SLOW);
+}
+
+#[test]
+fn do_view_change_with_different_last_normal_views() {
+    let mut s = Scenario::new(5, 2);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    // Replica 4 misses the change to the next view: its last normal view stays 0.
+    s.partition(&[4]);
+    s.crash(0);
+    s.run_until("a new primary without replicas 0 and 4", SLOW, |c| {
+        c.primary().is_some_and(|p| p != 0 && p != 4)
+    });
+    let request = s.submit(1, put("a", "2"));
+    s.wait_completed(1, SLOW);
+    let view_first = s.view_max();
+    let primary = s.cluster().primary().unwrap();
+    // Replica 4 comes back and the new primary dies: with two replicas down, the next view
+    // change needs all three remaining DoViewChange messages, replica 4's stale one included.
+    s.heal();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let watch = seen.clone();
+    s.drop_where(move |envelope| {
+        if let Body::DoViewChange(d) = &envelope.message.body {
+            watch
+                .borrow_mut()
+                .push((envelope.message.view, d.last_normal_view));
+        }
+        false
+    });
+    s.crash(primary);
+    s.run_until("a primary in a later view", SLOW, |c| {
+        c.primary()
+            .is_some_and(|p| c.replica(p).unwrap().view() > view_first)
+    });
+    let seen = seen.borrow().clone();
+    let mixed = seen.iter().any(|&(view, lnv)| {
+        lnv == 0
+            && seen
+                .iter()
+                .any(|&(other_view, other_lnv)| other_view == view && other_lnv >= 1)
+    });
+    assert!(
+        mixed,
+        "no view change heard DoViewChange with last normal views 0 and >= 1: {seen:?}"
+    );
+    // The op committed in the intermediate view survived the stale log.
+    s.expect_committed(1, request);
+    s.submit(2, get("a"));
+    assert_eq!(s.wait_completed(2, SLOW).1, value("2"));
+    s.restart(0);
+    s.restart(primary);
+    s.converge(SLOW);
+}
+
+#[test]
+fn replica_recovers_while_a_view_change_is_under_way() {
+    let mut s = Scenario::new(3, 3);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.crash(2);
+    // Replica 1 loses the primary and starts a view change it cannot finish alone.
+    s.partition(&[0]);
+    s.run_until("replica 1 is changing views", SLOW, |c| {
+        c.replica(1).unwrap().status() == Status::ViewChange
+    });
+    s.restart(2);
+    s.run(100);
+    assert_eq!(
+        s.replica(2).status(),
+        Status::Recovering,
+        "no normal quorum can answer yet"
+    );
+    s.heal();
+    s.run_until("replica 2 recovers", SLOW, |c| {
+        c.replica(2).is_some_and(|r| r.status() == Status::Normal)
+    });
+    assert!(s.replica(2).stats().recoveries >= 1);
+    s.submit(1, get("a"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("1"));
+    s.converge(SLOW);
+}
+
+#[test]
+fn client_retry_after_a_view_change_gets_the_same_reply_executed_once() {
+    let mut s = Scenario::new(3, 4);
+    // Replies to client 0 are lost: its request commits, but it does not hear so.
+    s.drop_where(|envelope| {
+        envelope.to == Node::Client(0) && matches!(envelope.message.body, Body::Reply(_))
+    });
+    let commit_before = s.replica(0).commit();
+    // Not idempotent: a second execution would answer cas-fail.
+    let request = s.submit(0, cas("k", None, "x"));
+    s.run_until("the request commits everywhere", 500, |c| {
+        (0..3).all(|i| c.replica(i).unwrap().commit() > commit_before)
+    });
+    assert!(s.cluster().client(0).session.is_busy());
+    s.crash(0);
+    s.heal();
+    let (op, result) = s.wait_completed(0, SLOW);
+    assert_eq!(
+        result,
+        KvResult::Ok,
+        "the retry is answered from the client table"
+    );
+    assert_eq!(op, s.expect_committed(0, request));
+    assert!(
+        s.cluster().client(0).session.view() >= 1,
+        "the answer came from a later view"
+    );
+    s.restart(0);
+    s.converge(SLOW);
+}
+
+#[test]
+fn lagging_backup_whose_uncommitted_suffix_is_replaced() {
+    let mut s = Scenario::new(5, 5);
+    // Only replica 4 hears the primary's Prepares, and the primary never hears it back.
+    for backup in 1..4 {
+        s.block(0, backup);
+    }
+    s.block(4, 0);
+    let op_before = s.replica(4).op();
+    s.submit(0, put("a", "stale"));
+    s.run_until("replica 4 holds an uncommitted op", 500, |c| {
+        c.replica(4).unwrap().op() > op_before
+    });
+    let stale_op = s.replica(4).op();
+    let stale = s
+        .replica(4)
+        .entry(stale_op)
+        .cloned()
+        .expect("replica 4 holds its uncommitted op");
+    // Replica 4 falls silent and the primary dies: replicas 1..=3 change views without it.
+    s.partition(&[4]);
+    s.crash(0);
+    s.run_until("a new primary among 1..=3", SLOW, |c| {
+        c.primary().is_some_and(|p| (1..=3).contains(&p))
+    });
+    for client in 1..3 {
+        s.submit(client, put("a", "fresh"));
+        s.wait_completed(client, SLOW);
+    }
+    s.wait_completed(0, SLOW);
+    s.heal();
+    s.restart(0);
+    s.converge(SLOW);
+    let canonical = s.cluster().checker().canonical(stale_op).cloned();
+    assert!(
+        canonical.is_some() && canonical != Some(stale),
+        "op {stale_op} was replaced in the new view"
+    );
+    assert_eq!(
+        s.replica(4).entry(stale_op).cloned(),
+        canonical,
+        "replica 4 replaced its stale suffix"
+    );
+}
+
+#[test]
+fn two_view_changes_back_to_back() {
+    let mut s = Scenario::new(5, 6);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.crash(0);
+    s.run_until("the view change to view 1 starts", SLOW, |c| {
+        (1..5).any(|i| c.replica(i).unwrap().status() == Status::ViewChange)
+    });
+    // The primary-to-be of view 1 dies before it can take over.
+    s.crash(1);
+    s.run_until("a primary in view 2 or later", SLOW, |c| {
+        c.primary().is_some_and(|p| p >= 2)
+    });
+    assert!(s.view_max() >= 2);
+    let request = s.submit(1, cas("a", Some("1"), "2"));
+    assert_eq!(s.wait_completed(1, SLOW).1, KvResult::Ok);
+    s.expect_committed(1, request);
+    s.restart(0);
+    s.restart(1);
+    s.converge(SLOW);
+}
+
+#[test]
+fn one_replica_down_for_good_while_the_other_two_keep_committing() {
+    let mut s = Scenario::new(3, 7);
+    s.load(true);
+    s.run(300);
+    let committed = s.cluster().checker().committed_max();
+    s.crash(0);
+    s.run(3_000);
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    assert!(
+        s.cluster().checker().committed_max() >= committed + 100,
+        "the two survivors keep committing"
+    );
+    let (a, b) = (s.replica(1), s.replica(2));
+    assert_eq!((a.status(), b.status()), (Status::Normal, Status::Normal));
+    assert!(s.cluster_mut().check_final().unwrap() >= 1);
+}
+
+#[test]
+fn replica_so_far_behind_that_it_needs_a_checkpoint() {
+    let mut s = Scenario::new(3, 8);
+    s.partition(&[2]);
+    s.load(true);
+    let config = s.cluster().config().clone();
+    let behind = 2 * config.checkpoint_interval_ops + config.log_tail_ops;
+    s.run_until("the others commit two checkpoints ahead", 20_000, |c| {
+        c.replica(0).unwrap().checkpoint_op() > c.replica(2).unwrap().commit() + behind
+    });
+    s.load(false);
+    let before = s.replica(2).stats().checkpoint_transfers;
+    s.heal();
+    s.converge(SLOW);
+    assert!(
+        s.replica(2).stats().checkpoint_transfers > before,
+        "replica 2 caught up through a checkpoint"
+    );
+}
