@@ -42,10 +42,10 @@ fn primary_crashes_with_a_full_pipeline() {
     );
     s.crash(0);
     s.heal();
-    for client in 0..8 {
+    for (client, &request) in requests.iter().enumerate() {
         let (_, result) = s.wait_completed(client, SLOW);
         assert_eq!(result, KvResult::Ok);
-        s.expect_committed(client, requests[client]);
+        s.expect_committed(client, request);
     }
     assert!(s.view_max() >= 1);
     s.restart(0);
@@ -67,9 +67,13 @@ fn do_view_change_with_different_last_normal_views() {
     s.wait_completed(1, SLOW);
     let view_first = s.view_max();
     let primary = s.cluster().primary().unwrap();
-    // Replica 4 comes back and the new primary dies: with two replicas down, the next view
-    // change needs all three remaining DoViewChange messages, replica 4's stale one included.
+    // Replica 4 comes back, except that it still cannot talk with the current primary, so
+    // it stays in its old view change with last normal view 0. Then the primary dies: with
+    // two replicas down, the next view change needs all three remaining DoViewChange
+    // messages, replica 4's stale one included.
     s.heal();
+    s.block(primary, 4);
+    s.block(4, primary);
     let seen = Rc::new(RefCell::new(Vec::new()));
     let watch = seen.clone();
     s.drop_where(move |envelope| {
@@ -86,11 +90,15 @@ fn do_view_change_with_different_last_normal_views() {
             .is_some_and(|p| c.replica(p).unwrap().view() > view_first)
     });
     let seen = seen.borrow().clone();
+    // Every replica but 4 was normal in a view >= 1, so replica 4's DoViewChange with last
+    // normal view 0 met ones with later last normal views (the primary's own is not on the
+    // network, so it counts as seen when replica 4 was not the primary of that view).
     let mixed = seen.iter().any(|&(view, lnv)| {
         lnv == 0
-            && seen
-                .iter()
-                .any(|&(other_view, other_lnv)| other_view == view && other_lnv >= 1)
+            && (view % 5 != 4
+                || seen
+                    .iter()
+                    .any(|&(other_view, other_lnv)| other_view == view && other_lnv >= 1))
     });
     assert!(
         mixed,
@@ -100,6 +108,7 @@ fn do_view_change_with_different_last_normal_views() {
     s.expect_committed(1, request);
     s.submit(2, get("a"));
     assert_eq!(s.wait_completed(2, SLOW).1, value("2"));
+    s.heal();
     s.restart(0);
     s.restart(primary);
     s.converge(SLOW);
@@ -263,10 +272,36 @@ fn replica_so_far_behind_that_it_needs_a_checkpoint() {
     });
     s.load(false);
     let before = s.replica(2).stats().checkpoint_transfers;
+    // The primary dies as the partition heals: the far-behind replica must take part in
+    // the view change, and it can only catch up through a checkpoint.
     s.heal();
-    s.converge(SLOW);
+    s.crash(0);
+    s.run_until("replica 2 catches up", SLOW, |c| {
+        let (r1, r2) = (c.replica(1).unwrap(), c.replica(2).unwrap());
+        r2.status() == Status::Normal && r2.commit() == r1.commit() && r1.status() == Status::Normal
+    });
     assert!(
         s.replica(2).stats().checkpoint_transfers > before,
         "replica 2 caught up through a checkpoint"
     );
+    s.restart(0);
+    s.converge(SLOW);
+}
+
+/// A backup cut off from a healthy cluster rejoins once the partition heals.
+///
+/// KNOWN PROTOCOL BUG (fails at the time of writing; see the sim report): the isolated
+/// replica times out into a view change for view 1 and keeps resending StartViewChange for
+/// view 1; the healthy replicas ignore it ("the current view is healthy") and the isolated
+/// replica drops their view-0 Prepares and Commits as "stale view", so it never rejoins
+/// while view 0 lasts. The cluster keeps committing, but with one replica less.
+#[test]
+fn partitioned_backup_rejoins_after_heal() {
+    let mut s = Scenario::new(3, 9);
+    s.partition(&[2]);
+    s.load(true);
+    s.run(500);
+    s.load(false);
+    s.heal();
+    s.converge(SLOW);
 }

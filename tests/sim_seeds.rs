@@ -2,15 +2,28 @@
 //! clients, limits and fault regime, runs a fault phase and a liveness phase, and checks
 //! agreement, durability, linearizability, exactly-once and liveness after every step.
 //! A failing seed replays with `vsr sim --seed S --trace`.
+//!
+//! Known protocol violations when this test was written (main at 92f7e6a); the test fails
+//! until they are fixed, and no seed is skipped:
+//! - seeds 15, 51, 94, 131, 154, 174, 188: `replica_panic: assertion failed:
+//!   self.log.len() as u64 <= self.config.log_entries_max()`. A replica whose commit lags
+//!   far behind its op (e.g. seed 154: r1 Normal view 4, op 111, commit 58, checkpoint 0)
+//!   becomes primary and holds more entries than the bound allows: the DoViewChange suffix
+//!   (ops after the sender's commit) is not bounded by the log's limit.
+//! - seed 316: `replica_panic: a new view lost committed ops`. r4 joins view 3 from a
+//!   StartView whose suffix starts at op 326 while its log ends at 323; it becomes Normal
+//!   with last normal view 3 before fetching ops 324..=325, so in view 4 its short log wins
+//!   the DoViewChange choice (largest last normal view) over logs holding committed op 325.
 
 use vsr::sim::{run_seed, RunOptions, Totals};
 
 /// Seeds `0..SEEDS` run in `cargo test`.
 const SEEDS: u64 = 500;
 
-/// Sized so that 500 seeds run well under three minutes on one core.
+/// About 5 seconds for all seeds at the test profile's opt-level 2 (measured on the
+/// development machine: 500 seeds x ~4,300 steps in 5 s), far below the 3-minute budget.
 const OPTIONS: RunOptions = RunOptions {
-    fault_steps: 2_500,
+    fault_steps: 4_000,
     liveness_steps_max: 6_000,
     trace: false,
 };
@@ -37,6 +50,10 @@ fn random_seeds_are_clean() {
         violations.len()
     );
     assert!(totals.committed > 0);
+    assert_eq!(
+        totals.unchecked_ops, 0,
+        "every committed op went through the model"
+    );
 }
 
 #[test]
@@ -50,4 +67,37 @@ fn a_seed_replays_bit_for_bit() {
         let second = format!("{:?}", run_seed(seed, options));
         assert_eq!(first, second);
     }
+}
+
+/// Architecture invariant: the simulator reads no clock and no ambient randomness, so a
+/// seed alone determines a run.
+#[test]
+fn the_simulator_reads_no_clock_or_ambient_randomness() {
+    let forbidden = [
+        "Instant",
+        "SystemTime",
+        "RandomState",
+        "rand::",
+        "thread_rng",
+        "getrandom",
+        "std::thread",
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sim");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let code: String = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect();
+        for word in forbidden {
+            assert!(
+                !code.contains(word),
+                "{} mentions `{word}`",
+                entry.path().display()
+            );
+        }
+        files += 1;
+    }
+    assert!(files > 0);
 }

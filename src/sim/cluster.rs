@@ -109,6 +109,8 @@ pub struct Cluster {
     workload: Workload,
     effects: Vec<Effect>,
     filter: Option<Filter>,
+    /// Replicas whose commit moved during this step (bit per replica).
+    moved: u32,
     /// Stats of replicas that crashed (their counters died with them).
     stats_retired: Stats,
     /// Faults injected so far.
@@ -177,6 +179,7 @@ impl Cluster {
             client_index,
             effects: Vec::with_capacity(64),
             filter: None,
+            moved: 0,
             stats_retired: Stats::default(),
             faults: FaultCounts::default(),
             inject: false,
@@ -367,11 +370,11 @@ impl Cluster {
                 }
             }
             match envelope.to {
-                Node::Replica(index) => self.deliver_to_replica(index, envelope),
+                Node::Replica(index) => self.deliver_to_replica(index, envelope)?,
                 Node::Client(client) => self.deliver_to_client(client, envelope.message)?,
             }
         }
-        self.tick_replicas();
+        self.tick_replicas()?;
         if self.now.is_multiple_of(self.options.client_tick_steps) {
             self.tick_clients();
         }
@@ -379,10 +382,14 @@ impl Cluster {
         self.check()
     }
 
-    fn deliver_to_replica(&mut self, index: ReplicaIndex, envelope: Envelope) {
+    fn deliver_to_replica(
+        &mut self,
+        index: ReplicaIndex,
+        envelope: Envelope,
+    ) -> Result<(), Failure> {
         let now = self.now;
         let Some(replica) = self.replicas[index as usize].as_mut() else {
-            return;
+            return Ok(());
         };
         if self.options.trace {
             eprintln!(
@@ -395,6 +402,19 @@ impl Cluster {
         replica.on_message(envelope.message, &mut self.effects);
         replica.flush(&mut self.effects);
         self.dispatch(index);
+        self.check_commits(index)
+    }
+
+    /// Agreement for one replica right after it handled an input, so that ops it commits
+    /// are seen before a checkpoint in a later input trims them from its log.
+    fn check_commits(&mut self, index: ReplicaIndex) -> Result<(), Failure> {
+        let Some(replica) = self.replicas[index as usize].as_ref() else {
+            return Ok(());
+        };
+        if self.checker.check_replica(index, replica)? {
+            self.moved |= 1 << index;
+        }
+        Ok(())
     }
 
     fn deliver_to_client(&mut self, client: usize, message: Message) -> Result<(), Failure> {
@@ -481,7 +501,7 @@ impl Cluster {
         }
     }
 
-    fn tick_replicas(&mut self) {
+    fn tick_replicas(&mut self) -> Result<(), Failure> {
         for index in 0..self.config.replica_count {
             let clock = &mut self.clocks[index as usize];
             if self.now < clock.tick_next {
@@ -498,7 +518,9 @@ impl Cluster {
             replica.on_tick(&mut self.effects);
             replica.flush(&mut self.effects);
             self.dispatch(index);
+            self.check_commits(index)?;
         }
+        Ok(())
     }
 
     fn tick_clients(&mut self) {
@@ -561,7 +583,7 @@ impl Cluster {
     /// Runs every checker: replica invariants (they panic), agreement, the model, and
     /// service state against the model.
     fn check(&mut self) -> Result<(), Failure> {
-        let mut moved = 0u32;
+        let mut moved = std::mem::take(&mut self.moved);
         for (index, replica) in self.replicas.iter().enumerate() {
             let Some(replica) = replica else { continue };
             replica.invariants();

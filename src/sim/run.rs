@@ -87,6 +87,10 @@ pub struct RunSummary {
     pub committed: u64,
     /// Replies checked against the model.
     pub replies_checked: u64,
+    /// Committed ops the model could not apply because no replica was seen holding an
+    /// earlier op (every replica jumped over it through a checkpoint); replies naming
+    /// them went unchecked. Should be 0 or close to it.
+    pub unchecked_ops: u64,
     /// Sessions the model evicted.
     pub evictions: u64,
     /// The replicas' counters, summed over every incarnation.
@@ -131,6 +135,7 @@ pub fn sim_config(prng: &mut Prng, seed: u64, replica_count: u8, clients_max: u3
     config.batch_entries_max = prng.between(1, 8) as u32;
     config.request_body_bytes_max = 256;
     config.batch_bytes_max = 4096;
+    config.pipeline_bytes_max = 4 * 4096;
     config.message_bytes_max = 1 << 20;
     config.clients_max = clients_max;
     config.checkpoint_interval_ops = prng.between(32, 128);
@@ -168,6 +173,7 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
                 liveness_steps,
                 committed: checker.committed_max(),
                 replies_checked: checker.counts.replies_checked,
+                unchecked_ops: checker.committed_max() - checker.model().applied(),
                 evictions: checker.model().evictions,
                 stats,
                 faults: cluster.faults,
@@ -232,6 +238,8 @@ pub struct Totals {
     pub committed: u64,
     /// Replies checked.
     pub replies_checked: u64,
+    /// Committed ops the model could not apply (see `RunSummary::unchecked_ops`).
+    pub unchecked_ops: u64,
     /// Evictions in the model.
     pub evictions: u64,
     /// The longest liveness phase.
@@ -253,6 +261,7 @@ impl Totals {
         self.steps += run.steps;
         self.committed += run.committed;
         self.replies_checked += run.replies_checked;
+        self.unchecked_ops += run.unchecked_ops;
         self.evictions += run.evictions;
         self.liveness_steps_max = self.liveness_steps_max.max(run.liveness_steps);
         super::cluster::add_stats(&mut self.stats, &run.stats);
@@ -286,8 +295,8 @@ impl fmt::Display for Totals {
         let r = &self.regimes;
         writeln!(
             f,
-            "seeds {}  steps {}  committed ops {}  replies checked {}",
-            self.seeds, self.steps, self.committed, self.replies_checked
+            "seeds {}  steps {}  committed ops {}  replies checked {}  ops the model could not check {}",
+            self.seeds, self.steps, self.committed, self.replies_checked, self.unchecked_ops
         )?;
         writeln!(
             f,

@@ -52,6 +52,7 @@ pub fn scenario_config(replica_count: u8) -> Config {
     config.batch_entries_max = 8;
     config.request_body_bytes_max = 256;
     config.batch_bytes_max = 4096;
+    config.pipeline_bytes_max = 4 * 4096;
     config.message_bytes_max = 1 << 20;
     config.clients_max = 16;
     config.checkpoint_interval_ops = 32;

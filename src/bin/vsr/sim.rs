@@ -24,6 +24,9 @@ pub struct Args {
     /// With `--seed`: log every delivery, fault and status change to stderr.
     #[arg(long, requires = "seed")]
     trace: bool,
+    /// With `--seeds`: report every violating seed and go on (exits non-zero at the end).
+    #[arg(long, requires = "seeds")]
+    keep_going: bool,
     /// Steps of the fault phase of each seed.
     #[arg(long, default_value_t = RunOptions::default().fault_steps)]
     fault_steps: u64,
@@ -50,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let began = Instant::now();
     let mut totals = Totals::default();
+    let mut violations = 0u64;
     for i in 0..count {
         let seed = start.wrapping_add(i);
         match run_seed(seed, options) {
@@ -69,17 +73,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(violation) => {
                 println!("{violation}");
-                println!(
-                    "after {} clean seeds ({:.1?})",
-                    totals.seeds,
-                    began.elapsed()
-                );
-                return Ok(ExitCode::FAILURE);
+                violations += 1;
+                if !args.keep_going {
+                    println!(
+                        "after {} clean seeds ({:.1?})",
+                        totals.seeds,
+                        began.elapsed()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
             }
         }
     }
     println!("{totals}");
     println!("wall time {:.2?}", began.elapsed());
+    if violations > 0 {
+        println!("{violations} of {count} seeds violated a check");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
