@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod service;
 pub mod sim;
 pub mod testing;
+pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use protocol::{Effect, Replica, Start, Status};

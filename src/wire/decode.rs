@@ -1,0 +1,380 @@
+//! Decoding: the validation gate. Untrusted bytes become a [`Frame`] only here.
+//!
+//! The order of checks is the point of this file: (1) the header checksum, before any
+//! header field is believed, the size above all; (2) the cluster, size bounds, command and
+//! header fields, all before waiting for (and buffering) the body; (3) the body checksum,
+//! before a single body byte is parsed; (4) the body's structure. Payloads are never copied:
+//! the frame is split off the read buffer and every body, result and snapshot is a `Bytes`
+//! slice of it.
+
+use super::encode::{CHECKPOINT_HEADER_BYTES, ENTRIES_COUNT_BYTES};
+use super::error::DecodeError;
+use super::frame::{Frame, Peer, PEER_CLIENT, PEER_REPLICA};
+use super::header::{Command, Header, HEADER_BYTES};
+use crate::protocol::{
+    Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Op, Operation,
+    Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
+    ENTRY_HEADER_BYTES,
+};
+use bytes::{Bytes, BytesMut};
+
+use DecodeError::Malformed;
+
+/// Decodes the first frame in `buf`, if it is complete.
+///
+/// - `Ok(None)`: `buf` holds no complete frame yet (read more and call again). Nothing is
+///   consumed. When the header is complete it has already been validated, so a frame that
+///   would exceed `message_bytes_max` is an error before its body is buffered.
+/// - `Ok(Some(frame))`: exactly one frame was split off the front of `buf`.
+/// - `Err(_)`: the connection must be closed; what is left in `buf` is unspecified.
+///
+/// At end of stream, call [`is_partial`] on what is left: a partial frame means the peer
+/// vanished mid-frame.
+pub fn decode(
+    buf: &mut BytesMut,
+    cluster: u128,
+    message_bytes_max: u32,
+) -> Result<Option<Frame>, DecodeError> {
+    let Some(header_bytes) = buf.first_chunk::<HEADER_BYTES>() else {
+        return Ok(None);
+    };
+    let (header, command) = check_header(header_bytes, cluster, message_bytes_max)?;
+    let size = header.size as usize;
+    if buf.len() < size {
+        return Ok(None);
+    }
+    if crc32c::crc32c(&buf[HEADER_BYTES..size]) != header.checksum_body {
+        return Err(DecodeError::BodyChecksum);
+    }
+    let frame = buf.split_to(size).freeze();
+    parse(&header, command, frame.slice(HEADER_BYTES..)).map(Some)
+}
+
+/// Whether `buf` still holds part of a frame. Meant for end of stream, after [`decode`] has
+/// returned `Ok(None)`: any byte left over then is a frame the peer never finished.
+pub fn is_partial(buf: &BytesMut) -> bool {
+    !buf.is_empty()
+}
+
+/// Validates everything the header alone can tell, checksum first.
+fn check_header(
+    bytes: &[u8; HEADER_BYTES],
+    cluster: u128,
+    message_bytes_max: u32,
+) -> Result<(Header, Command), DecodeError> {
+    if !Header::checksum_valid(bytes) {
+        return Err(DecodeError::HeaderChecksum);
+    }
+    let header = Header::read(bytes);
+    if header.cluster != cluster {
+        return Err(DecodeError::WrongCluster {
+            expected: cluster,
+            got: header.cluster,
+        });
+    }
+    if (header.size as usize) < HEADER_BYTES {
+        return Err(DecodeError::TooSmall);
+    }
+    if header.size > message_bytes_max {
+        return Err(DecodeError::TooLarge {
+            size: header.size,
+            max: message_bytes_max,
+        });
+    }
+    let command =
+        Command::from_u8(header.command).ok_or(DecodeError::UnknownCommand(header.command))?;
+    if header.reserved != 0 {
+        return Err(Malformed("reserved header byte is not zero"));
+    }
+    if !command.has_body() && header.size as usize != HEADER_BYTES {
+        return Err(Malformed("body on a command that has none"));
+    }
+    if !unused_fields_zero(&header, used_fields(command)) {
+        return Err(Malformed("header field unused by this command is not zero"));
+    }
+    Ok((header, command))
+}
+
+// Header fields that vary by command, as bits: which ones each command uses.
+const EPOCH: u16 = 1 << 0;
+const VIEW: u16 = 1 << 1;
+const REPLICA: u16 = 1 << 2;
+const CODE: u16 = 1 << 3;
+const OP: u16 = 1 << 4;
+const COMMIT: u16 = 1 << 5;
+const OP_FIRST: u16 = 1 << 6;
+const CLIENT: u16 = 1 << 7;
+const SESSION: u16 = 1 << 8;
+const NONCE: u16 = 1 << 9;
+const REQUEST: u16 = 1 << 10;
+const LAST_NORMAL_VIEW: u16 = 1 << 11;
+/// Every protocol message carries the sender's epoch, view and index.
+const ENVELOPE: u16 = EPOCH | VIEW | REPLICA;
+
+/// The header fields `command` may set (the table in the module docs).
+fn used_fields(command: Command) -> u16 {
+    use Command::*;
+    match command {
+        Request => ENVELOPE | CODE | CLIENT | SESSION | REQUEST,
+        Reply => ENVELOPE | CODE | CLIENT | SESSION | REQUEST | OP,
+        Prepare => ENVELOPE | OP_FIRST | COMMIT,
+        PrepareOk | GetState => ENVELOPE | OP,
+        Commit => ENVELOPE | COMMIT,
+        StartViewChange => ENVELOPE,
+        DoViewChange => ENVELOPE | LAST_NORMAL_VIEW | OP | COMMIT,
+        StartView => ENVELOPE | OP | COMMIT | OP_FIRST,
+        Recovery => ENVELOPE | NONCE,
+        RecoveryResponse => ENVELOPE | CODE | NONCE | OP | COMMIT,
+        NewState => ENVELOPE | CODE | COMMIT | OP_FIRST,
+        // Which of `replica` and `client` is checked once the code says which peer speaks.
+        Hello => CODE | REPLICA | CLIENT,
+        StatsRequest | StatsReply => 0,
+    }
+}
+
+fn unused_fields_zero(header: &Header, used: u16) -> bool {
+    let fields = [
+        (EPOCH, u64::from(header.epoch)),
+        (VIEW, u64::from(header.view)),
+        (REPLICA, u64::from(header.replica)),
+        (CODE, u64::from(header.code)),
+        (OP, header.op),
+        (COMMIT, header.commit),
+        (OP_FIRST, header.op_first),
+        (CLIENT, header.client),
+        (SESSION, header.session),
+        (NONCE, header.nonce),
+        (REQUEST, u64::from(header.request)),
+        (LAST_NORMAL_VIEW, u64::from(header.last_normal_view)),
+    ];
+    fields
+        .iter()
+        .all(|&(bit, value)| used & bit != 0 || value == 0)
+}
+
+/// Parses a frame whose header and body checksums have both passed.
+fn parse(header: &Header, command: Command, body: Bytes) -> Result<Frame, DecodeError> {
+    let mut reader = Reader { body, position: 0 };
+    let frame = match command {
+        Command::Hello => Frame::Hello(parse_hello(header)?),
+        Command::StatsRequest => Frame::StatsRequest,
+        Command::StatsReply => Frame::StatsReply(reader.rest()),
+        _ => Frame::Message(Message {
+            epoch: header.epoch,
+            view: header.view,
+            replica: header.replica,
+            body: parse_body(header, command, &mut reader)?,
+        }),
+    };
+    reader.finish()?;
+    Ok(frame)
+}
+
+fn parse_hello(header: &Header) -> Result<Peer, DecodeError> {
+    match header.code {
+        PEER_REPLICA if header.client == 0 => Ok(Peer::Replica(header.replica)),
+        PEER_CLIENT if header.replica == 0 => Ok(Peer::Client(header.client)),
+        PEER_REPLICA | PEER_CLIENT => Err(Malformed("hello sets both replica and client")),
+        _ => Err(Malformed("unknown hello peer kind")),
+    }
+}
+
+fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<Body, DecodeError> {
+    Ok(match command {
+        Command::Request => Body::Request(Request {
+            client: header.client,
+            session: header.session,
+            request: header.request,
+            operation: operation(header.code)?,
+            body: reader.rest(),
+        }),
+        Command::Reply => Body::Reply(Reply {
+            client: header.client,
+            session: header.session,
+            request: header.request,
+            op: header.op,
+            status: ReplyStatus::from_u8(header.code).ok_or(Malformed("unknown reply status"))?,
+            result: reader.rest(),
+        }),
+        Command::Prepare => Body::Prepare(parse_prepare(header, reader)?),
+        Command::PrepareOk => Body::PrepareOk(PrepareOk { op: header.op }),
+        Command::Commit => Body::Commit(Commit {
+            commit: header.commit,
+        }),
+        Command::StartViewChange => Body::StartViewChange,
+        Command::DoViewChange => Body::DoViewChange(DoViewChange {
+            last_normal_view: header.last_normal_view,
+            op: header.op,
+            commit: header.commit,
+            entries: reader.entries()?,
+        }),
+        Command::StartView => Body::StartView(StartView {
+            op: header.op,
+            commit: header.commit,
+            op_first: header.op_first,
+            entries: entries_from(header.op_first, reader)?,
+        }),
+        Command::Recovery => Body::Recovery(Recovery {
+            nonce: header.nonce,
+        }),
+        Command::RecoveryResponse => Body::RecoveryResponse(RecoveryResponse {
+            nonce: header.nonce,
+            recovering: flag(header.code, "recovering flag is neither 0 nor 1")?,
+            op: header.op,
+            commit: header.commit,
+        }),
+        Command::GetState => Body::GetState(GetState { op: header.op }),
+        Command::NewState => Body::NewState(parse_new_state(header, reader)?),
+        Command::Hello | Command::StatsRequest | Command::StatsReply => {
+            unreachable!("connection frames are parsed by `parse`")
+        }
+    })
+}
+
+/// A Prepare covers ops `op_first ..= op_first + len - 1`: never empty, never op 0 (which
+/// means "none"), and the range fits in an `Op`, so the core may compute `op_last()`.
+fn parse_prepare(header: &Header, reader: &mut Reader) -> Result<Prepare, DecodeError> {
+    if header.op_first == 0 {
+        return Err(Malformed("prepare starts at op 0"));
+    }
+    let entries = entries_from(header.op_first, reader)?;
+    if entries.is_empty() {
+        return Err(Malformed("prepare without entries"));
+    }
+    Ok(Prepare {
+        op_first: header.op_first,
+        commit: header.commit,
+        entries,
+    })
+}
+
+fn parse_new_state(header: &Header, reader: &mut Reader) -> Result<NewState, DecodeError> {
+    let checkpoint = if flag(header.code, "checkpoint flag is neither 0 nor 1")? {
+        Some(reader.checkpoint()?)
+    } else {
+        None
+    };
+    Ok(NewState {
+        commit: header.commit,
+        checkpoint,
+        op_first: header.op_first,
+        entries: entries_from(header.op_first, reader)?,
+    })
+}
+
+/// An entry list whose first op is `op_first`: its op range must fit in an `Op`.
+fn entries_from(op_first: Op, reader: &mut Reader) -> Result<Vec<Entry>, DecodeError> {
+    let entries = reader.entries()?;
+    let fits = match entries.len().checked_sub(1) {
+        None => true,
+        Some(last) => op_first.checked_add(last as Op).is_some(),
+    };
+    if !fits {
+        return Err(Malformed("entry op range overflows u64"));
+    }
+    Ok(entries)
+}
+
+fn operation(code: u8) -> Result<Operation, DecodeError> {
+    Operation::from_u8(code).ok_or(Malformed("unknown operation code"))
+}
+
+fn flag(code: u8, reason: &'static str) -> Result<bool, DecodeError> {
+    match code {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Malformed(reason)),
+    }
+}
+
+/// A cursor over a checksummed body. Every read is bounds-checked; slices share the frame.
+struct Reader {
+    body: Bytes,
+    position: usize,
+}
+
+impl Reader {
+    fn remaining(&self) -> usize {
+        self.body.len() - self.position
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let bytes = self.body[self.position..]
+            .first_chunk::<N>()
+            .ok_or(Malformed("body ends inside a field"))?;
+        self.position += N;
+        Ok(*bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+
+    /// A payload whose `u32` length precedes it, as a slice of the frame.
+    fn payload(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u32()? as usize;
+        if len > self.remaining() {
+            return Err(Malformed("payload length exceeds body"));
+        }
+        let payload = self.body.slice(self.position..self.position + len);
+        self.position += len;
+        Ok(payload)
+    }
+
+    /// Everything not yet read, as a slice of the frame.
+    fn rest(&mut self) -> Bytes {
+        let rest = self.body.slice(self.position..);
+        self.position = self.body.len();
+        rest
+    }
+
+    /// An entry list as written by `encode::write_entries`.
+    fn entries(&mut self) -> Result<Vec<Entry>, DecodeError> {
+        let count = self.u32()? as usize;
+        // The count is checked against the bytes present before it sizes an allocation.
+        if count > self.remaining() / ENTRY_HEADER_BYTES {
+            return Err(Malformed("entry count exceeds body"));
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            entries.push(Entry {
+                client: self.u64()?,
+                session: self.u64()?,
+                request: self.u32()?,
+                timestamp: self.u64()?,
+                operation: Operation::from_u8(self.u8()?)
+                    .ok_or(Malformed("unknown entry operation code"))?,
+                body: self.payload()?,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn checkpoint(&mut self) -> Result<Checkpoint, DecodeError> {
+        if self.remaining() < CHECKPOINT_HEADER_BYTES + ENTRIES_COUNT_BYTES {
+            return Err(Malformed("body too short for a checkpoint"));
+        }
+        Ok(Checkpoint {
+            op: self.u64()?,
+            timestamp: self.u64()?,
+            service: self.payload()?,
+            clients: self.payload()?,
+        })
+    }
+
+    /// The whole body must be accounted for.
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.remaining() != 0 {
+            return Err(Malformed("trailing bytes after body"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! Encoding: a message or connection frame is appended to a caller-owned `BytesMut`.
+//!
+//! One frame costs one `reserve` (the exact size is computed first), one copy of each
+//! payload, and two crc32c passes over the bytes as written. Nothing is allocated per entry,
+//! so encoding a Prepare of N entries into a reused buffer allocates nothing at all once
+//! the buffer has grown to its working size.
+
+use super::frame::{Peer, PEER_CLIENT, PEER_REPLICA};
+use super::header::{Command, Header, HEADER_BYTES};
+use crate::protocol::{Body, Checkpoint, Entry, Message, ENTRY_HEADER_BYTES};
+use bytes::{BufMut, BytesMut};
+
+/// Bytes of a checkpoint's fixed fields: op, timestamp, two lengths.
+pub(crate) const CHECKPOINT_HEADER_BYTES: usize = 8 + 8 + 4 + 4;
+/// Bytes of the entry count that opens every entry list.
+pub(crate) const ENTRIES_COUNT_BYTES: usize = 4;
+
+/// Appends one frame carrying `message` for `cluster` to `out`.
+///
+/// The caller bounds message sizes (`Config::message_bytes_max`); a receiver rejects a
+/// frame larger than its own bound.
+///
+/// # Panics
+/// If the frame would exceed `u32::MAX` bytes, or an entry body `u32::MAX` bytes.
+pub fn encode(message: &Message, cluster: u128, out: &mut BytesMut) {
+    let mut header = Header {
+        cluster,
+        epoch: message.epoch,
+        view: message.view,
+        replica: message.replica,
+        ..Header::default()
+    };
+    fill_header(&message.body, &mut header);
+    let body_bytes = body_bytes(&message.body);
+    let start = begin(out, body_bytes);
+    write_body(&message.body, out);
+    debug_assert_eq!(out.len() - start, HEADER_BYTES + body_bytes);
+    finish(out, start, header);
+}
+
+/// Appends a `Hello` frame naming `peer`: the first frame on every connection.
+pub fn encode_hello(peer: Peer, cluster: u128, out: &mut BytesMut) {
+    let mut header = Header {
+        cluster,
+        command: Command::Hello as u8,
+        ..Header::default()
+    };
+    match peer {
+        Peer::Replica(replica) => {
+            header.code = PEER_REPLICA;
+            header.replica = replica;
+        }
+        Peer::Client(client) => {
+            header.code = PEER_CLIENT;
+            header.client = client;
+        }
+    }
+    let start = begin(out, 0);
+    finish(out, start, header);
+}
+
+/// Appends a request for a replica's counters.
+pub fn encode_stats_request(cluster: u128, out: &mut BytesMut) {
+    let header = Header {
+        cluster,
+        command: Command::StatsRequest as u8,
+        ..Header::default()
+    };
+    let start = begin(out, 0);
+    finish(out, start, header);
+}
+
+/// Appends a replica's counters, as text.
+pub fn encode_stats_reply(text: &[u8], cluster: u128, out: &mut BytesMut) {
+    let header = Header {
+        cluster,
+        command: Command::StatsReply as u8,
+        ..Header::default()
+    };
+    let start = begin(out, text.len());
+    out.put_slice(text);
+    finish(out, start, header);
+}
+
+/// The bytes [`encode`] appends for `message`: for budgets and buffer sizing.
+pub fn frame_bytes(message: &Message) -> usize {
+    HEADER_BYTES + body_bytes(&message.body)
+}
+
+/// Reserves the whole frame once and writes a zeroed header to fill in at the end.
+/// Returns where the frame starts in `out`.
+fn begin(out: &mut BytesMut, body_bytes: usize) -> usize {
+    let size = HEADER_BYTES + body_bytes;
+    assert!(
+        u32::try_from(size).is_ok(),
+        "frame of {size} bytes does not fit the u32 size field"
+    );
+    out.reserve(size);
+    let start = out.len();
+    out.put_bytes(0, HEADER_BYTES);
+    start
+}
+
+/// Seals the frame that starts at `start`: size, body checksum over the body as written,
+/// then the header checksum over the header as written.
+fn finish(out: &mut BytesMut, start: usize, mut header: Header) {
+    let size = out.len() - start;
+    header.size = u32::try_from(size).expect("checked in begin");
+    header.checksum_body = crc32c::crc32c(&out[start + HEADER_BYTES..]);
+    let bytes: &mut [u8; HEADER_BYTES] = (&mut out[start..start + HEADER_BYTES])
+        .try_into()
+        .expect("header width");
+    header.write_sealed(bytes);
+}
+
+/// Sets the command and the header fields each message keeps there (the table in the
+/// module docs). Everything not set stays zero.
+fn fill_header(body: &Body, header: &mut Header) {
+    let command = match body {
+        Body::Request(request) => {
+            header.code = request.operation as u8;
+            header.client = request.client;
+            header.session = request.session;
+            header.request = request.request;
+            Command::Request
+        }
+        Body::Reply(reply) => {
+            header.code = reply.status as u8;
+            header.client = reply.client;
+            header.session = reply.session;
+            header.request = reply.request;
+            header.op = reply.op;
+            Command::Reply
+        }
+        Body::Prepare(prepare) => {
+            header.op_first = prepare.op_first;
+            header.commit = prepare.commit;
+            Command::Prepare
+        }
+        Body::PrepareOk(prepare_ok) => {
+            header.op = prepare_ok.op;
+            Command::PrepareOk
+        }
+        Body::Commit(commit) => {
+            header.commit = commit.commit;
+            Command::Commit
+        }
+        Body::StartViewChange => Command::StartViewChange,
+        Body::DoViewChange(dvc) => {
+            header.last_normal_view = dvc.last_normal_view;
+            header.op = dvc.op;
+            header.commit = dvc.commit;
+            Command::DoViewChange
+        }
+        Body::StartView(start_view) => {
+            header.op = start_view.op;
+            header.commit = start_view.commit;
+            header.op_first = start_view.op_first;
+            Command::StartView
+        }
+        Body::Recovery(recovery) => {
+            header.nonce = recovery.nonce;
+            Command::Recovery
+        }
+        Body::RecoveryResponse(response) => {
+            header.code = u8::from(response.recovering);
+            header.nonce = response.nonce;
+            header.op = response.op;
+            header.commit = response.commit;
+            Command::RecoveryResponse
+        }
+        Body::GetState(get_state) => {
+            header.op = get_state.op;
+            Command::GetState
+        }
+        Body::NewState(new_state) => {
+            header.code = u8::from(new_state.checkpoint.is_some());
+            header.commit = new_state.commit;
+            header.op_first = new_state.op_first;
+            Command::NewState
+        }
+    };
+    header.command = command as u8;
+}
+
+/// The bytes [`write_body`] writes for `body`.
+fn body_bytes(body: &Body) -> usize {
+    match body {
+        Body::Request(request) => request.body.len(),
+        Body::Reply(reply) => reply.result.len(),
+        Body::Prepare(prepare) => entries_bytes(&prepare.entries),
+        Body::DoViewChange(dvc) => entries_bytes(&dvc.entries),
+        Body::StartView(start_view) => entries_bytes(&start_view.entries),
+        Body::NewState(new_state) => {
+            new_state.checkpoint.as_ref().map_or(0, checkpoint_bytes)
+                + entries_bytes(&new_state.entries)
+        }
+        Body::PrepareOk(_)
+        | Body::Commit(_)
+        | Body::StartViewChange
+        | Body::Recovery(_)
+        | Body::RecoveryResponse(_)
+        | Body::GetState(_) => 0,
+    }
+}
+
+fn entries_bytes(entries: &[Entry]) -> usize {
+    ENTRIES_COUNT_BYTES + entries.iter().map(Entry::size_bytes).sum::<usize>()
+}
+
+fn checkpoint_bytes(checkpoint: &Checkpoint) -> usize {
+    CHECKPOINT_HEADER_BYTES + checkpoint.service.len() + checkpoint.clients.len()
+}
+
+/// Writes the body: the payload bytes, or a (checkpoint and) entry list.
+fn write_body(body: &Body, out: &mut BytesMut) {
+    match body {
+        Body::Request(request) => out.put_slice(&request.body),
+        Body::Reply(reply) => out.put_slice(&reply.result),
+        Body::Prepare(prepare) => write_entries(&prepare.entries, out),
+        Body::DoViewChange(dvc) => write_entries(&dvc.entries, out),
+        Body::StartView(start_view) => write_entries(&start_view.entries, out),
+        Body::NewState(new_state) => {
+            if let Some(checkpoint) = &new_state.checkpoint {
+                write_checkpoint(checkpoint, out);
+            }
+            write_entries(&new_state.entries, out);
+        }
+        Body::PrepareOk(_)
+        | Body::Commit(_)
+        | Body::StartViewChange
+        | Body::Recovery(_)
+        | Body::RecoveryResponse(_)
+        | Body::GetState(_) => {}
+    }
+}
+
+/// An entry list: a `u32` count, then per entry its `ENTRY_HEADER_BYTES` fixed fields in
+/// `Entry`'s field order and its body.
+fn write_entries(entries: &[Entry], out: &mut BytesMut) {
+    // The fixed fields written below are exactly what `Entry::size_bytes` budgets for.
+    const _: () = assert!(8 + 8 + 4 + 8 + 1 + 4 == ENTRY_HEADER_BYTES);
+    out.put_u32_le(len_u32(entries.len()));
+    for entry in entries {
+        out.put_u64_le(entry.client);
+        out.put_u64_le(entry.session);
+        out.put_u32_le(entry.request);
+        out.put_u64_le(entry.timestamp);
+        out.put_u8(entry.operation as u8);
+        out.put_u32_le(len_u32(entry.body.len()));
+        out.put_slice(&entry.body);
+    }
+}
+
+fn write_checkpoint(checkpoint: &Checkpoint, out: &mut BytesMut) {
+    out.put_u64_le(checkpoint.op);
+    out.put_u64_le(checkpoint.timestamp);
+    out.put_u32_le(len_u32(checkpoint.service.len()));
+    out.put_slice(&checkpoint.service);
+    out.put_u32_le(len_u32(checkpoint.clients.len()));
+    out.put_slice(&checkpoint.clients);
+}
+
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).expect("length checked against the u32 frame size in begin")
+}

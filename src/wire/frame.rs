@@ -1,0 +1,33 @@
+//! What one frame decodes to: a protocol message, or one of the few connection-level frames
+//! that never reach the protocol core (the greeting that names the speaker, and the stats
+//! exchange used by `vsr stats`).
+
+use crate::protocol::{ClientId, Message, ReplicaIndex};
+use bytes::Bytes;
+
+/// Who is speaking on a connection, announced by the first frame the connection carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A replica, by its index in the configuration.
+    Replica(ReplicaIndex),
+    /// A client, by its id.
+    Client(ClientId),
+}
+
+/// The `code` of a `Hello` frame from a replica.
+pub(crate) const PEER_REPLICA: u8 = 1;
+/// The `code` of a `Hello` frame from a client.
+pub(crate) const PEER_CLIENT: u8 = 2;
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// The speaker introduces itself (the first frame of a connection).
+    Hello(Peer),
+    /// A protocol message for the core.
+    Message(Message),
+    /// Ask a replica for its counters.
+    StatsRequest,
+    /// A replica's counters, as human-readable text (a slice of the read buffer).
+    StatsReply(Bytes),
+}

@@ -1,0 +1,99 @@
+//! The wire format: how every [`Message`](crate::protocol::Message) travels between replicas
+//! and clients over TCP, and the single validation gate through which untrusted bytes
+//! become messages.
+//!
+//! A connection carries a stream of frames. A frame is a fixed [`HEADER_BYTES`]-byte header,
+//! then a body of `size - HEADER_BYTES` bytes. All integers are little-endian.
+//!
+//! # Header
+//!
+//! | offset | bytes | field              | meaning                                             |
+//! |-------:|------:|--------------------|-----------------------------------------------------|
+//! |      0 |     4 | `checksum`         | crc32c of header bytes 4..96                        |
+//! |      4 |     4 | `checksum_body`    | crc32c of the body                                  |
+//! |      8 |     4 | `size`             | frame bytes, header included                        |
+//! |     12 |     4 | `epoch`            | sender's epoch (paper 7)                            |
+//! |     16 |    16 | `cluster`          | cluster id; other clusters' frames are rejected     |
+//! |     32 |     4 | `view`             | sender's view (paper 4)                             |
+//! |     36 |     1 | `replica`          | sending replica (0 from clients)                    |
+//! |     37 |     1 | `command`          | a [`Command`]                                       |
+//! |     38 |     1 | `code`             | per command: operation, status, flag or peer kind   |
+//! |     39 |     1 | `reserved`         | zero                                                |
+//! |     40 |     8 | `op`               | an op number                                        |
+//! |     48 |     8 | `commit`           | a commit number                                     |
+//! |     56 |     8 | `op_first`         | op number of the body's first entry                 |
+//! |     64 |     8 | `client`           | a client id                                         |
+//! |     72 |     8 | `session`          | a client session                                    |
+//! |     80 |     8 | `nonce`            | a recovery nonce (paper 4.3)                        |
+//! |     88 |     4 | `request`          | a client request number                             |
+//! |     92 |     4 | `last_normal_view` | `DoViewChange`'s last normal view                   |
+//!
+//! The layout is `Header`'s `#[repr(C)]` layout; `header.rs` pins every offset and the total
+//! size with compile-time assertions.
+//!
+//! # Which command uses which field
+//!
+//! Every field a command does not use must be zero (the decoder rejects the frame
+//! otherwise), so a frame has exactly one encoding. Protocol messages all use `epoch`,
+//! `view` and `replica`; connection frames (`Hello`, `Stats*`) do not.
+//!
+//! | command            | `code`               | numeric fields                              | body                      |
+//! |--------------------|----------------------|---------------------------------------------|---------------------------|
+//! | `Request`          | `Operation`          | client, session, request                    | the operation's bytes     |
+//! | `Reply`            | `ReplyStatus`        | client, session, request, op                | the result's bytes        |
+//! | `Prepare`          |                      | op_first, commit                            | entries (at least one)    |
+//! | `PrepareOk`        |                      | op                                          |                           |
+//! | `Commit`           |                      | commit                                      |                           |
+//! | `StartViewChange`  |                      |                                             |                           |
+//! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
+//! | `StartView`        |                      | op, commit, op_first                        | entries                   |
+//! | `Recovery`         |                      | nonce                                       |                           |
+//! | `RecoveryResponse` | recovering (0/1)     | nonce, op, commit                           |                           |
+//! | `GetState`         |                      | op                                          |                           |
+//! | `NewState`         | has checkpoint (0/1) | commit, op_first                            | checkpoint? entries       |
+//! | `Hello`            | 1 replica, 2 client  | replica (from a replica), client (a client) |                           |
+//! | `StatsRequest`     |                      |                                             |                           |
+//! | `StatsReply`       |                      |                                             | text                      |
+//!
+//! An entry list is a `u32` count, then per entry: client `u64`, session `u64`, request
+//! `u32`, timestamp `u64`, operation `u8`, body length `u32` (these are
+//! [`ENTRY_HEADER_BYTES`](crate::protocol::ENTRY_HEADER_BYTES)), then the body. A checkpoint
+//! is op `u64`, timestamp `u64`, then the service snapshot and the client-table snapshot,
+//! each as a `u32` length and its bytes. Small messages (`PrepareOk`, `Commit`, ...) are a
+//! header alone.
+//!
+//! # Why nothing is parsed before both checksums pass
+//!
+//! The header checksum comes first because the header decides how many bytes to wait for:
+//! a corrupted `size` believed for a moment could make a replica buffer gigabytes, or
+//! desynchronise the stream so every later frame is misread. Once the header is known good,
+//! its size is bounded by `message_bytes_max` before a byte of body is buffered. The body
+//! checksum is then verified over the whole body before parsing starts, so the body parser
+//! only ever sees bytes exactly as their sender wrote them: a parse failure after that is a
+//! bug or version skew on the other side ([`DecodeError::Malformed`]), never line noise, and
+//! a half-parsed message built from corrupt bytes can never reach the protocol core. Past
+//! this gate the core asserts instead of re-checking (STYLE.md, "one validation gate").
+//!
+//! # Zero copy
+//!
+//! [`decode`] splits the frame off the connection's read buffer and freezes it; every entry
+//! body, reply result and snapshot is a `Bytes` slice of that frame. [`encode`] appends to a
+//! caller-owned `BytesMut` with a single `reserve`, copying each payload once.
+//!
+//! # End of stream
+//!
+//! `decode` returns `Ok(None)` until a whole frame is buffered. When the peer closes the
+//! connection, [`is_partial`] on the leftover bytes tells "closed between frames" from
+//! "vanished mid-frame".
+
+mod decode;
+mod encode;
+mod error;
+mod frame;
+mod header;
+
+pub use decode::{decode, is_partial};
+pub use encode::{encode, encode_hello, encode_stats_reply, encode_stats_request, frame_bytes};
+pub use error::DecodeError;
+pub use frame::{Frame, Peer};
+pub use header::{Command, Header, HEADER_BYTES};

@@ -1,0 +1,633 @@
+//! Properties of the wire format: every message round-trips, every frame has exactly one
+//! encoding, corruption and truncation are always rejected (never decoded into another
+//! message), and the gate's checks happen in the documented order.
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use vsr::protocol::{
+    Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Operation, Prepare,
+    PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
+};
+use vsr::wire::{self, DecodeError, Frame, Header, Peer, HEADER_BYTES};
+
+const CLUSTER: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0001;
+const MAX: u32 = 1 << 20;
+
+// ---------------------------------------------------------------------------------------
+// Strategies.
+
+fn payload() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..48).prop_map(Bytes::from)
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    prop_oneof![Just(Operation::Register), Just(Operation::Apply)]
+}
+
+fn status() -> impl Strategy<Value = ReplyStatus> {
+    prop_oneof![Just(ReplyStatus::Ok), Just(ReplyStatus::Evicted)]
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u64>(),
+        operation(),
+        payload(),
+    )
+        .prop_map(
+            |(client, session, request, timestamp, operation, body)| Entry {
+                client,
+                session,
+                request,
+                timestamp,
+                operation,
+                body,
+            },
+        )
+}
+
+fn entries(min: usize) -> impl Strategy<Value = Vec<Entry>> {
+    prop::collection::vec(entry(), min..8)
+}
+
+/// Op numbers far enough from `u64::MAX` that any entry range fits.
+fn op() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(1u64), 1..u64::MAX / 2]
+}
+
+fn checkpoint() -> impl Strategy<Value = Checkpoint> {
+    (any::<u64>(), any::<u64>(), payload(), payload()).prop_map(
+        |(op, timestamp, service, clients)| Checkpoint {
+            op,
+            timestamp,
+            service,
+            clients,
+        },
+    )
+}
+
+fn body() -> impl Strategy<Value = Body> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            operation(),
+            payload()
+        )
+            .prop_map(|(client, session, request, operation, body)| Body::Request(
+                Request {
+                    client,
+                    session,
+                    request,
+                    operation,
+                    body
+                }
+            )),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            status(),
+            payload()
+        )
+            .prop_map(
+                |(client, session, request, op, status, result)| Body::Reply(Reply {
+                    client,
+                    session,
+                    request,
+                    op,
+                    status,
+                    result
+                })
+            ),
+        (op(), any::<u64>(), entries(1)).prop_map(|(op_first, commit, entries)| {
+            Body::Prepare(Prepare {
+                op_first,
+                commit,
+                entries,
+            })
+        }),
+        any::<u64>().prop_map(|op| Body::PrepareOk(PrepareOk { op })),
+        any::<u64>().prop_map(|commit| Body::Commit(Commit { commit })),
+        Just(Body::StartViewChange),
+        (any::<u32>(), any::<u64>(), any::<u64>(), entries(0)).prop_map(
+            |(last_normal_view, op, commit, entries)| Body::DoViewChange(DoViewChange {
+                last_normal_view,
+                op,
+                commit,
+                entries
+            })
+        ),
+        (any::<u64>(), any::<u64>(), op(), entries(0)).prop_map(
+            |(op, commit, op_first, entries)| {
+                Body::StartView(StartView {
+                    op,
+                    commit,
+                    op_first,
+                    entries,
+                })
+            }
+        ),
+        any::<u64>().prop_map(|nonce| Body::Recovery(Recovery { nonce })),
+        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>()).prop_map(
+            |(nonce, recovering, op, commit)| Body::RecoveryResponse(RecoveryResponse {
+                nonce,
+                recovering,
+                op,
+                commit
+            })
+        ),
+        any::<u64>().prop_map(|op| Body::GetState(GetState { op })),
+        (
+            any::<u64>(),
+            prop::option::of(checkpoint()),
+            op(),
+            entries(0)
+        )
+            .prop_map(
+                |(commit, checkpoint, op_first, entries)| Body::NewState(NewState {
+                    commit,
+                    checkpoint,
+                    op_first,
+                    entries
+                })
+            ),
+    ]
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    (any::<u32>(), any::<u32>(), any::<u8>(), body()).prop_map(|(epoch, view, replica, body)| {
+        Message {
+            epoch,
+            view,
+            replica,
+            body,
+        }
+    })
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        8 => message().prop_map(Frame::Message),
+        1 => any::<u8>().prop_map(|replica| Frame::Hello(Peer::Replica(replica))),
+        1 => any::<u64>().prop_map(|client| Frame::Hello(Peer::Client(client))),
+        1 => Just(Frame::StatsRequest),
+        1 => payload().prop_map(Frame::StatsReply),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers.
+
+fn encode_frame(frame: &Frame, cluster: u128, out: &mut BytesMut) {
+    match frame {
+        Frame::Hello(peer) => wire::encode_hello(*peer, cluster, out),
+        Frame::Message(message) => wire::encode(message, cluster, out),
+        Frame::StatsRequest => wire::encode_stats_request(cluster, out),
+        Frame::StatsReply(text) => wire::encode_stats_reply(text, cluster, out),
+    }
+}
+
+fn encoded(frame: &Frame) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    encode_frame(frame, CLUSTER, &mut out);
+    out.to_vec()
+}
+
+fn decode_all(bytes: &[u8]) -> Result<Option<Frame>, DecodeError> {
+    wire::decode(&mut BytesMut::from(bytes), CLUSTER, MAX)
+}
+
+/// The one round-trip check: encodes `frame`, decodes it back whole, and checks that the
+/// frame was consumed exactly.
+fn check_round_trip(frame: &Frame) {
+    let bytes = encoded(frame);
+    if let Frame::Message(message) = frame {
+        assert_eq!(wire::frame_bytes(message), bytes.len());
+    }
+    let mut buf = BytesMut::from(&bytes[..]);
+    let decoded = wire::decode(&mut buf, CLUSTER, MAX)
+        .expect("valid frame")
+        .expect("complete");
+    assert_eq!(&decoded, frame);
+    assert!(buf.is_empty());
+    assert!(!wire::is_partial(&buf));
+}
+
+/// Rewrites a frame's header through `change`, then reseals both checksums: the result is a
+/// frame whose checksums pass, so only the decoder's structural checks can reject it.
+fn reseal(bytes: &mut [u8], change: impl FnOnce(&mut Header)) {
+    let header_bytes: &mut [u8; HEADER_BYTES] = (&mut bytes[..HEADER_BYTES]).try_into().unwrap();
+    let mut header = Header::read(header_bytes);
+    change(&mut header);
+    let body_end = bytes.len();
+    header.checksum_body = crc32c::crc32c(&bytes[HEADER_BYTES..body_end]);
+    let header_bytes: &mut [u8; HEADER_BYTES] = (&mut bytes[..HEADER_BYTES]).try_into().unwrap();
+    header.write_sealed(header_bytes);
+}
+
+fn message_with(body: Body) -> Message {
+    Message {
+        epoch: 1,
+        view: 2,
+        replica: 1,
+        body,
+    }
+}
+
+fn entry_with(body: &'static [u8]) -> Entry {
+    Entry {
+        client: 7,
+        session: 3,
+        request: 9,
+        timestamp: 1_700_000_000,
+        operation: Operation::Apply,
+        body: Bytes::from_static(body),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties.
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn every_frame_round_trips(frame in frame()) {
+        check_round_trip(&frame);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        max in any::<u32>(),
+    ) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Ok(Some(_)) = wire::decode(&mut buf, CLUSTER, max) {}
+    }
+
+    /// Any byte of a valid frame set to any value, with both checksums recomputed so the
+    /// body parser sees it: no panic, and whatever decodes has exactly these bytes as its
+    /// encoding (one encoding per frame).
+    #[test]
+    fn resealed_mutations_decode_canonically_or_fail(
+        frame in frame(),
+        position in any::<prop::sample::Index>(),
+        value in any::<u8>(),
+    ) {
+        let mut bytes = encoded(&frame);
+        let position = position.index(bytes.len());
+        bytes[position] = value;
+        reseal(&mut bytes, |_| {});
+        let mut buf = BytesMut::from(&bytes[..]);
+        if let Ok(Some(decoded)) = wire::decode(&mut buf, CLUSTER, MAX) {
+            let consumed = bytes.len() - buf.len();
+            prop_assert_eq!(encoded(&decoded), &bytes[..consumed]);
+        }
+    }
+
+    #[test]
+    fn any_bit_flip_is_rejected(frame in frame(), bit in any::<prop::sample::Index>()) {
+        let mut bytes = encoded(&frame);
+        let bit = bit.index(bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        let result = decode_all(&bytes);
+        // crc32c detects every single-bit error, so never `Ok(Some(_))` of any frame.
+        prop_assert!(result.is_err(), "bit {} flipped, got {:?}", bit, result);
+    }
+
+    /// A frame cut short and followed by another frame: the second frame's bytes fill in
+    /// the first one's body or header. That never decodes into a valid frame.
+    #[test]
+    fn truncated_frame_followed_by_another_never_decodes(
+        first in frame(),
+        second in frame(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let first_bytes = encoded(&first);
+        let cut = cut.index(first_bytes.len());
+        let mut bytes = first_bytes[..cut].to_vec();
+        bytes.extend_from_slice(&encoded(&second));
+        let result = decode_all(&bytes);
+        // The only frame that may come out is `second`, intact, when `cut == 0`.
+        match result {
+            Ok(Some(decoded)) => prop_assert!(cut == 0 && decoded == second),
+            Ok(None) | Err(_) => prop_assert!(cut > 0),
+        }
+    }
+
+    #[test]
+    fn partial_frames_wait_at_every_split_point(frame in frame()) {
+        let bytes = encoded(&frame);
+        for split in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..split]);
+            prop_assert_eq!(wire::decode(&mut buf, CLUSTER, MAX), Ok(None));
+            prop_assert_eq!(buf.len(), split, "nothing consumed while waiting");
+            prop_assert_eq!(wire::is_partial(&buf), split > 0);
+            buf.extend_from_slice(&bytes[split..]);
+            prop_assert_eq!(wire::decode(&mut buf, CLUSTER, MAX), Ok(Some(frame.clone())));
+        }
+    }
+
+    #[test]
+    fn frames_back_to_back_decode_in_order(frames in prop::collection::vec(frame(), 0..8)) {
+        let mut buf = BytesMut::new();
+        for frame in &frames {
+            encode_frame(frame, CLUSTER, &mut buf);
+        }
+        for frame in &frames {
+            prop_assert_eq!(wire::decode(&mut buf, CLUSTER, MAX), Ok(Some(frame.clone())));
+        }
+        prop_assert_eq!(wire::decode(&mut buf, CLUSTER, MAX), Ok(None));
+        prop_assert!(!wire::is_partial(&buf));
+    }
+
+    #[test]
+    fn wrong_cluster_is_rejected(frame in frame(), cluster in any::<u128>()) {
+        prop_assume!(cluster != CLUSTER);
+        let mut buf = BytesMut::new();
+        encode_frame(&frame, cluster, &mut buf);
+        prop_assert_eq!(
+            wire::decode(&mut buf, CLUSTER, MAX),
+            Err(DecodeError::WrongCluster { expected: CLUSTER, got: cluster })
+        );
+    }
+
+    /// Only the header has arrived: a frame over the limit is refused before its body is
+    /// buffered.
+    #[test]
+    fn oversize_is_rejected_from_the_header_alone(frame in frame()) {
+        let bytes = encoded(&frame);
+        let size = u32::try_from(bytes.len()).unwrap();
+        let mut buf = BytesMut::from(&bytes[..HEADER_BYTES]);
+        prop_assert_eq!(
+            wire::decode(&mut buf, CLUSTER, size - 1),
+            Err(DecodeError::TooLarge { size, max: size - 1 })
+        );
+        let mut buf = BytesMut::from(&bytes[..]);
+        prop_assert_eq!(wire::decode(&mut buf, CLUSTER, size), Ok(Some(frame)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Examples: each variant the properties might under-sample, and each rejection reason.
+
+#[test]
+fn reply_round_trips_with_each_status() {
+    for status in [ReplyStatus::Ok, ReplyStatus::Evicted] {
+        check_round_trip(&Frame::Message(message_with(Body::Reply(Reply {
+            client: u64::MAX,
+            session: 12,
+            request: u32::MAX,
+            op: 99,
+            status,
+            result: Bytes::from_static(b"value 42"),
+        }))));
+    }
+}
+
+#[test]
+fn new_state_round_trips_with_and_without_checkpoint() {
+    let checkpoint = Checkpoint {
+        op: 100,
+        timestamp: 5,
+        service: Bytes::from_static(b"service snapshot"),
+        clients: Bytes::from_static(b""),
+    };
+    for checkpoint in [None, Some(checkpoint)] {
+        for entries in [vec![], vec![entry_with(b"a"), entry_with(b"")]] {
+            check_round_trip(&Frame::Message(message_with(Body::NewState(NewState {
+                commit: 100,
+                checkpoint: checkpoint.clone(),
+                op_first: 101,
+                entries,
+            }))));
+        }
+    }
+}
+
+#[test]
+fn large_prepare_round_trips_and_slices_the_read_buffer() {
+    let entries: Vec<Entry> = (0..1024).map(|_| entry_with(&[0xab; 64])).collect();
+    let message = message_with(Body::Prepare(Prepare {
+        op_first: 1,
+        commit: 0,
+        entries,
+    }));
+    let mut buf = BytesMut::new();
+    wire::encode(&message, CLUSTER, &mut buf);
+    let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+    let decoded = wire::decode(&mut buf, CLUSTER, MAX).unwrap().unwrap();
+    assert_eq!(decoded, Frame::Message(message));
+    let Frame::Message(Message {
+        body: Body::Prepare(prepare),
+        ..
+    }) = decoded
+    else {
+        unreachable!()
+    };
+    for entry in &prepare.entries {
+        assert!(
+            range.contains(&(entry.body.as_ptr() as usize)),
+            "entry body was copied"
+        );
+    }
+}
+
+#[test]
+fn hello_and_stats_round_trip() {
+    check_round_trip(&Frame::Hello(Peer::Replica(0)));
+    check_round_trip(&Frame::Hello(Peer::Replica(u8::MAX)));
+    check_round_trip(&Frame::Hello(Peer::Client(0x1234_5678_9abc)));
+    check_round_trip(&Frame::StatsRequest);
+    check_round_trip(&Frame::StatsReply(Bytes::from_static(
+        b"commit 12\nview 3\n",
+    )));
+}
+
+/// Encodes `body`, lets `corrupt` change the frame, and checks the decoder's verdict.
+fn check_rejected(body: Body, corrupt: impl FnOnce(&mut Vec<u8>), expected: DecodeError) {
+    let mut bytes = encoded(&Frame::Message(message_with(body)));
+    corrupt(&mut bytes);
+    assert_eq!(decode_all(&bytes), Err(expected));
+}
+
+fn request(operation: Operation) -> Body {
+    Body::Request(Request {
+        client: 1,
+        session: 2,
+        request: 3,
+        operation,
+        body: Bytes::from_static(b"put k v"),
+    })
+}
+
+fn prepare() -> Body {
+    Body::Prepare(Prepare {
+        op_first: 5,
+        commit: 4,
+        entries: vec![entry_with(b"x")],
+    })
+}
+
+#[test]
+fn checksums_are_checked_header_first() {
+    check_rejected(
+        request(Operation::Apply),
+        |b| b[10] ^= 1,
+        DecodeError::HeaderChecksum,
+    );
+    check_rejected(
+        request(Operation::Apply),
+        |b| b[HEADER_BYTES] ^= 1,
+        DecodeError::BodyChecksum,
+    );
+    // A body flip under a corrupt header is reported as the header's fault.
+    check_rejected(
+        request(Operation::Apply),
+        |b| {
+            b[HEADER_BYTES] ^= 1;
+            b[0] ^= 1;
+        },
+        DecodeError::HeaderChecksum,
+    );
+}
+
+#[test]
+fn invalid_header_values_are_rejected_with_their_reason() {
+    let body = || Body::Commit(Commit { commit: 3 });
+    check_rejected(
+        body(),
+        |b| reseal(b, |h| h.command = 99),
+        DecodeError::UnknownCommand(99),
+    );
+    check_rejected(
+        body(),
+        |b| reseal(b, |h| h.command = 0),
+        DecodeError::UnknownCommand(0),
+    );
+    check_rejected(
+        body(),
+        |b| reseal(b, |h| h.size = 95),
+        DecodeError::TooSmall,
+    );
+    check_rejected(
+        body(),
+        |b| reseal(b, |h| h.size = u32::MAX),
+        DecodeError::TooLarge {
+            size: u32::MAX,
+            max: MAX,
+        },
+    );
+    check_rejected(
+        body(),
+        |b| reseal(b, |h| h.reserved = 1),
+        DecodeError::Malformed("reserved header byte is not zero"),
+    );
+    check_rejected(
+        body(),
+        |b| reseal(b, |h| h.nonce = 1),
+        DecodeError::Malformed("header field unused by this command is not zero"),
+    );
+    check_rejected(
+        body(),
+        |b| {
+            b.push(0);
+            reseal(b, |h| h.size += 1);
+        },
+        DecodeError::Malformed("body on a command that has none"),
+    );
+}
+
+#[test]
+fn invalid_enum_codes_are_malformed() {
+    check_rejected(
+        request(Operation::Apply),
+        |b| reseal(b, |h| h.code = 3),
+        DecodeError::Malformed("unknown operation code"),
+    );
+    let reply = Body::Reply(Reply {
+        client: 1,
+        session: 1,
+        request: 1,
+        op: 1,
+        status: ReplyStatus::Ok,
+        result: Bytes::new(),
+    });
+    check_rejected(
+        reply,
+        |b| reseal(b, |h| h.code = 0),
+        DecodeError::Malformed("unknown reply status"),
+    );
+    let response = Body::RecoveryResponse(RecoveryResponse {
+        nonce: 1,
+        recovering: true,
+        op: 0,
+        commit: 0,
+    });
+    check_rejected(
+        response,
+        |b| reseal(b, |h| h.code = 2),
+        DecodeError::Malformed("recovering flag is neither 0 nor 1"),
+    );
+    // The entry's operation byte sits after client, session, request and timestamp.
+    let operation_at = HEADER_BYTES + 4 + 8 + 8 + 4 + 8;
+    check_rejected(
+        prepare(),
+        |b| {
+            b[operation_at] = 0;
+            reseal(b, |_| {});
+        },
+        DecodeError::Malformed("unknown entry operation code"),
+    );
+}
+
+#[test]
+fn structurally_invalid_bodies_are_malformed() {
+    let empty = Body::Prepare(Prepare {
+        op_first: 5,
+        commit: 4,
+        entries: vec![],
+    });
+    check_rejected(
+        empty,
+        |_| {},
+        DecodeError::Malformed("prepare without entries"),
+    );
+    check_rejected(
+        prepare(),
+        |b| reseal(b, |h| h.op_first = 0),
+        DecodeError::Malformed("prepare starts at op 0"),
+    );
+    let two = Body::Prepare(Prepare {
+        op_first: 1,
+        commit: 0,
+        entries: vec![entry_with(b""), entry_with(b"")],
+    });
+    check_rejected(
+        two,
+        |b| reseal(b, |h| h.op_first = u64::MAX),
+        DecodeError::Malformed("entry op range overflows u64"),
+    );
+    check_rejected(
+        prepare(),
+        |b| {
+            b[HEADER_BYTES] = 200; // the entry count
+            reseal(b, |_| {});
+        },
+        DecodeError::Malformed("entry count exceeds body"),
+    );
+    check_rejected(
+        prepare(),
+        |b| {
+            b.push(0);
+            reseal(b, |h| h.size += 1);
+        },
+        DecodeError::Malformed("trailing bytes after body"),
+    );
+}
