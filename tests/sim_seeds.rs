@@ -25,6 +25,7 @@ const SEEDS: u64 = 500;
 const OPTIONS: RunOptions = RunOptions {
     fault_steps: 4_000,
     liveness_steps_max: 6_000,
+    converge: false,
     trace: false,
 };
 

@@ -165,8 +165,10 @@ impl Cluster {
                 evicted: 0,
             });
         }
+        let mut network = Network::new(n as usize, options.faults.network, ENVELOPES_MAX);
+        network.trace = options.trace;
         Cluster {
-            network: Network::new(n as usize, options.faults.network, ENVELOPES_MAX),
+            network,
             checker: Checker::new(n as usize, config.clients_max as usize),
             workload: Workload::new(options.keys),
             seen: vec![None; n as usize],
@@ -266,6 +268,17 @@ impl Cluster {
     /// Whether every client has no request in flight.
     pub fn clients_idle(&self) -> bool {
         self.clients.iter().all(|c| !c.session.is_busy())
+    }
+
+    /// Whether every replica is live and normal, in one view, at the highest commit seen.
+    pub fn converged(&self) -> bool {
+        let committed = self.checker.committed_max();
+        let view = self.replicas[0].as_ref().map(|r| r.view());
+        self.replicas.iter().all(|r| {
+            r.as_ref().is_some_and(|r| {
+                r.status() == Status::Normal && Some(r.view()) == view && r.commit() == committed
+            })
+        })
     }
 
     /// The replicas' counters, including those of replicas that crashed since.

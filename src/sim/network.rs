@@ -81,10 +81,12 @@ pub struct NetworkCounts {
     pub overflowed: u64,
 }
 
+/// A queued delivery. The envelope itself waits in a slot of `Network::slots`, so that the
+/// heap moves 24 bytes per sift instead of a whole message.
 struct Pending {
     deliver_at: u64,
     sequence: u64,
-    envelope: Envelope,
+    slot: u32,
 }
 
 impl PartialEq for Pending {
@@ -115,12 +117,17 @@ pub struct Network {
     /// `blocked[from * replica_count + to]`: messages from replica `from` to `to` are lost.
     blocked: Vec<bool>,
     queue: BinaryHeap<Pending>,
+    /// Envelopes in flight, by slot; `free` lists the empty slots.
+    slots: Vec<Option<Envelope>>,
+    free: Vec<u32>,
     sequence: u64,
     envelopes_max: usize,
     /// The current fault rates.
     pub faults: NetworkFaults,
     /// What happened so far.
     pub counts: NetworkCounts,
+    /// Log every fault the network injects to stderr.
+    pub trace: bool,
 }
 
 impl Network {
@@ -132,10 +139,13 @@ impl Network {
             replica_count,
             blocked: vec![false; replica_count * replica_count],
             queue: BinaryHeap::with_capacity(envelopes_max),
+            slots: Vec::new(),
+            free: Vec::new(),
             sequence: 0,
             envelopes_max,
             faults,
             counts: NetworkCounts::default(),
+            trace: false,
         }
     }
 
@@ -150,10 +160,12 @@ impl Network {
         self.counts.sent += 1;
         if prng.chance(self.faults.drop_ppm) {
             self.counts.dropped += 1;
+            self.log(now, "drop", from, to, &message);
             return;
         }
         if prng.chance(self.faults.duplicate_ppm) {
             self.counts.duplicated += 1;
+            self.log(now, "duplicate", from, to, &message);
             let copy = Envelope {
                 from,
                 to,
@@ -170,9 +182,10 @@ impl Network {
             self.counts.overflowed += 1;
             return;
         }
-        let faults = &self.faults;
+        let faults = self.faults;
         let delay_steps = if prng.chance(faults.delay_long_ppm) {
             self.counts.delayed += 1;
+            self.log(now, "delay", envelope.from, envelope.to, &envelope.message);
             prng.between(
                 faults.delay_max_steps,
                 faults.delay_long_max_steps.max(faults.delay_max_steps),
@@ -181,10 +194,20 @@ impl Network {
             prng.between(faults.delay_min_steps, faults.delay_max_steps)
         };
         self.sequence += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(envelope);
+                slot
+            }
+            None => {
+                self.slots.push(Some(envelope));
+                self.slots.len() as u32 - 1
+            }
+        };
         self.queue.push(Pending {
             deliver_at: now + delay_steps.max(1),
             sequence: self.sequence,
-            envelope,
+            slot,
         });
     }
 
@@ -195,13 +218,34 @@ impl Network {
             if self.queue.peek()?.deliver_at > now {
                 return None;
             }
-            let envelope = self.queue.pop().expect("peeked").envelope;
+            let slot = self.queue.pop().expect("peeked").slot;
+            let envelope = self.slots[slot as usize]
+                .take()
+                .expect("a queued slot is full");
+            self.free.push(slot);
             if self.link_blocked(envelope.from, envelope.to) {
                 self.counts.blocked += 1;
+                self.log(
+                    now,
+                    "partition drops",
+                    envelope.from,
+                    envelope.to,
+                    &envelope.message,
+                );
                 continue;
             }
             self.counts.delivered += 1;
             return Some(envelope);
+        }
+    }
+
+    fn log(&self, now: u64, verb: &str, from: Node, to: Node, message: &Message) {
+        if self.trace {
+            eprintln!(
+                "step {now}: {verb} {from:?} -> {to:?} {} view {}",
+                message.body.name(),
+                message.view
+            );
         }
     }
 

@@ -25,6 +25,10 @@ pub struct RunOptions {
     pub fault_steps: u64,
     /// Steps the healed cluster gets to finish every outstanding request.
     pub liveness_steps_max: u64,
+    /// Also require, after the liveness phase, that every replica ends up normal in one
+    /// view at one commit within `liveness_steps_max` more steps ("convergence": stronger
+    /// than DESIGN.md's liveness, which asks only that clients are answered).
+    pub converge: bool,
     /// Log every step to stderr.
     pub trace: bool,
 }
@@ -34,6 +38,7 @@ impl Default for RunOptions {
         RunOptions {
             fault_steps: 4_000,
             liveness_steps_max: 6_000,
+            converge: false,
             trace: false,
         }
     }
@@ -223,6 +228,21 @@ fn run_phases(cluster: &mut Cluster, options: RunOptions) -> Result<u64, Failure
         cluster.step()?;
     }
     let liveness_steps = cluster.now() - start;
+    if options.converge {
+        let start = cluster.now();
+        while !cluster.converged() {
+            if cluster.now() - start >= options.liveness_steps_max {
+                return Err(Failure::new(
+                    "convergence",
+                    format!(
+                        "replicas still apart {} steps after every request completed",
+                        options.liveness_steps_max
+                    ),
+                ));
+            }
+            cluster.step()?;
+        }
+    }
     cluster.check_final()?;
     Ok(liveness_steps)
 }

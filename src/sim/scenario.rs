@@ -14,7 +14,7 @@ use super::model::ModelOutcome;
 use super::network::Envelope;
 use crate::client::Outcome;
 use crate::config::Config;
-use crate::protocol::{Op, Replica, ReplicaIndex, RequestNumber, Status};
+use crate::protocol::{Op, Replica, ReplicaIndex, RequestNumber};
 use crate::service::kv::{KvOp, KvResult};
 use crate::service::Kv;
 use bytes::Bytes;
@@ -206,18 +206,8 @@ impl Scenario {
     /// Waits until every replica is live, normal, in the same view, and at the same commit
     /// as the highest commit ever seen, and every client is idle.
     pub fn converge(&mut self, steps_max: u64) {
-        let n = self.cluster.replica_count();
         self.run_until("the cluster converges", steps_max, |c| {
-            let committed = c.checker().committed_max();
-            let first = c.replica(0).map(|r| r.view());
-            c.clients_idle()
-                && (0..n).all(|i| {
-                    c.replica(i).is_some_and(|r| {
-                        r.status() == Status::Normal
-                            && Some(r.view()) == first
-                            && r.commit() == committed
-                    })
-                })
+            c.clients_idle() && c.converged()
         });
         match self.cluster.check_final() {
             Ok(compared) if compared > 0 => {}

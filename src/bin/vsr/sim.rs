@@ -27,6 +27,9 @@ pub struct Args {
     /// With `--seeds`: report every violating seed and go on (exits non-zero at the end).
     #[arg(long, requires = "seeds")]
     keep_going: bool,
+    /// Also require every replica to end normal, in one view, at one commit.
+    #[arg(long)]
+    converge: bool,
     /// Steps of the fault phase of each seed.
     #[arg(long, default_value_t = RunOptions::default().fault_steps)]
     fault_steps: u64,
@@ -40,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         fault_steps: args.fault_steps,
         liveness_steps_max: args.liveness_steps,
+        converge: args.converge,
         trace: args.trace,
     };
     let (start, count) = match (args.seed, args.seeds) {
