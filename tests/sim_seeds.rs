@@ -3,7 +3,7 @@
 //! agreement, durability, linearizability, exactly-once and liveness after every step.
 //! A failing seed replays with `vsr sim --seed S --trace`.
 //!
-//! Known protocol violations when this test was written (main at 92f7e6a); the test fails
+//! Known protocol violations when this test was written (main at e76ac22); the test fails
 //! until they are fixed, and no seed is skipped:
 //! - seeds 15, 51, 94, 131, 154, 174, 188: `replica_panic: assertion failed:
 //!   self.log.len() as u64 <= self.config.log_entries_max()`. A replica whose commit lags
@@ -14,6 +14,14 @@
 //!   StartView whose suffix starts at op 326 while its log ends at 323; it becomes Normal
 //!   with last normal view 3 before fetching ops 324..=325, so in view 4 its short log wins
 //!   the DoViewChange choice (largest last normal view) over logs holding committed op 325.
+//! - seeds 0, 2, 33, 40, 47, 52, 60, 83, 139, 147, 151, 186, 204, 256, 301, 312, 324, 335,
+//!   344, 359, 410, 435: `linearizability: Registered { .. session: 34 } names op 34, but
+//!   the request was submitted after a reply naming op 38 had reached a client`. A new
+//!   primary whose commit still lags its log (seed 47: r1 primary of view 1 with op 40,
+//!   commit 29) answers a client's *new* registration from its stale client table ("a
+//!   retried registration that already committed") with the client's previous session 34,
+//!   which the committed log had already used (op 36) and evicted. `on_request` must not
+//!   answer from the client table until commit has caught up with op after a view change.
 
 use vsr::sim::{run_seed, RunOptions, Totals};
 

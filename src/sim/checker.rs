@@ -6,8 +6,10 @@
 //! - **durability of replies**: the canonical log never changes once recorded, and an op
 //!   named in an Ok reply holds exactly the replied-to client, session and request;
 //! - **linearizable, exactly-once results**: every Ok reply's result equals the
-//!   [`Model`]'s result for that op, and a replica's service state equals the model's
-//!   whenever both have applied the same ops (a double execution shows up here).
+//!   [`Model`]'s result for that op (the log order is a legal sequential order); a request
+//!   submitted after another's reply reached a client commits at a later op (real-time
+//!   order, the other half of linearizability); and a replica's service state equals the
+//!   model's whenever both have applied the same ops (a double execution shows up here).
 //!
 //! Liveness is the cluster's business: it needs the notion of time.
 
@@ -95,6 +97,8 @@ pub struct Checker {
     checked: Vec<Op>,
     /// Replies naming ops the model has not applied yet.
     pending: Vec<ClientReply>,
+    /// The highest op named by a reply any client has accepted so far.
+    answered_op_max: Op,
     /// What was checked.
     pub counts: CheckCounts,
 }
@@ -107,6 +111,7 @@ impl Checker {
             model: Model::new(clients_max),
             checked: vec![0; replica_count],
             pending: Vec::new(),
+            answered_op_max: 0,
             counts: CheckCounts::default(),
         }
     }
@@ -206,8 +211,29 @@ impl Checker {
             .try_for_each(|reply| self.check_reply(reply))
     }
 
-    /// Durability and linearizability of one accepted reply.
-    pub fn on_reply(&mut self, reply: ClientReply) -> Result<(), Failure> {
+    /// The highest op any accepted reply named: a client records it when it submits, and
+    /// its request must then commit above it.
+    pub fn answered_op_max(&self) -> Op {
+        self.answered_op_max
+    }
+
+    /// Durability and linearizability of one accepted reply to a request submitted when
+    /// [`Checker::answered_op_max`] was `answered_before_submit`.
+    pub fn on_reply(
+        &mut self,
+        reply: ClientReply,
+        answered_before_submit: Op,
+    ) -> Result<(), Failure> {
+        if reply.op() <= answered_before_submit {
+            return Err(Failure::new(
+                "linearizability",
+                format!(
+                    "{reply:?} names op {}, but the request was submitted after a reply naming op {answered_before_submit} had reached a client (real-time order)",
+                    reply.op()
+                ),
+            ));
+        }
+        self.answered_op_max = self.answered_op_max.max(reply.op());
         if let Some(entry) = self.canonical(reply.op()) {
             let expected = match &reply {
                 ClientReply::Registered { client, .. } => {
@@ -348,10 +374,13 @@ mod tests {
         let put = KvOp::Put(b("a"), b("1"));
         let mut checker = checker_with(&[register(5), apply(5, 1, 1, put)]);
         checker
-            .on_reply(ClientReply::Registered {
-                client: 5,
-                session: 1,
-            })
+            .on_reply(
+                ClientReply::Registered {
+                    client: 5,
+                    session: 1,
+                },
+                0,
+            )
             .unwrap();
         let ok = ClientReply::Completed {
             client: 5,
@@ -360,7 +389,7 @@ mod tests {
             op: 2,
             result: KvResult::Ok.encode(),
         };
-        checker.on_reply(ok).unwrap();
+        checker.on_reply(ok, 0).unwrap();
         let wrong_result = ClientReply::Completed {
             client: 5,
             session: 1,
@@ -369,7 +398,7 @@ mod tests {
             result: KvResult::Nil.encode(),
         };
         assert_eq!(
-            checker.on_reply(wrong_result).unwrap_err().check,
+            checker.on_reply(wrong_result, 0).unwrap_err().check,
             "linearizability"
         );
         let wrong_op = ClientReply::Completed {
@@ -379,13 +408,16 @@ mod tests {
             op: 1,
             result: KvResult::Ok.encode(),
         };
-        assert_eq!(checker.on_reply(wrong_op).unwrap_err().check, "durability");
+        assert_eq!(
+            checker.on_reply(wrong_op, 0).unwrap_err().check,
+            "durability"
+        );
         let wrong_register = ClientReply::Registered {
             client: 6,
             session: 1,
         };
         assert_eq!(
-            checker.on_reply(wrong_register).unwrap_err().check,
+            checker.on_reply(wrong_register, 0).unwrap_err().check,
             "durability"
         );
     }
@@ -402,7 +434,7 @@ mod tests {
             op: 2,
             result: KvResult::Ok.encode(),
         };
-        checker.on_reply(early).unwrap();
+        checker.on_reply(early, 0).unwrap();
         assert_eq!(checker.replies_pending(), 1);
         checker.record(1, 3, &apply(5, 1, 2, get.clone())).unwrap();
         checker.advance_model().unwrap();
@@ -414,6 +446,25 @@ mod tests {
             "a get of a missing key is nil, not ok"
         );
         assert_eq!(checker.replies_pending(), 0);
+    }
+
+    #[test]
+    fn a_request_submitted_after_a_reply_commits_after_it() {
+        let get = KvOp::Get(b("a"));
+        let mut checker = checker_with(&[register(5), register(6), apply(5, 1, 1, get)]);
+        let registered = ClientReply::Registered {
+            client: 6,
+            session: 2,
+        };
+        checker.on_reply(registered, 0).unwrap();
+        assert_eq!(checker.answered_op_max(), 2);
+        // Client 5's request was submitted after client 6 heard of op 2, yet names op 2.
+        let stale = ClientReply::Registered {
+            client: 5,
+            session: 1,
+        };
+        let failure = checker.on_reply(stale, 2).unwrap_err();
+        assert_eq!(failure.check, "linearizability");
     }
 
     #[test]
@@ -431,6 +482,9 @@ mod tests {
             op: 3,
             result: KvResult::Ok.encode(),
         };
-        assert_eq!(checker.on_reply(dup).unwrap_err().check, "linearizability");
+        assert_eq!(
+            checker.on_reply(dup, 0).unwrap_err().check,
+            "linearizability"
+        );
     }
 }

@@ -87,6 +87,9 @@ pub struct SimClient {
     pub completed: u64,
     /// Times it was evicted.
     pub evicted: u64,
+    /// The highest op any client had been answered with when this client submitted its
+    /// in-flight request (or registration): the request must commit above it.
+    answered_before_submit: u64,
 }
 
 /// Every filter on deliveries: returns true to drop the envelope.
@@ -163,6 +166,7 @@ impl Cluster {
                 last_outcome: None,
                 completed: 0,
                 evicted: 0,
+                answered_before_submit: 0,
             });
         }
         let mut network = Network::new(n as usize, options.faults.network, ENVELOPES_MAX);
@@ -359,6 +363,7 @@ impl Cluster {
     /// Submits `op` on client `client`'s session.
     pub fn submit(&mut self, client: usize, op: &KvOp) -> Result<RequestNumber, SubmitError> {
         let (request, target, message) = self.clients[client].session.submit(op.encode())?;
+        self.clients[client].answered_before_submit = self.checker.answered_op_max();
         self.trace(format_args!("c{client} submits request {request}: {op:?}"));
         self.send_from_client(client, target, message);
         Ok(request)
@@ -431,6 +436,9 @@ impl Cluster {
     }
 
     fn deliver_to_client(&mut self, client: usize, message: Message) -> Result<(), Failure> {
+        if self.options.trace {
+            eprintln!("step {}: -> c{client} {}", self.now, summarize(&message));
+        }
         let session = self.clients[client].session.session();
         let outcome = self.clients[client].session.on_message(&message);
         let Some(outcome) = outcome else {
@@ -464,7 +472,9 @@ impl Cluster {
         }
         sim_client.last_outcome = Some(outcome);
         match reply {
-            Some(reply) => self.checker.on_reply(reply),
+            Some(reply) => self
+                .checker
+                .on_reply(reply, sim_client.answered_before_submit),
             None => Ok(()),
         }
     }
@@ -558,6 +568,7 @@ impl Cluster {
             if !session.is_registered() {
                 if self.register {
                     let (target, message) = self.clients[client].session.register();
+                    self.clients[client].answered_before_submit = self.checker.answered_op_max();
                     self.trace(format_args!("c{client} registers"));
                     self.send_from_client(client, target, message);
                 }
@@ -754,7 +765,10 @@ fn summarize(message: &Message) -> String {
             "client {:x} session {} request {}",
             r.client, r.session, r.request
         ),
-        Body::Reply(r) => format!("request {} op {} {:?}", r.request, r.op, r.status),
+        Body::Reply(r) => format!(
+            "session {} request {} op {} {:?}",
+            r.session, r.request, r.op, r.status
+        ),
         Body::Prepare(p) => format!("ops {}..={} commit {}", p.op_first, p.op_last(), p.commit),
         Body::PrepareOk(p) => format!("op {}", p.op),
         Body::Commit(c) => format!("commit {}", c.commit),
