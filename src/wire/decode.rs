@@ -7,7 +7,7 @@
 //! the frame is split off the read buffer and every body, result and snapshot is a `Bytes`
 //! slice of it.
 
-use super::encode::{CHECKPOINT_HEADER_BYTES, ENTRIES_COUNT_BYTES};
+use super::encode::{entry_at, CHECKPOINT_HEADER_BYTES, ENTRIES_COUNT_BYTES};
 use super::error::DecodeError;
 use super::frame::{Frame, Peer, PEER_CLIENT, PEER_REPLICA};
 use super::header::{Command, Header, HEADER_BYTES};
@@ -306,10 +306,6 @@ impl Reader {
         Ok(*bytes)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take::<1>()?[0])
-    }
-
     fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.take()?))
     }
@@ -345,15 +341,25 @@ impl Reader {
         }
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
+            // One bounds check covers the fixed fields.
+            let fixed: [u8; ENTRY_HEADER_BYTES] = self.take()?;
+            let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().unwrap());
+            let u32_at = |at: usize| u32::from_le_bytes(fixed[at..at + 4].try_into().unwrap());
+            let operation = Operation::from_u8(fixed[entry_at::OPERATION])
+                .ok_or(Malformed("unknown entry operation code"))?;
+            let body_bytes = u32_at(entry_at::BODY_BYTES) as usize;
+            if body_bytes > self.remaining() {
+                return Err(Malformed("payload length exceeds body"));
+            }
             entries.push(Entry {
-                client: self.u64()?,
-                session: self.u64()?,
-                request: self.u32()?,
-                timestamp: self.u64()?,
-                operation: Operation::from_u8(self.u8()?)
-                    .ok_or(Malformed("unknown entry operation code"))?,
-                body: self.payload()?,
+                client: u64_at(entry_at::CLIENT),
+                session: u64_at(entry_at::SESSION),
+                request: u32_at(entry_at::REQUEST),
+                timestamp: u64_at(entry_at::TIMESTAMP),
+                operation,
+                body: self.body.slice(self.position..self.position + body_bytes),
             });
+            self.position += body_bytes;
         }
         Ok(entries)
     }

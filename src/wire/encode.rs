@@ -238,18 +238,39 @@ fn write_body(body: &Body, out: &mut BytesMut) {
 /// An entry list: a `u32` count, then per entry its `ENTRY_HEADER_BYTES` fixed fields in
 /// `Entry`'s field order and its body.
 fn write_entries(entries: &[Entry], out: &mut BytesMut) {
-    // The fixed fields written below are exactly what `Entry::size_bytes` budgets for.
-    const _: () = assert!(8 + 8 + 4 + 8 + 1 + 4 == ENTRY_HEADER_BYTES);
     out.put_u32_le(len_u32(entries.len()));
     for entry in entries {
-        out.put_u64_le(entry.client);
-        out.put_u64_le(entry.session);
-        out.put_u32_le(entry.request);
-        out.put_u64_le(entry.timestamp);
-        out.put_u8(entry.operation as u8);
-        out.put_u32_le(len_u32(entry.body.len()));
+        out.put_slice(&entry_header(entry));
         out.put_slice(&entry.body);
     }
+}
+
+/// Offsets of an entry's fixed fields, shared by the encoder and the decoder.
+pub(crate) mod entry_at {
+    pub const CLIENT: usize = 0;
+    pub const SESSION: usize = 8;
+    pub const REQUEST: usize = 16;
+    pub const TIMESTAMP: usize = 20;
+    pub const OPERATION: usize = 28;
+    pub const BODY_BYTES: usize = 29;
+}
+// The fixed fields are exactly what `Entry::size_bytes` budgets for.
+const _: () = assert!(entry_at::BODY_BYTES + 4 == ENTRY_HEADER_BYTES);
+
+/// An entry's fixed fields, assembled on the stack so each entry costs two appends.
+fn entry_header(entry: &Entry) -> [u8; ENTRY_HEADER_BYTES] {
+    let mut fixed = [0u8; ENTRY_HEADER_BYTES];
+    let mut put = |at: usize, bytes: &[u8]| fixed[at..at + bytes.len()].copy_from_slice(bytes);
+    put(entry_at::CLIENT, &entry.client.to_le_bytes());
+    put(entry_at::SESSION, &entry.session.to_le_bytes());
+    put(entry_at::REQUEST, &entry.request.to_le_bytes());
+    put(entry_at::TIMESTAMP, &entry.timestamp.to_le_bytes());
+    put(entry_at::OPERATION, &[entry.operation as u8]);
+    put(
+        entry_at::BODY_BYTES,
+        &len_u32(entry.body.len()).to_le_bytes(),
+    );
+    fixed
 }
 
 fn write_checkpoint(checkpoint: &Checkpoint, out: &mut BytesMut) {
