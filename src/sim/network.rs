@@ -154,29 +154,36 @@ impl Network {
         self.queue.len()
     }
 
-    /// Sends a message at step `now`, subject to the fault rates. Partitions are applied at
-    /// delivery time, so that a partition also catches messages already in flight.
+    /// Sends a message at step `now`, subject to the fault rates: it may be dropped,
+    /// duplicated, and is always delayed. Partitions are applied at delivery time, so that
+    /// a partition also catches messages already in flight.
     pub fn send(&mut self, prng: &mut Prng, now: u64, from: Node, to: Node, message: Message) {
         self.counts.sent += 1;
+        let envelope = Envelope { from, to, message };
         if prng.chance(self.faults.drop_ppm) {
-            self.counts.dropped += 1;
-            self.log(now, "drop", from, to, &message);
-            return;
+            return self.drop(now, envelope);
         }
         if prng.chance(self.faults.duplicate_ppm) {
-            self.counts.duplicated += 1;
-            self.log(now, "duplicate", from, to, &message);
-            let copy = Envelope {
-                from,
-                to,
-                message: message.clone(),
-            };
-            self.delay(prng, now, copy);
+            self.duplicate(prng, now, &envelope);
         }
-        self.delay(prng, now, Envelope { from, to, message });
+        self.delay(prng, now, envelope);
     }
 
-    /// Queues an envelope for delivery after a random delay.
+    /// `drop`: the message is lost.
+    fn drop(&mut self, now: u64, envelope: Envelope) {
+        self.counts.dropped += 1;
+        self.log(now, "drop", &envelope);
+    }
+
+    /// `duplicate`: a second copy travels with its own delay.
+    fn duplicate(&mut self, prng: &mut Prng, now: u64, envelope: &Envelope) {
+        self.counts.duplicated += 1;
+        self.log(now, "duplicate", envelope);
+        self.delay(prng, now, envelope.clone());
+    }
+
+    /// `delay`: queues an envelope for delivery after a random delay, sometimes a long one
+    /// that lets later messages overtake it.
     fn delay(&mut self, prng: &mut Prng, now: u64, envelope: Envelope) {
         if self.queue.len() >= self.envelopes_max {
             self.counts.overflowed += 1;
@@ -185,7 +192,7 @@ impl Network {
         let faults = self.faults;
         let delay_steps = if prng.chance(faults.delay_long_ppm) {
             self.counts.delayed += 1;
-            self.log(now, "delay", envelope.from, envelope.to, &envelope.message);
+            self.log(now, "delay", &envelope);
             prng.between(
                 faults.delay_max_steps,
                 faults.delay_long_max_steps.max(faults.delay_max_steps),
@@ -225,13 +232,7 @@ impl Network {
             self.free.push(slot);
             if self.link_blocked(envelope.from, envelope.to) {
                 self.counts.blocked += 1;
-                self.log(
-                    now,
-                    "partition drops",
-                    envelope.from,
-                    envelope.to,
-                    &envelope.message,
-                );
+                self.log(now, "partition drops", &envelope);
                 continue;
             }
             self.counts.delivered += 1;
@@ -239,8 +240,9 @@ impl Network {
         }
     }
 
-    fn log(&self, now: u64, verb: &str, from: Node, to: Node, message: &Message) {
+    fn log(&self, now: u64, verb: &str, envelope: &Envelope) {
         if self.trace {
+            let Envelope { from, to, message } = envelope;
             eprintln!(
                 "step {now}: {verb} {from:?} -> {to:?} {} view {}",
                 message.body.name(),
