@@ -7,6 +7,7 @@
 pub mod client;
 pub mod config;
 pub mod protocol;
+pub mod runtime;
 pub mod service;
 pub mod sim;
 pub mod testing;

@@ -1,9 +1,125 @@
-//! `vsr replica`: not implemented yet.
+//! `vsr replica`: run one replica of a cluster over TCP until killed.
+
+use anyhow::Context;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use vsr::runtime::{ReplicaServer, ServerOptions};
+use vsr::service::{Kv, LogService, Null};
 
 /// Arguments of `vsr replica`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Every replica's address, comma-separated, in the same order on every replica.
+    #[arg(long, value_delimiter = ',', required = true)]
+    cluster: Vec<String>,
+    /// This replica's index in `--cluster`.
+    #[arg(long)]
+    replica: u8,
+    /// The replicated service.
+    #[arg(long, value_enum, default_value_t = Service::Kv)]
+    service: Service,
+    /// The cluster id; frames carrying another id are rejected.
+    #[arg(long, default_value_t = 0)]
+    cluster_id: u128,
+    /// Prepares in flight before the primary waits.
+    #[arg(long)]
+    pipeline: Option<u32>,
+    /// Entries in one Prepare.
+    #[arg(long)]
+    batch_entries: Option<u32>,
+    /// Bytes in one Prepare.
+    #[arg(long)]
+    batch_bytes: Option<u32>,
+    /// Ops between checkpoints of the service (paper 5.1).
+    #[arg(long)]
+    checkpoint_interval: Option<u64>,
+    /// Committed entries kept below the latest checkpoint (default: the smaller of the
+    /// checkpoint interval and 16384).
+    #[arg(long)]
+    log_tail: Option<u64>,
+    /// Pin the event loop to this core.
+    #[arg(long)]
+    core: Option<usize>,
+    /// Extra I/O threads for client connections (only 0 is implemented).
+    #[arg(long, default_value_t = 0)]
+    io_threads: usize,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("vsr replica is not implemented yet")
+/// The services `vsr replica` can run.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Service {
+    /// Key-value store (put, get, delete, cas).
+    Kv,
+    /// Executes nothing (benchmarks).
+    Null,
+    /// Keeps nothing; logs each committed op at trace level.
+    Log,
+}
+
+fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
+    let mut resolved = address.to_socket_addrs().with_context(|| {
+        format!("cannot parse replica address {address:?} (expected HOST:PORT)")
+    })?;
+    resolved
+        .next()
+        .with_context(|| format!("replica address {address:?} resolves to nothing"))
+}
+
+fn options(args: &Args) -> anyhow::Result<ServerOptions> {
+    let addresses = args
+        .cluster
+        .iter()
+        .map(|a| resolve(a.trim()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut options = ServerOptions::new(addresses, args.replica, args.cluster_id);
+    let config = &mut options.config;
+    if let Some(pipeline) = args.pipeline {
+        config.pipeline_prepares_max = pipeline;
+    }
+    if let Some(entries) = args.batch_entries {
+        config.batch_entries_max = entries;
+    }
+    if let Some(bytes) = args.batch_bytes {
+        config.batch_bytes_max = bytes;
+    }
+    if let Some(interval) = args.checkpoint_interval {
+        config.checkpoint_interval_ops = interval;
+    }
+    config.log_tail_ops = args
+        .log_tail
+        .unwrap_or(config.log_tail_ops.min(config.checkpoint_interval_ops));
+    // A larger pipeline or batch needs larger view-change messages: derive the message
+    // limit from them (the same arguments give the same limit on every replica).
+    let suffix_bytes =
+        config.batch_bytes_max as u64 * config.pipeline_prepares_max as u64 * 2 + 4096;
+    if suffix_bytes > config.message_bytes_max as u64 {
+        config.message_bytes_max =
+            u32::try_from(suffix_bytes).context("--batch-bytes × --pipeline is too large")?;
+    }
+    options.core = args.core;
+    options.io_threads = args.io_threads;
+    Ok(options)
+}
+
+/// Runs the replica until the process is killed.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let options = options(&args)?;
+    let server = match args.service {
+        Service::Kv => ReplicaServer::spawn(options, Kv::new()),
+        Service::Null => ReplicaServer::spawn(options, Null),
+        Service::Log => ReplicaServer::spawn(
+            options,
+            LogService::new(|op: u64, _timestamp: u64, body: &bytes::Bytes| {
+                tracing::trace!(op, bytes = body.len(), "committed");
+            }),
+        ),
+    }?;
+    server.join()?;
+    Ok(ExitCode::SUCCESS)
 }

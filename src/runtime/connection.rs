@@ -1,0 +1,332 @@
+//! One TCP connection of the event loop: its read buffer, its bounded outbound queue and
+//! what its peer said it is.
+//!
+//! Readiness contract (mio is edge-triggered): `readable` is set by an event and cleared
+//! only when a read returns `WouldBlock`; `writable` likewise for writes. A connection the
+//! loop stops reading (back-pressure, fairness budget) therefore stays `readable` and is
+//! read again on a later iteration without a new event.
+//!
+//! Outbound data is a queue of frozen `Bytes` segments written with one vectored write:
+//! a broadcast is encoded once and the same segment is queued on every replica
+//! connection; messages for this connection alone are encoded into `scratch` and
+//! frozen into a segment when needed to keep order. `BytesMut` reclaims its allocation
+//! once every segment split from it is written and dropped, so the steady state
+//! allocates nothing per message.
+
+use super::handshake::PeerState;
+use crate::wire::{self, DecodeError, Frame};
+use bytes::{Bytes, BytesMut};
+use mio::net::TcpStream;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+
+/// Bytes asked of the kernel by one read.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Segments handed to one vectored write.
+const WRITE_SEGMENTS_MAX: usize = 64;
+
+/// The outbound queue would exceed its limit: the peer is not reading.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("outbound buffer over its limit ({queued_bytes} bytes queued, limit {limit_bytes}): the peer is not reading")]
+pub struct Overflow {
+    /// Bytes that would be queued.
+    pub queued_bytes: usize,
+    /// The limit.
+    pub limit_bytes: usize,
+}
+
+/// What one read did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Read this many bytes (more may follow).
+    Data(usize),
+    /// Nothing more for now; `readable` is cleared.
+    WouldBlock,
+    /// The peer closed its side.
+    Closed,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Connection {
+    /// The socket.
+    pub stream: TcpStream,
+    /// What the peer said it is.
+    pub peer: PeerState,
+    /// Unique for the life of the process (tokens are reused, ids never are): lets the
+    /// client table tell a live connection from a newer one in the same slot.
+    pub id: u64,
+    /// Set by an event, cleared by `WouldBlock`.
+    pub readable: bool,
+    /// Set by an event, cleared by `WouldBlock`.
+    pub writable: bool,
+    /// An outbound connect that has not completed yet.
+    pub connecting: bool,
+    read_buffer: BytesMut,
+    scratch: BytesMut,
+    queue: VecDeque<Bytes>,
+    /// Bytes of `queue[0]` already written.
+    head_written_bytes: usize,
+    queued_bytes: usize,
+    queued_bytes_max: usize,
+}
+
+impl Connection {
+    /// A connection whose outbound queue holds at most `queued_bytes_max` bytes.
+    pub fn new(
+        stream: TcpStream,
+        id: u64,
+        connecting: bool,
+        queued_bytes_max: usize,
+    ) -> Connection {
+        Connection {
+            stream,
+            peer: PeerState::AwaitingHello,
+            id,
+            readable: false,
+            writable: false,
+            connecting,
+            read_buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            scratch: BytesMut::with_capacity(4096),
+            queue: VecDeque::with_capacity(WRITE_SEGMENTS_MAX),
+            head_written_bytes: 0,
+            queued_bytes: 0,
+            queued_bytes_max,
+        }
+    }
+
+    /// Reads once into the read buffer.
+    pub fn read_once(&mut self) -> io::Result<ReadOutcome> {
+        if self.read_buffer.capacity() - self.read_buffer.len() < READ_CHUNK_BYTES / 4 {
+            // Reclaims the buffer in place when every decoded body sliced from it is gone.
+            self.read_buffer.reserve(READ_CHUNK_BYTES);
+        }
+        let start = self.read_buffer.len();
+        let spare = (self.read_buffer.capacity() - start).min(READ_CHUNK_BYTES);
+        self.read_buffer.resize(start + spare, 0);
+        let result = self.stream.read(&mut self.read_buffer[start..]);
+        let read = *result.as_ref().unwrap_or(&0);
+        self.read_buffer.truncate(start + read);
+        match result {
+            Ok(0) => Ok(ReadOutcome::Closed),
+            Ok(read) => Ok(ReadOutcome::Data(read)),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                self.readable = false;
+                Ok(ReadOutcome::WouldBlock)
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(ReadOutcome::Data(0)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Bytes read but not decoded yet.
+    pub fn buffered_bytes(&self) -> usize {
+        self.read_buffer.len()
+    }
+
+    /// The next complete frame in the read buffer, if any. Bodies are slices of the buffer.
+    pub fn decode(
+        &mut self,
+        cluster: u128,
+        message_bytes_max: u32,
+    ) -> Result<Option<Frame>, DecodeError> {
+        wire::decode(&mut self.read_buffer, cluster, message_bytes_max)
+    }
+
+    /// Encodes a frame for this connection alone with `encode`, which appends to the buffer
+    /// it is given.
+    pub fn push_with(&mut self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), Overflow> {
+        let before = self.scratch.len();
+        encode(&mut self.scratch);
+        self.queued_bytes += self.scratch.len() - before;
+        self.check_limit()
+    }
+
+    /// Queues a segment shared with other connections (an encoded broadcast).
+    pub fn push_shared(&mut self, segment: Bytes) -> Result<(), Overflow> {
+        self.seal_scratch();
+        self.queued_bytes += segment.len();
+        self.queue.push_back(segment);
+        self.check_limit()
+    }
+
+    /// Whether anything waits to be written.
+    pub fn has_output(&self) -> bool {
+        self.queued_bytes > 0
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    fn check_limit(&self) -> Result<(), Overflow> {
+        if self.queued_bytes > self.queued_bytes_max {
+            return Err(Overflow {
+                queued_bytes: self.queued_bytes,
+                limit_bytes: self.queued_bytes_max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Moves what `scratch` holds into the queue, keeping `scratch`'s spare capacity.
+    fn seal_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            self.queue.push_back(self.scratch.split().freeze());
+        }
+    }
+
+    /// Writes as much of the queue as the kernel takes, in vectored writes. Returns the
+    /// bytes written; clears `writable` on `WouldBlock`.
+    pub fn write(&mut self) -> io::Result<usize> {
+        self.seal_scratch();
+        let mut written_total = 0;
+        while !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); WRITE_SEGMENTS_MAX];
+            let mut count = 0;
+            for (index, segment) in self.queue.iter().take(WRITE_SEGMENTS_MAX).enumerate() {
+                let skip = if index == 0 {
+                    self.head_written_bytes
+                } else {
+                    0
+                };
+                slices[index] = IoSlice::new(&segment[skip..]);
+                count += 1;
+            }
+            match self.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+                Ok(written) => {
+                    written_total += written;
+                    self.advance(written);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    break;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(written_total)
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.queued_bytes -= written;
+        while written > 0 {
+            let head_left = self.queue[0].len() - self.head_written_bytes;
+            if written < head_left {
+                self.head_written_bytes += written;
+                return;
+            }
+            written -= head_left;
+            self.head_written_bytes = 0;
+            self.queue.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connected pair: (our mio stream, the peer's blocking std stream).
+    fn pair() -> (TcpStream, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (TcpStream::from_std(server), client)
+    }
+
+    #[test]
+    fn queue_keeps_order_across_scratch_and_shared_segments() {
+        let (stream, mut peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 1 << 20);
+        connection
+            .push_with(|out| out.extend_from_slice(b"ab"))
+            .unwrap();
+        connection.push_shared(Bytes::from_static(b"cd")).unwrap();
+        connection
+            .push_with(|out| out.extend_from_slice(b"ef"))
+            .unwrap();
+        assert_eq!(connection.queued_bytes(), 6);
+        assert_eq!(connection.write().unwrap(), 6);
+        assert!(!connection.has_output());
+        let mut received = [0u8; 6];
+        peer.read_exact(&mut received).unwrap();
+        assert_eq!(&received, b"abcdef");
+    }
+
+    #[test]
+    fn overflow_is_reported() {
+        let (stream, _peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 4);
+        connection.push_shared(Bytes::from_static(b"abcd")).unwrap();
+        let overflow = connection
+            .push_with(|out| out.extend_from_slice(b"e"))
+            .unwrap_err();
+        assert_eq!(
+            overflow,
+            Overflow {
+                queued_bytes: 5,
+                limit_bytes: 4
+            }
+        );
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let (stream, mut peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 64 << 20);
+        let segment = Bytes::from(vec![7u8; 1 << 20]);
+        // More than the socket buffers hold: the write stops at WouldBlock.
+        for _ in 0..16 {
+            connection.push_shared(segment.clone()).unwrap();
+        }
+        let mut written = connection.write().unwrap();
+        assert!(!connection.writable || written == 16 << 20);
+        let reader = std::thread::spawn(move || {
+            let mut total = 0;
+            let mut buffer = vec![0u8; 1 << 16];
+            while total < 16 << 20 {
+                let read = peer.read(&mut buffer).unwrap();
+                assert!(buffer[..read].iter().all(|&b| b == 7));
+                total += read;
+            }
+            total
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while connection.has_output() {
+            assert!(std::time::Instant::now() < deadline, "write did not finish");
+            written += connection.write().unwrap();
+            std::thread::yield_now();
+        }
+        assert_eq!(written, 16 << 20);
+        assert_eq!(reader.join().unwrap(), 16 << 20);
+    }
+
+    #[test]
+    fn read_reports_data_then_would_block_then_close() {
+        let (stream, mut peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 1024);
+        connection.readable = true;
+        peer.write_all(b"hello").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut read = 0;
+        while read < 5 {
+            assert!(std::time::Instant::now() < deadline);
+            if let ReadOutcome::Data(n) = connection.read_once().unwrap() {
+                read += n;
+            }
+        }
+        assert_eq!(connection.buffered_bytes(), 5);
+        assert_eq!(connection.read_once().unwrap(), ReadOutcome::WouldBlock);
+        assert!(!connection.readable);
+        drop(peer);
+        while connection.read_once().unwrap() != ReadOutcome::Closed {
+            assert!(std::time::Instant::now() < deadline);
+        }
+    }
+}

@@ -1,0 +1,686 @@
+//! The replica's event loop: one mio `Poll` on one (optionally pinned) thread owning the
+//! listener, every connection, the tick clock and the protocol core.
+//!
+//! One iteration, in plain phases:
+//! 1. poll, with a timeout of the time left to the next tick (one tick = 10 ms);
+//! 2. accept, and note which sockets became readable or writable;
+//! 3. read every readable socket until `WouldBlock` (or its fairness budget), decode each
+//!    frame, pass it through the handshake gate and feed the core: replica connections
+//!    first, so acknowledgements free the pipeline before clients are read;
+//! 4. feed the core the ticks that elapsed on the monotonic clock;
+//! 5. `flush()` the core (the requests of this iteration become one Prepare);
+//! 6. carry out the effects: encode each message once into its connection's queue (a
+//!    broadcast is encoded once and the segment shared by every replica connection);
+//! 7. write each connection with pending output (vectored writes);
+//! 8. reconnect lost replica links whose backoff expired.
+//!
+//! Back-pressure (DESIGN.md "Batching and pipelining"): while the core is not accepting
+//! requests the loop does not read client sockets, so their data stays in the kernel and
+//! TCP flow control pushes back on the clients. Every queue here is bounded: a connection
+//! whose outbound queue passes its limit is closed with a logged reason.
+//!
+//! Replica links: each replica connects to every other replica and sends on that
+//! connection only; what it receives from a peer arrives on the peer's own connection.
+//! So each direction has one owner and no connection race needs resolving.
+
+use super::connection::{Connection, Overflow, ReadOutcome};
+use super::handshake::{admit, Admitted, PeerState};
+use super::metrics::Metrics;
+use super::options::{ServerError, ServerOptions};
+use crate::protocol::{Body, ClientId, Effect, Message, Replica, ReplicaIndex, RequestNumber};
+use crate::service::StateMachine;
+use crate::wire::{self, Peer};
+use bytes::BytesMut;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{debug, info, warn};
+
+/// One protocol tick.
+pub const TICK: Duration = Duration::from_millis(10);
+/// After a stall (the process was stopped, the machine swapped), at most this many
+/// missed ticks are replayed at once: the peers' messages, not a burst of timeouts,
+/// should decide what happens next.
+const TICKS_CATCH_UP_MAX: u32 = 10;
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+/// Open connections, all kinds together.
+const CONNECTIONS_MAX: usize = 4096;
+/// Bytes read from one connection per iteration before the others get their turn.
+const READ_BUDGET_BYTES: usize = 4 << 20;
+/// Outbound limit of a client connection.
+const CLIENT_QUEUED_BYTES_MAX: usize = 8 << 20;
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where a client's replies go: the connection its latest request came in on.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    token: usize,
+    connection_id: u64,
+}
+
+/// Our outbound link to one other replica.
+#[derive(Debug)]
+struct PeerLink {
+    token: Option<usize>,
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
+/// What processing one connection decided next.
+enum Step {
+    Admitted(Admitted),
+    Close { reason: String, rejected: bool },
+    Done,
+}
+
+/// The event loop of one replica.
+pub struct EventLoop<S: StateMachine> {
+    poll: Poll,
+    listener: TcpListener,
+    options: ServerOptions,
+    replica: Replica<S>,
+    /// A slab: the index is the mio token.
+    connections: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    connection_id_next: u64,
+    peers: Vec<PeerLink>,
+    /// Bounded by `routes_max`.
+    routes: HashMap<ClientId, Route>,
+    routes_max: usize,
+    /// When each client's in-flight request reached this primary; bounded by `routes_max`.
+    arrivals: HashMap<ClientId, (RequestNumber, Instant)>,
+    effects: Vec<Effect>,
+    /// Encoding space for broadcasts; split and shared, then reclaimed.
+    broadcast: BytesMut,
+    replica_queued_bytes_max: usize,
+    metrics: Metrics,
+    shutdown: Arc<AtomicBool>,
+    next_tick: Instant,
+    summary_at: Instant,
+    summary_commit: u64,
+    /// Client connections left unread because the core was full.
+    paused_clients: usize,
+    /// A connection stopped at its read budget with data left: poll without waiting.
+    more_to_read: bool,
+}
+
+impl<S: StateMachine> EventLoop<S> {
+    /// A loop for `replica`, listening on `listener`, which is registered on `poll`.
+    pub fn new(
+        poll: Poll,
+        listener: TcpListener,
+        options: ServerOptions,
+        replica: Replica<S>,
+        shutdown: Arc<AtomicBool>,
+    ) -> EventLoop<S> {
+        let now = Instant::now();
+        let config = &options.config;
+        let routes_max = config.clients_max as usize * 2;
+        let replica_queued_bytes_max = (config.message_bytes_max as usize * 4).max(64 << 20);
+        let peers = (0..options.addresses.len())
+            .map(|_| PeerLink {
+                token: None,
+                next_attempt: now,
+                backoff: RECONNECT_BACKOFF_MIN,
+            })
+            .collect();
+        EventLoop {
+            poll,
+            listener,
+            replica,
+            connections: Vec::with_capacity(64),
+            free: Vec::new(),
+            connection_id_next: 1,
+            peers,
+            routes: HashMap::with_capacity(routes_max.min(1 << 16)),
+            routes_max,
+            arrivals: HashMap::with_capacity(routes_max.min(1 << 16)),
+            effects: Vec::with_capacity(1024),
+            broadcast: BytesMut::with_capacity(1 << 20),
+            replica_queued_bytes_max,
+            metrics: Metrics::default(),
+            shutdown,
+            next_tick: now + TICK,
+            summary_at: now + SUMMARY_INTERVAL,
+            summary_commit: 0,
+            paused_clients: 0,
+            more_to_read: false,
+            options,
+        }
+    }
+
+    /// Runs until `shutdown` is set (and the waker woken).
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let mut events = Events::with_capacity(1024);
+        info!(
+            replica = self.options.replica,
+            address = %self.options.address(),
+            replicas = self.options.addresses.len(),
+            "replica listening"
+        );
+        while !self.shutdown.load(Ordering::Acquire) {
+            let timeout = self.poll_timeout(Instant::now());
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.into()),
+            }
+            let started = Instant::now();
+            self.replica.set_clock(realtime_ns());
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    Token(token) => self.on_event(
+                        token,
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                        event.is_writable() || event.is_error(),
+                    ),
+                }
+            }
+            self.read_phase();
+            self.tick_phase(started);
+            self.replica.flush(&mut self.effects);
+            self.execute_effects();
+            self.write_phase();
+            self.connect_peers(started);
+            self.summary_if_due(started);
+            self.metrics.counters.loop_iterations += 1;
+            self.metrics
+                .loop_iteration_us
+                .record(started.elapsed().as_micros() as u64);
+        }
+        info!(replica = self.options.replica, "replica shutting down");
+        Ok(())
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        if self.more_to_read || (self.paused_clients > 0 && self.replica.accepting_requests()) {
+            return Duration::ZERO;
+        }
+        let mut wake_at = self.next_tick.min(self.summary_at);
+        for (index, link) in self.peers.iter().enumerate() {
+            if index != self.options.replica as usize && link.token.is_none() {
+                wake_at = wake_at.min(link.next_attempt);
+            }
+        }
+        wake_at.saturating_duration_since(now)
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, address)) => {
+                    self.metrics.counters.connections_accepted += 1;
+                    if self.live_connections() >= CONNECTIONS_MAX {
+                        warn!(%address, limit = CONNECTIONS_MAX, "refusing connection: too many connections");
+                        continue;
+                    }
+                    if let Err(error) = stream.set_nodelay(true) {
+                        debug!(%address, %error, "cannot set TCP_NODELAY");
+                    }
+                    debug!(%address, "accepted connection");
+                    // We only ever write replies and stats replies on accepted
+                    // connections (replica traffic goes out on our own links).
+                    if let Err(error) = self.insert(stream, false, CLIENT_QUEUED_BYTES_MAX) {
+                        warn!(%address, %error, "cannot register accepted connection");
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    // Typically out of file descriptors: keep serving what we have.
+                    warn!(%error, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn insert(
+        &mut self,
+        mut stream: TcpStream,
+        connecting: bool,
+        queued_bytes_max: usize,
+    ) -> io::Result<usize> {
+        let token = self.free.pop().unwrap_or_else(|| {
+            self.connections.push(None);
+            self.connections.len() - 1
+        });
+        if let Err(error) = self.poll.registry().register(
+            &mut stream,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(token);
+            return Err(error);
+        }
+        let id = self.connection_id_next;
+        self.connection_id_next += 1;
+        self.connections[token] = Some(Connection::new(stream, id, connecting, queued_bytes_max));
+        Ok(token)
+    }
+
+    fn live_connections(&self) -> usize {
+        self.connections.len() - self.free.len()
+    }
+
+    fn on_event(&mut self, token: usize, readable: bool, writable: bool) {
+        let Some(connection) = self.connections.get_mut(token).and_then(Option::as_mut) else {
+            return;
+        };
+        connection.readable |= readable;
+        connection.writable |= writable;
+        if connection.connecting {
+            self.check_connected(token);
+        }
+    }
+
+    /// An outbound connect completes when the socket has a peer address; it failed when
+    /// the socket holds an error.
+    fn check_connected(&mut self, token: usize) {
+        let Some(connection) = self.connections[token].as_mut() else {
+            return;
+        };
+        let failure = match connection.stream.take_error() {
+            Ok(Some(error)) | Err(error) => Some(error),
+            Ok(None) => match connection.stream.peer_addr() {
+                Ok(_) => None,
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => return,
+                Err(error) => Some(error),
+            },
+        };
+        match failure {
+            Some(error) => self.close(token, format!("connect failed: {error}"), false),
+            None => {
+                connection.connecting = false;
+                if let PeerState::Replica(index) = connection.peer {
+                    self.peers[index as usize].backoff = RECONNECT_BACKOFF_MIN;
+                    info!(
+                        replica = self.options.replica,
+                        peer = index,
+                        "connected to replica"
+                    );
+                }
+            }
+        }
+    }
+
+    fn read_phase(&mut self) {
+        self.more_to_read = false;
+        self.paused_clients = 0;
+        // Replicas (and connections yet to say who they are) first: their acknowledgements
+        // free the pipeline that client requests need.
+        for clients in [false, true] {
+            for token in 0..self.connections.len() {
+                let Some(connection) = self.connections[token].as_ref() else {
+                    continue;
+                };
+                if matches!(connection.peer, PeerState::Client(_)) != clients {
+                    continue;
+                }
+                if connection.readable || connection.buffered_bytes() > 0 {
+                    self.process_connection(token);
+                    self.execute_effects();
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles what `token` has buffered, reading more until `WouldBlock`,
+    /// the read budget, or back-pressure stops it.
+    fn process_connection(&mut self, token: usize) {
+        let mut read_bytes = 0;
+        loop {
+            let step = self.next_step(token, &mut read_bytes);
+            match step {
+                Step::Admitted(admitted) => self.handle(token, admitted),
+                Step::Close { reason, rejected } => return self.close(token, reason, rejected),
+                Step::Done => return,
+            }
+        }
+    }
+
+    fn next_step(&mut self, token: usize, read_bytes: &mut usize) -> Step {
+        let accepting = self.replica.accepting_requests();
+        let own = self.options.replica;
+        let count = self.options.config.replica_count;
+        let cluster = self.options.config.cluster;
+        let message_bytes_max = self.options.config.message_bytes_max;
+        let Some(connection) = self.connections[token].as_mut() else {
+            return Step::Done;
+        };
+        loop {
+            if matches!(connection.peer, PeerState::Client(_)) && !accepting {
+                // Leave the rest in our buffer and the kernel's: TCP pushes back.
+                self.paused_clients += 1;
+                self.metrics.counters.backpressure_pauses += 1;
+                return Step::Done;
+            }
+            match connection.decode(cluster, message_bytes_max) {
+                Ok(Some(frame)) => {
+                    self.metrics.counters.frames_received += 1;
+                    return match admit(&mut connection.peer, frame, own, count) {
+                        Ok(admitted) => Step::Admitted(admitted),
+                        Err(rejection) => Step::Close {
+                            reason: rejection.to_string(),
+                            rejected: true,
+                        },
+                    };
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    return Step::Close {
+                        reason: format!("decode error: {error}"),
+                        rejected: true,
+                    }
+                }
+            }
+            if !connection.readable || connection.connecting {
+                return Step::Done;
+            }
+            if *read_bytes >= READ_BUDGET_BYTES {
+                self.more_to_read = true;
+                return Step::Done;
+            }
+            match connection.read_once() {
+                Ok(ReadOutcome::Data(read)) => {
+                    *read_bytes += read;
+                    self.metrics.counters.bytes_received += read as u64;
+                }
+                Ok(ReadOutcome::WouldBlock) => return Step::Done,
+                Ok(ReadOutcome::Closed) => {
+                    let partial = connection.buffered_bytes();
+                    let reason = format!(
+                        "peer closed the connection ({partial} bytes of a partial frame left)"
+                    );
+                    return Step::Close {
+                        reason,
+                        rejected: false,
+                    };
+                }
+                Err(error) => {
+                    return Step::Close {
+                        reason: format!("read error: {error}"),
+                        rejected: false,
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, token: usize, admitted: Admitted) {
+        match admitted {
+            Admitted::Hello(Peer::Replica(index)) => {
+                info!(
+                    replica = self.options.replica,
+                    peer = index,
+                    "replica said hello"
+                );
+            }
+            Admitted::Hello(Peer::Client(client)) => debug!(client, "client said hello"),
+            Admitted::Request(message) => self.on_request(token, message),
+            Admitted::Replica(message) => self.replica.on_message(message, &mut self.effects),
+            Admitted::StatsRequest => {
+                let json = self.metrics.json(&self.replica, self.live_connections());
+                let cluster = self.options.config.cluster;
+                let connection = self.connections[token]
+                    .as_mut()
+                    .expect("the connection is live");
+                if let Err(overflow) = connection
+                    .push_with(|out| wire::encode_stats_reply(json.as_bytes(), cluster, out))
+                {
+                    self.close_overflow(token, overflow);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, token: usize, message: Message) {
+        let Body::Request(request) = &message.body else {
+            unreachable!("the gate admits only requests here")
+        };
+        let (client, number) = (request.client, request.request);
+        let connection_id = self.connections[token]
+            .as_ref()
+            .expect("the connection is live")
+            .id;
+        self.metrics.counters.requests_received += 1;
+        if self.routes.len() >= self.routes_max && !self.routes.contains_key(&client) {
+            let connections = &self.connections;
+            self.routes.retain(|_, route| {
+                connections[route.token]
+                    .as_ref()
+                    .is_some_and(|c| c.id == route.connection_id)
+            });
+        }
+        if self.routes.len() < self.routes_max || self.routes.contains_key(&client) {
+            self.routes.insert(
+                client,
+                Route {
+                    token,
+                    connection_id,
+                },
+            );
+        } else {
+            warn!(
+                client,
+                limit = self.routes_max,
+                "client routes full: this client's reply will not be routed"
+            );
+        }
+        if self.replica.is_primary() {
+            if self.arrivals.len() >= self.routes_max {
+                self.arrivals.clear(); // A lossy metric, never an unbounded one.
+            }
+            let now = Instant::now();
+            let arrival = self.arrivals.entry(client).or_insert((number, now));
+            if arrival.0 != number {
+                *arrival = (number, now);
+            }
+        }
+        self.replica.on_message(message, &mut self.effects);
+    }
+
+    fn tick_phase(&mut self, now: Instant) {
+        let mut ticks = 0;
+        while now >= self.next_tick {
+            self.replica.on_tick(&mut self.effects);
+            self.next_tick += TICK;
+            ticks += 1;
+            if ticks == TICKS_CATCH_UP_MAX {
+                self.next_tick = now + TICK;
+                break;
+            }
+        }
+    }
+
+    fn execute_effects(&mut self) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send { to, message } => self.send(to, &message),
+                Effect::Broadcast { message } => self.broadcast(&message),
+                Effect::Reply { client, message } => self.reply(client, &message),
+            }
+        }
+        self.effects = effects; // Keep the capacity.
+    }
+
+    fn send(&mut self, to: ReplicaIndex, message: &Message) {
+        let cluster = self.options.config.cluster;
+        let Some(token) = self.peers.get(to as usize).and_then(|link| link.token) else {
+            return; // No link yet: the protocol's timeouts resend what matters.
+        };
+        let connection = self.connections[token]
+            .as_mut()
+            .expect("linked connections are live");
+        if let Err(overflow) = connection.push_with(|out| wire::encode(message, cluster, out)) {
+            self.close_overflow(token, overflow);
+        }
+    }
+
+    fn broadcast(&mut self, message: &Message) {
+        if let Body::Prepare(prepare) = &message.body {
+            self.metrics
+                .batch_entries
+                .record(prepare.entries.len() as u64);
+            self.metrics
+                .pipeline_ops
+                .record(prepare.op_last().saturating_sub(prepare.commit));
+        }
+        wire::encode(message, self.options.config.cluster, &mut self.broadcast);
+        let segment = self.broadcast.split().freeze();
+        for index in 0..self.peers.len() {
+            let Some(token) = self.peers[index].token else {
+                continue;
+            };
+            let connection = self.connections[token]
+                .as_mut()
+                .expect("linked connections are live");
+            if let Err(overflow) = connection.push_shared(segment.clone()) {
+                self.close_overflow(token, overflow);
+            }
+        }
+    }
+
+    fn reply(&mut self, client: ClientId, message: &Message) {
+        if let (Body::Reply(reply), Some(&(number, arrived))) =
+            (&message.body, self.arrivals.get(&client))
+        {
+            if reply.request == number {
+                self.metrics
+                    .request_commit_us
+                    .record(arrived.elapsed().as_micros() as u64);
+                self.arrivals.remove(&client);
+            }
+        }
+        let cluster = self.options.config.cluster;
+        let route = self.routes.get(&client).copied();
+        let connection = route.and_then(|route| {
+            self.connections[route.token]
+                .as_mut()
+                .filter(|connection| connection.id == route.connection_id)
+        });
+        let Some(connection) = connection else {
+            self.metrics.counters.replies_unroutable += 1;
+            return;
+        };
+        self.metrics.counters.replies_sent += 1;
+        if let Err(overflow) = connection.push_with(|out| wire::encode(message, cluster, out)) {
+            let token = route.expect("routed").token;
+            self.close_overflow(token, overflow);
+        }
+    }
+
+    fn write_phase(&mut self) {
+        for token in 0..self.connections.len() {
+            let Some(connection) = self.connections[token].as_mut() else {
+                continue;
+            };
+            if !connection.has_output() || !connection.writable || connection.connecting {
+                continue;
+            }
+            match connection.write() {
+                Ok(written) => self.metrics.counters.bytes_sent += written as u64,
+                Err(error) => self.close(token, format!("write error: {error}"), false),
+            }
+        }
+    }
+
+    fn connect_peers(&mut self, now: Instant) {
+        let own = self.options.replica;
+        for index in 0..self.peers.len() {
+            let link = &self.peers[index];
+            if index == own as usize || link.token.is_some() || now < link.next_attempt {
+                continue;
+            }
+            let address = self.options.addresses[index];
+            match self.connect(index as ReplicaIndex, address) {
+                Ok(token) => self.peers[index].token = Some(token),
+                Err(error) => {
+                    debug!(replica = own, peer = index, %error, "connect failed");
+                    self.schedule_reconnect(index, now);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, index: ReplicaIndex, address: SocketAddr) -> io::Result<usize> {
+        let stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        let token = self.insert(stream, true, self.replica_queued_bytes_max)?;
+        let connection = self.connections[token].as_mut().expect("just inserted");
+        // We dialled the configured address, so whatever comes back is that replica's.
+        connection.peer = PeerState::Replica(index);
+        let (own, cluster) = (self.options.replica, self.options.config.cluster);
+        connection
+            .push_with(|out| wire::encode_hello(Peer::Replica(own), cluster, out))
+            .expect("a hello fits any queue");
+        Ok(token)
+    }
+
+    fn schedule_reconnect(&mut self, index: usize, now: Instant) {
+        let link = &mut self.peers[index];
+        link.token = None;
+        link.next_attempt = now + link.backoff;
+        link.backoff = (link.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+
+    fn close_overflow(&mut self, token: usize, overflow: Overflow) {
+        self.close(token, overflow.to_string(), true);
+    }
+
+    /// Closes one connection, logging why; a lost replica link is redialled after a backoff.
+    fn close(&mut self, token: usize, reason: String, rejected: bool) {
+        let Some(mut connection) = self.connections[token].take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut connection.stream);
+        self.free.push(token);
+        let address = connection
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let peer = connection.peer;
+        if rejected {
+            self.metrics.counters.connections_rejected += 1;
+            warn!(replica = self.options.replica, %address, ?peer, %reason, "closing connection: {reason}");
+        } else {
+            debug!(replica = self.options.replica, %address, ?peer, %reason, "connection closed");
+        }
+        if let Some(index) = self.peers.iter().position(|link| link.token == Some(token)) {
+            self.schedule_reconnect(index, Instant::now());
+        }
+        if matches!(peer, PeerState::Replica(_)) && !rejected {
+            info!(replica = self.options.replica, ?peer, %reason, "replica connection closed");
+        }
+    }
+
+    fn summary_if_due(&mut self, now: Instant) {
+        if now < self.summary_at {
+            return;
+        }
+        let seconds = (now - self.summary_at + SUMMARY_INTERVAL).as_secs_f64();
+        let commit = self.replica.commit();
+        let ops_per_sec = commit.saturating_sub(self.summary_commit) as f64 / seconds;
+        info!("{}", self.metrics.summary(&self.replica, ops_per_sec));
+        self.summary_commit = commit;
+        self.summary_at = now + SUMMARY_INTERVAL;
+    }
+}
+
+/// Wall-clock nanoseconds, for the primary's timestamps (paper 4.4).
+fn realtime_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,0 +1,222 @@
+//! What the runtime measures about its replica: latency and size histograms, counters,
+//! and their two outputs: a periodic one-line log summary and the JSON of a stats reply.
+//!
+//! Histograms are `hdrhistogram` with fixed bounds, allocated once at start-up; recording
+//! never allocates (values above the bound are clamped).
+
+use crate::protocol::{Replica, Status};
+use crate::service::StateMachine;
+use hdrhistogram::Histogram;
+use std::fmt::Write;
+
+/// One named histogram.
+#[derive(Debug)]
+pub struct Recorder {
+    name: &'static str,
+    histogram: Histogram<u64>,
+}
+
+impl Recorder {
+    fn new(name: &'static str, highest: u64) -> Recorder {
+        let histogram =
+            Histogram::new_with_bounds(1, highest, 3).expect("static histogram bounds are valid");
+        Recorder { name, histogram }
+    }
+
+    /// Records `value`, clamped to the histogram's range.
+    pub fn record(&mut self, value: u64) {
+        self.histogram.saturating_record(value.max(1));
+    }
+
+    /// The value at `quantile` (0 when empty).
+    pub fn quantile(&self, quantile: f64) -> u64 {
+        self.histogram.value_at_quantile(quantile)
+    }
+
+    fn write_json(&self, out: &mut String) {
+        let h = &self.histogram;
+        let _ = write!(
+            out,
+            "\"{}\":{{\"count\":{},\"mean\":{:.1},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
+            self.name,
+            h.len(),
+            h.mean(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+}
+
+/// The runtime's own counters (the protocol's are in `Replica::stats`).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Connections accepted from anyone.
+    pub connections_accepted: u64,
+    /// Connections closed because they broke a rule (decode error, handshake, overflow).
+    pub connections_rejected: u64,
+    /// Frames decoded.
+    pub frames_received: u64,
+    /// Client requests handed to the core.
+    pub requests_received: u64,
+    /// Replies written to clients.
+    pub replies_sent: u64,
+    /// Replies for clients with no live connection here (the client retries elsewhere).
+    pub replies_unroutable: u64,
+    /// Event loop iterations.
+    pub loop_iterations: u64,
+    /// Times the loop stopped reading clients because the core was full.
+    pub backpressure_pauses: u64,
+    /// Bytes read from sockets.
+    pub bytes_received: u64,
+    /// Bytes written to sockets.
+    pub bytes_sent: u64,
+}
+
+/// Histograms and counters of one replica's runtime.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Request arrival at the primary to its reply, microseconds.
+    pub request_commit_us: Recorder,
+    /// Entries per Prepare sent.
+    pub batch_entries: Recorder,
+    /// Uncommitted ops when a Prepare is sent (the pipeline's depth in ops).
+    pub pipeline_ops: Recorder,
+    /// Wall time of one event loop iteration after poll returns, microseconds.
+    pub loop_iteration_us: Recorder,
+    /// Counters.
+    pub counters: Counters,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            request_commit_us: Recorder::new("request_commit_us", 60_000_000),
+            batch_entries: Recorder::new("batch_entries", 1 << 20),
+            pipeline_ops: Recorder::new("pipeline_ops", 1 << 24),
+            loop_iteration_us: Recorder::new("loop_iteration_us", 60_000_000),
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// `Status` as a snake_case word for logs and JSON.
+pub fn status_name(status: Status) -> String {
+    let debug = format!("{status:?}");
+    let mut name = String::with_capacity(debug.len() + 4);
+    for (index, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && index > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+impl Metrics {
+    /// The one-line summary logged every few seconds; `ops_per_sec` is the commit rate
+    /// over the last interval.
+    pub fn summary<S: StateMachine>(&self, replica: &Replica<S>, ops_per_sec: f64) -> String {
+        format!(
+            "replica {} {} view {} op {} commit {} | {:.0} commits/s | request→commit p50 {}us p99 {}us | batch p50 {} p99 {} | loop p99 {}us | {} connections accepted, {} rejected",
+            replica.replica(),
+            status_name(replica.status()),
+            replica.view(),
+            replica.op(),
+            replica.commit(),
+            ops_per_sec,
+            self.request_commit_us.quantile(0.5),
+            self.request_commit_us.quantile(0.99),
+            self.batch_entries.quantile(0.5),
+            self.batch_entries.quantile(0.99),
+            self.loop_iteration_us.quantile(0.99),
+            self.counters.connections_accepted,
+            self.counters.connections_rejected,
+        )
+    }
+
+    /// The JSON document of a stats reply.
+    pub fn json<S: StateMachine>(&self, replica: &Replica<S>, connections: usize) -> String {
+        let stats = replica.stats();
+        let counters = &self.counters;
+        let mut out = String::with_capacity(2048);
+        let _ = write!(
+            out,
+            "{{\"replica\":{},\"status\":\"{}\",\"is_primary\":{},\"view\":{},\"op\":{},\"commit\":{},\"checkpoint_op\":{},\"log_entries\":{},\"connections\":{},",
+            replica.replica(),
+            status_name(replica.status()),
+            replica.is_primary(),
+            replica.view(),
+            replica.op(),
+            replica.commit(),
+            replica.checkpoint_op(),
+            replica.log_entries(),
+            connections,
+        );
+        let _ = write!(
+            out,
+            "\"counters\":{{\"view_changes\":{},\"recoveries\":{},\"state_transfers\":{},\"checkpoint_transfers\":{},\"checkpoints\":{},\"prepares_sent\":{},\"entries_committed\":{},\"messages_dropped\":{}}},",
+            stats.view_changes,
+            stats.recoveries,
+            stats.state_transfers,
+            stats.checkpoint_transfers,
+            stats.checkpoints,
+            stats.prepares_sent,
+            stats.entries_committed,
+            stats.messages_dropped,
+        );
+        let _ = write!(
+            out,
+            "\"runtime\":{{\"connections_accepted\":{},\"connections_rejected\":{},\"frames_received\":{},\"requests_received\":{},\"replies_sent\":{},\"replies_unroutable\":{},\"loop_iterations\":{},\"backpressure_pauses\":{},\"bytes_received\":{},\"bytes_sent\":{}}},",
+            counters.connections_accepted,
+            counters.connections_rejected,
+            counters.frames_received,
+            counters.requests_received,
+            counters.replies_sent,
+            counters.replies_unroutable,
+            counters.loop_iterations,
+            counters.backpressure_pauses,
+            counters.bytes_received,
+            counters.bytes_sent,
+        );
+        out.push_str("\"histograms\":{");
+        let recorders = [
+            &self.request_commit_us,
+            &self.batch_entries,
+            &self.pipeline_ops,
+            &self.loop_iteration_us,
+        ];
+        for (index, recorder) in recorders.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            recorder.write_json(&mut out);
+        }
+        out.push_str("}}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_are_snake_case() {
+        assert_eq!(status_name(Status::Normal), "normal");
+        assert_eq!(status_name(Status::ViewChange), "view_change");
+        assert_eq!(status_name(Status::Recovering), "recovering");
+    }
+
+    #[test]
+    fn recorders_clamp_and_render() {
+        let mut metrics = Metrics::default();
+        metrics.batch_entries.record(0);
+        metrics.batch_entries.record(u64::MAX);
+        let mut out = String::new();
+        metrics.batch_entries.write_json(&mut out);
+        assert!(out.starts_with("\"batch_entries\":{\"count\":2,"), "{out}");
+    }
+}

@@ -1,0 +1,21 @@
+//! The runtime: drives a [`Replica`](crate::protocol::Replica) over TCP with one mio
+//! event loop per replica on a (optionally pinned) thread. The only module that touches
+//! sockets, threads and clocks for the replica (DESIGN.md "runtime").
+//!
+//! - [`server`]: start and stop a replica ([`ReplicaServer::spawn`]);
+//! - [`options`]: what it needs, and the start-up checks;
+//! - [`event_loop`]: the loop's phases, ticks, back-pressure and replica links;
+//! - [`connection`]: one socket's read buffer and bounded, vectored outbound queue;
+//! - [`handshake`]: the hello rules: who may send what;
+//! - [`metrics`]: histograms, counters, the log summary and the stats JSON.
+
+pub mod connection;
+pub mod event_loop;
+pub mod handshake;
+pub mod metrics;
+pub mod options;
+pub mod server;
+
+pub use event_loop::TICK;
+pub use options::{ServerError, ServerOptions};
+pub use server::{nonce, ReplicaServer};

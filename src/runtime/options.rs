@@ -1,0 +1,158 @@
+//! What a replica server needs to start, and the start-up checks that reject a
+//! configuration that cannot work before any thread or socket exists.
+
+use crate::config::{Config, ConfigError};
+use crate::protocol::ReplicaIndex;
+use std::net::SocketAddr;
+use thiserror::Error;
+
+/// How to run one replica: the cluster's addresses, which one is ours, the protocol's
+/// limits, and where the event loop runs.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Every replica's address, in configuration order (paper 4: the configuration).
+    pub addresses: Vec<SocketAddr>,
+    /// Our index in `addresses`.
+    pub replica: ReplicaIndex,
+    /// The protocol's limits; `config.replica_count` must equal `addresses.len()`.
+    pub config: Config,
+    /// Pin the event loop to this core (`None`: let the OS schedule it).
+    pub core: Option<usize>,
+    /// Extra I/O threads for client connections. Only 0 is implemented.
+    pub io_threads: usize,
+}
+
+impl ServerOptions {
+    /// Options with default limits for the cluster at `addresses`.
+    pub fn new(addresses: Vec<SocketAddr>, replica: ReplicaIndex, cluster: u128) -> ServerOptions {
+        let replica_count = u8::try_from(addresses.len()).unwrap_or(u8::MAX);
+        ServerOptions {
+            config: Config::new(cluster, replica_count),
+            addresses,
+            replica,
+            core: None,
+            io_threads: 0,
+        }
+    }
+
+    /// Our listening address.
+    pub fn address(&self) -> SocketAddr {
+        self.addresses[self.replica as usize]
+    }
+
+    /// Rejects options that cannot work. Binding the port is checked by `spawn`.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if self.addresses.len() > u8::MAX as usize {
+            return Err(ServerError::TooManyReplicas(self.addresses.len()));
+        }
+        if self.config.replica_count as usize != self.addresses.len() {
+            return Err(ServerError::CountMismatch {
+                addresses: self.addresses.len(),
+                replica_count: self.config.replica_count,
+            });
+        }
+        self.config.validate()?;
+        if self.replica as usize >= self.addresses.len() {
+            return Err(ServerError::ReplicaOutOfRange {
+                replica: self.replica,
+                count: self.addresses.len(),
+            });
+        }
+        for (second, address) in self.addresses.iter().enumerate() {
+            if let Some(first) = self.addresses[..second].iter().position(|a| a == address) {
+                return Err(ServerError::DuplicateAddress {
+                    address: *address,
+                    first,
+                    second,
+                });
+            }
+        }
+        if self.io_threads > 0 {
+            return Err(ServerError::IoThreadsUnsupported(self.io_threads));
+        }
+        if let Some(core) = self.core {
+            let count = core_affinity::get_core_ids().map_or(0, |ids| ids.len());
+            if !core_affinity::get_core_ids().is_some_and(|ids| ids.iter().any(|id| id.id == core))
+            {
+                return Err(ServerError::CoreOutOfRange { core, count });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a replica server cannot start or stopped.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The protocol's limits are inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(ConfigError),
+    /// More replicas than a `u8` index can name.
+    #[error("a cluster has at most 255 replicas, got {0}")]
+    TooManyReplicas(usize),
+    /// The address list and the configuration disagree.
+    #[error("the cluster lists {addresses} addresses but the configuration says {replica_count} replicas")]
+    CountMismatch {
+        /// Addresses given.
+        addresses: usize,
+        /// `Config::replica_count`.
+        replica_count: u8,
+    },
+    /// Our index names no replica.
+    #[error("replica index {replica} is out of range: the cluster has {count} replicas (0..={})", count - 1)]
+    ReplicaOutOfRange {
+        /// The index given.
+        replica: ReplicaIndex,
+        /// The cluster size.
+        count: usize,
+    },
+    /// Two replicas at one address could never both listen.
+    #[error("address {address} appears twice in the cluster (replicas {first} and {second})")]
+    DuplicateAddress {
+        /// The repeated address.
+        address: SocketAddr,
+        /// Its first index.
+        first: usize,
+        /// Its second index.
+        second: usize,
+    },
+    /// `--io-threads` above 0.
+    #[error("--io-threads {0}: extra I/O threads are not implemented yet (client connections are served by the replica's event loop); use 0")]
+    IoThreadsUnsupported(usize),
+    /// `--core` names no core of this machine.
+    #[error("core {core} does not exist or cannot be pinned (this machine reports {count} cores)")]
+    CoreOutOfRange {
+        /// The core asked for.
+        core: usize,
+        /// Cores available.
+        count: usize,
+    },
+    /// Our port cannot be bound (in use, or not a local address).
+    #[error("cannot listen on {address}: {error}")]
+    Bind {
+        /// Our address.
+        address: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The event loop failed on the OS's side.
+    #[error("event loop I/O error: {0}")]
+    Io(std::io::Error),
+    /// The event loop's thread panicked.
+    #[error("the replica thread panicked")]
+    Panicked,
+}
+
+// Manual conversions: the messages above already include the cause, so the causes are
+// not also chained as `source` (an error report would print them twice).
+impl From<ConfigError> for ServerError {
+    fn from(error: ConfigError) -> ServerError {
+        ServerError::Config(error)
+    }
+}
+
+impl From<std::io::Error> for ServerError {
+    fn from(error: std::io::Error) -> ServerError {
+        ServerError::Io(error)
+    }
+}

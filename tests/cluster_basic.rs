@@ -1,0 +1,69 @@
+//! Three `vsr replica` processes start, agree on a primary and serve a client; `vsr stats`
+//! reports their state.
+
+mod common;
+
+use common::client::TestClient;
+use common::cluster::TestCluster;
+use common::{json_str, json_u64};
+use std::time::Duration;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn three_replicas_start_and_serve() {
+    let mut cluster = TestCluster::start(3, "kv");
+    cluster.wait_until_serving(30 * SECOND);
+    let mut client =
+        TestClient::connect(cluster.addresses(), cluster.cluster, 10 * SECOND).unwrap();
+    let mut last_op = 0;
+    for i in 0..20u32 {
+        let op = client
+            .put(
+                format!("k{i}").as_bytes(),
+                format!("v{i}").as_bytes(),
+                10 * SECOND,
+            )
+            .unwrap();
+        assert!(op > last_op, "ops increase: {op} after {last_op}");
+        last_op = op;
+    }
+    for i in 0..20u32 {
+        let value = client.get(format!("k{i}").as_bytes(), 10 * SECOND).unwrap();
+        assert_eq!(value.as_deref(), Some(format!("v{i}").as_bytes()));
+    }
+    assert_eq!(client.get(b"absent", 10 * SECOND).unwrap(), None);
+
+    // Every replica commits what the primary committed (backups learn it from the next
+    // Prepare or the idle Commit heartbeat).
+    for i in 0..3 {
+        common::wait_for("every replica to commit the puts", 10 * SECOND, || {
+            cluster.stats(i).is_ok_and(|s| s.u64("commit") >= last_op)
+        });
+    }
+
+    // `vsr stats` prints the same document as one JSON line.
+    let primary = cluster.primary().expect("one primary");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vsr"))
+        .args([
+            "stats",
+            "--address",
+            &cluster.addresses()[primary].to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "vsr stats failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(json_str(&json, "status"), Some("normal"), "{json}");
+    assert!(json_u64(&json, "commit").unwrap() >= last_op, "{json}");
+    assert!(
+        json_u64(&json, "requests_received").unwrap() >= 41,
+        "{json}"
+    );
+    assert!(json.contains("\"request_commit_us\":{\"count\":"), "{json}");
+    assert!(json_u64(&json, "view_changes").is_some(), "{json}");
+}

@@ -1,0 +1,299 @@
+//! A cluster of real `vsr replica` processes on free 127.0.0.1 ports, for process tests.
+//!
+//! Every child is killed (SIGKILL) and reaped when the `TestCluster` drops, also when the
+//! test panics; on a panic the tail of each replica's log is printed first. Each replica's
+//! stderr goes to a log file (appended across restarts) that tests can search for logged
+//! rejection reasons.
+
+use super::{json_bool, json_str, json_u64};
+use bytes::BytesMut;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vsr::wire::{self, Frame, Peer};
+
+/// A replica's answer to a stats request, with accessors for the fields tests use.
+#[derive(Clone, Debug)]
+pub struct ReplicaStats {
+    /// The raw JSON.
+    pub json: String,
+}
+
+impl ReplicaStats {
+    /// `normal`, `view_change`, `recovering`, ...
+    pub fn status(&self) -> &str {
+        json_str(&self.json, "status").unwrap_or("?")
+    }
+    /// A numeric field anywhere in the document (`view`, `commit`, `recoveries`, ...).
+    pub fn u64(&self, key: &str) -> u64 {
+        json_u64(&self.json, key)
+            .unwrap_or_else(|| panic!("no numeric field {key:?} in {}", self.json))
+    }
+    /// Whether the replica is the primary of its view.
+    pub fn is_primary(&self) -> bool {
+        json_bool(&self.json, "is_primary").unwrap_or(false)
+    }
+}
+
+/// Free loopback addresses: bound together (so they differ), then released.
+pub fn free_addresses(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// A running cluster of `vsr replica` processes.
+pub struct TestCluster {
+    addresses: Vec<SocketAddr>,
+    args: Vec<Vec<String>>,
+    children: Vec<Option<Child>>,
+    logs: Vec<PathBuf>,
+    /// The cluster id every replica runs with.
+    pub cluster: u128,
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on a pid we spawned and have not reaped; no memory is involved.
+    let result = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(result, 0, "kill({}, {signal}) failed", child.id());
+}
+
+impl TestCluster {
+    /// Starts `count` replicas running `service` with default options.
+    pub fn start(count: usize, service: &str) -> TestCluster {
+        TestCluster::start_with(count, service, &[])
+    }
+
+    /// Starts `count` replicas running `service`, each with `extra` arguments.
+    pub fn start_with(count: usize, service: &str, extra: &[&str]) -> TestCluster {
+        let addresses = free_addresses(count);
+        let list = addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let directory = std::env::temp_dir().join(format!(
+            "vsr-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&directory).unwrap();
+        let mut cluster = TestCluster {
+            args: (0..count)
+                .map(|i| {
+                    let mut args = vec!["replica", "--cluster", &list, "--service", service];
+                    args.extend_from_slice(extra);
+                    let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+                    args.extend(["--replica".to_string(), i.to_string()]);
+                    args
+                })
+                .collect(),
+            logs: (0..count)
+                .map(|i| directory.join(format!("replica-{i}.log")))
+                .collect(),
+            children: (0..count).map(|_| None).collect(),
+            addresses,
+            cluster: 0,
+        };
+        for i in 0..count {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "replica {i} is running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.logs[i])
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vsr"))
+            .args(&self.args[i])
+            .env(
+                "RUST_LOG",
+                std::env::var("VSR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vsr replica");
+        self.children[i] = Some(child);
+    }
+
+    /// Every replica's address, in configuration order.
+    pub fn addresses(&self) -> &[SocketAddr] {
+        &self.addresses
+    }
+
+    /// The arguments replica `i` runs with (after the binary's name).
+    pub fn args(&self, i: usize) -> &[String] {
+        &self.args[i]
+    }
+
+    /// Kills replica `i` with SIGTERM and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.children[i].take().expect("replica is running");
+        signal(&child, libc::SIGTERM);
+        child.wait().unwrap();
+    }
+
+    /// Kills replica `i` with SIGKILL (no chance to clean up) and reaps it.
+    pub fn kill9(&mut self, i: usize) {
+        let mut child = self.children[i].take().expect("replica is running");
+        signal(&child, libc::SIGKILL);
+        child.wait().unwrap();
+    }
+
+    /// Freezes replica `i` (SIGSTOP): its sockets stay open but nothing is read.
+    pub fn stop(&mut self, i: usize) {
+        signal(
+            self.children[i].as_ref().expect("replica is running"),
+            libc::SIGSTOP,
+        );
+    }
+
+    /// Thaws replica `i` (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        signal(
+            self.children[i].as_ref().expect("replica is running"),
+            libc::SIGCONT,
+        );
+    }
+
+    /// Starts replica `i` again with the same arguments (it was killed).
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+    }
+
+    /// Whether replica `i`'s process is alive.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.children[i]
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
+    /// Replica `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.logs[i]) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Replica `i`'s stats, or why they could not be fetched.
+    pub fn stats(&self, i: usize) -> Result<ReplicaStats, String> {
+        fetch_stats(self.addresses[i], self.cluster, Duration::from_millis(500))
+            .map(|json| ReplicaStats { json })
+    }
+
+    /// Waits until every running replica is normal in one view with one primary.
+    pub fn wait_until_serving(&mut self, timeout: Duration) {
+        let running: Vec<usize> = (0..self.children.len())
+            .filter(|&i| self.children[i].is_some())
+            .collect();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats: Vec<_> = running.iter().map(|&i| self.stats(i)).collect();
+            let serving = stats
+                .iter()
+                .all(|s| s.as_ref().is_ok_and(|s| s.status() == "normal"))
+                && stats.windows(2).all(|w| {
+                    w[0].as_ref().unwrap().u64("view") == w[1].as_ref().unwrap().u64("view")
+                })
+                && stats
+                    .iter()
+                    .filter(|s| s.as_ref().unwrap().is_primary())
+                    .count()
+                    == 1;
+            if serving {
+                return;
+            }
+            for &i in &running {
+                assert!(self.is_running(i), "replica {i} exited:\n{}", self.log(i));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not serving after {timeout:?}: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the replica that says it is primary, if exactly one running does.
+    pub fn primary(&self) -> Option<usize> {
+        let primaries: Vec<usize> = (0..self.children.len())
+            .filter(|&i| {
+                self.children[i].is_some()
+                    && self
+                        .stats(i)
+                        .is_ok_and(|s| s.is_primary() && s.status() == "normal")
+            })
+            .collect();
+        (primaries.len() == 1).then(|| primaries[0])
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            if let Some(child) = self.children[i].as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if std::thread::panicking() {
+                let log = self.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!(
+                    "---- replica {i} log tail ({}) ----",
+                    self.logs[i].display()
+                );
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Asks the replica at `address` for its stats over a fresh connection.
+pub fn fetch_stats(
+    address: SocketAddr,
+    cluster: u128,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::new();
+    wire::encode_hello(Peer::Client(0x5747_5354), cluster, &mut out);
+    wire::encode_stats_request(cluster, &mut out);
+    stream.write_all(&out).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut buffer = BytesMut::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match wire::decode(&mut buffer, cluster, 16 << 20) {
+            Ok(Some(Frame::StatsReply(text))) => {
+                return Ok(String::from_utf8_lossy(&text).into_owned())
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+        let read = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        if read == 0 {
+            return Err("closed".into());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
