@@ -58,6 +58,11 @@ const CLIENT_QUEUED_BYTES_MAX: usize = 8 << 20;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// The core's clock starts once every replica link is up, or after this long. A replica
+/// starts by broadcasting Recovery on its first tick (paper 4.3); when the processes of a
+/// new cluster start together, a Recovery sent before the links exist would be lost and
+/// the replicas would learn of each other only at the retry, a recovery timeout later.
+const STARTUP_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a client's replies go: the connection its latest request came in on.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +77,11 @@ struct PeerLink {
     token: Option<usize>,
     next_attempt: Instant,
     backoff: Duration,
+    /// Having something to send dials at once, ignoring the backoff, but at most once
+    /// per tick: a message that finds no link is otherwise lost, and at start-up, when
+    /// the processes come up one after another, that would be the first Recovery's
+    /// answers.
+    on_demand_after: Instant,
 }
 
 /// What processing one connection decided next.
@@ -104,6 +114,9 @@ pub struct EventLoop<S: StateMachine> {
     metrics: Metrics,
     shutdown: Arc<AtomicBool>,
     next_tick: Instant,
+    /// Until the links are up (or `STARTUP_GRACE` passes) the core gets no ticks.
+    ticking: bool,
+    started_at: Instant,
     summary_at: Instant,
     summary_commit: u64,
     /// Client connections left unread because the core was full.
@@ -130,6 +143,7 @@ impl<S: StateMachine> EventLoop<S> {
                 token: None,
                 next_attempt: now,
                 backoff: RECONNECT_BACKOFF_MIN,
+                on_demand_after: now,
             })
             .collect();
         EventLoop {
@@ -149,6 +163,8 @@ impl<S: StateMachine> EventLoop<S> {
             metrics: Metrics::default(),
             shutdown,
             next_tick: now + TICK,
+            ticking: false,
+            started_at: now,
             summary_at: now + SUMMARY_INTERVAL,
             summary_commit: 0,
             paused_clients: 0,
@@ -203,7 +219,8 @@ impl<S: StateMachine> EventLoop<S> {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if self.more_to_read || (self.paused_clients > 0 && self.replica.accepting_requests()) {
+        let accepting = !self.replica.is_primary() || self.replica.accepting_requests();
+        if self.more_to_read || (self.paused_clients > 0 && accepting) {
             return Duration::ZERO;
         }
         let mut wake_at = self.next_tick.min(self.summary_at);
@@ -350,7 +367,9 @@ impl<S: StateMachine> EventLoop<S> {
     }
 
     fn next_step(&mut self, token: usize, read_bytes: &mut usize) -> Step {
-        let accepting = self.replica.accepting_requests();
+        // Only a primary's full batch pauses clients: elsewhere requests are read and
+        // dropped by the core (the client retries), and stats requests must be answered.
+        let accepting = !self.replica.is_primary() || self.replica.accepting_requests();
         let own = self.options.replica;
         let count = self.options.config.replica_count;
         let cluster = self.options.config.cluster;
@@ -491,6 +510,26 @@ impl<S: StateMachine> EventLoop<S> {
     }
 
     fn tick_phase(&mut self, now: Instant) {
+        if !self.ticking {
+            let own = self.options.replica as usize;
+            let links_up = self.peers.iter().enumerate().all(|(index, link)| {
+                index == own
+                    || link.token.is_some_and(|token| {
+                        self.connections[token]
+                            .as_ref()
+                            .is_some_and(|c| !c.connecting)
+                    })
+            });
+            if !links_up && now < self.started_at + STARTUP_GRACE {
+                return;
+            }
+            info!(
+                replica = self.options.replica,
+                links_up, "starting the protocol clock"
+            );
+            self.ticking = true;
+            self.next_tick = now;
+        }
         let mut ticks = 0;
         while now >= self.next_tick {
             self.replica.on_tick(&mut self.effects);
@@ -517,8 +556,8 @@ impl<S: StateMachine> EventLoop<S> {
 
     fn send(&mut self, to: ReplicaIndex, message: &Message) {
         let cluster = self.options.config.cluster;
-        let Some(token) = self.peers.get(to as usize).and_then(|link| link.token) else {
-            return; // No link yet: the protocol's timeouts resend what matters.
+        let Some(token) = self.link(to as usize) else {
+            return; // No link: the protocol's timeouts resend what matters.
         };
         let connection = self.connections[token]
             .as_mut()
@@ -540,7 +579,10 @@ impl<S: StateMachine> EventLoop<S> {
         wire::encode(message, self.options.config.cluster, &mut self.broadcast);
         let segment = self.broadcast.split().freeze();
         for index in 0..self.peers.len() {
-            let Some(token) = self.peers[index].token else {
+            if index == self.options.replica as usize {
+                continue;
+            }
+            let Some(token) = self.link(index) else {
                 continue;
             };
             let connection = self.connections[token]
@@ -594,6 +636,26 @@ impl<S: StateMachine> EventLoop<S> {
                 Err(error) => self.close(token, format!("write error: {error}"), false),
             }
         }
+    }
+
+    /// The link to replica `index`, dialled now if there is none (see `on_demand_after`).
+    fn link(&mut self, index: usize) -> Option<usize> {
+        let link = &mut self.peers[index];
+        if link.token.is_some() {
+            return link.token;
+        }
+        let now = Instant::now();
+        if now < link.on_demand_after {
+            return None;
+        }
+        link.on_demand_after = now + TICK;
+        match self.connect(index as ReplicaIndex, self.options.addresses[index]) {
+            Ok(token) => self.peers[index].token = Some(token),
+            Err(error) => {
+                debug!(replica = self.options.replica, peer = index, %error, "connect failed")
+            }
+        }
+        self.peers[index].token
     }
 
     fn connect_peers(&mut self, now: Instant) {

@@ -157,8 +157,9 @@ impl Metrics {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"view_changes\":{},\"recoveries\":{},\"state_transfers\":{},\"checkpoint_transfers\":{},\"checkpoints\":{},\"prepares_sent\":{},\"entries_committed\":{},\"messages_dropped\":{}}},",
+            "\"counters\":{{\"view_changes\":{},\"views_started\":{},\"recoveries\":{},\"state_transfers\":{},\"checkpoint_transfers\":{},\"checkpoints\":{},\"prepares_sent\":{},\"entries_committed\":{},\"messages_dropped\":{}}},",
             stats.view_changes,
+            stats.views_started,
             stats.recoveries,
             stats.state_transfers,
             stats.checkpoint_transfers,
