@@ -331,6 +331,27 @@ impl Checker {
     pub fn replies_pending(&self) -> usize {
         self.pending.len()
     }
+
+    /// Durability at the end of a run: a reply still waiting names an op that no replica
+    /// was ever seen committing (every op a replica replies for is seen committed in the
+    /// same input that produced the reply). Only decidable when the model has applied every
+    /// op seen committed.
+    pub fn check_no_reply_beyond_the_log(&self) -> Result<(), Failure> {
+        if self.model.applied() < self.committed_max() {
+            return Ok(());
+        }
+        match self.pending.first() {
+            None => Ok(()),
+            Some(reply) => Err(Failure::new(
+                "durability",
+                format!(
+                    "a client accepted {reply:?}, but no replica ever committed op {} (highest committed op {})",
+                    reply.op(),
+                    self.committed_max()
+                ),
+            )),
+        }
+    }
 }
 
 /// A one-line description of an entry for violation reports.
@@ -446,6 +467,18 @@ mod tests {
             "a get of a missing key is nil, not ok"
         );
         assert_eq!(checker.replies_pending(), 0);
+        checker.check_no_reply_beyond_the_log().unwrap();
+        // A reply for an op no replica ever committed is a durability failure at the end.
+        let lost = ClientReply::Completed {
+            client: 5,
+            session: 1,
+            request: 3,
+            op: 9,
+            result: KvResult::Ok.encode(),
+        };
+        checker.on_reply(lost, 0).unwrap();
+        let failure = checker.check_no_reply_beyond_the_log().unwrap_err();
+        assert_eq!(failure.check, "durability");
     }
 
     #[test]

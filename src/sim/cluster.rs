@@ -630,6 +630,7 @@ impl Cluster {
     /// model's state. Returns how many replicas were compared.
     pub fn check_final(&mut self) -> Result<usize, Failure> {
         self.check()?;
+        self.checker.check_no_reply_beyond_the_log()?;
         let highest = self
             .replicas
             .iter()
