@@ -92,7 +92,7 @@ pub struct SimClient {
     answered_before_submit: u64,
 }
 
-/// Every filter on deliveries: returns true to drop the envelope.
+/// A filter on deliveries: returns true to drop the envelope (it may also just watch).
 pub type Filter = Box<dyn FnMut(&Envelope) -> bool>;
 
 /// The simulated cluster.
@@ -138,6 +138,7 @@ impl Cluster {
         let mut prng = Prng::new(seed);
         let config = options.config.clone();
         let n = config.replica_count;
+        assert!(n <= 32, "the checkers track replicas in a 32-bit mask");
         let replicas = (0..n)
             .map(|i| Some(Replica::new(config.clone(), i, Kv::new(), Start::Fresh)))
             .collect();
@@ -801,6 +802,7 @@ fn summarize(message: &Message) -> String {
 /// Adds one replica's counters to a total.
 pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.view_changes += stats.view_changes;
+    total.views_started += stats.views_started;
     total.recoveries += stats.recoveries;
     total.state_transfers += stats.state_transfers;
     total.checkpoint_transfers += stats.checkpoint_transfers;

@@ -325,8 +325,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "view changes {}  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}",
-            s.view_changes, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions
+            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}",
+            s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions
         )?;
         writeln!(
             f,
