@@ -1,5 +1,20 @@
-//! The client side: sans-IO session logic ([`ClientSession`]) and its drivers.
+//! The client side: sans-IO session logic ([`ClientSession`]) and its drivers over TCP: a
+//! blocking [`Client`] with one session and a [`PipelinedClient`] with many.
+//!
+//! Architecture invariant: `session` decides what to send and when (paper 4.1 client
+//! side, 4.5); `driver` and `connection` only move bytes and keep time.
 
+mod blocking;
+mod connection;
+mod driver;
+mod id;
+mod options;
+mod pipelined;
 pub mod session;
 
+pub use blocking::Client;
+pub use driver::{Completion, RETRY_TIMEOUT_TICKS, TICK};
+pub use id::random_client_id;
+pub use options::{ClientError, ClientOptions};
+pub use pipelined::PipelinedClient;
 pub use session::{ClientSession, Outcome, SubmitError, Target};

@@ -1,0 +1,52 @@
+//! [`Client`]: one session, one blocking call at a time. The simplest way to talk to a
+//! cluster; the `vsr kv` command uses it.
+
+use super::driver::{Completion, Driver};
+use super::{ClientError, ClientOptions};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A blocking client with one session.
+///
+/// Each [`call`](Client::call) executes its operation exactly once if it returns `Ok`. If
+/// it returns `Timeout` or `Evicted`, the operation executed at most once (perhaps not at
+/// all) and the next call transparently starts a fresh session: a client must never
+/// resend an operation whose outcome is unknown under a new session, or it could run twice.
+pub struct Client {
+    driver: Driver,
+    completions: Vec<Completion>,
+}
+
+impl Client {
+    /// Connects to the replicas at `addresses` (in configuration order) and registers a
+    /// session.
+    pub fn connect(
+        addresses: &[SocketAddr],
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let mut driver = Driver::new(addresses, options, 1, 1)?;
+        driver.register_all()?;
+        Ok(Client {
+            driver,
+            completions: Vec::with_capacity(1),
+        })
+    }
+
+    /// Executes `operation` and returns the service's result, following view changes and
+    /// retrying until the `request_timeout` deadline.
+    pub fn call(&mut self, operation: Bytes) -> Result<Bytes, ClientError> {
+        self.driver.submit(0, operation)?;
+        loop {
+            // The driver completes the operation by its deadline (with `Timeout` at worst);
+            // the poll timeout only bounds one wait.
+            self.driver
+                .poll(&mut self.completions, Duration::from_secs(1))?;
+            if let Some(completion) = self.completions.pop() {
+                debug_assert_eq!(completion.session, 0);
+                debug_assert!(self.completions.is_empty());
+                return completion.result;
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! One TCP connection from a client to one replica, on a non-blocking mio socket.
+//!
+//! Lazily connected: nothing happens until the first message for the replica. After a
+//! failure (refused, reset, a corrupt frame, a connect that takes longer than
+//! `connect_timeout`) the connection is closed and may reopen after a back-off delay;
+//! messages sent to a closed connection inside its back-off are dropped, which is safe
+//! because the session retries (paper 4.1: the client resends the same request number).
+//!
+//! Readiness contract (mio is edge-triggered): on every readable event the socket is read
+//! until `WouldBlock`; writes go to a bounded buffer that the driver flushes once per
+//! event-loop pass, and a flush stopped by `WouldBlock` resumes on the next writable event.
+
+use super::ClientOptions;
+use crate::protocol::{ClientId, Message};
+use crate::wire::{self, Frame, Peer};
+use bytes::{Buf, BytesMut};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The first delay before reopening a failed connection; it doubles up to the maximum.
+const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(20);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
+
+enum State {
+    /// No socket; may open at `reconnect_at`.
+    Closed,
+    /// A non-blocking connect is under way since `started`.
+    Connecting { stream: TcpStream, started: Instant },
+    /// Established.
+    Connected { stream: TcpStream },
+}
+
+/// A connection to one replica.
+pub(crate) struct Connection {
+    address: SocketAddr,
+    token: Token,
+    /// The client id announced in the `Hello` frame that opens every connection.
+    hello: ClientId,
+    cluster: u128,
+    message_bytes_max: u32,
+    state: State,
+    /// Bytes received and not yet decoded; bounded by one frame plus one read chunk,
+    /// because the decoder rejects frames over `message_bytes_max`.
+    read: BytesMut,
+    /// Encoded frames not yet written. Invariant: starts with the `Hello` frame whenever a
+    /// socket is opened, and holds at most `write_bytes_max` bytes (or a single frame).
+    write: BytesMut,
+    write_bytes_max: usize,
+    reconnect_at: Instant,
+    reconnect_delay: Duration,
+    /// Whether this connection was ever established.
+    pub(crate) established_ever: bool,
+    /// Messages dropped because the connection was closed or its buffer full.
+    pub(crate) dropped_messages: u64,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        address: SocketAddr,
+        token: Token,
+        hello: ClientId,
+        options: &ClientOptions,
+    ) -> Connection {
+        Connection {
+            address,
+            token,
+            hello,
+            cluster: options.cluster_id,
+            message_bytes_max: options.message_bytes_max,
+            state: State::Closed,
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            write_bytes_max: (options.message_bytes_max as usize).saturating_mul(2),
+            reconnect_at: Instant::now(),
+            reconnect_delay: RECONNECT_DELAY_MIN,
+            established_ever: false,
+            dropped_messages: 0,
+        }
+    }
+
+    /// Queues `message`, opening the connection if it is closed and its back-off is over.
+    pub(crate) fn send(&mut self, registry: &Registry, message: &Message, now: Instant) {
+        if matches!(self.state, State::Closed) {
+            if now < self.reconnect_at {
+                self.dropped_messages += 1;
+                return;
+            }
+            if let Err(error) = self.open(registry) {
+                tracing::debug!(address = %self.address, %error, "connect failed");
+                self.close(registry, now);
+                self.dropped_messages += 1;
+                return;
+            }
+        }
+        if !self.write.is_empty() && self.write.len() >= self.write_bytes_max {
+            // Bounded buffer: the replica is not reading. The session's retry resends.
+            self.dropped_messages += 1;
+            return;
+        }
+        wire::encode(message, self.cluster, &mut self.write);
+    }
+
+    fn open(&mut self, registry: &Registry) -> io::Result<()> {
+        let mut stream = TcpStream::connect(self.address)?;
+        registry.register(
+            &mut stream,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.read.clear();
+        self.write.clear();
+        wire::encode_hello(Peer::Client(self.hello), self.cluster, &mut self.write);
+        self.state = State::Connecting {
+            stream,
+            started: Instant::now(),
+        };
+        Ok(())
+    }
+
+    /// Closes the socket (if any), discards both buffers and schedules the next attempt.
+    pub(crate) fn close(&mut self, registry: &Registry, now: Instant) {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Closed => {}
+            State::Connecting { mut stream, .. } | State::Connected { mut stream } => {
+                let _ = registry.deregister(&mut stream);
+            }
+        }
+        self.read.clear();
+        self.write.clear();
+        self.reconnect_at = now + self.reconnect_delay;
+        self.reconnect_delay = (self.reconnect_delay * 2).min(RECONNECT_DELAY_MAX);
+    }
+
+    /// Abandons a connect that has taken longer than `connect_timeout`.
+    pub(crate) fn check_connect_timeout(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        connect_timeout: Duration,
+    ) {
+        if let State::Connecting { started, .. } = &self.state {
+            if now.duration_since(*started) >= connect_timeout {
+                tracing::debug!(address = %self.address, "connect timed out");
+                self.close(registry, now);
+            }
+        }
+    }
+
+    /// Handles readiness: completes a connect, reads and decodes every complete frame into
+    /// `messages`, resumes a stopped flush. Closes the connection on any failure.
+    pub(crate) fn on_ready(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        messages: &mut Vec<Message>,
+        scratch: &mut [u8],
+    ) {
+        if let Err(reason) = self.try_ready(messages, scratch) {
+            tracing::debug!(address = %self.address, %reason, "connection closed");
+            self.close(registry, now);
+        }
+    }
+
+    fn try_ready(&mut self, messages: &mut Vec<Message>, scratch: &mut [u8]) -> Result<(), String> {
+        if let State::Connecting { stream, .. } = &self.state {
+            if let Some(error) = stream.take_error().map_err(|e| e.to_string())? {
+                return Err(error.to_string());
+            }
+            match stream.peer_addr() {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(error) => return Err(error.to_string()),
+            }
+            let State::Connecting { stream, .. } =
+                std::mem::replace(&mut self.state, State::Closed)
+            else {
+                unreachable!()
+            };
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            self.state = State::Connected { stream };
+            self.established_ever = true;
+            self.reconnect_delay = RECONNECT_DELAY_MIN;
+        }
+        self.read_all(messages, scratch)?;
+        self.flush_inner()
+    }
+
+    /// Reads until `WouldBlock`, decoding complete frames as they arrive.
+    fn read_all(&mut self, messages: &mut Vec<Message>, scratch: &mut [u8]) -> Result<(), String> {
+        let State::Connected { stream } = &mut self.state else {
+            return Ok(());
+        };
+        loop {
+            match stream.read(scratch) {
+                Ok(0) => return Err("closed by the replica".to_string()),
+                Ok(n) => {
+                    self.read.extend_from_slice(&scratch[..n]);
+                    decode_all(
+                        &mut self.read,
+                        self.cluster,
+                        self.message_bytes_max,
+                        messages,
+                    )?;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+    }
+
+    /// Writes buffered frames until done or `WouldBlock`; closes the connection on error.
+    pub(crate) fn flush(&mut self, registry: &Registry, now: Instant) {
+        if let Err(reason) = self.flush_inner() {
+            tracing::debug!(address = %self.address, %reason, "connection closed");
+            self.close(registry, now);
+        }
+    }
+
+    fn flush_inner(&mut self) -> Result<(), String> {
+        let State::Connected { stream } = &mut self.state else {
+            return Ok(());
+        };
+        while !self.write.is_empty() {
+            match stream.write(&self.write) {
+                Ok(0) => return Err("write returned 0".to_string()),
+                Ok(n) => self.write.advance(n),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether bytes wait to be written on an established socket.
+    pub(crate) fn wants_flush(&self) -> bool {
+        matches!(self.state, State::Connected { .. }) && !self.write.is_empty()
+    }
+}
+
+/// Decodes every complete frame in `read`; only messages matter to a client (a replica
+/// sends no `Hello` or stats to a client, and those are ignored if it does).
+fn decode_all(
+    read: &mut BytesMut,
+    cluster: u128,
+    message_bytes_max: u32,
+    messages: &mut Vec<Message>,
+) -> Result<(), String> {
+    loop {
+        match wire::decode(read, cluster, message_bytes_max) {
+            Ok(None) => return Ok(()),
+            Ok(Some(Frame::Message(message))) => messages.push(message),
+            Ok(Some(_)) => {}
+            Err(error) => return Err(format!("undecodable frame: {error}")),
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The client's event loop: many [`ClientSession`]s over a few connection slots, each
+//! slot holding one TCP connection per replica. Both [`Client`](super::Client) (one
+//! session) and [`PipelinedClient`](super::PipelinedClient) are this driver.
+//!
+//! The session logic (request numbers, retries, primary discovery, eviction) lives in the
+//! sans-IO [`ClientSession`]; the driver only carries its messages, feeds it replies and
+//! ticks, and enforces each operation's overall deadline.
+//!
+//! Why mio on the caller's thread rather than reader threads and channels: the user's
+//! thread does everything (encode, one write per connection per pass, `epoll_wait`, read,
+//! decode, complete), so an operation costs no thread hand-off and no context switch.
+//! On a small machine shared with the replicas, context switches are what a thread per
+//! connection would spend its time on.
+//!
+//! One event-loop pass: flush every connection with buffered frames; wait for readiness
+//! (at most until the next tick or the caller's timeout); read and decode every ready
+//! socket; feed each reply to its session; run due ticks (retries, deadlines, connect
+//! timeouts). Sends only append to a connection's buffer, so all requests produced in one
+//! pass leave in one `write` per connection.
+
+use super::connection::Connection;
+use super::id::random_client_id;
+use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
+use crate::protocol::{Body, ClientId, Message, ReplicaIndex, View};
+use bytes::Bytes;
+use mio::{Events, Poll, Token};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// One tick of client time: the granularity of retries and deadlines.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Ticks before a session first resends an unanswered request to every replica (it then
+/// backs off, doubling up to 8×). Shorter than a view change, so a client that was talking
+/// to a dead primary finds the new one soon after the view change completes.
+pub const RETRY_TIMEOUT_TICKS: u64 = 25;
+/// Ticks caught up at most after the caller did not poll for a while.
+const TICKS_CATCH_UP_MAX: u64 = 8;
+/// A generous bound on a request frame's bytes beyond its operation (header and fields).
+const REQUEST_OVERHEAD_BYTES: usize = 4096;
+/// Bytes read from a socket per `read` call.
+const READ_CHUNK_BYTES: usize = 256 << 10;
+const EVENTS_CAPACITY: usize = 1024;
+
+/// A finished operation of a [`PipelinedClient`](super::PipelinedClient).
+#[derive(Debug)]
+pub struct Completion {
+    /// The session the operation was submitted on.
+    pub session: usize,
+    /// The service's result, or why there is none.
+    pub result: Result<Bytes, ClientError>,
+}
+
+/// The driver's view of one session.
+struct SessionSlot {
+    session: ClientSession,
+    /// The connection slot this session's messages use.
+    slot: usize,
+    /// An operation waiting for the session's registration to commit.
+    pending: Option<Bytes>,
+    /// Set while the caller awaits a completion on this session: when it passes, the
+    /// caller gets `Timeout` and the session is replaced.
+    deadline: Option<Instant>,
+}
+
+/// The event loop shared by both clients.
+pub(crate) struct Driver {
+    options: ClientOptions,
+    replica_count: u8,
+    poll: Poll,
+    events: Events,
+    /// `connections[slot * replica_count + replica]`; the index is the mio token.
+    connections: Vec<Connection>,
+    sessions: Vec<SessionSlot>,
+    by_client: HashMap<ClientId, usize>,
+    /// The latest view any reply reported: every session sends to its primary, which
+    /// spares the other sessions a retry each after a view change.
+    view: View,
+    /// Messages decoded in one pass (reused: no allocation in steady state).
+    messages: Vec<Message>,
+    scratch: Vec<u8>,
+    next_tick: Instant,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        addresses: &[SocketAddr],
+        options: ClientOptions,
+        sessions: usize,
+        slots: usize,
+    ) -> Result<Driver, ClientError> {
+        if addresses.is_empty() {
+            return Err(ClientError::InvalidArgument("no replica addresses"));
+        }
+        let replica_count = u8::try_from(addresses.len())
+            .map_err(|_| ClientError::InvalidArgument("more than 255 replicas"))?;
+        if sessions == 0 || slots == 0 {
+            return Err(ClientError::InvalidArgument(
+                "sessions and connections must be at least 1",
+            ));
+        }
+        if options.request_timeout.is_zero() || options.connect_timeout.is_zero() {
+            return Err(ClientError::InvalidArgument("timeouts must be positive"));
+        }
+        if (options.message_bytes_max as usize) <= REQUEST_OVERHEAD_BYTES {
+            return Err(ClientError::InvalidArgument(
+                "message_bytes_max is too small",
+            ));
+        }
+        let slots = slots.min(sessions);
+        let mut driver_sessions = Vec::with_capacity(sessions);
+        let mut by_client = HashMap::with_capacity(sessions);
+        for index in 0..sessions {
+            let session = new_session(replica_count, &by_client);
+            by_client.insert(session.client(), index);
+            driver_sessions.push(SessionSlot {
+                session,
+                slot: index % slots,
+                pending: None,
+                deadline: None,
+            });
+        }
+        let mut connections = Vec::with_capacity(slots * addresses.len());
+        for first in &driver_sessions[..slots] {
+            // Announce the slot's first session; the replicas learn the others from their
+            // requests.
+            let hello = first.session.client();
+            for &address in addresses {
+                let token = Token(connections.len());
+                connections.push(Connection::new(address, token, hello, &options));
+            }
+        }
+        Ok(Driver {
+            options,
+            replica_count,
+            poll: Poll::new()?,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            connections,
+            sessions: driver_sessions,
+            by_client,
+            view: 0,
+            messages: Vec::new(),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            next_tick: Instant::now() + TICK,
+        })
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Registers every session; returns once all are registered. Fails with
+    /// `Disconnected` if no replica accepted a connection within `connect_timeout`, and
+    /// with `Timeout` if registration did not finish within `request_timeout`.
+    pub(crate) fn register_all(&mut self) -> Result<(), ClientError> {
+        let start = Instant::now();
+        for index in 0..self.sessions.len() {
+            let (target, message) = self.sessions[index].session.register();
+            let slot = self.sessions[index].slot;
+            self.send(slot, target, &message, start);
+        }
+        let mut completions = Vec::new();
+        loop {
+            if self.sessions.iter().all(|s| s.session.is_registered()) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let elapsed = now.duration_since(start);
+            if elapsed >= self.options.connect_timeout
+                && !self.connections.iter().any(|c| c.established_ever)
+            {
+                return Err(ClientError::Disconnected);
+            }
+            if elapsed >= self.options.request_timeout {
+                return Err(ClientError::Timeout);
+            }
+            self.run_pass(&mut completions, self.options.request_timeout - elapsed)?;
+            debug_assert!(
+                completions.is_empty(),
+                "registration completes no operation"
+            );
+        }
+    }
+
+    /// Starts `operation` on session `index`, registering the session first if it is not
+    /// (after an eviction or a timeout). Encodes it into its connection's buffer; the next
+    /// pass writes it.
+    pub(crate) fn submit(&mut self, index: usize, operation: Bytes) -> Result<(), ClientError> {
+        assert!(index < self.sessions.len(), "no session {index}");
+        let max = self.options.message_bytes_max as usize - REQUEST_OVERHEAD_BYTES;
+        if operation.len() > max {
+            return Err(ClientError::OperationTooLarge {
+                bytes: operation.len(),
+                max,
+            });
+        }
+        let now = Instant::now();
+        let slot = &mut self.sessions[index];
+        if slot.deadline.is_some() {
+            return Err(ClientError::Busy(index));
+        }
+        slot.deadline = Some(now + self.options.request_timeout);
+        if slot.session.is_busy() {
+            // A registration is under way; the operation follows it.
+            slot.pending = Some(operation);
+        } else if !slot.session.is_registered() {
+            slot.pending = Some(operation);
+            let (target, message) = slot.session.register();
+            let slot = slot.slot;
+            self.send(slot, target, &message, now);
+        } else {
+            self.submit_registered(index, operation, now);
+        }
+        Ok(())
+    }
+
+    fn submit_registered(&mut self, index: usize, operation: Bytes, now: Instant) {
+        let slot = &mut self.sessions[index];
+        let (_request, target, message) = slot
+            .session
+            .submit(operation)
+            .expect("the driver submits only on a registered, idle session");
+        let slot = slot.slot;
+        self.send(slot, target, &message, now);
+    }
+
+    /// Runs event-loop passes until at least one completion is appended or `timeout`
+    /// passes.
+    pub(crate) fn poll(
+        &mut self,
+        completions: &mut Vec<Completion>,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let start = Instant::now();
+        let completions_before = completions.len();
+        loop {
+            let elapsed = start.elapsed();
+            self.run_pass(completions, timeout.saturating_sub(elapsed))?;
+            if completions.len() > completions_before || start.elapsed() >= timeout {
+                self.flush(Instant::now());
+                return Ok(());
+            }
+        }
+    }
+
+    /// One pass: flush, wait (at most `wait`, and never past the next tick), handle
+    /// readiness, run due ticks.
+    fn run_pass(
+        &mut self,
+        completions: &mut Vec<Completion>,
+        wait: Duration,
+    ) -> Result<(), ClientError> {
+        let now = Instant::now();
+        self.flush(now);
+        let wait = wait.min(self.next_tick.saturating_duration_since(now));
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(ClientError::Io(error)),
+        }
+        let now = Instant::now();
+        for event in self.events.iter() {
+            let connection = &mut self.connections[event.token().0];
+            connection.on_ready(
+                self.poll.registry(),
+                now,
+                &mut self.messages,
+                &mut self.scratch,
+            );
+        }
+        let mut messages = std::mem::take(&mut self.messages);
+        for message in &messages {
+            self.on_message(message, completions, now);
+        }
+        messages.clear();
+        self.messages = messages;
+        if now >= self.next_tick {
+            let ticks =
+                (now.duration_since(self.next_tick).as_nanos() / TICK.as_nanos()) as u64 + 1;
+            self.next_tick += TICK * ticks as u32;
+            self.on_ticks(ticks.min(TICKS_CATCH_UP_MAX), completions, now);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, now: Instant) {
+        for connection in &mut self.connections {
+            if connection.wants_flush() {
+                connection.flush(self.poll.registry(), now);
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: &Message, completions: &mut Vec<Completion>, now: Instant) {
+        let Body::Reply(reply) = &message.body else {
+            return;
+        };
+        let Some(&index) = self.by_client.get(&reply.client) else {
+            return;
+        };
+        // Only a primary replies (paper 4.1), so a reply's view is a view that exists.
+        self.view = self.view.max(message.view);
+        let slot = &mut self.sessions[index];
+        match slot.session.on_message(message) {
+            None => {}
+            Some(Outcome::Registered { .. }) => {
+                if let Some(operation) = slot.pending.take() {
+                    self.submit_registered(index, operation, now);
+                }
+            }
+            Some(Outcome::Completed { result, .. }) if slot.deadline.take().is_some() => {
+                completions.push(Completion {
+                    session: index,
+                    result: Ok(result),
+                });
+            }
+            Some(Outcome::Evicted { request: Some(_) }) if slot.deadline.take().is_some() => {
+                // The operation's fate is unknown: the caller must hear it. The session
+                // registers again when next used.
+                completions.push(Completion {
+                    session: index,
+                    result: Err(ClientError::Evicted),
+                });
+            }
+            Some(Outcome::Evicted { request: None }) if slot.pending.is_some() => {
+                // The registration itself was refused; nothing executed, so retry it as
+                // an operation waits for it.
+                let (target, message) = slot.session.register();
+                let slot = slot.slot;
+                self.send(slot, target, &message, now);
+            }
+            // A completion nobody awaits (its deadline passed just now), or an eviction
+            // of an idle session: nothing to report.
+            Some(Outcome::Completed { .. } | Outcome::Evicted { .. }) => {}
+        }
+    }
+
+    fn on_ticks(&mut self, ticks: u64, completions: &mut Vec<Completion>, now: Instant) {
+        for index in 0..self.sessions.len() {
+            let slot = &mut self.sessions[index];
+            if slot.deadline.is_some_and(|deadline| now >= deadline) {
+                completions.push(Completion {
+                    session: index,
+                    result: Err(ClientError::Timeout),
+                });
+                self.replace_session(index);
+                continue;
+            }
+            let mut retry = None;
+            for _ in 0..ticks {
+                retry = slot.session.on_tick().or(retry);
+            }
+            if let Some((target, message)) = retry {
+                let slot = slot.slot;
+                self.send(slot, target, &message, now);
+            }
+        }
+        let connect_timeout = self.options.connect_timeout;
+        for connection in &mut self.connections {
+            connection.check_connect_timeout(self.poll.registry(), now, connect_timeout);
+        }
+    }
+
+    /// Abandons a session whose operation timed out (its outcome is unknown and its
+    /// request number is still in flight) for a fresh, unregistered one.
+    fn replace_session(&mut self, index: usize) {
+        let session = new_session(self.replica_count, &self.by_client);
+        let slot = &mut self.sessions[index];
+        self.by_client.remove(&slot.session.client());
+        self.by_client.insert(session.client(), index);
+        slot.session = session;
+        slot.pending = None;
+        slot.deadline = None;
+    }
+
+    /// Queues `message` on the connections of `slot` that `target` names. A request for
+    /// one replica goes to the primary of the latest view the driver knows, which may be
+    /// newer than the session's.
+    fn send(&mut self, slot: usize, target: Target, message: &Message, now: Instant) {
+        let n = self.replica_count as usize;
+        match target {
+            Target::Replica(replica) => {
+                let replica = if self.view > message.view {
+                    self.primary()
+                } else {
+                    replica
+                };
+                let connection = &mut self.connections[slot * n + replica as usize];
+                connection.send(self.poll.registry(), message, now);
+            }
+            Target::All => {
+                for connection in &mut self.connections[slot * n..(slot + 1) * n] {
+                    connection.send(self.poll.registry(), message, now);
+                }
+            }
+        }
+    }
+
+    fn primary(&self) -> ReplicaIndex {
+        (self.view % self.replica_count as View) as ReplicaIndex
+    }
+
+    /// Messages dropped so far because a connection was closed or full.
+    pub(crate) fn dropped_messages(&self) -> u64 {
+        self.connections.iter().map(|c| c.dropped_messages).sum()
+    }
+}
+
+fn new_session(replica_count: u8, taken: &HashMap<ClientId, usize>) -> ClientSession {
+    loop {
+        let client = random_client_id();
+        if !taken.contains_key(&client) {
+            return ClientSession::new(client, replica_count, RETRY_TIMEOUT_TICKS);
+        }
+    }
+}

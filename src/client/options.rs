@@ -1,0 +1,67 @@
+//! The client's options and its error type: what a user of [`Client`](super::Client) and
+//! [`PipelinedClient`](super::PipelinedClient) configures, and every way a call can fail.
+
+use std::time::Duration;
+
+/// How a client talks to a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// The cluster id every frame carries; must match the replicas' `--cluster-id`.
+    pub cluster_id: u128,
+    /// The overall deadline of one call, retries included (and of registering a session).
+    pub request_timeout: Duration,
+    /// How long one TCP connection attempt may take before it is abandoned and retried.
+    pub connect_timeout: Duration,
+    /// The largest frame accepted from a replica (must be at least the replicas' limit
+    /// for replies to pass), and the bound of an operation's frame.
+    pub message_bytes_max: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            cluster_id: 0,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            message_bytes_max: crate::Config::new(0, 1).message_bytes_max,
+        }
+    }
+}
+
+/// Why a call (or connecting) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No reply within `request_timeout`. The operation may or may not have executed (at
+    /// most once); the session was replaced, so the next call starts a fresh one.
+    #[error("no reply within the request timeout; the operation may or may not have executed")]
+    Timeout,
+    /// The session was evicted from the replicas' client table while the operation was in
+    /// flight: it may or may not have executed (at most once). The next call registers a
+    /// fresh session first.
+    #[error("the session was evicted; the operation may or may not have executed")]
+    Evicted,
+    /// Not one replica accepted a TCP connection within `connect_timeout`.
+    #[error("could not connect to any replica")]
+    Disconnected,
+    /// The operating system refused something the client needs (the event loop).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A replica spoke something the client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The session already has an operation in flight (the pipelined client allows one per
+    /// session: that is what gives exactly-once execution).
+    #[error("session {0} already has an operation in flight")]
+    Busy(usize),
+    /// The operation does not fit in one message.
+    #[error("operation of {bytes} bytes exceeds the message limit of {max} bytes")]
+    OperationTooLarge {
+        /// The operation's size.
+        bytes: usize,
+        /// The limit it exceeds (the frame limit minus headers).
+        max: usize,
+    },
+    /// The arguments cannot work (no addresses, no sessions, more than 255 replicas...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+}

@@ -1,0 +1,67 @@
+//! [`PipelinedClient`]: many sessions in flight over a few connections, driven by the
+//! caller's thread: the load generator's engine.
+//!
+//! Each session has at most one operation in flight (that is what the replicas' client
+//! table needs for exactly-once execution); throughput comes from many sessions. Submits
+//! only encode into a connection buffer; [`poll`](PipelinedClient::poll) writes every
+//! connection's buffered requests with one `write` and collects replies.
+
+use super::driver::{Completion, Driver};
+use super::{ClientError, ClientOptions};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A client with many sessions, each with at most one operation in flight.
+pub struct PipelinedClient {
+    driver: Driver,
+}
+
+impl PipelinedClient {
+    /// Connects to the replicas at `addresses` (in configuration order) and registers
+    /// `sessions` sessions, spread over `connections` connection slots (one TCP connection
+    /// per replica per slot, opened on first use).
+    pub fn connect(
+        addresses: &[SocketAddr],
+        options: ClientOptions,
+        sessions: usize,
+        connections: usize,
+    ) -> Result<PipelinedClient, ClientError> {
+        let mut driver = Driver::new(addresses, options, sessions, connections)?;
+        driver.register_all()?;
+        Ok(PipelinedClient { driver })
+    }
+
+    /// The number of sessions (valid `session` arguments are `0..sessions()`).
+    pub fn sessions(&self) -> usize {
+        self.driver.session_count()
+    }
+
+    /// Starts `operation` on `session`, which must be idle (its previous operation
+    /// completed): otherwise `Busy`. It is sent on the next [`poll`](Self::poll); its
+    /// deadline (`request_timeout`) starts now.
+    ///
+    /// # Panics
+    /// If `session >= self.sessions()`.
+    pub fn submit(&mut self, session: usize, operation: Bytes) -> Result<(), ClientError> {
+        self.driver.submit(session, operation)
+    }
+
+    /// Sends what was submitted, then waits up to `timeout` for operations to finish and
+    /// appends them to `completions` (returning as soon as there is at least one). A
+    /// timed-out or evicted operation completes with its error; an `Err` from `poll`
+    /// itself means the event loop failed.
+    pub fn poll(
+        &mut self,
+        completions: &mut Vec<Completion>,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.driver.poll(completions, timeout)
+    }
+
+    /// Requests dropped so far because a connection was closed or its buffer full (each
+    /// is resent by its session's retry).
+    pub fn dropped_messages(&self) -> u64 {
+        self.driver.dropped_messages()
+    }
+}
