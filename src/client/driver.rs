@@ -174,6 +174,15 @@ impl Driver {
             if elapsed >= self.options.request_timeout {
                 return Err(ClientError::Timeout);
             }
+            for index in 0..self.sessions.len() {
+                let slot = &mut self.sessions[index];
+                if !slot.session.is_registered() && !slot.session.is_busy() {
+                    // The registration was refused (nothing executed): ask again.
+                    let (target, message) = slot.session.register();
+                    let slot = slot.slot;
+                    self.send(slot, target, &message, now);
+                }
+            }
             self.run_pass(&mut completions, self.options.request_timeout - elapsed)?;
             debug_assert!(
                 completions.is_empty(),
