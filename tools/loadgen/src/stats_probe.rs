@@ -10,9 +10,10 @@ use std::time::Duration;
 const STATS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The replica's view-change counter, or `None` if it cannot be read.
-pub fn view_counter(vsr_bin: &Path, address: SocketAddr) -> Option<u64> {
+pub fn view_counter(vsr_bin: &Path, address: SocketAddr, cluster_id: u128) -> Option<u64> {
     let child = Command::new(vsr_bin)
         .args(["stats", "--address", &address.to_string()])
+        .args(["--cluster-id", &cluster_id.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
