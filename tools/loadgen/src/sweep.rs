@@ -249,7 +249,9 @@ pub fn plot_svg(
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     chart
         .configure_mesh()
-        .x_desc("throughput (ops/s)")
+        .x_desc("throughput (k ops/s)")
+        .x_label_formatter(&|x| format!("{:.0}", x / 1000.0))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc("latency (us)")
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -216,7 +216,9 @@ impl Target {
         let vsr_bin = self.vsr_bin.as_ref()?;
         let mut highest = None;
         for address in &self.addresses {
-            if let Some(value) = crate::stats_probe::view_counter(vsr_bin, *address, self.cluster_id) {
+            if let Some(value) =
+                crate::stats_probe::view_counter(vsr_bin, *address, self.cluster_id)
+            {
                 highest = Some(highest.map_or(value, |h: u64| h.max(value)));
             }
         }

@@ -303,3 +303,4 @@ fn ctrl_c_reports_and_stops_the_local_processes() {
         );
     }
 }
+
