@@ -303,4 +303,3 @@ fn ctrl_c_reports_and_stops_the_local_processes() {
         );
     }
 }
-
