@@ -722,7 +722,8 @@ impl<S: StateMachine> EventLoop<S> {
         if let Some(index) = self.peers.iter().position(|link| link.token == Some(token)) {
             self.schedule_reconnect(index, Instant::now());
         }
-        if matches!(peer, PeerState::Replica(_)) && !rejected {
+        // A failed dial is routine while a peer is down (one per backoff): not info.
+        if matches!(peer, PeerState::Replica(_)) && !rejected && !connection.connecting {
             info!(replica = self.options.replica, ?peer, %reason, "replica connection closed");
         }
     }
