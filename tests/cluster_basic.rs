@@ -12,7 +12,17 @@ const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
 fn three_replicas_start_and_serve() {
-    let mut cluster = TestCluster::start(3, "kv");
+    check_serving(&[]);
+}
+
+/// The same through I/O threads that own the client connections.
+#[test]
+fn three_replicas_serve_through_io_threads() {
+    check_serving(&["--io-threads", "2"]);
+}
+
+fn check_serving(extra: &[&str]) {
+    let mut cluster = TestCluster::start_with(3, "kv", extra);
     cluster.wait_until_serving(30 * SECOND);
     let mut client =
         TestClient::connect(cluster.addresses(), cluster.cluster, 10 * SECOND).unwrap();

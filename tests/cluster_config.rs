@@ -108,10 +108,17 @@ fn inconsistent_limits() {
 }
 
 #[test]
-fn io_threads_not_implemented() {
+fn too_many_io_threads() {
     let cluster = list(&free_addresses(3));
     check(
-        &["--cluster", &cluster, "--replica", "0", "--io-threads", "2"],
-        "not implemented",
+        &[
+            "--cluster",
+            &cluster,
+            "--replica",
+            "0",
+            "--io-threads",
+            "65",
+        ],
+        "at most 64 I/O threads",
     );
 }

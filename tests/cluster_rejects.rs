@@ -38,7 +38,17 @@ fn expect_closed(address: SocketAddr, bytes: &[u8]) {
 
 #[test]
 fn bad_connections_are_closed_and_the_cluster_keeps_serving() {
-    let mut cluster = TestCluster::start(3, "kv");
+    check_rejects(&[]);
+}
+
+/// The same when client connections move to I/O threads after their hello.
+#[test]
+fn bad_connections_are_closed_with_io_threads() {
+    check_rejects(&["--io-threads", "2"]);
+}
+
+fn check_rejects(extra: &[&str]) {
+    let mut cluster = TestCluster::start_with(3, "kv", extra);
     cluster.wait_until_serving(30 * SECOND);
     let primary = cluster.primary().expect("one primary");
     let address = cluster.addresses()[primary];

@@ -95,6 +95,31 @@ impl Connection {
         }
     }
 
+    /// A connection taken over from another loop: `peer` already said hello and
+    /// `buffered` holds what was read after it.
+    pub fn adopted(
+        stream: TcpStream,
+        id: u64,
+        peer: PeerState,
+        buffered: BytesMut,
+        queued_bytes_max: usize,
+    ) -> Connection {
+        let mut connection = Connection::new(stream, id, false, queued_bytes_max);
+        connection.peer = peer;
+        connection.read_buffer = buffered;
+        connection
+    }
+
+    /// The socket and the bytes read but not decoded, for a hand-over to another loop.
+    /// Only a connection with nothing queued for output may be handed over.
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        assert!(
+            !self.has_output(),
+            "a connection is handed over before anything is written to it"
+        );
+        (self.stream, self.read_buffer)
+    }
+
     /// Reads once into the read buffer.
     pub fn read_once(&mut self) -> io::Result<ReadOutcome> {
         if self.read_buffer.capacity() - self.read_buffer.len() < READ_CHUNK_BYTES / 4 {

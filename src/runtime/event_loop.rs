@@ -25,6 +25,7 @@
 
 use super::connection::{Connection, Overflow, ReadOutcome};
 use super::handshake::{admit, Admitted, PeerState};
+use super::io_thread::{IoHandle, ToCore, ToIo};
 use super::metrics::Metrics;
 use super::options::{ServerError, ServerOptions};
 use crate::protocol::{Body, ClientId, Effect, Message, Replica, ReplicaIndex, RequestNumber};
@@ -66,9 +67,11 @@ const STARTUP_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a client's replies go: the connection its latest request came in on.
 #[derive(Clone, Copy, Debug)]
-struct Route {
-    token: usize,
-    connection_id: u64,
+enum Route {
+    /// A connection of this loop.
+    Local { token: usize, connection_id: u64 },
+    /// A connection of an I/O thread.
+    Io { io: u8, connection_id: u64 },
 }
 
 /// Our outbound link to one other replica.
@@ -123,6 +126,12 @@ pub struct EventLoop<S: StateMachine> {
     paused_clients: usize,
     /// A connection stopped at its read budget with data left: poll without waiting.
     more_to_read: bool,
+    /// The I/O threads that own client connections (none: this loop serves clients).
+    io: Vec<IoHandle>,
+    /// Requests from the I/O threads (`None` without I/O threads).
+    from_io: Option<crossbeam_channel::Receiver<ToCore>>,
+    /// Round-robin position for the next handed-over client.
+    io_next: usize,
 }
 
 impl<S: StateMachine> EventLoop<S> {
@@ -133,6 +142,8 @@ impl<S: StateMachine> EventLoop<S> {
         options: ServerOptions,
         replica: Replica<S>,
         shutdown: Arc<AtomicBool>,
+        io: Vec<IoHandle>,
+        from_io: Option<crossbeam_channel::Receiver<ToCore>>,
     ) -> EventLoop<S> {
         let now = Instant::now();
         let config = &options.config;
@@ -169,6 +180,9 @@ impl<S: StateMachine> EventLoop<S> {
             summary_commit: 0,
             paused_clients: 0,
             more_to_read: false,
+            io,
+            from_io,
+            io_next: 0,
             options,
         }
     }
@@ -203,10 +217,12 @@ impl<S: StateMachine> EventLoop<S> {
                 }
             }
             self.read_phase();
+            self.drain_io();
             self.tick_phase(started);
             self.replica.flush(&mut self.effects);
             self.execute_effects();
             self.write_phase();
+            self.io.iter_mut().for_each(IoHandle::wake_if_pending);
             self.connect_peers(started);
             self.summary_if_due(started);
             self.metrics.counters.loop_iterations += 1;
@@ -215,6 +231,7 @@ impl<S: StateMachine> EventLoop<S> {
                 .record(started.elapsed().as_micros() as u64);
         }
         info!(replica = self.options.replica, "replica shutting down");
+        self.stop_io();
         Ok(())
     }
 
@@ -445,11 +462,28 @@ impl<S: StateMachine> EventLoop<S> {
                     "replica said hello"
                 );
             }
-            Admitted::Hello(Peer::Client(client)) => debug!(client, "client said hello"),
-            Admitted::Request(message) => self.on_request(token, message),
+            Admitted::Hello(Peer::Client(client)) => {
+                debug!(client, "client said hello");
+                if !self.io.is_empty() {
+                    self.hand_over(token);
+                }
+            }
+            Admitted::Request(message) => {
+                let connection_id = self.connections[token]
+                    .as_ref()
+                    .expect("the connection is live")
+                    .id;
+                self.on_request(
+                    Route::Local {
+                        token,
+                        connection_id,
+                    },
+                    message,
+                );
+            }
             Admitted::Replica(message) => self.replica.on_message(message, &mut self.effects),
             Admitted::StatsRequest => {
-                let json = self.metrics.json(&self.replica, self.live_connections());
+                let json = self.stats_json();
                 let cluster = self.options.config.cluster;
                 let connection = self.connections[token]
                     .as_mut()
@@ -463,32 +497,28 @@ impl<S: StateMachine> EventLoop<S> {
         }
     }
 
-    fn on_request(&mut self, token: usize, message: Message) {
+    fn on_request(&mut self, route: Route, message: Message) {
         let Body::Request(request) = &message.body else {
             unreachable!("the gate admits only requests here")
         };
         let (client, number) = (request.client, request.request);
-        let connection_id = self.connections[token]
-            .as_ref()
-            .expect("the connection is live")
-            .id;
         self.metrics.counters.requests_received += 1;
         if self.routes.len() >= self.routes_max && !self.routes.contains_key(&client) {
+            // Forget routes to closed connections (an I/O thread's may be stale: the
+            // client's next request routes it again).
             let connections = &self.connections;
-            self.routes.retain(|_, route| {
-                connections[route.token]
+            self.routes.retain(|_, route| match *route {
+                Route::Local {
+                    token,
+                    connection_id,
+                } => connections[token]
                     .as_ref()
-                    .is_some_and(|c| c.id == route.connection_id)
+                    .is_some_and(|c| c.id == connection_id),
+                Route::Io { .. } => false,
             });
         }
         if self.routes.len() < self.routes_max || self.routes.contains_key(&client) {
-            self.routes.insert(
-                client,
-                Route {
-                    token,
-                    connection_id,
-                },
-            );
+            self.routes.insert(client, route);
         } else {
             warn!(
                 client,
@@ -548,7 +578,7 @@ impl<S: StateMachine> EventLoop<S> {
             match effect {
                 Effect::Send { to, message } => self.send(to, &message),
                 Effect::Broadcast { message } => self.broadcast(&message),
-                Effect::Reply { client, message } => self.reply(client, &message),
+                Effect::Reply { client, message } => self.reply(client, message),
             }
         }
         self.effects = effects; // Keep the capacity.
@@ -594,7 +624,7 @@ impl<S: StateMachine> EventLoop<S> {
         }
     }
 
-    fn reply(&mut self, client: ClientId, message: &Message) {
+    fn reply(&mut self, client: ClientId, message: Message) {
         if let (Body::Reply(reply), Some(&(number, arrived))) =
             (&message.body, self.arrivals.get(&client))
         {
@@ -605,22 +635,130 @@ impl<S: StateMachine> EventLoop<S> {
                 self.arrivals.remove(&client);
             }
         }
-        let cluster = self.options.config.cluster;
-        let route = self.routes.get(&client).copied();
-        let connection = route.and_then(|route| {
-            self.connections[route.token]
-                .as_mut()
-                .filter(|connection| connection.id == route.connection_id)
-        });
-        let Some(connection) = connection else {
-            self.metrics.counters.replies_unroutable += 1;
+        match self.routes.get(&client).copied() {
+            Some(Route::Local {
+                token,
+                connection_id,
+            }) => {
+                let cluster = self.options.config.cluster;
+                let Some(connection) = self.connections[token]
+                    .as_mut()
+                    .filter(|connection| connection.id == connection_id)
+                else {
+                    self.metrics.counters.replies_unroutable += 1;
+                    return;
+                };
+                self.metrics.counters.replies_sent += 1;
+                if let Err(overflow) =
+                    connection.push_with(|out| wire::encode(&message, cluster, out))
+                {
+                    self.close_overflow(token, overflow);
+                }
+            }
+            Some(Route::Io { io, connection_id }) => {
+                let handle = &mut self.io[io as usize];
+                let reply = ToIo::Reply {
+                    connection: connection_id,
+                    message,
+                };
+                if handle.sender.try_send(reply).is_ok() {
+                    handle.wake_pending = true;
+                    self.metrics.counters.replies_sent += 1;
+                } else {
+                    // Never block the core: the client's retry gets it from the table.
+                    self.metrics.counters.replies_unroutable += 1;
+                }
+            }
+            None => self.metrics.counters.replies_unroutable += 1,
+        }
+    }
+
+    /// Moves a client connection that has said hello to an I/O thread (round robin).
+    fn hand_over(&mut self, token: usize) {
+        let index = self.io_next % self.io.len();
+        self.io_next += 1;
+        let Some(mut connection) = self.connections[token].take() else {
             return;
         };
-        self.metrics.counters.replies_sent += 1;
-        if let Err(overflow) = connection.push_with(|out| wire::encode(message, cluster, out)) {
-            let token = route.expect("routed").token;
-            self.close_overflow(token, overflow);
+        let _ = self.poll.registry().deregister(&mut connection.stream);
+        self.free.push(token);
+        let (id, peer) = (connection.id, connection.peer);
+        let (stream, buffered) = connection.into_parts();
+        let adopt = ToIo::Adopt {
+            stream,
+            connection: id,
+            peer,
+            buffered,
+        };
+        let handle = &mut self.io[index];
+        match handle.sender.try_send(adopt) {
+            Ok(()) => handle.wake_pending = true,
+            Err(error) => {
+                // The thread is saturated: dropping the socket closes it; the client
+                // reconnects.
+                warn!(
+                    io = index,
+                    "I/O thread's queue is full: closing a new client connection"
+                );
+                drop(error);
+            }
         }
+    }
+
+    /// Feeds the core the requests the I/O threads decoded, while it accepts them.
+    fn drain_io(&mut self) {
+        let Some(from_io) = self.from_io.take() else {
+            return;
+        };
+        loop {
+            if self.replica.is_primary() && !self.replica.accepting_requests() {
+                // Leave the rest in the channel: when it fills, the I/O threads stop
+                // reading their clients.
+                self.paused_clients += 1;
+                break;
+            }
+            match from_io.try_recv() {
+                Ok(ToCore::Request {
+                    io,
+                    connection,
+                    message,
+                }) => {
+                    let route = Route::Io {
+                        io,
+                        connection_id: connection,
+                    };
+                    self.on_request(route, message);
+                }
+                Ok(ToCore::Stats { io, connection }) => {
+                    let json = self.stats_json();
+                    let handle = &mut self.io[io as usize];
+                    if handle
+                        .sender
+                        .try_send(ToIo::Stats { connection, json })
+                        .is_ok()
+                    {
+                        handle.wake_pending = true;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.from_io = Some(from_io);
+        self.execute_effects();
+    }
+
+    fn stats_json(&mut self) -> String {
+        self.metrics.counters.connections_rejected_io = self
+            .io
+            .iter()
+            .map(|io| io.rejected.load(Ordering::Relaxed))
+            .sum();
+        self.metrics.json(&self.replica, self.live_connections())
+    }
+
+    fn stop_io(&mut self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.io.iter_mut().for_each(IoHandle::join);
     }
 
     fn write_phase(&mut self) {

@@ -57,6 +57,8 @@ pub struct Counters {
     pub connections_accepted: u64,
     /// Connections closed because they broke a rule (decode error, handshake, overflow).
     pub connections_rejected: u64,
+    /// The same, by the I/O threads (refreshed before each report).
+    pub connections_rejected_io: u64,
     /// Frames decoded.
     pub frames_received: u64,
     /// Client requests handed to the core.
@@ -133,7 +135,7 @@ impl Metrics {
             self.batch_entries.quantile(0.99),
             self.loop_iteration_us.quantile(0.99),
             self.counters.connections_accepted,
-            self.counters.connections_rejected,
+            self.counters.connections_rejected + self.counters.connections_rejected_io,
         )
     }
 
@@ -172,7 +174,7 @@ impl Metrics {
             out,
             "\"runtime\":{{\"connections_accepted\":{},\"connections_rejected\":{},\"frames_received\":{},\"requests_received\":{},\"replies_sent\":{},\"replies_unroutable\":{},\"loop_iterations\":{},\"backpressure_pauses\":{},\"bytes_received\":{},\"bytes_sent\":{}}},",
             counters.connections_accepted,
-            counters.connections_rejected,
+            counters.connections_rejected + counters.connections_rejected_io,
             counters.frames_received,
             counters.requests_received,
             counters.replies_sent,

@@ -7,11 +7,13 @@
 //! - [`event_loop`]: the loop's phases, ticks, back-pressure and replica links;
 //! - [`connection`]: one socket's read buffer and bounded, vectored outbound queue;
 //! - [`handshake`]: the hello rules: who may send what;
+//! - [`io_thread`]: optional I/O threads that own client connections;
 //! - [`metrics`]: histograms, counters, the log summary and the stats JSON.
 
 pub mod connection;
 pub mod event_loop;
 pub mod handshake;
+pub mod io_thread;
 pub mod metrics;
 pub mod options;
 pub mod server;

@@ -6,6 +6,9 @@ use crate::protocol::ReplicaIndex;
 use std::net::SocketAddr;
 use thiserror::Error;
 
+/// The most I/O threads a replica runs.
+pub const IO_THREADS_MAX: usize = 64;
+
 /// How to run one replica: the cluster's addresses, which one is ours, the protocol's
 /// limits, and where the event loop runs.
 #[derive(Clone, Debug)]
@@ -18,7 +21,8 @@ pub struct ServerOptions {
     pub config: Config,
     /// Pin the event loop to this core (`None`: let the OS schedule it).
     pub core: Option<usize>,
-    /// Extra I/O threads for client connections. Only 0 is implemented.
+    /// Extra I/O threads that own client connections (0: the event loop serves them).
+    /// With `core` set, I/O thread i is pinned to core `core + 1 + i` if it exists.
     pub io_threads: usize,
 }
 
@@ -67,8 +71,8 @@ impl ServerOptions {
                 });
             }
         }
-        if self.io_threads > 0 {
-            return Err(ServerError::IoThreadsUnsupported(self.io_threads));
+        if self.io_threads > IO_THREADS_MAX {
+            return Err(ServerError::TooManyIoThreads(self.io_threads));
         }
         if let Some(core) = self.core {
             let count = core_affinity::get_core_ids().map_or(0, |ids| ids.len());
@@ -116,9 +120,9 @@ pub enum ServerError {
         /// Its second index.
         second: usize,
     },
-    /// `--io-threads` above 0.
-    #[error("--io-threads {0}: extra I/O threads are not implemented yet (client connections are served by the replica's event loop); use 0")]
-    IoThreadsUnsupported(usize),
+    /// More I/O threads than `IO_THREADS_MAX`.
+    #[error("--io-threads {0}: at most {IO_THREADS_MAX} I/O threads")]
+    TooManyIoThreads(usize),
     /// `--core` names no core of this machine.
     #[error("core {core} does not exist or cannot be pinned (this machine reports {count} cores)")]
     CoreOutOfRange {

@@ -10,6 +10,7 @@
 //! ```
 
 use super::event_loop::{EventLoop, LISTENER, WAKER};
+use super::io_thread::{self, IoContext, IoHandle, ToCore};
 use super::options::{ServerError, ServerOptions};
 use crate::protocol::{Replica, Start};
 use crate::service::StateMachine;
@@ -49,6 +50,7 @@ impl ReplicaServer {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let shutdown = Arc::new(AtomicBool::new(false));
+        let (io, from_io) = spawn_io_threads(&options, &waker, &shutdown)?;
         let loop_shutdown = shutdown.clone();
         let name = format!("vsr-replica-{}", options.replica);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
@@ -59,7 +61,7 @@ impl ReplicaServer {
             }
             let start = Start::Recover { nonce: nonce() };
             let replica = Replica::new(options.config.clone(), options.replica, service, start);
-            EventLoop::new(poll, listener, options, replica, loop_shutdown).run()
+            EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io).run()
         })?;
         Ok(ReplicaServer {
             address,
@@ -105,6 +107,49 @@ impl Drop for ReplicaServer {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Starts `options.io_threads` I/O threads feeding one channel to the core thread.
+fn spawn_io_threads(
+    options: &ServerOptions,
+    core_waker: &Arc<Waker>,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<(Vec<IoHandle>, Option<crossbeam_channel::Receiver<ToCore>>), ServerError> {
+    if options.io_threads == 0 {
+        return Ok((Vec::new(), None));
+    }
+    let (to_core, from_io) = crossbeam_channel::bounded(io_thread::CHANNEL_CAPACITY);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::with_capacity(options.io_threads);
+    for io in 0..options.io_threads {
+        let core = options
+            .core
+            .map(|core| core + 1 + io)
+            .filter(|core| cores.iter().any(|id| id.id == *core));
+        let context = IoContext {
+            io: io as u8,
+            replica: options.replica,
+            replica_count: options.config.replica_count,
+            cluster: options.config.cluster,
+            message_bytes_max: options.config.message_bytes_max,
+            core,
+        };
+        let handle = io_thread::spawn(
+            context,
+            to_core.clone(),
+            core_waker.clone(),
+            shutdown.clone(),
+        );
+        match handle {
+            Ok(handle) => handles.push(handle),
+            Err(error) => {
+                shutdown.store(true, Ordering::Release);
+                handles.iter_mut().for_each(IoHandle::join);
+                return Err(error.into());
+            }
+        }
+    }
+    Ok((handles, Some(from_io)))
 }
 
 /// A random 64-bit value from the OS-seeded hasher keys, mixed with the time and the

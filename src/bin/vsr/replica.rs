@@ -40,7 +40,8 @@ pub struct Args {
     /// Pin the event loop to this core.
     #[arg(long)]
     core: Option<usize>,
-    /// Extra I/O threads for client connections (only 0 is implemented).
+    /// Extra I/O threads that own client connections (pinned to the cores after
+    /// `--core`); 0: the event loop serves clients itself.
     #[arg(long, default_value_t = 0)]
     io_threads: usize,
 }
