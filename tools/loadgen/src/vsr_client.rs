@@ -1,37 +1,68 @@
-//! The vsr side of the [`Transport`] interface, over `vsr::client`.
-//!
-//! GAP: `vsr::client::{Client, PipelinedClient}` are not on main yet. Until they are, every
-//! vsr mode fails here with this message instead of producing numbers.
+//! The vsr side of the [`Transport`] interface: `vsr::client::PipelinedClient` as is, and
+//! the readiness probe (connect and register one session with the blocking `Client`).
 
-use crate::transport::Transport;
+use crate::transport::{Done, Transport};
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
+use vsr::client::{Client, ClientOptions, Completion, PipelinedClient};
 
-const MISSING: &str =
-    "the vsr client library (vsr::client::PipelinedClient) is not available in this build yet; \
-                       only `--baseline tcp` can run";
-
-/// Fails at once if the vsr client library is missing from this build.
+/// The vsr client library is part of this build.
 pub fn ensure_available() -> anyhow::Result<()> {
-    anyhow::bail!(MISSING)
+    Ok(())
+}
+
+fn options(cluster_id: u128, request_timeout: Duration) -> ClientOptions {
+    ClientOptions {
+        cluster_id,
+        request_timeout,
+        ..ClientOptions::default()
+    }
 }
 
 /// Connects once and completes a registration: the readiness probe of a cluster.
-pub fn probe(
-    _addresses: &[SocketAddr],
-    _cluster_id: u128,
-    _timeout: Duration,
-) -> anyhow::Result<()> {
-    anyhow::bail!(MISSING)
+pub fn probe(addresses: &[SocketAddr], cluster_id: u128, timeout: Duration) -> anyhow::Result<()> {
+    Client::connect(addresses, options(cluster_id, timeout))?;
+    Ok(())
 }
 
 /// A pipelined vsr client as a transport.
 pub fn connect(
-    _addresses: &[SocketAddr],
-    _cluster_id: u128,
-    _request_timeout: Duration,
-    _sessions: usize,
-    _connections: usize,
+    addresses: &[SocketAddr],
+    cluster_id: u128,
+    request_timeout: Duration,
+    sessions: usize,
+    connections: usize,
 ) -> anyhow::Result<Box<dyn Transport>> {
-    anyhow::bail!(MISSING)
+    let client = PipelinedClient::connect(
+        addresses,
+        options(cluster_id, request_timeout),
+        sessions,
+        connections,
+    )?;
+    Ok(Box::new(VsrTransport {
+        client,
+        completions: Vec::with_capacity(sessions),
+    }))
+}
+
+struct VsrTransport {
+    client: PipelinedClient,
+    /// Reused between polls: no allocation per poll in steady state.
+    completions: Vec<Completion>,
+}
+
+impl Transport for VsrTransport {
+    fn submit(&mut self, session: usize, operation: Bytes) -> anyhow::Result<()> {
+        Ok(self.client.submit(session, operation)?)
+    }
+
+    fn poll(&mut self, done: &mut Vec<Done>, timeout: Duration) -> anyhow::Result<()> {
+        self.client.poll(&mut self.completions, timeout)?;
+        done.extend(self.completions.drain(..).map(|c| Done {
+            session: c.session,
+            result: c.result.map_err(|e| e.to_string()),
+        }));
+        Ok(())
+    }
 }
