@@ -305,3 +305,50 @@ fn partitioned_backup_rejoins_after_heal() {
     s.heal();
     s.converge(SLOW);
 }
+
+/// A new primary must not answer a registration from a client table that lags its log.
+///
+/// KNOWN PROTOCOL BUG (fails at the time of writing; seeds 0, 2, 33, 47, ... of
+/// sim_seeds): the new primary starts its view with commit 2 and op 3, where op 3 (client 2's
+/// registration) evicted client 0. Its client table still shows client 0's session 1 with
+/// no request, so it answers client 0's new registration with session 1 ("a retried
+/// registration that already committed"), an op older than a reply client 2 already had.
+#[test]
+fn new_primary_does_not_answer_a_registration_from_a_stale_client_table() {
+    let mut config = scenario_config(3);
+    config.clients_max = 2;
+    let mut s = Scenario::manual(10, config, 3);
+    s.register(0);
+    assert_eq!(s.wait_registered(0, 500), 1);
+    s.register(1);
+    assert_eq!(s.wait_registered(1, 500), 2);
+    // Client 2's registration (op 3) evicts client 0. Both backups get its Prepare, which
+    // says commit 2, and then hear nothing more from the primary: they never learn that
+    // op 3 committed.
+    s.register(2);
+    s.run_until("both backups hold op 3", 500, |c| {
+        (1..3).all(|i| c.replica(i).unwrap().op() >= 3)
+    });
+    s.block(0, 1);
+    s.block(0, 2);
+    assert_eq!(s.wait_registered(2, 500), 3);
+    s.submit(0, get("a"));
+    s.run_until("client 0 learns it was evicted", 500, |c| {
+        !c.client(0).session.is_busy()
+    });
+    assert!(!s.cluster().client(0).session.is_registered());
+    // The primary dies. A backup leads the next view with commit 2 < op 3, and cannot
+    // commit op 3 again while the backups' acknowledgements are lost.
+    s.drop_where(|envelope| matches!(envelope.message.body, Body::PrepareOk(_)));
+    s.crash(0);
+    s.run_until("a backup leads a new view", SLOW, |c| c.primary().is_some());
+    let primary = s.cluster().primary().unwrap();
+    assert!(s.replica(primary).commit() < 3);
+    s.register(0);
+    s.run(300);
+    s.heal();
+    let session = s.wait_registered(0, SLOW);
+    assert!(session > 3, "a fresh session, registered after op 3");
+    s.restart(0);
+    s.converge(SLOW);
+}

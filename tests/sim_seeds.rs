@@ -22,6 +22,7 @@
 //!   retried registration that already committed") with the client's previous session 34,
 //!   which the committed log had already used (op 36) and evicted. `on_request` must not
 //!   answer from the client table until commit has caught up with op after a view change.
+//!   Scripted in sim_scenarios: `new_primary_does_not_answer_a_registration_from_a_stale_client_table`.
 
 use vsr::sim::{run_seed, RunOptions, Totals};
 

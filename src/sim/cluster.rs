@@ -361,6 +361,14 @@ impl Cluster {
         self.trace(format_args!("restart r{index} (nonce {nonce:x})"));
     }
 
+    /// Starts (or restarts) client `client`'s registration; it must be idle.
+    pub fn register_client(&mut self, client: usize) {
+        let (target, message) = self.clients[client].session.register();
+        self.clients[client].answered_before_submit = self.checker.answered_op_max();
+        self.trace(format_args!("c{client} registers"));
+        self.send_from_client(client, target, message);
+    }
+
     /// Submits `op` on client `client`'s session.
     pub fn submit(&mut self, client: usize, op: &KvOp) -> Result<RequestNumber, SubmitError> {
         let (request, target, message) = self.clients[client].session.submit(op.encode())?;
@@ -568,10 +576,7 @@ impl Cluster {
             }
             if !session.is_registered() {
                 if self.register {
-                    let (target, message) = self.clients[client].session.register();
-                    self.clients[client].answered_before_submit = self.checker.answered_op_max();
-                    self.trace(format_args!("c{client} registers"));
-                    self.send_from_client(client, target, message);
+                    self.register_client(client);
                 }
             } else if self.load && self.prng.chance(self.options.submit_ppm) {
                 let op = self.workload.next_op(&mut self.prng);

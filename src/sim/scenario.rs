@@ -14,7 +14,7 @@ use super::model::ModelOutcome;
 use super::network::Envelope;
 use crate::client::Outcome;
 use crate::config::Config;
-use crate::protocol::{Op, Replica, ReplicaIndex, RequestNumber};
+use crate::protocol::{Op, Replica, ReplicaIndex, RequestNumber, Session};
 use crate::service::kv::{KvOp, KvResult};
 use crate::service::Kv;
 use bytes::Bytes;
@@ -75,6 +75,17 @@ impl Scenario {
     /// A scenario with a given configuration and client count; every client registers
     /// before this returns.
     pub fn with(seed: u64, config: Config, client_count: usize) -> Scenario {
+        let mut scenario = Scenario::manual(seed, config, client_count);
+        scenario.cluster.register = true;
+        scenario.run_until("every client registers", 2_000, |c| {
+            (0..c.client_count()).all(|i| c.client(i).session.is_registered())
+        });
+        scenario
+    }
+
+    /// A scenario whose clients register only when told to ([`Scenario::register`]), and
+    /// not again by themselves after an eviction.
+    pub fn manual(seed: u64, config: Config, client_count: usize) -> Scenario {
         let options = ClusterOptions {
             config,
             client_count,
@@ -87,14 +98,9 @@ impl Scenario {
             submit_ppm: 300_000,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         };
-        let mut scenario = Scenario {
-            cluster: Cluster::new(seed, options),
-            seed,
-        };
-        scenario.run_until("every client registers", 2_000, |c| {
-            (0..c.client_count()).all(|i| c.client(i).session.is_registered())
-        });
-        scenario
+        let mut cluster = Cluster::new(seed, options);
+        cluster.register = false;
+        Scenario { cluster, seed }
     }
 
     /// The cluster, to look at.
@@ -187,6 +193,25 @@ impl Scenario {
             self.step();
         }
         self.cluster.now() - start
+    }
+
+    /// Starts client `client`'s registration (a fresh session, paper 4.5).
+    pub fn register(&mut self, client: usize) {
+        if self.cluster.client(client).session.is_busy() {
+            self.fail(&format!("client {client} cannot register while busy"));
+        }
+        self.cluster.register_client(client);
+    }
+
+    /// Waits for client `client`'s registration; returns its session.
+    pub fn wait_registered(&mut self, client: usize, steps_max: u64) -> Session {
+        self.run_until(&format!("client {client} registers"), steps_max, |c| {
+            !c.client(client).session.is_busy()
+        });
+        match &self.cluster.client(client).last_outcome {
+            Some(Outcome::Registered { session }) => *session,
+            other => self.fail(&format!("client {client} ended with {other:?}")),
+        }
     }
 
     /// Waits for client `client`'s request to complete; returns its op and result.
