@@ -1,38 +1,83 @@
-//! The baseline's client, a [`Transport`]: sessions spread over connections as vsr's
-//! pipelined client does (session `s` on connection `s % connections`). Submissions are
-//! buffered and written once per `poll`, one write per connection; a reader thread per
-//! connection turns reply frames into completions over a channel bounded by the number of
-//! sessions (each has at most one reply outstanding, so it never fills).
+//! The baseline's client, a [`Transport`] built like vsr's pipelined client so that the
+//! comparison measures the protocol, not two client designs: one mio event loop on the
+//! caller's thread, sessions spread over connections (session `s` on connection
+//! `s % connections`), submissions buffered and written once per `poll` with one write
+//! per connection, replies read until the socket would block.
 
 use super::frame;
 use crate::transport::{Done, Transport};
 use anyhow::Context;
 use bytes::Bytes;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-enum Event {
-    Reply(usize),
-    Failed(String),
-}
+/// Bytes read from a socket per read call.
+const READ_CHUNK_BYTES: usize = 256 << 10;
 
 struct Connection {
     stream: TcpStream,
     write: Vec<u8>,
-    reader: Option<JoinHandle<()>>,
+    written: usize,
+    read: Vec<u8>,
+}
+
+impl Connection {
+    /// Writes what the socket takes now; the rest waits for the next writable event.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        while self.written < self.write.len() {
+            match self.stream.write(&self.write[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("writing to the baseline primary"),
+            }
+        }
+        self.write.clear();
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Reads until the socket would block and appends a completion per reply frame.
+    fn read_replies(&mut self, done: &mut Vec<Done>) -> anyhow::Result<()> {
+        loop {
+            let filled = self.read.len();
+            self.read.resize(filled + READ_CHUNK_BYTES, 0);
+            let result = self.stream.read(&mut self.read[filled..]);
+            self.read.truncate(filled + *result.as_ref().unwrap_or(&0));
+            match result {
+                Ok(0) => anyhow::bail!("the baseline primary closed the connection"),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("reading from the baseline primary"),
+            }
+        }
+        let mut pos = 0;
+        while let Some(body) =
+            frame::next_frame(&self.read, &mut pos, 4).map_err(anyhow::Error::msg)?
+        {
+            done.push(Done {
+                session: frame::u32_at(body) as usize,
+                result: Ok(Bytes::new()),
+            });
+        }
+        self.read.drain(..pos);
+        Ok(())
+    }
 }
 
 /// A pipelined raw-TCP client of the baseline primary.
 pub struct BaselineClient {
+    poll: Poll,
+    events: Events,
     connections: Vec<Connection>,
-    events: Receiver<Event>,
 }
 
 impl BaselineClient {
-    /// Opens `connections` connections to the primary for `sessions` sessions.
+    /// Opens `min(connections, sessions)` connections to the primary.
     pub fn connect(
         primary: SocketAddr,
         sessions: usize,
@@ -43,24 +88,30 @@ impl BaselineClient {
             sessions > 0 && connections > 0,
             "need at least one session and one connection"
         );
-        let (sender, events) = sync_channel(sessions + connections);
+        let poll = Poll::new()?;
         let mut opened = Vec::with_capacity(connections);
-        for _ in 0..connections.min(sessions) {
-            let stream = TcpStream::connect_timeout(&primary, timeout)
+        for i in 0..connections.min(sessions) {
+            let stream = std::net::TcpStream::connect_timeout(&primary, timeout)
                 .with_context(|| format!("connecting to the baseline primary {primary}"))?;
             stream.set_nodelay(true)?;
-            let reader_stream = stream.try_clone()?;
-            let sender = sender.clone();
-            let reader = std::thread::spawn(move || read_replies(reader_stream, sender));
+            stream.set_nonblocking(true)?;
+            let mut stream = TcpStream::from_std(stream);
+            poll.registry().register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             opened.push(Connection {
                 stream,
                 write: Vec::new(),
-                reader: Some(reader),
+                written: 0,
+                read: Vec::new(),
             });
         }
         Ok(BaselineClient {
+            poll,
+            events: Events::with_capacity(256),
             connections: opened,
-            events,
         })
     }
 
@@ -74,49 +125,6 @@ impl BaselineClient {
     }
 }
 
-fn read_replies(mut stream: TcpStream, events: SyncSender<Event>) {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut filled = 0;
-    loop {
-        let n = match stream.read(&mut buf[filled..]) {
-            Ok(0) => {
-                let _ = events.send(Event::Failed(
-                    "the baseline primary closed the connection".into(),
-                ));
-                return;
-            }
-            Ok(n) => n,
-            Err(error) => {
-                let _ = events.send(Event::Failed(format!(
-                    "reading from the baseline primary: {error}"
-                )));
-                return;
-            }
-        };
-        filled += n;
-        let mut pos = 0;
-        loop {
-            match frame::next_frame(&buf[..filled], &mut pos, 4) {
-                Ok(Some(body)) => {
-                    if events
-                        .send(Event::Reply(frame::u32_at(body) as usize))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    let _ = events.send(Event::Failed(error));
-                    return;
-                }
-            }
-        }
-        buf.copy_within(pos..filled, 0);
-        filled -= pos;
-    }
-}
-
 impl Transport for BaselineClient {
     fn submit(&mut self, session: usize, operation: Bytes) -> anyhow::Result<()> {
         let index = session % self.connections.len();
@@ -125,44 +133,23 @@ impl Transport for BaselineClient {
         Ok(())
     }
 
+    /// Returns as soon as at least one completion arrived, or at the timeout.
     fn poll(&mut self, done: &mut Vec<Done>, timeout: Duration) -> anyhow::Result<()> {
-        for connection in &mut self.connections {
-            if !connection.write.is_empty() {
-                connection
-                    .stream
-                    .write_all(&connection.write)
-                    .context("writing to the baseline primary")?;
-                connection.write.clear();
+        let deadline = Instant::now() + timeout;
+        let before = done.len();
+        loop {
+            for connection in &mut self.connections {
+                connection.flush()?;
             }
-        }
-        let first = match self.events.recv_timeout(timeout) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) => return Ok(()),
-            Err(RecvTimeoutError::Disconnected) => {
-                anyhow::bail!("every baseline connection is closed")
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.poll.poll(&mut self.events, Some(left))?;
+            for event in self.events.iter() {
+                if event.is_readable() || event.is_read_closed() {
+                    self.connections[event.token().0].read_replies(done)?;
+                }
             }
-        };
-        for event in std::iter::once(first).chain(self.events.try_iter()) {
-            match event {
-                Event::Reply(session) => done.push(Done {
-                    session,
-                    result: Ok(Bytes::new()),
-                }),
-                Event::Failed(error) => anyhow::bail!(error),
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for BaselineClient {
-    fn drop(&mut self) {
-        for connection in &mut self.connections {
-            let _ = connection.stream.shutdown(Shutdown::Both);
-        }
-        for connection in &mut self.connections {
-            if let Some(reader) = connection.reader.take() {
-                let _ = reader.join();
+            if done.len() > before || Instant::now() >= deadline {
+                return Ok(());
             }
         }
     }
