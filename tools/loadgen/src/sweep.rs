@@ -283,6 +283,7 @@ pub fn plot_svg(
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
