@@ -355,3 +355,23 @@ fn bad_arguments_are_typed_errors() {
     let result = PipelinedClient::connect(&[address], options, 0, 1);
     assert!(matches!(result, Err(ClientError::InvalidArgument(_))));
 }
+
+#[test]
+fn a_replica_speaking_gibberish_is_a_protocol_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.write_all(&[0xff; 512]);
+        }
+    });
+    let started = Instant::now();
+    let result = Client::connect(&[address], options(Duration::from_millis(500)));
+    assert!(
+        matches!(result, Err(ClientError::Protocol(_))),
+        "{:?}",
+        result.err()
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -77,3 +77,55 @@ fn check_serving(extra: &[&str]) {
     assert!(json.contains("\"request_commit_us\":{\"count\":"), "{json}");
     assert!(json_u64(&json, "view_changes").is_some(), "{json}");
 }
+
+/// With a one-entry batch and a one-Prepare pipeline the primary is full almost all the
+/// time: it stops reading clients (back-pressure) instead of queueing or dropping, and
+/// every operation of many concurrent sessions still completes.
+#[test]
+fn backpressure_keeps_every_session_going() {
+    use vsr::client::{ClientOptions, PipelinedClient};
+    let extra = ["--pipeline", "1", "--batch-entries", "1"];
+    let mut cluster = TestCluster::start_with(3, "null", &extra);
+    cluster.wait_until_serving(30 * SECOND);
+    let mut client =
+        PipelinedClient::connect(cluster.addresses(), ClientOptions::default(), 32, 2).unwrap();
+    let sessions = client.sessions();
+    let (ops, mut submitted, mut done) = (3000u64, 0u64, 0u64);
+    for session in 0..sessions {
+        client
+            .submit(session, bytes::Bytes::from_static(b"op"))
+            .unwrap();
+        submitted += 1;
+    }
+    let mut completions = Vec::new();
+    let deadline = std::time::Instant::now() + 60 * SECOND;
+    while done < ops {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {done} of {ops} operations completed"
+        );
+        client
+            .poll(&mut completions, Duration::from_millis(100))
+            .unwrap();
+        for completion in completions.drain(..) {
+            completion.result.expect("every operation completes");
+            done += 1;
+            if submitted < ops {
+                client
+                    .submit(completion.session, bytes::Bytes::from_static(b"op"))
+                    .unwrap();
+                submitted += 1;
+            }
+        }
+    }
+    let primary = cluster.primary().expect("one primary");
+    let stats = cluster.stats(primary).unwrap();
+    assert!(stats.u64("backpressure_pauses") > 0, "{}", stats.json);
+    // Batches never exceed the configured entry limit.
+    let batch_max = stats
+        .json
+        .split("\"batch_entries\":")
+        .nth(1)
+        .and_then(|h| common::json_u64(h, "max"));
+    assert_eq!(batch_max, Some(1), "{}", stats.json);
+}

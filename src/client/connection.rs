@@ -55,6 +55,8 @@ pub(crate) struct Connection {
     pub(crate) established_ever: bool,
     /// Messages dropped because the connection was closed or its buffer full.
     pub(crate) dropped_messages: u64,
+    /// Why the replica's last frame could not be decoded, if it ever sent such a frame.
+    pub(crate) protocol_error: Option<String>,
 }
 
 impl Connection {
@@ -78,6 +80,7 @@ impl Connection {
             reconnect_delay: RECONNECT_DELAY_MIN,
             established_ever: false,
             dropped_messages: 0,
+            protocol_error: None,
         }
     }
 
@@ -198,12 +201,17 @@ impl Connection {
                 Ok(0) => return Err("closed by the replica".to_string()),
                 Ok(n) => {
                     self.read.extend_from_slice(&scratch[..n]);
-                    decode_all(
+                    let decoded = decode_all(
                         &mut self.read,
                         self.cluster,
                         self.message_bytes_max,
                         messages,
-                    )?;
+                    );
+                    if let Err(reason) = decoded {
+                        let reason = format!("{}: {reason}", self.address);
+                        self.protocol_error = Some(reason.clone());
+                        return Err(reason);
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,

@@ -151,7 +151,8 @@ impl Driver {
 
     /// Registers every session; returns once all are registered. Fails with
     /// `Disconnected` if no replica accepted a connection within `connect_timeout`, and
-    /// with `Timeout` if registration did not finish within `request_timeout`.
+    /// with `Timeout` if registration did not finish within `request_timeout` (or
+    /// `Protocol` if, meanwhile, a replica sent a frame that does not decode).
     pub(crate) fn register_all(&mut self) -> Result<(), ClientError> {
         let start = Instant::now();
         for index in 0..self.sessions.len() {
@@ -172,7 +173,12 @@ impl Driver {
                 return Err(ClientError::Disconnected);
             }
             if elapsed >= self.options.request_timeout {
-                return Err(ClientError::Timeout);
+                // A replica that spoke gibberish explains the timeout better.
+                let protocol_error = self
+                    .connections
+                    .iter()
+                    .find_map(|c| c.protocol_error.clone());
+                return Err(protocol_error.map_or(ClientError::Timeout, ClientError::Protocol));
             }
             for index in 0..self.sessions.len() {
                 let slot = &mut self.sessions[index];

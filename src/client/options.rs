@@ -46,7 +46,9 @@ pub enum ClientError {
     /// The operating system refused something the client needs (the event loop).
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
-    /// A replica spoke something the client does not understand.
+    /// Connecting failed and a replica sent a frame that does not decode (another
+    /// protocol or version). During a call, such a connection is closed and retried, and
+    /// the call ends in `Timeout` if no replica answers.
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The session already has an operation in flight (the pipelined client allows one per

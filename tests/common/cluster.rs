@@ -3,7 +3,7 @@
 //! Every child is killed (SIGKILL) and reaped when the `TestCluster` drops, also when the
 //! test panics; on a panic the tail of each replica's log is printed first. Each replica's
 //! stderr goes to a log file (appended across restarts) that tests can search for logged
-//! rejection reasons.
+//! rejection reasons; the files are removed when the test passes.
 
 use super::{json_bool, json_str, json_u64};
 use bytes::BytesMut;
@@ -260,6 +260,12 @@ impl Drop for TestCluster {
                 for line in tail.iter().rev() {
                     eprintln!("{line}");
                 }
+            }
+        }
+        // A passing test leaves nothing behind; a failing one keeps its logs.
+        if !std::thread::panicking() {
+            if let Some(directory) = self.logs.first().and_then(|log| log.parent()) {
+                let _ = std::fs::remove_dir_all(directory);
             }
         }
     }
