@@ -68,9 +68,10 @@ pub struct LoadArgs {
     /// The `vsr` binary for the local cluster (default: next to this executable, built if absent).
     #[arg(long)]
     pub vsr_bin: Option<PathBuf>,
-    /// Client sessions, each with one request in flight (closed loop) or at most one (open loop).
-    #[arg(long, default_value_t = 64)]
-    pub sessions: usize,
+    /// Client sessions, each with one request in flight (closed loop) or at most one (open
+    /// loop). Default 64; 8 for `--check`, whose search grows fast with concurrency.
+    #[arg(long)]
+    pub sessions: Option<usize>,
     /// TCP connections the sessions are spread over.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -172,9 +173,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl LoadArgs {
+    /// Sessions to use: `--sessions`, or the mode's default.
+    pub fn sessions(&self) -> usize {
+        self.sessions.unwrap_or(if self.check { 8 } else { 64 })
+    }
+
     /// Start-up checks of option combinations that cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.sessions >= 1, "--sessions must be at least 1");
+        anyhow::ensure!(self.sessions() >= 1, "--sessions must be at least 1");
         anyhow::ensure!(self.connections >= 1, "--connections must be at least 1");
         anyhow::ensure!(self.replicas >= 1, "--replicas must be at least 1");
         anyhow::ensure!(self.replicas <= 255, "--replicas must be at most 255");

@@ -95,8 +95,8 @@ fn with_suffix(path: &Path, suffix: Option<&str>) -> PathBuf {
 fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
     let target = Target::start(system, args)?;
     let views_before = target.view_counter();
-    let connections = args.connections.min(args.sessions);
-    let mut transport = target.connect(args.sessions, connections)?;
+    let connections = args.connections.min(args.sessions());
+    let mut transport = target.connect(args.sessions(), connections)?;
     let mut workload = Workload::new(
         args.service,
         args.payload_bytes,
@@ -105,7 +105,7 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
         1,
     );
     let spec = LoadSpec {
-        sessions: args.sessions,
+        sessions: args.sessions(),
         rate: args.rate,
         warmup: args.warmup,
         duration: args.duration,
@@ -123,7 +123,7 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
         system: system.title().to_string(),
         measurement,
         replicas: target.addresses.len(),
-        sessions: args.sessions,
+        sessions: args.sessions(),
         connections,
         payload_bytes: args.payload_bytes,
         view_changes: views_before

@@ -83,7 +83,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn record_history(target: &Target, args: &LoadArgs) -> anyhow::Result<Vec<Record>> {
-    let sessions = args.sessions;
+    let sessions = args.sessions();
     let mut transport = target.connect(sessions, args.connections.min(sessions))?;
     let keys: Vec<Bytes> = (0..args.check_keys)
         .map(|k| Bytes::from(format!("check-{k}")))
@@ -272,7 +272,8 @@ fn report(records: &[Record], keys: usize, states_max: u64) -> ExitCode {
         ExitCode::from(1)
     } else if undecided > 0 {
         println!(
-            "verdict: unknown ({undecided} keys hit the search bound; raise --check-states-max)"
+            "verdict: unknown ({undecided} keys hit the search bound: use fewer --sessions, \
+             more --check-keys, or a larger --check-states-max)"
         );
         ExitCode::from(2)
     } else if stop::requested() {
