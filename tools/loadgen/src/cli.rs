@@ -62,7 +62,8 @@ pub struct LoadArgs {
     /// Replicas of the local cluster.
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
-    /// The cluster id the replicas and clients share (random for a local cluster).
+    /// The cluster id the replicas and clients share (default: 0 with `--cluster`, random for
+    /// a local cluster).
     #[arg(long)]
     pub cluster_id: Option<u128>,
     /// The `vsr` binary for the local cluster (default: next to this executable, built if absent).

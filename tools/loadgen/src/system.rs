@@ -65,7 +65,13 @@ impl Target {
 
     fn start_vsr(args: &LoadArgs) -> anyhow::Result<Target> {
         vsr_client::ensure_available()?;
-        let cluster_id = args.cluster_id.unwrap_or_else(random_cluster_id);
+        // An existing cluster runs with `vsr replica`'s default id (0) unless told; a local
+        // one gets a random id, so a stray process from another run cannot join it.
+        let cluster_id = match (&args.cluster, args.cluster_id) {
+            (_, Some(id)) => id,
+            (Some(_), None) => 0,
+            (None, None) => random_cluster_id(),
+        };
         if let Some(addresses) = &args.cluster {
             let vsr_bin = args.vsr_bin.clone().or_else(existing_vsr_next_to_exe);
             let target = Target {
