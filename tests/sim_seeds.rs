@@ -111,3 +111,32 @@ fn the_simulator_reads_no_clock_or_ambient_randomness() {
     }
     assert!(files > 0);
 }
+
+/// `vsr sim --seed S` replays one seed and prints what it ran; `--seeds N --start S`
+/// prints the summary.
+#[test]
+fn the_command_line_runs_and_summarises_seeds() {
+    let vsr = env!("CARGO_BIN_EXE_vsr");
+    let one = std::process::Command::new(vsr)
+        .args(["sim", "--seed", "3", "--fault-steps", "500"])
+        .output()
+        .unwrap();
+    assert!(one.status.success(), "{one:?}");
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert!(stderr.contains("seed 3: "), "{stderr}");
+    let many = std::process::Command::new(vsr)
+        .args([
+            "sim",
+            "--seeds",
+            "2",
+            "--start",
+            "3",
+            "--fault-steps",
+            "500",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&many.stdout);
+    assert!(stdout.contains("seeds 2  steps"), "{stdout}");
+    assert!(stdout.contains("wall time"), "{stdout}");
+}
