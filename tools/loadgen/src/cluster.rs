@@ -66,11 +66,22 @@ impl ProcessGuard {
                 anyhow::bail!(
                     "{name} exited ({status}); end of its log {}:\n{}",
                     log_path.display(),
-                    log_tail(log_path)
+                    strip_ansi(&log_tail(log_path))
                 );
             }
         }
         Ok(())
+    }
+
+    /// Each child's name and the last line of its log (escape sequences removed).
+    pub fn last_log_lines(&self) -> String {
+        let mut out = String::new();
+        for (name, _, log_path) in &self.children {
+            let text = std::fs::read_to_string(log_path).unwrap_or_default();
+            let last = text.lines().last().unwrap_or("(empty)");
+            out += &format!("  {name}: {}\n", strip_ansi(last));
+        }
+        out
     }
 
     /// Where the children's logs are.
@@ -103,6 +114,25 @@ impl Drop for ProcessGuard {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// `text` without ANSI escape sequences (the replicas' logs are coloured).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn log_tail(path: &Path) -> String {
@@ -155,7 +185,8 @@ pub fn wait_until_ready<T>(
     }
     let why = last_error.map_or_else(String::new, |e| format!(": last error: {e:#}"));
     anyhow::bail!(
-        "{what} not ready within {timeout:?}{why} (logs in {})",
+        "{what} not ready within {timeout:?}{why}; last log line of each process:\n{}(logs in {})",
+        guard.last_log_lines(),
         guard.log_dir().display()
     )
 }
@@ -221,4 +252,15 @@ fn build_vsr(profile_dir: &Path) -> anyhow::Result<()> {
         "building vsr failed ({status}); pass --vsr-bin PATH"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_are_stripped() {
+        let line = "\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m replica 1 recovering";
+        assert_eq!(strip_ansi(line), "2026  INFO replica 1 recovering");
+    }
 }
