@@ -103,7 +103,8 @@ pub struct LoadArgs {
     /// Deadline for the local cluster to start serving.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
-    /// Write the run's summary as JSON to this file.
+    /// Write the run's summary as JSON to this file (with `--compare`, the baseline's goes
+    /// beside it as `<stem>.baseline.json`; the same for `--hgrm`).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the latency histogram in HdrHistogram's percentile-distribution format.
