@@ -114,7 +114,10 @@ fn answer(replica: usize, n: usize, request: &Request, state: &mut State) -> Opt
     if replica != view as usize % n {
         return None; // Not the primary.
     }
-    let reply = |session, status, result: Bytes| Message {
+    // Like the real replicas: a registration commits at op = its session number, and a
+    // session's requests commit at higher ops (the client tells replies apart by this).
+    let registering = request.operation == Operation::Register;
+    let reply = |session: u64, status, result: Bytes| Message {
         epoch: 0,
         view,
         replica: replica as u8,
@@ -122,7 +125,11 @@ fn answer(replica: usize, n: usize, request: &Request, state: &mut State) -> Opt
             client: request.client,
             session,
             request: request.request,
-            op: 1,
+            op: if registering {
+                session
+            } else {
+                session + request.request as u64
+            },
             status,
             result,
         }),

@@ -135,9 +135,9 @@ fn body() -> impl Strategy<Value = Body> {
         ),
         any::<u64>().prop_map(|nonce| Body::Recovery(Recovery { nonce })),
         (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>()).prop_map(
-            |(nonce, recovering, op, commit)| Body::RecoveryResponse(RecoveryResponse {
+            |(nonce, empty, op, commit)| Body::RecoveryResponse(RecoveryResponse {
                 nonce,
-                recovering,
+                empty,
                 op,
                 commit
             })
@@ -145,13 +145,15 @@ fn body() -> impl Strategy<Value = Body> {
         any::<u64>().prop_map(|op| Body::GetState(GetState { op })),
         (
             any::<u64>(),
+            any::<u64>(),
             prop::option::of(checkpoint()),
             op(),
             entries(0)
         )
             .prop_map(
-                |(commit, checkpoint, op_first, entries)| Body::NewState(NewState {
+                |(commit, op, checkpoint, op_first, entries)| Body::NewState(NewState {
                     commit,
+                    op,
                     checkpoint,
                     op_first,
                     entries
@@ -403,6 +405,7 @@ fn new_state_round_trips_with_and_without_checkpoint() {
         for entries in [vec![], vec![entry_with(b"a"), entry_with(b"")]] {
             check_round_trip(&Frame::Message(message_with(Body::NewState(NewState {
                 commit: 100,
+                op: 102,
                 checkpoint: checkpoint.clone(),
                 op_first: 101,
                 entries,
@@ -566,14 +569,14 @@ fn invalid_enum_codes_are_malformed() {
     );
     let response = Body::RecoveryResponse(RecoveryResponse {
         nonce: 1,
-        recovering: true,
+        empty: true,
         op: 0,
         commit: 0,
     });
     check_rejected(
         response,
         |b| reseal(b, |h| h.code = 2),
-        DecodeError::Malformed("recovering flag is neither 0 nor 1"),
+        DecodeError::Malformed("empty flag is neither 0 nor 1"),
     );
     // The entry's operation byte sits after client, session, request and timestamp.
     let operation_at = HEADER_BYTES + 4 + 8 + 8 + 4 + 8;

@@ -72,6 +72,9 @@ pub struct ClientSession {
     view: View,
     session: Session,
     request: RequestNumber,
+    /// Registrations started: a registration's request number, so that a late answer to
+    /// an earlier registration is not taken for the current one.
+    registrations: RequestNumber,
     in_flight: Option<InFlight>,
     request_timeout_ticks: u64,
     request_timeout_ticks_max: u64,
@@ -91,6 +94,7 @@ impl ClientSession {
             view: 0,
             session: 0,
             request: 0,
+            registrations: 0,
             in_flight: None,
             request_timeout_ticks,
             request_timeout_ticks_max: request_timeout_ticks * 8,
@@ -134,8 +138,11 @@ impl ClientSession {
             "register while a request is in flight"
         );
         self.session = 0;
+        self.registrations = self.registrations.wrapping_add(1);
+        self.request = self.registrations;
+        let sent = self.send(Operation::Register, Bytes::new());
         self.request = 0;
-        self.send(Operation::Register, Bytes::new())
+        sent
     }
 
     /// Submits an operation; returns where to send it.
@@ -188,8 +195,18 @@ impl ClientSession {
             return None; // A late reply to an older request.
         }
         let registering = request.operation == Operation::Register;
-        if reply.status == ReplyStatus::Ok && !registering && reply.session != request.session {
-            return None; // A reply for an earlier session.
+        // A registration's answer, and only it, names its own op as the session (a
+        // request commits after its session's registration, so at a higher op); any other
+        // answer must be for the session the request was sent in. Anything else is a late
+        // reply to something earlier.
+        let is_registration_reply = reply.status == ReplyStatus::Ok && reply.op == reply.session;
+        let matches = if registering {
+            is_registration_reply
+        } else {
+            reply.session == request.session && !is_registration_reply
+        };
+        if !matches {
+            return None;
         }
         if message.view > self.view {
             self.view = message.view;

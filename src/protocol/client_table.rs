@@ -51,6 +51,10 @@ pub struct ClientEntry {
     pub op: Op,
     /// The reply to the latest committed request.
     pub reply: Bytes,
+    /// The client's registration attempt that opened this session (the request number of
+    /// its Register), so a retry of that attempt is answered from the table while a later
+    /// attempt opens a new session.
+    pub registration: RequestNumber,
 }
 
 impl ClientEntry {
@@ -113,7 +117,12 @@ impl ClientTable {
     /// Registers `client` with session `op` (committed at `op`); returns the session and
     /// the client evicted to make room, if any. Registering a client that is already
     /// present replaces its session (a new life of the same client id).
-    pub fn register(&mut self, client: ClientId, op: Op) -> Option<ClientId> {
+    pub fn register(
+        &mut self,
+        client: ClientId,
+        op: Op,
+        registration: RequestNumber,
+    ) -> Option<ClientId> {
         let mut evicted = None;
         if !self.clients.contains_key(&client) && self.clients.len() >= self.clients_max {
             let (&oldest, _) = self
@@ -129,6 +138,7 @@ impl ClientTable {
             request: 0,
             op,
             reply: Bytes::new(),
+            registration,
         };
         self.clients.insert(client, entry);
         assert!(self.clients.len() <= self.clients_max);
@@ -189,6 +199,7 @@ impl ClientTable {
             buf.put_u64_le(entry.session);
             buf.put_u32_le(entry.request);
             buf.put_u64_le(entry.op);
+            buf.put_u32_le(entry.registration);
             buf.put_u32_le(entry.reply.len() as u32);
             buf.put_slice(&entry.reply);
         }
@@ -207,13 +218,14 @@ impl ClientTable {
         }
         let mut clients = ClientMap::default();
         for _ in 0..count {
-            if buf.remaining() < 32 {
+            if buf.remaining() < 36 {
                 return None;
             }
             let id = buf.get_u64_le();
             let session = buf.get_u64_le();
             let request = buf.get_u32_le();
             let op = buf.get_u64_le();
+            let registration = buf.get_u32_le();
             let len = buf.get_u32_le() as usize;
             if buf.remaining() < len {
                 return None;
@@ -226,6 +238,7 @@ impl ClientTable {
                     request,
                     op,
                     reply,
+                    registration,
                 },
             );
         }
@@ -244,7 +257,7 @@ mod tests {
     #[test]
     fn admits_in_order_and_rejects_duplicates_and_strangers() {
         let mut table = ClientTable::new(2);
-        assert_eq!(table.register(7, 10), None);
+        assert_eq!(table.register(7, 10, 1), None);
         assert_eq!(table.admit(7, 10, 1), Admission::Execute);
         table.record(7, 1, 11, Bytes::from_static(b"r1"));
         assert_eq!(table.admit(7, 10, 1), Admission::Duplicate);
@@ -260,10 +273,10 @@ mod tests {
     #[test]
     fn eviction_takes_the_least_recently_committed_session() {
         let mut table = ClientTable::new(2);
-        table.register(1, 1);
-        table.register(2, 2);
+        table.register(1, 1, 1);
+        table.register(2, 2, 1);
         table.record(1, 1, 3, Bytes::new());
-        assert_eq!(table.register(3, 4), Some(2));
+        assert_eq!(table.register(3, 4, 1), Some(2));
         assert!(table.get(1).is_some() && table.get(3).is_some());
     }
 
@@ -272,10 +285,10 @@ mod tests {
         let mut a = ClientTable::new(4);
         let mut b = ClientTable::new(4);
         for (id, op) in [(5, 1), (3, 2), (9, 3)] {
-            a.register(id, op);
+            a.register(id, op, 1);
         }
         for (id, op) in [(9, 3), (5, 1), (3, 2)] {
-            b.register(id, op);
+            b.register(id, op, 1);
         }
         assert_eq!(a.snapshot(), b.snapshot());
         let mut c = ClientTable::new(4);

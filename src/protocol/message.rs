@@ -236,9 +236,10 @@ pub struct Recovery {
 pub struct RecoveryResponse {
     /// The nonce of the recovery being answered.
     pub nonce: u64,
-    /// The responder is recovering too (has never held state since it started), so its
-    /// view is meaningless. When every other replica says so, the cluster is new.
-    pub recovering: bool,
+    /// The responder holds no state it can vouch for: it is recovering itself, or its log
+    /// has never held an entry. When every other replica says so, no op can have
+    /// committed (that takes f+1 holders), so the cluster is new.
+    pub empty: bool,
     /// The responder's op number (meaningful from the primary only).
     pub op: Op,
     /// The responder's commit number (meaningful from the primary only).
@@ -270,6 +271,10 @@ pub struct Checkpoint {
 pub struct NewState {
     /// The responder's commit number: entries up to here are committed.
     pub commit: Op,
+    /// The last op the responder vouches for: its op when it is normal in the asker's
+    /// view (then every entry up to here belongs to that view's log), else its commit.
+    /// The answer is complete when its entries reach this op.
+    pub op: Op,
     /// A checkpoint to start from when the asked-for entries are trimmed.
     pub checkpoint: Option<Checkpoint>,
     /// The op number of `entries[0]`.

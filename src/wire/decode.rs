@@ -125,7 +125,7 @@ fn used_fields(command: Command) -> u16 {
         StartView => ENVELOPE | OP | COMMIT | OP_FIRST,
         Recovery => ENVELOPE | NONCE,
         RecoveryResponse => ENVELOPE | CODE | NONCE | OP | COMMIT,
-        NewState => ENVELOPE | CODE | COMMIT | OP_FIRST,
+        NewState => ENVELOPE | CODE | OP | COMMIT | OP_FIRST,
         // Which of `replica` and `client` is checked once the code says which peer speaks.
         Hello => CODE | REPLICA | CLIENT,
         StatsRequest | StatsReply => 0,
@@ -219,7 +219,7 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
         }),
         Command::RecoveryResponse => Body::RecoveryResponse(RecoveryResponse {
             nonce: header.nonce,
-            recovering: flag(header.code, "recovering flag is neither 0 nor 1")?,
+            empty: flag(header.code, "empty flag is neither 0 nor 1")?,
             op: header.op,
             commit: header.commit,
         }),
@@ -256,6 +256,7 @@ fn parse_new_state(header: &Header, reader: &mut Reader) -> Result<NewState, Dec
     };
     Ok(NewState {
         commit: header.commit,
+        op: header.op,
         checkpoint,
         op_first: header.op_first,
         entries: entries_from(header.op_first, reader)?,

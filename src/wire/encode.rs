@@ -163,7 +163,7 @@ fn fill_header(body: &Body, header: &mut Header) {
             Command::Recovery
         }
         Body::RecoveryResponse(response) => {
-            header.code = u8::from(response.recovering);
+            header.code = u8::from(response.empty);
             header.nonce = response.nonce;
             header.op = response.op;
             header.commit = response.commit;
@@ -176,6 +176,7 @@ fn fill_header(body: &Body, header: &mut Header) {
         Body::NewState(new_state) => {
             header.code = u8::from(new_state.checkpoint.is_some());
             header.commit = new_state.commit;
+            header.op = new_state.op;
             header.op_first = new_state.op_first;
             Command::NewState
         }

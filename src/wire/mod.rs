@@ -48,9 +48,9 @@
 //! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |
 //! | `Recovery`         |                      | nonce                                       |                           |
-//! | `RecoveryResponse` | recovering (0/1)     | nonce, op, commit                           |                           |
+//! | `RecoveryResponse` | empty (0/1)          | nonce, op, commit                           |                           |
 //! | `GetState`         |                      | op                                          |                           |
-//! | `NewState`         | has checkpoint (0/1) | commit, op_first                            | checkpoint? entries       |
+//! | `NewState`         | has checkpoint (0/1) | op, commit, op_first                        | checkpoint? entries       |
 //! | `Hello`            | 1 replica, 2 client  | replica (from a replica), client (a client) |                           |
 //! | `StatsRequest`     |                      |                                             |                           |
 //! | `StatsReply`       |                      |                                             | text                      |

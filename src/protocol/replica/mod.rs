@@ -90,6 +90,10 @@ pub struct Replica<S> {
     status: Status,
     /// The latest view in which status was normal; ≤ `view`.
     last_normal_view: View,
+    /// The highest view for which this replica sent a DoViewChange: it never again
+    /// acknowledges a Prepare of a lower view. Never decreases (lost on a crash, which is
+    /// why recovery needs f+1 answers from normal replicas).
+    view_promised: View,
     /// Entries; `log.op()` is the paper's op number.
     log: Log,
     /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
@@ -121,7 +125,10 @@ pub struct Replica<S> {
     start_view_change_from: u64,
     do_view_change: Vec<Option<DoViewChange>>,
     do_view_change_sent: bool,
-    /// Committed entries (and checkpoint) fetched by a new primary that lacks them.
+    /// Joining a view that started without this replica: fetching its log.
+    joining: bool,
+    /// Committed entries (and checkpoint) fetched by a new primary that lacks them, or
+    /// the log of the view being joined.
     view_change_fetch: Option<state_transfer::Fetched>,
 
     // Recovery.
@@ -161,6 +168,7 @@ impl<S: StateMachine> Replica<S> {
             view: 0,
             status: Status::Normal,
             last_normal_view: 0,
+            view_promised: 0,
             log: Log::default(),
             commit: 0,
             service,
@@ -177,6 +185,7 @@ impl<S: StateMachine> Replica<S> {
             start_view_change_from: 0,
             do_view_change: vec![None; n],
             do_view_change_sent: false,
+            joining: false,
             view_change_fetch: None,
             recovery: None,
             fresh: false,
@@ -358,6 +367,7 @@ impl<S: StateMachine> Replica<S> {
         );
         assert!(self.checkpoint_op() <= self.commit);
         assert!(self.last_normal_view <= self.view);
+        assert!(self.view_promised <= self.view, "below a promised view");
         assert!(self.log.len() as u64 <= self.config.log_entries_max());
         assert!(self.clients.len() <= self.config.clients_max as usize);
         self.log.check_timestamps();

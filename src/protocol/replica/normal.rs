@@ -35,15 +35,17 @@ impl<S: StateMachine> Replica<S> {
         let client = self.clients.get(request.client);
         match request.operation {
             Operation::Register => {
-                if request.session != 0 || request.request != 0 {
+                if request.session != 0 {
                     return self.drop_reason("request", "malformed registration");
                 }
-                if let Some(entry) = client.filter(|entry| entry.request == 0) {
+                if let Some(entry) = client.filter(|entry| entry.registration == request.request) {
                     // A retried registration that already committed: answer it again.
+                    // (A registration's request number is the client's attempt counter,
+                    // echoed so that it can tell this answer from a stale one.)
                     let reply = Reply {
                         client: request.client,
                         session: entry.session,
-                        request: 0,
+                        request: request.request,
                         op: entry.session,
                         status: ReplyStatus::Ok,
                         result: Bytes::new(),
@@ -51,14 +53,18 @@ impl<S: StateMachine> Replica<S> {
                     return self.send_reply(reply, effects);
                 }
             }
+            // A session number is the op its registration committed at. Until this
+            // replica has executed that op, its table cannot speak for the session (it may
+            // be a primary deposed without knowing it): stay silent rather than answer
+            // "evicted". Past it, a missing or different session is a committed fact.
+            Operation::Apply if request.session > self.commit => {
+                return self.drop_reason("request", "session not yet committed here")
+            }
             Operation::Apply => match client {
-                None => return self.send_evicted(&request, effects),
-                Some(entry) if request.session < entry.session => {
+                Some(entry) if request.session != entry.session => {
                     return self.send_evicted(&request, effects)
                 }
-                Some(entry) if request.session > entry.session => {
-                    return self.drop_reason("request", "session not yet committed here")
-                }
+                None => return self.send_evicted(&request, effects),
                 Some(entry) if request.request == entry.request && request.request > 0 => {
                     // Paper 4.1: the latest request is answered again from the table.
                     let reply = Reply {
@@ -174,7 +180,7 @@ impl<S: StateMachine> Replica<S> {
         if prepare.entries.is_empty() || from != self.primary_of(view) {
             return self.drop_reason("prepare", "malformed");
         }
-        if view < self.view {
+        if view < self.view && !self.abandon_lone_view_change(view) {
             return self.drop_reason("prepare", "stale view");
         }
         if view > self.view || self.status != Status::Normal {
@@ -186,13 +192,16 @@ impl<S: StateMachine> Replica<S> {
         }
         self.heard_tick[from as usize] = self.ticks;
         self.normal_timeout.reset();
+        // Commit first: executing may take a checkpoint that makes room in the log.
+        self.commit_to(prepare.commit.min(self.log.op()), effects);
         let op = self.log.op();
+        let op_last = prepare.op_last();
         if prepare.op_first > op + 1 {
             // A gap: earlier Prepares were lost or reordered.
             self.request_state(from, effects);
             self.drop_reason("prepare", "gap");
-        } else if prepare.op_last() > op {
-            if self.log.len() as u64 + prepare.op_last() - op > self.config.log_entries_max() {
+        } else if op_last > op {
+            if self.log.len() as u64 + op_last - op > self.config.log_entries_max() {
                 return self.drop_reason("prepare", "log full");
             }
             let skip = (op + 1 - prepare.op_first) as usize;
@@ -261,7 +270,7 @@ impl<S: StateMachine> Replica<S> {
         if from != self.primary_of(view) {
             return self.drop_reason("commit", "not from the primary");
         }
-        if view < self.view {
+        if view < self.view && !self.abandon_lone_view_change(view) {
             return self.drop_reason("commit", "stale view");
         }
         if view > self.view || self.status != Status::Normal {
@@ -362,7 +371,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let reply = match entry.operation {
             Operation::Register => {
-                if let Some(evicted) = self.clients.register(client, op) {
+                if let Some(evicted) = self.clients.register(client, op, request) {
                     tracing::debug!(
                         replica = self.index,
                         op,
@@ -373,7 +382,7 @@ impl<S: StateMachine> Replica<S> {
                 Some(Reply {
                     client,
                     session: op,
-                    request: 0,
+                    request,
                     op,
                     status: ReplyStatus::Ok,
                     result: Bytes::new(),

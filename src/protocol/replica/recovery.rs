@@ -7,8 +7,9 @@
 //! then becomes normal: it must again hold everything it may have acknowledged before the
 //! crash. If the view moves on during the transfer, it starts over with a new nonce.
 //!
-//! A brand-new cluster is the case where every other replica answers "recovering" too
-//! (none has ever held state): then the replicas start normal in view 0 with empty logs.
+//! A brand-new cluster is the case where every other replica answers "empty" (it is
+//! recovering too, or has never held an entry): no op can have committed, so the replica
+//! starts normal with an empty log.
 
 use super::*;
 
@@ -71,18 +72,23 @@ impl<S: StateMachine> Replica<S> {
         recovery: Recovery,
         effects: &mut Vec<Effect>,
     ) {
+        // A replica without state answers "empty" whatever its status, so replicas of a
+        // new cluster that start one after another (and may already have moved to normal
+        // or to a view change) still find that nobody holds anything.
+        let empty = self.status == Status::Recovering
+            || (self.log.op() == 0 && self.commit == 0 && self.checkpoint.is_none());
         let response = match self.status {
-            Status::Normal => RecoveryResponse {
+            _ if empty => RecoveryResponse {
                 nonce: recovery.nonce,
-                recovering: false,
-                op: self.log.op(),
-                commit: self.commit,
-            },
-            Status::Recovering if self.fresh => RecoveryResponse {
-                nonce: recovery.nonce,
-                recovering: true,
+                empty: true,
                 op: 0,
                 commit: 0,
+            },
+            Status::Normal => RecoveryResponse {
+                nonce: recovery.nonce,
+                empty: false,
+                op: self.log.op(),
+                commit: self.commit,
             },
             _ => return self.drop_reason("recovery", "not normal"),
         };
@@ -111,20 +117,20 @@ impl<S: StateMachine> Replica<S> {
         }
         state.responses[from as usize] = Some((view, response));
         let answered = state.responses.iter().flatten().count();
-        let recovering = state
+        let empty = state
             .responses
             .iter()
             .flatten()
-            .filter(|(_, r)| r.recovering)
+            .filter(|(_, r)| r.empty)
             .count();
-        if fresh && recovering == replica_count as usize - 1 {
+        if fresh && empty == replica_count as usize - 1 {
             tracing::info!(
                 replica = self.index,
                 "every replica is new: starting the cluster in view 0"
             );
             return self.finish_recovery(effects);
         }
-        let normal = answered - recovering;
+        let normal = answered - empty;
         if normal < quorum {
             return;
         }
@@ -132,13 +138,13 @@ impl<S: StateMachine> Replica<S> {
             .responses
             .iter()
             .flatten()
-            .filter(|(_, r)| !r.recovering)
+            .filter(|(_, r)| !r.empty)
             .map(|(v, _)| *v)
             .max();
         let view_latest = view_latest.expect("normal answers exist");
         let primary = (view_latest % replica_count as View) as ReplicaIndex;
         let Some((_, primary_response)) = state.responses[primary as usize]
-            .filter(|(view, response)| *view == view_latest && !response.recovering)
+            .filter(|(view, response)| *view == view_latest && !response.empty)
         else {
             return; // Wait for the primary of the latest view.
         };

@@ -69,6 +69,7 @@ impl<S: StateMachine> Replica<S> {
         let entries = self.log.slice(op_first, limit, bytes_max);
         let new_state = NewState {
             commit: self.commit,
+            op: limit,
             checkpoint,
             op_first,
             entries,
@@ -95,6 +96,9 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_timeout.stop();
         match self.status {
             Status::Recovering => self.on_recovery_state(from, view, new_state, effects),
+            Status::ViewChange if self.joining => {
+                self.on_join_state(from, view, new_state, effects)
+            }
             Status::ViewChange => self.on_view_change_state(new_state, effects),
             Status::Normal => {
                 if view != self.view {
@@ -154,14 +158,47 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// A new primary lacking committed entries merges what arrived into its fetch (never
-    /// into its log: see the module docs of `view_change`).
+    /// into its log: see the module docs of `view_change`). Only committed entries count.
     fn on_view_change_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
-        let held = self.committed_held();
-        let usable_last = new_state
-            .commit
-            .min(new_state.op_first + new_state.entries.len() as Op - 1);
-        if usable_last <= held {
+        let usable_last = new_state.commit;
+        if !self.merge_fetch(new_state, usable_last) {
             return self.drop_reason("new_state", "nothing new for the view change");
+        }
+        self.try_complete_view_change(effects);
+    }
+
+    /// A replica joining a view that started without it collects that view's log from
+    /// the view's primary, and installs it only once complete (see `join_started_view`).
+    fn on_join_state(
+        &mut self,
+        from: ReplicaIndex,
+        view: View,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
+        let primary = self.primary_of(self.view);
+        if from != primary || view != self.view {
+            return self.drop_reason("new_state", "not from the primary of the view joined");
+        }
+        let (commit, op) = (new_state.commit, new_state.op);
+        if self.merge_fetch(new_state, op) {
+            self.view_change_timeout.reset();
+        }
+        if self.committed_held() >= op {
+            self.install_joined_log(commit, effects);
+        } else {
+            self.request_state(primary, effects);
+        }
+    }
+
+    /// Adds the entries of `new_state` up to `usable_last` that extend the fetch (a
+    /// checkpoint beyond it restarts the fetch from the checkpoint). Returns whether the
+    /// fetch grew.
+    fn merge_fetch(&mut self, new_state: NewState, usable_last: Op) -> bool {
+        let held = self.committed_held();
+        let entries_last = new_state.op_first + new_state.entries.len() as Op - 1;
+        if usable_last.min(entries_last) <= held {
+            return false;
         }
         let mut fetch = self.view_change_fetch.take().unwrap_or(Fetched {
             checkpoint: None,
@@ -189,6 +226,31 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.view_change_fetch = Some(fetch);
-        self.try_complete_view_change(effects);
+        true
+    }
+
+    /// Replaces the uncommitted part of the log with what was fetched: the checkpoint (if
+    /// it lies beyond commit), then the fetched entries. Returns false when the checkpoint
+    /// is corrupt (nothing changed).
+    pub(super) fn install_fetch(&mut self) -> bool {
+        let Some(fetch) = self.view_change_fetch.take() else {
+            self.log.truncate(self.commit);
+            return true;
+        };
+        if let Some(checkpoint) = fetch
+            .checkpoint
+            .filter(|checkpoint| checkpoint.op > self.commit)
+        {
+            if !self.restore_checkpoint(checkpoint) {
+                return false;
+            }
+        }
+        self.log.truncate(self.commit);
+        for (index, entry) in fetch.entries.into_iter().enumerate() {
+            if fetch.op_first + index as Op > self.log.op() {
+                self.log.push(entry);
+            }
+        }
+        true
     }
 }

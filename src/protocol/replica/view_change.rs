@@ -26,6 +26,7 @@ impl<S: StateMachine> Replica<S> {
         self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
         self.do_view_change_sent = false;
         self.view_change_fetch = None;
+        self.joining = false;
         self.stop_all_timeouts();
         self.view_change_timeout.start();
         self.stats.view_changes += 1;
@@ -67,6 +68,7 @@ impl<S: StateMachine> Replica<S> {
             entries,
         };
         self.do_view_change_sent = true;
+        self.view_promised = self.view;
         let primary = self.primary_of(self.view);
         if primary == self.index {
             self.do_view_change[self.index as usize] = Some(dvc);
@@ -154,43 +156,19 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn start_view_as_primary(&mut self, best: usize, effects: &mut Vec<Effect>) {
+        // The new commit number is the largest any DoViewChange reported (the best one's
+        // included); StartView carries entries from the smallest, so most backups need
+        // no state transfer.
+        let commits = self.do_view_change.iter().flatten().map(|dvc| dvc.commit);
+        let commit_max = commits.clone().max().expect("a quorum of DoViewChange");
+        let commit_min = commits.min().expect("a quorum of DoViewChange");
         let best = self.do_view_change[best].take().expect("best");
-        let commit_max = self
-            .do_view_change
-            .iter()
-            .flatten()
-            .map(|dvc| dvc.commit)
-            .max()
-            .unwrap_or(0);
-        let commit_min = self
-            .do_view_change
-            .iter()
-            .flatten()
-            .map(|dvc| dvc.commit)
-            .min()
-            .unwrap_or(0)
-            .min(best.commit);
         assert!(
             best.op >= self.commit,
             "the new view's log lacks committed ops"
         );
-        if let Some(fetch) = self.view_change_fetch.take() {
-            if let Some(checkpoint) = fetch
-                .checkpoint
-                .filter(|checkpoint| checkpoint.op > self.commit)
-            {
-                if !self.restore_checkpoint(checkpoint) {
-                    return; // Corrupt: the view-change timeout moves on.
-                }
-            }
-            self.log.truncate(self.commit);
-            for (index, entry) in fetch.entries.into_iter().enumerate() {
-                if fetch.op_first + index as Op > self.log.op() {
-                    self.log.push(entry);
-                }
-            }
-        } else {
-            self.log.truncate(self.commit);
+        if !self.install_fetch() {
+            return; // A corrupt checkpoint: the view-change timeout moves on.
         }
         assert!(self.log.op() >= best.commit);
         for (index, entry) in best.entries.into_iter().enumerate() {
@@ -282,15 +260,17 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_reason("start_view", "stale or duplicate");
         }
         assert!(sv.op >= self.commit, "a new view lost committed ops");
+        if sv.op_first > self.commit + 1 {
+            // The suffix does not reach down to our commit: fetch the rest first.
+            return self.join_started_view(view, effects);
+        }
+        // Replace the uncommitted part of the log with the new view's, in one step.
+        self.log.truncate(self.commit);
         self.enter_view_as_backup(view);
-        if sv.op_first <= self.commit + 1 {
-            for (index, entry) in sv.entries.into_iter().enumerate() {
-                if sv.op_first + index as Op > self.log.op() {
-                    self.log.push(entry);
-                }
+        for (index, entry) in sv.entries.into_iter().enumerate() {
+            if sv.op_first + index as Op > self.log.op() {
+                self.log.push(entry);
             }
-        } else {
-            self.request_state(from, effects);
         }
         self.commit_to(sv.commit.min(self.log.op()), effects);
         self.send(
@@ -300,34 +280,113 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
-    /// Becomes a normal backup in `view` keeping only committed entries: whatever else it
-    /// held may have been replaced by the view change (paper 5.2).
+    /// Becomes a normal backup in `view`. Callers have just replaced the log's uncommitted
+    /// part with the new view's entries: a replica is never normal in a view without
+    /// holding that view's log.
     fn enter_view_as_backup(&mut self, view: View) {
         self.set_view(view);
         self.status = Status::Normal;
         self.last_normal_view = view;
         self.fresh = false;
+        self.joining = false;
         self.clear_primary_state();
         self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
         self.view_change_fetch = None;
-        self.log.truncate(self.commit);
         self.start_normal_timeouts();
     }
 
-    /// A Prepare or Commit shows that `view` started without this replica: join it and
-    /// fetch the log from its primary.
+    /// `view` started without this replica (a Prepare, Commit or StartView says so, but
+    /// does not carry the log it needs). It fetches the view's log from the primary and
+    /// installs it only once it reaches the primary's op, keeping its own log and
+    /// last-normal view until then. Truncating first (paper 5.2, read literally) would be
+    /// unsafe: a replica that dropped entries it acknowledged, and then took part in
+    /// another view change before the fetch completed, could make a committed op vanish.
     pub(super) fn join_started_view(&mut self, view: View, effects: &mut Vec<Effect>) {
         assert!(view >= self.view);
         assert!(view > self.view || self.status != Status::Normal);
-        self.enter_view_as_backup(view);
-        self.state_transfer_pending = false;
+        if !(self.joining && view == self.view) {
+            if view > self.view {
+                self.set_view(view);
+            }
+            self.status = Status::ViewChange;
+            self.clear_primary_state();
+            self.start_view_change_from = 1 << self.index;
+            self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
+            // The view has started: this replica has no say in choosing its log.
+            self.do_view_change_sent = true;
+            self.view_change_fetch = None;
+            self.joining = true;
+            self.stop_all_timeouts();
+            self.view_change_timeout.start();
+            self.state_transfer_pending = false;
+        }
         self.request_state(self.primary_of(view), effects);
+    }
+
+    /// Installs the log a joining replica fetched, and becomes a normal backup.
+    pub(super) fn install_joined_log(&mut self, commit: Op, effects: &mut Vec<Effect>) {
+        assert!(self.joining);
+        if !self.install_fetch() {
+            return; // A corrupt checkpoint: ask again on the next timeout.
+        }
+        let view = self.view;
+        self.enter_view_as_backup(view);
+        self.commit_to(commit.min(self.log.op()), effects);
+        let primary = self.primary_of(view);
+        self.send(
+            primary,
+            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            effects,
+        );
+    }
+
+    /// A replica that started a view change alone (cut off from its primary, then
+    /// reconnected) and hears the primary of the view it was last normal in, which is
+    /// still leading, goes back to that view instead of staying out until the cluster's
+    /// next view change. Returns whether it did.
+    ///
+    /// Safe although the view number goes back: the replica promised nothing for any
+    /// higher view. It sent no DoViewChange since it was last normal (`view_promised`),
+    /// and a
+    /// StartViewChange binds only its receivers, each of which must still send its own
+    /// DoViewChange, after which it stops acknowledging the old view. The quorum
+    /// intersection argument of the paper (4.2) is about DoViewChange senders only; this
+    /// replica's log is still a prefix of the old primary's, as when it left.
+    pub(super) fn abandon_lone_view_change(&mut self, view: View) -> bool {
+        let lone = self.status == Status::ViewChange
+            && !self.do_view_change_sent
+            && self.view_promised <= view
+            && !self.joining
+            && view == self.last_normal_view
+            && view < self.view;
+        if !lone {
+            return false;
+        }
+        tracing::debug!(
+            replica = self.index,
+            from_view = self.view,
+            view,
+            "primary of the last normal view still leads: leaving a lone view change"
+        );
+        self.view = view; // The one place a view goes back; see above.
+        self.status = Status::Normal;
+        self.start_view_change_from = 0;
+        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
+        self.view_change_fetch = None;
+        self.start_normal_timeouts();
+        true
     }
 
     pub(super) fn on_view_change_timeout(&mut self, effects: &mut Vec<Effect>) {
         self.view_change_timeout.reset();
         if self.status != Status::ViewChange {
             return self.view_change_timeout.stop();
+        }
+        if self.joining {
+            // The primary of the view being joined stopped answering (every answer that
+            // makes progress restarts this timeout): give up on that view. Safe: nothing
+            // of the joined view was installed, and no DoViewChange was sent for it.
+            return self.start_view_change(self.view + 1, effects);
         }
         let others = self.start_view_change_from.count_ones() as usize - 1;
         if others >= self.faults_max() {
