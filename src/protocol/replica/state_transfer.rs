@@ -104,6 +104,11 @@ impl<S: StateMachine> Replica<S> {
                 if view != self.view {
                     return self.drop_reason("new_state", "from another view");
                 }
+                if self.is_primary() {
+                    // A late answer to the fetch of its view change: the primary's log is
+                    // the view's log, and only acknowledgements move its commit number.
+                    return self.drop_reason("new_state", "the primary needs no state");
+                }
                 let progressed = self.apply_new_state(new_state.clone());
                 self.commit_to(new_state.commit.min(self.log.op()), effects);
                 self.stats.state_transfers += 1;
