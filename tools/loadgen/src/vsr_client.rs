@@ -5,7 +5,7 @@ use crate::transport::{Done, Transport};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
-use vsr::client::{Client, ClientOptions, Completion, PipelinedClient};
+use vsr::client::{Client, ClientError, ClientOptions, Completion, PipelinedClient};
 
 /// The vsr client library is part of this build.
 pub fn ensure_available() -> anyhow::Result<()> {
@@ -58,7 +58,13 @@ impl Transport for VsrTransport {
     }
 
     fn poll(&mut self, done: &mut Vec<Done>, timeout: Duration) -> anyhow::Result<()> {
-        self.client.poll(&mut self.completions, timeout)?;
+        match self.client.poll(&mut self.completions, timeout) {
+            Ok(()) => {}
+            // A signal (Ctrl-C) interrupted the wait: not a failure; the caller checks the
+            // stop flag. Completions gathered before it are still delivered below.
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
         done.extend(self.completions.drain(..).map(|c| Done {
             session: c.session,
             result: c.result.map_err(|e| e.to_string()),

@@ -248,11 +248,27 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 }
 
 #[test]
-fn ctrl_c_reports_and_stops_the_local_processes() {
+fn ctrl_c_reports_and_stops_the_baseline_processes() {
+    check_ctrl_c(
+        &["--baseline", "tcp"],
+        "vsr-load: started the tcp baseline on ",
+    );
+}
+
+#[test]
+fn ctrl_c_reports_and_stops_the_local_replicas() {
+    check_ctrl_c(&[], "vsr-load: started 3 replicas on ");
+}
+
+/// Starts a 60 s run, interrupts it once load flows, and expects a report, exit code 130
+/// and none of the local processes left (found by their addresses on /proc cmdlines).
+fn check_ctrl_c(extra: &[&str], address_line: &str) {
     let _lock = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let mut run = spawn(&["--baseline", "tcp", "--duration", "60s", "--warmup", "0s"]);
+    let mut args = vec!["--duration", "60s", "--warmup", "0s"];
+    args.extend_from_slice(extra);
+    let mut run = spawn(&args);
     let mut stderr = BufReader::new(run.child.stderr.take().unwrap());
     // Wait for the address line, then for the first progress line (the load is running).
     let mut addresses = None;
@@ -264,7 +280,7 @@ fn ctrl_c_reports_and_stops_the_local_processes() {
             stderr.read_line(&mut line).unwrap() > 0,
             "vsr-load ended early"
         );
-        if let Some(rest) = line.strip_prefix("vsr-load: started the tcp baseline on ") {
+        if let Some(rest) = line.strip_prefix(address_line) {
             addresses = Some(rest.split_whitespace().next().unwrap().to_string());
         }
         if line.contains("ops/s") {
@@ -272,10 +288,10 @@ fn ctrl_c_reports_and_stops_the_local_processes() {
         }
     }
     let addresses = addresses.expect("the address line");
-    let backup = addresses.split(',').nth(1).unwrap().to_string();
+    let second = addresses.split(',').nth(1).unwrap().to_string();
     assert!(
-        !processes_mentioning(&backup).is_empty(),
-        "the backup process is not running"
+        !processes_mentioning(&second).is_empty(),
+        "the second local process is not running"
     );
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(run.child.id() as libc::pid_t, libc::SIGINT) };
@@ -302,4 +318,180 @@ fn ctrl_c_reports_and_stops_the_local_processes() {
             "a process on {address} outlived vsr-load"
         );
     }
+}
+
+#[test]
+fn vsr_closed_loop_kv_mix_writes_the_documented_json() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let json_path = temp_path("vsr.json");
+    let hgrm_path = temp_path("vsr.hgrm");
+    let mut args = vec!["--service", "kv", "--read-fraction", "0.5", "--keys", "100"];
+    args.extend([
+        "--sessions",
+        "16",
+        "--connections",
+        "2",
+        "--payload-bytes",
+        "100",
+    ]);
+    args.extend(SHORT);
+    args.extend([
+        "--json",
+        json_path.to_str().unwrap(),
+        "--hgrm",
+        hgrm_path.to_str().unwrap(),
+    ]);
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    assert!(
+        table_value(&finished.stdout, "ops/s") > 0.0,
+        "{}",
+        finished.stdout
+    );
+    assert_eq!(
+        table_value(&finished.stdout, "errors"),
+        0.0,
+        "{}",
+        finished.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert!(json["ops"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(json["replicas"], 3);
+    assert_eq!(json["sessions"], 16);
+    assert_eq!(json["payload_bytes"], 100);
+    assert!(
+        json["latency_us"]["p99"].as_u64().unwrap() >= json["latency_us"]["p50"].as_u64().unwrap()
+    );
+    assert!(std::fs::read_to_string(&hgrm_path)
+        .unwrap()
+        .contains("#[Mean    ="));
+    let _ = std::fs::remove_file(json_path);
+    let _ = std::fs::remove_file(hgrm_path);
+}
+
+#[test]
+fn vsr_open_loop_holds_a_modest_rate() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut args = vec!["--rate", "300", "--sessions", "32", "--quiet"];
+    args.extend(SHORT);
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    let rate = table_value(&finished.stdout, "ops/s");
+    assert!(
+        (150.0..=450.0).contains(&rate),
+        "open loop at 300/s measured {rate}:\n{}",
+        finished.stdout
+    );
+}
+
+#[test]
+fn vsr_tiny_sweep_prints_the_knee() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let csv = temp_path("vsr-sweep.csv");
+    let svg = temp_path("vsr-sweep.svg");
+    let args = [
+        "--sweep",
+        "--sweep-sessions-max",
+        "4",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--quiet",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ];
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    assert!(finished.stdout.contains("knee: "), "{}", finished.stdout);
+    assert!(std::fs::read_to_string(&csv).unwrap().lines().count() >= 2);
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let _ = std::fs::remove_file(csv);
+    let _ = std::fs::remove_file(svg);
+}
+
+#[test]
+fn compare_runs_vsr_and_the_baseline_side_by_side() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let json_path = temp_path("compare.json");
+    let args = [
+        "--compare",
+        "--sessions",
+        "8",
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ];
+    let finished = run(&args, Duration::from_secs(120));
+    assert_success(&finished);
+    let header = finished
+        .stdout
+        .lines()
+        .find(|l| l.contains("ratio"))
+        .unwrap_or_default();
+    assert!(
+        header.contains("vsr") && header.contains("tcp baseline"),
+        "{}",
+        finished.stdout
+    );
+    assert!(table_value(&finished.stdout, "ops/s") > 0.0);
+    let baseline_json = json_path.with_file_name(format!(
+        "{}.baseline.json",
+        json_path.file_stem().unwrap().to_string_lossy()
+    ));
+    for path in [&json_path, &baseline_json] {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert!(
+            json["ops"].as_u64().unwrap() > 0,
+            "{}: {json}",
+            path.display()
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[test]
+fn check_finds_the_kv_service_linearizable() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let args = [
+        "--check",
+        "--service",
+        "kv",
+        "--sessions",
+        "8",
+        "--duration",
+        "2s",
+    ];
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    assert!(
+        finished.stdout.contains("verdict: linearizable"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished.stdout.contains("key check-0: linearizable"),
+        "{}",
+        finished.stdout
+    );
 }

@@ -142,7 +142,12 @@ impl Transport for BaselineClient {
                 connection.flush()?;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            self.poll.poll(&mut self.events, Some(left))?;
+            match self.poll.poll(&mut self.events, Some(left)) {
+                Ok(()) => {}
+                // A signal (Ctrl-C) landed on this thread: the caller checks the stop flag.
+                Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
             for event in self.events.iter() {
                 if event.is_readable() || event.is_read_closed() {
                     self.connections[event.token().0].read_replies(done)?;

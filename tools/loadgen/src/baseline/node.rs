@@ -229,8 +229,11 @@ impl Primary {
         let mut events = Events::with_capacity(1024);
         loop {
             let busy = !self.backpressured() && self.clients.iter().flatten().any(|c| c.readable);
-            self.poll
-                .poll(&mut events, busy.then_some(Duration::ZERO))?;
+            match self.poll.poll(&mut events, busy.then_some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept()?,
