@@ -273,9 +273,11 @@ fn a_call_times_out_within_its_deadline_when_no_replica_listens() {
     let started = Instant::now();
     let result = put(&mut client, "b", "2");
     let elapsed = started.elapsed();
+    eprintln!("a call with a {timeout:?} deadline against a dead cluster ended after {elapsed:?}");
     assert!(matches!(result, Err(ClientError::Timeout)), "{result:?}");
+    // Normally within a tick or two of the deadline; the slack is for a loaded machine.
     assert!(
-        elapsed >= timeout && elapsed < timeout + Duration::from_millis(500),
+        elapsed >= timeout && elapsed < timeout + Duration::from_secs(1),
         "{elapsed:?}"
     );
     // Connecting to a cluster where nothing listens fails within the connect timeout.
