@@ -3,7 +3,9 @@
 //! Contract (DESIGN.md, "Wire and process contract"): commands on stdin, one per line
 //! (`put K V`, `get K`, `delete K`, `cas K OLD NEW`, where `cas K nil NEW` succeeds only if
 //! K is absent); one answer line per command (`ok`, `value V`, `nil`, `cas-fail V`,
-//! `cas-fail nil`, `error TEXT`), flushed as soon as it is known. Blank lines are skipped.
+//! `cas-fail nil`, `error TEXT`), flushed as soon as it is known. Blank lines are skipped;
+//! keys and values are single words (a line is split on whitespace), printed back as UTF-8
+//! (lossily).
 //! stdout carries answers only; logs go to stderr. With a command in the arguments, runs
 //! it alone and exits non-zero if its answer is an error.
 
