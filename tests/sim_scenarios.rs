@@ -288,13 +288,9 @@ fn replica_so_far_behind_that_it_needs_a_checkpoint() {
     s.converge(SLOW);
 }
 
-/// A backup cut off from a healthy cluster rejoins once the partition heals.
-///
-/// KNOWN PROTOCOL BUG (fails at the time of writing; see the sim report): the isolated
-/// replica times out into a view change for view 1 and keeps resending StartViewChange for
-/// view 1; the healthy replicas ignore it ("the current view is healthy") and the isolated
-/// replica drops their view-0 Prepares and Commits as "stale view", so it never rejoins
-/// while view 0 lasts. The cluster keeps committing, but with one replica less.
+/// A backup cut off from a healthy cluster rejoins once the partition heals: alone in its
+/// view change for view 1, it must not stay there while the healthy replicas (rightly)
+/// ignore its StartViewChange for as long as view 0 lasts (fixed in beaacf0).
 #[test]
 fn partitioned_backup_rejoins_after_heal() {
     let mut s = Scenario::new(3, 9);
@@ -308,11 +304,11 @@ fn partitioned_backup_rejoins_after_heal() {
 
 /// A new primary must not answer a registration from a client table that lags its log.
 ///
-/// KNOWN PROTOCOL BUG (fails at the time of writing; seeds 0, 2, 33, 47, ... of
-/// sim_seeds): the new primary starts its view with commit 2 and op 3, where op 3 (client 2's
-/// registration) evicted client 0. Its client table still shows client 0's session 1 with
-/// no request, so it answers client 0's new registration with session 1 ("a retried
-/// registration that already committed"), an op older than a reply client 2 already had.
+/// The new primary starts its view with commit 2 and op 3, where op 3 (client 2's
+/// registration) evicted client 0. Before beaacf0, its client table still showed client
+/// 0's session 1 with no request, so it answered client 0's new registration with session 1
+/// ("a retried registration that already committed"): an op older than a reply client 2
+/// already had, which the real-time-order check reports.
 #[test]
 fn new_primary_does_not_answer_a_registration_from_a_stale_client_table() {
     let mut config = scenario_config(3);
@@ -350,5 +346,39 @@ fn new_primary_does_not_answer_a_registration_from_a_stale_client_table() {
     let session = s.wait_registered(0, SLOW);
     assert!(session > 3, "a fresh session, registered after op 3");
     s.restart(0);
+    s.converge(SLOW);
+}
+
+/// A replica that promised itself to a view change that never completed rejoins the
+/// healthy view once the failure is over.
+///
+/// Replica 1, the primary-to-be of view 1, hears replica 2's StartViewChange and records
+/// its own DoViewChange (a promise not to go back to view 0), but replica 2 never hears
+/// replica 1, so view 1 cannot start. When the old primary is heard again, replica 2 goes
+/// back to view 0; replica 1 must find its way back too.
+///
+/// KNOWN PROTOCOL BUG (fails at 463f321; also `vsr sim --seeds 500 --start 0 --converge`
+/// fails seeds 33, 52, 132, 238, 248, 253, 283, 495 this way): replica 1 may not return to
+/// view 0 because it sent a DoViewChange (`view_promised`), so it moves to view 2 and
+/// resends StartViewChange for view 2 forever, which replicas 0 and 2 ignore while view 0
+/// is healthy. The cluster keeps committing with one replica less.
+#[test]
+fn promised_replica_rejoins_after_a_failed_view_change() {
+    let mut s = Scenario::new(3, 11);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.drop_where(|envelope| {
+        envelope.from == Node::Replica(1)
+            && envelope.to == Node::Replica(2)
+            && matches!(envelope.message.body, Body::StartViewChange)
+    });
+    s.partition(&[0]);
+    s.run_until("replica 1 starts the view change", SLOW, |c| {
+        c.replica(1).unwrap().status() == Status::ViewChange
+    });
+    s.run(100);
+    s.heal();
+    s.submit(1, put("a", "2"));
+    s.wait_completed(1, SLOW);
     s.converge(SLOW);
 }

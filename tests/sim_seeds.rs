@@ -3,26 +3,12 @@
 //! agreement, durability, linearizability, exactly-once and liveness after every step.
 //! A failing seed replays with `vsr sim --seed S --trace`.
 //!
-//! Known protocol violations when this test was written (main at e76ac22); the test fails
-//! until they are fixed, and no seed is skipped:
-//! - seeds 15, 51, 94, 131, 154, 174, 188: `replica_panic: assertion failed:
-//!   self.log.len() as u64 <= self.config.log_entries_max()`. A replica whose commit lags
-//!   far behind its op (e.g. seed 154: r1 Normal view 4, op 111, commit 58, checkpoint 0)
-//!   becomes primary and holds more entries than the bound allows: the DoViewChange suffix
-//!   (ops after the sender's commit) is not bounded by the log's limit.
-//! - seed 316: `replica_panic: a new view lost committed ops`. r4 joins view 3 from a
-//!   StartView whose suffix starts at op 326 while its log ends at 323; it becomes Normal
-//!   with last normal view 3 before fetching ops 324..=325, so in view 4 its short log wins
-//!   the DoViewChange choice (largest last normal view) over logs holding committed op 325.
-//! - seeds 0, 2, 33, 40, 47, 52, 60, 83, 139, 147, 151, 186, 204, 256, 301, 312, 324, 335,
-//!   344, 359, 410, 435: `linearizability: Registered { .. session: 34 } names op 34, but
-//!   the request was submitted after a reply naming op 38 had reached a client`. A new
-//!   primary whose commit still lags its log (seed 47: r1 primary of view 1 with op 40,
-//!   commit 29) answers a client's *new* registration from its stale client table ("a
-//!   retried registration that already committed") with the client's previous session 34,
-//!   which the committed log had already used (op 36) and evicted. `on_request` must not
-//!   answer from the client table until commit has caught up with op after a view change.
-//!   Scripted in sim_scenarios: `new_primary_does_not_answer_a_registration_from_a_stale_client_table`.
+//! These seeds found (and now guard against) the protocol bugs fixed in beaacf0: a primary
+//! holding more log than its bound after a view change (seeds 15, 51, 94, 131, 154, 174,
+//! 188), a replica going normal before holding the view's log so that a committed op was
+//! lost (seed 316), and a new primary answering a registration from a stale client table
+//! (seeds 0, 2, 33, 47 and 18 more; scripted as
+//! `new_primary_does_not_answer_a_registration_from_a_stale_client_table`).
 
 use vsr::sim::{run_seed, RunOptions, Totals};
 
@@ -30,7 +16,7 @@ use vsr::sim::{run_seed, RunOptions, Totals};
 const SEEDS: u64 = 500;
 
 /// About 5 seconds for all seeds at the test profile's opt-level 2 (measured on the
-/// development machine: 500 seeds x ~4,300 steps in 5 s), far below the 3-minute budget.
+/// development machine: 500 seeds x ~4,000 steps in 4.6 s), far below the 3-minute budget.
 const OPTIONS: RunOptions = RunOptions {
     fault_steps: 4_000,
     liveness_steps_max: 6_000,
