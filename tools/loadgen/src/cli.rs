@@ -131,9 +131,10 @@ pub struct LoadArgs {
     /// Check linearizability of a put/get/cas workload (kv service) instead of measuring.
     #[arg(long)]
     pub check: bool,
-    /// Check: number of keys (few, so operations contend).
-    #[arg(long, default_value_t = 3)]
-    pub check_keys: u64,
+    /// Check: number of keys (few, so operations contend). Default: one per 3 sessions,
+    /// at least 3, which keeps about 3 operations in flight per key so the search stays small.
+    #[arg(long)]
+    pub check_keys: Option<u64>,
     /// Check: stop submitting after this many operations.
     #[arg(long, default_value_t = 20_000)]
     pub check_ops_max: usize,
@@ -175,6 +176,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl LoadArgs {
+    /// Keys of `--check`: `--check-keys`, or one per 3 sessions (at least 3).
+    pub fn check_keys(&self) -> u64 {
+        self.check_keys
+            .unwrap_or_else(|| (self.sessions() as u64).div_ceil(3).max(3))
+    }
+
     /// Sessions to use: `--sessions`, or the mode's default.
     pub fn sessions(&self) -> usize {
         self.sessions.unwrap_or(if self.check { 8 } else { 64 })
@@ -215,7 +222,7 @@ impl LoadArgs {
             !(self.sweep && self.rate.is_some()),
             "--sweep raises sessions (closed loop); drop --rate"
         );
-        anyhow::ensure!(self.check_keys >= 1, "--check-keys must be at least 1");
+        anyhow::ensure!(self.check_keys() >= 1, "--check-keys must be at least 1");
         if let Some(cluster) = &self.cluster {
             anyhow::ensure!(!cluster.is_empty(), "--cluster needs at least one address");
         }

@@ -77,7 +77,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     drop(target);
     Ok(report(
         &records,
-        args.check_keys as usize,
+        args.check_keys() as usize,
         args.check_states_max,
     ))
 }
@@ -85,7 +85,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 fn record_history(target: &Target, args: &LoadArgs) -> anyhow::Result<Vec<Record>> {
     let sessions = args.sessions();
     let mut transport = target.connect(sessions, args.connections.min(sessions))?;
-    let keys: Vec<Bytes> = (0..args.check_keys)
+    let keys: Vec<Bytes> = (0..args.check_keys())
         .map(|k| Bytes::from(format!("check-{k}")))
         .collect();
     let mut generator = Generator {
