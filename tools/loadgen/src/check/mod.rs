@@ -85,8 +85,13 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 fn record_history(target: &Target, args: &LoadArgs) -> anyhow::Result<Vec<Record>> {
     let sessions = args.sessions();
     let mut transport = target.connect(sessions, args.connections.min(sessions))?;
+    // Key names new to this run, so every key starts absent even on a cluster that served
+    // earlier runs (`--cluster`): the checker's initial state is "absent".
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u32);
     let keys: Vec<Bytes> = (0..args.check_keys())
-        .map(|k| Bytes::from(format!("check-{k}")))
+        .map(|k| Bytes::from(format!("check-{run:08x}-{k}")))
         .collect();
     let mut generator = Generator {
         rng: Rng::new(0xC4EC),
@@ -235,7 +240,7 @@ fn report(records: &[Record], keys: usize, states_max: u64) -> ExitCode {
                 continue;
             }
         };
-        // The cluster is fresh, so every key starts absent.
+        // Every key is new to this run (see `record_history`), so it starts absent.
         match linearizability::check(&operations, None, states_max) {
             Verdict::Linearizable => println!(
                 "key check-{key}: linearizable ({} operations)",
