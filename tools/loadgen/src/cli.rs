@@ -73,7 +73,8 @@ pub struct LoadArgs {
     /// loop). Default 64; 8 for `--check`, whose search grows fast with concurrency.
     #[arg(long)]
     pub sessions: Option<usize>,
-    /// TCP connections the sessions are spread over.
+    /// Connections the sessions are spread over (for vsr: client connection slots, each
+    /// holding one TCP connection per replica).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
     /// Open loop: send this many operations per second, latency from the intended send time.
