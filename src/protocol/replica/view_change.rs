@@ -68,12 +68,16 @@ impl<S: StateMachine> Replica<S> {
             entries,
         };
         self.do_view_change_sent = true;
-        self.view_promised = self.view;
         let primary = self.primary_of(self.view);
         if primary == self.index {
+            // Kept here, not sent: it binds only if this replica starts the view itself,
+            // and then it is normal in that view. So it is no promise to anyone else.
             self.do_view_change[self.index as usize] = Some(dvc);
             self.try_complete_view_change(effects);
         } else {
+            // Another replica may start the view with this log: from now on this replica
+            // must never acknowledge a Prepare of an older view.
+            self.view_promised = self.view;
             self.send(primary, Body::DoViewChange(dvc), effects);
         }
     }
