@@ -18,7 +18,7 @@ use crate::wire::{self, DecodeError, Frame};
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 
 /// Bytes asked of the kernel by one read.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -126,12 +126,7 @@ impl Connection {
             // Reclaims the buffer in place when every decoded body sliced from it is gone.
             self.read_buffer.reserve(READ_CHUNK_BYTES);
         }
-        let start = self.read_buffer.len();
-        let spare = (self.read_buffer.capacity() - start).min(READ_CHUNK_BYTES);
-        self.read_buffer.resize(start + spare, 0);
-        let result = self.stream.read(&mut self.read_buffer[start..]);
-        let read = *result.as_ref().unwrap_or(&0);
-        self.read_buffer.truncate(start + read);
+        let result = read_into_spare_capacity(&self.stream, &mut self.read_buffer);
         match result {
             Ok(0) => Ok(ReadOutcome::Closed),
             Ok(read) => Ok(ReadOutcome::Data(read)),
@@ -251,9 +246,32 @@ impl Connection {
     }
 }
 
+/// One `read(2)` straight into the buffer's spare capacity (at most `READ_CHUNK_BYTES`),
+/// without zero-filling it first: filling 64 KiB before every read showed up as 5% of a
+/// replica's time (memset) in `perf` under load.
+fn read_into_spare_capacity(stream: &TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let start = buffer.len();
+    let spare = buffer.spare_capacity_mut();
+    let len = spare.len().min(READ_CHUNK_BYTES);
+    // SAFETY: `spare` is memory this buffer owns beyond its length, valid for `len` bytes,
+    // and no reference to it exists but this call's pointer. read(2) writes at most `len`
+    // bytes there and reads none of it. `set_len` then covers exactly the bytes written.
+    let read = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    if read < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let read = read as usize;
+    debug_assert!(read <= len);
+    // SAFETY: the kernel initialised `read` bytes after `start` (above).
+    unsafe { buffer.set_len(start + read) };
+    Ok(read)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
 
     /// A connected pair: (our mio stream, the peer's blocking std stream).
