@@ -15,8 +15,30 @@ use super::network::NetworkCounts;
 use super::prng::Prng;
 use crate::config::Config;
 use crate::protocol::Stats;
+use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    /// Where the last panic on this thread happened, for the violation report.
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that records the panic's location on the
+/// panicking thread and then runs the previous hook, so default reporting is unchanged.
+fn record_panic_locations() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(location) = info.location() {
+                PANIC_LOCATION.with(|slot| *slot.borrow_mut() = Some(location.to_string()));
+            }
+            previous(info);
+        }));
+    });
+}
 
 /// How long a run lasts.
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +185,7 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
         eprintln!("seed {seed}: {regime} {cluster_options:?}");
     }
     let mut cluster = Cluster::new(cluster_seed, cluster_options);
+    record_panic_locations();
     let result = catch_unwind(AssertUnwindSafe(|| run_phases(&mut cluster, options)));
     let failure = match result {
         Ok(Ok(liveness_steps)) => {
@@ -192,7 +215,9 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
-            Failure::new("replica_panic", message)
+            let location = PANIC_LOCATION.with(|slot| slot.borrow_mut().take());
+            let location = location.unwrap_or_else(|| "an unknown location".to_string());
+            Failure::new("replica_panic", format!("{message} (at {location})"))
         }
     };
     Err(Violation {
