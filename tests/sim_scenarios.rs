@@ -368,7 +368,7 @@ fn promised_replica_rejoins_after_a_failed_view_change() {
     s.drop_where(|envelope| {
         envelope.from == Node::Replica(1)
             && envelope.to == Node::Replica(2)
-            && matches!(envelope.message.body, Body::StartViewChange)
+            && matches!(envelope.message.body, Body::StartViewChange(_))
     });
     s.partition(&[0]);
     s.run_until("replica 1 starts the view change", SLOW, |c| {
@@ -395,7 +395,7 @@ fn replica_promised_to_an_unreachable_primary_rejoins() {
     s.wait_completed(0, 500);
     // Only replica 3 hears enough StartViewChange messages to send a DoViewChange.
     s.drop_where(|envelope| {
-        matches!(envelope.message.body, Body::StartViewChange)
+        matches!(envelope.message.body, Body::StartViewChange(_))
             && matches!(envelope.to, Node::Replica(2) | Node::Replica(4))
     });
     s.partition(&[2, 3, 4]);

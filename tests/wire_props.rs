@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use vsr::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Operation, Prepare,
-    PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
+    PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView, StartViewChange,
 };
 use vsr::wire::{self, DecodeError, Frame, Header, Peer, HEADER_BYTES};
 
@@ -114,7 +114,7 @@ fn body() -> impl Strategy<Value = Body> {
         }),
         any::<u64>().prop_map(|op| Body::PrepareOk(PrepareOk { op })),
         any::<u64>().prop_map(|commit| Body::Commit(Commit { commit })),
-        Just(Body::StartViewChange),
+        any::<u32>().prop_map(|promised| Body::StartViewChange(StartViewChange { promised })),
         (any::<u32>(), any::<u64>(), any::<u64>(), entries(0)).prop_map(
             |(last_normal_view, op, commit, entries)| Body::DoViewChange(DoViewChange {
                 last_normal_view,

@@ -97,7 +97,7 @@ pub enum Body {
     /// Primary → backups when idle: the commit number; doubles as the heartbeat.
     Commit(Commit),
     /// Paper 4.2 step 1.
-    StartViewChange,
+    StartViewChange(StartViewChange),
     /// Paper 4.2 step 2, with only the log suffix after the sender's commit (5.3).
     DoViewChange(DoViewChange),
     /// Paper 4.2 step 3.
@@ -198,6 +198,16 @@ pub struct Commit {
     pub commit: Op,
 }
 
+/// A call for a view change (paper 4.2 step 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartViewChange {
+    /// The sender sent a DoViewChange for this view to another replica, so it can never
+    /// again acknowledge a Prepare of a lower view. When that is above the receiver's
+    /// view, the sender cannot rejoin the receiver's view: only a view change can bring
+    /// it back, so the receiver follows even a view it considers healthy.
+    pub promised: View,
+}
+
 /// A replica's log state for the new primary (paper 4.2 step 2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DoViewChange {
@@ -292,7 +302,7 @@ impl Body {
             Body::Prepare(_) => "prepare",
             Body::PrepareOk(_) => "prepare_ok",
             Body::Commit(_) => "commit",
-            Body::StartViewChange => "start_view_change",
+            Body::StartViewChange(_) => "start_view_change",
             Body::DoViewChange(_) => "do_view_change",
             Body::StartView(_) => "start_view",
             Body::Recovery(_) => "recovery",

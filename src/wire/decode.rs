@@ -14,7 +14,7 @@ use super::header::{Command, Header, HEADER_BYTES};
 use crate::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Op, Operation,
     Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
-    ENTRY_HEADER_BYTES,
+    StartViewChange, ENTRY_HEADER_BYTES,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -120,7 +120,7 @@ fn used_fields(command: Command) -> u16 {
         Prepare => ENVELOPE | OP_FIRST | COMMIT,
         PrepareOk | GetState => ENVELOPE | OP,
         Commit => ENVELOPE | COMMIT,
-        StartViewChange => ENVELOPE,
+        StartViewChange => ENVELOPE | LAST_NORMAL_VIEW,
         DoViewChange => ENVELOPE | LAST_NORMAL_VIEW | OP | COMMIT,
         StartView => ENVELOPE | OP | COMMIT | OP_FIRST,
         Recovery => ENVELOPE | NONCE,
@@ -201,7 +201,9 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
         Command::Commit => Body::Commit(Commit {
             commit: header.commit,
         }),
-        Command::StartViewChange => Body::StartViewChange,
+        Command::StartViewChange => Body::StartViewChange(StartViewChange {
+            promised: header.last_normal_view,
+        }),
         Command::DoViewChange => Body::DoViewChange(DoViewChange {
             last_normal_view: header.last_normal_view,
             op: header.op,

@@ -145,7 +145,10 @@ fn fill_header(body: &Body, header: &mut Header) {
             header.commit = commit.commit;
             Command::Commit
         }
-        Body::StartViewChange => Command::StartViewChange,
+        Body::StartViewChange(svc) => {
+            header.last_normal_view = svc.promised;
+            Command::StartViewChange
+        }
         Body::DoViewChange(dvc) => {
             header.last_normal_view = dvc.last_normal_view;
             header.op = dvc.op;
@@ -198,7 +201,7 @@ fn body_bytes(body: &Body) -> usize {
         }
         Body::PrepareOk(_)
         | Body::Commit(_)
-        | Body::StartViewChange
+        | Body::StartViewChange(_)
         | Body::Recovery(_)
         | Body::RecoveryResponse(_)
         | Body::GetState(_) => 0,
@@ -229,7 +232,7 @@ fn write_body(body: &Body, out: &mut BytesMut) {
         }
         Body::PrepareOk(_)
         | Body::Commit(_)
-        | Body::StartViewChange
+        | Body::StartViewChange(_)
         | Body::Recovery(_)
         | Body::RecoveryResponse(_)
         | Body::GetState(_) => {}

@@ -225,7 +225,7 @@ impl<S: StateMachine> Replica<S> {
             Body::Prepare(prepare) => self.on_prepare(from, view, prepare, effects),
             Body::PrepareOk(prepare_ok) => self.on_prepare_ok(from, view, prepare_ok, effects),
             Body::Commit(commit) => self.on_commit(from, view, commit, effects),
-            Body::StartViewChange => self.on_start_view_change(from, view, effects),
+            Body::StartViewChange(svc) => self.on_start_view_change(from, view, svc, effects),
             Body::DoViewChange(dvc) => self.on_do_view_change(from, view, dvc, effects),
             Body::StartView(start_view) => self.on_start_view(from, view, start_view, effects),
             Body::Recovery(recovery) => self.on_recovery(from, recovery, effects),

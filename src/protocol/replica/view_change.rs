@@ -31,20 +31,29 @@ impl<S: StateMachine> Replica<S> {
         self.view_change_timeout.start();
         self.stats.view_changes += 1;
         tracing::debug!(replica = self.index, view, "view change");
-        self.broadcast(Body::StartViewChange, effects);
+        self.broadcast_start_view_change(effects);
+    }
+
+    fn broadcast_start_view_change(&self, effects: &mut Vec<Effect>) {
+        let promised = self.view_promised;
+        self.broadcast(Body::StartViewChange(StartViewChange { promised }), effects);
     }
 
     pub(super) fn on_start_view_change(
         &mut self,
         from: ReplicaIndex,
         view: View,
+        svc: StartViewChange,
         effects: &mut Vec<Effect>,
     ) {
         if view < self.view {
             return self.drop_reason("start_view_change", "stale view");
         }
         if view > self.view {
-            if self.view_is_healthy() {
+            // A healthy view is not given up for a replica that was cut off, unless that
+            // replica promised itself to a view above ours: it cannot come back to this
+            // one, and only a view change restores it (once: it is normal afterwards).
+            if self.view_is_healthy() && svc.promised <= self.view {
                 return self.drop_reason("start_view_change", "the current view is healthy");
             }
             self.start_view_change(view, effects);
@@ -344,24 +353,25 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
-    /// A replica that started a view change alone (cut off from its primary, then
-    /// reconnected) and hears the primary of the view it was last normal in, which is
-    /// still leading, goes back to that view instead of staying out until the cluster's
-    /// next view change. Returns whether it did.
+    /// A replica alone in a view change (cut off, then reconnected) that hears the normal
+    /// primary of an older view `view` goes back to it instead of staying out until the
+    /// cluster's next view change. Returns whether it did. When `view` is the view it was
+    /// last normal in, its log is still a prefix of that primary's and it simply resumes;
+    /// when `view` is newer (a view it promised itself to did start, without it), it then
+    /// joins that view by fetching its log (`join_started_view`).
     ///
-    /// Safe although the view number goes back: the replica promised nothing for any
-    /// higher view. It sent no DoViewChange since it was last normal (`view_promised`),
-    /// and a
-    /// StartViewChange binds only its receivers, each of which must still send its own
-    /// DoViewChange, after which it stops acknowledging the old view. The quorum
-    /// intersection argument of the paper (4.2) is about DoViewChange senders only; this
-    /// replica's log is still a prefix of the old primary's, as when it left.
+    /// Safe although the view number goes back: the replica promised nothing to any view
+    /// above `view`. It sent no DoViewChange for its current view (it never saw f
+    /// StartViewChanges there), none to another replica for any view above `view`
+    /// (`view_promised`), and a StartViewChange binds only its receivers, each of which
+    /// must still send its own DoViewChange before a view can start. The quorum
+    /// intersection argument of the paper (4.2) is about DoViewChange senders only.
     pub(super) fn abandon_lone_view_change(&mut self, view: View) -> bool {
         let lone = self.status == Status::ViewChange
             && !self.do_view_change_sent
-            && self.view_promised <= view
             && !self.joining
-            && view == self.last_normal_view
+            && self.view_promised <= view
+            && self.last_normal_view <= view
             && view < self.view;
         if !lone {
             return false;
@@ -370,14 +380,17 @@ impl<S: StateMachine> Replica<S> {
             replica = self.index,
             from_view = self.view,
             view,
-            "primary of the last normal view still leads: leaving a lone view change"
+            "the primary of an older view still leads: leaving a lone view change"
         );
         self.view = view; // The one place a view goes back; see above.
-        self.status = Status::Normal;
         self.start_view_change_from = 0;
         self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
         self.view_change_fetch = None;
-        self.start_normal_timeouts();
+        if view == self.last_normal_view {
+            self.status = Status::Normal;
+            self.start_normal_timeouts();
+        }
+        // Otherwise the caller sees a view it is not normal in and joins it.
         true
     }
 
@@ -399,7 +412,7 @@ impl<S: StateMachine> Replica<S> {
         } else {
             // Alone: repeat the call rather than raising the view, so that a replica cut
             // off from the others does not come back with a view far ahead of theirs.
-            self.broadcast(Body::StartViewChange, effects);
+            self.broadcast_start_view_change(effects);
         }
     }
 }
