@@ -26,7 +26,7 @@ const OPTIONS: RunOptions = RunOptions {
 };
 
 /// Seeds outside `0..SEEDS` that found bugs, each fixed since; they run on every test.
-const REGRESSIONS: [(u64, &str); 6] = [
+const REGRESSIONS: [(u64, &str); 7] = [
     (
         8654,
         "a replica joining a view whose primary crashed waited for it forever",
@@ -48,6 +48,10 @@ const REGRESSIONS: [(u64, &str); 6] = [
         "a replica promised to a view that never started stayed out (converge)",
     ),
     (253, "the same, another timing (converge)"),
+    (
+        511218,
+        "a joining replica already holding the view's log got no answer (converge)",
+    ),
 ];
 
 #[test]

@@ -44,9 +44,8 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.commit
         };
-        if get_state.op >= limit {
-            return self.drop_reason("get_state", "nothing newer to send");
-        }
+        // Answered even when there is nothing newer: the asker learns the op this replica
+        // vouches for (a replica joining a view may already hold all of it).
         let checkpoint = if get_state.op < self.log.base() {
             Some(
                 self.checkpoint
