@@ -26,7 +26,7 @@ const OPTIONS: RunOptions = RunOptions {
 };
 
 /// Seeds outside `0..SEEDS` that found bugs, each fixed since; they run on every test.
-const REGRESSIONS: [(u64, &str); 7] = [
+const REGRESSIONS: [(u64, &str); 8] = [
     (
         8654,
         "a replica joining a view whose primary crashed waited for it forever",

@@ -361,14 +361,15 @@ impl<S: StateMachine> Replica<S> {
     /// joins that view by fetching its log (`join_started_view`).
     ///
     /// Safe although the view number goes back: the replica promised nothing to any view
-    /// above `view`. It sent no DoViewChange for its current view (it never saw f
-    /// StartViewChanges there), none to another replica for any view above `view`
-    /// (`view_promised`), and a StartViewChange binds only its receivers, each of which
-    /// must still send its own DoViewChange before a view can start. The quorum
-    /// intersection argument of the paper (4.2) is about DoViewChange senders only.
+    /// above `view`. It sent no DoViewChange to another replica for any view above `view`
+    /// (`view_promised`); the DoViewChanges it received as primary-to-be are dropped with
+    /// the view; and a StartViewChange binds only its receivers, each of which must still
+    /// send its own DoViewChange before a view can start. The quorum intersection argument
+    /// of the paper (4.2) is about DoViewChange senders only.
     pub(super) fn abandon_lone_view_change(&mut self, view: View) -> bool {
+        // `view_promised <= view < self.view`: no DoViewChange went to another replica for
+        // the current view either. (One the primary-to-be keeps for itself is no promise.)
         let lone = self.status == Status::ViewChange
-            && !self.do_view_change_sent
             && !self.joining
             && self.view_promised <= view
             && self.last_normal_view <= view
