@@ -25,7 +25,11 @@ fn operation() -> impl Strategy<Value = Operation> {
 }
 
 fn status() -> impl Strategy<Value = ReplyStatus> {
-    prop_oneof![Just(ReplyStatus::Ok), Just(ReplyStatus::Evicted)]
+    prop_oneof![
+        Just(ReplyStatus::Ok),
+        Just(ReplyStatus::Evicted),
+        Just(ReplyStatus::Rejected)
+    ]
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
@@ -381,7 +385,7 @@ proptest! {
 
 #[test]
 fn reply_round_trips_with_each_status() {
-    for status in [ReplyStatus::Ok, ReplyStatus::Evicted] {
+    for status in [ReplyStatus::Ok, ReplyStatus::Evicted, ReplyStatus::Rejected] {
         check_round_trip(&Frame::Message(message_with(Body::Reply(Reply {
             client: u64::MAX,
             session: 12,

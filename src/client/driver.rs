@@ -344,9 +344,17 @@ impl Driver {
                 let slot = slot.slot;
                 self.send(slot, target, &message, now);
             }
+            Some(Outcome::Rejected { .. }) if slot.deadline.take().is_some() => {
+                completions.push(Completion {
+                    session: index,
+                    result: Err(ClientError::Rejected),
+                });
+            }
             // A completion nobody awaits (its deadline passed just now), or an eviction
             // of an idle session: nothing to report.
-            Some(Outcome::Completed { .. } | Outcome::Evicted { .. }) => {}
+            Some(
+                Outcome::Completed { .. } | Outcome::Evicted { .. } | Outcome::Rejected { .. },
+            ) => {}
         }
     }
 

@@ -63,6 +63,10 @@ pub enum ClientError {
         /// The limit it exceeds (the frame limit minus headers).
         max: usize,
     },
+    /// The replicas refused the operation without executing it: it is larger than their
+    /// `request_body_bytes_max`.
+    #[error("the replicas refused the operation: it exceeds their request size limit")]
+    Rejected,
     /// The arguments cannot work (no addresses, no sessions, more than 255 replicas...).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -37,6 +37,12 @@ pub enum Outcome {
         /// The service's result.
         result: Bytes,
     },
+    /// The replicas refused the in-flight request without executing it (its operation is
+    /// larger than they accept). The session stays registered.
+    Rejected {
+        /// The request refused; its number will be reused by the next submission.
+        request: RequestNumber,
+    },
     /// The session was evicted from the client table. The in-flight request may or may
     /// not have executed (once at most); register again to continue.
     Evicted {
@@ -219,6 +225,15 @@ impl ClientSession {
                 self.request = 0;
                 Some(Outcome::Evicted {
                     request: (!registering).then_some(request_number),
+                })
+            }
+            ReplyStatus::Rejected if registering => None,
+            ReplyStatus::Rejected => {
+                // Never ordered: the next request takes this number again, as the
+                // client table still expects it.
+                self.request -= 1;
+                Some(Outcome::Rejected {
+                    request: request_number,
                 })
             }
             ReplyStatus::Ok if registering => {

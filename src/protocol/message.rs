@@ -135,6 +135,9 @@ pub enum ReplyStatus {
     Ok = 1,
     /// The session is not (or no longer) in the client table: register again.
     Evicted = 2,
+    /// The request was refused before it was ordered (its body exceeds the replicas'
+    /// `request_body_bytes_max`); it did not execute, and its request number is unused.
+    Rejected = 3,
 }
 
 impl ReplyStatus {
@@ -143,6 +146,7 @@ impl ReplyStatus {
         match code {
             1 => Some(ReplyStatus::Ok),
             2 => Some(ReplyStatus::Evicted),
+            3 => Some(ReplyStatus::Rejected),
             _ => None,
         }
     }

@@ -477,13 +477,15 @@ impl Cluster {
                 op: *op,
                 result: result.clone(),
             }),
-            Outcome::Evicted { .. } => None,
+            // The workload's operations stay under the size limit; a refusal changes
+            // nothing that could be checked.
+            Outcome::Evicted { .. } | Outcome::Rejected { .. } => None,
         };
         let sim_client = &mut self.clients[client];
         match &outcome {
             Outcome::Completed { .. } => sim_client.completed += 1,
             Outcome::Evicted { .. } => sim_client.evicted += 1,
-            Outcome::Registered { .. } => {}
+            Outcome::Registered { .. } | Outcome::Rejected { .. } => {}
         }
         sim_client.last_outcome = Some(outcome);
         match reply {

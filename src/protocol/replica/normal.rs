@@ -24,7 +24,17 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_reason("request", "not the primary");
         }
         if request.body.len() > self.config.request_body_bytes_max as usize {
-            return self.drop_reason("request", "body too large");
+            // A clear answer rather than silence: the client would otherwise retry a
+            // request that can never be ordered until its deadline.
+            let reply = Reply {
+                client: request.client,
+                session: request.session,
+                request: request.request,
+                op: 0,
+                status: ReplyStatus::Rejected,
+                result: Bytes::new(),
+            };
+            return self.send_reply(reply, effects);
         }
         if !self.accepting_requests() {
             return self.drop_reason("request", "queue full");
