@@ -266,14 +266,10 @@ fn a_silent_cluster_times_out_within_the_deadline_then_recovers() {
 
 #[test]
 fn nobody_listening_is_disconnected_within_the_connect_timeout() {
-    let addresses: Vec<SocketAddr> = (0..3)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-        })
-        .collect(); // Each listener is dropped at once: connections are refused.
+    // Ports bound but not listening: connections are refused, and no other test (which
+    // may be starting replicas on free ports right now) can take them meanwhile.
+    let reserved: Vec<BoundPort> = (0..3).map(|_| BoundPort::new()).collect();
+    let addresses: Vec<SocketAddr> = reserved.iter().map(|port| port.address).collect();
     let started = Instant::now();
     let result = Client::connect(&addresses, options(Duration::from_secs(5)));
     assert!(
@@ -381,4 +377,42 @@ fn a_replica_speaking_gibberish_is_a_protocol_error() {
         result.err()
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A TCP socket bound to a free loopback port without `listen`: the port stays taken,
+/// and connecting to it is refused.
+struct BoundPort {
+    fd: i32,
+    address: SocketAddr,
+}
+
+impl BoundPort {
+    fn new() -> BoundPort {
+        // SAFETY: plain socket calls on a descriptor this struct owns; `sockaddr_in` is
+        // plain old data, zero-initialised, and its size is passed with every call.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket");
+            let mut address: libc::sockaddr_in = std::mem::zeroed();
+            address.sin_family = libc::AF_INET as libc::sa_family_t;
+            address.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let pointer = &mut address as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            assert_eq!(libc::bind(fd, pointer, size), 0, "bind");
+            let mut size = size;
+            assert_eq!(libc::getsockname(fd, pointer, &mut size), 0, "getsockname");
+            let port = u16::from_be(address.sin_port);
+            BoundPort {
+                fd,
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
+            }
+        }
+    }
+}
+
+impl Drop for BoundPort {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is open and owned by this struct alone.
+        unsafe { libc::close(self.fd) };
+    }
 }
