@@ -90,5 +90,8 @@ fn an_oversized_operation_is_rejected_and_the_session_continues() {
     }
     assert_eq!(outcomes.len(), 2);
     assert_eq!(outcomes[0], Outcome::Rejected { request: 1 });
-    assert!(matches!(&outcomes[1], Outcome::Completed { request: 1, .. }));
+    assert!(matches!(
+        &outcomes[1],
+        Outcome::Completed { request: 1, .. }
+    ));
 }

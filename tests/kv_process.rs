@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::cluster::{free_addresses, TestCluster};
+use common::cluster::TestCluster;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -275,22 +275,11 @@ fn a_call_times_out_within_its_deadline_when_no_replica_listens() {
     let elapsed = started.elapsed();
     eprintln!("a call with a {timeout:?} deadline against a dead cluster ended after {elapsed:?}");
     assert!(matches!(result, Err(ClientError::Timeout)), "{result:?}");
-    // Normally within a tick or two of the deadline; the slack is for a loaded machine.
+    // Normally within a tick or two of the deadline; the slack is for a loaded 2-core CI
+    // machine. (Connecting where nothing listens is tested in client_driver.rs, on ports
+    // it keeps reserved: free ports picked here could be taken by a parallel test.)
     assert!(
-        elapsed >= timeout && elapsed < timeout + Duration::from_secs(1),
+        elapsed >= timeout && elapsed < timeout + Duration::from_secs(3),
         "{elapsed:?}"
     );
-    // Connecting to a cluster where nothing listens fails within the connect timeout.
-    let options = ClientOptions {
-        connect_timeout: Duration::from_millis(500),
-        ..options
-    };
-    let started = Instant::now();
-    let result = Client::connect(&free_addresses(3), options);
-    assert!(
-        matches!(result, Err(ClientError::Disconnected)),
-        "{:?}",
-        result.err()
-    );
-    assert!(started.elapsed() < Duration::from_secs(2));
 }
