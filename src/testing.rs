@@ -4,7 +4,7 @@
 
 use crate::client::{ClientSession, Outcome, Target};
 use crate::config::Config;
-use crate::protocol::{Body, ClientId, Effect, Message, Replica, ReplicaIndex, Start};
+use crate::protocol::{ClientId, Effect, Message, Replica, ReplicaIndex, Start};
 use crate::service::StateMachine;
 use std::collections::VecDeque;
 
@@ -120,10 +120,5 @@ impl<S: StateMachine> MemoryCluster<S> {
             self.tick();
         }
         panic!("registration did not complete");
-    }
-
-    /// Whether a message is a reply (for filters).
-    pub fn is_reply(message: &Message) -> bool {
-        matches!(message.body, Body::Reply(_))
     }
 }

@@ -8,6 +8,7 @@
 
 use super::*;
 use crate::protocol::client_table::Admission;
+use bytes::Bytes;
 use smallvec::SmallVec;
 
 impl<S: StateMachine> Replica<S> {
@@ -26,15 +27,7 @@ impl<S: StateMachine> Replica<S> {
         if request.body.len() > self.config.request_body_bytes_max as usize {
             // A clear answer rather than silence: the client would otherwise retry a
             // request that can never be ordered until its deadline.
-            let reply = Reply {
-                client: request.client,
-                session: request.session,
-                request: request.request,
-                op: 0,
-                status: ReplyStatus::Rejected,
-                result: Bytes::new(),
-            };
-            return self.send_reply(reply, effects);
+            return self.refuse(&request, ReplyStatus::Rejected, effects);
         }
         if !self.accepting_requests() {
             return self.drop_reason("request", "queue full");
@@ -72,9 +65,9 @@ impl<S: StateMachine> Replica<S> {
             }
             Operation::Apply => match client {
                 Some(entry) if request.session != entry.session => {
-                    return self.send_evicted(&request, effects)
+                    return self.refuse(&request, ReplyStatus::Evicted, effects)
                 }
-                None => return self.send_evicted(&request, effects),
+                None => return self.refuse(&request, ReplyStatus::Evicted, effects),
                 Some(entry) if request.request == entry.request && request.request > 0 => {
                     // Paper 4.1: the latest request is answered again from the table.
                     let reply = Reply {
@@ -106,13 +99,14 @@ impl<S: StateMachine> Replica<S> {
         self.queue.push_back(entry);
     }
 
-    fn send_evicted(&mut self, request: &Request, effects: &mut Vec<Effect>) {
+    /// Answers a request that was not ordered (`Evicted`, `Rejected`): no op, no result.
+    fn refuse(&self, request: &Request, status: ReplyStatus, effects: &mut Vec<Effect>) {
         let reply = Reply {
             client: request.client,
             session: request.session,
             request: request.request,
             op: 0,
-            status: ReplyStatus::Evicted,
+            status,
             result: Bytes::new(),
         };
         self.send_reply(reply, effects);
@@ -429,5 +423,3 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 }
-
-use bytes::Bytes;
