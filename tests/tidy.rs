@@ -71,3 +71,25 @@ fn no_ignored_tests() {
         );
     }
 }
+
+/// Only the runtime and the client's I/O driver touch mio: everything they feed is sans-IO.
+#[test]
+fn only_the_runtime_and_the_client_driver_use_mio() {
+    let allowed = [
+        "src/runtime/",
+        "src/client/driver.rs",
+        "src/client/connection.rs",
+    ];
+    for file in rust_files(&root().join("src")) {
+        let relative = file
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if allowed.iter().any(|prefix| relative.starts_with(prefix)) {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        assert!(!text.contains("mio::"), "{relative} uses mio");
+    }
+}
