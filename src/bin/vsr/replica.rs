@@ -37,6 +37,11 @@ pub struct Args {
     /// checkpoint interval and 16384).
     #[arg(long)]
     log_tail: Option<u64>,
+    /// The largest message between replicas, in bytes (default 16 MiB, raised as the
+    /// pipeline and batch limits need). A checkpoint travels in one message, so a service
+    /// whose snapshot is larger needs a larger limit. Use the same value on every replica.
+    #[arg(long)]
+    message_bytes_max: Option<u32>,
     /// Pin the event loop to this core.
     #[arg(long)]
     core: Option<usize>,
@@ -89,10 +94,15 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
     config.log_tail_ops = args
         .log_tail
         .unwrap_or(config.log_tail_ops.min(config.checkpoint_interval_ops));
+    // The pipeline holds at least one full batch.
+    config.pipeline_bytes_max = config.pipeline_bytes_max.max(config.batch_bytes_max as u64);
+    if let Some(bytes) = args.message_bytes_max {
+        config.message_bytes_max = bytes;
+    }
     // A larger pipeline or batch needs larger view-change messages: derive the message
-    // limit from them (the same arguments give the same limit on every replica).
-    let suffix_bytes =
-        config.batch_bytes_max as u64 * config.pipeline_prepares_max as u64 * 2 + 4096;
+    // limit from them (the same arguments give the same limit on every replica), by the
+    // rule `Config::validate` checks.
+    let suffix_bytes = (config.pipeline_bytes_max + config.batch_bytes_max as u64) * 2 + 4096;
     if suffix_bytes > config.message_bytes_max as u64 {
         config.message_bytes_max =
             u32::try_from(suffix_bytes).context("--batch-bytes × --pipeline is too large")?;

@@ -62,6 +62,18 @@ impl<S: StateMachine> Replica<S> {
         let checkpoint_bytes = checkpoint
             .as_ref()
             .map_or(0, |c| c.service.len() + c.clients.len());
+        if checkpoint_bytes + 4096 > self.config.message_bytes_max as usize {
+            // Checkpoints travel whole in one NewState (chunking is not built yet): one
+            // larger than a message would be refused by the receiver's decoder, which
+            // closes the connection, again and again. Say so instead.
+            tracing::error!(
+                replica = self.index,
+                checkpoint_bytes,
+                message_bytes_max = self.config.message_bytes_max,
+                "checkpoint too large to transfer: raise --message-bytes-max on every replica"
+            );
+            return self.drop_reason("get_state", "checkpoint larger than a message");
+        }
         let bytes_max = (self.config.message_bytes_max as usize / 2)
             .saturating_sub(checkpoint_bytes)
             .max(1);
