@@ -11,8 +11,17 @@
 //! A replica that was partitioned away must not depose a healthy primary when it comes
 //! back: a StartViewChange for a higher view is ignored while this replica's view is
 //! healthy (see `view_is_healthy`), and a replica that is alone in a view change resends
-//! its StartViewChange instead of raising the view further. A DoViewChange or StartView
-//! for a higher view is always followed: it proves that f+1 replicas moved on.
+//! its StartViewChange instead of raising the view further. Once it hears a leading
+//! primary again it goes back to that view if it promised nothing above it
+//! (`abandon_lone_view_change`); if it did promise (a DoViewChange sent for a view that
+//! never started), its StartViewChange says so and the others follow it, once. A
+//! DoViewChange or StartView for a higher view is always followed: it proves that f+1
+//! replicas moved on.
+//!
+//! A replica that learns of a started view it is not part of (`join_started_view`)
+//! fetches that view's log from its primary and installs it in one step; until then it
+//! keeps its own log and last-normal view, so it never takes part in a later view change
+//! with a log shorter than what it acknowledged.
 
 use super::*;
 
