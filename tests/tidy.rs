@@ -23,6 +23,27 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Fails if code (comments aside) under `dir` mentions any of `forbidden`.
+fn assert_code_avoids(dir: &str, forbidden: &[&str], why: &str) {
+    let files = rust_files(&root().join(dir));
+    assert!(!files.is_empty(), "no Rust files under {dir}");
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        // Comments may name what the code must not do.
+        let code: String = text
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect();
+        for word in forbidden {
+            assert!(
+                !code.contains(word),
+                "{} mentions `{word}`: {why}",
+                file.display()
+            );
+        }
+    }
+}
+
 /// The protocol core is sans-IO: no sockets, clocks, threads or ambient randomness.
 #[test]
 fn protocol_core_touches_no_io_clock_thread_or_randomness() {
@@ -36,23 +57,27 @@ fn protocol_core_touches_no_io_clock_thread_or_randomness() {
         "std::fs",
         "std::env",
     ];
-    let files = rust_files(&root().join("src/protocol"));
-    assert!(!files.is_empty());
-    for file in files {
-        let text = fs::read_to_string(&file).unwrap();
-        // Comments may name what the code must not do.
-        let code: String = text
-            .lines()
-            .filter(|line| !line.trim_start().starts_with("//"))
-            .collect();
-        for word in forbidden {
-            assert!(
-                !code.contains(word),
-                "{} mentions `{word}`: the protocol core must stay sans-IO",
-                file.display()
-            );
-        }
-    }
+    assert_code_avoids(
+        "src/protocol",
+        &forbidden,
+        "the protocol core must stay sans-IO",
+    );
+}
+
+/// The simulator reads no clock and no ambient randomness, so a seed alone determines a
+/// run.
+#[test]
+fn the_simulator_reads_no_clock_or_ambient_randomness() {
+    let forbidden = [
+        "Instant",
+        "SystemTime",
+        "RandomState",
+        "rand::",
+        "thread_rng",
+        "getrandom",
+        "std::thread",
+    ];
+    assert_code_avoids("src/sim", &forbidden, "a seed alone must determine a run");
 }
 
 /// No test is switched off: a test that cannot run is deleted or fixed.
