@@ -9,6 +9,7 @@
 use super::*;
 use crate::protocol::client_table::Admission;
 use bytes::Bytes;
+use std::collections::hash_map::Entry as MapEntry;
 use smallvec::SmallVec;
 
 impl<S: StateMachine> Replica<S> {
@@ -370,8 +371,11 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn execute_entry(&mut self, op: Op, effects: &mut Vec<Effect>) {
         let entry = self.log.get(op).expect("executing an entry not in the log");
         let (client, session, request) = (entry.client, entry.session, entry.request);
-        if self.in_flight.get(&client) == Some(&request) {
-            self.in_flight.remove(&client);
+        // One lookup on the hot path: executed ops leave the primary's in-flight set.
+        if let MapEntry::Occupied(in_flight) = self.in_flight.entry(client) {
+            if *in_flight.get() == request {
+                in_flight.remove();
+            }
         }
         let reply = match entry.operation {
             Operation::Register => {
