@@ -5,8 +5,9 @@
 //! handlers live in one file per concern: `normal` (4.1, 6.2), `view_change` (4.2, 5.3),
 //! `recovery` (4.3), `state_transfer` (5.2, 5.1) and `execute` (upcalls, checkpoints).
 //!
-//! Safety invariants (view and commit never go backwards, commit ≤ op, one primary per
-//! view) are checked with `assert!` where state changes; [`Replica::invariants`] runs the
+//! Safety invariants (commit never goes backwards; the view neither, except in
+//! `abandon_lone_view_change`, and never below a promised view; commit ≤ op; one primary
+//! per view) are checked with `assert!` where state changes; [`Replica::invariants`] runs the
 //! costlier checks and is called by the simulator after every step.
 
 mod execute;
@@ -221,7 +222,7 @@ impl<S: StateMachine> Replica<S> {
         let view = message.view;
         match message.body {
             Body::Request(request) => self.on_request(request, effects),
-            Body::Reply(_) => self.stats.messages_dropped += 1,
+            Body::Reply(_) => self.drop_reason("reply", "replicas take no replies"),
             Body::Prepare(prepare) => self.on_prepare(from, view, prepare, effects),
             Body::PrepareOk(prepare_ok) => self.on_prepare_ok(from, view, prepare_ok, effects),
             Body::Commit(commit) => self.on_commit(from, view, commit, effects),
@@ -434,15 +435,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn drop_message(&mut self, message: &Message, reason: &'static str) {
-        self.stats.messages_dropped += 1;
-        tracing::trace!(
-            replica = self.index,
-            view = self.view,
-            from = message.replica,
-            message = message.body.name(),
-            reason,
-            "dropped"
-        );
+        self.drop_reason(message.body.name(), reason);
     }
 
     fn drop_reason(&mut self, what: &'static str, reason: &'static str) {

@@ -9,8 +9,8 @@
 use super::*;
 use crate::protocol::client_table::Admission;
 use bytes::Bytes;
-use std::collections::hash_map::Entry as MapEntry;
 use smallvec::SmallVec;
+use std::collections::hash_map::Entry as MapEntry;
 
 impl<S: StateMachine> Replica<S> {
     /// Whether the primary can take another request now. When false, the driver stops
