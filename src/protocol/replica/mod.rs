@@ -134,8 +134,6 @@ pub struct Replica<S> {
 
     // Recovery.
     recovery: Option<recovery::RecoveryState>,
-    /// Started with `Start::Recover` and never normal since.
-    fresh: bool,
 
     // State transfer.
     state_transfer_pending: bool,
@@ -189,7 +187,6 @@ impl<S: StateMachine> Replica<S> {
             joining: false,
             view_change_fetch: None,
             recovery: None,
-            fresh: false,
             state_transfer_pending: false,
             stats: Stats::default(),
             config,

@@ -35,7 +35,6 @@ fn next_nonce(nonce: u64) -> u64 {
 impl<S: StateMachine> Replica<S> {
     pub(super) fn start_recovering(&mut self, nonce: u64) {
         self.status = Status::Recovering;
-        self.fresh = true;
         self.recovery = Some(RecoveryState {
             nonce,
             responses: vec![None; self.config.replica_count as usize],
@@ -104,7 +103,6 @@ impl<S: StateMachine> Replica<S> {
     ) {
         let quorum = self.config.quorum();
         let replica_count = self.config.replica_count;
-        let fresh = self.fresh;
         let Some(state) = self
             .recovery
             .as_mut()
@@ -123,7 +121,8 @@ impl<S: StateMachine> Replica<S> {
             .flatten()
             .filter(|(_, r)| r.empty)
             .count();
-        if fresh && empty == replica_count as usize - 1 {
+        // (Recovering, this replica holds nothing either.)
+        if empty == replica_count as usize - 1 {
             tracing::info!(
                 replica = self.index,
                 "every replica is new: starting the cluster in view 0"
@@ -204,7 +203,6 @@ impl<S: StateMachine> Replica<S> {
     fn finish_recovery(&mut self, _effects: &mut Vec<Effect>) {
         self.status = Status::Normal;
         self.last_normal_view = self.view;
-        self.fresh = false;
         self.recovery = None;
         self.state_transfer_pending = false;
         self.start_normal_timeouts();

@@ -201,7 +201,6 @@ impl<S: StateMachine> Replica<S> {
         assert_eq!(self.log.op(), best.op);
         self.status = Status::Normal;
         self.last_normal_view = self.view;
-        self.fresh = false;
         self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
         self.stats.views_started += 1;
         tracing::debug!(
@@ -309,7 +308,6 @@ impl<S: StateMachine> Replica<S> {
         self.set_view(view);
         self.status = Status::Normal;
         self.last_normal_view = view;
-        self.fresh = false;
         self.joining = false;
         self.clear_primary_state();
         self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
