@@ -25,7 +25,7 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_pending = true;
         self.state_transfer_timeout.start();
         let op = match self.status {
-            Status::ViewChange => self.committed_held(),
+            Status::ViewChange => self.fetch_end(),
             Status::Normal | Status::Recovering => self.log.op(),
         };
         self.send(to, Body::GetState(GetState { op }), effects);
@@ -200,7 +200,7 @@ impl<S: StateMachine> Replica<S> {
         if self.merge_fetch(new_state, op) {
             self.view_change_timeout.reset();
         }
-        if self.committed_held() >= op {
+        if self.fetch_end() >= op {
             self.install_joined_log(commit, effects);
         } else {
             self.request_state(primary, effects);
@@ -211,7 +211,7 @@ impl<S: StateMachine> Replica<S> {
     /// checkpoint beyond it restarts the fetch from the checkpoint). Returns whether the
     /// fetch grew.
     fn merge_fetch(&mut self, new_state: NewState, usable_last: Op) -> bool {
-        let held = self.committed_held();
+        let held = self.fetch_end();
         let entries_last = new_state.op_first + new_state.entries.len() as Op - 1;
         if usable_last.min(entries_last) <= held {
             return false;

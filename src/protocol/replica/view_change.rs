@@ -154,9 +154,10 @@ impl<S: StateMachine> Replica<S> {
         best.expect("at least one DoViewChange")
     }
 
-    /// The highest op up to which this replica holds committed entries, in its log or in
-    /// what it fetched for this view change.
-    pub(super) fn committed_held(&self) -> Op {
+    /// The op up to which this replica holds entries it may build the next log from: its
+    /// commit number, or the end of what it fetched (committed entries for a new primary,
+    /// the joined view's entries for a joining replica).
+    pub(super) fn fetch_end(&self) -> Op {
         match &self.view_change_fetch {
             Some(fetch) => fetch.op_first + fetch.entries.len() as Op - 1,
             None => self.commit,
@@ -170,7 +171,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let best = self.best_do_view_change();
         let best_commit = self.do_view_change[best].as_ref().expect("best").commit;
-        if self.committed_held() < best_commit {
+        if self.fetch_end() < best_commit {
             // Paper 5.3: fetch what the suffix does not cover before starting the view.
             return self.request_state(best as ReplicaIndex, effects);
         }
