@@ -99,6 +99,11 @@ impl ClientTable {
         }
     }
 
+    /// Every session, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &ClientEntry)> {
+        self.clients.iter()
+    }
+
     /// Number of sessions.
     pub fn len(&self) -> usize {
         self.clients.len()

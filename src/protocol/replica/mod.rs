@@ -328,6 +328,16 @@ impl<S: StateMachine> Replica<S> {
             .map_or(0, |checkpoint| checkpoint.op)
     }
 
+    /// The latest checkpoint taken or restored, if any.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// The client table (committed sessions and their latest replies).
+    pub fn client_table(&self) -> &ClientTable {
+        &self.clients
+    }
+
     /// Entries held in the log.
     pub fn log_entries(&self) -> usize {
         self.log.len()
