@@ -4,7 +4,7 @@
 //! scenario; each scenario also asserts its own outcome. Set `VSR_SIM_TRACE=1` for a
 //! step-by-step log.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use vsr::protocol::{Body, Status};
 use vsr::service::kv::KvResult;
@@ -114,17 +114,34 @@ fn do_view_change_with_different_last_normal_views() {
     s.converge(SLOW);
 }
 
+/// A replica restarts while another asks for a view change it cannot get alone: it must
+/// not recover until f+1 normal replicas, the latest view's primary among them, answer.
 #[test]
-fn replica_recovers_while_a_view_change_is_under_way() {
+fn replica_recovers_while_a_view_change_is_asked_for() {
     let mut s = Scenario::new(3, 3);
     s.submit(0, put("a", "1"));
     s.wait_completed(0, 500);
     s.crash(2);
-    // Replica 1 loses the primary and starts a view change it cannot finish alone.
-    s.partition(&[0]);
-    s.run_until("replica 1 is changing views", SLOW, |c| {
-        c.replica(1).unwrap().status() == Status::ViewChange
+    // Replica 1 loses the primary and asks for a view change that nobody can join: it
+    // stays in view 0 (asking changes nothing of its own).
+    let asked = Rc::new(Cell::new(false));
+    let seen = asked.clone();
+    s.drop_where(move |envelope| {
+        if envelope.from == Node::Replica(1)
+            && matches!(envelope.message.body, Body::StartViewChange(_))
+        {
+            seen.set(true);
+        }
+        false
     });
+    s.partition(&[0]);
+    s.run_until("replica 1 asks for a view change", SLOW, |_| asked.get());
+    assert_eq!(
+        s.replica(1).view(),
+        0,
+        "a lone replica never raises its view"
+    );
+    assert_eq!(s.replica(1).status(), Status::Normal);
     s.restart(2);
     s.run(100);
     assert_eq!(
@@ -352,10 +369,11 @@ fn new_primary_does_not_answer_a_registration_from_a_stale_client_table() {
 /// A replica that promised itself to a view change that never completed rejoins the
 /// healthy view once the failure is over.
 ///
-/// Replica 1, the primary-to-be of view 1, hears replica 2's StartViewChange and records
-/// its own DoViewChange (a promise not to go back to view 0), but replica 2 never hears
-/// replica 1, so view 1 cannot start. When the old primary is heard again, replica 2 goes
-/// back to view 0; replica 1 must find its way back too.
+/// Replica 1, the primary-to-be of view 1, hears replica 2 ask for view 1, starts it and
+/// records its own DoViewChange, but replica 2 never hears replica 1, so view 1 cannot
+/// start. Replica 2 never left view 0 (it asked, nobody answered); when the old primary is
+/// heard again it simply goes on. Replica 1 can never go back to view 0: it asks for view
+/// 2 from view 1, and the others follow it.
 ///
 /// (Failed before d08a10f: replica 1 counted the DoViewChange it kept for itself as a
 /// promise, moved to view 2 and resent StartViewChange for view 2 forever, which replicas 0
@@ -383,11 +401,10 @@ fn promised_replica_rejoins_after_a_failed_view_change() {
 
 /// Like `promised_replica_rejoins_after_a_failed_view_change`, with the promise made to
 /// another replica: replica 3 sends its DoViewChange for view 1 to replica 1, across a
-/// partition, so view 1 never starts; replicas 2 and 4 made no promise. When the partition
-/// heals, every replica must end up in one view again. (`vsr sim --seed 132 --converge`
-/// still ends with replica 3 alone in view 2 at d08a10f: there replicas 2 and 4 went back
-/// to view 0 and replicas 0 and 1 had a healthy view; this script has not reproduced that
-/// timing.)
+/// partition, so view 1 never starts; replicas 2 and 4 never heard enough asks to start
+/// it. When the partition heals, replica 3 (above everyone's view, which it can never come
+/// back to) asks for view 2, the others follow it although view 0 is healthy, and every
+/// replica must end up in one view again.
 #[test]
 fn replica_promised_to_an_unreachable_primary_rejoins() {
     let mut s = Scenario::new(5, 12);
@@ -399,10 +416,18 @@ fn replica_promised_to_an_unreachable_primary_rejoins() {
             && matches!(envelope.to, Node::Replica(2) | Node::Replica(4))
     });
     s.partition(&[2, 3, 4]);
-    // Having sent its DoViewChange, replica 3 moves on to view 2 when view 1 does not start.
-    s.run_until("replica 3 gives up on view 1", SLOW, |c| {
-        c.replica(3).unwrap().view() >= 2
+    // Having heard replicas 2 and 4 ask, replica 3 starts view 1 and sends its
+    // DoViewChange, which cannot arrive: replica 3 is now in a view nobody else holds.
+    s.run_until("replica 3 is in view 1", SLOW, |c| {
+        let r3 = c.replica(3).unwrap();
+        r3.view() == 1 && r3.status() == Status::ViewChange
     });
+    s.run(200);
+    assert_eq!(
+        s.replica(3).view(),
+        1,
+        "alone, replica 3 never raises its view"
+    );
     // The partition heals while replica 3's calls still go unheard by replicas 2 and 4.
     s.cluster_mut().heal();
     s.run_until("replicas 2 and 4 are normal again", SLOW, |c| {

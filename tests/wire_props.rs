@@ -118,7 +118,7 @@ fn body() -> impl Strategy<Value = Body> {
         }),
         any::<u64>().prop_map(|op| Body::PrepareOk(PrepareOk { op })),
         any::<u64>().prop_map(|commit| Body::Commit(Commit { commit })),
-        any::<u32>().prop_map(|promised| Body::StartViewChange(StartViewChange { promised })),
+        any::<u32>().prop_map(|sender_view| Body::StartViewChange(StartViewChange { sender_view })),
         (any::<u32>(), any::<u64>(), any::<u64>(), entries(0)).prop_map(
             |(last_normal_view, op, commit, entries)| Body::DoViewChange(DoViewChange {
                 last_normal_view,

@@ -8,6 +8,10 @@ use bytes::Bytes;
 
 /// A view number (paper 4). The primary of view `v` is replica `v mod n`.
 pub type View = u32;
+/// The highest view a message may carry: a view at `View::MAX` could never be followed by
+/// another, and no correct replica gets anywhere near it (one view change a second takes
+/// 136 years), so a message claiming it is dropped as forged or corrupt.
+pub const VIEW_MAX: View = View::MAX - 1;
 /// An op number: the position of an entry in the log, starting at 1 (0 means "none").
 pub type Op = u64;
 /// The index of a replica in the configuration.
@@ -202,14 +206,20 @@ pub struct Commit {
     pub commit: Op,
 }
 
-/// A call for a view change (paper 4.2 step 1).
+/// A call for a view change to the envelope's view (paper 4.2 step 1).
+///
+/// Sent in two forms. A replica that has started the view change sends it with
+/// `sender_view` equal to the envelope's view, as in the paper. A replica that only wants
+/// one (its primary went silent) sends it from its current, lower view: it asks, and
+/// changes nothing of its own until f others ask for the same view (the idea of Raft's
+/// pre-vote), so a replica cut off from a healthy cluster never raises its view alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StartViewChange {
-    /// The sender sent a DoViewChange for this view to another replica, so it can never
-    /// again acknowledge a Prepare of a lower view. When that is above the receiver's
-    /// view, the sender cannot rejoin the receiver's view: only a view change can bring
-    /// it back, so the receiver follows even a view it considers healthy.
-    pub promised: View,
+    /// The sender's own view; at most the envelope's view. Views never go back, so a
+    /// sender whose view is above the receiver's can never take part in the receiver's
+    /// view again: only a view change can bring it back, and the receiver follows even a
+    /// view it considers healthy.
+    pub sender_view: View,
 }
 
 /// A replica's log state for the new primary (paper 4.2 step 2).

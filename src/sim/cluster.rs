@@ -792,7 +792,7 @@ fn summarize(message: &Message) -> String {
         Body::Prepare(p) => format!("ops {}..={} commit {}", p.op_first, p.op_last(), p.commit),
         Body::PrepareOk(p) => format!("op {}", p.op),
         Body::Commit(c) => format!("commit {}", c.commit),
-        Body::StartViewChange(svc) => format!("promised {}", svc.promised),
+        Body::StartViewChange(svc) => format!("sender view {}", svc.sender_view),
         Body::DoViewChange(d) => {
             format!(
                 "last normal view {} op {} commit {} entries {}",

@@ -202,7 +202,7 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
             commit: header.commit,
         }),
         Command::StartViewChange => Body::StartViewChange(StartViewChange {
-            promised: header.last_normal_view,
+            sender_view: header.last_normal_view,
         }),
         Command::DoViewChange => Body::DoViewChange(DoViewChange {
             last_normal_view: header.last_normal_view,

@@ -146,7 +146,7 @@ fn fill_header(body: &Body, header: &mut Header) {
             Command::Commit
         }
         Body::StartViewChange(svc) => {
-            header.last_normal_view = svc.promised;
+            header.last_normal_view = svc.sender_view;
             Command::StartViewChange
         }
         Body::DoViewChange(dvc) => {

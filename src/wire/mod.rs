@@ -26,7 +26,7 @@
 //! |     72 |     8 | `session`          | a client session                                    |
 //! |     80 |     8 | `nonce`            | a recovery nonce (paper 4.3)                        |
 //! |     88 |     4 | `request`          | a client request number                             |
-//! |     92 |     4 | `last_normal_view` | `DoViewChange`'s last normal view; `StartViewChange`'s promised view |
+//! |     92 |     4 | `last_normal_view` | `DoViewChange`'s last normal view; `StartViewChange`'s sender view |
 //!
 //! The layout is `Header`'s `#[repr(C)]` layout; `header.rs` pins every offset and the total
 //! size with compile-time assertions.
@@ -44,7 +44,7 @@
 //! | `Prepare`          |                      | op_first, commit                            | entries (at least one)    |
 //! | `PrepareOk`        |                      | op                                          |                           |
 //! | `Commit`           |                      | commit                                      |                           |
-//! | `StartViewChange`  |                      | last_normal_view (= promised view)          |                           |
+//! | `StartViewChange`  |                      | last_normal_view (= sender view)          |                           |
 //! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |
 //! | `Recovery`         |                      | nonce                                       |                           |

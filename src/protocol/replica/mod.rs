@@ -5,10 +5,9 @@
 //! handlers live in one file per concern: `normal` (4.1, 6.2), `view_change` (4.2, 5.3),
 //! `recovery` (4.3), `state_transfer` (5.2, 5.1) and `execute` (upcalls, checkpoints).
 //!
-//! Safety invariants (commit never goes backwards; the view neither, except in
-//! `abandon_lone_view_change`, and never below a promised view; commit ≤ op; one primary
-//! per view) are checked with `assert!` where state changes; [`Replica::invariants`] runs the
-//! costlier checks and is called by the simulator after every step.
+//! Safety invariants (neither the view nor commit ever goes backwards; commit ≤ op; one
+//! primary per view) are checked with `assert!` where state changes; [`Replica::invariants`]
+//! runs the costlier checks and is called by the simulator after every step.
 
 mod execute;
 mod normal;
@@ -74,6 +73,18 @@ pub struct Stats {
     pub messages_dropped: u64,
 }
 
+/// Requests for a view change to `view` (above the replica's own), received or made, not
+/// acted on yet: the replica raises its view only once f other replicas asked for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ViewChangeAsks {
+    /// The view asked for; 0 when nobody asked.
+    view: View,
+    /// Bit per replica that asked for `view` (this replica's bit: it asked too).
+    from: u64,
+    /// One of them holds a view above this replica's: it can never come back to it.
+    follow: bool,
+}
+
 /// An uncommitted batch in the primary's pipeline.
 #[derive(Clone, Copy, Debug)]
 struct InFlightPrepare {
@@ -91,10 +102,6 @@ pub struct Replica<S> {
     status: Status,
     /// The latest view in which status was normal; ≤ `view`.
     last_normal_view: View,
-    /// The highest view for which this replica sent a DoViewChange: it never again
-    /// acknowledges a Prepare of a lower view. Never decreases (lost on a crash, which is
-    /// why recovery needs f+1 answers from normal replicas).
-    view_promised: View,
     /// Entries; `log.op()` is the paper's op number.
     log: Log,
     /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
@@ -123,6 +130,8 @@ pub struct Replica<S> {
     in_flight: ClientMap<RequestNumber>,
 
     // View change.
+    /// Who asked for a view change this replica has not started (yet).
+    asks: ViewChangeAsks,
     start_view_change_from: u64,
     do_view_change: Vec<Option<DoViewChange>>,
     do_view_change_sent: bool,
@@ -167,7 +176,7 @@ impl<S: StateMachine> Replica<S> {
             view: 0,
             status: Status::Normal,
             last_normal_view: 0,
-            view_promised: 0,
+            asks: ViewChangeAsks::default(),
             log: Log::default(),
             commit: 0,
             service,
@@ -202,6 +211,9 @@ impl<S: StateMachine> Replica<S> {
     pub fn on_message(&mut self, message: Message, effects: &mut Vec<Effect>) {
         if message.epoch != self.epoch {
             return self.drop_message(&message, "wrong epoch");
+        }
+        if message.view > VIEW_MAX {
+            return self.drop_message(&message, "view beyond the last possible one");
         }
         let from = message.replica;
         let is_replica_message = !matches!(message.body, Body::Request(_) | Body::Reply(_));
@@ -375,7 +387,10 @@ impl<S: StateMachine> Replica<S> {
         );
         assert!(self.checkpoint_op() <= self.commit);
         assert!(self.last_normal_view <= self.view);
-        assert!(self.view_promised <= self.view, "below a promised view");
+        assert!(
+            self.asks.view == 0 || self.asks.view > self.view,
+            "asks are for views above the current one"
+        );
         assert!(self.log.len() as u64 <= self.config.log_entries_max());
         assert!(self.clients.len() <= self.config.clients_max as usize);
         self.log.check_timestamps();
@@ -456,9 +471,14 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
+    /// The only place the view changes. Asks for views up to the new one are answered.
     fn set_view(&mut self, view: View) {
         assert!(view >= self.view, "view must never go backwards");
+        assert!(view <= VIEW_MAX);
         self.view = view;
+        if self.asks.view <= view {
+            self.asks = ViewChangeAsks::default();
+        }
     }
 
     fn stop_all_timeouts(&mut self) {

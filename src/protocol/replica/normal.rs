@@ -185,7 +185,7 @@ impl<S: StateMachine> Replica<S> {
         if prepare.entries.is_empty() || from != self.primary_of(view) {
             return self.drop_reason("prepare", "malformed");
         }
-        if view < self.view && !self.abandon_lone_view_change(view) {
+        if view < self.view {
             return self.drop_reason("prepare", "stale view");
         }
         if view > self.view || self.status != Status::Normal {
@@ -197,6 +197,7 @@ impl<S: StateMachine> Replica<S> {
         }
         self.heard_tick[from as usize] = self.ticks;
         self.normal_timeout.reset();
+        self.forget_asks_unless_following();
         // Commit first: executing may take a checkpoint that makes room in the log.
         self.commit_to(prepare.commit.min(self.log.op()), effects);
         let op = self.log.op();
@@ -275,7 +276,7 @@ impl<S: StateMachine> Replica<S> {
         if from != self.primary_of(view) {
             return self.drop_reason("commit", "not from the primary");
         }
-        if view < self.view && !self.abandon_lone_view_change(view) {
+        if view < self.view {
             return self.drop_reason("commit", "stale view");
         }
         if view > self.view || self.status != Status::Normal {
@@ -286,6 +287,7 @@ impl<S: StateMachine> Replica<S> {
         }
         self.heard_tick[from as usize] = self.ticks;
         self.normal_timeout.reset();
+        self.forget_asks_unless_following();
         if commit.commit > self.log.op() {
             self.request_state(from, effects);
         }
@@ -343,16 +345,19 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// The primary went silent: ask for a view change (see `view_change`), and again on
+    /// every timeout until the view changes or the primary is heard again.
     pub(super) fn on_normal_timeout(&mut self, effects: &mut Vec<Effect>) {
-        self.normal_timeout.stop();
-        if self.status == Status::Normal && !self.is_primary() {
-            tracing::debug!(
-                replica = self.index,
-                view = self.view,
-                "primary silent: starting a view change"
-            );
-            self.start_view_change(self.view + 1, effects);
+        self.normal_timeout.reset();
+        if self.status != Status::Normal || self.is_primary() {
+            return self.normal_timeout.stop();
         }
+        tracing::debug!(
+            replica = self.index,
+            view = self.view,
+            "primary silent: asking for a view change"
+        );
+        self.ask_for_view_change(effects);
     }
 
     /// Drops every piece of primary-only state when leaving the primary role.

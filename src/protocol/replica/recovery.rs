@@ -7,6 +7,11 @@
 //! then becomes normal: it must again hold everything it may have acknowledged before the
 //! crash. If the view moves on during the transfer, it starts over with a new nonce.
 //!
+//! Each attempt starts from committed state only. Entries past the commit number that an
+//! earlier attempt fetched belong to that attempt's view and may have been replaced since
+//! (a long log takes several NewStates, and the source can fail between two of them):
+//! kept, they could make a later attempt finish at once, holding an entry no view chose.
+//!
 //! A brand-new cluster is the case where every other replica answers "empty" (it is
 //! recovering too, or has never held an entry): no op can have committed, so the replica
 //! starts normal with an empty log.
@@ -19,8 +24,18 @@ pub(super) struct RecoveryState {
     nonce: u64,
     /// Per replica: the view and answer it gave this attempt.
     responses: Vec<Option<(View, RecoveryResponse)>>,
-    /// Once chosen: the primary to transfer from and the op to reach.
-    source: Option<(ReplicaIndex, Op)>,
+    /// Once chosen: the primary to transfer from, its view and the op to reach.
+    source: Option<RecoverySource>,
+}
+
+/// Where a recovery attempt fetches its state from: the primary of the latest view among
+/// f+1 answers (paper 4.3).
+#[derive(Clone, Copy, Debug)]
+struct RecoverySource {
+    primary: ReplicaIndex,
+    view: View,
+    /// The primary's op when it answered: the recovery is complete once the log reaches it.
+    op: Op,
 }
 
 /// A new nonce for the next attempt, derived deterministically (the core has no
@@ -62,6 +77,8 @@ impl<S: StateMachine> Replica<S> {
         state.source = None;
         let nonce = state.nonce;
         self.state_transfer_pending = false;
+        // A new attempt may pick another view's primary: keep only committed entries.
+        self.log.truncate(self.commit);
         self.broadcast(Body::Recovery(Recovery { nonce }), effects);
     }
 
@@ -147,13 +164,27 @@ impl<S: StateMachine> Replica<S> {
         else {
             return; // Wait for the primary of the latest view.
         };
-        state.source = Some((primary, primary_response.op));
-        if view_latest > self.view {
-            self.set_view(view_latest);
+        if view_latest < self.view {
+            // Views never go back. (Only a replica that kept its view across a restart can
+            // get here; the next attempt asks again.)
+            return;
         }
+        state.source = Some(RecoverySource {
+            primary,
+            view: view_latest,
+            op: primary_response.op,
+        });
+        // GetState carries the view, so that the primary answers with its whole log, not
+        // only its committed part.
+        self.set_view(view_latest);
         self.recovery_timeout.start();
+        debug_assert_eq!(
+            self.log.op(),
+            self.commit,
+            "an attempt starts from committed state"
+        );
         if self.log.op() >= primary_response.op {
-            // The primary's log is empty: there is nothing to fetch.
+            // The primary's log ends within our committed state: nothing to fetch.
             self.finish_recovery(effects);
             self.stats.recoveries += 1;
             return;
@@ -163,9 +194,13 @@ impl<S: StateMachine> Replica<S> {
 
     /// A lost GetState or NewState must not stall a recovery that found its source.
     pub(super) fn on_recovery_state_timeout(&mut self, effects: &mut Vec<Effect>) {
-        if let Some((source, _)) = self.recovery.as_ref().and_then(|state| state.source) {
-            self.request_state(source, effects);
+        if let Some(source) = self.recovery_source() {
+            self.request_state(source.primary, effects);
         }
+    }
+
+    fn recovery_source(&self) -> Option<RecoverySource> {
+        self.recovery.as_ref().and_then(|state| state.source)
     }
 
     pub(super) fn on_recovery_state(
@@ -175,10 +210,10 @@ impl<S: StateMachine> Replica<S> {
         new_state: NewState,
         effects: &mut Vec<Effect>,
     ) {
-        let Some((source, target)) = self.recovery.as_ref().and_then(|state| state.source) else {
+        let Some(source) = self.recovery_source() else {
             return self.drop_reason("new_state", "recovery has no source yet");
         };
-        if from != source || view != self.view {
+        if from != source.primary || view != source.view {
             return self.drop_reason("new_state", "not from the recovery source's view");
         }
         let commit = new_state.commit;
@@ -187,16 +222,16 @@ impl<S: StateMachine> Replica<S> {
             self.stats.state_transfers += 1;
         }
         self.commit_to(commit.min(self.log.op()), effects);
-        if self.log.op() >= target {
+        if self.log.op() >= source.op {
             self.finish_recovery(effects);
             self.stats.recoveries += 1;
             self.send(
-                source,
+                source.primary,
                 Body::PrepareOk(PrepareOk { op: self.log.op() }),
                 effects,
             );
         } else {
-            self.request_state(source, effects);
+            self.request_state(source.primary, effects);
         }
     }
 

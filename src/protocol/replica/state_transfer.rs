@@ -176,7 +176,14 @@ impl<S: StateMachine> Replica<S> {
     /// A new primary lacking committed entries merges what arrived into its fetch (never
     /// into its log: see the module docs of `view_change`). Only committed entries count.
     fn on_view_change_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
-        let usable_last = new_state.commit;
+        let Some((_, target)) = self.view_change_fetch_target() else {
+            return self.drop_reason("new_state", "no fetch under way");
+        };
+        // Only committed entries, and none past the best DoViewChange's commit: beyond it
+        // the new log is that sender's suffix, and a responder that moved on to a later
+        // view may hold other entries there (they may be committed in that view, not in
+        // the log this view starts from).
+        let usable_last = new_state.commit.min(target);
         if !self.merge_fetch(new_state, usable_last) {
             return self.drop_reason("new_state", "nothing new for the view change");
         }
@@ -223,7 +230,7 @@ impl<S: StateMachine> Replica<S> {
         });
         if let Some(checkpoint) = new_state
             .checkpoint
-            .filter(|checkpoint| checkpoint.op > held)
+            .filter(|checkpoint| checkpoint.op > held && checkpoint.op <= usable_last)
         {
             fetch = Fetched {
                 op_first: checkpoint.op + 1,
@@ -242,7 +249,7 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.view_change_fetch = Some(fetch);
-        true
+        self.fetch_end() > held
     }
 
     /// Replaces the uncommitted part of the log with what was fetched: the checkpoint (if

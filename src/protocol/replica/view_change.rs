@@ -1,4 +1,4 @@
-//! View changes (paper 4.2) with log suffixes (5.3).
+//! View changes (paper 4.2) with log suffixes (5.3), and asking before changing views.
 //!
 //! DoViewChange carries only the entries after the sender's commit number. The new
 //! primary picks the log with the largest last-normal view (ties: largest op); it holds
@@ -7,16 +7,19 @@
 //! entries in between (state transfer of committed entries only, safe from any replica in
 //! any status because committed entries are the same everywhere), keeping them aside so
 //! that its own log, which its DoViewChange described, is untouched until the view starts.
+//! What it fetches stops at the best sender's commit: beyond it the new log is the best
+//! sender's suffix, and a responder that has moved on to later views may hold other
+//! entries there.
 //!
-//! A replica that was partitioned away must not depose a healthy primary when it comes
-//! back: a StartViewChange for a higher view is ignored while this replica's view is
-//! healthy (see `view_is_healthy`), and a replica that is alone in a view change resends
-//! its StartViewChange instead of raising the view further. Once it hears a leading
-//! primary again it goes back to that view if it promised nothing above it
-//! (`abandon_lone_view_change`); if it did promise (a DoViewChange sent for a view that
-//! never started), its StartViewChange says so and the others follow it, once. A
-//! DoViewChange or StartView for a higher view is always followed: it proves that f+1
-//! replicas moved on.
+//! Views never go back. So that a replica cut off from a healthy cluster does not come
+//! back with a view nobody else can follow, a replica asks before it changes views (the
+//! idea of Raft's pre-vote): when its primary goes silent it sends StartViewChange for the
+//! next view from its current one, and raises its view only once f other replicas have
+//! asked for that same view. A replica whose view is healthy ignores such asks, unless
+//! the asker already holds a higher view (`sender_view`): that one can never come back,
+//! and only a view change restores it. A DoViewChange or StartView for a higher view is
+//! always followed: it proves that f+1 replicas moved on. ARCHITECTURE.md has the
+//! argument.
 //!
 //! A replica that learns of a started view it is not part of (`join_started_view`)
 //! fetches that view's log from its primary and installs it in one step; until then it
@@ -26,12 +29,19 @@
 use super::*;
 
 impl<S: StateMachine> Replica<S> {
+    /// Raises the view and starts the view change for it (paper 4.2 step 1). The asks
+    /// this replica collected for `view` count as that view's StartViewChange messages.
     pub(super) fn start_view_change(&mut self, view: View, effects: &mut Vec<Effect>) {
         assert!(view > self.view, "a view change must raise the view");
+        let asked = if self.asks.view == view {
+            self.asks.from
+        } else {
+            0
+        };
         self.set_view(view);
         self.status = Status::ViewChange;
         self.clear_primary_state();
-        self.start_view_change_from = 1 << self.index;
+        self.start_view_change_from = asked | 1 << self.index;
         self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
         self.do_view_change_sent = false;
         self.view_change_fetch = None;
@@ -40,12 +50,81 @@ impl<S: StateMachine> Replica<S> {
         self.view_change_timeout.start();
         self.stats.view_changes += 1;
         tracing::debug!(replica = self.index, view, "view change");
-        self.broadcast_start_view_change(effects);
+        self.broadcast(
+            Body::StartViewChange(StartViewChange { sender_view: view }),
+            effects,
+        );
+        self.send_do_view_change_once_called(effects);
     }
 
-    fn broadcast_start_view_change(&self, effects: &mut Vec<Effect>) {
-        let promised = self.view_promised;
-        self.broadcast(Body::StartViewChange(StartViewChange { promised }), effects);
+    /// Paper 4.2 step 2: once f others called for this view, send the DoViewChange.
+    fn send_do_view_change_once_called(&mut self, effects: &mut Vec<Effect>) {
+        let others = self.start_view_change_from.count_ones() as usize - 1;
+        if others >= self.faults_max() && !self.do_view_change_sent {
+            self.send_do_view_change(effects);
+        }
+    }
+
+    /// Asks the others for a view change without changing anything of this replica's own
+    /// (see the module docs): for the next view, or a higher one another replica asked for.
+    pub(super) fn ask_for_view_change(&mut self, effects: &mut Vec<Effect>) {
+        let Some(next) = self.view.checked_add(1).filter(|&next| next <= VIEW_MAX) else {
+            return tracing::error!(replica = self.index, "no view left to change to");
+        };
+        let view = next.max(self.asks.view);
+        self.record_ask(self.index, view, false);
+        tracing::debug!(replica = self.index, view, "asking for a view change");
+        effects.push(Effect::Broadcast {
+            message: self.ask_message(view),
+        });
+        self.start_view_change_when_asked(effects);
+    }
+
+    /// A StartViewChange for `view` sent from this replica's current, lower view.
+    fn ask_message(&self, view: View) -> Message {
+        debug_assert!(view > self.view);
+        Message {
+            epoch: self.epoch,
+            view,
+            replica: self.index,
+            body: Body::StartViewChange(StartViewChange {
+                sender_view: self.view,
+            }),
+        }
+    }
+
+    /// Records that `from` asked for `view`; an ask for a higher view replaces the others.
+    fn record_ask(&mut self, from: ReplicaIndex, view: View, follow: bool) {
+        debug_assert!(view > self.view);
+        if view > self.asks.view {
+            self.asks = ViewChangeAsks {
+                view,
+                from: 0,
+                follow: false,
+            };
+        }
+        if view == self.asks.view {
+            self.asks.from |= 1 << from;
+            self.asks.follow |= follow;
+        }
+    }
+
+    /// Starts the view change asked for once this replica and f others asked for it.
+    fn start_view_change_when_asked(&mut self, effects: &mut Vec<Effect>) {
+        let own = 1u64 << self.index;
+        let others = (self.asks.from & !own).count_ones() as usize;
+        if self.asks.from & own != 0 && others >= self.faults_max() {
+            self.start_view_change(self.asks.view, effects);
+        }
+    }
+
+    /// This replica heard the primary of its view: asks it made or took in on the ground
+    /// that the view had failed are void. (Asks to bring back a replica that holds a higher
+    /// view stand: hearing the primary changes nothing for that replica.)
+    pub(super) fn forget_asks_unless_following(&mut self) {
+        if self.asks.view != 0 && !self.asks.follow {
+            self.asks = ViewChangeAsks::default();
+        }
     }
 
     pub(super) fn on_start_view_change(
@@ -55,26 +134,47 @@ impl<S: StateMachine> Replica<S> {
         svc: StartViewChange,
         effects: &mut Vec<Effect>,
     ) {
+        if svc.sender_view > view {
+            return self.drop_reason("start_view_change", "asks for a view below its own");
+        }
         if view < self.view {
             return self.drop_reason("start_view_change", "stale view");
         }
-        if view > self.view {
-            // A healthy view is not given up for a replica that was cut off, unless that
-            // replica promised itself to a view above ours: it cannot come back to this
-            // one, and only a view change restores it (once: it is normal afterwards).
-            if self.view_is_healthy() && svc.promised <= self.view {
-                return self.drop_reason("start_view_change", "the current view is healthy");
+        if view == self.view {
+            if self.status != Status::ViewChange {
+                return self.drop_reason("start_view_change", "view already started");
             }
-            self.start_view_change(view, effects);
+            self.start_view_change_from |= 1 << from;
+            return self.send_do_view_change_once_called(effects);
         }
-        if self.status != Status::ViewChange {
-            return self.drop_reason("start_view_change", "view already started");
+        // An ask for a view above ours. A sender that holds a view above ours can never
+        // come back to it, so it is followed even when our view is healthy (once: it is
+        // normal again when the new view starts). Anyone else is ignored while our view
+        // is healthy: it was cut off, and the others are fine.
+        let sender_above = svc.sender_view > self.view;
+        let following = sender_above || (view == self.asks.view && self.asks.follow);
+        if !following && self.view_is_healthy() {
+            return self.drop_reason("start_view_change", "the current view is healthy");
         }
-        self.start_view_change_from |= 1 << from;
-        let others = self.start_view_change_from.count_ones() as usize - 1;
-        if others >= self.faults_max() && !self.do_view_change_sent {
-            self.send_do_view_change(effects);
+        let repeated = view == self.asks.view && self.asks.from & 1 << from != 0;
+        self.record_ask(from, view, sender_above);
+        let own = 1u64 << self.index;
+        if self.asks.view != view {
+            return; // An ask for a lower view than others asked for: ours answers it.
         }
+        if self.asks.from & own == 0 {
+            // Our view failed too (or a replica above it needs a view change): join the ask.
+            return self.ask_for_view_change(effects);
+        }
+        if repeated {
+            // The sender asks again, so it may have missed our ask: send it once more.
+            let to = from;
+            effects.push(Effect::Send {
+                to,
+                message: self.ask_message(view),
+            });
+        }
+        self.start_view_change_when_asked(effects);
     }
 
     fn send_do_view_change(&mut self, effects: &mut Vec<Effect>) {
@@ -88,14 +188,12 @@ impl<S: StateMachine> Replica<S> {
         self.do_view_change_sent = true;
         let primary = self.primary_of(self.view);
         if primary == self.index {
-            // Kept here, not sent: it binds only if this replica starts the view itself,
-            // and then it is normal in that view. So it is no promise to anyone else.
             self.do_view_change[self.index as usize] = Some(dvc);
             self.try_complete_view_change(effects);
         } else {
-            // Another replica may start the view with this log: from now on this replica
-            // must never acknowledge a Prepare of an older view.
-            self.view_promised = self.view;
+            // From now on another replica may start the view with this log. This replica
+            // never again acknowledges a Prepare of an older view, because its view never
+            // goes back (paper 4.2: the quorum-intersection argument rests on it).
             self.send(primary, Body::DoViewChange(dvc), effects);
         }
     }
@@ -120,11 +218,19 @@ impl<S: StateMachine> Replica<S> {
             // The sender missed our StartView.
             return self.send_start_view(from, effects);
         }
+        if self.primary_of(view) != self.index {
+            return self.drop_reason("do_view_change", "not the new primary");
+        }
+        if dvc.last_normal_view > self.last_normal_view && dvc.op < self.commit {
+            // Every log of a view started after ours holds every op we know committed: a
+            // log from a later view without them cannot come from a correct replica.
+            return self.drop_reason("do_view_change", "a later log lacks committed ops");
+        }
         if view > self.view {
             self.start_view_change(view, effects);
         }
-        if self.status != Status::ViewChange || self.primary_of(view) != self.index {
-            return self.drop_reason("do_view_change", "not the new primary");
+        if self.status != Status::ViewChange {
+            return self.drop_reason("do_view_change", "view already started");
         }
         self.do_view_change[from as usize] = Some(dvc);
         if !self.do_view_change_sent {
@@ -164,18 +270,29 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    pub(super) fn try_complete_view_change(&mut self, effects: &mut Vec<Effect>) {
+    /// Once f+1 DoViewChanges are in (this replica's own included): the sender of the
+    /// log the new view takes, and the op up to which this replica must hold committed
+    /// entries before it can start the view (that sender's commit: its suffix covers the
+    /// rest).
+    pub(super) fn view_change_fetch_target(&self) -> Option<(ReplicaIndex, Op)> {
         let received = self.do_view_change.iter().flatten().count();
-        if received < self.config.quorum() || self.status != Status::ViewChange {
-            return;
+        if received < self.config.quorum() || self.status != Status::ViewChange || self.joining {
+            return None;
         }
         let best = self.best_do_view_change();
-        let best_commit = self.do_view_change[best].as_ref().expect("best").commit;
+        let commit = self.do_view_change[best].as_ref().expect("best").commit;
+        Some((best as ReplicaIndex, commit))
+    }
+
+    pub(super) fn try_complete_view_change(&mut self, effects: &mut Vec<Effect>) {
+        let Some((best, best_commit)) = self.view_change_fetch_target() else {
+            return;
+        };
         if self.fetch_end() < best_commit {
             // Paper 5.3: fetch what the suffix does not cover before starting the view.
-            return self.request_state(best as ReplicaIndex, effects);
+            return self.request_state(best, effects);
         }
-        self.start_view_as_primary(best, effects);
+        self.start_view_as_primary(best as usize, effects);
     }
 
     fn start_view_as_primary(&mut self, best: usize, effects: &mut Vec<Effect>) {
@@ -185,15 +302,19 @@ impl<S: StateMachine> Replica<S> {
         let commits = self.do_view_change.iter().flatten().map(|dvc| dvc.commit);
         let commit_max = commits.clone().max().expect("a quorum of DoViewChange");
         let commit_min = commits.min().expect("a quorum of DoViewChange");
+        if !self.install_fetch() {
+            return; // A corrupt checkpoint: the view-change timeout moves on.
+        }
         let best = self.do_view_change[best].take().expect("best");
         assert!(
             best.op >= self.commit,
             "the new view's log lacks committed ops"
         );
-        if !self.install_fetch() {
-            return; // A corrupt checkpoint: the view-change timeout moves on.
-        }
         assert!(self.log.op() >= best.commit);
+        assert!(
+            self.log.op() <= best.op,
+            "the fetch reached past the new log"
+        );
         for (index, entry) in best.entries.into_iter().enumerate() {
             if best.commit + 1 + index as Op > self.log.op() {
                 self.log.push(entry);
@@ -274,14 +395,18 @@ impl<S: StateMachine> Replica<S> {
     ) {
         let well_formed = from == self.primary_of(view)
             && sv.commit <= sv.op
-            && sv.op_first + sv.entries.len() as Op == sv.op + 1;
+            && sv.op_first.checked_add(sv.entries.len() as Op) == sv.op.checked_add(1);
         if !well_formed {
             return self.drop_reason("start_view", "malformed");
         }
         if view < self.view || (view == self.view && self.status == Status::Normal) {
             return self.drop_reason("start_view", "stale or duplicate");
         }
-        assert!(sv.op >= self.commit, "a new view lost committed ops");
+        if sv.op < self.commit {
+            // A new view's log holds every committed op (paper 4.2): not from a correct
+            // primary.
+            return self.drop_reason("start_view", "the new log lacks committed ops");
+        }
         if sv.op_first > self.commit + 1 {
             // The suffix does not reach down to our commit: fetch the rest first.
             return self.join_started_view(view, effects);
@@ -361,67 +486,27 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
-    /// A replica alone in a view change (cut off, then reconnected) that hears the normal
-    /// primary of an older view `view` goes back to it instead of staying out until the
-    /// cluster's next view change. Returns whether it did. When `view` is the view it was
-    /// last normal in, its log is still a prefix of that primary's and it simply resumes;
-    /// when `view` is newer (a view it promised itself to did start, without it), it then
-    /// joins that view by fetching its log (`join_started_view`).
-    ///
-    /// Safe although the view number goes back: the replica promised nothing to any view
-    /// above `view`. It sent no DoViewChange to another replica for any view above `view`
-    /// (`view_promised`); the DoViewChanges it received as primary-to-be are dropped with
-    /// the view; and a StartViewChange binds only its receivers, each of which must still
-    /// send its own DoViewChange before a view can start. The quorum intersection argument
-    /// of the paper (4.2) is about DoViewChange senders only.
-    pub(super) fn abandon_lone_view_change(&mut self, view: View) -> bool {
-        // `view_promised <= view < self.view`: no DoViewChange went to another replica for
-        // the current view either. (One the primary-to-be keeps for itself is no promise.)
-        let lone = self.status == Status::ViewChange
-            && !self.joining
-            && self.view_promised <= view
-            && self.last_normal_view <= view
-            && view < self.view;
-        if !lone {
-            return false;
-        }
-        tracing::debug!(
-            replica = self.index,
-            from_view = self.view,
-            view,
-            "the primary of an older view still leads: leaving a lone view change"
-        );
-        self.view = view; // The one place a view goes back; see above.
-        self.start_view_change_from = 0;
-        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
-        self.view_change_fetch = None;
-        if view == self.last_normal_view {
-            self.status = Status::Normal;
-            self.start_normal_timeouts();
-        }
-        // Otherwise the caller sees a view it is not normal in and joins it.
-        true
-    }
-
     pub(super) fn on_view_change_timeout(&mut self, effects: &mut Vec<Effect>) {
         self.view_change_timeout.reset();
         if self.status != Status::ViewChange {
             return self.view_change_timeout.stop();
         }
         if self.joining {
-            // The primary of the view being joined stopped answering (every answer that
-            // makes progress restarts this timeout): give up on that view. Safe: nothing
-            // of the joined view was installed, and no DoViewChange was sent for it.
-            return self.start_view_change(self.view + 1, effects);
-        }
-        let others = self.start_view_change_from.count_ones() as usize - 1;
-        if others >= self.faults_max() {
-            // A quorum wanted this view but it did not start: try the next primary.
-            self.start_view_change(self.view + 1, effects);
+            // The primary of the view being joined has not answered: ask it again. If it
+            // is gone, the others notice too and ask for the next view with us.
+            self.state_transfer_pending = false;
+            self.request_state(self.primary_of(self.view), effects);
         } else {
-            // Alone: repeat the call rather than raising the view, so that a replica cut
-            // off from the others does not come back with a view far ahead of theirs.
-            self.broadcast_start_view_change(effects);
+            // Repeat this view's call for those that missed it (paper 4.2 step 1).
+            let sender_view = self.view;
+            self.broadcast(
+                Body::StartViewChange(StartViewChange { sender_view }),
+                effects,
+            );
         }
+        // The view did not start in time: ask for the next one. The view itself changes
+        // only once f others ask too, so a replica cut off from everyone stays where it is
+        // and rejoins whatever view the others are in when it hears them again.
+        self.ask_for_view_change(effects);
     }
 }
