@@ -245,6 +245,20 @@ impl Cluster {
         self.network.faults = faults;
     }
 
+    /// `inject`: hands `envelope` to the network as if sent now (a scenario replaying a
+    /// message captured earlier, e.g. one sent before its sender crashed).
+    pub fn inject(&mut self, envelope: Envelope) {
+        self.trace(format_args!(
+            "inject {:?} -> {:?} {}",
+            envelope.from,
+            envelope.to,
+            envelope.message.body.name()
+        ));
+        let Envelope { from, to, message } = envelope;
+        self.network
+            .send(&mut self.prng, self.now, from, to, message);
+    }
+
     /// Drops every delivery for which `filter` returns true, until [`Cluster::clear_filter`].
     pub fn set_filter(&mut self, filter: Filter) {
         self.filter = Some(filter);

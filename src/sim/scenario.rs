@@ -151,6 +151,12 @@ impl Scenario {
         self.cluster.restart(index);
     }
 
+    /// `inject`: delivers a message captured earlier (by a [`Scenario::drop_where`]
+    /// filter) as if it were sent now.
+    pub fn inject(&mut self, envelope: Envelope) {
+        self.cluster.inject(envelope);
+    }
+
     /// `drop`: every delivery matching `filter` is lost until [`Scenario::heal`]. The
     /// filter may also just watch (and return false).
     pub fn drop_where(&mut self, filter: impl FnMut(&Envelope) -> bool + 'static) {
