@@ -51,12 +51,10 @@ impl Log {
         self.entries.get((op - self.base - 1) as usize)
     }
 
-    /// Appends the entry for op `self.op() + 1`.
+    /// Appends the entry for op `self.op() + 1`. Timestamps of a correct primary's log
+    /// increase (`check_timestamps`, which the simulator runs); entries from the wire are
+    /// not re-checked here, so that no peer can make an append panic.
     pub fn push(&mut self, entry: Entry) {
-        debug_assert!(
-            entry.timestamp > self.timestamp_last(),
-            "timestamps must increase along the log"
-        );
         self.entries.push_back(entry);
     }
 

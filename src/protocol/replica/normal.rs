@@ -182,7 +182,14 @@ impl<S: StateMachine> Replica<S> {
         prepare: Prepare,
         effects: &mut Vec<Effect>,
     ) {
-        if prepare.entries.is_empty() || from != self.primary_of(view) {
+        let well_formed = !prepare.entries.is_empty()
+            && prepare.op_first > 0
+            && prepare
+                .op_first
+                .checked_add(prepare.entries.len() as Op)
+                .is_some()
+            && from == self.primary_of(view);
+        if !well_formed {
             return self.drop_reason("prepare", "malformed");
         }
         if view < self.view {

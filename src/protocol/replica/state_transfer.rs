@@ -16,6 +16,22 @@ pub(super) struct Fetched {
     pub entries: Vec<Entry>,
 }
 
+/// Whether a NewState could come from a correct replica: entries within the op it vouches
+/// for, a checkpoint just below the entries and within the commit number, and no op
+/// number that overflows.
+fn new_state_is_well_formed(new_state: &NewState) -> bool {
+    let entries_end = new_state
+        .op_first
+        .checked_add(new_state.entries.len() as Op);
+    new_state.op_first > 0
+        && new_state.commit <= new_state.op
+        && entries_end.is_some_and(|end| new_state.entries.is_empty() || end - 1 <= new_state.op)
+        && new_state
+            .checkpoint
+            .as_ref()
+            .is_none_or(|c| c.op + 1 == new_state.op_first && c.op <= new_state.commit)
+}
+
 impl<S: StateMachine> Replica<S> {
     /// Asks `to` for what this replica lacks, at most one request at a time.
     pub(super) fn request_state(&mut self, to: ReplicaIndex, effects: &mut Vec<Effect>) {
@@ -38,6 +54,9 @@ impl<S: StateMachine> Replica<S> {
         get_state: GetState,
         effects: &mut Vec<Effect>,
     ) {
+        let Some(op_after) = get_state.op.checked_add(1) else {
+            return self.drop_reason("get_state", "op beyond any log");
+        };
         let same_view = self.status == Status::Normal && view == self.view;
         let limit = if same_view {
             self.log.op()
@@ -57,8 +76,7 @@ impl<S: StateMachine> Replica<S> {
         };
         let op_first = checkpoint
             .as_ref()
-            .map_or(get_state.op, |checkpoint| checkpoint.op)
-            + 1;
+            .map_or(op_after, |checkpoint| checkpoint.op + 1);
         let checkpoint_bytes = checkpoint
             .as_ref()
             .map_or(0, |c| c.service.len() + c.clients.len());
@@ -95,12 +113,7 @@ impl<S: StateMachine> Replica<S> {
         new_state: NewState,
         effects: &mut Vec<Effect>,
     ) {
-        let well_formed = new_state
-            .checkpoint
-            .as_ref()
-            .is_none_or(|c| c.op + 1 == new_state.op_first)
-            && new_state.op_first > 0;
-        if !well_formed {
+        if !new_state_is_well_formed(&new_state) {
             return self.drop_reason("new_state", "malformed");
         }
         self.state_transfer_pending = false;
