@@ -2,6 +2,8 @@
 //! FIFO queues. Benches use it to measure the protocol core alone, and smoke tests use it
 //! to drive normal operation; the fault-injecting simulator lives in `sim`.
 
+pub mod forge;
+
 use crate::client::{ClientSession, Outcome, Target};
 use crate::config::Config;
 use crate::protocol::{ClientId, Effect, Message, Replica, ReplicaIndex, Start};

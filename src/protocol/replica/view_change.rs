@@ -288,6 +288,16 @@ impl<S: StateMachine> Replica<S> {
         let Some((best, best_commit)) = self.view_change_fetch_target() else {
             return;
         };
+        let best_op = self.do_view_change[best as usize]
+            .as_ref()
+            .expect("best")
+            .op;
+        if best_op < self.fetch_end() {
+            // The chosen log must hold every op known committed (paper 4.2): this one
+            // cannot come from a correct replica. Wait for another.
+            self.do_view_change[best as usize] = None;
+            return self.drop_reason("do_view_change", "the best log lacks committed ops");
+        }
         if self.fetch_end() < best_commit {
             // Paper 5.3: fetch what the suffix does not cover before starting the view.
             return self.request_state(best, effects);

@@ -1,0 +1,271 @@
+//! Forged protocol messages, for checking that nothing a peer sends can make a replica
+//! panic (the fuzz target `replica_messages` and `tests/forged_messages.rs`).
+//!
+//! The rule they check: a replica fed any sequence of messages, as if from authenticated
+//! peers, drops what cannot come from a correct replica instead of panicking. The only
+//! panics allowed are the core's own safety assertions about its own state, and the
+//! forger makes messages that look like a correct replica's often enough (views and ops
+//! near the target's own) to reach deep into every handler, and extreme values (views and
+//! ops at their maximum, empty and overlong ranges) to reach every arithmetic edge.
+
+use crate::client::ClientSession;
+use crate::config::Config;
+use crate::protocol::*;
+use crate::service::kv::KvOp;
+use crate::service::Kv;
+use crate::testing::MemoryCluster;
+use bytes::Bytes;
+
+/// Reads the forger's choices from bytes (a fuzzer's input, or a PRNG's output); past the
+/// end every choice is 0, so any input is a complete script.
+pub struct Choices<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Choices<'a> {
+    /// Choices read from `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Choices<'a> {
+        Choices { bytes }
+    }
+
+    /// Whether every byte was used.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn u8(&mut self) -> u8 {
+        match self.bytes.split_first() {
+            Some((&first, rest)) => {
+                self.bytes = rest;
+                first
+            }
+            None => 0,
+        }
+    }
+
+    fn u64(&mut self) -> u64 {
+        (0..8).fold(0, |value, _| value << 8 | self.u8() as u64)
+    }
+
+    fn below(&mut self, n: u8) -> u8 {
+        self.u8() % n
+    }
+}
+
+/// A 3-replica in-memory cluster with a few committed ops and a checkpoint, the target of
+/// forged messages.
+pub fn target_cluster() -> MemoryCluster<Kv> {
+    let mut config = Config::new(0xf0f0, 3);
+    config.checkpoint_interval_ops = 8;
+    config.log_tail_ops = 4;
+    let mut cluster = MemoryCluster::new(&config, |_| Kv::new());
+    let mut session = ClientSession::new(7, 3, 16);
+    cluster.register(&mut session);
+    for round in 0..20u8 {
+        let op = KvOp::Put(Bytes::from_static(b"k"), Bytes::from(vec![round]));
+        let (_, target, message) = session.submit(op.encode()).expect("idle session");
+        cluster.send_from_client(target, message);
+        for _ in 0..100 {
+            cluster.run(10_000);
+            let answered = std::mem::take(&mut cluster.replies)
+                .into_iter()
+                .any(|(_, reply)| session.on_message(&reply).is_some());
+            if answered {
+                break;
+            }
+            cluster.tick();
+        }
+    }
+    let primary = &cluster.replicas[0];
+    assert!(primary.commit() >= 20 && primary.checkpoint_op() > 0);
+    cluster
+}
+
+/// Plays `choices` against `cluster`: forged messages to its replicas, interleaved with
+/// ticks and with delivering what the replicas send each other. Returns how many forged
+/// messages were delivered. Panics only if a replica does.
+pub fn play(
+    cluster: &mut MemoryCluster<Kv>,
+    choices: &mut Choices<'_>,
+    messages_max: usize,
+) -> usize {
+    let mut forged = 0;
+    while forged < messages_max && !choices.is_empty() {
+        match choices.below(16) {
+            0 | 1 => cluster.tick(),
+            2 | 3 => {
+                cluster.run(64);
+            }
+            4 => {
+                // A restart: the replica recovers (paper 4.3) among forged messages.
+                let index = choices.below(3);
+                let config = cluster.replicas[index as usize].config().clone();
+                let start = Start::Recover {
+                    nonce: choices.u64(),
+                };
+                cluster.replicas[index as usize] = Replica::new(config, index, Kv::new(), start);
+            }
+            _ => {
+                let to = choices.below(3);
+                let message = forge(&cluster.replicas[to as usize], choices);
+                cluster.deliver(to, message);
+                cluster.flush();
+                forged += 1;
+            }
+        }
+        cluster.replies.clear();
+    }
+    forged
+}
+
+/// One forged message for `target`.
+pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
+    let view = pick_view(target.view(), c);
+    let replica = c.below(4);
+    let body = match c.below(12) {
+        0 => Body::Prepare(Prepare {
+            op_first: pick_op(target, c),
+            commit: pick_op(target, c),
+            entries: entries(c),
+        }),
+        1 => Body::PrepareOk(PrepareOk {
+            op: pick_op(target, c),
+        }),
+        2 => Body::Commit(Commit {
+            commit: pick_op(target, c),
+        }),
+        3 => Body::StartViewChange(StartViewChange {
+            sender_view: pick_view(target.view(), c),
+        }),
+        4 => {
+            let entries = entries(c);
+            let commit = pick_op(target, c);
+            Body::DoViewChange(DoViewChange {
+                last_normal_view: pick_view(target.view(), c),
+                op: if c.below(4) == 0 {
+                    pick_op(target, c)
+                } else {
+                    commit.saturating_add(entries.len() as Op)
+                },
+                commit,
+                entries,
+            })
+        }
+        5 => {
+            let entries = entries(c);
+            let op_first = pick_op(target, c);
+            Body::StartView(StartView {
+                op: if c.below(4) == 0 {
+                    pick_op(target, c)
+                } else {
+                    op_first
+                        .saturating_add(entries.len() as Op)
+                        .saturating_sub(1)
+                },
+                commit: pick_op(target, c),
+                op_first,
+                entries,
+            })
+        }
+        6 => Body::Recovery(Recovery { nonce: c.u64() }),
+        7 => Body::RecoveryResponse(RecoveryResponse {
+            nonce: c.u64(),
+            empty: c.below(2) == 0,
+            op: pick_op(target, c),
+            commit: pick_op(target, c),
+        }),
+        8 => Body::GetState(GetState {
+            op: pick_op(target, c),
+        }),
+        9 => {
+            let checkpoint = (c.below(3) == 0).then(|| Checkpoint {
+                op: pick_op(target, c),
+                timestamp: c.u64(),
+                service: bytes(c),
+                clients: bytes(c),
+            });
+            Body::NewState(NewState {
+                commit: pick_op(target, c),
+                op: pick_op(target, c),
+                op_first: checkpoint
+                    .as_ref()
+                    .map_or_else(|| pick_op(target, c), |cp| cp.op.wrapping_add(1)),
+                checkpoint,
+                entries: entries(c),
+            })
+        }
+        10 => Body::Request(Request {
+            client: c.u64(),
+            session: pick_op(target, c),
+            request: c.u8() as u32,
+            operation: if c.below(2) == 0 {
+                Operation::Register
+            } else {
+                Operation::Apply
+            },
+            body: bytes(c),
+        }),
+        _ => Body::Reply(Reply {
+            client: c.u64(),
+            session: 0,
+            request: 0,
+            op: 0,
+            status: ReplyStatus::Ok,
+            result: Bytes::new(),
+        }),
+    };
+    Message {
+        epoch: 0,
+        view,
+        replica,
+        body,
+    }
+}
+
+fn pick_view(near: View, c: &mut Choices<'_>) -> View {
+    match c.below(8) {
+        0 => 0,
+        1 => View::MAX,
+        2 => VIEW_MAX,
+        3 => c.u64() as View,
+        _ => near.saturating_add(c.below(4) as View).saturating_sub(1),
+    }
+}
+
+fn pick_op(target: &Replica<Kv>, c: &mut Choices<'_>) -> Op {
+    match c.below(8) {
+        0 => 0,
+        1 => Op::MAX,
+        2 => Op::MAX - c.below(4) as Op,
+        3 => c.u64(),
+        4 => target
+            .commit()
+            .saturating_add(c.below(4) as Op)
+            .saturating_sub(1),
+        _ => target
+            .op()
+            .saturating_add(c.below(6) as Op)
+            .saturating_sub(2),
+    }
+}
+
+fn entries(c: &mut Choices<'_>) -> Vec<Entry> {
+    (0..c.below(5))
+        .map(|_| Entry {
+            client: c.u64() % 4 + 1,
+            session: c.below(40) as Session,
+            request: c.below(4) as RequestNumber,
+            timestamp: c.u64(),
+            operation: if c.below(3) == 0 {
+                Operation::Register
+            } else {
+                Operation::Apply
+            },
+            body: bytes(c),
+        })
+        .collect()
+}
+
+fn bytes(c: &mut Choices<'_>) -> Bytes {
+    Bytes::from((0..c.below(12)).map(|_| c.u8()).collect::<Vec<u8>>())
+}
