@@ -71,6 +71,9 @@ pub struct Stats {
     pub entries_committed: u64,
     /// Messages dropped as stale, out of place or invalid.
     pub messages_dropped: u64,
+    /// Times this replica started an empty cluster because no other replica held any
+    /// state (a first start, or every replica lost its memory at once).
+    pub empty_cluster_starts: u64,
 }
 
 /// Requests for a view change to `view` (above the replica's own), received or made, not

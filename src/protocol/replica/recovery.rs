@@ -26,7 +26,13 @@ pub(super) struct RecoveryState {
     responses: Vec<Option<(View, RecoveryResponse)>>,
     /// Once chosen: the primary to transfer from, its view and the op to reach.
     source: Option<RecoverySource>,
+    /// Attempts made so far (each with its own nonce).
+    attempts: u64,
 }
+
+/// Attempts between two warnings that a recovery cannot find the answers it needs (with
+/// the default timeouts, about every 5 seconds).
+const RECOVERY_WARN_ATTEMPTS: u64 = 10;
 
 /// Where a recovery attempt fetches its state from: the primary of the latest view among
 /// f+1 answers (paper 4.3).
@@ -54,6 +60,7 @@ impl<S: StateMachine> Replica<S> {
             nonce,
             responses: vec![None; self.config.replica_count as usize],
             source: None,
+            attempts: 0,
         });
         self.stop_all_timeouts();
         // The first Recovery goes out on the first tick: construction emits no effects.
@@ -68,7 +75,9 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::Recovering {
             return self.recovery_timeout.stop();
         }
+        self.warn_if_recovery_is_stuck();
         let state = self.recovery.as_mut().expect("recovering");
+        state.attempts += 1;
         state.nonce = next_nonce(state.nonce);
         state
             .responses
@@ -80,6 +89,32 @@ impl<S: StateMachine> Replica<S> {
         // A new attempt may pick another view's primary: keep only committed entries.
         self.log.truncate(self.commit);
         self.broadcast(Body::Recovery(Recovery { nonce }), effects);
+    }
+
+    /// Data loss is never silent: a recovery that keeps failing says, every few seconds,
+    /// what it has and what it needs. Without f+1 other normal replicas it cannot finish,
+    /// and if they are gone for good (more than f replicas lost their memory at once),
+    /// the cluster's data is gone with them.
+    fn warn_if_recovery_is_stuck(&self) {
+        let state = self.recovery.as_ref().expect("recovering");
+        if state.attempts == 0 || !state.attempts.is_multiple_of(RECOVERY_WARN_ATTEMPTS) {
+            return;
+        }
+        let answers = state.responses.iter().flatten();
+        let normal = answers.clone().filter(|(_, r)| !r.empty).count();
+        let recovering = answers.count() - normal;
+        tracing::warn!(
+            replica = self.index,
+            attempts = state.attempts,
+            normal_answers = normal,
+            recovering_answers = recovering,
+            needed = self.config.quorum(),
+            transferring = state.source.is_some(),
+            "still recovering: needs answers from {} other normal replicas, the latest \
+             view's primary among them; if more than f replicas lost their state at once, \
+             their data is lost",
+            self.config.quorum()
+        );
     }
 
     pub(super) fn on_recovery(
@@ -140,10 +175,13 @@ impl<S: StateMachine> Replica<S> {
             .count();
         // (Recovering, this replica holds nothing either.)
         if empty == replica_count as usize - 1 {
-            tracing::info!(
+            tracing::warn!(
                 replica = self.index,
-                "every replica is new: starting the cluster in view 0"
+                "no replica holds any state: starting an empty cluster in view 0 (if this \
+                 cluster held data before, it is lost: more than f replicas lost their \
+                 memory at once)"
             );
+            self.stats.empty_cluster_starts += 1;
             return self.finish_recovery(effects);
         }
         let normal = answered - empty;
