@@ -11,6 +11,7 @@ use super::encode::{entry_at, CHECKPOINT_HEADER_BYTES, ENTRIES_COUNT_BYTES};
 use super::error::DecodeError;
 use super::frame::{Frame, Peer, PEER_CLIENT, PEER_REPLICA};
 use super::header::{Command, Header, HEADER_BYTES};
+use super::range;
 use crate::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Op, Operation,
     Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
@@ -159,12 +160,16 @@ fn parse(header: &Header, command: Command, body: Bytes) -> Result<Frame, Decode
         Command::Hello => Frame::Hello(parse_hello(header)?),
         Command::StatsRequest => Frame::StatsRequest,
         Command::StatsReply => Frame::StatsReply(reader.rest()),
-        _ => Frame::Message(Message {
-            epoch: header.epoch,
-            view: header.view,
-            replica: header.replica,
-            body: parse_body(header, command, &mut reader)?,
-        }),
+        _ => {
+            let message = Message {
+                epoch: header.epoch,
+                view: header.view,
+                replica: header.replica,
+                body: parse_body(header, command, &mut reader)?,
+            };
+            range::check(&message)?;
+            Frame::Message(message)
+        }
     };
     reader.finish()?;
     Ok(frame)
