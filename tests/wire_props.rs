@@ -4,12 +4,14 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
+use std::net::SocketAddr;
 use vsr::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Operation, Prepare,
     PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView, StartViewChange,
 };
 use vsr::wire::{
-    self, DecodeError, Frame, Header, Peer, EPOCH_MAX, HEADER_BYTES, OP_MAX, VIEW_MAX,
+    self, DecodeError, Frame, Header, Hello, Limits, Peer, Refusal, RefusalCode, Terms, Welcome,
+    EPOCH_MAX, HEADER_BYTES, OP_MAX, VIEW_MAX,
 };
 
 const CLUSTER: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0001;
@@ -199,11 +201,53 @@ fn message() -> impl Strategy<Value = Message> {
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         8 => message().prop_map(Frame::Message),
-        1 => any::<u8>().prop_map(|replica| Frame::Hello(Peer::Replica(replica))),
-        1 => any::<u64>().prop_map(|client| Frame::Hello(Peer::Client(client))),
+        2 => hello().prop_map(Frame::Hello),
+        1 => (any::<u8>(), prop::option::of(any::<([u8; 32], [u8; 32])>()))
+            .prop_map(|(replica, keyed)| Frame::Welcome(Welcome { replica, keyed })),
+        1 => any::<[u8; 32]>().prop_map(Frame::Proof),
+        1 => (refusal_code(), "[a-z ]{0,40}")
+            .prop_map(|(code, reason)| Frame::Refusal(Refusal { code, reason })),
         1 => Just(Frame::StatsRequest),
         1 => payload().prop_map(Frame::StatsReply),
     ]
+}
+
+fn hello() -> impl Strategy<Value = Hello> {
+    let peer = prop_oneof![
+        any::<u8>().prop_map(Peer::Replica),
+        any::<u64>().prop_map(Peer::Client),
+    ];
+    let member =
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port)));
+    let limits = (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+        |(message_bytes_max, request_body_bytes_max, clients_max, checkpoint_interval_ops)| {
+            Limits {
+                message_bytes_max,
+                request_body_bytes_max,
+                clients_max,
+                checkpoint_interval_ops,
+            }
+        },
+    );
+    (
+        peer,
+        prop::collection::vec(member, 0..6),
+        prop::option::of(limits),
+        prop::option::of(any::<[u8; 32]>()),
+    )
+        .prop_map(|(peer, members, limits, nonce)| Hello {
+            peer,
+            terms: Terms {
+                cluster: CLUSTER,
+                members,
+                limits,
+            },
+            nonce,
+        })
+}
+
+fn refusal_code() -> impl Strategy<Value = RefusalCode> {
+    (1u8..=8).prop_map(|code| RefusalCode::from_u8(code).unwrap())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -211,7 +255,16 @@ fn frame() -> impl Strategy<Value = Frame> {
 
 fn encode_frame(frame: &Frame, cluster: u128, out: &mut BytesMut) {
     match frame {
-        Frame::Hello(peer) => wire::encode_hello(*peer, cluster, out),
+        // A hello carries its own cluster (the strategy's is CLUSTER).
+        Frame::Hello(hello) if hello.terms.cluster == CLUSTER => {
+            let mut hello = hello.clone();
+            hello.terms.cluster = cluster;
+            wire::encode_hello(&hello, out)
+        }
+        Frame::Hello(hello) => wire::encode_hello(hello, out),
+        Frame::Welcome(welcome) => wire::encode_welcome(welcome, cluster, out),
+        Frame::Proof(mac) => wire::encode_proof(mac, cluster, out),
+        Frame::Refusal(refusal) => wire::encode_refusal(refusal, cluster, out),
         Frame::Message(message) => wire::encode(message, cluster, out),
         Frame::StatsRequest => wire::encode_stats_request(cluster, out),
         Frame::StatsReply(text) => wire::encode_stats_reply(text, cluster, out),
@@ -372,15 +425,24 @@ proptest! {
         prop_assert!(!wire::is_partial(&buf));
     }
 
+    /// Another cluster's frames are refused, except its hello: the handshake compares the
+    /// hello's cluster and answers in it, naming both ids.
     #[test]
     fn wrong_cluster_is_rejected(frame in frame(), cluster in any::<u128>()) {
         prop_assume!(cluster != CLUSTER);
         let mut buf = BytesMut::new();
         encode_frame(&frame, cluster, &mut buf);
-        prop_assert_eq!(
-            wire::decode(&mut buf, CLUSTER, MAX),
-            Err(DecodeError::WrongCluster { expected: CLUSTER, got: cluster })
-        );
+        let result = wire::decode(&mut buf, CLUSTER, MAX);
+        match frame {
+            Frame::Hello(mut hello) => {
+                hello.terms.cluster = cluster;
+                prop_assert_eq!(result, Ok(Some(Frame::Hello(hello))));
+            }
+            _ => prop_assert_eq!(
+                result,
+                Err(DecodeError::WrongCluster { expected: CLUSTER, got: cluster })
+            ),
+        }
     }
 
     /// Only the header has arrived: a frame over the limit is refused before its body is
@@ -467,9 +529,23 @@ fn large_prepare_round_trips_and_slices_the_read_buffer() {
 
 #[test]
 fn hello_and_stats_round_trip() {
-    check_round_trip(&Frame::Hello(Peer::Replica(0)));
-    check_round_trip(&Frame::Hello(Peer::Replica(u8::MAX)));
-    check_round_trip(&Frame::Hello(Peer::Client(0x1234_5678_9abc)));
+    let hello = |peer| {
+        Frame::Hello(Hello {
+            peer,
+            terms: Terms {
+                cluster: CLUSTER,
+                members: vec![
+                    "127.0.0.1:7000".parse().unwrap(),
+                    "[::1]:7001".parse().unwrap(),
+                ],
+                limits: Some(Limits::of(&vsr::Config::new(CLUSTER, 3))),
+            },
+            nonce: Some([9; 32]),
+        })
+    };
+    check_round_trip(&hello(Peer::Replica(0)));
+    check_round_trip(&hello(Peer::Replica(u8::MAX)));
+    check_round_trip(&hello(Peer::Client(0x1234_5678_9abc)));
     check_round_trip(&Frame::StatsRequest);
     check_round_trip(&Frame::StatsReply(Bytes::from_static(
         b"commit 12\nview 3\n",

@@ -100,12 +100,20 @@ mod decode;
 mod encode;
 mod error;
 mod frame;
+mod greeting;
 mod header;
 mod range;
 
 pub use decode::{decode, is_partial};
-pub use encode::{encode, encode_hello, encode_stats_reply, encode_stats_request, frame_bytes};
+pub use encode::{
+    encode, encode_hello, encode_proof, encode_refusal, encode_stats_reply, encode_stats_request,
+    encode_welcome, frame_bytes,
+};
 pub use error::DecodeError;
 pub use frame::{Frame, Peer};
+pub use greeting::{
+    Hello, Limits, Mac, Nonce, Refusal, RefusalCode, Terms, Welcome, HELLO_BODY_BYTES_MAX,
+    MAC_BYTES, MEMBERS_MAX, NONCE_BYTES, REFUSAL_TEXT_BYTES_MAX,
+};
 pub use header::{Command, Header, HEADER_BYTES};
 pub use range::{EPOCH_MAX, OP_MAX, VIEW_MAX};
