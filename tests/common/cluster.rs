@@ -209,6 +209,26 @@ impl TestCluster {
             .is_some_and(|child| child.try_wait().unwrap().is_none())
     }
 
+    /// Replica `i`'s process id.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("replica is running").id()
+    }
+
+    /// Replica `i`'s resident memory in KiB (`VmRSS` in /proc).
+    pub fn rss_kib(&self, i: usize) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(i))).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// The directory of this cluster's logs (and key file).
+    pub fn directory(&self) -> PathBuf {
+        self.logs[0].parent().unwrap().to_path_buf()
+    }
+
     /// Replica `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         let mut text = String::new();
