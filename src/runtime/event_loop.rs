@@ -14,7 +14,7 @@
 //! 7. write each connection with pending output (vectored writes);
 //! 8. reconnect lost replica links whose backoff expired.
 //!
-//! Back-pressure (DESIGN.md "Batching and pipelining"): while the core is not accepting
+//! Back-pressure: while the core is not accepting
 //! requests the loop does not read client sockets, so their data stays in the kernel and
 //! TCP flow control pushes back on the clients. Every queue here is bounded: a connection
 //! whose outbound queue passes its limit is closed with a logged reason.

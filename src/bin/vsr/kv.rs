@@ -1,6 +1,6 @@
 //! `vsr kv`: a line-oriented client of the kv service.
 //!
-//! Contract (DESIGN.md, "Wire and process contract"): commands on stdin, one per line
+//! Contract: commands on stdin, one per line
 //! (`put K V`, `get K`, `delete K`, `cas K OLD NEW`, where `cas K nil NEW` succeeds only if
 //! K is absent); one answer line per command (`ok`, `value V`, `nil`, `cas-fail V`,
 //! `cas-fail nil`, `error TEXT`), flushed as soon as it is known. Blank lines are skipped;
