@@ -186,6 +186,15 @@ fn without_the_key_no_one_speaks_as_a_replica_and_handshakes_do_not_replay() {
 
     let log = cluster.log(primary);
     assert!(log.contains("requires a cluster key"), "{log}");
+    // Replicas hold their messages until their own handshakes are done (a message sent
+    // before the proof was once refused, and the cluster could not start).
+    for i in 0..3 {
+        assert!(
+            !cluster.log(i).contains("expected the proof"),
+            "{}",
+            cluster.log(i)
+        );
+    }
     let stats = cluster.stats(primary).unwrap();
     assert_eq!(stats.u64("view_changes"), 0, "{}", stats.json);
     assert!(stats.u64("commit") < 1_000_000);

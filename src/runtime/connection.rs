@@ -91,6 +91,10 @@ pub struct Connection {
     read_buffer: BytesMut,
     scratch: BytesMut,
     queue: VecDeque<Bytes>,
+    /// While set, new output waits in `held` instead of `queue` (a keyed link before its
+    /// handshake is done: the peer reads nothing but the proof first).
+    holding: bool,
+    held: VecDeque<Bytes>,
     /// Bytes of `queue[0]` already written.
     head_written_bytes: usize,
     queued_bytes: usize,
@@ -123,6 +127,8 @@ impl Connection {
             read_buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
             scratch: BytesMut::with_capacity(4096),
             queue: VecDeque::with_capacity(WRITE_SEGMENTS_MAX),
+            holding: false,
+            held: VecDeque::new(),
             head_written_bytes: 0,
             queued_bytes: 0,
             queued_bytes_max,
@@ -200,15 +206,37 @@ impl Connection {
         let before = self.scratch.len();
         encode(&mut self.scratch);
         self.queued_bytes += self.scratch.len() - before;
+        if self.holding {
+            self.held.push_back(self.scratch.split().freeze());
+        }
         self.check_limit()
     }
 
     /// Queues a segment shared with other connections (an encoded broadcast).
     pub fn push_shared(&mut self, segment: Bytes) -> Result<(), Overflow> {
-        self.seal_scratch();
         self.queued_bytes += segment.len();
-        self.queue.push_back(segment);
+        if self.holding {
+            self.held.push_back(segment);
+        } else {
+            self.seal_scratch();
+            self.queue.push_back(segment);
+        }
         self.check_limit()
+    }
+
+    /// From now on, output waits (within the same limit) until [`Connection::release`].
+    pub fn hold(&mut self) {
+        self.seal_scratch();
+        self.holding = true;
+    }
+
+    /// Writes `first` (encoded by it, e.g. the proof of the key) and then everything held.
+    pub fn release(&mut self, first: impl FnOnce(&mut BytesMut)) -> Result<(), Overflow> {
+        self.holding = false;
+        self.push_with(first)?;
+        self.seal_scratch();
+        self.queue.extend(self.held.drain(..));
+        Ok(())
     }
 
     /// Whether anything waits to be written.
@@ -341,6 +369,22 @@ mod tests {
         let mut received = [0u8; 6];
         peer.read_exact(&mut received).unwrap();
         assert_eq!(&received, b"abcdef");
+    }
+
+    #[test]
+    fn held_output_follows_what_releases_it() {
+        let (stream, mut peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 1 << 20, 1 << 20);
+        connection.push_with(|out| out.extend_from_slice(b"he")).unwrap();
+        connection.hold();
+        connection.push_shared(Bytes::from_static(b"XY")).unwrap();
+        connection.push_with(|out| out.extend_from_slice(b"Z")).unwrap();
+        assert_eq!(connection.write().unwrap(), 2, "only the hello goes out");
+        connection.release(|out| out.extend_from_slice(b"pp")).unwrap();
+        assert_eq!(connection.write().unwrap(), 5);
+        let mut received = [0u8; 7];
+        peer.read_exact(&mut received).unwrap();
+        assert_eq!(&received, b"heppXYZ");
     }
 
     #[test]

@@ -616,9 +616,12 @@ impl<S: StateMachine> EventLoop<S> {
                     .as_mut()
                     .expect("the connection is live");
                 if let Some(proof) = proof {
-                    connection
-                        .push_with(|out| wire::encode_proof(&proof, cluster, out))
-                        .expect("a proof fits any queue");
+                    // The proof, then what waited for it.
+                    if let Err(overflow) =
+                        connection.release(|out| wire::encode_proof(&proof, cluster, out))
+                    {
+                        return self.close_overflow(token, overflow);
+                    }
                 }
                 self.peers[replica as usize].backoff = RECONNECT_BACKOFF_MIN;
                 info!(
@@ -1019,13 +1022,10 @@ impl<S: StateMachine> EventLoop<S> {
     /// The link to replica `index`, dialled now if there is none (see `on_demand_after`).
     fn link(&mut self, index: usize) -> Option<usize> {
         let link = &mut self.peers[index];
-        if let Some(token) = link.token {
-            // With a key, nothing but the handshake goes out before the peer has proved
-            // itself (and could not be read by it before our proof anyway).
-            let linked = self.connections[token]
-                .as_ref()
-                .is_some_and(|c| matches!(c.peer, PeerState::Linked(_)));
-            return (linked || self.gate.key.is_none()).then_some(token);
+        if link.token.is_some() {
+            // With a key, what is sent before the handshake is done waits on the
+            // connection (`Connection::hold`): the peer reads nothing but our proof first.
+            return link.token;
         }
         let now = Instant::now();
         if now < link.on_demand_after {
@@ -1082,6 +1082,9 @@ impl<S: StateMachine> EventLoop<S> {
         connection
             .push_with(|out| wire::encode_hello(&hello, out))
             .expect("a hello fits any queue");
+        if nonce.is_some() {
+            connection.hold();
+        }
         Ok(token)
     }
 
