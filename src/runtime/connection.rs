@@ -375,12 +375,18 @@ mod tests {
     fn held_output_follows_what_releases_it() {
         let (stream, mut peer) = pair();
         let mut connection = Connection::new(stream, 1, false, 1 << 20, 1 << 20);
-        connection.push_with(|out| out.extend_from_slice(b"he")).unwrap();
+        connection
+            .push_with(|out| out.extend_from_slice(b"he"))
+            .unwrap();
         connection.hold();
         connection.push_shared(Bytes::from_static(b"XY")).unwrap();
-        connection.push_with(|out| out.extend_from_slice(b"Z")).unwrap();
+        connection
+            .push_with(|out| out.extend_from_slice(b"Z"))
+            .unwrap();
         assert_eq!(connection.write().unwrap(), 2, "only the hello goes out");
-        connection.release(|out| out.extend_from_slice(b"pp")).unwrap();
+        connection
+            .release(|out| out.extend_from_slice(b"pp"))
+            .unwrap();
         assert_eq!(connection.write().unwrap(), 5);
         let mut received = [0u8; 7];
         peer.read_exact(&mut received).unwrap();
