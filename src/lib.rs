@@ -4,6 +4,7 @@
 //! sans-IO; the runtime drives it over TCP and the simulator drives it under faults.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod protocol;

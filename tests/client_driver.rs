@@ -175,6 +175,7 @@ fn options(request_timeout: Duration) -> ClientOptions {
         request_timeout,
         connect_timeout: Duration::from_millis(500),
         message_bytes_max: 1 << 20,
+        cluster_key: None,
     }
 }
 

@@ -112,7 +112,8 @@ fn steady_state_allocations_per_operation() {
                               // Prepares sent by whichever replica is primary (the view may have moved at start).
     let prepares = || -> u64 {
         let sent = |address| {
-            let json = common::cluster::fetch_stats(address, 0, Duration::from_secs(5)).unwrap();
+            let json =
+                common::cluster::fetch_stats(address, 0, None, Duration::from_secs(5)).unwrap();
             common::json_u64(&json, "prepares_sent").unwrap()
         };
         addresses.iter().copied().map(sent).sum()

@@ -64,18 +64,18 @@ fn check_rejects(extra: &[&str]) {
 
     // A well-formed hello with one header byte flipped.
     let mut frame = BytesMut::new();
-    wire::encode_hello(Peer::Client(42), cluster_id, &mut frame);
+    common::encode_hello(Peer::Client(42), cluster_id, &mut frame);
     frame[20] ^= 0x40;
     expect_closed(address, &frame);
 
     // A hello from another cluster.
     let mut frame = BytesMut::new();
-    wire::encode_hello(Peer::Client(42), cluster_id + 7, &mut frame);
+    common::encode_hello(Peer::Client(42), cluster_id + 7, &mut frame);
     expect_closed(address, &frame);
 
     // A client that then speaks as a replica.
     let mut frames = BytesMut::new();
-    wire::encode_hello(Peer::Client(42), cluster_id, &mut frames);
+    common::encode_hello(Peer::Client(42), cluster_id, &mut frames);
     let forged = Message {
         epoch: 0,
         view: 0,
@@ -87,13 +87,13 @@ fn check_rejects(extra: &[&str]) {
 
     // A hello claiming this replica's own index.
     let mut frame = BytesMut::new();
-    wire::encode_hello(Peer::Replica(primary as u8), cluster_id, &mut frame);
+    common::encode_hello(Peer::Replica(primary as u8), cluster_id, &mut frame);
     expect_closed(address, &frame);
 
     let log = cluster.log(primary);
     for reason in [
         "decode error: header checksum mismatch",
-        "decode error: frame for cluster",
+        "cluster id differs",
         "a client connection sent a replica message (commit)",
         "hello claims to be this replica",
     ] {

@@ -4,11 +4,15 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
+use std::net::SocketAddr;
 use vsr::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Operation, Prepare,
     PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView, StartViewChange,
 };
-use vsr::wire::{self, DecodeError, Frame, Header, Peer, HEADER_BYTES};
+use vsr::wire::{
+    self, DecodeError, Frame, Header, Hello, Limits, Peer, Refusal, RefusalCode, Terms, Welcome,
+    EPOCH_MAX, HEADER_BYTES, OP_MAX, VIEW_MAX,
+};
 
 const CLUSTER: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0001;
 const MAX: u32 = 1 << 20;
@@ -57,13 +61,22 @@ fn entries(min: usize) -> impl Strategy<Value = Vec<Entry>> {
     prop::collection::vec(entry(), min..8)
 }
 
-/// Op numbers far enough from `u64::MAX` that any entry range fits.
+/// Op numbers in the gate's range, far enough below `OP_MAX` that any entry range fits.
 fn op() -> impl Strategy<Value = u64> {
-    prop_oneof![Just(1u64), 1..u64::MAX / 2]
+    prop_oneof![Just(1u64), 1..OP_MAX - 64]
 }
 
-fn checkpoint() -> impl Strategy<Value = Checkpoint> {
-    (any::<u64>(), any::<u64>(), payload(), payload()).prop_map(
+/// Any number a correct peer may send as an op, commit or session.
+fn any_op() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), Just(OP_MAX), 0..=OP_MAX]
+}
+
+fn view() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0u32), Just(VIEW_MAX), 0..=VIEW_MAX]
+}
+
+fn checkpoint(op_max: u64) -> impl Strategy<Value = Checkpoint> {
+    (0..=op_max, any::<u64>(), payload(), payload()).prop_map(
         |(op, timestamp, service, clients)| Checkpoint {
             op,
             timestamp,
@@ -73,29 +86,24 @@ fn checkpoint() -> impl Strategy<Value = Checkpoint> {
     )
 }
 
-fn body() -> impl Strategy<Value = Body> {
+/// A body whose numbers are all in the gate's range and consistent with each other and
+/// with the envelope's `view`.
+fn body(view: u32) -> impl Strategy<Value = Body> {
     prop_oneof![
+        (any::<u64>(), any_op(), any::<u32>(), operation(), payload()).prop_map(
+            |(client, session, request, operation, body)| Body::Request(Request {
+                client,
+                session,
+                request,
+                operation,
+                body
+            })
+        ),
         (
             any::<u64>(),
-            any::<u64>(),
+            any_op(),
             any::<u32>(),
-            operation(),
-            payload()
-        )
-            .prop_map(|(client, session, request, operation, body)| Body::Request(
-                Request {
-                    client,
-                    session,
-                    request,
-                    operation,
-                    body
-                }
-            )),
-        (
-            any::<u64>(),
-            any::<u64>(),
-            any::<u32>(),
-            any::<u64>(),
+            any_op(),
             status(),
             payload()
         )
@@ -109,82 +117,137 @@ fn body() -> impl Strategy<Value = Body> {
                     result
                 })
             ),
-        (op(), any::<u64>(), entries(1)).prop_map(|(op_first, commit, entries)| {
+        (op(), any_op(), entries(1)).prop_map(|(op_first, commit, entries)| {
             Body::Prepare(Prepare {
                 op_first,
                 commit,
                 entries,
             })
         }),
-        any::<u64>().prop_map(|op| Body::PrepareOk(PrepareOk { op })),
-        any::<u64>().prop_map(|commit| Body::Commit(Commit { commit })),
-        any::<u32>().prop_map(|sender_view| Body::StartViewChange(StartViewChange { sender_view })),
-        (any::<u32>(), any::<u64>(), any::<u64>(), entries(0)).prop_map(
-            |(last_normal_view, op, commit, entries)| Body::DoViewChange(DoViewChange {
-                last_normal_view,
-                op,
-                commit,
-                entries
-            })
-        ),
-        (any::<u64>(), any::<u64>(), op(), entries(0)).prop_map(
-            |(op, commit, op_first, entries)| {
-                Body::StartView(StartView {
+        any_op().prop_map(|op| Body::PrepareOk(PrepareOk { op })),
+        any_op().prop_map(|commit| Body::Commit(Commit { commit })),
+        (0..=view).prop_map(|sender_view| Body::StartViewChange(StartViewChange { sender_view })),
+        (0..=view, op(), 0..64u64, entries(0)).prop_map(
+            move |(last_normal_view, commit, extra, entries)| {
+                // The entries follow the commit; the op may reach past them.
+                let op = commit + entries.len() as u64 + extra;
+                Body::DoViewChange(DoViewChange {
+                    last_normal_view,
                     op,
                     commit,
+                    entries,
+                })
+            }
+        ),
+        (op(), 0..64u64, entries(0), any::<prop::sample::Index>()).prop_map(
+            |(op_first, extra, entries, commit)| {
+                let op = op_first + entries.len() as u64 + extra;
+                Body::StartView(StartView {
+                    op,
+                    commit: commit.index(op as usize + 1) as u64,
                     op_first,
                     entries,
                 })
             }
         ),
         any::<u64>().prop_map(|nonce| Body::Recovery(Recovery { nonce })),
-        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>()).prop_map(
-            |(nonce, empty, op, commit)| Body::RecoveryResponse(RecoveryResponse {
-                nonce,
-                empty,
-                op,
-                commit
-            })
-        ),
-        any::<u64>().prop_map(|op| Body::GetState(GetState { op })),
         (
             any::<u64>(),
-            any::<u64>(),
-            prop::option::of(checkpoint()),
-            op(),
-            entries(0)
+            any::<bool>(),
+            any_op(),
+            any::<prop::sample::Index>()
         )
-            .prop_map(
-                |(commit, op, checkpoint, op_first, entries)| Body::NewState(NewState {
+            .prop_map(|(nonce, empty, op, commit)| Body::RecoveryResponse(
+                RecoveryResponse {
+                    nonce,
+                    empty,
+                    op,
+                    commit: commit.index(op.min(usize::MAX as u64 - 1) as usize + 1) as u64,
+                }
+            )),
+        any_op().prop_map(|op| Body::GetState(GetState { op })),
+        (op(), 0..64u64, entries(0), 0..64u64)
+            .prop_flat_map(|(op_first, extra, entries, below)| {
+                let op = op_first + entries.len() as u64 + extra;
+                let commit = op.saturating_sub(below);
+                (
+                    prop::option::of(checkpoint(commit)),
+                    Just((op_first, op, commit, entries)),
+                )
+            })
+            .prop_map(|(checkpoint, (op_first, op, commit, entries))| {
+                Body::NewState(NewState {
                     commit,
                     op,
                     checkpoint,
                     op_first,
-                    entries
+                    entries,
                 })
-            ),
+            }),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (any::<u32>(), any::<u32>(), any::<u8>(), body()).prop_map(|(epoch, view, replica, body)| {
-        Message {
+    (0..=EPOCH_MAX, view(), any::<u8>()).prop_flat_map(|(epoch, view, replica)| {
+        body(view).prop_map(move |body| Message {
             epoch,
             view,
             replica,
             body,
-        }
+        })
     })
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         8 => message().prop_map(Frame::Message),
-        1 => any::<u8>().prop_map(|replica| Frame::Hello(Peer::Replica(replica))),
-        1 => any::<u64>().prop_map(|client| Frame::Hello(Peer::Client(client))),
+        2 => hello().prop_map(Frame::Hello),
+        1 => (any::<u8>(), prop::option::of(any::<([u8; 32], [u8; 32])>()))
+            .prop_map(|(replica, keyed)| Frame::Welcome(Welcome { replica, keyed })),
+        1 => any::<[u8; 32]>().prop_map(Frame::Proof),
+        1 => (refusal_code(), "[a-z ]{0,40}")
+            .prop_map(|(code, reason)| Frame::Refusal(Refusal { code, reason })),
         1 => Just(Frame::StatsRequest),
         1 => payload().prop_map(Frame::StatsReply),
     ]
+}
+
+fn hello() -> impl Strategy<Value = Hello> {
+    let peer = prop_oneof![
+        any::<u8>().prop_map(Peer::Replica),
+        any::<u64>().prop_map(Peer::Client),
+    ];
+    let member =
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port)));
+    let limits = (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+        |(message_bytes_max, request_body_bytes_max, clients_max, checkpoint_interval_ops)| {
+            Limits {
+                message_bytes_max,
+                request_body_bytes_max,
+                clients_max,
+                checkpoint_interval_ops,
+            }
+        },
+    );
+    (
+        peer,
+        prop::collection::vec(member, 0..6),
+        prop::option::of(limits),
+        prop::option::of(any::<[u8; 32]>()),
+    )
+        .prop_map(|(peer, members, limits, nonce)| Hello {
+            peer,
+            terms: Terms {
+                cluster: CLUSTER,
+                members,
+                limits,
+            },
+            nonce,
+        })
+}
+
+fn refusal_code() -> impl Strategy<Value = RefusalCode> {
+    (1u8..=8).prop_map(|code| RefusalCode::from_u8(code).unwrap())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -192,7 +255,16 @@ fn frame() -> impl Strategy<Value = Frame> {
 
 fn encode_frame(frame: &Frame, cluster: u128, out: &mut BytesMut) {
     match frame {
-        Frame::Hello(peer) => wire::encode_hello(*peer, cluster, out),
+        // A hello carries its own cluster (the strategy's is CLUSTER).
+        Frame::Hello(hello) if hello.terms.cluster == CLUSTER => {
+            let mut hello = hello.clone();
+            hello.terms.cluster = cluster;
+            wire::encode_hello(&hello, out)
+        }
+        Frame::Hello(hello) => wire::encode_hello(hello, out),
+        Frame::Welcome(welcome) => wire::encode_welcome(welcome, cluster, out),
+        Frame::Proof(mac) => wire::encode_proof(mac, cluster, out),
+        Frame::Refusal(refusal) => wire::encode_refusal(refusal, cluster, out),
         Frame::Message(message) => wire::encode(message, cluster, out),
         Frame::StatsRequest => wire::encode_stats_request(cluster, out),
         Frame::StatsReply(text) => wire::encode_stats_reply(text, cluster, out),
@@ -353,15 +425,24 @@ proptest! {
         prop_assert!(!wire::is_partial(&buf));
     }
 
+    /// Another cluster's frames are refused, except its hello: the handshake compares the
+    /// hello's cluster and answers in it, naming both ids.
     #[test]
     fn wrong_cluster_is_rejected(frame in frame(), cluster in any::<u128>()) {
         prop_assume!(cluster != CLUSTER);
         let mut buf = BytesMut::new();
         encode_frame(&frame, cluster, &mut buf);
-        prop_assert_eq!(
-            wire::decode(&mut buf, CLUSTER, MAX),
-            Err(DecodeError::WrongCluster { expected: CLUSTER, got: cluster })
-        );
+        let result = wire::decode(&mut buf, CLUSTER, MAX);
+        match frame {
+            Frame::Hello(mut hello) => {
+                hello.terms.cluster = cluster;
+                prop_assert_eq!(result, Ok(Some(Frame::Hello(hello))));
+            }
+            _ => prop_assert_eq!(
+                result,
+                Err(DecodeError::WrongCluster { expected: CLUSTER, got: cluster })
+            ),
+        }
     }
 
     /// Only the header has arrived: a frame over the limit is refused before its body is
@@ -448,9 +529,23 @@ fn large_prepare_round_trips_and_slices_the_read_buffer() {
 
 #[test]
 fn hello_and_stats_round_trip() {
-    check_round_trip(&Frame::Hello(Peer::Replica(0)));
-    check_round_trip(&Frame::Hello(Peer::Replica(u8::MAX)));
-    check_round_trip(&Frame::Hello(Peer::Client(0x1234_5678_9abc)));
+    let hello = |peer| {
+        Frame::Hello(Hello {
+            peer,
+            terms: Terms {
+                cluster: CLUSTER,
+                members: vec![
+                    "127.0.0.1:7000".parse().unwrap(),
+                    "[::1]:7001".parse().unwrap(),
+                ],
+                limits: Some(Limits::of(&vsr::Config::new(CLUSTER, 3))),
+            },
+            nonce: Some([9; 32]),
+        })
+    };
+    check_round_trip(&hello(Peer::Replica(0)));
+    check_round_trip(&hello(Peer::Replica(u8::MAX)));
+    check_round_trip(&hello(Peer::Client(0x1234_5678_9abc)));
     check_round_trip(&Frame::StatsRequest);
     check_round_trip(&Frame::StatsReply(Bytes::from_static(
         b"commit 12\nview 3\n",
@@ -637,4 +732,163 @@ fn structurally_invalid_bodies_are_malformed() {
         },
         DecodeError::Malformed("trailing bytes after body"),
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Range checks: numbers no correct peer sends are refused by name, whatever the message.
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A view or epoch in the headroom above its maximum (where the core's `+ 1` would
+    /// come close to wrapping) is refused on every message.
+    #[test]
+    fn views_and_epochs_above_their_maximum_are_refused(
+        message in message(),
+        view in VIEW_MAX + 1..=u32::MAX,
+        epoch in EPOCH_MAX + 1..=u32::MAX,
+    ) {
+        let mut bytes = encoded(&Frame::Message(message.clone()));
+        reseal(&mut bytes, |h| h.view = view);
+        prop_assert_eq!(
+            decode_all(&bytes),
+            Err(DecodeError::OutOfRange("view above the maximum"))
+        );
+        let mut bytes = encoded(&Frame::Message(message));
+        reseal(&mut bytes, |h| h.epoch = epoch);
+        prop_assert_eq!(
+            decode_all(&bytes),
+            Err(DecodeError::OutOfRange("epoch above the maximum"))
+        );
+    }
+
+    /// Any op or commit header field set above `OP_MAX` is refused (never decoded into a
+    /// message the core would do arithmetic on).
+    #[test]
+    fn ops_above_their_maximum_are_refused(
+        message in message(),
+        value in OP_MAX + 1..=u64::MAX,
+        field in 0..3usize,
+    ) {
+        let mut bytes = encoded(&Frame::Message(message));
+        let mut used = false;
+        reseal(&mut bytes, |h| {
+            let slot = match field {
+                0 => &mut h.op,
+                1 => &mut h.commit,
+                _ => &mut h.op_first,
+            };
+            used = *slot != 0;
+            *slot = value;
+        });
+        let result = decode_all(&bytes);
+        if used {
+            prop_assert!(
+                matches!(result, Err(DecodeError::OutOfRange(_)) | Err(DecodeError::Malformed(_))),
+                "{:?}", result
+            );
+        } else {
+            prop_assert!(result.is_err(), "{:?}", result);
+        }
+    }
+}
+
+/// One message per rule, each with the one field a correct peer never sends.
+#[test]
+fn contradictory_fields_are_refused_by_name() {
+    let cases: Vec<(Message, &str)> = vec![
+        (
+            message_with(Body::GetState(GetState { op: u64::MAX })),
+            "get_state op above the maximum op",
+        ),
+        (
+            message_with(Body::StartViewChange(StartViewChange { sender_view: 3 })),
+            "start_view_change sender view above its view",
+        ),
+        (
+            message_with(Body::DoViewChange(DoViewChange {
+                last_normal_view: 1,
+                op: 4,
+                commit: 5,
+                entries: vec![],
+            })),
+            "do_view_change commit above its op",
+        ),
+        (
+            message_with(Body::DoViewChange(DoViewChange {
+                last_normal_view: 3,
+                op: 5,
+                commit: 5,
+                entries: vec![],
+            })),
+            "do_view_change last normal view above its view",
+        ),
+        (
+            message_with(Body::DoViewChange(DoViewChange {
+                last_normal_view: 1,
+                op: 5,
+                commit: 4,
+                entries: vec![entry_with(b"a"), entry_with(b"b")],
+            })),
+            "do_view_change has more entries than op - commit",
+        ),
+        (
+            message_with(Body::StartView(StartView {
+                op: 3,
+                commit: 4,
+                op_first: 4,
+                entries: vec![],
+            })),
+            "start_view commit above its op",
+        ),
+        (
+            message_with(Body::StartView(StartView {
+                op: 3,
+                commit: 1,
+                op_first: 3,
+                entries: vec![entry_with(b"a"), entry_with(b"b")],
+            })),
+            "start_view entries beyond its op",
+        ),
+        (
+            message_with(Body::RecoveryResponse(RecoveryResponse {
+                nonce: 1,
+                empty: false,
+                op: 1,
+                commit: 2,
+            })),
+            "recovery_response commit above its op",
+        ),
+        (
+            message_with(Body::NewState(NewState {
+                commit: 5,
+                op: 6,
+                checkpoint: Some(Checkpoint {
+                    op: 6,
+                    timestamp: 1,
+                    service: Bytes::new(),
+                    clients: Bytes::new(),
+                }),
+                op_first: 7,
+                entries: vec![],
+            })),
+            "new_state checkpoint above its commit",
+        ),
+        (
+            message_with(Body::Prepare(Prepare {
+                op_first: OP_MAX,
+                commit: 0,
+                entries: vec![entry_with(b"a"), entry_with(b"b")],
+            })),
+            "prepare op or commit above the maximum op",
+        ),
+    ];
+    for (message, reason) in cases {
+        let bytes = encoded(&Frame::Message(message.clone()));
+        assert_eq!(
+            decode_all(&bytes),
+            Err(DecodeError::OutOfRange(reason)),
+            "{message:?}"
+        );
+    }
 }

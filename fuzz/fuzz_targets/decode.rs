@@ -68,7 +68,10 @@ fn reseal(bytes: &mut [u8], whole_stream: bool) {
 
 fn encode(frame: &Frame, out: &mut BytesMut) {
     match frame {
-        Frame::Hello(peer) => wire::encode_hello(*peer, CLUSTER, out),
+        Frame::Hello(hello) => wire::encode_hello(hello, out),
+        Frame::Welcome(welcome) => wire::encode_welcome(welcome, CLUSTER, out),
+        Frame::Proof(mac) => wire::encode_proof(mac, CLUSTER, out),
+        Frame::Refusal(refusal) => wire::encode_refusal(refusal, CLUSTER, out),
         Frame::Message(message) => wire::encode(message, CLUSTER, out),
         Frame::StatsRequest => wire::encode_stats_request(CLUSTER, out),
         Frame::StatsReply(text) => wire::encode_stats_reply(text, CLUSTER, out),

@@ -6,13 +6,20 @@
 //! messages sent to a closed connection inside its back-off are dropped, which is safe
 //! because the session retries (paper 4.1: the client resends the same request number).
 //!
+//! Every socket opens with a `Hello` stating the cluster id and member list the client
+//! was given, so a replica configured otherwise answers with a `Refusal` saying what
+//! differs (kept in `refusal` for the driver to report at once). With a cluster key the
+//! replica challenges the client (`Welcome`), and requests are held back until the
+//! replica's proof is checked and ours is sent: a replica accepts nothing before it.
+//!
 //! Readiness contract (mio is edge-triggered): on every readable event the socket is read
 //! until `WouldBlock`; writes go to a bounded buffer that the driver flushes once per
 //! event-loop pass, and a flush stopped by `WouldBlock` resumes on the next writable event.
 
 use super::ClientOptions;
-use crate::protocol::{ClientId, Message};
-use crate::wire::{self, Frame, Peer};
+use crate::auth::{self, ClusterKey};
+use crate::protocol::{ClientId, Message, ReplicaIndex};
+use crate::wire::{self, Frame, Hello, Nonce, Peer, Refusal, Terms};
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -29,8 +36,18 @@ enum State {
     Closed,
     /// A non-blocking connect is under way since `started`.
     Connecting { stream: TcpStream, started: Instant },
-    /// Established.
-    Connected { stream: TcpStream },
+    /// Established. `welcome` is `Some` until the replica's `Welcome` arrives: then
+    /// (with a key) our proof is sent and the requests held meanwhile follow it.
+    Connected {
+        stream: TcpStream,
+        welcome: Option<Awaiting>,
+    },
+}
+
+/// What the client's hello asked: the replica's answer is checked against it.
+#[derive(Clone, Copy)]
+struct Awaiting {
+    nonce: Option<Nonce>,
 }
 
 /// A connection to one replica.
@@ -39,6 +56,15 @@ pub(crate) struct Connection {
     token: Token,
     /// The client id announced in the `Hello` frame that opens every connection.
     hello: ClientId,
+    /// The replica at `address` (its index in the member list).
+    replica: ReplicaIndex,
+    /// What the hello states: the cluster id and members the client was given.
+    terms: Terms,
+    key: Option<ClusterKey>,
+    /// With a key, requests wait here until the handshake is done.
+    held: BytesMut,
+    /// The nonce of the hello of the socket being opened.
+    nonce: Option<Nonce>,
     cluster: u128,
     message_bytes_max: u32,
     state: State,
@@ -57,19 +83,30 @@ pub(crate) struct Connection {
     pub(crate) dropped_messages: u64,
     /// Why the replica's last frame could not be decoded, if it ever sent such a frame.
     pub(crate) protocol_error: Option<String>,
+    /// The replica's latest refusal of our hello, if it refused one.
+    pub(crate) refusal: Option<Refusal>,
+    /// Whether a replica ever welcomed this connection.
+    pub(crate) welcomed_ever: bool,
 }
 
 impl Connection {
     pub(crate) fn new(
         address: SocketAddr,
+        replica: ReplicaIndex,
         token: Token,
         hello: ClientId,
+        terms: Terms,
         options: &ClientOptions,
     ) -> Connection {
         Connection {
             address,
             token,
             hello,
+            replica,
+            terms,
+            key: options.cluster_key.clone(),
+            held: BytesMut::new(),
+            nonce: None,
             cluster: options.cluster_id,
             message_bytes_max: options.message_bytes_max,
             state: State::Closed,
@@ -81,6 +118,8 @@ impl Connection {
             established_ever: false,
             dropped_messages: 0,
             protocol_error: None,
+            refusal: None,
+            welcomed_ever: false,
         }
     }
 
@@ -98,15 +137,41 @@ impl Connection {
                 return;
             }
         }
-        if !self.write.is_empty() && self.write.len() >= self.write_bytes_max {
+        // With a key, nothing but the handshake may precede the proof.
+        let out = if self.key.is_some() && !self.handshake_done() {
+            &mut self.held
+        } else {
+            &mut self.write
+        };
+        if !out.is_empty() && out.len() >= self.write_bytes_max {
             // Bounded buffer: the replica is not reading. The session's retry resends.
             self.dropped_messages += 1;
             return;
         }
-        wire::encode(message, self.cluster, &mut self.write);
+        wire::encode(message, self.cluster, out);
+    }
+
+    /// Opens the socket now (sending only the hello) if it is closed and may reopen: the
+    /// driver asks every replica once one refused, to tell a misconfigured replica from a
+    /// misconfigured client.
+    pub(crate) fn ensure_open(&mut self, registry: &Registry, now: Instant) {
+        if matches!(self.state, State::Closed) && now >= self.reconnect_at {
+            if let Err(error) = self.open(registry) {
+                tracing::debug!(address = %self.address, %error, "connect failed");
+                self.close(registry, now);
+            }
+        }
+    }
+
+    fn handshake_done(&self) -> bool {
+        matches!(self.state, State::Connected { welcome: None, .. })
     }
 
     fn open(&mut self, registry: &Registry) -> io::Result<()> {
+        let nonce = match self.key {
+            Some(_) => Some(auth::fresh_nonce().map_err(io::Error::other)?),
+            None => None,
+        };
         let mut stream = TcpStream::connect(self.address)?;
         registry.register(
             &mut stream,
@@ -115,7 +180,14 @@ impl Connection {
         )?;
         self.read.clear();
         self.write.clear();
-        wire::encode_hello(Peer::Client(self.hello), self.cluster, &mut self.write);
+        self.held.clear();
+        self.nonce = nonce;
+        let hello = Hello {
+            peer: Peer::Client(self.hello),
+            terms: self.terms.clone(),
+            nonce,
+        };
+        wire::encode_hello(&hello, &mut self.write);
         self.state = State::Connecting {
             stream,
             started: Instant::now(),
@@ -127,12 +199,13 @@ impl Connection {
     pub(crate) fn close(&mut self, registry: &Registry, now: Instant) {
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Closed => {}
-            State::Connecting { mut stream, .. } | State::Connected { mut stream } => {
+            State::Connecting { mut stream, .. } | State::Connected { mut stream, .. } => {
                 let _ = registry.deregister(&mut stream);
             }
         }
         self.read.clear();
         self.write.clear();
+        self.held.clear();
         self.reconnect_at = now + self.reconnect_delay;
         self.reconnect_delay = (self.reconnect_delay * 2).min(RECONNECT_DELAY_MAX);
     }
@@ -183,7 +256,8 @@ impl Connection {
                 unreachable!()
             };
             stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            self.state = State::Connected { stream };
+            let welcome = Some(Awaiting { nonce: self.nonce });
+            self.state = State::Connected { stream, welcome };
             self.established_ever = true;
             self.reconnect_delay = RECONNECT_DELAY_MIN;
         }
@@ -193,31 +267,81 @@ impl Connection {
 
     /// Reads until `WouldBlock`, decoding complete frames as they arrive.
     fn read_all(&mut self, messages: &mut Vec<Message>, scratch: &mut [u8]) -> Result<(), String> {
-        let State::Connected { stream } = &mut self.state else {
-            return Ok(());
-        };
         loop {
+            let State::Connected { stream, .. } = &mut self.state else {
+                return Ok(());
+            };
             match stream.read(scratch) {
                 Ok(0) => return Err("closed by the replica".to_string()),
                 Ok(n) => {
                     self.read.extend_from_slice(&scratch[..n]);
-                    let decoded = decode_all(
-                        &mut self.read,
-                        self.cluster,
-                        self.message_bytes_max,
-                        messages,
-                    );
-                    if let Err(reason) = decoded {
-                        let reason = format!("{}: {reason}", self.address);
-                        self.protocol_error = Some(reason.clone());
-                        return Err(reason);
-                    }
+                    self.decode_all(messages)?;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error.to_string()),
             }
         }
+    }
+
+    /// Decodes every complete frame read: messages go to `messages`; a welcome completes
+    /// the handshake; a refusal is kept and closes the connection.
+    fn decode_all(&mut self, messages: &mut Vec<Message>) -> Result<(), String> {
+        loop {
+            match wire::decode(&mut self.read, self.cluster, self.message_bytes_max) {
+                Ok(None) => return Ok(()),
+                Ok(Some(Frame::Message(message))) => messages.push(message),
+                Ok(Some(Frame::Welcome(welcome))) => self.on_welcome(&welcome)?,
+                Ok(Some(Frame::Refusal(refusal))) => {
+                    let reason = format!(
+                        "{} refused the connection: {}",
+                        self.address, refusal.reason
+                    );
+                    self.refusal = Some(refusal);
+                    return Err(reason);
+                }
+                Ok(Some(_)) => {}
+                Err(error) => {
+                    let reason = format!("{}: undecodable frame: {error}", self.address);
+                    self.protocol_error = Some(reason.clone());
+                    return Err(reason);
+                }
+            }
+        }
+    }
+
+    fn on_welcome(&mut self, welcome: &wire::Welcome) -> Result<(), String> {
+        let State::Connected {
+            welcome: awaiting, ..
+        } = &mut self.state
+        else {
+            return Ok(());
+        };
+        let Some(Awaiting { nonce }) = awaiting.take() else {
+            return Err(format!("{}: a second welcome", self.address));
+        };
+        let me = Peer::Client(self.hello);
+        let proof = auth::answer_welcome(
+            self.key.as_ref(),
+            self.cluster,
+            me,
+            self.replica,
+            nonce,
+            welcome,
+        )
+        .map_err(|refusal| {
+            let reason = format!("{}: {}", self.address, refusal.reason);
+            self.refusal = Some(refusal);
+            reason
+        })?;
+        if let Some(proof) = proof {
+            wire::encode_proof(&proof, self.cluster, &mut self.write);
+        }
+        self.write.extend_from_slice(&self.held);
+        self.held.clear();
+        self.welcomed_ever = true;
+        self.refusal = None;
+        Ok(())
     }
 
     /// Writes buffered frames until done or `WouldBlock`; closes the connection on error.
@@ -229,7 +353,7 @@ impl Connection {
     }
 
     fn flush_inner(&mut self) -> Result<(), String> {
-        let State::Connected { stream } = &mut self.state else {
+        let State::Connected { stream, .. } = &mut self.state else {
             return Ok(());
         };
         while !self.write.is_empty() {
@@ -247,23 +371,5 @@ impl Connection {
     /// Whether bytes wait to be written on an established socket.
     pub(crate) fn wants_flush(&self) -> bool {
         matches!(self.state, State::Connected { .. }) && !self.write.is_empty()
-    }
-}
-
-/// Decodes every complete frame in `read`; only messages matter to a client (a replica
-/// sends no `Hello` or stats to a client, and those are ignored if it does).
-fn decode_all(
-    read: &mut BytesMut,
-    cluster: u128,
-    message_bytes_max: u32,
-    messages: &mut Vec<Message>,
-) -> Result<(), String> {
-    loop {
-        match wire::decode(read, cluster, message_bytes_max) {
-            Ok(None) => return Ok(()),
-            Ok(Some(Frame::Message(message))) => messages.push(message),
-            Ok(Some(_)) => {}
-            Err(error) => return Err(format!("undecodable frame: {error}")),
-        }
     }
 }

@@ -22,6 +22,7 @@ use super::connection::Connection;
 use super::id::random_client_id;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
 use crate::protocol::{Body, ClientId, Message, ReplicaIndex, View};
+use crate::wire::Terms;
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
 use std::collections::HashMap;
@@ -121,13 +122,22 @@ impl Driver {
             });
         }
         let mut connections = Vec::with_capacity(slots * addresses.len());
+        // The hello states what the client was told, for the replicas to compare.
+        let terms = Terms {
+            cluster: options.cluster_id,
+            members: addresses.to_vec(),
+            limits: None,
+        };
         for first in &driver_sessions[..slots] {
             // Announce the slot's first session; the replicas learn the others from their
             // requests.
             let hello = first.session.client();
-            for &address in addresses {
+            for (replica, &address) in addresses.iter().enumerate() {
                 let token = Token(connections.len());
-                connections.push(Connection::new(address, token, hello, &options));
+                let replica = replica as ReplicaIndex;
+                let connection =
+                    Connection::new(address, replica, token, hello, terms.clone(), &options);
+                connections.push(connection);
             }
         }
         Ok(Driver {
@@ -171,6 +181,9 @@ impl Driver {
                 && !self.connections.iter().any(|c| c.established_ever)
             {
                 return Err(ClientError::Disconnected);
+            }
+            if let Some(refusal) = self.refused() {
+                return Err(ClientError::Refused(refusal));
             }
             if elapsed >= self.options.request_timeout {
                 // A replica that spoke gibberish explains the timeout better.
@@ -421,6 +434,36 @@ impl Driver {
 
     fn primary(&self) -> ReplicaIndex {
         (self.view % self.replica_count as View) as ReplicaIndex
+    }
+
+    /// The reason to give up, when a quorum of replicas refused our hello for its
+    /// configuration. One refusal alone may be the replica's misconfiguration, not ours:
+    /// so each refusal makes the driver greet the slot's other replicas at once, and the
+    /// client gives up only when f+1 of them agree that it is wrong.
+    fn refused(&mut self) -> Option<String> {
+        let n = self.replica_count as usize;
+        let now = Instant::now();
+        let mut refused = vec![None; n];
+        for (index, connection) in self.connections.iter().enumerate() {
+            if let Some(refusal) = &connection.refusal {
+                if refusal.code.is_configuration() {
+                    refused[index % n] = Some(refusal.reason.clone());
+                }
+            }
+        }
+        let count = refused.iter().filter(|r| r.is_some()).count();
+        if count == 0 {
+            return None;
+        }
+        if count > (n - 1) / 2 {
+            return refused.into_iter().flatten().next();
+        }
+        for slot in 0..self.connections.len() / n {
+            for connection in &mut self.connections[slot * n..(slot + 1) * n] {
+                connection.ensure_open(self.poll.registry(), now);
+            }
+        }
+        None
     }
 
     /// Messages dropped so far because a connection was closed or full.

@@ -10,6 +10,7 @@ mod driver;
 mod id;
 mod options;
 mod pipelined;
+mod raw;
 pub mod session;
 
 pub use blocking::Client;
@@ -17,4 +18,5 @@ pub use driver::{Completion, RETRY_TIMEOUT_TICKS, TICK};
 pub use id::random_client_id;
 pub use options::{ClientError, ClientOptions};
 pub use pipelined::PipelinedClient;
+pub use raw::RawConnection;
 pub use session::{ClientSession, Outcome, SubmitError, Target};

@@ -15,6 +15,9 @@ pub struct ClientOptions {
     /// The largest frame accepted from a replica (must be at least the replicas' limit
     /// for replies to pass), and the bound of an operation's frame.
     pub message_bytes_max: u32,
+    /// The cluster key (`--cluster-key`), when the replicas require one: each connection
+    /// proves it, and checks the replica's proof, before any request is sent.
+    pub cluster_key: Option<crate::auth::ClusterKey>,
 }
 
 impl Default for ClientOptions {
@@ -24,6 +27,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             message_bytes_max: crate::Config::new(0, 1).message_bytes_max,
+            cluster_key: None,
         }
     }
 }
@@ -67,6 +71,10 @@ pub enum ClientError {
     /// `request_body_bytes_max`.
     #[error("the replicas refused the operation: it exceeds their request size limit")]
     Rejected,
+    /// A quorum of replicas refused the client's hello: its configuration (cluster id,
+    /// member list, key) is not theirs. Retrying cannot help.
+    #[error("refused by the cluster: {0}")]
+    Refused(String),
     /// The arguments cannot work (no addresses, no sessions, more than 255 replicas...).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -8,10 +8,10 @@ use bytes::Bytes;
 
 /// A view number (paper 4). The primary of view `v` is replica `v mod n`.
 pub type View = u32;
-/// The highest view a message may carry: a view at `View::MAX` could never be followed by
-/// another, and no correct replica gets anywhere near it (one view change a second takes
-/// 136 years), so a message claiming it is dropped as forged or corrupt.
-pub const VIEW_MAX: View = View::MAX - 1;
+/// The highest view a message may carry (the wire's gate and the core both refuse more):
+/// no correct replica gets anywhere near it (a view change every millisecond for 49
+/// days), and the headroom above it keeps view arithmetic from wrapping.
+pub const VIEW_MAX: View = View::MAX - (1 << 16);
 /// An op number: the position of an entry in the log, starting at 1 (0 means "none").
 pub type Op = u64;
 /// The index of a replica in the configuration.

@@ -14,11 +14,14 @@
 //! allocates nothing per message.
 
 use super::handshake::PeerState;
+use super::rate::TokenBucket;
 use crate::wire::{self, DecodeError, Frame};
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::net::IpAddr;
+use std::time::Instant;
 
 /// Bytes asked of the kernel by one read.
 const READ_CHUNK_BYTES: usize = 64 << 10;
@@ -33,6 +36,15 @@ pub struct Overflow {
     pub queued_bytes: usize,
     /// The limit.
     pub limit_bytes: usize,
+}
+
+/// What a connection carries to another loop when it is handed over.
+#[derive(Debug)]
+pub struct Parts {
+    /// Bytes read and not decoded yet.
+    pub buffered: BytesMut,
+    /// Encoded frames not written yet (a welcome, say), in order.
+    pub output: Vec<Bytes>,
 }
 
 /// What one read did.
@@ -62,9 +74,27 @@ pub struct Connection {
     pub writable: bool,
     /// An outbound connect that has not completed yet.
     pub connecting: bool,
+    /// The largest frame accepted from this peer, checked against a frame's header before
+    /// its body is buffered: the largest request until the peer is known to be a replica.
+    pub frame_bytes_max: u32,
+    /// When the connection was accepted or dialled (the handshake deadline counts from
+    /// here; the oldest unidentified connection is closed first when slots run out).
+    pub opened_at: Instant,
+    /// The peer's IP address, for the per-address limit (`None` for our own links).
+    pub ip: Option<IpAddr>,
+    /// Set when the connection is to be closed once its output is written (a refusal on
+    /// its way): nothing more is read, and it is closed at this deadline regardless.
+    pub closing: Option<Instant>,
+    /// Stats requests this connection may still make (a requester that asks in a loop is
+    /// closed, not served).
+    pub stats_allowance: TokenBucket,
     read_buffer: BytesMut,
     scratch: BytesMut,
     queue: VecDeque<Bytes>,
+    /// While set, new output waits in `held` instead of `queue` (a keyed link before its
+    /// handshake is done: the peer reads nothing but the proof first).
+    holding: bool,
+    held: VecDeque<Bytes>,
     /// Bytes of `queue[0]` already written.
     head_written_bytes: usize,
     queued_bytes: usize,
@@ -72,13 +102,16 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection whose outbound queue holds at most `queued_bytes_max` bytes.
+    /// A connection whose outbound queue holds at most `queued_bytes_max` bytes and that
+    /// accepts frames of at most `frame_bytes_max` bytes.
     pub fn new(
         stream: TcpStream,
         id: u64,
         connecting: bool,
         queued_bytes_max: usize,
+        frame_bytes_max: u32,
     ) -> Connection {
+        let now = Instant::now();
         Connection {
             stream,
             peer: PeerState::AwaitingHello,
@@ -86,38 +119,55 @@ impl Connection {
             readable: false,
             writable: false,
             connecting,
+            frame_bytes_max,
+            opened_at: now,
+            ip: None,
+            closing: None,
+            stats_allowance: TokenBucket::stats(now),
             read_buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
             scratch: BytesMut::with_capacity(4096),
             queue: VecDeque::with_capacity(WRITE_SEGMENTS_MAX),
+            holding: false,
+            held: VecDeque::new(),
             head_written_bytes: 0,
             queued_bytes: 0,
             queued_bytes_max,
         }
     }
 
-    /// A connection taken over from another loop: `peer` already said hello and
-    /// `buffered` holds what was read after it.
+    /// A connection taken over from another loop: `peer` finished its handshake,
+    /// `buffered` holds what was read after it and `output` what was not written yet.
     pub fn adopted(
         stream: TcpStream,
         id: u64,
         peer: PeerState,
-        buffered: BytesMut,
-        queued_bytes_max: usize,
+        parts: Parts,
+        limits: (usize, u32),
     ) -> Connection {
-        let mut connection = Connection::new(stream, id, false, queued_bytes_max);
+        let (queued_bytes_max, frame_bytes_max) = limits;
+        let mut connection = Connection::new(stream, id, false, queued_bytes_max, frame_bytes_max);
         connection.peer = peer;
-        connection.read_buffer = buffered;
+        connection.read_buffer = parts.buffered;
+        for segment in parts.output {
+            connection.queued_bytes += segment.len();
+            connection.queue.push_back(segment);
+        }
         connection
     }
 
-    /// The socket and the bytes read but not decoded, for a hand-over to another loop.
-    /// Only a connection with nothing queued for output may be handed over.
-    pub fn into_parts(self) -> (TcpStream, BytesMut) {
-        assert!(
-            !self.has_output(),
-            "a connection is handed over before anything is written to it"
-        );
-        (self.stream, self.read_buffer)
+    /// The socket, the bytes read but not decoded and the output not yet written, for a
+    /// hand-over to another loop.
+    pub fn into_parts(mut self) -> (TcpStream, Parts) {
+        self.seal_scratch();
+        let mut output: Vec<Bytes> = self.queue.drain(..).collect();
+        if let Some(head) = output.first_mut() {
+            *head = head.slice(self.head_written_bytes..);
+        }
+        let parts = Parts {
+            buffered: self.read_buffer,
+            output,
+        };
+        (self.stream, parts)
     }
 
     /// Reads once into the read buffer.
@@ -144,13 +194,10 @@ impl Connection {
         self.read_buffer.len()
     }
 
-    /// The next complete frame in the read buffer, if any. Bodies are slices of the buffer.
-    pub fn decode(
-        &mut self,
-        cluster: u128,
-        message_bytes_max: u32,
-    ) -> Result<Option<Frame>, DecodeError> {
-        wire::decode(&mut self.read_buffer, cluster, message_bytes_max)
+    /// The next complete frame in the read buffer, if any, refusing frames larger than
+    /// `frame_bytes_max` from their header alone. Bodies are slices of the buffer.
+    pub fn decode(&mut self, cluster: u128) -> Result<Option<Frame>, DecodeError> {
+        wire::decode(&mut self.read_buffer, cluster, self.frame_bytes_max)
     }
 
     /// Encodes a frame for this connection alone with `encode`, which appends to the buffer
@@ -159,15 +206,37 @@ impl Connection {
         let before = self.scratch.len();
         encode(&mut self.scratch);
         self.queued_bytes += self.scratch.len() - before;
+        if self.holding {
+            self.held.push_back(self.scratch.split().freeze());
+        }
         self.check_limit()
     }
 
     /// Queues a segment shared with other connections (an encoded broadcast).
     pub fn push_shared(&mut self, segment: Bytes) -> Result<(), Overflow> {
-        self.seal_scratch();
         self.queued_bytes += segment.len();
-        self.queue.push_back(segment);
+        if self.holding {
+            self.held.push_back(segment);
+        } else {
+            self.seal_scratch();
+            self.queue.push_back(segment);
+        }
         self.check_limit()
+    }
+
+    /// From now on, output waits (within the same limit) until [`Connection::release`].
+    pub fn hold(&mut self) {
+        self.seal_scratch();
+        self.holding = true;
+    }
+
+    /// Writes `first` (encoded by it, e.g. the proof of the key) and then everything held.
+    pub fn release(&mut self, first: impl FnOnce(&mut BytesMut)) -> Result<(), Overflow> {
+        self.holding = false;
+        self.push_with(first)?;
+        self.seal_scratch();
+        self.queue.extend(self.held.drain(..));
+        Ok(())
     }
 
     /// Whether anything waits to be written.
@@ -286,7 +355,7 @@ mod tests {
     #[test]
     fn queue_keeps_order_across_scratch_and_shared_segments() {
         let (stream, mut peer) = pair();
-        let mut connection = Connection::new(stream, 1, false, 1 << 20);
+        let mut connection = Connection::new(stream, 1, false, 1 << 20, 1 << 20);
         connection
             .push_with(|out| out.extend_from_slice(b"ab"))
             .unwrap();
@@ -303,9 +372,31 @@ mod tests {
     }
 
     #[test]
+    fn held_output_follows_what_releases_it() {
+        let (stream, mut peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 1 << 20, 1 << 20);
+        connection
+            .push_with(|out| out.extend_from_slice(b"he"))
+            .unwrap();
+        connection.hold();
+        connection.push_shared(Bytes::from_static(b"XY")).unwrap();
+        connection
+            .push_with(|out| out.extend_from_slice(b"Z"))
+            .unwrap();
+        assert_eq!(connection.write().unwrap(), 2, "only the hello goes out");
+        connection
+            .release(|out| out.extend_from_slice(b"pp"))
+            .unwrap();
+        assert_eq!(connection.write().unwrap(), 5);
+        let mut received = [0u8; 7];
+        peer.read_exact(&mut received).unwrap();
+        assert_eq!(&received, b"heppXYZ");
+    }
+
+    #[test]
     fn overflow_is_reported() {
         let (stream, _peer) = pair();
-        let mut connection = Connection::new(stream, 1, false, 4);
+        let mut connection = Connection::new(stream, 1, false, 4, 1 << 20);
         connection.push_shared(Bytes::from_static(b"abcd")).unwrap();
         let overflow = connection
             .push_with(|out| out.extend_from_slice(b"e"))
@@ -322,7 +413,7 @@ mod tests {
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let (stream, mut peer) = pair();
-        let mut connection = Connection::new(stream, 1, false, 64 << 20);
+        let mut connection = Connection::new(stream, 1, false, 64 << 20, 1 << 20);
         let segment = Bytes::from(vec![7u8; 1 << 20]);
         // More than the socket buffers hold: the write stops at WouldBlock.
         for _ in 0..16 {
@@ -353,7 +444,7 @@ mod tests {
     #[test]
     fn read_reports_data_then_would_block_then_close() {
         let (stream, mut peer) = pair();
-        let mut connection = Connection::new(stream, 1, false, 1024);
+        let mut connection = Connection::new(stream, 1, false, 1024, 1 << 20);
         connection.readable = true;
         peer.write_all(b"hello").unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -14,7 +14,7 @@
 //! 7. write each connection with pending output (vectored writes);
 //! 8. reconnect lost replica links whose backoff expired.
 //!
-//! Back-pressure (DESIGN.md "Batching and pipelining"): while the core is not accepting
+//! Back-pressure: while the core is not accepting
 //! requests the loop does not read client sockets, so their data stays in the kernel and
 //! TCP flow control pushes back on the clients. Every queue here is bounded: a connection
 //! whose outbound queue passes its limit is closed with a logged reason.
@@ -24,23 +24,26 @@
 //! So each direction has one owner and no connection race needs resolving.
 
 use super::connection::{Connection, Overflow, ReadOutcome};
-use super::handshake::{admit, Admitted, PeerState};
+use super::handshake::{Admitted, Gate, PeerState, Rejection};
 use super::io_thread::{IoHandle, ToCore, ToIo};
 use super::metrics::Metrics;
 use super::options::{ServerError, ServerOptions};
+use super::stats::StatsCache;
+use super::throttle::{LogThrottle, LOG_INTERVAL};
 use crate::protocol::client_table::ClientMap;
 use crate::protocol::{Body, ClientId, Effect, Message, Replica, ReplicaIndex, RequestNumber};
 use crate::service::StateMachine;
-use crate::wire::{self, Peer};
+use crate::wire::{self, Hello, Peer, Refusal, RefusalCode};
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// One protocol tick.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -50,8 +53,19 @@ pub const TICK: Duration = Duration::from_millis(10);
 const TICKS_CATCH_UP_MAX: u32 = 10;
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKER: Token = Token(usize::MAX - 2);
-/// Open connections, all kinds together.
-const CONNECTIONS_MAX: usize = 4096;
+/// Slots kept for replica links beyond `connections_max`, per replica of the cluster
+/// (its link to us and ours to it).
+const RESERVED_SLOTS_PER_REPLICA: usize = 2;
+/// How long a refused connection may take to read its refusal before it is closed.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// After a peer refused our link for its configuration, wait at least this long before
+/// dialling again (the backoff never resets on a refused handshake).
+const REFUSED_BACKOFF: Duration = Duration::from_secs(5);
+/// How often handshake deadlines are checked.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// A stats request is refused when its connection already has this much unread output:
+/// a requester that never reads cannot make the replica buffer for it.
+const STATS_QUEUED_BYTES_MAX: usize = 256 << 10;
 /// Bytes read from one connection per iteration before the others get their turn.
 const READ_BUDGET_BYTES: usize = 4 << 20;
 /// Outbound limit of a client connection.
@@ -100,6 +114,7 @@ struct PeerLink {
 /// What processing one connection decided next.
 enum Step {
     Admitted(Admitted),
+    Reject(Rejection),
     Close { reason: String, rejected: bool },
     Done,
 }
@@ -138,6 +153,19 @@ pub struct EventLoop<S: StateMachine> {
     paused_clients: usize,
     /// A connection stopped at its read budget with data left: poll without waiting.
     more_to_read: bool,
+    /// The handshake rules.
+    gate: Gate,
+    /// The largest frame from a connection that is not an identified replica.
+    request_frame_bytes_max: u32,
+    /// Accepted connections that are not identified replicas (pending handshakes and
+    /// clients), in all and per IP address: the bounded pool beside the reserved slots.
+    unreplicated: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    /// Repeated rejections of one peer for one reason log once a minute.
+    throttle: LogThrottle<(String, String)>,
+    /// The expensive half of a stats reply, rebuilt at most every few milliseconds.
+    stats: StatsCache,
+    sweep_at: Instant,
     /// The I/O threads that own client connections (none: this loop serves clients).
     io: Vec<IoHandle>,
     /// Requests from the I/O threads (`None` without I/O threads).
@@ -198,6 +226,13 @@ impl<S: StateMachine> EventLoop<S> {
             io,
             from_io,
             io_next: 0,
+            gate: options.gate(),
+            request_frame_bytes_max: options.request_frame_bytes_max(),
+            unreplicated: 0,
+            per_ip: HashMap::new(),
+            throttle: LogThrottle::new(LOG_INTERVAL),
+            stats: StatsCache::default(),
+            sweep_at: now + SWEEP_INTERVAL,
             options,
         }
     }
@@ -211,6 +246,17 @@ impl<S: StateMachine> EventLoop<S> {
             replicas = self.options.addresses.len(),
             "replica listening"
         );
+        if self.gate.key.is_some() {
+            info!(
+                replica = self.options.replica,
+                "cluster key set: every connection must prove it before any frame is accepted"
+            );
+        } else {
+            warn!(
+                replica = self.options.replica,
+                "no cluster key: the cluster is unauthenticated, and any process that can reach this port can speak as a client or a replica (see --cluster-key)"
+            );
+        }
         while !self.shutdown.load(Ordering::Acquire) {
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -240,6 +286,7 @@ impl<S: StateMachine> EventLoop<S> {
             self.write_phase();
             self.io.iter_mut().for_each(IoHandle::wake_if_pending);
             self.connect_peers(started);
+            self.sweep_if_due(started);
             self.summary_if_due(started);
             self.metrics.counters.loop_iterations += 1;
             self.metrics
@@ -256,7 +303,7 @@ impl<S: StateMachine> EventLoop<S> {
         if self.more_to_read || (self.paused_clients > 0 && accepting) {
             return Duration::ZERO;
         }
-        let mut wake_at = self.next_tick.min(self.summary_at);
+        let mut wake_at = self.next_tick.min(self.summary_at).min(self.sweep_at);
         for (index, link) in self.peers.iter().enumerate() {
             if index != self.options.replica as usize && link.token.is_none() {
                 wake_at = wake_at.min(link.next_attempt);
@@ -270,18 +317,28 @@ impl<S: StateMachine> EventLoop<S> {
             match self.listener.accept() {
                 Ok((stream, address)) => {
                     self.metrics.counters.connections_accepted += 1;
-                    if self.live_connections() >= CONNECTIONS_MAX {
-                        warn!(%address, limit = CONNECTIONS_MAX, "refusing connection: too many connections");
+                    if let Err(reason) = self.make_room(address.ip()) {
+                        self.metrics.counters.connections_refused += 1;
+                        self.log_rejection(
+                            address.ip().to_string(),
+                            "refusing connection",
+                            reason,
+                            false,
+                        );
                         continue;
                     }
                     if let Err(error) = stream.set_nodelay(true) {
                         debug!(%address, %error, "cannot set TCP_NODELAY");
                     }
                     debug!(%address, "accepted connection");
-                    // We only ever write replies and stats replies on accepted
-                    // connections (replica traffic goes out on our own links).
-                    if let Err(error) = self.insert(stream, false, CLIENT_QUEUED_BYTES_MAX) {
-                        warn!(%address, %error, "cannot register accepted connection");
+                    // We only ever write handshake frames, replies and stats replies on
+                    // accepted connections (replica traffic goes out on our own links).
+                    let frame_max = self.request_frame_bytes_max;
+                    match self.insert(stream, false, CLIENT_QUEUED_BYTES_MAX, frame_max) {
+                        Ok(token) => self.count_unreplicated(token, address.ip()),
+                        Err(error) => {
+                            warn!(%address, %error, "cannot register accepted connection")
+                        }
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -295,11 +352,77 @@ impl<S: StateMachine> EventLoop<S> {
         }
     }
 
+    /// Finds a slot for a new connection from `ip`, or says why there is none.
+    ///
+    /// Clients and connections that have not said who they are share `connections_max`
+    /// slots; `2 × replicas` more are reserved for replica links. When the shared slots
+    /// are full, the oldest connection still in its handshake is closed to make room (an
+    /// idle attacker's socket, not a working client); failing that, the newcomer may take
+    /// a reserved slot, but only to say it is a replica (a client hello there is refused).
+    fn make_room(&mut self, ip: IpAddr) -> Result<(), String> {
+        let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= self.options.connections_per_ip_max {
+            return Err(format!(
+                "{from_ip} connections from this address already (--connections-per-ip {})",
+                self.options.connections_per_ip_max
+            ));
+        }
+        if self.unreplicated + self.io_clients() < self.options.connections_max {
+            return Ok(());
+        }
+        if let Some(oldest) = self.oldest_pending() {
+            self.close(oldest, "closed to make room: all connection slots are taken and this one has not finished its handshake".to_string(), true);
+            return Ok(());
+        }
+        let reserved = RESERVED_SLOTS_PER_REPLICA * self.options.addresses.len();
+        if self.live_connections() < self.options.connections_max + reserved {
+            return Ok(());
+        }
+        Err(format!(
+            "all {} connection slots are taken (--connections-max {})",
+            self.options.connections_max + reserved,
+            self.options.connections_max
+        ))
+    }
+
+    fn oldest_pending(&self) -> Option<usize> {
+        self.connections
+            .iter()
+            .enumerate()
+            .filter_map(|(token, c)| c.as_ref().map(|c| (token, c)))
+            .filter(|(_, c)| c.peer.is_pending() && c.closing.is_none())
+            .min_by_key(|(_, c)| c.opened_at)
+            .map(|(token, _)| token)
+    }
+
+    fn count_unreplicated(&mut self, token: usize, ip: IpAddr) {
+        if let Some(connection) = self.connections[token].as_mut() {
+            connection.ip = Some(ip);
+            self.unreplicated += 1;
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+        }
+    }
+
+    /// Takes a connection out of the shared pool (it is a replica, or it is closing).
+    fn uncount(&mut self, connection: &mut Connection) {
+        let Some(ip) = connection.ip.take() else {
+            return;
+        };
+        self.unreplicated -= 1;
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
     fn insert(
         &mut self,
         mut stream: TcpStream,
         connecting: bool,
         queued_bytes_max: usize,
+        frame_bytes_max: u32,
     ) -> io::Result<usize> {
         let token = self.free.pop().unwrap_or_else(|| {
             self.connections.push(None);
@@ -315,7 +438,13 @@ impl<S: StateMachine> EventLoop<S> {
         }
         let id = self.connection_id_next;
         self.connection_id_next += 1;
-        self.connections[token] = Some(Connection::new(stream, id, connecting, queued_bytes_max));
+        self.connections[token] = Some(Connection::new(
+            stream,
+            id,
+            connecting,
+            queued_bytes_max,
+            frame_bytes_max,
+        ));
         Ok(token)
     }
 
@@ -350,17 +479,9 @@ impl<S: StateMachine> EventLoop<S> {
         };
         match failure {
             Some(error) => self.close(token, format!("connect failed: {error}"), false),
-            None => {
-                connection.connecting = false;
-                if let PeerState::Replica(index) = connection.peer {
-                    self.peers[index as usize].backoff = RECONNECT_BACKOFF_MIN;
-                    info!(
-                        replica = self.options.replica,
-                        peer = index,
-                        "connected to replica"
-                    );
-                }
-            }
+            // The backoff resets only when the peer welcomes us (a connection that is
+            // then refused must not be redialled at once).
+            None => connection.connecting = false,
         }
     }
 
@@ -376,6 +497,9 @@ impl<S: StateMachine> EventLoop<S> {
                 };
                 if matches!(connection.peer, PeerState::Client(_)) != clients {
                     continue;
+                }
+                if connection.closing.is_some() {
+                    continue; // Refused: only its refusal is still written.
                 }
                 if connection.readable || connection.buffered_bytes() > 0 {
                     self.process_connection(token);
@@ -393,6 +517,7 @@ impl<S: StateMachine> EventLoop<S> {
             let step = self.next_step(token, &mut read_bytes);
             match step {
                 Step::Admitted(admitted) => self.handle(token, admitted),
+                Step::Reject(rejection) => return self.reject(token, rejection),
                 Step::Close { reason, rejected } => return self.close(token, reason, rejected),
                 Step::Done => return,
             }
@@ -403,10 +528,7 @@ impl<S: StateMachine> EventLoop<S> {
         // Only a primary's full batch pauses clients: elsewhere requests are read and
         // dropped by the core (the client retries), and stats requests must be answered.
         let accepting = !self.replica.is_primary() || self.replica.accepting_requests();
-        let own = self.options.replica;
-        let count = self.options.config.replica_count;
         let cluster = self.options.config.cluster;
-        let message_bytes_max = self.options.config.message_bytes_max;
         let Some(connection) = self.connections[token].as_mut() else {
             return Step::Done;
         };
@@ -417,23 +539,23 @@ impl<S: StateMachine> EventLoop<S> {
                 self.metrics.counters.backpressure_pauses += 1;
                 return Step::Done;
             }
-            match connection.decode(cluster, message_bytes_max) {
+            match connection.decode(cluster) {
                 Ok(Some(frame)) => {
                     self.metrics.counters.frames_received += 1;
-                    return match admit(&mut connection.peer, frame, own, count) {
+                    return match self.gate.admit(&mut connection.peer, frame) {
                         Ok(admitted) => Step::Admitted(admitted),
-                        Err(rejection) => Step::Close {
-                            reason: rejection.to_string(),
-                            rejected: true,
-                        },
+                        Err(rejection) => Step::Reject(rejection),
                     };
                 }
                 Ok(None) => {}
                 Err(error) => {
+                    if matches!(error, wire::DecodeError::OutOfRange(_)) {
+                        self.metrics.counters.frames_out_of_range += 1;
+                    }
                     return Step::Close {
                         reason: format!("decode error: {error}"),
                         rejected: true,
-                    }
+                    };
                 }
             }
             if !connection.readable || connection.connecting {
@@ -471,18 +593,42 @@ impl<S: StateMachine> EventLoop<S> {
 
     fn handle(&mut self, token: usize, admitted: Admitted) {
         match admitted {
-            Admitted::Hello(Peer::Replica(index)) => {
+            Admitted::Hello {
+                peer,
+                welcome,
+                established,
+            } => {
+                let cluster = self.options.config.cluster;
+                let connection = self.connections[token]
+                    .as_mut()
+                    .expect("the connection is live");
+                connection
+                    .push_with(|out| wire::encode_welcome(&welcome, cluster, out))
+                    .expect("a welcome fits any queue");
+                if established {
+                    self.on_established(token, peer);
+                }
+            }
+            Admitted::Authenticated(peer) => self.on_established(token, peer),
+            Admitted::Welcomed { replica, proof } => {
+                let cluster = self.options.config.cluster;
+                let connection = self.connections[token]
+                    .as_mut()
+                    .expect("the connection is live");
+                if let Some(proof) = proof {
+                    // The proof, then what waited for it.
+                    if let Err(overflow) =
+                        connection.release(|out| wire::encode_proof(&proof, cluster, out))
+                    {
+                        return self.close_overflow(token, overflow);
+                    }
+                }
+                self.peers[replica as usize].backoff = RECONNECT_BACKOFF_MIN;
                 info!(
                     replica = self.options.replica,
-                    peer = index,
-                    "replica said hello"
+                    peer = replica,
+                    "connected to replica"
                 );
-            }
-            Admitted::Hello(Peer::Client(client)) => {
-                debug!(client, "client said hello");
-                if !self.io.is_empty() {
-                    self.hand_over(token);
-                }
             }
             Admitted::Request(message) => {
                 let connection_id = self.connections[token]
@@ -498,18 +644,73 @@ impl<S: StateMachine> EventLoop<S> {
                 );
             }
             Admitted::Replica(message) => self.replica.on_message(message, &mut self.effects),
-            Admitted::StatsRequest => {
-                let json = self.stats_json();
-                let cluster = self.options.config.cluster;
-                let connection = self.connections[token]
-                    .as_mut()
-                    .expect("the connection is live");
-                if let Err(overflow) = connection
-                    .push_with(|out| wire::encode_stats_reply(json.as_bytes(), cluster, out))
-                {
-                    self.close_overflow(token, overflow);
+            Admitted::StatsRequest => self.on_stats_request(token),
+        }
+    }
+
+    /// A peer finished its handshake: a replica leaves the shared pool and may send
+    /// messages up to `message_bytes_max`; a client needs a shared slot.
+    fn on_established(&mut self, token: usize, peer: Peer) {
+        let mut connection = self.connections[token]
+            .take()
+            .expect("the connection is live");
+        match peer {
+            Peer::Replica(index) => {
+                self.uncount(&mut connection);
+                connection.frame_bytes_max = self.options.config.message_bytes_max;
+                self.connections[token] = Some(connection);
+                info!(
+                    replica = self.options.replica,
+                    peer = index,
+                    "replica said hello"
+                );
+            }
+            Peer::Client(client) => {
+                self.connections[token] = Some(connection);
+                if self.unreplicated + self.io_clients() > self.options.connections_max {
+                    // It took a reserved slot: those are for replicas.
+                    let refusal = Refusal {
+                        code: RefusalCode::Busy,
+                        reason: format!(
+                            "all {} client connection slots are taken",
+                            self.options.connections_max
+                        ),
+                    };
+                    return self.reject(token, Rejection::Refused(refusal));
+                }
+                debug!(client, "client said hello");
+                if !self.io.is_empty() {
+                    self.hand_over(token);
                 }
             }
+        }
+    }
+
+    fn on_stats_request(&mut self, token: usize) {
+        let now = self.now;
+        let connection = self.connections[token]
+            .as_mut()
+            .expect("the connection is live");
+        if !connection.stats_allowance.take(now) {
+            let reason = "stats requests too frequent (more than 20 a second)".to_string();
+            return self.close(token, reason, true);
+        }
+        if connection.queued_bytes() > STATS_QUEUED_BYTES_MAX {
+            let reason = format!(
+                "stats requester is not reading ({} bytes unread)",
+                connection.queued_bytes()
+            );
+            return self.close(token, reason, true);
+        }
+        let json = self.stats_json();
+        let cluster = self.options.config.cluster;
+        let connection = self.connections[token]
+            .as_mut()
+            .expect("the connection is live");
+        if let Err(overflow) =
+            connection.push_with(|out| wire::encode_stats_reply(json.as_bytes(), cluster, out))
+        {
+            self.close_overflow(token, overflow);
         }
     }
 
@@ -562,7 +763,7 @@ impl<S: StateMachine> EventLoop<S> {
                     || link.token.is_some_and(|token| {
                         self.connections[token]
                             .as_ref()
-                            .is_some_and(|c| !c.connecting)
+                            .is_some_and(|c| matches!(c.peer, PeerState::Linked(_)))
                     })
             });
             if !links_up && now < self.started_at + STARTUP_GRACE {
@@ -700,17 +901,22 @@ impl<S: StateMachine> EventLoop<S> {
         };
         let _ = self.poll.registry().deregister(&mut connection.stream);
         self.free.push(token);
+        // The I/O thread counts it from now on (`IoHandle::clients`).
+        self.uncount(&mut connection);
         let (id, peer) = (connection.id, connection.peer);
-        let (stream, buffered) = connection.into_parts();
+        let (stream, parts) = connection.into_parts();
         let adopt = ToIo::Adopt {
             stream,
             connection: id,
             peer,
-            buffered,
+            parts,
         };
         let handle = &mut self.io[index];
         match handle.sender.try_send(adopt) {
-            Ok(()) => handle.wake_pending = true,
+            Ok(()) => {
+                handle.wake_pending = true;
+                handle.clients.fetch_add(1, Ordering::Relaxed);
+            }
             Err(error) => {
                 // The thread is saturated: dropping the socket closes it; the client
                 // reconnects.
@@ -765,13 +971,26 @@ impl<S: StateMachine> EventLoop<S> {
         self.execute_effects();
     }
 
+    /// The stats reply: counters read now, histograms from a cache rebuilt at most every
+    /// `stats::HISTOGRAMS_REFRESH`, so a burst of requests costs formatting, not
+    /// quantile scans.
     fn stats_json(&mut self) -> String {
         self.metrics.counters.connections_rejected_io = self
             .io
             .iter()
             .map(|io| io.rejected.load(Ordering::Relaxed))
             .sum();
-        self.metrics.json(&self.replica, self.live_connections())
+        let connections = self.live_connections() + self.io_clients();
+        let histograms = self.stats.histograms(&self.metrics, self.now);
+        self.metrics.json(&self.replica, connections, histograms)
+    }
+
+    /// Clients on the I/O threads.
+    fn io_clients(&self) -> usize {
+        self.io
+            .iter()
+            .map(|io| io.clients.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn stop_io(&mut self) {
@@ -791,6 +1010,12 @@ impl<S: StateMachine> EventLoop<S> {
                 Ok(written) => self.metrics.counters.bytes_sent += written as u64,
                 Err(error) => self.close(token, format!("write error: {error}"), false),
             }
+            if self.connections[token]
+                .as_ref()
+                .is_some_and(|c| c.closing.is_some() && !c.has_output())
+            {
+                self.close(token, "refusal sent".to_string(), false);
+            }
         }
     }
 
@@ -798,6 +1023,8 @@ impl<S: StateMachine> EventLoop<S> {
     fn link(&mut self, index: usize) -> Option<usize> {
         let link = &mut self.peers[index];
         if link.token.is_some() {
+            // With a key, what is sent before the handshake is done waits on the
+            // connection (`Connection::hold`): the peer reads nothing but our proof first.
             return link.token;
         }
         let now = Instant::now();
@@ -835,14 +1062,29 @@ impl<S: StateMachine> EventLoop<S> {
     fn connect(&mut self, index: ReplicaIndex, address: SocketAddr) -> io::Result<usize> {
         let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
-        let token = self.insert(stream, true, self.replica_queued_bytes_max)?;
+        let nonce = match &self.gate.key {
+            Some(_) => Some(crate::auth::fresh_nonce().map_err(io::Error::other)?),
+            None => None,
+        };
+        let frame_max = self.request_frame_bytes_max;
+        let token = self.insert(stream, true, self.replica_queued_bytes_max, frame_max)?;
         let connection = self.connections[token].as_mut().expect("just inserted");
-        // We dialled the configured address, so whatever comes back is that replica's.
-        connection.peer = PeerState::Replica(index);
-        let (own, cluster) = (self.options.replica, self.options.config.cluster);
+        // Only a welcome or a refusal comes back on our link, from the replica dialled.
+        connection.peer = PeerState::Dialed {
+            replica: index,
+            nonce,
+        };
+        let hello = Hello {
+            peer: Peer::Replica(self.options.replica),
+            terms: self.gate.terms.clone(),
+            nonce,
+        };
         connection
-            .push_with(|out| wire::encode_hello(Peer::Replica(own), cluster, out))
+            .push_with(|out| wire::encode_hello(&hello, out))
             .expect("a hello fits any queue");
+        if nonce.is_some() {
+            connection.hold();
+        }
         Ok(token)
     }
 
@@ -864,6 +1106,7 @@ impl<S: StateMachine> EventLoop<S> {
         };
         let _ = self.poll.registry().deregister(&mut connection.stream);
         self.free.push(token);
+        self.uncount(&mut connection);
         let address = connection
             .stream
             .peer_addr()
@@ -871,7 +1114,13 @@ impl<S: StateMachine> EventLoop<S> {
         let peer = connection.peer;
         if rejected {
             self.metrics.counters.connections_rejected += 1;
-            warn!(replica = self.options.replica, %address, ?peer, %reason, "closing connection: {reason}");
+            let who = match peer.dialed_replica() {
+                Some(index) => format!("replica {index}"),
+                None => address
+                    .rsplit_once(':')
+                    .map_or(address.clone(), |(ip, _)| ip.to_string()),
+            };
+            self.log_rejection(who, "closing connection", reason.clone(), false);
         } else {
             debug!(replica = self.options.replica, %address, ?peer, %reason, "connection closed");
         }
@@ -879,8 +1128,113 @@ impl<S: StateMachine> EventLoop<S> {
             self.schedule_reconnect(index, Instant::now());
         }
         // A failed dial is routine while a peer is down (one per backoff): not info.
-        if matches!(peer, PeerState::Replica(_)) && !rejected && !connection.connecting {
+        if matches!(peer, PeerState::Linked(_)) && !rejected && !connection.connecting {
             info!(replica = self.options.replica, ?peer, %reason, "replica connection closed");
+        }
+    }
+
+    /// Closes a connection that broke a rule; a peer owed an explanation gets a refusal
+    /// first (written before the close, within `REFUSAL_LINGER`).
+    fn reject(&mut self, token: usize, rejection: Rejection) {
+        if let Rejection::RefusedByPeer(refusal) = &rejection {
+            if refusal.code.is_configuration() {
+                if let Some(index) = self.peers.iter().position(|l| l.token == Some(token)) {
+                    // Not again for a while: only a person can fix a configuration.
+                    let link = &mut self.peers[index];
+                    link.backoff = link.backoff.max(REFUSED_BACKOFF);
+                }
+            }
+        }
+        let configuration = rejection.is_configuration();
+        let Some(refusal) = rejection.refusal() else {
+            if !configuration {
+                return self.close(token, rejection.to_string(), true);
+            }
+            // Refused by a peer: one clear line, then the ordinary close.
+            let who = self.connections[token]
+                .as_ref()
+                .and_then(|c| c.peer.dialed_replica())
+                .map_or_else(|| "?".to_string(), |index| format!("replica {index}"));
+            self.metrics.counters.connections_rejected += 1;
+            self.metrics.counters.handshakes_refused += 1;
+            self.log_rejection(
+                who,
+                "our connection was refused",
+                rejection.to_string(),
+                true,
+            );
+            return self.close(token, rejection.to_string(), false);
+        };
+        let cluster = rejection
+            .refusal_cluster()
+            .unwrap_or(self.options.config.cluster);
+        let now = Instant::now();
+        let Some(mut connection) = self.connections[token].take() else {
+            return;
+        };
+        let pushed = connection.push_with(|out| wire::encode_refusal(&refusal, cluster, out));
+        connection.closing = Some(now + REFUSAL_LINGER);
+        // A refused connection holds no shared slot while it lingers.
+        self.uncount(&mut connection);
+        let who = match connection.peer.dialed_replica() {
+            Some(index) => format!("replica {index}"),
+            None => connection
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.ip().to_string()),
+        };
+        self.connections[token] = Some(connection);
+        self.metrics.counters.connections_rejected += 1;
+        if configuration {
+            self.metrics.counters.handshakes_refused += 1;
+        }
+        self.log_rejection(who, "refusing connection", refusal.reason, configuration);
+        if pushed.is_err() {
+            self.close(token, "no room for the refusal".to_string(), false);
+        }
+    }
+
+    /// Logs a rejection: a configuration mismatch at ERROR, anything else at WARN; the
+    /// same reason from the same peer at most once per minute.
+    fn log_rejection(&mut self, who: String, what: &str, reason: String, configuration: bool) {
+        if !self
+            .throttle
+            .allow((who.clone(), reason.clone()), Instant::now())
+        {
+            self.metrics.counters.log_lines_suppressed += 1;
+            return;
+        }
+        let replica = self.options.replica;
+        if configuration {
+            error!(replica, peer = %who, "{what}: {reason} (logged once a minute per peer)");
+        } else {
+            warn!(replica, peer = %who, "{what}: {reason}");
+        }
+    }
+
+    /// Closes connections whose handshake or refusal took too long.
+    fn sweep_if_due(&mut self, now: Instant) {
+        if now < self.sweep_at {
+            return;
+        }
+        self.sweep_at = now + SWEEP_INTERVAL;
+        let timeout = self.options.handshake_timeout;
+        let keyed = self.gate.key.is_some();
+        for token in 0..self.connections.len() {
+            let Some(connection) = self.connections[token].as_ref() else {
+                continue;
+            };
+            if connection.closing.is_some_and(|deadline| now >= deadline) {
+                self.close(token, "refusal not read in time".to_string(), false);
+                continue;
+            }
+            // Our own unkeyed links carry messages before the welcome: they do not expire.
+            let waiting = connection.peer.is_pending()
+                || (keyed && matches!(connection.peer, PeerState::Dialed { .. }));
+            if waiting && now.saturating_duration_since(connection.opened_at) >= timeout {
+                let reason = format!("no handshake within {timeout:?}");
+                self.close(token, reason, true);
+            }
         }
     }
 

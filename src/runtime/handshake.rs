@@ -1,31 +1,110 @@
 //! Who may say what on a connection: the gate between a decoded frame and the core.
 //!
-//! The first frame on every connection is a `Hello` naming the speaker. A connection that
-//! said `Client` may send only requests and stats requests, never replica messages; one
-//! that said `Replica(i)` must name another replica of this cluster, and every message on
-//! it must carry `i` as its sender. Anything else closes that connection only (one bad
-//! peer never takes the replica down). The cluster id is checked earlier, by the decoder.
+//! An accepted connection starts with a `Hello` naming the speaker and stating the terms it
+//! believes in (cluster id, members, shared limits). Terms that differ are refused with a
+//! `Refusal` that names the difference, so both ends can log one clear line. With a
+//! cluster key the acceptor then challenges the speaker (`Welcome` with a nonce and its own
+//! proof) and accepts nothing but a valid `Proof` next (see [`crate::auth`]). Only then:
+//! a connection that said `Client` may send requests and stats requests, never replica
+//! messages; one that said `Replica(i)` must name another replica of this cluster, and
+//! every message on it must carry `i` as its sender.
+//!
+//! A connection we dialled to replica `i` expects one frame back: `Welcome` from replica
+//! `i` (with a key: with a valid MAC, answered by our `Proof`), or a `Refusal`. Anything
+//! else closes that connection only (one bad peer never takes the replica down).
 
+use crate::auth::{self, ClusterKey, Role, Transcript};
 use crate::protocol::{Body, ClientId, Message, ReplicaIndex};
-use crate::wire::{Frame, Peer};
+use crate::wire::{Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode, Terms, Welcome};
 use thiserror::Error;
+
+/// What this replica checks hellos against.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    /// Our index.
+    pub own: ReplicaIndex,
+    /// The cluster size.
+    pub count: u8,
+    /// Our terms (with our limits).
+    pub terms: Terms,
+    /// The cluster key, if the cluster is authenticated.
+    pub key: Option<ClusterKey>,
+}
 
 /// What a connection has said about itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerState {
-    /// Nothing yet: the next frame must be a `Hello`.
+    /// Accepted, nothing yet: the next frame must be a `Hello`.
     AwaitingHello,
-    /// Another replica of this cluster.
+    /// Accepted, keyed: the hello was welcomed; the next frame must be a valid `Proof`.
+    AwaitingProof {
+        /// Who the hello said it is.
+        peer: Peer,
+        /// The handshake so far.
+        transcript: Transcript,
+    },
+    /// Accepted: another replica of this cluster.
     Replica(ReplicaIndex),
-    /// A client (or a tool such as `vsr stats`).
+    /// Accepted: a client (or a tool such as `vsr stats`).
     Client(ClientId),
+    /// Dialled by us to replica `replica`, awaiting its `Welcome`.
+    Dialed {
+        /// The replica dialled.
+        replica: ReplicaIndex,
+        /// Our hello's nonce (with a key).
+        nonce: Option<Nonce>,
+    },
+    /// Dialled by us and welcomed: our link to `replica`.
+    Linked(ReplicaIndex),
+}
+
+impl PeerState {
+    /// An accepted connection that has not finished its handshake.
+    pub fn is_pending(&self) -> bool {
+        matches!(
+            self,
+            PeerState::AwaitingHello | PeerState::AwaitingProof { .. }
+        )
+    }
+
+    /// A replica on either side (accepted and identified, or dialled by us).
+    pub fn is_replica(&self) -> bool {
+        matches!(
+            self,
+            PeerState::Replica(_) | PeerState::Dialed { .. } | PeerState::Linked(_)
+        )
+    }
+
+    /// The replica at the other end of a link we dialled.
+    pub fn dialed_replica(&self) -> Option<ReplicaIndex> {
+        match self {
+            PeerState::Dialed { replica, .. } | PeerState::Linked(replica) => Some(*replica),
+            _ => None,
+        }
+    }
 }
 
 /// A frame that passed the gate, and what to do with it.
 #[derive(Debug)]
 pub enum Admitted {
-    /// The speaker introduced itself (the state is already updated).
-    Hello(Peer),
+    /// An accepted hello: send `welcome`. `established` unless a proof must follow.
+    Hello {
+        /// The speaker.
+        peer: Peer,
+        /// Our answer.
+        welcome: Welcome,
+        /// Whether the connection may now carry frames (no key: at once).
+        established: bool,
+    },
+    /// A keyed connection proved the key: `peer` is established.
+    Authenticated(Peer),
+    /// Our link to `replica` was welcomed: send `proof` (with a key); it is established.
+    Welcomed {
+        /// The replica.
+        replica: ReplicaIndex,
+        /// Our proof of the key.
+        proof: Option<Mac>,
+    },
     /// A client's request, for the core.
     Request(Message),
     /// A replica's protocol message, for the core.
@@ -57,6 +136,37 @@ pub enum Rejection {
     /// Client id 0 is reserved.
     #[error("hello claims client id 0, which is reserved")]
     ClientZero,
+    /// The speaker's terms, key or proof are not ours: we refuse it, and tell it why.
+    #[error("refused: {}", .0.reason)]
+    Refused(Refusal),
+    /// A hello from another cluster: refused in that cluster's id, so that its sender's
+    /// decoder (which checks the id) can read why.
+    #[error("refused: {}", .refusal.reason)]
+    OtherCluster {
+        /// What to tell it.
+        refusal: Refusal,
+        /// Its cluster id.
+        cluster: u128,
+    },
+    /// The other side refused us.
+    #[error("refused by the peer: {}", .0.reason)]
+    RefusedByPeer(Refusal),
+    /// A keyed connection sent something before its proof.
+    #[error("expected the proof of the cluster key, got {0}")]
+    ProofExpected(&'static str),
+    /// A replica we dialled sent something other than a welcome or a refusal.
+    #[error(
+        "replica {replica} sent {frame} on our link (only a welcome or a refusal is expected)"
+    )]
+    UnexpectedOnLink {
+        /// The replica.
+        replica: ReplicaIndex,
+        /// What it sent.
+        frame: &'static str,
+    },
+    /// No fresh nonce could be drawn from the operating system.
+    #[error("cannot draw a nonce: {0}")]
+    Nonce(String),
     /// A client sent something only replicas send.
     #[error("a client connection sent a replica message ({0})")]
     ClientSentReplicaMessage(&'static str),
@@ -76,59 +186,205 @@ pub enum Rejection {
     Unexpected(&'static str),
 }
 
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello(_) => "hello",
-        Frame::Message(message) => message.body.name(),
-        Frame::StatsRequest => "stats_request",
-        Frame::StatsReply(_) => "stats_reply",
+impl Rejection {
+    /// What to tell the peer before closing, if it is owed an explanation: a node with the
+    /// wrong configuration learns what is wrong instead of seeing a closed connection.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Rejection::Refused(refusal) | Rejection::OtherCluster { refusal, .. } => {
+                Some(refusal.clone())
+            }
+            Rejection::ReplicaOutOfRange { .. }
+            | Rejection::ReplicaIsSelf(_)
+            | Rejection::ClientZero => Some(Refusal {
+                code: RefusalCode::BadHello,
+                reason: self.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a configuration disagreement between two nodes (logged once per
+    /// peer per minute, not once per attempt).
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Rejection::Refused(refusal)
+            | Rejection::RefusedByPeer(refusal)
+            | Rejection::OtherCluster { refusal, .. } => refusal.code.is_configuration(),
+            Rejection::ReplicaOutOfRange { .. } | Rejection::ReplicaIsSelf(_) => true,
+            _ => false,
+        }
     }
 }
 
-/// Checks `frame` against what the connection said so far, updating `state` on a hello.
-/// `own` is this replica's index and `count` the cluster size.
-pub fn admit(
-    state: &mut PeerState,
-    frame: Frame,
-    own: ReplicaIndex,
-    count: u8,
-) -> Result<Admitted, Rejection> {
-    match (*state, frame) {
-        (PeerState::AwaitingHello, Frame::Hello(peer)) => {
-            *state = match peer {
-                Peer::Replica(claimed) if claimed >= count => {
-                    return Err(Rejection::ReplicaOutOfRange { claimed, count })
-                }
-                Peer::Replica(claimed) if claimed == own => {
-                    return Err(Rejection::ReplicaIsSelf(claimed))
-                }
-                Peer::Replica(claimed) => PeerState::Replica(claimed),
-                Peer::Client(0) => return Err(Rejection::ClientZero),
-                Peer::Client(client) => PeerState::Client(client),
-            };
-            Ok(Admitted::Hello(peer))
+impl Rejection {
+    /// The cluster id to send the refusal in, when it is not ours.
+    pub fn refusal_cluster(&self) -> Option<u128> {
+        match self {
+            Rejection::OtherCluster { cluster, .. } => Some(*cluster),
+            _ => None,
         }
-        (PeerState::AwaitingHello, frame) => Err(Rejection::FirstFrameNotHello(frame_name(&frame))),
-        (_, Frame::Hello(_)) => Err(Rejection::HelloTwice),
-        (_, Frame::StatsReply(_)) => Err(Rejection::Unexpected("stats_reply")),
-        (PeerState::Client(_), Frame::StatsRequest) => Ok(Admitted::StatsRequest),
-        (PeerState::Client(_), Frame::Message(message)) => match message.body {
-            Body::Request(_) => Ok(Admitted::Request(message)),
-            Body::Reply(_) => Err(Rejection::Unexpected("reply")),
-            _ => Err(Rejection::ClientSentReplicaMessage(message.body.name())),
-        },
-        (PeerState::Replica(_), Frame::StatsRequest) => {
-            Err(Rejection::ReplicaSentClientFrame("stats_request"))
+    }
+}
+
+fn refused(code: RefusalCode, reason: String) -> Rejection {
+    Rejection::Refused(Refusal { code, reason })
+}
+
+impl Gate {
+    /// Checks `frame` against what the connection said so far, updating `state`.
+    pub fn admit(&self, state: &mut PeerState, frame: Frame) -> Result<Admitted, Rejection> {
+        match (*state, frame) {
+            (PeerState::AwaitingHello, Frame::Hello(hello)) => self.on_hello(state, hello),
+            (PeerState::AwaitingHello, frame) => Err(Rejection::FirstFrameNotHello(frame.name())),
+            (PeerState::AwaitingProof { peer, transcript }, Frame::Proof(mac)) => {
+                let key = self
+                    .key
+                    .as_ref()
+                    .expect("a proof is awaited only with a key");
+                if !key.verify(Role::Connector, &transcript, &mac) {
+                    return Err(refused(
+                        RefusalCode::AuthenticationFailed,
+                        "the proof of the cluster key does not verify (a different key, or a replayed handshake)".to_string(),
+                    ));
+                }
+                *state = established(peer);
+                Ok(Admitted::Authenticated(peer))
+            }
+            (PeerState::AwaitingProof { .. }, frame) => Err(Rejection::ProofExpected(frame.name())),
+            (PeerState::Dialed { replica, nonce }, Frame::Welcome(welcome)) => {
+                let me = Peer::Replica(self.own);
+                let cluster = self.terms.cluster;
+                let proof =
+                    auth::answer_welcome(self.key.as_ref(), cluster, me, replica, nonce, &welcome)
+                        .map_err(Rejection::Refused)?;
+                *state = PeerState::Linked(replica);
+                Ok(Admitted::Welcomed { replica, proof })
+            }
+            (PeerState::Dialed { .. } | PeerState::Linked(_), Frame::Refusal(refusal)) => {
+                Err(Rejection::RefusedByPeer(refusal))
+            }
+            (PeerState::Dialed { replica, .. } | PeerState::Linked(replica), frame) => {
+                Err(Rejection::UnexpectedOnLink {
+                    replica,
+                    frame: frame.name(),
+                })
+            }
+            (_, Frame::Hello(_)) => Err(Rejection::HelloTwice),
+            (
+                _,
+                frame @ (Frame::StatsReply(_)
+                | Frame::Welcome(_)
+                | Frame::Proof(_)
+                | Frame::Refusal(_)),
+            ) => Err(Rejection::Unexpected(frame.name())),
+            (PeerState::Client(_), Frame::StatsRequest) => Ok(Admitted::StatsRequest),
+            (PeerState::Client(_), Frame::Message(message)) => match message.body {
+                Body::Request(_) => Ok(Admitted::Request(message)),
+                Body::Reply(_) => Err(Rejection::Unexpected("reply")),
+                _ => Err(Rejection::ClientSentReplicaMessage(message.body.name())),
+            },
+            (PeerState::Replica(_), Frame::StatsRequest) => {
+                Err(Rejection::ReplicaSentClientFrame("stats_request"))
+            }
+            (PeerState::Replica(hello), Frame::Message(message)) => match message.body {
+                Body::Request(_) => Err(Rejection::ReplicaSentClientFrame("request")),
+                Body::Reply(_) => Err(Rejection::Unexpected("reply")),
+                _ if message.replica != hello => Err(Rejection::SenderMismatch {
+                    hello,
+                    message: message.replica,
+                }),
+                _ => Ok(Admitted::Replica(message)),
+            },
         }
-        (PeerState::Replica(hello), Frame::Message(message)) => match message.body {
-            Body::Request(_) => Err(Rejection::ReplicaSentClientFrame("request")),
-            Body::Reply(_) => Err(Rejection::Unexpected("reply")),
-            _ if message.replica != hello => Err(Rejection::SenderMismatch {
-                hello,
-                message: message.replica,
-            }),
-            _ => Ok(Admitted::Replica(message)),
-        },
+    }
+
+    fn on_hello(&self, state: &mut PeerState, hello: Hello) -> Result<Admitted, Rejection> {
+        if let Some((code, reason)) = self.terms.difference(&hello.terms) {
+            let refusal = Refusal { code, reason };
+            if hello.terms.cluster != self.terms.cluster {
+                return Err(Rejection::OtherCluster {
+                    refusal,
+                    cluster: hello.terms.cluster,
+                });
+            }
+            return Err(Rejection::Refused(refusal));
+        }
+        match hello.peer {
+            Peer::Replica(claimed) if claimed >= self.count => {
+                return Err(Rejection::ReplicaOutOfRange {
+                    claimed,
+                    count: self.count,
+                })
+            }
+            Peer::Replica(claimed) if claimed == self.own => {
+                return Err(Rejection::ReplicaIsSelf(claimed))
+            }
+            Peer::Replica(claimed)
+                if hello.terms.members.is_empty() || hello.terms.limits.is_none() =>
+            {
+                return Err(refused(
+                    RefusalCode::BadHello,
+                    format!("replica {claimed}'s hello does not state its members and limits"),
+                ));
+            }
+            Peer::Client(0) => return Err(Rejection::ClientZero),
+            Peer::Replica(_) | Peer::Client(_) => {}
+        }
+        match (&self.key, hello.nonce) {
+            (None, None) => {
+                *state = established(hello.peer);
+                Ok(Admitted::Hello {
+                    peer: hello.peer,
+                    welcome: Welcome {
+                        replica: self.own,
+                        keyed: None,
+                    },
+                    established: true,
+                })
+            }
+            (Some(key), Some(connector_nonce)) => {
+                let acceptor_nonce =
+                    auth::fresh_nonce().map_err(|error| Rejection::Nonce(error.to_string()))?;
+                let transcript = Transcript {
+                    cluster: self.terms.cluster,
+                    connector: hello.peer,
+                    acceptor: self.own,
+                    connector_nonce,
+                    acceptor_nonce,
+                };
+                let mac = key.mac(Role::Acceptor, &transcript);
+                *state = PeerState::AwaitingProof {
+                    peer: hello.peer,
+                    transcript,
+                };
+                Ok(Admitted::Hello {
+                    peer: hello.peer,
+                    welcome: Welcome {
+                        replica: self.own,
+                        keyed: Some((acceptor_nonce, mac)),
+                    },
+                    established: false,
+                })
+            }
+            (Some(_), None) => Err(refused(
+                RefusalCode::KeyRequired,
+                "this cluster requires a cluster key (--cluster-key), and the hello has none"
+                    .to_string(),
+            )),
+            (None, Some(_)) => Err(refused(
+                RefusalCode::KeyUnexpected,
+                "the hello is keyed, but this replica runs without a cluster key (--cluster-key)"
+                    .to_string(),
+            )),
+        }
+    }
+}
+
+fn established(peer: Peer) -> PeerState {
+    match peer {
+        Peer::Replica(index) => PeerState::Replica(index),
+        Peer::Client(client) => PeerState::Client(client),
     }
 }
 
@@ -136,7 +392,45 @@ pub fn admit(
 mod tests {
     use super::*;
     use crate::protocol::{Commit, Operation, Request};
+    use crate::wire::Limits;
     use bytes::Bytes;
+
+    fn members() -> Vec<std::net::SocketAddr> {
+        ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect()
+    }
+
+    fn terms() -> Terms {
+        Terms {
+            cluster: 5,
+            members: members(),
+            limits: Some(Limits::of(&crate::Config::new(5, 3))),
+        }
+    }
+
+    /// Replica 1 of a cluster of 3, with or without a key.
+    fn gate(key: Option<&[u8]>) -> Gate {
+        Gate {
+            own: 1,
+            count: 3,
+            terms: terms(),
+            key: key.map(|k| ClusterKey::from_bytes(k).unwrap()),
+        }
+    }
+
+    fn hello(peer: Peer) -> Frame {
+        let mut terms = terms();
+        if let Peer::Client(_) = peer {
+            terms.limits = None;
+        }
+        Frame::Hello(Hello {
+            peer,
+            terms,
+            nonce: None,
+        })
+    }
 
     fn message(replica: ReplicaIndex, body: Body) -> Frame {
         Frame::Message(Message {
@@ -162,18 +456,23 @@ mod tests {
         message(replica, Body::Commit(Commit { commit: 3 }))
     }
 
-    /// Feeds `frames` to a fresh connection of replica 1 in a cluster of 3 and returns
+    /// Feeds `frames` to a fresh accepted connection of a keyless replica 1 and returns
     /// the outcome of the last one.
     fn check(frames: Vec<Frame>) -> Result<&'static str, Rejection> {
+        let gate = gate(None);
         let mut state = PeerState::AwaitingHello;
         let mut last = Ok("none");
         for frame in frames {
-            last = admit(&mut state, frame, 1, 3).map(|admitted| match admitted {
-                Admitted::Hello(_) => "hello",
-                Admitted::Request(_) => "request",
-                Admitted::Replica(_) => "replica",
-                Admitted::StatsRequest => "stats",
-            });
+            last = gate
+                .admit(&mut state, frame)
+                .map(|admitted| match admitted {
+                    Admitted::Hello { .. } => "hello",
+                    Admitted::Authenticated(_) => "authenticated",
+                    Admitted::Welcomed { .. } => "welcomed",
+                    Admitted::Request(_) => "request",
+                    Admitted::Replica(_) => "replica",
+                    Admitted::StatsRequest => "stats",
+                });
             if last.is_err() {
                 break;
             }
@@ -191,14 +490,14 @@ mod tests {
             check(vec![Frame::StatsRequest]),
             Err(Rejection::FirstFrameNotHello("stats_request"))
         );
-        assert_eq!(check(vec![Frame::Hello(Peer::Client(9))]), Ok("hello"));
-        let twice = vec![Frame::Hello(Peer::Client(9)), Frame::Hello(Peer::Client(9))];
+        assert_eq!(check(vec![hello(Peer::Client(9))]), Ok("hello"));
+        let twice = vec![hello(Peer::Client(9)), hello(Peer::Client(9))];
         assert_eq!(check(twice), Err(Rejection::HelloTwice));
     }
 
     #[test]
     fn replica_hello_must_name_another_replica() {
-        let out_of_range = check(vec![Frame::Hello(Peer::Replica(3))]);
+        let out_of_range = check(vec![hello(Peer::Replica(3))]);
         assert_eq!(
             out_of_range,
             Err(Rejection::ReplicaOutOfRange {
@@ -207,36 +506,70 @@ mod tests {
             })
         );
         assert_eq!(
-            check(vec![Frame::Hello(Peer::Replica(1))]),
+            check(vec![hello(Peer::Replica(1))]),
             Err(Rejection::ReplicaIsSelf(1))
         );
         assert_eq!(
-            check(vec![Frame::Hello(Peer::Client(0))]),
+            check(vec![hello(Peer::Client(0))]),
             Err(Rejection::ClientZero)
         );
         assert_eq!(
-            check(vec![Frame::Hello(Peer::Replica(2)), commit(2)]),
+            check(vec![hello(Peer::Replica(2)), commit(2)]),
             Ok("replica")
         );
     }
 
     #[test]
+    fn differing_terms_are_refused_with_the_difference() {
+        let mut swapped = terms();
+        swapped.members.swap(1, 2);
+        let frame = Frame::Hello(Hello {
+            peer: Peer::Replica(2),
+            terms: swapped,
+            nonce: None,
+        });
+        let Err(Rejection::Refused(refusal)) = check(vec![frame]) else {
+            panic!("swapped members accepted")
+        };
+        assert_eq!(refusal.code, RefusalCode::MembersDiffer);
+        assert!(
+            refusal.reason.contains("at replica 1"),
+            "{}",
+            refusal.reason
+        );
+        let other_cluster = Frame::Hello(Hello {
+            peer: Peer::Client(3),
+            terms: Terms {
+                cluster: 6,
+                members: vec![],
+                limits: None,
+            },
+            nonce: None,
+        });
+        let Err(rejection) = check(vec![other_cluster]) else {
+            panic!("another cluster accepted")
+        };
+        assert_eq!(rejection.refusal().unwrap().code, RefusalCode::WrongCluster);
+        assert!(rejection.is_configuration());
+    }
+
+    #[test]
     fn clients_never_send_replica_messages() {
         assert_eq!(
-            check(vec![Frame::Hello(Peer::Client(9)), request()]),
+            check(vec![hello(Peer::Client(9)), request()]),
             Ok("request")
         );
         assert_eq!(
-            check(vec![Frame::Hello(Peer::Client(9)), Frame::StatsRequest]),
+            check(vec![hello(Peer::Client(9)), Frame::StatsRequest]),
             Ok("stats")
         );
-        let forged = check(vec![Frame::Hello(Peer::Client(9)), commit(0)]);
+        let forged = check(vec![hello(Peer::Client(9)), commit(0)]);
         assert_eq!(forged, Err(Rejection::ClientSentReplicaMessage("commit")));
     }
 
     #[test]
     fn replicas_sign_with_their_hello() {
-        let mismatch = check(vec![Frame::Hello(Peer::Replica(2)), commit(0)]);
+        let mismatch = check(vec![hello(Peer::Replica(2)), commit(0)]);
         assert_eq!(
             mismatch,
             Err(Rejection::SenderMismatch {
@@ -244,12 +577,141 @@ mod tests {
                 message: 0
             })
         );
-        let request = check(vec![Frame::Hello(Peer::Replica(2)), request()]);
+        let request = check(vec![hello(Peer::Replica(2)), request()]);
         assert_eq!(request, Err(Rejection::ReplicaSentClientFrame("request")));
         let stats_reply = check(vec![
-            Frame::Hello(Peer::Replica(2)),
+            hello(Peer::Replica(2)),
             Frame::StatsReply(Bytes::new()),
         ]);
         assert_eq!(stats_reply, Err(Rejection::Unexpected("stats_reply")));
+    }
+
+    /// Replica 0 dials replica 1, both with `keys`; returns both ends' outcomes.
+    fn keyed_handshake(
+        connector_key: &[u8],
+        acceptor_key: &[u8],
+    ) -> Result<(PeerState, PeerState), Rejection> {
+        let connector = Gate {
+            own: 0,
+            ..gate(Some(connector_key))
+        };
+        let acceptor = gate(Some(acceptor_key));
+        let nonce = auth::fresh_nonce().unwrap();
+        let mut dialed = PeerState::Dialed {
+            replica: 1,
+            nonce: Some(nonce),
+        };
+        let mut accepted = PeerState::AwaitingHello;
+        let hello = Frame::Hello(Hello {
+            peer: Peer::Replica(0),
+            terms: terms(),
+            nonce: Some(nonce),
+        });
+        let Admitted::Hello {
+            welcome,
+            established: false,
+            ..
+        } = acceptor.admit(&mut accepted, hello)?
+        else {
+            panic!("a keyed hello is established only after its proof")
+        };
+        let Admitted::Welcomed {
+            proof: Some(proof), ..
+        } = connector.admit(&mut dialed, Frame::Welcome(welcome))?
+        else {
+            panic!("a keyed welcome is answered with a proof")
+        };
+        acceptor.admit(&mut accepted, Frame::Proof(proof))?;
+        Ok((dialed, accepted))
+    }
+
+    #[test]
+    fn keyed_handshakes_prove_both_sides() {
+        let key = b"0123456789abcdef";
+        assert_eq!(
+            keyed_handshake(key, key),
+            Ok((PeerState::Linked(1), PeerState::Replica(0)))
+        );
+        // The connector checks the acceptor's proof first: a wrong key fails there.
+        let Err(Rejection::Refused(refusal)) = keyed_handshake(key, b"0123456789abcdeX") else {
+            panic!("different keys shook hands")
+        };
+        assert_eq!(refusal.code, RefusalCode::AuthenticationFailed);
+    }
+
+    #[test]
+    fn a_keyed_replica_accepts_nothing_before_the_proof() {
+        let gate = gate(Some(b"0123456789abcdef"));
+        let mut state = PeerState::AwaitingHello;
+        // Without a nonce: refused, saying a key is needed.
+        let Err(Rejection::Refused(refusal)) = gate.admit(&mut state, hello(Peer::Client(4)))
+        else {
+            panic!("an unkeyed hello was accepted")
+        };
+        assert_eq!(refusal.code, RefusalCode::KeyRequired);
+        let keyed = Frame::Hello(Hello {
+            peer: Peer::Client(4),
+            terms: Terms {
+                limits: None,
+                ..terms()
+            },
+            nonce: Some([7; 32]),
+        });
+        let mut state = PeerState::AwaitingHello;
+        gate.admit(&mut state, keyed.clone()).unwrap();
+        assert_eq!(
+            gate.admit(&mut state, request()).unwrap_err(),
+            Rejection::ProofExpected("request")
+        );
+        // A proof recorded from another handshake (another acceptor nonce) fails.
+        let mut state = PeerState::AwaitingHello;
+        gate.admit(&mut state, keyed).unwrap();
+        let PeerState::AwaitingProof { transcript, .. } = state else {
+            panic!("awaiting the proof")
+        };
+        let old = Transcript {
+            acceptor_nonce: [0; 32],
+            ..transcript
+        };
+        let replayed = gate.key.as_ref().unwrap().mac(Role::Connector, &old);
+        let Err(Rejection::Refused(refusal)) = gate.admit(&mut state, Frame::Proof(replayed))
+        else {
+            panic!("a replayed proof was accepted")
+        };
+        assert_eq!(refusal.code, RefusalCode::AuthenticationFailed);
+    }
+
+    #[test]
+    fn our_links_expect_a_welcome_from_the_replica_dialled() {
+        let gate = gate(None);
+        let mut state = PeerState::Dialed {
+            replica: 2,
+            nonce: None,
+        };
+        let wrong = Welcome {
+            replica: 0,
+            keyed: None,
+        };
+        let Err(Rejection::Refused(refusal)) = gate.admit(&mut state, Frame::Welcome(wrong)) else {
+            panic!("a welcome from another replica was accepted")
+        };
+        assert_eq!(refusal.code, RefusalCode::MembersDiffer);
+        let mut state = PeerState::Dialed {
+            replica: 2,
+            nonce: None,
+        };
+        let right = Welcome {
+            replica: 2,
+            keyed: None,
+        };
+        assert!(gate.admit(&mut state, Frame::Welcome(right)).is_ok());
+        assert_eq!(state, PeerState::Linked(2));
+        assert_eq!(
+            gate.admit(&mut state, commit(2)).unwrap_err(),
+            Rejection::UnexpectedOnLink {
+                replica: 2,
+                frame: "commit"
+            }
+        );
     }
 }

@@ -13,8 +13,8 @@
 //! I/O thread's channel full are dropped and counted (the client's retry recovers them):
 //! the core thread never blocks.
 
-use super::connection::{Connection, ReadOutcome};
-use super::handshake::{admit, Admitted, PeerState};
+use super::connection::{Connection, Parts, ReadOutcome};
+use super::handshake::{Admitted, Gate, PeerState};
 use crate::protocol::{Message, ReplicaIndex};
 use crate::wire;
 use bytes::BytesMut;
@@ -23,10 +23,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 const WAKER: Token = Token(usize::MAX);
@@ -38,6 +38,8 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(1);
 const READ_BUDGET_BYTES: usize = 1 << 20;
 /// Outbound limit of a client connection.
 const QUEUED_BYTES_MAX: usize = 8 << 20;
+/// A stats request is refused when its connection already has this much unread output.
+const STATS_QUEUED_BYTES_MAX: usize = 256 << 10;
 
 /// From an I/O thread to the core thread.
 #[derive(Debug)]
@@ -63,7 +65,7 @@ pub enum ToCore {
 /// From the core thread to an I/O thread.
 #[derive(Debug)]
 pub enum ToIo {
-    /// Take over a client connection that has said hello.
+    /// Take over a client connection that has finished its handshake.
     Adopt {
         /// The socket (deregistered from the core's poll).
         stream: TcpStream,
@@ -71,8 +73,8 @@ pub enum ToIo {
         connection: u64,
         /// What the hello said.
         peer: PeerState,
-        /// Bytes already read after the hello.
-        buffered: BytesMut,
+        /// Bytes already read after the handshake, and output not yet written.
+        parts: Parts,
     },
     /// A reply for a client on `connection`.
     Reply {
@@ -101,6 +103,9 @@ pub struct IoHandle {
     pub wake_pending: bool,
     /// Connections this thread closed for breaking a rule.
     pub rejected: Arc<AtomicU64>,
+    /// Client connections this thread holds (the core counts them against
+    /// `connections_max`).
+    pub clients: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -129,14 +134,15 @@ impl IoHandle {
 pub struct IoContext {
     /// This thread's number.
     pub io: u8,
-    /// The replica's index (hellos naming it are refused).
+    /// The replica's index.
     pub replica: ReplicaIndex,
-    /// The cluster size.
-    pub replica_count: u8,
+    /// The handshake rules (clients arrive here after their handshake: only the rules
+    /// for established clients apply).
+    pub gate: Gate,
     /// The cluster id every frame must carry.
     pub cluster: u128,
-    /// The largest frame accepted.
-    pub message_bytes_max: u32,
+    /// The largest frame accepted from a client (the largest request).
+    pub frame_bytes_max: u32,
     /// Pin to this core.
     pub core: Option<usize>,
 }
@@ -154,6 +160,8 @@ pub fn spawn(
     let (sender, inbox) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     let rejected = Arc::new(AtomicU64::new(0));
     let rejected_count = rejected.clone();
+    let clients = Arc::new(AtomicUsize::new(0));
+    let clients_count = clients.clone();
     let name = format!("vsr-io-{}-{}", context.replica, context.io);
     let thread = std::thread::Builder::new().name(name).spawn(move || {
         if let Some(core) = context.core {
@@ -177,6 +185,7 @@ pub fn spawn(
             by_id: HashMap::new(),
             waiting: 0,
             rejected: rejected_count,
+            clients: clients_count,
         };
         if let Err(error) = io_loop.run() {
             warn!(%error, "I/O thread failed");
@@ -187,6 +196,7 @@ pub fn spawn(
         waker,
         wake_pending: false,
         rejected,
+        clients,
         thread: Some(thread),
     })
 }
@@ -212,6 +222,7 @@ struct IoLoop {
     /// Connections holding a message the core's channel had no room for.
     waiting: usize,
     rejected: Arc<AtomicU64>,
+    clients: Arc<AtomicUsize>,
 }
 
 impl IoLoop {
@@ -254,8 +265,8 @@ impl IoLoop {
                     stream,
                     connection,
                     peer,
-                    buffered,
-                }) => self.adopt(stream, connection, peer, buffered),
+                    parts,
+                }) => self.adopt(stream, connection, peer, parts),
                 Ok(ToIo::Reply {
                     connection,
                     message,
@@ -274,7 +285,7 @@ impl IoLoop {
         }
     }
 
-    fn adopt(&mut self, mut stream: TcpStream, id: u64, peer: PeerState, buffered: BytesMut) {
+    fn adopt(&mut self, mut stream: TcpStream, id: u64, peer: PeerState, parts: Parts) {
         let token = self.free.pop().unwrap_or_else(|| {
             self.connections.push(None);
             self.connections.len() - 1
@@ -287,9 +298,11 @@ impl IoLoop {
         {
             warn!(%error, "cannot register a handed-over client connection");
             self.free.push(token);
+            self.clients.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let mut connection = Connection::adopted(stream, id, peer, buffered, QUEUED_BYTES_MAX);
+        let limits = (QUEUED_BYTES_MAX, self.context.frame_bytes_max);
+        let mut connection = Connection::adopted(stream, id, peer, parts, limits);
         // Data may have arrived before registration: look once without waiting for an edge.
         connection.readable = true;
         connection.writable = true;
@@ -342,27 +355,34 @@ impl IoLoop {
         }
         let mut read_bytes = 0;
         let failure = loop {
-            match slot
-                .connection
-                .decode(context.cluster, context.message_bytes_max)
-            {
+            match slot.connection.decode(context.cluster) {
                 Ok(Some(frame)) => {
                     let connection = slot.connection.id;
-                    let message = match admit(
-                        &mut slot.connection.peer,
-                        frame,
-                        context.replica,
-                        context.replica_count,
-                    ) {
+                    let message = match context.gate.admit(&mut slot.connection.peer, frame) {
                         Ok(Admitted::Request(message)) => ToCore::Request {
                             io: context.io,
                             connection,
                             message,
                         },
-                        Ok(Admitted::StatsRequest) => ToCore::Stats {
-                            io: context.io,
-                            connection,
-                        },
+                        Ok(Admitted::StatsRequest) => {
+                            // The same limits as on the core's connections: a requester
+                            // that asks in a loop or never reads is closed.
+                            let stats = &mut slot.connection;
+                            if !stats.stats_allowance.take(Instant::now()) {
+                                break Some((
+                                    "stats requests too frequent (more than 20 a second)"
+                                        .to_string(),
+                                    true,
+                                ));
+                            }
+                            if stats.queued_bytes() > STATS_QUEUED_BYTES_MAX {
+                                break Some(("stats requester is not reading".to_string(), true));
+                            }
+                            ToCore::Stats {
+                                io: context.io,
+                                connection,
+                            }
+                        }
                         Ok(other) => unreachable!("a client connection admitted {other:?}"),
                         Err(rejection) => break Some((rejection.to_string(), true)),
                     };
@@ -420,6 +440,7 @@ impl IoLoop {
         let _ = self.poll.registry().deregister(&mut slot.connection.stream);
         self.free.push(token);
         self.by_id.remove(&slot.connection.id);
+        self.clients.fetch_sub(1, Ordering::Relaxed);
         if slot.pending.is_some() {
             self.waiting -= 1;
         }

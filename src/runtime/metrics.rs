@@ -75,6 +75,14 @@ pub struct Counters {
     pub bytes_received: u64,
     /// Bytes written to sockets.
     pub bytes_sent: u64,
+    /// Connections refused at accept (no slot, or too many from one address).
+    pub connections_refused: u64,
+    /// Frames refused for a number no correct peer sends (`DecodeError::OutOfRange`).
+    pub frames_out_of_range: u64,
+    /// Handshakes refused for a configuration mismatch, a missing or wrong key, either way.
+    pub handshakes_refused: u64,
+    /// Rejection log lines not written because the same one was written within a minute.
+    pub log_lines_suppressed: u64,
 }
 
 /// Histograms and counters of one replica's runtime.
@@ -139,8 +147,14 @@ impl Metrics {
         )
     }
 
-    /// The JSON document of a stats reply.
-    pub fn json<S: StateMachine>(&self, replica: &Replica<S>, connections: usize) -> String {
+    /// The JSON document of a stats reply; `histograms` is [`Metrics::write_histograms_json`]'s
+    /// output (possibly cached: it is the expensive part).
+    pub fn json<S: StateMachine>(
+        &self,
+        replica: &Replica<S>,
+        connections: usize,
+        histograms: &str,
+    ) -> String {
         let stats = replica.stats();
         let counters = &self.counters;
         let mut out = String::with_capacity(2048);
@@ -172,7 +186,7 @@ impl Metrics {
         );
         let _ = write!(
             out,
-            "\"runtime\":{{\"connections_accepted\":{},\"connections_rejected\":{},\"frames_received\":{},\"requests_received\":{},\"replies_sent\":{},\"replies_unroutable\":{},\"loop_iterations\":{},\"backpressure_pauses\":{},\"bytes_received\":{},\"bytes_sent\":{}}},",
+            "\"runtime\":{{\"connections_accepted\":{},\"connections_rejected\":{},\"frames_received\":{},\"requests_received\":{},\"replies_sent\":{},\"replies_unroutable\":{},\"loop_iterations\":{},\"backpressure_pauses\":{},\"bytes_received\":{},\"bytes_sent\":{},\"connections_refused\":{},\"frames_out_of_range\":{},\"handshakes_refused\":{},\"log_lines_suppressed\":{}}},",
             counters.connections_accepted,
             counters.connections_rejected + counters.connections_rejected_io,
             counters.frames_received,
@@ -183,7 +197,18 @@ impl Metrics {
             counters.backpressure_pauses,
             counters.bytes_received,
             counters.bytes_sent,
+            counters.connections_refused,
+            counters.frames_out_of_range,
+            counters.handshakes_refused,
+            counters.log_lines_suppressed,
         );
+        out.push_str(histograms);
+        out.push('}');
+        out
+    }
+
+    /// The histograms' part of the stats JSON: `"histograms":{...}`.
+    pub fn write_histograms_json(&self, out: &mut String) {
         out.push_str("\"histograms\":{");
         let recorders = [
             &self.request_commit_us,
@@ -195,10 +220,9 @@ impl Metrics {
             if index > 0 {
                 out.push(',');
             }
-            recorder.write_json(&mut out);
+            recorder.write_json(out);
         }
-        out.push_str("}}");
-        out
+        out.push('}');
     }
 }
 

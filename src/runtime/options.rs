@@ -1,13 +1,23 @@
 //! What a replica server needs to start, and the start-up checks that reject a
 //! configuration that cannot work before any thread or socket exists.
 
+use super::handshake::Gate;
+use crate::auth::ClusterKey;
 use crate::config::{Config, ConfigError};
-use crate::protocol::ReplicaIndex;
+use crate::protocol::{ReplicaIndex, ENTRY_HEADER_BYTES};
+use crate::wire::{Limits, Terms, HEADER_BYTES, HELLO_BODY_BYTES_MAX};
 use std::net::SocketAddr;
+use std::time::Duration;
 use thiserror::Error;
 
 /// The most I/O threads a replica runs.
 pub const IO_THREADS_MAX: usize = 64;
+/// Default of [`ServerOptions::handshake_timeout`].
+pub const HANDSHAKE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Default of [`ServerOptions::connections_max`].
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Default of [`ServerOptions::connections_per_ip_max`].
+pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = 1024;
 
 /// How to run one replica: the cluster's addresses, which one is ours, the protocol's
 /// limits, and where the event loop runs.
@@ -24,6 +34,16 @@ pub struct ServerOptions {
     /// Extra I/O threads that own client connections (0: the event loop serves them).
     /// With `core` set, I/O thread i is pinned to core `core + 1 + i` if it exists.
     pub io_threads: usize,
+    /// The cluster key: every connection must prove it holds it before any protocol
+    /// frame is accepted (`None`: the cluster is unauthenticated).
+    pub cluster_key: Option<ClusterKey>,
+    /// An accepted connection that has not finished its handshake by then is closed.
+    pub handshake_timeout: Duration,
+    /// Connections from clients and from peers that have not said who they are, all
+    /// together. Beyond them, `2 × replicas` slots stay reserved for the replicas' links.
+    pub connections_max: usize,
+    /// Connections from one IP address, except identified replicas.
+    pub connections_per_ip_max: usize,
 }
 
 impl ServerOptions {
@@ -36,12 +56,43 @@ impl ServerOptions {
             replica,
             core: None,
             io_threads: 0,
+            cluster_key: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
         }
+    }
+
+    /// The largest frame accepted before a connection's handshake completes, and on client
+    /// connections: the largest request (header, entry fields, body) or hello. Only an
+    /// identified replica may send up to `message_bytes_max`.
+    pub fn request_frame_bytes_max(&self) -> u32 {
+        let request =
+            HEADER_BYTES + ENTRY_HEADER_BYTES + self.config.request_body_bytes_max as usize;
+        let hello = HEADER_BYTES + HELLO_BODY_BYTES_MAX;
+        u32::try_from(request.max(hello))
+            .unwrap_or(u32::MAX)
+            .min(self.config.message_bytes_max)
     }
 
     /// Our listening address.
     pub fn address(&self) -> SocketAddr {
         self.addresses[self.replica as usize]
+    }
+
+    /// The handshake rules of this replica: its terms (cluster, members, shared limits)
+    /// and key.
+    pub fn gate(&self) -> Gate {
+        Gate {
+            own: self.replica,
+            count: self.config.replica_count,
+            terms: Terms {
+                cluster: self.config.cluster,
+                members: self.addresses.clone(),
+                limits: Some(Limits::of(&self.config)),
+            },
+            key: self.cluster_key.clone(),
+        }
     }
 
     /// Rejects options that cannot work. Binding the port is checked by `spawn`.
@@ -70,6 +121,15 @@ impl ServerOptions {
                     second,
                 });
             }
+        }
+        if self.connections_max == 0 {
+            return Err(ServerError::Zero("connections_max"));
+        }
+        if self.connections_per_ip_max == 0 {
+            return Err(ServerError::Zero("connections_per_ip_max"));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ServerError::Zero("handshake_timeout"));
         }
         if self.io_threads > IO_THREADS_MAX {
             return Err(ServerError::TooManyIoThreads(self.io_threads));
@@ -120,6 +180,9 @@ pub enum ServerError {
         /// Its second index.
         second: usize,
     },
+    /// A limit that must be positive is 0.
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
     /// More I/O threads than `IO_THREADS_MAX`.
     #[error("--io-threads {0}: at most {IO_THREADS_MAX} I/O threads")]
     TooManyIoThreads(usize),

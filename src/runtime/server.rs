@@ -129,9 +129,9 @@ fn spawn_io_threads(
         let context = IoContext {
             io: io as u8,
             replica: options.replica,
-            replica_count: options.config.replica_count,
+            gate: options.gate(),
             cluster: options.config.cluster,
-            message_bytes_max: options.config.message_bytes_max,
+            frame_bytes_max: options.request_frame_bytes_max(),
             core,
         };
         let handle = io_thread::spawn(

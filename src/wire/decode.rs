@@ -10,7 +10,13 @@
 use super::encode::{entry_at, CHECKPOINT_HEADER_BYTES, ENTRIES_COUNT_BYTES};
 use super::error::DecodeError;
 use super::frame::{Frame, Peer, PEER_CLIENT, PEER_REPLICA};
+use super::greeting::{
+    read_member, Hello, Limits, Mac, Nonce, Refusal, RefusalCode, Terms, Welcome, FLAG_KEYED,
+    FLAG_LIMITS, HELLO_BODY_BYTES_MAX, MAC_BYTES, MEMBERS_MAX, MEMBER_BYTES,
+    REFUSAL_TEXT_BYTES_MAX, WELCOME_BYTES,
+};
 use super::header::{Command, Header, HEADER_BYTES};
+use super::range;
 use crate::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Op, Operation,
     Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
@@ -66,7 +72,9 @@ fn check_header(
         return Err(DecodeError::HeaderChecksum);
     }
     let header = Header::read(bytes);
-    if header.cluster != cluster {
+    let command =
+        Command::from_u8(header.command).ok_or(DecodeError::UnknownCommand(header.command))?;
+    if header.cluster != cluster && !command.is_greeting() {
         return Err(DecodeError::WrongCluster {
             expected: cluster,
             got: header.cluster,
@@ -81,8 +89,17 @@ fn check_header(
             max: message_bytes_max,
         });
     }
-    let command =
-        Command::from_u8(header.command).ok_or(DecodeError::UnknownCommand(header.command))?;
+    let body_bytes = header.size as usize - HEADER_BYTES;
+    let greeting_fits = match command {
+        Command::Hello => body_bytes <= HELLO_BODY_BYTES_MAX,
+        Command::Welcome => body_bytes == WELCOME_BYTES,
+        Command::Proof => body_bytes == MAC_BYTES,
+        Command::Refusal => body_bytes <= REFUSAL_TEXT_BYTES_MAX,
+        _ => true,
+    };
+    if !greeting_fits {
+        return Err(Malformed("handshake frame of the wrong size"));
+    }
     if header.reserved != 0 {
         return Err(Malformed("reserved header byte is not zero"));
     }
@@ -128,7 +145,9 @@ fn used_fields(command: Command) -> u16 {
         NewState => ENVELOPE | CODE | OP | COMMIT | OP_FIRST,
         // Which of `replica` and `client` is checked once the code says which peer speaks.
         Hello => CODE | REPLICA | CLIENT,
-        StatsRequest | StatsReply => 0,
+        Welcome => REPLICA,
+        Refusal => CODE,
+        Proof | StatsRequest | StatsReply => 0,
     }
 }
 
@@ -156,27 +175,102 @@ fn unused_fields_zero(header: &Header, used: u16) -> bool {
 fn parse(header: &Header, command: Command, body: Bytes) -> Result<Frame, DecodeError> {
     let mut reader = Reader { body, position: 0 };
     let frame = match command {
-        Command::Hello => Frame::Hello(parse_hello(header)?),
+        Command::Hello => Frame::Hello(parse_hello(header, &mut reader)?),
+        Command::Welcome => Frame::Welcome(parse_welcome(header, &mut reader)?),
+        Command::Proof => Frame::Proof(reader.take()?),
+        Command::Refusal => Frame::Refusal(parse_refusal(header, &mut reader)?),
         Command::StatsRequest => Frame::StatsRequest,
         Command::StatsReply => Frame::StatsReply(reader.rest()),
-        _ => Frame::Message(Message {
-            epoch: header.epoch,
-            view: header.view,
-            replica: header.replica,
-            body: parse_body(header, command, &mut reader)?,
-        }),
+        _ => {
+            let message = Message {
+                epoch: header.epoch,
+                view: header.view,
+                replica: header.replica,
+                body: parse_body(header, command, &mut reader)?,
+            };
+            range::check(&message)?;
+            Frame::Message(message)
+        }
     };
     reader.finish()?;
     Ok(frame)
 }
 
-fn parse_hello(header: &Header) -> Result<Peer, DecodeError> {
-    match header.code {
-        PEER_REPLICA if header.client == 0 => Ok(Peer::Replica(header.replica)),
-        PEER_CLIENT if header.replica == 0 => Ok(Peer::Client(header.client)),
-        PEER_REPLICA | PEER_CLIENT => Err(Malformed("hello sets both replica and client")),
-        _ => Err(Malformed("unknown hello peer kind")),
+fn parse_hello(header: &Header, reader: &mut Reader) -> Result<Hello, DecodeError> {
+    let peer = match header.code {
+        PEER_REPLICA if header.client == 0 => Peer::Replica(header.replica),
+        PEER_CLIENT if header.replica == 0 => Peer::Client(header.client),
+        PEER_REPLICA | PEER_CLIENT => return Err(Malformed("hello sets both replica and client")),
+        _ => return Err(Malformed("unknown hello peer kind")),
+    };
+    let [flags] = reader.take::<1>()?;
+    if flags & !(FLAG_KEYED | FLAG_LIMITS) != 0 {
+        return Err(Malformed("unknown hello flag"));
     }
+    let nonce: Nonce = reader.take()?;
+    let limits = Limits {
+        message_bytes_max: reader.u32()?,
+        request_body_bytes_max: reader.u32()?,
+        clients_max: reader.u32()?,
+        checkpoint_interval_ops: reader.u64()?,
+    };
+    let count = u16::from_le_bytes(reader.take()?) as usize;
+    if count > MEMBERS_MAX || count * MEMBER_BYTES != reader.remaining() {
+        return Err(Malformed("hello member count does not match its body"));
+    }
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        let member = read_member(&reader.take()?).ok_or(Malformed("hello member address"))?;
+        members.push(member);
+    }
+    let keyed = flags & FLAG_KEYED != 0;
+    let limited = flags & FLAG_LIMITS != 0;
+    // One encoding per frame: what a flag says is absent is all zero.
+    if !keyed && nonce != Nonce::default() {
+        return Err(Malformed("hello nonce without the keyed flag"));
+    }
+    let zero_limits = Limits {
+        message_bytes_max: 0,
+        request_body_bytes_max: 0,
+        clients_max: 0,
+        checkpoint_interval_ops: 0,
+    };
+    if !limited && limits != zero_limits {
+        return Err(Malformed("hello limits without the limits flag"));
+    }
+    Ok(Hello {
+        peer,
+        terms: Terms {
+            cluster: header.cluster,
+            members,
+            limits: limited.then_some(limits),
+        },
+        nonce: keyed.then_some(nonce),
+    })
+}
+
+fn parse_welcome(header: &Header, reader: &mut Reader) -> Result<Welcome, DecodeError> {
+    let [flags] = reader.take::<1>()?;
+    let nonce: Nonce = reader.take()?;
+    let mac: Mac = reader.take()?;
+    let keyed = match flags {
+        FLAG_KEYED => Some((nonce, mac)),
+        0 if nonce == Nonce::default() && mac == Mac::default() => None,
+        _ => return Err(Malformed("welcome flags")),
+    };
+    Ok(Welcome {
+        replica: header.replica,
+        keyed,
+    })
+}
+
+fn parse_refusal(header: &Header, reader: &mut Reader) -> Result<Refusal, DecodeError> {
+    let code = RefusalCode::from_u8(header.code).ok_or(Malformed("unknown refusal code"))?;
+    let text = reader.rest();
+    let reason = std::str::from_utf8(&text)
+        .map_err(|_| Malformed("refusal reason is not UTF-8"))?
+        .to_string();
+    Ok(Refusal { code, reason })
 }
 
 fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<Body, DecodeError> {
@@ -227,9 +321,12 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
         }),
         Command::GetState => Body::GetState(GetState { op: header.op }),
         Command::NewState => Body::NewState(parse_new_state(header, reader)?),
-        Command::Hello | Command::StatsRequest | Command::StatsReply => {
-            unreachable!("connection frames are parsed by `parse`")
-        }
+        Command::Hello
+        | Command::Welcome
+        | Command::Proof
+        | Command::Refusal
+        | Command::StatsRequest
+        | Command::StatsReply => unreachable!("connection frames are parsed by `parse`"),
     })
 }
 

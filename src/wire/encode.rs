@@ -6,6 +6,10 @@
 //! the buffer has grown to its working size.
 
 use super::frame::{Peer, PEER_CLIENT, PEER_REPLICA};
+use super::greeting::{
+    write_member, Hello, Limits, Mac, Refusal, Welcome, FLAG_KEYED, FLAG_LIMITS, HELLO_FIXED_BYTES,
+    MAC_BYTES, MEMBERS_MAX, MEMBER_BYTES, REFUSAL_TEXT_BYTES_MAX, WELCOME_BYTES,
+};
 use super::header::{Command, Header, HEADER_BYTES};
 use crate::protocol::{Body, Checkpoint, Entry, Message, ENTRY_HEADER_BYTES};
 use bytes::{BufMut, BytesMut};
@@ -38,14 +42,20 @@ pub fn encode(message: &Message, cluster: u128, out: &mut BytesMut) {
     finish(out, start, header);
 }
 
-/// Appends a `Hello` frame naming `peer`: the first frame on every connection.
-pub fn encode_hello(peer: Peer, cluster: u128, out: &mut BytesMut) {
+/// Appends a `Hello` frame: the first frame on every connection. Its cluster id is
+/// `hello.terms.cluster`.
+///
+/// # Panics
+/// If `hello.terms.members` lists more than [`MEMBERS_MAX`] addresses.
+pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
+    let terms = &hello.terms;
+    assert!(terms.members.len() <= MEMBERS_MAX, "too many members");
     let mut header = Header {
-        cluster,
+        cluster: terms.cluster,
         command: Command::Hello as u8,
         ..Header::default()
     };
-    match peer {
+    match hello.peer {
         Peer::Replica(replica) => {
             header.code = PEER_REPLICA;
             header.replica = replica;
@@ -55,7 +65,82 @@ pub fn encode_hello(peer: Peer, cluster: u128, out: &mut BytesMut) {
             header.client = client;
         }
     }
-    let start = begin(out, 0);
+    let mut body = Vec::with_capacity(HELLO_FIXED_BYTES + terms.members.len() * MEMBER_BYTES);
+    let flags = if hello.nonce.is_some() { FLAG_KEYED } else { 0 }
+        | if terms.limits.is_some() {
+            FLAG_LIMITS
+        } else {
+            0
+        };
+    body.push(flags);
+    body.extend_from_slice(&hello.nonce.unwrap_or_default());
+    let limits = terms.limits.unwrap_or(Limits {
+        message_bytes_max: 0,
+        request_body_bytes_max: 0,
+        clients_max: 0,
+        checkpoint_interval_ops: 0,
+    });
+    body.extend_from_slice(&limits.message_bytes_max.to_le_bytes());
+    body.extend_from_slice(&limits.request_body_bytes_max.to_le_bytes());
+    body.extend_from_slice(&limits.clients_max.to_le_bytes());
+    body.extend_from_slice(&limits.checkpoint_interval_ops.to_le_bytes());
+    body.extend_from_slice(&(terms.members.len() as u16).to_le_bytes());
+    for member in &terms.members {
+        write_member(member, &mut body);
+    }
+    let start = begin(out, body.len());
+    out.put_slice(&body);
+    finish(out, start, header);
+}
+
+/// Appends a `Welcome` from replica `welcome.replica`.
+pub fn encode_welcome(welcome: &Welcome, cluster: u128, out: &mut BytesMut) {
+    let header = Header {
+        cluster,
+        replica: welcome.replica,
+        command: Command::Welcome as u8,
+        ..Header::default()
+    };
+    let start = begin(out, WELCOME_BYTES);
+    let (nonce, mac) = welcome.keyed.unwrap_or_default();
+    out.put_u8(if welcome.keyed.is_some() {
+        FLAG_KEYED
+    } else {
+        0
+    });
+    out.put_slice(&nonce);
+    out.put_slice(&mac);
+    finish(out, start, header);
+}
+
+/// Appends a `Proof` carrying `mac`.
+pub fn encode_proof(mac: &Mac, cluster: u128, out: &mut BytesMut) {
+    let header = Header {
+        cluster,
+        command: Command::Proof as u8,
+        ..Header::default()
+    };
+    let start = begin(out, MAC_BYTES);
+    out.put_slice(mac);
+    finish(out, start, header);
+}
+
+/// Appends a `Refusal`; a reason longer than [`REFUSAL_TEXT_BYTES_MAX`] is cut (at a
+/// character boundary).
+pub fn encode_refusal(refusal: &Refusal, cluster: u128, out: &mut BytesMut) {
+    let header = Header {
+        cluster,
+        command: Command::Refusal as u8,
+        code: refusal.code as u8,
+        ..Header::default()
+    };
+    let mut end = refusal.reason.len().min(REFUSAL_TEXT_BYTES_MAX);
+    while !refusal.reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &refusal.reason.as_bytes()[..end];
+    let start = begin(out, text.len());
+    out.put_slice(text);
     finish(out, start, header);
 }
 

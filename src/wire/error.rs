@@ -33,6 +33,10 @@ pub enum DecodeError {
     /// The header claims a size smaller than the header itself.
     #[error("frame size is smaller than the header")]
     TooSmall,
+    /// A number no correct peer sends (a view or op at the edge of its type, a commit above
+    /// the op it commits up to, ...): the sender is buggy or hostile.
+    #[error("field out of range: {0}")]
+    OutOfRange(&'static str),
     /// Both checksums passed but the contents are not a valid frame of its command (a bug or
     /// a different version on the other side, not line noise).
     #[error("malformed frame: {0}")]

@@ -1,7 +1,8 @@
 //! What one frame decodes to: a protocol message, or one of the few connection-level frames
-//! that never reach the protocol core (the greeting that names the speaker, and the stats
-//! exchange used by `vsr stats`).
+//! that never reach the protocol core (the handshake that names the speaker and, with a
+//! cluster key, proves it; and the stats exchange used by `vsr stats`).
 
+use super::greeting::{Hello, Mac, Refusal, Welcome};
 use crate::protocol::{ClientId, Message, ReplicaIndex};
 use bytes::Bytes;
 
@@ -23,11 +24,32 @@ pub(crate) const PEER_CLIENT: u8 = 2;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// The speaker introduces itself (the first frame of a connection).
-    Hello(Peer),
+    Hello(Hello),
+    /// The acceptor accepts a hello (with a key: and challenges the connector).
+    Welcome(Welcome),
+    /// The connector's answer to the acceptor's challenge.
+    Proof(Mac),
+    /// The handshake failed; the text says why.
+    Refusal(Refusal),
     /// A protocol message for the core.
     Message(Message),
     /// Ask a replica for its counters.
     StatsRequest,
     /// A replica's counters, as human-readable text (a slice of the read buffer).
     StatsReply(Bytes),
+}
+
+impl Frame {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Welcome(_) => "welcome",
+            Frame::Proof(_) => "proof",
+            Frame::Refusal(_) => "refusal",
+            Frame::Message(message) => message.body.name(),
+            Frame::StatsRequest => "stats_request",
+            Frame::StatsReply(_) => "stats_reply",
+        }
+    }
 }

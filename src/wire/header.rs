@@ -48,6 +48,12 @@ pub enum Command {
     StatsRequest = 33,
     /// [`super::Frame::StatsReply`].
     StatsReply = 34,
+    /// [`super::Frame::Welcome`]: the acceptor's answer to a hello.
+    Welcome = 35,
+    /// [`super::Frame::Proof`]: the connector's proof of the cluster key.
+    Proof = 36,
+    /// [`super::Frame::Refusal`]: why a handshake failed.
+    Refusal = 37,
 }
 
 impl Command {
@@ -70,8 +76,18 @@ impl Command {
             32 => Hello,
             33 => StatsRequest,
             34 => StatsReply,
+            35 => Welcome,
+            36 => Proof,
+            37 => Refusal,
             _ => return None,
         })
+    }
+
+    /// Whether this command opens a connection. A hello is read before its cluster id is
+    /// compared (the handshake compares it and names both ids), so that a node of another
+    /// cluster hears why it is refused; the refusal is sent in that node's cluster id.
+    pub fn is_greeting(self) -> bool {
+        matches!(self, Command::Hello)
     }
 
     /// Whether frames of this command may have a body. A command without one has
@@ -79,9 +95,10 @@ impl Command {
     pub fn has_body(self) -> bool {
         use Command::*;
         match self {
-            Request | Reply | Prepare | DoViewChange | StartView | NewState | StatsReply => true,
+            Request | Reply | Prepare | DoViewChange | StartView | NewState | StatsReply
+            | Hello | Welcome | Proof | Refusal => true,
             PrepareOk | Commit | StartViewChange | Recovery | RecoveryResponse | GetState
-            | Hello | StatsRequest => false,
+            | StatsRequest => false,
         }
     }
 }

@@ -71,8 +71,18 @@
 //! checksum is then verified over the whole body before parsing starts, so the body parser
 //! only ever sees bytes exactly as their sender wrote them: a parse failure after that is a
 //! bug or version skew on the other side ([`DecodeError::Malformed`]), never line noise, and
-//! a half-parsed message built from corrupt bytes can never reach the protocol core. Past
-//! this gate the core asserts instead of re-checking (STYLE.md, "one validation gate").
+//! a half-parsed message built from corrupt bytes can never reach the protocol core.
+//!
+//! # Range checks
+//!
+//! Checksums prove that a frame is what its sender wrote, not that the sender is correct.
+//! After parsing, `range.rs` refuses numbers no correct peer sends
+//! ([`DecodeError::OutOfRange`], naming the field): views and epochs above [`VIEW_MAX`] and
+//! [`EPOCH_MAX`], ops and commits above [`OP_MAX`] (so the core's `+ 1` never wraps), a
+//! commit above the op of the same message, a `DoViewChange` with more entries than
+//! `op - commit`, entries that extend past the message's op, a checkpoint above the commit,
+//! a promised or last normal view above the message's view. Past this gate the core
+//! asserts instead of re-checking (one validation gate).
 //!
 //! # Zero copy
 //!
@@ -90,10 +100,20 @@ mod decode;
 mod encode;
 mod error;
 mod frame;
+mod greeting;
 mod header;
+mod range;
 
 pub use decode::{decode, is_partial};
-pub use encode::{encode, encode_hello, encode_stats_reply, encode_stats_request, frame_bytes};
+pub use encode::{
+    encode, encode_hello, encode_proof, encode_refusal, encode_stats_reply, encode_stats_request,
+    encode_welcome, frame_bytes,
+};
 pub use error::DecodeError;
 pub use frame::{Frame, Peer};
+pub use greeting::{
+    Hello, Limits, Mac, Nonce, Refusal, RefusalCode, Terms, Welcome, HELLO_BODY_BYTES_MAX,
+    MAC_BYTES, MEMBERS_MAX, NONCE_BYTES, REFUSAL_TEXT_BYTES_MAX,
+};
 pub use header::{Command, Header, HEADER_BYTES};
+pub use range::{EPOCH_MAX, OP_MAX, VIEW_MAX};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use vsr::client::{ClientSession, Outcome, Target};
 use vsr::protocol::{Message, Op};
 use vsr::service::kv::{KvOp, KvResult};
-use vsr::wire::{self, Frame, Peer};
+use vsr::wire::{self, Frame, Hello, Peer, Terms};
 
 /// The client's tick, as the replicas'.
 const TICK: Duration = Duration::from_millis(10);
@@ -125,11 +125,16 @@ impl TestClient {
                 .unwrap();
             self.streams[index] = Some(stream);
             self.buffers[index].clear();
-            wire::encode_hello(
-                Peer::Client(self.session.client()),
-                self.cluster,
-                &mut self.out,
-            );
+            let hello = Hello {
+                peer: Peer::Client(self.session.client()),
+                terms: Terms {
+                    cluster: self.cluster,
+                    members: self.addresses.clone(),
+                    limits: None,
+                },
+                nonce: None,
+            };
+            wire::encode_hello(&hello, &mut self.out);
         }
         wire::encode(message, self.cluster, &mut self.out);
         let stream = self.streams[index].as_mut().unwrap();

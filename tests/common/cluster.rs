@@ -8,12 +8,14 @@
 use super::{json_bool, json_str, json_u64};
 use bytes::BytesMut;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vsr::wire::{self, Frame, Peer};
+use vsr::auth::ClusterKey;
+use vsr::client::RawConnection;
+use vsr::wire::{self, Frame, Terms};
 
 /// A replica's answer to a stats request, with accessors for the fields tests use.
 #[derive(Clone, Debug)]
@@ -54,6 +56,10 @@ pub struct TestCluster {
     logs: Vec<PathBuf>,
     /// The cluster id every replica runs with.
     pub cluster: u128,
+    /// The cluster key every replica runs with (`--cluster-key`), if any.
+    pub key: Option<ClusterKey>,
+    /// The file holding it.
+    pub key_file: Option<PathBuf>,
 }
 
 fn signal(child: &Child, signal: libc::c_int) {
@@ -70,6 +76,17 @@ impl TestCluster {
 
     /// Starts `count` replicas running `service`, each with `extra` arguments.
     pub fn start_with(count: usize, service: &str, extra: &[&str]) -> TestCluster {
+        TestCluster::start_keyed(count, service, extra, None)
+    }
+
+    /// Starts `count` replicas running `service` with `extra` arguments and, given `key`,
+    /// `--cluster-key` naming a file that holds it.
+    pub fn start_keyed(
+        count: usize,
+        service: &str,
+        extra: &[&str],
+        key: Option<&[u8]>,
+    ) -> TestCluster {
         let addresses = free_addresses(count);
         let list = addresses
             .iter()
@@ -85,10 +102,19 @@ impl TestCluster {
                 .as_nanos()
         ));
         std::fs::create_dir_all(&directory).unwrap();
+        let key_file = key.map(|key| {
+            let path = directory.join("cluster.key");
+            std::fs::write(&path, key).unwrap();
+            path
+        });
+        let key_arg = key_file.as_ref().map(|p| p.display().to_string());
         let mut cluster = TestCluster {
             args: (0..count)
                 .map(|i| {
                     let mut args = vec!["replica", "--cluster", &list, "--service", service];
+                    if let Some(key_arg) = &key_arg {
+                        args.extend(["--cluster-key", key_arg.as_str()]);
+                    }
                     args.extend_from_slice(extra);
                     let mut args: Vec<String> = args.into_iter().map(String::from).collect();
                     args.extend(["--replica".to_string(), i.to_string()]);
@@ -101,6 +127,8 @@ impl TestCluster {
             children: (0..count).map(|_| None).collect(),
             addresses,
             cluster: 0,
+            key: key.map(|key| ClusterKey::from_bytes(key).unwrap()),
+            key_file,
         };
         for i in 0..count {
             cluster.spawn(i);
@@ -181,6 +209,26 @@ impl TestCluster {
             .is_some_and(|child| child.try_wait().unwrap().is_none())
     }
 
+    /// Replica `i`'s process id.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].as_ref().expect("replica is running").id()
+    }
+
+    /// Replica `i`'s resident memory in KiB (`VmRSS` in /proc).
+    pub fn rss_kib(&self, i: usize) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(i))).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// The directory of this cluster's logs (and key file).
+    pub fn directory(&self) -> PathBuf {
+        self.logs[0].parent().unwrap().to_path_buf()
+    }
+
     /// Replica `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         let mut text = String::new();
@@ -192,8 +240,13 @@ impl TestCluster {
 
     /// Replica `i`'s stats, or why they could not be fetched.
     pub fn stats(&self, i: usize) -> Result<ReplicaStats, String> {
-        fetch_stats(self.addresses[i], self.cluster, Duration::from_millis(500))
-            .map(|json| ReplicaStats { json })
+        fetch_stats(
+            self.addresses[i],
+            self.cluster,
+            self.key.as_ref(),
+            Duration::from_millis(500),
+        )
+        .map(|json| ReplicaStats { json })
     }
 
     /// Waits until every running replica is normal in one view with one primary.
@@ -275,31 +328,23 @@ impl Drop for TestCluster {
 pub fn fetch_stats(
     address: SocketAddr,
     cluster: u128,
+    key: Option<&ClusterKey>,
     timeout: Duration,
 ) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| e.to_string())?;
-    let mut out = BytesMut::new();
-    wire::encode_hello(Peer::Client(0x5747_5354), cluster, &mut out);
-    wire::encode_stats_request(cluster, &mut out);
-    stream.write_all(&out).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
+    let terms = Terms {
+        cluster,
+        members: Vec::new(),
+        limits: None,
+    };
+    let mut connection = RawConnection::connect(address, 0x5747_5354, terms, key, timeout)
         .map_err(|e| e.to_string())?;
-    let mut buffer = BytesMut::new();
-    let mut chunk = [0u8; 8192];
+    let mut out = BytesMut::new();
+    wire::encode_stats_request(cluster, &mut out);
+    connection.send(&out).map_err(|e| e.to_string())?;
     loop {
-        match wire::decode(&mut buffer, cluster, 16 << 20) {
-            Ok(Some(Frame::StatsReply(text))) => {
-                return Ok(String::from_utf8_lossy(&text).into_owned())
-            }
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            Err(error) => return Err(error.to_string()),
+        match connection.read_frame().map_err(|e| e.to_string())? {
+            Frame::StatsReply(text) => return Ok(String::from_utf8_lossy(&text).into_owned()),
+            _ => continue,
         }
-        let read = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-        if read == 0 {
-            return Err("closed".into());
-        }
-        buffer.extend_from_slice(&chunk[..read]);
     }
 }

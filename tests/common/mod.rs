@@ -52,3 +52,18 @@ pub fn json_bool(json: &str, key: &str) -> Option<bool> {
         None
     }
 }
+
+/// A keyless hello from `peer` for `cluster`, stating no member list or limits (what a
+/// tool given one address sends).
+pub fn encode_hello(peer: vsr::wire::Peer, cluster: u128, out: &mut bytes::BytesMut) {
+    let hello = vsr::wire::Hello {
+        peer,
+        terms: vsr::wire::Terms {
+            cluster,
+            members: Vec::new(),
+            limits: None,
+        },
+        nonce: None,
+    };
+    vsr::wire::encode_hello(&hello, out);
+}

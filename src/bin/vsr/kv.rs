@@ -1,6 +1,6 @@
 //! `vsr kv`: a line-oriented client of the kv service.
 //!
-//! Contract (DESIGN.md, "Wire and process contract"): commands on stdin, one per line
+//! Contract: commands on stdin, one per line
 //! (`put K V`, `get K`, `delete K`, `cas K OLD NEW`, where `cas K nil NEW` succeeds only if
 //! K is absent); one answer line per command (`ok`, `value V`, `nil`, `cas-fail V`,
 //! `cas-fail nil`, `error TEXT`), flushed as soon as it is known. Blank lines are skipped;
@@ -15,7 +15,7 @@ use std::io::{BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
-use vsr::client::{Client, ClientOptions};
+use vsr::client::{Client, ClientError, ClientOptions};
 use vsr::service::kv::{KvOp, KvResult};
 
 /// Arguments of `vsr kv`.
@@ -27,6 +27,9 @@ pub struct Args {
     /// The cluster id (must match the replicas').
     #[arg(long, default_value_t = 0)]
     cluster_id: u128,
+    /// The cluster's shared secret, when the replicas run with `--cluster-key`.
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<std::path::PathBuf>,
     /// Deadline of one command, retries included, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -40,12 +43,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = ClientOptions {
         cluster_id: args.cluster_id,
         request_timeout: Duration::from_millis(args.timeout_ms),
+        cluster_key: crate::replica::load_key(args.cluster_key.as_deref())?,
         ..ClientOptions::default()
     };
     let mut session = Session {
         addresses,
         options,
         client: None,
+        refused: false,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -68,6 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let answer = session.execute(&line);
         writeln!(out, "{answer}")?;
         out.flush()?;
+        if session.refused {
+            return Ok(ExitCode::FAILURE);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -91,6 +99,8 @@ struct Session {
     addresses: Vec<SocketAddr>,
     options: ClientOptions,
     client: Option<Client>,
+    /// The cluster refused this client's configuration: every later command would fail.
+    refused: bool,
 }
 
 impl Session {
@@ -103,6 +113,12 @@ impl Session {
         if self.client.is_none() {
             match Client::connect(&self.addresses, self.options.clone()) {
                 Ok(client) => self.client = Some(client),
+                Err(error @ ClientError::Refused(_)) => {
+                    // Nothing later can succeed: say why once, on stderr too, and stop.
+                    eprintln!("error: {error}");
+                    self.refused = true;
+                    return format!("error {error}");
+                }
                 Err(error) => return format!("error {error}"),
             }
         }

@@ -49,6 +49,21 @@ pub struct Args {
     /// `--core`); 0: the event loop serves clients itself.
     #[arg(long, default_value_t = 0)]
     io_threads: usize,
+    /// The cluster's shared secret (at least 16 bytes; trailing whitespace is ignored).
+    /// Every replica and client must prove it holds the key before any frame is
+    /// accepted. Without it the cluster is unauthenticated.
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<std::path::PathBuf>,
+    /// A connection that has not finished its handshake within this is closed.
+    #[arg(long, default_value_t = 5000)]
+    handshake_timeout_ms: u64,
+    /// Connections from clients and not-yet-identified peers, together; replica links
+    /// have slots of their own beyond these.
+    #[arg(long, default_value_t = vsr::runtime::options::CONNECTIONS_MAX_DEFAULT)]
+    connections_max: usize,
+    /// Connections from one IP address (identified replicas excepted).
+    #[arg(long, default_value_t = vsr::runtime::options::CONNECTIONS_PER_IP_MAX_DEFAULT)]
+    connections_per_ip: usize,
 }
 
 /// The services `vsr replica` can run.
@@ -109,7 +124,26 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
     }
     options.core = args.core;
     options.io_threads = args.io_threads;
+    options.cluster_key = load_key(args.cluster_key.as_deref())?;
+    options.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
+    options.connections_max = args.connections_max;
+    options.connections_per_ip_max = args.connections_per_ip;
     Ok(options)
+}
+
+/// The cluster key in `path`, if one is given; warns when others may read the file.
+pub fn load_key(path: Option<&std::path::Path>) -> anyhow::Result<Option<vsr::auth::ClusterKey>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let key = vsr::auth::ClusterKey::from_file(path)?;
+    if vsr::auth::readable_by_others(path) {
+        tracing::warn!(
+            path = %path.display(),
+            "the cluster key file can be read by other users: chmod 600 it"
+        );
+    }
+    Ok(Some(key))
 }
 
 /// Runs the replica until the process is killed.

@@ -1,12 +1,12 @@
 //! `vsr stats`: ask one replica for its counters and latency histograms, print the JSON.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use bytes::BytesMut;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use vsr::wire::{self, Frame, Peer};
+use std::time::Duration;
+use vsr::client::RawConnection;
+use vsr::wire::{self, Frame, Terms};
 
 /// Arguments of `vsr stats`.
 #[derive(clap::Args)]
@@ -17,6 +17,9 @@ pub struct Args {
     /// The cluster id the replica runs with.
     #[arg(long, default_value_t = 0)]
     cluster_id: u128,
+    /// The cluster's shared secret, when the replicas run with `--cluster-key`.
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<std::path::PathBuf>,
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
@@ -31,43 +34,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot parse address {:?}", args.address))?
         .next()
         .with_context(|| format!("address {:?} resolves to nothing", args.address))?;
-    let mut stream = TcpStream::connect_timeout(&address, timeout)
-        .with_context(|| format!("cannot connect to {address}"))?;
+    let key = crate::replica::load_key(args.cluster_key.as_deref())?;
+    // Given one address, `vsr stats` states no member list (the replica does not check it).
+    let terms = Terms {
+        cluster: args.cluster_id,
+        members: Vec::new(),
+        limits: None,
+    };
+    let client = vsr::runtime::nonce();
+    let mut connection = RawConnection::connect(address, client, terms, key.as_ref(), timeout)
+        .with_context(|| format!("cannot talk to {address}"))?;
     let mut out = BytesMut::new();
-    wire::encode_hello(
-        Peer::Client(vsr::runtime::nonce()),
-        args.cluster_id,
-        &mut out,
-    );
     wire::encode_stats_request(args.cluster_id, &mut out);
-    stream.write_all(&out)?;
-    let deadline = Instant::now() + timeout;
-    let mut buffer = BytesMut::with_capacity(64 << 10);
-    let mut chunk = [0u8; 16 << 10];
+    connection.send(&out)?;
     loop {
-        match wire::decode(&mut buffer, args.cluster_id, 16 << 20) {
-            Ok(Some(Frame::StatsReply(text))) => {
+        match connection
+            .read_frame()
+            .with_context(|| format!("no stats reply from {address}"))?
+        {
+            Frame::StatsReply(text) => {
                 println!("{}", String::from_utf8_lossy(&text));
                 return Ok(ExitCode::SUCCESS);
             }
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            Err(error) => bail!("bad frame from {address}: {error}"),
+            _ => continue,
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!(
-                "no stats reply from {address} within {} ms",
-                args.timeout_ms
-            );
-        }
-        stream.set_read_timeout(Some(left))?;
-        let read = stream
-            .read(&mut chunk)
-            .with_context(|| format!("no stats reply from {address}"))?;
-        if read == 0 {
-            bail!("{address} closed the connection without a stats reply (wrong --cluster-id?)");
-        }
-        buffer.extend_from_slice(&chunk[..read]);
     }
 }

@@ -66,6 +66,10 @@ pub struct LoadArgs {
     /// a local cluster).
     #[arg(long)]
     pub cluster_id: Option<u128>,
+    /// The cluster's shared secret (`vsr replica --cluster-key`): the local cluster is
+    /// started with it, and every client connection proves it.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
     /// The `vsr` binary for the local cluster (default: next to this executable, built if absent).
     #[arg(long)]
     pub vsr_bin: Option<PathBuf>,

@@ -14,6 +14,11 @@ pub fn view_counter(vsr_bin: &Path, address: SocketAddr, cluster_id: u128) -> Op
     let child = Command::new(vsr_bin)
         .args(["stats", "--address", &address.to_string()])
         .args(["--cluster-id", &cluster_id.to_string()])
+        .args(
+            crate::vsr_client::cluster_key_file()
+                .map(|path| vec!["--cluster-key".as_ref(), path.as_os_str()])
+                .unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -65,6 +65,7 @@ impl Target {
 
     fn start_vsr(args: &LoadArgs) -> anyhow::Result<Target> {
         vsr_client::ensure_available()?;
+        vsr_client::set_cluster_key(args.cluster_key.as_deref())?;
         // An existing cluster runs with `vsr replica`'s default id (0) unless told; a local
         // one gets a random id, so a stray process from another run cannot join it.
         let cluster_id = match (&args.cluster, args.cluster_id) {
@@ -108,6 +109,9 @@ impl Target {
                 "--cluster-id",
                 &cluster_id.to_string(),
             ]);
+            if let Some(key) = &args.cluster_key {
+                command.arg("--cluster-key").arg(key);
+            }
             guard.spawn(&format!("replica-{replica}"), command)?;
         }
         eprintln!(

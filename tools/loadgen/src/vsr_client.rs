@@ -4,7 +4,10 @@
 use crate::transport::{Done, Transport};
 use bytes::Bytes;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
+use vsr::auth::ClusterKey;
 use vsr::client::{Client, ClientError, ClientOptions, Completion, PipelinedClient};
 
 /// The vsr client library is part of this build.
@@ -12,10 +15,29 @@ pub fn ensure_available() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--cluster-key`: its file and the key, set once at start-up for every client.
+static CLUSTER_KEY: OnceLock<Option<(PathBuf, ClusterKey)>> = OnceLock::new();
+
+/// Loads `--cluster-key` (if given) for every client this process opens.
+pub fn set_cluster_key(path: Option<&Path>) -> anyhow::Result<()> {
+    let key = match path {
+        Some(path) => Some((path.to_path_buf(), ClusterKey::from_file(path)?)),
+        None => None,
+    };
+    let _ = CLUSTER_KEY.set(key);
+    Ok(())
+}
+
+/// The `--cluster-key` file, to pass on to replicas and `vsr stats`.
+pub fn cluster_key_file() -> Option<&'static Path> {
+    CLUSTER_KEY.get()?.as_ref().map(|(path, _)| path.as_path())
+}
+
 fn options(cluster_id: u128, request_timeout: Duration) -> ClientOptions {
     ClientOptions {
         cluster_id,
         request_timeout,
+        cluster_key: CLUSTER_KEY.get().cloned().flatten().map(|(_, key)| key),
         ..ClientOptions::default()
     }
 }
