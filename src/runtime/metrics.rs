@@ -173,7 +173,7 @@ impl Metrics {
         );
         let _ = write!(
             out,
-            "\"counters\":{{\"view_changes\":{},\"views_started\":{},\"recoveries\":{},\"state_transfers\":{},\"checkpoint_transfers\":{},\"checkpoints\":{},\"prepares_sent\":{},\"entries_committed\":{},\"messages_dropped\":{}}},",
+            "\"counters\":{{\"view_changes\":{},\"views_started\":{},\"recoveries\":{},\"state_transfers\":{},\"checkpoint_transfers\":{},\"checkpoints\":{},\"prepares_sent\":{},\"entries_committed\":{},\"messages_dropped\":{},\"empty_cluster_starts\":{}}},",
             stats.view_changes,
             stats.views_started,
             stats.recoveries,
@@ -183,6 +183,7 @@ impl Metrics {
             stats.prepares_sent,
             stats.entries_committed,
             stats.messages_dropped,
+            stats.empty_cluster_starts,
         );
         let _ = write!(
             out,
