@@ -669,3 +669,39 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
     assert_eq!(replica.entry(6), Some(&entry(6, 6)));
     assert_eq!(replica.entry(7), None);
 }
+
+/// A brand-new cluster whose replicas all start by recovering (as `vsr replica` does), and
+/// one whose answers go missing: replica 0 hears everyone say "empty" and goes normal as
+/// the primary of view 0, the others do not hear it, and a client's registration reaches
+/// replica 0 first. Replicas 1 and 2 then see one normal replica holding entries where
+/// recovery needs f+1: they waited forever. Nothing can have committed, so they take the
+/// view-0 primary's log (`new_cluster_primary_op`).
+#[test]
+fn new_cluster_starts_when_its_primary_took_requests_first() {
+    let mut s = Scenario::manual(51, scenario_config(3), 1);
+    for replica in 0..3 {
+        s.crash(replica);
+    }
+    s.drop_where(|envelope| {
+        envelope.from == Node::Replica(0)
+            && matches!(
+                envelope.message.body,
+                Body::RecoveryResponse(_) | Body::Prepare(_) | Body::Commit(_)
+            )
+    });
+    for replica in 0..3 {
+        s.restart(replica);
+    }
+    s.run_until("replica 0 starts the cluster", SLOW, |c| {
+        c.replica(0).unwrap().status() == Status::Normal
+    });
+    s.register(0);
+    s.run_until("replica 0 orders the registration", SLOW, |c| {
+        c.replica(0).unwrap().op() == 1
+    });
+    assert_eq!(s.replica(1).status(), Status::Recovering);
+    assert_eq!(s.replica(2).status(), Status::Recovering);
+    s.heal();
+    s.wait_registered(0, SLOW);
+    s.converge(SLOW);
+}

@@ -53,6 +53,39 @@ fn next_nonce(nonce: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// When every other replica answered, all of them in view 0, and the only one holding
+/// entries is the normal primary of view 0 with nothing committed: that primary's op.
+///
+/// This is a brand-new cluster in which replica 0 found everyone empty and went normal
+/// first, then ordered requests it cannot commit without the others, who now count only
+/// one normal answer where recovery needs f+1. Nothing can have committed anywhere: in view
+/// 0 only its primary decides commits, and its commit number is 0; no later view exists,
+/// since every replica answered from view 0 (a view starts only once f+1 replicas moved
+/// to it, and views never go back). So no acknowledged op can be lost by taking its log.
+fn new_cluster_primary_op(
+    responses: &[Option<(View, RecoveryResponse)>],
+    index: ReplicaIndex,
+) -> Option<Op> {
+    let others = responses
+        .iter()
+        .enumerate()
+        .filter(|&(replica, _)| replica != index as usize);
+    let mut primary_op = None;
+    for (replica, response) in others {
+        let (view, response) = response.as_ref()?;
+        if *view != 0 {
+            return None;
+        }
+        if !response.empty {
+            if replica != 0 || response.commit != 0 {
+                return None;
+            }
+            primary_op = Some(response.op);
+        }
+    }
+    primary_op
+}
+
 impl<S: StateMachine> Replica<S> {
     pub(super) fn start_recovering(&mut self, nonce: u64) {
         self.status = Status::Recovering;
@@ -186,6 +219,12 @@ impl<S: StateMachine> Replica<S> {
         }
         let normal = answered - empty;
         if normal < quorum {
+            if let Some(primary_op) = new_cluster_primary_op(&state.responses, self.index) {
+                // A new cluster whose view-0 primary went normal (and took requests) before
+                // this replica heard that everyone was empty: take its log, as a recovery
+                // from it would.
+                return self.recover_from(0, 0, primary_op, effects);
+            }
             return;
         }
         let view_latest = state
@@ -202,26 +241,34 @@ impl<S: StateMachine> Replica<S> {
         else {
             return; // Wait for the primary of the latest view.
         };
-        if view_latest < self.view {
+        self.recover_from(primary, view_latest, primary_response.op, effects);
+    }
+
+    /// Fetches the log of `primary`, the primary of `view`, up to `op` (paper 4.3).
+    fn recover_from(
+        &mut self,
+        primary: ReplicaIndex,
+        view: View,
+        op: Op,
+        effects: &mut Vec<Effect>,
+    ) {
+        if view < self.view {
             // Views never go back. (Only a replica that kept its view across a restart can
             // get here; the next attempt asks again.)
             return;
         }
-        state.source = Some(RecoverySource {
-            primary,
-            view: view_latest,
-            op: primary_response.op,
-        });
+        let state = self.recovery.as_mut().expect("recovering");
+        state.source = Some(RecoverySource { primary, view, op });
         // GetState carries the view, so that the primary answers with its whole log, not
         // only its committed part.
-        self.set_view(view_latest);
+        self.set_view(view);
         self.recovery_timeout.start();
         debug_assert_eq!(
             self.log.op(),
             self.commit,
             "an attempt starts from committed state"
         );
-        if self.log.op() >= primary_response.op {
+        if self.log.op() >= op {
             // The primary's log ends within our committed state: nothing to fetch.
             self.finish_recovery(effects);
             self.stats.recoveries += 1;
