@@ -175,6 +175,7 @@ fn options(request_timeout: Duration) -> ClientOptions {
         request_timeout,
         connect_timeout: Duration::from_millis(500),
         message_bytes_max: 1 << 20,
+        request_body_bytes_max: 1024,
         cluster_key: None,
     }
 }
@@ -202,6 +203,22 @@ fn calls_register_and_execute_once() {
             "requests went to the primary only"
         );
     });
+}
+
+/// An operation larger than the replicas take is refused at once, without a round trip
+/// (the replicas close a connection that announces a larger frame), and the session goes
+/// on.
+#[test]
+fn an_operation_above_the_replicas_limit_is_rejected_at_once() {
+    let cluster = FakeCluster::start(3);
+    let mut client = Client::connect(&cluster.addresses, options(Duration::from_secs(5))).unwrap();
+    check_call(&mut client, "before");
+    let started = std::time::Instant::now();
+    let result = client.call(Bytes::from(vec![b'x'; 1025]));
+    assert!(matches!(result, Err(ClientError::Rejected)), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    check_call(&mut client, "after");
+    cluster.with(|s| assert_eq!(s.executed, 2));
 }
 
 #[test]

@@ -222,6 +222,10 @@ impl Driver {
                 max,
             });
         }
+        if operation.len() > self.options.request_body_bytes_max as usize {
+            // The replicas would refuse it unread; say so now rather than at the deadline.
+            return Err(ClientError::Rejected);
+        }
         let now = Instant::now();
         let slot = &mut self.sessions[index];
         if slot.deadline.is_some() {

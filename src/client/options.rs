@@ -15,6 +15,10 @@ pub struct ClientOptions {
     /// The largest frame accepted from a replica (must be at least the replicas' limit
     /// for replies to pass), and the bound of an operation's frame.
     pub message_bytes_max: u32,
+    /// The largest operation the replicas take (their `request_body_bytes_max`). A larger
+    /// one is refused here with [`ClientError::Rejected`], as the replicas would: they
+    /// close a client connection that announces a larger frame, before reading it.
+    pub request_body_bytes_max: u32,
     /// The cluster key (`--cluster-key`), when the replicas require one: each connection
     /// proves it, and checks the replica's proof, before any request is sent.
     pub cluster_key: Option<crate::auth::ClusterKey>,
@@ -27,6 +31,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             message_bytes_max: crate::Config::new(0, 1).message_bytes_max,
+            request_body_bytes_max: crate::Config::new(0, 1).request_body_bytes_max,
             cluster_key: None,
         }
     }
