@@ -23,6 +23,7 @@ const OPTIONS: RunOptions = RunOptions {
     liveness_steps_max: 6_000,
     converge: true,
     trace: false,
+    oversized: false,
 };
 
 /// Seeds outside `0..SEEDS` that found bugs, each fixed since; they run on every test.

@@ -1,5 +1,4 @@
-//! The simulator's safety checkers, run after every step (DESIGN.md "The simulator, and
-//! what it checks"):
+//! The simulator's safety checkers, run after every step:
 //! - **agreement**: every op a replica commits equals the canonical entry recorded the
 //!   first time any replica committed that op (paper 4.2's safety property: a committed
 //!   op survives every view change at its op number);

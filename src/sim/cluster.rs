@@ -18,6 +18,7 @@ use super::checker::{Checker, ClientReply, Failure};
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
+use super::watch::{TransferCounts, Watch};
 use super::workload::Workload;
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
@@ -55,8 +56,13 @@ pub struct ClusterOptions {
     pub faults: FaultRates,
     /// Keys the workload uses.
     pub keys: usize,
+    /// The longest value the workload writes.
+    pub value_bytes_max: usize,
     /// Chance per step that an idle registered client submits (with load on).
     pub submit_ppm: u32,
+    /// Chance that a submitted operation is larger than `request_body_bytes_max`, which
+    /// the replicas must refuse (`Rejected`) and never order.
+    pub oversized_ppm: u32,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
 }
@@ -109,6 +115,7 @@ pub struct Cluster {
     client_index: HashMap<ClientId, usize>,
     network: Network,
     checker: Checker,
+    watch: Watch,
     workload: Workload,
     effects: Vec<Effect>,
     filter: Option<Filter>,
@@ -119,6 +126,8 @@ pub struct Cluster {
     touched: u32,
     /// Stats of replicas that crashed (their counters died with them).
     stats_retired: Stats,
+    /// Whether two or more replicas were recovering at the last count.
+    recoveries_overlapped: bool,
     /// Faults injected so far.
     pub faults: FaultCounts,
     /// Whether random faults are injected.
@@ -178,7 +187,8 @@ impl Cluster {
         Cluster {
             network,
             checker: Checker::new(n as usize, config.clients_max as usize),
-            workload: Workload::new(options.keys),
+            watch: Watch::new(n as usize),
+            workload: Workload::new(options.keys, options.value_bytes_max),
             seen: vec![None; n as usize],
             config,
             prng,
@@ -192,6 +202,7 @@ impl Cluster {
             moved: 0,
             touched: 0,
             stats_retired: Stats::default(),
+            recoveries_overlapped: false,
             faults: FaultCounts::default(),
             inject: false,
             load: false,
@@ -233,6 +244,11 @@ impl Cluster {
     /// The checkers' state.
     pub fn checker(&self) -> &Checker {
         &self.checker
+    }
+
+    /// State-transfer counters, from the NewStates delivered.
+    pub fn transfers(&self) -> TransferCounts {
+        self.watch.counts
     }
 
     /// The network.
@@ -362,6 +378,7 @@ impl Cluster {
         self.replicas[index as usize] = Some(replica);
         self.touched |= 1 << index;
         self.checker.on_restart(index);
+        self.watch.on_restart(index);
         self.faults.restart += 1;
         self.trace(format_args!("restart r{index} (nonce {nonce:x})"));
     }
@@ -430,6 +447,9 @@ impl Cluster {
                 summarize(&envelope.message)
             );
         }
+        let primary_of = (envelope.message.view % self.config.replica_count as u32) as ReplicaIndex;
+        self.watch
+            .on_deliver(index, replica.view(), primary_of, &envelope.message);
         replica.set_clock(self.clocks[index as usize].realtime_ns(now));
         replica.on_message(envelope.message, &mut self.effects);
         replica.flush(&mut self.effects);
@@ -447,7 +467,7 @@ impl Cluster {
         if self.checker.check_replica(index, replica)? {
             self.moved |= 1 << index;
         }
-        Ok(())
+        self.watch.check_new_primary(index, replica)
     }
 
     fn deliver_to_client(&mut self, client: usize, message: Message) -> Result<(), Failure> {
@@ -587,7 +607,12 @@ impl Cluster {
                     self.register_client(client);
                 }
             } else if self.load && self.prng.chance(self.options.submit_ppm) {
-                let op = self.workload.next_op(&mut self.prng);
+                let op = if self.prng.chance(self.options.oversized_ppm) {
+                    let limit = self.config.request_body_bytes_max;
+                    self.workload.oversized_op(&mut self.prng, limit)
+                } else {
+                    self.workload.next_op(&mut self.prng)
+                };
                 self.submit(client, &op)
                     .expect("an idle registered client can submit");
             }
@@ -675,7 +700,6 @@ impl Cluster {
     /// crashed or recovering.
     fn inject_faults(&mut self) {
         let rates = self.options.faults;
-        let n = self.config.replica_count;
         if !self.network.partitioned() {
             if self.prng.chance(rates.partition_ppm) {
                 self.partition_random();
@@ -684,27 +708,115 @@ impl Cluster {
             self.heal();
         }
         if self.prng.chance(rates.crash_ppm) {
-            let index = self.prng.below(n as u64) as ReplicaIndex;
-            if let Some(replica) = self.replica(index) {
-                // Crashing a recovering replica leaves the count of down replicas as it is.
-                let recovering = replica.status() == Status::Recovering;
-                if recovering || self.down_count() < self.config.faults_max() {
-                    self.crash(index);
+            self.crash_random();
+        }
+        if self.prng.chance(rates.view_change_crash_ppm) && self.view_change_under_way() {
+            self.faults.crash_in_view_change += 1;
+            self.crash_random();
+        }
+        self.restart_random();
+        self.count_overlapping_recoveries();
+    }
+
+    /// Crashes a replica (the primary, at the seed's bias), and at the seed's rate a
+    /// second one with it.
+    fn crash_random(&mut self) {
+        let n = self.config.replica_count as u64;
+        let primary = self.primary();
+        let index = match primary {
+            Some(primary) if self.prng.chance(self.options.faults.primary_bias_ppm) => primary,
+            _ => self.prng.below(n) as ReplicaIndex,
+        };
+        if !self.crash_within_f(index) {
+            return;
+        }
+        if Some(index) == primary {
+            self.faults.crash_primary += 1;
+        }
+        if self.prng.chance(self.options.faults.crash_pair_ppm) {
+            let other = self.prng.below(n) as ReplicaIndex;
+            if self.crash_within_f(other) {
+                self.faults.crash_pair += 1;
+            }
+        }
+    }
+
+    /// Crashes live replica `index` if that leaves at most f replicas crashed or
+    /// recovering; returns whether it did.
+    fn crash_within_f(&mut self, index: ReplicaIndex) -> bool {
+        let Some(replica) = self.replica(index) else {
+            return false;
+        };
+        // Crashing a recovering replica leaves the count of down replicas as it is.
+        let recovering = replica.status() == Status::Recovering;
+        if recovering || self.down_count() < self.config.faults_max() {
+            self.crash(index);
+            return true;
+        }
+        false
+    }
+
+    /// Restarts crashed replicas at the seed's rate; a restart sometimes brings back every
+    /// crashed replica at once, so that their recoveries overlap.
+    fn restart_random(&mut self) {
+        for index in 0..self.config.replica_count {
+            if self.replicas[index as usize].is_none()
+                && self.prng.chance(self.options.faults.restart_ppm)
+            {
+                self.restart(index);
+                if self.prng.chance(self.options.faults.restart_all_ppm) {
+                    self.restart_all_crashed();
                 }
             }
         }
-        for index in 0..n {
-            if self.replicas[index as usize].is_none() && self.prng.chance(rates.restart_ppm) {
+    }
+
+    fn restart_all_crashed(&mut self) {
+        for index in 0..self.config.replica_count {
+            if self.replicas[index as usize].is_none() {
                 self.restart(index);
             }
         }
     }
 
+    /// Whether some live replica is changing views.
+    fn view_change_under_way(&self) -> bool {
+        self.replicas
+            .iter()
+            .flatten()
+            .any(|r| r.status() == Status::ViewChange)
+    }
+
+    /// Counts the times two or more replicas come to be recovering at once.
+    fn count_overlapping_recoveries(&mut self) {
+        let recovering = self
+            .replicas
+            .iter()
+            .flatten()
+            .filter(|r| r.status() == Status::Recovering)
+            .count();
+        if recovering >= 2 && !self.recoveries_overlapped {
+            self.faults.recoveries_overlapping += 1;
+        }
+        self.recoveries_overlapped = recovering >= 2;
+    }
+
+    /// Cuts a random group off, or (at the seed's primary bias) the primary alone: it
+    /// stays normal in its view, answering clients from its table, while the others move
+    /// on, until the partition heals.
     fn partition_random(&mut self) {
         let n = self.config.replica_count;
-        // A random non-empty proper subset of the replicas.
-        let mask = self.prng.between(1, (1 << n) - 2);
-        let group: Vec<ReplicaIndex> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+        let group: Vec<ReplicaIndex> = match self.primary() {
+            Some(primary) if self.prng.chance(self.options.faults.primary_bias_ppm) => {
+                self.faults.isolate_primary += 1;
+                vec![primary]
+            }
+            _ => {
+                // A random non-empty proper subset of the replicas.
+                let mask = self.prng.between(1, (1 << n) - 2);
+                (0..n).filter(|i| mask & (1 << i) != 0).collect()
+            }
+        };
         match self.prng.below(3) {
             0 | 1 => self.partition(&group),
             _ => self.partition_outbound(&group),
@@ -716,11 +828,7 @@ impl Cluster {
     pub fn heal_all(&mut self) {
         self.inject = false;
         self.heal();
-        for index in 0..self.config.replica_count {
-            if self.replicas[index as usize].is_none() {
-                self.restart(index);
-            }
-        }
+        self.restart_all_crashed();
         self.network.faults = NetworkFaults::calm();
     }
 

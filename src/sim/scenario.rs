@@ -95,7 +95,9 @@ impl Scenario {
             tick_steps_max: 5,
             faults: FaultRates::none(),
             keys: 2,
+            value_bytes_max: 1,
             submit_ppm: 300_000,
+            oversized_ppm: 0,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         };
         let mut cluster = Cluster::new(seed, options);
