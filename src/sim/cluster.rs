@@ -24,7 +24,8 @@ use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
 use crate::protocol::Replica;
 use crate::protocol::{
-    ClientId, Effect, Message, ReplicaIndex, RequestNumber, Start, Stats, Status, View,
+    Body, ClientId, Effect, Message, ReplicaIndex, ReplyStatus, RequestNumber, Start, Stats,
+    Status, View,
 };
 use crate::service::kv::KvOp;
 use crate::service::Kv;
@@ -96,6 +97,8 @@ pub struct SimClient {
     /// The highest op any client had been answered with when this client submitted its
     /// in-flight request (or registration): the request must commit above it.
     answered_before_submit: u64,
+    /// Whether it used its one registration of the liveness phase.
+    reregistered: bool,
 }
 
 /// A filter on deliveries: returns true to drop the envelope (it may also just watch).
@@ -136,6 +139,15 @@ pub struct Cluster {
     pub load: bool,
     /// Whether clients (re)register by themselves at start and after eviction.
     pub register: bool,
+    /// Whether a client that is not registered registers once more (the liveness phase:
+    /// an evicted client is not done until it has registered again, and once is enough
+    /// to end a run even when a full table keeps evicting).
+    pub register_once: bool,
+    /// Since when, and from which view, some replica has been changing views without f+1
+    /// replicas normal in that view or a later one (see `check_view_change_progress`).
+    view_change_since: Option<(u64, View)>,
+    /// The longest such stretch seen, in steps.
+    pub view_change_steps_longest: u64,
 }
 
 impl Cluster {
@@ -180,13 +192,14 @@ impl Cluster {
                 completed: 0,
                 evicted: 0,
                 answered_before_submit: 0,
+                reregistered: false,
             });
         }
         let mut network = Network::new(n as usize, options.faults.network, ENVELOPES_MAX);
         network.trace = options.trace;
         Cluster {
             network,
-            checker: Checker::new(n as usize, config.clients_max as usize),
+            checker: Checker::for_config(&config),
             watch: Watch::new(n as usize),
             workload: Workload::new(options.keys, options.value_bytes_max),
             seen: vec![None; n as usize],
@@ -207,6 +220,9 @@ impl Cluster {
             inject: false,
             load: false,
             register: true,
+            register_once: false,
+            view_change_since: None,
+            view_change_steps_longest: 0,
             options,
         }
     }
@@ -306,6 +322,48 @@ impl Cluster {
         })
     }
 
+    /// Liveness of view changes once faults stopped: from the first step at which some
+    /// live replica is changing views to view v, within `steps_max` steps f+1 replicas
+    /// must be normal in one view at least v.
+    pub fn check_view_change_progress(&mut self, steps_max: u64) -> Result<(), Failure> {
+        let changing = self
+            .replicas
+            .iter()
+            .flatten()
+            .filter(|r| r.status() == Status::ViewChange)
+            .map(|r| r.view())
+            .max();
+        let Some((since, view)) = self.view_change_since.or(changing.map(|v| (self.now, v))) else {
+            return Ok(());
+        };
+        let quorum = self.config.quorum();
+        let finished = self.replicas.iter().flatten().any(|r| {
+            r.view() >= view
+                && r.status() == Status::Normal
+                && self
+                    .replicas
+                    .iter()
+                    .flatten()
+                    .filter(|o| o.status() == Status::Normal && o.view() == r.view())
+                    .count()
+                    >= quorum
+        });
+        let steps = self.now - since;
+        self.view_change_steps_longest = self.view_change_steps_longest.max(steps);
+        if finished {
+            self.view_change_since = None;
+            return Ok(());
+        }
+        self.view_change_since = Some((since, view));
+        if steps > steps_max {
+            return Err(Failure::new(
+                "liveness",
+                format!("a view change to view {view} (or later), under way since step {since}, has not finished in {steps_max} steps with every replica up and the network calm"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The replicas' counters, including those of replicas that crashed since.
     pub fn stats(&self) -> Stats {
         let mut total = self.stats_retired.clone();
@@ -394,6 +452,12 @@ impl Cluster {
     /// Submits `op` on client `client`'s session.
     pub fn submit(&mut self, client: usize, op: &KvOp) -> Result<RequestNumber, SubmitError> {
         let (request, target, message) = self.clients[client].session.submit(op.encode())?;
+        if let Body::Request(sent) = &message.body {
+            if sent.body.len() > self.config.request_body_bytes_max as usize {
+                self.checker
+                    .on_oversized_request(sent.client, sent.session, sent.request);
+            }
+        }
         self.clients[client].answered_before_submit = self.checker.answered_op_max();
         self.trace(format_args!("c{client} submits request {request}: {op:?}"));
         self.send_from_client(client, target, message);
@@ -453,7 +517,7 @@ impl Cluster {
         replica.set_clock(self.clocks[index as usize].realtime_ns(now));
         replica.on_message(envelope.message, &mut self.effects);
         replica.flush(&mut self.effects);
-        self.dispatch(index);
+        self.dispatch(index)?;
         self.check_commits(index)
     }
 
@@ -467,6 +531,7 @@ impl Cluster {
         if self.checker.check_replica(index, replica)? {
             self.moved |= 1 << index;
         }
+        self.checker.check_checkpoint(index, replica)?;
         self.watch.check_new_primary(index, replica)
     }
 
@@ -516,9 +581,17 @@ impl Cluster {
         }
     }
 
-    /// Carries out the effects replica `from` just wrote.
-    fn dispatch(&mut self, from: ReplicaIndex) {
+    /// Carries out the effects replica `from` just wrote, checking its refusals.
+    fn dispatch(&mut self, from: ReplicaIndex) -> Result<(), Failure> {
         let mut effects = std::mem::take(&mut self.effects);
+        let refusals = effects
+            .iter()
+            .try_for_each(|effect| self.check_refusal(from, effect));
+        if let Err(failure) = refusals {
+            effects.clear();
+            self.effects = effects;
+            return Err(failure);
+        }
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => self.network.send(
@@ -559,6 +632,31 @@ impl Cluster {
         if self.options.trace {
             self.trace_status(from);
         }
+        Ok(())
+    }
+
+    /// Checks an Evicted or Rejected reply against the model, with the sender's commit.
+    fn check_refusal(&mut self, from: ReplicaIndex, effect: &Effect) -> Result<(), Failure> {
+        let Effect::Reply { message, .. } = effect else {
+            return Ok(());
+        };
+        let Body::Reply(reply) = &message.body else {
+            return Ok(());
+        };
+        let commit = self.replicas[from as usize]
+            .as_ref()
+            .map_or(0, |replica| replica.commit());
+        match reply.status {
+            ReplyStatus::Ok => Ok(()),
+            ReplyStatus::Evicted => {
+                self.checker
+                    .on_evicted_reply(from, reply.client, reply.session, commit)
+            }
+            ReplyStatus::Rejected => {
+                self.checker
+                    .on_rejected_reply(from, reply.client, reply.session, reply.request)
+            }
+        }
     }
 
     fn tick_replicas(&mut self) -> Result<(), Failure> {
@@ -577,7 +675,7 @@ impl Cluster {
             replica.set_clock(realtime_ns);
             replica.on_tick(&mut self.effects);
             replica.flush(&mut self.effects);
-            self.dispatch(index);
+            self.dispatch(index)?;
             self.check_commits(index)?;
         }
         Ok(())
@@ -594,7 +692,7 @@ impl Cluster {
 
     /// Idle clients register (when unregistered) or submit a random operation.
     fn drive_clients(&mut self) {
-        if !self.register && !self.load {
+        if !self.register && !self.load && !self.register_once {
             return;
         }
         for client in 0..self.clients.len() {
@@ -603,7 +701,9 @@ impl Cluster {
                 continue;
             }
             if !session.is_registered() {
-                if self.register {
+                let once = self.register_once && !self.clients[client].reregistered;
+                if self.register || once {
+                    self.clients[client].reregistered |= once;
                     self.register_client(client);
                 }
             } else if self.load && self.prng.chance(self.options.submit_ppm) {
