@@ -131,6 +131,8 @@ pub struct Cluster {
     stats_retired: Stats,
     /// Whether two or more replicas were recovering at the last count.
     recoveries_overlapped: bool,
+    /// Per replica: the view it was changing to at its last input (None: not changing).
+    view_change_entered: Vec<Option<View>>,
     /// Faults injected so far.
     pub faults: FaultCounts,
     /// Whether random faults are injected.
@@ -216,6 +218,7 @@ impl Cluster {
             touched: 0,
             stats_retired: Stats::default(),
             recoveries_overlapped: false,
+            view_change_entered: vec![None; n as usize],
             faults: FaultCounts::default(),
             inject: false,
             load: false,
@@ -403,6 +406,12 @@ impl Cluster {
         self.network.heal();
     }
 
+    /// `replay`: the network delivers one old replica-to-replica message again, if it
+    /// kept any (it keeps them only while its `replay_ppm` is above zero).
+    pub fn replay(&mut self) {
+        self.network.replay(&mut self.prng, self.now);
+    }
+
     /// `crash`: replica `index` loses all its memory.
     pub fn crash(&mut self, index: ReplicaIndex) {
         let replica = self.replicas[index as usize]
@@ -532,7 +541,35 @@ impl Cluster {
             self.moved |= 1 << index;
         }
         self.checker.check_checkpoint(index, replica)?;
-        self.watch.check_new_primary(index, replica)
+        self.watch.check_new_primary(index, replica)?;
+        self.replay_into_view_change(index);
+        Ok(())
+    }
+
+    /// When replica `index` has just entered a view change, sometimes replays an old
+    /// message to it for that view: a DoViewChange from another replica's previous life
+    /// arriving just when it can complete a quorum is the case plain random replays
+    /// almost never hit.
+    fn replay_into_view_change(&mut self, index: ReplicaIndex) {
+        let Some(replica) = self.replicas[index as usize].as_ref() else {
+            return;
+        };
+        let now = (replica.status() == Status::ViewChange).then_some(replica.view());
+        let before = std::mem::replace(&mut self.view_change_entered[index as usize], now);
+        let Some(view) = now.filter(|&view| Some(view) != before) else {
+            return;
+        };
+        if !self.inject
+            || !self
+                .prng
+                .chance(self.options.faults.network.replay_ppm * 20)
+        {
+            return;
+        }
+        self.network
+            .replay_where(&mut self.prng, self.now, |envelope| {
+                envelope.to == Node::Replica(index) && envelope.message.view == view
+            });
     }
 
     fn deliver_to_client(&mut self, client: usize, message: Message) -> Result<(), Failure> {
@@ -810,9 +847,8 @@ impl Cluster {
         if self.prng.chance(rates.crash_ppm) {
             self.crash_random();
         }
-        if self.prng.chance(rates.view_change_crash_ppm) && self.view_change_under_way() {
-            self.faults.crash_in_view_change += 1;
-            self.crash_random();
+        if self.prng.chance(rates.view_change_crash_ppm) {
+            self.strike_during_view_change_or_recovery();
         }
         self.restart_random();
         self.count_overlapping_recoveries();
@@ -879,12 +915,26 @@ impl Cluster {
         }
     }
 
-    /// Whether some live replica is changing views.
-    fn view_change_under_way(&self) -> bool {
-        self.replicas
+    /// While some replica changes views or recovers (a state transfer from the primary
+    /// in flight, perhaps in several parts), crashes a replica, or cuts the primary off
+    /// when f replicas are already down: the cases where a view change meets a recovery.
+    fn strike_during_view_change_or_recovery(&mut self) {
+        let busy = self
+            .replicas
             .iter()
             .flatten()
-            .any(|r| r.status() == Status::ViewChange)
+            .any(|r| r.status() != Status::Normal);
+        if !busy {
+            return;
+        }
+        self.faults.crash_in_view_change += 1;
+        if self.down_count() < self.config.faults_max() {
+            return self.crash_random();
+        }
+        if let Some(primary) = self.primary().filter(|_| !self.network.partitioned()) {
+            self.faults.isolate_primary += 1;
+            self.partition(&[primary]);
+        }
     }
 
     /// Counts the times two or more replicas come to be recovering at once.

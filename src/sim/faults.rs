@@ -53,8 +53,8 @@ pub struct FaultRates {
     /// Chance that a crash takes a second replica down in the same step (when f allows):
     /// two recoveries at once, possible from five replicas up.
     pub crash_pair_ppm: u32,
-    /// Chance per step of a crash while some live replica is changing views, on top of
-    /// `crash_ppm`: crashes during a view change.
+    /// Chance per step of a crash while some live replica is changing views or
+    /// recovering, on top of `crash_ppm` (with f down: the primary cut off instead).
     pub view_change_crash_ppm: u32,
     /// Chance that a restart brings back every crashed replica in the same step, so their
     /// recoveries overlap.
@@ -214,7 +214,8 @@ pub struct FaultCounts {
     pub crash_primary: u64,
     /// Steps at which a second replica crashed right after a first.
     pub crash_pair: u64,
-    /// Crashes while some replica was changing views.
+    /// Crashes (or primaries cut off) while some replica was changing views or
+    /// recovering.
     pub crash_in_view_change: u64,
     /// Partitions that cut the primary off alone.
     pub isolate_primary: u64,

@@ -224,8 +224,10 @@ impl Network {
         // The messages that decide views, recoveries and transfers are rare and matter
         // most when stale; Prepares, PrepareOks and Commits would crowd them out.
         let keep_ppm = match envelope.message.body {
-            Body::Prepare(_) | Body::PrepareOk(_) | Body::Commit(_) => 20_000,
-            _ => 1_000_000,
+            Body::DoViewChange(_) | Body::StartView(_) | Body::RecoveryResponse(_) => 1_000_000,
+            Body::StartViewChange(_) | Body::Recovery(_) => 300_000,
+            Body::GetState(_) | Body::NewState(_) => 50_000,
+            _ => 10_000,
         };
         if !prng.chance(keep_ppm) {
             return;
@@ -242,10 +244,19 @@ impl Network {
     /// `replay`: delivers a random kept message again, as a duplicate delayed far beyond
     /// the ordinary delays; one older than `replay_age_max_steps` is forgotten instead.
     pub fn replay(&mut self, prng: &mut Prng, now: u64) {
-        if self.replay_sample.is_empty() {
+        self.replay_where(prng, now, |_| true);
+    }
+
+    /// `replay` of a random kept message for which `wanted` holds (if any): for instance
+    /// one addressed to a replica that just entered a view change, for that very view.
+    pub fn replay_where(&mut self, prng: &mut Prng, now: u64, wanted: impl Fn(&Envelope) -> bool) {
+        let candidates: Vec<usize> = (0..self.replay_sample.len())
+            .filter(|&slot| wanted(&self.replay_sample[slot].1))
+            .collect();
+        if candidates.is_empty() {
             return;
         }
-        let slot = prng.below(self.replay_sample.len() as u64) as usize;
+        let slot = candidates[prng.below(candidates.len() as u64) as usize];
         let (sent_at, _) = self.replay_sample[slot];
         if now.saturating_sub(sent_at) > self.faults.replay_age_max_steps {
             self.replay_sample.swap_remove(slot);

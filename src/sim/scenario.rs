@@ -11,7 +11,7 @@ use super::checker::Failure;
 use super::cluster::{Cluster, ClusterOptions, Filter};
 use super::faults::FaultRates;
 use super::model::ModelOutcome;
-use super::network::Envelope;
+use super::network::{Envelope, NetworkFaults};
 use crate::client::Outcome;
 use crate::config::Config;
 use crate::protocol::{Op, Replica, ReplicaIndex, RequestNumber, Session};
@@ -151,6 +151,20 @@ impl Scenario {
     /// `restart`: replica `index` comes back and recovers.
     pub fn restart(&mut self, index: ReplicaIndex) {
         self.cluster.restart(index);
+    }
+
+    /// `replay`: the network keeps old replica-to-replica messages from now on (for up to
+    /// `age_max_steps`), and delivers `count` of them again, picked at random.
+    pub fn replay(&mut self, count: usize, age_max_steps: u64) {
+        let faults = self.cluster.network().faults;
+        self.cluster.set_network_faults(NetworkFaults {
+            replay_ppm: faults.replay_ppm.max(1),
+            replay_age_max_steps: age_max_steps,
+            ..faults
+        });
+        for _ in 0..count {
+            self.cluster.replay();
+        }
     }
 
     /// `drop`: every delivery matching `filter` is lost until [`Scenario::heal`]. The
