@@ -14,6 +14,8 @@
 //!   longer held session s for c (evicted or replaced at some op in s..=C); every Rejected
 //!   reply is for a request the client sent with an oversized body, and no committed
 //!   entry has one;
+//! - **views keep committed ops**: a replica that becomes the normal primary of view v
+//!   holds every op some replica committed while in a view below v;
 //! - **checkpoints**: replicas' checkpoints at the same op hold the same bytes (client
 //!   table and service), and equal the model's table (sessions, request numbers, latest
 //!   ops, registration attempts, replies) and service at that op.
@@ -24,10 +26,10 @@ use super::model::{Model, ModelOutcome, ModelSession};
 use crate::config::Config;
 use crate::protocol::client_table::ClientTable;
 use crate::protocol::Replica;
-use crate::protocol::{ClientId, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session};
+use crate::protocol::{ClientId, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session, View};
 use crate::service::{Kv, StateMachine};
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 /// A broken check: which one, and what was seen.
@@ -159,6 +161,11 @@ pub struct Checker {
     checkpoints: HashMap<Op, SeenCheckpoint>,
     /// Per replica: the op of the checkpoint it held at the last check.
     checkpoint_seen: Vec<Op>,
+    /// Per view w: the highest op some replica had committed while in view w (so it was
+    /// committed in w or earlier). Every view after w must start with a log that long.
+    committed_by_view: BTreeMap<View, Op>,
+    /// Per replica: the view it was last checked starting as primary.
+    started_checked: Vec<Option<View>>,
     /// What was checked.
     pub counts: CheckCounts,
 }
@@ -178,6 +185,8 @@ impl Checker {
             clients_max,
             checkpoints: HashMap::new(),
             checkpoint_seen: vec![0; replica_count],
+            committed_by_view: BTreeMap::new(),
+            started_checked: vec![None; replica_count],
             counts: CheckCounts::default(),
         }
     }
@@ -212,6 +221,7 @@ impl Checker {
     pub fn on_restart(&mut self, replica: ReplicaIndex) {
         self.checked[replica as usize] = 0;
         self.checkpoint_seen[replica as usize] = 0;
+        self.started_checked[replica as usize] = None;
     }
 
     /// Agreement: compares the ops `replica` committed since the last check with the
@@ -238,7 +248,43 @@ impl Checker {
             }
         }
         self.checked[index as usize] = commit;
+        if commit != checked {
+            let highest = self.committed_by_view.entry(replica.view()).or_insert(0);
+            *highest = (*highest).max(commit);
+        }
         Ok(commit != checked)
+    }
+
+    /// A view keeps every committed op (paper 4.2): when `replica` has just become the
+    /// normal primary of view v, its log must reach every op some replica committed while
+    /// in a view below v (such an op was committed in that view or earlier).
+    pub fn check_view_start(
+        &mut self,
+        index: ReplicaIndex,
+        replica: &Replica<Kv>,
+    ) -> Result<(), Failure> {
+        let view = replica.view();
+        if !replica.is_primary() || self.started_checked[index as usize] == Some(view) {
+            return Ok(());
+        }
+        self.started_checked[index as usize] = Some(view);
+        let Some((&seen_in, &committed)) = self
+            .committed_by_view
+            .range(..view)
+            .max_by_key(|(_, &op)| op)
+        else {
+            return Ok(());
+        };
+        if replica.op() < committed {
+            return Err(Failure::new(
+                "agreement",
+                format!(
+                    "replica {index} started view {view} with op {}, without op {committed}, which a replica in view {seen_in} had committed",
+                    replica.op()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Compares one committed entry with the canonical log, recording it if new.

@@ -131,6 +131,10 @@ pub struct Cluster {
     stats_retired: Stats,
     /// Whether two or more replicas were recovering at the last count.
     recoveries_overlapped: bool,
+    /// The links to cut again at a step (see `heal_and_maybe_flap`).
+    flap: Option<(u64, Vec<bool>)>,
+    /// A replica to crash at the start of the next step (see `crash_soon_after_promise`).
+    crash_next: Option<ReplicaIndex>,
     /// Per replica: the view it was changing to at its last input (None: not changing).
     view_change_entered: Vec<Option<View>>,
     /// Faults injected so far.
@@ -219,6 +223,8 @@ impl Cluster {
             stats_retired: Stats::default(),
             recoveries_overlapped: false,
             view_change_entered: vec![None; n as usize],
+            crash_next: None,
+            flap: None,
             faults: FaultCounts::default(),
             inject: false,
             load: false,
@@ -412,6 +418,11 @@ impl Cluster {
         self.network.replay(&mut self.prng, self.now);
     }
 
+    /// `replay` of an old message for which `wanted` holds, if the network kept one.
+    pub fn replay_where(&mut self, wanted: impl Fn(&Envelope) -> bool) {
+        self.network.replay_where(&mut self.prng, self.now, wanted);
+    }
+
     /// `crash`: replica `index` loses all its memory.
     pub fn crash(&mut self, index: ReplicaIndex) {
         let replica = self.replicas[index as usize]
@@ -541,6 +552,7 @@ impl Cluster {
             self.moved |= 1 << index;
         }
         self.checker.check_checkpoint(index, replica)?;
+        self.checker.check_view_start(index, replica)?;
         self.watch.check_new_primary(index, replica)?;
         self.replay_into_view_change(index);
         Ok(())
@@ -559,11 +571,9 @@ impl Cluster {
         let Some(view) = now.filter(|&view| Some(view) != before) else {
             return;
         };
-        if !self.inject
-            || !self
-                .prng
-                .chance(self.options.faults.network.replay_ppm * 20)
-        {
+        let replay_ppm = self.options.faults.network.replay_ppm;
+        let chance_ppm = (replay_ppm * 20).max(300_000);
+        if !self.inject || replay_ppm == 0 || !self.prng.chance(chance_ppm) {
             return;
         }
         self.network
@@ -629,8 +639,28 @@ impl Cluster {
             self.effects = effects;
             return Err(failure);
         }
+        let promised = effects.iter().any(|effect| {
+            matches!(effect, Effect::Send { message, .. } if matches!(message.body, Body::DoViewChange(_)))
+        });
+        if promised && self.inject {
+            self.crash_soon_after_promise(from);
+        }
         for effect in effects.drain(..) {
             match effect {
+                Effect::Send { to, message }
+                    if self.crash_next == Some(from)
+                        && matches!(message.body, Body::DoViewChange(_)) =>
+                {
+                    // The promise of a replica about to crash travels slowly: it can
+                    // only arrive as a replay, after the restart.
+                    self.network.hold(
+                        &mut self.prng,
+                        self.now,
+                        Node::Replica(from),
+                        Node::Replica(to),
+                        message,
+                    )
+                }
                 Effect::Send { to, message } => self.network.send(
                     &mut self.prng,
                     self.now,
@@ -837,12 +867,22 @@ impl Cluster {
     /// crashed or recovering.
     fn inject_faults(&mut self) {
         let rates = self.options.faults;
-        if !self.network.partitioned() {
+        if let Some(index) = self.crash_next.take() {
+            if self.crash_within_f(index) {
+                self.faults.crash_after_promise += 1;
+            }
+        }
+        if let Some((at, links)) = self.flap.take_if(|(at, _)| *at <= self.now) {
+            debug_assert!(at <= self.now);
+            self.faults.flap += 1;
+            self.trace(format_args!("the same partition again (flap)"));
+            self.network.set_cut_links(&links);
+        } else if !self.network.partitioned() {
             if self.prng.chance(rates.partition_ppm) {
                 self.partition_random();
             }
         } else if self.prng.chance(rates.heal_ppm) {
-            self.heal();
+            self.heal_and_maybe_flap();
         }
         if self.prng.chance(rates.crash_ppm) {
             self.crash_random();
@@ -852,6 +892,17 @@ impl Cluster {
         }
         self.restart_random();
         self.count_overlapping_recoveries();
+    }
+
+    /// `heal`, and at the seed's flap rate cut the same links again a little later: a
+    /// replica that just rejoined (or went back to) a view loses it again while it is
+    /// still settling.
+    fn heal_and_maybe_flap(&mut self) {
+        if self.flap.is_none() && self.prng.chance(self.options.faults.flap_ppm) {
+            let at = self.now + self.prng.between(5, 100);
+            self.flap = Some((at, self.network.cut_links()));
+        }
+        self.heal();
     }
 
     /// Crashes a replica (the primary, at the seed's bias), and at the seed's rate a
@@ -915,6 +966,16 @@ impl Cluster {
         }
     }
 
+    /// A replica that just sent a DoViewChange sometimes crashes at the next step, its
+    /// promise lost with its memory, and its DoViewChange held back to arrive only as a
+    /// replay: the premise of a view started from a previous life's promise.
+    fn crash_soon_after_promise(&mut self, index: ReplicaIndex) {
+        let ppm = self.options.faults.view_change_crash_ppm.saturating_mul(30);
+        if self.crash_next.is_none() && self.prng.chance(ppm) {
+            self.crash_next = Some(index);
+        }
+    }
+
     /// While some replica changes views or recovers (a state transfer from the primary
     /// in flight, perhaps in several parts), crashes a replica, or cuts the primary off
     /// when f replicas are already down: the cases where a view change meets a recovery.
@@ -951,25 +1012,34 @@ impl Cluster {
         self.recoveries_overlapped = recovering >= 2;
     }
 
-    /// Cuts a random group off, or (at the seed's primary bias) the primary alone: it
-    /// stays normal in its view, answering clients from its table, while the others move
-    /// on, until the partition heals.
+    /// Cuts a random group off (both ways or one way), or the link between two replicas
+    /// (both ways: each still hears everyone else), or (at the seed's primary bias) the
+    /// primary alone: it stays normal in its view, answering clients from its table,
+    /// while the others move on, until the partition heals.
     fn partition_random(&mut self) {
         let n = self.config.replica_count;
-        let group: Vec<ReplicaIndex> = match self.primary() {
-            Some(primary) if self.prng.chance(self.options.faults.primary_bias_ppm) => {
-                self.faults.isolate_primary += 1;
-                vec![primary]
-            }
-            _ => {
-                // A random non-empty proper subset of the replicas.
-                let mask = self.prng.between(1, (1 << n) - 2);
-                (0..n).filter(|i| mask & (1 << i) != 0).collect()
-            }
-        };
-        match self.prng.below(3) {
+        if let Some(primary) = self
+            .primary()
+            .filter(|_| self.prng.chance(self.options.faults.primary_bias_ppm))
+        {
+            self.faults.isolate_primary += 1;
+            return match self.prng.below(3) {
+                0 | 1 => self.partition(&[primary]),
+                _ => self.partition_outbound(&[primary]),
+            };
+        }
+        // A random non-empty proper subset of the replicas.
+        let mask = self.prng.between(1, (1 << n) - 2);
+        let group: Vec<ReplicaIndex> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+        match self.prng.below(4) {
             0 | 1 => self.partition(&group),
-            _ => self.partition_outbound(&group),
+            2 => self.partition_outbound(&group),
+            _ => {
+                let a = self.prng.below(n as u64) as ReplicaIndex;
+                let b = (a + 1 + self.prng.below(n as u64 - 1) as ReplicaIndex) % n;
+                self.block(a, b);
+                self.block(b, a);
+            }
         }
     }
 
@@ -977,6 +1047,7 @@ impl Cluster {
     /// random faults and makes the network calm.
     pub fn heal_all(&mut self) {
         self.inject = false;
+        self.flap = None;
         self.heal();
         self.restart_all_crashed();
         self.network.faults = NetworkFaults::calm();

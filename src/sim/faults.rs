@@ -59,6 +59,9 @@ pub struct FaultRates {
     /// Chance that a restart brings back every crashed replica in the same step, so their
     /// recoveries overlap.
     pub restart_all_ppm: u32,
+    /// Chance that a healed partition comes back, the same links cut, 5 to 100 steps
+    /// later (a flapping network).
+    pub flap_ppm: u32,
     /// The network's rates during the fault phase.
     pub network: NetworkFaults,
 }
@@ -76,6 +79,7 @@ impl FaultRates {
             crash_pair_ppm: 0,
             view_change_crash_ppm: 0,
             restart_all_ppm: 0,
+            flap_ppm: 0,
             network: NetworkFaults::calm(),
         }
     }
@@ -173,6 +177,10 @@ impl FaultRates {
             Regime::PartitionHeavy => ppm(0, 5_000),
             Regime::CrashHeavy => ppm(1_000, 10_000),
         };
+        let flap_ppm = match regime {
+            Regime::Calm | Regime::Lossy => ppm(0, 200_000),
+            _ => ppm(100_000, 600_000),
+        };
         let delay_max_steps = prng.between(2, 8);
         let network = NetworkFaults {
             drop_ppm,
@@ -194,6 +202,7 @@ impl FaultRates {
             crash_pair_ppm,
             view_change_crash_ppm,
             restart_all_ppm,
+            flap_ppm,
             network,
         }
     }
@@ -206,6 +215,8 @@ pub struct FaultCounts {
     pub partition: u64,
     /// Partitions healed.
     pub heal: u64,
+    /// Partitions cut again soon after healing.
+    pub flap: u64,
     /// Replicas crashed.
     pub crash: u64,
     /// Replicas restarted (into recovery).
@@ -217,6 +228,8 @@ pub struct FaultCounts {
     /// Crashes (or primaries cut off) while some replica was changing views or
     /// recovering.
     pub crash_in_view_change: u64,
+    /// Replicas crashed right after sending a DoViewChange.
+    pub crash_after_promise: u64,
     /// Partitions that cut the primary off alone.
     pub isolate_primary: u64,
     /// Times two or more replicas came to be recovering at once.

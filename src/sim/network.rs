@@ -95,6 +95,8 @@ pub struct NetworkCounts {
     pub overflowed: u64,
     /// Old messages delivered again (`replay`).
     pub replayed: u64,
+    /// Messages held back for a later replay only (`hold`).
+    pub held: u64,
 }
 
 /// Messages kept for `replay` at most.
@@ -232,13 +234,28 @@ impl Network {
         if !prng.chance(keep_ppm) {
             return;
         }
-        let kept = (now, envelope.clone());
+        self.keep(prng, now, envelope.clone());
+    }
+
+    /// Puts an envelope in the replay sample, overwriting a random one when full.
+    fn keep(&mut self, prng: &mut Prng, now: u64, envelope: Envelope) {
+        let kept = (now, envelope);
         if self.replay_sample.len() < REPLAY_SAMPLE_MAX {
             self.replay_sample.push(kept);
         } else {
             let slot = prng.below(REPLAY_SAMPLE_MAX as u64) as usize;
             self.replay_sample[slot] = kept;
         }
+    }
+
+    /// `hold`: sends a message that is not delivered now but only kept for a later
+    /// `replay`, as if delayed beyond anything ordinary (past its sender's restart, say).
+    pub fn hold(&mut self, prng: &mut Prng, now: u64, from: Node, to: Node, message: Message) {
+        self.counts.sent += 1;
+        self.counts.held += 1;
+        let envelope = Envelope { from, to, message };
+        self.log(now, "hold", &envelope);
+        self.keep(prng, now, envelope);
     }
 
     /// `replay`: delivers a random kept message again, as a duplicate delayed far beyond
@@ -374,6 +391,17 @@ impl Network {
                 }
             }
         }
+    }
+
+    /// The cut links (`[from * replica_count + to]`), to cut the same again later.
+    pub fn cut_links(&self) -> Vec<bool> {
+        self.blocked.clone()
+    }
+
+    /// Cuts exactly the links of a [`Network::cut_links`] (and no others).
+    pub fn set_cut_links(&mut self, blocked: &[bool]) {
+        assert_eq!(blocked.len(), self.blocked.len());
+        self.blocked.copy_from_slice(blocked);
     }
 
     /// Removes every partition.

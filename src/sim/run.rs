@@ -431,11 +431,13 @@ impl Totals {
         super::cluster::add_stats(&mut self.stats, &run.stats);
         self.faults.partition += run.faults.partition;
         self.faults.heal += run.faults.heal;
+        self.faults.flap += run.faults.flap;
         self.faults.crash += run.faults.crash;
         self.faults.restart += run.faults.restart;
         self.faults.crash_primary += run.faults.crash_primary;
         self.faults.crash_pair += run.faults.crash_pair;
         self.faults.crash_in_view_change += run.faults.crash_in_view_change;
+        self.faults.crash_after_promise += run.faults.crash_after_promise;
         self.faults.isolate_primary += run.faults.isolate_primary;
         self.faults.recoveries_overlapping += run.faults.recoveries_overlapping;
         self.transfers.add(&run.transfers);
@@ -453,6 +455,7 @@ impl Totals {
         n.delayed += run.network.delayed;
         n.overflowed += run.network.overflowed;
         n.replayed += run.network.replayed;
+        n.held += run.network.held;
         let regime = match run.regime {
             Regime::Calm => 0,
             Regime::Lossy => 1,
@@ -487,8 +490,8 @@ impl fmt::Display for Totals {
         let t = &self.transfers;
         writeln!(
             f,
-            "new states {} (cut by size {})  transfers in several new states {}",
-            t.new_states, t.new_states_cut, t.multi_part
+            "new states {} (cut by size {})  transfers in several new states {}  views gone back {}",
+            t.new_states, t.new_states_cut, t.multi_part, t.views_back
         )?;
         let c = &self.checks;
         writeln!(
@@ -499,21 +502,23 @@ impl fmt::Display for Totals {
         let x = &self.faults;
         writeln!(
             f,
-            "faults: partition {} (primary alone {}) heal {} crash {} (primary {}, pairs {}, in a view change {}) restart {} (overlapping recoveries {})",
+            "faults: partition {} (primary alone {}, again after a heal {}) heal {} crash {} (primary {}, pairs {}, in a view change or recovery {}, after a DoViewChange {}) restart {} (overlapping recoveries {})",
             x.partition,
             x.isolate_primary,
+            x.flap,
             x.heal,
             x.crash,
             x.crash_primary,
             x.crash_pair,
             x.crash_in_view_change,
+            x.crash_after_promise,
             x.restart,
             x.recoveries_overlapping
         )?;
         writeln!(
             f,
-            "network: drop {} duplicate {} delay {} replay {} (blocked by partition {}, overflow {})",
-            n.dropped, n.duplicated, n.delayed, n.replayed, n.blocked, n.overflowed
+            "network: drop {} duplicate {} delay {} hold {} replay {} (blocked by partition {}, overflow {})",
+            n.dropped, n.duplicated, n.delayed, n.held, n.replayed, n.blocked, n.overflowed
         )?;
         write!(
             f,

@@ -167,6 +167,12 @@ impl Scenario {
         }
     }
 
+    /// `replay` of one kept old message for which `wanted` holds (see
+    /// [`Scenario::replay`], which must have been called before it was sent).
+    pub fn replay_where(&mut self, wanted: impl Fn(&Envelope) -> bool) {
+        self.cluster.replay_where(wanted);
+    }
+
     /// `drop`: every delivery matching `filter` is lost until [`Scenario::heal`]. The
     /// filter may also just watch (and return false).
     pub fn drop_where(&mut self, filter: impl FnMut(&Envelope) -> bool + 'static) {

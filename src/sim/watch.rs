@@ -21,6 +21,10 @@ pub struct TransferCounts {
     /// Transfers that took more than one NewState: a cut NewState followed, at the same
     /// receiver, by one from the same sender carrying the entries after the cut.
     pub multi_part: u64,
+    /// Times a replica's view was seen lower than at its previous input (without a
+    /// restart): the old core's lone view change going back to a leading older view.
+    /// A core where views never go back shows 0.
+    pub views_back: u64,
 }
 
 impl TransferCounts {
@@ -29,6 +33,7 @@ impl TransferCounts {
         self.new_states += other.new_states;
         self.new_states_cut += other.new_states_cut;
         self.multi_part += other.multi_part;
+        self.views_back += other.views_back;
     }
 }
 
@@ -50,6 +55,8 @@ pub struct Watch {
     do_view_change_commit: Vec<Option<(View, Op)>>,
     /// Per replica: the latest view it was checked as a new primary of.
     primary_checked: Vec<Option<View>>,
+    /// Per replica: its view at the last check.
+    view_seen: Vec<View>,
     /// What was counted.
     pub counts: TransferCounts,
 }
@@ -61,6 +68,7 @@ impl Watch {
             continuation: vec![None; replica_count],
             do_view_change_commit: vec![None; replica_count],
             primary_checked: vec![None; replica_count],
+            view_seen: vec![0; replica_count],
             counts: TransferCounts::default(),
         }
     }
@@ -70,6 +78,7 @@ impl Watch {
         self.continuation[index as usize] = None;
         self.do_view_change_commit[index as usize] = None;
         self.primary_checked[index as usize] = None;
+        self.view_seen[index as usize] = 0;
     }
 
     /// Notes a message about to be handed to live replica `to` (in view `view_now`).
@@ -137,6 +146,10 @@ impl Watch {
         replica: &Replica<Kv>,
     ) -> Result<(), Failure> {
         let view = replica.view();
+        let before = std::mem::replace(&mut self.view_seen[index as usize], view);
+        if view < before {
+            self.counts.views_back += 1;
+        }
         let slot = &mut self.do_view_change_commit[index as usize];
         if slot.is_some_and(|(v, _)| v != view) {
             // The view moved on (or, in an older core, back): those DoViewChanges no
