@@ -15,7 +15,8 @@
 //!   reply is for a request the client sent with an oversized body, and no committed
 //!   entry has one;
 //! - **views keep committed ops**: a replica that becomes the normal primary of view v
-//!   holds every op some replica committed while in a view below v;
+//!   holds every op some replica committed while in a view below v, and no op commits
+//!   in a view below v beyond the log v started with;
 //! - **checkpoints**: replicas' checkpoints at the same op hold the same bytes (client
 //!   table and service), and equal the model's table (sessions, request numbers, latest
 //!   ops, registration attempts, replies) and service at that op.
@@ -164,6 +165,8 @@ pub struct Checker {
     /// Per view w: the highest op some replica had committed while in view w (so it was
     /// committed in w or earlier). Every view after w must start with a log that long.
     committed_by_view: BTreeMap<View, Op>,
+    /// Per started view: the op its primary started it with (the first seen).
+    view_start_ops: BTreeMap<View, Op>,
     /// Per replica: the view it was last checked starting as primary.
     started_checked: Vec<Option<View>>,
     /// What was checked.
@@ -186,6 +189,7 @@ impl Checker {
             checkpoints: HashMap::new(),
             checkpoint_seen: vec![0; replica_count],
             committed_by_view: BTreeMap::new(),
+            view_start_ops: BTreeMap::new(),
             started_checked: vec![None; replica_count],
             counts: CheckCounts::default(),
         }
@@ -249,10 +253,35 @@ impl Checker {
         }
         self.checked[index as usize] = commit;
         if commit != checked {
-            let highest = self.committed_by_view.entry(replica.view()).or_insert(0);
+            let view = replica.view();
+            let highest = self.committed_by_view.entry(view).or_insert(0);
             *highest = (*highest).max(commit);
+            self.check_commit_below_started_views(index, view, commit)?;
         }
         Ok(commit != checked)
+    }
+
+    /// The other half of "a view keeps every committed op": an op committed in view w,
+    /// even after a later view v started, must be in v's log (the replicas that
+    /// acknowledged it include one whose DoViewChange for v carried it), so no view above
+    /// w may have started with a shorter log.
+    fn check_commit_below_started_views(
+        &self,
+        index: ReplicaIndex,
+        view: View,
+        commit: Op,
+    ) -> Result<(), Failure> {
+        let shorter = self
+            .view_start_ops
+            .range(view + 1..)
+            .find(|(_, &start_op)| start_op < commit);
+        match shorter {
+            None => Ok(()),
+            Some((started, start_op)) => Err(Failure::new(
+                "agreement",
+                format!("replica {index} committed op {commit} in view {view}, but view {started} had started with op {start_op}, without it"),
+            )),
+        }
     }
 
     /// A view keeps every committed op (paper 4.2): when `replica` has just become the
@@ -268,6 +297,7 @@ impl Checker {
             return Ok(());
         }
         self.started_checked[index as usize] = Some(view);
+        self.view_start_ops.entry(view).or_insert(replica.op());
         let Some((&seen_in, &committed)) = self
             .committed_by_view
             .range(..view)
