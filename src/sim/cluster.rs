@@ -977,8 +977,9 @@ impl Cluster {
     }
 
     /// While some replica changes views or recovers (a state transfer from the primary
-    /// in flight, perhaps in several parts), crashes a replica, or cuts the primary off
-    /// when f replicas are already down: the cases where a view change meets a recovery.
+    /// in flight, perhaps in several parts), crashes a replica or cuts the primary off
+    /// (always the latter when f replicas are already down): the cases where a view
+    /// change meets a recovery.
     fn strike_during_view_change_or_recovery(&mut self) {
         let busy = self
             .replicas
@@ -989,7 +990,11 @@ impl Cluster {
             return;
         }
         self.faults.crash_in_view_change += 1;
-        if self.down_count() < self.config.faults_max() {
+        // A crash leaves the crashed replica's messages in flight; a partition cuts them
+        // too (it applies at delivery), which is how a recovering replica ends up holding
+        // entries that no other replica ever received.
+        let crash = self.prng.chance(500_000);
+        if crash && self.down_count() < self.config.faults_max() {
             return self.crash_random();
         }
         if let Some(primary) = self.primary().filter(|_| !self.network.partitioned()) {
