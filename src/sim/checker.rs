@@ -872,6 +872,28 @@ mod tests {
     }
 
     #[test]
+    fn an_evicted_reply_needs_the_session_gone_by_the_senders_commit() {
+        // A table of one: client 6's registration at op 2 evicts client 5's session 1.
+        let mut checker = Checker::new(3, 1);
+        for (op, entry) in [(1, register(5)), (2, register(6))] {
+            checker.record(0, op, &entry).unwrap();
+        }
+        checker.advance_model().unwrap();
+        checker.on_evicted_reply(0, 5, 1, 2).unwrap();
+        let early = checker.on_evicted_reply(1, 5, 1, 1).unwrap_err();
+        assert_eq!(early.check, "refusal", "session 1 was live at op 1");
+        let live = checker.on_evicted_reply(1, 6, 2, 2).unwrap_err();
+        assert_eq!(live.check, "refusal", "client 6's session is live");
+        // Beyond what the model applied: judged once it gets there.
+        checker.on_evicted_reply(2, 6, 2, 3).unwrap();
+        assert_eq!(checker.evicted_unjudged(), 1);
+        let get = apply(6, 2, 1, KvOp::Get(b("a")));
+        checker.record(0, 3, &get).unwrap();
+        assert_eq!(checker.advance_model().unwrap_err().check, "refusal");
+        assert_eq!(checker.counts.evicted_checked, 4);
+    }
+
+    #[test]
     fn a_duplicate_in_the_log_never_answers_a_client() {
         let put = KvOp::Put(b("a"), b("1"));
         let mut checker = checker_with(&[

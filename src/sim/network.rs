@@ -418,7 +418,7 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Commit, StartViewChange};
+    use crate::protocol::{Commit, DoViewChange};
 
     fn commit(n: u64) -> Message {
         Message {
@@ -531,11 +531,17 @@ mod tests {
             ..NetworkFaults::calm()
         };
         let mut network = Network::new(3, faults, 1024);
-        let svc = Message {
-            body: Body::StartViewChange(StartViewChange { promised: 0 }),
+        // DoViewChanges are always kept (Commits only rarely).
+        let dvc = Message {
+            body: Body::DoViewChange(DoViewChange {
+                last_normal_view: 0,
+                op: 0,
+                commit: 0,
+                entries: Vec::new(),
+            }),
             ..commit(0)
         };
-        network.send(&mut prng, 0, Node::Replica(0), Node::Replica(1), svc);
+        network.send(&mut prng, 0, Node::Replica(0), Node::Replica(1), dvc);
         network.send(&mut prng, 0, Node::Client(0), Node::Replica(1), commit(7));
         while network.pop_due(10).is_some() {}
         network.replay(&mut prng, 50);
@@ -545,7 +551,7 @@ mod tests {
             Node::Replica(0),
             "client messages are not kept"
         );
-        assert!(matches!(replayed.message.body, Body::StartViewChange(_)));
+        assert!(matches!(replayed.message.body, Body::DoViewChange(_)));
         network.replay(&mut prng, 200);
         assert!(network.pop_due(300).is_none(), "too old: forgotten instead");
         assert_eq!(network.counts.replayed, 1);
