@@ -59,8 +59,10 @@ pub struct RunOptions {
     /// be refused with `Rejected` and never ordered). Off by default because of a client
     /// bug it finds: the client reuses a refused request number, so a late refusal of a
     /// retried copy of the oversized request is taken for a refusal of the next request,
-    /// whose real reply then answers the one after it (`vsr sim --seed 1393 --oversized`:
-    /// a Delete answered with a Cas's result, seen as a real-time-order violation).
+    /// whose real reply then answers the one after it (`vsr sim --seed 2657 --oversized`:
+    /// a Put that executed at op 20 is taken as refused, and the Get sent next with its
+    /// request number is answered with the Put's result; seen as a real-time-order
+    /// violation).
     pub oversized: bool,
 }
 
