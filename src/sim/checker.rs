@@ -1,5 +1,4 @@
-//! The simulator's safety checkers, run after every step (DESIGN.md "The simulator, and
-//! what it checks"):
+//! The simulator's safety checkers, run after every step:
 //! - **agreement**: every op a replica commits equals the canonical entry recorded the
 //!   first time any replica committed that op (paper 4.2's safety property: a committed
 //!   op survives every view change at its op number);
@@ -9,15 +8,29 @@
 //!   [`Model`]'s result for that op (the log order is a legal sequential order); a request
 //!   submitted after another's reply reached a client commits at a later op (real-time
 //!   order, the other half of linearizability); and a replica's service state equals the
-//!   model's whenever both have applied the same ops (a double execution shows up here).
+//!   model's whenever both have applied the same ops (a double execution shows up here);
+//! - **refusals**: every Evicted reply a replica sends, for client c's session s, is sent
+//!   by a replica whose commit number C is at least s and at which the model's table no
+//!   longer held session s for c (evicted or replaced at some op in s..=C); every Rejected
+//!   reply is for a request the client sent with an oversized body, and no committed
+//!   entry has one;
+//! - **views keep committed ops**: a replica that becomes the normal primary of view v
+//!   holds every op some replica committed while in a view below v, and no op commits
+//!   in a view below v beyond the log v started with;
+//! - **checkpoints**: replicas' checkpoints at the same op hold the same bytes (client
+//!   table and service), and equal the model's table (sessions, request numbers, latest
+//!   ops, registration attempts, replies) and service at that op.
 //!
 //! Liveness is the cluster's business: it needs the notion of time.
 
-use super::model::{Model, ModelOutcome};
+use super::model::{Model, ModelOutcome, ModelSession};
+use crate::config::Config;
+use crate::protocol::client_table::ClientTable;
 use crate::protocol::Replica;
-use crate::protocol::{ClientId, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session};
+use crate::protocol::{ClientId, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session, View};
 use crate::service::{Kv, StateMachine};
 use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 /// A broken check: which one, and what was seen.
@@ -86,6 +99,44 @@ pub struct CheckCounts {
     pub replies_checked: u64,
     /// Service snapshots compared with the model's.
     pub snapshots_checked: u64,
+    /// Evicted replies checked against the model.
+    pub evicted_checked: u64,
+    /// Rejected replies checked.
+    pub rejected_checked: u64,
+    /// Replica checkpoints compared with another replica's or the model's.
+    pub checkpoints_checked: u64,
+}
+
+impl CheckCounts {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &CheckCounts) {
+        self.commits_checked += other.commits_checked;
+        self.replies_checked += other.replies_checked;
+        self.snapshots_checked += other.snapshots_checked;
+        self.evicted_checked += other.evicted_checked;
+        self.rejected_checked += other.rejected_checked;
+        self.checkpoints_checked += other.checkpoints_checked;
+    }
+}
+
+/// An Evicted reply a replica sent, waiting until the model has applied its commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EvictedReply {
+    replica: ReplicaIndex,
+    client: ClientId,
+    session: Session,
+    /// The sender's commit number when it sent the reply.
+    commit: Op,
+}
+
+/// A replica checkpoint's bytes, as first seen at its op.
+#[derive(Clone, Debug)]
+struct SeenCheckpoint {
+    replica: ReplicaIndex,
+    clients: Bytes,
+    service: Bytes,
+    /// Whether it was compared with the model yet.
+    modeled: bool,
 }
 
 /// The canonical log, the model, and what each replica has been checked up to.
@@ -99,6 +150,25 @@ pub struct Checker {
     pending: Vec<ClientReply>,
     /// The highest op named by a reply any client has accepted so far.
     answered_op_max: Op,
+    /// Evicted replies the model cannot judge yet.
+    evicted_pending: Vec<EvictedReply>,
+    /// Requests clients sent with a body over the limit: (client, session, request).
+    oversized: HashSet<(ClientId, Session, RequestNumber)>,
+    /// `request_body_bytes_max`, when known: no committed entry may exceed it.
+    body_bytes_max: Option<usize>,
+    /// Clients a client table holds at most (to decode checkpoints).
+    clients_max: usize,
+    /// Per checkpoint op: the first replica checkpoint seen there.
+    checkpoints: HashMap<Op, SeenCheckpoint>,
+    /// Per replica: the op of the checkpoint it held at the last check.
+    checkpoint_seen: Vec<Op>,
+    /// Per view w: the highest op some replica had committed while in view w (so it was
+    /// committed in w or earlier). Every view after w must start with a log that long.
+    committed_by_view: BTreeMap<View, Op>,
+    /// Per started view: the op its primary started it with (the first seen).
+    view_start_ops: BTreeMap<View, Op>,
+    /// Per replica: the view it was last checked starting as primary.
+    started_checked: Vec<Option<View>>,
     /// What was checked.
     pub counts: CheckCounts,
 }
@@ -112,8 +182,28 @@ impl Checker {
             checked: vec![0; replica_count],
             pending: Vec::new(),
             answered_op_max: 0,
+            evicted_pending: Vec::new(),
+            oversized: HashSet::new(),
+            body_bytes_max: None,
+            clients_max,
+            checkpoints: HashMap::new(),
+            checkpoint_seen: vec![0; replica_count],
+            committed_by_view: BTreeMap::new(),
+            view_start_ops: BTreeMap::new(),
+            started_checked: vec![None; replica_count],
             counts: CheckCounts::default(),
         }
+    }
+
+    /// A checker for replicas running `config`: it also knows the body limit and the
+    /// checkpoint interval, so it checks refusals and checkpoints.
+    pub fn for_config(config: &Config) -> Checker {
+        let mut checker = Checker::new(config.replica_count as usize, config.clients_max as usize);
+        checker.body_bytes_max = Some(config.request_body_bytes_max as usize);
+        checker
+            .model
+            .keep_checkpoints(config.checkpoint_interval_ops);
+        checker
     }
 
     /// The reference model.
@@ -134,6 +224,8 @@ impl Checker {
     /// Forgets a replica's progress: it restarted with an empty memory.
     pub fn on_restart(&mut self, replica: ReplicaIndex) {
         self.checked[replica as usize] = 0;
+        self.checkpoint_seen[replica as usize] = 0;
+        self.started_checked[replica as usize] = None;
     }
 
     /// Agreement: compares the ops `replica` committed since the last check with the
@@ -160,12 +252,86 @@ impl Checker {
             }
         }
         self.checked[index as usize] = commit;
+        if commit != checked {
+            let view = replica.view();
+            let highest = self.committed_by_view.entry(view).or_insert(0);
+            *highest = (*highest).max(commit);
+            self.check_commit_below_started_views(index, view, commit)?;
+        }
         Ok(commit != checked)
+    }
+
+    /// The other half of "a view keeps every committed op": an op committed in view w,
+    /// even after a later view v started, must be in v's log (the replicas that
+    /// acknowledged it include one whose DoViewChange for v carried it), so no view above
+    /// w may have started with a shorter log.
+    fn check_commit_below_started_views(
+        &self,
+        index: ReplicaIndex,
+        view: View,
+        commit: Op,
+    ) -> Result<(), Failure> {
+        let shorter = self
+            .view_start_ops
+            .range(view + 1..)
+            .find(|(_, &start_op)| start_op < commit);
+        match shorter {
+            None => Ok(()),
+            Some((started, start_op)) => Err(Failure::new(
+                "agreement",
+                format!("replica {index} committed op {commit} in view {view}, but view {started} had started with op {start_op}, without it"),
+            )),
+        }
+    }
+
+    /// A view keeps every committed op (paper 4.2): when `replica` has just become the
+    /// normal primary of view v, its log must reach every op some replica committed while
+    /// in a view below v (such an op was committed in that view or earlier).
+    pub fn check_view_start(
+        &mut self,
+        index: ReplicaIndex,
+        replica: &Replica<Kv>,
+    ) -> Result<(), Failure> {
+        let view = replica.view();
+        if !replica.is_primary() || self.started_checked[index as usize] == Some(view) {
+            return Ok(());
+        }
+        self.started_checked[index as usize] = Some(view);
+        self.view_start_ops.entry(view).or_insert(replica.op());
+        let Some((&seen_in, &committed)) = self
+            .committed_by_view
+            .range(..view)
+            .max_by_key(|(_, &op)| op)
+        else {
+            return Ok(());
+        };
+        if replica.op() < committed {
+            return Err(Failure::new(
+                "agreement",
+                format!(
+                    "replica {index} started view {view} with op {}, without op {committed}, which a replica in view {seen_in} had committed",
+                    replica.op()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Compares one committed entry with the canonical log, recording it if new.
     pub fn record(&mut self, index: ReplicaIndex, op: Op, entry: &Entry) -> Result<(), Failure> {
         self.counts.commits_checked += 1;
+        if self
+            .body_bytes_max
+            .is_some_and(|max| entry.body.len() > max)
+        {
+            return Err(Failure::new(
+                "refusal",
+                format!(
+                    "replica {index} committed an oversized request at op {op}: {}",
+                    describe(entry)
+                ),
+            ));
+        }
         let slot = op as usize - 1;
         if self.canonical.len() <= slot {
             self.canonical.resize(slot + 1, None);
@@ -195,7 +361,12 @@ impl Checker {
             let op = self.model.applied() + 1;
             self.model.apply(op, entry);
         }
-        if self.model.applied() == before || self.pending.is_empty() {
+        if self.model.applied() == before {
+            return Ok(());
+        }
+        self.check_evicted_pending()?;
+        self.check_checkpoints_pending()?;
+        if self.pending.is_empty() {
             return Ok(());
         }
         let applied = self.model.applied();
@@ -300,6 +471,206 @@ impl Checker {
             "linearizability",
             format!("client accepted {reply:?}, but the reference model says {outcome:?}"),
         ))
+    }
+
+    /// Notes a request sent with a body over the limit: the replicas may refuse it.
+    pub fn on_oversized_request(
+        &mut self,
+        client: ClientId,
+        session: Session,
+        request: RequestNumber,
+    ) {
+        self.oversized.insert((client, session, request));
+    }
+
+    /// A Rejected reply from `replica` is legitimate only for a request sent oversized
+    /// (a late copy of an old one included).
+    pub fn on_rejected_reply(
+        &mut self,
+        replica: ReplicaIndex,
+        client: ClientId,
+        session: Session,
+        request: RequestNumber,
+    ) -> Result<(), Failure> {
+        self.counts.rejected_checked += 1;
+        if self.oversized.contains(&(client, session, request)) {
+            return Ok(());
+        }
+        Err(Failure::new(
+            "refusal",
+            format!("replica {replica} answered Rejected to client {client:x} session {session} request {request}, which was never sent oversized"),
+        ))
+    }
+
+    /// An Evicted reply from `replica`, sent at commit number `commit`: checked now if
+    /// the model can judge it, else once it has applied `commit`.
+    pub fn on_evicted_reply(
+        &mut self,
+        replica: ReplicaIndex,
+        client: ClientId,
+        session: Session,
+        commit: Op,
+    ) -> Result<(), Failure> {
+        let reply = EvictedReply {
+            replica,
+            client,
+            session,
+            commit,
+        };
+        if !self.check_evicted(reply)? {
+            self.evicted_pending.push(reply);
+        }
+        Ok(())
+    }
+
+    /// Whether `reply` was judged (it passed); an error if it is wrong.
+    fn check_evicted(&mut self, reply: EvictedReply) -> Result<bool, Failure> {
+        let EvictedReply {
+            replica,
+            client,
+            session,
+            commit,
+        } = reply;
+        let wrong = |why: String| {
+            Err(Failure::new(
+                "refusal",
+                format!("replica {replica} answered Evicted to client {client:x} session {session} at commit {commit}, but {why}"),
+            ))
+        };
+        if commit < session {
+            return wrong("it had not executed the session's registration".to_string());
+        }
+        if let Some(end) = self.model.session_end(client, session) {
+            self.counts.evicted_checked += 1;
+            if end > commit {
+                return wrong(format!("the model's table held the session until op {end}"));
+            }
+            return Ok(true);
+        }
+        if self.model.applied() < commit {
+            return Ok(false);
+        }
+        self.counts.evicted_checked += 1;
+        let held = matches!(self.model.outcome(session), Some(ModelOutcome::Registered { client: c }) if *c == client);
+        if held {
+            return wrong("the model's table still holds the session".to_string());
+        }
+        Ok(true) // The client never held that session: nothing to evict.
+    }
+
+    fn check_evicted_pending(&mut self) -> Result<(), Failure> {
+        let pending = std::mem::take(&mut self.evicted_pending);
+        for reply in pending {
+            if !self.check_evicted(reply)? {
+                self.evicted_pending.push(reply);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoints: when `replica` holds a checkpoint it was not seen holding before, its
+    /// bytes must equal any other replica's checkpoint at the same op, and the model's
+    /// table and service at that op (now, or once the model gets there).
+    pub fn check_checkpoint(
+        &mut self,
+        index: ReplicaIndex,
+        replica: &Replica<Kv>,
+    ) -> Result<(), Failure> {
+        let Some(checkpoint) = replica.checkpoint() else {
+            return Ok(());
+        };
+        let op = checkpoint.op;
+        if self.checkpoint_seen[index as usize] == op {
+            return Ok(());
+        }
+        self.checkpoint_seen[index as usize] = op;
+        let Some(first) = self.checkpoints.get(&op) else {
+            self.checkpoints.insert(
+                op,
+                SeenCheckpoint {
+                    replica: index,
+                    clients: checkpoint.clients.clone(),
+                    service: checkpoint.service.clone(),
+                    modeled: false,
+                },
+            );
+            return self.check_checkpoint_with_model(op);
+        };
+        self.counts.checkpoints_checked += 1;
+        if first.clients != checkpoint.clients || first.service != checkpoint.service {
+            return Err(Failure::new(
+                "checkpoint",
+                format!(
+                    "replica {index}'s checkpoint at op {op} differs from replica {}'s (clients {:?} vs {:?}, service {:?} vs {:?})",
+                    first.replica, checkpoint.clients, first.clients, checkpoint.service, first.service
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compares the first checkpoint seen at `op` with the model's state there, if the
+    /// model has applied `op` and the two were not compared yet.
+    fn check_checkpoint_with_model(&mut self, op: Op) -> Result<(), Failure> {
+        let Some(expected) = self.model.checkpoint(op) else {
+            return Ok(());
+        };
+        let Some(seen) = self.checkpoints.get_mut(&op).filter(|seen| !seen.modeled) else {
+            return Ok(());
+        };
+        seen.modeled = true;
+        self.counts.checkpoints_checked += 1;
+        let mut table = ClientTable::new(self.clients_max);
+        let sessions: Option<Vec<ModelSession>> = table.restore(&seen.clients).map(|()| {
+            let mut sessions: Vec<ModelSession> = table
+                .iter()
+                .map(|(&client, entry)| ModelSession {
+                    client,
+                    session: entry.session,
+                    request: entry.request,
+                    op: entry.op,
+                    registration: entry.registration,
+                    reply: entry.reply.clone(),
+                })
+                .collect();
+            sessions.sort();
+            sessions
+        });
+        if sessions.as_ref() != Some(&expected.sessions) {
+            return Err(Failure::new(
+                "checkpoint",
+                format!(
+                    "replica {}'s client table at checkpoint op {op} is {sessions:?}, the model's is {:?}",
+                    seen.replica, expected.sessions
+                ),
+            ));
+        }
+        if seen.service != expected.service {
+            return Err(Failure::new(
+                "checkpoint",
+                format!(
+                    "replica {}'s service at checkpoint op {op} is {:?}, the model's is {:?}",
+                    seen.replica, seen.service, expected.service
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_checkpoints_pending(&mut self) -> Result<(), Failure> {
+        let ops: Vec<Op> = self
+            .checkpoints
+            .iter()
+            .filter(|(&op, seen)| !seen.modeled && op <= self.model.applied())
+            .map(|(&op, _)| op)
+            .collect();
+        ops.into_iter()
+            .try_for_each(|op| self.check_checkpoint_with_model(op))
+    }
+
+    /// Evicted replies the model could not judge (it never applied their commit).
+    pub fn evicted_unjudged(&self) -> usize {
+        self.evicted_pending.len()
     }
 
     /// Exactly-once: a replica that has applied exactly the ops the model has must hold the
@@ -498,6 +869,28 @@ mod tests {
         };
         let failure = checker.on_reply(stale, 2).unwrap_err();
         assert_eq!(failure.check, "linearizability");
+    }
+
+    #[test]
+    fn an_evicted_reply_needs_the_session_gone_by_the_senders_commit() {
+        // A table of one: client 6's registration at op 2 evicts client 5's session 1.
+        let mut checker = Checker::new(3, 1);
+        for (op, entry) in [(1, register(5)), (2, register(6))] {
+            checker.record(0, op, &entry).unwrap();
+        }
+        checker.advance_model().unwrap();
+        checker.on_evicted_reply(0, 5, 1, 2).unwrap();
+        let early = checker.on_evicted_reply(1, 5, 1, 1).unwrap_err();
+        assert_eq!(early.check, "refusal", "session 1 was live at op 1");
+        let live = checker.on_evicted_reply(1, 6, 2, 2).unwrap_err();
+        assert_eq!(live.check, "refusal", "client 6's session is live");
+        // Beyond what the model applied: judged once it gets there.
+        checker.on_evicted_reply(2, 6, 2, 3).unwrap();
+        assert_eq!(checker.evicted_unjudged(), 1);
+        let get = apply(6, 2, 1, KvOp::Get(b("a")));
+        checker.record(0, 3, &get).unwrap();
+        assert_eq!(checker.advance_model().unwrap_err().check, "refusal");
+        assert_eq!(checker.counts.evicted_checked, 4);
     }
 
     #[test]

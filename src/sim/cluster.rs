@@ -18,12 +18,14 @@ use super::checker::{Checker, ClientReply, Failure};
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
+use super::watch::{TransferCounts, Watch};
 use super::workload::Workload;
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
 use crate::protocol::Replica;
 use crate::protocol::{
-    ClientId, Effect, Message, ReplicaIndex, RequestNumber, Start, Stats, Status, View,
+    Body, ClientId, Effect, Message, ReplicaIndex, ReplyStatus, RequestNumber, Start, Stats,
+    Status, View,
 };
 use crate::service::kv::KvOp;
 use crate::service::Kv;
@@ -55,8 +57,13 @@ pub struct ClusterOptions {
     pub faults: FaultRates,
     /// Keys the workload uses.
     pub keys: usize,
+    /// The longest value the workload writes.
+    pub value_bytes_max: usize,
     /// Chance per step that an idle registered client submits (with load on).
     pub submit_ppm: u32,
+    /// Chance that a submitted operation is larger than `request_body_bytes_max`, which
+    /// the replicas must refuse (`Rejected`) and never order.
+    pub oversized_ppm: u32,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
 }
@@ -90,6 +97,8 @@ pub struct SimClient {
     /// The highest op any client had been answered with when this client submitted its
     /// in-flight request (or registration): the request must commit above it.
     answered_before_submit: u64,
+    /// Whether it used its one registration of the liveness phase.
+    reregistered: bool,
 }
 
 /// A filter on deliveries: returns true to drop the envelope (it may also just watch).
@@ -109,6 +118,7 @@ pub struct Cluster {
     client_index: HashMap<ClientId, usize>,
     network: Network,
     checker: Checker,
+    watch: Watch,
     workload: Workload,
     effects: Vec<Effect>,
     filter: Option<Filter>,
@@ -119,6 +129,14 @@ pub struct Cluster {
     touched: u32,
     /// Stats of replicas that crashed (their counters died with them).
     stats_retired: Stats,
+    /// Whether two or more replicas were recovering at the last count.
+    recoveries_overlapped: bool,
+    /// The links to cut again at a step (see `heal_and_maybe_flap`).
+    flap: Option<(u64, Vec<bool>)>,
+    /// A replica to crash at the start of the next step (see `crash_soon_after_promise`).
+    crash_next: Option<ReplicaIndex>,
+    /// Per replica: the view it was changing to at its last input (None: not changing).
+    view_change_entered: Vec<Option<View>>,
     /// Faults injected so far.
     pub faults: FaultCounts,
     /// Whether random faults are injected.
@@ -127,6 +145,15 @@ pub struct Cluster {
     pub load: bool,
     /// Whether clients (re)register by themselves at start and after eviction.
     pub register: bool,
+    /// Whether a client that is not registered registers once more (the liveness phase:
+    /// an evicted client is not done until it has registered again, and once is enough
+    /// to end a run even when a full table keeps evicting).
+    pub register_once: bool,
+    /// Since when, and from which view, some replica has been changing views without f+1
+    /// replicas normal in that view or a later one (see `check_view_change_progress`).
+    view_change_since: Option<(u64, View)>,
+    /// The longest such stretch seen, in steps.
+    pub view_change_steps_longest: u64,
 }
 
 impl Cluster {
@@ -171,14 +198,16 @@ impl Cluster {
                 completed: 0,
                 evicted: 0,
                 answered_before_submit: 0,
+                reregistered: false,
             });
         }
         let mut network = Network::new(n as usize, options.faults.network, ENVELOPES_MAX);
         network.trace = options.trace;
         Cluster {
             network,
-            checker: Checker::new(n as usize, config.clients_max as usize),
-            workload: Workload::new(options.keys),
+            checker: Checker::for_config(&config),
+            watch: Watch::new(n as usize),
+            workload: Workload::new(options.keys, options.value_bytes_max),
             seen: vec![None; n as usize],
             config,
             prng,
@@ -192,10 +221,17 @@ impl Cluster {
             moved: 0,
             touched: 0,
             stats_retired: Stats::default(),
+            recoveries_overlapped: false,
+            view_change_entered: vec![None; n as usize],
+            crash_next: None,
+            flap: None,
             faults: FaultCounts::default(),
             inject: false,
             load: false,
             register: true,
+            register_once: false,
+            view_change_since: None,
+            view_change_steps_longest: 0,
             options,
         }
     }
@@ -233,6 +269,11 @@ impl Cluster {
     /// The checkers' state.
     pub fn checker(&self) -> &Checker {
         &self.checker
+    }
+
+    /// State-transfer counters, from the NewStates delivered.
+    pub fn transfers(&self) -> TransferCounts {
+        self.watch.counts
     }
 
     /// The network.
@@ -304,6 +345,48 @@ impl Cluster {
         })
     }
 
+    /// Liveness of view changes once faults stopped: from the first step at which some
+    /// live replica is changing views to view v, within `steps_max` steps f+1 replicas
+    /// must be normal in one view at least v.
+    pub fn check_view_change_progress(&mut self, steps_max: u64) -> Result<(), Failure> {
+        let changing = self
+            .replicas
+            .iter()
+            .flatten()
+            .filter(|r| r.status() == Status::ViewChange)
+            .map(|r| r.view())
+            .max();
+        let Some((since, view)) = self.view_change_since.or(changing.map(|v| (self.now, v))) else {
+            return Ok(());
+        };
+        let quorum = self.config.quorum();
+        let finished = self.replicas.iter().flatten().any(|r| {
+            r.view() >= view
+                && r.status() == Status::Normal
+                && self
+                    .replicas
+                    .iter()
+                    .flatten()
+                    .filter(|o| o.status() == Status::Normal && o.view() == r.view())
+                    .count()
+                    >= quorum
+        });
+        let steps = self.now - since;
+        self.view_change_steps_longest = self.view_change_steps_longest.max(steps);
+        if finished {
+            self.view_change_since = None;
+            return Ok(());
+        }
+        self.view_change_since = Some((since, view));
+        if steps > steps_max {
+            return Err(Failure::new(
+                "liveness",
+                format!("a view change to view {view} (or later), under way since step {since}, has not finished in {steps_max} steps with every replica up and the network calm"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The replicas' counters, including those of replicas that crashed since.
     pub fn stats(&self) -> Stats {
         let mut total = self.stats_retired.clone();
@@ -343,6 +426,17 @@ impl Cluster {
         self.network.heal();
     }
 
+    /// `replay`: the network delivers one old replica-to-replica message again, if it
+    /// kept any (it keeps them only while its `replay_ppm` is above zero).
+    pub fn replay(&mut self) {
+        self.network.replay(&mut self.prng, self.now);
+    }
+
+    /// `replay` of an old message for which `wanted` holds, if the network kept one.
+    pub fn replay_where(&mut self, wanted: impl Fn(&Envelope) -> bool) {
+        self.network.replay_where(&mut self.prng, self.now, wanted);
+    }
+
     /// `crash`: replica `index` loses all its memory.
     pub fn crash(&mut self, index: ReplicaIndex) {
         let replica = self.replicas[index as usize]
@@ -376,6 +470,7 @@ impl Cluster {
         self.replicas[index as usize] = Some(replica);
         self.touched |= 1 << index;
         self.checker.on_restart(index);
+        self.watch.on_restart(index);
         self.faults.restart += 1;
         self.trace(format_args!("restart r{index} (nonce {nonce:x})"));
     }
@@ -391,6 +486,12 @@ impl Cluster {
     /// Submits `op` on client `client`'s session.
     pub fn submit(&mut self, client: usize, op: &KvOp) -> Result<RequestNumber, SubmitError> {
         let (request, target, message) = self.clients[client].session.submit(op.encode())?;
+        if let Body::Request(sent) = &message.body {
+            if sent.body.len() > self.config.request_body_bytes_max as usize {
+                self.checker
+                    .on_oversized_request(sent.client, sent.session, sent.request);
+            }
+        }
         self.clients[client].answered_before_submit = self.checker.answered_op_max();
         self.trace(format_args!("c{client} submits request {request}: {op:?}"));
         self.send_from_client(client, target, message);
@@ -444,10 +545,13 @@ impl Cluster {
                 summarize(&envelope.message)
             );
         }
+        let primary_of = (envelope.message.view % self.config.replica_count as u32) as ReplicaIndex;
+        self.watch
+            .on_deliver(index, replica.view(), primary_of, &envelope.message);
         replica.set_clock(self.clocks[index as usize].realtime_ns(now));
         replica.on_message(envelope.message, &mut self.effects);
         replica.flush(&mut self.effects);
-        self.dispatch(index);
+        self.dispatch(index)?;
         self.check_commits(index)
     }
 
@@ -461,7 +565,35 @@ impl Cluster {
         if self.checker.check_replica(index, replica)? {
             self.moved |= 1 << index;
         }
+        self.checker.check_checkpoint(index, replica)?;
+        self.checker.check_view_start(index, replica)?;
+        self.watch.check_new_primary(index, replica)?;
+        self.replay_into_view_change(index);
         Ok(())
+    }
+
+    /// When replica `index` has just entered a view change, sometimes replays an old
+    /// message to it for that view: a DoViewChange from another replica's previous life
+    /// arriving just when it can complete a quorum is the case plain random replays
+    /// almost never hit.
+    fn replay_into_view_change(&mut self, index: ReplicaIndex) {
+        let Some(replica) = self.replicas[index as usize].as_ref() else {
+            return;
+        };
+        let now = (replica.status() == Status::ViewChange).then_some(replica.view());
+        let before = std::mem::replace(&mut self.view_change_entered[index as usize], now);
+        let Some(view) = now.filter(|&view| Some(view) != before) else {
+            return;
+        };
+        let replay_ppm = self.options.faults.network.replay_ppm;
+        let chance_ppm = (replay_ppm * 20).max(300_000);
+        if !self.inject || replay_ppm == 0 || !self.prng.chance(chance_ppm) {
+            return;
+        }
+        self.network
+            .replay_where(&mut self.prng, self.now, |envelope| {
+                envelope.to == Node::Replica(index) && envelope.message.view == view
+            });
     }
 
     fn deliver_to_client(&mut self, client: usize, message: Message) -> Result<(), Failure> {
@@ -510,11 +642,39 @@ impl Cluster {
         }
     }
 
-    /// Carries out the effects replica `from` just wrote.
-    fn dispatch(&mut self, from: ReplicaIndex) {
+    /// Carries out the effects replica `from` just wrote, checking its refusals.
+    fn dispatch(&mut self, from: ReplicaIndex) -> Result<(), Failure> {
         let mut effects = std::mem::take(&mut self.effects);
+        let refusals = effects
+            .iter()
+            .try_for_each(|effect| self.check_refusal(from, effect));
+        if let Err(failure) = refusals {
+            effects.clear();
+            self.effects = effects;
+            return Err(failure);
+        }
+        let promised = effects.iter().any(|effect| {
+            matches!(effect, Effect::Send { message, .. } if matches!(message.body, Body::DoViewChange(_)))
+        });
+        if promised && self.inject {
+            self.crash_soon_after_promise(from);
+        }
         for effect in effects.drain(..) {
             match effect {
+                Effect::Send { to, message }
+                    if self.crash_next == Some(from)
+                        && matches!(message.body, Body::DoViewChange(_)) =>
+                {
+                    // The promise of a replica about to crash travels slowly: it can
+                    // only arrive as a replay, after the restart.
+                    self.network.hold(
+                        &mut self.prng,
+                        self.now,
+                        Node::Replica(from),
+                        Node::Replica(to),
+                        message,
+                    )
+                }
                 Effect::Send { to, message } => self.network.send(
                     &mut self.prng,
                     self.now,
@@ -553,6 +713,31 @@ impl Cluster {
         if self.options.trace {
             self.trace_status(from);
         }
+        Ok(())
+    }
+
+    /// Checks an Evicted or Rejected reply against the model, with the sender's commit.
+    fn check_refusal(&mut self, from: ReplicaIndex, effect: &Effect) -> Result<(), Failure> {
+        let Effect::Reply { message, .. } = effect else {
+            return Ok(());
+        };
+        let Body::Reply(reply) = &message.body else {
+            return Ok(());
+        };
+        let commit = self.replicas[from as usize]
+            .as_ref()
+            .map_or(0, |replica| replica.commit());
+        match reply.status {
+            ReplyStatus::Ok => Ok(()),
+            ReplyStatus::Evicted => {
+                self.checker
+                    .on_evicted_reply(from, reply.client, reply.session, commit)
+            }
+            ReplyStatus::Rejected => {
+                self.checker
+                    .on_rejected_reply(from, reply.client, reply.session, reply.request)
+            }
+        }
     }
 
     fn tick_replicas(&mut self) -> Result<(), Failure> {
@@ -571,7 +756,7 @@ impl Cluster {
             replica.set_clock(realtime_ns);
             replica.on_tick(&mut self.effects);
             replica.flush(&mut self.effects);
-            self.dispatch(index);
+            self.dispatch(index)?;
             self.check_commits(index)?;
         }
         Ok(())
@@ -588,7 +773,7 @@ impl Cluster {
 
     /// Idle clients register (when unregistered) or submit a random operation.
     fn drive_clients(&mut self) {
-        if !self.register && !self.load {
+        if !self.register && !self.load && !self.register_once {
             return;
         }
         for client in 0..self.clients.len() {
@@ -597,11 +782,18 @@ impl Cluster {
                 continue;
             }
             if !session.is_registered() {
-                if self.register {
+                let once = self.register_once && !self.clients[client].reregistered;
+                if self.register || once {
+                    self.clients[client].reregistered |= once;
                     self.register_client(client);
                 }
             } else if self.load && self.prng.chance(self.options.submit_ppm) {
-                let op = self.workload.next_op(&mut self.prng);
+                let op = if self.prng.chance(self.options.oversized_ppm) {
+                    let limit = self.config.request_body_bytes_max;
+                    self.workload.oversized_op(&mut self.prng, limit)
+                } else {
+                    self.workload.next_op(&mut self.prng)
+                };
                 self.submit(client, &op)
                     .expect("an idle registered client can submit");
             }
@@ -689,39 +881,184 @@ impl Cluster {
     /// crashed or recovering.
     fn inject_faults(&mut self) {
         let rates = self.options.faults;
-        let n = self.config.replica_count;
-        if !self.network.partitioned() {
+        if let Some(index) = self.crash_next.take() {
+            if self.crash_within_f(index) {
+                self.faults.crash_after_promise += 1;
+            }
+        }
+        if let Some((at, links)) = self.flap.take_if(|(at, _)| *at <= self.now) {
+            debug_assert!(at <= self.now);
+            self.faults.flap += 1;
+            self.trace(format_args!("the same partition again (flap)"));
+            self.network.set_cut_links(&links);
+        } else if !self.network.partitioned() {
             if self.prng.chance(rates.partition_ppm) {
                 self.partition_random();
             }
         } else if self.prng.chance(rates.heal_ppm) {
-            self.heal();
+            self.heal_and_maybe_flap();
         }
         if self.prng.chance(rates.crash_ppm) {
-            let index = self.prng.below(n as u64) as ReplicaIndex;
-            if let Some(replica) = self.replica(index) {
-                // Crashing a recovering replica leaves the count of down replicas as it is.
-                let recovering = replica.status() == Status::Recovering;
-                if recovering || self.down_count() < self.config.faults_max() {
-                    self.crash(index);
+            self.crash_random();
+        }
+        if self.prng.chance(rates.view_change_crash_ppm) {
+            self.strike_during_view_change_or_recovery();
+        }
+        self.restart_random();
+        self.count_overlapping_recoveries();
+    }
+
+    /// `heal`, and at the seed's flap rate cut the same links again a little later: a
+    /// replica that just rejoined (or went back to) a view loses it again while it is
+    /// still settling.
+    fn heal_and_maybe_flap(&mut self) {
+        if self.flap.is_none() && self.prng.chance(self.options.faults.flap_ppm) {
+            let at = self.now + self.prng.between(5, 100);
+            self.flap = Some((at, self.network.cut_links()));
+        }
+        self.heal();
+    }
+
+    /// Crashes a replica (the primary, at the seed's bias), and at the seed's rate a
+    /// second one with it.
+    fn crash_random(&mut self) {
+        let n = self.config.replica_count as u64;
+        let primary = self.primary();
+        let index = match primary {
+            Some(primary) if self.prng.chance(self.options.faults.primary_bias_ppm) => primary,
+            _ => self.prng.below(n) as ReplicaIndex,
+        };
+        if !self.crash_within_f(index) {
+            return;
+        }
+        if Some(index) == primary {
+            self.faults.crash_primary += 1;
+        }
+        if self.prng.chance(self.options.faults.crash_pair_ppm) {
+            let other = self.prng.below(n) as ReplicaIndex;
+            if self.crash_within_f(other) {
+                self.faults.crash_pair += 1;
+            }
+        }
+    }
+
+    /// Crashes live replica `index` if that leaves at most f replicas crashed or
+    /// recovering; returns whether it did.
+    fn crash_within_f(&mut self, index: ReplicaIndex) -> bool {
+        let Some(replica) = self.replica(index) else {
+            return false;
+        };
+        // Crashing a recovering replica leaves the count of down replicas as it is.
+        let recovering = replica.status() == Status::Recovering;
+        if recovering || self.down_count() < self.config.faults_max() {
+            self.crash(index);
+            return true;
+        }
+        false
+    }
+
+    /// Restarts crashed replicas at the seed's rate; a restart sometimes brings back every
+    /// crashed replica at once, so that their recoveries overlap.
+    fn restart_random(&mut self) {
+        for index in 0..self.config.replica_count {
+            if self.replicas[index as usize].is_none()
+                && self.prng.chance(self.options.faults.restart_ppm)
+            {
+                self.restart(index);
+                if self.prng.chance(self.options.faults.restart_all_ppm) {
+                    self.restart_all_crashed();
                 }
             }
         }
-        for index in 0..n {
-            if self.replicas[index as usize].is_none() && self.prng.chance(rates.restart_ppm) {
+    }
+
+    fn restart_all_crashed(&mut self) {
+        for index in 0..self.config.replica_count {
+            if self.replicas[index as usize].is_none() {
                 self.restart(index);
             }
         }
     }
 
+    /// A replica that just sent a DoViewChange sometimes crashes at the next step, its
+    /// promise lost with its memory, and its DoViewChange held back to arrive only as a
+    /// replay: the premise of a view started from a previous life's promise.
+    fn crash_soon_after_promise(&mut self, index: ReplicaIndex) {
+        let ppm = self.options.faults.view_change_crash_ppm.saturating_mul(30);
+        if self.crash_next.is_none() && self.prng.chance(ppm) {
+            self.crash_next = Some(index);
+        }
+    }
+
+    /// While some replica changes views or recovers (a state transfer from the primary
+    /// in flight, perhaps in several parts), crashes a replica or cuts the primary off
+    /// (always the latter when f replicas are already down): the cases where a view
+    /// change meets a recovery.
+    fn strike_during_view_change_or_recovery(&mut self) {
+        let busy = self
+            .replicas
+            .iter()
+            .flatten()
+            .any(|r| r.status() != Status::Normal);
+        if !busy {
+            return;
+        }
+        self.faults.crash_in_view_change += 1;
+        // A crash leaves the crashed replica's messages in flight; a partition cuts them
+        // too (it applies at delivery), which is how a recovering replica ends up holding
+        // entries that no other replica ever received.
+        let crash = self.prng.chance(500_000);
+        if crash && self.down_count() < self.config.faults_max() {
+            return self.crash_random();
+        }
+        if let Some(primary) = self.primary().filter(|_| !self.network.partitioned()) {
+            self.faults.isolate_primary += 1;
+            self.partition(&[primary]);
+        }
+    }
+
+    /// Counts the times two or more replicas come to be recovering at once.
+    fn count_overlapping_recoveries(&mut self) {
+        let recovering = self
+            .replicas
+            .iter()
+            .flatten()
+            .filter(|r| r.status() == Status::Recovering)
+            .count();
+        if recovering >= 2 && !self.recoveries_overlapped {
+            self.faults.recoveries_overlapping += 1;
+        }
+        self.recoveries_overlapped = recovering >= 2;
+    }
+
+    /// Cuts a random group off (both ways or one way), or the link between two replicas
+    /// (both ways: each still hears everyone else), or (at the seed's primary bias) the
+    /// primary alone: it stays normal in its view, answering clients from its table,
+    /// while the others move on, until the partition heals.
     fn partition_random(&mut self) {
         let n = self.config.replica_count;
+        if let Some(primary) = self
+            .primary()
+            .filter(|_| self.prng.chance(self.options.faults.primary_bias_ppm))
+        {
+            self.faults.isolate_primary += 1;
+            return match self.prng.below(3) {
+                0 | 1 => self.partition(&[primary]),
+                _ => self.partition_outbound(&[primary]),
+            };
+        }
         // A random non-empty proper subset of the replicas.
         let mask = self.prng.between(1, (1 << n) - 2);
         let group: Vec<ReplicaIndex> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
-        match self.prng.below(3) {
+        match self.prng.below(4) {
             0 | 1 => self.partition(&group),
-            _ => self.partition_outbound(&group),
+            2 => self.partition_outbound(&group),
+            _ => {
+                let a = self.prng.below(n as u64) as ReplicaIndex;
+                let b = (a + 1 + self.prng.below(n as u64 - 1) as ReplicaIndex) % n;
+                self.block(a, b);
+                self.block(b, a);
+            }
         }
     }
 
@@ -729,12 +1066,9 @@ impl Cluster {
     /// random faults and makes the network calm.
     pub fn heal_all(&mut self) {
         self.inject = false;
+        self.flap = None;
         self.heal();
-        for index in 0..self.config.replica_count {
-            if self.replicas[index as usize].is_none() {
-                self.restart(index);
-            }
-        }
+        self.restart_all_crashed();
         self.network.faults = NetworkFaults::calm();
     }
 

@@ -46,6 +46,22 @@ pub struct FaultRates {
     pub crash_ppm: u32,
     /// Chance per step, per crashed replica, of restarting it.
     pub restart_ppm: u32,
+    /// Chance that a crash, or a partition, picks the current primary instead of a
+    /// random replica: view changes, and a deposed primary left normal in its old view
+    /// (cut off alone, still answering clients, then healed).
+    pub primary_bias_ppm: u32,
+    /// Chance that a crash takes a second replica down in the same step (when f allows):
+    /// two recoveries at once, possible from five replicas up.
+    pub crash_pair_ppm: u32,
+    /// Chance per step of a crash while some live replica is changing views or
+    /// recovering, on top of `crash_ppm` (with f down: the primary cut off instead).
+    pub view_change_crash_ppm: u32,
+    /// Chance that a restart brings back every crashed replica in the same step, so their
+    /// recoveries overlap.
+    pub restart_all_ppm: u32,
+    /// Chance that a healed partition comes back, the same links cut, 5 to 100 steps
+    /// later (a flapping network).
+    pub flap_ppm: u32,
     /// The network's rates during the fault phase.
     pub network: NetworkFaults,
 }
@@ -59,6 +75,11 @@ impl FaultRates {
             heal_ppm: 0,
             crash_ppm: 0,
             restart_ppm: 0,
+            primary_bias_ppm: 0,
+            crash_pair_ppm: 0,
+            view_change_crash_ppm: 0,
+            restart_all_ppm: 0,
+            flap_ppm: 0,
             network: NetworkFaults::calm(),
         }
     }
@@ -128,6 +149,38 @@ impl FaultRates {
                 ppm(5_000, 30_000),
             ),
         };
+        let (primary_bias_ppm, crash_pair_ppm, view_change_crash_ppm, restart_all_ppm) =
+            match regime {
+                Regime::Calm | Regime::Lossy => (ppm(0, 300_000), 0, 0, 0),
+                Regime::PartitionHeavy => (
+                    ppm(200_000, 600_000),
+                    ppm(0, 200_000),
+                    ppm(0, 2_000),
+                    ppm(0, 500_000),
+                ),
+                Regime::CrashHeavy => (
+                    ppm(200_000, 600_000),
+                    ppm(100_000, 500_000),
+                    ppm(1_000, 10_000),
+                    ppm(200_000, 800_000),
+                ),
+                Regime::Chaos => (
+                    ppm(100_000, 500_000),
+                    ppm(0, 300_000),
+                    ppm(500, 5_000),
+                    ppm(0, 500_000),
+                ),
+            };
+        let replay_ppm = match regime {
+            Regime::Calm => ppm(0, 1_000),
+            Regime::Lossy | Regime::Chaos => ppm(1_000, 20_000),
+            Regime::PartitionHeavy => ppm(0, 5_000),
+            Regime::CrashHeavy => ppm(1_000, 10_000),
+        };
+        let flap_ppm = match regime {
+            Regime::Calm | Regime::Lossy => ppm(0, 200_000),
+            _ => ppm(100_000, 600_000),
+        };
         let delay_max_steps = prng.between(2, 8);
         let network = NetworkFaults {
             drop_ppm,
@@ -136,6 +189,8 @@ impl FaultRates {
             delay_max_steps,
             delay_long_ppm,
             delay_long_max_steps: delay_max_steps * prng.between(3, 10),
+            replay_ppm,
+            replay_age_max_steps: prng.between(50, 2_000),
         };
         FaultRates {
             regime,
@@ -143,6 +198,11 @@ impl FaultRates {
             heal_ppm,
             crash_ppm,
             restart_ppm,
+            primary_bias_ppm,
+            crash_pair_ppm,
+            view_change_crash_ppm,
+            restart_all_ppm,
+            flap_ppm,
             network,
         }
     }
@@ -155,10 +215,25 @@ pub struct FaultCounts {
     pub partition: u64,
     /// Partitions healed.
     pub heal: u64,
+    /// Partitions cut again soon after healing.
+    pub flap: u64,
     /// Replicas crashed.
     pub crash: u64,
     /// Replicas restarted (into recovery).
     pub restart: u64,
+    /// Crashes of the replica that was primary.
+    pub crash_primary: u64,
+    /// Steps at which a second replica crashed right after a first.
+    pub crash_pair: u64,
+    /// Crashes (or primaries cut off) while some replica was changing views or
+    /// recovering.
+    pub crash_in_view_change: u64,
+    /// Replicas crashed right after sending a DoViewChange.
+    pub crash_after_promise: u64,
+    /// Partitions that cut the primary off alone.
+    pub isolate_primary: u64,
+    /// Times two or more replicas came to be recovering at once.
+    pub recoveries_overlapping: u64,
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
-//! The deterministic simulator (DESIGN.md "The simulator, and what it checks"; in the
-//! style of TigerBeetle's VOPR): one thread, one seed, N replicas running the `Kv`
+//! The deterministic simulator (in the style of TigerBeetle's VOPR): one thread, one seed, N replicas running the `Kv`
 //! service, M clients, and a network that delays, drops, duplicates, reorders and
 //! partitions, while replicas crash and restart (paper 4.3). Everything random comes from
 //! one [`Prng`] built from the seed, and nothing reads a clock, so a seed replays a run bit
@@ -9,6 +8,8 @@
 //!   [`faults`]: fault rates drawn per seed; [`workload`]: the clients' operations;
 //! - [`model`]: the reference model; [`checker`]: agreement, durability and
 //!   linearizability checks, run after every step;
+//! - [`watch`]: what deliveries show (multi-message transfers, the DoViewChanges a new
+//!   primary heard);
 //! - [`cluster`]: the world and its step; [`run`]: one random run per seed;
 //!   [`scenario`]: scripted scenarios for tests.
 //!
@@ -24,6 +25,7 @@ pub mod network;
 pub mod prng;
 pub mod run;
 pub mod scenario;
+pub mod watch;
 pub mod workload;
 
 pub use checker::{Checker, Failure};

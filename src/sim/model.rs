@@ -11,8 +11,10 @@
 //!   executed.
 //!
 //! The checker compares every reply a client receives with [`Model::outcome`] at the
-//! reply's op, and a replica's service snapshot with the model's when both have applied the
-//! same ops.
+//! reply's op, a replica's service snapshot with the model's when both have applied the
+//! same ops, every Evicted reply with the op at which the model's table lost the session
+//! ([`Model::session_end`]), and every replica checkpoint with the model's table and
+//! service at the checkpoint's op ([`Model::checkpoint`]).
 
 use crate::protocol::{ClientId, Entry, Op, Operation, RequestNumber, Session};
 use crate::service::{Kv, StateMachine};
@@ -52,6 +54,37 @@ struct ClientState {
     request: RequestNumber,
     /// The op of the session's latest committed entry: eviction picks the smallest.
     latest_op: Op,
+    /// The registration attempt (the Register entry's request number) that opened it.
+    registration: RequestNumber,
+    /// The result of the latest executed request (empty after the registration).
+    reply: Bytes,
+}
+
+/// One session of the model's client table, as a replica's table must hold it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ModelSession {
+    /// The client.
+    pub client: ClientId,
+    /// Its session number.
+    pub session: Session,
+    /// The latest executed request number.
+    pub request: RequestNumber,
+    /// The op of the latest executed request (or of the registration).
+    pub op: Op,
+    /// The registration attempt that opened the session.
+    pub registration: RequestNumber,
+    /// The latest request's result.
+    pub reply: Bytes,
+}
+
+/// The model's state at a checkpoint op: its client table (sorted by client) and its
+/// service snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelCheckpoint {
+    /// The client table.
+    pub sessions: Vec<ModelSession>,
+    /// The service snapshot.
+    pub service: Bytes,
 }
 
 /// The reference model.
@@ -63,6 +96,13 @@ pub struct Model {
     outcomes: Vec<ModelOutcome>,
     /// Sessions evicted so far (a check that eviction happens at all).
     pub evictions: u64,
+    /// Per (client, session): the op at which the session left the table (evicted, or
+    /// replaced by the client's next registration). Sessions never come back: a session
+    /// number is the op of its registration.
+    sessions_ended: HashMap<(ClientId, Session), Op>,
+    /// Replicas checkpoint every this many ops; the model keeps its state at those ops.
+    checkpoint_interval_ops: Option<u64>,
+    checkpoints: HashMap<Op, ModelCheckpoint>,
 }
 
 impl Model {
@@ -75,7 +115,48 @@ impl Model {
             table: HashMap::new(),
             outcomes: Vec::new(),
             evictions: 0,
+            sessions_ended: HashMap::new(),
+            checkpoint_interval_ops: None,
+            checkpoints: HashMap::new(),
         }
+    }
+
+    /// Keeps the model's client table and service at every multiple of `interval_ops`,
+    /// for comparison with the replicas' checkpoints.
+    pub fn keep_checkpoints(&mut self, interval_ops: u64) {
+        assert!(interval_ops > 0);
+        self.checkpoint_interval_ops = Some(interval_ops);
+    }
+
+    /// The model's state right after applying `op`, if `op` is a checkpoint op the model
+    /// has applied.
+    pub fn checkpoint(&self, op: Op) -> Option<&ModelCheckpoint> {
+        self.checkpoints.get(&op)
+    }
+
+    /// The op at which `client`'s session `session` left the table, if it has by the
+    /// last applied op.
+    pub fn session_end(&self, client: ClientId, session: Session) -> Option<Op> {
+        self.sessions_ended.get(&(client, session)).copied()
+    }
+
+    fn take_checkpoint(&mut self, op: Op) {
+        let mut sessions: Vec<ModelSession> = self
+            .table
+            .iter()
+            .map(|(&client, state)| ModelSession {
+                client,
+                session: state.session,
+                request: state.request,
+                op: state.latest_op,
+                registration: state.registration,
+                reply: state.reply.clone(),
+            })
+            .collect();
+        sessions.sort();
+        let service = self.kv.snapshot();
+        self.checkpoints
+            .insert(op, ModelCheckpoint { sessions, service });
     }
 
     /// The last op applied.
@@ -104,13 +185,19 @@ impl Model {
             "the model applies the log in op order"
         );
         let outcome = match entry.operation {
-            Operation::Register => self.register(op, entry.client),
+            Operation::Register => self.register(op, entry.client, entry.request),
             Operation::Apply => self.execute(op, entry),
         };
         self.outcomes.push(outcome);
+        if self
+            .checkpoint_interval_ops
+            .is_some_and(|interval| op.is_multiple_of(interval))
+        {
+            self.take_checkpoint(op);
+        }
     }
 
-    fn register(&mut self, op: Op, client: ClientId) -> ModelOutcome {
+    fn register(&mut self, op: Op, client: ClientId, registration: RequestNumber) -> ModelOutcome {
         if !self.table.contains_key(&client) && self.table.len() >= self.clients_max {
             // Oldest by latest committed op; ops are unique, so there are no ties.
             let (&oldest, _) = self
@@ -118,17 +205,23 @@ impl Model {
                 .iter()
                 .min_by_key(|(_, state)| state.latest_op)
                 .expect("table is full");
-            self.table.remove(&oldest);
+            let evicted = self.table.remove(&oldest).expect("present");
+            self.sessions_ended.insert((oldest, evicted.session), op);
             self.evictions += 1;
         }
-        self.table.insert(
+        let replaced = self.table.insert(
             client,
             ClientState {
                 session: op,
                 request: 0,
                 latest_op: op,
+                registration,
+                reply: Bytes::new(),
             },
         );
+        if let Some(replaced) = replaced {
+            self.sessions_ended.insert((client, replaced.session), op);
+        }
         ModelOutcome::Registered { client }
     }
 
@@ -148,6 +241,7 @@ impl Model {
         state.request = entry.request;
         state.latest_op = op;
         let result = self.kv.apply(op, entry.timestamp, &entry.body);
+        state.reply = result.clone();
         ModelOutcome::Executed {
             client: entry.client,
             session: entry.session,
@@ -250,6 +344,9 @@ pub(crate) mod tests {
             Some(&ModelOutcome::Evicted),
             "the old session is gone"
         );
+        assert_eq!(model.session_end(2, 2), Some(4), "evicted by op 4");
+        assert_eq!(model.session_end(1, 1), Some(7), "replaced at op 7");
+        assert_eq!(model.session_end(1, 7), None);
         model.apply(9, &apply(1, 7, 1, KvOp::Get(b("a"))));
         assert_eq!(result(&model, 9), KvResult::Nil);
     }

@@ -1,13 +1,21 @@
 //! The simulated network: a priority queue of deliveries ordered by time, with the
-//! network's faults as plain verbs: `drop`, `duplicate`, `delay` (which also reorders), and
-//! `partition` / `heal` of the links between replicas.
+//! network's faults as plain verbs: `drop`, `duplicate`, `delay` (which also reorders),
+//! `replay` (a long-delayed duplicate of an old message), and `partition` / `heal` of the
+//! links between replicas.
+//!
+//! `replay` models what delays and duplicates within a few steps cannot: a message sent
+//! long ago, say before its sender crashed, arriving after the sender restarted. The
+//! network keeps a bounded sample of past replica-to-replica messages (view-change,
+//! recovery and state-transfer messages always, the frequent normal-operation ones
+//! rarely) and now and then delivers one again, at most `replay_age_max_steps` after it
+//! was first sent.
 //!
 //! The network is bounded: at most `envelopes_max` messages are in flight, and a message
 //! sent past that is dropped (as a congested real network would). Links between clients and
 //! replicas are never partitioned; only drops and delays touch them.
 
 use super::prng::Prng;
-use crate::protocol::{Message, ReplicaIndex};
+use crate::protocol::{Body, Message, ReplicaIndex};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -46,6 +54,10 @@ pub struct NetworkFaults {
     pub delay_long_ppm: u32,
     /// The longest such delay, in steps.
     pub delay_long_max_steps: u64,
+    /// Chance, per message sent, that an old message from the sample is delivered again.
+    pub replay_ppm: u32,
+    /// The oldest a replayed message may be, in steps since it was first sent.
+    pub replay_age_max_steps: u64,
 }
 
 impl NetworkFaults {
@@ -58,6 +70,8 @@ impl NetworkFaults {
             delay_max_steps: 3,
             delay_long_ppm: 0,
             delay_long_max_steps: 3,
+            replay_ppm: 0,
+            replay_age_max_steps: 0,
         }
     }
 }
@@ -79,7 +93,14 @@ pub struct NetworkCounts {
     pub delayed: u64,
     /// Messages lost because too many were in flight.
     pub overflowed: u64,
+    /// Old messages delivered again (`replay`).
+    pub replayed: u64,
+    /// Messages held back for a later replay only (`hold`).
+    pub held: u64,
 }
+
+/// Messages kept for `replay` at most.
+const REPLAY_SAMPLE_MAX: usize = 64;
 
 /// A queued delivery. The envelope itself waits in a slot of `Network::slots`, so that the
 /// heap moves 24 bytes per sift instead of a whole message.
@@ -122,6 +143,9 @@ pub struct Network {
     free: Vec<u32>,
     sequence: u64,
     envelopes_max: usize,
+    /// Past replica-to-replica messages that `replay` may deliver again, with the step
+    /// each was first sent at; at most `REPLAY_SAMPLE_MAX`.
+    replay_sample: Vec<(u64, Envelope)>,
     /// The current fault rates.
     pub faults: NetworkFaults,
     /// What happened so far.
@@ -143,6 +167,7 @@ impl Network {
             free: Vec::new(),
             sequence: 0,
             envelopes_max,
+            replay_sample: Vec::with_capacity(REPLAY_SAMPLE_MAX),
             faults,
             counts: NetworkCounts::default(),
             trace: false,
@@ -160,6 +185,10 @@ impl Network {
     pub fn send(&mut self, prng: &mut Prng, now: u64, from: Node, to: Node, message: Message) {
         self.counts.sent += 1;
         let envelope = Envelope { from, to, message };
+        if prng.chance(self.faults.replay_ppm) {
+            self.replay(prng, now);
+        }
+        self.keep_for_replay(prng, now, &envelope);
         if prng.chance(self.faults.drop_ppm) {
             return self.drop(now, envelope);
         }
@@ -180,6 +209,80 @@ impl Network {
         self.counts.duplicated += 1;
         self.log(now, "duplicate", envelope);
         self.delay(prng, now, envelope.clone());
+    }
+
+    /// Maybe keeps a copy of a replica-to-replica message for a later `replay`,
+    /// overwriting a random older one when the sample is full.
+    fn keep_for_replay(&mut self, prng: &mut Prng, now: u64, envelope: &Envelope) {
+        if self.faults.replay_ppm == 0 {
+            return;
+        }
+        if !matches!(
+            (envelope.from, envelope.to),
+            (Node::Replica(_), Node::Replica(_))
+        ) {
+            return; // Clients retry by themselves; their old requests are not the concern.
+        }
+        // The messages that decide views, recoveries and transfers are rare and matter
+        // most when stale; Prepares, PrepareOks and Commits would crowd them out.
+        let keep_ppm = match envelope.message.body {
+            Body::DoViewChange(_) | Body::StartView(_) | Body::RecoveryResponse(_) => 1_000_000,
+            Body::StartViewChange(_) | Body::Recovery(_) => 300_000,
+            Body::GetState(_) | Body::NewState(_) => 50_000,
+            _ => 10_000,
+        };
+        if !prng.chance(keep_ppm) {
+            return;
+        }
+        self.keep(prng, now, envelope.clone());
+    }
+
+    /// Puts an envelope in the replay sample, overwriting a random one when full.
+    fn keep(&mut self, prng: &mut Prng, now: u64, envelope: Envelope) {
+        let kept = (now, envelope);
+        if self.replay_sample.len() < REPLAY_SAMPLE_MAX {
+            self.replay_sample.push(kept);
+        } else {
+            let slot = prng.below(REPLAY_SAMPLE_MAX as u64) as usize;
+            self.replay_sample[slot] = kept;
+        }
+    }
+
+    /// `hold`: sends a message that is not delivered now but only kept for a later
+    /// `replay`, as if delayed beyond anything ordinary (past its sender's restart, say).
+    pub fn hold(&mut self, prng: &mut Prng, now: u64, from: Node, to: Node, message: Message) {
+        self.counts.sent += 1;
+        self.counts.held += 1;
+        let envelope = Envelope { from, to, message };
+        self.log(now, "hold", &envelope);
+        self.keep(prng, now, envelope);
+    }
+
+    /// `replay`: delivers a random kept message again, as a duplicate delayed far beyond
+    /// the ordinary delays; one older than `replay_age_max_steps` is forgotten instead.
+    pub fn replay(&mut self, prng: &mut Prng, now: u64) {
+        self.replay_where(prng, now, |_| true);
+    }
+
+    /// `replay` of a random kept message for which `wanted` holds (if any): for instance
+    /// one addressed to a replica that just entered a view change, for that very view.
+    pub fn replay_where(&mut self, prng: &mut Prng, now: u64, wanted: impl Fn(&Envelope) -> bool) {
+        let candidates: Vec<usize> = (0..self.replay_sample.len())
+            .filter(|&slot| wanted(&self.replay_sample[slot].1))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let slot = candidates[prng.below(candidates.len() as u64) as usize];
+        let (sent_at, _) = self.replay_sample[slot];
+        if now.saturating_sub(sent_at) > self.faults.replay_age_max_steps {
+            self.replay_sample.swap_remove(slot);
+            return;
+        }
+        let envelope = self.replay_sample[slot].1.clone();
+        self.counts.replayed += 1;
+        self.log(now, "replay", &envelope);
+        self.delay(prng, now, envelope);
     }
 
     /// `delay`: queues an envelope for delivery after a random delay, sometimes a long one
@@ -290,6 +393,17 @@ impl Network {
         }
     }
 
+    /// The cut links (`[from * replica_count + to]`), to cut the same again later.
+    pub fn cut_links(&self) -> Vec<bool> {
+        self.blocked.clone()
+    }
+
+    /// Cuts exactly the links of a [`Network::cut_links`] (and no others).
+    pub fn set_cut_links(&mut self, blocked: &[bool]) {
+        assert_eq!(blocked.len(), self.blocked.len());
+        self.blocked.copy_from_slice(blocked);
+    }
+
     /// Removes every partition.
     pub fn heal(&mut self) {
         self.blocked.iter_mut().for_each(|blocked| *blocked = false);
@@ -304,7 +418,7 @@ impl Network {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Body, Commit};
+    use crate::protocol::{Commit, DoViewChange};
 
     fn commit(n: u64) -> Message {
         Message {
@@ -406,6 +520,41 @@ mod tests {
         network.partition_outbound(&[2]);
         assert!(network.link_blocked(Node::Replica(2), Node::Replica(1)));
         assert!(!network.link_blocked(Node::Replica(1), Node::Replica(2)));
+    }
+
+    #[test]
+    fn replay_delivers_old_replica_messages_within_the_age_bound() {
+        let mut prng = Prng::new(6);
+        let faults = NetworkFaults {
+            replay_ppm: 1,
+            replay_age_max_steps: 100,
+            ..NetworkFaults::calm()
+        };
+        let mut network = Network::new(3, faults, 1024);
+        // DoViewChanges are always kept (Commits only rarely).
+        let dvc = Message {
+            body: Body::DoViewChange(DoViewChange {
+                last_normal_view: 0,
+                op: 0,
+                commit: 0,
+                entries: Vec::new(),
+            }),
+            ..commit(0)
+        };
+        network.send(&mut prng, 0, Node::Replica(0), Node::Replica(1), dvc);
+        network.send(&mut prng, 0, Node::Client(0), Node::Replica(1), commit(7));
+        while network.pop_due(10).is_some() {}
+        network.replay(&mut prng, 50);
+        let replayed = network.pop_due(60).expect("a replay within the age bound");
+        assert_eq!(
+            replayed.from,
+            Node::Replica(0),
+            "client messages are not kept"
+        );
+        assert!(matches!(replayed.message.body, Body::DoViewChange(_)));
+        network.replay(&mut prng, 200);
+        assert!(network.pop_due(300).is_none(), "too old: forgotten instead");
+        assert_eq!(network.counts.replayed, 1);
     }
 
     #[test]

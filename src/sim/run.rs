@@ -8,13 +8,15 @@
 //! and stops new requests; every request still outstanding must then complete within
 //! `liveness_steps_max` steps. The safety checkers run after every step of both phases.
 
-use super::checker::Failure;
+use super::checker::{CheckCounts, Failure};
 use super::cluster::{Cluster, ClusterOptions};
 use super::faults::{FaultCounts, FaultRates, Regime};
 use super::network::NetworkCounts;
 use super::prng::Prng;
+use super::watch::TransferCounts;
+use super::workload::KEYS_MAX;
 use crate::config::Config;
-use crate::protocol::Stats;
+use crate::protocol::{Stats, ENTRY_HEADER_BYTES};
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -49,10 +51,19 @@ pub struct RunOptions {
     pub liveness_steps_max: u64,
     /// Also require, after the liveness phase, that every replica ends up normal in one
     /// view at one commit within `liveness_steps_max` more steps ("convergence": stronger
-    /// than DESIGN.md's liveness, which asks only that clients are answered).
+    /// than liveness, which asks only that clients are answered).
     pub converge: bool,
     /// Log every step to stderr.
     pub trace: bool,
+    /// Let clients sometimes submit operations larger than the replicas accept (they must
+    /// be refused with `Rejected` and never ordered). Off by default because of a client
+    /// bug it finds: the client reuses a refused request number, so a late refusal of a
+    /// retried copy of the oversized request is taken for a refusal of the next request,
+    /// whose real reply then answers the one after it (`vsr sim --seed 2657 --oversized`:
+    /// a Put that executed at op 20 is taken as refused, and the Get sent next with its
+    /// request number is answered with the Put's result; seen as a real-time-order
+    /// violation).
+    pub oversized: bool,
 }
 
 impl Default for RunOptions {
@@ -62,6 +73,7 @@ impl Default for RunOptions {
             liveness_steps_max: 6_000,
             converge: false,
             trace: false,
+            oversized: false,
         }
     }
 }
@@ -126,19 +138,39 @@ pub struct RunSummary {
     pub faults: FaultCounts,
     /// What the network did.
     pub network: NetworkCounts,
+    /// How state transfers were split over NewStates.
+    pub transfers: TransferCounts,
+    /// What the checkers compared.
+    pub checks: CheckCounts,
+    /// The longest view change after the faults stopped, in steps.
+    pub view_change_steps_longest: u64,
 }
 
-/// The cluster options a seed stands for.
-pub fn options_for_seed(seed: u64, trace: bool) -> (u64, ClusterOptions) {
+/// The cluster options a seed stands for, and how many times `RunOptions::fault_steps`
+/// its fault phase lasts (1, or 2 on one seed in eight, so that logs grow long).
+pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u64) {
     let mut prng = Prng::new(seed);
-    let replica_count = *prng.pick(&[3u8, 5]);
+    // Seven replicas are the slowest to simulate; five are where overlapping recoveries
+    // (two down at once) first become possible, so they get the largest share.
+    let replica_count = *prng.pick(&[3u8, 3, 5, 5, 7]);
     let client_count = prng.between(2, 6) as usize;
     let clients_max = if prng.chance(250_000) {
         prng.between(1, client_count as u64 - 1) as u32
     } else {
         16
     };
-    let config = sim_config(&mut prng, seed, replica_count, clients_max);
+    // At most 100, so that every ordinary operation (a cas carries two values) stays under
+    // `request_body_bytes_max` = 256 (`workload::tests`).
+    let value_bytes_max = *prng.pick(&[1, 1, 48, 100]);
+    let checkpoint_bytes_max = checkpoint_bytes_max(client_count, value_bytes_max);
+    let config = sim_config(
+        &mut prng,
+        seed,
+        replica_count,
+        clients_max,
+        checkpoint_bytes_max,
+    );
+    let fault_steps_scale = if prng.chance(125_000) { 2 } else { 1 };
     let options = ClusterOptions {
         config,
         client_count,
@@ -148,25 +180,56 @@ pub fn options_for_seed(seed: u64, trace: bool) -> (u64, ClusterOptions) {
         tick_steps_max: 6,
         faults: FaultRates::draw(&mut prng),
         keys: prng.between(1, 4) as usize,
+        value_bytes_max: value_bytes_max as usize,
         submit_ppm: prng.between(50_000, 500_000) as u32,
-        trace,
+        // Drawn whether used or not, so that the flag changes nothing else in the run.
+        oversized_ppm: match prng.chance(250_000) {
+            true => prng.between(1_000, 30_000) as u32 * run.oversized as u32,
+            false => 0,
+        },
+        trace: run.trace,
     };
-    (prng.next_u64(), options)
+    (prng.next_u64(), options, fault_steps_scale)
+}
+
+/// The largest checkpoint a run can take: the kv service over every key and a client
+/// table of every client, with values (and so replies) of up to `value_bytes_max`.
+/// Checkpoints still travel whole in one NewState, so messages must hold one.
+fn checkpoint_bytes_max(client_count: usize, value_bytes_max: u64) -> u64 {
+    let service = 8 + KEYS_MAX as u64 * (8 + 8 + value_bytes_max);
+    let clients = 4 + client_count as u64 * (36 + 32 + value_bytes_max);
+    service + clients
 }
 
 /// A small configuration so that pipelines fill, checkpoints happen and timeouts fire
 /// within a few thousand steps.
-pub fn sim_config(prng: &mut Prng, seed: u64, replica_count: u8, clients_max: u32) -> Config {
+///
+/// Half the seeds draw small messages, down to the smallest `Config::validate` accepts
+/// for the drawn batch and pipeline (or that holds the largest checkpoint, which travels
+/// whole), so that a NewState (capped at half a message) holds a few entries to a few
+/// dozen and recoveries, joins and a new primary's fetches take several. Half draw long
+/// logs (checkpoints up to 512 ops apart, tails up to 256), so that there is a lot to
+/// transfer.
+pub fn sim_config(
+    prng: &mut Prng,
+    seed: u64,
+    replica_count: u8,
+    clients_max: u32,
+    checkpoint_bytes_max: u64,
+) -> Config {
     let mut config = Config::new(seed as u128 | 1 << 64, replica_count);
     config.pipeline_prepares_max = prng.between(1, 4) as u32;
     config.batch_entries_max = prng.between(1, 8) as u32;
     config.request_body_bytes_max = 256;
-    config.batch_bytes_max = 4096;
-    config.pipeline_bytes_max = 4 * 4096;
-    config.message_bytes_max = 1 << 20;
+    draw_message_limits(prng, &mut config, checkpoint_bytes_max);
     config.clients_max = clients_max;
-    config.checkpoint_interval_ops = prng.between(32, 128);
-    config.log_tail_ops = prng.between(16, 48);
+    if prng.chance(500_000) {
+        config.checkpoint_interval_ops = prng.between(64, 512);
+        config.log_tail_ops = prng.between(32, 256);
+    } else {
+        config.checkpoint_interval_ops = prng.between(32, 128);
+        config.log_tail_ops = prng.between(16, 48);
+    }
     config.commit_interval_ticks = prng.between(1, 3);
     config.prepare_timeout_ticks = prng.between(3, 8);
     config.normal_timeout_ticks = prng.between(10, 20);
@@ -176,9 +239,40 @@ pub fn sim_config(prng: &mut Prng, seed: u64, replica_count: u8, clients_max: u3
     config
 }
 
+/// Batch, pipeline and message limits: the old roomy ones (1 MiB messages, so every
+/// transfer fits one NewState) or small ones near `Config::validate`'s minimum.
+fn draw_message_limits(prng: &mut Prng, config: &mut Config, checkpoint_bytes_max: u64) {
+    if prng.chance(500_000) {
+        config.batch_bytes_max = 4096;
+        config.pipeline_bytes_max = 4 * 4096;
+        config.message_bytes_max = 1 << 20;
+        return;
+    }
+    let entry_max = ENTRY_HEADER_BYTES as u64 + config.request_body_bytes_max as u64;
+    config.batch_bytes_max = prng.between(entry_max, 1024) as u32;
+    let batch = config.batch_bytes_max as u64;
+    config.pipeline_bytes_max = prng.between(batch, 4 * batch);
+    // `Config::validate`'s floor (a view change's suffix of a whole pipeline fits), or
+    // the replicas' own floor for sending a checkpoint (see `on_get_state`), with room
+    // for a few entries beside it.
+    let validate_floor = (config.pipeline_bytes_max + batch) * 2 + 4096;
+    let checkpoint_floor = 4096 + checkpoint_bytes_max + 2 * entry_max;
+    let floor = validate_floor.max(checkpoint_floor);
+    let slack = if prng.chance(250_000) {
+        0
+    } else {
+        prng.between(0, 4096)
+    };
+    config.message_bytes_max = (floor + slack) as u32;
+}
+
 /// Runs one seed; a replica panic is caught and reported as a violation.
 pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation> {
-    let (cluster_seed, cluster_options) = options_for_seed(seed, options.trace);
+    let (cluster_seed, cluster_options, fault_steps_scale) = options_for_seed(seed, &options);
+    let options = RunOptions {
+        fault_steps: options.fault_steps * fault_steps_scale,
+        ..options
+    };
     let regime = cluster_options.faults.regime;
     let client_count = cluster_options.client_count;
     if options.trace {
@@ -206,6 +300,9 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
                 stats,
                 faults: cluster.faults,
                 network: cluster.network().counts,
+                transfers: cluster.transfers(),
+                checks: checker.counts,
+                view_change_steps_longest: cluster.view_change_steps_longest,
             });
         }
         Ok(Err(failure)) => failure,
@@ -239,6 +336,8 @@ fn run_phases(cluster: &mut Cluster, options: RunOptions) -> Result<u64, Failure
     cluster.heal_all();
     cluster.load = false;
     cluster.register = false;
+    cluster.register_once = true;
+    let view_change_steps_max = view_change_steps_max(cluster.config());
     let start = cluster.now();
     while !cluster.clients_idle() {
         if cluster.now() - start >= options.liveness_steps_max {
@@ -251,6 +350,7 @@ fn run_phases(cluster: &mut Cluster, options: RunOptions) -> Result<u64, Failure
             ));
         }
         cluster.step()?;
+        cluster.check_view_change_progress(view_change_steps_max)?;
     }
     let liveness_steps = cluster.now() - start;
     if options.converge {
@@ -266,10 +366,23 @@ fn run_phases(cluster: &mut Cluster, options: RunOptions) -> Result<u64, Failure
                 ));
             }
             cluster.step()?;
+            cluster.check_view_change_progress(view_change_steps_max)?;
         }
     }
     cluster.check_final()?;
     Ok(liveness_steps)
+}
+
+/// How long a view change may take once every replica is up and the network is calm:
+/// four times the timeouts that pace it (a replica notices the failure, the view change
+/// times out once per replica while primaries-to-be are still recovering, recoveries
+/// retry), at the slowest tick rate (6 steps). At least 1,296 steps; the longest seen
+/// over seeds 0..5000 was 615.
+fn view_change_steps_max(config: &Config) -> u64 {
+    let ticks = config.normal_timeout_ticks
+        + config.view_change_timeout_ticks * config.replica_count as u64
+        + config.recovery_timeout_ticks * 4;
+    ticks * 6 * 4
 }
 
 /// Sums of many runs, for `vsr sim` and the seeds test.
@@ -295,6 +408,14 @@ pub struct Totals {
     pub faults: FaultCounts,
     /// Network events.
     pub network: NetworkCounts,
+    /// State-transfer splits.
+    pub transfers: TransferCounts,
+    /// What the checkers compared.
+    pub checks: CheckCounts,
+    /// The longest view change after the faults stopped, in steps.
+    pub view_change_steps_longest: u64,
+    /// Seeds per cluster size: 3, 5, 7 replicas.
+    pub sizes: [u64; 3],
     /// Seeds per regime: calm, lossy, partition-heavy, crash-heavy, chaos.
     pub regimes: [u64; 5],
 }
@@ -312,8 +433,21 @@ impl Totals {
         super::cluster::add_stats(&mut self.stats, &run.stats);
         self.faults.partition += run.faults.partition;
         self.faults.heal += run.faults.heal;
+        self.faults.flap += run.faults.flap;
         self.faults.crash += run.faults.crash;
         self.faults.restart += run.faults.restart;
+        self.faults.crash_primary += run.faults.crash_primary;
+        self.faults.crash_pair += run.faults.crash_pair;
+        self.faults.crash_in_view_change += run.faults.crash_in_view_change;
+        self.faults.crash_after_promise += run.faults.crash_after_promise;
+        self.faults.isolate_primary += run.faults.isolate_primary;
+        self.faults.recoveries_overlapping += run.faults.recoveries_overlapping;
+        self.transfers.add(&run.transfers);
+        self.checks.add(&run.checks);
+        self.view_change_steps_longest = self
+            .view_change_steps_longest
+            .max(run.view_change_steps_longest);
+        self.sizes[(run.replica_count as usize / 2).clamp(1, 3) - 1] += 1;
         let n = &mut self.network;
         n.sent += run.network.sent;
         n.delivered += run.network.delivered;
@@ -322,6 +456,8 @@ impl Totals {
         n.duplicated += run.network.duplicated;
         n.delayed += run.network.delayed;
         n.overflowed += run.network.overflowed;
+        n.replayed += run.network.replayed;
+        n.held += run.network.held;
         let regime = match run.regime {
             Regime::Calm => 0,
             Regime::Lossy => 1,
@@ -345,26 +481,46 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "regimes: calm {} lossy {} partition-heavy {} crash-heavy {} chaos {}",
-            r[0], r[1], r[2], r[3], r[4]
+            "regimes: calm {} lossy {} partition-heavy {} crash-heavy {} chaos {}  replicas: 3x{} 5x{} 7x{}",
+            r[0], r[1], r[2], r[3], r[4], self.sizes[0], self.sizes[1], self.sizes[2]
         )?;
         writeln!(
             f,
             "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}",
             s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions
         )?;
+        let t = &self.transfers;
         writeln!(
             f,
-            "faults: partition {} heal {} crash {} restart {} drop {} duplicate {} delay {} (blocked by partition {}, overflow {})",
-            self.faults.partition,
-            self.faults.heal,
-            self.faults.crash,
-            self.faults.restart,
-            n.dropped,
-            n.duplicated,
-            n.delayed,
-            n.blocked,
-            n.overflowed
+            "new states {} (cut by size {})  transfers in several new states {}  views gone back {}",
+            t.new_states, t.new_states_cut, t.multi_part, t.views_back
+        )?;
+        let c = &self.checks;
+        writeln!(
+            f,
+            "checked: commits {} snapshots {} checkpoints {} evicted replies {} rejected replies {}  longest view change after the faults {} steps",
+            c.commits_checked, c.snapshots_checked, c.checkpoints_checked, c.evicted_checked, c.rejected_checked, self.view_change_steps_longest
+        )?;
+        let x = &self.faults;
+        writeln!(
+            f,
+            "faults: partition {} (primary alone {}, again after a heal {}) heal {} crash {} (primary {}, pairs {}, in a view change or recovery {}, after a DoViewChange {}) restart {} (overlapping recoveries {})",
+            x.partition,
+            x.isolate_primary,
+            x.flap,
+            x.heal,
+            x.crash,
+            x.crash_primary,
+            x.crash_pair,
+            x.crash_in_view_change,
+            x.crash_after_promise,
+            x.restart,
+            x.recoveries_overlapping
+        )?;
+        writeln!(
+            f,
+            "network: drop {} duplicate {} delay {} hold {} replay {} (blocked by partition {}, overflow {})",
+            n.dropped, n.duplicated, n.delayed, n.held, n.replayed, n.blocked, n.overflowed
         )?;
         write!(
             f,

@@ -11,7 +11,7 @@ use super::checker::Failure;
 use super::cluster::{Cluster, ClusterOptions, Filter};
 use super::faults::FaultRates;
 use super::model::ModelOutcome;
-use super::network::Envelope;
+use super::network::{Envelope, NetworkFaults};
 use crate::client::Outcome;
 use crate::config::Config;
 use crate::protocol::{Op, Replica, ReplicaIndex, RequestNumber, Session};
@@ -95,7 +95,9 @@ impl Scenario {
             tick_steps_max: 5,
             faults: FaultRates::none(),
             keys: 2,
+            value_bytes_max: 1,
             submit_ppm: 300_000,
+            oversized_ppm: 0,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         };
         let mut cluster = Cluster::new(seed, options);
@@ -155,6 +157,26 @@ impl Scenario {
     /// filter) as if it were sent now.
     pub fn inject(&mut self, envelope: Envelope) {
         self.cluster.inject(envelope);
+    }
+
+    /// `replay`: the network keeps old replica-to-replica messages from now on (for up to
+    /// `age_max_steps`), and delivers `count` of them again, picked at random.
+    pub fn replay(&mut self, count: usize, age_max_steps: u64) {
+        let faults = self.cluster.network().faults;
+        self.cluster.set_network_faults(NetworkFaults {
+            replay_ppm: faults.replay_ppm.max(1),
+            replay_age_max_steps: age_max_steps,
+            ..faults
+        });
+        for _ in 0..count {
+            self.cluster.replay();
+        }
+    }
+
+    /// `replay` of one kept old message for which `wanted` holds (see
+    /// [`Scenario::replay`], which must have been called before it was sent).
+    pub fn replay_where(&mut self, wanted: impl Fn(&Envelope) -> bool) {
+        self.cluster.replay_where(wanted);
     }
 
     /// `drop`: every delivery matching `filter` is lost until [`Scenario::heal`]. The

@@ -30,7 +30,11 @@ pub struct Args {
     /// Also require every replica to end normal, in one view, at one commit.
     #[arg(long)]
     converge: bool,
-    /// Steps of the fault phase of each seed.
+    /// Let clients sometimes submit operations larger than the replicas accept (see
+    /// `RunOptions::oversized`).
+    #[arg(long)]
+    oversized: bool,
+    /// Steps of the fault phase of each seed (twice as many on one seed in eight).
     #[arg(long, default_value_t = RunOptions::default().fault_steps)]
     fault_steps: u64,
     /// Steps the healed cluster gets to finish every outstanding request.
@@ -45,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         liveness_steps_max: args.liveness_steps,
         converge: args.converge,
         trace: args.trace,
+        oversized: args.oversized,
     };
     let (start, count) = match (args.seed, args.seeds) {
         (Some(seed), _) => (seed, 1),

@@ -1,0 +1,226 @@
+//! What the simulator learns from the deliveries themselves: how state transfers were
+//! split over NewStates (a counter, to show that multi-message transfers happen), and the
+//! DoViewChanges each replica received, for the new-primary progress check (paper 4.2
+//! step 3: the new primary's commit number is the largest in the DoViewChanges it used).
+//!
+//! Everything here is read off messages the network delivered and off the replicas'
+//! accessors; nothing reaches into a replica.
+
+use super::checker::Failure;
+use crate::protocol::{Body, Message, Op, Replica, ReplicaIndex, View};
+use crate::service::Kv;
+
+/// State-transfer counters, from the NewStates the network delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferCounts {
+    /// NewStates delivered.
+    pub new_states: u64,
+    /// NewStates delivered whose entries stop short of the op their sender vouched for
+    /// (cut at half a message): the receiver needs at least one more.
+    pub new_states_cut: u64,
+    /// Transfers that took more than one NewState: a cut NewState followed, at the same
+    /// receiver, by one from the same sender carrying the entries after the cut.
+    pub multi_part: u64,
+    /// Times a replica's view was seen lower than at its previous input (without a
+    /// restart): the old core's lone view change going back to a leading older view.
+    /// A core where views never go back shows 0.
+    pub views_back: u64,
+}
+
+impl TransferCounts {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &TransferCounts) {
+        self.new_states += other.new_states;
+        self.new_states_cut += other.new_states_cut;
+        self.multi_part += other.multi_part;
+        self.views_back += other.views_back;
+    }
+}
+
+/// A cut NewState's receiver is waiting for the rest.
+#[derive(Clone, Copy, Debug)]
+struct Continuation {
+    from: ReplicaIndex,
+    /// The first op the cut NewState did not carry.
+    next: Op,
+    /// Whether this chain of NewStates was already counted as multi-part.
+    counted: bool,
+}
+
+/// The watcher: per replica, the transfer in progress and the DoViewChange commits seen.
+pub struct Watch {
+    continuation: Vec<Option<Continuation>>,
+    /// Per replica: the view of the DoViewChanges it received for a view it is to lead,
+    /// and the highest commit among them. Cleared when the replica's view moves.
+    do_view_change_commit: Vec<Option<(View, Op)>>,
+    /// Per replica: the latest view it was checked as a new primary of.
+    primary_checked: Vec<Option<View>>,
+    /// Per replica: its view at the last check.
+    view_seen: Vec<View>,
+    /// What was counted.
+    pub counts: TransferCounts,
+}
+
+impl Watch {
+    /// A watcher for `replica_count` replicas.
+    pub fn new(replica_count: usize) -> Watch {
+        Watch {
+            continuation: vec![None; replica_count],
+            do_view_change_commit: vec![None; replica_count],
+            primary_checked: vec![None; replica_count],
+            view_seen: vec![0; replica_count],
+            counts: TransferCounts::default(),
+        }
+    }
+
+    /// Forgets what replica `index` received: it restarted with an empty memory.
+    pub fn on_restart(&mut self, index: ReplicaIndex) {
+        self.continuation[index as usize] = None;
+        self.do_view_change_commit[index as usize] = None;
+        self.primary_checked[index as usize] = None;
+        self.view_seen[index as usize] = 0;
+    }
+
+    /// Notes a message about to be handed to live replica `to` (in view `view_now`).
+    pub fn on_deliver(
+        &mut self,
+        to: ReplicaIndex,
+        view_now: View,
+        primary_of: ReplicaIndex,
+        message: &Message,
+    ) {
+        match &message.body {
+            Body::NewState(new_state) => {
+                let entries_last = new_state.op_first + new_state.entries.len() as Op - 1;
+                let cut = entries_last < new_state.op;
+                self.on_new_state(to, message.replica, entries_last, cut);
+            }
+            Body::DoViewChange(dvc) if message.view >= view_now && primary_of == to => {
+                let slot = &mut self.do_view_change_commit[to as usize];
+                *slot = match *slot {
+                    Some((view, commit)) if view == message.view => {
+                        Some((view, commit.max(dvc.commit)))
+                    }
+                    Some((view, _)) if view > message.view => *slot,
+                    _ => Some((message.view, dvc.commit)),
+                };
+            }
+            _ => {}
+        }
+    }
+
+    fn on_new_state(&mut self, to: ReplicaIndex, from: ReplicaIndex, last: Op, cut: bool) {
+        self.counts.new_states += 1;
+        if cut {
+            self.counts.new_states_cut += 1;
+        }
+        let slot = &mut self.continuation[to as usize];
+        let counted = match slot.filter(|c| c.from == from) {
+            // A duplicate or an older part: the transfer is where it was.
+            Some(waiting) if last < waiting.next => return,
+            Some(waiting) => {
+                if !waiting.counted {
+                    self.counts.multi_part += 1;
+                }
+                true
+            }
+            None => false,
+        };
+        if cut {
+            *slot = Some(Continuation {
+                from,
+                next: last + 1,
+                counted,
+            });
+        } else if slot.is_some_and(|c| c.from == from) {
+            *slot = None;
+        }
+    }
+
+    /// Progress of a new primary: right after replica `index` handled an input, if it has
+    /// just become the normal primary of its view, its commit number must be at least the
+    /// highest commit of the DoViewChanges for that view delivered to it before.
+    pub fn check_new_primary(
+        &mut self,
+        index: ReplicaIndex,
+        replica: &Replica<Kv>,
+    ) -> Result<(), Failure> {
+        let view = replica.view();
+        let before = std::mem::replace(&mut self.view_seen[index as usize], view);
+        if view < before {
+            self.counts.views_back += 1;
+        }
+        let slot = &mut self.do_view_change_commit[index as usize];
+        if slot.is_some_and(|(v, _)| v != view) {
+            // The view moved on (or, in an older core, back): those DoViewChanges no
+            // longer bear on any view this replica can start.
+            *slot = None;
+        }
+        if !replica.is_primary() || self.primary_checked[index as usize] == Some(view) {
+            return Ok(());
+        }
+        self.primary_checked[index as usize] = Some(view);
+        let Some((_, commit_max)) = slot.take() else {
+            return Ok(());
+        };
+        if replica.commit() < commit_max {
+            return Err(Failure::new(
+                "progress",
+                format!(
+                    "replica {index} started view {view} with commit {}, below commit {commit_max} of a DoViewChange it received for that view",
+                    replica.commit()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Entry, NewState, Operation};
+    use bytes::Bytes;
+
+    fn new_state(from: ReplicaIndex, op_first: Op, count: u64, op: Op) -> Message {
+        let entry = Entry {
+            client: 1,
+            session: 1,
+            request: 1,
+            timestamp: 0,
+            operation: Operation::Apply,
+            body: Bytes::new(),
+        };
+        Message {
+            epoch: 0,
+            view: 0,
+            replica: from,
+            body: Body::NewState(NewState {
+                commit: op,
+                op,
+                checkpoint: None,
+                op_first,
+                entries: vec![entry; count as usize],
+            }),
+        }
+    }
+
+    #[test]
+    fn counts_a_transfer_split_over_several_new_states_once() {
+        let mut watch = Watch::new(3);
+        watch.on_deliver(2, 0, 0, &new_state(0, 1, 10, 10));
+        assert_eq!(watch.counts.multi_part, 0, "whole in one message");
+        watch.on_deliver(2, 0, 0, &new_state(0, 11, 10, 40));
+        watch.on_deliver(2, 0, 0, &new_state(0, 21, 10, 40));
+        watch.on_deliver(2, 0, 0, &new_state(0, 31, 10, 40));
+        assert_eq!(watch.counts.new_states, 4);
+        assert_eq!(watch.counts.new_states_cut, 2);
+        assert_eq!(watch.counts.multi_part, 1, "one transfer in three parts");
+        // A duplicate of an earlier part brings nothing after the cut: not a new chain.
+        watch.on_deliver(1, 0, 0, &new_state(0, 1, 5, 40));
+        watch.on_deliver(1, 0, 0, &new_state(0, 1, 5, 40));
+        assert_eq!(watch.counts.multi_part, 1);
+        watch.on_deliver(1, 0, 0, &new_state(0, 6, 35, 40));
+        assert_eq!(watch.counts.multi_part, 2);
+    }
+}
