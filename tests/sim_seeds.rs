@@ -63,6 +63,13 @@ const REGRESSIONS: &[(u64, &str)] = &[
         505547,
         "a primary-to-be holding DoViewChanges could not leave its view (converge)",
     ),
+    (
+        3320,
+        "a DoViewChange from before its sender's crash started a view without a committed op",
+    ),
+    (3424, "the same, another timing"),
+    (30393, "the same, another timing"),
+    (43416, "the same, another timing"),
 ];
 
 #[test]
@@ -120,6 +127,10 @@ fn assert_faults_were_exercised(totals: &Totals) {
     );
     assert!(f.crash_primary > 0 && f.isolate_primary > 0, "{f:?}");
     assert!(totals.network.replayed > 0, "no message replayed");
+    assert!(
+        totals.stats.empty_cluster_starts > 0,
+        "no seed started its replicas recovering, as `vsr replica` does"
+    );
     let c = &totals.checks;
     assert!(c.checkpoints_checked > 0 && c.evicted_checked > 0, "{c:?}");
 }

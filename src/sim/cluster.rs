@@ -64,6 +64,9 @@ pub struct ClusterOptions {
     /// Chance that a submitted operation is larger than `request_body_bytes_max`, which
     /// the replicas must refuse (`Rejected`) and never order.
     pub oversized_ppm: u32,
+    /// Every replica starts by recovering (paper 4.3), as `vsr replica` does, so that the
+    /// cluster must find out that it is new; otherwise every replica starts `Fresh`.
+    pub start_recovering: bool,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
 }
@@ -157,7 +160,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A fresh cluster: every replica `Start::Fresh`, clients unregistered.
+    /// A new cluster: every replica `Start::Fresh` (or recovering, see
+    /// [`ClusterOptions::start_recovering`]), clients unregistered.
     pub fn new(seed: u64, options: ClusterOptions) -> Cluster {
         options
             .config
@@ -170,7 +174,15 @@ impl Cluster {
         let n = config.replica_count;
         assert!(n <= 32, "the checkers track replicas in a 32-bit mask");
         let replicas = (0..n)
-            .map(|i| Some(Replica::new(config.clone(), i, Kv::new(), Start::Fresh)))
+            .map(|i| {
+                let start = match options.start_recovering {
+                    true => Start::Recover {
+                        nonce: Prng::new(seed ^ i as u64).nonzero(),
+                    },
+                    false => Start::Fresh,
+                };
+                Some(Replica::new(config.clone(), i, Kv::new(), start))
+            })
             .collect();
         let clocks = (0..n)
             .map(|_| {
@@ -1176,4 +1188,5 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.prepares_sent += stats.prepares_sent;
     total.entries_committed += stats.entries_committed;
     total.messages_dropped += stats.messages_dropped;
+    total.empty_cluster_starts += stats.empty_cluster_starts;
 }

@@ -187,10 +187,15 @@ pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u6
             true => prng.between(1_000, 30_000) as u32 * run.oversized as u32,
             false => 0,
         },
+        // From a stream of its own, so that no other draw of the seed changes.
+        start_recovering: Prng::new(seed ^ START_RECOVERING_STREAM).chance(200_000),
         trace: run.trace,
     };
     (prng.next_u64(), options, fault_steps_scale)
 }
+
+/// Mixed into the seed for the draw of `ClusterOptions::start_recovering`.
+const START_RECOVERING_STREAM: u64 = 0x5ee0_57a7_0000_0001;
 
 /// The largest checkpoint a run can take: the kv service over every key and a client
 /// table of every client, with values (and so replies) of up to `value_bytes_max`.
@@ -486,8 +491,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}",
-            s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions
+            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}  empty cluster starts {}",
+            s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions, s.empty_cluster_starts
         )?;
         let t = &self.transfers;
         writeln!(

@@ -98,6 +98,7 @@ impl Scenario {
             value_bytes_max: 1,
             submit_ppm: 300_000,
             oversized_ppm: 0,
+            start_recovering: false,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         };
         let mut cluster = Cluster::new(seed, options);

@@ -148,7 +148,12 @@ impl Watch {
         let view = replica.view();
         let before = std::mem::replace(&mut self.view_seen[index as usize], view);
         if view < before {
+            // Views never go back (ARCHITECTURE.md): the paper's safety argument needs it.
             self.counts.views_back += 1;
+            return Err(Failure::new(
+                "views",
+                format!("replica {index} went back from view {before} to view {view}"),
+            ));
         }
         let slot = &mut self.do_view_change_commit[index as usize];
         if slot.is_some_and(|(v, _)| v != view) {

@@ -278,6 +278,7 @@ impl<S: StateMachine> Replica<S> {
         if self.recovery_timeout.fired() {
             self.on_recovery_timeout(effects);
         }
+        self.repeat_ask(effects);
         if self.state_transfer_timeout.fired() {
             self.state_transfer_timeout.stop();
             self.state_transfer_pending = false;

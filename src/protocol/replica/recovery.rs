@@ -53,31 +53,31 @@ fn next_nonce(nonce: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// When every other replica answered, all of them in view 0, and the only one holding
-/// entries is the normal primary of view 0 with nothing committed: that primary's op.
+/// When every other replica answered, all of them from view 0, and the primary of view 0
+/// holds entries but has committed nothing: that primary's op.
 ///
-/// This is a brand-new cluster in which replica 0 found everyone empty and went normal
-/// first, then ordered requests it cannot commit without the others, who now count only
-/// one normal answer where recovery needs f+1. Nothing can have committed anywhere: in view
-/// 0 only its primary decides commits, and its commit number is 0; no later view exists,
-/// since every replica answered from view 0 (a view starts only once f+1 replicas moved
-/// to it, and views never go back). So no acknowledged op can be lost by taking its log.
+/// This is a brand-new cluster in which some replicas found everyone empty and went
+/// normal first, and the view-0 primary then ordered requests it cannot commit without
+/// the others, who now count fewer normal answers than the f+1 recovery needs. Nothing can
+/// have committed anywhere: in view 0 only its primary decides commits, and its commit
+/// number is 0; no later view exists, since every replica answered from view 0 (a view
+/// starts only once f+1 replicas moved to it, and views never go back). So no
+/// acknowledged op can be lost by taking that primary's log.
 fn new_cluster_primary_op(
     responses: &[Option<(View, RecoveryResponse)>],
     index: ReplicaIndex,
 ) -> Option<Op> {
-    let others = responses
-        .iter()
-        .enumerate()
-        .filter(|&(replica, _)| replica != index as usize);
     let mut primary_op = None;
-    for (replica, response) in others {
+    for (replica, response) in responses.iter().enumerate() {
+        if replica == index as usize {
+            continue;
+        }
         let (view, response) = response.as_ref()?;
         if *view != 0 {
             return None;
         }
-        if !response.empty {
-            if replica != 0 || response.commit != 0 {
+        if replica == 0 {
+            if response.empty || response.commit != 0 {
                 return None;
             }
             primary_op = Some(response.op);

@@ -156,7 +156,6 @@ impl<S: StateMachine> Replica<S> {
         if !following && self.view_is_healthy() {
             return self.drop_reason("start_view_change", "the current view is healthy");
         }
-        let repeated = view == self.asks.view && self.asks.from & 1 << from != 0;
         self.record_ask(from, view, sender_above);
         let own = 1u64 << self.index;
         if self.asks.view != view {
@@ -166,15 +165,23 @@ impl<S: StateMachine> Replica<S> {
             // Our view failed too (or a replica above it needs a view change): join the ask.
             return self.ask_for_view_change(effects);
         }
-        if repeated {
-            // The sender asks again, so it may have missed our ask: send it once more.
-            let to = from;
-            effects.push(Effect::Send {
-                to,
-                message: self.ask_message(view),
+        self.start_view_change_when_asked(effects);
+    }
+
+    /// Repeats this replica's ask every `view_change_timeout_ticks` while it stands, for
+    /// those that missed it. (Answering each ask received with ours would never stop: two
+    /// replicas would answer each other forever.)
+    pub(super) fn repeat_ask(&mut self, effects: &mut Vec<Effect>) {
+        let asked = self.asks.from & 1 << self.index != 0;
+        if asked
+            && self
+                .ticks
+                .is_multiple_of(self.config.view_change_timeout_ticks)
+        {
+            effects.push(Effect::Broadcast {
+                message: self.ask_message(self.asks.view),
             });
         }
-        self.start_view_change_when_asked(effects);
     }
 
     fn send_do_view_change(&mut self, effects: &mut Vec<Effect>) {
