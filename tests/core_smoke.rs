@@ -70,28 +70,40 @@ fn requests_commit_everywhere_and_checkpoints_trim_the_log() {
 }
 
 /// An operation over the size limit is refused with a clear answer, not dropped into a
-/// timeout, and the session goes on with the same request number.
+/// timeout, and the client goes on in a fresh session (so that a late copy of the refusal,
+/// answering a retry, can never pass for the answer to its next request).
 #[test]
 fn an_oversized_operation_is_rejected_and_the_session_continues() {
     let config = config();
     let mut cluster = MemoryCluster::new(&config, |_| Kv::new());
     let mut session = ClientSession::new(1, 3, 100);
     cluster.register(&mut session);
-    let mut outcomes = Vec::new();
+    let first_session = session.session();
     let too_large = vec![b'x'; config.request_body_bytes_max as usize + 1];
-    for body in [Bytes::from(too_large), put("k", "v")] {
-        let (request, target, message) = session.submit(body).unwrap();
-        assert_eq!(request, 1, "a refused request's number is used again");
-        cluster.send_from_client(target, message);
-        cluster.run(100_000);
-        while let Some((_, reply)) = cluster.replies.pop_front() {
-            outcomes.extend(session.on_message(&reply));
-        }
+    let (request, target, message) = session.submit(Bytes::from(too_large)).unwrap();
+    cluster.send_from_client(target.clone(), message.clone());
+    cluster.run(100_000);
+    let mut outcomes = Vec::new();
+    while let Some((_, reply)) = cluster.replies.pop_front() {
+        outcomes.extend(session.on_message(&reply));
     }
-    assert_eq!(outcomes.len(), 2);
-    assert_eq!(outcomes[0], Outcome::Rejected { request: 1 });
+    assert_eq!(outcomes, vec![Outcome::Rejected { request }]);
+    assert!(!session.is_registered());
+    cluster.register(&mut session);
+    assert!(session.session() > first_session);
+    // A retried copy of the refused request is refused again; its answer is ignored.
+    cluster.send_from_client(target, message);
+    let (request, target, message) = session.submit(put("k", "v")).unwrap();
+    assert_eq!(request, 1);
+    cluster.send_from_client(target, message);
+    cluster.run(100_000);
+    let mut outcomes = Vec::new();
+    while let Some((_, reply)) = cluster.replies.pop_front() {
+        outcomes.extend(session.on_message(&reply));
+    }
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert!(matches!(
-        &outcomes[1],
+        &outcomes[0],
         Outcome::Completed { request: 1, .. }
     ));
 }

@@ -38,9 +38,10 @@ pub enum Outcome {
         result: Bytes,
     },
     /// The replicas refused the in-flight request without executing it (its operation is
-    /// larger than they accept). The session stays registered.
+    /// larger than they accept). The session is given up (a late copy of the refusal must
+    /// never answer a later request): register again to continue.
     Rejected {
-        /// The request refused; its number will be reused by the next submission.
+        /// The request refused.
         request: RequestNumber,
     },
     /// The session was evicted from the client table. The in-flight request may or may
@@ -229,9 +230,12 @@ impl ClientSession {
             }
             ReplyStatus::Rejected if registering => None,
             ReplyStatus::Rejected => {
-                // Never ordered: the next request takes this number again, as the
-                // client table still expects it.
-                self.request -= 1;
+                // Never ordered. The next request would take this number again (the client
+                // table expects it), and a late copy of this rejection (answering a retry)
+                // would then pass for that request's answer. A fresh session instead:
+                // replies to this one no longer match anything in flight.
+                self.session = 0;
+                self.request = 0;
                 Some(Outcome::Rejected {
                     request: request_number,
                 })

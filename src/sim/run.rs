@@ -56,13 +56,10 @@ pub struct RunOptions {
     /// Log every step to stderr.
     pub trace: bool,
     /// Let clients sometimes submit operations larger than the replicas accept (they must
-    /// be refused with `Rejected` and never ordered). Off by default because of a client
-    /// bug it finds: the client reuses a refused request number, so a late refusal of a
-    /// retried copy of the oversized request is taken for a refusal of the next request,
-    /// whose real reply then answers the one after it (`vsr sim --seed 2657 --oversized`:
-    /// a Put that executed at op 20 is taken as refused, and the Get sent next with its
-    /// request number is answered with the Put's result; seen as a real-time-order
-    /// violation).
+    /// be refused with `Rejected` and never ordered). Off by default, so that seeds keep
+    /// replaying as they did when they were recorded; `tests/sim_seeds.rs` runs seeds with
+    /// it on. (It found a client bug: a refused request number was reused, so a late
+    /// refusal of a retried copy answered the next request; `--seed 2657 --oversized`.)
     pub oversized: bool,
 }
 
