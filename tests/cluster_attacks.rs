@@ -421,3 +421,126 @@ fn a_wrong_configuration_is_a_clear_error_at_once() {
         TestClient::connect(cluster.addresses(), cluster.cluster, 10 * SECOND).unwrap();
     client.put(b"k", b"v", 10 * SECOND).unwrap();
 }
+
+/// Without a cluster key anyone can say it is a replica (the README's security section says
+/// so); the messages that used to crash replicas (issue: hardening) must then be dropped,
+/// never panic a replica. Each replica gets, from a process posing as another replica: a
+/// GetState at the largest op, a StartView whose log lacks committed ops, a
+/// StartViewChange at the largest view, DoViewChanges whose logs lack committed ops, a
+/// NewState past the op it vouches for, and Prepares of absurd op ranges. Every replica
+/// keeps running and the cluster keeps serving, with the data it had.
+#[test]
+fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
+    use vsr::protocol::{
+        DoViewChange, Entry, GetState, NewState, Operation, Prepare, StartView, StartViewChange,
+        VIEW_MAX,
+    };
+    let mut cluster = TestCluster::start(3, "kv");
+    cluster.wait_until_serving(30 * SECOND);
+    let mut client = keyed_client(&cluster, None).unwrap();
+    for i in 0..20 {
+        put(&mut client, &format!("k{i}"), "v");
+    }
+    let entry = |timestamp| Entry {
+        client: 9,
+        session: 1,
+        request: 1,
+        timestamp,
+        operation: Operation::Apply,
+        body: Bytes::from_static(b"forged"),
+    };
+    let bodies = |view: u32| -> Vec<(u32, Body)> {
+        vec![
+            (view, Body::GetState(GetState { op: u64::MAX })),
+            (view, Body::GetState(GetState { op: 1 << 62 })),
+            (
+                view + 1,
+                Body::StartView(StartView {
+                    op: 1,
+                    commit: 0,
+                    op_first: 1,
+                    entries: vec![entry(1)],
+                }),
+            ),
+            (
+                u32::MAX,
+                Body::StartViewChange(StartViewChange { sender_view: 0 }),
+            ),
+            (
+                VIEW_MAX,
+                Body::StartViewChange(StartViewChange {
+                    sender_view: VIEW_MAX,
+                }),
+            ),
+            (
+                view + 3,
+                Body::DoViewChange(DoViewChange {
+                    last_normal_view: view + 2,
+                    op: 0,
+                    commit: 0,
+                    entries: Vec::new(),
+                }),
+            ),
+            (
+                view,
+                Body::NewState(NewState {
+                    commit: 5,
+                    op: 5,
+                    checkpoint: None,
+                    op_first: 4,
+                    entries: vec![entry(1), entry(2), entry(3)],
+                }),
+            ),
+            (
+                view,
+                Body::Prepare(Prepare {
+                    op_first: (1 << 62) - 1,
+                    commit: 1 << 62,
+                    entries: vec![entry(1), entry(2)],
+                }),
+            ),
+        ]
+    };
+    for target in 0..3 {
+        let view = cluster.stats(target).unwrap().u64("view") as u32;
+        let posing_as = ((target + 1) % 3) as u8;
+        for (message_view, body) in bodies(view) {
+            // One connection per message: the replica closes a connection that sends
+            // something no correct replica sends.
+            let mut stream = TcpStream::connect(cluster.addresses()[target]).unwrap();
+            let mut frames = replica_hello(&cluster, posing_as, None);
+            let message = Message {
+                epoch: 0,
+                view: message_view,
+                replica: posing_as,
+                body,
+            };
+            wire::encode(&message, cluster.cluster, &mut frames);
+            stream.write_all(&frames).unwrap();
+            drop(stream);
+        }
+    }
+    for replica in 0..3 {
+        assert!(
+            cluster.is_running(replica),
+            "replica {replica} exited:\n{}",
+            cluster.log(replica)
+        );
+    }
+    cluster.wait_until_serving(30 * SECOND);
+    for replica in 0..3 {
+        let view = cluster.stats(replica).unwrap().u64("view");
+        assert!(
+            view < 1024,
+            "a forged ask moved replica {replica} to view {view}"
+        );
+    }
+    let mut client = keyed_client(&cluster, None).unwrap();
+    put(&mut client, "after", "1");
+    let get = KvOp::Get(Bytes::from_static(b"k19")).encode();
+    let value = client.call(get).expect("get");
+    assert_eq!(
+        value,
+        vsr::service::kv::KvResult::Value(Bytes::from_static(b"v")).encode()
+    );
+}

@@ -28,6 +28,13 @@
 
 use super::*;
 
+/// How far above its own view a replica takes asks for a view change. A correct replica
+/// asks for one view past its own (or past the highest asked for), and gets above the
+/// others only through view changes that failed after f others asked too, so a legitimate
+/// ask is a few views ahead at most. Without a cluster key anyone can send asks; the
+/// bound keeps one forged ask from moving the cluster to the last view there is.
+const VIEWS_AHEAD_MAX: View = 1024;
+
 impl<S: StateMachine> Replica<S> {
     /// Raises the view and starts the view change for it (paper 4.2 step 1). The asks
     /// this replica collected for `view` count as that view's StartViewChange messages.
@@ -146,6 +153,9 @@ impl<S: StateMachine> Replica<S> {
             }
             self.start_view_change_from |= 1 << from;
             return self.send_do_view_change_once_called(effects);
+        }
+        if view - self.view > VIEWS_AHEAD_MAX {
+            return self.drop_reason("start_view_change", "asks for a view too far ahead");
         }
         // An ask for a view above ours. A sender that holds a view above ours can never
         // come back to it, so it is followed even when our view is healthy (once: it is
