@@ -705,3 +705,71 @@ fn new_cluster_starts_when_its_primary_took_requests_first() {
     s.wait_registered(0, SLOW);
     s.converge(SLOW);
 }
+
+/// A replica that has lost its memory must not take backups that hold entries, but have
+/// not heard of a commit yet, for empty replicas. Replica 0 commits client 0's registration
+/// (both backups acknowledged it) and crashes before any backup hears the commit number.
+/// Taking their answers for "empty", it would start a new, empty cluster and order another
+/// registration at op 1. (Kills a mutant of the "empty" answer in `on_recovery`.)
+#[test]
+fn backups_holding_uncommitted_entries_are_not_empty_to_a_recovering_primary() {
+    let mut s = Scenario::manual(61, scenario_config(3), 2);
+    s.drop_where(|envelope| {
+        envelope.from == Node::Replica(0)
+            && match &envelope.message.body {
+                Body::Commit(_) => true,
+                Body::Prepare(prepare) => prepare.commit > 0,
+                _ => false,
+            }
+    });
+    s.register(0);
+    let session = s.wait_registered(0, SLOW);
+    assert_eq!(session, 1);
+    assert_eq!(
+        s.replica(1).commit(),
+        0,
+        "the backups never heard of the commit"
+    );
+    s.crash(0);
+    s.restart(0);
+    s.register(1);
+    s.run(400);
+    s.heal();
+    assert!(s.wait_registered(1, SLOW) > 1);
+    s.converge(SLOW);
+}
+
+/// A backup that takes part in a view change enters the new view straight from the new
+/// primary's StartView: it asks nobody for state. (Kills a mutant that dropped StartView
+/// messages for the view a replica is changing to, which the replica then joined only
+/// by fetching the view's log.)
+#[test]
+fn a_backup_in_the_view_change_enters_the_new_view_from_start_view() {
+    let mut s = Scenario::new(3, 71);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.converge(SLOW);
+    let asked: Rc<RefCell<Vec<Node>>> = Rc::new(RefCell::new(Vec::new()));
+    let seen = asked.clone();
+    s.drop_where(move |envelope| {
+        if matches!(envelope.message.body, Body::GetState(_)) {
+            seen.borrow_mut().push(envelope.from);
+        }
+        false
+    });
+    s.crash(0);
+    s.run_until("a backup leads a new view", SLOW, |c| {
+        c.primary().is_some_and(|p| p != 0)
+    });
+    let primary = s.cluster().primary().unwrap();
+    let backup = 3 - primary;
+    s.run_until("the other backup is normal in the new view", SLOW, |c| {
+        let r = c.replica(backup).unwrap();
+        r.status() == Status::Normal && r.view() >= 1
+    });
+    assert!(
+        !asked.borrow().contains(&Node::Replica(backup)),
+        "the StartView carried the new log: {:?}",
+        asked.borrow()
+    );
+}
