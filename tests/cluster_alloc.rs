@@ -1,4 +1,4 @@
-//! The steady state allocates nothing per operation (DESIGN.md "Performance"): three
+//! The steady state allocates nothing per operation (perf/README.md): three
 //! in-process replicas serve 64 pipelined sessions, and a counting allocator counts the
 //! allocations made on the replica threads (event loop, protocol core and service
 //! together) per committed operation once the buffers have warmed up.
