@@ -755,7 +755,12 @@ fn a_backup_in_the_view_change_enters_the_new_view_from_start_view() {
         if matches!(envelope.message.body, Body::GetState(_)) {
             seen.borrow_mut().push(envelope.from);
         }
-        false
+        // The backups hold the next entry, uncommitted: the new log goes past its commit.
+        envelope.to == Node::Replica(0) && matches!(envelope.message.body, Body::PrepareOk(_))
+    });
+    s.submit(1, put("b", "2"));
+    s.run_until("both backups hold the new entry", SLOW, |c| {
+        (1..3).all(|i| c.replica(i).unwrap().op() > c.replica(i).unwrap().commit())
     });
     s.crash(0);
     s.run_until("a backup leads a new view", SLOW, |c| {
@@ -772,4 +777,6 @@ fn a_backup_in_the_view_change_enters_the_new_view_from_start_view() {
         "the StartView carried the new log: {:?}",
         asked.borrow()
     );
+    s.heal();
+    s.wait_completed(1, SLOW);
 }
