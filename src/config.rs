@@ -11,7 +11,9 @@ use thiserror::Error;
 pub struct Config {
     /// Identifies the cluster on the wire; frames with another id are rejected.
     pub cluster: u128,
-    /// Number of replicas, 2f+1.
+    /// Number of replicas, 2f+1, of the cluster's first configuration
+    /// (`protocol::Configuration::initial`). Membership itself is replicated state: the
+    /// protocol asks its `Configuration`, not this.
     pub replica_count: u8,
     /// Prepares in flight before the primary waits for acknowledgements.
     pub pipeline_prepares_max: u32,
@@ -41,8 +43,10 @@ pub struct Config {
     pub normal_timeout_ticks: u64,
     /// Ticks before a view change that is not finishing moves on to the next view.
     pub view_change_timeout_ticks: u64,
-    /// Ticks before a recovery attempt or state transfer is retried.
+    /// Ticks before a recovery attempt starts over with a new nonce.
     pub recovery_timeout_ticks: u64,
+    /// Ticks before a GetState that got no answer is asked again.
+    pub state_transfer_timeout_ticks: u64,
 }
 
 impl Config {
@@ -65,15 +69,16 @@ impl Config {
             normal_timeout_ticks: 100,
             view_change_timeout_ticks: 100,
             recovery_timeout_ticks: 50,
+            state_transfer_timeout_ticks: 50,
         }
     }
 
-    /// f: the number of replicas that may fail.
+    /// f of the first configuration: the number of replicas that may fail.
     pub fn faults_max(&self) -> usize {
         (self.replica_count as usize - 1) / 2
     }
 
-    /// f+1: a quorum, counting the replica itself.
+    /// f+1 of the first configuration: a quorum, counting the replica itself.
     pub fn quorum(&self) -> usize {
         self.faults_max() + 1
     }
@@ -129,6 +134,10 @@ impl Config {
             ("normal_timeout_ticks", self.normal_timeout_ticks),
             ("view_change_timeout_ticks", self.view_change_timeout_ticks),
             ("recovery_timeout_ticks", self.recovery_timeout_ticks),
+            (
+                "state_transfer_timeout_ticks",
+                self.state_transfer_timeout_ticks,
+            ),
         ];
         if let Some((name, _)) = ticks.iter().find(|(_, t)| *t == 0) {
             return Err(Zero(name));

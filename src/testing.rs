@@ -64,6 +64,8 @@ impl<S: StateMachine> MemoryCluster<S> {
     }
 
     fn route(&mut self, from: ReplicaIndex, effects: &mut Vec<Effect>) {
+        // State lives in memory only: every write completes at once.
+        self.replicas[from as usize].complete_writes_in_memory(effects);
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => self.queue.push_back((to, message)),
@@ -75,6 +77,7 @@ impl<S: StateMachine> MemoryCluster<S> {
                     }
                 }
                 Effect::Reply { client, message } => self.replies.push_back((client, message)),
+                Effect::Write { .. } => {} // Completed above.
             }
         }
     }

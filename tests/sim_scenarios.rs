@@ -634,6 +634,7 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
         entries: (1..=3).map(|op| entry(op, op)).collect(),
     };
     replica.on_message(message(0, 0, Body::Prepare(prepare)), &mut effects);
+    replica.complete_writes_in_memory(&mut effects);
     assert_eq!((replica.op(), replica.commit()), (3, 0));
     // Replica 2's DoViewChange for view 1: the best log, ops 1..=6 all committed.
     let dvc = DoViewChange {
@@ -644,6 +645,7 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
     };
     effects.clear();
     replica.on_message(message(1, 2, Body::DoViewChange(dvc)), &mut effects);
+    replica.complete_writes_in_memory(&mut effects);
     let asked = effects.iter().any(|effect| {
         matches!(effect, Effect::Send { to: 2, message }
             if matches!(message.body, Body::GetState(GetState { op: 0 })))

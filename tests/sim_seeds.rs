@@ -30,6 +30,14 @@ const OPTIONS: RunOptions = RunOptions {
     converge: true,
     trace: false,
     oversized: false,
+    write_delays: true,
+};
+
+/// The regression seeds replay as they were recorded: before writes were effects, every
+/// write completed at once.
+const REGRESSION_OPTIONS: RunOptions = RunOptions {
+    write_delays: false,
+    ..OPTIONS
 };
 
 /// Seeds outside `0..SEEDS` that found bugs, each fixed since; they run on every test.
@@ -75,7 +83,7 @@ const REGRESSIONS: &[(u64, &str)] = &[
 #[test]
 fn regression_seeds_are_clean() {
     for &(seed, bug) in REGRESSIONS {
-        if let Err(violation) = run_seed(seed, OPTIONS) {
+        if let Err(violation) = run_seed(seed, REGRESSION_OPTIONS) {
             panic!("regression seed {seed} ({bug}):\n{violation}");
         }
     }
@@ -133,6 +141,10 @@ fn assert_faults_were_exercised(totals: &Totals) {
     );
     let c = &totals.checks;
     assert!(c.checkpoints_checked > 0 && c.evicted_checked > 0, "{c:?}");
+    assert!(
+        totals.write_delay_seeds > 0 && totals.persistence_checked > 0,
+        "no seed completed writes late"
+    );
 }
 
 /// Clients that sometimes send operations larger than the replicas accept: the replicas
@@ -147,6 +159,13 @@ fn oversized_requests_are_refused_and_never_confused() {
     };
     let mut totals = Totals::default();
     for seed in (0..100).chain([2657]) {
+        let options = match seed {
+            2657 => RunOptions {
+                write_delays: false, // As recorded.
+                ..options
+            },
+            _ => options,
+        };
         match run_seed(seed, options) {
             Ok(summary) => totals.add(&summary),
             Err(violation) => panic!("{violation}"),

@@ -1,8 +1,32 @@
 //! What the core asks its driver to do. The core never performs I/O: each input writes
 //! effects into a caller-owned buffer, and the driver (runtime or simulator) carries them
 //! out in order.
+//!
+//! # Writes come before the messages that rely on them
+//!
+//! Every change to what a replica must remember across a crash (its log, its checkpoint,
+//! its view and last normal view) is an [`Effect::Write`], numbered in the order issued.
+//! The driver makes writes durable in that order and reports each completion with
+//! [`Replica::on_persisted`](super::Replica::on_persisted). The core releases a message
+//! that vouches for written state only once those writes completed:
+//!
+//! - a PrepareOk, DoViewChange, StartView, StartViewChange, RecoveryResponse or NewState
+//!   waits for every write issued up to the end of the input that produced it (it speaks
+//!   for the log and the view);
+//! - a Prepare or Commit waits for the pending [`Write::State`] only (the primary sends a
+//!   Prepare while its own append is under way, and counts its own acknowledgement only
+//!   once that append completed);
+//! - replies, Recovery and GetState rely on nothing written.
+//!
+//! Messages held back keep their order. A driver without durable storage completes every
+//! write at once (call `on_persisted` right after the input): then every message leaves
+//! in the same input that produced it, in order, as if writes did not exist.
 
-use super::message::{ClientId, Message, ReplicaIndex};
+use super::message::{ClientId, Message, Op, ReplicaIndex, View};
+
+/// The number of a write: writes are numbered 1, 2, ... in the order issued, and complete
+/// in that order.
+pub type WriteId = u64;
 
 /// One thing for the driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,4 +50,95 @@ pub enum Effect {
         /// The reply.
         message: Message,
     },
+    /// Make `write` durable, after every write with a lower id, then report it with
+    /// `Replica::on_persisted(id)`.
+    Write {
+        /// The write's number.
+        id: WriteId,
+        /// What changed.
+        write: Write,
+    },
+}
+
+/// A change to what a replica must remember across a crash. Within one input the core
+/// issues them in this order: checkpoint, log, state; so a crash between two of them
+/// leaves a log newer than the state that describes it, never a state that claims a log
+/// the replica does not hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// A checkpoint was taken or installed at `op` (read it with `Replica::checkpoint`).
+    Checkpoint {
+        /// The checkpoint's op.
+        op: Op,
+    },
+    /// The log was replaced by an empty one after `base`: a checkpoint at `base` was
+    /// installed from another replica.
+    LogReset {
+        /// The op before the first entry the log may hold now.
+        base: Op,
+    },
+    /// Every entry after `after` was removed (a view change replaced the uncommitted
+    /// suffix); later appends reuse those op numbers.
+    LogTruncate {
+        /// The last op kept.
+        after: Op,
+    },
+    /// Entries `from..=to` were appended. The driver reads them with `Replica::entry`
+    /// before the replica's next input (a later write of the same input may remove some
+    /// of them again: then a `LogTruncate` or `LogReset` follows).
+    LogAppend {
+        /// The first op appended.
+        from: Op,
+        /// The last op appended.
+        to: Op,
+    },
+    /// The replica's view, last normal view or epoch changed.
+    State(DurableState),
+}
+
+/// What a replica must never forget about its place in the sequence of views: a view
+/// once entered is a promise not to act in an older one (paper 4.2), and the last normal
+/// view says which view's log the replica holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    /// The configuration epoch.
+    pub epoch: u32,
+    /// The current view. Never decreases.
+    pub view: View,
+    /// The latest view in which the replica was normal; ≤ `view`.
+    pub last_normal_view: View,
+}
+
+/// What a message waits for before it may leave (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reliance {
+    /// Every write issued so far.
+    AllWrites,
+    /// The latest state write.
+    State,
+    /// Nothing.
+    Nothing,
+}
+
+impl Effect {
+    /// What this effect relies on being durable before it is carried out.
+    pub(crate) fn reliance(&self) -> Reliance {
+        use super::message::Body;
+        let message = match self {
+            Effect::Send { message, .. } | Effect::Broadcast { message } => message,
+            Effect::Reply { .. } | Effect::Write { .. } => return Reliance::Nothing,
+        };
+        match message.body {
+            Body::Prepare(_) | Body::Commit(_) => Reliance::State,
+            Body::Request(_) | Body::Reply(_) | Body::Recovery(_) | Body::GetState(_) => {
+                Reliance::Nothing
+            }
+            Body::PrepareOk(_)
+            | Body::StartViewChange(_)
+            | Body::DoViewChange(_)
+            | Body::StartView(_)
+            | Body::RecoveryResponse(_)
+            | Body::NewState(_) => Reliance::AllWrites,
+        }
+    }
 }

@@ -3,6 +3,9 @@
 //! Entries at or below `base` are gone: either trimmed after a checkpoint (paper 5.1) or
 //! never held because the replica restored a checkpoint at `base`. Invariant: the entry at
 //! op `base + i + 1` is `entries[i]`, and timestamps strictly increase along the log.
+//!
+//! The log also remembers what changed since the replica last described it in writes
+//! (`take_changes`), so that no handler can change the log and forget to persist it.
 
 use super::message::{Entry, Op};
 use std::collections::VecDeque;
@@ -13,6 +16,25 @@ pub struct Log {
     base: Op,
     base_timestamp: u64,
     entries: VecDeque<Entry>,
+    /// The op up to which the writes issued so far describe this log; ≤ `op()`.
+    written_op: Op,
+    /// Since the last `take_changes`: the log was reset to start after this op.
+    reset_base: Option<Op>,
+    /// Since the last `take_changes`: the lowest op kept by a truncation that removed
+    /// entries already described by a write.
+    truncated_after: Option<Op>,
+}
+
+/// How the log changed since the last [`Log::take_changes`], in the order a store must
+/// apply it: reset, truncate, append.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogChanges {
+    /// The log restarted empty after this op.
+    pub reset_base: Option<Op>,
+    /// Entries after this op were removed.
+    pub truncated_after: Option<Op>,
+    /// Entries `from..=to` were appended.
+    pub appended: Option<(Op, Op)>,
 }
 
 impl Log {
@@ -62,6 +84,10 @@ impl Log {
     pub fn truncate(&mut self, op: Op) {
         assert!(op >= self.base, "truncate below the log base");
         self.entries.truncate((op - self.base) as usize);
+        if op < self.written_op {
+            self.written_op = op;
+            self.truncated_after = Some(self.truncated_after.map_or(op, |after| after.min(op)));
+        }
     }
 
     /// Drops every entry at or below `op` (after a checkpoint made them redundant).
@@ -80,6 +106,24 @@ impl Log {
         self.entries.clear();
         self.base = base;
         self.base_timestamp = base_timestamp;
+        self.written_op = base;
+        self.reset_base = Some(base);
+        self.truncated_after = None;
+    }
+
+    /// What changed since the previous call; from now on the log counts as described.
+    /// Entries trimmed before they were ever described need no write: the checkpoint that
+    /// trimmed them covers them.
+    pub fn take_changes(&mut self) -> LogChanges {
+        debug_assert!(self.written_op <= self.op());
+        let from = self.written_op.max(self.base) + 1;
+        let to = self.op();
+        self.written_op = to;
+        LogChanges {
+            reset_base: self.reset_base.take(),
+            truncated_after: self.truncated_after.take(),
+            appended: (from <= to).then_some((from, to)),
+        }
     }
 
     /// Clones the entries in `from ..= to` (both held), stopping early once `bytes_max` is

@@ -7,12 +7,16 @@
 //! simulator replay any run from a seed.
 
 pub mod client_table;
+pub mod configuration;
 pub mod effects;
 pub mod log;
 pub mod message;
 pub mod replica;
+pub mod replica_set;
 pub mod timeout;
 
-pub use effects::Effect;
+pub use configuration::{Configuration, ReplicaId};
+pub use effects::{DurableState, Effect, Write, WriteId};
 pub use message::*;
 pub use replica::{Replica, Start, Stats, Status};
+pub use replica_set::ReplicaSet;

@@ -791,11 +791,15 @@ impl<S: StateMachine> EventLoop<S> {
     fn execute_effects(&mut self) {
         self.now = Instant::now();
         let mut effects = std::mem::take(&mut self.effects);
+        // Durability in memory: every write completes at once, which releases the
+        // messages that waited for them (the storage phase of a durable replica goes here).
+        self.replica.complete_writes_in_memory(&mut effects);
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => self.send(to, &message),
                 Effect::Broadcast { message } => self.broadcast(&message),
                 Effect::Reply { client, message } => self.reply(client, message),
+                Effect::Write { .. } => {} // Completed above.
             }
         }
         self.effects = effects; // Keep the capacity.

@@ -18,6 +18,7 @@ use super::checker::{Checker, ClientReply, Failure};
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
+use super::storage::Storage;
 use super::watch::{TransferCounts, Watch};
 use super::workload::Workload;
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
@@ -25,11 +26,11 @@ use crate::config::Config;
 use crate::protocol::Replica;
 use crate::protocol::{
     Body, ClientId, Effect, Message, ReplicaIndex, ReplyStatus, RequestNumber, Start, Stats,
-    Status, View,
+    Status, View, Write, WriteId,
 };
 use crate::service::kv::KvOp;
 use crate::service::Kv;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Simulated nanoseconds per step, for the replicas' realtime clocks (paper 4.4).
 const STEP_NS: i64 = 1_000_000;
@@ -67,6 +68,11 @@ pub struct ClusterOptions {
     /// Every replica starts by recovering (paper 4.3), as `vsr replica` does, so that the
     /// cluster must find out that it is new; otherwise every replica starts `Fresh`.
     pub start_recovering: bool,
+    /// A replica's writes complete, in order, 0 to this many steps after it issued them
+    /// (drawn per write), so that the messages waiting for them leave late and out of step
+    /// with the others. 0: every write completes within the input that issued it, as in a
+    /// replica that keeps its state in memory.
+    pub write_delay_steps_max: u64,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
 }
@@ -157,6 +163,10 @@ pub struct Cluster {
     view_change_since: Option<(u64, View)>,
     /// The longest such stretch seen, in steps.
     pub view_change_steps_longest: u64,
+    /// Per replica: writes not yet completed, as (step due, id, write), in order.
+    writes_due: Vec<VecDeque<(u64, WriteId, Write)>>,
+    /// What each replica's completed writes made durable.
+    storage: Storage,
 }
 
 impl Cluster {
@@ -244,6 +254,8 @@ impl Cluster {
             register_once: false,
             view_change_since: None,
             view_change_steps_longest: 0,
+            writes_due: vec![VecDeque::new(); n as usize],
+            storage: Storage::new(n as usize),
             options,
         }
     }
@@ -256,6 +268,16 @@ impl Cluster {
     /// The configuration every replica runs.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The options the cluster was built with.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
+    /// What each replica's completed writes made durable.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Replica `index`, unless it is crashed.
@@ -455,6 +477,8 @@ impl Cluster {
             .take()
             .expect("crash a live replica");
         add_stats(&mut self.stats_retired, replica.stats());
+        self.writes_due[index as usize].clear(); // Lost with the process.
+        self.storage.on_crash(index);
         self.faults.crash += 1;
         self.seen[index as usize] = None;
         self.trace(format_args!(
@@ -533,6 +557,7 @@ impl Cluster {
                 Node::Client(client) => self.deliver_to_client(client, envelope.message)?,
             }
         }
+        self.complete_due_writes()?;
         self.tick_replicas()?;
         if self.now.is_multiple_of(self.options.client_tick_steps) {
             self.tick_clients();
@@ -561,8 +586,15 @@ impl Cluster {
         self.watch
             .on_deliver(index, replica.view(), primary_of, &envelope.message);
         replica.set_clock(self.clocks[index as usize].realtime_ns(now));
+        let immediate = self.options.write_delay_steps_max == 0;
         replica.on_message(envelope.message, &mut self.effects);
+        if immediate {
+            replica.complete_writes_in_memory(&mut self.effects);
+        }
         replica.flush(&mut self.effects);
+        if immediate {
+            replica.complete_writes_in_memory(&mut self.effects);
+        }
         self.dispatch(index)?;
         self.check_commits(index)
     }
@@ -671,6 +703,26 @@ impl Cluster {
         if promised && self.inject {
             self.crash_soon_after_promise(from);
         }
+        let delay_max = self.options.write_delay_steps_max;
+        if delay_max == 0 {
+            // Every write completed within its input, before its messages were released.
+            for effect in &effects {
+                if let Effect::Write { write, .. } = effect {
+                    self.storage.complete(from, *write)?;
+                }
+            }
+        }
+        let checked = effects.iter().try_for_each(|effect| match effect {
+            Effect::Send { message, .. } | Effect::Broadcast { message } => {
+                self.storage.check_message(from, message)
+            }
+            Effect::Reply { .. } | Effect::Write { .. } => Ok(()),
+        });
+        if let Err(failure) = checked {
+            effects.clear();
+            self.effects = effects;
+            return Err(failure);
+        }
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message }
@@ -706,6 +758,15 @@ impl Cluster {
                                 copy,
                             );
                         }
+                    }
+                }
+                Effect::Write { id, write } => {
+                    if delay_max > 0 {
+                        // In order: never before the replica's previous write.
+                        let due = &mut self.writes_due[from as usize];
+                        let earliest = due.back().map_or(0, |&(at, _, _)| at);
+                        let at = (self.now + self.prng.between(0, delay_max)).max(earliest);
+                        due.push_back((at, id, write));
                     }
                 }
                 Effect::Reply { client, message } => {
@@ -752,6 +813,29 @@ impl Cluster {
         }
     }
 
+    /// Completes the writes that are due, oldest first and one at a time (so that the
+    /// storage model holds exactly what each released message waited for).
+    fn complete_due_writes(&mut self) -> Result<(), Failure> {
+        for index in 0..self.config.replica_count {
+            while let Some(&(at, id, write)) = self.writes_due[index as usize].front() {
+                if at > self.now {
+                    break;
+                }
+                self.writes_due[index as usize].pop_front();
+                let Some(replica) = self.replicas[index as usize].as_mut() else {
+                    break;
+                };
+                self.storage.complete(index, write)?;
+                replica.on_persisted(id, &mut self.effects);
+                replica.flush(&mut self.effects);
+                self.trace(format_args!("r{index} write {id} durable"));
+                self.dispatch(index)?;
+                self.check_commits(index)?;
+            }
+        }
+        Ok(())
+    }
+
     fn tick_replicas(&mut self) -> Result<(), Failure> {
         for index in 0..self.config.replica_count {
             let clock = &mut self.clocks[index as usize];
@@ -766,8 +850,15 @@ impl Cluster {
                 continue;
             };
             replica.set_clock(realtime_ns);
+            let immediate = self.options.write_delay_steps_max == 0;
             replica.on_tick(&mut self.effects);
+            if immediate {
+                replica.complete_writes_in_memory(&mut self.effects);
+            }
             replica.flush(&mut self.effects);
+            if immediate {
+                replica.complete_writes_in_memory(&mut self.effects);
+            }
             self.dispatch(index)?;
             self.check_commits(index)?;
         }

@@ -9,12 +9,13 @@
 //! - [`model`]: the reference model; [`checker`]: agreement, durability and
 //!   linearizability checks, run after every step;
 //! - [`watch`]: what deliveries show (multi-message transfers, the DoViewChanges a new
-//!   primary heard);
+//!   primary heard); [`storage`]: what each replica's completed writes made durable, and
+//!   that no message vouches for more;
 //! - [`cluster`]: the world and its step; [`run`]: one random run per seed;
 //!   [`scenario`]: scripted scenarios for tests.
 //!
 //! Architecture invariant: the simulator drives `protocol::Replica` only through its public
-//! API (`on_message`, `on_tick`, `flush`, `set_clock`) and reads it only through accessors;
+//! API (`on_message`, `on_tick`, `flush`, `on_persisted`, `set_clock`) and reads it only through accessors;
 //! it never reaches into the replica's state.
 
 pub mod checker;
@@ -25,6 +26,7 @@ pub mod network;
 pub mod prng;
 pub mod run;
 pub mod scenario;
+pub mod storage;
 pub mod watch;
 pub mod workload;
 

@@ -61,6 +61,10 @@ pub struct RunOptions {
     /// it on. (It found a client bug: a refused request number was reused, so a late
     /// refusal of a retried copy answered the next request; `--seed 2657 --oversized`.)
     pub oversized: bool,
+    /// Let half the seeds complete writes late (see `ClusterOptions::write_delay_steps_max`).
+    /// On by default; off replays seeds as they ran before writes were effects (every
+    /// write completing at once).
+    pub write_delays: bool,
 }
 
 impl Default for RunOptions {
@@ -71,6 +75,7 @@ impl Default for RunOptions {
             converge: false,
             trace: false,
             oversized: false,
+            write_delays: true,
         }
     }
 }
@@ -141,6 +146,10 @@ pub struct RunSummary {
     pub checks: CheckCounts,
     /// The longest view change after the faults stopped, in steps.
     pub view_change_steps_longest: u64,
+    /// The most steps a write took to complete (0: every write completed at once).
+    pub write_delay_steps_max: u64,
+    /// Messages checked against what their sender's completed writes made durable.
+    pub persistence_checked: u64,
 }
 
 /// The cluster options a seed stands for, and how many times `RunOptions::fault_steps`
@@ -186,6 +195,7 @@ pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u6
         },
         // From a stream of its own, so that no other draw of the seed changes.
         start_recovering: Prng::new(seed ^ START_RECOVERING_STREAM).chance(200_000),
+        write_delay_steps_max: write_delay_steps_max(seed, run),
         trace: run.trace,
     };
     (prng.next_u64(), options, fault_steps_scale)
@@ -193,6 +203,21 @@ pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u6
 
 /// Mixed into the seed for the draw of `ClusterOptions::start_recovering`.
 const START_RECOVERING_STREAM: u64 = 0x5ee0_57a7_0000_0001;
+
+/// Mixed into the seed for the draw of `ClusterOptions::write_delay_steps_max`.
+const WRITE_DELAY_STREAM: u64 = 0x5ee0_57a7_0000_0002;
+
+/// Half the seeds complete writes late (up to 1-12 steps, a few replica ticks), so that
+/// messages waiting for a write leave after others sent later; the other half complete
+/// them at once, as a replica keeping its state in memory does. From a stream of its own,
+/// so that turning the delays off (`RunOptions::write_delays`) changes nothing else.
+fn write_delay_steps_max(seed: u64, run: &RunOptions) -> u64 {
+    let mut prng = Prng::new(seed ^ WRITE_DELAY_STREAM);
+    match prng.chance(500_000) && run.write_delays {
+        true => prng.between(1, 12),
+        false => 0,
+    }
+}
 
 /// The largest checkpoint a run can take: the kv service over every key and a client
 /// table of every client, with values (and so replies) of up to `value_bytes_max`.
@@ -237,6 +262,9 @@ pub fn sim_config(
     config.normal_timeout_ticks = prng.between(10, 20);
     config.view_change_timeout_ticks = prng.between(8, 20);
     config.recovery_timeout_ticks = prng.between(5, 15);
+    // Not drawn, so that every seed replays as before the two timeouts had names of their
+    // own (state transfer used the recovery timeout).
+    config.state_transfer_timeout_ticks = config.recovery_timeout_ticks;
     config.validate().expect("the simulator's config is valid");
     config
 }
@@ -305,6 +333,8 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
                 transfers: cluster.transfers(),
                 checks: checker.counts,
                 view_change_steps_longest: cluster.view_change_steps_longest,
+                write_delay_steps_max: cluster.options().write_delay_steps_max,
+                persistence_checked: cluster.storage().messages_checked,
             });
         }
         Ok(Err(failure)) => failure,
@@ -420,6 +450,10 @@ pub struct Totals {
     pub sizes: [u64; 3],
     /// Seeds per regime: calm, lossy, partition-heavy, crash-heavy, chaos.
     pub regimes: [u64; 5],
+    /// Seeds whose writes completed late.
+    pub write_delay_seeds: u64,
+    /// Messages checked against their sender's durable state.
+    pub persistence_checked: u64,
 }
 
 impl Totals {
@@ -468,6 +502,8 @@ impl Totals {
             Regime::Chaos => 4,
         };
         self.regimes[regime] += 1;
+        self.write_delay_seeds += (run.write_delay_steps_max > 0) as u64;
+        self.persistence_checked += run.persistence_checked;
     }
 }
 
@@ -518,6 +554,11 @@ impl fmt::Display for Totals {
             x.crash_after_promise,
             x.restart,
             x.recoveries_overlapping
+        )?;
+        writeln!(
+            f,
+            "writes: seeds completing them late {}  messages checked against durable state {}",
+            self.write_delay_seeds, self.persistence_checked
         )?;
         writeln!(
             f,

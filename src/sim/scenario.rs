@@ -62,6 +62,7 @@ pub fn scenario_config(replica_count: u8) -> Config {
     config.normal_timeout_ticks = 12;
     config.view_change_timeout_ticks = 12;
     config.recovery_timeout_ticks = 8;
+    config.state_transfer_timeout_ticks = 8;
     config
 }
 
@@ -99,6 +100,7 @@ impl Scenario {
             submit_ppm: 300_000,
             oversized_ppm: 0,
             start_recovering: false,
+            write_delay_steps_max: 0,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         };
         let mut cluster = Cluster::new(seed, options);

@@ -34,6 +34,10 @@ pub struct Args {
     /// `RunOptions::oversized`).
     #[arg(long)]
     oversized: bool,
+    /// Complete every write at once, as before writes were effects (by default half the
+    /// seeds complete them late: see `RunOptions::write_delays`).
+    #[arg(long)]
+    no_write_delays: bool,
     /// Steps of the fault phase of each seed (twice as many on one seed in eight).
     #[arg(long, default_value_t = RunOptions::default().fault_steps)]
     fault_steps: u64,
@@ -50,6 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         converge: args.converge,
         trace: args.trace,
         oversized: args.oversized,
+        write_delays: !args.no_write_delays,
     };
     let (start, count) = match (args.seed, args.seeds) {
         (Some(seed), _) => (seed, 1),

@@ -1,9 +1,11 @@
 //! The replica: Viewstamped Replication Revisited as a sans-IO state machine.
 //!
-//! Inputs are [`Replica::on_message`], [`Replica::on_tick`] and [`Replica::flush`] (the
-//! end of a batch); every output is an [`Effect`] appended to the caller's buffer. The
-//! handlers live in one file per concern: `normal` (4.1, 6.2), `view_change` (4.2, 5.3),
-//! `recovery` (4.3), `state_transfer` (5.2, 5.1) and `execute` (upcalls, checkpoints).
+//! Inputs are [`Replica::on_message`], [`Replica::on_tick`], [`Replica::flush`] (the
+//! end of a batch) and [`Replica::on_persisted`] (writes completed); every output is an
+//! [`Effect`] appended to the caller's buffer. The handlers live in one file per concern:
+//! `normal` (4.1, 6.2), `view_change` (4.2, 5.3), `recovery` (4.3), `state_transfer`
+//! (5.2, 5.1), `execute` (upcalls, checkpoints) and `persistence` (the writes each input
+//! issues, and the messages that wait for them: see `effects`).
 //!
 //! Safety invariants (neither the view nor commit ever goes backwards; commit ≤ op; one
 //! primary per view) are checked with `assert!` where state changes; [`Replica::invariants`]
@@ -11,14 +13,17 @@
 
 mod execute;
 mod normal;
+mod persistence;
 mod recovery;
 mod state_transfer;
 mod view_change;
 
 use super::client_table::{ClientMap, ClientTable};
-use super::effects::Effect;
+use super::configuration::Configuration;
+use super::effects::{Effect, WriteId};
 use super::log::Log;
 use super::message::*;
+use super::replica_set::ReplicaSet;
 use super::timeout::Timeout;
 use crate::config::Config;
 use crate::service::StateMachine;
@@ -82,8 +87,8 @@ pub struct Stats {
 struct ViewChangeAsks {
     /// The view asked for; 0 when nobody asked.
     view: View,
-    /// Bit per replica that asked for `view` (this replica's bit: it asked too).
-    from: u64,
+    /// The replicas that asked for `view` (this replica among them: it asked too).
+    from: ReplicaSet,
     /// One of them holds a view above this replica's: it can never come back to it.
     follow: bool,
 }
@@ -97,9 +102,11 @@ struct InFlightPrepare {
 
 /// One replica of a cluster.
 pub struct Replica<S> {
+    /// Limits and timeouts: fixed for the life of the cluster.
     config: Config,
+    /// Who the members are (epoch, primaries, quorums): what reconfiguration changes.
+    configuration: Configuration,
     index: ReplicaIndex,
-    epoch: u32,
     /// Never decreases.
     view: View,
     status: Status,
@@ -131,11 +138,16 @@ pub struct Replica<S> {
     /// Requests queued or prepared but not committed: client → request number. Keeps a
     /// retry from being ordered twice without touching the committed client table.
     in_flight: ClientMap<RequestNumber>,
+    /// Writes that append to the primary's log, with the op each reaches: its own
+    /// acknowledgement (`acked[index]`) moves to that op when the write completes.
+    own_appends: VecDeque<(WriteId, Op)>,
 
     // View change.
     /// Who asked for a view change this replica has not started (yet).
     asks: ViewChangeAsks,
-    start_view_change_from: u64,
+    /// The replicas that called for this view (StartViewChange, or an ask for it before
+    /// it started), this replica included.
+    start_view_change_from: ReplicaSet,
     do_view_change: Vec<Option<DoViewChange>>,
     do_view_change_sent: bool,
     /// Joining a view that started without this replica: fetching its log.
@@ -157,6 +169,9 @@ pub struct Replica<S> {
     recovery_timeout: Timeout,
     state_transfer_timeout: Timeout,
 
+    /// Writes issued and completed, and the messages waiting for them.
+    writes: persistence::Writes,
+
     stats: Stats,
 }
 
@@ -164,18 +179,22 @@ impl<S: StateMachine> Replica<S> {
     /// A replica `index` of a cluster with `config`, replicating `service`.
     pub fn new(config: Config, index: ReplicaIndex, service: S, start: Start) -> Replica<S> {
         config.validate().expect("invalid configuration");
-        assert!(index < config.replica_count, "replica index out of range");
-        let n = config.replica_count as usize;
+        let configuration = Configuration::initial(config.replica_count);
+        assert!(configuration.contains(index), "replica index out of range");
+        let n = configuration.replica_count() as usize;
         let mut replica = Replica {
             commit_timeout: Timeout::new("commit", config.commit_interval_ticks),
             prepare_timeout: Timeout::new("prepare", config.prepare_timeout_ticks),
             normal_timeout: Timeout::new("normal", config.normal_timeout_ticks),
             view_change_timeout: Timeout::new("view_change", config.view_change_timeout_ticks),
             recovery_timeout: Timeout::new("recovery", config.recovery_timeout_ticks),
-            state_transfer_timeout: Timeout::new("state_transfer", config.recovery_timeout_ticks),
+            state_transfer_timeout: Timeout::new(
+                "state_transfer",
+                config.state_transfer_timeout_ticks,
+            ),
             clients: ClientTable::new(config.clients_max as usize),
             index,
-            epoch: 0,
+            configuration,
             view: 0,
             status: Status::Normal,
             last_normal_view: 0,
@@ -193,13 +212,15 @@ impl<S: StateMachine> Replica<S> {
             pipeline_bytes: 0,
             acked: vec![0; n],
             in_flight: ClientMap::default(),
-            start_view_change_from: 0,
+            own_appends: VecDeque::new(),
+            start_view_change_from: ReplicaSet::default(),
             do_view_change: vec![None; n],
             do_view_change_sent: false,
             joining: false,
             view_change_fetch: None,
             recovery: None,
             state_transfer_pending: false,
+            writes: persistence::Writes::default(),
             stats: Stats::default(),
             config,
         };
@@ -212,7 +233,13 @@ impl<S: StateMachine> Replica<S> {
 
     /// Handles one message from a replica or a client.
     pub fn on_message(&mut self, message: Message, effects: &mut Vec<Effect>) {
-        if message.epoch != self.epoch {
+        let start = effects.len();
+        self.handle_message(message, effects);
+        self.end_input(start, effects);
+    }
+
+    fn handle_message(&mut self, message: Message, effects: &mut Vec<Effect>) {
+        if message.epoch != self.configuration.epoch() {
             return self.drop_message(&message, "wrong epoch");
         }
         if message.view > VIEW_MAX {
@@ -220,7 +247,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let from = message.replica;
         let is_replica_message = !matches!(message.body, Body::Request(_) | Body::Reply(_));
-        if is_replica_message && (from >= self.config.replica_count || from == self.index) {
+        if is_replica_message && (!self.configuration.contains(from) || from == self.index) {
             return self.drop_message(&message, "bad sender");
         }
         if self.status == Status::Recovering
@@ -252,6 +279,12 @@ impl<S: StateMachine> Replica<S> {
 
     /// Advances time by one tick and handles whatever timed out.
     pub fn on_tick(&mut self, effects: &mut Vec<Effect>) {
+        let start = effects.len();
+        self.handle_tick(effects);
+        self.end_input(start, effects);
+    }
+
+    fn handle_tick(&mut self, effects: &mut Vec<Effect>) {
         self.ticks += 1;
         for timeout in [
             &mut self.commit_timeout,
@@ -329,7 +362,12 @@ impl<S: StateMachine> Replica<S> {
 
     /// The configuration epoch.
     pub fn epoch(&self) -> u32 {
-        self.epoch
+        self.configuration.epoch()
+    }
+
+    /// The members of the current epoch.
+    pub fn configuration(&self) -> &Configuration {
+        &self.configuration
     }
 
     /// Whether this replica is the primary of its view and in normal status.
@@ -379,8 +417,16 @@ impl<S: StateMachine> Replica<S> {
         &self.service
     }
 
-    /// Checks every invariant, including O(n) ones; panics on a violation.
+    /// Checks every invariant, including those that cost O(log length); panics on a
+    /// violation. The simulator runs it after every step.
     pub fn invariants(&self) {
+        self.log.check_timestamps();
+        self.invariants_per_input();
+    }
+
+    /// The invariants cheap enough to check after every input, which debug builds (and
+    /// so every test) do.
+    fn invariants_per_input(&self) {
         let op = self.log.op();
         assert!(self.commit <= op, "commit {} > op {}", self.commit, op);
         assert!(
@@ -397,7 +443,18 @@ impl<S: StateMachine> Replica<S> {
         );
         assert!(self.log.len() as u64 <= self.config.log_entries_max());
         assert!(self.clients.len() <= self.config.clients_max as usize);
-        self.log.check_timestamps();
+        self.writes.check();
+        // Role state exists only in its role.
+        assert_eq!(self.recovery.is_some(), self.status == Status::Recovering);
+        assert!(!self.joining || self.status == Status::ViewChange);
+        assert!(self.view_change_fetch.is_none() || self.status == Status::ViewChange);
+        assert!(
+            self.status == Status::ViewChange || self.do_view_change.iter().all(Option::is_none)
+        );
+        assert!(
+            self.own_appends.is_empty() || self.is_primary(),
+            "only a primary waits for its own appends"
+        );
         match self.status {
             Status::Normal => {
                 assert_eq!(
@@ -430,16 +487,20 @@ impl<S: StateMachine> Replica<S> {
     // Helpers shared by the handler files.
 
     fn primary_of(&self, view: View) -> ReplicaIndex {
-        (view % self.config.replica_count as View) as ReplicaIndex
+        self.configuration.primary_of(view)
     }
 
     fn faults_max(&self) -> usize {
-        self.config.faults_max()
+        self.configuration.faults_max()
+    }
+
+    fn quorum(&self) -> usize {
+        self.configuration.quorum()
     }
 
     fn envelope(&self, body: Body) -> Message {
         Message {
-            epoch: self.epoch,
+            epoch: self.configuration.epoch(),
             view: self.view,
             replica: self.index,
             body,
@@ -522,7 +583,9 @@ impl<S: StateMachine> Replica<S> {
         if primary != self.index {
             return recent(self.heard_tick[primary as usize]);
         }
-        let heard = (0..self.config.replica_count)
+        let heard = self
+            .configuration
+            .indexes()
             .filter(|&replica| replica != self.index && recent(self.heard_tick[replica as usize]))
             .count();
         heard >= self.faults_max()

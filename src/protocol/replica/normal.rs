@@ -125,6 +125,12 @@ impl<S: StateMachine> Replica<S> {
     /// this once per event-loop iteration, so every request read in one iteration shares
     /// a Prepare (paper 6.2).
     pub fn flush(&mut self, effects: &mut Vec<Effect>) {
+        let start = effects.len();
+        self.prepare_batches(effects);
+        self.end_input(start, effects);
+    }
+
+    fn prepare_batches(&mut self, effects: &mut Vec<Effect>) {
         while self.is_primary()
             && !self.queue.is_empty()
             && self.pipeline.len() < self.config.pipeline_prepares_max as usize
@@ -135,6 +141,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn prepare_batch(&mut self, effects: &mut Vec<Effect>) {
+        assert!(self.is_primary());
+        assert!(!self.queue.is_empty());
+        assert!(self.pipeline.len() < self.config.pipeline_prepares_max as usize);
         let op_first = self.log.op() + 1;
         let mut entries =
             Vec::with_capacity(self.queue.len().min(self.config.batch_entries_max as usize));
@@ -157,9 +166,12 @@ impl<S: StateMachine> Replica<S> {
             entries.push(entry);
         }
         let op_last = self.log.op();
+        assert!(op_last >= op_first, "a Prepare holds at least one entry");
+        assert_eq!(op_last - op_first + 1, entries.len() as Op);
         self.pipeline.push_back(InFlightPrepare { op_last, bytes });
         self.pipeline_bytes += bytes;
-        self.acked[self.index as usize] = op_last;
+        // The primary's own acknowledgement counts once its append is durable
+        // (`on_persisted`); a single-replica cluster commits there.
         let prepare = Prepare {
             op_first,
             commit: self.commit,
@@ -171,8 +183,6 @@ impl<S: StateMachine> Replica<S> {
         if !self.prepare_timeout.running() {
             self.prepare_timeout.start();
         }
-        // A single-replica cluster commits on its own.
-        self.advance_commit_from_acks(effects);
     }
 
     pub(super) fn on_prepare(
@@ -199,9 +209,10 @@ impl<S: StateMachine> Replica<S> {
             // The view started without us (paper 5.2): catch up from its primary.
             return self.join_started_view(view, effects);
         }
-        if self.is_primary() {
-            return self.drop_reason("prepare", "two primaries in one view");
-        }
+        // One primary per view: the sender is this view's primary, and the gate refused
+        // messages that claim to come from this replica.
+        assert!(!self.is_primary(), "two primaries in view {view}");
+        assert_eq!(self.status, Status::Normal);
         self.heard_tick[from as usize] = self.ticks;
         self.normal_timeout.reset();
         self.forget_asks_unless_following();
@@ -217,6 +228,7 @@ impl<S: StateMachine> Replica<S> {
             if self.log.len() as u64 + op_last - op > self.config.log_entries_max() {
                 return self.drop_reason("prepare", "log full");
             }
+            assert!(prepare.op_first <= op + 1 && op < op_last);
             let skip = (op + 1 - prepare.op_first) as usize;
             for entry in prepare.entries.into_iter().skip(skip) {
                 self.log.push(entry);
@@ -243,16 +255,22 @@ impl<S: StateMachine> Replica<S> {
         if ok.op > self.log.op() {
             return self.drop_reason("prepare_ok", "acknowledges ops the primary does not have");
         }
+        assert_ne!(
+            from, self.index,
+            "the gate refuses messages from this replica's index"
+        );
         self.heard_tick[from as usize] = self.ticks;
         let acked = &mut self.acked[from as usize];
         *acked = (*acked).max(ok.op);
         self.advance_commit_from_acks(effects);
     }
 
-    /// Commits the highest op that f+1 replicas (the primary included) hold.
-    fn advance_commit_from_acks(&mut self, effects: &mut Vec<Effect>) {
+    /// Commits the highest op that f+1 replicas (the primary included, once its own
+    /// writes completed) hold.
+    pub(super) fn advance_commit_from_acks(&mut self, effects: &mut Vec<Effect>) {
+        assert!(self.is_primary());
+        assert!(self.acked[self.index as usize] <= self.log.op());
         let mut acked: SmallVec<[Op; 16]> = SmallVec::from_slice(&self.acked);
-        acked[self.index as usize] = self.log.op();
         acked.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_op = acked[self.faults_max()];
         if quorum_op > self.commit {
@@ -289,9 +307,7 @@ impl<S: StateMachine> Replica<S> {
         if view > self.view || self.status != Status::Normal {
             return self.join_started_view(view, effects);
         }
-        if self.is_primary() {
-            return self.drop_reason("commit", "two primaries in one view");
-        }
+        assert!(!self.is_primary(), "two primaries in view {view}"); // As in `on_prepare`.
         self.heard_tick[from as usize] = self.ticks;
         self.normal_timeout.reset();
         self.forget_asks_unless_following();
@@ -327,7 +343,7 @@ impl<S: StateMachine> Replica<S> {
             return self.prepare_timeout.stop();
         }
         let op = self.log.op();
-        for backup in 0..self.config.replica_count {
+        for backup in self.configuration.indexes() {
             if backup == self.index || self.acked[backup as usize] >= op {
                 continue;
             }
@@ -374,6 +390,7 @@ impl<S: StateMachine> Replica<S> {
         self.pipeline.clear();
         self.pipeline_bytes = 0;
         self.in_flight.clear();
+        self.own_appends.clear();
         self.acked.iter_mut().for_each(|acked| *acked = 0);
     }
 
@@ -381,6 +398,7 @@ impl<S: StateMachine> Replica<S> {
     /// answers the client if this replica is the primary. Returns nothing: replies are
     /// effects.
     pub(super) fn execute_entry(&mut self, op: Op, effects: &mut Vec<Effect>) {
+        assert_eq!(op, self.commit + 1, "ops execute in order, once");
         let entry = self.log.get(op).expect("executing an entry not in the log");
         let (client, session, request) = (entry.client, entry.session, entry.request);
         // One lookup on the hot path: executed ops leave the primary's in-flight set.

@@ -88,10 +88,16 @@ fn new_cluster_primary_op(
 
 impl<S: StateMachine> Replica<S> {
     pub(super) fn start_recovering(&mut self, nonce: u64) {
+        assert!(self.recovery.is_none());
+        assert_eq!(
+            self.log.op(),
+            0,
+            "a recovering replica starts without state"
+        );
         self.status = Status::Recovering;
         self.recovery = Some(RecoveryState {
             nonce,
-            responses: vec![None; self.config.replica_count as usize],
+            responses: vec![None; self.configuration.replica_count() as usize],
             source: None,
             attempts: 0,
         });
@@ -141,12 +147,12 @@ impl<S: StateMachine> Replica<S> {
             attempts = state.attempts,
             normal_answers = normal,
             recovering_answers = recovering,
-            needed = self.config.quorum(),
+            needed = self.quorum(),
             transferring = state.source.is_some(),
             "still recovering: needs answers from {} other normal replicas, the latest \
              view's primary among them; if more than f replicas lost their state at once, \
              their data is lost",
-            self.config.quorum()
+            self.quorum()
         );
     }
 
@@ -186,8 +192,8 @@ impl<S: StateMachine> Replica<S> {
         response: RecoveryResponse,
         effects: &mut Vec<Effect>,
     ) {
-        let quorum = self.config.quorum();
-        let replica_count = self.config.replica_count;
+        let quorum = self.quorum();
+        let replica_count = self.configuration.replica_count();
         let Some(state) = self
             .recovery
             .as_mut()
@@ -235,7 +241,7 @@ impl<S: StateMachine> Replica<S> {
             .map(|(v, _)| *v)
             .max();
         let view_latest = view_latest.expect("normal answers exist");
-        let primary = (view_latest % replica_count as View) as ReplicaIndex;
+        let primary = self.configuration.primary_of(view_latest);
         let Some((_, primary_response)) = state.responses[primary as usize]
             .filter(|(view, response)| *view == view_latest && !response.empty)
         else {
@@ -252,6 +258,9 @@ impl<S: StateMachine> Replica<S> {
         op: Op,
         effects: &mut Vec<Effect>,
     ) {
+        assert_eq!(self.status, Status::Recovering);
+        assert_ne!(primary, self.index);
+        assert!(self.recovery_source().is_none(), "one source per attempt");
         if view < self.view {
             // Views never go back. (Only a replica that kept its view across a restart can
             // get here; the next attempt asks again.)
@@ -295,6 +304,7 @@ impl<S: StateMachine> Replica<S> {
         new_state: NewState,
         effects: &mut Vec<Effect>,
     ) {
+        assert_eq!(self.status, Status::Recovering);
         let Some(source) = self.recovery_source() else {
             return self.drop_reason("new_state", "recovery has no source yet");
         };
@@ -321,6 +331,8 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn finish_recovery(&mut self, _effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::Recovering);
+        assert!(self.commit <= self.log.op());
         self.status = Status::Normal;
         self.last_normal_view = self.view;
         self.recovery = None;

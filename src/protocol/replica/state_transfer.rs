@@ -95,6 +95,7 @@ impl<S: StateMachine> Replica<S> {
         let bytes_max = (self.config.message_bytes_max as usize / 2)
             .saturating_sub(checkpoint_bytes)
             .max(1);
+        assert!(limit <= self.log.op() && self.commit <= limit);
         let entries = self.log.slice(op_first, limit, bytes_max);
         let new_state = NewState {
             commit: self.commit,
@@ -155,6 +156,12 @@ impl<S: StateMachine> Replica<S> {
     /// Appends the entries of a NewState that extend the log, after restoring its
     /// checkpoint when the log does not reach it. Returns whether anything was added.
     pub(super) fn apply_new_state(&mut self, new_state: NewState) -> bool {
+        debug_assert!(new_state_is_well_formed(&new_state));
+        assert_ne!(
+            self.status,
+            Status::ViewChange,
+            "a view change fetches aside"
+        );
         let mut progressed = false;
         if let Some(checkpoint) = new_state.checkpoint {
             if checkpoint.op > self.log.op() {
@@ -189,6 +196,8 @@ impl<S: StateMachine> Replica<S> {
     /// A new primary lacking committed entries merges what arrived into its fetch (never
     /// into its log: see the module docs of `view_change`). Only committed entries count.
     fn on_view_change_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::ViewChange);
+        assert!(!self.joining);
         let Some((_, target)) = self.view_change_fetch_target() else {
             return self.drop_reason("new_state", "no fetch under way");
         };
@@ -212,6 +221,7 @@ impl<S: StateMachine> Replica<S> {
         new_state: NewState,
         effects: &mut Vec<Effect>,
     ) {
+        assert!(self.joining && self.status == Status::ViewChange);
         let primary = self.primary_of(self.view);
         if from != primary || view != self.view {
             return self.drop_reason("new_state", "not from the primary of the view joined");
@@ -269,6 +279,7 @@ impl<S: StateMachine> Replica<S> {
     /// it lies beyond commit), then the fetched entries. Returns false when the checkpoint
     /// is corrupt (nothing changed).
     pub(super) fn install_fetch(&mut self) -> bool {
+        assert_eq!(self.status, Status::ViewChange);
         let Some(fetch) = self.view_change_fetch.take() else {
             self.log.truncate(self.commit);
             return true;

@@ -43,12 +43,12 @@ impl<S: StateMachine> Replica<S> {
         let asked = if self.asks.view == view {
             self.asks.from
         } else {
-            0
+            ReplicaSet::default()
         };
         self.set_view(view);
         self.status = Status::ViewChange;
         self.clear_primary_state();
-        self.start_view_change_from = asked | 1 << self.index;
+        self.start_view_change_from = asked.union(&ReplicaSet::of(self.index));
         self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
         self.do_view_change_sent = false;
         self.view_change_fetch = None;
@@ -66,7 +66,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Paper 4.2 step 2: once f others called for this view, send the DoViewChange.
     fn send_do_view_change_once_called(&mut self, effects: &mut Vec<Effect>) {
-        let others = self.start_view_change_from.count_ones() as usize - 1;
+        let others = self.start_view_change_from.count_others(self.index);
         if others >= self.faults_max() && !self.do_view_change_sent {
             self.send_do_view_change(effects);
         }
@@ -91,7 +91,7 @@ impl<S: StateMachine> Replica<S> {
     fn ask_message(&self, view: View) -> Message {
         debug_assert!(view > self.view);
         Message {
-            epoch: self.epoch,
+            epoch: self.configuration.epoch(),
             view,
             replica: self.index,
             body: Body::StartViewChange(StartViewChange {
@@ -106,21 +106,20 @@ impl<S: StateMachine> Replica<S> {
         if view > self.asks.view {
             self.asks = ViewChangeAsks {
                 view,
-                from: 0,
+                from: ReplicaSet::default(),
                 follow: false,
             };
         }
         if view == self.asks.view {
-            self.asks.from |= 1 << from;
+            self.asks.from.insert(from);
             self.asks.follow |= follow;
         }
     }
 
     /// Starts the view change asked for once this replica and f others asked for it.
     fn start_view_change_when_asked(&mut self, effects: &mut Vec<Effect>) {
-        let own = 1u64 << self.index;
-        let others = (self.asks.from & !own).count_ones() as usize;
-        if self.asks.from & own != 0 && others >= self.faults_max() {
+        let others = self.asks.from.count_others(self.index);
+        if self.asks.from.contains(self.index) && others >= self.faults_max() {
             self.start_view_change(self.asks.view, effects);
         }
     }
@@ -151,7 +150,7 @@ impl<S: StateMachine> Replica<S> {
             if self.status != Status::ViewChange {
                 return self.drop_reason("start_view_change", "view already started");
             }
-            self.start_view_change_from |= 1 << from;
+            self.start_view_change_from.insert(from);
             return self.send_do_view_change_once_called(effects);
         }
         if view - self.view > VIEWS_AHEAD_MAX {
@@ -167,11 +166,10 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_reason("start_view_change", "the current view is healthy");
         }
         self.record_ask(from, view, sender_above);
-        let own = 1u64 << self.index;
         if self.asks.view != view {
             return; // An ask for a lower view than others asked for: ours answers it.
         }
-        if self.asks.from & own == 0 {
+        if !self.asks.from.contains(self.index) {
             // Our view failed too (or a replica above it needs a view change): join the ask.
             return self.ask_for_view_change(effects);
         }
@@ -182,7 +180,7 @@ impl<S: StateMachine> Replica<S> {
     /// those that missed it. (Answering each ask received with ours would never stop: two
     /// replicas would answer each other forever.)
     pub(super) fn repeat_ask(&mut self, effects: &mut Vec<Effect>) {
-        let asked = self.asks.from & 1 << self.index != 0;
+        let asked = self.asks.from.contains(self.index);
         if asked
             && self
                 .ticks
@@ -195,6 +193,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_do_view_change(&mut self, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::ViewChange);
+        assert!(!self.do_view_change_sent, "one DoViewChange per view");
+        assert!(!self.joining);
         let entries = self.log.slice(self.commit + 1, self.log.op(), usize::MAX);
         let dvc = DoViewChange {
             last_normal_view: self.last_normal_view,
@@ -293,7 +294,7 @@ impl<S: StateMachine> Replica<S> {
     /// rest).
     pub(super) fn view_change_fetch_target(&self) -> Option<(ReplicaIndex, Op)> {
         let received = self.do_view_change.iter().flatten().count();
-        if received < self.config.quorum() || self.status != Status::ViewChange || self.joining {
+        if received < self.quorum() || self.status != Status::ViewChange || self.joining {
             return None;
         }
         let best = self.best_do_view_change();
@@ -323,6 +324,13 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn start_view_as_primary(&mut self, best: usize, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::ViewChange);
+        assert!(
+            !self.joining,
+            "a joining replica has no say in the view's log"
+        );
+        assert_eq!(self.primary_of(self.view), self.index);
+        assert!(self.do_view_change.iter().flatten().count() >= self.quorum());
         // The new commit number is the largest any DoViewChange reported (the best one's
         // included); StartView carries entries from the smallest, so most backups need
         // no state transfer.
@@ -361,7 +369,7 @@ impl<S: StateMachine> Replica<S> {
         // Rebuild the primary's state: the inherited uncommitted suffix is one pipeline slot.
         self.clear_primary_state();
         let op = self.log.op();
-        self.acked[self.index as usize] = op;
+        // Its own acknowledgement of the new log counts once the view's writes complete.
         for ticks in self.heard_tick.iter_mut() {
             *ticks = self.ticks;
         }
@@ -458,6 +466,12 @@ impl<S: StateMachine> Replica<S> {
     /// part with the new view's entries: a replica is never normal in a view without
     /// holding that view's log.
     fn enter_view_as_backup(&mut self, view: View) {
+        assert_ne!(
+            self.primary_of(view),
+            self.index,
+            "a primary never enters as a backup"
+        );
+        assert!(view >= self.view);
         self.set_view(view);
         self.status = Status::Normal;
         self.last_normal_view = view;
@@ -483,7 +497,7 @@ impl<S: StateMachine> Replica<S> {
             }
             self.status = Status::ViewChange;
             self.clear_primary_state();
-            self.start_view_change_from = 1 << self.index;
+            self.start_view_change_from = ReplicaSet::of(self.index);
             self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
             // The view has started: this replica has no say in choosing its log.
             self.do_view_change_sent = true;
@@ -499,6 +513,7 @@ impl<S: StateMachine> Replica<S> {
     /// Installs the log a joining replica fetched, and becomes a normal backup.
     pub(super) fn install_joined_log(&mut self, commit: Op, effects: &mut Vec<Effect>) {
         assert!(self.joining);
+        assert_eq!(self.status, Status::ViewChange);
         if !self.install_fetch() {
             return; // A corrupt checkpoint: ask again on the next timeout.
         }

@@ -1,0 +1,242 @@
+//! Persistence as an effect: the writes an input issues, and the messages that wait for
+//! them (the ordering rule is in `effects`' module docs).
+//!
+//! Handlers change the log, the checkpoint and the view as the paper says and never think
+//! about writes: at the end of every input, [`Replica::end_input`] compares what the
+//! replica holds with what it last wrote, issues the writes that describe the difference
+//! (checkpoint, then log, then state), and holds back the messages of that input that vouch
+//! for state not yet durable. [`Replica::on_persisted`] releases them, in order, and lets
+//! the primary count its own acknowledgement.
+
+use super::*;
+use crate::protocol::effects::{DurableState, Reliance, Write, WriteId};
+
+/// Messages waiting for writes, at most. A driver whose storage stalls must not make the
+/// replica hold without bound what its peers send it to answer; beyond this the oldest
+/// waiting message is dropped (the protocol resends what matters).
+const HELD_MAX: usize = 4096;
+
+/// A message waiting for a write.
+#[derive(Clone, Debug)]
+struct Held {
+    /// Leaves once every write up to this one completed. Never decreases along the queue,
+    /// so messages leave in the order they were produced.
+    needs: WriteId,
+    effect: Effect,
+}
+
+/// The replica's writes: issued, completed, and what waits for them.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Writes {
+    /// The latest write issued (0: none yet).
+    issued: WriteId,
+    /// The latest state write issued.
+    state_issued: WriteId,
+    /// Every write up to this one completed. ≤ `issued`.
+    durable: WriteId,
+    /// The durable state as last written.
+    state_written: DurableState,
+    /// The checkpoint op as last written.
+    checkpoint_written: Op,
+    held: VecDeque<Held>,
+    /// Reused buffer for sorting an input's effects into those that leave and those held.
+    scratch: Vec<Effect>,
+}
+
+impl Writes {
+    fn issue(&mut self, write: Write, effects: &mut Vec<Effect>) -> WriteId {
+        self.issued += 1;
+        effects.push(Effect::Write {
+            id: self.issued,
+            write,
+        });
+        self.issued
+    }
+
+    pub(super) fn check(&self) {
+        assert!(self.durable <= self.issued);
+        assert!(self.state_issued <= self.issued);
+        assert!(self.held.len() <= HELD_MAX);
+        if let Some(front) = self.held.front() {
+            assert!(
+                front.needs > self.durable,
+                "a held message whose writes completed"
+            );
+        }
+        let needs = self.held.iter().map(|held| held.needs);
+        assert!(
+            needs.clone().zip(needs.skip(1)).all(|(a, b)| a <= b),
+            "held messages leave in order"
+        );
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Reports that every write up to `id` is durable (the driver's completion input).
+    /// Releases the messages that waited for them and, on the primary, counts its own
+    /// acknowledgement of the entries they appended (which may commit ops).
+    ///
+    /// A driver without durable storage calls this right after every input with
+    /// [`Replica::writes_issued`].
+    pub fn on_persisted(&mut self, id: WriteId, effects: &mut Vec<Effect>) {
+        assert!(
+            id <= self.writes.issued,
+            "write {id} completed but only {} were issued",
+            self.writes.issued
+        );
+        if id <= self.writes.durable {
+            return; // Already known: completions may be reported more than once.
+        }
+        self.writes.durable = id;
+        while let Some(held) = self.writes.held.front() {
+            if held.needs > id {
+                break;
+            }
+            let held = self.writes.held.pop_front().expect("front exists");
+            effects.push(held.effect);
+        }
+        let start = effects.len();
+        if self.is_primary() {
+            self.count_own_acknowledgement(id);
+            self.advance_commit_from_acks(effects);
+        }
+        self.end_input(start, effects);
+    }
+
+    /// For a driver that keeps state only in memory: completes every write issued (and
+    /// those the completions issue in turn), so every message leaves as if writes did not
+    /// exist. Call it after each input, or once before carrying out a batch of effects.
+    pub fn complete_writes_in_memory(&mut self, effects: &mut Vec<Effect>) {
+        while self.writes_pending() {
+            self.on_persisted(self.writes.issued, effects);
+        }
+    }
+
+    /// The latest write issued.
+    pub fn writes_issued(&self) -> WriteId {
+        self.writes.issued
+    }
+
+    /// Whether some write has not completed yet.
+    pub fn writes_pending(&self) -> bool {
+        self.writes.durable < self.writes.issued
+    }
+
+    /// What a crash must not lose of this replica's place among views.
+    pub fn durable_state(&self) -> DurableState {
+        DurableState {
+            epoch: self.configuration.epoch(),
+            view: self.view,
+            last_normal_view: self.last_normal_view,
+        }
+    }
+
+    /// Closes an input whose effects start at `effects[start]`: issues the writes that
+    /// describe what it changed, notes which of them the primary's own acknowledgement
+    /// waits for, and holds back its messages that vouch for state not yet durable.
+    pub(super) fn end_input(&mut self, start: usize, effects: &mut Vec<Effect>) {
+        self.issue_writes(effects);
+        self.note_own_appends();
+        self.hold_until_written(start, effects);
+        #[cfg(debug_assertions)]
+        self.invariants_per_input();
+    }
+
+    /// Checkpoint, log, state: see `Write` for why in this order.
+    fn issue_writes(&mut self, effects: &mut Vec<Effect>) {
+        let checkpoint_op = self.checkpoint_op();
+        if checkpoint_op != self.writes.checkpoint_written {
+            assert!(checkpoint_op > self.writes.checkpoint_written);
+            self.writes.checkpoint_written = checkpoint_op;
+            self.writes
+                .issue(Write::Checkpoint { op: checkpoint_op }, effects);
+        }
+        let changes = self.log.take_changes();
+        if let Some(base) = changes.reset_base {
+            self.writes.issue(Write::LogReset { base }, effects);
+        }
+        if let Some(after) = changes.truncated_after {
+            self.writes.issue(Write::LogTruncate { after }, effects);
+        }
+        if let Some((from, to)) = changes.appended {
+            self.writes.issue(Write::LogAppend { from, to }, effects);
+        }
+        let state = self.durable_state();
+        if state != self.writes.state_written {
+            assert!(state.view >= self.writes.state_written.view);
+            self.writes.state_written = state;
+            self.writes.state_issued = self.writes.issue(Write::State(state), effects);
+        }
+    }
+
+    /// The primary counts its own acknowledgement of an entry only once the write that
+    /// appended it completed: until then, one crash could lose the only copy it counted.
+    fn note_own_appends(&mut self) {
+        if !self.is_primary() {
+            return;
+        }
+        let op = self.log.op();
+        let own = self.index as usize;
+        if self.acked[own] >= op {
+            return;
+        }
+        if !self.writes_pending() {
+            self.acked[own] = op; // Written by an earlier input.
+        } else if self.own_appends.back().is_none_or(|&(_, last)| last < op) {
+            self.own_appends.push_back((self.writes.issued, op));
+        }
+    }
+
+    fn count_own_acknowledgement(&mut self, durable: WriteId) {
+        let own = self.index as usize;
+        while let Some(&(write, op)) = self.own_appends.front() {
+            if write > durable {
+                break;
+            }
+            assert!(op <= self.log.op());
+            self.acked[own] = self.acked[own].max(op);
+            self.own_appends.pop_front();
+        }
+    }
+
+    /// Moves the messages of this input that must wait into the held queue. Once one of
+    /// them waits, every later message of the input waits too (with at least the same
+    /// write), so that an input's messages leave in the order it produced them.
+    fn hold_until_written(&mut self, start: usize, effects: &mut Vec<Effect>) {
+        if !self.writes_pending() {
+            debug_assert!(self.writes.held.is_empty());
+            return;
+        }
+        let durable = self.writes.durable;
+        let mut needs_floor = self.writes.held.back().map_or(0, |held| held.needs);
+        let mut holding = false;
+        let mut scratch = std::mem::take(&mut self.writes.scratch);
+        scratch.extend(effects.drain(start..));
+        for effect in scratch.drain(..) {
+            if matches!(effect, Effect::Write { .. }) {
+                effects.push(effect);
+                continue;
+            }
+            let needs = match effect.reliance() {
+                Reliance::AllWrites => self.writes.issued,
+                Reliance::State => self.writes.state_issued,
+                Reliance::Nothing => 0,
+            };
+            if !holding && needs <= durable {
+                effects.push(effect);
+                continue;
+            }
+            holding = true;
+            needs_floor = needs_floor.max(needs).max(durable + 1);
+            if self.writes.held.len() == HELD_MAX {
+                self.writes.held.pop_front();
+                self.drop_reason("held message", "too many messages waiting for writes");
+            }
+            self.writes.held.push_back(Held {
+                needs: needs_floor,
+                effect,
+            });
+        }
+        self.writes.scratch = scratch;
+    }
+}

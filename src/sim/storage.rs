@@ -1,0 +1,162 @@
+//! What each replica's completed writes made durable, and the check that no message
+//! vouches for more: a message that claims a view, a log or a last normal view the
+//! replica's storage does not hold yet is one a crash could turn into a lie (a PrepareOk
+//! for an entry the disk lost counts toward a commit that is not there).
+//!
+//! The model applies each `Write` when the cluster reports it complete (one write at a
+//! time, so that it holds exactly the writes a released message waited for). It tracks
+//! sizes, not contents: the durable view, last normal view, and the highest op up to which
+//! the current log is durable.
+
+use super::checker::Failure;
+use crate::protocol::{Body, DurableState, Message, Op, ReplicaIndex, Write};
+
+/// One replica's durable state, as its completed writes describe it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Durable {
+    state: DurableState,
+    /// Every entry of the current log up to this op is durable.
+    log_op: Op,
+    checkpoint_op: Op,
+}
+
+/// The durable state of every replica.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    replicas: Vec<Durable>,
+    /// Messages checked against it.
+    pub messages_checked: u64,
+}
+
+impl Storage {
+    /// Storage for `replica_count` replicas, all empty.
+    pub fn new(replica_count: usize) -> Storage {
+        Storage {
+            replicas: vec![Durable::default(); replica_count],
+            messages_checked: 0,
+        }
+    }
+
+    /// A crash: the simulated replicas keep their state in memory only, so the restarted
+    /// process holds nothing.
+    pub fn on_crash(&mut self, replica: ReplicaIndex) {
+        self.replicas[replica as usize] = Durable::default();
+    }
+
+    /// `write` of `replica` completed.
+    pub fn complete(&mut self, replica: ReplicaIndex, write: Write) -> Result<(), Failure> {
+        let durable = &mut self.replicas[replica as usize];
+        match write {
+            Write::Checkpoint { op } => {
+                if op <= durable.checkpoint_op {
+                    return Err(failure(replica, format!("checkpoint {op} written again")));
+                }
+                durable.checkpoint_op = op;
+            }
+            Write::LogReset { base } => durable.log_op = base,
+            Write::LogTruncate { after } => durable.log_op = durable.log_op.min(after),
+            Write::LogAppend { from, to } => {
+                // Entries trimmed before they were written are covered by the checkpoint
+                // written before them.
+                let held = durable.log_op.max(durable.checkpoint_op);
+                if from > held + 1 || to < from {
+                    return Err(failure(
+                        replica,
+                        format!(
+                            "append {from}..={to} to a log durable up to {}",
+                            durable.log_op
+                        ),
+                    ));
+                }
+                durable.log_op = to;
+            }
+            Write::State(state) => {
+                if state.view < durable.state.view {
+                    return Err(failure(
+                        replica,
+                        format!("view {} written after {}", state.view, durable.state.view),
+                    ));
+                }
+                durable.state = state;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a message `replica` is sending to another replica against what it holds.
+    pub fn check_message(
+        &mut self,
+        replica: ReplicaIndex,
+        message: &Message,
+    ) -> Result<(), Failure> {
+        let durable = self.replicas[replica as usize];
+        let view = message.view;
+        let claim = |what: &str, claimed: u64, held: u64| -> Result<(), Failure> {
+            match claimed <= held {
+                true => Ok(()),
+                false => Err(failure(
+                    replica,
+                    format!(
+                        "sent {} claiming {what} {claimed} with {held} durable",
+                        message.body.name()
+                    ),
+                )),
+            }
+        };
+        self.messages_checked += 1;
+        match &message.body {
+            Body::PrepareOk(ok) => {
+                claim("view", view.into(), durable.state.view.into())?;
+                claim(
+                    "last normal view",
+                    view.into(),
+                    durable.state.last_normal_view.into(),
+                )?;
+                claim("op", ok.op, durable.log_op)
+            }
+            Body::DoViewChange(dvc) => {
+                claim("view", view.into(), durable.state.view.into())?;
+                if dvc.last_normal_view != durable.state.last_normal_view {
+                    return Err(failure(
+                        replica,
+                        format!(
+                            "sent do_view_change with last normal view {}, {} durable",
+                            dvc.last_normal_view, durable.state.last_normal_view
+                        ),
+                    ));
+                }
+                claim("op", dvc.op, durable.log_op)
+            }
+            Body::StartView(sv) => {
+                claim("view", view.into(), durable.state.view.into())?;
+                claim(
+                    "last normal view",
+                    view.into(),
+                    durable.state.last_normal_view.into(),
+                )?;
+                claim("op", sv.op, durable.log_op)
+            }
+            // Sent from the sender's own view (an ask: for a higher one).
+            Body::StartViewChange(svc) => {
+                claim("view", svc.sender_view.into(), durable.state.view.into())
+            }
+            Body::Prepare(_) | Body::Commit(_) => {
+                claim("view", view.into(), durable.state.view.into())
+            }
+            Body::RecoveryResponse(response) if !response.empty => {
+                claim("view", view.into(), durable.state.view.into())?;
+                claim("op", response.op, durable.log_op)
+            }
+            Body::NewState(new_state) => claim("op", new_state.op, durable.log_op),
+            Body::RecoveryResponse(_)
+            | Body::Request(_)
+            | Body::Reply(_)
+            | Body::Recovery(_)
+            | Body::GetState(_) => Ok(()),
+        }
+    }
+}
+
+fn failure(replica: ReplicaIndex, details: String) -> Failure {
+    Failure::new("persistence", format!("r{replica}: {details}"))
+}
