@@ -100,6 +100,87 @@ struct InFlightPrepare {
     bytes: u64,
 }
 
+/// What only the primary of a view in normal status holds (paper 4.1, 6.2). Built fresh
+/// whenever a replica enters a status (`enter_normal`, `enter_view_change`,
+/// `enter_recovering`), so nothing of an earlier view survives.
+#[derive(Clone, Debug)]
+struct Primary {
+    /// Requests accepted but not yet in a Prepare (at most one batch).
+    queue: VecDeque<Entry>,
+    queue_bytes: u64,
+    pipeline: VecDeque<InFlightPrepare>,
+    /// Sum of `bytes` over the pipeline.
+    pipeline_bytes: u64,
+    /// Per replica: the highest op it acknowledged in this view (its own entry: the
+    /// highest op its completed writes hold).
+    acked: Vec<Op>,
+    /// Requests queued or prepared but not committed: client → request number. Keeps a
+    /// retry from being ordered twice without touching the committed client table.
+    in_flight: ClientMap<RequestNumber>,
+    /// Writes that append to the primary's log, with the op each reaches: its own
+    /// acknowledgement (`acked[index]`) moves to that op when the write completes.
+    own_appends: VecDeque<(WriteId, Op)>,
+}
+
+impl Primary {
+    fn new(replica_count: usize) -> Primary {
+        Primary {
+            queue: VecDeque::new(),
+            queue_bytes: 0,
+            pipeline: VecDeque::new(),
+            pipeline_bytes: 0,
+            acked: vec![0; replica_count],
+            in_flight: ClientMap::default(),
+            own_appends: VecDeque::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+            && self.pipeline.is_empty()
+            && self.in_flight.is_empty()
+            && self.own_appends.is_empty()
+            && self.acked.iter().all(|&acked| acked == 0)
+    }
+}
+
+/// A view change under way (paper 4.2, 5.3): who called for the view, the DoViewChanges
+/// received, and what is being fetched. Built fresh by `enter_view_change`.
+#[derive(Clone, Debug)]
+struct ViewChanging {
+    /// The replicas that called for this view (StartViewChange, or an ask for it before
+    /// it started), this replica included.
+    calls: ReplicaSet,
+    /// Per replica: its DoViewChange for this view (the new primary's, its own included).
+    do_view_changes: Vec<Option<DoViewChange>>,
+    do_view_change_sent: bool,
+    /// Joining a view that started without this replica: fetching its log.
+    joining: bool,
+    /// Committed entries (and checkpoint) fetched by a new primary that lacks them, or
+    /// the log of the view being joined.
+    fetch: Option<state_transfer::Fetched>,
+}
+
+impl ViewChanging {
+    fn new(replica_count: usize) -> ViewChanging {
+        ViewChanging {
+            calls: ReplicaSet::default(),
+            do_view_changes: vec![None; replica_count],
+            do_view_change_sent: false,
+            joining: false,
+            fetch: None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+            && self.do_view_changes.iter().all(Option::is_none)
+            && !self.do_view_change_sent
+            && !self.joining
+            && self.fetch.is_none()
+    }
+}
+
 /// One replica of a cluster.
 pub struct Replica<S> {
     /// Limits and timeouts: fixed for the life of the cluster.
@@ -126,35 +207,14 @@ pub struct Replica<S> {
     /// Per replica: the tick at which it was last heard from in this view.
     heard_tick: Vec<u64>,
 
-    // Primary, status normal.
-    /// Requests accepted but not yet in a Prepare (at most one batch).
-    queue: VecDeque<Entry>,
-    queue_bytes: u64,
-    pipeline: VecDeque<InFlightPrepare>,
-    /// Sum of `bytes` over the pipeline.
-    pipeline_bytes: u64,
-    /// Per replica: the highest op it acknowledged in this view.
-    acked: Vec<Op>,
-    /// Requests queued or prepared but not committed: client → request number. Keeps a
-    /// retry from being ordered twice without touching the committed client table.
-    in_flight: ClientMap<RequestNumber>,
-    /// Writes that append to the primary's log, with the op each reaches: its own
-    /// acknowledgement (`acked[index]`) moves to that op when the write completes.
-    own_appends: VecDeque<(WriteId, Op)>,
-
-    // View change.
-    /// Who asked for a view change this replica has not started (yet).
+    /// The primary's state (empty unless this replica is the primary of its view, in
+    /// normal status).
+    primary: Primary,
+    /// Who asked for a view change this replica has not started (yet). Kept in every
+    /// status: a normal replica collects asks too.
     asks: ViewChangeAsks,
-    /// The replicas that called for this view (StartViewChange, or an ask for it before
-    /// it started), this replica included.
-    start_view_change_from: ReplicaSet,
-    do_view_change: Vec<Option<DoViewChange>>,
-    do_view_change_sent: bool,
-    /// Joining a view that started without this replica: fetching its log.
-    joining: bool,
-    /// Committed entries (and checkpoint) fetched by a new primary that lacks them, or
-    /// the log of the view being joined.
-    view_change_fetch: Option<state_transfer::Fetched>,
+    /// The view change under way (empty unless status is view-change).
+    view_changing: ViewChanging,
 
     // Recovery.
     recovery: Option<recovery::RecoveryState>,
@@ -206,18 +266,8 @@ impl<S: StateMachine> Replica<S> {
             clock_ns: 0,
             ticks: 0,
             heard_tick: vec![0; n],
-            queue: VecDeque::new(),
-            queue_bytes: 0,
-            pipeline: VecDeque::new(),
-            pipeline_bytes: 0,
-            acked: vec![0; n],
-            in_flight: ClientMap::default(),
-            own_appends: VecDeque::new(),
-            start_view_change_from: ReplicaSet::default(),
-            do_view_change: vec![None; n],
-            do_view_change_sent: false,
-            joining: false,
-            view_change_fetch: None,
+            primary: Primary::new(n),
+            view_changing: ViewChanging::new(n),
             recovery: None,
             state_transfer_pending: false,
             writes: persistence::Writes::default(),
@@ -404,7 +454,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Prepares in flight (primary).
     pub fn pipeline_depth(&self) -> usize {
-        self.pipeline.len()
+        self.primary.pipeline.len()
     }
 
     /// Counters.
@@ -446,13 +496,10 @@ impl<S: StateMachine> Replica<S> {
         self.writes.check();
         // Role state exists only in its role.
         assert_eq!(self.recovery.is_some(), self.status == Status::Recovering);
-        assert!(!self.joining || self.status == Status::ViewChange);
-        assert!(self.view_change_fetch.is_none() || self.status == Status::ViewChange);
+        assert!(self.status == Status::ViewChange || self.view_changing.is_empty());
+        assert!(self.is_primary() || self.primary.is_empty());
         assert!(
-            self.status == Status::ViewChange || self.do_view_change.iter().all(Option::is_none)
-        );
-        assert!(
-            self.own_appends.is_empty() || self.is_primary(),
+            self.primary.own_appends.is_empty() || self.is_primary(),
             "only a primary waits for its own appends"
         );
         match self.status {
@@ -462,23 +509,24 @@ impl<S: StateMachine> Replica<S> {
                     "normal status in a view not started"
                 );
                 if self.is_primary() {
-                    assert!(self.pipeline.len() <= self.config.pipeline_prepares_max as usize);
-                    assert!(self.queue.len() <= self.config.batch_entries_max as usize);
-                    assert!(self.acked.iter().all(|&acked| acked <= op));
-                    if let Some(last) = self.pipeline.back() {
+                    assert!(self.primary.pipeline.len() <= self.config.pipeline_prepares_max as usize);
+                    assert!(self.primary.queue.len() <= self.config.batch_entries_max as usize);
+                    assert!(self.primary.acked.iter().all(|&acked| acked <= op));
+                    if let Some(last) = self.primary.pipeline.back() {
                         assert_eq!(last.op_last, op, "the pipeline ends at op");
                     }
                     assert!(self
+                        .primary
                         .pipeline
                         .front()
                         .is_none_or(|first| first.op_last > self.commit));
                 } else {
-                    assert!(self.queue.is_empty() && self.pipeline.is_empty());
+                    assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty());
                 }
             }
-            Status::ViewChange => assert!(self.queue.is_empty() && self.pipeline.is_empty()),
+            Status::ViewChange => assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty()),
             Status::Recovering => {
-                assert!(self.queue.is_empty() && self.pipeline.is_empty());
+                assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty());
                 assert!(self.recovery.is_some());
             }
         }
@@ -536,6 +584,56 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
+    // Transitions: the only places the status changes. Each asserts what must hold on
+    // entry and builds the role state of the status it enters, so nothing of the status
+    // it leaves can survive. (Recovering is entered once, at start: `start_recovering`.)
+
+    /// Normal status in the current view, as its primary or a backup (paper 4.1). The
+    /// caller has just installed the view's log: a replica is never normal in a view
+    /// without holding that view's log.
+    fn enter_normal(&mut self) {
+        assert!(
+            self.status != Status::Normal || self.last_normal_view < self.view,
+            "already normal in view {}",
+            self.view
+        );
+        assert!(self.commit <= self.log.op());
+        let n = self.configuration.replica_count() as usize;
+        self.status = Status::Normal;
+        self.last_normal_view = self.view;
+        self.primary = Primary::new(n);
+        self.view_changing = ViewChanging::new(n);
+        self.recovery = None;
+        self.start_normal_timeouts();
+    }
+
+    /// View-change status for `view` (paper 4.2): as one of those choosing its log,
+    /// having heard `calls` for it, or (`joining`) as a replica that fetches the log of a
+    /// view that started without it, and has no say in choosing it.
+    fn enter_view_change(&mut self, view: View, calls: ReplicaSet, joining: bool) {
+        assert!(view >= self.view);
+        assert!(
+            view > self.view || self.status != Status::Normal,
+            "a started view is left only for a later one"
+        );
+        assert_ne!(self.status, Status::Recovering);
+        assert!(calls.contains(self.index));
+        if view > self.view {
+            self.set_view(view);
+        }
+        let n = self.configuration.replica_count() as usize;
+        self.status = Status::ViewChange;
+        self.primary = Primary::new(n);
+        self.view_changing = ViewChanging {
+            calls,
+            do_view_change_sent: joining,
+            joining,
+            ..ViewChanging::new(n)
+        };
+        self.stop_all_timeouts();
+        self.view_change_timeout.start();
+    }
+
     /// The only place the view changes. Asks for views up to the new one are answered.
     fn set_view(&mut self, view: View) {
         assert!(view >= self.view, "view must never go backwards");
@@ -562,7 +660,7 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.primary_of(self.view) == self.index {
             self.commit_timeout.start();
-            if !self.pipeline.is_empty() {
+            if !self.primary.pipeline.is_empty() {
                 self.prepare_timeout.start();
             }
         } else {

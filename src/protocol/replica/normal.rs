@@ -17,8 +17,8 @@ impl<S: StateMachine> Replica<S> {
     /// reading client connections, so TCP flow control pushes back on clients.
     pub fn accepting_requests(&self) -> bool {
         self.is_primary()
-            && self.queue.len() < self.config.batch_entries_max as usize
-            && self.queue_bytes < self.config.batch_bytes_max as u64
+            && self.primary.queue.len() < self.config.batch_entries_max as usize
+            && self.primary.queue_bytes < self.config.batch_bytes_max as u64
     }
 
     pub(super) fn on_request(&mut self, request: Request, effects: &mut Vec<Effect>) {
@@ -33,7 +33,7 @@ impl<S: StateMachine> Replica<S> {
         if !self.accepting_requests() {
             return self.drop_reason("request", "queue full");
         }
-        if self.in_flight.contains_key(&request.client) {
+        if self.primary.in_flight.contains_key(&request.client) {
             return self.drop_reason("request", "already in progress");
         }
         let client = self.clients.get(request.client);
@@ -87,7 +87,7 @@ impl<S: StateMachine> Replica<S> {
                 Some(_) => {}
             },
         }
-        self.in_flight.insert(request.client, request.request);
+        self.primary.in_flight.insert(request.client, request.request);
         let entry = Entry {
             client: request.client,
             session: request.session,
@@ -96,8 +96,8 @@ impl<S: StateMachine> Replica<S> {
             operation: request.operation,
             body: request.body,
         };
-        self.queue_bytes += entry.size_bytes() as u64;
-        self.queue.push_back(entry);
+        self.primary.queue_bytes += entry.size_bytes() as u64;
+        self.primary.queue.push_back(entry);
     }
 
     /// Answers a request that was not ordered (`Evicted`, `Rejected`): no op, no result.
@@ -132,9 +132,9 @@ impl<S: StateMachine> Replica<S> {
 
     fn prepare_batches(&mut self, effects: &mut Vec<Effect>) {
         while self.is_primary()
-            && !self.queue.is_empty()
-            && self.pipeline.len() < self.config.pipeline_prepares_max as usize
-            && self.pipeline_bytes < self.config.pipeline_bytes_max
+            && !self.primary.queue.is_empty()
+            && self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize
+            && self.primary.pipeline_bytes < self.config.pipeline_bytes_max
         {
             self.prepare_batch(effects);
         }
@@ -142,13 +142,13 @@ impl<S: StateMachine> Replica<S> {
 
     fn prepare_batch(&mut self, effects: &mut Vec<Effect>) {
         assert!(self.is_primary());
-        assert!(!self.queue.is_empty());
-        assert!(self.pipeline.len() < self.config.pipeline_prepares_max as usize);
+        assert!(!self.primary.queue.is_empty());
+        assert!(self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize);
         let op_first = self.log.op() + 1;
         let mut entries =
-            Vec::with_capacity(self.queue.len().min(self.config.batch_entries_max as usize));
+            Vec::with_capacity(self.primary.queue.len().min(self.config.batch_entries_max as usize));
         let mut bytes = 0u64;
-        while let Some(entry) = self.queue.front() {
+        while let Some(entry) = self.primary.queue.front() {
             let size = entry.size_bytes() as u64;
             if !entries.is_empty()
                 && (bytes + size > self.config.batch_bytes_max as u64
@@ -156,20 +156,20 @@ impl<S: StateMachine> Replica<S> {
             {
                 break;
             }
-            let mut entry = self.queue.pop_front().expect("front exists");
+            let mut entry = self.primary.queue.pop_front().expect("front exists");
             // Paper 4.4: the primary picks the non-deterministic input; strictly increasing
             // so that every op has a distinct, ordered time.
             entry.timestamp = self.clock_ns.max(self.log.timestamp_last() + 1);
             bytes += size;
-            self.queue_bytes -= size;
+            self.primary.queue_bytes -= size;
             self.log.push(entry.clone());
             entries.push(entry);
         }
         let op_last = self.log.op();
         assert!(op_last >= op_first, "a Prepare holds at least one entry");
         assert_eq!(op_last - op_first + 1, entries.len() as Op);
-        self.pipeline.push_back(InFlightPrepare { op_last, bytes });
-        self.pipeline_bytes += bytes;
+        self.primary.pipeline.push_back(InFlightPrepare { op_last, bytes });
+        self.primary.pipeline_bytes += bytes;
         // The primary's own acknowledgement counts once its append is durable
         // (`on_persisted`); a single-replica cluster commits there.
         let prepare = Prepare {
@@ -260,7 +260,7 @@ impl<S: StateMachine> Replica<S> {
             "the gate refuses messages from this replica's index"
         );
         self.heard_tick[from as usize] = self.ticks;
-        let acked = &mut self.acked[from as usize];
+        let acked = &mut self.primary.acked[from as usize];
         *acked = (*acked).max(ok.op);
         self.advance_commit_from_acks(effects);
     }
@@ -269,21 +269,22 @@ impl<S: StateMachine> Replica<S> {
     /// writes completed) hold.
     pub(super) fn advance_commit_from_acks(&mut self, effects: &mut Vec<Effect>) {
         assert!(self.is_primary());
-        assert!(self.acked[self.index as usize] <= self.log.op());
-        let mut acked: SmallVec<[Op; 16]> = SmallVec::from_slice(&self.acked);
+        assert!(self.primary.acked[self.index as usize] <= self.log.op());
+        let mut acked: SmallVec<[Op; 16]> = SmallVec::from_slice(&self.primary.acked);
         acked.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_op = acked[self.faults_max()];
         if quorum_op > self.commit {
             self.commit_to(quorum_op, effects);
             while let Some(prepare) = self
+                .primary
                 .pipeline
                 .front()
                 .filter(|prepare| prepare.op_last <= self.commit)
             {
-                self.pipeline_bytes -= prepare.bytes;
-                self.pipeline.pop_front();
+                self.primary.pipeline_bytes -= prepare.bytes;
+                self.primary.pipeline.pop_front();
             }
-            if self.pipeline.is_empty() {
+            if self.primary.pipeline.is_empty() {
                 self.prepare_timeout.stop();
             } else {
                 self.prepare_timeout.start();
@@ -344,10 +345,10 @@ impl<S: StateMachine> Replica<S> {
         }
         let op = self.log.op();
         for backup in self.configuration.indexes() {
-            if backup == self.index || self.acked[backup as usize] >= op {
+            if backup == self.index || self.primary.acked[backup as usize] >= op {
                 continue;
             }
-            let mut from = self.acked[backup as usize].max(self.log.base()) + 1;
+            let mut from = self.primary.acked[backup as usize].max(self.log.base()) + 1;
             let mut prepares = 0;
             while from <= op && prepares < self.config.pipeline_prepares_max {
                 let entries = self
@@ -383,17 +384,6 @@ impl<S: StateMachine> Replica<S> {
         self.ask_for_view_change(effects);
     }
 
-    /// Drops every piece of primary-only state when leaving the primary role.
-    pub(super) fn clear_primary_state(&mut self) {
-        self.queue.clear();
-        self.queue_bytes = 0;
-        self.pipeline.clear();
-        self.pipeline_bytes = 0;
-        self.in_flight.clear();
-        self.own_appends.clear();
-        self.acked.iter_mut().for_each(|acked| *acked = 0);
-    }
-
     /// Executes a committed request's effect on the client table and the service, and
     /// answers the client if this replica is the primary. Returns nothing: replies are
     /// effects.
@@ -402,7 +392,7 @@ impl<S: StateMachine> Replica<S> {
         let entry = self.log.get(op).expect("executing an entry not in the log");
         let (client, session, request) = (entry.client, entry.session, entry.request);
         // One lookup on the hot path: executed ops leave the primary's in-flight set.
-        if let MapEntry::Occupied(in_flight) = self.in_flight.entry(client) {
+        if let MapEntry::Occupied(in_flight) = self.primary.in_flight.entry(client) {
             if *in_flight.get() == request {
                 in_flight.remove();
             }

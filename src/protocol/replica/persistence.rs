@@ -177,25 +177,25 @@ impl<S: StateMachine> Replica<S> {
         }
         let op = self.log.op();
         let own = self.index as usize;
-        if self.acked[own] >= op {
+        if self.primary.acked[own] >= op {
             return;
         }
         if !self.writes_pending() {
-            self.acked[own] = op; // Written by an earlier input.
-        } else if self.own_appends.back().is_none_or(|&(_, last)| last < op) {
-            self.own_appends.push_back((self.writes.issued, op));
+            self.primary.acked[own] = op; // Written by an earlier input.
+        } else if self.primary.own_appends.back().is_none_or(|&(_, last)| last < op) {
+            self.primary.own_appends.push_back((self.writes.issued, op));
         }
     }
 
     fn count_own_acknowledgement(&mut self, durable: WriteId) {
         let own = self.index as usize;
-        while let Some(&(write, op)) = self.own_appends.front() {
+        while let Some(&(write, op)) = self.primary.own_appends.front() {
             if write > durable {
                 break;
             }
             assert!(op <= self.log.op());
-            self.acked[own] = self.acked[own].max(op);
-            self.own_appends.pop_front();
+            self.primary.acked[own] = self.primary.acked[own].max(op);
+            self.primary.own_appends.pop_front();
         }
     }
 

@@ -94,10 +94,13 @@ impl<S: StateMachine> Replica<S> {
             0,
             "a recovering replica starts without state"
         );
+        let n = self.configuration.replica_count() as usize;
         self.status = Status::Recovering;
+        self.primary = Primary::new(n);
+        self.view_changing = ViewChanging::new(n);
         self.recovery = Some(RecoveryState {
             nonce,
-            responses: vec![None; self.configuration.replica_count() as usize],
+            responses: vec![None; n],
             source: None,
             attempts: 0,
         });
@@ -332,12 +335,8 @@ impl<S: StateMachine> Replica<S> {
 
     fn finish_recovery(&mut self, _effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Recovering);
-        assert!(self.commit <= self.log.op());
-        self.status = Status::Normal;
-        self.last_normal_view = self.view;
-        self.recovery = None;
+        self.enter_normal();
         self.state_transfer_pending = false;
-        self.start_normal_timeouts();
         tracing::info!(
             replica = self.index,
             view = self.view,

@@ -121,7 +121,7 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_timeout.stop();
         match self.status {
             Status::Recovering => self.on_recovery_state(from, view, new_state, effects),
-            Status::ViewChange if self.joining => {
+            Status::ViewChange if self.view_changing.joining => {
                 self.on_join_state(from, view, new_state, effects)
             }
             Status::ViewChange => self.on_view_change_state(new_state, effects),
@@ -197,7 +197,7 @@ impl<S: StateMachine> Replica<S> {
     /// into its log: see the module docs of `view_change`). Only committed entries count.
     fn on_view_change_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::ViewChange);
-        assert!(!self.joining);
+        assert!(!self.view_changing.joining);
         let Some((_, target)) = self.view_change_fetch_target() else {
             return self.drop_reason("new_state", "no fetch under way");
         };
@@ -221,7 +221,7 @@ impl<S: StateMachine> Replica<S> {
         new_state: NewState,
         effects: &mut Vec<Effect>,
     ) {
-        assert!(self.joining && self.status == Status::ViewChange);
+        assert!(self.view_changing.joining && self.status == Status::ViewChange);
         let primary = self.primary_of(self.view);
         if from != primary || view != self.view {
             return self.drop_reason("new_state", "not from the primary of the view joined");
@@ -246,7 +246,7 @@ impl<S: StateMachine> Replica<S> {
         if usable_last.min(entries_last) <= held {
             return false;
         }
-        let mut fetch = self.view_change_fetch.take().unwrap_or(Fetched {
+        let mut fetch = self.view_changing.fetch.take().unwrap_or(Fetched {
             checkpoint: None,
             op_first: self.commit + 1,
             entries: Vec::new(),
@@ -271,7 +271,7 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
         }
-        self.view_change_fetch = Some(fetch);
+        self.view_changing.fetch = Some(fetch);
         self.fetch_end() > held
     }
 
@@ -280,7 +280,7 @@ impl<S: StateMachine> Replica<S> {
     /// is corrupt (nothing changed).
     pub(super) fn install_fetch(&mut self) -> bool {
         assert_eq!(self.status, Status::ViewChange);
-        let Some(fetch) = self.view_change_fetch.take() else {
+        let Some(fetch) = self.view_changing.fetch.take() else {
             self.log.truncate(self.commit);
             return true;
         };

@@ -45,16 +45,7 @@ impl<S: StateMachine> Replica<S> {
         } else {
             ReplicaSet::default()
         };
-        self.set_view(view);
-        self.status = Status::ViewChange;
-        self.clear_primary_state();
-        self.start_view_change_from = asked.union(&ReplicaSet::of(self.index));
-        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
-        self.do_view_change_sent = false;
-        self.view_change_fetch = None;
-        self.joining = false;
-        self.stop_all_timeouts();
-        self.view_change_timeout.start();
+        self.enter_view_change(view, asked.union(&ReplicaSet::of(self.index)), false);
         self.stats.view_changes += 1;
         tracing::debug!(replica = self.index, view, "view change");
         self.broadcast(
@@ -66,8 +57,8 @@ impl<S: StateMachine> Replica<S> {
 
     /// Paper 4.2 step 2: once f others called for this view, send the DoViewChange.
     fn send_do_view_change_once_called(&mut self, effects: &mut Vec<Effect>) {
-        let others = self.start_view_change_from.count_others(self.index);
-        if others >= self.faults_max() && !self.do_view_change_sent {
+        let others = self.view_changing.calls.count_others(self.index);
+        if others >= self.faults_max() && !self.view_changing.do_view_change_sent {
             self.send_do_view_change(effects);
         }
     }
@@ -150,7 +141,7 @@ impl<S: StateMachine> Replica<S> {
             if self.status != Status::ViewChange {
                 return self.drop_reason("start_view_change", "view already started");
             }
-            self.start_view_change_from.insert(from);
+            self.view_changing.calls.insert(from);
             return self.send_do_view_change_once_called(effects);
         }
         if view - self.view > VIEWS_AHEAD_MAX {
@@ -194,8 +185,8 @@ impl<S: StateMachine> Replica<S> {
 
     fn send_do_view_change(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::ViewChange);
-        assert!(!self.do_view_change_sent, "one DoViewChange per view");
-        assert!(!self.joining);
+        assert!(!self.view_changing.do_view_change_sent, "one DoViewChange per view");
+        assert!(!self.view_changing.joining);
         let entries = self.log.slice(self.commit + 1, self.log.op(), usize::MAX);
         let dvc = DoViewChange {
             last_normal_view: self.last_normal_view,
@@ -203,10 +194,10 @@ impl<S: StateMachine> Replica<S> {
             commit: self.commit,
             entries,
         };
-        self.do_view_change_sent = true;
+        self.view_changing.do_view_change_sent = true;
         let primary = self.primary_of(self.view);
         if primary == self.index {
-            self.do_view_change[self.index as usize] = Some(dvc);
+            self.view_changing.do_view_changes[self.index as usize] = Some(dvc);
             self.try_complete_view_change(effects);
         } else {
             // From now on another replica may start the view with this log. This replica
@@ -250,8 +241,8 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::ViewChange {
             return self.drop_reason("do_view_change", "view already started");
         }
-        self.do_view_change[from as usize] = Some(dvc);
-        if !self.do_view_change_sent {
+        self.view_changing.do_view_changes[from as usize] = Some(dvc);
+        if !self.view_changing.do_view_change_sent {
             // The sender saw f StartViewChanges: with it, f+1 replicas want this view.
             self.send_do_view_change(effects);
         } else {
@@ -262,12 +253,12 @@ impl<S: StateMachine> Replica<S> {
     /// The index of the DoViewChange whose log the new view takes (paper 4.2 step 3).
     fn best_do_view_change(&self) -> usize {
         let mut best: Option<usize> = None;
-        for (index, dvc) in self.do_view_change.iter().enumerate() {
+        for (index, dvc) in self.view_changing.do_view_changes.iter().enumerate() {
             let Some(dvc) = dvc else { continue };
             let better = match best {
                 None => true,
                 Some(b) => {
-                    let current = self.do_view_change[b].as_ref().expect("best is present");
+                    let current = self.view_changing.do_view_changes[b].as_ref().expect("best is present");
                     (dvc.last_normal_view, dvc.op) > (current.last_normal_view, current.op)
                 }
             };
@@ -282,7 +273,7 @@ impl<S: StateMachine> Replica<S> {
     /// commit number, or the end of what it fetched (committed entries for a new primary,
     /// the joined view's entries for a joining replica).
     pub(super) fn fetch_end(&self) -> Op {
-        match &self.view_change_fetch {
+        match &self.view_changing.fetch {
             Some(fetch) => fetch.op_first + fetch.entries.len() as Op - 1,
             None => self.commit,
         }
@@ -293,12 +284,12 @@ impl<S: StateMachine> Replica<S> {
     /// entries before it can start the view (that sender's commit: its suffix covers the
     /// rest).
     pub(super) fn view_change_fetch_target(&self) -> Option<(ReplicaIndex, Op)> {
-        let received = self.do_view_change.iter().flatten().count();
-        if received < self.quorum() || self.status != Status::ViewChange || self.joining {
+        let received = self.view_changing.do_view_changes.iter().flatten().count();
+        if received < self.quorum() || self.status != Status::ViewChange || self.view_changing.joining {
             return None;
         }
         let best = self.best_do_view_change();
-        let commit = self.do_view_change[best].as_ref().expect("best").commit;
+        let commit = self.view_changing.do_view_changes[best].as_ref().expect("best").commit;
         Some((best as ReplicaIndex, commit))
     }
 
@@ -306,14 +297,14 @@ impl<S: StateMachine> Replica<S> {
         let Some((best, best_commit)) = self.view_change_fetch_target() else {
             return;
         };
-        let best_op = self.do_view_change[best as usize]
+        let best_op = self.view_changing.do_view_changes[best as usize]
             .as_ref()
             .expect("best")
             .op;
         if best_op < self.fetch_end() {
             // The chosen log must hold every op known committed (paper 4.2): this one
             // cannot come from a correct replica. Wait for another.
-            self.do_view_change[best as usize] = None;
+            self.view_changing.do_view_changes[best as usize] = None;
             return self.drop_reason("do_view_change", "the best log lacks committed ops");
         }
         if self.fetch_end() < best_commit {
@@ -326,21 +317,21 @@ impl<S: StateMachine> Replica<S> {
     fn start_view_as_primary(&mut self, best: usize, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::ViewChange);
         assert!(
-            !self.joining,
+            !self.view_changing.joining,
             "a joining replica has no say in the view's log"
         );
         assert_eq!(self.primary_of(self.view), self.index);
-        assert!(self.do_view_change.iter().flatten().count() >= self.quorum());
+        assert!(self.view_changing.do_view_changes.iter().flatten().count() >= self.quorum());
         // The new commit number is the largest any DoViewChange reported (the best one's
         // included); StartView carries entries from the smallest, so most backups need
         // no state transfer.
-        let commits = self.do_view_change.iter().flatten().map(|dvc| dvc.commit);
+        let commits = self.view_changing.do_view_changes.iter().flatten().map(|dvc| dvc.commit);
         let commit_max = commits.clone().max().expect("a quorum of DoViewChange");
         let commit_min = commits.min().expect("a quorum of DoViewChange");
         if !self.install_fetch() {
             return; // A corrupt checkpoint: the view-change timeout moves on.
         }
-        let best = self.do_view_change[best].take().expect("best");
+        let best = self.view_changing.do_view_changes[best].take().expect("best");
         assert!(
             best.op >= self.commit,
             "the new view's log lacks committed ops"
@@ -356,9 +347,7 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         assert_eq!(self.log.op(), best.op);
-        self.status = Status::Normal;
-        self.last_normal_view = self.view;
-        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
+        self.enter_normal();
         self.stats.views_started += 1;
         tracing::debug!(
             replica = self.index,
@@ -366,25 +355,21 @@ impl<S: StateMachine> Replica<S> {
             op = best.op,
             "started view as primary"
         );
-        // Rebuild the primary's state: the inherited uncommitted suffix is one pipeline slot.
-        self.clear_primary_state();
-        let op = self.log.op();
+        // The primary's state is new: the inherited uncommitted suffix is one pipeline slot.
         // Its own acknowledgement of the new log counts once the view's writes complete.
-        for ticks in self.heard_tick.iter_mut() {
-            *ticks = self.ticks;
-        }
+        let op = self.log.op();
         self.commit_to(commit_max.max(self.commit).min(op), effects);
         if op > self.commit {
-            self.pipeline.push_back(InFlightPrepare {
+            self.primary.pipeline.push_back(InFlightPrepare {
                 op_last: op,
                 bytes: 0,
             });
             for uncommitted in self.commit + 1..=op {
                 let entry = self.log.get(uncommitted).expect("uncommitted entry");
-                self.in_flight.insert(entry.client, entry.request);
+                self.primary.in_flight.insert(entry.client, entry.request);
             }
+            self.prepare_timeout.start();
         }
-        self.start_normal_timeouts();
         let op_first = (commit_min + 1).max(self.log.base() + 1).min(op + 1);
         let start_view = self.start_view_message(op_first);
         self.broadcast(Body::StartView(start_view), effects);
@@ -473,13 +458,7 @@ impl<S: StateMachine> Replica<S> {
         );
         assert!(view >= self.view);
         self.set_view(view);
-        self.status = Status::Normal;
-        self.last_normal_view = view;
-        self.joining = false;
-        self.clear_primary_state();
-        self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
-        self.view_change_fetch = None;
-        self.start_normal_timeouts();
+        self.enter_normal();
     }
 
     /// `view` started without this replica (a Prepare, Commit or StartView says so, but
@@ -491,20 +470,8 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn join_started_view(&mut self, view: View, effects: &mut Vec<Effect>) {
         assert!(view >= self.view);
         assert!(view > self.view || self.status != Status::Normal);
-        if !(self.joining && view == self.view) {
-            if view > self.view {
-                self.set_view(view);
-            }
-            self.status = Status::ViewChange;
-            self.clear_primary_state();
-            self.start_view_change_from = ReplicaSet::of(self.index);
-            self.do_view_change.iter_mut().for_each(|dvc| *dvc = None);
-            // The view has started: this replica has no say in choosing its log.
-            self.do_view_change_sent = true;
-            self.view_change_fetch = None;
-            self.joining = true;
-            self.stop_all_timeouts();
-            self.view_change_timeout.start();
+        if !(self.view_changing.joining && view == self.view) {
+            self.enter_view_change(view, ReplicaSet::of(self.index), true);
             self.state_transfer_pending = false;
         }
         self.request_state(self.primary_of(view), effects);
@@ -512,7 +479,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Installs the log a joining replica fetched, and becomes a normal backup.
     pub(super) fn install_joined_log(&mut self, commit: Op, effects: &mut Vec<Effect>) {
-        assert!(self.joining);
+        assert!(self.view_changing.joining);
         assert_eq!(self.status, Status::ViewChange);
         if !self.install_fetch() {
             return; // A corrupt checkpoint: ask again on the next timeout.
@@ -533,7 +500,7 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::ViewChange {
             return self.view_change_timeout.stop();
         }
-        if self.joining {
+        if self.view_changing.joining {
             // The primary of the view being joined has not answered: ask it again. If it
             // is gone, the others notice too and ask for the next view with us.
             self.state_transfer_pending = false;
