@@ -16,7 +16,7 @@ use std::io;
 use std::ops::Range;
 
 /// The connections of one loop, indexed by their mio token.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionSet {
     /// A slab: the index is the mio token; `None` is a free slot listed in `free`.
     slots: Vec<Option<Connection>>,

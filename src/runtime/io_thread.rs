@@ -183,7 +183,7 @@ pub fn spawn(
             to_core,
             core_waker,
             shutdown,
-            connections: ConnectionSet::default(),
+            connections: ConnectionSet::with_capacity(64),
             pending: Vec::new(),
             by_id: HashMap::new(),
             waiting: 0,

@@ -88,7 +88,7 @@ pub struct Counters {
 
 impl Counters {
     /// Adds what a read pass read and decoded.
-    pub fn add_read(&mut self, counts: ReadCounts) {
+    pub(crate) fn add_read(&mut self, counts: ReadCounts) {
         self.bytes_received += counts.bytes;
         self.frames_received += counts.frames;
         self.frames_out_of_range += counts.frames_out_of_range;
