@@ -7,20 +7,25 @@
 //! bytes were already read after the hello. Hand-offs are bounded `crossbeam-channel`s
 //! plus a `mio::Waker` per receiving loop, woken once per batch, not per message.
 //!
+//! Connections here are read, decoded, admitted and written by the same steps as the
+//! event loop's (`connections`); what differs is where an admitted request goes.
+//!
 //! Back-pressure carries through: when the core stops draining its channel (the primary's
 //! batch is full) the channel fills, an I/O thread keeps the request it could not send and
 //! stops reading that connection, and TCP pushes back on the client. Replies that find an
 //! I/O thread's channel full are dropped and counted (the client's retry recovers them):
 //! the core thread never blocks.
 
-use super::connection::{Connection, Parts, ReadOutcome};
+use super::connection::{Connection, Parts};
+use super::connections::{next_inbound, peer_address, ConnectionSet, Inbound, ReadPass, Written};
 use super::handshake::{Admitted, Gate, PeerState};
+use super::inbound::STATS_QUEUED_BYTES_MAX;
 use crate::protocol::{Message, ReplicaIndex};
 use crate::wire;
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,8 +43,6 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(1);
 const READ_BUDGET_BYTES: usize = 1 << 20;
 /// Outbound limit of a client connection.
 const QUEUED_BYTES_MAX: usize = 8 << 20;
-/// A stats request is refused when its connection already has this much unread output.
-const STATS_QUEUED_BYTES_MAX: usize = 256 << 10;
 
 /// From an I/O thread to the core thread.
 #[derive(Debug)]
@@ -180,8 +183,8 @@ pub fn spawn(
             to_core,
             core_waker,
             shutdown,
-            connections: Vec::new(),
-            free: Vec::new(),
+            connections: ConnectionSet::with_capacity(64),
+            pending: Vec::new(),
             by_id: HashMap::new(),
             waiting: 0,
             rejected: rejected_count,
@@ -201,12 +204,6 @@ pub fn spawn(
     })
 }
 
-/// A client connection and the message it could not hand to the core yet.
-struct Slot {
-    connection: Connection,
-    pending: Option<ToCore>,
-}
-
 struct IoLoop {
     context: IoContext,
     poll: Poll,
@@ -214,12 +211,14 @@ struct IoLoop {
     to_core: Sender<ToCore>,
     core_waker: Arc<Waker>,
     shutdown: Arc<AtomicBool>,
-    /// A slab: the index is the mio token.
-    connections: Vec<Option<Slot>>,
-    free: Vec<usize>,
+    /// The client connections this thread owns.
+    connections: ConnectionSet,
+    /// By token: the message a connection could not hand to the core yet (its channel
+    /// was full); while it waits, that connection is not read.
+    pending: Vec<Option<ToCore>>,
     /// Connection id → token.
     by_id: HashMap<u64, usize>,
-    /// Connections holding a message the core's channel had no room for.
+    /// Connections holding a pending message.
     waiting: usize,
     rejected: Arc<AtomicU64>,
     clients: Arc<AtomicUsize>,
@@ -236,17 +235,8 @@ impl IoLoop {
                 Err(error) => return Err(error),
             }
             for event in events.iter() {
-                if event.token() == WAKER {
-                    continue;
-                }
-                if let Some(slot) = self
-                    .connections
-                    .get_mut(event.token().0)
-                    .and_then(Option::as_mut)
-                {
-                    slot.connection.readable |=
-                        event.is_readable() || event.is_read_closed() || event.is_error();
-                    slot.connection.writable |= event.is_writable() || event.is_error();
+                if event.token() != WAKER {
+                    self.connections.on_event(event);
                 }
             }
             self.drain_inbox();
@@ -285,31 +275,27 @@ impl IoLoop {
         }
     }
 
-    fn adopt(&mut self, mut stream: TcpStream, id: u64, peer: PeerState, parts: Parts) {
-        let token = self.free.pop().unwrap_or_else(|| {
-            self.connections.push(None);
-            self.connections.len() - 1
-        });
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(error) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(token), interest)
-        {
-            warn!(%error, "cannot register a handed-over client connection");
-            self.free.push(token);
-            self.clients.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
+    fn adopt(&mut self, stream: TcpStream, id: u64, peer: PeerState, parts: Parts) {
         let limits = (QUEUED_BYTES_MAX, self.context.frame_bytes_max);
         let mut connection = Connection::adopted(stream, id, peer, parts, limits);
         // Data may have arrived before registration: look once without waiting for an edge.
         connection.readable = true;
         connection.writable = true;
-        self.connections[token] = Some(Slot {
-            connection,
-            pending: None,
-        });
+        let token = match self.connections.insert(self.poll.registry(), connection) {
+            Ok(token) => token,
+            Err(error) => {
+                warn!(%error, "cannot register a handed-over client connection");
+                self.clients.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if self.pending.len() <= token {
+            self.pending.resize_with(token + 1, || None);
+        }
+        assert!(
+            self.pending[token].is_none(),
+            "a new connection waits for nothing"
+        );
         self.by_id.insert(id, token);
     }
 
@@ -318,10 +304,8 @@ impl IoLoop {
         let Some(&token) = self.by_id.get(&id) else {
             return;
         };
-        let slot = self.connections[token]
-            .as_mut()
-            .expect("indexed connections are live");
-        if let Err(overflow) = slot.connection.push_with(encode) {
+        let connection = self.connections.live_mut(token);
+        if let Err(overflow) = connection.push_with(encode) {
             self.close(token, overflow.to_string(), true);
         }
     }
@@ -329,87 +313,55 @@ impl IoLoop {
     /// Reads and hands over what every connection has; returns whether anything was sent.
     fn read_phase(&mut self) -> bool {
         let mut sent = false;
-        for token in 0..self.connections.len() {
-            sent |= self.process(token);
+        for token in self.connections.tokens() {
+            sent |= self.read_connection(token);
         }
         sent
     }
 
-    fn process(&mut self, token: usize) -> bool {
-        let context = &self.context;
-        let Some(slot) = self.connections[token].as_mut() else {
+    /// Hands the core what connection `token` holds: first the message that waited for
+    /// room, then each admitted frame, until the socket is drained, the budget is spent,
+    /// or the core's channel is full (then it stops: TCP pushes back on the client).
+    fn read_connection(&mut self, token: usize) -> bool {
+        if self.connections.get(token).is_none() {
             return false;
-        };
+        }
         let mut sent = false;
-        if let Some(pending) = slot.pending.take() {
+        if let Some(pending) = self.pending[token].take() {
             match self.to_core.try_send(pending) {
                 Ok(()) => {
                     self.waiting -= 1;
                     sent = true;
                 }
                 Err(TrySendError::Full(pending) | TrySendError::Disconnected(pending)) => {
-                    slot.pending = Some(pending);
+                    self.pending[token] = Some(pending);
                     return false;
                 }
             }
         }
-        let mut read_bytes = 0;
+        let mut pass = ReadPass::new(READ_BUDGET_BYTES);
         let failure = loop {
-            match slot.connection.decode(context.cluster) {
-                Ok(Some(frame)) => {
-                    let connection = slot.connection.id;
-                    let message = match context.gate.admit(&mut slot.connection.peer, frame) {
-                        Ok(Admitted::Request(message)) => ToCore::Request {
-                            io: context.io,
-                            connection,
-                            message,
-                        },
-                        Ok(Admitted::StatsRequest) => {
-                            // The same limits as on the core's connections: a requester
-                            // that asks in a loop or never reads is closed.
-                            let stats = &mut slot.connection;
-                            if !stats.stats_allowance.take(Instant::now()) {
-                                break Some((
-                                    "stats requests too frequent (more than 20 a second)"
-                                        .to_string(),
-                                    true,
-                                ));
-                            }
-                            if stats.queued_bytes() > STATS_QUEUED_BYTES_MAX {
-                                break Some(("stats requester is not reading".to_string(), true));
-                            }
-                            ToCore::Stats {
-                                io: context.io,
-                                connection,
-                            }
-                        }
-                        Ok(other) => unreachable!("a client connection admitted {other:?}"),
-                        Err(rejection) => break Some((rejection.to_string(), true)),
-                    };
-                    match self.to_core.try_send(message) {
-                        Ok(()) => sent = true,
-                        Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
-                            // Keep it and stop reading: TCP pushes back on the client.
-                            slot.pending = Some(message);
-                            self.waiting += 1;
-                            break None;
-                        }
-                    }
-                    continue;
+            let context = &self.context;
+            let connection = self.connections.live_mut(token);
+            let admitted = match next_inbound(connection, &context.gate, context.cluster, &mut pass)
+            {
+                Inbound::Admitted(admitted) => admitted,
+                Inbound::Rejected(rejection) => break Some((rejection.to_string(), true)),
+                Inbound::Close { reason, rejected } => break Some((reason, rejected)),
+                Inbound::Idle | Inbound::BudgetSpent => break None,
+            };
+            let message = match to_core(context.io, connection, admitted) {
+                Ok(message) => message,
+                Err(reason) => break Some((reason, true)),
+            };
+            match self.to_core.try_send(message) {
+                Ok(()) => sent = true,
+                Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
+                    // Keep it and stop reading: TCP pushes back on the client.
+                    self.pending[token] = Some(message);
+                    self.waiting += 1;
+                    break None;
                 }
-                Ok(None) => {}
-                Err(error) => break Some((format!("decode error: {error}"), true)),
-            }
-            if !slot.connection.readable || read_bytes >= READ_BUDGET_BYTES {
-                break None;
-            }
-            match slot.connection.read_once() {
-                Ok(ReadOutcome::Data(read)) => read_bytes += read,
-                Ok(ReadOutcome::WouldBlock) => break None,
-                Ok(ReadOutcome::Closed) => {
-                    break Some(("peer closed the connection".to_string(), false))
-                }
-                Err(error) => break Some((format!("read error: {error}"), false)),
             }
         };
         if let Some((reason, rejected)) = failure {
@@ -419,42 +371,53 @@ impl IoLoop {
     }
 
     fn write_phase(&mut self) {
-        for token in 0..self.connections.len() {
-            let Some(slot) = self.connections[token].as_mut() else {
-                continue;
-            };
-            let connection = &mut slot.connection;
-            if !connection.has_output() || !connection.writable {
-                continue;
-            }
-            if let Err(error) = connection.write() {
+        for token in self.connections.tokens() {
+            if let Written::Failed(error) = self.connections.write(token) {
                 self.close(token, format!("write error: {error}"), false);
             }
         }
     }
 
     fn close(&mut self, token: usize, reason: String, rejected: bool) {
-        let Some(mut slot) = self.connections[token].take() else {
+        let Some(connection) = self.connections.remove(self.poll.registry(), token) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut slot.connection.stream);
-        self.free.push(token);
-        self.by_id.remove(&slot.connection.id);
+        self.by_id.remove(&connection.id);
         self.clients.fetch_sub(1, Ordering::Relaxed);
-        if slot.pending.is_some() {
+        if self.pending[token].take().is_some() {
             self.waiting -= 1;
         }
-        let address = slot
-            .connection
-            .stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_string(), |a| a.to_string());
-        let peer = slot.connection.peer;
+        let address = peer_address(&connection);
+        let peer = connection.peer;
         if rejected {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             warn!(replica = self.context.replica, io = self.context.io, %address, ?peer, %reason, "closing connection: {reason}");
         } else {
             debug!(replica = self.context.replica, io = self.context.io, %address, ?peer, %reason, "connection closed");
         }
+    }
+}
+
+/// What a client frame admitted on an I/O thread's `connection` asks of the core, or why
+/// the connection must be closed. Stats requests keep the same limits as on the core's
+/// connections: a requester that asks in a loop or never reads is closed.
+fn to_core(io: u8, connection: &mut Connection, admitted: Admitted) -> Result<ToCore, String> {
+    let id = connection.id;
+    match admitted {
+        Admitted::Request(message) => Ok(ToCore::Request {
+            io,
+            connection: id,
+            message,
+        }),
+        Admitted::StatsRequest => {
+            if !connection.stats_allowance.take(Instant::now()) {
+                return Err("stats requests too frequent (more than 20 a second)".to_string());
+            }
+            if connection.queued_bytes() > STATS_QUEUED_BYTES_MAX {
+                return Err("stats requester is not reading".to_string());
+            }
+            Ok(ToCore::Stats { io, connection: id })
+        }
+        other => unreachable!("a client connection admitted {other:?}"),
     }
 }

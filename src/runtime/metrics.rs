@@ -4,6 +4,7 @@
 //! Histograms are `hdrhistogram` with fixed bounds, allocated once at start-up; recording
 //! never allocates (values above the bound are clamped).
 
+use super::connections::ReadCounts;
 use crate::protocol::{Replica, Status};
 use crate::service::StateMachine;
 use hdrhistogram::Histogram;
@@ -83,6 +84,15 @@ pub struct Counters {
     pub handshakes_refused: u64,
     /// Rejection log lines not written because the same one was written within a minute.
     pub log_lines_suppressed: u64,
+}
+
+impl Counters {
+    /// Adds what a read pass read and decoded.
+    pub(crate) fn add_read(&mut self, counts: ReadCounts) {
+        self.bytes_received += counts.bytes;
+        self.frames_received += counts.frames;
+        self.frames_out_of_range += counts.frames_out_of_range;
+    }
 }
 
 /// Histograms and counters of one replica's runtime.

@@ -2,28 +2,54 @@
 //! event loop per replica on a (optionally pinned) thread. The only module that touches
 //! sockets, threads and clocks for the replica.
 //!
+//! Starting and configuring:
 //! - [`server`]: start and stop a replica ([`ReplicaServer::spawn`]);
-//! - [`options`]: what it needs, and the start-up checks;
-//! - [`event_loop`]: the loop's phases, ticks, back-pressure and replica links;
+//! - [`options`]: what it needs, and the start-up checks.
+//!
+//! The event loop, one job per module:
+//! - [`event_loop`]: the loop's state and its phases in order (`EventLoop::run`);
+//! - `connections`: the set of one loop's connections and the read (read, decode, admit)
+//!   and write steps every loop shares, the I/O threads included;
 //! - [`connection`]: one socket's read buffer and bounded, vectored outbound queue;
+//! - `admission`: the accept phase and the connection slots (shared, per address,
+//!   reserved for replicas);
 //! - [`handshake`]: the hello rules: who may send what;
-//! - [`io_thread`]: optional I/O threads that own client connections;
+//! - `inbound`: the read phase: what the gate admits goes to the core, replicas first;
+//! - `clock`: the ticks owed to the core;
+//! - `effects`: the one place the core's effects become I/O;
+//! - `storage`: the storage phase, the place of the future write-ahead log;
+//! - `peers`: the peer table, keyed by replica index (links, redial backoff; it grows
+//!   and shrinks); `dial`: opening the links;
+//! - `routes`: where each client's replies go;
+//! - `closing`: closes, refusals, rejection logs and the handshake deadline sweep;
+//! - `hand_off`: the loop's side of the I/O threads; [`io_thread`]: the threads;
 //! - [`metrics`]: histograms, counters, the log summary and the stats JSON;
 //! - [`stats`]: the cached histogram half of a stats reply;
 //! - [`rate`]: the token bucket that rate-limits stats requests per connection;
 //! - [`throttle`]: once-a-minute logging of a peer's configuration mismatch.
 
+mod admission;
+mod clock;
+mod closing;
 pub mod connection;
+mod connections;
+mod dial;
+mod effects;
 pub mod event_loop;
+mod hand_off;
 pub mod handshake;
+mod inbound;
 pub mod io_thread;
 pub mod metrics;
 pub mod options;
+mod peers;
 pub mod rate;
+mod routes;
 pub mod server;
 pub mod stats;
+mod storage;
 pub mod throttle;
 
-pub use event_loop::TICK;
+pub use clock::TICK;
 pub use options::{ServerError, ServerOptions};
 pub use server::{nonce, ReplicaServer};

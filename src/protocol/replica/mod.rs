@@ -509,7 +509,9 @@ impl<S: StateMachine> Replica<S> {
                     "normal status in a view not started"
                 );
                 if self.is_primary() {
-                    assert!(self.primary.pipeline.len() <= self.config.pipeline_prepares_max as usize);
+                    assert!(
+                        self.primary.pipeline.len() <= self.config.pipeline_prepares_max as usize
+                    );
                     assert!(self.primary.queue.len() <= self.config.batch_entries_max as usize);
                     assert!(self.primary.acked.iter().all(|&acked| acked <= op));
                     if let Some(last) = self.primary.pipeline.back() {
@@ -524,7 +526,9 @@ impl<S: StateMachine> Replica<S> {
                     assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty());
                 }
             }
-            Status::ViewChange => assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty()),
+            Status::ViewChange => {
+                assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty())
+            }
             Status::Recovering => {
                 assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty());
                 assert!(self.recovery.is_some());

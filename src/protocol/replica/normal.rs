@@ -87,7 +87,9 @@ impl<S: StateMachine> Replica<S> {
                 Some(_) => {}
             },
         }
-        self.primary.in_flight.insert(request.client, request.request);
+        self.primary
+            .in_flight
+            .insert(request.client, request.request);
         let entry = Entry {
             client: request.client,
             session: request.session,
@@ -145,8 +147,12 @@ impl<S: StateMachine> Replica<S> {
         assert!(!self.primary.queue.is_empty());
         assert!(self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize);
         let op_first = self.log.op() + 1;
-        let mut entries =
-            Vec::with_capacity(self.primary.queue.len().min(self.config.batch_entries_max as usize));
+        let mut entries = Vec::with_capacity(
+            self.primary
+                .queue
+                .len()
+                .min(self.config.batch_entries_max as usize),
+        );
         let mut bytes = 0u64;
         while let Some(entry) = self.primary.queue.front() {
             let size = entry.size_bytes() as u64;
@@ -168,7 +174,9 @@ impl<S: StateMachine> Replica<S> {
         let op_last = self.log.op();
         assert!(op_last >= op_first, "a Prepare holds at least one entry");
         assert_eq!(op_last - op_first + 1, entries.len() as Op);
-        self.primary.pipeline.push_back(InFlightPrepare { op_last, bytes });
+        self.primary
+            .pipeline
+            .push_back(InFlightPrepare { op_last, bytes });
         self.primary.pipeline_bytes += bytes;
         // The primary's own acknowledgement counts once its append is durable
         // (`on_persisted`); a single-replica cluster commits there.

@@ -182,7 +182,12 @@ impl<S: StateMachine> Replica<S> {
         }
         if !self.writes_pending() {
             self.primary.acked[own] = op; // Written by an earlier input.
-        } else if self.primary.own_appends.back().is_none_or(|&(_, last)| last < op) {
+        } else if self
+            .primary
+            .own_appends
+            .back()
+            .is_none_or(|&(_, last)| last < op)
+        {
             self.primary.own_appends.push_back((self.writes.issued, op));
         }
     }

@@ -185,7 +185,10 @@ impl<S: StateMachine> Replica<S> {
 
     fn send_do_view_change(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::ViewChange);
-        assert!(!self.view_changing.do_view_change_sent, "one DoViewChange per view");
+        assert!(
+            !self.view_changing.do_view_change_sent,
+            "one DoViewChange per view"
+        );
         assert!(!self.view_changing.joining);
         let entries = self.log.slice(self.commit + 1, self.log.op(), usize::MAX);
         let dvc = DoViewChange {
@@ -258,7 +261,9 @@ impl<S: StateMachine> Replica<S> {
             let better = match best {
                 None => true,
                 Some(b) => {
-                    let current = self.view_changing.do_view_changes[b].as_ref().expect("best is present");
+                    let current = self.view_changing.do_view_changes[b]
+                        .as_ref()
+                        .expect("best is present");
                     (dvc.last_normal_view, dvc.op) > (current.last_normal_view, current.op)
                 }
             };
@@ -285,11 +290,17 @@ impl<S: StateMachine> Replica<S> {
     /// rest).
     pub(super) fn view_change_fetch_target(&self) -> Option<(ReplicaIndex, Op)> {
         let received = self.view_changing.do_view_changes.iter().flatten().count();
-        if received < self.quorum() || self.status != Status::ViewChange || self.view_changing.joining {
+        if received < self.quorum()
+            || self.status != Status::ViewChange
+            || self.view_changing.joining
+        {
             return None;
         }
         let best = self.best_do_view_change();
-        let commit = self.view_changing.do_view_changes[best].as_ref().expect("best").commit;
+        let commit = self.view_changing.do_view_changes[best]
+            .as_ref()
+            .expect("best")
+            .commit;
         Some((best as ReplicaIndex, commit))
     }
 
@@ -325,13 +336,20 @@ impl<S: StateMachine> Replica<S> {
         // The new commit number is the largest any DoViewChange reported (the best one's
         // included); StartView carries entries from the smallest, so most backups need
         // no state transfer.
-        let commits = self.view_changing.do_view_changes.iter().flatten().map(|dvc| dvc.commit);
+        let commits = self
+            .view_changing
+            .do_view_changes
+            .iter()
+            .flatten()
+            .map(|dvc| dvc.commit);
         let commit_max = commits.clone().max().expect("a quorum of DoViewChange");
         let commit_min = commits.min().expect("a quorum of DoViewChange");
         if !self.install_fetch() {
             return; // A corrupt checkpoint: the view-change timeout moves on.
         }
-        let best = self.view_changing.do_view_changes[best].take().expect("best");
+        let best = self.view_changing.do_view_changes[best]
+            .take()
+            .expect("best");
         assert!(
             best.op >= self.commit,
             "the new view's log lacks committed ops"

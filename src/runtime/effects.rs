@@ -1,0 +1,126 @@
+//! Carrying out the core's effects: the one place where an [`Effect`] becomes I/O. A new
+//! effect variant is handled in [`EventLoop::execute_effects`] and nowhere else.
+//!
+//! Messages are encoded straight into their connection's outbound queue: a message for
+//! one replica or client once, a broadcast once for all replica links (the encoded
+//! segment is shared, not copied). Nothing is written here: the write phase writes every
+//! connection once per iteration, so the effects of one iteration leave in one vectored
+//! write per connection. A message whose link or route is missing is dropped: the
+//! protocol's timeouts resend what matters, and a client's retry is answered from the
+//! client table.
+
+use super::event_loop::EventLoop;
+use super::routes::Route;
+use crate::protocol::{Body, ClientId, Effect, Message, ReplicaIndex};
+use crate::service::StateMachine;
+use crate::wire;
+use std::time::Instant;
+
+impl<S: StateMachine> EventLoop<S> {
+    /// Carries out every effect the core produced since the last call, in order.
+    pub(super) fn execute_effects(&mut self) {
+        self.now = Instant::now();
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send { to, message } => self.send(to, &message),
+                Effect::Broadcast { message } => self.broadcast(&message),
+                Effect::Reply { client, message } => self.reply(client, message),
+                Effect::Write { .. } => {} // Completed by the storage phase.
+            }
+        }
+        self.effects = effects; // Keep the capacity.
+    }
+
+    /// Queues `message` on our link to replica `to` (dialling it if there is none).
+    fn send(&mut self, to: ReplicaIndex, message: &Message) {
+        let cluster = self.options.config.cluster;
+        let Some(token) = self.link(to) else {
+            return; // No link: the protocol's timeouts resend what matters.
+        };
+        let connection = self
+            .connections
+            .get_mut(token)
+            .expect("linked connections are live");
+        if let Err(overflow) = connection.push_with(|out| wire::encode(message, cluster, out)) {
+            self.close_overflow(token, overflow);
+        }
+    }
+
+    /// Encodes `message` once and queues the segment on every peer's link.
+    fn broadcast(&mut self, message: &Message) {
+        if let Body::Prepare(prepare) = &message.body {
+            self.metrics
+                .batch_entries
+                .record(prepare.entries.len() as u64);
+            self.metrics
+                .pipeline_ops
+                .record(prepare.op_last().saturating_sub(prepare.commit));
+        }
+        wire::encode(message, self.options.config.cluster, &mut self.broadcast);
+        let segment = self.broadcast.split().freeze();
+        for index in 0..self.peers.bound() {
+            if !self.peers.contains(index) {
+                continue;
+            }
+            let Some(token) = self.link(index) else {
+                continue;
+            };
+            let connection = self
+                .connections
+                .get_mut(token)
+                .expect("linked connections are live");
+            if let Err(overflow) = connection.push_shared(segment.clone()) {
+                self.close_overflow(token, overflow);
+            }
+        }
+    }
+
+    /// Queues a reply on the connection its client's latest request came in on, here or on
+    /// an I/O thread; measures request-to-commit when it answers the request in flight.
+    fn reply(&mut self, client: ClientId, message: Message) {
+        let request = match &message.body {
+            Body::Reply(reply) => Some(reply.request),
+            _ => None,
+        };
+        let Some((route, waited)) = self.routes.on_reply(client, request, self.now) else {
+            self.metrics.counters.replies_unroutable += 1;
+            return;
+        };
+        if let Some(waited) = waited {
+            self.metrics
+                .request_commit_us
+                .record(waited.as_micros() as u64);
+        }
+        match route {
+            Route::Local {
+                token,
+                connection_id,
+            } => {
+                let cluster = self.options.config.cluster;
+                let Some(connection) = self
+                    .connections
+                    .get_mut(token)
+                    .filter(|connection| connection.id == connection_id)
+                else {
+                    self.metrics.counters.replies_unroutable += 1;
+                    return;
+                };
+                self.metrics.counters.replies_sent += 1;
+                if let Err(overflow) =
+                    connection.push_with(|out| wire::encode(&message, cluster, out))
+                {
+                    self.close_overflow(token, overflow);
+                }
+            }
+            Route::Io { io, connection_id } => {
+                if self.io.send_reply(io, connection_id, message) {
+                    self.metrics.counters.replies_sent += 1;
+                } else {
+                    // Never block the core: the client's retry gets it from the table.
+                    self.metrics.counters.replies_unroutable += 1;
+                }
+            }
+        }
+    }
+}

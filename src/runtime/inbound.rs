@@ -1,0 +1,217 @@
+//! The read phase: every readable connection is read until `WouldBlock` (or its budget),
+//! each frame decoded and passed through the handshake gate (the shared loop of
+//! `connections`), and what the gate admits is handled here: handshake answers, client
+//! requests and replica messages for the core, stats requests.
+//!
+//! Replica connections (and connections yet to say who they are) are read first: their
+//! acknowledgements free the pipeline that client requests need. While a primary's batch
+//! is full, client connections are left unread: their data stays in the kernel and TCP
+//! pushes back.
+
+use super::connections::{next_inbound, Inbound, ReadPass};
+use super::event_loop::EventLoop;
+use super::handshake::{Admitted, PeerState, Rejection};
+use super::routes::Route;
+use crate::protocol::{Body, Message};
+use crate::service::StateMachine;
+use crate::wire::{self, Peer, Refusal, RefusalCode};
+use tracing::{debug, info, warn};
+
+/// Bytes read from one connection per iteration before the others get their turn.
+const READ_BUDGET_BYTES: usize = 4 << 20;
+/// A stats request is refused when its connection already has this much unread output:
+/// a requester that never reads cannot make the replica buffer for it.
+pub(super) const STATS_QUEUED_BYTES_MAX: usize = 256 << 10;
+
+impl<S: StateMachine> EventLoop<S> {
+    /// Reads every connection with input, replicas first; effects are carried out after
+    /// each connection so that its replies and acknowledgements are queued in order.
+    pub(super) fn read_phase(&mut self) {
+        self.more_to_read = false;
+        self.paused_clients = 0;
+        for clients in [false, true] {
+            for token in self.connections.tokens() {
+                let Some(connection) = self.connections.get(token) else {
+                    continue;
+                };
+                if matches!(connection.peer, PeerState::Client(_)) != clients {
+                    continue;
+                }
+                if connection.closing.is_some() {
+                    continue; // Refused: only its refusal is still written.
+                }
+                if connection.readable || connection.buffered_bytes() > 0 {
+                    self.read_connection(token);
+                    self.execute_effects();
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles what `token` has buffered, reading more until `WouldBlock`,
+    /// the read budget, or back-pressure stops it.
+    fn read_connection(&mut self, token: usize) {
+        let mut pass = ReadPass::new(READ_BUDGET_BYTES);
+        loop {
+            let accepting = self.core_accepts_requests();
+            let Some(connection) = self.connections.get_mut(token) else {
+                break;
+            };
+            if matches!(connection.peer, PeerState::Client(_)) && !accepting {
+                // Leave the rest in our buffer and the kernel's: TCP pushes back.
+                self.paused_clients += 1;
+                self.metrics.counters.backpressure_pauses += 1;
+                break;
+            }
+            let cluster = self.options.config.cluster;
+            let inbound = next_inbound(connection, &self.gate, cluster, &mut pass);
+            self.metrics.counters.add_read(pass.take_counts());
+            match inbound {
+                Inbound::Admitted(admitted) => self.on_admitted(token, admitted),
+                Inbound::Rejected(rejection) => {
+                    self.reject(token, rejection);
+                    break;
+                }
+                Inbound::Close { reason, rejected } => {
+                    self.close(token, reason, rejected);
+                    break;
+                }
+                Inbound::Idle => break,
+                Inbound::BudgetSpent => {
+                    self.more_to_read = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Handles a frame the gate admitted on connection `token`.
+    fn on_admitted(&mut self, token: usize, admitted: Admitted) {
+        let cluster = self.options.config.cluster;
+        match admitted {
+            Admitted::Hello {
+                peer,
+                welcome,
+                established,
+            } => {
+                self.connections
+                    .live_mut(token)
+                    .push_with(|out| wire::encode_welcome(&welcome, cluster, out))
+                    .expect("a welcome fits any queue");
+                if established {
+                    self.on_established(token, peer);
+                }
+            }
+            Admitted::Authenticated(peer) => self.on_established(token, peer),
+            Admitted::Welcomed { replica, proof } => {
+                if let Some(proof) = proof {
+                    // The proof, then what waited for it.
+                    let connection = self.connections.live_mut(token);
+                    if let Err(overflow) =
+                        connection.release(|out| wire::encode_proof(&proof, cluster, out))
+                    {
+                        return self.close_overflow(token, overflow);
+                    }
+                }
+                self.peers.on_welcomed(replica);
+                info!(
+                    replica = self.options.replica,
+                    peer = replica,
+                    "connected to replica"
+                );
+            }
+            Admitted::Request(message) => {
+                let connection_id = self.connections.live_mut(token).id;
+                let route = Route::Local {
+                    token,
+                    connection_id,
+                };
+                self.on_request(route, message);
+            }
+            Admitted::Replica(message) => self.replica.on_message(message, &mut self.effects),
+            Admitted::StatsRequest => self.on_stats_request(token),
+        }
+    }
+
+    /// A peer finished its handshake: a replica leaves the shared pool and may send
+    /// messages up to `message_bytes_max`; a client needs a shared slot.
+    fn on_established(&mut self, token: usize, peer: Peer) {
+        match peer {
+            Peer::Replica(index) => {
+                let connection = self.connections.live_mut(token);
+                self.slots.uncount(&mut connection.ip);
+                connection.frame_bytes_max = self.options.config.message_bytes_max;
+                info!(
+                    replica = self.options.replica,
+                    peer = index,
+                    "replica said hello"
+                );
+            }
+            Peer::Client(client) => {
+                if self.slots.over(self.io.clients()) {
+                    // It took a reserved slot: those are for replicas.
+                    let refusal = Refusal {
+                        code: RefusalCode::Busy,
+                        reason: format!(
+                            "all {} client connection slots are taken",
+                            self.slots.connections_max()
+                        ),
+                    };
+                    return self.reject(token, Rejection::Refused(refusal));
+                }
+                debug!(client, "client said hello");
+                if !self.io.is_empty() {
+                    self.hand_over(token);
+                }
+            }
+        }
+    }
+
+    /// Answers a stats request, unless its connection asks too often or does not read.
+    fn on_stats_request(&mut self, token: usize) {
+        let now = self.now;
+        let connection = self.connections.live_mut(token);
+        if !connection.stats_allowance.take(now) {
+            let reason = "stats requests too frequent (more than 20 a second)".to_string();
+            return self.close(token, reason, true);
+        }
+        if connection.queued_bytes() > STATS_QUEUED_BYTES_MAX {
+            let reason = format!(
+                "stats requester is not reading ({} bytes unread)",
+                connection.queued_bytes()
+            );
+            return self.close(token, reason, true);
+        }
+        let json = self.stats_json();
+        let cluster = self.options.config.cluster;
+        let connection = self.connections.live_mut(token);
+        if let Err(overflow) =
+            connection.push_with(|out| wire::encode_stats_reply(json.as_bytes(), cluster, out))
+        {
+            self.close_overflow(token, overflow);
+        }
+    }
+
+    /// Notes where the request's client is (its reply goes back there) and feeds the
+    /// request to the core.
+    pub(super) fn on_request(&mut self, route: Route, message: Message) {
+        let Body::Request(request) = &message.body else {
+            unreachable!("the gate admits only requests here")
+        };
+        let (client, number) = (request.client, request.request);
+        self.metrics.counters.requests_received += 1;
+        let connections = &self.connections;
+        let is_live = |token, id| connections.get(token).is_some_and(|c| c.id == id);
+        if !self
+            .routes
+            .on_request(client, number, route, self.now, is_live)
+        {
+            warn!(
+                client,
+                limit = self.routes.routes_max(),
+                "client routes full: this client's reply will not be routed"
+            );
+        }
+        self.replica.on_message(message, &mut self.effects);
+    }
+}

@@ -1,0 +1,195 @@
+//! Client routes: where each client's replies go (the connection its latest request came
+//! in on, on this loop or on an I/O thread) and when its in-flight request arrived (for the
+//! request-to-commit histogram).
+//!
+//! One map lookup per request and one per reply: with thousands of clients each lookup is
+//! likely a cache miss, and they showed up as the primary's top cost, so both facts share
+//! one entry. The map is bounded: when it is full, routes to closed connections are
+//! forgotten first, and a client that still finds no room is served but its reply is not
+//! routed (its retry is answered from the client table).
+
+use crate::protocol::client_table::ClientMap;
+use crate::protocol::{ClientId, RequestNumber};
+use std::time::{Duration, Instant};
+
+/// Where a client's replies go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Connection `token` of the event loop, while its id is `connection_id` (tokens are
+    /// reused, ids never are).
+    Local {
+        /// The connection's token.
+        token: usize,
+        /// The connection's id.
+        connection_id: u64,
+    },
+    /// A connection of I/O thread `io`.
+    Io {
+        /// The I/O thread.
+        io: u8,
+        /// The connection's id.
+        connection_id: u64,
+    },
+}
+
+/// What the loop keeps per client.
+#[derive(Clone, Copy, Debug)]
+struct ClientRoute {
+    route: Route,
+    /// The request in flight and when it reached this primary (request-to-commit).
+    arrival: Option<(RequestNumber, Instant)>,
+}
+
+/// The routes of every client with a recent request, at most `routes_max`.
+#[derive(Debug)]
+pub struct ClientRoutes {
+    routes: ClientMap<ClientRoute>,
+    routes_max: usize,
+}
+
+impl ClientRoutes {
+    /// Routes for at most `routes_max` clients.
+    pub fn new(routes_max: usize) -> ClientRoutes {
+        assert!(routes_max > 0, "at least one route");
+        ClientRoutes {
+            routes: ClientMap::with_capacity_and_hasher(
+                routes_max.min(1 << 16),
+                Default::default(),
+            ),
+            routes_max,
+        }
+    }
+
+    /// The most clients routed at once.
+    pub fn routes_max(&self) -> usize {
+        self.routes_max
+    }
+
+    /// Notes that request `number` of `client` arrived on `route` at `now`; returns
+    /// false if there was no room for a new client. When full, routes to connections that
+    /// `is_live` says are gone are forgotten first (a route to an I/O thread's connection
+    /// cannot be checked from here and is dropped too: the client's next request routes it
+    /// again). A retry keeps the first arrival time of its request number.
+    pub fn on_request(
+        &mut self,
+        client: ClientId,
+        number: RequestNumber,
+        route: Route,
+        now: Instant,
+        is_live: impl Fn(usize, u64) -> bool,
+    ) -> bool {
+        if self.routes.len() >= self.routes_max && !self.routes.contains_key(&client) {
+            self.routes.retain(|_, known| match known.route {
+                Route::Local {
+                    token,
+                    connection_id,
+                } => is_live(token, connection_id),
+                Route::Io { .. } => false,
+            });
+        }
+        let arrival = |previous: Option<(RequestNumber, Instant)>| match previous {
+            Some((known, arrived)) if known == number => Some((known, arrived)),
+            _ => Some((number, now)),
+        };
+        if let Some(known) = self.routes.get_mut(&client) {
+            known.route = route;
+            known.arrival = arrival(known.arrival);
+        } else if self.routes.len() < self.routes_max {
+            let arrival = arrival(None);
+            self.routes.insert(client, ClientRoute { route, arrival });
+        } else {
+            return false;
+        }
+        assert!(self.routes.len() <= self.routes_max);
+        true
+    }
+
+    /// Where `client`'s reply goes; when it answers `request`, the request in flight,
+    /// also how long that request waited since it arrived (measured once: a second reply
+    /// to it is not measured again).
+    pub fn on_reply(
+        &mut self,
+        client: ClientId,
+        request: Option<RequestNumber>,
+        now: Instant,
+    ) -> Option<(Route, Option<Duration>)> {
+        let known = self.routes.get_mut(&client)?;
+        let mut waited = None;
+        if let (Some(request), Some((number, arrived))) = (request, known.arrival) {
+            if request == number {
+                known.arrival = None;
+                waited = Some(now.saturating_duration_since(arrived));
+            }
+        }
+        Some((known.route, waited))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: Route = Route::Local {
+        token: 1,
+        connection_id: 10,
+    };
+    const IO: Route = Route::Io {
+        io: 0,
+        connection_id: 11,
+    };
+
+    fn live(_: usize, _: u64) -> bool {
+        true
+    }
+
+    #[test]
+    fn a_reply_follows_the_latest_request_and_is_timed_once() {
+        let start = Instant::now();
+        let mut routes = ClientRoutes::new(4);
+        assert!(routes.on_request(7, 1, LOCAL, start, live));
+        // A retry on another connection moves the route and keeps the first arrival.
+        let later = start + Duration::from_millis(3);
+        assert!(routes.on_request(7, 1, IO, later, live));
+        let end = start + Duration::from_millis(5);
+        assert_eq!(
+            routes.on_reply(7, Some(1), end),
+            Some((IO, Some(Duration::from_millis(5))))
+        );
+        assert_eq!(routes.on_reply(7, Some(1), end), Some((IO, None)));
+        // A reply to an older request is routed but not timed.
+        assert!(routes.on_request(7, 2, LOCAL, end, live));
+        assert_eq!(routes.on_reply(7, Some(1), end), Some((LOCAL, None)));
+        assert_eq!(routes.on_reply(8, Some(1), end), None, "unknown client");
+    }
+
+    #[test]
+    fn a_full_table_forgets_closed_connections_first() {
+        let now = Instant::now();
+        let mut routes = ClientRoutes::new(2);
+        let on = |token| Route::Local {
+            token,
+            connection_id: token as u64,
+        };
+        assert!(routes.on_request(1, 1, on(1), now, live));
+        assert!(routes.on_request(2, 1, on(2), now, live));
+        let all_live = routes.on_request(3, 1, on(3), now, live);
+        assert!(!all_live, "no room while every route is live");
+        assert!(
+            routes.on_request(2, 2, on(2), now, live),
+            "a known client has room"
+        );
+        let one_closed = |token: usize, _| token != 1;
+        assert!(routes.on_request(3, 1, on(3), now, one_closed));
+        assert_eq!(routes.on_reply(1, None, now), None);
+        assert_eq!(routes.on_reply(3, None, now), Some((on(3), None)));
+    }
+
+    #[test]
+    fn a_full_table_drops_io_routes() {
+        let now = Instant::now();
+        let mut routes = ClientRoutes::new(1);
+        assert!(routes.on_request(1, 1, IO, now, live));
+        assert!(routes.on_request(2, 1, LOCAL, now, live));
+        assert_eq!(routes.on_reply(1, None, now), None);
+    }
+}
