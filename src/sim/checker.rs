@@ -621,22 +621,22 @@ impl Checker {
         seen.modeled = true;
         self.counts.checkpoints_checked += 1;
         let mut table = ClientTable::new(self.clients_max);
-        let sessions: Option<Vec<ModelSession>> =
-            table.restore(&seen.clients.to_blob()).map(|()| {
-                let mut sessions: Vec<ModelSession> = table
-                    .iter()
-                    .map(|(&client, entry)| ModelSession {
-                        client,
-                        session: entry.session,
-                        request: entry.request,
-                        op: entry.op,
-                        registration: entry.registration,
-                        reply: entry.reply.clone(),
-                    })
-                    .collect();
-                sessions.sort();
-                sessions
-            });
+        let clients = seen.clients.to_blob();
+        let sessions: Option<Vec<ModelSession>> = table.restore(&clients).map(|()| {
+            let mut sessions: Vec<ModelSession> = table
+                .iter()
+                .map(|(&client, entry)| ModelSession {
+                    client,
+                    session: entry.session,
+                    request: entry.request,
+                    op: entry.op,
+                    registration: entry.registration,
+                    reply: entry.reply.clone(),
+                })
+                .collect();
+            sessions.sort();
+            sessions
+        });
         if sessions.as_ref() != Some(&expected.sessions) {
             return Err(Failure::new(
                 "checkpoint",
