@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 use vsr::client::{Client, ClientOptions};
 use vsr::runtime::{ReplicaServer, ServerOptions};
-use vsr::service::{SnapshotError, StateMachine};
+use vsr::service::{Page, Snapshot, SnapshotError, StateMachine};
 
 /// The state machine: a running count of records and bytes, and a channel that receives
 /// every committed record in log order, exactly once per replica.
@@ -31,15 +31,19 @@ impl StateMachine for Ledger {
         Bytes::copy_from_slice(&self.records.to_le_bytes())
     }
 
-    fn snapshot(&self) -> Bytes {
-        [self.records.to_le_bytes(), self.bytes.to_le_bytes()]
-            .concat()
-            .into()
+    /// The state is 16 bytes: one page. (A large state would be cut into pages so that
+    /// a checkpoint shares the ones that did not change; see `vsr::service::snapshot`.)
+    fn snapshot(&mut self) -> Snapshot {
+        let state = [self.records.to_le_bytes(), self.bytes.to_le_bytes()].concat();
+        Snapshot::new(vec![Page::new(state.into())])
     }
 
-    fn restore(&mut self, snapshot: &Bytes) -> Result<(), SnapshotError> {
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+        let [page] = snapshot.pages() else {
+            return Err(SnapshotError("a ledger snapshot is one page"));
+        };
         let field = |i: usize| {
-            snapshot
+            page.bytes()
                 .get(i * 8..i * 8 + 8)
                 .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
         };

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use vsr::client::{ClientOptions, PipelinedClient};
 use vsr::runtime::{ReplicaServer, ServerOptions};
-use vsr::service::{SnapshotError, StateMachine};
+use vsr::service::{Snapshot, SnapshotError, StateMachine};
 
 /// Counts allocations on threads that opted in.
 struct Counting;
@@ -63,10 +63,10 @@ impl StateMachine for Marker {
     fn query(&self, _query: &Bytes) -> Bytes {
         Bytes::new()
     }
-    fn snapshot(&self) -> Bytes {
-        Bytes::new()
+    fn snapshot(&mut self) -> Snapshot {
+        Snapshot::empty()
     }
-    fn restore(&mut self, _snapshot: &Bytes) -> Result<(), SnapshotError> {
+    fn restore(&mut self, _snapshot: &Snapshot) -> Result<(), SnapshotError> {
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use vsr::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Operation, Prepare,
     PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView, StartViewChange,
 };
+use vsr::service::{Page, Snapshot, DIGEST_BYTES};
 use vsr::wire::{
     self, DecodeError, Frame, Header, Hello, Limits, Peer, Refusal, RefusalCode, Terms, Welcome,
     EPOCH_MAX, HEADER_BYTES, OP_MAX, VIEW_MAX,
@@ -75,8 +76,14 @@ fn view() -> impl Strategy<Value = u32> {
     prop_oneof![Just(0u32), Just(VIEW_MAX), 0..=VIEW_MAX]
 }
 
+/// Up to four pages, empty ones included.
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    prop::collection::vec(payload(), 0..4)
+        .prop_map(|pages| Snapshot::new(pages.into_iter().map(Page::new).collect()))
+}
+
 fn checkpoint(op_max: u64) -> impl Strategy<Value = Checkpoint> {
-    (0..=op_max, any::<u64>(), payload(), payload()).prop_map(
+    (0..=op_max, any::<u64>(), snapshot(), snapshot()).prop_map(
         |(op, timestamp, service, clients)| Checkpoint {
             op,
             timestamp,
@@ -483,8 +490,8 @@ fn new_state_round_trips_with_and_without_checkpoint() {
     let checkpoint = Checkpoint {
         op: 100,
         timestamp: 5,
-        service: Bytes::from_static(b"service snapshot"),
-        clients: Bytes::from_static(b""),
+        service: Snapshot::from_blob(&Bytes::from(vec![7u8; 10_000])),
+        clients: Snapshot::new(vec![Page::new(Bytes::new())]),
     };
     for checkpoint in [None, Some(checkpoint)] {
         for entries in [vec![], vec![entry_with(b"a"), entry_with(b"")]] {
@@ -866,8 +873,8 @@ fn contradictory_fields_are_refused_by_name() {
                 checkpoint: Some(Checkpoint {
                     op: 6,
                     timestamp: 1,
-                    service: Bytes::new(),
-                    clients: Bytes::new(),
+                    service: Snapshot::empty(),
+                    clients: Snapshot::empty(),
                 }),
                 op_first: 7,
                 entries: vec![],
@@ -889,6 +896,114 @@ fn contradictory_fields_are_refused_by_name() {
             decode_all(&bytes),
             Err(DecodeError::OutOfRange(reason)),
             "{message:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints in pages.
+
+/// A NewState carrying `checkpoint` (at its commit, entries right after it).
+fn new_state_with(checkpoint: Checkpoint) -> Frame {
+    Frame::Message(message_with(Body::NewState(NewState {
+        commit: checkpoint.op,
+        op: checkpoint.op,
+        op_first: checkpoint.op + 1,
+        checkpoint: Some(checkpoint),
+        entries: vec![],
+    })))
+}
+
+/// Where each page of `checkpoint` lies in its NewState frame: (digest and bytes, without
+/// the length between them).
+fn page_spans(checkpoint: &Checkpoint) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let mut at = HEADER_BYTES + 8 + 8;
+    let mut spans = Vec::new();
+    for snapshot in [&checkpoint.service, &checkpoint.clients] {
+        at += 4; // The page count.
+        for page in snapshot.pages() {
+            let digest = at..at + DIGEST_BYTES;
+            let bytes = digest.end + 4..digest.end + 4 + page.len();
+            at = bytes.end;
+            spans.push((digest, bytes));
+        }
+    }
+    spans
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A checkpoint's pages, digests and both snapshots come back exactly, and its size is
+    /// what the replicas budget for.
+    #[test]
+    fn checkpoints_round_trip_as_pages(checkpoint in checkpoint(OP_MAX - 1)) {
+        let frame = new_state_with(checkpoint.clone());
+        check_round_trip(&frame);
+        let Ok(Some(Frame::Message(message))) = decode_all(&encoded(&frame)) else {
+            unreachable!("checked above")
+        };
+        let Body::NewState(NewState { checkpoint: Some(decoded), .. }) = message.body else {
+            unreachable!("a new state with a checkpoint")
+        };
+        for (page, original) in decoded.pages().zip(checkpoint.pages()) {
+            prop_assert_eq!(page.digest(), original.digest());
+            prop_assert_eq!(page.bytes(), original.bytes());
+        }
+        prop_assert_eq!(
+            encoded(&frame).len(),
+            HEADER_BYTES + checkpoint.size_bytes() + 4,
+            "header, checkpoint, empty entry list"
+        );
+    }
+
+    /// Any byte of a page or of its digest changed, with both frame checksums resealed so
+    /// that only the page digest can tell: the frame is refused, by name.
+    #[test]
+    fn a_page_that_does_not_match_its_digest_is_refused(
+        checkpoint in checkpoint(OP_MAX - 1),
+        which in any::<prop::sample::Index>(),
+        position in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let spans = page_spans(&checkpoint);
+        prop_assume!(!spans.is_empty());
+        let (digest, bytes) = spans[which.index(spans.len())].clone();
+        let positions: Vec<usize> = digest.chain(bytes).collect();
+        let mut frame = encoded(&new_state_with(checkpoint));
+        frame[positions[position.index(positions.len())]] ^= flip;
+        reseal(&mut frame, |_| {});
+        prop_assert_eq!(
+            decode_all(&frame),
+            Err(DecodeError::Malformed("checkpoint page does not match its digest"))
+        );
+    }
+
+    /// A page count larger than the body could hold is refused before it sizes anything.
+    #[test]
+    fn a_page_count_beyond_the_body_is_refused(
+        checkpoint in checkpoint(OP_MAX - 1),
+        count in 1u32..,
+        clients in any::<bool>(),
+    ) {
+        let mut frame = encoded(&new_state_with(checkpoint.clone()));
+        let service_count_at = HEADER_BYTES + 16;
+        let at = if clients {
+            page_spans(&checkpoint)
+                .get(checkpoint.service.pages().len().wrapping_sub(1))
+                .map_or(service_count_at + 4, |(_, bytes)| bytes.end)
+        } else {
+            service_count_at
+        };
+        let old = u32::from_le_bytes(frame[at..at + 4].try_into().unwrap());
+        let count = old.saturating_add(count);
+        let room = (frame.len() - at - 4) / (DIGEST_BYTES + 4);
+        prop_assume!(count as usize > room);
+        frame[at..at + 4].copy_from_slice(&count.to_le_bytes());
+        reseal(&mut frame, |_| {});
+        prop_assert_eq!(
+            decode_all(&frame),
+            Err(DecodeError::Malformed("checkpoint page count exceeds body"))
         );
     }
 }

@@ -4,6 +4,7 @@
 //! envelope. Bodies hold `bytes::Bytes`, so a decoded operation is a slice of the
 //! connection's read buffer and cloning an entry never copies its payload.
 
+use crate::service::{Page, Snapshot, DIGEST_BYTES};
 use bytes::Bytes;
 
 /// A view number (paper 4). The primary of view `v` is replica `v mod n`.
@@ -277,18 +278,46 @@ pub struct GetState {
     pub op: Op,
 }
 
-/// A service checkpoint (paper 5.1): the state after executing every op ≤ `op`.
+/// A service checkpoint (paper 5.1): the state after executing every op ≤ `op`, as pages.
+///
+/// Both parts are [`Snapshot`]s, so one representation (pages with digests) covers the
+/// whole checkpoint: the wire carries it as pages, verified one by one, and a Merkle tree
+/// or a page-diff transfer can work on its pages without knowing which part they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The last op the checkpoint includes.
     pub op: Op,
     /// The timestamp of that op, so the clock stays monotonic after a restore.
     pub timestamp: u64,
-    /// The service's snapshot.
-    pub service: Bytes,
-    /// The client table's snapshot.
-    pub clients: Bytes,
+    /// The service's snapshot ([`StateMachine::snapshot`](crate::service::StateMachine)).
+    pub service: Snapshot,
+    /// The client table's snapshot: its encoding cut into pages
+    /// ([`Snapshot::from_blob`]).
+    pub clients: Snapshot,
 }
+
+impl Checkpoint {
+    /// Every page of the checkpoint: the service's, then the client table's.
+    pub fn pages(&self) -> impl Iterator<Item = &Page> {
+        self.service.pages().iter().chain(self.clients.pages())
+    }
+
+    /// Bytes this checkpoint occupies on the wire (fixed fields, and per page its digest,
+    /// length and bytes).
+    pub fn size_bytes(&self) -> usize {
+        CHECKPOINT_HEADER_BYTES
+            + self
+                .pages()
+                .map(|page| PAGE_HEADER_BYTES + page.len())
+                .sum::<usize>()
+    }
+}
+
+/// Fixed bytes of a checkpoint on the wire: op, timestamp, and the page count of each of
+/// its two snapshots.
+pub const CHECKPOINT_HEADER_BYTES: usize = 8 + 8 + 4 + 4;
+/// Bytes in front of each page of a checkpoint on the wire: its digest and its length.
+pub const PAGE_HEADER_BYTES: usize = DIGEST_BYTES + 4;
 
 /// The answer to [`GetState`].
 #[derive(Clone, Debug, PartialEq, Eq)]

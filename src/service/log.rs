@@ -1,7 +1,7 @@
 //! The log service: vsr as a log replicator. It keeps no state of its own and hands each
 //! committed operation, in order and exactly once, to a callback.
 
-use super::{SnapshotError, StateMachine};
+use super::{Page, Snapshot, SnapshotError, StateMachine};
 use bytes::Bytes;
 
 /// Hands every committed operation to `on_commit(op, timestamp, operation)`.
@@ -38,12 +38,17 @@ impl<F: FnMut(u64, u64, &Bytes)> StateMachine for LogService<F> {
         Bytes::copy_from_slice(&self.op_last.to_le_bytes())
     }
 
-    fn snapshot(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.op_last.to_le_bytes())
+    /// One page: the last op handed over.
+    fn snapshot(&mut self) -> Snapshot {
+        let op_last = Bytes::copy_from_slice(&self.op_last.to_le_bytes());
+        Snapshot::new(vec![Page::new(op_last)])
     }
 
-    fn restore(&mut self, snapshot: &Bytes) -> Result<(), SnapshotError> {
-        let bytes: [u8; 8] = snapshot[..]
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+        let [page] = snapshot.pages() else {
+            return Err(SnapshotError("log snapshot is not one page"));
+        };
+        let bytes: [u8; 8] = page.bytes()[..]
             .try_into()
             .map_err(|_| SnapshotError("log snapshot is not 8 bytes"))?;
         self.op_last = u64::from_le_bytes(bytes);

@@ -3,17 +3,20 @@
 //!
 //! A service sees only committed operations, in op order, each exactly once. `apply`
 //! must be deterministic: the same operations with the same timestamps give the same
-//! results and state on every replica.
+//! results and state on every replica. A checkpoint (paper 5.1) holds the service's state
+//! as pages ([`Snapshot`], see [`snapshot`]).
 
 pub mod kv;
 pub mod log;
 pub mod null;
+pub mod snapshot;
 
 use bytes::Bytes;
 
 pub use kv::Kv;
 pub use log::LogService;
 pub use null::Null;
+pub use snapshot::{Digest, DigestMismatch, Page, Snapshot, DIGEST_BYTES, PAGE_BYTES_TARGET};
 
 /// A deterministic state machine replicated by vsr.
 pub trait StateMachine {
@@ -26,12 +29,22 @@ pub trait StateMachine {
     /// Answers a read-only query against the current state (fast reads, paper 6.3).
     fn query(&self, query: &Bytes) -> Bytes;
 
-    /// The whole state as bytes, for a checkpoint (paper 5.1). Must be deterministic: two
-    /// replicas in the same state produce the same bytes.
-    fn snapshot(&self) -> Bytes;
+    /// The whole state as pages, for a checkpoint (paper 5.1).
+    ///
+    /// Must be deterministic: two replicas in the same state produce the same pages, in
+    /// the same order (the replicas' checkpoints are compared page by page, and a page-diff
+    /// transfer relies on it). Pages follow the size rule in [`snapshot`]. It takes `&mut
+    /// self` so that a service can keep the pages of its previous snapshot and rebuild only
+    /// those whose part of the state changed since (the bundled `kv` does).
+    fn snapshot(&mut self) -> Snapshot;
 
-    /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`].
-    fn restore(&mut self, snapshot: &Bytes) -> Result<(), SnapshotError>;
+    /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`], possibly on
+    /// another replica.
+    ///
+    /// Every page's digest has been verified, but its contents came over the wire: a
+    /// service must check them and refuse, never panic on, what its own `snapshot` would
+    /// never produce. On error the state is unchanged.
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError>;
 }
 
 /// A snapshot could not be restored.

@@ -1,7 +1,7 @@
 //! The null service: keeps nothing, answers nothing. Benchmarks use it to measure
 //! replication alone.
 
-use super::{SnapshotError, StateMachine};
+use super::{Snapshot, SnapshotError, StateMachine};
 use bytes::Bytes;
 
 /// A service that does nothing.
@@ -17,11 +17,15 @@ impl StateMachine for Null {
         Bytes::new()
     }
 
-    fn snapshot(&self) -> Bytes {
-        Bytes::new()
+    /// No state, no pages.
+    fn snapshot(&mut self) -> Snapshot {
+        Snapshot::empty()
     }
 
-    fn restore(&mut self, _snapshot: &Bytes) -> Result<(), SnapshotError> {
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
+        if !snapshot.pages().is_empty() {
+            return Err(SnapshotError("null snapshot has pages"));
+        }
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::protocol::client_table::ClientTable;
 use crate::protocol::Replica;
 use crate::protocol::{ClientId, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session, View};
-use crate::service::{Kv, StateMachine};
+use crate::service::{Kv, Snapshot};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -129,12 +129,12 @@ struct EvictedReply {
     commit: Op,
 }
 
-/// A replica checkpoint's bytes, as first seen at its op.
+/// A replica checkpoint's pages, as first seen at its op.
 #[derive(Clone, Debug)]
 struct SeenCheckpoint {
     replica: ReplicaIndex,
-    clients: Bytes,
-    service: Bytes,
+    clients: Snapshot,
+    service: Snapshot,
     /// Whether it was compared with the model yet.
     modeled: bool,
 }
@@ -621,7 +621,8 @@ impl Checker {
         seen.modeled = true;
         self.counts.checkpoints_checked += 1;
         let mut table = ClientTable::new(self.clients_max);
-        let sessions: Option<Vec<ModelSession>> = table.restore(&seen.clients).map(|()| {
+        let clients = seen.clients.to_blob();
+        let sessions: Option<Vec<ModelSession>> = table.restore(&clients).map(|()| {
             let mut sessions: Vec<ModelSession> = table
                 .iter()
                 .map(|(&client, entry)| ModelSession {
@@ -684,8 +685,8 @@ impl Checker {
             return Ok(false);
         }
         self.counts.snapshots_checked += 1;
-        let state = replica.service().snapshot();
-        let expected = self.model.snapshot();
+        let state = replica.service();
+        let expected = self.model.kv();
         if state != expected {
             return Err(Failure::new(
                 "exactly_once",

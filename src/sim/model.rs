@@ -17,7 +17,7 @@
 //! service at the checkpoint's op ([`Model::checkpoint`]).
 
 use crate::protocol::{ClientId, Entry, Op, Operation, RequestNumber, Session};
-use crate::service::{Kv, StateMachine};
+use crate::service::{Kv, Snapshot, StateMachine};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -83,8 +83,8 @@ pub struct ModelSession {
 pub struct ModelCheckpoint {
     /// The client table.
     pub sessions: Vec<ModelSession>,
-    /// The service snapshot.
-    pub service: Bytes,
+    /// The service snapshot (pages).
+    pub service: Snapshot,
 }
 
 /// The reference model.
@@ -172,9 +172,9 @@ impl Model {
         self.outcomes.get(op as usize - 1)
     }
 
-    /// The service snapshot after the last applied op.
-    pub fn snapshot(&self) -> Bytes {
-        self.kv.snapshot()
+    /// The service state after the last applied op.
+    pub fn kv(&self) -> &Kv {
+        &self.kv
     }
 
     /// Applies the next committed entry; `op` must be `applied() + 1`.
@@ -320,7 +320,7 @@ pub(crate) mod tests {
         assert_eq!(model.outcome(7), None);
         let mut kv = Kv::new();
         kv.execute(KvOp::Put(b("k"), b("x")));
-        assert_eq!(model.snapshot(), kv.snapshot());
+        assert_eq!(model.kv(), &kv);
     }
 
     #[test]

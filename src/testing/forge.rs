@@ -12,7 +12,7 @@ use crate::client::ClientSession;
 use crate::config::Config;
 use crate::protocol::*;
 use crate::service::kv::KvOp;
-use crate::service::Kv;
+use crate::service::{Kv, Page, Snapshot};
 use crate::testing::MemoryCluster;
 use bytes::Bytes;
 
@@ -181,8 +181,8 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
             let checkpoint = (c.below(3) == 0).then(|| Checkpoint {
                 op: pick_op(target, c),
                 timestamp: c.u64(),
-                service: bytes(c),
-                clients: bytes(c),
+                service: pages(c),
+                clients: pages(c),
             });
             Body::NewState(NewState {
                 commit: pick_op(target, c),
@@ -264,6 +264,12 @@ fn entries(c: &mut Choices<'_>) -> Vec<Entry> {
             body: bytes(c),
         })
         .collect()
+}
+
+/// Up to three pages of arbitrary bytes, empty ones included. Their digests are right:
+/// the wire's gate refuses a page that does not match its digest before a replica sees it.
+fn pages(c: &mut Choices<'_>) -> Snapshot {
+    Snapshot::new((0..c.below(4)).map(|_| Page::new(bytes(c))).collect())
 }
 
 fn bytes(c: &mut Choices<'_>) -> Bytes {

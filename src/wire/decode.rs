@@ -7,7 +7,7 @@
 //! the frame is split off the read buffer and every body, result and snapshot is a `Bytes`
 //! slice of it.
 
-use super::encode::{entry_at, CHECKPOINT_HEADER_BYTES, ENTRIES_COUNT_BYTES};
+use super::encode::{entry_at, ENTRIES_COUNT_BYTES};
 use super::error::DecodeError;
 use super::frame::{Frame, Peer, PEER_CLIENT, PEER_REPLICA};
 use super::greeting::{
@@ -20,8 +20,9 @@ use super::range;
 use crate::protocol::{
     Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Op, Operation,
     Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
-    StartViewChange, ENTRY_HEADER_BYTES,
+    StartViewChange, CHECKPOINT_HEADER_BYTES, ENTRY_HEADER_BYTES, PAGE_HEADER_BYTES,
 };
+use crate::service::{Digest, Page, Snapshot};
 use bytes::{Bytes, BytesMut};
 
 use DecodeError::Malformed;
@@ -471,9 +472,29 @@ impl Reader {
         Ok(Checkpoint {
             op: self.u64()?,
             timestamp: self.u64()?,
-            service: self.payload()?,
-            clients: self.payload()?,
+            service: self.pages()?,
+            clients: self.pages()?,
         })
+    }
+
+    /// A page list as written by `encode::write_pages`. Every page is checked against its
+    /// digest here, so past the gate a page's digest is always its bytes' (`Page`'s
+    /// invariant). Hashing costs one pass over the checkpoint, once per transfer.
+    fn pages(&mut self) -> Result<Snapshot, DecodeError> {
+        let count = self.u32()? as usize;
+        // The count is checked against the bytes present before it sizes an allocation.
+        if count > self.remaining() / PAGE_HEADER_BYTES {
+            return Err(Malformed("checkpoint page count exceeds body"));
+        }
+        let mut pages = Vec::with_capacity(count);
+        for _ in 0..count {
+            let digest = Digest(self.take()?);
+            let bytes = self.payload()?;
+            let page = Page::verified(bytes, digest)
+                .map_err(|_| Malformed("checkpoint page does not match its digest"))?;
+            pages.push(page);
+        }
+        Ok(Snapshot::new(pages))
     }
 
     /// The whole body must be accounted for.

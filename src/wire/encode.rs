@@ -12,10 +12,9 @@ use super::greeting::{
 };
 use super::header::{Command, Header, HEADER_BYTES};
 use crate::protocol::{Body, Checkpoint, Entry, Message, ENTRY_HEADER_BYTES};
+use crate::service::Snapshot;
 use bytes::{BufMut, BytesMut};
 
-/// Bytes of a checkpoint's fixed fields: op, timestamp, two lengths.
-pub(crate) const CHECKPOINT_HEADER_BYTES: usize = 8 + 8 + 4 + 4;
 /// Bytes of the entry count that opens every entry list.
 pub(crate) const ENTRIES_COUNT_BYTES: usize = 4;
 
@@ -298,7 +297,7 @@ fn entries_bytes(entries: &[Entry]) -> usize {
 }
 
 fn checkpoint_bytes(checkpoint: &Checkpoint) -> usize {
-    CHECKPOINT_HEADER_BYTES + checkpoint.service.len() + checkpoint.clients.len()
+    checkpoint.size_bytes()
 }
 
 /// Writes the body: the payload bytes, or a (checkpoint and) entry list.
@@ -362,13 +361,22 @@ fn entry_header(entry: &Entry) -> [u8; ENTRY_HEADER_BYTES] {
     fixed
 }
 
+/// A checkpoint: op, timestamp, then the service's pages and the client table's.
 fn write_checkpoint(checkpoint: &Checkpoint, out: &mut BytesMut) {
     out.put_u64_le(checkpoint.op);
     out.put_u64_le(checkpoint.timestamp);
-    out.put_u32_le(len_u32(checkpoint.service.len()));
-    out.put_slice(&checkpoint.service);
-    out.put_u32_le(len_u32(checkpoint.clients.len()));
-    out.put_slice(&checkpoint.clients);
+    write_pages(&checkpoint.service, out);
+    write_pages(&checkpoint.clients, out);
+}
+
+/// A page list: a `u32` count, then per page its digest, its `u32` length and its bytes.
+fn write_pages(snapshot: &Snapshot, out: &mut BytesMut) {
+    out.put_u32_le(len_u32(snapshot.pages().len()));
+    for page in snapshot.pages() {
+        out.put_slice(&page.digest().0);
+        out.put_u32_le(len_u32(page.len()));
+        out.put_slice(page.bytes());
+    }
 }
 
 fn len_u32(len: usize) -> u32 {

@@ -3,8 +3,12 @@
 //! Every K ops a replica snapshots the service and the client table into a checkpoint and
 //! trims its log below `checkpoint - log_tail_ops`, so memory stays bounded however many
 //! ops commit. Every replica checkpoints at the same ops, so checkpoints are comparable.
+//! A checkpoint is pages (`service::snapshot`): the service's own, and the client table's
+//! encoding cut into pages; a service may share the pages of state that did not change
+//! since the previous checkpoint, so taking one need not copy the whole state.
 
 use super::*;
+use crate::service::Snapshot;
 
 impl<S: StateMachine> Replica<S> {
     /// Executes every op up to `commit` (all held in the log) and sets the commit number.
@@ -29,8 +33,9 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint = Some(Checkpoint {
             op,
             timestamp,
+            // Pages of unchanged state are shared with the previous checkpoint.
             service: self.service.snapshot(),
-            clients: self.clients.snapshot(),
+            clients: Snapshot::from_blob(&self.clients.snapshot()),
         });
         self.stats.checkpoints += 1;
         self.log.trim(op.saturating_sub(self.config.log_tail_ops));
@@ -45,7 +50,7 @@ impl<S: StateMachine> Replica<S> {
             "a checkpoint must move commit forward"
         );
         let mut clients = ClientTable::new(self.config.clients_max as usize);
-        if clients.restore(&checkpoint.clients).is_none() {
+        if clients.restore(&checkpoint.clients.to_blob()).is_none() {
             tracing::warn!(
                 replica = self.index,
                 op = checkpoint.op,

@@ -77,9 +77,7 @@ impl<S: StateMachine> Replica<S> {
         let op_first = checkpoint
             .as_ref()
             .map_or(op_after, |checkpoint| checkpoint.op + 1);
-        let checkpoint_bytes = checkpoint
-            .as_ref()
-            .map_or(0, |c| c.service.len() + c.clients.len());
+        let checkpoint_bytes = checkpoint.as_ref().map_or(0, Checkpoint::size_bytes);
         if checkpoint_bytes + 4096 > self.config.message_bytes_max as usize {
             // Checkpoints travel whole in one NewState (chunking is not built yet): one
             // larger than a message would be refused by the receiver's decoder, which
