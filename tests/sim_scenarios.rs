@@ -999,3 +999,98 @@ fn a_replica_stuck_above_is_followed_by_backups_that_hear_it_at_different_times(
     s.heal();
     s.converge(SLOW);
 }
+
+/// A recovering replica takes no RecoveryResponse addressed to a previous life of its
+/// process, not even one answering a later attempt of that life (paper 4.3: the nonce).
+/// Such an answer may describe the primary's log as it was before this replica
+/// acknowledged more of it: recovering to that op, a replica whose NewState is cut by size
+/// would go normal without ops it acknowledged and that may have committed with its help.
+/// Every life draws its first nonce afresh and derives the next ones from it, so no nonce
+/// is shared across lives. Here replica 2's previous life had the answers to its first
+/// attempt lost and those to its second held back; they arrive during the second attempt
+/// of its next life, while every live answer is lost. (Kills mutants that made the nonces
+/// after the first a constant: the replica then recovered from the stale answers.)
+#[test]
+fn a_recovery_takes_no_answer_addressed_to_a_previous_life() {
+    let mut s = Scenario::with(101, small_message_config(3), 3);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    // Recovery messages replica 0 received from replica 2 (one per attempt), and the
+    // answers to replica 2's second attempt.
+    let attempts = Rc::new(Cell::new(0));
+    let held: Rc<RefCell<Vec<Envelope>>> = Rc::new(RefCell::new(Vec::new()));
+    let (attempt, hold) = (attempts.clone(), held.clone());
+    s.drop_where(move |envelope| match &envelope.message.body {
+        Body::Recovery(_) if envelope.to == Node::Replica(0) => {
+            attempt.set(attempt.get() + 1);
+            false
+        }
+        Body::RecoveryResponse(_) => match attempt.get() {
+            1 => true,
+            2 => {
+                hold.borrow_mut().push(envelope.clone());
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    });
+    s.crash(2);
+    s.restart(2);
+    s.run_until("replica 2 recovers in its third attempt", SLOW, |c| {
+        c.replica(2).unwrap().status() == Status::Normal
+    });
+    assert_eq!(attempts.get(), 3);
+    let stale = held.borrow().clone();
+    assert_eq!(stale.len(), 2, "both others answered the second attempt");
+    // Replica 2 acknowledges far more than a NewState holds; replica 1 hears none of it.
+    s.heal();
+    s.block(0, 1);
+    s.load(true);
+    let half_message = s.cluster().config().message_bytes_max as usize / 2;
+    s.run_until("more than two NewStates' worth commits", SLOW, |c| {
+        let r0 = c.replica(0).unwrap();
+        let bytes: usize = (1..=r0.commit())
+            .filter_map(|op| r0.entry(op))
+            .map(|entry| entry.size_bytes())
+            .sum();
+        bytes > 2 * half_message
+    });
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    // The next life: every live answer is lost; the previous life's answers to its second
+    // attempt arrive during this life's second attempt.
+    let answers: Vec<_> = stale
+        .iter()
+        .map(|envelope| match &envelope.message.body {
+            Body::RecoveryResponse(r) => (envelope.from, envelope.message.view, *r),
+            _ => unreachable!(),
+        })
+        .collect();
+    attempts.set(0);
+    let attempt = attempts.clone();
+    s.drop_where(move |envelope| match &envelope.message.body {
+        Body::Recovery(_) if envelope.to == Node::Replica(0) => {
+            attempt.set(attempt.get() + 1);
+            false
+        }
+        Body::RecoveryResponse(r) => !answers.contains(&(envelope.from, envelope.message.view, *r)),
+        _ => false,
+    });
+    s.crash(2);
+    s.restart(2);
+    s.run_until("replica 2's second attempt", SLOW, |_| attempts.get() == 2);
+    for envelope in stale {
+        s.inject(envelope);
+    }
+    let config = s.cluster().config();
+    s.run(4 * config.recovery_timeout_ticks * 6);
+    assert_eq!(
+        s.replica(2).status(),
+        Status::Recovering,
+        "answers to a previous life count for nothing"
+    );
+    s.heal();
+    s.converge(SLOW);
+    assert!(s.replica(2).stats().recoveries >= 1);
+}
