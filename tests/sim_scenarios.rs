@@ -1094,3 +1094,31 @@ fn a_recovery_takes_no_answer_addressed_to_a_previous_life() {
     s.converge(SLOW);
     assert!(s.replica(2).stats().recoveries >= 1);
 }
+
+/// Two of five replicas restart at once, one of them the primary of view 0. The other one
+/// hears every normal replica answer from view 0 and the primary of view 0 answer that it
+/// holds nothing (it is recovering too): that answer is not the primary's log, so it waits
+/// until the others have moved to view 1 and recovers from that view's primary, holding
+/// every op committed before. (Kills a mutant that took any answer from the latest view's
+/// primary: replica 4 went normal at once with an empty log, which the simulator's
+/// recovery check reports.)
+#[test]
+fn a_recovery_waits_while_the_latest_views_primary_recovers_too() {
+    let mut s = Scenario::new(5, 111);
+    s.load(true);
+    s.run(300);
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    let committed = s.cluster().checker().committed_max();
+    assert!(committed > 10);
+    s.crash(0);
+    s.crash(4);
+    s.restart(0);
+    s.restart(4);
+    s.run_until("replica 4 recovers", SLOW, |c| {
+        c.replica(4).unwrap().status() == Status::Normal
+    });
+    assert!(s.replica(4).view() >= 1, "from the primary of a later view");
+    assert!(s.replica(4).op() >= committed);
+    s.converge(SLOW);
+}

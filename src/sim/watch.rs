@@ -4,6 +4,12 @@
 //! step 3: the new primary's commit number is the largest in the DoViewChanges it used),
 //! and whether the protocol messages replicas send each other are well-formed.
 //!
+//! A replica that recovers (paper 4.3) must come back holding every op committed before
+//! it restarted: it may have acknowledged any of them, and the primary of the latest view
+//! among f+1 answers holds them all. Recovering to less (from a stale answer, or from an
+//! answer that is not the latest primary's) goes unnoticed by every other check until a
+//! later view change picks the short log, so it is checked when the recovery ends.
+//!
 //! A receiver drops a malformed message with a logged reason, which is right for a forged
 //! one, but a correct replica that sends one is a bug the drop hides: the receiver then
 //! gets what it needed some slower way (a backup that drops a StartView joins the view by
@@ -15,7 +21,7 @@
 //! accessors; nothing reaches into a replica.
 
 use super::checker::Failure;
-use crate::protocol::{Body, Message, Op, Replica, ReplicaIndex, View};
+use crate::protocol::{Body, Message, Op, Replica, ReplicaIndex, Status, View};
 use crate::service::Kv;
 
 /// State-transfer counters, from the NewStates the network delivered.
@@ -68,6 +74,11 @@ pub struct Watch {
     /// A malformed message delivered to a replica since its last check (see the module
     /// docs): reported by the check that follows the delivery.
     malformed: Option<Failure>,
+    /// The highest commit number seen at any replica's check.
+    commit_max: Op,
+    /// Per replica, while it recovers: the highest commit number seen before it restarted,
+    /// which its log must reach when it goes normal.
+    recovery_floor: Vec<Option<Op>>,
     /// What was counted.
     pub counts: TransferCounts,
 }
@@ -81,6 +92,8 @@ impl Watch {
             primary_checked: vec![None; replica_count],
             view_seen: vec![0; replica_count],
             malformed: None,
+            commit_max: 0,
+            recovery_floor: vec![None; replica_count],
             counts: TransferCounts::default(),
         }
     }
@@ -91,6 +104,7 @@ impl Watch {
         self.do_view_change_commit[index as usize] = None;
         self.primary_checked[index as usize] = None;
         self.view_seen[index as usize] = 0;
+        self.recovery_floor[index as usize] = Some(self.commit_max);
     }
 
     /// Notes a message about to be handed to live replica `to` (in view `view_now`).
@@ -165,8 +179,8 @@ impl Watch {
     /// Progress of a new primary: right after replica `index` handled an input, if it has
     /// just become the normal primary of its view, its commit number must be at least the
     /// highest commit of the DoViewChanges for that view delivered to it before. Also
-    /// reports a malformed message delivered just before (see the module docs) and a view
-    /// that went back.
+    /// reports a malformed message delivered just before, a recovery that ended short of
+    /// what committed before the restart (see the module docs) and a view that went back.
     pub fn check_new_primary(
         &mut self,
         index: ReplicaIndex,
@@ -175,6 +189,7 @@ impl Watch {
         if let Some(failure) = self.malformed.take() {
             return Err(failure);
         }
+        self.check_recovery(index, replica)?;
         let view = replica.view();
         let before = std::mem::replace(&mut self.view_seen[index as usize], view);
         if view < before {
@@ -204,6 +219,37 @@ impl Watch {
                 format!(
                     "replica {index} started view {view} with commit {}, below commit {commit_max} of a DoViewChange it received for that view",
                     replica.commit()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Watch {
+    /// Once replica `index` leaves recovering status, its log must reach every op
+    /// committed before it restarted.
+    fn check_recovery(
+        &mut self,
+        index: ReplicaIndex,
+        replica: &Replica<Kv>,
+    ) -> Result<(), Failure> {
+        self.commit_max = self.commit_max.max(replica.commit());
+        let slot = &mut self.recovery_floor[index as usize];
+        let Some(floor) = *slot else {
+            return Ok(());
+        };
+        if replica.status() == Status::Recovering {
+            return Ok(());
+        }
+        *slot = None;
+        if replica.op() < floor {
+            return Err(Failure::new(
+                "recovery",
+                format!(
+                    "replica {index} recovered into view {} with op {}, below op {floor} that committed before it restarted",
+                    replica.view(),
+                    replica.op()
                 ),
             ));
         }
