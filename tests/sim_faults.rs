@@ -3,24 +3,11 @@
 //! checkpoints against the reference model. Each asserts that the fault or check it is
 //! about actually happened, so that the random seeds' reliance on them is grounded.
 
-use vsr::sim::scenario::scenario_config;
+use vsr::sim::scenario::{scenario_config, small_message_config as small_messages};
 use vsr::sim::Scenario;
 
 /// Steps to wait for anything that needs a view change or a recovery.
 const SLOW: u64 = 5_000;
-
-/// The smallest messages `Config::validate` allows for one-entry batches: a NewState holds
-/// about 2.6 KB of entries, so a restarted replica needs several to catch up.
-fn small_messages(replica_count: u8) -> vsr::config::Config {
-    let mut config = scenario_config(replica_count);
-    config.batch_bytes_max = 289;
-    config.pipeline_bytes_max = 289;
-    config.message_bytes_max = (289 + 289) * 2 + 4096;
-    config.checkpoint_interval_ops = 256;
-    config.log_tail_ops = 128;
-    config.validate().expect("the smallest valid messages");
-    config
-}
 
 #[test]
 fn a_recovery_takes_several_new_states_when_messages_are_small() {

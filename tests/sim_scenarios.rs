@@ -9,7 +9,7 @@ use std::rc::Rc;
 use vsr::protocol::{Body, Status};
 use vsr::service::kv::KvResult;
 use vsr::sim::network::{Envelope, Node};
-use vsr::sim::scenario::{cas, get, put, scenario_config};
+use vsr::sim::scenario::{cas, get, put, scenario_config, small_message_config};
 use vsr::sim::Scenario;
 
 /// Steps to wait for anything that needs a view change or a recovery.
@@ -781,4 +781,346 @@ fn a_backup_in_the_view_change_enters_the_new_view_from_start_view() {
     );
     s.heal();
     s.wait_completed(1, SLOW);
+}
+
+/// A new primary whose StartView must be cut to half a message (one of the DoViewChanges
+/// it used came from a backup far behind, and the entries from the lowest commit number on
+/// do not fit) leaves out the oldest committed entries: the backups that hold them enter
+/// the view straight from the StartView, and only the lagging one fetches what it lacks.
+/// (Kills a mutant that cut the entries without moving `op_first`: every backup dropped
+/// the StartView as malformed and joined the view by state transfer.)
+#[test]
+fn backups_enter_the_view_from_a_start_view_cut_for_a_lagging_peer() {
+    let mut s = Scenario::with(81, small_message_config(5), 3);
+    // Replica 4 hears nothing from the primary and falls far behind (its asks for a view
+    // change go unanswered: the others hear the primary).
+    s.block(0, 4);
+    let lagging = s.replica(4).commit();
+    s.load(true);
+    let half_message = s.cluster().config().message_bytes_max as usize / 2;
+    s.run_until(
+        "more than a StartView holds commits without replica 4",
+        SLOW,
+        |c| {
+            let r1 = c.replica(1).unwrap();
+            let bytes: usize = (lagging + 1..=r1.commit())
+                .filter_map(|op| r1.entry(op))
+                .map(|entry| entry.size_bytes())
+                .sum();
+            bytes > 2 * half_message
+        },
+    );
+    s.load(false);
+    s.run_until("the others are idle at one commit", SLOW, |c| {
+        let commit = c.replica(0).unwrap().commit();
+        c.clients_idle()
+            && (0..4).all(|i| {
+                let r = c.replica(i).unwrap();
+                r.op() == commit && r.commit() == commit
+            })
+    });
+    assert_eq!(s.replica(4).commit(), lagging);
+    let fetched: Rc<RefCell<Vec<Node>>> = Rc::new(RefCell::new(Vec::new()));
+    let cut = Rc::new(Cell::new(false));
+    let (fetches, cuts) = (fetched.clone(), cut.clone());
+    s.drop_where(move |envelope| match &envelope.message.body {
+        Body::GetState(_) => {
+            fetches.borrow_mut().push(envelope.from);
+            false
+        }
+        Body::StartView(sv) => {
+            // Entries from the lagging replica's commit on would not fit.
+            cuts.set(cuts.get() || (sv.entries.len() as u64) < sv.op - lagging);
+            false
+        }
+        // The new primary uses the lagging replica's DoViewChange.
+        Body::DoViewChange(_) => envelope.from == Node::Replica(2),
+        _ => false,
+    });
+    s.crash(0);
+    s.run_until("every live replica is normal in a new view", SLOW, |c| {
+        (1..5).all(|i| {
+            let r = c.replica(i).unwrap();
+            r.status() == Status::Normal && r.view() >= 1
+        })
+    });
+    assert!(cut.get(), "the StartView had to be cut");
+    let fetched = fetched.borrow().clone();
+    assert!(
+        !fetched.contains(&Node::Replica(2)) && !fetched.contains(&Node::Replica(3)),
+        "replicas 2 and 3 held every entry the cut StartView left out: {fetched:?}"
+    );
+    assert!(fetched.contains(&Node::Replica(4)), "{fetched:?}");
+    s.heal();
+    s.restart(0);
+    s.converge(SLOW);
+}
+
+/// A backup whose DoViewChange reaches the new primary only after the view started, and
+/// which missed the StartView, is sent the StartView again in answer and enters the view
+/// from it, without fetching the view's log. (Kills a mutant that ignored the late
+/// DoViewChange: the backup waited in its view change until the view's Prepares or Commits
+/// reached it, and then joined by state transfer.)
+#[test]
+fn a_late_do_view_change_is_answered_with_the_start_view() {
+    let mut s = Scenario::new(5, 91);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.converge(SLOW);
+    let held: Rc<RefCell<Option<Envelope>>> = Rc::new(RefCell::new(None));
+    let fetched: Rc<RefCell<Vec<Node>>> = Rc::new(RefCell::new(Vec::new()));
+    let start_views_lost = Rc::new(Cell::new(0));
+    let (hold, fetches, lost) = (held.clone(), fetched.clone(), start_views_lost.clone());
+    s.drop_where(move |envelope| {
+        let (from_2, to_2) = (
+            envelope.from == Node::Replica(2),
+            envelope.to == Node::Replica(2),
+        );
+        match &envelope.message.body {
+            Body::GetState(_) => {
+                fetches.borrow_mut().push(envelope.from);
+                false
+            }
+            // The first one is held back (and injected later).
+            Body::DoViewChange(_) if from_2 && lost.get() == 0 => {
+                hold.borrow_mut().get_or_insert_with(|| envelope.clone());
+                true
+            }
+            Body::StartView(_) if to_2 && lost.get() == 0 => {
+                lost.set(1);
+                true
+            }
+            // Replica 2 learns of the new view only from a StartView.
+            Body::Prepare(_) | Body::Commit(_) => to_2,
+            _ => false,
+        }
+    });
+    s.crash(0);
+    s.run_until(
+        "a new view starts without replica 2's DoViewChange",
+        SLOW,
+        |c| c.primary().is_some_and(|p| p != 0),
+    );
+    let primary = s.cluster().primary().unwrap();
+    let view = s.replica(primary).view();
+    s.run_until("replica 2 missed the StartView", SLOW, |_| {
+        start_views_lost.get() == 1
+    });
+    let late = held
+        .borrow_mut()
+        .take()
+        .expect("replica 2 sent a DoViewChange");
+    assert_eq!(late.message.view, view);
+    assert_eq!(s.replica(2).status(), Status::ViewChange);
+    s.inject(late);
+    // Two message delays (at most 3 steps each) and a margin for the replicas' handling.
+    s.run_until("replica 2 enters the view", 50, |c| {
+        let r2 = c.replica(2).unwrap();
+        r2.status() == Status::Normal && r2.view() == view
+    });
+    assert!(
+        !fetched.borrow().contains(&Node::Replica(2)),
+        "replica 2 entered from the StartView: {:?}",
+        fetched.borrow()
+    );
+    s.heal();
+    s.restart(0);
+    s.converge(SLOW);
+}
+
+/// A replica stuck above the others' view (replica 3, alone in view 1, as in
+/// `replica_promised_to_an_unreachable_primary_rejoins`) is followed even when the others
+/// hear it at different times, while their own view stays healthy and its primary never
+/// hears replica 3: the network heals link by link. Replica 1 hears replica 3 first and
+/// joins its ask; replica 2 hears it only later, when replica 1 no longer does, and can
+/// count replica 1's ask only if replica 1 kept it across its primary's Commits and
+/// repeats it on its own clock. Replica 3 must then be normal again within a few
+/// view-change timeouts. (Kills two mutants: one that forgot such an ask at the primary's
+/// next Commit, one that never repeated an ask; with either, replica 3 stayed out until
+/// every link healed.)
+#[test]
+fn a_replica_stuck_above_is_followed_by_backups_that_hear_it_at_different_times() {
+    let mut s = Scenario::new(5, 12);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.drop_where(|envelope| {
+        matches!(envelope.message.body, Body::StartViewChange(_))
+            && matches!(envelope.to, Node::Replica(2) | Node::Replica(4))
+    });
+    s.partition(&[2, 3, 4]);
+    s.run_until("replica 3 is alone in view 1", SLOW, |c| {
+        let r3 = c.replica(3).unwrap();
+        r3.view() == 1 && r3.status() == Status::ViewChange
+    });
+    // Replica 3's DoViewChange for view 1 is lost in the partition.
+    s.run(20);
+    // Only replica 1 hears replica 3 (which does not hear replica 1 back). Replicas 2
+    // and 4, which asked for view 1 while cut off, still hear no asks: they forget their
+    // own on hearing their primary.
+    s.cluster_mut().heal();
+    let stuck_links = [(3, 0), (3, 4), (1, 3)];
+    for (from, to) in stuck_links.into_iter().chain([(3, 2)]) {
+        s.block(from, to);
+    }
+    let asked = Rc::new(Cell::new(false));
+    let seen = asked.clone();
+    s.drop_where(move |envelope| {
+        let ask = matches!(envelope.message.body, Body::StartViewChange(_));
+        if ask && envelope.from == Node::Replica(1) && envelope.message.view == 2 {
+            seen.set(true);
+        }
+        ask && matches!(envelope.to, Node::Replica(2) | Node::Replica(4))
+    });
+    s.run_until("replica 1 joins replica 3's ask for view 2", SLOW, |_| {
+        asked.get()
+    });
+    // Replica 1 hears its primary's Commits (every 2 ticks) for a while.
+    s.run(100);
+    assert_eq!(
+        (s.replica(1).status(), s.replica(1).view()),
+        (Status::Normal, 0)
+    );
+    assert_eq!(s.replica(3).view(), 1);
+    // Now only replica 2 hears replica 3. Replica 1 cannot hear replica 2 (so it cannot
+    // start view 2 on replica 2's ask), and replica 3 does not hear replica 1: replica 2
+    // must count replica 1's ask, from the repeats of an ask replica 1 kept.
+    s.heal();
+    for (from, to) in stuck_links.into_iter().chain([(3, 1), (2, 1)]) {
+        s.block(from, to);
+    }
+    let config = s.cluster().config();
+    // Replica 3's ask reaches replica 2 within one view-change timeout of replica 3, replica
+    // 1's repeat within one of replica 1; the view change itself takes a few message delays.
+    // A tick is at most 6 steps in scenarios.
+    let bound = 4 * config.view_change_timeout_ticks * 6;
+    let steps = s.run_until("replica 3 is normal again", bound, |c| {
+        c.replica(3).unwrap().status() == Status::Normal
+    });
+    println!("replica 3 followed in {steps} steps (bound {bound})");
+    assert!(s.replica(3).view() >= 2);
+    s.heal();
+    s.converge(SLOW);
+}
+
+/// A recovering replica takes no RecoveryResponse addressed to a previous life of its
+/// process, not even one answering a later attempt of that life (paper 4.3: the nonce).
+/// Such an answer may describe the primary's log as it was before this replica
+/// acknowledged more of it: recovering to that op, a replica whose NewState is cut by size
+/// would go normal without ops it acknowledged and that may have committed with its help.
+/// Every life draws its first nonce afresh and derives the next ones from it, so no nonce
+/// is shared across lives. Here replica 2's previous life had the answers to its first
+/// attempt lost and those to its second held back; they arrive during the second attempt
+/// of its next life, while every live answer is lost. (Kills mutants that made the nonces
+/// after the first a constant: the replica then recovered from the stale answers.)
+#[test]
+fn a_recovery_takes_no_answer_addressed_to_a_previous_life() {
+    let mut s = Scenario::with(101, small_message_config(3), 3);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    // Recovery messages replica 0 received from replica 2 (one per attempt), and the
+    // answers to replica 2's second attempt.
+    let attempts = Rc::new(Cell::new(0));
+    let held: Rc<RefCell<Vec<Envelope>>> = Rc::new(RefCell::new(Vec::new()));
+    let (attempt, hold) = (attempts.clone(), held.clone());
+    s.drop_where(move |envelope| match &envelope.message.body {
+        Body::Recovery(_) if envelope.to == Node::Replica(0) => {
+            attempt.set(attempt.get() + 1);
+            false
+        }
+        Body::RecoveryResponse(_) => match attempt.get() {
+            1 => true,
+            2 => {
+                hold.borrow_mut().push(envelope.clone());
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    });
+    s.crash(2);
+    s.restart(2);
+    s.run_until("replica 2 recovers in its third attempt", SLOW, |c| {
+        c.replica(2).unwrap().status() == Status::Normal
+    });
+    assert_eq!(attempts.get(), 3);
+    let stale = held.borrow().clone();
+    assert_eq!(stale.len(), 2, "both others answered the second attempt");
+    // Replica 2 acknowledges far more than a NewState holds; replica 1 hears none of it.
+    s.heal();
+    s.block(0, 1);
+    s.load(true);
+    let half_message = s.cluster().config().message_bytes_max as usize / 2;
+    s.run_until("more than two NewStates' worth commits", SLOW, |c| {
+        let r0 = c.replica(0).unwrap();
+        let bytes: usize = (1..=r0.commit())
+            .filter_map(|op| r0.entry(op))
+            .map(|entry| entry.size_bytes())
+            .sum();
+        bytes > 2 * half_message
+    });
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    // The next life: every live answer is lost; the previous life's answers to its second
+    // attempt arrive during this life's second attempt.
+    let answers: Vec<_> = stale
+        .iter()
+        .map(|envelope| match &envelope.message.body {
+            Body::RecoveryResponse(r) => (envelope.from, envelope.message.view, *r),
+            _ => unreachable!(),
+        })
+        .collect();
+    attempts.set(0);
+    let attempt = attempts.clone();
+    s.drop_where(move |envelope| match &envelope.message.body {
+        Body::Recovery(_) if envelope.to == Node::Replica(0) => {
+            attempt.set(attempt.get() + 1);
+            false
+        }
+        Body::RecoveryResponse(r) => !answers.contains(&(envelope.from, envelope.message.view, *r)),
+        _ => false,
+    });
+    s.crash(2);
+    s.restart(2);
+    s.run_until("replica 2's second attempt", SLOW, |_| attempts.get() == 2);
+    for envelope in stale {
+        s.inject(envelope);
+    }
+    let config = s.cluster().config();
+    s.run(4 * config.recovery_timeout_ticks * 6);
+    assert_eq!(
+        s.replica(2).status(),
+        Status::Recovering,
+        "answers to a previous life count for nothing"
+    );
+    s.heal();
+    s.converge(SLOW);
+    assert!(s.replica(2).stats().recoveries >= 1);
+}
+
+/// Two of five replicas restart at once, one of them the primary of view 0. The other one
+/// hears every normal replica answer from view 0 and the primary of view 0 answer that it
+/// holds nothing (it is recovering too): that answer is not the primary's log, so it waits
+/// until the others have moved to view 1 and recovers from that view's primary, holding
+/// every op committed before. (Kills a mutant that took any answer from the latest view's
+/// primary: replica 4 went normal at once with an empty log, which the simulator's
+/// recovery check reports.)
+#[test]
+fn a_recovery_waits_while_the_latest_views_primary_recovers_too() {
+    let mut s = Scenario::new(5, 111);
+    s.load(true);
+    s.run(300);
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    let committed = s.cluster().checker().committed_max();
+    assert!(committed > 10);
+    s.crash(0);
+    s.crash(4);
+    s.restart(0);
+    s.restart(4);
+    s.run_until("replica 4 recovers", SLOW, |c| {
+        c.replica(4).unwrap().status() == Status::Normal
+    });
+    assert!(s.replica(4).view() >= 1, "from the primary of a later view");
+    assert!(s.replica(4).op() >= committed);
+    s.converge(SLOW);
 }

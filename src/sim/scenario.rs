@@ -66,6 +66,21 @@ pub fn scenario_config(replica_count: u8) -> Config {
     config
 }
 
+/// [`scenario_config`] with the smallest messages `Config::validate` allows for one-entry
+/// batches: a NewState or StartView holds about 2.6 KB of entries (a few dozen small
+/// puts), so catching up takes several messages and a StartView for a backup that lags
+/// far behind must be cut.
+pub fn small_message_config(replica_count: u8) -> Config {
+    let mut config = scenario_config(replica_count);
+    config.batch_bytes_max = 289;
+    config.pipeline_bytes_max = 289;
+    config.message_bytes_max = (289 + 289) * 2 + 4096;
+    config.checkpoint_interval_ops = 256;
+    config.log_tail_ops = 128;
+    config.validate().expect("the smallest valid messages");
+    config
+}
+
 impl Scenario {
     /// `replica_count` replicas, 3 clients, [`scenario_config`]; every client registers
     /// before this returns.

@@ -1,13 +1,27 @@
 //! What the simulator learns from the deliveries themselves: how state transfers were
-//! split over NewStates (a counter, to show that multi-message transfers happen), and the
+//! split over NewStates (a counter, to show that multi-message transfers happen), the
 //! DoViewChanges each replica received, for the new-primary progress check (paper 4.2
-//! step 3: the new primary's commit number is the largest in the DoViewChanges it used).
+//! step 3: the new primary's commit number is the largest in the DoViewChanges it used),
+//! and whether the protocol messages replicas send each other are well-formed.
+//!
+//! A replica that recovers (paper 4.3) must come back holding every op committed before
+//! it restarted: it may have acknowledged any of them, and the primary of the latest view
+//! among f+1 answers holds them all. Recovering to less (from a stale answer, or from an
+//! answer that is not the latest primary's) goes unnoticed by every other check until a
+//! later view change picks the short log, so it is checked when the recovery ends.
+//!
+//! A receiver drops a malformed message with a logged reason, which is right for a forged
+//! one, but a correct replica that sends one is a bug the drop hides: the receiver then
+//! gets what it needed some slower way (a backup that drops a StartView joins the view by
+//! state transfer), and every liveness check still passes. So every StartView,
+//! DoViewChange, Prepare and NewState delivered must be well-formed by the receivers' own
+//! tests.
 //!
 //! Everything here is read off messages the network delivered and off the replicas'
 //! accessors; nothing reaches into a replica.
 
 use super::checker::Failure;
-use crate::protocol::{Body, Message, Op, Replica, ReplicaIndex, View};
+use crate::protocol::{Body, Message, Op, Replica, ReplicaIndex, Status, View};
 use crate::service::Kv;
 
 /// State-transfer counters, from the NewStates the network delivered.
@@ -57,6 +71,14 @@ pub struct Watch {
     primary_checked: Vec<Option<View>>,
     /// Per replica: its view at the last check.
     view_seen: Vec<View>,
+    /// A malformed message delivered to a replica since its last check (see the module
+    /// docs): reported by the check that follows the delivery.
+    malformed: Option<Failure>,
+    /// The highest commit number seen at any replica's check.
+    commit_max: Op,
+    /// Per replica, while it recovers: the highest commit number seen before it restarted,
+    /// which its log must reach when it goes normal.
+    recovery_floor: Vec<Option<Op>>,
     /// What was counted.
     pub counts: TransferCounts,
 }
@@ -69,6 +91,9 @@ impl Watch {
             do_view_change_commit: vec![None; replica_count],
             primary_checked: vec![None; replica_count],
             view_seen: vec![0; replica_count],
+            malformed: None,
+            commit_max: 0,
+            recovery_floor: vec![None; replica_count],
             counts: TransferCounts::default(),
         }
     }
@@ -79,6 +104,7 @@ impl Watch {
         self.do_view_change_commit[index as usize] = None;
         self.primary_checked[index as usize] = None;
         self.view_seen[index as usize] = 0;
+        self.recovery_floor[index as usize] = Some(self.commit_max);
     }
 
     /// Notes a message about to be handed to live replica `to` (in view `view_now`).
@@ -89,6 +115,19 @@ impl Watch {
         primary_of: ReplicaIndex,
         message: &Message,
     ) {
+        if self.malformed.is_none() {
+            if let Some(what) = malformed(message, primary_of) {
+                self.malformed = Some(Failure::new(
+                    "malformed",
+                    format!(
+                        "replica {} sent replica {to} a {} for view {} that {what}",
+                        message.replica,
+                        message.body.name(),
+                        message.view
+                    ),
+                ));
+            }
+        }
         match &message.body {
             Body::NewState(new_state) => {
                 let entries_last = new_state.op_first + new_state.entries.len() as Op - 1;
@@ -139,12 +178,18 @@ impl Watch {
 
     /// Progress of a new primary: right after replica `index` handled an input, if it has
     /// just become the normal primary of its view, its commit number must be at least the
-    /// highest commit of the DoViewChanges for that view delivered to it before.
+    /// highest commit of the DoViewChanges for that view delivered to it before. Also
+    /// reports a malformed message delivered just before, a recovery that ended short of
+    /// what committed before the restart (see the module docs) and a view that went back.
     pub fn check_new_primary(
         &mut self,
         index: ReplicaIndex,
         replica: &Replica<Kv>,
     ) -> Result<(), Failure> {
+        if let Some(failure) = self.malformed.take() {
+            return Err(failure);
+        }
+        self.check_recovery(index, replica)?;
         let view = replica.view();
         let before = std::mem::replace(&mut self.view_seen[index as usize], view);
         if view < before {
@@ -178,6 +223,98 @@ impl Watch {
             ));
         }
         Ok(())
+    }
+}
+
+impl Watch {
+    /// Once replica `index` leaves recovering status, its log must reach every op
+    /// committed before it restarted.
+    fn check_recovery(
+        &mut self,
+        index: ReplicaIndex,
+        replica: &Replica<Kv>,
+    ) -> Result<(), Failure> {
+        self.commit_max = self.commit_max.max(replica.commit());
+        let slot = &mut self.recovery_floor[index as usize];
+        let Some(floor) = *slot else {
+            return Ok(());
+        };
+        if replica.status() == Status::Recovering {
+            return Ok(());
+        }
+        *slot = None;
+        if replica.op() < floor {
+            return Err(Failure::new(
+                "recovery",
+                format!(
+                    "replica {index} recovered into view {} with op {}, below op {floor} that committed before it restarted",
+                    replica.view(),
+                    replica.op()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with a protocol message a correct replica would never send: the same
+/// tests its receiver applies before dropping it as malformed (`on_prepare`,
+/// `on_do_view_change`, `on_start_view`, `new_state_is_well_formed`). `primary_of` is the
+/// primary of the message's view.
+fn malformed(message: &Message, primary_of: ReplicaIndex) -> Option<&'static str> {
+    let reaches =
+        |op_first: Op, count: usize, op: Op| op_first.checked_add(count as Op) == op.checked_add(1);
+    match &message.body {
+        Body::Prepare(prepare) => {
+            if prepare.entries.is_empty() || prepare.op_first == 0 {
+                Some("carries no entries or starts at op 0")
+            } else if message.replica != primary_of {
+                Some("does not come from the view's primary")
+            } else {
+                None
+            }
+        }
+        Body::DoViewChange(dvc) => {
+            if dvc.commit > dvc.op || dvc.entries.len() as Op != dvc.op - dvc.commit {
+                Some("does not carry exactly the entries after its commit number")
+            } else if dvc.last_normal_view >= message.view {
+                Some("has a last normal view not below its view")
+            } else {
+                None
+            }
+        }
+        Body::StartView(sv) => {
+            if message.replica != primary_of {
+                Some("does not come from the view's primary")
+            } else if sv.commit > sv.op {
+                Some("has a commit number above its op")
+            } else if !reaches(sv.op_first, sv.entries.len(), sv.op) {
+                Some("has entries that do not end at its op")
+            } else {
+                None
+            }
+        }
+        Body::NewState(new_state) => {
+            let entries_end = new_state
+                .op_first
+                .checked_add(new_state.entries.len() as Op);
+            let checkpoint_fits = new_state
+                .checkpoint
+                .as_ref()
+                .is_none_or(|c| c.op + 1 == new_state.op_first && c.op <= new_state.commit);
+            if new_state.op_first == 0 || new_state.commit > new_state.op {
+                Some("starts at op 0 or has a commit number above its op")
+            } else if !entries_end
+                .is_some_and(|end| new_state.entries.is_empty() || end - 1 <= new_state.op)
+            {
+                Some("has entries past its op")
+            } else if !checkpoint_fits {
+                Some("has a checkpoint not just below its entries or above its commit")
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
@@ -227,5 +364,38 @@ mod tests {
         assert_eq!(watch.counts.multi_part, 1);
         watch.on_deliver(1, 0, 0, &new_state(0, 6, 35, 40));
         assert_eq!(watch.counts.multi_part, 2);
+    }
+
+    #[test]
+    fn a_start_view_whose_entries_do_not_end_at_its_op_is_malformed() {
+        use crate::protocol::StartView;
+        let start_view = |op_first: Op, count: usize| Message {
+            epoch: 0,
+            view: 4,
+            replica: 1,
+            body: Body::StartView(StartView {
+                op: 10,
+                commit: 8,
+                op_first,
+                entries: match new_state(1, 1, count as u64, 10).body {
+                    Body::NewState(new_state) => new_state.entries,
+                    _ => unreachable!(),
+                },
+            }),
+        };
+        assert_eq!(malformed(&start_view(5, 6), 1), None);
+        assert_eq!(
+            malformed(&start_view(11, 0), 1),
+            None,
+            "no entries past commit 10"
+        );
+        assert!(
+            malformed(&start_view(5, 5), 1).is_some(),
+            "cut, op_first not moved"
+        );
+        assert!(
+            malformed(&start_view(5, 6), 2).is_some(),
+            "not from the primary"
+        );
     }
 }
