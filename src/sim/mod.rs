@@ -9,7 +9,8 @@
 //! - [`model`]: the reference model; [`checker`]: agreement, durability and
 //!   linearizability checks, run after every step;
 //! - [`watch`]: what deliveries show (multi-message transfers, the DoViewChanges a new
-//!   primary heard); [`storage`]: what each replica's completed writes made durable, and
+//!   primary heard, malformed messages between replicas, recoveries that end short of
+//!   what committed before the restart); [`storage`]: what each replica's completed writes made durable, and
 //!   that no message vouches for more;
 //! - [`cluster`]: the world and its step; [`run`]: one random run per seed;
 //!   [`scenario`]: scripted scenarios for tests.

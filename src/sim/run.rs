@@ -221,11 +221,18 @@ fn write_delay_steps_max(seed: u64, run: &RunOptions) -> u64 {
 
 /// The largest checkpoint a run can take: the kv service over every key and a client
 /// table of every client, with values (and so replies) of up to `value_bytes_max`.
-/// Checkpoints still travel whole in one NewState, so messages must hold one.
+/// Checkpoints still travel whole in one NewState, so messages must hold one, with its
+/// pages' headers (each snapshot cut into pages of at most `PAGE_BYTES_TARGET`, one more
+/// where a page boundary falls between records).
 fn checkpoint_bytes_max(client_count: usize, value_bytes_max: u64) -> u64 {
+    use crate::protocol::{CHECKPOINT_HEADER_BYTES, PAGE_HEADER_BYTES};
+    use crate::service::PAGE_BYTES_TARGET;
     let service = 8 + KEYS_MAX as u64 * (8 + 8 + value_bytes_max);
     let clients = 4 + client_count as u64 * (36 + 32 + value_bytes_max);
-    service + clients
+    let pages = |bytes: u64| bytes.div_ceil(PAGE_BYTES_TARGET as u64) + 1;
+    let headers = CHECKPOINT_HEADER_BYTES as u64
+        + PAGE_HEADER_BYTES as u64 * (pages(service) + pages(clients));
+    service + clients + headers
 }
 
 /// A small configuration so that pipelines fill, checkpoints happen and timeouts fire
