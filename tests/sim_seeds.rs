@@ -76,6 +76,10 @@ const REGRESSIONS: &[(u64, &str)] = &[
         "a DoViewChange from before its sender's crash started a view without a committed op",
     ),
     (3424, "the same, another timing"),
+    (
+        2441136,
+        "asks counted as calls: a replica alone in view 1 sent a DoViewChange, recovered into view 0, and its late DoViewChange started view 1 without ops it then acknowledged",
+    ),
     (30393, "the same, another timing"),
     (43416, "the same, another timing"),
 ];

@@ -91,6 +91,9 @@ struct ViewChangeAsks {
     from: ReplicaSet,
     /// One of them holds a view above this replica's: it can never come back to it.
     follow: bool,
+    /// Those of them that asked from `view` itself: they raised their view to it, so
+    /// their StartViewChange is a call for it (paper 4.2 step 1), not only an ask.
+    raised: ReplicaSet,
 }
 
 /// An uncommitted batch in the primary's pipeline.

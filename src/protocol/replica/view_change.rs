@@ -36,16 +36,25 @@ use super::*;
 const VIEWS_AHEAD_MAX: View = 1024;
 
 impl<S: StateMachine> Replica<S> {
-    /// Raises the view and starts the view change for it (paper 4.2 step 1). The asks
-    /// this replica collected for `view` count as that view's StartViewChange messages.
+    /// Raises the view and starts the view change for it (paper 4.2 step 1).
+    ///
+    /// The asks collected for `view` do not count as its StartViewChanges: an asker has
+    /// not raised its view and is bound to nothing. Only a StartViewChange sent from
+    /// `view` itself counts, so that a DoViewChange for `view` always means that f+1
+    /// replicas raised their view to it. The paper's recovery argument rests on that: a
+    /// replica that sent a DoViewChange and then lost its memory recovers into that view
+    /// or a later one (one of the f+1 answers it waits for comes from a replica that
+    /// raised), so its DoViewChange, arriving late, never speaks for a replica that went
+    /// on acknowledging Prepares of an older view. (Seed 2441136: counting asks, a
+    /// replica alone in view 1 sent its DoViewChange, crashed, recovered into view 0 and
+    /// acknowledged ops there; the late DoViewChange then started view 1 without them.)
     pub(super) fn start_view_change(&mut self, view: View, effects: &mut Vec<Effect>) {
         assert!(view > self.view, "a view change must raise the view");
-        let asked = if self.asks.view == view {
-            self.asks.from
-        } else {
-            ReplicaSet::default()
+        let raised = match self.asks.view == view {
+            true => self.asks.raised,
+            false => ReplicaSet::default(),
         };
-        self.enter_view_change(view, asked.union(&ReplicaSet::of(self.index)), false);
+        self.enter_view_change(view, raised.union(&ReplicaSet::of(self.index)), false);
         self.stats.view_changes += 1;
         tracing::debug!(replica = self.index, view, "view change");
         self.broadcast(
@@ -70,7 +79,7 @@ impl<S: StateMachine> Replica<S> {
             return tracing::error!(replica = self.index, "no view left to change to");
         };
         let view = next.max(self.asks.view);
-        self.record_ask(self.index, view, false);
+        self.record_ask(self.index, view, false, false);
         tracing::debug!(replica = self.index, view, "asking for a view change");
         effects.push(Effect::Broadcast {
             message: self.ask_message(view),
@@ -91,19 +100,22 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Records that `from` asked for `view`; an ask for a higher view replaces the others.
-    fn record_ask(&mut self, from: ReplicaIndex, view: View, follow: bool) {
+    /// Records that `from` asked for `view` (`raised`: from `view` itself); an ask for a
+    /// higher view replaces the others.
+    fn record_ask(&mut self, from: ReplicaIndex, view: View, follow: bool, raised: bool) {
         debug_assert!(view > self.view);
         if view > self.asks.view {
             self.asks = ViewChangeAsks {
                 view,
-                from: ReplicaSet::default(),
-                follow: false,
+                ..ViewChangeAsks::default()
             };
         }
         if view == self.asks.view {
             self.asks.from.insert(from);
             self.asks.follow |= follow;
+            if raised {
+                self.asks.raised.insert(from);
+            }
         }
     }
 
@@ -141,6 +153,18 @@ impl<S: StateMachine> Replica<S> {
             if self.status != Status::ViewChange {
                 return self.drop_reason("start_view_change", "view already started");
             }
+            if svc.sender_view < view {
+                // An ask for the view this replica already raised to: the asker is not
+                // bound by it, so it is no call (see `start_view_change`). Tell the asker
+                // that this replica has raised: that is an ask it follows.
+                let sender_view = self.view;
+                self.send(
+                    from,
+                    Body::StartViewChange(StartViewChange { sender_view }),
+                    effects,
+                );
+                return self.drop_reason("start_view_change", "an ask is not a call");
+            }
             self.view_changing.calls.insert(from);
             return self.send_do_view_change_once_called(effects);
         }
@@ -156,7 +180,7 @@ impl<S: StateMachine> Replica<S> {
         if !following && self.view_is_healthy() {
             return self.drop_reason("start_view_change", "the current view is healthy");
         }
-        self.record_ask(from, view, sender_above);
+        self.record_ask(from, view, sender_above, svc.sender_view == view);
         if self.asks.view != view {
             return; // An ask for a lower view than others asked for: ours answers it.
         }
