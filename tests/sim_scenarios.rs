@@ -1124,3 +1124,57 @@ fn a_recovery_waits_while_the_latest_views_primary_recovers_too() {
     assert!(s.replica(4).op() >= committed);
     s.converge(SLOW);
 }
+
+/// Seed 2441136 (found by the long simulator run): asks were counted as the view's
+/// StartViewChanges. A replica raised to view 1 on asks alone, sent its DoViewChange,
+/// crashed, recovered into view 0 (nobody else had raised) and acknowledged ops there;
+/// its DoViewChange, arriving late, started view 1 without them. A DoViewChange must mean
+/// that f+1 replicas raised their view: an ask binds its sender to nothing, so it is no
+/// call. Driven on one replica: replica 2 raises on replica 1's ask and must send its
+/// DoViewChange only once replica 1 says it raised too.
+#[test]
+fn a_do_view_change_waits_for_calls_from_replicas_that_raised_their_view() {
+    use vsr::protocol::{Effect, Message, Replica, Start, StartViewChange};
+    use vsr::service::Kv;
+    let config = scenario_config(3);
+    let message = |view, replica, body| Message {
+        epoch: 0,
+        view,
+        replica,
+        body,
+    };
+    let ask = |sender_view| Body::StartViewChange(StartViewChange { sender_view });
+    let sent_do_view_change = |effects: &[Effect]| {
+        effects.iter().any(|effect| {
+            matches!(effect, Effect::Send { to: 1, message }
+                if matches!(message.body, Body::DoViewChange(_)))
+        })
+    };
+    let mut replica = Replica::new(config.clone(), 2, Kv::new(), Start::Fresh);
+    let mut effects = Vec::new();
+    // Replica 2's primary goes silent: it asks for view 1 ...
+    for _ in 0..config.normal_timeout_ticks {
+        replica.on_tick(&mut effects);
+        replica.complete_writes_in_memory(&mut effects);
+    }
+    // ... and replica 1 asks too, from view 0: with f = 1 other, replica 2 raises.
+    effects.clear();
+    replica.on_message(message(1, 1, ask(0)), &mut effects);
+    replica.complete_writes_in_memory(&mut effects);
+    assert_eq!((replica.view(), replica.status()), (1, Status::ViewChange));
+    assert!(
+        !sent_do_view_change(&effects),
+        "a DoViewChange on asks alone: replica 1 has not raised its view"
+    );
+    // Replica 1 asks again (it repeats its ask): still no call.
+    effects.clear();
+    replica.on_message(message(1, 1, ask(0)), &mut effects);
+    replica.complete_writes_in_memory(&mut effects);
+    assert!(!sent_do_view_change(&effects));
+    // Replica 1 raised: its StartViewChange is sent from view 1. Now f+1 replicas are in
+    // view 1, and replica 2 sends its DoViewChange to view 1's primary.
+    effects.clear();
+    replica.on_message(message(1, 1, ask(1)), &mut effects);
+    replica.complete_writes_in_memory(&mut effects);
+    assert!(sent_do_view_change(&effects));
+}
