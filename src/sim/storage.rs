@@ -103,17 +103,16 @@ impl Storage {
                 )),
             }
         };
+        // A PrepareOk or StartView says: normal in this view, holding its log up to `op`.
+        let holds_the_views_log = |op: Op| -> Result<(), Failure> {
+            claim("view", view.into(), durable.state.view.into())?;
+            let last_normal_view = durable.state.last_normal_view.into();
+            claim("last normal view", view.into(), last_normal_view)?;
+            claim("op", op, durable.log_op)
+        };
         self.messages_checked += 1;
         match &message.body {
-            Body::PrepareOk(ok) => {
-                claim("view", view.into(), durable.state.view.into())?;
-                claim(
-                    "last normal view",
-                    view.into(),
-                    durable.state.last_normal_view.into(),
-                )?;
-                claim("op", ok.op, durable.log_op)
-            }
+            Body::PrepareOk(ok) => holds_the_views_log(ok.op),
             Body::DoViewChange(dvc) => {
                 claim("view", view.into(), durable.state.view.into())?;
                 if dvc.last_normal_view != durable.state.last_normal_view {
@@ -127,15 +126,7 @@ impl Storage {
                 }
                 claim("op", dvc.op, durable.log_op)
             }
-            Body::StartView(sv) => {
-                claim("view", view.into(), durable.state.view.into())?;
-                claim(
-                    "last normal view",
-                    view.into(),
-                    durable.state.last_normal_view.into(),
-                )?;
-                claim("op", sv.op, durable.log_op)
-            }
+            Body::StartView(sv) => holds_the_views_log(sv.op),
             // Sent from the sender's own view (an ask: for a higher one).
             Body::StartViewChange(svc) => {
                 claim("view", svc.sender_view.into(), durable.state.view.into())

@@ -76,8 +76,8 @@ impl<S: StateMachine> Replica<S> {
     /// Releases the messages that waited for them and, on the primary, counts its own
     /// acknowledgement of the entries they appended (which may commit ops).
     ///
-    /// A driver without durable storage calls this right after every input with
-    /// [`Replica::writes_issued`].
+    /// A driver without durable storage calls [`Replica::complete_writes_in_memory`]
+    /// instead.
     pub fn on_persisted(&mut self, id: WriteId, effects: &mut Vec<Effect>) {
         assert!(
             id <= self.writes.issued,
