@@ -155,6 +155,8 @@ fn a_view_change_is_announced_only_once_the_new_view_is_durable() {
         epoch: 0,
         view: 1,
         last_normal_view: 0,
+        recovering: false,
+        joined: true,
     };
     assert_eq!(writes(&effects), [(1, Write::State(state))]);
     assert!(
@@ -246,6 +248,8 @@ fn writes_describe_truncation_before_the_new_suffix() {
         epoch: 0,
         view: 1,
         last_normal_view: 1,
+        recovering: false,
+        joined: true,
     };
     assert_eq!(
         writes(&effects),

@@ -107,6 +107,13 @@ pub struct DurableState {
     pub view: View,
     /// The latest view in which the replica was normal; ≤ `view`.
     pub last_normal_view: View,
+    /// Recovering (paper 4.3): the log is being fetched and speaks for nothing yet. A
+    /// replica that crashes while recovering recovers again.
+    pub recovering: bool,
+    /// The replica has been normal or changing views at least once: it may have
+    /// acknowledged ops, so it never again answers a recovery as empty (a brand-new
+    /// cluster is one where nobody has joined yet).
+    pub joined: bool,
 }
 
 /// What a message waits for before it may leave (see the module docs).

@@ -13,6 +13,7 @@ pub mod log;
 pub mod message;
 pub mod replica;
 pub mod replica_set;
+pub mod stored;
 pub mod timeout;
 
 pub use configuration::{Configuration, ReplicaId};
@@ -20,3 +21,4 @@ pub use effects::{DurableState, Effect, Write, WriteId};
 pub use message::*;
 pub use replica::{Replica, Start, Stats, Status};
 pub use replica_set::ReplicaSet;
+pub use stored::{Inconsistent, Stored, StoredWrite};

@@ -15,6 +15,7 @@ mod execute;
 mod normal;
 mod persistence;
 mod recovery;
+mod restart;
 mod state_transfer;
 mod view_change;
 
@@ -24,6 +25,7 @@ use super::effects::{Effect, WriteId};
 use super::log::Log;
 use super::message::*;
 use super::replica_set::ReplicaSet;
+use super::stored::Stored;
 use super::timeout::Timeout;
 use crate::config::Config;
 use crate::service::StateMachine;
@@ -41,7 +43,7 @@ pub enum Status {
 }
 
 /// How a replica starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// A member of a brand-new cluster: normal in view 0 with an empty log. Only correct
     /// when every replica of the cluster starts this way at the same time.
@@ -51,6 +53,14 @@ pub enum Start {
     Recover {
         /// Random, different for every process start (the driver supplies it: the core
         /// has no randomness).
+        nonce: u64,
+    },
+    /// A process restarted on the storage of an earlier one: resume from what it holds
+    /// (see `restart`). A store that holds nothing is `Recover`.
+    Restart {
+        /// What the store read back.
+        stored: Box<Stored>,
+        /// As for `Recover`, in case the replica has to recover.
         nonce: u64,
     },
 }
@@ -196,6 +206,8 @@ pub struct Replica<S> {
     status: Status,
     /// The latest view in which status was normal; ≤ `view`.
     last_normal_view: View,
+    /// Has been normal or changing views at least once (`DurableState::joined`).
+    joined: bool,
     /// Entries; `log.op()` is the paper's op number.
     log: Log,
     /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
@@ -261,6 +273,7 @@ impl<S: StateMachine> Replica<S> {
             view: 0,
             status: Status::Normal,
             last_normal_view: 0,
+            joined: false,
             asks: ViewChangeAsks::default(),
             log: Log::default(),
             commit: 0,
@@ -278,8 +291,16 @@ impl<S: StateMachine> Replica<S> {
             config,
         };
         match start {
-            Start::Fresh => replica.start_normal_timeouts(),
+            Start::Fresh => {
+                // Every replica of the cluster starts this way together: the state the
+                // cluster begins in needs no write.
+                replica.joined = true;
+                let state = replica.durable_state();
+                replica.writes.note_restored(0, state);
+                replica.start_normal_timeouts();
+            }
             Start::Recover { nonce } => replica.start_recovering(nonce),
+            Start::Restart { stored, nonce } => replica.restart(*stored, nonce),
         }
         replica
     }
@@ -608,6 +629,7 @@ impl<S: StateMachine> Replica<S> {
         let n = self.configuration.replica_count() as usize;
         self.status = Status::Normal;
         self.last_normal_view = self.view;
+        self.joined = true;
         self.primary = Primary::new(n);
         self.view_changing = ViewChanging::new(n);
         self.recovery = None;
@@ -630,6 +652,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let n = self.configuration.replica_count() as usize;
         self.status = Status::ViewChange;
+        self.joined = true;
         self.primary = Primary::new(n);
         self.view_changing = ViewChanging {
             calls,

@@ -53,6 +53,13 @@ impl Writes {
         self.issued
     }
 
+    /// A restart read `checkpoint_op` and `state` back from storage: they need no write.
+    pub(super) fn note_restored(&mut self, checkpoint_op: Op, state: DurableState) {
+        assert_eq!(self.issued, 0, "restored before any write");
+        self.checkpoint_written = checkpoint_op;
+        self.state_written = state;
+    }
+
     pub(super) fn check(&self) {
         assert!(self.durable <= self.issued);
         assert!(self.state_issued <= self.issued);
@@ -128,6 +135,8 @@ impl<S: StateMachine> Replica<S> {
             epoch: self.configuration.epoch(),
             view: self.view,
             last_normal_view: self.last_normal_view,
+            recovering: self.status == Status::Recovering,
+            joined: self.joined,
         }
     }
 

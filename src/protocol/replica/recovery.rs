@@ -89,11 +89,9 @@ fn new_cluster_primary_op(
 impl<S: StateMachine> Replica<S> {
     pub(super) fn start_recovering(&mut self, nonce: u64) {
         assert!(self.recovery.is_none());
-        assert_eq!(
-            self.log.op(),
-            0,
-            "a recovering replica starts without state"
-        );
+        // Only committed state is kept (a restart from storage may hold some): see the
+        // module docs on attempts.
+        self.log.truncate(self.commit);
         let n = self.configuration.replica_count() as usize;
         self.status = Status::Recovering;
         self.primary = Primary::new(n);
@@ -167,9 +165,16 @@ impl<S: StateMachine> Replica<S> {
     ) {
         // A replica without state answers "empty" whatever its status, so replicas of a
         // new cluster that start one after another (and may already have moved to normal
-        // or to a view change) still find that nobody holds anything.
-        let empty = self.status == Status::Recovering
-            || (self.log.op() == 0 && self.commit == 0 && self.checkpoint.is_none());
+        // or to a view change) still find that nobody holds anything. A recovering
+        // replica that joined the cluster once (its storage says so) may have
+        // acknowledged ops it no longer holds: it is not empty, and not normal either, so
+        // it does not answer.
+        let empty = match self.status {
+            Status::Recovering => !self.joined,
+            Status::Normal | Status::ViewChange => {
+                self.log.op() == 0 && self.commit == 0 && self.checkpoint.is_none()
+            }
+        };
         let response = match self.status {
             _ if empty => RecoveryResponse {
                 nonce: recovery.nonce,
@@ -215,8 +220,10 @@ impl<S: StateMachine> Replica<S> {
             .flatten()
             .filter(|(_, r)| r.empty)
             .count();
-        // (Recovering, this replica holds nothing either.)
-        if empty == replica_count as usize - 1 {
+        // Recovering, this replica holds nothing either, unless its storage says it
+        // joined the cluster once: then it may have acknowledged ops, and the cluster is
+        // not new.
+        if empty == replica_count as usize - 1 && !self.joined {
             tracing::warn!(
                 replica = self.index,
                 "no replica holds any state: starting an empty cluster in view 0 (if this \

@@ -1,0 +1,115 @@
+//! Restarting on what storage held (`Start::Restart`; ARCHITECTURE.md, "Restarting from
+//! disk").
+//!
+//! The store holds the replica as it stood at the end of some input: every message it
+//! ever sent waited for the writes of its input, so the store vouches for all of them
+//! (its view promises, the entries it acknowledged). What the crash lost is only what no
+//! message relied on, plus the volatile state the paper never asks a replica to keep. A
+//! replica whose store is intact therefore resumes as if it had been cut off for a
+//! while, with three adjustments:
+//!
+//! - a primary does not resume its view: its pipeline is lost, and its store may lack
+//!   entries it sent in Prepares before its own append completed, so ordering new
+//!   requests at those op numbers would give one op two meanings in one view. It starts
+//!   the next view's change instead (views only move forward, so this is always safe;
+//!   the others follow a replica holding a higher view, once);
+//! - a replica that was changing views resumes that view change, its log as its
+//!   DoViewChange (the store holds the log it vouched for);
+//! - a replica that was recovering, or whose store is damaged, recovers (paper 4.3) from
+//!   its committed prefix, and, since it may have acknowledged more than it holds, never
+//!   counts as empty (`DurableState::joined`).
+
+use super::*;
+
+impl<S: StateMachine> Replica<S> {
+    pub(super) fn restart(&mut self, stored: Stored, nonce: u64) {
+        if !stored.holds_data() {
+            return self.start_recovering(nonce);
+        }
+        self.joined = true;
+        let mut damage = stored.damage.clone();
+        if stored.state.epoch != self.configuration.epoch() {
+            damage.get_or_insert(format!(
+                "stored epoch {} is not the configuration's {}",
+                stored.state.epoch,
+                self.configuration.epoch()
+            ));
+        }
+        let state = stored.state;
+        if state.view > VIEW_MAX || state.last_normal_view > state.view {
+            damage.get_or_insert(format!(
+                "stored view {} and last normal view {} are impossible",
+                state.view, state.last_normal_view
+            ));
+        }
+        if let Some(checkpoint) = stored.checkpoint.clone() {
+            if !self.restore_checkpoint(checkpoint) {
+                damage.get_or_insert("the stored checkpoint does not restore".into());
+            }
+            self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
+        }
+        self.writes
+            .note_restored(self.checkpoint_op(), stored.state);
+        // The log: the stored entries after the checkpoint (those at or below it are in it).
+        if stored.log_base > self.log.op() {
+            damage.get_or_insert(format!(
+                "the stored log starts after {} but the checkpoint is at {}",
+                stored.log_base,
+                self.log.op()
+            ));
+        } else {
+            let skip = (self.log.op() - stored.log_base) as usize;
+            for entry in stored.entries.into_iter().skip(skip) {
+                self.log.push(entry);
+            }
+        }
+        self.log.take_changes(); // Read from the store: nothing to write back.
+                                 // What the store knew had committed (the stored entries up to there are the
+                                 // committed ones: a store holds whole inputs, and a replica's log agrees with
+                                 // its commit number at the end of every input). Replies are not sent again: a
+                                 // client that missed one retries and gets it from the client table.
+        let mut replies = Vec::new();
+        self.commit_to(stored.commit.min(self.log.op()), &mut replies);
+        if state.view <= VIEW_MAX && state.last_normal_view <= state.view {
+            self.view = state.view;
+            self.last_normal_view = state.last_normal_view;
+        }
+        tracing::info!(
+            replica = self.index,
+            view = self.view,
+            last_normal_view = self.last_normal_view,
+            op = self.log.op(),
+            commit = self.commit,
+            checkpoint = self.checkpoint_op(),
+            recovering = stored.state.recovering,
+            damage = damage.as_deref().unwrap_or("none"),
+            "restarting from storage"
+        );
+        if let Some(damage) = &damage {
+            tracing::warn!(
+                replica = self.index,
+                damage,
+                "storage is damaged: recovering the rest from the other replicas"
+            );
+        }
+        if damage.is_some() || stored.state.recovering {
+            self.start_recovering(nonce);
+        } else if self.last_normal_view < self.view {
+            // Resume the view change: enter it from the last normal view.
+            let view = self.view;
+            self.view = self.last_normal_view;
+            self.status = Status::ViewChange;
+            self.enter_view_change(view, ReplicaSet::of(self.index), false);
+        } else if self.primary_of(self.view) == self.index {
+            match self.view.checked_add(1).filter(|&next| next <= VIEW_MAX) {
+                Some(next) => {
+                    self.enter_view_change(next, ReplicaSet::of(self.index), false);
+                    self.stats.view_changes += 1;
+                }
+                None => self.start_recovering(nonce),
+            }
+        } else {
+            self.start_normal_timeouts();
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! What a replica's storage holds, in the core's terms: the image its completed writes
+//! leave behind, which a restart reads back (`Start::Restart`).
+//!
+//! Drivers with durable storage (the runtime's write-ahead log, the simulator's disks)
+//! turn each [`Write`] into a [`StoredWrite`] that owns its payload
+//! ([`StoredWrite::capture`], called before the replica's next input), make it durable,
+//! and on start fold what they read back into a [`Stored`] with [`Stored::apply`]. Both
+//! drivers share this fold, so the simulator checks the very rules a restart from disk
+//! relies on.
+//!
+//! A store must make writes durable in order, and whole inputs at a time: the image a
+//! crash leaves is the replica as it stood at the end of some input, minus the writes of
+//! later inputs (ARCHITECTURE.md, "Restarting from disk"). Every message the replica
+//! released waited for the writes of its whole input, so no crash can take back what a
+//! message vouched for.
+
+use super::effects::{DurableState, Write};
+use super::message::{Checkpoint, Entry, Op};
+use super::replica::Replica;
+use crate::service::StateMachine;
+
+/// A write with its payload, as a store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredWrite {
+    /// A checkpoint taken or installed.
+    Checkpoint(Checkpoint),
+    /// The log restarted empty after `base` (a checkpoint at `base` was installed).
+    LogReset {
+        /// The op before the first entry the log may hold now.
+        base: Op,
+    },
+    /// Every entry after `after` was removed.
+    LogTruncate {
+        /// The last op kept.
+        after: Op,
+    },
+    /// `entries` were appended, the first at op `from`.
+    LogAppend {
+        /// The op of `entries[0]`.
+        from: Op,
+        /// The entries, in op order.
+        entries: Vec<Entry>,
+    },
+    /// The replica's place among views changed.
+    State(DurableState),
+    /// The replica knew that every op up to this one had committed. Not a core write:
+    /// drivers record it with each batch of writes (knowledge never goes stale: a
+    /// committed op stays committed), so that a restart can execute its log at once.
+    Commit(Op),
+}
+
+impl StoredWrite {
+    /// The payload of `write`, read from `replica` before its next input (a `LogAppend`'s
+    /// entries and a `Checkpoint` live in the replica until then).
+    ///
+    /// Entries of a `LogAppend` that a later write of the same input removed again are not
+    /// in the replica any more; the append then holds those still there (the later
+    /// `LogTruncate` or `LogReset` removes them from the image anyway).
+    pub fn capture<S: StateMachine>(replica: &Replica<S>, write: Write) -> StoredWrite {
+        match write {
+            Write::Checkpoint { op } => {
+                let checkpoint = replica
+                    .checkpoint()
+                    .expect("a checkpoint write names a checkpoint the replica holds");
+                debug_assert_eq!(checkpoint.op, op);
+                StoredWrite::Checkpoint(checkpoint.clone())
+            }
+            Write::LogReset { base } => StoredWrite::LogReset { base },
+            Write::LogTruncate { after } => StoredWrite::LogTruncate { after },
+            Write::LogAppend { from, to } => StoredWrite::LogAppend {
+                from,
+                entries: (from..=to)
+                    .map_while(|op| replica.entry(op).cloned())
+                    .collect(),
+            },
+            Write::State(state) => StoredWrite::State(state),
+        }
+    }
+}
+
+/// A sequence of writes that no correct replica issues: the store is corrupt (or was
+/// written by something else).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("inconsistent storage: {0}")]
+pub struct Inconsistent(pub String);
+
+/// What a replica's storage holds: its durable state, latest checkpoint and log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// The replica's view, last normal view, epoch, and whether it was recovering.
+    pub state: DurableState,
+    /// The latest checkpoint written.
+    pub checkpoint: Option<Checkpoint>,
+    /// The op before `entries[0]`.
+    pub log_base: Op,
+    /// The log's entries: op `log_base + 1 + i` is `entries[i]`.
+    pub entries: Vec<Entry>,
+    /// The highest commit number recorded (see [`StoredWrite::Commit`]).
+    pub commit: Op,
+    /// Set when the store found damage it could not explain as a write cut short by a
+    /// crash (a corrupt entry with intact data after it, an unreadable state record): the
+    /// image then holds only what was verified before the damage, and the replica may
+    /// have acknowledged more than it holds. It restarts through the recovery protocol
+    /// (paper 4.3) and never counts as empty.
+    pub damage: Option<String>,
+}
+
+impl Stored {
+    /// The op of the last entry (or the base).
+    pub fn op(&self) -> Op {
+        self.log_base + self.entries.len() as Op
+    }
+
+    /// The checkpoint's op, 0 without one.
+    pub fn checkpoint_op(&self) -> Op {
+        self.checkpoint
+            .as_ref()
+            .map_or(0, |checkpoint| checkpoint.op)
+    }
+
+    /// Whether the replica that wrote this store may have acknowledged anything: it
+    /// joined the cluster once, or the store is damaged (then nothing it says about itself
+    /// can be trusted). Such a replica never takes part in starting an empty cluster.
+    pub fn holds_data(&self) -> bool {
+        self.damage.is_some()
+            || self.state.joined
+            || self.checkpoint.is_some()
+            || self.op() > 0
+            || self.commit > 0
+    }
+
+    /// Folds one write into the image. Fails, changing nothing, on a write no correct
+    /// replica issues after the ones already applied.
+    pub fn apply(&mut self, write: StoredWrite) -> Result<(), Inconsistent> {
+        match write {
+            StoredWrite::Checkpoint(checkpoint) => {
+                // The same checkpoint twice is harmless: a store that captures a batch's
+                // payloads at its end sees only the latest checkpoint.
+                if checkpoint.op < self.checkpoint_op() {
+                    return Err(Inconsistent(format!(
+                        "checkpoint {} after checkpoint {}",
+                        checkpoint.op,
+                        self.checkpoint_op()
+                    )));
+                }
+                self.checkpoint = Some(checkpoint);
+            }
+            StoredWrite::LogReset { base } => {
+                // Reset to the checkpoint installed (or an older one, when a later
+                // checkpoint of the same batch was captured first).
+                if base > self.checkpoint_op() {
+                    return Err(Inconsistent(format!(
+                        "log reset to {base} with checkpoint {}",
+                        self.checkpoint_op()
+                    )));
+                }
+                self.log_base = base;
+                self.entries.clear();
+            }
+            StoredWrite::LogTruncate { after } => {
+                if after < self.log_base {
+                    // Entries at or below the base are covered by the checkpoint.
+                    if after < self.checkpoint_op() {
+                        return Err(Inconsistent(format!(
+                            "truncate after {after} below checkpoint {}",
+                            self.checkpoint_op()
+                        )));
+                    }
+                    self.log_base = after;
+                    self.entries.clear();
+                } else {
+                    self.entries.truncate((after - self.log_base) as usize);
+                }
+            }
+            StoredWrite::LogAppend { from, entries } => {
+                if from == 0 {
+                    return Err(Inconsistent("append at op 0".into()));
+                }
+                if from > self.op() + 1 {
+                    // Entries trimmed before they were written: the checkpoint written
+                    // before them covers the gap.
+                    if from - 1 > self.checkpoint_op() {
+                        return Err(Inconsistent(format!(
+                            "append at {from} to a log ending at {} (checkpoint {})",
+                            self.op(),
+                            self.checkpoint_op()
+                        )));
+                    }
+                    self.log_base = from - 1;
+                    self.entries.clear();
+                } else if from <= self.log_base {
+                    return Err(Inconsistent(format!(
+                        "append at {from} below the log base {}",
+                        self.log_base
+                    )));
+                } else {
+                    // Normally `from == op + 1`; an append over entries a later write of
+                    // the same input removed replaces them.
+                    self.entries.truncate((from - 1 - self.log_base) as usize);
+                }
+                self.entries.extend(entries);
+            }
+            StoredWrite::State(state) => {
+                if state.view < self.state.view {
+                    return Err(Inconsistent(format!(
+                        "view {} after view {}",
+                        state.view, self.state.view
+                    )));
+                }
+                self.state = state;
+            }
+            StoredWrite::Commit(commit) => self.commit = self.commit.max(commit),
+        }
+        Ok(())
+    }
+
+    /// Drops the entries a restart does not need: those at or below the checkpoint (the
+    /// checkpoint holds their effect). A store calls it when it compacts.
+    pub fn trim_to_checkpoint(&mut self) {
+        let checkpoint_op = self.checkpoint_op();
+        if self.log_base >= checkpoint_op {
+            return;
+        }
+        let drop = ((checkpoint_op - self.log_base) as usize).min(self.entries.len());
+        self.entries.drain(..drop);
+        self.log_base = checkpoint_op;
+    }
+}
