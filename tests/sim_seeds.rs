@@ -31,12 +31,14 @@ const OPTIONS: RunOptions = RunOptions {
     trace: false,
     oversized: false,
     write_delays: true,
+    disks: true,
 };
 
 /// The regression seeds replay as they were recorded: before writes were effects, every
-/// write completed at once.
+/// write completed at once, and before replicas had disks.
 const REGRESSION_OPTIONS: RunOptions = RunOptions {
     write_delays: false,
+    disks: false,
     ..OPTIONS
 };
 
@@ -149,6 +151,13 @@ fn assert_faults_were_exercised(totals: &Totals) {
         totals.write_delay_seeds > 0 && totals.persistence_checked > 0,
         "no seed completed writes late"
     );
+    assert!(
+        totals.disk_seeds > 0 && f.power_loss > 0 && f.disk_damage > 0,
+        "disks: seeds {}, power losses {}, damaged restarts {}",
+        totals.disk_seeds,
+        f.power_loss,
+        f.disk_damage
+    );
 }
 
 /// Clients that sometimes send operations larger than the replicas accept: the replicas
@@ -166,6 +175,7 @@ fn oversized_requests_are_refused_and_never_confused() {
         let options = match seed {
             2657 => RunOptions {
                 write_delays: false, // As recorded.
+                disks: false,
                 ..options
             },
             _ => options,

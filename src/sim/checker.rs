@@ -162,6 +162,10 @@ pub struct Checker {
     checkpoints: HashMap<Op, SeenCheckpoint>,
     /// Per replica: the op of the checkpoint it held at the last check.
     checkpoint_seen: Vec<Op>,
+    /// Per replica: the commit number it restarted with from its disk. It learned those
+    /// commits in an earlier life, in a view it may no longer show (a lost state
+    /// record), so they are compared for agreement but not against the views started.
+    restored_commit: Vec<Op>,
     /// Per view w: the highest op some replica had committed while in view w (so it was
     /// committed in w or earlier). Every view after w must start with a log that long.
     committed_by_view: BTreeMap<View, Op>,
@@ -188,6 +192,7 @@ impl Checker {
             clients_max,
             checkpoints: HashMap::new(),
             checkpoint_seen: vec![0; replica_count],
+            restored_commit: vec![0; replica_count],
             committed_by_view: BTreeMap::new(),
             view_start_ops: BTreeMap::new(),
             started_checked: vec![None; replica_count],
@@ -226,6 +231,14 @@ impl Checker {
         self.checked[replica as usize] = 0;
         self.checkpoint_seen[replica as usize] = 0;
         self.started_checked[replica as usize] = None;
+        self.restored_commit[replica as usize] = 0;
+    }
+
+    /// A replica restarted from its disk with commit number `commit` (see
+    /// `restored_commit`).
+    pub fn on_restart_from_disk(&mut self, replica: ReplicaIndex, commit: Op) {
+        self.on_restart(replica);
+        self.restored_commit[replica as usize] = commit;
     }
 
     /// Agreement: compares the ops `replica` committed since the last check with the
@@ -252,7 +265,7 @@ impl Checker {
             }
         }
         self.checked[index as usize] = commit;
-        if commit != checked {
+        if commit != checked && commit > self.restored_commit[index as usize] {
             let view = replica.view();
             let highest = self.committed_by_view.entry(view).or_insert(0);
             *highest = (*highest).max(commit);

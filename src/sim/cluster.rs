@@ -18,12 +18,13 @@ use super::checker::{Checker, ClientReply, Failure};
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
+use super::disk::Disks;
 use super::storage::Storage;
 use super::watch::{TransferCounts, Watch};
 use super::workload::Workload;
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
-use crate::protocol::Replica;
+use crate::protocol::{Replica, StoredWrite};
 use crate::protocol::{
     Body, ClientId, Effect, Message, ReplicaIndex, ReplyStatus, RequestNumber, Start, Stats,
     Status, View, Write, WriteId,
@@ -73,8 +74,26 @@ pub struct ClusterOptions {
     /// with the others. 0: every write completes within the input that issued it, as in a
     /// replica that keeps its state in memory.
     pub write_delay_steps_max: u64,
+    /// Replicas keep their storage across crashes (`--durability disk`): a restart reads
+    /// back what its completed writes made durable (`sim::disk`), and the faults include
+    /// a power loss of the whole cluster and corrupted sectors. Otherwise a crash loses
+    /// everything, as in the paper's model.
+    pub disks: bool,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
+}
+
+/// A write issued but not complete yet.
+#[derive(Clone, Debug)]
+struct DueWrite {
+    /// The step at which it completes.
+    at: u64,
+    id: WriteId,
+    write: Write,
+    /// Its payload, with disks (see `sim::disk`).
+    stored: Vec<StoredWrite>,
+    /// The last write of its batch.
+    ends_batch: bool,
 }
 
 /// A replica's clock: how often it ticks, and how its realtime clock is skewed.
@@ -163,8 +182,10 @@ pub struct Cluster {
     view_change_since: Option<(u64, View)>,
     /// The longest such stretch seen, in steps.
     pub view_change_steps_longest: u64,
-    /// Per replica: writes not yet completed, as (step due, id, write), in order.
-    writes_due: Vec<VecDeque<(u64, WriteId, Write)>>,
+    /// Per replica: writes not yet completed, in order.
+    writes_due: Vec<VecDeque<DueWrite>>,
+    /// Each replica's disk (with `ClusterOptions::disks`).
+    disks: Disks,
     /// What each replica's completed writes made durable.
     storage: Storage,
 }
@@ -255,6 +276,7 @@ impl Cluster {
             view_change_since: None,
             view_change_steps_longest: 0,
             writes_due: vec![VecDeque::new(); n as usize],
+            disks: Disks::new(n as usize),
             storage: Storage::new(n as usize),
             options,
         }
@@ -478,7 +500,13 @@ impl Cluster {
             .expect("crash a live replica");
         add_stats(&mut self.stats_retired, replica.stats());
         self.writes_due[index as usize].clear(); // Lost with the process.
-        self.storage.on_crash(index);
+        match self.options.disks {
+            true => {
+                self.disks.on_crash(index);
+                self.storage.on_crash_keeping(index, &self.disks.image(index));
+            }
+            false => self.storage.on_crash(index),
+        }
         self.faults.crash += 1;
         self.seen[index as usize] = None;
         self.trace(format_args!(
@@ -490,25 +518,84 @@ impl Cluster {
         ));
     }
 
-    /// `restart`: replica `index` comes back empty and runs the recovery protocol.
+    /// `restart`: replica `index` comes back and, without a disk, runs the recovery
+    /// protocol; with one (`ClusterOptions::disks`) it resumes from what its disk holds
+    /// (at the seed's rate, first finding a corrupted sector there).
     pub fn restart(&mut self, index: ReplicaIndex) {
         assert!(
             self.replicas[index as usize].is_none(),
             "restart a crashed replica"
         );
         let nonce = self.prng.nonzero();
-        let replica = Replica::new(
-            self.config.clone(),
-            index,
-            Kv::new(),
-            Start::Recover { nonce },
-        );
+        let start = match self.options.disks {
+            true => {
+                if self.inject
+                    && self.prng.chance(self.options.faults.disk_damage_ppm)
+                    && self.may_lose_memory(index)
+                {
+                    self.damage_disk(index);
+                }
+                Start::Restart {
+                    stored: Box::new(self.disks.image(index)),
+                    nonce,
+                }
+            }
+            false => Start::Recover { nonce },
+        };
+        let replica = Replica::new(self.config.clone(), index, Kv::new(), start);
+        let recovering = replica.status() == Status::Recovering;
+        let commit = replica.commit();
+        self.trace(format_args!(
+            "restart r{index} (nonce {nonce:x}) {:?} view {} op {} commit {}",
+            replica.status(),
+            replica.view(),
+            replica.op(),
+            replica.commit()
+        ));
         self.replicas[index as usize] = Some(replica);
         self.touched |= 1 << index;
-        self.checker.on_restart(index);
-        self.watch.on_restart(index);
+        match self.options.disks {
+            true => self.checker.on_restart_from_disk(index, commit),
+            false => self.checker.on_restart(index),
+        }
+        self.watch.on_restart(index, recovering);
         self.faults.restart += 1;
-        self.trace(format_args!("restart r{index} (nonce {nonce:x})"));
+    }
+
+    /// A corrupted sector on crashed replica `index`'s disk, found when it restarts (see
+    /// `sim::disk`). Returns whether its state record was lost.
+    pub fn damage_disk(&mut self, index: ReplicaIndex) -> bool {
+        assert!(self.options.disks, "damage needs disks");
+        assert!(self.replicas[index as usize].is_none(), "damage a crashed replica's disk");
+        let state_lost = self.disks.damage(index, &mut self.prng);
+        self.storage
+            .on_crash_keeping(index, &self.disks.image(index));
+        self.faults.disk_damage += 1;
+        self.trace(format_args!("r{index}'s disk is damaged"));
+        state_lost
+    }
+
+    /// Whether replica `index` may come back without (all of) its memory and still leave
+    /// at most f replicas that lost theirs: no other replica is recovering.
+    fn may_lose_memory(&self, index: ReplicaIndex) -> bool {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|&(other, _)| other != index as usize)
+            .all(|(_, replica)| replica.as_ref().is_none_or(|r| r.status() != Status::Recovering))
+    }
+
+    /// A power loss: every live replica crashes at once (with disks only: without them
+    /// the cluster's data would be gone).
+    pub fn power_loss(&mut self) {
+        assert!(self.options.disks, "a power loss needs disks");
+        self.faults.power_loss += 1;
+        self.trace(format_args!("power loss"));
+        for index in 0..self.config.replica_count {
+            if self.replicas[index as usize].is_some() {
+                self.crash(index);
+            }
+        }
     }
 
     /// Starts (or restarts) client `client`'s registration; it must be idle.
@@ -704,6 +791,7 @@ impl Cluster {
             self.crash_soon_after_promise(from);
         }
         let delay_max = self.options.write_delay_steps_max;
+        let mut captured = self.capture_writes(from, &effects).into_iter();
         if delay_max == 0 {
             // Every write completed within its input, before its messages were released.
             for effect in &effects {
@@ -711,7 +799,19 @@ impl Cluster {
                     self.storage.complete(from, *write)?;
                 }
             }
+            let batch: Vec<StoredWrite> = captured.by_ref().flatten().collect();
+            if !batch.is_empty() {
+                self.disks.complete(from, batch, true)?;
+            }
         }
+        let writes = effects
+            .iter()
+            .filter(|effect| matches!(effect, Effect::Write { .. }))
+            .count();
+        let mut write_index = 0;
+        // With disks a batch completes as a whole (see `sim::disk`): one due step for all.
+        let batch_at = (self.options.disks && delay_max > 0)
+            .then(|| self.now + self.prng.between(0, delay_max));
         let checked = effects.iter().try_for_each(|effect| match effect {
             Effect::Send { message, .. } | Effect::Broadcast { message } => {
                 self.storage.check_message(from, message)
@@ -761,12 +861,23 @@ impl Cluster {
                     }
                 }
                 Effect::Write { id, write } => {
+                    write_index += 1;
                     if delay_max > 0 {
                         // In order: never before the replica's previous write.
-                        let due = &mut self.writes_due[from as usize];
-                        let earliest = due.back().map_or(0, |&(at, _, _)| at);
-                        let at = (self.now + self.prng.between(0, delay_max)).max(earliest);
-                        due.push_back((at, id, write));
+                        let earliest = self.writes_due[from as usize]
+                            .back()
+                            .map_or(0, |due| due.at);
+                        let at = match batch_at {
+                            Some(at) => at,
+                            None => self.now + self.prng.between(0, delay_max),
+                        };
+                        self.writes_due[from as usize].push_back(DueWrite {
+                            at: at.max(earliest),
+                            id,
+                            write,
+                            stored: captured.next().unwrap_or_default(),
+                            ends_batch: write_index == writes,
+                        });
                     }
                 }
                 Effect::Reply { client, message } => {
@@ -787,6 +898,28 @@ impl Cluster {
             self.trace_status(from);
         }
         Ok(())
+    }
+
+    /// With disks: the payload of each write among `effects` (see `sim::disk`), read from
+    /// the replica before its next input; the last carries the replica's commit number.
+    fn capture_writes(&self, from: ReplicaIndex, effects: &[Effect]) -> Vec<Vec<StoredWrite>> {
+        let Some(replica) = self.replicas[from as usize]
+            .as_ref()
+            .filter(|_| self.options.disks)
+        else {
+            return Vec::new();
+        };
+        let mut captured: Vec<Vec<StoredWrite>> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Write { write, .. } => Some(vec![StoredWrite::capture(replica, *write)]),
+                _ => None,
+            })
+            .collect();
+        if let Some(last) = captured.last_mut() {
+            last.push(StoredWrite::Commit(replica.commit()));
+        }
+        captured
     }
 
     /// Checks an Evicted or Rejected reply against the model, with the sender's commit.
@@ -817,15 +950,21 @@ impl Cluster {
     /// storage model holds exactly what each released message waited for).
     fn complete_due_writes(&mut self) -> Result<(), Failure> {
         for index in 0..self.config.replica_count {
-            while let Some(&(at, id, write)) = self.writes_due[index as usize].front() {
-                if at > self.now {
+            while let Some(due) = self.writes_due[index as usize].front() {
+                if due.at > self.now {
                     break;
                 }
-                self.writes_due[index as usize].pop_front();
+                let due = self.writes_due[index as usize]
+                    .pop_front()
+                    .expect("front exists");
+                let (id, write) = (due.id, due.write);
                 let Some(replica) = self.replicas[index as usize].as_mut() else {
                     break;
                 };
                 self.storage.complete(index, write)?;
+                if self.options.disks {
+                    self.disks.complete(index, due.stored, due.ends_batch)?;
+                }
                 replica.on_persisted(id, &mut self.effects);
                 replica.flush(&mut self.effects);
                 self.trace(format_args!("r{index} write {id} durable"));
@@ -1003,6 +1142,9 @@ impl Cluster {
         }
         if self.prng.chance(rates.crash_ppm) {
             self.crash_random();
+        }
+        if self.options.disks && self.prng.chance(rates.power_loss_ppm) {
+            self.power_loss();
         }
         if self.prng.chance(rates.view_change_crash_ppm) {
             self.strike_during_view_change_or_recovery();

@@ -62,6 +62,12 @@ pub struct FaultRates {
     /// Chance that a healed partition comes back, the same links cut, 5 to 100 steps
     /// later (a flapping network).
     pub flap_ppm: u32,
+    /// With disks: chance per step that every replica crashes at once (a power loss).
+    /// Drawn apart from the others (`disk_faults`), 0 without disks.
+    pub power_loss_ppm: u32,
+    /// With disks: chance that a restart finds a corrupted sector (when no other replica
+    /// is recovering, so that at most f replicas lose memory at once). 0 without disks.
+    pub disk_damage_ppm: u32,
     /// The network's rates during the fault phase.
     pub network: NetworkFaults,
 }
@@ -80,6 +86,8 @@ impl FaultRates {
             view_change_crash_ppm: 0,
             restart_all_ppm: 0,
             flap_ppm: 0,
+            power_loss_ppm: 0,
+            disk_damage_ppm: 0,
             network: NetworkFaults::calm(),
         }
     }
@@ -203,7 +211,24 @@ impl FaultRates {
             view_change_crash_ppm,
             restart_all_ppm,
             flap_ppm,
+            power_loss_ppm: 0,
+            disk_damage_ppm: 0,
             network,
+        }
+    }
+
+    /// The disk faults of a seed with disks, from a stream of their own so that no other
+    /// rate changes: a power loss every few thousand steps at most, a corrupted sector
+    /// at up to one restart in ten.
+    pub fn with_disk_faults(self, prng: &mut Prng) -> FaultRates {
+        let crashes = self.crash_ppm > 0 || self.view_change_crash_ppm > 0;
+        FaultRates {
+            power_loss_ppm: match crashes {
+                true => prng.between(0, 400) as u32,
+                false => 0,
+            },
+            disk_damage_ppm: prng.between(0, 100_000) as u32,
+            ..self
         }
     }
 }
@@ -234,6 +259,10 @@ pub struct FaultCounts {
     pub isolate_primary: u64,
     /// Times two or more replicas came to be recovering at once.
     pub recoveries_overlapping: u64,
+    /// Power losses: every replica crashed at once (disks only).
+    pub power_loss: u64,
+    /// Restarts that found a corrupted sector (disks only).
+    pub disk_damage: u64,
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod disk;
 pub mod faults;
 pub mod model;
 pub mod network;

@@ -65,6 +65,10 @@ pub struct RunOptions {
     /// On by default; off replays seeds as they ran before writes were effects (every
     /// write completing at once).
     pub write_delays: bool,
+    /// Let half the seeds run with disks (see `ClusterOptions::disks`): restarts resume
+    /// from storage, power losses and corrupted sectors. On by default; off replays seeds
+    /// as they ran before (every crash loses everything).
+    pub disks: bool,
 }
 
 impl Default for RunOptions {
@@ -76,6 +80,7 @@ impl Default for RunOptions {
             trace: false,
             oversized: false,
             write_delays: true,
+            disks: true,
         }
     }
 }
@@ -150,6 +155,8 @@ pub struct RunSummary {
     pub write_delay_steps_max: u64,
     /// Messages checked against what their sender's completed writes made durable.
     pub persistence_checked: u64,
+    /// Whether replicas kept disks across crashes.
+    pub disks: bool,
 }
 
 /// The cluster options a seed stands for, and how many times `RunOptions::fault_steps`
@@ -177,6 +184,11 @@ pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u6
         checkpoint_bytes_max,
     );
     let fault_steps_scale = if prng.chance(125_000) { 2 } else { 1 };
+    let disks = disks(seed, run);
+    let mut faults = FaultRates::draw(&mut prng);
+    if disks {
+        faults = faults.with_disk_faults(&mut Prng::new(seed ^ DISK_FAULTS_STREAM));
+    }
     let options = ClusterOptions {
         config,
         client_count,
@@ -184,7 +196,7 @@ pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u6
         request_timeout_ticks: 16,
         tick_steps_min: 3,
         tick_steps_max: 6,
-        faults: FaultRates::draw(&mut prng),
+        faults,
         keys: prng.between(1, 4) as usize,
         value_bytes_max: value_bytes_max as usize,
         submit_ppm: prng.between(50_000, 500_000) as u32,
@@ -196,6 +208,7 @@ pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u6
         // From a stream of its own, so that no other draw of the seed changes.
         start_recovering: Prng::new(seed ^ START_RECOVERING_STREAM).chance(200_000),
         write_delay_steps_max: write_delay_steps_max(seed, run),
+        disks,
         trace: run.trace,
     };
     (prng.next_u64(), options, fault_steps_scale)
@@ -206,6 +219,18 @@ const START_RECOVERING_STREAM: u64 = 0x5ee0_57a7_0000_0001;
 
 /// Mixed into the seed for the draw of `ClusterOptions::write_delay_steps_max`.
 const WRITE_DELAY_STREAM: u64 = 0x5ee0_57a7_0000_0002;
+
+/// Mixed into the seed for the draw of `ClusterOptions::disks`.
+const DISKS_STREAM: u64 = 0x5ee0_57a7_0000_0003;
+
+/// Mixed into the seed for the draw of the disk faults' rates.
+const DISK_FAULTS_STREAM: u64 = 0x5ee0_57a7_0000_0004;
+
+/// Half the seeds run with disks, from a stream of their own so that turning them off
+/// (`RunOptions::disks`) changes nothing else.
+fn disks(seed: u64, run: &RunOptions) -> bool {
+    Prng::new(seed ^ DISKS_STREAM).chance(500_000) && run.disks
+}
 
 /// Half the seeds complete writes late (up to 1-12 steps, a few replica ticks), so that
 /// messages waiting for a write leave after others sent later; the other half complete
@@ -342,6 +367,7 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
                 view_change_steps_longest: cluster.view_change_steps_longest,
                 write_delay_steps_max: cluster.options().write_delay_steps_max,
                 persistence_checked: cluster.storage().messages_checked,
+                disks: cluster.options().disks,
             });
         }
         Ok(Err(failure)) => failure,
@@ -461,6 +487,8 @@ pub struct Totals {
     pub write_delay_seeds: u64,
     /// Messages checked against their sender's durable state.
     pub persistence_checked: u64,
+    /// Seeds whose replicas kept disks across crashes.
+    pub disk_seeds: u64,
 }
 
 impl Totals {
@@ -485,6 +513,9 @@ impl Totals {
         self.faults.crash_after_promise += run.faults.crash_after_promise;
         self.faults.isolate_primary += run.faults.isolate_primary;
         self.faults.recoveries_overlapping += run.faults.recoveries_overlapping;
+        self.faults.power_loss += run.faults.power_loss;
+        self.faults.disk_damage += run.faults.disk_damage;
+        self.disk_seeds += run.disks as u64;
         self.transfers.add(&run.transfers);
         self.checks.add(&run.checks);
         self.view_change_steps_longest = self
@@ -566,6 +597,11 @@ impl fmt::Display for Totals {
             f,
             "writes: seeds completing them late {}  messages checked against durable state {}",
             self.write_delay_seeds, self.persistence_checked
+        )?;
+        writeln!(
+            f,
+            "disks: seeds {}  power losses {}  restarts on a damaged disk {}",
+            self.disk_seeds, x.power_loss, x.disk_damage
         )?;
         writeln!(
             f,

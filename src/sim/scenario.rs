@@ -116,6 +116,7 @@ impl Scenario {
             oversized_ppm: 0,
             start_recovering: false,
             write_delay_steps_max: 0,
+            disks: false,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         };
         let mut cluster = Cluster::new(seed, options);

@@ -9,7 +9,7 @@
 //! the current log is durable.
 
 use super::checker::Failure;
-use crate::protocol::{Body, DurableState, Message, Op, ReplicaIndex, Write};
+use crate::protocol::{Body, DurableState, Message, Op, ReplicaIndex, Stored, Write};
 
 /// One replica's durable state, as its completed writes describe it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,6 +41,15 @@ impl Storage {
     /// process holds nothing.
     pub fn on_crash(&mut self, replica: ReplicaIndex) {
         self.replicas[replica as usize] = Durable::default();
+    }
+
+    /// A crash of a replica with a disk: what it holds is what its disk read back.
+    pub fn on_crash_keeping(&mut self, replica: ReplicaIndex, image: &Stored) {
+        self.replicas[replica as usize] = Durable {
+            state: image.state,
+            log_op: image.op(),
+            checkpoint_op: image.checkpoint_op(),
+        };
     }
 
     /// `write` of `replica` completed.

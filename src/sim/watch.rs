@@ -99,12 +99,14 @@ impl Watch {
     }
 
     /// Forgets what replica `index` received: it restarted with an empty memory.
-    pub fn on_restart(&mut self, index: ReplicaIndex) {
+    pub fn on_restart(&mut self, index: ReplicaIndex, recovering: bool) {
         self.continuation[index as usize] = None;
         self.do_view_change_commit[index as usize] = None;
         self.primary_checked[index as usize] = None;
         self.view_seen[index as usize] = 0;
-        self.recovery_floor[index as usize] = Some(self.commit_max);
+        // A replica that resumed from its disk holds what it vouched for (the storage
+        // check sees to that); one that recovers must reach what committed before.
+        self.recovery_floor[index as usize] = recovering.then_some(self.commit_max);
     }
 
     /// Notes a message about to be handed to live replica `to` (in view `view_now`).

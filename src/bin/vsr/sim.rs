@@ -38,6 +38,10 @@ pub struct Args {
     /// seeds complete them late: see `RunOptions::write_delays`).
     #[arg(long)]
     no_write_delays: bool,
+    /// Every crash loses everything, as before replicas had disks (by default half the
+    /// seeds keep their disks: see `RunOptions::disks`).
+    #[arg(long)]
+    no_disks: bool,
     /// Steps of the fault phase of each seed (twice as many on one seed in eight).
     #[arg(long, default_value_t = RunOptions::default().fault_steps)]
     fault_steps: u64,
@@ -55,6 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         trace: args.trace,
         oversized: args.oversized,
         write_delays: !args.no_write_delays,
+        disks: !args.no_disks,
     };
     let (start, count) = match (args.seed, args.seeds) {
         (Some(seed), _) => (seed, 1),

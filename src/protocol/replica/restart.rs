@@ -15,9 +15,9 @@
 //!   the others follow a replica holding a higher view, once);
 //! - a replica that was changing views resumes that view change, its log as its
 //!   DoViewChange (the store holds the log it vouched for);
-//! - a replica that was recovering, or whose store is damaged, recovers (paper 4.3) from
-//!   its committed prefix, and, since it may have acknowledged more than it holds, never
-//!   counts as empty (`DurableState::joined`).
+//! - a replica that was recovering recovers again (paper 4.3) from its committed
+//!   prefix; one whose store is damaged, from its checkpoint. Since either may have
+//!   acknowledged more than it holds, it never counts as empty (`DurableState::joined`).
 
 use super::*;
 
@@ -68,8 +68,12 @@ impl<S: StateMachine> Replica<S> {
                                  // committed ones: a store holds whole inputs, and a replica's log agrees with
                                  // its commit number at the end of every input). Replies are not sent again: a
                                  // client that missed one retries and gets it from the client table.
-        let mut replies = Vec::new();
-        self.commit_to(stored.commit.min(self.log.op()), &mut replies);
+        // A damaged store recovers from its checkpoint: where the damage lies, what it
+        // says about views and commits may be what was lost.
+        if damage.is_none() {
+            let mut replies = Vec::new();
+            self.commit_to(stored.commit.min(self.log.op()), &mut replies);
+        }
         if state.view <= VIEW_MAX && state.last_normal_view <= state.view {
             self.view = state.view;
             self.last_normal_view = state.last_normal_view;

@@ -1,0 +1,110 @@
+//! Simulated disks (seeds with `ClusterOptions::disks`): what a replica's storage holds
+//! across a crash, with the faults of real ones.
+//!
+//! Each write's payload is captured when the replica issues it
+//! ([`StoredWrite::capture`]) and reaches the disk when the cluster completes the write.
+//! Writes are grouped in batches, one per dispatch of a replica's effects (the runtime's
+//! journal writes one batch per event-loop iteration), and a batch is atomic: a crash
+//! loses every write of a batch not yet complete, and of a batch whose last write
+//! completed, nothing. The image is folded with [`Stored::apply`], the same fold the
+//! runtime's journal replays on start, so a restart here reads back exactly what a
+//! restart from the journal would.
+//!
+//! Faults: a crash loses unsynced writes (the batches not complete); a torn write is the
+//! same loss as seen after the restart (the journal's checksums discard a torn batch,
+//! and batches are padded to sectors so that a tear never reaches an earlier one); a
+//! corrupted sector, rarely, damages a restarted replica's image: it keeps a prefix of
+//! its log and reports damage, as the journal does when a batch in the middle fails its
+//! checksum.
+
+use super::checker::Failure;
+use super::prng::Prng;
+use crate::protocol::{ReplicaIndex, Stored, StoredWrite};
+
+/// One replica's disk.
+#[derive(Clone, Debug, Default)]
+struct Disk {
+    /// What survives a crash: every complete batch.
+    image: Stored,
+    /// Writes of the batch in progress that completed (lost with a crash).
+    staged: Vec<StoredWrite>,
+}
+
+/// Every replica's disk.
+#[derive(Clone, Debug)]
+pub struct Disks {
+    disks: Vec<Disk>,
+    /// Batches made durable.
+    pub batches: u64,
+    /// Images damaged at a restart (a corrupted sector).
+    pub damaged: u64,
+}
+
+impl Disks {
+    /// Empty disks for `replica_count` replicas.
+    pub fn new(replica_count: usize) -> Disks {
+        Disks {
+            disks: vec![Disk::default(); replica_count],
+            batches: 0,
+            damaged: 0,
+        }
+    }
+
+    /// A write of `replica` completed; `ends_batch`: the last of its batch, which is now
+    /// durable as a whole.
+    pub fn complete(
+        &mut self,
+        replica: ReplicaIndex,
+        writes: Vec<StoredWrite>,
+        ends_batch: bool,
+    ) -> Result<(), Failure> {
+        let disk = &mut self.disks[replica as usize];
+        disk.staged.extend(writes);
+        if !ends_batch {
+            return Ok(());
+        }
+        self.batches += 1;
+        // The journal that found damage truncated at it and appends after: the next
+        // restart reads what the replica wrote since, which starts with the state of a
+        // recovering replica (a damaged replica recovers).
+        disk.image.damage = None;
+        for write in disk.staged.drain(..) {
+            disk.image.apply(write).map_err(|inconsistent| {
+                Failure::new("storage", format!("r{replica}: {inconsistent}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A crash: the batch in progress is lost.
+    pub fn on_crash(&mut self, replica: ReplicaIndex) {
+        self.disks[replica as usize].staged.clear();
+    }
+
+    /// What a restarted `replica` reads back.
+    pub fn image(&self, replica: ReplicaIndex) -> Stored {
+        let disk = &self.disks[replica as usize];
+        debug_assert!(disk.staged.is_empty(), "read back after a crash");
+        disk.image.clone()
+    }
+
+    /// A corrupted sector in `replica`'s journal, found when it restarts: the store keeps
+    /// what precedes it and reports the damage (sometimes the state record is the part
+    /// lost). The image stays damaged until the replica completes a batch.
+    /// Returns whether the state record was lost.
+    pub fn damage(&mut self, replica: ReplicaIndex, prng: &mut Prng) -> bool {
+        let image = &mut self.disks[replica as usize].image;
+        let keep = prng.below(image.entries.len() as u64 + 1) as usize;
+        let op = image.log_base + keep as u64 + 1;
+        image.entries.truncate(keep);
+        image.damage = Some(format!("a corrupt sector at op {op}"));
+        self.damaged += 1;
+        let state_lost = prng.chance(250_000);
+        if state_lost {
+            image.state = Default::default();
+            image.damage = Some("a corrupt state record".into());
+        }
+        state_lost
+    }
+
+}
