@@ -15,20 +15,20 @@
 //! recovering at once when faults are random.
 
 use super::checker::{Checker, ClientReply, Failure};
+use super::disk::Disks;
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
-use super::disk::Disks;
 use super::storage::Storage;
 use super::watch::{TransferCounts, Watch};
 use super::workload::Workload;
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
-use crate::protocol::{Replica, StoredWrite};
 use crate::protocol::{
     Body, ClientId, Effect, Message, ReplicaIndex, ReplyStatus, RequestNumber, Start, Stats,
     Status, View, Write, WriteId,
 };
+use crate::protocol::{Op, Replica, StoredWrite};
 use crate::service::kv::KvOp;
 use crate::service::Kv;
 use std::collections::{HashMap, VecDeque};
@@ -503,7 +503,8 @@ impl Cluster {
         match self.options.disks {
             true => {
                 self.disks.on_crash(index);
-                self.storage.on_crash_keeping(index, &self.disks.image(index));
+                self.storage
+                    .on_crash_keeping(index, &self.disks.image(index));
             }
             false => self.storage.on_crash(index),
         }
@@ -563,16 +564,50 @@ impl Cluster {
     }
 
     /// A corrupted sector on crashed replica `index`'s disk, found when it restarts (see
-    /// `sim::disk`). Returns whether its state record was lost.
-    pub fn damage_disk(&mut self, index: ReplicaIndex) -> bool {
+    /// `sim::disk`).
+    pub fn damage_disk(&mut self, index: ReplicaIndex) {
         assert!(self.options.disks, "damage needs disks");
-        assert!(self.replicas[index as usize].is_none(), "damage a crashed replica's disk");
-        let state_lost = self.disks.damage(index, &mut self.prng);
+        assert!(
+            self.replicas[index as usize].is_none(),
+            "damage a crashed replica's disk"
+        );
+        self.disks.damage(index, &mut self.prng);
         self.storage
             .on_crash_keeping(index, &self.disks.image(index));
         self.faults.disk_damage += 1;
         self.trace(format_args!("r{index}'s disk is damaged"));
-        state_lost
+    }
+
+    /// A corrupted sector at `op` of crashed replica `index`'s journal (see
+    /// `sim::disk`): it keeps the entries before `op` and its state record.
+    pub fn damage_disk_at(&mut self, index: ReplicaIndex, op: Op) {
+        assert!(self.options.disks, "damage needs disks");
+        assert!(
+            self.replicas[index as usize].is_none(),
+            "damage a crashed replica's disk"
+        );
+        self.disks.damage_at(index, op);
+        self.storage
+            .on_crash_keeping(index, &self.disks.image(index));
+        self.faults.disk_damage += 1;
+        self.trace(format_args!("r{index}'s disk is damaged at op {op}"));
+    }
+
+    /// Crashed replica `index`'s disk is replaced by an empty one (a new machine).
+    pub fn wipe_disk(&mut self, index: ReplicaIndex) {
+        assert!(self.options.disks, "wipe needs disks");
+        assert!(
+            self.replicas[index as usize].is_none(),
+            "wipe a crashed replica's disk"
+        );
+        self.disks.wipe(index);
+        self.storage.on_crash(index);
+        self.trace(format_args!("r{index}'s disk is replaced by an empty one"));
+    }
+
+    /// Writes replica `index` issued that have not completed.
+    pub fn writes_pending(&self, index: ReplicaIndex) -> usize {
+        self.writes_due[index as usize].len()
     }
 
     /// Whether replica `index` may come back without (all of) its memory and still leave
@@ -582,7 +617,11 @@ impl Cluster {
             .iter()
             .enumerate()
             .filter(|&(other, _)| other != index as usize)
-            .all(|(_, replica)| replica.as_ref().is_none_or(|r| r.status() != Status::Recovering))
+            .all(|(_, replica)| {
+                replica
+                    .as_ref()
+                    .is_none_or(|r| r.status() != Status::Recovering)
+            })
     }
 
     /// A power loss: every live replica crashes at once (with disks only: without them

@@ -19,7 +19,7 @@
 
 use super::checker::Failure;
 use super::prng::Prng;
-use crate::protocol::{ReplicaIndex, Stored, StoredWrite};
+use crate::protocol::{Op, ReplicaIndex, Stored, StoredWrite};
 
 /// One replica's disk.
 #[derive(Clone, Debug, Default)]
@@ -91,20 +91,28 @@ impl Disks {
     /// A corrupted sector in `replica`'s journal, found when it restarts: the store keeps
     /// what precedes it and reports the damage (sometimes the state record is the part
     /// lost). The image stays damaged until the replica completes a batch.
-    /// Returns whether the state record was lost.
-    pub fn damage(&mut self, replica: ReplicaIndex, prng: &mut Prng) -> bool {
-        let image = &mut self.disks[replica as usize].image;
-        let keep = prng.below(image.entries.len() as u64 + 1) as usize;
-        let op = image.log_base + keep as u64 + 1;
-        image.entries.truncate(keep);
-        image.damage = Some(format!("a corrupt sector at op {op}"));
-        self.damaged += 1;
-        let state_lost = prng.chance(250_000);
-        if state_lost {
+    pub fn damage(&mut self, replica: ReplicaIndex, prng: &mut Prng) {
+        let image = &self.disks[replica as usize].image;
+        let op = image.log_base + prng.below(image.entries.len() as u64 + 1) + 1;
+        self.damage_at(replica, op);
+        if prng.chance(250_000) {
+            let image = &mut self.disks[replica as usize].image;
             image.state = Default::default();
             image.damage = Some("a corrupt state record".into());
         }
-        state_lost
     }
 
+    /// A corrupted sector at `op`: the image keeps the entries before it.
+    pub fn damage_at(&mut self, replica: ReplicaIndex, op: Op) {
+        let image = &mut self.disks[replica as usize].image;
+        let keep = op.saturating_sub(image.log_base + 1) as usize;
+        image.entries.truncate(keep);
+        image.damage = Some(format!("a corrupt sector at op {op}"));
+        self.damaged += 1;
+    }
+
+    /// The disk is replaced by an empty one.
+    pub fn wipe(&mut self, replica: ReplicaIndex) {
+        self.disks[replica as usize] = Disk::default();
+    }
 }

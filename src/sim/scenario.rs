@@ -99,10 +99,34 @@ impl Scenario {
         scenario
     }
 
+    /// Like [`Scenario::with`], with disks (`ClusterOptions::disks`) whose writes
+    /// complete 0-3 steps late, so that a crash finds some in flight.
+    pub fn with_disks(seed: u64, config: Config, client_count: usize) -> Scenario {
+        let mut options = Scenario::manual_options(config, client_count);
+        options.disks = true;
+        options.write_delay_steps_max = 3;
+        let mut scenario = Scenario::from_options(seed, options);
+        scenario.cluster.register = true;
+        scenario.run_until("every client registers", 2_000, |c| {
+            (0..c.client_count()).all(|i| c.client(i).session.is_registered())
+        });
+        scenario
+    }
+
     /// A scenario whose clients register only when told to ([`Scenario::register`]), and
     /// not again by themselves after an eviction.
     pub fn manual(seed: u64, config: Config, client_count: usize) -> Scenario {
-        let options = ClusterOptions {
+        Scenario::from_options(seed, Scenario::manual_options(config, client_count))
+    }
+
+    fn from_options(seed: u64, options: ClusterOptions) -> Scenario {
+        let mut cluster = Cluster::new(seed, options);
+        cluster.register = false;
+        Scenario { cluster, seed }
+    }
+
+    fn manual_options(config: Config, client_count: usize) -> ClusterOptions {
+        ClusterOptions {
             config,
             client_count,
             client_tick_steps: 4,
@@ -118,10 +142,7 @@ impl Scenario {
             write_delay_steps_max: 0,
             disks: false,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
-        };
-        let mut cluster = Cluster::new(seed, options);
-        cluster.register = false;
-        Scenario { cluster, seed }
+        }
     }
 
     /// The cluster, to look at.
@@ -167,9 +188,15 @@ impl Scenario {
         self.cluster.crash(index);
     }
 
-    /// `restart`: replica `index` comes back and recovers.
+    /// `restart`: replica `index` comes back and recovers (with disks: resumes from
+    /// its disk).
     pub fn restart(&mut self, index: ReplicaIndex) {
         self.cluster.restart(index);
+    }
+
+    /// `power_loss`: every live replica crashes at once (disks only).
+    pub fn power_loss(&mut self) {
+        self.cluster.power_loss();
     }
 
     /// `inject`: delivers a message captured earlier (by a [`Scenario::drop_where`]

@@ -98,7 +98,11 @@ impl Watch {
         }
     }
 
-    /// Forgets what replica `index` received: it restarted with an empty memory.
+    /// Forgets what replica `index` received: it restarted, `recovering` (then its log
+    /// must come to hold what committed before) or resumed from its disk. Its view may be
+    /// below the one it showed before the crash even with a disk: a view raised but not
+    /// yet written was promised to nobody (`storage.rs` checks that the written view
+    /// never goes back).
     pub fn on_restart(&mut self, index: ReplicaIndex, recovering: bool) {
         self.continuation[index as usize] = None;
         self.do_view_change_commit[index as usize] = None;

@@ -68,8 +68,8 @@ impl<S: StateMachine> Replica<S> {
                                  // committed ones: a store holds whole inputs, and a replica's log agrees with
                                  // its commit number at the end of every input). Replies are not sent again: a
                                  // client that missed one retries and gets it from the client table.
-        // A damaged store recovers from its checkpoint: where the damage lies, what it
-        // says about views and commits may be what was lost.
+                                 // A damaged store recovers from its checkpoint: where the damage lies, what it
+                                 // says about views and commits may be what was lost.
         if damage.is_none() {
             let mut replies = Vec::new();
             self.commit_to(stored.commit.min(self.log.op()), &mut replies);
