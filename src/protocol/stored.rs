@@ -160,19 +160,16 @@ impl Stored {
                 self.entries.clear();
             }
             StoredWrite::LogTruncate { after } => {
+                // A replica truncates only above its log's base (and its commit number,
+                // so above its checkpoint too, though with payloads captured at the end
+                // of a batch the checkpoint written may already be a later one).
                 if after < self.log_base {
-                    // Entries at or below the base are covered by the checkpoint.
-                    if after < self.checkpoint_op() {
-                        return Err(Inconsistent(format!(
-                            "truncate after {after} below checkpoint {}",
-                            self.checkpoint_op()
-                        )));
-                    }
-                    self.log_base = after;
-                    self.entries.clear();
-                } else {
-                    self.entries.truncate((after - self.log_base) as usize);
+                    return Err(Inconsistent(format!(
+                        "truncate after {after} below the log base {}",
+                        self.log_base
+                    )));
                 }
+                self.entries.truncate((after - self.log_base) as usize);
             }
             StoredWrite::LogAppend { from, entries } => {
                 if from == 0 {
@@ -203,7 +200,9 @@ impl Stored {
                 self.entries.extend(entries);
             }
             StoredWrite::State(state) => {
-                if state.view < self.state.view {
+                // Only a replica that never joined (it promised no view) may restart at
+                // a lower view: as a new replica.
+                if state.view < self.state.view && self.state.joined {
                     return Err(Inconsistent(format!(
                         "view {} after view {}",
                         state.view, self.state.view
@@ -226,5 +225,148 @@ impl Stored {
         let drop = ((checkpoint_op - self.log_base) as usize).min(self.entries.len());
         self.entries.drain(..drop);
         self.log_base = checkpoint_op;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::Operation;
+    use crate::service::Snapshot;
+    use bytes::Bytes;
+
+    fn entry(timestamp: u64) -> Entry {
+        Entry {
+            client: 1,
+            session: 1,
+            request: 1,
+            timestamp,
+            operation: Operation::Apply,
+            body: Bytes::from_static(b"x"),
+        }
+    }
+
+    fn append(from: Op, count: u64) -> StoredWrite {
+        StoredWrite::LogAppend {
+            from,
+            entries: (from..from + count).map(entry).collect(),
+        }
+    }
+
+    fn checkpoint(op: Op) -> StoredWrite {
+        StoredWrite::Checkpoint(Checkpoint {
+            op,
+            timestamp: op,
+            service: Snapshot::empty(),
+            clients: Snapshot::empty(),
+        })
+    }
+
+    fn fold(writes: Vec<StoredWrite>) -> Result<Stored, Inconsistent> {
+        let mut stored = Stored::default();
+        for write in writes {
+            stored.apply(write)?;
+        }
+        Ok(stored)
+    }
+
+    #[test]
+    fn appends_truncations_and_resets_leave_the_log_a_replica_held() {
+        let stored = fold(vec![
+            append(1, 5),
+            StoredWrite::LogTruncate { after: 3 },
+            append(4, 2),
+            StoredWrite::Commit(4),
+            StoredWrite::Commit(2), // Knowledge never goes back.
+        ])
+        .unwrap();
+        assert_eq!(stored.op(), 5);
+        assert_eq!(stored.commit, 4);
+        let timestamps: Vec<u64> = stored.entries.iter().map(|e| e.timestamp).collect();
+        assert_eq!(timestamps, [1, 2, 3, 4, 5]);
+
+        let stored = fold(vec![
+            append(1, 5),
+            checkpoint(9),
+            StoredWrite::LogReset { base: 9 },
+            append(10, 1),
+        ])
+        .unwrap();
+        assert_eq!(
+            (stored.log_base, stored.op(), stored.checkpoint_op()),
+            (9, 10, 9)
+        );
+    }
+
+    #[test]
+    fn entries_trimmed_before_they_were_written_are_covered_by_the_checkpoint() {
+        let mut stored = fold(vec![append(1, 3), checkpoint(6), append(5, 3)]).unwrap();
+        assert_eq!((stored.log_base, stored.op()), (4, 7));
+        stored.trim_to_checkpoint();
+        assert_eq!((stored.log_base, stored.entries.len()), (6, 1));
+        // A gap the checkpoint does not cover is not a log any replica wrote.
+        assert!(fold(vec![append(1, 3), append(6, 1)]).is_err());
+    }
+
+    #[test]
+    fn sequences_no_replica_writes_are_refused() {
+        let view = |view| {
+            StoredWrite::State(DurableState {
+                view,
+                last_normal_view: view,
+                ..DurableState::default()
+            })
+        };
+        let joined = |view| {
+            StoredWrite::State(DurableState {
+                view,
+                last_normal_view: view,
+                joined: true,
+                ..DurableState::default()
+            })
+        };
+        assert!(
+            fold(vec![joined(3), joined(2)]).is_err(),
+            "a view went back"
+        );
+        assert!(
+            fold(vec![view(3), view(2)]).is_ok(),
+            "never joined: a new replica"
+        );
+        assert!(fold(vec![checkpoint(9), checkpoint(5)]).is_err());
+        assert!(fold(vec![StoredWrite::LogReset { base: 4 }]).is_err());
+        assert!(fold(vec![append(0, 1)]).is_err());
+        let below_base = vec![
+            checkpoint(9),
+            StoredWrite::LogReset { base: 9 },
+            StoredWrite::LogTruncate { after: 3 },
+        ];
+        assert!(fold(below_base).is_err());
+    }
+
+    #[test]
+    fn holding_data_is_having_joined_or_held_anything() {
+        assert!(!Stored::default().holds_data());
+        let recovering = Stored {
+            state: DurableState {
+                recovering: true,
+                ..DurableState::default()
+            },
+            ..Stored::default()
+        };
+        assert!(!recovering.holds_data(), "a new replica that never joined");
+        let joined = Stored {
+            state: DurableState {
+                joined: true,
+                ..DurableState::default()
+            },
+            ..Stored::default()
+        };
+        assert!(joined.holds_data());
+        let damaged = Stored {
+            damage: Some("test".into()),
+            ..Stored::default()
+        };
+        assert!(damaged.holds_data());
     }
 }

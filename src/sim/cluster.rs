@@ -611,16 +611,14 @@ impl Cluster {
     }
 
     /// Whether replica `index` may come back without (all of) its memory and still leave
-    /// at most f replicas that lost theirs: no other replica is recovering.
+    /// at most f replicas that lost theirs: no other replica is recovering, live or (its
+    /// disk says) crashed while recovering.
     fn may_lose_memory(&self, index: ReplicaIndex) -> bool {
-        self.replicas
-            .iter()
-            .enumerate()
-            .filter(|&(other, _)| other != index as usize)
-            .all(|(_, replica)| {
-                replica
-                    .as_ref()
-                    .is_none_or(|r| r.status() != Status::Recovering)
+        (0..self.config.replica_count)
+            .filter(|&other| other != index)
+            .all(|other| match &self.replicas[other as usize] {
+                Some(replica) => replica.status() != Status::Recovering,
+                None => !self.disks.recovering(other),
             })
     }
 

@@ -111,6 +111,12 @@ impl Disks {
         self.damaged += 1;
     }
 
+    /// Whether `replica` will restart recovering: its disk is damaged or says so.
+    pub fn recovering(&self, replica: ReplicaIndex) -> bool {
+        let image = &self.disks[replica as usize].image;
+        image.damage.is_some() || image.state.recovering
+    }
+
     /// The disk is replaced by an empty one.
     pub fn wipe(&mut self, replica: ReplicaIndex) {
         self.disks[replica as usize] = Disk::default();

@@ -80,7 +80,9 @@ impl Storage {
                 durable.log_op = to;
             }
             Write::State(state) => {
-                if state.view < durable.state.view {
+                // A replica that never joined promised no view to anyone (a recovering
+                // replica's view only names its source): it restarts as a new one.
+                if state.view < durable.state.view && durable.state.joined {
                     return Err(failure(
                         replica,
                         format!("view {} written after {}", state.view, durable.state.view),
