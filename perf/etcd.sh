@@ -182,15 +182,17 @@ leader=$(etcdctl --endpoints="$endpoints" endpoint status | awk -F', ' '$5 == "t
 # etcd's own count and total time of WAL fsyncs on the leader, to show its batching.
 # CPU seconds used by the 3 members so far.
 etcdcpu() { cat /proc/"${PIDS[0]}"/stat /proc/"${PIDS[1]}"/stat /proc/"${PIDS[2]}"/stat | awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { print s / hz }'; }
+# Busy CPU ticks of the whole machine (all processes, ours and others') and its total ticks.
+machcpu() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 walsync() { curl -s "http://$leader/metrics" | awk '/^etcd_disk_wal_fsync_duration_seconds_(count|sum)/ { v[$1] = $2 } END { print v["etcd_disk_wal_fsync_duration_seconds_count"], v["etcd_disk_wal_fsync_duration_seconds_sum"] }'; }
 results="$DIR/results.txt"
 for rep in $(seq "$REPS"); do
   for n in $CLIENTS; do
-    read -r c0 s0 < <(walsync); e0=$(etcdcpu); t0=$EPOCHREALTIME
+    read -r c0 s0 < <(walsync); e0=$(etcdcpu); t0=$EPOCHREALTIME; read -r b0 a0 < <(machcpu)
     line=$("$DIR/driver/etcd-put" --endpoints="$target" --clients="$n" --conns=$((n < CONNS ? n : CONNS)) \
       --val-size=64 --warmup="$WARMUP" --duration="$DURATION")
-    read -r c1 s1 < <(walsync); e1=$(etcdcpu); t1=$EPOCHREALTIME
-    line+=" etcd_cpu=$(awk -v e="$e0" -v f="$e1" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f%%", (f - e) / (b - a) * 100 }')"
+    read -r c1 s1 < <(walsync); e1=$(etcdcpu); t1=$EPOCHREALTIME; read -r b1 a1 < <(machcpu)
+    line+=" etcd_cpu=$(awk -v e="$e0" -v f="$e1" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f%%", (f - e) / (b - a) * 100 }') machine_busy=$(( (b1 - b0) * 100 * $(nproc) / (a1 - a0) ))%"
     echo "$line leader_wal_fsyncs=$((c1 - c0)) mean_fsync_us=$(awk -v c=$((c1 - c0)) -v s="$s1" -v t="$s0" 'BEGIN { printf "%.0f", c ? (s - t) / c * 1e6 : 0 }')" | tee -a "$results" >&2
   done
 done

@@ -2,7 +2,7 @@
 # Mutation testing of the protocol core, with the simulator's tests as the oracle
 # (perf/mutants.md has the last report). Needs cargo-mutants (`cargo install cargo-mutants`).
 #
-#   perf/mutants.sh                 # view change, recovery and state transfer (~400 mutants)
+#   perf/mutants.sh                 # view change, recovery, state transfer, restart (~430)
 #   perf/mutants.sh --shard 0/8     # one eighth of them (any cargo-mutants flag works)
 #
 # Each mutant is built and judged by the scenario tests, 500 random seeds (plus the
@@ -16,5 +16,6 @@ exec cargo mutants \
   --file src/protocol/replica/view_change.rs \
   --file src/protocol/replica/recovery.rs \
   --file src/protocol/replica/state_transfer.rs \
+  --file src/protocol/replica/restart.rs \
   --timeout 240 --output target/mutants "$@" \
-  -- --test sim_scenarios --test sim_seeds --test sim_faults --test forged_messages --test core_smoke
+  -- --test sim_scenarios --test sim_disks --test sim_seeds --test sim_faults --test forged_messages --test core_smoke

@@ -27,57 +27,9 @@ impl<S: StateMachine> Replica<S> {
             return self.start_recovering(nonce);
         }
         self.joined = true;
-        let mut damage = stored.damage.clone();
-        if stored.state.epoch != self.configuration.epoch() {
-            damage.get_or_insert(format!(
-                "stored epoch {} is not the configuration's {}",
-                stored.state.epoch,
-                self.configuration.epoch()
-            ));
-        }
         let state = stored.state;
-        if state.view > VIEW_MAX || state.last_normal_view > state.view {
-            damage.get_or_insert(format!(
-                "stored view {} and last normal view {} are impossible",
-                state.view, state.last_normal_view
-            ));
-        }
-        if let Some(checkpoint) = stored.checkpoint.clone() {
-            if !self.restore_checkpoint(checkpoint) {
-                damage.get_or_insert("the stored checkpoint does not restore".into());
-            }
-            self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
-        }
-        self.writes
-            .note_restored(self.checkpoint_op(), stored.state);
-        // The log: the stored entries after the checkpoint (those at or below it are in it).
-        if stored.log_base > self.log.op() {
-            damage.get_or_insert(format!(
-                "the stored log starts after {} but the checkpoint is at {}",
-                stored.log_base,
-                self.log.op()
-            ));
-        } else {
-            let skip = (self.log.op() - stored.log_base) as usize;
-            for entry in stored.entries.into_iter().skip(skip) {
-                self.log.push(entry);
-            }
-        }
-        self.log.take_changes(); // Read from the store: nothing to write back.
-                                 // What the store knew had committed (the stored entries up to there are the
-                                 // committed ones: a store holds whole inputs, and a replica's log agrees with
-                                 // its commit number at the end of every input). Replies are not sent again: a
-                                 // client that missed one retries and gets it from the client table.
-                                 // A damaged store recovers from its checkpoint: where the damage lies, what it
-                                 // says about views and commits may be what was lost.
-        if damage.is_none() {
-            let mut replies = Vec::new();
-            self.commit_to(stored.commit.min(self.log.op()), &mut replies);
-        }
-        if state.view <= VIEW_MAX && state.last_normal_view <= state.view {
-            self.view = state.view;
-            self.last_normal_view = state.last_normal_view;
-        }
+        let recovering = state.recovering;
+        let damage = self.restore_stored(stored);
         tracing::info!(
             replica = self.index,
             view = self.view,
@@ -85,7 +37,7 @@ impl<S: StateMachine> Replica<S> {
             op = self.log.op(),
             commit = self.commit,
             checkpoint = self.checkpoint_op(),
-            recovering = stored.state.recovering,
+            recovering,
             damage = damage.as_deref().unwrap_or("none"),
             "restarting from storage"
         );
@@ -95,25 +47,87 @@ impl<S: StateMachine> Replica<S> {
                 damage,
                 "storage is damaged: recovering the rest from the other replicas"
             );
+            return self.start_recovering(nonce);
         }
-        if damage.is_some() || stored.state.recovering {
-            self.start_recovering(nonce);
-        } else if self.last_normal_view < self.view {
-            // Resume the view change: enter it from the last normal view.
+        if recovering {
+            return self.start_recovering(nonce);
+        }
+        if self.last_normal_view < self.view {
+            // Resume the view change, entered from the last normal view.
             let view = self.view;
             self.view = self.last_normal_view;
             self.status = Status::ViewChange;
-            self.enter_view_change(view, ReplicaSet::of(self.index), false);
-        } else if self.primary_of(self.view) == self.index {
-            match self.view.checked_add(1).filter(|&next| next <= VIEW_MAX) {
-                Some(next) => {
-                    self.enter_view_change(next, ReplicaSet::of(self.index), false);
-                    self.stats.view_changes += 1;
-                }
-                None => self.start_recovering(nonce),
-            }
-        } else {
-            self.start_normal_timeouts();
+            return self.enter_view_change(view, ReplicaSet::of(self.index), false);
         }
+        if self.primary_of(self.view) != self.index {
+            return self.start_normal_timeouts();
+        }
+        match self.view.checked_add(1).filter(|&next| next <= VIEW_MAX) {
+            Some(next) => {
+                self.enter_view_change(next, ReplicaSet::of(self.index), false);
+                self.stats.view_changes += 1;
+            }
+            None => self.start_recovering(nonce),
+        }
+    }
+
+    /// Installs the checkpoint, the log and the view `stored` holds and executes up to
+    /// its commit number; returns the damage found, if any (then the replica recovers, and
+    /// keeps only its checkpoint: where the damage lies, what the store says about views
+    /// and commits may be what was lost).
+    fn restore_stored(&mut self, stored: Stored) -> Option<String> {
+        let state = stored.state;
+        let mut damage = stored.damage;
+        if state.epoch != self.configuration.epoch() {
+            damage.get_or_insert(format!(
+                "stored epoch {} is not the configuration's {}",
+                state.epoch,
+                self.configuration.epoch()
+            ));
+        }
+        let view_possible = state.view <= VIEW_MAX && state.last_normal_view <= state.view;
+        if !view_possible {
+            damage.get_or_insert(format!(
+                "stored view {} and last normal view {} are impossible",
+                state.view, state.last_normal_view
+            ));
+        }
+        if let Some(checkpoint) = stored.checkpoint {
+            if !self.restore_checkpoint(checkpoint) {
+                damage.get_or_insert("the stored checkpoint does not restore".into());
+            }
+            self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
+        }
+        self.writes.note_restored(self.checkpoint_op(), state);
+        // The entries after the checkpoint (those at or below it are in it).
+        match stored.log_base.checked_sub(self.log.op()) {
+            Some(gap) if gap > 0 => {
+                damage.get_or_insert(format!(
+                    "the stored log starts after {} but the checkpoint is at {}",
+                    stored.log_base,
+                    self.log.op()
+                ));
+            }
+            _ => {
+                let skip = (self.log.op() - stored.log_base) as usize;
+                for entry in stored.entries.into_iter().skip(skip) {
+                    self.log.push(entry);
+                }
+            }
+        }
+        self.log.take_changes(); // Read from the store: nothing to write back.
+        if damage.is_none() {
+            // The stored entries up to the stored commit number are the committed ones:
+            // a store holds whole inputs, and at the end of every input a replica's log
+            // agrees with its commit number. Replies are not sent again: a client that
+            // missed one retries and gets it from the client table.
+            let mut replies = Vec::new();
+            self.commit_to(stored.commit.min(self.log.op()), &mut replies);
+        }
+        if view_possible {
+            self.view = state.view;
+            self.last_normal_view = state.last_normal_view;
+        }
+        damage
     }
 }
