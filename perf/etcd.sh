@@ -12,7 +12,7 @@
 # `benchmark` tool (tools/benchmark is left out of golang-etcd-server-dev too), and
 # `etcdctl check perf` cannot do this job: its workloads are fixed (256 B keys, 1 KiB
 # values, 50..1000 clients, rate-limited to 150..15000 puts/s, 60 s). Parallel `etcdctl put`
-# processes would measure process start-up, not etcd. So a ~80-line Go driver (below, built
+# processes would measure process start-up, not etcd. So a ~100-line Go driver (below, built
 # against Debian's clientv3 sources, GOPATH mode, no network) does what `benchmark put`
 # does: N goroutines share C gRPC connections, each keeps one Put outstanding (unique 14 B
 # keys, 64 B values), after a warmup; it reports puts/s and p50/p99 latency of the
@@ -177,14 +177,14 @@ leader=$(etcdctl --endpoints="$endpoints" endpoint status | awk -F', ' '$5 == "t
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $(fsync_probe)"
 } >&2
 
-# Repetitions interleaved (1 16 64 ... 1 16 64 ...) so that drift in the machine's load
-# spreads over all concurrencies.
-# etcd's own count and total time of WAL fsyncs on the leader, to show its batching.
-# CPU seconds used by the 3 members so far.
+# Per run, besides the driver's line: CPU used by the 3 members, how busy the whole machine
+# was (others' jobs included), and etcd's own count and mean time of the leader's WAL fsyncs
+# (its group commit).
 etcdcpu() { cat /proc/"${PIDS[0]}"/stat /proc/"${PIDS[1]}"/stat /proc/"${PIDS[2]}"/stat | awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { print s / hz }'; }
-# Busy CPU ticks of the whole machine (all processes, ours and others') and its total ticks.
 machcpu() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 walsync() { curl -s "http://$leader/metrics" | awk '/^etcd_disk_wal_fsync_duration_seconds_(count|sum)/ { v[$1] = $2 } END { print v["etcd_disk_wal_fsync_duration_seconds_count"], v["etcd_disk_wal_fsync_duration_seconds_sum"] }'; }
+# Repetitions interleaved (1 16 64 ... 1 16 64 ...) so that drift in the machine's load
+# spreads over all concurrencies.
 results="$DIR/results.txt"
 for rep in $(seq "$REPS"); do
   for n in $CLIENTS; do
