@@ -12,12 +12,13 @@
 //!    then the requests the I/O threads decoded (`hand_off`);
 //! 4. feed the core the ticks that elapsed on the monotonic clock (`clock`);
 //! 5. `flush()` the core (the requests of this iteration become one Prepare);
-//! 6. carry out the effects (`effects`): encode each message once into its connection's
+//! 6. the storage phase (`storage`): the core's writes complete here (in memory at once,
+//!    or on disk when the storage thread reported them), which releases the messages
+//!    that waited for them, before the write phase sends anything;
+//! 7. carry out the effects (`effects`): encode each message once into its connection's
 //!    queue (a broadcast is encoded once and the segment shared by every replica link);
-//! 7. the storage phase (`storage`): the core's writes complete here (in memory at once,
-//!    or on disk when the storage thread reports them), before the write phase sends
-//!    what depends on them;
-//!    on disk, the writes the effects captured then go to the storage thread if it is idle;
+//!    on disk, capture each write's payload, then hand the storage thread what was
+//!    captured if it is idle (group commit);
 //! 8. write each connection with pending output, one vectored write each (`connections`);
 //! 9. wake the I/O threads that were sent replies, redial lost replica links whose backoff
 //!    expired (`dial`), close handshakes past their deadline (`closing`), log the summary.
@@ -117,7 +118,6 @@ impl<S: StateMachine> EventLoop<S> {
         shutdown: Arc<AtomicBool>,
         io: Vec<IoHandle>,
         from_io: Option<crossbeam_channel::Receiver<ToCore>>,
-        disk: Option<DiskWrites>,
     ) -> EventLoop<S> {
         let now = Instant::now();
         let config = &options.config;
@@ -148,12 +148,19 @@ impl<S: StateMachine> EventLoop<S> {
             metrics: Metrics::default(),
             throttle: LogThrottle::new(LOG_INTERVAL),
             stats: StatsCache::default(),
-            disk,
+            disk: None,
             summary_at: now + SUMMARY_INTERVAL,
             summary_commit: 0,
             shutdown,
             options,
         }
+    }
+
+    /// The same loop with its writes made durable by a storage thread
+    /// (`--durability disk`) instead of completing in memory.
+    pub(super) fn with_disk(mut self, disk: Option<DiskWrites>) -> EventLoop<S> {
+        self.disk = disk;
+        self
     }
 
     /// Runs until `shutdown` is set (and the waker woken).

@@ -81,17 +81,9 @@ impl ReplicaServer {
                 None => Start::Recover { nonce: nonce() },
             };
             let replica = Replica::new(options.config.clone(), options.replica, service, start);
-            EventLoop::new(
-                poll,
-                listener,
-                options,
-                replica,
-                loop_shutdown,
-                io,
-                from_io,
-                disk,
-            )
-            .run()
+            EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io)
+                .with_disk(disk)
+                .run()
         })?;
         Ok(ReplicaServer {
             address,

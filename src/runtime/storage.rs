@@ -33,7 +33,7 @@ use crossbeam_channel::TryRecvError;
 
 /// The loop's side of disk durability.
 #[derive(Debug)]
-pub struct DiskWrites {
+pub(super) struct DiskWrites {
     thread: StorageThread,
     /// Captured and not yet handed over.
     pending: Vec<StoredWrite>,
@@ -44,12 +44,12 @@ pub struct DiskWrites {
     /// A vector returned by the thread, for the next batch.
     spare: Vec<StoredWrite>,
     /// Batches handed over (for stats).
-    pub batches: u64,
+    pub(super) batches: u64,
 }
 
 impl DiskWrites {
     /// The loop's side of `thread`.
-    pub fn new(thread: StorageThread) -> DiskWrites {
+    pub(super) fn new(thread: StorageThread) -> DiskWrites {
         DiskWrites {
             thread,
             pending: Vec::with_capacity(64),
@@ -61,7 +61,7 @@ impl DiskWrites {
     }
 
     /// Stops the storage thread (at shutdown).
-    pub fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         self.thread.stop();
     }
 }

@@ -32,6 +32,8 @@ pub struct DataDir {
     journal: File,
     /// Bytes of the journal written; the next batch goes here (a block boundary).
     journal_bytes: u64,
+    /// The journal file's length: whole chunks, zero past `journal_bytes`.
+    file_bytes: u64,
     next_sequence: u64,
     /// What the journal holds, folded batch by batch.
     image: Stored,
@@ -56,11 +58,30 @@ impl DataDir {
         std::fs::create_dir_all(directory)
             .map_err(StorageError::io("create data directory", directory))?;
         let lock = DirLock::acquire(directory)?;
-        meta::check_or_create(directory, identity)?;
+        // A directory that has a meta file was used: its journal must be there. A new one
+        // gets its (empty) journal first and its meta file last, so that a meta file
+        // always means the journal was created.
+        let used = meta::check_if_present(directory, identity)?;
         let journal_path = directory.join(JOURNAL_FILE);
-        let bytes = files::read_if_exists(&journal_path)?.unwrap_or_default();
+        let read_back = files::read_if_exists(&journal_path)?;
+        let journal_missing = used && read_back.is_none();
+        let bytes = read_back.unwrap_or_default();
         let mut replay = journal::replay(&bytes, &journal_path.display().to_string());
         let mut image = std::mem::take(&mut replay.image);
+        if journal_missing {
+            image.damage = Some(format!(
+                "journal {} is missing from a data directory that was used",
+                journal_path.display()
+            ));
+        }
+        if bytes.len() as u64 % journal::CHUNK_BYTES != 0 {
+            image.damage.get_or_insert(format!(
+                "journal {} is {} bytes, not a whole number of {} MiB chunks: it was cut short or extended by something other than vsr",
+                journal_path.display(),
+                bytes.len(),
+                journal::CHUNK_BYTES >> 20
+            ));
+        }
         let marker = resolve_checkpoint(directory, &mut image, replay.last_marker);
         let journal = OpenOptions::new()
             .read(true)
@@ -75,6 +96,7 @@ impl DataDir {
             _lock: lock,
             journal,
             journal_bytes: replay.valid_bytes,
+            file_bytes: bytes.len() as u64,
             next_sequence: replay.next_sequence,
             image: Stored::default(),
             marker,
@@ -86,12 +108,15 @@ impl DataDir {
             data_dir.set_damaged_image(&image, &damage)?;
         } else {
             if replay.torn_bytes > 0 {
-                data_dir.cut_torn_tail(replay.torn_bytes)?;
+                data_dir.zero_torn_tail(replay.torn_bytes)?;
             }
             data_dir.image = image.clone();
             data_dir.image.trim_to_checkpoint();
         }
         files::sync_directory(directory)?; // The journal may have just been created.
+        if !used {
+            meta::create(directory, identity)?;
+        }
         data_dir.remove_stale_files();
         info!(
             directory = %directory.display(),
@@ -166,6 +191,18 @@ impl DataDir {
     }
 
     fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        let end = self.journal_bytes + bytes.len() as u64;
+        if end > self.file_bytes {
+            // Grow by whole zero-filled chunks, durably, before writing into them.
+            let file_bytes = end.next_multiple_of(journal::CHUNK_BYTES);
+            self.journal
+                .set_len(file_bytes)
+                .map_err(StorageError::io("extend", &self.journal_path))?;
+            self.journal
+                .sync_all()
+                .map_err(StorageError::io("fsync", &self.journal_path))?;
+            self.file_bytes = file_bytes;
+        }
         self.journal
             .write_all_at(bytes, self.journal_bytes)
             .map_err(StorageError::io("write", &self.journal_path))?;
@@ -201,13 +238,17 @@ impl DataDir {
                 codec::encode(write, checksum_for(write, marker), out);
             }
         });
+        let used = buffer.len() as u64;
+        buffer.resize((used.next_multiple_of(journal::CHUNK_BYTES)) as usize, 0);
         let temporary = self.directory.join(JOURNAL_TMP);
         let replaced =
             files::replace_atomically(&self.directory, &temporary, &self.journal_path, &buffer);
         let length = buffer.len() as u64;
+        buffer.truncate(journal::BLOCK_BYTES); // Do not keep a chunk of zeros around.
         self.buffer = buffer;
         self.journal = replaced?;
-        self.journal_bytes = length;
+        self.journal_bytes = used;
+        self.file_bytes = length;
         self.next_sequence += 1;
         Ok(())
     }
@@ -238,19 +279,27 @@ impl DataDir {
         Ok(())
     }
 
-    fn cut_torn_tail(&mut self, torn_bytes: u64) -> Result<(), StorageError> {
+    /// Overwrites a batch cut short by a crash with zeros, so that the journal ends
+    /// where its last whole batch does (the next batch goes there).
+    fn zero_torn_tail(&mut self, torn_bytes: u64) -> Result<(), StorageError> {
         warn!(
             journal = %self.journal_path.display(),
             offset = self.journal_bytes,
             torn_bytes,
-            "cutting off a torn batch at the end of the journal (a write cut short by a crash; nothing relied on it)"
+            "zeroing a torn batch at the end of the journal (a write cut short by a crash; nothing relied on it)"
         );
+        let zeros = vec![0u8; journal::BLOCK_BYTES * 64];
+        let mut at = self.journal_bytes;
+        while at < self.file_bytes {
+            let length = (self.file_bytes - at).min(zeros.len() as u64) as usize;
+            self.journal
+                .write_all_at(&zeros[..length], at)
+                .map_err(StorageError::io("write", &self.journal_path))?;
+            at += length as u64;
+        }
         self.journal
-            .set_len(self.journal_bytes)
-            .map_err(StorageError::io("truncate", &self.journal_path))?;
-        self.journal
-            .sync_all()
-            .map_err(StorageError::io("fsync", &self.journal_path))
+            .sync_data()
+            .map_err(StorageError::io("fdatasync", &self.journal_path))
     }
 
     /// Checkpoint files the journal does not name, and temporary files a crash left.
@@ -384,6 +433,10 @@ pub(crate) mod tests {
             fold(&mut expected, &writes);
         }
         assert_eq!(data_dir.journal_bytes() % journal::BLOCK_BYTES as u64, 0);
+        let length = std::fs::metadata(directory.join(JOURNAL_FILE))
+            .unwrap()
+            .len();
+        assert_eq!(length % journal::CHUNK_BYTES, 0);
         drop(data_dir);
         let (_, image) = DataDir::open(&directory, US).unwrap();
         assert_eq!(image, expected);
@@ -446,15 +499,23 @@ pub(crate) mod tests {
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
         drop(data_dir);
-        // Half a batch: a crash mid-write.
+        // Half a batch after the last one: a crash mid-write.
         let path = directory.join(JOURNAL_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let whole = bytes.len();
-        bytes.extend_from_slice(&bytes.clone()[..100]);
+        assert_eq!(whole as u64 % journal::CHUNK_BYTES, 0);
+        let second = journal::BLOCK_BYTES; // Where the next batch would go.
+        let torn = bytes[..100].to_vec();
+        bytes[second..second + 100].copy_from_slice(&torn);
         std::fs::write(&path, &bytes).unwrap();
         let (mut data_dir, image) = DataDir::open(&directory, US).unwrap();
         assert_eq!(image, expected);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole as u64);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), whole);
+        assert!(
+            bytes[second..].iter().all(|&byte| byte == 0),
+            "the torn batch is zeroed"
+        );
         let writes = [append(5, 1)];
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
@@ -489,6 +550,36 @@ pub(crate) mod tests {
         let (_, image) = DataDir::open(&directory, US).unwrap();
         assert!(image.state.recovering && image.state.joined, "{image:?}");
         assert_eq!(image.op(), 4);
+    }
+
+    #[test]
+    fn a_truncated_journal_is_damage() {
+        let directory = temp_dir("truncated");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        for n in 0..3u64 {
+            data_dir
+                .append(&[append(n * 4 + 1, 4), StoredWrite::Commit(n * 4)])
+                .unwrap();
+        }
+        drop(data_dir);
+        let path = directory.join(JOURNAL_FILE);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(2 * journal::BLOCK_BYTES as u64 + 10).unwrap();
+        drop(file);
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        let damage = image.damage.clone().expect("damage");
+        assert!(damage.contains("cut short"), "{damage}");
+        assert!(damage.contains(&path.display().to_string()), "{damage}");
+        assert_eq!(image.op(), 8, "what was verified is kept");
+    }
+
+    #[test]
+    fn a_missing_journal_is_damage_once_the_directory_was_used() {
+        let directory = temp_dir("no-journal");
+        drop(DataDir::open(&directory, US).unwrap());
+        std::fs::remove_file(directory.join(JOURNAL_FILE)).unwrap();
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        assert!(image.damage.unwrap().contains("missing"));
     }
 
     #[test]

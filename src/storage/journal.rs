@@ -16,7 +16,10 @@
 //!
 //! Batches are padded to 4 KiB so that a torn write of a new batch never touches the
 //! sectors of an earlier one (the journal is appended at 4 KiB boundaries), and
-//! sequence numbers rise by one, so a stale batch is never mistaken for the next.
+//! sequence numbers rise by one, so a stale batch is never mistaken for the next. The
+//! file grows in zero-filled [`CHUNK_BYTES`] chunks, synced before use: the journal ends
+//! at the first block of zeros, and a file whose length is not a whole number of chunks
+//! was truncated (damage: a crash cannot do that).
 //!
 //! # Torn tail or damage
 //!
@@ -32,15 +35,16 @@
 //! | header checks, payload checks                                     | applied        |
 //! | header checks, payload does not, trailer equals the header       | damage         |
 //! | anything else, and a valid header or trailer of this or a later batch after it | damage |
-//! | anything else, and nothing valid after it                         | torn tail: cut |
+//! | anything else, and nothing valid after it                         | torn tail: zeroed |
+//! | the file's length is not a whole number of chunks                | damage         |
 //! | payload checks but its records do not decode or apply             | damage         |
 //!
 //! A payload that checks is applied even if its trailer is missing: the batch was
 //! written whole (its trailer sector may simply not have landed), and using state that
 //! was never acknowledged is safe. What the format cannot tell apart: a synced last
 //! batch whose header *and* trailer both rotted looks like a torn tail and is dropped
-//! (one replica's silent loss of its latest batch; the protocol tolerates it on at most
-//! f replicas, like any disk loss); and a crash that landed a batch's last sector but not
+//! (one replica's silent loss of its latest batch), and so does a journal truncated
+//! exactly at a chunk boundary past its last batch; and a crash that landed a batch's last sector but not
 //! its first is reported as damage although nothing relied on it (safe: the replica
 //! recovers from its peers).
 
@@ -50,6 +54,11 @@ use bytes::BufMut;
 
 /// Batches start and end on this boundary.
 pub const BLOCK_BYTES: usize = 4096;
+/// The journal file grows in zero-filled chunks of this size, made durable before any
+/// batch is written into them, so its length is always a whole number of chunks: a
+/// crash never shortens it, and a journal whose length is not a multiple was cut short
+/// by something other than a crash (damage, not a torn tail).
+pub const CHUNK_BYTES: u64 = 4 << 20;
 /// The header, and the trailer that copies it.
 pub const HEADER_BYTES: usize = 64;
 const MAGIC: &[u8; 8] = b"VSRBATCH";
@@ -138,6 +147,9 @@ pub fn replay(bytes: &[u8], name: &str) -> Replay {
     let mut expected: Option<u64> = None;
     let mut position = 0usize;
     while position < bytes.len() {
+        if bytes[position..].iter().all(|&byte| byte == 0) {
+            break; // The unused rest of the last chunk.
+        }
         let header =
             parse_header(&bytes[position..]).filter(|h| expected.is_none_or(|s| h.sequence == s));
         let verdict = match header {
@@ -339,7 +351,9 @@ pub(crate) mod tests {
                 } else {
                     assert_eq!(replay.image, images[3], "cut at {cut}");
                     assert_eq!(replay.valid_bytes, last_start as u64);
-                    assert_eq!(replay.torn_bytes, (torn.len() - last_start) as u64);
+                    let zeros = torn[last_start..].iter().all(|&byte| byte == 0);
+                    let expected = if zeros { 0 } else { torn.len() - last_start };
+                    assert_eq!(replay.torn_bytes, expected as u64);
                     assert_eq!(replay.next_sequence, 4);
                 }
             }

@@ -48,26 +48,39 @@ impl fmt::Display for Identity {
     }
 }
 
-/// Checks `directory`'s meta file against `identity`, or writes it if the directory has
-/// none (a new directory).
-pub fn check_or_create(directory: &Path, identity: Identity) -> Result<(), StorageError> {
+/// Checks `directory`'s meta file against `identity`; `false` if it has none (a new
+/// directory).
+pub fn check_if_present(directory: &Path, identity: Identity) -> Result<bool, StorageError> {
     let path = directory.join(META_FILE);
     match files::read_if_exists(&path)? {
-        Some(bytes) => check(&path, &bytes, identity),
-        None => {
-            let text = format!(
-                "{FIRST_LINE}\nversion {FORMAT_VERSION}\ncluster {}\nreplica {}\nreplicas {}\n",
-                identity.cluster, identity.replica, identity.replicas
-            );
-            files::replace_atomically(
-                directory,
-                &directory.join("meta.tmp"),
-                &path,
-                text.as_bytes(),
-            )?;
-            Ok(())
-        }
+        Some(bytes) => check(&path, &bytes, identity).map(|()| true),
+        None => Ok(false),
     }
+}
+
+/// Writes the meta file of a new directory, atomically.
+pub fn create(directory: &Path, identity: Identity) -> Result<(), StorageError> {
+    let text = format!(
+        "{FIRST_LINE}\nversion {FORMAT_VERSION}\ncluster {}\nreplica {}\nreplicas {}\n",
+        identity.cluster, identity.replica, identity.replicas
+    );
+    let path = directory.join(META_FILE);
+    files::replace_atomically(
+        directory,
+        &directory.join("meta.tmp"),
+        &path,
+        text.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Checks the meta file, or writes it if there is none.
+#[cfg(test)]
+fn check_or_create(directory: &Path, identity: Identity) -> Result<(), StorageError> {
+    if !check_if_present(directory, identity)? {
+        create(directory, identity)?;
+    }
+    Ok(())
 }
 
 fn check(path: &Path, bytes: &[u8], identity: Identity) -> Result<(), StorageError> {
