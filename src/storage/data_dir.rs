@@ -74,7 +74,7 @@ impl DataDir {
                 journal_path.display()
             ));
         }
-        if bytes.len() as u64 % journal::CHUNK_BYTES != 0 {
+        if !(bytes.len() as u64).is_multiple_of(journal::CHUNK_BYTES) {
             image.damage.get_or_insert(format!(
                 "journal {} is {} bytes, not a whole number of {} MiB chunks: it was cut short or extended by something other than vsr",
                 journal_path.display(),
