@@ -62,8 +62,12 @@ impl Load {
                             return;
                         }
                         if client.is_none() {
-                            // Fails while every replica is down; retried with the next n.
+                            // Fails while every replica is down: retried after a pause (a
+                            // refused connection fails at once, and n is bounded).
                             client = Client::connect(&addresses, options.clone()).ok();
+                            if client.is_none() {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
                             continue;
                         }
                         let put = KvOp::Put(key(writer, n), value(n)).encode();
