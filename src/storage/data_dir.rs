@@ -193,15 +193,7 @@ impl DataDir {
     fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         let end = self.journal_bytes + bytes.len() as u64;
         if end > self.file_bytes {
-            // Grow by whole zero-filled chunks, durably, before writing into them.
-            let file_bytes = end.next_multiple_of(journal::CHUNK_BYTES);
-            self.journal
-                .set_len(file_bytes)
-                .map_err(StorageError::io("extend", &self.journal_path))?;
-            self.journal
-                .sync_all()
-                .map_err(StorageError::io("fsync", &self.journal_path))?;
-            self.file_bytes = file_bytes;
+            self.grow(end.next_multiple_of(journal::CHUNK_BYTES))?;
         }
         self.journal
             .write_all_at(bytes, self.journal_bytes)
@@ -210,6 +202,27 @@ impl DataDir {
             .sync_data()
             .map_err(StorageError::io("fdatasync", &self.journal_path))?;
         self.journal_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Grows the journal to `file_bytes` with zeros, written (not a sparse hole) and
+    /// synced before any batch goes there: a batch then overwrites blocks the file
+    /// system has already allocated, so its `fdatasync` flushes data only, with no
+    /// metadata (block allocation, file size) to commit first.
+    fn grow(&mut self, file_bytes: u64) -> Result<(), StorageError> {
+        const ZEROS: [u8; journal::BLOCK_BYTES * 16] = [0; journal::BLOCK_BYTES * 16];
+        let mut at = self.file_bytes;
+        while at < file_bytes {
+            let length = (file_bytes - at).min(ZEROS.len() as u64) as usize;
+            self.journal
+                .write_all_at(&ZEROS[..length], at)
+                .map_err(StorageError::io("extend", &self.journal_path))?;
+            at += length as u64;
+        }
+        self.journal
+            .sync_all()
+            .map_err(StorageError::io("fsync", &self.journal_path))?;
+        self.file_bytes = file_bytes;
         Ok(())
     }
 
@@ -244,7 +257,9 @@ impl DataDir {
         let replaced =
             files::replace_atomically(&self.directory, &temporary, &self.journal_path, &buffer);
         let length = buffer.len() as u64;
-        buffer.truncate(journal::BLOCK_BYTES); // Do not keep a chunk of zeros around.
+        // Do not keep a chunk's worth of capacity around for the small batches.
+        buffer.truncate(journal::BLOCK_BYTES);
+        buffer.shrink_to(journal::BLOCK_BYTES * 16);
         self.buffer = buffer;
         self.journal = replaced?;
         self.journal_bytes = used;
