@@ -453,3 +453,50 @@ fn a_read_only_or_full_disk_stops_the_replica_with_a_clear_error() {
     assert!(!log.contains("panicked"), "{log}");
     check_all_read_back(&cluster, &acknowledged);
 }
+
+#[test]
+fn a_restarted_replica_resumes_from_its_disk_and_a_torn_tail_is_no_damage() {
+    let mut cluster = TestCluster::start_durable(3, "kv", &[]);
+    cluster.wait_until_serving(30 * SECOND);
+    let load = Load::start(&cluster, 2);
+    load.wait_for_progress(300, 60 * SECOND);
+
+    // The primary alone: it resumes from its journal (no recovery through the protocol)
+    // and catches up on what it missed.
+    let primary = cluster.primary().expect("one primary");
+    cluster.kill9(primary);
+    load.wait_for_progress(300, 60 * SECOND);
+    cluster.restart(primary);
+    load.wait_for_progress(300, 60 * SECOND);
+    let acknowledged = load.finish();
+    let serving = cluster.primary().expect("one primary");
+    let commit = cluster.stats(serving).unwrap().u64("commit");
+    common::wait_for("the restarted replica to catch up", 60 * SECOND, || {
+        cluster
+            .stats(primary)
+            .is_ok_and(|s| s.status() == "normal" && s.u64("commit") >= commit)
+    });
+    assert_eq!(cluster.stats(primary).unwrap().u64("recoveries"), 0);
+    assert!(cluster.log(primary).contains("restarting from storage"));
+
+    // A batch cut short by a crash at the end of one journal: cut off on start, no
+    // damage, no recovery.
+    for i in 0..3 {
+        cluster.kill9(i);
+    }
+    let journal = cluster.data_dir(1).join("journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let next = used_bytes(&journal).next_multiple_of(4096);
+    bytes[next..next + 300].fill(0x5a);
+    std::fs::write(&journal, bytes).unwrap();
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_until_serving(60 * SECOND);
+    let log = cluster.log(1);
+    assert!(log.contains("zeroing a torn batch"), "{log}");
+    assert!(!log.contains("the data directory is damaged"), "{log}");
+    assert_eq!(cluster.stats(1).unwrap().u64("recoveries"), 0);
+    check_all_read_back(&cluster, &acknowledged);
+    assert_no_panic(&cluster);
+}
