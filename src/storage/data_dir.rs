@@ -210,7 +210,7 @@ impl DataDir {
     /// system has already allocated, so its `fdatasync` flushes data only, with no
     /// metadata (block allocation, file size) to commit first.
     fn grow(&mut self, file_bytes: u64) -> Result<(), StorageError> {
-        const ZEROS: [u8; journal::BLOCK_BYTES * 16] = [0; journal::BLOCK_BYTES * 16];
+        static ZEROS: [u8; journal::BLOCK_BYTES * 16] = [0; journal::BLOCK_BYTES * 16];
         let mut at = self.file_bytes;
         while at < file_bytes {
             let length = (file_bytes - at).min(ZEROS.len() as u64) as usize;
