@@ -16,10 +16,10 @@
 //! 2. the storage phase takes the storage thread's completions and reports them
 //!    (`on_persisted`), which releases the messages that waited into this iteration's
 //!    effects (and on the primary counts its own acknowledgement, which may commit ops);
-//! 3. after the effects phase, [`EventLoop::hand_over_writes`] gives the storage thread,
-//!    if it is idle, everything captured since its last batch, with a `Commit` record, as
-//!    one batch (group commit: one `fdatasync` for all of it); otherwise the loop keeps
-//!    collecting until the thread's next completion wakes it.
+//! 3. after the effects phase, [`EventLoop::hand_over_writes`] queues what was captured
+//!    for the storage thread, with a `Commit` record, as one batch; the thread writes
+//!    every batch queued while its previous `fdatasync` ran as one group, with one
+//!    `fdatasync` (group commit, `storage_thread`).
 //!
 //! The loop never blocks on the disk. A disk error stops the replica with the error
 //! (naming the file); nothing it could not make durable is ever reported complete.
@@ -29,7 +29,7 @@ use super::options::ServerError;
 use super::storage_thread::{Batch, Completion, StorageThread};
 use crate::protocol::{Effect, Op, Replica, StoredWrite, Write, WriteId};
 use crate::service::StateMachine;
-use crossbeam_channel::TryRecvError;
+use crossbeam_channel::{TryRecvError, TrySendError};
 
 /// The loop's side of disk durability.
 #[derive(Debug)]
@@ -39,10 +39,6 @@ pub(super) struct DiskWrites {
     pending: Vec<StoredWrite>,
     /// The id of the last write in `pending`.
     pending_last_id: WriteId,
-    /// A batch is with the storage thread.
-    in_flight: bool,
-    /// A vector returned by the thread, for the next batch.
-    spare: Vec<StoredWrite>,
     /// Batches handed over (for stats).
     pub(super) batches: u64,
 }
@@ -54,8 +50,6 @@ impl DiskWrites {
             thread,
             pending: Vec::with_capacity(64),
             pending_last_id: 0,
-            in_flight: false,
-            spare: Vec::with_capacity(64),
             batches: 0,
         }
     }
@@ -112,11 +106,7 @@ impl DiskWrites {
         let mut durable = None;
         loop {
             match self.thread.completions.try_recv() {
-                Ok(Completion::Durable { id, spare }) => {
-                    durable = Some(id);
-                    self.spare = spare;
-                    self.in_flight = false;
-                }
+                Ok(Completion::Durable(id)) => durable = Some(id),
                 Ok(Completion::Failed(error)) => return Err(ServerError::Storage(error)),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return Err(ServerError::StorageThreadGone),
@@ -129,23 +119,33 @@ impl DiskWrites {
     }
 
     fn hand_over(&mut self, commit: Op) -> Result<(), ServerError> {
-        if self.in_flight || self.pending.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
         self.pending.push(StoredWrite::Commit(commit));
-        let writes = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let spare = self
+            .thread
+            .spares
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(64));
         let batch = Batch {
-            writes,
+            writes: std::mem::replace(&mut self.pending, spare),
             last_id: self.pending_last_id,
         };
-        // Never blocks: at most one batch is with the thread, and it took the last.
-        self.thread
-            .batches
-            .try_send(batch)
-            .map_err(|_| ServerError::StorageThreadGone)?;
-        self.in_flight = true;
-        self.batches += 1;
-        Ok(())
+        match self.thread.batches.try_send(batch) {
+            Ok(()) => {
+                self.batches += 1;
+                Ok(())
+            }
+            // The queue is full: keep collecting, and hand it all over next time (never
+            // block the loop on the disk).
+            Err(TrySendError::Full(mut batch)) => {
+                batch.writes.pop(); // The commit record, added again next time.
+                self.pending = batch.writes;
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(ServerError::StorageThreadGone),
+        }
     }
 }
 
