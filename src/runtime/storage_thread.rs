@@ -116,8 +116,8 @@ fn run(mut data_dir: DataDir, channels: &Channels, waker: &Waker) {
             last_id = next.last_id;
             take(&mut group, next, &channels.spares);
         }
-        let written = data_dir.append(&group);
-        group.clear(); // Drops the payloads here, off the event loop.
+        let written = data_dir.append_owned(&mut group);
+        group.clear(); // Drops what is left here, off the event loop.
         let completion = match written {
             Ok(()) => Completion::Durable(last_id),
             Err(error) => Completion::Failed(error),

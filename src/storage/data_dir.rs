@@ -144,6 +144,12 @@ impl DataDir {
     /// own file first, then the batch is appended and `fdatasync`ed once. On error nothing
     /// may be reported durable (the caller stops).
     pub fn append(&mut self, writes: &[StoredWrite]) -> Result<(), StorageError> {
+        self.append_owned(&mut writes.to_vec())
+    }
+
+    /// As [`DataDir::append`], but folds the writes into the directory's image by moving
+    /// them out of `writes` (left empty on success): no copy of their entry lists.
+    pub fn append_owned(&mut self, writes: &mut Vec<StoredWrite>) -> Result<(), StorageError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -161,7 +167,7 @@ impl DataDir {
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
         journal::encode_batch(self.next_sequence, &mut buffer, |out| {
-            for write in writes {
+            for write in writes.iter() {
                 codec::encode(write, checksum_for(write, marker), out);
             }
         });
@@ -169,8 +175,8 @@ impl DataDir {
         self.buffer = buffer;
         written?;
         self.next_sequence += 1;
-        for write in writes {
-            self.fold(write.clone());
+        for write in writes.drain(..) {
+            self.fold(write);
         }
         Ok(())
     }
