@@ -50,7 +50,7 @@ pub struct DataDir {
 
 impl DataDir {
     /// Opens (creating it if missing) and locks `directory` for `identity`, checks its
-    /// format and owner, and reads back what it holds. A torn tail is cut off; damage is
+    /// format and owner, and reads back what it holds. A torn tail is zeroed; damage is
     /// reported in the image (`Stored::damage`) and the journal is rewritten to what was
     /// verified, marked recovering, so that the replica recovers through the protocol
     /// even if it crashes again first. A fresh directory gives `Stored::default()`.

@@ -134,7 +134,7 @@ pub struct Replay {
     pub valid_bytes: u64,
     /// The sequence number the next batch gets.
     pub next_sequence: u64,
-    /// Bytes after `valid_bytes` that are a torn tail (to cut off), if no damage.
+    /// Bytes after `valid_bytes` that are a torn tail (to zero), if no damage.
     pub torn_bytes: u64,
     /// Batches applied.
     pub batches: u64,
