@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod service;
 pub mod sim;
+pub mod storage;
 pub mod testing;
 pub mod wire;
 

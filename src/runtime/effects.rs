@@ -26,7 +26,13 @@ impl<S: StateMachine> EventLoop<S> {
                 Effect::Send { to, message } => self.send(to, &message),
                 Effect::Broadcast { message } => self.broadcast(&message),
                 Effect::Reply { client, message } => self.reply(client, message),
-                Effect::Write { .. } => {} // Completed by the storage phase.
+                // In memory the storage phase completes every write; on disk the payload
+                // is captured now, before the core's next input can change the log.
+                Effect::Write { id, write } => {
+                    if let Some(disk) = self.disk.as_mut() {
+                        disk.capture(&self.replica, id, write);
+                    }
+                }
             }
         }
         self.effects = effects; // Keep the capacity.

@@ -12,10 +12,13 @@
 //!    then the requests the I/O threads decoded (`hand_off`);
 //! 4. feed the core the ticks that elapsed on the monotonic clock (`clock`);
 //! 5. `flush()` the core (the requests of this iteration become one Prepare);
-//! 6. carry out the effects (`effects`): encode each message once into its connection's
+//! 6. the storage phase (`storage`): the core's writes complete here (in memory at once,
+//!    or on disk when the storage thread reported them), which releases the messages
+//!    that waited for them, before the write phase sends anything;
+//! 7. carry out the effects (`effects`): encode each message once into its connection's
 //!    queue (a broadcast is encoded once and the segment shared by every replica link);
-//! 7. the storage phase (`storage`): empty until the write-ahead log exists; its writes
-//!    will complete here, before the write phase sends what depends on them;
+//!    on disk, capture each write's payload, then hand the storage thread what was
+//!    captured if it is idle (group commit);
 //! 8. write each connection with pending output, one vectored write each (`connections`);
 //! 9. wake the I/O threads that were sent replies, redial lost replica links whose backoff
 //!    expired (`dial`), close handshakes past their deadline (`closing`), log the summary.
@@ -36,6 +39,7 @@ use super::options::{ServerError, ServerOptions};
 use super::peers::Peers;
 use super::routes::ClientRoutes;
 use super::stats::StatsCache;
+use super::storage::DiskWrites;
 use super::throttle::{LogThrottle, LOG_INTERVAL};
 use crate::protocol::{Effect, Replica};
 use crate::service::StateMachine;
@@ -97,6 +101,8 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) throttle: LogThrottle<(String, String)>,
     /// The expensive half of a stats reply, rebuilt at most every few milliseconds.
     pub(super) stats: StatsCache,
+    /// The storage thread's side (`--durability disk`); `None`: writes complete in memory.
+    pub(super) disk: Option<DiskWrites>,
     summary_at: Instant,
     summary_commit: u64,
     shutdown: Arc<AtomicBool>,
@@ -142,6 +148,7 @@ impl<S: StateMachine> EventLoop<S> {
             metrics: Metrics::default(),
             throttle: LogThrottle::new(LOG_INTERVAL),
             stats: StatsCache::default(),
+            disk: None,
             summary_at: now + SUMMARY_INTERVAL,
             summary_commit: 0,
             shutdown,
@@ -149,16 +156,27 @@ impl<S: StateMachine> EventLoop<S> {
         }
     }
 
+    /// The same loop with its writes made durable by a storage thread
+    /// (`--durability disk`) instead of completing in memory.
+    pub(super) fn with_disk(mut self, disk: Option<DiskWrites>) -> EventLoop<S> {
+        self.disk = disk;
+        self
+    }
+
     /// Runs until `shutdown` is set (and the waker woken).
     pub fn run(mut self) -> Result<(), ServerError> {
         let mut events = Events::with_capacity(1024);
         self.log_start();
+        let mut failure = None;
         while !self.shutdown.load(Ordering::Acquire) {
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    failure = Some(error.into());
+                    break;
+                }
             }
             let started = Instant::now();
             self.now = started;
@@ -174,8 +192,15 @@ impl<S: StateMachine> EventLoop<S> {
             self.drain_io();
             self.tick_phase(started);
             self.replica.flush(&mut self.effects);
-            self.storage_phase();
+            if let Err(error) = self.storage_phase() {
+                failure = Some(error);
+                break;
+            }
             self.execute_effects();
+            if let Err(error) = self.hand_over_writes() {
+                failure = Some(error);
+                break;
+            }
             self.write_phase();
             self.io.wake_pending();
             self.dial_due(started);
@@ -186,10 +211,21 @@ impl<S: StateMachine> EventLoop<S> {
                 .loop_iteration_us
                 .record(started.elapsed().as_micros() as u64);
         }
-        info!(replica = self.options.replica, "replica shutting down");
         self.shutdown.store(true, Ordering::Release);
         self.io.stop();
-        Ok(())
+        if let Some(disk) = self.disk.as_mut() {
+            disk.stop();
+        }
+        match failure {
+            None => {
+                info!(replica = self.options.replica, "replica shutting down");
+                Ok(())
+            }
+            Some(error) => {
+                tracing::error!(replica = self.options.replica, %error, "replica stopping");
+                Err(error)
+            }
+        }
     }
 
     fn log_start(&self) {
@@ -197,6 +233,7 @@ impl<S: StateMachine> EventLoop<S> {
             replica = self.options.replica,
             address = %self.options.address(),
             replicas = self.options.addresses.len(),
+            durability = self.options.durability.name(),
             "replica listening"
         );
         if self.gate.key.is_some() {
@@ -290,7 +327,12 @@ impl<S: StateMachine> EventLoop<S> {
         self.metrics.counters.connections_rejected_io = self.io.rejected();
         let connections = self.connections.live() + self.io.clients();
         let histograms = self.stats.histograms(&self.metrics, self.now);
-        self.metrics.json(&self.replica, connections, histograms)
+        let durability = (
+            self.options.durability.name(),
+            self.disk.as_ref().map_or(0, |disk| disk.batches),
+        );
+        self.metrics
+            .json(&self.replica, connections, durability, histograms)
     }
 
     fn summary_if_due(&mut self, now: Instant) {

@@ -158,11 +158,13 @@ impl Metrics {
     }
 
     /// The JSON document of a stats reply; `histograms` is [`Metrics::write_histograms_json`]'s
-    /// output (possibly cached: it is the expensive part).
+    /// output (possibly cached: it is the expensive part). `durability` is the mode's name
+    /// and the batches handed to the storage thread (0 in memory).
     pub fn json<S: StateMachine>(
         &self,
         replica: &Replica<S>,
         connections: usize,
+        durability: (&str, u64),
         histograms: &str,
     ) -> String {
         let stats = replica.stats();
@@ -170,7 +172,7 @@ impl Metrics {
         let mut out = String::with_capacity(2048);
         let _ = write!(
             out,
-            "{{\"replica\":{},\"status\":\"{}\",\"is_primary\":{},\"view\":{},\"op\":{},\"commit\":{},\"checkpoint_op\":{},\"log_entries\":{},\"connections\":{},",
+            "{{\"replica\":{},\"status\":\"{}\",\"is_primary\":{},\"view\":{},\"op\":{},\"commit\":{},\"checkpoint_op\":{},\"log_entries\":{},\"connections\":{},\"durability\":\"{}\",\"storage_batches\":{},",
             replica.replica(),
             status_name(replica.status()),
             replica.is_primary(),
@@ -180,6 +182,8 @@ impl Metrics {
             replica.checkpoint_op(),
             replica.log_entries(),
             connections,
+            durability.0,
+            durability.1,
         );
         let _ = write!(
             out,

@@ -17,7 +17,8 @@
 //! - `inbound`: the read phase: what the gate admits goes to the core, replicas first;
 //! - `clock`: the ticks owed to the core;
 //! - `effects`: the one place the core's effects become I/O;
-//! - `storage`: the storage phase, the place of the future write-ahead log;
+//! - `storage`: the storage phase: writes complete in memory, or go to the storage
+//!   thread (`storage_thread`, `--durability disk`) and complete when it reports them;
 //! - `peers`: the peer table, keyed by replica index (links, redial backoff; it grows
 //!   and shrinks); `dial`: opening the links;
 //! - `routes`: where each client's replies go;
@@ -48,8 +49,9 @@ mod routes;
 pub mod server;
 pub mod stats;
 mod storage;
+mod storage_thread;
 pub mod throttle;
 
 pub use clock::TICK;
-pub use options::{ServerError, ServerOptions};
+pub use options::{Durability, ServerError, ServerOptions};
 pub use server::{nonce, ReplicaServer};

@@ -7,6 +7,7 @@ use crate::config::{Config, ConfigError};
 use crate::protocol::{ReplicaIndex, ENTRY_HEADER_BYTES};
 use crate::wire::{Limits, Terms, HEADER_BYTES, HELLO_BODY_BYTES_MAX};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -44,6 +45,30 @@ pub struct ServerOptions {
     pub connections_max: usize,
     /// Connections from one IP address, except identified replicas.
     pub connections_per_ip_max: usize,
+    /// Where the replica's state lives across a crash.
+    pub durability: Durability,
+}
+
+/// Where a replica keeps what it must not forget (its log, checkpoint and view).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// In memory only, as in the paper's model: a restarted replica recovers from the
+    /// others, and losing more than f replicas at once loses data.
+    #[default]
+    Memory,
+    /// In a write-ahead journal in this data directory (`crate::storage`): every
+    /// acknowledged write survives all replicas crashing at once.
+    Disk(PathBuf),
+}
+
+impl Durability {
+    /// `memory` or `disk`, as the command line spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Durability::Memory => "memory",
+            Durability::Disk(_) => "disk",
+        }
+    }
 }
 
 impl ServerOptions {
@@ -60,6 +85,7 @@ impl ServerOptions {
             handshake_timeout: HANDSHAKE_TIMEOUT_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
+            durability: Durability::Memory,
         }
     }
 
@@ -208,6 +234,13 @@ pub enum ServerError {
     /// The event loop's thread panicked.
     #[error("the replica thread panicked")]
     Panicked,
+    /// The data directory cannot be opened, or a write to it failed: the replica stops
+    /// rather than acknowledge anything that is not durable.
+    #[error("storage: {0}")]
+    Storage(crate::storage::StorageError),
+    /// The storage thread ended without saying why (it panicked).
+    #[error("storage: the storage thread stopped unexpectedly")]
+    StorageThreadGone,
 }
 
 // Manual conversions: the messages above already include the cause, so the causes are

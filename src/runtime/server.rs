@@ -11,9 +11,12 @@
 
 use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
-use super::options::{ServerError, ServerOptions};
-use crate::protocol::{Replica, Start};
+use super::options::{Durability, ServerError, ServerOptions};
+use super::storage::DiskWrites;
+use super::storage_thread::StorageThread;
+use crate::protocol::{Replica, Start, Stored};
 use crate::service::StateMachine;
+use crate::storage::{DataDir, Identity};
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 use std::hash::{BuildHasher, Hasher};
@@ -34,14 +37,18 @@ pub struct ReplicaServer {
 
 impl ReplicaServer {
     /// Checks `options`, binds the replica's port, and starts its event loop on a new
-    /// thread (pinned to `options.core` if given). The replica starts in recovery with a
-    /// fresh nonce (paper 4.3): it learns from its peers whether the cluster is new.
-    /// Errors (bad options, port in use) are reported before any thread starts.
+    /// thread (pinned to `options.core` if given). In memory, the replica starts in
+    /// recovery with a fresh nonce (paper 4.3): it learns from its peers whether the
+    /// cluster is new. On disk, it first opens and locks its data directory and resumes
+    /// from what it holds (`Start::Restart`; an empty directory is a recovery too), and a
+    /// storage thread makes its writes durable. Errors (bad options, a data directory in
+    /// use or of another replica, port in use) are reported before the event loop starts.
     pub fn spawn<S>(options: ServerOptions, service: S) -> Result<ReplicaServer, ServerError>
     where
         S: StateMachine + Send + 'static,
     {
         options.validate()?;
+        let data_dir = open_data_dir(&options)?;
         let address = options.address();
         let mut listener =
             TcpListener::bind(address).map_err(|error| ServerError::Bind { address, error })?;
@@ -50,6 +57,13 @@ impl ReplicaServer {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let shutdown = Arc::new(AtomicBool::new(false));
+        let (disk, stored) = match data_dir {
+            Some((data_dir, stored)) => {
+                let thread = StorageThread::spawn(data_dir, waker.clone())?;
+                (Some(DiskWrites::new(thread)), Some(stored))
+            }
+            None => (None, None),
+        };
         let (io, from_io) = spawn_io_threads(&options, &waker, &shutdown)?;
         let loop_shutdown = shutdown.clone();
         let name = format!("vsr-replica-{}", options.replica);
@@ -59,9 +73,17 @@ impl ReplicaServer {
                     warn!(core, "could not pin the replica thread; running unpinned");
                 }
             }
-            let start = Start::Recover { nonce: nonce() };
+            let start = match stored {
+                Some(stored) => Start::Restart {
+                    stored: Box::new(stored),
+                    nonce: nonce(),
+                },
+                None => Start::Recover { nonce: nonce() },
+            };
             let replica = Replica::new(options.config.clone(), options.replica, service, start);
-            EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io).run()
+            EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io)
+                .with_disk(disk)
+                .run()
         })?;
         Ok(ReplicaServer {
             address,
@@ -107,6 +129,21 @@ impl Drop for ReplicaServer {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Opens the data directory with `--durability disk`, and reads back what it holds.
+fn open_data_dir(options: &ServerOptions) -> Result<Option<(DataDir, Stored)>, ServerError> {
+    let Durability::Disk(path) = &options.durability else {
+        return Ok(None);
+    };
+    let identity = Identity {
+        cluster: options.config.cluster,
+        replica: options.replica,
+        replicas: options.config.replica_count,
+    };
+    DataDir::open(path, identity)
+        .map(Some)
+        .map_err(ServerError::Storage)
 }
 
 /// Starts `options.io_threads` I/O threads feeding one channel to the core thread.

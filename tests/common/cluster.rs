@@ -87,6 +87,43 @@ impl TestCluster {
         extra: &[&str],
         key: Option<&[u8]>,
     ) -> TestCluster {
+        let mut cluster = TestCluster::build(count, service, extra, key);
+        for i in 0..count {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// Starts `count` replicas running `service` with `extra` arguments and
+    /// `--durability disk`, each with its own data directory ([`TestCluster::data_dir`])
+    /// under the cluster's directory.
+    pub fn start_durable(count: usize, service: &str, extra: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster::build(count, service, extra, None);
+        for i in 0..count {
+            let data_dir = cluster.data_dir(i).display().to_string();
+            cluster.args[i].extend([
+                "--durability".to_string(),
+                "disk".to_string(),
+                "--data-dir".to_string(),
+                data_dir,
+            ]);
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// Replica `i`'s data directory with `start_durable`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.directory().join(format!("data-{i}"))
+    }
+
+    /// Replaces replica `i`'s arguments (for its next `restart`).
+    pub fn set_args(&mut self, i: usize, args: Vec<String>) {
+        self.args[i] = args;
+    }
+
+    /// A cluster whose replicas are not started yet.
+    fn build(count: usize, service: &str, extra: &[&str], key: Option<&[u8]>) -> TestCluster {
         let addresses = free_addresses(count);
         let list = addresses
             .iter()
@@ -108,7 +145,7 @@ impl TestCluster {
             path
         });
         let key_arg = key_file.as_ref().map(|p| p.display().to_string());
-        let mut cluster = TestCluster {
+        let cluster = TestCluster {
             args: (0..count)
                 .map(|i| {
                     let mut args = vec!["replica", "--cluster", &list, "--service", service];
@@ -130,9 +167,6 @@ impl TestCluster {
             key: key.map(|key| ClusterKey::from_bytes(key).unwrap()),
             key_file,
         };
-        for i in 0..count {
-            cluster.spawn(i);
-        }
         cluster
     }
 

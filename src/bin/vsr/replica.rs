@@ -3,7 +3,7 @@
 use anyhow::Context;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
-use vsr::runtime::{ReplicaServer, ServerOptions};
+use vsr::runtime::{Durability, ReplicaServer, ServerOptions};
 use vsr::service::{Kv, LogService, Null};
 
 /// Arguments of `vsr replica`.
@@ -64,6 +64,24 @@ pub struct Args {
     /// Connections from one IP address (identified replicas excepted).
     #[arg(long, default_value_t = vsr::runtime::options::CONNECTIONS_PER_IP_MAX_DEFAULT)]
     connections_per_ip: usize,
+    /// Where the replica keeps its log, checkpoint and view: `memory` (lost with the
+    /// process; the replica recovers from the others) or `disk` (a write-ahead journal in
+    /// `--data-dir`, which survives every replica crashing at once).
+    #[arg(long, value_enum, default_value_t = DurabilityMode::Memory)]
+    durability: DurabilityMode,
+    /// The data directory of `--durability disk` (created if missing, locked while the
+    /// replica runs; one per replica).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+/// `--durability`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DurabilityMode {
+    /// In memory only.
+    Memory,
+    /// A write-ahead journal in `--data-dir`.
+    Disk,
 }
 
 /// The services `vsr replica` can run.
@@ -128,6 +146,16 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
     options.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
     options.connections_max = args.connections_max;
     options.connections_per_ip_max = args.connections_per_ip;
+    options.durability = match (args.durability, &args.data_dir) {
+        (DurabilityMode::Memory, None) => Durability::Memory,
+        (DurabilityMode::Disk, Some(directory)) => Durability::Disk(directory.clone()),
+        (DurabilityMode::Disk, None) => {
+            anyhow::bail!("--durability disk needs --data-dir DIR (one directory per replica)")
+        }
+        (DurabilityMode::Memory, Some(_)) => {
+            anyhow::bail!("--data-dir is only used with --durability disk")
+        }
+    };
     Ok(options)
 }
 

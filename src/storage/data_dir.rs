@@ -1,0 +1,635 @@
+//! [`DataDir`]: a replica's data directory, open and locked: read back on start, appended
+//! one batch per group commit, compacted after each checkpoint.
+
+use super::checkpoint_file;
+use super::codec::{self, CheckpointMarker};
+use super::files;
+use super::journal;
+use super::lock::DirLock;
+use super::meta::{self, Identity};
+use super::StorageError;
+use crate::protocol::{Checkpoint, Stored, StoredWrite};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tracing::{error, info, warn};
+
+/// The journal's file name in the data directory.
+pub const JOURNAL_FILE: &str = "journal";
+/// Where a damaged journal is kept for inspection (the latest one only).
+pub const DAMAGED_JOURNAL_FILE: &str = "journal.damaged";
+const JOURNAL_TMP: &str = "journal.tmp";
+
+/// An open, locked data directory.
+///
+/// It keeps its own image of what the journal holds (every batch is folded into it), so
+/// it can compact the journal without asking the core.
+#[derive(Debug)]
+pub struct DataDir {
+    directory: PathBuf,
+    journal_path: PathBuf,
+    _lock: DirLock,
+    journal: File,
+    /// Bytes of the journal written; the next batch goes here (a block boundary).
+    journal_bytes: u64,
+    /// The journal file's length: whole chunks, zero past `journal_bytes`.
+    file_bytes: u64,
+    next_sequence: u64,
+    /// What the journal holds, folded batch by batch.
+    image: Stored,
+    /// The marker of `image`'s checkpoint (its file is written).
+    marker: Option<CheckpointMarker>,
+    /// Set when a batch did not fold into `image` (a bug in a writer or in the fold): the
+    /// image no longer describes the journal, so the journal is no longer compacted. The
+    /// next restart sees the same sequence and reports damage: safe, never silent.
+    image_broken: Option<String>,
+    compaction_due: bool,
+    /// Encoding space, kept for its capacity.
+    buffer: Vec<u8>,
+}
+
+impl DataDir {
+    /// Opens (creating it if missing) and locks `directory` for `identity`, checks its
+    /// format and owner, and reads back what it holds. A torn tail is zeroed; damage is
+    /// reported in the image (`Stored::damage`) and the journal is rewritten to what was
+    /// verified, marked recovering, so that the replica recovers through the protocol
+    /// even if it crashes again first. A fresh directory gives `Stored::default()`.
+    pub fn open(directory: &Path, identity: Identity) -> Result<(DataDir, Stored), StorageError> {
+        std::fs::create_dir_all(directory)
+            .map_err(StorageError::io("create data directory", directory))?;
+        let lock = DirLock::acquire(directory)?;
+        // A directory that has a meta file was used: its journal must be there. A new one
+        // gets its (empty) journal first and its meta file last, so that a meta file
+        // always means the journal was created.
+        let used = meta::check_if_present(directory, identity)?;
+        let journal_path = directory.join(JOURNAL_FILE);
+        let read_back = files::read_if_exists(&journal_path)?;
+        let journal_missing = used && read_back.is_none();
+        let bytes = read_back.unwrap_or_default();
+        let mut replay = journal::replay(&bytes, &journal_path.display().to_string());
+        let mut image = std::mem::take(&mut replay.image);
+        if journal_missing {
+            image.damage = Some(format!(
+                "journal {} is missing from a data directory that was used",
+                journal_path.display()
+            ));
+        }
+        if !(bytes.len() as u64).is_multiple_of(journal::CHUNK_BYTES) {
+            image.damage.get_or_insert(format!(
+                "journal {} is {} bytes, not a whole number of {} MiB chunks: it was cut short or extended by something other than vsr",
+                journal_path.display(),
+                bytes.len(),
+                journal::CHUNK_BYTES >> 20
+            ));
+        }
+        let marker = resolve_checkpoint(directory, &mut image, replay.last_marker);
+        let journal = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&journal_path)
+            .map_err(StorageError::io("open", &journal_path))?;
+        let mut data_dir = DataDir {
+            directory: directory.into(),
+            journal_path,
+            _lock: lock,
+            journal,
+            journal_bytes: replay.valid_bytes,
+            file_bytes: bytes.len() as u64,
+            next_sequence: replay.next_sequence,
+            image: Stored::default(),
+            marker,
+            image_broken: None,
+            compaction_due: false,
+            buffer: Vec::new(),
+        };
+        if let Some(damage) = image.damage.clone() {
+            data_dir.set_damaged_image(&image, &damage)?;
+        } else {
+            if replay.torn_bytes > 0 {
+                data_dir.zero_torn_tail(replay.torn_bytes)?;
+            }
+            data_dir.image = image.clone();
+            data_dir.image.trim_to_checkpoint();
+        }
+        files::sync_directory(directory)?; // The journal may have just been created.
+        if !used {
+            meta::create(directory, identity)?;
+        }
+        data_dir.remove_stale_files();
+        info!(
+            directory = %directory.display(),
+            batches = replay.batches,
+            journal_bytes = data_dir.journal_bytes,
+            op = image.op(),
+            commit = image.commit,
+            checkpoint = image.checkpoint_op(),
+            "data directory opened"
+        );
+        Ok((data_dir, image))
+    }
+
+    /// The data directory's path.
+    pub fn path(&self) -> &Path {
+        &self.directory
+    }
+
+    /// Bytes the journal holds.
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal_bytes
+    }
+
+    /// Makes `writes` durable as one batch: the newest checkpoint among them goes to its
+    /// own file first, then the batch is appended and `fdatasync`ed once. On error nothing
+    /// may be reported durable (the caller stops).
+    pub fn append(&mut self, writes: &[StoredWrite]) -> Result<(), StorageError> {
+        self.append_owned(&mut writes.to_vec())
+    }
+
+    /// As [`DataDir::append`], but folds the writes into the directory's image by moving
+    /// them out of `writes` (left empty on success): no copy of their entry lists.
+    pub fn append_owned(&mut self, writes: &mut Vec<StoredWrite>) -> Result<(), StorageError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let newest = writes.iter().rev().find_map(|write| match write {
+            StoredWrite::Checkpoint(checkpoint) => Some(checkpoint),
+            _ => None,
+        });
+        if let Some(checkpoint) = newest {
+            if self.marker.is_none_or(|marker| marker.op < checkpoint.op) {
+                self.marker = Some(checkpoint_file::write(&self.directory, checkpoint)?);
+                self.compaction_due = true;
+            }
+        }
+        let marker = self.marker;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        journal::encode_batch(self.next_sequence, &mut buffer, |out| {
+            for write in writes.iter() {
+                codec::encode(write, checksum_for(write, marker), out);
+            }
+        });
+        let written = self.write_and_sync(&buffer);
+        self.buffer = buffer;
+        written?;
+        self.next_sequence += 1;
+        for write in writes.drain(..) {
+            self.fold(write);
+        }
+        Ok(())
+    }
+
+    /// After a checkpoint: rewrites the journal as one batch holding the image trimmed to
+    /// the checkpoint (`journal.tmp`, fsync, rename, fsync the directory), and removes
+    /// older checkpoint files. This is what keeps the journal bounded on disk.
+    pub fn compact_if_due(&mut self) -> Result<(), StorageError> {
+        if !self.compaction_due || self.image_broken.is_some() {
+            return Ok(());
+        }
+        self.compaction_due = false;
+        self.image.trim_to_checkpoint();
+        let image = self.image.clone();
+        self.rewrite_journal(&image)?;
+        self.remove_stale_files();
+        Ok(())
+    }
+
+    fn write_and_sync(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        let end = self.journal_bytes + bytes.len() as u64;
+        if end > self.file_bytes {
+            self.grow(end.next_multiple_of(journal::CHUNK_BYTES))?;
+        }
+        self.journal
+            .write_all_at(bytes, self.journal_bytes)
+            .map_err(StorageError::io("write", &self.journal_path))?;
+        self.journal
+            .sync_data()
+            .map_err(StorageError::io("fdatasync", &self.journal_path))?;
+        self.journal_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Grows the journal to `file_bytes` with zeros, written (not a sparse hole) and
+    /// synced before any batch goes there: a batch then overwrites blocks the file
+    /// system has already allocated, so its `fdatasync` flushes data only, with no
+    /// metadata (block allocation, file size) to commit first.
+    fn grow(&mut self, file_bytes: u64) -> Result<(), StorageError> {
+        static ZEROS: [u8; journal::BLOCK_BYTES * 16] = [0; journal::BLOCK_BYTES * 16];
+        let mut at = self.file_bytes;
+        while at < file_bytes {
+            let length = (file_bytes - at).min(ZEROS.len() as u64) as usize;
+            self.journal
+                .write_all_at(&ZEROS[..length], at)
+                .map_err(StorageError::io("extend", &self.journal_path))?;
+            at += length as u64;
+        }
+        self.journal
+            .sync_all()
+            .map_err(StorageError::io("fsync", &self.journal_path))?;
+        self.file_bytes = file_bytes;
+        Ok(())
+    }
+
+    fn fold(&mut self, write: StoredWrite) {
+        if self.image_broken.is_some() {
+            return;
+        }
+        if let Err(inconsistent) = self.image.apply(write) {
+            error!(
+                journal = %self.journal_path.display(),
+                %inconsistent,
+                "a batch does not fold into the journal's image: compaction stops, and the next restart will recover through the protocol"
+            );
+            self.image_broken = Some(inconsistent.to_string());
+        }
+    }
+
+    /// Writes `image` as the whole journal, atomically.
+    fn rewrite_journal(&mut self, image: &Stored) -> Result<(), StorageError> {
+        let writes = image_writes(image);
+        let marker = self.marker;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        journal::encode_batch(self.next_sequence, &mut buffer, |out| {
+            for write in &writes {
+                codec::encode(write, checksum_for(write, marker), out);
+            }
+        });
+        let used = buffer.len() as u64;
+        buffer.resize((used.next_multiple_of(journal::CHUNK_BYTES)) as usize, 0);
+        let temporary = self.directory.join(JOURNAL_TMP);
+        let replaced =
+            files::replace_atomically(&self.directory, &temporary, &self.journal_path, &buffer);
+        let length = buffer.len() as u64;
+        // Do not keep a chunk's worth of capacity around for the small batches.
+        buffer.truncate(journal::BLOCK_BYTES);
+        buffer.shrink_to(journal::BLOCK_BYTES * 16);
+        self.buffer = buffer;
+        self.journal = replaced?;
+        self.journal_bytes = used;
+        self.file_bytes = length;
+        self.next_sequence += 1;
+        Ok(())
+    }
+
+    /// Damage found on open: keep the damaged journal for inspection, and rewrite the
+    /// journal to what was verified, marked recovering and joined, so that a crash before
+    /// the core's first write still restarts into recovery, never as an intact or empty
+    /// replica.
+    fn set_damaged_image(&mut self, image: &Stored, damage: &str) -> Result<(), StorageError> {
+        warn!(
+            damage,
+            "the data directory is damaged: recovering through the protocol"
+        );
+        let damaged = self.directory.join(DAMAGED_JOURNAL_FILE);
+        let _ = std::fs::remove_file(&damaged);
+        std::fs::hard_link(&self.journal_path, &damaged)
+            .map_err(StorageError::io("keep the damaged journal as", &damaged))?;
+        let mut marked = image.clone();
+        marked.damage = None;
+        marked.state.recovering = true;
+        marked.state.joined = true;
+        marked.trim_to_checkpoint();
+        if marked.checkpoint.is_none() {
+            self.marker = None;
+        }
+        self.rewrite_journal(&marked)?;
+        self.image = marked;
+        Ok(())
+    }
+
+    /// Overwrites a batch cut short by a crash with zeros, so that the journal ends
+    /// where its last whole batch does (the next batch goes there).
+    fn zero_torn_tail(&mut self, torn_bytes: u64) -> Result<(), StorageError> {
+        warn!(
+            journal = %self.journal_path.display(),
+            offset = self.journal_bytes,
+            torn_bytes,
+            "zeroing a torn batch at the end of the journal (a write cut short by a crash; nothing relied on it)"
+        );
+        let zeros = vec![0u8; journal::BLOCK_BYTES * 64];
+        let mut at = self.journal_bytes;
+        while at < self.file_bytes {
+            let length = (self.file_bytes - at).min(zeros.len() as u64) as usize;
+            self.journal
+                .write_all_at(&zeros[..length], at)
+                .map_err(StorageError::io("write", &self.journal_path))?;
+            at += length as u64;
+        }
+        self.journal
+            .sync_data()
+            .map_err(StorageError::io("fdatasync", &self.journal_path))
+    }
+
+    /// Checkpoint files the journal does not name, and temporary files a crash left.
+    fn remove_stale_files(&self) {
+        let keep = self.marker.map(|marker| marker.op);
+        let Ok(listing) = std::fs::read_dir(&self.directory) else {
+            return;
+        };
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let stale = match checkpoint_file::op_of(&name) {
+                Some(op) => Some(op) != keep,
+                None => name.starts_with("checkpoint-") && name.ends_with(".tmp"),
+            };
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// The checksum a checkpoint record carries: that of the file written for it. Older
+/// checkpoints of the same batch are never read back (replay reads only the last
+/// marker's file), so they carry 0.
+fn checksum_for(write: &StoredWrite, marker: Option<CheckpointMarker>) -> u32 {
+    match (write, marker) {
+        (StoredWrite::Checkpoint(checkpoint), Some(marker)) if marker.op == checkpoint.op => {
+            marker.checksum
+        }
+        _ => 0,
+    }
+}
+
+/// The writes that rebuild `image` from nothing.
+fn image_writes(image: &Stored) -> Vec<StoredWrite> {
+    let mut writes = Vec::with_capacity(5);
+    if let Some(checkpoint) = &image.checkpoint {
+        writes.push(StoredWrite::Checkpoint(checkpoint.clone()));
+    }
+    writes.push(StoredWrite::LogReset {
+        base: image.log_base,
+    });
+    if !image.entries.is_empty() {
+        writes.push(StoredWrite::LogAppend {
+            from: image.log_base + 1,
+            entries: image.entries.clone(),
+        });
+    }
+    writes.push(StoredWrite::State(image.state));
+    writes.push(StoredWrite::Commit(image.commit));
+    writes
+}
+
+/// Reads the pages of the checkpoint the journal's last marker names into `image`. An
+/// unreadable file is damage (its marker was durable, so the file was); the image then
+/// holds no checkpoint.
+fn resolve_checkpoint(
+    directory: &Path,
+    image: &mut Stored,
+    marker: Option<CheckpointMarker>,
+) -> Option<CheckpointMarker> {
+    let marker =
+        marker.filter(|marker| Some(marker.op) == image.checkpoint.as_ref().map(|c| c.op))?;
+    match checkpoint_file::read(directory, &marker) {
+        Ok(checkpoint) => {
+            image.checkpoint = Some(checkpoint);
+            Some(marker)
+        }
+        Err(reason) => {
+            image.damage.get_or_insert(reason);
+            image.checkpoint = None::<Checkpoint>;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::protocol::DurableState;
+    use crate::storage::journal::tests::append;
+
+    /// A fresh directory under the system's temporary directory.
+    pub(crate) fn temp_dir(name: &str) -> PathBuf {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("vsr-storage-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    const US: Identity = Identity {
+        cluster: 1,
+        replica: 0,
+        replicas: 3,
+    };
+
+    fn state(view: u32) -> StoredWrite {
+        StoredWrite::State(DurableState {
+            view,
+            last_normal_view: view,
+            joined: true,
+            ..DurableState::default()
+        })
+    }
+
+    /// Folds `writes` into `image`, as the core's view of what it wrote.
+    fn fold(image: &mut Stored, writes: &[StoredWrite]) {
+        for write in writes {
+            image.apply(write.clone()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_fresh_directory_is_empty_and_what_is_appended_reads_back() {
+        let directory = temp_dir("fresh");
+        let (mut data_dir, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image, Stored::default());
+        assert!(!image.holds_data());
+        let mut expected = Stored::default();
+        for n in 0..10u64 {
+            let writes = [
+                append(n * 5 + 1, 5),
+                state(n as u32),
+                StoredWrite::Commit(n * 5),
+            ];
+            data_dir.append(&writes).unwrap();
+            fold(&mut expected, &writes);
+        }
+        assert_eq!(data_dir.journal_bytes() % journal::BLOCK_BYTES as u64, 0);
+        let length = std::fs::metadata(directory.join(JOURNAL_FILE))
+            .unwrap()
+            .len();
+        assert_eq!(length % journal::CHUNK_BYTES, 0);
+        drop(data_dir);
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image, expected);
+    }
+
+    #[test]
+    fn a_checkpoint_compacts_the_journal_and_restarts_from_it() {
+        let directory = temp_dir("compact");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        for n in 0..20u64 {
+            let writes = [append(n * 5 + 1, 5), StoredWrite::Commit(n * 5)];
+            data_dir.append(&writes).unwrap();
+            fold(&mut expected, &writes);
+        }
+        let before = data_dir.journal_bytes();
+        let first = checkpoint_file::tests::checkpoint(60);
+        let writes = [
+            StoredWrite::Checkpoint(first.clone()),
+            append(101, 3),
+            state(2),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.compact_if_due().unwrap();
+        assert!(
+            data_dir.journal_bytes() < before,
+            "{} < {before}",
+            data_dir.journal_bytes()
+        );
+        // A second checkpoint replaces the first's file.
+        let second = checkpoint_file::tests::checkpoint(90);
+        let writes = [
+            StoredWrite::Checkpoint(second.clone()),
+            StoredWrite::Commit(95),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.compact_if_due().unwrap();
+        assert!(checkpoint_file::path(&directory, 90).exists());
+        assert!(!checkpoint_file::path(&directory, 60).exists());
+        let more = [append(104, 2), StoredWrite::Commit(100)];
+        data_dir.append(&more).unwrap();
+        fold(&mut expected, &more);
+        drop(data_dir);
+
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        expected.trim_to_checkpoint();
+        assert_eq!(image, expected);
+        assert_eq!(image.checkpoint, Some(second));
+        assert_eq!((image.log_base, image.op()), (90, 105));
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_later_batches_follow_it() {
+        let directory = temp_dir("torn");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let writes = [append(1, 4), StoredWrite::Commit(2)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        drop(data_dir);
+        // Half a batch after the last one: a crash mid-write.
+        let path = directory.join(JOURNAL_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let whole = bytes.len();
+        assert_eq!(whole as u64 % journal::CHUNK_BYTES, 0);
+        let second = journal::BLOCK_BYTES; // Where the next batch would go.
+        let torn = bytes[..100].to_vec();
+        bytes[second..second + 100].copy_from_slice(&torn);
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut data_dir, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image, expected);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), whole);
+        assert!(
+            bytes[second..].iter().all(|&byte| byte == 0),
+            "the torn batch is zeroed"
+        );
+        let writes = [append(5, 1)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        drop(data_dir);
+        assert_eq!(DataDir::open(&directory, US).unwrap().1, expected);
+    }
+
+    #[test]
+    fn damage_is_kept_recovering_across_restarts() {
+        let directory = temp_dir("damage");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        for n in 0..3u64 {
+            data_dir
+                .append(&[append(n * 4 + 1, 4), state(1), StoredWrite::Commit(n * 4)])
+                .unwrap();
+        }
+        drop(data_dir);
+        let path = directory.join(JOURNAL_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[journal::BLOCK_BYTES + journal::HEADER_BYTES + 20] ^= 0x40; // The second batch.
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        let damage = image.damage.clone().expect("damage noticed");
+        assert!(damage.contains(&path.display().to_string()), "{damage}");
+        assert!(damage.contains("offset 4096"), "{damage}");
+        assert_eq!(image.op(), 4, "only the first batch is kept");
+        assert!(image.holds_data());
+        assert!(directory.join(DAMAGED_JOURNAL_FILE).exists());
+        // Restarted again before the core wrote anything: still recovering, still holding
+        // data, never empty and never intact.
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        assert!(image.state.recovering && image.state.joined, "{image:?}");
+        assert_eq!(image.op(), 4);
+    }
+
+    #[test]
+    fn a_truncated_journal_is_damage() {
+        let directory = temp_dir("truncated");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        for n in 0..3u64 {
+            data_dir
+                .append(&[append(n * 4 + 1, 4), StoredWrite::Commit(n * 4)])
+                .unwrap();
+        }
+        drop(data_dir);
+        let path = directory.join(JOURNAL_FILE);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(2 * journal::BLOCK_BYTES as u64 + 10).unwrap();
+        drop(file);
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        let damage = image.damage.clone().expect("damage");
+        assert!(damage.contains("cut short"), "{damage}");
+        assert!(damage.contains(&path.display().to_string()), "{damage}");
+        assert_eq!(image.op(), 8, "what was verified is kept");
+    }
+
+    #[test]
+    fn a_missing_journal_is_damage_once_the_directory_was_used() {
+        let directory = temp_dir("no-journal");
+        drop(DataDir::open(&directory, US).unwrap());
+        std::fs::remove_file(directory.join(JOURNAL_FILE)).unwrap();
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        assert!(image.damage.unwrap().contains("missing"));
+    }
+
+    #[test]
+    fn a_missing_checkpoint_file_is_damage() {
+        let directory = temp_dir("lost-checkpoint");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir
+            .append(&[append(1, 10), StoredWrite::Commit(10)])
+            .unwrap();
+        let checkpoint = checkpoint_file::tests::checkpoint(8);
+        data_dir
+            .append(&[StoredWrite::Checkpoint(checkpoint), state(0)])
+            .unwrap();
+        drop(data_dir);
+        std::fs::remove_file(checkpoint_file::path(&directory, 8)).unwrap();
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        let damage = image.damage.expect("damage");
+        assert!(
+            damage.contains("checkpoint-00000000000000000008"),
+            "{damage}"
+        );
+        assert_eq!(image.checkpoint, None);
+    }
+
+    #[test]
+    fn a_second_open_of_one_directory_is_refused() {
+        let directory = temp_dir("twice");
+        let (_first, _) = DataDir::open(&directory, US).unwrap();
+        let error = DataDir::open(&directory, US).unwrap_err().to_string();
+        assert!(error.contains("in use by another process"), "{error}");
+    }
+}

@@ -1,0 +1,31 @@
+//! A replica's data directory on disk (`vsr replica --durability disk --data-dir DIR`):
+//! pure file I/O and formats, no threads and no protocol logic. The runtime's storage
+//! thread drives it; the core only ever sees the [`Stored`](crate::protocol::Stored)
+//! image it reads back and the completions of the writes it issued.
+//!
+//! What the directory holds (each file has one job):
+//! - `lock`: held with `flock` for as long as a process uses the directory, so a second
+//!   process on the same directory refuses to start ([`lock`]);
+//! - `meta`: the format version and whose directory it is (cluster id, replica index,
+//!   replica count), checked on every start ([`meta`]);
+//! - `journal`: the write-ahead journal, an append-only file of checksummed batches, one
+//!   batch per group commit ([`journal`], with the record encoding in [`codec`]);
+//! - `checkpoint-<op>`: a checkpoint's contents, written atomically before the batch that
+//!   names it; the journal holds only a marker ([`checkpoint_file`]).
+//!
+//! [`DataDir`] puts them together: open (lock, check, read back, repair a torn tail),
+//! append a batch with one `fdatasync`, and compact the journal after a checkpoint so
+//! that it stays bounded on disk.
+
+pub mod checkpoint_file;
+pub mod codec;
+mod data_dir;
+mod error;
+mod files;
+pub mod journal;
+pub mod lock;
+pub mod meta;
+
+pub use data_dir::DataDir;
+pub use error::StorageError;
+pub use meta::{Identity, FORMAT_VERSION};
