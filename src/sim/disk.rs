@@ -19,7 +19,7 @@
 
 use super::checker::Failure;
 use super::prng::Prng;
-use crate::protocol::{Op, ReplicaIndex, Stored, StoredWrite};
+use crate::protocol::{DurableState, Op, ReplicaIndex, Stored, StoredWrite};
 
 /// One replica's disk.
 #[derive(Clone, Debug, Default)]
@@ -48,6 +48,12 @@ impl Disks {
             batches: 0,
             damaged: 0,
         }
+    }
+
+    /// Formats `replica`'s disk for a brand-new cluster whose replicas start `Fresh`:
+    /// the state they begin in (normal in view 0, joined) needs no write of theirs.
+    pub fn format(&mut self, replica: ReplicaIndex, state: DurableState) {
+        self.disks[replica as usize].image.state = state;
     }
 
     /// A write of `replica` completed; `ends_batch`: the last of its batch, which is now
@@ -109,6 +115,11 @@ impl Disks {
         image.entries.truncate(keep);
         image.damage = Some(format!("a corrupt sector at op {op}"));
         self.damaged += 1;
+    }
+
+    /// Whether every replica's disk says it joined the cluster.
+    pub fn all_joined(&self) -> bool {
+        self.disks.iter().all(|disk| disk.image.state.joined)
     }
 
     /// Whether `replica` will restart recovering: its disk is damaged or says so.

@@ -43,11 +43,13 @@ impl Storage {
         self.replicas[replica as usize] = Durable::default();
     }
 
-    /// A crash of a replica with a disk: what it holds is what its disk read back.
+    /// A crash of a replica with a disk: what it holds is what its disk read back (also
+    /// how a formatted disk starts).
     pub fn on_crash_keeping(&mut self, replica: ReplicaIndex, image: &Stored) {
         self.replicas[replica as usize] = Durable {
             state: image.state,
-            log_op: image.op(),
+            // A checkpoint above the last entry holds the log up to its op.
+            log_op: image.op().max(image.checkpoint_op()),
             checkpoint_op: image.checkpoint_op(),
         };
     }

@@ -293,7 +293,8 @@ impl<S: StateMachine> Replica<S> {
         match start {
             Start::Fresh => {
                 // Every replica of the cluster starts this way together: the state the
-                // cluster begins in needs no write.
+                // cluster begins in needs no write (a driver with storage formats each
+                // store with it first, as the simulator's disks do).
                 replica.joined = true;
                 let state = replica.durable_state();
                 replica.writes.note_restored(0, state);
