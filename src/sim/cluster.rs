@@ -649,8 +649,8 @@ impl Cluster {
     /// the cluster's data would be gone).
     ///
     /// Known gap (liveness, not safety): a power loss during a new cluster's first start,
-    /// after the view-0 primary joined and took requests but before f+1 others joined,
-    /// leaves the cluster stalled: the primary restarts into a view change (its pipeline
+    /// after the view-0 primary joined and took requests but while at most f replicas
+    /// (the primary among them) have joined, leaves the cluster stalled: the primary restarts into a view change (its pipeline
     /// is lost), the replicas that never joined wait in recovery for f+1 normal answers,
     /// and the others are too few for either. The random seeds therefore cut power only
     /// once every replica's disk says it joined; the fix (letting the new-cluster rule of
