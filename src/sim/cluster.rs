@@ -289,7 +289,7 @@ impl Cluster {
                 cluster.disks.format(index, state);
                 cluster
                     .storage
-                    .on_crash_keeping(index, &cluster.disks.image(index));
+                    .on_crash_keeping(index, cluster.disks.image(index));
             }
         }
         cluster
@@ -517,7 +517,7 @@ impl Cluster {
             true => {
                 self.disks.on_crash(index);
                 self.storage
-                    .on_crash_keeping(index, &self.disks.image(index));
+                    .on_crash_keeping(index, self.disks.image(index));
             }
             false => self.storage.on_crash(index),
         }
@@ -549,7 +549,7 @@ impl Cluster {
                 {
                     self.damage_disk(index);
                 }
-                let stored = self.disks.image(index);
+                let stored = self.disks.image(index).clone();
                 self.trace(format_args!(
                     "r{index}'s disk: {:?}, checkpoint {}, log {}..={}, commit {}, damage {:?}",
                     stored.state,
@@ -589,16 +589,15 @@ impl Cluster {
     /// A corrupted sector on crashed replica `index`'s disk, found when it restarts (see
     /// `sim::disk`).
     pub fn damage_disk(&mut self, index: ReplicaIndex) {
-        assert!(self.options.disks, "damage needs disks");
-        assert!(
-            self.replicas[index as usize].is_none(),
-            "damage a crashed replica's disk"
-        );
-        self.disks.damage(index, &mut self.prng);
-        self.storage
-            .on_crash_keeping(index, &self.disks.image(index));
-        self.faults.disk_damage += 1;
-        self.trace(format_args!("r{index}'s disk is damaged"));
+        let image = self.disks.image(index);
+        let op = image.log_base + self.prng.below(image.entries.len() as u64 + 1) + 1;
+        self.damage_disk_at(index, op);
+        if self.prng.chance(250_000) {
+            self.disks.lose_state(index);
+            self.storage
+                .on_crash_keeping(index, self.disks.image(index));
+            self.trace(format_args!("r{index}'s state record is lost"));
+        }
     }
 
     /// A corrupted sector at `op` of crashed replica `index`'s journal (see
@@ -611,7 +610,7 @@ impl Cluster {
         );
         self.disks.damage_at(index, op);
         self.storage
-            .on_crash_keeping(index, &self.disks.image(index));
+            .on_crash_keeping(index, self.disks.image(index));
         self.faults.disk_damage += 1;
         self.trace(format_args!("r{index}'s disk is damaged at op {op}"));
     }

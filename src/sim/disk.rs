@@ -18,7 +18,6 @@
 //! checksum.
 
 use super::checker::Failure;
-use super::prng::Prng;
 use crate::protocol::{DurableState, Op, ReplicaIndex, Stored, StoredWrite};
 
 /// One replica's disk.
@@ -34,10 +33,6 @@ struct Disk {
 #[derive(Clone, Debug)]
 pub struct Disks {
     disks: Vec<Disk>,
-    /// Batches made durable.
-    pub batches: u64,
-    /// Images damaged at a restart (a corrupted sector).
-    pub damaged: u64,
 }
 
 impl Disks {
@@ -45,8 +40,6 @@ impl Disks {
     pub fn new(replica_count: usize) -> Disks {
         Disks {
             disks: vec![Disk::default(); replica_count],
-            batches: 0,
-            damaged: 0,
         }
     }
 
@@ -69,7 +62,6 @@ impl Disks {
         if !ends_batch {
             return Ok(());
         }
-        self.batches += 1;
         // The journal that found damage truncated at it and appends after: the next
         // restart reads what the replica wrote since, which starts with the state of a
         // recovering replica (a damaged replica recovers).
@@ -87,34 +79,27 @@ impl Disks {
         self.disks[replica as usize].staged.clear();
     }
 
-    /// What a restarted `replica` reads back.
-    pub fn image(&self, replica: ReplicaIndex) -> Stored {
-        let disk = &self.disks[replica as usize];
-        debug_assert!(disk.staged.is_empty(), "read back after a crash");
-        disk.image.clone()
+    /// What `replica`'s disk holds: what a restart reads back.
+    pub fn image(&self, replica: ReplicaIndex) -> &Stored {
+        &self.disks[replica as usize].image
     }
 
-    /// A corrupted sector in `replica`'s journal, found when it restarts: the store keeps
-    /// what precedes it and reports the damage (sometimes the state record is the part
-    /// lost). The image stays damaged until the replica completes a batch.
-    pub fn damage(&mut self, replica: ReplicaIndex, prng: &mut Prng) {
-        let image = &self.disks[replica as usize].image;
-        let op = image.log_base + prng.below(image.entries.len() as u64 + 1) + 1;
-        self.damage_at(replica, op);
-        if prng.chance(250_000) {
-            let image = &mut self.disks[replica as usize].image;
-            image.state = Default::default();
-            image.damage = Some("a corrupt state record".into());
-        }
-    }
-
-    /// A corrupted sector at `op`: the image keeps the entries before it.
+    /// A corrupted sector in `replica`'s journal at `op`, found when it restarts: the
+    /// store keeps what precedes it and reports the damage. The image stays damaged until
+    /// the replica completes a batch.
     pub fn damage_at(&mut self, replica: ReplicaIndex, op: Op) {
         let image = &mut self.disks[replica as usize].image;
         let keep = op.saturating_sub(image.log_base + 1) as usize;
         image.entries.truncate(keep);
         image.damage = Some(format!("a corrupt sector at op {op}"));
-        self.damaged += 1;
+    }
+
+    /// The corrupted sector held `replica`'s state record: it restarts not knowing its
+    /// view.
+    pub fn lose_state(&mut self, replica: ReplicaIndex) {
+        let image = &mut self.disks[replica as usize].image;
+        image.state = Default::default();
+        image.damage = Some("a corrupt state record".into());
     }
 
     /// Whether every replica's disk says it joined the cluster.
