@@ -401,8 +401,7 @@ fn resolve_checkpoint(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::protocol::DurableState;
-    use crate::storage::journal::tests::append;
+    use crate::storage::journal::tests::{append, state};
 
     /// A fresh directory under the system's temporary directory.
     pub(crate) fn temp_dir(name: &str) -> PathBuf {
@@ -420,15 +419,6 @@ pub(crate) mod tests {
         replica: 0,
         replicas: 3,
     };
-
-    fn state(view: u32) -> StoredWrite {
-        StoredWrite::State(DurableState {
-            view,
-            last_normal_view: view,
-            joined: true,
-            ..DurableState::default()
-        })
-    }
 
     /// Folds `writes` into `image`, as the core's view of what it wrote.
     fn fold(image: &mut Stored, writes: &[StoredWrite]) {

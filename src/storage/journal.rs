@@ -283,7 +283,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn state(view: u32) -> StoredWrite {
+    /// The state write of a replica normal in `view`.
+    pub(crate) fn state(view: u32) -> StoredWrite {
         StoredWrite::State(DurableState {
             view,
             last_normal_view: view,
