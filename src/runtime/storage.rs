@@ -94,7 +94,9 @@ impl DiskWrites {
         write: Write,
     ) {
         debug_assert!(id > self.pending_last_id);
-        self.pending.push(capture(replica, write));
+        // A checkpoint write takes the replica's current checkpoint: when one iteration
+        // took two, the later one stands for both (`Stored::apply` accepts it twice).
+        self.pending.push(StoredWrite::capture(replica, write));
         self.pending_last_id = id;
     }
 
@@ -146,16 +148,5 @@ impl DiskWrites {
             }
             Err(TrySendError::Disconnected(_)) => Err(ServerError::StorageThreadGone),
         }
-    }
-}
-
-/// The payload of `write`, read from `replica` now. A checkpoint write takes the
-/// replica's current checkpoint: when one iteration took two, the first write's
-/// checkpoint may be gone already, and the later one stands for both (`Stored::apply`
-/// accepts the same checkpoint twice, and a batch counts only whole).
-fn capture<S: StateMachine>(replica: &Replica<S>, write: Write) -> StoredWrite {
-    match (write, replica.checkpoint()) {
-        (Write::Checkpoint { .. }, Some(checkpoint)) => StoredWrite::Checkpoint(checkpoint.clone()),
-        _ => StoredWrite::capture(replica, write),
     }
 }
