@@ -238,10 +238,12 @@ fn every_replica_killed_at_once_under_load_loses_no_acknowledged_write() {
             files.iter().any(|name| name.starts_with("checkpoint-")),
             "replica {i} wrote no checkpoint file: {files:?}"
         );
-        // Compacted at every checkpoint: one chunk holds everything since the last one.
+        // Bounded: a journal that fills up is compacted into a spare of at most 64 MiB
+        // (when it happens depends on timing: `storage::data_dir`'s unit tests check
+        // the compaction itself).
         let journal = std::fs::metadata(cluster.data_dir(i).join("journal")).unwrap();
         assert!(
-            journal.len() <= 8 << 20,
+            journal.len() <= 64 << 20,
             "journal of replica {i}: {} bytes",
             journal.len()
         );

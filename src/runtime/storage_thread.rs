@@ -8,7 +8,8 @@
 //! never one per op, the next group starts the moment the previous sync returns, and the
 //! disk's latency overlaps with the loop's work. After each group the thread sends back
 //! the highest write id it made durable and wakes the loop (`mio::Waker`); the loop calls
-//! `Replica::on_persisted`. Compaction after a checkpoint runs here too, after the
+//! `Replica::on_persisted`. The directory's upkeep (`DataDir::maintain`: removing old
+//! checkpoint files, compacting a full journal into its spare) runs here too, after the
 //! completion is sent.
 //!
 //! A failed write or sync is reported once and ends the thread: nothing after it is
@@ -130,7 +131,7 @@ fn run(mut data_dir: DataDir, channels: &Channels, waker: &Waker) {
         if failed {
             return;
         }
-        if let Err(error) = data_dir.compact_if_due() {
+        if let Err(error) = data_dir.maintain() {
             let _ = channels.completions.send(Completion::Failed(error));
             let _ = waker.wake();
             return;

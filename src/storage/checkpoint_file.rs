@@ -1,7 +1,7 @@
 //! A checkpoint's contents in a file of its own, `checkpoint-<op>` (paper 5.1: the
 //! checkpoint replaces the log below it). Checkpoints do not go into the journal: they
-//! are large and rare, and the journal is rewritten at every checkpoint (compaction), so
-//! a checkpoint in it would be copied every time. The file is written atomically
+//! are large and rare, and a compaction rewrites the journal's image, so a checkpoint in
+//! it would be copied every time. The file is written atomically
 //! (`checkpoint-<op>.tmp`, fsync, rename, fsync the directory) *before* the journal batch
 //! whose marker names it, so a durable marker always finds its file.
 //!

@@ -11,11 +11,13 @@
 //! - `journal`: the write-ahead journal, an append-only file of checksummed batches, one
 //!   batch per group commit ([`journal`], with the record encoding in [`codec`]);
 //! - `checkpoint-<op>`: a checkpoint's contents, written atomically before the batch that
-//!   names it; the journal holds only a marker ([`checkpoint_file`]).
+//!   names it; the journal holds only a marker ([`checkpoint_file`]);
+//! - `journal.spare`: the next journal file, zeros grown and synced in the background,
+//!   which the journal is compacted into when it is nearly full ([`spare`]).
 //!
 //! [`DataDir`] puts them together: open (lock, check, read back, repair a torn tail),
-//! append a batch with one `fdatasync`, and compact the journal after a checkpoint so
-//! that it stays bounded on disk.
+//! append a batch with one `fdatasync`, and compact the journal to the latest
+//! checkpoint when it fills up, so that it stays bounded on disk.
 
 pub mod checkpoint_file;
 pub mod codec;
@@ -25,6 +27,7 @@ mod files;
 pub mod journal;
 pub mod lock;
 pub mod meta;
+mod spare;
 
 pub use data_dir::DataDir;
 pub use error::StorageError;
