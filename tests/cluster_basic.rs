@@ -129,3 +129,91 @@ fn backpressure_keeps_every_session_going() {
         .and_then(|h| common::json_u64(h, "max"));
     assert_eq!(batch_max, Some(1), "{}", stats.json);
 }
+
+/// `--metrics-address`: each replica serves Prometheus' text format at `/metrics`, with
+/// the state and counters an operator watches, and refuses other paths.
+#[test]
+fn metrics_are_served_in_the_prometheus_format() {
+    let mut cluster = TestCluster::start_with(3, "kv", &["--metrics-address", "127.0.0.1:0"]);
+    cluster.wait_until_serving(30 * SECOND);
+    let mut client =
+        TestClient::connect(cluster.addresses(), cluster.cluster, 10 * SECOND).unwrap();
+    let mut last_op = 0;
+    for i in 0..10u32 {
+        last_op = client
+            .put(format!("k{i}").as_bytes(), b"v", 10 * SECOND)
+            .unwrap();
+    }
+    let primary = cluster.primary().expect("one primary");
+    let addresses: Vec<String> = (0..3)
+        .map(|i| {
+            let mut address = None;
+            common::wait_for("the metrics address in the log", 10 * SECOND, || {
+                address = metrics_address(&cluster.log(i));
+                address.is_some()
+            });
+            address.unwrap()
+        })
+        .collect();
+    for (i, address) in addresses.iter().enumerate() {
+        let mut body = String::new();
+        // Published once a second: wait for the puts to show.
+        common::wait_for("the commit in the metrics", 10 * SECOND, || {
+            body = http_get(address, "/metrics").1;
+            gauge(&body, "vsr_commit").is_some_and(|commit| commit >= last_op)
+        });
+        assert_eq!(
+            gauge(&body, "vsr_is_primary"),
+            Some(u64::from(i == primary))
+        );
+        assert_eq!(gauge(&body, "vsr_epoch"), Some(0));
+        assert!(body.contains("vsr_status{status=\"normal\"} 1"), "{body}");
+        assert!(body.contains("vsr_replica_info{replica=\""), "{body}");
+        assert!(
+            body.contains("# TYPE vsr_request_commit_seconds histogram"),
+            "{body}"
+        );
+        assert!(body.trim_end().ends_with("# EOF"), "{body}");
+        if i == primary {
+            assert!(
+                gauge(&body, "vsr_requests_received_total").unwrap() >= 10,
+                "{body}"
+            );
+            assert!(body.contains("vsr_peer_lag_ops{peer="), "{body}");
+        }
+        let (status, _) = http_get(address, "/other");
+        assert!(status.contains("404"), "{status}");
+    }
+}
+
+/// The address in the "serving metrics at http://ADDRESS/metrics" log line.
+fn metrics_address(log: &str) -> Option<String> {
+    let start = log.find("serving metrics at http://")? + "serving metrics at http://".len();
+    let end = start + log[start..].find("/metrics")?;
+    Some(log[start..end].to_string())
+}
+
+/// GET `path` from `address`: the status line and the body.
+fn http_get(address: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(10 * SECOND)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the unlabelled sample `name`.
+fn gauge(body: &str, name: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

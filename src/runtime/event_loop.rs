@@ -37,6 +37,7 @@ use super::io_thread::{IoHandle, ToCore};
 use super::metrics::Metrics;
 use super::options::{ServerError, ServerOptions};
 use super::peers::Peers;
+use super::prometheus::MetricsExporter;
 use super::routes::ClientRoutes;
 use super::stats::StatsCache;
 use super::storage::DiskWrites;
@@ -103,6 +104,8 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) stats: StatsCache,
     /// The storage thread's side (`--durability disk`); `None`: writes complete in memory.
     pub(super) disk: Option<DiskWrites>,
+    /// The Prometheus endpoint's side (`--metrics-address`), if served.
+    exporter: Option<MetricsExporter>,
     summary_at: Instant,
     summary_commit: u64,
     shutdown: Arc<AtomicBool>,
@@ -149,6 +152,7 @@ impl<S: StateMachine> EventLoop<S> {
             throttle: LogThrottle::new(LOG_INTERVAL),
             stats: StatsCache::default(),
             disk: None,
+            exporter: None,
             summary_at: now + SUMMARY_INTERVAL,
             summary_commit: 0,
             shutdown,
@@ -160,6 +164,12 @@ impl<S: StateMachine> EventLoop<S> {
     /// (`--durability disk`) instead of completing in memory.
     pub(super) fn with_disk(mut self, disk: Option<DiskWrites>) -> EventLoop<S> {
         self.disk = disk;
+        self
+    }
+
+    /// The same loop publishing its metrics to `exporter` (`--metrics-address`).
+    pub(super) fn with_exporter(mut self, exporter: Option<MetricsExporter>) -> EventLoop<S> {
+        self.exporter = exporter;
         self
     }
 
@@ -206,6 +216,7 @@ impl<S: StateMachine> EventLoop<S> {
             self.dial_due(started);
             self.sweep_if_due(started);
             self.summary_if_due(started);
+            self.publish_metrics_if_due(started);
             self.metrics.counters.loop_iterations += 1;
             self.metrics
                 .loop_iteration_us
@@ -229,6 +240,14 @@ impl<S: StateMachine> EventLoop<S> {
     }
 
     fn log_start(&self) {
+        if let Some(exporter) = &self.exporter {
+            info!(
+                replica = self.options.replica,
+                address = %exporter.address(),
+                "serving metrics at http://{}/metrics",
+                exporter.address()
+            );
+        }
         info!(
             replica = self.options.replica,
             address = %self.options.address(),
@@ -333,6 +352,18 @@ impl<S: StateMachine> EventLoop<S> {
         );
         self.metrics
             .json(&self.replica, connections, durability, histograms)
+    }
+
+    fn publish_metrics_if_due(&mut self, now: Instant) {
+        let Some(exporter) = self.exporter.as_mut() else {
+            return;
+        };
+        let connections = self.connections.live() + self.io.clients();
+        let durability = (
+            self.options.durability.name(),
+            self.disk.as_ref().map_or(0, |disk| disk.batches),
+        );
+        exporter.publish_if_due(now, &self.replica, &self.metrics, connections, durability);
     }
 
     fn summary_if_due(&mut self, now: Instant) {

@@ -29,6 +29,11 @@ impl Recorder {
         self.histogram.saturating_record(value.max(1));
     }
 
+    /// The histogram itself.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+
     /// The value at `quantile` (0 when empty).
     pub fn quantile(&self, quantile: f64) -> u64 {
         self.histogram.value_at_quantile(quantile)

@@ -44,6 +44,7 @@ pub mod io_thread;
 pub mod metrics;
 pub mod options;
 mod peers;
+pub mod prometheus;
 pub mod rate;
 mod routes;
 pub mod server;

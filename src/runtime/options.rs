@@ -47,6 +47,9 @@ pub struct ServerOptions {
     pub connections_per_ip_max: usize,
     /// Where the replica's state lives across a crash.
     pub durability: Durability,
+    /// Serve Prometheus metrics at `http://ADDRESS/metrics` (port 0: any free port,
+    /// reported by `ReplicaServer::metrics_address` and in the log).
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Where a replica keeps what it must not forget (its log, checkpoint and view).
@@ -86,6 +89,7 @@ impl ServerOptions {
             connections_max: CONNECTIONS_MAX_DEFAULT,
             connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
             durability: Durability::Memory,
+            metrics_address: None,
         }
     }
 

@@ -12,6 +12,7 @@
 use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
 use super::options::{Durability, ServerError, ServerOptions};
+use super::prometheus::MetricsExporter;
 use super::storage::DiskWrites;
 use super::storage_thread::StorageThread;
 use crate::protocol::{Replica, Start, Stored};
@@ -24,12 +25,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 use tracing::warn;
 
 /// A running replica: its event loop thread, and the means to stop it.
 #[derive(Debug)]
 pub struct ReplicaServer {
     address: SocketAddr,
+    metrics_address: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
@@ -56,6 +59,14 @@ impl ReplicaServer {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let exporter = match options.metrics_address {
+            Some(address) => Some(
+                MetricsExporter::start(address, Instant::now())
+                    .map_err(|error| ServerError::Bind { address, error })?,
+            ),
+            None => None,
+        };
+        let metrics_address = exporter.as_ref().map(MetricsExporter::address);
         let shutdown = Arc::new(AtomicBool::new(false));
         let (disk, stored) = match data_dir {
             Some((data_dir, stored)) => {
@@ -83,10 +94,12 @@ impl ReplicaServer {
             let replica = Replica::new(options.config.clone(), options.replica, service, start);
             EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io)
                 .with_disk(disk)
+                .with_exporter(exporter)
                 .run()
         })?;
         Ok(ReplicaServer {
             address,
+            metrics_address,
             shutdown,
             waker,
             thread: Some(thread),
@@ -96,6 +109,11 @@ impl ReplicaServer {
     /// The address the replica listens on.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where the Prometheus metrics are served (`--metrics-address`), if they are.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     /// Whether the event loop has stopped (after a shutdown or an error).

@@ -73,6 +73,10 @@ pub struct Args {
     /// replica runs; one per replica).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics from a thread of their own
+    /// (port 0: any free port, named in the log).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// `--durability`.
@@ -156,6 +160,7 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
             anyhow::bail!("--data-dir is only used with --durability disk")
         }
     };
+    options.metrics_address = args.metrics_address;
     Ok(options)
 }
 

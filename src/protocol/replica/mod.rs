@@ -477,6 +477,12 @@ impl<S: StateMachine> Replica<S> {
         self.log.get(op)
     }
 
+    /// On the primary: per replica index, the highest op it acknowledged in this view
+    /// (its own entry: the highest op its completed writes hold). `None` elsewhere.
+    pub fn peer_acknowledged(&self) -> Option<&[Op]> {
+        self.is_primary().then_some(self.primary.acked.as_slice())
+    }
+
     /// Prepares in flight (primary).
     pub fn pipeline_depth(&self) -> usize {
         self.primary.pipeline.len()
