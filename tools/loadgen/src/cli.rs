@@ -46,6 +46,25 @@ impl ServiceKind {
     }
 }
 
+/// Where the local cluster's replicas keep their state (`vsr replica --durability`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilityKind {
+    /// In memory only.
+    Memory,
+    /// A write-ahead journal per replica, in a data directory of the run.
+    Disk,
+}
+
+impl DurabilityKind {
+    /// The name `vsr replica --durability` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            DurabilityKind::Memory => "memory",
+            DurabilityKind::Disk => "disk",
+        }
+    }
+}
+
 /// What `--baseline` replaces vsr with.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BaselineKind {
@@ -70,6 +89,10 @@ pub struct LoadArgs {
     /// started with it, and every client connection proves it.
     #[arg(long, value_name = "FILE")]
     pub cluster_key: Option<PathBuf>,
+    /// The local cluster's durability mode (a `--cluster` runs in its own; every report
+    /// states the mode the replicas' stats give).
+    #[arg(long, value_enum, default_value_t = DurabilityKind::Memory)]
+    pub durability: DurabilityKind,
     /// The `vsr` binary for the local cluster (default: next to this executable, built if absent).
     #[arg(long)]
     pub vsr_bin: Option<PathBuf>,
@@ -230,6 +253,10 @@ impl LoadArgs {
         anyhow::ensure!(self.check_keys() >= 1, "--check-keys must be at least 1");
         if let Some(cluster) = &self.cluster {
             anyhow::ensure!(!cluster.is_empty(), "--cluster needs at least one address");
+            anyhow::ensure!(
+                self.durability == DurabilityKind::Memory,
+                "--durability sets up a local cluster; a --cluster runs in its own mode"
+            );
         }
         Ok(())
     }

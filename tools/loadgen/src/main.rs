@@ -94,7 +94,7 @@ fn with_suffix(path: &Path, suffix: Option<&str>) -> PathBuf {
 /// Starts `system`, runs the load of `args` against it, stops it, and summarises.
 fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
     let target = Target::start(system, args)?;
-    let views_before = target.view_counter();
+    let before = target.cluster_stats();
     let connections = args.connections.min(args.sessions());
     let mut transport = target.connect(args.sessions(), connections)?;
     let mut workload = Workload::new(
@@ -118,7 +118,7 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
     };
     let measurement = driver::run(transport.as_mut(), &mut workload, &spec)?;
     drop(transport);
-    let views_after = target.view_counter();
+    let after = target.cluster_stats();
     Ok(Summary {
         system: system.title().to_string(),
         measurement,
@@ -126,8 +126,10 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
         sessions: args.sessions(),
         connections,
         payload_bytes: args.payload_bytes,
-        view_changes: views_before
-            .zip(views_after)
+        view_changes: before
+            .view_counter
+            .zip(after.view_counter)
             .map(|(before, after)| after.saturating_sub(before)),
+        durability: after.durability().or_else(|| before.durability()),
     })
 }

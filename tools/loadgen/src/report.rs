@@ -23,6 +23,9 @@ pub struct Summary {
     pub payload_bytes: usize,
     /// View changes seen during the run (`None`: unknown, e.g. the baseline).
     pub view_changes: Option<u64>,
+    /// The cluster's durability mode from its stats (`memory`, `disk`; `None`: unknown,
+    /// e.g. the baseline).
+    pub durability: Option<String>,
 }
 
 impl Summary {
@@ -61,6 +64,7 @@ impl Summary {
             "replicas": self.replicas,
             "sessions": self.sessions,
             "payload_bytes": self.payload_bytes,
+            "durability": self.durability,
         })
     }
 
@@ -140,6 +144,11 @@ fn rows() -> Vec<Row> {
             text: |s| s.measurement.errors.to_string(),
         },
         Row {
+            label: "durability",
+            value: |_| f64::NAN,
+            text: |s| s.durability.clone().unwrap_or_else(|| "n/a".to_string()),
+        },
+        Row {
             label: "view changes",
             value: |s| s.view_changes.map_or(f64::NAN, |v| v as f64),
             text: |s| {
@@ -176,7 +185,12 @@ pub fn table(summaries: &[Summary]) -> String {
         for summary in summaries {
             let _ = write!(out, "{:>16}", (row.text)(summary));
         }
-        if ratio && !matches!(row.label, "seconds" | "errors" | "view changes") {
+        if ratio
+            && !matches!(
+                row.label,
+                "seconds" | "errors" | "durability" | "view changes"
+            )
+        {
             let (a, b) = ((row.value)(&summaries[0]), (row.value)(&summaries[1]));
             let text = if b > 0.0 && a.is_finite() {
                 format!("{:.2}", a / b)
@@ -234,6 +248,7 @@ mod tests {
             connections: 4,
             payload_bytes: 1000,
             view_changes: Some(0),
+            durability: Some("memory".to_string()),
         }
     }
 
@@ -249,8 +264,10 @@ mod tests {
             "replicas",
             "sessions",
             "payload_bytes",
+            "durability",
         ];
         assert_eq!(keys, expected);
+        assert_eq!(json["durability"], "memory");
         let latency: Vec<&String> = json["latency_us"].as_object().unwrap().keys().collect();
         assert_eq!(latency, ["p50", "p90", "p99", "p999", "max"]);
         assert_eq!(json["ops_per_sec"], 500.0);

@@ -153,6 +153,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             connections,
             payload_bytes: args.payload_bytes,
             view_changes: None,
+            durability: None,
         };
         let level = Level::from_summary(&summary);
         println!(

@@ -3,8 +3,9 @@
 //! and opens [`Transport`]s to the cluster.
 
 use crate::baseline::client::BaselineClient;
-use crate::cli::LoadArgs;
+use crate::cli::{DurabilityKind, LoadArgs};
 use crate::cluster::{self, ProcessGuard};
+use crate::stats_probe;
 use crate::transport::Transport;
 use crate::vsr_client;
 use std::net::SocketAddr;
@@ -111,6 +112,11 @@ impl Target {
             ]);
             if let Some(key) = &args.cluster_key {
                 command.arg("--cluster-key").arg(key);
+            }
+            command.args(["--durability", args.durability.name()]);
+            if args.durability == DurabilityKind::Disk {
+                let data_dir = guard.log_dir().join(format!("data-{replica}"));
+                command.arg("--data-dir").arg(data_dir);
             }
             guard.spawn(&format!("replica-{replica}"), command)?;
         }
@@ -221,18 +227,48 @@ impl Target {
         }
     }
 
-    /// The cluster's view-change counter now (`None` for the baseline or if unknown).
-    pub fn view_counter(&self) -> Option<u64> {
-        let vsr_bin = self.vsr_bin.as_ref()?;
-        let mut highest = None;
+    /// What the replicas' stats say now (nothing for the baseline or if unreadable).
+    pub fn cluster_stats(&self) -> ClusterStats {
+        let mut facts = ClusterStats::default();
+        let Some(vsr_bin) = self.vsr_bin.as_ref() else {
+            return facts;
+        };
         for address in &self.addresses {
-            if let Some(value) =
-                crate::stats_probe::view_counter(vsr_bin, *address, self.cluster_id)
-            {
-                highest = Some(highest.map_or(value, |h: u64| h.max(value)));
+            let Some(stats) = stats_probe::read(vsr_bin, *address, self.cluster_id) else {
+                continue;
+            };
+            if let Some(value) = stats_probe::view_counter(&stats) {
+                facts.view_counter = Some(facts.view_counter.map_or(value, |h| h.max(value)));
             }
+            if let Some(mode) = stats_probe::durability(&stats) {
+                if !facts.durability.contains(&mode) {
+                    facts.durability.push(mode);
+                }
+            }
+            let epoch = stats_probe::epoch(&stats);
+            facts.epoch = Some(facts.epoch.map_or(epoch, |e| e.max(epoch)));
         }
-        highest
+        facts.durability.sort();
+        facts
+    }
+}
+
+/// What the replicas that answered `vsr stats` report, combined.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterStats {
+    /// The highest view-change counter.
+    pub view_counter: Option<u64>,
+    /// The distinct durability modes (one, unless the replicas disagree), sorted.
+    pub durability: Vec<String>,
+    /// The highest epoch (0 when the stats carry none).
+    pub epoch: Option<u64>,
+}
+
+impl ClusterStats {
+    /// The durability mode for reports: `memory`, `disk`, `disk+memory` if the replicas
+    /// differ, `None` if no replica answered.
+    pub fn durability(&self) -> Option<String> {
+        (!self.durability.is_empty()).then(|| self.durability.join("+"))
     }
 }
 
