@@ -9,7 +9,9 @@ mod cli;
 mod cluster;
 mod driver;
 mod hgrm;
+mod reply;
 mod report;
+mod sizing;
 mod stats_probe;
 mod stop;
 mod sweep;
@@ -24,7 +26,7 @@ use driver::LoadSpec;
 use report::Summary;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use system::{System, Target};
+use system::{Shape, System, Target};
 use workload::Workload;
 
 fn main() -> ExitCode {
@@ -95,8 +97,6 @@ fn with_suffix(path: &Path, suffix: Option<&str>) -> PathBuf {
 fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
     let target = Target::start(system, args)?;
     let before = target.cluster_stats();
-    let connections = args.connections.min(args.sessions());
-    let mut transport = target.connect(args.sessions(), connections)?;
     let mut workload = Workload::new(
         args.service,
         args.payload_bytes,
@@ -104,32 +104,45 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
         args.keys,
         1,
     );
+    let label = if args.compare {
+        format!("{} ", system.title())
+    } else {
+        String::new()
+    };
     let spec = LoadSpec {
         sessions: args.sessions(),
         rate: args.rate,
         warmup: args.warmup,
         duration: args.duration,
         progress: !args.quiet,
-        label: if args.compare {
-            format!("{} ", system.title())
-        } else {
-            String::new()
+        label,
+        check_replies: system == System::Vsr,
+    };
+    let shape = match args.rate {
+        Some(rate) if args.sessions.is_none() => {
+            let trial = args.warmup.max(sizing::TRIAL_MIN);
+            let mut connect = |sessions: usize| {
+                let connections = args.connections.min(sessions);
+                target.connect(sessions, connections)
+            };
+            let mut shape =
+                sizing::size_open_loop(&spec, rate, trial, &mut workload, &mut connect)?;
+            shape.connections = args.connections.min(shape.sessions);
+            shape
+        }
+        _ => Shape {
+            sessions: spec.sessions,
+            connections: args.connections.min(spec.sessions),
+            ..Shape::default()
         },
+    };
+    // A fresh client: a trial's operations may still be in flight on its sessions.
+    let mut transport = target.connect(shape.sessions, shape.connections)?;
+    let spec = LoadSpec {
+        sessions: shape.sessions,
+        ..spec
     };
     let measurement = driver::run(transport.as_mut(), &mut workload, &spec)?;
     drop(transport);
-    let after = target.cluster_stats();
-    Ok(Summary {
-        system: system.title().to_string(),
-        measurement,
-        replicas: target.addresses.len(),
-        sessions: args.sessions(),
-        connections,
-        payload_bytes: args.payload_bytes,
-        view_changes: before
-            .view_counter
-            .zip(after.view_counter)
-            .map(|(before, after)| after.saturating_sub(before)),
-        durability: after.durability().or_else(|| before.durability()),
-    })
+    Ok(target.summary(args, shape, measurement, &before))
 }

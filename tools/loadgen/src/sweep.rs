@@ -10,7 +10,7 @@ use crate::cli::LoadArgs;
 use crate::driver::{self, LoadSpec};
 use crate::report::Summary;
 use crate::stop;
-use crate::system::{System, Target};
+use crate::system::{Shape, System, Target};
 use crate::workload::Workload;
 use anyhow::Context;
 use std::path::Path;
@@ -119,6 +119,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         System::Vsr
     };
     let target = Target::start(system, args)?;
+    let before = target.cluster_stats();
     let mut levels: Vec<Level> = Vec::new();
     let mut sessions = 1;
     println!(
@@ -142,19 +143,16 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             duration: args.duration,
             progress: !args.quiet,
             label: format!("sweep {sessions} "),
+            check_replies: system == System::Vsr,
         };
         let measurement = driver::run(transport.as_mut(), &mut workload, &spec)?;
         drop(transport);
-        let summary = Summary {
-            system: system.title().to_string(),
-            measurement,
-            replicas: target.addresses.len(),
+        let shape = Shape {
             sessions,
             connections,
-            payload_bytes: args.payload_bytes,
-            view_changes: None,
-            durability: None,
+            ..Shape::default()
         };
+        let summary = target.summary(args, shape, measurement, &before);
         let level = Level::from_summary(&summary);
         println!(
             "{:>9} {:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7}",

@@ -5,11 +5,13 @@
 use crate::baseline::client::BaselineClient;
 use crate::cli::{DurabilityKind, LoadArgs};
 use crate::cluster::{self, ProcessGuard};
+use crate::driver::Measurement;
+use crate::report::Summary;
 use crate::stats_probe;
 use crate::transport::Transport;
 use crate::vsr_client;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,6 +44,8 @@ pub struct Target {
     pub cluster_id: u128,
     /// The `vsr` binary, if known (for `vsr stats`).
     vsr_bin: Option<PathBuf>,
+    /// What `vsr --version` of that binary says (the stats carry no version).
+    vsr_version: Option<String>,
     request_timeout: Duration,
     // Declared last: dropped after everything that might still talk to the processes.
     _guard: Option<ProcessGuard>,
@@ -80,6 +84,7 @@ impl Target {
                 system: System::Vsr,
                 addresses: addresses.clone(),
                 cluster_id,
+                vsr_version: vsr_bin.as_deref().and_then(vsr_version),
                 vsr_bin,
                 request_timeout: args.request_timeout,
                 _guard: None,
@@ -135,6 +140,7 @@ impl Target {
             system: System::Vsr,
             addresses,
             cluster_id,
+            vsr_version: vsr_version(&vsr_bin),
             vsr_bin: Some(vsr_bin),
             request_timeout: args.request_timeout,
             _guard: Some(guard),
@@ -199,6 +205,7 @@ impl Target {
             addresses,
             cluster_id: 0,
             vsr_bin: None,
+            vsr_version: None,
             request_timeout: args.request_timeout,
             _guard: Some(guard),
         })
@@ -224,6 +231,37 @@ impl Target {
                 connections,
                 Duration::from_secs(5),
             )?)),
+        }
+    }
+
+    /// The summary of `measurement`, a run of `shape` on this target, with the cluster's
+    /// facts read now and the view changes since `before`.
+    pub fn summary(
+        &self,
+        args: &LoadArgs,
+        shape: Shape,
+        measurement: Measurement,
+        before: &ClusterStats,
+    ) -> Summary {
+        let after = self.cluster_stats();
+        Summary {
+            system: self.system.title().to_string(),
+            measurement,
+            replicas: self.addresses.len(),
+            sessions: shape.sessions,
+            sessions_auto: shape.sessions_auto,
+            connections: shape.connections,
+            payload_bytes: args.payload_bytes,
+            service: (self.system == System::Vsr).then(|| args.service.name()),
+            rate_target: args.rate,
+            cluster_behind: shape.cluster_behind,
+            view_changes: before
+                .view_counter
+                .zip(after.view_counter)
+                .map(|(before, after)| after.saturating_sub(before)),
+            durability: after.durability().or_else(|| before.durability()),
+            epoch: after.epoch.or(before.epoch),
+            vsr_version: self.vsr_version.clone(),
         }
     }
 
@@ -270,6 +308,27 @@ impl ClusterStats {
     pub fn durability(&self) -> Option<String> {
         (!self.durability.is_empty()).then(|| self.durability.join("+"))
     }
+}
+
+/// How a load was run: its sessions and connections, and what sizing them found.
+#[derive(Clone, Debug, Default)]
+pub struct Shape {
+    /// Sessions used.
+    pub sessions: usize,
+    /// Connections used.
+    pub connections: usize,
+    /// Whether the open loop sized the sessions itself.
+    pub sessions_auto: bool,
+    /// Open loop: why the cluster is what fell behind the rate (see `Summary`).
+    pub cluster_behind: Option<String>,
+}
+
+/// The version `vsr --version` prints (`vsr 0.1.0` gives `0.1.0`), if the binary answers.
+fn vsr_version(vsr_bin: &Path) -> Option<String> {
+    let output = Command::new(vsr_bin).arg("--version").output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let version = text.split_whitespace().nth(1)?;
+    output.status.success().then(|| version.to_string())
 }
 
 fn existing_vsr_next_to_exe() -> Option<PathBuf> {

@@ -426,6 +426,67 @@ fn vsr_open_loop_holds_a_modest_rate() {
 }
 
 #[test]
+fn vsr_open_loop_sizes_its_sessions_and_reports_both_latencies() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let json_path = temp_path("open.json");
+    let mut args = vec![
+        "--rate",
+        "300",
+        "--quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ];
+    args.extend(SHORT);
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    assert!(
+        finished
+            .stdout
+            .contains("held the open loop at 300 ops/s with 64 sessions"),
+        "{}",
+        finished.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(json["mode"], "open", "{json}");
+    assert_eq!(json["rate_target"], 300.0, "{json}");
+    assert_eq!(json["sessions_auto"], true, "{json}");
+    assert_eq!(json["session_waits"], 0, "{json}");
+    // Each operation's latency from its intended send time is at least its service time.
+    for q in ["p50", "p99", "max"] {
+        let corrected = json["latency_us"][q].as_u64().unwrap();
+        let service = json["service_time_us"][q].as_u64().unwrap();
+        assert!(service > 0 && corrected >= service, "{q}: {json}");
+    }
+    let _ = std::fs::remove_file(json_path);
+}
+
+#[test]
+fn vsr_open_loop_names_too_few_sessions_as_its_own_limit() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // One session cannot carry 20,000 ops/s: that needs a 50 us round trip through three
+    // replicas.
+    let mut args = vec!["--rate", "20000", "--sessions", "1", "--quiet"];
+    args.extend(SHORT);
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    assert!(
+        finished
+            .stdout
+            .contains("the load generator could not keep 20000 ops/s"),
+        "{}",
+        finished.stdout
+    );
+    assert!(finished.stdout.contains("not the cluster's"));
+    assert!(!finished.stdout.contains("cluster falls behind"));
+    assert!(table_value(&finished.stdout, "unsent") > 0.0);
+}
+
+#[test]
 fn vsr_tiny_sweep_prints_the_knee() {
     let _lock = ONE_CLUSTER_AT_A_TIME
         .lock()
@@ -530,4 +591,215 @@ fn check_finds_the_kv_service_linearizable() {
         "{}",
         finished.stdout
     );
+}
+
+/// The `vsr` binary next to `vsr-load` (built with cargo if it is not there yet).
+fn vsr_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_vsr-load")).with_file_name("vsr");
+    if !path.is_file() {
+        let target_dir = path.parent().unwrap().parent().unwrap();
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .args(["build", "-p", "vsr", "--bin", "vsr", "--target-dir"])
+            .arg(target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building vsr failed");
+    }
+    path
+}
+
+/// Three `vsr replica` processes started by the test itself (so that they can run another
+/// service or cluster id than the load generator expects); killed on drop.
+struct Replicas {
+    children: Vec<Child>,
+    addresses: Vec<String>,
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // SAFETY: kill(2) on our own children; SIGCONT first in case a test stopped them.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Replicas {
+    /// Starts three replicas of `service` with `cluster_id` and waits (with a deadline)
+    /// until every one reports status normal.
+    fn start(service: &str, cluster_id: &str) -> Replicas {
+        let listeners: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        drop(listeners);
+        let vsr = vsr_binary();
+        let mut replicas = Replicas {
+            children: Vec::new(),
+            addresses,
+        };
+        for replica in 0..3 {
+            let child = Command::new(&vsr)
+                .args(["replica", "--cluster", &replicas.list()])
+                .args(["--replica", &replica.to_string(), "--service", service])
+                .args(["--cluster-id", cluster_id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("vsr replica starts");
+            replicas.children.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for address in replicas.addresses.clone() {
+            loop {
+                let output = Command::new(&vsr)
+                    .args(["stats", "--address", &address, "--cluster-id", cluster_id])
+                    .args(["--timeout-ms", "500"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&output.stdout).contains("\"status\":\"normal\"") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {address} not normal within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        replicas
+    }
+
+    fn list(&self) -> String {
+        self.addresses.join(",")
+    }
+
+    /// SIGSTOPs replicas `indices` (they keep their sockets but answer nothing).
+    fn freeze(&self, indices: &[usize]) {
+        for &i in indices {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.children[i].id() as libc::pid_t, libc::SIGSTOP) };
+        }
+    }
+}
+
+/// A run against `replicas` that must end in an error naming `cause`, well before its 30 s
+/// duration, and print no table.
+fn check_stops_with(replicas: &Replicas, extra: &[&str], cause: &str) {
+    let list = replicas.list();
+    let mut args = vec!["--cluster", list.as_str(), "--duration", "30s", "--quiet"];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let finished = run(&args, Duration::from_secs(25));
+    assert_eq!(finished.code, Some(1), "stdout:\n{}", finished.stdout);
+    assert!(
+        finished.stderr.contains(cause),
+        "expected {cause:?} in:\n{}",
+        finished.stderr
+    );
+    assert!(
+        !finished.stdout.contains("ops/s"),
+        "a table was printed:\n{}",
+        finished.stdout
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "not prompt");
+}
+
+#[test]
+fn a_null_load_on_a_kv_cluster_stops_naming_kv() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let replicas = Replicas::start("kv", "7");
+    check_stops_with(
+        &replicas,
+        &["--cluster-id", "7", "--service", "null"],
+        "wrong reply: the cluster runs the kv service, not null",
+    );
+}
+
+#[test]
+fn a_kv_load_on_a_null_cluster_stops_naming_null() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let replicas = Replicas::start("null", "7");
+    check_stops_with(
+        &replicas,
+        &[
+            "--cluster-id",
+            "7",
+            "--service",
+            "kv",
+            "--read-fraction",
+            "0.5",
+        ],
+        "wrong reply: the cluster runs the null (or log) service, not kv",
+    );
+    // The same cluster with the right options and another cluster id: refused, named.
+    check_stops_with(
+        &replicas,
+        &["--cluster-id", "8", "--service", "null"],
+        "refused the load generator: cluster id differs",
+    );
+}
+
+#[test]
+fn every_operation_failing_stops_the_run() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let replicas = Replicas::start("null", "7");
+    let list = replicas.list();
+    let args = [
+        "--cluster",
+        list.as_str(),
+        "--cluster-id",
+        "7",
+        "--sessions",
+        "8",
+        "--request-timeout",
+        "300ms",
+        "--duration",
+        "60s",
+        "--warmup",
+        "0s",
+    ];
+    let mut load = spawn(&args);
+    let mut stderr = BufReader::new(load.child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !line.contains("ops/s") {
+        assert!(Instant::now() < deadline, "no progress line");
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "vsr-load ended early"
+        );
+    }
+    // Without two of three replicas there is no quorum: every operation times out.
+    replicas.freeze(&[1, 2]);
+    let frozen_at = Instant::now();
+    let status = loop {
+        if let Some(status) = load.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(20),
+            "vsr-load did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(rest.contains("every operation is failing"), "{rest}");
+    assert!(rest.contains("timeout"), "{rest}");
 }
