@@ -132,7 +132,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
     /// Write the run's summary as JSON to this file (with `--compare`, the baseline's goes
-    /// beside it as `<stem>.baseline.json`; the same for `--hgrm`).
+    /// beside it as `<stem>.baseline.json`; with `--sweep`, one per level as
+    /// `<stem>.sessions-<N>.json`; the same for `--hgrm`).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the latency histogram in HdrHistogram's percentile-distribution format.
@@ -150,12 +151,20 @@ pub struct LoadArgs {
     /// Sweep: the largest session count tried.
     #[arg(long, default_value_t = 4096)]
     pub sweep_sessions_max: usize,
-    /// Sweep: CSV output.
-    #[arg(long, default_value = "vsr-load-sweep.csv")]
-    pub csv: PathBuf,
-    /// Sweep: SVG throughput/latency plot.
-    #[arg(long, default_value = "vsr-load-sweep.svg")]
-    pub svg: PathBuf,
+    /// Sweep: CSV output (default: `sweep.csv` in the run directory).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Sweep: SVG throughput/latency plot (default: `sweep.svg` in the run directory).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// The run directory: local processes' logs and data, and the sweep's files when not
+    /// given (default: a new directory under the system temp dir, printed when used).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Keep the local processes' logs (and data directories) after a run that went well;
+    /// they are always kept when it did not.
+    #[arg(long)]
+    pub keep_logs: bool,
     /// Check linearizability of a put/get/cas workload (kv service) instead of measuring.
     #[arg(long)]
     pub check: bool,

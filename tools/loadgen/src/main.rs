@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod driver;
 mod hgrm;
+mod output;
 mod reply;
 mod report;
 mod sizing;
@@ -24,7 +25,6 @@ use clap::Parser;
 use cli::{Cli, Command, LoadArgs};
 use driver::LoadSpec;
 use report::Summary;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use system::{Shape, System, Target};
 use workload::Workload;
@@ -44,6 +44,7 @@ fn main() -> ExitCode {
 fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     args.validate()?;
     stop::install()?;
+    output::init(args.out_dir.as_deref());
     if args.check {
         return check::run(&args);
     }
@@ -65,10 +66,10 @@ fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         // With --compare the first file gets vsr, the baseline goes beside it.
         let suffix = if i == 0 { None } else { Some("baseline") };
         if let Some(path) = &args.json {
-            summary.write_json(&with_suffix(path, suffix))?;
+            summary.write_json(&output::with_suffix(path, suffix))?;
         }
         if let Some(path) = &args.hgrm {
-            summary.write_hgrm(&with_suffix(path, suffix))?;
+            summary.write_hgrm(&output::with_suffix(path, suffix))?;
         }
     }
     Ok(if stop::requested() {
@@ -78,24 +79,9 @@ fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `out.json` with suffix `baseline` becomes `out.baseline.json`.
-fn with_suffix(path: &Path, suffix: Option<&str>) -> PathBuf {
-    let Some(suffix) = suffix else {
-        return path.to_path_buf();
-    };
-    let stem = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}.{suffix}.{}", ext.to_string_lossy()),
-        None => format!("{stem}.{suffix}"),
-    };
-    path.with_file_name(name)
-}
-
 /// Starts `system`, runs the load of `args` against it, stops it, and summarises.
 fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
-    let target = Target::start(system, args)?;
+    let mut target = Target::start(system, args)?;
     let before = target.cluster_stats();
     let mut workload = Workload::new(
         args.service,
@@ -144,5 +130,7 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
     };
     let measurement = driver::run(transport.as_mut(), &mut workload, &spec)?;
     drop(transport);
-    Ok(target.summary(args, shape, measurement, &before))
+    let summary = target.summary(args, shape, measurement, &before);
+    target.succeeded();
+    Ok(summary)
 }

@@ -114,10 +114,11 @@ mod tests {
 
     #[test]
     fn sessions_double_until_the_rate_is_kept() {
-        // 400 ops/s at 20 ms needs 8 in flight on average: 2 and 4 are too few.
+        // 400 ops/s at 20 ms needs 8 in flight on average: 2 and 4 are too few; 8 is just
+        // enough when the timing is exact, so 16 may be needed.
         let (shape, tried) = size(400.0, || Delayed::new(Duration::from_millis(20)));
         assert_eq!(tried[..3], [2, 4, 8]);
-        assert!(shape.sessions >= 16, "{shape:?}");
+        assert!([8, 16].contains(&shape.sessions), "{shape:?}");
         assert!(shape.sessions_auto);
         assert_eq!(shape.cluster_behind, None);
     }

@@ -6,6 +6,7 @@ use crate::baseline::client::BaselineClient;
 use crate::cli::{DurabilityKind, LoadArgs};
 use crate::cluster::{self, ProcessGuard};
 use crate::driver::Measurement;
+use crate::output;
 use crate::report::Summary;
 use crate::stats_probe;
 use crate::transport::Transport;
@@ -48,7 +49,7 @@ pub struct Target {
     vsr_version: Option<String>,
     request_timeout: Duration,
     // Declared last: dropped after everything that might still talk to the processes.
-    _guard: Option<ProcessGuard>,
+    guard: Option<ProcessGuard>,
 }
 
 fn random_cluster_id() -> u128 {
@@ -87,7 +88,7 @@ impl Target {
                 vsr_version: vsr_bin.as_deref().and_then(vsr_version),
                 vsr_bin,
                 request_timeout: args.request_timeout,
-                _guard: None,
+                guard: None,
             };
             vsr_client::probe(&target.addresses, cluster_id, args.request_timeout)?;
             return Ok(target);
@@ -99,7 +100,7 @@ impl Target {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let mut guard = ProcessGuard::new(cluster::run_log_dir("vsr"))?;
+        let mut guard = ProcessGuard::new(output::in_run_dir("vsr")?, args.keep_logs)?;
         for replica in 0..args.replicas {
             let mut command = Command::new(&vsr_bin);
             command.args([
@@ -143,14 +144,14 @@ impl Target {
             vsr_version: vsr_version(&vsr_bin),
             vsr_bin: Some(vsr_bin),
             request_timeout: args.request_timeout,
-            _guard: Some(guard),
+            guard: Some(guard),
         })
     }
 
     fn start_baseline(args: &LoadArgs) -> anyhow::Result<Target> {
         let exe = std::env::current_exe()?;
         let addresses = cluster::free_loopback_addresses(args.replicas)?;
-        let mut guard = ProcessGuard::new(cluster::run_log_dir("baseline"))?;
+        let mut guard = ProcessGuard::new(output::in_run_dir("baseline")?, args.keep_logs)?;
         for (i, address) in addresses.iter().enumerate().skip(1) {
             let mut command = Command::new(&exe);
             command.args([
@@ -207,7 +208,7 @@ impl Target {
             vsr_bin: None,
             vsr_version: None,
             request_timeout: args.request_timeout,
-            _guard: Some(guard),
+            guard: Some(guard),
         })
     }
 
@@ -262,6 +263,14 @@ impl Target {
             durability: after.durability().or_else(|| before.durability()),
             epoch: after.epoch.or(before.epoch),
             vsr_version: self.vsr_version.clone(),
+        }
+    }
+
+    /// The run went well: the local processes' logs may be removed when they stop (unless
+    /// `--keep-logs`).
+    pub fn succeeded(&mut self) {
+        if let Some(guard) = &mut self.guard {
+            guard.succeeded();
         }
     }
 

@@ -28,7 +28,13 @@ struct Finished {
 }
 
 fn spawn(args: &[&str]) -> Run {
+    spawn_in(&std::env::current_dir().unwrap(), args)
+}
+
+/// `vsr-load args` started in the working directory `dir`.
+fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Run {
     let child = Command::new(env!("CARGO_BIN_EXE_vsr-load"))
+        .current_dir(dir)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -40,7 +46,12 @@ fn spawn(args: &[&str]) -> Run {
 
 /// Runs `vsr-load args` to completion within `timeout` (killing it past that).
 fn run(args: &[&str], timeout: Duration) -> Finished {
-    let mut run = spawn(args);
+    run_in(&std::env::current_dir().unwrap(), args, timeout)
+}
+
+/// [`run`] in the working directory `dir`.
+fn run_in(dir: &std::path::Path, args: &[&str], timeout: Duration) -> Finished {
+    let mut run = spawn_in(dir, args);
     let mut stdout = run.child.stdout.take().unwrap();
     let mut stderr = run.child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -802,4 +813,137 @@ fn every_operation_failing_stops_the_run() {
     assert_eq!(status.code(), Some(1), "{rest}");
     assert!(rest.contains("every operation is failing"), "{rest}");
     assert!(rest.contains("timeout"), "{rest}");
+}
+
+/// A fresh, empty directory for one test.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = temp_path(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn logs_go_after_a_good_run_and_stay_with_keep_logs_or_a_failure() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let base = fresh_dir("logs");
+    let short = [
+        "--sessions",
+        "2",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ];
+    // A good run: the run directory is named, then removed with the logs in it.
+    let out = base.join("good");
+    let mut args = vec!["--out-dir", out.to_str().unwrap()];
+    args.extend(short);
+    let finished = run_in(&base, &args, Duration::from_secs(60));
+    assert_success(&finished);
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("run directory {}", out.display())),
+        "{}",
+        finished.stderr
+    );
+    assert!(!out.exists(), "left behind: {:?}", entries(&out));
+    // --keep-logs keeps them.
+    let out = base.join("kept");
+    let mut args = vec!["--out-dir", out.to_str().unwrap(), "--keep-logs"];
+    args.extend(short);
+    assert_success(&run_in(&base, &args, Duration::from_secs(60)));
+    assert!(
+        out.join("vsr/replica-0.log").is_file(),
+        "{:?}",
+        entries(&out)
+    );
+    // A failed run keeps them: an operation over the message limit ends it with an error.
+    let out = base.join("failed");
+    let mut args = vec![
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--payload-bytes",
+        "20000000",
+    ];
+    args.extend(short);
+    let finished = run_in(&base, &args, Duration::from_secs(60));
+    assert_eq!(finished.code, Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("logs kept in"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        out.join("vsr/replica-0.log").is_file(),
+        "{:?}",
+        entries(&out)
+    );
+    // Nothing was written into the working directory.
+    assert_eq!(entries(&base), ["failed", "kept"]);
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[test]
+fn a_sweep_writes_json_and_hgrm_per_level_and_its_plot_into_the_run_directory() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let base = fresh_dir("sweep-out");
+    let out = base.join("run");
+    let json = base.join("level.json");
+    let hgrm = base.join("level.hgrm");
+    let args = [
+        "--sweep",
+        "--sweep-sessions-max",
+        "2",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--quiet",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+    ];
+    let finished = run_in(&base, &args, Duration::from_secs(90));
+    assert_success(&finished);
+    for sessions in [1, 2] {
+        let path = base.join(format!("level.sessions-{sessions}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; {:?}", path.display(), entries(&base)));
+        let level: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(level["sessions"], sessions, "{level}");
+        assert_eq!(level["durability"], "memory", "{level}");
+        assert!(base
+            .join(format!("level.sessions-{sessions}.hgrm"))
+            .is_file());
+    }
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).unwrap();
+    assert!(svg.contains("knee ("), "the knee is not marked on the plot");
+    assert!(out.join("sweep.csv").is_file());
+    // The replicas' logs went; the sweep's files stayed; the working directory holds only
+    // what was asked for.
+    assert_eq!(entries(&out), ["sweep.csv", "sweep.svg"]);
+    let _ = std::fs::remove_dir_all(base);
 }
