@@ -140,9 +140,19 @@ impl Summary {
     }
 
     /// Writes `--hgrm` (milliseconds, as HdrHistogram's tools expect).
+    /// In the open loop, the service times (uncorrected) go beside it as
+    /// `<stem>.service.hgrm`, as wrk2 prints both distributions.
     pub fn write_hgrm(&self, path: &Path) -> anyhow::Result<()> {
-        let text = hgrm::percentile_distribution(&self.measurement.histogram, 1000.0);
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+        let mut files = vec![(path.to_path_buf(), &self.measurement.histogram)];
+        if self.rate_target.is_some() {
+            let service = crate::output::with_suffix(path, Some("service"));
+            files.push((service, &self.measurement.service_histogram));
+        }
+        for (path, histogram) in files {
+            let text = hgrm::percentile_distribution(histogram, 1000.0);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The open loop's verdict on the rate: kept, the generator's limit, or the cluster's.

@@ -449,6 +449,8 @@ fn vsr_open_loop_sizes_its_sessions_and_reports_both_latencies() {
         "--json",
         json_path.to_str().unwrap(),
     ];
+    let hgrm_path = temp_path("open.hgrm");
+    args.extend(["--hgrm", hgrm_path.to_str().unwrap()]);
     args.extend(SHORT);
     let finished = run(&args, Duration::from_secs(90));
     assert_success(&finished);
@@ -470,6 +472,13 @@ fn vsr_open_loop_sizes_its_sessions_and_reports_both_latencies() {
         let corrected = json["latency_us"][q].as_u64().unwrap();
         let service = json["service_time_us"][q].as_u64().unwrap();
         assert!(service > 0 && corrected >= service, "{q}: {json}");
+    }
+    // Both distributions, as wrk2 prints them: corrected, and the service time beside it.
+    let service_hgrm = temp_path("open.service.hgrm");
+    for path in [&hgrm_path, &service_hgrm] {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("#[Mean    ="), "{}", path.display());
+        let _ = std::fs::remove_file(path);
     }
     let _ = std::fs::remove_file(json_path);
 }
