@@ -5,6 +5,7 @@
 
 use crate::driver::Measurement;
 use crate::hgrm;
+use crate::sizing::SESSIONS_AUTO_MAX;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use std::path::Path;
@@ -43,9 +44,6 @@ pub struct Summary {
     /// The version of the `vsr` binary that started the cluster or read its stats.
     pub vsr_version: Option<String>,
 }
-
-/// Open-loop sessions are sized automatically up to this many.
-pub const SESSIONS_AUTO_MAX: usize = 4096;
 
 /// `{"p50", "p90", "p99", "p999", "max", "min", "mean", "stddev"}` of a histogram in us.
 fn latency_json(histogram: &Histogram<u64>) -> serde_json::Value {
@@ -178,7 +176,13 @@ impl Summary {
                  latency includes that queueing, as it would for real clients"
             ));
         }
-        let h = &m.service_histogram;
+        Some(self.generator_short(rate, &waited))
+    }
+
+    /// Why the load generator fell short of `rate` (operations `waited` for a session),
+    /// and how many sessions would do.
+    fn generator_short(&self, rate: f64, waited: &str) -> String {
+        let h = &self.measurement.service_histogram;
         let mean_s = if h.is_empty() { 0.0 } else { h.mean() / 1e6 };
         let carry = if mean_s > 0.0 && self.sessions as f64 / mean_s < rate {
             format!(
@@ -212,11 +216,11 @@ impl Summary {
                  without --sessions to size them automatically"
             )
         };
-        Some(format!(
+        format!(
             "the load generator could not keep {rate} ops/s: {waited}{carry}. This is the \
              generator's limit, not the cluster's, and the corrected latency includes the \
              wait; {advice}"
-        ))
+        )
     }
 }
 

@@ -8,7 +8,6 @@
 //! until [`SESSIONS_AUTO_MAX`].
 
 use crate::driver::{self, LoadSpec};
-use crate::report::SESSIONS_AUTO_MAX;
 use crate::stop;
 use crate::system::Shape;
 use crate::transport::Transport;
@@ -18,6 +17,9 @@ use std::time::Duration;
 /// Doubling the sessions must raise throughput by this fraction for the generator, not
 /// the cluster, to count as the limit.
 pub const RISE_MIN: f64 = 0.05;
+
+/// Open-loop sessions are sized automatically up to this many.
+pub const SESSIONS_AUTO_MAX: usize = 4096;
 
 /// The shortest trial (the warmup's length when it is longer).
 pub const TRIAL_MIN: Duration = Duration::from_millis(500);

@@ -488,16 +488,16 @@ fn vsr_open_loop_names_too_few_sessions_as_its_own_limit() {
     let _lock = ONE_CLUSTER_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    // One session cannot carry 20,000 ops/s: that needs a 50 us round trip through three
+    // One session cannot carry 100,000 ops/s: that needs a 10 us round trip through three
     // replicas.
-    let mut args = vec!["--rate", "20000", "--sessions", "1", "--quiet"];
+    let mut args = vec!["--rate", "100000", "--sessions", "1", "--quiet"];
     args.extend(SHORT);
     let finished = run(&args, Duration::from_secs(90));
     assert_success(&finished);
     assert!(
         finished
             .stdout
-            .contains("the load generator could not keep 20000 ops/s"),
+            .contains("the load generator could not keep 100000 ops/s"),
         "{}",
         finished.stdout
     );
