@@ -105,12 +105,16 @@ impl ProcessGuard {
     }
 
     fn stop_all(&mut self) {
+        // Checked for all before stopping any: one child's end can end another (a baseline
+        // primary exits when a backup goes), which is not a failure.
+        self.died |= self
+            .children
+            .iter_mut()
+            .any(|(_, child, _)| !matches!(child.try_wait(), Ok(None)));
         for (_, child, _) in &mut self.children {
             if matches!(child.try_wait(), Ok(None)) {
                 // SAFETY: plain kill(2) on a pid we own and have not yet reaped.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            } else {
-                self.died = true;
             }
         }
         let deadline = Instant::now() + TERM_GRACE;
