@@ -102,28 +102,8 @@ impl Target {
             .join(",");
         let mut guard = ProcessGuard::new(output::in_run_dir("vsr")?, args.keep_logs)?;
         for replica in 0..args.replicas {
-            let mut command = Command::new(&vsr_bin);
-            command.args([
-                "replica",
-                "--cluster",
-                &list,
-                "--replica",
-                &replica.to_string(),
-            ]);
-            command.args([
-                "--service",
-                args.service.name(),
-                "--cluster-id",
-                &cluster_id.to_string(),
-            ]);
-            if let Some(key) = &args.cluster_key {
-                command.arg("--cluster-key").arg(key);
-            }
-            command.args(["--durability", args.durability.name()]);
-            if args.durability == DurabilityKind::Disk {
-                let data_dir = guard.log_dir().join(format!("data-{replica}"));
-                command.arg("--data-dir").arg(data_dir);
-            }
+            let data_dir = guard.log_dir().join(format!("data-{replica}"));
+            let command = replica_command(&vsr_bin, args, &list, replica, cluster_id, &data_dir);
             guard.spawn(&format!("replica-{replica}"), command)?;
         }
         eprintln!(
@@ -317,6 +297,36 @@ impl ClusterStats {
     pub fn durability(&self) -> Option<String> {
         (!self.durability.is_empty()).then(|| self.durability.join("+"))
     }
+}
+
+/// The command line of local replica `replica` of the cluster `list`; its data directory
+/// (`--durability disk`) is `data_dir`.
+fn replica_command(
+    vsr_bin: &Path,
+    args: &LoadArgs,
+    list: &str,
+    replica: usize,
+    cluster_id: u128,
+    data_dir: &Path,
+) -> Command {
+    let mut command = Command::new(vsr_bin);
+    command.args([
+        "replica",
+        "--cluster",
+        list,
+        "--replica",
+        &replica.to_string(),
+    ]);
+    command.args(["--service", args.service.name()]);
+    command.args(["--cluster-id", &cluster_id.to_string()]);
+    if let Some(key) = &args.cluster_key {
+        command.arg("--cluster-key").arg(key);
+    }
+    command.args(["--durability", args.durability.name()]);
+    if args.durability == DurabilityKind::Disk {
+        command.arg("--data-dir").arg(data_dir);
+    }
+    command
 }
 
 /// How a load was run: its sessions and connections, and what sizing them found.

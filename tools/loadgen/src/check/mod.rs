@@ -142,7 +142,7 @@ fn record_history(target: &Target, args: &LoadArgs) -> anyhow::Result<Vec<Record
                     .ok_or_else(|| {
                         let why = reply::check(Expect::KvPut, bytes)
                             .expect_err("no put may get an empty, foreign or invalid reply");
-                        anyhow::anyhow!("wrong reply: {why}")
+                        anyhow::anyhow!("wrong reply: {why}; --check needs a kv cluster")
                     })?;
                 record.return_ns = Some(now_ns);
                 generator.observe(record.key, &record.op.clone(), &result);
