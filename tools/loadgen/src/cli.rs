@@ -46,6 +46,25 @@ impl ServiceKind {
     }
 }
 
+/// Where the local cluster's replicas keep their state (`vsr replica --durability`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilityKind {
+    /// In memory only.
+    Memory,
+    /// A write-ahead journal per replica, in a data directory of the run.
+    Disk,
+}
+
+impl DurabilityKind {
+    /// The name `vsr replica --durability` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            DurabilityKind::Memory => "memory",
+            DurabilityKind::Disk => "disk",
+        }
+    }
+}
+
 /// What `--baseline` replaces vsr with.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BaselineKind {
@@ -70,6 +89,10 @@ pub struct LoadArgs {
     /// started with it, and every client connection proves it.
     #[arg(long, value_name = "FILE")]
     pub cluster_key: Option<PathBuf>,
+    /// The local cluster's durability mode (a `--cluster` runs in its own; every report
+    /// states the mode the replicas' stats give).
+    #[arg(long, value_enum, default_value_t = DurabilityKind::Memory)]
+    pub durability: DurabilityKind,
     /// The `vsr` binary for the local cluster (default: next to this executable, built if absent).
     #[arg(long)]
     pub vsr_bin: Option<PathBuf>,
@@ -109,7 +132,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
     /// Write the run's summary as JSON to this file (with `--compare`, the baseline's goes
-    /// beside it as `<stem>.baseline.json`; the same for `--hgrm`).
+    /// beside it as `<stem>.baseline.json`; with `--sweep`, one per level as
+    /// `<stem>.sessions-<N>.json`; the same for `--hgrm`).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the latency histogram in HdrHistogram's percentile-distribution format.
@@ -127,12 +151,20 @@ pub struct LoadArgs {
     /// Sweep: the largest session count tried.
     #[arg(long, default_value_t = 4096)]
     pub sweep_sessions_max: usize,
-    /// Sweep: CSV output.
-    #[arg(long, default_value = "vsr-load-sweep.csv")]
-    pub csv: PathBuf,
-    /// Sweep: SVG throughput/latency plot.
-    #[arg(long, default_value = "vsr-load-sweep.svg")]
-    pub svg: PathBuf,
+    /// Sweep: CSV output (default: `sweep.csv` in the run directory).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Sweep: SVG throughput/latency plot (default: `sweep.svg` in the run directory).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// The run directory: local processes' logs and data, and the sweep's files when not
+    /// given (default: a new directory under the system temp dir, printed when used).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Keep the local processes' logs (and data directories) after a run that went well;
+    /// they are always kept when it did not.
+    #[arg(long)]
+    pub keep_logs: bool,
     /// Check linearizability of a put/get/cas workload (kv service) instead of measuring.
     #[arg(long)]
     pub check: bool,
@@ -230,6 +262,10 @@ impl LoadArgs {
         anyhow::ensure!(self.check_keys() >= 1, "--check-keys must be at least 1");
         if let Some(cluster) = &self.cluster {
             anyhow::ensure!(!cluster.is_empty(), "--cluster needs at least one address");
+            anyhow::ensure!(
+                self.durability == DurabilityKind::Memory,
+                "--durability sets up a local cluster; a --cluster runs in its own mode"
+            );
         }
         Ok(())
     }

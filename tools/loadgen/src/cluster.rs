@@ -15,21 +15,36 @@ use std::time::{Duration, Instant};
 /// How long a child gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
-/// Child processes that are stopped when this is dropped.
+/// Child processes that are stopped when this is dropped. Their directory (logs, and any
+/// data directories under it) is removed then too, unless the logs are to be kept: asked
+/// for, the run did not report success ([`ProcessGuard::succeeded`]), or a child exited
+/// before it was stopped.
 pub struct ProcessGuard {
     children: Vec<(String, Child, PathBuf)>,
     log_dir: PathBuf,
+    keep_logs: bool,
+    succeeded: bool,
+    died: bool,
 }
 
 impl ProcessGuard {
-    /// An empty guard whose children log (stdout and stderr) into files under `log_dir`.
-    pub fn new(log_dir: PathBuf) -> anyhow::Result<ProcessGuard> {
+    /// An empty guard whose children log (stdout and stderr) into files under `log_dir`;
+    /// `keep_logs`: never remove them.
+    pub fn new(log_dir: PathBuf, keep_logs: bool) -> anyhow::Result<ProcessGuard> {
         std::fs::create_dir_all(&log_dir)
             .with_context(|| format!("creating {}", log_dir.display()))?;
         Ok(ProcessGuard {
             children: Vec::new(),
             log_dir,
+            keep_logs,
+            succeeded: false,
+            died: false,
         })
+    }
+
+    /// The run went well: the logs may go.
+    pub fn succeeded(&mut self) {
+        self.succeeded = true;
     }
 
     /// Starts `command` as a guarded child called `name`.
@@ -90,6 +105,12 @@ impl ProcessGuard {
     }
 
     fn stop_all(&mut self) {
+        // Checked for all before stopping any: one child's end can end another (a baseline
+        // primary exits when a backup goes), which is not a failure.
+        self.died |= self
+            .children
+            .iter_mut()
+            .any(|(_, child, _)| !matches!(child.try_wait(), Ok(None)));
         for (_, child, _) in &mut self.children {
             if matches!(child.try_wait(), Ok(None)) {
                 // SAFETY: plain kill(2) on a pid we own and have not yet reaped.
@@ -113,6 +134,12 @@ impl ProcessGuard {
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
         self.stop_all();
+        if self.keep_logs || !self.succeeded || self.died {
+            eprintln!("vsr-load: logs kept in {}", self.log_dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+            crate::output::remove_run_dir_if_empty();
+        }
     }
 }
 
@@ -151,18 +178,6 @@ pub fn free_loopback_addresses(count: usize) -> anyhow::Result<Vec<SocketAddr>> 
         .iter()
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?)
-}
-
-/// A directory for one run's logs: under the system temp dir, named by pid and time.
-pub fn run_log_dir(kind: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    std::env::temp_dir().join(format!(
-        "vsr-load-{}-{kind}-{}",
-        std::process::id(),
-        nanos % 1_000_000_000
-    ))
 }
 
 /// Waits until `ready` succeeds, a child dies, the deadline passes or Ctrl-C.

@@ -2,13 +2,21 @@
 //! its submission. Open loop: operation i is due at `start + i / rate`; it is sent on the
 //! next idle session once due, and its latency counts from the due time, not the send
 //! time, so a stalled system is charged for the operations it delayed (the
-//! coordinated-omission correction). Only completions inside the measured window (after
-//! the warmup) are recorded.
+//! coordinated-omission correction, as wrk2 does). The service time (from the actual send)
+//! is recorded beside it, and so is every wait for an idle session: that wait is the
+//! generator's limit (too few sessions for rate × latency), not the cluster's. Only
+//! completions inside the measured window (after the warmup) are recorded.
+//!
+//! Every reply is checked against what its operation allows ([`reply::check`]): the first
+//! one that does not fit ends the run with an error naming the cause, and so does a run of
+//! failures with no success between them ([`failed_in_a_row_max`]).
 
+use crate::reply::{self, Expect};
 use crate::stop;
 use crate::transport::{Done, Transport};
 use crate::workload::Workload;
 use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Latencies are recorded in microseconds, from 1 us to 100 s at 3 significant digits.
@@ -34,6 +42,9 @@ pub struct LoadSpec {
     pub progress: bool,
     /// Prefix of progress lines.
     pub label: String,
+    /// Check every reply against its operation (false for the baseline, which answers
+    /// nothing of the service).
+    pub check_replies: bool,
 }
 
 /// What a run measured.
@@ -43,27 +54,71 @@ pub struct Measurement {
     pub ops: u64,
     /// Operations that completed with an error in the window.
     pub errors: u64,
+    /// The window's errors by kind (`timeout`, `evicted`, ...).
+    pub errors_by_kind: BTreeMap<&'static str, u64>,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
     /// Length of the measured window.
     pub seconds: f64,
-    /// Latencies of the successful operations, in microseconds.
+    /// Latencies of the successful operations, in microseconds: from the intended send
+    /// time in the open loop (corrected), from the send in the closed loop.
     pub histogram: Histogram<u64>,
-    /// Open loop: operations that were due but never sent (the system fell behind).
+    /// Service times of the successful operations (from the actual send: uncorrected),
+    /// in microseconds. The same as `histogram` in the closed loop.
+    pub service_histogram: Histogram<u64>,
+    /// Open loop: operations that were due but never sent, because every session was busy.
     pub unsent: u64,
+    /// Open loop: operations due in the window that found no idle session when due.
+    pub session_waits: u64,
+    /// Open loop: the longest an operation due in the window waited to be sent, us.
+    pub send_wait_max_us: u64,
     /// Whether Ctrl-C cut the run short.
     pub interrupted: bool,
+}
+
+impl Measurement {
+    /// Completed operations (successes and errors) per second of the window.
+    pub fn completions_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            (self.ops + self.errors) as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Failures in a row, with no success between them, that end a run: every session's
+/// operation failed (up to 64 sessions), and at least 3, so that a single timed-out
+/// operation of a one-session run is not taken for a dead cluster.
+pub fn failed_in_a_row_max(sessions: usize) -> u64 {
+    sessions.clamp(3, 64) as u64
+}
+
+/// When an operation was meant to go out and when it did.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    intended: Instant,
+    actual: Instant,
+    expect: Expect,
 }
 
 struct Window {
     start: Instant,
     measure_from: Instant,
     end: Instant,
+    check_replies: bool,
     histogram: Histogram<u64>,
+    service_histogram: Histogram<u64>,
     warmup_histogram: Histogram<u64>,
     ops: u64,
     errors: u64,
+    errors_by_kind: BTreeMap<&'static str, u64>,
     first_error: Option<String>,
+    /// Failures since the last success (or the start).
+    failed_in_a_row: u64,
+    failed_in_a_row_max: u64,
+    session_waits: u64,
+    send_wait_max_us: u64,
     progress: Progress,
 }
 
@@ -75,25 +130,44 @@ impl Window {
             start,
             measure_from,
             end: measure_from + spec.duration,
+            check_replies: spec.check_replies,
             histogram: new_histogram(),
+            service_histogram: new_histogram(),
             warmup_histogram: new_histogram(),
             ops: 0,
             errors: 0,
+            errors_by_kind: BTreeMap::new(),
             first_error: None,
+            failed_in_a_row: 0,
+            failed_in_a_row_max: failed_in_a_row_max(spec.sessions),
+            session_waits: 0,
+            send_wait_max_us: 0,
             progress: Progress::new(spec, start),
         }
     }
 
-    /// Records one completion seen at `now` of an operation whose latency counts from `since`.
-    fn record(&mut self, done: &Done, since: Instant, now: Instant) {
-        let measured = now >= self.measure_from && now < self.end;
+    fn measured(&self, at: Instant) -> bool {
+        at >= self.measure_from && at < self.end
+    }
+
+    /// Records one completion seen at `now` of the operation `sent`. An error if the reply
+    /// does not fit the operation, or if every operation is failing: the run must end.
+    fn record(&mut self, done: &Done, sent: Sent, now: Instant) -> anyhow::Result<()> {
+        let measured = self.measured(now);
         self.progress.completed += 1;
         match &done.result {
-            Ok(_) => {
-                let latency_us = now.saturating_duration_since(since).as_micros().max(1) as u64;
+            Ok(reply) => {
+                if self.check_replies {
+                    reply::check(sent.expect, reply)
+                        .map_err(|why| anyhow::anyhow!("wrong reply: {why}"))?;
+                }
+                self.failed_in_a_row = 0;
+                let latency_us = micros(now.saturating_duration_since(sent.intended));
                 if measured {
                     self.ops += 1;
                     self.histogram.saturating_record(latency_us);
+                    let service_us = micros(now.saturating_duration_since(sent.actual));
+                    self.service_histogram.saturating_record(service_us);
                 } else {
                     self.warmup_histogram.saturating_record(latency_us);
                 }
@@ -102,10 +176,43 @@ impl Window {
                 self.progress.errors += 1;
                 if measured {
                     self.errors += 1;
+                    *self.errors_by_kind.entry(error.kind).or_insert(0) += 1;
                 }
-                self.first_error.get_or_insert_with(|| error.clone());
+                self.first_error
+                    .get_or_insert_with(|| error.message.clone());
+                self.failed_in_a_row += 1;
+                if self.failed_in_a_row >= self.failed_in_a_row_max {
+                    let first = match self.first_error.as_deref() {
+                        Some(first) if first != error.message => {
+                            format!("; the first of the run: {first}")
+                        }
+                        _ => String::new(),
+                    };
+                    anyhow::bail!(
+                        "every operation is failing: the last {} all failed and none \
+                         succeeded (the latest: {}: {}{first}); the cluster is not serving \
+                         this load (down, without a quorum, or refusing it)",
+                        self.failed_in_a_row,
+                        error.kind,
+                        error.message,
+                    );
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Records that an operation due at `due` was sent at `now`, and whether it had to
+    /// wait for an idle session.
+    fn record_send(&mut self, due: Instant, now: Instant, waited_for_session: bool) {
+        if !self.measured(due) {
+            return;
+        }
+        if waited_for_session {
+            self.session_waits += 1;
+        }
+        let wait_us = now.saturating_duration_since(due).as_micros() as u64;
+        self.send_wait_max_us = self.send_wait_max_us.max(wait_us);
     }
 
     fn tick(&mut self, now: Instant) {
@@ -128,13 +235,21 @@ impl Window {
         Measurement {
             ops: self.ops,
             errors: self.errors,
+            errors_by_kind: self.errors_by_kind,
             first_error: self.first_error,
             seconds,
             histogram: self.histogram,
+            service_histogram: self.service_histogram,
             unsent,
+            session_waits: self.session_waits,
+            send_wait_max_us: self.send_wait_max_us,
             interrupted,
         }
     }
+}
+
+fn micros(duration: Duration) -> u64 {
+    duration.as_micros().max(1) as u64
 }
 
 /// One progress line per second: completions in the last second, latency so far.
@@ -209,10 +324,16 @@ fn closed_loop(
     spec: &LoadSpec,
 ) -> anyhow::Result<Measurement> {
     let mut window = Window::new(spec);
-    let mut sent_at = vec![window.start; spec.sessions];
-    for (session, sent) in sent_at.iter_mut().enumerate() {
-        transport.submit(session, workload.next_operation())?;
-        *sent = Instant::now();
+    let mut sent = Vec::with_capacity(spec.sessions);
+    for session in 0..spec.sessions {
+        let (operation, expect) = workload.next_operation();
+        transport.submit(session, operation)?;
+        let now = Instant::now();
+        sent.push(Sent {
+            intended: now,
+            actual: now,
+            expect,
+        });
     }
     let mut done = Vec::with_capacity(spec.sessions);
     loop {
@@ -223,10 +344,15 @@ fn closed_loop(
         transport.poll(&mut done, (window.end - now).min(POLL_SLICE))?;
         let now = Instant::now();
         for completion in done.drain(..) {
-            window.record(&completion, sent_at[completion.session], now);
+            window.record(&completion, sent[completion.session], now)?;
             if now < window.end {
-                transport.submit(completion.session, workload.next_operation())?;
-                sent_at[completion.session] = now;
+                let (operation, expect) = workload.next_operation();
+                transport.submit(completion.session, operation)?;
+                sent[completion.session] = Sent {
+                    intended: now,
+                    actual: now,
+                    expect,
+                };
             }
         }
         window.tick(now);
@@ -245,19 +371,41 @@ fn open_loop(
     let due =
         |start: Instant, index: u64| start + Duration::from_secs_f64(index as f64 * interval_s);
     let mut next_index: u64 = 0;
-    let mut intended_at = vec![window.start; spec.sessions];
+    let mut sent = vec![
+        Sent {
+            intended: window.start,
+            actual: window.start,
+            expect: Expect::Anything,
+        };
+        spec.sessions
+    ];
     // Idle sessions, a stack: bounded by `sessions` by construction.
     let mut idle: Vec<usize> = (0..spec.sessions).rev().collect();
+    // Operations below this index were due at a moment when every session was busy.
+    let mut waited_below: u64 = 0;
     let mut done = Vec::with_capacity(spec.sessions);
     loop {
         let now = Instant::now();
         if now >= window.end || stop::requested() {
             break;
         }
-        while !idle.is_empty() && due(window.start, next_index) <= now {
-            let session = idle.pop().expect("idle is not empty");
-            transport.submit(session, workload.next_operation())?;
-            intended_at[session] = due(window.start, next_index);
+        while due(window.start, next_index) <= now {
+            let Some(session) = idle.pop() else {
+                // Everything due by now waits for a session.
+                let due_now = (now.duration_since(window.start).as_secs_f64() * rate) as u64;
+                waited_below = waited_below.max(due_now + 1);
+                break;
+            };
+            let intended = due(window.start, next_index);
+            let (operation, expect) = workload.next_operation();
+            transport.submit(session, operation)?;
+            let actual = Instant::now();
+            window.record_send(intended, actual, next_index < waited_below);
+            sent[session] = Sent {
+                intended,
+                actual,
+                expect,
+            };
             next_index += 1;
         }
         let next_due = due(window.start, next_index);
@@ -269,61 +417,24 @@ fn open_loop(
         transport.poll(&mut done, wait.min(POLL_SLICE).min(window.end - now))?;
         let now = Instant::now();
         for completion in done.drain(..) {
-            window.record(&completion, intended_at[completion.session], now);
+            window.record(&completion, sent[completion.session], now)?;
             idle.push(completion.session);
         }
         window.tick(now);
     }
-    // Operations due by the end of the window that never got a session.
-    let end = Instant::now().min(window.end);
-    let due_total = (end.saturating_duration_since(window.start).as_secs_f64() * rate) as u64;
-    Ok(window.finish(due_total.saturating_sub(next_index)))
+    // Operations that were due, found every session busy, and were never sent (those
+    // that fell due as the window closed were not refused a session: they are not counted).
+    Ok(window.finish(waited_below.saturating_sub(next_index)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::ServiceKind;
+    use crate::transport::fake::{empty, Delayed};
+    use crate::transport::OpError;
     use bytes::Bytes;
-    use std::collections::VecDeque;
-
-    /// A transport that completes every operation `delay` after it was submitted.
-    struct Delayed {
-        delay: Duration,
-        in_flight: VecDeque<(Instant, usize)>,
-    }
-
-    impl Transport for Delayed {
-        fn submit(&mut self, session: usize, _operation: Bytes) -> anyhow::Result<()> {
-            self.in_flight
-                .push_back((Instant::now() + self.delay, session));
-            Ok(())
-        }
-
-        fn poll(&mut self, done: &mut Vec<Done>, timeout: Duration) -> anyhow::Result<()> {
-            let deadline = Instant::now() + timeout;
-            if let Some(&(ready, _)) = self.in_flight.front() {
-                std::thread::sleep(
-                    ready
-                        .min(deadline)
-                        .saturating_duration_since(Instant::now()),
-                );
-            } else {
-                std::thread::sleep(timeout);
-            }
-            while let Some(&(ready, session)) = self.in_flight.front() {
-                if ready > Instant::now() {
-                    break;
-                }
-                self.in_flight.pop_front();
-                done.push(Done {
-                    session,
-                    result: Ok(Bytes::new()),
-                });
-            }
-            Ok(())
-        }
-    }
+    use vsr::service::{Kv, StateMachine};
 
     fn spec(sessions: usize, rate: Option<f64>) -> LoadSpec {
         LoadSpec {
@@ -333,33 +444,102 @@ mod tests {
             duration: Duration::from_millis(300),
             progress: false,
             label: String::new(),
+            check_replies: true,
         }
+    }
+
+    fn null_workload() -> Workload {
+        Workload::new(ServiceKind::Null, 8, 0.0, 1, 1)
     }
 
     #[test]
     fn closed_loop_latency_is_the_service_time() {
-        let mut transport = Delayed {
-            delay: Duration::from_millis(5),
-            in_flight: VecDeque::new(),
-        };
-        let mut workload = Workload::new(ServiceKind::Null, 8, 0.0, 1, 1);
-        let m = run(&mut transport, &mut workload, &spec(4, None)).unwrap();
+        let mut transport = Delayed::new(Duration::from_millis(5));
+        let m = run(&mut transport, &mut null_workload(), &spec(4, None)).unwrap();
         assert!(m.ops > 50, "ops {}", m.ops);
         assert!(m.histogram.value_at_quantile(0.5) >= 5_000);
         assert!(m.histogram.value_at_quantile(0.5) < 50_000);
+        assert_eq!(m.histogram.len(), m.service_histogram.len());
+        assert_eq!(m.session_waits, 0);
     }
 
     #[test]
-    fn open_loop_charges_queueing_to_latency() {
+    fn open_loop_charges_queueing_to_latency_and_to_the_generator() {
         // One session served in 20 ms can do 50 ops/s; asking for 200 ops/s must show
-        // latencies growing far beyond the 20 ms service time (coordinated omission).
-        let mut transport = Delayed {
-            delay: Duration::from_millis(20),
-            in_flight: VecDeque::new(),
-        };
-        let mut workload = Workload::new(ServiceKind::Null, 8, 0.0, 1, 1);
-        let m = run(&mut transport, &mut workload, &spec(1, Some(200.0))).unwrap();
+        // latencies growing far beyond the 20 ms service time (coordinated omission), while
+        // the service time stays 20 ms and the waits are the generator's (one session).
+        let mut transport = Delayed::new(Duration::from_millis(20));
+        let m = run(&mut transport, &mut null_workload(), &spec(1, Some(200.0))).unwrap();
         assert!(m.histogram.max() > 100_000, "max {}", m.histogram.max());
         assert!(m.unsent > 0);
+        let service_p99 = m.service_histogram.value_at_quantile(0.99);
+        assert!((20_000..60_000).contains(&service_p99), "{service_p99}");
+        assert!(m.session_waits > 0);
+        assert!(m.send_wait_max_us > 100_000, "{}", m.send_wait_max_us);
+    }
+
+    #[test]
+    fn open_loop_with_enough_sessions_never_waits_for_one() {
+        // 200 ops/s at 20 ms needs 4 sessions in flight on average; 32 are plenty.
+        let mut transport = Delayed::new(Duration::from_millis(20));
+        let m = run(&mut transport, &mut null_workload(), &spec(32, Some(200.0))).unwrap();
+        assert_eq!(m.session_waits, 0);
+        assert_eq!(m.unsent, 0);
+        assert!(m.histogram.value_at_quantile(0.99) < 60_000);
+    }
+
+    #[test]
+    fn a_reply_of_another_service_ends_the_run() {
+        // A kv cluster answers a null payload with kv's `invalid operation` result.
+        fn kv(_: u64, operation: &Bytes) -> Result<Bytes, OpError> {
+            Ok(Kv::default().apply(1, 0, operation))
+        }
+        let mut transport = Delayed::new(Duration::from_millis(1)).answering(kv);
+        let started = Instant::now();
+        let error = run(&mut transport, &mut null_workload(), &spec(4, None)).unwrap_err();
+        assert!(error.to_string().contains("runs the kv service"), "{error}");
+        assert!(started.elapsed() < Duration::from_millis(200));
+        // The baseline answers nothing of the service: its replies are not checked.
+        let mut transport = Delayed::new(Duration::from_millis(1)).answering(kv);
+        let unchecked = LoadSpec {
+            check_replies: false,
+            ..spec(4, None)
+        };
+        assert!(run(&mut transport, &mut null_workload(), &unchecked).is_ok());
+    }
+
+    fn timeout(_: u64, _: &Bytes) -> Result<Bytes, OpError> {
+        Err(OpError {
+            kind: "timeout",
+            message: "the request timed out".to_string(),
+        })
+    }
+
+    #[test]
+    fn every_operation_failing_ends_the_run() {
+        let mut transport = Delayed::new(Duration::from_millis(1)).answering(timeout);
+        let started = Instant::now();
+        let error = run(&mut transport, &mut null_workload(), &spec(8, None)).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("every operation is failing"), "{text}");
+        assert!(text.contains("last 8 all failed"), "{text}");
+        assert!(text.contains("timeout: the request timed out"), "{text}");
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn some_failures_are_counted_by_kind() {
+        fn every_fifth_fails(n: u64, operation: &Bytes) -> Result<Bytes, OpError> {
+            if n % 5 == 4 {
+                timeout(n, operation)
+            } else {
+                empty(n, operation)
+            }
+        }
+        let mut transport = Delayed::new(Duration::from_millis(2)).answering(every_fifth_fails);
+        let m = run(&mut transport, &mut null_workload(), &spec(4, None)).unwrap();
+        assert!(m.errors > 0 && m.ops > m.errors, "{} / {}", m.errors, m.ops);
+        assert_eq!(m.errors_by_kind.get("timeout"), Some(&m.errors));
+        assert_eq!(m.first_error.as_deref(), Some("the request timed out"));
     }
 }

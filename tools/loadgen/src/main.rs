@@ -9,7 +9,10 @@ mod cli;
 mod cluster;
 mod driver;
 mod hgrm;
+mod output;
+mod reply;
 mod report;
+mod sizing;
 mod stats_probe;
 mod stop;
 mod sweep;
@@ -22,9 +25,8 @@ use clap::Parser;
 use cli::{Cli, Command, LoadArgs};
 use driver::LoadSpec;
 use report::Summary;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use system::{System, Target};
+use system::{Shape, System, Target};
 use workload::Workload;
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
 fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     args.validate()?;
     stop::install()?;
+    output::init(args.out_dir.as_deref());
     if args.check {
         return check::run(&args);
     }
@@ -63,10 +66,10 @@ fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         // With --compare the first file gets vsr, the baseline goes beside it.
         let suffix = if i == 0 { None } else { Some("baseline") };
         if let Some(path) = &args.json {
-            summary.write_json(&with_suffix(path, suffix))?;
+            summary.write_json(&output::with_suffix(path, suffix))?;
         }
         if let Some(path) = &args.hgrm {
-            summary.write_hgrm(&with_suffix(path, suffix))?;
+            summary.write_hgrm(&output::with_suffix(path, suffix))?;
         }
     }
     Ok(if stop::requested() {
@@ -76,27 +79,10 @@ fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `out.json` with suffix `baseline` becomes `out.baseline.json`.
-fn with_suffix(path: &Path, suffix: Option<&str>) -> PathBuf {
-    let Some(suffix) = suffix else {
-        return path.to_path_buf();
-    };
-    let stem = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let name = match path.extension() {
-        Some(ext) => format!("{stem}.{suffix}.{}", ext.to_string_lossy()),
-        None => format!("{stem}.{suffix}"),
-    };
-    path.with_file_name(name)
-}
-
 /// Starts `system`, runs the load of `args` against it, stops it, and summarises.
 fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
-    let target = Target::start(system, args)?;
-    let views_before = target.view_counter();
-    let connections = args.connections.min(args.sessions());
-    let mut transport = target.connect(args.sessions(), connections)?;
+    let mut target = Target::start(system, args)?;
+    let before = target.cluster_stats();
     let mut workload = Workload::new(
         args.service,
         args.payload_bytes,
@@ -104,30 +90,47 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
         args.keys,
         1,
     );
+    let label = if args.compare {
+        format!("{} ", system.title())
+    } else {
+        String::new()
+    };
     let spec = LoadSpec {
         sessions: args.sessions(),
         rate: args.rate,
         warmup: args.warmup,
         duration: args.duration,
         progress: !args.quiet,
-        label: if args.compare {
-            format!("{} ", system.title())
-        } else {
-            String::new()
+        label,
+        check_replies: system == System::Vsr,
+    };
+    let shape = match args.rate {
+        Some(rate) if args.sessions.is_none() => {
+            let trial = args.warmup.max(sizing::TRIAL_MIN);
+            let mut connect = |sessions: usize| {
+                let connections = args.connections.min(sessions);
+                target.connect(sessions, connections)
+            };
+            let mut shape =
+                sizing::size_open_loop(&spec, rate, trial, &mut workload, &mut connect)?;
+            shape.connections = args.connections.min(shape.sessions);
+            shape
+        }
+        _ => Shape {
+            sessions: spec.sessions,
+            connections: args.connections.min(spec.sessions),
+            ..Shape::default()
         },
+    };
+    // A fresh client: a trial's operations may still be in flight on its sessions.
+    let mut transport = target.connect(shape.sessions, shape.connections)?;
+    let spec = LoadSpec {
+        sessions: shape.sessions,
+        ..spec
     };
     let measurement = driver::run(transport.as_mut(), &mut workload, &spec)?;
     drop(transport);
-    let views_after = target.view_counter();
-    Ok(Summary {
-        system: system.title().to_string(),
-        measurement,
-        replicas: target.addresses.len(),
-        sessions: args.sessions(),
-        connections,
-        payload_bytes: args.payload_bytes,
-        view_changes: views_before
-            .zip(views_after)
-            .map(|(before, after)| after.saturating_sub(before)),
-    })
+    let summary = target.summary(args, shape, measurement, &before);
+    target.succeeded();
+    Ok(summary)
 }

@@ -8,9 +8,10 @@
 
 use crate::cli::LoadArgs;
 use crate::driver::{self, LoadSpec};
+use crate::output;
 use crate::report::Summary;
 use crate::stop;
-use crate::system::{System, Target};
+use crate::system::{Shape, System, Target};
 use crate::workload::Workload;
 use anyhow::Context;
 use std::path::Path;
@@ -118,7 +119,8 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     } else {
         System::Vsr
     };
-    let target = Target::start(system, args)?;
+    let mut target = Target::start(system, args)?;
+    let before = target.cluster_stats();
     let mut levels: Vec<Level> = Vec::new();
     let mut sessions = 1;
     println!(
@@ -142,18 +144,23 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             duration: args.duration,
             progress: !args.quiet,
             label: format!("sweep {sessions} "),
+            check_replies: system == System::Vsr,
         };
         let measurement = driver::run(transport.as_mut(), &mut workload, &spec)?;
         drop(transport);
-        let summary = Summary {
-            system: system.title().to_string(),
-            measurement,
-            replicas: target.addresses.len(),
+        let shape = Shape {
             sessions,
             connections,
-            payload_bytes: args.payload_bytes,
-            view_changes: None,
+            ..Shape::default()
         };
+        let summary = target.summary(args, shape, measurement, &before);
+        let suffix = format!("sessions-{sessions}");
+        if let Some(path) = &args.json {
+            summary.write_json(&output::with_suffix(path, Some(&suffix)))?;
+        }
+        if let Some(path) = &args.hgrm {
+            summary.write_hgrm(&output::with_suffix(path, Some(&suffix)))?;
+        }
         let level = Level::from_summary(&summary);
         println!(
             "{:>9} {:>11} {:>12.0} {:>9} {:>9} {:>9} {:>7}",
@@ -173,15 +180,28 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         sessions *= 2;
     }
     anyhow::ensure!(!levels.is_empty(), "the sweep measured no level");
-    write_csv(&args.csv, &levels)?;
-    plot_svg(&args.svg, system.title(), args.payload_bytes, &levels)?;
-    if let Some(knee) = knee(&levels) {
+    let csv = match &args.csv {
+        Some(path) => path.clone(),
+        None => output::in_run_dir("sweep.csv")?,
+    };
+    let svg = match &args.svg {
+        Some(path) => path.clone(),
+        None => output::in_run_dir("sweep.svg")?,
+    };
+    let knee = knee(&levels);
+    write_csv(&csv, &levels)?;
+    plot_svg(&svg, system.title(), args.payload_bytes, &levels, knee)?;
+    if let Some(knee) = knee {
         println!(
             "knee: {} sessions / {} connections: {:.0} ops/s at p50 {} us, p99 {} us",
             knee.sessions, knee.connections, knee.ops_per_sec, knee.p50_us, knee.p99_us
         );
     }
-    println!("wrote {} and {}", args.csv.display(), args.svg.display());
+    println!("wrote {} and {}", csv.display(), svg.display());
+    if args.json.is_some() || args.hgrm.is_some() {
+        println!("one --json/--hgrm file per level: <stem>.sessions-<N>.<extension>");
+    }
+    target.succeeded();
     Ok(if stop::requested() {
         ExitCode::from(130)
     } else {
@@ -215,12 +235,14 @@ pub fn write_csv(path: &Path, levels: &[Level]) -> anyhow::Result<()> {
 /// A plotted latency series: name, colour, and the level's value.
 type Series = (&'static str, plotters::style::RGBColor, fn(&Level) -> u64);
 
-/// Draws throughput (x) against p50 and p99 latency (y, log scale), one point per level.
+/// Draws throughput (x) against p50 and p99 latency (y, log scale), one point per level,
+/// and marks the knee (a ring on both of its points, and its label).
 pub fn plot_svg(
     path: &Path,
     system: &str,
     payload_bytes: usize,
     levels: &[Level],
+    knee: Option<&Level>,
 ) -> anyhow::Result<()> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
@@ -281,6 +303,25 @@ pub fn plot_svg(
             )
         }))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    if let Some(knee) = knee {
+        let points = [knee.p50_us, knee.p99_us].map(|y| (knee.ops_per_sec, y.max(1) as f64));
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&p| Circle::new(p, 9, BLACK.stroke_width(2))),
+            )
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .label(format!("knee: {} sessions", knee.sessions))
+            .legend(|(x, y)| Circle::new((x + 10, y), 6, BLACK.stroke_width(2)));
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("knee ({} sessions)", knee.sessions),
+                (knee.ops_per_sec, knee.p50_us.max(1) as f64 / 1.6),
+                ("sans-serif", 14),
+            )))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -348,7 +389,7 @@ mod tests {
             level(4, 2500.0, 160.0, 400),
         ];
         write_csv(&dir.join("s.csv"), &levels).unwrap();
-        plot_svg(&dir.join("s.svg"), "vsr", 64, &levels).unwrap();
+        plot_svg(&dir.join("s.svg"), "vsr", 64, &levels, knee(&levels)).unwrap();
         let csv = std::fs::read_to_string(dir.join("s.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
         let svg = std::fs::read_to_string(dir.join("s.svg")).unwrap();
@@ -357,6 +398,7 @@ mod tests {
             "{}",
             &svg[..200.min(svg.len())]
         );
+        assert!(svg.contains("knee (2 sessions)"), "the knee is not marked");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -3,12 +3,16 @@
 //! and opens [`Transport`]s to the cluster.
 
 use crate::baseline::client::BaselineClient;
-use crate::cli::LoadArgs;
+use crate::cli::{DurabilityKind, LoadArgs};
 use crate::cluster::{self, ProcessGuard};
+use crate::driver::Measurement;
+use crate::output;
+use crate::report::Summary;
+use crate::stats_probe;
 use crate::transport::Transport;
 use crate::vsr_client;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,9 +45,11 @@ pub struct Target {
     pub cluster_id: u128,
     /// The `vsr` binary, if known (for `vsr stats`).
     vsr_bin: Option<PathBuf>,
+    /// What `vsr --version` of that binary says (the stats carry no version).
+    vsr_version: Option<String>,
     request_timeout: Duration,
     // Declared last: dropped after everything that might still talk to the processes.
-    _guard: Option<ProcessGuard>,
+    guard: Option<ProcessGuard>,
 }
 
 fn random_cluster_id() -> u128 {
@@ -79,9 +85,10 @@ impl Target {
                 system: System::Vsr,
                 addresses: addresses.clone(),
                 cluster_id,
+                vsr_version: vsr_bin.as_deref().and_then(vsr_version),
                 vsr_bin,
                 request_timeout: args.request_timeout,
-                _guard: None,
+                guard: None,
             };
             vsr_client::probe(&target.addresses, cluster_id, args.request_timeout)?;
             return Ok(target);
@@ -93,25 +100,10 @@ impl Target {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let mut guard = ProcessGuard::new(cluster::run_log_dir("vsr"))?;
+        let mut guard = ProcessGuard::new(output::in_run_dir("vsr")?, args.keep_logs)?;
         for replica in 0..args.replicas {
-            let mut command = Command::new(&vsr_bin);
-            command.args([
-                "replica",
-                "--cluster",
-                &list,
-                "--replica",
-                &replica.to_string(),
-            ]);
-            command.args([
-                "--service",
-                args.service.name(),
-                "--cluster-id",
-                &cluster_id.to_string(),
-            ]);
-            if let Some(key) = &args.cluster_key {
-                command.arg("--cluster-key").arg(key);
-            }
+            let data_dir = guard.log_dir().join(format!("data-{replica}"));
+            let command = replica_command(&vsr_bin, args, &list, replica, cluster_id, &data_dir);
             guard.spawn(&format!("replica-{replica}"), command)?;
         }
         eprintln!(
@@ -129,16 +121,17 @@ impl Target {
             system: System::Vsr,
             addresses,
             cluster_id,
+            vsr_version: vsr_version(&vsr_bin),
             vsr_bin: Some(vsr_bin),
             request_timeout: args.request_timeout,
-            _guard: Some(guard),
+            guard: Some(guard),
         })
     }
 
     fn start_baseline(args: &LoadArgs) -> anyhow::Result<Target> {
         let exe = std::env::current_exe()?;
         let addresses = cluster::free_loopback_addresses(args.replicas)?;
-        let mut guard = ProcessGuard::new(cluster::run_log_dir("baseline"))?;
+        let mut guard = ProcessGuard::new(output::in_run_dir("baseline")?, args.keep_logs)?;
         for (i, address) in addresses.iter().enumerate().skip(1) {
             let mut command = Command::new(&exe);
             command.args([
@@ -193,8 +186,9 @@ impl Target {
             addresses,
             cluster_id: 0,
             vsr_bin: None,
+            vsr_version: None,
             request_timeout: args.request_timeout,
-            _guard: Some(guard),
+            guard: Some(guard),
         })
     }
 
@@ -221,19 +215,139 @@ impl Target {
         }
     }
 
-    /// The cluster's view-change counter now (`None` for the baseline or if unknown).
-    pub fn view_counter(&self) -> Option<u64> {
-        let vsr_bin = self.vsr_bin.as_ref()?;
-        let mut highest = None;
-        for address in &self.addresses {
-            if let Some(value) =
-                crate::stats_probe::view_counter(vsr_bin, *address, self.cluster_id)
-            {
-                highest = Some(highest.map_or(value, |h: u64| h.max(value)));
-            }
+    /// The summary of `measurement`, a run of `shape` on this target, with the cluster's
+    /// facts read now and the view changes since `before`.
+    pub fn summary(
+        &self,
+        args: &LoadArgs,
+        shape: Shape,
+        measurement: Measurement,
+        before: &ClusterStats,
+    ) -> Summary {
+        let after = self.cluster_stats();
+        Summary {
+            system: self.system.title().to_string(),
+            measurement,
+            replicas: self.addresses.len(),
+            sessions: shape.sessions,
+            sessions_auto: shape.sessions_auto,
+            connections: shape.connections,
+            payload_bytes: args.payload_bytes,
+            service: (self.system == System::Vsr).then(|| args.service.name()),
+            rate_target: args.rate,
+            cluster_behind: shape.cluster_behind,
+            view_changes: before
+                .view_counter
+                .zip(after.view_counter)
+                .map(|(before, after)| after.saturating_sub(before)),
+            durability: after.durability().or_else(|| before.durability()),
+            epoch: after.epoch.or(before.epoch),
+            vsr_version: self.vsr_version.clone(),
         }
-        highest
     }
+
+    /// The run went well: the local processes' logs may be removed when they stop (unless
+    /// `--keep-logs`).
+    pub fn succeeded(&mut self) {
+        if let Some(guard) = &mut self.guard {
+            guard.succeeded();
+        }
+    }
+
+    /// What the replicas' stats say now (nothing for the baseline or if unreadable).
+    pub fn cluster_stats(&self) -> ClusterStats {
+        let mut facts = ClusterStats::default();
+        let Some(vsr_bin) = self.vsr_bin.as_ref() else {
+            return facts;
+        };
+        for address in &self.addresses {
+            let Some(stats) = stats_probe::read(vsr_bin, *address, self.cluster_id) else {
+                continue;
+            };
+            if let Some(value) = stats_probe::view_counter(&stats) {
+                facts.view_counter = Some(facts.view_counter.map_or(value, |h| h.max(value)));
+            }
+            if let Some(mode) = stats_probe::durability(&stats) {
+                if !facts.durability.contains(&mode) {
+                    facts.durability.push(mode);
+                }
+            }
+            let epoch = stats_probe::epoch(&stats);
+            facts.epoch = Some(facts.epoch.map_or(epoch, |e| e.max(epoch)));
+        }
+        facts.durability.sort();
+        facts
+    }
+}
+
+/// What the replicas that answered `vsr stats` report, combined.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterStats {
+    /// The highest view-change counter.
+    pub view_counter: Option<u64>,
+    /// The distinct durability modes (one, unless the replicas disagree), sorted.
+    pub durability: Vec<String>,
+    /// The highest epoch (0 when the stats carry none).
+    pub epoch: Option<u64>,
+}
+
+impl ClusterStats {
+    /// The durability mode for reports: `memory`, `disk`, `disk+memory` if the replicas
+    /// differ, `None` if no replica answered.
+    pub fn durability(&self) -> Option<String> {
+        (!self.durability.is_empty()).then(|| self.durability.join("+"))
+    }
+}
+
+/// The command line of local replica `replica` of the cluster `list`; its data directory
+/// (`--durability disk`) is `data_dir`.
+fn replica_command(
+    vsr_bin: &Path,
+    args: &LoadArgs,
+    list: &str,
+    replica: usize,
+    cluster_id: u128,
+    data_dir: &Path,
+) -> Command {
+    let mut command = Command::new(vsr_bin);
+    command.args([
+        "replica",
+        "--cluster",
+        list,
+        "--replica",
+        &replica.to_string(),
+    ]);
+    command.args(["--service", args.service.name()]);
+    command.args(["--cluster-id", &cluster_id.to_string()]);
+    if let Some(key) = &args.cluster_key {
+        command.arg("--cluster-key").arg(key);
+    }
+    command.args(["--durability", args.durability.name()]);
+    if args.durability == DurabilityKind::Disk {
+        command.arg("--data-dir").arg(data_dir);
+    }
+    command
+}
+
+/// How a load was run: its sessions and connections, and what sizing them found.
+#[derive(Clone, Debug, Default)]
+pub struct Shape {
+    /// Sessions used.
+    pub sessions: usize,
+    /// Connections used.
+    pub connections: usize,
+    /// Whether the open loop sized the sessions itself.
+    pub sessions_auto: bool,
+    /// Open loop: why the cluster is what fell behind the rate (see `Summary`).
+    pub cluster_behind: Option<String>,
+}
+
+/// The version `vsr --version` prints (`vsr 0.1.0` gives `0.1.0`), if the binary answers.
+fn vsr_version(vsr_bin: &Path) -> Option<String> {
+    let output = Command::new(vsr_bin).arg("--version").output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let version = text.split_whitespace().nth(1)?;
+    output.status.success().then(|| version.to_string())
 }
 
 fn existing_vsr_next_to_exe() -> Option<PathBuf> {

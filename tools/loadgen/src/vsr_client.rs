@@ -1,7 +1,7 @@
 //! The vsr side of the [`Transport`] interface: `vsr::client::PipelinedClient` as is, and
 //! the readiness probe (connect and register one session with the blocking `Client`).
 
-use crate::transport::{Done, Transport};
+use crate::transport::{Done, OpError, Transport};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,8 +44,38 @@ fn options(cluster_id: u128, request_timeout: Duration) -> ClientOptions {
 
 /// Connects once and completes a registration: the readiness probe of a cluster.
 pub fn probe(addresses: &[SocketAddr], cluster_id: u128, timeout: Duration) -> anyhow::Result<()> {
-    Client::connect(addresses, options(cluster_id, timeout))?;
+    Client::connect(addresses, options(cluster_id, timeout))
+        .map_err(|error| explain(error, addresses, cluster_id))?;
     Ok(())
+}
+
+/// A connection error with its likely cause: the replicas say why they refuse a client
+/// (another cluster id, member list or key), and a timeout names what was tried.
+fn explain(error: ClientError, addresses: &[SocketAddr], cluster_id: u128) -> anyhow::Error {
+    let list = addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match error {
+        ClientError::Refused(reason) => anyhow::anyhow!(
+            "the cluster at {list} refused the load generator: {reason} (this client runs \
+             with --cluster-id {cluster_id}{}; they must match the replicas')",
+            if cluster_key_file().is_some() {
+                " and --cluster-key"
+            } else {
+                " and no --cluster-key"
+            }
+        ),
+        ClientError::Disconnected => {
+            anyhow::anyhow!("no replica of {list} accepted a connection: {error}")
+        }
+        ClientError::Timeout => anyhow::anyhow!(
+            "the cluster at {list} did not register a session in time ({error}): is a quorum \
+             of its replicas up?"
+        ),
+        other => anyhow::Error::from(other).context(format!("connecting to {list}")),
+    }
 }
 
 /// A pipelined vsr client as a transport.
@@ -61,7 +91,8 @@ pub fn connect(
         options(cluster_id, request_timeout),
         sessions,
         connections,
-    )?;
+    )
+    .map_err(|error| explain(error, addresses, cluster_id))?;
     Ok(Box::new(VsrTransport {
         client,
         completions: Vec::with_capacity(sessions),
@@ -89,8 +120,24 @@ impl Transport for VsrTransport {
         }
         done.extend(self.completions.drain(..).map(|c| Done {
             session: c.session,
-            result: c.result.map_err(|e| e.to_string()),
+            result: c.result.map_err(|e| OpError {
+                kind: error_kind(&e),
+                message: e.to_string(),
+            }),
         }));
         Ok(())
+    }
+}
+
+/// The short name an operation's error is counted under.
+fn error_kind(error: &ClientError) -> &'static str {
+    match error {
+        ClientError::Timeout => "timeout",
+        ClientError::Evicted => "evicted",
+        ClientError::Rejected => "rejected",
+        ClientError::Refused(_) => "refused",
+        ClientError::Disconnected => "disconnected",
+        ClientError::Protocol(_) => "protocol",
+        _ => "other",
     }
 }

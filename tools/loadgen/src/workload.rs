@@ -3,6 +3,7 @@
 //! for keys or values beyond the operation's own encoding.
 
 use crate::cli::ServiceKind;
+use crate::reply::Expect;
 use bytes::Bytes;
 use vsr::service::kv::KvOp;
 
@@ -73,16 +74,16 @@ impl Workload {
         }
     }
 
-    /// The next operation's bytes.
-    pub fn next_operation(&mut self) -> Bytes {
+    /// The next operation's bytes, and what its reply must be.
+    pub fn next_operation(&mut self) -> (Bytes, Expect) {
         match self.service {
-            ServiceKind::Null => self.payload.clone(),
+            ServiceKind::Null => (self.payload.clone(), Expect::Empty),
             ServiceKind::Kv => {
                 let key = self.keys[self.rng.below(self.keys.len() as u64) as usize].clone();
                 if self.read_fraction > 0.0 && self.rng.unit() < self.read_fraction {
-                    KvOp::Get(key).encode()
+                    (KvOp::Get(key).encode(), Expect::KvGet)
                 } else {
-                    KvOp::Put(key, self.payload.clone()).encode()
+                    (KvOp::Put(key, self.payload.clone()).encode(), Expect::KvPut)
                 }
             }
         }
@@ -98,9 +99,10 @@ mod tests {
         let mut workload = Workload::new(ServiceKind::Kv, 16, 0.25, 10, 7);
         let reads = (0..4000)
             .filter(|_| {
-                KvOp::decode(&workload.next_operation())
-                    .unwrap()
-                    .is_read_only()
+                let (operation, expect) = workload.next_operation();
+                let read = KvOp::decode(&operation).unwrap().is_read_only();
+                assert_eq!(read, expect == Expect::KvGet);
+                read
             })
             .count();
         assert!((800..1200).contains(&reads), "reads: {reads}");
@@ -109,6 +111,8 @@ mod tests {
     #[test]
     fn null_operations_have_the_payload_size() {
         let mut workload = Workload::new(ServiceKind::Null, 1024, 0.0, 1, 1);
-        assert_eq!(workload.next_operation().len(), 1024);
+        let (operation, expect) = workload.next_operation();
+        assert_eq!(operation.len(), 1024);
+        assert_eq!(expect, Expect::Empty);
     }
 }

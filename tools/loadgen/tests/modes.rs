@@ -28,7 +28,13 @@ struct Finished {
 }
 
 fn spawn(args: &[&str]) -> Run {
+    spawn_in(&std::env::current_dir().unwrap(), args)
+}
+
+/// `vsr-load args` started in the working directory `dir`.
+fn spawn_in(dir: &std::path::Path, args: &[&str]) -> Run {
     let child = Command::new(env!("CARGO_BIN_EXE_vsr-load"))
+        .current_dir(dir)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -40,7 +46,12 @@ fn spawn(args: &[&str]) -> Run {
 
 /// Runs `vsr-load args` to completion within `timeout` (killing it past that).
 fn run(args: &[&str], timeout: Duration) -> Finished {
-    let mut run = spawn(args);
+    run_in(&std::env::current_dir().unwrap(), args, timeout)
+}
+
+/// [`run`] in the working directory `dir`.
+fn run_in(dir: &std::path::Path, args: &[&str], timeout: Duration) -> Finished {
+    let mut run = spawn_in(dir, args);
     let mut stdout = run.child.stdout.take().unwrap();
     let mut stderr = run.child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -144,8 +155,9 @@ fn baseline_closed_loop_writes_the_documented_json() {
         .keys()
         .map(String::as_str)
         .collect();
+    // The keys scripts read come first, in their documented order; newer keys follow.
     assert_eq!(
-        keys,
+        keys[..7],
         [
             "ops",
             "seconds",
@@ -156,6 +168,7 @@ fn baseline_closed_loop_writes_the_documented_json() {
             "payload_bytes"
         ]
     );
+    assert_eq!(json["durability"], serde_json::Value::Null, "{json}");
     assert!(json["ops"].as_u64().unwrap() > 0);
     assert_eq!(json["replicas"], 3);
     assert_eq!(json["sessions"], 16);
@@ -362,6 +375,7 @@ fn vsr_closed_loop_kv_mix_writes_the_documented_json() {
     assert_eq!(json["replicas"], 3);
     assert_eq!(json["sessions"], 16);
     assert_eq!(json["payload_bytes"], 100);
+    assert_eq!(json["durability"], "memory", "{json}");
     assert!(
         json["latency_us"]["p99"].as_u64().unwrap() >= json["latency_us"]["p50"].as_u64().unwrap()
     );
@@ -370,6 +384,39 @@ fn vsr_closed_loop_kv_mix_writes_the_documented_json() {
         .contains("#[Mean    ="));
     let _ = std::fs::remove_file(json_path);
     let _ = std::fs::remove_file(hgrm_path);
+}
+
+#[test]
+fn vsr_disk_cluster_reports_its_durability_mode() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let json_path = temp_path("disk.json");
+    let args = [
+        "--durability",
+        "disk",
+        "--sessions",
+        "4",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ];
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    let row = finished
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("durability"))
+        .unwrap_or_else(|| panic!("no durability row:\n{}", finished.stdout));
+    assert!(row.trim_end().ends_with("disk"), "{row}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(json["durability"], "disk", "{json}");
+    let _ = std::fs::remove_file(json_path);
 }
 
 #[test]
@@ -387,6 +434,76 @@ fn vsr_open_loop_holds_a_modest_rate() {
         "open loop at 300/s measured {rate}:\n{}",
         finished.stdout
     );
+}
+
+#[test]
+fn vsr_open_loop_sizes_its_sessions_and_reports_both_latencies() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let json_path = temp_path("open.json");
+    let mut args = vec![
+        "--rate",
+        "300",
+        "--quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ];
+    let hgrm_path = temp_path("open.hgrm");
+    args.extend(["--hgrm", hgrm_path.to_str().unwrap()]);
+    args.extend(SHORT);
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    assert!(
+        finished
+            .stdout
+            .contains("held the open loop at 300 ops/s with 64 sessions"),
+        "{}",
+        finished.stdout
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(json["mode"], "open", "{json}");
+    assert_eq!(json["rate_target"], 300.0, "{json}");
+    assert_eq!(json["sessions_auto"], true, "{json}");
+    assert_eq!(json["session_waits"], 0, "{json}");
+    // Each operation's latency from its intended send time is at least its service time.
+    for q in ["p50", "p99", "max"] {
+        let corrected = json["latency_us"][q].as_u64().unwrap();
+        let service = json["service_time_us"][q].as_u64().unwrap();
+        assert!(service > 0 && corrected >= service, "{q}: {json}");
+    }
+    // Both distributions, as wrk2 prints them: corrected, and the service time beside it.
+    let service_hgrm = temp_path("open.service.hgrm");
+    for path in [&hgrm_path, &service_hgrm] {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains("#[Mean    ="), "{}", path.display());
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(json_path);
+}
+
+#[test]
+fn vsr_open_loop_names_too_few_sessions_as_its_own_limit() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // One session cannot carry 100,000 ops/s: that needs a 10 us round trip through three
+    // replicas.
+    let mut args = vec!["--rate", "100000", "--sessions", "1", "--quiet"];
+    args.extend(SHORT);
+    let finished = run(&args, Duration::from_secs(90));
+    assert_success(&finished);
+    assert!(
+        finished
+            .stdout
+            .contains("the load generator could not keep 100000 ops/s"),
+        "{}",
+        finished.stdout
+    );
+    assert!(finished.stdout.contains("not the cluster's"));
+    assert!(!finished.stdout.contains("cluster falls behind"));
+    assert!(table_value(&finished.stdout, "unsent") > 0.0);
 }
 
 #[test]
@@ -494,4 +611,348 @@ fn check_finds_the_kv_service_linearizable() {
         "{}",
         finished.stdout
     );
+}
+
+/// The `vsr` binary next to `vsr-load` (built with cargo if it is not there yet).
+fn vsr_binary() -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_vsr-load")).with_file_name("vsr");
+    if !path.is_file() {
+        let target_dir = path.parent().unwrap().parent().unwrap();
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .args(["build", "-p", "vsr", "--bin", "vsr", "--target-dir"])
+            .arg(target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building vsr failed");
+    }
+    path
+}
+
+/// Three `vsr replica` processes started by the test itself (so that they can run another
+/// service or cluster id than the load generator expects); killed on drop.
+struct Replicas {
+    children: Vec<Child>,
+    addresses: Vec<String>,
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // SAFETY: kill(2) on our own children; SIGCONT first in case a test stopped them.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Replicas {
+    /// Starts three replicas of `service` with `cluster_id` and waits (with a deadline)
+    /// until every one reports status normal.
+    fn start(service: &str, cluster_id: &str) -> Replicas {
+        let listeners: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        drop(listeners);
+        let vsr = vsr_binary();
+        let mut replicas = Replicas {
+            children: Vec::new(),
+            addresses,
+        };
+        for replica in 0..3 {
+            let child = Command::new(&vsr)
+                .args(["replica", "--cluster", &replicas.list()])
+                .args(["--replica", &replica.to_string(), "--service", service])
+                .args(["--cluster-id", cluster_id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("vsr replica starts");
+            replicas.children.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for address in replicas.addresses.clone() {
+            loop {
+                let output = Command::new(&vsr)
+                    .args(["stats", "--address", &address, "--cluster-id", cluster_id])
+                    .args(["--timeout-ms", "500"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&output.stdout).contains("\"status\":\"normal\"") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {address} not normal within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        replicas
+    }
+
+    fn list(&self) -> String {
+        self.addresses.join(",")
+    }
+
+    /// SIGSTOPs replicas `indices` (they keep their sockets but answer nothing).
+    fn freeze(&self, indices: &[usize]) {
+        for &i in indices {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.children[i].id() as libc::pid_t, libc::SIGSTOP) };
+        }
+    }
+}
+
+/// A run against `replicas` that must end in an error naming `cause`, well before its 30 s
+/// duration, and print no table.
+fn check_stops_with(replicas: &Replicas, extra: &[&str], cause: &str) {
+    let list = replicas.list();
+    let mut args = vec!["--cluster", list.as_str(), "--duration", "30s", "--quiet"];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let finished = run(&args, Duration::from_secs(25));
+    assert_eq!(finished.code, Some(1), "stdout:\n{}", finished.stdout);
+    assert!(
+        finished.stderr.contains(cause),
+        "expected {cause:?} in:\n{}",
+        finished.stderr
+    );
+    assert!(
+        !finished.stdout.contains("ops/s"),
+        "a table was printed:\n{}",
+        finished.stdout
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "not prompt");
+}
+
+#[test]
+fn a_null_load_on_a_kv_cluster_stops_naming_kv() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let replicas = Replicas::start("kv", "7");
+    check_stops_with(
+        &replicas,
+        &["--cluster-id", "7", "--service", "null"],
+        "wrong reply: the cluster runs the kv service, not null",
+    );
+}
+
+#[test]
+fn a_kv_load_on_a_null_cluster_stops_naming_null() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let replicas = Replicas::start("null", "7");
+    check_stops_with(
+        &replicas,
+        &[
+            "--cluster-id",
+            "7",
+            "--service",
+            "kv",
+            "--read-fraction",
+            "0.5",
+        ],
+        "wrong reply: the cluster runs the null (or log) service, not kv",
+    );
+    // The same cluster with the right options and another cluster id: refused, named.
+    check_stops_with(
+        &replicas,
+        &["--cluster-id", "8", "--service", "null"],
+        "refused the load generator: cluster id differs",
+    );
+}
+
+#[test]
+fn every_operation_failing_stops_the_run() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let replicas = Replicas::start("null", "7");
+    let list = replicas.list();
+    let args = [
+        "--cluster",
+        list.as_str(),
+        "--cluster-id",
+        "7",
+        "--sessions",
+        "8",
+        "--request-timeout",
+        "300ms",
+        "--duration",
+        "60s",
+        "--warmup",
+        "0s",
+    ];
+    let mut load = spawn(&args);
+    let mut stderr = BufReader::new(load.child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !line.contains("ops/s") {
+        assert!(Instant::now() < deadline, "no progress line");
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "vsr-load ended early"
+        );
+    }
+    // Without two of three replicas there is no quorum: every operation times out.
+    replicas.freeze(&[1, 2]);
+    let frozen_at = Instant::now();
+    let status = loop {
+        if let Some(status) = load.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(20),
+            "vsr-load did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(rest.contains("every operation is failing"), "{rest}");
+    assert!(rest.contains("timeout"), "{rest}");
+}
+
+/// A fresh, empty directory for one test.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = temp_path(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn logs_go_after_a_good_run_and_stay_with_keep_logs_or_a_failure() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let base = fresh_dir("logs");
+    let short = [
+        "--sessions",
+        "2",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ];
+    // A good run: the run directory is named, then removed with the logs in it.
+    let out = base.join("good");
+    let mut args = vec!["--out-dir", out.to_str().unwrap()];
+    args.extend(short);
+    let finished = run_in(&base, &args, Duration::from_secs(60));
+    assert_success(&finished);
+    assert!(
+        finished
+            .stderr
+            .contains(&format!("run directory {}", out.display())),
+        "{}",
+        finished.stderr
+    );
+    assert!(!out.exists(), "left behind: {:?}", entries(&out));
+    // --keep-logs keeps them.
+    let out = base.join("kept");
+    let mut args = vec!["--out-dir", out.to_str().unwrap(), "--keep-logs"];
+    args.extend(short);
+    assert_success(&run_in(&base, &args, Duration::from_secs(60)));
+    assert!(
+        out.join("vsr/replica-0.log").is_file(),
+        "{:?}",
+        entries(&out)
+    );
+    // A failed run keeps them: an operation over the message limit ends it with an error.
+    let out = base.join("failed");
+    let mut args = vec![
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--payload-bytes",
+        "20000000",
+    ];
+    args.extend(short);
+    let finished = run_in(&base, &args, Duration::from_secs(60));
+    assert_eq!(finished.code, Some(1), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("logs kept in"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        out.join("vsr/replica-0.log").is_file(),
+        "{:?}",
+        entries(&out)
+    );
+    // Nothing was written into the working directory.
+    assert_eq!(entries(&base), ["failed", "kept"]);
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[test]
+fn a_sweep_writes_json_and_hgrm_per_level_and_its_plot_into_the_run_directory() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let base = fresh_dir("sweep-out");
+    let out = base.join("run");
+    let json = base.join("level.json");
+    let hgrm = base.join("level.hgrm");
+    let args = [
+        "--sweep",
+        "--sweep-sessions-max",
+        "2",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--quiet",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+    ];
+    let finished = run_in(&base, &args, Duration::from_secs(90));
+    assert_success(&finished);
+    for sessions in [1, 2] {
+        let path = base.join(format!("level.sessions-{sessions}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; {:?}", path.display(), entries(&base)));
+        let level: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(level["sessions"], sessions, "{level}");
+        assert_eq!(level["durability"], "memory", "{level}");
+        assert!(base
+            .join(format!("level.sessions-{sessions}.hgrm"))
+            .is_file());
+    }
+    let svg = std::fs::read_to_string(out.join("sweep.svg")).unwrap();
+    assert!(svg.contains("knee ("), "the knee is not marked on the plot");
+    assert!(out.join("sweep.csv").is_file());
+    // The replicas' logs went; the sweep's files stayed; the working directory holds only
+    // what was asked for.
+    assert_eq!(entries(&out), ["sweep.csv", "sweep.svg"]);
+    let _ = std::fs::remove_dir_all(base);
 }

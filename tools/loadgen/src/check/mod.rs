@@ -9,6 +9,7 @@
 pub mod linearizability;
 
 use crate::cli::LoadArgs;
+use crate::reply::{self, Expect};
 use crate::stop;
 use crate::system::{System, Target};
 use crate::transport::Done;
@@ -72,14 +73,14 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         args.service == crate::cli::ServiceKind::Kv,
         "--check needs the kv service: add --service kv"
     );
-    let target = Target::start(System::Vsr, args)?;
+    let mut target = Target::start(System::Vsr, args)?;
     let records = record_history(&target, args)?;
-    drop(target);
-    Ok(report(
-        &records,
-        args.check_keys() as usize,
-        args.check_states_max,
-    ))
+    let code = report(&records, args.check_keys() as usize, args.check_states_max);
+    // A violation or an undecided check keeps the replicas' logs.
+    if code == ExitCode::SUCCESS {
+        target.succeeded();
+    }
+    Ok(code)
 }
 
 fn record_history(target: &Target, args: &LoadArgs) -> anyhow::Result<Vec<Record>> {
@@ -135,8 +136,14 @@ fn record_history(target: &Target, args: &LoadArgs) -> anyhow::Result<Vec<Record
                 .expect("a completion for an idle session");
             let record = &mut records[index];
             if let Ok(bytes) = &completion.result {
+                // An empty or foreign reply: the kv checks name the service that sent it.
                 let result = KvResult::decode(bytes)
-                    .ok_or_else(|| anyhow::anyhow!("undecodable kv result"))?;
+                    .filter(|result| *result != KvResult::Invalid)
+                    .ok_or_else(|| {
+                        let why = reply::check(Expect::KvPut, bytes)
+                            .expect_err("no put may get an empty, foreign or invalid reply");
+                        anyhow::anyhow!("wrong reply: {why}; --check needs a kv cluster")
+                    })?;
                 record.return_ns = Some(now_ns);
                 generator.observe(record.key, &record.op.clone(), &result);
                 records[index].result = Some(result);
