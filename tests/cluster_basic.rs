@@ -184,6 +184,12 @@ fn metrics_are_served_in_the_prometheus_format() {
         let (status, _) = http_get(address, "/other");
         assert!(status.contains("404"), "{status}");
     }
+    // Logs for collectors: no colour codes when stderr is a file, structured fields.
+    for i in 0..3 {
+        let log = cluster.log(i);
+        assert!(!log.contains('\u{1b}'), "colour codes in replica {i}'s log:\n{log}");
+        assert!(log.contains("recovering (paper 4.3)") && log.contains("joined=false"), "{log}");
+    }
 }
 
 /// The address in the "serving metrics at http://ADDRESS/metrics" log line.

@@ -373,7 +373,7 @@ impl<S: StateMachine> EventLoop<S> {
         let seconds = (now - self.summary_at + SUMMARY_INTERVAL).as_secs_f64();
         let commit = self.replica.commit();
         let ops_per_sec = commit.saturating_sub(self.summary_commit) as f64 / seconds;
-        info!("{}", self.metrics.summary(&self.replica, ops_per_sec));
+        self.metrics.log_summary(&self.replica, ops_per_sec);
         self.summary_commit = commit;
         self.summary_at = now + SUMMARY_INTERVAL;
     }

@@ -141,25 +141,26 @@ pub fn status_name(status: Status) -> String {
 }
 
 impl Metrics {
-    /// The one-line summary logged every few seconds; `ops_per_sec` is the commit rate
+    /// Logs the periodic summary as structured fields; `ops_per_sec` is the commit rate
     /// over the last interval.
-    pub fn summary<S: StateMachine>(&self, replica: &Replica<S>, ops_per_sec: f64) -> String {
-        format!(
-            "replica {} {} view {} op {} commit {} | {:.0} commits/s | request→commit p50 {}us p99 {}us | batch p50 {} p99 {} | loop p99 {}us | {} connections accepted, {} rejected",
-            replica.replica(),
-            status_name(replica.status()),
-            replica.view(),
-            replica.op(),
-            replica.commit(),
-            ops_per_sec,
-            self.request_commit_us.quantile(0.5),
-            self.request_commit_us.quantile(0.99),
-            self.batch_entries.quantile(0.5),
-            self.batch_entries.quantile(0.99),
-            self.loop_iteration_us.quantile(0.99),
-            self.counters.connections_accepted,
-            self.counters.connections_rejected + self.counters.connections_rejected_io,
-        )
+    pub fn log_summary<S: StateMachine>(&self, replica: &Replica<S>, ops_per_sec: f64) {
+        tracing::info!(
+            replica = replica.replica(),
+            status = %status_name(replica.status()),
+            view = replica.view(),
+            op = replica.op(),
+            commit = replica.commit(),
+            commits_per_sec = ops_per_sec.round() as u64,
+            request_commit_p50_us = self.request_commit_us.quantile(0.5),
+            request_commit_p99_us = self.request_commit_us.quantile(0.99),
+            batch_entries_p50 = self.batch_entries.quantile(0.5),
+            batch_entries_p99 = self.batch_entries.quantile(0.99),
+            loop_iteration_p99_us = self.loop_iteration_us.quantile(0.99),
+            connections_accepted = self.counters.connections_accepted,
+            connections_rejected =
+                self.counters.connections_rejected + self.counters.connections_rejected_io,
+            "summary"
+        );
     }
 
     /// The JSON document of a stats reply; `histograms` is [`Metrics::write_histograms_json`]'s

@@ -67,6 +67,11 @@ impl<S: StateMachine> Replica<S> {
         self.commit = checkpoint.op;
         self.checkpoint = Some(checkpoint);
         self.stats.checkpoint_transfers += 1;
+        tracing::info!(
+            replica = self.index,
+            op = self.commit,
+            "installed a checkpoint received by state transfer"
+        );
         true
     }
 }

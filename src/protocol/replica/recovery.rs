@@ -103,6 +103,12 @@ impl<S: StateMachine> Replica<S> {
             attempts: 0,
         });
         self.stop_all_timeouts();
+        tracing::info!(
+            replica = self.index,
+            commit = self.commit,
+            joined = self.joined,
+            "recovering (paper 4.3): asking the other replicas"
+        );
         // The first Recovery goes out on the first tick: construction emits no effects.
         self.recovery_timeout.set_after(1);
         self.recovery_timeout.start();

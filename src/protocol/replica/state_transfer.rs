@@ -135,6 +135,15 @@ impl<S: StateMachine> Replica<S> {
                 let progressed = self.apply_new_state(new_state.clone());
                 self.commit_to(new_state.commit.min(self.log.op()), effects);
                 self.stats.state_transfers += 1;
+                tracing::info!(
+                    replica = self.index,
+                    from,
+                    view,
+                    op = self.log.op(),
+                    commit = self.commit,
+                    progressed,
+                    "state transfer"
+                );
                 let primary = self.primary_of(self.view);
                 if primary != self.index {
                     self.send(

@@ -56,7 +56,14 @@ impl<S: StateMachine> Replica<S> {
         };
         self.enter_view_change(view, raised.union(&ReplicaSet::of(self.index)), false);
         self.stats.view_changes += 1;
-        tracing::debug!(replica = self.index, view, "view change");
+        tracing::info!(
+            replica = self.index,
+            view,
+            last_normal_view = self.last_normal_view,
+            op = self.log.op(),
+            commit = self.commit,
+            "view change started"
+        );
         self.broadcast(
             Body::StartViewChange(StartViewChange { sender_view: view }),
             effects,
@@ -391,10 +398,11 @@ impl<S: StateMachine> Replica<S> {
         assert_eq!(self.log.op(), best.op);
         self.enter_normal();
         self.stats.views_started += 1;
-        tracing::debug!(
+        tracing::info!(
             replica = self.index,
             view = self.view,
             op = best.op,
+            commit = self.commit,
             "started view as primary"
         );
         // The primary's state is new: the inherited uncommitted suffix is one pipeline slot.
@@ -501,6 +509,14 @@ impl<S: StateMachine> Replica<S> {
         assert!(view >= self.view);
         self.set_view(view);
         self.enter_normal();
+        tracing::info!(
+            replica = self.index,
+            view,
+            primary = self.primary_of(view),
+            op = self.log.op(),
+            commit = self.commit,
+            "joined view as backup"
+        );
     }
 
     /// `view` started without this replica (a Prepare, Commit or StartView says so, but
