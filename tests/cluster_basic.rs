@@ -187,8 +187,14 @@ fn metrics_are_served_in_the_prometheus_format() {
     // Logs for collectors: no colour codes when stderr is a file, structured fields.
     for i in 0..3 {
         let log = cluster.log(i);
-        assert!(!log.contains('\u{1b}'), "colour codes in replica {i}'s log:\n{log}");
-        assert!(log.contains("recovering (paper 4.3)") && log.contains("joined=false"), "{log}");
+        assert!(
+            !log.contains('\u{1b}'),
+            "colour codes in replica {i}'s log:\n{log}"
+        );
+        assert!(
+            log.contains("recovering (paper 4.3)") && log.contains("joined=false"),
+            "{log}"
+        );
     }
 }
 

@@ -40,6 +40,7 @@ use super::peers::Peers;
 use super::prometheus::MetricsExporter;
 use super::routes::ClientRoutes;
 use super::stats::StatsCache;
+use super::status::SharedStatus;
 use super::storage::DiskWrites;
 use super::throttle::{LogThrottle, LOG_INTERVAL};
 use crate::protocol::{Effect, Replica};
@@ -106,6 +107,8 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) disk: Option<DiskWrites>,
     /// The Prometheus endpoint's side (`--metrics-address`), if served.
     exporter: Option<MetricsExporter>,
+    /// What `ReplicaServer::status` reads, stored every iteration.
+    status: Arc<SharedStatus>,
     summary_at: Instant,
     summary_commit: u64,
     shutdown: Arc<AtomicBool>,
@@ -153,6 +156,7 @@ impl<S: StateMachine> EventLoop<S> {
             stats: StatsCache::default(),
             disk: None,
             exporter: None,
+            status: Arc::default(),
             summary_at: now + SUMMARY_INTERVAL,
             summary_commit: 0,
             shutdown,
@@ -170,6 +174,12 @@ impl<S: StateMachine> EventLoop<S> {
     /// The same loop publishing its metrics to `exporter` (`--metrics-address`).
     pub(super) fn with_exporter(mut self, exporter: Option<MetricsExporter>) -> EventLoop<S> {
         self.exporter = exporter;
+        self
+    }
+
+    /// The same loop storing its status where `status` is read from.
+    pub(super) fn with_status(mut self, status: Arc<SharedStatus>) -> EventLoop<S> {
+        self.status = status;
         self
     }
 
@@ -217,6 +227,7 @@ impl<S: StateMachine> EventLoop<S> {
             self.sweep_if_due(started);
             self.summary_if_due(started);
             self.publish_metrics_if_due(started);
+            self.status.publish(&self.replica);
             self.metrics.counters.loop_iterations += 1;
             self.metrics
                 .loop_iteration_us

@@ -32,6 +32,7 @@
 mod admission;
 mod clock;
 mod closing;
+pub mod committed;
 pub mod connection;
 mod connections;
 mod dial;
@@ -49,10 +50,13 @@ pub mod rate;
 mod routes;
 pub mod server;
 pub mod stats;
+pub mod status;
 mod storage;
 mod storage_thread;
 pub mod throttle;
 
 pub use clock::TICK;
+pub use committed::{CommittedOp, CommittedOps};
 pub use options::{Durability, ServerError, ServerOptions};
 pub use server::{nonce, ReplicaServer};
+pub use status::ReplicaStatus;

@@ -143,6 +143,11 @@ impl ServerOptions {
                 count: self.addresses.len(),
             });
         }
+        if self.addresses.len() > 1 {
+            if let Some(index) = self.addresses.iter().position(|a| a.port() == 0) {
+                return Err(ServerError::PortZero { replica: index });
+            }
+        }
         for (second, address) in self.addresses.iter().enumerate() {
             if let Some(first) = self.addresses[..second].iter().position(|a| a == address) {
                 return Err(ServerError::DuplicateAddress {
@@ -209,6 +214,13 @@ pub enum ServerError {
         first: usize,
         /// Its second index.
         second: usize,
+    },
+    /// Port 0 (any free port) in a cluster of several replicas: the others could not
+    /// know where to reach this one.
+    #[error("replica {replica}'s address has port 0: only a single-replica cluster may let the system choose its port, since the other replicas must know every address")]
+    PortZero {
+        /// The replica whose address has port 0.
+        replica: usize,
     },
     /// A limit that must be positive is 0.
     #[error("{0} must be greater than 0")]

@@ -9,10 +9,12 @@
 //! server.shutdown().unwrap();
 //! ```
 
+use super::committed::{self, CommittedOps};
 use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
 use super::options::{Durability, ServerError, ServerOptions};
 use super::prometheus::MetricsExporter;
+use super::status::{ReplicaStatus, SharedStatus};
 use super::storage::DiskWrites;
 use super::storage_thread::StorageThread;
 use crate::protocol::{Replica, Start, Stored};
@@ -33,6 +35,7 @@ use tracing::warn;
 pub struct ReplicaServer {
     address: SocketAddr,
     metrics_address: Option<SocketAddr>,
+    status: Arc<SharedStatus>,
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
@@ -50,11 +53,16 @@ impl ReplicaServer {
     where
         S: StateMachine + Send + 'static,
     {
+        let mut options = options;
         options.validate()?;
         let data_dir = open_data_dir(&options)?;
         let address = options.address();
         let mut listener =
             TcpListener::bind(address).map_err(|error| ServerError::Bind { address, error })?;
+        // Port 0 (a single-replica cluster only: `validate`): the port the OS chose is
+        // the address clients name in their hello.
+        let address = listener.local_addr()?;
+        options.addresses[options.replica as usize] = address;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -67,6 +75,8 @@ impl ReplicaServer {
             None => None,
         };
         let metrics_address = exporter.as_ref().map(MetricsExporter::address);
+        let status = Arc::new(SharedStatus::default());
+        let loop_status = status.clone();
         let shutdown = Arc::new(AtomicBool::new(false));
         let (disk, stored) = match data_dir {
             Some((data_dir, stored)) => {
@@ -95,20 +105,35 @@ impl ReplicaServer {
             EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io)
                 .with_disk(disk)
                 .with_exporter(exporter)
+                .with_status(loop_status)
                 .run()
         })?;
         Ok(ReplicaServer {
             address,
             metrics_address,
+            status,
             shutdown,
             waker,
             thread: Some(thread),
         })
     }
 
-    /// The address the replica listens on.
+    /// Starts a replica of the log service and returns it with the stream of its
+    /// committed operations: vsr as a log replicator, no `StateMachine` to write (see
+    /// [`CommittedOps`] for what the stream guarantees).
+    pub fn spawn_log(options: ServerOptions) -> Result<(ReplicaServer, CommittedOps), ServerError> {
+        let (service, committed) = committed::log_service();
+        Ok((ReplicaServer::spawn(options, service)?, committed))
+    }
+
+    /// The address the replica listens on (with port 0, the port the OS chose).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The replica's role, view, op and commit as of its latest loop iteration.
+    pub fn status(&self) -> ReplicaStatus {
+        self.status.read()
     }
 
     /// Where the Prometheus metrics are served (`--metrics-address`), if they are.

@@ -121,6 +121,13 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::Recovering {
             return self.recovery_timeout.stop();
         }
+        if self.configuration.replica_count() == 1 && !self.joined {
+            // No one to ask, and nothing to learn: a single replica (f = 0) that lost its
+            // state starts empty, as a new cluster of one would. One that held data (its
+            // storage says it joined) stays here: what it lost is gone.
+            self.stats.empty_cluster_starts += 1;
+            return self.finish_recovery(effects);
+        }
         self.warn_if_recovery_is_stuck();
         let state = self.recovery.as_mut().expect("recovering");
         state.attempts += 1;
