@@ -17,7 +17,7 @@
 
 use crate::service::LogService;
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use std::time::Duration;
 
 /// Operations delivered and not yet read, at most.
@@ -48,10 +48,7 @@ impl CommittedOps {
     /// The next operation, waiting at most `timeout`; `None` on timeout or once the
     /// replica stopped and everything was read.
     pub fn next_timeout(&self, timeout: Duration) -> Option<CommittedOp> {
-        match self.receiver.recv_timeout(timeout) {
-            Ok(op) => Some(op),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.receiver.recv_timeout(timeout).ok()
     }
 
     /// The next operation if one is waiting.
