@@ -184,6 +184,9 @@ fn rows(addresses: &[String], answers: Vec<Result<ReplicaStats, String>>) -> Vec
         .collect()
 }
 
+/// How many distinct reasons for missing answers the exit line names.
+const REASONS_SHOWN: usize = 2;
+
 /// Whether the cluster can serve, or the one-line reason it cannot: a majority of the
 /// replicas answered, exactly one says it is primary, and a majority (the primary
 /// included) is normal in its epoch and view, so it can commit.
@@ -201,8 +204,15 @@ fn verdict(rows: &[Row]) -> Result<(), String> {
             .collect();
         reasons.sort_unstable();
         reasons.dedup();
+        // The table has every reason; the line keeps to the first few distinct ones.
+        let more = reasons.len().saturating_sub(REASONS_SHOWN);
+        reasons.truncate(REASONS_SHOWN);
+        let more = match more {
+            0 => String::new(),
+            more => format!("; {more} more"),
+        };
         return Err(format!(
-            "no primary: {} of {count} replicas answered ({})",
+            "no primary: {} of {count} replicas answered ({}{more})",
             answered.len(),
             reasons.join("; ")
         ));
@@ -474,6 +484,23 @@ mod tests {
             Err("no primary: 0 of 3 replicas answered \
                  (refused: cluster id differs: 0x0 here, 0x9 there)"
                 .to_string())
+        );
+        let refusals = check(
+            (0..5)
+                .map(|i| {
+                    Err(format!(
+                        "refused: replica {i} failed to prove the cluster key"
+                    ))
+                })
+                .collect(),
+        );
+        assert_eq!(
+            refusals.1,
+            Err(
+                "no primary: 0 of 5 replicas answered (refused: replica 0 failed to prove the \
+                 cluster key; refused: replica 1 failed to prove the cluster key; 3 more)"
+                    .to_string()
+            )
         );
         let view_change = check(vec![
             answer(0, "view_change", 4, 5),
