@@ -116,6 +116,20 @@ fn status_follows_replicas_going_down() {
         assert!(line.contains(is_primary), "{line}");
     }
 
+    // A frozen backup (its socket accepts, nothing answers) costs the timeout, no more.
+    let frozen = (primary + 1) % 3;
+    cluster.stop(frozen);
+    let status = admin_status(&cluster, &["--json", "--timeout-ms", "500"]);
+    cluster.resume(frozen);
+    assert!(status.success, "the other two serve: {status:?}");
+    assert!(status.elapsed < 5 * SECOND, "{status:?}");
+    let rows = status.rows();
+    assert_eq!(rows[frozen]["reachable"], false, "{status:?}");
+    assert_eq!(
+        rows[frozen]["error"], "unreachable: no reply within 500ms",
+        "{status:?}"
+    );
+
     // The primary dies: its row says so, and once the others have elected a new one the
     // cluster is healthy again (exit 0).
     cluster.kill9(primary);
