@@ -98,6 +98,9 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long past the timeout a thread may take to report the answer it got in time.
+const REPORT_MARGIN: Duration = Duration::from_millis(500);
+
 /// Asks every address at once, one thread each, and waits at most the timeout (plus a
 /// margin for the threads to report): a replica that has not answered by then is
 /// reported as such, whatever its thread is still doing (resolving a name, say).
@@ -111,7 +114,7 @@ fn ask_all(addresses: &[String], options: &StatsOptions) -> Vec<Result<ReplicaSt
         });
     }
     drop(sender);
-    let deadline = Instant::now() + options.timeout + Duration::from_millis(500);
+    let deadline = Instant::now() + options.timeout + REPORT_MARGIN;
     let mut answers: Vec<Option<Result<ReplicaStats, String>>> = vec![None; addresses.len()];
     while answers.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
