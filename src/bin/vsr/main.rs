@@ -1,5 +1,6 @@
-//! The `vsr` command line: run a replica, talk to a cluster, run the simulator.
+//! The `vsr` command line: run a replica, talk to a cluster, operate it, run the simulator.
 
+mod admin;
 mod kv;
 mod replica;
 mod sim;
@@ -26,6 +27,8 @@ enum Command {
     Kv(kv::Args),
     /// Print a running replica's counters and latency histograms.
     Stats(stats::Args),
+    /// Operate a running cluster: `status`.
+    Admin(admin::Args),
     /// Run the deterministic simulator over many seeds, or replay one.
     Sim(sim::Args),
 }
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Replica(args) => replica::run(args),
         Command::Kv(args) => kv::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Admin(args) => admin::run(args),
         Command::Sim(args) => sim::run(args),
     };
     match result {
