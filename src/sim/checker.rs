@@ -24,6 +24,7 @@
 //! Liveness is the cluster's business: it needs the notion of time.
 
 use super::model::{Model, ModelOutcome, ModelSession};
+use super::service::SimService;
 use crate::config::Config;
 use crate::protocol::client_table::ClientTable;
 use crate::protocol::Replica;
@@ -37,7 +38,8 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// The check's name: `agreement`, `durability`, `linearizability`, `exactly_once`,
-    /// `liveness`, `replica_panic`.
+    /// `liveness`, `replica_panic`, `model` (the service's own check of a result,
+    /// `SimService::check_result`), among others.
     pub check: &'static str,
     /// What was seen.
     pub details: String,
@@ -140,10 +142,10 @@ struct SeenCheckpoint {
 }
 
 /// The canonical log, the model, and what each replica has been checked up to.
-pub struct Checker {
+pub struct Checker<S: SimService = Kv> {
     /// `canonical[op - 1]`: the entry first committed at `op`, once seen.
     canonical: Vec<Option<Entry>>,
-    model: Model,
+    model: Model<S>,
     /// Per replica: its commit number at the last check.
     checked: Vec<Op>,
     /// Replies naming ops the model has not applied yet.
@@ -177,12 +179,26 @@ pub struct Checker {
     pub counts: CheckCounts,
 }
 
-impl Checker {
-    /// A checker for `replica_count` replicas whose client tables hold `clients_max`.
-    pub fn new(replica_count: usize, clients_max: usize) -> Checker {
+impl Checker<Kv> {
+    /// A checker for `replica_count` replicas of the key-value service whose client
+    /// tables hold `clients_max`.
+    pub fn new(replica_count: usize, clients_max: usize) -> Checker<Kv> {
+        Checker::for_service(replica_count, clients_max)
+    }
+
+    /// A checker for replicas of the key-value service running `config`.
+    pub fn for_config(config: &Config) -> Checker<Kv> {
+        Checker::for_service_config(config)
+    }
+}
+
+impl<S: SimService> Checker<S> {
+    /// A checker for `replica_count` replicas of `S` whose client tables hold
+    /// `clients_max`.
+    pub fn for_service(replica_count: usize, clients_max: usize) -> Checker<S> {
         Checker {
             canonical: Vec::new(),
-            model: Model::new(clients_max),
+            model: Model::for_service(clients_max),
             checked: vec![0; replica_count],
             pending: Vec::new(),
             answered_op_max: 0,
@@ -200,10 +216,11 @@ impl Checker {
         }
     }
 
-    /// A checker for replicas running `config`: it also knows the body limit and the
-    /// checkpoint interval, so it checks refusals and checkpoints.
-    pub fn for_config(config: &Config) -> Checker {
-        let mut checker = Checker::new(config.replica_count as usize, config.clients_max as usize);
+    /// A checker for replicas of `S` running `config`: it also knows the body limit and
+    /// the checkpoint interval, so it checks refusals and checkpoints.
+    pub fn for_service_config(config: &Config) -> Checker<S> {
+        let mut checker =
+            Checker::for_service(config.replica_count as usize, config.clients_max as usize);
         checker.body_bytes_max = Some(config.request_body_bytes_max as usize);
         checker
             .model
@@ -212,7 +229,7 @@ impl Checker {
     }
 
     /// The reference model.
-    pub fn model(&self) -> &Model {
+    pub fn model(&self) -> &Model<S> {
         &self.model
     }
 
@@ -247,7 +264,7 @@ impl Checker {
     pub fn check_replica(
         &mut self,
         index: ReplicaIndex,
-        replica: &Replica<Kv>,
+        replica: &Replica<S>,
     ) -> Result<bool, Failure> {
         let commit = replica.commit();
         let checked = self.checked[index as usize];
@@ -303,7 +320,7 @@ impl Checker {
     pub fn check_view_start(
         &mut self,
         index: ReplicaIndex,
-        replica: &Replica<Kv>,
+        replica: &Replica<S>,
     ) -> Result<(), Failure> {
         let view = replica.view();
         if !replica.is_primary() || self.started_checked[index as usize] == Some(view) {
@@ -372,7 +389,9 @@ impl Checker {
         let before = self.model.applied();
         while let Some(Some(entry)) = self.canonical.get(self.model.applied() as usize) {
             let op = self.model.applied() + 1;
-            self.model.apply(op, entry);
+            self.model
+                .apply(op, entry)
+                .map_err(|reason| Failure::new("model", reason))?;
         }
         if self.model.applied() == before {
             return Ok(());
@@ -587,7 +606,7 @@ impl Checker {
     pub fn check_checkpoint(
         &mut self,
         index: ReplicaIndex,
-        replica: &Replica<Kv>,
+        replica: &Replica<S>,
     ) -> Result<(), Failure> {
         let Some(checkpoint) = replica.checkpoint() else {
             return Ok(());
@@ -692,14 +711,14 @@ impl Checker {
     pub fn check_snapshot(
         &mut self,
         index: ReplicaIndex,
-        replica: &Replica<Kv>,
+        replica: &Replica<S>,
     ) -> Result<bool, Failure> {
         if replica.commit() != self.model.applied() || self.model.applied() == 0 {
             return Ok(false);
         }
         self.counts.snapshots_checked += 1;
         let state = replica.service();
-        let expected = self.model.kv();
+        let expected = self.model.service();
         if state != expected {
             return Err(Failure::new(
                 "exactly_once",

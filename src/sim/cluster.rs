@@ -1,5 +1,6 @@
-//! The simulated world: N replicas running the `Kv` service, M clients, one network, one
-//! PRNG, and the checkers, advanced one step at a time.
+//! The simulated world: N replicas running a service (the bundled `Kv`, or any
+//! [`SimService`]), M clients, one network, one PRNG, and the checkers, advanced one step
+//! at a time.
 //!
 //! A step is the simulator's unit of time. In one step the cluster, in this order: injects
 //! random faults (when enabled), delivers every message due, ticks the replicas whose
@@ -19,9 +20,9 @@ use super::disk::Disks;
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
+use super::service::{SimService, WorkloadShape};
 use super::storage::Storage;
 use super::watch::{TransferCounts, Watch};
-use super::workload::Workload;
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
 use crate::protocol::{
@@ -31,6 +32,7 @@ use crate::protocol::{
 use crate::protocol::{Op, Replica, StoredWrite};
 use crate::service::kv::KvOp;
 use crate::service::Kv;
+use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 
 /// Simulated nanoseconds per step, for the replicas' realtime clocks (paper 4.4).
@@ -129,25 +131,33 @@ pub struct SimClient {
     reregistered: bool,
 }
 
+impl Cluster<Kv> {
+    /// Client `client` submits the key-value operation `op` (see
+    /// [`Cluster::submit_operation`]).
+    pub fn submit(&mut self, client: usize, op: &KvOp) -> Result<RequestNumber, SubmitError> {
+        self.submit_operation(client, op.encode())
+    }
+}
+
 /// A filter on deliveries: returns true to drop the envelope (it may also just watch).
 pub type Filter = Box<dyn FnMut(&Envelope) -> bool>;
 
-/// The simulated cluster.
-pub struct Cluster {
+/// The simulated cluster, its replicas running `S`.
+pub struct Cluster<S: SimService = Kv> {
     config: Config,
     options: ClusterOptions,
     prng: Prng,
     now: u64,
-    replicas: Vec<Option<Replica<Kv>>>,
+    replicas: Vec<Option<Replica<S>>>,
     clocks: Vec<Clock>,
     /// The (status, view) each replica was last seen in, for the trace.
     seen: Vec<Option<(Status, View)>>,
     clients: Vec<SimClient>,
     client_index: HashMap<ClientId, usize>,
     network: Network,
-    checker: Checker,
+    checker: Checker<S>,
     watch: Watch,
-    workload: Workload,
+    workload: WorkloadShape,
     effects: Vec<Effect>,
     filter: Option<Filter>,
     /// Replicas whose commit moved during this step (bit per replica).
@@ -190,10 +200,17 @@ pub struct Cluster {
     storage: Storage,
 }
 
-impl Cluster {
+impl Cluster<Kv> {
+    /// A cluster of key-value replicas (see [`Cluster::with_service`]).
+    pub fn new(seed: u64, options: ClusterOptions) -> Cluster<Kv> {
+        Cluster::with_service(seed, options)
+    }
+}
+
+impl<S: SimService> Cluster<S> {
     /// A new cluster: every replica `Start::Fresh` (or recovering, see
     /// [`ClusterOptions::start_recovering`]), clients unregistered.
-    pub fn new(seed: u64, options: ClusterOptions) -> Cluster {
+    pub fn with_service(seed: u64, options: ClusterOptions) -> Cluster<S> {
         options
             .config
             .validate()
@@ -212,7 +229,7 @@ impl Cluster {
                     },
                     false => Start::Fresh,
                 };
-                Some(Replica::new(config.clone(), i, Kv::new(), start))
+                Some(Replica::new(config.clone(), i, S::fresh(), start))
             })
             .collect();
         let clocks = (0..n)
@@ -248,9 +265,13 @@ impl Cluster {
         network.trace = options.trace;
         let mut cluster = Cluster {
             network,
-            checker: Checker::for_config(&config),
+            checker: Checker::for_service_config(&config),
             watch: Watch::new(n as usize),
-            workload: Workload::new(options.keys, options.value_bytes_max),
+            workload: WorkloadShape {
+                keys: options.keys.clamp(1, super::workload::KEYS_MAX),
+                value_bytes_max: options.value_bytes_max.max(1),
+                request_body_bytes_max: options.config.request_body_bytes_max,
+            },
             seen: vec![None; n as usize],
             config,
             prng,
@@ -316,7 +337,7 @@ impl Cluster {
     }
 
     /// Replica `index`, unless it is crashed.
-    pub fn replica(&self, index: ReplicaIndex) -> Option<&Replica<Kv>> {
+    pub fn replica(&self, index: ReplicaIndex) -> Option<&Replica<S>> {
         self.replicas[index as usize].as_ref()
     }
 
@@ -336,7 +357,7 @@ impl Cluster {
     }
 
     /// The checkers' state.
-    pub fn checker(&self) -> &Checker {
+    pub fn checker(&self) -> &Checker<S> {
         &self.checker
     }
 
@@ -566,7 +587,7 @@ impl Cluster {
             }
             false => Start::Recover { nonce },
         };
-        let replica = Replica::new(self.config.clone(), index, Kv::new(), start);
+        let replica = Replica::new(self.config.clone(), index, S::fresh(), start);
         let recovering = replica.status() == Status::Recovering;
         let commit = replica.commit();
         self.trace(format_args!(
@@ -674,8 +695,16 @@ impl Cluster {
     }
 
     /// Submits `op` on client `client`'s session.
-    pub fn submit(&mut self, client: usize, op: &KvOp) -> Result<RequestNumber, SubmitError> {
-        let (request, target, message) = self.clients[client].session.submit(op.encode())?;
+    pub fn submit_operation(
+        &mut self,
+        client: usize,
+        operation: Bytes,
+    ) -> Result<RequestNumber, SubmitError> {
+        let described = self
+            .options
+            .trace
+            .then(|| S::describe_operation(&operation));
+        let (request, target, message) = self.clients[client].session.submit(operation)?;
         if let Body::Request(sent) = &message.body {
             if sent.body.len() > self.config.request_body_bytes_max as usize {
                 self.checker
@@ -683,7 +712,10 @@ impl Cluster {
             }
         }
         self.clients[client].answered_before_submit = self.checker.answered_op_max();
-        self.trace(format_args!("c{client} submits request {request}: {op:?}"));
+        self.trace(format_args!(
+            "c{client} submits request {request}: {}",
+            described.unwrap_or_default()
+        ));
         self.send_from_client(client, target, message);
         Ok(request)
     }
@@ -1097,13 +1129,13 @@ impl Cluster {
                     self.register_client(client);
                 }
             } else if self.load && self.prng.chance(self.options.submit_ppm) {
-                let op = if self.prng.chance(self.options.oversized_ppm) {
+                let operation = if self.prng.chance(self.options.oversized_ppm) {
                     let limit = self.config.request_body_bytes_max;
-                    self.workload.oversized_op(&mut self.prng, limit)
+                    S::oversized_operation(&self.workload, &mut self.prng, limit)
                 } else {
-                    self.workload.next_op(&mut self.prng)
+                    S::random_operation(&self.workload, &mut self.prng)
                 };
-                self.submit(client, &op)
+                self.submit_operation(client, operation)
                     .expect("an idle registered client can submit");
             }
         }

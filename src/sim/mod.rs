@@ -1,12 +1,14 @@
-//! The deterministic simulator (in the style of TigerBeetle's VOPR): one thread, one seed, N replicas running the `Kv`
-//! service, M clients, and a network that delays, drops, duplicates, reorders and
+//! The deterministic simulator (in the style of TigerBeetle's VOPR): one thread, one seed,
+//! N replicas running a service (the bundled `Kv`, or an embedder's own: [`SimService`]),
+//! M clients, and a network that delays, drops, duplicates, reorders and
 //! partitions, while replicas crash and restart (paper 4.3). Everything random comes from
 //! one [`Prng`] built from the seed, and nothing reads a clock, so a seed replays a run bit
 //! for bit.
 //!
 //! - [`prng`]: the random source; [`network`]: the faulty network;
 //!   [`faults`]: fault rates drawn per seed; [`workload`]: the clients' operations;
-//! - [`model`]: the reference model; [`checker`]: agreement, durability and
+//! - [`service`]: what a service must provide to be simulated; [`model`]: the reference
+//!   model (a fresh instance of the service); [`checker`]: agreement, durability and
 //!   linearizability checks, run after every step;
 //! - [`watch`]: what deliveries show (multi-message transfers, the DoViewChanges a new
 //!   primary heard, malformed messages between replicas, recoveries that end short of
@@ -28,6 +30,7 @@ pub mod network;
 pub mod prng;
 pub mod run;
 pub mod scenario;
+pub mod service;
 pub mod storage;
 pub mod watch;
 pub mod workload;
@@ -35,5 +38,6 @@ pub mod workload;
 pub use checker::{Checker, Failure};
 pub use cluster::Cluster;
 pub use prng::Prng;
-pub use run::{run_seed, RunOptions, RunSummary, Totals, Violation};
+pub use run::{run_seed, run_seed_of, RunOptions, RunSummary, Totals, Violation};
 pub use scenario::Scenario;
+pub use service::{SimService, WorkloadShape};

@@ -16,8 +16,9 @@
 //! ([`Model::session_end`]), and every replica checkpoint with the model's table and
 //! service at the checkpoint's op ([`Model::checkpoint`]).
 
+use super::service::SimService;
 use crate::protocol::{ClientId, Entry, Op, Operation, RequestNumber, Session};
-use crate::service::{Kv, Snapshot, StateMachine};
+use crate::service::{Kv, Snapshot};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -87,10 +88,10 @@ pub struct ModelCheckpoint {
     pub service: Snapshot,
 }
 
-/// The reference model.
-pub struct Model {
+/// The reference model: a fresh instance of the service the replicas run.
+pub struct Model<S: SimService = Kv> {
     clients_max: usize,
-    kv: Kv,
+    service: S,
     table: HashMap<ClientId, ClientState>,
     /// `outcomes[op - 1]`: what op did. The model has applied ops `1..=outcomes.len()`.
     outcomes: Vec<ModelOutcome>,
@@ -105,13 +106,26 @@ pub struct Model {
     checkpoints: HashMap<Op, ModelCheckpoint>,
 }
 
-impl Model {
-    /// An empty model with a client table of `clients_max` sessions.
-    pub fn new(clients_max: usize) -> Model {
+impl Model<Kv> {
+    /// An empty model of the key-value service with a client table of `clients_max`
+    /// sessions.
+    pub fn new(clients_max: usize) -> Model<Kv> {
+        Model::for_service(clients_max)
+    }
+
+    /// The key-value state after the last applied op.
+    pub fn kv(&self) -> &Kv {
+        &self.service
+    }
+}
+
+impl<S: SimService> Model<S> {
+    /// An empty model of `S` with a client table of `clients_max` sessions.
+    pub fn for_service(clients_max: usize) -> Model<S> {
         assert!(clients_max > 0);
         Model {
             clients_max,
-            kv: Kv::new(),
+            service: S::fresh(),
             table: HashMap::new(),
             outcomes: Vec::new(),
             evictions: 0,
@@ -154,7 +168,7 @@ impl Model {
             })
             .collect();
         sessions.sort();
-        let service = self.kv.snapshot();
+        let service = self.service.snapshot();
         self.checkpoints
             .insert(op, ModelCheckpoint { sessions, service });
     }
@@ -173,12 +187,13 @@ impl Model {
     }
 
     /// The service state after the last applied op.
-    pub fn kv(&self) -> &Kv {
-        &self.kv
+    pub fn service(&self) -> &S {
+        &self.service
     }
 
-    /// Applies the next committed entry; `op` must be `applied() + 1`.
-    pub fn apply(&mut self, op: Op, entry: &Entry) {
+    /// Applies the next committed entry; `op` must be `applied() + 1`. An `Err` is the
+    /// embedder's model refusing a result ([`SimService::check_result`]).
+    pub fn apply(&mut self, op: Op, entry: &Entry) -> Result<(), String> {
         assert_eq!(
             op,
             self.applied() + 1,
@@ -188,6 +203,13 @@ impl Model {
             Operation::Register => self.register(op, entry.client, entry.request),
             Operation::Apply => self.execute(op, entry),
         };
+        let checked = match &outcome {
+            ModelOutcome::Executed { result, .. } => self
+                .service
+                .check_result(&entry.body, result)
+                .map_err(|reason| format!("op {op}: {reason}")),
+            _ => Ok(()),
+        };
         self.outcomes.push(outcome);
         if self
             .checkpoint_interval_ops
@@ -195,6 +217,7 @@ impl Model {
         {
             self.take_checkpoint(op);
         }
+        checked
     }
 
     fn register(&mut self, op: Op, client: ClientId, registration: RequestNumber) -> ModelOutcome {
@@ -240,7 +263,7 @@ impl Model {
         }
         state.request = entry.request;
         state.latest_op = op;
-        let result = self.kv.apply(op, entry.timestamp, &entry.body);
+        let result = self.service.apply(op, entry.timestamp, &entry.body);
         state.reply = result.clone();
         ModelOutcome::Executed {
             client: entry.client,
@@ -306,7 +329,7 @@ pub(crate) mod tests {
             apply(9, 1, 1, KvOp::Put(b("k"), b("y"))),       // op 6: client 9 never registered
         ];
         for (i, entry) in log.iter().enumerate() {
-            model.apply(i as Op + 1, entry);
+            model.apply(i as Op + 1, entry).unwrap();
         }
         assert_eq!(
             model.outcome(1),
@@ -326,19 +349,19 @@ pub(crate) mod tests {
     #[test]
     fn a_full_table_evicts_the_least_recently_committed_session() {
         let mut model = Model::new(2);
-        model.apply(1, &register(1)); // session 1
-        model.apply(2, &register(2)); // session 2
-        model.apply(3, &apply(1, 1, 1, KvOp::Get(b("a")))); // client 1 is now more recent than 2
-        model.apply(4, &register(3)); // evicts client 2
+        model.apply(1, &register(1)).unwrap(); // session 1
+        model.apply(2, &register(2)).unwrap(); // session 2
+        model.apply(3, &apply(1, 1, 1, KvOp::Get(b("a")))).unwrap(); // client 1 is now more recent than 2
+        model.apply(4, &register(3)).unwrap(); // evicts client 2
         assert_eq!(model.evictions, 1);
-        model.apply(5, &apply(2, 2, 1, KvOp::Get(b("a"))));
+        model.apply(5, &apply(2, 2, 1, KvOp::Get(b("a")))).unwrap();
         assert_eq!(model.outcome(5), Some(&ModelOutcome::Evicted));
-        model.apply(6, &apply(1, 1, 2, KvOp::Get(b("a"))));
+        model.apply(6, &apply(1, 1, 2, KvOp::Get(b("a")))).unwrap();
         assert_eq!(result(&model, 6), KvResult::Nil);
         // Re-registering replaces the client's own session without evicting anyone.
-        model.apply(7, &register(1));
+        model.apply(7, &register(1)).unwrap();
         assert_eq!(model.evictions, 1);
-        model.apply(8, &apply(1, 1, 3, KvOp::Get(b("a"))));
+        model.apply(8, &apply(1, 1, 3, KvOp::Get(b("a")))).unwrap();
         assert_eq!(
             model.outcome(8),
             Some(&ModelOutcome::Evicted),
@@ -347,7 +370,7 @@ pub(crate) mod tests {
         assert_eq!(model.session_end(2, 2), Some(4), "evicted by op 4");
         assert_eq!(model.session_end(1, 1), Some(7), "replaced at op 7");
         assert_eq!(model.session_end(1, 7), None);
-        model.apply(9, &apply(1, 7, 1, KvOp::Get(b("a"))));
+        model.apply(9, &apply(1, 7, 1, KvOp::Get(b("a")))).unwrap();
         assert_eq!(result(&model, 9), KvResult::Nil);
     }
 }

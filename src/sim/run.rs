@@ -13,10 +13,11 @@ use super::cluster::{Cluster, ClusterOptions};
 use super::faults::{FaultCounts, FaultRates, Regime};
 use super::network::NetworkCounts;
 use super::prng::Prng;
+use super::service::SimService;
 use super::watch::TransferCounts;
-use super::workload::KEYS_MAX;
 use crate::config::Config;
 use crate::protocol::{Stats, ENTRY_HEADER_BYTES};
+use crate::service::Kv;
 use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -162,6 +163,14 @@ pub struct RunSummary {
 /// The cluster options a seed stands for, and how many times `RunOptions::fault_steps`
 /// its fault phase lasts (1, or 2 on one seed in eight, so that logs grow long).
 pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u64) {
+    options_for_seed_of::<Kv>(seed, run)
+}
+
+/// [`options_for_seed`] for replicas of `S` (whose snapshots bound the message size).
+pub fn options_for_seed_of<S: SimService>(
+    seed: u64,
+    run: &RunOptions,
+) -> (u64, ClusterOptions, u64) {
     let mut prng = Prng::new(seed);
     // Seven replicas are the slowest to simulate; five are where overlapping recoveries
     // (two down at once) first become possible, so they get the largest share.
@@ -175,7 +184,11 @@ pub fn options_for_seed(seed: u64, run: &RunOptions) -> (u64, ClusterOptions, u6
     // At most 100, so that every ordinary operation (a cas carries two values) stays under
     // `request_body_bytes_max` = 256 (`workload::tests`).
     let value_bytes_max = *prng.pick(&[1, 1, 48, 100]);
-    let checkpoint_bytes_max = checkpoint_bytes_max(client_count, value_bytes_max);
+    let checkpoint_bytes_max = checkpoint_bytes_max(
+        client_count,
+        value_bytes_max,
+        S::snapshot_bytes_max(value_bytes_max),
+    );
     let config = sim_config(
         &mut prng,
         seed,
@@ -244,15 +257,14 @@ fn write_delay_steps_max(seed: u64, run: &RunOptions) -> u64 {
     }
 }
 
-/// The largest checkpoint a run can take: the kv service over every key and a client
-/// table of every client, with values (and so replies) of up to `value_bytes_max`.
-/// Checkpoints still travel whole in one NewState, so messages must hold one, with its
-/// pages' headers (each snapshot cut into pages of at most `PAGE_BYTES_TARGET`, one more
-/// where a page boundary falls between records).
-fn checkpoint_bytes_max(client_count: usize, value_bytes_max: u64) -> u64 {
+/// The largest checkpoint a run can take: the service's largest snapshot (`service`
+/// bytes) and a client table of every client, with values (and so replies) of up to
+/// `value_bytes_max`. Checkpoints still travel whole in one NewState, so messages must
+/// hold one, with its pages' headers (each snapshot cut into pages of at most
+/// `PAGE_BYTES_TARGET`, one more where a page boundary falls between records).
+fn checkpoint_bytes_max(client_count: usize, value_bytes_max: u64, service: u64) -> u64 {
     use crate::protocol::{CHECKPOINT_HEADER_BYTES, PAGE_HEADER_BYTES};
     use crate::service::PAGE_BYTES_TARGET;
-    let service = 8 + KEYS_MAX as u64 * (8 + 8 + value_bytes_max);
     let clients = 4 + client_count as u64 * (36 + 32 + value_bytes_max);
     let pages = |bytes: u64| bytes.div_ceil(PAGE_BYTES_TARGET as u64) + 1;
     let headers = CHECKPOINT_HEADER_BYTES as u64
@@ -330,7 +342,14 @@ fn draw_message_limits(prng: &mut Prng, config: &mut Config, checkpoint_bytes_ma
 
 /// Runs one seed; a replica panic is caught and reported as a violation.
 pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation> {
-    let (cluster_seed, cluster_options, fault_steps_scale) = options_for_seed(seed, &options);
+    run_seed_of::<Kv>(seed, options)
+}
+
+/// Runs one seed with replicas of `S` (an embedder's own service: see
+/// [`SimService`]); a replica panic is caught and reported as a violation.
+pub fn run_seed_of<S: SimService>(seed: u64, options: RunOptions) -> Result<RunSummary, Violation> {
+    let (cluster_seed, cluster_options, fault_steps_scale) =
+        options_for_seed_of::<S>(seed, &options);
     let options = RunOptions {
         fault_steps: options.fault_steps * fault_steps_scale,
         ..options
@@ -340,7 +359,7 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
     if options.trace {
         eprintln!("seed {seed}: {regime} {cluster_options:?}");
     }
-    let mut cluster = Cluster::new(cluster_seed, cluster_options);
+    let mut cluster = Cluster::<S>::with_service(cluster_seed, cluster_options);
     record_panic_locations();
     let result = catch_unwind(AssertUnwindSafe(|| run_phases(&mut cluster, options)));
     let failure = match result {
@@ -391,7 +410,10 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
 }
 
 /// The fault phase, then the liveness phase; returns the steps the latter took.
-fn run_phases(cluster: &mut Cluster, options: RunOptions) -> Result<u64, Failure> {
+fn run_phases<S: SimService>(
+    cluster: &mut Cluster<S>,
+    options: RunOptions,
+) -> Result<u64, Failure> {
     cluster.inject = true;
     cluster.load = true;
     cluster.register = true;

@@ -22,7 +22,7 @@
 
 use super::checker::Failure;
 use crate::protocol::{Body, Message, Op, Replica, ReplicaIndex, Status, View};
-use crate::service::Kv;
+use crate::service::StateMachine;
 
 /// State-transfer counters, from the NewStates the network delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -187,10 +187,10 @@ impl Watch {
     /// highest commit of the DoViewChanges for that view delivered to it before. Also
     /// reports a malformed message delivered just before, a recovery that ended short of
     /// what committed before the restart (see the module docs) and a view that went back.
-    pub fn check_new_primary(
+    pub fn check_new_primary<S: StateMachine>(
         &mut self,
         index: ReplicaIndex,
-        replica: &Replica<Kv>,
+        replica: &Replica<S>,
     ) -> Result<(), Failure> {
         if let Some(failure) = self.malformed.take() {
             return Err(failure);
@@ -235,10 +235,10 @@ impl Watch {
 impl Watch {
     /// Once replica `index` leaves recovering status, its log must reach every op
     /// committed before it restarted.
-    fn check_recovery(
+    fn check_recovery<S: StateMachine>(
         &mut self,
         index: ReplicaIndex,
-        replica: &Replica<Kv>,
+        replica: &Replica<S>,
     ) -> Result<(), Failure> {
         self.commit_max = self.commit_max.max(replica.commit());
         let slot = &mut self.recovery_floor[index as usize];
