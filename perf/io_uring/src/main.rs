@@ -88,6 +88,7 @@ struct Args {
     file_mib: u64,
     header: bool,
     coop: bool,
+    probe: bool,
 }
 
 fn parse_args() -> Args {
@@ -105,13 +106,15 @@ fn parse_args() -> Args {
         file_mib: 64,
         header: false,
         coop: false,
+        probe: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < raw.len() {
         let flag = raw[i].as_str();
-        if flag == "--header" || flag == "--coop" {
+        if flag == "--header" || flag == "--coop" || flag == "--probe" {
             args.header |= flag == "--header";
+            args.probe |= flag == "--probe";
             args.coop |= flag == "--coop";
             i += 1;
             continue;
@@ -166,7 +169,7 @@ fn usage(flag: &str) -> ! {
     eprintln!(
         "bad or missing value for {flag}\nusage: uring-bench --variant thread|uring|inline [--depth N] [--wait epoll|ring] \
          [--mode closed|rate] [--batch-bytes B] [--rate PER_S] [--inflight N] [--seconds S] [--warmup S] \
-         [--path FILE] [--file-mib M] [--coop] [--header]"
+         [--path FILE] [--file-mib M] [--coop] [--header] [--probe]"
     );
     std::process::exit(2);
 }
@@ -351,6 +354,8 @@ struct Schedule {
     mode: Mode,
     period: Duration,
     next_due: Instant,
+    /// Rate mode: when the batch last granted by `due` was due.
+    granted_due: Instant,
     inflight: u64,
 }
 
@@ -370,9 +375,21 @@ impl Schedule {
                     }
                     return false;
                 }
+                self.granted_due = self.next_due;
                 self.next_due += self.period;
                 true
             }
+        }
+    }
+
+    /// When the latency of the batch just granted starts, given its hand-over at
+    /// `handed_over`: then in closed mode; in rate mode when it was due, so that a loop
+    /// that could not make it on time (blocked in a sync, or not scheduled) pays for that
+    /// too (no coordinated omission).
+    fn counts_from(&self, handed_over: Instant) -> Instant {
+        match self.mode {
+            Mode::Closed => handed_over,
+            Mode::Rate => self.granted_due.min(handed_over),
         }
     }
 
@@ -397,12 +414,17 @@ fn main() {
         println!("{HEADER}");
         return;
     }
+    if args.probe {
+        probe();
+        return;
+    }
     let journal = Journal::create(&args.path, args.file_mib << 20);
     let mut meter = Meter::new(&args);
     let mut schedule = Schedule {
         mode: args.mode,
         period: Duration::from_secs_f64(1.0 / args.rate as f64),
         next_due: meter.start,
+        granted_due: meter.start,
         inflight: args.inflight,
     };
     match args.variant {
@@ -412,6 +434,25 @@ fn main() {
     }
     report(&args, &meter);
     let _ = std::fs::remove_file(&args.path);
+}
+
+/// Whether io_uring works here: `io_uring_setup`, and the opcodes the benchmark uses.
+fn probe() {
+    match IoUring::new(8) {
+        Err(error) => println!("io_uring_setup: FAILED: {error} (errno {:?})", error.raw_os_error()),
+        Ok(ring) => {
+            let mut probe = io_uring::Probe::new();
+            let registered = ring.submitter().register_probe(&mut probe);
+            println!(
+                "io_uring_setup: ok (FEAT_NODROP {}, FEAT_EXT_ARG {}); IORING_REGISTER_PROBE: {}; WRITE: {}; FSYNC: {}",
+                ring.params().is_feature_nodrop(),
+                ring.params().is_feature_ext_arg(),
+                if registered.is_ok() { "ok" } else { "failed" },
+                probe.is_supported(opcode::Write::CODE),
+                probe.is_supported(opcode::Fsync::CODE),
+            );
+        }
+    }
 }
 
 fn report(args: &Args, meter: &Meter) {
@@ -507,7 +548,7 @@ fn run_thread(args: &Args, journal: Journal, meter: &mut Meter, schedule: &mut S
         if producing && schedule.due(now, next_seq - durable_to, meter) {
             let mut bytes = spares.try_recv().unwrap_or_else(|_| Vec::with_capacity(args.batch_bytes));
             fill(&mut bytes, next_seq, args.batch_bytes);
-            meter.hand_over(next_seq, Instant::now());
+            meter.hand_over(next_seq, schedule.counts_from(Instant::now()));
             // Never full: at most `inflight` batches are not yet durable.
             batches.try_send(Batch { seq: next_seq, bytes }).expect("the batch queue has room");
             next_seq += 1;
@@ -620,7 +661,7 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
         if producing && schedule.due(now, next_seq - durable_to, meter) {
             let mut bytes = batch_pool.pop().expect("a batch buffer");
             fill(&mut bytes, next_seq, args.batch_bytes);
-            meter.hand_over(next_seq, Instant::now());
+            meter.hand_over(next_seq, schedule.counts_from(Instant::now()));
             pending.push(bytes);
             next_seq += 1;
         }
@@ -699,8 +740,7 @@ fn run_inline(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &m
         }
         if schedule.due(now, 0, meter) {
             fill(&mut bytes, next_seq, args.batch_bytes);
-            let handed_over = Instant::now();
-            meter.hand_over(next_seq, handed_over);
+            meter.hand_over(next_seq, schedule.counts_from(Instant::now()));
             let at = journal.place(bytes.len());
             journal.file.write_all_at(&bytes, at).expect("write");
             journal.file.sync_data().expect("fdatasync");
