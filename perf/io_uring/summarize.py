@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Medians of perf/io_uring/run.sh's runs.csv, per (mode, batch size, variant), and the
-ratio io_uring (depth 1, epoll) / storage thread. usage: summarize.py runs.csv"""
+"""Medians of perf/io_uring/run.sh's runs.csv, per (mode, batch size, variant), and each
+io_uring variant's ratio to the storage thread, paired by repeat. usage: summarize.py runs.csv"""
 import csv, statistics, sys
 from collections import defaultdict
 
@@ -18,7 +18,8 @@ order = ["thread", "uring", "uring-d2", "uring-ring", "inline"]
 metrics = [("batches_per_s", "durable batches/s", 0), ("groups_per_s", "groups/s", 0),
            ("mb_per_s", "MB/s", 1), ("batches_per_group", "batches/group", 1),
            ("p50_us", "p50 us", 0), ("p99_us", "p99 us", 0),
-           ("cpu_us_per_batch", "CPU us/batch", 1), ("vcsw_per_batch", "vol. cs/batch", 2)]
+           ("cpu_us_per_batch", "CPU us/batch", 1), ("vcsw_per_batch", "vol. cs/batch", 2),
+           ("lag_p99_us", "loop lag p99 us", 0)]
 
 def med(rows, key):
     return statistics.median(float(r[key]) for r in rows)
@@ -36,15 +37,22 @@ for mode in ["closed", "rate"]:
             loads = [float(r["load1"]) for r in rows]
             print(f"| {size // 1024} KiB | {name} | {len(rows)} | " + " | ".join(cells)
                   + f" | {min(loads):.1f}-{max(loads):.1f} |")
-    print(f"\nratio uring / thread (medians; >1 means io_uring has more of it), mode {mode}:\n")
-    print("| batch | " + " | ".join(m[1] for m in metrics) + " |")
-    print("|---:|" + "---:|" * len(metrics))
+    print(f"\nio_uring / thread, mode {mode}: per repeat, the ratio of two runs made back to back; the median "
+          "of those ratios and their range (>1: io_uring has more of it)\n")
+    keys = [("batches_per_s", "durable batches/s"), ("p50_us", "p50 latency"), ("p99_us", "p99 latency"),
+            ("cpu_us_per_batch", "CPU per batch")]
+    print("| batch | variant | " + " | ".join(k[1] for k in keys) + " |")
+    print("|---:|:---|" + "---:|" * len(keys))
     for size in sorted({k[1] for k in runs if k[0] == mode}):
-        a, b = runs.get((mode, size, "thread")), runs.get((mode, size, "uring"))
-        if not a or not b:
-            continue
-        cells = []
-        for key, _, _ in metrics:
-            x, y = med(a, key), med(b, key)
-            cells.append(f"{y / x:.2f}" if x else "-")
-        print(f"| {size // 1024} KiB | " + " | ".join(cells) + " |")
+        base = {r["repeat"]: r for r in runs.get((mode, size, "thread"), [])}
+        for name in order[1:4]:
+            rows = runs.get((mode, size, name), [])
+            cells = []
+            for key, _ in keys:
+                ratios = sorted(float(r[key]) / float(base[r["repeat"]][key])
+                                for r in rows if r["repeat"] in base and float(base[r["repeat"]][key]))
+                if not ratios:
+                    cells.append("-")
+                    continue
+                cells.append(f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+            print(f"| {size // 1024} KiB | {name} | " + " | ".join(cells) + " |")

@@ -44,10 +44,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HEADER: &str = "variant,depth,wait,mode,batch_bytes,rate,inflight,seconds,groups,batches,bytes,groups_per_s,batches_per_s,mb_per_s,batches_per_group,p50_us,p99_us,max_us,cpu_us_per_batch,vcsw_per_batch,ivcsw_per_batch,late,load1,threads";
+const HEADER: &str = "variant,depth,wait,mode,batch_bytes,rate,inflight,seconds,groups,batches,bytes,groups_per_s,batches_per_s,mb_per_s,batches_per_group,p50_us,p99_us,max_us,cpu_us_per_batch,vcsw_per_batch,ivcsw_per_batch,late,lag_p50_us,lag_p99_us,load1,threads";
 
 const WAKER: Token = Token(0);
 const RING: Token = Token(1);
+const TIMER: Token = Token(2);
 const BLOCK_BYTES: usize = 4096;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -224,12 +225,14 @@ struct Batch {
 
 /// What the loop measures, over the window only.
 struct Meter {
-    start: Instant,
     window_start: Instant,
     window_end: Instant,
     /// When each batch not yet durable was handed over, by `seq % len`.
     handed_over: Vec<Instant>,
     latency_us: Histogram<u64>,
+    /// Rate mode: how late the loop handed each batch over, after it was due (a loop
+    /// blocked in a sync, or waiting to be scheduled or for its timer, falls behind).
+    lag_us: Histogram<u64>,
     groups: u64,
     batches: u64,
     bytes: u64,
@@ -247,11 +250,11 @@ impl Meter {
         let start = Instant::now();
         let window_start = start + Duration::from_secs_f64(args.warmup);
         Meter {
-            start,
             window_start,
             window_end: window_start + Duration::from_secs_f64(args.seconds),
             handed_over: vec![start; args.inflight as usize],
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            lag_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
             groups: 0,
             batches: 0,
             bytes: 0,
@@ -263,7 +266,13 @@ impl Meter {
         }
     }
 
-    fn hand_over(&mut self, seq: u64, now: Instant) {
+    /// Batch `seq` is handed over `now`; in rate mode it was `due` then.
+    fn hand_over(&mut self, seq: u64, now: Instant, due: Option<Instant>) {
+        if let Some(due) = due {
+            if self.in_window(now) {
+                self.lag_us.saturating_record((now - due.min(now)).as_micros() as u64);
+            }
+        }
         let slots = self.handed_over.len() as u64;
         self.handed_over[(seq % slots) as usize] = now;
     }
@@ -357,6 +366,11 @@ struct Schedule {
     /// Rate mode: when the batch last granted by `due` was due.
     granted_due: Instant,
     inflight: u64,
+    /// Rate mode: a periodic timerfd, one expiry per batch, for loops that wait in
+    /// `epoll_wait` (whose timeout counts whole milliseconds: mio rounds 0.5 ms up to 1).
+    ticker: Option<std::os::fd::OwnedFd>,
+    /// Whether the loop waits on `ticker` (else it sleeps until `next_due` itself).
+    ticking: bool,
 }
 
 impl Schedule {
@@ -382,15 +396,9 @@ impl Schedule {
         }
     }
 
-    /// When the latency of the batch just granted starts, given its hand-over at
-    /// `handed_over`: then in closed mode; in rate mode when it was due, so that a loop
-    /// that could not make it on time (blocked in a sync, or not scheduled) pays for that
-    /// too (no coordinated omission).
-    fn counts_from(&self, handed_over: Instant) -> Instant {
-        match self.mode {
-            Mode::Closed => handed_over,
-            Mode::Rate => self.granted_due.min(handed_over),
-        }
+    /// Rate mode: when the batch just granted was due (its lag is measured from then).
+    fn granted_due(&self) -> Option<Instant> {
+        (self.mode == Mode::Rate).then_some(self.granted_due)
     }
 
     /// How long the loop may block: not at all if it could make a batch now, until the
@@ -402,8 +410,10 @@ impl Schedule {
         match self.mode {
             Mode::Closed if waiting < self.inflight => Some(Duration::ZERO),
             Mode::Closed => None,
-            Mode::Rate if waiting < self.inflight => Some(self.next_due.saturating_duration_since(now)),
-            Mode::Rate => None,
+            Mode::Rate if waiting >= self.inflight => None,
+            Mode::Rate if now >= self.next_due => Some(Duration::ZERO),
+            Mode::Rate if self.ticking => None,
+            Mode::Rate => Some(self.next_due - now),
         }
     }
 }
@@ -419,13 +429,19 @@ fn main() {
         return;
     }
     let journal = Journal::create(&args.path, args.file_mib << 20);
+    let period = Duration::from_secs_f64(1.0 / args.rate as f64);
+    // The schedule starts just before the ticker: each expiry comes at or just after the
+    // batch it stands for is due.
     let mut meter = Meter::new(&args);
+    let first_due = Instant::now();
     let mut schedule = Schedule {
         mode: args.mode,
-        period: Duration::from_secs_f64(1.0 / args.rate as f64),
-        next_due: meter.start,
-        granted_due: meter.start,
+        period,
+        next_due: first_due,
+        granted_due: first_due,
         inflight: args.inflight,
+        ticker: (args.mode == Mode::Rate).then(|| ticker(period)),
+        ticking: false,
     };
     match args.variant {
         Variant::Thread => run_thread(&args, journal, &mut meter, &mut schedule),
@@ -467,7 +483,7 @@ fn report(args: &Args, meter: &Meter) {
     let wait = format!("{:?}{}", args.wait, if args.coop { "-coop" } else { "" }).to_lowercase();
     let mode = format!("{:?}", args.mode).to_lowercase();
     println!(
-        "{variant},{},{wait},{mode},{},{},{},{seconds},{},{},{},{:.0},{:.0},{:.1},{:.2},{},{},{},{:.1},{:.2},{:.2},{},{load1},{}",
+        "{variant},{},{wait},{mode},{},{},{},{seconds},{},{},{},{:.0},{:.0},{:.1},{:.2},{},{},{},{:.1},{:.2},{:.2},{},{},{},{load1},{}",
         args.depth,
         args.batch_bytes,
         if args.mode == Mode::Rate { args.rate } else { 0 },
@@ -486,19 +502,59 @@ fn report(args: &Args, meter: &Meter) {
         (end.ru_nvcsw - start.ru_nvcsw) as f64 / batches,
         (end.ru_nivcsw - start.ru_nivcsw) as f64 / batches,
         meter.late,
+        meter.lag_us.value_at_quantile(0.50),
+        meter.lag_us.value_at_quantile(0.99),
         meter.threads_seen,
     );
 }
 
+/// A periodic timer of `period`, non-blocking, first expiry one period from now.
+fn ticker(period: Duration) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let every = libc::timespec { tv_sec: period.as_secs() as _, tv_nsec: period.subsec_nanos() as _ };
+    let spec = libc::itimerspec { it_interval: every, it_value: every };
+    // SAFETY: plain system calls on a descriptor this function creates and then owns.
+    unsafe {
+        let fd = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC);
+        assert!(fd >= 0, "timerfd_create");
+        assert_eq!(libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()), 0, "timerfd_settime");
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+impl Schedule {
+    /// Makes `poll` wake the loop on every tick (rate mode).
+    fn tick_through(&mut self, poll: &Poll) {
+        if let Some(ticker) = &self.ticker {
+            poll.registry()
+                .register(&mut SourceFd(&ticker.as_raw_fd()), TIMER, Interest::READABLE)
+                .expect("register the ticker");
+            self.ticking = true;
+        }
+    }
+
+    /// Resets the ticker's readiness after it woke the loop (epoll is edge-triggered).
+    fn drain_ticker(&self, events: &Events) {
+        if let Some(ticker) = &self.ticker {
+            if events.iter().any(|event| event.token() == TIMER) {
+                let mut expiries = [0u8; 8];
+                // SAFETY: reads 8 bytes into an 8-byte buffer; EAGAIN is fine.
+                unsafe { libc::read(ticker.as_raw_fd(), expiries.as_mut_ptr().cast(), 8) };
+            }
+        }
+    }
+}
+
 /// Polls, retrying an interrupted wait (io_uring's task work may interrupt it).
-fn poll_once(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) {
+fn poll_once(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>, schedule: &Schedule) {
     loop {
         match poll.poll(events, timeout) {
-            Ok(()) => return,
+            Ok(()) => break,
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(error) => panic!("poll: {error}"),
         }
     }
+    schedule.drain_ticker(events);
 }
 
 // ---------------------------------------------------------------- A: the storage thread
@@ -512,6 +568,7 @@ fn run_thread(args: &Args, journal: Journal, meter: &mut Meter, schedule: &mut S
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(64);
     let waker = Arc::new(Waker::new(poll.registry(), WAKER).expect("waker"));
+    schedule.tick_through(&poll);
     let capacity = args.inflight as usize;
     let (batches, to_thread) = crossbeam_channel::bounded::<Batch>(capacity);
     let (from_thread, completions) = crossbeam_channel::bounded::<Completion>(capacity + 2);
@@ -548,13 +605,13 @@ fn run_thread(args: &Args, journal: Journal, meter: &mut Meter, schedule: &mut S
         if producing && schedule.due(now, next_seq - durable_to, meter) {
             let mut bytes = spares.try_recv().unwrap_or_else(|_| Vec::with_capacity(args.batch_bytes));
             fill(&mut bytes, next_seq, args.batch_bytes);
-            meter.hand_over(next_seq, schedule.counts_from(Instant::now()));
+            meter.hand_over(next_seq, Instant::now(), schedule.granted_due());
             // Never full: at most `inflight` batches are not yet durable.
             batches.try_send(Batch { seq: next_seq, bytes }).expect("the batch queue has room");
             next_seq += 1;
         }
         let timeout = schedule.timeout(Instant::now(), next_seq - durable_to, producing);
-        poll_once(&mut poll, &mut events, timeout);
+        poll_once(&mut poll, &mut events, timeout, schedule);
     }
     drop(batches);
     thread.join().expect("the storage thread panicked");
@@ -616,6 +673,7 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
         poll.registry()
             .register(&mut SourceFd(&ring_fd), RING, Interest::READABLE)
             .expect("register the ring with epoll");
+        schedule.tick_through(&poll);
     }
     let fd = types::Fd(journal.file.as_raw_fd());
     let group_bytes_max = args.inflight as usize * args.batch_bytes;
@@ -661,7 +719,7 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
         if producing && schedule.due(now, next_seq - durable_to, meter) {
             let mut bytes = batch_pool.pop().expect("a batch buffer");
             fill(&mut bytes, next_seq, args.batch_bytes);
-            meter.hand_over(next_seq, schedule.counts_from(Instant::now()));
+            meter.hand_over(next_seq, Instant::now(), schedule.granted_due());
             pending.push(bytes);
             next_seq += 1;
         }
@@ -699,7 +757,7 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
         }
         let timeout = schedule.timeout(Instant::now(), next_seq - durable_to, producing);
         match args.wait {
-            Wait::Epoll => poll_once(&mut poll, &mut events, timeout),
+            Wait::Epoll => poll_once(&mut poll, &mut events, timeout, schedule),
             Wait::Ring => wait_ring(&ring, timeout),
         }
     }
@@ -729,6 +787,7 @@ fn wait_ring(ring: &IoUring, timeout: Option<Duration>) {
 /// for the whole disk latency), kept as the floor for latency.
 fn run_inline(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mut Schedule) {
     let mut poll = Poll::new().expect("poll");
+    schedule.tick_through(&poll);
     let mut events = Events::with_capacity(64);
     let mut bytes = Vec::with_capacity(args.batch_bytes);
     let mut next_seq = 0u64;
@@ -740,7 +799,7 @@ fn run_inline(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &m
         }
         if schedule.due(now, 0, meter) {
             fill(&mut bytes, next_seq, args.batch_bytes);
-            meter.hand_over(next_seq, schedule.counts_from(Instant::now()));
+            meter.hand_over(next_seq, Instant::now(), schedule.granted_due());
             let at = journal.place(bytes.len());
             journal.file.write_all_at(&bytes, at).expect("write");
             journal.file.sync_data().expect("fdatasync");
@@ -748,6 +807,6 @@ fn run_inline(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &m
             next_seq += 1;
         }
         let timeout = schedule.timeout(Instant::now(), 0, true);
-        poll_once(&mut poll, &mut events, timeout);
+        poll_once(&mut poll, &mut events, timeout, schedule);
     }
 }
