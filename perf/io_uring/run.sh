@@ -5,17 +5,18 @@
 # Interleaved: each repeat runs every variant back to back for each (mode, batch size),
 # in an order that alternates between repeats. Each run is bounded: WARMUP + SECS seconds
 # plus growing a 64 MiB file.
-# usage: perf/io_uring/run.sh            (REPEATS, SECS, WARMUP, RATE, INFLIGHT, DIR override)
+# usage: perf/io_uring/run.sh   (REPEATS, SECS, WARMUP, RATE, INFLIGHT, DIR, SIZES, MODES override)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/uring}
-REPEATS=${REPEATS:-3}
-SECS=${SECS:-2.5}
+REPEATS=${REPEATS:-5}
+SECS=${SECS:-2}
 WARMUP=${WARMUP:-0.5}
 RATE=${RATE:-2000}
 INFLIGHT=${INFLIGHT:-64}
 DIR=${DIR:-/tmp/uring-bench}
 SIZES=${SIZES:-"4096 16384 65536"}
+MODES=${MODES:-"closed rate"}
 
 nice cargo build --release --locked --manifest-path "$HERE/Cargo.toml"
 BIN=$CARGO_TARGET_DIR/release/uring-bench
@@ -57,7 +58,7 @@ run() { # repeat mode size label
 }
 
 for repeat in $(seq 1 "$REPEATS"); do
-  for mode in closed rate; do
+  for mode in $MODES; do
     labels="thread uring uring-d2 uring-ring"
     if [ "$mode" = rate ]; then labels="$labels inline"; fi
     if [ $((repeat % 2)) = 0 ]; then labels=$(echo $labels | tr ' ' '\n' | tac | paste -sd' '); fi

@@ -19,12 +19,12 @@ metrics = [("batches_per_s", "durable batches/s", 0), ("groups_per_s", "groups/s
            ("mb_per_s", "MB/s", 1), ("batches_per_group", "batches/group", 1),
            ("p50_us", "p50 us", 0), ("p99_us", "p99 us", 0),
            ("cpu_us_per_batch", "CPU us/batch", 1), ("vcsw_per_batch", "vol. cs/batch", 2),
-           ("lag_p99_us", "loop lag p99 us", 0)]
+           ("lag_p99_us", "loop lag p99 us", 0), ("sync_p50_us", "sync p50 us", 0)]
 
 def med(rows, key):
-    return statistics.median(float(r[key]) for r in rows)
+    return statistics.median(float(r.get(key) or 0) for r in rows)
 
-for mode in ["closed", "rate"]:
+for mode in [m for m in ["closed", "rate"] if any(k[0] == m for k in runs)]:
     print(f"\n### mode {mode}: medians, n runs each\n")
     print("| batch | variant | n | " + " | ".join(m[1] for m in metrics) + " | load1 range |")
     print("|---:|:---|--:|" + "---:|" * len(metrics) + ":--|")

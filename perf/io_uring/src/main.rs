@@ -44,7 +44,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HEADER: &str = "variant,depth,wait,mode,batch_bytes,rate,inflight,seconds,groups,batches,bytes,groups_per_s,batches_per_s,mb_per_s,batches_per_group,p50_us,p99_us,max_us,cpu_us_per_batch,vcsw_per_batch,ivcsw_per_batch,late,lag_p50_us,lag_p99_us,load1,threads";
+const HEADER: &str = "variant,depth,wait,mode,batch_bytes,rate,inflight,seconds,groups,batches,bytes,groups_per_s,batches_per_s,mb_per_s,batches_per_group,p50_us,p99_us,max_us,cpu_us_per_batch,vcsw_per_batch,ivcsw_per_batch,late,lag_p50_us,lag_p99_us,sync_p50_us,sync_p99_us,load1,threads";
 
 const WAKER: Token = Token(0);
 const RING: Token = Token(1);
@@ -233,6 +233,11 @@ struct Meter {
     /// Rate mode: how late the loop handed each batch over, after it was due (a loop
     /// blocked in a sync, or waiting to be scheduled or for its timer, falls behind).
     lag_us: Histogram<u64>,
+    /// Per group, how long its write and sync took where the variant can see it: in the
+    /// storage thread around `write_all_at` + `sync_data` (thread), around the same calls
+    /// (inline), or from `io_uring_enter` to the loop reaping the sync (uring, so this
+    /// includes the wake-up). Latency minus this is the hand-off and the queueing.
+    sync_us: Histogram<u64>,
     groups: u64,
     batches: u64,
     bytes: u64,
@@ -255,6 +260,7 @@ impl Meter {
             handed_over: vec![start; args.inflight as usize],
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
             lag_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            sync_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
             groups: 0,
             batches: 0,
             bytes: 0,
@@ -297,6 +303,13 @@ impl Meter {
         self.groups += groups;
         self.batches += to - from;
         self.bytes += (to - from) * batch_bytes as u64;
+    }
+
+    /// A group's write and sync took `took` (see `sync_us`).
+    fn synced(&mut self, took: Duration, now: Instant) {
+        if self.in_window(now) {
+            self.sync_us.saturating_record(took.as_micros().max(1) as u64);
+        }
     }
 
     /// Takes the CPU snapshots at the window's edges.
@@ -483,7 +496,7 @@ fn report(args: &Args, meter: &Meter) {
     let wait = format!("{:?}{}", args.wait, if args.coop { "-coop" } else { "" }).to_lowercase();
     let mode = format!("{:?}", args.mode).to_lowercase();
     println!(
-        "{variant},{},{wait},{mode},{},{},{},{seconds},{},{},{},{:.0},{:.0},{:.1},{:.2},{},{},{},{:.1},{:.2},{:.2},{},{},{},{load1},{}",
+        "{variant},{},{wait},{mode},{},{},{},{seconds},{},{},{},{:.0},{:.0},{:.1},{:.2},{},{},{},{:.1},{:.2},{:.2},{},{},{},{},{},{load1},{}",
         args.depth,
         args.batch_bytes,
         if args.mode == Mode::Rate { args.rate } else { 0 },
@@ -504,6 +517,8 @@ fn report(args: &Args, meter: &Meter) {
         meter.late,
         meter.lag_us.value_at_quantile(0.50),
         meter.lag_us.value_at_quantile(0.99),
+        meter.sync_us.value_at_quantile(0.50),
+        meter.sync_us.value_at_quantile(0.99),
         meter.threads_seen,
     );
 }
@@ -562,6 +577,8 @@ fn poll_once(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>, sc
 /// The storage thread's report: batches up to `last` (exclusive) are durable.
 struct Completion {
     durable_to: u64,
+    /// How long the group's write and sync took, in the thread.
+    took: Duration,
 }
 
 fn run_thread(args: &Args, journal: Journal, meter: &mut Meter, schedule: &mut Schedule) {
@@ -590,6 +607,7 @@ fn run_thread(args: &Args, journal: Journal, meter: &mut Meter, schedule: &mut S
         loop {
             match completions.try_recv() {
                 Ok(done) => {
+                    meter.synced(done.took, now);
                     meter.durable(durable_to, done.durable_to, 1, args.batch_bytes, now);
                     durable_to = done.durable_to;
                 }
@@ -638,9 +656,11 @@ fn storage_thread(
             let _ = spares.try_send(next.bytes);
         }
         let at = journal.place(buffer.len());
+        let started = Instant::now();
         journal.file.write_all_at(&buffer, at).expect("write");
         journal.file.sync_data().expect("fdatasync");
-        if completions.send(Completion { durable_to: last + 1 }).is_err() {
+        let took = started.elapsed();
+        if completions.send(Completion { durable_to: last + 1, took }).is_err() {
             return;
         }
         let _ = waker.wake();
@@ -655,6 +675,7 @@ struct Group {
     to: u64,
     buffer: usize,
     synced: bool,
+    submitted: Instant,
 }
 
 fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mut Schedule) {
@@ -696,6 +717,8 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
             if is_sync {
                 assert_eq!(cqe.result(), 0, "fdatasync failed: {}", cqe.result());
                 group.synced = true;
+                let took = now.saturating_duration_since(group.submitted);
+                meter.synced(took, now);
             } else {
                 let expected = ((group.to - group.from) as usize * args.batch_bytes) as i32;
                 assert_eq!(cqe.result(), expected, "write failed or short: {}", cqe.result());
@@ -750,7 +773,13 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
                     sq.push(&write).expect("room in the SQ");
                     sq.push(&sync).expect("room in the SQ");
                 }
-                in_flight.push_back(Group { from: submitted_to, to: next_seq, buffer: slot, synced: false });
+                in_flight.push_back(Group {
+                    from: submitted_to,
+                    to: next_seq,
+                    buffer: slot,
+                    synced: false,
+                    submitted: Instant::now(),
+                });
                 submitted_to = next_seq;
                 ring.submit().expect("io_uring_enter");
             }
@@ -801,9 +830,12 @@ fn run_inline(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &m
             fill(&mut bytes, next_seq, args.batch_bytes);
             meter.hand_over(next_seq, Instant::now(), schedule.granted_due());
             let at = journal.place(bytes.len());
+            let started = Instant::now();
             journal.file.write_all_at(&bytes, at).expect("write");
             journal.file.sync_data().expect("fdatasync");
-            meter.durable(next_seq, next_seq + 1, 1, args.batch_bytes, Instant::now());
+            let now = Instant::now();
+            meter.synced(now - started, now);
+            meter.durable(next_seq, next_seq + 1, 1, args.batch_bytes, now);
             next_seq += 1;
         }
         let timeout = schedule.timeout(Instant::now(), 0, true);
