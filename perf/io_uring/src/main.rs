@@ -156,13 +156,22 @@ fn parse_args() -> Args {
         }
         i += 2;
     }
-    assert!(args.batch_bytes > 0 && args.batch_bytes % BLOCK_BYTES == 0, "--batch-bytes: a positive multiple of 4096");
+    assert!(
+        args.batch_bytes > 0 && args.batch_bytes.is_multiple_of(BLOCK_BYTES),
+        "--batch-bytes: a positive multiple of 4096"
+    );
     assert!((1..=64).contains(&args.depth), "--depth: 1..=64");
     assert!((1..=4096).contains(&args.inflight), "--inflight: 1..=4096");
-    assert!(args.seconds > 0.0 && args.seconds <= 30.0, "--seconds: bounded, at most 30");
+    assert!(
+        args.seconds > 0.0 && args.seconds <= 30.0,
+        "--seconds: bounded, at most 30"
+    );
     assert!(args.rate > 0 && args.rate <= 1_000_000);
     let group_bytes_max = args.inflight * args.batch_bytes as u64;
-    assert!(group_bytes_max <= args.file_mib << 20, "--file-mib must hold --inflight batches");
+    assert!(
+        group_bytes_max <= args.file_mib << 20,
+        "--file-mib must hold --inflight batches"
+    );
     args
 }
 
@@ -198,11 +207,16 @@ impl Journal {
         let zeros = vec![0u8; 1 << 20];
         let mut at = 0;
         while at < file_bytes {
-            file.write_all_at(&zeros, at).expect("grow the journal with zeros");
+            file.write_all_at(&zeros, at)
+                .expect("grow the journal with zeros");
             at += zeros.len() as u64;
         }
         file.sync_all().expect("fsync the grown journal");
-        Journal { file, file_bytes, offset: 0 }
+        Journal {
+            file,
+            file_bytes,
+            offset: 0,
+        }
     }
 
     /// The offset for a group of `length` bytes: the next one, or the start of the file
@@ -276,7 +290,8 @@ impl Meter {
     fn hand_over(&mut self, seq: u64, now: Instant, due: Option<Instant>) {
         if let Some(due) = due {
             if self.in_window(now) {
-                self.lag_us.saturating_record((now - due.min(now)).as_micros() as u64);
+                self.lag_us
+                    .saturating_record((now - due.min(now)).as_micros() as u64);
             }
         }
         let slots = self.handed_over.len() as u64;
@@ -298,7 +313,8 @@ impl Meter {
         let slots = self.handed_over.len() as u64;
         for seq in from..to {
             let waited = now - self.handed_over[(seq % slots) as usize];
-            self.latency_us.saturating_record(waited.as_micros().max(1) as u64);
+            self.latency_us
+                .saturating_record(waited.as_micros().max(1) as u64);
         }
         self.groups += groups;
         self.batches += to - from;
@@ -308,7 +324,8 @@ impl Meter {
     /// A group's write and sync took `took` (see `sync_us`).
     fn synced(&mut self, took: Duration, now: Instant) {
         if self.in_window(now) {
-            self.sync_us.saturating_record(took.as_micros().max(1) as u64);
+            self.sync_us
+                .saturating_record(took.as_micros().max(1) as u64);
         }
     }
 
@@ -348,7 +365,11 @@ fn thread_names() -> String {
                 .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
                 .map(|name| {
                     let name = name.trim().to_string();
-                    if name.starts_with("iou-wrk") { "iou-wrk".into() } else { name }
+                    if name.starts_with("iou-wrk") {
+                        "iou-wrk".into()
+                    } else {
+                        name
+                    }
                 })
                 .collect()
         })
@@ -357,8 +378,15 @@ fn thread_names() -> String {
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     while i < names.len() {
-        let run = names[i..].iter().take_while(|name| **name == names[i]).count();
-        out.push(if run > 1 { format!("{}x{}", names[i], run) } else { names[i].clone() });
+        let run = names[i..]
+            .iter()
+            .take_while(|name| **name == names[i])
+            .count();
+        out.push(if run > 1 {
+            format!("{}x{}", names[i], run)
+        } else {
+            names[i].clone()
+        });
         i += run;
     }
     out.join("+")
@@ -468,7 +496,10 @@ fn main() {
 /// Whether io_uring works here: `io_uring_setup`, and the opcodes the benchmark uses.
 fn probe() {
     match IoUring::new(8) {
-        Err(error) => println!("io_uring_setup: FAILED: {error} (errno {:?})", error.raw_os_error()),
+        Err(error) => println!(
+            "io_uring_setup: FAILED: {error} (errno {:?})",
+            error.raw_os_error()
+        ),
         Ok(ring) => {
             let mut probe = io_uring::Probe::new();
             let registered = ring.submitter().register_probe(&mut probe);
@@ -485,7 +516,10 @@ fn probe() {
 }
 
 fn report(args: &Args, meter: &Meter) {
-    let (start, end) = (meter.usage_start.expect("window start"), meter.usage_end.expect("window end"));
+    let (start, end) = (
+        meter.usage_start.expect("window start"),
+        meter.usage_end.expect("window end"),
+    );
     let batches = meter.batches.max(1) as f64;
     let seconds = args.seconds;
     let load1 = std::fs::read_to_string("/proc/loadavg")
@@ -526,13 +560,26 @@ fn report(args: &Args, meter: &Meter) {
 /// A periodic timer of `period`, non-blocking, first expiry one period from now.
 fn ticker(period: Duration) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
-    let every = libc::timespec { tv_sec: period.as_secs() as _, tv_nsec: period.subsec_nanos() as _ };
-    let spec = libc::itimerspec { it_interval: every, it_value: every };
+    let every = libc::timespec {
+        tv_sec: period.as_secs() as _,
+        tv_nsec: period.subsec_nanos() as _,
+    };
+    let spec = libc::itimerspec {
+        it_interval: every,
+        it_value: every,
+    };
     // SAFETY: plain system calls on a descriptor this function creates and then owns.
     unsafe {
-        let fd = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC);
+        let fd = libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        );
         assert!(fd >= 0, "timerfd_create");
-        assert_eq!(libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()), 0, "timerfd_settime");
+        assert_eq!(
+            libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()),
+            0,
+            "timerfd_settime"
+        );
         std::os::fd::OwnedFd::from_raw_fd(fd)
     }
 }
@@ -542,7 +589,11 @@ impl Schedule {
     fn tick_through(&mut self, poll: &Poll) {
         if let Some(ticker) = &self.ticker {
             poll.registry()
-                .register(&mut SourceFd(&ticker.as_raw_fd()), TIMER, Interest::READABLE)
+                .register(
+                    &mut SourceFd(&ticker.as_raw_fd()),
+                    TIMER,
+                    Interest::READABLE,
+                )
                 .expect("register the ticker");
             self.ticking = true;
         }
@@ -596,7 +647,16 @@ fn run_thread(args: &Args, journal: Journal, meter: &mut Meter, schedule: &mut S
         let group_bytes_max = capacity * args.batch_bytes;
         std::thread::Builder::new()
             .name("storage".into())
-            .spawn(move || storage_thread(journal, to_thread, from_thread, spare_sender, waker, group_bytes_max))
+            .spawn(move || {
+                storage_thread(
+                    journal,
+                    to_thread,
+                    from_thread,
+                    spare_sender,
+                    waker,
+                    group_bytes_max,
+                )
+            })
             .expect("spawn the storage thread")
     };
     let (mut next_seq, mut durable_to) = (0u64, 0u64);
@@ -621,11 +681,18 @@ fn run_thread(args: &Args, journal: Journal, meter: &mut Meter, schedule: &mut S
         }
         // One batch, handed over at the end of the iteration.
         if producing && schedule.due(now, next_seq - durable_to, meter) {
-            let mut bytes = spares.try_recv().unwrap_or_else(|_| Vec::with_capacity(args.batch_bytes));
+            let mut bytes = spares
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(args.batch_bytes));
             fill(&mut bytes, next_seq, args.batch_bytes);
             meter.hand_over(next_seq, Instant::now(), schedule.granted_due());
             // Never full: at most `inflight` batches are not yet durable.
-            batches.try_send(Batch { seq: next_seq, bytes }).expect("the batch queue has room");
+            batches
+                .try_send(Batch {
+                    seq: next_seq,
+                    bytes,
+                })
+                .expect("the batch queue has room");
             next_seq += 1;
         }
         let timeout = schedule.timeout(Instant::now(), next_seq - durable_to, producing);
@@ -660,7 +727,13 @@ fn storage_thread(
         journal.file.write_all_at(&buffer, at).expect("write");
         journal.file.sync_data().expect("fdatasync");
         let took = started.elapsed();
-        if completions.send(Completion { durable_to: last + 1, took }).is_err() {
+        if completions
+            .send(Completion {
+                durable_to: last + 1,
+                took,
+            })
+            .is_err()
+        {
             return;
         }
         let _ = waker.wake();
@@ -700,11 +773,15 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
     let group_bytes_max = args.inflight as usize * args.batch_bytes;
     // One buffer per group in flight; a buffer is reused only after its group's
     // completions are reaped, so the kernel never reads a buffer being refilled.
-    let mut buffers: Vec<Vec<u8>> = (0..args.depth).map(|_| Vec::with_capacity(group_bytes_max)).collect();
+    let mut buffers: Vec<Vec<u8>> = (0..args.depth)
+        .map(|_| Vec::with_capacity(group_bytes_max))
+        .collect();
     let mut free_buffers: Vec<usize> = (0..args.depth).collect();
     let mut in_flight: VecDeque<Group> = VecDeque::with_capacity(args.depth);
     let mut pending: Vec<Vec<u8>> = Vec::with_capacity(args.inflight as usize);
-    let mut batch_pool: Vec<Vec<u8>> = (0..args.inflight).map(|_| Vec::with_capacity(args.batch_bytes)).collect();
+    let mut batch_pool: Vec<Vec<u8>> = (0..args.inflight)
+        .map(|_| Vec::with_capacity(args.batch_bytes))
+        .collect();
     let (mut next_seq, mut durable_to, mut submitted_to) = (0u64, 0u64, 0u64);
     loop {
         let now = Instant::now();
@@ -713,7 +790,10 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
         for cqe in ring.completion() {
             let slot = (cqe.user_data() >> 1) as usize;
             let is_sync = cqe.user_data() & 1 == 1;
-            let group = in_flight.iter_mut().find(|g| g.buffer == slot).expect("a group in flight");
+            let group = in_flight
+                .iter_mut()
+                .find(|g| g.buffer == slot)
+                .expect("a group in flight");
             if is_sync {
                 assert_eq!(cqe.result(), 0, "fdatasync failed: {}", cqe.result());
                 group.synced = true;
@@ -721,7 +801,12 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
                 meter.synced(took, now);
             } else {
                 let expected = ((group.to - group.from) as usize * args.batch_bytes) as i32;
-                assert_eq!(cqe.result(), expected, "write failed or short: {}", cqe.result());
+                assert_eq!(
+                    cqe.result(),
+                    expected,
+                    "write failed or short: {}",
+                    cqe.result()
+                );
             }
         }
         let (durable_before, mut groups_done) = (durable_to, 0);
@@ -733,7 +818,13 @@ fn run_uring(args: &Args, mut journal: Journal, meter: &mut Meter, schedule: &mu
             groups_done += 1;
         }
         if groups_done > 0 {
-            meter.durable(durable_before, durable_to, groups_done, args.batch_bytes, now);
+            meter.durable(
+                durable_before,
+                durable_to,
+                groups_done,
+                args.batch_bytes,
+                now,
+            );
         }
         let producing = now < meter.window_end;
         if !producing && durable_to == next_seq {
