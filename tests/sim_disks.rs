@@ -141,3 +141,38 @@ fn a_replica_whose_disk_held_data_never_starts_an_empty_cluster() {
         assert_eq!(s.replica(index).stats().empty_cluster_starts, 0, "r{index}");
     }
 }
+
+#[test]
+fn a_power_loss_during_a_new_clusters_first_start_stalls_nothing() {
+    use vsr::protocol::Body;
+    use vsr::sim::network::Node;
+    let mut s = Scenario::new_cluster_with_disks(35, scenario_config(3), 1);
+    // Only replica 0 hears the others' answers: it starts the cluster as view 0's primary,
+    // while the two backups stay in recovery, never having joined.
+    s.drop_where(|e| {
+        matches!(e.message.body, Body::RecoveryResponse(_)) && e.to != Node::Replica(0)
+    });
+    s.run_until("replica 0 starts the new cluster", 2_000, |c| {
+        c.replica(0).is_some_and(|r| r.status() == Status::Normal)
+    });
+    assert_eq!(s.replica(1).status(), Status::Recovering);
+    // A client's registration reaches the primary, which must not order it alone: were
+    // it in its log, the power loss below would leave it restarting into a view change
+    // that needs backups which, never having joined, wait in recovery for normal answers.
+    s.register(0);
+    s.run(200);
+    assert_eq!(
+        s.replica(0).op(),
+        0,
+        "the primary ordered before everyone joined"
+    );
+    s.power_loss();
+    s.heal();
+    for index in 0..3 {
+        s.restart(index);
+    }
+    s.wait_registered(0, SLOW);
+    s.submit(0, put("k", "v"));
+    s.wait_completed(0, SLOW);
+    s.converge(SLOW);
+}

@@ -666,15 +666,8 @@ impl<S: SimService> Cluster<S> {
     }
 
     /// A power loss: every live replica crashes at once (with disks only: without them
-    /// the cluster's data would be gone).
-    ///
-    /// Known gap (liveness, not safety): a power loss during a new cluster's first start,
-    /// after the view-0 primary joined and took requests but while at most f replicas
-    /// (the primary among them) have joined, leaves the cluster stalled: the primary restarts into a view change (its pipeline
-    /// is lost), the replicas that never joined wait in recovery for f+1 normal answers,
-    /// and the others are too few for either. The random seeds therefore cut power only
-    /// once every replica's disk says it joined; the fix (letting the new-cluster rule of
-    /// `recovery.rs` see a restarted primary's log) is open.
+    /// the cluster's data would be gone). Also during a new cluster's first start: its
+    /// primary orders nothing until every replica joined (`normal::prepare_batches`).
     pub fn power_loss(&mut self) {
         assert!(self.options.disks, "a power loss needs disks");
         self.faults.power_loss += 1;
@@ -1242,9 +1235,7 @@ impl<S: SimService> Cluster<S> {
         if self.prng.chance(rates.crash_ppm) {
             self.crash_random();
         }
-        if self.options.disks && self.prng.chance(rates.power_loss_ppm) && self.disks.all_joined() {
-            // Not during a new cluster's first start (some replica never joined): a
-            // known liveness gap, see `Cluster::power_loss`.
+        if self.options.disks && self.prng.chance(rates.power_loss_ppm) {
             self.power_loss();
         }
         if self.prng.chance(rates.view_change_crash_ppm) {

@@ -113,6 +113,17 @@ impl Scenario {
         scenario
     }
 
+    /// A new cluster with disks whose replicas all start by recovering, as `vsr replica`
+    /// does (they find out together that the cluster is new); clients register only when
+    /// told to.
+    pub fn new_cluster_with_disks(seed: u64, config: Config, client_count: usize) -> Scenario {
+        let mut options = Scenario::manual_options(config, client_count);
+        options.disks = true;
+        options.write_delay_steps_max = 3;
+        options.start_recovering = true;
+        Scenario::from_options(seed, options)
+    }
+
     /// A scenario whose clients register only when told to ([`Scenario::register`]), and
     /// not again by themselves after an eviction.
     pub fn manual(seed: u64, config: Config, client_count: usize) -> Scenario {

@@ -127,6 +127,10 @@ struct Primary {
     /// Per replica: the highest op it acknowledged in this view (its own entry: the
     /// highest op its completed writes hold).
     acked: Vec<Op>,
+    /// The replicas that acknowledged anything in this view (heartbeat echoes included):
+    /// each is normal in it, and its `joined` is durable (a PrepareOk waits for every
+    /// write before it).
+    heard: ReplicaSet,
     /// Requests queued or prepared but not committed: client → request number. Keeps a
     /// retry from being ordered twice without touching the committed client table.
     in_flight: ClientMap<RequestNumber>,
@@ -143,6 +147,7 @@ impl Primary {
             pipeline: VecDeque::new(),
             pipeline_bytes: 0,
             acked: vec![0; replica_count],
+            heard: ReplicaSet::default(),
             in_flight: ClientMap::default(),
             own_appends: VecDeque::new(),
         }
@@ -208,6 +213,10 @@ pub struct Replica<S> {
     last_normal_view: View,
     /// Has been normal or changing views at least once (`DurableState::joined`).
     joined: bool,
+    /// Started a new, empty cluster in view 0 (recovery found every other replica
+    /// empty) and has not left that view: as its primary it orders nothing until every
+    /// other replica has joined (see `normal::prepare_batches`).
+    new_cluster: bool,
     /// Entries; `log.op()` is the paper's op number.
     log: Log,
     /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
@@ -274,6 +283,7 @@ impl<S: StateMachine> Replica<S> {
             status: Status::Normal,
             last_normal_view: 0,
             joined: false,
+            new_cluster: false,
             asks: ViewChangeAsks::default(),
             log: Log::default(),
             commit: 0,
@@ -657,6 +667,7 @@ impl<S: StateMachine> Replica<S> {
         if view > self.view {
             self.set_view(view);
         }
+        self.new_cluster = false;
         let n = self.configuration.replica_count() as usize;
         self.status = Status::ViewChange;
         self.joined = true;

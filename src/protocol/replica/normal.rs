@@ -133,6 +133,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn prepare_batches(&mut self, effects: &mut Vec<Effect>) {
+        if self.new_cluster && !self.everyone_joined() {
+            return;
+        }
         while self.is_primary()
             && !self.primary.queue.is_empty()
             && self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize
@@ -140,6 +143,24 @@ impl<S: StateMachine> Replica<S> {
         {
             self.prepare_batch(effects);
         }
+    }
+
+    /// The primary of a new cluster orders nothing until every other replica has told it
+    /// that it joined (its heartbeat echo, which waits for its `joined` to be durable).
+    /// Then, whenever a log holds an entry, every store says `joined`, and a power loss
+    /// of the whole cluster restarts every replica from its disk (ARCHITECTURE.md,
+    /// "Restarting from disk"). Ordering earlier would let a power loss leave the primary
+    /// alone holding entries while the others, which never joined, recover: the primary
+    /// restarts into a view change that needs them, and they wait for answers only
+    /// normal replicas give. (A new cluster already needs every replica up once: it
+    /// starts only when all of them answered that they hold nothing.)
+    fn everyone_joined(&mut self) -> bool {
+        let others = self.configuration.replica_count() as usize - 1;
+        if self.primary.heard.count_others(self.index) < others {
+            return false;
+        }
+        self.new_cluster = false;
+        true
     }
 
     fn prepare_batch(&mut self, effects: &mut Vec<Effect>) {
@@ -268,6 +289,7 @@ impl<S: StateMachine> Replica<S> {
             "the gate refuses messages from this replica's index"
         );
         self.heard_tick[from as usize] = self.ticks;
+        self.primary.heard.insert(from);
         let acked = &mut self.primary.acked[from as usize];
         *acked = (*acked).max(ok.op);
         self.advance_commit_from_acks(effects);

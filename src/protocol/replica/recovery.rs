@@ -244,6 +244,7 @@ impl<S: StateMachine> Replica<S> {
                  memory at once)"
             );
             self.stats.empty_cluster_starts += 1;
+            self.new_cluster = true;
             return self.finish_recovery(effects);
         }
         let normal = answered - empty;
