@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vsr::auth::{ClusterKey, Role, Transcript};
-use vsr::client::{Client, ClientError, ClientOptions};
+use vsr::client::{Client, ClientError, ClientOptions, PipelinedClient};
 use vsr::protocol::{Body, Commit, Message};
 use vsr::service::kv::KvOp;
 use vsr::wire::{
@@ -543,4 +543,92 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
         value,
         vsr::service::kv::KvResult::Value(Bytes::from_static(b"v")).encode()
     );
+}
+
+/// A client with another cluster id, or with an address list that is not the cluster's
+/// (in another order, with a member that is not one, with one too many or too few), hears
+/// the replicas' refusal at once through every front end: `Client`, `PipelinedClient` (over
+/// several connection slots) and `vsr kv`; never a timeout after `request_timeout`.
+#[test]
+fn every_client_hears_a_wrong_configuration_at_once() {
+    let mut cluster = TestCluster::start(3, "kv");
+    cluster.wait_until_serving(30 * SECOND);
+    let members = cluster.addresses().to_vec();
+    let stranger = free_addresses(1)[0];
+    let wrong_lists = [
+        (
+            "members in another order",
+            vec![members[0], members[2], members[1]],
+        ),
+        (
+            "a stranger as replica 2",
+            vec![members[0], members[1], stranger],
+        ),
+        (
+            "a stranger as replica 0",
+            vec![stranger, members[1], members[2]],
+        ),
+        (
+            "a fourth member",
+            vec![members[0], members[1], members[2], stranger],
+        ),
+        ("two members only", vec![members[0], members[1]]),
+    ];
+    let mut cases = vec![(
+        "another cluster id",
+        members.clone(),
+        cluster.cluster + 1,
+        "cluster id differs",
+    )];
+    for (what, list) in wrong_lists {
+        cases.push((what, list, cluster.cluster, "member lists differ"));
+    }
+    // Far above the bound checked below: a refusal reported only at the deadline fails.
+    let options = |cluster_id| ClientOptions {
+        cluster_id,
+        request_timeout: 30 * SECOND,
+        ..ClientOptions::default()
+    };
+    for (what, list, cluster_id, reason) in cases {
+        let check = |client: &str, result: Result<(), ClientError>, took: Duration| {
+            match &result {
+                Err(ClientError::Refused(text)) => {
+                    assert!(text.contains(reason), "{client}, {what}: {text}")
+                }
+                other => panic!("{client}, {what}: {other:?} after {took:?}"),
+            }
+            assert!(
+                took < 5 * SECOND,
+                "{client}, {what}: refused after {took:?}"
+            );
+        };
+        let started = Instant::now();
+        let result = Client::connect(&list, options(cluster_id)).map(drop);
+        check("Client", result, started.elapsed());
+        let started = Instant::now();
+        let result = PipelinedClient::connect(&list, options(cluster_id), 8, 2).map(drop);
+        check("PipelinedClient", result, started.elapsed());
+
+        let text_list = list
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let id = cluster_id.to_string();
+        let (ok, text, took) = vsr_kv(&[
+            "--cluster",
+            &text_list,
+            "--cluster-id",
+            &id,
+            "--timeout-ms",
+            "30000",
+            "get",
+            "k",
+        ]);
+        assert!(!ok && text.contains(reason), "vsr kv, {what}: {text}");
+        assert!(took < 5 * SECOND, "vsr kv, {what}: took {took:?}");
+    }
+    // The right configuration is served.
+    let mut client = Client::connect(&members, options(cluster.cluster)).unwrap();
+    put(&mut client, "k", "v");
 }

@@ -41,8 +41,12 @@ pub struct Summary {
     pub durability: Option<String>,
     /// The cluster's epoch from its stats (0 when they carry none; `None`: unknown).
     pub epoch: Option<u64>,
-    /// The version of the `vsr` binary that started the cluster or read its stats.
+    /// The version of the local `vsr` binary (the one that started the local cluster, or
+    /// `--vsr-bin`, or the one next to `vsr-load`); `None` if none is at hand.
     pub vsr_version: Option<String>,
+    /// The version the replicas run, from their stats (`0.1.0+0.2.0` if they differ;
+    /// `None`: unknown, e.g. the baseline).
+    pub replica_version: Option<String>,
 }
 
 /// `{"p50", "p90", "p99", "p999", "max", "min", "mean", "stddev"}` of a histogram in us.
@@ -127,6 +131,7 @@ impl Summary {
             "view_changes": self.view_changes,
             "epoch": self.epoch,
             "vsr_version": self.vsr_version,
+            "replica_version": self.replica_version,
             "interrupted": m.interrupted,
         })
     }
@@ -348,9 +353,7 @@ fn header(first: &Summary) -> String {
     if let Some(durability) = &first.durability {
         facts.push(format!("durability {durability}"));
     }
-    if let Some(version) = &first.vsr_version {
-        facts.push(format!("vsr {version}"));
-    }
+    facts.extend(versions(first));
     let sessions = if first.sessions_auto {
         format!("{} (sized automatically)", first.sessions)
     } else {
@@ -362,6 +365,19 @@ fn header(first: &Summary) -> String {
         first.connections,
         first.payload_bytes
     )
+}
+
+/// The versions among the facts: the local binary's (`vsr 0.1.0`), then the replicas'
+/// (`replicas run vsr 0.2.0`) when they differ from it or it is unknown.
+fn versions(summary: &Summary) -> Vec<String> {
+    let local = summary.vsr_version.as_deref();
+    let mut facts: Vec<String> = local.map(|v| format!("vsr {v}")).into_iter().collect();
+    if let Some(replicas) = summary.replica_version.as_deref() {
+        if Some(replicas) != local {
+            facts.push(format!("replicas run vsr {replicas}"));
+        }
+    }
+    facts
 }
 
 /// The human table: one column per summary; with exactly two, a third column `ratio`
@@ -473,6 +489,7 @@ mod tests {
             durability: Some("memory".to_string()),
             epoch: Some(0),
             vsr_version: Some("0.1.0".to_string()),
+            replica_version: Some("0.1.0".to_string()),
         }
     }
 
@@ -523,6 +540,7 @@ mod tests {
             "view_changes",
             "epoch",
             "vsr_version",
+            "replica_version",
             "interrupted",
         ] {
             assert!(json.get(key).is_some(), "no {key} in {json}");
@@ -537,6 +555,8 @@ mod tests {
         assert_eq!(json["mode"], "closed");
         assert_eq!(json["service"], "null");
         assert_eq!(json["epoch"], 0);
+        assert_eq!(json["vsr_version"], "0.1.0");
+        assert_eq!(json["replica_version"], "0.1.0");
         assert_eq!(json["errors_by_kind"]["timeout"], 3);
         assert_eq!(json["latency_us"]["min"], 100);
         assert_eq!(json["latency_us"]["mean"], 150.0);
@@ -554,6 +574,27 @@ mod tests {
             header,
             "closed loop  service null  replicas 3  epoch 0  durability memory  vsr 0.1.0"
         );
+    }
+
+    #[test]
+    fn the_facts_name_the_replicas_version_when_it_is_not_the_local_one() {
+        let first_line = |summary: &Summary| header(summary).lines().next().unwrap().to_string();
+        let mut summary = summary("vsr", 1000);
+        summary.replica_version = Some("0.2.0".to_string());
+        assert!(
+            first_line(&summary).ends_with("  vsr 0.1.0  replicas run vsr 0.2.0"),
+            "{}",
+            first_line(&summary)
+        );
+        // `--cluster` with no local binary at hand: only the replicas' version.
+        summary.vsr_version = None;
+        assert!(
+            first_line(&summary).ends_with("durability memory  replicas run vsr 0.2.0"),
+            "{}",
+            first_line(&summary)
+        );
+        summary.replica_version = None;
+        assert!(first_line(&summary).ends_with("durability memory"));
     }
 
     #[test]

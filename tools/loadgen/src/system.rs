@@ -8,7 +8,7 @@ use crate::cluster::{self, ProcessGuard};
 use crate::driver::Measurement;
 use crate::output;
 use crate::report::Summary;
-use crate::stats_probe;
+use crate::stats_probe::ClusterStats;
 use crate::transport::Transport;
 use crate::vsr_client;
 use std::net::SocketAddr;
@@ -43,9 +43,9 @@ pub struct Target {
     pub addresses: Vec<SocketAddr>,
     /// The cluster id (vsr).
     pub cluster_id: u128,
-    /// The `vsr` binary, if known (for `vsr stats`).
-    vsr_bin: Option<PathBuf>,
-    /// What `vsr --version` of that binary says (the stats carry no version).
+    /// What `vsr --version` of the local `vsr` binary says, if there is one (the one that
+    /// started the local cluster; with `--cluster`, `--vsr-bin` or the one next to
+    /// `vsr-load`). The replicas' own version comes with their stats.
     vsr_version: Option<String>,
     request_timeout: Duration,
     // Declared last: dropped after everything that might still talk to the processes.
@@ -86,7 +86,6 @@ impl Target {
                 addresses: addresses.clone(),
                 cluster_id,
                 vsr_version: vsr_bin.as_deref().and_then(vsr_version),
-                vsr_bin,
                 request_timeout: args.request_timeout,
                 guard: None,
             };
@@ -122,7 +121,6 @@ impl Target {
             addresses,
             cluster_id,
             vsr_version: vsr_version(&vsr_bin),
-            vsr_bin: Some(vsr_bin),
             request_timeout: args.request_timeout,
             guard: Some(guard),
         })
@@ -185,7 +183,6 @@ impl Target {
             system: System::TcpBaseline,
             addresses,
             cluster_id: 0,
-            vsr_bin: None,
             vsr_version: None,
             request_timeout: args.request_timeout,
             guard: Some(guard),
@@ -243,6 +240,7 @@ impl Target {
             durability: after.durability().or_else(|| before.durability()),
             epoch: after.epoch.or(before.epoch),
             vsr_version: self.vsr_version.clone(),
+            replica_version: after.version().or_else(|| before.version()),
         }
     }
 
@@ -254,48 +252,13 @@ impl Target {
         }
     }
 
-    /// What the replicas' stats say now (nothing for the baseline or if unreadable).
+    /// What the replicas' stats say now, asked through the client library (nothing for the
+    /// baseline, nor from replicas that do not answer in time).
     pub fn cluster_stats(&self) -> ClusterStats {
-        let mut facts = ClusterStats::default();
-        let Some(vsr_bin) = self.vsr_bin.as_ref() else {
-            return facts;
-        };
-        for address in &self.addresses {
-            let Some(stats) = stats_probe::read(vsr_bin, *address, self.cluster_id) else {
-                continue;
-            };
-            if let Some(value) = stats_probe::view_counter(&stats) {
-                facts.view_counter = Some(facts.view_counter.map_or(value, |h| h.max(value)));
-            }
-            if let Some(mode) = stats_probe::durability(&stats) {
-                if !facts.durability.contains(&mode) {
-                    facts.durability.push(mode);
-                }
-            }
-            let epoch = stats_probe::epoch(&stats);
-            facts.epoch = Some(facts.epoch.map_or(epoch, |e| e.max(epoch)));
+        if self.system != System::Vsr {
+            return ClusterStats::default();
         }
-        facts.durability.sort();
-        facts
-    }
-}
-
-/// What the replicas that answered `vsr stats` report, combined.
-#[derive(Clone, Debug, Default)]
-pub struct ClusterStats {
-    /// The highest view-change counter.
-    pub view_counter: Option<u64>,
-    /// The distinct durability modes (one, unless the replicas disagree), sorted.
-    pub durability: Vec<String>,
-    /// The highest epoch (0 when the stats carry none).
-    pub epoch: Option<u64>,
-}
-
-impl ClusterStats {
-    /// The durability mode for reports: `memory`, `disk`, `disk+memory` if the replicas
-    /// differ, `None` if no replica answered.
-    pub fn durability(&self) -> Option<String> {
-        (!self.durability.is_empty()).then(|| self.durability.join("+"))
+        ClusterStats::read(&self.addresses, self.cluster_id, vsr_client::cluster_key())
     }
 }
 

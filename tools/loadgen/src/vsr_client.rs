@@ -28,16 +28,21 @@ pub fn set_cluster_key(path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--cluster-key` file, to pass on to replicas and `vsr stats`.
+/// The `--cluster-key` file, to pass on to the local replicas.
 pub fn cluster_key_file() -> Option<&'static Path> {
     CLUSTER_KEY.get()?.as_ref().map(|(path, _)| path.as_path())
+}
+
+/// The `--cluster-key` key, for every connection to the replicas.
+pub fn cluster_key() -> Option<ClusterKey> {
+    CLUSTER_KEY.get().cloned().flatten().map(|(_, key)| key)
 }
 
 fn options(cluster_id: u128, request_timeout: Duration) -> ClientOptions {
     ClientOptions {
         cluster_id,
         request_timeout,
-        cluster_key: CLUSTER_KEY.get().cloned().flatten().map(|(_, key)| key),
+        cluster_key: cluster_key(),
         ..ClientOptions::default()
     }
 }

@@ -771,6 +771,60 @@ fn a_kv_load_on_a_null_cluster_stops_naming_null() {
     );
 }
 
+/// The facts of a run against an existing cluster come from the replicas' stats, asked
+/// through the client library: with no `vsr` binary at hand (`--vsr-bin` names none) the
+/// report still has the cluster's durability mode, epoch, view changes and version.
+#[test]
+fn a_cluster_run_reports_the_replicas_facts_without_a_local_binary() {
+    let _lock = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let replicas = Replicas::start("null", "7");
+    let list = replicas.list();
+    let json_path = temp_path("facts.json");
+    let args = [
+        "--cluster",
+        list.as_str(),
+        "--cluster-id",
+        "7",
+        "--vsr-bin",
+        "/nonexistent/vsr",
+        "--sessions",
+        "4",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--quiet",
+        "--json",
+        json_path.to_str().unwrap(),
+    ];
+    let finished = run(&args, Duration::from_secs(60));
+    assert_success(&finished);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json_path);
+    let output = Command::new(vsr_binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(output.stdout).unwrap();
+    let version = version.split_whitespace().nth(1).unwrap();
+    assert_eq!(json["durability"], "memory", "{json}");
+    assert_eq!(json["epoch"], 0, "{json}");
+    assert_eq!(json["view_changes"], 0, "{json}");
+    assert_eq!(json["replica_version"], version, "{json}");
+    assert_eq!(json["vsr_version"], serde_json::Value::Null, "{json}");
+    let facts = finished.stdout.lines().next().unwrap_or_default();
+    assert!(
+        facts.contains(&format!(
+            "epoch 0  durability memory  replicas run vsr {version}"
+        )),
+        "{}",
+        finished.stdout
+    );
+}
+
 #[test]
 fn every_operation_failing_stops_the_run() {
     let _lock = ONE_CLUSTER_AT_A_TIME
