@@ -216,6 +216,9 @@ impl<S: StateMachine> EventLoop<S> {
                 failure = Some(error);
                 break;
             }
+            // Before the effects leave: a client that got a reply sees the commit that
+            // produced it in `ReplicaServer::status`.
+            self.status.publish(&self.replica);
             self.execute_effects();
             if let Err(error) = self.hand_over_writes() {
                 failure = Some(error);
@@ -227,7 +230,6 @@ impl<S: StateMachine> EventLoop<S> {
             self.sweep_if_due(started);
             self.summary_if_due(started);
             self.publish_metrics_if_due(started);
-            self.status.publish(&self.replica);
             self.metrics.counters.loop_iterations += 1;
             self.metrics
                 .loop_iteration_us

@@ -1,9 +1,10 @@
 //! [`ReplicaStatus`]: what an embedder can ask a running replica at any time (its role,
 //! view, op, commit), without a round trip through the network.
 //!
-//! The event loop stores its state into a few atomics at the end of every iteration
-//! (relaxed stores: a reader sees a recent state, each field at most one iteration
-//! old, never a torn value); [`ReplicaServer::status`](super::ReplicaServer::status)
+//! The event loop stores its state into a few atomics in every iteration, before the
+//! iteration's messages and replies leave (so a client holding a reply sees its commit
+//! here); relaxed stores: a reader sees a recent state, each field at most one iteration
+//! old, never a torn value. [`ReplicaServer::status`](super::ReplicaServer::status)
 //! reads them from any thread.
 
 use crate::protocol::{Replica, Status};
