@@ -152,6 +152,10 @@ fn assert_faults_were_exercised(totals: &Totals) {
         "no seed completed writes late"
     );
     assert!(
+        f.power_loss_first_start > 0,
+        "no power loss during a new cluster's first start"
+    );
+    assert!(
         totals.disk_seeds > 0 && f.power_loss > 0 && f.disk_damage > 0,
         "disks: seeds {}, power losses {}, damaged restarts {}",
         totals.disk_seeds,

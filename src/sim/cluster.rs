@@ -81,6 +81,9 @@ pub struct ClusterOptions {
     /// a power loss of the whole cluster and corrupted sectors. Otherwise a crash loses
     /// everything, as in the paper's model.
     pub disks: bool,
+    /// With disks: a power loss at this step too (drawn for seeds whose replicas start
+    /// recovering, so that some cut a new cluster's first start).
+    pub power_loss_at: Option<u64>,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
 }
@@ -671,6 +674,9 @@ impl<S: SimService> Cluster<S> {
     pub fn power_loss(&mut self) {
         assert!(self.options.disks, "a power loss needs disks");
         self.faults.power_loss += 1;
+        if !self.disks.all_joined() {
+            self.faults.power_loss_first_start += 1;
+        }
         self.trace(format_args!("power loss"));
         for index in 0..self.config.replica_count {
             if self.replicas[index as usize].is_some() {
@@ -1215,6 +1221,9 @@ impl<S: SimService> Cluster<S> {
     /// crashed or recovering.
     fn inject_faults(&mut self) {
         let rates = self.options.faults;
+        if self.options.disks && self.options.power_loss_at == Some(self.now) {
+            self.power_loss();
+        }
         if let Some(index) = self.crash_next.take() {
             if self.crash_within_f(index) {
                 self.faults.crash_after_promise += 1;

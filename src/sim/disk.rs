@@ -102,6 +102,12 @@ impl Disks {
         image.damage = Some("a corrupt state record".into());
     }
 
+    /// Whether every replica's disk says it joined the cluster (false during a new
+    /// cluster's first start).
+    pub fn all_joined(&self) -> bool {
+        self.disks.iter().all(|disk| disk.image.state.joined)
+    }
+
     /// Whether `replica` will restart recovering: its disk is damaged or says so.
     pub fn recovering(&self, replica: ReplicaIndex) -> bool {
         let image = &self.disks[replica as usize].image;

@@ -261,6 +261,8 @@ pub struct FaultCounts {
     pub recoveries_overlapping: u64,
     /// Power losses: every replica crashed at once (disks only).
     pub power_loss: u64,
+    /// Of those, the ones during a new cluster's first start (some disk never joined).
+    pub power_loss_first_start: u64,
     /// Restarts that found a corrupted sector (disks only).
     pub disk_damage: u64,
 }

@@ -222,6 +222,7 @@ pub fn options_for_seed_of<S: SimService>(
         start_recovering: Prng::new(seed ^ START_RECOVERING_STREAM).chance(200_000),
         write_delay_steps_max: write_delay_steps_max(seed, run),
         disks,
+        power_loss_at: power_loss_at(seed, disks),
         trace: run.trace,
     };
     (prng.next_u64(), options, fault_steps_scale)
@@ -238,6 +239,17 @@ const DISKS_STREAM: u64 = 0x5ee0_57a7_0000_0003;
 
 /// Mixed into the seed for the draw of the disk faults' rates.
 const DISK_FAULTS_STREAM: u64 = 0x5ee0_57a7_0000_0004;
+/// Mixed into the seed for the draw of `ClusterOptions::power_loss_at`.
+const POWER_LOSS_AT_STREAM: u64 = 0x5ee0_57a7_0000_0005;
+
+/// Half the seeds with disks whose replicas start recovering lose power once within
+/// their first 80 steps, while the new cluster may still be starting (from a stream of
+/// its own: no other draw of the seed changes).
+fn power_loss_at(seed: u64, disks: bool) -> Option<u64> {
+    let start_recovering = Prng::new(seed ^ START_RECOVERING_STREAM).chance(200_000);
+    let mut prng = Prng::new(seed ^ POWER_LOSS_AT_STREAM);
+    (disks && start_recovering && prng.chance(500_000)).then(|| prng.between(1, 80))
+}
 
 /// Half the seeds run with disks, from a stream of their own so that turning them off
 /// (`RunOptions::disks`) changes nothing else.
@@ -536,6 +548,7 @@ impl Totals {
         self.faults.isolate_primary += run.faults.isolate_primary;
         self.faults.recoveries_overlapping += run.faults.recoveries_overlapping;
         self.faults.power_loss += run.faults.power_loss;
+        self.faults.power_loss_first_start += run.faults.power_loss_first_start;
         self.faults.disk_damage += run.faults.disk_damage;
         self.disk_seeds += run.disks as u64;
         self.transfers.add(&run.transfers);
@@ -622,8 +635,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "disks: seeds {}  power losses {}  restarts on a damaged disk {}",
-            self.disk_seeds, x.power_loss, x.disk_damage
+            "disks: seeds {}  power losses {} (during a first start {})  restarts on a damaged disk {}",
+            self.disk_seeds, x.power_loss, x.power_loss_first_start, x.disk_damage
         )?;
         writeln!(
             f,

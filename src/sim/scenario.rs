@@ -152,6 +152,7 @@ impl Scenario {
             start_recovering: false,
             write_delay_steps_max: 0,
             disks: false,
+            power_loss_at: None,
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         }
     }
