@@ -567,9 +567,16 @@ impl<S: SimService> Cluster<S> {
         let nonce = self.prng.nonzero();
         let start = match self.options.disks {
             true => {
+                // Not a store that holds nothing (a replica that never joined): a new
+                // cluster starts only when every store says it holds nothing, so one
+                // corrupt empty directory keeps it from starting, loudly and by design
+                // (ARCHITECTURE.md, "Restarting from disk", 7: an operator replaces the
+                // directory). Checked before the draws of the damage itself, after the
+                // chance, so that other seeds replay unchanged.
                 if self.inject
                     && self.prng.chance(self.options.faults.disk_damage_ppm)
                     && self.may_lose_memory(index)
+                    && self.disks.image(index).holds_data()
                 {
                     self.damage_disk(index);
                 }
