@@ -708,6 +708,29 @@ fn a_new_clusters_primary_orders_nothing_until_everyone_joined() {
     s.converge(SLOW);
 }
 
+/// The first-start rule holds only in view 0: a new cluster's primary that crashes before
+/// ordering anything is replaced by a view change, and the new primary orders at once,
+/// though the old one stays down (it does not wait for every replica to join again).
+#[test]
+fn after_a_view_change_a_new_clusters_next_primary_orders_without_the_one_that_is_down() {
+    let mut s = Scenario::manual(52, scenario_config(3), 1);
+    for replica in 0..3 {
+        s.crash(replica);
+    }
+    for replica in 0..3 {
+        s.restart(replica);
+    }
+    s.run_until("every replica starts the new cluster", SLOW, |c| {
+        (0..3).all(|i| c.replica(i).unwrap().status() == Status::Normal)
+    });
+    s.crash(0);
+    s.run_until("a view change without replica 0", SLOW, |c| {
+        c.replica(1).unwrap().view() > 0 && c.replica(1).unwrap().status() == Status::Normal
+    });
+    s.register(0);
+    s.wait_registered(0, SLOW);
+}
+
 /// A replica that has lost its memory must not take backups that hold entries, but have
 /// not heard of a commit yet, for empty replicas. Replica 0 commits client 0's registration
 /// (both backups acknowledged it) and crashes before any backup hears the commit number.
