@@ -169,6 +169,9 @@ fn metrics_are_served_in_the_prometheus_format() {
         assert_eq!(gauge(&body, "vsr_epoch"), Some(0));
         assert!(body.contains("vsr_status{status=\"normal\"} 1"), "{body}");
         assert!(body.contains("vsr_replica_info{replica=\""), "{body}");
+        assert!(body.contains("service=\"kv\""), "{body}");
+        let stats = cluster.stats(i).unwrap();
+        assert_eq!(json_str(&stats.json, "service"), Some("kv"));
         assert!(
             body.contains("# TYPE vsr_request_commit_seconds histogram"),
             "{body}"

@@ -178,11 +178,12 @@ impl Metrics {
         let mut out = String::with_capacity(2048);
         let _ = write!(
             out,
-            "{{\"replica\":{},\"replica_id\":{},\"epoch\":{},\"version\":\"{}\",\"status\":\"{}\",\"is_primary\":{},\"view\":{},\"op\":{},\"commit\":{},\"checkpoint_op\":{},\"log_entries\":{},\"connections\":{},\"durability\":\"{}\",\"storage_batches\":{},",
+            "{{\"replica\":{},\"replica_id\":{},\"epoch\":{},\"version\":\"{}\",\"service\":\"{}\",\"status\":\"{}\",\"is_primary\":{},\"view\":{},\"op\":{},\"commit\":{},\"checkpoint_op\":{},\"log_entries\":{},\"connections\":{},\"durability\":\"{}\",\"storage_batches\":{},",
             replica.replica(),
             replica.configuration().id_of(replica.replica()),
             replica.epoch(),
             env!("CARGO_PKG_VERSION"),
+            replica.service().name(),
             status_name(replica.status()),
             replica.is_primary(),
             replica.view(),

@@ -88,6 +88,8 @@ pub struct Snapshot {
     pub status: String,
     /// `memory` or `disk`.
     pub durability: &'static str,
+    /// The service's name (`kv`, `null`, `log`, or an embedder's).
+    pub service: &'static str,
     /// Gauges: (name, help, value).
     pub gauges: Vec<(&'static str, &'static str, i64)>,
     /// Counters: (name without `_total`, help, unit, value).
@@ -116,11 +118,12 @@ impl prometheus_client::collector::Collector for SharedSnapshot {
         let info = [
             ("replica", replica.as_str()),
             ("durability", snapshot.durability),
+            ("service", snapshot.service),
             ("version", env!("CARGO_PKG_VERSION")),
         ];
         let mut metric = encoder.encode_descriptor(
             "vsr_replica",
-            "This replica: its index, durability mode and vsr version",
+            "This replica: its index, durability mode, service and vsr version",
             None,
             MetricType::Info,
         )?;
@@ -500,6 +503,7 @@ pub fn snapshot<S: StateMachine>(
         replica: replica.replica(),
         status: status_name(replica.status()),
         durability: durability.0,
+        service: replica.service().name(),
         gauges,
         counters,
         peer_lag_ops,
@@ -548,7 +552,7 @@ mod tests {
             &[(0.5, 0.0009)],
         ));
         for line in [
-            "vsr_replica_info{replica=\"0\",durability=\"disk\",version=\"",
+            "vsr_replica_info{replica=\"0\",durability=\"disk\",service=\"null\",version=\"",
             "vsr_status{status=\"normal\"} 1",
             "vsr_status{status=\"recovering\"} 0",
             "vsr_view 0",

@@ -415,6 +415,10 @@ impl Kv {
 }
 
 impl StateMachine for Kv {
+    fn name(&self) -> &'static str {
+        "kv"
+    }
+
     fn apply(&mut self, _op: u64, _timestamp: u64, operation: &Bytes) -> Bytes {
         match KvOp::decode(operation) {
             Some(op) => self.execute(op).encode(),

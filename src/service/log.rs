@@ -28,6 +28,10 @@ impl<F: FnMut(u64, u64, &Bytes)> LogService<F> {
 }
 
 impl<F: FnMut(u64, u64, &Bytes)> StateMachine for LogService<F> {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
     fn apply(&mut self, op: u64, timestamp: u64, operation: &Bytes) -> Bytes {
         self.op_last = op;
         (self.on_commit)(op, timestamp, operation);

@@ -45,6 +45,12 @@ pub trait StateMachine {
     /// service must check them and refuse, never panic on, what its own `snapshot` would
     /// never produce. On error the state is unchanged.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError>;
+
+    /// The service's name, for `vsr stats` and the metrics (so that a client can tell
+    /// which service a cluster runs).
+    fn name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// A snapshot could not be restored.

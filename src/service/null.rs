@@ -22,6 +22,10 @@ impl StateMachine for Null {
         Snapshot::empty()
     }
 
+    fn name(&self) -> &'static str {
+        "null"
+    }
+
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
         if !snapshot.pages().is_empty() {
             return Err(SnapshotError("null snapshot has pages"));
