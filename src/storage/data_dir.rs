@@ -634,6 +634,12 @@ pub(crate) mod tests {
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
         let before = data_dir.journal_bytes();
+        // The spare is ready, but the journal has room: no compaction before 3/4 full.
+        let next = fill(&mut data_dir, &mut expected, next, |d| {
+            d.file_bytes != journal::CHUNK_BYTES
+                || d.journal_bytes() >= journal::CHUNK_BYTES * 3 / 4 - (64 << 10)
+        });
+        assert_eq!(data_dir.file_bytes, journal::CHUNK_BYTES, "compacted early");
         let next = fill(&mut data_dir, &mut expected, next, |d| {
             d.file_bytes != journal::CHUNK_BYTES
         });
@@ -663,6 +669,45 @@ pub(crate) mod tests {
         assert_eq!(image, expected);
         assert_eq!(image.checkpoint, Some(checkpoint));
         drop(data_dir);
+    }
+
+    #[test]
+    fn spares_double_the_journal_up_to_the_maximum() {
+        let chunk = journal::CHUNK_BYTES;
+        assert_eq!(spare_bytes(0), chunk);
+        assert_eq!(spare_bytes(chunk), 2 * chunk);
+        assert_eq!(spare_bytes(2 * chunk), 4 * chunk);
+        assert_eq!(spare_bytes(3 * chunk), 6 * chunk);
+        assert_eq!(spare_bytes(JOURNAL_BYTES_MAX - chunk), JOURNAL_BYTES_MAX);
+        assert_eq!(spare_bytes(4 * JOURNAL_BYTES_MAX), JOURNAL_BYTES_MAX);
+    }
+
+    #[test]
+    fn an_image_larger_than_the_spare_is_rewritten_the_slow_way() {
+        let directory = temp_dir("small-spare");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        fill(&mut data_dir, &mut expected, 1, |d| {
+            d.journal_bytes() >= 256 << 10
+        });
+        // A spare of one block cannot hold the image (about 256 KiB).
+        let path = directory.join(spare::SPARE_FILE);
+        let small = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        small.write_all_at(&[0; journal::BLOCK_BYTES], 0).unwrap();
+        data_dir
+            .compact_into(small, journal::BLOCK_BYTES as u64)
+            .unwrap();
+        assert!(!path.exists(), "the small spare is dropped");
+        assert_eq!(data_dir.file_bytes % journal::CHUNK_BYTES, 0);
+        drop(data_dir);
+        let (_, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image, expected);
     }
 
     #[test]
