@@ -3,10 +3,10 @@
 //! `etcdctl endpoint status -w table`; `reconfigure` (paper 7) belongs beside it and
 //! shares [`ClusterArgs`].
 //!
-//! Contract (README.md, "Cluster status"): `vsr admin status --cluster ADDRS [--json]` prints one row per
-//! address given, in that order, and exits 0 only if a majority of them answered and
-//! a majority is normal in the view of exactly one primary; otherwise it exits 1 with a
-//! one-line reason on stderr. The table or JSON is printed either way, so a script sees
+//! Contract (README.md, "Cluster status"): `vsr admin status --cluster ADDRS [--json]`
+//! prints one row per address given, in that order, and exits 0 only if a majority of
+//! them answered and a majority is normal in the view of exactly one primary; otherwise
+//! it exits 1 with a one-line reason on stderr. The table or JSON is printed either way, so a script sees
 //! which replica is missing.
 
 use serde::Serialize;
