@@ -110,12 +110,22 @@ impl std::fmt::Display for ReplicaStatus {
     }
 }
 
-/// One replica's state and counters, from its stats reply.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// One replica's state and counters: the document of its stats reply, which the replica
+/// serializes (`runtime::metrics::Metrics::json`) and this client parses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ReplicaStats {
     /// The replica's index in its configuration.
     pub replica: ReplicaIndex,
+    /// Its stable identity (`protocol::ReplicaId`); 0 from replicas that do not report one.
+    #[serde(default)]
+    pub replica_id: u64,
+    /// The vsr version it runs (empty if not reported).
+    #[serde(default)]
+    pub version: String,
+    /// The service it runs (`kv`, `null`, `log`, ...; empty if not reported).
+    #[serde(default)]
+    pub service: String,
     /// Its status.
     pub status: ReplicaStatus,
     /// Whether it is normal and the primary of its view.
@@ -155,73 +165,17 @@ pub struct ReplicaStats {
     pub histograms: BTreeMap<String, HistogramSummary>,
     /// The document as the replica sent it.
     #[serde(skip)]
-    json: String,
+    pub(crate) json: String,
 }
 
 /// The protocol core's counters, since the replica started.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-#[non_exhaustive]
-pub struct ProtocolCounters {
-    /// View changes this replica took part in.
-    pub view_changes: u64,
-    /// Views it started as the new primary.
-    pub views_started: u64,
-    /// Recoveries it went through.
-    pub recoveries: u64,
-    /// State transfers it received.
-    pub state_transfers: u64,
-    /// State transfers that carried a checkpoint.
-    pub checkpoint_transfers: u64,
-    /// Checkpoints it took.
-    pub checkpoints: u64,
-    /// Prepares it sent.
-    pub prepares_sent: u64,
-    /// Log entries it committed.
-    pub entries_committed: u64,
-    /// Messages it dropped (stale, out of range, ...).
-    pub messages_dropped: u64,
-    /// Times it started a brand-new cluster after finding every replica empty.
-    pub empty_cluster_starts: u64,
-}
+pub type ProtocolCounters = crate::protocol::Stats;
 
 /// The runtime's counters, since the replica started.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-#[non_exhaustive]
-pub struct RuntimeCounters {
-    /// Connections accepted.
-    pub connections_accepted: u64,
-    /// Connections closed for breaking a rule.
-    pub connections_rejected: u64,
-    /// Frames decoded.
-    pub frames_received: u64,
-    /// Client requests handed to the core.
-    pub requests_received: u64,
-    /// Replies written to clients.
-    pub replies_sent: u64,
-    /// Replies for clients with no connection here.
-    pub replies_unroutable: u64,
-    /// Event loop iterations.
-    pub loop_iterations: u64,
-    /// Times the loop stopped reading clients because the core was full.
-    pub backpressure_pauses: u64,
-    /// Bytes read from sockets.
-    pub bytes_received: u64,
-    /// Bytes written to sockets.
-    pub bytes_sent: u64,
-    /// Connections refused at accept.
-    pub connections_refused: u64,
-    /// Frames refused for numbers no correct peer sends.
-    pub frames_out_of_range: u64,
-    /// Handshakes refused.
-    pub handshakes_refused: u64,
-    /// Rejection log lines suppressed as repeats.
-    pub log_lines_suppressed: u64,
-}
+pub type RuntimeCounters = crate::runtime::metrics::Counters;
 
 /// One histogram, summarised.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct HistogramSummary {
@@ -342,9 +296,9 @@ mod tests {
         let mut metrics = Metrics::default();
         metrics.counters.requests_received = 41;
         metrics.request_commit_us.record(250);
-        let mut histograms = String::new();
-        metrics.write_histograms_json(&mut histograms);
-        let json = metrics.json(&replica, 2, ("disk", 5), &histograms);
+        metrics.counters.connections_rejected = 3;
+        metrics.counters.connections_rejected_io = 4;
+        let json = metrics.json(&replica, 2, ("disk", 5), &metrics.histogram_summaries());
 
         let stats = ReplicaStats::from_json(&json).unwrap();
         assert_eq!(stats.replica, 0);
@@ -358,6 +312,12 @@ mod tests {
         assert_eq!(stats.durability, "disk");
         assert_eq!(stats.storage_batches, 5);
         assert_eq!(stats.runtime.requests_received, 41);
+        assert_eq!(
+            stats.runtime.connections_rejected, 7,
+            "the I/O threads' included"
+        );
+        assert_eq!((stats.service.as_str(), stats.replica_id), ("null", 0));
+        assert_eq!(stats.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(stats.histograms["request_commit_us"].count, 1);
         assert!(stats.histograms.contains_key("loop_iteration_us"));
         assert_eq!(stats.json(), json);

@@ -5,10 +5,11 @@
 //! never allocates (values above the bound are clamped).
 
 use super::connections::ReadCounts;
+use crate::client::{HistogramSummary, ReplicaStats};
 use crate::protocol::{Replica, Status};
 use crate::service::StateMachine;
 use hdrhistogram::Histogram;
-use std::fmt::Write;
+use std::collections::BTreeMap;
 
 /// One named histogram.
 #[derive(Debug)]
@@ -39,31 +40,34 @@ impl Recorder {
         self.histogram.value_at_quantile(quantile)
     }
 
-    fn write_json(&self, out: &mut String) {
+    /// Count, mean and quantiles, as a stats reply carries them.
+    pub fn summary(&self) -> HistogramSummary {
         let h = &self.histogram;
-        let _ = write!(
-            out,
-            "\"{}\":{{\"count\":{},\"mean\":{:.1},\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}}",
-            self.name,
-            h.len(),
-            h.mean(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.9),
-            h.value_at_quantile(0.99),
-            h.value_at_quantile(0.999),
-            h.max()
-        );
+        HistogramSummary {
+            count: h.len(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
     }
 }
 
-/// The runtime's own counters (the protocol's are in `Replica::stats`).
-#[derive(Debug, Default, Clone)]
+/// The runtime's own counters (the protocol's are in `Replica::stats`); the `runtime` of
+/// a stats reply (`client::ReplicaStats`), where `connections_rejected` counts the I/O
+/// threads' too.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Connections accepted from anyone.
     pub connections_accepted: u64,
     /// Connections closed because they broke a rule (decode error, handshake, overflow).
     pub connections_rejected: u64,
-    /// The same, by the I/O threads (refreshed before each report).
+    /// The same, by the I/O threads (refreshed before each report; a stats reply adds it
+    /// to `connections_rejected`).
+    #[serde(skip)]
     pub connections_rejected_io: u64,
     /// Frames decoded.
     pub frames_received: u64,
@@ -163,91 +167,54 @@ impl Metrics {
         );
     }
 
-    /// The JSON document of a stats reply; `histograms` is [`Metrics::write_histograms_json`]'s
-    /// output (possibly cached: it is the expensive part). `durability` is the mode's name
-    /// and the batches handed to the storage thread (0 in memory).
+    /// The document of a stats reply, as JSON; `histograms` is
+    /// [`Metrics::histogram_summaries`]' output (possibly cached: it is the expensive
+    /// part). `durability` is the mode's name and the batches handed to the storage
+    /// thread (0 in memory).
     pub fn json<S: StateMachine>(
         &self,
         replica: &Replica<S>,
         connections: usize,
         durability: (&str, u64),
-        histograms: &str,
+        histograms: &BTreeMap<String, HistogramSummary>,
     ) -> String {
-        let stats = replica.stats();
-        let counters = &self.counters;
-        let mut out = String::with_capacity(2048);
-        let _ = write!(
-            out,
-            "{{\"replica\":{},\"replica_id\":{},\"epoch\":{},\"version\":\"{}\",\"service\":\"{}\",\"status\":\"{}\",\"is_primary\":{},\"view\":{},\"op\":{},\"commit\":{},\"checkpoint_op\":{},\"log_entries\":{},\"connections\":{},\"durability\":\"{}\",\"storage_batches\":{},",
-            replica.replica(),
-            replica.configuration().id_of(replica.replica()),
-            replica.epoch(),
-            env!("CARGO_PKG_VERSION"),
-            replica.service().name(),
-            status_name(replica.status()),
-            replica.is_primary(),
-            replica.view(),
-            replica.op(),
-            replica.commit(),
-            replica.checkpoint_op(),
-            replica.log_entries(),
-            connections,
-            durability.0,
-            durability.1,
-        );
-        let _ = write!(
-            out,
-            "\"counters\":{{\"view_changes\":{},\"views_started\":{},\"recoveries\":{},\"state_transfers\":{},\"checkpoint_transfers\":{},\"checkpoints\":{},\"prepares_sent\":{},\"entries_committed\":{},\"messages_dropped\":{},\"empty_cluster_starts\":{}}},",
-            stats.view_changes,
-            stats.views_started,
-            stats.recoveries,
-            stats.state_transfers,
-            stats.checkpoint_transfers,
-            stats.checkpoints,
-            stats.prepares_sent,
-            stats.entries_committed,
-            stats.messages_dropped,
-            stats.empty_cluster_starts,
-        );
-        let _ = write!(
-            out,
-            "\"runtime\":{{\"connections_accepted\":{},\"connections_rejected\":{},\"frames_received\":{},\"requests_received\":{},\"replies_sent\":{},\"replies_unroutable\":{},\"loop_iterations\":{},\"backpressure_pauses\":{},\"bytes_received\":{},\"bytes_sent\":{},\"connections_refused\":{},\"frames_out_of_range\":{},\"handshakes_refused\":{},\"log_lines_suppressed\":{}}},",
-            counters.connections_accepted,
-            counters.connections_rejected + counters.connections_rejected_io,
-            counters.frames_received,
-            counters.requests_received,
-            counters.replies_sent,
-            counters.replies_unroutable,
-            counters.loop_iterations,
-            counters.backpressure_pauses,
-            counters.bytes_received,
-            counters.bytes_sent,
-            counters.connections_refused,
-            counters.frames_out_of_range,
-            counters.handshakes_refused,
-            counters.log_lines_suppressed,
-        );
-        out.push_str(histograms);
-        out.push('}');
-        out
+        let mut runtime = self.counters.clone();
+        runtime.connections_rejected += runtime.connections_rejected_io;
+        let document = ReplicaStats {
+            replica: replica.replica(),
+            replica_id: replica.configuration().id_of(replica.replica()),
+            epoch: replica.epoch(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            service: replica.service().name().to_string(),
+            status: status_name(replica.status()).into(),
+            is_primary: replica.is_primary(),
+            view: replica.view(),
+            op: replica.op(),
+            commit: replica.commit(),
+            checkpoint_op: replica.checkpoint_op(),
+            log_entries: replica.log_entries() as u64,
+            connections: connections as u64,
+            durability: durability.0.to_string(),
+            storage_batches: durability.1,
+            counters: replica.stats().clone(),
+            runtime,
+            histograms: histograms.clone(),
+            json: String::new(),
+        };
+        serde_json::to_string(&document).expect("a stats document always serializes")
     }
 
-    /// The histograms' part of the stats JSON: `"histograms":{...}`.
-    pub fn write_histograms_json(&self, out: &mut String) {
-        out.push_str("\"histograms\":{");
-        let recorders = [
+    /// The histograms of a stats reply, by name.
+    pub fn histogram_summaries(&self) -> BTreeMap<String, HistogramSummary> {
+        [
             &self.request_commit_us,
             &self.batch_entries,
             &self.pipeline_ops,
             &self.loop_iteration_us,
-        ];
-        for (index, recorder) in recorders.iter().enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            recorder.write_json(out);
-        }
-        out.push('}');
+        ]
+        .into_iter()
+        .map(|recorder| (recorder.name.to_string(), recorder.summary()))
+        .collect()
     }
 }
 
@@ -267,8 +234,9 @@ mod tests {
         let mut metrics = Metrics::default();
         metrics.batch_entries.record(0);
         metrics.batch_entries.record(u64::MAX);
-        let mut out = String::new();
-        metrics.batch_entries.write_json(&mut out);
-        assert!(out.starts_with("\"batch_entries\":{\"count\":2,"), "{out}");
+        let summary = metrics.batch_entries.summary();
+        assert_eq!(summary.count, 2);
+        assert_eq!(summary.p50, 1, "0 is clamped to the lowest value");
+        assert!(summary.max >= 1 << 20, "u64::MAX is clamped to the highest");
     }
 }

@@ -65,8 +65,10 @@ pub enum Start {
     },
 }
 
-/// Counters for operators, the simulator and the stats command.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters for operators, the simulator and the stats command (the `counters` of a
+/// stats reply, `client::ReplicaStats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// View changes this replica took part in (entered view-change status).
     pub view_changes: u64,
