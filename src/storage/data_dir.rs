@@ -504,6 +504,12 @@ pub(crate) mod tests {
         replicas: 3,
     };
 
+    /// What `directory` reads back once `data_dir` is closed.
+    fn reopened(directory: &Path, data_dir: DataDir) -> Stored {
+        drop(data_dir);
+        DataDir::open(directory, US).unwrap().1
+    }
+
     /// Folds `writes` into `image`, as the core's view of what it wrote.
     fn fold(image: &mut Stored, writes: &[StoredWrite]) {
         for write in writes {
@@ -532,9 +538,7 @@ pub(crate) mod tests {
             .unwrap()
             .len();
         assert_eq!(length % journal::CHUNK_BYTES, 0);
-        drop(data_dir);
-        let (_, image) = DataDir::open(&directory, US).unwrap();
-        assert_eq!(image, expected);
+        assert_eq!(reopened(&directory, data_dir), expected);
     }
 
     #[test]
@@ -705,9 +709,7 @@ pub(crate) mod tests {
             .unwrap();
         assert!(!path.exists(), "the small spare is dropped");
         assert_eq!(data_dir.file_bytes % journal::CHUNK_BYTES, 0);
-        drop(data_dir);
-        let (_, image) = DataDir::open(&directory, US).unwrap();
-        assert_eq!(image, expected);
+        assert_eq!(reopened(&directory, data_dir), expected);
     }
 
     #[test]
