@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Held by a test for as long as its processes run (a failed test does not block the rest).
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 /// A running `vsr-load`, killed on drop.
 struct Run {
     child: Child,
@@ -113,9 +120,7 @@ const SHORT: [&str; 4] = ["--duration", "2s", "--warmup", "300ms"];
 
 #[test]
 fn baseline_closed_loop_writes_the_documented_json() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let json_path = temp_path("baseline.json");
     let hgrm_path = temp_path("baseline.hgrm");
     let mut args = vec![
@@ -188,9 +193,7 @@ fn baseline_closed_loop_writes_the_documented_json() {
 
 #[test]
 fn baseline_open_loop_holds_the_rate() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let mut args = vec![
         "--baseline",
         "tcp",
@@ -213,9 +216,7 @@ fn baseline_open_loop_holds_the_rate() {
 
 #[test]
 fn baseline_tiny_sweep_writes_csv_and_svg() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let csv = temp_path("sweep.csv");
     let svg = temp_path("sweep.svg");
     let args = [
@@ -276,9 +277,7 @@ fn ctrl_c_reports_and_stops_the_local_replicas() {
 /// Starts a 60 s run, interrupts it once load flows, and expects a report, exit code 130
 /// and none of the local processes left (found by their addresses on /proc cmdlines).
 fn check_ctrl_c(extra: &[&str], address_line: &str) {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let mut args = vec!["--duration", "60s", "--warmup", "0s"];
     args.extend_from_slice(extra);
     let mut run = spawn(&args);
@@ -335,9 +334,7 @@ fn check_ctrl_c(extra: &[&str], address_line: &str) {
 
 #[test]
 fn vsr_closed_loop_kv_mix_writes_the_documented_json() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let json_path = temp_path("vsr.json");
     let hgrm_path = temp_path("vsr.hgrm");
     let mut args = vec!["--service", "kv", "--read-fraction", "0.5", "--keys", "100"];
@@ -388,9 +385,7 @@ fn vsr_closed_loop_kv_mix_writes_the_documented_json() {
 
 #[test]
 fn vsr_disk_cluster_reports_its_durability_mode() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let json_path = temp_path("disk.json");
     let args = [
         "--durability",
@@ -421,9 +416,7 @@ fn vsr_disk_cluster_reports_its_durability_mode() {
 
 #[test]
 fn vsr_open_loop_holds_a_modest_rate() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let mut args = vec!["--rate", "300", "--sessions", "32", "--quiet"];
     args.extend(SHORT);
     let finished = run(&args, Duration::from_secs(90));
@@ -438,9 +431,7 @@ fn vsr_open_loop_holds_a_modest_rate() {
 
 #[test]
 fn vsr_open_loop_sizes_its_sessions_and_reports_both_latencies() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let json_path = temp_path("open.json");
     let mut args = vec![
         "--rate",
@@ -485,9 +476,7 @@ fn vsr_open_loop_sizes_its_sessions_and_reports_both_latencies() {
 
 #[test]
 fn vsr_open_loop_names_too_few_sessions_as_its_own_limit() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     // One session cannot carry 100,000 ops/s: that needs a 10 us round trip through three
     // replicas.
     let mut args = vec!["--rate", "100000", "--sessions", "1", "--quiet"];
@@ -508,9 +497,7 @@ fn vsr_open_loop_names_too_few_sessions_as_its_own_limit() {
 
 #[test]
 fn vsr_tiny_sweep_prints_the_knee() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let csv = temp_path("vsr-sweep.csv");
     let svg = temp_path("vsr-sweep.svg");
     let args = [
@@ -538,9 +525,7 @@ fn vsr_tiny_sweep_prints_the_knee() {
 
 #[test]
 fn compare_runs_vsr_and_the_baseline_side_by_side() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let json_path = temp_path("compare.json");
     let args = [
         "--compare",
@@ -587,9 +572,7 @@ fn compare_runs_vsr_and_the_baseline_side_by_side() {
 
 #[test]
 fn check_finds_the_kv_service_linearizable() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let args = [
         "--check",
         "--service",
@@ -734,9 +717,7 @@ fn check_stops_with(replicas: &Replicas, extra: &[&str], cause: &str) {
 
 #[test]
 fn a_null_load_on_a_kv_cluster_stops_naming_kv() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let replicas = Replicas::start("kv", "7");
     check_stops_with(
         &replicas,
@@ -747,9 +728,7 @@ fn a_null_load_on_a_kv_cluster_stops_naming_kv() {
 
 #[test]
 fn a_kv_load_on_a_null_cluster_stops_naming_null() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let replicas = Replicas::start("null", "7");
     check_stops_with(
         &replicas,
@@ -776,9 +755,7 @@ fn a_kv_load_on_a_null_cluster_stops_naming_null() {
 /// report still has the cluster's durability mode, epoch, view changes and version.
 #[test]
 fn a_cluster_run_reports_the_replicas_facts_without_a_local_binary() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let replicas = Replicas::start("null", "7");
     let list = replicas.list();
     let json_path = temp_path("facts.json");
@@ -827,9 +804,7 @@ fn a_cluster_run_reports_the_replicas_facts_without_a_local_binary() {
 
 #[test]
 fn every_operation_failing_stops_the_run() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let replicas = Replicas::start("null", "7");
     let list = replicas.list();
     let args = [
@@ -901,9 +876,7 @@ fn entries(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn logs_go_after_a_good_run_and_stay_with_keep_logs_or_a_failure() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let base = fresh_dir("logs");
     let short = [
         "--sessions",
@@ -966,9 +939,7 @@ fn logs_go_after_a_good_run_and_stay_with_keep_logs_or_a_failure() {
 
 #[test]
 fn a_sweep_writes_json_and_hgrm_per_level_and_its_plot_into_the_run_directory() {
-    let _lock = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _lock = one_cluster_at_a_time();
     let base = fresh_dir("sweep-out");
     let out = base.join("run");
     let json = base.join("level.json");
