@@ -1,23 +1,36 @@
 //! A fault-free in-memory cluster: replicas in one thread exchanging messages through
-//! FIFO queues. Benches use it to measure the protocol core alone, and smoke tests use it
-//! to drive normal operation; the fault-injecting simulator lives in `sim`.
+//! FIFO queues. Benches use it to measure the protocol core alone, and smoke and
+//! reconfiguration tests use it to drive the protocol step by step; the fault-injecting
+//! simulator lives in `sim`.
+//!
+//! Replicas are kept by identity (`ReplicaId`): in the initial configuration identity
+//! and index are the same, and members added by a reconfiguration take the next
+//! identities ([`MemoryCluster::add_joining`]).
 
 pub mod forge;
 
 use crate::client::{ClientSession, Outcome, Target};
 use crate::config::Config;
-use crate::protocol::{ClientId, Effect, Message, Replica, ReplicaIndex, Start};
+use crate::protocol::{ClientId, Effect, Message, Replica, ReplicaId, ReplicaIndex, Start};
 use crate::service::StateMachine;
 use std::collections::VecDeque;
 
+/// Decides whether a message from one replica to another is lost: `(from, to, message)`.
+pub type DropFilter = Box<dyn FnMut(ReplicaId, ReplicaId, &Message) -> bool>;
+
 /// Replicas connected by perfect FIFO links, and the replies addressed to clients.
 pub struct MemoryCluster<S> {
-    /// The replicas, by index.
+    /// The replicas, by identity.
     pub replicas: Vec<Replica<S>>,
-    /// Messages in flight: (to, message).
-    queue: VecDeque<(ReplicaIndex, Message)>,
+    /// Replicas that are down (crashed, or retired and shut down): they take no input and
+    /// messages to them are lost.
+    pub down: Vec<bool>,
+    /// Messages in flight: (from, to, message); `from` is `None` for clients.
+    queue: VecDeque<(Option<ReplicaId>, ReplicaId, Message)>,
     /// Replies delivered to clients, in order.
     pub replies: VecDeque<(ClientId, Message)>,
+    /// Loses the messages it returns true for.
+    pub drop_filter: Option<DropFilter>,
     effects: Vec<Effect>,
 }
 
@@ -27,58 +40,91 @@ impl<S: StateMachine> MemoryCluster<S> {
         let replicas = (0..config.replica_count)
             .map(|index| Replica::new(config.clone(), index, service(index), Start::Fresh))
             .collect();
+        let down = vec![false; config.replica_count as usize];
         MemoryCluster {
             replicas,
+            down,
             queue: VecDeque::new(),
             replies: VecDeque::new(),
+            drop_filter: None,
             effects: Vec::new(),
         }
     }
 
-    /// Hands `message` to replica `to` and queues what it emits.
-    pub fn deliver(&mut self, to: ReplicaIndex, message: Message) {
+    /// Adds a replica that joins a later configuration (`Start::Join`) under the next
+    /// identity, and returns that identity.
+    pub fn add_joining(&mut self, service: S) -> ReplicaId {
+        let id = self.replicas.len() as ReplicaId;
+        let first = &self.replicas[0];
+        let replica = Replica::in_configuration(
+            first.config().clone(),
+            first.configuration().clone(),
+            id,
+            service,
+            Start::Join { id },
+        );
+        self.replicas.push(replica);
+        self.down.push(false);
+        id
+    }
+
+    /// Hands `message` to replica `to` and queues what it emits (nothing if it is down).
+    pub fn deliver(&mut self, to: ReplicaId, message: Message) {
+        if self.down[to as usize] {
+            return;
+        }
         let mut effects = std::mem::take(&mut self.effects);
         self.replicas[to as usize].on_message(message, &mut effects);
         self.route(to, &mut effects);
         self.effects = effects;
     }
 
-    /// Ends a batch on every replica (the event loop's end of iteration).
+    /// Ends a batch on every replica that is up (the event loop's end of iteration).
     pub fn flush(&mut self) {
         let mut effects = std::mem::take(&mut self.effects);
-        for index in 0..self.replicas.len() {
-            self.replicas[index].flush(&mut effects);
-            self.route(index as ReplicaIndex, &mut effects);
+        for id in 0..self.replicas.len() {
+            if !self.down[id] {
+                self.replicas[id].flush(&mut effects);
+                self.route(id as ReplicaId, &mut effects);
+            }
         }
         self.effects = effects;
     }
 
-    /// Ticks every replica once.
+    /// Ticks every replica that is up once.
     pub fn tick(&mut self) {
         let mut effects = std::mem::take(&mut self.effects);
-        for index in 0..self.replicas.len() {
-            self.replicas[index].on_tick(&mut effects);
-            self.route(index as ReplicaIndex, &mut effects);
+        for id in 0..self.replicas.len() {
+            if !self.down[id] {
+                self.replicas[id].on_tick(&mut effects);
+                self.route(id as ReplicaId, &mut effects);
+            }
         }
         self.effects = effects;
     }
 
-    fn route(&mut self, from: ReplicaIndex, effects: &mut Vec<Effect>) {
+    fn route(&mut self, from: ReplicaId, effects: &mut Vec<Effect>) {
         // State lives in memory only: every write completes at once.
-        self.replicas[from as usize].complete_writes_in_memory(effects);
+        let replica = &mut self.replicas[from as usize];
+        replica.complete_writes_in_memory(effects);
         for effect in effects.drain(..) {
             match effect {
-                Effect::Send { to, message } => self.queue.push_back((to, message)),
+                Effect::Send { to, message } => self.queue.push_back((Some(from), to, message)),
                 Effect::Broadcast { message } => {
-                    for to in 0..self.replicas.len() as ReplicaIndex {
-                        if to != from {
-                            self.queue.push_back((to, message.clone()));
-                        }
+                    let members = replica
+                        .configuration_of(message.epoch)
+                        .expect("a replica broadcasts in an epoch it knows");
+                    for to in members.ids().filter(|&to| to != from) {
+                        self.queue.push_back((Some(from), to, message.clone()));
                     }
                 }
                 Effect::Reply { client, message } => self.replies.push_back((client, message)),
                 Effect::Write { .. } => {} // Completed above.
             }
+        }
+        // A retired replica shuts down (its driver's job).
+        if replica.is_retired() {
+            self.down[from as usize] = true;
         }
     }
 
@@ -87,26 +133,37 @@ impl<S: StateMachine> MemoryCluster<S> {
     pub fn run(&mut self, steps_max: usize) -> usize {
         let mut steps = 0;
         while steps < steps_max {
-            let Some((to, message)) = self.queue.pop_front() else {
+            let Some((from, to, message)) = self.queue.pop_front() else {
                 break;
             };
-            self.deliver(to, message);
-            self.flush();
+            let lost = match (&mut self.drop_filter, from) {
+                (Some(filter), Some(from)) => filter(from, to, &message),
+                _ => false,
+            };
+            if !lost && (to as usize) < self.replicas.len() {
+                self.deliver(to, message);
+                self.flush();
+            }
             steps += 1;
         }
         steps
     }
 
-    /// Sends a session's message where it asks.
+    /// Sends a session's message where it asks (by index in the initial configuration).
     pub fn send_from_client(&mut self, target: Target, message: Message) {
         match target {
-            Target::Replica(to) => self.queue.push_back((to, message)),
+            Target::Replica(to) => self.send_to(to as ReplicaId, message),
             Target::All => {
-                for to in 0..self.replicas.len() as ReplicaIndex {
-                    self.queue.push_back((to, message.clone()));
+                for to in 0..self.replicas.len() as ReplicaId {
+                    self.send_to(to, message.clone());
                 }
             }
         }
+    }
+
+    /// Queues a client's `message` to the replica with identity `to`.
+    pub fn send_to(&mut self, to: ReplicaId, message: Message) {
+        self.queue.push_back((None, to, message));
     }
 
     /// Registers `session`, running the cluster until it is registered.

@@ -148,7 +148,8 @@ fn answer(replica: usize, n: usize, request: &Request, state: &mut State) -> Opt
                 .insert(request.client, (session, 0, Bytes::new()));
             Some(reply(session, ReplyStatus::Ok, Bytes::new()))
         }
-        Operation::Apply => {
+        // The fake replica takes a reconfiguration like any request.
+        Operation::Apply | Operation::Reconfigure => {
             if state.behaviour.silent {
                 return None;
             }

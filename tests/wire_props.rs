@@ -6,8 +6,9 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use vsr::protocol::{
-    Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Operation, Prepare,
-    PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView, StartViewChange,
+    Body, Checkpoint, Commit, Configuration, DoViewChange, Entry, GetState, Message, NewState,
+    Operation, Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request,
+    StartEpoch, StartView, StartViewChange,
 };
 use vsr::service::{Page, Snapshot, DIGEST_BYTES};
 use vsr::wire::{
@@ -26,14 +27,19 @@ fn payload() -> impl Strategy<Value = Bytes> {
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
-    prop_oneof![Just(Operation::Register), Just(Operation::Apply)]
+    prop_oneof![
+        Just(Operation::Register),
+        Just(Operation::Apply),
+        Just(Operation::Reconfigure)
+    ]
 }
 
 fn status() -> impl Strategy<Value = ReplyStatus> {
     prop_oneof![
         Just(ReplyStatus::Ok),
         Just(ReplyStatus::Evicted),
-        Just(ReplyStatus::Rejected)
+        Just(ReplyStatus::Rejected),
+        Just(ReplyStatus::NewEpoch)
     ]
 }
 
@@ -194,10 +200,49 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
     ]
 }
 
+/// A configuration of `epoch`: 1 to 8 members with distinct identities from `first_id`
+/// on, and addresses of any bytes.
+fn configuration(epoch: u32) -> impl Strategy<Value = Configuration> {
+    (
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 1..9),
+        0..1000u64,
+    )
+        .prop_map(move |(addresses, first_id)| {
+            let mut bytes = BytesMut::new();
+            bytes.extend_from_slice(&epoch.to_le_bytes());
+            bytes.extend_from_slice(&(first_id + addresses.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&[addresses.len() as u8]);
+            for (i, address) in addresses.iter().enumerate() {
+                bytes.extend_from_slice(&(first_id + i as u64).to_le_bytes());
+                bytes.extend_from_slice(&[address.len() as u8]);
+                bytes.extend_from_slice(address);
+            }
+            Configuration::from_bytes(&bytes.freeze()).expect("a valid encoding")
+        })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     (0..=EPOCH_MAX, view(), any::<u8>()).prop_flat_map(|(epoch, view, replica)| {
-        body(view).prop_map(move |body| Message {
-            epoch,
+        let start_epoch = (any::<u64>(), any_op(), configuration(epoch.max(1))).prop_map(
+            |(sender, op, configuration)| {
+                Body::StartEpoch(StartEpoch {
+                    sender,
+                    op,
+                    configuration,
+                })
+            },
+        );
+        prop_oneof![
+            14 => body(view).boxed(),
+            1 => Just(Body::EpochStarted).boxed(),
+            1 => start_epoch.boxed(),
+        ]
+        .prop_map(move |body| Message {
+            // A StartEpoch names its epoch in the envelope too.
+            epoch: match &body {
+                Body::StartEpoch(start_epoch) => start_epoch.configuration.epoch(),
+                _ => epoch,
+            },
             view,
             replica,
             body,
@@ -657,7 +702,7 @@ fn invalid_header_values_are_rejected_with_their_reason() {
 fn invalid_enum_codes_are_malformed() {
     check_rejected(
         request(Operation::Apply),
-        |b| reseal(b, |h| h.code = 3),
+        |b| reseal(b, |h| h.code = 4),
         DecodeError::Malformed("unknown operation code"),
     );
     let reply = Body::Reply(Reply {
@@ -1006,4 +1051,34 @@ proptest! {
             Err(DecodeError::Malformed("checkpoint page count exceeds body"))
         );
     }
+}
+
+/// A StartEpoch names its epoch twice (envelope and configuration): a frame where they
+/// differ, or a configuration that does not parse, comes from no correct replica.
+#[test]
+fn a_start_epoch_must_agree_with_its_envelope() {
+    let configuration = Configuration::initial(3).propose(&[0, 1, 2], &[]);
+    assert_eq!(configuration.epoch(), 1);
+    let start_epoch = || {
+        Body::StartEpoch(StartEpoch {
+            sender: 4,
+            op: 10,
+            configuration: configuration.clone(),
+        })
+    };
+    check_round_trip(&Frame::Message(message_with(start_epoch())));
+    check_rejected(
+        start_epoch(),
+        |b| reseal(b, |h| h.epoch = 2),
+        DecodeError::OutOfRange("start_epoch for another epoch than its envelope's"),
+    );
+    check_rejected(
+        start_epoch(),
+        |b| {
+            // Cut the member count to zero: no configuration has no members.
+            b[HEADER_BYTES + 4 + 8] = 0;
+            reseal(b, |_| {});
+        },
+        DecodeError::Malformed("start_epoch configuration"),
+    );
 }

@@ -218,9 +218,15 @@ impl ClientSession {
         if message.view > self.view {
             self.view = message.view;
         }
+        if reply.status == ReplyStatus::NewEpoch {
+            // The cluster moved to another configuration. Following it is not built into
+            // the client library yet: the request stays in flight and is retried.
+            return None;
+        }
         let request_number = request.request;
         self.in_flight = None;
         match reply.status {
+            ReplyStatus::NewEpoch => unreachable!("handled above"),
             ReplyStatus::Evicted => {
                 self.session = 0;
                 self.request = 0;

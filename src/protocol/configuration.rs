@@ -3,12 +3,15 @@
 //! quorum. `Config` holds the limits, which never change while a cluster runs; a
 //! `Configuration` is what reconfiguration changes, one epoch at a time.
 //!
-//! Today every cluster stays in its first configuration (epoch 0, replicas 0..n, no
-//! witnesses): the type is here so that the protocol asks it, and only it, who the members
-//! are.
+//! A cluster starts in its initial configuration (epoch 0, identities `0..n`, no
+//! witnesses); a committed RECONFIGURATION op (`Operation::Reconfigure`, paper 7) carries
+//! the next one, encoded with [`Configuration::encode`]. Identities are never reused:
+//! every configuration records the next unused one, and a successor may add only
+//! identities from there on ([`Configuration::check_successor`]).
 
 use super::message::{ReplicaIndex, View};
 use super::replica_set::ReplicaSet;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// A replica's identity across configurations: assigned once, never reused, so that a
 /// machine that comes back with an empty memory under an old identity cannot be taken
@@ -16,17 +19,43 @@ use super::replica_set::ReplicaSet;
 /// member list, which is what messages carry) and from its address.
 pub type ReplicaId = u64;
 
+/// The fewest members a reconfiguration may ask for (paper 7.1: at least three, so that
+/// the new group survives a failure).
+pub const RECONFIGURATION_MEMBERS_MIN: usize = 3;
+/// The most members a configuration may have (indexes are a `u8`; far more than any
+/// cluster should run).
+pub const MEMBERS_MAX: usize = 64;
+/// The longest address a member may carry, in bytes.
+pub const ADDRESS_BYTES_MAX: usize = 255;
+
+/// One member of an epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its identity, never reused.
+    pub id: ReplicaId,
+    /// Where the driver reaches it (for the TCP runtime `host:port`). The core never reads
+    /// it: it travels with the configuration so that every replica learns the new
+    /// members' addresses from the same committed op.
+    pub address: Bytes,
+}
+
 /// The members of one epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Configuration {
     /// The epoch this configuration is for.
     epoch: u32,
-    /// The members, by index: `members[i]` is the identity of replica index `i`.
-    members: Vec<ReplicaId>,
+    /// The members, by index: `members[i]` is replica index `i`.
+    members: Vec<Member>,
     /// Members (by index) that store the log and vote but never execute or lead
     /// (paper 6.1). Always empty today.
     witnesses: ReplicaSet,
+    /// The lowest identity no configuration of this cluster has used: a successor's new
+    /// members take identities from here up.
+    next_id: ReplicaId,
 }
+
+/// Why a proposed configuration cannot follow the current one.
+pub type Invalid = &'static str;
 
 impl Configuration {
     /// The first configuration of a cluster of `replica_count` replicas: epoch 0,
@@ -38,9 +67,173 @@ impl Configuration {
         );
         Configuration {
             epoch: 0,
-            members: (0..replica_count as ReplicaId).collect(),
+            members: (0..replica_count as ReplicaId)
+                .map(|id| Member {
+                    id,
+                    address: Bytes::new(),
+                })
+                .collect(),
             witnesses: ReplicaSet::default(),
+            next_id: replica_count as ReplicaId,
         }
+    }
+
+    /// The initial configuration with each member's address (in index order).
+    pub fn initial_with_addresses(addresses: &[Bytes]) -> Configuration {
+        let mut configuration = Configuration::initial(addresses.len() as u8);
+        for (member, address) in configuration.members.iter_mut().zip(addresses) {
+            member.address = address.clone();
+        }
+        configuration
+    }
+
+    /// A proposal for the epoch after `self`: the `kept` identities of the current
+    /// members (in the order given) and `added` new members, which get fresh identities.
+    /// Members are listed kept first, then added; the result still has to pass
+    /// [`Configuration::check_successor`].
+    pub fn propose(&self, kept: &[ReplicaId], added: &[Bytes]) -> Configuration {
+        let mut members: Vec<Member> = kept
+            .iter()
+            .filter_map(|&id| self.members.iter().find(|member| member.id == id).cloned())
+            .collect();
+        let mut next_id = self.next_id;
+        for address in added {
+            members.push(Member {
+                id: next_id,
+                address: address.clone(),
+            });
+            next_id += 1;
+        }
+        Configuration {
+            epoch: self.epoch + 1,
+            members,
+            witnesses: ReplicaSet::default(),
+            next_id,
+        }
+    }
+
+    /// Whether `next` may follow this configuration (paper 7.1: the primary accepts a
+    /// reconfiguration only for the current epoch): the next epoch, 2f+1 members with at
+    /// least three, distinct identities and addresses, every identity either a current
+    /// member's or one never used, and `next_id` past all of them.
+    pub fn check_successor(&self, next: &Configuration) -> Result<(), Invalid> {
+        if Some(next.epoch) != self.epoch.checked_add(1) {
+            return Err("not the next epoch");
+        }
+        let count = next.members.len();
+        if count < RECONFIGURATION_MEMBERS_MIN {
+            return Err("fewer than three members");
+        }
+        if count.is_multiple_of(2) {
+            return Err("an even number of members (a configuration has 2f+1)");
+        }
+        if count > MEMBERS_MAX {
+            return Err("too many members");
+        }
+        for (i, member) in next.members.iter().enumerate() {
+            let reused = member.id < self.next_id && !self.contains_id(member.id);
+            if reused {
+                return Err("reuses the identity of a former member");
+            }
+            if member.id >= next.next_id {
+                return Err("an identity at or past next_id");
+            }
+            let later = &next.members[i + 1..];
+            if later.iter().any(|other| other.id == member.id) {
+                return Err("an identity listed twice");
+            }
+            if !member.address.is_empty()
+                && later.iter().any(|other| other.address == member.address)
+            {
+                return Err("an address listed twice");
+            }
+        }
+        if next.next_id < self.next_id {
+            return Err("next_id goes backwards");
+        }
+        if !next.witnesses.is_empty() {
+            return Err("witnesses are not supported yet");
+        }
+        if next.members == self.members {
+            return Err("the same members as now");
+        }
+        Ok(())
+    }
+
+    /// Encodes the configuration (in a RECONFIGURATION op's body, StartEpoch, a NewEpoch
+    /// reply and a replica's stored state): epoch `u32`, next id `u64`, member count `u8`,
+    /// then per member its id `u64`, address length `u8` and address.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_u32_le(self.epoch);
+        out.put_u64_le(self.next_id);
+        out.put_u8(self.members.len() as u8);
+        for member in &self.members {
+            out.put_u64_le(member.id);
+            out.put_u8(member.address.len() as u8);
+            out.put_slice(&member.address);
+        }
+    }
+
+    /// [`Configuration::encode`] into a buffer of its own.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// The length of the encoding.
+    pub fn encoded_len(&self) -> usize {
+        4 + 8
+            + 1
+            + self
+                .members
+                .iter()
+                .map(|member| 8 + 1 + member.address.len())
+                .sum::<usize>()
+    }
+
+    /// Decodes what [`Configuration::encode`] wrote, consuming it from `input`; `None`
+    /// when it is cut short or impossible (no members, more than `MEMBERS_MAX`, an address
+    /// longer than `ADDRESS_BYTES_MAX`). Whether it may follow another configuration is
+    /// [`Configuration::check_successor`]'s question.
+    pub fn decode(input: &mut Bytes) -> Option<Configuration> {
+        if input.remaining() < 4 + 8 + 1 {
+            return None;
+        }
+        let epoch = input.get_u32_le();
+        let next_id = input.get_u64_le();
+        let count = input.get_u8() as usize;
+        if count == 0 || count > MEMBERS_MAX {
+            return None;
+        }
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            if input.remaining() < 8 + 1 {
+                return None;
+            }
+            let id = input.get_u64_le();
+            let len = input.get_u8() as usize;
+            if input.remaining() < len || len > ADDRESS_BYTES_MAX {
+                return None;
+            }
+            members.push(Member {
+                id,
+                address: input.split_to(len),
+            });
+        }
+        Some(Configuration {
+            epoch,
+            members,
+            witnesses: ReplicaSet::default(),
+            next_id,
+        })
+    }
+
+    /// Decodes a whole buffer as one configuration (nothing may follow it).
+    pub fn from_bytes(bytes: &Bytes) -> Option<Configuration> {
+        let mut input = bytes.clone();
+        let configuration = Configuration::decode(&mut input)?;
+        input.is_empty().then_some(configuration)
     }
 
     /// The epoch.
@@ -60,7 +253,35 @@ impl Configuration {
 
     /// The identity of member `index`.
     pub fn id_of(&self, index: ReplicaIndex) -> ReplicaId {
-        self.members[index as usize]
+        self.members[index as usize].id
+    }
+
+    /// The index of the member with identity `id`, if it is one.
+    pub fn index_of(&self, id: ReplicaId) -> Option<ReplicaIndex> {
+        self.members
+            .iter()
+            .position(|member| member.id == id)
+            .map(|index| index as ReplicaIndex)
+    }
+
+    /// Whether `id` is a member's identity.
+    pub fn contains_id(&self, id: ReplicaId) -> bool {
+        self.index_of(id).is_some()
+    }
+
+    /// The members, by index.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The identities of the members, by index.
+    pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.members.iter().map(|member| member.id)
+    }
+
+    /// The lowest identity never used.
+    pub fn next_id(&self) -> ReplicaId {
+        self.next_id
     }
 
     /// Whether member `index` is a witness.
@@ -110,5 +331,96 @@ mod tests {
         let primaries: Vec<_> = (0..7).map(|view| three.primary_of(view)).collect();
         assert_eq!(primaries, [0, 1, 2, 0, 1, 2, 0]);
         assert_eq!(three.primary_of(View::MAX), (View::MAX % 3) as ReplicaIndex);
+    }
+
+    fn address(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    #[test]
+    fn a_configuration_survives_its_encoding_and_refuses_damage() {
+        let three = Configuration::initial_with_addresses(&[
+            address("a:1"),
+            address("b:2"),
+            address("c:3"),
+        ]);
+        let five = three.propose(&[0, 1, 2], &[address("d:4"), address("e:5")]);
+        for configuration in [&three, &five] {
+            let bytes = configuration.to_bytes();
+            assert_eq!(bytes.len(), configuration.encoded_len());
+            assert_eq!(
+                Configuration::from_bytes(&bytes).as_ref(),
+                Some(configuration)
+            );
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    Configuration::from_bytes(&bytes.slice(..cut)),
+                    None,
+                    "cut at {cut}"
+                );
+            }
+            let mut longer = BytesMut::from(&bytes[..]);
+            longer.put_u8(0);
+            assert_eq!(Configuration::from_bytes(&longer.freeze()), None);
+        }
+        let mut empty = BytesMut::new();
+        empty.put_u32_le(1);
+        empty.put_u64_le(3);
+        empty.put_u8(0);
+        assert_eq!(Configuration::from_bytes(&empty.freeze()), None);
+    }
+
+    #[test]
+    fn a_successor_adds_only_fresh_identities() {
+        let three = Configuration::initial(3);
+        let five = three.propose(&[0, 1, 2], &[address("d"), address("e")]);
+        assert_eq!(three.check_successor(&five), Ok(()));
+        assert_eq!(five.epoch(), 1);
+        assert_eq!(five.ids().collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(five.next_id(), 5);
+        assert_eq!(five.index_of(4), Some(4));
+        // Shrinking to three members none of which were in the first configuration.
+        let moved = five.propose(&[3, 4], &[address("f")]);
+        assert_eq!(five.check_successor(&moved), Ok(()));
+        assert_eq!(moved.ids().collect::<Vec<_>>(), [3, 4, 5]);
+        // A former member's identity never comes back.
+        let mut reused = moved.propose(&[3, 4, 5], &[]);
+        reused.members[2].id = 0;
+        assert_eq!(
+            moved.check_successor(&reused),
+            Err("reuses the identity of a former member")
+        );
+        assert_eq!(
+            three.check_successor(&three.propose(&[0, 1], &[])),
+            Err("fewer than three members")
+        );
+        assert_eq!(
+            three.check_successor(&three.propose(&[0, 1, 2], &[address("d")])),
+            Err("an even number of members (a configuration has 2f+1)")
+        );
+        assert_eq!(
+            three.check_successor(&five.propose(&[0, 1, 2], &[])),
+            Err("not the next epoch")
+        );
+        assert_eq!(
+            three.check_successor(&three.propose(&[0, 1, 2], &[])),
+            Err("the same members as now")
+        );
+        let mut twice = three.propose(&[0, 1, 2], &[address("d"), address("d")]);
+        assert_eq!(
+            three.check_successor(&twice),
+            Err("an address listed twice")
+        );
+        twice.members[4].id = 3;
+        assert_eq!(
+            three.check_successor(&twice),
+            Err("an identity listed twice")
+        );
+        let mut beyond = three.propose(&[0, 1, 2], &[address("d"), address("e")]);
+        beyond.next_id = 4;
+        assert_eq!(
+            three.check_successor(&beyond),
+            Err("an identity at or past next_id")
+        );
     }
 }

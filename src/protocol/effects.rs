@@ -22,7 +22,8 @@
 //! write at once (call `on_persisted` right after the input): then every message leaves
 //! in the same input that produced it, in order, as if writes did not exist.
 
-use super::message::{ClientId, Message, Op, ReplicaIndex, View};
+use super::configuration::ReplicaId;
+use super::message::{ClientId, Message, Op, View};
 
 /// The number of a write: writes are numbered 1, 2, ... in the order issued, and complete
 /// in that order.
@@ -31,14 +32,17 @@ pub type WriteId = u64;
 /// One thing for the driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Send `message` to replica `to`.
+    /// Send `message` to replica `to` (its identity: the receiver may be a member of
+    /// another epoch than the sender's, see `Configuration`).
     Send {
         /// The receiving replica.
-        to: ReplicaIndex,
+        to: ReplicaId,
         /// The message.
         message: Message,
     },
-    /// Send `message` to every other replica (encode once, write to each).
+    /// Send `message` to every other member of the configuration of the message's epoch
+    /// ([`Replica::configuration_of`](super::Replica::configuration_of)): encode once,
+    /// write to each.
     Broadcast {
         /// The message.
         message: Message,
@@ -92,6 +96,13 @@ pub enum Write {
         /// The last op appended.
         to: Op,
     },
+    /// The replica moved to another epoch: read the configuration with
+    /// `Replica::configuration` and the op the epoch started at with
+    /// `Replica::epoch_start`. Issued before the `State` write that names the epoch.
+    Configuration {
+        /// The new epoch.
+        epoch: u32,
+    },
     /// The replica's view, last normal view or epoch changed.
     State(DurableState),
 }
@@ -137,15 +148,21 @@ impl Effect {
         };
         match message.body {
             Body::Prepare(_) | Body::Commit(_) => Reliance::State,
-            Body::Request(_) | Body::Reply(_) | Body::Recovery(_) | Body::GetState(_) => {
-                Reliance::Nothing
-            }
+            // A StartEpoch speaks only of committed ops.
+            Body::Request(_)
+            | Body::Reply(_)
+            | Body::Recovery(_)
+            | Body::GetState(_)
+            | Body::StartEpoch(_) => Reliance::Nothing,
+            // EpochStarted lets a replaced replica shut down: the sender's state for the
+            // new epoch must be durable first.
             Body::PrepareOk(_)
             | Body::StartViewChange(_)
             | Body::DoViewChange(_)
             | Body::StartView(_)
             | Body::RecoveryResponse(_)
-            | Body::NewState(_) => Reliance::AllWrites,
+            | Body::NewState(_)
+            | Body::EpochStarted => Reliance::AllWrites,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! envelope. Bodies hold `bytes::Bytes`, so a decoded operation is a slice of the
 //! connection's read buffer and cloning an entry never copies its payload.
 
+use super::configuration::{Configuration, ReplicaId};
 use crate::service::{Page, Snapshot, DIGEST_BYTES};
 use bytes::Bytes;
 
@@ -33,6 +34,10 @@ pub enum Operation {
     Register = 1,
     /// Apply the body to the service's state machine.
     Apply = 2,
+    /// Paper 7.1's RECONFIGURATION: the body is the next epoch's configuration
+    /// ([`Configuration::encode`]). It is the last op of its epoch: once it is ordered the
+    /// primary orders nothing else, and executing it moves every replica to the next epoch.
+    Reconfigure = 3,
 }
 
 impl Operation {
@@ -41,6 +46,7 @@ impl Operation {
         match code {
             1 => Some(Operation::Register),
             2 => Some(Operation::Apply),
+            3 => Some(Operation::Reconfigure),
             _ => None,
         }
     }
@@ -115,6 +121,10 @@ pub enum Body {
     GetState(GetState),
     /// Paper 5.2 / 5.1: the answer, with a checkpoint when the entries are trimmed.
     NewState(NewState),
+    /// Paper 7.1 step 3 and 7.3 step 3: an epoch started; join it.
+    StartEpoch(StartEpoch),
+    /// Paper 7.2 step 3: a member of the new epoch holds its starting state.
+    EpochStarted,
 }
 
 /// A client's request.
@@ -141,8 +151,13 @@ pub enum ReplyStatus {
     /// The session is not (or no longer) in the client table: register again.
     Evicted = 2,
     /// The request was refused before it was ordered (its body exceeds the replicas'
-    /// `request_body_bytes_max`); it did not execute, and its request number is unused.
+    /// `request_body_bytes_max`, or a reconfiguration the primary refuses, with the reason
+    /// in `result`); it did not execute, and its request number is unused.
     Rejected = 3,
+    /// The request was for an earlier epoch, or reached a replica that is not a member of
+    /// the current one (paper 7.2): `result` is the current configuration
+    /// ([`Configuration::encode`]). The request did not execute; send it to the new members.
+    NewEpoch = 4,
 }
 
 impl ReplyStatus {
@@ -152,6 +167,7 @@ impl ReplyStatus {
             1 => Some(ReplyStatus::Ok),
             2 => Some(ReplyStatus::Evicted),
             3 => Some(ReplyStatus::Rejected),
+            4 => Some(ReplyStatus::NewEpoch),
             _ => None,
         }
     }
@@ -336,6 +352,24 @@ pub struct NewState {
     pub entries: Vec<Entry>,
 }
 
+/// An epoch began (paper 7): sent by a replica in it to members that may not know yet,
+/// and to replicas still in an earlier epoch. The envelope carries the epoch.
+///
+/// The paper's message also names the old configuration; here the receiver needs only
+/// the new one (it fetches the state from whoever holds it), and the sender's identity,
+/// to answer with EpochStarted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartEpoch {
+    /// The sender's identity (it need not be a member of `configuration`: a replaced
+    /// replica reminds the new members).
+    pub sender: ReplicaId,
+    /// The op of the RECONFIGURATION that began the epoch: the last op of the epoch
+    /// before. A member takes part once it holds every op up to here.
+    pub op: Op,
+    /// The members of the epoch.
+    pub configuration: Configuration,
+}
+
 impl Body {
     /// A short name for logs and counters.
     pub fn name(&self) -> &'static str {
@@ -352,6 +386,8 @@ impl Body {
             Body::RecoveryResponse(_) => "recovery_response",
             Body::GetState(_) => "get_state",
             Body::NewState(_) => "new_state",
+            Body::StartEpoch(_) => "start_epoch",
+            Body::EpochStarted => "epoch_started",
         }
     }
 }

@@ -21,6 +21,11 @@ impl ReplicaSet {
         self.0[replica as usize / 64] |= 1 << (replica % 64);
     }
 
+    /// Removes `replica`.
+    pub fn remove(&mut self, replica: ReplicaIndex) {
+        self.0[replica as usize / 64] &= !(1 << (replica % 64));
+    }
+
     /// Whether `replica` is in the set.
     pub fn contains(&self, replica: ReplicaIndex) -> bool {
         self.0[replica as usize / 64] & 1 << (replica % 64) != 0

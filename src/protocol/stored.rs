@@ -14,6 +14,7 @@
 //! released waited for the writes of its whole input, so no crash can take back what a
 //! message vouched for.
 
+use super::configuration::Configuration;
 use super::effects::{DurableState, Write};
 use super::message::{Checkpoint, Entry, Op};
 use super::replica::Replica;
@@ -40,6 +41,13 @@ pub enum StoredWrite {
         from: Op,
         /// The entries, in op order.
         entries: Vec<Entry>,
+    },
+    /// The replica moved to another epoch (paper 7).
+    Configuration {
+        /// The epoch's members.
+        configuration: Configuration,
+        /// The op the epoch started after.
+        epoch_start: Op,
     },
     /// The replica's place among views changed.
     State(DurableState),
@@ -75,6 +83,14 @@ impl StoredWrite {
                     .map_while(|op| replica.entry(op).cloned())
                     .collect(),
             },
+            Write::Configuration { epoch } => {
+                let configuration = replica.configuration().clone();
+                assert!(configuration.epoch() >= epoch, "epochs never go back");
+                StoredWrite::Configuration {
+                    configuration,
+                    epoch_start: replica.epoch_start(),
+                }
+            }
             Write::State(state) => StoredWrite::State(state),
         }
     }
@@ -91,6 +107,9 @@ pub struct Inconsistent(pub String);
 pub struct Stored {
     /// The replica's view, last normal view, epoch, and whether it was recovering.
     pub state: DurableState,
+    /// The configuration of the latest epoch the replica moved to, and the op that epoch
+    /// started after (`None`: it never left its first configuration).
+    pub configuration: Option<(Configuration, Op)>,
     /// The latest checkpoint written.
     pub checkpoint: Option<Checkpoint>,
     /// The op before `entries[0]`.
@@ -199,10 +218,32 @@ impl Stored {
                 }
                 self.entries.extend(entries);
             }
+            StoredWrite::Configuration {
+                configuration,
+                epoch_start,
+            } => {
+                let epoch = self.configuration.as_ref().map_or(0, |(c, _)| c.epoch());
+                if configuration.epoch() < epoch {
+                    return Err(Inconsistent(format!(
+                        "epoch {} after epoch {epoch}",
+                        configuration.epoch()
+                    )));
+                }
+                self.configuration = Some((configuration, epoch_start));
+            }
             StoredWrite::State(state) => {
                 // Only a replica that never joined (it promised no view) may restart at
-                // a lower view: as a new replica.
-                if state.view < self.state.view && self.state.joined {
+                // a lower view: as a new replica; views start again in a new epoch.
+                if state.epoch < self.state.epoch {
+                    return Err(Inconsistent(format!(
+                        "epoch {} after epoch {}",
+                        state.epoch, self.state.epoch
+                    )));
+                }
+                if state.epoch == self.state.epoch
+                    && state.view < self.state.view
+                    && self.state.joined
+                {
                     return Err(Inconsistent(format!(
                         "view {} after view {}",
                         state.view, self.state.view

@@ -23,7 +23,12 @@ impl<S: StateMachine> EventLoop<S> {
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             match effect {
-                Effect::Send { to, message } => self.send(to, &message),
+                // The runtime keeps its peers by index, and does not follow reconfigurations
+                // yet: in epoch 0 a replica's identity is its index.
+                Effect::Send { to, message } => match u8::try_from(to) {
+                    Ok(to) => self.send(to, &message),
+                    Err(_) => tracing::warn!(to, "no peer with this identity: dropped"),
+                },
                 Effect::Broadcast { message } => self.broadcast(&message),
                 Effect::Reply { client, message } => self.reply(client, message),
                 // In memory the storage phase completes every write; on disk the payload

@@ -84,6 +84,9 @@ fn encode(status: Status) -> u8 {
         Status::Normal => 0,
         Status::ViewChange => 1,
         Status::Recovering => 2,
+        Status::Transitioning => 3,
+        Status::Retiring => 4,
+        Status::Joining => 5,
     }
 }
 
@@ -91,6 +94,9 @@ fn decode(status: u8) -> Status {
     match status {
         0 => Status::Normal,
         1 => Status::ViewChange,
+        3 => Status::Transitioning,
+        4 => Status::Retiring,
+        5 => Status::Joining,
         _ => Status::Recovering,
     }
 }

@@ -940,7 +940,7 @@ impl<S: SimService> Cluster<S> {
                         &mut self.prng,
                         self.now,
                         Node::Replica(from),
-                        Node::Replica(to),
+                        Node::Replica(node_of(to)),
                         message,
                     )
                 }
@@ -948,7 +948,7 @@ impl<S: SimService> Cluster<S> {
                     &mut self.prng,
                     self.now,
                     Node::Replica(from),
-                    Node::Replica(to),
+                    Node::Replica(node_of(to)),
                     message,
                 ),
                 Effect::Broadcast { message } => {
@@ -1048,6 +1048,10 @@ impl<S: SimService> Cluster<S> {
                 self.checker
                     .on_rejected_reply(from, reply.client, reply.session, reply.request)
             }
+            ReplyStatus::NewEpoch => Err(Failure::new(
+                "epochs",
+                format!("r{from} answered NewEpoch in a cluster that never reconfigures"),
+            )),
         }
     }
 
@@ -1514,8 +1518,20 @@ fn summarize(message: &Message) -> String {
             s.op_first,
             s.entries.len()
         ),
+        Body::StartEpoch(s) => format!(
+            "epoch {} from op {} sender {}",
+            s.configuration.epoch(),
+            s.op,
+            s.sender
+        ),
+        Body::EpochStarted => String::new(),
     };
     format!("{} view {} {detail}", message.body.name(), message.view)
+}
+
+/// The simulator's replicas never reconfigure: a replica's identity is its index.
+fn node_of(id: crate::protocol::ReplicaId) -> ReplicaIndex {
+    ReplicaIndex::try_from(id).expect("simulated replicas are identified by their index")
 }
 
 /// Adds one replica's counters to a total.

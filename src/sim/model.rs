@@ -201,7 +201,7 @@ impl<S: SimService> Model<S> {
         );
         let outcome = match entry.operation {
             Operation::Register => self.register(op, entry.client, entry.request),
-            Operation::Apply => self.execute(op, entry),
+            Operation::Apply | Operation::Reconfigure => self.execute(op, entry),
         };
         let checked = match &outcome {
             ModelOutcome::Executed { result, .. } => self
@@ -263,7 +263,11 @@ impl<S: SimService> Model<S> {
         }
         state.request = entry.request;
         state.latest_op = op;
-        let result = self.service.apply(op, entry.timestamp, &entry.body);
+        // A reconfiguration changes the members, not the service; its reply is empty.
+        let result = match entry.operation {
+            Operation::Reconfigure => Bytes::new(),
+            _ => self.service.apply(op, entry.timestamp, &entry.body),
+        };
         state.reply = result.clone();
         ModelOutcome::Executed {
             client: entry.client,

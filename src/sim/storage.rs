@@ -65,6 +65,7 @@ impl Storage {
                 durable.checkpoint_op = op;
             }
             Write::LogReset { base } => durable.log_op = base,
+            Write::Configuration { .. } => {}
             Write::LogTruncate { after } => durable.log_op = durable.log_op.min(after),
             Write::LogAppend { from, to } => {
                 // Entries trimmed before they were written are covered by the checkpoint
@@ -156,7 +157,9 @@ impl Storage {
             | Body::Request(_)
             | Body::Reply(_)
             | Body::Recovery(_)
-            | Body::GetState(_) => Ok(()),
+            | Body::GetState(_)
+            | Body::StartEpoch(_)
+            | Body::EpochStarted => Ok(()),
         }
     }
 }

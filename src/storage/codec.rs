@@ -10,6 +10,7 @@
 //! |   4 | log append          | from `u64`, then an entry list as on the wire              |
 //! |   5 | durable state       | epoch `u32`, view `u32`, last normal view `u32`, recovering `u8`, joined `u8` |
 //! |   6 | commit              | op `u64`                                                   |
+//! |   7 | configuration       | epoch start op `u64`, then the configuration (`Configuration::encode`) |
 //!
 //! An entry list is a `u32` count, then per entry client `u64`, session `u64`, request
 //! `u32`, timestamp `u64`, operation `u8`, body length `u32` and the body (the wire's
@@ -29,6 +30,7 @@ const LOG_TRUNCATE: u8 = 3;
 const LOG_APPEND: u8 = 4;
 const STATE: u8 = 5;
 const COMMIT: u8 = 6;
+const CONFIGURATION: u8 = 7;
 const RECORD_HEADER_BYTES: usize = 1 + 4;
 
 /// A checkpoint as the journal names it: which file, and what its payload must hash to.
@@ -100,6 +102,16 @@ pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) 
         StoredWrite::Commit(op) => {
             out.put_u64_le(*op);
             COMMIT
+        }
+        StoredWrite::Configuration {
+            configuration,
+            epoch_start,
+        } => {
+            out.put_u64_le(*epoch_start);
+            let mut encoded = bytes::BytesMut::with_capacity(configuration.encoded_len());
+            configuration.encode(&mut encoded);
+            out.put_slice(&encoded);
+            CONFIGURATION
         }
     };
     let body_bytes = len_u32(out.len() - start - RECORD_HEADER_BYTES);
@@ -203,6 +215,17 @@ impl<'a> Reader<'a> {
                 joined: self.flag()?,
             }),
             COMMIT => StoredWrite::Commit(self.u64()?),
+            CONFIGURATION => {
+                let epoch_start = self.u64()?;
+                let rest = self.take(self.bytes.len())?;
+                let configuration =
+                    crate::protocol::Configuration::from_bytes(&Bytes::copy_from_slice(rest))
+                        .ok_or("unreadable configuration")?;
+                StoredWrite::Configuration {
+                    configuration,
+                    epoch_start,
+                }
+            }
             _ => return Err("unknown record tag"),
         };
         Ok(Record::Write(write))

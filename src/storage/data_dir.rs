@@ -454,6 +454,12 @@ fn image_writes(image: &Stored) -> Vec<StoredWrite> {
             entries: image.entries.clone(),
         });
     }
+    if let Some((configuration, epoch_start)) = &image.configuration {
+        writes.push(StoredWrite::Configuration {
+            configuration: configuration.clone(),
+            epoch_start: *epoch_start,
+        });
+    }
     writes.push(StoredWrite::State(image.state));
     writes.push(StoredWrite::Commit(image.commit));
     writes

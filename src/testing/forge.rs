@@ -108,7 +108,7 @@ pub fn play(
             _ => {
                 let to = choices.below(3);
                 let message = forge(&cluster.replicas[to as usize], choices);
-                cluster.deliver(to, message);
+                cluster.deliver(to.into(), message);
                 cluster.flush();
                 forged += 1;
             }

@@ -18,9 +18,10 @@ use super::greeting::{
 use super::header::{Command, Header, HEADER_BYTES};
 use super::range;
 use crate::protocol::{
-    Body, Checkpoint, Commit, DoViewChange, Entry, GetState, Message, NewState, Op, Operation,
-    Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartView,
-    StartViewChange, CHECKPOINT_HEADER_BYTES, ENTRY_HEADER_BYTES, PAGE_HEADER_BYTES,
+    Body, Checkpoint, Commit, Configuration, DoViewChange, Entry, GetState, Message, NewState, Op,
+    Operation, Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request,
+    StartEpoch, StartView, StartViewChange, CHECKPOINT_HEADER_BYTES, ENTRY_HEADER_BYTES,
+    PAGE_HEADER_BYTES,
 };
 use crate::service::{Digest, Page, Snapshot};
 use bytes::{Bytes, BytesMut};
@@ -144,6 +145,8 @@ fn used_fields(command: Command) -> u16 {
         Recovery => ENVELOPE | NONCE,
         RecoveryResponse => ENVELOPE | CODE | NONCE | OP | COMMIT,
         NewState => ENVELOPE | CODE | OP | COMMIT | OP_FIRST,
+        StartEpoch => ENVELOPE | OP | NONCE,
+        EpochStarted => ENVELOPE,
         // Which of `replica` and `client` is checked once the code says which peer speaks.
         Hello => CODE | REPLICA | CLIENT,
         Welcome => REPLICA,
@@ -322,6 +325,13 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
         }),
         Command::GetState => Body::GetState(GetState { op: header.op }),
         Command::NewState => Body::NewState(parse_new_state(header, reader)?),
+        Command::StartEpoch => Body::StartEpoch(StartEpoch {
+            sender: header.nonce,
+            op: header.op,
+            configuration: Configuration::from_bytes(&reader.rest())
+                .ok_or(Malformed("start_epoch configuration"))?,
+        }),
+        Command::EpochStarted => Body::EpochStarted,
         Command::Hello
         | Command::Welcome
         | Command::Proof

@@ -267,6 +267,12 @@ fn fill_header(body: &Body, header: &mut Header) {
             header.op_first = new_state.op_first;
             Command::NewState
         }
+        Body::StartEpoch(start_epoch) => {
+            header.op = start_epoch.op;
+            header.nonce = start_epoch.sender;
+            Command::StartEpoch
+        }
+        Body::EpochStarted => Command::EpochStarted,
     };
     header.command = command as u8;
 }
@@ -283,6 +289,8 @@ fn body_bytes(body: &Body) -> usize {
             new_state.checkpoint.as_ref().map_or(0, checkpoint_bytes)
                 + entries_bytes(&new_state.entries)
         }
+        Body::StartEpoch(start_epoch) => start_epoch.configuration.encoded_len(),
+        Body::EpochStarted => 0,
         Body::PrepareOk(_)
         | Body::Commit(_)
         | Body::StartViewChange(_)
@@ -314,6 +322,8 @@ fn write_body(body: &Body, out: &mut BytesMut) {
             }
             write_entries(&new_state.entries, out);
         }
+        Body::StartEpoch(start_epoch) => start_epoch.configuration.encode(out),
+        Body::EpochStarted => {}
         Body::PrepareOk(_)
         | Body::Commit(_)
         | Body::StartViewChange(_)

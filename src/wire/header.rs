@@ -42,6 +42,10 @@ pub enum Command {
     GetState = 11,
     /// [`crate::protocol::Body::NewState`].
     NewState = 12,
+    /// [`crate::protocol::Body::StartEpoch`].
+    StartEpoch = 13,
+    /// [`crate::protocol::Body::EpochStarted`].
+    EpochStarted = 14,
     /// [`super::Frame::Hello`]: the first frame on a connection names the speaker.
     Hello = 32,
     /// [`super::Frame::StatsRequest`].
@@ -73,6 +77,8 @@ impl Command {
             10 => RecoveryResponse,
             11 => GetState,
             12 => NewState,
+            13 => StartEpoch,
+            14 => EpochStarted,
             32 => Hello,
             33 => StatsRequest,
             34 => StatsReply,
@@ -95,10 +101,10 @@ impl Command {
     pub fn has_body(self) -> bool {
         use Command::*;
         match self {
-            Request | Reply | Prepare | DoViewChange | StartView | NewState | StatsReply
-            | Hello | Welcome | Proof | Refusal => true,
+            Request | Reply | Prepare | DoViewChange | StartView | NewState | StartEpoch
+            | StatsReply | Hello | Welcome | Proof | Refusal => true,
             PrepareOk | Commit | StartViewChange | Recovery | RecoveryResponse | GetState
-            | StatsRequest => false,
+            | EpochStarted | StatsRequest => false,
         }
     }
 }

@@ -51,6 +51,8 @@
 //! | `RecoveryResponse` | empty (0/1)          | nonce, op, commit                           |                           |
 //! | `GetState`         |                      | op                                          |                           |
 //! | `NewState`         | has checkpoint (0/1) | op, commit, op_first                        | checkpoint? entries       |
+//! | `StartEpoch`       |                      | op, nonce (= the sender's identity)         | the configuration         |
+//! | `EpochStarted`     |                      |                                             |                           |
 //! | `Hello`            | 1 replica, 2 client  | replica (from a replica), client (a client) |                           |
 //! | `StatsRequest`     |                      |                                             |                           |
 //! | `StatsReply`       |                      |                                             | text                      |

@@ -117,6 +117,17 @@ pub fn check(message: &Message) -> Result<(), DecodeError> {
                 return Err(out_of_range("get_state op above the maximum op"));
             }
         }
+        Body::StartEpoch(start_epoch) => {
+            if !ops_fit(&[start_epoch.op]) {
+                return Err(out_of_range("start_epoch op above the maximum op"));
+            }
+            if start_epoch.configuration.epoch() != message.epoch || message.epoch == 0 {
+                return Err(out_of_range(
+                    "start_epoch for another epoch than its envelope's",
+                ));
+            }
+        }
+        Body::EpochStarted => {}
         Body::NewState(new_state) => {
             check_op_commit(
                 new_state.op,

@@ -4,13 +4,15 @@
 //! end of a batch) and [`Replica::on_persisted`] (writes completed); every output is an
 //! [`Effect`] appended to the caller's buffer. The handlers live in one file per concern:
 //! `normal` (4.1, 6.2), `view_change` (4.2, 5.3), `recovery` (4.3), `state_transfer`
-//! (5.2, 5.1), `execute` (upcalls, checkpoints) and `persistence` (the writes each input
-//! issues, and the messages that wait for them: see `effects`).
+//! (5.2, 5.1), `epoch` (reconfiguration, 7), `execute` (upcalls, checkpoints) and
+//! `persistence` (the writes each input issues, and the messages that wait for them: see
+//! `effects`).
 //!
 //! Safety invariants (neither the view nor commit ever goes backwards; commit ≤ op; one
 //! primary per view) are checked with `assert!` where state changes; [`Replica::invariants`]
 //! runs the costlier checks and is called by the simulator after every step.
 
+mod epoch;
 mod execute;
 mod normal;
 mod persistence;
@@ -20,7 +22,7 @@ mod state_transfer;
 mod view_change;
 
 use super::client_table::{ClientMap, ClientTable};
-use super::configuration::Configuration;
+use super::configuration::{Configuration, ReplicaId};
 use super::effects::{Effect, WriteId};
 use super::log::Log;
 use super::message::*;
@@ -40,6 +42,16 @@ pub enum Status {
     ViewChange,
     /// Restarted without state; takes part in nothing until it has recovered.
     Recovering,
+    /// A member of an epoch it has not started yet (paper 7.2): fetching the state up to
+    /// the epoch's first op before it takes part.
+    Transitioning,
+    /// Not a member of the current epoch (paper 7.3): answers state transfer until f'+1
+    /// members of the new epoch said they started it, then retires
+    /// ([`Replica::is_retired`]).
+    Retiring,
+    /// Started to join a cluster as a new member: waits for the StartEpoch of an epoch
+    /// that includes it.
+    Joining,
 }
 
 /// How a replica starts.
@@ -54,6 +66,13 @@ pub enum Start {
         /// Random, different for every process start (the driver supplies it: the core
         /// has no randomness).
         nonce: u64,
+    },
+    /// A new member for a later configuration (paper 7.2): it holds nothing and takes
+    /// part in nothing until a StartEpoch names it, then fetches the state up to the
+    /// epoch's start. Its identity is the one the reconfiguration gave it.
+    Join {
+        /// The identity the new configuration lists for it.
+        id: ReplicaId,
     },
     /// A process restarted on the storage of an earlier one: resume from what it holds
     /// (see `restart`). A store that holds nothing is `Recover`.
@@ -91,6 +110,8 @@ pub struct Stats {
     /// Times this replica started an empty cluster because no other replica held any
     /// state (a first start, or every replica lost its memory at once).
     pub empty_cluster_starts: u64,
+    /// Epochs this replica moved to (paper 7).
+    pub epochs_started: u64,
 }
 
 /// Requests for a view change to `view` (above the replica's own), received or made, not
@@ -139,6 +160,8 @@ struct Primary {
     /// Writes that append to the primary's log, with the op each reaches: its own
     /// acknowledgement (`acked[index]`) moves to that op when the write completes.
     own_appends: VecDeque<(WriteId, Op)>,
+    /// A RECONFIGURATION is queued: nothing more is accepted in this epoch (7.1).
+    reconfiguration_queued: bool,
 }
 
 impl Primary {
@@ -152,6 +175,7 @@ impl Primary {
             heard: ReplicaSet::default(),
             in_flight: ClientMap::default(),
             own_appends: VecDeque::new(),
+            reconfiguration_queued: false,
         }
     }
 
@@ -160,6 +184,7 @@ impl Primary {
             && self.pipeline.is_empty()
             && self.in_flight.is_empty()
             && self.own_appends.is_empty()
+            && !self.reconfiguration_queued
             && self.acked.iter().all(|&acked| acked == 0)
     }
 }
@@ -207,6 +232,20 @@ pub struct Replica<S> {
     config: Config,
     /// Who the members are (epoch, primaries, quorums): what reconfiguration changes.
     configuration: Configuration,
+    /// The configurations of earlier epochs this replica knows, oldest first (at most
+    /// `HISTORY_MAX`): to tell a replica still in one of them where the cluster went.
+    history: VecDeque<Configuration>,
+    /// The op the current epoch started after: its RECONFIGURATION's op (0 in epoch 0).
+    epoch_start: Op,
+    /// A RECONFIGURATION executed in this input: the epoch to move to once the input's
+    /// handler is done (`epoch::finish_input`).
+    epoch_change: Option<Configuration>,
+    /// The epoch's state transfer (paper 7.2-7.3): who said it started the epoch, whom to
+    /// remind.
+    epoch_transfer: epoch::EpochTransfer,
+    /// This replica's identity (never reused; its index is its place in `configuration`).
+    id: ReplicaId,
+    /// Its index in the current configuration; `NOT_A_MEMBER` when it is not in it.
     index: ReplicaIndex,
     /// Never decreases.
     view: View,
@@ -254,6 +293,7 @@ pub struct Replica<S> {
     view_change_timeout: Timeout,
     recovery_timeout: Timeout,
     state_transfer_timeout: Timeout,
+    start_epoch_timeout: Timeout,
 
     /// Writes issued and completed, and the messages waiting for them.
     writes: persistence::Writes,
@@ -261,12 +301,38 @@ pub struct Replica<S> {
     stats: Stats,
 }
 
+/// The configurations of earlier epochs a replica keeps.
+const HISTORY_MAX: usize = 16;
+/// The index of a replica that is not a member of its current configuration (no
+/// configuration has this many members: `MEMBERS_MAX`).
+pub const NOT_A_MEMBER: ReplicaIndex = ReplicaIndex::MAX;
+
 impl<S: StateMachine> Replica<S> {
-    /// A replica `index` of a cluster with `config`, replicating `service`.
+    /// A replica `index` of a cluster with `config` in its initial configuration (epoch
+    /// 0, where index and identity are the same), replicating `service`.
     pub fn new(config: Config, index: ReplicaIndex, service: S, start: Start) -> Replica<S> {
-        config.validate().expect("invalid configuration");
         let configuration = Configuration::initial(config.replica_count);
-        assert!(configuration.contains(index), "replica index out of range");
+        Replica::in_configuration(config, configuration, index as ReplicaId, service, start)
+    }
+
+    /// A replica with identity `id` that believes `configuration` is the current one (a
+    /// process restarted by an operator who knows the cluster moved on; a `Start::Join`
+    /// ignores it and waits for its StartEpoch). A `Start::Restart` takes the
+    /// configuration its store holds instead, when it holds one.
+    pub fn in_configuration(
+        config: Config,
+        configuration: Configuration,
+        id: ReplicaId,
+        service: S,
+        start: Start,
+    ) -> Replica<S> {
+        config.validate().expect("invalid configuration");
+        let index = match start {
+            Start::Join { .. } => NOT_A_MEMBER,
+            _ => configuration
+                .index_of(id)
+                .expect("a replica starts as a member of its configuration"),
+        };
         let n = configuration.replica_count() as usize;
         let mut replica = Replica {
             commit_timeout: Timeout::new("commit", config.commit_interval_ticks),
@@ -278,9 +344,15 @@ impl<S: StateMachine> Replica<S> {
                 "state_transfer",
                 config.state_transfer_timeout_ticks,
             ),
+            start_epoch_timeout: Timeout::new("start_epoch", config.view_change_timeout_ticks),
             clients: ClientTable::new(config.clients_max as usize),
+            id,
             index,
             configuration,
+            history: VecDeque::new(),
+            epoch_start: 0,
+            epoch_change: None,
+            epoch_transfer: epoch::EpochTransfer::default(),
             view: 0,
             status: Status::Normal,
             last_normal_view: 0,
@@ -314,6 +386,10 @@ impl<S: StateMachine> Replica<S> {
             }
             Start::Recover { nonce } => replica.start_recovering(nonce),
             Start::Restart { stored, nonce } => replica.restart(*stored, nonce),
+            Start::Join { id } => {
+                assert_eq!(id, replica.id);
+                replica.status = Status::Joining;
+            }
         }
         replica
     }
@@ -326,15 +402,39 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn handle_message(&mut self, message: Message, effects: &mut Vec<Effect>) {
-        if message.epoch != self.configuration.epoch() {
-            return self.drop_message(&message, "wrong epoch");
-        }
         if message.view > VIEW_MAX {
             return self.drop_message(&message, "view beyond the last possible one");
         }
+        if let Body::StartEpoch(start_epoch) = message.body {
+            return self.on_start_epoch(message.epoch, start_epoch, effects);
+        }
+        if self.status == Status::Joining {
+            return self.drop_message(&message, "joining: waiting for a StartEpoch");
+        }
+        if message.epoch < self.configuration.epoch() {
+            return self.on_earlier_epoch(message, effects);
+        }
+        if message.epoch > self.configuration.epoch() {
+            // Only a StartEpoch tells of a later epoch (it names the members); what comes
+            // from one is the answer to fetching its start.
+            return match message.body {
+                Body::NewState(new_state) => {
+                    self.on_pending_epoch_state(message.epoch, new_state, effects)
+                }
+                _ => self.drop_message(&message, "later epoch"),
+            };
+        }
         let from = message.replica;
         let is_replica_message = !matches!(message.body, Body::Request(_) | Body::Reply(_));
-        if is_replica_message && (!self.configuration.contains(from) || from == self.index) {
+        // A replica fetching its epoch's start takes committed state from any replica of
+        // the epoch, members or the replaced ones that still serve it (`NOT_A_MEMBER`).
+        let from_retiring = from == NOT_A_MEMBER
+            && self.status == Status::Transitioning
+            && matches!(message.body, Body::NewState(_));
+        if is_replica_message
+            && !from_retiring
+            && (!self.configuration.contains(from) || from == self.index)
+        {
             return self.drop_message(&message, "bad sender");
         }
         if self.status == Status::Recovering
@@ -344,6 +444,9 @@ impl<S: StateMachine> Replica<S> {
             )
         {
             return self.drop_message(&message, "recovering");
+        }
+        if let Some(reason) = self.epoch_status_refuses(&message.body) {
+            return self.drop_message(&message, reason);
         }
         let view = message.view;
         match message.body {
@@ -361,6 +464,8 @@ impl<S: StateMachine> Replica<S> {
             }
             Body::GetState(get_state) => self.on_get_state(from, view, get_state, effects),
             Body::NewState(new_state) => self.on_new_state(from, view, new_state, effects),
+            Body::StartEpoch(_) => unreachable!("handled before the epoch check"),
+            Body::EpochStarted => self.on_epoch_started(from, effects),
         }
     }
 
@@ -380,6 +485,7 @@ impl<S: StateMachine> Replica<S> {
             &mut self.view_change_timeout,
             &mut self.recovery_timeout,
             &mut self.state_transfer_timeout,
+            &mut self.start_epoch_timeout,
         ] {
             timeout.tick();
         }
@@ -402,12 +508,22 @@ impl<S: StateMachine> Replica<S> {
         if self.state_transfer_timeout.fired() {
             self.state_transfer_timeout.stop();
             self.state_transfer_pending = false;
-            // Ask again where nothing else would: a new primary's fetch, a recovery.
+            // Ask again where nothing else would: a new primary's fetch, a recovery, a
+            // replica fetching the start of its epoch.
             match self.status {
                 Status::ViewChange => self.try_complete_view_change(effects),
                 Status::Recovering => self.on_recovery_state_timeout(effects),
-                Status::Normal => {}
+                Status::Transitioning => {
+                    // A restart asks on its first tick; later attempts wait the timeout.
+                    self.state_transfer_timeout
+                        .set_after(self.config.state_transfer_timeout_ticks);
+                    self.request_epoch_state(effects)
+                }
+                Status::Normal | Status::Retiring | Status::Joining => {}
             }
+        }
+        if self.start_epoch_timeout.fired() {
+            self.on_start_epoch_timeout(effects);
         }
     }
 
@@ -417,9 +533,15 @@ impl<S: StateMachine> Replica<S> {
         self.clock_ns = realtime_ns;
     }
 
-    /// The replica's index.
+    /// The replica's index in the current configuration (`NOT_A_MEMBER` when it is not
+    /// a member: retiring, or joining).
     pub fn replica(&self) -> ReplicaIndex {
         self.index
+    }
+
+    /// The replica's identity.
+    pub fn id(&self) -> ReplicaId {
+        self.id
     }
 
     /// The configuration.
@@ -455,6 +577,26 @@ impl<S: StateMachine> Replica<S> {
     /// The members of the current epoch.
     pub fn configuration(&self) -> &Configuration {
         &self.configuration
+    }
+
+    /// The configuration of `epoch`, if this replica knows it (the current one or a
+    /// recent earlier one): whom a `Broadcast` of that epoch goes to.
+    pub fn configuration_of(&self, epoch: u32) -> Option<&Configuration> {
+        std::iter::once(&self.configuration)
+            .chain(self.history.iter().rev())
+            .find(|configuration| configuration.epoch() == epoch)
+    }
+
+    /// The op the current epoch started after (its RECONFIGURATION's op; 0 in epoch 0).
+    pub fn epoch_start(&self) -> Op {
+        self.epoch_start
+    }
+
+    /// Whether this replica left the cluster for good (paper 7.3): it is not a member of
+    /// the current epoch and f'+1 of its members hold the epoch's starting state. The
+    /// driver shuts it down.
+    pub fn is_retired(&self) -> bool {
+        self.epoch_transfer.retired
     }
 
     /// Whether this replica is the primary of its view and in normal status.
@@ -576,7 +718,23 @@ impl<S: StateMachine> Replica<S> {
                 assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty());
                 assert!(self.recovery.is_some());
             }
+            Status::Transitioning | Status::Retiring | Status::Joining => {
+                assert!(self.primary.queue.is_empty() && self.primary.pipeline.is_empty());
+            }
         }
+        assert_eq!(
+            self.index == NOT_A_MEMBER,
+            matches!(self.status, Status::Retiring | Status::Joining),
+            "only a replica outside its configuration is retiring or joining"
+        );
+        if self.index != NOT_A_MEMBER {
+            assert_eq!(self.configuration.id_of(self.index), self.id);
+        }
+        assert!(
+            self.epoch_change.is_none(),
+            "an epoch change waits for no input"
+        );
+        assert!(self.history.len() <= HISTORY_MAX);
     }
 
     // Helpers shared by the handler files.
@@ -602,8 +760,18 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// Sends to member `to` of the current configuration.
     fn send(&self, to: ReplicaIndex, body: Body, effects: &mut Vec<Effect>) {
         debug_assert_ne!(to, self.index);
+        effects.push(Effect::Send {
+            to: self.configuration.id_of(to),
+            message: self.envelope(body),
+        });
+    }
+
+    /// Sends to the replica with identity `to`, whatever its configuration.
+    fn send_to_id(&self, to: ReplicaId, body: Body, effects: &mut Vec<Effect>) {
+        debug_assert_ne!(to, self.id);
         effects.push(Effect::Send {
             to,
             message: self.envelope(body),

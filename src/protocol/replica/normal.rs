@@ -8,6 +8,7 @@
 
 use super::*;
 use crate::protocol::client_table::Admission;
+use crate::protocol::configuration::Configuration;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::collections::hash_map::Entry as MapEntry;
@@ -22,8 +23,30 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_request(&mut self, request: Request, effects: &mut Vec<Effect>) {
+        if self.status == Status::Retiring {
+            return self.answer_new_epoch(&request, effects);
+        }
         if !self.is_primary() {
             return self.drop_reason("request", "not the primary");
+        }
+        if self.reconfiguration_pending() {
+            if request.operation == Operation::Reconfigure
+                && !self.is_pending_reconfiguration(&request)
+            {
+                // One reconfiguration at a time: a clear answer for the other administrator.
+                let reply = Reply {
+                    client: request.client,
+                    session: request.session,
+                    request: request.request,
+                    op: 0,
+                    status: ReplyStatus::Rejected,
+                    result: Bytes::from_static(b"another reconfiguration is in progress"),
+                };
+                return self.send_reply(reply, effects);
+            }
+            // Paper 7.1: after a RECONFIGURATION the primary accepts nothing more in this
+            // epoch; the client retries and is told the new epoch.
+            return self.drop_reason("request", "reconfiguration under way");
         }
         if request.body.len() > self.config.request_body_bytes_max as usize {
             // A clear answer rather than silence: the client would otherwise retry a
@@ -64,7 +87,7 @@ impl<S: StateMachine> Replica<S> {
             Operation::Apply if request.session > self.commit => {
                 return self.drop_reason("request", "session not yet committed here")
             }
-            Operation::Apply => match client {
+            Operation::Apply | Operation::Reconfigure => match client {
                 Some(entry) if request.session != entry.session => {
                     return self.refuse(&request, ReplyStatus::Evicted, effects)
                 }
@@ -87,6 +110,24 @@ impl<S: StateMachine> Replica<S> {
                 Some(_) => {}
             },
         }
+        if request.operation == Operation::Reconfigure {
+            let proposed = Configuration::from_bytes(&request.body)
+                .ok_or("not a configuration")
+                .and_then(|proposed| self.configuration.check_successor(&proposed));
+            if let Err(reason) = proposed {
+                tracing::warn!(replica = self.index, reason, "reconfiguration refused");
+                let reply = Reply {
+                    client: request.client,
+                    session: request.session,
+                    request: request.request,
+                    op: 0,
+                    status: ReplyStatus::Rejected,
+                    result: Bytes::from_static(reason.as_bytes()),
+                };
+                return self.send_reply(reply, effects);
+            }
+            self.primary.reconfiguration_queued = true;
+        }
         self.primary
             .in_flight
             .insert(request.client, request.request);
@@ -100,6 +141,31 @@ impl<S: StateMachine> Replica<S> {
         };
         self.primary.queue_bytes += entry.size_bytes() as u64;
         self.primary.queue.push_back(entry);
+    }
+
+    /// Whether a RECONFIGURATION is ordered (or queued) but not executed: the epoch's
+    /// last op is taken. A new primary learns it from its log's topmost entry (7.2).
+    pub(super) fn reconfiguration_pending(&self) -> bool {
+        self.primary.reconfiguration_queued || self.log_ends_in_reconfiguration()
+    }
+
+    /// Whether `request` is the RECONFIGURATION under way (a retry of it).
+    fn is_pending_reconfiguration(&self, request: &Request) -> bool {
+        let queued = self.primary.in_flight.get(&request.client) == Some(&request.request);
+        let ordered = self.log_ends_in_reconfiguration()
+            && self.log.get(self.log.op()).is_some_and(|entry| {
+                entry.client == request.client && entry.request == request.request
+            });
+        queued || ordered
+    }
+
+    /// Whether the log's last entry is a RECONFIGURATION not yet executed.
+    pub(super) fn log_ends_in_reconfiguration(&self) -> bool {
+        self.log.op() > self.commit
+            && self
+                .log
+                .get(self.log.op())
+                .is_some_and(|entry| entry.operation == Operation::Reconfigure)
     }
 
     /// Answers a request that was not ordered (`Evicted`, `Rejected`): no op, no result.
@@ -260,6 +326,11 @@ impl<S: StateMachine> Replica<S> {
             assert!(prepare.op_first <= op + 1 && op < op_last);
             let skip = (op + 1 - prepare.op_first) as usize;
             for entry in prepare.entries.into_iter().skip(skip) {
+                if self.log_ends_in_reconfiguration() {
+                    // No correct primary orders an op after a RECONFIGURATION (7.1).
+                    self.drop_reason("prepare", "entries after a reconfiguration");
+                    break;
+                }
                 self.log.push(entry);
             }
         }
@@ -446,6 +517,41 @@ impl<S: StateMachine> Replica<S> {
                     result: Bytes::new(),
                 })
             }
+            Operation::Reconfigure => match self.clients.admit_mut(client, session, request) {
+                Ok(client_entry) => {
+                    client_entry.record(request, op, Bytes::new());
+                    // Every replica checks again what the primary checked, so that all
+                    // of them move (or none does) whatever the primary was.
+                    match Configuration::from_bytes(&entry.body)
+                        .filter(|next| self.configuration.check_successor(next).is_ok())
+                    {
+                        Some(next) => self.epoch_change = Some(next),
+                        None => tracing::warn!(
+                            replica = self.index,
+                            op,
+                            "an invalid reconfiguration committed: ignored"
+                        ),
+                    }
+                    Some(Reply {
+                        client,
+                        session,
+                        request,
+                        op,
+                        status: ReplyStatus::Ok,
+                        result: Bytes::new(),
+                    })
+                }
+                Err(Admission::Duplicate) => None,
+                Err(Admission::Execute) => unreachable!("admit_mut returns Ok to execute"),
+                Err(Admission::Evicted) => Some(Reply {
+                    client,
+                    session,
+                    request,
+                    op: 0,
+                    status: ReplyStatus::Evicted,
+                    result: Bytes::new(),
+                }),
+            },
             Operation::Apply => match self.clients.admit_mut(client, session, request) {
                 Ok(client_entry) => {
                     let result = self.service.apply(op, entry.timestamp, &entry.body);

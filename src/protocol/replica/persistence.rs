@@ -38,6 +38,8 @@ pub(super) struct Writes {
     state_written: DurableState,
     /// The checkpoint op as last written.
     checkpoint_written: Op,
+    /// The epoch whose configuration was last written (or restored).
+    configuration_written: u32,
     held: VecDeque<Held>,
     /// Reused buffer for sorting an input's effects into those that leave and those held.
     scratch: Vec<Effect>,
@@ -53,10 +55,12 @@ impl Writes {
         self.issued
     }
 
-    /// A restart read `checkpoint_op` and `state` back from storage: they need no write.
+    /// A restart read `checkpoint_op`, the configuration of `state.epoch` and `state`
+    /// back from storage (or a new cluster starts in them): they need no write.
     pub(super) fn note_restored(&mut self, checkpoint_op: Op, state: DurableState) {
         assert_eq!(self.issued, 0, "restored before any write");
         self.checkpoint_written = checkpoint_op;
+        self.configuration_written = state.epoch;
         self.state_written = state;
     }
 
@@ -144,6 +148,7 @@ impl<S: StateMachine> Replica<S> {
     /// describe what it changed, notes which of them the primary's own acknowledgement
     /// waits for, and holds back its messages that vouch for state not yet durable.
     pub(super) fn end_input(&mut self, start: usize, effects: &mut Vec<Effect>) {
+        self.finish_epoch_change(effects);
         self.issue_writes(effects);
         self.note_own_appends();
         self.hold_until_written(start, effects);
@@ -151,7 +156,7 @@ impl<S: StateMachine> Replica<S> {
         self.invariants_per_input();
     }
 
-    /// Checkpoint, log, state: see `Write` for why in this order.
+    /// Checkpoint, log, configuration, state: see `Write` for why in this order.
     fn issue_writes(&mut self, effects: &mut Vec<Effect>) {
         let checkpoint_op = self.checkpoint_op();
         if checkpoint_op != self.writes.checkpoint_written {
@@ -170,9 +175,18 @@ impl<S: StateMachine> Replica<S> {
         if let Some((from, to)) = changes.appended {
             self.writes.issue(Write::LogAppend { from, to }, effects);
         }
+        let epoch = self.configuration.epoch();
+        if epoch != self.writes.configuration_written {
+            self.writes.configuration_written = epoch;
+            self.writes.issue(Write::Configuration { epoch }, effects);
+        }
         let state = self.durable_state();
         if state != self.writes.state_written {
-            assert!(state.view >= self.writes.state_written.view);
+            assert!(
+                state.view >= self.writes.state_written.view
+                    || state.epoch > self.writes.state_written.epoch,
+                "views go back only in a new epoch"
+            );
             self.writes.state_written = state;
             self.writes.state_issued = self.writes.issue(Write::State(state), effects);
         }

@@ -21,7 +21,7 @@ use super::*;
 /// The progress of one recovery attempt.
 #[derive(Clone, Debug)]
 pub(super) struct RecoveryState {
-    nonce: u64,
+    pub(super) nonce: u64,
     /// Per replica: the view and answer it gave this attempt.
     responses: Vec<Option<(View, RecoveryResponse)>>,
     /// Once chosen: the primary to transfer from, its view and the op to reach.
@@ -46,7 +46,7 @@ struct RecoverySource {
 
 /// A new nonce for the next attempt, derived deterministically (the core has no
 /// randomness; the first nonce came from the driver).
-fn next_nonce(nonce: u64) -> u64 {
+pub(super) fn next_nonce(nonce: u64) -> u64 {
     let mut z = nonce.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -182,11 +182,15 @@ impl<S: StateMachine> Replica<S> {
         // replica that joined the cluster once (its storage says so) may have
         // acknowledged ops it no longer holds: it is not empty, and not normal either, so
         // it does not answer.
+        // A later epoch began with the state up to its RECONFIGURATION: none of its
+        // members is ever empty.
+        let first_epoch = self.configuration.epoch() == 0;
         let empty = match self.status {
-            Status::Recovering => !self.joined,
+            Status::Recovering => !self.joined && first_epoch,
             Status::Normal | Status::ViewChange => {
                 self.log.op() == 0 && self.commit == 0 && self.checkpoint.is_none()
             }
+            Status::Transitioning | Status::Retiring | Status::Joining => false,
         };
         let response = match self.status {
             _ if empty => RecoveryResponse {
@@ -236,7 +240,7 @@ impl<S: StateMachine> Replica<S> {
         // Recovering, this replica holds nothing either, unless its storage says it
         // joined the cluster once: then it may have acknowledged ops, and the cluster is
         // not new.
-        if empty == replica_count as usize - 1 && !self.joined {
+        if empty == replica_count as usize - 1 && !self.joined && self.configuration.epoch() == 0 {
             tracing::warn!(
                 replica = self.index,
                 "no replica holds any state: starting an empty cluster in view 0 (if this \

@@ -52,6 +52,20 @@ impl<S: StateMachine> Replica<S> {
         if recovering {
             return self.start_recovering(nonce);
         }
+        if self.index == NOT_A_MEMBER {
+            // It was replaced (paper 7.3): it serves what it holds until the members
+            // started the epoch.
+            return self.enter_retiring();
+        }
+        if self.commit < self.epoch_start {
+            // It had not fetched its epoch's start yet: it voted in nothing of the
+            // epoch, and fetches the start again (the first tick asks).
+            self.log.truncate(self.commit);
+            self.status = Status::Transitioning;
+            self.state_transfer_timeout.set_after(1);
+            self.state_transfer_timeout.start();
+            return;
+        }
         if self.last_normal_view < self.view {
             // Resume the view change, entered from the last normal view.
             let view = self.view;
@@ -78,6 +92,11 @@ impl<S: StateMachine> Replica<S> {
     fn restore_stored(&mut self, stored: Stored) -> Option<String> {
         let state = stored.state;
         let mut damage = stored.damage;
+        if let Some((configuration, epoch_start)) = stored.configuration {
+            // The epoch it moved to last (paper 7): its members, and this replica's place.
+            self.configuration = configuration;
+            self.install_configuration(epoch_start);
+        }
         if state.epoch != self.configuration.epoch() {
             damage.get_or_insert(format!(
                 "stored epoch {} is not the configuration's {}",

@@ -19,7 +19,7 @@ pub(super) struct Fetched {
 /// Whether a NewState could come from a correct replica: entries within the op it vouches
 /// for, a checkpoint just below the entries and within the commit number, and no op
 /// number that overflows.
-fn new_state_is_well_formed(new_state: &NewState) -> bool {
+pub(super) fn new_state_is_well_formed(new_state: &NewState) -> bool {
     let entries_end = new_state
         .op_first
         .checked_add(new_state.entries.len() as Op);
@@ -32,6 +32,57 @@ fn new_state_is_well_formed(new_state: &NewState) -> bool {
             .is_none_or(|c| c.op + 1 == new_state.op_first && c.op <= new_state.commit)
 }
 
+/// The op of the last entry `fetch` holds (`commit` when it is empty).
+pub(super) fn fetched_end(fetch: &Option<Fetched>, commit: Op) -> Op {
+    match fetch {
+        Some(fetch) => fetch.op_first + fetch.entries.len() as Op - 1,
+        None => commit,
+    }
+}
+
+/// Adds the entries of `new_state` up to `usable_last` that extend `fetch`, which
+/// collects committed state after `commit` aside from the log (a checkpoint beyond what
+/// it holds restarts it from the checkpoint). Returns whether it grew.
+pub(super) fn merge_fetched(
+    fetch: &mut Option<Fetched>,
+    commit: Op,
+    new_state: NewState,
+    usable_last: Op,
+) -> bool {
+    let held = fetched_end(fetch, commit);
+    let entries_last = new_state.op_first + new_state.entries.len() as Op - 1;
+    if usable_last.min(entries_last) <= held {
+        return false;
+    }
+    let mut merged = fetch.take().unwrap_or(Fetched {
+        checkpoint: None,
+        op_first: commit + 1,
+        entries: Vec::new(),
+    });
+    if let Some(checkpoint) = new_state
+        .checkpoint
+        .filter(|checkpoint| checkpoint.op > held && checkpoint.op <= usable_last)
+    {
+        merged = Fetched {
+            op_first: checkpoint.op + 1,
+            checkpoint: Some(checkpoint),
+            entries: Vec::new(),
+        };
+    }
+    let mut next = merged.op_first + merged.entries.len() as Op;
+    if new_state.op_first <= next {
+        for (index, entry) in new_state.entries.into_iter().enumerate() {
+            let op = new_state.op_first + index as Op;
+            if op == next && op <= usable_last {
+                merged.entries.push(entry);
+                next += 1;
+            }
+        }
+    }
+    *fetch = Some(merged);
+    fetched_end(fetch, commit) > held
+}
+
 impl<S: StateMachine> Replica<S> {
     /// Asks `to` for what this replica lacks, at most one request at a time.
     pub(super) fn request_state(&mut self, to: ReplicaIndex, effects: &mut Vec<Effect>) {
@@ -42,7 +93,7 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_timeout.start();
         let op = match self.status {
             Status::ViewChange => self.fetch_end(),
-            Status::Normal | Status::Recovering => self.log.op(),
+            _ => self.log.op(),
         };
         self.send(to, Body::GetState(GetState { op }), effects);
     }
@@ -54,14 +105,24 @@ impl<S: StateMachine> Replica<S> {
         get_state: GetState,
         effects: &mut Vec<Effect>,
     ) {
-        let Some(op_after) = get_state.op.checked_add(1) else {
-            return self.drop_reason("get_state", "op beyond any log");
-        };
         let same_view = self.status == Status::Normal && view == self.view;
         let limit = if same_view {
             self.log.op()
         } else {
             self.commit
+        };
+        if let Some(new_state) = self.new_state_for(get_state, limit) {
+            self.send(from, Body::NewState(new_state), effects);
+        }
+    }
+
+    /// The answer to `get_state` with entries up to `limit` (this replica's op when it
+    /// vouches for its view's log, else its commit number); `None` when it cannot be
+    /// answered (the reason is counted).
+    pub(super) fn new_state_for(&mut self, get_state: GetState, limit: Op) -> Option<NewState> {
+        let Some(op_after) = get_state.op.checked_add(1) else {
+            self.drop_reason("get_state", "op beyond any log");
+            return None;
         };
         // Answered even when there is nothing newer: the asker learns the op this replica
         // vouches for (a replica joining a view may already hold all of it).
@@ -88,21 +149,21 @@ impl<S: StateMachine> Replica<S> {
                 message_bytes_max = self.config.message_bytes_max,
                 "checkpoint too large to transfer: raise --message-bytes-max on every replica"
             );
-            return self.drop_reason("get_state", "checkpoint larger than a message");
+            self.drop_reason("get_state", "checkpoint larger than a message");
+            return None;
         }
         let bytes_max = (self.config.message_bytes_max as usize / 2)
             .saturating_sub(checkpoint_bytes)
             .max(1);
         assert!(limit <= self.log.op() && self.commit <= limit);
         let entries = self.log.slice(op_first, limit, bytes_max);
-        let new_state = NewState {
+        Some(NewState {
             commit: self.commit,
             op: limit,
             checkpoint,
             op_first,
             entries,
-        };
-        self.send(from, Body::NewState(new_state), effects);
+        })
     }
 
     pub(super) fn on_new_state(
@@ -123,6 +184,10 @@ impl<S: StateMachine> Replica<S> {
                 self.on_join_state(from, view, new_state, effects)
             }
             Status::ViewChange => self.on_view_change_state(new_state, effects),
+            Status::Transitioning => self.on_transition_state(new_state, effects),
+            Status::Retiring | Status::Joining => {
+                self.drop_reason("new_state", "not a member of the epoch")
+            }
             Status::Normal => {
                 if view != self.view {
                     return self.drop_reason("new_state", "from another view");
@@ -244,42 +309,15 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Adds the entries of `new_state` up to `usable_last` that extend the fetch (a
-    /// checkpoint beyond it restarts the fetch from the checkpoint). Returns whether the
-    /// fetch grew.
+    /// Adds the entries of `new_state` up to `usable_last` that extend the view change's
+    /// fetch (see [`merge_fetched`]). Returns whether the fetch grew.
     fn merge_fetch(&mut self, new_state: NewState, usable_last: Op) -> bool {
-        let held = self.fetch_end();
-        let entries_last = new_state.op_first + new_state.entries.len() as Op - 1;
-        if usable_last.min(entries_last) <= held {
-            return false;
-        }
-        let mut fetch = self.view_changing.fetch.take().unwrap_or(Fetched {
-            checkpoint: None,
-            op_first: self.commit + 1,
-            entries: Vec::new(),
-        });
-        if let Some(checkpoint) = new_state
-            .checkpoint
-            .filter(|checkpoint| checkpoint.op > held && checkpoint.op <= usable_last)
-        {
-            fetch = Fetched {
-                op_first: checkpoint.op + 1,
-                checkpoint: Some(checkpoint),
-                entries: Vec::new(),
-            };
-        }
-        let mut next = fetch.op_first + fetch.entries.len() as Op;
-        if new_state.op_first <= next {
-            for (index, entry) in new_state.entries.into_iter().enumerate() {
-                let op = new_state.op_first + index as Op;
-                if op == next && op <= usable_last {
-                    fetch.entries.push(entry);
-                    next += 1;
-                }
-            }
-        }
-        self.view_changing.fetch = Some(fetch);
-        self.fetch_end() > held
+        merge_fetched(
+            &mut self.view_changing.fetch,
+            self.commit,
+            new_state,
+            usable_last,
+        )
     }
 
     /// Replaces the uncommitted part of the log with what was fetched: the checkpoint (if

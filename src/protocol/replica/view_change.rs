@@ -309,10 +309,7 @@ impl<S: StateMachine> Replica<S> {
     /// commit number, or the end of what it fetched (committed entries for a new primary,
     /// the joined view's entries for a joining replica).
     pub(super) fn fetch_end(&self) -> Op {
-        match &self.view_changing.fetch {
-            Some(fetch) => fetch.op_first + fetch.entries.len() as Op - 1,
-            None => self.commit,
-        }
+        state_transfer::fetched_end(&self.view_changing.fetch, self.commit)
     }
 
     /// Once f+1 DoViewChanges are in (this replica's own included): the sender of the

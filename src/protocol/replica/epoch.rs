@@ -1,0 +1,603 @@
+//! Reconfiguration (paper 7): moving from one epoch's members to the next.
+//!
+//! A RECONFIGURATION (`Operation::Reconfigure`) is ordered like any request, as the last
+//! op of its epoch (`normal::on_request` refuses everything after it). Executing it moves
+//! a replica to the next epoch at the end of that input (`finish_epoch_change`):
+//!
+//! - a member of both epochs holds every op up to the RECONFIGURATION, so it is normal in
+//!   view 0 of the new epoch at once, and tells the replaced replicas (EpochStarted);
+//! - a replica that is not a member of the new epoch retires: it answers state transfer
+//!   and reminds the new members (StartEpoch) until f'+1 of them said they started the
+//!   epoch, then [`Replica::is_retired`] tells its driver to shut it down (7.3);
+//! - the old primary sends StartEpoch to the members that were not in the old epoch.
+//!
+//! A replica that learns of a later epoch from a StartEpoch and has never acted in its
+//! current one beyond what is committed (a new member, a replica that is transitioning or
+//! retiring) moves to it *transitioning*: it keeps only its committed entries, fetches
+//! committed state from the epoch's replicas (GetState) until it holds the epoch's first
+//! state, then is normal in view 0 and sends EpochStarted (7.2). Until then it votes in
+//! nothing: its log may lack committed ops, so it must not help choose a view's log. A
+//! replica restarted from storage whose commit number is below its epoch's start
+//! transitions again (`restart`).
+//!
+//! A replica still normal (or changing views) in the old epoch is different: its log may
+//! hold the only copies of the old epoch's last ops that survive, and the old group may
+//! still need them to finish the epoch with a view change (7.2). So it stays in the old
+//! epoch and fetches the committed prefix up to the RECONFIGURATION aside (the epoch
+//! is *pending*): from replicas of the new epoch, which answer a GetState of an earlier
+//! epoch with committed state only. Once it holds the whole prefix it installs it and
+//! executes the RECONFIGURATION, which moves it like every other replica of the old
+//! epoch. Either way (the old group finishing, or the fetch) it leaves the old epoch only
+//! by executing the op that ends it.
+//!
+//! Why no op is lost or given two meanings:
+//! - the RECONFIGURATION commits in the old epoch (f+1 of its replicas hold it), and no
+//!   op follows it there, so the old epoch's log ends at it for good: a view change in
+//!   the old epoch picks a log holding it (its topmost entry), commits and executes it;
+//! - a replica stops acting in the old epoch once it executed the RECONFIGURATION, and
+//!   the old epoch needs f+1 replicas to act, so at most f can go on in it: not enough to
+//!   commit anything (paper 7.2, "replicas of the old group drop messages of an older
+//!   epoch");
+//! - every member of the new epoch starts it from the committed prefix up to the
+//!   RECONFIGURATION: those that execute it hold the prefix, those that transition fetch
+//!   it (committed entries only) before they vote. A view change of the new epoch
+//!   therefore never chooses a log that lacks an op of the old epoch;
+//! - a replaced replica shuts down only after f'+1 members durably started the epoch
+//!   (EpochStarted waits for the writes of its input), so the old epoch's state survives
+//!   in the new one whatever f' members of it lose.
+//!
+//! Messages carry their sender's epoch. One from an earlier epoch is dropped; if it came
+//! from a replica of an epoch this replica knows, the sender is told where the cluster
+//! went (a StartEpoch, at most one per tick); a client is answered NewEpoch with the
+//! current configuration.
+
+use super::*;
+
+/// The state of an epoch's start that the replicas of it keep: who said they started,
+/// whom to remind, and (retiring) whether enough have started.
+#[derive(Clone, Debug, Default)]
+pub(super) struct EpochTransfer {
+    /// Members of the current configuration, by index, that said they started it.
+    started: ReplicaSet,
+    /// Members to remind with StartEpoch until they say they started.
+    remind: ReplicaSet,
+    /// Retiring: f'+1 members started the epoch; the driver may shut this replica down.
+    pub retired: bool,
+    /// Transitioning: the replica that told this one of the epoch (asked first).
+    told_by: Option<ReplicaId>,
+    /// Transitioning: rotates over the replicas asked for the epoch's state.
+    next_source: usize,
+    /// The tick of the last StartEpoch sent to a replica of an earlier epoch.
+    hint_tick: Option<u64>,
+    /// A later epoch this replica learned of while normal or changing views in its own:
+    /// the committed prefix up to its start, fetched aside.
+    pending: Option<PendingEpoch>,
+}
+
+/// A later epoch whose start a replica of the old one is fetching (see the module docs).
+#[derive(Clone, Debug)]
+struct PendingEpoch {
+    /// The epoch's members: whom to ask.
+    configuration: Configuration,
+    /// The op its RECONFIGURATION is at: the prefix to fetch.
+    start: Op,
+    /// Asked next (the StartEpoch's sender first, then each member in turn).
+    source: ReplicaId,
+    next_source: usize,
+    /// Committed state after this replica's commit number, fetched so far.
+    fetch: Option<state_transfer::Fetched>,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Whether the replica's epoch status refuses `body` (`None`: handle it). A
+    /// transitioning replica takes only the state it fetches; a retiring one only serves
+    /// state transfer, counts EpochStarted and answers clients.
+    pub(super) fn epoch_status_refuses(&self, body: &Body) -> Option<&'static str> {
+        match self.status {
+            Status::Transitioning => (!matches!(body, Body::NewState(_)))
+                .then_some("transitioning: fetching the epoch's starting state"),
+            Status::Retiring => (!matches!(
+                body,
+                Body::GetState(_) | Body::EpochStarted | Body::Request(_)
+            ))
+            .then_some("retiring: not a member of the epoch"),
+            _ => None,
+        }
+    }
+
+    /// A message from an earlier epoch (see the module docs).
+    pub(super) fn on_earlier_epoch(&mut self, message: Message, effects: &mut Vec<Effect>) {
+        if let Body::Request(request) = &message.body {
+            return self.answer_new_epoch(request, effects);
+        }
+        let sender = self
+            .configuration_of(message.epoch)
+            .filter(|configuration| configuration.contains(message.replica))
+            .map(|configuration| configuration.id_of(message.replica));
+        let Some(sender) = sender.filter(|&sender| sender != self.id) else {
+            return self.drop_message(&message, "earlier epoch, unknown sender");
+        };
+        if let Body::GetState(get_state) = message.body {
+            // A replica of the old epoch fetching the prefix up to this epoch's start:
+            // committed state only (its log is another epoch's).
+            if let Some(new_state) = self.new_state_for(get_state, self.commit) {
+                self.send_to_id(sender, Body::NewState(new_state), effects);
+            }
+            return;
+        }
+        if self.epoch_transfer.hint_tick == Some(self.ticks) {
+            return self.drop_message(&message, "earlier epoch (already told this tick)");
+        }
+        self.epoch_transfer.hint_tick = Some(self.ticks);
+        self.drop_message(&message, "earlier epoch: telling the sender");
+        self.send_start_epoch(sender, effects);
+    }
+
+    /// Answers a client that asked a replica of the wrong epoch (or one that retired):
+    /// the current configuration.
+    pub(super) fn answer_new_epoch(&self, request: &Request, effects: &mut Vec<Effect>) {
+        let reply = Reply {
+            client: request.client,
+            session: request.session,
+            request: request.request,
+            op: 0,
+            status: ReplyStatus::NewEpoch,
+            result: self.configuration.to_bytes(),
+        };
+        self.send_reply(reply, effects);
+    }
+
+    fn send_start_epoch(&self, to: ReplicaId, effects: &mut Vec<Effect>) {
+        let start_epoch = StartEpoch {
+            sender: self.id,
+            op: self.epoch_start,
+            configuration: self.configuration.clone(),
+        };
+        self.send_to_id(to, Body::StartEpoch(start_epoch), effects);
+    }
+
+    /// A RECONFIGURATION executed in this input moves the replica once the input's
+    /// handler is done (called first thing by `end_input`), so that no handler sees the
+    /// epoch change under its feet.
+    pub(super) fn finish_epoch_change(&mut self, effects: &mut Vec<Effect>) {
+        let Some(next) = self.epoch_change.take() else {
+            return;
+        };
+        assert_eq!(
+            self.commit,
+            self.log.op(),
+            "no op follows a RECONFIGURATION"
+        );
+        let old = self.configuration.clone();
+        let was_primary = self.is_primary();
+        let start = self.commit;
+        if was_primary {
+            // Paper 7.1 step 3: the old group learns of the commit from its primary (in
+            // the old epoch: the backups execute the RECONFIGURATION and move too).
+            let commit = Message {
+                epoch: old.epoch(),
+                view: self.view,
+                replica: self.index,
+                body: Body::Commit(Commit { commit: start }),
+            };
+            for id in old.ids().filter(|&id| id != self.id) {
+                effects.push(Effect::Send {
+                    to: id,
+                    message: commit.clone(),
+                });
+            }
+        }
+        let member = next.contains_id(self.id);
+        // Members of the new epoch that were not in the old one learn of it from the old
+        // primary now, and from every replica of it later until they answer.
+        let mut remind = ReplicaSet::default();
+        for (index, id) in next.ids().enumerate() {
+            if !member || !old.contains_id(id) {
+                remind.insert(index as ReplicaIndex);
+            }
+        }
+        self.move_to_epoch(next, start);
+        self.epoch_transfer.remind = remind;
+        tracing::info!(
+            replica = self.id,
+            epoch = self.configuration.epoch(),
+            op = start,
+            member,
+            "reconfiguration committed: moved to the next epoch"
+        );
+        if member {
+            self.status = Status::Transitioning; // Left at once: the replica holds the start.
+            self.enter_normal();
+            self.epoch_transfer.started.insert(self.index);
+            for id in old.ids().filter(|&id| !self.configuration.contains_id(id)) {
+                self.send_to_id(id, Body::EpochStarted, effects);
+            }
+        } else {
+            self.enter_retiring();
+        }
+        if was_primary {
+            for index in self.configuration.indexes() {
+                if remind.contains(index) {
+                    self.send_start_epoch(self.configuration.id_of(index), effects);
+                }
+            }
+        }
+        if !remind.is_empty() {
+            self.start_epoch_timeout.start();
+        }
+    }
+
+    /// Installs `configuration` as the current one, starting after `start`: the old one
+    /// joins the history, views start again at 0, and the role state is rebuilt for the
+    /// new member count. The caller sets the status.
+    fn move_to_epoch(&mut self, configuration: Configuration, start: Op) {
+        assert!(
+            configuration.epoch() > self.configuration.epoch() || self.status == Status::Joining
+        );
+        if self.status != Status::Joining {
+            let old = std::mem::replace(&mut self.configuration, configuration);
+            if self.history.len() == HISTORY_MAX {
+                self.history.pop_front();
+            }
+            self.history.push_back(old);
+        } else {
+            self.configuration = configuration;
+        }
+        self.install_configuration(start);
+        self.view = 0;
+        self.last_normal_view = 0;
+        self.asks = ViewChangeAsks::default();
+        self.new_cluster = false;
+        self.epoch_transfer = EpochTransfer {
+            hint_tick: self.epoch_transfer.hint_tick,
+            ..EpochTransfer::default()
+        };
+        self.stop_all_timeouts();
+        self.start_epoch_timeout.stop();
+        self.state_transfer_timeout.stop();
+        self.state_transfer_pending = false;
+        self.stats.epochs_started += 1;
+    }
+
+    /// Derives what follows from the current configuration: this replica's index in it,
+    /// and the per-member state sized for it. Also used by a restart.
+    pub(super) fn install_configuration(&mut self, start: Op) {
+        self.epoch_start = start;
+        self.index = self.configuration.index_of(self.id).unwrap_or(NOT_A_MEMBER);
+        let n = self.configuration.replica_count() as usize;
+        self.heard_tick = vec![self.ticks; n];
+        self.primary = Primary::new(n);
+        self.view_changing = ViewChanging::new(n);
+    }
+
+    /// Paper 7.3: not a member of the current epoch. Serves state transfer until f'+1
+    /// members started the epoch.
+    pub(super) fn enter_retiring(&mut self) {
+        assert_eq!(self.index, NOT_A_MEMBER);
+        self.status = Status::Retiring;
+        self.recovery = None;
+        self.stop_all_timeouts();
+        let mut remind = ReplicaSet::default();
+        for index in self.configuration.indexes() {
+            remind.insert(index);
+        }
+        self.epoch_transfer.remind = remind;
+        self.start_epoch_timeout.start();
+        tracing::info!(
+            replica = self.id,
+            epoch = self.configuration.epoch(),
+            "not a member of the new epoch: serving state until it started"
+        );
+    }
+
+    /// Paper 7.2 step 1 (and a replica that missed the end of its epoch): a StartEpoch.
+    pub(super) fn on_start_epoch(
+        &mut self,
+        epoch: u32,
+        start_epoch: StartEpoch,
+        effects: &mut Vec<Effect>,
+    ) {
+        let StartEpoch {
+            sender,
+            op,
+            configuration,
+        } = start_epoch;
+        if configuration.epoch() != epoch || epoch == 0 || sender == self.id {
+            return self.drop_reason("start_epoch", "malformed");
+        }
+        let current = self.configuration.epoch();
+        if self.status != Status::Joining && epoch < current {
+            return self.drop_reason("start_epoch", "earlier epoch");
+        }
+        if self.status != Status::Joining && epoch == current {
+            // A reminder: answer it once this replica holds the epoch's start.
+            return match self.status {
+                Status::Normal | Status::ViewChange => {
+                    self.send_to_id(sender, Body::EpochStarted, effects)
+                }
+                Status::Transitioning => {
+                    self.epoch_transfer.told_by.get_or_insert(sender);
+                    if !self.state_transfer_pending {
+                        self.request_epoch_state(effects);
+                    }
+                }
+                Status::Recovering | Status::Retiring | Status::Joining => {
+                    self.drop_reason("start_epoch", "not started")
+                }
+            };
+        }
+        let member = configuration.contains_id(self.id);
+        if self.status == Status::Joining && !member {
+            return self.drop_reason("start_epoch", "an epoch without this replica");
+        }
+        if matches!(self.status, Status::Normal | Status::ViewChange) {
+            return self.start_pending_epoch(sender, op, configuration, effects);
+        }
+        tracing::info!(
+            replica = self.id,
+            from_epoch = current,
+            epoch,
+            op,
+            member,
+            status = ?self.status,
+            "learned of a later epoch"
+        );
+        let recovering = self.status == Status::Recovering;
+        let nonce = self.recovery.as_ref().map(|recovery| recovery.nonce);
+        self.move_to_epoch(configuration, op);
+        self.recovery = None;
+        if !member {
+            return self.enter_retiring();
+        }
+        if let (true, Some(nonce)) = (recovering, nonce) {
+            // A replica that lost its memory may have taken part in this epoch already:
+            // only the recovery protocol, in this epoch, can tell it what it promised.
+            self.status = Status::Transitioning; // `start_recovering` enters from here.
+            return self.start_recovering(recovery::next_nonce(nonce));
+        }
+        // Only committed entries are certain to belong to the new epoch's start; the rest
+        // are fetched again. (This replica acted in nothing beyond them: it was joining,
+        // transitioning or retiring.)
+        self.log.truncate(self.commit);
+        self.status = Status::Transitioning;
+        self.primary = Primary::new(self.configuration.replica_count() as usize);
+        self.epoch_transfer.told_by = Some(sender);
+        self.continue_transition(effects);
+    }
+
+    /// A replica normal (or changing views) in its epoch learned that a later one began:
+    /// it fetches the committed prefix up to the later epoch's start aside, and stays in
+    /// its epoch meanwhile (module docs).
+    fn start_pending_epoch(
+        &mut self,
+        sender: ReplicaId,
+        start: Op,
+        configuration: Configuration,
+        effects: &mut Vec<Effect>,
+    ) {
+        assert!(
+            start > self.commit,
+            "a replica that executed the start moved already"
+        );
+        if let Some(pending) = &self.epoch_transfer.pending {
+            if pending.configuration.epoch() >= configuration.epoch() {
+                return self.drop_reason("start_epoch", "already fetching that epoch's start");
+            }
+        }
+        tracing::info!(
+            replica = self.id,
+            epoch = configuration.epoch(),
+            start,
+            commit = self.commit,
+            "a later epoch began: fetching its start"
+        );
+        self.epoch_transfer.pending = Some(PendingEpoch {
+            configuration,
+            start,
+            source: sender,
+            next_source: 0,
+            fetch: None,
+        });
+        self.request_pending_state(effects);
+        self.start_epoch_timeout.start();
+    }
+
+    /// Asks a replica of the pending epoch for committed state after what is fetched.
+    fn request_pending_state(&mut self, effects: &mut Vec<Effect>) {
+        let commit = self.commit;
+        let Some(pending) = self.epoch_transfer.pending.as_mut() else {
+            return;
+        };
+        let op = state_transfer::fetched_end(&pending.fetch, commit);
+        let to = pending.source;
+        let ids: Vec<ReplicaId> = pending
+            .configuration
+            .ids()
+            .filter(|&id| id != self.id)
+            .collect();
+        pending.source = ids[pending.next_source % ids.len()];
+        pending.next_source += 1;
+        self.send_to_id(to, Body::GetState(GetState { op }), effects);
+    }
+
+    /// Committed state from a replica of the pending epoch (its envelope names that
+    /// epoch).
+    pub(super) fn on_pending_epoch_state(
+        &mut self,
+        epoch: u32,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(pending) = self
+            .epoch_transfer
+            .pending
+            .as_mut()
+            .filter(|pending| pending.configuration.epoch() == epoch)
+        else {
+            return self.drop_reason("new_state", "later epoch");
+        };
+        if !state_transfer::new_state_is_well_formed(&new_state) {
+            return self.drop_reason("new_state", "malformed");
+        }
+        let usable_last = new_state.commit.min(pending.start);
+        let grew =
+            state_transfer::merge_fetched(&mut pending.fetch, self.commit, new_state, usable_last);
+        if state_transfer::fetched_end(&pending.fetch, self.commit) < pending.start {
+            if grew {
+                self.request_pending_state(effects);
+            }
+            return;
+        }
+        let pending = self.epoch_transfer.pending.take().expect("matched above");
+        let start = pending.start;
+        let fetch = pending.fetch.expect("the fetch reached the start");
+        // Committed entries replace whatever this replica holds after its commit number:
+        // where they differ, its own are from a view that lost them.
+        if let Some(checkpoint) = fetch.checkpoint.filter(|c| c.op > self.commit) {
+            if !self.restore_checkpoint(checkpoint) {
+                return self.drop_reason("new_state", "corrupt checkpoint");
+            }
+        }
+        self.log.truncate(self.commit);
+        for (index, entry) in fetch.entries.into_iter().enumerate() {
+            let op = fetch.op_first + index as Op;
+            if op > self.log.op() && op <= start {
+                self.log.push(entry);
+            }
+        }
+        assert!(self.log.op() >= start);
+        self.log.truncate(start);
+        self.start_epoch_timeout.stop();
+        // Executing the RECONFIGURATION at `start` moves this replica (at the end of
+        // this input).
+        self.commit_to(start, effects);
+    }
+
+    /// Transitioning: done once the committed state reaches the epoch's start, else asks
+    /// for more.
+    fn continue_transition(&mut self, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::Transitioning);
+        if self.commit >= self.epoch_start {
+            return self.finish_transition(effects);
+        }
+        self.request_epoch_state(effects);
+    }
+
+    /// Asks one replica of the epoch (the one that told us of it first, then each member
+    /// in turn) for committed state after what this replica holds.
+    pub(super) fn request_epoch_state(&mut self, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::Transitioning);
+        // The members, and the replaced replicas of the epoch before (they serve the
+        // start until enough members have it).
+        let replaced = self.history.back().into_iter().flat_map(|old| old.ids());
+        let mut members: Vec<ReplicaId> = self.configuration.ids().chain(replaced).collect();
+        members.sort_unstable();
+        members.dedup();
+        members.retain(|&id| id != self.id);
+        let to = match self.epoch_transfer.told_by.take() {
+            Some(told_by) => told_by,
+            None => {
+                let next = self.epoch_transfer.next_source % members.len();
+                self.epoch_transfer.next_source = next + 1;
+                members[next]
+            }
+        };
+        self.state_transfer_pending = true;
+        self.state_transfer_timeout.start();
+        self.send_to_id(to, Body::GetState(GetState { op: self.log.op() }), effects);
+    }
+
+    /// Transitioning: committed state from a replica of the epoch. Only what the sender
+    /// says is committed is taken (its log beyond may be another view's).
+    pub(super) fn on_transition_state(
+        &mut self,
+        mut new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
+        assert_eq!(self.status, Status::Transitioning);
+        let committed = new_state.commit;
+        if new_state
+            .checkpoint
+            .as_ref()
+            .is_some_and(|checkpoint| checkpoint.op > committed)
+        {
+            return self.drop_reason("new_state", "checkpoint beyond the sender's commit");
+        }
+        let keep = committed.saturating_sub(new_state.op_first - 1);
+        new_state
+            .entries
+            .truncate(keep.min(new_state.entries.len() as Op) as usize);
+        let progressed = self.apply_new_state(new_state);
+        self.commit_to(committed.min(self.log.op()), effects);
+        self.stats.state_transfers += 1;
+        if self.epoch_change.is_some() {
+            // The fetched ops reached a later epoch's RECONFIGURATION: that move comes
+            // first (at the end of this input).
+            return;
+        }
+        if self.commit >= self.epoch_start {
+            return self.finish_transition(effects);
+        }
+        if progressed {
+            self.request_epoch_state(effects);
+        }
+    }
+
+    /// Paper 7.2 step 3: the replica holds the epoch's start. Normal in view 0; the
+    /// replica that told it of the epoch learns that it started.
+    fn finish_transition(&mut self, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::Transitioning);
+        self.state_transfer_timeout.stop();
+        self.state_transfer_pending = false;
+        self.enter_normal();
+        self.epoch_transfer.started.insert(self.index);
+        tracing::info!(
+            replica = self.id,
+            epoch = self.configuration.epoch(),
+            op = self.log.op(),
+            commit = self.commit,
+            "started the epoch"
+        );
+        if let Some(told_by) = self.epoch_transfer.told_by.take() {
+            self.send_to_id(told_by, Body::EpochStarted, effects);
+        }
+    }
+
+    /// A member of the epoch holds its start (paper 7.2 step 3, 7.3 step 2).
+    pub(super) fn on_epoch_started(&mut self, from: ReplicaIndex, _effects: &mut Vec<Effect>) {
+        let transfer = &mut self.epoch_transfer;
+        transfer.started.insert(from);
+        transfer.remind.remove(from);
+        if self.status == Status::Retiring {
+            if !transfer.retired && transfer.started.len() >= self.configuration.quorum() {
+                transfer.retired = true;
+                self.start_epoch_timeout.stop();
+                tracing::info!(
+                    replica = self.id,
+                    epoch = self.configuration.epoch(),
+                    "f'+1 members started the epoch: retired"
+                );
+            }
+        } else if transfer.remind.is_empty() {
+            self.start_epoch_timeout.stop();
+        }
+    }
+
+    /// Paper 7.3 step 3: StartEpoch again to the members that did not say they started.
+    /// (In the old epoch, with a later one pending: ask for its start again.)
+    pub(super) fn on_start_epoch_timeout(&mut self, effects: &mut Vec<Effect>) {
+        self.start_epoch_timeout.reset();
+        if self.epoch_transfer.pending.is_some() {
+            return self.request_pending_state(effects);
+        }
+        let remind = self.epoch_transfer.remind;
+        if remind.is_empty() || self.epoch_transfer.retired {
+            return self.start_epoch_timeout.stop();
+        }
+        for index in self.configuration.indexes() {
+            if remind.contains(index) && index != self.index {
+                self.send_start_epoch(self.configuration.id_of(index), effects);
+            }
+        }
+    }
+}
