@@ -149,6 +149,32 @@ impl<S: StateMachine> MemoryCluster<S> {
         steps
     }
 
+    /// Messages in flight.
+    pub fn in_flight(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Delivers the message in flight at `position` (in sending order), twice when
+    /// `duplicate`, then flushes: a driver of its own can lose, reorder and duplicate
+    /// messages. Returns false when there is none there.
+    pub fn deliver_at(&mut self, position: usize, duplicate: bool) -> bool {
+        let Some((from, to, message)) = self.queue.remove(position) else {
+            return false;
+        };
+        let lost = match (&mut self.drop_filter, from) {
+            (Some(filter), Some(from)) => filter(from, to, &message),
+            _ => false,
+        };
+        if !lost && (to as usize) < self.replicas.len() {
+            if duplicate {
+                self.deliver(to, message.clone());
+            }
+            self.deliver(to, message);
+            self.flush();
+        }
+        true
+    }
+
     /// Sends a session's message where it asks (by index in the initial configuration).
     pub fn send_from_client(&mut self, target: Target, message: Message) {
         match target {

@@ -168,16 +168,19 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
             any::<u64>(),
             any::<bool>(),
             any_op(),
+            any::<prop::sample::Index>(),
             any::<prop::sample::Index>()
         )
-            .prop_map(|(nonce, empty, op, commit)| Body::RecoveryResponse(
-                RecoveryResponse {
+            .prop_map(|(nonce, empty, op, commit, start)| {
+                let commit = commit.index(op.min(usize::MAX as u64 - 1) as usize + 1) as u64;
+                Body::RecoveryResponse(RecoveryResponse {
                     nonce,
                     empty,
                     op,
-                    commit: commit.index(op.min(usize::MAX as u64 - 1) as usize + 1) as u64,
-                }
-            )),
+                    commit,
+                    epoch_start: start.index(commit.min(usize::MAX as u64 - 1) as usize + 1) as u64,
+                })
+            }),
         any_op().prop_map(|op| Body::GetState(GetState { op })),
         (op(), 0..64u64, entries(0), 0..64u64)
             .prop_flat_map(|(op_first, extra, entries, below)| {
@@ -723,6 +726,7 @@ fn invalid_enum_codes_are_malformed() {
         empty: true,
         op: 0,
         commit: 0,
+        epoch_start: 0,
     });
     check_rejected(
         response,
@@ -908,8 +912,19 @@ fn contradictory_fields_are_refused_by_name() {
                 empty: false,
                 op: 1,
                 commit: 2,
+                epoch_start: 0,
             })),
             "recovery_response commit above its op",
+        ),
+        (
+            message_with(Body::RecoveryResponse(RecoveryResponse {
+                nonce: 1,
+                empty: false,
+                op: 3,
+                commit: 2,
+                epoch_start: 3,
+            })),
+            "recovery_response epoch start above its commit",
         ),
         (
             message_with(Body::NewState(NewState {

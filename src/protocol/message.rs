@@ -285,6 +285,9 @@ pub struct RecoveryResponse {
     pub op: Op,
     /// The responder's commit number (meaningful from the primary only).
     pub commit: Op,
+    /// The op the responder's epoch started after (its RECONFIGURATION's op; 0 in epoch
+    /// 0 or when unknown): a replica that recovers into a later epoch learns it here.
+    pub epoch_start: Op,
 }
 
 /// Ask for the log after `op` (paper 5.2).

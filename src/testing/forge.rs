@@ -173,6 +173,7 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
             empty: c.below(2) == 0,
             op: pick_op(target, c),
             commit: pick_op(target, c),
+            epoch_start: pick_op(target, c),
         }),
         8 => Body::GetState(GetState {
             op: pick_op(target, c),

@@ -254,6 +254,7 @@ fn fill_header(body: &Body, header: &mut Header) {
             header.nonce = response.nonce;
             header.op = response.op;
             header.commit = response.commit;
+            header.op_first = response.epoch_start;
             Command::RecoveryResponse
         }
         Body::GetState(get_state) => {

@@ -48,7 +48,7 @@
 //! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |
 //! | `Recovery`         |                      | nonce                                       |                           |
-//! | `RecoveryResponse` | empty (0/1)          | nonce, op, commit                           |                           |
+//! | `RecoveryResponse` | empty (0/1)          | nonce, op, commit, op_first (= epoch start) |                           |
 //! | `GetState`         |                      | op                                          |                           |
 //! | `NewState`         | has checkpoint (0/1) | op, commit, op_first                        | checkpoint? entries       |
 //! | `StartEpoch`       |                      | op, nonce (= the sender's identity)         | the configuration         |

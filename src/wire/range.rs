@@ -111,6 +111,11 @@ pub fn check(message: &Message) -> Result<(), DecodeError> {
                     "recovery_response commit above its op",
                 ],
             )?;
+            if response.epoch_start > response.commit {
+                return Err(out_of_range(
+                    "recovery_response epoch start above its commit",
+                ));
+            }
         }
         Body::GetState(get_state) => {
             if !ops_fit(&[get_state.op]) {

@@ -148,6 +148,11 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_start_epoch(&self, to: ReplicaId, effects: &mut Vec<Effect>) {
+        if self.epoch_start == 0 {
+            // Its start is unknown here (the replica recovered into the epoch from a
+            // configuration an operator gave it): a StartEpoch must name it.
+            return;
+        }
         let start_epoch = StartEpoch {
             sender: self.id,
             op: self.epoch_start,
@@ -302,7 +307,7 @@ impl<S: StateMachine> Replica<S> {
             op,
             configuration,
         } = start_epoch;
-        if configuration.epoch() != epoch || epoch == 0 || sender == self.id {
+        if configuration.epoch() != epoch || epoch == 0 || op == 0 || sender == self.id {
             return self.drop_reason("start_epoch", "malformed");
         }
         let current = self.configuration.epoch();
@@ -375,10 +380,11 @@ impl<S: StateMachine> Replica<S> {
         configuration: Configuration,
         effects: &mut Vec<Effect>,
     ) {
-        assert!(
-            start > self.commit,
-            "a replica that executed the start moved already"
-        );
+        if start <= self.commit {
+            // A correct replica executing up to the start would have moved already: the
+            // sender does not know where its epoch started (it recovered into it).
+            return self.drop_reason("start_epoch", "a start this replica has passed");
+        }
         if let Some(pending) = &self.epoch_transfer.pending {
             if pending.configuration.epoch() >= configuration.epoch() {
                 return self.drop_reason("start_epoch", "already fetching that epoch's start");
@@ -417,7 +423,21 @@ impl<S: StateMachine> Replica<S> {
             .collect();
         pending.source = ids[pending.next_source % ids.len()];
         pending.next_source += 1;
-        self.send_to_id(to, Body::GetState(GetState { op }), effects);
+        let body = Body::GetState(GetState { op });
+        match pending.configuration.index_of(self.id) {
+            // Asked as a member of the later epoch: its replicas know it there, whatever
+            // they know of the epoch before (one that recovered into it knows nothing).
+            Some(index) => effects.push(Effect::Send {
+                to,
+                message: Message {
+                    epoch: pending.configuration.epoch(),
+                    view: 0,
+                    replica: index,
+                    body,
+                },
+            }),
+            None => self.send_to_id(to, body, effects),
+        }
     }
 
     /// Committed state from a replica of the pending epoch (its envelope names that
@@ -438,6 +458,14 @@ impl<S: StateMachine> Replica<S> {
         };
         if !state_transfer::new_state_is_well_formed(&new_state) {
             return self.drop_reason("new_state", "malformed");
+        }
+        if new_state
+            .checkpoint
+            .as_ref()
+            .is_some_and(|checkpoint| checkpoint.op >= pending.start)
+        {
+            // The prefix is trimmed everywhere: the new epoch checkpointed past its start.
+            return self.adopt_from_checkpoint(new_state, effects);
         }
         let usable_last = new_state.commit.min(pending.start);
         let grew =
@@ -471,6 +499,43 @@ impl<S: StateMachine> Replica<S> {
         // Executing the RECONFIGURATION at `start` moves this replica (at the end of
         // this input).
         self.commit_to(start, effects);
+    }
+
+    /// The pending epoch's replicas hold its start only in a checkpoint past it: its ops
+    /// are committed (f'+1 members of the new epoch acknowledged them, so they hold the
+    /// old epoch's state too), and the old epoch needs this replica no more. It installs
+    /// the checkpoint and the committed entries after it, and moves to the epoch.
+    fn adopt_from_checkpoint(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+        let pending = self.epoch_transfer.pending.take().expect("a pending epoch");
+        let checkpoint = new_state.checkpoint.expect("a checkpoint");
+        let (committed, op_first) = (new_state.commit, new_state.op_first);
+        if checkpoint.op > self.commit && !self.restore_checkpoint(checkpoint) {
+            self.epoch_transfer.pending = Some(pending);
+            return self.drop_reason("new_state", "corrupt checkpoint");
+        }
+        self.log.truncate(self.commit);
+        for (index, entry) in new_state.entries.into_iter().enumerate() {
+            let op = op_first + index as Op;
+            if op > self.log.op() && op <= committed {
+                self.log.push(entry);
+            }
+        }
+        self.start_epoch_timeout.stop();
+        tracing::info!(
+            replica = self.id,
+            epoch = pending.configuration.epoch(),
+            op = self.log.op(),
+            "a later epoch began: installed its checkpoint"
+        );
+        let member = pending.configuration.contains_id(self.id);
+        self.move_to_epoch(pending.configuration, pending.start);
+        if !member {
+            return self.enter_retiring();
+        }
+        self.status = Status::Transitioning;
+        self.epoch_transfer.told_by = Some(pending.source);
+        self.commit_to(committed.min(self.log.op()), effects);
+        self.continue_transition(effects);
     }
 
     /// Transitioning: done once the committed state reaches the epoch's start, else asks
@@ -565,6 +630,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// A member of the epoch holds its start (paper 7.2 step 3, 7.3 step 2).
     pub(super) fn on_epoch_started(&mut self, from: ReplicaIndex, _effects: &mut Vec<Effect>) {
+        if (from as usize) < self.heard_tick.len() {
+            self.heard_tick[from as usize] = self.ticks;
+        }
         let transfer = &mut self.epoch_transfer;
         transfer.started.insert(from);
         transfer.remind.remove(from);
@@ -580,6 +648,23 @@ impl<S: StateMachine> Replica<S> {
             }
         } else if transfer.remind.is_empty() {
             self.start_epoch_timeout.stop();
+        }
+    }
+
+    /// The primary of a later epoch tells members it has not heard from in a normal
+    /// timeout that the epoch began: one may still be in the epoch before (it missed the
+    /// end of it, and the replicas that could tell it do not know its old place), and
+    /// the epoch needs it. A member that started answers EpochStarted and is heard again.
+    pub(super) fn remind_silent_members(&mut self, effects: &mut Vec<Effect>) {
+        if self.configuration.epoch() == 0 {
+            return;
+        }
+        let silent_after = self.config.normal_timeout_ticks;
+        for index in self.configuration.indexes() {
+            let silent = self.ticks.saturating_sub(self.heard_tick[index as usize]) >= silent_after;
+            if index != self.index && silent {
+                self.send_start_epoch(self.configuration.id_of(index), effects);
+            }
         }
     }
 

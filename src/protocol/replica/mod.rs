@@ -235,7 +235,9 @@ pub struct Replica<S> {
     /// The configurations of earlier epochs this replica knows, oldest first (at most
     /// `HISTORY_MAX`): to tell a replica still in one of them where the cluster went.
     history: VecDeque<Configuration>,
-    /// The op the current epoch started after: its RECONFIGURATION's op (0 in epoch 0).
+    /// The op the current epoch started after: its RECONFIGURATION's op (0 in epoch 0,
+    /// and 0 when unknown: a replica given a later configuration by an operator, which
+    /// recovers into it, never learns where it started).
     epoch_start: Op,
     /// A RECONFIGURATION executed in this input: the epoch to move to once the input's
     /// handler is done (`epoch::finish_input`).
@@ -524,6 +526,10 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.start_epoch_timeout.fired() {
             self.on_start_epoch_timeout(effects);
+        }
+        // Not tied to the heartbeat, which a loaded primary never sends.
+        if self.is_primary() && self.ticks.is_multiple_of(self.config.normal_timeout_ticks) {
+            self.remind_silent_members(effects);
         }
     }
 

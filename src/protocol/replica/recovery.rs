@@ -198,12 +198,14 @@ impl<S: StateMachine> Replica<S> {
                 empty: true,
                 op: 0,
                 commit: 0,
+                epoch_start: 0,
             },
             Status::Normal => RecoveryResponse {
                 nonce: recovery.nonce,
                 empty: false,
                 op: self.log.op(),
                 commit: self.commit,
+                epoch_start: self.epoch_start,
             },
             _ => return self.drop_reason("recovery", "not normal"),
         };
@@ -275,6 +277,10 @@ impl<S: StateMachine> Replica<S> {
         else {
             return; // Wait for the primary of the latest view.
         };
+        if self.epoch_start == 0 {
+            // Recovering into an epoch whose start it was not told (paper 7).
+            self.epoch_start = primary_response.epoch_start;
+        }
         self.recover_from(primary, view_latest, primary_response.op, effects);
     }
 
