@@ -19,7 +19,7 @@ use vsr::testing::MemoryCluster;
 use vsr::{Config, Replica};
 
 /// Seeds run by `cargo test`; `RECONFIG_SEEDS=n` runs more.
-const SEEDS_DEFAULT: u64 = 150;
+const SEEDS_DEFAULT: u64 = 1000;
 
 struct Prng(u64);
 
