@@ -160,6 +160,17 @@ impl Configuration {
         Ok(())
     }
 
+    /// Whether this could be a configuration a reconfiguration installed (what
+    /// `check_successor` requires of any successor, without knowing its predecessor): an
+    /// odd number of at least three members, distinct identities below `next_id`.
+    pub fn is_well_formed(&self) -> bool {
+        let count = self.members.len();
+        let ids_ok = self.members.iter().enumerate().all(|(i, member)| {
+            member.id < self.next_id && self.members[i + 1..].iter().all(|o| o.id != member.id)
+        });
+        count >= RECONFIGURATION_MEMBERS_MIN && count % 2 == 1 && count <= MEMBERS_MAX && ids_ok
+    }
+
     /// Encodes the configuration (in a RECONFIGURATION op's body, StartEpoch, a NewEpoch
     /// reply and a replica's stored state): epoch `u32`, next id `u64`, member count `u8`,
     /// then per member its id `u64`, address length `u8` and address.

@@ -122,7 +122,8 @@ pub fn play(
 pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
     let view = pick_view(target.view(), c);
     let replica = c.below(4);
-    let body = match c.below(12) {
+    let mut epoch = pick_epoch(target.epoch(), c);
+    let body = match c.below(15) {
         0 => Body::Prepare(Prepare {
             op_first: pick_op(target, c),
             commit: pick_op(target, c),
@@ -199,13 +200,23 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
             client: c.u64(),
             session: pick_op(target, c),
             request: c.u8() as u32,
-            operation: if c.below(2) == 0 {
-                Operation::Register
+            operation: operation(c),
+            body: if c.below(3) == 0 {
+                configuration(target, c).to_bytes()
             } else {
-                Operation::Apply
+                bytes(c)
             },
-            body: bytes(c),
         }),
+        12 | 13 => {
+            let configuration = configuration(target, c);
+            epoch = configuration.epoch();
+            Body::StartEpoch(StartEpoch {
+                sender: c.below(8) as ReplicaId,
+                op: pick_op(target, c),
+                configuration,
+            })
+        }
+        14 => Body::EpochStarted,
         _ => Body::Reply(Reply {
             client: c.u64(),
             session: 0,
@@ -216,11 +227,40 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
         }),
     };
     Message {
-        epoch: 0,
+        epoch,
         view,
         replica,
         body,
     }
+}
+
+fn pick_epoch(near: u32, c: &mut Choices<'_>) -> u32 {
+    match c.below(4) {
+        0 => near.saturating_sub(1),
+        1 => near.saturating_add(1),
+        _ => near,
+    }
+}
+
+fn operation(c: &mut Choices<'_>) -> Operation {
+    match c.below(4) {
+        0 => Operation::Register,
+        1 => Operation::Reconfigure,
+        _ => Operation::Apply,
+    }
+}
+
+/// A configuration near `target`'s: its successor with members kept, dropped or added
+/// (sometimes including `target` itself, sometimes only it), or the same epoch again.
+fn configuration(target: &Replica<Kv>, c: &mut Choices<'_>) -> Configuration {
+    let current = target.configuration();
+    let kept: Vec<ReplicaId> = current.ids().filter(|_| c.below(3) != 0).collect();
+    let added: Vec<Bytes> = (0..c.below(4)).map(|_| bytes(c)).collect();
+    let mut next = current.propose(&kept, &added);
+    for _ in 0..c.below(2) {
+        next = next.propose(&next.ids().collect::<Vec<_>>(), &[]);
+    }
+    next
 }
 
 fn pick_view(near: View, c: &mut Choices<'_>) -> View {
@@ -257,11 +297,7 @@ fn entries(c: &mut Choices<'_>) -> Vec<Entry> {
             session: c.below(40) as Session,
             request: c.below(4) as RequestNumber,
             timestamp: c.u64(),
-            operation: if c.below(3) == 0 {
-                Operation::Register
-            } else {
-                Operation::Apply
-            },
+            operation: operation(c),
             body: bytes(c),
         })
         .collect()

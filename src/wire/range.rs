@@ -131,6 +131,11 @@ pub fn check(message: &Message) -> Result<(), DecodeError> {
                     "start_epoch for another epoch than its envelope's",
                 ));
             }
+            if !start_epoch.configuration.is_well_formed() {
+                return Err(out_of_range(
+                    "start_epoch configuration no reconfiguration installs",
+                ));
+            }
         }
         Body::EpochStarted => {}
         Body::NewState(new_state) => {

@@ -168,11 +168,12 @@ impl<S: StateMachine> Replica<S> {
         let Some(next) = self.epoch_change.take() else {
             return;
         };
-        assert_eq!(
-            self.commit,
-            self.log.op(),
-            "no op follows a RECONFIGURATION"
-        );
+        if self.log.op() > self.commit {
+            // No correct primary orders an op after a RECONFIGURATION in its epoch (and
+            // backups refuse them): whatever follows it here came from no correct replica.
+            self.drop_reason("log", "entries after a reconfiguration");
+            self.log.truncate(self.commit);
+        }
         let old = self.configuration.clone();
         let was_primary = self.is_primary();
         let start = self.commit;
@@ -307,7 +308,12 @@ impl<S: StateMachine> Replica<S> {
             op,
             configuration,
         } = start_epoch;
-        if configuration.epoch() != epoch || epoch == 0 || op == 0 || sender == self.id {
+        let well_formed = configuration.epoch() == epoch
+            && epoch > 0
+            && op > 0
+            && sender != self.id
+            && configuration.is_well_formed();
+        if !well_formed {
             return self.drop_reason("start_epoch", "malformed");
         }
         let current = self.configuration.epoch();
@@ -478,7 +484,10 @@ impl<S: StateMachine> Replica<S> {
         }
         let pending = self.epoch_transfer.pending.take().expect("matched above");
         let start = pending.start;
-        let fetch = pending.fetch.expect("the fetch reached the start");
+        let Some(fetch) = pending.fetch else {
+            // Its own commit number reached the start meanwhile: nothing to install.
+            return self.drop_reason("new_state", "the start is committed here already");
+        };
         // Committed entries replace whatever this replica holds after its commit number:
         // where they differ, its own are from a view that lost them.
         if let Some(checkpoint) = fetch.checkpoint.filter(|c| c.op > self.commit) {
