@@ -7,8 +7,7 @@ use super::layout::{bucket_of, key_hash, Record};
 use super::ops::put_field;
 use bytes::Bytes;
 
-/// Splits records pushed in state order into the 2^bits buckets of a layout; a bucket that
-/// did not change can be kept as it is ([`Builder::keep`]).
+/// Splits records pushed in state order into the 2^bits buckets of a layout.
 pub(super) struct Builder {
     bits: u32,
     buckets: Vec<Bucket>,
@@ -47,13 +46,6 @@ impl Builder {
         assert!(index >= self.buckets.len(), "records pushed out of order");
         self.close_before(index);
         self.writer.push(record);
-    }
-
-    /// Takes `bucket` as bucket `index` unchanged; buckets come in order.
-    pub fn keep(&mut self, index: usize, bucket: Bucket) {
-        self.close_before(index);
-        assert_eq!(self.buckets.len(), index, "bucket kept out of order");
-        self.buckets.push(bucket);
     }
 
     /// The 2^bits buckets.

@@ -22,7 +22,7 @@ pub use ops::{KvOp, KvResult};
 
 use super::{Snapshot, SnapshotError, StateMachine};
 use bucket::Bucket;
-use build::Builder;
+use build::{Builder, Writer};
 use bytes::Bytes;
 use layout::{bucket_bits_for, bucket_of, bucket_range, key_hash, record_len, Position, Record};
 use merge::merge;
@@ -222,26 +222,44 @@ impl Kv {
     }
 
     /// Rebuilds the buckets the changes touch, or all of them in the layout the state's
-    /// size now asks for, and empties the changes. Old buckets are dropped one by one as
-    /// they are rewritten, so a fold holds at most one bucket twice, not the whole state.
+    /// size now asks for, and empties the changes.
     fn fold(&mut self) {
         let bits = bucket_bits_for(self.record_bytes);
-        if bits == self.bucket_bits && self.changes.is_empty() {
-            return;
+        if bits != self.bucket_bits {
+            self.relayout(bits);
+        } else {
+            self.rebuild_changed();
         }
+        self.changes.clear();
+    }
+
+    /// Rebuilds each bucket the changes touch, found from the changes themselves (so that
+    /// a few changes cost a few buckets, whatever the number of buckets).
+    fn rebuild_changed(&mut self) {
+        let bits = self.bucket_bits;
+        let mut changed: Vec<usize> = (self.changes.keys())
+            .map(|(hash, _)| bucket_of(*hash, bits))
+            .collect();
+        changed.dedup();
+        let mut writer = Writer::default();
+        for index in changed {
+            let bucket = std::mem::take(&mut self.buckets[index]);
+            let changes = self.changes.range(bucket_range(index, bits));
+            merge(bucket.records(), changes).for_each(|record| writer.push(record));
+            self.buckets[index] = writer.finish();
+        }
+    }
+
+    /// Rewrites every bucket into the layout of 2^bits buckets. Old buckets are dropped one
+    /// by one as they are rewritten, so this holds at most one bucket twice, not the state.
+    fn relayout(&mut self, bits: u32) {
         let old_bits = std::mem::replace(&mut self.bucket_bits, bits);
-        let relayout = bits != old_bits;
         let mut builder = Builder::new(bits);
         for (index, bucket) in std::mem::take(&mut self.buckets).into_iter().enumerate() {
-            let mut changes = self.changes.range(bucket_range(index, old_bits)).peekable();
-            if !relayout && changes.peek().is_none() {
-                builder.keep(index, bucket);
-                continue;
-            }
+            let changes = self.changes.range(bucket_range(index, old_bits));
             merge(bucket.records(), changes).for_each(|record| builder.push(record));
         }
         self.buckets = builder.finish();
-        self.changes.clear();
     }
 
     /// Heap bytes of the buckets: records, their index, page handles, the bucket table.
