@@ -1,5 +1,6 @@
 //! One bucket of the kv state: its records serialised exactly as its snapshot pages hold
-//! them, in one buffer of its own, with the start of each record for lookups.
+//! them, in one buffer of its own, with an index (each record's start and the top bits of
+//! its key's hash) for lookups.
 //!
 //! The buffer *is* the state and the pages are slices of it: a bucket's bytes are held
 //! once, by the live state and by every checkpoint that shares the bucket's pages. A

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use std::cmp::Ordering;
 use std::iter::Peekable;
 
-/// The changes since the buckets were built, as [`Changes`] yields them: a key's latest
-/// value, or `None` when it was deleted.
+/// One change since the buckets were built, as the map of changes yields it: a key's
+/// position and its latest value, or `None` when it was deleted.
 pub(super) type Change<'a> = (&'a Position, &'a Option<Bytes>);
 
 /// The records of `base` with `changes` applied: a changed key's new value replaces its
