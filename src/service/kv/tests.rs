@@ -1,0 +1,446 @@
+//! The kv service's behaviour: operations, snapshots and restores, the layout's
+//! determinism, and what the state keeps alive.
+
+use super::*;
+use crate::service::{Page, PAGE_BYTES_TARGET};
+use bytes::BytesMut;
+use std::collections::{BTreeMap, HashSet};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+#[test]
+fn operations_round_trip_and_execute() {
+    let mut kv = Kv::new();
+    let script = [
+        (KvOp::Get(b("a")), KvResult::Nil),
+        (KvOp::Cas(b("a"), None, b("1")), KvResult::Ok),
+        (
+            KvOp::Cas(b("a"), None, b("2")),
+            KvResult::CasFail(Some(b("1"))),
+        ),
+        (KvOp::Put(b("a"), b("3")), KvResult::Ok),
+        (KvOp::Get(b("a")), KvResult::Value(b("3"))),
+        (KvOp::Cas(b("a"), Some(b("3")), b("4")), KvResult::Ok),
+        (KvOp::Delete(b("a")), KvResult::Ok),
+        (
+            KvOp::Cas(b("a"), Some(b("4")), b("5")),
+            KvResult::CasFail(None),
+        ),
+    ];
+    for (op, expected) in script {
+        assert_eq!(KvOp::decode(&op.encode()), Some(op.clone()));
+        let result = kv.apply(0, 0, &op.encode());
+        assert_eq!(KvResult::decode(&result), Some(expected));
+    }
+}
+
+/// A map of `count` keys with 100-byte values: about `count * 120` bytes of records.
+fn filled(count: u32) -> Kv {
+    let mut kv = Kv::new();
+    for i in 0..count {
+        kv.execute(KvOp::Put(
+            b(&format!("key {i}")),
+            Bytes::from(vec![i as u8; 100]),
+        ));
+    }
+    kv
+}
+
+/// The pages of `after` that are the very same allocation as in `before` (shared, not
+/// rebuilt), and the ones that are new.
+fn shared_and_rebuilt(before: &Snapshot, after: &Snapshot) -> (usize, usize) {
+    let old: HashSet<*const u8> = before.pages().iter().map(|p| p.bytes().as_ptr()).collect();
+    let shared = (after.pages().iter())
+        .filter(|p| old.contains(&p.bytes().as_ptr()))
+        .count();
+    (shared, after.pages().len() - shared)
+}
+
+#[test]
+fn snapshot_restores_the_same_state_and_digests() {
+    let mut kv = filled(2000);
+    let snapshot = kv.snapshot();
+    assert!(
+        snapshot.pages().len() > 16,
+        "{} pages",
+        snapshot.pages().len()
+    );
+    let mut other = Kv::new();
+    other.restore(&snapshot).unwrap();
+    assert_eq!(kv, other);
+    assert_eq!(other.snapshot(), snapshot);
+    assert_eq!(other.record_bytes, kv.record_bytes);
+    for key in ["key 0", "key 1999", "key 2000"] {
+        assert_eq!(other.read(&b(key)), kv.read(&b(key)));
+    }
+    // Small and empty maps too.
+    for count in [0, 1, 3] {
+        let snapshot = filled(count).snapshot();
+        let mut other = filled(7);
+        other.restore(&snapshot).unwrap();
+        assert_eq!(other, filled(count));
+        assert_eq!(other.snapshot(), snapshot);
+    }
+}
+
+#[test]
+fn a_snapshot_rebuilds_only_the_changed_buckets() {
+    let mut kv = filled(2000);
+    let first = kv.snapshot();
+    let buckets = kv.buckets.len();
+    assert!(buckets >= 8, "{buckets} buckets");
+    // Nothing changed: every page is shared.
+    let again = kv.snapshot();
+    assert_eq!(shared_and_rebuilt(&first, &again), (first.pages().len(), 0));
+    // One key changed: only its bucket's pages are rebuilt (same count, same layout),
+    // and every other page keeps its digest.
+    kv.execute(KvOp::Put(b("key 7"), Bytes::from(vec![0xee; 100])));
+    assert_eq!(kv.changes.len(), 1, "the change waits for the next fold");
+    let second = kv.snapshot();
+    assert!(kv.changes.is_empty());
+    let (shared, rebuilt) = shared_and_rebuilt(&again, &second);
+    let bucket = bucket_of(key_hash(b"key 7"), kv.bucket_bits);
+    assert_eq!(rebuilt, kv.buckets[bucket].pages().len());
+    assert!(
+        rebuilt <= first.pages().len() / 4,
+        "{rebuilt} of {}",
+        first.pages().len()
+    );
+    assert_eq!(shared + rebuilt, second.pages().len());
+    let digests = |s: &Snapshot| s.pages().iter().map(Page::digest).collect::<HashSet<_>>();
+    // The value kept its size, so the cuts did not move: of the rebuilt pages, only
+    // the one holding the key has a new digest (a page-diff transfer moves one page).
+    assert_eq!(digests(&again).difference(&digests(&second)).count(), 1);
+    // Reads, failed compare-and-swaps and deletes of absent keys change nothing.
+    kv.execute(KvOp::Get(b("key 8")));
+    kv.execute(KvOp::Cas(b("key 8"), None, b("x")));
+    kv.execute(KvOp::Delete(b("absent")));
+    assert!(kv.changes.is_empty());
+    assert_eq!(shared_and_rebuilt(&second, &kv.snapshot()).1, 0);
+    // A key put and deleted again between snapshots leaves nothing to rebuild.
+    kv.execute(KvOp::Put(b("new"), b("1")));
+    kv.execute(KvOp::Delete(b("new")));
+    assert_eq!(shared_and_rebuilt(&second, &kv.snapshot()).1, 0);
+    // Every page within the target size.
+    assert!(second.pages().iter().all(|p| p.len() <= PAGE_BYTES_TARGET));
+}
+
+#[test]
+fn replicas_applying_the_same_ops_take_the_same_snapshots() {
+    // Replica a snapshots often (its layout changes as it grows), b only at the end,
+    // c gets there in another order and with a detour: same map, same pages.
+    let ops: Vec<KvOp> = (0..3000u32)
+        .map(|i| match i % 7 {
+            3 => KvOp::Delete(b(&format!("key {}", i / 2))),
+            5 => KvOp::Cas(b(&format!("key {}", i / 3)), None, b("new")),
+            _ => KvOp::Put(
+                b(&format!("key {}", i % 1500)),
+                Bytes::from(vec![i as u8; 60]),
+            ),
+        })
+        .collect();
+    let (mut a, mut b_) = (Kv::new(), Kv::new());
+    for (i, op) in ops.iter().enumerate() {
+        a.execute(op.clone());
+        b_.execute(op.clone());
+        if i % 97 == 0 {
+            a.snapshot();
+        }
+    }
+    let mut c = Kv::new();
+    for op in ops.iter().rev() {
+        if let KvOp::Put(key, _) = op {
+            c.execute(KvOp::Put(key.clone(), b("detour")));
+        }
+    }
+    c.snapshot();
+    c.restore(&a.snapshot()).unwrap();
+    assert_eq!(a.snapshot(), b_.snapshot());
+    assert_eq!(c.snapshot(), b_.snapshot());
+    // A map emptied again lays out like an empty map.
+    for op in ops.iter() {
+        if let KvOp::Put(key, _) = op {
+            a.execute(KvOp::Delete(key.clone()));
+        }
+    }
+    a.execute(KvOp::Delete(b("key 0")));
+    let remaining: Vec<Bytes> = a.records().map(|r| Bytes::copy_from_slice(r.key)).collect();
+    for key in remaining {
+        a.execute(KvOp::Delete(key));
+    }
+    assert_eq!(a.snapshot(), Kv::new().snapshot());
+    assert!(a.snapshot().pages().is_empty());
+}
+
+#[test]
+fn corrupt_snapshots_are_refused_and_change_nothing() {
+    let mut kv = filled(300);
+    let snapshot = kv.snapshot();
+    let page = |bytes: &[u8]| Page::new(Bytes::copy_from_slice(bytes));
+    let first = snapshot.pages()[0].bytes().clone();
+    let mut reversed = snapshot.pages().to_vec();
+    reversed.reverse();
+    let mut joined = BytesMut::new();
+    snapshot.pages()[..2]
+        .iter()
+        .for_each(|p| joined.extend_from_slice(p.bytes()));
+    let mut extra = snapshot.pages().to_vec();
+    extra.push(snapshot.pages()[0].clone());
+    let cases = [
+        (vec![page(b"garbage")], "kv page key truncated"),
+        (
+            vec![page(&first[..first.len() - 1])],
+            "kv page value truncated",
+        ),
+        (vec![page(&[1, 0, 0])], "kv page key truncated"),
+        (vec![page(b"")], "kv snapshot has an empty page"),
+        (reversed, "kv records out of order"),
+        (extra, "kv records out of order"),
+        (
+            vec![page(&joined)],
+            "kv pages are not laid out as kv lays them out",
+        ),
+        (
+            snapshot.pages()[1..].to_vec(),
+            "kv pages are not laid out as kv lays them out",
+        ),
+    ];
+    let mut other = filled(5);
+    for (pages, reason) in cases {
+        assert_eq!(
+            other.restore(&Snapshot::new(pages)),
+            Err(SnapshotError(reason))
+        );
+        assert_eq!(other, filled(5), "a refused snapshot changes nothing");
+    }
+}
+
+#[test]
+fn stored_entries_do_not_pin_the_operation_buffer() {
+    // The operation arrives as a slice of a larger receive buffer, as on a replica.
+    let mut frame = BytesMut::from(&[0u8; 64][..]);
+    frame.extend_from_slice(&KvOp::Put(b("key"), b("value")).encode());
+    let frame = frame.freeze();
+    let mut kv = Kv::new();
+    kv.apply(1, 0, &frame.slice(64..));
+    // No slice of the buffer survives the operation: the state owns its bytes, among
+    // the changes and, after the fold, in the bucket.
+    assert!(frame.is_unique(), "the state keeps a slice of the frame");
+    let value = kv.get(key_hash(b"key"), &b("key")).unwrap();
+    assert!(!frame.as_ptr_range().contains(&value.as_ptr()));
+    kv.snapshot();
+    assert!(frame.is_unique());
+    let value = kv.get(key_hash(b"key"), &b("key")).unwrap();
+    assert!(kv.buckets[0].pages()[0]
+        .bytes()
+        .as_ptr_range()
+        .contains(&value.as_ptr()));
+}
+
+#[test]
+fn malformed_operations_are_invalid_not_panics() {
+    let mut kv = Kv::new();
+    let cases: [&[u8]; 4] = [b"", b"\x01", b"\x09abc", b"\x02\xff\xff\xff\xff"];
+    for bytes in cases.map(Bytes::from_static) {
+        assert_eq!(
+            KvResult::decode(&kv.apply(0, 0, &bytes)),
+            Some(KvResult::Invalid)
+        );
+    }
+}
+
+/// A small deterministic generator (splitmix64), so that every run checks the same ops.
+struct Prng(u64);
+
+impl Prng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// `count` random operations over `keys` keys: mostly puts (values of 0 to 199 bytes),
+/// some deletes, compare-and-swaps that succeed or fail, and gets.
+fn random_ops(seed: u64, count: usize, keys: u64) -> Vec<KvOp> {
+    let mut prng = Prng(seed);
+    (0..count)
+        .map(|_| {
+            let key = b(&format!("key {}", prng.below(keys)));
+            let value = Bytes::from(vec![prng.below(256) as u8; prng.below(200) as usize]);
+            match prng.below(10) {
+                0 | 1 => KvOp::Delete(key),
+                2 => KvOp::Cas(key, None, value),
+                3 => KvOp::Cas(key, Some(b("never")), value),
+                4 => KvOp::Get(key),
+                _ => KvOp::Put(key, value),
+            }
+        })
+        .collect()
+}
+
+/// The semantics of `op` on a plain ordered map: the model the compact layout must match.
+fn model_execute(model: &mut BTreeMap<Bytes, Bytes>, op: KvOp) -> KvResult {
+    match op {
+        KvOp::Put(key, value) => {
+            model.insert(key, value);
+            KvResult::Ok
+        }
+        KvOp::Get(key) => model
+            .get(&key)
+            .cloned()
+            .map_or(KvResult::Nil, KvResult::Value),
+        KvOp::Delete(key) => {
+            model.remove(&key);
+            KvResult::Ok
+        }
+        KvOp::Cas(key, old, new) => {
+            let current = model.get(&key).cloned();
+            if current == old {
+                model.insert(key, new);
+                KvResult::Ok
+            } else {
+                KvResult::CasFail(current)
+            }
+        }
+    }
+}
+
+/// Applies `ops` to a map and to the model, comparing every result; every
+/// `snapshot_every` ops (0: never) takes a snapshot and checks that a fresh map restored
+/// from it equals the map. Ends comparing contents, key count and record bytes.
+fn check(ops: &[KvOp], snapshot_every: usize) -> Kv {
+    let mut kv = Kv::new();
+    let mut model = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let expected = model_execute(&mut model, op.clone());
+        assert_eq!(kv.execute(op.clone()), expected, "op {i}: {op:?}");
+        if snapshot_every > 0 && i % snapshot_every == 0 {
+            let mut restored = Kv::new();
+            restored.restore(&kv.snapshot()).unwrap();
+            assert_eq!(restored, kv, "restored after op {i}");
+        }
+    }
+    let mut contents: Vec<(&[u8], &[u8])> = kv.records().map(|r| (r.key, r.value)).collect();
+    contents.sort();
+    let expected: Vec<(&[u8], &[u8])> = model.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    assert_eq!(contents, expected);
+    assert_eq!(kv.len(), model.len());
+    let record_bytes: u64 = model.iter().map(|(k, v)| record_len(k, v)).sum();
+    assert_eq!(kv.record_bytes, record_bytes);
+    kv
+}
+
+#[test]
+fn the_state_matches_a_plain_map_through_folds_and_snapshots() {
+    // More changes than a fold waits for: the buckets are rewritten without a snapshot.
+    let ops = random_ops(1, 3 * CHANGES_MIN, 40_000);
+    let kv = check(&ops, 0);
+    assert!(
+        kv.changes.len() <= CHANGES_MIN,
+        "{} changes",
+        kv.changes.len()
+    );
+    assert!(
+        kv.buckets.len() > 1,
+        "folded into {} buckets",
+        kv.buckets.len()
+    );
+    // Snapshots (and so folds) at all sorts of moments, on a state that grows, shrinks
+    // and changes layout on the way.
+    check(&random_ops(2, 20_000, 3000), 997);
+    check(&random_ops(3, 3000, 20), 7);
+}
+
+#[test]
+fn replicas_take_identical_snapshots_whatever_their_fold_and_snapshot_times() {
+    let ops = random_ops(4, 2 * CHANGES_MIN + 5000, 30_000);
+    // a snapshots often, b once at the end, c restores a's snapshot halfway and goes on.
+    let (mut a, mut b_, mut c) = (Kv::new(), Kv::new(), Kv::new());
+    for (i, op) in ops.iter().enumerate() {
+        a.execute(op.clone());
+        b_.execute(op.clone());
+        if i % 501 == 0 {
+            a.snapshot();
+        }
+        if i == ops.len() / 2 {
+            c.restore(&a.snapshot()).unwrap();
+        }
+        if i > ops.len() / 2 {
+            c.execute(op.clone());
+        }
+    }
+    let snapshot = a.snapshot();
+    assert!(
+        snapshot.pages().len() > 100,
+        "{} pages",
+        snapshot.pages().len()
+    );
+    assert_eq!(b_.snapshot(), snapshot);
+    assert_eq!(c.snapshot(), snapshot);
+}
+
+#[test]
+fn a_map_costs_about_what_it_holds() {
+    // Issue 12's entries: 16-byte keys and 62-byte values, 78 bytes of data each.
+    let mut kv = Kv::new();
+    let keys = 100_000u64;
+    for i in 0..keys {
+        kv.apply(
+            i,
+            0,
+            &KvOp::Put(b(&format!("k{i:015}")), b(&format!("v{i:061}"))).encode(),
+        );
+    }
+    let snapshot = kv.snapshot();
+    assert!(kv.changes.is_empty());
+    let data = keys as usize * 78;
+    // 8 bytes of lengths and 8 of index per record, 64 bytes of handle per 4 KiB page.
+    let held = kv.bucket_heap_bytes();
+    assert!(
+        held <= data * 5 / 4,
+        "{held} bytes held for {data} bytes of data"
+    );
+    // The snapshot holds no bytes of its own: a bucket's pages are consecutive slices of
+    // its one buffer.
+    for bucket in &mut kv.buckets {
+        let pages = bucket.pages().to_vec();
+        let joined: usize = pages.iter().map(Page::len).sum();
+        assert_eq!(joined, bucket.bytes());
+        let consecutive = |w: &[Page]| w[0].bytes().as_ptr_range().end == w[1].bytes().as_ptr();
+        assert!(pages.windows(2).all(consecutive));
+    }
+    assert_eq!(snapshot.bytes(), kv.record_bytes as usize);
+}
+
+#[test]
+fn a_restored_map_keeps_nothing_of_the_message_its_pages_came_in() {
+    let snapshot = filled(500).snapshot();
+    // The pages as a decoder hands them over: slices of one received buffer.
+    let mut frame = BytesMut::new();
+    snapshot
+        .pages()
+        .iter()
+        .for_each(|p| frame.extend_from_slice(p.bytes()));
+    let frame = frame.freeze();
+    let mut at = 0;
+    let received: Vec<Page> = (snapshot.pages().iter())
+        .map(|page| {
+            at += page.len();
+            Page::verified(frame.slice(at - page.len()..at), page.digest()).unwrap()
+        })
+        .collect();
+    let received = Snapshot::new(received);
+    let mut kv = Kv::new();
+    kv.restore(&received).unwrap();
+    assert_eq!(kv.snapshot(), snapshot);
+    drop(received);
+    assert!(
+        frame.is_unique(),
+        "the restored state keeps a slice of the message"
+    );
+}
