@@ -235,7 +235,9 @@ impl ClientTable {
             if buf.remaining() < len {
                 return None;
             }
-            let reply = buf.split_to(len);
+            // A copy: a slice would keep the whole snapshot (for a transferred one, the
+            // received message) alive for as long as the client stays idle.
+            let reply = Bytes::copy_from_slice(&buf.split_to(len));
             clients.insert(
                 id,
                 ClientEntry {

@@ -30,6 +30,9 @@ impl<S: StateMachine> Replica<S> {
             .get(op)
             .expect("checkpoint op is in the log")
             .timestamp;
+        // The previous checkpoint goes first: held while the service snapshots, every page
+        // it rebuilds would exist twice at the peak (and the allocator keeps the peak).
+        self.checkpoint = None;
         self.checkpoint = Some(Checkpoint {
             op,
             timestamp,
@@ -65,6 +68,10 @@ impl<S: StateMachine> Replica<S> {
         self.clients = clients;
         self.log.reset(checkpoint.op, checkpoint.timestamp);
         self.commit = checkpoint.op;
+        // The received pages are slices of the message that carried them: keep the
+        // service's own (the same pages, deterministically), so that message can go.
+        let mut checkpoint = checkpoint;
+        checkpoint.service = self.service.snapshot();
         self.checkpoint = Some(checkpoint);
         self.stats.checkpoint_transfers += 1;
         tracing::info!(
