@@ -11,7 +11,9 @@ pub mod forge;
 
 use crate::client::{ClientSession, Outcome, Target};
 use crate::config::Config;
-use crate::protocol::{ClientId, Effect, Message, Replica, ReplicaId, ReplicaIndex, Start};
+use crate::protocol::{
+    ClientId, Effect, Message, Replica, ReplicaId, ReplicaIndex, Start, Stored, StoredWrite,
+};
 use crate::service::StateMachine;
 use std::collections::VecDeque;
 
@@ -31,6 +33,9 @@ pub struct MemoryCluster<S> {
     pub replies: VecDeque<(ClientId, Message)>,
     /// Loses the messages it returns true for.
     pub drop_filter: Option<DropFilter>,
+    /// With [`MemoryCluster::keep_stores`]: per replica, what its writes made durable
+    /// (every write completes at once), for a restart from storage (`Start::Restart`).
+    pub stores: Option<Vec<Stored>>,
     effects: Vec<Effect>,
 }
 
@@ -47,8 +52,15 @@ impl<S: StateMachine> MemoryCluster<S> {
             queue: VecDeque::new(),
             replies: VecDeque::new(),
             drop_filter: None,
+            stores: None,
             effects: Vec::new(),
         }
+    }
+
+    /// Keeps every replica's writes in a store from now on (call it before any input:
+    /// the stores start empty), folded as a driver with durable storage folds them.
+    pub fn keep_stores(&mut self) {
+        self.stores = Some(vec![Stored::default(); self.replicas.len()]);
     }
 
     /// Adds a replica that joins a later configuration (`Start::Join`) under the next
@@ -65,6 +77,9 @@ impl<S: StateMachine> MemoryCluster<S> {
         );
         self.replicas.push(replica);
         self.down.push(false);
+        if let Some(stores) = &mut self.stores {
+            stores.push(Stored::default());
+        }
         id
     }
 
@@ -104,9 +119,27 @@ impl<S: StateMachine> MemoryCluster<S> {
     }
 
     fn route(&mut self, from: ReplicaId, effects: &mut Vec<Effect>) {
-        // State lives in memory only: every write completes at once.
+        // Every write completes at once (in a store too, when kept).
         let replica = &mut self.replicas[from as usize];
         replica.complete_writes_in_memory(effects);
+        if let Some(stores) = &mut self.stores {
+            let store = &mut stores[from as usize];
+            let mut wrote = false;
+            for effect in effects.iter() {
+                if let Effect::Write { write, .. } = effect {
+                    let stored = StoredWrite::capture(replica, *write);
+                    store
+                        .apply(stored)
+                        .expect("a correct replica's writes fold");
+                    wrote = true;
+                }
+            }
+            if wrote {
+                store
+                    .apply(StoredWrite::Commit(replica.commit()))
+                    .expect("a commit number folds");
+            }
+        }
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => self.queue.push_back((Some(from), to, message)),

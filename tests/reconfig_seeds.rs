@@ -1,7 +1,8 @@
 //! Reconfigurations under random faults, seed by seed: a cluster of 3 or 5 replicas
 //! grows, shrinks and replaces members while two writers put values, with messages lost,
-//! reordered and duplicated, links cut, and replicas crashing (losing their memory) and
-//! coming back. Every seed checks, all along, that replicas agree on every committed op
+//! reordered and duplicated, links cut, and replicas crashing and coming back (half the
+//! seeds keep their writes, `--durability disk`, and restart from them; the others lose
+//! their memory). Every seed checks, all along, that replicas agree on every committed op
 //! and that their invariants hold; after the faults stop, that the newest configuration
 //! runs and that every acknowledged write reads back.
 //!
@@ -370,32 +371,42 @@ impl Run {
             })
     }
 
+    /// Brings crashed replica `id` back: from its store with disks, else without its
+    /// memory, as its operator would start it (in the configuration it last knew; a new
+    /// member that never started joins again). A replaced replica without a store is gone
+    /// for good.
     fn restart(&mut self, id: usize) {
         let old = &self.cluster.replicas[id];
-        let start = match old.status() {
-            Status::Joining => Start::Join {
-                id: id as ReplicaId,
-            },
-            _ => Start::Recover {
-                nonce: self.prng.next() | 1,
-            },
+        let nonce = self.prng.next() | 1;
+        let stored = match &self.cluster.stores {
+            Some(stores) if stores[id].holds_data() || stores[id].configuration.is_some() => {
+                Some(stores[id].clone())
+            }
+            _ => None,
         };
         let configuration = old.configuration().clone();
-        let replica =
-            if configuration.contains_id(id as ReplicaId) || matches!(start, Start::Join { .. }) {
-                Replica::in_configuration(
-                    self.config.clone(),
-                    configuration,
-                    id as ReplicaId,
-                    Kv::new(),
-                    start,
-                )
-            } else {
-                // Retiring when it crashed: it is gone for good.
+        let member = configuration.contains_id(id as ReplicaId);
+        let start = match (stored, old.status()) {
+            (Some(stored), _) => Start::Restart {
+                stored: Box::new(stored),
+                nonce,
+            },
+            (None, Status::Joining) => Start::Join {
+                id: id as ReplicaId,
+            },
+            (None, _) if member => Start::Recover { nonce },
+            (None, _) => {
                 self.crashed[id] = false;
                 return;
-            };
-        self.cluster.replicas[id] = replica;
+            }
+        };
+        self.cluster.replicas[id] = Replica::in_configuration(
+            self.config.clone(),
+            configuration,
+            id as ReplicaId,
+            Kv::new(),
+            start,
+        );
         self.cluster.down[id] = false;
         self.crashed[id] = false;
     }
@@ -458,7 +469,11 @@ fn run_seed(seed: u64) -> Result<u32, String> {
     let mut config = Config::new(u128::from(seed) | 1 << 64, n);
     config.checkpoint_interval_ops = 16;
     config.log_tail_ops = 4;
-    let cluster = MemoryCluster::new(&config, |_| Kv::new());
+    let disks = prng.chance(50);
+    let mut cluster = MemoryCluster::new(&config, |_| Kv::new());
+    if disks {
+        cluster.keep_stores();
+    }
     let initial = cluster.replicas[0].configuration().clone();
     let writers = (1..=2).map(|id| Client::new(id, initial.clone())).collect();
     let mut run = Run {

@@ -329,8 +329,18 @@ impl<S: StateMachine> Replica<S> {
         start: Start,
     ) -> Replica<S> {
         config.validate().expect("invalid configuration");
+        // A store that moved to a later epoch knows better than whoever started us.
+        let configuration = match &start {
+            Start::Restart { stored, .. } => stored
+                .configuration
+                .as_ref()
+                .map_or(configuration, |(stored, _)| stored.clone()),
+            _ => configuration,
+        };
         let index = match start {
             Start::Join { .. } => NOT_A_MEMBER,
+            // A replaced replica restarting from its store retires again (`restart`).
+            Start::Restart { .. } => configuration.index_of(id).unwrap_or(NOT_A_MEMBER),
             _ => configuration
                 .index_of(id)
                 .expect("a replica starts as a member of its configuration"),

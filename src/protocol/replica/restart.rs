@@ -23,6 +23,13 @@ use super::*;
 
 impl<S: StateMachine> Replica<S> {
     pub(super) fn restart(&mut self, stored: Stored, nonce: u64) {
+        if self.index == NOT_A_MEMBER {
+            // Replaced (paper 7.3): it serves what its store holds until the members
+            // started the epoch, whatever the store lost.
+            self.joined = true;
+            let _damage = self.restore_stored(stored);
+            return self.enter_retiring();
+        }
         if !stored.holds_data() {
             return self.start_recovering(nonce);
         }
@@ -51,11 +58,6 @@ impl<S: StateMachine> Replica<S> {
         }
         if recovering {
             return self.start_recovering(nonce);
-        }
-        if self.index == NOT_A_MEMBER {
-            // It was replaced (paper 7.3): it serves what it holds until the members
-            // started the epoch.
-            return self.enter_retiring();
         }
         if self.commit < self.epoch_start {
             // It had not fetched its epoch's start yet: it voted in nothing of the
