@@ -64,13 +64,20 @@ impl<S: StateMachine> MemoryCluster<S> {
     }
 
     /// Adds a replica that joins a later configuration (`Start::Join`) under the next
-    /// identity, and returns that identity.
+    /// identity, warming up from the newest configuration any replica knows, and returns
+    /// that identity.
     pub fn add_joining(&mut self, service: S) -> ReplicaId {
         let id = self.replicas.len() as ReplicaId;
-        let first = &self.replicas[0];
+        let newest = self
+            .replicas
+            .iter()
+            .map(|replica| replica.configuration())
+            .max_by_key(|configuration| configuration.epoch())
+            .expect("a cluster has replicas")
+            .clone();
         let replica = Replica::in_configuration(
-            first.config().clone(),
-            first.configuration().clone(),
+            self.replicas[0].config().clone(),
+            newest,
             id,
             service,
             Start::Join { id },

@@ -451,8 +451,20 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
     };
     let bodies = |view: u32| -> Vec<(u32, Body)> {
         vec![
-            (view, Body::GetState(GetState { op: u64::MAX })),
-            (view, Body::GetState(GetState { op: 1 << 62 })),
+            (
+                view,
+                Body::GetState(GetState {
+                    op: u64::MAX,
+                    learner: None,
+                }),
+            ),
+            (
+                view,
+                Body::GetState(GetState {
+                    op: 1 << 62,
+                    learner: None,
+                }),
+            ),
             (
                 view + 1,
                 Body::StartView(StartView {

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use vsr::protocol::{
-    Body, ClientId, Configuration, Message, Operation, ReplicaId, ReplyStatus, Request,
+    Body, ClientId, Configuration, GetState, Message, Operation, ReplicaId, ReplyStatus, Request,
     RequestNumber, Session, Start, Status,
 };
 use vsr::service::kv::{Kv, KvOp, KvResult};
@@ -389,8 +389,17 @@ fn lost_start_epochs_are_sent_again() {
     let mut writer = Client::new(1, &mut cluster);
     let mut written = BTreeMap::new();
     write_keys(&mut writer, &mut cluster, 0..10, &mut written);
+    // Every StartEpoch is lost, and the new members cannot warm up either (their asks
+    // are lost too): only a StartEpoch can bring them in.
     cluster.drop_filter = Some(Box::new(|_, _, message| {
-        matches!(message.body, Body::StartEpoch(_))
+        matches!(
+            message.body,
+            Body::StartEpoch(_)
+                | Body::GetState(GetState {
+                    learner: Some(_),
+                    ..
+                })
+        )
     }));
     cluster.add_joining(Kv::new());
     cluster.add_joining(Kv::new());
@@ -499,4 +508,46 @@ fn new_members_crashing_while_they_fetch_the_start_do_not_lose_the_state() {
         cluster.replicas[5].service().len(),
         cluster.replicas[3].service().len()
     );
+}
+
+/// Paper 7.5: new members warm up as learners before the change, so that they hold
+/// nearly everything when it commits and only fetch the last few ops.
+#[test]
+fn new_members_warm_up_as_learners_before_the_change() {
+    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
+    let mut admin = Client::new(100, &mut cluster);
+    let mut writer = Client::new(1, &mut cluster);
+    let mut written = BTreeMap::new();
+    let (a, b) = (
+        cluster.add_joining(Kv::new()),
+        cluster.add_joining(Kv::new()),
+    );
+    write_keys(&mut writer, &mut cluster, 0..60, &mut written);
+    settle(&mut cluster, 50, |c| {
+        [a, b]
+            .iter()
+            .all(|&id| c.replicas[id as usize].commit() == c.replicas[0].commit())
+    });
+    for id in [a, b] {
+        let learner = &cluster.replicas[id as usize];
+        assert_eq!(
+            learner.status(),
+            Status::Joining,
+            "a learner votes in nothing"
+        );
+        assert_eq!(learner.epoch(), 0);
+        assert_eq!(learner.service().len(), cluster.replicas[0].service().len());
+    }
+    let five = cluster.replicas[0]
+        .configuration()
+        .propose(&[0, 1, 2], &[bytes("r3"), bytes("r4")]);
+    assert_eq!(admin.reconfigure(&mut cluster, &five).0, ReplyStatus::Ok);
+    settle(&mut cluster, 100, |c| epoch_running(c, &[0, 1, 2, 3, 4], 1));
+    for id in [a, b] {
+        // They held everything but the last op or two: executed, or fetched at once.
+        assert!(cluster.replicas[id as usize].stats().state_transfers <= 2);
+    }
+    write_keys(&mut writer, &mut cluster, 60..70, &mut written);
+    read_back(&mut writer, &mut cluster, &written);
+    check_agreement(&cluster);
 }

@@ -648,7 +648,7 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
     replica.complete_writes_in_memory(&mut effects);
     let asked = effects.iter().any(|effect| {
         matches!(effect, Effect::Send { to: 2, message }
-            if matches!(message.body, Body::GetState(GetState { op: 0 })))
+            if matches!(message.body, Body::GetState(GetState { op: 0, .. })))
     });
     assert!(
         asked,

@@ -181,7 +181,8 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
                     epoch_start: start.index(commit.min(usize::MAX as u64 - 1) as usize + 1) as u64,
                 })
             }),
-        any_op().prop_map(|op| Body::GetState(GetState { op })),
+        (any_op(), prop::option::of(0..u64::MAX))
+            .prop_map(|(op, learner)| Body::GetState(GetState { op, learner })),
         (op(), 0..64u64, entries(0), 0..64u64)
             .prop_flat_map(|(op_first, extra, entries, below)| {
                 let op = op_first + entries.len() as u64 + extra;
@@ -856,7 +857,10 @@ proptest! {
 fn contradictory_fields_are_refused_by_name() {
     let cases: Vec<(Message, &str)> = vec![
         (
-            message_with(Body::GetState(GetState { op: u64::MAX })),
+            message_with(Body::GetState(GetState {
+                op: u64::MAX,
+                learner: None,
+            })),
             "get_state op above the maximum op",
         ),
         (

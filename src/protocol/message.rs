@@ -295,6 +295,10 @@ pub struct RecoveryResponse {
 pub struct GetState {
     /// The asker holds every entry ≤ `op`.
     pub op: Op,
+    /// Set by a new member warming up before the reconfiguration that adds it (paper
+    /// 7.5): it is no member of the asked replica's epoch (the envelope's index is
+    /// `NOT_A_MEMBER`), so it names itself, and is answered with committed state only.
+    pub learner: Option<ReplicaId>,
 }
 
 /// A service checkpoint (paper 5.1): the state after executing every op ≤ `op`, as pages.

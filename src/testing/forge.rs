@@ -178,6 +178,7 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
         }),
         8 => Body::GetState(GetState {
             op: pick_op(target, c),
+            learner: (c.below(4) == 0).then(|| c.below(8) as ReplicaId),
         }),
         9 => {
             let checkpoint = (c.below(3) == 0).then(|| Checkpoint {

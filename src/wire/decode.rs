@@ -137,7 +137,8 @@ fn used_fields(command: Command) -> u16 {
         Request => ENVELOPE | CODE | CLIENT | SESSION | REQUEST,
         Reply => ENVELOPE | CODE | CLIENT | SESSION | REQUEST | OP,
         Prepare => ENVELOPE | OP_FIRST | COMMIT,
-        PrepareOk | GetState => ENVELOPE | OP,
+        PrepareOk => ENVELOPE | OP,
+        GetState => ENVELOPE | OP | NONCE,
         Commit => ENVELOPE | COMMIT,
         StartViewChange => ENVELOPE | LAST_NORMAL_VIEW,
         DoViewChange => ENVELOPE | LAST_NORMAL_VIEW | OP | COMMIT,
@@ -324,7 +325,11 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
             commit: header.commit,
             epoch_start: header.op_first,
         }),
-        Command::GetState => Body::GetState(GetState { op: header.op }),
+        Command::GetState => Body::GetState(GetState {
+            op: header.op,
+            // The learner's identity + 1, so that 0 means "a member asks".
+            learner: header.nonce.checked_sub(1),
+        }),
         Command::NewState => Body::NewState(parse_new_state(header, reader)?),
         Command::StartEpoch => Body::StartEpoch(StartEpoch {
             sender: header.nonce,

@@ -259,6 +259,7 @@ fn fill_header(body: &Body, header: &mut Header) {
         }
         Body::GetState(get_state) => {
             header.op = get_state.op;
+            header.nonce = get_state.learner.map_or(0, |learner| learner + 1);
             Command::GetState
         }
         Body::NewState(new_state) => {

@@ -49,7 +49,7 @@
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |
 //! | `Recovery`         |                      | nonce                                       |                           |
 //! | `RecoveryResponse` | empty (0/1)          | nonce, op, commit, op_first (= epoch start) |                           |
-//! | `GetState`         |                      | op                                          |                           |
+//! | `GetState`         |                      | op, nonce (a learner's identity + 1, or 0)  |                           |
 //! | `NewState`         | has checkpoint (0/1) | op, commit, op_first                        | checkpoint? entries       |
 //! | `StartEpoch`       |                      | op, nonce (= the sender's identity)         | the configuration         |
 //! | `EpochStarted`     |                      |                                             |                           |

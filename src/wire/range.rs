@@ -121,6 +121,9 @@ pub fn check(message: &Message) -> Result<(), DecodeError> {
             if !ops_fit(&[get_state.op]) {
                 return Err(out_of_range("get_state op above the maximum op"));
             }
+            if get_state.learner == Some(u64::MAX) {
+                return Err(out_of_range("get_state learner identity beyond any"));
+            }
         }
         Body::StartEpoch(start_epoch) => {
             if !ops_fit(&[start_epoch.op]) {

@@ -202,6 +202,12 @@ impl<S: StateMachine> Replica<S> {
                 remind.insert(index as ReplicaIndex);
             }
         }
+        if self.status == Status::Joining && !member {
+            // A learner of a change that does not add it yet: it learns from the new
+            // members now.
+            self.configuration = next;
+            return;
+        }
         self.move_to_epoch(next, start);
         self.epoch_transfer.remind = remind;
         tracing::info!(
@@ -429,7 +435,7 @@ impl<S: StateMachine> Replica<S> {
             .collect();
         pending.source = ids[pending.next_source % ids.len()];
         pending.next_source += 1;
-        let body = Body::GetState(GetState { op });
+        let body = Body::GetState(GetState { op, learner: None });
         match pending.configuration.index_of(self.id) {
             // Asked as a member of the later epoch: its replicas know it there, whatever
             // they know of the epoch before (one that recovered into it knows nothing).
@@ -578,7 +584,14 @@ impl<S: StateMachine> Replica<S> {
         };
         self.state_transfer_pending = true;
         self.state_transfer_timeout.start();
-        self.send_to_id(to, Body::GetState(GetState { op: self.log.op() }), effects);
+        self.send_to_id(
+            to,
+            Body::GetState(GetState {
+                op: self.log.op(),
+                learner: None,
+            }),
+            effects,
+        );
     }
 
     /// Transitioning: committed state from a replica of the epoch. Only what the sender
@@ -674,6 +687,72 @@ impl<S: StateMachine> Replica<S> {
             if index != self.index && silent {
                 self.send_start_epoch(self.configuration.id_of(index), effects);
             }
+        }
+    }
+
+    /// A learner (paper 7.5: a new member warming up before the change that adds it)
+    /// asks a member of the configuration it learns from for committed state after what
+    /// it holds, in turn.
+    pub(super) fn request_learner_state(&mut self, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::Joining);
+        let members: Vec<ReplicaId> = self
+            .configuration
+            .ids()
+            .filter(|&id| id != self.id)
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        let next = self.epoch_transfer.next_source % members.len();
+        self.epoch_transfer.next_source = next + 1;
+        self.state_transfer_timeout.start();
+        self.send_to_id(
+            members[next],
+            Body::GetState(GetState {
+                op: self.log.op(),
+                learner: Some(self.id),
+            }),
+            effects,
+        );
+    }
+
+    /// A learner's GetState: committed state only (it votes in nothing, and may be far
+    /// behind), sent to the identity it names.
+    pub(super) fn on_learner_get_state(
+        &mut self,
+        learner: ReplicaId,
+        op: Op,
+        effects: &mut Vec<Effect>,
+    ) {
+        if learner == self.id {
+            return self.drop_reason("get_state", "a learner with this replica's identity");
+        }
+        let get_state = GetState {
+            op,
+            learner: Some(learner),
+        };
+        if let Some(new_state) = self.new_state_for(get_state, self.commit) {
+            self.send_to_id(learner, Body::NewState(new_state), effects);
+        }
+    }
+
+    /// A learner takes committed state and executes it; executing the RECONFIGURATION
+    /// that adds it makes it a member at once, like any replica that holds the start.
+    pub(super) fn on_learner_state(&mut self, mut new_state: NewState, effects: &mut Vec<Effect>) {
+        assert_eq!(self.status, Status::Joining);
+        if !state_transfer::new_state_is_well_formed(&new_state) {
+            return self.drop_reason("new_state", "malformed");
+        }
+        let committed = new_state.commit;
+        let keep = committed.saturating_sub(new_state.op_first - 1);
+        new_state
+            .entries
+            .truncate(keep.min(new_state.entries.len() as Op) as usize);
+        let progressed = self.apply_new_state(new_state);
+        self.commit_to(committed.min(self.log.op()), effects);
+        if progressed && self.epoch_change.is_none() {
+            // Still behind: ask again at once (the timeout paces it once caught up).
+            self.request_learner_state(effects);
         }
     }
 

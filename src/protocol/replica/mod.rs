@@ -67,9 +67,12 @@ pub enum Start {
         /// has no randomness).
         nonce: u64,
     },
-    /// A new member for a later configuration (paper 7.2): it holds nothing and takes
-    /// part in nothing until a StartEpoch names it, then fetches the state up to the
-    /// epoch's start. Its identity is the one the reconfiguration gave it.
+    /// A new member for a later configuration (paper 7.2): it takes part in nothing
+    /// until a StartEpoch names it, then fetches the rest of the state up to the epoch's
+    /// start. Meanwhile it warms up (7.5): it fetches and executes the committed ops of
+    /// the configuration it is given, as a learner, so that the change itself stalls the
+    /// cluster only for the last few ops. Its identity is the one the reconfiguration
+    /// gives it.
     Join {
         /// The identity the new configuration lists for it.
         id: ReplicaId,
@@ -401,6 +404,9 @@ impl<S: StateMachine> Replica<S> {
             Start::Join { id } => {
                 assert_eq!(id, replica.id);
                 replica.status = Status::Joining;
+                // The first tick asks for committed state (`epoch::request_learner_state`).
+                replica.state_transfer_timeout.set_after(1);
+                replica.state_transfer_timeout.start();
             }
         }
         replica
@@ -421,7 +427,18 @@ impl<S: StateMachine> Replica<S> {
             return self.on_start_epoch(message.epoch, start_epoch, effects);
         }
         if self.status == Status::Joining {
-            return self.drop_message(&message, "joining: waiting for a StartEpoch");
+            return match message.body {
+                Body::NewState(new_state) => self.on_learner_state(new_state, effects),
+                _ => self.drop_message(&message, "joining: waiting for a StartEpoch"),
+            };
+        }
+        if let Body::GetState(GetState {
+            op,
+            learner: Some(learner),
+        }) = message.body
+        {
+            // A new member warming up: it names itself, whatever its epoch.
+            return self.on_learner_get_state(learner, op, effects);
         }
         if message.epoch < self.configuration.epoch() {
             return self.on_earlier_epoch(message, effects);
@@ -531,7 +548,12 @@ impl<S: StateMachine> Replica<S> {
                         .set_after(self.config.state_transfer_timeout_ticks);
                     self.request_epoch_state(effects)
                 }
-                Status::Normal | Status::Retiring | Status::Joining => {}
+                Status::Joining => {
+                    self.state_transfer_timeout
+                        .set_after(self.config.state_transfer_timeout_ticks);
+                    self.request_learner_state(effects)
+                }
+                Status::Normal | Status::Retiring => {}
             }
         }
         if self.start_epoch_timeout.fired() {

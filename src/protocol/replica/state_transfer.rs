@@ -95,7 +95,7 @@ impl<S: StateMachine> Replica<S> {
             Status::ViewChange => self.fetch_end(),
             _ => self.log.op(),
         };
-        self.send(to, Body::GetState(GetState { op }), effects);
+        self.send(to, Body::GetState(GetState { op, learner: None }), effects);
     }
 
     pub(super) fn on_get_state(
