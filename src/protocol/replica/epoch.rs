@@ -169,9 +169,9 @@ impl<S: StateMachine> Replica<S> {
             return;
         };
         if self.log.op() > self.commit {
-            // No correct primary orders an op after a RECONFIGURATION in its epoch (and
-            // backups refuse them): whatever follows it here came from no correct replica.
-            self.drop_reason("log", "entries after a reconfiguration");
+            // Entries past the RECONFIGURATION are of the next epochs (committed ones a
+            // fetch brought; no correct primary orders one in the old epoch): the move
+            // comes first, and they are fetched again in the new epoch.
             self.log.truncate(self.commit);
         }
         let old = self.configuration.clone();

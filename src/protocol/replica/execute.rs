@@ -21,6 +21,12 @@ impl<S: StateMachine> Replica<S> {
             if op.is_multiple_of(self.config.checkpoint_interval_ops) {
                 self.take_checkpoint(op);
             }
+            if self.epoch_change.is_some() {
+                // A RECONFIGURATION: the replica moves to the next epoch before it
+                // executes anything after it (the ops of that epoch, or of later ones
+                // whose RECONFIGURATIONs must follow from the configuration it ends in).
+                break;
+            }
         }
     }
 

@@ -526,6 +526,10 @@ impl<S: StateMachine> Replica<S> {
                         .filter(|next| self.configuration.check_successor(next).is_ok())
                     {
                         Some(next) => self.epoch_change = Some(next),
+                        // The epoch this replica is in already (it fetched the op while
+                        // transitioning into it, or recovered into it).
+                        None if Configuration::from_bytes(&entry.body)
+                            .is_some_and(|next| next.epoch() <= self.configuration.epoch()) => {}
                         None => tracing::warn!(
                             replica = self.index,
                             op,

@@ -24,10 +24,19 @@ use super::*;
 impl<S: StateMachine> Replica<S> {
     pub(super) fn restart(&mut self, stored: Stored, nonce: u64) {
         if self.index == NOT_A_MEMBER {
+            let learner = stored.configuration.is_none() && !stored.state.joined;
+            let _damage = self.restore_stored(stored);
+            if learner {
+                // A new member warming up (paper 7.5) that never joined an epoch: its
+                // store holds committed state only; it goes on learning.
+                self.status = Status::Joining;
+                self.state_transfer_timeout.set_after(1);
+                self.state_transfer_timeout.start();
+                return;
+            }
             // Replaced (paper 7.3): it serves what its store holds until the members
             // started the epoch, whatever the store lost.
             self.joined = true;
-            let _damage = self.restore_stored(stored);
             return self.enter_retiring();
         }
         if !stored.holds_data() {
@@ -60,9 +69,21 @@ impl<S: StateMachine> Replica<S> {
             return self.start_recovering(nonce);
         }
         if self.commit < self.epoch_start {
-            // It had not fetched its epoch's start yet: it voted in nothing of the
-            // epoch, and fetches the start again (the first tick asks).
-            self.log.truncate(self.commit);
+            // It had not finished fetching its epoch's start: it voted in nothing of the
+            // epoch (every batch it wrote after would carry a commit number past the
+            // start), so its log holds only the committed entries it fetched. It may have
+            // told replaced replicas that it started, before a batch recorded the commit
+            // number: those entries count, and it fetches only the rest.
+            let held = self.log.op();
+            let mut unsent = Vec::new();
+            self.commit_to(held, &mut unsent);
+            if self.epoch_change.is_some() {
+                // It fetched past a later epoch's start: it moves there now (what the move
+                // would send, the reminders of that epoch's replicas ask again).
+                return self.finish_epoch_change(&mut unsent);
+            }
+        }
+        if self.commit < self.epoch_start {
             self.status = Status::Transitioning;
             self.state_transfer_timeout.set_after(1);
             self.state_transfer_timeout.start();
