@@ -26,7 +26,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum AdminCommand {
-    /// One row per replica: epoch, view, status, primary, op, commit, checkpoint, lag.
+    /// One row per replica: identity, epoch, view, status, primary, op, commit,
+    /// checkpoint, lag.
     /// Exits 0 when a majority answered and is normal under one primary.
     Status(StatusArgs),
 }
@@ -277,6 +278,8 @@ struct JsonRow<'a> {
     error: Option<&'a str>,
     /// The index the replica reports for itself.
     replica: Option<u8>,
+    /// Its identity, never reused (paper 7: stable across configurations).
+    id: Option<u64>,
     epoch: Option<u32>,
     view: Option<u32>,
     status: Option<&'a ReplicaStatus>,
@@ -298,6 +301,7 @@ fn json_rows(rows: &[Row]) -> Vec<JsonRow<'_>> {
                 reachable: stats.is_some(),
                 error: row.answer.as_ref().err().map(String::as_str),
                 replica: stats.map(|s| s.replica),
+                id: stats.map(|s| s.replica_id),
                 epoch: stats.map(|s| s.epoch),
                 view: stats.map(|s| s.view),
                 status: stats.map(|s| &s.status),
@@ -313,9 +317,10 @@ fn json_rows(rows: &[Row]) -> Vec<JsonRow<'_>> {
 }
 
 /// The table's columns: a header and whether its values are numbers (right-aligned).
-const COLUMNS: [(&str, bool); 11] = [
+const COLUMNS: [(&str, bool); 12] = [
     ("INDEX", true),
     ("ADDRESS", false),
+    ("ID", true),
     ("EPOCH", true),
     ("VIEW", true),
     ("STATUS", false),
@@ -409,6 +414,7 @@ fn row_cells(row: &Row) -> Result<Vec<String>, String> {
     Ok(vec![
         row.index.to_string(),
         row.address.clone(),
+        stats.replica_id.to_string(),
         stats.epoch.to_string(),
         stats.view.to_string(),
         stats.status.to_string(),
