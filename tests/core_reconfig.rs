@@ -113,6 +113,28 @@ impl Client {
         panic!("request {request} of client {} never answered", self.id);
     }
 
+    /// Sends the next request to every member it knows and returns at once (no answer
+    /// is waited for; the request number is not used up).
+    fn submit_async(&self, cluster: &mut MemoryCluster<Kv>, body: Bytes) {
+        for id in self.configuration.ids() {
+            cluster.send_to(
+                id,
+                Message {
+                    epoch: self.configuration.epoch(),
+                    view: 0,
+                    replica: 0,
+                    body: Body::Request(Request {
+                        client: self.id,
+                        session: self.session,
+                        request: self.request + 1,
+                        operation: Operation::Apply,
+                        body: body.clone(),
+                    }),
+                },
+            );
+        }
+    }
+
     fn put(&mut self, cluster: &mut MemoryCluster<Kv>, key: &str, value: &str) {
         let (status, result) = self.call(
             cluster,
@@ -548,6 +570,54 @@ fn new_members_warm_up_as_learners_before_the_change() {
         assert!(cluster.replicas[id as usize].stats().state_transfers <= 2);
     }
     write_keys(&mut writer, &mut cluster, 60..70, &mut written);
+    read_back(&mut writer, &mut cluster, &written);
+    check_agreement(&cluster);
+}
+
+/// A member that has not fetched its epoch's start votes in nothing: with one new member
+/// holding the start and two still fetching it, nothing commits in the new epoch (a
+/// quorum of members that lack committed ops could otherwise order over them).
+#[test]
+fn members_fetching_the_start_do_not_vote() {
+    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
+    let mut admin = Client::new(100, &mut cluster);
+    let mut writer = Client::new(1, &mut cluster);
+    let mut written = BTreeMap::new();
+    write_keys(&mut writer, &mut cluster, 0..20, &mut written);
+    let new: Vec<ReplicaId> = (0..3).map(|_| cluster.add_joining(Kv::new())).collect();
+    let next = cluster.replicas[0]
+        .configuration()
+        .propose(&[], &[bytes("r3"), bytes("r4"), bytes("r5")]);
+    // 4 and 5 get no state at all (no warm-up, no transfer); 3 gets it.
+    cluster.drop_filter = Some(Box::new(|_, to, message| {
+        (to == 4 || to == 5) && matches!(message.body, Body::NewState(_))
+    }));
+    assert_eq!(admin.reconfigure(&mut cluster, &next).0, ReplyStatus::Ok);
+    settle(&mut cluster, 100, |c| {
+        c.replicas[3].status() == Status::Normal
+    });
+    let start = cluster.replicas[3].epoch_start();
+    // A put sent to the new members cannot commit.
+    writer.configuration = next.clone();
+    writer.submit_async(&mut cluster, KvOp::Put(bytes("late"), bytes("x")).encode());
+    for _ in 0..100 {
+        cluster.tick();
+        cluster.run(1_000_000);
+    }
+    for id in &new {
+        let replica = &cluster.replicas[*id as usize];
+        assert!(
+            replica.commit() <= start,
+            "replica {id} committed {} past the start {start} with one member holding it",
+            replica.commit()
+        );
+    }
+    assert_eq!(cluster.replicas[4].status(), Status::Transitioning);
+    // Once they can fetch, the epoch runs and the put commits.
+    cluster.drop_filter = None;
+    cluster.replies.clear();
+    writer.put(&mut cluster, "late", "x");
+    written.insert("late".to_string(), "x".to_string());
     read_back(&mut writer, &mut cluster, &written);
     check_agreement(&cluster);
 }

@@ -12,8 +12,8 @@
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use vsr::protocol::{
-    Body, ClientId, Configuration, Entry, Message, Operation, ReplicaId, ReplyStatus, Request,
-    RequestNumber, Session, Start, Status,
+    Body, ClientId, Configuration, Entry, GetState, Message, Operation, ReplicaId, ReplyStatus,
+    Request, RequestNumber, Session, Start, Status,
 };
 use vsr::service::kv::{Kv, KvOp, KvResult};
 use vsr::testing::MemoryCluster;
@@ -143,6 +143,17 @@ impl Client {
     }
 }
 
+/// A new member's ask for committed state before it is a member (warm-up, paper 7.5).
+fn is_learner_ask(message: &Message) -> bool {
+    matches!(
+        message.body,
+        Body::GetState(GetState {
+            learner: Some(_),
+            ..
+        })
+    )
+}
+
 struct Run {
     prng: Prng,
     config: Config,
@@ -154,6 +165,9 @@ struct Run {
     acknowledged: Vec<Option<u64>>,
     /// Replicas that crashed and have not come back (retired ones are down too, for good).
     crashed: Vec<bool>,
+    /// New members warm up as learners; else their asks are lost, and they get the
+    /// whole start by state transfer once the change commits.
+    warm_up: bool,
     reconfigurations: u32,
 }
 
@@ -434,13 +448,18 @@ impl Run {
                 .prng
                 .chance(10)
                 .then(|| self.prng.below(self.cluster.replicas.len() as u64));
-            self.cluster.drop_filter = cut.map(|cut| {
-                Box::new(move |from: ReplicaId, to: ReplicaId, _: &Message| {
-                    from == cut || to == cut
-                }) as vsr::testing::DropFilter
-            });
+            let warm_up = self.warm_up;
+            self.cluster.drop_filter = Some(Box::new(
+                move |from: ReplicaId, to: ReplicaId, message: &Message| {
+                    cut.is_some_and(|cut| from == cut || to == cut)
+                        || !warm_up && is_learner_ask(message)
+                },
+            ));
         } else {
-            self.cluster.drop_filter = None;
+            let warm_up = self.warm_up;
+            self.cluster.drop_filter = Some(Box::new(move |_, _, message: &Message| {
+                !warm_up && is_learner_ask(message)
+            }));
         }
         for _ in 0..4 {
             self.deliver_some(400, faults);
@@ -470,6 +489,7 @@ fn run_seed(seed: u64) -> Result<u32, String> {
     config.checkpoint_interval_ops = 16;
     config.log_tail_ops = 4;
     let disks = prng.chance(50);
+    let warm_up = prng.chance(50);
     let mut cluster = MemoryCluster::new(&config, |_| Kv::new());
     if disks {
         cluster.keep_stores();
@@ -480,6 +500,7 @@ fn run_seed(seed: u64) -> Result<u32, String> {
         prng,
         config,
         crashed: vec![false; n as usize],
+        warm_up,
         cluster,
         writers,
         admin: Client::new(100, initial),
