@@ -43,9 +43,9 @@ pub enum Command {
     /// [`crate::protocol::Body::NewState`].
     NewState = 12,
     /// [`crate::protocol::Body::StartEpoch`].
-    StartEpoch = 13,
+    StartEpoch = 15,
     /// [`crate::protocol::Body::EpochStarted`].
-    EpochStarted = 14,
+    EpochStarted = 16,
     /// [`super::Frame::Hello`]: the first frame on a connection names the speaker.
     Hello = 32,
     /// [`super::Frame::StatsRequest`].
@@ -77,8 +77,8 @@ impl Command {
             10 => RecoveryResponse,
             11 => GetState,
             12 => NewState,
-            13 => StartEpoch,
-            14 => EpochStarted,
+            15 => StartEpoch,
+            16 => EpochStarted,
             32 => Hello,
             33 => StatsRequest,
             34 => StatsReply,
