@@ -1,5 +1,5 @@
 //! Reconfigurations under random faults, seed by seed: a cluster of 3 or 5 replicas
-//! grows, shrinks and replaces members while two writers put values, with messages lost,
+//! grows, shrinks, replaces one member or all of them while two writers put values, with messages lost,
 //! reordered and duplicated, links cut, and replicas crashing and coming back (half the
 //! seeds keep their writes, `--durability disk`, and restart from them; the others lose
 //! their memory). Every seed checks, all along, that replicas agree on every committed op
@@ -293,9 +293,11 @@ impl Run {
         }
         let ids: Vec<ReplicaId> = newest.ids().collect();
         let size = ids.len();
-        let (kept, added): (Vec<ReplicaId>, usize) = match self.prng.below(3) {
+        let (kept, added): (Vec<ReplicaId>, usize) = match self.prng.below(4) {
             0 if size < 7 => (ids.clone(), 2),
             1 if size > 3 => (ids[..size - 2].to_vec(), 0),
+            // Every member replaced (the new primary of view 0 is a new member too).
+            2 if size == 3 => (Vec::new(), 3),
             _ => {
                 let out = self.prng.below(size as u64) as usize;
                 let kept = ids.iter().copied().filter(|&id| id != ids[out]).collect();
@@ -327,7 +329,12 @@ impl Run {
             }
             return;
         }
-        if !self.prng.chance(3) {
+        // Crashes are likelier while an epoch starts: that is when a mistake about who
+        // holds the start would lose it.
+        let starting = self.cluster.replicas.iter().any(|replica| {
+            matches!(replica.status(), Status::Transitioning | Status::Retiring)
+        });
+        if !self.prng.chance(if starting { 25 } else { 3 }) {
             return;
         }
         let candidates: Vec<usize> = (0..self.cluster.replicas.len())
