@@ -12,14 +12,22 @@
 //! replica challenges the client (`Welcome`), and requests are held back until the
 //! replica's proof is checked and ours is sent: a replica accepts nothing before it.
 //!
+//! Requests leave in batch frames (`wire::batch`): every request queued between two
+//! flushes joins one open batch at the end of the write buffer, sealed just before the
+//! flush, up to the replicas' request frame limit. A replica answers a connection that
+//! sends batches with batches of replies, which are handed on one message at a time.
+//!
 //! Readiness contract (mio is edge-triggered): on every readable event the socket is read
 //! until `WouldBlock`; writes go to a bounded buffer that the driver flushes once per
 //! event-loop pass, and a flush stopped by `WouldBlock` resumes on the next writable event.
 
 use super::ClientOptions;
 use crate::auth::{self, ClusterKey};
+use crate::protocol::ENTRY_HEADER_BYTES;
 use crate::protocol::{ClientId, Message, ReplicaIndex};
-use crate::wire::{self, Frame, Hello, Nonce, Peer, Refusal, Terms};
+use crate::wire::{
+    self, BatchKind, BatchWriter, Frame, Hello, Nonce, Peer, Refusal, Terms, HEADER_BYTES,
+};
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -75,6 +83,12 @@ pub(crate) struct Connection {
     /// socket is opened, and holds at most `write_bytes_max` bytes (or a single frame).
     write: BytesMut,
     write_bytes_max: usize,
+    /// The open batch of requests at the end of `write`, sealed before `write` is written
+    /// or anything else is appended to it.
+    batch: Option<BatchWriter>,
+    /// The largest batch frame: the largest frame a replica takes from a client (one
+    /// request of `request_body_bytes_max`), so a replica never refuses a batch for its size.
+    batch_bytes_max: usize,
     reconnect_at: Instant,
     reconnect_delay: Duration,
     /// Whether this connection was ever established.
@@ -113,6 +127,11 @@ impl Connection {
             read: BytesMut::new(),
             write: BytesMut::new(),
             write_bytes_max: (options.message_bytes_max as usize).saturating_mul(2),
+            batch: None,
+            batch_bytes_max: (HEADER_BYTES
+                + ENTRY_HEADER_BYTES
+                + options.request_body_bytes_max as usize)
+                .min(options.message_bytes_max as usize),
             reconnect_at: Instant::now(),
             reconnect_delay: RECONNECT_DELAY_MIN,
             established_ever: false,
@@ -138,17 +157,39 @@ impl Connection {
             }
         }
         // With a key, nothing but the handshake may precede the proof.
-        let out = if self.key.is_some() && !self.handshake_done() {
-            &mut self.held
-        } else {
-            &mut self.write
-        };
+        let holding = self.key.is_some() && !self.handshake_done();
+        let out = if holding { &self.held } else { &self.write };
         if !out.is_empty() && out.len() >= self.write_bytes_max {
             // Bounded buffer: the replica is not reading. The session's retry resends.
             self.dropped_messages += 1;
             return;
         }
-        wire::encode(message, self.cluster, out);
+        if holding {
+            wire::encode(message, self.cluster, &mut self.held);
+            return;
+        }
+        let fits = wire::batch_frame_bytes([message]) <= self.batch_bytes_max;
+        if BatchKind::of(message) != Some(BatchKind::Requests) || !fits {
+            self.seal_batch();
+            wire::encode(message, self.cluster, &mut self.write);
+            return;
+        }
+        match &mut self.batch {
+            Some(batch) if batch.accepts(message, &self.write, self.batch_bytes_max) => {
+                batch.push(message, &mut self.write);
+            }
+            _ => {
+                self.seal_batch();
+                self.batch = BatchWriter::begin(message, &mut self.write);
+            }
+        }
+    }
+
+    /// Finishes the open batch of requests, if any.
+    fn seal_batch(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            batch.seal(self.cluster, &mut self.write);
+        }
     }
 
     /// Opens the socket now (sending only the hello) if it is closed and may reopen: the
@@ -180,6 +221,7 @@ impl Connection {
         )?;
         self.read.clear();
         self.write.clear();
+        self.batch = None;
         self.held.clear();
         self.nonce = nonce;
         let hello = Hello {
@@ -205,6 +247,7 @@ impl Connection {
         }
         self.read.clear();
         self.write.clear();
+        self.batch = None;
         self.held.clear();
         self.reconnect_at = now + self.reconnect_delay;
         self.reconnect_delay = (self.reconnect_delay * 2).min(RECONNECT_DELAY_MAX);
@@ -291,6 +334,9 @@ impl Connection {
             match wire::decode(&mut self.read, self.cluster, self.message_bytes_max) {
                 Ok(None) => return Ok(()),
                 Ok(Some(Frame::Message(message))) => messages.push(message),
+                Ok(Some(Frame::Batch(batch))) if batch.kind() == BatchKind::Replies => {
+                    messages.extend(batch);
+                }
                 Ok(Some(Frame::Welcome(welcome))) => self.on_welcome(&welcome)?,
                 Ok(Some(Frame::Refusal(refusal))) => {
                     let reason = format!(
@@ -334,6 +380,7 @@ impl Connection {
             self.refusal = Some(refusal);
             reason
         })?;
+        self.seal_batch();
         if let Some(proof) = proof {
             wire::encode_proof(&proof, self.cluster, &mut self.write);
         }
@@ -353,8 +400,12 @@ impl Connection {
     }
 
     fn flush_inner(&mut self) -> Result<(), String> {
-        let State::Connected { stream, .. } = &mut self.state else {
+        if !matches!(self.state, State::Connected { .. }) {
             return Ok(());
+        }
+        self.seal_batch();
+        let State::Connected { stream, .. } = &mut self.state else {
+            unreachable!("checked above");
         };
         while !self.write.is_empty() {
             match stream.write(&self.write) {

@@ -21,11 +21,11 @@
 use super::connection::Connection;
 use super::id::random_client_id;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
-use crate::protocol::{Body, ClientId, Message, ReplicaIndex, View};
+use crate::protocol::client_table::ClientMap;
+use crate::protocol::{Body, Message, ReplicaIndex, View};
 use crate::wire::Terms;
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,10 @@ pub(crate) struct Driver {
     /// `connections[slot * replica_count + replica]`; the index is the mio token.
     connections: Vec<Connection>,
     sessions: Vec<SessionSlot>,
-    by_client: HashMap<ClientId, usize>,
+    /// Session index by client id. The client table's multiplicative hasher: the ids are
+    /// our own random ones (a foreign id in a reply only misses), and SipHash per reply
+    /// showed in the load generator's profile.
+    by_client: ClientMap<usize>,
     /// The latest view any reply reported: every session sends to its primary, which
     /// spares the other sessions a retry each after a view change.
     view: View,
@@ -110,7 +113,7 @@ impl Driver {
         }
         let slots = slots.min(sessions);
         let mut driver_sessions = Vec::with_capacity(sessions);
-        let mut by_client = HashMap::with_capacity(sessions);
+        let mut by_client = ClientMap::with_capacity_and_hasher(sessions, Default::default());
         for index in 0..sessions {
             let session = new_session(replica_count, &by_client);
             by_client.insert(session.client(), index);
@@ -476,7 +479,7 @@ impl Driver {
     }
 }
 
-fn new_session(replica_count: u8, taken: &HashMap<ClientId, usize>) -> ClientSession {
+fn new_session(replica_count: u8, taken: &ClientMap<usize>) -> ClientSession {
     loop {
         let client = random_client_id();
         if !taken.contains_key(&client) {

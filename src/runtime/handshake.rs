@@ -15,7 +15,9 @@
 
 use crate::auth::{self, ClusterKey, Role, Transcript};
 use crate::protocol::{Body, ClientId, Message, ReplicaIndex};
-use crate::wire::{Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode, Terms, Welcome};
+use crate::wire::{
+    Batch, BatchKind, Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode, Terms, Welcome,
+};
 use thiserror::Error;
 
 /// What this replica checks hellos against.
@@ -107,6 +109,8 @@ pub enum Admitted {
     },
     /// A client's request, for the core.
     Request(Message),
+    /// A client's batch of requests, for the core one by one (`wire::batch`).
+    Requests(Batch),
     /// A replica's protocol message, for the core.
     Replica(Message),
     /// A request for the replica's statistics.
@@ -279,6 +283,14 @@ impl Gate {
                 | Frame::Refusal(_)),
             ) => Err(Rejection::Unexpected(frame.name())),
             (PeerState::Client(_), Frame::StatsRequest) => Ok(Admitted::StatsRequest),
+            (PeerState::Client(_), Frame::Batch(batch)) => match batch.kind() {
+                BatchKind::Requests => Ok(Admitted::Requests(batch)),
+                BatchKind::Replies => Err(Rejection::Unexpected("replies")),
+            },
+            (PeerState::Replica(_), Frame::Batch(batch)) => match batch.kind() {
+                BatchKind::Requests => Err(Rejection::ReplicaSentClientFrame("requests")),
+                BatchKind::Replies => Err(Rejection::Unexpected("replies")),
+            },
             (PeerState::Client(_), Frame::Message(message)) => match message.body {
                 Body::Request(_) => Ok(Admitted::Request(message)),
                 Body::Reply(_) => Err(Rejection::Unexpected("reply")),
@@ -470,6 +482,7 @@ mod tests {
                     Admitted::Authenticated(_) => "authenticated",
                     Admitted::Welcomed { .. } => "welcomed",
                     Admitted::Request(_) => "request",
+                    Admitted::Requests(_) => "requests",
                     Admitted::Replica(_) => "replica",
                     Admitted::StatsRequest => "stats",
                 });

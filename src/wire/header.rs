@@ -42,6 +42,10 @@ pub enum Command {
     GetState = 11,
     /// [`crate::protocol::Body::NewState`].
     NewState = 12,
+    /// [`super::Frame::Batch`] of client requests (`wire::batch`).
+    Requests = 13,
+    /// [`super::Frame::Batch`] of replies to clients (`wire::batch`).
+    Replies = 14,
     /// [`super::Frame::Hello`]: the first frame on a connection names the speaker.
     Hello = 32,
     /// [`super::Frame::StatsRequest`].
@@ -73,6 +77,8 @@ impl Command {
             10 => RecoveryResponse,
             11 => GetState,
             12 => NewState,
+            13 => Requests,
+            14 => Replies,
             32 => Hello,
             33 => StatsRequest,
             34 => StatsReply,
@@ -95,8 +101,8 @@ impl Command {
     pub fn has_body(self) -> bool {
         use Command::*;
         match self {
-            Request | Reply | Prepare | DoViewChange | StartView | NewState | StatsReply
-            | Hello | Welcome | Proof | Refusal => true,
+            Request | Reply | Prepare | DoViewChange | StartView | NewState | Requests
+            | Replies | StatsReply | Hello | Welcome | Proof | Refusal => true,
             PrepareOk | Commit | StartViewChange | Recovery | RecoveryResponse | GetState
             | StatsRequest => false,
         }
