@@ -25,9 +25,34 @@ pub(crate) fn coarse_now() -> Duration {
     Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
+/// How far `coarse_now` may lag the precise clock: its resolution (one scheduler tick). A
+/// deadline of `coarse_now() + timeout + coarse_resolution()` never passes early.
+pub(crate) fn coarse_resolution() -> Duration {
+    let mut resolution = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `resolution` is a valid, writable timespec; clock_getres writes only it.
+    let result = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut resolution) };
+    assert_eq!(
+        result, 0,
+        "CLOCK_MONOTONIC_COARSE is always available on Linux"
+    );
+    Duration::new(resolution.tv_sec as u64, resolution.tv_nsec as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_coarse_deadline_never_passes_early() {
+        let timeout = Duration::from_millis(15);
+        let real = std::time::Instant::now();
+        let deadline = coarse_now() + timeout + coarse_resolution();
+        while coarse_now() < deadline {}
+        assert!(real.elapsed() >= timeout, "{:?}", real.elapsed());
+    }
 
     #[test]
     fn coarse_time_never_goes_back_and_follows_real_time() {

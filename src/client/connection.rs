@@ -182,6 +182,9 @@ impl Connection {
             }
             _ => {
                 self.seal_batch();
+                // Room for a whole batch up front: growing the buffer record by record
+                // copied the batch so far at each reallocation.
+                self.write.reserve(self.batch_bytes_max);
                 self.batch = BatchWriter::begin(message, &mut self.write);
             }
         }

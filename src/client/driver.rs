@@ -18,7 +18,7 @@
 //! timeouts). Sends only append to a connection's buffer, so all requests produced in one
 //! pass leave in one `write` per connection.
 
-use super::clock::coarse_now;
+use super::clock::{coarse_now, coarse_resolution};
 use super::connection::Connection;
 use super::id::random_client_id;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
@@ -85,6 +85,9 @@ pub(crate) struct Driver {
     /// Messages decoded in one pass (reused: no allocation in steady state).
     messages: Vec<Message>,
     scratch: Vec<u8>,
+    /// An operation's deadline on the coarse clock: `request_timeout` plus the clock's
+    /// resolution, so that it never passes before `request_timeout` did.
+    deadline_after: Duration,
     next_tick: Instant,
 }
 
@@ -146,6 +149,7 @@ impl Driver {
             }
         }
         Ok(Driver {
+            deadline_after: options.request_timeout + coarse_resolution(),
             options,
             replica_count,
             poll: Poll::new()?,
@@ -235,7 +239,7 @@ impl Driver {
         if slot.deadline.is_some() {
             return Err(ClientError::Busy(index));
         }
-        slot.deadline = Some(coarse_now() + self.options.request_timeout);
+        slot.deadline = Some(coarse_now() + self.deadline_after);
         if slot.session.is_busy() {
             // A registration is under way; the operation follows it.
             slot.pending = Some(operation);

@@ -192,9 +192,15 @@ impl Connection {
 
     /// Reads once into the read buffer.
     pub fn read_once(&mut self) -> io::Result<ReadOutcome> {
-        if self.read_buffer.capacity() - self.read_buffer.len() < READ_CHUNK_BYTES / 4 {
-            // Reclaims the buffer in place when every decoded body sliced from it is gone.
-            self.read_buffer.reserve(READ_CHUNK_BYTES);
+        let spare = self.read_buffer.capacity() - self.read_buffer.len();
+        let frame_left = self.partial_frame_left();
+        if spare < READ_CHUNK_BYTES / 4 || spare < frame_left {
+            // Reclaims the buffer in place when every decoded body sliced from it is gone;
+            // otherwise (a backup's log still holds entries sliced from it) this allocates
+            // and copies the partial frame. Room for the whole frame at once keeps that to
+            // one copy per frame: reserving a chunk at a time copied a multi-megabyte
+            // Prepare once per 64 KiB read (memmove was 5-9% of every process at 1 KiB).
+            self.read_buffer.reserve(READ_CHUNK_BYTES.max(frame_left));
         }
         let result = read_into_spare_capacity(&self.stream, &mut self.read_buffer);
         match result {
@@ -207,6 +213,18 @@ impl Connection {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(ReadOutcome::Data(0)),
             Err(error) => Err(error),
         }
+    }
+
+    /// Bytes of the partial frame at the front of the read buffer still to come (0 when
+    /// its header is not complete). Called between a decode that found no whole frame and
+    /// the next read, so the header was validated by the decoder; its size is bounded by
+    /// `frame_bytes_max` here all the same, since it only sizes a reservation.
+    fn partial_frame_left(&self) -> usize {
+        let Some(header) = self.read_buffer.first_chunk::<{ wire::HEADER_BYTES }>() else {
+            return 0;
+        };
+        let size = wire::Header::read(header).size.min(self.frame_bytes_max) as usize;
+        size.saturating_sub(self.read_buffer.len())
     }
 
     /// Bytes read but not decoded yet.
