@@ -580,6 +580,55 @@ mod tests {
         assert_eq!(forged, Err(Rejection::ClientSentReplicaMessage("commit")));
     }
 
+    /// `message` alone in a batch frame, decoded as the gate receives it.
+    fn batch_of(message: Frame) -> Frame {
+        let Frame::Message(message) = message else {
+            panic!("a message")
+        };
+        let mut out = bytes::BytesMut::new();
+        let writer = crate::wire::BatchWriter::begin(&message, &mut out).expect("batchable");
+        writer.seal(0, &mut out);
+        crate::wire::decode(&mut out, 0, 1 << 20)
+            .expect("valid")
+            .expect("whole")
+    }
+
+    #[test]
+    fn only_clients_send_batches_of_requests_and_nobody_sends_replies() {
+        let requests = || batch_of(request());
+        let replies = || {
+            batch_of(message(
+                0,
+                Body::Reply(crate::protocol::Reply {
+                    client: 7,
+                    session: 1,
+                    request: 1,
+                    op: 2,
+                    status: crate::protocol::ReplyStatus::Ok,
+                    result: Bytes::new(),
+                }),
+            ))
+        };
+        assert_eq!(
+            check(vec![hello(Peer::Client(9)), requests()]),
+            Ok("requests")
+        );
+        assert_eq!(
+            check(vec![hello(Peer::Client(9)), replies()]),
+            Err(Rejection::Unexpected("replies"))
+        );
+        assert_eq!(
+            check(vec![hello(Peer::Replica(2)), requests()]),
+            Err(Rejection::ReplicaSentClientFrame("requests"))
+        );
+        assert_eq!(
+            check(vec![hello(Peer::Replica(2)), replies()]),
+            Err(Rejection::Unexpected("replies"))
+        );
+        let before_hello = check(vec![requests()]);
+        assert_eq!(before_hello, Err(Rejection::FirstFrameNotHello("requests")));
+    }
+
     #[test]
     fn replicas_sign_with_their_hello() {
         let mismatch = check(vec![hello(Peer::Replica(2)), commit(0)]);
