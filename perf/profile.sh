@@ -12,12 +12,15 @@
 set -eu
 BIN=$1; SESSIONS=$2; CONNECTIONS=$3; PAYLOAD=$4; OUT=$5
 SECONDS_RECORDED=${SECONDS_RECORDED:-4}   # PERF=0: measure CPU time only
+# REPLICA_ARGS: extra arguments for every `vsr replica` (e.g. "--io-threads 1").
 mkdir -p "$OUT"
 base=$((20000 + $$ % 20000))
 CLUSTER=127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))
 pids=""
 for i in 0 1 2; do
-  "$BIN/vsr" replica --cluster "$CLUSTER" --replica $i --service null 2>"$OUT/replica-$i.log" &
+  # shellcheck disable=SC2086 # REPLICA_ARGS is split on purpose (e.g. "--io-threads 1")
+  "$BIN/vsr" replica --cluster "$CLUSTER" --replica $i --service null ${REPLICA_ARGS:-} \
+    2>"$OUT/replica-$i.log" &
   pids="$pids $!"
 done
 set -- $pids
