@@ -27,6 +27,7 @@ use crate::protocol::ENTRY_HEADER_BYTES;
 use crate::protocol::{ClientId, Message, ReplicaIndex};
 use crate::wire::{
     self, BatchKind, BatchWriter, Frame, Hello, Nonce, Peer, Refusal, Terms, HEADER_BYTES,
+    HELLO_BODY_BYTES_MAX,
 };
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
@@ -86,8 +87,8 @@ pub(crate) struct Connection {
     /// The open batch of requests at the end of `write`, sealed before `write` is written
     /// or anything else is appended to it.
     batch: Option<BatchWriter>,
-    /// The largest batch frame: the largest frame a replica takes from a client (one
-    /// request of `request_body_bytes_max`), so a replica never refuses a batch for its size.
+    /// The largest batch frame (`batch_bytes_max`): never more than any replica takes from
+    /// a client.
     batch_bytes_max: usize,
     reconnect_at: Instant,
     reconnect_delay: Duration,
@@ -101,6 +102,20 @@ pub(crate) struct Connection {
     pub(crate) refusal: Option<Refusal>,
     /// Whether a replica ever welcomed this connection.
     pub(crate) welcomed_ever: bool,
+}
+
+/// The largest batch frame a client sends. A replica takes frames up to the larger of its
+/// largest request and its largest hello (`ServerOptions::request_frame_bytes_max`), and
+/// its largest request is its own `request_body_bytes_max`, which the client only assumes
+/// it knows: a batch as large as the client's idea of one request would be refused whole
+/// (and its connection closed, every time) by a replica configured with smaller requests,
+/// where single small requests went through. So batches stay within the hello bound, which
+/// every replica takes, and within the client's request bound when that is smaller. At
+/// 64 B that is about 50 requests per frame, enough to make framing a small cost.
+fn batch_bytes_max(options: &ClientOptions) -> usize {
+    let request = HEADER_BYTES + ENTRY_HEADER_BYTES + options.request_body_bytes_max as usize;
+    let hello = HEADER_BYTES + HELLO_BODY_BYTES_MAX;
+    request.min(hello).min(options.message_bytes_max as usize)
 }
 
 impl Connection {
@@ -128,10 +143,7 @@ impl Connection {
             write: BytesMut::new(),
             write_bytes_max: (options.message_bytes_max as usize).saturating_mul(2),
             batch: None,
-            batch_bytes_max: (HEADER_BYTES
-                + ENTRY_HEADER_BYTES
-                + options.request_body_bytes_max as usize)
-                .min(options.message_bytes_max as usize),
+            batch_bytes_max: batch_bytes_max(options),
             reconnect_at: Instant::now(),
             reconnect_delay: RECONNECT_DELAY_MIN,
             established_ever: false,
