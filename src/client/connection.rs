@@ -14,8 +14,9 @@
 //!
 //! Requests leave in batch frames (`wire::batch`): every request queued between two
 //! flushes joins one open batch at the end of the write buffer, sealed just before the
-//! flush, up to the replicas' request frame limit. A replica answers a connection that
-//! sends batches with batches of replies, which are handed on one message at a time.
+//! flush, each at most about 5 KiB (`batch_bytes_max`: what every replica takes). A
+//! replica answers a connection that sends batches with batches of replies, which are
+//! handed on one message at a time.
 //!
 //! Readiness contract (mio is edge-triggered): on every readable event the socket is read
 //! until `WouldBlock`; writes go to a bounded buffer that the driver flushes once per
