@@ -87,18 +87,22 @@ fn serve(replica: usize, n: usize, mut stream: TcpStream, state: Arc<Mutex<State
         while let Some(frame) =
             wire::decode(&mut read, CLUSTER, 1 << 20).expect("client frames decode")
         {
-            let Frame::Message(Message {
-                body: Body::Request(request),
-                ..
-            }) = frame
-            else {
-                continue;
+            // The client library sends its requests in batch frames; each counts alone.
+            let messages: Vec<Message> = match frame {
+                Frame::Message(message) => vec![message],
+                Frame::Batch(batch) => batch.into_iter().collect(),
+                _ => continue,
             };
-            let mut state = state.lock().unwrap();
-            state.received[replica] += 1;
-            if let Some(reply) = answer(replica, n, &request, &mut state) {
-                wire::encode(&reply, CLUSTER, &mut out);
-                close |= std::mem::take(&mut state.behaviour.close_after_reply);
+            for message in messages {
+                let Body::Request(request) = message.body else {
+                    continue;
+                };
+                let mut state = state.lock().unwrap();
+                state.received[replica] += 1;
+                if let Some(reply) = answer(replica, n, &request, &mut state) {
+                    wire::encode(&reply, CLUSTER, &mut out);
+                    close |= std::mem::take(&mut state.behaviour.close_after_reply);
+                }
             }
         }
         if stream.write_all(&out).is_err() || close {

@@ -51,6 +51,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The allocation count is global: one cluster at a time in this binary, so another test's
+/// replicas never count against the one measuring.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A service that executes nothing and marks the thread that runs it (a replica's event
 /// loop) as counted.
 struct Marker;
@@ -97,6 +101,9 @@ fn run(client: &mut PipelinedClient, ops: u64) {
 
 #[test]
 fn steady_state_allocations_per_operation() {
+    let _alone = ONE_CLUSTER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let probes: Vec<_> = (0..3)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
@@ -136,5 +143,54 @@ fn steady_state_allocations_per_operation() {
     assert!(
         allocations <= 8 * batches + 200,
         "{allocations} allocations for {ops} operations in {batches} batches"
+    );
+}
+
+/// A client's batch of requests larger than the primary's queue: what the core cannot take
+/// waits (on its connection, or for an I/O thread's requests in the loop) and is fed on
+/// later iterations, so nothing is dropped (a dropped request would cost its client a
+/// retry timeout). With a queue of 2 entries and 64 sessions on one connection, nearly
+/// every batch is larger than the queue.
+#[test]
+fn a_batch_larger_than_the_primary_queue_loses_nothing() {
+    let _alone = ONE_CLUSTER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for io_threads in [0, 1] {
+        check_no_request_dropped(io_threads);
+    }
+}
+
+fn check_no_request_dropped(io_threads: usize) {
+    let probes: Vec<_> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<_> = probes.iter().map(|p| p.local_addr().unwrap()).collect();
+    drop(probes);
+    let servers: Vec<ReplicaServer> = (0..3)
+        .map(|replica| {
+            let mut options = ServerOptions::new(addresses.clone(), replica, 0);
+            options.config.batch_entries_max = 2;
+            options.io_threads = io_threads;
+            ReplicaServer::spawn(options, Marker).unwrap()
+        })
+        .collect();
+    let mut client = PipelinedClient::connect(&addresses, ClientOptions::default(), 64, 1).unwrap();
+    run(&mut client, 1_000);
+    let dropped = || -> u64 {
+        let dropped_by = |address| {
+            let json =
+                common::cluster::fetch_stats(address, 0, None, Duration::from_secs(5)).unwrap();
+            common::json_u64(&json, "messages_dropped").unwrap()
+        };
+        addresses.iter().copied().map(dropped_by).sum()
+    };
+    let before = dropped();
+    run(&mut client, 5_000);
+    let after = dropped();
+    drop(servers);
+    assert_eq!(
+        after, before,
+        "requests dropped with {io_threads} I/O threads"
     );
 }

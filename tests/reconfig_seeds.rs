@@ -331,9 +331,10 @@ impl Run {
         }
         // Crashes are likelier while an epoch starts: that is when a mistake about who
         // holds the start would lose it.
-        let starting = self.cluster.replicas.iter().any(|replica| {
-            matches!(replica.status(), Status::Transitioning | Status::Retiring)
-        });
+        let starting =
+            self.cluster.replicas.iter().any(|replica| {
+                matches!(replica.status(), Status::Transitioning | Status::Retiring)
+            });
         if !self.prng.chance(if starting { 25 } else { 3 }) {
             return;
         }

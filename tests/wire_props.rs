@@ -12,8 +12,8 @@ use vsr::protocol::{
 };
 use vsr::service::{Page, Snapshot, DIGEST_BYTES};
 use vsr::wire::{
-    self, DecodeError, Frame, Header, Hello, Limits, Peer, Refusal, RefusalCode, Terms, Welcome,
-    EPOCH_MAX, HEADER_BYTES, OP_MAX, VIEW_MAX,
+    self, BatchWriter, DecodeError, Frame, Header, Hello, Limits, Peer, Refusal, RefusalCode,
+    Terms, Welcome, EPOCH_MAX, HEADER_BYTES, OP_MAX, VIEW_MAX,
 };
 
 const CLUSTER: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0001;
@@ -256,9 +256,58 @@ fn message() -> impl Strategy<Value = Message> {
     })
 }
 
+/// One to eight requests, or replies, that share an envelope: what one batch frame holds.
+fn batch_messages() -> impl Strategy<Value = Vec<Message>> {
+    (0..=EPOCH_MAX, view(), any::<u8>(), any::<bool>()).prop_flat_map(
+        |(epoch, view, replica, requests)| {
+            let body = body(view).prop_filter("a request or a reply", move |body| {
+                matches!(
+                    (requests, body),
+                    (true, Body::Request(_)) | (false, Body::Reply(_))
+                )
+            });
+            prop::collection::vec(body, 1..8).prop_map(move |bodies| {
+                bodies
+                    .into_iter()
+                    .map(|body| Message {
+                        epoch,
+                        view,
+                        replica,
+                        body,
+                    })
+                    .collect()
+            })
+        },
+    )
+}
+
+/// `messages` in one batch frame, as written by the writer the runtime and client use.
+fn batch_bytes(messages: &[Message], cluster: u128) -> BytesMut {
+    let mut out = BytesMut::new();
+    let (first, rest) = messages.split_first().expect("at least one");
+    let mut writer = BatchWriter::begin(first, &mut out).expect("a request or a reply");
+    for message in rest {
+        assert!(writer.accepts(message, &out, usize::MAX));
+        writer.push(message, &mut out);
+    }
+    assert_eq!(writer.len(), messages.len());
+    writer.seal(cluster, &mut out);
+    assert_eq!(out.len(), wire::batch_frame_bytes(messages));
+    out
+}
+
+/// The decoded batch frame holding `messages`.
+fn batch_of(messages: &[Message]) -> Frame {
+    let mut bytes = batch_bytes(messages, CLUSTER);
+    wire::decode(&mut bytes, CLUSTER, MAX)
+        .expect("a written batch decodes")
+        .expect("complete")
+}
+
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         8 => message().prop_map(Frame::Message),
+        3 => batch_messages().prop_map(|messages| batch_of(&messages)),
         2 => hello().prop_map(Frame::Hello),
         1 => (any::<u8>(), prop::option::of(any::<([u8; 32], [u8; 32])>()))
             .prop_map(|(replica, keyed)| Frame::Welcome(Welcome { replica, keyed })),
@@ -326,6 +375,7 @@ fn encode_frame(frame: &Frame, cluster: u128, out: &mut BytesMut) {
         Frame::Message(message) => wire::encode(message, cluster, out),
         Frame::StatsRequest => wire::encode_stats_request(cluster, out),
         Frame::StatsReply(text) => wire::encode_stats_reply(text, cluster, out),
+        Frame::Batch(batch) => wire::encode_batch(batch, cluster, out),
     }
 }
 
@@ -396,6 +446,36 @@ proptest! {
     #[test]
     fn every_frame_round_trips(frame in frame()) {
         check_round_trip(&frame);
+    }
+
+    /// A batch carries exactly its messages, in order, with payloads sliced from the frame:
+    /// what the receiver hands on is what the sender's messages were one by one.
+    #[test]
+    fn a_batch_yields_its_messages_in_order(messages in batch_messages()) {
+        let Frame::Batch(batch) = batch_of(&messages) else {
+            panic!("a batch frame decodes to a batch");
+        };
+        prop_assert_eq!(batch.len(), messages.len());
+        let decoded: Vec<Message> = batch.into_iter().collect();
+        prop_assert_eq!(decoded, messages);
+    }
+
+    /// Reading a batch part-way and keeping the rest (the runtime's back-pressure) loses
+    /// nothing and repeats nothing.
+    #[test]
+    fn a_batch_read_part_way_resumes_where_it_stopped(
+        messages in batch_messages(),
+        stop in any::<prop::sample::Index>(),
+    ) {
+        let Frame::Batch(batch) = batch_of(&messages) else {
+            panic!("a batch frame decodes to a batch");
+        };
+        let stop = stop.index(messages.len() + 1);
+        let mut reader = batch.into_iter();
+        let mut decoded: Vec<Message> = reader.by_ref().take(stop).collect();
+        prop_assert_eq!(reader.remaining(), messages.len() - stop);
+        decoded.extend(reader);
+        prop_assert_eq!(decoded, messages);
     }
 
     #[test]
@@ -1101,5 +1181,171 @@ fn a_start_epoch_must_agree_with_its_envelope() {
             reseal(b, |_| {});
         },
         DecodeError::Malformed("start_epoch configuration"),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Batch frames: each rejection reason, with both checksums valid so only the body's
+// structure is judged.
+
+fn batch_request(client: u64, body: &'static [u8]) -> Message {
+    message_with(Body::Request(Request {
+        client,
+        session: 5,
+        request: 9,
+        operation: Operation::Apply,
+        body: Bytes::from_static(body),
+    }))
+}
+
+fn batch_reply(client: u64) -> Message {
+    message_with(Body::Reply(Reply {
+        client,
+        session: 5,
+        request: 9,
+        op: 40,
+        status: ReplyStatus::Ok,
+        result: Bytes::from_static(b"ok"),
+    }))
+}
+
+/// Two requests in a batch, with `corrupt` applied to the bytes and both checksums
+/// resealed; the decoder must answer `expected`.
+fn check_batch_rejected(corrupt: impl FnOnce(&mut Vec<u8>), expected: DecodeError) {
+    let messages = [batch_request(1, b"ab"), batch_request(2, b"cde")];
+    let mut bytes = batch_bytes(&messages, CLUSTER).to_vec();
+    corrupt(&mut bytes);
+    reseal(&mut bytes, |_| {});
+    assert_eq!(decode_all(&bytes), Err(expected));
+}
+
+/// Where the records start, and each request record's field offsets within it.
+const RECORDS: usize = HEADER_BYTES + wire::BATCH_COUNT_BYTES;
+const REQUEST_OPERATION_AT: usize = 20;
+const REQUEST_BODY_BYTES_AT: usize = 21;
+
+fn set_count(bytes: &mut [u8], count: u32) {
+    bytes[HEADER_BYTES..RECORDS].copy_from_slice(&count.to_le_bytes());
+}
+
+fn set_size(bytes: &mut [u8]) {
+    let size = u32::try_from(bytes.len()).unwrap();
+    bytes[8..12].copy_from_slice(&size.to_le_bytes());
+}
+
+#[test]
+fn batches_of_requests_and_of_replies_round_trip() {
+    check_round_trip(&batch_of(&[
+        batch_request(1, b""),
+        batch_request(2, b"xyz"),
+    ]));
+    check_round_trip(&batch_of(&[batch_reply(1), batch_reply(2), batch_reply(3)]));
+}
+
+#[test]
+fn a_batch_writer_refuses_what_does_not_belong() {
+    let first = batch_request(1, b"ab");
+    let mut out = BytesMut::new();
+    let writer = BatchWriter::begin(&first, &mut out).unwrap();
+    assert!(
+        !writer.accepts(&batch_reply(2), &out, usize::MAX),
+        "another kind"
+    );
+    let mut other_view = batch_request(2, b"ab");
+    other_view.view += 1;
+    assert!(
+        !writer.accepts(&other_view, &out, usize::MAX),
+        "another envelope"
+    );
+    let size = writer.frame_bytes(&out);
+    let next = batch_request(3, b"ab");
+    let record = wire::record_bytes(&next);
+    assert!(writer.accepts(&next, &out, size + record));
+    assert!(
+        !writer.accepts(&next, &out, size + record - 1),
+        "over the limit"
+    );
+    let commit = message_with(Body::Commit(Commit { commit: 1 }));
+    assert!(BatchWriter::begin(&commit, &mut BytesMut::new()).is_none());
+}
+
+#[test]
+fn malformed_batches_are_rejected_with_their_reason() {
+    check_batch_rejected(
+        |b| {
+            b.truncate(RECORDS);
+            set_count(b, 0);
+            set_size(b);
+        },
+        DecodeError::Malformed("empty batch"),
+    );
+    check_batch_rejected(
+        |b| set_count(b, 1000),
+        DecodeError::Malformed("batch count exceeds body"),
+    );
+    check_batch_rejected(
+        |b| set_count(b, 1),
+        DecodeError::Malformed("trailing bytes after body"),
+    );
+    check_batch_rejected(
+        |b| {
+            b.push(0);
+            set_size(b);
+        },
+        DecodeError::Malformed("trailing bytes after body"),
+    );
+    check_batch_rejected(
+        |b| b[RECORDS + REQUEST_BODY_BYTES_AT..][..4].copy_from_slice(&u32::MAX.to_le_bytes()),
+        DecodeError::Malformed("payload length exceeds body"),
+    );
+    check_batch_rejected(
+        |b| b[RECORDS + REQUEST_OPERATION_AT] = 77,
+        DecodeError::Malformed("unknown operation code"),
+    );
+    check_batch_rejected(
+        |b| {
+            b.truncate(RECORDS + 3);
+            set_count(b, 1);
+            set_size(b);
+        },
+        DecodeError::Malformed("batch count exceeds body"),
+    );
+}
+
+#[test]
+fn a_malformed_last_record_rejects_the_whole_batch() {
+    // The second record's operation code is broken: nothing of the batch, not even its
+    // good first record, may pass the gate.
+    let second = RECORDS + wire::REQUEST_RECORD_BYTES + 2;
+    check_batch_rejected(
+        |b| b[second + REQUEST_OPERATION_AT] = 0,
+        DecodeError::Malformed("unknown operation code"),
+    );
+}
+
+#[test]
+fn batch_records_are_range_checked() {
+    let mut out_of_range = batch_request(2, b"x");
+    if let Body::Request(request) = &mut out_of_range.body {
+        request.session = OP_MAX + 1;
+    }
+    let bytes = batch_bytes(&[batch_request(1, b"x"), out_of_range], CLUSTER);
+    assert_eq!(
+        decode_all(&bytes),
+        Err(DecodeError::OutOfRange(
+            "request session above the maximum op"
+        ))
+    );
+}
+
+#[test]
+fn batch_headers_use_the_envelope_alone() {
+    check_batch_rejected(
+        |b| reseal(b, |h| h.op = 1),
+        DecodeError::Malformed("header field unused by this command is not zero"),
+    );
+    check_batch_rejected(
+        |b| reseal(b, |h| h.client = 1),
+        DecodeError::Malformed("header field unused by this command is not zero"),
     );
 }

@@ -8,7 +8,8 @@
 //!   behind them. With bit 1 set too, its size is set to the whole stream's length.
 //!
 //! Checked: no panic, `Ok(None)` consumes nothing, and every frame that decodes re-encodes
-//! to exactly the bytes it was decoded from (one encoding per frame).
+//! to exactly the bytes it was decoded from (one encoding per frame); a batch frame
+//! (`Requests`, `Replies`) that decodes yields exactly its count of messages of its kind.
 #![no_main]
 
 use bytes::BytesMut;
@@ -75,5 +76,17 @@ fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Message(message) => wire::encode(message, CLUSTER, out),
         Frame::StatsRequest => wire::encode_stats_request(CLUSTER, out),
         Frame::StatsReply(text) => wire::encode_stats_reply(text, CLUSTER, out),
+        Frame::Batch(batch) => {
+            wire::encode_batch(batch, CLUSTER, out);
+            // Past the gate a batch is read without re-checking: it must yield exactly its
+            // count of messages, each a request or a reply as its kind says.
+            let kind = batch.kind();
+            let count = batch.len();
+            let messages: Vec<_> = batch.clone().into_iter().collect();
+            assert_eq!(messages.len(), count);
+            assert!(messages
+                .iter()
+                .all(|message| wire::BatchKind::of(message) == Some(kind)));
+        }
     }
 }

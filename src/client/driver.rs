@@ -18,14 +18,15 @@
 //! timeouts). Sends only append to a connection's buffer, so all requests produced in one
 //! pass leave in one `write` per connection.
 
+use super::clock::{coarse_now, coarse_resolution};
 use super::connection::Connection;
 use super::id::random_client_id;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
-use crate::protocol::{Body, ClientId, Message, ReplicaIndex, View};
+use crate::protocol::client_table::ClientMap;
+use crate::protocol::{Body, Message, ReplicaIndex, View};
 use crate::wire::Terms;
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -59,9 +60,10 @@ struct SessionSlot {
     slot: usize,
     /// An operation waiting for the session's registration to commit.
     pending: Option<Bytes>,
-    /// Set while the caller awaits a completion on this session: when it passes, the
-    /// caller gets `Timeout` and the session is replaced.
-    deadline: Option<Instant>,
+    /// Set while the caller awaits a completion on this session: when it passes (on the
+    /// coarse clock, `clock::coarse_now`), the caller gets `Timeout` and the session is
+    /// replaced.
+    deadline: Option<Duration>,
 }
 
 /// The event loop shared by both clients.
@@ -73,13 +75,19 @@ pub(crate) struct Driver {
     /// `connections[slot * replica_count + replica]`; the index is the mio token.
     connections: Vec<Connection>,
     sessions: Vec<SessionSlot>,
-    by_client: HashMap<ClientId, usize>,
+    /// Session index by client id. The client table's multiplicative hasher: the ids are
+    /// our own random ones (a foreign id in a reply only misses), and SipHash per reply
+    /// showed in the load generator's profile.
+    by_client: ClientMap<usize>,
     /// The latest view any reply reported: every session sends to its primary, which
     /// spares the other sessions a retry each after a view change.
     view: View,
     /// Messages decoded in one pass (reused: no allocation in steady state).
     messages: Vec<Message>,
     scratch: Vec<u8>,
+    /// An operation's deadline on the coarse clock: `request_timeout` plus the clock's
+    /// resolution, so that it never passes before `request_timeout` did.
+    deadline_after: Duration,
     next_tick: Instant,
 }
 
@@ -110,7 +118,7 @@ impl Driver {
         }
         let slots = slots.min(sessions);
         let mut driver_sessions = Vec::with_capacity(sessions);
-        let mut by_client = HashMap::with_capacity(sessions);
+        let mut by_client = ClientMap::with_capacity_and_hasher(sessions, Default::default());
         for index in 0..sessions {
             let session = new_session(replica_count, &by_client);
             by_client.insert(session.client(), index);
@@ -141,6 +149,7 @@ impl Driver {
             }
         }
         Ok(Driver {
+            deadline_after: options.request_timeout + coarse_resolution(),
             options,
             replica_count,
             poll: Poll::new()?,
@@ -168,7 +177,7 @@ impl Driver {
         for index in 0..self.sessions.len() {
             let (target, message) = self.sessions[index].session.register();
             let slot = self.sessions[index].slot;
-            self.send(slot, target, &message, start);
+            self.send(slot, target, &message);
         }
         let mut completions = Vec::new();
         loop {
@@ -199,7 +208,7 @@ impl Driver {
                     // The registration was refused (nothing executed): ask again.
                     let (target, message) = slot.session.register();
                     let slot = slot.slot;
-                    self.send(slot, target, &message, now);
+                    self.send(slot, target, &message);
                 }
             }
             self.run_pass(&mut completions, self.options.request_timeout - elapsed)?;
@@ -226,12 +235,11 @@ impl Driver {
             // The replicas would refuse it unread; say so now rather than at the deadline.
             return Err(ClientError::Rejected);
         }
-        let now = Instant::now();
         let slot = &mut self.sessions[index];
         if slot.deadline.is_some() {
             return Err(ClientError::Busy(index));
         }
-        slot.deadline = Some(now + self.options.request_timeout);
+        slot.deadline = Some(coarse_now() + self.deadline_after);
         if slot.session.is_busy() {
             // A registration is under way; the operation follows it.
             slot.pending = Some(operation);
@@ -239,21 +247,27 @@ impl Driver {
             slot.pending = Some(operation);
             let (target, message) = slot.session.register();
             let slot = slot.slot;
-            self.send(slot, target, &message, now);
+            self.send(slot, target, &message);
         } else {
-            self.submit_registered(index, operation, now);
+            self.submit_registered(index, operation);
         }
         Ok(())
     }
 
-    fn submit_registered(&mut self, index: usize, operation: Bytes, now: Instant) {
-        let slot = &mut self.sessions[index];
-        let (_request, target, message) = slot
+    fn submit_registered(&mut self, index: usize, operation: Bytes) {
+        let session = &mut self.sessions[index];
+        let slot = session.slot;
+        let (_request, target, message) = session
             .session
-            .submit(operation)
+            .submit_in_place(operation)
             .expect("the driver submits only on a registered, idle session");
-        let slot = slot.slot;
-        self.send(slot, target, &message, now);
+        let replicas = Replicas {
+            connections: &mut self.connections,
+            registry: self.poll.registry(),
+            count: self.replica_count,
+            view: self.view,
+        };
+        replicas.send(slot, target, message);
     }
 
     /// Runs event-loop passes until at least one completion is appended or `timeout`
@@ -302,7 +316,7 @@ impl Driver {
         }
         let mut messages = std::mem::take(&mut self.messages);
         for message in &messages {
-            self.on_message(message, completions, now);
+            self.on_message(message, completions);
         }
         messages.clear();
         self.messages = messages;
@@ -323,7 +337,7 @@ impl Driver {
         }
     }
 
-    fn on_message(&mut self, message: &Message, completions: &mut Vec<Completion>, now: Instant) {
+    fn on_message(&mut self, message: &Message, completions: &mut Vec<Completion>) {
         let Body::Reply(reply) = &message.body else {
             return;
         };
@@ -337,7 +351,7 @@ impl Driver {
             None => {}
             Some(Outcome::Registered { .. }) => {
                 if let Some(operation) = slot.pending.take() {
-                    self.submit_registered(index, operation, now);
+                    self.submit_registered(index, operation);
                 }
             }
             Some(Outcome::Completed { result, .. }) if slot.deadline.take().is_some() => {
@@ -359,7 +373,7 @@ impl Driver {
                 // an operation waits for it.
                 let (target, message) = slot.session.register();
                 let slot = slot.slot;
-                self.send(slot, target, &message, now);
+                self.send(slot, target, &message);
             }
             Some(Outcome::Rejected { .. }) if slot.deadline.take().is_some() => {
                 completions.push(Completion {
@@ -376,9 +390,10 @@ impl Driver {
     }
 
     fn on_ticks(&mut self, ticks: u64, completions: &mut Vec<Completion>, now: Instant) {
+        let coarse = coarse_now();
         for index in 0..self.sessions.len() {
             let slot = &mut self.sessions[index];
-            if slot.deadline.is_some_and(|deadline| now >= deadline) {
+            if slot.deadline.is_some_and(|deadline| coarse >= deadline) {
                 completions.push(Completion {
                     session: index,
                     result: Err(ClientError::Timeout),
@@ -392,7 +407,7 @@ impl Driver {
             }
             if let Some((target, message)) = retry {
                 let slot = slot.slot;
-                self.send(slot, target, &message, now);
+                self.send(slot, target, &message);
             }
         }
         let connect_timeout = self.options.connect_timeout;
@@ -413,31 +428,15 @@ impl Driver {
         slot.deadline = None;
     }
 
-    /// Queues `message` on the connections of `slot` that `target` names. A request for
-    /// one replica goes to the primary of the latest view the driver knows, which may be
-    /// newer than the session's.
-    fn send(&mut self, slot: usize, target: Target, message: &Message, now: Instant) {
-        let n = self.replica_count as usize;
-        match target {
-            Target::Replica(replica) => {
-                let replica = if self.view > message.view {
-                    self.primary()
-                } else {
-                    replica
-                };
-                let connection = &mut self.connections[slot * n + replica as usize];
-                connection.send(self.poll.registry(), message, now);
-            }
-            Target::All => {
-                for connection in &mut self.connections[slot * n..(slot + 1) * n] {
-                    connection.send(self.poll.registry(), message, now);
-                }
-            }
-        }
-    }
-
-    fn primary(&self) -> ReplicaIndex {
-        (self.view % self.replica_count as View) as ReplicaIndex
+    /// Queues `message` on the connections of `slot` that `target` names.
+    fn send(&mut self, slot: usize, target: Target, message: &Message) {
+        let replicas = Replicas {
+            connections: &mut self.connections,
+            registry: self.poll.registry(),
+            count: self.replica_count,
+            view: self.view,
+        };
+        replicas.send(slot, target, message);
     }
 
     /// The reason to give up, when a quorum of replicas refused our hello for its
@@ -476,7 +475,41 @@ impl Driver {
     }
 }
 
-fn new_session(replica_count: u8, taken: &HashMap<ClientId, usize>) -> ClientSession {
+/// The driver's connections, borrowed apart from its sessions so that a session's own
+/// message can be sent without copying it.
+struct Replicas<'a> {
+    connections: &'a mut [Connection],
+    registry: &'a mio::Registry,
+    count: u8,
+    /// The latest view any reply reported.
+    view: View,
+}
+
+impl Replicas<'_> {
+    /// Queues `message` on the connections of `slot` that `target` names. A request for
+    /// one replica goes to the primary of the latest view the driver knows, which may be
+    /// newer than the session's.
+    fn send(self, slot: usize, target: Target, message: &Message) {
+        let n = self.count as usize;
+        match target {
+            Target::Replica(replica) => {
+                let replica = if self.view > message.view {
+                    (self.view % self.count as View) as ReplicaIndex
+                } else {
+                    replica
+                };
+                self.connections[slot * n + replica as usize].send(self.registry, message);
+            }
+            Target::All => {
+                for connection in &mut self.connections[slot * n..(slot + 1) * n] {
+                    connection.send(self.registry, message);
+                }
+            }
+        }
+    }
+}
+
+fn new_session(replica_count: u8, taken: &ClientMap<usize>) -> ClientSession {
     loop {
         let client = random_client_id();
         if !taken.contains_key(&client) {

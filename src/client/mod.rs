@@ -6,6 +6,7 @@
 //! side, 4.5); `driver` and `connection` only move bytes and keep time.
 
 mod blocking;
+mod clock;
 mod connection;
 mod driver;
 mod id;

@@ -118,9 +118,7 @@ impl<S: StateMachine> EventLoop<S> {
                     return;
                 };
                 self.metrics.counters.replies_sent += 1;
-                if let Err(overflow) =
-                    connection.push_with(|out| wire::encode(&message, cluster, out))
-                {
+                if let Err(overflow) = connection.push_reply(&message, cluster) {
                     self.close_overflow(token, overflow);
                 }
             }

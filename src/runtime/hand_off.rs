@@ -10,6 +10,7 @@ use super::io_thread::{IoHandle, ToCore, ToIo};
 use super::routes::Route;
 use crate::protocol::Message;
 use crate::service::StateMachine;
+use crate::wire::BatchMessages;
 use crossbeam_channel::Receiver;
 use std::sync::atomic::Ordering;
 use tracing::warn;
@@ -22,6 +23,9 @@ pub struct IoThreads {
     from_io: Option<Receiver<ToCore>>,
     /// Round-robin position for the next handed-over client.
     next: usize,
+    /// The rest of a batch of requests the core could not take yet, fed before anything
+    /// more is taken from the channel.
+    held: Option<(Route, BatchMessages)>,
 }
 
 impl IoThreads {
@@ -36,6 +40,7 @@ impl IoThreads {
             handles,
             from_io,
             next: 0,
+            held: None,
         }
     }
 
@@ -130,6 +135,10 @@ impl<S: StateMachine> EventLoop<S> {
                 self.paused_clients += 1;
                 break;
             }
+            if let Some((route, requests)) = self.io.held.take() {
+                self.on_io_requests(route, requests);
+                continue;
+            }
             match from_io.try_recv() {
                 Ok(ToCore::Request {
                     io,
@@ -142,6 +151,17 @@ impl<S: StateMachine> EventLoop<S> {
                     };
                     self.on_request(route, message);
                 }
+                Ok(ToCore::Requests {
+                    io,
+                    connection,
+                    requests,
+                }) => {
+                    let route = Route::Io {
+                        io,
+                        connection_id: connection,
+                    };
+                    self.on_io_requests(route, requests);
+                }
                 Ok(ToCore::Stats { io, connection }) => {
                     let json = self.stats_json();
                     self.io.send(io as usize, ToIo::Stats { connection, json });
@@ -151,5 +171,18 @@ impl<S: StateMachine> EventLoop<S> {
         }
         self.io.from_io = Some(from_io);
         self.execute_effects();
+    }
+
+    /// Feeds the core a batch's requests while it accepts them; keeps the rest.
+    fn on_io_requests(&mut self, route: Route, mut requests: BatchMessages) {
+        while self.core_accepts_requests() {
+            let Some(message) = requests.next() else {
+                return;
+            };
+            self.on_request(route, message);
+        }
+        if requests.remaining() > 0 {
+            self.io.held = Some((route, requests));
+        }
     }
 }

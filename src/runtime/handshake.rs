@@ -15,7 +15,9 @@
 
 use crate::auth::{self, ClusterKey, Role, Transcript};
 use crate::protocol::{Body, ClientId, Message, ReplicaIndex};
-use crate::wire::{Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode, Terms, Welcome};
+use crate::wire::{
+    Batch, BatchKind, Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode, Terms, Welcome,
+};
 use thiserror::Error;
 
 /// What this replica checks hellos against.
@@ -107,6 +109,8 @@ pub enum Admitted {
     },
     /// A client's request, for the core.
     Request(Message),
+    /// A client's batch of requests, for the core one by one (`wire::batch`).
+    Requests(Batch),
     /// A replica's protocol message, for the core.
     Replica(Message),
     /// A request for the replica's statistics.
@@ -279,6 +283,14 @@ impl Gate {
                 | Frame::Refusal(_)),
             ) => Err(Rejection::Unexpected(frame.name())),
             (PeerState::Client(_), Frame::StatsRequest) => Ok(Admitted::StatsRequest),
+            (PeerState::Client(_), Frame::Batch(batch)) => match batch.kind() {
+                BatchKind::Requests => Ok(Admitted::Requests(batch)),
+                BatchKind::Replies => Err(Rejection::Unexpected("replies")),
+            },
+            (PeerState::Replica(_), Frame::Batch(batch)) => match batch.kind() {
+                BatchKind::Requests => Err(Rejection::ReplicaSentClientFrame("requests")),
+                BatchKind::Replies => Err(Rejection::Unexpected("replies")),
+            },
             (PeerState::Client(_), Frame::Message(message)) => match message.body {
                 Body::Request(_) => Ok(Admitted::Request(message)),
                 Body::Reply(_) => Err(Rejection::Unexpected("reply")),
@@ -470,6 +482,7 @@ mod tests {
                     Admitted::Authenticated(_) => "authenticated",
                     Admitted::Welcomed { .. } => "welcomed",
                     Admitted::Request(_) => "request",
+                    Admitted::Requests(_) => "requests",
                     Admitted::Replica(_) => "replica",
                     Admitted::StatsRequest => "stats",
                 });
@@ -565,6 +578,55 @@ mod tests {
         );
         let forged = check(vec![hello(Peer::Client(9)), commit(0)]);
         assert_eq!(forged, Err(Rejection::ClientSentReplicaMessage("commit")));
+    }
+
+    /// `message` alone in a batch frame, decoded as the gate receives it.
+    fn batch_of(message: Frame) -> Frame {
+        let Frame::Message(message) = message else {
+            panic!("a message")
+        };
+        let mut out = bytes::BytesMut::new();
+        let writer = crate::wire::BatchWriter::begin(&message, &mut out).expect("batchable");
+        writer.seal(0, &mut out);
+        crate::wire::decode(&mut out, 0, 1 << 20)
+            .expect("valid")
+            .expect("whole")
+    }
+
+    #[test]
+    fn only_clients_send_batches_of_requests_and_nobody_sends_replies() {
+        let requests = || batch_of(request());
+        let replies = || {
+            batch_of(message(
+                0,
+                Body::Reply(crate::protocol::Reply {
+                    client: 7,
+                    session: 1,
+                    request: 1,
+                    op: 2,
+                    status: crate::protocol::ReplyStatus::Ok,
+                    result: Bytes::new(),
+                }),
+            ))
+        };
+        assert_eq!(
+            check(vec![hello(Peer::Client(9)), requests()]),
+            Ok("requests")
+        );
+        assert_eq!(
+            check(vec![hello(Peer::Client(9)), replies()]),
+            Err(Rejection::Unexpected("replies"))
+        );
+        assert_eq!(
+            check(vec![hello(Peer::Replica(2)), requests()]),
+            Err(Rejection::ReplicaSentClientFrame("requests"))
+        );
+        assert_eq!(
+            check(vec![hello(Peer::Replica(2)), replies()]),
+            Err(Rejection::Unexpected("replies"))
+        );
+        let before_hello = check(vec![requests()]);
+        assert_eq!(before_hello, Err(Rejection::FirstFrameNotHello("requests")));
     }
 
     #[test]

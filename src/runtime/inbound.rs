@@ -14,7 +14,7 @@ use super::handshake::{Admitted, PeerState, Rejection};
 use super::routes::Route;
 use crate::protocol::{Body, Message};
 use crate::service::StateMachine;
-use crate::wire::{self, Peer, Refusal, RefusalCode};
+use crate::wire::{self, BatchMessages, Peer, Refusal, RefusalCode};
 use tracing::{debug, info, warn};
 
 /// Bytes read from one connection per iteration before the others get their turn.
@@ -40,7 +40,10 @@ impl<S: StateMachine> EventLoop<S> {
                 if connection.closing.is_some() {
                     continue; // Refused: only its refusal is still written.
                 }
-                if connection.readable || connection.buffered_bytes() > 0 {
+                let has_input = connection.readable
+                    || connection.buffered_bytes() > 0
+                    || connection.held_requests.is_some();
+                if has_input {
                     self.read_connection(token);
                     self.execute_effects();
                 }
@@ -62,6 +65,11 @@ impl<S: StateMachine> EventLoop<S> {
                 self.paused_clients += 1;
                 self.metrics.counters.backpressure_pauses += 1;
                 break;
+            }
+            if let Some(held) = connection.held_requests.take() {
+                // What the core could not take of the last batch goes first, in order.
+                self.on_requests(token, held);
+                continue;
             }
             let cluster = self.options.config.cluster;
             let inbound = next_inbound(connection, &self.gate, cluster, &mut pass);
@@ -128,6 +136,11 @@ impl<S: StateMachine> EventLoop<S> {
                 };
                 self.on_request(route, message);
             }
+            Admitted::Requests(batch) => {
+                // It speaks batches, so it is answered in batches.
+                self.connections.live_mut(token).batches = true;
+                self.on_requests(token, batch.into_iter());
+            }
             Admitted::Replica(message) => self.replica.on_message(message, &mut self.effects),
             Admitted::StatsRequest => self.on_stats_request(token),
         }
@@ -189,6 +202,26 @@ impl<S: StateMachine> EventLoop<S> {
             connection.push_with(|out| wire::encode_stats_reply(json.as_bytes(), cluster, out))
         {
             self.close_overflow(token, overflow);
+        }
+    }
+
+    /// Feeds the core the requests of a batch from connection `token` while it accepts
+    /// them; the rest waits on the connection (read no further meanwhile), so a batch
+    /// that fills the primary's queue part-way loses nothing.
+    fn on_requests(&mut self, token: usize, mut requests: BatchMessages) {
+        let connection_id = self.connections.live_mut(token).id;
+        let route = Route::Local {
+            token,
+            connection_id,
+        };
+        while self.core_accepts_requests() {
+            let Some(message) = requests.next() else {
+                return;
+            };
+            self.on_request(route, message);
+        }
+        if requests.remaining() > 0 {
+            self.connections.live_mut(token).held_requests = Some(requests);
         }
     }
 

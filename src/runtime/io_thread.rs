@@ -21,7 +21,7 @@ use super::connections::{next_inbound, peer_address, ConnectionSet, Inbound, Rea
 use super::handshake::{Admitted, Gate, PeerState};
 use super::inbound::STATS_QUEUED_BYTES_MAX;
 use crate::protocol::{Message, ReplicaIndex};
-use crate::wire;
+use crate::wire::{self, BatchMessages};
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use mio::net::TcpStream;
@@ -55,6 +55,16 @@ pub enum ToCore {
         connection: u64,
         /// The request.
         message: Message,
+    },
+    /// An admitted batch of client requests, from connection `connection` of I/O thread
+    /// `io`: the core takes them one by one.
+    Requests {
+        /// The I/O thread.
+        io: u8,
+        /// The connection's id.
+        connection: u64,
+        /// The requests.
+        requests: BatchMessages,
     },
     /// A stats request from connection `connection` of I/O thread `io`.
     Stats {
@@ -260,10 +270,7 @@ impl IoLoop {
                 Ok(ToIo::Reply {
                     connection,
                     message,
-                }) => {
-                    let cluster = self.context.cluster;
-                    self.push(connection, |out| wire::encode(&message, cluster, out));
-                }
+                }) => self.push_reply(connection, &message),
                 Ok(ToIo::Stats { connection, json }) => {
                     let cluster = self.context.cluster;
                     self.push(connection, |out| {
@@ -306,6 +313,16 @@ impl IoLoop {
         };
         let connection = self.connections.live_mut(token);
         if let Err(overflow) = connection.push_with(encode) {
+            self.close(token, overflow.to_string(), true);
+        }
+    }
+
+    fn push_reply(&mut self, id: u64, message: &Message) {
+        let Some(&token) = self.by_id.get(&id) else {
+            return;
+        };
+        let connection = self.connections.live_mut(token);
+        if let Err(overflow) = connection.push_reply(message, self.context.cluster) {
             self.close(token, overflow.to_string(), true);
         }
     }
@@ -409,6 +426,15 @@ fn to_core(io: u8, connection: &mut Connection, admitted: Admitted) -> Result<To
             connection: id,
             message,
         }),
+        Admitted::Requests(batch) => {
+            // It speaks batches, so it is answered in batches.
+            connection.batches = true;
+            Ok(ToCore::Requests {
+                io,
+                connection: id,
+                requests: batch.into_iter(),
+            })
+        }
         Admitted::StatsRequest => {
             if !connection.stats_allowance.take(Instant::now()) {
                 return Err("stats requests too frequent (more than 20 a second)".to_string());

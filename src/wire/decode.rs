@@ -7,6 +7,7 @@
 //! the frame is split off the read buffer and every body, result and snapshot is a `Bytes`
 //! slice of it.
 
+use super::batch::{Batch, BatchKind};
 use super::encode::{entry_at, ENTRIES_COUNT_BYTES};
 use super::error::DecodeError;
 use super::frame::{Frame, Peer, PEER_CLIENT, PEER_REPLICA};
@@ -135,6 +136,8 @@ fn used_fields(command: Command) -> u16 {
     use Command::*;
     match command {
         Request => ENVELOPE | CODE | CLIENT | SESSION | REQUEST,
+        // A batch's header is the envelope its messages share; the rest is in the records.
+        Requests | Replies => ENVELOPE,
         Reply => ENVELOPE | CODE | CLIENT | SESSION | REQUEST | OP,
         Prepare => ENVELOPE | OP_FIRST | COMMIT,
         PrepareOk => ENVELOPE | OP,
@@ -178,6 +181,15 @@ fn unused_fields_zero(header: &Header, used: u16) -> bool {
 
 /// Parses a frame whose header and body checksums have both passed.
 fn parse(header: &Header, command: Command, body: Bytes) -> Result<Frame, DecodeError> {
+    match command {
+        Command::Requests => {
+            return Batch::check(header, BatchKind::Requests, body).map(Frame::Batch)
+        }
+        Command::Replies => {
+            return Batch::check(header, BatchKind::Replies, body).map(Frame::Batch)
+        }
+        _ => {}
+    }
     let mut reader = Reader { body, position: 0 };
     let frame = match command {
         Command::Hello => Frame::Hello(parse_hello(header, &mut reader)?),
@@ -343,7 +355,9 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
         | Command::Proof
         | Command::Refusal
         | Command::StatsRequest
-        | Command::StatsReply => unreachable!("connection frames are parsed by `parse`"),
+        | Command::StatsReply
+        | Command::Requests
+        | Command::Replies => unreachable!("connection frames and batches are parsed by `parse`"),
     })
 }
 

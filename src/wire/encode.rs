@@ -173,7 +173,7 @@ pub fn frame_bytes(message: &Message) -> usize {
 
 /// Reserves the whole frame once and writes a zeroed header to fill in at the end.
 /// Returns where the frame starts in `out`.
-fn begin(out: &mut BytesMut, body_bytes: usize) -> usize {
+pub(super) fn begin(out: &mut BytesMut, body_bytes: usize) -> usize {
     let size = HEADER_BYTES + body_bytes;
     assert!(
         u32::try_from(size).is_ok(),
@@ -187,7 +187,7 @@ fn begin(out: &mut BytesMut, body_bytes: usize) -> usize {
 
 /// Seals the frame that starts at `start`: size, body checksum over the body as written,
 /// then the header checksum over the header as written.
-fn finish(out: &mut BytesMut, start: usize, mut header: Header) {
+pub(super) fn finish(out: &mut BytesMut, start: usize, mut header: Header) {
     let size = out.len() - start;
     header.size = u32::try_from(size).expect("checked in begin");
     header.checksum_body = crc32c::crc32c(&out[start + HEADER_BYTES..]);

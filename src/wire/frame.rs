@@ -2,6 +2,7 @@
 //! that never reach the protocol core (the handshake that names the speaker and, with a
 //! cluster key, proves it; and the stats exchange used by `vsr stats`).
 
+use super::batch::{Batch, BatchKind};
 use super::greeting::{Hello, Mac, Refusal, Welcome};
 use crate::protocol::{ClientId, Message, ReplicaIndex};
 use bytes::Bytes;
@@ -33,6 +34,8 @@ pub enum Frame {
     Refusal(Refusal),
     /// A protocol message for the core.
     Message(Message),
+    /// Several client requests or replies in one frame, checked whole (`wire::batch`).
+    Batch(Batch),
     /// Ask a replica for its counters.
     StatsRequest,
     /// A replica's counters, as human-readable text (a slice of the read buffer).
@@ -48,6 +51,10 @@ impl Frame {
             Frame::Proof(_) => "proof",
             Frame::Refusal(_) => "refusal",
             Frame::Message(message) => message.body.name(),
+            Frame::Batch(batch) => match batch.kind() {
+                BatchKind::Requests => "requests",
+                BatchKind::Replies => "replies",
+            },
             Frame::StatsRequest => "stats_request",
             Frame::StatsReply(_) => "stats_reply",
         }

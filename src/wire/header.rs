@@ -42,6 +42,10 @@ pub enum Command {
     GetState = 11,
     /// [`crate::protocol::Body::NewState`].
     NewState = 12,
+    /// [`super::Frame::Batch`] of client requests (`wire::batch`).
+    Requests = 13,
+    /// [`super::Frame::Batch`] of replies to clients (`wire::batch`).
+    Replies = 14,
     /// [`crate::protocol::Body::StartEpoch`].
     StartEpoch = 15,
     /// [`crate::protocol::Body::EpochStarted`].
@@ -77,6 +81,8 @@ impl Command {
             10 => RecoveryResponse,
             11 => GetState,
             12 => NewState,
+            13 => Requests,
+            14 => Replies,
             15 => StartEpoch,
             16 => EpochStarted,
             32 => Hello,
@@ -101,8 +107,8 @@ impl Command {
     pub fn has_body(self) -> bool {
         use Command::*;
         match self {
-            Request | Reply | Prepare | DoViewChange | StartView | NewState | StartEpoch
-            | StatsReply | Hello | Welcome | Proof | Refusal => true,
+            Request | Reply | Prepare | DoViewChange | StartView | NewState | Requests
+            | Replies | StartEpoch | StatsReply | Hello | Welcome | Proof | Refusal => true,
             PrepareOk | Commit | StartViewChange | Recovery | RecoveryResponse | GetState
             | EpochStarted | StatsRequest => false,
         }

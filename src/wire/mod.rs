@@ -51,6 +51,8 @@
 //! | `RecoveryResponse` | empty (0/1)          | nonce, op, commit, op_first (= epoch start) |                           |
 //! | `GetState`         |                      | op, nonce (a learner's identity + 1, or 0)  |                           |
 //! | `NewState`         | has checkpoint (0/1) | op, commit, op_first                        | checkpoint? entries       |
+//! | `Requests`         |                      |                                             | a batch of requests       |
+//! | `Replies`          |                      |                                             | a batch of replies        |
 //! | `StartEpoch`       |                      | op, nonce (= the sender's identity)         | the configuration         |
 //! | `EpochStarted`     |                      |                                             |                           |
 //! | `Hello`            | 1 replica, 2 client  | replica (from a replica), client (a client) |                           |
@@ -63,6 +65,14 @@
 //! is op `u64`, timestamp `u64`, then the service snapshot and the client-table snapshot,
 //! each as a `u32` length and its bytes. Small messages (`PrepareOk`, `Commit`, ...) are a
 //! header alone.
+//!
+//! `Requests` and `Replies` are batch frames (`batch.rs`): a `u32` count, then per request
+//! client `u64`, session `u64`, request `u32`, operation `u8`, body length `u32` and the
+//! body ([`REQUEST_RECORD_BYTES`] fixed), or per reply client, session, request, op `u64`,
+//! status `u8`, result length `u32` and the result ([`REPLY_RECORD_BYTES`] fixed). They mean
+//! exactly what their messages sent one frame each would mean, in order, and cost one
+//! header and one body checksum for all of them. The client library sends its requests
+//! this way; a replica answers a connection in batches once that connection sent one.
 //!
 //! # Why nothing is parsed before both checksums pass
 //!
@@ -98,6 +108,7 @@
 //! connection, [`is_partial`] on the leftover bytes tells "closed between frames" from
 //! "vanished mid-frame".
 
+mod batch;
 mod decode;
 mod encode;
 mod error;
@@ -106,6 +117,10 @@ mod greeting;
 mod header;
 mod range;
 
+pub use batch::{
+    batch_frame_bytes, encode_batch, record_bytes, Batch, BatchKind, BatchMessages, BatchWriter,
+    BATCH_COUNT_BYTES, REPLY_RECORD_BYTES, REQUEST_RECORD_BYTES,
+};
 pub use decode::{decode, is_partial};
 pub use encode::{
     encode, encode_hello, encode_proof, encode_refusal, encode_stats_reply, encode_stats_request,
