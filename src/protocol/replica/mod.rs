@@ -856,6 +856,8 @@ impl<S: StateMachine> Replica<S> {
         self.last_normal_view = self.view;
         self.joined = true;
         self.primary = Primary::new(n);
+        self.primary.reconfiguration_queued =
+            self.primary_of(self.view) == self.index && self.log_ends_in_reconfiguration();
         self.view_changing = ViewChanging::new(n);
         self.recovery = None;
         self.start_normal_timeouts();

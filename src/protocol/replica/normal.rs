@@ -144,9 +144,15 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Whether a RECONFIGURATION is ordered (or queued) but not executed: the epoch's
-    /// last op is taken. A new primary learns it from its log's topmost entry (7.2).
+    /// last op is taken. One flag on the hot path: set when one is queued, and by
+    /// `enter_normal` for a new primary whose log ends in one (7.2).
     pub(super) fn reconfiguration_pending(&self) -> bool {
-        self.primary.reconfiguration_queued || self.log_ends_in_reconfiguration()
+        debug_assert!(
+            !self.is_primary()
+                || !self.log_ends_in_reconfiguration()
+                || self.primary.reconfiguration_queued
+        );
+        self.primary.reconfiguration_queued
     }
 
     /// Whether `request` is the RECONFIGURATION under way (a retry of it).
@@ -325,12 +331,14 @@ impl<S: StateMachine> Replica<S> {
             }
             assert!(prepare.op_first <= op + 1 && op < op_last);
             let skip = (op + 1 - prepare.op_first) as usize;
+            let mut after_reconfiguration = self.log_ends_in_reconfiguration();
             for entry in prepare.entries.into_iter().skip(skip) {
-                if self.log_ends_in_reconfiguration() {
+                if after_reconfiguration {
                     // No correct primary orders an op after a RECONFIGURATION (7.1).
                     self.drop_reason("prepare", "entries after a reconfiguration");
                     break;
                 }
+                after_reconfiguration = entry.operation == Operation::Reconfigure;
                 self.log.push(entry);
             }
         }
