@@ -165,9 +165,10 @@ impl<S: StateMachine> Replica<S> {
     /// handler is done (called first thing by `end_input`), so that no handler sees the
     /// epoch change under its feet.
     pub(super) fn finish_epoch_change(&mut self, effects: &mut Vec<Effect>) {
-        let Some(next) = self.epoch_change.take() else {
-            return;
-        };
+        if self.epoch_change.is_none() {
+            return; // The hot path: one test, no move of the option.
+        }
+        let next = *self.epoch_change.take().expect("tested above");
         if self.log.op() > self.commit {
             // Entries past the RECONFIGURATION are of the next epochs (committed ones a
             // fetch brought; no correct primary orders one in the old epoch): the move
@@ -260,7 +261,7 @@ impl<S: StateMachine> Replica<S> {
         self.last_normal_view = 0;
         self.asks = ViewChangeAsks::default();
         self.new_cluster = false;
-        self.epoch_transfer = EpochTransfer {
+        *self.epoch_transfer = EpochTransfer {
             hint_tick: self.epoch_transfer.hint_tick,
             ..EpochTransfer::default()
         };

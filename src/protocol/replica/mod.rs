@@ -244,10 +244,10 @@ pub struct Replica<S> {
     epoch_start: Op,
     /// A RECONFIGURATION executed in this input: the epoch to move to once the input's
     /// handler is done (`epoch::finish_input`).
-    epoch_change: Option<Configuration>,
+    epoch_change: Option<Box<Configuration>>,
     /// The epoch's state transfer (paper 7.2-7.3): who said it started the epoch, whom to
     /// remind.
-    epoch_transfer: epoch::EpochTransfer,
+    epoch_transfer: Box<epoch::EpochTransfer>,
     /// This replica's identity (never reused; its index is its place in `configuration`).
     id: ReplicaId,
     /// Its index in the current configuration; `NOT_A_MEMBER` when it is not in it.
@@ -367,7 +367,7 @@ impl<S: StateMachine> Replica<S> {
             history: VecDeque::new(),
             epoch_start: 0,
             epoch_change: None,
-            epoch_transfer: epoch::EpochTransfer::default(),
+            epoch_transfer: Box::default(),
             view: 0,
             status: Status::Normal,
             last_normal_view: 0,

@@ -331,14 +331,20 @@ impl<S: StateMachine> Replica<S> {
             }
             assert!(prepare.op_first <= op + 1 && op < op_last);
             let skip = (op + 1 - prepare.op_first) as usize;
-            let mut after_reconfiguration = self.log_ends_in_reconfiguration();
-            for entry in prepare.entries.into_iter().skip(skip) {
-                if after_reconfiguration {
-                    // No correct primary orders an op after a RECONFIGURATION (7.1).
-                    self.drop_reason("prepare", "entries after a reconfiguration");
-                    break;
-                }
-                after_reconfiguration = entry.operation == Operation::Reconfigure;
+            // No correct primary orders an op after a RECONFIGURATION (7.1): keep the
+            // entries up to the first one, and none after one the log ends in.
+            let new = &prepare.entries[skip..];
+            let keep = if self.log_ends_in_reconfiguration() {
+                0
+            } else {
+                new.iter()
+                    .position(|entry| entry.operation == Operation::Reconfigure)
+                    .map_or(new.len(), |position| position + 1)
+            };
+            if keep < new.len() {
+                self.drop_reason("prepare", "entries after a reconfiguration");
+            }
+            for entry in prepare.entries.into_iter().skip(skip).take(keep) {
                 self.log.push(entry);
             }
         }
@@ -533,7 +539,7 @@ impl<S: StateMachine> Replica<S> {
                     match Configuration::from_bytes(&entry.body)
                         .filter(|next| self.configuration.check_successor(next).is_ok())
                     {
-                        Some(next) => self.epoch_change = Some(next),
+                        Some(next) => self.epoch_change = Some(Box::new(next)),
                         // The epoch this replica is in already (it fetched the op while
                         // transitioning into it, or recovered into it).
                         None if Configuration::from_bytes(&entry.body)
