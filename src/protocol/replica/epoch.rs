@@ -148,14 +148,19 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_start_epoch(&self, to: ReplicaId, effects: &mut Vec<Effect>) {
-        if self.epoch_start == 0 {
-            // Its start is unknown here (the replica recovered into the epoch from a
-            // configuration an operator gave it): a StartEpoch must name it.
-            return;
-        }
+        // Where the epoch started, or an op past it: a receiver that fetches up to a later
+        // op only waits longer (the RECONFIGURATION at the real start moves it, and
+        // execution stops there). Unknown here when the replica recovered into the epoch
+        // from a configuration an operator gave it; then its commit number, past the start
+        // for a replica normal in the epoch, will do.
+        let op = match self.status {
+            _ if self.epoch_start > 0 => self.epoch_start,
+            Status::Normal | Status::ViewChange if self.commit > 0 => self.commit,
+            _ => return,
+        };
         let start_epoch = StartEpoch {
             sender: self.id,
-            op: self.epoch_start,
+            op,
             configuration: self.configuration.clone(),
         };
         self.send_to_id(to, Body::StartEpoch(start_epoch), effects);
