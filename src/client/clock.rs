@@ -41,6 +41,15 @@ pub(crate) fn coarse_resolution() -> Duration {
     Duration::new(resolution.tv_sec as u64, resolution.tv_nsec as u32)
 }
 
+/// How far `coarse_now` may lag the precise clock, with margin. One scheduler tick in
+/// principle (`coarse_resolution`); but a CPU that idles without ticks updates the coarse
+/// time only when it wakes, and `tests/kv_process.rs` saw a 2 s deadline pass 0.9 ms
+/// early with one tick (4 ms) of margin. Two ticks and a millisecond: a deadline late by
+/// at most ~10 ms costs nothing, one early breaks the client's contract.
+pub(crate) fn coarse_lag_max() -> Duration {
+    coarse_resolution() * 2 + Duration::from_millis(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@
 //! timeouts). Sends only append to a connection's buffer, so all requests produced in one
 //! pass leave in one `write` per connection.
 
-use super::clock::{coarse_now, coarse_resolution};
+use super::clock::{coarse_lag_max, coarse_now};
 use super::connection::Connection;
 use super::id::random_client_id;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
@@ -85,8 +85,9 @@ pub(crate) struct Driver {
     /// Messages decoded in one pass (reused: no allocation in steady state).
     messages: Vec<Message>,
     scratch: Vec<u8>,
-    /// An operation's deadline on the coarse clock: `request_timeout` plus the clock's
-    /// resolution, so that it never passes before `request_timeout` did.
+    /// An operation's deadline on the coarse clock: `request_timeout` plus how far that
+    /// clock may lag (`clock::coarse_lag_max`), so that it never passes before
+    /// `request_timeout` did.
     deadline_after: Duration,
     next_tick: Instant,
 }
@@ -149,7 +150,7 @@ impl Driver {
             }
         }
         Ok(Driver {
-            deadline_after: options.request_timeout + coarse_resolution(),
+            deadline_after: options.request_timeout + coarse_lag_max(),
             options,
             replica_count,
             poll: Poll::new()?,
