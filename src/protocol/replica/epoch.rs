@@ -602,26 +602,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// Transitioning: committed state from a replica of the epoch. Only what the sender
     /// says is committed is taken (its log beyond may be another view's).
-    pub(super) fn on_transition_state(
-        &mut self,
-        mut new_state: NewState,
-        effects: &mut Vec<Effect>,
-    ) {
+    pub(super) fn on_transition_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
-        let committed = new_state.commit;
-        if new_state
-            .checkpoint
-            .as_ref()
-            .is_some_and(|checkpoint| checkpoint.op > committed)
-        {
-            return self.drop_reason("new_state", "checkpoint beyond the sender's commit");
-        }
-        let keep = committed.saturating_sub(new_state.op_first - 1);
-        new_state
-            .entries
-            .truncate(keep.min(new_state.entries.len() as Op) as usize);
-        let progressed = self.apply_new_state(new_state);
-        self.commit_to(committed.min(self.log.op()), effects);
+        let progressed = self.take_committed_state(new_state, effects);
         self.stats.state_transfers += 1;
         if self.epoch_change.is_some() {
             // The fetched ops reached a later epoch's RECONFIGURATION: that move comes
@@ -634,6 +617,20 @@ impl<S: StateMachine> Replica<S> {
         if progressed {
             self.request_epoch_state(effects);
         }
+    }
+
+    /// Takes what the sender says is committed of a well-formed NewState (its log
+    /// beyond may be another view's; its checkpoint is within it) and executes it, for a
+    /// replica that votes in nothing yet. Returns whether the log grew.
+    fn take_committed_state(&mut self, mut new_state: NewState, effects: &mut Vec<Effect>) -> bool {
+        let committed = new_state.commit;
+        let keep = committed.saturating_sub(new_state.op_first - 1);
+        new_state
+            .entries
+            .truncate(keep.min(new_state.entries.len() as Op) as usize);
+        let progressed = self.apply_new_state(new_state);
+        self.commit_to(committed.min(self.log.op()), effects);
+        progressed
     }
 
     /// Paper 7.2 step 3: the replica holds the epoch's start. Normal in view 0; the
@@ -744,18 +741,12 @@ impl<S: StateMachine> Replica<S> {
 
     /// A learner takes committed state and executes it; executing the RECONFIGURATION
     /// that adds it makes it a member at once, like any replica that holds the start.
-    pub(super) fn on_learner_state(&mut self, mut new_state: NewState, effects: &mut Vec<Effect>) {
+    pub(super) fn on_learner_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Joining);
         if !state_transfer::new_state_is_well_formed(&new_state) {
             return self.drop_reason("new_state", "malformed");
         }
-        let committed = new_state.commit;
-        let keep = committed.saturating_sub(new_state.op_first - 1);
-        new_state
-            .entries
-            .truncate(keep.min(new_state.entries.len() as Op) as usize);
-        let progressed = self.apply_new_state(new_state);
-        self.commit_to(committed.min(self.log.op()), effects);
+        let progressed = self.take_committed_state(new_state, effects);
         if progressed && self.epoch_change.is_none() {
             // Still behind: ask again at once (the timeout paces it once caught up).
             self.request_learner_state(effects);

@@ -512,6 +512,8 @@ impl<S: StateMachine> Replica<S> {
                 in_flight.remove();
             }
         }
+        // A RECONFIGURATION that executed: the configuration its body names, if any.
+        let mut next_configuration: Option<Option<Configuration>> = None;
         let reply = match entry.operation {
             Operation::Register => {
                 if let Some(evicted) = self.clients.register(client, op, request) {
@@ -531,73 +533,65 @@ impl<S: StateMachine> Replica<S> {
                     result: Bytes::new(),
                 })
             }
-            Operation::Reconfigure => match self.clients.admit_mut(client, session, request) {
-                Ok(client_entry) => {
-                    client_entry.record(request, op, Bytes::new());
-                    // Every replica checks again what the primary checked, so that all
-                    // of them move (or none does) whatever the primary was.
-                    match Configuration::from_bytes(&entry.body)
-                        .filter(|next| self.configuration.check_successor(next).is_ok())
-                    {
-                        Some(next) => self.epoch_change = Some(Box::new(next)),
-                        // The epoch this replica is in already (it fetched the op while
-                        // transitioning into it, or recovered into it).
-                        None if Configuration::from_bytes(&entry.body)
-                            .is_some_and(|next| next.epoch() <= self.configuration.epoch()) => {}
-                        None => tracing::warn!(
-                            replica = self.index,
+            Operation::Apply | Operation::Reconfigure => {
+                match self.clients.admit_mut(client, session, request) {
+                    Ok(client_entry) => {
+                        let result = match entry.operation {
+                            Operation::Reconfigure => {
+                                // It changes the members, not the service: see below.
+                                next_configuration = Some(Configuration::from_bytes(&entry.body));
+                                Bytes::new()
+                            }
+                            _ => self.service.apply(op, entry.timestamp, &entry.body),
+                        };
+                        client_entry.record(request, op, result.clone());
+                        Some(Reply {
+                            client,
+                            session,
+                            request,
                             op,
-                            "an invalid reconfiguration committed: ignored"
-                        ),
+                            status: ReplyStatus::Ok,
+                            result,
+                        })
                     }
-                    Some(Reply {
+                    Err(Admission::Duplicate) => None,
+                    Err(Admission::Execute) => unreachable!("admit_mut returns Ok to execute"),
+                    Err(Admission::Evicted) => Some(Reply {
                         client,
                         session,
                         request,
-                        op,
-                        status: ReplyStatus::Ok,
+                        op: 0,
+                        status: ReplyStatus::Evicted,
                         result: Bytes::new(),
-                    })
+                    }),
                 }
-                Err(Admission::Duplicate) => None,
-                Err(Admission::Execute) => unreachable!("admit_mut returns Ok to execute"),
-                Err(Admission::Evicted) => Some(Reply {
-                    client,
-                    session,
-                    request,
-                    op: 0,
-                    status: ReplyStatus::Evicted,
-                    result: Bytes::new(),
-                }),
-            },
-            Operation::Apply => match self.clients.admit_mut(client, session, request) {
-                Ok(client_entry) => {
-                    let result = self.service.apply(op, entry.timestamp, &entry.body);
-                    client_entry.record(request, op, result.clone());
-                    Some(Reply {
-                        client,
-                        session,
-                        request,
-                        op,
-                        status: ReplyStatus::Ok,
-                        result,
-                    })
-                }
-                Err(Admission::Duplicate) => None,
-                Err(Admission::Execute) => unreachable!("admit_mut returns Ok to execute"),
-                Err(Admission::Evicted) => Some(Reply {
-                    client,
-                    session,
-                    request,
-                    op: 0,
-                    status: ReplyStatus::Evicted,
-                    result: Bytes::new(),
-                }),
-            },
+            }
         };
+        if let Some(next) = next_configuration {
+            self.note_reconfiguration(op, next);
+        }
         self.stats.entries_committed += 1;
         if let Some(reply) = reply.filter(|_| self.is_primary()) {
             self.send_reply(reply, effects);
+        }
+    }
+
+    /// An executed RECONFIGURATION moves the replica at the end of the input
+    /// (`epoch::finish_epoch_change`). Every replica checks again what the primary
+    /// checked, so that all of them move (or none does) whatever the primary was.
+    fn note_reconfiguration(&mut self, op: Op, next: Option<Configuration>) {
+        match next {
+            Some(next) if self.configuration.check_successor(&next).is_ok() => {
+                self.epoch_change = Some(Box::new(next));
+            }
+            // The epoch this replica is in already (it fetched the op while
+            // transitioning into it, or recovered into it).
+            Some(next) if next.epoch() <= self.configuration.epoch() => {}
+            _ => tracing::warn!(
+                replica = self.index,
+                op,
+                "an invalid reconfiguration committed: ignored"
+            ),
         }
     }
 }
