@@ -7,8 +7,8 @@
 //!    `HMAC(key, "acceptor" ‖ transcript)`;
 //! 3. connector → acceptor: `Proof` = `HMAC(key, "connector" ‖ transcript)`,
 //!
-//! where the transcript is the cluster id, the connector's identity (replica index or
-//! client id), the acceptor's replica index, `Nc` and `Na`. Each side verifies the other's
+//! where the transcript is the cluster id, the connector's identity (replica identity or
+//! client id), the acceptor's replica identity, `Nc` and `Na`. Each side verifies the other's
 //! MAC in constant time. Both nonces are fresh, so a recorded handshake replayed to either
 //! side fails (the other side's new nonce is not in it); both identities are in it, so a
 //! proof made for one connection or one claimed identity does not pass on another; the
@@ -19,7 +19,7 @@
 //! needs TLS). The MAC is HMAC-SHA256 from the RustCrypto crates; nothing here is
 //! hand-written cryptography.
 
-use crate::protocol::ReplicaIndex;
+use crate::protocol::ReplicaId;
 use crate::wire::{Mac, Nonce, Peer, Refusal, RefusalCode, Welcome, MAC_BYTES, NONCE_BYTES};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -86,8 +86,8 @@ pub struct Transcript {
     pub cluster: u128,
     /// The connector's identity, as its hello stated it.
     pub connector: Peer,
-    /// The acceptor's replica index.
-    pub acceptor: ReplicaIndex,
+    /// The acceptor's replica identity.
+    pub acceptor: ReplicaId,
     /// The connector's nonce.
     pub connector_nonce: Nonce,
     /// The acceptor's nonce.
@@ -135,18 +135,18 @@ impl ClusterKey {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.bytes).expect("HMAC accepts keys of any length");
         let label: &[u8] = match role {
-            Role::Acceptor => b"vsr handshake v1: acceptor\0",
-            Role::Connector => b"vsr handshake v1: connector\0",
+            Role::Acceptor => b"vsr handshake v2: acceptor\0",
+            Role::Connector => b"vsr handshake v2: connector\0",
         };
         mac.update(label);
         mac.update(&transcript.cluster.to_le_bytes());
         let (kind, id) = match transcript.connector {
-            Peer::Replica(index) => (1u8, u64::from(index)),
+            Peer::Replica(id) => (1u8, id),
             Peer::Client(client) => (2u8, client),
         };
         mac.update(&[kind]);
         mac.update(&id.to_le_bytes());
-        mac.update(&[transcript.acceptor]);
+        mac.update(&transcript.acceptor.to_le_bytes());
         mac.update(&transcript.connector_nonce);
         mac.update(&transcript.acceptor_nonce);
         mac
@@ -154,7 +154,7 @@ impl ClusterKey {
 }
 
 /// The connector's side of step 3: checks the acceptor's `welcome` against what was
-/// dialled (`acceptor`, the replica index at the address dialled) and, with a key, its
+/// dialled (`acceptor`, the identity of the replica at the address dialled) and, with a key, its
 /// MAC; returns the `Proof` MAC to send (none without a key). `nonce` is the one our
 /// `Hello` carried (present exactly when `key` is). The error is a refusal to send back
 /// and to log.
@@ -162,7 +162,7 @@ pub fn answer_welcome(
     key: Option<&ClusterKey>,
     cluster: u128,
     me: Peer,
-    acceptor: ReplicaIndex,
+    acceptor: ReplicaId,
     nonce: Option<Nonce>,
     welcome: &Welcome,
 ) -> Result<Option<Mac>, Refusal> {

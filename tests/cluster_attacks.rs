@@ -58,9 +58,10 @@ fn expect_closed(stream: &mut TcpStream) {
 /// The hello replica `index` of `cluster` sends (members and default limits).
 fn replica_hello(cluster: &TestCluster, index: u8, nonce: Option<[u8; 32]>) -> BytesMut {
     let hello = Hello {
-        peer: Peer::Replica(index),
+        peer: Peer::Replica(index.into()),
         terms: Terms {
             cluster: cluster.cluster,
+            epoch: 0,
             members: cluster.addresses().to_vec(),
             limits: Some(Limits::of(&vsr::Config::new(cluster.cluster, 3))),
         },
@@ -147,8 +148,8 @@ fn without_the_key_no_one_speaks_as_a_replica_and_handshakes_do_not_replay() {
     let (acceptor_nonce, _) = welcome.keyed.expect("a keyed welcome");
     let transcript = Transcript {
         cluster: cluster.cluster,
-        connector: Peer::Replica(other),
-        acceptor: primary as u8,
+        connector: Peer::Replica(other.into()),
+        acceptor: primary as u64,
         connector_nonce: nonce,
         acceptor_nonce,
     };

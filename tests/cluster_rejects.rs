@@ -87,7 +87,7 @@ fn check_rejects(extra: &[&str]) {
 
     // A hello claiming this replica's own index.
     let mut frame = BytesMut::new();
-    common::encode_hello(Peer::Replica(primary as u8), cluster_id, &mut frame);
+    common::encode_hello(Peer::Replica(primary as u64), cluster_id, &mut frame);
     expect_closed(address, &frame);
 
     let log = cluster.log(primary);

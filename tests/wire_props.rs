@@ -309,7 +309,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         8 => message().prop_map(Frame::Message),
         3 => batch_messages().prop_map(|messages| batch_of(&messages)),
         2 => hello().prop_map(Frame::Hello),
-        1 => (any::<u8>(), prop::option::of(any::<([u8; 32], [u8; 32])>()))
+        1 => (any::<u64>(), prop::option::of(any::<([u8; 32], [u8; 32])>()))
             .prop_map(|(replica, keyed)| Frame::Welcome(Welcome { replica, keyed })),
         1 => any::<[u8; 32]>().prop_map(Frame::Proof),
         1 => (refusal_code(), "[a-z ]{0,40}")
@@ -321,7 +321,7 @@ fn frame() -> impl Strategy<Value = Frame> {
 
 fn hello() -> impl Strategy<Value = Hello> {
     let peer = prop_oneof![
-        any::<u8>().prop_map(Peer::Replica),
+        any::<u64>().prop_map(Peer::Replica),
         any::<u64>().prop_map(Peer::Client),
     ];
     let member =
@@ -341,11 +341,13 @@ fn hello() -> impl Strategy<Value = Hello> {
         prop::collection::vec(member, 0..6),
         prop::option::of(limits),
         prop::option::of(any::<[u8; 32]>()),
+        any::<u32>(),
     )
-        .prop_map(|(peer, members, limits, nonce)| Hello {
+        .prop_map(|(peer, members, limits, nonce, epoch)| Hello {
             peer,
             terms: Terms {
                 cluster: CLUSTER,
+                epoch,
                 members,
                 limits,
             },
@@ -672,6 +674,7 @@ fn hello_and_stats_round_trip() {
             peer,
             terms: Terms {
                 cluster: CLUSTER,
+                epoch: 0,
                 members: vec![
                     "127.0.0.1:7000".parse().unwrap(),
                     "[::1]:7001".parse().unwrap(),
@@ -682,7 +685,7 @@ fn hello_and_stats_round_trip() {
         })
     };
     check_round_trip(&hello(Peer::Replica(0)));
-    check_round_trip(&hello(Peer::Replica(u8::MAX)));
+    check_round_trip(&hello(Peer::Replica(u64::MAX)));
     check_round_trip(&hello(Peer::Client(0x1234_5678_9abc)));
     check_round_trip(&Frame::StatsRequest);
     check_round_trip(&Frame::StatsReply(Bytes::from_static(

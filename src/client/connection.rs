@@ -389,7 +389,7 @@ impl Connection {
             self.key.as_ref(),
             self.cluster,
             me,
-            self.replica,
+            self.replica.into(),
             nonce,
             welcome,
         )

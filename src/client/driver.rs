@@ -134,6 +134,7 @@ impl Driver {
         // The hello states what the client was told, for the replicas to compare.
         let terms = Terms {
             cluster: options.cluster_id,
+            epoch: 0,
             members: addresses.to_vec(),
             limits: None,
         };

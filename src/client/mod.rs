@@ -24,6 +24,6 @@ pub use pipelined::PipelinedClient;
 pub use raw::RawConnection;
 pub use session::{ClientSession, Outcome, SubmitError, Target};
 pub use stats::{
-    replica_stats, HistogramSummary, ProtocolCounters, ReplicaStats, ReplicaStatus,
-    RuntimeCounters, StatsError, StatsOptions,
+    replica_stats, ConfigurationStats, HistogramSummary, MemberStats, ProtocolCounters,
+    ReplicaStats, ReplicaStatus, RuntimeCounters, StatsError, StatsOptions,
 };

@@ -15,9 +15,10 @@
 
 use super::{ClientError, RawConnection};
 use crate::auth::ClusterKey;
-use crate::protocol::{Op, ReplicaIndex, View};
+use crate::protocol::configuration::Member;
+use crate::protocol::{Configuration, Op, ReplicaId, ReplicaIndex, View};
 use crate::wire::{self, Frame, Terms};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -133,6 +134,12 @@ pub struct ReplicaStats {
     /// Its configuration epoch (paper 7); 0 from replicas that do not report one.
     #[serde(default)]
     pub epoch: u32,
+    /// The configuration it is in (paper 7): absent from replicas that do not report it.
+    #[serde(default)]
+    pub configuration: Option<ConfigurationStats>,
+    /// The op its epoch started after (the RECONFIGURATION's op; 0 in epoch 0).
+    #[serde(default)]
+    pub epoch_start: Op,
     /// Its view.
     pub view: View,
     /// The highest op in its log.
@@ -166,6 +173,65 @@ pub struct ReplicaStats {
     /// The document as the replica sent it.
     #[serde(skip)]
     pub(crate) json: String,
+}
+
+/// A configuration as a stats reply carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigurationStats {
+    /// Its epoch.
+    pub epoch: u32,
+    /// The lowest identity no configuration of the cluster has used.
+    pub next_id: ReplicaId,
+    /// The members, by index.
+    pub members: Vec<MemberStats>,
+}
+
+/// One member of a [`ConfigurationStats`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStats {
+    /// Its identity.
+    pub id: ReplicaId,
+    /// Its address (`host:port` for the TCP runtime).
+    pub address: String,
+}
+
+impl ConfigurationStats {
+    /// What a stats reply says of `configuration`.
+    pub fn of(configuration: &Configuration) -> ConfigurationStats {
+        ConfigurationStats {
+            epoch: configuration.epoch(),
+            next_id: configuration.next_id(),
+            members: configuration
+                .members()
+                .iter()
+                .map(|member| MemberStats {
+                    id: member.id,
+                    address: String::from_utf8_lossy(&member.address).into_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The configuration again; `None` if what the replica reported is not one.
+    pub fn to_configuration(&self) -> Option<Configuration> {
+        let members = self
+            .members
+            .iter()
+            .map(|member| Member {
+                id: member.id,
+                address: Bytes::from(member.address.clone()),
+            })
+            .collect();
+        Configuration::from_parts(self.epoch, members, self.next_id)
+    }
+
+    /// The member addresses, by index (`None` if one is not `host:port`).
+    pub fn addresses(&self) -> Option<Vec<SocketAddr>> {
+        self.members
+            .iter()
+            .map(|member| member.address.parse().ok())
+            .collect()
+    }
 }
 
 /// The protocol core's counters, since the replica started.
@@ -227,6 +293,7 @@ pub fn replica_stats(
     // check it) and no limits.
     let terms = Terms {
         cluster: options.cluster_id,
+        epoch: 0,
         members: Vec::new(),
         limits: None,
     };

@@ -112,6 +112,58 @@ impl Configuration {
         }
     }
 
+    /// The successor whose members are at `addresses`, in that order: a current member
+    /// at one of them keeps its identity, every other address is a new member with a
+    /// fresh identity (in order, from `next_id`). The rule `vsr admin reconfigure` and a
+    /// joining replica both apply, so a new member knows its identity before the change
+    /// is requested. It still has to pass [`Configuration::check_successor`].
+    pub fn successor_at(&self, addresses: &[Bytes]) -> Configuration {
+        let mut next_id = self.next_id;
+        let members = addresses
+            .iter()
+            .map(|address| {
+                let id = match self.members.iter().find(|m| m.address == address) {
+                    Some(member) => member.id,
+                    None => {
+                        next_id += 1;
+                        next_id - 1
+                    }
+                };
+                Member {
+                    id,
+                    address: address.clone(),
+                }
+            })
+            .collect();
+        Configuration {
+            epoch: self.epoch + 1,
+            members,
+            witnesses: ReplicaSet::default(),
+            next_id,
+        }
+    }
+
+    /// A configuration from its parts, as a replica reports it (`vsr admin status`); `None`
+    /// unless it is the initial configuration of its size or well formed
+    /// ([`Configuration::is_well_formed`]).
+    pub fn from_parts(
+        epoch: u32,
+        members: Vec<Member>,
+        next_id: ReplicaId,
+    ) -> Option<Configuration> {
+        let configuration = Configuration {
+            epoch,
+            members,
+            witnesses: ReplicaSet::default(),
+            next_id,
+        };
+        let initial = epoch == 0
+            && configuration.members.len() % 2 == 1
+            && configuration.next_id == configuration.members.len() as ReplicaId
+            && configuration.ids().eq(0..next_id);
+        (initial || configuration.is_well_formed()).then_some(configuration)
+    }
+
     /// Whether `next` may follow this configuration (paper 7.1: the primary accepts a
     /// reconfiguration only for the current epoch): the next epoch, 2f+1 members with at
     /// least three, distinct identities and addresses, every identity either a current
@@ -432,6 +484,60 @@ mod tests {
         assert_eq!(
             three.check_successor(&beyond),
             Err("an identity at or past next_id")
+        );
+    }
+
+    #[test]
+    fn a_successor_at_addresses_keeps_members_and_numbers_newcomers_in_order() {
+        let three =
+            Configuration::initial_with_addresses(&[address("a"), address("b"), address("c")]);
+        let next = three.successor_at(&[
+            address("d"),
+            address("b"),
+            address("e"),
+            address("a"),
+            address("f"),
+        ]);
+        assert_eq!(next.epoch(), 1);
+        assert_eq!(next.ids().collect::<Vec<_>>(), [3, 1, 4, 0, 5]);
+        assert_eq!(next.next_id(), 6);
+        assert_eq!(three.check_successor(&next), Ok(()));
+        // Dropping a member and adding one after: its identity is never the dropped one's.
+        let after = next.successor_at(&[address("d"), address("e"), address("g")]);
+        assert_eq!(after.ids().collect::<Vec<_>>(), [3, 4, 6]);
+        assert_eq!(next.check_successor(&after), Ok(()));
+    }
+
+    #[test]
+    fn parts_make_a_configuration_only_when_well_formed() {
+        let three =
+            Configuration::initial_with_addresses(&[address("a"), address("b"), address("c")]);
+        let parts = |c: &Configuration| (c.epoch(), c.members().to_vec(), c.next_id());
+        let (epoch, members, next_id) = parts(&three);
+        assert_eq!(
+            Configuration::from_parts(epoch, members.clone(), next_id),
+            Some(three.clone())
+        );
+        assert_eq!(
+            Configuration::from_parts(epoch, members[..2].to_vec(), next_id),
+            None
+        );
+        let one = Configuration::initial(1);
+        let (epoch, members, next_id) = parts(&one);
+        assert_eq!(
+            Configuration::from_parts(epoch, members, next_id),
+            Some(one)
+        );
+        let next = three.successor_at(&[address("a"), address("b"), address("d")]);
+        let (epoch, members, next_id) = parts(&next);
+        assert_eq!(
+            Configuration::from_parts(epoch, members.clone(), next_id),
+            Some(next)
+        );
+        assert_eq!(
+            Configuration::from_parts(epoch, members, 2),
+            None,
+            "ids past next_id"
         );
     }
 }

@@ -19,6 +19,6 @@ pub mod timeout;
 pub use configuration::{Configuration, ReplicaId};
 pub use effects::{DurableState, Effect, Write, WriteId};
 pub use message::*;
-pub use replica::{Replica, Start, Stats, Status};
+pub use replica::{Replica, Start, Stats, Status, NOT_A_MEMBER};
 pub use replica_set::ReplicaSet;
 pub use stored::{Inconsistent, Stored, StoredWrite};

@@ -46,6 +46,12 @@ impl SharedSlots {
         }
     }
 
+    /// Reserves slots for `replicas` replicas from now on (the peers of the configurations
+    /// the replica is in change with a reconfiguration).
+    pub fn reserve_for(&mut self, replicas: usize) {
+        self.reserved = RESERVED_SLOTS_PER_REPLICA * replicas;
+    }
+
     /// Why `ip` may not open another connection, if it may not.
     pub fn ip_refusal(&self, ip: IpAddr) -> Option<String> {
         let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);

@@ -9,7 +9,7 @@
 use super::connection::Connection;
 use super::event_loop::EventLoop;
 use super::handshake::PeerState;
-use crate::protocol::ReplicaIndex;
+use crate::protocol::ReplicaId;
 use crate::service::StateMachine;
 use crate::wire::{self, Hello, Peer};
 use mio::net::TcpStream;
@@ -19,57 +19,58 @@ use std::time::Instant;
 use tracing::debug;
 
 impl<S: StateMachine> EventLoop<S> {
-    /// The connection of our link to replica `index`, dialled now if there is none and the
+    /// The connection of our link to replica `id`, dialled now if there is none and the
     /// on-demand interval allows it.
-    pub(super) fn link(&mut self, index: ReplicaIndex) -> Option<usize> {
-        if let Some(token) = self.peers.token(index) {
+    pub(super) fn link(&mut self, id: ReplicaId) -> Option<usize> {
+        if let Some(token) = self.peers.token(id) {
             return Some(token);
         }
-        let address = self.peers.dial_on_demand(index, Instant::now())?;
-        match self.dial(index, address) {
-            Ok(token) => self.peers.on_dialled(index, token),
+        let address = self.peers.dial_on_demand(id, Instant::now())?;
+        match self.dial(id, address) {
+            Ok(token) => self.peers.on_dialled(id, token),
             Err(error) => {
-                debug!(replica = self.options.replica, peer = index, %error, "connect failed")
+                debug!(replica = self.gate.own, peer = id, %error, "connect failed")
             }
         }
-        self.peers.token(index)
+        self.peers.token(id)
     }
 
     /// Redials the lost links whose backoff expired at `now`.
     pub(super) fn dial_due(&mut self, now: Instant) {
-        for index in 0..self.peers.bound() {
-            let Some(address) = self.peers.due(index, now) else {
+        if self.peers.next_attempt().is_none_or(|next| next > now) {
+            return;
+        }
+        for id in self.peers.ids() {
+            let Some(address) = self.peers.due(id, now) else {
                 continue;
             };
-            match self.dial(index, address) {
-                Ok(token) => self.peers.on_dialled(index, token),
+            match self.dial(id, address) {
+                Ok(token) => self.peers.on_dialled(id, token),
                 Err(error) => {
-                    debug!(replica = self.options.replica, peer = index, %error, "connect failed");
-                    self.peers.on_lost(index, now);
+                    debug!(replica = self.gate.own, peer = id, %error, "connect failed");
+                    self.peers.on_lost(id, now);
                 }
             }
         }
     }
 
-    /// Opens a link to replica `index` at `address` and queues our hello on it.
-    fn dial(&mut self, index: ReplicaIndex, address: SocketAddr) -> io::Result<usize> {
+    /// Opens a link to replica `id` at `address` and queues our hello on it.
+    fn dial(&mut self, id: ReplicaId, address: SocketAddr) -> io::Result<usize> {
         let stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
         let nonce = match &self.gate.key {
             Some(_) => Some(crate::auth::fresh_nonce().map_err(io::Error::other)?),
             None => None,
         };
-        let id = self.connections.next_id();
+        let connection_id = self.connections.next_id();
         let queued_bytes_max = self.replica_queued_bytes_max;
         let frame_max = self.request_frame_bytes_max;
-        let mut connection = Connection::new(stream, id, true, queued_bytes_max, frame_max);
-        // Only a welcome or a refusal comes back on our link, from the replica dialled.
-        connection.peer = PeerState::Dialed {
-            replica: index,
-            nonce,
-        };
+        let mut connection =
+            Connection::new(stream, connection_id, true, queued_bytes_max, frame_max);
+        // A welcome or a refusal comes back on our link, from the replica dialled.
+        connection.peer = PeerState::Dialed { replica: id, nonce };
         let hello = Hello {
-            peer: Peer::Replica(self.options.replica),
+            peer: Peer::Replica(self.gate.own),
             terms: self.gate.terms.clone(),
             nonce,
         };

@@ -10,8 +10,9 @@
 //! client table.
 
 use super::event_loop::EventLoop;
+use super::handshake::PeerState;
 use super::routes::Route;
-use crate::protocol::{Body, ClientId, Effect, Message, ReplicaIndex};
+use crate::protocol::{Body, ClientId, Effect, Message, ReplicaId};
 use crate::service::StateMachine;
 use crate::wire;
 use std::time::Instant;
@@ -20,15 +21,12 @@ impl<S: StateMachine> EventLoop<S> {
     /// Carries out every effect the core produced since the last call, in order.
     pub(super) fn execute_effects(&mut self) {
         self.now = Instant::now();
+        // A reconfiguration executed in the last input changes who the peers are.
+        self.follow_configuration();
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             match effect {
-                // The runtime keeps its peers by index, and does not follow reconfigurations
-                // yet: in epoch 0 a replica's identity is its index.
-                Effect::Send { to, message } => match u8::try_from(to) {
-                    Ok(to) => self.send(to, &message),
-                    Err(_) => tracing::warn!(to, "no peer with this identity: dropped"),
-                },
+                Effect::Send { to, message } => self.send(to, &message),
                 Effect::Broadcast { message } => self.broadcast(&message),
                 Effect::Reply { client, message } => self.reply(client, message),
                 // In memory the storage phase completes every write; on disk the payload
@@ -43,10 +41,17 @@ impl<S: StateMachine> EventLoop<S> {
         self.effects = effects; // Keep the capacity.
     }
 
-    /// Queues `message` on our link to replica `to` (dialling it if there is none).
-    fn send(&mut self, to: ReplicaIndex, message: &Message) {
+    /// Queues `message` on our link to replica `to` (dialling it if there is none), or,
+    /// for a replica we do not dial (a learner, whose address no configuration lists
+    /// yet), on the link it dialled to us.
+    fn send(&mut self, to: ReplicaId, message: &Message) {
         let cluster = self.options.config.cluster;
-        let Some(token) = self.link(to) else {
+        let token = if self.peers.contains(to) {
+            self.link(to)
+        } else {
+            self.accepted_link(to)
+        };
+        let Some(token) = token else {
             return; // No link: the protocol's timeouts resend what matters.
         };
         let connection = self
@@ -58,7 +63,20 @@ impl<S: StateMachine> EventLoop<S> {
         }
     }
 
-    /// Encodes `message` once and queues the segment on every peer's link.
+    /// The newest established connection replica `id` dialled to us.
+    fn accepted_link(&self, id: ReplicaId) -> Option<usize> {
+        self.connections
+            .tokens()
+            .filter(|&token| {
+                self.connections.get(token).is_some_and(|connection| {
+                    connection.peer == PeerState::Replica(id) && connection.closing.is_none()
+                })
+            })
+            .max_by_key(|&token| self.connections.get(token).map(|c| c.id))
+    }
+
+    /// Encodes `message` once and queues the segment on the link of every other member
+    /// of the message's epoch.
     fn broadcast(&mut self, message: &Message) {
         if let Body::Prepare(prepare) = &message.body {
             self.metrics
@@ -70,11 +88,15 @@ impl<S: StateMachine> EventLoop<S> {
         }
         wire::encode(message, self.options.config.cluster, &mut self.broadcast);
         let segment = self.broadcast.split().freeze();
-        for index in 0..self.peers.bound() {
-            if !self.peers.contains(index) {
-                continue;
-            }
-            let Some(token) = self.link(index) else {
+        let members: smallvec::SmallVec<[ReplicaId; 8]> = self
+            .replica
+            .configuration_of(message.epoch)
+            .unwrap_or_else(|| self.replica.configuration())
+            .ids()
+            .filter(|&id| id != self.gate.own)
+            .collect();
+        for id in members {
+            let Some(token) = self.link(id) else {
                 continue;
             };
             let connection = self

@@ -71,8 +71,11 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) connections: ConnectionSet,
     /// The shared connection slots and the per-address counts.
     pub(super) slots: SharedSlots,
-    /// Our links to the other replicas, by replica index.
+    /// Our links to the other replicas, by replica identity.
     pub(super) peers: Peers,
+    /// The epoch the peers and the gate were last brought in line with
+    /// (`membership::follow_configuration`).
+    pub(super) followed_epoch: Option<u32>,
     /// Where each client's replies go.
     pub(super) routes: ClientRoutes,
     /// The ticks owed to the core.
@@ -128,7 +131,10 @@ impl<S: StateMachine> EventLoop<S> {
         let now = Instant::now();
         let config = &options.config;
         let replicas = options.addresses.len();
-        EventLoop {
+        let own = replica.id();
+        let mut gate = options.gate();
+        gate.own = own;
+        let mut event_loop = EventLoop {
             poll,
             listener,
             replica,
@@ -138,7 +144,8 @@ impl<S: StateMachine> EventLoop<S> {
                 options.connections_per_ip_max,
                 replicas,
             ),
-            peers: Peers::new(options.replica, &options.addresses, now),
+            peers: Peers::new(own, [], now),
+            followed_epoch: None,
             routes: ClientRoutes::new(config.clients_max as usize * 2),
             clock: Clock::new(now),
             io: IoThreads::new(io, from_io),
@@ -146,7 +153,7 @@ impl<S: StateMachine> EventLoop<S> {
             effects: Vec::with_capacity(1024),
             broadcast: BytesMut::with_capacity(1 << 20),
             replica_queued_bytes_max: (config.message_bytes_max as usize * 4).max(64 << 20),
-            gate: options.gate(),
+            gate,
             request_frame_bytes_max: options.request_frame_bytes_max(),
             paused_clients: 0,
             more_to_read: false,
@@ -161,7 +168,9 @@ impl<S: StateMachine> EventLoop<S> {
             summary_commit: 0,
             shutdown,
             options,
-        }
+        };
+        event_loop.follow_configuration();
+        event_loop
     }
 
     /// The same loop with its writes made durable by a storage thread
@@ -225,6 +234,16 @@ impl<S: StateMachine> EventLoop<S> {
                 break;
             }
             self.write_phase();
+            if self.replica.is_retired() {
+                // Paper 7.3: f'+1 members of the new epoch hold its starting state, so
+                // nothing is lost when this replica goes; what it queued was just written.
+                info!(
+                    replica = self.gate.own,
+                    epoch = self.replica.epoch(),
+                    "retired: not a member of the current configuration, which started; stopping"
+                );
+                break;
+            }
             self.io.wake_pending();
             self.dial_due(started);
             self.sweep_if_due(started);

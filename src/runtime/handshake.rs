@@ -6,15 +6,21 @@
 //! cluster key the acceptor then challenges the speaker (`Welcome` with a nonce and its own
 //! proof) and accepts nothing but a valid `Proof` next (see [`crate::auth`]). Only then:
 //! a connection that said `Client` may send requests and stats requests, never replica
-//! messages; one that said `Replica(i)` must name another replica of this cluster, and
-//! every message on it must carry `i` as its sender.
+//! messages; one that said `Replica(id)` names a replica identity other than ours, and
+//! may send protocol messages only. Identities, not indexes: a replica's index changes
+//! with the configuration (paper section 7), its identity never does. An identity we do
+//! not know is a learner warming up, or a member of an epoch we have not learned of yet;
+//! the core decides what its messages are worth, and the event loop checks that every
+//! message names the hello's identity as its sender where the message's epoch is known
+//! ([`check_sender`]).
 //!
-//! A connection we dialled to replica `i` expects one frame back: `Welcome` from replica
-//! `i` (with a key: with a valid MAC, answered by our `Proof`), or a `Refusal`. Anything
-//! else closes that connection only (one bad peer never takes the replica down).
+//! A connection we dialled to replica `id` expects a `Welcome` from replica `id` (with a
+//! key: with a valid MAC, answered by our `Proof`), or a `Refusal`; after the welcome, the
+//! replica may answer on it (it does so for a replica it does not dial: a learner).
+//! Anything else closes that connection only (one bad peer never takes the replica down).
 
 use crate::auth::{self, ClusterKey, Role, Transcript};
-use crate::protocol::{Body, ClientId, Message, ReplicaIndex};
+use crate::protocol::{Body, ClientId, Configuration, Message, ReplicaId, ReplicaIndex};
 use crate::wire::{
     Batch, BatchKind, Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode, Terms, Welcome,
 };
@@ -23,11 +29,9 @@ use thiserror::Error;
 /// What this replica checks hellos against.
 #[derive(Clone, Debug)]
 pub struct Gate {
-    /// Our index.
-    pub own: ReplicaIndex,
-    /// The cluster size.
-    pub count: u8,
-    /// Our terms (with our limits).
+    /// Our identity.
+    pub own: ReplicaId,
+    /// Our terms (with our limits, our epoch and its members).
     pub terms: Terms,
     /// The cluster key, if the cluster is authenticated.
     pub key: Option<ClusterKey>,
@@ -45,19 +49,19 @@ pub enum PeerState {
         /// The handshake so far.
         transcript: Transcript,
     },
-    /// Accepted: another replica of this cluster.
-    Replica(ReplicaIndex),
+    /// Accepted: another replica of this cluster, by identity.
+    Replica(ReplicaId),
     /// Accepted: a client (or a tool such as `vsr stats`).
     Client(ClientId),
     /// Dialled by us to replica `replica`, awaiting its `Welcome`.
     Dialed {
-        /// The replica dialled.
-        replica: ReplicaIndex,
+        /// The replica dialled (its identity).
+        replica: ReplicaId,
         /// Our hello's nonce (with a key).
         nonce: Option<Nonce>,
     },
     /// Dialled by us and welcomed: our link to `replica`.
-    Linked(ReplicaIndex),
+    Linked(ReplicaId),
 }
 
 impl PeerState {
@@ -78,7 +82,7 @@ impl PeerState {
     }
 
     /// The replica at the other end of a link we dialled.
-    pub fn dialed_replica(&self) -> Option<ReplicaIndex> {
+    pub fn dialed_replica(&self) -> Option<ReplicaId> {
         match self {
             PeerState::Dialed { replica, .. } | PeerState::Linked(replica) => Some(*replica),
             _ => None,
@@ -103,7 +107,7 @@ pub enum Admitted {
     /// Our link to `replica` was welcomed: send `proof` (with a key); it is established.
     Welcomed {
         /// The replica.
-        replica: ReplicaIndex,
+        replica: ReplicaId,
         /// Our proof of the key.
         proof: Option<Mac>,
     },
@@ -111,8 +115,14 @@ pub enum Admitted {
     Request(Message),
     /// A client's batch of requests, for the core one by one (`wire::batch`).
     Requests(Batch),
-    /// A replica's protocol message, for the core.
-    Replica(Message),
+    /// A protocol message from replica `from` (as its hello or our dial said), for the
+    /// core once [`check_sender`] agrees.
+    Replica {
+        /// The identity the connection was established with.
+        from: ReplicaId,
+        /// The message.
+        message: Message,
+    },
     /// A request for the replica's statistics.
     StatsRequest,
 }
@@ -126,17 +136,9 @@ pub enum Rejection {
     /// A second `Hello`.
     #[error("a second hello on one connection")]
     HelloTwice,
-    /// A `Hello` naming a replica that is not in the configuration.
-    #[error("hello claims replica {claimed}, but the cluster has {count} replicas")]
-    ReplicaOutOfRange {
-        /// The index claimed.
-        claimed: ReplicaIndex,
-        /// The cluster size.
-        count: u8,
-    },
     /// A `Hello` naming this very replica.
-    #[error("hello claims to be this replica ({0})")]
-    ReplicaIsSelf(ReplicaIndex),
+    #[error("hello claims to be this replica (identity {0})")]
+    ReplicaIsSelf(ReplicaId),
     /// Client id 0 is reserved.
     #[error("hello claims client id 0, which is reserved")]
     ClientZero,
@@ -164,7 +166,7 @@ pub enum Rejection {
     )]
     UnexpectedOnLink {
         /// The replica.
-        replica: ReplicaIndex,
+        replica: ReplicaId,
         /// What it sent.
         frame: &'static str,
     },
@@ -177,13 +179,25 @@ pub enum Rejection {
     /// A replica connection sent something only clients send.
     #[error("a replica connection sent a client frame ({0})")]
     ReplicaSentClientFrame(&'static str),
-    /// A message whose sender field differs from what the connection's hello said.
-    #[error("replica {hello} sent a message signed by replica {message}")]
+    /// A message whose sender differs from what the connection's hello said.
+    #[error("replica {hello} sent a message signed by replica index {message} of epoch {epoch}")]
     SenderMismatch {
-        /// The hello's index.
-        hello: ReplicaIndex,
-        /// The message's `replica` field.
+        /// The hello's identity.
+        hello: ReplicaId,
+        /// The message's `replica` field (an index in `epoch`).
         message: ReplicaIndex,
+        /// The message's epoch.
+        epoch: u32,
+    },
+    /// A message that names another replica's identity in its body.
+    #[error("replica {hello} sent a {what} naming replica {named}")]
+    IdentityMismatch {
+        /// The hello's identity.
+        hello: ReplicaId,
+        /// The message.
+        what: &'static str,
+        /// The identity the body names.
+        named: ReplicaId,
     },
     /// A frame no replica ever accepts (a reply, a stats reply).
     #[error("unexpected frame for a replica: {0}")]
@@ -198,9 +212,7 @@ impl Rejection {
             Rejection::Refused(refusal) | Rejection::OtherCluster { refusal, .. } => {
                 Some(refusal.clone())
             }
-            Rejection::ReplicaOutOfRange { .. }
-            | Rejection::ReplicaIsSelf(_)
-            | Rejection::ClientZero => Some(Refusal {
+            Rejection::ReplicaIsSelf(_) | Rejection::ClientZero => Some(Refusal {
                 code: RefusalCode::BadHello,
                 reason: self.to_string(),
             }),
@@ -215,7 +227,7 @@ impl Rejection {
             Rejection::Refused(refusal)
             | Rejection::RefusedByPeer(refusal)
             | Rejection::OtherCluster { refusal, .. } => refusal.code.is_configuration(),
-            Rejection::ReplicaOutOfRange { .. } | Rejection::ReplicaIsSelf(_) => true,
+            Rejection::ReplicaIsSelf(_) => true,
             _ => false,
         }
     }
@@ -268,6 +280,11 @@ impl Gate {
             (PeerState::Dialed { .. } | PeerState::Linked(_), Frame::Refusal(refusal)) => {
                 Err(Rejection::RefusedByPeer(refusal))
             }
+            // The replica we dialled answers on our link when it does not dial us (we are
+            // a learner it does not know the address of).
+            (PeerState::Linked(replica), Frame::Message(message)) => {
+                replica_message(replica, message)
+            }
             (PeerState::Dialed { replica, .. } | PeerState::Linked(replica), frame) => {
                 Err(Rejection::UnexpectedOnLink {
                     replica,
@@ -299,15 +316,7 @@ impl Gate {
             (PeerState::Replica(_), Frame::StatsRequest) => {
                 Err(Rejection::ReplicaSentClientFrame("stats_request"))
             }
-            (PeerState::Replica(hello), Frame::Message(message)) => match message.body {
-                Body::Request(_) => Err(Rejection::ReplicaSentClientFrame("request")),
-                Body::Reply(_) => Err(Rejection::Unexpected("reply")),
-                _ if message.replica != hello => Err(Rejection::SenderMismatch {
-                    hello,
-                    message: message.replica,
-                }),
-                _ => Ok(Admitted::Replica(message)),
-            },
+            (PeerState::Replica(hello), Frame::Message(message)) => replica_message(hello, message),
         }
     }
 
@@ -323,12 +332,6 @@ impl Gate {
             return Err(Rejection::Refused(refusal));
         }
         match hello.peer {
-            Peer::Replica(claimed) if claimed >= self.count => {
-                return Err(Rejection::ReplicaOutOfRange {
-                    claimed,
-                    count: self.count,
-                })
-            }
             Peer::Replica(claimed) if claimed == self.own => {
                 return Err(Rejection::ReplicaIsSelf(claimed))
             }
@@ -393,6 +396,59 @@ impl Gate {
     }
 }
 
+/// A protocol message on a replica connection: anything but client frames.
+fn replica_message(from: ReplicaId, message: Message) -> Result<Admitted, Rejection> {
+    match message.body {
+        Body::Request(_) => Err(Rejection::ReplicaSentClientFrame("request")),
+        Body::Reply(_) => Err(Rejection::Unexpected("reply")),
+        _ => Ok(Admitted::Replica { from, message }),
+    }
+}
+
+/// Whether `message`, on a connection established with replica identity `from`, is
+/// signed by `from`: its `replica` index names `from` in the configuration of its epoch
+/// (`configuration`, when this replica knows that epoch), and every identity its body
+/// names as the sender's (a learner's GetState, a StartEpoch) is `from`. Messages of an
+/// epoch this replica does not know pass on to the core, which acts on nothing of them
+/// but a StartEpoch.
+pub fn check_sender(
+    from: ReplicaId,
+    message: &Message,
+    configuration: Option<&Configuration>,
+) -> Result<(), Rejection> {
+    let named = match &message.body {
+        Body::GetState(get_state) => get_state.learner,
+        Body::StartEpoch(start_epoch) => Some(start_epoch.sender),
+        _ => None,
+    };
+    if let Some(named) = named.filter(|&named| named != from) {
+        return Err(Rejection::IdentityMismatch {
+            hello: from,
+            what: message.body.name(),
+            named,
+        });
+    }
+    let Some(configuration) = configuration else {
+        return Ok(());
+    };
+    let signed = if configuration.contains(message.replica) {
+        configuration.id_of(message.replica) == from
+    } else {
+        // Not a member's index: only a replica outside that epoch (a learner, a replica
+        // that retired) signs so.
+        !configuration.contains_id(from)
+    };
+    if signed {
+        Ok(())
+    } else {
+        Err(Rejection::SenderMismatch {
+            hello: from,
+            message: message.replica,
+            epoch: message.epoch,
+        })
+    }
+}
+
 fn established(peer: Peer) -> PeerState {
     match peer {
         Peer::Replica(index) => PeerState::Replica(index),
@@ -417,6 +473,7 @@ mod tests {
     fn terms() -> Terms {
         Terms {
             cluster: 5,
+            epoch: 0,
             members: members(),
             limits: Some(Limits::of(&crate::Config::new(5, 3))),
         }
@@ -426,7 +483,6 @@ mod tests {
     fn gate(key: Option<&[u8]>) -> Gate {
         Gate {
             own: 1,
-            count: 3,
             terms: terms(),
             key: key.map(|k| ClusterKey::from_bytes(k).unwrap()),
         }
@@ -483,7 +539,7 @@ mod tests {
                     Admitted::Welcomed { .. } => "welcomed",
                     Admitted::Request(_) => "request",
                     Admitted::Requests(_) => "requests",
-                    Admitted::Replica(_) => "replica",
+                    Admitted::Replica { .. } => "replica",
                     Admitted::StatsRequest => "stats",
                 });
             if last.is_err() {
@@ -510,13 +566,11 @@ mod tests {
 
     #[test]
     fn replica_hello_must_name_another_replica() {
-        let out_of_range = check(vec![hello(Peer::Replica(3))]);
+        // An identity no configuration we know lists: a learner, or a member of a later
+        // epoch. The core decides what its messages are worth.
         assert_eq!(
-            out_of_range,
-            Err(Rejection::ReplicaOutOfRange {
-                claimed: 3,
-                count: 3
-            })
+            check(vec![hello(Peer::Replica(7)), commit(255)]),
+            Ok("replica")
         );
         assert_eq!(
             check(vec![hello(Peer::Replica(1))]),
@@ -554,6 +608,7 @@ mod tests {
             peer: Peer::Client(3),
             terms: Terms {
                 cluster: 6,
+                epoch: 0,
                 members: vec![],
                 limits: None,
             },
@@ -631,14 +686,46 @@ mod tests {
 
     #[test]
     fn replicas_sign_with_their_hello() {
-        let mismatch = check(vec![hello(Peer::Replica(2)), commit(0)]);
+        let Frame::Message(commit_by_0) = commit(0) else {
+            unreachable!()
+        };
+        let epoch_0 = Configuration::initial(3);
         assert_eq!(
-            mismatch,
+            check_sender(2, &commit_by_0, Some(&epoch_0)),
             Err(Rejection::SenderMismatch {
                 hello: 2,
-                message: 0
+                message: 0,
+                epoch: 0
             })
         );
+        assert_eq!(check_sender(0, &commit_by_0, Some(&epoch_0)), Ok(()));
+        // An epoch we do not know: the core decides.
+        assert_eq!(check_sender(2, &commit_by_0, None), Ok(()));
+        // Outside the epoch's members only a non-member signs as a non-member.
+        let Frame::Message(outsider) = commit(crate::protocol::NOT_A_MEMBER) else {
+            unreachable!()
+        };
+        assert_eq!(check_sender(9, &outsider, Some(&epoch_0)), Ok(()));
+        assert!(check_sender(2, &outsider, Some(&epoch_0)).is_err());
+        // A learner asks for state for itself only.
+        let Frame::Message(get_state) = message(
+            crate::protocol::NOT_A_MEMBER,
+            Body::GetState(crate::protocol::GetState {
+                op: 0,
+                learner: Some(8),
+            }),
+        ) else {
+            unreachable!()
+        };
+        assert_eq!(
+            check_sender(9, &get_state, Some(&epoch_0)),
+            Err(Rejection::IdentityMismatch {
+                hello: 9,
+                what: "get_state",
+                named: 8
+            })
+        );
+        assert_eq!(check_sender(8, &get_state, Some(&epoch_0)), Ok(()));
         let request = check(vec![hello(Peer::Replica(2)), request()]);
         assert_eq!(request, Err(Rejection::ReplicaSentClientFrame("request")));
         let stats_reply = check(vec![
@@ -768,11 +855,20 @@ mod tests {
         };
         assert!(gate.admit(&mut state, Frame::Welcome(right)).is_ok());
         assert_eq!(state, PeerState::Linked(2));
+        // The replica we dialled may answer on our link (we may be a learner).
+        assert!(matches!(
+            gate.admit(&mut state, commit(2)),
+            Ok(Admitted::Replica { from: 2, .. })
+        ));
         assert_eq!(
-            gate.admit(&mut state, commit(2)).unwrap_err(),
+            gate.admit(&mut state, request()).unwrap_err(),
+            Rejection::ReplicaSentClientFrame("request")
+        );
+        assert_eq!(
+            gate.admit(&mut state, Frame::StatsRequest).unwrap_err(),
             Rejection::UnexpectedOnLink {
                 replica: 2,
-                frame: "commit"
+                frame: "stats_request"
             }
         );
     }

@@ -10,7 +10,7 @@
 
 use super::connections::{next_inbound, Inbound, ReadPass};
 use super::event_loop::EventLoop;
-use super::handshake::{Admitted, PeerState, Rejection};
+use super::handshake::{check_sender, Admitted, PeerState, Rejection};
 use super::routes::Route;
 use crate::protocol::{Body, Message};
 use crate::service::StateMachine;
@@ -121,9 +121,13 @@ impl<S: StateMachine> EventLoop<S> {
                         return self.close_overflow(token, overflow);
                     }
                 }
+                // The replica we dialled may answer on this link (we may be a learner it
+                // does not dial): as much as any replica message.
+                self.connections.live_mut(token).frame_bytes_max =
+                    self.options.config.message_bytes_max;
                 self.peers.on_welcomed(replica);
                 info!(
-                    replica = self.options.replica,
+                    replica = self.gate.own,
                     peer = replica,
                     "connected to replica"
                 );
@@ -141,22 +145,38 @@ impl<S: StateMachine> EventLoop<S> {
                 self.connections.live_mut(token).batches = true;
                 self.on_requests(token, batch.into_iter());
             }
-            Admitted::Replica(message) => self.replica.on_message(message, &mut self.effects),
+            Admitted::Replica { from, message } => {
+                let configuration = self.replica.configuration_of(message.epoch);
+                if let Err(rejection) = check_sender(from, &message, configuration) {
+                    return self.reject(token, rejection);
+                }
+                self.replica.on_message(message, &mut self.effects)
+            }
             Admitted::StatsRequest => self.on_stats_request(token),
         }
     }
 
-    /// A peer finished its handshake: a replica leaves the shared pool and may send
-    /// messages up to `message_bytes_max`; a client needs a shared slot.
+    /// A peer finished its handshake: a member of a configuration we know leaves the
+    /// shared pool and may send messages up to `message_bytes_max`; any other replica
+    /// identity (a learner, or a member of an epoch we have not learned of) stays in the
+    /// shared pool with a request's frame limit, since anyone may claim an unknown
+    /// identity; a client needs a shared slot.
     fn on_established(&mut self, token: usize, peer: Peer) {
         match peer {
-            Peer::Replica(index) => {
-                let connection = self.connections.live_mut(token);
-                self.slots.uncount(&mut connection.ip);
-                connection.frame_bytes_max = self.options.config.message_bytes_max;
+            Peer::Replica(id) => {
+                let known = self
+                    .replica
+                    .configurations()
+                    .any(|configuration| configuration.contains_id(id));
+                if known {
+                    let connection = self.connections.live_mut(token);
+                    self.slots.uncount(&mut connection.ip);
+                    connection.frame_bytes_max = self.options.config.message_bytes_max;
+                }
                 info!(
-                    replica = self.options.replica,
-                    peer = index,
+                    replica = self.gate.own,
+                    peer = id,
+                    known,
                     "replica said hello"
                 );
             }

@@ -5,7 +5,7 @@
 //! never allocates (values above the bound are clamped).
 
 use super::connections::ReadCounts;
-use crate::client::{HistogramSummary, ReplicaStats};
+use crate::client::{ConfigurationStats, HistogramSummary, ReplicaStats};
 use crate::protocol::{Replica, Status};
 use crate::service::StateMachine;
 use hdrhistogram::Histogram;
@@ -182,8 +182,10 @@ impl Metrics {
         runtime.connections_rejected += runtime.connections_rejected_io;
         let document = ReplicaStats {
             replica: replica.replica(),
-            replica_id: replica.configuration().id_of(replica.replica()),
+            replica_id: replica.id(),
             epoch: replica.epoch(),
+            configuration: Some(ConfigurationStats::of(replica.configuration())),
+            epoch_start: replica.epoch_start(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             service: replica.service().name().to_string(),
             status: status_name(replica.status()).into(),

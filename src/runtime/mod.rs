@@ -4,7 +4,8 @@
 //!
 //! Starting and configuring:
 //! - [`server`]: start and stop a replica ([`ReplicaServer::spawn`]);
-//! - [`options`]: what it needs, and the start-up checks.
+//! - [`options`]: what it needs, and the start-up checks;
+//! - [`join`]: how a `--join` replica learns the cluster's configuration first.
 //!
 //! The event loop, one job per module:
 //! - [`event_loop`]: the loop's state and its phases in order (`EventLoop::run`);
@@ -19,8 +20,9 @@
 //! - `effects`: the one place the core's effects become I/O;
 //! - `storage`: the storage phase: writes complete in memory, or go to the storage
 //!   thread (`storage_thread`, `--durability disk`) and complete when it reports them;
-//! - `peers`: the peer table, keyed by replica index (links, redial backoff; it grows
-//!   and shrinks); `dial`: opening the links;
+//! - `peers`: the peer table, keyed by replica identity (links, redial backoff; it grows
+//!   and shrinks); `dial`: opening the links; `membership`: following the core's
+//!   configuration (peers, hello terms, retirement) across reconfigurations;
 //! - `routes`: where each client's replies go;
 //! - `closing`: closes, refusals, rejection logs and the handshake deadline sweep;
 //! - `hand_off`: the loop's side of the I/O threads; [`io_thread`]: the threads;
@@ -42,6 +44,8 @@ mod hand_off;
 pub mod handshake;
 mod inbound;
 pub mod io_thread;
+pub mod join;
+pub mod membership;
 pub mod metrics;
 pub mod options;
 mod peers;

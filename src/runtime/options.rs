@@ -17,6 +17,8 @@ pub const IO_THREADS_MAX: usize = 64;
 pub const HANDSHAKE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Default of [`ServerOptions::connections_max`].
 pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// Default of [`ServerOptions::join_timeout`].
+pub const JOIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// Default of [`ServerOptions::connections_per_ip_max`].
 pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = 1024;
 
@@ -50,6 +52,14 @@ pub struct ServerOptions {
     /// Serve Prometheus metrics at `http://ADDRESS/metrics` (port 0: any free port,
     /// reported by `ReplicaServer::metrics_address` and in the log).
     pub metrics_address: Option<SocketAddr>,
+    /// Replicas of the running cluster to join (`--join`, paper 7.5): non-empty, the
+    /// replica asks them (and `addresses`) for the cluster's configuration before it
+    /// starts, and warms up as a learner if `addresses` is a configuration it is not a
+    /// member of yet (see `runtime::join`). Empty: `addresses` is the cluster's first
+    /// configuration.
+    pub join: Vec<SocketAddr>,
+    /// How long a joining replica asks for the configuration before it gives up.
+    pub join_timeout: Duration,
 }
 
 /// Where a replica keeps what it must not forget (its log, checkpoint and view).
@@ -90,6 +100,8 @@ impl ServerOptions {
             connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
             durability: Durability::Memory,
             metrics_address: None,
+            join: Vec::new(),
+            join_timeout: JOIN_TIMEOUT_DEFAULT,
         }
     }
 
@@ -114,10 +126,11 @@ impl ServerOptions {
     /// and key.
     pub fn gate(&self) -> Gate {
         Gate {
-            own: self.replica,
-            count: self.config.replica_count,
+            // Epoch 0's identity; the event loop sets the core's own.
+            own: self.replica.into(),
             terms: Terms {
                 cluster: self.config.cluster,
+                epoch: 0,
                 members: self.addresses.clone(),
                 limits: Some(Limits::of(&self.config)),
             },
@@ -254,6 +267,10 @@ pub enum ServerError {
     /// rather than acknowledge anything that is not durable.
     #[error("storage: {0}")]
     Storage(crate::storage::StorageError),
+    /// A `--join` replica could not learn the cluster's configuration, or its own cannot
+    /// follow it.
+    #[error("join: {0}")]
+    Join(String),
     /// The storage thread ended without saying why (it panicked).
     #[error("storage: the storage thread stopped unexpectedly")]
     StorageThreadGone,

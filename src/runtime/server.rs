@@ -12,12 +12,13 @@
 use super::committed::{self, CommittedOps};
 use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
+use super::membership::address_bytes;
 use super::options::{Durability, ServerError, ServerOptions};
 use super::prometheus::MetricsExporter;
 use super::status::{ReplicaStatus, SharedStatus};
 use super::storage::DiskWrites;
 use super::storage_thread::StorageThread;
-use crate::protocol::{Replica, Start, Stored};
+use crate::protocol::{Configuration, Replica, Start, Stored};
 use crate::service::StateMachine;
 use crate::storage::{DataDir, Identity};
 use mio::net::TcpListener;
@@ -85,6 +86,10 @@ impl ReplicaServer {
             }
             None => (None, None),
         };
+        let joining = match options.join.is_empty() {
+            true => None,
+            false => Some(super::join::discover(&options)?),
+        };
         let (io, from_io) = spawn_io_threads(&options, &waker, &shutdown)?;
         let loop_shutdown = shutdown.clone();
         let name = format!("vsr-replica-{}", options.replica);
@@ -94,14 +99,29 @@ impl ReplicaServer {
                     warn!(core, "could not pin the replica thread; running unpinned");
                 }
             }
-            let start = match stored {
-                Some(stored) => Start::Restart {
+            let (configuration, id) = match &joining {
+                Some(joining) => (joining.configuration.clone(), joining.id),
+                None => {
+                    let addresses: Vec<_> = options
+                        .addresses
+                        .iter()
+                        .map(|&a| address_bytes(a))
+                        .collect();
+                    let initial = Configuration::initial_with_addresses(&addresses);
+                    (initial, options.replica.into())
+                }
+            };
+            let start = match (stored, &joining) {
+                // What the data directory holds knows better than anyone we asked.
+                (Some(stored), _) => Start::Restart {
                     stored: Box::new(stored),
                     nonce: nonce(),
                 },
-                None => Start::Recover { nonce: nonce() },
+                (None, Some(joining)) if !joining.member => Start::Join { id },
+                (None, _) => Start::Recover { nonce: nonce() },
             };
-            let replica = Replica::new(options.config.clone(), options.replica, service, start);
+            let config = options.config.clone();
+            let replica = Replica::in_configuration(config, configuration, id, service, start);
             EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io)
                 .with_disk(disk)
                 .with_exporter(exporter)

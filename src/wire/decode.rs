@@ -151,9 +151,10 @@ fn used_fields(command: Command) -> u16 {
         NewState => ENVELOPE | CODE | OP | COMMIT | OP_FIRST,
         StartEpoch => ENVELOPE | OP | NONCE,
         EpochStarted => ENVELOPE,
-        // Which of `replica` and `client` is checked once the code says which peer speaks.
-        Hello => CODE | REPLICA | CLIENT,
-        Welcome => REPLICA,
+        // `client` is the speaker's identity (a client id or a replica identity), `epoch`
+        // the epoch of the members it lists.
+        Hello => CODE | CLIENT | EPOCH,
+        Welcome => CLIENT,
         Refusal => CODE,
         Proof | StatsRequest | StatsReply => 0,
     }
@@ -215,9 +216,8 @@ fn parse(header: &Header, command: Command, body: Bytes) -> Result<Frame, Decode
 
 fn parse_hello(header: &Header, reader: &mut Reader) -> Result<Hello, DecodeError> {
     let peer = match header.code {
-        PEER_REPLICA if header.client == 0 => Peer::Replica(header.replica),
-        PEER_CLIENT if header.replica == 0 => Peer::Client(header.client),
-        PEER_REPLICA | PEER_CLIENT => return Err(Malformed("hello sets both replica and client")),
+        PEER_REPLICA => Peer::Replica(header.client),
+        PEER_CLIENT => Peer::Client(header.client),
         _ => return Err(Malformed("unknown hello peer kind")),
     };
     let [flags] = reader.take::<1>()?;
@@ -259,6 +259,7 @@ fn parse_hello(header: &Header, reader: &mut Reader) -> Result<Hello, DecodeErro
         peer,
         terms: Terms {
             cluster: header.cluster,
+            epoch: header.epoch,
             members,
             limits: limited.then_some(limits),
         },
@@ -276,7 +277,7 @@ fn parse_welcome(header: &Header, reader: &mut Reader) -> Result<Welcome, Decode
         _ => return Err(Malformed("welcome flags")),
     };
     Ok(Welcome {
-        replica: header.replica,
+        replica: header.client,
         keyed,
     })
 }

@@ -52,12 +52,13 @@ pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
     let mut header = Header {
         cluster: terms.cluster,
         command: Command::Hello as u8,
+        epoch: terms.epoch,
         ..Header::default()
     };
     match hello.peer {
-        Peer::Replica(replica) => {
+        Peer::Replica(id) => {
             header.code = PEER_REPLICA;
-            header.replica = replica;
+            header.client = id;
         }
         Peer::Client(client) => {
             header.code = PEER_CLIENT;
@@ -92,11 +93,12 @@ pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
     finish(out, start, header);
 }
 
-/// Appends a `Welcome` from replica `welcome.replica`.
+/// Appends a `Welcome` from the replica with identity `welcome.replica` (in the header's
+/// `client` field, the speaker's identity).
 pub fn encode_welcome(welcome: &Welcome, cluster: u128, out: &mut BytesMut) {
     let header = Header {
         cluster,
-        replica: welcome.replica,
+        client: welcome.replica,
         command: Command::Welcome as u8,
         ..Header::default()
     };

@@ -4,14 +4,15 @@
 
 use super::batch::{Batch, BatchKind};
 use super::greeting::{Hello, Mac, Refusal, Welcome};
-use crate::protocol::{ClientId, Message, ReplicaIndex};
+use crate::protocol::{ClientId, Message, ReplicaId};
 use bytes::Bytes;
 
 /// Who is speaking on a connection, announced by the first frame the connection carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Peer {
-    /// A replica, by its index in the configuration.
-    Replica(ReplicaIndex),
+    /// A replica, by its identity (never reused; not its index, which changes with the
+    /// configuration).
+    Replica(ReplicaId),
     /// A client, by its id.
     Client(ClientId),
 }

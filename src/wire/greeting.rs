@@ -113,6 +113,10 @@ impl Limits {
 pub struct Terms {
     /// The cluster id.
     pub cluster: u128,
+    /// The epoch whose members `members` lists (the header's `epoch`): a replica's current
+    /// epoch; for a client, the epoch of the configuration it follows (0 for addresses
+    /// given on a command line).
+    pub epoch: u32,
     /// Every replica's address in configuration order; empty when the speaker does not
     /// claim to know them (`vsr stats`, which is given one address).
     pub members: Vec<SocketAddr>,
@@ -123,7 +127,9 @@ pub struct Terms {
 impl Terms {
     /// The first way `theirs` differs from these terms (ours), in words naming both
     /// sides' values, or `None` when they agree. Empty member lists and absent limits are
-    /// not compared.
+    /// not compared, and member lists only within one epoch: nodes of different epochs
+    /// disagree on the members by design (paper section 7), and the protocol itself
+    /// tells the one behind where the cluster went.
     pub fn difference(&self, theirs: &Terms) -> Option<(RefusalCode, String)> {
         if self.cluster != theirs.cluster {
             return Some((
@@ -134,7 +140,10 @@ impl Terms {
                 ),
             ));
         }
-        if !self.members.is_empty() && !theirs.members.is_empty() && self.members != theirs.members
+        if self.epoch == theirs.epoch
+            && !self.members.is_empty()
+            && !theirs.members.is_empty()
+            && self.members != theirs.members
         {
             return Some((
                 RefusalCode::MembersDiffer,
@@ -200,8 +209,8 @@ pub struct Hello {
 /// The acceptor's answer to a `Hello` that it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Welcome {
-    /// The acceptor's replica index (the header's `replica`).
-    pub replica: u8,
+    /// The acceptor's replica identity (the header's `client`: the speaker's identity).
+    pub replica: crate::protocol::ReplicaId,
     /// With a key: the acceptor's challenge and its MAC over the transcript.
     pub keyed: Option<(Nonce, Mac)>,
 }
@@ -295,6 +304,7 @@ mod tests {
     fn terms(members: &[&str], limits: Option<Limits>) -> Terms {
         Terms {
             cluster: 7,
+            epoch: 0,
             members: members.iter().map(|a| a.parse().unwrap()).collect(),
             limits,
         }
@@ -313,6 +323,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(ours.difference(&terms(&[], None)), None);
+        let later = Terms {
+            epoch: 1,
+            ..swapped.clone()
+        };
+        assert_eq!(ours.difference(&later), None, "other epochs, other members");
         let other = Terms {
             cluster: 8,
             ..ours.clone()

@@ -55,7 +55,8 @@
 //! | `Replies`          |                      |                                             | a batch of replies        |
 //! | `StartEpoch`       |                      | op, nonce (= the sender's identity)         | the configuration         |
 //! | `EpochStarted`     |                      |                                             |                           |
-//! | `Hello`            | 1 replica, 2 client  | replica (from a replica), client (a client) |                           |
+//! | `Hello`            | 1 replica, 2 client  | client (identity), epoch (of its members)   | terms (see `greeting`)    |
+//! | `Welcome`          |                      | client (the replica's identity)             | nonce, mac (`greeting`)   |
 //! | `StatsRequest`     |                      |                                             |                           |
 //! | `StatsReply`       |                      |                                             | text                      |
 //!

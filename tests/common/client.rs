@@ -129,6 +129,7 @@ impl TestClient {
                 peer: Peer::Client(self.session.client()),
                 terms: Terms {
                     cluster: self.cluster,
+                    epoch: 0,
                     members: self.addresses.clone(),
                     limits: None,
                 },

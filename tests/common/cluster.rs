@@ -367,6 +367,7 @@ pub fn fetch_stats(
 ) -> Result<String, String> {
     let terms = Terms {
         cluster,
+        epoch: 0,
         members: Vec::new(),
         limits: None,
     };

@@ -60,6 +60,7 @@ pub fn encode_hello(peer: vsr::wire::Peer, cluster: u128, out: &mut bytes::Bytes
         peer,
         terms: vsr::wire::Terms {
             cluster,
+            epoch: 0,
             members: Vec::new(),
             limits: None,
         },

@@ -625,6 +625,12 @@ impl<S: StateMachine> Replica<S> {
             .find(|configuration| configuration.epoch() == epoch)
     }
 
+    /// The configurations this replica knows, the current one first, then the earlier
+    /// ones it keeps, newest first.
+    pub fn configurations(&self) -> impl Iterator<Item = &Configuration> {
+        std::iter::once(&self.configuration).chain(self.history.iter().rev())
+    }
+
     /// The op the current epoch started after (its RECONFIGURATION's op; 0 in epoch 0).
     pub fn epoch_start(&self) -> Op {
         self.epoch_start
