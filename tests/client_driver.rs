@@ -220,7 +220,10 @@ fn an_operation_above_the_replicas_limit_is_rejected_at_once() {
     check_call(&mut client, "before");
     let started = std::time::Instant::now();
     let result = client.call(Bytes::from(vec![b'x'; 1025]));
-    assert!(matches!(result, Err(ClientError::Rejected)), "{result:?}");
+    assert!(
+        matches!(result, Err(ClientError::Rejected(_))),
+        "{result:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
     check_call(&mut client, "after");
     cluster.with(|s| assert_eq!(s.executed, 2));

@@ -621,3 +621,47 @@ fn members_fetching_the_start_do_not_vote() {
     read_back(&mut writer, &mut cluster, &written);
     check_agreement(&cluster);
 }
+
+/// A new member still fetching its epoch's start when a later reconfiguration replaces it
+/// asks replicas that have moved on; they answer with state of their epoch, which it
+/// cannot use, and must also tell it where the cluster went, so that it retires instead
+/// of fetching forever. (Found by the process test: a member added and replaced in quick
+/// succession never exited.)
+#[test]
+fn a_member_replaced_while_it_fetches_the_start_learns_it_and_retires() {
+    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
+    let mut admin = Client::new(100, &mut cluster);
+    let mut writer = Client::new(1, &mut cluster);
+    let mut written = BTreeMap::new();
+    write_keys(&mut writer, &mut cluster, 0..20, &mut written);
+    // 4 gets no state: it stays transitioning in epoch 1 while the others run it.
+    cluster.drop_filter = Some(Box::new(|_, to, message| {
+        to == 4 && matches!(message.body, Body::NewState(_))
+    }));
+    let (a, b) = (
+        cluster.add_joining(Kv::new()),
+        cluster.add_joining(Kv::new()),
+    );
+    assert_eq!((a, b), (3, 4));
+    let five = cluster.replicas[0]
+        .configuration()
+        .propose(&[0, 1, 2], &[bytes("r3"), bytes("r4")]);
+    assert_eq!(admin.reconfigure(&mut cluster, &five).0, ReplyStatus::Ok);
+    settle(&mut cluster, 200, |c| epoch_running(c, &[0, 1, 2, 3], 1));
+    assert_eq!(cluster.replicas[4].status(), Status::Transitioning);
+    // Replace 4 by 5 while 4 still fetches.
+    let c = cluster.add_joining(Kv::new());
+    assert_eq!(c, 5);
+    let replaced = five.propose(&[0, 1, 2, 3], &[bytes("r5")]);
+    assert_eq!(
+        admin.reconfigure(&mut cluster, &replaced).0,
+        ReplyStatus::Ok
+    );
+    settle(&mut cluster, 200, |c| epoch_running(c, &[0, 1, 2, 3, 5], 2));
+    // Now 4 may fetch again: it learns that it is not a member and retires.
+    cluster.drop_filter = None;
+    settle(&mut cluster, 200, |c| c.replicas[4].is_retired());
+    write_keys(&mut writer, &mut cluster, 20..30, &mut written);
+    read_back(&mut writer, &mut cluster, &written);
+    check_agreement(&cluster);
+}

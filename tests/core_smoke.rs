@@ -87,7 +87,13 @@ fn an_oversized_operation_is_rejected_and_the_session_continues() {
     while let Some((_, reply)) = cluster.replies.pop_front() {
         outcomes.extend(session.on_message(&reply));
     }
-    assert_eq!(outcomes, vec![Outcome::Rejected { request }]);
+    assert_eq!(
+        outcomes,
+        vec![Outcome::Rejected {
+            request,
+            reason: bytes::Bytes::new()
+        }]
+    );
     assert!(!session.is_registered());
     cluster.register(&mut session);
     assert!(session.session() > first_session);

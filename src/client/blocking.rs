@@ -3,6 +3,7 @@
 
 use super::driver::{Completion, Driver};
 use super::{ClientError, ClientOptions};
+use crate::protocol::{Configuration, Operation};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +38,22 @@ impl Client {
     /// retrying until the `request_timeout` deadline.
     pub fn call(&mut self, operation: Bytes) -> Result<Bytes, ClientError> {
         self.driver.submit(0, operation)?;
+        self.wait()
+    }
+
+    /// Asks the cluster to move to `configuration` (paper 7: a RECONFIGURATION, ordered as
+    /// the last op of the current epoch); returns once it committed. `Rejected` says why
+    /// the primary refused it (not a successor of the current configuration, another
+    /// reconfiguration in progress). The client follows the cluster to the new
+    /// configuration afterwards. `vsr admin reconfigure` is this call and its checks.
+    pub fn reconfigure(&mut self, configuration: &Configuration) -> Result<(), ClientError> {
+        let body = configuration.to_bytes();
+        self.driver
+            .submit_operation(0, Operation::Reconfigure, body)?;
+        self.wait().map(|_| ())
+    }
+
+    fn wait(&mut self) -> Result<Bytes, ClientError> {
         loop {
             // The driver completes the operation by its deadline (with `Timeout` at worst);
             // the poll timeout only bounds one wait.

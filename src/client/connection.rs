@@ -25,7 +25,7 @@
 use super::ClientOptions;
 use crate::auth::{self, ClusterKey};
 use crate::protocol::ENTRY_HEADER_BYTES;
-use crate::protocol::{ClientId, Message, ReplicaIndex};
+use crate::protocol::{ClientId, Message, ReplicaId};
 use crate::wire::{
     self, BatchKind, BatchWriter, Frame, Hello, Nonce, Peer, Refusal, Terms, HEADER_BYTES,
     HELLO_BODY_BYTES_MAX,
@@ -66,8 +66,12 @@ pub(crate) struct Connection {
     token: Token,
     /// The client id announced in the `Hello` frame that opens every connection.
     hello: ClientId,
-    /// The replica at `address` (its index in the member list).
-    replica: ReplicaIndex,
+    /// The identity of the replica at `address`, when the client knows it (from a
+    /// configuration a reply carried). Addresses given by the caller come without
+    /// identities: a replica's welcome says its own, and a list in the wrong order is
+    /// caught by the replicas (they compare it with theirs within an epoch) or corrected
+    /// when a reply says where the cluster is (paper 7).
+    replica: Option<ReplicaId>,
     /// What the hello states: the cluster id and members the client was given.
     terms: Terms,
     key: Option<ClusterKey>,
@@ -122,7 +126,7 @@ fn batch_bytes_max(options: &ClientOptions) -> usize {
 impl Connection {
     pub(crate) fn new(
         address: SocketAddr,
-        replica: ReplicaIndex,
+        replica: Option<ReplicaId>,
         token: Token,
         hello: ClientId,
         terms: Terms,
@@ -389,7 +393,7 @@ impl Connection {
             self.key.as_ref(),
             self.cluster,
             me,
-            self.replica.into(),
+            self.replica.unwrap_or(welcome.replica),
             nonce,
             welcome,
         )

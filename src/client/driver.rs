@@ -23,7 +23,7 @@ use super::connection::Connection;
 use super::id::random_client_id;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
 use crate::protocol::client_table::ClientMap;
-use crate::protocol::{Body, Message, ReplicaIndex, View};
+use crate::protocol::{Body, Configuration, Message, Operation, ReplicaId, ReplicaIndex, View};
 use crate::wire::Terms;
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
@@ -43,6 +43,8 @@ const REQUEST_OVERHEAD_BYTES: usize = 4096;
 /// Bytes read from a socket per `read` call.
 const READ_CHUNK_BYTES: usize = 256 << 10;
 const EVENTS_CAPACITY: usize = 1024;
+/// Why the replicas refuse an operation when their reply gives no reason.
+const SIZE_REJECTION: &str = "it exceeds their request size limit";
 
 /// A finished operation of a [`PipelinedClient`](super::PipelinedClient).
 #[derive(Debug)]
@@ -59,7 +61,7 @@ struct SessionSlot {
     /// The connection slot this session's messages use.
     slot: usize,
     /// An operation waiting for the session's registration to commit.
-    pending: Option<Bytes>,
+    pending: Option<(Operation, Bytes)>,
     /// Set while the caller awaits a completion on this session: when it passes (on the
     /// coarse clock, `clock::coarse_now`), the caller gets `Timeout` and the session is
     /// replaced.
@@ -70,6 +72,14 @@ struct SessionSlot {
 pub(crate) struct Driver {
     options: ClientOptions,
     replica_count: u8,
+    /// The epoch of the configuration the connections reach (paper 7): 0 for addresses
+    /// given by the caller, later once a reply said the cluster moved.
+    epoch: u32,
+    /// The configuration followed since a reply said the cluster moved (`None`: the
+    /// addresses the caller gave).
+    followed: Option<Configuration>,
+    /// Connection slots: each has one connection per replica.
+    slots: usize,
     poll: Poll,
     events: Events,
     /// `connections[slot * replica_count + replica]`; the index is the mio token.
@@ -130,27 +140,14 @@ impl Driver {
                 deadline: None,
             });
         }
-        let mut connections = Vec::with_capacity(slots * addresses.len());
-        // The hello states what the client was told, for the replicas to compare.
-        let terms = Terms {
-            cluster: options.cluster_id,
-            epoch: 0,
-            members: addresses.to_vec(),
-            limits: None,
-        };
-        for first in &driver_sessions[..slots] {
-            // Announce the slot's first session; the replicas learn the others from their
-            // requests.
-            let hello = first.session.client();
-            for (replica, &address) in addresses.iter().enumerate() {
-                let token = Token(connections.len());
-                let replica = replica as ReplicaIndex;
-                let connection =
-                    Connection::new(address, replica, token, hello, terms.clone(), &options);
-                connections.push(connection);
-            }
-        }
+        // The caller gives addresses only; identities come with a configuration.
+        let members: Vec<(Option<ReplicaId>, SocketAddr)> =
+            addresses.iter().map(|&address| (None, address)).collect();
+        let connections = connect_slots(&members, 0, &driver_sessions[..slots], &options);
         Ok(Driver {
+            epoch: 0,
+            followed: None,
+            slots,
             deadline_after: options.request_timeout + coarse_lag_max(),
             options,
             replica_count,
@@ -225,6 +222,16 @@ impl Driver {
     /// (after an eviction or a timeout). Encodes it into its connection's buffer; the next
     /// pass writes it.
     pub(crate) fn submit(&mut self, index: usize, operation: Bytes) -> Result<(), ClientError> {
+        self.submit_operation(index, Operation::Apply, operation)
+    }
+
+    /// [`submit`](Self::submit) for any operation kind but `Register`.
+    pub(crate) fn submit_operation(
+        &mut self,
+        index: usize,
+        kind: Operation,
+        operation: Bytes,
+    ) -> Result<(), ClientError> {
         assert!(index < self.sessions.len(), "no session {index}");
         let max = self.options.message_bytes_max as usize - REQUEST_OVERHEAD_BYTES;
         if operation.len() > max {
@@ -235,7 +242,7 @@ impl Driver {
         }
         if operation.len() > self.options.request_body_bytes_max as usize {
             // The replicas would refuse it unread; say so now rather than at the deadline.
-            return Err(ClientError::Rejected);
+            return Err(ClientError::Rejected(SIZE_REJECTION.to_string()));
         }
         let slot = &mut self.sessions[index];
         if slot.deadline.is_some() {
@@ -244,24 +251,24 @@ impl Driver {
         slot.deadline = Some(coarse_now() + self.deadline_after);
         if slot.session.is_busy() {
             // A registration is under way; the operation follows it.
-            slot.pending = Some(operation);
+            slot.pending = Some((kind, operation));
         } else if !slot.session.is_registered() {
-            slot.pending = Some(operation);
+            slot.pending = Some((kind, operation));
             let (target, message) = slot.session.register();
             let slot = slot.slot;
             self.send(slot, target, &message);
         } else {
-            self.submit_registered(index, operation);
+            self.submit_registered(index, (kind, operation));
         }
         Ok(())
     }
 
-    fn submit_registered(&mut self, index: usize, operation: Bytes) {
+    fn submit_registered(&mut self, index: usize, (kind, operation): (Operation, Bytes)) {
         let session = &mut self.sessions[index];
         let slot = session.slot;
         let (_request, target, message) = session
             .session
-            .submit_in_place(operation)
+            .submit_operation(kind, operation)
             .expect("the driver submits only on a registered, idle session");
         let replicas = Replicas {
             connections: &mut self.connections,
@@ -377,10 +384,15 @@ impl Driver {
                 let slot = slot.slot;
                 self.send(slot, target, &message);
             }
-            Some(Outcome::Rejected { .. }) if slot.deadline.take().is_some() => {
+            Some(Outcome::NewEpoch { configuration }) => self.follow(&configuration),
+            Some(Outcome::Rejected { reason, .. }) if slot.deadline.take().is_some() => {
+                let reason = match reason.is_empty() {
+                    true => SIZE_REJECTION.to_string(),
+                    false => String::from_utf8_lossy(&reason).into_owned(),
+                };
                 completions.push(Completion {
                     session: index,
-                    result: Err(ClientError::Rejected),
+                    result: Err(ClientError::Rejected(reason)),
                 });
             }
             // A completion nobody awaits (its deadline passed just now), or an eviction
@@ -421,13 +433,77 @@ impl Driver {
     /// Abandons a session whose operation timed out (its outcome is unknown and its
     /// request number is still in flight) for a fresh, unregistered one.
     fn replace_session(&mut self, index: usize) {
-        let session = new_session(self.replica_count, &self.by_client);
+        let mut session = new_session(self.replica_count, &self.by_client);
+        if let Some(configuration) = &self.followed {
+            session.follow(configuration);
+        }
         let slot = &mut self.sessions[index];
         self.by_client.remove(&slot.session.client());
         self.by_client.insert(session.client(), index);
         slot.session = session;
         slot.pending = None;
         slot.deadline = None;
+    }
+
+    /// Moves every session to `configuration` (a reply said the cluster went there, paper
+    /// 7): new connections to its members, and every request in flight sent to all of
+    /// them (the new primary is not known yet). A configuration whose addresses this
+    /// client cannot dial is not followed: the requests stay where they are, and their
+    /// deadline ends them.
+    fn follow(&mut self, configuration: &Configuration) {
+        if configuration.epoch() <= self.epoch {
+            // Another session brought us here already; it may have been answered by a
+            // replica behind us, too. Resend whatever waits, to the current members.
+            return self.resend_in_flight();
+        }
+        let members: Option<Vec<(Option<ReplicaId>, SocketAddr)>> = configuration
+            .members()
+            .iter()
+            .map(|member| Some((Some(member.id), parse_address(&member.address)?)))
+            .collect();
+        let Some(members) = members else {
+            tracing::warn!(
+                epoch = configuration.epoch(),
+                "the cluster moved to members whose addresses are not host:port; not following"
+            );
+            return;
+        };
+        tracing::info!(
+            epoch = configuration.epoch(),
+            members = ?members.iter().map(|(_, address)| address).collect::<Vec<_>>(),
+            "the cluster moved to another configuration; following it"
+        );
+        let now = Instant::now();
+        for connection in &mut self.connections {
+            connection.close(self.poll.registry(), now);
+        }
+        let firsts = &self.sessions[..self.slots];
+        self.connections = connect_slots(&members, configuration.epoch(), firsts, &self.options);
+        self.replica_count = configuration.replica_count();
+        self.epoch = configuration.epoch();
+        self.view = 0;
+        for slot in &mut self.sessions {
+            slot.session.follow(configuration);
+        }
+        self.followed = Some(configuration.clone());
+        self.resend_in_flight();
+    }
+
+    /// Sends every session's request in flight to every replica of its slot.
+    fn resend_in_flight(&mut self) {
+        for index in 0..self.sessions.len() {
+            let slot = self.sessions[index].slot;
+            let Some(message) = self.sessions[index].session.in_flight() else {
+                continue;
+            };
+            let replicas = Replicas {
+                connections: &mut self.connections,
+                registry: self.poll.registry(),
+                count: self.replica_count,
+                view: self.view,
+            };
+            replicas.send(slot, Target::All, message);
+        }
     }
 
     /// Queues `message` on the connections of `slot` that `target` names.
@@ -509,6 +585,38 @@ impl Replicas<'_> {
             }
         }
     }
+}
+
+/// One connection per member (lazily connected) for each slot, announcing the slot's first
+/// session; the replicas learn the others from their requests. The hello states the
+/// members and their epoch as the client knows them, for the replicas to compare.
+fn connect_slots(
+    members: &[(Option<ReplicaId>, SocketAddr)],
+    epoch: u32,
+    firsts: &[SessionSlot],
+    options: &ClientOptions,
+) -> Vec<Connection> {
+    let terms = Terms {
+        cluster: options.cluster_id,
+        epoch,
+        members: members.iter().map(|&(_, address)| address).collect(),
+        limits: None,
+    };
+    let mut connections = Vec::with_capacity(firsts.len() * members.len());
+    for first in firsts {
+        let hello = first.session.client();
+        for &(id, address) in members {
+            let token = Token(connections.len());
+            let connection = Connection::new(address, id, token, hello, terms.clone(), options);
+            connections.push(connection);
+        }
+    }
+    connections
+}
+
+/// A member address as the TCP runtime writes it: `ip:port` text.
+fn parse_address(address: &[u8]) -> Option<SocketAddr> {
+    crate::runtime::membership::parse_address(address)
 }
 
 fn new_session(replica_count: u8, taken: &ClientMap<usize>) -> ClientSession {

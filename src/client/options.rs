@@ -72,10 +72,11 @@ pub enum ClientError {
         /// The limit it exceeds (the frame limit minus headers).
         max: usize,
     },
-    /// The replicas refused the operation without executing it: it is larger than their
-    /// `request_body_bytes_max`.
-    #[error("the replicas refused the operation: it exceeds their request size limit")]
-    Rejected,
+    /// The replicas refused the operation without executing it, for the reason given: it
+    /// is larger than their `request_body_bytes_max`, or a reconfiguration the primary
+    /// cannot accept (paper 7.1: not a valid successor, another one in progress).
+    #[error("the replicas refused the operation: {0}")]
+    Rejected(String),
     /// A quorum of replicas refused the client's hello: its configuration (cluster id,
     /// member list, key) is not theirs. Retrying cannot help.
     #[error("refused by the cluster: {0}")]

@@ -6,8 +6,8 @@
 //! a single reply per client and answer a retry from it (exactly-once).
 
 use crate::protocol::{
-    Body, ClientId, Message, Op, Operation, ReplicaIndex, ReplyStatus, Request, RequestNumber,
-    Session, View,
+    Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, ReplyStatus, Request,
+    RequestNumber, Session, View,
 };
 use bytes::Bytes;
 
@@ -43,12 +43,24 @@ pub enum Outcome {
     Rejected {
         /// The request refused.
         request: RequestNumber,
+        /// Why, in the primary's words (empty: the operation exceeds the replicas'
+        /// request size limit).
+        reason: Bytes,
     },
     /// The session was evicted from the client table. The in-flight request may or may
     /// not have executed (once at most); register again to continue.
     Evicted {
         /// The request that was in flight, if any.
         request: Option<RequestNumber>,
+    },
+    /// The cluster moved to a later configuration (paper 7): the session follows it
+    /// from now on (its epoch, member count and view 0). The request in flight stays in
+    /// flight, now for the new epoch; the driver reaches `configuration`'s members and
+    /// resends it there ([`ClientSession::in_flight`]). The session stays valid: the new
+    /// epoch starts with the old one's client table.
+    NewEpoch {
+        /// The configuration now followed.
+        configuration: Configuration,
     },
 }
 
@@ -118,6 +130,35 @@ impl ClientSession {
         self.session
     }
 
+    /// The epoch of the configuration the session follows.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The request in flight, as it is resent, if any.
+    pub fn in_flight(&self) -> Option<&Message> {
+        self.in_flight.as_ref().map(|in_flight| &in_flight.message)
+    }
+
+    /// Follows `configuration` from now on if it is of a later epoch than the session's
+    /// (a driver that learned of it another way, or from another session); returns
+    /// whether it did. The request in flight is now for the new epoch.
+    pub fn follow(&mut self, configuration: &Configuration) -> bool {
+        if configuration.epoch() <= self.epoch {
+            return false;
+        }
+        self.epoch = configuration.epoch();
+        self.replica_count = configuration.replica_count();
+        self.view = 0;
+        if let Some(in_flight) = self.in_flight.as_mut() {
+            in_flight.message.epoch = self.epoch;
+            in_flight.message.view = 0;
+            in_flight.ticks_waiting = 0;
+            in_flight.timeout_ticks = self.request_timeout_ticks;
+        }
+        true
+    }
+
     /// Whether the session may submit.
     pub fn is_registered(&self) -> bool {
         self.session != 0
@@ -165,6 +206,21 @@ impl ClientSession {
         &mut self,
         body: Bytes,
     ) -> Result<(RequestNumber, Target, &Message), SubmitError> {
+        self.submit_operation(Operation::Apply, body)
+    }
+
+    /// Like [`submit_in_place`](Self::submit_in_place) for any operation a registered
+    /// session sends: `Apply`, or `Reconfigure` with the next configuration as `body`
+    /// (paper 7.1; what `vsr admin reconfigure` sends).
+    ///
+    /// # Panics
+    /// On `Operation::Register`: a session registers with [`register`](Self::register).
+    pub fn submit_operation(
+        &mut self,
+        operation: Operation,
+        body: Bytes,
+    ) -> Result<(RequestNumber, Target, &Message), SubmitError> {
+        assert_ne!(operation, Operation::Register, "register with `register`");
         if self.session == 0 {
             return Err(SubmitError::NotRegistered);
         }
@@ -172,7 +228,7 @@ impl ClientSession {
             return Err(SubmitError::Busy);
         }
         self.request += 1;
-        let target = self.start(Operation::Apply, body);
+        let target = self.start(operation, body);
         let in_flight = self.in_flight.as_ref().expect("just started");
         Ok((self.request, target, &in_flight.message))
     }
@@ -220,6 +276,18 @@ impl ClientSession {
         if reply.request != request.request {
             return None; // A late reply to an older request.
         }
+        if reply.status == ReplyStatus::NewEpoch {
+            // Where the cluster went (paper 7): answered to any request of an earlier
+            // epoch, a registration included, in the request's own session.
+            if reply.session != request.session {
+                return None;
+            }
+            let configuration = Configuration::from_bytes(&reply.result)
+                .filter(|configuration| configuration.is_well_formed())?;
+            return self
+                .follow(&configuration)
+                .then_some(Outcome::NewEpoch { configuration });
+        }
         let registering = request.operation == Operation::Register;
         // A registration's answer, and only it, names its own op as the session (a
         // request commits after its session's registration, so at a higher op); any other
@@ -236,11 +304,6 @@ impl ClientSession {
         }
         if message.view > self.view {
             self.view = message.view;
-        }
-        if reply.status == ReplyStatus::NewEpoch {
-            // The cluster moved to another configuration. Following it is not built into
-            // the client library yet: the request stays in flight and is retried.
-            return None;
         }
         let request_number = request.request;
         self.in_flight = None;
@@ -263,6 +326,7 @@ impl ClientSession {
                 self.request = 0;
                 Some(Outcome::Rejected {
                     request: request_number,
+                    reason: reply.result.clone(),
                 })
             }
             ReplyStatus::Ok if registering => {

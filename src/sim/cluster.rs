@@ -861,13 +861,14 @@ impl<S: SimService> Cluster<S> {
             }),
             // The workload's operations stay under the size limit; a refusal changes
             // nothing that could be checked.
-            Outcome::Evicted { .. } | Outcome::Rejected { .. } => None,
+            // The simulated cluster keeps its members, so no reply says it moved.
+            Outcome::Evicted { .. } | Outcome::Rejected { .. } | Outcome::NewEpoch { .. } => None,
         };
         let sim_client = &mut self.clients[client];
         match &outcome {
             Outcome::Completed { .. } => sim_client.completed += 1,
             Outcome::Evicted { .. } => sim_client.evicted += 1,
-            Outcome::Registered { .. } | Outcome::Rejected { .. } => {}
+            Outcome::Registered { .. } | Outcome::Rejected { .. } | Outcome::NewEpoch { .. } => {}
         }
         sim_client.last_outcome = Some(outcome);
         match reply {

@@ -191,6 +191,37 @@ impl TestCluster {
         self.children[i] = Some(child);
     }
 
+    /// Starts one more replica process, at `address` with `args` (after the binary's
+    /// name; a member of another configuration, say, joining the cluster); returns its
+    /// number for the other methods.
+    pub fn spawn_extra(&mut self, address: SocketAddr, args: Vec<String>) -> usize {
+        let i = self.children.len();
+        let log = self.directory().join(format!("replica-{i}.log"));
+        self.addresses.push(address);
+        self.args.push(args);
+        self.logs.push(log);
+        self.children.push(None);
+        self.spawn(i);
+        i
+    }
+
+    /// Waits up to `timeout` for replica `i` to exit by itself, and reaps it; its exit
+    /// code (`None`: killed by a signal), or an error if it still runs.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Result<Option<i32>, String> {
+        let deadline = Instant::now() + timeout;
+        let child = self.children[i].as_mut().expect("replica was started");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.children[i] = None;
+                return Ok(status.code());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("replica {i} still runs after {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every replica's address, in configuration order.
     pub fn addresses(&self) -> &[SocketAddr] {
         &self.addresses

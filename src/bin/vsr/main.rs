@@ -27,7 +27,7 @@ enum Command {
     Kv(kv::Args),
     /// Print a running replica's counters and latency histograms.
     Stats(stats::Args),
-    /// Operate a running cluster: `status`.
+    /// Operate a running cluster: `status`, `reconfigure`.
     Admin(admin::Args),
     /// Run the deterministic simulator over many seeds, or replay one.
     Sim(sim::Args),

@@ -77,6 +77,13 @@ pub struct Args {
     /// (port 0: any free port, named in the log).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_address: Option<std::net::SocketAddr>,
+    /// Join a running cluster (paper 7.5): the addresses of its current configuration (or
+    /// any earlier one whose replicas still answer), comma-separated. `--cluster` is then
+    /// the configuration this replica will be a member of: it warms up as a learner until
+    /// `vsr admin reconfigure --to` that configuration moves the cluster there. A member
+    /// restarted after a change starts with --join too, and recovers in the current one.
+    #[arg(long, value_delimiter = ',', value_name = "ADDRS")]
+    join: Vec<String>,
 }
 
 /// `--durability`.
@@ -161,6 +168,11 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
         }
     };
     options.metrics_address = args.metrics_address;
+    options.join = args
+        .join
+        .iter()
+        .map(|a| resolve(a.trim()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(options)
 }
 
@@ -179,7 +191,8 @@ pub fn load_key(path: Option<&std::path::Path>) -> anyhow::Result<Option<vsr::au
     Ok(Some(key))
 }
 
-/// Runs the replica until the process is killed.
+/// Runs the replica until the process is killed, or until it retired after a
+/// reconfiguration that left it out (then the exit status is 0).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -123,7 +123,10 @@ impl<S: StateMachine> Replica<S> {
             if let Some(new_state) = self.new_state_for(get_state, self.commit) {
                 self.send_to_id(sender, Body::NewState(new_state), effects);
             }
-            return;
+            // The asker may also be transitioning into the old epoch, which cannot take
+            // state of this one (and may be no member of it): tell it where the cluster
+            // went too, as for any message of an earlier epoch (paper 7.3). A replica
+            // normal in the old epoch that already fetches this epoch's start ignores it.
         }
         if self.epoch_transfer.hint_tick == Some(self.ticks) {
             return self.drop_message(&message, "earlier epoch (already told this tick)");

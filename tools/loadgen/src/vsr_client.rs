@@ -139,7 +139,7 @@ fn error_kind(error: &ClientError) -> &'static str {
     match error {
         ClientError::Timeout => "timeout",
         ClientError::Evicted => "evicted",
-        ClientError::Rejected => "rejected",
+        ClientError::Rejected(_) => "rejected",
         ClientError::Refused(_) => "refused",
         ClientError::Disconnected => "disconnected",
         ClientError::Protocol(_) => "protocol",

@@ -1,13 +1,15 @@
 //! `vsr admin`: operator commands over a whole cluster, one subcommand each. `status` asks
 //! every replica for its stats and prints one row per replica, like
-//! `etcdctl endpoint status -w table`; `reconfigure` (paper 7) belongs beside it and
-//! shares [`ClusterArgs`].
+//! `etcdctl endpoint status -w table`; `reconfigure` (paper 7, module `reconfigure`)
+//! moves the cluster to other members and shares [`ClusterArgs`].
 //!
 //! Contract (README.md, "Cluster status"): `vsr admin status --cluster ADDRS [--json]`
 //! prints one row per address given, in that order, and exits 0 only if a majority of
 //! them answered and a majority is normal in the view of exactly one primary; otherwise
 //! it exits 1 with a one-line reason on stderr. The table or JSON is printed either way, so a script sees
 //! which replica is missing.
+
+mod reconfigure;
 
 use serde::Serialize;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -30,17 +32,20 @@ enum AdminCommand {
     /// checkpoint, lag.
     /// Exits 0 when a majority answered and is normal under one primary.
     Status(StatusArgs),
+    /// Move the cluster to the members at --to (paper 7): checks that new members are
+    /// warmed up, requests the change, and prints the new epoch once it is normal.
+    Reconfigure(reconfigure::ReconfigureArgs),
 }
 
 /// How to reach the cluster; shared by every admin command.
 #[derive(clap::Args)]
-struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// The replicas' addresses, comma-separated, in configuration order.
     #[arg(long, value_delimiter = ',', required = true)]
-    cluster: Vec<String>,
+    pub(crate) cluster: Vec<String>,
     /// The cluster id (must match the replicas').
     #[arg(long, default_value_t = 0)]
-    cluster_id: u128,
+    pub(crate) cluster_id: u128,
     /// The cluster's shared secret, when the replicas run with `--cluster-key`.
     #[arg(long, value_name = "FILE")]
     cluster_key: Option<PathBuf>,
@@ -50,7 +55,7 @@ struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn stats_options(&self) -> anyhow::Result<StatsOptions> {
+    pub(crate) fn stats_options(&self) -> anyhow::Result<StatsOptions> {
         Ok(StatsOptions {
             cluster_id: self.cluster_id,
             cluster_key: crate::replica::load_key(self.cluster_key.as_deref())?,
@@ -72,6 +77,7 @@ struct StatusArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         AdminCommand::Status(args) => status(args),
+        AdminCommand::Reconfigure(args) => reconfigure::run(args),
     }
 }
 
@@ -105,7 +111,10 @@ const REPORT_MARGIN: Duration = Duration::from_millis(500);
 /// Asks every address at once, one thread each, and waits at most the timeout (plus a
 /// margin for the threads to report): a replica that has not answered by then is
 /// reported as such, whatever its thread is still doing (resolving a name, say).
-fn ask_all(addresses: &[String], options: &StatsOptions) -> Vec<Result<ReplicaStats, String>> {
+pub(crate) fn ask_all(
+    addresses: &[String],
+    options: &StatsOptions,
+) -> Vec<Result<ReplicaStats, String>> {
     let (sender, receiver) = mpsc::channel();
     for (index, address) in addresses.iter().enumerate() {
         let (sender, address, options) = (sender.clone(), address.clone(), options.clone());

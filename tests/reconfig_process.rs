@@ -1,0 +1,227 @@
+//! Reconfiguration (paper section 7) with real `vsr replica` processes on 127.0.0.1, under a
+//! load of puts: grow 3 → 5, shrink to 3 members none of which is an original one (the
+//! originals retire and exit 0), then replace one member. New members start with `vsr
+//! replica --join` and warm up first; each change is `vsr admin reconfigure`. The load's
+//! client was given the first configuration's addresses and follows the cluster; it never
+//! sees an error. Every acknowledged put reads back at the end. Every wait has a deadline.
+
+mod common;
+
+use bytes::Bytes;
+use common::cluster::{free_addresses, TestCluster};
+use common::wait_for;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vsr::client::{Client, ClientOptions};
+use vsr::service::kv::{KvOp, KvResult};
+
+const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The load stops by itself after this many puts or this long, whichever comes first.
+const LOAD_PUTS_MAX: u64 = 200_000;
+const LOAD_DURATION_MAX: Duration = Duration::from_secs(120);
+
+fn list(addresses: &[SocketAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn client_options() -> ClientOptions {
+    ClientOptions {
+        // A change stalls writes for a moment; a client retries through it.
+        request_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    }
+}
+
+/// Puts `key-N = value-N` one after another until stopped (or its bounds), returning the
+/// number of puts acknowledged; any error fails the test (a client sees only retries).
+fn start_load(addresses: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut client = Client::connect(&addresses, client_options()).expect("connect");
+        let started = Instant::now();
+        let mut acknowledged = 0;
+        while !stop.load(Ordering::Relaxed)
+            && acknowledged < LOAD_PUTS_MAX
+            && started.elapsed() < LOAD_DURATION_MAX
+        {
+            let key = Bytes::from(format!("key-{acknowledged}"));
+            let value = Bytes::from(format!("value-{acknowledged}"));
+            let result = client
+                .call(KvOp::Put(key, value).encode())
+                .unwrap_or_else(|error| panic!("put {acknowledged} failed: {error}"));
+            assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
+            acknowledged += 1;
+        }
+        acknowledged
+    })
+}
+
+/// `vsr admin reconfigure --cluster FROM --to TO`: its exit status and output.
+fn reconfigure(from: &[SocketAddr], to: &[SocketAddr]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_vsr"))
+        .args([
+            "admin",
+            "reconfigure",
+            "--cluster",
+            &list(from),
+            "--to",
+            &list(to),
+        ])
+        .args(["--wait-ms", &CHANGE_TIMEOUT.as_millis().to_string()])
+        .output()
+        .expect("run vsr admin reconfigure");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    )
+}
+
+/// Starts a replica of the configuration `new` at `new[index]`, joining from `old`.
+fn join(cluster: &mut TestCluster, new: &[SocketAddr], index: usize, old: &[SocketAddr]) -> usize {
+    let args = [
+        "replica",
+        "--service",
+        "kv",
+        "--cluster",
+        &list(new),
+        "--replica",
+        &index.to_string(),
+        "--join",
+        &list(old),
+    ];
+    cluster.spawn_extra(new[index], args.iter().map(ToString::to_string).collect())
+}
+
+/// Waits until replica `i` reports `status` (and, if given, this epoch).
+fn wait_status(cluster: &TestCluster, i: usize, status: &str, epoch: Option<u64>) {
+    wait_for(&format!("replica {i} {status}"), CHANGE_TIMEOUT, || {
+        cluster.stats(i).is_ok_and(|stats| {
+            stats.status() == status && epoch.is_none_or(|e| stats.u64("epoch") == e)
+        })
+    });
+}
+
+/// Waits until learner `i` is within a few thousand ops of replica `reference`'s commit
+/// (what `vsr admin reconfigure` asks of it: warm-up, paper 7.5).
+fn wait_warm(cluster: &TestCluster, i: usize, reference: usize) {
+    wait_status(cluster, i, "joining", None);
+    wait_for(&format!("learner {i} warm"), CHANGE_TIMEOUT, || {
+        let (Ok(learner), Ok(member)) = (cluster.stats(i), cluster.stats(reference)) else {
+            return false;
+        };
+        learner.u64("commit") > 0 && learner.u64("commit") + 2_000 >= member.u64("commit")
+    });
+}
+
+#[test]
+fn grow_shrink_and_replace_under_load() {
+    let mut cluster = TestCluster::start(3, "kv");
+    cluster.wait_until_serving(SERVING_TIMEOUT);
+    let first: Vec<SocketAddr> = cluster.addresses().to_vec();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(first.clone(), stop.clone());
+    let spare = free_addresses(4);
+
+    // Grow 3 → 5: two learners warm up, then the change.
+    let five: Vec<SocketAddr> = first
+        .iter()
+        .copied()
+        .chain(spare[..2].iter().copied())
+        .collect();
+    let joiners = [
+        join(&mut cluster, &five, 3, &first),
+        join(&mut cluster, &five, 4, &first),
+    ];
+    for &i in &joiners {
+        wait_warm(&cluster, i, 0);
+    }
+    let (ok, epoch, stderr) = reconfigure(&first, &five);
+    assert!(ok, "grow refused: {stderr}");
+    assert_eq!(epoch, "1");
+    for i in 0..5 {
+        wait_status(&cluster, i, "normal", Some(1));
+    }
+
+    // Shrink to 3 members without any original one: the originals retire and exit 0.
+    let three: Vec<SocketAddr> = vec![spare[0], spare[1], spare[2]];
+    let newcomer = join(&mut cluster, &three, 2, &five);
+    wait_warm(&cluster, newcomer, joiners[0]);
+    let (ok, epoch, stderr) = reconfigure(&five, &three);
+    assert!(ok, "shrink refused: {stderr}");
+    assert_eq!(epoch, "2");
+    for i in 0..3 {
+        let status = cluster.wait_exit(i, CHANGE_TIMEOUT);
+        assert_eq!(
+            status,
+            Ok(Some(0)),
+            "original replica {i}:\n{}",
+            cluster.log(i)
+        );
+    }
+
+    // A repeated request changes nothing and says where the cluster is.
+    let (ok, epoch, stderr) = reconfigure(&three, &three);
+    assert!(ok, "a repeated change failed: {stderr}");
+    assert_eq!(epoch, "2");
+
+    // Replace one member.
+    let replaced: Vec<SocketAddr> = vec![spare[0], spare[1], spare[3]];
+    let replacement = join(&mut cluster, &replaced, 2, &three);
+    wait_warm(&cluster, replacement, joiners[0]);
+    let (ok, epoch, stderr) = reconfigure(&three, &replaced);
+    assert!(ok, "replace refused: {stderr}");
+    assert_eq!(epoch, "3");
+    let status = cluster.wait_exit(newcomer, CHANGE_TIMEOUT);
+    assert_eq!(
+        status,
+        Ok(Some(0)),
+        "replaced replica:\n{}",
+        cluster.log(newcomer)
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = load.join().expect("the load never fails");
+    assert!(acknowledged > 0, "the load made progress");
+
+    // Every acknowledged put reads back, through a client that starts from an earlier
+    // configuration (one of its members still runs) and follows to the current one.
+    let mut client = Client::connect(&five[3..], client_options()).expect("connect");
+    for n in 0..acknowledged {
+        let key = Bytes::from(format!("key-{n}"));
+        let result = client.call(KvOp::Get(key).encode()).expect("get");
+        assert_eq!(
+            KvResult::decode(&result),
+            Some(KvResult::Value(Bytes::from(format!("value-{n}")))),
+            "key-{n}"
+        );
+    }
+}
+
+#[test]
+fn a_change_is_refused_while_a_new_member_is_missing() {
+    let mut cluster = TestCluster::start(3, "kv");
+    cluster.wait_until_serving(SERVING_TIMEOUT);
+    let first: Vec<SocketAddr> = cluster.addresses().to_vec();
+    let spare = free_addresses(2);
+    let five: Vec<SocketAddr> = first.iter().copied().chain(spare).collect();
+    let (ok, _, stderr) = reconfigure(&first, &five);
+    assert!(!ok, "a change to members that do not run was accepted");
+    assert!(stderr.contains("is not ready"), "{stderr}");
+    // Four members: not 2f+1.
+    let (ok, _, stderr) = reconfigure(&first, &five[..4]);
+    assert!(!ok);
+    assert!(stderr.contains("cannot follow"), "{stderr}");
+    // Nothing changed.
+    for i in 0..3 {
+        assert_eq!(cluster.stats(i).unwrap().u64("epoch"), 0);
+    }
+}
