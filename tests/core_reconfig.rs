@@ -665,3 +665,62 @@ fn a_member_replaced_while_it_fetches_the_start_learns_it_and_retires() {
     read_back(&mut writer, &mut cluster, &written);
     check_agreement(&cluster);
 }
+
+/// A request that reaches the primary while its RECONFIGURATION is queued is not ordered
+/// (7.1); its client is told the new epoch as soon as it exists, not only on its retry.
+#[test]
+fn requests_turned_away_during_a_change_hear_of_the_new_epoch_at_once() {
+    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
+    let admin = Client::new(100, &mut cluster);
+    let mut writer = Client::new(1, &mut cluster);
+    writer.put(&mut cluster, "a", "1");
+    let next = cluster.replicas[0]
+        .configuration()
+        .propose(&[0, 1], &[bytes("r3")]);
+    cluster.add_joining(Kv::new());
+    settle(&mut cluster, 50, |c| {
+        c.replicas[3].commit() == c.replicas[0].commit()
+    });
+    let reconfigure = Message {
+        epoch: 0,
+        view: 0,
+        replica: 0,
+        body: Body::Request(Request {
+            client: admin.id,
+            session: admin.session,
+            request: admin.request + 1,
+            operation: Operation::Reconfigure,
+            body: next.to_bytes(),
+        }),
+    };
+    // The primary queues the change, then gets a put before anything else moves.
+    cluster.deliver(0, reconfigure);
+    writer.configuration = cluster.replicas[0].configuration().clone();
+    let put = Message {
+        epoch: 0,
+        view: 0,
+        replica: 0,
+        body: Body::Request(Request {
+            client: writer.id,
+            session: writer.session,
+            request: writer.request + 1,
+            operation: Operation::Apply,
+            body: KvOp::Put(bytes("b"), bytes("2")).encode(),
+        }),
+    };
+    cluster.deliver(0, put);
+    cluster.flush();
+    // No tick, so no retry: only the turned-away answer can tell the writer.
+    cluster.run(1_000_000);
+    let told = cluster.replies.iter().any(|(client, message)| {
+        *client == writer.id
+            && matches!(&message.body, Body::Reply(reply)
+                if reply.status == ReplyStatus::NewEpoch
+                    && reply.request == writer.request + 1
+                    && Configuration::from_bytes(&reply.result).is_some_and(|c| c.epoch() == 1))
+    });
+    assert!(told, "the turned-away put was not told the new epoch");
+    cluster.replies.clear();
+    writer.put(&mut cluster, "b", "2");
+    assert_eq!(writer.get(&mut cluster, "a"), Some(bytes("1")));
+}

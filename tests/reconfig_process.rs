@@ -188,9 +188,28 @@ fn grow_shrink_and_replace_under_load() {
         cluster.log(newcomer)
     );
 
+    // A member restarted after the changes (its memory lost) with the arguments it was
+    // first started with finds the current configuration and recovers in it.
+    cluster.kill9(joiners[0]);
+    cluster.restart(joiners[0]);
+    wait_status(&cluster, joiners[0], "normal", Some(3));
+
     stop.store(true, Ordering::Relaxed);
     let acknowledged = load.join().expect("the load never fails");
     assert!(acknowledged > 0, "the load made progress");
+
+    // `vsr kv` given an earlier configuration (three of its five replicas are gone)
+    // follows the cluster too.
+    let output = Command::new(env!("CARGO_BIN_EXE_vsr"))
+        .args(["kv", "--cluster", &list(&five), "get", "key-0"])
+        .output()
+        .expect("run vsr kv");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "value value-0",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // Every acknowledged put reads back, through a client that starts from an earlier
     // configuration (one of its members still runs) and follows to the current one.

@@ -154,7 +154,10 @@ impl ClientSession {
             in_flight.message.epoch = self.epoch;
             in_flight.message.view = 0;
             in_flight.ticks_waiting = 0;
-            in_flight.timeout_ticks = self.request_timeout_ticks;
+            // The new members may still be fetching the epoch's start for a moment (they
+            // drop requests meanwhile): the first retry comes sooner than usual, and
+            // backs off from there.
+            in_flight.timeout_ticks = (self.request_timeout_ticks / 8).max(1);
         }
         true
     }

@@ -317,6 +317,11 @@ impl Connection {
         self.queued_bytes > 0
     }
 
+    /// Lets the outbound queue hold at least `at_least` bytes from now on.
+    pub fn raise_queued_bytes_max(&mut self, at_least: usize) {
+        self.queued_bytes_max = self.queued_bytes_max.max(at_least);
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes

@@ -46,7 +46,8 @@ impl<S: StateMachine> EventLoop<S> {
     /// yet), on the link it dialled to us.
     fn send(&mut self, to: ReplicaId, message: &Message) {
         let cluster = self.options.config.cluster;
-        let token = if self.peers.contains(to) {
+        let ours = self.peers.contains(to);
+        let token = if ours {
             self.link(to)
         } else {
             self.accepted_link(to)
@@ -58,6 +59,15 @@ impl<S: StateMachine> EventLoop<S> {
             .connections
             .get_mut(token)
             .expect("linked connections are live");
+        if !ours {
+            // Anyone may claim an identity we do not know: such a connection holds one
+            // message at a time (a learner's state, up to `message_bytes_max`), and a
+            // message finding the last one unwritten is dropped (the learner asks again).
+            if connection.has_output() {
+                return;
+            }
+            connection.raise_queued_bytes_max(self.options.config.message_bytes_max as usize);
+        }
         if let Err(overflow) = connection.push_with(|out| wire::encode(message, cluster, out)) {
             self.close_overflow(token, overflow);
         }

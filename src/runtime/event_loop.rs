@@ -73,9 +73,9 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) slots: SharedSlots,
     /// Our links to the other replicas, by replica identity.
     pub(super) peers: Peers,
-    /// The epoch the peers and the gate were last brought in line with
+    /// The configuration the peers and the gate were last brought in line with
     /// (`membership::follow_configuration`).
-    pub(super) followed_epoch: Option<u32>,
+    pub(super) followed: Option<crate::protocol::Configuration>,
     /// Where each client's replies go.
     pub(super) routes: ClientRoutes,
     /// The ticks owed to the core.
@@ -145,7 +145,7 @@ impl<S: StateMachine> EventLoop<S> {
                 replicas,
             ),
             peers: Peers::new(own, [], now),
-            followed_epoch: None,
+            followed: None,
             routes: ClientRoutes::new(config.clients_max as usize * 2),
             clock: Clock::new(now),
             io: IoThreads::new(io, from_io),

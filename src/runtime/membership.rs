@@ -55,22 +55,28 @@ impl<S: StateMachine> EventLoop<S> {
     /// the last call (cheap otherwise: one comparison).
     pub(super) fn follow_configuration(&mut self) {
         let epoch = self.replica.epoch();
-        if self.followed_epoch == Some(epoch) {
+        if self.followed.as_ref().map(Configuration::epoch) == Some(epoch) {
             return;
         }
-        self.followed_epoch = Some(epoch);
-        let (members, mut peers) = {
+        let (current, members, mut peers) = {
             let mut configurations = self.replica.configurations();
             let current = configurations
                 .next()
                 .expect("a replica has a configuration");
             let members = member_addresses(current);
             let mut peers = members.clone();
-            if let Some(previous) = configurations.next() {
+            // A learner keeps no history in the core: the configuration it learned from
+            // is the one followed before, whose replicas serve it the new epoch's start.
+            let previous = configurations.next().or(self
+                .followed
+                .as_ref()
+                .filter(|followed| followed.epoch() < epoch));
+            if let Some(previous) = previous {
                 peers.extend(member_addresses(previous));
             }
-            (members, peers)
+            (current.clone(), members, peers)
         };
+        self.followed = Some(current);
         peers.sort_unstable();
         peers.dedup_by_key(|(id, _)| *id);
         let count = peers.len();

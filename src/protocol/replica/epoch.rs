@@ -139,10 +139,21 @@ impl<S: StateMachine> Replica<S> {
     /// Answers a client that asked a replica of the wrong epoch (or one that retired):
     /// the current configuration.
     pub(super) fn answer_new_epoch(&self, request: &Request, effects: &mut Vec<Effect>) {
+        self.tell_new_epoch(request.client, request.session, request.request, effects);
+    }
+
+    /// Tells a client's request `request` of session `session` where the cluster is.
+    fn tell_new_epoch(
+        &self,
+        client: ClientId,
+        session: Session,
+        request: RequestNumber,
+        effects: &mut Vec<Effect>,
+    ) {
         let reply = Reply {
-            client: request.client,
-            session: request.session,
-            request: request.request,
+            client,
+            session,
+            request,
             op: 0,
             status: ReplyStatus::NewEpoch,
             result: self.configuration.to_bytes(),
@@ -185,6 +196,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let old = self.configuration.clone();
         let was_primary = self.is_primary();
+        let turned_away = std::mem::take(&mut self.primary.turned_away);
         let start = self.commit;
         if was_primary {
             // Paper 7.1 step 3: the old group learns of the commit from its primary (in
@@ -242,6 +254,10 @@ impl<S: StateMachine> Replica<S> {
                     self.send_start_epoch(self.configuration.id_of(index), effects);
                 }
             }
+        }
+        // The epoch exists now: the requests turned away meanwhile learn where it is.
+        for (client, (session, request)) in turned_away {
+            self.tell_new_epoch(client, session, request, effects);
         }
         if !remind.is_empty() {
             self.start_epoch_timeout.start();

@@ -165,6 +165,10 @@ struct Primary {
     own_appends: VecDeque<(WriteId, Op)>,
     /// A RECONFIGURATION is queued: nothing more is accepted in this epoch (7.1).
     reconfiguration_queued: bool,
+    /// Requests turned away while a RECONFIGURATION was queued, by client: answered
+    /// NewEpoch as soon as it executes, so that their clients move at once instead of
+    /// after a retry timeout. At most `clients_max` (anyone may send a request).
+    turned_away: ClientMap<(Session, RequestNumber)>,
 }
 
 impl Primary {
@@ -179,6 +183,7 @@ impl Primary {
             in_flight: ClientMap::default(),
             own_appends: VecDeque::new(),
             reconfiguration_queued: false,
+            turned_away: ClientMap::default(),
         }
     }
 
@@ -188,6 +193,7 @@ impl Primary {
             && self.in_flight.is_empty()
             && self.own_appends.is_empty()
             && !self.reconfiguration_queued
+            && self.turned_away.is_empty()
             && self.acked.iter().all(|&acked| acked == 0)
     }
 }

@@ -45,7 +45,13 @@ impl<S: StateMachine> Replica<S> {
                 return self.send_reply(reply, effects);
             }
             // Paper 7.1: after a RECONFIGURATION the primary accepts nothing more in this
-            // epoch; the client retries and is told the new epoch.
+            // epoch; the client is told the new epoch once it exists (or on its retry).
+            let turned_away = &mut self.primary.turned_away;
+            if turned_away.len() < self.config.clients_max as usize
+                || turned_away.contains_key(&request.client)
+            {
+                turned_away.insert(request.client, (request.session, request.request));
+            }
             return self.drop_reason("request", "reconfiguration under way");
         }
         if request.body.len() > self.config.request_body_bytes_max as usize {

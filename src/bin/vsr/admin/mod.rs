@@ -230,9 +230,18 @@ fn verdict(rows: &[Row]) -> Result<(), String> {
             reasons.join("; ")
         ));
     }
+    // Replicas of an earlier epoch (not yet moved, or retiring) do not speak for the
+    // cluster: the primary is the newest epoch's.
+    let epoch = answered
+        .iter()
+        .map(|(_, stats)| stats.epoch)
+        .max()
+        .unwrap_or(0);
     let primaries: Vec<&(&Row, &ReplicaStats)> = answered
         .iter()
-        .filter(|(_, stats)| stats.is_primary && stats.status == ReplicaStatus::Normal)
+        .filter(|(_, stats)| {
+            stats.is_primary && stats.status == ReplicaStatus::Normal && stats.epoch == epoch
+        })
         .collect();
     let (primary_row, primary) = match primaries.as_slice() {
         [] => {
@@ -474,6 +483,22 @@ mod tests {
         assert_eq!(verdict, Ok(()));
         let lags: Vec<Option<u64>> = rows.iter().map(|row| row.lag).collect();
         assert_eq!(lags, [Some(10), Some(0), None]);
+    }
+
+    #[test]
+    fn the_primary_is_the_newest_epochs() {
+        // Replica 0 is still primary of epoch 0 (it has not moved yet); 1 and 2 run
+        // epoch 1, where 1 is primary of view 0 of its (new) configuration.
+        let mut old = answer(0, "normal", 0, 5).unwrap();
+        old.epoch = 0;
+        let moved = |replica: u8, is_primary: bool| {
+            let mut stats = answer(replica, "normal", 0, 7).unwrap();
+            stats.epoch = 1;
+            stats.is_primary = is_primary;
+            Ok(stats)
+        };
+        let (_, verdict) = check(vec![Ok(old), moved(1, true), moved(2, false)]);
+        assert_eq!(verdict, Ok(()));
     }
 
     #[test]
