@@ -87,18 +87,30 @@ fn reconfigure(from: &[SocketAddr], to: &[SocketAddr]) -> (bool, String, String)
 
 /// Starts a replica of the configuration `new` at `new[index]`, joining from `old`.
 fn join(cluster: &mut TestCluster, new: &[SocketAddr], index: usize, old: &[SocketAddr]) -> usize {
-    let args = [
-        "replica",
-        "--service",
-        "kv",
-        "--cluster",
-        &list(new),
-        "--replica",
-        &index.to_string(),
-        "--join",
-        &list(old),
+    join_with(cluster, new, index, old, &[])
+}
+
+/// [`join`] with `extra` arguments.
+fn join_with(
+    cluster: &mut TestCluster,
+    new: &[SocketAddr],
+    index: usize,
+    old: &[SocketAddr],
+    extra: &[String],
+) -> usize {
+    let mut args = vec![
+        "replica".to_string(),
+        "--service".to_string(),
+        "kv".to_string(),
+        "--cluster".to_string(),
+        list(new),
+        "--replica".to_string(),
+        index.to_string(),
+        "--join".to_string(),
+        list(old),
     ];
-    cluster.spawn_extra(new[index], args.iter().map(ToString::to_string).collect())
+    args.extend_from_slice(extra);
+    cluster.spawn_extra(new[index], args)
 }
 
 /// Waits until replica `i` reports `status` (and, if given, this epoch).
@@ -242,5 +254,68 @@ fn a_change_is_refused_while_a_new_member_is_missing() {
     // Nothing changed.
     for i in 0..3 {
         assert_eq!(cluster.stats(i).unwrap().u64("epoch"), 0);
+    }
+}
+
+/// With `--durability disk`, a grown cluster survives all its replicas killed at once: the
+/// configuration and every acknowledged put come back from the data directories, the
+/// joined members' included (restarted with the arguments they were started with).
+#[test]
+fn a_durable_cluster_keeps_its_new_members_across_a_total_crash() {
+    let mut cluster = TestCluster::start_durable(3, "kv", &[]);
+    cluster.wait_until_serving(SERVING_TIMEOUT);
+    let first: Vec<SocketAddr> = cluster.addresses().to_vec();
+    let mut client = Client::connect(&first, client_options()).expect("connect");
+    let put = |client: &mut Client, n: u64| {
+        let body = KvOp::Put(
+            Bytes::from(format!("key-{n}")),
+            Bytes::from(format!("value-{n}")),
+        );
+        let result = client.call(body.encode()).expect("put");
+        assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
+    };
+    for n in 0..100 {
+        put(&mut client, n);
+    }
+    let five: Vec<SocketAddr> = first.iter().copied().chain(free_addresses(2)).collect();
+    let mut joiners = Vec::new();
+    for index in [3, 4] {
+        let data_dir = cluster.directory().join(format!("data-joiner-{index}"));
+        let extra = [
+            "--durability".to_string(),
+            "disk".to_string(),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+        ];
+        joiners.push(join_with(&mut cluster, &five, index, &first, &extra));
+    }
+    for &i in &joiners {
+        wait_warm(&cluster, i, 0);
+    }
+    let (ok, epoch, stderr) = reconfigure(&first, &five);
+    assert!(ok, "grow refused: {stderr}");
+    assert_eq!(epoch, "1");
+    for n in 100..200 {
+        put(&mut client, n);
+    }
+    for i in 0..5 {
+        cluster.kill9(i);
+    }
+    for i in 0..5 {
+        cluster.restart(i);
+    }
+    for i in 0..5 {
+        wait_status(&cluster, i, "normal", Some(1));
+    }
+    let mut client = Client::connect(&five, client_options()).expect("connect");
+    for n in 0..200 {
+        let result = client
+            .call(KvOp::Get(Bytes::from(format!("key-{n}"))).encode())
+            .expect("get");
+        assert_eq!(
+            KvResult::decode(&result),
+            Some(KvResult::Value(Bytes::from(format!("value-{n}")))),
+            "key-{n}"
+        );
     }
 }
