@@ -68,16 +68,18 @@ mod tests {
         let start = coarse_now();
         let real = std::time::Instant::now();
         let mut last = start;
-        while real.elapsed() < Duration::from_millis(30) {
+        // It advances with real time, never backwards. How far it lags depends on the
+        // scheduler (more than a tick on a loaded machine with tickless idle CPUs), so the
+        // bound here is generous: a clock that stopped would fail it, a late one not.
+        while last - start < Duration::from_millis(20) {
             let now = coarse_now();
-            assert!(now >= last);
+            assert!(now >= last, "the coarse clock went back");
             last = now;
+            assert!(
+                real.elapsed() < Duration::from_secs(5),
+                "the coarse clock advanced only {:?} in 5 s",
+                last - start
+            );
         }
-        // The coarse clock lags by at most a scheduler tick (at most 10 ms at HZ=100).
-        assert!(
-            last - start >= Duration::from_millis(20),
-            "{:?}",
-            last - start
-        );
     }
 }

@@ -14,6 +14,7 @@
 //! warning: that member cannot be reached, as if it were down.
 
 use super::event_loop::EventLoop;
+use super::handshake::PeerState;
 use crate::protocol::{Configuration, ReplicaId};
 use crate::service::StateMachine;
 use std::net::SocketAddr;
@@ -91,6 +92,7 @@ impl<S: StateMachine> EventLoop<S> {
                 false,
             );
         }
+        self.admit_new_members();
         info!(
             replica = self.gate.own,
             epoch,
@@ -98,5 +100,27 @@ impl<S: StateMachine> EventLoop<S> {
             peers = self.peers.len(),
             "following the configuration"
         );
+    }
+
+    /// Connections accepted from identities no configuration listed then (learners) whose
+    /// identity is a member now: they leave the shared pool and may send any replica
+    /// message, as if they had said hello now (a new member's DoViewChange may be large).
+    fn admit_new_members(&mut self) {
+        let message_bytes_max = self.options.config.message_bytes_max;
+        let tokens: Vec<usize> = self
+            .connections
+            .iter()
+            .filter(|(_, connection)| {
+                matches!(connection.peer, PeerState::Replica(id)
+                    if self.replica.configurations().any(|c| c.contains_id(id)))
+                    && connection.frame_bytes_max < message_bytes_max
+            })
+            .map(|(token, _)| token)
+            .collect();
+        for token in tokens {
+            let connection = self.connections.live_mut(token);
+            self.slots.uncount(&mut connection.ip);
+            connection.frame_bytes_max = message_bytes_max;
+        }
     }
 }
