@@ -8,6 +8,7 @@
 
 pub mod kv;
 pub mod log;
+pub mod merkle;
 pub mod null;
 pub mod snapshot;
 
