@@ -6,7 +6,6 @@
 //! side, 4.5); `driver` and `connection` only move bytes and keep time.
 
 mod blocking;
-mod clock;
 mod connection;
 mod driver;
 mod id;
