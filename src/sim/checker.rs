@@ -27,11 +27,16 @@ use super::model::{Model, ModelOutcome, ModelSession};
 use super::service::SimService;
 use crate::config::Config;
 use crate::protocol::client_table::ClientTable;
+use super::watch::EpochView;
+use crate::protocol::replica::NOT_A_MEMBER;
+use crate::protocol::{
+    ClientId, Configuration, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session, Status,
+};
 use crate::protocol::Replica;
-use crate::protocol::{ClientId, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session, View};
 use crate::service::{Kv, Snapshot};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 use std::fmt;
 
 /// A broken check: which one, and what was seen.
@@ -170,11 +175,16 @@ pub struct Checker<S: SimService = Kv> {
     restored_commit: Vec<Op>,
     /// Per view w: the highest op some replica had committed while in view w (so it was
     /// committed in w or earlier). Every view after w must start with a log that long.
-    committed_by_view: BTreeMap<View, Op>,
+    /// Views are keyed with their epoch: each epoch numbers its views from 0, and every
+    /// view of a later epoch comes after every view of an earlier one (paper 7).
+    committed_by_view: BTreeMap<EpochView, Op>,
     /// Per started view: the op its primary started it with (the first seen).
-    view_start_ops: BTreeMap<View, Op>,
+    view_start_ops: BTreeMap<EpochView, Op>,
     /// Per replica: the view it was last checked starting as primary.
-    started_checked: Vec<Option<View>>,
+    started_checked: Vec<Option<EpochView>>,
+    /// Per epoch after the first: the op it started after (its RECONFIGURATION's op), as
+    /// the first replica seen in the epoch knew it.
+    epoch_starts: BTreeMap<u32, Op>,
     /// What was checked.
     pub counts: CheckCounts,
 }
@@ -212,6 +222,7 @@ impl<S: SimService> Checker<S> {
             committed_by_view: BTreeMap::new(),
             view_start_ops: BTreeMap::new(),
             started_checked: vec![None; replica_count],
+            epoch_starts: BTreeMap::new(),
             counts: CheckCounts::default(),
         }
     }
@@ -241,6 +252,22 @@ impl<S: SimService> Checker<S> {
     /// The highest op known committed.
     pub fn committed_max(&self) -> Op {
         self.canonical.len() as Op
+    }
+
+    /// Makes room for replicas up to `replica_count` (members added by a
+    /// reconfiguration).
+    pub fn grow(&mut self, replica_count: usize) {
+        if self.checked.len() < replica_count {
+            self.checked.resize(replica_count, 0);
+            self.checkpoint_seen.resize(replica_count, 0);
+            self.restored_commit.resize(replica_count, 0);
+            self.started_checked.resize(replica_count, None);
+        }
+    }
+
+    /// The epochs started so far, each with the op it started after.
+    pub fn epoch_starts(&self) -> &BTreeMap<u32, Op> {
+        &self.epoch_starts
     }
 
     /// Forgets a replica's progress: it restarted with an empty memory.
@@ -282,8 +309,13 @@ impl<S: SimService> Checker<S> {
             }
         }
         self.checked[index as usize] = commit;
-        if commit != checked && commit > self.restored_commit[index as usize] {
-            let view = replica.view();
+        // Only a member voting in its epoch's views says in which view an op was
+        // committed: a learner, a transitioning replica and a replaced one execute what
+        // others committed, in views they never joined.
+        let voting = replica.replica() != NOT_A_MEMBER
+            && !matches!(replica.status(), Status::Joining | Status::Transitioning);
+        if voting && commit != checked && commit > self.restored_commit[index as usize] {
+            let view = (replica.epoch(), replica.view());
             let highest = self.committed_by_view.entry(view).or_insert(0);
             *highest = (*highest).max(commit);
             self.check_commit_below_started_views(index, view, commit)?;
@@ -298,20 +330,75 @@ impl<S: SimService> Checker<S> {
     fn check_commit_below_started_views(
         &self,
         index: ReplicaIndex,
-        view: View,
+        view: EpochView,
         commit: Op,
     ) -> Result<(), Failure> {
         let shorter = self
             .view_start_ops
-            .range(view + 1..)
+            .range((Bound::Excluded(view), Bound::Unbounded))
             .find(|(_, &start_op)| start_op < commit);
         match shorter {
             None => Ok(()),
             Some((started, start_op)) => Err(Failure::new(
                 "agreement",
-                format!("replica {index} committed op {commit} in view {view}, but view {started} had started with op {start_op}, without it"),
+                format!("replica {index} committed op {commit} in (epoch, view) {view:?}, but {started:?} had started with op {start_op}, without it"),
             )),
         }
+    }
+
+    /// Epochs (paper 7): every replica that knows where its epoch started agrees on it,
+    /// the op there is the RECONFIGURATION that names the epoch, a normal member has
+    /// executed it, and no replica still in an earlier epoch commits past it (the old
+    /// group orders nothing after its RECONFIGURATION, 7.1).
+    pub fn check_epoch(&mut self, index: ReplicaIndex, replica: &Replica<S>) -> Result<(), Failure> {
+        let epoch = replica.epoch();
+        let start = replica.epoch_start();
+        if epoch > 0 && start > 0 {
+            let first = *self.epoch_starts.entry(epoch).or_insert(start);
+            if first != start {
+                return Err(Failure::new(
+                    "epochs",
+                    format!("replica {index} says epoch {epoch} started after op {start}, another said op {first}"),
+                ));
+            }
+            if replica.status() == Status::Normal
+                && replica.replica() != NOT_A_MEMBER
+                && replica.commit() < start
+            {
+                return Err(Failure::new(
+                    "epochs",
+                    format!("replica {index} is a normal member of epoch {epoch} with commit {}, below the epoch's start {start}", replica.commit()),
+                ));
+            }
+        }
+        if let Some((&later, &later_start)) = self.epoch_starts.range(epoch + 1..).next() {
+            if replica.commit() > later_start {
+                return Err(Failure::new(
+                    "epochs",
+                    format!("replica {index}, still in epoch {epoch}, committed op {} past op {later_start}, the RECONFIGURATION that started epoch {later}", replica.commit()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The op each epoch started after is the RECONFIGURATION that names that epoch.
+    fn check_epoch_starts(&self) -> Result<(), Failure> {
+        for (&epoch, &start) in &self.epoch_starts {
+            let Some(entry) = self.canonical(start) else {
+                continue;
+            };
+            let names = entry.operation == Operation::Reconfigure
+                && Configuration::from_bytes(&entry.body)
+                    .is_some_and(|configuration| configuration.epoch() == epoch);
+            if !names {
+                return Err(Failure::new(
+                    "epochs",
+                    format!("epoch {epoch} started after op {start}, which is not its RECONFIGURATION: {}", describe(entry)),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A view keeps every committed op (paper 4.2): when `replica` has just become the
@@ -322,7 +409,7 @@ impl<S: SimService> Checker<S> {
         index: ReplicaIndex,
         replica: &Replica<S>,
     ) -> Result<(), Failure> {
-        let view = replica.view();
+        let view = (replica.epoch(), replica.view());
         if !replica.is_primary() || self.started_checked[index as usize] == Some(view) {
             return Ok(());
         }
@@ -339,7 +426,7 @@ impl<S: SimService> Checker<S> {
             return Err(Failure::new(
                 "agreement",
                 format!(
-                    "replica {index} started view {view} with op {}, without op {committed}, which a replica in view {seen_in} had committed",
+                    "replica {index} started (epoch, view) {view:?} with op {}, without op {committed}, which a replica in {seen_in:?} had committed",
                     replica.op()
                 ),
             ));
@@ -396,6 +483,7 @@ impl<S: SimService> Checker<S> {
         if self.model.applied() == before {
             return Ok(());
         }
+        self.check_epoch_starts()?;
         self.check_evicted_pending()?;
         self.check_checkpoints_pending()?;
         if self.pending.is_empty() {
@@ -448,7 +536,8 @@ impl<S: SimService> Checker<S> {
                     request,
                     ..
                 } => {
-                    entry.operation == Operation::Apply
+                    // The administrator's RECONFIGURATION is answered like any request.
+                    matches!(entry.operation, Operation::Apply | Operation::Reconfigure)
                         && (entry.client, entry.session, entry.request)
                             == (*client, *session, *request)
                 }

@@ -20,14 +20,15 @@ use super::disk::Disks;
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
+use super::reconfigure::{Admin, AdminOutcome, PlannedChange};
 use super::service::{SimService, WorkloadShape};
 use super::storage::Storage;
 use super::watch::{TransferCounts, Watch};
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
 use crate::protocol::{
-    Body, ClientId, Effect, Message, ReplicaIndex, ReplyStatus, RequestNumber, Start, Stats,
-    Status, View, Write, WriteId,
+    Body, ClientId, Configuration, Effect, Message, ReplicaId, ReplicaIndex, ReplyStatus,
+    RequestNumber, Start, Stats, Status, View, Write, WriteId,
 };
 use crate::protocol::{Op, Replica, StoredWrite};
 use crate::service::kv::KvOp;
@@ -84,6 +85,9 @@ pub struct ClusterOptions {
     /// With disks: a power loss at this step too (drawn for seeds whose replicas start
     /// recovering, so that some cut a new cluster's first start).
     pub power_loss_at: Option<u64>,
+    /// Reconfigurations to run (paper 7), in order, one at a time (see
+    /// `sim::reconfigure`); empty: the members never change.
+    pub reconfigurations: Vec<PlannedChange>,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
 }
@@ -132,6 +136,55 @@ pub struct SimClient {
     answered_before_submit: u64,
     /// Whether it used its one registration of the liveness phase.
     reregistered: bool,
+    /// The newest configuration it knows (from NewEpoch answers), and the latest view
+    /// it heard of in that epoch. `ClientSession` knows neither yet: the simulator
+    /// stamps the session's messages with this epoch and, past epoch 0, sends them to
+    /// this configuration's members (paper 7: a client learns the new configuration from
+    /// a replica's answer to a request of an old epoch).
+    configuration: Configuration,
+    view: View,
+    /// The message it sent last (its in-flight request, or a retry of it), to send again
+    /// to the new members when a NewEpoch answer moves it.
+    last_message: Option<Message>,
+}
+
+/// The client index of the administrator on the network.
+const ADMIN: usize = usize::MAX;
+/// Mixed into the seed for the administrator's client id.
+const ADMIN_STREAM: u64 = 0xad31_0000_0000_0001;
+
+/// Reconfigurations, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReconfigurationCounts {
+    /// Changes planned.
+    pub planned: u64,
+    /// Changes started (new members added as learners, or members chosen to leave).
+    pub started: u64,
+    /// RECONFIGURATIONs answered Ok to the administrator.
+    pub committed: u64,
+    /// Started changes, by kind.
+    pub grow: u64,
+    /// See `grow`.
+    pub shrink: u64,
+    /// See `grow`.
+    pub replace: u64,
+    /// Replicas that retired and were shut down.
+    pub retired: u64,
+    /// The highest epoch any replica reached.
+    pub epoch_max: u64,
+    /// NewEpoch answers that moved a client (or the administrator) on.
+    pub clients_moved: u64,
+}
+
+/// A reconfiguration under way.
+#[derive(Clone, Debug)]
+struct ChangeUnderWay {
+    /// The configuration asked for.
+    proposal: Configuration,
+    /// When the administrator asks (after the warm-up).
+    ask_at: u64,
+    /// Whether it asked (its request is in flight or was answered).
+    asked: bool,
 }
 
 impl Cluster<Kv> {
@@ -192,7 +245,7 @@ pub struct Cluster<S: SimService = Kv> {
     pub register_once: bool,
     /// Since when, and from which view, some replica has been changing views without f+1
     /// replicas normal in that view or a later one (see `check_view_change_progress`).
-    view_change_since: Option<(u64, View)>,
+    view_change_since: Option<(u64, (u32, View))>,
     /// The longest such stretch seen, in steps.
     pub view_change_steps_longest: u64,
     /// Per replica: writes not yet completed, in order.
@@ -201,6 +254,28 @@ pub struct Cluster<S: SimService = Kv> {
     disks: Disks,
     /// What each replica's completed writes made durable.
     storage: Storage,
+    /// Per replica (by identity): shut down for good (retired, or a replaced replica
+    /// that lost its memory): never restarted.
+    gone: Vec<bool>,
+    /// Per replica: the configuration it knew at its last input, and whether it was a
+    /// learner then: how its operator would restart it after a crash.
+    last_configuration: Vec<Configuration>,
+    was_joining: Vec<bool>,
+    /// Every configuration seen at some replica, by epoch.
+    epochs: Vec<Configuration>,
+    /// The administrator who asks for reconfigurations.
+    admin: Admin,
+    /// The highest op answered to any client when the administrator submitted.
+    admin_answered_before: u64,
+    /// Changes planned and not started, in order.
+    plan: VecDeque<PlannedChange>,
+    /// The change under way.
+    change: Option<ChangeUnderWay>,
+    /// Whether planned changes may start (off once the faults stop: a change under way
+    /// finishes, no new one starts).
+    pub reconfigure: bool,
+    /// What reconfigurations did.
+    pub reconfigurations: ReconfigurationCounts,
 }
 
 impl Cluster<Kv> {
@@ -262,8 +337,23 @@ impl<S: SimService> Cluster<S> {
                 evicted: 0,
                 answered_before_submit: 0,
                 reregistered: false,
+                configuration: Configuration::initial(n),
+                view: 0,
+                last_message: None,
             });
         }
+        // From a stream of its own, so that the clients' draws stay as they were.
+        let mut admin_id = Prng::new(seed ^ ADMIN_STREAM).nonzero();
+        while client_index.contains_key(&admin_id) {
+            admin_id = admin_id.wrapping_add(1).max(1);
+        }
+        client_index.insert(admin_id, ADMIN);
+        let admin = Admin::new(
+            admin_id,
+            Configuration::initial(n),
+            options.request_timeout_ticks,
+        );
+        let plan: VecDeque<PlannedChange> = options.reconfigurations.iter().copied().collect();
         let mut network = Network::new(n as usize, options.faults.network, ENVELOPES_MAX);
         network.trace = options.trace;
         let mut cluster = Cluster {
@@ -302,6 +392,19 @@ impl<S: SimService> Cluster<S> {
             writes_due: vec![VecDeque::new(); n as usize],
             disks: Disks::new(n as usize),
             storage: Storage::new(n as usize),
+            gone: vec![false; n as usize],
+            last_configuration: vec![Configuration::initial(n); n as usize],
+            was_joining: vec![false; n as usize],
+            epochs: vec![Configuration::initial(n)],
+            admin,
+            admin_answered_before: 0,
+            reconfigurations: ReconfigurationCounts {
+                planned: plan.len() as u64,
+                ..ReconfigurationCounts::default()
+            },
+            plan,
+            change: None,
+            reconfigure: true,
             options,
         };
         if cluster.options.disks && !cluster.options.start_recovering {
@@ -344,9 +447,40 @@ impl<S: SimService> Cluster<S> {
         self.replicas[index as usize].as_ref()
     }
 
-    /// Number of replicas.
+    /// Number of replicas the cluster started with.
     pub fn replica_count(&self) -> u8 {
         self.config.replica_count
+    }
+
+    /// Replicas ever started, by identity: the first configuration's members and every
+    /// member a reconfiguration added (crashed and retired ones included).
+    pub fn replica_slots(&self) -> u8 {
+        self.replicas.len() as u8
+    }
+
+    /// Whether replica `id` was shut down for good (retired, or replaced and lost).
+    pub fn is_gone(&self, id: ReplicaIndex) -> bool {
+        self.gone[id as usize]
+    }
+
+    /// The newest configuration any replica has reached.
+    pub fn newest_configuration(&self) -> &Configuration {
+        self.epochs.last().expect("the first configuration")
+    }
+
+    /// The configuration of `epoch`, once some replica reached it.
+    pub fn configuration_of(&self, epoch: u32) -> Option<&Configuration> {
+        self.epochs.get(epoch as usize)
+    }
+
+    /// The administrator.
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    /// Whether no reconfiguration is under way or planned to start.
+    pub fn reconfigurations_done(&self) -> bool {
+        self.change.is_none() && (self.plan.is_empty() || !self.reconfigure)
     }
 
     /// Client `index`.
@@ -403,38 +537,54 @@ impl<S: SimService> Cluster<S> {
         self.filter = None;
     }
 
-    /// The primary of the highest view among live replicas in normal status, if that
-    /// replica is itself normal and primary.
+    /// The primary of the highest view (of the highest epoch) among live replicas in
+    /// normal status, if that replica is itself normal and primary: its identity.
     pub fn primary(&self) -> Option<ReplicaIndex> {
         self.replicas
             .iter()
             .flatten()
             .filter(|r| r.status() == Status::Normal && r.is_primary())
-            .max_by_key(|r| r.view())
-            .map(|r| r.replica())
+            .max_by_key(|r| (r.epoch(), r.view()))
+            .map(|r| node_of(r.id()))
     }
 
-    /// Replicas crashed or recovering: those that count against f.
+    /// Replicas crashed (and not gone for good) or recovering.
     pub fn down_count(&self) -> usize {
-        self.replicas
-            .iter()
-            .filter(|r| r.as_ref().is_none_or(|r| r.status() == Status::Recovering))
+        (0..self.replicas.len())
+            .filter(|&id| !self.gone[id])
+            .filter(|&id| {
+                self.replicas[id]
+                    .as_ref()
+                    .is_none_or(|r| r.status() == Status::Recovering)
+            })
             .count()
     }
 
-    /// Whether every client has no request in flight.
+    /// Whether every client (and the administrator) has no request in flight.
     pub fn clients_idle(&self) -> bool {
-        self.clients.iter().all(|c| !c.session.is_busy())
+        self.clients.iter().all(|c| !c.session.is_busy()) && !self.admin.is_busy()
     }
 
-    /// Whether every replica is live and normal, in one view, at the highest commit seen.
+    /// Whether every member of the newest configuration is live and normal in its epoch,
+    /// in one view, at the highest commit seen, and every other replica was shut down
+    /// (retired, paper 7.3) or never started.
     pub fn converged(&self) -> bool {
         let committed = self.checker.committed_max();
-        let view = self.replicas[0].as_ref().map(|r| r.view());
-        self.replicas.iter().all(|r| {
-            r.as_ref().is_some_and(|r| {
-                r.status() == Status::Normal && Some(r.view()) == view && r.commit() == committed
-            })
+        let newest = self.newest_configuration();
+        let mut view = None;
+        (0..self.replicas.len()).all(|id| {
+            if self.gone[id] {
+                return true;
+            }
+            let Some(r) = self.replicas[id].as_ref() else {
+                return false;
+            };
+            let same_view = *view.get_or_insert(r.view()) == r.view();
+            newest.contains_id(id as ReplicaId)
+                && r.epoch() == newest.epoch()
+                && r.status() == Status::Normal
+                && same_view
+                && r.commit() == committed
         })
     }
 
@@ -447,22 +597,23 @@ impl<S: SimService> Cluster<S> {
             .iter()
             .flatten()
             .filter(|r| r.status() == Status::ViewChange)
-            .map(|r| r.view())
+            .map(|r| (r.epoch(), r.view()))
             .max();
         let Some((since, view)) = self.view_change_since.or(changing.map(|v| (self.now, v))) else {
             return Ok(());
         };
-        let quorum = self.config.quorum();
+        // A later epoch ends every view change of an earlier one.
         let finished = self.replicas.iter().flatten().any(|r| {
-            r.view() >= view
+            let at = (r.epoch(), r.view());
+            at >= view
                 && r.status() == Status::Normal
                 && self
                     .replicas
                     .iter()
                     .flatten()
-                    .filter(|o| o.status() == Status::Normal && o.view() == r.view())
+                    .filter(|o| o.status() == Status::Normal && (o.epoch(), o.view()) == at)
                     .count()
-                    >= quorum
+                    >= r.configuration().quorum()
         });
         let steps = self.now - since;
         self.view_change_steps_longest = self.view_change_steps_longest.max(steps);
@@ -474,7 +625,7 @@ impl<S: SimService> Cluster<S> {
         if steps > steps_max {
             return Err(Failure::new(
                 "liveness",
-                format!("a view change to view {view} (or later), under way since step {since}, has not finished in {steps_max} steps with every replica up and the network calm"),
+                format!("a view change to (epoch, view) {view:?} (or later), under way since step {since}, has not finished in {steps_max} steps with every replica up and the network calm"),
             ));
         }
         Ok(())
@@ -558,14 +709,25 @@ impl<S: SimService> Cluster<S> {
 
     /// `restart`: replica `index` comes back and, without a disk, runs the recovery
     /// protocol; with one (`ClusterOptions::disks`) it resumes from what its disk holds
-    /// (at the seed's rate, first finding a corrupted sector there).
+    /// (at the seed's rate, first finding a corrupted sector there). As its operator
+    /// would start it: in the configuration it last knew; a learner without a disk
+    /// joins again, and a replaced replica without one is gone for good.
     pub fn restart(&mut self, index: ReplicaIndex) {
         assert!(
-            self.replicas[index as usize].is_none(),
+            self.replicas[index as usize].is_none() && !self.gone[index as usize],
             "restart a crashed replica"
         );
         let nonce = self.prng.nonzero();
+        let configuration = self.last_configuration[index as usize].clone();
+        let id = index as ReplicaId;
         let start = match self.options.disks {
+            false if self.was_joining[index as usize] => Start::Join { id },
+            false if !configuration.contains_id(id) => {
+                // Replaced (paper 7.3): without its memory it holds nothing to serve.
+                self.gone[index as usize] = true;
+                self.trace(format_args!("r{index} was replaced and lost its memory: gone"));
+                return;
+            }
             true => {
                 // Not a store that holds nothing (a replica that never joined): a new
                 // cluster starts only when every store says it holds nothing, so one
@@ -597,7 +759,8 @@ impl<S: SimService> Cluster<S> {
             }
             false => Start::Recover { nonce },
         };
-        let replica = Replica::new(self.config.clone(), index, S::fresh(), start);
+        let replica =
+            Replica::in_configuration(self.config.clone(), configuration, id, S::fresh(), start);
         let recovering = replica.status() == Status::Recovering;
         let commit = replica.commit();
         self.trace(format_args!(
@@ -667,8 +830,8 @@ impl<S: SimService> Cluster<S> {
     /// at most f replicas that lost theirs: no other replica is recovering, live or (its
     /// disk says) crashed while recovering.
     fn may_lose_memory(&self, index: ReplicaIndex) -> bool {
-        (0..self.config.replica_count)
-            .filter(|&other| other != index)
+        (0..self.replica_slots())
+            .filter(|&other| other != index && !self.gone[other as usize])
             .all(|other| match &self.replicas[other as usize] {
                 Some(replica) => replica.status() != Status::Recovering,
                 None => !self.disks.recovering(other),
@@ -685,7 +848,7 @@ impl<S: SimService> Cluster<S> {
             self.faults.power_loss_first_start += 1;
         }
         self.trace(format_args!("power loss"));
-        for index in 0..self.config.replica_count {
+        for index in 0..self.replica_slots() {
             if self.replicas[index as usize].is_some() {
                 self.crash(index);
             }
@@ -754,6 +917,7 @@ impl<S: SimService> Cluster<S> {
         if self.now.is_multiple_of(self.options.client_tick_steps) {
             self.tick_clients();
         }
+        self.drive_reconfiguration()?;
         self.drive_clients();
         self.check()
     }
@@ -764,7 +928,11 @@ impl<S: SimService> Cluster<S> {
         envelope: Envelope,
     ) -> Result<(), Failure> {
         let now = self.now;
-        let Some(replica) = self.replicas[index as usize].as_mut() else {
+        let Some(replica) = self
+            .replicas
+            .get_mut(index as usize)
+            .and_then(|replica| replica.as_mut())
+        else {
             return Ok(());
         };
         if self.options.trace {
@@ -774,9 +942,21 @@ impl<S: SimService> Cluster<S> {
                 summarize(&envelope.message)
             );
         }
-        let primary_of = (envelope.message.view % self.config.replica_count as u32) as ReplicaIndex;
-        self.watch
-            .on_deliver(index, replica.view(), primary_of, &envelope.message);
+        // Indexes on the wire are positions in the message's epoch (paper 7).
+        let (primary_of, to_index) = match self.epochs.get(envelope.message.epoch as usize) {
+            Some(configuration) => (
+                Some(configuration.primary_of(envelope.message.view)),
+                configuration.index_of(index as ReplicaId),
+            ),
+            None => (None, None),
+        };
+        self.watch.on_deliver(
+            index,
+            (replica.epoch(), replica.view()),
+            primary_of,
+            to_index,
+            &envelope.message,
+        );
         replica.set_clock(self.clocks[index as usize].realtime_ns(now));
         let immediate = self.options.write_delay_steps_max == 0;
         replica.on_message(envelope.message, &mut self.effects);
@@ -803,9 +983,46 @@ impl<S: SimService> Cluster<S> {
         }
         self.checker.check_checkpoint(index, replica)?;
         self.checker.check_view_start(index, replica)?;
+        self.checker.check_epoch(index, replica)?;
         self.watch.check_new_primary(index, replica)?;
         self.replay_into_view_change(index);
+        self.note_configuration(index);
         Ok(())
+    }
+
+    /// After replica `index` handled an input: records a configuration no replica had
+    /// reached before, what its operator would restart it with, and shuts it down once
+    /// it retired (paper 7.3: its driver's job).
+    fn note_configuration(&mut self, index: ReplicaIndex) {
+        let Some(replica) = self.replicas[index as usize].as_ref() else {
+            return;
+        };
+        let epoch = replica.epoch();
+        while self.epochs.len() <= epoch as usize {
+            let next = self.epochs.len() as u32;
+            let Some(configuration) = replica.configuration_of(next) else {
+                break;
+            };
+            self.epochs.push(configuration.clone());
+            self.reconfigurations.epoch_max = u64::from(next);
+            self.trace(format_args!("epoch {next} begins: {configuration:?}"));
+        }
+        if self.last_configuration[index as usize].epoch() != epoch {
+            self.last_configuration[index as usize] = replica.configuration().clone();
+        }
+        self.was_joining[index as usize] = replica.status() == Status::Joining;
+        if replica.is_retired() {
+            let replica = self.replicas[index as usize].take().expect("live");
+            add_stats(&mut self.stats_retired, replica.stats());
+            self.writes_due[index as usize].clear();
+            self.gone[index as usize] = true;
+            self.seen[index as usize] = None;
+            self.reconfigurations.retired += 1;
+            self.trace(format_args!(
+                "r{index} retired (epoch {epoch}, commit {}): shut down",
+                replica.commit()
+            ));
+        }
     }
 
     /// When replica `index` has just entered a view change, sometimes replays an old
@@ -834,7 +1051,17 @@ impl<S: SimService> Cluster<S> {
 
     fn deliver_to_client(&mut self, client: usize, message: Message) -> Result<(), Failure> {
         if self.options.trace {
-            eprintln!("step {}: -> c{client} {}", self.now, summarize(&message));
+            let who = match client {
+                ADMIN => "admin".to_string(),
+                client => format!("c{client}"),
+            };
+            eprintln!("step {}: -> {who} {}", self.now, summarize(&message));
+        }
+        if client == ADMIN {
+            return self.deliver_to_admin(message);
+        }
+        if self.follow_new_epoch(client, &message) {
+            return Ok(());
         }
         let session = self.clients[client].session.session();
         let outcome = self.clients[client].session.on_message(&message);
@@ -876,6 +1103,237 @@ impl<S: SimService> Cluster<S> {
                 .checker
                 .on_reply(reply, sim_client.answered_before_submit),
             None => Ok(()),
+        }
+    }
+
+    /// A NewEpoch answer (paper 7: the cluster moved to a later configuration) moves
+    /// client `client` to the configuration it names, if later than the one it knows,
+    /// and sends its request again there. Other answers only teach it the view of its
+    /// epoch. Returns whether `message` was a NewEpoch answer to it.
+    fn follow_new_epoch(&mut self, client: usize, message: &Message) -> bool {
+        let Body::Reply(reply) = &message.body else {
+            return false;
+        };
+        let sim_client = &mut self.clients[client];
+        if reply.client != sim_client.session.client() {
+            return false;
+        }
+        if reply.status != ReplyStatus::NewEpoch {
+            if message.epoch == sim_client.configuration.epoch() && message.view > sim_client.view
+            {
+                sim_client.view = message.view;
+            }
+            return false;
+        }
+        let Some(next) = Configuration::from_bytes(&reply.result)
+            .filter(|next| next.epoch() > sim_client.configuration.epoch())
+        else {
+            return true;
+        };
+        if self.options.trace {
+            eprintln!("step {}: c{client} moves to epoch {}", self.now, next.epoch());
+        }
+        sim_client.configuration = next;
+        sim_client.view = 0;
+        self.reconfigurations.clients_moved += 1;
+        let resend = sim_client
+            .last_message
+            .clone()
+            .filter(|_| sim_client.session.is_busy());
+        if let Some(message) = resend {
+            self.send_from_client(client, Target::All, message);
+        }
+        true
+    }
+
+    /// An answer to the administrator: follows NewEpoch answers, and moves the change
+    /// under way on (a registration, or the RECONFIGURATION's answer). Its answers are
+    /// checked against the model like any client's.
+    fn deliver_to_admin(&mut self, message: Message) -> Result<(), Failure> {
+        let session = self.admin.session();
+        let (outcome, resend) = self.admin.on_message(&message);
+        if let Some(message) = resend {
+            self.reconfigurations.clients_moved += 1;
+            self.trace(format_args!(
+                "admin moves to epoch {}",
+                self.admin.configuration().epoch()
+            ));
+            self.send_from_admin(message);
+        }
+        let Some(outcome) = outcome else {
+            return Ok(());
+        };
+        self.trace(format_args!("admin outcome {outcome:?}"));
+        let client = self.admin.id();
+        let reply = match outcome {
+            AdminOutcome::Registered { session } => ClientReply::Registered { client, session },
+            AdminOutcome::Reconfigured {
+                request,
+                op,
+                result,
+            } => {
+                self.reconfigurations.committed += 1;
+                self.change = None;
+                ClientReply::Completed {
+                    client,
+                    session,
+                    request,
+                    op,
+                    result,
+                }
+            }
+            AdminOutcome::Evicted => {
+                // The RECONFIGURATION may or may not have executed: ask again (a second
+                // one for the same epoch is refused if the first committed, and then the
+                // change is done: see `drive_reconfiguration`).
+                if let Some(change) = self.change.as_mut() {
+                    change.asked = false;
+                }
+                return Ok(());
+            }
+            AdminOutcome::Rejected { request, reason } => {
+                return Err(Failure::new(
+                    "reconfiguration",
+                    format!("the administrator's request {request} was refused: {reason}"),
+                ))
+            }
+        };
+        self.checker.on_reply(reply, self.admin_answered_before)
+    }
+
+    /// Moves the planned reconfigurations on (paper 7, and 7.5 for the warm-up): starts
+    /// the next one once the previous one is done and every live member runs the newest
+    /// epoch normally (new members join as learners, `Start::Join`), registers the
+    /// administrator, and after the warm-up asks for the change.
+    fn drive_reconfiguration(&mut self) -> Result<(), Failure> {
+        let Some(change) = &self.change else {
+            return self.start_planned_change();
+        };
+        if change.asked || self.now < change.ask_at || self.admin.is_busy() {
+            return Ok(());
+        }
+        if self.newest_configuration().epoch() >= change.proposal.epoch() {
+            // It committed, though its answer was lost to an eviction.
+            self.change = None;
+            return Ok(());
+        }
+        if self.admin.session() == 0 {
+            let message = self.admin.register();
+            self.admin_answered_before = self.checker.answered_op_max();
+            self.trace(format_args!("admin registers"));
+            self.send_from_admin(message);
+            return Ok(());
+        }
+        let proposal = change.proposal.clone();
+        let (request, message) = self.admin.reconfigure(&proposal);
+        self.admin_answered_before = self.checker.answered_op_max();
+        self.trace(format_args!(
+            "admin asks (request {request}) for epoch {}: {proposal:?}",
+            proposal.epoch()
+        ));
+        if let Some(change) = self.change.as_mut() {
+            change.asked = true;
+        }
+        self.send_from_admin(message);
+        Ok(())
+    }
+
+    /// Starts the next planned change if it is due and the newest epoch runs: every
+    /// member that is up is in it and normal.
+    fn start_planned_change(&mut self) -> Result<(), Failure> {
+        if !self.reconfigure || self.plan.front().is_none_or(|next| next.at > self.now) {
+            return Ok(());
+        }
+        let newest = self.newest_configuration().clone();
+        let running = newest.ids().all(|id| {
+            self.replicas[id as usize].as_ref().is_none_or(|replica| {
+                replica.epoch() == newest.epoch() && replica.status() == Status::Normal
+            })
+        });
+        if !running {
+            return Ok(());
+        }
+        let planned = self.plan.pop_front().expect("a change is due");
+        let ids: Vec<ReplicaId> = newest.ids().collect();
+        let (kept, added) = planned.shape(&ids);
+        let addresses: Vec<Bytes> = (0..added as u64)
+            .map(|k| Bytes::from(format!("sim-r{}", newest.next_id() + k)))
+            .collect();
+        let proposal = newest.propose(&kept, &addresses);
+        for id in proposal.ids().filter(|&id| !newest.contains_id(id)) {
+            self.add_learner(id, &newest);
+        }
+        self.reconfigurations.started += 1;
+        match (added, kept.len() < ids.len()) {
+            (0, _) => self.reconfigurations.shrink += 1,
+            (_, true) => self.reconfigurations.replace += 1,
+            (_, false) => self.reconfigurations.grow += 1,
+        }
+        self.trace(format_args!(
+            "reconfiguration planned: {kept:?} kept, {added} added, asked in {} steps",
+            planned.warm_up_steps
+        ));
+        self.change = Some(ChangeUnderWay {
+            proposal,
+            ask_at: self.now + planned.warm_up_steps,
+            asked: false,
+        });
+        Ok(())
+    }
+
+    /// A new member `id` starts as a learner of `configuration` (`Start::Join`,
+    /// paper 7.5), with an empty disk.
+    pub fn add_learner(&mut self, id: ReplicaId, configuration: &Configuration) {
+        let slot = id as usize;
+        assert_eq!(slot, self.replicas.len(), "identities are added in order");
+        assert!(slot < 32, "the checkers track replicas in a 32-bit mask");
+        let replica = Replica::in_configuration(
+            self.config.clone(),
+            configuration.clone(),
+            id,
+            S::fresh(),
+            Start::Join { id },
+        );
+        self.replicas.push(Some(replica));
+        let tick_steps = self
+            .prng
+            .between(self.options.tick_steps_min, self.options.tick_steps_max);
+        self.clocks.push(Clock {
+            tick_steps,
+            tick_next: self.now + self.prng.between(1, tick_steps),
+            drift_ppm: self.prng.between(0, 100_000) as i64 - 50_000,
+            offset_ns: self.prng.between(0, 200_000_000) as i64 - 100_000_000,
+        });
+        self.seen.push(None);
+        self.view_change_entered.push(None);
+        self.writes_due.push(VecDeque::new());
+        self.gone.push(false);
+        self.last_configuration.push(configuration.clone());
+        self.was_joining.push(true);
+        let slots = self.replicas.len();
+        self.network.grow(slots);
+        self.watch.grow(slots);
+        self.checker.grow(slots);
+        self.storage.grow(slots);
+        self.disks.grow(slots);
+        self.touched |= 1 << slot;
+        self.trace(format_args!(
+            "r{id} starts as a learner of epoch {}",
+            configuration.epoch()
+        ));
+    }
+
+    /// Sends the administrator's message to every member of the configuration it knows.
+    fn send_from_admin(&mut self, message: Message) {
+        let members: Vec<ReplicaIndex> = self.admin.configuration().ids().map(node_of).collect();
+        for to in members {
+            self.network.send(
+                &mut self.prng,
+                self.now,
+                Node::Client(ADMIN),
+                Node::Replica(to),
+                message.clone(),
+            );
         }
     }
 
@@ -953,7 +1411,16 @@ impl<S: SimService> Cluster<S> {
                     message,
                 ),
                 Effect::Broadcast { message } => {
-                    for to in 0..self.config.replica_count {
+                    // To the members of the message's epoch (paper 7), in index order.
+                    let members: Vec<ReplicaIndex> = match self.replicas[from as usize]
+                        .as_ref()
+                        .and_then(|replica| replica.configuration_of(message.epoch))
+                        .or_else(|| self.epochs.get(message.epoch as usize))
+                    {
+                        Some(configuration) => configuration.ids().map(node_of).collect(),
+                        None => Vec::new(),
+                    };
+                    for to in members {
                         if to != from {
                             let copy = message.clone();
                             self.network.send(
@@ -1045,21 +1512,37 @@ impl<S: SimService> Cluster<S> {
                 self.checker
                     .on_evicted_reply(from, reply.client, reply.session, commit)
             }
+            // Refused for a reason of its own (another change in progress, a configuration
+            // that may not follow): judged when the administrator reads it.
+            ReplyStatus::Rejected if reply.client == self.admin.id() => Ok(()),
             ReplyStatus::Rejected => {
                 self.checker
                     .on_rejected_reply(from, reply.client, reply.session, reply.request)
             }
-            ReplyStatus::NewEpoch => Err(Failure::new(
-                "epochs",
-                format!("r{from} answered NewEpoch in a cluster that never reconfigures"),
-            )),
+            ReplyStatus::NewEpoch => {
+                // Paper 7: a replica of a later epoch tells a client of an earlier one
+                // (or a replaced replica tells anyone) the configuration it is in.
+                let current = self.replicas[from as usize]
+                    .as_ref()
+                    .map(|replica| replica.configuration());
+                let named = Configuration::from_bytes(&reply.result);
+                match (current, named) {
+                    (Some(current), Some(named)) if named == *current && named.epoch() > 0 => {
+                        Ok(())
+                    }
+                    (_, named) => Err(Failure::new(
+                        "epochs",
+                        format!("r{from} answered NewEpoch naming {named:?}, not its own configuration of a later epoch ({current:?})"),
+                    )),
+                }
+            }
         }
     }
 
     /// Completes the writes that are due, oldest first and one at a time (so that the
     /// storage model holds exactly what each released message waited for).
     fn complete_due_writes(&mut self) -> Result<(), Failure> {
-        for index in 0..self.config.replica_count {
+        for index in 0..self.replica_slots() {
             while let Some(due) = self.writes_due[index as usize].front() {
                 if due.at > self.now {
                     break;
@@ -1086,7 +1569,7 @@ impl<S: SimService> Cluster<S> {
     }
 
     fn tick_replicas(&mut self) -> Result<(), Failure> {
-        for index in 0..self.config.replica_count {
+        for index in 0..self.replica_slots() {
             let clock = &mut self.clocks[index as usize];
             if self.now < clock.tick_next {
                 continue;
@@ -1121,6 +1604,10 @@ impl<S: SimService> Cluster<S> {
                 self.send_from_client(client, target, message);
             }
         }
+        if let Some(message) = self.admin.on_tick() {
+            self.trace(format_args!("admin retries"));
+            self.send_from_admin(message);
+        }
     }
 
     /// Idle clients register (when unregistered) or submit a random operation.
@@ -1152,17 +1639,36 @@ impl<S: SimService> Cluster<S> {
         }
     }
 
-    fn send_from_client(&mut self, client: usize, target: Target, message: Message) {
+    /// Sends a session's message where it asks, in the newest configuration the client
+    /// knows: stamped with that epoch, and past epoch 0 to that configuration's members
+    /// (the session's own idea of the primary counts indexes of the first one).
+    fn send_from_client(&mut self, client: usize, target: Target, mut message: Message) {
+        let sim_client = &mut self.clients[client];
+        let configuration = &sim_client.configuration;
+        message.epoch = configuration.epoch();
+        sim_client.last_message = Some(message.clone());
+        let first_epoch = configuration.epoch() == 0;
         match target {
-            Target::Replica(to) => self.network.send(
+            Target::Replica(to) if first_epoch => self.network.send(
                 &mut self.prng,
                 self.now,
                 Node::Client(client),
                 Node::Replica(to),
                 message,
             ),
+            Target::Replica(_) => {
+                let primary = configuration.id_of(configuration.primary_of(sim_client.view));
+                self.network.send(
+                    &mut self.prng,
+                    self.now,
+                    Node::Client(client),
+                    Node::Replica(node_of(primary)),
+                    message,
+                )
+            }
             Target::All => {
-                for to in 0..self.config.replica_count {
+                let members: Vec<ReplicaIndex> = configuration.ids().map(node_of).collect();
+                for to in members {
                     let copy = message.clone();
                     self.network.send(
                         &mut self.prng,
@@ -1193,8 +1699,8 @@ impl<S: SimService> Cluster<S> {
         }
         self.checker.advance_model()?;
         for (index, replica) in self.replicas.iter().enumerate() {
-            if moved & (1 << index) != 0 {
-                let replica = replica.as_ref().expect("moved replicas are live");
+            // A replica that moved and then retired in the same step is shut down.
+            if let Some(replica) = replica.as_ref().filter(|_| moved & (1 << index) != 0) {
                 self.checker
                     .check_snapshot(index as ReplicaIndex, replica)?;
             }
@@ -1227,6 +1733,51 @@ impl<S: SimService> Cluster<S> {
             }
         }
         Ok(compared)
+    }
+
+    /// Whether the replicas that count as failed, with `crashing` and `more` others
+    /// added, stay within f in every configuration that matters (the paper's fault model
+    /// holds per group, 7): the newest one, the one before it (its replicas may still be
+    /// finishing it) and the one the administrator proposes (it may commit at any
+    /// moment). A member counts as failed when it is crashed, holds no state it can
+    /// vouch for yet (recovering, joining, transitioning) or, in the newest
+    /// configuration, is still in an earlier epoch. With one configuration this is
+    /// "crashed or recovering", as before reconfigurations.
+    fn within_f(&self, crashing: Option<ReplicaIndex>, more: usize) -> bool {
+        let newest = self.newest_configuration();
+        let newest_epoch = newest.epoch();
+        let previous = newest_epoch
+            .checked_sub(1)
+            .and_then(|epoch| self.epochs.get(epoch as usize));
+        let proposed = self.admin.proposed();
+        let within = [Some(newest), previous, proposed.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|configuration| {
+                let failed = configuration
+                    .ids()
+                    .filter(|&id| {
+                        let slot = id as usize;
+                        if Some(slot) == crashing.map(usize::from) {
+                            return true;
+                        }
+                        match self.replicas.get(slot) {
+                            None => true,
+                            Some(None) => !self.gone[slot],
+                            Some(Some(replica)) => {
+                                (configuration.epoch() == newest_epoch
+                                    && replica.epoch() < newest_epoch)
+                                    || !matches!(
+                                        replica.status(),
+                                        Status::Normal | Status::ViewChange | Status::Retiring
+                                    )
+                            }
+                        }
+                    })
+                    .count();
+                failed + more <= configuration.faults_max()
+            });
+        within
     }
 
     /// The random faults of one step, at the seed's rates; never more than f replicas
@@ -1280,7 +1831,7 @@ impl<S: SimService> Cluster<S> {
     /// Crashes a replica (the primary, at the seed's bias), and at the seed's rate a
     /// second one with it.
     fn crash_random(&mut self) {
-        let n = self.config.replica_count as u64;
+        let n = self.replica_slots() as u64;
         let primary = self.primary();
         let index = match primary {
             Some(primary) if self.prng.chance(self.options.faults.primary_bias_ppm) => primary,
@@ -1303,12 +1854,12 @@ impl<S: SimService> Cluster<S> {
     /// Crashes live replica `index` if that leaves at most f replicas crashed or
     /// recovering; returns whether it did.
     fn crash_within_f(&mut self, index: ReplicaIndex) -> bool {
-        let Some(replica) = self.replica(index) else {
+        if self.replica(index).is_none() {
             return false;
-        };
-        // Crashing a recovering replica leaves the count of down replicas as it is.
-        let recovering = replica.status() == Status::Recovering;
-        if recovering || self.down_count() < self.config.faults_max() {
+        }
+        // Crashing a replica that counts as failed already (recovering, say) leaves the
+        // count as it is.
+        if self.within_f(Some(index), 0) {
             self.crash(index);
             return true;
         }
@@ -1318,8 +1869,9 @@ impl<S: SimService> Cluster<S> {
     /// Restarts crashed replicas at the seed's rate; a restart sometimes brings back every
     /// crashed replica at once, so that their recoveries overlap.
     fn restart_random(&mut self) {
-        for index in 0..self.config.replica_count {
+        for index in 0..self.replica_slots() {
             if self.replicas[index as usize].is_none()
+                && !self.gone[index as usize]
                 && self.prng.chance(self.options.faults.restart_ppm)
             {
                 self.restart(index);
@@ -1331,8 +1883,8 @@ impl<S: SimService> Cluster<S> {
     }
 
     fn restart_all_crashed(&mut self) {
-        for index in 0..self.config.replica_count {
-            if self.replicas[index as usize].is_none() {
+        for index in 0..self.replica_slots() {
+            if self.replicas[index as usize].is_none() && !self.gone[index as usize] {
                 self.restart(index);
             }
         }
@@ -1366,7 +1918,7 @@ impl<S: SimService> Cluster<S> {
         // too (it applies at delivery), which is how a recovering replica ends up holding
         // entries that no other replica ever received.
         let crash = self.prng.chance(500_000);
-        if crash && self.down_count() < self.config.faults_max() {
+        if crash && self.within_f(None, 1) {
             return self.crash_random();
         }
         if let Some(primary) = self.primary().filter(|_| !self.network.partitioned()) {
@@ -1394,7 +1946,7 @@ impl<S: SimService> Cluster<S> {
     /// primary alone: it stays normal in its view, answering clients from its table,
     /// while the others move on, until the partition heals.
     fn partition_random(&mut self) {
-        let n = self.config.replica_count;
+        let n = self.replica_slots();
         if let Some(primary) = self
             .primary()
             .filter(|_| self.prng.chance(self.options.faults.primary_bias_ppm))
@@ -1435,9 +1987,12 @@ impl<S: SimService> Cluster<S> {
         let mut out = String::new();
         for (index, replica) in self.replicas.iter().enumerate() {
             match replica {
+                None if self.gone[index] => out.push_str(&format!("r{index}: gone; ")),
                 None => out.push_str(&format!("r{index}: crashed; ")),
                 Some(r) => out.push_str(&format!(
-                    "r{index}: {:?} view {} op {} commit {} checkpoint {}; ",
+                    "r{index}: epoch {} (from op {}) {:?} view {} op {} commit {} checkpoint {}; ",
+                    r.epoch(),
+                    r.epoch_start(),
                     r.status(),
                     r.view(),
                     r.op(),
@@ -1530,9 +2085,11 @@ fn summarize(message: &Message) -> String {
     format!("{} view {} {detail}", message.body.name(), message.view)
 }
 
-/// The simulator's replicas never reconfigure: a replica's identity is its index.
-fn node_of(id: crate::protocol::ReplicaId) -> ReplicaIndex {
-    ReplicaIndex::try_from(id).expect("simulated replicas are identified by their index")
+/// The simulator keeps replicas by identity (`ReplicaId`): the first configuration's
+/// members are `0..n` and a reconfiguration adds the next ones, never reusing one, so a
+/// replica's identity is its place among the simulator's replicas and its network node.
+fn node_of(id: ReplicaId) -> ReplicaIndex {
+    ReplicaIndex::try_from(id).expect("simulated replicas have small identities")
 }
 
 /// Adds one replica's counters to a total.

@@ -43,6 +43,14 @@ impl Disks {
         }
     }
 
+    /// Makes room for replicas up to `replica_count` (members added by a
+    /// reconfiguration, with empty disks).
+    pub fn grow(&mut self, replica_count: usize) {
+        if self.disks.len() < replica_count {
+            self.disks.resize(replica_count, Disk::default());
+        }
+    }
+
     /// Formats `replica`'s disk for a brand-new cluster whose replicas start `Fresh`:
     /// the state they begin in (normal in view 0, joined) needs no write of theirs.
     pub fn format(&mut self, replica: ReplicaIndex, state: DurableState) {

@@ -354,10 +354,28 @@ impl Network {
         }
     }
 
+    /// Makes room for replicas up to `replica_count` (members added by a
+    /// reconfiguration), keeping every cut link.
+    pub fn grow(&mut self, replica_count: usize) {
+        if replica_count <= self.replica_count {
+            return;
+        }
+        let mut blocked = vec![false; replica_count * replica_count];
+        for from in 0..self.replica_count {
+            for to in 0..self.replica_count {
+                blocked[from * replica_count + to] = self.blocked[from * self.replica_count + to];
+            }
+        }
+        self.blocked = blocked;
+        self.replica_count = replica_count;
+    }
+
     /// Whether messages from `from` to `to` are currently lost.
     pub fn link_blocked(&self, from: Node, to: Node) -> bool {
         match (from, to) {
-            (Node::Replica(a), Node::Replica(b)) => {
+            (Node::Replica(a), Node::Replica(b))
+                if (a as usize) < self.replica_count && (b as usize) < self.replica_count =>
+            {
                 self.blocked[a as usize * self.replica_count + b as usize]
             }
             _ => false,

@@ -13,6 +13,8 @@ use super::cluster::{Cluster, ClusterOptions};
 use super::faults::{FaultCounts, FaultRates, Regime};
 use super::network::NetworkCounts;
 use super::prng::Prng;
+use super::reconfigure::{Change, PlannedChange};
+use super::cluster::ReconfigurationCounts;
 use super::service::SimService;
 use super::watch::TransferCounts;
 use crate::config::Config;
@@ -70,6 +72,11 @@ pub struct RunOptions {
     /// from storage, power losses and corrupted sectors. On by default; off replays seeds
     /// as they ran before (every crash loses everything).
     pub disks: bool,
+    /// Let half the seeds reconfigure (paper 7): grow, shrink or replace a member once
+    /// or twice during the fault phase (see `sim::reconfigure`). On by default; off
+    /// replays seeds as they ran before reconfigurations (the plan is drawn from a
+    /// stream of its own, so a seed without one runs exactly as it did).
+    pub reconfigurations: bool,
 }
 
 impl Default for RunOptions {
@@ -82,6 +89,7 @@ impl Default for RunOptions {
             oversized: false,
             write_delays: true,
             disks: true,
+            reconfigurations: true,
         }
     }
 }
@@ -158,6 +166,8 @@ pub struct RunSummary {
     pub persistence_checked: u64,
     /// Whether replicas kept disks across crashes.
     pub disks: bool,
+    /// What reconfigurations did.
+    pub reconfigurations: ReconfigurationCounts,
 }
 
 /// The cluster options a seed stands for, and how many times `RunOptions::fault_steps`
@@ -223,9 +233,45 @@ pub fn options_for_seed_of<S: SimService>(
         write_delay_steps_max: write_delay_steps_max(seed, run),
         disks,
         power_loss_at: power_loss_at(seed, disks),
+        reconfigurations: Vec::new(),
         trace: run.trace,
     };
     (prng.next_u64(), options, fault_steps_scale)
+}
+
+/// Mixed into the seed for the draw of `ClusterOptions::reconfigurations`.
+const RECONFIGURATIONS_STREAM: u64 = 0x5ee0_57a7_0000_0006;
+
+/// Half the seeds reconfigure once or twice (paper 7), from a stream of their own so that
+/// a seed without a plan runs exactly as it did before reconfigurations: each change
+/// starts at a random step of the fault phase's first nine tenths (once the previous one
+/// is done), with a warm-up of its new members of up to 400 steps, or none at all on one
+/// change in four (the new members then get the whole state after the epoch starts).
+pub fn reconfigurations_for_seed(
+    seed: u64,
+    run: &RunOptions,
+    fault_steps: u64,
+) -> Vec<PlannedChange> {
+    let mut prng = Prng::new(seed ^ RECONFIGURATIONS_STREAM);
+    if !prng.chance(500_000) || !run.reconfigurations {
+        return Vec::new();
+    }
+    let count = if prng.chance(300_000) { 2 } else { 1 };
+    let mut at = 0;
+    (0..count)
+        .map(|_| {
+            at = prng.between(at + 1, (fault_steps * 9 / 10).max(at + 1));
+            PlannedChange {
+                at,
+                warm_up_steps: match prng.chance(250_000) {
+                    true => 0,
+                    false => prng.between(1, 400),
+                },
+                change: *prng.pick(&[Change::Grow, Change::Shrink, Change::Replace]),
+                pick: prng.next_u64(),
+            }
+        })
+        .collect()
 }
 
 /// Mixed into the seed for the draw of `ClusterOptions::start_recovering`.
@@ -360,12 +406,14 @@ pub fn run_seed(seed: u64, options: RunOptions) -> Result<RunSummary, Violation>
 /// Runs one seed with replicas of `S` (an embedder's own service: see
 /// [`SimService`]); a replica panic is caught and reported as a violation.
 pub fn run_seed_of<S: SimService>(seed: u64, options: RunOptions) -> Result<RunSummary, Violation> {
-    let (cluster_seed, cluster_options, fault_steps_scale) =
+    let (cluster_seed, mut cluster_options, fault_steps_scale) =
         options_for_seed_of::<S>(seed, &options);
     let options = RunOptions {
         fault_steps: options.fault_steps * fault_steps_scale,
         ..options
     };
+    cluster_options.reconfigurations =
+        reconfigurations_for_seed(seed, &options, options.fault_steps);
     let regime = cluster_options.faults.regime;
     let client_count = cluster_options.client_count;
     if options.trace {
@@ -399,6 +447,7 @@ pub fn run_seed_of<S: SimService>(seed: u64, options: RunOptions) -> Result<RunS
                 write_delay_steps_max: cluster.options().write_delay_steps_max,
                 persistence_checked: cluster.storage().messages_checked,
                 disks: cluster.options().disks,
+                reconfigurations: cluster.reconfigurations,
             });
         }
         Ok(Err(failure)) => failure,
@@ -433,12 +482,14 @@ fn run_phases<S: SimService>(
         cluster.step()?;
     }
     cluster.heal_all();
+    // A change under way finishes; none starts after the faults.
+    cluster.reconfigure = false;
     cluster.load = false;
     cluster.register = false;
     cluster.register_once = true;
     let view_change_steps_max = view_change_steps_max(cluster.config());
     let start = cluster.now();
-    while !cluster.clients_idle() {
+    while !cluster.clients_idle() || !cluster.reconfigurations_done() {
         if cluster.now() - start >= options.liveness_steps_max {
             return Err(Failure::new(
                 "liveness",
@@ -478,8 +529,10 @@ fn run_phases<S: SimService>(
 /// retry), at the slowest tick rate (6 steps). At least 1,296 steps; the longest seen
 /// over seeds 0..5000 was 615.
 fn view_change_steps_max(config: &Config) -> u64 {
+    // A reconfiguration may grow the cluster to 7 members.
+    let replica_count = config.replica_count.max(7) as u64;
     let ticks = config.normal_timeout_ticks
-        + config.view_change_timeout_ticks * config.replica_count as u64
+        + config.view_change_timeout_ticks * replica_count
         + config.recovery_timeout_ticks * 4;
     ticks * 6 * 4
 }
@@ -523,6 +576,10 @@ pub struct Totals {
     pub persistence_checked: u64,
     /// Seeds whose replicas kept disks across crashes.
     pub disk_seeds: u64,
+    /// Seeds that planned reconfigurations.
+    pub reconfiguring_seeds: u64,
+    /// What reconfigurations did (`epoch_max`: the sum of each seed's last epoch).
+    pub reconfigurations: ReconfigurationCounts,
 }
 
 impl Totals {
@@ -551,6 +608,17 @@ impl Totals {
         self.faults.power_loss_first_start += run.faults.power_loss_first_start;
         self.faults.disk_damage += run.faults.disk_damage;
         self.disk_seeds += run.disks as u64;
+        let (t, x) = (&mut self.reconfigurations, &run.reconfigurations);
+        self.reconfiguring_seeds += (x.planned > 0) as u64;
+        t.planned += x.planned;
+        t.started += x.started;
+        t.committed += x.committed;
+        t.grow += x.grow;
+        t.shrink += x.shrink;
+        t.replace += x.replace;
+        t.retired += x.retired;
+        t.epoch_max += x.epoch_max;
+        t.clients_moved += x.clients_moved;
         self.transfers.add(&run.transfers);
         self.checks.add(&run.checks);
         self.view_change_steps_longest = self
@@ -637,6 +705,12 @@ impl fmt::Display for Totals {
             f,
             "disks: seeds {}  power losses {} (during a first start {})  restarts on a damaged disk {}",
             self.disk_seeds, x.power_loss, x.power_loss_first_start, x.disk_damage
+        )?;
+        let x = &self.reconfigurations;
+        writeln!(
+            f,
+            "reconfigurations: seeds {}  planned {} started {} (grow {} shrink {} replace {}) committed {}  epochs started {}  replicas retired {}  clients moved by NewEpoch {}",
+            self.reconfiguring_seeds, x.planned, x.started, x.grow, x.shrink, x.replace, x.committed, x.epoch_max, x.retired, x.clients_moved
         )?;
         writeln!(
             f,

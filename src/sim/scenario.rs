@@ -153,6 +153,7 @@ impl Scenario {
             write_delay_steps_max: 0,
             disks: false,
             power_loss_at: None,
+            reconfigurations: Vec::new(),
             trace: std::env::var_os("VSR_SIM_TRACE").is_some(),
         }
     }

@@ -9,7 +9,7 @@
 //! the current log is durable.
 
 use super::checker::Failure;
-use crate::protocol::{Body, DurableState, Message, Op, ReplicaIndex, Stored, Write};
+use crate::protocol::{Body, DurableState, Message, Op, ReplicaIndex, Stored, View, Write};
 
 /// One replica's durable state, as its completed writes describe it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -34,6 +34,14 @@ impl Storage {
         Storage {
             replicas: vec![Durable::default(); replica_count],
             messages_checked: 0,
+        }
+    }
+
+    /// Makes room for replicas up to `replica_count` (members added by a
+    /// reconfiguration, starting empty).
+    pub fn grow(&mut self, replica_count: usize) {
+        if self.replicas.len() < replica_count {
+            self.replicas.resize(replica_count, Durable::default());
         }
     }
 
@@ -85,10 +93,14 @@ impl Storage {
             Write::State(state) => {
                 // A replica that never joined promised no view to anyone (a recovering
                 // replica's view only names its source): it restarts as a new one.
-                if state.view < durable.state.view && durable.state.joined {
+                // Each epoch numbers its views from 0 (paper 7): views are ordered
+                // within an epoch, and a later epoch comes after all of them.
+                let written = (state.epoch, state.view);
+                let before = (durable.state.epoch, durable.state.view);
+                if written < before && durable.state.joined {
                     return Err(failure(
                         replica,
-                        format!("view {} written after {}", state.view, durable.state.view),
+                        format!("(epoch, view) {written:?} written after {before:?}"),
                     ));
                 }
                 durable.state = state;
@@ -105,6 +117,33 @@ impl Storage {
     ) -> Result<(), Failure> {
         let durable = self.replicas[replica as usize];
         let view = message.view;
+        // A message of an earlier epoch than the durable one (the old primary's Commit to
+        // the old group once it moved, paper 7.1) claims nothing about views the later
+        // epoch's state could contradict; one of a later epoch claims a view the store
+        // does not hold at all.
+        let epoch = message.epoch.cmp(&durable.state.epoch);
+        let claim_view = |what: &str, claimed: View, held: View| -> Result<(), Failure> {
+            match epoch {
+                std::cmp::Ordering::Less => Ok(()),
+                std::cmp::Ordering::Greater => Err(failure(
+                    replica,
+                    format!(
+                        "sent {} of epoch {} with epoch {} durable",
+                        message.body.name(),
+                        message.epoch,
+                        durable.state.epoch
+                    ),
+                )),
+                std::cmp::Ordering::Equal if claimed <= held => Ok(()),
+                std::cmp::Ordering::Equal => Err(failure(
+                    replica,
+                    format!(
+                        "sent {} claiming {what} {claimed} with {held} durable",
+                        message.body.name()
+                    ),
+                )),
+            }
+        };
         let claim = |what: &str, claimed: u64, held: u64| -> Result<(), Failure> {
             match claimed <= held {
                 true => Ok(()),
@@ -119,17 +158,16 @@ impl Storage {
         };
         // A PrepareOk or StartView says: normal in this view, holding its log up to `op`.
         let holds_the_views_log = |op: Op| -> Result<(), Failure> {
-            claim("view", view.into(), durable.state.view.into())?;
-            let last_normal_view = durable.state.last_normal_view.into();
-            claim("last normal view", view.into(), last_normal_view)?;
+            claim_view("view", view, durable.state.view)?;
+            claim_view("last normal view", view, durable.state.last_normal_view)?;
             claim("op", op, durable.log_op)
         };
         self.messages_checked += 1;
         match &message.body {
             Body::PrepareOk(ok) => holds_the_views_log(ok.op),
             Body::DoViewChange(dvc) => {
-                claim("view", view.into(), durable.state.view.into())?;
-                if dvc.last_normal_view != durable.state.last_normal_view {
+                claim_view("view", view, durable.state.view)?;
+                if epoch.is_eq() && dvc.last_normal_view != durable.state.last_normal_view {
                     return Err(failure(
                         replica,
                         format!(
@@ -142,14 +180,10 @@ impl Storage {
             }
             Body::StartView(sv) => holds_the_views_log(sv.op),
             // Sent from the sender's own view (an ask: for a higher one).
-            Body::StartViewChange(svc) => {
-                claim("view", svc.sender_view.into(), durable.state.view.into())
-            }
-            Body::Prepare(_) | Body::Commit(_) => {
-                claim("view", view.into(), durable.state.view.into())
-            }
+            Body::StartViewChange(svc) => claim_view("view", svc.sender_view, durable.state.view),
+            Body::Prepare(_) | Body::Commit(_) => claim_view("view", view, durable.state.view),
             Body::RecoveryResponse(response) if !response.empty => {
-                claim("view", view.into(), durable.state.view.into())?;
+                claim_view("view", view, durable.state.view)?;
                 claim("op", response.op, durable.log_op)
             }
             Body::NewState(new_state) => claim("op", new_state.op, durable.log_op),

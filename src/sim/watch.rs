@@ -61,16 +61,21 @@ struct Continuation {
     counted: bool,
 }
 
+/// An epoch and a view in it: views are ordered within an epoch, and every view of a
+/// later epoch comes after every view of an earlier one (paper 7).
+pub type EpochView = (u32, View);
+
 /// The watcher: per replica, the transfer in progress and the DoViewChange commits seen.
 pub struct Watch {
     continuation: Vec<Option<Continuation>>,
     /// Per replica: the view of the DoViewChanges it received for a view it is to lead,
     /// and the highest commit among them. Cleared when the replica's view moves.
-    do_view_change_commit: Vec<Option<(View, Op)>>,
+    do_view_change_commit: Vec<Option<(EpochView, Op)>>,
     /// Per replica: the latest view it was checked as a new primary of.
-    primary_checked: Vec<Option<View>>,
-    /// Per replica: its view at the last check.
-    view_seen: Vec<View>,
+    primary_checked: Vec<Option<EpochView>>,
+    /// Per replica: its epoch and view at the last check (views start again from 0 in
+    /// each epoch, paper 7, so a view is only ordered within its epoch).
+    view_seen: Vec<EpochView>,
     /// A malformed message delivered to a replica since its last check (see the module
     /// docs): reported by the check that follows the delivery.
     malformed: Option<Failure>,
@@ -90,11 +95,23 @@ impl Watch {
             continuation: vec![None; replica_count],
             do_view_change_commit: vec![None; replica_count],
             primary_checked: vec![None; replica_count],
-            view_seen: vec![0; replica_count],
+            view_seen: vec![(0, 0); replica_count],
             malformed: None,
             commit_max: 0,
             recovery_floor: vec![None; replica_count],
             counts: TransferCounts::default(),
+        }
+    }
+
+    /// Makes room for replicas up to `replica_count` (members added by a
+    /// reconfiguration).
+    pub fn grow(&mut self, replica_count: usize) {
+        if self.continuation.len() < replica_count {
+            self.continuation.resize(replica_count, None);
+            self.do_view_change_commit.resize(replica_count, None);
+            self.primary_checked.resize(replica_count, None);
+            self.view_seen.resize(replica_count, (0, 0));
+            self.recovery_floor.resize(replica_count, None);
         }
     }
 
@@ -107,22 +124,26 @@ impl Watch {
         self.continuation[index as usize] = None;
         self.do_view_change_commit[index as usize] = None;
         self.primary_checked[index as usize] = None;
-        self.view_seen[index as usize] = 0;
+        self.view_seen[index as usize] = (0, 0);
         // A replica that resumed from its disk holds what it vouched for (the storage
         // check sees to that); one that recovers must reach what committed before.
         self.recovery_floor[index as usize] = recovering.then_some(self.commit_max);
     }
 
-    /// Notes a message about to be handed to live replica `to` (in view `view_now`).
+    /// Notes a message about to be handed to live replica `to` (in epoch and view
+    /// `view_now`). `primary_of` is the index of the primary of the message's view in the
+    /// message's epoch, and `to_index` the receiver's index there (None when the
+    /// simulator does not know that epoch's members, or the receiver is not one).
     pub fn on_deliver(
         &mut self,
         to: ReplicaIndex,
-        view_now: View,
-        primary_of: ReplicaIndex,
+        view_now: EpochView,
+        primary_of: Option<ReplicaIndex>,
+        to_index: Option<ReplicaIndex>,
         message: &Message,
     ) {
         if self.malformed.is_none() {
-            if let Some(what) = malformed(message, primary_of) {
+            if let Some(what) = primary_of.and_then(|primary| malformed(message, primary)) {
                 self.malformed = Some(Failure::new(
                     "malformed",
                     format!(
@@ -140,14 +161,17 @@ impl Watch {
                 let cut = entries_last < new_state.op;
                 self.on_new_state(to, message.replica, entries_last, cut);
             }
-            Body::DoViewChange(dvc) if message.view >= view_now && primary_of == to => {
+            Body::DoViewChange(dvc)
+                if (message.epoch, message.view) >= view_now
+                    && primary_of.is_some()
+                    && primary_of == to_index =>
+            {
+                let sent = (message.epoch, message.view);
                 let slot = &mut self.do_view_change_commit[to as usize];
                 *slot = match *slot {
-                    Some((view, commit)) if view == message.view => {
-                        Some((view, commit.max(dvc.commit)))
-                    }
-                    Some((view, _)) if view > message.view => *slot,
-                    _ => Some((message.view, dvc.commit)),
+                    Some((view, commit)) if view == sent => Some((view, commit.max(dvc.commit))),
+                    Some((view, _)) if view > sent => *slot,
+                    _ => Some((sent, dvc.commit)),
                 };
             }
             _ => {}
@@ -196,14 +220,16 @@ impl Watch {
             return Err(failure);
         }
         self.check_recovery(index, replica)?;
-        let view = replica.view();
+        let view = (replica.epoch(), replica.view());
         let before = std::mem::replace(&mut self.view_seen[index as usize], view);
         if view < before {
             // Views never go back (ARCHITECTURE.md): the paper's safety argument needs it.
             self.counts.views_back += 1;
             return Err(Failure::new(
                 "views",
-                format!("replica {index} went back from view {before} to view {view}"),
+                format!(
+                    "replica {index} went back from (epoch, view) {before:?} to {view:?}"
+                ),
             ));
         }
         let slot = &mut self.do_view_change_commit[index as usize];
@@ -223,7 +249,7 @@ impl Watch {
             return Err(Failure::new(
                 "progress",
                 format!(
-                    "replica {index} started view {view} with commit {}, below commit {commit_max} of a DoViewChange it received for that view",
+                    "replica {index} started (epoch, view) {view:?} with commit {}, below commit {commit_max} of a DoViewChange it received for that view",
                     replica.commit()
                 ),
             ));
@@ -245,8 +271,16 @@ impl Watch {
         let Some(floor) = *slot else {
             return Ok(());
         };
-        if replica.status() == Status::Recovering {
-            return Ok(());
+        match replica.status() {
+            Status::Recovering => return Ok(()),
+            Status::Normal | Status::ViewChange => {}
+            // Not a member voting in its epoch (paper 7): a learner, a replaced replica,
+            // or one moving to a later epoch, which takes that epoch's start by state
+            // transfer instead (checked by `Checker::check_epoch`).
+            Status::Joining | Status::Transitioning | Status::Retiring => {
+                *slot = None;
+                return Ok(());
+            }
         }
         *slot = None;
         if replica.op() < floor {

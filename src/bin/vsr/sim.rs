@@ -42,6 +42,11 @@ pub struct Args {
     /// seeds keep their disks: see `RunOptions::disks`).
     #[arg(long)]
     no_disks: bool,
+    /// The members never change, as before reconfigurations (by default half the seeds
+    /// grow, shrink or replace a member once or twice under every fault, paper 7: see
+    /// `RunOptions::reconfigurations`).
+    #[arg(long)]
+    no_reconfigurations: bool,
     /// Steps of the fault phase of each seed (twice as many on one seed in eight).
     #[arg(long, default_value_t = RunOptions::default().fault_steps)]
     fault_steps: u64,
@@ -60,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         oversized: args.oversized,
         write_delays: !args.no_write_delays,
         disks: !args.no_disks,
+        reconfigurations: !args.no_reconfigurations,
     };
     let (start, count) = match (args.seed, args.seeds) {
         (Some(seed), _) => (seed, 1),
@@ -79,13 +85,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(summary) => {
                 if args.seed.is_some() {
                     eprintln!(
-                        "seed {seed}: {} replicas, {} clients (table {}), {} regime, {} steps, {} ops committed",
+                        "seed {seed}: {} replicas, {} clients (table {}), {} regime, {} steps, {} ops committed, {} reconfigurations planned, {} committed (epoch {})",
                         summary.replica_count,
                         summary.client_count,
                         summary.clients_max,
                         summary.regime,
                         summary.steps,
-                        summary.committed
+                        summary.committed,
+                        summary.reconfigurations.planned,
+                        summary.reconfigurations.committed,
+                        summary.reconfigurations.epoch_max
                     );
                 }
                 totals.add(&summary);
