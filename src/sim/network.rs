@@ -417,9 +417,17 @@ impl Network {
     }
 
     /// Cuts exactly the links of a [`Network::cut_links`] (and no others).
+    /// Cut while the network was smaller (before a reconfiguration added replicas),
+    /// they are the same links among the replicas there were then.
     pub fn set_cut_links(&mut self, blocked: &[bool]) {
-        assert_eq!(blocked.len(), self.blocked.len());
-        self.blocked.copy_from_slice(blocked);
+        let then = blocked.len().isqrt();
+        assert!(then * then == blocked.len() && then <= self.replica_count);
+        self.heal();
+        for from in 0..then {
+            for to in 0..then {
+                self.blocked[from * self.replica_count + to] = blocked[from * then + to];
+            }
+        }
     }
 
     /// Removes every partition.

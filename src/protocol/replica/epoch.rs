@@ -72,6 +72,11 @@ pub(super) struct EpochTransfer {
     /// A later epoch this replica learned of while normal or changing views in its own:
     /// the committed prefix up to its start, fetched aside.
     pending: Option<PendingEpoch>,
+    /// Transitioning: the highest view of the epoch's replicas whose committed state this
+    /// replica took. Ops past the epoch's start that it took were committed in that view
+    /// or an earlier one (a replica knows an op committed only once its view or an
+    /// earlier one committed it).
+    state_view: View,
 }
 
 /// A later epoch whose start a replica of the old one is fetching (see the module docs).
@@ -482,6 +487,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn on_pending_epoch_state(
         &mut self,
         epoch: u32,
+        view: View,
         new_state: NewState,
         effects: &mut Vec<Effect>,
     ) {
@@ -502,7 +508,7 @@ impl<S: StateMachine> Replica<S> {
             .is_some_and(|checkpoint| checkpoint.op >= pending.start)
         {
             // The prefix is trimmed everywhere: the new epoch checkpointed past its start.
-            return self.adopt_from_checkpoint(new_state, effects);
+            return self.adopt_from_checkpoint(view, new_state, effects);
         }
         let usable_last = new_state.commit.min(pending.start);
         let grew =
@@ -545,7 +551,7 @@ impl<S: StateMachine> Replica<S> {
     /// are committed (f'+1 members of the new epoch acknowledged them, so they hold the
     /// old epoch's state too), and the old epoch needs this replica no more. It installs
     /// the checkpoint and the committed entries after it, and moves to the epoch.
-    fn adopt_from_checkpoint(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+    fn adopt_from_checkpoint(&mut self, view: View, new_state: NewState, effects: &mut Vec<Effect>) {
         let pending = self.epoch_transfer.pending.take().expect("a pending epoch");
         let checkpoint = new_state.checkpoint.expect("a checkpoint");
         let (committed, op_first) = (new_state.commit, new_state.op_first);
@@ -574,6 +580,7 @@ impl<S: StateMachine> Replica<S> {
         }
         self.status = Status::Transitioning;
         self.epoch_transfer.told_by = Some(pending.source);
+        self.epoch_transfer.state_view = view;
         self.commit_to(committed.min(self.log.op()), effects);
         self.continue_transition(effects);
     }
@@ -621,8 +628,14 @@ impl<S: StateMachine> Replica<S> {
 
     /// Transitioning: committed state from a replica of the epoch. Only what the sender
     /// says is committed is taken (its log beyond may be another view's).
-    pub(super) fn on_transition_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+    pub(super) fn on_transition_state(
+        &mut self,
+        view: View,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
         assert_eq!(self.status, Status::Transitioning);
+        self.epoch_transfer.state_view = self.epoch_transfer.state_view.max(view);
         let progressed = self.take_committed_state(new_state, effects);
         self.stats.state_transfers += 1;
         if self.epoch_change.is_some() {
@@ -652,13 +665,31 @@ impl<S: StateMachine> Replica<S> {
         progressed
     }
 
-    /// Paper 7.2 step 3: the replica holds the epoch's start. Normal in view 0; the
-    /// replica that told it of the epoch learns that it started.
+    /// Paper 7.2 step 3: the replica holds the epoch's start. Normal in view 0 when its
+    /// log ends there; the replica that told it of the epoch learns that it started.
+    ///
+    /// A log that goes past the start holds ops committed in later views, perhaps, that
+    /// view 0's log may lack (a view-0 primary cut off before view 1 started can still
+    /// hold other entries at those ops): as a view-0 backup its cumulative PrepareOk
+    /// would vouch for entries it never received, and let that primary commit them (4.1
+    /// needs a backup's log to be a prefix of its primary's). So it joins the latest view
+    /// it took committed state from (or the next, if it is that view's primary) as a
+    /// replica joining a started view does (`join_started_view`, 4.2): it takes that
+    /// view's log from its primary before it acknowledges anything, and never voted.
     fn finish_transition(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
         self.state_transfer_timeout.stop();
         self.state_transfer_pending = false;
-        self.enter_normal();
+        if self.commit > self.epoch_start {
+            let view = self.epoch_transfer.state_view;
+            let view = match self.primary_of(view) == self.index {
+                true => view.saturating_add(1).min(VIEW_MAX),
+                false => view,
+            };
+            self.join_started_view(view, effects);
+        } else {
+            self.enter_normal();
+        }
         self.epoch_transfer.started.insert(self.index);
         tracing::info!(
             replica = self.id,

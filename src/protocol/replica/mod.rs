@@ -454,7 +454,7 @@ impl<S: StateMachine> Replica<S> {
             // from one is the answer to fetching its start.
             return match message.body {
                 Body::NewState(new_state) => {
-                    self.on_pending_epoch_state(message.epoch, new_state, effects)
+                    self.on_pending_epoch_state(message.epoch, message.view, new_state, effects)
                 }
                 _ => self.drop_message(&message, "later epoch"),
             };

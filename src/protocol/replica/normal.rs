@@ -520,6 +520,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // A RECONFIGURATION that executed: the configuration its body names, if any.
         let mut next_configuration: Option<Option<Configuration>> = None;
+        let reconfiguration = entry.operation == Operation::Reconfigure;
         let reply = match entry.operation {
             Operation::Register => {
                 if let Some(evicted) = self.clients.register(client, op, request) {
@@ -573,8 +574,18 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
         };
-        if let Some(next) = next_configuration {
-            self.note_reconfiguration(op, next);
+        let moves = match next_configuration {
+            Some(next) => self.note_reconfiguration(op, next),
+            None => false,
+        };
+        if reconfiguration && !moves {
+            // A RECONFIGURATION that executed without moving the cluster (its session was
+            // evicted by a registration ordered before it, so every replica refuses it
+            // alike): the epoch goes on, and its primary must order requests again, or it
+            // would drop them until a view change (7.1 stops ordering only after the
+            // epoch's last op; this op did not end the epoch). Nothing was ordered after
+            // it, so no op of this epoch follows one the epoch did not take.
+            self.primary.reconfiguration_queued = false;
         }
         self.stats.entries_committed += 1;
         if let Some(reply) = reply.filter(|_| self.is_primary()) {
@@ -585,19 +596,24 @@ impl<S: StateMachine> Replica<S> {
     /// An executed RECONFIGURATION moves the replica at the end of the input
     /// (`epoch::finish_epoch_change`). Every replica checks again what the primary
     /// checked, so that all of them move (or none does) whatever the primary was.
-    fn note_reconfiguration(&mut self, op: Op, next: Option<Configuration>) {
+    /// Returns whether the replica moves (or has moved) to the epoch `next` names.
+    fn note_reconfiguration(&mut self, op: Op, next: Option<Configuration>) -> bool {
         match next {
             Some(next) if self.configuration.check_successor(&next).is_ok() => {
                 self.epoch_change = Some(Box::new(next));
+                true
             }
             // The epoch this replica is in already (it fetched the op while
             // transitioning into it, or recovered into it).
-            Some(next) if next.epoch() <= self.configuration.epoch() => {}
-            _ => tracing::warn!(
-                replica = self.index,
-                op,
-                "an invalid reconfiguration committed: ignored"
-            ),
+            Some(next) if next.epoch() <= self.configuration.epoch() => true,
+            _ => {
+                tracing::warn!(
+                    replica = self.index,
+                    op,
+                    "an invalid reconfiguration committed: ignored"
+                );
+                false
+            }
         }
     }
 }
