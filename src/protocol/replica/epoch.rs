@@ -377,7 +377,13 @@ impl<S: StateMachine> Replica<S> {
         if self.status == Status::Joining && !member {
             return self.drop_reason("start_epoch", "an epoch without this replica");
         }
-        if matches!(self.status, Status::Normal | Status::ViewChange) {
+        // Only the next epoch: one further on started after the next one did, so this
+        // replica's epoch ended long ago (its RECONFIGURATION committed, nothing follows
+        // it, 7.1) and needs its log no more; and executing the committed prefix here
+        // could not cross the RECONFIGURATIONs in between (a checkpoint fetched past one
+        // skips it, leaving the replica in its epoch with ops of later ones). It moves
+        // straight to that epoch below, transitioning, with committed entries only.
+        if matches!(self.status, Status::Normal | Status::ViewChange) && epoch == current + 1 {
             return self.start_pending_epoch(sender, op, configuration, effects);
         }
         tracing::info!(
@@ -404,7 +410,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // Only committed entries are certain to belong to the new epoch's start; the rest
         // are fetched again. (This replica acted in nothing beyond them: it was joining,
-        // transitioning or retiring.)
+        // transitioning or retiring; or its epoch ended two epochs ago.)
         self.log.truncate(self.commit);
         self.status = Status::Transitioning;
         self.primary = Primary::new(self.configuration.replica_count() as usize);
