@@ -77,6 +77,10 @@ pub(super) struct EpochTransfer {
     /// or an earlier one (a replica knows an op committed only once its view or an
     /// earlier one committed it).
     state_view: View,
+    /// The RECONFIGURATION about to execute was installed from a pending fetch (the
+    /// log after the commit number replaced by the later epoch's committed entries),
+    /// not reached in this replica's own view.
+    start_fetched: bool,
 }
 
 /// A later epoch whose start a replica of the old one is fetching (see the module docs).
@@ -200,7 +204,13 @@ impl<S: StateMachine> Replica<S> {
             self.log.truncate(self.commit);
         }
         let old = self.configuration.clone();
-        let was_primary = self.is_primary();
+        // Paper 7.1 step 3 is the step of the primary that committed the RECONFIGURATION
+        // in its view. A primary of an older view that fetched it (a pending epoch) holds
+        // committed entries in place of its view's log: a Commit in its view would tell
+        // that view's backups to execute their own entries at those ops, which another
+        // view may have replaced.
+        let was_primary = self.is_primary() && !self.epoch_transfer.start_fetched;
+        self.epoch_transfer.start_fetched = false;
         let turned_away = std::mem::take(&mut self.primary.turned_away);
         let start = self.commit;
         if was_primary {
@@ -548,6 +558,7 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.log.op() >= start);
         self.log.truncate(start);
         self.start_epoch_timeout.stop();
+        self.epoch_transfer.start_fetched = true;
         // Executing the RECONFIGURATION at `start` moves this replica (at the end of
         // this input).
         self.commit_to(start, effects);

@@ -90,7 +90,8 @@ impl<S: StateMachine> Replica<S> {
             // replica has executed that op, its table cannot speak for the session (it may
             // be a primary deposed without knowing it): stay silent rather than answer
             // "evicted". Past it, a missing or different session is a committed fact.
-            Operation::Apply if request.session > self.commit => {
+            // The same for a RECONFIGURATION: it too names a session.
+            Operation::Apply | Operation::Reconfigure if request.session > self.commit => {
                 return self.drop_reason("request", "session not yet committed here")
             }
             Operation::Apply | Operation::Reconfigure => match client {
