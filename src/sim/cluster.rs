@@ -1212,6 +1212,11 @@ impl<S: SimService> Cluster<S> {
         if change.asked || self.now < change.ask_at || self.admin.is_busy() {
             return Ok(());
         }
+        if !self.within_f(None, 0) {
+            // An operator asks only for a configuration that can run: not while more of
+            // its members than it tolerates are down (crashed before the change began).
+            return Ok(());
+        }
         if self.newest_configuration().epoch() >= change.proposal.epoch() {
             // It committed, though its answer was lost to an eviction.
             self.change = None;
@@ -1739,7 +1744,7 @@ impl<S: SimService> Cluster<S> {
     /// added, stay within f in every configuration that matters (the paper's fault model
     /// holds per group, 7): the newest one, the one before it (its replicas may still be
     /// finishing it) and the one the administrator proposes (it may commit at any
-    /// moment). A member counts as failed when it is crashed, holds no state it can
+    /// moment, from the step its new members start). A member counts as failed when it is crashed, holds no state it can
     /// vouch for yet (recovering, joining, transitioning) or, in the newest
     /// configuration, is still in an earlier epoch. With one configuration this is
     /// "crashed or recovering", as before reconfigurations.
@@ -1749,8 +1754,14 @@ impl<S: SimService> Cluster<S> {
         let previous = newest_epoch
             .checked_sub(1)
             .and_then(|epoch| self.epochs.get(epoch as usize));
-        let proposed = self.admin.proposed();
-        let within = [Some(newest), previous, proposed.as_ref()]
+        // From the moment a change starts (its new members warming up), as an operator
+        // who is about to ask for it would keep it.
+        let proposed = self
+            .change
+            .as_ref()
+            .map(|change| &change.proposal)
+            .filter(|proposal| proposal.epoch() > newest_epoch);
+        let within = [Some(newest), previous, proposed]
             .into_iter()
             .flatten()
             .all(|configuration| {
