@@ -371,7 +371,15 @@ impl<S: SimService> Checker<S> {
                 ));
             }
         }
-        if let Some((&later, &later_start)) = self.epoch_starts.range(epoch + 1..).next() {
+        // A learner belongs to no group yet: it executes whatever is committed, from any
+        // epoch (a checkpoint can carry it past a RECONFIGURATION), and votes in nothing.
+        let learner = replica.status() == Status::Joining;
+        if let Some((&later, &later_start)) = self
+            .epoch_starts
+            .range(epoch + 1..)
+            .next()
+            .filter(|_| !learner)
+        {
             if replica.commit() > later_start {
                 return Err(Failure::new(
                     "epochs",

@@ -81,6 +81,9 @@ pub(super) struct EpochTransfer {
     /// log after the commit number replaced by the later epoch's committed entries),
     /// not reached in this replica's own view.
     start_fetched: bool,
+    /// Joining: the highest (epoch, view) of a replica whose committed state this learner
+    /// took (a checkpoint may carry it past a RECONFIGURATION it never executed).
+    learned: (u32, View),
 }
 
 /// A later epoch whose start a replica of the old one is fetching (see the module docs).
@@ -407,7 +410,12 @@ impl<S: StateMachine> Replica<S> {
         );
         let recovering = self.status == Status::Recovering;
         let nonce = self.recovery.as_ref().map(|recovery| recovery.nonce);
+        let (learned_epoch, learned_view) = self.epoch_transfer.learned;
         self.move_to_epoch(configuration, op);
+        if learned_epoch == epoch {
+            // A learner's ops past the start were committed in that view or earlier.
+            self.epoch_transfer.state_view = learned_view;
+        }
         self.recovery = None;
         if !member {
             return self.enter_retiring();
@@ -808,11 +816,19 @@ impl<S: StateMachine> Replica<S> {
 
     /// A learner takes committed state and executes it; executing the RECONFIGURATION
     /// that adds it makes it a member at once, like any replica that holds the start.
-    pub(super) fn on_learner_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+    pub(super) fn on_learner_state(
+        &mut self,
+        epoch: u32,
+        view: View,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
         assert_eq!(self.status, Status::Joining);
         if !state_transfer::new_state_is_well_formed(&new_state) {
             return self.drop_reason("new_state", "malformed");
         }
+        // Where what it takes was committed (see `finish_transition`).
+        self.epoch_transfer.learned = self.epoch_transfer.learned.max((epoch, view));
         let progressed = self.take_committed_state(new_state, effects);
         if progressed && self.epoch_change.is_none() {
             // Still behind: ask again at once (the timeout paces it once caught up).

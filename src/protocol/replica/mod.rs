@@ -434,7 +434,9 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.status == Status::Joining {
             return match message.body {
-                Body::NewState(new_state) => self.on_learner_state(new_state, effects),
+                Body::NewState(new_state) => {
+                    self.on_learner_state(message.epoch, message.view, new_state, effects)
+                }
                 _ => self.drop_message(&message, "joining: waiting for a StartEpoch"),
             };
         }
