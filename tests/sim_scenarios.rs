@@ -6,7 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use vsr::protocol::{Body, Status};
+use vsr::protocol::{Body, Operation, Status};
 use vsr::service::kv::KvResult;
 use vsr::sim::network::{Envelope, Node};
 use vsr::sim::scenario::{cas, get, put, scenario_config, small_message_config};
@@ -1200,4 +1200,211 @@ fn a_do_view_change_waits_for_calls_from_replicas_that_raised_their_view() {
     replica.on_message(message(1, 1, ask(1)), &mut effects);
     replica.complete_writes_in_memory(&mut effects);
     assert!(sent_do_view_change(&effects));
+}
+
+// Reconfiguration (paper 7): the administrator asks for a new configuration while the
+// clients keep writing; the checkers hold across epochs (agreement, durability,
+// linearizability, and no op executed by the old group after its RECONFIGURATION).
+
+/// Every RECONFIGURATION in the committed log (the checkers' canonical log), by op.
+fn reconfigurations(s: &Scenario) -> Vec<u64> {
+    let checker = s.cluster().checker();
+    (1..=checker.committed_max())
+        .filter(|&op| {
+            checker
+                .canonical(op)
+                .is_some_and(|entry| entry.operation == Operation::Reconfigure)
+        })
+        .collect()
+}
+
+/// The RECONFIGURATION reached the backups' logs but no commit number covers it yet.
+fn holds_uncommitted_reconfiguration(replica: &vsr::Replica<vsr::service::Kv>) -> bool {
+    (replica.commit() + 1..=replica.op()).any(|op| {
+        replica
+            .entry(op)
+            .is_some_and(|entry| entry.operation == Operation::Reconfigure)
+    })
+}
+
+#[test]
+fn the_old_primary_crashes_right_after_the_reconfiguration_commits() {
+    let mut s = Scenario::with(21, scenario_config(3), 3);
+    s.load(true);
+    s.run(300);
+    let next = s.reconfigure(&[0, 1, 2], 2, 100); // 3 → 5
+    s.run_until("the primary executes the RECONFIGURATION", SLOW, |c| {
+        (0..3).any(|i| c.replica(i).is_some_and(|r| r.epoch() == 1))
+    });
+    let primary = (0..3)
+        .find(|&i| s.cluster().replica(i).is_some_and(|r| r.epoch() == 1))
+        .expect("found above");
+    // Its Commit to the old group and its StartEpochs are lost with it: the backups hold
+    // the RECONFIGURATION uncommitted, and must finish it with a view change (7.2).
+    s.crash(primary);
+    s.drop_where(move |e| {
+        e.from == Node::Replica(primary)
+            && matches!(e.message.body, Body::Commit(_) | Body::StartEpoch(_))
+    });
+    s.run(500);
+    s.heal();
+    s.restart(primary);
+    s.wait_epoch(&next, SLOW);
+    s.load(false);
+    s.converge(SLOW);
+    assert_eq!(reconfigurations(&s).len(), 1);
+    assert_eq!(s.cluster().newest_configuration(), &next);
+}
+
+#[test]
+fn every_start_epoch_is_lost() {
+    let mut s = Scenario::with(22, scenario_config(3), 3);
+    let lost = Rc::new(Cell::new(0u64));
+    let counted = lost.clone();
+    s.drop_where(move |e| {
+        let start_epoch = matches!(e.message.body, Body::StartEpoch(_));
+        counted.set(counted.get() + start_epoch as u64);
+        start_epoch
+    });
+    s.load(true);
+    s.run(200);
+    // Replace the primary: the new member warms up as a learner and executes the
+    // RECONFIGURATION that adds it (7.5); the members of both epochs move by executing
+    // it, and their EpochStarted lets the replaced one retire.
+    let next = s.reconfigure(&[1, 2], 1, 150);
+    s.wait_epoch(&next, SLOW);
+    s.load(false);
+    s.converge(SLOW);
+    assert!(s.cluster().is_gone(0), "the replaced replica retired");
+    assert_eq!(s.replica(3).status(), Status::Normal);
+    assert!(lost.get() > 0, "StartEpochs were sent, and lost");
+}
+
+#[test]
+fn a_view_change_in_the_old_group_reruns_the_reconfiguration() {
+    let mut s = Scenario::with(23, scenario_config(3), 3);
+    s.load(true);
+    s.run(200);
+    s.load(false);
+    s.run_until("the clients are idle", SLOW, |c| c.clients_idle());
+    let next = s.reconfigure(&[0, 1, 2], 2, 0);
+    s.run_until("the administrator registers", SLOW, |c| c.admin().session() != 0);
+    // The primary orders the RECONFIGURATION but never hears an acknowledgement.
+    s.block(1, 0);
+    s.block(2, 0);
+    s.run_until("both backups hold the RECONFIGURATION", SLOW, |c| {
+        [1, 2]
+            .iter()
+            .all(|&i| c.replica(i).is_some_and(holds_uncommitted_reconfiguration))
+    });
+    let views_started = s.cluster().stats().views_started;
+    s.crash(0);
+    s.heal();
+    // A new primary whose log ends in an uncommitted RECONFIGURATION commits it and
+    // orders nothing after it in the old epoch (7.2); the epoch then starts.
+    s.wait_epoch(&next, SLOW);
+    assert!(
+        s.cluster().stats().views_started > views_started,
+        "a new primary of the old epoch committed it"
+    );
+    s.restart(0);
+    s.load(true);
+    s.run(300);
+    s.load(false);
+    s.converge(SLOW);
+    assert_eq!(reconfigurations(&s).len(), 1);
+}
+
+#[test]
+fn f_new_members_crash_during_their_state_transfer() {
+    let mut s = Scenario::with(24, small_message_config(3), 3);
+    s.load(true);
+    s.run(600);
+    // No warm-up: the new members get the whole state once the epoch starts, in many
+    // NewStates (small messages).
+    s.drop_where(|e| matches!(&e.message.body, Body::GetState(g) if g.learner.is_some()));
+    let next = s.reconfigure(&[0, 1, 2], 2, 0); // 3 → 5: f' = 2
+    for new in [3, 4] {
+        s.run_until("a new member transitions", SLOW, |c| {
+            c.replica(new)
+                .is_some_and(|r| r.status() == Status::Transitioning)
+        });
+        s.crash(new);
+    }
+    s.run(300);
+    s.restart(3);
+    s.restart(4);
+    s.heal();
+    s.wait_epoch(&next, SLOW);
+    s.load(false);
+    s.converge(SLOW);
+    assert_eq!(s.replica(3).epoch(), 1);
+    assert_eq!(s.replica(4).epoch(), 1);
+}
+
+#[test]
+fn a_replaced_replica_recovers_in_the_middle() {
+    let mut s = Scenario::with_disks(25, scenario_config(5), 3);
+    s.load(true);
+    s.run(200);
+    // 5 → 3: replicas 3 and 4 leave. Replica 4 hears no EpochStarted, so it keeps
+    // serving the epoch's start (Retiring) until it crashes and comes back from its disk.
+    s.drop_where(|e| {
+        e.to == Node::Replica(4) && matches!(e.message.body, Body::EpochStarted)
+    });
+    let next = s.reconfigure(&[0, 1, 2], 0, 0);
+    s.run_until("replica 4 is retiring, and its disk says so", SLOW, |c| {
+        c.replica(4).is_some_and(|r| r.status() == Status::Retiring) && c.writes_pending(4) == 0
+    });
+    s.crash(4);
+    s.run(100);
+    s.restart(4);
+    assert_eq!(s.replica(4).status(), Status::Retiring, "its disk says it was replaced");
+    s.heal();
+    s.wait_epoch(&next, SLOW);
+    s.load(false);
+    s.converge(SLOW);
+    assert!(s.cluster().is_gone(3) && s.cluster().is_gone(4), "both retired");
+}
+
+#[test]
+fn a_duplicate_admin_request_reconfigures_once() {
+    let mut s = Scenario::with(26, scenario_config(3), 3);
+    let requests: Rc<RefCell<Vec<Envelope>>> = Rc::default();
+    let seen = requests.clone();
+    s.drop_where(move |e| {
+        if e.from == Node::Client(usize::MAX) && matches!(e.message.body, Body::Request(_)) {
+            seen.borrow_mut().push(e.clone());
+        }
+        false
+    });
+    s.load(true);
+    s.run(200);
+    let next = s.reconfigure(&[0, 1, 2], 2, 50);
+    let duplicated = Cell::new(false);
+    s.run_until("the RECONFIGURATION is in flight", SLOW, |c| {
+        c.admin().proposed().is_some()
+    });
+    s.run(3);
+    // Copies of the request arrive again while it is being ordered...
+    for envelope in requests.borrow().clone() {
+        s.inject(envelope);
+        duplicated.set(true);
+    }
+    s.wait_epoch(&next, SLOW);
+    // ...and after the epoch started, at old and new members alike.
+    for envelope in requests.borrow().clone() {
+        for to in 0..5 {
+            s.inject(Envelope {
+                to: Node::Replica(to),
+                ..envelope.clone()
+            });
+        }
+    }
+    s.run(300);
+    s.load(false);
+    s.converge(SLOW);
+    assert!(duplicated.get());
+    assert_eq!(reconfigurations(&s).len(), 1);
+    assert_eq!(s.cluster().newest_configuration().epoch(), 1);
 }

@@ -261,6 +261,9 @@ pub struct Cluster<S: SimService = Kv> {
     /// learner then: how its operator would restart it after a crash.
     last_configuration: Vec<Configuration>,
     was_joining: Vec<bool>,
+    /// Per replica: the configuration it was first started with. With disks its operator
+    /// restarts it with the same arguments, and the store says whether it moved on.
+    first_configuration: Vec<Configuration>,
     /// Every configuration seen at some replica, by epoch.
     epochs: Vec<Configuration>,
     /// The administrator who asks for reconfigurations.
@@ -394,6 +397,7 @@ impl<S: SimService> Cluster<S> {
             storage: Storage::new(n as usize),
             gone: vec![false; n as usize],
             last_configuration: vec![Configuration::initial(n); n as usize],
+            first_configuration: vec![Configuration::initial(n); n as usize],
             was_joining: vec![false; n as usize],
             epochs: vec![Configuration::initial(n)],
             admin,
@@ -718,7 +722,10 @@ impl<S: SimService> Cluster<S> {
             "restart a crashed replica"
         );
         let nonce = self.prng.nonzero();
-        let configuration = self.last_configuration[index as usize].clone();
+        let configuration = match self.options.disks {
+            true => self.first_configuration[index as usize].clone(),
+            false => self.last_configuration[index as usize].clone(),
+        };
         let id = index as ReplicaId;
         let start = match self.options.disks {
             false if self.was_joining[index as usize] => Start::Join { id },
@@ -1261,29 +1268,44 @@ impl<S: SimService> Cluster<S> {
         let planned = self.plan.pop_front().expect("a change is due");
         let ids: Vec<ReplicaId> = newest.ids().collect();
         let (kept, added) = planned.shape(&ids);
+        self.start_change(&kept, added, planned.warm_up_steps);
+        Ok(())
+    }
+
+    /// Starts a reconfiguration of the newest configuration now: `added` new members
+    /// start as learners (identities from its `next_id` up), and after `warm_up_steps`
+    /// the administrator asks for `kept` and them (paper 7). Returns the configuration
+    /// asked for. One change at a time.
+    pub fn start_change(
+        &mut self,
+        kept: &[ReplicaId],
+        added: usize,
+        warm_up_steps: u64,
+    ) -> Configuration {
+        assert!(self.change.is_none(), "one reconfiguration at a time");
+        let newest = self.newest_configuration().clone();
         let addresses: Vec<Bytes> = (0..added as u64)
             .map(|k| Bytes::from(format!("sim-r{}", newest.next_id() + k)))
             .collect();
-        let proposal = newest.propose(&kept, &addresses);
+        let proposal = newest.propose(kept, &addresses);
         for id in proposal.ids().filter(|&id| !newest.contains_id(id)) {
             self.add_learner(id, &newest);
         }
         self.reconfigurations.started += 1;
-        match (added, kept.len() < ids.len()) {
+        match (added, kept.len() < newest.replica_count() as usize) {
             (0, _) => self.reconfigurations.shrink += 1,
             (_, true) => self.reconfigurations.replace += 1,
             (_, false) => self.reconfigurations.grow += 1,
         }
         self.trace(format_args!(
-            "reconfiguration planned: {kept:?} kept, {added} added, asked in {} steps",
-            planned.warm_up_steps
+            "reconfiguration planned: {kept:?} kept, {added} added, asked in {warm_up_steps} steps"
         ));
         self.change = Some(ChangeUnderWay {
-            proposal,
-            ask_at: self.now + planned.warm_up_steps,
+            proposal: proposal.clone(),
+            ask_at: self.now + warm_up_steps,
             asked: false,
         });
-        Ok(())
+        proposal
     }
 
     /// A new member `id` starts as a learner of `configuration` (`Start::Join`,
@@ -1314,6 +1336,7 @@ impl<S: SimService> Cluster<S> {
         self.writes_due.push(VecDeque::new());
         self.gone.push(false);
         self.last_configuration.push(configuration.clone());
+        self.first_configuration.push(configuration.clone());
         self.was_joining.push(true);
         let slots = self.replicas.len();
         self.network.grow(slots);

@@ -22,9 +22,10 @@ use std::collections::BinaryHeap;
 /// An endpoint of the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Node {
-    /// A replica, by index.
+    /// A replica, by identity (`ReplicaId`: the simulator's replicas have small ones).
     Replica(ReplicaIndex),
-    /// A client, by its position in the simulator's client list.
+    /// A client, by its position in the simulator's client list (`usize::MAX`: the
+    /// administrator who asks for reconfigurations).
     Client(usize),
 }
 

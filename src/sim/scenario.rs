@@ -14,7 +14,9 @@ use super::model::ModelOutcome;
 use super::network::{Envelope, NetworkFaults};
 use crate::client::Outcome;
 use crate::config::Config;
-use crate::protocol::{Op, Replica, ReplicaIndex, RequestNumber, Session};
+use crate::protocol::{
+    Configuration, Op, Replica, ReplicaId, ReplicaIndex, RequestNumber, Session, Status,
+};
 use crate::service::kv::{KvOp, KvResult};
 use crate::service::Kv;
 use bytes::Bytes;
@@ -348,9 +350,35 @@ impl Scenario {
         ops[0]
     }
 
+    /// `reconfigure` (paper 7): `added` new members start as learners and, after
+    /// `warm_up_steps`, the administrator asks for a configuration of `kept` and them;
+    /// returns that configuration. Use [`Scenario::wait_epoch`] to see it run.
+    pub fn reconfigure(
+        &mut self,
+        kept: &[ReplicaId],
+        added: usize,
+        warm_up_steps: u64,
+    ) -> Configuration {
+        self.cluster.start_change(kept, added, warm_up_steps)
+    }
+
+    /// Waits until the administrator was answered and every member of `configuration`
+    /// that is up is normal in its epoch.
+    pub fn wait_epoch(&mut self, configuration: &Configuration, steps_max: u64) {
+        let what = format!("epoch {} runs", configuration.epoch());
+        self.run_until(&what, steps_max, |c| {
+            c.reconfigurations_done()
+                && configuration.ids().all(|id| {
+                    c.replica(id as ReplicaIndex).is_none_or(|r| {
+                        r.epoch() == configuration.epoch() && r.status() == Status::Normal
+                    })
+                })
+        });
+    }
+
     /// The highest view among live replicas.
     pub fn view_max(&self) -> u32 {
-        (0..self.cluster.replica_count())
+        (0..self.cluster.replica_slots())
             .filter_map(|i| self.cluster.replica(i))
             .map(|r| r.view())
             .max()
