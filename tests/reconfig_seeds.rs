@@ -6,8 +6,8 @@
 //! and that their invariants hold; after the faults stop, that the newest configuration
 //! runs and that every acknowledged write reads back.
 //!
-//! This drives the core through the in-memory cluster (`vsr::testing`), not the
-//! simulator: the simulator's own random seeds do not reconfigure yet.
+//! This drives the core through the in-memory cluster (`vsr::testing`); the simulator's
+//! own random seeds reconfigure too (`sim::reconfigure`), with its network and disks.
 
 use bytes::Bytes;
 use std::collections::BTreeMap;

@@ -122,8 +122,14 @@ impl<S: StateMachine> Replica<S> {
         if let Body::Request(request) = &message.body {
             return self.answer_new_epoch(request, effects);
         }
+        // The first configuration is known without history (identities `0..n` of the
+        // cluster's replica count): a replica restarted from its store keeps only its
+        // current configuration, and must still be able to tell a member left in the
+        // first epoch (restarted from an older store, say) where the cluster went.
+        let initial = Configuration::initial(self.config.replica_count);
         let sender = self
             .configuration_of(message.epoch)
+            .or((message.epoch == 0).then_some(&initial))
             .filter(|configuration| configuration.contains(message.replica))
             .map(|configuration| configuration.id_of(message.replica));
         let Some(sender) = sender.filter(|&sender| sender != self.id) else {
