@@ -148,6 +148,9 @@ pub struct SimClient {
     last_message: Option<Message>,
 }
 
+/// The reason a primary refuses a second RECONFIGURATION while one is under way.
+const IN_PROGRESS: &str = "another reconfiguration is in progress";
+
 /// The client index of the administrator on the network.
 const ADMIN: usize = usize::MAX;
 /// Mixed into the seed for the administrator's client id.
@@ -1198,6 +1201,15 @@ impl<S: SimService> Cluster<S> {
                 }
                 return Ok(());
             }
+            AdminOutcome::Rejected { reason, .. } if reason == IN_PROGRESS => {
+                // From a primary of a view that a view change replaced, still holding an
+                // earlier attempt of this administrator queued (one it re-registered
+                // after): a refusal it cannot know to be stale. Ask again.
+                if let Some(change) = self.change.as_mut() {
+                    change.asked = false;
+                }
+                return Ok(());
+            }
             AdminOutcome::Rejected { request, reason } => {
                 return Err(Failure::new(
                     "reconfiguration",
@@ -1237,7 +1249,8 @@ impl<S: SimService> Cluster<S> {
             return Ok(());
         }
         let proposal = change.proposal.clone();
-        let (request, message) = self.admin.reconfigure(&proposal);
+        let current = self.newest_configuration().clone();
+        let (request, message) = self.admin.reconfigure(&current, &proposal);
         self.admin_answered_before = self.checker.answered_op_max();
         self.trace(format_args!(
             "admin asks (request {request}) for epoch {}: {proposal:?}",

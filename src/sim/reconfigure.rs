@@ -177,11 +177,22 @@ impl Admin {
         self.start(Operation::Register, self.registrations, Bytes::new())
     }
 
-    /// Submits a RECONFIGURATION to `next`; returns its request number and the message
-    /// to send to every member.
-    pub fn reconfigure(&mut self, next: &Configuration) -> (RequestNumber, Message) {
+    /// Submits a RECONFIGURATION from `current` to `next`; returns its request number
+    /// and the message to send to every member of `current`. The request names
+    /// `current`'s epoch (paper 7.1: the primary checks it), as an operator asks the
+    /// cluster it runs (`vsr admin reconfigure --cluster OLD --to NEW`): a replica left in
+    /// an earlier epoch could only refuse a successor of a configuration it never saw.
+    pub fn reconfigure(
+        &mut self,
+        current: &Configuration,
+        next: &Configuration,
+    ) -> (RequestNumber, Message) {
         assert!(self.session != 0, "the administrator registers first");
         assert!(self.in_flight.is_none());
+        if current.epoch() > self.configuration.epoch() {
+            self.configuration = current.clone();
+            self.view = 0;
+        }
         let request = self.request + 1;
         let message = self.start(Operation::Reconfigure, request, next.to_bytes());
         (request, message)
