@@ -1288,7 +1288,9 @@ fn a_view_change_in_the_old_group_reruns_the_reconfiguration() {
     s.load(false);
     s.run_until("the clients are idle", SLOW, |c| c.clients_idle());
     let next = s.reconfigure(&[0, 1, 2], 2, 0);
-    s.run_until("the administrator registers", SLOW, |c| c.admin().session() != 0);
+    s.run_until("the administrator registers", SLOW, |c| {
+        c.admin().session() != 0
+    });
     // The primary orders the RECONFIGURATION but never hears an acknowledgement.
     s.block(1, 0);
     s.block(2, 0);
@@ -1349,9 +1351,7 @@ fn a_replaced_replica_recovers_in_the_middle() {
     s.run(200);
     // 5 → 3: replicas 3 and 4 leave. Replica 4 hears no EpochStarted, so it keeps
     // serving the epoch's start (Retiring) until it crashes and comes back from its disk.
-    s.drop_where(|e| {
-        e.to == Node::Replica(4) && matches!(e.message.body, Body::EpochStarted)
-    });
+    s.drop_where(|e| e.to == Node::Replica(4) && matches!(e.message.body, Body::EpochStarted));
     let next = s.reconfigure(&[0, 1, 2], 0, 0);
     s.run_until("replica 4 is retiring, and its disk says so", SLOW, |c| {
         c.replica(4).is_some_and(|r| r.status() == Status::Retiring) && c.writes_pending(4) == 0
@@ -1359,12 +1359,19 @@ fn a_replaced_replica_recovers_in_the_middle() {
     s.crash(4);
     s.run(100);
     s.restart(4);
-    assert_eq!(s.replica(4).status(), Status::Retiring, "its disk says it was replaced");
+    assert_eq!(
+        s.replica(4).status(),
+        Status::Retiring,
+        "its disk says it was replaced"
+    );
     s.heal();
     s.wait_epoch(&next, SLOW);
     s.load(false);
     s.converge(SLOW);
-    assert!(s.cluster().is_gone(3) && s.cluster().is_gone(4), "both retired");
+    assert!(
+        s.cluster().is_gone(3) && s.cluster().is_gone(4),
+        "both retired"
+    );
 }
 
 #[test]

@@ -25,19 +25,19 @@
 
 use super::model::{Model, ModelOutcome, ModelSession};
 use super::service::SimService;
+use super::watch::EpochView;
 use crate::config::Config;
 use crate::protocol::client_table::ClientTable;
-use super::watch::EpochView;
 use crate::protocol::replica::NOT_A_MEMBER;
+use crate::protocol::Replica;
 use crate::protocol::{
     ClientId, Configuration, Entry, Op, Operation, ReplicaIndex, RequestNumber, Session, Status,
 };
-use crate::protocol::Replica;
 use crate::service::{Kv, Snapshot};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::Bound;
 use std::fmt;
+use std::ops::Bound;
 
 /// A broken check: which one, and what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -350,7 +350,11 @@ impl<S: SimService> Checker<S> {
     /// the op there is the RECONFIGURATION that names the epoch, a normal member has
     /// executed it, and no replica still in an earlier epoch commits past it (the old
     /// group orders nothing after its RECONFIGURATION, 7.1).
-    pub fn check_epoch(&mut self, index: ReplicaIndex, replica: &Replica<S>) -> Result<(), Failure> {
+    pub fn check_epoch(
+        &mut self,
+        index: ReplicaIndex,
+        replica: &Replica<S>,
+    ) -> Result<(), Failure> {
         let epoch = replica.epoch();
         let start = replica.epoch_start();
         if epoch > 0 && start > 0 {

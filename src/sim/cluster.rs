@@ -735,7 +735,9 @@ impl<S: SimService> Cluster<S> {
             false if !configuration.contains_id(id) => {
                 // Replaced (paper 7.3): without its memory it holds nothing to serve.
                 self.gone[index as usize] = true;
-                self.trace(format_args!("r{index} was replaced and lost its memory: gone"));
+                self.trace(format_args!(
+                    "r{index} was replaced and lost its memory: gone"
+                ));
                 return;
             }
             true => {
@@ -1129,8 +1131,7 @@ impl<S: SimService> Cluster<S> {
             return false;
         }
         if reply.status != ReplyStatus::NewEpoch {
-            if message.epoch == sim_client.configuration.epoch() && message.view > sim_client.view
-            {
+            if message.epoch == sim_client.configuration.epoch() && message.view > sim_client.view {
                 sim_client.view = message.view;
             }
             return false;
@@ -1141,7 +1142,11 @@ impl<S: SimService> Cluster<S> {
             return true;
         };
         if self.options.trace {
-            eprintln!("step {}: c{client} moves to epoch {}", self.now, next.epoch());
+            eprintln!(
+                "step {}: c{client} moves to epoch {}",
+                self.now,
+                next.epoch()
+            );
         }
         sim_client.configuration = next;
         sim_client.view = 0;
@@ -1779,11 +1784,11 @@ impl<S: SimService> Cluster<S> {
     /// Whether the replicas that count as failed, with `crashing` and `more` others
     /// added, stay within f in every configuration that matters (the paper's fault model
     /// holds per group, 7): the newest one, the one before it (its replicas may still be
-    /// finishing it) and the one the administrator proposes (it may commit at any
-    /// moment, from the step its new members start). A member counts as failed when it is crashed, holds no state it can
-    /// vouch for yet (recovering, joining, transitioning) or, in the newest
-    /// configuration, is still in an earlier epoch. With one configuration this is
-    /// "crashed or recovering", as before reconfigurations.
+    /// finishing it) and the one the administrator proposes (it may commit at any moment,
+    /// so it counts from the step its new members start). A member counts as failed when
+    /// it is crashed, holds no state it can vouch for yet (recovering, joining,
+    /// transitioning) or, in the newest configuration, is still in an earlier epoch. With
+    /// one configuration this is "crashed or recovering", as before reconfigurations.
     fn within_f(&self, crashing: Option<ReplicaIndex>, more: usize) -> bool {
         let newest = self.newest_configuration();
         let newest_epoch = newest.epoch();

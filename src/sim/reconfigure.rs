@@ -227,7 +227,9 @@ impl Admin {
 
     /// The in-flight message, to send again (to every member of the configuration known).
     pub fn in_flight_message(&self) -> Option<Message> {
-        self.in_flight.as_ref().map(|in_flight| in_flight.message.clone())
+        self.in_flight
+            .as_ref()
+            .map(|in_flight| in_flight.message.clone())
     }
 
     /// Advances one tick; returns the in-flight message when it is time to resend it.
@@ -341,19 +343,32 @@ mod tests {
 
     #[test]
     fn shapes_keep_an_odd_number_of_at_least_three() {
-        for ids in [vec![0, 1, 2], vec![0, 1, 2, 3, 4], vec![0, 1, 2, 3, 4, 5, 6]] {
+        for ids in [
+            vec![0, 1, 2],
+            vec![0, 1, 2, 3, 4],
+            vec![0, 1, 2, 3, 4, 5, 6],
+        ] {
             for change in [Change::Grow, Change::Shrink, Change::Replace] {
                 for pick in 0..50 {
                     let (kept, added) = planned(change, pick).shape(&ids);
                     let size = kept.len() + added;
-                    assert!(size >= 3 && size % 2 == 1 && size <= 7, "{change:?} {ids:?}");
+                    assert!(
+                        size >= 3 && size % 2 == 1 && size <= 7,
+                        "{change:?} {ids:?}"
+                    );
                     assert!(kept.iter().all(|id| ids.contains(id)));
                 }
             }
         }
-        assert_eq!(planned(Change::Grow, 0).shape(&[0, 1, 2]), (vec![0, 1, 2], 2));
+        assert_eq!(
+            planned(Change::Grow, 0).shape(&[0, 1, 2]),
+            (vec![0, 1, 2], 2)
+        );
         assert_eq!(planned(Change::Shrink, 0).shape(&[0, 1, 2, 3, 4]).1, 0);
-        assert_eq!(planned(Change::Replace, 1).shape(&[0, 1, 2]), (vec![0, 2], 1));
+        assert_eq!(
+            planned(Change::Replace, 1).shape(&[0, 1, 2]),
+            (vec![0, 2], 1)
+        );
     }
 
     #[test]
@@ -374,7 +389,8 @@ mod tests {
                 result,
             }),
         };
-        let (outcome, resend) = admin.on_message(&answer(ReplyStatus::NewEpoch, next.to_bytes(), 1));
+        let (outcome, resend) =
+            admin.on_message(&answer(ReplyStatus::NewEpoch, next.to_bytes(), 1));
         assert_eq!(outcome, None);
         assert_eq!(resend.expect("resent").epoch, 1);
         assert_eq!(admin.configuration(), &next);

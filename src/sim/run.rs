@@ -9,12 +9,12 @@
 //! `liveness_steps_max` steps. The safety checkers run after every step of both phases.
 
 use super::checker::{CheckCounts, Failure};
+use super::cluster::ReconfigurationCounts;
 use super::cluster::{Cluster, ClusterOptions};
 use super::faults::{FaultCounts, FaultRates, Regime};
 use super::network::NetworkCounts;
 use super::prng::Prng;
 use super::reconfigure::{Change, PlannedChange};
-use super::cluster::ReconfigurationCounts;
 use super::service::SimService;
 use super::watch::TransferCounts;
 use crate::config::Config;

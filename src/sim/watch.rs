@@ -227,9 +227,7 @@ impl Watch {
             self.counts.views_back += 1;
             return Err(Failure::new(
                 "views",
-                format!(
-                    "replica {index} went back from (epoch, view) {before:?} to {view:?}"
-                ),
+                format!("replica {index} went back from (epoch, view) {before:?} to {view:?}"),
             ));
         }
         let slot = &mut self.do_view_change_commit[index as usize];

@@ -582,7 +582,12 @@ impl<S: StateMachine> Replica<S> {
     /// are committed (f'+1 members of the new epoch acknowledged them, so they hold the
     /// old epoch's state too), and the old epoch needs this replica no more. It installs
     /// the checkpoint and the committed entries after it, and moves to the epoch.
-    fn adopt_from_checkpoint(&mut self, view: View, new_state: NewState, effects: &mut Vec<Effect>) {
+    fn adopt_from_checkpoint(
+        &mut self,
+        view: View,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
         let pending = self.epoch_transfer.pending.take().expect("a pending epoch");
         let checkpoint = new_state.checkpoint.expect("a checkpoint");
         let (committed, op_first) = (new_state.commit, new_state.op_first);
