@@ -373,6 +373,14 @@ impl<S: StateMachine> Replica<S> {
         }
         let current = self.configuration.epoch();
         if self.status != Status::Joining && epoch < current {
+            // A replica still in an earlier epoch (a replaced one reminding the members
+            // of the epoch it left for, which have all moved on since): tell it where the
+            // cluster is, as for any message of an earlier epoch, or it would wait for
+            // EpochStarted answers that no member of its epoch is left to send.
+            if self.epoch_transfer.hint_tick != Some(self.ticks) {
+                self.epoch_transfer.hint_tick = Some(self.ticks);
+                self.send_start_epoch(sender, effects);
+            }
             return self.drop_reason("start_epoch", "earlier epoch");
         }
         if self.status != Status::Joining && epoch == current {
