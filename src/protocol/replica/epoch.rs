@@ -72,18 +72,13 @@ pub(super) struct EpochTransfer {
     /// A later epoch this replica learned of while normal or changing views in its own:
     /// the committed prefix up to its start, fetched aside.
     pending: Option<PendingEpoch>,
-    /// Transitioning: the highest view of the epoch's replicas whose committed state this
-    /// replica took. Ops past the epoch's start that it took were committed in that view
-    /// or an earlier one (a replica knows an op committed only once its view or an
-    /// earlier one committed it).
-    state_view: View,
+    /// Transitioning with committed state past the epoch's start: it holds the start,
+    /// and waits to hear of a view of the epoch that started (see `finish_transition`).
+    past_start: bool,
     /// The RECONFIGURATION about to execute was installed from a pending fetch (the
     /// log after the commit number replaced by the later epoch's committed entries),
     /// not reached in this replica's own view.
     start_fetched: bool,
-    /// Joining: the highest (epoch, view) of a replica whose committed state this learner
-    /// took (a checkpoint may carry it past a RECONFIGURATION it never executed).
-    learned: (u32, View),
 }
 
 /// A later epoch whose start a replica of the old one is fetching (see the module docs).
@@ -424,12 +419,7 @@ impl<S: StateMachine> Replica<S> {
         );
         let recovering = self.status == Status::Recovering;
         let nonce = self.recovery.as_ref().map(|recovery| recovery.nonce);
-        let (learned_epoch, learned_view) = self.epoch_transfer.learned;
         self.move_to_epoch(configuration, op);
-        if learned_epoch == epoch {
-            // A learner's ops past the start were committed in that view or earlier.
-            self.epoch_transfer.state_view = learned_view;
-        }
         self.recovery = None;
         if !member {
             return self.enter_retiring();
@@ -525,7 +515,6 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn on_pending_epoch_state(
         &mut self,
         epoch: u32,
-        view: View,
         new_state: NewState,
         effects: &mut Vec<Effect>,
     ) {
@@ -546,7 +535,7 @@ impl<S: StateMachine> Replica<S> {
             .is_some_and(|checkpoint| checkpoint.op >= pending.start)
         {
             // The prefix is trimmed everywhere: the new epoch checkpointed past its start.
-            return self.adopt_from_checkpoint(view, new_state, effects);
+            return self.adopt_from_checkpoint(new_state, effects);
         }
         let usable_last = new_state.commit.min(pending.start);
         let grew =
@@ -590,12 +579,7 @@ impl<S: StateMachine> Replica<S> {
     /// are committed (f'+1 members of the new epoch acknowledged them, so they hold the
     /// old epoch's state too), and the old epoch needs this replica no more. It installs
     /// the checkpoint and the committed entries after it, and moves to the epoch.
-    fn adopt_from_checkpoint(
-        &mut self,
-        view: View,
-        new_state: NewState,
-        effects: &mut Vec<Effect>,
-    ) {
+    fn adopt_from_checkpoint(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
         let pending = self.epoch_transfer.pending.take().expect("a pending epoch");
         let checkpoint = new_state.checkpoint.expect("a checkpoint");
         let (committed, op_first) = (new_state.commit, new_state.op_first);
@@ -624,7 +608,6 @@ impl<S: StateMachine> Replica<S> {
         }
         self.status = Status::Transitioning;
         self.epoch_transfer.told_by = Some(pending.source);
-        self.epoch_transfer.state_view = view;
         self.commit_to(committed.min(self.log.op()), effects);
         self.continue_transition(effects);
     }
@@ -672,14 +655,11 @@ impl<S: StateMachine> Replica<S> {
 
     /// Transitioning: committed state from a replica of the epoch. Only what the sender
     /// says is committed is taken (its log beyond may be another view's).
-    pub(super) fn on_transition_state(
-        &mut self,
-        view: View,
-        new_state: NewState,
-        effects: &mut Vec<Effect>,
-    ) {
+    pub(super) fn on_transition_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
-        self.epoch_transfer.state_view = self.epoch_transfer.state_view.max(view);
+        if self.epoch_transfer.past_start {
+            return self.drop_reason("new_state", "holds the start: waiting for a view");
+        }
         let progressed = self.take_committed_state(new_state, effects);
         self.stats.state_transfers += 1;
         if self.epoch_change.is_some() {
@@ -712,29 +692,27 @@ impl<S: StateMachine> Replica<S> {
     /// Paper 7.2 step 3: the replica holds the epoch's start. Normal in view 0 when its
     /// log ends there; the replica that told it of the epoch learns that it started.
     ///
-    /// A log that goes past the start holds ops committed in later views, perhaps, that
-    /// view 0's log may lack (a view-0 primary cut off before view 1 started can still
-    /// hold other entries at those ops): as a view-0 backup its cumulative PrepareOk
-    /// would vouch for entries it never received, and let that primary commit them (4.1
-    /// needs a backup's log to be a prefix of its primary's). So it joins the latest view
-    /// it took committed state from (or the next, if it is that view's primary) as a
-    /// replica joining a started view does (`join_started_view`, 4.2): it takes that
-    /// view's log from its primary before it acknowledges anything, and never voted.
+    /// A log that goes past the start (committed state carried it there: a checkpoint of
+    /// the new epoch, or a learner's) holds ops that may have committed in a later view
+    /// of the epoch, which a view-0 primary cut off before view 1 started can hold other
+    /// entries at: as its backup, the cumulative PrepareOk would vouch for entries this
+    /// replica never received (4.1 needs a backup's log to be a prefix of its
+    /// primary's). Such a replica stays out until it hears of a view of the epoch that
+    /// started (a Prepare, Commit or StartView), and joins it as any replica joins a
+    /// started view (`join_started_view`, 4.2): that view's log from its primary first.
+    /// (Joining a view only said to exist would not do: one whose view change never
+    /// finished has no log to take, and a last normal view naming it would outrank the
+    /// logs that hold what committed.)
     fn finish_transition(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
         self.state_transfer_timeout.stop();
         self.state_transfer_pending = false;
         if self.commit > self.epoch_start {
-            let view = self.epoch_transfer.state_view;
-            let view = match self.primary_of(view) == self.index {
-                true => view.saturating_add(1).min(VIEW_MAX),
-                false => view,
-            };
-            self.join_started_view(view, effects);
+            self.epoch_transfer.past_start = true;
         } else {
             self.enter_normal();
+            self.epoch_transfer.started.insert(self.index);
         }
-        self.epoch_transfer.started.insert(self.index);
         tracing::info!(
             replica = self.id,
             epoch = self.configuration.epoch(),
@@ -745,6 +723,30 @@ impl<S: StateMachine> Replica<S> {
         if let Some(told_by) = self.epoch_transfer.told_by.take() {
             self.send_to_id(told_by, Body::EpochStarted, effects);
         }
+    }
+
+    /// A transitioning replica past the epoch's start (`finish_transition`) joins the
+    /// first view it hears from the primary of: a Prepare, a Commit or a StartView comes
+    /// only from a view that started. Returns whether it did.
+    pub(super) fn join_if_past_start(
+        &mut self,
+        message: &Message,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let started_view = matches!(
+            message.body,
+            Body::Prepare(_) | Body::Commit(_) | Body::StartView(_)
+        );
+        if self.status != Status::Transitioning
+            || !self.epoch_transfer.past_start
+            || !started_view
+            || message.replica != self.primary_of(message.view)
+        {
+            return false;
+        }
+        self.epoch_transfer.past_start = false;
+        self.join_started_view(message.view, effects);
+        true
     }
 
     /// A member of the epoch holds its start (paper 7.2 step 3, 7.3 step 2).
@@ -835,19 +837,11 @@ impl<S: StateMachine> Replica<S> {
 
     /// A learner takes committed state and executes it; executing the RECONFIGURATION
     /// that adds it makes it a member at once, like any replica that holds the start.
-    pub(super) fn on_learner_state(
-        &mut self,
-        epoch: u32,
-        view: View,
-        new_state: NewState,
-        effects: &mut Vec<Effect>,
-    ) {
+    pub(super) fn on_learner_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Joining);
         if !state_transfer::new_state_is_well_formed(&new_state) {
             return self.drop_reason("new_state", "malformed");
         }
-        // Where what it takes was committed (see `finish_transition`).
-        self.epoch_transfer.learned = self.epoch_transfer.learned.max((epoch, view));
         let progressed = self.take_committed_state(new_state, effects);
         if progressed && self.epoch_change.is_none() {
             // Still behind: ask again at once (the timeout paces it once caught up).

@@ -434,9 +434,7 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.status == Status::Joining {
             return match message.body {
-                Body::NewState(new_state) => {
-                    self.on_learner_state(message.epoch, message.view, new_state, effects)
-                }
+                Body::NewState(new_state) => self.on_learner_state(new_state, effects),
                 _ => self.drop_message(&message, "joining: waiting for a StartEpoch"),
             };
         }
@@ -456,7 +454,7 @@ impl<S: StateMachine> Replica<S> {
             // from one is the answer to fetching its start.
             return match message.body {
                 Body::NewState(new_state) => {
-                    self.on_pending_epoch_state(message.epoch, message.view, new_state, effects)
+                    self.on_pending_epoch_state(message.epoch, new_state, effects)
                 }
                 _ => self.drop_message(&message, "later epoch"),
             };
@@ -481,6 +479,9 @@ impl<S: StateMachine> Replica<S> {
             )
         {
             return self.drop_message(&message, "recovering");
+        }
+        if self.join_if_past_start(&message, effects) {
+            return;
         }
         if let Some(reason) = self.epoch_status_refuses(&message.body) {
             return self.drop_message(&message, reason);

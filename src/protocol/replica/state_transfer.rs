@@ -184,7 +184,7 @@ impl<S: StateMachine> Replica<S> {
                 self.on_join_state(from, view, new_state, effects)
             }
             Status::ViewChange => self.on_view_change_state(new_state, effects),
-            Status::Transitioning => self.on_transition_state(view, new_state, effects),
+            Status::Transitioning => self.on_transition_state(new_state, effects),
             Status::Retiring | Status::Joining => {
                 self.drop_reason("new_state", "not a member of the epoch")
             }
