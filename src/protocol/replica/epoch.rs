@@ -122,9 +122,13 @@ impl<S: StateMachine> Replica<S> {
         // current configuration, and must still be able to tell a member left in the
         // first epoch (restarted from an older store, say) where the cluster went.
         let initial = Configuration::initial(self.config.replica_count);
-        let sender = self
+        let Some(earlier) = self
             .configuration_of(message.epoch)
             .or((message.epoch == 0).then_some(&initial))
+        else {
+            return self.tell_replaced_replicas(&message, effects);
+        };
+        let sender = Some(earlier)
             .filter(|configuration| configuration.contains(message.replica))
             .map(|configuration| configuration.id_of(message.replica));
         let Some(sender) = sender.filter(|&sender| sender != self.id) else {
@@ -147,6 +151,29 @@ impl<S: StateMachine> Replica<S> {
         self.epoch_transfer.hint_tick = Some(self.ticks);
         self.drop_message(&message, "earlier epoch: telling the sender");
         self.send_start_epoch(sender, effects);
+    }
+
+    /// A message of an earlier epoch whose members this replica no longer knows (a
+    /// restart from its store keeps only the current configuration): its sender is a
+    /// replica that is not a member now, since a member would be in this epoch, so one of
+    /// the identities below `next_id` outside the configuration. Each of them is told
+    /// where the cluster went (at most once a tick), as paper 7 asks for the sender of
+    /// any message of an older epoch: without it, a replaced replica left behind would
+    /// never learn that it may retire. A StartEpoch says only what is committed.
+    fn tell_replaced_replicas(&mut self, message: &Message, effects: &mut Vec<Effect>) {
+        if self.epoch_transfer.hint_tick == Some(self.ticks) {
+            return self.drop_message(message, "earlier epoch (already told this tick)");
+        }
+        self.epoch_transfer.hint_tick = Some(self.ticks);
+        self.drop_message(
+            message,
+            "earlier epoch, members unknown: telling replaced replicas",
+        );
+        for id in 0..self.configuration.next_id() {
+            if id != self.id && !self.configuration.contains_id(id) {
+                self.send_start_epoch(id, effects);
+            }
+        }
     }
 
     /// Answers a client that asked a replica of the wrong epoch (or one that retired):
@@ -493,7 +520,15 @@ impl<S: StateMachine> Replica<S> {
             .collect();
         pending.source = ids[pending.next_source % ids.len()];
         pending.next_source += 1;
-        let body = Body::GetState(GetState { op, learner: None });
+        let learner = match pending.configuration.index_of(self.id) {
+            Some(_) => None,
+            // Not a member of the later epoch: it names itself, as a learner does, so
+            // that a replica that no longer knows this replica's epoch (a restart from
+            // its store keeps only the current configuration) can still answer it with
+            // committed state, which is all a pending fetch takes.
+            None => Some(self.id),
+        };
+        let body = Body::GetState(GetState { op, learner });
         match pending.configuration.index_of(self.id) {
             // Asked as a member of the later epoch: its replicas know it there, whatever
             // they know of the epoch before (one that recovered into it knows nothing).
