@@ -136,16 +136,9 @@ pub struct SimClient {
     answered_before_submit: u64,
     /// Whether it used its one registration of the liveness phase.
     reregistered: bool,
-    /// The newest configuration it knows (from NewEpoch answers), and the latest view
-    /// it heard of in that epoch. `ClientSession` knows neither yet: the simulator
-    /// stamps the session's messages with this epoch and, past epoch 0, sends them to
-    /// this configuration's members (paper 7: a client learns the new configuration from
-    /// a replica's answer to a request of an old epoch).
+    /// The configuration its session follows (paper 7: a client learns the next one
+    /// from a NewEpoch answer, `Outcome::NewEpoch`): where its messages go, by identity.
     configuration: Configuration,
-    view: View,
-    /// The message it sent last (its in-flight request, or a retry of it), to send again
-    /// to the new members when a NewEpoch answer moves it.
-    last_message: Option<Message>,
 }
 
 /// The reason a primary refuses a second RECONFIGURATION while one is under way.
@@ -344,8 +337,6 @@ impl<S: SimService> Cluster<S> {
                 answered_before_submit: 0,
                 reregistered: false,
                 configuration: Configuration::initial(n),
-                view: 0,
-                last_message: None,
             });
         }
         // From a stream of its own, so that the clients' draws stay as they were.
@@ -1072,15 +1063,22 @@ impl<S: SimService> Cluster<S> {
         if client == ADMIN {
             return self.deliver_to_admin(message);
         }
-        if self.follow_new_epoch(client, &message) {
-            return Ok(());
-        }
         let session = self.clients[client].session.session();
         let outcome = self.clients[client].session.on_message(&message);
         let Some(outcome) = outcome else {
             return Ok(());
         };
         self.trace(format_args!("c{client} outcome {outcome:?}"));
+        if let Outcome::NewEpoch { configuration } = outcome {
+            // Paper 7: the cluster moved on; the session follows the configuration
+            // named, and its request in flight goes to the new members at once.
+            self.clients[client].configuration = configuration;
+            self.reconfigurations.clients_moved += 1;
+            if let Some(message) = self.clients[client].session.in_flight().cloned() {
+                self.send_from_client(client, Target::All, message);
+            }
+            return Ok(());
+        }
         let id = self.clients[client].session.client();
         let reply = match &outcome {
             Outcome::Registered { session } => Some(ClientReply::Registered {
@@ -1099,8 +1097,7 @@ impl<S: SimService> Cluster<S> {
                 result: result.clone(),
             }),
             // The workload's operations stay under the size limit; a refusal changes
-            // nothing that could be checked.
-            // The simulated cluster keeps its members, so no reply says it moved.
+            // nothing that could be checked. (NewEpoch is handled above.)
             Outcome::Evicted { .. } | Outcome::Rejected { .. } | Outcome::NewEpoch { .. } => None,
         };
         let sim_client = &mut self.clients[client];
@@ -1116,49 +1113,6 @@ impl<S: SimService> Cluster<S> {
                 .on_reply(reply, sim_client.answered_before_submit),
             None => Ok(()),
         }
-    }
-
-    /// A NewEpoch answer (paper 7: the cluster moved to a later configuration) moves
-    /// client `client` to the configuration it names, if later than the one it knows,
-    /// and sends its request again there. Other answers only teach it the view of its
-    /// epoch. Returns whether `message` was a NewEpoch answer to it.
-    fn follow_new_epoch(&mut self, client: usize, message: &Message) -> bool {
-        let Body::Reply(reply) = &message.body else {
-            return false;
-        };
-        let sim_client = &mut self.clients[client];
-        if reply.client != sim_client.session.client() {
-            return false;
-        }
-        if reply.status != ReplyStatus::NewEpoch {
-            if message.epoch == sim_client.configuration.epoch() && message.view > sim_client.view {
-                sim_client.view = message.view;
-            }
-            return false;
-        }
-        let Some(next) = Configuration::from_bytes(&reply.result)
-            .filter(|next| next.epoch() > sim_client.configuration.epoch())
-        else {
-            return true;
-        };
-        if self.options.trace {
-            eprintln!(
-                "step {}: c{client} moves to epoch {}",
-                self.now,
-                next.epoch()
-            );
-        }
-        sim_client.configuration = next;
-        sim_client.view = 0;
-        self.reconfigurations.clients_moved += 1;
-        let resend = sim_client
-            .last_message
-            .clone()
-            .filter(|_| sim_client.session.is_busy());
-        if let Some(message) = resend {
-            self.send_from_client(client, Target::All, message);
-        }
-        true
     }
 
     /// An answer to the administrator: follows NewEpoch answers, and moves the change
@@ -1685,30 +1639,18 @@ impl<S: SimService> Cluster<S> {
         }
     }
 
-    /// Sends a session's message where it asks, in the newest configuration the client
-    /// knows: stamped with that epoch, and past epoch 0 to that configuration's members
-    /// (the session's own idea of the primary counts indexes of the first one).
-    fn send_from_client(&mut self, client: usize, target: Target, mut message: Message) {
-        let sim_client = &mut self.clients[client];
-        let configuration = &sim_client.configuration;
-        message.epoch = configuration.epoch();
-        sim_client.last_message = Some(message.clone());
-        let first_epoch = configuration.epoch() == 0;
+    /// Sends a session's message where it asks, among the members of the configuration
+    /// it follows (a session names replicas by their index there).
+    fn send_from_client(&mut self, client: usize, target: Target, message: Message) {
+        let configuration = &self.clients[client].configuration;
         match target {
-            Target::Replica(to) if first_epoch => self.network.send(
-                &mut self.prng,
-                self.now,
-                Node::Client(client),
-                Node::Replica(to),
-                message,
-            ),
-            Target::Replica(_) => {
-                let primary = configuration.id_of(configuration.primary_of(sim_client.view));
+            Target::Replica(index) => {
+                let to = node_of(configuration.id_of(index));
                 self.network.send(
                     &mut self.prng,
                     self.now,
                     Node::Client(client),
-                    Node::Replica(node_of(primary)),
+                    Node::Replica(to),
                     message,
                 )
             }

@@ -802,7 +802,10 @@ impl<S: StateMachine> Replica<S> {
                     "f'+1 members started the epoch: retired"
                 );
             }
-        } else if transfer.remind.is_empty() {
+        } else if transfer.remind.is_empty() && transfer.pending.is_none() {
+            // The same timeout asks again for a later epoch's start being fetched: a late
+            // EpochStarted for this epoch must not end that (seed 1017378: the fetch's
+            // one GetState was lost, and the replica stayed in its epoch for good).
             self.start_epoch_timeout.stop();
         }
     }
