@@ -1415,3 +1415,48 @@ fn a_duplicate_admin_request_reconfigures_once() {
     assert_eq!(reconfigurations(&s).len(), 1);
     assert_eq!(s.cluster().newest_configuration().epoch(), 1);
 }
+
+#[test]
+fn a_stale_primary_that_fetches_the_reconfiguration_sends_its_old_view_no_commit() {
+    // Bug (seed 676 of the random runs): a primary of a view that a view change replaced
+    // fetched the RECONFIGURATION from the new epoch (its pending epoch) and, executing
+    // it, sent its old view's backups a Commit up to it (paper 7.1 step 3, which is the
+    // step of the primary that committed it): a backup still in that view committed the
+    // stale primary's own entry at an op the new view had filled differently.
+    let mut s = Scenario::with(27, scenario_config(5), 2);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.run_until("every replica executed it", SLOW, |c| {
+        (0..5).all(|i| c.replica(i).is_some_and(|r| r.commit() == c.checker().committed_max()))
+    });
+    // Replica 0, the primary, and replica 1 are cut off: 0 prepares an entry that only
+    // 1 receives; the others move to a later view and fill that op differently.
+    s.partition(&[0, 1]);
+    s.submit(0, put("b", "stale"));
+    s.run_until("replica 1 holds the stale entry", SLOW, |c| {
+        c.replica(1).is_some_and(|r| r.op() > r.commit())
+    });
+    s.submit(1, put("b", "new"));
+    s.run_until("the others start a later view", SLOW, |c| {
+        (2..5).all(|i| c.replica(i).is_some_and(|r| r.view() > 0 && r.status() == Status::Normal))
+    });
+    // 5 → 3: replicas 0 and 1 leave.
+    let next = s.reconfigure(&[2, 3, 4], 0, 0);
+    s.run_until("the new epoch runs", SLOW, |c| {
+        (2..5).all(|i| c.replica(i).is_some_and(|r| r.epoch() == 1 && r.status() == Status::Normal))
+    });
+    // Replica 0 hears of it and fetches its start; replica 1 still hears only 0.
+    s.heal();
+    for other in 2..5 {
+        s.block(1, other);
+        s.block(other, 1);
+    }
+    s.run_until("replica 0 executed the RECONFIGURATION", SLOW, |c| {
+        c.replica(0).is_none_or(|r| r.epoch() == 1)
+    });
+    s.run(200);
+    s.heal();
+    s.wait_epoch(&next, SLOW);
+    s.converge(SLOW);
+    assert!(s.cluster().is_gone(0) && s.cluster().is_gone(1));
+}
