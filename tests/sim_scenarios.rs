@@ -1460,3 +1460,24 @@ fn a_stale_primary_that_fetches_the_reconfiguration_sends_its_old_view_no_commit
     s.converge(SLOW);
     assert!(s.cluster().is_gone(0) && s.cluster().is_gone(1));
 }
+
+#[test]
+fn a_replaced_replica_retires_after_its_epochs_members_moved_on() {
+    // Bug (seeds 1001230 and others of the long run): a replaced replica of epoch 1 that
+    // heard no EpochStarted before epoch 2 began reminded epoch 1's members, which
+    // dropped a StartEpoch of an earlier epoch unanswered: it served forever.
+    let mut s = Scenario::with(28, scenario_config(5), 2);
+    s.drop_where(|e| e.to == Node::Replica(4) && matches!(e.message.body, Body::EpochStarted));
+    s.load(true);
+    s.run(100);
+    let first = s.reconfigure(&[0, 1, 2], 0, 0); // 5 → 3: 3 and 4 leave.
+    s.wait_epoch(&first, SLOW);
+    assert_eq!(s.replica(4).status(), Status::Retiring);
+    let second = s.reconfigure(&[1, 2], 1, 50); // 0 is replaced by 5.
+    s.wait_epoch(&second, SLOW);
+    assert_eq!(s.replica(4).epoch(), 1, "still retiring from epoch 1");
+    s.heal();
+    s.load(false);
+    s.converge(SLOW);
+    assert!((0..5).filter(|&i| i != 1 && i != 2).all(|i| s.cluster().is_gone(i)));
+}
