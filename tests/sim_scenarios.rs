@@ -1481,3 +1481,41 @@ fn a_replaced_replica_retires_after_its_epochs_members_moved_on() {
     s.converge(SLOW);
     assert!((0..5).filter(|&i| i != 1 && i != 2).all(|i| s.cluster().is_gone(i)));
 }
+
+#[test]
+fn a_reconfiguration_refused_as_evicted_leaves_its_primary_ordering() {
+    // Bug (seed 26 of the random runs): a registration ordered just before the
+    // RECONFIGURATION evicted the administrator's session, so the RECONFIGURATION
+    // executed as refused and the epoch went on; but its primary still held it as the
+    // epoch's last op and dropped every request until a view change that never came.
+    let mut config = scenario_config(3);
+    config.clients_max = 3;
+    let mut s = Scenario::manual(29, config, 3);
+    for client in 0..2 {
+        s.register(client);
+        s.wait_registered(client, 500);
+    }
+    s.cluster_mut().register_admin();
+    s.run_until("the administrator registers", 500, |c| c.admin().session() != 0);
+    // The administrator's session becomes the oldest (by latest op) of a full table.
+    for client in 0..2 {
+        s.submit(client, put("a", "1"));
+        s.wait_completed(client, 500);
+    }
+    // Nothing commits while client 2 registers and the RECONFIGURATION is ordered after
+    // it: executing the registration evicts the administrator.
+    s.block(1, 0);
+    s.block(2, 0);
+    s.register(2);
+    s.run_until("the primary ordered the registration", 500, |c| {
+        c.replica(0).is_some_and(|r| r.op() > r.commit())
+    });
+    let next = s.reconfigure(&[0, 1, 2], 2, 0);
+    s.run_until("the primary ordered the RECONFIGURATION after it", 500, |c| {
+        c.replica(0).is_some_and(holds_uncommitted_reconfiguration)
+    });
+    s.heal();
+    s.wait_epoch(&next, SLOW);
+    assert_eq!(reconfigurations(&s).len(), 2, "refused once, then executed");
+    s.converge(SLOW);
+}

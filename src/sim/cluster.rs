@@ -1323,6 +1323,15 @@ impl<S: SimService> Cluster<S> {
         ));
     }
 
+    /// Starts the administrator's registration now (it must be idle); a change asks as
+    /// soon as it is due once the administrator is registered.
+    pub fn register_admin(&mut self) {
+        let message = self.admin.register();
+        self.admin_answered_before = self.checker.answered_op_max();
+        self.trace(format_args!("admin registers"));
+        self.send_from_admin(message);
+    }
+
     /// Sends the administrator's message to every member of the configuration it knows.
     fn send_from_admin(&mut self, message: Message) {
         let members: Vec<ReplicaIndex> = self.admin.configuration().ids().map(node_of).collect();
