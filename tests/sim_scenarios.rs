@@ -1519,3 +1519,37 @@ fn a_reconfiguration_refused_as_evicted_leaves_its_primary_ordering() {
     assert_eq!(reconfigurations(&s).len(), 2, "refused once, then executed");
     s.converge(SLOW);
 }
+
+#[test]
+fn a_replica_two_epochs_behind_moves_straight_to_the_later_one() {
+    // Bug (seed 627 of the random runs): a replica of epoch 0 told of epoch 2 fetched its
+    // start as the next epoch's, got a checkpoint past epoch 1's RECONFIGURATION, never
+    // executed that one, and stayed in epoch 0 holding ops of epochs 1 and 2.
+    let mut s = Scenario::with(30, scenario_config(5), 3);
+    s.partition(&[4]);
+    s.load(true);
+    s.run(100);
+    let runs = |epoch: u32, members: &'static [u8]| {
+        move |c: &vsr::sim::Cluster| {
+            c.reconfigurations_done()
+                && members.iter().all(|&i| {
+                    c.replica(i)
+                        .is_some_and(|r| r.epoch() == epoch && r.status() == Status::Normal)
+                })
+        }
+    };
+    s.reconfigure(&[0, 1, 2, 4], 1, 50); // 3 is replaced by 5.
+    s.run_until("epoch 1 runs without replica 4", SLOW, runs(1, &[0, 1, 2, 5]));
+    let start = s.replica(0).epoch_start();
+    s.run_until("epoch 1 checkpointed past its start", SLOW, |c| {
+        c.checker().committed_max() > start + 64
+    });
+    s.load(false);
+    s.run_until("the clients are idle", SLOW, |c| c.clients_idle());
+    s.reconfigure(&[0, 1, 4, 5], 1, 50); // 2 is replaced by 6.
+    s.run_until("epoch 2 runs without replica 4", SLOW, runs(2, &[0, 1, 5, 6]));
+    assert_eq!(s.replica(4).epoch(), 0, "replica 4 heard of neither change");
+    s.heal();
+    s.converge(SLOW);
+    assert_eq!(s.replica(4).epoch(), 2);
+}
