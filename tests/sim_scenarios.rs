@@ -1427,7 +1427,10 @@ fn a_stale_primary_that_fetches_the_reconfiguration_sends_its_old_view_no_commit
     s.submit(0, put("a", "1"));
     s.wait_completed(0, 500);
     s.run_until("every replica executed it", SLOW, |c| {
-        (0..5).all(|i| c.replica(i).is_some_and(|r| r.commit() == c.checker().committed_max()))
+        (0..5).all(|i| {
+            c.replica(i)
+                .is_some_and(|r| r.commit() == c.checker().committed_max())
+        })
     });
     // Replica 0, the primary, and replica 1 are cut off: 0 prepares an entry that only
     // 1 receives; the others move to a later view and fill that op differently.
@@ -1438,12 +1441,18 @@ fn a_stale_primary_that_fetches_the_reconfiguration_sends_its_old_view_no_commit
     });
     s.submit(1, put("b", "new"));
     s.run_until("the others start a later view", SLOW, |c| {
-        (2..5).all(|i| c.replica(i).is_some_and(|r| r.view() > 0 && r.status() == Status::Normal))
+        (2..5).all(|i| {
+            c.replica(i)
+                .is_some_and(|r| r.view() > 0 && r.status() == Status::Normal)
+        })
     });
     // 5 → 3: replicas 0 and 1 leave.
     let next = s.reconfigure(&[2, 3, 4], 0, 0);
     s.run_until("the new epoch runs", SLOW, |c| {
-        (2..5).all(|i| c.replica(i).is_some_and(|r| r.epoch() == 1 && r.status() == Status::Normal))
+        (2..5).all(|i| {
+            c.replica(i)
+                .is_some_and(|r| r.epoch() == 1 && r.status() == Status::Normal)
+        })
     });
     // Replica 0 hears of it and fetches its start; replica 1 still hears only 0.
     s.heal();
@@ -1479,7 +1488,9 @@ fn a_replaced_replica_retires_after_its_epochs_members_moved_on() {
     s.heal();
     s.load(false);
     s.converge(SLOW);
-    assert!((0..5).filter(|&i| i != 1 && i != 2).all(|i| s.cluster().is_gone(i)));
+    assert!((0..5)
+        .filter(|&i| i != 1 && i != 2)
+        .all(|i| s.cluster().is_gone(i)));
 }
 
 #[test]
@@ -1496,7 +1507,9 @@ fn a_reconfiguration_refused_as_evicted_leaves_its_primary_ordering() {
         s.wait_registered(client, 500);
     }
     s.cluster_mut().register_admin();
-    s.run_until("the administrator registers", 500, |c| c.admin().session() != 0);
+    s.run_until("the administrator registers", 500, |c| {
+        c.admin().session() != 0
+    });
     // The administrator's session becomes the oldest (by latest op) of a full table.
     for client in 0..2 {
         s.submit(client, put("a", "1"));
@@ -1511,9 +1524,11 @@ fn a_reconfiguration_refused_as_evicted_leaves_its_primary_ordering() {
         c.replica(0).is_some_and(|r| r.op() > r.commit())
     });
     let next = s.reconfigure(&[0, 1, 2], 2, 0);
-    s.run_until("the primary ordered the RECONFIGURATION after it", 500, |c| {
-        c.replica(0).is_some_and(holds_uncommitted_reconfiguration)
-    });
+    s.run_until(
+        "the primary ordered the RECONFIGURATION after it",
+        500,
+        |c| c.replica(0).is_some_and(holds_uncommitted_reconfiguration),
+    );
     s.heal();
     s.wait_epoch(&next, SLOW);
     assert_eq!(reconfigurations(&s).len(), 2, "refused once, then executed");
@@ -1539,7 +1554,11 @@ fn a_replica_two_epochs_behind_moves_straight_to_the_later_one() {
         }
     };
     s.reconfigure(&[0, 1, 2, 4], 1, 50); // 3 is replaced by 5.
-    s.run_until("epoch 1 runs without replica 4", SLOW, runs(1, &[0, 1, 2, 5]));
+    s.run_until(
+        "epoch 1 runs without replica 4",
+        SLOW,
+        runs(1, &[0, 1, 2, 5]),
+    );
     let start = s.replica(0).epoch_start();
     s.run_until("epoch 1 checkpointed past its start", SLOW, |c| {
         c.checker().committed_max() > start + 64
@@ -1547,7 +1566,11 @@ fn a_replica_two_epochs_behind_moves_straight_to_the_later_one() {
     s.load(false);
     s.run_until("the clients are idle", SLOW, |c| c.clients_idle());
     s.reconfigure(&[0, 1, 4, 5], 1, 50); // 2 is replaced by 6.
-    s.run_until("epoch 2 runs without replica 4", SLOW, runs(2, &[0, 1, 5, 6]));
+    s.run_until(
+        "epoch 2 runs without replica 4",
+        SLOW,
+        runs(2, &[0, 1, 5, 6]),
+    );
     assert_eq!(s.replica(4).epoch(), 0, "replica 4 heard of neither change");
     s.heal();
     s.converge(SLOW);
