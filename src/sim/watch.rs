@@ -388,19 +388,19 @@ mod tests {
     #[test]
     fn counts_a_transfer_split_over_several_new_states_once() {
         let mut watch = Watch::new(3);
-        watch.on_deliver(2, 0, 0, &new_state(0, 1, 10, 10));
+        watch.on_deliver(2, (0, 0), Some(0), Some(2), &new_state(0, 1, 10, 10));
         assert_eq!(watch.counts.multi_part, 0, "whole in one message");
-        watch.on_deliver(2, 0, 0, &new_state(0, 11, 10, 40));
-        watch.on_deliver(2, 0, 0, &new_state(0, 21, 10, 40));
-        watch.on_deliver(2, 0, 0, &new_state(0, 31, 10, 40));
+        watch.on_deliver(2, (0, 0), Some(0), Some(2), &new_state(0, 11, 10, 40));
+        watch.on_deliver(2, (0, 0), Some(0), Some(2), &new_state(0, 21, 10, 40));
+        watch.on_deliver(2, (0, 0), Some(0), Some(2), &new_state(0, 31, 10, 40));
         assert_eq!(watch.counts.new_states, 4);
         assert_eq!(watch.counts.new_states_cut, 2);
         assert_eq!(watch.counts.multi_part, 1, "one transfer in three parts");
         // A duplicate of an earlier part brings nothing after the cut: not a new chain.
-        watch.on_deliver(1, 0, 0, &new_state(0, 1, 5, 40));
-        watch.on_deliver(1, 0, 0, &new_state(0, 1, 5, 40));
+        watch.on_deliver(1, (0, 0), Some(0), Some(1), &new_state(0, 1, 5, 40));
+        watch.on_deliver(1, (0, 0), Some(0), Some(1), &new_state(0, 1, 5, 40));
         assert_eq!(watch.counts.multi_part, 1);
-        watch.on_deliver(1, 0, 0, &new_state(0, 6, 35, 40));
+        watch.on_deliver(1, (0, 0), Some(0), Some(1), &new_state(0, 6, 35, 40));
         assert_eq!(watch.counts.multi_part, 2);
     }
 
