@@ -1578,3 +1578,44 @@ fn a_replica_two_epochs_behind_moves_straight_to_the_later_one() {
     s.converge(SLOW);
     assert_eq!(s.replica(4).epoch(), 2);
 }
+
+#[test]
+fn a_replaced_replica_left_behind_retires_after_every_member_restarted_from_disk() {
+    // Replicas restarted from their disks keep only their current configuration; a
+    // replica replaced while it was cut off, still in the epoch before, must still learn
+    // where the cluster went and retire. (Seeds 1000800 and 1007946 of the long run once
+    // stalled so, before a rebase changed their runs; this script does not reach that
+    // exact path, see `tell_replaced_replicas`.)
+    let mut s = Scenario::with_disks(31, scenario_config(5), 2);
+    s.load(true);
+    s.run(100);
+    let first = s.reconfigure(&[0, 1, 2, 3, 4], 2, 50); // 5 → 7
+    s.wait_epoch(&first, SLOW);
+    s.partition(&[4]);
+    s.run(50);
+    s.reconfigure(&[0, 1, 2, 5, 6], 0, 0); // 7 → 5: 3 and 4 leave.
+    s.run_until("epoch 2 runs without replica 4", SLOW, |c| {
+        c.reconfigurations_done()
+            && [0, 1, 2, 5, 6].iter().all(|&i| {
+                c.replica(i)
+                    .is_some_and(|r| r.epoch() == 2 && r.status() == Status::Normal)
+            })
+    });
+    // Every member restarts from its disk, one at a time: none remembers epoch 1.
+    for member in [0, 1, 2, 5, 6] {
+        s.run_until("the member's writes are durable", SLOW, |c| {
+            c.writes_pending(member) == 0
+        });
+        s.crash(member);
+        s.restart(member);
+        s.run(50);
+    }
+    assert_eq!(s.replica(4).epoch(), 1, "replica 4 heard of nothing");
+    s.heal();
+    s.load(false);
+    s.converge(SLOW);
+    assert!(
+        s.cluster().is_gone(3) && s.cluster().is_gone(4),
+        "both retired"
+    );
+}
