@@ -108,6 +108,22 @@ const REGRESSIONS: &[(u64, &str)] = &[
     (43416, "the same, another timing"),
 ];
 
+/// Seeds that found bugs with the current options (disks and write delays on), each fixed
+/// since, and that still break without the fix; they run with `OPTIONS`.
+const DISK_REGRESSIONS: &[(u64, &str)] = &[(
+    894,
+    "a replica whose damaged disk says it joined recovered forever in a new cluster normal in view 0 with nothing prepared (every answer was empty)",
+)];
+
+#[test]
+fn disk_regression_seeds_are_clean() {
+    for &(seed, bug) in DISK_REGRESSIONS {
+        if let Err(violation) = run_seed(seed, OPTIONS) {
+            panic!("regression seed {seed} ({bug}):\n{violation}");
+        }
+    }
+}
+
 #[test]
 fn regression_seeds_are_clean() {
     for &(seed, bug) in REGRESSIONS {

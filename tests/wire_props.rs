@@ -176,6 +176,9 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
                 Body::RecoveryResponse(RecoveryResponse {
                     nonce,
                     empty,
+                    // Only a normal replica answers with state; an empty answer may
+                    // come from either.
+                    normal: !empty || op % 2 == 0,
                     op,
                     commit,
                     epoch_start: start.index(commit.min(usize::MAX as u64 - 1) as usize + 1) as u64,
@@ -810,14 +813,15 @@ fn invalid_enum_codes_are_malformed() {
     let response = Body::RecoveryResponse(RecoveryResponse {
         nonce: 1,
         empty: true,
+        normal: false,
         op: 0,
         commit: 0,
         epoch_start: 0,
     });
     check_rejected(
         response,
-        |b| reseal(b, |h| h.code = 2),
-        DecodeError::Malformed("empty flag is neither 0 nor 1"),
+        |b| reseal(b, |h| h.code = 4),
+        DecodeError::Malformed("recovery_response flags other than empty and normal"),
     );
     // The entry's operation byte sits after client, session, request and timestamp.
     let operation_at = HEADER_BYTES + 4 + 8 + 8 + 4 + 8;
@@ -999,6 +1003,7 @@ fn contradictory_fields_are_refused_by_name() {
             message_with(Body::RecoveryResponse(RecoveryResponse {
                 nonce: 1,
                 empty: false,
+                normal: true,
                 op: 1,
                 commit: 2,
                 epoch_start: 0,
@@ -1009,11 +1014,23 @@ fn contradictory_fields_are_refused_by_name() {
             message_with(Body::RecoveryResponse(RecoveryResponse {
                 nonce: 1,
                 empty: false,
+                normal: true,
                 op: 3,
                 commit: 2,
                 epoch_start: 3,
             })),
             "recovery_response epoch start above its commit",
+        ),
+        (
+            message_with(Body::RecoveryResponse(RecoveryResponse {
+                nonce: 1,
+                empty: false,
+                normal: false,
+                op: 3,
+                commit: 2,
+                epoch_start: 0,
+            })),
+            "recovery_response with state from a replica that is not normal",
         ),
         (
             message_with(Body::NewState(NewState {

@@ -281,6 +281,11 @@ pub struct RecoveryResponse {
     /// has never held an entry. When every other replica says so, no op can have
     /// committed (that takes f+1 holders), so the cluster is new.
     pub empty: bool,
+    /// The responder is normal in its view. An empty answer from a normal primary says
+    /// that its view prepared nothing, which a recovering replica that may have lost
+    /// acknowledged ops can build on (`recovery::new_cluster_primary_op`); an empty
+    /// answer from a recovering replica says nothing of the sort.
+    pub normal: bool,
     /// The responder's op number (meaningful from the primary only).
     pub op: Op,
     /// The responder's commit number (meaningful from the primary only).

@@ -172,6 +172,7 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
         7 => Body::RecoveryResponse(RecoveryResponse {
             nonce: c.u64(),
             empty: c.below(2) == 0,
+            normal: c.below(2) == 0,
             op: pick_op(target, c),
             commit: pick_op(target, c),
             epoch_start: pick_op(target, c),

@@ -333,7 +333,16 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
         }),
         Command::RecoveryResponse => Body::RecoveryResponse(RecoveryResponse {
             nonce: header.nonce,
-            empty: flag(header.code, "empty flag is neither 0 nor 1")?,
+            empty: flag(header.code & 1, "never")?,
+            normal: match header.code >> 1 {
+                0 => false,
+                1 => true,
+                _ => {
+                    return Err(Malformed(
+                        "recovery_response flags other than empty and normal",
+                    ))
+                }
+            },
             op: header.op,
             commit: header.commit,
             epoch_start: header.op_first,

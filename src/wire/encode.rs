@@ -252,7 +252,7 @@ fn fill_header(body: &Body, header: &mut Header) {
             Command::Recovery
         }
         Body::RecoveryResponse(response) => {
-            header.code = u8::from(response.empty);
+            header.code = u8::from(response.empty) | u8::from(response.normal) << 1;
             header.nonce = response.nonce;
             header.op = response.op;
             header.commit = response.commit;

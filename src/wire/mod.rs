@@ -48,7 +48,7 @@
 //! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |
 //! | `Recovery`         |                      | nonce                                       |                           |
-//! | `RecoveryResponse` | empty (0/1)          | nonce, op, commit, op_first (= epoch start) |                           |
+//! | `RecoveryResponse` | empty 1, normal 2    | nonce, op, commit, op_first (= epoch start) |                           |
 //! | `GetState`         |                      | op, nonce (a learner's identity + 1, or 0)  |                           |
 //! | `NewState`         | has checkpoint (0/1) | op, commit, op_first                        | checkpoint? entries       |
 //! | `Requests`         |                      |                                             | a batch of requests       |

@@ -103,6 +103,11 @@ pub fn check(message: &Message) -> Result<(), DecodeError> {
         }
         Body::Recovery(_) => {}
         Body::RecoveryResponse(response) => {
+            if !response.empty && !response.normal {
+                return Err(out_of_range(
+                    "recovery_response with state from a replica that is not normal",
+                ));
+            }
             check_op_commit(
                 response.op,
                 response.commit,

@@ -54,14 +54,17 @@ pub(super) fn next_nonce(nonce: u64) -> u64 {
 }
 
 /// When every other replica answered, all of them from view 0, and the primary of view 0
-/// holds entries but has committed nothing: that primary's op.
+/// is normal and has committed nothing: that primary's op (0 if it prepared nothing).
 ///
 /// This is a brand-new cluster in which some replicas found everyone empty and went
 /// normal first, and the view-0 primary then ordered requests it cannot commit without
-/// the others, who now count fewer normal answers than the f+1 recovery needs. Nothing can
-/// have committed anywhere: in view 0 only its primary decides commits, and its commit
-/// number is 0; no later view exists, since every replica answered from view 0 (a view
-/// starts only once f+1 replicas moved to it, and views never go back). So no
+/// the others, who now count fewer normal answers than the f+1 recovery needs; or one in
+/// which this replica, whose storage says it joined (it may have acknowledged ops, so it
+/// never starts an empty cluster), finds the cluster normal in view 0 with nothing
+/// prepared. Nothing can have committed anywhere: in view 0 only its primary decides
+/// commits, and its commit number is 0; no later view exists, since every replica answered
+/// from view 0 (a view starts only once f+1 replicas moved to it, and views never go
+/// back); and a normal primary's log holds everything its view prepared. So no
 /// acknowledged op can be lost by taking that primary's log.
 fn new_cluster_primary_op(
     responses: &[Option<(View, RecoveryResponse)>],
@@ -77,7 +80,7 @@ fn new_cluster_primary_op(
             return None;
         }
         if replica == 0 {
-            if response.empty || response.commit != 0 {
+            if !response.normal || response.commit != 0 {
                 return None;
             }
             primary_op = Some(response.op);
@@ -196,6 +199,7 @@ impl<S: StateMachine> Replica<S> {
             _ if empty => RecoveryResponse {
                 nonce: recovery.nonce,
                 empty: true,
+                normal: self.status == Status::Normal,
                 op: 0,
                 commit: 0,
                 epoch_start: 0,
@@ -203,6 +207,7 @@ impl<S: StateMachine> Replica<S> {
             Status::Normal => RecoveryResponse {
                 nonce: recovery.nonce,
                 empty: false,
+                normal: true,
                 op: self.log.op(),
                 commit: self.commit,
                 epoch_start: self.epoch_start,
