@@ -2,7 +2,8 @@
 //! NEW (paper section 7), with the checks an operator would otherwise make by hand.
 //!
 //! 1. Ask every replica of OLD and NEW for its state; the newest configuration any of
-//!    them reports is the current one. If it already has NEW's members, say its epoch and
+//!    them reports is the current one (whose members are asked too, when OLD is an
+//!    earlier configuration). If it already has NEW's members, say its epoch and
 //!    stop (a repeated command changes nothing).
 //! 2. The next configuration is `Configuration::successor_at(NEW)`: a current member at
 //!    an address of NEW keeps its identity, every other address gets a fresh one. It must
@@ -66,9 +67,22 @@ pub fn run(args: ReconfigureArgs) -> anyhow::Result<ExitCode> {
             asked.push(address.to_string());
         }
     }
-    let answers = ask_all(&asked, &options);
+    let mut answers = ask_all(&asked, &options);
     let current = newest_configuration(&answers)
         .context("no replica of --cluster or --to reported its configuration")?;
+    // --cluster may name an earlier configuration: the current members are asked too.
+    let unasked: Vec<String> = current
+        .members()
+        .iter()
+        .map(|member| String::from_utf8_lossy(&member.address).into_owned())
+        .filter(|address| {
+            !asked
+                .iter()
+                .any(|a| resolve(a).ok() == resolve(address).ok())
+        })
+        .collect();
+    answers.extend(ask_all(&unasked, &options));
+    asked.extend(unasked);
     let deadline = Instant::now() + Duration::from_millis(args.wait_ms);
     let current_addresses: Vec<Bytes> = current
         .members()
