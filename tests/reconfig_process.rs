@@ -8,7 +8,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::cluster::{free_addresses, TestCluster};
+use common::cluster::{address_list, free_addresses, TestCluster};
 use common::wait_for;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -24,14 +24,6 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The load stops by itself after this many puts or this long, whichever comes first.
 const LOAD_PUTS_MAX: u64 = 200_000;
 const LOAD_DURATION_MAX: Duration = Duration::from_secs(120);
-
-fn list(addresses: &[SocketAddr]) -> String {
-    addresses
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 fn client_options() -> ClientOptions {
     ClientOptions {
@@ -71,9 +63,9 @@ fn reconfigure(from: &[SocketAddr], to: &[SocketAddr]) -> (bool, String, String)
             "admin",
             "reconfigure",
             "--cluster",
-            &list(from),
+            &address_list(from),
             "--to",
-            &list(to),
+            &address_list(to),
         ])
         .args(["--wait-ms", &CHANGE_TIMEOUT.as_millis().to_string()])
         .output()
@@ -83,34 +75,6 @@ fn reconfigure(from: &[SocketAddr], to: &[SocketAddr]) -> (bool, String, String)
         String::from_utf8_lossy(&output.stdout).trim().to_string(),
         String::from_utf8_lossy(&output.stderr).trim().to_string(),
     )
-}
-
-/// Starts a replica of the configuration `new` at `new[index]`, joining from `old`.
-fn join(cluster: &mut TestCluster, new: &[SocketAddr], index: usize, old: &[SocketAddr]) -> usize {
-    join_with(cluster, new, index, old, &[])
-}
-
-/// [`join`] with `extra` arguments.
-fn join_with(
-    cluster: &mut TestCluster,
-    new: &[SocketAddr],
-    index: usize,
-    old: &[SocketAddr],
-    extra: &[String],
-) -> usize {
-    let mut args = vec![
-        "replica".to_string(),
-        "--service".to_string(),
-        "kv".to_string(),
-        "--cluster".to_string(),
-        list(new),
-        "--replica".to_string(),
-        index.to_string(),
-        "--join".to_string(),
-        list(old),
-    ];
-    args.extend_from_slice(extra);
-    cluster.spawn_extra(new[index], args)
 }
 
 /// Waits until replica `i` reports `status` (and, if given, this epoch).
@@ -150,8 +114,8 @@ fn grow_shrink_and_replace_under_load() {
         .chain(spare[..2].iter().copied())
         .collect();
     let joiners = [
-        join(&mut cluster, &five, 3, &first),
-        join(&mut cluster, &five, 4, &first),
+        cluster.join(&five, 3, &first, &[]),
+        cluster.join(&five, 4, &first, &[]),
     ];
     for &i in &joiners {
         wait_warm(&cluster, i, 0);
@@ -165,7 +129,7 @@ fn grow_shrink_and_replace_under_load() {
 
     // Shrink to 3 members without any original one: the originals retire and exit 0.
     let three: Vec<SocketAddr> = vec![spare[0], spare[1], spare[2]];
-    let newcomer = join(&mut cluster, &three, 2, &five);
+    let newcomer = cluster.join(&three, 2, &five, &[]);
     wait_warm(&cluster, newcomer, joiners[0]);
     let (ok, epoch, stderr) = reconfigure(&five, &three);
     assert!(ok, "shrink refused: {stderr}");
@@ -187,7 +151,7 @@ fn grow_shrink_and_replace_under_load() {
 
     // Replace one member.
     let replaced: Vec<SocketAddr> = vec![spare[0], spare[1], spare[3]];
-    let replacement = join(&mut cluster, &replaced, 2, &three);
+    let replacement = cluster.join(&replaced, 2, &three, &[]);
     wait_warm(&cluster, replacement, joiners[0]);
     // Asked through an earlier configuration (three of its five replicas are gone).
     let (ok, epoch, stderr) = reconfigure(&five, &replaced);
@@ -214,7 +178,7 @@ fn grow_shrink_and_replace_under_load() {
     // `vsr kv` given an earlier configuration (three of its five replicas are gone)
     // follows the cluster too.
     let output = Command::new(env!("CARGO_BIN_EXE_vsr"))
-        .args(["kv", "--cluster", &list(&five), "get", "key-0"])
+        .args(["kv", "--cluster", &address_list(&five), "get", "key-0"])
         .output()
         .expect("run vsr kv");
     assert_eq!(
@@ -288,7 +252,7 @@ fn a_durable_cluster_keeps_its_new_members_across_a_total_crash() {
             "--data-dir".to_string(),
             data_dir.display().to_string(),
         ];
-        joiners.push(join_with(&mut cluster, &five, index, &first, &extra));
+        joiners.push(cluster.join(&five, index, &first, &extra));
     }
     for &i in &joiners {
         wait_warm(&cluster, i, 0);

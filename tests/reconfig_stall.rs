@@ -18,7 +18,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::cluster::{free_addresses, TestCluster};
+use common::cluster::{address_list, free_addresses, TestCluster};
 use common::wait_for;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -35,14 +35,6 @@ const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 const LOAD_DURATION_MAX: Duration = Duration::from_secs(120);
 /// The window after the admin command returns that still counts toward the change.
 const AFTER: Duration = Duration::from_secs(1);
-
-fn list(addresses: &[SocketAddr]) -> String {
-    addresses
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 /// Completion times of puts, shared with the load thread.
 type Times = Arc<Mutex<Vec<Instant>>>;
@@ -85,30 +77,15 @@ fn start_load(addresses: Vec<SocketAddr>, stop: Arc<AtomicBool>, times: Times) -
     })
 }
 
-fn join(cluster: &mut TestCluster, new: &[SocketAddr], index: usize, old: &[SocketAddr]) -> usize {
-    let args = [
-        "replica",
-        "--service",
-        "kv",
-        "--cluster",
-        &list(new),
-        "--replica",
-        &index.to_string(),
-        "--join",
-        &list(old),
-    ];
-    cluster.spawn_extra(new[index], args.iter().map(ToString::to_string).collect())
-}
-
 fn reconfigure(from: &[SocketAddr], to: &[SocketAddr], lag_max: u64) {
     let output = Command::new(env!("CARGO_BIN_EXE_vsr"))
         .args([
             "admin",
             "reconfigure",
             "--cluster",
-            &list(from),
+            &address_list(from),
             "--to",
-            &list(to),
+            &address_list(to),
         ])
         .args(["--lag-max", &lag_max.to_string()])
         .output()
@@ -144,7 +121,7 @@ fn change(
 ) -> (Duration, Duration) {
     let learners: Vec<usize> = (0..new.len())
         .filter(|&i| !old.contains(&new[i]))
-        .map(|i| join(cluster, new, i, old))
+        .map(|i| cluster.join(new, i, old, &[]))
         .collect();
     for &learner in &learners {
         wait_for("a learner", CHANGE_TIMEOUT, || {

@@ -40,6 +40,15 @@ impl ReplicaStats {
     }
 }
 
+/// `addresses` as `--cluster` takes them: comma-separated.
+pub fn address_list(addresses: &[SocketAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Free loopback addresses: bound together (so they differ), then released.
 pub fn free_addresses(count: usize) -> Vec<SocketAddr> {
     let listeners: Vec<TcpListener> = (0..count)
@@ -203,6 +212,25 @@ impl TestCluster {
         self.children.push(None);
         self.spawn(i);
         i
+    }
+
+    /// Starts a kv replica of the configuration `new` at `new[index]` that joins the
+    /// running configuration `old` (`vsr replica --join`), with `extra` arguments; returns
+    /// its number.
+    pub fn join(
+        &mut self,
+        new: &[SocketAddr],
+        index: usize,
+        old: &[SocketAddr],
+        extra: &[String],
+    ) -> usize {
+        let mut args: Vec<String> = ["replica", "--service", "kv", "--cluster"]
+            .map(String::from)
+            .to_vec();
+        args.extend([address_list(new), "--replica".into(), index.to_string()]);
+        args.extend(["--join".into(), address_list(old)]);
+        args.extend_from_slice(extra);
+        self.spawn_extra(new[index], args)
     }
 
     /// Waits up to `timeout` for replica `i` to exit by itself, and reaps it; its exit

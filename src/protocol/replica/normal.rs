@@ -34,15 +34,8 @@ impl<S: StateMachine> Replica<S> {
                 && !self.is_pending_reconfiguration(&request)
             {
                 // One reconfiguration at a time: a clear answer for the other administrator.
-                let reply = Reply {
-                    client: request.client,
-                    session: request.session,
-                    request: request.request,
-                    op: 0,
-                    status: ReplyStatus::Rejected,
-                    result: Bytes::from_static(b"another reconfiguration is in progress"),
-                };
-                return self.send_reply(reply, effects);
+                let reason = "another reconfiguration is in progress";
+                return self.refuse(&request, ReplyStatus::Rejected, reason, effects);
             }
             // Paper 7.1: after a RECONFIGURATION the primary accepts nothing more in this
             // epoch; the client is told the new epoch once it exists (or on its retry).
@@ -57,7 +50,7 @@ impl<S: StateMachine> Replica<S> {
         if request.body.len() > self.config.request_body_bytes_max as usize {
             // A clear answer rather than silence: the client would otherwise retry a
             // request that can never be ordered until its deadline.
-            return self.refuse(&request, ReplyStatus::Rejected, effects);
+            return self.refuse(&request, ReplyStatus::Rejected, "", effects);
         }
         if !self.accepting_requests() {
             return self.drop_reason("request", "queue full");
@@ -96,9 +89,9 @@ impl<S: StateMachine> Replica<S> {
             }
             Operation::Apply | Operation::Reconfigure => match client {
                 Some(entry) if request.session != entry.session => {
-                    return self.refuse(&request, ReplyStatus::Evicted, effects)
+                    return self.refuse(&request, ReplyStatus::Evicted, "", effects)
                 }
-                None => return self.refuse(&request, ReplyStatus::Evicted, effects),
+                None => return self.refuse(&request, ReplyStatus::Evicted, "", effects),
                 Some(entry) if request.request == entry.request && request.request > 0 => {
                     // Paper 4.1: the latest request is answered again from the table.
                     let reply = Reply {
@@ -123,15 +116,7 @@ impl<S: StateMachine> Replica<S> {
                 .and_then(|proposed| self.configuration.check_successor(&proposed));
             if let Err(reason) = proposed {
                 tracing::warn!(replica = self.index, reason, "reconfiguration refused");
-                let reply = Reply {
-                    client: request.client,
-                    session: request.session,
-                    request: request.request,
-                    op: 0,
-                    status: ReplyStatus::Rejected,
-                    result: Bytes::from_static(reason.as_bytes()),
-                };
-                return self.send_reply(reply, effects);
+                return self.refuse(&request, ReplyStatus::Rejected, reason, effects);
             }
             self.primary.reconfiguration_queued = true;
         }
@@ -182,14 +167,21 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Answers a request that was not ordered (`Evicted`, `Rejected`): no op, no result.
-    fn refuse(&self, request: &Request, status: ReplyStatus, effects: &mut Vec<Effect>) {
+    /// `reason` is the result, for the client to show (empty: the status says it all).
+    fn refuse(
+        &self,
+        request: &Request,
+        status: ReplyStatus,
+        reason: &'static str,
+        effects: &mut Vec<Effect>,
+    ) {
         let reply = Reply {
             client: request.client,
             session: request.session,
             request: request.request,
             op: 0,
             status,
-            result: Bytes::new(),
+            result: Bytes::from_static(reason.as_bytes()),
         };
         self.send_reply(reply, effects);
     }
