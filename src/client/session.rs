@@ -364,3 +364,87 @@ impl ClientSession {
         Some((Target::All, in_flight.message.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Reply;
+
+    fn reply(request: &Message, status: ReplyStatus, op: Op, result: Bytes) -> Message {
+        let Body::Request(request) = &request.body else {
+            panic!("a request")
+        };
+        Message {
+            epoch: 0,
+            view: 0,
+            replica: 0,
+            body: Body::Reply(Reply {
+                client: request.client,
+                session: if request.session == 0 {
+                    op
+                } else {
+                    request.session
+                },
+                request: request.request,
+                op,
+                status,
+                result,
+            }),
+        }
+    }
+
+    fn registered() -> ClientSession {
+        let mut session = ClientSession::new(7, 3, 16);
+        let (_, register) = session.register();
+        let outcome = session.on_message(&reply(&register, ReplyStatus::Ok, 5, Bytes::new()));
+        assert_eq!(outcome, Some(Outcome::Registered { session: 5 }));
+        session
+    }
+
+    #[test]
+    fn a_new_epoch_answer_moves_the_session_and_keeps_the_request_in_flight() {
+        let mut session = registered();
+        let (request, _, message) = session.submit(Bytes::from_static(b"op")).unwrap();
+        let next = Configuration::initial(3).propose(&[0, 1], &[Bytes::from_static(b"d")]);
+        let answer = reply(&message, ReplyStatus::NewEpoch, 0, next.to_bytes());
+        assert_eq!(
+            session.on_message(&answer),
+            Some(Outcome::NewEpoch {
+                configuration: next.clone()
+            })
+        );
+        assert_eq!(session.epoch(), 1);
+        let in_flight = session.in_flight().expect("still in flight");
+        assert_eq!(in_flight.epoch, 1, "resent in the new epoch");
+        assert!(
+            matches!(&in_flight.body, Body::Request(r) if r.request == request),
+            "the same request number: the new epoch's client table keeps it exactly-once"
+        );
+        // The same answer again (another replica's) changes nothing.
+        assert_eq!(session.on_message(&answer), None);
+        // Its first retry comes after an eighth of the usual 16 ticks (the new members
+        // may still be fetching the start).
+        assert!(session.on_tick().is_none());
+        assert!(session.on_tick().is_some());
+        // The answer completes the request as usual.
+        let done = reply(&message, ReplyStatus::Ok, 9, Bytes::from_static(b"r"));
+        assert!(matches!(
+            session.on_message(&done),
+            Some(Outcome::Completed { op: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn a_new_epoch_answer_that_is_not_a_later_configuration_is_ignored() {
+        let mut session = registered();
+        let (_, _, message) = session.submit(Bytes::from_static(b"op")).unwrap();
+        for result in [
+            Bytes::from_static(b"garbage"),
+            Configuration::initial(3).to_bytes(),
+        ] {
+            let answer = reply(&message, ReplyStatus::NewEpoch, 0, result);
+            assert_eq!(session.on_message(&answer), None);
+            assert_eq!(session.epoch(), 0);
+        }
+    }
+}
