@@ -15,9 +15,9 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use vsr::protocol::{Body, Checkpoint, Entry, Message, NewState, Operation, Prepare};
+use vsr::protocol::{Body, CheckpointContent, CheckpointPart, Entry, Message, Operation, Prepare};
 use vsr::service::kv::KvOp;
-use vsr::service::{Kv, Snapshot, StateMachine};
+use vsr::service::{Kv, StateMachine};
 use vsr::wire;
 
 const CLUSTER: u128 = 42;
@@ -142,23 +142,27 @@ fn checkpoint(c: &mut Criterion) {
         epoch: 0,
         view: 3,
         replica: 0,
-        body: Body::NewState(NewState {
-            commit: 1 << 16,
+        // A checkpoint travels as pages in CheckpointParts: the largest answer of the
+        // 100k-key state's pages that the default request asks for.
+        body: Body::CheckpointPart(CheckpointPart {
             op: 1 << 16,
-            checkpoint: Some(Checkpoint {
-                op: 1 << 16,
-                timestamp: 1,
-                service: kv.snapshot(),
-                clients: Snapshot::empty(),
-            }),
-            op_first: (1 << 16) + 1,
-            entries: vec![],
+            root: vsr::service::Digest([7; 32]),
+            responder: 1,
+            content: CheckpointContent::Pages(
+                kv.snapshot()
+                    .pages()
+                    .iter()
+                    .take(256)
+                    .enumerate()
+                    .map(|(index, page)| (index as u32, page.bytes().clone()))
+                    .collect(),
+            ),
         }),
     };
     let mut encoded = BytesMut::new();
     wire::encode(&message, CLUSTER, &mut encoded);
     group.throughput(Throughput::Bytes(encoded.len() as u64));
-    group.bench_function("decode_new_state_100k_keys", |b| {
+    group.bench_function("decode_checkpoint_part_256_pages", |b| {
         b.iter_batched(
             || steady_state_buffer(&encoded),
             |mut buf| wire::decode(&mut buf, CLUSTER, u32::MAX).expect("valid frame"),

@@ -81,10 +81,6 @@ impl SimService for Counters {
         Counters::default()
     }
 
-    fn snapshot_bytes_max(_value_bytes_max: u64) -> u64 {
-        256 * 9 // Every counter an operation can name.
-    }
-
     fn random_operation(shape: &WorkloadShape, prng: &mut Prng) -> Bytes {
         // Few counters, so that concurrent requests collide.
         let counter = prng.below(shape.keys as u64) as u8;

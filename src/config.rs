@@ -45,8 +45,18 @@ pub struct Config {
     pub view_change_timeout_ticks: u64,
     /// Ticks before a recovery attempt starts over with a new nonce.
     pub recovery_timeout_ticks: u64,
-    /// Ticks before a GetState that got no answer is asked again.
+    /// Ticks before a GetState that got no answer is asked again (and a request for part
+    /// of a checkpoint, of another replica).
     pub state_transfer_timeout_ticks: u64,
+    /// Requests for parts of a checkpoint a replica keeps in flight while it fetches one
+    /// (paper 5.1): the transfer's window.
+    pub checkpoint_fetch_requests_max: u32,
+    /// Pages one request for checkpoint pages names (the answer holds as many of them as
+    /// fit half a message).
+    pub checkpoint_request_pages_max: u32,
+    /// Bytes of checkpoint pages a replica sends to others per tick, so that serving a
+    /// transfer does not starve its normal work.
+    pub checkpoint_serve_bytes_per_tick: u64,
 }
 
 impl Config {
@@ -70,6 +80,11 @@ impl Config {
             view_change_timeout_ticks: 100,
             recovery_timeout_ticks: 50,
             state_transfer_timeout_ticks: 50,
+            checkpoint_fetch_requests_max: 4,
+            checkpoint_request_pages_max: 256,
+            // 64 MiB per 10 ms tick: far above what this machine's loopback moves, so it
+            // bounds a burst, not a transfer's rate.
+            checkpoint_serve_bytes_per_tick: 64 << 20,
         }
     }
 
@@ -111,6 +126,15 @@ impl Config {
         }
         if self.checkpoint_interval_ops == 0 {
             return Err(Zero("checkpoint_interval_ops"));
+        }
+        if self.checkpoint_fetch_requests_max == 0 {
+            return Err(Zero("checkpoint_fetch_requests_max"));
+        }
+        if self.checkpoint_request_pages_max == 0 {
+            return Err(Zero("checkpoint_request_pages_max"));
+        }
+        if self.checkpoint_serve_bytes_per_tick == 0 {
+            return Err(Zero("checkpoint_serve_bytes_per_tick"));
         }
         let entry_max =
             crate::protocol::ENTRY_HEADER_BYTES as u64 + self.request_body_bytes_max as u64;

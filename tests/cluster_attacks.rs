@@ -450,7 +450,7 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
         operation: Operation::Apply,
         body: Bytes::from_static(b"forged"),
     };
-    let bodies = |view: u32| -> Vec<(u32, Body)> {
+    let bodies = |view: u32, sender: u64| -> Vec<(u32, Body)> {
         vec![
             (
                 view,
@@ -497,6 +497,7 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
             (
                 view,
                 Body::NewState(NewState {
+                    sender,
                     commit: 5,
                     op: 5,
                     checkpoint: None,
@@ -517,7 +518,7 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
     for target in 0..3 {
         let view = cluster.stats(target).unwrap().u64("view") as u32;
         let posing_as = ((target + 1) % 3) as u8;
-        for (message_view, body) in bodies(view) {
+        for (message_view, body) in bodies(view, posing_as as u64) {
             // One connection per message: the replica closes a connection that sends
             // something no correct replica sends.
             let mut stream = TcpStream::connect(cluster.addresses()[target]).unwrap();

@@ -60,9 +60,6 @@ impl SimService for Drifting {
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
         }
     }
-    fn snapshot_bytes_max(value_bytes_max: u64) -> u64 {
-        Counters::snapshot_bytes_max(value_bytes_max)
-    }
     fn random_operation(shape: &WorkloadShape, prng: &mut Prng) -> Bytes {
         Counters::random_operation(shape, prng)
     }
@@ -102,9 +99,6 @@ impl StateMachine for Capped {
 impl SimService for Capped {
     fn fresh() -> Capped {
         Capped::default()
-    }
-    fn snapshot_bytes_max(value_bytes_max: u64) -> u64 {
-        Counters::snapshot_bytes_max(value_bytes_max)
     }
     fn random_operation(shape: &WorkloadShape, prng: &mut Prng) -> Bytes {
         Counters::random_operation(shape, prng)

@@ -656,6 +656,7 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
     );
     // Replica 2 answers from view 2, where ops 7..=9 (other clients) committed since.
     let new_state = NewState {
+        sender: 2,
         commit: 9,
         op: 9,
         checkpoint: None,

@@ -6,11 +6,12 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use vsr::protocol::{
-    Body, Checkpoint, Commit, Configuration, DoViewChange, Entry, GetState, Message, NewState,
-    Operation, Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request,
-    StartEpoch, StartView, StartViewChange,
+    Body, CheckpointContent, CheckpointId, CheckpointPart, CheckpointRequest, Commit,
+    Configuration, DoViewChange, Entry, GetCheckpoint, GetState, Message, NewState, Operation,
+    Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartEpoch,
+    StartView, StartViewChange,
 };
-use vsr::service::{Page, Snapshot, DIGEST_BYTES};
+use vsr::service::{Digest, DIGEST_BYTES};
 use vsr::wire::{
     self, BatchWriter, DecodeError, Frame, Header, Hello, Limits, Peer, Refusal, RefusalCode,
     Terms, Welcome, EPOCH_MAX, HEADER_BYTES, OP_MAX, VIEW_MAX,
@@ -83,20 +84,83 @@ fn view() -> impl Strategy<Value = u32> {
 }
 
 /// Up to four pages, empty ones included.
-fn snapshot() -> impl Strategy<Value = Snapshot> {
-    prop::collection::vec(payload(), 0..4)
-        .prop_map(|pages| Snapshot::new(pages.into_iter().map(Page::new).collect()))
+fn digest() -> impl Strategy<Value = Digest> {
+    any::<[u8; DIGEST_BYTES]>().prop_map(Digest)
 }
 
-fn checkpoint(op_max: u64) -> impl Strategy<Value = Checkpoint> {
-    (0..=op_max, any::<u64>(), snapshot(), snapshot()).prop_map(
-        |(op, timestamp, service, clients)| Checkpoint {
-            op,
-            timestamp,
-            service,
-            clients,
-        },
+/// A checkpoint's name, at most `op_max`, with at most 2^26 pages (the gate's bound).
+fn checkpoint_id(op_max: u64) -> impl Strategy<Value = CheckpointId> {
+    (
+        0..=op_max,
+        any::<u64>(),
+        0..1u32 << 25,
+        0..1u32 << 25,
+        digest(),
     )
+        .prop_map(
+            |(op, timestamp, service_pages, clients_pages, root)| CheckpointId {
+                op,
+                timestamp,
+                service_pages,
+                clients_pages,
+                root,
+            },
+        )
+}
+
+/// Strictly increasing page indexes.
+fn page_indexes() -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::btree_set(any::<u32>(), 0..8).prop_map(|set| set.into_iter().collect())
+}
+
+/// A manifest run's level and an aligned start.
+fn run() -> impl Strategy<Value = (u8, u32)> {
+    (0..32u8, any::<u32>()).prop_map(|(level, start)| (level, start >> level << level))
+}
+
+fn get_checkpoint() -> impl Strategy<Value = Body> {
+    let part = prop_oneof![
+        run().prop_map(|(level, start)| CheckpointRequest::Manifest { level, start }),
+        page_indexes().prop_map(CheckpointRequest::Pages),
+    ];
+    (any_op(), digest(), any::<u64>(), part).prop_map(|(op, root, asker, part)| {
+        Body::GetCheckpoint(GetCheckpoint {
+            op,
+            root,
+            asker,
+            part,
+        })
+    })
+}
+
+fn checkpoint_part() -> impl Strategy<Value = Body> {
+    let manifest = (
+        run(),
+        prop::collection::vec(digest(), 0..5),
+        prop::collection::vec(digest(), 0..5),
+    )
+        .prop_map(|((level, start), mut digests, proof)| {
+            digests.truncate(1 << level.min(8));
+            CheckpointContent::Manifest {
+                level,
+                start,
+                digests,
+                proof,
+            }
+        });
+    let pages =
+        (page_indexes(), prop::collection::vec(payload(), 8)).prop_map(|(indexes, payloads)| {
+            CheckpointContent::Pages(indexes.into_iter().zip(payloads).collect())
+        });
+    let content = prop_oneof![manifest, pages, Just(CheckpointContent::Unavailable)];
+    (any_op(), digest(), any::<u64>(), content).prop_map(|(op, root, responder, content)| {
+        Body::CheckpointPart(CheckpointPart {
+            op,
+            root,
+            responder,
+            content,
+        })
+    })
 }
 
 /// A body whose numbers are all in the gate's range and consistent with each other and
@@ -186,17 +250,18 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
             }),
         (any_op(), prop::option::of(0..u64::MAX))
             .prop_map(|(op, learner)| Body::GetState(GetState { op, learner })),
-        (op(), 0..64u64, entries(0), 0..64u64)
-            .prop_flat_map(|(op_first, extra, entries, below)| {
+        (op(), 0..64u64, entries(0), 0..64u64, any::<u64>())
+            .prop_flat_map(|(op_first, extra, entries, below, sender)| {
                 let op = op_first + entries.len() as u64 + extra;
                 let commit = op.saturating_sub(below);
                 (
-                    prop::option::of(checkpoint(commit)),
-                    Just((op_first, op, commit, entries)),
+                    prop::option::of(checkpoint_id(commit)),
+                    Just((op_first, op, commit, entries, sender)),
                 )
             })
-            .prop_map(|(checkpoint, (op_first, op, commit, entries))| {
+            .prop_map(|(checkpoint, (op_first, op, commit, entries, sender))| {
                 Body::NewState(NewState {
+                    sender,
                     commit,
                     op,
                     checkpoint,
@@ -204,6 +269,8 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
                     entries,
                 })
             }),
+        get_checkpoint(),
+        checkpoint_part(),
     ]
 }
 
@@ -623,18 +690,20 @@ fn reply_round_trips_with_each_status() {
 
 #[test]
 fn new_state_round_trips_with_and_without_checkpoint() {
-    let checkpoint = Checkpoint {
+    let checkpoint = CheckpointId {
         op: 100,
         timestamp: 5,
-        service: Snapshot::from_blob(&Bytes::from(vec![7u8; 10_000])),
-        clients: Snapshot::new(vec![Page::new(Bytes::new())]),
+        service_pages: 3,
+        clients_pages: 1,
+        root: Digest([9; DIGEST_BYTES]),
     };
     for checkpoint in [None, Some(checkpoint)] {
         for entries in [vec![], vec![entry_with(b"a"), entry_with(b"")]] {
             check_round_trip(&Frame::Message(message_with(Body::NewState(NewState {
+                sender: 1,
                 commit: 100,
                 op: 102,
-                checkpoint: checkpoint.clone(),
+                checkpoint,
                 op_first: 101,
                 entries,
             }))));
@@ -1034,18 +1103,37 @@ fn contradictory_fields_are_refused_by_name() {
         ),
         (
             message_with(Body::NewState(NewState {
+                sender: 1,
                 commit: 5,
                 op: 6,
-                checkpoint: Some(Checkpoint {
+                checkpoint: Some(CheckpointId {
                     op: 6,
                     timestamp: 1,
-                    service: Snapshot::empty(),
-                    clients: Snapshot::empty(),
+                    service_pages: 0,
+                    clients_pages: 0,
+                    root: Digest([0; DIGEST_BYTES]),
                 }),
                 op_first: 7,
                 entries: vec![],
             })),
             "new_state checkpoint above its commit",
+        ),
+        (
+            message_with(Body::NewState(NewState {
+                sender: 1,
+                commit: 6,
+                op: 6,
+                checkpoint: Some(CheckpointId {
+                    op: 6,
+                    timestamp: 1,
+                    service_pages: 1 << 26,
+                    clients_pages: 1,
+                    root: Digest([0; DIGEST_BYTES]),
+                }),
+                op_first: 7,
+                entries: vec![],
+            })),
+            "new_state checkpoint with more pages than any",
         ),
         (
             message_with(Body::Prepare(Prepare {
@@ -1069,101 +1157,68 @@ fn contradictory_fields_are_refused_by_name() {
 // ---------------------------------------------------------------------------------------
 // Checkpoints in pages.
 
-/// A NewState carrying `checkpoint` (at its commit, entries right after it).
-fn new_state_with(checkpoint: Checkpoint) -> Frame {
-    Frame::Message(message_with(Body::NewState(NewState {
-        commit: checkpoint.op,
-        op: checkpoint.op,
-        op_first: checkpoint.op + 1,
-        checkpoint: Some(checkpoint),
-        entries: vec![],
+/// A CheckpointPart of `pages` (index, bytes).
+fn pages_part(pages: Vec<(u32, Bytes)>) -> Frame {
+    Frame::Message(message_with(Body::CheckpointPart(CheckpointPart {
+        op: 64,
+        root: Digest([3; DIGEST_BYTES]),
+        responder: 2,
+        content: CheckpointContent::Pages(pages),
     })))
 }
 
-/// Where each page of `checkpoint` lies in its NewState frame: (digest and bytes, without
-/// the length between them).
-fn page_spans(checkpoint: &Checkpoint) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
-    let mut at = HEADER_BYTES + 8 + 8;
-    let mut spans = Vec::new();
-    for snapshot in [&checkpoint.service, &checkpoint.clients] {
-        at += 4; // The page count.
-        for page in snapshot.pages() {
-            let digest = at..at + DIGEST_BYTES;
-            let bytes = digest.end + 4..digest.end + 4 + page.len();
-            at = bytes.end;
-            spans.push((digest, bytes));
-        }
-    }
-    spans
-}
+/// Where the page count of a pages part sits: after the header and the root.
+const PAGE_COUNT_AT: usize = HEADER_BYTES + DIGEST_BYTES;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// A checkpoint's pages, digests and both snapshots come back exactly, and its size is
-    /// what the replicas budget for.
+    /// Pages come back exactly, as slices of the frame (never copied), and the frame is
+    /// the size the serving replica budgets for: per page its index, length and bytes.
     #[test]
-    fn checkpoints_round_trip_as_pages(checkpoint in checkpoint(OP_MAX - 1)) {
-        let frame = new_state_with(checkpoint.clone());
+    fn checkpoint_pages_round_trip_as_slices(
+        indexes in page_indexes(),
+        payloads in prop::collection::vec(payload(), 8),
+    ) {
+        let pages: Vec<(u32, Bytes)> = indexes.into_iter().zip(payloads).collect();
+        let frame = pages_part(pages.clone());
         check_round_trip(&frame);
-        let Ok(Some(Frame::Message(message))) = decode_all(&encoded(&frame)) else {
+        let mut buf = BytesMut::from(&encoded(&frame)[..]);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let Ok(Some(Frame::Message(message))) = wire::decode(&mut buf, CLUSTER, MAX) else {
             unreachable!("checked above")
         };
-        let Body::NewState(NewState { checkpoint: Some(decoded), .. }) = message.body else {
-            unreachable!("a new state with a checkpoint")
+        let Body::CheckpointPart(CheckpointPart { content: CheckpointContent::Pages(decoded), .. }) =
+            message.body
+        else {
+            unreachable!("a pages part")
         };
-        for (page, original) in decoded.pages().zip(checkpoint.pages()) {
-            prop_assert_eq!(page.digest(), original.digest());
-            prop_assert_eq!(page.bytes(), original.bytes());
+        for ((index, page), (original_index, original)) in decoded.iter().zip(&pages) {
+            prop_assert_eq!(index, original_index);
+            prop_assert_eq!(page, original);
+            if !page.is_empty() {
+                prop_assert!(range.contains(&(page.as_ptr() as usize)), "a slice of the frame");
+            }
         }
         prop_assert_eq!(
             encoded(&frame).len(),
-            HEADER_BYTES + checkpoint.size_bytes() + 4,
-            "header, checkpoint, empty entry list"
-        );
-    }
-
-    /// Any byte of a page or of its digest changed, with both frame checksums resealed so
-    /// that only the page digest can tell: the frame is refused, by name.
-    #[test]
-    fn a_page_that_does_not_match_its_digest_is_refused(
-        checkpoint in checkpoint(OP_MAX - 1),
-        which in any::<prop::sample::Index>(),
-        position in any::<prop::sample::Index>(),
-        flip in 1u8..=255,
-    ) {
-        let spans = page_spans(&checkpoint);
-        prop_assume!(!spans.is_empty());
-        let (digest, bytes) = spans[which.index(spans.len())].clone();
-        let positions: Vec<usize> = digest.chain(bytes).collect();
-        let mut frame = encoded(&new_state_with(checkpoint));
-        frame[positions[position.index(positions.len())]] ^= flip;
-        reseal(&mut frame, |_| {});
-        prop_assert_eq!(
-            decode_all(&frame),
-            Err(DecodeError::Malformed("checkpoint page does not match its digest"))
+            HEADER_BYTES + DIGEST_BYTES + 4 + pages.iter().map(|(_, p)| 8 + p.len()).sum::<usize>()
         );
     }
 
     /// A page count larger than the body could hold is refused before it sizes anything.
     #[test]
     fn a_page_count_beyond_the_body_is_refused(
-        checkpoint in checkpoint(OP_MAX - 1),
+        indexes in page_indexes(),
+        payloads in prop::collection::vec(payload(), 8),
         count in 1u32..,
-        clients in any::<bool>(),
     ) {
-        let mut frame = encoded(&new_state_with(checkpoint.clone()));
-        let service_count_at = HEADER_BYTES + 16;
-        let at = if clients {
-            page_spans(&checkpoint)
-                .get(checkpoint.service.pages().len().wrapping_sub(1))
-                .map_or(service_count_at + 4, |(_, bytes)| bytes.end)
-        } else {
-            service_count_at
-        };
+        let pages: Vec<(u32, Bytes)> = indexes.into_iter().zip(payloads).collect();
+        let mut frame = encoded(&pages_part(pages));
+        let at = PAGE_COUNT_AT;
         let old = u32::from_le_bytes(frame[at..at + 4].try_into().unwrap());
         let count = old.saturating_add(count);
-        let room = (frame.len() - at - 4) / (DIGEST_BYTES + 4);
+        let room = (frame.len() - at - 4) / 8;
         prop_assume!(count as usize > room);
         frame[at..at + 4].copy_from_slice(&count.to_le_bytes());
         reseal(&mut frame, |_| {});
@@ -1172,6 +1227,76 @@ proptest! {
             Err(DecodeError::Malformed("checkpoint page count exceeds body"))
         );
     }
+}
+
+/// Page indexes that do not increase (a repeat, or out of order) have another encoding
+/// of the same request: refused, in asks and in answers.
+#[test]
+fn page_indexes_must_increase() {
+    let get = |indexes: Vec<u32>| {
+        Frame::Message(message_with(Body::GetCheckpoint(GetCheckpoint {
+            op: 1,
+            root: Digest([1; DIGEST_BYTES]),
+            asker: 4,
+            part: CheckpointRequest::Pages(indexes),
+        })))
+    };
+    let part =
+        |indexes: Vec<u32>| pages_part(indexes.into_iter().map(|i| (i, Bytes::new())).collect());
+    for indexes in [vec![3, 3], vec![5, 2], vec![0, 1, 1]] {
+        // The encoder writes what it is given; the decoder refuses it.
+        for frame in [get(indexes.clone()), part(indexes)] {
+            assert_eq!(
+                decode_all(&encoded(&frame)),
+                Err(DecodeError::Malformed(
+                    "checkpoint page indexes not increasing"
+                ))
+            );
+        }
+    }
+    check_round_trip(&get(vec![0, 1, 7, u32::MAX]));
+}
+
+/// A manifest run is `2^level` pages from an aligned start, within `u32` pages, and
+/// holds at most `2^level` digests.
+#[test]
+fn manifest_runs_are_aligned_and_bounded() {
+    let ask = |level: u8, start: u32| {
+        Frame::Message(message_with(Body::GetCheckpoint(GetCheckpoint {
+            op: 1,
+            root: Digest([1; DIGEST_BYTES]),
+            asker: 4,
+            part: CheckpointRequest::Manifest { level, start },
+        })))
+    };
+    let answer = |level: u8, start: u32, digests: usize| {
+        Frame::Message(message_with(Body::CheckpointPart(CheckpointPart {
+            op: 1,
+            root: Digest([1; DIGEST_BYTES]),
+            responder: 4,
+            content: CheckpointContent::Manifest {
+                level,
+                start,
+                digests: vec![Digest([2; DIGEST_BYTES]); digests],
+                proof: vec![],
+            },
+        })))
+    };
+    let refused = |frame: Frame, reason: &'static str| {
+        assert_eq!(
+            decode_all(&encoded(&frame)),
+            Err(DecodeError::Malformed(reason))
+        );
+    };
+    refused(ask(32, 0), "checkpoint manifest level beyond u32 pages");
+    refused(ask(2, 6), "checkpoint manifest run not aligned");
+    refused(answer(3, 4, 1), "checkpoint manifest run not aligned");
+    refused(
+        answer(1, 2, 3),
+        "checkpoint manifest run longer than its level",
+    );
+    check_round_trip(&ask(31, 1 << 31));
+    check_round_trip(&answer(2, 8, 4));
 }
 
 /// A StartEpoch names its epoch twice (envelope and configuration): a frame where they

@@ -154,6 +154,9 @@ impl Effect {
             | Body::Recovery(_)
             | Body::GetState(_)
             | Body::StartEpoch(_) => Reliance::Nothing,
+            // A checkpoint's parts are committed state, checked against a root that a
+            // NewState (which relies on every write) named.
+            Body::GetCheckpoint(_) | Body::CheckpointPart(_) => Reliance::Nothing,
             // EpochStarted lets a replaced replica shut down: the sender's state for the
             // new epoch must be durable first.
             Body::PrepareOk(_)

@@ -5,7 +5,8 @@
 //! connection's read buffer and cloning an entry never copies its payload.
 
 use super::configuration::{Configuration, ReplicaId};
-use crate::service::{Page, Snapshot, DIGEST_BYTES};
+use crate::service::merkle::MerkleTree;
+use crate::service::{Digest, Page, Snapshot, DIGEST_BYTES};
 use bytes::Bytes;
 
 /// A view number (paper 4). The primary of view `v` is replica `v mod n`.
@@ -119,8 +120,13 @@ pub enum Body {
     RecoveryResponse(RecoveryResponse),
     /// Paper 5.2: ask for the log after `op`.
     GetState(GetState),
-    /// Paper 5.2 / 5.1: the answer, with a checkpoint when the entries are trimmed.
+    /// Paper 5.2 / 5.1: the answer, naming a checkpoint when the entries are trimmed.
     NewState(NewState),
+    /// Paper 5.1: ask for part of a checkpoint named in a NewState (its manifest, or
+    /// pages).
+    GetCheckpoint(GetCheckpoint),
+    /// The answer to a [`GetCheckpoint`].
+    CheckpointPart(CheckpointPart),
     /// Paper 7.1 step 3 and 7.3 step 3: an epoch started; join it.
     StartEpoch(StartEpoch),
     /// Paper 7.2 step 3: a member of the new epoch holds its starting state.
@@ -347,17 +353,127 @@ pub const CHECKPOINT_HEADER_BYTES: usize = 8 + 8 + 4 + 4;
 /// Bytes in front of each page of a checkpoint on the wire: its digest and its length.
 pub const PAGE_HEADER_BYTES: usize = DIGEST_BYTES + 4;
 
+/// What names a checkpoint (paper 5.1): its op and timestamp, how its pages split
+/// between the service and the client table, and the root of the Merkle tree over all
+/// its pages ([`MerkleTree`]), which every page of it can be checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointId {
+    /// The last op the checkpoint includes.
+    pub op: Op,
+    /// The timestamp of that op.
+    pub timestamp: u64,
+    /// How many of its pages are the service's (the client table's follow).
+    pub service_pages: u32,
+    /// How many pages the client table's snapshot has.
+    pub clients_pages: u32,
+    /// The root of the Merkle tree over every page digest, service's then clients'.
+    pub root: Digest,
+}
+
+/// Bytes of a [`CheckpointId`] on the wire.
+pub const CHECKPOINT_ID_BYTES: usize = 8 + 8 + 4 + 4 + DIGEST_BYTES;
+
+impl CheckpointId {
+    /// The name of `checkpoint`, whose pages `tree` was built over.
+    pub fn of(checkpoint: &Checkpoint, tree: &MerkleTree) -> CheckpointId {
+        debug_assert_eq!(tree.leaves(), checkpoint.pages().count());
+        CheckpointId {
+            op: checkpoint.op,
+            timestamp: checkpoint.timestamp,
+            service_pages: u32::try_from(checkpoint.service.pages().len())
+                .expect("a snapshot's pages are counted in u32"),
+            clients_pages: u32::try_from(checkpoint.clients.pages().len())
+                .expect("a snapshot's pages are counted in u32"),
+            root: tree.root(),
+        }
+    }
+
+    /// How many pages the checkpoint has.
+    pub fn pages(&self) -> u64 {
+        u64::from(self.service_pages) + u64::from(self.clients_pages)
+    }
+}
+
+/// Ask for part of the checkpoint `root` names (paper 5.1), from any replica that may
+/// hold it. The asker names itself, since it may be no member of the asked replica's
+/// epoch; the answer goes to that identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetCheckpoint {
+    /// The checkpoint's op (for logs: the root names it).
+    pub op: Op,
+    /// The root of the checkpoint's Merkle tree.
+    pub root: Digest,
+    /// Who asks.
+    pub asker: ReplicaId,
+    /// What part.
+    pub part: CheckpointRequest,
+}
+
+/// The part of a checkpoint a [`GetCheckpoint`] asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointRequest {
+    /// The page digests of the aligned run of `2^level` pages from `start`, with the
+    /// proof that connects them to the root.
+    Manifest {
+        /// The run has `2^level` leaves (fewer at the end of the pages).
+        level: u8,
+        /// The first page of the run (a multiple of `2^level`).
+        start: u32,
+    },
+    /// The pages at these indexes (strictly increasing); the answer may hold a prefix.
+    Pages(Vec<u32>),
+}
+
+/// The answer to a [`GetCheckpoint`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointPart {
+    /// The checkpoint's op.
+    pub op: Op,
+    /// The root of the checkpoint's Merkle tree.
+    pub root: Digest,
+    /// Who answers (the asker stops asking a replica that lacks the checkpoint).
+    pub responder: ReplicaId,
+    /// What it holds.
+    pub content: CheckpointContent,
+}
+
+/// What a [`CheckpointPart`] holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointContent {
+    /// The page digests of an aligned run and the proof for it
+    /// ([`crate::service::merkle::verify_run`]).
+    Manifest {
+        /// As asked.
+        level: u8,
+        /// As asked.
+        start: u32,
+        /// The run's page digests (none past the last page).
+        digests: Vec<Digest>,
+        /// The sibling digests from the run up to the top, bottom up.
+        proof: Vec<Digest>,
+    },
+    /// Pages with their indexes, increasing: a prefix of those asked for, as many as
+    /// fit the answer.
+    Pages(Vec<(u32, Bytes)>),
+    /// The responder does not hold this checkpoint (any more).
+    Unavailable,
+}
+
 /// The answer to [`GetState`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewState {
+    /// Who answers: the first replica to ask for the checkpoint it names (the envelope's
+    /// index does not say, when the sender is no member of its epoch).
+    pub sender: ReplicaId,
     /// The responder's commit number: entries up to here are committed.
     pub commit: Op,
     /// The last op the responder vouches for: its op when it is normal in the asker's
     /// view (then every entry up to here belongs to that view's log), else its commit.
     /// The answer is complete when its entries reach this op.
     pub op: Op,
-    /// A checkpoint to start from when the asked-for entries are trimmed.
-    pub checkpoint: Option<Checkpoint>,
+    /// The checkpoint to start from when the asked-for entries are trimmed: named, not
+    /// carried; the receiver fetches the pages it lacks ([`GetCheckpoint`]).
+    pub checkpoint: Option<CheckpointId>,
     /// The op number of `entries[0]`.
     pub op_first: Op,
     /// Entries from `op_first`, in order (possibly empty).
@@ -398,6 +514,8 @@ impl Body {
             Body::RecoveryResponse(_) => "recovery_response",
             Body::GetState(_) => "get_state",
             Body::NewState(_) => "new_state",
+            Body::GetCheckpoint(_) => "get_checkpoint",
+            Body::CheckpointPart(_) => "checkpoint_part",
             Body::StartEpoch(_) => "start_epoch",
             Body::EpochStarted => "epoch_started",
         }

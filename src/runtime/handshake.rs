@@ -419,6 +419,9 @@ pub fn check_sender(
     let named = match &message.body {
         Body::GetState(get_state) => get_state.learner,
         Body::StartEpoch(start_epoch) => Some(start_epoch.sender),
+        Body::NewState(new_state) => Some(new_state.sender),
+        Body::GetCheckpoint(get) => Some(get.asker),
+        Body::CheckpointPart(part) => Some(part.responder),
         _ => None,
     };
     if let Some(named) = named.filter(|&named| named != from) {

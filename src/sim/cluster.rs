@@ -2084,6 +2084,24 @@ fn summarize(message: &Message) -> String {
             s.sender
         ),
         Body::EpochStarted => String::new(),
+        Body::GetCheckpoint(g) => format!("op {} asker {} {:?}", g.op, g.asker, g.part),
+        Body::CheckpointPart(p) => match &p.content {
+            crate::protocol::CheckpointContent::Manifest { start, digests, .. } => {
+                format!(
+                    "op {} manifest from {start}: {} digests",
+                    p.op,
+                    digests.len()
+                )
+            }
+            crate::protocol::CheckpointContent::Pages(pages) => {
+                format!(
+                    "op {} pages {:?}",
+                    p.op,
+                    pages.iter().map(|(i, _)| i).collect::<Vec<_>>()
+                )
+            }
+            crate::protocol::CheckpointContent::Unavailable => format!("op {} unavailable", p.op),
+        },
     };
     format!("{} view {} {detail}", message.body.name(), message.view)
 }
@@ -2107,4 +2125,14 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.entries_committed += stats.entries_committed;
     total.messages_dropped += stats.messages_dropped;
     total.empty_cluster_starts += stats.empty_cluster_starts;
+    total.checkpoint_fetches += stats.checkpoint_fetches;
+    total.checkpoint_fetches_retargeted += stats.checkpoint_fetches_retargeted;
+    total.checkpoint_fetches_completed += stats.checkpoint_fetches_completed;
+    total.checkpoint_pages_fetched += stats.checkpoint_pages_fetched;
+    total.checkpoint_bytes_fetched += stats.checkpoint_bytes_fetched;
+    total.checkpoint_pages_reused += stats.checkpoint_pages_reused;
+    total.checkpoint_pages_refetched += stats.checkpoint_pages_refetched;
+    total.checkpoint_parts_corrupt += stats.checkpoint_parts_corrupt;
+    total.checkpoint_pages_served += stats.checkpoint_pages_served;
+    total.checkpoint_bytes_served += stats.checkpoint_bytes_served;
 }

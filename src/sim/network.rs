@@ -15,7 +15,8 @@
 //! replicas are never partitioned; only drops and delays touch them.
 
 use super::prng::Prng;
-use crate::protocol::{Body, Message, ReplicaIndex};
+use crate::protocol::{Body, CheckpointContent, CheckpointPart, Message, ReplicaIndex};
+use bytes::Bytes;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -59,6 +60,11 @@ pub struct NetworkFaults {
     pub replay_ppm: u32,
     /// The oldest a replayed message may be, in steps since it was first sent.
     pub replay_age_max_steps: u64,
+    /// Chance that a message carrying checkpoint pages arrives with one page's bytes
+    /// changed: a replica that serves a corrupted page (its memory or disk went bad; the
+    /// frame's checksums are computed over what it sends). The receiver must find it by
+    /// the page's digest and fetch the page again.
+    pub corrupt_page_ppm: u32,
 }
 
 impl NetworkFaults {
@@ -73,6 +79,7 @@ impl NetworkFaults {
             delay_long_max_steps: 3,
             replay_ppm: 0,
             replay_age_max_steps: 0,
+            corrupt_page_ppm: 0,
         }
     }
 }
@@ -98,6 +105,8 @@ pub struct NetworkCounts {
     pub replayed: u64,
     /// Messages held back for a later replay only (`hold`).
     pub held: u64,
+    /// Checkpoint pages corrupted on their way (`corrupt_page`).
+    pub pages_corrupted: u64,
 }
 
 /// Messages kept for `replay` at most.
@@ -196,7 +205,33 @@ impl Network {
         if prng.chance(self.faults.duplicate_ppm) {
             self.duplicate(prng, now, &envelope);
         }
+        let envelope = self.corrupt_page(prng, now, envelope);
         self.delay(prng, now, envelope);
+    }
+
+    /// `corrupt_page`: one byte of one checkpoint page changes (or one is added to an
+    /// empty page), as a source with bad memory would send it.
+    fn corrupt_page(&mut self, prng: &mut Prng, now: u64, mut envelope: Envelope) -> Envelope {
+        let Body::CheckpointPart(CheckpointPart {
+            content: CheckpointContent::Pages(pages),
+            ..
+        }) = &mut envelope.message.body
+        else {
+            return envelope;
+        };
+        if pages.is_empty() || !prng.chance(self.faults.corrupt_page_ppm) {
+            return envelope;
+        }
+        let which = prng.below(pages.len() as u64) as usize;
+        let mut bytes = pages[which].1.to_vec();
+        match bytes.len() {
+            0 => bytes.push(prng.below(256) as u8),
+            len => bytes[prng.below(len as u64) as usize] ^= 1 + prng.below(255) as u8,
+        }
+        pages[which].1 = Bytes::from(bytes);
+        self.counts.pages_corrupted += 1;
+        self.log(now, "corrupt_page", &envelope);
+        envelope
     }
 
     /// `drop`: the message is lost.

@@ -194,18 +194,7 @@ pub fn options_for_seed_of<S: SimService>(
     // At most 100, so that every ordinary operation (a cas carries two values) stays under
     // `request_body_bytes_max` = 256 (`workload::tests`).
     let value_bytes_max = *prng.pick(&[1, 1, 48, 100]);
-    let checkpoint_bytes_max = checkpoint_bytes_max(
-        client_count,
-        value_bytes_max,
-        S::snapshot_bytes_max(value_bytes_max),
-    );
-    let config = sim_config(
-        &mut prng,
-        seed,
-        replica_count,
-        clients_max,
-        checkpoint_bytes_max,
-    );
+    let config = sim_config(&mut prng, seed, replica_count, clients_max);
     let fault_steps_scale = if prng.chance(125_000) { 2 } else { 1 };
     let disks = disks(seed, run);
     let mut faults = FaultRates::draw(&mut prng);
@@ -315,21 +304,6 @@ fn write_delay_steps_max(seed: u64, run: &RunOptions) -> u64 {
     }
 }
 
-/// The largest checkpoint a run can take: the service's largest snapshot (`service`
-/// bytes) and a client table of every client, with values (and so replies) of up to
-/// `value_bytes_max`. Checkpoints still travel whole in one NewState, so messages must
-/// hold one, with its pages' headers (each snapshot cut into pages of at most
-/// `PAGE_BYTES_TARGET`, one more where a page boundary falls between records).
-fn checkpoint_bytes_max(client_count: usize, value_bytes_max: u64, service: u64) -> u64 {
-    use crate::protocol::{CHECKPOINT_HEADER_BYTES, PAGE_HEADER_BYTES};
-    use crate::service::PAGE_BYTES_TARGET;
-    let clients = 4 + client_count as u64 * (36 + 32 + value_bytes_max);
-    let pages = |bytes: u64| bytes.div_ceil(PAGE_BYTES_TARGET as u64) + 1;
-    let headers = CHECKPOINT_HEADER_BYTES as u64
-        + PAGE_HEADER_BYTES as u64 * (pages(service) + pages(clients));
-    service + clients + headers
-}
-
 /// A small configuration so that pipelines fill, checkpoints happen and timeouts fire
 /// within a few thousand steps.
 ///
@@ -339,18 +313,12 @@ fn checkpoint_bytes_max(client_count: usize, value_bytes_max: u64, service: u64)
 /// dozen and recoveries, joins and a new primary's fetches take several. Half draw long
 /// logs (checkpoints up to 512 ops apart, tails up to 256), so that there is a lot to
 /// transfer.
-pub fn sim_config(
-    prng: &mut Prng,
-    seed: u64,
-    replica_count: u8,
-    clients_max: u32,
-    checkpoint_bytes_max: u64,
-) -> Config {
+pub fn sim_config(prng: &mut Prng, seed: u64, replica_count: u8, clients_max: u32) -> Config {
     let mut config = Config::new(seed as u128 | 1 << 64, replica_count);
     config.pipeline_prepares_max = prng.between(1, 4) as u32;
     config.batch_entries_max = prng.between(1, 8) as u32;
     config.request_body_bytes_max = 256;
-    draw_message_limits(prng, &mut config, checkpoint_bytes_max);
+    draw_message_limits(prng, &mut config);
     config.clients_max = clients_max;
     if prng.chance(500_000) {
         config.checkpoint_interval_ops = prng.between(64, 512);
@@ -367,13 +335,30 @@ pub fn sim_config(
     // Not drawn, so that every seed replays as before the two timeouts had names of their
     // own (state transfer used the recovery timeout).
     config.state_transfer_timeout_ticks = config.recovery_timeout_ticks;
+    draw_checkpoint_transfer(prng, &mut config);
     config.validate().expect("the simulator's config is valid");
     config
 }
 
+/// The checkpoint transfer's window, request size and serving budget: from one page per
+/// request, one request at a time and a budget of one page per tick (so that transfers
+/// take many parts, and answers wait for the budget), to the defaults.
+fn draw_checkpoint_transfer(prng: &mut Prng, config: &mut Config) {
+    if prng.chance(250_000) {
+        return;
+    }
+    config.checkpoint_fetch_requests_max = prng.between(1, 4) as u32;
+    config.checkpoint_request_pages_max = prng.between(1, 4) as u32;
+    config.checkpoint_serve_bytes_per_tick = if prng.chance(500_000) {
+        prng.between(1, 8192)
+    } else {
+        64 << 20
+    };
+}
+
 /// Batch, pipeline and message limits: the old roomy ones (1 MiB messages, so every
 /// transfer fits one NewState) or small ones near `Config::validate`'s minimum.
-fn draw_message_limits(prng: &mut Prng, config: &mut Config, checkpoint_bytes_max: u64) {
+fn draw_message_limits(prng: &mut Prng, config: &mut Config) {
     if prng.chance(500_000) {
         config.batch_bytes_max = 4096;
         config.pipeline_bytes_max = 4 * 4096;
@@ -388,8 +373,9 @@ fn draw_message_limits(prng: &mut Prng, config: &mut Config, checkpoint_bytes_ma
     // the replicas' own floor for sending a checkpoint (see `on_get_state`), with room
     // for a few entries beside it.
     let validate_floor = (config.pipeline_bytes_max + batch) * 2 + 4096;
-    let checkpoint_floor = 4096 + checkpoint_bytes_max + 2 * entry_max;
-    let floor = validate_floor.max(checkpoint_floor);
+    // A checkpoint travels in parts (`fetch_checkpoint`), and a page fits any valid
+    // message: checkpoints larger than a message take many.
+    let floor = validate_floor;
     let slack = if prng.chance(250_000) {
         0
     } else {
@@ -634,6 +620,7 @@ impl Totals {
         n.delayed += run.network.delayed;
         n.overflowed += run.network.overflowed;
         n.replayed += run.network.replayed;
+        n.pages_corrupted += run.network.pages_corrupted;
         n.held += run.network.held;
         let regime = match run.regime {
             Regime::Calm => 0,
@@ -667,6 +654,19 @@ impl fmt::Display for Totals {
             f,
             "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}  empty cluster starts {}",
             s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions, s.empty_cluster_starts
+        )?;
+        writeln!(
+            f,
+            "checkpoint fetches {} (completed {}, moved to a newer checkpoint {})  pages fetched {} ({} bytes) reused {} asked again {} corrupt {} (corrupted on the way {})",
+            s.checkpoint_fetches,
+            s.checkpoint_fetches_completed,
+            s.checkpoint_fetches_retargeted,
+            s.checkpoint_pages_fetched,
+            s.checkpoint_bytes_fetched,
+            s.checkpoint_pages_reused,
+            s.checkpoint_pages_refetched,
+            s.checkpoint_parts_corrupt,
+            n.pages_corrupted
         )?;
         let t = &self.transfers;
         writeln!(

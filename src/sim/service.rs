@@ -39,11 +39,6 @@ pub trait SimService: StateMachine + PartialEq + std::fmt::Debug + Sized + 'stat
     /// A fresh instance: every replica, and the reference model, start from one.
     fn fresh() -> Self;
 
-    /// The largest snapshot the service can take when every value the workload writes
-    /// is at most `value_bytes_max` bytes. Checkpoints travel whole in one message, and
-    /// the simulator sizes messages to hold the largest.
-    fn snapshot_bytes_max(value_bytes_max: u64) -> u64;
-
     /// The next operation a client submits: at most `shape.request_body_bytes_max` bytes
     /// (longer ones are refused by the replicas; see `oversized_operation`).
     fn random_operation(shape: &WorkloadShape, prng: &mut Prng) -> Bytes;
@@ -74,11 +69,6 @@ pub trait SimService: StateMachine + PartialEq + std::fmt::Debug + Sized + 'stat
 impl SimService for Kv {
     fn fresh() -> Kv {
         Kv::new()
-    }
-
-    fn snapshot_bytes_max(value_bytes_max: u64) -> u64 {
-        // Every key the workload can use, each with its length, value length and value.
-        8 + super::workload::KEYS_MAX as u64 * (8 + 8 + value_bytes_max)
     }
 
     fn random_operation(shape: &WorkloadShape, prng: &mut Prng) -> Bytes {

@@ -193,6 +193,8 @@ impl Storage {
             | Body::Recovery(_)
             | Body::GetState(_)
             | Body::StartEpoch(_)
+            | Body::GetCheckpoint(_)
+            | Body::CheckpointPart(_)
             | Body::EpochStarted => Ok(()),
         }
     }

@@ -376,6 +376,7 @@ mod tests {
             view: 0,
             replica: from,
             body: Body::NewState(NewState {
+                sender: from as u64,
                 commit: op,
                 op,
                 checkpoint: None,

@@ -12,7 +12,7 @@ use crate::client::ClientSession;
 use crate::config::Config;
 use crate::protocol::*;
 use crate::service::kv::KvOp;
-use crate::service::{Kv, Page, Snapshot};
+use crate::service::{Digest, Kv, DIGEST_BYTES};
 use crate::testing::MemoryCluster;
 use bytes::Bytes;
 
@@ -123,7 +123,7 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
     let view = pick_view(target.view(), c);
     let replica = c.below(4);
     let mut epoch = pick_epoch(target.epoch(), c);
-    let body = match c.below(15) {
+    let body = match c.below(17) {
         0 => Body::Prepare(Prepare {
             op_first: pick_op(target, c),
             commit: pick_op(target, c),
@@ -182,13 +182,15 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
             learner: (c.below(4) == 0).then(|| c.below(8) as ReplicaId),
         }),
         9 => {
-            let checkpoint = (c.below(3) == 0).then(|| Checkpoint {
+            let checkpoint = (c.below(3) == 0).then(|| CheckpointId {
                 op: pick_op(target, c),
                 timestamp: c.u64(),
-                service: pages(c),
-                clients: pages(c),
+                service_pages: c.below(4) as u32,
+                clients_pages: c.below(3) as u32,
+                root: pick_root(target, c),
             });
             Body::NewState(NewState {
+                sender: c.below(8) as ReplicaId,
                 commit: pick_op(target, c),
                 op: pick_op(target, c),
                 op_first: checkpoint
@@ -219,6 +221,47 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
             })
         }
         14 => Body::EpochStarted,
+        15 => Body::GetCheckpoint(GetCheckpoint {
+            op: pick_op(target, c),
+            root: pick_root(target, c),
+            asker: c.below(8) as ReplicaId,
+            part: if c.below(2) == 0 {
+                let level = c.below(4);
+                CheckpointRequest::Manifest {
+                    level,
+                    start: (c.below(4) as u32) << level,
+                }
+            } else {
+                let mut indexes: Vec<u32> = (0..c.below(4)).map(|_| c.below(8) as u32).collect();
+                indexes.sort_unstable();
+                indexes.dedup();
+                CheckpointRequest::Pages(indexes)
+            },
+        }),
+        16 => Body::CheckpointPart(CheckpointPart {
+            op: pick_op(target, c),
+            root: pick_root(target, c),
+            responder: c.below(8) as ReplicaId,
+            content: match c.below(3) {
+                0 => {
+                    let level = c.below(3);
+                    CheckpointContent::Manifest {
+                        level,
+                        start: (c.below(4) as u32) << level,
+                        digests: (0..c.below(5)).map(|_| digest(c)).collect(),
+                        proof: (0..c.below(4)).map(|_| digest(c)).collect(),
+                    }
+                }
+                1 => {
+                    let mut indexes: Vec<u32> =
+                        (0..c.below(4)).map(|_| c.below(8) as u32).collect();
+                    indexes.sort_unstable();
+                    indexes.dedup();
+                    CheckpointContent::Pages(indexes.into_iter().map(|i| (i, bytes(c))).collect())
+                }
+                _ => CheckpointContent::Unavailable,
+            },
+        }),
         _ => Body::Reply(Reply {
             client: c.u64(),
             session: 0,
@@ -305,10 +348,19 @@ fn entries(c: &mut Choices<'_>) -> Vec<Entry> {
         .collect()
 }
 
-/// Up to three pages of arbitrary bytes, empty ones included. Their digests are right:
-/// the wire's gate refuses a page that does not match its digest before a replica sees it.
-fn pages(c: &mut Choices<'_>) -> Snapshot {
-    Snapshot::new((0..c.below(4)).map(|_| Page::new(bytes(c))).collect())
+/// The root of the target's checkpoint (so that a forged part may match what it
+/// serves or fetches), or an arbitrary one.
+fn pick_root(target: &Replica<Kv>, c: &mut Choices<'_>) -> Digest {
+    match (c.below(2), target.checkpoint_id()) {
+        (0, Some(id)) => id.root,
+        _ => digest(c),
+    }
+}
+
+fn digest(c: &mut Choices<'_>) -> Digest {
+    let mut digest = [0; DIGEST_BYTES];
+    digest.iter_mut().for_each(|byte| *byte = c.u8());
+    Digest(digest)
 }
 
 fn bytes(c: &mut Choices<'_>) -> Bytes {

@@ -19,12 +19,12 @@ use super::greeting::{
 use super::header::{Command, Header, HEADER_BYTES};
 use super::range;
 use crate::protocol::{
-    Body, Checkpoint, Commit, Configuration, DoViewChange, Entry, GetState, Message, NewState, Op,
-    Operation, Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request,
-    StartEpoch, StartView, StartViewChange, CHECKPOINT_HEADER_BYTES, ENTRY_HEADER_BYTES,
-    PAGE_HEADER_BYTES,
+    Body, CheckpointContent, CheckpointId, CheckpointPart, CheckpointRequest, Commit,
+    Configuration, DoViewChange, Entry, GetCheckpoint, GetState, Message, NewState, Op, Operation,
+    Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartEpoch,
+    StartView, StartViewChange, CHECKPOINT_ID_BYTES, ENTRY_HEADER_BYTES,
 };
-use crate::service::{Digest, Page, Snapshot};
+use crate::service::{Digest, DIGEST_BYTES};
 use bytes::{Bytes, BytesMut};
 
 use DecodeError::Malformed;
@@ -148,9 +148,11 @@ fn used_fields(command: Command) -> u16 {
         StartView => ENVELOPE | OP | COMMIT | OP_FIRST,
         Recovery => ENVELOPE | NONCE,
         RecoveryResponse => ENVELOPE | CODE | NONCE | OP | COMMIT | OP_FIRST,
-        NewState => ENVELOPE | CODE | OP | COMMIT | OP_FIRST,
+        NewState => ENVELOPE | CODE | OP | COMMIT | OP_FIRST | NONCE,
         StartEpoch => ENVELOPE | OP | NONCE,
         EpochStarted => ENVELOPE,
+        GetCheckpoint => ENVELOPE | CODE | OP | NONCE,
+        CheckpointPart => ENVELOPE | CODE | OP | NONCE,
         // `client` is the speaker's identity (a client id or a replica identity), `epoch`
         // the epoch of the members it lists.
         Hello => CODE | CLIENT | EPOCH,
@@ -360,6 +362,8 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
                 .ok_or(Malformed("start_epoch configuration"))?,
         }),
         Command::EpochStarted => Body::EpochStarted,
+        Command::GetCheckpoint => Body::GetCheckpoint(parse_get_checkpoint(header, reader)?),
+        Command::CheckpointPart => Body::CheckpointPart(parse_checkpoint_part(header, reader)?),
         Command::Hello
         | Command::Welcome
         | Command::Proof
@@ -390,17 +394,114 @@ fn parse_prepare(header: &Header, reader: &mut Reader) -> Result<Prepare, Decode
 
 fn parse_new_state(header: &Header, reader: &mut Reader) -> Result<NewState, DecodeError> {
     let checkpoint = if flag(header.code, "checkpoint flag is neither 0 nor 1")? {
-        Some(reader.checkpoint()?)
+        Some(reader.checkpoint_id()?)
     } else {
         None
     };
     Ok(NewState {
+        sender: header.nonce,
         commit: header.commit,
         op: header.op,
         checkpoint,
         op_first: header.op_first,
         entries: entries_from(header.op_first, reader)?,
     })
+}
+
+/// A GetCheckpoint: the root, then (code 0) a manifest run's level and start, or (code 1)
+/// a `u32` count of strictly increasing page indexes.
+fn parse_get_checkpoint(
+    header: &Header,
+    reader: &mut Reader,
+) -> Result<GetCheckpoint, DecodeError> {
+    let root = Digest(reader.take()?);
+    let part = match header.code {
+        0 => {
+            let [level] = reader.take()?;
+            let start = reader.u32()?;
+            check_run(level, start)?;
+            CheckpointRequest::Manifest { level, start }
+        }
+        1 => CheckpointRequest::Pages(reader.page_indexes()?),
+        _ => {
+            return Err(Malformed(
+                "get_checkpoint part is neither manifest nor pages",
+            ))
+        }
+    };
+    Ok(GetCheckpoint {
+        op: header.op,
+        root,
+        asker: header.nonce,
+        part,
+    })
+}
+
+/// A CheckpointPart: the root, then (code 0) a manifest run: level, start, a `u32` count
+/// of digests and a `u32` count of proof digests; (code 1) a `u32` count of pages, each
+/// an index (strictly increasing) and a length-prefixed payload; (code 2) nothing.
+fn parse_checkpoint_part(
+    header: &Header,
+    reader: &mut Reader,
+) -> Result<CheckpointPart, DecodeError> {
+    let root = Digest(reader.take()?);
+    let content = match header.code {
+        0 => {
+            let [level] = reader.take()?;
+            let start = reader.u32()?;
+            check_run(level, start)?;
+            let digests = reader.digests()?;
+            if digests.len() as u64 > 1u64 << level {
+                return Err(Malformed("checkpoint manifest run longer than its level"));
+            }
+            let proof = reader.digests()?;
+            if proof.len() > 32 {
+                return Err(Malformed("checkpoint manifest proof longer than a tree"));
+            }
+            CheckpointContent::Manifest {
+                level,
+                start,
+                digests,
+                proof,
+            }
+        }
+        1 => {
+            let count = reader.u32()? as usize;
+            // The count is checked against the bytes present before it sizes an allocation.
+            if count > reader.remaining() / 8 {
+                return Err(Malformed("checkpoint page count exceeds body"));
+            }
+            let mut pages: Vec<(u32, Bytes)> = Vec::with_capacity(count);
+            for _ in 0..count {
+                let index = reader.u32()?;
+                if pages.last().is_some_and(|&(last, _)| last >= index) {
+                    return Err(Malformed("checkpoint page indexes not increasing"));
+                }
+                pages.push((index, reader.payload()?));
+            }
+            CheckpointContent::Pages(pages)
+        }
+        2 => CheckpointContent::Unavailable,
+        _ => return Err(Malformed("checkpoint_part content unknown")),
+    };
+    Ok(CheckpointPart {
+        op: header.op,
+        root,
+        responder: header.nonce,
+        content,
+    })
+}
+
+/// A manifest run of `2^level` pages from `start`: within the `u32` page indexes, and
+/// aligned.
+fn check_run(level: u8, start: u32) -> Result<(), DecodeError> {
+    if level >= 32 {
+        return Err(Malformed("checkpoint manifest level beyond u32 pages"));
+    }
+    if !start.is_multiple_of(1u32 << level) {
+        return Err(Malformed("checkpoint manifest run not aligned"));
+    }
+    Ok(())
 }
 
 /// An entry list whose first op is `op_first`: its op range must fit in an `Op`.
@@ -505,36 +606,44 @@ impl Reader {
         Ok(entries)
     }
 
-    fn checkpoint(&mut self) -> Result<Checkpoint, DecodeError> {
-        if self.remaining() < CHECKPOINT_HEADER_BYTES + ENTRIES_COUNT_BYTES {
-            return Err(Malformed("body too short for a checkpoint"));
+    fn checkpoint_id(&mut self) -> Result<CheckpointId, DecodeError> {
+        if self.remaining() < CHECKPOINT_ID_BYTES + ENTRIES_COUNT_BYTES {
+            return Err(Malformed("body too short for a checkpoint id"));
         }
-        Ok(Checkpoint {
+        Ok(CheckpointId {
             op: self.u64()?,
             timestamp: self.u64()?,
-            service: self.pages()?,
-            clients: self.pages()?,
+            service_pages: self.u32()?,
+            clients_pages: self.u32()?,
+            root: Digest(self.take()?),
         })
     }
 
-    /// A page list as written by `encode::write_pages`. Every page is checked against its
-    /// digest here, so past the gate a page's digest is always its bytes' (`Page`'s
-    /// invariant). Hashing costs one pass over the checkpoint, once per transfer.
-    fn pages(&mut self) -> Result<Snapshot, DecodeError> {
+    /// A `u32` count, then that many digests.
+    fn digests(&mut self) -> Result<Vec<Digest>, DecodeError> {
         let count = self.u32()? as usize;
         // The count is checked against the bytes present before it sizes an allocation.
-        if count > self.remaining() / PAGE_HEADER_BYTES {
-            return Err(Malformed("checkpoint page count exceeds body"));
+        if count > self.remaining() / DIGEST_BYTES {
+            return Err(Malformed("digest count exceeds body"));
         }
-        let mut pages = Vec::with_capacity(count);
+        (0..count).map(|_| Ok(Digest(self.take()?))).collect()
+    }
+
+    /// A `u32` count, then that many page indexes, strictly increasing (one encoding).
+    fn page_indexes(&mut self) -> Result<Vec<u32>, DecodeError> {
+        let count = self.u32()? as usize;
+        if count > self.remaining() / 4 {
+            return Err(Malformed("page index count exceeds body"));
+        }
+        let mut indexes: Vec<u32> = Vec::with_capacity(count);
         for _ in 0..count {
-            let digest = Digest(self.take()?);
-            let bytes = self.payload()?;
-            let page = Page::verified(bytes, digest)
-                .map_err(|_| Malformed("checkpoint page does not match its digest"))?;
-            pages.push(page);
+            let index = self.u32()?;
+            if indexes.last().is_some_and(|&last| last >= index) {
+                return Err(Malformed("checkpoint page indexes not increasing"));
+            }
+            indexes.push(index);
         }
-        Ok(Snapshot::new(pages))
+        Ok(indexes)
     }
 
     /// The whole body must be accounted for.

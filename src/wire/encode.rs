@@ -11,8 +11,11 @@ use super::greeting::{
     MAC_BYTES, MEMBERS_MAX, MEMBER_BYTES, REFUSAL_TEXT_BYTES_MAX, WELCOME_BYTES,
 };
 use super::header::{Command, Header, HEADER_BYTES};
-use crate::protocol::{Body, Checkpoint, Entry, Message, ENTRY_HEADER_BYTES};
-use crate::service::Snapshot;
+use crate::protocol::{
+    Body, CheckpointContent, CheckpointId, CheckpointRequest, Entry, Message, CHECKPOINT_ID_BYTES,
+    ENTRY_HEADER_BYTES,
+};
+use crate::service::{Digest, DIGEST_BYTES};
 use bytes::{BufMut, BytesMut};
 
 /// Bytes of the entry count that opens every entry list.
@@ -266,6 +269,7 @@ fn fill_header(body: &Body, header: &mut Header) {
         }
         Body::NewState(new_state) => {
             header.code = u8::from(new_state.checkpoint.is_some());
+            header.nonce = new_state.sender;
             header.commit = new_state.commit;
             header.op = new_state.op;
             header.op_first = new_state.op_first;
@@ -277,6 +281,25 @@ fn fill_header(body: &Body, header: &mut Header) {
             Command::StartEpoch
         }
         Body::EpochStarted => Command::EpochStarted,
+        Body::GetCheckpoint(get) => {
+            header.op = get.op;
+            header.nonce = get.asker;
+            header.code = match get.part {
+                CheckpointRequest::Manifest { .. } => 0,
+                CheckpointRequest::Pages(_) => 1,
+            };
+            Command::GetCheckpoint
+        }
+        Body::CheckpointPart(part) => {
+            header.op = part.op;
+            header.nonce = part.responder;
+            header.code = match part.content {
+                CheckpointContent::Manifest { .. } => 0,
+                CheckpointContent::Pages(_) => 1,
+                CheckpointContent::Unavailable => 2,
+            };
+            Command::CheckpointPart
+        }
     };
     header.command = command as u8;
 }
@@ -290,8 +313,27 @@ fn body_bytes(body: &Body) -> usize {
         Body::DoViewChange(dvc) => entries_bytes(&dvc.entries),
         Body::StartView(start_view) => entries_bytes(&start_view.entries),
         Body::NewState(new_state) => {
-            new_state.checkpoint.as_ref().map_or(0, checkpoint_bytes)
+            new_state.checkpoint.map_or(0, |_| CHECKPOINT_ID_BYTES)
                 + entries_bytes(&new_state.entries)
+        }
+        Body::GetCheckpoint(get) => {
+            DIGEST_BYTES
+                + match &get.part {
+                    CheckpointRequest::Manifest { .. } => 1 + 4,
+                    CheckpointRequest::Pages(indexes) => 4 + 4 * indexes.len(),
+                }
+        }
+        Body::CheckpointPart(part) => {
+            DIGEST_BYTES
+                + match &part.content {
+                    CheckpointContent::Manifest { digests, proof, .. } => {
+                        1 + 4 + 4 + DIGEST_BYTES * digests.len() + 4 + DIGEST_BYTES * proof.len()
+                    }
+                    CheckpointContent::Pages(pages) => {
+                        4 + pages.iter().map(|(_, page)| 8 + page.len()).sum::<usize>()
+                    }
+                    CheckpointContent::Unavailable => 0,
+                }
         }
         Body::StartEpoch(start_epoch) => start_epoch.configuration.encoded_len(),
         Body::EpochStarted => 0,
@@ -308,10 +350,6 @@ fn entries_bytes(entries: &[Entry]) -> usize {
     ENTRIES_COUNT_BYTES + entries.iter().map(Entry::size_bytes).sum::<usize>()
 }
 
-fn checkpoint_bytes(checkpoint: &Checkpoint) -> usize {
-    checkpoint.size_bytes()
-}
-
 /// Writes the body: the payload bytes, or a (checkpoint and) entry list.
 fn write_body(body: &Body, out: &mut BytesMut) {
     match body {
@@ -322,9 +360,47 @@ fn write_body(body: &Body, out: &mut BytesMut) {
         Body::StartView(start_view) => write_entries(&start_view.entries, out),
         Body::NewState(new_state) => {
             if let Some(checkpoint) = &new_state.checkpoint {
-                write_checkpoint(checkpoint, out);
+                write_checkpoint_id(checkpoint, out);
             }
             write_entries(&new_state.entries, out);
+        }
+        Body::GetCheckpoint(get) => {
+            out.put_slice(&get.root.0);
+            match &get.part {
+                CheckpointRequest::Manifest { level, start } => {
+                    out.put_u8(*level);
+                    out.put_u32_le(*start);
+                }
+                CheckpointRequest::Pages(indexes) => {
+                    out.put_u32_le(len_u32(indexes.len()));
+                    indexes.iter().for_each(|&index| out.put_u32_le(index));
+                }
+            }
+        }
+        Body::CheckpointPart(part) => {
+            out.put_slice(&part.root.0);
+            match &part.content {
+                CheckpointContent::Manifest {
+                    level,
+                    start,
+                    digests,
+                    proof,
+                } => {
+                    out.put_u8(*level);
+                    out.put_u32_le(*start);
+                    write_digests(digests, out);
+                    write_digests(proof, out);
+                }
+                CheckpointContent::Pages(pages) => {
+                    out.put_u32_le(len_u32(pages.len()));
+                    for (index, page) in pages {
+                        out.put_u32_le(*index);
+                        out.put_u32_le(len_u32(page.len()));
+                        out.put_slice(page);
+                    }
+                }
+                CheckpointContent::Unavailable => {}
+            }
         }
         Body::StartEpoch(start_epoch) => start_epoch.configuration.encode(out),
         Body::EpochStarted => {}
@@ -375,22 +451,19 @@ fn entry_header(entry: &Entry) -> [u8; ENTRY_HEADER_BYTES] {
     fixed
 }
 
-/// A checkpoint: op, timestamp, then the service's pages and the client table's.
-fn write_checkpoint(checkpoint: &Checkpoint, out: &mut BytesMut) {
+/// A checkpoint's name: op, timestamp, the two page counts, the root.
+fn write_checkpoint_id(checkpoint: &CheckpointId, out: &mut BytesMut) {
     out.put_u64_le(checkpoint.op);
     out.put_u64_le(checkpoint.timestamp);
-    write_pages(&checkpoint.service, out);
-    write_pages(&checkpoint.clients, out);
+    out.put_u32_le(checkpoint.service_pages);
+    out.put_u32_le(checkpoint.clients_pages);
+    out.put_slice(&checkpoint.root.0);
 }
 
-/// A page list: a `u32` count, then per page its digest, its `u32` length and its bytes.
-fn write_pages(snapshot: &Snapshot, out: &mut BytesMut) {
-    out.put_u32_le(len_u32(snapshot.pages().len()));
-    for page in snapshot.pages() {
-        out.put_slice(&page.digest().0);
-        out.put_u32_le(len_u32(page.len()));
-        out.put_slice(page.bytes());
-    }
+/// A digest list: a `u32` count, then the digests.
+fn write_digests(digests: &[Digest], out: &mut BytesMut) {
+    out.put_u32_le(len_u32(digests.len()));
+    digests.iter().for_each(|digest| out.put_slice(&digest.0));
 }
 
 fn len_u32(len: usize) -> u32 {

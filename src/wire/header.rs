@@ -50,6 +50,10 @@ pub enum Command {
     StartEpoch = 15,
     /// [`crate::protocol::Body::EpochStarted`].
     EpochStarted = 16,
+    /// [`crate::protocol::Body::GetCheckpoint`].
+    GetCheckpoint = 17,
+    /// [`crate::protocol::Body::CheckpointPart`].
+    CheckpointPart = 18,
     /// [`super::Frame::Hello`]: the first frame on a connection names the speaker.
     Hello = 32,
     /// [`super::Frame::StatsRequest`].
@@ -85,6 +89,8 @@ impl Command {
             14 => Replies,
             15 => StartEpoch,
             16 => EpochStarted,
+            17 => GetCheckpoint,
+            18 => CheckpointPart,
             32 => Hello,
             33 => StatsRequest,
             34 => StatsReply,
@@ -107,8 +113,9 @@ impl Command {
     pub fn has_body(self) -> bool {
         use Command::*;
         match self {
-            Request | Reply | Prepare | DoViewChange | StartView | NewState | Requests
-            | Replies | StartEpoch | StatsReply | Hello | Welcome | Proof | Refusal => true,
+            Request | Reply | Prepare | DoViewChange | StartView | NewState | GetCheckpoint
+            | CheckpointPart | Requests | Replies | StartEpoch | StatsReply | Hello | Welcome
+            | Proof | Refusal => true,
             PrepareOk | Commit | StartViewChange | Recovery | RecoveryResponse | GetState
             | EpochStarted | StatsRequest => false,
         }

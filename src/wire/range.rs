@@ -24,6 +24,11 @@ pub const EPOCH_MAX: u32 = u32::MAX - (1 << 16);
 /// plus any entry count or checkpoint interval stays in range.
 pub const OP_MAX: Op = 1 << 62;
 
+/// The most pages a checkpoint may have: 2^26 pages of 4 KiB are 256 GiB of state. A
+/// fetch sizes its page table by the count a NewState names, so the count is bounded
+/// before anything is allocated for it.
+pub const CHECKPOINT_PAGES_MAX: u64 = 1 << 26;
+
 /// Refuses a decoded message whose numbers no correct peer sends.
 pub fn check(message: &Message) -> Result<(), DecodeError> {
     let out_of_range = DecodeError::OutOfRange;
@@ -162,6 +167,21 @@ pub fn check(message: &Message) -> Result<(), DecodeError> {
                 if checkpoint.op > new_state.commit {
                     return Err(out_of_range("new_state checkpoint above its commit"));
                 }
+                if checkpoint.pages() > CHECKPOINT_PAGES_MAX {
+                    return Err(out_of_range(
+                        "new_state checkpoint with more pages than any",
+                    ));
+                }
+            }
+        }
+        Body::GetCheckpoint(get) => {
+            if !ops_fit(&[get.op]) {
+                return Err(out_of_range("get_checkpoint op above the maximum op"));
+            }
+        }
+        Body::CheckpointPart(part) => {
+            if !ops_fit(&[part.op]) {
+                return Err(out_of_range("checkpoint_part op above the maximum op"));
             }
         }
     }

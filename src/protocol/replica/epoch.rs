@@ -82,6 +82,13 @@ pub(super) struct EpochTransfer {
 }
 
 /// A later epoch whose start a replica of the old one is fetching (see the module docs).
+impl EpochTransfer {
+    /// The members of a later epoch whose start this replica fetches, if any.
+    pub(super) fn pending_configuration(&self) -> Option<&Configuration> {
+        self.pending.as_ref().map(|pending| &pending.configuration)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct PendingEpoch {
     /// The epoch's members: whom to ask.
@@ -550,7 +557,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn on_pending_epoch_state(
         &mut self,
         epoch: u32,
-        new_state: NewState,
+        new_state: ReceivedState,
         effects: &mut Vec<Effect>,
     ) {
         let Some(pending) = self
@@ -561,7 +568,7 @@ impl<S: StateMachine> Replica<S> {
         else {
             return self.drop_reason("new_state", "later epoch");
         };
-        if !state_transfer::new_state_is_well_formed(&new_state) {
+        if !new_state.is_well_formed() {
             return self.drop_reason("new_state", "malformed");
         }
         if new_state
@@ -614,7 +621,7 @@ impl<S: StateMachine> Replica<S> {
     /// are committed (f'+1 members of the new epoch acknowledged them, so they hold the
     /// old epoch's state too), and the old epoch needs this replica no more. It installs
     /// the checkpoint and the committed entries after it, and moves to the epoch.
-    fn adopt_from_checkpoint(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+    fn adopt_from_checkpoint(&mut self, new_state: ReceivedState, effects: &mut Vec<Effect>) {
         let pending = self.epoch_transfer.pending.take().expect("a pending epoch");
         let checkpoint = new_state.checkpoint.expect("a checkpoint");
         let (committed, op_first) = (new_state.commit, new_state.op_first);
@@ -690,7 +697,11 @@ impl<S: StateMachine> Replica<S> {
 
     /// Transitioning: committed state from a replica of the epoch. Only what the sender
     /// says is committed is taken (its log beyond may be another view's).
-    pub(super) fn on_transition_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+    pub(super) fn on_transition_state(
+        &mut self,
+        new_state: ReceivedState,
+        effects: &mut Vec<Effect>,
+    ) {
         assert_eq!(self.status, Status::Transitioning);
         if self.epoch_transfer.past_start {
             return self.drop_reason("new_state", "holds the start: waiting for a view");
@@ -713,7 +724,11 @@ impl<S: StateMachine> Replica<S> {
     /// Takes what the sender says is committed of a well-formed NewState (its log
     /// beyond may be another view's; its checkpoint is within it) and executes it, for a
     /// replica that votes in nothing yet. Returns whether the log grew.
-    fn take_committed_state(&mut self, mut new_state: NewState, effects: &mut Vec<Effect>) -> bool {
+    fn take_committed_state(
+        &mut self,
+        mut new_state: ReceivedState,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
         let committed = new_state.commit;
         let keep = committed.saturating_sub(new_state.op_first - 1);
         new_state
@@ -875,9 +890,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// A learner takes committed state and executes it; executing the RECONFIGURATION
     /// that adds it makes it a member at once, like any replica that holds the start.
-    pub(super) fn on_learner_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+    pub(super) fn on_learner_state(&mut self, new_state: ReceivedState, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Joining);
-        if !state_transfer::new_state_is_well_formed(&new_state) {
+        if !new_state.is_well_formed() {
             return self.drop_reason("new_state", "malformed");
         }
         let progressed = self.take_committed_state(new_state, effects);

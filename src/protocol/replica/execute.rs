@@ -36,16 +36,17 @@ impl<S: StateMachine> Replica<S> {
             .get(op)
             .expect("checkpoint op is in the log")
             .timestamp;
-        // The previous checkpoint goes first: held while the service snapshots, every page
-        // it rebuilds would exist twice at the peak (and the allocator keeps the peak).
-        self.checkpoint = None;
-        self.checkpoint = Some(Checkpoint {
+        // The previous checkpoint goes first (unless a transfer is reading it): held while
+        // the service snapshots, every page it rebuilds would exist twice at the peak.
+        let tree = self.release_checkpoint();
+        let checkpoint = Checkpoint {
             op,
             timestamp,
             // Pages of unchanged state are shared with the previous checkpoint.
             service: self.service.snapshot(),
             clients: Snapshot::from_blob(&self.clients.snapshot()),
-        });
+        };
+        self.set_checkpoint(checkpoint, tree);
         self.stats.checkpoints += 1;
         self.log.trim(op.saturating_sub(self.config.log_tail_ops));
     }
@@ -77,8 +78,9 @@ impl<S: StateMachine> Replica<S> {
         // The received pages are slices of the message that carried them: keep the
         // service's own (the same pages, deterministically), so that message can go.
         let mut checkpoint = checkpoint;
+        let tree = self.release_checkpoint();
         checkpoint.service = self.service.snapshot();
-        self.checkpoint = Some(checkpoint);
+        self.set_checkpoint(checkpoint, tree);
         self.stats.checkpoint_transfers += 1;
         tracing::info!(
             replica = self.index,

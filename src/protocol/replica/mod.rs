@@ -14,10 +14,12 @@
 
 mod epoch;
 mod execute;
+mod fetch_checkpoint;
 mod normal;
 mod persistence;
 mod recovery;
 mod restart;
+mod serve_checkpoint;
 mod state_transfer;
 mod view_change;
 
@@ -30,7 +32,8 @@ use super::replica_set::ReplicaSet;
 use super::stored::Stored;
 use super::timeout::Timeout;
 use crate::config::Config;
-use crate::service::StateMachine;
+use crate::service::{Digest, StateMachine};
+use state_transfer::ReceivedState;
 use std::collections::VecDeque;
 
 /// A replica's status (paper 4; `Recovering` is 4.3).
@@ -115,6 +118,28 @@ pub struct Stats {
     pub empty_cluster_starts: u64,
     /// Epochs this replica moved to (paper 7).
     pub epochs_started: u64,
+    /// Checkpoint transfers started (5.1), and of them those that replaced one under
+    /// way (the sources moved on to a newer checkpoint) and those that completed.
+    pub checkpoint_fetches: u64,
+    /// See `checkpoint_fetches`.
+    pub checkpoint_fetches_retargeted: u64,
+    /// See `checkpoint_fetches`.
+    pub checkpoint_fetches_completed: u64,
+    /// Checkpoint pages fetched from other replicas, and their bytes.
+    pub checkpoint_pages_fetched: u64,
+    /// See `checkpoint_pages_fetched`.
+    pub checkpoint_bytes_fetched: u64,
+    /// Checkpoint pages taken from what this replica held (same digest): not fetched.
+    pub checkpoint_pages_reused: u64,
+    /// Checkpoint pages asked for again: timed out, left out of an answer, corrupt, or
+    /// asked of a replica that no longer held the checkpoint.
+    pub checkpoint_pages_refetched: u64,
+    /// Checkpoint pages or manifest runs that did not match their digest or root.
+    pub checkpoint_parts_corrupt: u64,
+    /// Checkpoint pages sent to other replicas, and their bytes.
+    pub checkpoint_pages_served: u64,
+    /// See `checkpoint_pages_served`.
+    pub checkpoint_bytes_served: u64,
 }
 
 /// Requests for a view change to `view` (above the replica's own), received or made, not
@@ -275,8 +300,12 @@ pub struct Replica<S> {
     commit: Op,
     service: S,
     clients: ClientTable,
-    /// The latest checkpoint taken or restored (paper 5.1).
-    checkpoint: Option<Checkpoint>,
+    /// The latest checkpoint taken or restored (paper 5.1), with its Merkle tree.
+    checkpoint: Option<serve_checkpoint::Held>,
+    /// Earlier checkpoints kept for transfers, the serving budget (`serve_checkpoint`).
+    checkpoint_server: serve_checkpoint::CheckpointServer,
+    /// A checkpoint being fetched page by page, or fetched (`fetch_checkpoint`).
+    checkpoint_fetch: fetch_checkpoint::Fetching,
     /// The driver's wall clock, for the primary's timestamps (4.4).
     clock_ns: u64,
     ticks: u64,
@@ -384,6 +413,8 @@ impl<S: StateMachine> Replica<S> {
             commit: 0,
             service,
             checkpoint: None,
+            checkpoint_server: Default::default(),
+            checkpoint_fetch: Default::default(),
             clock_ns: 0,
             ticks: 0,
             heard_tick: vec![0; n],
@@ -429,12 +460,23 @@ impl<S: StateMachine> Replica<S> {
         if message.view > VIEW_MAX {
             return self.drop_message(&message, "view beyond the last possible one");
         }
+        // A checkpoint's parts are committed state, checked against the root that names
+        // them: asked for and answered whatever the epoch and status (`serve_checkpoint`).
+        let message = match message.body {
+            Body::GetCheckpoint(get) => return self.on_get_checkpoint(get, effects),
+            Body::CheckpointPart(part) => return self.on_checkpoint_part(part, effects),
+            body => Message { body, ..message },
+        };
         if let Body::StartEpoch(start_epoch) = message.body {
             return self.on_start_epoch(message.epoch, start_epoch, effects);
         }
         if self.status == Status::Joining {
             return match message.body {
-                Body::NewState(new_state) => self.on_learner_state(new_state, effects),
+                Body::NewState(new_state) => self.receive_new_state(
+                    fetch_checkpoint::StateRoute::Learner,
+                    new_state,
+                    effects,
+                ),
                 _ => self.drop_message(&message, "joining: waiting for a StartEpoch"),
             };
         }
@@ -453,9 +495,13 @@ impl<S: StateMachine> Replica<S> {
             // Only a StartEpoch tells of a later epoch (it names the members); what comes
             // from one is the answer to fetching its start.
             return match message.body {
-                Body::NewState(new_state) => {
-                    self.on_pending_epoch_state(message.epoch, new_state, effects)
-                }
+                Body::NewState(new_state) => self.receive_new_state(
+                    fetch_checkpoint::StateRoute::PendingEpoch {
+                        epoch: message.epoch,
+                    },
+                    new_state,
+                    effects,
+                ),
                 _ => self.drop_message(&message, "later epoch"),
             };
         }
@@ -501,7 +547,18 @@ impl<S: StateMachine> Replica<S> {
                 self.on_recovery_response(from, view, response, effects)
             }
             Body::GetState(get_state) => self.on_get_state(from, view, get_state, effects),
-            Body::NewState(new_state) => self.on_new_state(from, view, new_state, effects),
+            Body::NewState(new_state) => self.receive_new_state(
+                fetch_checkpoint::StateRoute::Member {
+                    epoch: message.epoch,
+                    from,
+                    view,
+                },
+                new_state,
+                effects,
+            ),
+            Body::GetCheckpoint(_) | Body::CheckpointPart(_) => {
+                unreachable!("handled before the epoch check")
+            }
             Body::StartEpoch(_) => unreachable!("handled before the epoch check"),
             Body::EpochStarted => self.on_epoch_started(from, effects),
         }
@@ -568,6 +625,8 @@ impl<S: StateMachine> Replica<S> {
         if self.start_epoch_timeout.fired() {
             self.on_start_epoch_timeout(effects);
         }
+        self.serve_checkpoints_on_tick(effects);
+        self.fetch_checkpoint_on_tick(effects);
         // Not tied to the heartbeat, which a loaded primary never sends.
         if self.is_primary() && self.ticks.is_multiple_of(self.config.normal_timeout_ticks) {
             self.remind_silent_members(effects);
@@ -661,12 +720,12 @@ impl<S: StateMachine> Replica<S> {
     pub fn checkpoint_op(&self) -> Op {
         self.checkpoint
             .as_ref()
-            .map_or(0, |checkpoint| checkpoint.op)
+            .map_or(0, |held| held.checkpoint.op)
     }
 
     /// The latest checkpoint taken or restored, if any.
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
-        self.checkpoint.as_ref()
+        self.checkpoint.as_ref().map(|held| &held.checkpoint)
     }
 
     /// The client table (committed sessions and their latest replies).

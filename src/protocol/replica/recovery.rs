@@ -340,7 +340,7 @@ impl<S: StateMachine> Replica<S> {
         &mut self,
         from: ReplicaIndex,
         view: View,
-        new_state: NewState,
+        new_state: ReceivedState,
         effects: &mut Vec<Effect>,
     ) {
         assert_eq!(self.status, Status::Recovering);

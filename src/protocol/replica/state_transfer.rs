@@ -16,20 +16,70 @@ pub(super) struct Fetched {
     pub entries: Vec<Entry>,
 }
 
+/// A NewState with its checkpoint in hand: one this replica holds, or one it fetched
+/// page by page (`fetch_checkpoint`). What every handler of a NewState takes.
+#[derive(Clone, Debug)]
+pub(super) struct ReceivedState {
+    pub commit: Op,
+    pub op: Op,
+    pub checkpoint: Option<Checkpoint>,
+    pub op_first: Op,
+    pub entries: Vec<Entry>,
+}
+
+impl ReceivedState {
+    /// `new_state` with `checkpoint` for the one it names (`None`: it names none, or
+    /// this replica does not need it).
+    pub fn new(new_state: NewState, checkpoint: Option<Checkpoint>) -> ReceivedState {
+        debug_assert!(checkpoint
+            .as_ref()
+            .is_none_or(|c| new_state.checkpoint.is_some_and(|id| id.op == c.op)));
+        ReceivedState {
+            commit: new_state.commit,
+            op: new_state.op,
+            checkpoint,
+            op_first: new_state.op_first,
+            entries: new_state.entries,
+        }
+    }
+
+    /// See [`new_state_is_well_formed`].
+    pub fn is_well_formed(&self) -> bool {
+        well_formed(
+            self.commit,
+            self.op,
+            self.checkpoint.as_ref().map(|c| c.op),
+            self.op_first,
+            self.entries.len(),
+        )
+    }
+}
+
 /// Whether a NewState could come from a correct replica: entries within the op it vouches
 /// for, a checkpoint just below the entries and within the commit number, and no op
 /// number that overflows.
 pub(super) fn new_state_is_well_formed(new_state: &NewState) -> bool {
-    let entries_end = new_state
-        .op_first
-        .checked_add(new_state.entries.len() as Op);
-    new_state.op_first > 0
-        && new_state.commit <= new_state.op
-        && entries_end.is_some_and(|end| new_state.entries.is_empty() || end - 1 <= new_state.op)
-        && new_state
-            .checkpoint
-            .as_ref()
-            .is_none_or(|c| c.op + 1 == new_state.op_first && c.op <= new_state.commit)
+    well_formed(
+        new_state.commit,
+        new_state.op,
+        new_state.checkpoint.map(|c| c.op),
+        new_state.op_first,
+        new_state.entries.len(),
+    )
+}
+
+fn well_formed(
+    commit: Op,
+    op: Op,
+    checkpoint_op: Option<Op>,
+    op_first: Op,
+    entries: usize,
+) -> bool {
+    let entries_end = op_first.checked_add(entries as Op);
+    op_first > 0
+        && commit <= op
+        && entries_end.is_some_and(|end| entries == 0 || end - 1 <= op)
+        && checkpoint_op.is_none_or(|c| c + 1 == op_first && c <= commit)
 }
 
 /// The op of the last entry `fetch` holds (`commit` when it is empty).
@@ -46,7 +96,7 @@ pub(super) fn fetched_end(fetch: &Option<Fetched>, commit: Op) -> Op {
 pub(super) fn merge_fetched(
     fetch: &mut Option<Fetched>,
     commit: Op,
-    new_state: NewState,
+    new_state: ReceivedState,
     usable_last: Op,
 ) -> bool {
     let held = fetched_end(fetch, commit);
@@ -125,11 +175,11 @@ impl<S: StateMachine> Replica<S> {
             return None;
         };
         // Answered even when there is nothing newer: the asker learns the op this replica
-        // vouches for (a replica joining a view may already hold all of it).
+        // vouches for (a replica joining a view may already hold all of it). A checkpoint
+        // is named, not sent: the asker fetches the pages it lacks (`fetch_checkpoint`).
         let checkpoint = if get_state.op < self.log.base() {
             Some(
-                self.checkpoint
-                    .clone()
+                self.checkpoint_id()
                     .expect("a trimmed log has a checkpoint"),
             )
         } else {
@@ -138,26 +188,13 @@ impl<S: StateMachine> Replica<S> {
         let op_first = checkpoint
             .as_ref()
             .map_or(op_after, |checkpoint| checkpoint.op + 1);
-        let checkpoint_bytes = checkpoint.as_ref().map_or(0, Checkpoint::size_bytes);
-        if checkpoint_bytes + 4096 > self.config.message_bytes_max as usize {
-            // Checkpoints travel whole in one NewState (chunking is not built yet): one
-            // larger than a message would be refused by the receiver's decoder, which
-            // closes the connection, again and again. Say so instead.
-            tracing::error!(
-                replica = self.index,
-                checkpoint_bytes,
-                message_bytes_max = self.config.message_bytes_max,
-                "checkpoint too large to transfer: raise --message-bytes-max on every replica"
-            );
-            self.drop_reason("get_state", "checkpoint larger than a message");
-            return None;
-        }
         let bytes_max = (self.config.message_bytes_max as usize / 2)
-            .saturating_sub(checkpoint_bytes)
+            .saturating_sub(CHECKPOINT_ID_BYTES)
             .max(1);
         assert!(limit <= self.log.op() && self.commit <= limit);
         let entries = self.log.slice(op_first, limit, bytes_max);
         Some(NewState {
+            sender: self.id,
             commit: self.commit,
             op: limit,
             checkpoint,
@@ -170,10 +207,10 @@ impl<S: StateMachine> Replica<S> {
         &mut self,
         from: ReplicaIndex,
         view: View,
-        new_state: NewState,
+        new_state: ReceivedState,
         effects: &mut Vec<Effect>,
     ) {
-        if !new_state_is_well_formed(&new_state) {
+        if !new_state.is_well_formed() {
             return self.drop_reason("new_state", "malformed");
         }
         self.state_transfer_pending = false;
@@ -227,8 +264,8 @@ impl<S: StateMachine> Replica<S> {
 
     /// Appends the entries of a NewState that extend the log, after restoring its
     /// checkpoint when the log does not reach it. Returns whether anything was added.
-    pub(super) fn apply_new_state(&mut self, new_state: NewState) -> bool {
-        debug_assert!(new_state_is_well_formed(&new_state));
+    pub(super) fn apply_new_state(&mut self, new_state: ReceivedState) -> bool {
+        debug_assert!(new_state.is_well_formed());
         assert_ne!(
             self.status,
             Status::ViewChange,
@@ -267,7 +304,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// A new primary lacking committed entries merges what arrived into its fetch (never
     /// into its log: see the module docs of `view_change`). Only committed entries count.
-    fn on_view_change_state(&mut self, new_state: NewState, effects: &mut Vec<Effect>) {
+    fn on_view_change_state(&mut self, new_state: ReceivedState, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::ViewChange);
         assert!(!self.view_changing.joining);
         let Some((_, target)) = self.view_change_fetch_target() else {
@@ -290,7 +327,7 @@ impl<S: StateMachine> Replica<S> {
         &mut self,
         from: ReplicaIndex,
         view: View,
-        new_state: NewState,
+        new_state: ReceivedState,
         effects: &mut Vec<Effect>,
     ) {
         assert!(self.view_changing.joining && self.status == Status::ViewChange);
@@ -311,7 +348,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Adds the entries of `new_state` up to `usable_last` that extend the view change's
     /// fetch (see [`merge_fetched`]). Returns whether the fetch grew.
-    fn merge_fetch(&mut self, new_state: NewState, usable_last: Op) -> bool {
+    fn merge_fetch(&mut self, new_state: ReceivedState, usable_last: Op) -> bool {
         merge_fetched(
             &mut self.view_changing.fetch,
             self.commit,

@@ -1,0 +1,622 @@
+//! Fetching a checkpoint in parts (paper 5.1): the receiver's side of a checkpoint
+//! transfer, whatever asked for it (state transfer 5.2, recovery 4.3, a new primary's
+//! fetch 5.3, a replica moving to a new epoch, a learner).
+//!
+//! Every NewState passes through [`Replica::receive_new_state`]. One that names a
+//! checkpoint this replica needs and does not hold is kept aside while the checkpoint is
+//! fetched, then handed to its handler as if it had carried the checkpoint whole (a
+//! [`ReceivedState`]); the handlers check view, epoch and status again then, so one that
+//! went stale meanwhile is dropped, and the fetched checkpoint stays in hand for the next
+//! NewState that names it.
+//!
+//! The transfer:
+//! 1. **Manifest.** The page digests come in aligned runs of `2^level` digests, each with
+//!    the proof that ties it to the root the NewState named (`merkle::verify_run`), so a
+//!    run is believed on its own, from any replica. A page whose digest this replica
+//!    already holds (in its own checkpoints, or fetched before) is taken from there: only
+//!    the pages that differ travel.
+//! 2. **Pages**, asked for by index in requests of at most `checkpoint_request_pages_max`
+//!    pages, at most `checkpoint_fetch_requests_max` requests in flight, spread over the
+//!    replicas in turn (the NewState's sender first). Each page is checked against its
+//!    digest; a corrupt page, a request that timed out and the part of a request an
+//!    answer left out are asked for again, from the next replica. A replica that says it
+//!    does not hold the checkpoint is asked no more in this transfer.
+//! 3. **Install.** Once every page is in hand, the tree over the digests must give the
+//!    root; the checkpoint is kept as fetched and the NewState goes to its handler, which
+//!    installs it (`restore_checkpoint`) and takes the log suffix after it.
+//!
+//! A NewState naming another checkpoint while one is being fetched (the sources moved on)
+//! starts a new transfer that keeps every page already held, by digest. So the pages a
+//! transfer fetches are the pages that differ from what this replica holds, plus one more
+//! fetch of each page lost, corrupted, or left out of an answer (`checkpoint_pages_refetched`
+//! counts them).
+
+use super::serve_checkpoint::Held;
+use super::state_transfer::{new_state_is_well_formed, ReceivedState};
+use super::*;
+use crate::service::merkle::{verify_run, MerkleTree};
+use crate::service::DIGEST_BYTES;
+use crate::service::{Page, Snapshot};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// Where a NewState came from: whom to hand it to once its checkpoint is in hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StateRoute {
+    /// From a replica of this replica's epoch (`from` may be `NOT_A_MEMBER`: a replaced
+    /// replica serving a transition).
+    Member {
+        epoch: u32,
+        from: ReplicaIndex,
+        view: View,
+    },
+    /// From a replica of a later epoch whose start this replica fetches.
+    PendingEpoch { epoch: u32 },
+    /// To this replica as a learner.
+    Learner,
+}
+
+/// The receiving side's state (module docs).
+#[derive(Debug, Default)]
+pub(super) struct Fetching {
+    /// The transfer under way.
+    transfer: Option<Box<Transfer>>,
+    /// The last checkpoint fetched whole, until a later one replaces it.
+    fetched: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    id: CheckpointId,
+    /// The NewState that named the checkpoint (the latest one naming it), and its route.
+    new_state: NewState,
+    route: StateRoute,
+    /// Manifest runs have `2^level` digests.
+    level: u8,
+    /// Per manifest run: whether it arrived.
+    runs_received: Vec<bool>,
+    /// Per page: its digest, once its run arrived.
+    digests: Vec<Option<Digest>>,
+    /// Per page: the page, once held.
+    pages: Vec<Option<Page>>,
+    pages_held: u64,
+    /// Work not in flight: manifest runs, then pages whose digest is known.
+    runs_waiting: VecDeque<u32>,
+    pages_waiting: VecDeque<u32>,
+    in_flight: Vec<InFlight>,
+    /// The replicas to ask, in turn; those that said they lack it are removed.
+    sources: Vec<ReplicaId>,
+    next_source: usize,
+    /// Pages this replica held when the transfer started, by digest.
+    reusable: HashMap<Digest, Page>,
+    /// The tick of the last progress (a run or a page).
+    progressed: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    to: ReplicaId,
+    asked: Asked,
+    deadline: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    Run(u32),
+    Pages(Vec<u32>),
+}
+
+impl Transfer {
+    fn is_complete(&self) -> bool {
+        self.pages_held == self.id.pages()
+    }
+
+    /// Puts the work of a request back to be asked for again.
+    fn give_back(&mut self, asked: Asked) {
+        match asked {
+            Asked::Run(run) if !self.runs_received[run as usize] => {
+                self.runs_waiting.push_front(run)
+            }
+            Asked::Run(_) => {}
+            Asked::Pages(indexes) => {
+                for index in indexes.into_iter().rev() {
+                    if self.pages[index as usize].is_none() {
+                        self.pages_waiting.push_front(index);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a verified manifest run: its digests, and every page held already.
+    fn take_run(&mut self, run: u32, digests: &[Digest]) -> u64 {
+        self.runs_received[run as usize] = true;
+        let start = (run as usize) << self.level;
+        let mut reused = 0;
+        for (offset, digest) in digests.iter().enumerate() {
+            let index = start + offset;
+            self.digests[index] = Some(*digest);
+            match self.reusable.get(digest) {
+                Some(page) if self.pages[index].is_none() => {
+                    self.pages[index] = Some(page.clone());
+                    self.pages_held += 1;
+                    reused += 1;
+                }
+                Some(_) => {}
+                None => self.pages_waiting.push_back(index as u32),
+            }
+        }
+        reused
+    }
+
+    /// The checkpoint, once every page is held, if the tree over its digests gives the
+    /// root it was named by.
+    fn assemble(&self) -> Option<Held> {
+        let digests: Vec<Digest> = self.digests.iter().map(|d| d.expect("complete")).collect();
+        let tree = MerkleTree::new(&digests);
+        if tree.root() != self.id.root {
+            return None;
+        }
+        let pages: Vec<Page> = self
+            .pages
+            .iter()
+            .map(|page| page.clone().expect("complete"))
+            .collect();
+        let (service, clients) = pages.split_at(self.id.service_pages as usize);
+        // The client table's pages are small: copied, so that they pin no received frame.
+        let clients = clients
+            .iter()
+            .map(|page| Page::new(Bytes::copy_from_slice(page.bytes())))
+            .collect();
+        let checkpoint = Checkpoint {
+            op: self.id.op,
+            timestamp: self.id.timestamp,
+            service: Snapshot::new(service.to_vec()),
+            clients: Snapshot::new(clients),
+        };
+        Some(Held {
+            checkpoint,
+            tree,
+            asked: None,
+        })
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// The checkpoint being fetched, if any: its op, the pages held and the pages it has.
+    pub fn checkpoint_fetch_progress(&self) -> Option<(Op, u64, u64)> {
+        self.checkpoint_fetch
+            .transfer
+            .as_ref()
+            .map(|transfer| (transfer.id.op, transfer.pages_held, transfer.id.pages()))
+    }
+
+    /// Every NewState comes here first: one naming a checkpoint this replica needs and
+    /// lacks waits while the checkpoint is fetched; any other goes to its handler now.
+    pub(super) fn receive_new_state(
+        &mut self,
+        route: StateRoute,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
+        if !new_state_is_well_formed(&new_state) {
+            return self.drop_reason("new_state", "malformed");
+        }
+        let checkpoint = match new_state.checkpoint {
+            None => None,
+            // Executed past it already: every handler but a pending epoch's (which moves
+            // to the epoch by it) skips a checkpoint at or below the commit number.
+            Some(id)
+                if id.op <= self.commit && !matches!(route, StateRoute::PendingEpoch { .. }) =>
+            {
+                None
+            }
+            Some(id) => match self.checkpoint_in_hand(&id) {
+                Some(checkpoint) => Some(checkpoint),
+                None => return self.fetch_checkpoint(route, id, new_state, effects),
+            },
+        };
+        self.route_state(route, ReceivedState::new(new_state, checkpoint), effects);
+    }
+
+    /// The checkpoint `id` names, if this replica holds it (its own, a retained one, or
+    /// the last one fetched).
+    fn checkpoint_in_hand(&self, id: &CheckpointId) -> Option<Checkpoint> {
+        let fetched = self
+            .checkpoint_fetch
+            .fetched
+            .as_ref()
+            .filter(|held| held.tree.root() == id.root && held.checkpoint.op == id.op);
+        fetched
+            .or_else(|| self.held_checkpoint(id))
+            .map(|held| held.checkpoint.clone())
+    }
+
+    fn route_state(&mut self, route: StateRoute, state: ReceivedState, effects: &mut Vec<Effect>) {
+        match route {
+            StateRoute::Member { epoch, from, view } => {
+                if epoch != self.configuration.epoch() || self.status == Status::Joining {
+                    return self.drop_reason("new_state", "the epoch moved on while fetching");
+                }
+                self.on_new_state(from, view, state, effects)
+            }
+            StateRoute::PendingEpoch { epoch } => {
+                self.on_pending_epoch_state(epoch, state, effects)
+            }
+            StateRoute::Learner => {
+                if self.status != Status::Joining {
+                    return self.drop_reason("new_state", "no longer a learner");
+                }
+                self.on_learner_state(state, effects)
+            }
+        }
+    }
+
+    /// Starts fetching the checkpoint `id` names (or, when it is being fetched already,
+    /// keeps the newer NewState for when it is in hand).
+    fn fetch_checkpoint(
+        &mut self,
+        route: StateRoute,
+        id: CheckpointId,
+        new_state: NewState,
+        effects: &mut Vec<Effect>,
+    ) {
+        if let Some(transfer) = self
+            .checkpoint_fetch
+            .transfer
+            .as_mut()
+            .filter(|transfer| transfer.id == id)
+        {
+            transfer.new_state = new_state;
+            transfer.route = route;
+            return self.pump_checkpoint_fetch(effects);
+        }
+        let previous = self.checkpoint_fetch.transfer.take();
+        let mut reusable: HashMap<Digest, Page> = HashMap::new();
+        let held = self
+            .checkpoint
+            .iter()
+            .chain(&self.checkpoint_server.retained)
+            .chain(&self.checkpoint_fetch.fetched);
+        for page in held.flat_map(|held| held.checkpoint.pages()) {
+            reusable
+                .entry(page.digest())
+                .or_insert_with(|| page.clone());
+        }
+        if let Some(previous) = previous {
+            // The sources moved on to a newer checkpoint: keep what was fetched.
+            for page in previous.pages.into_iter().flatten() {
+                reusable.entry(page.digest()).or_insert(page);
+            }
+            self.stats.checkpoint_fetches_retargeted += 1;
+        }
+        let pages = id.pages() as usize;
+        let width = pages.max(1).next_power_of_two();
+        let level = manifest_level(self.config.message_bytes_max).min(width.trailing_zeros() as u8);
+        let runs = width >> level;
+        let sources = self.checkpoint_sources(new_state.sender);
+        tracing::info!(
+            replica = self.id,
+            op = id.op,
+            pages,
+            reusable = reusable.len(),
+            "fetching a checkpoint"
+        );
+        self.checkpoint_fetch.transfer = Some(Box::new(Transfer {
+            id,
+            new_state,
+            route,
+            level,
+            runs_received: vec![false; runs],
+            digests: vec![None; pages],
+            pages: vec![None; pages],
+            pages_held: 0,
+            runs_waiting: (0..runs as u32).collect(),
+            pages_waiting: VecDeque::new(),
+            in_flight: Vec::new(),
+            sources,
+            next_source: 0,
+            reusable,
+            progressed: self.ticks,
+        }));
+        self.stats.checkpoint_fetches += 1;
+        if pages == 0 {
+            return self.finish_checkpoint_fetch(effects);
+        }
+        self.pump_checkpoint_fetch(effects);
+    }
+
+    /// The replicas that may hold a checkpoint named to this replica by `sender`: the
+    /// sender first, then the members of its epoch, of the epoch before (replaced
+    /// replicas serve a transition) and of a pending later epoch.
+    fn checkpoint_sources(&self, sender: ReplicaId) -> Vec<ReplicaId> {
+        let first = (sender != self.id).then_some(sender);
+        let pending = self.epoch_transfer.pending_configuration();
+        let mut others: Vec<ReplicaId> = self
+            .configuration
+            .ids()
+            .chain(self.history.back().into_iter().flat_map(|old| old.ids()))
+            .chain(pending.into_iter().flat_map(|pending| pending.ids()))
+            .filter(|&id| id != self.id && Some(id) != first)
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        first.into_iter().chain(others).collect()
+    }
+
+    /// Asks for more while fewer than `checkpoint_fetch_requests_max` requests are in
+    /// flight: manifest runs first, then pages whose digests are known.
+    fn pump_checkpoint_fetch(&mut self, effects: &mut Vec<Effect>) {
+        let requests_max = self.config.checkpoint_fetch_requests_max as usize;
+        let pages_max = self.request_pages_max();
+        let deadline = self.ticks + self.config.state_transfer_timeout_ticks;
+        let Some(transfer) = self.checkpoint_fetch.transfer.as_mut() else {
+            return;
+        };
+        let mut requests = Vec::new();
+        while transfer.in_flight.len() < requests_max && !transfer.sources.is_empty() {
+            let asked = if let Some(run) = transfer.runs_waiting.pop_front() {
+                Asked::Run(run)
+            } else {
+                let mut indexes = Vec::new();
+                while indexes.len() < pages_max {
+                    let Some(index) = transfer.pages_waiting.pop_front() else {
+                        break;
+                    };
+                    if transfer.pages[index as usize].is_none() {
+                        indexes.push(index);
+                    }
+                }
+                if indexes.is_empty() {
+                    break;
+                }
+                indexes.sort_unstable();
+                indexes.dedup();
+                Asked::Pages(indexes)
+            };
+            let to = transfer.sources[transfer.next_source % transfer.sources.len()];
+            transfer.next_source = transfer.next_source.wrapping_add(1);
+            let part = match &asked {
+                Asked::Run(run) => CheckpointRequest::Manifest {
+                    level: transfer.level,
+                    start: run << transfer.level,
+                },
+                Asked::Pages(indexes) => CheckpointRequest::Pages(indexes.clone()),
+            };
+            requests.push((
+                to,
+                GetCheckpoint {
+                    op: transfer.id.op,
+                    root: transfer.id.root,
+                    asker: self.id,
+                    part,
+                },
+            ));
+            transfer.in_flight.push(InFlight {
+                to,
+                asked,
+                deadline,
+            });
+        }
+        for (to, get) in requests {
+            self.send_to_id(to, Body::GetCheckpoint(get), effects);
+        }
+    }
+
+    /// Page indexes per request: the configured maximum, within what a learner's
+    /// connection carries (a request's frame limit).
+    fn request_pages_max(&self) -> usize {
+        let fits = (self.config.request_body_bytes_max as usize).saturating_sub(64) / 4;
+        (self.config.checkpoint_request_pages_max as usize)
+            .min(fits)
+            .max(1)
+    }
+
+    pub(super) fn on_checkpoint_part(&mut self, part: CheckpointPart, effects: &mut Vec<Effect>) {
+        let ticks = self.ticks;
+        let Some(transfer) = self
+            .checkpoint_fetch
+            .transfer
+            .as_mut()
+            .filter(|transfer| transfer.id.root == part.root)
+        else {
+            return self.drop_reason("checkpoint_part", "no transfer of this checkpoint");
+        };
+        let answered = |asked: &Asked| match (&part.content, asked) {
+            (CheckpointContent::Manifest { start, .. }, Asked::Run(run)) => {
+                *start == *run << transfer.level
+            }
+            (CheckpointContent::Pages(pages), Asked::Pages(indexes)) => pages
+                .first()
+                .is_some_and(|(first, _)| indexes.first() == Some(first)),
+            (CheckpointContent::Unavailable, _) => true,
+            _ => false,
+        };
+        let position = transfer
+            .in_flight
+            .iter()
+            .position(|in_flight| in_flight.to == part.responder && answered(&in_flight.asked));
+        let asked = position.map(|position| transfer.in_flight.swap_remove(position).asked);
+        let mut progressed = false;
+        let mut refetch = 0;
+        match part.content {
+            CheckpointContent::Unavailable => {
+                transfer.sources.retain(|&id| id != part.responder);
+                if let Some(asked) = asked {
+                    refetch += asked_pages(&asked);
+                    transfer.give_back(asked);
+                }
+            }
+            CheckpointContent::Manifest {
+                level,
+                start,
+                digests,
+                proof,
+            } => {
+                let run = start >> transfer.level;
+                let valid = level == transfer.level
+                    && (run as usize) < transfer.runs_received.len()
+                    && verify_run(
+                        &transfer.id.root,
+                        transfer.digests.len(),
+                        level as usize,
+                        start as usize,
+                        &digests,
+                        &proof,
+                    );
+                if !valid {
+                    self.stats.checkpoint_parts_corrupt += 1;
+                    if let Some(asked) = asked {
+                        transfer.give_back(asked);
+                    }
+                    tracing::warn!(
+                        replica = self.id,
+                        from = part.responder,
+                        "checkpoint manifest run does not verify"
+                    );
+                } else if !transfer.runs_received[run as usize] {
+                    let reused = transfer.take_run(run, &digests);
+                    self.stats.checkpoint_pages_reused += reused;
+                    progressed = true;
+                }
+            }
+            CheckpointContent::Pages(pages) => {
+                let mut corrupt = 0;
+                let mut bytes = 0;
+                let mut fetched = 0;
+                for (index, bytes_of_page) in pages {
+                    let Some(Some(digest)) = transfer.digests.get(index as usize).copied() else {
+                        corrupt += 1;
+                        continue;
+                    };
+                    if transfer.pages[index as usize].is_some() {
+                        continue;
+                    }
+                    let len = bytes_of_page.len() as u64;
+                    match Page::verified(bytes_of_page, digest) {
+                        Ok(page) => {
+                            transfer.pages[index as usize] = Some(page);
+                            transfer.pages_held += 1;
+                            fetched += 1;
+                            bytes += len;
+                        }
+                        Err(_) => corrupt += 1,
+                    }
+                }
+                if let Some(asked) = asked {
+                    // The pages left out or corrupt are asked for again, elsewhere.
+                    let before = transfer.pages_waiting.len();
+                    transfer.give_back(asked);
+                    refetch += (transfer.pages_waiting.len() - before) as u64;
+                }
+                self.stats.checkpoint_pages_fetched += fetched;
+                self.stats.checkpoint_bytes_fetched += bytes;
+                self.stats.checkpoint_parts_corrupt += corrupt;
+                progressed = fetched > 0;
+            }
+        }
+        self.stats.checkpoint_pages_refetched += refetch;
+        if progressed {
+            transfer.progressed = ticks;
+            // A transfer that moves is no reason to ask for state again.
+            self.state_transfer_timeout.reset();
+            if self.status == Status::Recovering {
+                self.recovery_timeout.reset();
+            }
+        }
+        let transfer = self
+            .checkpoint_fetch
+            .transfer
+            .as_ref()
+            .expect("matched above");
+        if transfer.is_complete() {
+            return self.finish_checkpoint_fetch(effects);
+        }
+        if transfer.sources.is_empty() {
+            return self.abandon_checkpoint_fetch("no replica holds the checkpoint any more");
+        }
+        self.pump_checkpoint_fetch(effects);
+    }
+
+    /// Every tick: requests past their deadline are asked again from the next replica;
+    /// a transfer without progress for long is given up (its pages stay for the next).
+    pub(super) fn fetch_checkpoint_on_tick(&mut self, effects: &mut Vec<Effect>) {
+        let ticks = self.ticks;
+        let stall_ticks = STALL_TIMEOUTS * self.config.state_transfer_timeout_ticks;
+        let Some(transfer) = self.checkpoint_fetch.transfer.as_mut() else {
+            return;
+        };
+        if ticks.saturating_sub(transfer.progressed) > stall_ticks {
+            return self.abandon_checkpoint_fetch("no progress");
+        }
+        let mut refetch = 0;
+        let mut index = 0;
+        while index < transfer.in_flight.len() {
+            if transfer.in_flight[index].deadline <= ticks {
+                let asked = transfer.in_flight.swap_remove(index).asked;
+                refetch += asked_pages(&asked);
+                transfer.give_back(asked);
+            } else {
+                index += 1;
+            }
+        }
+        self.stats.checkpoint_pages_refetched += refetch;
+        self.pump_checkpoint_fetch(effects);
+    }
+
+    fn finish_checkpoint_fetch(&mut self, effects: &mut Vec<Effect>) {
+        let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
+        let Some(held) = transfer.assemble() else {
+            // Every run verified against the root, so the tree over them gives the root:
+            // a bug, not a peer's fault. Start again rather than install it.
+            tracing::error!(
+                replica = self.id,
+                op = transfer.id.op,
+                "fetched checkpoint does not give its root"
+            );
+            return self.drop_reason("checkpoint_part", "fetched checkpoint does not verify");
+        };
+        self.stats.checkpoint_fetches_completed += 1;
+        tracing::info!(
+            replica = self.id,
+            op = transfer.id.op,
+            pages = transfer.id.pages(),
+            "fetched a checkpoint"
+        );
+        let checkpoint = held.checkpoint.clone();
+        self.checkpoint_fetch.fetched = Some(held);
+        let state = ReceivedState::new(transfer.new_state, Some(checkpoint));
+        self.route_state(transfer.route, state, effects);
+    }
+
+    fn abandon_checkpoint_fetch(&mut self, reason: &'static str) {
+        let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
+        tracing::info!(
+            replica = self.id,
+            op = transfer.id.op,
+            reason,
+            "checkpoint fetch given up"
+        );
+        self.drop_reason("checkpoint_part", reason);
+        // Its pages are not kept: a transfer that starts later reuses what this replica
+        // holds, and asking for state again (the state-transfer timeout) names the
+        // checkpoint to fetch.
+        self.state_transfer_pending = false;
+    }
+}
+
+/// A transfer without progress for this many state-transfer timeouts is given up.
+const STALL_TIMEOUTS: u64 = 8;
+
+/// The level of manifest runs: as many digests as fit a quarter of a message.
+fn manifest_level(message_bytes_max: u32) -> u8 {
+    let digests = (message_bytes_max as usize / 4 / DIGEST_BYTES).max(1);
+    (usize::BITS - 1 - digests.leading_zeros()).min(31) as u8
+}
+
+fn asked_pages(asked: &Asked) -> u64 {
+    match asked {
+        Asked::Run(_) => 0,
+        Asked::Pages(indexes) => indexes.len() as u64,
+    }
+}

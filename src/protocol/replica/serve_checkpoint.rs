@@ -1,0 +1,249 @@
+//! Serving checkpoints in parts (paper 5.1): the sender's side of a checkpoint transfer.
+//!
+//! A NewState names a checkpoint by its [`CheckpointId`] (the root of the Merkle tree over
+//! its pages) instead of carrying it; the receiver then asks any replica for the parts it
+//! lacks with [`GetCheckpoint`]: runs of the manifest (page digests with the proof that
+//! ties them to the root) and pages by index. A replica answers from the checkpoint the
+//! root names, if it still holds it, and otherwise says `Unavailable`, so the receiver
+//! asks elsewhere or for a newer checkpoint.
+//!
+//! What a replica holds for this:
+//! - the Merkle tree of its latest checkpoint, kept incrementally: a new checkpoint
+//!   rehashes only the paths above the pages that changed (`MerkleTree::update`; pages
+//!   of state the service did not touch are the same pages, with the same digests);
+//! - up to [`RETAINED_MAX`] earlier checkpoints that were asked for recently (within
+//!   [`RETAIN_TIMEOUTS`] state-transfer timeouts), so that a transfer under way survives
+//!   the sender checkpointing again. Consecutive checkpoints share their unchanged pages,
+//!   so one kept costs about the state changed since it.
+//!
+//! Answers are throttled: at most `checkpoint_serve_bytes_per_tick` bytes of pages leave
+//! per tick, and requests beyond it wait (at most [`QUEUED_MAX`]) for the next tick, so
+//! that a transfer does not starve the sender's normal work. The answers carry committed
+//! state only and are checked by the receiver against the root, so any replica that asks
+//! is answered, whatever its epoch or status.
+
+use super::*;
+use crate::service::merkle::MerkleTree;
+use crate::service::Page;
+
+/// Earlier checkpoints kept while transfers of them may be under way.
+pub(super) const RETAINED_MAX: usize = 2;
+/// An earlier checkpoint is dropped once it has not been asked for in this many
+/// state-transfer timeouts.
+pub(super) const RETAIN_TIMEOUTS: u64 = 4;
+/// Page requests waiting for the next tick's budget; more are dropped (the asker's own
+/// timeout asks again).
+pub(super) const QUEUED_MAX: usize = 16;
+
+/// A checkpoint with the Merkle tree over its pages.
+#[derive(Clone, Debug)]
+pub(super) struct Held {
+    pub checkpoint: Checkpoint,
+    pub tree: MerkleTree,
+    /// The tick it was last asked for (`None`: never).
+    pub asked: Option<u64>,
+}
+
+impl Held {
+    pub fn id(&self) -> CheckpointId {
+        CheckpointId::of(&self.checkpoint, &self.tree)
+    }
+
+    /// The page at `index` (service pages first, then the client table's).
+    fn page(&self, index: usize) -> Option<&Page> {
+        let service = self.checkpoint.service.pages();
+        match index.checked_sub(service.len()) {
+            None => service.get(index),
+            Some(index) => self.checkpoint.clients.pages().get(index),
+        }
+    }
+}
+
+/// The serving side's state (module docs).
+#[derive(Debug, Default)]
+pub(super) struct CheckpointServer {
+    /// Earlier checkpoints kept for transfers under way, oldest first.
+    pub retained: Vec<Held>,
+    /// Bytes of pages sent since the last tick.
+    sent_this_tick: u64,
+    /// Page requests waiting for the next tick's budget.
+    queued: VecDeque<GetCheckpoint>,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Takes the latest checkpoint away ahead of a new one, and returns its tree for
+    /// [`Self::set_checkpoint`] to update. The checkpoint is retained if a transfer asked
+    /// for it recently; otherwise it is dropped here, so that the pages only it holds are
+    /// freed before a new snapshot is built (every rebuilt page would exist twice at the
+    /// peak, and the allocator keeps the peak).
+    pub(super) fn release_checkpoint(&mut self) -> Option<MerkleTree> {
+        let previous = self.checkpoint.take()?;
+        if self.asked_recently(previous.asked) {
+            let tree = previous.tree.clone();
+            self.retain(previous);
+            Some(tree)
+        } else {
+            Some(previous.tree)
+        }
+    }
+
+    /// Makes `checkpoint` the latest one, bringing `tree` (the previous checkpoint's,
+    /// from [`Self::release_checkpoint`]) up to date: only the paths above changed pages
+    /// are rehashed.
+    pub(super) fn set_checkpoint(&mut self, checkpoint: Checkpoint, tree: Option<MerkleTree>) {
+        debug_assert!(self.checkpoint.is_none(), "released first");
+        let digests: Vec<_> = checkpoint.pages().map(Page::digest).collect();
+        let tree = match tree {
+            Some(mut tree) => {
+                tree.update(&digests);
+                tree
+            }
+            None => MerkleTree::new(&digests),
+        };
+        self.checkpoint = Some(Held {
+            checkpoint,
+            tree,
+            asked: None,
+        });
+    }
+
+    fn asked_recently(&self, asked: Option<u64>) -> bool {
+        let window = RETAIN_TIMEOUTS * self.config.state_transfer_timeout_ticks;
+        asked.is_some_and(|asked| self.ticks.saturating_sub(asked) <= window)
+    }
+
+    fn retain(&mut self, held: Held) {
+        let retained = &mut self.checkpoint_server.retained;
+        if retained.len() == RETAINED_MAX {
+            retained.remove(0);
+        }
+        retained.push(held);
+    }
+
+    /// The name of the latest checkpoint, if any: its op and the root of the Merkle tree
+    /// over its pages.
+    pub fn checkpoint_id(&self) -> Option<CheckpointId> {
+        self.checkpoint.as_ref().map(Held::id)
+    }
+
+    /// A checkpoint this replica holds (the latest, or a retained one) named by `id`.
+    pub(super) fn held_checkpoint(&self, id: &CheckpointId) -> Option<&Held> {
+        self.checkpoint
+            .iter()
+            .chain(&self.checkpoint_server.retained)
+            .find(|held| held.tree.root() == id.root && held.checkpoint.op == id.op)
+    }
+
+    fn held_by_root_mut(&mut self, root: &Digest) -> Option<&mut Held> {
+        self.checkpoint
+            .iter_mut()
+            .chain(&mut self.checkpoint_server.retained)
+            .find(|held| held.tree.root() == *root)
+    }
+
+    /// Every tick: a new page budget, the requests that waited for it, and retained
+    /// checkpoints no one asked for in a while dropped.
+    pub(super) fn serve_checkpoints_on_tick(&mut self, effects: &mut Vec<Effect>) {
+        self.checkpoint_server.sent_this_tick = 0;
+        let window = RETAIN_TIMEOUTS * self.config.state_transfer_timeout_ticks;
+        let ticks = self.ticks;
+        self.checkpoint_server.retained.retain(|held| {
+            held.asked
+                .is_some_and(|asked| ticks.saturating_sub(asked) <= window)
+        });
+        while !self.serve_budget_spent() {
+            let Some(get) = self.checkpoint_server.queued.pop_front() else {
+                break;
+            };
+            self.answer_get_checkpoint(get, effects);
+        }
+    }
+
+    fn serve_budget_spent(&self) -> bool {
+        self.checkpoint_server.sent_this_tick >= self.config.checkpoint_serve_bytes_per_tick
+    }
+
+    pub(super) fn on_get_checkpoint(&mut self, get: GetCheckpoint, effects: &mut Vec<Effect>) {
+        if get.asker == self.id {
+            return self.drop_reason("get_checkpoint", "asked by this replica's identity");
+        }
+        if matches!(get.part, CheckpointRequest::Pages(_)) && self.serve_budget_spent() {
+            if self.checkpoint_server.queued.len() == QUEUED_MAX {
+                return self.drop_reason("get_checkpoint", "serving queue full");
+            }
+            self.checkpoint_server.queued.push_back(get);
+            return;
+        }
+        self.answer_get_checkpoint(get, effects);
+    }
+
+    fn answer_get_checkpoint(&mut self, get: GetCheckpoint, effects: &mut Vec<Effect>) {
+        let ticks = self.ticks;
+        let answer_bytes_max = self.config.message_bytes_max as usize / 2;
+        let content = match self.held_by_root_mut(&get.root) {
+            None => CheckpointContent::Unavailable,
+            Some(held) => {
+                held.asked = Some(ticks);
+                match Self::part_of(held, &get.part, answer_bytes_max) {
+                    Ok(content) => content,
+                    Err(reason) => return self.drop_reason("get_checkpoint", reason),
+                }
+            }
+        };
+        if let CheckpointContent::Pages(pages) = &content {
+            let bytes: usize = pages.iter().map(|(_, page)| page.len()).sum();
+            self.checkpoint_server.sent_this_tick += bytes as u64;
+            self.stats.checkpoint_pages_served += pages.len() as u64;
+            self.stats.checkpoint_bytes_served += bytes as u64;
+        }
+        let part = CheckpointPart {
+            op: get.op,
+            root: get.root,
+            responder: self.id,
+            content,
+        };
+        self.send_to_id(get.asker, Body::CheckpointPart(part), effects);
+    }
+
+    /// The part of `held` that `request` asks for: a manifest run with its proof, or the
+    /// pages asked for, in order, as many as fit `bytes_max` (at least one).
+    fn part_of(
+        held: &Held,
+        request: &CheckpointRequest,
+        bytes_max: usize,
+    ) -> Result<CheckpointContent, &'static str> {
+        match *request {
+            CheckpointRequest::Manifest { level, start } => {
+                let span = 1usize << level;
+                let start = start as usize;
+                if span > held.tree.width() || start >= held.tree.width() {
+                    return Err("manifest run outside the tree");
+                }
+                let leaves = held.tree.pages();
+                let digests =
+                    leaves[start.min(leaves.len())..(start + span).min(leaves.len())].to_vec();
+                Ok(CheckpointContent::Manifest {
+                    level,
+                    start: start as u32,
+                    digests,
+                    proof: held.tree.proof(level as usize, start),
+                })
+            }
+            CheckpointRequest::Pages(ref indexes) => {
+                let mut pages = Vec::new();
+                let mut bytes = 0;
+                for &index in indexes {
+                    let Some(page) = held.page(index as usize) else {
+                        return Err("page index beyond the checkpoint");
+                    };
+                    if !pages.is_empty() && bytes + 8 + page.len() > bytes_max {
+                        break;
+                    }
+                    bytes += 8 + page.len();
+                    pages.push((index, page.bytes().clone()));
+                }
+                Ok(CheckpointContent::Pages(pages))
+            }
+        }
+    }
+}
