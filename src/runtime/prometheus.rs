@@ -385,6 +385,16 @@ pub fn snapshot<S: StateMachine>(
             replica.pipeline_depth() as i64,
         ),
         (
+            "vsr_checkpoint_fetch_pages",
+            "Pages of the checkpoint being fetched (0: no transfer under way)",
+            signed(stats.checkpoint_fetch_pages),
+        ),
+        (
+            "vsr_checkpoint_fetch_pages_held",
+            "Pages of the checkpoint being fetched that are held",
+            signed(stats.checkpoint_fetch_pages_held),
+        ),
+        (
             "vsr_connections",
             "Open connections (clients and replicas)",
             connections as i64,
@@ -426,6 +436,48 @@ pub fn snapshot<S: StateMachine>(
             "Checkpoints taken",
             None,
             stats.checkpoints,
+        ),
+        (
+            "vsr_checkpoint_fetches",
+            "Checkpoint transfers (paper 5.1) started",
+            None,
+            stats.checkpoint_fetches,
+        ),
+        (
+            "vsr_checkpoint_fetches_completed",
+            "Checkpoint transfers completed",
+            None,
+            stats.checkpoint_fetches_completed,
+        ),
+        (
+            "vsr_checkpoint_pages_fetched",
+            "Checkpoint pages fetched from other replicas",
+            None,
+            stats.checkpoint_pages_fetched,
+        ),
+        (
+            "vsr_checkpoint_bytes_fetched",
+            "Bytes of checkpoint pages fetched from other replicas",
+            None,
+            stats.checkpoint_bytes_fetched,
+        ),
+        (
+            "vsr_checkpoint_pages_reused",
+            "Checkpoint pages not fetched: held already (same digest)",
+            None,
+            stats.checkpoint_pages_reused,
+        ),
+        (
+            "vsr_checkpoint_pages_refetched",
+            "Checkpoint pages asked for again (lost, corrupt, left out, or unavailable)",
+            None,
+            stats.checkpoint_pages_refetched,
+        ),
+        (
+            "vsr_checkpoint_bytes_served",
+            "Bytes of checkpoint pages sent to other replicas",
+            None,
+            stats.checkpoint_bytes_served,
         ),
         (
             "vsr_prepares_sent",

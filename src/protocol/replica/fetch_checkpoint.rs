@@ -91,6 +91,10 @@ struct Transfer {
     reusable: HashMap<Digest, Page>,
     /// The tick of the last progress (a run or a page).
     progressed: u64,
+    /// For the logs: when it started, bytes fetched, pages reused.
+    started: u64,
+    bytes: u64,
+    reused: u64,
 }
 
 #[derive(Debug)]
@@ -189,6 +193,14 @@ impl<S: StateMachine> Replica<S> {
             .transfer
             .as_ref()
             .map(|transfer| (transfer.id.op, transfer.pages_held, transfer.id.pages()))
+    }
+
+    /// Brings the progress gauges of `Stats` up to date with the transfer under way.
+    fn note_fetch_progress(&mut self) {
+        let (op, held, pages) = self.checkpoint_fetch_progress().unwrap_or((0, 0, 0));
+        self.stats.checkpoint_fetch_op = op;
+        self.stats.checkpoint_fetch_pages = pages;
+        self.stats.checkpoint_fetch_pages_held = held;
     }
 
     /// Every NewState comes here first: one naming a checkpoint this replica needs and
@@ -318,8 +330,12 @@ impl<S: StateMachine> Replica<S> {
             next_source: 0,
             reusable,
             progressed: self.ticks,
+            started: self.ticks,
+            bytes: 0,
+            reused: 0,
         }));
         self.stats.checkpoint_fetches += 1;
+        self.note_fetch_progress();
         if pages == 0 {
             return self.finish_checkpoint_fetch(effects);
         }
@@ -476,6 +492,7 @@ impl<S: StateMachine> Replica<S> {
                     );
                 } else if !transfer.runs_received[run as usize] {
                     let reused = transfer.take_run(run, &digests);
+                    transfer.reused += reused;
                     self.stats.checkpoint_pages_reused += reused;
                     progressed = true;
                 }
@@ -503,6 +520,7 @@ impl<S: StateMachine> Replica<S> {
                         Err(_) => corrupt += 1,
                     }
                 }
+                transfer.bytes += bytes;
                 if let Some(asked) = asked {
                     // The pages left out or corrupt are asked for again, elsewhere.
                     let before = transfer.pages_waiting.len();
@@ -524,6 +542,7 @@ impl<S: StateMachine> Replica<S> {
                 self.recovery_timeout.reset();
             }
         }
+        self.note_fetch_progress();
         let transfer = self
             .checkpoint_fetch
             .transfer
@@ -548,6 +567,22 @@ impl<S: StateMachine> Replica<S> {
         };
         if ticks.saturating_sub(transfer.progressed) > stall_ticks {
             return self.abandon_checkpoint_fetch("no progress");
+        }
+        if ticks
+            .saturating_sub(transfer.started)
+            .is_multiple_of(PROGRESS_LOG_TICKS)
+        {
+            tracing::info!(
+                replica = self.id,
+                op = transfer.id.op,
+                pages = transfer.id.pages(),
+                held = transfer.pages_held,
+                fetched_bytes = transfer.bytes,
+                reused = transfer.reused,
+                in_flight = transfer.in_flight.len(),
+                sources = transfer.sources.len(),
+                "fetching a checkpoint"
+            );
         }
         let mut refetch = 0;
         let mut index = 0;
@@ -577,10 +612,14 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_reason("checkpoint_part", "fetched checkpoint does not verify");
         };
         self.stats.checkpoint_fetches_completed += 1;
+        self.note_fetch_progress();
         tracing::info!(
             replica = self.id,
             op = transfer.id.op,
             pages = transfer.id.pages(),
+            fetched_bytes = transfer.bytes,
+            reused = transfer.reused,
+            ticks = self.ticks - transfer.started,
             "fetched a checkpoint"
         );
         let checkpoint = held.checkpoint.clone();
@@ -591,9 +630,12 @@ impl<S: StateMachine> Replica<S> {
 
     fn abandon_checkpoint_fetch(&mut self, reason: &'static str) {
         let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
+        self.note_fetch_progress();
         tracing::info!(
             replica = self.id,
             op = transfer.id.op,
+            held = transfer.pages_held,
+            pages = transfer.id.pages(),
             reason,
             "checkpoint fetch given up"
         );
@@ -604,6 +646,9 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_pending = false;
     }
 }
+
+/// A transfer under way is logged this often (100 ticks: a second in the runtime).
+const PROGRESS_LOG_TICKS: u64 = 100;
 
 /// A transfer without progress for this many state-transfer timeouts is given up.
 const STALL_TIMEOUTS: u64 = 8;

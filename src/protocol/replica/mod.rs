@@ -140,6 +140,13 @@ pub struct Stats {
     pub checkpoint_pages_served: u64,
     /// See `checkpoint_pages_served`.
     pub checkpoint_bytes_served: u64,
+    /// The checkpoint transfer under way (gauges, 0 when none): the op of the checkpoint
+    /// being fetched, its pages, and how many of them are held.
+    pub checkpoint_fetch_op: u64,
+    /// See `checkpoint_fetch_op`.
+    pub checkpoint_fetch_pages: u64,
+    /// See `checkpoint_fetch_op`.
+    pub checkpoint_fetch_pages_held: u64,
 }
 
 /// Requests for a view change to `view` (above the replica's own), received or made, not

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Checkpoint transfer between real replica processes (issue 12, perf/state_transfer.md).
+#
+# A local 3-replica kv cluster on loopback, on disk (`--durability disk`), filled by
+# vsr-load with random puts over KEYS keys of VALUE bytes. Then, on backup 2:
+#   full:    kill -9, its data directory wiped, restarted: it recovers (paper 4.3) with a
+#            full checkpoint transfer. Timed to caught up; the rate against a plain
+#            loopback socket copy of the same bytes (python, one connection).
+#            vsr-load runs against the cluster meanwhile, and once more without a
+#            transfer, for the normal case's throughput during a transfer.
+#   diff:    kill -9, DIFF_SECONDS more puts (a few % of the keys), restarted on its
+#            data directory: it fetches only the pages that differ from its own
+#            checkpoint.
+#   resume:  kill -9, more puts, restarted; killed again once it holds half the pages
+#            of the transfer, and restarted: what the second attempt fetches.
+# Prints one line of results per scenario and each replica's counters.
+#
+#   perf/state_transfer.sh                          # KEYS=1000000 VALUE=1024 (1 GiB)
+#   KEYS=65536 FILL_SECONDS=10 perf/state_transfer.sh   # a 64 MiB version
+# Build first: cargo build --release -p vsr -p vsr-load
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEYS=${KEYS:-1000000}
+VALUE=${VALUE:-1024}
+FILL_SECONDS=${FILL_SECONDS:-60}
+DIFF_SECONDS=${DIFF_SECONDS:-1}
+CHECKPOINT=${CHECKPOINT:-65536}
+LOG_TAIL=${LOG_TAIL:-4096}
+PORT=${PORT:-17500}
+B=${B:-target/release}
+CLUSTER="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
+D=$(mktemp -d /tmp/vsr-state-transfer.XXXXXX)
+declare -a PIDS=(0 0 0)
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+start() {
+  local i=$1
+  "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv \
+    --checkpoint-interval "$CHECKPOINT" --log-tail "$LOG_TAIL" \
+    --durability disk --data-dir "$D/data-$i" 2>> "$D/replica-$i.log" &
+  PIDS[$i]=$!
+}
+stat() { # stat REPLICA FIELD: a top-level or counters field of its stats
+  "$B/vsr" stats --address "127.0.0.1:$((PORT + $1))" 2>/dev/null |
+    python3 -c "import json,sys;d=json.load(sys.stdin);f='$2';print(d.get(f, d['counters'].get(f)))" 2>/dev/null ||
+    echo -1
+}
+load() { # load SECONDS JSON
+  "$B/vsr-load" --cluster "$CLUSTER" --cluster-id 0 --service kv --keys "$KEYS" \
+    --payload-bytes "$VALUE" --sessions 256 --connections 8 --warmup 0s \
+    --duration "${1}s" --json "$2" --quiet > /dev/null
+}
+ops_per_sec() { python3 -c "import json;print(round(json.load(open('$1'))['ops_per_sec']))"; }
+now() { date +%s.%N; }
+# Waits until replica 2 is normal with a commit number at least the primary's now.
+caught_up() {
+  local target; target=$(stat 0 commit)
+  local deadline=$((SECONDS + 600))
+  until [ "$(stat 2 status)" = normal ] && [ "$(stat 2 commit)" -ge "$target" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "replica 2 did not catch up; logs in $D" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+counters() {
+  for i in 0 1 2; do
+    echo "  replica $i: fetched $(stat $i checkpoint_bytes_fetched) B ($(stat $i checkpoint_pages_fetched) pages)" \
+      "reused $(stat $i checkpoint_pages_reused) pages, asked again $(stat $i checkpoint_pages_refetched)," \
+      "served $(stat $i checkpoint_bytes_served) B; loop iteration max $(python3 -c "import json,subprocess;d=json.loads(subprocess.check_output(['$B/vsr','stats','--address','127.0.0.1:$((PORT + i))']));print(d['histograms']['loop_iteration_us']['max'])") us"
+  done
+}
+
+for i in 0 1 2; do start "$i"; done
+deadline=$((SECONDS + 30))
+until "$B/vsr" admin status --cluster "$CLUSTER" > /dev/null 2>&1; do
+  [ $SECONDS -lt $deadline ] || { echo "cluster did not start; logs in $D" >&2; exit 1; }
+  sleep 0.2
+done
+echo "fill: ${FILL_SECONDS}s of puts over $KEYS keys of $VALUE bytes"
+load "$FILL_SECONDS" "$D/fill.json"
+echo "  $(ops_per_sec "$D/fill.json") puts/s; checkpoint at op $(stat 0 checkpoint_op)"
+
+# full: an empty replica 2.
+echo "baseline: 10s of load without a transfer"
+load 10 "$D/baseline.json"
+kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+rm -rf "$D/data-2"
+before=$(stat 0 checkpoint_bytes_served); before1=$(stat 1 checkpoint_bytes_served)
+t0=$(now); start 2
+load 10 "$D/during.json" &
+loader=$!
+caught_up
+t1=$(now)
+wait $loader
+bytes=$(stat 2 checkpoint_bytes_fetched)
+served=$(( $(stat 0 checkpoint_bytes_served) - before + $(stat 1 checkpoint_bytes_served) - before1 ))
+secs=$(python3 -c "print($t1 - $t0)")
+raw=$(python3 - "$bytes" <<'EOF'
+import socket, sys, threading, time
+total = int(sys.argv[1]); chunk = b"x" * (1 << 20)
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+def drain():
+    conn, _ = server.accept(); left = total
+    while left > 0:
+        data = conn.recv(1 << 20)
+        if not data: break
+        left -= len(data)
+thread = threading.Thread(target=drain); thread.start()
+client = socket.create_connection(server.getsockname()); start = time.time(); sent = 0
+while sent < total:
+    n = min(len(chunk), total - sent); client.sendall(chunk[:n]); sent += n
+thread.join(); print(total / (time.time() - start) / 1e6)
+EOF
+)
+echo "full: $bytes bytes fetched ($served served) in ${secs}s to caught up: $(python3 -c "print(round($bytes/$secs/1e6,1))") MB/s;" \
+  "raw loopback copy $(python3 -c "print(round($raw,1))") MB/s; ratio $(python3 -c "print(round($bytes/$secs/1e6/$raw,3))")"
+echo "  load during the transfer $(ops_per_sec "$D/during.json") ops/s against $(ops_per_sec "$D/baseline.json") without:" \
+  "$(python3 -c "print(round($(ops_per_sec "$D/during.json")/$(ops_per_sec "$D/baseline.json"),2))")x"
+full_bytes=$bytes
+
+# diff: replica 2 misses a few % of the keys' puts, then restarts on its own disk.
+kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+load "$DIFF_SECONDS" "$D/diff.json"
+puts=$(python3 -c "import json;print(json.load(open('$D/diff.json'))['ops'])")
+start 2; caught_up
+bytes=$(stat 2 checkpoint_bytes_fetched)
+echo "diff: $puts puts missed ($(python3 -c "print(round(100*$puts/$KEYS,2))")% of the keys); fetched $bytes bytes =" \
+  "$(python3 -c "print(round(100*$bytes/$full_bytes,2))")% of a full transfer; reused $(stat 2 checkpoint_pages_reused) pages"
+
+# resume: killed half-way through a transfer, restarted.
+kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+load "$DIFF_SECONDS" "$D/resume.json"
+start 2
+deadline=$((SECONDS + 120))
+until [ "$(stat 2 checkpoint_fetch_pages_held)" -gt 0 ] &&
+  [ $(( $(stat 2 checkpoint_fetch_pages_held) * 2 )) -ge "$(stat 2 checkpoint_fetch_pages)" ]; do
+  [ $SECONDS -lt $deadline ] || break
+  sleep 0.01
+done
+first=$(stat 2 checkpoint_bytes_fetched)
+kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+start 2; caught_up
+echo "resume: killed after fetching $first bytes; the second attempt fetched $(stat 2 checkpoint_bytes_fetched) bytes" \
+  "and reused $(stat 2 checkpoint_pages_reused) pages"
+counters
+echo "logs in $D"
