@@ -189,10 +189,6 @@ impl FaultRates {
             Regime::Calm | Regime::Lossy => ppm(0, 200_000),
             _ => ppm(100_000, 600_000),
         };
-        let corrupt_page_ppm = match regime {
-            Regime::Calm => 0,
-            _ => ppm(0, 100_000),
-        };
         let delay_max_steps = prng.between(2, 8);
         let network = NetworkFaults {
             drop_ppm,
@@ -203,7 +199,8 @@ impl FaultRates {
             delay_long_max_steps: delay_max_steps * prng.between(3, 10),
             replay_ppm,
             replay_age_max_steps: prng.between(50, 2_000),
-            corrupt_page_ppm,
+            // Drawn from a stream of its own (`run::corrupt_page_ppm`).
+            corrupt_page_ppm: 0,
         };
         FaultRates {
             regime,

@@ -198,6 +198,8 @@ pub fn options_for_seed_of<S: SimService>(
     let fault_steps_scale = if prng.chance(125_000) { 2 } else { 1 };
     let disks = disks(seed, run);
     let mut faults = FaultRates::draw(&mut prng);
+    faults.network.corrupt_page_ppm =
+        corrupt_page_ppm(faults.regime, &mut Prng::new(seed ^ CORRUPT_PAGE_STREAM));
     if disks {
         faults = faults.with_disk_faults(&mut Prng::new(seed ^ DISK_FAULTS_STREAM));
     }
@@ -274,6 +276,22 @@ const DISKS_STREAM: u64 = 0x5ee0_57a7_0000_0003;
 
 /// Mixed into the seed for the draw of the disk faults' rates.
 const DISK_FAULTS_STREAM: u64 = 0x5ee0_57a7_0000_0004;
+/// Mixed into the seed for the draw of the checkpoint transfer's window, request size and
+/// serving budget (a stream of its own, so that the draws made before it existed stay as
+/// they were).
+const CHECKPOINT_TRANSFER_STREAM: u64 = 0x5ee0_57a7_0000_0006;
+/// Mixed into the seed for the draw of `NetworkFaults::corrupt_page_ppm`.
+const CORRUPT_PAGE_STREAM: u64 = 0x5ee0_57a7_0000_0007;
+
+/// How often a served checkpoint page arrives corrupted: never in a calm run, up to one
+/// in ten in the others.
+fn corrupt_page_ppm(regime: Regime, prng: &mut Prng) -> u32 {
+    match regime {
+        Regime::Calm => 0,
+        _ => prng.between(0, 100_000) as u32,
+    }
+}
+
 /// Mixed into the seed for the draw of `ClusterOptions::power_loss_at`.
 const POWER_LOSS_AT_STREAM: u64 = 0x5ee0_57a7_0000_0005;
 
@@ -335,7 +353,10 @@ pub fn sim_config(prng: &mut Prng, seed: u64, replica_count: u8, clients_max: u3
     // Not drawn, so that every seed replays as before the two timeouts had names of their
     // own (state transfer used the recovery timeout).
     config.state_transfer_timeout_ticks = config.recovery_timeout_ticks;
-    draw_checkpoint_transfer(prng, &mut config);
+    draw_checkpoint_transfer(
+        &mut Prng::new(seed ^ CHECKPOINT_TRANSFER_STREAM),
+        &mut config,
+    );
     config.validate().expect("the simulator's config is valid");
     config
 }

@@ -161,12 +161,16 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// A message of an earlier epoch whose members this replica no longer knows (a
-    /// restart from its store keeps only the current configuration): its sender is a
-    /// replica that is not a member now, since a member would be in this epoch, so one of
-    /// the identities below `next_id` outside the configuration. Each of them is told
-    /// where the cluster went (at most once a tick), as paper 7 asks for the sender of
-    /// any message of an older epoch: without it, a replaced replica left behind would
-    /// never learn that it may retire. A StartEpoch says only what is committed.
+    /// restart from its store keeps only the current configuration): its sender is one
+    /// of the identities below `next_id`, a replaced replica or a member of this epoch
+    /// that has not moved to it yet (it missed the RECONFIGURATION's commit, and the
+    /// StartEpochs sent to it were lost). Each of them is told where the cluster went (at
+    /// most once a tick), as paper 7 asks for the sender of any message of an older
+    /// epoch: without it, a replaced replica left behind would never learn that it may
+    /// retire, and a member left behind would never join (seed 1003951: the only other
+    /// member of the epoch, restarted from its store, was the only one it could hear
+    /// from). A member already in the epoch ignores the StartEpoch. A StartEpoch says
+    /// only what is committed.
     fn tell_replaced_replicas(&mut self, message: &Message, effects: &mut Vec<Effect>) {
         if self.epoch_transfer.hint_tick == Some(self.ticks) {
             return self.drop_message(message, "earlier epoch (already told this tick)");
@@ -174,10 +178,10 @@ impl<S: StateMachine> Replica<S> {
         self.epoch_transfer.hint_tick = Some(self.ticks);
         self.drop_message(
             message,
-            "earlier epoch, members unknown: telling replaced replicas",
+            "earlier epoch, members unknown: telling every other replica",
         );
         for id in 0..self.configuration.next_id() {
-            if id != self.id && !self.configuration.contains_id(id) {
+            if id != self.id {
                 self.send_start_epoch(id, effects);
             }
         }
