@@ -769,3 +769,51 @@ fn a_member_left_in_the_old_epoch_is_told_by_a_peer_that_forgot_it() {
     read_back(&mut writer, &mut cluster, &written);
     check_agreement(&cluster);
 }
+
+/// Learners down while a change added them and a later one removed them come back, and
+/// catch up by a checkpoint past both RECONFIGURATIONs (they never execute the one that
+/// added them): they must learn that their identities are used up and retire, not stay
+/// learners forever. (Found by seed 1017359 of the random runs.)
+#[test]
+fn learners_added_and_removed_while_they_were_down_retire() {
+    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
+    let mut admin = Client::new(100, &mut cluster);
+    let mut writer = Client::new(1, &mut cluster);
+    let mut written = BTreeMap::new();
+    write_keys(&mut writer, &mut cluster, 0..5, &mut written);
+    let learners = [
+        cluster.add_joining(Kv::new()),
+        cluster.add_joining(Kv::new()),
+    ];
+    assert_eq!(learners, [3, 4]);
+    settle(&mut cluster, 50, |c| {
+        learners
+            .iter()
+            .all(|&l| c.replicas[l as usize].commit() == c.replicas[0].commit())
+    });
+    for &l in &learners {
+        cluster.down[l as usize] = true;
+    }
+    let three = cluster.replicas[0].configuration().clone();
+    let five = three.propose(&[0, 1, 2], &[bytes("r3"), bytes("r4")]);
+    // Added: the change commits without them (3 of 5 members are a quorum), then removed.
+    assert_eq!(admin.reconfigure(&mut cluster, &five).0, ReplyStatus::Ok);
+    let back = five.propose(&[0, 1, 2], &[]);
+    writer.configuration = five.clone();
+    let (status, reason) = admin.reconfigure(&mut cluster, &back);
+    assert_eq!(status, ReplyStatus::Ok, "{reason:?}");
+    // Enough writes that the log no longer reaches back to either change.
+    writer.configuration = back.clone();
+    write_keys(&mut writer, &mut cluster, 5..60, &mut written);
+    assert!(cluster.replicas[0].checkpoint_op() > cluster.replicas[0].epoch_start());
+    for &l in &learners {
+        cluster.down[l as usize] = false;
+    }
+    settle(&mut cluster, 400, |c| {
+        learners
+            .iter()
+            .all(|&l| c.replicas[l as usize].is_retired())
+    });
+    read_back(&mut writer, &mut cluster, &written);
+    check_agreement(&cluster);
+}

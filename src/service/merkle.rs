@@ -1,7 +1,9 @@
 //! A Merkle tree over a snapshot's page digests (paper 5.1): one root digest names a
 //! whole checkpoint, any aligned run of page digests can be checked against the root on
 //! its own, and a checkpoint that changed a few pages rehashes only their paths to the
-//! root.
+//! root. A NewState names a checkpoint by its root; the receiver fetches the manifest in
+//! runs, each checked with [`verify_run`], then the pages it lacks
+//! (`protocol::replica::fetch_checkpoint`).
 //!
 //! Shape: a complete binary tree over the leaves padded with [`EMPTY`] to a power of two
 //! (`width`). Level 0 holds the leaves; a node is SHA-256 of a tag byte and its two

@@ -2,15 +2,16 @@
 //! checkpoint.
 //!
 //! A [`Snapshot`] is an ordered list of [`Page`]s, each a `Bytes` with its SHA-256
-//! [`Digest`]. Pages are the unit everything after a checkpoint works in: the wire carries a
-//! checkpoint as pages, a page is verified against its digest before anything reads it, and
-//! a Merkle tree over the digests, a page-diff transfer and chunked streaming can be built
-//! on the list without changing [`StateMachine`](super::StateMachine) again.
+//! [`Digest`]. Pages are the unit everything after a checkpoint works in: a Merkle tree over
+//! the digests names a checkpoint ([`super::merkle`]), a replica that needs one fetches the
+//! pages it lacks and verifies each against its digest before anything reads it
+//! (`protocol::replica::fetch_checkpoint`), all without [`StateMachine`](super::StateMachine)
+//! knowing.
 //!
 //! Invariants:
 //! - **A page's digest is the digest of its bytes.** The fields are private: a page is made
 //!   by [`Page::new`] (which hashes) or [`Page::verified`] (which checks a digest that came
-//!   with the bytes, e.g. from the wire), so no code past the wire's gate re-checks one.
+//!   with the bytes, e.g. a fetched page), so nothing that holds a `Page` re-checks it.
 //! - **Pages are shared, not copied.** Cloning a page or a snapshot bumps reference counts;
 //!   a service that keeps the pages of its last snapshot hands out the unchanged ones again
 //!   at no cost, and so re-hashes only what changed.

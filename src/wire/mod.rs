@@ -50,7 +50,9 @@
 //! | `Recovery`         |                      | nonce                                       |                           |
 //! | `RecoveryResponse` | empty 1, normal 2    | nonce, op, commit, op_first (= epoch start) |                           |
 //! | `GetState`         |                      | op, nonce (a learner's identity + 1, or 0)  |                           |
-//! | `NewState`         | has checkpoint (0/1) | op, commit, op_first                        | checkpoint? entries       |
+//! | `NewState`         | names a checkpoint   | op, commit, op_first, nonce (= sender)      | checkpoint id? entries    |
+//! | `GetCheckpoint`    | 0 manifest, 1 pages  | op, nonce (= the asker's identity)          | root, run or page indexes |
+//! | `CheckpointPart`   | 0 manifest, 1 pages, 2 unavailable | op, nonce (= the responder) | root, run+proof or pages |
 //! | `Requests`         |                      |                                             | a batch of requests       |
 //! | `Replies`          |                      |                                             | a batch of replies        |
 //! | `StartEpoch`       |                      | op, nonce (= the sender's identity)         | the configuration         |
@@ -63,9 +65,16 @@
 //! An entry list is a `u32` count, then per entry: client `u64`, session `u64`, request
 //! `u32`, timestamp `u64`, operation `u8`, body length `u32` (these are
 //! [`ENTRY_HEADER_BYTES`](crate::protocol::ENTRY_HEADER_BYTES)), then the body. A checkpoint
-//! is op `u64`, timestamp `u64`, then the service snapshot and the client-table snapshot,
-//! each as a `u32` length and its bytes. Small messages (`PrepareOk`, `Commit`, ...) are a
-//! header alone.
+//! travels in parts (paper 5.1): a NewState names it by its id (op `u64`, timestamp `u64`,
+//! service pages `u32`, client-table pages `u32`, the Merkle root: 32 bytes); a
+//! GetCheckpoint body is the root, then a manifest run (level `u8`, start `u32`, aligned)
+//! or a `u32` count of page indexes (`u32`, strictly increasing); a CheckpointPart body is
+//! the root, then a run (level, start, a `u32` count of digests, at most `2^level`, and a
+//! `u32` count of proof digests, at most 32), or a `u32` count of pages, each an index
+//! (strictly increasing), a `u32` length and its bytes. Every count is checked against the
+//! bytes present before it sizes an allocation. Pages are checked against their digests by
+//! the replica that asked for them (it holds the manifest). Small messages (`PrepareOk`,
+//! `Commit`, ...) are a header alone.
 //!
 //! `Requests` and `Replies` are batch frames (`batch.rs`): a `u32` count, then per request
 //! client `u64`, session `u64`, request `u32`, operation `u8`, body length `u32` and the

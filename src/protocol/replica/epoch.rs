@@ -384,6 +384,26 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
+    /// A learner told of an epoch that does not hold it but gave out its identity
+    /// (`next_id` is past it): a change it never saw added it and a later one removed it
+    /// (it restarted from a store of before the first, say), or the identity went to
+    /// another replica. Identities are never reused, so it can never be a member under
+    /// this one: it retires at once (it holds nothing the epoch needs). Without this it
+    /// stayed a learner forever, having installed a checkpoint past the RECONFIGURATION
+    /// that added it instead of executing it (seed 1017359).
+    fn retire_used_up_learner(&mut self, configuration: Configuration, op: Op) {
+        tracing::warn!(
+            replica = self.id,
+            epoch = configuration.epoch(),
+            "this learner's identity was given out by a reconfiguration it missed, and is not a member: retiring (join again to be added)"
+        );
+        self.move_to_epoch(configuration, op);
+        self.enter_retiring();
+        self.stop_all_timeouts();
+        self.start_epoch_timeout.stop();
+        self.epoch_transfer.retired = true;
+    }
+
     /// Paper 7.2 step 1 (and a replica that missed the end of its epoch): a StartEpoch.
     pub(super) fn on_start_epoch(
         &mut self,
@@ -435,6 +455,9 @@ impl<S: StateMachine> Replica<S> {
         }
         let member = configuration.contains_id(self.id);
         if self.status == Status::Joining && !member {
+            if self.id < configuration.next_id() {
+                return self.retire_used_up_learner(configuration, op);
+            }
             return self.drop_reason("start_epoch", "an epoch without this replica");
         }
         // Only the next epoch: one further on started after the next one did, so this
@@ -889,6 +912,16 @@ impl<S: StateMachine> Replica<S> {
         };
         if let Some(new_state) = self.new_state_for(get_state, self.commit) {
             self.send_to_id(learner, Body::NewState(new_state), effects);
+        }
+        // A change gave the learner's identity out already (it is a member now, or was
+        // and is no more): the committed state it fetches may carry it past that
+        // RECONFIGURATION in a checkpoint, never executing it, so it is told of the
+        // epoch too (at most once a tick), to join it or to retire.
+        if learner < self.configuration.next_id()
+            && self.epoch_transfer.hint_tick != Some(self.ticks)
+        {
+            self.epoch_transfer.hint_tick = Some(self.ticks);
+            self.send_start_epoch(learner, effects);
         }
     }
 

@@ -229,6 +229,21 @@ impl<S: StateMachine> Replica<S> {
             },
         };
         self.route_state(route, ReceivedState::new(new_state, checkpoint), effects);
+        self.release_fetched_once_installed();
+    }
+
+    /// Drops the fetched checkpoint once this replica installed it (or a later one): its
+    /// pages are slices of the messages that carried them, and the service keeps pages of
+    /// its own (`restore_checkpoint`), so holding it on would hold the state twice.
+    fn release_fetched_once_installed(&mut self) {
+        if self
+            .checkpoint_fetch
+            .fetched
+            .as_ref()
+            .is_some_and(|held| held.checkpoint.op <= self.checkpoint_op())
+        {
+            self.checkpoint_fetch.fetched = None;
+        }
     }
 
     /// The checkpoint `id` names, if this replica holds it (its own, a retained one, or
@@ -305,7 +320,8 @@ impl<S: StateMachine> Replica<S> {
         let pages = id.pages() as usize;
         let width = pages.max(1).next_power_of_two();
         let level = manifest_level(self.config.message_bytes_max).min(width.trailing_zeros() as u8);
-        let runs = width >> level;
+        // Runs wholly in the padding hold nothing: not asked for.
+        let runs = pages.div_ceil(1 << level).max(1);
         let sources = self.checkpoint_sources(new_state.sender);
         tracing::info!(
             replica = self.id,
@@ -626,6 +642,7 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint_fetch.fetched = Some(held);
         let state = ReceivedState::new(transfer.new_state, Some(checkpoint));
         self.route_state(transfer.route, state, effects);
+        self.release_fetched_once_installed();
     }
 
     fn abandon_checkpoint_fetch(&mut self, reason: &'static str) {
