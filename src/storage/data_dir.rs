@@ -62,7 +62,8 @@ pub struct DataDir {
     journal: File,
     /// Bytes of the journal written; the next batch goes here (a block boundary).
     journal_bytes: u64,
-    /// The journal file's length: whole chunks, zero past `journal_bytes`.
+    /// The journal file's length: whole chunks; past `journal_bytes`, zeros or the
+    /// batches of the file's earlier use.
     file_bytes: u64,
     next_sequence: u64,
     /// The id of this use of the journal file, in every batch (`journal`'s docs).
@@ -236,16 +237,26 @@ impl DataDir {
 
     /// The work that must not delay a group's completion, run after it: removes the
     /// checkpoint files the journal no longer names, compacts the journal into the spare
-    /// when it is nearly full, and starts preparing the next spare when it is half full.
+    /// when it is nearly full (or, past half full, just after a checkpoint), and starts
+    /// preparing the next spare when it is half full.
+    ///
+    /// A compaction writes the image, everything above the latest checkpoint, and syncs
+    /// it while the next groups wait: up to a checkpoint interval's entries (megabytes
+    /// under load) at 3/4 full, but only the few entries above it just after a
+    /// checkpoint was taken. So a spare that is ready (a recycled file is ready at once)
+    /// is taken at the first checkpoint past half full.
     pub fn maintain(&mut self) -> Result<(), StorageError> {
-        if std::mem::take(&mut self.stale_checkpoints) {
+        let checkpointed = std::mem::take(&mut self.stale_checkpoints);
+        if checkpointed {
             self.remove_stale_files();
         }
         if self.image_broken.is_some() {
             return Ok(()); // The image cannot be written out: the journal grows in place.
         }
         let free = self.file_bytes.saturating_sub(self.journal_bytes);
-        if free <= self.file_bytes / 4 {
+        let nearly_full = free <= self.file_bytes / 4;
+        let checkpointed = checkpointed && self.journal_bytes * 2 >= self.file_bytes;
+        if nearly_full || checkpointed {
             if let Some((file, bytes)) = self.spare.take_ready() {
                 self.compact_into(file, bytes)?;
             }
@@ -688,26 +699,24 @@ pub(crate) mod tests {
             "a spare is prepared at half full"
         );
         data_dir.spare.wait();
-        // A checkpoint in the middle: the compaction writes only what follows it.
-        let checkpoint = checkpoint_file::tests::checkpoint(next - 3);
-        let writes = [StoredWrite::Checkpoint(checkpoint.clone())];
-        data_dir.append(&writes).unwrap();
-        fold(&mut expected, &writes);
-        let before = data_dir.journal_bytes();
-        // The spare is ready, but the journal has room: no compaction before 3/4 full.
+        // The spare is ready, but the journal has room and no checkpoint came: no
+        // compaction before 3/4 full.
         let next = fill(&mut data_dir, &mut expected, next, |d| {
             d.file_bytes != journal::CHUNK_BYTES
                 || d.journal_bytes() >= journal::CHUNK_BYTES * 3 / 4 - (64 << 10)
         });
         assert_eq!(data_dir.file_bytes, journal::CHUNK_BYTES, "compacted early");
-        let next = fill(&mut data_dir, &mut expected, next, |d| {
-            d.file_bytes != journal::CHUNK_BYTES
-        });
-        // Nearly full (3/4), the journal moved to the spare, holding only the image.
+        // A checkpoint past half full: compacted at once, into an image that holds only
+        // what follows the checkpoint (here, two entries of 60 KiB).
+        let checkpoint = checkpoint_file::tests::checkpoint(next - 3);
+        let writes = [StoredWrite::Checkpoint(checkpoint.clone())];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.maintain().unwrap();
         assert_eq!(data_dir.file_bytes, 2 * journal::CHUNK_BYTES);
         assert!(
-            data_dir.journal_bytes() < before,
-            "{} < {before}",
+            data_dir.journal_bytes() <= 3 * (64 << 10),
+            "{}",
             data_dir.journal_bytes()
         );
         assert!(
@@ -715,6 +724,15 @@ pub(crate) mod tests {
             "no new spare yet: the journal is small"
         );
         assert!(!directory.join(spare::SPARE_FILE).exists());
+        // Without a checkpoint, the journal is compacted when it is nearly full (3/4),
+        // into the previous journal's file, grown to 16 MiB.
+        let next = fill(&mut data_dir, &mut expected, next, |d| {
+            d.spare.wait();
+            d.file_bytes != 2 * journal::CHUNK_BYTES
+        });
+        assert_eq!(data_dir.file_bytes, 4 * journal::CHUNK_BYTES);
+        // Its image holds every entry since the checkpoint: megabytes.
+        assert!(data_dir.journal_bytes() > journal::CHUNK_BYTES);
         let more = [StoredWrite::Commit(next - 1), state(3)];
         data_dir.append(&more).unwrap();
         fold(&mut expected, &more);
@@ -723,7 +741,7 @@ pub(crate) mod tests {
         let length = std::fs::metadata(directory.join(JOURNAL_FILE))
             .unwrap()
             .len();
-        assert_eq!(length, 2 * journal::CHUNK_BYTES);
+        assert_eq!(length, 4 * journal::CHUNK_BYTES);
         let (data_dir, image) = DataDir::open(&directory, US).unwrap();
         expected.trim_to_checkpoint();
         assert_eq!(image, expected);
