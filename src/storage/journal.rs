@@ -60,10 +60,18 @@
 //! "The end" covers both a clean end (the earlier use's batches or zeros follow the last
 //! batch) and a crash that cut the next batch short before its header's sector landed:
 //! the two look alike, and neither needs repair. Whatever follows the end holds no header
-//! or trailer of this file's use (else it would be damage), so it can never be read as
-//! part of the journal, and the next batches overwrite it. A torn batch whose header
-//! landed is zeroed on open ([`Replay::torn_bytes`]); the rest is left as it is (zeroing
-//! up to 64 MiB of an earlier use on every start would buy nothing).
+//! or trailer of this file's use with the expected sequence number or a later one (else
+//! it would be damage), and none with an earlier one (those are all before the end), so
+//! no later replay can read it as part of the journal; the next batches, written from
+//! the end on, overwrite it. A torn batch whose header landed is zeroed on open, over the
+//! extent its header gives ([`Replay::torn_bytes`]), so that its header is not found
+//! again; the rest is left as it is (zeroing up to 64 MiB of an earlier use on every
+//! start would buy nothing).
+//!
+//! At offset 0 any file id is accepted, and anything of any use found after an
+//! unreadable first batch makes it damage: a recycled file's first batch is written and
+//! synced before the file becomes the journal, so it is never a torn write (only a new
+//! directory's first batch can be, and its file holds nothing else).
 //!
 //! A torn batch written over an earlier use's batches is cut off at its own start: the
 //! intact batches of the earlier use after it (or under its unwritten sectors) carry
@@ -699,15 +707,27 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_batch_whose_records_do_not_decode_is_damage() {
-        let (mut bytes, images) = journal(2);
-        encode_batch(3, ID, &mut bytes, |out| out.extend_from_slice(&[0xee; 100]));
-        let replay = replay(&bytes, "j");
-        let damage = replay.image.damage.clone().expect("damage");
-        assert!(damage.contains("records do not decode"), "{damage}");
-        let mut expected = images[2].clone();
-        expected.damage = Some(damage);
-        assert_eq!(replay.image, expected);
+    fn a_batch_whose_records_do_not_decode_or_apply_is_damage() {
+        let undecodable = |out: &mut Vec<u8>| out.extend_from_slice(&[0xee; 100]);
+        // A log reset above the checkpoint (there is none): a write no replica makes.
+        let inapplicable =
+            |out: &mut Vec<u8>| codec::encode(&StoredWrite::LogReset { base: 99 }, 0, out);
+        let cases: [(&dyn Fn(&mut Vec<u8>), &str); 2] = [
+            (&undecodable, "records do not decode"),
+            (&inapplicable, "log reset to 99"),
+        ];
+        for (records, reason) in cases {
+            let (mut bytes, images) = journal(2);
+            encode_batch(3, ID, &mut bytes, records);
+            bytes.extend_from_slice(&journal(4).0[batch_at(4).0..]); // A later batch.
+            let replay = replay(&bytes, "j");
+            let damage = replay.image.damage.clone().expect("damage");
+            assert!(damage.contains(reason), "{damage}");
+            assert!(damage.contains("batch 3"), "{damage}");
+            let mut expected = images[2].clone();
+            expected.damage = Some(damage);
+            assert_eq!(replay.image, expected);
+        }
     }
 
     #[test]
