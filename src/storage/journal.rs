@@ -708,13 +708,18 @@ pub(crate) mod tests {
 
     #[test]
     fn a_batch_whose_records_do_not_decode_or_apply_is_damage() {
-        let undecodable = |out: &mut Vec<u8>| out.extend_from_slice(&[0xee; 100]);
-        // A log reset above the checkpoint (there is none): a write no replica makes.
-        let inapplicable =
-            |out: &mut Vec<u8>| codec::encode(&StoredWrite::LogReset { base: 99 }, 0, out);
-        let cases: [(&dyn Fn(&mut Vec<u8>), &str); 2] = [
-            (&undecodable, "records do not decode"),
-            (&inapplicable, "log reset to 99"),
+        /// Records that go in a batch, and the damage they are reported as.
+        type Case = (fn(&mut Vec<u8>), &'static str);
+        let cases: [Case; 2] = [
+            (
+                |out| out.extend_from_slice(&[0xee; 100]),
+                "records do not decode",
+            ),
+            // A log reset above the checkpoint (there is none): a write no replica makes.
+            (
+                |out| codec::encode(&StoredWrite::LogReset { base: 99 }, 0, out),
+                "log reset to 99",
+            ),
         ];
         for (records, reason) in cases {
             let (mut bytes, images) = journal(2);
