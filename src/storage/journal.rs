@@ -29,8 +29,9 @@
 //! the journal has reached its size. Past its end a journal may therefore hold the
 //! batches of the file's **earlier use**, intact and with valid checksums. Each use of a
 //! file draws a random 64-bit **file id** ([`new_file_id`]); every batch of that use
-//! carries it, and the first batch, at offset 0, names it (that batch is written and
-//! synced before the file becomes the journal). Replay accepts a batch only with the
+//! carries it, and the first batch, at offset 0, names it (in a recycled file, or any
+//! file a compaction or a rewrite made, that batch is written and synced before the file
+//! becomes the journal). Replay accepts a batch only with the
 //! file id of the batch at offset 0 *and* the next sequence number, so a batch of an
 //! earlier use is never taken for the next one, even when its sequence number happens to
 //! be the one expected (as RocksDB's recyclable log records carry their log number). A
