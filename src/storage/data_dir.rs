@@ -23,7 +23,10 @@
 //! all of it disk bandwidth that the journal's `fdatasync`s shared). Each use of a file
 //! has its own random file id in every batch, so replay stops at the earlier use's
 //! batches (`journal`'s docs). A fresh directory, or a spare larger than the last
-//! journal, still gets zeros (for the part the recycled file does not cover).
+//! journal, still gets zeros (for the part the recycled file does not cover). The cost
+//! is disk space: once the journal has reached its size the directory keeps two files of
+//! up to [`JOURNAL_BYTES_MAX`] at all times (the journal, and the next spare or the file
+//! to recycle), where it held the second only from half full to the compaction before.
 
 use super::checkpoint_file;
 use super::codec::{self, CheckpointMarker};
