@@ -557,15 +557,33 @@ pub(crate) mod tests {
     use super::*;
     use crate::storage::journal::tests::{append, state};
 
-    /// A fresh directory under the system's temporary directory.
-    pub(crate) fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh directory under the system's temporary directory, removed when dropped
+    /// (journals of tens of megabytes would otherwise pile up run after run).
+    pub(crate) fn temp_dir(name: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
             std::env::temp_dir().join(format!("vsr-storage-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
-        path
+        TempDir(path)
+    }
+
+    /// See [`temp_dir`].
+    pub(crate) struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     const US: Identity = Identity {
