@@ -187,13 +187,11 @@ fn with_arg(args: &[String], flag: &str, value: &str) -> Vec<String> {
     args
 }
 
-/// The offset past the last non-zero byte of a journal: the end of what it holds.
+/// Where a journal's batches end (what follows may be zeros or the batches of the file's
+/// earlier use, once journal files are recycled).
 fn used_bytes(journal: &Path) -> usize {
     let bytes = std::fs::read(journal).unwrap();
-    bytes
-        .iter()
-        .rposition(|&byte| byte != 0)
-        .map_or(0, |at| at + 1)
+    vsr::storage::journal::replay(&bytes, "journal").valid_bytes as usize
 }
 
 #[test]
@@ -489,10 +487,19 @@ fn a_restarted_replica_resumes_from_its_disk_and_a_torn_tail_is_no_damage() {
     for i in 0..3 {
         cluster.kill9(i);
     }
+    // Its first sector landed: the header of the next batch of the journal's file.
     let journal = cluster.data_dir(1).join("journal");
     let mut bytes = std::fs::read(&journal).unwrap();
-    let next = used_bytes(&journal).next_multiple_of(4096);
-    bytes[next..next + 300].fill(0x5a);
+    let replay = vsr::storage::journal::replay(&bytes, "journal");
+    let next = replay.valid_bytes as usize;
+    let mut torn = Vec::new();
+    vsr::storage::journal::encode_batch(
+        replay.next_sequence,
+        replay.file_id.expect("batches"),
+        &mut torn,
+        |out| out.extend_from_slice(&[0x5a; 10_000]),
+    );
+    bytes[next..next + 512].copy_from_slice(&torn[..512]);
     std::fs::write(&journal, bytes).unwrap();
     for i in 0..3 {
         cluster.restart(i);

@@ -12,6 +12,21 @@
 //! small write, one `fdatasync` and a rename. The journal therefore holds at most about
 //! [`JOURNAL_BYTES_MAX`] beyond the image at the latest checkpoint, and replay on open
 //! folds what is there and trims it the same way.
+//!
+//! # Recycled journal files
+//!
+//! The file a compaction leaves is not deleted: it is kept as `journal.recycle` (a hard
+//! link made just before the spare is renamed over the journal) and becomes the next
+//! spare, its blocks already allocated and written, so that a spare costs no zeros once
+//! the journal has stopped growing (zeros written through the page cache, then with
+//! `O_DIRECT`, were 10% and then a few percent of a loaded primary's CPU on 2 cores, and
+//! all of it disk bandwidth that the journal's `fdatasync`s shared). Each use of a file
+//! has its own random file id in every batch, so replay stops at the earlier use's
+//! batches (`journal`'s docs). A fresh directory, or a spare larger than the last
+//! journal, still gets zeros (for the part the recycled file does not cover). The cost
+//! is disk space: once the journal has reached its size the directory keeps two files of
+//! up to [`JOURNAL_BYTES_MAX`] at all times (the journal, and the next spare or the file
+//! to recycle), where it held the second only from half full to the compaction before.
 
 use super::checkpoint_file;
 use super::codec::{self, CheckpointMarker};
@@ -32,6 +47,8 @@ pub const JOURNAL_FILE: &str = "journal";
 /// Where a damaged journal is kept for inspection (the latest one only).
 pub const DAMAGED_JOURNAL_FILE: &str = "journal.damaged";
 const JOURNAL_TMP: &str = "journal.tmp";
+/// The journal file a compaction left, kept to become the next spare.
+pub const RECYCLE_FILE: &str = "journal.recycle";
 /// The size the journal grows to before it is compacted (spares are this size at most):
 /// at the 30-50 MB/s a loaded replica journals here, about one compaction a second.
 pub const JOURNAL_BYTES_MAX: u64 = 64 << 20;
@@ -48,9 +65,12 @@ pub struct DataDir {
     journal: File,
     /// Bytes of the journal written; the next batch goes here (a block boundary).
     journal_bytes: u64,
-    /// The journal file's length: whole chunks, zero past `journal_bytes`.
+    /// The journal file's length: whole chunks; past `journal_bytes`, zeros or the
+    /// batches of the file's earlier use.
     file_bytes: u64,
     next_sequence: u64,
+    /// The id of this use of the journal file, in every batch (`journal`'s docs).
+    file_id: u64,
     /// What the journal holds, folded batch by batch.
     image: Stored,
     /// The marker of `image`'s checkpoint (its file is written).
@@ -117,6 +137,8 @@ impl DataDir {
             journal_bytes: replay.valid_bytes,
             file_bytes: bytes.len() as u64,
             next_sequence: replay.next_sequence,
+            // A journal without a batch (fresh, or its first write torn) is a fresh use.
+            file_id: replay.file_id.unwrap_or_else(journal::new_file_id),
             image: Stored::default(),
             marker,
             stale_checkpoints: false,
@@ -129,6 +151,12 @@ impl DataDir {
         } else {
             if replay.torn_bytes > 0 {
                 data_dir.zero_torn_tail(replay.torn_bytes)?;
+            } else if replay.leftover {
+                info!(
+                    journal = %data_dir.journal_path.display(),
+                    offset = data_dir.journal_bytes,
+                    "the journal ends here; what follows is from the file's earlier use or a write cut short before its header landed, and is overwritten by the next batches"
+                );
             }
             // The journal may hold entries below its latest checkpoint (it is compacted
             // only when full): the checkpoint stands for them.
@@ -140,8 +168,11 @@ impl DataDir {
             meta::create(directory, identity)?;
         }
         data_dir.remove_stale_files();
-        // A spare is only ever zeros; one a crash left behind is prepared anew.
+        // A spare is never part of the durable state; one a crash left behind is prepared
+        // anew. A file to recycle is forgotten too: a crash between its link and the
+        // compaction's rename leaves it naming the journal itself.
         let _ = std::fs::remove_file(directory.join(spare::SPARE_FILE));
+        let _ = std::fs::remove_file(directory.join(RECYCLE_FILE));
         info!(
             directory = %directory.display(),
             batches = replay.batches,
@@ -190,7 +221,7 @@ impl DataDir {
         let marker = self.marker;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
-        journal::encode_batch(self.next_sequence, &mut buffer, |out| {
+        journal::encode_batch(self.next_sequence, self.file_id, &mut buffer, |out| {
             for write in writes.iter() {
                 codec::encode(write, checksum_for(write, marker), out);
             }
@@ -209,34 +240,54 @@ impl DataDir {
 
     /// The work that must not delay a group's completion, run after it: removes the
     /// checkpoint files the journal no longer names, compacts the journal into the spare
-    /// when it is nearly full, and starts preparing the next spare when it is half full.
+    /// when it is nearly full (or, past half full, just after a checkpoint), and starts
+    /// preparing the next spare when it is half full.
+    ///
+    /// A compaction writes the image, everything above the latest checkpoint, and syncs
+    /// it while the next groups wait: up to a checkpoint interval's entries (megabytes
+    /// under load) at 3/4 full, but only the few entries above it just after a
+    /// checkpoint was taken. So a spare that is ready (a recycled file is ready at once)
+    /// is taken at the first checkpoint past half full.
     pub fn maintain(&mut self) -> Result<(), StorageError> {
-        if std::mem::take(&mut self.stale_checkpoints) {
+        let checkpointed = std::mem::take(&mut self.stale_checkpoints);
+        if checkpointed {
             self.remove_stale_files();
         }
         if self.image_broken.is_some() {
             return Ok(()); // The image cannot be written out: the journal grows in place.
         }
         let free = self.file_bytes.saturating_sub(self.journal_bytes);
-        if free <= self.file_bytes / 4 {
+        let nearly_full = free <= self.file_bytes / 4;
+        let checkpointed = checkpointed && self.journal_bytes * 2 >= self.file_bytes;
+        if nearly_full || checkpointed {
             if let Some((file, bytes)) = self.spare.take_ready() {
                 self.compact_into(file, bytes)?;
             }
         }
         if self.spare.is_idle() && self.journal_bytes * 2 >= self.file_bytes {
+            let journal = std::os::unix::fs::MetadataExt::ino(
+                &self
+                    .journal
+                    .metadata()
+                    .map_err(StorageError::io("stat", &self.journal_path))?,
+            );
             self.spare
-                .prepare(&self.directory, spare_bytes(self.file_bytes));
+                .prepare(&self.directory, spare_bytes(self.file_bytes), journal);
         }
         Ok(())
     }
 
-    /// Compacts the journal into the spare `file` (`bytes` of synced zeros): the image at
-    /// offset 0, `fdatasync`, then the spare renamed over the journal and the directory
-    /// synced. A crash before the rename leaves the old journal, after it the new one:
-    /// both hold the image. An image too large for the spare is rewritten the slow way.
+    /// Compacts the journal into the spare `file` (`bytes`, written and synced: zeros or
+    /// a recycled journal's batches): the image at offset 0 under a new file id,
+    /// `fdatasync`, then the journal linked as the file to recycle, the spare renamed over
+    /// the journal and the directory synced. A crash before the rename leaves the old
+    /// journal, after it the new one: both hold the image. An image too large for the
+    /// spare is rewritten the slow way.
     fn compact_into(&mut self, file: File, bytes: u64) -> Result<(), StorageError> {
         let spare_path = self.directory.join(spare::SPARE_FILE);
-        let buffer = self.encode_image(&self.image.clone());
+        let recycle_path = self.directory.join(RECYCLE_FILE);
+        let file_id = journal::new_file_id();
+        let buffer = self.encode_image(&self.image.clone(), file_id);
         let used = buffer.len() as u64;
         if used > bytes {
             drop(file);
@@ -254,24 +305,33 @@ impl DataDir {
             });
         self.buffer = buffer;
         written?;
-        std::fs::rename(&spare_path, &self.journal_path)
-            .map_err(StorageError::io("rename to", &self.journal_path))?;
+        // Keep the journal's file for the next spare; without the link it is deleted.
+        let _ = std::fs::remove_file(&recycle_path);
+        let recycle = std::fs::hard_link(&self.journal_path, &recycle_path).is_ok();
+        if let Err(error) = std::fs::rename(&spare_path, &self.journal_path) {
+            if recycle {
+                // It names the journal itself: never to be taken as a spare.
+                let _ = std::fs::remove_file(&recycle_path);
+            }
+            return Err(StorageError::io("rename to", &self.journal_path)(error));
+        }
         files::sync_directory(&self.directory)?;
         self.journal = file;
         self.journal_bytes = used;
         self.file_bytes = bytes;
         self.next_sequence += 1;
+        self.file_id = file_id;
         Ok(())
     }
 
-    /// `image` as one batch, the next in sequence, in the encoding buffer (taken: hand it
-    /// back with `self.buffer = ...`).
-    fn encode_image(&mut self, image: &Stored) -> Vec<u8> {
+    /// `image` as one batch, the next in sequence, the first of a file's use `file_id`,
+    /// in the encoding buffer (taken: hand it back with `self.buffer = ...`).
+    fn encode_image(&mut self, image: &Stored, file_id: u64) -> Vec<u8> {
         let writes = image_writes(image);
         let marker = self.marker;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
-        journal::encode_batch(self.next_sequence, &mut buffer, |out| {
+        journal::encode_batch(self.next_sequence, file_id, &mut buffer, |out| {
             for write in &writes {
                 codec::encode(write, checksum_for(write, marker), out);
             }
@@ -331,7 +391,8 @@ impl DataDir {
 
     /// Writes `image` as the whole journal, atomically.
     fn rewrite_journal(&mut self, image: &Stored) -> Result<(), StorageError> {
-        let mut buffer = self.encode_image(image);
+        let file_id = journal::new_file_id();
+        let mut buffer = self.encode_image(image, file_id);
         let used = buffer.len() as u64;
         buffer.resize((used.next_multiple_of(journal::CHUNK_BYTES)) as usize, 0);
         let temporary = self.directory.join(JOURNAL_TMP);
@@ -346,6 +407,7 @@ impl DataDir {
         self.journal_bytes = used;
         self.file_bytes = length;
         self.next_sequence += 1;
+        self.file_id = file_id;
         Ok(())
     }
 
@@ -375,8 +437,9 @@ impl DataDir {
         Ok(())
     }
 
-    /// Overwrites a batch cut short by a crash with zeros, so that the journal ends
-    /// where its last whole batch does (the next batch goes there).
+    /// Overwrites a batch cut short by a crash (`torn_bytes` from the journal's end) with
+    /// zeros, so that the journal ends where its last whole batch does (the next batch
+    /// goes there).
     fn zero_torn_tail(&mut self, torn_bytes: u64) -> Result<(), StorageError> {
         warn!(
             journal = %self.journal_path.display(),
@@ -385,9 +448,10 @@ impl DataDir {
             "zeroing a torn batch at the end of the journal (a write cut short by a crash; nothing relied on it)"
         );
         let zeros = vec![0u8; journal::BLOCK_BYTES * 64];
+        let end = (self.journal_bytes + torn_bytes).min(self.file_bytes);
         let mut at = self.journal_bytes;
-        while at < self.file_bytes {
-            let length = (self.file_bytes - at).min(zeros.len() as u64) as usize;
+        while at < end {
+            let length = (end - at).min(zeros.len() as u64) as usize;
             self.journal
                 .write_all_at(&zeros[..length], at)
                 .map_err(StorageError::io("write", &self.journal_path))?;
@@ -493,15 +557,33 @@ pub(crate) mod tests {
     use super::*;
     use crate::storage::journal::tests::{append, state};
 
-    /// A fresh directory under the system's temporary directory.
-    pub(crate) fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh directory under the system's temporary directory, removed when dropped
+    /// (journals of tens of megabytes would otherwise pile up run after run).
+    pub(crate) fn temp_dir(name: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
             std::env::temp_dir().join(format!("vsr-storage-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
-        path
+        TempDir(path)
+    }
+
+    /// See [`temp_dir`].
+    pub(crate) struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     const US: Identity = Identity {
@@ -597,7 +679,7 @@ pub(crate) mod tests {
         data_dir: &mut DataDir,
         expected: &mut Stored,
         mut from: u64,
-        done: impl Fn(&DataDir) -> bool,
+        mut done: impl FnMut(&mut DataDir) -> bool,
     ) -> u64 {
         use crate::protocol::{Entry, Operation};
         while !done(data_dir) {
@@ -638,26 +720,24 @@ pub(crate) mod tests {
             "a spare is prepared at half full"
         );
         data_dir.spare.wait();
-        // A checkpoint in the middle: the compaction writes only what follows it.
-        let checkpoint = checkpoint_file::tests::checkpoint(next - 3);
-        let writes = [StoredWrite::Checkpoint(checkpoint.clone())];
-        data_dir.append(&writes).unwrap();
-        fold(&mut expected, &writes);
-        let before = data_dir.journal_bytes();
-        // The spare is ready, but the journal has room: no compaction before 3/4 full.
+        // The spare is ready, but the journal has room and no checkpoint came: no
+        // compaction before 3/4 full.
         let next = fill(&mut data_dir, &mut expected, next, |d| {
             d.file_bytes != journal::CHUNK_BYTES
                 || d.journal_bytes() >= journal::CHUNK_BYTES * 3 / 4 - (64 << 10)
         });
         assert_eq!(data_dir.file_bytes, journal::CHUNK_BYTES, "compacted early");
-        let next = fill(&mut data_dir, &mut expected, next, |d| {
-            d.file_bytes != journal::CHUNK_BYTES
-        });
-        // Nearly full (3/4), the journal moved to the spare, holding only the image.
+        // A checkpoint past half full: compacted at once, into an image that holds only
+        // what follows the checkpoint (here, two entries of 60 KiB).
+        let checkpoint = checkpoint_file::tests::checkpoint(next - 3);
+        let writes = [StoredWrite::Checkpoint(checkpoint.clone())];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.maintain().unwrap();
         assert_eq!(data_dir.file_bytes, 2 * journal::CHUNK_BYTES);
         assert!(
-            data_dir.journal_bytes() < before,
-            "{} < {before}",
+            data_dir.journal_bytes() <= 3 * (64 << 10),
+            "{}",
             data_dir.journal_bytes()
         );
         assert!(
@@ -665,6 +745,15 @@ pub(crate) mod tests {
             "no new spare yet: the journal is small"
         );
         assert!(!directory.join(spare::SPARE_FILE).exists());
+        // Without a checkpoint, the journal is compacted when it is nearly full (3/4),
+        // into the previous journal's file, grown to 16 MiB.
+        let next = fill(&mut data_dir, &mut expected, next, |d| {
+            d.spare.wait();
+            d.file_bytes != 2 * journal::CHUNK_BYTES
+        });
+        assert_eq!(data_dir.file_bytes, 4 * journal::CHUNK_BYTES);
+        // Its image holds every entry since the checkpoint: megabytes.
+        assert!(data_dir.journal_bytes() > journal::CHUNK_BYTES);
         let more = [StoredWrite::Commit(next - 1), state(3)];
         data_dir.append(&more).unwrap();
         fold(&mut expected, &more);
@@ -673,7 +762,7 @@ pub(crate) mod tests {
         let length = std::fs::metadata(directory.join(JOURNAL_FILE))
             .unwrap()
             .len();
-        assert_eq!(length, 2 * journal::CHUNK_BYTES);
+        assert_eq!(length, 4 * journal::CHUNK_BYTES);
         let (data_dir, image) = DataDir::open(&directory, US).unwrap();
         expected.trim_to_checkpoint();
         assert_eq!(image, expected);
@@ -730,7 +819,7 @@ pub(crate) mod tests {
         // A spare holding a batch (it never does, but a crash mid-compaction before the
         // rename leaves one holding the image): the journal is what counts.
         let mut stray = Vec::new();
-        journal::encode_batch(1, &mut stray, |out| {
+        journal::encode_batch(1, journal::tests::ID, &mut stray, |out| {
             codec::encode(&append(1, 9), 0, out);
         });
         std::fs::write(directory.join(spare::SPARE_FILE), &stray).unwrap();
@@ -747,15 +836,20 @@ pub(crate) mod tests {
         let writes = [append(1, 4), StoredWrite::Commit(2)];
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
+        let file_id = data_dir.file_id;
         drop(data_dir);
-        // Half a batch after the last one: a crash mid-write.
+        // The next batch, cut short by a crash after its first sector: it is zeroed.
         let path = directory.join(JOURNAL_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let whole = bytes.len();
         assert_eq!(whole as u64 % journal::CHUNK_BYTES, 0);
-        let second = journal::BLOCK_BYTES; // Where the next batch would go.
-        let torn = bytes[..100].to_vec();
-        bytes[second..second + 100].copy_from_slice(&torn);
+        let second = journal::BLOCK_BYTES; // Where the next batch goes.
+        let mut torn = Vec::new();
+        journal::encode_batch(2, file_id, &mut torn, |out| {
+            codec::encode(&append(5, 100), 0, out)
+        });
+        assert!(torn.len() > journal::BLOCK_BYTES);
+        bytes[second..second + 512].copy_from_slice(&torn[..512]);
         std::fs::write(&path, &bytes).unwrap();
         let (mut data_dir, image) = DataDir::open(&directory, US).unwrap();
         assert_eq!(image, expected);
@@ -769,7 +863,120 @@ pub(crate) mod tests {
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
         drop(data_dir);
+        // A write cut short before its header landed (bytes that are no header): the
+        // journal ends before them, and the next batches overwrite them.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let third = 2 * journal::BLOCK_BYTES;
+        bytes[third + 700..third + 9000].fill(0x5a);
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut data_dir, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image, expected);
+        assert_eq!(data_dir.journal_bytes(), third as u64);
+        let writes = [append(6, 30), StoredWrite::Commit(5)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        drop(data_dir);
         assert_eq!(DataDir::open(&directory, US).unwrap().1, expected);
+    }
+
+    /// The inode number of `path`.
+    fn inode(path: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
+    }
+
+    #[test]
+    fn the_file_a_compaction_leaves_is_recycled_as_the_next_spare() {
+        let directory = temp_dir("recycle");
+        let journal_path = directory.join(JOURNAL_FILE);
+        let recycle_path = directory.join(RECYCLE_FILE);
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        // Each spare waited for, so that compactions come exactly at 3/4 full, just after
+        // a checkpoint (so the image the compaction writes is small).
+        let mut next = 1;
+        let mut compact = |data_dir: &mut DataDir, expected: &mut Stored| {
+            let before = inode(&journal_path);
+            let nearly_full = data_dir.file_bytes.max(journal::CHUNK_BYTES) * 3 / 4 - (256 << 10);
+            next = fill(data_dir, expected, next, |d| {
+                d.spare.wait();
+                d.journal_bytes() >= nearly_full
+            });
+            let checkpoint = checkpoint_file::tests::checkpoint(next - 3);
+            let writes = [StoredWrite::Checkpoint(checkpoint)];
+            data_dir.append(&writes).unwrap();
+            fold(expected, &writes);
+            next = fill(data_dir, expected, next, |d| {
+                d.spare.wait();
+                inode(&journal_path) != before
+            });
+            before
+        };
+        let first = compact(&mut data_dir, &mut expected);
+        assert_eq!(data_dir.file_bytes, 2 * journal::CHUNK_BYTES);
+        assert_eq!(inode(&recycle_path), first, "the first journal is kept");
+        // The second compaction goes into the first journal's file, grown to 16 MiB:
+        // its first 4 MiB still hold the first use's batches.
+        let second = compact(&mut data_dir, &mut expected);
+        assert_eq!(
+            inode(&journal_path),
+            first,
+            "the first journal's file is reused"
+        );
+        assert_eq!(inode(&recycle_path), second);
+        assert_eq!(data_dir.file_bytes, 4 * journal::CHUNK_BYTES);
+        let bytes = std::fs::read(&journal_path).unwrap();
+        let end = data_dir.journal_bytes() as usize;
+        assert!(end < journal::CHUNK_BYTES as usize);
+        assert!(
+            bytes[end..journal::CHUNK_BYTES as usize]
+                .windows(8)
+                .any(|window| window == b"VSRBATCH"),
+            "an earlier use's batches follow the journal's end"
+        );
+        // A few batches more, then a restart: the earlier use's batches count for nothing.
+        let more = [append(next, 3), StoredWrite::Commit(next - 1), state(4)];
+        data_dir.append(&more).unwrap();
+        fold(&mut expected, &more);
+        let image = reopened(&directory, data_dir);
+        expected.trim_to_checkpoint();
+        assert_eq!(image, expected);
+        assert!(!recycle_path.exists(), "forgotten on open");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let more = [append(next + 3, 2), StoredWrite::Commit(next)];
+        data_dir.append(&more).unwrap();
+        fold(&mut expected, &more);
+        expected.trim_to_checkpoint();
+        assert_eq!(reopened(&directory, data_dir), expected);
+    }
+
+    #[test]
+    fn a_file_to_recycle_that_is_the_journal_itself_is_never_used() {
+        let directory = temp_dir("recycle-self");
+        let journal_path = directory.join(JOURNAL_FILE);
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let writes = [append(1, 4), StoredWrite::Commit(2)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        // As a crash between the compaction's link and its rename leaves it.
+        std::fs::hard_link(&journal_path, directory.join(RECYCLE_FILE)).unwrap();
+        data_dir
+            .spare
+            .prepare(&directory, journal::CHUNK_BYTES, inode(&journal_path));
+        data_dir.spare.wait();
+        let (spare, bytes) = data_dir.spare.take_ready().expect("a spare of zeros");
+        assert_eq!(bytes, journal::CHUNK_BYTES);
+        let spare_inode = std::os::unix::fs::MetadataExt::ino(&spare.metadata().unwrap());
+        assert_ne!(spare_inode, inode(&journal_path));
+        assert!(!directory.join(RECYCLE_FILE).exists());
+        drop(spare);
+        assert_eq!(reopened(&directory, data_dir), expected);
+        // And on open, the link is forgotten.
+        std::fs::hard_link(&journal_path, directory.join(RECYCLE_FILE)).unwrap();
+        let (data_dir, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image, expected);
+        assert!(!directory.join(RECYCLE_FILE).exists());
+        assert_eq!(reopened(&directory, data_dir), expected);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! vsr data directory
-//! version 1
+//! version 2
 //! cluster 0
 //! replica 2
 //! replicas 3
@@ -22,7 +22,12 @@ use std::path::Path;
 /// The meta file's name in the data directory.
 pub const META_FILE: &str = "meta";
 /// The format this build reads and writes. Raise it with any change to a file's layout.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first format.
+/// - 2: every journal batch carries its file's id (journal files are recycled); a
+///   version 1 journal would read as the use of a file whose id is 0, and is refused
+///   rather than guessed at.
+pub const FORMAT_VERSION: u32 = 2;
 const FIRST_LINE: &str = "vsr data directory";
 /// A longer meta file is not one of ours.
 const META_BYTES_MAX: usize = 4096;
@@ -179,6 +184,17 @@ mod tests {
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(text.contains("version 9 is not supported"), "{text}");
+        // The format before the journal's file ids.
+        std::fs::write(
+            &path,
+            "vsr data directory\nversion 1\ncluster 7\nreplica 1\nreplicas 3\n",
+        )
+        .unwrap();
+        let text = check_or_create(&directory, US).unwrap_err().to_string();
+        assert!(
+            text.contains("version 1 is not supported (this vsr reads version 2)"),
+            "{text}"
+        );
         for garbage in [
             &b"\xff\xfe"[..],
             b"",

@@ -12,8 +12,11 @@
 //!   batch per group commit ([`journal`], with the record encoding in [`codec`]);
 //! - `checkpoint-<op>`: a checkpoint's contents, written atomically before the batch that
 //!   names it; the journal holds only a marker ([`checkpoint_file`]);
-//! - `journal.spare`: the next journal file, zeros grown and synced in the background,
-//!   which the journal is compacted into when it is nearly full ([`spare`]).
+//! - `journal.spare`: the next journal file, prepared and synced in the background,
+//!   which the journal is compacted into when it is nearly full ([`spare`]);
+//! - `journal.recycle`: the journal file the last compaction left, which becomes the
+//!   next spare without a byte written (its blocks are; replay tells its old batches
+//!   from the new ones by the file id every batch carries, see [`journal`]).
 //!
 //! [`DataDir`] puts them together: open (lock, check, read back, repair a torn tail),
 //! append a batch with one `fdatasync`, and compact the journal to the latest
