@@ -26,7 +26,9 @@
 //!    installs it (`restore_checkpoint`) and takes the log suffix after it.
 //!
 //! A NewState naming another checkpoint while one is being fetched (the sources moved on)
-//! starts a new transfer that keeps every page already held, by digest. So the pages a
+//! waits while the transfer under way progresses (it is finished first, and its NewState
+//! then asks for what follows); once that transfer went a state-transfer timeout without
+//! progress, it starts a new transfer that keeps every page already held, by digest. So the pages a
 //! transfer fetches are the pages that differ from what this replica holds, plus one more
 //! fetch of each page lost, corrupted, or left out of an answer (`checkpoint_pages_refetched`
 //! counts them).
@@ -84,8 +86,12 @@ struct Transfer {
     runs_waiting: VecDeque<u32>,
     pages_waiting: VecDeque<u32>,
     in_flight: Vec<InFlight>,
-    /// The replicas to ask, in turn; those that said they lack it are removed.
+    /// The replicas to ask; those that said they lack it are removed.
     sources: Vec<ReplicaId>,
+    /// Those that answered with a part of it (and did not time out since): asked in turn
+    /// while there are any, so that a transfer spreads over the replicas that serve it
+    /// instead of waiting on ones that are down.
+    holders: Vec<ReplicaId>,
     next_source: usize,
     /// Pages this replica held when the transfer started, by digest.
     reusable: HashMap<Digest, Page>,
@@ -113,6 +119,13 @@ enum Asked {
 impl Transfer {
     fn is_complete(&self) -> bool {
         self.pages_held == self.id.pages()
+    }
+
+    /// `responder` answered with a part: it is asked in turn from now on.
+    fn note_holder(&mut self, responder: ReplicaId) {
+        if !self.holders.contains(&responder) && self.sources.contains(&responder) {
+            self.holders.push(responder);
+        }
     }
 
     /// Puts the work of a request back to be asked for again.
@@ -298,6 +311,16 @@ impl<S: StateMachine> Replica<S> {
             transfer.route = route;
             return self.pump_checkpoint_fetch(effects);
         }
+        if let Some(transfer) = self.checkpoint_fetch.transfer.as_ref() {
+            if self.ticks.saturating_sub(transfer.progressed)
+                < self.config.state_transfer_timeout_ticks
+            {
+                // The transfer under way moves: it is finished first (its NewState then
+                // asks for what follows), or else a source that checkpoints faster than
+                // a manifest's round trip would re-target it for ever.
+                return self.drop_reason("new_state", "another checkpoint's transfer is under way");
+            }
+        }
         let previous = self.checkpoint_fetch.transfer.take();
         let mut reusable: HashMap<Digest, Page> = HashMap::new();
         let held = self
@@ -343,6 +366,7 @@ impl<S: StateMachine> Replica<S> {
             pages_waiting: VecDeque::new(),
             in_flight: Vec::new(),
             sources,
+            holders: Vec::new(),
             next_source: 0,
             reusable,
             progressed: self.ticks,
@@ -406,7 +430,12 @@ impl<S: StateMachine> Replica<S> {
                 indexes.dedup();
                 Asked::Pages(indexes)
             };
-            let to = transfer.sources[transfer.next_source % transfer.sources.len()];
+            let candidates = if transfer.holders.is_empty() {
+                &transfer.sources
+            } else {
+                &transfer.holders
+            };
+            let to = candidates[transfer.next_source % candidates.len()];
             transfer.next_source = transfer.next_source.wrapping_add(1);
             let part = match &asked {
                 Asked::Run(run) => CheckpointRequest::Manifest {
@@ -431,6 +460,7 @@ impl<S: StateMachine> Replica<S> {
             });
         }
         for (to, get) in requests {
+            tracing::debug!(replica = self.id, to, op = get.op, part = ?get.part, "asking for part of a checkpoint");
             self.send_to_id(to, Body::GetCheckpoint(get), effects);
         }
     }
@@ -474,6 +504,7 @@ impl<S: StateMachine> Replica<S> {
         match part.content {
             CheckpointContent::Unavailable => {
                 transfer.sources.retain(|&id| id != part.responder);
+                transfer.holders.retain(|&id| id != part.responder);
                 if let Some(asked) = asked {
                     refetch += asked_pages(&asked);
                     transfer.give_back(asked);
@@ -507,6 +538,7 @@ impl<S: StateMachine> Replica<S> {
                         "checkpoint manifest run does not verify"
                     );
                 } else if !transfer.runs_received[run as usize] {
+                    transfer.note_holder(part.responder);
                     let reused = transfer.take_run(run, &digests);
                     transfer.reused += reused;
                     self.stats.checkpoint_pages_reused += reused;
@@ -542,6 +574,9 @@ impl<S: StateMachine> Replica<S> {
                     let before = transfer.pages_waiting.len();
                     transfer.give_back(asked);
                     refetch += (transfer.pages_waiting.len() - before) as u64;
+                }
+                if fetched > 0 {
+                    transfer.note_holder(part.responder);
                 }
                 self.stats.checkpoint_pages_fetched += fetched;
                 self.stats.checkpoint_bytes_fetched += bytes;
@@ -604,7 +639,9 @@ impl<S: StateMachine> Replica<S> {
         let mut index = 0;
         while index < transfer.in_flight.len() {
             if transfer.in_flight[index].deadline <= ticks {
-                let asked = transfer.in_flight.swap_remove(index).asked;
+                let InFlight { to, asked, .. } = transfer.in_flight.swap_remove(index);
+                // It may be down: ask the others until it answers again.
+                transfer.holders.retain(|&id| id != to);
                 refetch += asked_pages(&asked);
                 transfer.give_back(asked);
             } else {

@@ -196,6 +196,13 @@ impl<S: StateMachine> Replica<S> {
             self.stats.checkpoint_pages_served += pages.len() as u64;
             self.stats.checkpoint_bytes_served += bytes as u64;
         }
+        tracing::debug!(
+            replica = self.id,
+            asker = get.asker,
+            op = get.op,
+            held = !matches!(content, CheckpointContent::Unavailable),
+            "answering for part of a checkpoint"
+        );
         let part = CheckpointPart {
             op: get.op,
             root: get.root,
