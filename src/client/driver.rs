@@ -18,11 +18,13 @@
 //! timeouts). Sends only append to a connection's buffer, so all requests produced in one
 //! pass leave in one `write` per connection.
 
-use super::connection::Connection;
+use super::connection::{Connection, Received};
 use super::id::random_client_id;
+use super::index::SessionIndex;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
-use crate::protocol::client_table::ClientMap;
-use crate::protocol::{Body, Configuration, Message, Operation, ReplicaId, ReplicaIndex, View};
+use crate::protocol::{
+    Body, Configuration, Message, Operation, ReplicaId, ReplicaIndex, Reply, View,
+};
 use crate::wire::Terms;
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
@@ -99,15 +101,14 @@ pub(crate) struct Driver {
     /// `connections[slot * replica_count + replica]`; the index is the mio token.
     connections: Vec<Connection>,
     sessions: Vec<SessionSlot>,
-    /// Session index by client id. The client table's multiplicative hasher: the ids are
-    /// our own random ones (a foreign id in a reply only misses), and SipHash per reply
-    /// showed in the load generator's profile.
-    by_client: ClientMap<usize>,
+    /// Session index by client id: one array read per reply (`index.rs`).
+    by_client: SessionIndex,
     /// The latest view any reply reported: every session sends to its primary, which
     /// spares the other sessions a retry each after a view change.
     view: View,
-    /// Messages decoded in one pass (reused: no allocation in steady state).
-    messages: Vec<Message>,
+    /// Messages and batches of replies decoded in one pass (reused: no allocation in
+    /// steady state).
+    inbox: Vec<Received>,
     scratch: Vec<u8>,
     /// Sessions submitted to since the last pass began, whose deadline that pass sets.
     undated: Vec<usize>,
@@ -141,7 +142,7 @@ impl Driver {
         }
         let slots = slots.min(sessions);
         let mut driver_sessions = Vec::with_capacity(sessions);
-        let mut by_client = ClientMap::with_capacity_and_hasher(sessions, Default::default());
+        let mut by_client = SessionIndex::new(sessions);
         for index in 0..sessions {
             let session = new_session(replica_count, &by_client);
             by_client.insert(session.client(), index);
@@ -169,7 +170,7 @@ impl Driver {
             sessions: driver_sessions,
             by_client,
             view: 0,
-            messages: Vec::new(),
+            inbox: Vec::new(),
             scratch: vec![0; READ_CHUNK_BYTES],
             next_tick: Instant::now() + TICK,
         })
@@ -333,16 +334,28 @@ impl Driver {
             connection.on_ready(
                 self.poll.registry(),
                 now,
-                &mut self.messages,
+                &mut self.inbox,
                 &mut self.scratch,
             );
         }
-        let mut messages = std::mem::take(&mut self.messages);
-        for message in &messages {
-            self.on_message(message, completions);
+        let mut inbox = std::mem::take(&mut self.inbox);
+        for received in inbox.drain(..) {
+            match received {
+                Received::Message(Message {
+                    view,
+                    body: Body::Reply(reply),
+                    ..
+                }) => self.on_reply(view, reply, completions),
+                Received::Message(_) => {}
+                Received::Replies(batch) => {
+                    let view = batch.view();
+                    for reply in batch.replies() {
+                        self.on_reply(view, reply, completions);
+                    }
+                }
+            }
         }
-        messages.clear();
-        self.messages = messages;
+        self.inbox = inbox;
         if now >= self.next_tick {
             let ticks =
                 (now.duration_since(self.next_tick).as_nanos() / TICK.as_nanos()) as u64 + 1;
@@ -360,17 +373,18 @@ impl Driver {
         }
     }
 
-    fn on_message(&mut self, message: &Message, completions: &mut Vec<Completion>) {
-        let Body::Reply(reply) = &message.body else {
+    /// Handles a reply sent in `view`.
+    fn on_reply(&mut self, view: View, reply: Reply, completions: &mut Vec<Completion>) {
+        let Some(index) = self.by_client.candidate(reply.client) else {
             return;
         };
-        let Some(&index) = self.by_client.get(&reply.client) else {
-            return;
-        };
-        // Only a primary replies (paper 4.1), so a reply's view is a view that exists.
-        self.view = self.view.max(message.view);
         let slot = &mut self.sessions[index];
-        match slot.session.on_message(message) {
+        if slot.session.client() != reply.client {
+            return; // Not one of ours.
+        }
+        // Only a primary replies (paper 4.1), so a reply's view is a view that exists.
+        self.view = self.view.max(view);
+        match slot.session.on_reply(view, reply) {
             None => {}
             Some(Outcome::Registered { .. }) => {
                 if let Some(operation) = slot.pending.take() {
@@ -467,7 +481,7 @@ impl Driver {
             session.follow(configuration);
         }
         let slot = &mut self.sessions[index];
-        self.by_client.remove(&slot.session.client());
+        self.by_client.remove(slot.session.client());
         self.by_client.insert(session.client(), index);
         slot.session = session;
         slot.pending = None;
@@ -648,10 +662,11 @@ fn parse_address(address: &[u8]) -> Option<SocketAddr> {
     crate::runtime::membership::parse_address(address)
 }
 
-fn new_session(replica_count: u8, taken: &ClientMap<usize>) -> ClientSession {
+/// A session whose id has a free slot in `taken` (so it differs from every id there).
+fn new_session(replica_count: u8, taken: &SessionIndex) -> ClientSession {
     loop {
         let client = random_client_id();
-        if !taken.contains_key(&client) {
+        if taken.is_free(client) {
             return ClientSession::new(client, replica_count, RETRY_TIMEOUT_TICKS);
         }
     }
