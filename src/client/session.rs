@@ -6,8 +6,8 @@
 //! a single reply per client and answer a retry from it (exactly-once).
 
 use crate::protocol::{
-    Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus, Request,
-    RequestNumber, Session, View,
+    Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus,
+    Request, RequestNumber, Session, View,
 };
 use bytes::Bytes;
 

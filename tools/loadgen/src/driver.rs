@@ -361,28 +361,36 @@ fn closed_loop(
             expect,
         });
     }
-    let mut done = Vec::with_capacity(spec.sessions);
+    // The clock reading of the latest completions, and it in nanoseconds since the start:
+    // every completion of a pass comes with the same reading.
+    let mut read_at = (window.start, 0);
     loop {
         let now = Instant::now();
         if now >= window.end || stop::requested() {
             break;
         }
-        transport.poll(&mut done, (window.end - now).min(POLL_SLICE))?;
-        let now = Instant::now();
-        let now_ns = window.ns(now);
-        for completion in done.drain(..) {
-            window.record(&completion, sent[completion.session], now_ns)?;
-            if now < window.end {
-                let (operation, expect) = workload.next_operation();
-                transport.submit(completion.session, operation)?;
-                sent[completion.session] = Sent {
-                    intended_ns: now_ns,
-                    actual_ns: now_ns,
-                    expect,
-                };
+        let timeout = (window.end - now).min(POLL_SLICE);
+        // Each completion is recorded and its session given its next operation as the
+        // transport finds it (`Transport::poll_each`).
+        let mut on_done = |completion: Done, at: Instant| {
+            if at != read_at.0 {
+                read_at = (at, window.ns(at));
             }
-        }
-        window.tick(now);
+            let at_ns = read_at.1;
+            window.record(&completion, sent[completion.session], at_ns)?;
+            if at >= window.end {
+                return Ok(None);
+            }
+            let (operation, expect) = workload.next_operation();
+            sent[completion.session] = Sent {
+                intended_ns: at_ns,
+                actual_ns: at_ns,
+                expect,
+            };
+            Ok(Some(operation))
+        };
+        transport.poll_each(timeout, &mut on_done)?;
+        window.tick(Instant::now());
     }
     Ok(window.finish(0))
 }
