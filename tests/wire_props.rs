@@ -532,6 +532,26 @@ proptest! {
         prop_assert_eq!(decoded, messages);
     }
 
+    /// A batch's replies read out bare (what the client does) are its messages' replies,
+    /// in order, each with its batch's view; a batch of requests has none.
+    #[test]
+    fn a_batch_yields_its_bare_replies_in_order(messages in batch_messages()) {
+        let Frame::Batch(batch) = batch_of(&messages) else {
+            panic!("a batch frame decodes to a batch");
+        };
+        prop_assert_eq!(batch.view(), messages[0].view);
+        let expected: Vec<Reply> = messages
+            .iter()
+            .filter_map(|message| match &message.body {
+                Body::Reply(reply) => Some(reply.clone()),
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(batch.replies().len(), expected.len());
+        let replies: Vec<Reply> = batch.replies().collect();
+        prop_assert_eq!(replies, expected);
+    }
+
     /// Reading a batch part-way and keeping the rest (the runtime's back-pressure) loses
     /// nothing and repeats nothing.
     #[test]

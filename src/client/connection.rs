@@ -27,7 +27,7 @@ use crate::auth::{self, ClusterKey};
 use crate::protocol::ENTRY_HEADER_BYTES;
 use crate::protocol::{ClientId, Message, ReplicaId};
 use crate::wire::{
-    self, BatchKind, BatchWriter, Frame, Hello, Nonce, Peer, Refusal, Terms, HEADER_BYTES,
+    self, Batch, BatchKind, BatchWriter, Frame, Hello, Nonce, Peer, Refusal, Terms, HEADER_BYTES,
     HELLO_BODY_BYTES_MAX,
 };
 use bytes::{Buf, BytesMut};
@@ -58,6 +58,15 @@ enum State {
 #[derive(Clone, Copy)]
 struct Awaiting {
     nonce: Option<Nonce>,
+}
+
+/// What a connection decoded, for the driver.
+pub(crate) enum Received {
+    /// A message sent alone.
+    Message(Message),
+    /// A batch of replies, checked whole by the decoder: the driver reads its replies out
+    /// one by one (`Batch::replies`) without making a message of each.
+    Replies(Batch),
 }
 
 /// A connection to one replica.
@@ -296,16 +305,16 @@ impl Connection {
         &mut self,
         registry: &Registry,
         now: Instant,
-        messages: &mut Vec<Message>,
+        inbox: &mut Vec<Received>,
         scratch: &mut [u8],
     ) {
-        if let Err(reason) = self.try_ready(messages, scratch) {
+        if let Err(reason) = self.try_ready(inbox, scratch) {
             tracing::debug!(address = %self.address, %reason, "connection closed");
             self.close(registry, now);
         }
     }
 
-    fn try_ready(&mut self, messages: &mut Vec<Message>, scratch: &mut [u8]) -> Result<(), String> {
+    fn try_ready(&mut self, inbox: &mut Vec<Received>, scratch: &mut [u8]) -> Result<(), String> {
         if let State::Connecting { stream, .. } = &self.state {
             if let Some(error) = stream.take_error().map_err(|e| e.to_string())? {
                 return Err(error.to_string());
@@ -326,12 +335,12 @@ impl Connection {
             self.established_ever = true;
             self.reconnect_delay = RECONNECT_DELAY_MIN;
         }
-        self.read_all(messages, scratch)?;
+        self.read_all(inbox, scratch)?;
         self.flush_inner()
     }
 
     /// Reads until `WouldBlock`, decoding complete frames as they arrive.
-    fn read_all(&mut self, messages: &mut Vec<Message>, scratch: &mut [u8]) -> Result<(), String> {
+    fn read_all(&mut self, inbox: &mut Vec<Received>, scratch: &mut [u8]) -> Result<(), String> {
         loop {
             let State::Connected { stream, .. } = &mut self.state else {
                 return Ok(());
@@ -340,7 +349,7 @@ impl Connection {
                 Ok(0) => return Err("closed by the replica".to_string()),
                 Ok(n) => {
                     self.read.extend_from_slice(&scratch[..n]);
-                    self.decode_all(messages)?;
+                    self.decode_all(inbox)?;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -349,15 +358,15 @@ impl Connection {
         }
     }
 
-    /// Decodes every complete frame read: messages go to `messages`; a welcome completes
-    /// the handshake; a refusal is kept and closes the connection.
-    fn decode_all(&mut self, messages: &mut Vec<Message>) -> Result<(), String> {
+    /// Decodes every complete frame read: messages and batches of replies go to `inbox`;
+    /// a welcome completes the handshake; a refusal is kept and closes the connection.
+    fn decode_all(&mut self, inbox: &mut Vec<Received>) -> Result<(), String> {
         loop {
             match wire::decode(&mut self.read, self.cluster, self.message_bytes_max) {
                 Ok(None) => return Ok(()),
-                Ok(Some(Frame::Message(message))) => messages.push(message),
+                Ok(Some(Frame::Message(message))) => inbox.push(Received::Message(message)),
                 Ok(Some(Frame::Batch(batch))) if batch.kind() == BatchKind::Replies => {
-                    messages.extend(batch);
+                    inbox.push(Received::Replies(batch));
                 }
                 Ok(Some(Frame::Welcome(welcome))) => self.on_welcome(&welcome)?,
                 Ok(Some(Frame::Refusal(refusal))) => {

@@ -9,6 +9,7 @@ mod blocking;
 mod connection;
 mod driver;
 mod id;
+mod index;
 mod options;
 mod pipelined;
 mod raw;

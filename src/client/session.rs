@@ -6,8 +6,8 @@
 //! a single reply per client and answer a retry from it (exactly-once).
 
 use crate::protocol::{
-    Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, ReplyStatus, Request,
-    RequestNumber, Session, View,
+    Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus,
+    Request, RequestNumber, Session, View,
 };
 use bytes::Bytes;
 
@@ -269,6 +269,13 @@ impl ClientSession {
         let Body::Reply(reply) = &message.body else {
             return None;
         };
+        self.on_reply(message.view, reply.clone())
+    }
+
+    /// [`on_message`](Self::on_message) for a reply sent in `view`, taken apart from its
+    /// message: a driver reading a batch of replies gets them this way
+    /// (`wire::Batch::replies`), and the result moves into the outcome uncopied.
+    pub fn on_reply(&mut self, view: View, reply: Reply) -> Option<Outcome> {
         if reply.client != self.client {
             return None;
         }
@@ -305,8 +312,8 @@ impl ClientSession {
         if !matches {
             return None;
         }
-        if message.view > self.view {
-            self.view = message.view;
+        if view > self.view {
+            self.view = view;
         }
         let request_number = request.request;
         self.in_flight = None;
@@ -329,7 +336,7 @@ impl ClientSession {
                 self.request = 0;
                 Some(Outcome::Rejected {
                     request: request_number,
-                    reason: reply.result.clone(),
+                    reason: reply.result,
                 })
             }
             ReplyStatus::Ok if registering => {
@@ -342,7 +349,7 @@ impl ClientSession {
             ReplyStatus::Ok => Some(Outcome::Completed {
                 request: request_number,
                 op: reply.op,
-                result: reply.result.clone(),
+                result: reply.result,
             }),
         }
     }

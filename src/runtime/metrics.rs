@@ -30,6 +30,11 @@ impl Recorder {
         self.histogram.saturating_record(value.max(1));
     }
 
+    /// Records `value` `count` times, clamped to the histogram's range.
+    pub fn record_n(&mut self, value: u64, count: u64) {
+        self.histogram.saturating_record_n(value.max(1), count);
+    }
+
     /// The histogram itself.
     pub fn histogram(&self) -> &Histogram<u64> {
         &self.histogram

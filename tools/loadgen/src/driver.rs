@@ -94,11 +94,13 @@ pub fn failed_in_a_row_max(sessions: usize) -> u64 {
     sessions.clamp(3, 64) as u64
 }
 
-/// When an operation was meant to go out and when it did.
+/// When an operation was meant to go out and when it did, in nanoseconds since the
+/// window's start: a latency is then one subtraction, where two `Instant` differences per
+/// completion showed in the generator's profile (`perf/profile.md`).
 #[derive(Clone, Copy, Debug)]
 struct Sent {
-    intended: Instant,
-    actual: Instant,
+    intended_ns: u64,
+    actual_ns: u64,
     expect: Expect,
 }
 
@@ -106,7 +108,13 @@ struct Window {
     start: Instant,
     measure_from: Instant,
     end: Instant,
+    /// `measure_from` and `end` in nanoseconds since `start`.
+    measure_from_ns: u64,
+    end_ns: u64,
     check_replies: bool,
+    /// Open loop: the service time differs from the latency and has a histogram of its
+    /// own. In the closed loop they are the same numbers: recorded once, copied at the end.
+    separate_service: bool,
     histogram: Histogram<u64>,
     service_histogram: Histogram<u64>,
     warmup_histogram: Histogram<u64>,
@@ -130,7 +138,10 @@ impl Window {
             start,
             measure_from,
             end: measure_from + spec.duration,
+            measure_from_ns: nanos(spec.warmup),
+            end_ns: nanos(spec.warmup + spec.duration),
             check_replies: spec.check_replies,
+            separate_service: spec.rate.is_some(),
             histogram: new_histogram(),
             service_histogram: new_histogram(),
             warmup_histogram: new_histogram(),
@@ -150,10 +161,15 @@ impl Window {
         at >= self.measure_from && at < self.end
     }
 
-    /// Records one completion seen at `now` of the operation `sent`. An error if the reply
-    /// does not fit the operation, or if every operation is failing: the run must end.
-    fn record(&mut self, done: &Done, sent: Sent, now: Instant) -> anyhow::Result<()> {
-        let measured = self.measured(now);
+    /// `at` in nanoseconds since the start.
+    fn ns(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.start))
+    }
+
+    /// Records one completion seen at `now_ns` of the operation `sent`. An error if the
+    /// reply does not fit the operation, or if every operation is failing: the run must end.
+    fn record(&mut self, done: &Done, sent: Sent, now_ns: u64) -> anyhow::Result<()> {
+        let measured = now_ns >= self.measure_from_ns && now_ns < self.end_ns;
         self.progress.completed += 1;
         match &done.result {
             Ok(reply) => {
@@ -162,12 +178,14 @@ impl Window {
                         .map_err(|why| anyhow::anyhow!("wrong reply: {why}"))?;
                 }
                 self.failed_in_a_row = 0;
-                let latency_us = micros(now.saturating_duration_since(sent.intended));
+                let latency_us = micros_between(sent.intended_ns, now_ns);
                 if measured {
                     self.ops += 1;
                     self.histogram.saturating_record(latency_us);
-                    let service_us = micros(now.saturating_duration_since(sent.actual));
-                    self.service_histogram.saturating_record(service_us);
+                    if self.separate_service {
+                        let service_us = micros_between(sent.actual_ns, now_ns);
+                        self.service_histogram.saturating_record(service_us);
+                    }
                 } else {
                     self.warmup_histogram.saturating_record(latency_us);
                 }
@@ -225,7 +243,10 @@ impl Window {
             .maybe_print(now, now < self.measure_from, histogram);
     }
 
-    fn finish(self, unsent: u64) -> Measurement {
+    fn finish(mut self, unsent: u64) -> Measurement {
+        if !self.separate_service {
+            self.service_histogram = self.histogram.clone();
+        }
         let now = Instant::now();
         let interrupted = stop::requested();
         let seconds = now
@@ -248,8 +269,13 @@ impl Window {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
-    duration.as_micros().max(1) as u64
+/// Microseconds from `from_ns` to `to_ns` (at least 1, the histogram's lowest value).
+fn micros_between(from_ns: u64, to_ns: u64) -> u64 {
+    (to_ns.saturating_sub(from_ns) / 1000).max(1)
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One progress line per second: completions in the last second, latency so far.
@@ -328,34 +354,43 @@ fn closed_loop(
     for session in 0..spec.sessions {
         let (operation, expect) = workload.next_operation();
         transport.submit(session, operation)?;
-        let now = Instant::now();
+        let now_ns = window.ns(Instant::now());
         sent.push(Sent {
-            intended: now,
-            actual: now,
+            intended_ns: now_ns,
+            actual_ns: now_ns,
             expect,
         });
     }
-    let mut done = Vec::with_capacity(spec.sessions);
+    // The clock reading of the latest completions, and it in nanoseconds since the start:
+    // every completion of a pass comes with the same reading.
+    let mut read_at = (window.start, 0);
     loop {
         let now = Instant::now();
         if now >= window.end || stop::requested() {
             break;
         }
-        transport.poll(&mut done, (window.end - now).min(POLL_SLICE))?;
-        let now = Instant::now();
-        for completion in done.drain(..) {
-            window.record(&completion, sent[completion.session], now)?;
-            if now < window.end {
-                let (operation, expect) = workload.next_operation();
-                transport.submit(completion.session, operation)?;
-                sent[completion.session] = Sent {
-                    intended: now,
-                    actual: now,
-                    expect,
-                };
+        let timeout = (window.end - now).min(POLL_SLICE);
+        // Each completion is recorded and its session given its next operation as the
+        // transport finds it (`Transport::poll_each`).
+        let mut on_done = |completion: Done, at: Instant| {
+            if at != read_at.0 {
+                read_at = (at, window.ns(at));
             }
-        }
-        window.tick(now);
+            let at_ns = read_at.1;
+            window.record(&completion, sent[completion.session], at_ns)?;
+            if at >= window.end {
+                return Ok(None);
+            }
+            let (operation, expect) = workload.next_operation();
+            sent[completion.session] = Sent {
+                intended_ns: at_ns,
+                actual_ns: at_ns,
+                expect,
+            };
+            Ok(Some(operation))
+        };
+        transport.poll_each(timeout, &mut on_done)?;
+        window.tick(Instant::now());
     }
     Ok(window.finish(0))
 }
@@ -373,8 +408,8 @@ fn open_loop(
     let mut next_index: u64 = 0;
     let mut sent = vec![
         Sent {
-            intended: window.start,
-            actual: window.start,
+            intended_ns: 0,
+            actual_ns: 0,
             expect: Expect::Anything,
         };
         spec.sessions
@@ -402,8 +437,8 @@ fn open_loop(
             let actual = Instant::now();
             window.record_send(intended, actual, next_index < waited_below);
             sent[session] = Sent {
-                intended,
-                actual,
+                intended_ns: window.ns(intended),
+                actual_ns: window.ns(actual),
                 expect,
             };
             next_index += 1;
@@ -416,8 +451,9 @@ fn open_loop(
         };
         transport.poll(&mut done, wait.min(POLL_SLICE).min(window.end - now))?;
         let now = Instant::now();
+        let now_ns = window.ns(now);
         for completion in done.drain(..) {
-            window.record(&completion, sent[completion.session], now)?;
+            window.record(&completion, sent[completion.session], now_ns)?;
             idle.push(completion.session);
         }
         window.tick(now);

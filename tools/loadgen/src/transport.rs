@@ -3,7 +3,7 @@
 //! raw-TCP baseline are driven by exactly the same loop.
 
 use bytes::Bytes;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One finished operation.
 #[derive(Debug)]
@@ -30,6 +30,30 @@ pub trait Transport {
     /// Flushes what was submitted and waits up to `timeout` for completions, appended to
     /// `done`. An `Err` means the transport as a whole failed and the run must end.
     fn poll(&mut self, done: &mut Vec<Done>, timeout: Duration) -> anyhow::Result<()>;
+
+    /// The closed loop's poll: like [`poll`](Self::poll), but each completion goes to
+    /// `on_done` with the instant its reply was read (once the pass's sockets were read,
+    /// before any completion is handled), and the operation `on_done` returns is submitted
+    /// on that session. The first `Err` of `on_done` ends the poll and is returned.
+    ///
+    /// The default polls, then submits; a transport may instead submit as it goes (the vsr
+    /// client does: its session's state is then still in the cache).
+    fn poll_each(
+        &mut self,
+        timeout: Duration,
+        on_done: &mut dyn FnMut(Done, Instant) -> anyhow::Result<Option<Bytes>>,
+    ) -> anyhow::Result<()> {
+        let mut done = Vec::new();
+        self.poll(&mut done, timeout)?;
+        let at = Instant::now();
+        for completion in done {
+            let session = completion.session;
+            if let Some(operation) = on_done(completion, at)? {
+                self.submit(session, operation)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Transports for tests: replies after a delay, from a function of the operation.
@@ -37,7 +61,6 @@ pub trait Transport {
 pub mod fake {
     use super::*;
     use std::collections::VecDeque;
-    use std::time::Instant;
 
     /// How a fake answers its n-th operation.
     pub type Answer = fn(u64, &Bytes) -> Result<Bytes, OpError>;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vsr::auth::ClusterKey;
 use vsr::client::{Client, ClientError, ClientOptions, Completion, PipelinedClient};
 
@@ -123,14 +123,46 @@ impl Transport for VsrTransport {
             Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-        done.extend(self.completions.drain(..).map(|c| Done {
-            session: c.session,
-            result: c.result.map_err(|e| OpError {
-                kind: error_kind(&e),
-                message: e.to_string(),
-            }),
-        }));
+        done.extend(self.completions.drain(..).map(done_of));
         Ok(())
+    }
+
+    /// Submits as it goes (`PipelinedClient::poll_each`).
+    fn poll_each(
+        &mut self,
+        timeout: Duration,
+        on_done: &mut dyn FnMut(Done, Instant) -> anyhow::Result<Option<Bytes>>,
+    ) -> anyhow::Result<()> {
+        let mut failure = None;
+        let mut next = |completion: Completion, at: Instant| {
+            if failure.is_some() {
+                return None; // The run ends: nothing more is started.
+            }
+            on_done(done_of(completion), at).unwrap_or_else(|error| {
+                failure = Some(error);
+                None
+            })
+        };
+        let polled = self.client.poll_each(timeout, &mut next);
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        match polled {
+            Ok(()) => Ok(()),
+            // As in `poll`: a signal is not a failure.
+            Err(ClientError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn done_of(completion: Completion) -> Done {
+    Done {
+        session: completion.session,
+        result: completion.result.map_err(|e| OpError {
+            kind: error_kind(&e),
+            message: e.to_string(),
+        }),
     }
 }
 
