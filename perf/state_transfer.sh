@@ -11,8 +11,9 @@
 #   diff:    kill -9, DIFF_SECONDS more puts (a few % of the keys), restarted on its
 #            data directory: it fetches only the pages that differ from its own
 #            checkpoint.
-#   resume:  kill -9, more puts, restarted; killed again once it holds half the pages
-#            of the transfer, and restarted: what the second attempt fetches.
+#   resume:  kill -9, directory wiped, restarted; killed again once it holds half the
+#            pages of its full transfer, and restarted: what the second attempt fetches
+#            (the pages fetched are not kept on disk: it starts over).
 # Prints one line of results per scenario and each replica's counters.
 #
 #   perf/state_transfer.sh                          # KEYS=1000000 VALUE=1024 (1 GiB)
@@ -115,8 +116,25 @@ while sent < total:
 thread.join(); print(total / (time.time() - start) / 1e6)
 EOF
 )
-echo "full: $bytes bytes fetched ($served served) in ${secs}s to caught up: $(python3 -c "print(round($bytes/$secs/1e6,1))") MB/s;" \
-  "raw loopback copy $(python3 -c "print(round($raw,1))") MB/s; ratio $(python3 -c "print(round($bytes/$secs/1e6/$raw,3))")"
+# The transfer itself: from the replica's log, its first 'fetching a checkpoint' to its
+# 'fetched a checkpoint' (recovery's own round trips and the log suffix excluded).
+fetch_secs=$(python3 - "$D/replica-2.log" <<'EOF'
+import re, sys, datetime
+start = end = None
+for line in open(sys.argv[1], errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    stamp = line.split(" ", 1)[0]
+    if "fetching a checkpoint" in line and "held=" not in line:
+        start = stamp
+    if "fetched a checkpoint" in line:
+        end = stamp
+parse = lambda s: datetime.datetime.fromisoformat(s.rstrip("Z")[:26])
+print((parse(end) - parse(start)).total_seconds() if start and end else -1)
+EOF
+)
+echo "full: $bytes bytes fetched ($served served); the transfer took ${fetch_secs}s:" \
+  "$(python3 -c "print(round($bytes/max($fetch_secs,1e-9)/1e6,1))") MB/s; ${secs}s from restart to caught up;" \
+  "raw loopback copy $(python3 -c "print(round($raw,1))") MB/s; transfer/raw $(python3 -c "print(round($bytes/max($fetch_secs,1e-9)/1e6/$raw,3))")"
 echo "  load during the transfer $(ops_per_sec "$D/during.json") ops/s against $(ops_per_sec "$D/baseline.json") without:" \
   "$(python3 -c "print(round($(ops_per_sec "$D/during.json")/$(ops_per_sec "$D/baseline.json"),2))")x"
 full_bytes=$bytes
@@ -130,12 +148,13 @@ bytes=$(stat 2 checkpoint_bytes_fetched)
 echo "diff: $puts puts missed ($(python3 -c "print(round(100*$puts/$KEYS,2))")% of the keys); fetched $bytes bytes =" \
   "$(python3 -c "print(round(100*$bytes/$full_bytes,2))")% of a full transfer; reused $(stat 2 checkpoint_pages_reused) pages"
 
-# resume: killed half-way through a transfer, restarted.
+# resume: an empty replica killed half-way through its full transfer, restarted on its
+# directory (what it had fetched is not on disk: the second attempt starts over).
 kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
-load "$DIFF_SECONDS" "$D/resume.json"
+rm -rf "$D/data-2"
 start 2
 deadline=$((SECONDS + 120))
-until [ "$(stat 2 checkpoint_fetch_pages_held)" -gt 0 ] &&
+until [ "$(stat 2 checkpoint_fetch_pages)" -gt 0 ] &&
   [ $(( $(stat 2 checkpoint_fetch_pages_held) * 2 )) -ge "$(stat 2 checkpoint_fetch_pages)" ]; do
   [ $SECONDS -lt $deadline ] || break
   sleep 0.01
