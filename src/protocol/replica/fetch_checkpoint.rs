@@ -65,6 +65,11 @@ pub(super) struct Fetching {
     transfer: Option<Box<Transfer>>,
     /// The last checkpoint fetched whole, until a later one replaces it.
     fetched: Option<Held>,
+    /// Replicas whose request for a part timed out, and when: the next transfers do not
+    /// try them first either (a replica that is down would cost each transfer a timeout,
+    /// and a cluster that checkpoints faster than that would never be caught up with),
+    /// until `SUSPECT_TIMEOUTS` state-transfer timeouts have passed.
+    suspects: Vec<(ReplicaId, u64)>,
 }
 
 #[derive(Debug)]
@@ -88,10 +93,13 @@ struct Transfer {
     in_flight: Vec<InFlight>,
     /// The replicas to ask; those that said they lack it are removed.
     sources: Vec<ReplicaId>,
-    /// Those that answered with a part of it (and did not time out since): asked in turn
-    /// while there are any, so that a transfer spreads over the replicas that serve it
-    /// instead of waiting on ones that are down.
+    /// Those that answered with a part of it (and did not time out since), and those
+    /// whose request timed out (in this transfer or a recent one, until they answer):
+    /// requests alternate between the holders and the replicas not tried yet, so that a
+    /// transfer spreads over every replica that serves it without waiting on ones that
+    /// are down.
     holders: Vec<ReplicaId>,
+    suspects: Vec<ReplicaId>,
     next_source: usize,
     /// Pages this replica held when the transfer started, by digest.
     reusable: HashMap<Digest, Page>,
@@ -123,9 +131,31 @@ impl Transfer {
 
     /// `responder` answered with a part: it is asked in turn from now on.
     fn note_holder(&mut self, responder: ReplicaId) {
+        self.suspects.retain(|&id| id != responder);
         if !self.holders.contains(&responder) && self.sources.contains(&responder) {
             self.holders.push(responder);
         }
+    }
+
+    /// Whom to ask next (`sources` is not empty): every other request goes to a replica
+    /// not tried yet while there is one (every request while no replica answered), the
+    /// others to the holders in turn; with neither, to anyone, suspects included.
+    fn next_source_to_ask(&mut self) -> ReplicaId {
+        let turn = self.next_source;
+        self.next_source = self.next_source.wrapping_add(1);
+        let untried: Vec<ReplicaId> = self
+            .sources
+            .iter()
+            .copied()
+            .filter(|id| !self.holders.contains(id) && !self.suspects.contains(id))
+            .collect();
+        if !untried.is_empty() && (self.holders.is_empty() || turn % 2 == 1) {
+            return untried[(turn / 2) % untried.len()];
+        }
+        if !self.holders.is_empty() {
+            return self.holders[turn % self.holders.len()];
+        }
+        self.sources[turn % self.sources.len()]
     }
 
     /// Puts the work of a request back to be asked for again.
@@ -196,6 +226,18 @@ impl Transfer {
             tree,
             asked: None,
         })
+    }
+}
+
+impl Fetching {
+    /// Keeps `suspects` (of a transfer that ended) for the next transfers.
+    fn remember_suspects(&mut self, suspects: &[ReplicaId], ticks: u64) {
+        for &id in suspects {
+            match self.suspects.iter_mut().find(|(known, _)| *known == id) {
+                Some(entry) => entry.1 = ticks,
+                None => self.suspects.push((id, ticks)),
+            }
+        }
     }
 }
 
@@ -334,6 +376,9 @@ impl<S: StateMachine> Replica<S> {
                 .or_insert_with(|| page.clone());
         }
         if let Some(previous) = previous {
+            let ticks = self.ticks;
+            self.checkpoint_fetch
+                .remember_suspects(&previous.suspects, ticks);
             // The sources moved on to a newer checkpoint: keep what was fetched.
             for page in previous.pages.into_iter().flatten() {
                 reusable.entry(page.digest()).or_insert(page);
@@ -346,6 +391,13 @@ impl<S: StateMachine> Replica<S> {
         // Runs wholly in the padding hold nothing: not asked for.
         let runs = pages.div_ceil(1 << level).max(1);
         let sources = self.checkpoint_sources(new_state.sender);
+        let forgive = SUSPECT_TIMEOUTS * self.config.state_transfer_timeout_ticks;
+        let ticks = self.ticks;
+        let fetching = &mut self.checkpoint_fetch;
+        fetching
+            .suspects
+            .retain(|&(_, since)| ticks.saturating_sub(since) < forgive);
+        let suspects: Vec<ReplicaId> = fetching.suspects.iter().map(|&(id, _)| id).collect();
         tracing::info!(
             replica = self.id,
             op = id.op,
@@ -367,6 +419,7 @@ impl<S: StateMachine> Replica<S> {
             in_flight: Vec::new(),
             sources,
             holders: Vec::new(),
+            suspects,
             next_source: 0,
             reusable,
             progressed: self.ticks,
@@ -430,13 +483,7 @@ impl<S: StateMachine> Replica<S> {
                 indexes.dedup();
                 Asked::Pages(indexes)
             };
-            let candidates = if transfer.holders.is_empty() {
-                &transfer.sources
-            } else {
-                &transfer.holders
-            };
-            let to = candidates[transfer.next_source % candidates.len()];
-            transfer.next_source = transfer.next_source.wrapping_add(1);
+            let to = transfer.next_source_to_ask();
             let part = match &asked {
                 Asked::Run(run) => CheckpointRequest::Manifest {
                     level: transfer.level,
@@ -505,6 +552,7 @@ impl<S: StateMachine> Replica<S> {
             CheckpointContent::Unavailable => {
                 transfer.sources.retain(|&id| id != part.responder);
                 transfer.holders.retain(|&id| id != part.responder);
+                transfer.suspects.retain(|&id| id != part.responder);
                 if let Some(asked) = asked {
                     refetch += asked_pages(&asked);
                     transfer.give_back(asked);
@@ -642,6 +690,9 @@ impl<S: StateMachine> Replica<S> {
                 let InFlight { to, asked, .. } = transfer.in_flight.swap_remove(index);
                 // It may be down: ask the others until it answers again.
                 transfer.holders.retain(|&id| id != to);
+                if !transfer.suspects.contains(&to) {
+                    transfer.suspects.push(to);
+                }
                 refetch += asked_pages(&asked);
                 transfer.give_back(asked);
             } else {
@@ -654,6 +705,9 @@ impl<S: StateMachine> Replica<S> {
 
     fn finish_checkpoint_fetch(&mut self, effects: &mut Vec<Effect>) {
         let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
+        let ticks = self.ticks;
+        self.checkpoint_fetch
+            .remember_suspects(&transfer.suspects, ticks);
         let Some(held) = transfer.assemble() else {
             // Every run verified against the root, so the tree over them gives the root:
             // a bug, not a peer's fault. Start again rather than install it.
@@ -684,6 +738,9 @@ impl<S: StateMachine> Replica<S> {
 
     fn abandon_checkpoint_fetch(&mut self, reason: &'static str) {
         let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
+        let ticks = self.ticks;
+        self.checkpoint_fetch
+            .remember_suspects(&transfer.suspects, ticks);
         self.note_fetch_progress();
         tracing::info!(
             replica = self.id,
@@ -700,6 +757,10 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_pending = false;
     }
 }
+
+/// A replica whose request timed out is not tried first again for this many
+/// state-transfer timeouts.
+const SUSPECT_TIMEOUTS: u64 = 8;
 
 /// A transfer under way is logged this often (100 ticks: a second in the runtime).
 const PROGRESS_LOG_TICKS: u64 = 100;
