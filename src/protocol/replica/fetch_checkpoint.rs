@@ -17,10 +17,13 @@
 //!    the pages that differ travel.
 //! 2. **Pages**, asked for by index in requests of at most `checkpoint_request_pages_max`
 //!    pages, at most `checkpoint_fetch_requests_max` requests in flight, spread over the
-//!    replicas in turn (the NewState's sender first). Each page is checked against its
-//!    digest; a corrupt page, a request that timed out and the part of a request an
-//!    answer left out are asked for again, from the next replica. A replica that says it
-//!    does not hold the checkpoint is asked no more in this transfer.
+//!    replicas (the NewState's sender first; then every other request to a replica not
+//!    tried yet, the others to those that served a part, in turn). Each page is checked
+//!    against its digest; a corrupt page, a request that timed out and the part of a
+//!    request an answer left out are asked for again, from the next replica. A replica
+//!    that says it does not hold the checkpoint is asked no more in this transfer; one
+//!    whose request timed out is not tried first again, in this transfer or the next ones,
+//!    for a while (a replica that is down would cost every transfer a timeout).
 //! 3. **Install.** Once every page is in hand, the tree over the digests must give the
 //!    root; the checkpoint is kept as fetched and the NewState goes to its handler, which
 //!    installs it (`restore_checkpoint`) and takes the log suffix after it.
