@@ -1586,7 +1586,7 @@ fn a_replaced_replica_left_behind_retires_after_every_member_restarted_from_disk
     // replica replaced while it was cut off, still in the epoch before, must still learn
     // where the cluster went and retire. (Seeds 1000800 and 1007946 of the long run once
     // stalled so, before a rebase changed their runs; this script does not reach that
-    // exact path, see `tell_replaced_replicas`.)
+    // exact path, see `tell_every_other_replica`.)
     let mut s = Scenario::with_disks(31, scenario_config(5), 2);
     s.load(true);
     s.run(100);

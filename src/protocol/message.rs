@@ -335,23 +335,7 @@ impl Checkpoint {
     pub fn pages(&self) -> impl Iterator<Item = &Page> {
         self.service.pages().iter().chain(self.clients.pages())
     }
-
-    /// Bytes this checkpoint occupies on the wire (fixed fields, and per page its digest,
-    /// length and bytes).
-    pub fn size_bytes(&self) -> usize {
-        CHECKPOINT_HEADER_BYTES
-            + self
-                .pages()
-                .map(|page| PAGE_HEADER_BYTES + page.len())
-                .sum::<usize>()
-    }
 }
-
-/// Fixed bytes of a checkpoint on the wire: op, timestamp, and the page count of each of
-/// its two snapshots.
-pub const CHECKPOINT_HEADER_BYTES: usize = 8 + 8 + 4 + 4;
-/// Bytes in front of each page of a checkpoint on the wire: its digest and its length.
-pub const PAGE_HEADER_BYTES: usize = DIGEST_BYTES + 4;
 
 /// What names a checkpoint (paper 5.1): its op and timestamp, how its pages split
 /// between the service and the client table, and the root of the Merkle tree over all

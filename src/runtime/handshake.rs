@@ -729,6 +729,46 @@ mod tests {
             })
         );
         assert_eq!(check_sender(8, &get_state, Some(&epoch_0)), Ok(()));
+        // A checkpoint's parts and a NewState name who asks and who answers: only the
+        // connection's own identity (the answer goes to the asker it names).
+        let root = crate::service::Digest([0; crate::service::DIGEST_BYTES]);
+        let named = [
+            Body::GetCheckpoint(crate::protocol::GetCheckpoint {
+                op: 1,
+                root,
+                asker: 8,
+                part: crate::protocol::CheckpointRequest::Pages(vec![0]),
+            }),
+            Body::CheckpointPart(crate::protocol::CheckpointPart {
+                op: 1,
+                root,
+                responder: 8,
+                content: crate::protocol::CheckpointContent::Unavailable,
+            }),
+            Body::NewState(crate::protocol::NewState {
+                sender: 8,
+                commit: 0,
+                op: 0,
+                checkpoint: None,
+                op_first: 1,
+                entries: Vec::new(),
+            }),
+        ];
+        for body in named {
+            let what = body.name();
+            let Frame::Message(message) = message(crate::protocol::NOT_A_MEMBER, body) else {
+                unreachable!()
+            };
+            assert_eq!(
+                check_sender(9, &message, Some(&epoch_0)),
+                Err(Rejection::IdentityMismatch {
+                    hello: 9,
+                    what,
+                    named: 8
+                })
+            );
+            assert_eq!(check_sender(8, &message, Some(&epoch_0)), Ok(()));
+        }
         let request = check(vec![hello(Peer::Replica(2)), request()]);
         assert_eq!(request, Err(Rejection::ReplicaSentClientFrame("request")));
         let stats_reply = check(vec![

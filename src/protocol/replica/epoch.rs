@@ -133,7 +133,7 @@ impl<S: StateMachine> Replica<S> {
             .configuration_of(message.epoch)
             .or((message.epoch == 0).then_some(&initial))
         else {
-            return self.tell_replaced_replicas(&message, effects);
+            return self.tell_every_other_replica(&message, effects);
         };
         let sender = Some(earlier)
             .filter(|configuration| configuration.contains(message.replica))
@@ -171,7 +171,7 @@ impl<S: StateMachine> Replica<S> {
     /// member of the epoch, restarted from its store, was the only one it could hear
     /// from). A member already in the epoch ignores the StartEpoch. A StartEpoch says
     /// only what is committed.
-    fn tell_replaced_replicas(&mut self, message: &Message, effects: &mut Vec<Effect>) {
+    fn tell_every_other_replica(&mut self, message: &Message, effects: &mut Vec<Effect>) {
         if self.epoch_transfer.hint_tick == Some(self.ticks) {
             return self.drop_message(message, "earlier epoch (already told this tick)");
         }

@@ -469,11 +469,16 @@ impl<S: StateMachine> Replica<S> {
         }
         // A checkpoint's parts are committed state, checked against the root that names
         // them: asked for and answered whatever the epoch and status (`serve_checkpoint`).
-        let message = match message.body {
-            Body::GetCheckpoint(get) => return self.on_get_checkpoint(get, effects),
-            Body::CheckpointPart(part) => return self.on_checkpoint_part(part, effects),
-            body => Message { body, ..message },
-        };
+        if matches!(
+            message.body,
+            Body::GetCheckpoint(_) | Body::CheckpointPart(_)
+        ) {
+            return match message.body {
+                Body::GetCheckpoint(get) => self.on_get_checkpoint(get, effects),
+                Body::CheckpointPart(part) => self.on_checkpoint_part(part, effects),
+                _ => unreachable!("matched above"),
+            };
+        }
         if let Body::StartEpoch(start_epoch) = message.body {
             return self.on_start_epoch(message.epoch, start_epoch, effects);
         }
