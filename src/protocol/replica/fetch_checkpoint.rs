@@ -224,11 +224,7 @@ impl Transfer {
             service: Snapshot::new(service.to_vec()),
             clients: Snapshot::new(clients),
         };
-        Some(Held {
-            checkpoint,
-            tree,
-            asked: None,
-        })
+        Some(Held::new(checkpoint, tree))
     }
 }
 
@@ -311,7 +307,7 @@ impl<S: StateMachine> Replica<S> {
             .checkpoint_fetch
             .fetched
             .as_ref()
-            .filter(|held| held.tree.root() == id.root && held.checkpoint.op == id.op);
+            .filter(|held| held.is(id));
         fetched
             .or_else(|| self.held_checkpoint(id))
             .map(|held| held.checkpoint.clone())

@@ -40,13 +40,36 @@ pub(super) const QUEUED_MAX: usize = 16;
 pub(super) struct Held {
     pub checkpoint: Checkpoint,
     pub tree: MerkleTree,
+    /// `tree.root()`, kept: every request names a checkpoint by it.
+    root: Digest,
     /// The tick it was last asked for (`None`: never).
     pub asked: Option<u64>,
 }
 
 impl Held {
+    /// `checkpoint`, whose pages `tree` was built over.
+    pub fn new(checkpoint: Checkpoint, tree: MerkleTree) -> Held {
+        Held {
+            root: tree.root(),
+            checkpoint,
+            tree,
+            asked: None,
+        }
+    }
+
     pub fn id(&self) -> CheckpointId {
         CheckpointId::of(&self.checkpoint, &self.tree)
+    }
+
+    /// Whether `id` names this checkpoint.
+    pub fn is(&self, id: &CheckpointId) -> bool {
+        self.root == id.root && self.checkpoint.op == id.op
+    }
+
+    /// Whether it was asked for within `window` ticks of `ticks`.
+    fn asked_within(&self, ticks: u64, window: u64) -> bool {
+        self.asked
+            .is_some_and(|asked| ticks.saturating_sub(asked) <= window)
     }
 
     /// The page at `index` (service pages first, then the client table's).
@@ -78,7 +101,7 @@ impl<S: StateMachine> Replica<S> {
     /// peak, and the allocator keeps the peak).
     pub(super) fn release_checkpoint(&mut self) -> Option<MerkleTree> {
         let previous = self.checkpoint.take()?;
-        if self.asked_recently(previous.asked) {
+        if previous.asked_within(self.ticks, self.retain_window()) {
             let tree = previous.tree.clone();
             self.retain(previous);
             Some(tree)
@@ -100,16 +123,12 @@ impl<S: StateMachine> Replica<S> {
             }
             None => MerkleTree::new(&digests),
         };
-        self.checkpoint = Some(Held {
-            checkpoint,
-            tree,
-            asked: None,
-        });
+        self.checkpoint = Some(Held::new(checkpoint, tree));
     }
 
-    fn asked_recently(&self, asked: Option<u64>) -> bool {
-        let window = RETAIN_TIMEOUTS * self.config.state_transfer_timeout_ticks;
-        asked.is_some_and(|asked| self.ticks.saturating_sub(asked) <= window)
+    /// Ticks an earlier checkpoint is kept after it was last asked for.
+    fn retain_window(&self) -> u64 {
+        RETAIN_TIMEOUTS * self.config.state_transfer_timeout_ticks
     }
 
     fn retain(&mut self, held: Held) {
@@ -131,26 +150,24 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint
             .iter()
             .chain(&self.checkpoint_server.retained)
-            .find(|held| held.tree.root() == id.root && held.checkpoint.op == id.op)
+            .find(|held| held.is(id))
     }
 
     fn held_by_root_mut(&mut self, root: &Digest) -> Option<&mut Held> {
         self.checkpoint
             .iter_mut()
             .chain(&mut self.checkpoint_server.retained)
-            .find(|held| held.tree.root() == *root)
+            .find(|held| held.root == *root)
     }
 
     /// Every tick: a new page budget, the requests that waited for it, and retained
     /// checkpoints no one asked for in a while dropped.
     pub(super) fn serve_checkpoints_on_tick(&mut self, effects: &mut Vec<Effect>) {
         self.checkpoint_server.sent_this_tick = 0;
-        let window = RETAIN_TIMEOUTS * self.config.state_transfer_timeout_ticks;
-        let ticks = self.ticks;
-        self.checkpoint_server.retained.retain(|held| {
-            held.asked
-                .is_some_and(|asked| ticks.saturating_sub(asked) <= window)
-        });
+        let (ticks, window) = (self.ticks, self.retain_window());
+        self.checkpoint_server
+            .retained
+            .retain(|held| held.asked_within(ticks, window));
         while !self.serve_budget_spent() {
             let Some(get) = self.checkpoint_server.queued.pop_front() else {
                 break;
