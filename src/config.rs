@@ -98,11 +98,14 @@ impl Config {
         self.faults_max() + 1
     }
 
-    /// The most entries a replica ever holds beyond its latest checkpoint: enough for a
-    /// full checkpoint interval, the retained tail, and the uncommitted pipeline.
+    /// The most entries a replica's log holds: the retained tail below its latest
+    /// checkpoint, up to four checkpoint intervals of committed ops beyond it
+    /// (checkpoints are built off the event loop, one at a time, and a build may run
+    /// for up to two intervals: see `protocol::replica::execute`), and the uncommitted
+    /// pipeline.
     pub fn log_entries_max(&self) -> u64 {
         self.log_tail_ops
-            + self.checkpoint_interval_ops
+            + 4 * self.checkpoint_interval_ops
             + 2 * self.pipeline_prepares_max as u64 * self.batch_entries_max as u64
     }
 

@@ -12,7 +12,8 @@ pub mod forge;
 use crate::client::{ClientSession, Outcome, Target};
 use crate::config::Config;
 use crate::protocol::{
-    ClientId, Effect, Message, Replica, ReplicaId, ReplicaIndex, Start, Stored, StoredWrite,
+    CheckpointBuild, ClientId, Effect, Message, Replica, ReplicaId, ReplicaIndex, Start, Stored,
+    StoredWrite,
 };
 use crate::service::StateMachine;
 use std::collections::VecDeque;
@@ -36,6 +37,9 @@ pub struct MemoryCluster<S> {
     /// With [`MemoryCluster::keep_stores`]: per replica, what its writes made durable
     /// (every write completes at once), for a restart from storage (`Start::Restart`).
     pub stores: Option<Vec<Stored>>,
+    /// With [`MemoryCluster::defer_builds`]: the checkpoint builds asked for and not run
+    /// yet, by replica; otherwise every build runs as soon as it is asked for.
+    pub builds: Option<Vec<(ReplicaId, CheckpointBuild)>>,
     effects: Vec<Effect>,
 }
 
@@ -53,8 +57,32 @@ impl<S: StateMachine> MemoryCluster<S> {
             replies: VecDeque::new(),
             drop_filter: None,
             stores: None,
+            builds: None,
             effects: Vec::new(),
         }
+    }
+
+    /// Keeps checkpoint builds in [`MemoryCluster::builds`] until
+    /// [`MemoryCluster::run_builds`] runs them, as a busy worker thread would.
+    pub fn defer_builds(&mut self) {
+        self.builds = Some(Vec::new());
+    }
+
+    /// Runs the deferred builds of replica `id` and tells it; returns how many it still
+    /// wanted.
+    pub fn run_builds(&mut self, id: ReplicaId) -> usize {
+        let builds = self.builds.as_mut().expect("builds are deferred");
+        let (theirs, others) = std::mem::take(builds)
+            .into_iter()
+            .partition(|(of, _)| *of == id);
+        *builds = others;
+        let wanted = theirs.iter().filter(|(_, build)| build.run()).count();
+        if wanted > 0 && !self.down[id as usize] {
+            let mut effects = Vec::new();
+            self.replicas[id as usize].on_checkpoint_built(&mut effects);
+            self.route(id, &mut effects);
+        }
+        wanted
     }
 
     /// Keeps every replica's writes in a store from now on (call it before any input:
@@ -147,6 +175,7 @@ impl<S: StateMachine> MemoryCluster<S> {
                     .expect("a commit number folds");
             }
         }
+        let mut built = false;
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => self.queue.push_back((Some(from), to, message)),
@@ -160,11 +189,21 @@ impl<S: StateMachine> MemoryCluster<S> {
                 }
                 Effect::Reply { client, message } => self.replies.push_back((client, message)),
                 Effect::Write { .. } => {} // Completed above.
+                Effect::BuildCheckpoint { build, .. } => match &mut self.builds {
+                    Some(builds) => builds.push((from, build)),
+                    // Built at once, as if by a worker that was idle.
+                    None => built |= build.run(),
+                },
             }
         }
         // A retired replica shuts down (its driver's job).
         if replica.is_retired() {
             self.down[from as usize] = true;
+        }
+        if built {
+            let mut effects = Vec::new();
+            self.replicas[from as usize].on_checkpoint_built(&mut effects);
+            self.route(from, &mut effects);
         }
     }
 

@@ -23,7 +23,9 @@
 //! in the same input that produced it, in order, as if writes did not exist.
 
 use super::configuration::ReplicaId;
-use super::message::{ClientId, Message, Op, View};
+use super::message::{Checkpoint, ClientId, Message, Op, View};
+use crate::service::merkle::MerkleTree;
+use crate::service::{Deferred, WeakDeferred};
 
 /// The number of a write: writes are numbered 1, 2, ... in the order issued, and complete
 /// in that order.
@@ -53,6 +55,17 @@ pub enum Effect {
         client: ClientId,
         /// The reply.
         message: Message,
+    },
+    /// Run `build` off the event loop (a worker thread), then call
+    /// [`Replica::on_checkpoint_built`](super::Replica::on_checkpoint_built). The replica
+    /// took a checkpoint at `op` and goes on executing while it is built; until it is
+    /// built, its latest checkpoint is the previous one. A build the replica abandoned
+    /// (it installed another state) is not run.
+    BuildCheckpoint {
+        /// The checkpoint's op.
+        op: Op,
+        /// The build.
+        build: CheckpointBuild,
     },
     /// Make `write` durable, after every write with a lower id, then report it with
     /// `Replica::on_persisted(id)`.
@@ -144,7 +157,9 @@ impl Effect {
         use super::message::Body;
         let message = match self {
             Effect::Send { message, .. } | Effect::Broadcast { message } => message,
-            Effect::Reply { .. } | Effect::Write { .. } => return Reliance::Nothing,
+            Effect::Reply { .. } | Effect::Write { .. } | Effect::BuildCheckpoint { .. } => {
+                return Reliance::Nothing
+            }
         };
         match message.body {
             Body::Prepare(_) | Body::Commit(_) => Reliance::State,
@@ -169,3 +184,37 @@ impl Effect {
         }
     }
 }
+
+/// A checkpoint with the Merkle tree over its pages, built off the event loop.
+#[derive(Debug)]
+pub struct BuiltCheckpoint {
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) tree: MerkleTree,
+}
+
+/// The build of a checkpoint, as the driver sees it: something to run on a worker thread
+/// (see [`Effect::BuildCheckpoint`]). It holds the build weakly: running one the replica
+/// abandoned does nothing.
+#[derive(Clone, Debug)]
+pub struct CheckpointBuild(WeakDeferred<BuiltCheckpoint>);
+
+impl CheckpointBuild {
+    pub(crate) fn of(build: &Deferred<BuiltCheckpoint>) -> CheckpointBuild {
+        CheckpointBuild(build.downgrade())
+    }
+
+    /// Builds the checkpoint, unless the replica abandoned it (or it was built already);
+    /// returns whether the replica still wants it.
+    pub fn run(&self) -> bool {
+        self.0.run()
+    }
+}
+
+/// Two handles are equal when they name the same build.
+impl PartialEq for CheckpointBuild {
+    fn eq(&self, other: &CheckpointBuild) -> bool {
+        self.0.same(&other.0)
+    }
+}
+
+impl Eq for CheckpointBuild {}

@@ -42,6 +42,14 @@ impl<S: StateMachine> EventLoop<S> {
                         disk.capture(&self.replica, id, write);
                     }
                 }
+                Effect::BuildCheckpoint { build, .. } => match &self.builder {
+                    Some(builder) => builder.submit(build),
+                    // No worker (a loop built without one): built here, at once.
+                    None => {
+                        build.run();
+                        self.checkpoint_built = true;
+                    }
+                },
             }
         }
         waits.flush(&mut self.metrics.request_commit_us);

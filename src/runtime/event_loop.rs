@@ -10,7 +10,8 @@
 //!    frame, pass it through the handshake gate and feed the core (`inbound`): replica
 //!    connections first, so acknowledgements free the pipeline before clients are read;
 //!    then the requests the I/O threads decoded (`hand_off`);
-//! 4. feed the core the ticks that elapsed on the monotonic clock (`clock`);
+//! 4. tell the core if its checkpoint was built off the loop (`checkpoint_builder`), and
+//!    feed it the ticks that elapsed on the monotonic clock (`clock`);
 //! 5. `flush()` the core (the requests of this iteration become one Prepare);
 //! 6. the storage phase (`storage`): the core's writes complete here (in memory at once,
 //!    or on disk when the storage thread reported them), which releases the messages
@@ -29,6 +30,7 @@
 //! limit is closed with a logged reason.
 
 use super::admission::SharedSlots;
+use super::checkpoint_builder::CheckpointBuilder;
 use super::clock::Clock;
 use super::connections::{ConnectionSet, Written};
 use super::hand_off::IoThreads;
@@ -108,6 +110,10 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) stats: StatsCache,
     /// The storage thread's side (`--durability disk`); `None`: writes complete in memory.
     pub(super) disk: Option<DiskWrites>,
+    /// The thread that builds checkpoints; `None`: they are built on this thread.
+    pub(super) builder: Option<CheckpointBuilder>,
+    /// A checkpoint was built on this thread (no builder) and the core not told yet.
+    pub(super) checkpoint_built: bool,
     /// The Prometheus endpoint's side (`--metrics-address`), if served.
     exporter: Option<MetricsExporter>,
     /// What `ReplicaServer::status` reads, stored every iteration.
@@ -162,6 +168,8 @@ impl<S: StateMachine> EventLoop<S> {
             throttle: LogThrottle::new(LOG_INTERVAL),
             stats: StatsCache::default(),
             disk: None,
+            builder: None,
+            checkpoint_built: false,
             exporter: None,
             status: Arc::default(),
             summary_at: now + SUMMARY_INTERVAL,
@@ -177,6 +185,12 @@ impl<S: StateMachine> EventLoop<S> {
     /// (`--durability disk`) instead of completing in memory.
     pub(super) fn with_disk(mut self, disk: Option<DiskWrites>) -> EventLoop<S> {
         self.disk = disk;
+        self
+    }
+
+    /// The same loop with its checkpoints built by `builder`'s thread.
+    pub(super) fn with_checkpoint_builder(mut self, builder: CheckpointBuilder) -> EventLoop<S> {
+        self.builder = Some(builder);
         self
     }
 
@@ -219,6 +233,7 @@ impl<S: StateMachine> EventLoop<S> {
             }
             self.read_phase();
             self.drain_io();
+            self.checkpoint_phase();
             self.tick_phase(started);
             self.replica.flush(&mut self.effects);
             if let Err(error) = self.storage_phase() {
@@ -258,6 +273,9 @@ impl<S: StateMachine> EventLoop<S> {
         self.io.stop();
         if let Some(disk) = self.disk.as_mut() {
             disk.stop();
+        }
+        if let Some(builder) = self.builder.as_mut() {
+            builder.stop();
         }
         match failure {
             None => {
@@ -331,6 +349,17 @@ impl<S: StateMachine> EventLoop<S> {
         };
         if connection.connecting {
             self.check_connected(event.token().0);
+        }
+    }
+
+    /// Tells the core that its checkpoint was built, if it was.
+    fn checkpoint_phase(&mut self) {
+        let built = match &self.builder {
+            Some(builder) => builder.take_built(),
+            None => std::mem::take(&mut self.checkpoint_built),
+        };
+        if built {
+            self.replica.on_checkpoint_built(&mut self.effects);
         }
     }
 

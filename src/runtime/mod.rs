@@ -20,6 +20,7 @@
 //! - `effects`: the one place the core's effects become I/O;
 //! - `storage`: the storage phase: writes complete in memory, or go to the storage
 //!   thread (`storage_thread`, `--durability disk`) and complete when it reports them;
+//! - `checkpoint_builder`: the thread that builds checkpoints off the loop;
 //! - `peers`: the peer table, keyed by replica identity (links, redial backoff; it grows
 //!   and shrinks); `dial`: opening the links; `membership`: following the core's
 //!   configuration (peers, hello terms, retirement) across reconfigurations;
@@ -32,6 +33,7 @@
 //! - [`throttle`]: once-a-minute logging of a peer's configuration mismatch.
 
 mod admission;
+mod checkpoint_builder;
 mod clock;
 mod closing;
 pub mod committed;

@@ -438,6 +438,18 @@ pub fn snapshot<S: StateMachine>(
             stats.checkpoints,
         ),
         (
+            "vsr_checkpoints_skipped",
+            "Checkpoint ops passed while the previous checkpoint was still being built",
+            None,
+            stats.checkpoints_skipped,
+        ),
+        (
+            "vsr_checkpoint_build_waits",
+            "Times the event loop waited for a checkpoint build that took two intervals",
+            None,
+            stats.checkpoint_build_waits,
+        ),
+        (
             "vsr_checkpoint_fetches",
             "Checkpoint transfers (paper 5.1) started",
             None,

@@ -9,6 +9,7 @@
 //! server.shutdown().unwrap();
 //! ```
 
+use super::checkpoint_builder::CheckpointBuilder;
 use super::committed::{self, CommittedOps};
 use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
@@ -91,6 +92,7 @@ impl ReplicaServer {
             false => Some(super::join::discover(&options)?),
         };
         let (io, from_io) = spawn_io_threads(&options, &waker, &shutdown)?;
+        let builder = CheckpointBuilder::spawn(options.replica, waker.clone())?;
         let loop_shutdown = shutdown.clone();
         let name = format!("vsr-replica-{}", options.replica);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
@@ -124,6 +126,7 @@ impl ReplicaServer {
             let replica = Replica::in_configuration(config, configuration, id, service, start);
             EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io)
                 .with_disk(disk)
+                .with_checkpoint_builder(builder)
                 .with_exporter(exporter)
                 .with_status(loop_status)
                 .run()

@@ -6,6 +6,7 @@
 //! results and state on every replica. A checkpoint (paper 5.1) holds the service's state
 //! as pages ([`Snapshot`], see [`snapshot`]).
 
+pub mod deferred;
 pub mod kv;
 pub mod log;
 pub mod merkle;
@@ -14,6 +15,7 @@ pub mod snapshot;
 
 use bytes::Bytes;
 
+pub use deferred::{Deferred, WeakDeferred};
 pub use kv::Kv;
 pub use log::LogService;
 pub use null::Null;
@@ -38,6 +40,21 @@ pub trait StateMachine {
     /// self` so that a service can keep the pages of its previous snapshot and rebuild only
     /// those whose part of the state changed since (the bundled `kv` does).
     fn snapshot(&mut self) -> Snapshot;
+
+    /// The snapshot of the state as it is now, built later: the same pages
+    /// [`StateMachine::snapshot`] would return now, computed by whichever thread first runs
+    /// the returned [`Deferred`], while this service goes on applying operations.
+    ///
+    /// A replica takes its checkpoints this way (paper 5.1's copy-on-write): the driver
+    /// runs the build on a worker thread, so a service whose snapshot takes long (a large
+    /// state, many changes) does not stall the event loop. A service that supports it
+    /// captures what the build reads cheaply and immutably (shared, not copied). The
+    /// default builds the snapshot here, at once: fine for a service whose snapshot is
+    /// cheap. A replica asks for at most one build at a time and may drop a build
+    /// unfinished (when it installs another state).
+    fn snapshot_deferred(&mut self) -> Deferred<Snapshot> {
+        Deferred::ready(self.snapshot())
+    }
 
     /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`], possibly on
     /// another replica.

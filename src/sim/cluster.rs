@@ -27,8 +27,8 @@ use super::watch::{TransferCounts, Watch};
 use crate::client::{ClientSession, Outcome, SubmitError, Target};
 use crate::config::Config;
 use crate::protocol::{
-    Body, ClientId, Configuration, Effect, Message, ReplicaId, ReplicaIndex, ReplyStatus,
-    RequestNumber, Start, Stats, Status, View, Write, WriteId,
+    Body, CheckpointBuild, ClientId, Configuration, Effect, Message, ReplicaId, ReplicaIndex,
+    ReplyStatus, RequestNumber, Start, Stats, Status, View, Write, WriteId,
 };
 use crate::protocol::{Op, Replica, StoredWrite};
 use crate::service::kv::KvOp;
@@ -77,6 +77,10 @@ pub struct ClusterOptions {
     /// with the others. 0: every write completes within the input that issued it, as in a
     /// replica that keeps its state in memory.
     pub write_delay_steps_max: u64,
+    /// A replica's checkpoint is built 0 to this many steps after it took it (drawn per
+    /// checkpoint), as a driver's worker thread would, while the replica goes on; ops
+    /// that reach the next checkpoint before then skip it (`replica::execute`).
+    pub checkpoint_build_steps_max: u64,
     /// Replicas keep their storage across crashes (`--durability disk`): a restart reads
     /// back what its completed writes made durable (`sim::disk`), and the faults include
     /// a power loss of the whole cluster and corrupted sectors. Otherwise a crash loses
@@ -90,6 +94,13 @@ pub struct ClusterOptions {
     pub reconfigurations: Vec<PlannedChange>,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
+}
+
+/// A checkpoint taken and not built yet: the simulated worker builds it at `at`.
+#[derive(Clone, Debug)]
+struct DueBuild {
+    at: u64,
+    build: CheckpointBuild,
 }
 
 /// A write issued but not complete yet.
@@ -148,6 +159,8 @@ const IN_PROGRESS: &str = "another reconfiguration is in progress";
 const ADMIN: usize = usize::MAX;
 /// Mixed into the seed for the administrator's client id.
 const ADMIN_STREAM: u64 = 0xad31_0000_0000_0001;
+/// Mixed into the seed for the checkpoint build delays.
+const BUILD_STREAM: u64 = 0xb111_0000_0000_0001;
 
 /// Reconfigurations, counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -246,6 +259,11 @@ pub struct Cluster<S: SimService = Kv> {
     pub view_change_steps_longest: u64,
     /// Per replica: writes not yet completed, in order.
     writes_due: Vec<VecDeque<DueWrite>>,
+    /// Per replica: the checkpoint its worker builds next (a replica asks for one build
+    /// at a time).
+    builds_due: Vec<Option<DueBuild>>,
+    /// Draws the build delays, from a stream of its own (no other draw of a seed moves).
+    build_prng: Prng,
     /// Each replica's disk (with `ClusterOptions::disks`).
     disks: Disks,
     /// What each replica's completed writes made durable.
@@ -387,6 +405,8 @@ impl<S: SimService> Cluster<S> {
             view_change_since: None,
             view_change_steps_longest: 0,
             writes_due: vec![VecDeque::new(); n as usize],
+            builds_due: vec![None; n as usize],
+            build_prng: Prng::new(seed ^ BUILD_STREAM),
             disks: Disks::new(n as usize),
             storage: Storage::new(n as usize),
             gone: vec![false; n as usize],
@@ -686,6 +706,7 @@ impl<S: SimService> Cluster<S> {
             .expect("crash a live replica");
         add_stats(&mut self.stats_retired, replica.stats());
         self.writes_due[index as usize].clear(); // Lost with the process.
+        self.builds_due[index as usize] = None;
         match self.options.disks {
             true => {
                 self.disks.on_crash(index);
@@ -916,6 +937,7 @@ impl<S: SimService> Cluster<S> {
             }
         }
         self.complete_due_writes()?;
+        self.complete_due_builds()?;
         self.tick_replicas()?;
         if self.now.is_multiple_of(self.options.client_tick_steps) {
             self.tick_clients();
@@ -1018,6 +1040,7 @@ impl<S: SimService> Cluster<S> {
             let replica = self.replicas[index as usize].take().expect("live");
             add_stats(&mut self.stats_retired, replica.stats());
             self.writes_due[index as usize].clear();
+            self.builds_due[index as usize] = None;
             self.gone[index as usize] = true;
             self.seen[index as usize] = None;
             self.reconfigurations.retired += 1;
@@ -1306,6 +1329,7 @@ impl<S: SimService> Cluster<S> {
         self.seen.push(None);
         self.view_change_entered.push(None);
         self.writes_due.push(VecDeque::new());
+        self.builds_due.push(None);
         self.gone.push(false);
         self.last_configuration.push(configuration.clone());
         self.first_configuration.push(configuration.clone());
@@ -1389,7 +1413,7 @@ impl<S: SimService> Cluster<S> {
             Effect::Send { message, .. } | Effect::Broadcast { message } => {
                 self.storage.check_message(from, message)
             }
-            Effect::Reply { .. } | Effect::Write { .. } => Ok(()),
+            Effect::Reply { .. } | Effect::Write { .. } | Effect::BuildCheckpoint { .. } => Ok(()),
         });
         if let Err(failure) = checked {
             effects.clear();
@@ -1441,6 +1465,17 @@ impl<S: SimService> Cluster<S> {
                             );
                         }
                     }
+                }
+                Effect::BuildCheckpoint { build, .. } => {
+                    let delay = self
+                        .build_prng
+                        .between(0, self.options.checkpoint_build_steps_max);
+                    // One build at a time: one still due here was built by the replica
+                    // itself (it waited for it) or abandoned.
+                    self.builds_due[from as usize] = Some(DueBuild {
+                        at: self.now + delay,
+                        build,
+                    });
                 }
                 Effect::Write { id, write } => {
                     write_index += 1;
@@ -1573,6 +1608,33 @@ impl<S: SimService> Cluster<S> {
                 self.dispatch(index)?;
                 self.check_commits(index)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Builds the checkpoints that are due (the simulated worker) and tells their
+    /// replicas.
+    fn complete_due_builds(&mut self) -> Result<(), Failure> {
+        for index in 0..self.replica_slots() {
+            let slot = &mut self.builds_due[index as usize];
+            if slot.as_ref().is_none_or(|due| due.at > self.now) {
+                continue;
+            }
+            let due = slot.take().expect("due");
+            let Some(replica) = self.replicas[index as usize].as_mut() else {
+                continue;
+            };
+            if !due.build.run() {
+                continue; // Abandoned: the replica installed another state.
+            }
+            replica.on_checkpoint_built(&mut self.effects);
+            if self.options.write_delay_steps_max == 0 {
+                replica.complete_writes_in_memory(&mut self.effects);
+            }
+            replica.flush(&mut self.effects);
+            self.trace(format_args!("r{index} checkpoint built"));
+            self.dispatch(index)?;
+            self.check_commits(index)?;
         }
         Ok(())
     }
@@ -2121,6 +2183,8 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.state_transfers += stats.state_transfers;
     total.checkpoint_transfers += stats.checkpoint_transfers;
     total.checkpoints += stats.checkpoints;
+    total.checkpoints_skipped += stats.checkpoints_skipped;
+    total.checkpoint_build_waits += stats.checkpoint_build_waits;
     total.prepares_sent += stats.prepares_sent;
     total.entries_committed += stats.entries_committed;
     total.messages_dropped += stats.messages_dropped;

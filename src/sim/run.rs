@@ -222,6 +222,7 @@ pub fn options_for_seed_of<S: SimService>(
         // From a stream of its own, so that no other draw of the seed changes.
         start_recovering: Prng::new(seed ^ START_RECOVERING_STREAM).chance(200_000),
         write_delay_steps_max: write_delay_steps_max(seed, run),
+        checkpoint_build_steps_max: checkpoint_build_steps_max(seed),
         disks,
         power_loss_at: power_loss_at(seed, disks),
         reconfigurations: Vec::new(),
@@ -280,6 +281,8 @@ const DISK_FAULTS_STREAM: u64 = 0x5ee0_57a7_0000_0004;
 /// serving budget (a stream of its own, so that the draws made before it existed stay as
 /// they were).
 const CHECKPOINT_TRANSFER_STREAM: u64 = 0x5ee0_57a7_0000_0006;
+/// Mixed into the seed for the draw of `ClusterOptions::checkpoint_build_steps_max`.
+const CHECKPOINT_BUILD_STREAM: u64 = 0x5ee0_57a7_0000_0009;
 /// Mixed into the seed for the draw of `NetworkFaults::corrupt_page_ppm`.
 const CORRUPT_PAGE_STREAM: u64 = 0x5ee0_57a7_0000_0007;
 
@@ -319,6 +322,18 @@ fn write_delay_steps_max(seed: u64, run: &RunOptions) -> u64 {
     match prng.chance(500_000) && run.write_delays {
         true => prng.between(1, 12),
         false => 0,
+    }
+}
+
+/// A third of the seeds build checkpoints at the next step; the others up to 30-3000
+/// steps later (a few ticks to a few hundred), so that replicas serve, send and fetch
+/// state while a checkpoint is built, and skip checkpoints while ops commit faster than
+/// they are built. From a stream of its own: no other draw of the seed changes.
+fn checkpoint_build_steps_max(seed: u64) -> u64 {
+    let mut prng = Prng::new(seed ^ CHECKPOINT_BUILD_STREAM);
+    match prng.below(3) {
+        0 => 0,
+        _ => *prng.pick(&[30, 300, 3000]),
     }
 }
 
@@ -673,8 +688,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {}  evictions {}  empty cluster starts {}",
-            s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, self.evictions, s.empty_cluster_starts
+            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {} (skipped {}, waited for {})  evictions {}  empty cluster starts {}",
+            s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, s.checkpoints_skipped, s.checkpoint_build_waits, self.evictions, s.empty_cluster_starts
         )?;
         writeln!(
             f,

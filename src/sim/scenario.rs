@@ -153,6 +153,7 @@ impl Scenario {
             oversized_ppm: 0,
             start_recovering: false,
             write_delay_steps_max: 0,
+            checkpoint_build_steps_max: 0,
             disks: false,
             power_loss_at: None,
             reconfigurations: Vec::new(),

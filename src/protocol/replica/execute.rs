@@ -2,13 +2,37 @@
 //!
 //! Every K ops a replica snapshots the service and the client table into a checkpoint and
 //! trims its log below `checkpoint - log_tail_ops`, so memory stays bounded however many
-//! ops commit. Every replica checkpoints at the same ops, so checkpoints are comparable.
-//! A checkpoint is pages (`service::snapshot`): the service's own, and the client table's
-//! encoding cut into pages; a service may share the pages of state that did not change
-//! since the previous checkpoint, so taking one need not copy the whole state.
+//! ops commit. A checkpoint is pages (`service::snapshot`): the service's own, and the
+//! client table's encoding cut into pages; a service may share the pages of state that did
+//! not change since the previous checkpoint, so taking one need not copy the whole state.
+//!
+//! Checkpoints are built off the event loop (the paper's copy-on-write): at the op the
+//! replica captures the state (`StateMachine::snapshot_deferred`, the client table's
+//! encoding, the previous Merkle tree) and hands the build to the driver
+//! ([`Effect::BuildCheckpoint`]), which runs it on a worker while the replica goes on
+//! executing. Until it is built the previous checkpoint stays the latest one, and the log
+//! keeps every entry after it, so nothing the replica may be asked for is lost.
+//!
+//! One build at a time, and a build gets two intervals: the checkpoint op after the one
+//! being built is skipped (no checkpoint there), and at the op after that the replica
+//! waits for the build (runs it itself if the worker has not started it) before it takes
+//! the next. So the latest checkpoint is always less than four intervals behind the
+//! commit number, which bounds the log (`Config::log_entries_max`), and a replica whose
+//! builds take longer than two intervals stalls rather than grows without bound. Skipping
+//! changes which checkpoints a replica holds, never their contents: every checkpoint is
+//! at a multiple of K, and two replicas' checkpoints at one op are equal.
 
 use super::*;
-use crate::service::Snapshot;
+use crate::protocol::effects::{BuiltCheckpoint, CheckpointBuild};
+use crate::service::merkle::MerkleTree;
+use crate::service::{Deferred, Page, Snapshot};
+
+/// A checkpoint taken and not built yet (see the module docs).
+#[derive(Debug)]
+pub(super) struct Building {
+    op: Op,
+    build: Deferred<BuiltCheckpoint>,
+}
 
 impl<S: StateMachine> Replica<S> {
     /// Executes every op up to `commit` (all held in the log) and sets the commit number.
@@ -19,7 +43,7 @@ impl<S: StateMachine> Replica<S> {
             self.execute_entry(op, effects);
             self.commit = op;
             if op.is_multiple_of(self.config.checkpoint_interval_ops) {
-                self.take_checkpoint(op);
+                self.take_checkpoint(op, effects);
             }
             if self.epoch_change.is_some() {
                 // A RECONFIGURATION: the replica moves to the next epoch before it
@@ -30,25 +54,98 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn take_checkpoint(&mut self, op: Op) {
+    /// Captures the state at `op` (just executed) and asks the driver to build its
+    /// checkpoint; skipped, or first waits for the previous build, while that one is still
+    /// being built (see the module docs).
+    fn take_checkpoint(&mut self, op: Op, effects: &mut Vec<Effect>) {
+        self.finish_checkpoint_if_built();
+        if let Some(building) = &self.building {
+            if building.op + self.config.checkpoint_interval_ops >= op {
+                self.stats.checkpoints_skipped += 1;
+                tracing::debug!(
+                    replica = self.index,
+                    op,
+                    building = building.op,
+                    "checkpoint skipped: the previous one is still being built"
+                );
+                return;
+            }
+            // Two intervals and still building: wait, so the log stays bounded.
+            self.stats.checkpoint_build_waits += 1;
+            tracing::warn!(
+                replica = self.index,
+                op,
+                building = building.op,
+                "checkpoint build slower than two checkpoint intervals: waiting for it"
+            );
+            self.build_checkpoint_now();
+        }
         let timestamp = self
             .log
             .get(op)
             .expect("checkpoint op is in the log")
             .timestamp;
-        // The previous checkpoint goes first (unless a transfer is reading it): held while
-        // the service snapshots, every page it rebuilds would exist twice at the peak.
-        let tree = self.release_checkpoint();
-        let checkpoint = Checkpoint {
+        // Everything the build reads is captured now, shared and immutable: the
+        // service's state at `op` (copy-on-write), the client table's encoding, and the
+        // previous checkpoint's tree (updated along the changed pages' paths only).
+        let service = self.service.snapshot_deferred();
+        let clients = self.clients.snapshot();
+        let tree = self.checkpoint.as_ref().map(|held| held.tree.clone());
+        let build = Deferred::new(move || {
+            let checkpoint = Checkpoint {
+                op,
+                timestamp,
+                // Pages of unchanged state are shared with the previous checkpoint.
+                service: service.run().clone(),
+                clients: Snapshot::from_blob(&clients),
+            };
+            let tree = merkle_tree(&checkpoint, tree);
+            BuiltCheckpoint { checkpoint, tree }
+        });
+        effects.push(Effect::BuildCheckpoint {
             op,
-            timestamp,
-            // Pages of unchanged state are shared with the previous checkpoint.
-            service: self.service.snapshot(),
-            clients: Snapshot::from_blob(&self.clients.snapshot()),
-        };
-        self.set_checkpoint(checkpoint, tree);
+            build: CheckpointBuild::of(&build),
+        });
+        self.building = Some(Building { op, build });
+    }
+
+    /// The driver ran a checkpoint's build ([`Effect::BuildCheckpoint`]): the checkpoint
+    /// becomes the latest one, and the log is trimmed below it. Harmless at any other
+    /// time (a build not finished yet is left to finish; every tick looks again).
+    pub fn on_checkpoint_built(&mut self, effects: &mut Vec<Effect>) {
+        let start = effects.len();
+        self.finish_checkpoint_if_built();
+        self.end_input(start, effects);
+    }
+
+    /// Makes the checkpoint being built the latest one, if its build finished.
+    pub(super) fn finish_checkpoint_if_built(&mut self) {
+        if !self.building.as_ref().is_some_and(|b| b.build.is_done()) {
+            return;
+        }
+        let Building { op, build } = self.building.take().expect("checked");
+        let built = build.run();
+        debug_assert!(op > self.checkpoint_op() && op <= self.commit);
+        // The previous checkpoint goes (or is retained, if a transfer is reading it).
+        self.release_checkpoint();
+        self.set_checkpoint(built.checkpoint.clone(), built.tree.clone());
         self.stats.checkpoints += 1;
         self.log.trim(op.saturating_sub(self.config.log_tail_ops));
+    }
+
+    /// Builds the checkpoint being built here and now, and makes it the latest: for ops
+    /// executed outside any input (a restart replaying its store), whose effects, the
+    /// build's request among them, go nowhere.
+    pub(super) fn build_checkpoint_now(&mut self) {
+        if let Some(building) = &self.building {
+            building.build.run();
+        }
+        self.finish_checkpoint_if_built();
+    }
+
+    /// Whether a checkpoint is being built (the driver has a build to run).
+    pub fn checkpoint_building(&self) -> Option<Op> {
+        self.building.as_ref().map(|building| building.op)
     }
 
     /// Replaces the state with a checkpoint from another replica: the service, the client
@@ -73,6 +170,8 @@ impl<S: StateMachine> Replica<S> {
             return false;
         }
         self.clients = clients;
+        // A checkpoint being built is older than this one (it is at most at commit).
+        self.building = None;
         self.log.reset(checkpoint.op, checkpoint.timestamp);
         self.commit = checkpoint.op;
         // The received pages are slices of the message that carried them: keep the
@@ -80,6 +179,7 @@ impl<S: StateMachine> Replica<S> {
         let mut checkpoint = checkpoint;
         let tree = self.release_checkpoint();
         checkpoint.service = self.service.snapshot();
+        let tree = merkle_tree(&checkpoint, tree);
         self.set_checkpoint(checkpoint, tree);
         self.stats.checkpoint_transfers += 1;
         tracing::info!(
@@ -88,5 +188,18 @@ impl<S: StateMachine> Replica<S> {
             "installed a checkpoint received by state transfer"
         );
         true
+    }
+}
+
+/// The Merkle tree over `checkpoint`'s pages: `previous` (the tree of the replica's
+/// previous checkpoint) with only the paths above changed pages rehashed, or a new tree.
+fn merkle_tree(checkpoint: &Checkpoint, previous: Option<MerkleTree>) -> MerkleTree {
+    let digests: Vec<_> = checkpoint.pages().map(Page::digest).collect();
+    match previous {
+        Some(mut tree) => {
+            tree.update(&digests);
+            tree
+        }
+        None => MerkleTree::new(&digests),
     }
 }

@@ -105,8 +105,13 @@ pub struct Stats {
     pub state_transfers: u64,
     /// Checkpoints restored from another replica (5.1).
     pub checkpoint_transfers: u64,
-    /// Checkpoints taken.
+    /// Checkpoints taken (built and made the latest).
     pub checkpoints: u64,
+    /// Checkpoint ops passed while the previous checkpoint was still being built: no
+    /// checkpoint was taken there (the next one is at the next interval).
+    pub checkpoints_skipped: u64,
+    /// Times this replica waited for a checkpoint's build (it took two intervals).
+    pub checkpoint_build_waits: u64,
     /// Prepare messages sent (including resends).
     pub prepares_sent: u64,
     /// Entries executed.
@@ -309,6 +314,9 @@ pub struct Replica<S> {
     clients: ClientTable,
     /// The latest checkpoint taken or restored (paper 5.1), with its Merkle tree.
     checkpoint: Option<serve_checkpoint::Held>,
+    /// A checkpoint taken and being built off the event loop (`execute`); it becomes
+    /// `checkpoint` once built.
+    building: Option<execute::Building>,
     /// Earlier checkpoints kept for transfers, the serving budget (`serve_checkpoint`).
     checkpoint_server: serve_checkpoint::CheckpointServer,
     /// A checkpoint being fetched page by page, or fetched (`fetch_checkpoint`).
@@ -420,6 +428,7 @@ impl<S: StateMachine> Replica<S> {
             commit: 0,
             service,
             checkpoint: None,
+            building: None,
             checkpoint_server: Default::default(),
             checkpoint_fetch: Default::default(),
             clock_ns: 0,
@@ -585,6 +594,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn handle_tick(&mut self, effects: &mut Vec<Effect>) {
         self.ticks += 1;
+        self.finish_checkpoint_if_built();
         for timeout in [
             &mut self.commit_timeout,
             &mut self.prepare_timeout,

@@ -241,7 +241,11 @@ impl<S: StateMachine> Replica<S> {
         let mut scratch = std::mem::take(&mut self.writes.scratch);
         scratch.extend(effects.drain(start..));
         for effect in scratch.drain(..) {
-            if matches!(effect, Effect::Write { .. }) {
+            // Writes, and a checkpoint's build (it sends nothing), never wait.
+            if matches!(
+                effect,
+                Effect::Write { .. } | Effect::BuildCheckpoint { .. }
+            ) {
                 effects.push(effect);
                 continue;
             }

@@ -77,6 +77,7 @@ impl<S: StateMachine> Replica<S> {
             let held = self.log.op();
             let mut unsent = Vec::new();
             self.commit_to(held, &mut unsent);
+            self.build_checkpoint_now();
             if self.epoch_change.is_some() {
                 // It fetched past a later epoch's start: it moves there now (what the move
                 // would send, the reminders of that epoch's replicas ask again).
@@ -165,6 +166,7 @@ impl<S: StateMachine> Replica<S> {
             // missed one retries and gets it from the client table.
             let mut replies = Vec::new();
             self.commit_to(stored.commit.min(self.log.op()), &mut replies);
+            self.build_checkpoint_now();
         }
         if view_possible {
             self.view = state.view;

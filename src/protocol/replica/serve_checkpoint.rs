@@ -110,19 +110,10 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Makes `checkpoint` the latest one, bringing `tree` (the previous checkpoint's,
-    /// from [`Self::release_checkpoint`]) up to date: only the paths above changed pages
-    /// are rehashed.
-    pub(super) fn set_checkpoint(&mut self, checkpoint: Checkpoint, tree: Option<MerkleTree>) {
+    /// Makes `checkpoint` the latest one; `tree` is the Merkle tree over its pages.
+    pub(super) fn set_checkpoint(&mut self, checkpoint: Checkpoint, tree: MerkleTree) {
         debug_assert!(self.checkpoint.is_none(), "released first");
-        let digests: Vec<_> = checkpoint.pages().map(Page::digest).collect();
-        let tree = match tree {
-            Some(mut tree) => {
-                tree.update(&digests);
-                tree
-            }
-            None => MerkleTree::new(&digests),
-        };
+        debug_assert_eq!(tree.leaves(), checkpoint.pages().count());
         self.checkpoint = Some(Held::new(checkpoint, tree));
     }
 

@@ -121,6 +121,12 @@ impl Bucket {
         })
     }
 
+    /// The bucket's pages, if they were hashed since it was built.
+    #[cfg(test)]
+    pub fn hashed_pages(&self) -> Option<&[Page]> {
+        self.pages.as_deref()
+    }
+
     /// Takes `received` as this bucket's pages if they hold exactly the bytes its own
     /// pages would (same cuts, same bytes): their digests are carried over without hashing
     /// again, and their bytes are this bucket's own. `received` may be longer; returns how

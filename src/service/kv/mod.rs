@@ -8,11 +8,13 @@
 //!
 //! Modules: `layout` (the key hash and the buckets it splits the state into), `bucket`
 //! (one bucket's records, lookups, pages), `build` (writing buckets), `merge` (buckets and
-//! the changes since they were built, as one sequence), `restore` (checking a received
-//! snapshot), `ops` (the encoding).
+//! the changes since they were built, as one sequence), `fold` (changes written into
+//! buckets, and the snapshot of the result), `restore` (checking a received snapshot),
+//! `ops` (the encoding).
 
 mod bucket;
 mod build;
+mod fold;
 mod layout;
 mod merge;
 mod ops;
@@ -20,13 +22,13 @@ mod restore;
 
 pub use ops::{KvOp, KvResult};
 
-use super::{Snapshot, SnapshotError, StateMachine};
-use bucket::Bucket;
-use build::{Builder, Writer};
+use super::{Deferred, Snapshot, SnapshotError, StateMachine};
+use build::Builder;
 use bytes::Bytes;
-use layout::{bucket_bits_for, bucket_of, bucket_range, key_hash, record_len, Position, Record};
-use merge::merge;
-use std::collections::BTreeMap;
+use fold::{fold, fold_unhashed, Buckets, Changes, Folded};
+use layout::{bucket_bits_for, bucket_of, key_hash, record_len, Record};
+use merge::{merge, overlay};
+use std::sync::Arc;
 
 /// Changes kept beside the buckets before they are folded into them even without a
 /// snapshot (a replica snapshots every `checkpoint_interval_ops`, so this matters to a `Kv`
@@ -49,32 +51,51 @@ const CHANGES_MIN: usize = 1 << 14;
 /// and the pages are slices of it (`bucket`), so the state and the checkpoint that shares
 /// its pages hold the bytes once: 8 bytes of index per record beyond the records (which
 /// carry 8 bytes of lengths). Changes since the buckets were built are kept beside them
-/// (`changes`); a snapshot *folds* them in, rebuilding and re-hashing only the buckets
-/// they touch (all of them when the layout grows or shrinks), and shares the other
-/// buckets' pages as they were. A bucket rebuilt while an older checkpoint still holds
-/// its previous pages exists twice until that checkpoint is dropped. Keys and values are
-/// copied when applied, so no entry pins the receive buffer of the frame it came in.
+/// (`changes`); a snapshot *folds* them in (`fold`), rebuilding and re-hashing only the
+/// buckets they touch (all of them when the layout grows or shrinks), and shares the other
+/// buckets' pages as they were. Keys and values are copied when applied, so no entry pins
+/// the receive buffer of the frame it came in.
+///
+/// Snapshots in the background (paper 5.1's copy-on-write): [`StateMachine::
+/// snapshot_deferred`] freezes the changes as they are and hands the fold to whichever
+/// thread runs it, while the map goes on executing with a fresh set of changes over the
+/// frozen ones (`folding`); a lookup reads the changes, then the frozen changes, then the
+/// buckets. The map takes the fold's buckets at its next operation after the fold
+/// finished. A bucket rebuilt while the map (or a checkpoint) still holds its previous
+/// version exists twice until they let go of it.
 #[derive(Clone)]
 pub struct Kv {
-    /// The 2^`bucket_bits` buckets as of the last fold: bucket i holds the records whose
-    /// hash's top bits are i, as they were then.
-    buckets: Vec<Bucket>,
+    /// The 2^`bucket_bits` buckets as of the last fold that the map took: bucket i holds
+    /// the records whose hash's top bits are i, as they were then.
+    buckets: Buckets,
     bucket_bits: u32,
-    /// Every key changed since the last fold, by (hash, key): its value, or `None` when it
-    /// was deleted and a bucket still holds it. Keys and values are copies of their own.
-    changes: BTreeMap<Position, Option<Bytes>>,
+    /// A fold running elsewhere: the changes it folds into `buckets`, frozen.
+    folding: Option<Folding>,
+    /// Every key changed since the last fold (or since the changes were frozen for a fold
+    /// in flight). Keys and values are copies of their own.
+    changes: Changes,
     /// Bytes of all current records as pages hold them: the basis of the layout.
     record_bytes: u64,
     /// Number of current keys.
     keys: usize,
 }
 
+/// A fold in flight (see [`Kv`]).
+#[derive(Clone)]
+struct Folding {
+    /// The changes it folds: the state it snapshots is these over the map's buckets.
+    frozen: Arc<Changes>,
+    /// The fold, run by whoever needs it first.
+    fold: Deferred<Folded>,
+}
+
 impl Default for Kv {
     fn default() -> Kv {
         Kv {
-            buckets: vec![Bucket::default()],
+            buckets: Arc::new(vec![Arc::default()]),
             bucket_bits: 0,
-            changes: BTreeMap::new(),
+            folding: None,
+            changes: Changes::new(),
             record_bytes: 0,
             keys: 0,
         }
@@ -123,6 +144,7 @@ impl Kv {
 
     /// Executes one operation: the semantics every replica and the reference model share.
     pub fn execute(&mut self, op: KvOp) -> KvResult {
+        self.take_finished_fold();
         match op {
             KvOp::Put(key, value) => {
                 self.put(key_hash(&key), &key, &value);
@@ -157,13 +179,18 @@ impl Kv {
     fn get(&self, hash: u64, key: &Bytes) -> Option<Bytes> {
         match self.changes.get(&(hash, key.clone())) {
             Some(change) => change.clone(),
-            None => self.bucket(hash).get(hash, key),
+            None => self.base_get(hash, key),
         }
     }
 
-    /// The bucket that held `hash` at the last fold.
-    fn bucket(&self, hash: u64) -> &Bucket {
-        &self.buckets[bucket_of(hash, self.bucket_bits)]
+    /// The value of `key` before the changes: in the frozen changes of a fold in flight,
+    /// or else in its bucket.
+    fn base_get(&self, hash: u64, key: &Bytes) -> Option<Bytes> {
+        let frozen = (self.folding.as_ref()).and_then(|f| f.frozen.get(&(hash, key.clone())));
+        match frozen {
+            Some(change) => change.clone(),
+            None => self.buckets[bucket_of(hash, self.bucket_bits)].get(hash, key),
+        }
     }
 
     /// Counts a change of `key` from `old` to `new` (`None`: absent).
@@ -185,7 +212,7 @@ impl Kv {
         let old = match self.changes.get_mut(&(hash, key.clone())) {
             Some(change) => change.replace(value.clone()),
             None => {
-                let old = self.bucket(hash).get(hash, key);
+                let old = self.base_get(hash, key);
                 let key = Bytes::copy_from_slice(key);
                 self.changes.insert((hash, key), Some(value.clone()));
                 old
@@ -195,18 +222,19 @@ impl Kv {
         self.fold_if_large();
     }
 
-    /// Removes `key` (whose hash is `hash`), if present. A bucket that holds it gets a
-    /// deletion among the changes; a key only among the changes just leaves them.
+    /// Removes `key` (whose hash is `hash`), if present. A key the state before the
+    /// changes holds gets a deletion among the changes; a key only among the changes just
+    /// leaves them.
     fn delete(&mut self, hash: u64, key: &Bytes) {
         let at = (hash, key.clone());
-        let in_bucket = self.bucket(hash).get(hash, key);
-        let old = match (self.changes.get_mut(&at), &in_bucket) {
+        let in_base = self.base_get(hash, key);
+        let old = match (self.changes.get_mut(&at), &in_base) {
             (Some(change), Some(_)) => change.take(),
             (Some(_), None) => self.changes.remove(&at).flatten(),
             (None, Some(_)) => {
                 let key = Bytes::copy_from_slice(key);
                 self.changes.insert((hash, key), None);
-                in_bucket.clone()
+                in_base.clone()
             }
             (None, None) => None,
         };
@@ -214,66 +242,60 @@ impl Kv {
         self.fold_if_large();
     }
 
-    /// Folds the changes into the buckets once they are many (see [`CHANGES_MIN`]).
+    /// Folds the changes into the buckets once they are many (see [`CHANGES_MIN`]), here
+    /// and without hashing, unless a fold is in flight (then they wait for the next one).
     fn fold_if_large(&mut self) {
-        if self.changes.len() > CHANGES_MIN.max(self.keys / 4) {
-            self.fold();
+        if self.folding.is_none() && self.changes.len() > CHANGES_MIN.max(self.keys / 4) {
+            let changes = std::mem::take(&mut self.changes);
+            let buckets = std::mem::take(&mut self.buckets);
+            (self.buckets, self.bucket_bits) =
+                fold_unhashed(buckets, self.bucket_bits, &changes, self.record_bytes);
         }
     }
 
-    /// Rebuilds the buckets the changes touch, or all of them in the layout the state's
-    /// size now asks for, and empties the changes.
-    fn fold(&mut self) {
-        let bits = bucket_bits_for(self.record_bytes);
-        if bits != self.bucket_bits {
-            self.relayout(bits);
-        } else {
-            self.rebuild_changed();
+    /// Freezes the changes and returns their fold, to be run by whoever needs it first; a
+    /// fold still in flight is finished (here, if nobody ran it) and taken first.
+    fn start_fold(&mut self) -> Deferred<Folded> {
+        if let Some(folding) = &self.folding {
+            folding.fold.run();
+            self.take_finished_fold();
         }
-        self.changes.clear();
+        let frozen = Arc::new(std::mem::take(&mut self.changes));
+        let (buckets, bits) = (self.buckets.clone(), self.bucket_bits);
+        let (changes, record_bytes) = (frozen.clone(), self.record_bytes);
+        let fold = Deferred::new(move || fold(buckets, bits, &changes, record_bytes));
+        self.folding = Some(Folding {
+            frozen,
+            fold: fold.clone(),
+        });
+        fold
     }
 
-    /// Rebuilds each bucket the changes touch, found from the changes themselves (so that
-    /// a few changes cost a few buckets, whatever the number of buckets).
-    fn rebuild_changed(&mut self) {
-        let bits = self.bucket_bits;
-        let mut changed: Vec<usize> = (self.changes.keys())
-            .map(|(hash, _)| bucket_of(*hash, bits))
-            .collect();
-        changed.dedup();
-        let mut writer = Writer::default();
-        for index in changed {
-            let bucket = std::mem::take(&mut self.buckets[index]);
-            let changes = self.changes.range(bucket_range(index, bits));
-            merge(bucket.records(), changes).for_each(|record| writer.push(record));
-            self.buckets[index] = writer.finish();
-        }
-    }
-
-    /// Rewrites every bucket into the layout of 2^bits buckets. Old buckets are dropped one
-    /// by one as they are rewritten, so this holds at most one bucket twice, not the state.
-    fn relayout(&mut self, bits: u32) {
-        let old_bits = std::mem::replace(&mut self.bucket_bits, bits);
-        let mut builder = Builder::new(bits);
-        for (index, bucket) in std::mem::take(&mut self.buckets).into_iter().enumerate() {
-            let changes = self.changes.range(bucket_range(index, old_bits));
-            merge(bucket.records(), changes).for_each(|record| builder.push(record));
-        }
-        self.buckets = builder.finish();
+    /// Takes the buckets of a fold that finished, dropping the old ones and the frozen
+    /// changes (the new buckets hold them). The state is the same before and after.
+    fn take_finished_fold(&mut self) {
+        let Some(folded) = self.folding.as_ref().and_then(|f| f.fold.get()) else {
+            return;
+        };
+        self.buckets = folded.buckets.clone();
+        self.bucket_bits = folded.bits;
+        self.folding = None;
     }
 
     /// Heap bytes of the buckets: records, their index, page handles, the bucket table.
     #[cfg(test)]
     fn bucket_heap_bytes(&self) -> usize {
         let buckets = self.buckets.iter().map(|b| b.bytes() + b.index_bytes());
-        buckets.sum::<usize>() + self.buckets.capacity() * size_of::<Bucket>()
+        let handles = self.buckets.capacity() * size_of::<Arc<bucket::Bucket>>();
+        buckets.sum::<usize>() + handles + self.buckets.len() * size_of::<bucket::Bucket>()
     }
 
     /// The current records in state order.
     fn records(&self) -> impl Iterator<Item = Record<'_>> {
+        let frozen = self.folding.iter().flat_map(|f| f.frozen.iter());
         merge(
-            self.buckets.iter().flat_map(Bucket::records),
-            self.changes.iter(),
+            self.buckets.iter().flat_map(|bucket| bucket.records()),
+            overlay(frozen, self.changes.iter()),
         )
     }
 }
@@ -298,14 +320,26 @@ impl StateMachine for Kv {
     }
 
     /// Folds the changes (rebuilding only the buckets they touch, or all when the layout
-    /// changed), hashes the rebuilt buckets' pages and shares the others'.
+    /// changed), hashes the rebuilt buckets' pages and shares the others', here.
     fn snapshot(&mut self) -> Snapshot {
-        self.fold();
-        let mut pages = Vec::new();
-        for bucket in &mut self.buckets {
-            pages.extend_from_slice(bucket.pages());
+        if let Some(folding) = &self.folding {
+            folding.fold.run();
+            self.take_finished_fold();
         }
-        Snapshot::new(pages)
+        // The fold gets the only handle to the buckets: each old one is dropped as soon as
+        // it is rewritten, not when the fold ends.
+        let changes = std::mem::take(&mut self.changes);
+        let buckets = std::mem::take(&mut self.buckets);
+        let folded = fold(buckets, self.bucket_bits, &changes, self.record_bytes);
+        (self.buckets, self.bucket_bits) = (folded.buckets, folded.bits);
+        folded.snapshot
+    }
+
+    /// The same fold as [`Kv::snapshot`], run by the caller's worker: the map keeps
+    /// executing meanwhile (see [`Kv`]).
+    fn snapshot_deferred(&mut self) -> Deferred<Snapshot> {
+        let fold = self.start_fold();
+        Deferred::new(move || fold.run().snapshot.clone())
     }
 
     /// Checks every record, builds the buckets of the layout the state's size asks for,
@@ -335,10 +369,12 @@ impl StateMachine for Kv {
         if !received.is_empty() {
             return Err(NOT_CANONICAL);
         }
+        // A fold in flight is dropped with the state it folds.
         *self = Kv {
-            buckets,
+            buckets: Arc::new(fold::shared(buckets)),
             bucket_bits: bits,
-            changes: BTreeMap::new(),
+            folding: None,
+            changes: Changes::new(),
             record_bytes: summary.record_bytes,
             keys: summary.keys,
         };

@@ -102,7 +102,7 @@ fn a_snapshot_rebuilds_only_the_changed_buckets() {
     assert!(kv.changes.is_empty());
     let (shared, rebuilt) = shared_and_rebuilt(&again, &second);
     let bucket = bucket_of(key_hash(b"key 7"), kv.bucket_bits);
-    assert_eq!(rebuilt, kv.buckets[bucket].pages().len());
+    assert_eq!(rebuilt, kv.buckets[bucket].hashed_pages().unwrap().len());
     assert!(
         rebuilt <= first.pages().len() / 4,
         "{rebuilt} of {}",
@@ -233,7 +233,7 @@ fn stored_entries_do_not_pin_the_operation_buffer() {
     kv.snapshot();
     assert!(frame.is_unique());
     let value = kv.get(key_hash(b"key"), &b("key")).unwrap();
-    assert!(kv.buckets[0].pages()[0]
+    assert!(kv.buckets[0].hashed_pages().unwrap()[0]
         .bytes()
         .as_ptr_range()
         .contains(&value.as_ptr()));
@@ -401,14 +401,21 @@ fn a_map_costs_about_what_it_holds() {
     let data = keys as usize * 78;
     // 8 bytes of lengths and 8 of index per record, 64 bytes of handle per 4 KiB page.
     let held = kv.bucket_heap_bytes();
+    eprintln!(
+        "DBG buckets {} cap {} idx {} bytes {}",
+        kv.buckets.len(),
+        kv.buckets.capacity(),
+        kv.buckets.iter().map(|b| b.index_bytes()).sum::<usize>(),
+        kv.buckets.iter().map(|b| b.bytes()).sum::<usize>()
+    );
     assert!(
         held <= data * 5 / 4,
         "{held} bytes held for {data} bytes of data"
     );
     // The snapshot holds no bytes of its own: a bucket's pages are consecutive slices of
     // its one buffer.
-    for bucket in &mut kv.buckets {
-        let pages = bucket.pages().to_vec();
+    for bucket in kv.buckets.iter() {
+        let pages = bucket.hashed_pages().unwrap().to_vec();
         let joined: usize = pages.iter().map(Page::len).sum();
         assert_eq!(joined, bucket.bytes());
         let consecutive = |w: &[Page]| w[0].bytes().as_ptr_range().end == w[1].bytes().as_ptr();
@@ -443,4 +450,61 @@ fn a_restored_map_keeps_nothing_of_the_message_its_pages_came_in() {
         frame.is_unique(),
         "the restored state keeps a slice of the message"
     );
+}
+
+#[test]
+fn a_deferred_snapshot_is_the_state_when_it_was_asked_for() {
+    // a builds its snapshots in the background, on a thread, while it executes the ops
+    // after them; b takes the same snapshots at once. Every snapshot must be equal, every
+    // answer the model's, and a restore of a deferred snapshot the state at its op.
+    let ops = random_ops(5, 3 * CHANGES_MIN, 20_000);
+    let (mut a, mut b_) = (Kv::new(), Kv::new());
+    let mut model = BTreeMap::new();
+    let mut builds: Vec<(usize, Deferred<Snapshot>, Kv, std::thread::JoinHandle<()>)> = vec![];
+    for (i, op) in ops.iter().enumerate() {
+        let expected = model_execute(&mut model, op.clone());
+        assert_eq!(a.execute(op.clone()), expected, "op {i}: {op:?}");
+        assert_eq!(b_.execute(op.clone()), expected, "op {i}: {op:?}");
+        if i % 1777 == 0 {
+            let build = a.snapshot_deferred();
+            let worker = build.downgrade();
+            // Sometimes the worker gets to it, sometimes the next snapshot runs it first.
+            let thread = std::thread::spawn(move || {
+                if i % 3 != 0 {
+                    worker.run();
+                }
+            });
+            builds.push((i, build, b_.clone(), thread));
+            // b's snapshot now: what a's build must produce.
+        }
+    }
+    assert!(a.folding.is_some() || builds.is_empty());
+    assert_eq!(a, b_, "the maps hold the same state");
+    for (i, build, mut then, thread) in builds {
+        thread.join().unwrap();
+        let expected = then.snapshot();
+        assert_eq!(build.run(), &expected, "snapshot asked for after op {i}");
+        let mut restored = Kv::new();
+        restored.restore(build.run()).unwrap();
+        assert_eq!(restored, then, "restored the snapshot of op {i}");
+    }
+    // The last fold is taken at the next operation, and the snapshots agree again.
+    a.execute(KvOp::Get(b("key 1")));
+    assert!(a.folding.is_none());
+    assert_eq!(a.snapshot(), b_.snapshot());
+}
+
+#[test]
+fn a_restore_drops_a_fold_in_flight() {
+    let mut kv = filled(3000);
+    kv.execute(KvOp::Put(b("changed"), b("1")));
+    let build = kv.snapshot_deferred();
+    let other = filled(10);
+    kv.restore(&other.clone().snapshot()).unwrap();
+    assert!(kv.folding.is_none());
+    assert_eq!(kv, other);
+    // The dropped fold still builds the state it was asked for, for whoever holds it.
+    let mut expected = filled(3000);
+    expected.execute(KvOp::Put(b("changed"), b("1")));
+    assert_eq!(build.run(), &expected.snapshot());
 }

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# What a checkpoint of a large kv state does to the event loops (issue 12,
+# perf/checkpoint_build.md): a local 3-replica kv cluster in memory with the default
+# limits (a checkpoint every 65,536 ops), filled by vsr-load with random puts over KEYS
+# keys of VALUE bytes for FILL_SECONDS, which touch every bucket between checkpoints.
+# Prints the load's throughput and, per replica, the longest event-loop iteration, the
+# checkpoints taken, skipped and waited for, the view changes, and the RSS.
+#
+#   perf/checkpoint_stall.sh                       # KEYS=1000000 VALUE=1024 FILL_SECONDS=60
+#   B=/path/to/other/target/release perf/checkpoint_stall.sh   # another build, same run
+# Build first: cargo build --release -p vsr -p vsr-load
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KEYS=${KEYS:-1000000}
+VALUE=${VALUE:-1024}
+FILL_SECONDS=${FILL_SECONDS:-60}
+PORT=${PORT:-17600}
+B=${B:-target/release}
+L=${L:-target/release} # the load generator (the same for every build compared)
+CLUSTER="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
+D=$(mktemp -d /tmp/vsr-checkpoint-stall.XXXXXX)
+declare -a PIDS=(0 0 0)
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+for i in 0 1 2; do
+  "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv 2>> "$D/replica-$i.log" &
+  PIDS[$i]=$!
+done
+deadline=$((SECONDS + 30))
+until "$B/vsr" admin status --cluster "$CLUSTER" > /dev/null 2>&1; do
+  [ $SECONDS -lt $deadline ] || { echo "cluster did not start; logs in $D" >&2; exit 1; }
+  sleep 0.2
+done
+"$L/vsr-load" --cluster "$CLUSTER" --cluster-id 0 --service kv --keys "$KEYS" \
+  --payload-bytes "$VALUE" --sessions 256 --connections 8 --warmup 0s \
+  --duration "${FILL_SECONDS}s" --json "$D/fill.json" --quiet > /dev/null || true
+python3 - "$D/fill.json" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    print(f"fill: {d['ops_per_sec']:.0f} puts/s, {d.get('ops', d.get('completed', '?'))} ops")
+except Exception as e:
+    print(f"fill: no result ({e})")
+PY
+for i in 0 1 2; do
+  "$B/vsr" stats --address "127.0.0.1:$((PORT + i))" > "$D/stats-$i.json" 2>/dev/null || echo '{}' > "$D/stats-$i.json"
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/${PIDS[$i]}/status" 2>/dev/null || echo -1)
+  python3 - "$D/stats-$i.json" "$i" "$rss" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); c = d.get("counters", {})
+loop = d.get("histograms", {}).get("loop_iteration_us", {})
+print(f"replica {sys.argv[2]}: commit {d.get('commit')} checkpoint {d.get('checkpoint_op')}"
+      f"  loop iteration max {loop.get('max', -1) / 1000:.1f} ms p99 {loop.get('p99', -1)} us"
+      f"  checkpoints {c.get('checkpoints')} skipped {c.get('checkpoints_skipped', '-')}"
+      f" waited {c.get('checkpoint_build_waits', '-')}  view changes {c.get('view_changes')}"
+      f"  RSS {int(sys.argv[3]) // 1024} MB")
+PY
+done
+echo "logs and stats in $D"

@@ -1,0 +1,179 @@
+//! Checkpoints built off the event loop (paper 5.1's copy-on-write), through the
+//! in-memory cluster with builds deferred as a busy worker thread would defer them: the
+//! replica goes on executing while its checkpoint is built, and the checkpoint holds the
+//! state at its op; the next checkpoint op is skipped while the build runs, and the one
+//! after waits for it, so the log stays bounded; a build is abandoned when the replica
+//! installs another state.
+
+use bytes::Bytes;
+use vsr::client::{ClientSession, Outcome};
+use vsr::service::kv::{Kv, KvOp, KvResult};
+use vsr::testing::MemoryCluster;
+use vsr::Config;
+
+const INTERVAL: u64 = 50;
+
+fn config() -> Config {
+    let mut config = Config::new(7, 3);
+    config.checkpoint_interval_ops = INTERVAL;
+    config.log_tail_ops = 10;
+    config
+}
+
+/// Puts `count` keys (`tag`-ed values of 300 bytes), one request at a time.
+fn put(cluster: &mut MemoryCluster<Kv>, session: &mut ClientSession, count: u32, tag: u8) {
+    for key in 0..count {
+        let op = KvOp::Put(
+            Bytes::from(format!("key {key:04}")),
+            Bytes::from(vec![tag; 300]),
+        );
+        let (_, target, message) = session.submit(op.encode()).unwrap();
+        cluster.send_from_client(target, message);
+        let mut done = false;
+        for _ in 0..100 {
+            cluster.run(100_000);
+            while let Some((_, reply)) = cluster.replies.pop_front() {
+                if let Some(Outcome::Completed { result, .. }) = session.on_message(&reply) {
+                    assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
+                    done = true;
+                }
+            }
+            if done {
+                break;
+            }
+            cluster.tick();
+        }
+        assert!(done, "put of key {key} did not complete");
+    }
+}
+
+/// Puts until replica 0 has executed `op`, then ticks until every replica up has.
+fn put_until(cluster: &mut MemoryCluster<Kv>, session: &mut ClientSession, op: u64, tag: u8) {
+    while cluster.replicas[0].commit() < op {
+        let left = (op - cluster.replicas[0].commit()) as u32;
+        put(cluster, session, left, tag);
+    }
+    for _ in 0..200 {
+        let up = cluster.replicas.iter().zip(&cluster.down);
+        if up
+            .filter(|(_, down)| !**down)
+            .all(|(r, _)| r.commit() >= op)
+        {
+            return;
+        }
+        cluster.tick();
+        cluster.run(100_000);
+    }
+    panic!("the replicas did not reach {op}");
+}
+
+fn cluster() -> (MemoryCluster<Kv>, ClientSession) {
+    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
+    cluster.defer_builds();
+    let mut session = ClientSession::new(1, 3, 100);
+    cluster.register(&mut session);
+    (cluster, session)
+}
+
+#[test]
+fn a_checkpoint_holds_the_state_at_its_op_though_built_later() {
+    let (mut cluster, mut session) = cluster();
+    put_until(&mut cluster, &mut session, INTERVAL, 1);
+    for id in 0..3 {
+        assert_eq!(cluster.replicas[id].checkpoint_building(), Some(INTERVAL));
+        assert_eq!(cluster.replicas[id].checkpoint_op(), 0, "not built yet");
+    }
+    // Replica 1 builds at once; replica 0 only after it executed 30 more ops, which
+    // overwrite every key the checkpoint holds.
+    assert_eq!(cluster.run_builds(1), 1);
+    assert_eq!(cluster.replicas[1].checkpoint_op(), INTERVAL);
+    put_until(&mut cluster, &mut session, INTERVAL + 30, 2);
+    let replica = &cluster.replicas[0];
+    assert_eq!(replica.checkpoint_op(), 0);
+    assert_eq!(
+        replica.entry(1).map(|_| ()),
+        Some(()),
+        "the log is kept until it is built"
+    );
+    assert_eq!(cluster.run_builds(0), 1);
+    let (built, at_once) = (&cluster.replicas[0], &cluster.replicas[1]);
+    assert_eq!(built.checkpoint_op(), INTERVAL);
+    assert_eq!(
+        built.checkpoint(),
+        at_once.checkpoint(),
+        "the state at op {INTERVAL}"
+    );
+    assert_eq!(built.checkpoint_id(), at_once.checkpoint_id());
+    // The log is trimmed below the checkpoint, less the tail.
+    assert!(built.entry(INTERVAL - 10).is_none());
+    assert!(built.entry(INTERVAL - 9).is_some());
+    assert_eq!(built.stats().checkpoints, 1);
+}
+
+#[test]
+fn a_slow_build_skips_one_checkpoint_then_is_waited_for() {
+    let (mut cluster, mut session) = cluster();
+    // Replica 2's worker never gets to its builds; the others' do.
+    put_until(&mut cluster, &mut session, INTERVAL, 1);
+    cluster.run_builds(0);
+    cluster.run_builds(1);
+    put_until(&mut cluster, &mut session, 2 * INTERVAL, 2);
+    cluster.run_builds(0);
+    cluster.run_builds(1);
+    let replica = &cluster.replicas[2];
+    assert_eq!(replica.stats().checkpoints_skipped, 1);
+    assert_eq!(
+        replica.checkpoint_building(),
+        Some(INTERVAL),
+        "still the first"
+    );
+    assert_eq!(replica.checkpoint_op(), 0);
+    put_until(&mut cluster, &mut session, 3 * INTERVAL, 3);
+    let replica = &cluster.replicas[2];
+    assert_eq!(replica.stats().checkpoint_build_waits, 1);
+    assert_eq!(replica.checkpoint_op(), INTERVAL, "waited for");
+    assert_eq!(replica.checkpoint_building(), Some(3 * INTERVAL));
+    let config = replica.config();
+    assert!(replica.log_entries() as u64 <= config.log_entries_max());
+    assert!(replica.entry(INTERVAL - 10).is_none(), "trimmed once built");
+    // Its checkpoints are the others' at the same op.
+    cluster.run_builds(2);
+    cluster.run_builds(0);
+    let (slow, other) = (&cluster.replicas[2], &cluster.replicas[0]);
+    assert_eq!(slow.checkpoint_op(), 3 * INTERVAL);
+    assert_eq!(slow.checkpoint_id(), other.checkpoint_id());
+}
+
+#[test]
+fn installing_another_state_abandons_the_build() {
+    let (mut cluster, mut session) = cluster();
+    put_until(&mut cluster, &mut session, INTERVAL, 1);
+    // Replica 2 took its checkpoint and is cut off before its worker built it.
+    cluster.down[2] = true;
+    for id in 0..2 {
+        cluster.run_builds(id);
+    }
+    for round in 2..=5 {
+        put_until(&mut cluster, &mut session, round * INTERVAL, round as u8);
+        for id in 0..2 {
+            cluster.run_builds(id);
+        }
+    }
+    cluster.down[2] = false;
+    let commit = cluster.replicas[0].commit();
+    put_until(&mut cluster, &mut session, commit, 9);
+    let replica = &cluster.replicas[2];
+    assert_eq!(
+        replica.stats().checkpoint_transfers,
+        1,
+        "caught up by a checkpoint"
+    );
+    assert_eq!(replica.checkpoint_op(), cluster.replicas[0].checkpoint_op());
+    assert_eq!(replica.checkpoint_building(), None);
+    assert_eq!(
+        cluster.run_builds(2),
+        0,
+        "the build of op {INTERVAL} was abandoned"
+    );
+    assert!(cluster.replicas[2].service() == cluster.replicas[0].service());
+}
