@@ -8,18 +8,18 @@
 //! (`Replica::on_checkpoint_built`). The core asks for one build at a time, so the channel
 //! holds at most one. A build the core abandoned is skipped (it holds builds weakly).
 
-use crate::protocol::CheckpointBuild;
+use crate::protocol::{CheckpointBuild, Op};
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tracing::debug;
+use tracing::info;
 
 /// The loop's side of the checkpoint builder thread.
 pub(super) struct CheckpointBuilder {
     /// `None` once stopped.
-    to_worker: Option<Sender<CheckpointBuild>>,
+    to_worker: Option<Sender<(Op, CheckpointBuild)>>,
     /// Set by the worker when a build finished, taken by the loop.
     built: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -41,11 +41,11 @@ impl CheckpointBuilder {
         })
     }
 
-    /// Hands `build` to the thread.
-    pub fn submit(&self, build: CheckpointBuild) {
+    /// Hands the build of the checkpoint at `op` to the thread.
+    pub fn submit(&self, op: Op, build: CheckpointBuild) {
         if let Some(to_worker) = &self.to_worker {
             // The thread ends only when this sender is dropped: it is there.
-            let _ = to_worker.send(build);
+            let _ = to_worker.send((op, build));
         }
     }
 
@@ -69,14 +69,12 @@ impl Drop for CheckpointBuilder {
     }
 }
 
-fn run(from_loop: &Receiver<CheckpointBuild>, built: &AtomicBool, waker: &Waker) {
-    while let Ok(build) = from_loop.recv() {
+fn run(from_loop: &Receiver<(Op, CheckpointBuild)>, built: &AtomicBool, waker: &Waker) {
+    while let Ok((op, build)) = from_loop.recv() {
         let started = std::time::Instant::now();
         if build.run() {
-            debug!(
-                ms = started.elapsed().as_millis() as u64,
-                "checkpoint built"
-            );
+            let ms = started.elapsed().as_millis() as u64;
+            info!(op, ms, "checkpoint built off the event loop");
             built.store(true, Ordering::Release);
             let _ = waker.wake();
         }

@@ -42,8 +42,8 @@ impl<S: StateMachine> EventLoop<S> {
                         disk.capture(&self.replica, id, write);
                     }
                 }
-                Effect::BuildCheckpoint { build, .. } => match &self.builder {
-                    Some(builder) => builder.submit(build),
+                Effect::BuildCheckpoint { op, build } => match &self.builder {
+                    Some(builder) => builder.submit(op, build),
                     // No worker (a loop built without one): built here, at once.
                     None => {
                         build.run();

@@ -31,9 +31,10 @@ use merge::{merge, overlay};
 use std::sync::Arc;
 
 /// Changes kept beside the buckets before they are folded into them even without a
-/// snapshot (a replica snapshots every `checkpoint_interval_ops`, so this matters to a `Kv`
-/// used without checkpoints): at least this many, and at least a quarter of the keys, so
-/// that a fold's rewrite of the buckets is amortised over as many changes.
+/// snapshot, in a `Kv` used without checkpoints: at least this many, and at least a
+/// quarter of the keys, so that a fold's rewrite of the buckets is amortised over as many
+/// changes. (A replica's `Kv` folds only in its checkpoints' builds, off the event loop:
+/// see `Kv::deferred_snapshots`.)
 const CHANGES_MIN: usize = 1 << 14;
 
 /// An in-memory key-value map kept in the layout of its snapshot pages.
@@ -78,6 +79,11 @@ pub struct Kv {
     record_bytes: u64,
     /// Number of current keys.
     keys: usize,
+    /// Snapshots are taken deferred (by a replica, at its checkpoints): the changes wait
+    /// for them, which fold them off the executing thread, instead of being folded here
+    /// once they are many (a fold of a large state would stall the replica's event loop;
+    /// the replica bounds the changes, at two checkpoint intervals).
+    deferred_snapshots: bool,
 }
 
 /// A fold in flight (see [`Kv`]).
@@ -98,6 +104,7 @@ impl Default for Kv {
             changes: Changes::new(),
             record_bytes: 0,
             keys: 0,
+            deferred_snapshots: false,
         }
     }
 }
@@ -243,9 +250,13 @@ impl Kv {
     }
 
     /// Folds the changes into the buckets once they are many (see [`CHANGES_MIN`]), here
-    /// and without hashing, unless a fold is in flight (then they wait for the next one).
+    /// and without hashing, unless a fold is in flight (then they wait for the next one)
+    /// or snapshots are deferred (then they wait for the next snapshot).
     fn fold_if_large(&mut self) {
-        if self.folding.is_none() && self.changes.len() > CHANGES_MIN.max(self.keys / 4) {
+        if self.folding.is_none()
+            && !self.deferred_snapshots
+            && self.changes.len() > CHANGES_MIN.max(self.keys / 4)
+        {
             let changes = std::mem::take(&mut self.changes);
             let buckets = std::mem::take(&mut self.buckets);
             (self.buckets, self.bucket_bits) =
@@ -338,6 +349,7 @@ impl StateMachine for Kv {
     /// The same fold as [`Kv::snapshot`], run by the caller's worker: the map keeps
     /// executing meanwhile (see [`Kv`]).
     fn snapshot_deferred(&mut self) -> Deferred<Snapshot> {
+        self.deferred_snapshots = true;
         let fold = self.start_fold();
         Deferred::new(move || fold.run().snapshot.clone())
     }
@@ -377,6 +389,7 @@ impl StateMachine for Kv {
             changes: Changes::new(),
             record_bytes: summary.record_bytes,
             keys: summary.keys,
+            deferred_snapshots: self.deferred_snapshots,
         };
         Ok(())
     }

@@ -508,3 +508,23 @@ fn a_restore_drops_a_fold_in_flight() {
     expected.execute(KvOp::Put(b("changed"), b("1")));
     assert_eq!(build.run(), &expected.snapshot());
 }
+
+#[test]
+fn a_map_whose_snapshots_are_deferred_folds_only_in_them() {
+    // A replica's map: its changes wait for the next checkpoint's fold (off the event
+    // loop) however many they are, where a map without checkpoints folds them here.
+    let mut kv = Kv::new();
+    kv.snapshot_deferred().run();
+    let ops = random_ops(6, 3 * CHANGES_MIN, 1_000_000);
+    ops.iter().for_each(|op| drop(kv.execute(op.clone())));
+    assert!(
+        kv.changes.len() > CHANGES_MIN,
+        "{} changes",
+        kv.changes.len()
+    );
+    let mut plain = Kv::new();
+    ops.iter().for_each(|op| drop(plain.execute(op.clone())));
+    assert!(plain.changes.len() < kv.changes.len(), "folded here");
+    assert_eq!(kv, plain);
+    assert_eq!(kv.snapshot_deferred().run(), &plain.snapshot());
+}
