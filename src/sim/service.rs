@@ -66,9 +66,14 @@ pub trait SimService: StateMachine + PartialEq + std::fmt::Debug + Sized + 'stat
     }
 }
 
+/// The page size of the simulator's kv: tiny, so that even the few keys a workload
+/// uses make a checkpoint of several pages, and a transfer (with the small requests and
+/// windows the seeds draw) takes several parts, some lost, corrupted or re-targeted.
+pub const SIM_KV_PAGE_BYTES: usize = 32;
+
 impl SimService for Kv {
     fn fresh() -> Kv {
-        Kv::new()
+        Kv::with_page_bytes(SIM_KV_PAGE_BYTES)
     }
 
     fn random_operation(shape: &WorkloadShape, prng: &mut Prng) -> Bytes {

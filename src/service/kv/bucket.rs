@@ -8,7 +8,9 @@
 //! module), so the pages a checkpoint holds never change under it.
 
 use super::layout::{key_hash, Record};
-use crate::service::{Page, PAGE_BYTES_TARGET};
+use crate::service::Page;
+#[cfg(test)]
+use crate::service::PAGE_BYTES_TARGET;
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -105,17 +107,18 @@ impl Bucket {
         None
     }
 
-    /// Where the bucket's pages are cut (see [`page_cuts`]).
-    fn cuts(&self) -> Vec<Range<usize>> {
-        page_cuts(&self.starts, self.records.len())
+    /// Where the bucket's pages of `page_bytes` are cut (see [`page_cuts`]).
+    fn cuts(&self, page_bytes: usize) -> Vec<Range<usize>> {
+        page_cuts(&self.starts, self.records.len(), page_bytes)
     }
 
-    /// The bucket's pages, hashed on the first call after a build.
-    pub fn pages(&mut self) -> &[Page] {
+    /// The bucket's pages of at most `page_bytes` (the map's, always the same), hashed on
+    /// the first call after a build.
+    pub fn pages(&mut self, page_bytes: usize) -> &[Page] {
         let records = &self.records;
         let starts = &self.starts;
         self.pages.get_or_insert_with(|| {
-            (page_cuts(starts, records.len()).into_iter())
+            (page_cuts(starts, records.len(), page_bytes).into_iter())
                 .map(|cut| Page::new(records.slice(cut)))
                 .collect()
         })
@@ -131,8 +134,8 @@ impl Bucket {
     /// pages would (same cuts, same bytes): their digests are carried over without hashing
     /// again, and their bytes are this bucket's own. `received` may be longer; returns how
     /// many pages were taken, `None` if they differ.
-    pub fn adopt_pages(&mut self, received: &[Page]) -> Option<usize> {
-        let cuts = self.cuts();
+    pub fn adopt_pages(&mut self, received: &[Page], page_bytes: usize) -> Option<usize> {
+        let cuts = self.cuts(page_bytes);
         if received.len() < cuts.len() {
             return None;
         }
@@ -151,16 +154,15 @@ pub(super) fn hash_high(hash: u64) -> u32 {
 }
 
 /// A bucket's page cuts: records in order, a page cut before a record that would take it
-/// past `PAGE_BYTES_TARGET` (so a page holds one record at least, and a record larger than
-/// the target is a page of its own). `starts` are the records' starts, `end` the end of
-/// the last one.
-fn page_cuts(starts: &[u32], end: usize) -> Vec<Range<usize>> {
+/// past `page_bytes` (so a page holds one record at least, and a record larger than that
+/// is a page of its own). `starts` are the records' starts, `end` the end of the last one.
+fn page_cuts(starts: &[u32], end: usize, page_bytes: usize) -> Vec<Range<usize>> {
     let mut cuts = Vec::new();
     let mut page_start = 0;
     for (i, &start) in starts.iter().enumerate() {
         let start = start as usize;
         let record_end = starts.get(i + 1).map_or(end, |&next| next as usize);
-        if start > page_start && record_end - page_start > PAGE_BYTES_TARGET {
+        if start > page_start && record_end - page_start > page_bytes {
             cuts.push(page_start..start);
             page_start = start;
         }
@@ -212,34 +214,37 @@ mod tests {
         let keys: Vec<String> = (0..200).map(|i| format!("key {i}")).collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut small = bucket(&keys, 100);
-        let pages = small.pages().to_vec();
+        let pages = small.pages(PAGE_BYTES_TARGET).to_vec();
         assert!(pages.len() > 4);
         assert!(pages.iter().all(|p| p.len() <= PAGE_BYTES_TARGET));
         let joined: Vec<u8> = pages.iter().flat_map(|p| p.bytes().to_vec()).collect();
         assert_eq!(joined, small.records[..]);
         // A record larger than the target is a page of its own.
         let mut large = bucket(&["x", "y"], PAGE_BYTES_TARGET + 1);
-        assert_eq!(large.pages().len(), 2);
-        assert!(Bucket::default().pages().is_empty());
+        assert_eq!(large.pages(PAGE_BYTES_TARGET).len(), 2);
+        assert!(Bucket::default().pages(PAGE_BYTES_TARGET).is_empty());
     }
 
     #[test]
     fn adopted_pages_must_hold_the_same_bytes() {
         let keys = ["a", "b", "c"];
         let mut ours = bucket(&keys, 2000);
-        let pages = ours.pages().to_vec();
+        let pages = ours.pages(PAGE_BYTES_TARGET).to_vec();
         let mut copy = bucket(&keys, 2000);
-        assert_eq!(copy.adopt_pages(&pages), Some(pages.len()));
-        assert_eq!(copy.pages(), &pages[..]);
+        assert_eq!(
+            copy.adopt_pages(&pages, PAGE_BYTES_TARGET),
+            Some(pages.len())
+        );
+        assert_eq!(copy.pages(PAGE_BYTES_TARGET), &pages[..]);
         // The adopted pages are the bucket's own bytes, not the received ones.
         let received = pages[0].bytes().as_ptr();
-        assert_ne!(copy.pages()[0].bytes().as_ptr(), received);
+        assert_ne!(copy.pages(PAGE_BYTES_TARGET)[0].bytes().as_ptr(), received);
         assert!(copy
             .records
             .as_ptr_range()
-            .contains(&copy.pages()[0].bytes().as_ptr()));
+            .contains(&copy.pages(PAGE_BYTES_TARGET)[0].bytes().as_ptr()));
         let mut other = bucket(&keys, 2001);
-        assert_eq!(other.adopt_pages(&pages), None);
-        assert_eq!(copy.adopt_pages(&pages[1..]), None);
+        assert_eq!(other.adopt_pages(&pages, PAGE_BYTES_TARGET), None);
+        assert_eq!(copy.adopt_pages(&pages[1..], PAGE_BYTES_TARGET), None);
     }
 }

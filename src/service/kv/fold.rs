@@ -34,10 +34,16 @@ pub(super) struct Folded {
 
 /// `buckets` (of 2^`bits`) with `changes` applied, in the layout `record_bytes` of
 /// records asks for: only the buckets the changes touch are rebuilt, unless the layout
-/// changed (then all are). Every bucket's pages are hashed, so the result's snapshot
-/// is ready.
-pub(super) fn fold(buckets: Buckets, bits: u32, changes: &Changes, record_bytes: u64) -> Folded {
-    let new_bits = bucket_bits_for(record_bytes);
+/// changed (then all are). Every bucket's pages (of at most `page_bytes`) are hashed, so
+/// the result's snapshot is ready.
+pub(super) fn fold(
+    buckets: Buckets,
+    bits: u32,
+    changes: &Changes,
+    record_bytes: u64,
+    page_bytes: usize,
+) -> Folded {
+    let new_bits = bucket_bits_for(record_bytes, page_bytes);
     // Handles to the buckets: the buckets themselves are copied only if rebuilt.
     let buckets = Arc::unwrap_or_clone(buckets);
     let mut buckets = if new_bits != bits {
@@ -49,7 +55,7 @@ pub(super) fn fold(buckets: Buckets, bits: u32, changes: &Changes, record_bytes:
     for bucket in &mut buckets {
         // Unique unless the bucket was built by a fold without a snapshot and the map
         // still reads it: then its index is copied once to hash it here.
-        pages.extend_from_slice(Arc::make_mut(bucket).pages());
+        pages.extend_from_slice(Arc::make_mut(bucket).pages(page_bytes));
     }
     Folded {
         buckets: Arc::new(buckets),
@@ -65,8 +71,9 @@ pub(super) fn fold_unhashed(
     bits: u32,
     changes: &Changes,
     record_bytes: u64,
+    page_bytes: usize,
 ) -> (Buckets, u32) {
-    let new_bits = bucket_bits_for(record_bytes);
+    let new_bits = bucket_bits_for(record_bytes, page_bytes);
     let buckets = Arc::unwrap_or_clone(buckets);
     let buckets = if new_bits != bits {
         relayout(buckets, bits, new_bits, changes)

@@ -9,9 +9,9 @@ use std::ops::Bound;
 /// Bytes of a record's two length fields in a page.
 pub(super) const RECORD_HEADER_BYTES: usize = 4 + 4;
 
-/// The average bucket size the layout aims for: a changed key costs the rebuild of about
-/// this many bytes (four pages) at the next checkpoint.
-const BUCKET_BYTES_TARGET: u64 = 4 * crate::service::PAGE_BYTES_TARGET as u64;
+/// The average bucket size the layout aims for, in pages: a changed key costs the
+/// rebuild of about this many pages at the next checkpoint.
+const BUCKET_PAGES_TARGET: u64 = 4;
 
 /// At most 2^24 buckets (256 GiB of records at the target); past that buckets grow.
 const BUCKET_BITS_MAX: u32 = 24;
@@ -65,10 +65,11 @@ pub(super) fn bucket_of(hash: u64, bits: u32) -> usize {
     hash.checked_shr(64 - bits).unwrap_or(0) as usize
 }
 
-/// The bucket layout for `record_bytes` of records: the fewest buckets (a power of two)
-/// that keep the average at most `BUCKET_BYTES_TARGET`.
-pub(super) fn bucket_bits_for(record_bytes: u64) -> u32 {
-    let buckets = record_bytes.div_ceil(BUCKET_BYTES_TARGET).max(1);
+/// The bucket layout for `record_bytes` of records in pages of `page_bytes`: the fewest
+/// buckets (a power of two) that keep the average at most `BUCKET_PAGES_TARGET` pages.
+pub(super) fn bucket_bits_for(record_bytes: u64, page_bytes: usize) -> u32 {
+    let bucket_bytes = BUCKET_PAGES_TARGET * page_bytes as u64;
+    let buckets = record_bytes.div_ceil(bucket_bytes).max(1);
     buckets.next_power_of_two().ilog2().min(BUCKET_BITS_MAX)
 }
 
@@ -120,9 +121,12 @@ mod tests {
         assert_eq!(key_hash(b""), 0);
         assert_eq!(key_hash(b"key 7"), 16_845_336_044_630_055_852);
         assert_eq!(key_hash(b"k000000000000042"), 2_949_257_649_864_249_180);
-        assert_eq!(bucket_bits_for(0), 0);
-        assert_eq!(bucket_bits_for(BUCKET_BYTES_TARGET), 0);
-        assert_eq!(bucket_bits_for(BUCKET_BYTES_TARGET + 1), 1);
-        assert_eq!(bucket_bits_for(u64::MAX), BUCKET_BITS_MAX);
+        let page = crate::service::PAGE_BYTES_TARGET;
+        let bucket = BUCKET_PAGES_TARGET * page as u64;
+        assert_eq!(bucket_bits_for(0, page), 0);
+        assert_eq!(bucket_bits_for(bucket, page), 0);
+        assert_eq!(bucket_bits_for(bucket + 1, page), 1);
+        assert_eq!(bucket_bits_for(u64::MAX, page), BUCKET_BITS_MAX);
+        assert_eq!(bucket_bits_for(4 * 64 + 1, 64), 1);
     }
 }

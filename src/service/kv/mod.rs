@@ -22,7 +22,7 @@ mod restore;
 
 pub use ops::{KvOp, KvResult};
 
-use super::{Deferred, Snapshot, SnapshotError, StateMachine};
+use super::{Deferred, Snapshot, SnapshotError, StateMachine, PAGE_BYTES_TARGET};
 use build::Builder;
 use bytes::Bytes;
 use fold::{fold, fold_unhashed, Buckets, Changes, Folded};
@@ -84,6 +84,9 @@ pub struct Kv {
     /// once they are many (a fold of a large state would stall the replica's event loop;
     /// the replica bounds the changes, at two checkpoint intervals).
     deferred_snapshots: bool,
+    /// The largest page (`PAGE_BYTES_TARGET` unless made smaller): part of the layout, so
+    /// the same on every replica.
+    page_bytes: usize,
 }
 
 /// A fold in flight (see [`Kv`]).
@@ -105,6 +108,7 @@ impl Default for Kv {
             record_bytes: 0,
             keys: 0,
             deferred_snapshots: false,
+            page_bytes: PAGE_BYTES_TARGET,
         }
     }
 }
@@ -137,6 +141,22 @@ impl Kv {
     /// An empty map.
     pub fn new() -> Kv {
         Kv::default()
+    }
+
+    /// An empty map whose snapshots cut pages of at most `page_bytes` (1 to
+    /// `PAGE_BYTES_TARGET`; buckets then aim at four such pages). Every replica of a
+    /// cluster must use the same: a snapshot laid out for another size does not restore.
+    /// The simulator uses tiny pages, so that a small state is many pages and a transfer
+    /// takes many parts.
+    pub fn with_page_bytes(page_bytes: usize) -> Kv {
+        assert!(
+            (1..=PAGE_BYTES_TARGET).contains(&page_bytes),
+            "page size {page_bytes} out of 1..={PAGE_BYTES_TARGET}"
+        );
+        Kv {
+            page_bytes,
+            ..Kv::default()
+        }
     }
 
     /// Number of keys.
@@ -259,8 +279,13 @@ impl Kv {
         {
             let changes = std::mem::take(&mut self.changes);
             let buckets = std::mem::take(&mut self.buckets);
-            (self.buckets, self.bucket_bits) =
-                fold_unhashed(buckets, self.bucket_bits, &changes, self.record_bytes);
+            (self.buckets, self.bucket_bits) = fold_unhashed(
+                buckets,
+                self.bucket_bits,
+                &changes,
+                self.record_bytes,
+                self.page_bytes,
+            );
         }
     }
 
@@ -273,8 +298,9 @@ impl Kv {
         }
         let frozen = Arc::new(std::mem::take(&mut self.changes));
         let (buckets, bits) = (self.buckets.clone(), self.bucket_bits);
-        let (changes, record_bytes) = (frozen.clone(), self.record_bytes);
-        let fold = Deferred::new(move || fold(buckets, bits, &changes, record_bytes));
+        let (changes, record_bytes, page_bytes) =
+            (frozen.clone(), self.record_bytes, self.page_bytes);
+        let fold = Deferred::new(move || fold(buckets, bits, &changes, record_bytes, page_bytes));
         self.folding = Some(Folding {
             frozen,
             fold: fold.clone(),
@@ -341,7 +367,14 @@ impl StateMachine for Kv {
         // it is rewritten, not when the fold ends.
         let changes = std::mem::take(&mut self.changes);
         let buckets = std::mem::take(&mut self.buckets);
-        let folded = fold(buckets, self.bucket_bits, &changes, self.record_bytes);
+        let page_bytes = self.page_bytes;
+        let folded = fold(
+            buckets,
+            self.bucket_bits,
+            &changes,
+            self.record_bytes,
+            page_bytes,
+        );
         (self.buckets, self.bucket_bits) = (folded.buckets, folded.bits);
         folded.snapshot
     }
@@ -364,7 +397,7 @@ impl StateMachine for Kv {
         const NOT_CANONICAL: SnapshotError =
             SnapshotError("kv pages are not laid out as kv lays them out");
         let summary = restore::check(snapshot)?;
-        let bits = bucket_bits_for(summary.record_bytes);
+        let bits = bucket_bits_for(summary.record_bytes, self.page_bytes);
         let mut builder = Builder::new(bits);
         for record in restore::records(snapshot) {
             if !builder.fits(&record) {
@@ -375,7 +408,7 @@ impl StateMachine for Kv {
         let mut buckets = builder.finish();
         let mut received = snapshot.pages();
         for bucket in &mut buckets {
-            let taken = bucket.adopt_pages(received).ok_or(NOT_CANONICAL)?;
+            let taken = (bucket.adopt_pages(received, self.page_bytes)).ok_or(NOT_CANONICAL)?;
             received = &received[taken..];
         }
         if !received.is_empty() {
@@ -390,6 +423,7 @@ impl StateMachine for Kv {
             record_bytes: summary.record_bytes,
             keys: summary.keys,
             deferred_snapshots: self.deferred_snapshots,
+            page_bytes: self.page_bytes,
         };
         Ok(())
     }

@@ -528,3 +528,39 @@ fn a_map_whose_snapshots_are_deferred_folds_only_in_them() {
     assert_eq!(kv, plain);
     assert_eq!(kv.snapshot_deferred().run(), &plain.snapshot());
 }
+
+#[test]
+fn tiny_pages_cut_a_small_state_into_many() {
+    let ops = random_ops(7, 2000, 300);
+    let (mut tiny, mut other_tiny, mut plain) =
+        (Kv::with_page_bytes(64), Kv::with_page_bytes(64), Kv::new());
+    for op in &ops {
+        tiny.execute(op.clone());
+        plain.execute(op.clone());
+    }
+    let snapshot = tiny.snapshot();
+    assert!(
+        snapshot.pages().len() > 20 * plain.snapshot().pages().len().max(1),
+        "{} tiny pages",
+        snapshot.pages().len()
+    );
+    // A page holds records up to the size, or one larger record.
+    let records = |page: &Page| restore::records(&Snapshot::new(vec![page.clone()])).count();
+    assert!(snapshot
+        .pages()
+        .iter()
+        .all(|p| p.len() <= 64 || records(p) == 1));
+    // Restored with the same page size it is the same map with the same pages; a map of
+    // another page size refuses it.
+    other_tiny.restore(&snapshot).unwrap();
+    assert_eq!(other_tiny, tiny);
+    assert_eq!(other_tiny.snapshot(), snapshot);
+    assert!(Kv::new().restore(&snapshot).is_err());
+    assert!(Kv::with_page_bytes(64).restore(&plain.snapshot()).is_err() || plain.len() < 2);
+    // Deferred, too.
+    tiny.execute(KvOp::Put(b("key 1"), b("changed")));
+    plain.execute(KvOp::Put(b("key 1"), b("changed")));
+    let deferred = tiny.snapshot_deferred().run().clone();
+    other_tiny.restore(&deferred).unwrap();
+    assert_eq!(other_tiny, plain);
+}
