@@ -88,6 +88,18 @@ impl<T: Send + Sync + 'static> Deferred<T> {
         self.get().is_some()
     }
 
+    /// The result, moved out, if the computation finished and this is the only handle;
+    /// otherwise the handle back.
+    pub fn try_take(self) -> Result<T, Deferred<T>> {
+        if !self.is_done() {
+            return Err(self);
+        }
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => Ok(inner.result.into_inner().expect("checked done")),
+            Err(inner) => Err(Deferred { inner }),
+        }
+    }
+
     /// A handle that runs the computation only while some `Deferred` still holds it.
     pub fn downgrade(&self) -> WeakDeferred<T> {
         WeakDeferred {
@@ -189,6 +201,17 @@ mod tests {
         drop(deferred);
         assert!(!weak.run());
         assert_eq!(runs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_result_is_moved_out_only_from_the_last_handle() {
+        let deferred = Deferred::new(|| vec![1u8; 3]);
+        let other = deferred.clone();
+        let deferred = deferred.try_take().expect_err("not run yet");
+        other.run();
+        let deferred = deferred.try_take().expect_err("shared");
+        drop(other);
+        assert_eq!(deferred.try_take().ok(), Some(vec![1u8; 3]));
     }
 
     #[test]

@@ -124,18 +124,27 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let Building { op, build } = self.building.take().expect("checked");
-        let built = build.run();
+        // Moved out, unless the worker still holds the handle for a moment: then copied
+        // (the tree is a few MB for a large state).
+        let BuiltCheckpoint { checkpoint, tree } = build.try_take().unwrap_or_else(|build| {
+            let built = build.run();
+            BuiltCheckpoint {
+                checkpoint: built.checkpoint.clone(),
+                tree: built.tree.clone(),
+            }
+        });
         debug_assert!(op > self.checkpoint_op() && op <= self.commit);
         // The previous checkpoint goes (or is retained, if a transfer is reading it).
         self.release_checkpoint();
-        self.set_checkpoint(built.checkpoint.clone(), built.tree.clone());
+        self.set_checkpoint(checkpoint, tree);
         self.stats.checkpoints += 1;
         self.log.trim(op.saturating_sub(self.config.log_tail_ops));
     }
 
-    /// Builds the checkpoint being built here and now, and makes it the latest: for ops
-    /// executed outside any input (a restart replaying its store), whose effects, the
-    /// build's request among them, go nowhere.
+    /// Builds the checkpoint being built here and now (or waits for the worker building
+    /// it), and makes it the latest: when the build took two intervals
+    /// (`take_checkpoint`), and for ops executed outside any input (a restart replaying its
+    /// store), whose effects, the build's request among them, go nowhere.
     pub(super) fn build_checkpoint_now(&mut self) {
         if let Some(building) = &self.building {
             building.build.run();
