@@ -11,7 +11,7 @@
 use crate::protocol::{CheckpointBuild, Op};
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tracing::info;
@@ -22,6 +22,8 @@ pub(super) struct CheckpointBuilder {
     to_worker: Option<Sender<(Op, CheckpointBuild)>>,
     /// Set by the worker when a build finished, taken by the loop.
     built: Arc<AtomicBool>,
+    /// How long the last build took, milliseconds.
+    last_build_ms: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -30,13 +32,15 @@ impl CheckpointBuilder {
     pub fn spawn(replica: u8, waker: Arc<Waker>) -> std::io::Result<CheckpointBuilder> {
         let (to_worker, from_loop) = crossbeam_channel::unbounded();
         let built = Arc::new(AtomicBool::new(false));
-        let flag = built.clone();
+        let last_build_ms = Arc::new(AtomicU64::new(0));
+        let (flag, took) = (built.clone(), last_build_ms.clone());
         let thread = std::thread::Builder::new()
             .name(format!("vsr-checkpoint-{replica}"))
-            .spawn(move || run(&from_loop, &flag, &waker))?;
+            .spawn(move || run(&from_loop, &flag, &took, &waker))?;
         Ok(CheckpointBuilder {
             to_worker: Some(to_worker),
             built,
+            last_build_ms,
             thread: Some(thread),
         })
     }
@@ -49,9 +53,10 @@ impl CheckpointBuilder {
         }
     }
 
-    /// Whether a build finished since the last call.
-    pub fn take_built(&self) -> bool {
-        self.built.swap(false, Ordering::AcqRel)
+    /// How long the build took, if one finished since the last call, in milliseconds.
+    pub fn take_built(&self) -> Option<u64> {
+        (self.built.swap(false, Ordering::AcqRel))
+            .then(|| self.last_build_ms.load(Ordering::Acquire))
     }
 
     /// Stops the thread once its build (if any) is done.
@@ -69,12 +74,18 @@ impl Drop for CheckpointBuilder {
     }
 }
 
-fn run(from_loop: &Receiver<(Op, CheckpointBuild)>, built: &AtomicBool, waker: &Waker) {
+fn run(
+    from_loop: &Receiver<(Op, CheckpointBuild)>,
+    built: &AtomicBool,
+    took: &AtomicU64,
+    waker: &Waker,
+) {
     while let Ok((op, build)) = from_loop.recv() {
         let started = std::time::Instant::now();
         if build.run() {
             let ms = started.elapsed().as_millis() as u64;
             info!(op, ms, "checkpoint built off the event loop");
+            took.store(ms, Ordering::Release);
             built.store(true, Ordering::Release);
             let _ = waker.wake();
         }

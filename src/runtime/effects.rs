@@ -46,8 +46,9 @@ impl<S: StateMachine> EventLoop<S> {
                     Some(builder) => builder.submit(op, build),
                     // No worker (a loop built without one): built here, at once.
                     None => {
+                        let started = Instant::now();
                         build.run();
-                        self.checkpoint_built = true;
+                        self.checkpoint_built = Some(started.elapsed().as_millis() as u64);
                     }
                 },
             }

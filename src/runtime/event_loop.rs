@@ -112,8 +112,9 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) disk: Option<DiskWrites>,
     /// The thread that builds checkpoints; `None`: they are built on this thread.
     pub(super) builder: Option<CheckpointBuilder>,
-    /// A checkpoint was built on this thread (no builder) and the core not told yet.
-    pub(super) checkpoint_built: bool,
+    /// A checkpoint built on this thread (no builder) that the core was not told of yet:
+    /// how long it took, milliseconds.
+    pub(super) checkpoint_built: Option<u64>,
     /// The Prometheus endpoint's side (`--metrics-address`), if served.
     exporter: Option<MetricsExporter>,
     /// What `ReplicaServer::status` reads, stored every iteration.
@@ -169,7 +170,7 @@ impl<S: StateMachine> EventLoop<S> {
             stats: StatsCache::default(),
             disk: None,
             builder: None,
-            checkpoint_built: false,
+            checkpoint_built: None,
             exporter: None,
             status: Arc::default(),
             summary_at: now + SUMMARY_INTERVAL,
@@ -356,9 +357,10 @@ impl<S: StateMachine> EventLoop<S> {
     fn checkpoint_phase(&mut self) {
         let built = match &self.builder {
             Some(builder) => builder.take_built(),
-            None => std::mem::take(&mut self.checkpoint_built),
+            None => self.checkpoint_built.take(),
         };
-        if built {
+        if let Some(ms) = built {
+            self.metrics.checkpoint_build_ms.record(ms);
             self.replica.on_checkpoint_built(&mut self.effects);
         }
     }

@@ -120,6 +120,8 @@ pub struct Metrics {
     pub pipeline_ops: Recorder,
     /// Wall time of one event loop iteration after poll returns, microseconds.
     pub loop_iteration_us: Recorder,
+    /// Wall time of one checkpoint build on the builder thread, milliseconds.
+    pub checkpoint_build_ms: Recorder,
     /// Counters.
     pub counters: Counters,
 }
@@ -131,6 +133,7 @@ impl Default for Metrics {
             batch_entries: Recorder::new("batch_entries", 1 << 20),
             pipeline_ops: Recorder::new("pipeline_ops", 1 << 24),
             loop_iteration_us: Recorder::new("loop_iteration_us", 60_000_000),
+            checkpoint_build_ms: Recorder::new("checkpoint_build_ms", 3_600_000),
             counters: Counters::default(),
         }
     }
@@ -218,6 +221,7 @@ impl Metrics {
             &self.batch_entries,
             &self.pipeline_ops,
             &self.loop_iteration_us,
+            &self.checkpoint_build_ms,
         ]
         .into_iter()
         .map(|recorder| (recorder.name.to_string(), recorder.summary()))
