@@ -199,6 +199,18 @@ fn restarted_backup_catches_up_by_checkpoint() {
         "caught up without a checkpoint: {}",
         stats.json
     );
+    // The primary's checkpoints were built off its event loop, on the builder thread
+    // (all but those it waited for: a batch that commits past two checkpoint ops).
+    let stats = cluster.stats(primary).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&stats.json).unwrap();
+    let built = document["histograms"]["checkpoint_build_ms"]["count"].as_u64();
+    let built = built.expect("the build histogram");
+    let (taken, waited) = (
+        stats.u64("checkpoints"),
+        stats.u64("checkpoint_build_waits"),
+    );
+    assert!(built >= 1 && built <= taken, "{}", stats.json);
+    assert!(built + waited + 1 >= taken, "{}", stats.json);
     let acknowledged = writer.finish();
     check_all_read_back(&cluster, &acknowledged);
 }
