@@ -549,7 +549,10 @@ impl<S: SimService> Checker<S> {
                     ..
                 } => {
                     // The administrator's RECONFIGURATION is answered like any request.
-                    matches!(entry.operation, Operation::Apply | Operation::Reconfigure)
+                    matches!(
+                        entry.operation,
+                        Operation::Apply | Operation::Query | Operation::Reconfigure
+                    )
                         && (entry.client, entry.session, entry.request)
                             == (*client, *session, *request)
                 }

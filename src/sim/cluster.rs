@@ -1516,7 +1516,8 @@ impl<S: SimService> Cluster<S> {
             .as_ref()
             .map_or(0, |replica| replica.commit());
         match reply.status {
-            ReplyStatus::Ok => Ok(()),
+            // A read's answer is judged where the client takes it (`reads`).
+            ReplyStatus::Ok | ReplyStatus::Read | ReplyStatus::Behind => Ok(()),
             ReplyStatus::Evicted => {
                 self.checker
                     .on_evicted_reply(from, reply.client, reply.session, commit)

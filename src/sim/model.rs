@@ -201,7 +201,10 @@ impl<S: SimService> Model<S> {
         );
         let outcome = match entry.operation {
             Operation::Register => self.register(op, entry.client, entry.request),
-            Operation::Apply | Operation::Reconfigure => self.execute(op, entry),
+            Operation::Apply | Operation::Query | Operation::Reconfigure => {
+                self.execute(op, entry)
+            }
+            Operation::Read => return Err(format!("op {op}: a read was ordered")),
         };
         let checked = match &outcome {
             ModelOutcome::Executed { result, .. } => self
@@ -266,6 +269,8 @@ impl<S: SimService> Model<S> {
         // A reconfiguration changes the members, not the service; its reply is empty.
         let result = match entry.operation {
             Operation::Reconfigure => Bytes::new(),
+            // A strict read answers at its op and changes nothing.
+            Operation::Query => self.service.query(&entry.body),
             _ => self.service.apply(op, entry.timestamp, &entry.body),
         };
         state.reply = result.clone();
