@@ -7,7 +7,7 @@
 //! connection's buffered requests with one `write` and collects replies.
 
 use super::driver::{Completion, Driver};
-use super::{ClientError, ClientOptions};
+use super::{ClientError, ClientOptions, ReadMode};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,6 +45,18 @@ impl PipelinedClient {
     /// If `session >= self.sessions()`.
     pub fn submit(&mut self, session: usize, operation: Bytes) -> Result<(), ClientError> {
         self.driver.submit(session, operation)
+    }
+
+    /// Like [`submit`](Self::submit) for the read-only `query`, in `mode` (see
+    /// [`Client::read`](super::Client::read)).
+    pub fn submit_read(
+        &mut self,
+        session: usize,
+        query: Bytes,
+        mode: ReadMode,
+    ) -> Result<(), ClientError> {
+        self.driver
+            .submit_operation(session, mode.operation(), query)
     }
 
     /// Sends what was submitted, then waits up to `timeout` for operations to finish and
