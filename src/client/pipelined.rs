@@ -8,6 +8,7 @@
 
 use super::driver::{Completion, Driver};
 use super::{ClientError, ClientOptions, ReadMode};
+use crate::protocol::Operation;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -88,6 +89,17 @@ impl PipelinedClient {
         &mut self,
         timeout: Duration,
         next: &mut dyn FnMut(Completion, Instant) -> Option<Bytes>,
+    ) -> Result<(), ClientError> {
+        let mut apply = |completion, at| next(completion, at).map(|op| (Operation::Apply, op));
+        self.driver.poll_each(timeout, &mut apply)
+    }
+
+    /// [`poll_each`](Self::poll_each) where `next` also says what kind of operation it
+    /// returns: `Apply`, or a read (`ReadMode::operation`: `Query` or `Read`).
+    pub fn poll_each_operation(
+        &mut self,
+        timeout: Duration,
+        next: &mut dyn FnMut(Completion, Instant) -> Option<(Operation, Bytes)>,
     ) -> Result<(), ClientError> {
         self.driver.poll_each(timeout, next)
     }

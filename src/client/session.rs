@@ -120,12 +120,19 @@ impl std::str::FromStr for ReadMode {
     }
 }
 
-impl std::fmt::Display for ReadMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl ReadMode {
+    /// The mode's name, as `--reads` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
             ReadMode::Strict => "strict",
             ReadMode::Backup => "backup",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -552,9 +552,8 @@ impl<S: SimService> Checker<S> {
                     matches!(
                         entry.operation,
                         Operation::Apply | Operation::Query | Operation::Reconfigure
-                    )
-                        && (entry.client, entry.session, entry.request)
-                            == (*client, *session, *request)
+                    ) && (entry.client, entry.session, entry.request)
+                        == (*client, *session, *request)
                 }
             };
             if !expected {

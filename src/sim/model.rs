@@ -201,9 +201,7 @@ impl<S: SimService> Model<S> {
         );
         let outcome = match entry.operation {
             Operation::Register => self.register(op, entry.client, entry.request),
-            Operation::Apply | Operation::Query | Operation::Reconfigure => {
-                self.execute(op, entry)
-            }
+            Operation::Apply | Operation::Query | Operation::Reconfigure => self.execute(op, entry),
             Operation::Read => return Err(format!("op {op}: a read was ordered")),
         };
         let checked = match &outcome {

@@ -534,9 +534,7 @@ fn checked_request(request: Request) -> Result<Request, DecodeError> {
 fn entry_operation(code: u8) -> Result<Operation, DecodeError> {
     match Operation::from_u8(code) {
         None => Err(Malformed("unknown entry operation code")),
-        Some(operation) if !operation.is_ordered() => {
-            Err(Malformed("a read is never a log entry"))
-        }
+        Some(operation) if !operation.is_ordered() => Err(Malformed("a read is never a log entry")),
         Some(operation) => Ok(operation),
     }
 }

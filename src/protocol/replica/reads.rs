@@ -62,20 +62,38 @@ impl WaitingReads {
 
     /// What must hold between inputs: the bounds, and the cached sums.
     pub(super) fn invariants(&self) {
-        assert!(self.reads.len() <= WAITING_READS_MAX, "waiting reads unbounded");
-        assert!(self.bytes <= WAITING_READ_BYTES_MAX, "waiting read bytes unbounded");
+        assert!(
+            self.reads.len() <= WAITING_READS_MAX,
+            "waiting reads unbounded"
+        );
+        assert!(
+            self.bytes <= WAITING_READ_BYTES_MAX,
+            "waiting read bytes unbounded"
+        );
         assert_eq!(
             self.bytes,
-            self.reads.iter().map(|read| read.query.len()).sum::<usize>()
+            self.reads
+                .iter()
+                .map(|read| read.query.len())
+                .sum::<usize>()
         );
         assert_eq!(
             self.seen_min,
-            self.reads.iter().map(|read| read.seen).min().unwrap_or(Op::MAX)
+            self.reads
+                .iter()
+                .map(|read| read.seen)
+                .min()
+                .unwrap_or(Op::MAX)
         );
     }
 
     fn recompute(&mut self) {
-        self.seen_min = self.reads.iter().map(|read| read.seen).min().unwrap_or(Op::MAX);
+        self.seen_min = self
+            .reads
+            .iter()
+            .map(|read| read.seen)
+            .min()
+            .unwrap_or(Op::MAX);
         self.bytes = self.reads.iter().map(|read| read.query.len()).sum();
     }
 
@@ -107,8 +125,7 @@ impl<S: StateMachine> Replica<S> {
         let query = request.read_query();
         let limit = WAITING_READS_MAX.min(self.config.clients_max as usize);
         let waiting = &mut self.waiting_reads;
-        if waiting.reads.len() >= limit || waiting.bytes + query.len() > WAITING_READ_BYTES_MAX
-        {
+        if waiting.reads.len() >= limit || waiting.bytes + query.len() > WAITING_READ_BYTES_MAX {
             self.drop_reason("read", "too many reads waiting");
             return self.answer_read_behind(&request, effects);
         }
@@ -145,17 +162,32 @@ impl<S: StateMachine> Replica<S> {
         }
         let commit = self.commit;
         for read in self.waiting_reads.take_where(|read| read.seen <= commit) {
-            self.answer_read(read.client, read.session, read.request, read.seen, &read.query, effects);
+            self.answer_read(
+                read.client,
+                read.session,
+                read.request,
+                read.seen,
+                &read.query,
+                effects,
+            );
         }
     }
 
     /// Tells the reads whose wait ran out to try another replica.
     pub(super) fn expire_waiting_reads(&mut self, effects: &mut Vec<Effect>) {
         let now = self.ticks;
-        if self.waiting_reads.reads.iter().all(|read| read.deadline_tick > now) {
+        if self
+            .waiting_reads
+            .reads
+            .iter()
+            .all(|read| read.deadline_tick > now)
+        {
             return;
         }
-        for read in self.waiting_reads.take_where(|read| read.deadline_tick <= now) {
+        for read in self
+            .waiting_reads
+            .take_where(|read| read.deadline_tick <= now)
+        {
             self.answer_waiting_behind(&read, effects);
         }
     }
@@ -169,9 +201,16 @@ impl<S: StateMachine> Replica<S> {
         query: &Bytes,
         effects: &mut Vec<Effect>,
     ) {
-        assert_eq!(self.status, Status::Normal, "reads are answered in normal status");
+        assert_eq!(
+            self.status,
+            Status::Normal,
+            "reads are answered in normal status"
+        );
         // Causality: never an answer older than what the session has seen.
-        assert!(seen <= self.commit, "a read answered before its seen op executed");
+        assert!(
+            seen <= self.commit,
+            "a read answered before its seen op executed"
+        );
         let reply = Reply {
             client,
             session,
