@@ -173,6 +173,35 @@ impl<S: SimService> Model<S> {
             .insert(op, ModelCheckpoint { sessions, service });
     }
 
+    /// The service's state right after `op` (at most [`applied`](Self::applied)), rebuilt
+    /// from the latest model checkpoint at or before it (or from a fresh instance) by
+    /// applying the ops after it that executed, whose entries `entry` gives: what a
+    /// replica whose commit number was `op` held (a backup read's state, paper 6.3.2).
+    /// `None` if an entry is missing or a checkpoint does not restore.
+    pub fn service_at<'a>(&self, op: Op, entry: impl Fn(Op) -> Option<&'a Entry>) -> Option<S> {
+        assert!(op <= self.applied(), "the model has not reached op {op}");
+        let base = self
+            .checkpoint_interval_ops
+            .map(|interval| op - op % interval)
+            .filter(|base| self.checkpoints.contains_key(base))
+            .unwrap_or(0);
+        let mut service = S::fresh();
+        if let Some(checkpoint) = self.checkpoints.get(&base) {
+            service.restore(&checkpoint.service).ok()?;
+        }
+        for at in base + 1..=op {
+            // Only an executed `Apply` changed the state (a query, a reconfiguration, a
+            // registration, a duplicate or an evicted request did not).
+            if let Some(ModelOutcome::Executed { .. }) = self.outcome(at) {
+                let entry = entry(at)?;
+                if entry.operation == Operation::Apply {
+                    service.apply(at, entry.timestamp, &entry.body);
+                }
+            }
+        }
+        Some(service)
+    }
+
     /// The last op applied.
     pub fn applied(&self) -> Op {
         self.outcomes.len() as Op
