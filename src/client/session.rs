@@ -595,6 +595,108 @@ mod tests {
         session
     }
 
+    /// Submits a backup read of `query`; returns its number, target and message.
+    fn backup_read(session: &mut ClientSession) -> (RequestNumber, Target, Message) {
+        let (number, target, message) = session
+            .submit_operation(Operation::Read, Bytes::from_static(b"get"))
+            .unwrap();
+        (number, target, message.clone())
+    }
+
+    #[test]
+    fn backup_reads_carry_the_seen_op_and_go_round_robin() {
+        let mut session = registered();
+        assert_eq!(session.seen(), 5, "the registration's op was seen");
+        let (_, _, write) = session.submit(Bytes::from_static(b"put")).unwrap();
+        session.on_message(&reply(&write, ReplyStatus::Ok, 9, Bytes::new()));
+        assert_eq!(session.seen(), 9);
+        let mut targets = Vec::new();
+        for answered_at in [9, 12, 11] {
+            let (number, target, message) = backup_read(&mut session);
+            let Body::Request(request) = &message.body else {
+                panic!("a request")
+            };
+            assert_eq!(request.operation, Operation::Read);
+            assert_eq!(request.read_seen(), Some(session.seen()));
+            assert_eq!(&request.read_query()[..], b"get");
+            targets.push(target);
+            let answer = reply(
+                &message,
+                ReplyStatus::Read,
+                answered_at,
+                Bytes::from_static(b"v"),
+            );
+            let outcome = session.on_message(&answer);
+            if answered_at < session.seen() {
+                // Older than what the session saw: never taken.
+                assert_eq!(outcome, None);
+                assert!(session.is_busy());
+                break;
+            }
+            assert_eq!(
+                outcome,
+                Some(Outcome::Completed {
+                    request: number,
+                    op: answered_at,
+                    result: Bytes::from_static(b"v")
+                })
+            );
+            assert_eq!(session.seen(), answered_at);
+        }
+        assert_eq!(targets.len(), 3);
+        let replicas: Vec<_> = targets
+            .iter()
+            .map(|target| match target {
+                Target::Replica(replica) => *replica,
+                Target::All => panic!("a backup read goes to one replica"),
+            })
+            .collect();
+        assert_ne!(replicas[0], replicas[1]);
+        assert_ne!(replicas[1], replicas[2]);
+        assert_ne!(replicas[0], replicas[2]);
+    }
+
+    #[test]
+    fn a_behind_answer_sends_the_read_to_the_next_replica_at_the_next_tick() {
+        let mut session = registered();
+        let (_, first, message) = backup_read(&mut session);
+        let behind = reply(&message, ReplyStatus::Behind, 2, Bytes::new());
+        assert_eq!(session.on_message(&behind), None);
+        let (retry_target, retry) = session.on_tick().expect("retried at once");
+        assert_eq!(retry, message, "the same read, with the same seen op");
+        assert_ne!(retry_target, first);
+        assert!(matches!(retry_target, Target::Replica(_)));
+    }
+
+    #[test]
+    fn answers_to_reads_and_to_requests_never_stand_in_for_each_other() {
+        let mut session = registered();
+        let (_, _, write) = session.submit(Bytes::from_static(b"put")).unwrap();
+        let write = write.clone();
+        // A read's answer naming the write's number completes nothing.
+        let read_answer = reply(&write, ReplyStatus::Read, 9, Bytes::new());
+        assert_eq!(session.on_message(&read_answer), None);
+        assert!(session.is_busy());
+        session.on_message(&reply(&write, ReplyStatus::Ok, 9, Bytes::new()));
+        let (_, _, read) = backup_read(&mut session);
+        // An Ok for the read's number (a late answer to a request) completes nothing.
+        let request_answer = reply(&read, ReplyStatus::Ok, 9, Bytes::new());
+        assert_eq!(session.on_message(&request_answer), None);
+        assert!(session.is_busy());
+        // A strict read is an ordered query with the next request number.
+        session.on_message(&reply(&read, ReplyStatus::Read, 9, Bytes::new()));
+        let primary = session.primary();
+        let (number, target, query) = session
+            .submit_operation(Operation::Query, Bytes::from_static(b"get"))
+            .unwrap();
+        assert_eq!(number, 2);
+        assert_eq!(target, Target::Replica(primary));
+        let Body::Request(query) = &query.body else {
+            panic!("a request")
+        };
+        assert_eq!(query.operation, Operation::Query);
+    }
+
     #[test]
     fn a_new_epoch_answer_moves_the_session_and_keeps_the_request_in_flight() {
         let mut session = registered();
