@@ -319,3 +319,20 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
     assert_eq!(backup.commit(), 4);
     assert!(*backup.service() == before, "a query changed the state");
 }
+
+#[test]
+fn a_read_without_its_seen_op_is_dropped_not_answered() {
+    // The wire's gate refuses it; a caller of the core that skips the gate gets a drop.
+    let mut backup = backup_holding_history(3, config());
+    let malformed = Request {
+        client: CLIENT,
+        session: SESSION,
+        request: 1,
+        operation: Operation::Read,
+        body: Bytes::from_static(b"short"),
+    };
+    let replies = run(&mut backup, |r, e| {
+        r.on_message(message(0, 0, Body::Request(malformed)), e)
+    });
+    assert!(replies.is_empty());
+}

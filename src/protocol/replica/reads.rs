@@ -107,10 +107,12 @@ impl WaitingReads {
 }
 
 impl<S: StateMachine> Replica<S> {
-    /// A read at this replica. The wire's gate guarantees its body holds the seen op.
+    /// A read at this replica. The wire's gate refuses a read whose body cannot hold the
+    /// seen op; an embedder feeding the core directly gets the same refusal here, as a
+    /// drop with a reason rather than a panic.
     pub(super) fn on_read(&mut self, request: Request, effects: &mut Vec<Effect>) {
         let Some(seen) = request.read_seen() else {
-            unreachable!("the wire's gate refuses a read without its seen op")
+            return self.drop_reason("read", "no seen op in its body");
         };
         if self.status != Status::Normal {
             // Paper 6.3.2 reads at replicas in normal status: during a view change or a
