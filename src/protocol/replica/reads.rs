@@ -46,6 +46,9 @@ struct WaitingRead {
 #[derive(Debug, Default)]
 pub(super) struct WaitingReads {
     reads: Vec<WaitingRead>,
+    /// The reads being answered (kept between inputs, empty, so that answering
+    /// allocates nothing in steady state).
+    taken: Vec<WaitingRead>,
     bytes: usize,
     /// The least `seen` of `reads` (`Op::MAX` when empty).
     seen_min: Op,
@@ -55,6 +58,7 @@ impl WaitingReads {
     pub(super) fn new() -> WaitingReads {
         WaitingReads {
             reads: Vec::new(),
+            taken: Vec::new(),
             bytes: 0,
             seen_min: Op::MAX,
         }
@@ -66,6 +70,7 @@ impl WaitingReads {
             self.reads.len() <= WAITING_READS_MAX,
             "waiting reads unbounded"
         );
+        assert!(self.taken.is_empty(), "answered reads left behind");
         assert!(
             self.bytes <= WAITING_READ_BYTES_MAX,
             "waiting read bytes unbounded"
@@ -97,12 +102,26 @@ impl WaitingReads {
         self.bytes = self.reads.iter().map(|read| read.query.len()).sum();
     }
 
-    /// Removes and returns the reads `done` picks.
+    /// Moves the reads `done` picks into the returned buffer (in no particular order;
+    /// hand it back with `give_back` once drained).
     fn take_where(&mut self, done: impl Fn(&WaitingRead) -> bool) -> Vec<WaitingRead> {
-        let (taken, kept) = std::mem::take(&mut self.reads).into_iter().partition(done);
-        self.reads = kept;
+        let mut taken = std::mem::take(&mut self.taken);
+        debug_assert!(taken.is_empty());
+        let mut at = 0;
+        while at < self.reads.len() {
+            if done(&self.reads[at]) {
+                taken.push(self.reads.swap_remove(at));
+            } else {
+                at += 1;
+            }
+        }
         self.recompute();
         taken
+    }
+
+    fn give_back(&mut self, mut taken: Vec<WaitingRead>) {
+        taken.clear();
+        self.taken = taken;
     }
 }
 
@@ -154,16 +173,18 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         if self.status != Status::Normal {
-            for read in self.waiting_reads.take_where(|_| true) {
+            let mut taken = self.waiting_reads.take_where(|_| true);
+            for read in taken.drain(..) {
                 self.answer_waiting_behind(&read, effects);
             }
-            return;
+            return self.waiting_reads.give_back(taken);
         }
         if self.waiting_reads.seen_min > self.commit {
             return;
         }
         let commit = self.commit;
-        for read in self.waiting_reads.take_where(|read| read.seen <= commit) {
+        let mut taken = self.waiting_reads.take_where(|read| read.seen <= commit);
+        for read in taken.drain(..) {
             self.answer_read(
                 read.client,
                 read.session,
@@ -173,6 +194,7 @@ impl<S: StateMachine> Replica<S> {
                 effects,
             );
         }
+        self.waiting_reads.give_back(taken);
     }
 
     /// Tells the reads whose wait ran out to try another replica.
@@ -186,12 +208,13 @@ impl<S: StateMachine> Replica<S> {
         {
             return;
         }
-        for read in self
+        let mut taken = self
             .waiting_reads
-            .take_where(|read| read.deadline_tick <= now)
-        {
+            .take_where(|read| read.deadline_tick <= now);
+        for read in taken.drain(..) {
             self.answer_waiting_behind(&read, effects);
         }
+        self.waiting_reads.give_back(taken);
     }
 
     fn answer_read(
