@@ -152,8 +152,16 @@ fn answer(replica: usize, n: usize, request: &Request, state: &mut State) -> Opt
                 .insert(request.client, (session, 0, Bytes::new()));
             Some(reply(session, ReplyStatus::Ok, Bytes::new()))
         }
-        // The fake replica takes a reconfiguration like any request.
-        Operation::Apply | Operation::Reconfigure => {
+        // A read at any replica: answered at the op it has seen, never ordered.
+        Operation::Read => {
+            let mut answer = reply(request.session, ReplyStatus::Read, request.read_query());
+            if let Body::Reply(read) = &mut answer.body {
+                read.op = request.read_seen()?;
+            }
+            Some(answer)
+        }
+        // The fake replica takes a reconfiguration or a strict read like any request.
+        Operation::Apply | Operation::Query | Operation::Reconfigure => {
             if state.behaviour.silent {
                 return None;
             }

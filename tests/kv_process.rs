@@ -1,6 +1,7 @@
 //! `vsr kv` and the client library against a real 3-replica cluster on 127.0.0.1: the
-//! stdin/stdout contract, the one-shot form, surviving a `kill -9` of the primary, and
-//! timing out when no replica listens. Every wait has a deadline; every child process
+//! stdin/stdout contract, the one-shot form, reads at backups (`--reads backup`: a
+//! session reads its own writes from whichever replica answers), surviving a `kill -9` of
+//! the primary, and timing out when no replica listens. Every wait has a deadline; every child process
 //! is killed when its guard drops, also when a test fails.
 
 mod common;
@@ -12,7 +13,7 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use vsr::client::{Client, ClientError, ClientOptions};
+use vsr::client::{Client, ClientError, ClientOptions, ReadMode};
 use vsr::service::kv::{KvOp, KvResult};
 
 const SERVING_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,6 +37,10 @@ struct KvProcess {
 
 impl KvProcess {
     fn start(cluster: &TestCluster) -> KvProcess {
+        KvProcess::start_with(cluster, &[])
+    }
+
+    fn start_with(cluster: &TestCluster, extra: &[&str]) -> KvProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vsr"))
             .args([
                 "kv",
@@ -44,6 +49,7 @@ impl KvProcess {
                 "--timeout-ms",
                 "10000",
             ])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -175,6 +181,52 @@ fn kv_answers_commands_from_stdin() {
         kv.check(command, expected);
     }
     kv.finish();
+}
+
+#[test]
+fn kv_backup_reads_see_the_sessions_own_writes() {
+    let _serial = serial();
+    let cluster = started_kv_cluster();
+    let mut kv = KvProcess::start_with(&cluster, &["--reads", "backup"]);
+    // Each `get` goes to the next replica round robin, so over these lines every replica
+    // answers some read, backups included; each must have executed the write before it.
+    for round in 0..6 {
+        kv.check(&format!("put k{round} v{round}"), "ok");
+        kv.check(&format!("get k{round}"), &format!("value v{round}"));
+        kv.check(&format!("get k{round}"), &format!("value v{round}"));
+        kv.check(&format!("get k{round}"), &format!("value v{round}"));
+        kv.check("get never-written", "nil");
+    }
+    kv.check("put k0 again", "ok");
+    kv.check("get k0", "value again");
+    kv.check("delete k0", "ok");
+    kv.check("get k0", "nil");
+    kv.finish();
+}
+
+#[test]
+fn client_reads_in_each_mode_see_their_writes() {
+    let _serial = serial();
+    let cluster = started_kv_cluster();
+    let mut client = Client::connect(cluster.addresses(), ClientOptions::default()).unwrap();
+    for i in 0..10 {
+        let value = format!("v{i}");
+        put(&mut client, "key", &value).unwrap();
+        for mode in [ReadMode::Backup, ReadMode::Strict, ReadMode::Backup] {
+            let got = read(&mut client, "key", mode);
+            assert_eq!(got.as_deref(), Some(value.as_bytes()), "{mode} read {i}");
+        }
+    }
+}
+
+fn read(client: &mut Client, key: &str, mode: ReadMode) -> Option<Bytes> {
+    let query = KvOp::Get(Bytes::copy_from_slice(key.as_bytes())).encode();
+    let result = client.read(query, mode).expect("read");
+    match KvResult::decode(&result) {
+        Some(KvResult::Value(value)) => Some(value),
+        Some(KvResult::Nil) => None,
+        other => panic!("get answered {other:?}"),
+    }
 }
 
 #[test]

@@ -27,12 +27,27 @@ fn payload() -> impl Strategy<Value = Bytes> {
     prop::collection::vec(any::<u8>(), 0..48).prop_map(Bytes::from)
 }
 
+/// The operations a log entry may hold (every one but `Read`).
 fn operation() -> impl Strategy<Value = Operation> {
     prop_oneof![
         Just(Operation::Register),
         Just(Operation::Apply),
-        Just(Operation::Reconfigure)
+        Just(Operation::Reconfigure),
+        Just(Operation::Query)
     ]
+}
+
+/// The operations a request may ask for: a read's body starts with the op it has seen.
+fn request_operation() -> impl Strategy<Value = Operation> {
+    prop_oneof![operation(), Just(Operation::Read)]
+}
+
+/// A request's body for `operation` (a read's: the seen op, then the query).
+fn request_body(operation: Operation, seen: u64, payload: Bytes) -> Bytes {
+    match operation {
+        Operation::Read => Request::read_body(seen, &payload),
+        _ => payload,
+    }
 }
 
 fn status() -> impl Strategy<Value = ReplyStatus> {
@@ -40,7 +55,9 @@ fn status() -> impl Strategy<Value = ReplyStatus> {
         Just(ReplyStatus::Ok),
         Just(ReplyStatus::Evicted),
         Just(ReplyStatus::Rejected),
-        Just(ReplyStatus::NewEpoch)
+        Just(ReplyStatus::NewEpoch),
+        Just(ReplyStatus::Read),
+        Just(ReplyStatus::Behind)
     ]
 }
 
@@ -167,15 +184,21 @@ fn checkpoint_part() -> impl Strategy<Value = Body> {
 /// with the envelope's `view`.
 fn body(view: u32) -> impl Strategy<Value = Body> {
     prop_oneof![
-        (any::<u64>(), any_op(), any::<u32>(), operation(), payload()).prop_map(
-            |(client, session, request, operation, body)| Body::Request(Request {
-                client,
-                session,
-                request,
-                operation,
-                body
-            })
-        ),
+        (
+            (any::<u64>(), any_op(), any::<u32>()),
+            request_operation(),
+            any_op(),
+            payload()
+        )
+            .prop_map(|((client, session, request), operation, seen, payload)| {
+                Body::Request(Request {
+                    client,
+                    session,
+                    request,
+                    operation,
+                    body: request_body(operation, seen, payload),
+                })
+            }),
         (
             any::<u64>(),
             any_op(),
@@ -696,7 +719,13 @@ proptest! {
 
 #[test]
 fn reply_round_trips_with_each_status() {
-    for status in [ReplyStatus::Ok, ReplyStatus::Evicted, ReplyStatus::Rejected] {
+    for status in [
+        ReplyStatus::Ok,
+        ReplyStatus::Evicted,
+        ReplyStatus::Rejected,
+        ReplyStatus::Read,
+        ReplyStatus::Behind,
+    ] {
         check_round_trip(&Frame::Message(message_with(Body::Reply(Reply {
             client: u64::MAX,
             session: 12,
@@ -883,7 +912,7 @@ fn invalid_header_values_are_rejected_with_their_reason() {
 fn invalid_enum_codes_are_malformed() {
     check_rejected(
         request(Operation::Apply),
-        |b| reseal(b, |h| h.code = 4),
+        |b| reseal(b, |h| h.code = 6),
         DecodeError::Malformed("unknown operation code"),
     );
     let reply = Body::Reply(Reply {
@@ -922,6 +951,69 @@ fn invalid_enum_codes_are_malformed() {
         },
         DecodeError::Malformed("unknown entry operation code"),
     );
+    check_rejected(
+        prepare(),
+        |b| {
+            b[operation_at] = Operation::Read as u8;
+            reseal(b, |_| {});
+        },
+        DecodeError::Malformed("a read is never a log entry"),
+    );
+}
+
+#[test]
+fn a_read_request_carries_the_op_its_client_has_seen() {
+    let read = Request {
+        client: 1,
+        session: 2,
+        request: 3,
+        operation: Operation::Read,
+        body: Request::read_body(77, b"get k"),
+    };
+    assert_eq!(read.read_seen(), Some(77));
+    assert_eq!(&read.read_query()[..], b"get k");
+    check_round_trip(&Frame::Message(message_with(Body::Request(read.clone()))));
+    // A query may be empty; the seen op may not be missing, in a single request...
+    let empty_query = Request {
+        body: Request::read_body(0, b""),
+        ..read.clone()
+    };
+    check_round_trip(&Frame::Message(message_with(Body::Request(empty_query))));
+    for short in [&b""[..], b"1234567"] {
+        let truncated = Request {
+            body: Bytes::copy_from_slice(short),
+            ..read.clone()
+        };
+        let bytes = encoded(&Frame::Message(message_with(Body::Request(truncated))));
+        assert_eq!(
+            decode_all(&bytes),
+            Err(DecodeError::Malformed(
+                "read request without the op it has seen"
+            ))
+        );
+    }
+    // ... or in a batch record.
+    let mut bytes = batch_bytes(
+        &[batch_request(1, b"1234567"), batch_request(2, b"cde")],
+        CLUSTER,
+    )
+    .to_vec();
+    bytes[RECORDS + REQUEST_OPERATION_AT] = Operation::Read as u8;
+    reseal(&mut bytes, |_| {});
+    assert_eq!(
+        decode_all(&bytes),
+        Err(DecodeError::Malformed(
+            "read request without the op it has seen"
+        ))
+    );
+    // Other operations' bodies mean nothing to the gate.
+    assert_eq!(request_body(Operation::Apply, 5, Bytes::new()).len(), 0);
+    let apply = Request {
+        operation: Operation::Apply,
+        ..read
+    };
+    assert_eq!(apply.read_seen(), None);
+    assert!(apply.read_query().is_empty());
 }
 
 #[test]

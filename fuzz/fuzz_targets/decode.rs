@@ -10,10 +10,13 @@
 //! Checked: no panic, `Ok(None)` consumes nothing, and every frame that decodes re-encodes
 //! to exactly the bytes it was decoded from (one encoding per frame); a batch frame
 //! (`Requests`, `Replies`) that decodes yields exactly its count of messages of its kind.
+//! Reads (paper 6.3.2): every decoded read request carries the op its client has seen, and
+//! no decoded log entry is a read.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use vsr::protocol::{Body, Message, Operation};
 use vsr::wire::{self, Frame, Header, HEADER_BYTES};
 
 const CLUSTER: u128 = 0x0123_4567_89ab_cdef;
@@ -73,7 +76,10 @@ fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Welcome(welcome) => wire::encode_welcome(welcome, CLUSTER, out),
         Frame::Proof(mac) => wire::encode_proof(mac, CLUSTER, out),
         Frame::Refusal(refusal) => wire::encode_refusal(refusal, CLUSTER, out),
-        Frame::Message(message) => wire::encode(message, CLUSTER, out),
+        Frame::Message(message) => {
+            check_reads(message);
+            wire::encode(message, CLUSTER, out)
+        }
         Frame::StatsRequest => wire::encode_stats_request(CLUSTER, out),
         Frame::StatsReply(text) => wire::encode_stats_reply(text, CLUSTER, out),
         Frame::Batch(batch) => {
@@ -87,6 +93,26 @@ fn encode(frame: &Frame, out: &mut BytesMut) {
             assert!(messages
                 .iter()
                 .all(|message| wire::BatchKind::of(message) == Some(kind)));
+            messages.iter().for_each(check_reads);
         }
     }
+}
+
+/// What the gate promises about reads: a read request holds its seen op; entries (in
+/// Prepare, DoViewChange, StartView, NewState) are never reads.
+fn check_reads(message: &Message) {
+    let entries = match &message.body {
+        Body::Request(request) => {
+            if request.operation == Operation::Read {
+                assert!(request.read_seen().is_some(), "{request:?}");
+            }
+            return;
+        }
+        Body::Prepare(prepare) => &prepare.entries,
+        Body::DoViewChange(dvc) => &dvc.entries,
+        Body::StartView(start_view) => &start_view.entries,
+        Body::NewState(new_state) => &new_state.entries,
+        _ => return,
+    };
+    assert!(entries.iter().all(|entry| entry.operation.is_ordered()));
 }

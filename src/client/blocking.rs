@@ -2,7 +2,7 @@
 //! cluster; the `vsr kv` command uses it.
 
 use super::driver::{Completion, Driver};
-use super::{ClientError, ClientOptions};
+use super::{ClientError, ClientOptions, ReadMode};
 use crate::protocol::{Configuration, Operation};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -38,6 +38,16 @@ impl Client {
     /// retrying until the `request_timeout` deadline.
     pub fn call(&mut self, operation: Bytes) -> Result<Bytes, ClientError> {
         self.driver.submit(0, operation)?;
+        self.wait()
+    }
+
+    /// Runs the read-only `query` (the service's [`query`](crate::service::StateMachine::query))
+    /// in `mode`: [`ReadMode::Strict`] orders it through the log (linearizable);
+    /// [`ReadMode::Backup`] asks one replica at a time that has executed every op this
+    /// client has seen (paper 6.3.2: reads its own writes, never goes back in time, may be
+    /// stale). Retries and deadline as [`call`](Client::call).
+    pub fn read(&mut self, query: Bytes, mode: ReadMode) -> Result<Bytes, ClientError> {
+        self.driver.submit_operation(0, mode.operation(), query)?;
         self.wait()
     }
 

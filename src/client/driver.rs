@@ -66,7 +66,7 @@ pub struct Completion {
 
 /// Where `Driver::poll_each` hands completions.
 struct Hook<'a> {
-    next: &'a mut dyn FnMut(Completion, Instant) -> Option<Bytes>,
+    next: &'a mut dyn FnMut(Completion, Instant) -> Option<(Operation, Bytes)>,
     /// The clock read after this pass's reads.
     at: Instant,
     /// Completions handed to `next` so far.
@@ -352,7 +352,7 @@ impl Driver {
     pub(crate) fn poll_each(
         &mut self,
         timeout: Duration,
-        next: &mut dyn FnMut(Completion, Instant) -> Option<Bytes>,
+        next: &mut dyn FnMut(Completion, Instant) -> Option<(Operation, Bytes)>,
     ) -> Result<(), ClientError> {
         let start = Instant::now();
         let mut hook = Hook {
@@ -391,8 +391,8 @@ impl Driver {
     fn hand_back(&mut self, hook: &mut Hook<'_>, completion: Completion) {
         let session = completion.session;
         hook.delivered += 1;
-        if let Some(operation) = (hook.next)(completion, hook.at) {
-            if let Err(error) = self.submit(session, operation) {
+        if let Some((kind, operation)) = (hook.next)(completion, hook.at) {
+            if let Err(error) = self.submit_operation(session, kind, operation) {
                 hook.error.get_or_insert(error);
             }
         }

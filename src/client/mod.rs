@@ -22,7 +22,7 @@ pub use id::random_client_id;
 pub use options::{ClientError, ClientOptions};
 pub use pipelined::PipelinedClient;
 pub use raw::RawConnection;
-pub use session::{ClientSession, Outcome, SubmitError, Target};
+pub use session::{ClientSession, Outcome, ReadMode, SubmitError, Target};
 pub use stats::{
     replica_stats, ConfigurationStats, HistogramSummary, MemberStats, ProtocolCounters,
     ReplicaStats, ReplicaStatus, RuntimeCounters, StatsError, StatsOptions,

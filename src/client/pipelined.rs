@@ -7,7 +7,8 @@
 //! connection's buffered requests with one `write` and collects replies.
 
 use super::driver::{Completion, Driver};
-use super::{ClientError, ClientOptions};
+use super::{ClientError, ClientOptions, ReadMode};
+use crate::protocol::Operation;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -47,6 +48,18 @@ impl PipelinedClient {
         self.driver.submit(session, operation)
     }
 
+    /// Like [`submit`](Self::submit) for the read-only `query`, in `mode` (see
+    /// [`Client::read`](super::Client::read)).
+    pub fn submit_read(
+        &mut self,
+        session: usize,
+        query: Bytes,
+        mode: ReadMode,
+    ) -> Result<(), ClientError> {
+        self.driver
+            .submit_operation(session, mode.operation(), query)
+    }
+
     /// Sends what was submitted, then waits up to `timeout` for operations to finish and
     /// appends them to `completions` (returning as soon as there is at least one). A
     /// timed-out or evicted operation completes with its error; an `Err` from `poll`
@@ -76,6 +89,17 @@ impl PipelinedClient {
         &mut self,
         timeout: Duration,
         next: &mut dyn FnMut(Completion, Instant) -> Option<Bytes>,
+    ) -> Result<(), ClientError> {
+        let mut apply = |completion, at| next(completion, at).map(|op| (Operation::Apply, op));
+        self.driver.poll_each(timeout, &mut apply)
+    }
+
+    /// [`poll_each`](Self::poll_each) where `next` also says what kind of operation it
+    /// returns: `Apply`, or a read (`ReadMode::operation`: `Query` or `Read`).
+    pub fn poll_each_operation(
+        &mut self,
+        timeout: Duration,
+        next: &mut dyn FnMut(Completion, Instant) -> Option<(Operation, Bytes)>,
     ) -> Result<(), ClientError> {
         self.driver.poll_each(timeout, next)
     }

@@ -4,6 +4,16 @@
 //!
 //! One request is in flight per session: that is what lets the replicas' client table keep
 //! a single reply per client and answer a retry from it (exactly-once).
+//!
+//! Reads come in two kinds ([`ReadMode`]). A strict read is an `Operation::Query`,
+//! ordered through the log like a write (linearizable). A backup read (paper 6.3.2) is an
+//! `Operation::Read` sent to one replica at a time, round robin over the configuration, and
+//! names the highest op the session has seen ([`ClientSession::seen`]: its replies' ops and
+//! its reads' commit numbers); the replica answers once it has executed that op, so the
+//! session reads its own writes and never goes back in time. Reads are numbered apart
+//! from requests (they take no place in the client table) and answered with their own
+//! statuses (`Read`, `Behind`), so no answer to a read can pass for a request's or the
+//! reverse.
 
 use crate::protocol::{
     Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus,
@@ -75,11 +85,64 @@ pub enum SubmitError {
     Busy,
 }
 
+/// How a session reads (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReadMode {
+    /// Through the log, at the primary: linearizable.
+    #[default]
+    Strict,
+    /// At any replica that has executed what the session has seen: causal per session
+    /// (reads its own writes, never goes back in time), may be stale.
+    Backup,
+}
+
+impl ReadMode {
+    /// The operation a read in this mode is sent as.
+    pub fn operation(self) -> Operation {
+        match self {
+            ReadMode::Strict => Operation::Query,
+            ReadMode::Backup => Operation::Read,
+        }
+    }
+}
+
+impl std::str::FromStr for ReadMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ReadMode, String> {
+        match text {
+            "strict" => Ok(ReadMode::Strict),
+            "backup" => Ok(ReadMode::Backup),
+            other => Err(format!(
+                "unknown read mode {other:?}: expected strict or backup"
+            )),
+        }
+    }
+}
+
+impl ReadMode {
+    /// The mode's name, as `--reads` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadMode::Strict => "strict",
+            ReadMode::Backup => "backup",
+        }
+    }
+}
+
+impl std::fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Clone, Debug)]
 struct InFlight {
     message: Message,
     ticks_waiting: u64,
     timeout_ticks: u64,
+    /// A backup read a replica could not answer: resend it elsewhere at the next tick.
+    retry_now: bool,
 }
 
 /// One client session.
@@ -97,6 +160,13 @@ pub struct ClientSession {
     in_flight: Option<InFlight>,
     request_timeout_ticks: u64,
     request_timeout_ticks_max: u64,
+    /// The highest op any reply told the session of: a request's op, a registration's,
+    /// a backup read's commit number. Never decreases.
+    seen: Op,
+    /// Backup reads started (their own numbering; see the module docs).
+    reads: RequestNumber,
+    /// The replica the next backup read goes to (round robin).
+    read_next: ReplicaIndex,
 }
 
 impl ClientSession {
@@ -117,7 +187,17 @@ impl ClientSession {
             in_flight: None,
             request_timeout_ticks,
             request_timeout_ticks_max: request_timeout_ticks * 8,
+            seen: 0,
+            reads: 0,
+            // Sessions start spread over the replicas.
+            read_next: (client % u64::from(replica_count)) as ReplicaIndex,
         }
+    }
+
+    /// The highest op the session has seen (paper 6.3.2): a backup read is answered only
+    /// by a replica that has executed it.
+    pub fn seen(&self) -> Op {
+        self.seen
     }
 
     /// The client id.
@@ -149,6 +229,7 @@ impl ClientSession {
         }
         self.epoch = configuration.epoch();
         self.replica_count = configuration.replica_count();
+        self.read_next %= self.replica_count;
         self.view = 0;
         if let Some(in_flight) = self.in_flight.as_mut() {
             in_flight.message.epoch = self.epoch;
@@ -213,8 +294,10 @@ impl ClientSession {
     }
 
     /// Like [`submit_in_place`](Self::submit_in_place) for any operation a registered
-    /// session sends: `Apply`, or `Reconfigure` with the next configuration as `body`
-    /// (paper 7.1; what `vsr admin reconfigure` sends).
+    /// session sends: `Apply`, `Query` (a strict read), `Read` (a backup read of the
+    /// query `body`; the session adds the op it has seen), or `Reconfigure` with the next
+    /// configuration as `body` (paper 7.1; what `vsr admin reconfigure` sends). A read's
+    /// number is its own (reads are numbered apart from requests).
     ///
     /// # Panics
     /// On `Operation::Register`: a session registers with [`register`](Self::register).
@@ -229,6 +312,11 @@ impl ClientSession {
         }
         if self.in_flight.is_some() {
             return Err(SubmitError::Busy);
+        }
+        if operation == Operation::Read {
+            let target = self.start_read(&body);
+            let in_flight = self.in_flight.as_ref().expect("just started");
+            return Ok((self.reads, target, &in_flight.message));
         }
         self.request += 1;
         let target = self.start(operation, body);
@@ -260,8 +348,41 @@ impl ClientSession {
             message,
             ticks_waiting: 0,
             timeout_ticks: self.request_timeout_ticks,
+            retry_now: false,
         });
         Target::Replica(self.primary())
+    }
+
+    /// Puts a backup read of `query` in flight; returns the replica it goes to.
+    fn start_read(&mut self, query: &[u8]) -> Target {
+        self.reads = self.reads.wrapping_add(1);
+        let message = Message {
+            epoch: self.epoch,
+            view: self.view,
+            replica: 0,
+            body: Body::Request(Request {
+                client: self.client,
+                session: self.session,
+                request: self.reads,
+                operation: Operation::Read,
+                body: Request::read_body(self.seen, query),
+            }),
+        };
+        self.in_flight = Some(InFlight {
+            message,
+            ticks_waiting: 0,
+            timeout_ticks: self.request_timeout_ticks,
+            retry_now: false,
+        });
+        Target::Replica(self.next_read_replica())
+    }
+
+    /// The replica for the next attempt at a backup read: every attempt goes to the
+    /// next one, so reads spread over the configuration and a retry tries elsewhere.
+    fn next_read_replica(&mut self) -> ReplicaIndex {
+        let replica = self.read_next % self.replica_count;
+        self.read_next = (replica + 1) % self.replica_count;
+        replica
     }
 
     /// Handles a message from a replica; returns what it meant, if anything.
@@ -285,6 +406,13 @@ impl ClientSession {
         };
         if reply.request != request.request {
             return None; // A late reply to an older request.
+        }
+        let is_read_answer = matches!(reply.status, ReplyStatus::Read | ReplyStatus::Behind);
+        if request.operation == Operation::Read {
+            return self.on_read_reply(view, reply);
+        }
+        if is_read_answer {
+            return None; // An answer to a read, never to a request.
         }
         if reply.status == ReplyStatus::NewEpoch {
             // Where the cluster went (paper 7): answered to any request of an earlier
@@ -317,8 +445,13 @@ impl ClientSession {
         }
         let request_number = request.request;
         self.in_flight = None;
+        if reply.status == ReplyStatus::Ok {
+            // A registration's op is its session; a request's, its place in the log.
+            self.seen = self.seen.max(reply.op);
+        }
         match reply.status {
             ReplyStatus::NewEpoch => unreachable!("handled above"),
+            ReplyStatus::Read | ReplyStatus::Behind => unreachable!("handled above"),
             ReplyStatus::Evicted => {
                 self.session = 0;
                 self.request = 0;
@@ -354,21 +487,75 @@ impl ClientSession {
         }
     }
 
+    /// The answer to the backup read in flight (its number matched).
+    fn on_read_reply(&mut self, view: View, reply: Reply) -> Option<Outcome> {
+        let in_flight = self.in_flight.as_mut().expect("a read is in flight");
+        let Body::Request(request) = &in_flight.message.body else {
+            unreachable!()
+        };
+        if reply.session != request.session {
+            return None;
+        }
+        match reply.status {
+            ReplyStatus::NewEpoch => {
+                let configuration = Configuration::from_bytes(&reply.result)
+                    .filter(|configuration| configuration.is_well_formed())?;
+                self.follow(&configuration)
+                    .then_some(Outcome::NewEpoch { configuration })
+            }
+            ReplyStatus::Behind => {
+                // Try the next replica without waiting out the timeout.
+                in_flight.retry_now = true;
+                None
+            }
+            // An answer older than what the session has seen would take it back in time:
+            // the replicas never send one (`reads`), and the session never takes one.
+            ReplyStatus::Read if reply.op < self.seen => None,
+            ReplyStatus::Read => {
+                if view > self.view {
+                    self.view = view; // A normal replica's view: one that exists.
+                }
+                let request_number = request.request;
+                self.in_flight = None;
+                self.seen = reply.op;
+                Some(Outcome::Completed {
+                    request: request_number,
+                    op: reply.op,
+                    result: reply.result,
+                })
+            }
+            // Statuses of requests: not for a read.
+            ReplyStatus::Ok | ReplyStatus::Evicted | ReplyStatus::Rejected => None,
+        }
+    }
+
     /// Advances one tick; returns a retry to send if the in-flight request timed out.
     ///
     /// A retry carries the same request number, so the client table answers it if it was
     /// already executed. It goes to every replica: only the primary acts on it, and its
-    /// reply tells the session the current view.
+    /// reply tells the session the current view. A backup read's retry goes to the next
+    /// replica instead (at once when one answered `Behind`).
     pub fn on_tick(&mut self) -> Option<(Target, Message)> {
         let max = self.request_timeout_ticks_max;
         let in_flight = self.in_flight.as_mut()?;
+        let is_read = matches!(
+            &in_flight.message.body,
+            Body::Request(request) if request.operation == Operation::Read
+        );
         in_flight.ticks_waiting += 1;
-        if in_flight.ticks_waiting < in_flight.timeout_ticks {
+        let retry_now = std::mem::take(&mut in_flight.retry_now);
+        if !retry_now && in_flight.ticks_waiting < in_flight.timeout_ticks {
             return None;
         }
         in_flight.ticks_waiting = 0;
-        in_flight.timeout_ticks = (in_flight.timeout_ticks * 2).min(max);
-        Some((Target::All, in_flight.message.clone()))
+        if !retry_now {
+            in_flight.timeout_ticks = (in_flight.timeout_ticks * 2).min(max);
+        }
+        let message = in_flight.message.clone();
+        if is_read {
+            return Some((Target::Replica(self.next_read_replica()), message));
+        }
+        Some((Target::All, message))
     }
 }
 
@@ -406,6 +593,108 @@ mod tests {
         let outcome = session.on_message(&reply(&register, ReplyStatus::Ok, 5, Bytes::new()));
         assert_eq!(outcome, Some(Outcome::Registered { session: 5 }));
         session
+    }
+
+    /// Submits a backup read of `query`; returns its number, target and message.
+    fn backup_read(session: &mut ClientSession) -> (RequestNumber, Target, Message) {
+        let (number, target, message) = session
+            .submit_operation(Operation::Read, Bytes::from_static(b"get"))
+            .unwrap();
+        (number, target, message.clone())
+    }
+
+    #[test]
+    fn backup_reads_carry_the_seen_op_and_go_round_robin() {
+        let mut session = registered();
+        assert_eq!(session.seen(), 5, "the registration's op was seen");
+        let (_, _, write) = session.submit(Bytes::from_static(b"put")).unwrap();
+        session.on_message(&reply(&write, ReplyStatus::Ok, 9, Bytes::new()));
+        assert_eq!(session.seen(), 9);
+        let mut targets = Vec::new();
+        for answered_at in [9, 12, 11] {
+            let (number, target, message) = backup_read(&mut session);
+            let Body::Request(request) = &message.body else {
+                panic!("a request")
+            };
+            assert_eq!(request.operation, Operation::Read);
+            assert_eq!(request.read_seen(), Some(session.seen()));
+            assert_eq!(&request.read_query()[..], b"get");
+            targets.push(target);
+            let answer = reply(
+                &message,
+                ReplyStatus::Read,
+                answered_at,
+                Bytes::from_static(b"v"),
+            );
+            let outcome = session.on_message(&answer);
+            if answered_at < session.seen() {
+                // Older than what the session saw: never taken.
+                assert_eq!(outcome, None);
+                assert!(session.is_busy());
+                break;
+            }
+            assert_eq!(
+                outcome,
+                Some(Outcome::Completed {
+                    request: number,
+                    op: answered_at,
+                    result: Bytes::from_static(b"v")
+                })
+            );
+            assert_eq!(session.seen(), answered_at);
+        }
+        assert_eq!(targets.len(), 3);
+        let replicas: Vec<_> = targets
+            .iter()
+            .map(|target| match target {
+                Target::Replica(replica) => *replica,
+                Target::All => panic!("a backup read goes to one replica"),
+            })
+            .collect();
+        assert_ne!(replicas[0], replicas[1]);
+        assert_ne!(replicas[1], replicas[2]);
+        assert_ne!(replicas[0], replicas[2]);
+    }
+
+    #[test]
+    fn a_behind_answer_sends_the_read_to_the_next_replica_at_the_next_tick() {
+        let mut session = registered();
+        let (_, first, message) = backup_read(&mut session);
+        let behind = reply(&message, ReplyStatus::Behind, 2, Bytes::new());
+        assert_eq!(session.on_message(&behind), None);
+        let (retry_target, retry) = session.on_tick().expect("retried at once");
+        assert_eq!(retry, message, "the same read, with the same seen op");
+        assert_ne!(retry_target, first);
+        assert!(matches!(retry_target, Target::Replica(_)));
+    }
+
+    #[test]
+    fn answers_to_reads_and_to_requests_never_stand_in_for_each_other() {
+        let mut session = registered();
+        let (_, _, write) = session.submit(Bytes::from_static(b"put")).unwrap();
+        let write = write.clone();
+        // A read's answer naming the write's number completes nothing.
+        let read_answer = reply(&write, ReplyStatus::Read, 9, Bytes::new());
+        assert_eq!(session.on_message(&read_answer), None);
+        assert!(session.is_busy());
+        session.on_message(&reply(&write, ReplyStatus::Ok, 9, Bytes::new()));
+        let (_, _, read) = backup_read(&mut session);
+        // An Ok for the read's number (a late answer to a request) completes nothing.
+        let request_answer = reply(&read, ReplyStatus::Ok, 9, Bytes::new());
+        assert_eq!(session.on_message(&request_answer), None);
+        assert!(session.is_busy());
+        // A strict read is an ordered query with the next request number.
+        session.on_message(&reply(&read, ReplyStatus::Read, 9, Bytes::new()));
+        let primary = session.primary();
+        let (number, target, query) = session
+            .submit_operation(Operation::Query, Bytes::from_static(b"get"))
+            .unwrap();
+        assert_eq!(number, 2);
+        assert_eq!(target, Target::Replica(primary));
+        let Body::Request(query) = &query.body else {
+            panic!("a request")
+        };
+        assert_eq!(query.operation, Operation::Query);
     }
 
     #[test]

@@ -39,6 +39,17 @@ pub enum Operation {
     /// ([`Configuration::encode`]). It is the last op of its epoch: once it is ordered the
     /// primary orders nothing else, and executing it moves every replica to the next epoch.
     Reconfigure = 3,
+    /// A strict read (paper 6.3's baseline): ordered through the log like `Apply`, so it
+    /// is linearizable and exactly-once like any request, but executed with
+    /// [`StateMachine::query`](crate::service::StateMachine::query): it never changes
+    /// the service's state.
+    Query = 4,
+    /// A read at any replica (paper 6.3.2), never ordered and never a log entry: the body
+    /// is the op the client has seen (`u64`, see [`Request::read_seen`]) followed by the
+    /// query. A replica in normal status answers it with `query` once it has executed
+    /// that op (a [`ReplyStatus::Read`] naming its commit number), so a session reads its
+    /// own writes and never goes back in time; it may be stale otherwise.
+    Read = 5,
 }
 
 impl Operation {
@@ -48,10 +59,21 @@ impl Operation {
             1 => Some(Operation::Register),
             2 => Some(Operation::Apply),
             3 => Some(Operation::Reconfigure),
+            4 => Some(Operation::Query),
+            5 => Some(Operation::Read),
             _ => None,
         }
     }
+
+    /// Whether an entry of the log may hold this operation: every one but `Read`, which
+    /// is answered where it arrives and never ordered.
+    pub fn is_ordered(self) -> bool {
+        self != Operation::Read
+    }
 }
+
+/// Bytes of the seen op at the front of a [`Operation::Read`] request's body.
+pub const READ_SEEN_BYTES: usize = 8;
 
 /// One log entry: a client request as the primary ordered it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +170,36 @@ pub struct Request {
     pub body: Bytes,
 }
 
+impl Request {
+    /// The body of a [`Operation::Read`] request: the op the client has seen, then the
+    /// query (the query is copied once, when the client builds the request).
+    pub fn read_body(seen: Op, query: &[u8]) -> Bytes {
+        let mut body = Vec::with_capacity(READ_SEEN_BYTES + query.len());
+        body.extend_from_slice(&seen.to_le_bytes());
+        body.extend_from_slice(query);
+        Bytes::from(body)
+    }
+
+    /// For a [`Operation::Read`] request, the op the client has seen; `None` for any other
+    /// operation, or a body too short to hold it (the wire's gate refuses those).
+    pub fn read_seen(&self) -> Option<Op> {
+        if self.operation != Operation::Read {
+            return None;
+        }
+        let seen: [u8; READ_SEEN_BYTES] = self.body.get(..READ_SEEN_BYTES)?.try_into().ok()?;
+        Some(Op::from_le_bytes(seen))
+    }
+
+    /// For a [`Operation::Read`] request, the query after the seen op (a slice, not a
+    /// copy); empty for any other operation.
+    pub fn read_query(&self) -> Bytes {
+        match self.read_seen() {
+            Some(_) => self.body.slice(READ_SEEN_BYTES..),
+            None => Bytes::new(),
+        }
+    }
+}
+
 /// How a request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -164,6 +216,15 @@ pub enum ReplyStatus {
     /// the current one (paper 7.2): `result` is the current configuration
     /// ([`Configuration::encode`]). The request did not execute; send it to the new members.
     NewEpoch = 4,
+    /// The answer to a [`Operation::Read`] (paper 6.3.2): `result` is the query's answer
+    /// against the replica's state after executing every op ≤ `op`, its commit number,
+    /// which is at least the op the read said it had seen. `request` echoes the read's
+    /// number (reads are numbered apart from the client table's requests).
+    Read = 5,
+    /// A [`Operation::Read`] the replica cannot answer: it is not in normal status, or it
+    /// did not execute the op the read had seen in time (`op`: its commit number), or it
+    /// holds too many waiting reads. Nothing executed; ask another replica.
+    Behind = 6,
 }
 
 impl ReplyStatus {
@@ -174,6 +235,8 @@ impl ReplyStatus {
             2 => Some(ReplyStatus::Evicted),
             3 => Some(ReplyStatus::Rejected),
             4 => Some(ReplyStatus::NewEpoch),
+            5 => Some(ReplyStatus::Read),
+            6 => Some(ReplyStatus::Behind),
             _ => None,
         }
     }

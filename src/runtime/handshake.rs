@@ -771,6 +771,25 @@ mod tests {
         }
         let request = check(vec![hello(Peer::Replica(2)), request()]);
         assert_eq!(request, Err(Rejection::ReplicaSentClientFrame("request")));
+        // Reads (strict or at any replica) are requests: admitted from clients alone.
+        for operation in [Operation::Query, Operation::Read] {
+            let read = message(
+                0,
+                Body::Request(Request {
+                    client: 7,
+                    session: 1,
+                    request: 1,
+                    operation,
+                    body: Request::read_body(3, b"get k"),
+                }),
+            );
+            let from_replica = check(vec![hello(Peer::Replica(2)), read.clone()]);
+            assert_eq!(
+                from_replica,
+                Err(Rejection::ReplicaSentClientFrame("request"))
+            );
+            assert_eq!(check(vec![hello(Peer::Client(9)), read]), Ok("request"));
+        }
         let stats_reply = check(vec![
             hello(Peer::Replica(2)),
             Frame::StatsReply(Bytes::new()),

@@ -24,6 +24,7 @@
 //! Liveness is the cluster's business: it needs the notion of time.
 
 use super::model::{Model, ModelOutcome, ModelSession};
+use super::reads::BackupRead;
 use super::service::SimService;
 use super::watch::EpochView;
 use crate::config::Config;
@@ -108,6 +109,8 @@ pub struct CheckCounts {
     pub snapshots_checked: u64,
     /// Evicted replies checked against the model.
     pub evicted_checked: u64,
+    /// Backup reads' answers checked against the model (paper 6.3.2).
+    pub reads_checked: u64,
     /// Rejected replies checked.
     pub rejected_checked: u64,
     /// Replica checkpoints compared with another replica's or the model's.
@@ -123,6 +126,7 @@ impl CheckCounts {
         self.evicted_checked += other.evicted_checked;
         self.rejected_checked += other.rejected_checked;
         self.checkpoints_checked += other.checkpoints_checked;
+        self.reads_checked += other.reads_checked;
     }
 }
 
@@ -155,6 +159,9 @@ pub struct Checker<S: SimService = Kv> {
     checked: Vec<Op>,
     /// Replies naming ops the model has not applied yet.
     pending: Vec<ClientReply>,
+    /// Backup reads answered at commit numbers the model has not applied yet: (the read,
+    /// the commit number, the result).
+    reads_pending: Vec<(BackupRead, Op, Bytes)>,
     /// The highest op named by a reply any client has accepted so far.
     answered_op_max: Op,
     /// Evicted replies the model cannot judge yet.
@@ -211,6 +218,7 @@ impl<S: SimService> Checker<S> {
             model: Model::for_service(clients_max),
             checked: vec![0; replica_count],
             pending: Vec::new(),
+            reads_pending: Vec::new(),
             answered_op_max: 0,
             evicted_pending: Vec::new(),
             oversized: HashSet::new(),
@@ -498,6 +506,7 @@ impl<S: SimService> Checker<S> {
         self.check_epoch_starts()?;
         self.check_evicted_pending()?;
         self.check_checkpoints_pending()?;
+        self.check_reads_pending()?;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -549,9 +558,11 @@ impl<S: SimService> Checker<S> {
                     ..
                 } => {
                     // The administrator's RECONFIGURATION is answered like any request.
-                    matches!(entry.operation, Operation::Apply | Operation::Reconfigure)
-                        && (entry.client, entry.session, entry.request)
-                            == (*client, *session, *request)
+                    matches!(
+                        entry.operation,
+                        Operation::Apply | Operation::Query | Operation::Reconfigure
+                    ) && (entry.client, entry.session, entry.request)
+                        == (*client, *session, *request)
                 }
             };
             if !expected {
@@ -604,6 +615,84 @@ impl<S: SimService> Checker<S> {
             "linearizability",
             format!("client accepted {reply:?}, but the reference model says {outcome:?}"),
         ))
+    }
+
+    /// The causal rule for an answer to a backup read (paper 6.3.2), taken from the
+    /// answering replica at commit number `op`: `op` is at least the op the read's session
+    /// had seen (it reads its own writes and never goes back in time), and `result` is
+    /// what the model's state right after `op` answers. Judged now, or once the model has
+    /// applied `op`.
+    pub fn on_backup_read(
+        &mut self,
+        read: &BackupRead,
+        op: Op,
+        result: &Bytes,
+    ) -> Result<(), Failure> {
+        if op < read.seen {
+            return Err(Failure::new(
+                "causality",
+                format!(
+                    "client {} read {} was answered at commit {op}, older than op {} its session had seen",
+                    read.client, read.number, read.seen
+                ),
+            ));
+        }
+        if op > self.model.applied() {
+            self.reads_pending.push((read.clone(), op, result.clone()));
+            return Ok(());
+        }
+        self.check_backup_read_value(read, op, result)
+    }
+
+    fn check_backup_read_value(
+        &mut self,
+        read: &BackupRead,
+        op: Op,
+        result: &Bytes,
+    ) -> Result<(), Failure> {
+        self.counts.reads_checked += 1;
+        let expected = if op == self.model.applied() {
+            self.model.service().query(&read.query)
+        } else {
+            let canonical = &self.canonical;
+            let entry = |at: Op| canonical.get(at as usize - 1)?.as_ref();
+            let Some(service) = self.model.service_at(op, entry) else {
+                return Err(Failure::new(
+                    "model",
+                    format!("cannot rebuild the model's state at op {op}"),
+                ));
+            };
+            service.query(&read.query)
+        };
+        if *result == expected {
+            return Ok(());
+        }
+        Err(Failure::new(
+            "causality",
+            format!(
+                "client {} read {} answered {result:?} at commit {op}, but the model's state there answers {expected:?}",
+                read.client, read.number
+            ),
+        ))
+    }
+
+    fn check_reads_pending(&mut self) -> Result<(), Failure> {
+        let applied = self.model.applied();
+        if self.reads_pending.iter().all(|(_, op, _)| *op > applied) {
+            return Ok(());
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_pending)
+            .into_iter()
+            .partition(|(_, op, _)| *op <= applied);
+        self.reads_pending = waiting;
+        ready
+            .into_iter()
+            .try_for_each(|(read, op, result)| self.check_backup_read_value(&read, op, &result))
+    }
+
+    /// Backup reads still waiting for the model to apply their commit number.
+    pub fn reads_pending(&self) -> usize {
+        self.reads_pending.len()
     }
 
     /// Notes a request sent with a body over the limit: the replicas may refuse it.
@@ -880,6 +969,76 @@ mod tests {
         }
         checker.advance_model().unwrap();
         checker
+    }
+
+    fn backup_read(seen: Op) -> BackupRead {
+        BackupRead {
+            client: 5,
+            number: 1,
+            seen,
+            query: KvOp::Get(b("a")).encode(),
+        }
+    }
+
+    fn value(v: &str) -> Bytes {
+        KvResult::Value(b(v)).encode()
+    }
+
+    #[test]
+    fn backup_reads_must_not_go_back_before_what_their_session_saw() {
+        let put = |request, v| apply(5, 1, request, KvOp::Put(b("a"), b(v)));
+        let strict_get = apply(5, 1, 3, KvOp::Get(b("a")));
+        let mut log = vec![register(5), put(1, "1"), put(2, "2"), strict_get];
+        log[3].operation = Operation::Query;
+        let mut checker = checker_with(&log);
+        // Fresh answers: at the session's seen op or later, with the value there.
+        checker
+            .on_backup_read(&backup_read(2), 2, &value("1"))
+            .unwrap();
+        checker
+            .on_backup_read(&backup_read(2), 3, &value("2"))
+            .unwrap();
+        checker
+            .on_backup_read(&backup_read(3), 4, &value("2"))
+            .unwrap();
+        // A stale answer: from a replica behind the op its session had seen.
+        let stale = checker.on_backup_read(&backup_read(3), 2, &value("1"));
+        assert_eq!(stale.unwrap_err().check, "causality");
+        // A value that is not the model's at the commit number it names.
+        let wrong = checker.on_backup_read(&backup_read(2), 3, &value("1"));
+        assert_eq!(wrong.unwrap_err().check, "causality");
+        assert_eq!(checker.counts.reads_checked, 4);
+        // An answer beyond the model waits for the op, and is judged then.
+        checker
+            .on_backup_read(&backup_read(2), 5, &value("3"))
+            .unwrap();
+        assert_eq!(checker.reads_pending(), 1);
+        checker.record(0, 5, &put(4, "3")).unwrap();
+        checker.advance_model().unwrap();
+        assert_eq!(checker.reads_pending(), 0);
+        checker
+            .on_backup_read(&backup_read(2), 6, &value("4"))
+            .unwrap();
+        checker.record(0, 6, &put(5, "5")).unwrap();
+        assert_eq!(checker.advance_model().unwrap_err().check, "causality");
+    }
+
+    #[test]
+    fn a_strict_read_is_answered_by_the_model_at_its_op() {
+        let put = apply(5, 1, 1, KvOp::Put(b("a"), b("1")));
+        let mut get = apply(5, 1, 2, KvOp::Get(b("a")));
+        get.operation = Operation::Query;
+        let mut checker = checker_with(&[register(5), put, get]);
+        let read = |result| ClientReply::Completed {
+            client: 5,
+            session: 1,
+            request: 2,
+            op: 3,
+            result,
+        };
+        checker.on_reply(read(value("1")), 0).unwrap();
+        let stale = checker.on_reply(read(KvResult::Nil.encode()), 0);
+        assert_eq!(stale.unwrap_err().check, "linearizability");
     }
 
     #[test]

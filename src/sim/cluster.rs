@@ -20,11 +20,12 @@ use super::disk::Disks;
 use super::faults::{FaultCounts, FaultRates};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
+use super::reads::{BackupRead, ReadRates};
 use super::reconfigure::{Admin, AdminOutcome, PlannedChange};
 use super::service::{SimService, WorkloadShape};
 use super::storage::Storage;
 use super::watch::{TransferCounts, Watch};
-use crate::client::{ClientSession, Outcome, SubmitError, Target};
+use crate::client::{ClientSession, Outcome, ReadMode, SubmitError, Target};
 use crate::config::Config;
 use crate::protocol::{
     Body, CheckpointBuild, ClientId, Configuration, Effect, Message, ReplicaId, ReplicaIndex,
@@ -66,6 +67,8 @@ pub struct ClusterOptions {
     pub value_bytes_max: usize,
     /// Chance per step that an idle registered client submits (with load on).
     pub submit_ppm: u32,
+    /// How often clients read instead of writing, and in which mode (`sim::reads`).
+    pub reads: ReadRates,
     /// Chance that a submitted operation is larger than `request_body_bytes_max`, which
     /// the replicas must refuse (`Rejected`) and never order.
     pub oversized_ppm: u32,
@@ -913,6 +916,20 @@ impl<S: SimService> Cluster<S> {
         Ok(request)
     }
 
+    /// Client `client` reads `query` in `mode` (strict reads are checked like any
+    /// request; backup reads by the causal rule, `sim::reads`).
+    pub fn submit_read(&mut self, client: usize, query: Bytes, mode: ReadMode) {
+        let sim_client = &mut self.clients[client];
+        let (number, target, message) = sim_client
+            .session
+            .submit_operation(mode.operation(), query)
+            .expect("an idle registered client can read");
+        let message = message.clone();
+        sim_client.answered_before_submit = self.checker.answered_op_max();
+        self.trace(format_args!("c{client} reads ({mode}) {number}"));
+        self.send_from_client(client, target, message);
+    }
+
     /// Advances one step and runs the checkers.
     pub fn step(&mut self) -> Result<(), Failure> {
         self.now += 1;
@@ -1087,6 +1104,13 @@ impl<S: SimService> Cluster<S> {
             return self.deliver_to_admin(message);
         }
         let session = self.clients[client].session.session();
+        // A backup read's answer is held to the causal rule before the session filters it.
+        let backup_read = BackupRead::in_flight(&self.clients[client].session);
+        if let Some(read) = &backup_read {
+            if let Some((op, result)) = read.answer(&message) {
+                self.checker.on_backup_read(read, op, result)?;
+            }
+        }
         let outcome = self.clients[client].session.on_message(&message);
         let Some(outcome) = outcome else {
             return Ok(());
@@ -1108,6 +1132,8 @@ impl<S: SimService> Cluster<S> {
                 client: id,
                 session: *session,
             }),
+            // Judged above: not ordered, so not linearizable.
+            Outcome::Completed { .. } if backup_read.is_some() => None,
             Outcome::Completed {
                 request,
                 op,
@@ -1551,7 +1577,8 @@ impl<S: SimService> Cluster<S> {
             .as_ref()
             .map_or(0, |replica| replica.commit());
         match reply.status {
-            ReplyStatus::Ok => Ok(()),
+            // A read's answer is judged where the client takes it (`reads`).
+            ReplyStatus::Ok | ReplyStatus::Read | ReplyStatus::Behind => Ok(()),
             ReplyStatus::Evicted => {
                 self.checker
                     .on_evicted_reply(from, reply.client, reply.session, commit)
@@ -1698,6 +1725,11 @@ impl<S: SimService> Cluster<S> {
                     self.register_client(client);
                 }
             } else if self.load && self.prng.chance(self.options.submit_ppm) {
+                let reads = self.options.reads;
+                if let Some((query, mode)) = reads.next_read::<S>(&self.workload, &mut self.prng) {
+                    self.submit_read(client, query, mode);
+                    continue;
+                }
                 let operation = if self.prng.chance(self.options.oversized_ppm) {
                     let limit = self.config.request_body_bytes_max;
                     S::oversized_operation(&self.workload, &mut self.prng, limit)

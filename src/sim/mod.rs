@@ -14,6 +14,8 @@
 //!   primary heard, malformed messages between replicas, recoveries that end short of
 //!   what committed before the restart); [`storage`]: what each replica's completed writes made durable, and
 //!   that no message vouches for more;
+//! - [`reads`]: how clients read (strict, or at backups, paper 6.3.2) and what the
+//!   checker needs to hold a backup read to the causal rule;
 //! - [`reconfigure`]: the reconfigurations a seed plans (paper 7) and the administrator
 //!   who asks for them;
 //! - [`cluster`]: the world and its step; [`run`]: one random run per seed;
@@ -30,6 +32,7 @@ pub mod faults;
 pub mod model;
 pub mod network;
 pub mod prng;
+pub mod reads;
 pub mod reconfigure;
 pub mod run;
 pub mod scenario;

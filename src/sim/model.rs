@@ -173,6 +173,35 @@ impl<S: SimService> Model<S> {
             .insert(op, ModelCheckpoint { sessions, service });
     }
 
+    /// The service's state right after `op` (at most [`applied`](Self::applied)), rebuilt
+    /// from the latest model checkpoint at or before it (or from a fresh instance) by
+    /// applying the ops after it that executed, whose entries `entry` gives: what a
+    /// replica whose commit number was `op` held (a backup read's state, paper 6.3.2).
+    /// `None` if an entry is missing or a checkpoint does not restore.
+    pub fn service_at<'a>(&self, op: Op, entry: impl Fn(Op) -> Option<&'a Entry>) -> Option<S> {
+        assert!(op <= self.applied(), "the model has not reached op {op}");
+        let base = self
+            .checkpoint_interval_ops
+            .map(|interval| op - op % interval)
+            .filter(|base| self.checkpoints.contains_key(base))
+            .unwrap_or(0);
+        let mut service = S::fresh();
+        if let Some(checkpoint) = self.checkpoints.get(&base) {
+            service.restore(&checkpoint.service).ok()?;
+        }
+        for at in base + 1..=op {
+            // Only an executed `Apply` changed the state (a query, a reconfiguration, a
+            // registration, a duplicate or an evicted request did not).
+            if let Some(ModelOutcome::Executed { .. }) = self.outcome(at) {
+                let entry = entry(at)?;
+                if entry.operation == Operation::Apply {
+                    service.apply(at, entry.timestamp, &entry.body);
+                }
+            }
+        }
+        Some(service)
+    }
+
     /// The last op applied.
     pub fn applied(&self) -> Op {
         self.outcomes.len() as Op
@@ -201,7 +230,8 @@ impl<S: SimService> Model<S> {
         );
         let outcome = match entry.operation {
             Operation::Register => self.register(op, entry.client, entry.request),
-            Operation::Apply | Operation::Reconfigure => self.execute(op, entry),
+            Operation::Apply | Operation::Query | Operation::Reconfigure => self.execute(op, entry),
+            Operation::Read => return Err(format!("op {op}: a read was ordered")),
         };
         let checked = match &outcome {
             ModelOutcome::Executed { result, .. } => self
@@ -266,6 +296,8 @@ impl<S: SimService> Model<S> {
         // A reconfiguration changes the members, not the service; its reply is empty.
         let result = match entry.operation {
             Operation::Reconfigure => Bytes::new(),
+            // A strict read answers at its op and changes nothing.
+            Operation::Query => self.service.query(&entry.body),
             _ => self.service.apply(op, entry.timestamp, &entry.body),
         };
         state.reply = result.clone();

@@ -267,7 +267,9 @@ impl Admin {
         // As `ClientSession::on_message`: a registration's answer, and only it, names its
         // own op as the session.
         let registration_reply = reply.status == ReplyStatus::Ok && reply.op == reply.session;
-        let matches = reply.request == in_flight.request
+        let read_answer = matches!(reply.status, ReplyStatus::Read | ReplyStatus::Behind);
+        let matches = !read_answer
+            && reply.request == in_flight.request
             && match in_flight.operation {
                 Operation::Register => registration_reply || reply.status == ReplyStatus::Evicted,
                 _ => reply.session == self.session && !registration_reply,
@@ -308,6 +310,7 @@ impl Admin {
                 }
             }
             (ReplyStatus::NewEpoch, _) => unreachable!("handled above"),
+            (ReplyStatus::Read | ReplyStatus::Behind, _) => unreachable!("never matches"),
         };
         (Some(outcome), None)
     }

@@ -14,6 +14,7 @@ use super::cluster::{Cluster, ClusterOptions};
 use super::faults::{FaultCounts, FaultRates, Regime};
 use super::network::NetworkCounts;
 use super::prng::Prng;
+use super::reads::ReadRates;
 use super::reconfigure::{Change, PlannedChange};
 use super::service::SimService;
 use super::watch::TransferCounts;
@@ -214,6 +215,8 @@ pub fn options_for_seed_of<S: SimService>(
         keys: prng.between(1, 4) as usize,
         value_bytes_max: value_bytes_max as usize,
         submit_ppm: prng.between(50_000, 500_000) as u32,
+        // From a stream of its own, so that no other draw of the seed changes.
+        reads: ReadRates::draw(&mut Prng::new(seed ^ READS_STREAM)),
         // Drawn whether used or not, so that the flag changes nothing else in the run.
         oversized_ppm: match prng.chance(250_000) {
             true => prng.between(1_000, 30_000) as u32 * run.oversized as u32,
@@ -230,6 +233,9 @@ pub fn options_for_seed_of<S: SimService>(
     };
     (prng.next_u64(), options, fault_steps_scale)
 }
+
+/// Mixed into the seed for the draw of `ClusterOptions::reads`.
+const READS_STREAM: u64 = 0x7ead_5000_0000_0007;
 
 /// Mixed into the seed for the draw of `ClusterOptions::reconfigurations`.
 const RECONFIGURATIONS_STREAM: u64 = 0x5ee0_57a7_0000_0006;
@@ -713,8 +719,8 @@ impl fmt::Display for Totals {
         let c = &self.checks;
         writeln!(
             f,
-            "checked: commits {} snapshots {} checkpoints {} evicted replies {} rejected replies {}  longest view change after the faults {} steps",
-            c.commits_checked, c.snapshots_checked, c.checkpoints_checked, c.evicted_checked, c.rejected_checked, self.view_change_steps_longest
+            "checked: commits {} snapshots {} checkpoints {} evicted replies {} rejected replies {} backup reads {}  longest view change after the faults {} steps",
+            c.commits_checked, c.snapshots_checked, c.checkpoints_checked, c.evicted_checked, c.rejected_checked, c.reads_checked, self.view_change_steps_longest
         )?;
         let x = &self.faults;
         writeln!(

@@ -12,6 +12,7 @@ use super::cluster::{Cluster, ClusterOptions, Filter};
 use super::faults::FaultRates;
 use super::model::ModelOutcome;
 use super::network::{Envelope, NetworkFaults};
+use super::reads::ReadRates;
 use crate::client::Outcome;
 use crate::config::Config;
 use crate::protocol::{
@@ -150,6 +151,7 @@ impl Scenario {
             keys: 2,
             value_bytes_max: 1,
             submit_ppm: 300_000,
+            reads: ReadRates::none(),
             oversized_ppm: 0,
             start_recovering: false,
             write_delay_steps_max: 0,

@@ -51,6 +51,13 @@ pub trait SimService: StateMachine + PartialEq + std::fmt::Debug + Sized + 'stat
         Bytes::from(vec![b'x'; length as usize])
     }
 
+    /// A read-only query (for [`StateMachine::query`]) a client may read with, strict or
+    /// at a backup (`sim::reads`); `None`: the service has none, and clients only write.
+    fn random_query(shape: &WorkloadShape, prng: &mut Prng) -> Option<Bytes> {
+        let _ = (shape, prng);
+        None
+    }
+
     /// An operation, for traces.
     fn describe_operation(operation: &Bytes) -> String {
         format!("{} bytes", operation.len())
@@ -84,6 +91,10 @@ impl SimService for Kv {
         kv_workload(shape)
             .oversized_op(prng, body_bytes_max)
             .encode()
+    }
+
+    fn random_query(shape: &WorkloadShape, prng: &mut Prng) -> Option<Bytes> {
+        Some(kv_workload(shape).next_get(prng).encode())
     }
 
     fn describe_operation(operation: &Bytes) -> String {

@@ -57,6 +57,13 @@ impl Workload {
 }
 
 impl Workload {
+    /// A get of one of the keys in use: the query clients read with (`sim::reads`).
+    pub fn next_get(&self, prng: &mut Prng) -> KvOp {
+        KvOp::Get(Bytes::from_static(
+            KEYS[prng.below(self.keys as u64) as usize].as_bytes(),
+        ))
+    }
+
     /// An operation whose encoding is longer than `body_bytes_max`: the replicas must
     /// refuse it without ordering it.
     pub fn oversized_op(&self, prng: &mut Prng, body_bytes_max: u32) -> KvOp {

@@ -243,7 +243,9 @@ impl<'a> Reader<'a> {
             let session = self.u64()?;
             let request = self.u32()?;
             let timestamp = self.u64()?;
-            let operation = Operation::from_u8(self.u8()?).ok_or("unknown entry operation")?;
+            let operation = Operation::from_u8(self.u8()?)
+                .filter(|operation| operation.is_ordered())
+                .ok_or("unknown entry operation")?;
             let body_bytes = self.u32()? as usize;
             let body = Bytes::copy_from_slice(self.take(body_bytes)?);
             entries.push(Entry {

@@ -34,7 +34,7 @@ use super::error::DecodeError;
 use super::header::{Command, Header, HEADER_BYTES};
 use super::range;
 use crate::protocol::{
-    Body, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus, Request, View,
+    Body, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus, Request, View, READ_SEEN_BYTES,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -323,7 +323,12 @@ fn read_record(
             request.client = u64_at(0);
             request.session = u64_at(8);
             request.request = u32_at(16);
-            u32_at(21) as usize
+            let body_bytes = u32_at(21) as usize;
+            if request.operation == Operation::Read && body_bytes < READ_SEEN_BYTES {
+                // As `decode::checked_request` for a single request.
+                return Err(Malformed("read request without the op it has seen"));
+            }
+            body_bytes
         }
         Body::Reply(reply) => {
             reply.status =

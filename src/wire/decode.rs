@@ -22,7 +22,7 @@ use crate::protocol::{
     Body, CheckpointContent, CheckpointId, CheckpointPart, CheckpointRequest, Commit,
     Configuration, DoViewChange, Entry, GetCheckpoint, GetState, Message, NewState, Op, Operation,
     Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyStatus, Request, StartEpoch,
-    StartView, StartViewChange, CHECKPOINT_ID_BYTES, ENTRY_HEADER_BYTES,
+    StartView, StartViewChange, CHECKPOINT_ID_BYTES, ENTRY_HEADER_BYTES, READ_SEEN_BYTES,
 };
 use crate::service::{Digest, DIGEST_BYTES};
 use bytes::{Bytes, BytesMut};
@@ -295,13 +295,13 @@ fn parse_refusal(header: &Header, reader: &mut Reader) -> Result<Refusal, Decode
 
 fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<Body, DecodeError> {
     Ok(match command {
-        Command::Request => Body::Request(Request {
+        Command::Request => Body::Request(checked_request(Request {
             client: header.client,
             session: header.session,
             request: header.request,
             operation: operation(header.code)?,
             body: reader.rest(),
-        }),
+        })?),
         Command::Reply => Body::Reply(Reply {
             client: header.client,
             session: header.session,
@@ -521,6 +521,24 @@ fn operation(code: u8) -> Result<Operation, DecodeError> {
     Operation::from_u8(code).ok_or(Malformed("unknown operation code"))
 }
 
+/// What a request's operation asks of its body: a read (paper 6.3.2) starts with the op
+/// its client has seen. Shared by single requests and batch records.
+fn checked_request(request: Request) -> Result<Request, DecodeError> {
+    if request.operation == Operation::Read && request.body.len() < READ_SEEN_BYTES {
+        return Err(Malformed("read request without the op it has seen"));
+    }
+    Ok(request)
+}
+
+/// An entry's operation: a read is answered where it arrives, never a log entry.
+fn entry_operation(code: u8) -> Result<Operation, DecodeError> {
+    match Operation::from_u8(code) {
+        None => Err(Malformed("unknown entry operation code")),
+        Some(operation) if !operation.is_ordered() => Err(Malformed("a read is never a log entry")),
+        Some(operation) => Ok(operation),
+    }
+}
+
 fn flag(code: u8, reason: &'static str) -> Result<bool, DecodeError> {
     match code {
         0 => Ok(false),
@@ -587,8 +605,7 @@ impl Reader {
             let fixed: [u8; ENTRY_HEADER_BYTES] = self.take()?;
             let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().unwrap());
             let u32_at = |at: usize| u32::from_le_bytes(fixed[at..at + 4].try_into().unwrap());
-            let operation = Operation::from_u8(fixed[entry_at::OPERATION])
-                .ok_or(Malformed("unknown entry operation code"))?;
+            let operation = entry_operation(fixed[entry_at::OPERATION])?;
             let body_bytes = u32_at(entry_at::BODY_BYTES) as usize;
             if body_bytes > self.remaining() {
                 return Err(Malformed("payload length exceeds body"));

@@ -39,7 +39,7 @@
 //!
 //! | command            | `code`               | numeric fields                              | body                      |
 //! |--------------------|----------------------|---------------------------------------------|---------------------------|
-//! | `Request`          | `Operation`          | client, session, request                    | the operation's bytes     |
+//! | `Request`          | `Operation`          | client, session, request                    | the operation's bytes (a read: seen op, query) |
 //! | `Reply`            | `ReplyStatus`        | client, session, request, op                | the result's bytes        |
 //! | `Prepare`          |                      | op_first, commit                            | entries (at least one)    |
 //! | `PrepareOk`        |                      | op                                          |                           |
@@ -75,6 +75,14 @@
 //! bytes present before it sizes an allocation. Pages are checked against their digests by
 //! the replica that asked for them (it holds the manifest). Small messages (`PrepareOk`,
 //! `Commit`, ...) are a header alone.
+//!
+//! Reads (paper 6.3): operation 4, `Query`, is a strict read, ordered and logged like
+//! `Apply`. Operation 5, `Read`, is a read at any replica: its body is the op its client
+//! has seen (`u64`), then the query, and the gate refuses a `Read` whose body is shorter
+//! than 8 bytes (single or in a batch), and a `Read` in any entry list (a read is never
+//! ordered). Its answers are replies with status 5, `Read` (`op`: the answering replica's
+//! commit number; `request`: the read's own number), or 6, `Behind` (not answered: ask
+//! another replica).
 //!
 //! `Requests` and `Replies` are batch frames (`batch.rs`): a `u32` count, then per request
 //! client `u64`, session `u64`, request `u32`, operation `u8`, body length `u32` and the

@@ -8,6 +8,11 @@
 //! (lossily).
 //! stdout carries answers only; logs go to stderr. With a command in the arguments, runs
 //! it alone and exits non-zero if its answer is an error.
+//!
+//! `get` is a read-only query; `--reads` says how it is served: `strict` (the default)
+//! orders it through the log (linearizable), `backup` asks any replica that has executed
+//! every op this session has seen (paper 6.3.2: reads its own writes, never goes back in
+//! time, may be stale). Writes always go through the log.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -15,7 +20,7 @@ use std::io::{BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
-use vsr::client::{Client, ClientError, ClientOptions};
+use vsr::client::{Client, ClientError, ClientOptions, ReadMode};
 use vsr::service::kv::{KvOp, KvResult};
 
 /// Arguments of `vsr kv`.
@@ -30,6 +35,10 @@ pub struct Args {
     /// The cluster's shared secret, when the replicas run with `--cluster-key`.
     #[arg(long, value_name = "FILE")]
     cluster_key: Option<std::path::PathBuf>,
+    /// How `get` reads: `strict` (through the log, linearizable) or `backup` (at any
+    /// replica that has executed what this session has seen: causal, may be stale).
+    #[arg(long, default_value_t = ReadMode::Strict)]
+    reads: ReadMode,
     /// Deadline of one command, retries included, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -49,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut session = Session {
         addresses,
         options,
+        reads: args.reads,
         client: None,
         refused: false,
     };
@@ -98,6 +108,7 @@ fn resolve(cluster: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 struct Session {
     addresses: Vec<SocketAddr>,
     options: ClientOptions,
+    reads: ReadMode,
     client: Option<Client>,
     /// The cluster refused this client's configuration: every later command would fail.
     refused: bool,
@@ -123,7 +134,11 @@ impl Session {
             }
         }
         let client = self.client.as_mut().expect("connected above");
-        match client.call(op.encode()) {
+        let answer = match op {
+            KvOp::Get(_) => client.read(op.encode(), self.reads),
+            _ => client.call(op.encode()),
+        };
+        match answer {
             Ok(result) => match KvResult::decode(&result) {
                 Some(result) => format_result(&result),
                 None => "error undecodable result from the service".to_string(),

@@ -17,6 +17,7 @@ mod execute;
 mod fetch_checkpoint;
 mod normal;
 mod persistence;
+mod reads;
 mod recovery;
 mod restart;
 mod serve_checkpoint;
@@ -321,6 +322,9 @@ pub struct Replica<S> {
     checkpoint_server: serve_checkpoint::CheckpointServer,
     /// A checkpoint being fetched page by page, or fetched (`fetch_checkpoint`).
     checkpoint_fetch: fetch_checkpoint::Fetching,
+    /// Reads at this replica waiting for it to execute the op their client has seen
+    /// (paper 6.3.2; bounded, see `reads`).
+    waiting_reads: reads::WaitingReads,
     /// The driver's wall clock, for the primary's timestamps (4.4).
     clock_ns: u64,
     ticks: u64,
@@ -431,6 +435,7 @@ impl<S: StateMachine> Replica<S> {
             building: None,
             checkpoint_server: Default::default(),
             checkpoint_fetch: Default::default(),
+            waiting_reads: reads::WaitingReads::new(),
             clock_ns: 0,
             ticks: 0,
             heard_tick: vec![0; n],
@@ -649,6 +654,7 @@ impl<S: StateMachine> Replica<S> {
         }
         self.serve_checkpoints_on_tick(effects);
         self.fetch_checkpoint_on_tick(effects);
+        self.expire_waiting_reads(effects);
         // Not tied to the heartbeat, which a loaded primary never sends.
         if self.is_primary() && self.ticks.is_multiple_of(self.config.normal_timeout_ticks) {
             self.remind_silent_members(effects);
@@ -790,6 +796,7 @@ impl<S: StateMachine> Replica<S> {
     /// violation. The simulator runs it after every step.
     pub fn invariants(&self) {
         self.log.check_timestamps();
+        self.waiting_reads.invariants();
         self.invariants_per_input();
     }
 

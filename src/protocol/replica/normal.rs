@@ -26,6 +26,10 @@ impl<S: StateMachine> Replica<S> {
         if self.status == Status::Retiring {
             return self.answer_new_epoch(&request, effects);
         }
+        if request.operation == Operation::Read {
+            // Paper 6.3.2: any replica answers a read, never ordering it (`reads`).
+            return self.on_read(request, effects);
+        }
         if !self.is_primary() {
             return self.drop_reason("request", "not the primary");
         }
@@ -84,10 +88,16 @@ impl<S: StateMachine> Replica<S> {
             // be a primary deposed without knowing it): stay silent rather than answer
             // "evicted". Past it, a missing or different session is a committed fact.
             // The same for a RECONFIGURATION: it too names a session.
-            Operation::Apply | Operation::Reconfigure if request.session > self.commit => {
+            Operation::Read => unreachable!("answered above, never ordered"),
+            Operation::Apply | Operation::Query | Operation::Reconfigure
+                if request.session > self.commit =>
+            {
                 return self.drop_reason("request", "session not yet committed here")
             }
-            Operation::Apply | Operation::Reconfigure => match client {
+            // A strict read takes a request number and the reply slot like a write: a
+            // retry is then answered from the table, and the session's request numbers
+            // stay one sequence. Simple, and exactly as correct as a write.
+            Operation::Apply | Operation::Query | Operation::Reconfigure => match client {
                 Some(entry) if request.session != entry.session => {
                     return self.refuse(&request, ReplyStatus::Evicted, "", effects)
                 }
@@ -533,7 +543,8 @@ impl<S: StateMachine> Replica<S> {
                     result: Bytes::new(),
                 })
             }
-            Operation::Apply | Operation::Reconfigure => {
+            Operation::Read => unreachable!("the wire's gate keeps reads out of the log"),
+            Operation::Apply | Operation::Query | Operation::Reconfigure => {
                 match self.clients.admit_mut(client, session, request) {
                     Ok(client_entry) => {
                         let result = match entry.operation {
@@ -542,6 +553,10 @@ impl<S: StateMachine> Replica<S> {
                                 next_configuration = Some(Configuration::from_bytes(&entry.body));
                                 Bytes::new()
                             }
+                            // A strict read: answered at its place in the order, and
+                            // changing nothing (every replica computes it, only the
+                            // primary's answer is sent).
+                            Operation::Query => self.service.query(&entry.body),
                             _ => self.service.apply(op, entry.timestamp, &entry.body),
                         };
                         client_entry.record(request, op, result.clone());

@@ -148,6 +148,8 @@ impl<S: StateMachine> Replica<S> {
     /// describe what it changed, notes which of them the primary's own acknowledgement
     /// waits for, and holds back its messages that vouch for state not yet durable.
     pub(super) fn end_input(&mut self, start: usize, effects: &mut Vec<Effect>) {
+        // Before the epoch moves on: an answer names this epoch's state.
+        self.answer_waiting_reads(effects);
         self.finish_epoch_change(effects);
         self.issue_writes(effects);
         self.note_own_appends();

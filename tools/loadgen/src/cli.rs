@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use vsr::client::ReadMode;
 
 /// `vsr-load`: drive a vsr cluster (a local one it starts, or `--cluster`) and measure it.
 #[derive(Parser, Debug)]
@@ -122,6 +123,11 @@ pub struct LoadArgs {
     /// kv: fraction of operations that are gets (the rest are puts).
     #[arg(long, default_value_t = 0.0)]
     pub read_fraction: f64,
+    /// kv: how gets are read: `strict` (ordered through the log, linearizable) or `backup`
+    /// (paper 6.3.2: at any replica that has executed what the session has seen; causal,
+    /// may be stale). Gets are read-only queries in both modes.
+    #[arg(long, default_value_t = ReadMode::Strict)]
+    pub reads: ReadMode,
     /// kv: number of distinct keys.
     #[arg(long, default_value_t = 1000)]
     pub keys: u64,
@@ -254,6 +260,11 @@ impl LoadArgs {
         anyhow::ensure!(
             !(self.check && self.baseline.is_some()),
             "--check needs the kv service of vsr, not a baseline"
+        );
+        anyhow::ensure!(
+            !(self.check && self.reads == ReadMode::Backup),
+            "--check verifies linearizability, and backup reads are causal (may be stale): \
+             use --reads strict"
         );
         anyhow::ensure!(
             !(self.sweep && self.rate.is_some()),

@@ -29,6 +29,9 @@ pub struct Summary {
     pub payload_bytes: usize,
     /// The service driven (`kv`, `null`); `None` for the baseline, which runs none.
     pub service: Option<&'static str>,
+    /// kv with gets: the fraction of operations that are gets and how they were read
+    /// (`strict`, `backup`); `None` when no operation was a read.
+    pub reads: Option<(f64, &'static str)>,
     /// Open loop: the target rate in operations per second; `None`: closed loop.
     pub rate_target: Option<f64>,
     /// Open loop: why the cluster, not the generator, is what fell behind the rate (the
@@ -117,6 +120,8 @@ impl Summary {
             "system": self.system,
             "mode": self.mode(),
             "service": self.service,
+            "read_fraction": self.reads.map(|(fraction, _)| fraction),
+            "reads": self.reads.map(|(_, mode)| mode),
             "rate_target": self.rate_target,
             "sessions_auto": self.sessions_auto,
             "connections": self.connections,
@@ -346,6 +351,9 @@ fn header(first: &Summary) -> String {
     if let Some(service) = first.service {
         facts.push(format!("service {service}"));
     }
+    if let Some((fraction, mode)) = first.reads {
+        facts.push(format!("reads {fraction} {mode}"));
+    }
     facts.push(format!("replicas {}", first.replicas));
     if let Some(epoch) = first.epoch {
         facts.push(format!("epoch {epoch}"));
@@ -483,6 +491,7 @@ mod tests {
             connections: 4,
             payload_bytes: 1000,
             service: Some("null"),
+            reads: None,
             rate_target: None,
             cluster_behind: None,
             view_changes: Some(0),

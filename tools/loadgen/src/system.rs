@@ -3,7 +3,7 @@
 //! and opens [`Transport`]s to the cluster.
 
 use crate::baseline::client::BaselineClient;
-use crate::cli::{DurabilityKind, LoadArgs};
+use crate::cli::{DurabilityKind, LoadArgs, ServiceKind};
 use crate::cluster::{self, ProcessGuard};
 use crate::driver::Measurement;
 use crate::output;
@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use vsr::client::ReadMode;
 
 /// Which system a run drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Target {
     /// `vsr-load`). The replicas' own version comes with their stats.
     vsr_version: Option<String>,
     request_timeout: Duration,
+    /// How kv gets are read (`--reads`).
+    reads: ReadMode,
     // Declared last: dropped after everything that might still talk to the processes.
     guard: Option<ProcessGuard>,
 }
@@ -87,6 +90,7 @@ impl Target {
                 cluster_id,
                 vsr_version: vsr_bin.as_deref().and_then(vsr_version),
                 request_timeout: args.request_timeout,
+                reads: args.reads,
                 guard: None,
             };
             vsr_client::probe(&target.addresses, cluster_id, args.request_timeout)?;
@@ -122,6 +126,7 @@ impl Target {
             cluster_id,
             vsr_version: vsr_version(&vsr_bin),
             request_timeout: args.request_timeout,
+            reads: args.reads,
             guard: Some(guard),
         })
     }
@@ -185,6 +190,7 @@ impl Target {
             cluster_id: 0,
             vsr_version: None,
             request_timeout: args.request_timeout,
+            reads: args.reads,
             guard: Some(guard),
         })
     }
@@ -202,6 +208,7 @@ impl Target {
                 self.request_timeout,
                 sessions,
                 connections,
+                self.reads,
             ),
             System::TcpBaseline => Ok(Box::new(BaselineClient::connect(
                 self.addresses[0],
@@ -231,6 +238,10 @@ impl Target {
             connections: shape.connections,
             payload_bytes: args.payload_bytes,
             service: (self.system == System::Vsr).then(|| args.service.name()),
+            reads: (self.system == System::Vsr
+                && args.service == ServiceKind::Kv
+                && args.read_fraction > 0.0)
+                .then(|| (args.read_fraction, args.reads.name())),
             rate_target: args.rate,
             cluster_behind: shape.cluster_behind,
             view_changes: before

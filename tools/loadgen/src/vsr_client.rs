@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use vsr::auth::ClusterKey;
-use vsr::client::{Client, ClientError, ClientOptions, Completion, PipelinedClient};
+use vsr::client::{Client, ClientError, ClientOptions, Completion, PipelinedClient, ReadMode};
+use vsr::protocol::Operation;
+use vsr::service::kv::KvOp;
 
 /// The vsr client library is part of this build.
 pub fn ensure_available() -> anyhow::Result<()> {
@@ -90,6 +92,7 @@ pub fn connect(
     request_timeout: Duration,
     sessions: usize,
     connections: usize,
+    reads: ReadMode,
 ) -> anyhow::Result<Box<dyn Transport>> {
     let client = PipelinedClient::connect(
         addresses,
@@ -101,6 +104,7 @@ pub fn connect(
     Ok(Box::new(VsrTransport {
         client,
         completions: Vec::with_capacity(sessions),
+        reads,
     }))
 }
 
@@ -108,10 +112,21 @@ struct VsrTransport {
     client: PipelinedClient,
     /// Reused between polls: no allocation per poll in steady state.
     completions: Vec<Completion>,
+    /// How kv gets are sent.
+    reads: ReadMode,
+}
+
+/// Whether `operation` is a kv get: a read-only query (`StateMachine::query`). A null
+/// service operation never decodes as one (its bytes are letters, no kv tag).
+fn is_kv_get(operation: &Bytes) -> bool {
+    KvOp::decode(operation).is_some_and(|op| op.is_read_only())
 }
 
 impl Transport for VsrTransport {
     fn submit(&mut self, session: usize, operation: Bytes) -> anyhow::Result<()> {
+        if is_kv_get(&operation) {
+            return Ok(self.client.submit_read(session, operation, self.reads)?);
+        }
         Ok(self.client.submit(session, operation)?)
     }
 
@@ -143,7 +158,14 @@ impl Transport for VsrTransport {
                 None
             })
         };
-        let polled = self.client.poll_each(timeout, &mut next);
+        let reads = self.reads.operation();
+        let mut next_kind = |completion: Completion, at: Instant| {
+            next(completion, at).map(|operation| match is_kv_get(&operation) {
+                true => (reads, operation),
+                false => (Operation::Apply, operation),
+            })
+        };
+        let polled = self.client.poll_each_operation(timeout, &mut next_kind);
         if let Some(error) = failure {
             return Err(error);
         }

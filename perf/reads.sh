@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Strict vs backup reads at --read-fraction 0.9 against a local 3-replica kv cluster
+# (perf/reads.md). Each run starts its own cluster; RUNS runs per mode, alternating the
+# modes so that a drift in the machine's load hits both alike. Writes one JSON per run
+# into OUT and prints each run's ops/s, p50 and p99.
+#
+#   RUNS=3 DURATION=5s perf/reads.sh OUT_DIR
+set -euo pipefail
+out=${1:?usage: perf/reads.sh OUT_DIR}
+runs=${RUNS:-3}
+duration=${DURATION:-5s}
+target=${CARGO_TARGET_DIR:-target}
+mkdir -p "$out"
+cargo build --release --workspace
+for run in $(seq 1 "$runs"); do
+  for mode in strict backup; do
+    json="$out/$mode-$run.json"
+    "$target/release/vsr-load" --service kv --read-fraction 0.9 --reads "$mode" \
+      --duration "$duration" --warmup 1s --quiet --vsr-bin "$target/release/vsr" \
+      --json "$json" > /dev/null
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); l=d["latency_us"]; print(sys.argv[2], sys.argv[3], round(d["ops_per_sec"]), l["p50"], l["p99"], d["errors"])' "$json" "$mode" "$run"
+  done
+done
