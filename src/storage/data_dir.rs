@@ -635,6 +635,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// Kept pages come back with the image of an otherwise empty directory (they hold no
+    /// data), and a writer after the reopen appends to them for the same root.
+    #[test]
+    fn kept_pages_read_back_with_the_image_and_the_writer_goes_on() {
+        use crate::service::snapshot::{Digest, Page};
+        let directory = temp_dir("fetched");
+        let (data_dir, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image.fetched, Default::default());
+        let page = |n: u8| Page::new(bytes::Bytes::from(vec![n; 300]));
+        let root = Digest([5; 32]);
+        let mut writer = data_dir.fetch_writer().unwrap();
+        writer.add(root, &[page(1), page(2)]).unwrap();
+        drop(writer);
+        let (data_dir, image) = {
+            drop(data_dir);
+            DataDir::open(&directory, US).unwrap()
+        };
+        assert_eq!(image.fetched.root, Some(root));
+        assert_eq!(image.fetched.pages, vec![page(1), page(2)]);
+        assert!(!image.holds_data(), "kept pages vouch for nothing");
+        let mut writer = data_dir.fetch_writer().unwrap();
+        writer.add(root, &[page(3)]).unwrap();
+        drop(writer);
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image.fetched.pages, vec![page(1), page(2), page(3)]);
+    }
+
     #[test]
     fn a_fresh_directory_is_empty_and_what_is_appended_reads_back() {
         let directory = temp_dir("fresh");
