@@ -12,12 +12,17 @@
 #            data directory: it fetches only the pages that differ from its own
 #            checkpoint.
 #   resume:  kill -9, directory wiped, restarted; killed again once it holds half the
-#            pages of its full transfer, and restarted: what the second attempt fetches
-#            (the pages fetched are not kept on disk: it starts over).
+#            pages of its full transfer, and restarted: the second attempt takes the
+#            pages the first kept on disk (the data directory's `fetch` file) and
+#            fetches only the others.
 # Prints one line of results per scenario and each replica's counters.
 #
 #   perf/state_transfer.sh                          # KEYS=1000000 VALUE=1024 (1 GiB)
 #   KEYS=65536 FILL_SECONDS=10 perf/state_transfer.sh   # a 64 MiB version
+#   SERVE_BYTES_PER_TICK=262144 ...  # every replica serves at most this per 10 ms tick
+#                                    # (throttles every transfer, the full one included:
+#                                    # a small state's transfer then lasts long enough
+#                                    # for the resume scenario to catch it partway)
 # Build first: cargo build --release -p vsr -p vsr-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +32,7 @@ FILL_SECONDS=${FILL_SECONDS:-60}
 DIFF_SECONDS=${DIFF_SECONDS:-1}
 CHECKPOINT=${CHECKPOINT:-65536}
 LOG_TAIL=${LOG_TAIL:-4096}
+SERVE_BYTES_PER_TICK=${SERVE_BYTES_PER_TICK:-}
 PORT=${PORT:-17500}
 B=${B:-target/release}
 CLUSTER="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
@@ -42,6 +48,7 @@ start() {
   local i=$1
   "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv \
     --checkpoint-interval "$CHECKPOINT" --log-tail "$LOG_TAIL" \
+    ${SERVE_BYTES_PER_TICK:+--checkpoint-serve-bytes-per-tick "$SERVE_BYTES_PER_TICK"} \
     --durability disk --data-dir "$D/data-$i" 2>> "$D/replica-$i.log" &
   PIDS[$i]=$!
 }
@@ -54,6 +61,12 @@ load() { # load SECONDS JSON
   "$B/vsr-load" --cluster "$CLUSTER" --cluster-id 0 --service kv --keys "$KEYS" \
     --payload-bytes "$VALUE" --sessions 256 --connections 8 --warmup 0s \
     --duration "${1}s" --json "$2" --quiet > /dev/null
+}
+half_fetched() { # whether replica 2 holds half the pages of a transfer under way (one reading)
+  "$B/vsr" stats --address "127.0.0.1:$((PORT + 2))" 2>/dev/null | python3 -c "
+import json, sys
+d = json.load(sys.stdin); c = lambda f: d.get(f, d['counters'].get(f))
+sys.exit(0 if c('checkpoint_fetch_pages') > 0 and 2 * c('checkpoint_fetch_pages_held') >= c('checkpoint_fetch_pages') else 1)" 2>/dev/null
 }
 ops_per_sec() { python3 -c "import json;print(round(json.load(open('$1'))['ops_per_sec']))"; }
 now() { date +%s.%N; }
@@ -149,20 +162,23 @@ echo "diff: $puts puts missed ($(python3 -c "print(round(100*$puts/$KEYS,2))")% 
   "$(python3 -c "print(round(100*$bytes/$full_bytes,2))")% of a full transfer; reused $(stat 2 checkpoint_pages_reused) pages"
 
 # resume: an empty replica killed half-way through its full transfer, restarted on its
-# directory (what it had fetched is not on disk: the second attempt starts over).
+# directory: the pages it fetched were kept there (`fetch`), so the second attempt
+# fetches only the others.
 kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
 rm -rf "$D/data-2"
 start 2
 deadline=$((SECONDS + 120))
-until [ "$(stat 2 checkpoint_fetch_pages)" -gt 0 ] &&
-  [ $(( $(stat 2 checkpoint_fetch_pages_held) * 2 )) -ge "$(stat 2 checkpoint_fetch_pages)" ]; do
+until half_fetched; do
   [ $SECONDS -lt $deadline ] || break
   sleep 0.01
 done
 first=$(stat 2 checkpoint_bytes_fetched)
 kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
 start 2; caught_up
-echo "resume: killed after fetching $first bytes; the second attempt fetched $(stat 2 checkpoint_bytes_fetched) bytes" \
-  "and reused $(stat 2 checkpoint_pages_reused) pages"
+second=$(stat 2 checkpoint_bytes_fetched)
+echo "resume: killed after fetching $first bytes; the second attempt fetched $second bytes" \
+  "($(python3 -c "print(round(100*$second/$full_bytes,2))")% of a full transfer)," \
+  "read back $(stat 2 checkpoint_pages_read_back) kept pages (dropped as corrupt $(stat 2 checkpoint_pages_kept_corrupt))," \
+  "reused $(stat 2 checkpoint_pages_resumed) of them ($(stat 2 checkpoint_pages_reused) pages reused in all)"
 counters
 echo "logs in $D"

@@ -189,6 +189,12 @@ impl<S: StateMachine> MemoryCluster<S> {
                 }
                 Effect::Reply { client, message } => self.replies.push_back((client, message)),
                 Effect::Write { .. } => {} // Completed above.
+                // Kept at once, in the store (if kept): nothing waits for it.
+                Effect::KeepPages(keep) => {
+                    if let Some(stores) = &mut self.stores {
+                        stores[from as usize].fetched.keep(&keep);
+                    }
+                }
                 Effect::BuildCheckpoint { build, .. } => match &mut self.builds {
                     Some(builds) => builds.push((from, build)),
                     // Built at once, as if by a worker that was idle.

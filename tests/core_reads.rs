@@ -91,7 +91,13 @@ fn run(
                     Body::Reply(reply) => out.push(reply),
                     other => panic!("a reply effect holds {other:?}"),
                 },
-                Effect::Send { .. } | Effect::Broadcast { .. } => {}
+                // Built at once, as by an idle worker.
+                Effect::BuildCheckpoint { build, .. } => {
+                    if build.run() {
+                        replica.on_checkpoint_built(&mut effects);
+                    }
+                }
+                Effect::Send { .. } | Effect::Broadcast { .. } | Effect::KeepPages(_) => {}
             }
         }
     }

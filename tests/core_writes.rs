@@ -55,7 +55,7 @@ fn messages(effects: &[Effect]) -> Vec<&'static str> {
             Effect::Send { message, .. }
             | Effect::Broadcast { message }
             | Effect::Reply { message, .. } => Some(message.body.name()),
-            Effect::Write { .. } | Effect::BuildCheckpoint { .. } => None,
+            Effect::Write { .. } | Effect::BuildCheckpoint { .. } | Effect::KeepPages(_) => None,
         })
         .collect()
 }

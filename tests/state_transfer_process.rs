@@ -6,8 +6,13 @@
 //! a checkpoint transfer in parts:
 //! - restarted on its own data directory after missing a few hundred puts, it fetches
 //!   only the pages that differ from the checkpoint it holds;
-//! - restarted empty (its directory wiped), it recovers (paper 4.3) with a full transfer,
-//!   and then holds every value: with one of the others killed, reads need it.
+//! - restarted empty (its directory wiped), it recovers (paper 4.3) with a full transfer;
+//!   killed (kill -9) once it has fetched a quarter of the pages and restarted, it
+//!   resumes from the pages it kept on disk (`storage::fetch_file`) instead of starting
+//!   over, and then holds every value: with one of the others killed, reads need it.
+//!
+//! The sources serve at most 256 KiB per tick each, so that the transfer lasts long
+//! enough (about a second) to be caught partway.
 
 mod common;
 
@@ -52,7 +57,14 @@ fn caught_up(cluster: &mut TestCluster, i: usize, primary: usize) {
 
 #[test]
 fn a_state_larger_than_a_message_is_transferred_in_parts() {
-    let extra = ["--checkpoint-interval", "512", "--log-tail", "64"];
+    let extra = [
+        "--checkpoint-interval",
+        "512",
+        "--log-tail",
+        "64",
+        "--checkpoint-serve-bytes-per-tick",
+        "262144",
+    ];
     let mut cluster = TestCluster::start_durable(3, "kv", &extra);
     cluster.wait_until_serving(30 * SECOND);
     let mut client =
@@ -79,21 +91,49 @@ fn a_state_larger_than_a_message_is_transferred_in_parts() {
     );
     assert!(reused > 0, "pages it held were reused: {}", stats.json);
 
-    // Empty: a full transfer, of more than a message holds.
+    // Empty: a full transfer, of more than a message holds, killed partway; the second
+    // attempt takes the pages it kept from disk and fetches only the others.
     cluster.kill9(backup);
     std::fs::remove_dir_all(cluster.data_dir(backup)).unwrap();
     put_all(&mut client, (1..KEYS).step_by(10), 3);
     cluster.restart(backup);
+    let mut first_bytes = 0;
+    wait_for(
+        "the wiped replica to fetch a quarter of the pages",
+        60 * SECOND,
+        || {
+            cluster.stats(backup).is_ok_and(|s| {
+                let pages = s.u64("checkpoint_fetch_pages");
+                first_bytes = s.u64("checkpoint_bytes_fetched");
+                pages > 0 && s.u64("checkpoint_fetch_pages_held") * 4 >= pages
+            })
+        },
+    );
+    cluster.kill9(backup);
+    cluster.restart(backup);
     caught_up(&mut cluster, backup, primary);
     let stats = cluster.stats(backup).unwrap();
-    let full_bytes = stats.u64("checkpoint_bytes_fetched");
+    let second_bytes = stats.u64("checkpoint_bytes_fetched");
+    let resumed = stats.u64("checkpoint_pages_resumed");
+    let full_bytes = first_bytes + second_bytes;
     assert!(
         full_bytes > 16 << 20,
         "a full transfer moves the whole state ({full_bytes} bytes)"
     );
-    assert_eq!(stats.u64("checkpoint_pages_reused"), 0, "{}", stats.json);
+    assert!(resumed > 0, "kept pages were reused: {}", stats.json);
+    assert_eq!(
+        stats.u64("checkpoint_pages_read_back"),
+        stats.u64("checkpoint_pages_resumed"),
+        "{}",
+        stats.json
+    );
+    let state_bytes = KEYS as u64 * VALUE_BYTES as u64;
+    assert!(
+        second_bytes < state_bytes * 9 / 10,
+        "the second attempt ({second_bytes} bytes) did not start from zero (state {state_bytes} bytes, first attempt {first_bytes})"
+    );
     eprintln!(
-        "diff transfer: {diff_bytes} bytes ({reused} pages reused); full: {full_bytes} bytes"
+        "diff transfer: {diff_bytes} bytes ({reused} pages reused); full: {first_bytes} bytes, killed, then {second_bytes} bytes ({resumed} pages kept on disk reused)"
     );
     assert!(
         diff_bytes * 5 < full_bytes,

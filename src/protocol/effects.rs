@@ -21,11 +21,21 @@
 //! Messages held back keep their order. A driver without durable storage completes every
 //! write at once (call `on_persisted` right after the input): then every message leaves
 //! in the same input that produced it, in order, as if writes did not exist.
+//!
+//! # Kept pages are a cache, outside the rule
+//!
+//! [`Effect::KeepPages`] hands the driver the checkpoint pages a fetch verified, so that a
+//! replica killed mid-transfer resumes instead of starting over. Nothing relies on them:
+//! a page read back is used only once its SHA-256 matches a digest of a manifest run
+//! verified against a root a NewState named (`replica/fetch_checkpoint.rs`). So they are
+//! never numbered, never completed, never waited for; a driver may write them late,
+//! lose them, or ignore them (drivers without durable storage do).
 
 use super::configuration::ReplicaId;
 use super::message::{Checkpoint, ClientId, Message, Op, View};
 use crate::service::merkle::MerkleTree;
-use crate::service::{Deferred, WeakDeferred};
+use crate::service::snapshot::Digest;
+use crate::service::{Deferred, Page, WeakDeferred};
 
 /// The number of a write: writes are numbered 1, 2, ... in the order issued, and complete
 /// in that order.
@@ -75,6 +85,27 @@ pub enum Effect {
         /// What changed.
         write: Write,
     },
+    /// Keep (or forget) pages a checkpoint fetch verified, if the driver can: best effort,
+    /// outside the ordering rule (see the module docs). Nothing waits for it.
+    KeepPages(KeepPages),
+}
+
+/// What [`Effect::KeepPages`] asks of a driver's store of fetched pages. The store holds
+/// the pages of one checkpoint at most (the one named by `root`), so it is bounded by
+/// the size of the checkpoint being fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeepPages {
+    /// Add `pages`, verified pages of the checkpoint whose Merkle root is `root`; pages
+    /// kept for another root are forgotten first (a new target starts afresh).
+    Add {
+        /// The root of the checkpoint being fetched.
+        root: Digest,
+        /// The pages, each verified against its digest.
+        pages: Vec<Page>,
+    },
+    /// Forget every kept page: the fetched checkpoint is installed and durable (or the
+    /// replica no longer fetches).
+    Clear,
 }
 
 /// A change to what a replica must remember across a crash. Within one input the core
@@ -157,9 +188,10 @@ impl Effect {
         use super::message::Body;
         let message = match self {
             Effect::Send { message, .. } | Effect::Broadcast { message } => message,
-            Effect::Reply { .. } | Effect::Write { .. } | Effect::BuildCheckpoint { .. } => {
-                return Reliance::Nothing
-            }
+            Effect::Reply { .. }
+            | Effect::Write { .. }
+            | Effect::BuildCheckpoint { .. }
+            | Effect::KeepPages(_) => return Reliance::Nothing,
         };
         match message.body {
             Body::Prepare(_) | Body::Commit(_) => Reliance::State,

@@ -17,8 +17,10 @@ pub mod stored;
 pub mod timeout;
 
 pub use configuration::{Configuration, ReplicaId};
-pub use effects::{BuiltCheckpoint, CheckpointBuild, DurableState, Effect, Write, WriteId};
+pub use effects::{
+    BuiltCheckpoint, CheckpointBuild, DurableState, Effect, KeepPages, Write, WriteId,
+};
 pub use message::*;
 pub use replica::{Replica, Start, Stats, Status, NOT_A_MEMBER};
 pub use replica_set::ReplicaSet;
-pub use stored::{Inconsistent, Stored, StoredWrite};
+pub use stored::{FetchedPages, Inconsistent, Stored, StoredWrite};

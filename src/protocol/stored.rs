@@ -15,10 +15,11 @@
 //! message vouched for.
 
 use super::configuration::Configuration;
-use super::effects::{DurableState, Write};
+use super::effects::{DurableState, KeepPages, Write};
 use super::message::{Checkpoint, Entry, Op};
 use super::replica::Replica;
-use crate::service::StateMachine;
+use crate::service::snapshot::Digest;
+use crate::service::{Page, StateMachine};
 
 /// A write with its payload, as a store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +125,61 @@ pub struct Stored {
     /// have acknowledged more than it holds. It restarts through the recovery protocol
     /// (paper 4.3) and never counts as empty.
     pub damage: Option<String>,
+    /// Pages a checkpoint fetch verified and the store kept ([`KeepPages`]): a cache
+    /// outside the ordering rule, which vouches for nothing (it never makes a store hold
+    /// data), read back so that a fetch cut short by a crash resumes.
+    pub fetched: FetchedPages,
+}
+
+/// The pages of a checkpoint fetch a store kept (see [`KeepPages`]), as read back: every
+/// page's digest computed again from its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchedPages {
+    /// The root of the checkpoint they were fetched for (`None`: none kept).
+    pub root: Option<Digest>,
+    /// The pages (each the hash of its bytes; a page is used only if a verified manifest
+    /// names its digest).
+    pub pages: Vec<Page>,
+    /// Pages found on reading back whose bytes did not hash to the digest stored with
+    /// them: dropped.
+    pub dropped: u64,
+}
+
+impl FetchedPages {
+    /// Pages as a store read them back, each `(digest, bytes)` as written for `root`:
+    /// a page whose bytes do not hash to its digest is dropped and counted (a torn or
+    /// damaged write; the store checks only its own framing).
+    pub fn read_back(
+        root: Option<Digest>,
+        records: impl IntoIterator<Item = (Digest, bytes::Bytes)>,
+    ) -> FetchedPages {
+        let mut fetched = FetchedPages {
+            root,
+            ..FetchedPages::default()
+        };
+        for (digest, bytes) in records {
+            match Page::verified(bytes, digest) {
+                Ok(page) => fetched.pages.push(page),
+                Err(_) => fetched.dropped += 1,
+            }
+        }
+        fetched
+    }
+
+    /// Folds one [`KeepPages`] in, as a store does: pages for another root replace the
+    /// ones kept.
+    pub fn keep(&mut self, keep: &KeepPages) {
+        match keep {
+            KeepPages::Add { root, pages } => {
+                if self.root != Some(*root) {
+                    self.root = Some(*root);
+                    self.pages.clear();
+                }
+                self.pages.extend(pages.iter().cloned());
+            }
+            KeepPages::Clear => *self = FetchedPages::default(),
+        }
+    }
 }
 
 impl Stored {

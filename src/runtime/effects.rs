@@ -42,6 +42,12 @@ impl<S: StateMachine> EventLoop<S> {
                         disk.capture(&self.replica, id, write);
                     }
                 }
+                // On disk, handed to the page keeper (best effort, off the ordering rule).
+                Effect::KeepPages(keep) => {
+                    if let Some(disk) = self.disk.as_mut() {
+                        disk.keep_pages(keep);
+                    }
+                }
                 Effect::BuildCheckpoint { op, build } => match &self.builder {
                     Some(builder) => builder.submit(op, build),
                     // No worker (a loop built without one): built here, at once.

@@ -50,6 +50,7 @@ pub mod join;
 pub mod membership;
 pub mod metrics;
 pub mod options;
+mod page_keeper;
 mod peers;
 pub mod prometheus;
 pub mod rate;

@@ -480,6 +480,30 @@ pub fn snapshot<S: StateMachine>(
             stats.checkpoint_pages_reused,
         ),
         (
+            "vsr_checkpoint_pages_resumed",
+            "Checkpoint pages not fetched: kept on disk by a fetch before a restart",
+            None,
+            stats.checkpoint_pages_resumed,
+        ),
+        (
+            "vsr_checkpoint_pages_kept",
+            "Verified checkpoint pages handed to the data directory to keep",
+            None,
+            stats.checkpoint_pages_kept,
+        ),
+        (
+            "vsr_checkpoint_pages_read_back",
+            "Kept checkpoint pages read back at the restart",
+            None,
+            stats.checkpoint_pages_read_back,
+        ),
+        (
+            "vsr_checkpoint_pages_kept_corrupt",
+            "Kept checkpoint pages dropped at the restart: bytes not matching their digest",
+            None,
+            stats.checkpoint_pages_kept_corrupt,
+        ),
+        (
             "vsr_checkpoint_pages_refetched",
             "Checkpoint pages asked for again (lost, corrupt, left out, or unavailable)",
             None,

@@ -15,6 +15,7 @@ use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
 use super::membership::address_bytes;
 use super::options::{Durability, ServerError, ServerOptions};
+use super::page_keeper::PageKeeper;
 use super::prometheus::MetricsExporter;
 use super::status::{ReplicaStatus, SharedStatus};
 use super::storage::DiskWrites;
@@ -82,8 +83,10 @@ impl ReplicaServer {
         let shutdown = Arc::new(AtomicBool::new(false));
         let (disk, stored) = match data_dir {
             Some((data_dir, stored)) => {
+                let writer = data_dir.fetch_writer().map_err(ServerError::Storage)?;
+                let keeper = PageKeeper::spawn(writer)?;
                 let thread = StorageThread::spawn(data_dir, waker.clone())?;
-                (Some(DiskWrites::new(thread)), Some(stored))
+                (Some(DiskWrites::new(thread, keeper)), Some(stored))
             }
             None => (None, None),
         };

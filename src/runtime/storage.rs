@@ -21,13 +21,18 @@
 //!    every batch queued while its previous `fdatasync` ran as one group, with one
 //!    `fdatasync` (group commit, `storage_thread`).
 //!
+//! Pages a checkpoint fetch verified (`Effect::KeepPages`) are not writes: they go to
+//! the page keeper's thread (`page_keeper`), unordered and unsynced, a cache that lets a
+//! fetch cut short by a crash resume.
+//!
 //! The loop never blocks on the disk. A disk error stops the replica with the error
 //! (naming the file); nothing it could not make durable is ever reported complete.
 
 use super::event_loop::EventLoop;
 use super::options::ServerError;
+use super::page_keeper::PageKeeper;
 use super::storage_thread::{Batch, Completion, StorageThread};
-use crate::protocol::{Effect, Op, Replica, StoredWrite, Write, WriteId};
+use crate::protocol::{Effect, KeepPages, Op, Replica, StoredWrite, Write, WriteId};
 use crate::service::StateMachine;
 use crossbeam_channel::{TryRecvError, TrySendError};
 
@@ -41,22 +46,32 @@ pub(super) struct DiskWrites {
     pending_last_id: WriteId,
     /// Batches handed over (for stats).
     pub(super) batches: u64,
+    /// Writes the pages of checkpoint fetches (`Effect::KeepPages`), outside the
+    /// journal's ordering.
+    keeper: PageKeeper,
 }
 
 impl DiskWrites {
-    /// The loop's side of `thread`.
-    pub(super) fn new(thread: StorageThread) -> DiskWrites {
+    /// The loop's side of `thread` and `keeper`.
+    pub(super) fn new(thread: StorageThread, keeper: PageKeeper) -> DiskWrites {
         DiskWrites {
             thread,
             pending: Vec::with_capacity(64),
             pending_last_id: 0,
             batches: 0,
+            keeper,
         }
     }
 
-    /// Stops the storage thread (at shutdown).
+    /// Stops the storage thread and the page keeper (at shutdown).
     pub(super) fn stop(&mut self) {
         self.thread.stop();
+        self.keeper.stop();
+    }
+
+    /// Hands fetched pages to the page keeper: never waits (`page_keeper`).
+    pub(super) fn keep_pages(&mut self, keep: KeepPages) {
+        self.keeper.keep(keep);
     }
 }
 

@@ -410,7 +410,7 @@ impl<S: SimService> Cluster<S> {
             writes_due: vec![VecDeque::new(); n as usize],
             builds_due: vec![None; n as usize],
             build_prng: Prng::new(seed ^ BUILD_STREAM),
-            disks: Disks::new(n as usize),
+            disks: Disks::new(n as usize, seed),
             storage: Storage::new(n as usize),
             gone: vec![false; n as usize],
             last_configuration: vec![Configuration::initial(n); n as usize],
@@ -769,7 +769,7 @@ impl<S: SimService> Cluster<S> {
                 {
                     self.damage_disk(index);
                 }
-                let stored = self.disks.image(index).clone();
+                let stored = self.disks.read_back(index);
                 self.trace(format_args!(
                     "r{index}'s disk: {:?}, checkpoint {}, log {}..={}, commit {}, damage {:?}",
                     stored.state,
@@ -1439,7 +1439,10 @@ impl<S: SimService> Cluster<S> {
             Effect::Send { message, .. } | Effect::Broadcast { message } => {
                 self.storage.check_message(from, message)
             }
-            Effect::Reply { .. } | Effect::Write { .. } | Effect::BuildCheckpoint { .. } => Ok(()),
+            Effect::Reply { .. }
+            | Effect::Write { .. }
+            | Effect::BuildCheckpoint { .. }
+            | Effect::KeepPages(_) => Ok(()),
         });
         if let Err(failure) = checked {
             effects.clear();
@@ -1492,6 +1495,9 @@ impl<S: SimService> Cluster<S> {
                         }
                     }
                 }
+                // Kept at once (a cache: no ordering, see `sim::disk`).
+                Effect::KeepPages(keep) if self.options.disks => self.disks.keep_pages(from, &keep),
+                Effect::KeepPages(_) => {}
                 Effect::BuildCheckpoint { build, .. } => {
                     let delay = self
                         .build_prng
@@ -1910,6 +1916,9 @@ impl<S: SimService> Cluster<S> {
         if self.prng.chance(rates.view_change_crash_ppm) {
             self.strike_during_view_change_or_recovery();
         }
+        if self.options.disks {
+            self.crash_mid_fetch();
+        }
         self.restart_random();
         self.count_overlapping_recoveries();
     }
@@ -1923,6 +1932,19 @@ impl<S: SimService> Cluster<S> {
             self.flap = Some((at, self.network.cut_links()));
         }
         self.heal();
+    }
+
+    /// With disks, a replica partway through a checkpoint fetch sometimes crashes (drawn
+    /// from the disks' stream): it restarts with the pages its disk kept (`sim::disk`).
+    fn crash_mid_fetch(&mut self) {
+        let fetching = (0..self.replica_slots()).find(|&index| {
+            self.replica(index)
+                .and_then(|replica| replica.checkpoint_fetch_progress())
+                .is_some_and(|(_, held, pages)| held > 0 && held < pages)
+        });
+        if let Some(index) = fetching.filter(|_| self.disks.crash_mid_fetch()) {
+            self.crash_within_f(index);
+        }
     }
 
     /// Crashes a replica (the primary, at the seed's bias), and at the seed's rate a
@@ -2228,6 +2250,10 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.checkpoint_bytes_fetched += stats.checkpoint_bytes_fetched;
     total.checkpoint_pages_reused += stats.checkpoint_pages_reused;
     total.checkpoint_pages_refetched += stats.checkpoint_pages_refetched;
+    total.checkpoint_pages_resumed += stats.checkpoint_pages_resumed;
+    total.checkpoint_pages_kept += stats.checkpoint_pages_kept;
+    total.checkpoint_pages_read_back += stats.checkpoint_pages_read_back;
+    total.checkpoint_pages_kept_corrupt += stats.checkpoint_pages_kept_corrupt;
     total.checkpoint_parts_corrupt += stats.checkpoint_parts_corrupt;
     total.checkpoint_pages_served += stats.checkpoint_pages_served;
     total.checkpoint_bytes_served += stats.checkpoint_bytes_served;

@@ -16,9 +16,21 @@
 //! corrupted sector, rarely, damages a restarted replica's image: it keeps a prefix of
 //! its log and reports damage, as the journal does when a batch in the middle fails its
 //! checksum.
+//!
+//! Pages a checkpoint fetch kept (`Effect::KeepPages`) are outside the batches: the
+//! runtime writes them from a thread of its own, never synced, so a crash loses those
+//! written since the last crash at random (a suffix), may tear the last one left, and
+//! rarely garbles one in the middle. A restart reads them back as the data directory
+//! does: each page's digest computed again, mismatches dropped and counted
+//! ([`FetchedPages::read_back`]).
 
 use super::checker::Failure;
-use crate::protocol::{DurableState, Op, ReplicaIndex, Stored, StoredWrite};
+use super::prng::Prng;
+use crate::protocol::{
+    DurableState, FetchedPages, KeepPages, Op, ReplicaIndex, Stored, StoredWrite,
+};
+use crate::service::snapshot::Digest;
+use bytes::Bytes;
 
 /// One replica's disk.
 #[derive(Clone, Debug, Default)]
@@ -27,20 +39,111 @@ struct Disk {
     image: Stored,
     /// Writes of the batch in progress that completed (lost with a crash).
     staged: Vec<StoredWrite>,
+    /// Kept pages: the root they were fetched for, and each page's digest and bytes as
+    /// written (a fault may change the bytes).
+    kept_root: Option<Digest>,
+    kept: Vec<(Digest, Bytes)>,
+    /// How many of `kept` were written since the last crash (a crash may lose them).
+    kept_unsynced: usize,
 }
 
 /// Every replica's disk.
 #[derive(Clone, Debug)]
 pub struct Disks {
     disks: Vec<Disk>,
+    /// The faults of kept pages, a stream of its own so that other draws replay
+    /// unchanged.
+    prng: Prng,
+    /// Kept pages lost, torn or garbled by crashes (for the run summary).
+    pub kept_pages_lost: u64,
 }
 
+/// Per step, the chance that a replica partway through a checkpoint fetch crashes: a
+/// transfer in the simulator lasts a few steps, so resuming needs it high.
+const CRASH_MID_FETCH_PPM: u32 = 300_000;
+
+/// Tells the disks' stream apart from the seed's others.
+const DISK_STREAM: u64 = 0x6b65_7074_7061_6765;
+
 impl Disks {
-    /// Empty disks for `replica_count` replicas.
-    pub fn new(replica_count: usize) -> Disks {
+    /// Empty disks for `replica_count` replicas, their faults drawn from `seed`.
+    pub fn new(replica_count: usize, seed: u64) -> Disks {
         Disks {
             disks: vec![Disk::default(); replica_count],
+            prng: Prng::new(seed ^ DISK_STREAM),
+            kept_pages_lost: 0,
         }
+    }
+
+    /// `replica` asked to keep (or forget) fetched pages: written at once (the page
+    /// cache), lost only by a crash.
+    pub fn keep_pages(&mut self, replica: ReplicaIndex, keep: &KeepPages) {
+        let disk = &mut self.disks[replica as usize];
+        match keep {
+            KeepPages::Add { root, pages } => {
+                if disk.kept_root != Some(*root) {
+                    disk.kept_root = Some(*root);
+                    disk.kept.clear();
+                    disk.kept_unsynced = 0;
+                }
+                disk.kept.extend(
+                    pages
+                        .iter()
+                        .map(|page| (page.digest(), page.bytes().clone())),
+                );
+                disk.kept_unsynced += pages.len();
+            }
+            KeepPages::Clear => {
+                disk.kept_root = None;
+                disk.kept.clear();
+                disk.kept_unsynced = 0;
+            }
+        }
+    }
+
+    /// What `replica`'s disk holds, as a restart reads it back: the image, and the kept
+    /// pages each checked against its digest.
+    pub fn read_back(&self, replica: ReplicaIndex) -> Stored {
+        let disk = &self.disks[replica as usize];
+        let mut stored = disk.image.clone();
+        stored.fetched = FetchedPages::read_back(disk.kept_root, disk.kept.iter().cloned());
+        stored
+    }
+
+    /// Whether a replica partway through a checkpoint fetch crashes at this step.
+    pub fn crash_mid_fetch(&mut self) -> bool {
+        self.prng.chance(CRASH_MID_FETCH_PPM)
+    }
+
+    /// The faults a crash does to kept pages (module docs).
+    fn damage_kept_pages(&mut self, replica: ReplicaIndex) {
+        let prng = &mut self.prng;
+        let disk = &mut self.disks[replica as usize];
+        let unsynced = std::mem::take(&mut disk.kept_unsynced) as u64;
+        let mut lost = 0;
+        if unsynced > 0 && prng.chance(500_000) {
+            let cut = prng.between(1, unsynced) as usize;
+            disk.kept.truncate(disk.kept.len() - cut);
+            lost += cut as u64;
+        }
+        if !disk.kept.is_empty() && prng.chance(250_000) {
+            // A torn last page: its bytes cut short.
+            let (_, bytes) = disk.kept.last_mut().expect("not empty");
+            *bytes = bytes.slice(..bytes.len() / 2);
+            lost += 1;
+        }
+        if !disk.kept.is_empty() && prng.chance(50_000) {
+            // A garbled page in the middle.
+            let at = prng.below(disk.kept.len() as u64) as usize;
+            let mut garbled = disk.kept[at].1.to_vec();
+            match garbled.first_mut() {
+                Some(byte) => *byte ^= 0x5a,
+                None => garbled.push(0x5a),
+            }
+            disk.kept[at].1 = Bytes::from(garbled);
+            lost += 1;
+        }
+        self.kept_pages_lost += lost;
     }
 
     /// Makes room for replicas up to `replica_count` (members added by a
@@ -82,9 +185,10 @@ impl Disks {
         Ok(())
     }
 
-    /// A crash: the batch in progress is lost.
+    /// A crash: the batch in progress is lost, and kept pages may be (module docs).
     pub fn on_crash(&mut self, replica: ReplicaIndex) {
         self.disks[replica as usize].staged.clear();
+        self.damage_kept_pages(replica);
     }
 
     /// What `replica`'s disk holds: what a restart reads back.

@@ -604,6 +604,8 @@ pub struct Totals {
     pub persistence_checked: u64,
     /// Seeds whose replicas kept disks across crashes.
     pub disk_seeds: u64,
+    /// Seeds in which a checkpoint fetch resumed from pages kept on disk before a crash.
+    pub resuming_seeds: u64,
     /// Seeds that planned reconfigurations.
     pub reconfiguring_seeds: u64,
     /// What reconfigurations did (`epoch_max`: the sum of each seed's last epoch).
@@ -636,6 +638,7 @@ impl Totals {
         self.faults.power_loss_first_start += run.faults.power_loss_first_start;
         self.faults.disk_damage += run.faults.disk_damage;
         self.disk_seeds += run.disks as u64;
+        self.resuming_seeds += (run.stats.checkpoint_pages_resumed > 0) as u64;
         let (t, x) = (&mut self.reconfigurations, &run.reconfigurations);
         self.reconfiguring_seeds += (x.planned > 0) as u64;
         t.planned += x.planned;
@@ -709,6 +712,15 @@ impl fmt::Display for Totals {
             s.checkpoint_pages_refetched,
             s.checkpoint_parts_corrupt,
             n.pages_corrupted
+        )?;
+        writeln!(
+            f,
+            "fetched pages kept on disk {}  read back at restarts {} (dropped as corrupt {})  resumed {} (in {} seeds)",
+            s.checkpoint_pages_kept,
+            s.checkpoint_pages_read_back,
+            s.checkpoint_pages_kept_corrupt,
+            s.checkpoint_pages_resumed,
+            self.resuming_seeds
         )?;
         let t = &self.transfers;
         writeln!(

@@ -30,6 +30,7 @@
 
 use super::checkpoint_file;
 use super::codec::{self, CheckpointMarker};
+use super::fetch_file;
 use super::files;
 use super::journal;
 use super::lock::DirLock;
@@ -85,6 +86,9 @@ pub struct DataDir {
     image_broken: Option<String>,
     /// Encoding space, kept for its capacity.
     buffer: Vec<u8>,
+    /// What the `fetch` file held on open (its pages went to the image read back): where
+    /// its writer goes on.
+    fetch_read_back: fetch_file::ReadBack,
 }
 
 impl DataDir {
@@ -145,6 +149,7 @@ impl DataDir {
             spare: Spare::default(),
             image_broken: None,
             buffer: Vec::new(),
+            fetch_read_back: fetch_file::ReadBack::default(),
         };
         if let Some(damage) = image.damage.clone() {
             data_dir.set_damaged_image(&image, &damage)?;
@@ -173,6 +178,7 @@ impl DataDir {
         // compaction's rename leaves it naming the journal itself.
         let _ = std::fs::remove_file(directory.join(spare::SPARE_FILE));
         let _ = std::fs::remove_file(directory.join(RECYCLE_FILE));
+        image.fetched = data_dir.read_fetched_pages()?;
         info!(
             directory = %directory.display(),
             batches = replay.batches,
@@ -183,6 +189,30 @@ impl DataDir {
             "data directory opened"
         );
         Ok((data_dir, image))
+    }
+
+    /// Reads the `fetch` file's pages (a cache: whatever it holds, the start goes on).
+    fn read_fetched_pages(&mut self) -> Result<crate::protocol::FetchedPages, StorageError> {
+        let path = fetch_file::path(&self.directory);
+        let mut read_back = fetch_file::read(&self.directory)?;
+        if read_back.fetched.root.is_some() || read_back.tail.is_some() {
+            info!(
+                file = %path.display(),
+                pages = read_back.fetched.pages.len(),
+                dropped_corrupt = read_back.fetched.dropped,
+                tail = read_back.tail.unwrap_or("none"),
+                "pages of an unfinished checkpoint fetch read back"
+            );
+        }
+        let fetched = std::mem::take(&mut read_back.fetched);
+        read_back.fetched.root = fetched.root;
+        self.fetch_read_back = read_back;
+        Ok(fetched)
+    }
+
+    /// The writer of the `fetch` file, going on after what [`DataDir::open`] read back.
+    pub fn fetch_writer(&self) -> Result<fetch_file::Writer, StorageError> {
+        fetch_file::Writer::open(&self.directory, &self.fetch_read_back)
     }
 
     /// The data directory's path.
@@ -603,6 +633,33 @@ pub(crate) mod tests {
         for write in writes {
             image.apply(write.clone()).unwrap();
         }
+    }
+
+    /// Kept pages come back with the image of an otherwise empty directory (they hold no
+    /// data), and a writer after the reopen appends to them for the same root.
+    #[test]
+    fn kept_pages_read_back_with_the_image_and_the_writer_goes_on() {
+        use crate::service::snapshot::{Digest, Page};
+        let directory = temp_dir("fetched");
+        let (data_dir, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image.fetched, Default::default());
+        let page = |n: u8| Page::new(bytes::Bytes::from(vec![n; 300]));
+        let root = Digest([5; 32]);
+        let mut writer = data_dir.fetch_writer().unwrap();
+        writer.add(root, &[page(1), page(2)]).unwrap();
+        drop(writer);
+        let (data_dir, image) = {
+            drop(data_dir);
+            DataDir::open(&directory, US).unwrap()
+        };
+        assert_eq!(image.fetched.root, Some(root));
+        assert_eq!(image.fetched.pages, vec![page(1), page(2)]);
+        assert!(!image.holds_data(), "kept pages vouch for nothing");
+        let mut writer = data_dir.fetch_writer().unwrap();
+        writer.add(root, &[page(3)]).unwrap();
+        drop(writer);
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image.fetched.pages, vec![page(1), page(2), page(3)]);
     }
 
     #[test]

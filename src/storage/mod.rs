@@ -16,9 +16,13 @@
 //!   which the journal is compacted into when it is nearly full ([`spare`]);
 //! - `journal.recycle`: the journal file the last compaction left, which becomes the
 //!   next spare without a byte written (its blocks are; replay tells its old batches
-//!   from the new ones by the file id every batch carries, see [`journal`]).
+//!   from the new ones by the file id every batch carries, see [`journal`]);
+//! - `fetch`: the verified pages of an unfinished checkpoint fetch, a cache outside the
+//!   journal's ordering (never synced; a torn tail or a page that fails its digest is
+//!   dropped on reading), so that a fetch cut short by a crash resumes ([`fetch_file`]).
 //!
-//! [`DataDir`] puts them together: open (lock, check, read back, repair a torn tail),
+//! [`DataDir`] puts them together: open (lock, check, read back, repair a torn tail; the
+//! `fetch` file's pages come back in `Stored::fetched`),
 //! append a batch with one `fdatasync`, and compact the journal to the latest
 //! checkpoint when it fills up, so that it stays bounded on disk.
 
@@ -26,6 +30,7 @@ pub mod checkpoint_file;
 pub mod codec;
 mod data_dir;
 mod error;
+pub mod fetch_file;
 mod files;
 pub mod journal;
 pub mod lock;

@@ -37,6 +37,11 @@ pub struct Args {
     /// checkpoint interval and 16384).
     #[arg(long)]
     log_tail: Option<u64>,
+    /// Bytes of checkpoint pages this replica sends per tick (10 ms) to replicas fetching
+    /// a checkpoint (default 64 MiB): throttles transfers so that they do not starve the
+    /// normal case.
+    #[arg(long)]
+    checkpoint_serve_bytes_per_tick: Option<u64>,
     /// The largest message between replicas, in bytes (default 16 MiB, raised as the
     /// pipeline and batch limits need). A checkpoint travels in one message, so a service
     /// whose snapshot is larger needs a larger limit. Use the same value on every replica.
@@ -134,6 +139,9 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
     }
     if let Some(interval) = args.checkpoint_interval {
         config.checkpoint_interval_ops = interval;
+    }
+    if let Some(bytes) = args.checkpoint_serve_bytes_per_tick {
+        config.checkpoint_serve_bytes_per_tick = bytes;
     }
     config.log_tail_ops = args
         .log_tail

@@ -35,10 +35,24 @@
 //! transfer fetches are the pages that differ from what this replica holds, plus one more
 //! fetch of each page lost, corrupted, or left out of an answer (`checkpoint_pages_refetched`
 //! counts them).
+//!
+//! # Pages kept across a crash
+//!
+//! Every page a transfer verifies is also handed to the driver to keep
+//! ([`Effect::KeepPages`]): a cache outside the ordering rule, since a page is used only
+//! once its digest matches a verified manifest. A restart hands the pages its store read
+//! back to the replica ([`Stored::fetched`]), and the next transfer reuses them by digest
+//! like the pages it holds (`checkpoint_pages_resumed` counts them), whatever checkpoint
+//! it fetches. A transfer keeps again, under its own root, the pages it took from an
+//! earlier transfer or from the store, so the store holds one transfer's pages at most.
+//! The store is told to forget them once the fetched checkpoint is installed and a
+//! checkpoint at least as recent is durable; the replica forgets those it read back once
+//! a transfer took them, or after `KEPT_TIMEOUTS` state-transfer timeouts without one.
 
 use super::serve_checkpoint::Held;
 use super::state_transfer::{new_state_is_well_formed, ReceivedState};
 use super::*;
+use crate::protocol::effects::KeepPages;
 use crate::service::merkle::{verify_run, MerkleTree};
 use crate::service::DIGEST_BYTES;
 use crate::service::{Page, Snapshot};
@@ -73,6 +87,27 @@ pub(super) struct Fetching {
     /// and a cluster that checkpoints faster than that would never be caught up with),
     /// until `SUSPECT_TIMEOUTS` state-transfer timeouts have passed.
     suspects: Vec<(ReplicaId, u64)>,
+    /// Pages the store kept from a transfer before the restart, by digest, until a
+    /// transfer takes them (module docs).
+    kept: HashMap<Digest, Page>,
+    /// The root of the checkpoint they were fetched for.
+    kept_root: Option<Digest>,
+    /// Once a checkpoint at this op or later is durable, the store's kept pages are of
+    /// no more use: it is told to forget them.
+    clear_kept_from: Option<Op>,
+}
+
+/// Where a page a transfer may reuse comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A checkpoint this replica holds.
+    Held,
+    /// An earlier transfer, since this process started.
+    Fetched,
+    /// The store's kept pages, read back at the restart; `true`: kept for another root
+    /// than this transfer's (the store forgets them once this transfer keeps a page, so
+    /// they are kept again as they are reused).
+    Kept(bool),
 }
 
 #[derive(Debug)]
@@ -105,7 +140,7 @@ struct Transfer {
     suspects: Vec<ReplicaId>,
     next_source: usize,
     /// Pages this replica held when the transfer started, by digest.
-    reusable: HashMap<Digest, Page>,
+    reusable: HashMap<Digest, (Page, Origin)>,
     /// The tick of the last progress (a run or a page).
     progressed: u64,
     /// For the logs: when it started, bytes fetched, pages reused.
@@ -178,8 +213,16 @@ impl Transfer {
         }
     }
 
-    /// Takes a verified manifest run: its digests, and every page held already.
-    fn take_run(&mut self, run: u32, digests: &[Digest]) -> u64 {
+    /// Takes a verified manifest run: its digests, and every page held already. Returns
+    /// the pages reused; those not from a held checkpoint go to `keep` (to be kept again
+    /// under this transfer's root), and those the store kept are counted in `resumed`.
+    fn take_run(
+        &mut self,
+        run: u32,
+        digests: &[Digest],
+        keep: &mut Vec<Page>,
+        resumed: &mut u64,
+    ) -> u64 {
         self.runs_received[run as usize] = true;
         let start = (run as usize) << self.level;
         let mut reused = 0;
@@ -187,10 +230,14 @@ impl Transfer {
             let index = start + offset;
             self.digests[index] = Some(*digest);
             match self.reusable.get(digest) {
-                Some(page) if self.pages[index].is_none() => {
+                Some((page, origin)) if self.pages[index].is_none() => {
                     self.pages[index] = Some(page.clone());
                     self.pages_held += 1;
                     reused += 1;
+                    if matches!(origin, Origin::Fetched | Origin::Kept(true)) {
+                        keep.push(page.clone());
+                    }
+                    *resumed += u64::from(matches!(origin, Origin::Kept(_)));
                 }
                 Some(_) => {}
                 None => self.pages_waiting.push_back(index as u32),
@@ -229,6 +276,16 @@ impl Transfer {
 }
 
 impl Fetching {
+    /// Takes the pages a restart read back from the store (module docs).
+    pub(super) fn take_kept(&mut self, fetched: crate::protocol::FetchedPages) {
+        self.kept_root = fetched.root;
+        self.kept = fetched
+            .pages
+            .into_iter()
+            .map(|page| (page.digest(), page))
+            .collect();
+    }
+
     /// Keeps `suspects` (of a transfer that ended) for the next transfers.
     fn remember_suspects(&mut self, suspects: &[ReplicaId], ticks: u64) {
         for &id in suspects {
@@ -288,15 +345,35 @@ impl<S: StateMachine> Replica<S> {
 
     /// Drops the fetched checkpoint once this replica installed it (or a later one): its
     /// pages are slices of the messages that carried them, and the service keeps pages of
-    /// its own (`restore_checkpoint`), so holding it on would hold the state twice.
+    /// its own (`restore_checkpoint`), so holding it on would hold the state twice. The
+    /// store's kept pages go once a checkpoint that recent is durable.
     fn release_fetched_once_installed(&mut self) {
-        if self
+        let installed = self
             .checkpoint_fetch
             .fetched
             .as_ref()
-            .is_some_and(|held| held.checkpoint.op <= self.checkpoint_op())
-        {
+            .map(|held| held.checkpoint.op)
+            .filter(|&op| op <= self.checkpoint_op());
+        if let Some(op) = installed {
             self.checkpoint_fetch.fetched = None;
+            if self.checkpoint_fetch.transfer.is_none() {
+                self.checkpoint_fetch.clear_kept_from = Some(op);
+            }
+        }
+    }
+
+    /// Tells the store to forget its kept pages once the checkpoint they were fetched for
+    /// (or a later one) is installed and durable. Called on every write completion.
+    pub(super) fn clear_kept_pages_once_durable(&mut self, effects: &mut Vec<Effect>) {
+        let Some(op) = self.checkpoint_fetch.clear_kept_from else {
+            return;
+        };
+        if self.checkpoint_fetch.transfer.is_some() {
+            // A new transfer keeps pages of its own: they stay.
+            self.checkpoint_fetch.clear_kept_from = None;
+        } else if self.writes.checkpoint_durable_from(op) {
+            self.checkpoint_fetch.clear_kept_from = None;
+            effects.push(Effect::KeepPages(KeepPages::Clear));
         }
     }
 
@@ -363,7 +440,7 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         let previous = self.checkpoint_fetch.transfer.take();
-        let mut reusable: HashMap<Digest, Page> = HashMap::new();
+        let mut reusable: HashMap<Digest, (Page, Origin)> = HashMap::new();
         let held = self
             .checkpoint
             .iter()
@@ -372,7 +449,7 @@ impl<S: StateMachine> Replica<S> {
         for page in held.flat_map(|held| held.checkpoint.pages()) {
             reusable
                 .entry(page.digest())
-                .or_insert_with(|| page.clone());
+                .or_insert_with(|| (page.clone(), Origin::Held));
         }
         if let Some(previous) = previous {
             let ticks = self.ticks;
@@ -380,10 +457,22 @@ impl<S: StateMachine> Replica<S> {
                 .remember_suspects(&previous.suspects, ticks);
             // The sources moved on to a newer checkpoint: keep what was fetched.
             for page in previous.pages.into_iter().flatten() {
-                reusable.entry(page.digest()).or_insert(page);
+                reusable
+                    .entry(page.digest())
+                    .or_insert((page, Origin::Fetched));
             }
             self.stats.checkpoint_fetches_retargeted += 1;
         }
+        // The pages the store kept before a restart: this transfer takes them all (those
+        // it does not need go with it), so they are held once and for one transfer.
+        let again = self.checkpoint_fetch.kept_root != Some(id.root);
+        for (digest, page) in std::mem::take(&mut self.checkpoint_fetch.kept) {
+            reusable
+                .entry(digest)
+                .or_insert((page, Origin::Kept(again)));
+        }
+        // The store's pages are now this transfer's to replace, not to forget.
+        self.checkpoint_fetch.clear_kept_from = None;
         let pages = id.pages() as usize;
         let width = pages.max(1).next_power_of_two();
         let level = manifest_level(self.config.message_bytes_max).min(width.trailing_zeros() as u8);
@@ -545,8 +634,11 @@ impl<S: StateMachine> Replica<S> {
             .iter()
             .position(|in_flight| in_flight.to == part.responder && answered(&in_flight.asked));
         let asked = position.map(|position| transfer.in_flight.swap_remove(position).asked);
+        let root = transfer.id.root;
         let mut progressed = false;
         let mut refetch = 0;
+        // Verified pages for the store to keep (module docs).
+        let mut keep = Vec::new();
         match part.content {
             CheckpointContent::Unavailable => {
                 transfer.sources.retain(|&id| id != part.responder);
@@ -586,9 +678,11 @@ impl<S: StateMachine> Replica<S> {
                     );
                 } else if !transfer.runs_received[run as usize] {
                     transfer.note_holder(part.responder);
-                    let reused = transfer.take_run(run, &digests);
+                    let mut resumed = 0;
+                    let reused = transfer.take_run(run, &digests, &mut keep, &mut resumed);
                     transfer.reused += reused;
                     self.stats.checkpoint_pages_reused += reused;
+                    self.stats.checkpoint_pages_resumed += resumed;
                     progressed = true;
                 }
             }
@@ -607,6 +701,7 @@ impl<S: StateMachine> Replica<S> {
                     let len = bytes_of_page.len() as u64;
                     match Page::verified(bytes_of_page, digest) {
                         Ok(page) => {
+                            keep.push(page.clone());
                             transfer.pages[index as usize] = Some(page);
                             transfer.pages_held += 1;
                             fetched += 1;
@@ -632,6 +727,10 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.stats.checkpoint_pages_refetched += refetch;
+        if !keep.is_empty() {
+            self.stats.checkpoint_pages_kept += keep.len() as u64;
+            effects.push(Effect::KeepPages(KeepPages::Add { root, pages: keep }));
+        }
         if progressed {
             transfer.progressed = ticks;
             // A transfer that moves is no reason to ask for state again.
@@ -660,6 +759,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn fetch_checkpoint_on_tick(&mut self, effects: &mut Vec<Effect>) {
         let ticks = self.ticks;
         let stall_ticks = STALL_TIMEOUTS * self.config.state_transfer_timeout_ticks;
+        self.release_kept_pages_unused();
         let Some(transfer) = self.checkpoint_fetch.transfer.as_mut() else {
             return;
         };
@@ -700,6 +800,23 @@ impl<S: StateMachine> Replica<S> {
         }
         self.stats.checkpoint_pages_refetched += refetch;
         self.pump_checkpoint_fetch(effects);
+    }
+
+    /// Pages read back from the store that no transfer took for `KEPT_TIMEOUTS`
+    /// state-transfer timeouts after the restart: the replica caught up otherwise (or
+    /// was asked for nothing), so their memory goes (the store keeps them until the next
+    /// transfer replaces them).
+    fn release_kept_pages_unused(&mut self) {
+        let kept_ticks = KEPT_TIMEOUTS * self.config.state_transfer_timeout_ticks;
+        if self.checkpoint_fetch.kept.is_empty() || self.ticks < kept_ticks {
+            return;
+        }
+        tracing::info!(
+            replica = self.id,
+            pages = self.checkpoint_fetch.kept.len(),
+            "no checkpoint fetch took the pages kept before the restart: released"
+        );
+        self.checkpoint_fetch.kept = HashMap::new();
     }
 
     fn finish_checkpoint_fetch(&mut self, effects: &mut Vec<Effect>) {
@@ -763,6 +880,10 @@ const SUSPECT_TIMEOUTS: u64 = 8;
 
 /// A transfer under way is logged this often (100 ticks: a second in the runtime).
 const PROGRESS_LOG_TICKS: u64 = 100;
+
+/// Pages read back from the store are released if no transfer took them within this many
+/// state-transfer timeouts of the restart.
+const KEPT_TIMEOUTS: u64 = 8;
 
 /// A transfer without progress for this many state-transfer timeouts is given up.
 const STALL_TIMEOUTS: u64 = 8;

@@ -137,6 +137,16 @@ pub struct Stats {
     pub checkpoint_bytes_fetched: u64,
     /// Checkpoint pages taken from what this replica held (same digest): not fetched.
     pub checkpoint_pages_reused: u64,
+    /// Of `checkpoint_pages_reused`, those taken from the pages the store kept from a
+    /// transfer before a restart (a fetch that resumed).
+    pub checkpoint_pages_resumed: u64,
+    /// Verified checkpoint pages handed to the driver to keep (`Effect::KeepPages`).
+    pub checkpoint_pages_kept: u64,
+    /// At the restart: kept pages the store read back, and those it dropped because their
+    /// bytes did not hash to their digest.
+    pub checkpoint_pages_read_back: u64,
+    /// See `checkpoint_pages_read_back`.
+    pub checkpoint_pages_kept_corrupt: u64,
     /// Checkpoint pages asked for again: timed out, left out of an answer, corrupt, or
     /// asked of a replica that no longer held the checkpoint.
     pub checkpoint_pages_refetched: u64,

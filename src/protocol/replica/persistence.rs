@@ -38,6 +38,8 @@ pub(super) struct Writes {
     state_written: DurableState,
     /// The checkpoint op as last written.
     checkpoint_written: Op,
+    /// The id of that write (0: restored, or none yet).
+    checkpoint_issued: WriteId,
     /// The epoch whose configuration was last written (or restored).
     configuration_written: u32,
     held: VecDeque<Held>,
@@ -62,6 +64,11 @@ impl Writes {
         self.checkpoint_written = checkpoint_op;
         self.configuration_written = state.epoch;
         self.state_written = state;
+    }
+
+    /// Whether a checkpoint at `op` or later is durable.
+    pub(super) fn checkpoint_durable_from(&self, op: Op) -> bool {
+        self.checkpoint_written >= op && self.durable >= self.checkpoint_issued
     }
 
     pub(super) fn check(&self) {
@@ -106,6 +113,7 @@ impl<S: StateMachine> Replica<S> {
             let held = self.writes.held.pop_front().expect("front exists");
             effects.push(held.effect);
         }
+        self.clear_kept_pages_once_durable(effects);
         let start = effects.len();
         if self.is_primary() {
             self.count_own_acknowledgement(id);
@@ -164,7 +172,8 @@ impl<S: StateMachine> Replica<S> {
         if checkpoint_op != self.writes.checkpoint_written {
             assert!(checkpoint_op > self.writes.checkpoint_written);
             self.writes.checkpoint_written = checkpoint_op;
-            self.writes
+            self.writes.checkpoint_issued = self
+                .writes
                 .issue(Write::Checkpoint { op: checkpoint_op }, effects);
         }
         let changes = self.log.take_changes();
@@ -243,10 +252,10 @@ impl<S: StateMachine> Replica<S> {
         let mut scratch = std::mem::take(&mut self.writes.scratch);
         scratch.extend(effects.drain(start..));
         for effect in scratch.drain(..) {
-            // Writes, and a checkpoint's build (it sends nothing), never wait.
+            // Writes, a checkpoint's build and kept pages (they send nothing), never wait.
             if matches!(
                 effect,
-                Effect::Write { .. } | Effect::BuildCheckpoint { .. }
+                Effect::Write { .. } | Effect::BuildCheckpoint { .. } | Effect::KeepPages(_)
             ) {
                 effects.push(effect);
                 continue;

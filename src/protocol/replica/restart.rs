@@ -22,7 +22,8 @@
 use super::*;
 
 impl<S: StateMachine> Replica<S> {
-    pub(super) fn restart(&mut self, stored: Stored, nonce: u64) {
+    pub(super) fn restart(&mut self, mut stored: Stored, nonce: u64) {
+        self.take_kept_pages(std::mem::take(&mut stored.fetched));
         if self.index == NOT_A_MEMBER {
             let learner = stored.configuration.is_none() && !stored.state.joined;
             let _damage = self.restore_stored(stored);
@@ -107,6 +108,29 @@ impl<S: StateMachine> Replica<S> {
             }
             None => self.start_recovering(nonce),
         }
+    }
+
+    /// The pages of a checkpoint fetch the store kept (`Stored::fetched`): the next fetch
+    /// reuses them by digest (`fetch_checkpoint`'s docs), whatever the rest of the store
+    /// holds (an empty store included: they vouch for nothing).
+    fn take_kept_pages(&mut self, fetched: crate::protocol::FetchedPages) {
+        self.stats.checkpoint_pages_read_back = fetched.pages.len() as u64;
+        self.stats.checkpoint_pages_kept_corrupt = fetched.dropped;
+        if fetched.pages.is_empty() && fetched.dropped == 0 {
+            return;
+        }
+        tracing::info!(
+            replica = self.id,
+            pages = fetched.pages.len(),
+            bytes = fetched
+                .pages
+                .iter()
+                .map(|page| page.len() as u64)
+                .sum::<u64>(),
+            dropped_corrupt = fetched.dropped,
+            "pages of an unfinished checkpoint fetch read back from storage"
+        );
+        self.checkpoint_fetch.take_kept(fetched);
     }
 
     /// Installs the checkpoint, the log and the view `stored` holds and executes up to
