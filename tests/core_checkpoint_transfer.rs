@@ -83,7 +83,11 @@ fn settle(cluster: &mut MemoryCluster<Kv>, commit: u64) {
 /// while 40 of the keys (10%) change over several checkpoint intervals, so that its log
 /// no longer reaches the others' (it must fetch their checkpoint).
 fn lagging_cluster() -> (MemoryCluster<Kv>, ClientSession) {
-    let config = config();
+    lagging_cluster_with(config())
+}
+
+/// [`lagging_cluster`] with `config`.
+fn lagging_cluster_with(config: Config) -> (MemoryCluster<Kv>, ClientSession) {
     let mut cluster = MemoryCluster::new(&config, |_| Kv::new());
     let mut session = ClientSession::new(1, 3, 100);
     cluster.register(&mut session);
@@ -151,6 +155,41 @@ fn a_lagging_replica_fetches_only_the_pages_that_differ() {
     for replica in &cluster.replicas {
         replica.invariants();
     }
+    assert_same_state(&mut cluster);
+}
+
+#[test]
+fn a_source_sends_at_most_its_budget_and_a_page_per_tick() {
+    let mut config = config();
+    config.checkpoint_serve_bytes_per_tick = 6000;
+    config.checkpoint_request_pages_max = 8;
+    let (mut cluster, _session) = lagging_cluster_with(config);
+    cluster.down[2] = false;
+    let commit = cluster.replicas[0].commit();
+    let served =
+        |cluster: &MemoryCluster<Kv>, r: usize| cluster.replicas[r].stats().checkpoint_bytes_served;
+    let mut busiest = 0;
+    for _ in 0..2_000 {
+        let before = [served(&cluster, 0), served(&cluster, 1)];
+        cluster.tick();
+        cluster.run(100_000);
+        for r in 0..2 {
+            let sent = served(&cluster, r) - before[r];
+            busiest = busiest.max(sent);
+            assert!(
+                sent <= 6000 + 4096,
+                "replica {r} sent {sent} bytes in a tick"
+            );
+        }
+        if cluster.replicas[2].commit() >= commit {
+            break;
+        }
+    }
+    assert!(
+        cluster.replicas[2].commit() >= commit,
+        "the transfer completed"
+    );
+    assert!(busiest > 4096, "the budget was used: {busiest}");
     assert_same_state(&mut cluster);
 }
 

@@ -17,8 +17,9 @@
 //!   so one kept costs about the state changed since it.
 //!
 //! Answers are throttled: at most `checkpoint_serve_bytes_per_tick` bytes of pages leave
-//! per tick, and requests beyond it wait (at most [`QUEUED_MAX`]) for the next tick, so
-//! that a transfer does not starve the sender's normal work. The answers carry committed
+//! per tick (and one page more: an answer holds one page at least, and as many more as
+//! the budget left allows), and requests beyond it wait (at most [`QUEUED_MAX`]) for the
+//! next tick, so that a transfer does not starve the sender's normal work. The answers carry committed
 //! state only and are checked by the receiver against the root, so any replica that asks
 //! is answered, whatever its epoch or status.
 
@@ -187,7 +188,13 @@ impl<S: StateMachine> Replica<S> {
 
     fn answer_get_checkpoint(&mut self, get: GetCheckpoint, effects: &mut Vec<Effect>) {
         let ticks = self.ticks;
-        let answer_bytes_max = self.config.message_bytes_max as usize / 2;
+        // Half a message, and no more than what is left of this tick's budget (at least
+        // one page goes): a tick sends at most its budget and one page. The asker asks
+        // again for the pages an answer leaves out.
+        let budget_left = (self.config.checkpoint_serve_bytes_per_tick)
+            .saturating_sub(self.checkpoint_server.sent_this_tick);
+        let answer_bytes_max = (self.config.message_bytes_max as usize / 2)
+            .min(usize::try_from(budget_left).unwrap_or(usize::MAX));
         let content = match self.held_by_root_mut(&get.root) {
             None => CheckpointContent::Unavailable,
             Some(held) => {
