@@ -173,8 +173,8 @@ fn a_source_sends_at_most_its_budget_and_a_page_per_tick() {
         let before = [served(&cluster, 0), served(&cluster, 1)];
         cluster.tick();
         cluster.run(100_000);
-        for r in 0..2 {
-            let sent = served(&cluster, r) - before[r];
+        for (r, before) in before.into_iter().enumerate() {
+            let sent = served(&cluster, r) - before;
             busiest = busiest.max(sent);
             assert!(
                 sent <= 6000 + 4096,
