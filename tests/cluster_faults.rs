@@ -200,17 +200,17 @@ fn restarted_backup_catches_up_by_checkpoint() {
         stats.json
     );
     // The primary's checkpoints were built off its event loop, on the builder thread
-    // (all but those it waited for: a batch that commits past two checkpoint ops).
+    // (all but those it waited for: a batch that commits past two checkpoint ops). The
+    // histograms of a stats reply may be a few milliseconds older than its counters.
     let stats = cluster.stats(primary).unwrap();
     let document: serde_json::Value = serde_json::from_str(&stats.json).unwrap();
     let built = document["histograms"]["checkpoint_build_ms"]["count"].as_u64();
     let built = built.expect("the build histogram");
-    let (taken, waited) = (
-        stats.u64("checkpoints"),
-        stats.u64("checkpoint_build_waits"),
+    assert!(
+        built >= 1 && built <= stats.u64("checkpoints"),
+        "{}",
+        stats.json
     );
-    assert!(built >= 1 && built <= taken, "{}", stats.json);
-    assert!(built + waited + 1 >= taken, "{}", stats.json);
     let acknowledged = writer.finish();
     check_all_read_back(&cluster, &acknowledged);
 }
