@@ -197,6 +197,9 @@ fn a_waiting_read_is_told_to_try_elsewhere_when_its_wait_runs_out() {
     assert_eq!(answered[0].status, ReplyStatus::Behind);
     assert_eq!((answered[0].request, answered[0].op), (9, 3));
     assert!(answered[0].result.is_empty());
+    let stats = backup.stats();
+    assert_eq!((stats.reads_waited, stats.reads_behind), (1, 1));
+    assert_eq!(stats.reads_answered, 0);
 }
 
 #[test]

@@ -444,6 +444,24 @@ pub fn snapshot<S: StateMachine>(
             stats.checkpoints_skipped,
         ),
         (
+            "vsr_reads_answered",
+            "Reads at this replica (paper 6.3.2) answered",
+            None,
+            stats.reads_answered,
+        ),
+        (
+            "vsr_reads_waited",
+            "Reads at this replica held until it executed the client's seen op",
+            None,
+            stats.reads_waited,
+        ),
+        (
+            "vsr_reads_behind",
+            "Reads at this replica told to try another (Behind)",
+            None,
+            stats.reads_behind,
+        ),
+        (
             "vsr_checkpoint_build_waits",
             "Times the event loop waited for a checkpoint build that took two intervals",
             None,

@@ -2239,6 +2239,9 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.checkpoints += stats.checkpoints;
     total.checkpoints_skipped += stats.checkpoints_skipped;
     total.checkpoint_build_waits += stats.checkpoint_build_waits;
+    total.reads_answered += stats.reads_answered;
+    total.reads_waited += stats.reads_waited;
+    total.reads_behind += stats.reads_behind;
     total.prepares_sent += stats.prepares_sent;
     total.entries_committed += stats.entries_committed;
     total.messages_dropped += stats.messages_dropped;

@@ -113,6 +113,13 @@ pub struct Stats {
     pub checkpoints_skipped: u64,
     /// Times this replica waited for a checkpoint's build (it took two intervals).
     pub checkpoint_build_waits: u64,
+    /// Reads at this replica (paper 6.3.2) answered, held until it executed their seen
+    /// op, and told `Behind` (to try another replica).
+    pub reads_answered: u64,
+    /// See `reads_answered`.
+    pub reads_waited: u64,
+    /// See `reads_answered`.
+    pub reads_behind: u64,
     /// Prepare messages sent (including resends).
     pub prepares_sent: u64,
     /// Entries executed.

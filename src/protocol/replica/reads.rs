@@ -153,6 +153,7 @@ impl<S: StateMachine> Replica<S> {
         // Waits at most as long as a healthy primary takes to tell a backup its commit
         // number (a heartbeat comes more often than `normal_timeout_ticks`).
         let deadline_tick = self.ticks + self.config.normal_timeout_ticks;
+        self.stats.reads_waited += 1;
         let waiting = &mut self.waiting_reads;
         waiting.bytes += query.len();
         waiting.seen_min = waiting.seen_min.min(seen);
@@ -218,7 +219,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn answer_read(
-        &self,
+        &mut self,
         client: ClientId,
         session: Session,
         request: RequestNumber,
@@ -245,19 +246,20 @@ impl<S: StateMachine> Replica<S> {
             status: ReplyStatus::Read,
             result: self.service.query(query),
         };
+        self.stats.reads_answered += 1;
         self.send_reply(reply, effects);
     }
 
-    fn answer_read_behind(&self, request: &Request, effects: &mut Vec<Effect>) {
+    fn answer_read_behind(&mut self, request: &Request, effects: &mut Vec<Effect>) {
         self.send_behind(request.client, request.session, request.request, effects);
     }
 
-    fn answer_waiting_behind(&self, read: &WaitingRead, effects: &mut Vec<Effect>) {
+    fn answer_waiting_behind(&mut self, read: &WaitingRead, effects: &mut Vec<Effect>) {
         self.send_behind(read.client, read.session, read.request, effects);
     }
 
     fn send_behind(
-        &self,
+        &mut self,
         client: ClientId,
         session: Session,
         request: RequestNumber,
@@ -271,6 +273,7 @@ impl<S: StateMachine> Replica<S> {
             status: ReplyStatus::Behind,
             result: Bytes::new(),
         };
+        self.stats.reads_behind += 1;
         self.send_reply(reply, effects);
     }
 }
