@@ -16,6 +16,7 @@ use crate::protocol::{
     StoredWrite,
 };
 use crate::service::StateMachine;
+use bytes::Bytes;
 use std::collections::VecDeque;
 
 /// Decides whether a message from one replica to another is lost: `(from, to, message)`.
@@ -293,5 +294,22 @@ impl<S: StateMachine> MemoryCluster<S> {
             self.tick();
         }
         panic!("registration did not complete");
+    }
+
+    /// Submits `operation` for `session` and runs the cluster (ticking when it goes
+    /// quiet) until its result arrives, which it returns; panics if it does not.
+    pub fn execute(&mut self, session: &mut ClientSession, operation: Bytes) -> Bytes {
+        let (_, target, message) = session.submit(operation).expect("the session is idle");
+        self.send_from_client(target, message);
+        for _ in 0..100 {
+            self.run(100_000);
+            while let Some((_, reply)) = self.replies.pop_front() {
+                if let Some(Outcome::Completed { result, .. }) = session.on_message(&reply) {
+                    return result;
+                }
+            }
+            self.tick();
+        }
+        panic!("the operation did not complete");
     }
 }

@@ -6,7 +6,7 @@
 //! installs another state.
 
 use bytes::Bytes;
-use vsr::client::{ClientSession, Outcome};
+use vsr::client::ClientSession;
 use vsr::service::kv::{Kv, KvOp, KvResult};
 use vsr::testing::MemoryCluster;
 use vsr::Config;
@@ -27,23 +27,12 @@ fn put(cluster: &mut MemoryCluster<Kv>, session: &mut ClientSession, count: u32,
             Bytes::from(format!("key {key:04}")),
             Bytes::from(vec![tag; 300]),
         );
-        let (_, target, message) = session.submit(op.encode()).unwrap();
-        cluster.send_from_client(target, message);
-        let mut done = false;
-        for _ in 0..100 {
-            cluster.run(100_000);
-            while let Some((_, reply)) = cluster.replies.pop_front() {
-                if let Some(Outcome::Completed { result, .. }) = session.on_message(&reply) {
-                    assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
-                    done = true;
-                }
-            }
-            if done {
-                break;
-            }
-            cluster.tick();
-        }
-        assert!(done, "put of key {key} did not complete");
+        let result = cluster.execute(session, op.encode());
+        assert_eq!(
+            KvResult::decode(&result),
+            Some(KvResult::Ok),
+            "put of key {key}"
+        );
     }
 }
 

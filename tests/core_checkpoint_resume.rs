@@ -5,7 +5,7 @@
 //! kept (`MemoryCluster::keep_stores`), so every count is exact.
 
 use bytes::Bytes;
-use vsr::client::{ClientSession, Outcome};
+use vsr::client::ClientSession;
 use vsr::protocol::{FetchedPages, Replica, Start, Stored};
 use vsr::service::kv::{Kv, KvOp, KvResult};
 use vsr::testing::MemoryCluster;
@@ -31,23 +31,12 @@ fn put_all(cluster: &mut MemoryCluster<Kv>, session: &mut ClientSession) {
         let mut value = vec![7u8; VALUE_BYTES];
         value[..4].copy_from_slice(&key.to_le_bytes());
         let op = KvOp::Put(Bytes::from(format!("key {key:05}")), Bytes::from(value));
-        let (_, target, message) = session.submit(op.encode()).unwrap();
-        cluster.send_from_client(target, message);
-        let mut done = false;
-        for _ in 0..100 {
-            cluster.run(100_000);
-            while let Some((_, reply)) = cluster.replies.pop_front() {
-                if let Some(Outcome::Completed { result, .. }) = session.on_message(&reply) {
-                    assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
-                    done = true;
-                }
-            }
-            if done {
-                break;
-            }
-            cluster.tick();
-        }
-        assert!(done, "put of key {key} did not complete");
+        let result = cluster.execute(session, op.encode());
+        assert_eq!(
+            KvResult::decode(&result),
+            Some(KvResult::Ok),
+            "put of key {key}"
+        );
     }
 }
 
