@@ -8,6 +8,8 @@
 #
 #   perf/checkpoint_stall.sh                       # KEYS=1000000 VALUE=1024 FILL_SECONDS=60
 #   B=/path/to/other/target/release perf/checkpoint_stall.sh   # another build, same run
+#   DISK=1 perf/checkpoint_stall.sh                # --durability disk, data under the run's
+#                                                  # directory (removed at the end)
 # Build first: cargo build --release -p vsr -p vsr-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +25,14 @@ declare -a PIDS=(0 0 0)
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -rf "$D"/data-*
 }
 trap cleanup EXIT
 
 for i in 0 1 2; do
-  "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv 2>> "$D/replica-$i.log" &
+  DURABILITY=()
+  if [ "${DISK:-0}" = 1 ]; then DURABILITY=(--durability disk --data-dir "$D/data-$i"); fi
+  "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv "${DURABILITY[@]}" 2>> "$D/replica-$i.log" &
   PIDS[$i]=$!
 done
 deadline=$((SECONDS + 30))
@@ -42,7 +47,9 @@ python3 - "$D/fill.json" <<'PY'
 import json, sys
 try:
     d = json.load(open(sys.argv[1]))
-    print(f"fill: {d['ops_per_sec']:.0f} puts/s, {d.get('ops', d.get('completed', '?'))} ops")
+    lat = d.get("latency_us", {})
+print(f"fill: {d['ops_per_sec']:.0f} puts/s, {d.get('ops', d.get('completed', '?'))} ops,"
+      f" latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} us")
 except Exception as e:
     print(f"fill: no result ({e})")
 PY
@@ -53,10 +60,12 @@ for i in 0 1 2; do
 import json, sys
 d = json.load(open(sys.argv[1])); c = d.get("counters", {})
 loop = d.get("histograms", {}).get("loop_iteration_us", {})
+commit = d.get("histograms", {}).get("request_commit_us", {})
 print(f"replica {sys.argv[2]}: commit {d.get('commit')} checkpoint {d.get('checkpoint_op')}"
       f"  loop iteration max {loop.get('max', -1) / 1000:.1f} ms p99 {loop.get('p99', -1)} us"
       f"  checkpoints {c.get('checkpoints')} skipped {c.get('checkpoints_skipped', '-')}"
       f" waited {c.get('checkpoint_build_waits', '-')}  view changes {c.get('view_changes')}"
+      f"  request to commit p99 {commit.get('p99', '-')} max {commit.get('max', '-')} us"
       f"  RSS {int(sys.argv[3]) // 1024} MB")
 PY
 done

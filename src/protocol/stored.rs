@@ -312,6 +312,37 @@ impl Stored {
         Ok(())
     }
 
+    /// Whether this image, after `writes`, holds every entry from its checkpoint (or the
+    /// first op) through `op`: then a checkpoint at `op` need not be durable before
+    /// `writes` are, since a restart rebuilds its state from the older checkpoint and the
+    /// log (a store may write such a checkpoint in the background and record it later:
+    /// `storage::data_dir`, "Checkpoint files in the background"). Not so after a
+    /// `LogReset` (the entries below an installed checkpoint were never here), nor for an
+    /// append above a gap (entries trimmed before they were written).
+    pub fn covers(&self, writes: &[StoredWrite], op: Op) -> bool {
+        let base = self.log_base;
+        let mut last = self.op();
+        for write in writes {
+            match write {
+                StoredWrite::LogReset { .. } => return false,
+                StoredWrite::LogTruncate { after } => {
+                    if *after < base {
+                        return false;
+                    }
+                    last = last.min(*after);
+                }
+                StoredWrite::LogAppend { from, entries } => {
+                    if *from <= base || *from > last + 1 {
+                        return false;
+                    }
+                    last = from - 1 + entries.len() as Op;
+                }
+                _ => {}
+            }
+        }
+        last >= op
+    }
+
     /// Drops the entries a restart does not need: those at or below the checkpoint (the
     /// checkpoint holds their effect). A store calls it when it compacts.
     pub fn trim_to_checkpoint(&mut self) {

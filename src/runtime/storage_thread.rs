@@ -10,7 +10,9 @@
 //! the highest write id it made durable and wakes the loop (`mio::Waker`); the loop calls
 //! `Replica::on_persisted`. The directory's upkeep (`DataDir::maintain`: removing old
 //! checkpoint files, compacting a full journal into its spare) runs here too, after the
-//! completion is sent.
+//! completion is sent. A checkpoint's file is written by a thread of `DataDir`'s own
+//! (`storage::checkpoint_writer`); while one is, the thread also wakes every
+//! [`CHECKPOINT_POLL`] to put its marker in a batch of its own if no group comes.
 //!
 //! A failed write or sync is reported once and ends the thread: nothing after it is
 //! reported durable, and the loop stops the replica (a disk that failed an `fdatasync`
@@ -18,10 +20,11 @@
 
 use crate::protocol::{StoredWrite, WriteId};
 use crate::storage::{DataDir, StorageError};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::Waker;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// From the loop: writes to make durable, in order, as one atomic batch.
 #[derive(Debug)]
@@ -107,9 +110,33 @@ struct Channels {
     spares: Sender<Vec<StoredWrite>>,
 }
 
+/// How often an idle thread looks whether a checkpoint file written in the background is
+/// done, to write its marker (a busy one does at every group).
+const CHECKPOINT_POLL: Duration = Duration::from_millis(10);
+
 fn run(mut data_dir: DataDir, channels: &Channels, waker: &Waker) {
     let mut group: Vec<StoredWrite> = Vec::with_capacity(256);
-    while let Ok(first) = channels.batches.recv() {
+    loop {
+        let first = if data_dir.checkpoint_pending() {
+            match channels.batches.recv_timeout(CHECKPOINT_POLL) {
+                Ok(batch) => batch,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Nothing to report: no write of the loop's is in this batch.
+                    if let Err(error) = data_dir.append_finished_checkpoint() {
+                        let _ = channels.completions.send(Completion::Failed(error));
+                        let _ = waker.wake();
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match channels.batches.recv() {
+                Ok(batch) => batch,
+                Err(_) => return,
+            }
+        };
         // The group: the batch that woke us and every one queued behind it.
         let mut last_id = first.last_id;
         take(&mut group, first, &channels.spares);

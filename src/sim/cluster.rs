@@ -458,6 +458,11 @@ impl<S: SimService> Cluster<S> {
         &self.options
     }
 
+    /// The replicas' simulated disks.
+    pub fn disks(&self) -> &Disks {
+        &self.disks
+    }
+
     /// What each replica's completed writes made durable.
     pub fn storage(&self) -> &Storage {
         &self.storage

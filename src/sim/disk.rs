@@ -17,6 +17,14 @@
 //! its log and reports damage, as the journal does when a batch in the middle fails its
 //! checksum.
 //!
+//! A checkpoint that the image covers (`Stored::covers`: every entry from the image's
+//! checkpoint through its op is on the disk) reaches the image some batches later, as
+//! the data directory writes its file in the background and records its marker in a
+//! later batch (`storage::data_dir`, "Checkpoint files in the background"): 0-3 batches
+//! later (drawn from a stream of its own), one being written and one waiting at most (a
+//! newer one replaces the one waiting), and a crash loses both. Until then a restart
+//! reads back the older checkpoint and the log above it.
+//!
 //! Pages a checkpoint fetch kept (`Effect::KeepPages`) are outside the batches: the
 //! runtime writes them from a thread of its own, never synced, so a crash loses those
 //! written since the last crash at random (a suffix), may tear the last one left, and
@@ -27,7 +35,8 @@
 use super::checker::Failure;
 use super::prng::Prng;
 use crate::protocol::{
-    DurableState, FetchedPages, KeepPages, Op, ReplicaIndex, Stored, StoredWrite,
+    Checkpoint, DurableState, FetchedPages, Inconsistent, KeepPages, Op, ReplicaIndex, Stored,
+    StoredWrite,
 };
 use crate::service::snapshot::Digest;
 use bytes::Bytes;
@@ -45,6 +54,11 @@ struct Disk {
     kept: Vec<(Digest, Bytes)>,
     /// How many of `kept` were written since the last crash (a crash may lose them).
     kept_unsynced: usize,
+    /// A covered checkpoint whose file is being written, and the batches until its
+    /// marker is in.
+    checkpoint_writing: Option<(Checkpoint, u64)>,
+    /// The covered checkpoint whose file waits to be written next.
+    checkpoint_waiting: Option<Checkpoint>,
 }
 
 /// Every replica's disk.
@@ -56,6 +70,14 @@ pub struct Disks {
     prng: Prng,
     /// Kept pages lost, torn or garbled by crashes (for the run summary).
     pub kept_pages_lost: u64,
+    /// When the files of covered checkpoints are written (module docs): a stream of its
+    /// own.
+    checkpoint_files: Prng,
+    /// Covered checkpoints whose marker was to reach the image after their batch (for
+    /// the run summary).
+    pub checkpoints_deferred: u64,
+    /// Of those, the ones a crash lost before their marker was in.
+    pub checkpoints_deferred_lost: u64,
 }
 
 /// Per step, the chance that a replica partway through a checkpoint fetch crashes: a
@@ -65,6 +87,13 @@ const CRASH_MID_FETCH_PPM: u32 = 300_000;
 /// Tells the disks' stream apart from the seed's others.
 const DISK_STREAM: u64 = 0x6b65_7074_7061_6765;
 
+/// Tells the stream of checkpoint files' delays apart from the seed's others.
+const CHECKPOINT_FILE_STREAM: u64 = 0x6368_6b70_7466_696c;
+
+/// A covered checkpoint's marker reaches the image at most this many batches after the
+/// one that named it (plus the time it waited behind another).
+const CHECKPOINT_FILE_BATCHES_MAX: u64 = 3;
+
 impl Disks {
     /// Empty disks for `replica_count` replicas, their faults drawn from `seed`.
     pub fn new(replica_count: usize, seed: u64) -> Disks {
@@ -72,6 +101,9 @@ impl Disks {
             disks: vec![Disk::default(); replica_count],
             prng: Prng::new(seed ^ DISK_STREAM),
             kept_pages_lost: 0,
+            checkpoint_files: Prng::new(seed ^ CHECKPOINT_FILE_STREAM),
+            checkpoints_deferred: 0,
+            checkpoints_deferred_lost: 0,
         }
     }
 
@@ -177,17 +209,74 @@ impl Disks {
         // restart reads what the replica wrote since, which starts with the state of a
         // recovering replica (a damaged replica recovers).
         disk.image.damage = None;
-        for write in disk.staged.drain(..) {
-            disk.image.apply(write).map_err(|inconsistent| {
-                Failure::new("storage", format!("r{replica}: {inconsistent}"))
-            })?;
+        let fail = |inconsistent: Inconsistent| {
+            Failure::new("storage", format!("r{replica}: {inconsistent}"))
+        };
+        // A file written in the background whose marker is due goes in first.
+        match disk.checkpoint_writing.take() {
+            Some((checkpoint, 0)) => {
+                disk.image
+                    .apply(StoredWrite::Checkpoint(checkpoint))
+                    .map_err(fail)?;
+                disk.checkpoint_writing = disk.checkpoint_waiting.take().map(|waiting| {
+                    let batches = self.checkpoint_files.below(CHECKPOINT_FILE_BATCHES_MAX + 1);
+                    (waiting, batches)
+                });
+            }
+            Some((checkpoint, batches)) => {
+                disk.checkpoint_writing = Some((checkpoint, batches - 1));
+            }
+            None => {}
+        }
+        let mut staged = std::mem::take(&mut disk.staged);
+        let pending = disk
+            .checkpoint_waiting
+            .as_ref()
+            .or(disk
+                .checkpoint_writing
+                .as_ref()
+                .map(|(checkpoint, _)| checkpoint))
+            .map(|checkpoint| checkpoint.op);
+        let newest = staged
+            .iter()
+            .rev()
+            .find_map(|write| match write {
+                StoredWrite::Checkpoint(checkpoint) => Some(checkpoint),
+                _ => None,
+            })
+            .filter(|checkpoint| checkpoint.op > disk.image.checkpoint_op())
+            .cloned();
+        if let Some(newest) = newest {
+            if disk.image.covers(&staged, newest.op) {
+                staged.retain(|write| !matches!(write, StoredWrite::Checkpoint(_)));
+                if pending < Some(newest.op) {
+                    self.checkpoints_deferred += 1;
+                    if disk.checkpoint_writing.is_some() {
+                        disk.checkpoint_waiting = Some(newest);
+                    } else {
+                        let batches = self.checkpoint_files.below(CHECKPOINT_FILE_BATCHES_MAX + 1);
+                        disk.checkpoint_writing = Some((newest, batches));
+                    }
+                }
+            } else {
+                // Installed: written before its batch, superseding what was in hand.
+                disk.checkpoint_writing = None;
+                disk.checkpoint_waiting = None;
+            }
+        }
+        for write in staged {
+            disk.image.apply(write).map_err(fail)?;
         }
         Ok(())
     }
 
     /// A crash: the batch in progress is lost, and kept pages may be (module docs).
     pub fn on_crash(&mut self, replica: ReplicaIndex) {
-        self.disks[replica as usize].staged.clear();
+        let disk = &mut self.disks[replica as usize];
+        disk.staged.clear();
+        let lost = disk.checkpoint_writing.take().is_some() as u64
+            + disk.checkpoint_waiting.take().is_some() as u64;
+        self.checkpoints_deferred_lost += lost;
         self.damage_kept_pages(replica);
     }
 

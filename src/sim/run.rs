@@ -167,6 +167,9 @@ pub struct RunSummary {
     pub persistence_checked: u64,
     /// Whether replicas kept disks across crashes.
     pub disks: bool,
+    /// Checkpoints whose marker reached a disk after their batch (their file written in
+    /// the background), and of those the ones a crash lost first.
+    pub checkpoints_deferred: (u64, u64),
     /// What reconfigurations did.
     pub reconfigurations: ReconfigurationCounts,
 }
@@ -475,6 +478,10 @@ pub fn run_seed_of<S: SimService>(seed: u64, options: RunOptions) -> Result<RunS
                 write_delay_steps_max: cluster.options().write_delay_steps_max,
                 persistence_checked: cluster.storage().messages_checked,
                 disks: cluster.options().disks,
+                checkpoints_deferred: (
+                    cluster.disks().checkpoints_deferred,
+                    cluster.disks().checkpoints_deferred_lost,
+                ),
                 reconfigurations: cluster.reconfigurations,
             });
         }
@@ -606,6 +613,9 @@ pub struct Totals {
     pub disk_seeds: u64,
     /// Seeds in which a checkpoint fetch resumed from pages kept on disk before a crash.
     pub resuming_seeds: u64,
+    /// Checkpoints whose marker reached a disk after their batch, and those a crash lost
+    /// first (see `RunSummary::checkpoints_deferred`).
+    pub checkpoints_deferred: (u64, u64),
     /// Seeds that planned reconfigurations.
     pub reconfiguring_seeds: u64,
     /// What reconfigurations did (`epoch_max`: the sum of each seed's last epoch).
@@ -639,6 +649,8 @@ impl Totals {
         self.faults.disk_damage += run.faults.disk_damage;
         self.disk_seeds += run.disks as u64;
         self.resuming_seeds += (run.stats.checkpoint_pages_resumed > 0) as u64;
+        self.checkpoints_deferred.0 += run.checkpoints_deferred.0;
+        self.checkpoints_deferred.1 += run.checkpoints_deferred.1;
         let (t, x) = (&mut self.reconfigurations, &run.reconfigurations);
         self.reconfiguring_seeds += (x.planned > 0) as u64;
         t.planned += x.planned;
@@ -715,12 +727,14 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "fetched pages kept on disk {}  read back at restarts {} (dropped as corrupt {})  resumed {} (in {} seeds)",
+            "fetched pages kept on disk {}  read back at restarts {} (dropped as corrupt {})  resumed {} (in {} seeds)  checkpoint files written in the background {} (lost to a crash before their marker {})",
             s.checkpoint_pages_kept,
             s.checkpoint_pages_read_back,
             s.checkpoint_pages_kept_corrupt,
             s.checkpoint_pages_resumed,
-            self.resuming_seeds
+            self.resuming_seeds,
+            self.checkpoints_deferred.0,
+            self.checkpoints_deferred.1
         )?;
         let t = &self.transfers;
         writeln!(

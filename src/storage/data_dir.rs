@@ -28,7 +28,26 @@
 //! up to [`JOURNAL_BYTES_MAX`] at all times (the journal, and the next spare or the file
 //! to recycle), where it held the second only from half full to the compaction before.
 
+//!
+//! # Checkpoint files in the background
+//!
+//! A checkpoint's file holds the whole state, and every replica takes its checkpoints at
+//! the same ops: written before the batch that names it, every group queued behind that
+//! batch would wait for the file (seconds for a large state), at all replicas at once. A
+//! checkpoint whose batch leaves the journal holding every entry from the image's
+//! checkpoint (or the first op) through the new checkpoint's op is *covered*: a restart
+//! can rebuild its state from the older checkpoint and the journal. Such a checkpoint goes
+//! to a writer thread (`checkpoint_writer`), the batch goes on without it, and the image
+//! keeps the entries below it; once the file is written, synced, renamed and the
+//! directory synced, its marker goes into the next batch (or one of its own), and only
+//! then is the image trimmed and the older file removed. A crash before the marker is
+//! durable restarts from the older checkpoint and the journal: nothing lost, only more
+//! to execute. A checkpoint that is not covered (installed from another replica: the log
+//! was reset to it, and the entries below it were never here) is written before its batch
+//! as before, and supersedes whatever the writer has in hand.
+
 use super::checkpoint_file;
+use super::checkpoint_writer::CheckpointWriter;
 use super::codec::{self, CheckpointMarker};
 use super::fetch_file;
 use super::files;
@@ -80,6 +99,8 @@ pub struct DataDir {
     stale_checkpoints: bool,
     /// The next journal file, prepared in the background.
     spare: Spare,
+    /// Checkpoint files written in the background (their markers follow).
+    checkpoints: CheckpointWriter,
     /// Set when a batch did not fold into `image` (a bug in a writer or in the fold): the
     /// image no longer describes the journal, so the journal is no longer compacted. The
     /// next restart sees the same sequence and reports damage: safe, never silent.
@@ -147,6 +168,7 @@ impl DataDir {
             marker,
             stale_checkpoints: false,
             spare: Spare::default(),
+            checkpoints: CheckpointWriter::new(directory),
             image_broken: None,
             buffer: Vec::new(),
             fetch_read_back: fetch_file::ReadBack::default(),
@@ -234,20 +256,93 @@ impl DataDir {
 
     /// As [`DataDir::append`], but folds the writes into the directory's image by moving
     /// them out of `writes` (left empty on success): no copy of their entry lists.
+    ///
+    /// A checkpoint the journal covers (see "Checkpoint files in the background" in the
+    /// module docs) goes to the background writer instead of being written first; the
+    /// marker of a file the writer finished goes into this batch.
     pub fn append_owned(&mut self, writes: &mut Vec<StoredWrite>) -> Result<(), StorageError> {
         if writes.is_empty() {
             return Ok(());
         }
-        let newest = writes.iter().rev().find_map(|write| match write {
-            StoredWrite::Checkpoint(checkpoint) => Some(checkpoint),
-            _ => None,
-        });
+        let newest = writes
+            .iter()
+            .rev()
+            .find_map(|write| match write {
+                StoredWrite::Checkpoint(checkpoint) => Some(checkpoint),
+                _ => None,
+            })
+            .filter(|checkpoint| self.marker.is_none_or(|marker| marker.op < checkpoint.op));
+        let mut written = self.checkpoints.poll().transpose()?;
         if let Some(checkpoint) = newest {
-            if self.marker.is_none_or(|marker| marker.op < checkpoint.op) {
+            if self.image_broken.is_none() && self.image.covers(writes, checkpoint.op) {
+                if self.checkpoints.newest_pending() < Some(checkpoint.op) {
+                    self.checkpoints.submit(checkpoint.clone());
+                }
+                // Its marker follows once the file is durable: until then the image
+                // keeps the journal's entries below it.
+                writes.retain(|write| !matches!(write, StoredWrite::Checkpoint(_)));
+            } else {
+                // Installed from another replica (or the journal lacks entries below it):
+                // a restart needs its file, so it is written before the batch, and
+                // supersedes every file the writer has in hand.
+                self.checkpoints.abandon();
+                written = None;
                 self.marker = Some(checkpoint_file::write(&self.directory, checkpoint)?);
                 self.stale_checkpoints = true;
             }
         }
+        if let Some((checkpoint, marker)) = written {
+            // A file the writer finished: its marker goes into this batch, before the
+            // batch's own writes (which come after it in op order).
+            if self.marker.is_none_or(|current| current.op < marker.op) {
+                self.marker = Some(marker);
+                self.stale_checkpoints = true;
+                writes.insert(0, StoredWrite::Checkpoint(checkpoint));
+            }
+        }
+        self.append_batch(writes)
+    }
+
+    /// Writes a batch holding only the marker of a checkpoint file the background writer
+    /// finished, if it did (so that an idle replica's journal names its newest checkpoint
+    /// too). Returns whether one was written.
+    pub fn append_finished_checkpoint(&mut self) -> Result<bool, StorageError> {
+        let Some((checkpoint, marker)) = self.checkpoints.poll().transpose()? else {
+            return Ok(false);
+        };
+        if self.marker.is_some_and(|current| current.op >= marker.op) {
+            return Ok(false);
+        }
+        self.marker = Some(marker);
+        self.stale_checkpoints = true;
+        self.append_batch(&mut vec![StoredWrite::Checkpoint(checkpoint)])?;
+        Ok(true)
+    }
+
+    /// Whether a checkpoint file is being written in the background (its marker not yet
+    /// in the journal).
+    pub fn checkpoint_pending(&self) -> bool {
+        self.checkpoints.is_busy()
+    }
+
+    /// Waits for the checkpoint files being written and puts their markers in the
+    /// journal (tests: the storage thread polls instead).
+    #[cfg(test)]
+    pub fn finish_checkpoint_files(&mut self) {
+        while self.checkpoints.is_busy() {
+            if let Some(written) = self.checkpoints.wait() {
+                let (checkpoint, marker) = written.unwrap();
+                self.marker = Some(marker);
+                self.stale_checkpoints = true;
+                self.append_batch(&mut vec![StoredWrite::Checkpoint(checkpoint)])
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Encodes `writes` as the next batch with the current marker, writes and syncs it,
+    /// and folds them into the image (moved out of `writes`).
+    fn append_batch(&mut self, writes: &mut Vec<StoredWrite>) -> Result<(), StorageError> {
         let marker = self.marker;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
@@ -492,9 +587,13 @@ impl DataDir {
             .map_err(StorageError::io("fdatasync", &self.journal_path))
     }
 
-    /// Checkpoint files the journal does not name, and temporary files a crash left.
+    /// Checkpoint files the journal does not name, and temporary files a crash left;
+    /// never those of the checkpoints the background writer has in hand.
     fn remove_stale_files(&self) {
-        let keep = self.marker.map(|marker| marker.op);
+        let keep = |op| {
+            self.marker.is_some_and(|marker| marker.op == op)
+                || self.checkpoints.pending_ops().any(|pending| pending == op)
+        };
         let Ok(listing) = std::fs::read_dir(&self.directory) else {
             return;
         };
@@ -502,8 +601,13 @@ impl DataDir {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let stale = match checkpoint_file::op_of(&name) {
-                Some(op) => Some(op) != keep,
-                None => name.starts_with("checkpoint-") && name.ends_with(".tmp"),
+                Some(op) => !keep(op),
+                None => match name.strip_suffix(".tmp") {
+                    Some(file) if name.starts_with("checkpoint-") => {
+                        checkpoint_file::op_of(file).is_none_or(|op| !keep(op))
+                    }
+                    _ => false,
+                },
             };
             if stale {
                 let _ = std::fs::remove_file(entry.path());
@@ -704,8 +808,12 @@ pub(crate) mod tests {
         ];
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
+        data_dir.finish_checkpoint_files();
         data_dir.maintain().unwrap();
-        assert_eq!(data_dir.image.log_base, 60, "the image is trimmed at once");
+        assert_eq!(
+            data_dir.image.log_base, 60,
+            "the image is trimmed once the marker is in"
+        );
         // A second checkpoint replaces the first's file once its batch is durable.
         let second = checkpoint_file::tests::checkpoint(90);
         let writes = [
@@ -714,6 +822,7 @@ pub(crate) mod tests {
         ];
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
+        data_dir.finish_checkpoint_files();
         assert!(checkpoint_file::path(&directory, 60).exists());
         data_dir.maintain().unwrap();
         assert!(checkpoint_file::path(&directory, 90).exists());
@@ -790,6 +899,7 @@ pub(crate) mod tests {
         let writes = [StoredWrite::Checkpoint(checkpoint.clone())];
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
+        data_dir.finish_checkpoint_files(); // Its marker follows the file.
         data_dir.maintain().unwrap();
         assert_eq!(data_dir.file_bytes, 2 * journal::CHUNK_BYTES);
         assert!(
@@ -1106,6 +1216,7 @@ pub(crate) mod tests {
         data_dir
             .append(&[StoredWrite::Checkpoint(checkpoint), state(0)])
             .unwrap();
+        data_dir.finish_checkpoint_files();
         drop(data_dir);
         std::fs::remove_file(checkpoint_file::path(&directory, 8)).unwrap();
         let (_, image) = DataDir::open(&directory, US).unwrap();
@@ -1115,6 +1226,167 @@ pub(crate) mod tests {
             "{damage}"
         );
         assert_eq!(image.checkpoint, None);
+    }
+
+    /// A checkpoint the journal covers is written in the background: the batch naming
+    /// it goes on without its file, the image keeps the entries below it until the
+    /// marker follows, and a crash in between restarts from the older checkpoint and the
+    /// journal, losing nothing (its file is removed as stale).
+    #[test]
+    fn a_covered_checkpoint_is_written_in_the_background_and_its_marker_follows() {
+        let directory = temp_dir("background");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let writes = [append(1, 50), StoredWrite::Commit(50)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        let first = checkpoint_file::tests::checkpoint(40);
+        let writes = [
+            StoredWrite::Checkpoint(first.clone()),
+            append(51, 5),
+            StoredWrite::Commit(55),
+        ];
+        data_dir.append(&writes).unwrap();
+        assert!(data_dir.checkpoint_pending());
+        assert_eq!(
+            data_dir.marker, None,
+            "no marker before the file is durable"
+        );
+        assert_eq!(data_dir.image.log_base, 0, "the entries below it are kept");
+        // A crash now: the journal has every entry, and no marker.
+        let (mut data_dir, image) = {
+            drop(data_dir);
+            DataDir::open(&directory, US).unwrap()
+        };
+        assert_eq!(image.checkpoint, None);
+        assert_eq!((image.log_base, image.op(), image.commit), (0, 55, 55));
+        assert!(
+            !checkpoint_file::path(&directory, 40).exists(),
+            "a file its journal never named is removed as stale"
+        );
+        // Again, and this time the marker follows in the next batch.
+        fold(&mut expected, &writes[1..]);
+        data_dir
+            .append(&[StoredWrite::Checkpoint(first.clone())])
+            .unwrap();
+        while data_dir.checkpoint_pending() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            let next = [StoredWrite::Commit(55)];
+            data_dir.append(&next).unwrap();
+        }
+        assert_eq!(data_dir.marker.map(|marker| marker.op), Some(40));
+        assert_eq!(data_dir.image.log_base, 40);
+        expected
+            .apply(StoredWrite::Checkpoint(first.clone()))
+            .unwrap();
+        expected.trim_to_checkpoint();
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image, expected);
+        assert_eq!(image.checkpoint, Some(first));
+    }
+
+    /// A checkpoint installed from another replica (the log reset to it) is written
+    /// before its batch, whatever the writer has in hand: nothing below it is in the
+    /// journal, so a restart needs its file.
+    #[test]
+    fn an_installed_checkpoint_is_written_before_its_batch() {
+        let directory = temp_dir("installed");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir
+            .append(&[append(1, 50), StoredWrite::Commit(50)])
+            .unwrap();
+        let covered = checkpoint_file::tests::checkpoint(40);
+        data_dir
+            .append(&[StoredWrite::Checkpoint(covered)])
+            .unwrap();
+        assert!(data_dir.checkpoint_pending());
+        let installed = checkpoint_file::tests::checkpoint(500);
+        let writes = [
+            StoredWrite::Checkpoint(installed.clone()),
+            StoredWrite::LogReset { base: 500 },
+            append(501, 2),
+            StoredWrite::Commit(500),
+        ];
+        data_dir.append(&writes).unwrap();
+        assert!(!data_dir.checkpoint_pending(), "the covered one is dropped");
+        assert_eq!(data_dir.marker.map(|marker| marker.op), Some(500));
+        data_dir.maintain().unwrap();
+        assert!(!checkpoint_file::path(&directory, 40).exists());
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image.checkpoint, Some(installed));
+        assert_eq!((image.log_base, image.op()), (500, 502));
+    }
+
+    /// Checkpoints come faster than their files: the one waiting is replaced by the
+    /// newer one, at most two are in hand, and the newest ends up named and read back.
+    #[test]
+    fn checkpoints_faster_than_their_files_write_only_the_newest_waiting() {
+        let directory = temp_dir("faster");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir
+            .append(&[append(1, 100), StoredWrite::Commit(100)])
+            .unwrap();
+        for op in [10, 20, 30, 40, 50] {
+            let checkpoint = checkpoint_file::tests::checkpoint(op);
+            data_dir
+                .append(&[StoredWrite::Checkpoint(checkpoint)])
+                .unwrap();
+            assert!(data_dir.checkpoints.pending_ops().count() <= 2);
+            assert_eq!(data_dir.checkpoints.newest_pending(), Some(op));
+        }
+        data_dir.finish_checkpoint_files();
+        assert_eq!(data_dir.marker.map(|marker| marker.op), Some(50));
+        data_dir.maintain().unwrap();
+        let files: Vec<_> = std::fs::read_dir(&*directory)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("checkpoint-"))
+            .collect();
+        assert_eq!(files, vec!["checkpoint-00000000000000000050".to_string()]);
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image.checkpoint_op(), 50);
+        assert_eq!((image.log_base, image.op()), (50, 100));
+    }
+
+    /// The files of checkpoints in the writer's hands (and their temporary files) are
+    /// never removed as stale by the upkeep.
+    #[test]
+    fn the_upkeep_never_removes_a_file_being_written() {
+        let directory = temp_dir("upkeep");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir
+            .append(&[append(1, 100), StoredWrite::Commit(100)])
+            .unwrap();
+        data_dir
+            .append(
+                &[StoredWrite::Checkpoint(checkpoint_file::tests::checkpoint(
+                    60,
+                ))],
+            )
+            .unwrap();
+        let temporary = checkpoint_file::path(&directory, 60).with_extension("tmp");
+        std::fs::write(directory.join("checkpoint-00000000000000000007.tmp"), b"x").unwrap();
+        data_dir.stale_checkpoints = true;
+        // Once the writer has created its file (temporary or renamed, not yet polled),
+        // the file survives the upkeep.
+        let written = checkpoint_file::path(&directory, 60);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !temporary.exists() && !written.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never started"
+            );
+            std::thread::yield_now();
+        }
+        data_dir.maintain().unwrap();
+        assert!(!directory
+            .join("checkpoint-00000000000000000007.tmp")
+            .exists());
+        data_dir.finish_checkpoint_files();
+        assert!(checkpoint_file::path(&directory, 60).exists());
+        assert!(!temporary.exists());
+        assert_eq!(reopened(&directory, data_dir).checkpoint_op(), 60);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A replica's data directory on disk (`vsr replica --durability disk --data-dir DIR`):
-//! pure file I/O and formats, no threads and no protocol logic. The runtime's storage
+//! file I/O and formats, no protocol logic (the only threads are `DataDir`'s own
+//! background writers: the spare journal and checkpoint files). The runtime's storage
 //! thread drives it; the core only ever sees the [`Stored`](crate::protocol::Stored)
 //! image it reads back and the completions of the writes it issued.
 //!
@@ -11,7 +12,8 @@
 //! - `journal`: the write-ahead journal, an append-only file of checksummed batches, one
 //!   batch per group commit ([`journal`], with the record encoding in [`codec`]);
 //! - `checkpoint-<op>`: a checkpoint's contents, written atomically before the batch that
-//!   names it; the journal holds only a marker ([`checkpoint_file`]);
+//!   names it (by a thread of its own when the journal covers it, so that no group waits
+//!   for it: `checkpoint_writer`); the journal holds only a marker ([`checkpoint_file`]);
 //! - `journal.spare`: the next journal file, prepared and synced in the background,
 //!   which the journal is compacted into when it is nearly full ([`spare`]);
 //! - `journal.recycle`: the journal file the last compaction left, which becomes the
@@ -27,6 +29,7 @@
 //! checkpoint when it fills up, so that it stays bounded on disk.
 
 pub mod checkpoint_file;
+mod checkpoint_writer;
 pub mod codec;
 mod data_dir;
 mod error;

@@ -1,0 +1,173 @@
+//! Checkpoint files written in the background, so that a group commit never waits for
+//! one.
+//!
+//! A checkpoint's file (`checkpoint_file`) holds the whole state: written on the storage
+//! thread before the batch that names it, as it was, every group queued behind that batch
+//! waited for the file's writes, two `fsync`s and a rename (several milliseconds for a
+//! small state, seconds for a large one, at every checkpoint of every replica at once,
+//! since they all checkpoint at the same ops). `DataDir` hands a checkpoint that the
+//! journal already covers to this writer instead and goes on appending batches; the
+//! journal's marker for it follows in a later batch, once the file is durable
+//! (`DataDir`'s docs say when a checkpoint is covered, and why the order keeps a restart
+//! safe).
+//!
+//! One file is written at a time by a thread of its own; at most one more checkpoint
+//! waits behind it (a newer one replaces it: only the newest needs a file), so the
+//! journal's marker lags the newest checkpoint by at most the file being written and
+//! the one waiting.
+
+use super::checkpoint_file;
+use super::codec::CheckpointMarker;
+use super::StorageError;
+use crate::protocol::Checkpoint;
+use crossbeam_channel::Receiver;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+/// A file written: the checkpoint, and the marker that names it.
+pub type Written = (Checkpoint, CheckpointMarker);
+
+/// The background writer of one data directory's checkpoint files.
+#[derive(Debug)]
+pub struct CheckpointWriter {
+    directory: PathBuf,
+    writing: Option<Writing>,
+    /// The next checkpoint to write once `writing` is done.
+    queued: Option<Checkpoint>,
+}
+
+#[derive(Debug)]
+struct Writing {
+    op: u64,
+    done: Receiver<Result<Written, StorageError>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CheckpointWriter {
+    /// A writer for `directory`'s checkpoint files.
+    pub fn new(directory: &Path) -> CheckpointWriter {
+        CheckpointWriter {
+            directory: directory.into(),
+            writing: None,
+            queued: None,
+        }
+    }
+
+    /// Whether a file is being written or waits to be.
+    pub fn is_busy(&self) -> bool {
+        self.writing.is_some() || self.queued.is_some()
+    }
+
+    /// The ops of the checkpoints being written or waiting: their files (and temporary
+    /// files) must not be removed as stale.
+    pub fn pending_ops(&self) -> impl Iterator<Item = u64> + '_ {
+        let writing = self.writing.as_ref().map(|writing| writing.op);
+        writing
+            .into_iter()
+            .chain(self.queued.as_ref().map(|c| c.op))
+    }
+
+    /// The newest op submitted and not yet returned by [`CheckpointWriter::poll`].
+    pub fn newest_pending(&self) -> Option<u64> {
+        self.pending_ops().max()
+    }
+
+    /// Writes `checkpoint`'s file in the background, after the one being written; a
+    /// checkpoint already waiting is replaced (its file is never written: only the
+    /// newest matters). Never blocks.
+    pub fn submit(&mut self, checkpoint: Checkpoint) {
+        assert!(
+            self.newest_pending().is_none_or(|op| op < checkpoint.op),
+            "checkpoints are submitted in op order"
+        );
+        self.queued = Some(checkpoint);
+        self.start_queued();
+    }
+
+    /// The file written, if the one being written is done (and starts the one waiting).
+    pub fn poll(&mut self) -> Option<Result<Written, StorageError>> {
+        let result = self.writing.as_ref()?.done.try_recv().ok()?;
+        self.finish_writing();
+        self.start_queued();
+        Some(result)
+    }
+
+    /// Waits for the file being written (if any) and returns it; the one waiting is
+    /// started.
+    pub fn wait(&mut self) -> Option<Result<Written, StorageError>> {
+        let writing = self.writing.as_ref()?;
+        let result = writing.done.recv().unwrap_or_else(|_| {
+            Err(StorageError::Io {
+                operation: "write the checkpoint file",
+                path: checkpoint_file::path(&self.directory, writing.op),
+                error: std::io::Error::other("its writer thread ended without an answer"),
+            })
+        });
+        self.finish_writing();
+        self.start_queued();
+        Some(result)
+    }
+
+    /// Waits for every file submitted and drops them all: a checkpoint installed from
+    /// another replica supersedes them (their files are removed as stale).
+    pub fn abandon(&mut self) {
+        self.queued = None;
+        let _ = self.wait();
+    }
+
+    fn finish_writing(&mut self) {
+        if let Some(mut writing) = self.writing.take() {
+            if let Some(thread) = writing.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn start_queued(&mut self) {
+        if self.writing.is_some() {
+            return;
+        }
+        let Some(checkpoint) = self.queued.take() else {
+            return;
+        };
+        let op = checkpoint.op;
+        let (sender, done) = crossbeam_channel::bounded(1);
+        let directory = self.directory.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vsr-checkpoint".into())
+            .spawn(move || {
+                let written = checkpoint_file::write(&directory, &checkpoint)
+                    .map(|marker| (checkpoint, marker));
+                let _ = sender.send(written);
+            });
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                // No thread: report it as the write's failure (the caller stops, as for
+                // any storage error).
+                let (sender, failed) = crossbeam_channel::bounded(1);
+                let _ = sender.send(Err(StorageError::Io {
+                    operation: "start the checkpoint writer for",
+                    path: checkpoint_file::path(&self.directory, op),
+                    error,
+                }));
+                self.writing = Some(Writing {
+                    op,
+                    done: failed,
+                    thread: None,
+                });
+                return;
+            }
+        };
+        self.writing = Some(Writing { op, done, thread });
+    }
+}
+
+impl Drop for CheckpointWriter {
+    /// A file must not be written into a directory that the next process to open it may
+    /// be cleaning up: wait for the one being written (the one waiting is dropped).
+    fn drop(&mut self) {
+        self.queued = None;
+        self.finish_writing();
+    }
+}
