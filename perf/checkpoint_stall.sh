@@ -48,8 +48,8 @@ import json, sys
 try:
     d = json.load(open(sys.argv[1]))
     lat = d.get("latency_us", {})
-print(f"fill: {d['ops_per_sec']:.0f} puts/s, {d.get('ops', d.get('completed', '?'))} ops,"
-      f" latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} us")
+    print(f"fill: {d['ops_per_sec']:.0f} puts/s, {d.get('ops', d.get('completed', '?'))} ops,"
+          f" latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} us")
 except Exception as e:
     print(f"fill: no result ({e})")
 PY

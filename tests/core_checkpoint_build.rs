@@ -166,3 +166,58 @@ fn installing_another_state_abandons_the_build() {
     );
     assert!(cluster.replicas[2].service() == cluster.replicas[0].service());
 }
+
+/// A kv that counts the times it was told its deferred snapshot was built.
+struct Told {
+    kv: Kv,
+    told: u64,
+}
+
+impl vsr::service::StateMachine for Told {
+    fn apply(&mut self, op: u64, timestamp: u64, operation: &Bytes) -> Bytes {
+        self.kv.apply(op, timestamp, operation)
+    }
+    fn query(&self, query: &Bytes) -> Bytes {
+        self.kv.query(query)
+    }
+    fn snapshot(&mut self) -> vsr::service::Snapshot {
+        self.kv.snapshot()
+    }
+    fn snapshot_deferred(&mut self) -> vsr::service::Deferred<vsr::service::Snapshot> {
+        self.kv.snapshot_deferred()
+    }
+    fn snapshot_built(&mut self) {
+        self.told += 1;
+        self.kv.snapshot_built();
+    }
+    fn restore(
+        &mut self,
+        snapshot: &vsr::service::Snapshot,
+    ) -> Result<(), vsr::service::SnapshotError> {
+        self.kv.restore(snapshot)
+    }
+}
+
+/// The service hears that its build finished at the replica's next input, a tick
+/// included, so that an idle replica's kv lets go of the state it kept for the build.
+#[test]
+fn the_service_is_told_once_its_build_finished() {
+    let mut cluster = MemoryCluster::new(&config(), |_| Told {
+        kv: Kv::new(),
+        told: 0,
+    });
+    cluster.defer_builds();
+    let mut session = ClientSession::new(1, 3, 100);
+    cluster.register(&mut session);
+    while cluster.replicas[0].commit() < INTERVAL {
+        let op = KvOp::Put(Bytes::from("key"), Bytes::from(vec![1; 300]));
+        cluster.execute(&mut session, op.encode());
+    }
+    assert_eq!(cluster.replicas[0].checkpoint_building(), Some(INTERVAL));
+    assert_eq!(cluster.replicas[0].service().told, 0);
+    assert_eq!(cluster.run_builds(0), 1);
+    assert_eq!(cluster.replicas[0].service().told, 1, "told at once");
+    cluster.tick();
+    cluster.run(10_000);
+    assert_eq!(cluster.replicas[0].service().told, 1, "told once");
+}

@@ -56,6 +56,13 @@ pub trait StateMachine {
         Deferred::ready(self.snapshot())
     }
 
+    /// The build of the last [`StateMachine::snapshot_deferred`] finished: a service that
+    /// keeps state aside while a build runs (the state the build reads, beside the one it
+    /// goes on with) may let go of it now. A replica calls it at its first input after the
+    /// build finished, ticks included, so that an idle replica does not hold both. The
+    /// default does nothing.
+    fn snapshot_built(&mut self) {}
+
     /// Replaces the state with a snapshot taken by [`StateMachine::snapshot`], possibly on
     /// another replica.
     ///

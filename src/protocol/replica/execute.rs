@@ -137,6 +137,7 @@ impl<S: StateMachine> Replica<S> {
         // The previous checkpoint goes (or is retained, if a transfer is reading it).
         self.release_checkpoint();
         self.set_checkpoint(checkpoint, tree);
+        self.service.snapshot_built();
         self.stats.checkpoints += 1;
         self.log.trim(op.saturating_sub(self.config.log_tail_ops));
     }

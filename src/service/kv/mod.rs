@@ -387,6 +387,13 @@ impl StateMachine for Kv {
         Deferred::new(move || fold.run().snapshot.clone())
     }
 
+    /// Takes the fold's buckets at once: without it an idle map would go on holding its
+    /// old buckets and the frozen changes beside the new buckets (until its next
+    /// operation), about the state twice over.
+    fn snapshot_built(&mut self) {
+        self.take_finished_fold();
+    }
+
     /// Checks every record, builds the buckets of the layout the state's size asks for,
     /// then checks that their pages are exactly the received ones (same records, same
     /// cuts), so a restored replica's later checkpoints equal everyone else's. The bytes
