@@ -27,7 +27,6 @@
 //! is disk space: once the journal has reached its size the directory keeps two files of
 //! up to [`JOURNAL_BYTES_MAX`] at all times (the journal, and the next spare or the file
 //! to recycle), where it held the second only from half full to the compaction before.
-
 //!
 //! # Checkpoint files in the background
 //!
