@@ -57,6 +57,9 @@ impl CheckpointMarker {
     }
 }
 
+/// Bytes of an entry's fields before its body in a `LogAppend` record.
+pub const ENTRY_BYTES: u64 = 8 + 8 + 4 + 8 + 1 + 4;
+
 /// Appends `write` as one record. A checkpoint is written as its marker, with the
 /// checksum of its file's payload (the file must be written first).
 pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) {

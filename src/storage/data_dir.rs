@@ -100,6 +100,10 @@ pub struct DataDir {
     spare: Spare,
     /// Checkpoint files written in the background (their markers follow).
     checkpoints: CheckpointWriter,
+    /// Spares dropped because the image would have filled more than half of them.
+    spares_too_small: u64,
+    /// [`JOURNAL_BYTES_MAX`] (smaller in tests).
+    journal_bytes_max: u64,
     /// Set when a batch did not fold into `image` (a bug in a writer or in the fold): the
     /// image no longer describes the journal, so the journal is no longer compacted. The
     /// next restart sees the same sequence and reports damage: safe, never silent.
@@ -168,6 +172,8 @@ impl DataDir {
             stale_checkpoints: false,
             spare: Spare::default(),
             checkpoints: CheckpointWriter::new(directory),
+            spares_too_small: 0,
+            journal_bytes_max: JOURNAL_BYTES_MAX,
             image_broken: None,
             buffer: Vec::new(),
             fetch_read_back: fetch_file::ReadBack::default(),
@@ -385,7 +391,19 @@ impl DataDir {
         let checkpointed = checkpointed && self.journal_bytes * 2 >= self.file_bytes;
         if nearly_full || checkpointed {
             if let Some((file, bytes)) = self.spare.take_ready() {
-                self.compact_into(file, bytes)?;
+                if image_bytes(&self.image) * 2 <= bytes {
+                    self.compact_into(file, bytes)?;
+                } else {
+                    // The image would fill more than half of it: the compaction would
+                    // free too little, and the next would follow at once (one per group,
+                    // each writing and syncing the whole image: what a checkpoint
+                    // interval of large entries did with spares capped at
+                    // `JOURNAL_BYTES_MAX`). A spare sized for the image is prepared
+                    // instead; meanwhile the journal grows in place.
+                    drop(file);
+                    let _ = std::fs::remove_file(self.directory.join(spare::SPARE_FILE));
+                    self.spares_too_small += 1;
+                }
             }
         }
         if self.spare.is_idle() && self.journal_bytes * 2 >= self.file_bytes {
@@ -395,8 +413,9 @@ impl DataDir {
                     .metadata()
                     .map_err(StorageError::io("stat", &self.journal_path))?,
             );
-            self.spare
-                .prepare(&self.directory, spare_bytes(self.file_bytes), journal);
+            let image = image_bytes(&self.image);
+            let bytes = spare_bytes(self.file_bytes, image, self.journal_bytes_max);
+            self.spare.prepare(&self.directory, bytes, journal);
         }
         Ok(())
     }
@@ -615,13 +634,26 @@ impl DataDir {
     }
 }
 
-/// The size of the spare prepared for a journal file of `file_bytes`: twice as large, so
-/// that a busy replica reaches [`JOURNAL_BYTES_MAX`] after a few compactions and an idle
-/// one keeps a small journal.
-fn spare_bytes(file_bytes: u64) -> u64 {
+/// The size of the spare prepared for a journal file of `file_bytes` whose image (what a
+/// compaction writes) is about `image_bytes`: twice the file, so that a busy replica
+/// reaches [`JOURNAL_BYTES_MAX`] after a few compactions and an idle one keeps a small
+/// journal; and at least three times the image, so that a compaction into it frees at
+/// least two thirds of it (past the maximum when a checkpoint interval's entries are that
+/// large: the image is bounded by the configuration, the file by it).
+fn spare_bytes(file_bytes: u64, image_bytes: u64, journal_bytes_max: u64) -> u64 {
     (2 * file_bytes)
-        .clamp(journal::CHUNK_BYTES, JOURNAL_BYTES_MAX)
+        .clamp(journal::CHUNK_BYTES, journal_bytes_max)
+        .max(3 * image_bytes)
         .next_multiple_of(journal::CHUNK_BYTES)
+}
+
+/// About the bytes a compaction writes for `image`: its entries as the journal encodes
+/// them, and a block for the rest (a few small records, the batch's framing).
+fn image_bytes(image: &Stored) -> u64 {
+    let entries: u64 = (image.entries.iter())
+        .map(|entry| codec::ENTRY_BYTES + entry.body.len() as u64)
+        .sum();
+    entries + journal::BLOCK_BYTES as u64
 }
 
 /// The checksum a checkpoint record carries: that of the file written for it. Older
@@ -937,14 +969,52 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn spares_double_the_journal_up_to_the_maximum() {
+    fn spares_double_the_journal_up_to_the_maximum_and_hold_three_images() {
         let chunk = journal::CHUNK_BYTES;
-        assert_eq!(spare_bytes(0), chunk);
-        assert_eq!(spare_bytes(chunk), 2 * chunk);
-        assert_eq!(spare_bytes(2 * chunk), 4 * chunk);
-        assert_eq!(spare_bytes(3 * chunk), 6 * chunk);
-        assert_eq!(spare_bytes(JOURNAL_BYTES_MAX - chunk), JOURNAL_BYTES_MAX);
-        assert_eq!(spare_bytes(4 * JOURNAL_BYTES_MAX), JOURNAL_BYTES_MAX);
+        let max = JOURNAL_BYTES_MAX;
+        assert_eq!(spare_bytes(0, 0, max), chunk);
+        assert_eq!(spare_bytes(chunk, 0, max), 2 * chunk);
+        assert_eq!(spare_bytes(2 * chunk, 0, max), 4 * chunk);
+        assert_eq!(spare_bytes(3 * chunk, chunk, max), 6 * chunk);
+        assert_eq!(spare_bytes(max - chunk, 0, max), max);
+        assert_eq!(spare_bytes(4 * max, 0, max), max);
+        // An image larger than a third of the maximum: the spare holds three.
+        let image = max / 2 + 1;
+        assert_eq!(
+            spare_bytes(max, image, max),
+            (3 * image).next_multiple_of(chunk)
+        );
+    }
+
+    /// A journal whose image is most of it (a checkpoint interval of entries larger than
+    /// the journal's maximum, no checkpoint yet) is not compacted into a spare it would
+    /// mostly fill, which would free nothing and compact again at the next group: the
+    /// spare is dropped, one three times the image is prepared, and compactions stay few.
+    #[test]
+    fn an_image_that_fills_most_of_the_spare_gets_a_larger_spare_not_a_compaction_per_group() {
+        let directory = temp_dir("large-image");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir.journal_bytes_max = 2 * journal::CHUNK_BYTES;
+        let mut expected = Stored::default();
+        let (mut compactions, mut groups) = (0, 0);
+        let mut sequence = data_dir.next_sequence;
+        // No checkpoint ever: the image is the whole journal. 60 KiB entries up to 24 MiB.
+        fill(&mut data_dir, &mut expected, 1, |d| {
+            d.spare.wait();
+            // A compaction's image batch takes a sequence number of its own.
+            compactions += d.next_sequence - sequence - 1;
+            sequence = d.next_sequence;
+            groups += 1;
+            d.journal_bytes() >= 24 << 20
+        });
+        assert!(groups > 300, "{groups}");
+        assert!(
+            (1..=8).contains(&compactions) && data_dir.spares_too_small == 0,
+            "{compactions} compactions in {groups} groups, {} spares too small",
+            data_dir.spares_too_small
+        );
+        assert!(data_dir.file_bytes > data_dir.journal_bytes_max);
+        assert_eq!(reopened(&directory, data_dir), expected);
     }
 
     #[test]
