@@ -11,7 +11,13 @@
 //! background thread grew and synced meanwhile (`spare`), so the compaction costs one
 //! small write, one `fdatasync` and a rename. The journal therefore holds at most about
 //! [`JOURNAL_BYTES_MAX`] beyond the image at the latest checkpoint, and replay on open
-//! folds what is there and trims it the same way.
+//! folds what is there and trims it the same way. A spare holds at least three times the
+//! image, and is never compacted into when the image would fill more than half of it:
+//! when a checkpoint interval's entries are larger than the maximum (entries of 1 KiB),
+//! a journal compacted into a spare the image nearly fills is nearly full again at once,
+//! and compacted again at the next group, the whole image written each time. The image
+//! is bounded by the configuration (a checkpoint interval or so of entries above the
+//! latest checkpoint), and so is the journal.
 //!
 //! # Recycled journal files
 //!
