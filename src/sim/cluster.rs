@@ -2005,6 +2005,7 @@ impl<S: SimService> Cluster<S> {
             .max_by_key(|replica| (replica.epoch(), replica.view()))
             .map(|replica| replica.id() as ReplicaIndex);
         if let Some((index, until)) = self.leases.maybe_pause(self.now, &live, primary) {
+            self.faults.pause += 1;
             self.trace(format_args!("pause r{index} until step {until}"));
         }
     }
@@ -2013,6 +2014,7 @@ impl<S: SimService> Cluster<S> {
     /// what reaches it waits).
     pub fn pause(&mut self, index: ReplicaIndex, until: u64) {
         self.leases.pause(index, until);
+        self.faults.pause += 1;
         self.trace(format_args!("pause r{index} until step {until}"));
     }
 
@@ -2340,6 +2342,9 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.reads_answered += stats.reads_answered;
     total.reads_waited += stats.reads_waited;
     total.reads_behind += stats.reads_behind;
+    total.lease_reads_answered += stats.lease_reads_answered;
+    total.lease_reads_fallen_back += stats.lease_reads_fallen_back;
+    total.view_changes_held_by_lease += stats.view_changes_held_by_lease;
     total.prepares_sent += stats.prepares_sent;
     total.entries_committed += stats.entries_committed;
     total.messages_dropped += stats.messages_dropped;

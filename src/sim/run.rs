@@ -702,6 +702,7 @@ impl Totals {
         self.faults.crash_after_promise += run.faults.crash_after_promise;
         self.faults.isolate_primary += run.faults.isolate_primary;
         self.faults.recoveries_overlapping += run.faults.recoveries_overlapping;
+        self.faults.pause += run.faults.pause;
         self.faults.power_loss += run.faults.power_loss;
         self.faults.power_loss_first_start += run.faults.power_loss_first_start;
         self.faults.disk_damage += run.faults.disk_damage;
@@ -801,6 +802,15 @@ impl fmt::Display for Totals {
             f,
             "checked: commits {} snapshots {} checkpoints {} evicted replies {} rejected replies {} backup reads {}  longest view change after the faults {} steps",
             c.commits_checked, c.snapshots_checked, c.checkpoints_checked, c.evicted_checked, c.rejected_checked, c.reads_checked, self.view_change_steps_longest
+        )?;
+        writeln!(
+            f,
+            "leases: reads answered under a lease {} (checked {}) sent through the log {}  view changes held back by a lease {}  pauses {}",
+            self.stats.lease_reads_answered,
+            c.lease_reads_checked,
+            self.stats.lease_reads_fallen_back,
+            self.stats.view_changes_held_by_lease,
+            self.faults.pause
         )?;
         let x = &self.faults;
         writeln!(

@@ -154,6 +154,12 @@ impl<S: StateMachine> Replica<S> {
         if stamp == 0 || lease_ns == 0 {
             return 0;
         }
+        if self.asks.follow {
+            // A replica holding a later view asked for a view change, and only one can
+            // bring it back (`view_change`): grant no new lease, so that the promise runs
+            // out and this replica can follow the ask when it comes again.
+            return 0;
+        }
         self.lease.promised_until_ns = self.lease.promised_until_ns.max(now + lease_ns);
         stamp
     }
@@ -195,8 +201,9 @@ impl<S: StateMachine> Replica<S> {
         if stamp == 0 || stamp < self.lease.view_start_ns || stamp > self.lease.now_ns {
             return;
         }
-        let granted = &mut self.lease.granted[from as usize];
-        *granted = (*granted).max(stamp);
+        if let Some(granted) = self.lease.granted.get_mut(from as usize) {
+            *granted = (*granted).max(stamp);
+        }
     }
 
     /// Whether the primary may answer a read from its state now: it holds unexpired
@@ -219,8 +226,8 @@ impl<S: StateMachine> Replica<S> {
             .indexes()
             .filter(|&replica| replica != self.index)
             .filter(|&replica| {
-                let stamp = self.lease.granted[replica as usize];
-                stamp != 0 && now < stamp.saturating_add(held)
+                let stamp = self.lease.granted.get(replica as usize).copied();
+                stamp.is_some_and(|stamp| stamp != 0 && now < stamp.saturating_add(held))
             })
             .count();
         fresh >= self.faults_max()
@@ -267,11 +274,13 @@ impl<S: StateMachine> Replica<S> {
 
     /// What must hold between inputs.
     pub(super) fn lease_invariants(&self) {
-        assert_eq!(
-            self.lease.granted.len(),
-            self.configuration.replica_count() as usize
-        );
         if self.is_primary() {
+            // Sized for the configuration whenever the replica becomes normal in a view
+            // (an epoch's members change only with the view they start in).
+            assert_eq!(
+                self.lease.granted.len(),
+                self.configuration.replica_count() as usize
+            );
             assert!(self.lease.view_start_ns <= self.lease.now_ns);
             assert!(self
                 .lease
