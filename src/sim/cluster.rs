@@ -2018,6 +2018,12 @@ impl<S: SimService> Cluster<S> {
         self.trace(format_args!("pause r{index} until step {until}"));
     }
 
+    /// Replica `index`'s monotonic clock runs at `drift_ppm` from now on (from where it
+    /// stands: it never goes back).
+    pub fn set_clock_drift(&mut self, index: ReplicaIndex, drift_ppm: i64) {
+        self.leases.set_drift(index, drift_ppm, self.now);
+    }
+
     /// Pauses started, by faults or by `pause`.
     pub fn pauses(&self) -> u64 {
         self.leases.pauses

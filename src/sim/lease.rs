@@ -107,6 +107,18 @@ impl SimLeases {
         self.paused_until[index as usize] = 0;
     }
 
+    /// Replica `index`'s clock runs at `drift_ppm` from step `now` on, continuing from
+    /// its reading there.
+    pub fn set_drift(&mut self, index: ReplicaIndex, drift_ppm: i64, now: u64) {
+        assert!(drift_ppm > -1_000_000, "a clock runs forward");
+        let reading = self.monotonic_ns(index, now).unwrap_or(1);
+        self.clocks[index as usize] = MonotonicClock {
+            started_at: now,
+            drift_ppm,
+            offset_ns: reading,
+        };
+    }
+
     /// Replica `index` crashed: a stopped process that died is simply dead.
     pub fn on_crash(&mut self, index: ReplicaIndex) {
         self.paused_until[index as usize] = 0;

@@ -141,7 +141,9 @@ impl Scenario {
         Scenario { cluster, seed }
     }
 
-    fn manual_options(config: Config, client_count: usize) -> ClusterOptions {
+    /// The options [`Scenario::manual`] runs with: a calm network, no random faults, no
+    /// load; for a test that builds its [`Cluster`] itself (with leases, say).
+    pub fn manual_options(config: Config, client_count: usize) -> ClusterOptions {
         ClusterOptions {
             leases: Default::default(),
             config,
