@@ -113,7 +113,10 @@ fn partition_the_leaseholder(seed: u64, old_primary_drift_ppm: i64) -> Result<Ou
     while stats_of(&cluster, primary).lease_reads_answered == 0 {
         cluster.submit_read(0, get("k"), ReadMode::Lease);
         run_until(&mut cluster, "a lease read", idle(0))?;
-        assert!(cluster.now() < WAIT_STEPS_MAX, "the primary never held a lease");
+        assert!(
+            cluster.now() < WAIT_STEPS_MAX,
+            "the primary never held a lease"
+        );
     }
     // Cut off while it holds the lease; its clock slows as the test asks.
     cluster.set_clock_drift(primary, old_primary_drift_ppm);

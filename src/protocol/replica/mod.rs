@@ -36,6 +36,8 @@ use super::timeout::Timeout;
 use crate::config::Config;
 use crate::service::{Digest, StateMachine};
 use state_transfer::ReceivedState;
+
+pub use lease::{held_ns as lease_held_ns, wait_ns as lease_wait_ns};
 use std::collections::VecDeque;
 
 /// A replica's status (paper 4; `Recovering` is 4.3).
