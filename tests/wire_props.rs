@@ -907,9 +907,10 @@ fn invalid_header_values_are_rejected_with_their_reason() {
         |b| reseal(b, |h| h.reserved = 1),
         DecodeError::Malformed("reserved header byte is not zero"),
     );
+    // A Commit's `nonce` is its lease stamp; its `op` is unused.
     check_rejected(
         body(),
-        |b| reseal(b, |h| h.nonce = 1),
+        |b| reseal(b, |h| h.op = 1),
         DecodeError::Malformed("header field unused by this command is not zero"),
     );
     check_rejected(
@@ -926,7 +927,7 @@ fn invalid_header_values_are_rejected_with_their_reason() {
 fn invalid_enum_codes_are_malformed() {
     check_rejected(
         request(Operation::Apply),
-        |b| reseal(b, |h| h.code = 6),
+        |b| reseal(b, |h| h.code = 7),
         DecodeError::Malformed("unknown operation code"),
     );
     let reply = Body::Reply(Reply {
