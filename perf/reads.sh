@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Strict vs backup reads at --read-fraction 0.9 against a local 3-replica kv cluster
-# (perf/reads.md). Each run starts its own cluster; RUNS runs per mode, alternating the
-# modes so that a drift in the machine's load hits both alike. Writes one JSON per run
+# Strict vs lease vs backup reads at --read-fraction 0.9 against a local 3-replica kv
+# cluster (perf/reads.md). Each run starts its own cluster; RUNS runs per mode, alternating
+# the modes so that a drift in the machine's load hits all alike (MODES to pick others). Writes one JSON per run
 # into OUT and prints each run's ops/s, p50 and p99.
 #
 #   RUNS=3 DURATION=5s perf/reads.sh OUT_DIR
@@ -13,7 +13,7 @@ target=${CARGO_TARGET_DIR:-target}
 mkdir -p "$out"
 cargo build --release --workspace
 for run in $(seq 1 "$runs"); do
-  for mode in strict backup; do
+  for mode in ${MODES:-strict lease backup}; do
     json="$out/$mode-$run.json"
     "$target/release/vsr-load" --service kv --read-fraction 0.9 --reads "$mode" \
       --duration "$duration" --warmup 1s --quiet --vsr-bin "$target/release/vsr" \

@@ -57,7 +57,24 @@ pub struct Config {
     /// Bytes of checkpoint pages a replica sends to others per tick, so that serving a
     /// transfer does not starve its normal work.
     pub checkpoint_serve_bytes_per_tick: u64,
+    /// The lease a backup grants with each acknowledgement (paper 6.3.1), in ticks of
+    /// `tick_ns` on its monotonic clock: it takes part in no view change until the lease
+    /// it granted last ran out. 0: no leases, and every lease read goes through the log.
+    /// Shorter than `normal_timeout_ticks`, so that a backup whose primary went silent
+    /// has let its lease run out by the time it would ask for a view change.
+    pub lease_ticks: u64,
+    /// The nominal length of a tick in nanoseconds (the runtime's `TICK`): what turns
+    /// `lease_ticks` into time on the monotonic clock the driver passes in
+    /// (`Replica::set_monotonic_ns`).
+    pub tick_ns: u64,
+    /// The bound on how far any replica's monotonic clock may run from real time, in
+    /// parts per million of the time measured (10_000: 1%). Lease arithmetic assumes it;
+    /// a clock that drifts further can make a primary answer a stale read.
+    pub clock_drift_ppm: u32,
 }
+
+/// The largest clock-drift bound a configuration may name: 10%.
+pub const CLOCK_DRIFT_PPM_MAX: u32 = 100_000;
 
 impl Config {
     /// A configuration with production defaults for `replica_count` replicas.
@@ -85,7 +102,16 @@ impl Config {
             // 64 MiB per 10 ms tick: far above what this machine's loopback moves, so it
             // bounds a burst, not a transfer's rate.
             checkpoint_serve_bytes_per_tick: 64 << 20,
+            // Half the normal timeout: 500 ms of 10 ms ticks.
+            lease_ticks: 50,
+            tick_ns: 10_000_000,
+            clock_drift_ppm: 10_000,
         }
+    }
+
+    /// The lease a backup grants, on its own clock (0: leases off).
+    pub fn lease_ns(&self) -> u64 {
+        self.lease_ticks.saturating_mul(self.tick_ns)
     }
 
     /// f of the first configuration: the number of replicas that may fail.
@@ -169,6 +195,24 @@ impl Config {
         if let Some((name, _)) = ticks.iter().find(|(_, t)| *t == 0) {
             return Err(Zero(name));
         }
+        if self.tick_ns == 0 {
+            return Err(Zero("tick_ns"));
+        }
+        if self.clock_drift_ppm > CLOCK_DRIFT_PPM_MAX {
+            return Err(ClockDriftTooLarge(self.clock_drift_ppm));
+        }
+        if self.lease_ticks >= self.normal_timeout_ticks {
+            return Err(LeaseTooLong {
+                lease_ticks: self.lease_ticks,
+                normal_timeout_ticks: self.normal_timeout_ticks,
+            });
+        }
+        if self.lease_ticks > 0 && self.lease_ticks <= self.commit_interval_ticks {
+            return Err(LeaseTooShort {
+                lease_ticks: self.lease_ticks,
+                commit_interval_ticks: self.commit_interval_ticks,
+            });
+        }
         if self.normal_timeout_ticks <= self.commit_interval_ticks * 2 {
             return Err(HeartbeatTooSlow {
                 commit_interval_ticks: self.commit_interval_ticks,
@@ -208,6 +252,29 @@ pub enum ConfigError {
         message_bytes_max: u32,
         /// What the pipeline needs.
         needed: u64,
+    },
+    /// A drift bound above [`CLOCK_DRIFT_PPM_MAX`]: no lease could be trusted.
+    #[error("clock_drift_ppm ({0}) must be at most {CLOCK_DRIFT_PPM_MAX} (10%)")]
+    ClockDriftTooLarge(u32),
+    /// A lease that outlasts the normal timeout would hold back the view change a
+    /// backup starts when its primary goes silent.
+    #[error(
+        "lease_ticks ({lease_ticks}) must be below normal_timeout_ticks ({normal_timeout_ticks})"
+    )]
+    LeaseTooLong {
+        /// The lease.
+        lease_ticks: u64,
+        /// The backup's patience.
+        normal_timeout_ticks: u64,
+    },
+    /// A lease no longer than the heartbeat interval runs out between two heartbeats of
+    /// an idle primary: lease reads would mostly go through the log.
+    #[error("lease_ticks ({lease_ticks}) must exceed commit_interval_ticks ({commit_interval_ticks}), or be 0 (no leases)")]
+    LeaseTooShort {
+        /// The lease.
+        lease_ticks: u64,
+        /// The heartbeat interval.
+        commit_interval_ticks: u64,
     },
     /// Backups would depose a healthy primary between two heartbeats.
     #[error("normal_timeout_ticks ({normal_timeout_ticks}) must exceed twice commit_interval_ticks ({commit_interval_ticks})")]

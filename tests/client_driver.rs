@@ -152,8 +152,9 @@ fn answer(replica: usize, n: usize, request: &Request, state: &mut State) -> Opt
                 .insert(request.client, (session, 0, Bytes::new()));
             Some(reply(session, ReplyStatus::Ok, Bytes::new()))
         }
-        // A read at any replica: answered at the op it has seen, never ordered.
-        Operation::Read => {
+        // A read at any replica (or at the primary under a lease): answered at the op
+        // it has seen, never ordered.
+        Operation::Read | Operation::LeaseRead => {
             let mut answer = reply(request.session, ReplyStatus::Read, request.read_query());
             if let Body::Reply(read) = &mut answer.body {
                 read.op = request.read_seen()?;

@@ -106,7 +106,10 @@ fn without_the_key_no_one_speaks_as_a_replica_and_handshakes_do_not_replay() {
         epoch: 0,
         view: 0,
         replica: other,
-        body: Body::Commit(Commit { commit: 1_000_000 }),
+        body: Body::Commit(Commit {
+            commit: 1_000_000,
+            stamp: 0,
+        }),
     };
     wire::encode(&forged, cluster.cluster, &mut frames);
     stream.write_all(&frames).unwrap();
@@ -510,6 +513,7 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
                 Body::Prepare(Prepare {
                     op_first: (1 << 62) - 1,
                     commit: 1 << 62,
+                    stamp: 0,
                     entries: vec![entry(1), entry(2)],
                 }),
             ),

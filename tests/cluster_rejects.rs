@@ -80,7 +80,10 @@ fn check_rejects(extra: &[&str]) {
         epoch: 0,
         view: 0,
         replica: 1,
-        body: Body::Commit(Commit { commit: 1_000_000 }),
+        body: Body::Commit(Commit {
+            commit: 1_000_000,
+            stamp: 0,
+        }),
     };
     wire::encode(&forged, cluster_id, &mut frames);
     expect_closed(address, &frames);

@@ -111,6 +111,7 @@ fn backup_holding_history(commit: Op, config: Config) -> Replica<Kv> {
     let prepare = Prepare {
         op_first: 1,
         commit,
+        stamp: 0,
         entries: history(),
     };
     let replies = run(&mut backup, |r, e| {
@@ -160,7 +161,17 @@ fn a_read_waits_until_its_seen_op_executes() {
     // The primary's commit number reaches op 2: the read that saw op 2 is answered.
     let commit = |op| {
         move |r: &mut Replica<Kv>, e: &mut Vec<Effect>| {
-            r.on_message(message(0, 0, Body::Commit(Commit { commit: op })), e)
+            r.on_message(
+                message(
+                    0,
+                    0,
+                    Body::Commit(Commit {
+                        commit: op,
+                        stamp: 0,
+                    }),
+                ),
+                e,
+            )
         }
     };
     let replies = run(&mut backup, commit(2));
@@ -187,7 +198,14 @@ fn a_waiting_read_is_told_to_try_elsewhere_when_its_wait_runs_out() {
         ticks += 1;
         assert!(ticks <= wait_ticks, "the read waited past its bound");
         // The primary stays heard from, so the backup stays normal meanwhile.
-        let heartbeat = message(0, 0, Body::Commit(Commit { commit: 3 }));
+        let heartbeat = message(
+            0,
+            0,
+            Body::Commit(Commit {
+                commit: 3,
+                stamp: 0,
+            }),
+        );
         answered = run(&mut backup, |r, e| {
             r.on_message(heartbeat, e);
             r.on_tick(e)
@@ -220,7 +238,17 @@ fn a_backup_holds_a_bounded_number_of_waiting_reads() {
         "four wait (the client table's size), the rest try elsewhere"
     );
     let replies = run(&mut backup, |r, e| {
-        r.on_message(message(0, 0, Body::Commit(Commit { commit: 3 })), e)
+        r.on_message(
+            message(
+                0,
+                0,
+                Body::Commit(Commit {
+                    commit: 3,
+                    stamp: 0,
+                }),
+            ),
+            e,
+        )
     });
     assert_eq!(replies.len(), 4);
     assert!(replies
@@ -293,7 +321,11 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
     let query = KvOp::Get(b("a")).encode();
     // The session is op 1: a query in it, once the registration committed (here: the
     // backup's history committed it; the primary needs an acknowledgement).
-    let ok = message(0, 1, Body::PrepareOk(vsr::protocol::PrepareOk { op: 1 }));
+    let ok = message(
+        0,
+        1,
+        Body::PrepareOk(vsr::protocol::PrepareOk { op: 1, stamp: 0 }),
+    );
     run(&mut primary, |r, e| r.on_message(ok, e));
     assert_eq!(primary.commit(), 1);
     order(&mut primary, request(1, Operation::Query, query.clone()));
@@ -303,7 +335,11 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
         Operation::Query,
         "a strict read is ordered"
     );
-    let ok = message(0, 1, Body::PrepareOk(vsr::protocol::PrepareOk { op: 2 }));
+    let ok = message(
+        0,
+        1,
+        Body::PrepareOk(vsr::protocol::PrepareOk { op: 2, stamp: 0 }),
+    );
     let replies = run(&mut primary, |r, e| r.on_message(ok, e));
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].status, ReplyStatus::Ok);
@@ -320,6 +356,7 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
     let prepare = Prepare {
         op_first: 4,
         commit: 4,
+        stamp: 0,
         entries: vec![entry(3, Operation::Query, KvOp::Get(b("a")).encode())],
     };
     run(&mut backup, |r, e| {

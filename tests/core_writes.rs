@@ -67,6 +67,7 @@ fn a_backup_acknowledges_a_prepare_only_once_its_append_is_durable() {
     let prepare = Prepare {
         op_first: 1,
         commit: 0,
+        stamp: 0,
         entries: vec![entry(1, 10), entry(2, 11)],
     };
     backup.on_message(message(0, 0, Body::Prepare(prepare)), &mut effects);
@@ -83,7 +84,7 @@ fn a_backup_acknowledges_a_prepare_only_once_its_append_is_durable() {
         effects,
         [Effect::Send {
             to: 0,
-            message: message(0, 1, Body::PrepareOk(PrepareOk { op: 2 }))
+            message: message(0, 1, Body::PrepareOk(PrepareOk { op: 2, stamp: 0 }))
         }]
     );
     assert!(!backup.writes_pending());
@@ -115,7 +116,7 @@ fn a_primary_counts_its_own_acknowledgement_only_after_its_own_write() {
     // One backup's acknowledgement is f = 1 of the f + 1 needed: not enough without the
     // primary's own, which waits for its write.
     effects.clear();
-    let ok = message(0, 1, Body::PrepareOk(PrepareOk { op: 1 }));
+    let ok = message(0, 1, Body::PrepareOk(PrepareOk { op: 1, stamp: 0 }));
     primary.on_message(ok, &mut effects);
     assert_eq!(
         primary.commit(),
@@ -178,6 +179,7 @@ fn held_messages_keep_their_order_and_independent_ones_do_not_wait() {
     let prepare = |op: u64| Prepare {
         op_first: op,
         commit: 0,
+        stamp: 0,
         entries: vec![entry(op as u32, 10 + op)],
     };
     backup.on_message(message(0, 0, Body::Prepare(prepare(1))), &mut effects);
@@ -200,7 +202,7 @@ fn held_messages_keep_their_order_and_independent_ones_do_not_wait() {
         effects,
         [Effect::Send {
             to: 0,
-            message: message(0, 1, Body::PrepareOk(PrepareOk { op: 1 }))
+            message: message(0, 1, Body::PrepareOk(PrepareOk { op: 1, stamp: 0 }))
         }],
         "only what write 1 covers leaves"
     );
@@ -232,6 +234,7 @@ fn writes_describe_truncation_before_the_new_suffix() {
     let prepare = Prepare {
         op_first: 1,
         commit: 0,
+        stamp: 0,
         entries: vec![entry(1, 10), entry(2, 11), entry(3, 12)],
     };
     backup.on_message(message(0, 0, Body::Prepare(prepare)), &mut effects);

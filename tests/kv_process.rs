@@ -1,6 +1,7 @@
 //! `vsr kv` and the client library against a real 3-replica cluster on 127.0.0.1: the
-//! stdin/stdout contract, the one-shot form, reads at backups (`--reads backup`: a
-//! session reads its own writes from whichever replica answers), surviving a `kill -9` of
+//! stdin/stdout contract, the one-shot form, lease reads (`--reads lease`), reads at
+//! backups (`--reads backup`: a session reads its own writes from whichever replica
+//! answers), surviving a `kill -9` of
 //! the primary, and timing out when no replica listens. Every wait has a deadline; every child process
 //! is killed when its guard drops, also when a test fails.
 
@@ -205,6 +206,22 @@ fn kv_backup_reads_see_the_sessions_own_writes() {
 }
 
 #[test]
+fn kv_lease_reads_see_every_write() {
+    let _serial = serial();
+    let cluster = started_kv_cluster();
+    let mut kv = KvProcess::start_with(&cluster, &["--reads", "lease"]);
+    // Answered by the primary from its state under its lease, or through the log when
+    // it holds none (the first reads of a view): linearizable either way.
+    for round in 0..6 {
+        kv.check(&format!("put k{round} v{round}"), "ok");
+        kv.check(&format!("get k{round}"), &format!("value v{round}"));
+        kv.check(&format!("get k{round}"), &format!("value v{round}"));
+        kv.check("get never-written", "nil");
+    }
+    kv.finish();
+}
+
+#[test]
 fn client_reads_in_each_mode_see_their_writes() {
     let _serial = serial();
     let cluster = started_kv_cluster();
@@ -212,7 +229,12 @@ fn client_reads_in_each_mode_see_their_writes() {
     for i in 0..10 {
         let value = format!("v{i}");
         put(&mut client, "key", &value).unwrap();
-        for mode in [ReadMode::Backup, ReadMode::Strict, ReadMode::Backup] {
+        for mode in [
+            ReadMode::Backup,
+            ReadMode::Strict,
+            ReadMode::Lease,
+            ReadMode::Backup,
+        ] {
             let got = read(&mut client, "key", mode);
             assert_eq!(got.as_deref(), Some(value.as_bytes()), "{mode} read {i}");
         }

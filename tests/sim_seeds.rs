@@ -33,14 +33,18 @@ const OPTIONS: RunOptions = RunOptions {
     write_delays: true,
     disks: true,
     reconfigurations: true,
+    leases: true,
+    lease_drift_ppm_override: None,
 };
 
 /// The regression seeds replay as they were recorded: before writes were effects, every
-/// write completed at once, before replicas had disks, and before seeds reconfigured.
+/// write completed at once, before replicas had disks, before seeds reconfigured, and
+/// before leases.
 const REGRESSION_OPTIONS: RunOptions = RunOptions {
     write_delays: false,
     disks: false,
     reconfigurations: false,
+    leases: false,
     ..OPTIONS
 };
 

@@ -39,13 +39,17 @@ fn operation() -> impl Strategy<Value = Operation> {
 
 /// The operations a request may ask for: a read's body starts with the op it has seen.
 fn request_operation() -> impl Strategy<Value = Operation> {
-    prop_oneof![operation(), Just(Operation::Read)]
+    prop_oneof![
+        operation(),
+        Just(Operation::Read),
+        Just(Operation::LeaseRead)
+    ]
 }
 
 /// A request's body for `operation` (a read's: the seen op, then the query).
 fn request_body(operation: Operation, seen: u64, payload: Bytes) -> Bytes {
     match operation {
-        Operation::Read => Request::read_body(seen, &payload),
+        Operation::Read | Operation::LeaseRead => Request::read_body(seen, &payload),
         _ => payload,
     }
 }
@@ -217,15 +221,18 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
                     result
                 })
             ),
-        (op(), any_op(), entries(1)).prop_map(|(op_first, commit, entries)| {
-            Body::Prepare(Prepare {
-                op_first,
-                commit,
-                entries,
-            })
-        }),
-        any_op().prop_map(|op| Body::PrepareOk(PrepareOk { op })),
-        any_op().prop_map(|commit| Body::Commit(Commit { commit })),
+        (op(), any_op(), any::<u64>(), entries(1)).prop_map(
+            |(op_first, commit, stamp, entries)| {
+                Body::Prepare(Prepare {
+                    op_first,
+                    commit,
+                    stamp,
+                    entries,
+                })
+            }
+        ),
+        (any_op(), any::<u64>()).prop_map(|(op, stamp)| Body::PrepareOk(PrepareOk { op, stamp })),
+        (any_op(), any::<u64>()).prop_map(|(commit, stamp)| Body::Commit(Commit { commit, stamp })),
         (0..=view).prop_map(|sender_view| Body::StartViewChange(StartViewChange { sender_view })),
         (0..=view, op(), 0..64u64, entries(0)).prop_map(
             move |(last_normal_view, commit, extra, entries)| {
@@ -766,6 +773,7 @@ fn large_prepare_round_trips_and_slices_the_read_buffer() {
     let message = message_with(Body::Prepare(Prepare {
         op_first: 1,
         commit: 0,
+        stamp: 0,
         entries,
     }));
     let mut buf = BytesMut::new();
@@ -835,6 +843,7 @@ fn prepare() -> Body {
     Body::Prepare(Prepare {
         op_first: 5,
         commit: 4,
+        stamp: 0,
         entries: vec![entry_with(b"x")],
     })
 }
@@ -864,7 +873,12 @@ fn checksums_are_checked_header_first() {
 
 #[test]
 fn invalid_header_values_are_rejected_with_their_reason() {
-    let body = || Body::Commit(Commit { commit: 3 });
+    let body = || {
+        Body::Commit(Commit {
+            commit: 3,
+            stamp: 0,
+        })
+    };
     check_rejected(
         body(),
         |b| reseal(b, |h| h.command = 99),
@@ -893,9 +907,10 @@ fn invalid_header_values_are_rejected_with_their_reason() {
         |b| reseal(b, |h| h.reserved = 1),
         DecodeError::Malformed("reserved header byte is not zero"),
     );
+    // A Commit's `nonce` is its lease stamp; its `op` is unused.
     check_rejected(
         body(),
-        |b| reseal(b, |h| h.nonce = 1),
+        |b| reseal(b, |h| h.op = 1),
         DecodeError::Malformed("header field unused by this command is not zero"),
     );
     check_rejected(
@@ -912,7 +927,7 @@ fn invalid_header_values_are_rejected_with_their_reason() {
 fn invalid_enum_codes_are_malformed() {
     check_rejected(
         request(Operation::Apply),
-        |b| reseal(b, |h| h.code = 6),
+        |b| reseal(b, |h| h.code = 7),
         DecodeError::Malformed("unknown operation code"),
     );
     let reply = Body::Reply(Reply {
@@ -951,23 +966,32 @@ fn invalid_enum_codes_are_malformed() {
         },
         DecodeError::Malformed("unknown entry operation code"),
     );
-    check_rejected(
-        prepare(),
-        |b| {
-            b[operation_at] = Operation::Read as u8;
-            reseal(b, |_| {});
-        },
-        DecodeError::Malformed("a read is never a log entry"),
-    );
+    for read in [Operation::Read, Operation::LeaseRead] {
+        check_rejected(
+            prepare(),
+            |b| {
+                b[operation_at] = read as u8;
+                reseal(b, |_| {});
+            },
+            DecodeError::Malformed("a read is never a log entry"),
+        );
+    }
 }
 
 #[test]
 fn a_read_request_carries_the_op_its_client_has_seen() {
+    // A read at any replica and a lease read at the primary share their layout and gate.
+    for operation in [Operation::Read, Operation::LeaseRead] {
+        check_read_layout(operation);
+    }
+}
+
+fn check_read_layout(operation: Operation) {
     let read = Request {
         client: 1,
         session: 2,
         request: 3,
-        operation: Operation::Read,
+        operation,
         body: Request::read_body(77, b"get k"),
     };
     assert_eq!(read.read_seen(), Some(77));
@@ -998,7 +1022,7 @@ fn a_read_request_carries_the_op_its_client_has_seen() {
         CLUSTER,
     )
     .to_vec();
-    bytes[RECORDS + REQUEST_OPERATION_AT] = Operation::Read as u8;
+    bytes[RECORDS + REQUEST_OPERATION_AT] = operation as u8;
     reseal(&mut bytes, |_| {});
     assert_eq!(
         decode_all(&bytes),
@@ -1021,6 +1045,7 @@ fn structurally_invalid_bodies_are_malformed() {
     let empty = Body::Prepare(Prepare {
         op_first: 5,
         commit: 4,
+        stamp: 0,
         entries: vec![],
     });
     check_rejected(
@@ -1036,6 +1061,7 @@ fn structurally_invalid_bodies_are_malformed() {
     let two = Body::Prepare(Prepare {
         op_first: 1,
         commit: 0,
+        stamp: 0,
         entries: vec![entry_with(b""), entry_with(b"")],
     });
     check_rejected(
@@ -1251,6 +1277,7 @@ fn contradictory_fields_are_refused_by_name() {
             message_with(Body::Prepare(Prepare {
                 op_first: OP_MAX,
                 commit: 0,
+                stamp: 0,
                 entries: vec![entry_with(b"a"), entry_with(b"b")],
             })),
             "prepare op or commit above the maximum op",
@@ -1522,7 +1549,10 @@ fn a_batch_writer_refuses_what_does_not_belong() {
         !writer.accepts(&next, &out, size + record - 1),
         "over the limit"
     );
-    let commit = message_with(Body::Commit(Commit { commit: 1 }));
+    let commit = message_with(Body::Commit(Commit {
+        commit: 1,
+        stamp: 0,
+    }));
     assert!(BatchWriter::begin(&commit, &mut BytesMut::new()).is_none());
 }
 

@@ -10,8 +10,8 @@
 //! Checked: no panic, `Ok(None)` consumes nothing, and every frame that decodes re-encodes
 //! to exactly the bytes it was decoded from (one encoding per frame); a batch frame
 //! (`Requests`, `Replies`) that decodes yields exactly its count of messages of its kind.
-//! Reads (paper 6.3.2): every decoded read request carries the op its client has seen, and
-//! no decoded log entry is a read.
+//! Reads (paper 6.3.2, and lease reads, 6.3.1): every decoded read request carries the op
+//! its client has seen, and no decoded log entry is a read.
 #![no_main]
 
 use bytes::BytesMut;
@@ -103,7 +103,7 @@ fn encode(frame: &Frame, out: &mut BytesMut) {
 fn check_reads(message: &Message) {
     let entries = match &message.body {
         Body::Request(request) => {
-            if request.operation == Operation::Read {
+            if matches!(request.operation, Operation::Read | Operation::LeaseRead) {
                 assert!(request.read_seen().is_some(), "{request:?}");
             }
             return;

@@ -43,9 +43,12 @@ impl Client {
 
     /// Runs the read-only `query` (the service's [`query`](crate::service::StateMachine::query))
     /// in `mode`: [`ReadMode::Strict`] orders it through the log (linearizable);
-    /// [`ReadMode::Backup`] asks one replica at a time that has executed every op this
-    /// client has seen (paper 6.3.2: reads its own writes, never goes back in time, may be
-    /// stale). Retries and deadline as [`call`](Client::call).
+    /// [`ReadMode::Lease`] asks the primary, which answers from its state while it holds
+    /// a lease from f backups (paper 6.3.1), and the read goes through the log when it
+    /// holds none (linearizable either way); [`ReadMode::Backup`] asks one replica at a
+    /// time that has executed every op this client has seen (paper 6.3.2: reads its own
+    /// writes, never goes back in time, may be stale). Retries and deadline as
+    /// [`call`](Client::call).
     pub fn read(&mut self, query: Bytes, mode: ReadMode) -> Result<Bytes, ClientError> {
         self.driver.submit_operation(0, mode.operation(), query)?;
         self.wait()

@@ -95,7 +95,8 @@ impl PipelinedClient {
     }
 
     /// [`poll_each`](Self::poll_each) where `next` also says what kind of operation it
-    /// returns: `Apply`, or a read (`ReadMode::operation`: `Query` or `Read`).
+    /// returns: `Apply`, or a read (`ReadMode::operation`: `Query`, `LeaseRead` or
+    /// `Read`).
     pub fn poll_each_operation(
         &mut self,
         timeout: Duration,

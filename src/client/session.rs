@@ -10,10 +10,13 @@
 //! `Operation::Read` sent to one replica at a time, round robin over the configuration, and
 //! names the highest op the session has seen ([`ClientSession::seen`]: its replies' ops and
 //! its reads' commit numbers); the replica answers once it has executed that op, so the
-//! session reads its own writes and never goes back in time. Reads are numbered apart
-//! from requests (they take no place in the client table) and answered with their own
-//! statuses (`Read`, `Behind`), so no answer to a read can pass for a request's or the
-//! reverse.
+//! session reads its own writes and never goes back in time. A lease read (paper 6.3.1)
+//! is an `Operation::LeaseRead` sent to the primary, which answers it from its state
+//! while it holds a lease (linearizable); when it holds none it answers `Behind`, and the
+//! session sends the query again as a strict read, through the log, at its next tick:
+//! never a stale answer. Reads are numbered apart from requests (they take no place in
+//! the client table) and answered with their own statuses (`Read`, `Behind`), so no
+//! answer to a read can pass for a request's or the reverse.
 
 use crate::protocol::{
     Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus,
@@ -94,6 +97,9 @@ pub enum ReadMode {
     /// At any replica that has executed what the session has seen: causal per session
     /// (reads its own writes, never goes back in time), may be stale.
     Backup,
+    /// At the primary, from its state, while it holds a lease from f backups (paper
+    /// 6.3.1); through the log when it holds none: linearizable.
+    Lease,
 }
 
 impl ReadMode {
@@ -102,6 +108,7 @@ impl ReadMode {
         match self {
             ReadMode::Strict => Operation::Query,
             ReadMode::Backup => Operation::Read,
+            ReadMode::Lease => Operation::LeaseRead,
         }
     }
 }
@@ -113,8 +120,9 @@ impl std::str::FromStr for ReadMode {
         match text {
             "strict" => Ok(ReadMode::Strict),
             "backup" => Ok(ReadMode::Backup),
+            "lease" => Ok(ReadMode::Lease),
             other => Err(format!(
-                "unknown read mode {other:?}: expected strict or backup"
+                "unknown read mode {other:?}: expected strict, lease or backup"
             )),
         }
     }
@@ -126,6 +134,7 @@ impl ReadMode {
         match self {
             ReadMode::Strict => "strict",
             ReadMode::Backup => "backup",
+            ReadMode::Lease => "lease",
         }
     }
 }
@@ -141,7 +150,8 @@ struct InFlight {
     message: Message,
     ticks_waiting: u64,
     timeout_ticks: u64,
-    /// A backup read a replica could not answer: resend it elsewhere at the next tick.
+    /// A backup read a replica could not answer: resend it elsewhere at the next tick
+    /// (or a lease read fallen back to a strict read: send that).
     retry_now: bool,
 }
 
@@ -313,8 +323,8 @@ impl ClientSession {
         if self.in_flight.is_some() {
             return Err(SubmitError::Busy);
         }
-        if operation == Operation::Read {
-            let target = self.start_read(&body);
+        if operation.carries_seen() {
+            let target = self.start_read(operation, &body);
             let in_flight = self.in_flight.as_ref().expect("just started");
             return Ok((self.reads, target, &in_flight.message));
         }
@@ -353,8 +363,9 @@ impl ClientSession {
         Target::Replica(self.primary())
     }
 
-    /// Puts a backup read of `query` in flight; returns the replica it goes to.
-    fn start_read(&mut self, query: &[u8]) -> Target {
+    /// Puts a backup read (`Read`) or a lease read (`LeaseRead`) of `query` in flight;
+    /// returns the replica it goes to: the next one round robin, or the primary.
+    fn start_read(&mut self, operation: Operation, query: &[u8]) -> Target {
         self.reads = self.reads.wrapping_add(1);
         let message = Message {
             epoch: self.epoch,
@@ -364,7 +375,7 @@ impl ClientSession {
                 client: self.client,
                 session: self.session,
                 request: self.reads,
-                operation: Operation::Read,
+                operation,
                 body: Request::read_body(self.seen, query),
             }),
         };
@@ -374,7 +385,10 @@ impl ClientSession {
             timeout_ticks: self.request_timeout_ticks,
             retry_now: false,
         });
-        Target::Replica(self.next_read_replica())
+        match operation {
+            Operation::LeaseRead => Target::Replica(self.primary()),
+            _ => Target::Replica(self.next_read_replica()),
+        }
     }
 
     /// The replica for the next attempt at a backup read: every attempt goes to the
@@ -408,7 +422,7 @@ impl ClientSession {
             return None; // A late reply to an older request.
         }
         let is_read_answer = matches!(reply.status, ReplyStatus::Read | ReplyStatus::Behind);
-        if request.operation == Operation::Read {
+        if request.operation.carries_seen() {
             return self.on_read_reply(view, reply);
         }
         if is_read_answer {
@@ -487,7 +501,7 @@ impl ClientSession {
         }
     }
 
-    /// The answer to the backup read in flight (its number matched).
+    /// The answer to the backup or lease read in flight (its number matched).
     fn on_read_reply(&mut self, view: View, reply: Reply) -> Option<Outcome> {
         let in_flight = self.in_flight.as_mut().expect("a read is in flight");
         let Body::Request(request) = &in_flight.message.body else {
@@ -502,6 +516,18 @@ impl ClientSession {
                     .filter(|configuration| configuration.is_well_formed())?;
                 self.follow(&configuration)
                     .then_some(Outcome::NewEpoch { configuration })
+            }
+            ReplyStatus::Behind if request.operation == Operation::LeaseRead => {
+                // The primary holds no lease: the query goes through the log instead, as
+                // a strict read (paper 6.3.1's fallback), sent at the next tick.
+                if view > self.view {
+                    self.view = view;
+                }
+                let query = request.read_query();
+                self.request += 1;
+                self.start(Operation::Query, query);
+                self.in_flight.as_mut().expect("just started").retry_now = true;
+                None
             }
             ReplyStatus::Behind => {
                 // Try the next replica without waiting out the timeout.
@@ -538,6 +564,8 @@ impl ClientSession {
     pub fn on_tick(&mut self) -> Option<(Target, Message)> {
         let max = self.request_timeout_ticks_max;
         let in_flight = self.in_flight.as_mut()?;
+        // A backup read's retry goes to the next replica; a lease read's, like a
+        // request's, to every replica (only the primary answers it).
         let is_read = matches!(
             &in_flight.message.body,
             Body::Request(request) if request.operation == Operation::Read

@@ -50,6 +50,14 @@ pub enum Operation {
     /// that op (a [`ReplyStatus::Read`] naming its commit number), so a session reads its
     /// own writes and never goes back in time; it may be stale otherwise.
     Read = 5,
+    /// A read at the primary under a lease (paper 6.3.1), never ordered and never a log
+    /// entry: the body is laid out as a `Read`'s (the op the client has seen, then the
+    /// query). The primary answers it from its state (a [`ReplyStatus::Read`] naming its
+    /// commit number) only while it holds leases from f backups and has committed the log
+    /// its view started with (`protocol::replica::lease`); otherwise it answers `Behind`,
+    /// and the client sends the query again as a strict read (`Query`), through the log.
+    /// Linearizable either way. A backup drops it (not the primary).
+    LeaseRead = 6,
 }
 
 impl Operation {
@@ -61,14 +69,22 @@ impl Operation {
             3 => Some(Operation::Reconfigure),
             4 => Some(Operation::Query),
             5 => Some(Operation::Read),
+            6 => Some(Operation::LeaseRead),
             _ => None,
         }
     }
 
-    /// Whether an entry of the log may hold this operation: every one but `Read`, which
-    /// is answered where it arrives and never ordered.
+    /// Whether an entry of the log may hold this operation: every one but the reads
+    /// (`Read`, `LeaseRead`), which are answered where they arrive and never ordered.
     pub fn is_ordered(self) -> bool {
-        self != Operation::Read
+        !self.carries_seen()
+    }
+
+    /// Whether a request of this operation starts its body with the op its client has
+    /// seen ([`READ_SEEN_BYTES`]): the unordered reads. The wire's gate refuses a shorter
+    /// body.
+    pub fn carries_seen(self) -> bool {
+        matches!(self, Operation::Read | Operation::LeaseRead)
     }
 }
 
@@ -180,18 +196,19 @@ impl Request {
         Bytes::from(body)
     }
 
-    /// For a [`Operation::Read`] request, the op the client has seen; `None` for any other
-    /// operation, or a body too short to hold it (the wire's gate refuses those).
+    /// For a [`Operation::Read`] or [`Operation::LeaseRead`] request, the op the client
+    /// has seen; `None` for any other operation, or a body too short to hold it (the
+    /// wire's gate refuses those).
     pub fn read_seen(&self) -> Option<Op> {
-        if self.operation != Operation::Read {
+        if !self.operation.carries_seen() {
             return None;
         }
         let seen: [u8; READ_SEEN_BYTES] = self.body.get(..READ_SEEN_BYTES)?.try_into().ok()?;
         Some(Op::from_le_bytes(seen))
     }
 
-    /// For a [`Operation::Read`] request, the query after the seen op (a slice, not a
-    /// copy); empty for any other operation.
+    /// For a [`Operation::Read`] or [`Operation::LeaseRead`] request, the query after the
+    /// seen op (a slice, not a copy); empty for any other operation.
     pub fn read_query(&self) -> Bytes {
         match self.read_seen() {
             Some(_) => self.body.slice(READ_SEEN_BYTES..),
@@ -223,7 +240,9 @@ pub enum ReplyStatus {
     Read = 5,
     /// A [`Operation::Read`] the replica cannot answer: it is not in normal status, or it
     /// did not execute the op the read had seen in time (`op`: its commit number), or it
-    /// holds too many waiting reads. Nothing executed; ask another replica.
+    /// holds too many waiting reads. Nothing executed; ask another replica. For a
+    /// [`Operation::LeaseRead`]: the primary holds no lease it may answer under; nothing
+    /// executed, send the query through the log (`Query`).
     Behind = 6,
 }
 
@@ -266,9 +285,17 @@ pub struct Prepare {
     pub op_first: Op,
     /// The primary's commit number (piggybacked, paper 4.1 step 5).
     pub commit: Op,
+    /// The primary's monotonic clock when it sent this message, which a backup's
+    /// PrepareOk echoes to grant a lease (paper 6.3.1, `replica::lease`); 0: no lease
+    /// asked.
+    pub stamp: LeaseStamp,
     /// The entries, in op order; never empty.
     pub entries: Vec<Entry>,
 }
+
+/// A primary's monotonic clock reading (nanoseconds, in its own process's time base)
+/// when it sent a Prepare or Commit; 0 means "none" (see [`Prepare::stamp`]).
+pub type LeaseStamp = u64;
 
 impl Prepare {
     /// The op number of the last entry.
@@ -283,6 +310,10 @@ impl Prepare {
 pub struct PrepareOk {
     /// The sender holds every entry ≤ `op` of the primary's log in this view.
     pub op: Op,
+    /// The stamp of the Prepare or Commit this answers: the sender grants the primary a
+    /// lease counted from it, and promises not to take part in a view change until the
+    /// lease it granted ran out on its own clock (paper 6.3.1); 0: no lease granted.
+    pub stamp: LeaseStamp,
 }
 
 /// The commit number, sent when the primary has nothing to prepare.
@@ -290,6 +321,8 @@ pub struct PrepareOk {
 pub struct Commit {
     /// The primary's commit number.
     pub commit: Op,
+    /// As [`Prepare::stamp`].
+    pub stamp: LeaseStamp,
 }
 
 /// A call for a view change to the envelope's view (paper 4.2 step 1).

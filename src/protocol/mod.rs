@@ -21,6 +21,6 @@ pub use effects::{
     BuiltCheckpoint, CheckpointBuild, DurableState, Effect, KeepPages, Write, WriteId,
 };
 pub use message::*;
-pub use replica::{Replica, Start, Stats, Status, NOT_A_MEMBER};
+pub use replica::{lease_held_ns, lease_wait_ns, Replica, Start, Stats, Status, NOT_A_MEMBER};
 pub use replica_set::ReplicaSet;
 pub use stored::{FetchedPages, Inconsistent, Stored, StoredWrite};

@@ -30,6 +30,14 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// The monotonic reading leases are measured with (`Replica::set_monotonic_ns`):
+    /// nanoseconds since this clock was created, plus one (0 means "no reading"). From
+    /// `Instant`, which never goes back; a stopped process's clock keeps running, so a
+    /// primary resumed after a pause sees its leases as expired as they are.
+    pub fn monotonic_ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.started_at).as_nanos() as u64 + 1
+    }
+
     /// A clock created at `now`, not ticking yet.
     pub fn new(now: Instant) -> Clock {
         Clock {

@@ -225,6 +225,8 @@ impl<S: StateMachine> EventLoop<S> {
             let started = Instant::now();
             self.now = started;
             self.replica.set_clock(realtime_ns());
+            self.replica
+                .set_monotonic_ns(self.clock.monotonic_ns(started));
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -351,6 +353,15 @@ impl<S: StateMachine> EventLoop<S> {
         if connection.connecting {
             self.check_connected(event.token().0);
         }
+    }
+
+    /// Reads the monotonic clock for the core's leases again: before the requests of
+    /// each client connection and each batch from the I/O threads, so that a lease read
+    /// is judged at a reading taken after it arrived, not at the start of a long
+    /// iteration (paper 6.3.1; one reading per batch, not per operation).
+    pub(super) fn refresh_lease_clock(&mut self) {
+        let now = Instant::now();
+        self.replica.set_monotonic_ns(self.clock.monotonic_ns(now));
     }
 
     /// Tells the core that its checkpoint was built, if it was.

@@ -135,6 +135,7 @@ impl<S: StateMachine> EventLoop<S> {
                 self.paused_clients += 1;
                 break;
             }
+            self.refresh_lease_clock();
             if let Some((route, requests)) = self.io.held.take() {
                 self.on_io_requests(route, requests);
                 continue;

@@ -524,7 +524,13 @@ mod tests {
     }
 
     fn commit(replica: ReplicaIndex) -> Frame {
-        message(replica, Body::Commit(Commit { commit: 3 }))
+        message(
+            replica,
+            Body::Commit(Commit {
+                commit: 3,
+                stamp: 0,
+            }),
+        )
     }
 
     /// Feeds `frames` to a fresh accepted connection of a keyless replica 1 and returns

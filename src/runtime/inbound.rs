@@ -44,6 +44,9 @@ impl<S: StateMachine> EventLoop<S> {
                     || connection.buffered_bytes() > 0
                     || connection.held_requests.is_some();
                 if has_input {
+                    if clients {
+                        self.refresh_lease_clock();
+                    }
                     self.read_connection(token);
                     self.execute_effects();
                 }

@@ -89,7 +89,11 @@ impl ServerOptions {
     pub fn new(addresses: Vec<SocketAddr>, replica: ReplicaIndex, cluster: u128) -> ServerOptions {
         let replica_count = u8::try_from(addresses.len()).unwrap_or(u8::MAX);
         ServerOptions {
-            config: Config::new(cluster, replica_count),
+            // The core's `tick_ns` is the runtime's tick: leases are counted in it.
+            config: Config {
+                tick_ns: super::clock::TICK.as_nanos() as u64,
+                ..Config::new(cluster, replica_count)
+            },
             addresses,
             replica,
             core: None,

@@ -462,6 +462,24 @@ pub fn snapshot<S: StateMachine>(
             stats.reads_behind,
         ),
         (
+            "vsr_lease_reads_answered",
+            "Lease reads (paper 6.3.1) this primary answered from its state under a lease",
+            None,
+            stats.lease_reads_answered,
+        ),
+        (
+            "vsr_lease_reads_fallen_back",
+            "Lease reads this primary sent back to go through the log (no lease held)",
+            None,
+            stats.lease_reads_fallen_back,
+        ),
+        (
+            "vsr_view_changes_held_by_lease",
+            "Inputs that would have started or joined a view change, held back by a granted lease",
+            None,
+            stats.view_changes_held_by_lease,
+        ),
+        (
             "vsr_checkpoint_build_waits",
             "Times the event loop waited for a checkpoint build that took two intervals",
             None,

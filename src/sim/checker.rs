@@ -111,6 +111,9 @@ pub struct CheckCounts {
     pub evicted_checked: u64,
     /// Backup reads' answers checked against the model (paper 6.3.2).
     pub reads_checked: u64,
+    /// Of them, lease reads answered at the primary (paper 6.3.1), also checked for
+    /// real-time order.
+    pub lease_reads_checked: u64,
     /// Rejected replies checked.
     pub rejected_checked: u64,
     /// Replica checkpoints compared with another replica's or the model's.
@@ -127,6 +130,7 @@ impl CheckCounts {
         self.rejected_checked += other.rejected_checked;
         self.checkpoints_checked += other.checkpoints_checked;
         self.reads_checked += other.reads_checked;
+        self.lease_reads_checked += other.lease_reads_checked;
     }
 }
 
@@ -644,6 +648,32 @@ impl<S: SimService> Checker<S> {
         self.check_backup_read_value(read, op, result)
     }
 
+    /// Linearizability of a lease read (paper 6.3.1) answered at the primary at commit
+    /// number `op`, submitted when [`Checker::answered_op_max`] was
+    /// `answered_before_submit`: the state it read from must hold every op a reply had
+    /// named to any client before the read began (a stale read otherwise), and `result`
+    /// must be the model's answer there. Its op then bounds later reads as a reply's does.
+    pub fn on_lease_read(
+        &mut self,
+        read: &BackupRead,
+        op: Op,
+        result: &Bytes,
+        answered_before_submit: Op,
+    ) -> Result<(), Failure> {
+        if op < answered_before_submit {
+            return Err(Failure::new(
+                "linearizability",
+                format!(
+                    "client {} lease read {} was answered at commit {op}, but a reply naming op {answered_before_submit} had reached a client before it was sent (a stale read)",
+                    read.client, read.number
+                ),
+            ));
+        }
+        self.counts.lease_reads_checked += 1;
+        self.answered_op_max = self.answered_op_max.max(op);
+        self.on_backup_read(read, op, result)
+    }
+
     fn check_backup_read_value(
         &mut self,
         read: &BackupRead,
@@ -977,6 +1007,7 @@ mod tests {
             number: 1,
             seen,
             query: KvOp::Get(b("a")).encode(),
+            lease: false,
         }
     }
 

@@ -18,6 +18,7 @@
 use super::checker::{Checker, ClientReply, Failure};
 use super::disk::Disks;
 use super::faults::{FaultCounts, FaultRates};
+use super::lease::{LeaseOptions, SimLeases};
 use super::network::{Envelope, Network, NetworkFaults, Node};
 use super::prng::Prng;
 use super::reads::{BackupRead, ReadRates};
@@ -95,6 +96,9 @@ pub struct ClusterOptions {
     /// Reconfigurations to run (paper 7), in order, one at a time (see
     /// `sim::reconfigure`); empty: the members never change.
     pub reconfigurations: Vec<PlannedChange>,
+    /// Monotonic clocks, their drift, pauses and lease reads (paper 6.3.1, `sim::lease`);
+    /// the default feeds no clocks (no leases) and pauses nothing.
+    pub leases: LeaseOptions,
     /// Log every delivery, fault and status change to stderr.
     pub trace: bool,
 }
@@ -218,6 +222,8 @@ pub struct Cluster<S: SimService = Kv> {
     now: u64,
     replicas: Vec<Option<Replica<S>>>,
     clocks: Vec<Clock>,
+    /// Monotonic clocks and pauses (`sim::lease`).
+    leases: SimLeases,
     /// The (status, view) each replica was last seen in, for the trace.
     seen: Vec<Option<(Status, View)>>,
     clients: Vec<SimClient>,
@@ -389,6 +395,7 @@ impl<S: SimService> Cluster<S> {
             now: 0,
             replicas,
             clocks,
+            leases: SimLeases::new(options.leases, n as usize),
             clients,
             client_index,
             effects: Vec::with_capacity(64),
@@ -714,6 +721,7 @@ impl<S: SimService> Cluster<S> {
             .expect("crash a live replica");
         add_stats(&mut self.stats_retired, replica.stats());
         self.writes_due[index as usize].clear(); // Lost with the process.
+        self.leases.on_crash(index);
         self.builds_due[index as usize] = None;
         match self.options.disks {
             true => {
@@ -745,6 +753,7 @@ impl<S: SimService> Cluster<S> {
             "restart a crashed replica"
         );
         let nonce = self.prng.nonzero();
+        self.leases.on_restart(index, self.now);
         let configuration = match self.options.disks {
             true => self.first_configuration[index as usize].clone(),
             false => self.last_configuration[index as usize].clone(),
@@ -941,7 +950,24 @@ impl<S: SimService> Cluster<S> {
         if self.inject {
             self.inject_faults();
         }
+        // What waited for a replica that resumed comes first, in the order it arrived.
+        let now = self.now;
+        let released = self.leases.release(now, |envelope| match envelope.to {
+            Node::Replica(index) => index,
+            Node::Client(_) => unreachable!("only replicas pause"),
+        });
+        for envelope in released {
+            if let Node::Replica(index) = envelope.to {
+                self.deliver_to_replica(index, envelope)?;
+            }
+        }
         while let Some(envelope) = self.network.pop_due(self.now) {
+            if let Node::Replica(index) = envelope.to {
+                if self.leases.paused(index, self.now) {
+                    self.leases.hold(envelope);
+                    continue;
+                }
+            }
             if let Some(filter) = self.filter.as_mut() {
                 if filter(&envelope) {
                     self.trace(format_args!(
@@ -1005,6 +1031,9 @@ impl<S: SimService> Cluster<S> {
             &envelope.message,
         );
         replica.set_clock(self.clocks[index as usize].realtime_ns(now));
+        if let Some(monotonic_ns) = self.leases.monotonic_ns(index, now) {
+            replica.set_monotonic_ns(monotonic_ns);
+        }
         let immediate = self.options.write_delay_steps_max == 0;
         replica.on_message(envelope.message, &mut self.effects);
         if immediate {
@@ -1109,11 +1138,21 @@ impl<S: SimService> Cluster<S> {
             return self.deliver_to_admin(message);
         }
         let session = self.clients[client].session.session();
-        // A backup read's answer is held to the causal rule before the session filters it.
+        // A backup read's answer is held to the causal rule before the session filters
+        // it; a lease read's answered at the primary, to linearizability (a lease read
+        // fallen back to the log is a strict read, checked as a request).
         let backup_read = BackupRead::in_flight(&self.clients[client].session);
         if let Some(read) = &backup_read {
             if let Some((op, result)) = read.answer(&message) {
-                self.checker.on_backup_read(read, op, result)?;
+                match read.lease {
+                    true => self.checker.on_lease_read(
+                        read,
+                        op,
+                        result,
+                        self.clients[client].answered_before_submit,
+                    )?,
+                    false => self.checker.on_backup_read(read, op, result)?,
+                }
             }
         }
         let outcome = self.clients[client].session.on_message(&message);
@@ -1357,6 +1396,7 @@ impl<S: SimService> Cluster<S> {
             drift_ppm: self.prng.between(0, 100_000) as i64 - 50_000,
             offset_ns: self.prng.between(0, 200_000_000) as i64 - 100_000_000,
         });
+        self.leases.add_replica(self.now);
         self.seen.push(None);
         self.view_change_entered.push(None);
         self.writes_due.push(VecDeque::new());
@@ -1625,6 +1665,10 @@ impl<S: SimService> Cluster<S> {
     /// storage model holds exactly what each released message waited for).
     fn complete_due_writes(&mut self) -> Result<(), Failure> {
         for index in 0..self.replica_slots() {
+            if self.leases.paused(index, self.now) {
+                continue; // The disk is done; the stopped process hears of it later.
+            }
+            let monotonic_ns = self.leases.monotonic_ns(index, self.now);
             while let Some(due) = self.writes_due[index as usize].front() {
                 if due.at > self.now {
                     break;
@@ -1640,6 +1684,9 @@ impl<S: SimService> Cluster<S> {
                 if self.options.disks {
                     self.disks.complete(index, due.stored, due.ends_batch)?;
                 }
+                if let Some(monotonic_ns) = monotonic_ns {
+                    replica.set_monotonic_ns(monotonic_ns);
+                }
                 replica.on_persisted(id, &mut self.effects);
                 replica.flush(&mut self.effects);
                 self.trace(format_args!("r{index} write {id} durable"));
@@ -1654,6 +1701,10 @@ impl<S: SimService> Cluster<S> {
     /// replicas.
     fn complete_due_builds(&mut self) -> Result<(), Failure> {
         for index in 0..self.replica_slots() {
+            if self.leases.paused(index, self.now) {
+                continue;
+            }
+            let monotonic_ns = self.leases.monotonic_ns(index, self.now);
             let slot = &mut self.builds_due[index as usize];
             if slot.as_ref().is_none_or(|due| due.at > self.now) {
                 continue;
@@ -1664,6 +1715,9 @@ impl<S: SimService> Cluster<S> {
             };
             if !due.build.run() {
                 continue; // Abandoned: the replica installed another state.
+            }
+            if let Some(monotonic_ns) = monotonic_ns {
+                replica.set_monotonic_ns(monotonic_ns);
             }
             replica.on_checkpoint_built(&mut self.effects);
             if self.options.write_delay_steps_max == 0 {
@@ -1679,6 +1733,10 @@ impl<S: SimService> Cluster<S> {
 
     fn tick_replicas(&mut self) -> Result<(), Failure> {
         for index in 0..self.replica_slots() {
+            if self.leases.paused(index, self.now) {
+                continue; // A stopped process: its ticks come when it resumes.
+            }
+            let monotonic_ns = self.leases.monotonic_ns(index, self.now);
             let clock = &mut self.clocks[index as usize];
             if self.now < clock.tick_next {
                 continue;
@@ -1691,6 +1749,9 @@ impl<S: SimService> Cluster<S> {
                 continue;
             };
             replica.set_clock(realtime_ns);
+            if let Some(monotonic_ns) = monotonic_ns {
+                replica.set_monotonic_ns(monotonic_ns);
+            }
             let immediate = self.options.write_delay_steps_max == 0;
             replica.on_tick(&mut self.effects);
             if immediate {
@@ -1738,6 +1799,12 @@ impl<S: SimService> Cluster<S> {
             } else if self.load && self.prng.chance(self.options.submit_ppm) {
                 let reads = self.options.reads;
                 if let Some((query, mode)) = reads.next_read::<S>(&self.workload, &mut self.prng) {
+                    // Lease reads are chosen from the leases' stream, so that the
+                    // workload's own draws stay as they were.
+                    let mode = match mode == ReadMode::Strict && self.leases.lease_read() {
+                        true => ReadMode::Lease,
+                        false => mode,
+                    };
                     self.submit_read(client, query, mode);
                     continue;
                 }
@@ -1926,6 +1993,45 @@ impl<S: SimService> Cluster<S> {
         }
         self.restart_random();
         self.count_overlapping_recoveries();
+        self.pause_random();
+    }
+
+    /// `pause` (at the seed's rate, from the leases' stream): one live replica stops
+    /// handling anything for a while, as a process under SIGSTOP, while its clock runs.
+    fn pause_random(&mut self) {
+        let live: Vec<ReplicaIndex> = (0..self.replica_slots())
+            .filter(|&index| self.replicas[index as usize].is_some())
+            .collect();
+        let primary = self
+            .replicas
+            .iter()
+            .flatten()
+            .filter(|replica| replica.is_primary())
+            .max_by_key(|replica| (replica.epoch(), replica.view()))
+            .map(|replica| replica.id() as ReplicaIndex);
+        if let Some((index, until)) = self.leases.maybe_pause(self.now, &live, primary) {
+            self.faults.pause += 1;
+            self.trace(format_args!("pause r{index} until step {until}"));
+        }
+    }
+
+    /// `pause`: replica `index` handles nothing until step `until` (its clock runs on;
+    /// what reaches it waits).
+    pub fn pause(&mut self, index: ReplicaIndex, until: u64) {
+        self.leases.pause(index, until);
+        self.faults.pause += 1;
+        self.trace(format_args!("pause r{index} until step {until}"));
+    }
+
+    /// Replica `index`'s monotonic clock runs at `drift_ppm` from now on (from where it
+    /// stands: it never goes back).
+    pub fn set_clock_drift(&mut self, index: ReplicaIndex, drift_ppm: i64) {
+        self.leases.set_drift(index, drift_ppm, self.now);
+    }
+
+    /// Pauses started, by faults or by `pause`.
+    pub fn pauses(&self) -> u64 {
+        self.leases.pauses
     }
 
     /// `heal`, and at the seed's flap rate cut the same links again a little later: a
@@ -2247,6 +2353,9 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.reads_answered += stats.reads_answered;
     total.reads_waited += stats.reads_waited;
     total.reads_behind += stats.reads_behind;
+    total.lease_reads_answered += stats.lease_reads_answered;
+    total.lease_reads_fallen_back += stats.lease_reads_fallen_back;
+    total.view_changes_held_by_lease += stats.view_changes_held_by_lease;
     total.prepares_sent += stats.prepares_sent;
     total.entries_committed += stats.entries_committed;
     total.messages_dropped += stats.messages_dropped;

@@ -267,6 +267,8 @@ pub struct FaultCounts {
     pub power_loss_first_start: u64,
     /// Restarts that found a corrupted sector (disks only).
     pub disk_damage: u64,
+    /// Replicas paused (a stopped process whose clock runs on: `sim::lease`).
+    pub pause: u64,
 }
 
 #[cfg(test)]

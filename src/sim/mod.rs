@@ -29,6 +29,7 @@ pub mod checker;
 pub mod cluster;
 pub mod disk;
 pub mod faults;
+pub mod lease;
 pub mod model;
 pub mod network;
 pub mod prng;

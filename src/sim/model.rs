@@ -231,7 +231,9 @@ impl<S: SimService> Model<S> {
         let outcome = match entry.operation {
             Operation::Register => self.register(op, entry.client, entry.request),
             Operation::Apply | Operation::Query | Operation::Reconfigure => self.execute(op, entry),
-            Operation::Read => return Err(format!("op {op}: a read was ordered")),
+            Operation::Read | Operation::LeaseRead => {
+                return Err(format!("op {op}: a read was ordered"))
+            }
         };
         let checked = match &outcome {
             ModelOutcome::Executed { result, .. } => self

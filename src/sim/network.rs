@@ -487,7 +487,10 @@ mod tests {
             epoch: 0,
             view: 0,
             replica: 0,
-            body: Body::Commit(Commit { commit: n }),
+            body: Body::Commit(Commit {
+                commit: n,
+                stamp: 0,
+            }),
         }
     }
 

@@ -7,12 +7,15 @@
 //! the causal rule instead: the answering replica's commit number must be at least the op
 //! the read said its session had seen (its writes' ops, its reads' commit numbers), and
 //! the value must be the model's answer in the state right after that commit number
-//! (`Checker::on_backup_read`).
+//! (`Checker::on_backup_read`). Lease reads (paper 6.3.1) answered at the primary are
+//! held to linearizability: their commit number must be at least the op of every reply
+//! that reached a client before the read was submitted (`Checker::on_lease_read`), and
+//! their value the model's there; one that fell back to the log is a strict read.
 
 use super::prng::Prng;
 use super::service::{SimService, WorkloadShape};
 use crate::client::{ClientSession, ReadMode};
-use crate::protocol::{Body, ClientId, Message, Op, ReplyStatus, RequestNumber};
+use crate::protocol::{Body, ClientId, Message, Op, Operation, ReplyStatus, RequestNumber};
 use bytes::Bytes;
 
 /// How clients read, drawn per seed.
@@ -70,6 +73,9 @@ pub struct BackupRead {
     pub seen: Op,
     /// The query.
     pub query: Bytes,
+    /// A lease read at the primary (paper 6.3.1), held to linearizability, not only to
+    /// the causal rule.
+    pub lease: bool,
 }
 
 impl BackupRead {
@@ -83,6 +89,7 @@ impl BackupRead {
             number: request.request,
             seen: request.read_seen()?,
             query: request.read_query(),
+            lease: request.operation == Operation::LeaseRead,
         })
     }
 

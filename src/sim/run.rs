@@ -12,6 +12,7 @@ use super::checker::{CheckCounts, Failure};
 use super::cluster::ReconfigurationCounts;
 use super::cluster::{Cluster, ClusterOptions};
 use super::faults::{FaultCounts, FaultRates, Regime};
+use super::lease::LeaseOptions;
 use super::network::NetworkCounts;
 use super::prng::Prng;
 use super::reads::ReadRates;
@@ -78,6 +79,15 @@ pub struct RunOptions {
     /// replays seeds as they ran before reconfigurations (the plan is drawn from a
     /// stream of its own, so a seed without one runs exactly as it did).
     pub reconfigurations: bool,
+    /// Leases (paper 6.3.1, `sim::lease`): most seeds feed the replicas drifting
+    /// monotonic clocks, send some reads as lease reads, and pause replicas now and
+    /// then. On by default; off replays seeds as they ran before leases (everything is
+    /// drawn from a stream of its own).
+    pub leases: bool,
+    /// The negative test's lever: the replicas' clocks drift by up to this many ppm,
+    /// whatever bound the configuration names, and pauses pick the primary. `None`:
+    /// clocks drift within the configured bound.
+    pub lease_drift_ppm_override: Option<u32>,
 }
 
 impl Default for RunOptions {
@@ -91,6 +101,8 @@ impl Default for RunOptions {
             write_delays: true,
             disks: true,
             reconfigurations: true,
+            leases: true,
+            lease_drift_ppm_override: None,
         }
     }
 }
@@ -199,6 +211,8 @@ pub fn options_for_seed_of<S: SimService>(
     // `request_body_bytes_max` = 256 (`workload::tests`).
     let value_bytes_max = *prng.pick(&[1, 1, 48, 100]);
     let config = sim_config(&mut prng, seed, replica_count, clients_max);
+    // From a stream of its own, so that no other draw of the seed changes.
+    let (config, leases) = draw_leases(seed, run, config);
     let fault_steps_scale = if prng.chance(125_000) { 2 } else { 1 };
     let disks = disks(seed, run);
     let mut faults = FaultRates::draw(&mut prng);
@@ -232,9 +246,61 @@ pub fn options_for_seed_of<S: SimService>(
         disks,
         power_loss_at: power_loss_at(seed, disks),
         reconfigurations: Vec::new(),
+        leases,
         trace: run.trace,
     };
     (prng.next_u64(), options, fault_steps_scale)
+}
+
+/// Mixed into the seed for the draw of the leases: the configuration's lease, tick and
+/// drift bound, and `ClusterOptions::leases` (whose stream also draws the clocks, pauses
+/// and lease reads during the run).
+const LEASE_STREAM: u64 = 0x1ea5_e000_0000_0001;
+
+/// The replicas' tick, as the lease arithmetic counts it: the fastest a replica of the
+/// runner ticks (`tick_steps_min` steps of 1 ms), so that a lease of fewer ticks than the
+/// normal timeout runs out before any replica's normal timeout fires.
+const SIM_TICK_NS: u64 = 3_000_000;
+
+/// Leases for one seed. Seven seeds in eight feed clocks; of those, one in eight runs
+/// with leases off in the configuration (lease reads then always go through the log).
+/// The lease lasts from just over a heartbeat to just under the normal timeout; the drift
+/// bound is 0, 0.1%, 1% or 5%, and each replica's clock drifts within it (or by the
+/// override: the negative test). Pauses: none in a third of the seeds, else up to a few
+/// hundred steps at rates from rare to frequent.
+fn draw_leases(seed: u64, run: &RunOptions, mut config: Config) -> (Config, LeaseOptions) {
+    let mut prng = Prng::new(seed ^ LEASE_STREAM);
+    let clocks = prng.chance(875_000) && run.leases;
+    let leases_on = prng.chance(875_000);
+    let lease_ticks = prng.between(
+        config.commit_interval_ticks + 1,
+        config.normal_timeout_ticks - 1,
+    );
+    let drift_bound = *prng.pick(&[0, 1_000, 10_000, 50_000]);
+    let lease_read_ppm = *prng.pick(&[300_000, 700_000, 1_000_000]);
+    let pause_ppm = *prng.pick(&[0, 0, 300, 2_000, 10_000]);
+    let pause_steps_max = *prng.pick(&[20, 100, 300]);
+    let stream = prng.next_u64();
+    if !clocks {
+        return (config, LeaseOptions::default());
+    }
+    config.tick_ns = SIM_TICK_NS;
+    config.clock_drift_ppm = drift_bound;
+    config.lease_ticks = if leases_on { lease_ticks } else { 0 };
+    config
+        .validate()
+        .expect("the simulator's lease config is valid");
+    let beyond = run.lease_drift_ppm_override;
+    let leases = LeaseOptions {
+        clocks: true,
+        seed: stream,
+        drift_ppm_max: beyond.unwrap_or(drift_bound),
+        lease_read_ppm,
+        pause_ppm,
+        pause_steps_max,
+        pause_primary: beyond.is_some(),
+    };
+    (config, leases)
 }
 
 /// Mixed into the seed for the draw of `ClusterOptions::reads`.
@@ -372,6 +438,8 @@ pub fn sim_config(prng: &mut Prng, seed: u64, replica_count: u8, clients_max: u3
     config.commit_interval_ticks = prng.between(1, 3);
     config.prepare_timeout_ticks = prng.between(3, 8);
     config.normal_timeout_ticks = prng.between(10, 20);
+    // Leases are drawn apart (`draw_leases`): none until then.
+    config.lease_ticks = 0;
     config.view_change_timeout_ticks = prng.between(8, 20);
     config.recovery_timeout_ticks = prng.between(5, 15);
     // Not drawn, so that every seed replays as before the two timeouts had names of their
@@ -644,6 +712,7 @@ impl Totals {
         self.faults.crash_after_promise += run.faults.crash_after_promise;
         self.faults.isolate_primary += run.faults.isolate_primary;
         self.faults.recoveries_overlapping += run.faults.recoveries_overlapping;
+        self.faults.pause += run.faults.pause;
         self.faults.power_loss += run.faults.power_loss;
         self.faults.power_loss_first_start += run.faults.power_loss_first_start;
         self.faults.disk_damage += run.faults.disk_damage;
@@ -747,6 +816,15 @@ impl fmt::Display for Totals {
             f,
             "checked: commits {} snapshots {} checkpoints {} evicted replies {} rejected replies {} backup reads {}  longest view change after the faults {} steps",
             c.commits_checked, c.snapshots_checked, c.checkpoints_checked, c.evicted_checked, c.rejected_checked, c.reads_checked, self.view_change_steps_longest
+        )?;
+        writeln!(
+            f,
+            "leases: reads answered under a lease {} (checked {}) sent through the log {}  view changes held back by a lease {}  pauses {}",
+            self.stats.lease_reads_answered,
+            c.lease_reads_checked,
+            self.stats.lease_reads_fallen_back,
+            self.stats.view_changes_held_by_lease,
+            self.faults.pause
         )?;
         let x = &self.faults;
         writeln!(

@@ -63,6 +63,8 @@ pub fn scenario_config(replica_count: u8) -> Config {
     config.commit_interval_ticks = 2;
     config.prepare_timeout_ticks = 4;
     config.normal_timeout_ticks = 12;
+    // Scenarios that exercise leases set them (and feed clocks) themselves.
+    config.lease_ticks = 0;
     config.view_change_timeout_ticks = 12;
     config.recovery_timeout_ticks = 8;
     config.state_transfer_timeout_ticks = 8;
@@ -139,8 +141,11 @@ impl Scenario {
         Scenario { cluster, seed }
     }
 
-    fn manual_options(config: Config, client_count: usize) -> ClusterOptions {
+    /// The options [`Scenario::manual`] runs with: a calm network, no random faults, no
+    /// load; for a test that builds its [`Cluster`] itself (with leases, say).
+    pub fn manual_options(config: Config, client_count: usize) -> ClusterOptions {
         ClusterOptions {
+            leases: Default::default(),
             config,
             client_count,
             client_tick_steps: 4,

@@ -127,13 +127,16 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
         0 => Body::Prepare(Prepare {
             op_first: pick_op(target, c),
             commit: pick_op(target, c),
+            stamp: pick_op(target, c),
             entries: entries(c),
         }),
         1 => Body::PrepareOk(PrepareOk {
             op: pick_op(target, c),
+            stamp: pick_op(target, c),
         }),
         2 => Body::Commit(Commit {
             commit: pick_op(target, c),
+            stamp: pick_op(target, c),
         }),
         3 => Body::StartViewChange(StartViewChange {
             sender_view: pick_view(target.view(), c),

@@ -324,7 +324,7 @@ fn read_record(
             request.session = u64_at(8);
             request.request = u32_at(16);
             let body_bytes = u32_at(21) as usize;
-            if request.operation == Operation::Read && body_bytes < READ_SEEN_BYTES {
+            if request.operation.carries_seen() && body_bytes < READ_SEEN_BYTES {
                 // As `decode::checked_request` for a single request.
                 return Err(Malformed("read request without the op it has seen"));
             }

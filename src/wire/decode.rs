@@ -139,10 +139,11 @@ fn used_fields(command: Command) -> u16 {
         // A batch's header is the envelope its messages share; the rest is in the records.
         Requests | Replies => ENVELOPE,
         Reply => ENVELOPE | CODE | CLIENT | SESSION | REQUEST | OP,
-        Prepare => ENVELOPE | OP_FIRST | COMMIT,
-        PrepareOk => ENVELOPE | OP,
+        // `nonce` carries the lease stamp (paper 6.3.1).
+        Prepare => ENVELOPE | OP_FIRST | COMMIT | NONCE,
+        PrepareOk => ENVELOPE | OP | NONCE,
         GetState => ENVELOPE | OP | NONCE,
-        Commit => ENVELOPE | COMMIT,
+        Commit => ENVELOPE | COMMIT | NONCE,
         StartViewChange => ENVELOPE | LAST_NORMAL_VIEW,
         DoViewChange => ENVELOPE | LAST_NORMAL_VIEW | OP | COMMIT,
         StartView => ENVELOPE | OP | COMMIT | OP_FIRST,
@@ -311,9 +312,13 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
             result: reader.rest(),
         }),
         Command::Prepare => Body::Prepare(parse_prepare(header, reader)?),
-        Command::PrepareOk => Body::PrepareOk(PrepareOk { op: header.op }),
+        Command::PrepareOk => Body::PrepareOk(PrepareOk {
+            op: header.op,
+            stamp: header.nonce,
+        }),
         Command::Commit => Body::Commit(Commit {
             commit: header.commit,
+            stamp: header.nonce,
         }),
         Command::StartViewChange => Body::StartViewChange(StartViewChange {
             sender_view: header.last_normal_view,
@@ -388,6 +393,7 @@ fn parse_prepare(header: &Header, reader: &mut Reader) -> Result<Prepare, Decode
     Ok(Prepare {
         op_first: header.op_first,
         commit: header.commit,
+        stamp: header.nonce,
         entries,
     })
 }
@@ -524,7 +530,7 @@ fn operation(code: u8) -> Result<Operation, DecodeError> {
 /// What a request's operation asks of its body: a read (paper 6.3.2) starts with the op
 /// its client has seen. Shared by single requests and batch records.
 fn checked_request(request: Request) -> Result<Request, DecodeError> {
-    if request.operation == Operation::Read && request.body.len() < READ_SEEN_BYTES {
+    if request.operation.carries_seen() && request.body.len() < READ_SEEN_BYTES {
         return Err(Malformed("read request without the op it has seen"));
     }
     Ok(request)

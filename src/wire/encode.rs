@@ -224,14 +224,17 @@ fn fill_header(body: &Body, header: &mut Header) {
         Body::Prepare(prepare) => {
             header.op_first = prepare.op_first;
             header.commit = prepare.commit;
+            header.nonce = prepare.stamp;
             Command::Prepare
         }
         Body::PrepareOk(prepare_ok) => {
             header.op = prepare_ok.op;
+            header.nonce = prepare_ok.stamp;
             Command::PrepareOk
         }
         Body::Commit(commit) => {
             header.commit = commit.commit;
+            header.nonce = commit.stamp;
             Command::Commit
         }
         Body::StartViewChange(svc) => {

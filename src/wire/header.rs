@@ -159,7 +159,8 @@ pub struct Header {
     pub client: u64,
     /// A client session.
     pub session: u64,
-    /// A recovery nonce (paper 4.3).
+    /// A recovery nonce (paper 4.3); in a `Prepare`, `Commit` or `PrepareOk`, the lease
+    /// stamp (paper 6.3.1, `Prepare::stamp`).
     pub nonce: u64,
     /// A client request number.
     pub request: u32,

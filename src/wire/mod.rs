@@ -24,7 +24,7 @@
 //! |     56 |     8 | `op_first`         | op number of the body's first entry                 |
 //! |     64 |     8 | `client`           | a client id                                         |
 //! |     72 |     8 | `session`          | a client session                                    |
-//! |     80 |     8 | `nonce`            | a recovery nonce (paper 4.3)                        |
+//! |     80 |     8 | `nonce`            | a recovery nonce (paper 4.3), or a lease stamp (6.3.1) |
 //! |     88 |     4 | `request`          | a client request number                             |
 //! |     92 |     4 | `last_normal_view` | `DoViewChange`'s last normal view; `StartViewChange`'s sender view |
 //!
@@ -41,9 +41,9 @@
 //! |--------------------|----------------------|---------------------------------------------|---------------------------|
 //! | `Request`          | `Operation`          | client, session, request                    | the operation's bytes (a read: seen op, query) |
 //! | `Reply`            | `ReplyStatus`        | client, session, request, op                | the result's bytes        |
-//! | `Prepare`          |                      | op_first, commit                            | entries (at least one)    |
-//! | `PrepareOk`        |                      | op                                          |                           |
-//! | `Commit`           |                      | commit                                      |                           |
+//! | `Prepare`          |                      | op_first, commit, nonce (= lease stamp)     | entries (at least one)    |
+//! | `PrepareOk`        |                      | op, nonce (= lease stamp echoed)            |                           |
+//! | `Commit`           |                      | commit, nonce (= lease stamp)               |                           |
 //! | `StartViewChange`  |                      | last_normal_view (= sender view)          |                           |
 //! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |

@@ -9,7 +9,7 @@ use mio::{Events, Interest, Poll, Token};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use vsr::client::{ClientSession, Outcome, Target};
+use vsr::client::{ClientSession, Outcome, ReadMode, Target};
 use vsr::protocol::{Message, Op};
 use vsr::service::kv::{KvOp, KvResult};
 use vsr::wire::{self, Frame, Hello, Peer, Terms};
@@ -96,6 +96,39 @@ impl TestClient {
             Some(KvResult::Nil) => Ok(None),
             other => Err(format!("get answered {other:?}")),
         }
+    }
+
+    /// `get key` on the kv service, read in `mode` (`None`: absent): a lease read goes
+    /// to the replica this session believes is primary, and through the log if that
+    /// one holds no lease.
+    pub fn read_in(
+        &mut self,
+        key: &[u8],
+        mode: ReadMode,
+        timeout: Duration,
+    ) -> Result<Option<Bytes>, String> {
+        let deadline = Instant::now() + timeout;
+        let query = KvOp::Get(Bytes::copy_from_slice(key)).encode();
+        let (_, target, message) = self
+            .session
+            .submit_operation(mode.operation(), query)
+            .map_err(|e| e.to_string())?;
+        let message = message.clone();
+        self.send(target, &message);
+        let result = match self.wait(deadline)? {
+            Outcome::Completed { result, .. } => result,
+            other => return Err(format!("read answered {other:?}")),
+        };
+        match KvResult::decode(&result) {
+            Some(KvResult::Value(value)) => Ok(Some(value)),
+            Some(KvResult::Nil) => Ok(None),
+            other => Err(format!("get answered {other:?}")),
+        }
+    }
+
+    /// The view this session believes current (its primary is `view mod n`).
+    pub fn view(&self) -> u32 {
+        self.session.view()
     }
 
     fn send(&mut self, target: Target, message: &Message) {

@@ -35,8 +35,10 @@ pub struct Args {
     /// The cluster's shared secret, when the replicas run with `--cluster-key`.
     #[arg(long, value_name = "FILE")]
     cluster_key: Option<std::path::PathBuf>,
-    /// How `get` reads: `strict` (through the log, linearizable) or `backup` (at any
-    /// replica that has executed what this session has seen: causal, may be stale).
+    /// How `get` reads: `strict` (through the log, linearizable), `lease` (at the primary
+    /// from its state while it holds a lease from f backups, through the log otherwise:
+    /// linearizable) or `backup` (at any replica that has executed what this session has
+    /// seen: causal, may be stale).
     #[arg(long, default_value_t = ReadMode::Strict)]
     reads: ReadMode,
     /// Deadline of one command, retries included, in milliseconds.

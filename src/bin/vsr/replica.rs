@@ -47,6 +47,18 @@ pub struct Args {
     /// whose snapshot is larger needs a larger limit. Use the same value on every replica.
     #[arg(long)]
     message_bytes_max: Option<u32>,
+    /// The lease a backup grants its primary with each acknowledgement, in milliseconds
+    /// (paper 6.3.1; default 500, a multiple of the 10 ms tick, below the 1 s normal
+    /// timeout): lease reads are answered at the primary while it holds f of them, and a
+    /// backup takes part in no view change until the one it granted ran out. 0: no
+    /// leases (lease reads go through the log). Use the same value on every replica.
+    #[arg(long)]
+    lease_ms: Option<u64>,
+    /// The bound on the drift of any replica's monotonic clock, in parts per million
+    /// (default 10000: 1%; at most 100000). Lease arithmetic assumes it. Use the same
+    /// value on every replica.
+    #[arg(long)]
+    clock_drift_ppm: Option<u32>,
     /// Pin the event loop to this core.
     #[arg(long)]
     core: Option<usize>,
@@ -142,6 +154,17 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
     }
     if let Some(bytes) = args.checkpoint_serve_bytes_per_tick {
         config.checkpoint_serve_bytes_per_tick = bytes;
+    }
+    if let Some(ms) = args.lease_ms {
+        let tick_ms = vsr::runtime::TICK.as_millis() as u64;
+        anyhow::ensure!(
+            ms.is_multiple_of(tick_ms),
+            "--lease-ms must be a multiple of the {tick_ms} ms tick"
+        );
+        config.lease_ticks = ms / tick_ms;
+    }
+    if let Some(ppm) = args.clock_drift_ppm {
+        config.clock_drift_ppm = ppm;
     }
     config.log_tail_ops = args
         .log_tail

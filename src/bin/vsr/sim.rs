@@ -47,6 +47,15 @@ pub struct Args {
     /// `RunOptions::reconfigurations`).
     #[arg(long)]
     no_reconfigurations: bool,
+    /// No leases, as before them: no monotonic clocks, lease reads or pauses (by default
+    /// most seeds run them, paper 6.3.1: see `RunOptions::leases`).
+    #[arg(long)]
+    no_leases: bool,
+    /// Let the replicas' clocks drift by up to this many ppm whatever bound their
+    /// configuration names, and pause primaries: the checkers should then find stale
+    /// lease reads (see `RunOptions::lease_drift_ppm_override`).
+    #[arg(long)]
+    lease_drift_ppm: Option<u32>,
     /// Steps of the fault phase of each seed (twice as many on one seed in eight).
     #[arg(long, default_value_t = RunOptions::default().fault_steps)]
     fault_steps: u64,
@@ -66,6 +75,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write_delays: !args.no_write_delays,
         disks: !args.no_disks,
         reconfigurations: !args.no_reconfigurations,
+        leases: !args.no_leases,
+        lease_drift_ppm_override: args.lease_drift_ppm,
     };
     let (start, count) = match (args.seed, args.seeds) {
         (Some(seed), _) => (seed, 1),

@@ -262,7 +262,10 @@ impl<S: StateMachine> Replica<S> {
                 epoch: old.epoch(),
                 view: self.view,
                 replica: self.index,
-                body: Body::Commit(Commit { commit: start }),
+                body: Body::Commit(Commit {
+                    commit: start,
+                    stamp: 0,
+                }),
             };
             for id in old.ids().filter(|&id| id != self.id) {
                 effects.push(Effect::Send {

@@ -15,6 +15,7 @@
 mod epoch;
 mod execute;
 mod fetch_checkpoint;
+mod lease;
 mod normal;
 mod persistence;
 mod reads;
@@ -35,6 +36,8 @@ use super::timeout::Timeout;
 use crate::config::Config;
 use crate::service::{Digest, StateMachine};
 use state_transfer::ReceivedState;
+
+pub use lease::{held_ns as lease_held_ns, wait_ns as lease_wait_ns};
 use std::collections::VecDeque;
 
 /// A replica's status (paper 4; `Recovering` is 4.3).
@@ -120,6 +123,14 @@ pub struct Stats {
     pub reads_waited: u64,
     /// See `reads_answered`.
     pub reads_behind: u64,
+    /// Lease reads (paper 6.3.1) this primary answered from its state under a lease.
+    pub lease_reads_answered: u64,
+    /// Lease reads this replica, as the primary, sent back to go through the log (it
+    /// held no lease it could answer under).
+    pub lease_reads_fallen_back: u64,
+    /// Inputs that would have started or joined a view change, dropped because a lease
+    /// this replica granted still ran.
+    pub view_changes_held_by_lease: u64,
     /// Prepare messages sent (including resends).
     pub prepares_sent: u64,
     /// Entries executed.
@@ -344,6 +355,9 @@ pub struct Replica<S> {
     waiting_reads: reads::WaitingReads,
     /// The driver's wall clock, for the primary's timestamps (4.4).
     clock_ns: u64,
+    /// The monotonic clock, the lease this replica promised, and as the primary the
+    /// leases it holds (paper 6.3.1, `lease`).
+    lease: lease::Lease,
     ticks: u64,
     /// Per replica: the tick at which it was last heard from in this view.
     heard_tick: Vec<u64>,
@@ -454,6 +468,10 @@ impl<S: StateMachine> Replica<S> {
             checkpoint_fetch: Default::default(),
             waiting_reads: reads::WaitingReads::new(),
             clock_ns: 0,
+            lease: lease::Lease::new(
+                n,
+                matches!(start, Start::Recover { .. } | Start::Restart { .. }),
+            ),
             ticks: 0,
             heard_tick: vec![0; n],
             primary: Primary::new(n),
@@ -814,6 +832,7 @@ impl<S: StateMachine> Replica<S> {
     pub fn invariants(&self) {
         self.log.check_timestamps();
         self.waiting_reads.invariants();
+        self.lease_invariants();
         self.invariants_per_input();
     }
 
@@ -980,6 +999,7 @@ impl<S: StateMachine> Replica<S> {
             self.primary_of(self.view) == self.index && self.log_ends_in_reconfiguration();
         self.view_changing = ViewChanging::new(n);
         self.recovery = None;
+        self.lease_on_enter_normal();
         self.start_normal_timeouts();
     }
 

@@ -30,6 +30,11 @@ impl<S: StateMachine> Replica<S> {
             // Paper 6.3.2: any replica answers a read, never ordering it (`reads`).
             return self.on_read(request, effects);
         }
+        if request.operation == Operation::LeaseRead {
+            // Paper 6.3.1: the primary answers it under a lease, never ordering it
+            // (`lease`).
+            return self.on_lease_read(request, effects);
+        }
         if !self.is_primary() {
             return self.drop_reason("request", "not the primary");
         }
@@ -88,7 +93,9 @@ impl<S: StateMachine> Replica<S> {
             // be a primary deposed without knowing it): stay silent rather than answer
             // "evicted". Past it, a missing or different session is a committed fact.
             // The same for a RECONFIGURATION: it too names a session.
-            Operation::Read => unreachable!("answered above, never ordered"),
+            Operation::Read | Operation::LeaseRead => {
+                unreachable!("answered above, never ordered")
+            }
             Operation::Apply | Operation::Query | Operation::Reconfigure
                 if request.session > self.commit =>
             {
@@ -285,6 +292,7 @@ impl<S: StateMachine> Replica<S> {
         let prepare = Prepare {
             op_first,
             commit: self.commit,
+            stamp: self.lease_stamp(),
             entries,
         };
         self.broadcast(Body::Prepare(prepare), effects);
@@ -330,6 +338,7 @@ impl<S: StateMachine> Replica<S> {
         self.commit_to(prepare.commit.min(self.log.op()), effects);
         let op = self.log.op();
         let op_last = prepare.op_last();
+        let stamp = prepare.stamp;
         if prepare.op_first > op + 1 {
             // A gap: earlier Prepares were lost or reordered.
             self.request_state(from, effects);
@@ -357,9 +366,14 @@ impl<S: StateMachine> Replica<S> {
                 self.log.push(entry);
             }
         }
+        // The acknowledgement grants a lease from the Prepare's stamp (`lease`).
+        let stamp = self.grant_lease(stamp);
         self.send(
             from,
-            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            Body::PrepareOk(PrepareOk {
+                op: self.log.op(),
+                stamp,
+            }),
             effects,
         );
         self.commit_to(prepare.commit.min(self.log.op()), effects);
@@ -384,6 +398,7 @@ impl<S: StateMachine> Replica<S> {
         );
         self.heard_tick[from as usize] = self.ticks;
         self.primary.heard.insert(from);
+        self.lease_on_prepare_ok(from, ok.stamp);
         let acked = &mut self.primary.acked[from as usize];
         *acked = (*acked).max(ok.op);
         self.advance_commit_from_acks(effects);
@@ -440,10 +455,15 @@ impl<S: StateMachine> Replica<S> {
             self.request_state(from, effects);
         }
         self.commit_to(commit.commit.min(self.log.op()), effects);
-        // The answer doubles as the heartbeat's echo, so the primary knows it leads.
+        // The answer doubles as the heartbeat's echo, so the primary knows it leads,
+        // and grants a lease from the Commit's stamp (`lease`).
+        let stamp = self.grant_lease(commit.stamp);
         self.send(
             from,
-            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            Body::PrepareOk(PrepareOk {
+                op: self.log.op(),
+                stamp,
+            }),
             effects,
         );
     }
@@ -454,6 +474,7 @@ impl<S: StateMachine> Replica<S> {
             self.broadcast(
                 Body::Commit(Commit {
                     commit: self.commit,
+                    stamp: self.lease_stamp(),
                 }),
                 effects,
             );
@@ -483,6 +504,7 @@ impl<S: StateMachine> Replica<S> {
                 let prepare = Prepare {
                     op_first: from,
                     commit: self.commit,
+                    stamp: self.lease_stamp(),
                     entries,
                 };
                 from += count as Op;
@@ -543,7 +565,9 @@ impl<S: StateMachine> Replica<S> {
                     result: Bytes::new(),
                 })
             }
-            Operation::Read => unreachable!("the wire's gate keeps reads out of the log"),
+            Operation::Read | Operation::LeaseRead => {
+                unreachable!("the wire's gate keeps reads out of the log")
+            }
             Operation::Apply | Operation::Query | Operation::Reconfigure => {
                 match self.clients.admit_mut(client, session, request) {
                     Ok(client_entry) => {

@@ -361,7 +361,10 @@ impl<S: StateMachine> Replica<S> {
             self.stats.recoveries += 1;
             self.send(
                 source.primary,
-                Body::PrepareOk(PrepareOk { op: self.log.op() }),
+                Body::PrepareOk(PrepareOk {
+                    op: self.log.op(),
+                    stamp: 0,
+                }),
                 effects,
             );
         } else {

@@ -250,7 +250,10 @@ impl<S: StateMachine> Replica<S> {
                 if primary != self.index {
                     self.send(
                         primary,
-                        Body::PrepareOk(PrepareOk { op: self.log.op() }),
+                        Body::PrepareOk(PrepareOk {
+                            op: self.log.op(),
+                            stamp: 0,
+                        }),
                         effects,
                     );
                     if progressed {

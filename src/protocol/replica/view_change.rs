@@ -50,6 +50,10 @@ impl<S: StateMachine> Replica<S> {
     /// acknowledged ops there; the late DoViewChange then started view 1 without them.)
     pub(super) fn start_view_change(&mut self, view: View, effects: &mut Vec<Effect>) {
         assert!(view > self.view, "a view change must raise the view");
+        assert!(
+            !self.lease_promised(),
+            "a view change started while a granted lease runs (paper 6.3.1)"
+        );
         let raised = match self.asks.view == view {
             true => self.asks.raised,
             false => ReplicaSet::default(),
@@ -82,6 +86,11 @@ impl<S: StateMachine> Replica<S> {
     /// Asks the others for a view change without changing anything of this replica's own
     /// (see the module docs): for the next view, or a higher one another replica asked for.
     pub(super) fn ask_for_view_change(&mut self, effects: &mut Vec<Effect>) {
+        // Paper 6.3.1: a backup that granted its primary a lease asks for no view change
+        // until the lease ran out on its clock.
+        if !self.may_change_view("ask_for_view_change") {
+            return;
+        }
         let Some(next) = self.view.checked_add(1).filter(|&next| next <= VIEW_MAX) else {
             return tracing::error!(replica = self.index, "no view left to change to");
         };
@@ -129,7 +138,10 @@ impl<S: StateMachine> Replica<S> {
     /// Starts the view change asked for once this replica and f others asked for it.
     fn start_view_change_when_asked(&mut self, effects: &mut Vec<Effect>) {
         let others = self.asks.from.count_others(self.index);
-        if self.asks.from.contains(self.index) && others >= self.faults_max() {
+        if self.asks.from.contains(self.index)
+            && others >= self.faults_max()
+            && self.may_change_view("start_view_change")
+        {
             self.start_view_change(self.asks.view, effects);
         }
     }
@@ -270,6 +282,11 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_reason("do_view_change", "a later log lacks committed ops");
         }
         if view > self.view {
+            // Paper 6.3.1: no vote in a later view while a granted lease runs (the
+            // sender's next attempt, or the next view's, comes after it).
+            if !self.may_change_view("do_view_change") {
+                return;
+            }
             self.start_view_change(view, effects);
         }
         if self.status != Status::ViewChange {
@@ -489,7 +506,10 @@ impl<S: StateMachine> Replica<S> {
         self.commit_to(sv.commit.min(self.log.op()), effects);
         self.send(
             from,
-            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            Body::PrepareOk(PrepareOk {
+                op: self.log.op(),
+                stamp: 0,
+            }),
             effects,
         );
     }
@@ -545,7 +565,10 @@ impl<S: StateMachine> Replica<S> {
         let primary = self.primary_of(view);
         self.send(
             primary,
-            Body::PrepareOk(PrepareOk { op: self.log.op() }),
+            Body::PrepareOk(PrepareOk {
+                op: self.log.op(),
+                stamp: 0,
+            }),
             effects,
         );
     }

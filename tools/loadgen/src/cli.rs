@@ -123,9 +123,11 @@ pub struct LoadArgs {
     /// kv: fraction of operations that are gets (the rest are puts).
     #[arg(long, default_value_t = 0.0)]
     pub read_fraction: f64,
-    /// kv: how gets are read: `strict` (ordered through the log, linearizable) or `backup`
-    /// (paper 6.3.2: at any replica that has executed what the session has seen; causal,
-    /// may be stale). Gets are read-only queries in both modes.
+    /// kv: how gets are read: `strict` (ordered through the log, linearizable), `lease`
+    /// (paper 6.3.1: at the primary from its state while it holds a lease, through the
+    /// log otherwise; linearizable) or `backup` (paper 6.3.2: at any replica that has
+    /// executed what the session has seen; causal, may be stale). Gets are read-only
+    /// queries in every mode.
     #[arg(long, default_value_t = ReadMode::Strict)]
     pub reads: ReadMode,
     /// kv: number of distinct keys.
