@@ -59,6 +59,14 @@ pub enum StoredWrite {
 }
 
 impl StoredWrite {
+    /// The newest checkpoint among `writes` (a batch: only the latest one matters).
+    pub fn newest_checkpoint(writes: &[StoredWrite]) -> Option<&Checkpoint> {
+        writes.iter().rev().find_map(|write| match write {
+            StoredWrite::Checkpoint(checkpoint) => Some(checkpoint),
+            _ => None,
+        })
+    }
+
     /// The payload of `write`, read from `replica` before its next input (a `LogAppend`'s
     /// entries and a `Checkpoint` live in the replica until then).
     ///

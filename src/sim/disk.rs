@@ -237,13 +237,7 @@ impl Disks {
                 .as_ref()
                 .map(|(checkpoint, _)| checkpoint))
             .map(|checkpoint| checkpoint.op);
-        let newest = staged
-            .iter()
-            .rev()
-            .find_map(|write| match write {
-                StoredWrite::Checkpoint(checkpoint) => Some(checkpoint),
-                _ => None,
-            })
+        let newest = StoredWrite::newest_checkpoint(&staged)
             .filter(|checkpoint| checkpoint.op > disk.image.checkpoint_op())
             .cloned();
         if let Some(newest) = newest {

@@ -275,13 +275,7 @@ impl DataDir {
         if writes.is_empty() {
             return Ok(());
         }
-        let newest = writes
-            .iter()
-            .rev()
-            .find_map(|write| match write {
-                StoredWrite::Checkpoint(checkpoint) => Some(checkpoint),
-                _ => None,
-            })
+        let newest = StoredWrite::newest_checkpoint(writes)
             .filter(|checkpoint| self.marker.is_none_or(|marker| marker.op < checkpoint.op));
         let mut written = self.checkpoints.poll().transpose()?;
         if let Some(checkpoint) = newest {
@@ -318,9 +312,18 @@ impl DataDir {
     /// finished, if it did (so that an idle replica's journal names its newest checkpoint
     /// too). Returns whether one was written.
     pub fn append_finished_checkpoint(&mut self) -> Result<bool, StorageError> {
-        let Some((checkpoint, marker)) = self.checkpoints.poll().transpose()? else {
-            return Ok(false);
-        };
+        match self.checkpoints.poll().transpose()? {
+            Some(written) => self.append_marker(written),
+            None => Ok(false),
+        }
+    }
+
+    /// Writes the marker of a finished checkpoint file in a batch of its own, unless a
+    /// newer checkpoint is named already. Returns whether it wrote one.
+    fn append_marker(
+        &mut self,
+        (checkpoint, marker): (Checkpoint, CheckpointMarker),
+    ) -> Result<bool, StorageError> {
         if self.marker.is_some_and(|current| current.op >= marker.op) {
             return Ok(false);
         }
@@ -342,11 +345,7 @@ impl DataDir {
     pub fn finish_checkpoint_files(&mut self) {
         while self.checkpoints.is_busy() {
             if let Some(written) = self.checkpoints.wait() {
-                let (checkpoint, marker) = written.unwrap();
-                self.marker = Some(marker);
-                self.stale_checkpoints = true;
-                self.append_batch(&mut vec![StoredWrite::Checkpoint(checkpoint)])
-                    .unwrap();
+                self.append_marker(written.unwrap()).unwrap();
             }
         }
     }
