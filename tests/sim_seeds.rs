@@ -114,10 +114,16 @@ const REGRESSIONS: &[(u64, &str)] = &[
 
 /// Seeds that found bugs with the current options (disks and write delays on), each fixed
 /// since, and that still break without the fix; they run with `OPTIONS`.
-const DISK_REGRESSIONS: &[(u64, &str)] = &[(
-    894,
-    "a replica whose damaged disk says it joined recovered forever in a new cluster normal in view 0 with nothing prepared (every answer was empty)",
-)];
+const DISK_REGRESSIONS: &[(u64, &str)] = &[
+    (
+        894,
+        "a replica whose damaged disk says it joined recovered forever in a new cluster normal in view 0 with nothing prepared (every answer was empty)",
+    ),
+    (
+        2007616,
+        "after a power loss, a replica transitioning past its epoch's start refused to vote in the view change that only its vote could finish (converge)",
+    ),
+];
 
 #[test]
 fn disk_regression_seeds_are_clean() {

@@ -777,18 +777,21 @@ impl<S: StateMachine> Replica<S> {
     /// of the epoch, which a view-0 primary cut off before view 1 started can hold other
     /// entries at: as its backup, the cumulative PrepareOk would vouch for entries this
     /// replica never received (4.1 needs a backup's log to be a prefix of its
-    /// primary's). Such a replica stays out until it hears of a view of the epoch that
-    /// started (a Prepare, Commit or StartView), and joins it as any replica joins a
-    /// started view (`join_started_view`, 4.2): that view's log from its primary first.
-    /// (Joining a view only said to exist would not do: one whose view change never
-    /// finished has no log to take, and a last normal view naming it would outrank the
-    /// logs that hold what committed.)
+    /// primary's). Such a replica acknowledges nothing until it hears of a view of the
+    /// epoch that started (a Prepare, Commit or StartView), and joins it as any replica
+    /// joins a started view (`join_started_view`, 4.2): that view's log from its primary
+    /// first. (Joining a view only said to exist would not do: one whose view change
+    /// never finished has no log to take, and a last normal view naming it would outrank
+    /// the logs that hold what committed.) It does vote in the epoch's view changes
+    /// (`past_start_votes`), or a view change that needs it would never finish.
     fn finish_transition(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
         self.state_transfer_timeout.stop();
         self.state_transfer_pending = false;
         if self.commit > self.epoch_start {
             self.epoch_transfer.past_start = true;
+            // A primary it never hears from is one it asks to replace, as a backup does.
+            self.normal_timeout.start();
         } else {
             self.enter_normal();
             self.epoch_transfer.started.insert(self.index);
@@ -827,6 +830,37 @@ impl<S: StateMachine> Replica<S> {
         self.epoch_transfer.past_start = false;
         self.join_started_view(message.view, effects);
         true
+    }
+
+    /// Whether this replica is transitioning past its epoch's start
+    /// (`finish_transition`) and `body` is its part in a view change of the epoch: asks,
+    /// calls and DoViewChanges, handled as for a backup whose view is not healthy.
+    ///
+    /// Without its vote a view change can need it and never finish (seed 2007616: after
+    /// a power loss, the one replica with the view-0 log changed views, the third
+    /// recovered, and this one waited for a started view that only its vote could bring).
+    /// It votes as a replica normal in no view of the epoch but the first: its
+    /// DoViewChange names last normal view 0 and its log, the committed prefix up to its
+    /// commit number. That is safe (ARCHITECTURE.md, "Reconfiguration"): it acknowledged
+    /// nothing, so every op that committed in view w was acknowledged by another replica
+    /// of any DoViewChange quorum, whose (last normal view, op) is at least (w, that op);
+    /// this log outranks that one only when w is 0 and its op is as large, and then it
+    /// holds the op, being committed entries throughout.
+    pub(super) fn past_start_votes(&self, body: &Body) -> bool {
+        self.is_past_start() && matches!(body, Body::StartViewChange(_) | Body::DoViewChange(_))
+    }
+
+    /// The normal timeout of a replica transitioning past its epoch's start: no started
+    /// view has reached it, so it asks for a view change as a backup of a silent primary
+    /// does (the others follow only if their view failed too).
+    pub(super) fn on_past_start_timeout(&mut self, effects: &mut Vec<Effect>) {
+        debug_assert!(self.is_past_start());
+        self.ask_for_view_change(effects);
+    }
+
+    /// Whether the replica is transitioning past its epoch's start (`finish_transition`).
+    pub(super) fn is_past_start(&self) -> bool {
+        self.status == Status::Transitioning && self.epoch_transfer.past_start
     }
 
     /// A member of the epoch holds its start (paper 7.2 step 3, 7.3 step 2).

@@ -590,7 +590,10 @@ impl<S: StateMachine> Replica<S> {
         if self.join_if_past_start(&message, effects) {
             return;
         }
-        if let Some(reason) = self.epoch_status_refuses(&message.body) {
+        if let Some(reason) = self
+            .epoch_status_refuses(&message.body)
+            .filter(|_| !self.past_start_votes(&message.body))
+        {
             return self.drop_message(&message, reason);
         }
         let view = message.view;

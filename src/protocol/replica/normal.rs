@@ -519,6 +519,9 @@ impl<S: StateMachine> Replica<S> {
     /// every timeout until the view changes or the primary is heard again.
     pub(super) fn on_normal_timeout(&mut self, effects: &mut Vec<Effect>) {
         self.normal_timeout.reset();
+        if self.is_past_start() {
+            return self.on_past_start_timeout(effects);
+        }
         if self.status != Status::Normal || self.is_primary() {
             return self.normal_timeout.stop();
         }
