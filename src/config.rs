@@ -15,6 +15,10 @@ pub struct Config {
     /// (`protocol::Configuration::initial`). Membership itself is replicated state: the
     /// protocol asks its `Configuration`, not this.
     pub replica_count: u8,
+    /// The members of the first configuration (by index) that are witnesses (paper 6.1):
+    /// they store the log and vote, but never execute, serve reads or checkpoints, or
+    /// lead. At most f.
+    pub witnesses: crate::protocol::ReplicaSet,
     /// Prepares in flight before the primary waits for acknowledgements.
     pub pipeline_prepares_max: u32,
     /// Bytes of entries in flight in the pipeline (with `pipeline_prepares_max`, the
@@ -82,6 +86,7 @@ impl Config {
         Config {
             cluster,
             replica_count,
+            witnesses: crate::protocol::ReplicaSet::default(),
             pipeline_prepares_max: 8,
             pipeline_bytes_max: 4 << 20,
             batch_entries_max: 4096,
@@ -141,6 +146,11 @@ impl Config {
         if self.replica_count == 0 || self.replica_count.is_multiple_of(2) {
             return Err(ReplicaCount(self.replica_count));
         }
+        crate::protocol::configuration::check_witnesses(
+            self.replica_count as usize,
+            &self.witnesses,
+        )
+        .map_err(Witnesses)?;
         if self.pipeline_prepares_max == 0 {
             return Err(Zero("pipeline_prepares_max"));
         }
@@ -229,6 +239,9 @@ pub enum ConfigError {
     /// The protocol needs 2f+1 replicas.
     #[error("a cluster needs an odd number of replicas (2f+1), got {0}")]
     ReplicaCount(u8),
+    /// Witnesses that are not members, or more than f of them.
+    #[error("invalid witnesses: {0}")]
+    Witnesses(&'static str),
     /// A limit that must be positive is 0.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),

@@ -108,6 +108,7 @@ fn without_the_key_no_one_speaks_as_a_replica_and_handshakes_do_not_replay() {
         replica: other,
         body: Body::Commit(Commit {
             commit: 1_000_000,
+            actives_commit: 0,
             stamp: 0,
         }),
     };

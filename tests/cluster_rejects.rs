@@ -82,6 +82,7 @@ fn check_rejects(extra: &[&str]) {
         replica: 1,
         body: Body::Commit(Commit {
             commit: 1_000_000,
+            actives_commit: 0,
             stamp: 0,
         }),
     };

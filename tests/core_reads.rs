@@ -167,6 +167,7 @@ fn a_read_waits_until_its_seen_op_executes() {
                     0,
                     Body::Commit(Commit {
                         commit: op,
+                        actives_commit: 0,
                         stamp: 0,
                     }),
                 ),
@@ -203,6 +204,7 @@ fn a_waiting_read_is_told_to_try_elsewhere_when_its_wait_runs_out() {
             0,
             Body::Commit(Commit {
                 commit: 3,
+                actives_commit: 0,
                 stamp: 0,
             }),
         );
@@ -244,6 +246,7 @@ fn a_backup_holds_a_bounded_number_of_waiting_reads() {
                 0,
                 Body::Commit(Commit {
                     commit: 3,
+                    actives_commit: 0,
                     stamp: 0,
                 }),
             ),
@@ -324,7 +327,11 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
     let ok = message(
         0,
         1,
-        Body::PrepareOk(vsr::protocol::PrepareOk { op: 1, stamp: 0 }),
+        Body::PrepareOk(vsr::protocol::PrepareOk {
+            op: 1,
+            commit: 0,
+            stamp: 0,
+        }),
     );
     run(&mut primary, |r, e| r.on_message(ok, e));
     assert_eq!(primary.commit(), 1);
@@ -338,7 +345,11 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
     let ok = message(
         0,
         1,
-        Body::PrepareOk(vsr::protocol::PrepareOk { op: 2, stamp: 0 }),
+        Body::PrepareOk(vsr::protocol::PrepareOk {
+            op: 2,
+            commit: 0,
+            stamp: 0,
+        }),
     );
     let replies = run(&mut primary, |r, e| r.on_message(ok, e));
     assert_eq!(replies.len(), 1);

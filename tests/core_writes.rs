@@ -84,7 +84,15 @@ fn a_backup_acknowledges_a_prepare_only_once_its_append_is_durable() {
         effects,
         [Effect::Send {
             to: 0,
-            message: message(0, 1, Body::PrepareOk(PrepareOk { op: 2, stamp: 0 }))
+            message: message(
+                0,
+                1,
+                Body::PrepareOk(PrepareOk {
+                    op: 2,
+                    commit: 0,
+                    stamp: 0
+                })
+            )
         }]
     );
     assert!(!backup.writes_pending());
@@ -116,7 +124,15 @@ fn a_primary_counts_its_own_acknowledgement_only_after_its_own_write() {
     // One backup's acknowledgement is f = 1 of the f + 1 needed: not enough without the
     // primary's own, which waits for its write.
     effects.clear();
-    let ok = message(0, 1, Body::PrepareOk(PrepareOk { op: 1, stamp: 0 }));
+    let ok = message(
+        0,
+        1,
+        Body::PrepareOk(PrepareOk {
+            op: 1,
+            commit: 0,
+            stamp: 0,
+        }),
+    );
     primary.on_message(ok, &mut effects);
     assert_eq!(
         primary.commit(),
@@ -202,7 +218,15 @@ fn held_messages_keep_their_order_and_independent_ones_do_not_wait() {
         effects,
         [Effect::Send {
             to: 0,
-            message: message(0, 1, Body::PrepareOk(PrepareOk { op: 1, stamp: 0 }))
+            message: message(
+                0,
+                1,
+                Body::PrepareOk(PrepareOk {
+                    op: 1,
+                    commit: 0,
+                    stamp: 0
+                })
+            )
         }],
         "only what write 1 covers leaves"
     );

@@ -35,6 +35,7 @@ const OPTIONS: RunOptions = RunOptions {
     reconfigurations: true,
     leases: true,
     lease_drift_ppm_override: None,
+    witnesses: true,
 };
 
 /// The regression seeds replay as they were recorded: before writes were effects, every
@@ -45,6 +46,7 @@ const REGRESSION_OPTIONS: RunOptions = RunOptions {
     disks: false,
     reconfigurations: false,
     leases: false,
+    witnesses: false,
     ..OPTIONS
 };
 
@@ -192,6 +194,12 @@ fn assert_faults_were_exercised(totals: &Totals) {
         three > 0 && five > 0 && seven > 0,
         "cluster sizes {:?}",
         totals.sizes
+    );
+    assert!(
+        totals.witness_seeds > 0 && totals.witness_seeds_several > 0,
+        "witnesses in {} seeds, two or more in {}",
+        totals.witness_seeds,
+        totals.witness_seeds_several
     );
     let t = &totals.transfers;
     assert!(t.multi_part > 100, "transfers in several NewStates: {t:?}");

@@ -876,6 +876,7 @@ fn invalid_header_values_are_rejected_with_their_reason() {
     let body = || {
         Body::Commit(Commit {
             commit: 3,
+            actives_commit: 0,
             stamp: 0,
         })
     };
@@ -1551,6 +1552,7 @@ fn a_batch_writer_refuses_what_does_not_belong() {
     );
     let commit = message_with(Body::Commit(Commit {
         commit: 1,
+        actives_commit: 0,
         stamp: 0,
     }));
     assert!(BatchWriter::begin(&commit, &mut BytesMut::new()).is_none());

@@ -18,9 +18,10 @@
 //! the client table) and answered with their own statuses (`Read`, `Behind`), so no
 //! answer to a read can pass for a request's or the reverse.
 
+use crate::protocol::configuration::{check_witnesses, primary_among};
 use crate::protocol::{
-    Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, Reply, ReplyStatus,
-    Request, RequestNumber, Session, View,
+    Body, ClientId, Configuration, Message, Op, Operation, ReplicaIndex, ReplicaSet, Reply,
+    ReplyStatus, Request, RequestNumber, Session, View,
 };
 use bytes::Bytes;
 
@@ -160,6 +161,9 @@ struct InFlight {
 pub struct ClientSession {
     client: ClientId,
     replica_count: u8,
+    /// The witnesses of the configuration followed, a bit per index (paper 6.1): never
+    /// primary, and they answer no reads.
+    witnesses: u64,
     epoch: u32,
     view: View,
     session: Session,
@@ -189,6 +193,7 @@ impl ClientSession {
         ClientSession {
             client,
             replica_count,
+            witnesses: 0,
             epoch: 0,
             view: 0,
             session: 0,
@@ -202,6 +207,20 @@ impl ClientSession {
             // Sessions start spread over the replicas.
             read_next: (client % u64::from(replica_count)) as ReplicaIndex,
         }
+    }
+
+    /// The session for a cluster whose first configuration has the witnesses whose bits
+    /// `witnesses` sets (`Config::witnesses`): it sends neither requests nor reads there.
+    pub fn with_witnesses(mut self, witnesses: u64) -> ClientSession {
+        let set = ReplicaSet::from_low_bits(witnesses);
+        if let Err(invalid) = check_witnesses(self.replica_count as usize, &set) {
+            panic!(
+                "witnesses {witnesses:#b} of {} replicas: {invalid}",
+                self.replica_count
+            );
+        }
+        self.witnesses = witnesses;
+        self
     }
 
     /// The highest op the session has seen (paper 6.3.2): a backup read is answered only
@@ -239,6 +258,7 @@ impl ClientSession {
         }
         self.epoch = configuration.epoch();
         self.replica_count = configuration.replica_count();
+        self.witnesses = configuration.witnesses().low_bits();
         self.read_next %= self.replica_count;
         self.view = 0;
         if let Some(in_flight) = self.in_flight.as_mut() {
@@ -265,7 +285,7 @@ impl ClientSession {
 
     /// The replica believed to be primary.
     pub fn primary(&self) -> ReplicaIndex {
-        (self.view % self.replica_count as View) as ReplicaIndex
+        primary_among(self.view, self.replica_count, self.witnesses)
     }
 
     /// The latest view the session has heard of.
@@ -394,7 +414,15 @@ impl ClientSession {
     /// The replica for the next attempt at a backup read: every attempt goes to the
     /// next one, so reads spread over the configuration and a retry tries elsewhere.
     fn next_read_replica(&mut self) -> ReplicaIndex {
-        let replica = self.read_next % self.replica_count;
+        let is_witness = |replica: ReplicaIndex| replica < 64 && self.witnesses >> replica & 1 == 1;
+        // At most f witnesses: an active comes within f+1 steps.
+        let mut replica = self.read_next % self.replica_count;
+        for _ in 0..self.replica_count {
+            if !is_witness(replica) {
+                break;
+            }
+            replica = (replica + 1) % self.replica_count;
+        }
         self.read_next = (replica + 1) % self.replica_count;
         replica
     }

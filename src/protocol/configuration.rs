@@ -47,7 +47,9 @@ pub struct Configuration {
     /// The members, by index: `members[i]` is replica index `i`.
     members: Vec<Member>,
     /// Members (by index) that store the log and vote but never execute or lead
-    /// (paper 6.1). Always empty today.
+    /// (paper 6.1): at most f, so that f+1 members hold the service's state. Only a
+    /// cluster's first configuration has any: a reconfiguration's successor has none
+    /// ([`Configuration::check_successor`]).
     witnesses: ReplicaSet,
     /// The lowest identity no configuration of this cluster has used: a successor's new
     /// members take identities from here up.
@@ -76,6 +78,34 @@ impl Configuration {
             witnesses: ReplicaSet::default(),
             next_id: replica_count as ReplicaId,
         }
+    }
+
+    /// The first configuration of a cluster run with `config`: `replica_count` members,
+    /// the configured witnesses among them (`Config::validate` checked them).
+    pub fn first(config: &crate::Config) -> Configuration {
+        Configuration::initial(config.replica_count).with_witnesses(config.witnesses)
+    }
+
+    /// The initial configuration of `replica_count` members of which `witnesses` are
+    /// witnesses (paper 6.1); the reason when they are not a valid choice
+    /// ([`check_witnesses`]).
+    pub fn initial_with_witnesses(
+        replica_count: u8,
+        witnesses: ReplicaSet,
+    ) -> Result<Configuration, Invalid> {
+        check_witnesses(replica_count as usize, &witnesses)?;
+        Ok(Configuration {
+            witnesses,
+            ..Configuration::initial(replica_count)
+        })
+    }
+
+    /// This configuration with `witnesses` as its witnesses (checked by the caller, as
+    /// for [`Configuration::initial_with_witnesses`]): the runtime's first configuration
+    /// is built from addresses, then given the configured witnesses.
+    pub fn with_witnesses(self, witnesses: ReplicaSet) -> Configuration {
+        debug_assert_eq!(check_witnesses(self.members.len(), &witnesses), Ok(()));
+        Configuration { witnesses, ..self }
     }
 
     /// The initial configuration with each member's address (in index order).
@@ -203,8 +233,14 @@ impl Configuration {
         if next.next_id < self.next_id {
             return Err("next_id goes backwards");
         }
+        if !self.witnesses.is_empty() {
+            // A witness holds no service state: as an active member of the next epoch
+            // it would have to fetch it first, which the epoch's transfer (7.2) does
+            // not do for a member it keeps.
+            return Err("a cluster with witnesses cannot change its members (not built yet)");
+        }
         if !next.witnesses.is_empty() {
-            return Err("witnesses are not supported yet");
+            return Err("witnesses are set only in a cluster's first configuration");
         }
         if next.members == self.members {
             return Err("the same members as now");
@@ -225,15 +261,26 @@ impl Configuration {
 
     /// Encodes the configuration (in a RECONFIGURATION op's body, StartEpoch, a NewEpoch
     /// reply and a replica's stored state): epoch `u32`, next id `u64`, member count `u8`,
-    /// then per member its id `u64`, address length `u8` and address.
+    /// then per member its id `u64`, address length `u8` and address. With witnesses,
+    /// the count's top bit (`WITNESSES_FOLLOW`) is set and a `u64` follows the members,
+    /// bit i set for witness i: a configuration without witnesses encodes as before
+    /// witnesses existed.
     pub fn encode(&self, out: &mut BytesMut) {
         out.put_u32_le(self.epoch);
         out.put_u64_le(self.next_id);
-        out.put_u8(self.members.len() as u8);
+        let flag = if self.witnesses.is_empty() {
+            0
+        } else {
+            WITNESSES_FOLLOW
+        };
+        out.put_u8(self.members.len() as u8 | flag);
         for member in &self.members {
             out.put_u64_le(member.id);
             out.put_u8(member.address.len() as u8);
             out.put_slice(&member.address);
+        }
+        if !self.witnesses.is_empty() {
+            out.put_u64_le(self.witnesses.low_bits());
         }
     }
 
@@ -253,11 +300,12 @@ impl Configuration {
                 .iter()
                 .map(|member| 8 + 1 + member.address.len())
                 .sum::<usize>()
+            + if self.witnesses.is_empty() { 0 } else { 8 }
     }
 
     /// Decodes what [`Configuration::encode`] wrote, consuming it from `input`; `None`
     /// when it is cut short or impossible (no members, more than `MEMBERS_MAX`, an address
-    /// longer than `ADDRESS_BYTES_MAX`). Whether it may follow another configuration is
+    /// longer than `ADDRESS_BYTES_MAX`, witnesses [`check_witnesses`] refuses). Whether it may follow another configuration is
     /// [`Configuration::check_successor`]'s question.
     pub fn decode(input: &mut Bytes) -> Option<Configuration> {
         if input.remaining() < 4 + 8 + 1 {
@@ -265,7 +313,9 @@ impl Configuration {
         }
         let epoch = input.get_u32_le();
         let next_id = input.get_u64_le();
-        let count = input.get_u8() as usize;
+        let count_byte = input.get_u8();
+        let has_witnesses = count_byte & WITNESSES_FOLLOW != 0;
+        let count = (count_byte & !WITNESSES_FOLLOW) as usize;
         if count == 0 || count > MEMBERS_MAX {
             return None;
         }
@@ -284,10 +334,19 @@ impl Configuration {
                 address: input.split_to(len),
             });
         }
+        let witnesses = match has_witnesses {
+            true if input.remaining() >= 8 => ReplicaSet::from_low_bits(input.get_u64_le()),
+            true => return None,
+            false => ReplicaSet::default(),
+        };
+        // Set only when there are witnesses: one encoding per configuration.
+        if has_witnesses && (witnesses.is_empty() || check_witnesses(count, &witnesses).is_err()) {
+            return None;
+        }
         Some(Configuration {
             epoch,
             members,
-            witnesses: ReplicaSet::default(),
+            witnesses,
             next_id,
         })
     }
@@ -352,6 +411,16 @@ impl Configuration {
         self.witnesses.contains(index)
     }
 
+    /// The witnesses (paper 6.1), by index.
+    pub fn witnesses(&self) -> ReplicaSet {
+        self.witnesses
+    }
+
+    /// Every member's index but the witnesses': the replicas that execute.
+    pub fn actives(&self) -> impl Iterator<Item = ReplicaIndex> + '_ {
+        self.indexes().filter(|&index| !self.is_witness(index))
+    }
+
     /// f: how many members may fail.
     pub fn faults_max(&self) -> usize {
         (self.members.len() - 1) / 2
@@ -362,15 +431,53 @@ impl Configuration {
         self.faults_max() + 1
     }
 
-    /// The primary of `view`: round robin over the members (paper 4).
+    /// The primary of `view`: round robin over the members that are not witnesses
+    /// (paper 4, 6.1).
     pub fn primary_of(&self, view: View) -> ReplicaIndex {
-        (view as u64 % self.members.len() as u64) as ReplicaIndex
+        primary_among(view, self.replica_count(), self.witnesses.low_bits())
     }
 
     /// Every member's index.
     pub fn indexes(&self) -> impl Iterator<Item = ReplicaIndex> + Clone {
         0..self.replica_count()
     }
+}
+
+/// The count byte's flag saying that a witness bitmap follows the members (see
+/// [`Configuration::encode`]); counts are at most `MEMBERS_MAX`, below it.
+const WITNESSES_FOLLOW: u8 = 0x80;
+
+/// Whether `witnesses` may be the witnesses of a configuration of `count` members: each
+/// one a member, and at most f of them, so that the f+1 others (the actives) hold the
+/// service's state and a quorum of them can always lead (paper 6.1).
+pub fn check_witnesses(count: usize, witnesses: &ReplicaSet) -> Result<(), Invalid> {
+    if witnesses.iter().any(|index| index as usize >= count) {
+        return Err("a witness that is not a member");
+    }
+    if witnesses.len() > count.saturating_sub(1) / 2 {
+        return Err("more than f witnesses (f+1 members must execute)");
+    }
+    Ok(())
+}
+
+/// The primary of `view` among `count` members, of which those whose bit is set in
+/// `witnesses` never lead: round robin over the others (paper 4, 6.1). Clients compute it
+/// too, from what they are told of the configuration.
+pub fn primary_among(view: View, count: u8, witnesses: u64) -> ReplicaIndex {
+    if witnesses == 0 {
+        return (view as u64 % count as u64) as ReplicaIndex;
+    }
+    let is_witness = |index: u8| index < 64 && witnesses >> index & 1 == 1;
+    let actives = (0..count).filter(|&index| !is_witness(index)).count() as u64;
+    assert!(
+        actives > 0,
+        "a configuration whose members are all witnesses"
+    );
+    let nth = (view as u64 % actives) as usize;
+    (0..count)
+        .filter(|&index| !is_witness(index))
+        .nth(nth)
+        .expect("nth < actives")
 }
 
 #[cfg(test)]
@@ -394,6 +501,53 @@ mod tests {
         let primaries: Vec<_> = (0..7).map(|view| three.primary_of(view)).collect();
         assert_eq!(primaries, [0, 1, 2, 0, 1, 2, 0]);
         assert_eq!(three.primary_of(View::MAX), (View::MAX % 3) as ReplicaIndex);
+    }
+
+    #[test]
+    fn witnesses_never_lead_and_survive_the_encoding() {
+        let five = Configuration::initial_with_witnesses(5, ReplicaSet::from_low_bits(0b01010))
+            .expect("two witnesses of five");
+        assert!(five.is_witness(1) && five.is_witness(3) && !five.is_witness(0));
+        let primaries: Vec<_> = (0..7).map(|view| five.primary_of(view)).collect();
+        assert_eq!(primaries, [0, 2, 4, 0, 2, 4, 0]);
+        assert_eq!(five.actives().collect::<Vec<_>>(), [0, 2, 4]);
+        let bytes = five.to_bytes();
+        assert_eq!(bytes.len(), five.encoded_len());
+        assert_eq!(Configuration::from_bytes(&bytes).as_ref(), Some(&five));
+        // Without witnesses the encoding is the one from before witnesses.
+        let plain = Configuration::initial(5).to_bytes();
+        assert_eq!(plain.len() + 8, bytes.len());
+        assert_eq!(plain[12], 5);
+        assert_eq!(bytes[12], 5 | WITNESSES_FOLLOW);
+        // A flag with an empty, out-of-range or too large witness set is refused.
+        for bits in [0u64, 1 << 5, 0b111] {
+            let mut damaged = BytesMut::from(&bytes[..bytes.len() - 8]);
+            damaged.put_u64_le(bits);
+            assert_eq!(
+                Configuration::from_bytes(&damaged.freeze()),
+                None,
+                "{bits:b}"
+            );
+        }
+        assert_eq!(
+            Configuration::initial_with_witnesses(3, ReplicaSet::from_low_bits(0b011)),
+            Err("more than f witnesses (f+1 members must execute)")
+        );
+        assert_eq!(
+            Configuration::initial_with_witnesses(3, ReplicaSet::of(3)),
+            Err("a witness that is not a member")
+        );
+        // No reconfiguration of a cluster with witnesses, nor to one.
+        let three = Configuration::initial_with_witnesses(3, ReplicaSet::of(2)).unwrap();
+        let next = three.propose(&[0, 1, 2], &[address("d"), address("e")]);
+        assert!(three.check_successor(&next).is_err());
+        let plain = Configuration::initial(3);
+        let mut with = plain.propose(&[0, 1, 2], &[address("d"), address("e")]);
+        with.witnesses = ReplicaSet::of(4);
+        assert_eq!(
+            plain.check_successor(&with),
+            Err("witnesses are set only in a cluster's first configuration")
+        );
     }
 
     fn address(text: &str) -> Bytes {

@@ -310,6 +310,10 @@ impl Prepare {
 pub struct PrepareOk {
     /// The sender holds every entry ≤ `op` of the primary's log in this view.
     pub op: Op,
+    /// The sender's commit number: every op up to it executed there (a witness's: known
+    /// committed). The primary tells the witnesses the lowest of its actives'
+    /// ([`Commit::actives_commit`]). At most `op`.
+    pub commit: Op,
     /// The stamp of the Prepare or Commit this answers: the sender grants the primary a
     /// lease counted from it, and promises not to take part in a view change until the
     /// lease it granted ran out on its own clock (paper 6.3.1); 0: no lease granted.
@@ -321,6 +325,11 @@ pub struct PrepareOk {
 pub struct Commit {
     /// The primary's commit number.
     pub commit: Op,
+    /// The lowest commit number every active member (not a witness, paper 6.1) reported
+    /// to this primary in its view, its own included; 0 until each has. Every op up to
+    /// it is executed state at all f+1 actives, so a witness may discard its log up to
+    /// it (`Replica::trim_witness_log`). At most `commit`.
+    pub actives_commit: Op,
     /// As [`Prepare::stamp`].
     pub stamp: LeaseStamp,
 }

@@ -46,6 +46,22 @@ impl ReplicaSet {
         self.len() - self.contains(replica) as usize
     }
 
+    /// The set of the indexes below 64 whose bits `bits` has (bit i: index i): how
+    /// configurations, which have at most 64 members, encode their witnesses.
+    pub fn from_low_bits(bits: u64) -> ReplicaSet {
+        ReplicaSet([bits, 0, 0, 0])
+    }
+
+    /// The indexes below 64 in the set, a bit each (see `from_low_bits`).
+    pub fn low_bits(&self) -> u64 {
+        self.0[0]
+    }
+
+    /// The indexes in the set, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = ReplicaIndex> + '_ {
+        (0..=ReplicaIndex::MAX).filter(|&index| self.contains(index))
+    }
+
     /// The union of both sets.
     pub fn union(&self, other: &ReplicaSet) -> ReplicaSet {
         let mut words = self.0;

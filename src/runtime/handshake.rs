@@ -528,6 +528,7 @@ mod tests {
             replica,
             Body::Commit(Commit {
                 commit: 3,
+                actives_commit: 0,
                 stamp: 0,
             }),
         )

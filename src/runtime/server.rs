@@ -112,7 +112,8 @@ impl ReplicaServer {
                         .iter()
                         .map(|&a| address_bytes(a))
                         .collect();
-                    let initial = Configuration::initial_with_addresses(&addresses);
+                    let initial = Configuration::initial_with_addresses(&addresses)
+                        .with_witnesses(options.config.witnesses);
                     (initial, options.replica.into())
                 }
             };

@@ -928,11 +928,27 @@ impl<S: SimService> Checker<S> {
 
     /// Exactly-once: a replica that has applied exactly the ops the model has must hold the
     /// same service state. Skipped (returns `Ok(false)`) when their op numbers differ.
+    /// A witness (paper 6.1) must hold the state it started with at any commit number: it
+    /// never executes.
     pub fn check_snapshot(
         &mut self,
         index: ReplicaIndex,
         replica: &Replica<S>,
     ) -> Result<bool, Failure> {
+        if replica.is_witness() {
+            if *replica.service() != S::fresh() || replica.checkpoint().is_some() {
+                return Err(Failure::new(
+                    "witness",
+                    format!(
+                        "witness {index} at commit {} executed: service {:?}, checkpoint at {}",
+                        replica.commit(),
+                        replica.service(),
+                        replica.checkpoint_op()
+                    ),
+                ));
+            }
+            return Ok(false);
+        }
         if replica.commit() != self.model.applied() || self.model.applied() == 0 {
             return Ok(false);
         }

@@ -323,6 +323,7 @@ impl<S: SimService> Cluster<S> {
         assert!(options.tick_steps_min > 0 && options.tick_steps_min <= options.tick_steps_max);
         let mut prng = Prng::new(seed);
         let config = options.config.clone();
+        let first = Configuration::first(&config);
         let n = config.replica_count;
         assert!(n <= 32, "the checkers track replicas in a 32-bit mask");
         let replicas = (0..n)
@@ -355,7 +356,8 @@ impl<S: SimService> Cluster<S> {
                 id = prng.nonzero();
             }
             client_index.insert(id, c);
-            let session = ClientSession::new(id, n, options.request_timeout_ticks);
+            let session = ClientSession::new(id, n, options.request_timeout_ticks)
+                .with_witnesses(config.witnesses.low_bits());
             clients.push(SimClient {
                 session,
                 last_outcome: None,
@@ -363,7 +365,7 @@ impl<S: SimService> Cluster<S> {
                 evicted: 0,
                 answered_before_submit: 0,
                 reregistered: false,
-                configuration: Configuration::initial(n),
+                configuration: Configuration::first(&config),
             });
         }
         // From a stream of its own, so that the clients' draws stay as they were.
@@ -374,7 +376,7 @@ impl<S: SimService> Cluster<S> {
         client_index.insert(admin_id, ADMIN);
         let admin = Admin::new(
             admin_id,
-            Configuration::initial(n),
+            Configuration::first(&config),
             options.request_timeout_ticks,
         );
         let plan: VecDeque<PlannedChange> = options.reconfigurations.iter().copied().collect();
@@ -420,10 +422,10 @@ impl<S: SimService> Cluster<S> {
             disks: Disks::new(n as usize, seed),
             storage: Storage::new(n as usize),
             gone: vec![false; n as usize],
-            last_configuration: vec![Configuration::initial(n); n as usize],
-            first_configuration: vec![Configuration::initial(n); n as usize],
+            last_configuration: vec![first.clone(); n as usize],
+            first_configuration: vec![first.clone(); n as usize],
             was_joining: vec![false; n as usize],
-            epochs: vec![Configuration::initial(n)],
+            epochs: vec![first],
             admin,
             admin_answered_before: 0,
             reconfigurations: ReconfigurationCounts {

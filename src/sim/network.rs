@@ -489,6 +489,7 @@ mod tests {
             replica: 0,
             body: Body::Commit(Commit {
                 commit: n,
+                actives_commit: 0,
                 stamp: 0,
             }),
         }

@@ -20,7 +20,7 @@ use super::reconfigure::{Change, PlannedChange};
 use super::service::SimService;
 use super::watch::TransferCounts;
 use crate::config::Config;
-use crate::protocol::{Stats, ENTRY_HEADER_BYTES};
+use crate::protocol::{ReplicaIndex, ReplicaSet, Stats, ENTRY_HEADER_BYTES};
 use crate::service::Kv;
 use std::cell::RefCell;
 use std::fmt;
@@ -88,6 +88,10 @@ pub struct RunOptions {
     /// whatever bound the configuration names, and pauses pick the primary. `None`:
     /// clocks drift within the configured bound.
     pub lease_drift_ppm_override: Option<u32>,
+    /// Witnesses (paper 6.1): a quarter of the seeds without disks or reconfigurations
+    /// make one to f of their members witnesses. On by default; off replays seeds as
+    /// they ran before witnesses (drawn from a stream of its own).
+    pub witnesses: bool,
 }
 
 impl Default for RunOptions {
@@ -103,6 +107,7 @@ impl Default for RunOptions {
             reconfigurations: true,
             leases: true,
             lease_drift_ppm_override: None,
+            witnesses: true,
         }
     }
 }
@@ -179,6 +184,8 @@ pub struct RunSummary {
     pub persistence_checked: u64,
     /// Whether replicas kept disks across crashes.
     pub disks: bool,
+    /// How many members were witnesses (paper 6.1).
+    pub witnesses: usize,
     /// Checkpoints whose marker reached a disk after their batch (their file written in
     /// the background), and of those the ones a crash lost first.
     pub checkpoints_deferred: (u64, u64),
@@ -250,6 +257,32 @@ pub fn options_for_seed_of<S: SimService>(
         trace: run.trace,
     };
     (prng.next_u64(), options, fault_steps_scale)
+}
+
+/// Mixed into the seed for the draw of the witnesses.
+const WITNESS_STREAM: u64 = 0x3e77_e550_0000_0001;
+
+/// The witnesses of one seed (paper 6.1): none in three seeds of four, in seeds with disks
+/// (a witness's store is not built yet) and in seeds that reconfigure (a cluster with
+/// witnesses cannot yet); else one to f members, anywhere. From a stream of its own: no
+/// other draw of the seed changes.
+fn draw_witnesses(seed: u64, run: &RunOptions, options: &ClusterOptions) -> ReplicaSet {
+    let mut prng = Prng::new(seed ^ WITNESS_STREAM);
+    let on = prng.chance(250_000);
+    let count = options.config.replica_count;
+    if !(on && run.witnesses && !options.disks && options.reconfigurations.is_empty()) {
+        return ReplicaSet::default();
+    }
+    let f = (count as u64 - 1) / 2;
+    let mut witnesses = ReplicaSet::default();
+    for _ in 0..prng.between(1, f) {
+        let mut index = prng.below(count as u64) as ReplicaIndex;
+        while witnesses.contains(index) {
+            index = (index + 1) % count;
+        }
+        witnesses.insert(index);
+    }
+    witnesses
 }
 
 /// Mixed into the seed for the draw of the leases: the configuration's lease, tick and
@@ -513,6 +546,7 @@ pub fn run_seed_of<S: SimService>(seed: u64, options: RunOptions) -> Result<RunS
     };
     cluster_options.reconfigurations =
         reconfigurations_for_seed(seed, &options, options.fault_steps);
+    cluster_options.config.witnesses = draw_witnesses(seed, &options, &cluster_options);
     let regime = cluster_options.faults.regime;
     let client_count = cluster_options.client_count;
     if options.trace {
@@ -546,6 +580,7 @@ pub fn run_seed_of<S: SimService>(seed: u64, options: RunOptions) -> Result<RunS
                 write_delay_steps_max: cluster.options().write_delay_steps_max,
                 persistence_checked: cluster.storage().messages_checked,
                 disks: cluster.options().disks,
+                witnesses: cluster.options().config.witnesses.len(),
                 checkpoints_deferred: (
                     cluster.disks().checkpoints_deferred,
                     cluster.disks().checkpoints_deferred_lost,
@@ -679,6 +714,10 @@ pub struct Totals {
     pub persistence_checked: u64,
     /// Seeds whose replicas kept disks across crashes.
     pub disk_seeds: u64,
+    /// Seeds with witnesses, and of those the ones with two or more.
+    pub witness_seeds: u64,
+    /// See `witness_seeds`.
+    pub witness_seeds_several: u64,
     /// Seeds in which a checkpoint fetch resumed from pages kept on disk before a crash.
     pub resuming_seeds: u64,
     /// Checkpoints whose marker reached a disk after their batch, and those a crash lost
@@ -717,6 +756,8 @@ impl Totals {
         self.faults.power_loss_first_start += run.faults.power_loss_first_start;
         self.faults.disk_damage += run.faults.disk_damage;
         self.disk_seeds += run.disks as u64;
+        self.witness_seeds += (run.witnesses > 0) as u64;
+        self.witness_seeds_several += (run.witnesses > 1) as u64;
         self.resuming_seeds += (run.stats.checkpoint_pages_resumed > 0) as u64;
         self.checkpoints_deferred.0 += run.checkpoints_deferred.0;
         self.checkpoints_deferred.1 += run.checkpoints_deferred.1;
@@ -851,6 +892,11 @@ impl fmt::Display for Totals {
             f,
             "disks: seeds {}  power losses {} (during a first start {})  restarts on a damaged disk {}",
             self.disk_seeds, x.power_loss, x.power_loss_first_start, x.disk_damage
+        )?;
+        writeln!(
+            f,
+            "witnesses: seeds {} (with two or more {})",
+            self.witness_seeds, self.witness_seeds_several
         )?;
         let x = &self.reconfigurations;
         writeln!(

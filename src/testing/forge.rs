@@ -132,10 +132,12 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
         }),
         1 => Body::PrepareOk(PrepareOk {
             op: pick_op(target, c),
+            commit: pick_op(target, c),
             stamp: pick_op(target, c),
         }),
         2 => Body::Commit(Commit {
             commit: pick_op(target, c),
+            actives_commit: pick_op(target, c),
             stamp: pick_op(target, c),
         }),
         3 => Body::StartViewChange(StartViewChange {

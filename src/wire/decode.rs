@@ -141,9 +141,10 @@ fn used_fields(command: Command) -> u16 {
         Reply => ENVELOPE | CODE | CLIENT | SESSION | REQUEST | OP,
         // `nonce` carries the lease stamp (paper 6.3.1).
         Prepare => ENVELOPE | OP_FIRST | COMMIT | NONCE,
-        PrepareOk => ENVELOPE | OP | NONCE,
+        PrepareOk => ENVELOPE | OP | COMMIT | NONCE,
         GetState => ENVELOPE | OP | NONCE,
-        Commit => ENVELOPE | COMMIT | NONCE,
+        // `op` carries the actives' commit number (paper 6.1, for witnesses).
+        Commit => ENVELOPE | COMMIT | OP | NONCE,
         StartViewChange => ENVELOPE | LAST_NORMAL_VIEW,
         DoViewChange => ENVELOPE | LAST_NORMAL_VIEW | OP | COMMIT,
         StartView => ENVELOPE | OP | COMMIT | OP_FIRST,
@@ -312,12 +313,20 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
             result: reader.rest(),
         }),
         Command::Prepare => Body::Prepare(parse_prepare(header, reader)?),
+        Command::PrepareOk if header.commit > header.op => {
+            return Err(Malformed("prepare_ok commit beyond its op"))
+        }
         Command::PrepareOk => Body::PrepareOk(PrepareOk {
             op: header.op,
+            commit: header.commit,
             stamp: header.nonce,
         }),
+        Command::Commit if header.op > header.commit => {
+            return Err(Malformed("commit's actives' commit beyond its commit"))
+        }
         Command::Commit => Body::Commit(Commit {
             commit: header.commit,
+            actives_commit: header.op,
             stamp: header.nonce,
         }),
         Command::StartViewChange => Body::StartViewChange(StartViewChange {

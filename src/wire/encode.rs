@@ -229,11 +229,13 @@ fn fill_header(body: &Body, header: &mut Header) {
         }
         Body::PrepareOk(prepare_ok) => {
             header.op = prepare_ok.op;
+            header.commit = prepare_ok.commit;
             header.nonce = prepare_ok.stamp;
             Command::PrepareOk
         }
         Body::Commit(commit) => {
             header.commit = commit.commit;
+            header.op = commit.actives_commit;
             header.nonce = commit.stamp;
             Command::Commit
         }

@@ -42,8 +42,8 @@
 //! | `Request`          | `Operation`          | client, session, request                    | the operation's bytes (a read: seen op, query) |
 //! | `Reply`            | `ReplyStatus`        | client, session, request, op                | the result's bytes        |
 //! | `Prepare`          |                      | op_first, commit, nonce (= lease stamp)     | entries (at least one)    |
-//! | `PrepareOk`        |                      | op, nonce (= lease stamp echoed)            |                           |
-//! | `Commit`           |                      | commit, nonce (= lease stamp)               |                           |
+//! | `PrepareOk`        |                      | op, commit, nonce (= lease stamp echoed)    |                           |
+//! | `Commit`           |                      | commit, op (= actives' commit), nonce (= lease stamp) |                 |
 //! | `StartViewChange`  |                      | last_normal_view (= sender view)          |                           |
 //! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |

@@ -51,6 +51,10 @@ pub struct Args {
     /// most seeds run them, paper 6.3.1: see `RunOptions::leases`).
     #[arg(long)]
     no_leases: bool,
+    /// No witnesses, as before them (by default a quarter of the seeds without disks or
+    /// reconfigurations run some, paper 6.1: see `RunOptions::witnesses`).
+    #[arg(long)]
+    no_witnesses: bool,
     /// Let the replicas' clocks drift by up to this many ppm whatever bound their
     /// configuration names, and pause primaries: the checkers should then find stale
     /// lease reads (see `RunOptions::lease_drift_ppm_override`).
@@ -77,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reconfigurations: !args.no_reconfigurations,
         leases: !args.no_leases,
         lease_drift_ppm_override: args.lease_drift_ppm,
+        witnesses: !args.no_witnesses,
     };
     let (start, count) = match (args.seed, args.seeds) {
         (Some(seed), _) => (seed, 1),

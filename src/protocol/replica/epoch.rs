@@ -128,7 +128,7 @@ impl<S: StateMachine> Replica<S> {
         // cluster's replica count): a replica restarted from its store keeps only its
         // current configuration, and must still be able to tell a member left in the
         // first epoch (restarted from an older store, say) where the cluster went.
-        let initial = Configuration::initial(self.config.replica_count);
+        let initial = Configuration::first(&self.config);
         let Some(earlier) = self
             .configuration_of(message.epoch)
             .or((message.epoch == 0).then_some(&initial))
@@ -264,6 +264,7 @@ impl<S: StateMachine> Replica<S> {
                 replica: self.index,
                 body: Body::Commit(Commit {
                     commit: start,
+                    actives_commit: 0,
                     stamp: 0,
                 }),
             };

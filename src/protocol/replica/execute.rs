@@ -38,6 +38,10 @@ impl<S: StateMachine> Replica<S> {
     /// Executes every op up to `commit` (all held in the log) and sets the commit number.
     pub(super) fn commit_to(&mut self, commit: Op, effects: &mut Vec<Effect>) {
         assert!(commit <= self.log.op(), "commit beyond the log");
+        if self.is_witness() {
+            // Paper 6.1: nothing executes at a witness (`witness`).
+            return self.witness_commit_to(commit);
+        }
         while self.commit < commit {
             let op = self.commit + 1;
             self.execute_entry(op, effects);
@@ -166,6 +170,11 @@ impl<S: StateMachine> Replica<S> {
             checkpoint.op > self.commit,
             "a checkpoint must move commit forward"
         );
+        if self.is_witness() {
+            // Its op, never its state (`witness`).
+            self.witness_skip_to(checkpoint.op, checkpoint.timestamp);
+            return true;
+        }
         let mut clients = ClientTable::new(self.config.clients_max as usize);
         if clients.restore(&checkpoint.clients.to_blob()).is_none() {
             tracing::warn!(

@@ -334,6 +334,13 @@ impl<S: StateMachine> Replica<S> {
             {
                 None
             }
+            // A witness needs the checkpoint's op, not its pages (`witness`).
+            Some(id) if self.is_witness() => Some(Checkpoint {
+                op: id.op,
+                timestamp: id.timestamp,
+                service: Snapshot::empty(),
+                clients: Snapshot::empty(),
+            }),
             Some(id) => match self.checkpoint_in_hand(&id) {
                 Some(checkpoint) => Some(checkpoint),
                 None => return self.fetch_checkpoint(route, id, new_state, effects),

@@ -24,6 +24,7 @@ mod restart;
 mod serve_checkpoint;
 mod state_transfer;
 mod view_change;
+mod witness;
 
 use super::client_table::{ClientMap, ClientTable};
 use super::configuration::{Configuration, ReplicaId};
@@ -219,6 +220,10 @@ struct Primary {
     /// Per replica: the highest op it acknowledged in this view (its own entry: the
     /// highest op its completed writes hold).
     acked: Vec<Op>,
+    /// Per replica: the highest commit number it reported in this view (`witness`).
+    commits: Vec<Op>,
+    /// The actives' commit number last told to the witnesses (`witness`).
+    actives_commit_told: Op,
     /// The replicas that acknowledged anything in this view (heartbeat echoes included):
     /// each is normal in it, and its `joined` is durable (a PrepareOk waits for every
     /// write before it).
@@ -245,6 +250,8 @@ impl Primary {
             pipeline: VecDeque::new(),
             pipeline_bytes: 0,
             acked: vec![0; replica_count],
+            commits: vec![0; replica_count],
+            actives_commit_told: 0,
             heard: ReplicaSet::default(),
             in_flight: ClientMap::default(),
             own_appends: VecDeque::new(),
@@ -261,6 +268,8 @@ impl Primary {
             && !self.reconfiguration_queued
             && self.turned_away.is_empty()
             && self.acked.iter().all(|&acked| acked == 0)
+            && self.commits.iter().all(|&commit| commit == 0)
+            && self.actives_commit_told == 0
     }
 }
 
@@ -279,6 +288,9 @@ struct ViewChanging {
     /// Committed entries (and checkpoint) fetched by a new primary that lacks them, or
     /// the log of the view being joined.
     fetch: Option<state_transfer::Fetched>,
+    /// A new primary's requests for committed entries so far: it asks the DoViewChanges'
+    /// senders in turn (`view_change_fetch_source`).
+    fetch_attempts: u32,
 }
 
 impl ViewChanging {
@@ -289,6 +301,7 @@ impl ViewChanging {
             do_view_change_sent: false,
             joining: false,
             fetch: None,
+            fetch_attempts: 0,
         }
     }
 
@@ -401,7 +414,7 @@ impl<S: StateMachine> Replica<S> {
     /// A replica `index` of a cluster with `config` in its initial configuration (epoch
     /// 0, where index and identity are the same), replicating `service`.
     pub fn new(config: Config, index: ReplicaIndex, service: S, start: Start) -> Replica<S> {
-        let configuration = Configuration::initial(config.replica_count);
+        let configuration = Configuration::first(&config);
         Replica::in_configuration(config, configuration, index as ReplicaId, service, start)
     }
 
@@ -697,6 +710,7 @@ impl<S: StateMachine> Replica<S> {
         if self.is_primary() && self.ticks.is_multiple_of(self.config.normal_timeout_ticks) {
             self.remind_silent_members(effects);
         }
+        self.tell_witnesses_on_tick(effects);
     }
 
     /// Sets the wall clock the primary stamps entries with (paper 4.4). The driver calls it
@@ -734,6 +748,11 @@ impl<S: StateMachine> Replica<S> {
     /// The op number of the latest entry.
     pub fn op(&self) -> Op {
         self.log.op()
+    }
+
+    /// The op below the log's first entry (entries up to it were trimmed).
+    pub fn log_base(&self) -> Op {
+        self.log.base()
     }
 
     /// The commit number.
@@ -863,6 +882,15 @@ impl<S: StateMachine> Replica<S> {
         assert_eq!(self.recovery.is_some(), self.status == Status::Recovering);
         assert!(self.status == Status::ViewChange || self.view_changing.is_empty());
         assert!(self.is_primary() || self.primary.is_empty());
+        // Paper 6.1: a witness never leads, executes or checkpoints.
+        assert!(
+            !self.is_witness()
+                || (!self.is_primary()
+                    && self.checkpoint.is_none()
+                    && self.building.is_none()
+                    && self.clients.is_empty()),
+            "a witness that leads or holds state"
+        );
         assert!(
             self.primary.own_appends.is_empty() || self.is_primary(),
             "only a primary waits for its own appends"
@@ -956,6 +984,15 @@ impl<S: StateMachine> Replica<S> {
             to,
             message: self.envelope(body),
         });
+    }
+
+    /// A PrepareOk for the whole log, with this replica's commit number and `stamp`.
+    fn acknowledgement(&self, stamp: LeaseStamp) -> Body {
+        Body::PrepareOk(PrepareOk {
+            op: self.log.op(),
+            commit: self.commit,
+            stamp,
+        })
     }
 
     fn broadcast(&self, body: Body, effects: &mut Vec<Effect>) {

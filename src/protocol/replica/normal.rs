@@ -368,14 +368,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // The acknowledgement grants a lease from the Prepare's stamp (`lease`).
         let stamp = self.grant_lease(stamp);
-        self.send(
-            from,
-            Body::PrepareOk(PrepareOk {
-                op: self.log.op(),
-                stamp,
-            }),
-            effects,
-        );
+        self.send(from, self.acknowledgement(stamp), effects);
         self.commit_to(prepare.commit.min(self.log.op()), effects);
     }
 
@@ -399,6 +392,7 @@ impl<S: StateMachine> Replica<S> {
         self.heard_tick[from as usize] = self.ticks;
         self.primary.heard.insert(from);
         self.lease_on_prepare_ok(from, ok.stamp);
+        self.note_commit_of(from, ok.commit.min(ok.op));
         let acked = &mut self.primary.acked[from as usize];
         *acked = (*acked).max(ok.op);
         self.advance_commit_from_acks(effects);
@@ -455,17 +449,11 @@ impl<S: StateMachine> Replica<S> {
             self.request_state(from, effects);
         }
         self.commit_to(commit.commit.min(self.log.op()), effects);
+        self.trim_witness_log(commit.actives_commit.min(commit.commit));
         // The answer doubles as the heartbeat's echo, so the primary knows it leads,
         // and grants a lease from the Commit's stamp (`lease`).
         let stamp = self.grant_lease(commit.stamp);
-        self.send(
-            from,
-            Body::PrepareOk(PrepareOk {
-                op: self.log.op(),
-                stamp,
-            }),
-            effects,
-        );
+        self.send(from, self.acknowledgement(stamp), effects);
     }
 
     pub(super) fn on_commit_timeout(&mut self, effects: &mut Vec<Effect>) {
@@ -474,6 +462,7 @@ impl<S: StateMachine> Replica<S> {
             self.broadcast(
                 Body::Commit(Commit {
                     commit: self.commit,
+                    actives_commit: self.actives_commit(),
                     stamp: self.lease_stamp(),
                 }),
                 effects,

@@ -133,6 +133,10 @@ impl<S: StateMachine> Replica<S> {
         let Some(seen) = request.read_seen() else {
             return self.drop_reason("read", "no seen op in its body");
         };
+        if self.is_witness() {
+            // Paper 6.1: a witness holds no service state; the client tries another.
+            return self.answer_read_behind(&request, effects);
+        }
         if self.status != Status::Normal {
             // Paper 6.3.2 reads at replicas in normal status: during a view change or a
             // state transfer into an epoch the client is better served elsewhere.

@@ -359,14 +359,7 @@ impl<S: StateMachine> Replica<S> {
         if self.log.op() >= source.op {
             self.finish_recovery(effects);
             self.stats.recoveries += 1;
-            self.send(
-                source.primary,
-                Body::PrepareOk(PrepareOk {
-                    op: self.log.op(),
-                    stamp: 0,
-                }),
-                effects,
-            );
+            self.send(source.primary, self.acknowledgement(0), effects);
         } else {
             self.request_state(source.primary, effects);
         }

@@ -178,10 +178,16 @@ impl<S: StateMachine> Replica<S> {
         // vouches for (a replica joining a view may already hold all of it). A checkpoint
         // is named, not sent: the asker fetches the pages it lacks (`fetch_checkpoint`).
         let checkpoint = if get_state.op < self.log.base() {
-            Some(
-                self.checkpoint_id()
-                    .expect("a trimmed log has a checkpoint"),
-            )
+            let Some(id) = self.checkpoint_id() else {
+                // A witness keeps no checkpoint (paper 6.1): the asker tries another.
+                debug_assert!(self.is_witness(), "a trimmed log has a checkpoint");
+                self.drop_reason(
+                    "get_state",
+                    "entries trimmed, and a witness has no checkpoint",
+                );
+                return None;
+            };
+            Some(id)
         } else {
             None
         };
@@ -248,14 +254,7 @@ impl<S: StateMachine> Replica<S> {
                 );
                 let primary = self.primary_of(self.view);
                 if primary != self.index {
-                    self.send(
-                        primary,
-                        Body::PrepareOk(PrepareOk {
-                            op: self.log.op(),
-                            stamp: 0,
-                        }),
-                        effects,
-                    );
+                    self.send(primary, self.acknowledgement(0), effects);
                     if progressed {
                         // The answer may have been cut by size: ask for the rest.
                         self.request_state(primary, effects);

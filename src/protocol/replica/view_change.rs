@@ -349,6 +349,31 @@ impl<S: StateMachine> Replica<S> {
         Some((best as ReplicaIndex, commit))
     }
 
+    /// Whom a new primary asks for the committed entries it lacks: the best log's
+    /// sender first, then in turn every other sender of a DoViewChange whose commit
+    /// number is past what this replica holds (committed entries are the same
+    /// everywhere). The best sender may not answer: a witness that trimmed the entries
+    /// has no checkpoint to offer instead (`witness`), and a replica may be gone.
+    fn view_change_fetch_source(&mut self, best: ReplicaIndex) -> ReplicaIndex {
+        let fetch_end = self.fetch_end();
+        let others = self
+            .view_changing
+            .do_view_changes
+            .iter()
+            .enumerate()
+            .filter(|&(index, dvc)| {
+                index != best as usize
+                    && index != self.index as usize
+                    && dvc.as_ref().is_some_and(|dvc| dvc.commit > fetch_end)
+            })
+            .map(|(index, _)| index as ReplicaIndex);
+        let sources: smallvec::SmallVec<[ReplicaIndex; 8]> =
+            std::iter::once(best).chain(others).collect();
+        let attempt = self.view_changing.fetch_attempts;
+        self.view_changing.fetch_attempts = attempt.wrapping_add(1);
+        sources[attempt as usize % sources.len()]
+    }
+
     pub(super) fn try_complete_view_change(&mut self, effects: &mut Vec<Effect>) {
         let Some((best, best_commit)) = self.view_change_fetch_target() else {
             return;
@@ -365,7 +390,8 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.fetch_end() < best_commit {
             // Paper 5.3: fetch what the suffix does not cover before starting the view.
-            return self.request_state(best, effects);
+            let source = self.view_change_fetch_source(best);
+            return self.request_state(source, effects);
         }
         self.start_view_as_primary(best as usize, effects);
     }
@@ -504,14 +530,7 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.commit_to(sv.commit.min(self.log.op()), effects);
-        self.send(
-            from,
-            Body::PrepareOk(PrepareOk {
-                op: self.log.op(),
-                stamp: 0,
-            }),
-            effects,
-        );
+        self.send(from, self.acknowledgement(0), effects);
     }
 
     /// Becomes a normal backup in `view`. Callers have just replaced the log's uncommitted
@@ -563,14 +582,7 @@ impl<S: StateMachine> Replica<S> {
         self.enter_view_as_backup(view);
         self.commit_to(commit.min(self.log.op()), effects);
         let primary = self.primary_of(view);
-        self.send(
-            primary,
-            Body::PrepareOk(PrepareOk {
-                op: self.log.op(),
-                stamp: 0,
-            }),
-            effects,
-        );
+        self.send(primary, self.acknowledgement(0), effects);
     }
 
     pub(super) fn on_view_change_timeout(&mut self, effects: &mut Vec<Effect>) {

@@ -1,0 +1,130 @@
+//! Witnesses (paper 6.1) in scripted simulator scenarios: members that store the log and
+//! vote but never execute, lead, serve reads or keep checkpoints. The checkers run after
+//! every step (agreement, durability, linearizability, exactly-once; a witness's service
+//! must stay as it started, and `Replica::invariants` asserts it never leads or holds
+//! state); each scenario also asserts its own outcome.
+
+use vsr::protocol::{ReplicaIndex, ReplicaSet, Status};
+use vsr::service::kv::KvResult;
+use vsr::sim::scenario::{get, put, scenario_config};
+use vsr::sim::Scenario;
+
+/// Steps to wait for anything that needs a view change or a recovery.
+const SLOW: u64 = 4_000;
+
+/// Three replicas, 0 and 1 active, 2 the witness.
+fn with_witness(seed: u64) -> Scenario {
+    let mut config = scenario_config(3);
+    config.witnesses = ReplicaSet::of(2);
+    Scenario::with(seed, config, 3)
+}
+
+fn value(s: &str) -> KvResult {
+    KvResult::Value(bytes::Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// The scenario: active A dies, writes go on with the witness, A comes back,
+/// then B dies: nothing is lost. Then the harder variant: the only log holding the last
+/// writes is the witness's, and the new primary fetches them from it.
+#[test]
+fn an_active_dies_writes_go_on_with_the_witness_and_nothing_is_lost() {
+    let mut s = with_witness(1);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    // A (replica 1) dies: replica 0 and the witness commit without it.
+    s.crash(1);
+    let during = s.submit(0, put("a", "2"));
+    s.wait_completed(0, SLOW);
+    s.expect_committed(0, during);
+    // A comes back and recovers (4.3) from the primary, then B (replica 0) dies: A leads
+    // view 1 with the witness (it never leads itself).
+    s.restart(1);
+    s.run_until("replica 1 recovered", SLOW, |c| {
+        c.replica(1).is_some_and(|r| r.status() == Status::Normal)
+    });
+    s.crash(0);
+    let after = s.submit(1, put("b", "1"));
+    s.wait_completed(1, SLOW);
+    s.expect_committed(1, after);
+    assert_eq!(
+        s.cluster().primary(),
+        Some(1),
+        "the active leads, never the witness"
+    );
+    s.submit(2, get("a"));
+    assert_eq!(s.wait_completed(2, SLOW).1, value("2"));
+
+    // Now A (replica 1, the primary) is cut off from B while B comes back... the other
+    // way round: B restarts and recovers, then cannot hear the primary while the primary
+    // and the witness commit more. The primary dies: B's view change finds the last
+    // writes only in the witness's log.
+    s.restart(0);
+    s.run_until("replica 0 recovered", SLOW, |c| {
+        c.replica(0).is_some_and(|r| r.status() == Status::Normal)
+    });
+    s.block(1, 0);
+    s.block(0, 1);
+    let only_at_witness = s.submit(0, put("c", "1"));
+    s.wait_completed(0, SLOW);
+    let op = s.expect_committed(0, only_at_witness);
+    assert!(s.replica(0).op() < op, "replica 0 never heard of the op");
+    assert!(s.replica(2).op() >= op, "the witness holds it");
+    s.crash(1);
+    s.heal();
+    s.submit(1, get("c"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("1"));
+    assert_eq!(s.cluster().primary(), Some(0));
+    s.restart(1);
+    s.converge(SLOW);
+}
+
+/// A witness's log stays bounded while every active is up: the primary tells it how far
+/// the actives executed, and it trims below that (keeping the tail).
+#[test]
+fn a_witness_trims_its_log_as_the_actives_execute() {
+    let mut s = with_witness(2);
+    let config = s.cluster().config().clone();
+    s.load(true);
+    s.run_until("several checkpoint intervals commit", 30_000, |c| {
+        c.replica(0).unwrap().commit() > 8 * config.checkpoint_interval_ops
+    });
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    s.run(200);
+    let witness = s.replica(2);
+    assert!(witness.is_witness());
+    assert!(witness.checkpoint().is_none() && witness.stats().checkpoints == 0);
+    let held = witness.op() - witness.log_base();
+    assert!(
+        witness.log_base() > 0 && held <= config.log_tail_ops + 4 * config.checkpoint_interval_ops,
+        "the witness holds {held} entries from {}",
+        witness.log_base()
+    );
+    s.converge(SLOW);
+}
+
+/// A witness is never primary, whichever replicas fail: with five replicas and two
+/// witnesses, view changes skip them.
+#[test]
+fn witnesses_never_lead() {
+    let mut config = scenario_config(5);
+    config.witnesses = ReplicaSet::from_low_bits(0b00110);
+    let mut s = Scenario::with(3, config, 3);
+    for round in 0..3u8 {
+        let primary = s.cluster().primary().expect("a primary");
+        assert!(![1, 2].contains(&primary), "witness {primary} leads");
+        s.crash(primary);
+        let request = s.submit(0, put("k", &round.to_string()));
+        s.wait_completed(0, SLOW);
+        s.expect_committed(0, request);
+        s.restart(primary);
+        s.run_until("the crashed primary recovered", SLOW, |c| {
+            c.replica(primary)
+                .is_some_and(|r| r.status() == Status::Normal)
+        });
+    }
+    for witness in [1, 2] as [ReplicaIndex; 2] {
+        assert!(s.replica(witness).is_witness());
+    }
+    s.converge(SLOW);
+}
