@@ -231,8 +231,17 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
                 })
             }
         ),
-        (any_op(), any::<u64>()).prop_map(|(op, stamp)| Body::PrepareOk(PrepareOk { op, stamp })),
-        (any_op(), any::<u64>()).prop_map(|(commit, stamp)| Body::Commit(Commit { commit, stamp })),
+        // A commit at most the op, as the gate requires.
+        (any_op(), any_op(), any::<u64>()).prop_map(|(a, b, stamp)| Body::PrepareOk(PrepareOk {
+            op: a.max(b),
+            commit: a.min(b),
+            stamp
+        })),
+        (any_op(), any_op(), any::<u64>()).prop_map(|(a, b, stamp)| Body::Commit(Commit {
+            commit: a.max(b),
+            actives_commit: a.min(b),
+            stamp
+        })),
         (0..=view).prop_map(|sender_view| Body::StartViewChange(StartViewChange { sender_view })),
         (0..=view, op(), 0..64u64, entries(0)).prop_map(
             move |(last_normal_view, commit, extra, entries)| {
@@ -426,16 +435,24 @@ fn hello() -> impl Strategy<Value = Hello> {
     ];
     let member =
         (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port)));
-    let limits = (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-        |(message_bytes_max, request_body_bytes_max, clients_max, checkpoint_interval_ops)| {
-            Limits {
+    let limits = (
+        (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), any::<u32>()),
+    )
+        .prop_map(
+            |(
+                (message_bytes_max, request_body_bytes_max, clients_max, checkpoint_interval_ops),
+                (witnesses, lease_ticks, clock_drift_ppm),
+            )| Limits {
                 message_bytes_max,
                 request_body_bytes_max,
                 clients_max,
                 checkpoint_interval_ops,
-            }
-        },
-    );
+                witnesses,
+                lease_ticks,
+                clock_drift_ppm,
+            },
+        );
     (
         peer,
         prop::collection::vec(member, 0..6),
@@ -908,11 +925,27 @@ fn invalid_header_values_are_rejected_with_their_reason() {
         |b| reseal(b, |h| h.reserved = 1),
         DecodeError::Malformed("reserved header byte is not zero"),
     );
-    // A Commit's `nonce` is its lease stamp; its `op` is unused.
+    // A Commit's `nonce` is its lease stamp, its `op` the actives' commit (at most its
+    // commit); its `op_first` is unused.
     check_rejected(
         body(),
-        |b| reseal(b, |h| h.op = 1),
+        |b| reseal(b, |h| h.op_first = 1),
         DecodeError::Malformed("header field unused by this command is not zero"),
+    );
+    check_rejected(
+        body(),
+        |b| reseal(b, |h| h.op = 4),
+        DecodeError::Malformed("commit's actives' commit beyond its commit"),
+    );
+    // A PrepareOk's commit is at most its op.
+    check_rejected(
+        Body::PrepareOk(PrepareOk {
+            op: 3,
+            commit: 3,
+            stamp: 0,
+        }),
+        |b| reseal(b, |h| h.commit = 4),
+        DecodeError::Malformed("prepare_ok commit beyond its op"),
     );
     check_rejected(
         body(),

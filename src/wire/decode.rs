@@ -234,6 +234,9 @@ fn parse_hello(header: &Header, reader: &mut Reader) -> Result<Hello, DecodeErro
         request_body_bytes_max: reader.u32()?,
         clients_max: reader.u32()?,
         checkpoint_interval_ops: reader.u64()?,
+        witnesses: reader.u64()?,
+        lease_ticks: reader.u64()?,
+        clock_drift_ppm: reader.u32()?,
     };
     let count = u16::from_le_bytes(reader.take()?) as usize;
     if count > MEMBERS_MAX || count * MEMBER_BYTES != reader.remaining() {
@@ -250,13 +253,7 @@ fn parse_hello(header: &Header, reader: &mut Reader) -> Result<Hello, DecodeErro
     if !keyed && nonce != Nonce::default() {
         return Err(Malformed("hello nonce without the keyed flag"));
     }
-    let zero_limits = Limits {
-        message_bytes_max: 0,
-        request_body_bytes_max: 0,
-        clients_max: 0,
-        checkpoint_interval_ops: 0,
-    };
-    if !limited && limits != zero_limits {
+    if !limited && limits != Limits::default() {
         return Err(Malformed("hello limits without the limits flag"));
     }
     Ok(Hello {

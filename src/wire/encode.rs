@@ -7,7 +7,7 @@
 
 use super::frame::{Peer, PEER_CLIENT, PEER_REPLICA};
 use super::greeting::{
-    write_member, Hello, Limits, Mac, Refusal, Welcome, FLAG_KEYED, FLAG_LIMITS, HELLO_FIXED_BYTES,
+    write_member, Hello, Mac, Refusal, Welcome, FLAG_KEYED, FLAG_LIMITS, HELLO_FIXED_BYTES,
     MAC_BYTES, MEMBERS_MAX, MEMBER_BYTES, REFUSAL_TEXT_BYTES_MAX, WELCOME_BYTES,
 };
 use super::header::{Command, Header, HEADER_BYTES};
@@ -77,16 +77,14 @@ pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
         };
     body.push(flags);
     body.extend_from_slice(&hello.nonce.unwrap_or_default());
-    let limits = terms.limits.unwrap_or(Limits {
-        message_bytes_max: 0,
-        request_body_bytes_max: 0,
-        clients_max: 0,
-        checkpoint_interval_ops: 0,
-    });
+    let limits = terms.limits.unwrap_or_default();
     body.extend_from_slice(&limits.message_bytes_max.to_le_bytes());
     body.extend_from_slice(&limits.request_body_bytes_max.to_le_bytes());
     body.extend_from_slice(&limits.clients_max.to_le_bytes());
     body.extend_from_slice(&limits.checkpoint_interval_ops.to_le_bytes());
+    body.extend_from_slice(&limits.witnesses.to_le_bytes());
+    body.extend_from_slice(&limits.lease_ticks.to_le_bytes());
+    body.extend_from_slice(&limits.clock_drift_ppm.to_le_bytes());
     body.extend_from_slice(&(terms.members.len() as u16).to_le_bytes());
     for member in &terms.members {
         write_member(member, &mut body);

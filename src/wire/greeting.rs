@@ -12,7 +12,8 @@
 //! Body layouts (all integers little-endian):
 //! - `Hello`: flags `u8` (bit 0: keyed, bit 1: limits present), nonce `[u8; 32]` (zero
 //!   unless keyed), limits (`message_bytes_max u32, request_body_bytes_max u32,
-//!   clients_max u32, checkpoint_interval_ops u64`, zero unless present), member count
+//!   clients_max u32, checkpoint_interval_ops u64, witnesses u64, lease_ticks u64,
+//!   clock_drift_ppm u32`, zero unless present), member count
 //!   `u16`, then per member: family `u8` (4 or 6), address `[u8; 16]` (IPv4 in the first
 //!   4 bytes, the rest zero), port `u16`.
 //! - `Welcome`: flags `u8` (bit 0: keyed), nonce `[u8; 32]`, mac `[u8; 32]` (both zero
@@ -33,7 +34,7 @@ pub const REFUSAL_TEXT_BYTES_MAX: usize = 1024;
 /// Bytes of one member address on the wire.
 pub(crate) const MEMBER_BYTES: usize = 1 + 16 + 2;
 /// Bytes of the limits block.
-pub(crate) const LIMITS_BYTES: usize = 4 + 4 + 4 + 8;
+pub(crate) const LIMITS_BYTES: usize = 4 + 4 + 4 + 8 + 8 + 8 + 4;
 /// Bytes of a `Hello` body before its member list.
 pub(crate) const HELLO_FIXED_BYTES: usize = 1 + NONCE_BYTES + LIMITS_BYTES + 2;
 /// The largest `Hello` body.
@@ -52,8 +53,11 @@ pub type Mac = [u8; MAC_BYTES];
 /// The limits that every replica of a cluster must share: a replica with a different one
 /// would refuse its peers' messages (`message_bytes_max`), answer an oversized request
 /// differently (`request_body_bytes_max`), evict a different session from a full client
-/// table (`clients_max`) or checkpoint at different ops (`checkpoint_interval_ops`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// table (`clients_max`), checkpoint at different ops (`checkpoint_interval_ops`), take
+/// another member for a witness or a primary (`witnesses`), or count a lease another way
+/// than it was granted (`lease_ticks`, `clock_drift_ppm`: a primary that believes in a
+/// longer lease than its backups promise would answer reads after their promise ran out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
     /// `Config::message_bytes_max`.
     pub message_bytes_max: u32,
@@ -63,6 +67,12 @@ pub struct Limits {
     pub clients_max: u32,
     /// `Config::checkpoint_interval_ops`.
     pub checkpoint_interval_ops: u64,
+    /// `Config::witnesses`, a bit per index.
+    pub witnesses: u64,
+    /// `Config::lease_ticks`.
+    pub lease_ticks: u64,
+    /// `Config::clock_drift_ppm`.
+    pub clock_drift_ppm: u32,
 }
 
 impl Limits {
@@ -73,6 +83,9 @@ impl Limits {
             request_body_bytes_max: config.request_body_bytes_max,
             clients_max: config.clients_max,
             checkpoint_interval_ops: config.checkpoint_interval_ops,
+            witnesses: config.witnesses.low_bits(),
+            lease_ticks: config.lease_ticks,
+            clock_drift_ppm: config.clock_drift_ppm,
         }
     }
 
@@ -104,6 +117,19 @@ impl Limits {
             self.checkpoint_interval_ops,
             theirs.checkpoint_interval_ops,
         );
+        compare("lease_ticks", self.lease_ticks, theirs.lease_ticks);
+        compare(
+            "clock_drift_ppm",
+            self.clock_drift_ppm.into(),
+            theirs.clock_drift_ppm.into(),
+        );
+        if self.witnesses != theirs.witnesses {
+            out.push(format!(
+                "witnesses {} here, {} there",
+                witness_list(self.witnesses),
+                witness_list(theirs.witnesses)
+            ));
+        }
         out
     }
 }
@@ -160,6 +186,18 @@ impl Terms {
             }
         }
         None
+    }
+}
+
+/// Witness indexes as a `--witnesses` list ("none" for none).
+fn witness_list(bits: u64) -> String {
+    let list: Vec<String> = (0..64)
+        .filter(|index| bits >> index & 1 == 1)
+        .map(|index: u32| index.to_string())
+        .collect();
+    match list.is_empty() {
+        true => "none".to_string(),
+        false => list.join(","),
     }
 }
 
@@ -346,6 +384,20 @@ mod tests {
             .unwrap();
         assert_eq!(code, RefusalCode::LimitsDiffer);
         assert_eq!(text, "limits differ: clients_max 8192 here, 5 there");
+        // Witnesses and the lease's terms must agree too.
+        let other = Limits {
+            witnesses: 0b100,
+            lease_ticks: 20,
+            ..limits
+        };
+        let (code, text) = terms(&[], Some(limits))
+            .difference(&terms(&[], Some(other)))
+            .unwrap();
+        assert_eq!(code, RefusalCode::LimitsDiffer);
+        assert_eq!(
+            text,
+            "limits differ: lease_ticks 50 here, 20 there, witnesses none here, 2 there"
+        );
     }
 
     #[test]

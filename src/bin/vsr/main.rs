@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one replica of a cluster over TCP.
-    Replica(replica::Args),
+    Replica(Box<replica::Args>),
     /// Talk to a cluster running the kv service (commands on stdin, or one from arguments).
     Kv(kv::Args),
     /// Print a running replica's counters and latency histograms.
@@ -36,7 +36,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Replica(args) => replica::run(args),
+        Command::Replica(args) => replica::run(*args),
         Command::Kv(args) => kv::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Admin(args) => admin::run(args),

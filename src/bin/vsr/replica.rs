@@ -15,6 +15,11 @@ pub struct Args {
     /// This replica's index in `--cluster`.
     #[arg(long)]
     replica: u8,
+    /// Indexes (in `--cluster`) of the members that are witnesses (paper 6.1), the same
+    /// on every replica: they store the log and vote, but never execute, serve reads or
+    /// lead. At most f. Memory durability only (not built yet with `--durability disk`).
+    #[arg(long, value_delimiter = ',', value_name = "I,J")]
+    witnesses: Vec<u8>,
     /// The replicated service.
     #[arg(long, value_enum, default_value_t = Service::Kv)]
     service: Service,
@@ -166,6 +171,23 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
     if let Some(ppm) = args.clock_drift_ppm {
         config.clock_drift_ppm = ppm;
     }
+    for &witness in &args.witnesses {
+        anyhow::ensure!(
+            (witness as usize) < args.cluster.len(),
+            "--witnesses {witness}: not an index of --cluster (0..{})",
+            args.cluster.len()
+        );
+        config.witnesses.insert(witness);
+    }
+    if let Err(invalid) =
+        vsr::protocol::configuration::check_witnesses(args.cluster.len(), &config.witnesses)
+    {
+        anyhow::bail!("--witnesses: {invalid}");
+    }
+    anyhow::ensure!(
+        config.witnesses.is_empty() || args.durability == DurabilityMode::Memory,
+        "--witnesses needs --durability memory (a witness's data directory is not built yet)"
+    );
     config.log_tail_ops = args
         .log_tail
         .unwrap_or(config.log_tail_ops.min(config.checkpoint_interval_ops));
