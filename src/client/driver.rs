@@ -22,9 +22,8 @@ use super::connection::{Connection, Received};
 use super::id::random_client_id;
 use super::index::SessionIndex;
 use super::{ClientError, ClientOptions, ClientSession, Outcome, Target};
-use crate::protocol::{
-    Body, Configuration, Message, Operation, ReplicaId, ReplicaIndex, Reply, View,
-};
+use crate::protocol::configuration::{check_witnesses, primary_among};
+use crate::protocol::{Body, Configuration, Message, Operation, ReplicaId, Reply, View};
 use crate::wire::Terms;
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
@@ -107,6 +106,8 @@ impl Deadline {
 pub(crate) struct Driver {
     options: ClientOptions,
     replica_count: u8,
+    /// The witnesses of the configuration the connections reach, a bit per index.
+    witnesses: u64,
     /// The epoch of the configuration the connections reach (paper 7): 0 for addresses
     /// given by the caller, later once a reply said the cluster moved.
     epoch: u32,
@@ -165,11 +166,15 @@ impl Driver {
                 "message_bytes_max is too small",
             ));
         }
+        if let Err(invalid) = check_witnesses(addresses.len(), &options.witnesses) {
+            return Err(ClientError::InvalidArgument(invalid));
+        }
+        let witnesses = options.witnesses.low_bits();
         let slots = slots.min(sessions);
         let mut driver_sessions = Vec::with_capacity(sessions);
         let mut by_client = SessionIndex::new(sessions);
         for index in 0..sessions {
-            let session = new_session(replica_count, &by_client);
+            let session = new_session(replica_count, witnesses, &by_client);
             by_client.insert(session.client(), index);
             driver_sessions.push(SessionSlot {
                 session,
@@ -190,6 +195,7 @@ impl Driver {
             completions: Vec::new(),
             options,
             replica_count,
+            witnesses,
             poll: Poll::new()?,
             events: Events::with_capacity(EVENTS_CAPACITY),
             connections,
@@ -320,6 +326,7 @@ impl Driver {
             connections: &mut self.connections,
             registry: self.poll.registry(),
             count: self.replica_count,
+            witnesses: self.witnesses,
             view: self.view,
         };
         replicas.send(slot, target, message);
@@ -586,7 +593,7 @@ impl Driver {
     /// Abandons a session whose operation timed out (its outcome is unknown and its
     /// request number is still in flight) for a fresh, unregistered one.
     fn replace_session(&mut self, index: usize) {
-        let mut session = new_session(self.replica_count, &self.by_client);
+        let mut session = new_session(self.replica_count, self.witnesses, &self.by_client);
         if let Some(configuration) = &self.followed {
             session.follow(configuration);
         }
@@ -633,6 +640,7 @@ impl Driver {
         let firsts = &self.sessions[..self.slots];
         self.connections = connect_slots(&members, configuration.epoch(), firsts, &self.options);
         self.replica_count = configuration.replica_count();
+        self.witnesses = configuration.witnesses().low_bits();
         self.epoch = configuration.epoch();
         self.view = 0;
         for slot in &mut self.sessions {
@@ -653,6 +661,7 @@ impl Driver {
                 connections: &mut self.connections,
                 registry: self.poll.registry(),
                 count: self.replica_count,
+                witnesses: self.witnesses,
                 view: self.view,
             };
             replicas.send(slot, Target::All, message);
@@ -665,6 +674,7 @@ impl Driver {
             connections: &mut self.connections,
             registry: self.poll.registry(),
             count: self.replica_count,
+            witnesses: self.witnesses,
             view: self.view,
         };
         replicas.send(slot, target, message);
@@ -712,6 +722,8 @@ struct Replicas<'a> {
     connections: &'a mut [Connection],
     registry: &'a mio::Registry,
     count: u8,
+    /// The witnesses, a bit per index (never primary).
+    witnesses: u64,
     /// The latest view any reply reported.
     view: View,
 }
@@ -725,7 +737,7 @@ impl Replicas<'_> {
         match target {
             Target::Replica(replica) => {
                 let replica = if self.view > message.view {
-                    (self.view % self.count as View) as ReplicaIndex
+                    primary_among(self.view, self.count, self.witnesses)
                 } else {
                     replica
                 };
@@ -779,11 +791,12 @@ fn parse_address(address: &[u8]) -> Option<SocketAddr> {
 }
 
 /// A session whose id has a free slot in `taken` (so it differs from every id there).
-fn new_session(replica_count: u8, taken: &SessionIndex) -> ClientSession {
+fn new_session(replica_count: u8, witnesses: u64, taken: &SessionIndex) -> ClientSession {
     loop {
         let client = random_client_id();
         if taken.is_free(client) {
-            return ClientSession::new(client, replica_count, RETRY_TIMEOUT_TICKS);
+            return ClientSession::new(client, replica_count, RETRY_TIMEOUT_TICKS)
+                .with_witnesses(witnesses);
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct ClientOptions {
     /// The cluster key (`--cluster-key`), when the replicas require one: each connection
     /// proves it, and checks the replica's proof, before any request is sent.
     pub cluster_key: Option<crate::auth::ClusterKey>,
+    /// The witnesses of the cluster's first configuration (the replicas' `--witnesses`,
+    /// paper 6.1): never primary and never answering reads, so the client sends them
+    /// nothing. A later configuration the client follows says its own.
+    pub witnesses: crate::protocol::ReplicaSet,
 }
 
 impl Default for ClientOptions {
@@ -33,6 +37,7 @@ impl Default for ClientOptions {
             message_bytes_max: crate::Config::new(0, 1).message_bytes_max,
             request_body_bytes_max: crate::Config::new(0, 1).request_body_bytes_max,
             cluster_key: None,
+            witnesses: crate::protocol::ReplicaSet::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 use vsr::client::{Client, ClientError, ClientOptions, ReadMode};
+use vsr::protocol::ReplicaSet;
 use vsr::service::kv::{KvOp, KvResult};
 
 /// Arguments of `vsr kv`.
@@ -35,6 +36,10 @@ pub struct Args {
     /// The cluster's shared secret, when the replicas run with `--cluster-key`.
     #[arg(long, value_name = "FILE")]
     cluster_key: Option<std::path::PathBuf>,
+    /// Indexes of the members that are witnesses (the replicas' `--witnesses`): never
+    /// primary and never answering reads, so nothing is sent there.
+    #[arg(long, value_delimiter = ',', value_name = "I,J")]
+    witnesses: Vec<u8>,
     /// How `get` reads: `strict` (through the log, linearizable), `lease` (at the primary
     /// from its state while it holds a lease from f backups, through the log otherwise:
     /// linearizable) or `backup` (at any replica that has executed what this session has
@@ -55,6 +60,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cluster_id: args.cluster_id,
         request_timeout: Duration::from_millis(args.timeout_ms),
         cluster_key: crate::replica::load_key(args.cluster_key.as_deref())?,
+        witnesses: args
+            .witnesses
+            .iter()
+            .fold(ReplicaSet::default(), |mut set, &w| {
+                set.insert(w);
+                set
+            }),
         ..ClientOptions::default()
     };
     let mut session = Session {

@@ -90,6 +90,10 @@ pub struct LoadArgs {
     /// started with it, and every client connection proves it.
     #[arg(long, value_name = "FILE")]
     pub cluster_key: Option<PathBuf>,
+    /// Indexes of the members that are witnesses (`vsr replica --witnesses`, paper 6.1):
+    /// the local cluster is started with them, and clients send them nothing.
+    #[arg(long, value_delimiter = ',', value_name = "I,J")]
+    pub witnesses: Vec<u8>,
     /// The local cluster's durability mode (a `--cluster` runs in its own; every report
     /// states the mode the replicas' stats give).
     #[arg(long, value_enum, default_value_t = DurabilityKind::Memory)]

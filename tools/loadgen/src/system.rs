@@ -75,6 +75,7 @@ impl Target {
     fn start_vsr(args: &LoadArgs) -> anyhow::Result<Target> {
         vsr_client::ensure_available()?;
         vsr_client::set_cluster_key(args.cluster_key.as_deref())?;
+        vsr_client::set_witnesses(&args.witnesses);
         // An existing cluster runs with `vsr replica`'s default id (0) unless told; a local
         // one gets a random id, so a stray process from another run cannot join it.
         let cluster_id = match (&args.cluster, args.cluster_id) {
@@ -295,6 +296,10 @@ fn replica_command(
     command.args(["--cluster-id", &cluster_id.to_string()]);
     if let Some(key) = &args.cluster_key {
         command.arg("--cluster-key").arg(key);
+    }
+    if !args.witnesses.is_empty() {
+        let list: Vec<String> = args.witnesses.iter().map(u8::to_string).collect();
+        command.args(["--witnesses", &list.join(",")]);
     }
     command.args(["--durability", args.durability.name()]);
     if args.durability == DurabilityKind::Disk {

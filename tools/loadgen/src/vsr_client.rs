@@ -9,12 +9,24 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use vsr::auth::ClusterKey;
 use vsr::client::{Client, ClientError, ClientOptions, Completion, PipelinedClient, ReadMode};
-use vsr::protocol::Operation;
+use vsr::protocol::{Operation, ReplicaSet};
 use vsr::service::kv::KvOp;
 
 /// The vsr client library is part of this build.
 pub fn ensure_available() -> anyhow::Result<()> {
     Ok(())
+}
+
+/// `--witnesses`, set once at start-up for every client.
+static WITNESSES: OnceLock<ReplicaSet> = OnceLock::new();
+
+/// Takes `--witnesses` for every client this process opens.
+pub fn set_witnesses(witnesses: &[u8]) {
+    let mut set = ReplicaSet::default();
+    for &witness in witnesses {
+        set.insert(witness);
+    }
+    let _ = WITNESSES.set(set);
 }
 
 /// `--cluster-key`: its file and the key, set once at start-up for every client.
@@ -45,6 +57,7 @@ fn options(cluster_id: u128, request_timeout: Duration) -> ClientOptions {
         cluster_id,
         request_timeout,
         cluster_key: cluster_key(),
+        witnesses: WITNESSES.get().copied().unwrap_or_default(),
         ..ClientOptions::default()
     }
 }
