@@ -390,8 +390,12 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.fetch_end() < best_commit {
             // Paper 5.3: fetch what the suffix does not cover before starting the view.
-            let source = self.view_change_fetch_source(best);
-            return self.request_state(source, effects);
+            // One request at a time: the next source is drawn only for a new one.
+            if !self.state_transfer_pending {
+                let source = self.view_change_fetch_source(best);
+                self.request_state(source, effects);
+            }
+            return;
         }
         self.start_view_as_primary(best as usize, effects);
     }
