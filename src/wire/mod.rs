@@ -142,7 +142,7 @@ pub use batch::{
 pub use decode::{decode, is_partial};
 pub use encode::{
     encode, encode_hello, encode_proof, encode_refusal, encode_stats_reply, encode_stats_request,
-    encode_welcome, frame_bytes,
+    encode_segments, encode_welcome, frame_bytes,
 };
 pub use error::DecodeError;
 pub use frame::{Frame, Peer};
