@@ -19,7 +19,8 @@
 # during the transfers): after the fill, N full transfers of an empty replica 2 (killed,
 # restarted: it recovers), each timed from its log and followed by the raw loopback
 # copy of the same bytes, so both are measured under the same load of the machine;
-# prints each pair, then the medians and their ratio.
+# prints each pair, then the medians and their ratio. PROFILE=1 records each transfer
+# with `perf record -a -g` (the whole machine; the pids are printed).
 # Prints one line of results per scenario and each replica's counters.
 #
 #   perf/state_transfer.sh                          # KEYS=1000000 VALUE=1024 (1 GiB)
@@ -40,6 +41,7 @@ CHECKPOINT=${CHECKPOINT:-65536}
 LOG_TAIL=${LOG_TAIL:-4096}
 SERVE_BYTES_PER_TICK=${SERVE_BYTES_PER_TICK:-}
 RATE=${RATE:-}
+PROFILE=${PROFILE:-}
 PORT=${PORT:-17500}
 B=${B:-target/release}
 CLUSTER="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
@@ -53,11 +55,12 @@ trap cleanup EXIT
 
 start() {
   local i=$1
+  local -a DURABILITY=(--durability disk --data-dir "$D/data-$i")
+  [ -z "$RATE" ] || DURABILITY=(--durability memory)
   "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv \
     --checkpoint-interval "$CHECKPOINT" --log-tail "$LOG_TAIL" \
     ${SERVE_BYTES_PER_TICK:+--checkpoint-serve-bytes-per-tick "$SERVE_BYTES_PER_TICK"} \
-    ${RATE:+--durability memory} ${RATE:---durability disk --data-dir "$D/data-$i"} \
-    2>> "$D/replica-$i.log" &
+    "${DURABILITY[@]}" 2>> "$D/replica-$i.log" &
   PIDS[$i]=$!
 }
 stat() { # stat REPLICA FIELD: a top-level or counters field of its stats
@@ -148,7 +151,23 @@ if [ -n "$RATE" ]; then
     kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
     before=$(stat 0 checkpoint_bytes_served); before1=$(stat 1 checkpoint_bytes_served)
     mv "$D/replica-2.log" "$D/replica-2.$n.before.log"
-    start 2; caught_up
+    if [ -n "$PROFILE" ]; then
+      perf record -a -g -F 1999 -o "$D/perf.$n.data" 2> /dev/null > /dev/null &
+      profiler=$!; sleep 0.5
+    fi
+    start 2
+    # Watched in its log, not with `vsr stats` (a process per reading, which took a
+    # few % of the machine while the transfer ran).
+    deadline=$((SECONDS + 600))
+    until grep -q "fetched a checkpoint" "$D/replica-2.log"; do
+      [ $SECONDS -lt $deadline ] || { echo "replica 2 fetched nothing; logs in $D" >&2; exit 1; }
+      sleep 0.05
+    done
+    if [ -n "$PROFILE" ]; then
+      kill -INT "$profiler"; wait "$profiler" 2>/dev/null || true
+      echo "  profile: $D/perf.$n.data (whole machine; sources: pids ${PIDS[0]}, ${PIDS[1]}; receiver: ${PIDS[2]})"
+    fi
+    caught_up
     bytes=$(stat 2 checkpoint_bytes_fetched)
     secs=$(fetch_secs "$D/replica-2.log")
     rate=$(python3 -c "print(round($bytes/max($secs,1e-9)/1e6,1))")
