@@ -272,7 +272,10 @@ impl Connection {
         debug_assert!(self.scratch.is_empty());
         let mut segments = std::mem::take(&mut self.segments);
         encode(&mut self.scratch, &mut segments);
-        debug_assert!(self.scratch.is_empty(), "every byte written is in a segment");
+        debug_assert!(
+            self.scratch.is_empty(),
+            "every byte written is in a segment"
+        );
         for segment in segments.drain(..) {
             self.queued_bytes += segment.len();
             if self.holding {

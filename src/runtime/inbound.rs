@@ -158,8 +158,8 @@ impl<S: StateMachine> EventLoop<S> {
                 // has room (`page_hasher`); any other message goes to the core now.
                 let message = match self.hasher.as_mut() {
                     Some(hasher) if is_pages(&message) => match hasher.submit(message) {
-                        Ok(()) => return,
-                        Err(message) => {
+                        None => return,
+                        Some(message) => {
                             self.metrics.counters.checkpoint_parts_hashed_on_loop += 1;
                             message
                         }

@@ -55,22 +55,22 @@ impl PageHasher {
         })
     }
 
-    /// Hands `message`, a checkpoint part of pages, to the thread; gives it back when
-    /// `PARTS_MAX` parts are with the thread (or it is gone) or when it is another
-    /// message: the caller then feeds it to the core as it is.
-    pub(super) fn submit(&mut self, message: Message) -> Result<(), Message> {
+    /// Hands `message`, a checkpoint part of pages, to the thread (`None`); gives it
+    /// back (`Some`) when `PARTS_MAX` parts are with the thread, when the thread is gone
+    /// or when it is another message: the caller then feeds it to the core as it is.
+    pub(super) fn submit(&mut self, message: Message) -> Option<Message> {
         let Some(to_thread) = self.to_thread.as_ref() else {
-            return Err(message);
+            return Some(message);
         };
         if self.in_flight == PARTS_MAX || !is_pages(&message) {
-            return Err(message);
+            return Some(message);
         }
         // Never blocks: fewer than `PARTS_MAX` parts are in either channel.
-        to_thread
-            .try_send(message)
-            .map_err(|error| error.into_inner())?;
+        if let Err(error) = to_thread.try_send(message) {
+            return Some(error.into_inner());
+        }
         self.in_flight += 1;
-        Ok(())
+        None
     }
 
     /// A part the thread hashed, if one is ready (or a message it gave back as it was).
@@ -147,11 +147,11 @@ mod tests {
         }
     }
 
-    fn take(hasher: &mut PageHasher) -> Result<HashedPart, Message> {
+    fn take(hasher: &mut PageHasher) -> HashedPart {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             if let Some(hashed) = hasher.take_hashed() {
-                return hashed;
+                return hashed.expect("a part of pages comes back hashed");
             }
             assert!(std::time::Instant::now() < deadline, "nothing came back");
             std::thread::yield_now();
@@ -169,10 +169,10 @@ mod tests {
             (1, Bytes::from_static(b"one")),
             (5, Bytes::from_static(b"five")),
         ];
-        hasher
+        assert!(hasher
             .submit(part(CheckpointContent::Pages(pages.clone())))
-            .unwrap();
-        let hashed = take(&mut hasher).expect("hashed");
+            .is_none());
+        let hashed = take(&mut hasher);
         assert_eq!(hashed.pages.len(), 2);
         for ((index, bytes), (hashed_index, page)) in pages.iter().zip(&hashed.pages) {
             assert_eq!(index, hashed_index);
@@ -180,21 +180,23 @@ mod tests {
             assert_eq!(page.digest(), Digest::of(bytes));
         }
         let unavailable = part(CheckpointContent::Unavailable);
-        assert_eq!(hasher.submit(unavailable.clone()), Err(unavailable));
+        assert_eq!(hasher.submit(unavailable.clone()), Some(unavailable));
         for _ in 0..PARTS_MAX {
-            hasher
-                .submit(part(CheckpointContent::Pages(pages.clone())))
-                .unwrap();
+            let pages = pages.clone();
+            assert!(hasher
+                .submit(part(CheckpointContent::Pages(pages)))
+                .is_none());
         }
+        let pages_again = pages.clone();
         assert!(hasher
-            .submit(part(CheckpointContent::Pages(pages.clone())))
-            .is_err());
+            .submit(part(CheckpointContent::Pages(pages_again)))
+            .is_some());
         for _ in 0..PARTS_MAX {
-            assert!(take(&mut hasher).is_ok());
+            take(&mut hasher);
         }
         assert!(hasher
             .submit(part(CheckpointContent::Pages(pages)))
-            .is_ok());
+            .is_none());
         hasher.stop();
     }
 }

@@ -10,12 +10,12 @@
 //! ```
 
 use super::checkpoint_builder::CheckpointBuilder;
-use super::page_hasher::PageHasher;
 use super::committed::{self, CommittedOps};
 use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
 use super::membership::address_bytes;
 use super::options::{Durability, ServerError, ServerOptions};
+use super::page_hasher::PageHasher;
 use super::page_keeper::PageKeeper;
 use super::prometheus::MetricsExporter;
 use super::status::{ReplicaStatus, SharedStatus};

@@ -610,7 +610,10 @@ mod tests {
             ..
         }) = &message.body
         {
-            for (_, page) in pages.iter().filter(|(_, p)| p.len() >= BY_REFERENCE_BYTES_MIN) {
+            for (_, page) in pages
+                .iter()
+                .filter(|(_, p)| p.len() >= BY_REFERENCE_BYTES_MIN)
+            {
                 assert!(
                     segments.iter().any(|s| s.as_ptr() == page.as_ptr()),
                     "a large page travels by reference"
