@@ -19,7 +19,8 @@
 # during the transfers): after the fill, N full transfers of an empty replica 2 (killed,
 # restarted: it recovers), each timed from its log and followed by the raw loopback
 # copy of the same bytes, so both are measured under the same load of the machine;
-# prints each pair, then the medians and their ratio. PROFILE=1 records each transfer
+# prints each pair and the CPU time the replicas spent (a measure the machine's other
+# load disturbs less than the rate), then the medians and their ratio. PROFILE=1 records each transfer
 # with `perf record -a -g` (the whole machine; the pids are printed).
 # Prints one line of results per scenario and each replica's counters.
 #
@@ -98,6 +99,9 @@ counters() {
   done
 }
 
+cpu_ms() { # cpu_ms PID: the process's user + system CPU time so far, milliseconds
+  python3 -c "import os;f=open('/proc/$1/stat').read().rsplit(')',1)[1].split();print((int(f[11])+int(f[12]))*1000//os.sysconf('SC_CLK_TCK'))"
+}
 raw_copy() { # raw_copy BYTES: MB/s of a plain loopback socket copy of BYTES (one connection)
   python3 - "$1" <<'EOF'
 import socket, sys, threading, time
@@ -150,6 +154,7 @@ if [ -n "$RATE" ]; then
   for n in $(seq 1 "$RATE"); do
     kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
     before=$(stat 0 checkpoint_bytes_served); before1=$(stat 1 checkpoint_bytes_served)
+    cpu0=$(cpu_ms "${PIDS[0]}"); cpu1=$(cpu_ms "${PIDS[1]}")
     mv "$D/replica-2.log" "$D/replica-2.$n.before.log"
     if [ -n "$PROFILE" ]; then
       perf record -a -g -F 1999 -o "$D/perf.$n.data" 2> /dev/null > /dev/null &
@@ -163,11 +168,13 @@ if [ -n "$RATE" ]; then
       [ $SECONDS -lt $deadline ] || { echo "replica 2 fetched nothing; logs in $D" >&2; exit 1; }
       sleep 0.05
     done
+    cpu_sources=$(( $(cpu_ms "${PIDS[0]}") - cpu0 + $(cpu_ms "${PIDS[1]}") - cpu1 ))
     if [ -n "$PROFILE" ]; then
       kill -INT "$profiler"; wait "$profiler" 2>/dev/null || true
       echo "  profile: $D/perf.$n.data (whole machine; sources: pids ${PIDS[0]}, ${PIDS[1]}; receiver: ${PIDS[2]})"
     fi
     caught_up
+    cpu_receiver=$(cpu_ms "${PIDS[2]}")
     bytes=$(stat 2 checkpoint_bytes_fetched)
     secs=$(fetch_secs "$D/replica-2.log")
     rate=$(python3 -c "print(round($bytes/max($secs,1e-9)/1e6,1))")
@@ -175,6 +182,7 @@ if [ -n "$RATE" ]; then
     echo "transfer $n: $bytes bytes in ${secs}s: $rate MB/s (served $(( $(stat 0 checkpoint_bytes_served) - before )) and" \
       "$(( $(stat 1 checkpoint_bytes_served) - before1 ))); raw loopback copy $raw MB/s; transfer/raw" \
       "$(python3 -c "print(round($rate/$raw,3))")"
+    echo "  cpu: sources ${cpu_sources} ms to fetched; receiver ${cpu_receiver} ms from start to caught up (restore included)"
     rates+=("$rate"); raws+=("$raw")
   done
   python3 - "${rates[*]}" "${raws[*]}" <<'EOF'
