@@ -15,10 +15,18 @@
 #            pages of its full transfer, and restarted: the second attempt takes the
 #            pages the first kept on disk (the data directory's `fetch` file) and
 #            fetches only the others.
+# Or, with RATE=N, the transfer rate alone, in memory (no `--durability disk`, no load
+# during the transfers): after the fill, N full transfers of an empty replica 2 (killed,
+# restarted: it recovers), each timed from its log and followed by the raw loopback
+# copy of the same bytes, so both are measured under the same load of the machine;
+# prints each pair and the CPU time the replicas spent (a measure the machine's other
+# load disturbs less than the rate), then the medians and their ratio. PROFILE=1 records each transfer
+# with `perf record -a -g` (the whole machine; the pids are printed).
 # Prints one line of results per scenario and each replica's counters.
 #
 #   perf/state_transfer.sh                          # KEYS=1000000 VALUE=1024 (1 GiB)
 #   KEYS=65536 FILL_SECONDS=10 perf/state_transfer.sh   # a 64 MiB version
+#   RATE=3 KEYS=200000 FILL_SECONDS=15 CHECKPOINT=16384 LOG_TAIL=1024 perf/state_transfer.sh
 #   SERVE_BYTES_PER_TICK=262144 ...  # every replica serves at most this per 10 ms tick
 #                                    # (throttles every transfer, the full one included:
 #                                    # a small state's transfer then lasts long enough
@@ -33,6 +41,8 @@ DIFF_SECONDS=${DIFF_SECONDS:-1}
 CHECKPOINT=${CHECKPOINT:-65536}
 LOG_TAIL=${LOG_TAIL:-4096}
 SERVE_BYTES_PER_TICK=${SERVE_BYTES_PER_TICK:-}
+RATE=${RATE:-}
+PROFILE=${PROFILE:-}
 PORT=${PORT:-17500}
 B=${B:-target/release}
 CLUSTER="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
@@ -46,10 +56,12 @@ trap cleanup EXIT
 
 start() {
   local i=$1
+  local -a DURABILITY=(--durability disk --data-dir "$D/data-$i")
+  [ -z "$RATE" ] || DURABILITY=(--durability memory)
   "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv \
     --checkpoint-interval "$CHECKPOINT" --log-tail "$LOG_TAIL" \
     ${SERVE_BYTES_PER_TICK:+--checkpoint-serve-bytes-per-tick "$SERVE_BYTES_PER_TICK"} \
-    --durability disk --data-dir "$D/data-$i" 2>> "$D/replica-$i.log" &
+    "${DURABILITY[@]}" 2>> "$D/replica-$i.log" &
   PIDS[$i]=$!
 }
 stat() { # stat REPLICA FIELD: a top-level or counters field of its stats
@@ -87,6 +99,46 @@ counters() {
   done
 }
 
+cpu_ms() { # cpu_ms PID: the process's user + system CPU time so far, milliseconds
+  python3 -c "import os;f=open('/proc/$1/stat').read().rsplit(')',1)[1].split();print((int(f[11])+int(f[12]))*1000//os.sysconf('SC_CLK_TCK'))"
+}
+raw_copy() { # raw_copy BYTES: MB/s of a plain loopback socket copy of BYTES (one connection)
+  python3 - "$1" <<'EOF'
+import socket, sys, threading, time
+total = int(sys.argv[1]); chunk = b"x" * (1 << 20)
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+def drain():
+    conn, _ = server.accept(); left = total
+    while left > 0:
+        data = conn.recv(1 << 20)
+        if not data: break
+        left -= len(data)
+thread = threading.Thread(target=drain); thread.start()
+client = socket.create_connection(server.getsockname()); start = time.time(); sent = 0
+while sent < total:
+    n = min(len(chunk), total - sent); client.sendall(chunk[:n]); sent += n
+thread.join(); print(total / (time.time() - start) / 1e6)
+EOF
+}
+# fetch_secs LOG: the transfer itself, from the replica's log: its first 'fetching a
+# checkpoint' to its 'fetched a checkpoint' (recovery's own round trips and the log
+# suffix excluded).
+fetch_secs() {
+  python3 - "$1" <<'EOF'
+import re, sys, datetime
+start = end = None
+for line in open(sys.argv[1], errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    stamp = line.split(" ", 1)[0]
+    if "fetching a checkpoint" in line and "held=" not in line:
+        start = stamp
+    if "fetched a checkpoint" in line:
+        end = stamp
+parse = lambda s: datetime.datetime.fromisoformat(s.rstrip("Z")[:26])
+print((parse(end) - parse(start)).total_seconds() if start and end else -1)
+EOF
+}
+
 for i in 0 1 2; do start "$i"; done
 deadline=$((SECONDS + 30))
 until "$B/vsr" admin status --cluster "$CLUSTER" > /dev/null 2>&1; do
@@ -96,6 +148,53 @@ done
 echo "fill: ${FILL_SECONDS}s of puts over $KEYS keys of $VALUE bytes"
 load "$FILL_SECONDS" "$D/fill.json"
 echo "  $(ops_per_sec "$D/fill.json") puts/s; checkpoint at op $(stat 0 checkpoint_op)"
+
+if [ -n "$RATE" ]; then
+  rates=(); raws=()
+  for n in $(seq 1 "$RATE"); do
+    kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+    before=$(stat 0 checkpoint_bytes_served); before1=$(stat 1 checkpoint_bytes_served)
+    cpu0=$(cpu_ms "${PIDS[0]}"); cpu1=$(cpu_ms "${PIDS[1]}")
+    mv "$D/replica-2.log" "$D/replica-2.$n.before.log"
+    if [ -n "$PROFILE" ]; then
+      perf record -a -g -F 1999 -o "$D/perf.$n.data" 2> /dev/null > /dev/null &
+      profiler=$!; sleep 0.5
+    fi
+    start 2
+    # Watched in its log, not with `vsr stats` (a process per reading, which took a
+    # few % of the machine while the transfer ran).
+    deadline=$((SECONDS + 600))
+    until grep -q "fetched a checkpoint" "$D/replica-2.log"; do
+      [ $SECONDS -lt $deadline ] || { echo "replica 2 fetched nothing; logs in $D" >&2; exit 1; }
+      sleep 0.05
+    done
+    cpu_sources=$(( $(cpu_ms "${PIDS[0]}") - cpu0 + $(cpu_ms "${PIDS[1]}") - cpu1 ))
+    if [ -n "$PROFILE" ]; then
+      kill -INT "$profiler"; wait "$profiler" 2>/dev/null || true
+      echo "  profile: $D/perf.$n.data (whole machine; sources: pids ${PIDS[0]}, ${PIDS[1]}; receiver: ${PIDS[2]})"
+    fi
+    caught_up
+    cpu_receiver=$(cpu_ms "${PIDS[2]}")
+    bytes=$(stat 2 checkpoint_bytes_fetched)
+    secs=$(fetch_secs "$D/replica-2.log")
+    rate=$(python3 -c "print(round($bytes/max($secs,1e-9)/1e6,1))")
+    raw=$(python3 -c "print(round($(raw_copy "$bytes"),1))")
+    echo "transfer $n: $bytes bytes in ${secs}s: $rate MB/s (served $(( $(stat 0 checkpoint_bytes_served) - before )) and" \
+      "$(( $(stat 1 checkpoint_bytes_served) - before1 ))); raw loopback copy $raw MB/s; transfer/raw" \
+      "$(python3 -c "print(round($rate/$raw,3))")"
+    echo "  cpu: sources ${cpu_sources} ms to fetched; receiver ${cpu_receiver} ms from start to caught up (restore included)"
+    rates+=("$rate"); raws+=("$raw")
+  done
+  python3 - "${rates[*]}" "${raws[*]}" <<'EOF'
+import statistics, sys
+rates = [float(x) for x in sys.argv[1].split()]; raws = [float(x) for x in sys.argv[2].split()]
+print(f"median: transfer {statistics.median(rates):.1f} MB/s, raw {statistics.median(raws):.1f} MB/s,"
+      f" transfer/raw {statistics.median(rates) / statistics.median(raws):.3f}"
+      f" (per transfer: {', '.join(f'{r / w:.3f}' for r, w in zip(rates, raws))})")
+EOF
+  echo "logs in $D"
+  exit 0
+fi
 
 # full: an empty replica 2.
 echo "baseline: 10s of load without a transfer"
@@ -112,39 +211,8 @@ wait $loader
 bytes=$(stat 2 checkpoint_bytes_fetched)
 served=$(( $(stat 0 checkpoint_bytes_served) - before + $(stat 1 checkpoint_bytes_served) - before1 ))
 secs=$(python3 -c "print($t1 - $t0)")
-raw=$(python3 - "$bytes" <<'EOF'
-import socket, sys, threading, time
-total = int(sys.argv[1]); chunk = b"x" * (1 << 20)
-server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
-def drain():
-    conn, _ = server.accept(); left = total
-    while left > 0:
-        data = conn.recv(1 << 20)
-        if not data: break
-        left -= len(data)
-thread = threading.Thread(target=drain); thread.start()
-client = socket.create_connection(server.getsockname()); start = time.time(); sent = 0
-while sent < total:
-    n = min(len(chunk), total - sent); client.sendall(chunk[:n]); sent += n
-thread.join(); print(total / (time.time() - start) / 1e6)
-EOF
-)
-# The transfer itself: from the replica's log, its first 'fetching a checkpoint' to its
-# 'fetched a checkpoint' (recovery's own round trips and the log suffix excluded).
-fetch_secs=$(python3 - "$D/replica-2.log" <<'EOF'
-import re, sys, datetime
-start = end = None
-for line in open(sys.argv[1], errors="replace"):
-    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
-    stamp = line.split(" ", 1)[0]
-    if "fetching a checkpoint" in line and "held=" not in line:
-        start = stamp
-    if "fetched a checkpoint" in line:
-        end = stamp
-parse = lambda s: datetime.datetime.fromisoformat(s.rstrip("Z")[:26])
-print((parse(end) - parse(start)).total_seconds() if start and end else -1)
-EOF
-)
+raw=$(raw_copy "$bytes")
+fetch_secs=$(fetch_secs "$D/replica-2.log")
 echo "full: $bytes bytes fetched ($served served); the transfer took ${fetch_secs}s:" \
   "$(python3 -c "print(round($bytes/max($fetch_secs,1e-9)/1e6,1))") MB/s; ${secs}s from restart to caught up;" \
   "raw loopback copy $(python3 -c "print(round($raw,1))") MB/s; transfer/raw $(python3 -c "print(round($bytes/max($fetch_secs,1e-9)/1e6/$raw,3))")"

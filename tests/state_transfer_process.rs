@@ -11,6 +11,8 @@
 //!   resumes from the pages it kept on disk (`storage::fetch_file`) instead of starting
 //!   over, and then holds every value: with one of the others killed, reads need it.
 //!
+//! The sources send pages by reference and the receivers hash them off their event loops
+//! (`wire::encode_segments`, `runtime/page_hasher.rs`): every path of a real transfer.
 //! The sources serve at most 256 KiB per tick each, so that the transfer lasts long
 //! enough (about a second) to be caught partway.
 
@@ -90,6 +92,13 @@ fn a_state_larger_than_a_message_is_transferred_in_parts() {
         stats.json
     );
     assert!(reused > 0, "pages it held were reused: {}", stats.json);
+    // Its pages were hashed off its event loop (`runtime/page_hasher.rs`) and checked by
+    // the core against their manifest's digests.
+    assert!(
+        stats.u64("checkpoint_parts_hashed_off_loop") > 0,
+        "{}",
+        stats.json
+    );
 
     // Empty: a full transfer, of more than a message holds, killed partway; the second
     // attempt takes the pages it kept from disk and fetches only the others.

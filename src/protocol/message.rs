@@ -548,6 +548,42 @@ pub enum CheckpointContent {
     Unavailable,
 }
 
+/// A [`CheckpointPart`] of pages whose digests the driver computed off the core's thread
+/// ([`HashedPart::hash`]; `Replica::on_hashed_checkpoint_part`), so that the receiver
+/// compares each page's digest with its manifest's instead of hashing on its own thread.
+/// Nothing here is taken on trust: a [`Page`]'s digest is the digest of its bytes by
+/// construction (its fields are private, and its constructors hash or check), and the
+/// wire carries no digest of a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashedPart {
+    /// The checkpoint's op.
+    pub op: Op,
+    /// The root of the checkpoint's Merkle tree.
+    pub root: Digest,
+    /// Who answers.
+    pub responder: ReplicaId,
+    /// The pages with their indexes, as the part held them.
+    pub pages: Vec<(u32, Page)>,
+}
+
+impl HashedPart {
+    /// Hashes every page of `part`; a part that holds no pages is given back as it is.
+    pub fn hash(part: CheckpointPart) -> Result<HashedPart, CheckpointPart> {
+        let CheckpointContent::Pages(pages) = part.content else {
+            return Err(part);
+        };
+        Ok(HashedPart {
+            op: part.op,
+            root: part.root,
+            responder: part.responder,
+            pages: pages
+                .into_iter()
+                .map(|(index, bytes)| (index, Page::new(bytes)))
+                .collect(),
+        })
+    }
+}
+
 /// The answer to [`GetState`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewState {

@@ -13,6 +13,10 @@
 //! once every segment split from it is written and dropped, so the steady state
 //! allocates nothing per message.
 //!
+//! A checkpoint part's pages are queued by reference (`push_segments`): the segments of
+//! its frame alternate between what the encoder wrote and the checkpoint's own page
+//! buffers, so a source never copies a page before the kernel does.
+//!
 //! Replies to a peer that sends batches of requests are coalesced: consecutive replies
 //! join one open batch frame in `scratch` (`wire::BatchWriter`), sealed before anything
 //! else is queued and at the latest by the write phase, so one iteration's replies to a
@@ -31,8 +35,9 @@ use std::time::Instant;
 
 /// Bytes asked of the kernel by one read.
 const READ_CHUNK_BYTES: usize = 64 << 10;
-/// Segments handed to one vectored write.
-const WRITE_SEGMENTS_MAX: usize = 64;
+/// Segments handed to one vectored write (a checkpoint part of 4 KiB pages is two
+/// segments a page: 128 segments carry 256 KiB of it).
+const WRITE_SEGMENTS_MAX: usize = 128;
 /// The largest batch frame of replies: far below any client's frame limit (the client
 /// library refuses limits under 4 KiB plus a request; its default is 16 MiB), and large
 /// enough that a loop iteration's replies to one connection fit a few frames.
@@ -112,6 +117,8 @@ pub struct Connection {
     /// handshake is done: the peer reads nothing but the proof first).
     holding: bool,
     held: VecDeque<Bytes>,
+    /// Reused by `push_segments`: the segments of one frame, before they are queued.
+    segments: Vec<Bytes>,
     /// Bytes of `queue[0]` already written.
     head_written_bytes: usize,
     queued_bytes: usize,
@@ -149,6 +156,7 @@ impl Connection {
             queue: VecDeque::with_capacity(WRITE_SEGMENTS_MAX),
             holding: false,
             held: VecDeque::new(),
+            segments: Vec::new(),
             head_written_bytes: 0,
             queued_bytes: 0,
             queued_bytes_max,
@@ -248,6 +256,35 @@ impl Connection {
         if self.holding {
             self.held.push_back(self.scratch.split().freeze());
         }
+        self.check_limit()
+    }
+
+    /// Encodes a frame for this connection alone as segments with `encode`, which writes
+    /// into the buffer it is given and pushes, in order, the segments split off it and
+    /// those it holds by reference (`wire::encode_segments`: a checkpoint part's pages).
+    pub fn push_segments(
+        &mut self,
+        encode: impl FnOnce(&mut BytesMut, &mut Vec<Bytes>),
+    ) -> Result<(), Overflow> {
+        // What `scratch` holds is counted already: queued first, so that it is not
+        // counted again as part of a segment.
+        self.seal_scratch();
+        debug_assert!(self.scratch.is_empty());
+        let mut segments = std::mem::take(&mut self.segments);
+        encode(&mut self.scratch, &mut segments);
+        debug_assert!(
+            self.scratch.is_empty(),
+            "every byte written is in a segment"
+        );
+        for segment in segments.drain(..) {
+            self.queued_bytes += segment.len();
+            if self.holding {
+                self.held.push_back(segment);
+            } else {
+                self.queue.push_back(segment);
+            }
+        }
+        self.segments = segments; // Keep the capacity.
         self.check_limit()
     }
 
@@ -470,6 +507,32 @@ mod tests {
         let mut received = [0u8; 7];
         peer.read_exact(&mut received).unwrap();
         assert_eq!(&received, b"heppXYZ");
+    }
+
+    #[test]
+    fn segments_keep_their_order_and_are_counted_once() {
+        let (stream, mut peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 1 << 20, 1 << 20);
+        connection
+            .push_with(|out| out.extend_from_slice(b"ab"))
+            .unwrap();
+        connection
+            .push_segments(|out, segments| {
+                out.extend_from_slice(b"cd");
+                segments.push(out.split().freeze());
+                segments.push(Bytes::from_static(b"EF"));
+                out.extend_from_slice(b"gh");
+                segments.push(out.split().freeze());
+            })
+            .unwrap();
+        connection
+            .push_with(|out| out.extend_from_slice(b"ij"))
+            .unwrap();
+        assert_eq!(connection.queued_bytes(), 10);
+        assert_eq!(connection.write().unwrap(), 10);
+        let mut received = [0u8; 10];
+        peer.read_exact(&mut received).unwrap();
+        assert_eq!(&received, b"abcdEFghij");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Messages are encoded straight into their connection's outbound queue: a message for
 //! one replica or client once, a broadcast once for all replica links (the encoded
-//! segment is shared, not copied). Nothing is written here: the write phase writes every
+//! segment is shared, not copied), a checkpoint part with its pages by reference
+//! (`wire::encode_segments`: the checkpoint's own buffers are queued, not copied). Nothing is written here: the write phase writes every
 //! connection once per iteration, so the effects of one iteration leave in one vectored
 //! write per connection. A message whose link or route is missing is dropped: the
 //! protocol's timeouts resend what matters, and a client's retry is answered from the
@@ -12,6 +13,7 @@
 use super::event_loop::EventLoop;
 use super::handshake::PeerState;
 use super::metrics::Recorder;
+use super::page_hasher::is_pages;
 use super::routes::Route;
 use crate::protocol::{Body, ClientId, Effect, Message, ReplicaId};
 use crate::service::StateMachine;
@@ -90,7 +92,14 @@ impl<S: StateMachine> EventLoop<S> {
             }
             connection.raise_queued_bytes_max(self.options.config.message_bytes_max as usize);
         }
-        if let Err(overflow) = connection.push_with(|out| wire::encode(message, cluster, out)) {
+        let queued = if is_pages(message) {
+            connection.push_segments(|out, segments| {
+                wire::encode_segments(message, cluster, out, segments);
+            })
+        } else {
+            connection.push_with(|out| wire::encode(message, cluster, out))
+        };
+        if let Err(overflow) = queued {
             self.close_overflow(token, overflow);
         }
     }

@@ -9,7 +9,9 @@
 //! 3. read every readable socket until `WouldBlock` (or its fairness budget), decode each
 //!    frame, pass it through the handshake gate and feed the core (`inbound`): replica
 //!    connections first, so acknowledgements free the pipeline before clients are read;
-//!    then the requests the I/O threads decoded (`hand_off`);
+//!    then the requests the I/O threads decoded (`hand_off`); a checkpoint part of pages
+//!    goes to the page hasher's thread instead (`page_hasher`), and the parts it hashed
+//!    are fed to the core after the reads;
 //! 4. tell the core if its checkpoint was built off the loop (`checkpoint_builder`), and
 //!    feed it the ticks that elapsed on the monotonic clock (`clock`);
 //! 5. `flush()` the core (the requests of this iteration become one Prepare);
@@ -38,6 +40,7 @@ use super::handshake::Gate;
 use super::io_thread::{IoHandle, ToCore};
 use super::metrics::Metrics;
 use super::options::{ServerError, ServerOptions};
+use super::page_hasher::PageHasher;
 use super::peers::Peers;
 use super::prometheus::MetricsExporter;
 use super::routes::ClientRoutes;
@@ -112,6 +115,9 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) disk: Option<DiskWrites>,
     /// The thread that builds checkpoints; `None`: they are built on this thread.
     pub(super) builder: Option<CheckpointBuilder>,
+    /// The thread that hashes fetched checkpoint pages; `None`: they are hashed by the
+    /// core, on this thread.
+    pub(super) hasher: Option<PageHasher>,
     /// A checkpoint built on this thread (no builder) that the core was not told of yet:
     /// how long it took, milliseconds.
     pub(super) checkpoint_built: Option<u64>,
@@ -170,6 +176,7 @@ impl<S: StateMachine> EventLoop<S> {
             stats: StatsCache::default(),
             disk: None,
             builder: None,
+            hasher: None,
             checkpoint_built: None,
             exporter: None,
             status: Arc::default(),
@@ -192,6 +199,12 @@ impl<S: StateMachine> EventLoop<S> {
     /// The same loop with its checkpoints built by `builder`'s thread.
     pub(super) fn with_checkpoint_builder(mut self, builder: CheckpointBuilder) -> EventLoop<S> {
         self.builder = Some(builder);
+        self
+    }
+
+    /// The same loop with fetched checkpoint pages hashed by `hasher`'s thread.
+    pub(super) fn with_page_hasher(mut self, hasher: PageHasher) -> EventLoop<S> {
+        self.hasher = Some(hasher);
         self
     }
 
@@ -236,6 +249,7 @@ impl<S: StateMachine> EventLoop<S> {
             }
             self.read_phase();
             self.drain_io();
+            self.hashed_phase();
             self.checkpoint_phase();
             self.tick_phase(started);
             self.replica.flush(&mut self.effects);
@@ -279,6 +293,9 @@ impl<S: StateMachine> EventLoop<S> {
         }
         if let Some(builder) = self.builder.as_mut() {
             builder.stop();
+        }
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.stop();
         }
         match failure {
             None => {
@@ -373,6 +390,24 @@ impl<S: StateMachine> EventLoop<S> {
         if let Some(ms) = built {
             self.metrics.checkpoint_build_ms.record(ms);
             self.replica.on_checkpoint_built(&mut self.effects);
+        }
+    }
+
+    /// Feeds the core the checkpoint parts the page hasher hashed since the last
+    /// iteration (`page_hasher`).
+    fn hashed_phase(&mut self) {
+        let Some(hasher) = self.hasher.as_mut() else {
+            return;
+        };
+        while let Some(hashed) = hasher.take_hashed() {
+            match hashed {
+                Ok(part) => {
+                    self.metrics.counters.checkpoint_parts_hashed_off_loop += 1;
+                    self.replica
+                        .on_hashed_checkpoint_part(part, &mut self.effects)
+                }
+                Err(message) => self.replica.on_message(message, &mut self.effects),
+            }
         }
     }
 

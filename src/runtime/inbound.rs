@@ -11,6 +11,7 @@
 use super::connections::{next_inbound, Inbound, ReadPass};
 use super::event_loop::EventLoop;
 use super::handshake::{check_sender, Admitted, PeerState, Rejection};
+use super::page_hasher::is_pages;
 use super::routes::Route;
 use crate::protocol::{Body, Message};
 use crate::service::StateMachine;
@@ -153,6 +154,18 @@ impl<S: StateMachine> EventLoop<S> {
                 if let Err(rejection) = check_sender(from, &message, configuration) {
                     return self.reject(token, rejection);
                 }
+                // A checkpoint part of pages is hashed off the loop when the page hasher
+                // has room (`page_hasher`); any other message goes to the core now.
+                let message = match self.hasher.as_mut() {
+                    Some(hasher) if is_pages(&message) => match hasher.submit(message) {
+                        None => return,
+                        Some(message) => {
+                            self.metrics.counters.checkpoint_parts_hashed_on_loop += 1;
+                            message
+                        }
+                    },
+                    _ => message,
+                };
                 self.replica.on_message(message, &mut self.effects)
             }
             Admitted::StatsRequest => self.on_stats_request(token),

@@ -94,6 +94,11 @@ pub struct Counters {
     pub connections_refused: u64,
     /// Frames refused for a number no correct peer sends (`DecodeError::OutOfRange`).
     pub frames_out_of_range: u64,
+    /// Checkpoint parts of pages whose pages the page hasher's thread hashed.
+    pub checkpoint_parts_hashed_off_loop: u64,
+    /// Checkpoint parts of pages hashed on the loop (by the core) because the page
+    /// hasher had `PARTS_MAX` parts already.
+    pub checkpoint_parts_hashed_on_loop: u64,
     /// Handshakes refused for a configuration mismatch, a missing or wrong key, either way.
     pub handshakes_refused: u64,
     /// Rejection log lines not written because the same one was written within a minute.

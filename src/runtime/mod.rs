@@ -21,6 +21,7 @@
 //! - `storage`: the storage phase: writes complete in memory, or go to the storage
 //!   thread (`storage_thread`, `--durability disk`) and complete when it reports them;
 //! - `checkpoint_builder`: the thread that builds checkpoints off the loop;
+//! - `page_hasher`: the thread that hashes fetched checkpoint pages off the loop;
 //! - `peers`: the peer table, keyed by replica identity (links, redial backoff; it grows
 //!   and shrinks); `dial`: opening the links; `membership`: following the core's
 //!   configuration (peers, hello terms, retirement) across reconfigurations;
@@ -50,6 +51,7 @@ pub mod join;
 pub mod membership;
 pub mod metrics;
 pub mod options;
+mod page_hasher;
 mod page_keeper;
 mod peers;
 pub mod prometheus;

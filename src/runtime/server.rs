@@ -15,6 +15,7 @@ use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::io_thread::{self, IoContext, IoHandle, ToCore};
 use super::membership::address_bytes;
 use super::options::{Durability, ServerError, ServerOptions};
+use super::page_hasher::PageHasher;
 use super::page_keeper::PageKeeper;
 use super::prometheus::MetricsExporter;
 use super::status::{ReplicaStatus, SharedStatus};
@@ -96,6 +97,7 @@ impl ReplicaServer {
         };
         let (io, from_io) = spawn_io_threads(&options, &waker, &shutdown)?;
         let builder = CheckpointBuilder::spawn(options.replica, waker.clone())?;
+        let hasher = PageHasher::spawn(options.replica, waker.clone())?;
         let loop_shutdown = shutdown.clone();
         let name = format!("vsr-replica-{}", options.replica);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
@@ -131,6 +133,7 @@ impl ReplicaServer {
             EventLoop::new(poll, listener, options, replica, loop_shutdown, io, from_io)
                 .with_disk(disk)
                 .with_checkpoint_builder(builder)
+                .with_page_hasher(hasher)
                 .with_exporter(exporter)
                 .with_status(loop_status)
                 .run()

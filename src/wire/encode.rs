@@ -4,6 +4,12 @@
 //! payload, and two crc32c passes over the bytes as written. Nothing is allocated per entry,
 //! so encoding a Prepare of N entries into a reused buffer allocates nothing at all once
 //! the buffer has grown to its working size.
+//!
+//! A checkpoint part's pages are the exception ([`encode_segments`]): they travel by
+//! reference, as the checkpoint's own `Bytes`, between the segments the encoder writes,
+//! so serving a transfer copies no page in user space (copying each answer's pages into
+//! its frame was a third of a source's time, `perf/state_transfer.md`). The bytes on the
+//! wire are the same.
 
 use super::frame::{Peer, PEER_CLIENT, PEER_REPLICA};
 use super::greeting::{
@@ -16,7 +22,7 @@ use crate::protocol::{
     ENTRY_HEADER_BYTES,
 };
 use crate::service::{Digest, DIGEST_BYTES};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bytes of the entry count that opens every entry list.
 pub(crate) const ENTRIES_COUNT_BYTES: usize = 4;
@@ -42,6 +48,101 @@ pub fn encode(message: &Message, cluster: u128, out: &mut BytesMut) {
     write_body(&message.body, out);
     debug_assert_eq!(out.len() - start, HEADER_BYTES + body_bytes);
     finish(out, start, header);
+}
+
+/// Pages of at least this many bytes travel by reference in [`encode_segments`]; smaller
+/// ones are copied, since a segment costs an `iovec` and a reference count.
+const BY_REFERENCE_BYTES_MIN: usize = 512;
+
+/// Appends the frame carrying `message` to `segments`, the same bytes as [`encode`] would
+/// write, in order: the pages of a checkpoint part (of at least
+/// `BY_REFERENCE_BYTES_MIN` bytes) are pushed by reference, clones of the `Bytes` the
+/// message holds; everything else is written into `out` and split off in segments
+/// between them (whatever `out` held before leaves first, in the first segment). Any
+/// other message is written whole into one segment. Returns the frame's bytes.
+///
+/// # Panics
+/// As [`encode`].
+pub fn encode_segments(
+    message: &Message,
+    cluster: u128,
+    out: &mut BytesMut,
+    segments: &mut Vec<Bytes>,
+) -> usize {
+    let Body::CheckpointPart(part) = &message.body else {
+        return encode_one_segment(message, cluster, out, segments);
+    };
+    let CheckpointContent::Pages(pages) = &part.content else {
+        return encode_one_segment(message, cluster, out, segments);
+    };
+    let mut header = Header {
+        cluster,
+        epoch: message.epoch,
+        view: message.view,
+        replica: message.replica,
+        ..Header::default()
+    };
+    fill_header(&message.body, &mut header);
+    let body_bytes = body_bytes(&message.body);
+    let size = HEADER_BYTES + body_bytes;
+    header.size = u32::try_from(size).expect("frame of more than u32::MAX bytes");
+    // The body checksum over the body as it travels: the written fields and the pages in
+    // place (read, not copied).
+    let count = len_u32(pages.len()).to_le_bytes();
+    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&part.root.0), &count);
+    for (index, page) in pages {
+        crc = crc32c::crc32c_append(crc, &page_fields(*index, page));
+        crc = crc32c::crc32c_append(crc, page);
+    }
+    header.checksum_body = crc;
+    let copied: usize = pages
+        .iter()
+        .filter(|(_, page)| page.len() < BY_REFERENCE_BYTES_MIN)
+        .map(|(_, page)| page.len())
+        .sum();
+    out.reserve(HEADER_BYTES + DIGEST_BYTES + 4 + 8 * pages.len() + copied);
+    let start = out.len();
+    out.put_bytes(0, HEADER_BYTES);
+    let bytes: &mut [u8; HEADER_BYTES] = (&mut out[start..start + HEADER_BYTES])
+        .try_into()
+        .expect("header width");
+    header.write_sealed(bytes);
+    out.put_slice(&part.root.0);
+    out.put_slice(&count);
+    for (index, page) in pages {
+        out.put_slice(&page_fields(*index, page));
+        if page.len() < BY_REFERENCE_BYTES_MIN {
+            out.put_slice(page);
+        } else {
+            segments.push(out.split().freeze());
+            segments.push(page.clone());
+        }
+    }
+    if !out.is_empty() {
+        segments.push(out.split().freeze());
+    }
+    size
+}
+
+fn encode_one_segment(
+    message: &Message,
+    cluster: u128,
+    out: &mut BytesMut,
+    segments: &mut Vec<Bytes>,
+) -> usize {
+    let before = out.len();
+    encode(message, cluster, out);
+    let size = out.len() - before;
+    segments.push(out.split().freeze());
+    size
+}
+
+/// A page's fields before its bytes in a CheckpointPart: index, length.
+fn page_fields(index: u32, page: &Bytes) -> [u8; 8] {
+    let mut fields = [0u8; 8];
+    fields[..4].copy_from_slice(&index.to_le_bytes());
+    fields[4..].copy_from_slice(&len_u32(page.len()).to_le_bytes());
+    fields
 }
 
 /// Appends a `Hello` frame: the first frame on every connection. Its cluster id is
@@ -397,8 +498,7 @@ fn write_body(body: &Body, out: &mut BytesMut) {
                 CheckpointContent::Pages(pages) => {
                     out.put_u32_le(len_u32(pages.len()));
                     for (index, page) in pages {
-                        out.put_u32_le(*index);
-                        out.put_u32_le(len_u32(page.len()));
+                        out.put_slice(&page_fields(*index, page));
                         out.put_slice(page);
                     }
                 }
@@ -471,4 +571,85 @@ fn write_digests(digests: &[Digest], out: &mut BytesMut) {
 
 fn len_u32(len: usize) -> u32 {
     u32::try_from(len).expect("length checked against the u32 frame size in begin")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{CheckpointPart, CheckpointRequest, GetCheckpoint};
+
+    fn part(content: CheckpointContent) -> Message {
+        Message {
+            epoch: 3,
+            view: 7,
+            replica: 1,
+            body: Body::CheckpointPart(CheckpointPart {
+                op: 4096,
+                root: Digest([9; DIGEST_BYTES]),
+                responder: 11,
+                content,
+            }),
+        }
+    }
+
+    /// The segments are the frame `encode` writes, byte for byte, and the large pages
+    /// among them are the message's own buffers.
+    fn check(message: &Message) {
+        let mut whole = BytesMut::new();
+        encode(message, 5, &mut whole);
+        let mut out = BytesMut::from(&b"before"[..]);
+        let mut segments = Vec::new();
+        let size = encode_segments(message, 5, &mut out, &mut segments);
+        assert_eq!(size, whole.len());
+        assert!(out.is_empty());
+        let joined: Vec<u8> = segments.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(&joined[..6], b"before");
+        assert_eq!(&joined[6..], &whole[..]);
+        if let Body::CheckpointPart(CheckpointPart {
+            content: CheckpointContent::Pages(pages),
+            ..
+        }) = &message.body
+        {
+            for (_, page) in pages
+                .iter()
+                .filter(|(_, p)| p.len() >= BY_REFERENCE_BYTES_MIN)
+            {
+                assert!(
+                    segments.iter().any(|s| s.as_ptr() == page.as_ptr()),
+                    "a large page travels by reference"
+                );
+            }
+        }
+        let decoded = crate::wire::decode(&mut BytesMut::from(&whole[..]), 5, u32::MAX);
+        assert_eq!(
+            decoded.unwrap(),
+            Some(crate::wire::Frame::Message(message.clone()))
+        );
+    }
+
+    #[test]
+    fn segments_are_the_frame() {
+        let page = |len: usize, fill: u8| Bytes::from(vec![fill; len]);
+        check(&part(CheckpointContent::Pages(vec![
+            (0, page(4096, 1)),
+            (2, page(17, 2)),
+            (3, page(0, 3)),
+            (9, page(511, 4)),
+            (10, page(512, 5)),
+        ])));
+        check(&part(CheckpointContent::Pages(vec![(5, page(4096, 6))])));
+        check(&part(CheckpointContent::Pages(Vec::new())));
+        check(&part(CheckpointContent::Unavailable));
+        check(&Message {
+            epoch: 0,
+            view: 1,
+            replica: 0,
+            body: Body::GetCheckpoint(GetCheckpoint {
+                op: 1,
+                root: Digest([1; DIGEST_BYTES]),
+                asker: 2,
+                part: CheckpointRequest::Pages(vec![1, 2, 3]),
+            }),
+        });
+    }
 }

@@ -118,7 +118,10 @@
 //!
 //! [`decode`] splits the frame off the connection's read buffer and freezes it; every entry
 //! body, reply result and snapshot is a `Bytes` slice of that frame. [`encode`] appends to a
-//! caller-owned `BytesMut` with a single `reserve`, copying each payload once.
+//! caller-owned `BytesMut` with a single `reserve`, copying each payload once;
+//! [`encode_segments`] leaves a checkpoint part's pages where they are and hands them
+//! over by reference, as segments between the bytes it writes, for one vectored write:
+//! the same frame, with no page copied.
 //!
 //! # End of stream
 //!
@@ -141,8 +144,8 @@ pub use batch::{
 };
 pub use decode::{decode, is_partial};
 pub use encode::{
-    encode, encode_hello, encode_proof, encode_refusal, encode_stats_reply, encode_stats_request,
-    encode_welcome, frame_bytes,
+    encode, encode_hello, encode_proof, encode_refusal, encode_segments, encode_stats_reply,
+    encode_stats_request, encode_welcome, frame_bytes,
 };
 pub use error::DecodeError;
 pub use frame::{Frame, Peer};

@@ -19,7 +19,9 @@
 //!    pages, at most `checkpoint_fetch_requests_max` requests in flight, spread over the
 //!    replicas (the NewState's sender first; then every other request to a replica not
 //!    tried yet, the others to those that served a part, in turn). Each page is checked
-//!    against its digest; a corrupt page, a request that timed out and the part of a
+//!    against its digest (hashed here, or by the driver off the core's thread:
+//!    [`Replica::on_hashed_checkpoint_part`] takes pages whose digests [`Page::new`]
+//!    computed, and compares); a corrupt page, a request that timed out and the part of a
 //!    request an answer left out are asked for again, from the next replica. A replica
 //!    that says it does not hold the checkpoint is asked no more in this transfer; one
 //!    whose request timed out is not tried first again, in this transfer or the next ones,
@@ -147,6 +149,38 @@ struct Transfer {
     started: u64,
     bytes: u64,
     reused: u64,
+}
+
+/// A part's content as the core handles it: as the wire gave it, but with each page as
+/// it came, hashed or not.
+enum Content {
+    Unavailable,
+    Manifest {
+        level: u8,
+        start: u32,
+        digests: Vec<Digest>,
+        proof: Vec<Digest>,
+    },
+    Pages(Vec<(u32, Received)>),
+}
+
+/// A page as an answer brought it: its bytes alone, hashed here against the digest its
+/// manifest gave; or hashed by the driver off this thread ([`HashedPart`]), whose digest
+/// is then compared, not computed again. Either way no page is used unless its bytes
+/// hash to the digest of a manifest run verified against the root.
+enum Received {
+    Bytes(Bytes),
+    Hashed(Page),
+}
+
+impl Received {
+    /// The page, if its bytes hash to `digest`.
+    fn verify(self, digest: Digest) -> Option<Page> {
+        match self {
+            Received::Bytes(bytes) => Page::verified(bytes, digest).ok(),
+            Received::Hashed(page) => (page.digest() == digest).then_some(page),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -617,46 +651,88 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_checkpoint_part(&mut self, part: CheckpointPart, effects: &mut Vec<Effect>) {
+        let content = match part.content {
+            CheckpointContent::Unavailable => Content::Unavailable,
+            CheckpointContent::Manifest {
+                level,
+                start,
+                digests,
+                proof,
+            } => Content::Manifest {
+                level,
+                start,
+                digests,
+                proof,
+            },
+            CheckpointContent::Pages(pages) => Content::Pages(
+                pages
+                    .into_iter()
+                    .map(|(index, bytes)| (index, Received::Bytes(bytes)))
+                    .collect(),
+            ),
+        };
+        self.on_part(part.root, part.responder, content, effects)
+    }
+
+    /// A CheckpointPart of pages the driver hashed off this thread, fed like a message
+    /// (`on_message`): each page is used only if its digest, computed from its bytes by
+    /// [`Page::new`], equals the one its verified manifest run gave.
+    pub fn on_hashed_checkpoint_part(&mut self, part: HashedPart, effects: &mut Vec<Effect>) {
+        let start = effects.len();
+        let pages = part
+            .pages
+            .into_iter()
+            .map(|(index, page)| (index, Received::Hashed(page)))
+            .collect();
+        self.on_part(part.root, part.responder, Content::Pages(pages), effects);
+        self.end_input(start, effects);
+    }
+
+    fn on_part(
+        &mut self,
+        root: Digest,
+        responder: ReplicaId,
+        content: Content,
+        effects: &mut Vec<Effect>,
+    ) {
         let ticks = self.ticks;
         let Some(transfer) = self
             .checkpoint_fetch
             .transfer
             .as_mut()
-            .filter(|transfer| transfer.id.root == part.root)
+            .filter(|transfer| transfer.id.root == root)
         else {
             return self.drop_reason("checkpoint_part", "no transfer of this checkpoint");
         };
-        let answered = |asked: &Asked| match (&part.content, asked) {
-            (CheckpointContent::Manifest { start, .. }, Asked::Run(run)) => {
-                *start == *run << transfer.level
-            }
-            (CheckpointContent::Pages(pages), Asked::Pages(indexes)) => pages
+        let answered = |asked: &Asked| match (&content, asked) {
+            (Content::Manifest { start, .. }, Asked::Run(run)) => *start == *run << transfer.level,
+            (Content::Pages(pages), Asked::Pages(indexes)) => pages
                 .first()
                 .is_some_and(|(first, _)| indexes.first() == Some(first)),
-            (CheckpointContent::Unavailable, _) => true,
+            (Content::Unavailable, _) => true,
             _ => false,
         };
         let position = transfer
             .in_flight
             .iter()
-            .position(|in_flight| in_flight.to == part.responder && answered(&in_flight.asked));
+            .position(|in_flight| in_flight.to == responder && answered(&in_flight.asked));
         let asked = position.map(|position| transfer.in_flight.swap_remove(position).asked);
         let root = transfer.id.root;
         let mut progressed = false;
         let mut refetch = 0;
         // Verified pages for the store to keep (module docs).
         let mut keep = Vec::new();
-        match part.content {
-            CheckpointContent::Unavailable => {
-                transfer.sources.retain(|&id| id != part.responder);
-                transfer.holders.retain(|&id| id != part.responder);
-                transfer.suspects.retain(|&id| id != part.responder);
+        match content {
+            Content::Unavailable => {
+                transfer.sources.retain(|&id| id != responder);
+                transfer.holders.retain(|&id| id != responder);
+                transfer.suspects.retain(|&id| id != responder);
                 if let Some(asked) = asked {
                     refetch += asked_pages(&asked);
                     transfer.give_back(asked);
                 }
             }
-            CheckpointContent::Manifest {
+            Content::Manifest {
                 level,
                 start,
                 digests,
@@ -680,11 +756,11 @@ impl<S: StateMachine> Replica<S> {
                     }
                     tracing::warn!(
                         replica = self.id,
-                        from = part.responder,
+                        from = responder,
                         "checkpoint manifest run does not verify"
                     );
                 } else if !transfer.runs_received[run as usize] {
-                    transfer.note_holder(part.responder);
+                    transfer.note_holder(responder);
                     let mut resumed = 0;
                     let reused = transfer.take_run(run, &digests, &mut keep, &mut resumed);
                     transfer.reused += reused;
@@ -693,11 +769,11 @@ impl<S: StateMachine> Replica<S> {
                     progressed = true;
                 }
             }
-            CheckpointContent::Pages(pages) => {
+            Content::Pages(pages) => {
                 let mut corrupt = 0;
                 let mut bytes = 0;
                 let mut fetched = 0;
-                for (index, bytes_of_page) in pages {
+                for (index, received) in pages {
                     let Some(Some(digest)) = transfer.digests.get(index as usize).copied() else {
                         corrupt += 1;
                         continue;
@@ -705,16 +781,15 @@ impl<S: StateMachine> Replica<S> {
                     if transfer.pages[index as usize].is_some() {
                         continue;
                     }
-                    let len = bytes_of_page.len() as u64;
-                    match Page::verified(bytes_of_page, digest) {
-                        Ok(page) => {
+                    match received.verify(digest) {
+                        Some(page) => {
+                            bytes += page.len() as u64;
                             keep.push(page.clone());
                             transfer.pages[index as usize] = Some(page);
                             transfer.pages_held += 1;
                             fetched += 1;
-                            bytes += len;
                         }
-                        Err(_) => corrupt += 1,
+                        None => corrupt += 1,
                     }
                 }
                 transfer.bytes += bytes;
@@ -725,7 +800,7 @@ impl<S: StateMachine> Replica<S> {
                     refetch += (transfer.pages_waiting.len() - before) as u64;
                 }
                 if fetched > 0 {
-                    transfer.note_holder(part.responder);
+                    transfer.note_holder(responder);
                 }
                 self.stats.checkpoint_pages_fetched += fetched;
                 self.stats.checkpoint_bytes_fetched += bytes;
