@@ -564,3 +564,106 @@ fn tiny_pages_cut_a_small_state_into_many() {
     other_tiny.restore(&deferred).unwrap();
     assert_eq!(other_tiny, plain);
 }
+
+/// Runs `kv`'s deferred snapshot on another thread while this one reads every key of
+/// `model` (the state, changes included) through the fold, again and again until the fold
+/// is done, and once more after: every read must be the model's, wherever the fold got.
+fn check_reads_during_a_fold(mut kv: Kv, model: &BTreeMap<Bytes, Bytes>, keys: &[Bytes]) {
+    let build = kv.snapshot_deferred();
+    let worker = build.downgrade();
+    let thread = std::thread::spawn(move || worker.run());
+    let mut rounds = 0;
+    loop {
+        let done = build.is_done();
+        for key in keys {
+            let expected = model
+                .get(key)
+                .cloned()
+                .map_or(KvResult::Nil, KvResult::Value);
+            assert_eq!(kv.read(key), expected, "{key:?} in round {rounds}");
+        }
+        rounds += 1;
+        if done {
+            break;
+        }
+    }
+    assert!(thread.join().unwrap());
+    let mut plain = Kv::with_page_bytes(kv.page_bytes);
+    model
+        .iter()
+        .for_each(|(k, v)| drop(plain.execute(KvOp::Put(k.clone(), v.clone()))));
+    assert_eq!(build.run(), &plain.snapshot());
+    kv.execute(KvOp::Get(b("taken")));
+    assert!(kv.folding.is_none());
+    assert_eq!(kv, plain);
+}
+
+#[test]
+fn reads_see_the_state_at_every_moment_of_a_fold() {
+    let keys: Vec<Bytes> = (0..6000).map(|i| b(&format!("key {i}"))).collect();
+    // (keys before, then the changes: (first key, last key, value, or deleted)).
+    type Script = (usize, (usize, usize, Option<&'static str>));
+    let scripts: [Script; 4] = [
+        // Values of the same size: the same layout, some buckets rebuilt.
+        (4000, (0, 4000, Some("changed value"))),
+        // Twice the keys: a layout of twice the buckets.
+        (3000, (3000, 6000, Some("a new key's value"))),
+        // Three quarters deleted: a layout of a quarter of the buckets.
+        (6000, (0, 4500, None)),
+        // From nothing to a few hundred buckets at once.
+        (0, (0, 6000, Some("value"))),
+    ];
+    for (before, (first, last, value)) in scripts {
+        let mut kv = Kv::with_page_bytes(64);
+        kv.snapshot_deferred().run();
+        let mut model = BTreeMap::new();
+        for key in &keys[..before] {
+            let value = Bytes::from(format!("initial value of {key:?}"));
+            model.insert(key.clone(), value.clone());
+            kv.execute(KvOp::Put(key.clone(), value));
+        }
+        kv.snapshot_deferred().run();
+        for (i, key) in keys[first..last].iter().enumerate() {
+            if i % 3 == 2 {
+                continue; // some keys of the range unchanged
+            }
+            match value {
+                Some(value) => {
+                    let value = b(value);
+                    model.insert(key.clone(), value.clone());
+                    kv.execute(KvOp::Put(key.clone(), value));
+                }
+                None => {
+                    model.remove(key);
+                    kv.execute(KvOp::Delete(key.clone()));
+                }
+            }
+        }
+        check_reads_during_a_fold(kv, &model, &keys);
+    }
+}
+
+#[test]
+fn a_fold_lets_go_of_each_bucket_it_rebuilds() {
+    // Before the map takes a finished fold (it has not executed anything since), the
+    // buckets the fold rewrote are freed already; those it did not touch are shared.
+    let mut kv = filled(3000);
+    kv.snapshot_deferred().run();
+    kv.execute(KvOp::Get(b("key 1")));
+    assert!(kv.folding.is_none() && kv.buckets.len() > 4);
+    let before: Vec<std::sync::Weak<bucket::Bucket>> =
+        kv.buckets.iter().map(Arc::downgrade).collect();
+    let changed = [b("key 7"), b("key 1234")];
+    let touched: HashSet<usize> = (changed.iter())
+        .map(|key| bucket_of(key_hash(key), kv.bucket_bits))
+        .collect();
+    for key in &changed {
+        kv.execute(KvOp::Put(key.clone(), b("changed")));
+    }
+    kv.snapshot_deferred().run();
+    assert!(kv.folding.is_some(), "not taken yet");
+    for (index, bucket) in before.iter().enumerate() {
+        let alive = bucket.upgrade().is_some();
+        assert_eq!(alive, !touched.contains(&index), "bucket {index}");
+    }
+}
