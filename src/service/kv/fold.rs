@@ -2,8 +2,9 @@
 //! buckets again, and the snapshot of the result.
 //!
 //! A fold works on a [`Fold`]: its inputs (the buckets and the changes, moved in, not
-//! shared) and its progress, behind one lock, so that it can run on another thread while
-//! the map keeps executing (see `Kv::snapshot_deferred`) and reads through it. It rewrites
+//! shared) and its progress, behind a read-write lock, so that it can run on another
+//! thread while the map keeps executing (see `Kv::snapshot_deferred`) and reads through
+//! it. Only the fold writes, and only to swap a range it has written for the old one. It rewrites
 //! the state a part at a time, in state order (a bucket the changes touch, or with a new
 //! layout every bucket), and *replaces* each part when it is written: the new buckets go
 //! in, the old bucket and the changes now in the new ones go out and are freed. So at every
@@ -19,7 +20,7 @@ use super::merge::merge;
 use crate::service::Snapshot;
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The buckets of one layout: 2^bits of them, each shared while unchanged.
 pub(super) type Buckets = Arc<Vec<Arc<Bucket>>>;
@@ -38,7 +39,7 @@ pub(super) struct Folded {
 
 /// A fold: the state it folds and how far it got (module docs).
 pub(super) struct Fold {
-    parts: Mutex<Parts>,
+    parts: RwLock<Parts>,
     /// The largest page of the map.
     page_bytes: usize,
 }
@@ -95,7 +96,7 @@ impl Fold {
             .map(Some)
             .collect();
         Fold {
-            parts: Mutex::new(Parts {
+            parts: RwLock::new(Parts {
                 old,
                 old_bits: bits,
                 frozen: changes,
@@ -107,16 +108,22 @@ impl Fold {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Parts> {
-        self.parts
-            .lock()
-            .expect("a fold never panics holding its parts")
+    /// The parts, to read: by lookups, and by the fold while it writes a range (only the
+    /// fold changes the parts, so what it read stays true until it replaces the range).
+    fn read(&self) -> RwLockReadGuard<'_, Parts> {
+        (self.parts.read()).expect("a fold never panics holding its parts")
+    }
+
+    /// The parts, to replace a range: held only as long as that takes (no writing of
+    /// buckets, no hashing), so that lookups on the executing thread seldom wait.
+    fn write(&self) -> RwLockWriteGuard<'_, Parts> {
+        (self.parts.write()).expect("a fold never panics holding its parts")
     }
 
     /// The value of `key` (whose hash is `hash`) in the state the fold folds, wherever
     /// the fold got to.
     pub fn get(&self, hash: u64, key: &Bytes) -> Option<Bytes> {
-        let parts = self.lock();
+        let parts = self.read();
         if bucket_of(hash, parts.range_bits()) < parts.done {
             return parts.new[bucket_of(hash, parts.new_bits)].get(hash, key);
         }
@@ -131,39 +138,48 @@ impl Fold {
     /// Runs the fold, hashing every written bucket's pages: the buckets and the snapshot
     /// of the state.
     pub fn run(&self) -> Folded {
-        self.replace_all(true);
+        self.replace_all(true, &mut |_| {});
+        self.finish(true)
+    }
+
+    /// [`Fold::run`], calling `replaced` after each range is replaced (tests look up
+    /// every key there).
+    #[cfg(test)]
+    pub fn run_observed(&self, replaced: &mut dyn FnMut(&Fold)) -> Folded {
+        self.replace_all(true, replaced);
         self.finish(true)
     }
 
     /// Runs the fold without hashing pages (the next snapshot hashes them): for a map that
     /// keeps too many changes between snapshots.
     pub fn run_unhashed(&self) -> (Buckets, u32) {
-        self.replace_all(false);
+        self.replace_all(false, &mut |_| {});
         let folded = self.finish(false);
         (folded.buckets, folded.bits)
     }
 
-    /// Writes and replaces every range the fold changes, in state order.
-    fn replace_all(&self, hash: bool) {
+    /// Writes and replaces every range the fold changes, in state order, calling
+    /// `replaced` after each.
+    fn replace_all(&self, hash: bool, replaced: &mut dyn FnMut(&Fold)) {
         let (old_bits, new_bits) = {
-            let parts = self.lock();
+            let parts = self.read();
             assert_eq!(parts.done, 0, "a fold runs once");
             (parts.old_bits, parts.new_bits)
         };
         if old_bits == new_bits {
-            self.rebuild_changed(hash);
+            self.rebuild_changed(hash, replaced);
         } else {
-            self.relayout(hash);
+            self.relayout(hash, replaced);
         }
     }
 
     /// Rebuilds each bucket the changes touch, found from the changes themselves (so that
     /// a few changes cost a few buckets, whatever the number of buckets); the others are
     /// shared as they are.
-    fn rebuild_changed(&self, hash: bool) {
+    fn rebuild_changed(&self, hash: bool, replaced: &mut dyn FnMut(&Fold)) {
         let mut writer = Writer::default();
         {
-            let mut parts = self.lock();
+            let mut parts = self.write();
             let shared = parts
                 .old
                 .iter()
@@ -172,7 +188,7 @@ impl Fold {
         }
         loop {
             let (index, mut bucket) = {
-                let parts = self.lock();
+                let parts = self.read();
                 let Some(((first, _), _)) = parts.frozen.first_key_value() else {
                     break;
                 };
@@ -186,30 +202,31 @@ impl Fold {
                 bucket.pages(self.page_bytes);
             }
             let old = {
-                let mut parts = self.lock();
+                let mut parts = self.write();
                 parts.new[index] = Arc::new(bucket);
                 parts.replaced_below(index + 1);
                 parts.old[index].take()
             };
             drop(old);
+            replaced(self);
         }
-        let mut parts = self.lock();
+        let mut parts = self.write();
         let all = parts.old.len();
         parts.replaced_below(all);
     }
 
     /// Rewrites every bucket into the new layout, a range at a time.
-    fn relayout(&self, hash: bool) {
+    fn relayout(&self, hash: bool, replaced: &mut dyn FnMut(&Fold)) {
         let (old_bits, new_bits, range_bits) = {
-            let parts = self.lock();
+            let parts = self.read();
             (parts.old_bits, parts.new_bits, parts.range_bits())
         };
         let mut builder = Builder::new(new_bits);
-        let mut written = Vec::new();
+        let (mut written, mut released) = (Vec::new(), Vec::new());
         for range in 0..1usize << range_bits {
             let olds = range << (old_bits - range_bits)..(range + 1) << (old_bits - range_bits);
             {
-                let parts = self.lock();
+                let parts = self.read();
                 for index in olds.clone() {
                     let old = parts.old[index].as_ref().expect("not replaced yet");
                     let changes = parts.frozen.range(bucket_range(index, old_bits));
@@ -222,10 +239,15 @@ impl Fold {
                     bucket.pages(self.page_bytes);
                 }
             }
-            let mut parts = self.lock();
-            parts.new.extend(written.drain(..).map(Arc::new));
-            parts.replaced_below(range + 1);
-            olds.for_each(|index| drop(parts.old[index].take()));
+            {
+                let mut parts = self.write();
+                parts.new.extend(written.drain(..).map(Arc::new));
+                parts.replaced_below(range + 1);
+                released.extend(olds.map(|index| parts.old[index].take()));
+            }
+            // Freed here, not holding the parts.
+            released.clear();
+            replaced(self);
         }
     }
 
@@ -233,7 +255,7 @@ impl Fold {
     /// them, if `hash`).
     fn finish(&self, hash: bool) -> Folded {
         let (buckets, bits) = {
-            let mut parts = self.lock();
+            let mut parts = self.write();
             debug_assert!(parts.frozen.is_empty());
             debug_assert_eq!(parts.new.len(), 1 << parts.new_bits);
             // Every lookup goes to `new` now: handles of buckets shared unchanged go, so

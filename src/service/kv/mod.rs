@@ -70,10 +70,12 @@ const CHANGES_MIN: usize = 1 << 14;
 #[derive(Clone)]
 pub struct Kv {
     /// The 2^`bucket_bits` buckets as of the last fold that the map took: bucket i holds
-    /// the records whose hash's top bits are i, as they were then.
+    /// the records whose hash's top bits are i, as they were then. Empty, and never read,
+    /// while a fold is in flight: they were moved into it.
     buckets: Buckets,
     bucket_bits: u32,
-    /// A fold running elsewhere: the changes it folds into `buckets`, frozen.
+    /// A fold in flight (run elsewhere, or not yet): the buckets and the changes it
+    /// folds.
     folding: Option<Folding>,
     /// Every key changed since the last fold (or since the changes were frozen for a fold
     /// in flight). Keys and values are copies of their own.
@@ -384,9 +386,9 @@ impl StateMachine for Kv {
         Deferred::new(move || fold.run().snapshot.clone())
     }
 
-    /// Takes the fold's buckets at once: without it an idle map would go on holding its
-    /// old buckets and the frozen changes beside the new buckets (until its next
-    /// operation), about the state twice over.
+    /// Takes the fold's buckets at once. The fold let go of the old buckets and the
+    /// frozen changes as it went; what an idle map would hold until its next operation
+    /// without this is the fold's own table of bucket handles and the result's.
     fn snapshot_built(&mut self) {
         self.take_finished_fold();
     }

@@ -598,48 +598,86 @@ fn check_reads_during_a_fold(mut kv: Kv, model: &BTreeMap<Bytes, Bytes>, keys: &
     assert_eq!(kv, plain);
 }
 
+/// Keys before, then the changes: every `step`th key from `first` to `last` set to a
+/// value, or deleted.
+type FoldScript = (usize, Changed);
+type Changed = (usize, usize, usize, Option<&'static str>);
+
+const FOLD_SCRIPTS: [FoldScript; 4] = [
+    // A third of the keys changed: the same layout, most buckets rebuilt.
+    (4000, (0, 4000, 3, Some("changed value"))),
+    // Twice the keys: a layout of twice the buckets.
+    (3000, (3000, 6000, 1, Some("a new key's value"))),
+    // Five in six deleted: a layout of a quarter of the buckets.
+    (6000, (0, 5000, 1, None)),
+    // From nothing to a thousand buckets at once.
+    (0, (0, 6000, 1, Some("value"))),
+];
+
+/// A map of small pages, folded with the keys before, then changed; with the model of
+/// its state and every key the script names.
+fn scripted(
+    before: usize,
+    (first, last, step, value): Changed,
+) -> (Kv, BTreeMap<Bytes, Bytes>, Vec<Bytes>) {
+    let keys: Vec<Bytes> = (0..6000).map(|i| b(&format!("key {i}"))).collect();
+    let mut kv = Kv::with_page_bytes(64);
+    kv.snapshot_deferred().run();
+    let mut model = BTreeMap::new();
+    for key in &keys[..before] {
+        let value = Bytes::from(format!("initial value of {key:?}"));
+        model.insert(key.clone(), value.clone());
+        kv.execute(KvOp::Put(key.clone(), value));
+    }
+    kv.snapshot_deferred().run();
+    kv.execute(KvOp::Get(b("the fold taken")));
+    for key in keys[first..last].iter().step_by(step) {
+        match value {
+            Some(value) => {
+                model.insert(key.clone(), b(value));
+                kv.execute(KvOp::Put(key.clone(), b(value)));
+            }
+            None => {
+                model.remove(key);
+                kv.execute(KvOp::Delete(key.clone()));
+            }
+        }
+    }
+    (kv, model, keys)
+}
+
 #[test]
 fn reads_see_the_state_at_every_moment_of_a_fold() {
-    let keys: Vec<Bytes> = (0..6000).map(|i| b(&format!("key {i}"))).collect();
-    // (keys before, then the changes: (first key, last key, value, or deleted)).
-    type Script = (usize, (usize, usize, Option<&'static str>));
-    let scripts: [Script; 4] = [
-        // Values of the same size: the same layout, some buckets rebuilt.
-        (4000, (0, 4000, Some("changed value"))),
-        // Twice the keys: a layout of twice the buckets.
-        (3000, (3000, 6000, Some("a new key's value"))),
-        // Three quarters deleted: a layout of a quarter of the buckets.
-        (6000, (0, 4500, None)),
-        // From nothing to a few hundred buckets at once.
-        (0, (0, 6000, Some("value"))),
-    ];
-    for (before, (first, last, value)) in scripts {
-        let mut kv = Kv::with_page_bytes(64);
-        kv.snapshot_deferred().run();
-        let mut model = BTreeMap::new();
-        for key in &keys[..before] {
-            let value = Bytes::from(format!("initial value of {key:?}"));
-            model.insert(key.clone(), value.clone());
-            kv.execute(KvOp::Put(key.clone(), value));
-        }
-        kv.snapshot_deferred().run();
-        for (i, key) in keys[first..last].iter().enumerate() {
-            if i % 3 == 2 {
-                continue; // some keys of the range unchanged
-            }
-            match value {
-                Some(value) => {
-                    let value = b(value);
-                    model.insert(key.clone(), value.clone());
-                    kv.execute(KvOp::Put(key.clone(), value));
-                }
-                None => {
-                    model.remove(key);
-                    kv.execute(KvOp::Delete(key.clone()));
-                }
-            }
-        }
+    for (before, changes) in FOLD_SCRIPTS {
+        let (kv, model, keys) = scripted(before, changes);
         check_reads_during_a_fold(kv, &model, &keys);
+    }
+}
+
+#[test]
+fn every_lookup_at_every_step_of_a_fold_finds_the_folded_state() {
+    // The same scripts, folded on this thread: after each range the fold replaces, every
+    // key is looked up through the fold.
+    for (before, changes) in FOLD_SCRIPTS {
+        let (mut kv, model, keys) = scripted(before, changes);
+        let bits = kv.bucket_bits;
+        let fold = kv.take_fold();
+        let mut steps = 0;
+        let folded = fold.run_observed(&mut |fold| {
+            steps += 1;
+            for key in &keys {
+                let value = fold.get(key_hash(key), key);
+                assert_eq!(value.as_ref(), model.get(key), "{key:?} at step {steps}");
+            }
+        });
+        // A range per rebuilt bucket, or per bucket of the coarser layout (one, from a
+        // single bucket).
+        assert!(steps > 1 || bits == 0, "{steps} steps");
+        let mut plain = Kv::with_page_bytes(kv.page_bytes);
+        model
+            .iter()
+            .for_each(|(k, v)| drop(plain.execute(KvOp::Put(k.clone(), v.clone()))));
+        assert_eq!(folded.snapshot, plain.snapshot());
     }
 }
 
