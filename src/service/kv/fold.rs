@@ -3,15 +3,16 @@
 //!
 //! A fold works on a [`Fold`]: its inputs (the buckets and the changes, moved in, not
 //! shared) and its progress, behind a read-write lock, so that it can run on another
-//! thread while the map keeps executing (see `Kv::snapshot_deferred`) and reads through
-//! it. Only the fold writes, and only to swap a range it has written for the old one. It rewrites
-//! the state a part at a time, in state order (a bucket the changes touch, or with a new
-//! layout every bucket), and *replaces* each part when it is written: the new buckets go
-//! in, the old bucket and the changes now in the new ones go out and are freed. So at every
-//! moment a lookup finds each part of the state exactly once, either written or as the old
-//! bucket with the changes over it, and at most one part of the state exists twice, whoever
-//! runs the fold. (A checkpoint holding the previous snapshot's pages still keeps the old
-//! records of the buckets it names alive: those are its own.)
+//! thread while the map keeps executing (see `Kv::snapshot_deferred`) and looks up
+//! through it. The fold rewrites the state a part at a time, in state order (each bucket
+//! the changes touch, or every bucket of the coarser layout when the layout changes), and
+//! swaps each part in once it is written, under the write lock: the new buckets go in, the
+//! old buckets and the changes they took go out and are freed. Writing and hashing happen
+//! under the read lock or none (only the fold changes the parts), so a lookup waits at
+//! most for a swap. At every moment a lookup finds each part of the state exactly once,
+//! written or as the old bucket with the changes over it, and at most one part exists
+//! twice, whoever runs the fold. (A checkpoint that holds the previous snapshot's pages
+//! keeps the records of the old buckets alive: they are its own.)
 
 use super::bucket::Bucket;
 use super::build::{Builder, Writer};
@@ -48,10 +49,10 @@ pub(super) struct Fold {
 /// the others, as `old` with `frozen` over them.
 ///
 /// Invariants: ranges are those of the coarser of the two layouts (2^`range_bits()`
-/// buckets); ranges below `done` are in `new` alone (their `old` buckets are gone, unless
-/// shared by `new` unchanged, and no change of theirs is left in `frozen`); ranges from
-/// `done` on are in `old` and `frozen` alone, and `new` holds buckets of the ranges below
-/// `done` (all of them, once the fold started, in a layout that did not change).
+/// buckets). A range below `done` is in `new` alone: no change of it is left in `frozen`,
+/// and its `old` buckets are gone, unless `new` shares them unchanged (a layout that did
+/// not change, where `new` holds every bucket from the start). A range from `done` on is
+/// in `old` and `frozen` alone.
 struct Parts {
     old: Vec<Option<Arc<Bucket>>>,
     old_bits: u32,

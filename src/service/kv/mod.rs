@@ -297,8 +297,9 @@ impl Kv {
         )
     }
 
-    /// Freezes the changes and returns their fold, to be run by whoever needs it first; a
-    /// fold still in flight is finished (here, if nobody ran it) and taken first.
+    /// Moves the buckets and the changes into a fold and returns it, to be run by whoever
+    /// needs it first; a fold still in flight is finished (here, if nobody ran it) and
+    /// taken first.
     fn start_fold(&mut self) -> Deferred<Folded> {
         if let Some(folding) = &self.folding {
             folding.fold.run();
