@@ -125,7 +125,6 @@ impl Bucket {
     }
 
     /// The bucket's pages, if they were hashed since it was built.
-    #[cfg(test)]
     pub fn hashed_pages(&self) -> Option<&[Page]> {
         self.pages.as_deref()
     }

@@ -10,6 +10,9 @@ use bytes::Bytes;
 /// Splits records pushed in state order into the 2^bits buckets of a layout.
 pub(super) struct Builder {
     bits: u32,
+    /// Buckets closed so far, taken or not: the bucket being written is the next one.
+    closed: usize,
+    /// Buckets closed and not taken yet.
     buckets: Vec<Bucket>,
     writer: Writer,
 }
@@ -19,21 +22,23 @@ impl Builder {
     pub fn new(bits: u32) -> Builder {
         Builder {
             bits,
-            buckets: Vec::with_capacity(1 << bits),
+            closed: 0,
+            buckets: Vec::new(),
             writer: Writer::default(),
         }
     }
 
     /// Closes the buckets before `index` (the one being written included).
     fn close_before(&mut self, index: usize) {
-        while self.buckets.len() < index {
+        while self.closed < index {
             self.buckets.push(self.writer.finish());
+            self.closed += 1;
         }
     }
 
     /// Whether `record` can be pushed (see [`Writer::fits`]).
     pub fn fits(&self, record: &Record<'_>) -> bool {
-        if bucket_of(record.hash, self.bits) > self.buckets.len() {
+        if bucket_of(record.hash, self.bits) > self.closed {
             Writer::default().fits(record)
         } else {
             self.writer.fits(record)
@@ -43,14 +48,22 @@ impl Builder {
     /// Adds `record` to its bucket; records come in state order.
     pub fn push(&mut self, record: Record<'_>) {
         let index = bucket_of(record.hash, self.bits);
-        assert!(index >= self.buckets.len(), "records pushed out of order");
+        assert!(index >= self.closed, "records pushed out of order");
         self.close_before(index);
         self.writer.push(record);
     }
 
-    /// The 2^bits buckets.
+    /// The buckets before `index` not taken yet, closed: no record pushed after this
+    /// call may belong to them.
+    pub fn take_before(&mut self, index: usize) -> impl Iterator<Item = Bucket> + '_ {
+        self.close_before(index);
+        self.buckets.drain(..)
+    }
+
+    /// The 2^bits buckets; none taken before.
     pub fn finish(mut self) -> Vec<Bucket> {
         self.close_before(1 << self.bits);
+        assert_eq!(self.buckets.len(), 1 << self.bits, "buckets taken before");
         self.buckets
     }
 }

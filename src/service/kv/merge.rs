@@ -65,29 +65,6 @@ where
     }
 }
 
-/// Two sets of changes as one, in state order: `later`'s change of a key replaces
-/// `earlier`'s (the changes frozen for a fold in flight, then those made since).
-pub(super) fn overlay<'a, E, L>(earlier: E, later: L) -> impl Iterator<Item = Change<'a>>
-where
-    E: Iterator<Item = Change<'a>>,
-    L: Iterator<Item = Change<'a>>,
-{
-    let mut earlier = earlier.peekable();
-    let mut later = later.peekable();
-    std::iter::from_fn(move || match (earlier.peek(), later.peek()) {
-        (None, _) => later.next(),
-        (Some(_), None) => earlier.next(),
-        (Some((at_earlier, _)), Some((at_later, _))) => match at_earlier.cmp(at_later) {
-            Ordering::Less => earlier.next(),
-            Ordering::Greater => later.next(),
-            Ordering::Equal => {
-                earlier.next();
-                later.next()
-            }
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::layout::key_hash;
@@ -139,25 +116,5 @@ mod tests {
             ],
             &[("b", "20"), ("c", "3"), ("d", "4")],
         );
-    }
-
-    #[test]
-    fn later_changes_replace_earlier_ones() {
-        let at = |key: &str| {
-            (
-                key_hash(key.as_bytes()),
-                Bytes::copy_from_slice(key.as_bytes()),
-            )
-        };
-        let value = |v: Option<&str>| v.map(|v| Bytes::copy_from_slice(v.as_bytes()));
-        let changes = |list: &[(&str, Option<&str>)]| -> BTreeMap<Position, Option<Bytes>> {
-            list.iter().map(|&(k, v)| (at(k), value(v))).collect()
-        };
-        let earlier = changes(&[("a", Some("1")), ("b", Some("2")), ("c", None)]);
-        let later = changes(&[("b", None), ("c", Some("3")), ("d", Some("4"))]);
-        let mut expected = earlier.clone();
-        expected.extend(later.clone());
-        let merged: Vec<_> = overlay(earlier.iter(), later.iter()).collect();
-        assert_eq!(merged, expected.iter().collect::<Vec<_>>());
     }
 }

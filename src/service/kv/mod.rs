@@ -25,9 +25,9 @@ pub use ops::{KvOp, KvResult};
 use super::{Deferred, Snapshot, SnapshotError, StateMachine, PAGE_BYTES_TARGET};
 use build::Builder;
 use bytes::Bytes;
-use fold::{fold, fold_unhashed, Buckets, Changes, Folded};
+use fold::{Buckets, Changes, Fold, Folded};
 use layout::{bucket_bits_for, bucket_of, key_hash, record_len, Record};
-use merge::{merge, overlay};
+use merge::merge;
 use std::sync::Arc;
 
 /// Changes kept beside the buckets before they are folded into them even without a
@@ -58,19 +58,24 @@ const CHANGES_MIN: usize = 1 << 14;
 /// the receive buffer of the frame it came in.
 ///
 /// Snapshots in the background (paper 5.1's copy-on-write): [`StateMachine::
-/// snapshot_deferred`] freezes the changes as they are and hands the fold to whichever
-/// thread runs it, while the map goes on executing with a fresh set of changes over the
-/// frozen ones (`folding`); a lookup reads the changes, then the frozen changes, then the
-/// buckets. The map takes the fold's buckets at its next operation after the fold
-/// finished. A bucket rebuilt while the map (or a checkpoint) still holds its previous
-/// version exists twice until they let go of it.
+/// snapshot_deferred`] moves the buckets and the changes as they are into a [`Fold`] and
+/// hands it to whichever thread runs it, while the map goes on executing with a fresh set
+/// of changes (`folding`); a lookup reads the changes, then the fold's state. The fold
+/// replaces the buckets one at a time (`fold`): once a bucket is rewritten, lookups read
+/// the new one and the old one and the frozen changes it took are freed, so the map holds
+/// the state about once while a fold runs, not its old buckets beside the new ones. The
+/// map takes the fold's buckets at its next operation after the fold finished. (A
+/// checkpoint that holds the previous snapshot keeps the records of its pages alive until
+/// it is dropped: a bucket rebuilt meanwhile exists twice.)
 #[derive(Clone)]
 pub struct Kv {
     /// The 2^`bucket_bits` buckets as of the last fold that the map took: bucket i holds
-    /// the records whose hash's top bits are i, as they were then.
+    /// the records whose hash's top bits are i, as they were then. Empty, and never read,
+    /// while a fold is in flight: they were moved into it.
     buckets: Buckets,
     bucket_bits: u32,
-    /// A fold running elsewhere: the changes it folds into `buckets`, frozen.
+    /// A fold in flight (run elsewhere, or not yet): the buckets and the changes it
+    /// folds.
     folding: Option<Folding>,
     /// Every key changed since the last fold (or since the changes were frozen for a fold
     /// in flight). Keys and values are copies of their own.
@@ -92,8 +97,8 @@ pub struct Kv {
 /// A fold in flight (see [`Kv`]).
 #[derive(Clone)]
 struct Folding {
-    /// The changes it folds: the state it snapshots is these over the map's buckets.
-    frozen: Arc<Changes>,
+    /// What it folds, and how far it got: the state before the map's changes.
+    state: Arc<Fold>,
     /// The fold, run by whoever needs it first.
     fold: Deferred<Folded>,
 }
@@ -210,12 +215,11 @@ impl Kv {
         }
     }
 
-    /// The value of `key` before the changes: in the frozen changes of a fold in flight,
-    /// or else in its bucket.
+    /// The value of `key` before the changes: in the state of a fold in flight, or else
+    /// in its bucket.
     fn base_get(&self, hash: u64, key: &Bytes) -> Option<Bytes> {
-        let frozen = (self.folding.as_ref()).and_then(|f| f.frozen.get(&(hash, key.clone())));
-        match frozen {
-            Some(change) => change.clone(),
+        match &self.folding {
+            Some(folding) => folding.state.get(hash, key),
             None => self.buckets[bucket_of(hash, self.bucket_bits)].get(hash, key),
         }
     }
@@ -277,39 +281,42 @@ impl Kv {
             && !self.deferred_snapshots
             && self.changes.len() > CHANGES_MIN.max(self.keys / 4)
         {
-            let changes = std::mem::take(&mut self.changes);
-            let buckets = std::mem::take(&mut self.buckets);
-            (self.buckets, self.bucket_bits) = fold_unhashed(
-                buckets,
-                self.bucket_bits,
-                &changes,
-                self.record_bytes,
-                self.page_bytes,
-            );
+            (self.buckets, self.bucket_bits) = self.take_fold().run_unhashed();
         }
     }
 
-    /// Freezes the changes and returns their fold, to be run by whoever needs it first; a
-    /// fold still in flight is finished (here, if nobody ran it) and taken first.
+    /// A fold of the changes into the buckets, both moved into it: this map reads neither
+    /// until it takes the fold's result (or through the fold).
+    fn take_fold(&mut self) -> Fold {
+        Fold::new(
+            std::mem::take(&mut self.buckets),
+            self.bucket_bits,
+            std::mem::take(&mut self.changes),
+            self.record_bytes,
+            self.page_bytes,
+        )
+    }
+
+    /// Moves the buckets and the changes into a fold and returns it, to be run by whoever
+    /// needs it first; a fold still in flight is finished (here, if nobody ran it) and
+    /// taken first.
     fn start_fold(&mut self) -> Deferred<Folded> {
         if let Some(folding) = &self.folding {
             folding.fold.run();
             self.take_finished_fold();
         }
-        let frozen = Arc::new(std::mem::take(&mut self.changes));
-        let (buckets, bits) = (self.buckets.clone(), self.bucket_bits);
-        let (changes, record_bytes, page_bytes) =
-            (frozen.clone(), self.record_bytes, self.page_bytes);
-        let fold = Deferred::new(move || fold(buckets, bits, &changes, record_bytes, page_bytes));
+        let state = Arc::new(self.take_fold());
+        let folded = state.clone();
+        let fold = Deferred::new(move || folded.run());
         self.folding = Some(Folding {
-            frozen,
+            state,
             fold: fold.clone(),
         });
         fold
     }
 
-    /// Takes the buckets of a fold that finished, dropping the old ones and the frozen
-    /// changes (the new buckets hold them). The state is the same before and after.
+    /// Takes the buckets of a fold that finished, dropping the fold (the new buckets hold
+    /// all it held). The state is the same before and after.
     fn take_finished_fold(&mut self) {
         let Some(folded) = self.folding.as_ref().and_then(|f| f.fold.get()) else {
             return;
@@ -327,12 +334,16 @@ impl Kv {
         buckets.sum::<usize>() + handles + self.buckets.len() * size_of::<bucket::Bucket>()
     }
 
-    /// The current records in state order.
+    /// The current records in state order (a fold in flight is finished first, here if
+    /// nobody ran it).
     fn records(&self) -> impl Iterator<Item = Record<'_>> {
-        let frozen = self.folding.iter().flat_map(|f| f.frozen.iter());
+        let buckets = match &self.folding {
+            Some(folding) => &folding.fold.run().buckets,
+            None => &self.buckets,
+        };
         merge(
-            self.buckets.iter().flat_map(|bucket| bucket.records()),
-            overlay(frozen, self.changes.iter()),
+            buckets.iter().flat_map(|bucket| bucket.records()),
+            self.changes.iter(),
         )
     }
 }
@@ -363,18 +374,7 @@ impl StateMachine for Kv {
             folding.fold.run();
             self.take_finished_fold();
         }
-        // The fold gets the only handle to the buckets: each old one is dropped as soon as
-        // it is rewritten, not when the fold ends.
-        let changes = std::mem::take(&mut self.changes);
-        let buckets = std::mem::take(&mut self.buckets);
-        let page_bytes = self.page_bytes;
-        let folded = fold(
-            buckets,
-            self.bucket_bits,
-            &changes,
-            self.record_bytes,
-            page_bytes,
-        );
+        let folded = self.take_fold().run();
         (self.buckets, self.bucket_bits) = (folded.buckets, folded.bits);
         folded.snapshot
     }
@@ -387,9 +387,9 @@ impl StateMachine for Kv {
         Deferred::new(move || fold.run().snapshot.clone())
     }
 
-    /// Takes the fold's buckets at once: without it an idle map would go on holding its
-    /// old buckets and the frozen changes beside the new buckets (until its next
-    /// operation), about the state twice over.
+    /// Takes the fold's buckets at once. The fold let go of the old buckets and the
+    /// frozen changes as it went; what an idle map would hold until its next operation
+    /// without this is the fold's own table of bucket handles and the result's.
     fn snapshot_built(&mut self) {
         self.take_finished_fold();
     }

@@ -564,3 +564,144 @@ fn tiny_pages_cut_a_small_state_into_many() {
     other_tiny.restore(&deferred).unwrap();
     assert_eq!(other_tiny, plain);
 }
+
+/// Runs `kv`'s deferred snapshot on another thread while this one reads every key of
+/// `model` (the state, changes included) through the fold, again and again until the fold
+/// is done, and once more after: every read must be the model's, wherever the fold got.
+fn check_reads_during_a_fold(mut kv: Kv, model: &BTreeMap<Bytes, Bytes>, keys: &[Bytes]) {
+    let build = kv.snapshot_deferred();
+    let worker = build.downgrade();
+    let thread = std::thread::spawn(move || worker.run());
+    let mut rounds = 0;
+    loop {
+        let done = build.is_done();
+        for key in keys {
+            let expected = model
+                .get(key)
+                .cloned()
+                .map_or(KvResult::Nil, KvResult::Value);
+            assert_eq!(kv.read(key), expected, "{key:?} in round {rounds}");
+        }
+        rounds += 1;
+        if done {
+            break;
+        }
+    }
+    assert!(thread.join().unwrap());
+    let mut plain = Kv::with_page_bytes(kv.page_bytes);
+    model
+        .iter()
+        .for_each(|(k, v)| drop(plain.execute(KvOp::Put(k.clone(), v.clone()))));
+    assert_eq!(build.run(), &plain.snapshot());
+    kv.execute(KvOp::Get(b("taken")));
+    assert!(kv.folding.is_none());
+    assert_eq!(kv, plain);
+}
+
+/// Keys before, then the changes: every `step`th key from `first` to `last` set to a
+/// value, or deleted.
+type FoldScript = (usize, Changed);
+type Changed = (usize, usize, usize, Option<&'static str>);
+
+const FOLD_SCRIPTS: [FoldScript; 4] = [
+    // A third of the keys changed: the same layout, most buckets rebuilt.
+    (4000, (0, 4000, 3, Some("changed value"))),
+    // Twice the keys: a layout of twice the buckets.
+    (3000, (3000, 6000, 1, Some("a new key's value"))),
+    // Five in six deleted: a layout of a quarter of the buckets.
+    (6000, (0, 5000, 1, None)),
+    // From nothing to a thousand buckets at once.
+    (0, (0, 6000, 1, Some("value"))),
+];
+
+/// A map of small pages, folded with the keys before, then changed; with the model of
+/// its state and every key the script names.
+fn scripted(
+    before: usize,
+    (first, last, step, value): Changed,
+) -> (Kv, BTreeMap<Bytes, Bytes>, Vec<Bytes>) {
+    let keys: Vec<Bytes> = (0..6000).map(|i| b(&format!("key {i}"))).collect();
+    let mut kv = Kv::with_page_bytes(64);
+    kv.snapshot_deferred().run();
+    let mut model = BTreeMap::new();
+    for key in &keys[..before] {
+        let value = Bytes::from(format!("initial value of {key:?}"));
+        model.insert(key.clone(), value.clone());
+        kv.execute(KvOp::Put(key.clone(), value));
+    }
+    kv.snapshot_deferred().run();
+    kv.execute(KvOp::Get(b("the fold taken")));
+    for key in keys[first..last].iter().step_by(step) {
+        match value {
+            Some(value) => {
+                model.insert(key.clone(), b(value));
+                kv.execute(KvOp::Put(key.clone(), b(value)));
+            }
+            None => {
+                model.remove(key);
+                kv.execute(KvOp::Delete(key.clone()));
+            }
+        }
+    }
+    (kv, model, keys)
+}
+
+#[test]
+fn reads_see_the_state_at_every_moment_of_a_fold() {
+    for (before, changes) in FOLD_SCRIPTS {
+        let (kv, model, keys) = scripted(before, changes);
+        check_reads_during_a_fold(kv, &model, &keys);
+    }
+}
+
+#[test]
+fn every_lookup_at_every_step_of_a_fold_finds_the_folded_state() {
+    // The same scripts, folded on this thread: after each range the fold replaces, every
+    // key is looked up through the fold.
+    for (before, changes) in FOLD_SCRIPTS {
+        let (mut kv, model, keys) = scripted(before, changes);
+        let bits = kv.bucket_bits;
+        let fold = kv.take_fold();
+        let mut steps = 0;
+        let folded = fold.run_observed(&mut |fold| {
+            steps += 1;
+            for key in &keys {
+                let value = fold.get(key_hash(key), key);
+                assert_eq!(value.as_ref(), model.get(key), "{key:?} at step {steps}");
+            }
+        });
+        // A range per rebuilt bucket, or per bucket of the coarser layout (one, from a
+        // single bucket).
+        assert!(steps > 1 || bits == 0, "{steps} steps");
+        let mut plain = Kv::with_page_bytes(kv.page_bytes);
+        model
+            .iter()
+            .for_each(|(k, v)| drop(plain.execute(KvOp::Put(k.clone(), v.clone()))));
+        assert_eq!(folded.snapshot, plain.snapshot());
+    }
+}
+
+#[test]
+fn a_fold_lets_go_of_each_bucket_it_rebuilds() {
+    // Before the map takes a finished fold (it has not executed anything since), the
+    // buckets the fold rewrote are freed already; those it did not touch are shared.
+    let mut kv = filled(3000);
+    kv.snapshot_deferred().run();
+    kv.execute(KvOp::Get(b("key 1")));
+    assert!(kv.folding.is_none() && kv.buckets.len() > 4);
+    let before: Vec<std::sync::Weak<bucket::Bucket>> =
+        kv.buckets.iter().map(Arc::downgrade).collect();
+    let changed = [b("key 7"), b("key 1234")];
+    let touched: HashSet<usize> = (changed.iter())
+        .map(|key| bucket_of(key_hash(key), kv.bucket_bits))
+        .collect();
+    for key in &changed {
+        kv.execute(KvOp::Put(key.clone(), b("changed")));
+    }
+    kv.snapshot_deferred().run();
+    assert!(kv.folding.is_some(), "not taken yet");
+    for (index, bucket) in before.iter().enumerate() {
+        let alive = bucket.upgrade().is_some();
+        assert_eq!(alive, !touched.contains(&index), "bucket {index}");
+    }
+}
