@@ -191,6 +191,7 @@ fn options(request_timeout: Duration) -> ClientOptions {
         message_bytes_max: 1 << 20,
         request_body_bytes_max: 1024,
         cluster_key: None,
+        witnesses: Default::default(),
     }
 }
 

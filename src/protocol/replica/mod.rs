@@ -875,7 +875,7 @@ impl<S: StateMachine> Replica<S> {
             self.asks.view == 0 || self.asks.view > self.view,
             "asks are for views above the current one"
         );
-        assert!(self.log.len() as u64 <= self.config.log_entries_max());
+        assert!(self.log.len() as u64 <= self.log_entries_cap());
         assert!(self.clients.len() <= self.config.clients_max as usize);
         self.writes.check();
         // Role state exists only in its role.

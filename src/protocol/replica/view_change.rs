@@ -422,6 +422,13 @@ impl<S: StateMachine> Replica<S> {
         if !self.install_fetch() {
             return; // A corrupt checkpoint: the view-change timeout moves on.
         }
+        // Each sender's commit number, for the witnesses' trim (`witness`).
+        let reported: smallvec::SmallVec<[(ReplicaIndex, Op); 8]> = (self.view_changing)
+            .do_view_changes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, dvc)| dvc.as_ref().map(|dvc| (index as ReplicaIndex, dvc.commit)))
+            .collect();
         let best = self.view_changing.do_view_changes[best]
             .take()
             .expect("best");
@@ -441,6 +448,11 @@ impl<S: StateMachine> Replica<S> {
         }
         assert_eq!(self.log.op(), best.op);
         self.enter_normal();
+        for (sender, commit) in reported {
+            if sender != self.index {
+                self.note_commit_of(sender, commit);
+            }
+        }
         self.stats.views_started += 1;
         tracing::info!(
             replica = self.index,
@@ -524,6 +536,11 @@ impl<S: StateMachine> Replica<S> {
         if sv.op_first > self.commit + 1 {
             // The suffix does not reach down to our commit: fetch the rest first.
             return self.join_started_view(view, effects);
+        }
+        let length = (self.commit - self.log.base()) + (sv.op - self.commit);
+        if length > self.log_entries_cap() {
+            // Only a witness whose trimming waits for the actives gets here (`witness`).
+            return self.drop_reason("start_view", "the new log would pass the log's bound");
         }
         // Replace the uncommitted part of the log with the new view's, in one step.
         self.log.truncate(self.commit);

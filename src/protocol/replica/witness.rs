@@ -18,6 +18,9 @@
 //! is down holds the witnesses' logs back: they grow to `Config::log_entries_max`, and
 //! then refuse Prepares ("log full") until it returns, the safe answer (trimming what
 //! only one active holds would lose it if that active failed while the other lagged).
+//! A view's log installed meanwhile may take a witness past that bound, up to twice it
+//! (`log_entries_cap`); a new primary learns the actives' commit numbers from their
+//! DoViewChanges, so a view change does not hold the witnesses back.
 //!
 //! A witness given state it lacks (a NewState naming a checkpoint past its log: it
 //! lagged, or recovers) takes the checkpoint's op as its log's base without fetching a
@@ -74,7 +77,19 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
-    /// The primary's record of an active's commit number, from its acknowledgement.
+    /// The most entries this replica's log may hold. A witness may hold twice
+    /// `Config::log_entries_max`: it refuses Prepares past the bound as any replica
+    /// does, but its log shrinks only as the actives execute, so a view's log installed
+    /// meanwhile (a StartView) may take it past; beyond the cap it does not join.
+    pub(super) fn log_entries_cap(&self) -> u64 {
+        match self.is_witness() {
+            true => 2 * self.config.log_entries_max(),
+            false => self.config.log_entries_max(),
+        }
+    }
+
+    /// The primary's record of an active's commit number, from its acknowledgement
+    /// or its DoViewChange.
     pub(super) fn note_commit_of(&mut self, from: ReplicaIndex, commit: Op) {
         debug_assert!(self.is_primary());
         let noted = &mut self.primary.commits[from as usize];
