@@ -127,6 +127,26 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
     ),
 ];
 
+/// Seeds with witnesses (paper 6.1) that found bugs, each fixed since, and that still
+/// break without the fix; they run with `OPTIONS`.
+const WITNESS_REGRESSIONS: &[(u64, &str)] = &[(
+    3006573,
+    "a witness whose trimming waited for a recovering active took a view's log past the log's bound (assertion)",
+)];
+
+#[test]
+fn witness_regression_seeds_are_clean() {
+    for &(seed, bug) in WITNESS_REGRESSIONS {
+        match run_seed(seed, OPTIONS) {
+            Ok(summary) => assert!(
+                summary.witnesses > 0,
+                "seed {seed} no longer draws witnesses"
+            ),
+            Err(violation) => panic!("regression seed {seed} ({bug}):\n{violation}"),
+        }
+    }
+}
+
 #[test]
 fn disk_regression_seeds_are_clean() {
     for &(seed, bug) in DISK_REGRESSIONS {
