@@ -125,14 +125,24 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
         2007616,
         "after a power loss, a replica transitioning past its epoch's start refused to vote in the view change that only its vote could finish (converge)",
     ),
+    (
+        710,
+        "after a power loss, a new member whose store held only its epoch's configuration recovered instead of fetching the epoch's start, and with another store damaged nobody could answer (converge)",
+    ),
 ];
 
 /// Seeds with witnesses (paper 6.1) that found bugs, each fixed since, and that still
 /// break without the fix; they run with `OPTIONS`.
-const WITNESS_REGRESSIONS: &[(u64, &str)] = &[(
-    3006573,
-    "a witness whose trimming waited for a recovering active took a view's log past the log's bound (assertion)",
-)];
+const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
+    (
+        3006573,
+        "a witness whose trimming waited for a recovering active took a view's log past the log's bound (assertion)",
+    ),
+    (
+        16322,
+        "the simulator held a replica's DoViewChanges for a crash planned as the faults stopped, and a view change needing them never finished (converge)",
+    ),
+];
 
 #[test]
 fn witness_regression_seeds_are_clean() {

@@ -2209,6 +2209,10 @@ impl<S: SimService> Cluster<S> {
     pub fn heal_all(&mut self) {
         self.inject = false;
         self.flap = None;
+        // A crash planned after a promise happens only while faults are injected: left
+        // set, it would hold that replica's DoViewChanges back for the rest of the run
+        // (seed 16322: a quorum that needed them never formed).
+        self.crash_next = None;
         self.heal();
         self.restart_all_crashed();
         self.network.faults = NetworkFaults::calm();

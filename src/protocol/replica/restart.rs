@@ -17,7 +17,9 @@
 //!   DoViewChange (the store holds the log it vouched for);
 //! - a replica that was recovering recovers again (paper 4.3) from its committed
 //!   prefix; one whose store is damaged, from its checkpoint. Since either may have
-//!   acknowledged more than it holds, it never counts as empty (`DurableState::joined`).
+//!   acknowledged more than it holds, it never counts as empty (`DurableState::joined`);
+//! - a member of an epoch it had not started, whose store holds only the epoch's
+//!   configuration and start, fetches the start again (transitioning, paper 7.2).
 
 use super::*;
 
@@ -41,6 +43,26 @@ impl<S: StateMachine> Replica<S> {
             return self.enter_retiring();
         }
         if !stored.holds_data() {
+            let transitioning = stored
+                .configuration
+                .as_ref()
+                .is_some_and(|(configuration, start)| configuration.epoch() > 0 && *start > 0);
+            if transitioning {
+                // A member of an epoch it had not started: it was fetching the epoch's
+                // start and held none of it, and never joined a view of the epoch (it
+                // vouches for nothing). It fetches the start again, as before the crash
+                // (paper 7.2), and then takes part as any transitioning replica does.
+                // Recovering instead needs a normal primary's answer, which a cluster
+                // that lost its other members' memory may not have (seed 710).
+                if let Some(damage) = self.restore_stored(stored) {
+                    tracing::warn!(replica = self.index, damage, "storage is damaged");
+                    return self.start_recovering(nonce);
+                }
+                self.status = Status::Transitioning;
+                self.state_transfer_timeout.set_after(1);
+                self.state_transfer_timeout.start();
+                return;
+            }
             return self.start_recovering(nonce);
         }
         self.joined = true;
