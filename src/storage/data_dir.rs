@@ -1146,6 +1146,9 @@ pub(crate) mod tests {
             let checkpoint = checkpoint_file::tests::checkpoint(next - 3);
             let writes = [StoredWrite::Checkpoint(checkpoint)];
             data_dir.append(&writes).unwrap();
+            // Its file is written in the background: wait for its marker, or on a loaded
+            // machine the compaction may come first and copy the whole log.
+            data_dir.finish_checkpoint_files();
             fold(expected, &writes);
             next = fill(data_dir, expected, next, |d| {
                 d.spare.wait();
