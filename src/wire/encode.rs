@@ -35,6 +35,17 @@ pub(crate) const ENTRIES_COUNT_BYTES: usize = 4;
 /// # Panics
 /// If the frame would exceed `u32::MAX` bytes, or an entry body `u32::MAX` bytes.
 pub fn encode(message: &Message, cluster: u128, out: &mut BytesMut) {
+    let header = header_of(message, cluster);
+    let body_bytes = body_bytes(&message.body);
+    let start = begin(out, body_bytes);
+    write_body(&message.body, out);
+    debug_assert_eq!(out.len() - start, HEADER_BYTES + body_bytes);
+    finish(out, start, header);
+}
+
+/// The header of `message`'s frame for `cluster`, all but its size and checksums: the
+/// envelope and the fields its command keeps there.
+fn header_of(message: &Message, cluster: u128) -> Header {
     let mut header = Header {
         cluster,
         epoch: message.epoch,
@@ -43,11 +54,7 @@ pub fn encode(message: &Message, cluster: u128, out: &mut BytesMut) {
         ..Header::default()
     };
     fill_header(&message.body, &mut header);
-    let body_bytes = body_bytes(&message.body);
-    let start = begin(out, body_bytes);
-    write_body(&message.body, out);
-    debug_assert_eq!(out.len() - start, HEADER_BYTES + body_bytes);
-    finish(out, start, header);
+    header
 }
 
 /// Pages of at least this many bytes travel by reference in [`encode_segments`]; smaller
@@ -75,14 +82,7 @@ pub fn encode_segments(
     let CheckpointContent::Pages(pages) = &part.content else {
         return encode_one_segment(message, cluster, out, segments);
     };
-    let mut header = Header {
-        cluster,
-        epoch: message.epoch,
-        view: message.view,
-        replica: message.replica,
-        ..Header::default()
-    };
-    fill_header(&message.body, &mut header);
+    let mut header = header_of(message, cluster);
     let body_bytes = body_bytes(&message.body);
     let size = HEADER_BYTES + body_bytes;
     header.size = u32::try_from(size).expect("frame of more than u32::MAX bytes");
