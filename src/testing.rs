@@ -180,11 +180,11 @@ impl<S: StateMachine> MemoryCluster<S> {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => self.queue.push_back((Some(from), to, message)),
-                Effect::Broadcast { message } => {
+                Effect::Broadcast { message, audience } => {
                     let members = replica
                         .configuration_of(message.epoch)
                         .expect("a replica broadcasts in an epoch it knows");
-                    for to in members.ids().filter(|&to| to != from) {
+                    for to in members.audience(audience).filter(|&to| to != from) {
                         self.queue.push_back((Some(from), to, message.clone()));
                     }
                 }

@@ -310,7 +310,7 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
         primary.flush(&mut effects);
         for effect in effects {
             match effect {
-                Effect::Broadcast { message } => {
+                Effect::Broadcast { message, .. } => {
                     if let Body::Prepare(prepare) = message.body {
                         ordered.extend(prepare.entries);
                     }

@@ -53,7 +53,7 @@ fn messages(effects: &[Effect]) -> Vec<&'static str> {
         .iter()
         .filter_map(|effect| match effect {
             Effect::Send { message, .. }
-            | Effect::Broadcast { message }
+            | Effect::Broadcast { message, .. }
             | Effect::Reply { message, .. } => Some(message.body.name()),
             Effect::Write { .. } | Effect::BuildCheckpoint { .. } | Effect::KeepPages(_) => None,
         })

@@ -142,6 +142,10 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         16322,
         "the simulator held a replica's DoViewChanges for a crash planned as the faults stopped, and a view change needing them never finished (converge)",
     ),
+    (
+        504,
+        "a recovering active took an empty witness at index 0 for the primary of view 0 and recovered an empty log, below ops that committed (recovery)",
+    ),
 ];
 
 #[test]

@@ -78,25 +78,98 @@ fn an_active_dies_writes_go_on_with_the_witness_and_nothing_is_lost() {
     s.converge(SLOW);
 }
 
-/// A witness's log stays bounded while every active is up: the primary tells it how far
-/// the actives executed, and it trims below that (keeping the tail).
+/// While every active answers in time the witness takes no part in the normal case
+/// (paper 6.1): the primary sends it no Prepare, it stores nothing, and it hears the
+/// primary's Commits often enough never to call for a view change.
+#[test]
+fn an_uninvolved_witness_stores_nothing_while_the_actives_answer() {
+    let mut s = with_witness(4);
+    let config = s.cluster().config().clone();
+    s.load(true);
+    s.run_until("two checkpoint intervals commit", 30_000, |c| {
+        c.replica(0).unwrap().commit() > 2 * config.checkpoint_interval_ops
+    });
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    let primary = s.replica(0);
+    assert_eq!(primary.stats().witness_involvements, 0);
+    assert!(!primary.involves_witnesses());
+    let witness = s.replica(2);
+    assert_eq!(witness.op(), 0, "the witness was sent nothing");
+    assert_eq!(witness.status(), Status::Normal);
+    assert_eq!(witness.view(), 0, "nobody called for a view change");
+    assert_eq!(witness.stats().view_changes, 0);
+    s.converge(SLOW);
+}
+
+/// An active that stops answering brings the witness in: the primary's prepare timeout
+/// involves it, the writes commit with its acknowledgements, and once the active is
+/// back and has acknowledged the log as it stood, the witness steps back and stores
+/// nothing more.
+#[test]
+fn the_witness_steps_in_while_an_active_is_cut_off_and_back_out_after() {
+    let mut s = with_witness(5);
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    assert_eq!(s.replica(2).op(), 0);
+    // Replica 1 hears nothing from the primary (a partition of one direction keeps the
+    // primary from learning anything else).
+    s.block(0, 1);
+    let during = s.submit(0, put("a", "2"));
+    s.wait_completed(0, SLOW);
+    let op = s.expect_committed(0, during);
+    assert!(
+        s.replica(1).op() < op,
+        "the cut-off active holds none of it"
+    );
+    assert!(s.replica(2).op() >= op, "the witness acknowledged it");
+    assert!(s.replica(0).involves_witnesses());
+    assert_eq!(s.replica(0).stats().witness_involvements, 1);
+    s.heal();
+    s.run_until("the witness steps back", SLOW, |c| {
+        !c.replica(0).unwrap().involves_witnesses()
+    });
+    let witness_op = s.replica(2).op();
+    for round in 0..20 {
+        s.submit(0, put("b", &round.to_string()));
+        s.wait_completed(0, SLOW);
+    }
+    assert_eq!(s.replica(2).op(), witness_op, "the witness stepped back");
+    assert_eq!(s.replica(0).view(), 0, "no view change");
+    s.submit(1, get("a"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("2"));
+    s.converge(SLOW);
+}
+
+/// A witness's log stays bounded: the primary tells it how far the actives executed,
+/// and it trims below that (keeping the tail), whether or not it is involved now.
 #[test]
 fn a_witness_trims_its_log_as_the_actives_execute() {
     let mut s = with_witness(2);
     let config = s.cluster().config().clone();
     s.load(true);
+    // The active 1 is cut off now and then: the witness takes part meanwhile.
+    for _ in 0..8 {
+        s.block(0, 1);
+        s.run(1_000);
+        s.heal();
+        s.run(1_000);
+    }
     s.run_until("several checkpoint intervals commit", 30_000, |c| {
         c.replica(0).unwrap().commit() > 8 * config.checkpoint_interval_ops
     });
     s.load(false);
     s.run_until("every client is answered", SLOW, |c| c.clients_idle());
     s.run(200);
+    assert!(s.replica(0).stats().witness_involvements > 0);
     let witness = s.replica(2);
     assert!(witness.is_witness());
     assert!(witness.checkpoint().is_none() && witness.stats().checkpoints == 0);
     let held = witness.op() - witness.log_base();
     assert!(
-        witness.log_base() > 0 && held <= config.log_tail_ops + 4 * config.checkpoint_interval_ops,
+        witness.op() > config.log_tail_ops
+            && witness.log_base() > 0
+            && held <= config.log_tail_ops + 4 * config.checkpoint_interval_ops,
         "the witness holds {held} entries from {}",
         witness.log_base()
     );

@@ -9,6 +9,7 @@
 //! every configuration records the next unused one, and a successor may add only
 //! identities from there on ([`Configuration::check_successor`]).
 
+use super::effects::Audience;
 use super::message::{ReplicaIndex, View};
 use super::replica_set::ReplicaSet;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -401,6 +402,18 @@ impl Configuration {
         self.members.iter().map(|member| member.id)
     }
 
+    /// The identities of the members a broadcast to `audience` reaches (the sender
+    /// among them: it filters itself out).
+    pub fn audience(&self, audience: Audience) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(move |&(index, _)| {
+                audience == Audience::Members || !self.is_witness(index as ReplicaIndex)
+            })
+            .map(|(_, member)| member.id)
+    }
+
     /// The lowest identity never used.
     pub fn next_id(&self) -> ReplicaId {
         self.next_id
@@ -511,6 +524,9 @@ mod tests {
         let primaries: Vec<_> = (0..7).map(|view| five.primary_of(view)).collect();
         assert_eq!(primaries, [0, 2, 4, 0, 2, 4, 0]);
         assert_eq!(five.actives().collect::<Vec<_>>(), [0, 2, 4]);
+        let ids = |audience| five.audience(audience).collect::<Vec<_>>();
+        assert_eq!(ids(Audience::Actives), [0, 2, 4]);
+        assert_eq!(ids(Audience::Members), [0, 1, 2, 3, 4]);
         let bytes = five.to_bytes();
         assert_eq!(bytes.len(), five.encoded_len());
         assert_eq!(Configuration::from_bytes(&bytes).as_ref(), Some(&five));

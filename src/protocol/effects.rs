@@ -52,12 +52,14 @@ pub enum Effect {
         /// The message.
         message: Message,
     },
-    /// Send `message` to every other member of the configuration of the message's epoch
-    /// ([`Replica::configuration_of`](super::Replica::configuration_of)): encode once,
-    /// write to each.
+    /// Send `message` to every other member of `audience` in the configuration of the
+    /// message's epoch ([`Replica::configuration_of`](super::Replica::configuration_of)):
+    /// encode once, write to each.
     Broadcast {
         /// The message.
         message: Message,
+        /// Which members it goes to.
+        audience: Audience,
     },
     /// Send `message` (a `Reply`) to `client`, if it is connected here.
     Reply {
@@ -88,6 +90,16 @@ pub enum Effect {
     /// Keep (or forget) pages a checkpoint fetch verified, if the driver can: best effort,
     /// outside the ordering rule (see the module docs). Nothing waits for it.
     KeepPages(KeepPages),
+}
+
+/// The members an [`Effect::Broadcast`] goes to (the sender never sends to itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Every member.
+    Members,
+    /// The members that are not witnesses: a primary's Prepares while every active
+    /// answers in time (paper 6.1, `replica/witness.rs`).
+    Actives,
 }
 
 /// What [`Effect::KeepPages`] asks of a driver's store of fetched pages. The store holds
@@ -187,7 +199,7 @@ impl Effect {
     pub(crate) fn reliance(&self) -> Reliance {
         use super::message::Body;
         let message = match self {
-            Effect::Send { message, .. } | Effect::Broadcast { message } => message,
+            Effect::Send { message, .. } | Effect::Broadcast { message, .. } => message,
             Effect::Reply { .. }
             | Effect::Write { .. }
             | Effect::BuildCheckpoint { .. }

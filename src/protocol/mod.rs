@@ -18,7 +18,7 @@ pub mod timeout;
 
 pub use configuration::{Configuration, ReplicaId};
 pub use effects::{
-    BuiltCheckpoint, CheckpointBuild, DurableState, Effect, KeepPages, Write, WriteId,
+    Audience, BuiltCheckpoint, CheckpointBuild, DurableState, Effect, KeepPages, Write, WriteId,
 };
 pub use message::*;
 pub use replica::{lease_held_ns, lease_wait_ns, Replica, Start, Stats, Status, NOT_A_MEMBER};

@@ -15,7 +15,7 @@ use super::handshake::PeerState;
 use super::metrics::Recorder;
 use super::page_hasher::is_pages;
 use super::routes::Route;
-use crate::protocol::{Body, ClientId, Effect, Message, ReplicaId};
+use crate::protocol::{Audience, Body, ClientId, Effect, Message, ReplicaId};
 use crate::service::StateMachine;
 use crate::wire;
 use std::time::Instant;
@@ -31,7 +31,7 @@ impl<S: StateMachine> EventLoop<S> {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send { to, message } => self.send(to, &message),
-                Effect::Broadcast { message } => self.broadcast(&message),
+                Effect::Broadcast { message, audience } => self.broadcast(&message, audience),
                 Effect::Reply { client, message } => {
                     if let Some(waited_us) = self.reply(client, message) {
                         waits.add(waited_us, &mut self.metrics.request_commit_us);
@@ -118,7 +118,7 @@ impl<S: StateMachine> EventLoop<S> {
 
     /// Encodes `message` once and queues the segment on the link of every other member
     /// of the message's epoch.
-    fn broadcast(&mut self, message: &Message) {
+    fn broadcast(&mut self, message: &Message, audience: Audience) {
         if let Body::Prepare(prepare) = &message.body {
             self.metrics
                 .batch_entries
@@ -133,7 +133,7 @@ impl<S: StateMachine> EventLoop<S> {
             .replica
             .configuration_of(message.epoch)
             .unwrap_or_else(|| self.replica.configuration())
-            .ids()
+            .audience(audience)
             .filter(|&id| id != self.gate.own)
             .collect();
         for id in members {

@@ -558,6 +558,12 @@ pub fn snapshot<S: StateMachine>(
             stats.prepares_sent,
         ),
         (
+            "vsr_witness_involvements",
+            "Times this primary involved the witnesses (an active did not answer in time, or a view started)",
+            None,
+            stats.witness_involvements,
+        ),
+        (
             "vsr_entries_committed",
             "Entries committed and executed",
             None,

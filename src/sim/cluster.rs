@@ -615,11 +615,17 @@ impl<S: SimService> Cluster<S> {
                 return false;
             };
             let same_view = *view.get_or_insert(r.view()) == r.view();
+            // A witness the primary no longer involves lags by design (paper 6.1): the
+            // primary must have let the witnesses step back instead.
+            let caught_up = match r.is_witness() {
+                true => r.commit() <= committed,
+                false => r.commit() == committed && !r.involves_witnesses(),
+            };
             newest.contains_id(id as ReplicaId)
                 && r.epoch() == newest.epoch()
                 && r.status() == Status::Normal
                 && same_view
-                && r.commit() == committed
+                && caught_up
         })
     }
 
@@ -1483,7 +1489,7 @@ impl<S: SimService> Cluster<S> {
         let batch_at = (self.options.disks && delay_max > 0)
             .then(|| self.now + self.prng.between(0, delay_max));
         let checked = effects.iter().try_for_each(|effect| match effect {
-            Effect::Send { message, .. } | Effect::Broadcast { message } => {
+            Effect::Send { message, .. } | Effect::Broadcast { message, .. } => {
                 self.storage.check_message(from, message)
             }
             Effect::Reply { .. }
@@ -1519,14 +1525,16 @@ impl<S: SimService> Cluster<S> {
                     Node::Replica(node_of(to)),
                     message,
                 ),
-                Effect::Broadcast { message } => {
+                Effect::Broadcast { message, audience } => {
                     // To the members of the message's epoch (paper 7), in index order.
                     let members: Vec<ReplicaIndex> = match self.replicas[from as usize]
                         .as_ref()
                         .and_then(|replica| replica.configuration_of(message.epoch))
                         .or_else(|| self.epochs.get(message.epoch as usize))
                     {
-                        Some(configuration) => configuration.ids().map(node_of).collect(),
+                        Some(configuration) => {
+                            configuration.audience(audience).map(node_of).collect()
+                        }
                         None => Vec::new(),
                     };
                     for to in members {
@@ -2363,6 +2371,7 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.lease_reads_fallen_back += stats.lease_reads_fallen_back;
     total.view_changes_held_by_lease += stats.view_changes_held_by_lease;
     total.prepares_sent += stats.prepares_sent;
+    total.witness_involvements += stats.witness_involvements;
     total.entries_committed += stats.entries_committed;
     total.messages_dropped += stats.messages_dropped;
     total.empty_cluster_starts += stats.empty_cluster_starts;

@@ -895,8 +895,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "witnesses: seeds {} (with two or more {})",
-            self.witness_seeds, self.witness_seeds_several
+            "witnesses: seeds {} (with two or more {})  involved by a primary {} times",
+            self.witness_seeds, self.witness_seeds_several, self.stats.witness_involvements
         )?;
         let x = &self.reconfigurations;
         writeln!(

@@ -28,7 +28,7 @@ mod witness;
 
 use super::client_table::{ClientMap, ClientTable};
 use super::configuration::{Configuration, ReplicaId};
-use super::effects::{Effect, WriteId};
+use super::effects::{Audience, Effect, WriteId};
 use super::log::Log;
 use super::message::*;
 use super::replica_set::ReplicaSet;
@@ -134,6 +134,9 @@ pub struct Stats {
     pub view_changes_held_by_lease: u64,
     /// Prepare messages sent (including resends).
     pub prepares_sent: u64,
+    /// Times this replica, as the primary, involved the witnesses in the normal case
+    /// (paper 6.1): the actives did not answer in time, or a view started.
+    pub witness_involvements: u64,
     /// Entries executed.
     pub entries_committed: u64,
     /// Messages dropped as stale, out of place or invalid.
@@ -224,6 +227,12 @@ struct Primary {
     commits: Vec<Op>,
     /// The actives' commit number last told to the witnesses (`witness`).
     actives_commit_told: Op,
+    /// When the primary last sent the witnesses anything (a Prepare or a Commit): an
+    /// uninvolved witness still hears from it (`witness`).
+    witnesses_told_tick: u64,
+    /// `Some(op)`: Prepares go to the witnesses too, until every active acknowledged `op`
+    /// (`witness`); `None` while the actives alone answer in time.
+    witnesses_involved: Option<Op>,
     /// The replicas that acknowledged anything in this view (heartbeat echoes included):
     /// each is normal in it, and its `joined` is durable (a PrepareOk waits for every
     /// write before it).
@@ -252,6 +261,8 @@ impl Primary {
             acked: vec![0; replica_count],
             commits: vec![0; replica_count],
             actives_commit_told: 0,
+            witnesses_told_tick: 0,
+            witnesses_involved: None,
             heard: ReplicaSet::default(),
             in_flight: ClientMap::default(),
             own_appends: VecDeque::new(),
@@ -996,8 +1007,13 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn broadcast(&self, body: Body, effects: &mut Vec<Effect>) {
+        self.broadcast_to(Audience::Members, body, effects);
+    }
+
+    fn broadcast_to(&self, audience: Audience, body: Body, effects: &mut Vec<Effect>) {
         effects.push(Effect::Broadcast {
             message: self.envelope(body),
+            audience,
         });
     }
 

@@ -295,7 +295,8 @@ impl<S: StateMachine> Replica<S> {
             stamp: self.lease_stamp(),
             entries,
         };
-        self.broadcast(Body::Prepare(prepare), effects);
+        let audience = self.prepare_audience();
+        self.broadcast_to(audience, Body::Prepare(prepare), effects);
         self.stats.prepares_sent += 1;
         self.commit_timeout.reset();
         if !self.prepare_timeout.running() {
@@ -403,6 +404,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn advance_commit_from_acks(&mut self, effects: &mut Vec<Effect>) {
         assert!(self.is_primary());
         assert!(self.primary.acked[self.index as usize] <= self.log.op());
+        self.release_witnesses_once_actives_caught_up();
         let mut acked: SmallVec<[Op; 16]> = SmallVec::from_slice(&self.primary.acked);
         acked.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_op = acked[self.faults_max()];
@@ -445,7 +447,9 @@ impl<S: StateMachine> Replica<S> {
         self.heard_tick[from as usize] = self.ticks;
         self.normal_timeout.reset();
         self.forget_asks_unless_following();
-        if commit.commit > self.log.op() {
+        // A witness the primary does not involve lags by design: it catches up when
+        // involved again (`witness`).
+        if commit.commit > self.log.op() && !self.is_witness() {
             self.request_state(from, effects);
         }
         self.commit_to(commit.commit.min(self.log.op()), effects);
@@ -471,15 +475,20 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Resends what each backup has not acknowledged, from its cumulative ack (or from the
-    /// log's base when it is further behind: the gap then makes it ask for state).
+    /// log's base when it is further behind: the gap then makes it ask for state). The
+    /// actives did not answer in time: the witnesses take part from now (`witness`).
     pub(super) fn on_prepare_timeout(&mut self, effects: &mut Vec<Effect>) {
         self.prepare_timeout.reset();
         if !self.is_primary() {
             return self.prepare_timeout.stop();
         }
+        self.involve_witnesses();
         let op = self.log.op();
         for backup in self.configuration.indexes() {
-            if backup == self.index || self.primary.acked[backup as usize] >= op {
+            if backup == self.index
+                || self.primary.acked[backup as usize] >= op
+                || !self.takes_prepares(backup)
+            {
                 continue;
             }
             let mut from = self.primary.acked[backup as usize].max(self.log.base()) + 1;

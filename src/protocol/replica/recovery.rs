@@ -66,9 +66,12 @@ pub(super) fn next_nonce(nonce: u64) -> u64 {
 /// from view 0 (a view starts only once f+1 replicas moved to it, and views never go
 /// back); and a normal primary's log holds everything its view prepared. So no
 /// acknowledged op can be lost by taking that primary's log.
+/// The primary of view 0 is `primary` (index 0 unless that member is a witness: paper
+/// 6.1); only its answer speaks for what view 0 prepared.
 fn new_cluster_primary_op(
     responses: &[Option<(View, RecoveryResponse)>],
     index: ReplicaIndex,
+    primary: ReplicaIndex,
 ) -> Option<Op> {
     let mut primary_op = None;
     for (replica, response) in responses.iter().enumerate() {
@@ -79,7 +82,7 @@ fn new_cluster_primary_op(
         if *view != 0 {
             return None;
         }
-        if replica == 0 {
+        if replica == primary as usize {
             if !response.normal || response.commit != 0 {
                 return None;
             }
@@ -260,11 +263,13 @@ impl<S: StateMachine> Replica<S> {
         }
         let normal = answered - empty;
         if normal < quorum {
-            if let Some(primary_op) = new_cluster_primary_op(&state.responses, self.index) {
+            let primary = self.configuration.primary_of(0);
+            if let Some(primary_op) = new_cluster_primary_op(&state.responses, self.index, primary)
+            {
                 // A new cluster whose view-0 primary went normal (and took requests) before
                 // this replica heard that everyone was empty: take its log, as a recovery
                 // from it would.
-                return self.recover_from(0, 0, primary_op, effects);
+                return self.recover_from(primary, 0, primary_op, effects);
             }
             return;
         }

@@ -99,6 +99,7 @@ impl<S: StateMachine> Replica<S> {
         tracing::debug!(replica = self.index, view, "asking for a view change");
         effects.push(Effect::Broadcast {
             message: self.ask_message(view),
+            audience: Audience::Members,
         });
         self.start_view_change_when_asked(effects);
     }
@@ -222,6 +223,7 @@ impl<S: StateMachine> Replica<S> {
         {
             effects.push(Effect::Broadcast {
                 message: self.ask_message(self.asks.view),
+                audience: Audience::Members,
             });
         }
     }
@@ -454,6 +456,9 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.stats.views_started += 1;
+        // A view change means someone failed: the witnesses take part until every
+        // active has acknowledged the view's log (`witness`).
+        self.involve_witnesses();
         tracing::info!(
             replica = self.index,
             view = self.view,

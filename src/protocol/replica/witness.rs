@@ -22,6 +22,20 @@
 //! (`log_entries_cap`); a new primary learns the actives' commit numbers from their
 //! DoViewChanges, so a view change does not hold the witnesses back.
 //!
+//! In the normal case (paper 6.1) the primary sends its Prepares to the actives only:
+//! with f witnesses the f+1 actives are a quorum by themselves, and a witness that is
+//! not needed neither stores nor acknowledges. When the actives do not acknowledge in
+//! time (the prepare timeout fires), and when a view starts (a view change means someone
+//! failed), the primary involves the witnesses: its Prepares go to every member, and the
+//! resends bring each witness up from its acknowledgement (a witness far behind asks for
+//! state, as any backup does on a gap). Once every active has acknowledged the log as it
+//! stood when they were last involved, the witnesses step back. Nothing of the protocol's
+//! safety moves: an op commits on f+1 acknowledgements whoever sent them, and a witness
+//! that was not sent an op never counts for it. An uninvolved witness still hears from
+//! the primary at least every commit interval (a Commit), so it does not call for a view
+//! change, and it does not fetch the log that a Commit tells it it lacks: it catches up
+//! when it is involved again.
+//!
 //! A witness given state it lacks (a NewState naming a checkpoint past its log: it
 //! lagged, or recovers) takes the checkpoint's op as its log's base without fetching a
 //! page: it needs the entries after it, never the state (`fetch_checkpoint`). Asked for
@@ -114,17 +128,21 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// The primary tells the witnesses how far the actives executed when that moved
-    /// since it last did: a loaded primary sends no heartbeat, and the witnesses' logs
-    /// would grow until full. Called every tick.
+    /// since it last did (a loaded primary sends no heartbeat, and the witnesses' logs
+    /// would grow until full), and at least every commit interval while it sends them no
+    /// Prepares (or they would call for a view change). Called every tick.
     pub(super) fn tell_witnesses_on_tick(&mut self, effects: &mut Vec<Effect>) {
-        if !self.is_primary() {
+        if !self.is_primary() || self.configuration.witnesses().is_empty() {
             return;
         }
         let actives_commit = self.actives_commit();
-        if actives_commit <= self.primary.actives_commit_told {
+        let silent = self.ticks.saturating_sub(self.primary.witnesses_told_tick)
+            >= self.config.commit_interval_ticks;
+        if actives_commit <= self.primary.actives_commit_told && !silent {
             return;
         }
         self.primary.actives_commit_told = actives_commit;
+        self.primary.witnesses_told_tick = self.ticks;
         let witnesses = self.configuration.witnesses();
         for witness in witnesses.iter() {
             let commit = Commit {
@@ -133,6 +151,70 @@ impl<S: StateMachine> Replica<S> {
                 stamp: self.lease_stamp(),
             };
             self.send(witness, Body::Commit(commit), effects);
+        }
+    }
+
+    /// Whom a new Prepare goes to: the actives while they answer in time, every member
+    /// while the witnesses are involved (see the module docs).
+    pub(super) fn prepare_audience(&mut self) -> Audience {
+        if self.primary.witnesses_involved.is_none() && !self.configuration.witnesses().is_empty() {
+            return Audience::Actives;
+        }
+        self.primary.witnesses_told_tick = self.ticks;
+        Audience::Members
+    }
+
+    /// Whether this replica, as the primary, sends its Prepares to the witnesses now.
+    pub fn involves_witnesses(&self) -> bool {
+        self.is_primary() && self.primary.witnesses_involved.is_some()
+    }
+
+    /// Whether the primary sends its Prepares to `member` now.
+    pub(super) fn takes_prepares(&self, member: ReplicaIndex) -> bool {
+        self.primary.witnesses_involved.is_some() || !self.configuration.is_witness(member)
+    }
+
+    /// The primary involves the witnesses until every active acknowledged its log as it
+    /// stands now: the actives did not answer in time, or a view starts (see the module
+    /// docs). Involved again, they stay until the actives reach the later op.
+    pub(super) fn involve_witnesses(&mut self) {
+        if !self.is_primary() || self.configuration.witnesses().is_empty() {
+            return;
+        }
+        let until = self.log.op();
+        match &mut self.primary.witnesses_involved {
+            Some(involved_until) => *involved_until = (*involved_until).max(until),
+            None => {
+                self.primary.witnesses_involved = Some(until);
+                self.stats.witness_involvements += 1;
+                tracing::debug!(
+                    replica = self.index,
+                    view = self.view,
+                    until,
+                    "witnesses involved: the actives did not answer in time"
+                );
+            }
+        }
+    }
+
+    /// The witnesses step back once every active (the primary's own completed writes
+    /// included) acknowledged the op they were involved until.
+    pub(super) fn release_witnesses_once_actives_caught_up(&mut self) {
+        let Some(until) = self.primary.witnesses_involved else {
+            return;
+        };
+        let caught_up = self
+            .configuration
+            .actives()
+            .all(|active| self.primary.acked[active as usize] >= until);
+        if caught_up {
+            self.primary.witnesses_involved = None;
+            tracing::debug!(
+                replica = self.index,
+                view = self.view,
+                until,
+                "witnesses step back: every active acknowledged"
+            );
         }
     }
 }
