@@ -2,11 +2,13 @@
 //! panic (the fuzz target `replica_messages` and `tests/forged_messages.rs`).
 //!
 //! The rule they check: a replica fed any sequence of messages, as if from authenticated
-//! peers, drops what cannot come from a correct replica instead of panicking. The only
-//! panics allowed are the core's own safety assertions about its own state, and the
-//! forger makes messages that look like a correct replica's often enough (views and ops
-//! near the target's own) to reach deep into every handler, and extreme values (views and
-//! ops at their maximum, empty and overlong ranges) to reach every arithmetic edge.
+//! peers and without the wire's gate (which refuses many of them first), drops what
+//! cannot come from a correct replica instead of panicking. The only panics allowed are
+//! the core's own safety assertions about its own state, and the forger makes messages
+//! that look like a correct replica's often enough (views and ops near the target's own)
+//! to reach deep into every handler, and extreme values (views and ops at their maximum,
+//! empty and overlong ranges) to reach every arithmetic edge; reads (paper 6.3) too, as
+//! requests and as log entries.
 
 use crate::client::ClientSession;
 use crate::config::Config;
@@ -210,10 +212,12 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
             session: pick_op(target, c),
             request: c.u8() as u32,
             operation: operation(c),
-            body: if c.below(3) == 0 {
-                configuration(target, c).to_bytes()
-            } else {
-                bytes(c)
+            body: match c.below(4) {
+                0 => configuration(target, c).to_bytes(),
+                // A read's body (6.3): the op the client has seen, near the target's or
+                // beyond any, then a query (a kv query or garbage).
+                1 => Request::read_body(pick_op(target, c), &bytes(c)),
+                _ => bytes(c),
             },
         }),
         12 | 13 => {
@@ -292,10 +296,14 @@ fn pick_epoch(near: u32, c: &mut Choices<'_>) -> u32 {
     }
 }
 
+/// Any operation: also reads (paper 6.3), which a correct primary never orders, so an
+/// entry holding one tests the gate and the execution path.
 fn operation(c: &mut Choices<'_>) -> Operation {
-    match c.below(4) {
+    match c.below(6) {
         0 => Operation::Register,
         1 => Operation::Reconfigure,
+        2 => Operation::Read,
+        3 => Operation::LeaseRead,
         _ => Operation::Apply,
     }
 }
