@@ -66,6 +66,7 @@ pub(super) fn next_nonce(nonce: u64) -> u64 {
 /// from view 0 (a view starts only once f+1 replicas moved to it, and views never go
 /// back); and a normal primary's log holds everything its view prepared. So no
 /// acknowledged op can be lost by taking that primary's log.
+///
 /// The primary of view 0 is `primary` (index 0 unless that member is a witness: paper
 /// 6.1); only its answer speaks for what view 0 prepared.
 fn new_cluster_primary_op(

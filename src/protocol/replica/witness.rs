@@ -169,7 +169,9 @@ impl<S: StateMachine> Replica<S> {
         self.is_primary() && self.primary.witnesses_involved.is_some()
     }
 
-    /// Whether the primary sends its Prepares to `member` now.
+    /// Whether the primary sends its Prepares to `member` now. A slow active that still
+    /// acknowledges something every prepare timeout paces the commits; one that goes
+    /// silent for a whole timeout brings the witnesses in (`on_prepare_timeout`).
     pub(super) fn takes_prepares(&self, member: ReplicaIndex) -> bool {
         self.primary.witnesses_involved.is_some() || !self.configuration.is_witness(member)
     }
@@ -191,7 +193,7 @@ impl<S: StateMachine> Replica<S> {
                     replica = self.index,
                     view = self.view,
                     until,
-                    "witnesses involved: the actives did not answer in time"
+                    "witnesses involved: the actives were late, or a view started"
                 );
             }
         }
