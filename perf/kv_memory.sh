@@ -6,6 +6,8 @@
 #   perf/kv_memory.sh                      # stages 0, 1k, 100k, 1M keys
 #   STAGES="0 1000 10000" perf/kv_memory.sh
 #   REPLICA_ARGS="--checkpoint-interval 8192" perf/kv_memory.sh   # extra `vsr replica` flags
+#   DURABILITY=disk perf/kv_memory.sh      # each replica with a data directory of its own
+#   VSR=/tmp/vsr-old perf/kv_memory.sh     # another binary (nothing is built)
 # Keys are `k` and 15 digits (16 bytes), values `v` and 61 digits (62 bytes): 78 bytes of
 # data a key, the entry size of issue 12's measurement.
 set -euo pipefail
@@ -13,10 +15,13 @@ cd "$(dirname "$0")/.."
 STAGES=${STAGES:-"0 1000 100000 1000000"}
 LOADERS=${LOADERS:-4}
 REPLICA_ARGS=${REPLICA_ARGS:-}
+DURABILITY=${DURABILITY:-memory}
 PORT=${PORT:-17400}
 TARGET=${CARGO_TARGET_DIR:-target}
-VSR="$TARGET/release/vsr"
-cargo build --release -p vsr --bins >&2
+if [ -z "${VSR:-}" ]; then
+  VSR="$TARGET/release/vsr"
+  cargo build --release -p vsr --bins >&2
+fi
 CLUSTER="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
 LOGS=$(mktemp -d /tmp/vsr-kv-memory.XXXXXX)
 pids=()
@@ -26,9 +31,11 @@ cleanup() {
 }
 trap cleanup EXIT
 for index in 0 1 2; do
+  durability=(--durability "$DURABILITY")
+  [ "$DURABILITY" = memory ] || durability+=(--data-dir "$LOGS/data-$index")
   # shellcheck disable=SC2086 # REPLICA_ARGS is a list of flags
-  "$VSR" replica --cluster "$CLUSTER" --replica "$index" --service kv $REPLICA_ARGS \
-    2> "$LOGS/replica-$index.log" &
+  "$VSR" replica --cluster "$CLUSTER" --replica "$index" --service kv "${durability[@]}" \
+    $REPLICA_ARGS 2> "$LOGS/replica-$index.log" &
   pids+=($!)
 done
 deadline=$((SECONDS + 30))

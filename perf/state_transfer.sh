@@ -10,7 +10,8 @@
 #            transfer, for the normal case's throughput during a transfer.
 #   diff:    kill -9, DIFF_SECONDS more puts (a few % of the keys), restarted on its
 #            data directory: it fetches only the pages that differ from its own
-#            checkpoint.
+#            checkpoint. vsr-load repeats its fill's keys with the same payload, which
+#            changes nothing; DIFF_PUTS=N puts N new values with `vsr kv` instead.
 #   resume:  kill -9, directory wiped, restarted; killed again once it holds half the
 #            pages of its full transfer, and restarted: the second attempt takes the
 #            pages the first kept on disk (the data directory's `fetch` file) and
@@ -38,6 +39,7 @@ KEYS=${KEYS:-1000000}
 VALUE=${VALUE:-1024}
 FILL_SECONDS=${FILL_SECONDS:-60}
 DIFF_SECONDS=${DIFF_SECONDS:-1}
+DIFF_PUTS=${DIFF_PUTS:-}
 CHECKPOINT=${CHECKPOINT:-65536}
 LOG_TAIL=${LOG_TAIL:-4096}
 SERVE_BYTES_PER_TICK=${SERVE_BYTES_PER_TICK:-}
@@ -79,6 +81,24 @@ half_fetched() { # whether replica 2 holds half the pages of a transfer under wa
 import json, sys
 d = json.load(sys.stdin); c = lambda f: d.get(f, d['counters'].get(f))
 sys.exit(0 if c('checkpoint_fetch_pages') > 0 and 2 * c('checkpoint_fetch_pages_held') >= c('checkpoint_fetch_pages') else 1)" 2>/dev/null
+}
+# diff_puts N: N puts of a value vsr-load never writes, to random keys of vsr-load's
+# naming, through 4 `vsr kv` clients; fails unless every answer is `ok`. (vsr-load puts
+# one fixed payload from a fixed seed, so its keys in the same order: a second run
+# rewrites what the fill wrote with the same bytes and changes no page.)
+diff_puts() {
+  local n=$1 loader
+  local -a loaders=()
+  for loader in 1 2 3 4; do
+    awk -v n=$((n / 4)) -v keys="$KEYS" -v bytes="$VALUE" -v seed="$loader" 'BEGIN {
+      srand(seed); v = ""; while (length(v) < bytes) v = v "0123456789"
+      for (i = 0; i < n; i++) printf "put key-%010d %s\n", int(rand() * keys), substr(v, 1, bytes) }' |
+      "$B/vsr" kv --cluster "$CLUSTER" > "$D/diff-$loader.txt" &
+    loaders+=($!)
+  done
+  for loader in "${loaders[@]}"; do wait "$loader"; done
+  local ok; ok=$(cat "$D"/diff-*.txt | grep -c '^ok$' || true)
+  [ "$ok" -eq $((n / 4 * 4)) ] || { echo "diff: $ok of $((n / 4 * 4)) puts ok; logs in $D" >&2; exit 1; }
 }
 ops_per_sec() { python3 -c "import json;print(round(json.load(open('$1'))['ops_per_sec']))"; }
 now() { date +%s.%N; }
@@ -222,8 +242,13 @@ full_bytes=$bytes
 
 # diff: replica 2 misses a few % of the keys' puts, then restarts on its own disk.
 kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
-load "$DIFF_SECONDS" "$D/diff.json"
-puts=$(python3 -c "import json;print(json.load(open('$D/diff.json'))['ops'])")
+if [ -n "$DIFF_PUTS" ]; then
+  diff_puts "$DIFF_PUTS"
+  puts=$DIFF_PUTS
+else
+  load "$DIFF_SECONDS" "$D/diff.json"
+  puts=$(python3 -c "import json;print(json.load(open('$D/diff.json'))['ops'])")
+fi
 start 2; caught_up
 bytes=$(stat 2 checkpoint_bytes_fetched)
 echo "diff: $puts puts missed ($(python3 -c "print(round(100*$puts/$KEYS,2))")% of the keys); fetched $bytes bytes =" \

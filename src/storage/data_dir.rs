@@ -62,6 +62,7 @@ use super::meta::{self, Identity};
 use super::spare::{self, Spare};
 use super::StorageError;
 use crate::protocol::{Checkpoint, Stored, StoredWrite};
+use crate::service::Snapshot;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -96,7 +97,8 @@ pub struct DataDir {
     next_sequence: u64,
     /// The id of this use of the journal file, in every batch (`journal`'s docs).
     file_id: u64,
-    /// What the journal holds, folded batch by batch.
+    /// What the journal holds, folded batch by batch; its checkpoint without pages
+    /// (`without_pages`).
     image: Stored,
     /// The marker of `image`'s checkpoint (its file is written).
     marker: Option<CheckpointMarker>,
@@ -199,7 +201,7 @@ impl DataDir {
             // The journal may hold entries below its latest checkpoint (it is compacted
             // only when full): the checkpoint stands for them.
             image.trim_to_checkpoint();
-            data_dir.image = image.clone();
+            data_dir.image = without_pages(image.clone());
         }
         files::sync_directory(directory)?; // The journal may have just been created.
         if !used {
@@ -527,6 +529,12 @@ impl DataDir {
         if self.image_broken.is_some() {
             return;
         }
+        let write = match write {
+            StoredWrite::Checkpoint(checkpoint) => {
+                StoredWrite::Checkpoint(checkpoint_without_pages(checkpoint))
+            }
+            write => write,
+        };
         if let Err(inconsistent) = self.image.apply(write) {
             error!(
                 journal = %self.journal_path.display(),
@@ -581,7 +589,7 @@ impl DataDir {
             self.marker = None;
         }
         self.rewrite_journal(&marked)?;
-        self.image = marked;
+        self.image = without_pages(marked);
         Ok(())
     }
 
@@ -670,6 +678,26 @@ fn checksum_for(write: &StoredWrite, marker: Option<CheckpointMarker>) -> u32 {
             marker.checksum
         }
         _ => 0,
+    }
+}
+
+/// `image` holding its checkpoint's op and timestamp, not its pages: the image is what a
+/// compaction writes, and a compaction writes a checkpoint as its marker (the pages are
+/// in its file, written before its marker is folded in: a checkpoint reaches the image
+/// only in the batch of its file's marker, or after its file was written ahead of its
+/// batch). Holding the pages here would keep every page of the latest durable checkpoint
+/// alive after the replica released them, while the replica builds the next one (the
+/// whole rewritten state twice at every checkpoint: `perf/kv_memory.md`).
+fn without_pages(mut image: Stored) -> Stored {
+    image.checkpoint = image.checkpoint.map(checkpoint_without_pages);
+    image
+}
+
+fn checkpoint_without_pages(checkpoint: Checkpoint) -> Checkpoint {
+    Checkpoint {
+        service: Snapshot::empty(),
+        clients: Snapshot::empty(),
+        ..checkpoint
     }
 }
 
@@ -936,6 +964,14 @@ pub(crate) mod tests {
         data_dir.append(&writes).unwrap();
         fold(&mut expected, &writes);
         data_dir.finish_checkpoint_files(); // Its marker follows the file.
+                                            // The image names the checkpoint without holding its pages (its file does, and
+                                            // the compaction below writes its marker; the reopen reads the pages back).
+        let imaged = data_dir.image.checkpoint.as_ref().expect("the checkpoint");
+        assert_eq!(
+            (imaged.op, imaged.timestamp),
+            (checkpoint.op, checkpoint.timestamp)
+        );
+        assert!(checkpoint.pages().count() > 0 && imaged.pages().count() == 0);
         data_dir.maintain().unwrap();
         assert_eq!(data_dir.file_bytes, 2 * journal::CHUNK_BYTES);
         assert!(

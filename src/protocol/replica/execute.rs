@@ -11,7 +11,9 @@
 //! encoding, the previous Merkle tree) and hands the build to the driver
 //! ([`Effect::BuildCheckpoint`]), which runs it on a worker while the replica goes on
 //! executing. Until it is built the previous checkpoint stays the latest one, and the log
-//! keeps every entry after it, so nothing the replica may be asked for is lost.
+//! keeps every entry after it, so nothing the replica may be asked for is lost; its pages
+//! are released meanwhile unless a transfer is reading it (`serve_checkpoint`: it is then
+//! answered `Unavailable`, and the asker fetches elsewhere or the newer one).
 //!
 //! One build at a time, and a build gets two intervals: the checkpoint op after the one
 //! being built is skipped (no checkpoint there), and at the op after that the replica
@@ -111,6 +113,9 @@ impl<S: StateMachine> Replica<S> {
             build: CheckpointBuild::of(&build),
         });
         self.building = Some(Building { op, build });
+        // The build rewrites what changed into new pages: the previous checkpoint's stop
+        // being held here meanwhile, unless a transfer reads them (`serve_checkpoint`).
+        self.release_checkpoint_pages_while_building();
     }
 
     /// The driver ran a checkpoint's build ([`Effect::BuildCheckpoint`]): the checkpoint
@@ -138,7 +143,8 @@ impl<S: StateMachine> Replica<S> {
             }
         });
         debug_assert!(op > self.checkpoint_op() && op <= self.commit);
-        // The previous checkpoint goes (or is retained, if a transfer is reading it).
+        // The previous checkpoint goes (or is retained, if a transfer is reading it: then
+        // its pages were not released while this one was built).
         self.release_checkpoint();
         self.set_checkpoint(checkpoint, tree);
         self.service.snapshot_built();

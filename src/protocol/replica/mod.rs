@@ -819,9 +819,10 @@ impl<S: StateMachine> Replica<S> {
             .map_or(0, |held| held.checkpoint.op)
     }
 
-    /// The latest checkpoint taken or restored, if any.
+    /// The latest checkpoint taken or restored, if any, and if its pages are held (they
+    /// are released while the next one builds, unless a transfer reads them).
     pub fn checkpoint(&self) -> Option<&Checkpoint> {
-        self.checkpoint.as_ref().map(|held| &held.checkpoint)
+        self.checkpoint.as_ref().and_then(|held| held.whole())
     }
 
     /// The client table (committed sessions and their latest replies).

@@ -16,6 +16,15 @@
 //!   the sender checkpointing again. Consecutive checkpoints share their unchanged pages,
 //!   so one kept costs about the state changed since it.
 //!
+//! While the next checkpoint builds, the latest one's pages are released
+//! ([`Replica::release_checkpoint_pages_while_building`]) unless a transfer asked for it
+//! within the same window: the service rewrites its state into new pages during the
+//! build, and holding the old ones beside them would hold the rewritten state twice at
+//! every checkpoint (`perf/kv_memory.md`). Its id and tree stay (the next build updates
+//! the tree, and NewStates go on naming it until the new one is built); a request for it
+//! is answered `Unavailable`, as for a checkpoint no longer held, so the asker asks
+//! another replica or, once the sources moved on, for the newer checkpoint.
+//!
 //! Answers are throttled: at most `checkpoint_serve_bytes_per_tick` bytes of pages leave
 //! per tick (and one page more: an answer holds one page at least, and as many more as
 //! the budget left allows), and requests beyond it wait (at most [`QUEUED_MAX`]) for the
@@ -25,7 +34,7 @@
 
 use super::*;
 use crate::service::merkle::MerkleTree;
-use crate::service::Page;
+use crate::service::{Page, Snapshot};
 
 /// Earlier checkpoints kept while transfers of them may be under way.
 pub(super) const RETAINED_MAX: usize = 2;
@@ -39,32 +48,50 @@ pub(super) const QUEUED_MAX: usize = 16;
 /// A checkpoint with the Merkle tree over its pages.
 #[derive(Clone, Debug)]
 pub(super) struct Held {
+    /// The checkpoint; without its pages (empty snapshots) once `released`.
     pub checkpoint: Checkpoint,
     pub tree: MerkleTree,
-    /// `tree.root()`, kept: every request names a checkpoint by it.
-    root: Digest,
+    /// Its name, kept: every request names a checkpoint by its root, and the name (with
+    /// its page counts) outlives the pages.
+    id: CheckpointId,
     /// The tick it was last asked for (`None`: never).
     pub asked: Option<u64>,
+    /// Whether its pages were released while the next checkpoint builds (module docs).
+    released: bool,
 }
 
 impl Held {
     /// `checkpoint`, whose pages `tree` was built over.
     pub fn new(checkpoint: Checkpoint, tree: MerkleTree) -> Held {
         Held {
-            root: tree.root(),
+            id: CheckpointId::of(&checkpoint, &tree),
             checkpoint,
             tree,
             asked: None,
+            released: false,
         }
     }
 
     pub fn id(&self) -> CheckpointId {
-        CheckpointId::of(&self.checkpoint, &self.tree)
+        self.id
     }
 
     /// Whether `id` names this checkpoint.
     pub fn is(&self, id: &CheckpointId) -> bool {
-        self.root == id.root && self.checkpoint.op == id.op
+        self.id.root == id.root && self.id.op == id.op
+    }
+
+    /// The checkpoint with its pages, unless they were released.
+    pub fn whole(&self) -> Option<&Checkpoint> {
+        (!self.released).then_some(&self.checkpoint)
+    }
+
+    /// Drops this holder's references to the pages (the service may hold some of them
+    /// still: those of state it did not rewrite). Its id and tree stay.
+    fn release_pages(&mut self) {
+        self.checkpoint.service = Snapshot::empty();
+        self.checkpoint.clients = Snapshot::empty();
+        self.released = true;
     }
 
     /// Whether it was asked for within `window` ticks of `ticks`.
@@ -102,7 +129,9 @@ impl<S: StateMachine> Replica<S> {
     /// peak, and the allocator keeps the peak).
     pub(super) fn release_checkpoint(&mut self) -> Option<MerkleTree> {
         let previous = self.checkpoint.take()?;
-        if previous.asked_within(self.ticks, self.retain_window()) {
+        // A checkpoint whose pages were released was not asked for within the window
+        // then, and an ask since was answered `Unavailable` without counting.
+        if !previous.released && previous.asked_within(self.ticks, self.retain_window()) {
             let tree = previous.tree.clone();
             self.retain(previous);
             Some(tree)
@@ -118,12 +147,48 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint = Some(Held::new(checkpoint, tree));
     }
 
+    /// While a checkpoint builds, releases the latest one's pages (module docs), unless
+    /// - a transfer asked for it within the retain window: a source keeps a checkpoint it
+    ///   serves, for as long as it would retain it once replaced (bounded the same way;
+    ///   every tick looks again, so its pages go once the transfer stops asking);
+    /// - its write is not complete: the store captures a checkpoint's pages from the
+    ///   replica after the input that issued its write (`StoredWrite::capture`), and a
+    ///   durable store writes its file from what it captured (its own references to the
+    ///   pages, held until the file is written), so once the write completes nothing
+    ///   reads these pages from here.
+    ///
+    /// Called when a build starts and on every tick.
+    pub(super) fn release_checkpoint_pages_while_building(&mut self) {
+        if self.building.is_none() {
+            return;
+        }
+        let (ticks, window) = (self.ticks, self.retain_window());
+        let Some(held) = self.checkpoint.as_ref() else {
+            return;
+        };
+        let op = held.checkpoint.op;
+        if held.released
+            || held.asked_within(ticks, window)
+            || !self.writes.checkpoint_durable_from(op)
+        {
+            return;
+        }
+        let held = self.checkpoint.as_mut().expect("checked");
+        held.release_pages();
+        tracing::debug!(
+            replica = self.id,
+            op,
+            "latest checkpoint's pages released while the next one builds"
+        );
+    }
+
     /// Ticks an earlier checkpoint is kept after it was last asked for.
     fn retain_window(&self) -> u64 {
         RETAIN_TIMEOUTS * self.config.state_transfer_timeout_ticks
     }
 
     fn retain(&mut self, held: Held) {
+        assert!(!held.released, "a checkpoint is retained with its pages");
         let retained = &mut self.checkpoint_server.retained;
         if retained.len() == RETAINED_MAX {
             retained.remove(0);
@@ -137,19 +202,21 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint.as_ref().map(Held::id)
     }
 
-    /// A checkpoint this replica holds (the latest, or a retained one) named by `id`.
+    /// A checkpoint this replica holds with its pages (the latest, or a retained one)
+    /// named by `id`.
     pub(super) fn held_checkpoint(&self, id: &CheckpointId) -> Option<&Held> {
         self.checkpoint
             .iter()
             .chain(&self.checkpoint_server.retained)
-            .find(|held| held.is(id))
+            .find(|held| held.is(id) && !held.released)
     }
 
+    /// The checkpoint named by `root` whose pages this replica holds.
     fn held_by_root_mut(&mut self, root: &Digest) -> Option<&mut Held> {
         self.checkpoint
             .iter_mut()
             .chain(&mut self.checkpoint_server.retained)
-            .find(|held| held.root == *root)
+            .find(|held| held.id.root == *root && !held.released)
     }
 
     /// Every tick: a new page budget, the requests that waited for it, and retained
@@ -160,6 +227,7 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint_server
             .retained
             .retain(|held| held.asked_within(ticks, window));
+        self.release_checkpoint_pages_while_building();
         while !self.serve_budget_spent() {
             let Some(get) = self.checkpoint_server.queued.pop_front() else {
                 break;
