@@ -63,29 +63,11 @@ pub struct ClientEntry {
     /// its Register), so a retry of that attempt is answered from the table while a later
     /// attempt opens a new session.
     pub registration: RequestNumber,
-    /// The latest request of this session this replica admitted as primary: local to
-    /// this replica, not committed state, never in a snapshot, and ignored once the term
-    /// it was admitted in is over.
-    admitted: Option<Admitted>,
-}
-
-/// A term: an epoch and a view of it. A replica is the primary of a term at most once,
-/// and its in-flight requests and route tokens are those of its current term.
-pub type Term = (u32, View);
-
-/// A request of a session that a primary admitted (see [`ClientEntry::admit_request`]).
-/// Kept in the session's entry so that one probe of the table finds the session, whether
-/// a request of it is in flight, and where its reply goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Admitted {
-    /// The term it was admitted in.
-    term: Term,
-    /// Its request number.
-    request: RequestNumber,
-    /// Queued or prepared and not executed yet.
-    in_flight: bool,
-    /// The driver's route token for its reply.
-    route: Option<RouteToken>,
+    /// The driver's route token of this session's latest request this replica admitted
+    /// as primary, with that request's number and the view it was admitted in: its reply
+    /// is routed by the token if it executes in that view. Local to this replica (not
+    /// committed state, never in a snapshot).
+    route: Option<(RequestNumber, View, RouteToken)>,
 }
 
 impl ClientEntry {
@@ -101,63 +83,18 @@ impl ClientEntry {
         self.reply = reply;
     }
 
-    /// Notes request `request` as admitted by the primary of `term` and in flight (queued
-    /// or prepared), its reply to go where `route` says (`None`: the driver gave no token).
-    pub fn admit_request(&mut self, term: Term, request: RequestNumber, route: Option<RouteToken>) {
-        self.admitted = Some(Admitted {
-            term,
-            request,
-            in_flight: true,
-            route,
-        });
+    /// Notes the route token (`None`: the driver gave none) of request `request`,
+    /// admitted in `view`.
+    pub fn set_route(&mut self, request: RequestNumber, view: View, route: Option<RouteToken>) {
+        self.route = route.map(|route| (request, view, route));
     }
 
-    /// The request of this session in flight at the primary of `term`, if any.
-    pub fn in_flight(&self, term: Term) -> Option<RequestNumber> {
-        self.admitted
-            .filter(|admitted| admitted.in_flight && admitted.term == term)
-            .map(|admitted| admitted.request)
-    }
-
-    /// A retry of request `request` reached the primary of `term` while it was in flight
-    /// (perhaps on a new connection): its reply goes where `route` says. A request in
-    /// flight that this entry does not hold (one a new primary inherited from the log)
-    /// is noted with its route, not as in flight (the primary's in-flight set has it).
-    pub fn retry_route(&mut self, term: Term, request: RequestNumber, route: Option<RouteToken>) {
-        match &mut self.admitted {
-            Some(admitted) if admitted.term == term && admitted.in_flight => {
-                if admitted.request == request {
-                    admitted.route = route;
-                }
-            }
-            admitted => {
-                *admitted = Some(Admitted {
-                    term,
-                    request,
-                    in_flight: false,
-                    route,
-                })
-            }
-        }
-    }
-
-    /// Notes `route` for request `request` of the primary of `term` without taking it
-    /// as in flight (the primary's in-flight set keeps it).
-    pub fn note_route(&mut self, term: Term, request: RequestNumber, route: Option<RouteToken>) {
-        self.admitted = Some(Admitted {
-            term,
-            request,
-            in_flight: false,
-            route,
-        });
-    }
-
-    /// The route token of request `request` if it was admitted in `term`: a token never
-    /// outlives the term its request was admitted in.
-    pub fn route_of(&self, request: RequestNumber, term: Term) -> Option<RouteToken> {
-        self.admitted
-            .filter(|admitted| admitted.request == request && admitted.term == term)
-            .and_then(|admitted| admitted.route)
+    /// The route token noted for request `request` in `view`, if the latest noted one is
+    /// that: a token never outlives the view its request was admitted in.
+    pub fn route_of(&self, request: RequestNumber, view: View) -> Option<RouteToken> {
+        self.route
+            .filter(|&(noted, in_view, _)| noted == request && in_view == view)
+            .map(|(_, _, route)| route)
     }
 }
 
@@ -257,7 +194,7 @@ impl ClientTable {
             op,
             reply: Bytes::new(),
             registration,
-            admitted: None,
+            route: None,
         };
         self.clients.insert(client, entry);
         assert!(self.clients.len() <= self.clients_max);
@@ -291,20 +228,13 @@ impl ClientTable {
 
     /// Admits a committed request and, when it is to execute, hands out its entry so the
     /// caller can record the reply without a second lookup (the hot path of every replica).
-    /// Whatever the admission, the request is no longer in flight at the primary.
     pub fn admit_mut(
         &mut self,
         client: ClientId,
         session: Session,
         request: RequestNumber,
     ) -> Result<&mut ClientEntry, Admission> {
-        let mut entry = self.clients.get_mut(&client);
-        if let Some(admitted) = entry.as_mut().and_then(|entry| entry.admitted.as_mut()) {
-            if admitted.request == request {
-                admitted.in_flight = false;
-            }
-        }
-        match entry {
+        match self.clients.get_mut(&client) {
             Some(entry) if entry.session == session && request == entry.request + 1 => Ok(entry),
             Some(entry) if entry.session == session && request <= entry.request => {
                 Err(Admission::Duplicate)
@@ -367,7 +297,7 @@ impl ClientTable {
                     op,
                     reply,
                     registration,
-                    admitted: None,
+                    route: None,
                 },
             );
         }

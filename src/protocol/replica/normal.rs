@@ -97,30 +97,19 @@ impl<S: StateMachine> Replica<S> {
         if !self.accepting_requests() {
             return self.drop_reason("request", "queue full");
         }
-        // One probe of the client table finds the session, its request in flight (a
-        // write or strict read this primary admitted) and where replies go; the in-flight
-        // set holds the rest (registrations, RECONFIGURATIONs, the ops a new primary
-        // inherits from the log) and is empty in the steady state.
-        let term = (self.epoch(), self.view);
-        let route = self.clients.input_route(request.client);
-        let client = self.clients.get_mut(request.client);
-        let in_flight = client
-            .as_ref()
-            .and_then(|entry| entry.in_flight(term))
-            .or_else(|| match self.primary.in_flight.is_empty() {
-                true => None,
-                false => self.primary.in_flight.get(&request.client).copied(),
-            });
-        if let Some(number) = in_flight {
+        if let Some(&number) = self.primary.in_flight.get(&request.client) {
             // A retry of the request in flight (perhaps on a new connection): its reply
             // goes where the retry came from.
-            if let Some(entry) = client {
+            let route = self.clients.input_route(request.client);
+            if let Some(entry) = self.clients.get_mut(request.client) {
                 if number == request.request && entry.session == request.session {
-                    entry.retry_route(term, number, route);
+                    entry.set_route(number, self.view, route);
                 }
             }
             return self.drop_reason("request", "already in progress");
         }
+        let route = self.clients.input_route(request.client);
+        let client = self.clients.get_mut(request.client);
         match request.operation {
             Operation::Register => {
                 if request.session != 0 {
@@ -179,10 +168,7 @@ impl<S: StateMachine> Replica<S> {
                 }
                 // Admitted below (a RECONFIGURATION may still be refused, then this route
                 // is never used): its reply, when it executes, goes where it came from.
-                Some(entry) if request.operation == Operation::Reconfigure => {
-                    entry.note_route(term, request.request, route)
-                }
-                Some(entry) => entry.admit_request(term, request.request, route),
+                Some(entry) => entry.set_route(request.request, self.view, route),
             },
         }
         if request.operation == Operation::Reconfigure {
@@ -195,14 +181,9 @@ impl<S: StateMachine> Replica<S> {
             }
             self.primary.reconfiguration_queued = true;
         }
-        if matches!(
-            request.operation,
-            Operation::Register | Operation::Reconfigure
-        ) {
-            self.primary
-                .in_flight
-                .insert(request.client, request.request);
-        }
+        self.primary
+            .in_flight
+            .insert(request.client, request.request);
         let entry = Entry {
             client: request.client,
             session: request.session,
@@ -605,20 +586,16 @@ impl<S: StateMachine> Replica<S> {
         assert_eq!(op, self.commit + 1, "ops execute in order, once");
         let entry = self.log.get(op).expect("executing an entry not in the log");
         let (client, session, request) = (entry.client, entry.session, entry.request);
-        // Executed ops leave the primary's in-flight set (a write's mark in the client
-        // table is cleared by `admit_mut`, in the same probe that admits it).
-        if !self.primary.in_flight.is_empty() {
-            if let MapEntry::Occupied(in_flight) = self.primary.in_flight.entry(client) {
-                if *in_flight.get() == request {
-                    in_flight.remove();
-                }
+        // One lookup on the hot path: executed ops leave the primary's in-flight set.
+        if let MapEntry::Occupied(in_flight) = self.primary.in_flight.entry(client) {
+            if *in_flight.get() == request {
+                in_flight.remove();
             }
         }
         // A RECONFIGURATION that executed: the configuration its body names, if any.
         let mut next_configuration: Option<Option<Configuration>> = None;
         let reconfiguration = entry.operation == Operation::Reconfigure;
-        // The route token the request was admitted with here, in this term, if any.
-        let term = (self.epoch(), self.view);
+        // The route token the request was admitted with here, if any.
         let mut route = None;
         let reply = match entry.operation {
             Operation::Register => {
@@ -658,7 +635,7 @@ impl<S: StateMachine> Replica<S> {
                             _ => self.service.apply(op, entry.timestamp, &entry.body),
                         };
                         client_entry.record(request, op, result.clone());
-                        route = client_entry.route_of(request, term);
+                        route = client_entry.route_of(request, self.view);
                         Some(Reply {
                             client,
                             session,
