@@ -11,6 +11,7 @@ pub mod forge;
 
 use crate::client::{ClientSession, Outcome, Target};
 use crate::config::Config;
+use crate::protocol::client_table::RouteToken;
 use crate::protocol::{
     CheckpointBuild, ClientId, Effect, Message, Replica, ReplicaId, ReplicaIndex, Start, Stored,
     StoredWrite,
@@ -125,7 +126,12 @@ impl<S: StateMachine> MemoryCluster<S> {
             return;
         }
         let mut effects = std::mem::take(&mut self.effects);
-        self.replicas[to as usize].on_message(message, &mut effects);
+        // A client's request carries a route token, as the runtime's do: its client id.
+        let route = match &message.body {
+            crate::protocol::Body::Request(request) => Some(RouteToken(request.client)),
+            _ => None,
+        };
+        self.replicas[to as usize].on_client_request(message, route, &mut effects);
         self.route(to, &mut effects);
         self.effects = effects;
     }
@@ -188,7 +194,15 @@ impl<S: StateMachine> MemoryCluster<S> {
                         self.queue.push_back((Some(from), to, message.clone()));
                     }
                 }
-                Effect::Reply { client, message } => self.replies.push_back((client, message)),
+                Effect::Reply {
+                    client,
+                    route,
+                    message,
+                } => {
+                    // A token, when there is one, is the one its client's request came with.
+                    assert!(route.is_none_or(|route| route == RouteToken(client)));
+                    self.replies.push_back((client, message));
+                }
                 Effect::Write { .. } => {} // Completed above.
                 // Kept at once, in the store (if kept): nothing waits for it.
                 Effect::KeepPages(keep) => {

@@ -11,7 +11,7 @@
 //! The table is bounded: registering when full evicts the session whose latest committed
 //! op is smallest. Every replica executes the same log, so every replica evicts the same.
 
-use super::message::{ClientId, Op, RequestNumber, Session};
+use super::message::{ClientId, Op, RequestNumber, Session, View};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -40,6 +40,14 @@ impl Hasher for IdHasher {
 /// A map keyed by client id.
 pub type ClientMap<V> = HashMap<ClientId, V, BuildHasherDefault<IdHasher>>;
 
+/// An opaque token a driver hands in with a client's request
+/// ([`Replica::on_client_request`](super::Replica::on_client_request)) and gets back with
+/// the reply to it ([`Effect::Reply`](super::Effect::Reply)): for the runtime, the
+/// connection the request came in on. The core keeps and returns it, never looks inside,
+/// and never lets it change what it decides: it is not replicated, not in a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteToken(pub u64);
+
 /// One client's committed state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientEntry {
@@ -55,6 +63,11 @@ pub struct ClientEntry {
     /// its Register), so a retry of that attempt is answered from the table while a later
     /// attempt opens a new session.
     pub registration: RequestNumber,
+    /// The driver's route token of this session's latest request this replica admitted
+    /// as primary, with that request's number and the view it was admitted in: its reply
+    /// is routed by the token if it executes in that view. Local to this replica (not
+    /// committed state, never in a snapshot).
+    route: Option<(RequestNumber, View, RouteToken)>,
 }
 
 impl ClientEntry {
@@ -68,6 +81,20 @@ impl ClientEntry {
         self.request = request;
         self.op = op;
         self.reply = reply;
+    }
+
+    /// Notes the route token (`None`: the driver gave none) of request `request`,
+    /// admitted in `view`.
+    pub fn set_route(&mut self, request: RequestNumber, view: View, route: Option<RouteToken>) {
+        self.route = route.map(|route| (request, view, route));
+    }
+
+    /// The route token noted for request `request` in `view`, if the latest noted one is
+    /// that: a token never outlives the view its request was admitted in.
+    pub fn route_of(&self, request: RequestNumber, view: View) -> Option<RouteToken> {
+        self.route
+            .filter(|&(noted, in_view, _)| noted == request && in_view == view)
+            .map(|(_, _, route)| route)
     }
 }
 
@@ -87,6 +114,10 @@ pub enum Admission {
 pub struct ClientTable {
     clients: ClientMap<ClientEntry>,
     clients_max: usize,
+    /// While the core handles a client's request: that client and the driver's route
+    /// token for it (`Replica::on_client_request`). A reply to that client made in the
+    /// same input carries the token.
+    input_route: Option<(ClientId, RouteToken)>,
 }
 
 impl ClientTable {
@@ -96,7 +127,21 @@ impl ClientTable {
         ClientTable {
             clients: ClientMap::default(),
             clients_max,
+            input_route: None,
         }
+    }
+
+    /// Sets (or, with `None`, clears) the client and route token of the request being
+    /// handled.
+    pub fn set_input_route(&mut self, input: Option<(ClientId, RouteToken)>) {
+        self.input_route = input;
+    }
+
+    /// The route token of the request being handled, if it is `client`'s.
+    pub fn input_route(&self, client: ClientId) -> Option<RouteToken> {
+        self.input_route
+            .filter(|&(input, _)| input == client)
+            .map(|(_, route)| route)
     }
 
     /// Every session, in no particular order.
@@ -117,6 +162,11 @@ impl ClientTable {
     /// The client's entry.
     pub fn get(&self, client: ClientId) -> Option<&ClientEntry> {
         self.clients.get(&client)
+    }
+
+    /// The client's entry, to note a route token in it.
+    pub fn get_mut(&mut self, client: ClientId) -> Option<&mut ClientEntry> {
+        self.clients.get_mut(&client)
     }
 
     /// Registers `client` with session `op` (committed at `op`); returns the session and
@@ -144,6 +194,7 @@ impl ClientTable {
             op,
             reply: Bytes::new(),
             registration,
+            route: None,
         };
         self.clients.insert(client, entry);
         assert!(self.clients.len() <= self.clients_max);
@@ -246,6 +297,7 @@ impl ClientTable {
                     op,
                     reply,
                     registration,
+                    route: None,
                 },
             );
         }

@@ -65,6 +65,13 @@ pub enum Effect {
     Reply {
         /// The client.
         client: ClientId,
+        /// The route token the driver handed in with the request this answers (or with
+        /// the client's request being handled when it was made), if any: the driver
+        /// writes the reply where the token says, if that is still live, and otherwise
+        /// finds the client itself. `None` for a reply to a request this replica did not
+        /// admit as primary with a token (a registration, a request ordered in an earlier
+        /// view or epoch, a read answered later, a NewEpoch answer at the epoch's end).
+        route: Option<super::client_table::RouteToken>,
         /// The reply.
         message: Message,
     },

@@ -20,6 +20,10 @@ use std::ops::Range;
 pub struct ConnectionSet {
     /// A slab: the index is the mio token; `None` is a free slot listed in `free`.
     slots: Vec<Option<Connection>>,
+    /// Per slot, how many connections left it (wrapping): with the slot's index, names
+    /// one connection in a client's reply route token (`routes::ReplyToken`), so a token
+    /// of a closed connection does not reach the next one in its slot.
+    generations: Vec<u16>,
     free: Vec<usize>,
     /// The next connection id this set hands out (ids are unique in the process as long
     /// as one set, the replica's event loop, hands them all out).
@@ -31,6 +35,7 @@ impl ConnectionSet {
     pub fn with_capacity(capacity: usize) -> ConnectionSet {
         ConnectionSet {
             slots: Vec::with_capacity(capacity),
+            generations: Vec::with_capacity(capacity),
             free: Vec::new(),
             id_next: 1,
         }
@@ -48,6 +53,7 @@ impl ConnectionSet {
     pub fn insert(&mut self, registry: &Registry, mut connection: Connection) -> io::Result<usize> {
         let token = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
+            self.generations.push(0);
             self.slots.len() - 1
         });
         assert!(self.slots[token].is_none(), "a free slot is empty");
@@ -64,6 +70,7 @@ impl ConnectionSet {
     pub fn remove(&mut self, registry: &Registry, token: usize) -> Option<Connection> {
         let mut connection = self.slots.get_mut(token)?.take()?;
         let _ = registry.deregister(&mut connection.stream);
+        self.generations[token] = self.generations[token].wrapping_add(1);
         self.free.push(token);
         Some(connection)
     }
@@ -76,6 +83,19 @@ impl ConnectionSet {
     /// Connection `token`, if it is live.
     pub fn get_mut(&mut self, token: usize) -> Option<&mut Connection> {
         self.slots.get_mut(token).and_then(Option::as_mut)
+    }
+
+    /// The generation of slot `token`: how many connections left it (wrapping).
+    pub fn generation(&self, token: usize) -> u16 {
+        self.generations.get(token).copied().unwrap_or(0)
+    }
+
+    /// Connection `token`, if it is live and the slot's generation is `generation`.
+    pub fn get_mut_of(&mut self, token: usize, generation: u16) -> Option<&mut Connection> {
+        if self.generation(token) != generation {
+            return None;
+        }
+        self.get_mut(token)
     }
 
     /// Connection `token`, which the caller knows is live.
@@ -263,4 +283,47 @@ pub fn peer_address(connection: &Connection) -> String {
         .stream
         .peer_addr()
         .map_or_else(|_| "?".to_string(), |address| address.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::routes::ReplyToken;
+    use mio::net::TcpStream;
+    use mio::Poll;
+    use std::net::TcpListener;
+
+    fn connection(listener: &TcpListener, id: u64) -> (Connection, std::net::TcpStream) {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let stream = TcpStream::from_std(server);
+        (Connection::new(stream, id, false, 1 << 20, 1 << 20), client)
+    }
+
+    #[test]
+    fn a_reply_token_of_a_closed_connection_does_not_reach_the_next_one_in_its_slot() {
+        let poll = Poll::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut set = ConnectionSet::with_capacity(4);
+        let (first, _first_peer) = connection(&listener, 1);
+        let slot = set.insert(poll.registry(), first).unwrap();
+        let token = ReplyToken {
+            slot,
+            generation: set.generation(slot),
+            arrived_us: 0,
+        };
+        let token = ReplyToken::unpack(token.pack().unwrap());
+        assert_eq!(
+            set.get_mut_of(token.slot, token.generation).map(|c| c.id),
+            Some(1)
+        );
+        // The connection closes and another takes its slot.
+        set.remove(poll.registry(), slot).unwrap();
+        let (second, _second_peer) = connection(&listener, 2);
+        assert_eq!(set.insert(poll.registry(), second).unwrap(), slot);
+        assert!(set.get_mut_of(token.slot, token.generation).is_none());
+        let generation = set.generation(slot);
+        assert_eq!(set.get_mut_of(slot, generation).map(|c| c.id), Some(2));
+    }
 }

@@ -14,7 +14,8 @@ use super::event_loop::EventLoop;
 use super::handshake::PeerState;
 use super::metrics::Recorder;
 use super::page_hasher::is_pages;
-use super::routes::Route;
+use super::routes::{ReplyToken, Route};
+use crate::protocol::client_table::RouteToken;
 use crate::protocol::{Audience, Body, ClientId, Effect, Message, ReplicaId};
 use crate::service::StateMachine;
 use crate::wire;
@@ -32,8 +33,12 @@ impl<S: StateMachine> EventLoop<S> {
             match effect {
                 Effect::Send { to, message } => self.send(to, &message),
                 Effect::Broadcast { message, audience } => self.broadcast(&message, audience),
-                Effect::Reply { client, message } => {
-                    if let Some(waited_us) = self.reply(client, message) {
+                Effect::Reply {
+                    client,
+                    route,
+                    message,
+                } => {
+                    if let Some(waited_us) = self.reply(client, route, message) {
                         waits.add(waited_us, &mut self.metrics.request_commit_us);
                     }
                 }
@@ -150,10 +155,28 @@ impl<S: StateMachine> EventLoop<S> {
         }
     }
 
-    /// Queues a reply on the connection its client's latest request came in on, here or on
-    /// an I/O thread; returns the request-to-commit wait in microseconds when it answers
-    /// the request in flight.
-    fn reply(&mut self, client: ClientId, message: Message) -> Option<u64> {
+    /// Queues a reply on the connection its token names if that connection is still the
+    /// one the token was made for (no lookup: `routes`), and otherwise on the connection
+    /// the route table holds for the client, here or on an I/O thread; returns the
+    /// request-to-commit wait in microseconds when it answers the request in flight.
+    fn reply(
+        &mut self,
+        client: ClientId,
+        token: Option<RouteToken>,
+        message: Message,
+    ) -> Option<u64> {
+        if let Some(token) = token.map(ReplyToken::unpack) {
+            let cluster = self.options.config.cluster;
+            if let Some(connection) = self.connections.get_mut_of(token.slot, token.generation) {
+                self.metrics.counters.replies_sent += 1;
+                if let Err(overflow) = connection.push_reply(&message, cluster) {
+                    self.close_overflow(token.slot, overflow);
+                }
+                return Some(token.waited_us(self.routes.micros(self.now)));
+            }
+            // Closed (its slot may hold another connection now): the client's route, if
+            // it sent a request from elsewhere since.
+        }
         let request = match &message.body {
             Body::Reply(reply) => Some(reply.request),
             _ => None,

@@ -12,7 +12,7 @@ use super::connections::{next_inbound, Inbound, ReadPass};
 use super::event_loop::EventLoop;
 use super::handshake::{check_sender, Admitted, PeerState, Rejection};
 use super::page_hasher::is_pages;
-use super::routes::Route;
+use super::routes::{ReplyToken, Route};
 use crate::protocol::{Body, Message};
 use crate::service::StateMachine;
 use crate::wire::{self, BatchMessages, Peer, Refusal, RefusalCode};
@@ -261,26 +261,40 @@ impl<S: StateMachine> EventLoop<S> {
         }
     }
 
-    /// Notes where the request's client is (its reply goes back there) and feeds the
-    /// request to the core.
+    /// Feeds the request to the core with a reply token naming its connection (a
+    /// connection of this loop), and notes where its client is in the route table when
+    /// its reply may come back without the token (`routes`).
     pub(super) fn on_request(&mut self, route: Route, message: Message) {
         let Body::Request(request) = &message.body else {
             unreachable!("the gate admits only requests here")
         };
         let (client, number) = (request.client, request.request);
         self.metrics.counters.requests_received += 1;
-        let connections = &self.connections;
-        let is_live = |token, id| connections.get(token).is_some_and(|c| c.id == id);
-        if !self
-            .routes
-            .on_request(client, number, route, self.now, is_live)
-        {
-            warn!(
-                client,
-                limit = self.routes.routes_max(),
-                "client routes full: this client's reply will not be routed"
-            );
+        let token = match route {
+            Route::Local { token, .. } => ReplyToken {
+                slot: token,
+                generation: self.connections.generation(token),
+                arrived_us: self.routes.micros(self.now),
+            }
+            .pack(),
+            // The I/O thread's connections are not in this loop's slots.
+            Route::Io { .. } => None,
+        };
+        if token.is_none() || !self.replica.replies_by_token(request.operation) {
+            let connections = &self.connections;
+            let is_live = |token, id| connections.get(token).is_some_and(|c| c.id == id);
+            if !self
+                .routes
+                .on_request(client, number, route, self.now, is_live)
+            {
+                warn!(
+                    client,
+                    limit = self.routes.routes_max(),
+                    "client routes full: this client's reply will not be routed"
+                );
+            }
         }
-        self.replica.on_message(message, &mut self.effects);
+        self.replica
+            .on_client_request(message, token, &mut self.effects);
     }
 }

@@ -1,14 +1,24 @@
-//! Client routes: where each client's replies go (the connection its latest request came
-//! in on, on this loop or on an I/O thread) and when its in-flight request arrived (for the
-//! request-to-commit histogram).
+//! Client routes: where each client's replies go.
 //!
-//! One map lookup per request and one per reply: with thousands of clients each lookup is
-//! likely a cache miss, and they showed up as the primary's top cost, so both facts share
-//! one entry. The map is bounded: when it is full, routes to closed connections are
-//! forgotten first, and a client that still finds no room is served but its reply is not
-//! routed (its retry is answered from the client table).
+//! Two ways, the first on the hot path:
+//! - **Reply tokens** ([`ReplyToken`]): a request read on this loop is handed to the core
+//!   with a token naming its connection (slot and the slot's generation) and its arrival
+//!   time; the core keeps it with the request and returns it in the reply's
+//!   `Effect::Reply`, so the reply is written to that connection, if it is still the same
+//!   one, without looking the client up. No map is probed for such a request or reply.
+//! - **The route table** ([`ClientRoutes`]): the connection of each client's latest
+//!   request that may be answered without a token, and when it arrived. It is written for
+//!   the requests whose reply may come back without one: registrations, reads, requests
+//!   reaching a replica that is not the primary (the retries a client sends everyone; if
+//!   the view changes, the new primary answers the ops it inherited from them), requests
+//!   that got no token (from an I/O thread's connection, or a slot past `u16::MAX`); and
+//!   it is read for every reply without a token, or whose token's connection is gone.
+//!
+//! The table is bounded: when it is full, routes to closed connections are forgotten
+//! first, and a client that still finds no room is served but its reply is not routed
+//! (its retry is answered from the client table).
 
-use crate::protocol::client_table::ClientMap;
+use crate::protocol::client_table::{ClientMap, RouteToken};
 use crate::protocol::{ClientId, RequestNumber};
 use std::time::{Duration, Instant};
 
@@ -82,6 +92,44 @@ impl ClientRoute {
     }
 }
 
+/// What the runtime hands the core with a request read on its own loop (the core's opaque
+/// [`RouteToken`]): the connection's slot (16 bits), the slot's generation (16 bits, see
+/// `ConnectionSet::generation`) and the request's arrival in `ClientRoutes`'s microseconds
+/// (32 bits, for the request-to-commit histogram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyToken {
+    /// The connection's slot (its mio token).
+    pub slot: usize,
+    /// The slot's generation when the request was read.
+    pub generation: u16,
+    /// When the request arrived, as `ClientRoutes::micros` counts.
+    pub arrived_us: u32,
+}
+
+impl ReplyToken {
+    /// The token as the core keeps it; `None` for a slot beyond 16 bits.
+    pub fn pack(self) -> Option<RouteToken> {
+        let slot = u16::try_from(self.slot).ok()?;
+        Some(RouteToken(
+            u64::from(self.arrived_us) << 32 | u64::from(self.generation) << 16 | u64::from(slot),
+        ))
+    }
+
+    /// The token the core returned.
+    pub fn unpack(token: RouteToken) -> ReplyToken {
+        ReplyToken {
+            slot: (token.0 & 0xFFFF) as usize,
+            generation: (token.0 >> 16) as u16,
+            arrived_us: (token.0 >> 32) as u32,
+        }
+    }
+
+    /// How long the request waited, at `now_us` (`ClientRoutes::micros`).
+    pub fn waited_us(self, now_us: u32) -> u64 {
+        u64::from(now_us.wrapping_sub(self.arrived_us))
+    }
+}
+
 /// Routes start with room for this many clients and grow as clients come (growing
 /// allocates; the steady state does not).
 const ROUTES_INITIAL: usize = 1024;
@@ -120,8 +168,8 @@ impl ClientRoutes {
         self.routes_max
     }
 
-    /// `now` as `arrived_us` counts it.
-    fn micros(&mut self, now: Instant) -> u32 {
+    /// `now` as `arrived_us` (and a reply token's arrival) counts it.
+    pub fn micros(&mut self, now: Instant) -> u32 {
         if now != self.last.0 {
             let micros = now.saturating_duration_since(self.epoch).as_micros() as u32;
             self.last = (now, micros);
@@ -212,6 +260,22 @@ mod tests {
 
     fn live(_: usize, _: u64) -> bool {
         true
+    }
+
+    #[test]
+    fn a_reply_token_round_trips_and_only_for_16_bit_slots() {
+        let token = ReplyToken {
+            slot: 65_535,
+            generation: 7,
+            arrived_us: u32::MAX - 1,
+        };
+        assert_eq!(ReplyToken::unpack(token.pack().unwrap()), token);
+        assert_eq!(token.waited_us(2), 4, "the clock wraps");
+        let wide = ReplyToken {
+            slot: 65_536,
+            ..token
+        };
+        assert_eq!(wide.pack(), None);
     }
 
     #[test]

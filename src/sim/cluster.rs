@@ -28,6 +28,7 @@ use super::storage::Storage;
 use super::watch::{TransferCounts, Watch};
 use crate::client::{ClientSession, Outcome, ReadMode, SubmitError, Target};
 use crate::config::Config;
+use crate::protocol::client_table::RouteToken;
 use crate::protocol::{
     Body, CheckpointBuild, ClientId, Configuration, Effect, Message, ReplicaId, ReplicaIndex,
     ReplyStatus, RequestNumber, Start, Stats, Status, View, Write, WriteId,
@@ -1043,7 +1044,14 @@ impl<S: SimService> Cluster<S> {
             replica.set_monotonic_ns(monotonic_ns);
         }
         let immediate = self.options.write_delay_steps_max == 0;
-        replica.on_message(envelope.message, &mut self.effects);
+        // A client's request carries a route token, as the runtime's do (the client's
+        // node), except for odd clients', as from a runtime's I/O thread: their replies
+        // are routed by client id only.
+        let route = match envelope.from {
+            Node::Client(client) if client % 2 == 0 => Some(RouteToken(client as u64)),
+            _ => None,
+        };
+        replica.on_client_request(envelope.message, route, &mut self.effects);
         if immediate {
             replica.complete_writes_in_memory(&mut self.effects);
         }
@@ -1584,8 +1592,18 @@ impl<S: SimService> Cluster<S> {
                         });
                     }
                 }
-                Effect::Reply { client, message } => {
-                    if let Some(&c) = self.client_index.get(&client) {
+                Effect::Reply {
+                    client,
+                    route,
+                    message,
+                } => {
+                    let to = self.client_index.get(&client).copied();
+                    // A token, when there is one, is the one its client's request came with.
+                    assert!(
+                        route.is_none_or(|route| Some(route) == to.map(|c| RouteToken(c as u64))),
+                        "a reply to client {client} carries the route token {route:?}"
+                    );
+                    if let Some(c) = to {
                         self.network.send(
                             &mut self.prng,
                             self.now,

@@ -7,7 +7,7 @@
 //! primary's (entries are appended in op order, gaps are filled by state transfer).
 
 use super::*;
-use crate::protocol::client_table::Admission;
+use crate::protocol::client_table::{Admission, RouteToken};
 use crate::protocol::configuration::Configuration;
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -20,6 +20,39 @@ impl<S: StateMachine> Replica<S> {
         self.is_primary()
             && self.primary.queue.len() < self.config.batch_entries_max as usize
             && self.primary.queue_bytes < self.config.batch_bytes_max as u64
+    }
+
+    /// Handles `message` (a client's request) as [`Replica::on_message`] does, with the
+    /// driver's route token for its reply: a reply made in this input for the request's
+    /// client carries `route`, and so does the reply of the request once it executes, if
+    /// this replica admits it as primary (the token is kept in the client's entry of the
+    /// client table). `None` is a request with no token: its replies carry none either.
+    /// The token changes nothing the core decides.
+    pub fn on_client_request(
+        &mut self,
+        message: Message,
+        route: Option<RouteToken>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let client = match &message.body {
+            Body::Request(request) => Some(request.client),
+            _ => None,
+        };
+        self.clients.set_input_route(client.zip(route));
+        self.on_message(message, effects);
+        self.clients.set_input_route(None);
+    }
+
+    /// Whether the reply to a request of `operation` handled now comes back with its route
+    /// token whatever becomes of it in this view: a write or a strict read reaching the
+    /// primary while it orders requests. Otherwise its reply may come without one (a
+    /// registration, a read answered later, a NewEpoch answer at the epoch's end, an op a
+    /// new primary inherits), and a driver routing by token also keeps its own route to
+    /// the client.
+    pub fn replies_by_token(&self, operation: Operation) -> bool {
+        matches!(operation, Operation::Apply | Operation::Query)
+            && self.is_primary()
+            && !self.primary.reconfiguration_queued
     }
 
     pub(super) fn on_request(&mut self, request: Request, effects: &mut Vec<Effect>) {
@@ -64,10 +97,19 @@ impl<S: StateMachine> Replica<S> {
         if !self.accepting_requests() {
             return self.drop_reason("request", "queue full");
         }
-        if self.primary.in_flight.contains_key(&request.client) {
+        if let Some(&number) = self.primary.in_flight.get(&request.client) {
+            // A retry of the request in flight (perhaps on a new connection): its reply
+            // goes where the retry came from.
+            let route = self.clients.input_route(request.client);
+            if let Some(entry) = self.clients.get_mut(request.client) {
+                if number == request.request && entry.session == request.session {
+                    entry.set_route(number, self.view, route);
+                }
+            }
             return self.drop_reason("request", "already in progress");
         }
-        let client = self.clients.get(request.client);
+        let route = self.clients.input_route(request.client);
+        let client = self.clients.get_mut(request.client);
         match request.operation {
             Operation::Register => {
                 if request.session != 0 {
@@ -124,7 +166,9 @@ impl<S: StateMachine> Replica<S> {
                 Some(entry) if request.request != entry.request + 1 => {
                     return self.drop_reason("request", "request number out of order")
                 }
-                Some(_) => {}
+                // Admitted below (a RECONFIGURATION may still be refused, then this route
+                // is never used): its reply, when it executes, goes where it came from.
+                Some(entry) => entry.set_route(request.request, self.view, route),
             },
         }
         if request.operation == Operation::Reconfigure {
@@ -203,10 +247,23 @@ impl<S: StateMachine> Replica<S> {
         self.send_reply(reply, effects);
     }
 
+    /// Answers `reply.client`, with the route token of the request being handled if it
+    /// is that client's.
     pub(super) fn send_reply(&self, reply: Reply, effects: &mut Vec<Effect>) {
+        let route = self.clients.input_route(reply.client);
+        self.send_reply_routed(reply, route, effects);
+    }
+
+    fn send_reply_routed(
+        &self,
+        reply: Reply,
+        route: Option<RouteToken>,
+        effects: &mut Vec<Effect>,
+    ) {
         let client = reply.client;
         effects.push(Effect::Reply {
             client,
+            route,
             message: self.envelope(Body::Reply(reply)),
         });
     }
@@ -547,6 +604,8 @@ impl<S: StateMachine> Replica<S> {
         // A RECONFIGURATION that executed: the configuration its body names, if any.
         let mut next_configuration: Option<Option<Configuration>> = None;
         let reconfiguration = entry.operation == Operation::Reconfigure;
+        // The route token the request was admitted with here, if any.
+        let mut route = None;
         let reply = match entry.operation {
             Operation::Register => {
                 if let Some(evicted) = self.clients.register(client, op, request) {
@@ -589,6 +648,7 @@ impl<S: StateMachine> Replica<S> {
                             _ => self.service.apply(op, entry.timestamp, &entry.body),
                         };
                         client_entry.record(request, op, result.clone());
+                        route = client_entry.route_of(request, self.view);
                         Some(Reply {
                             client,
                             session,
@@ -626,7 +686,8 @@ impl<S: StateMachine> Replica<S> {
         }
         self.stats.entries_committed += 1;
         if let Some(reply) = reply.filter(|_| self.is_primary()) {
-            self.send_reply(reply, effects);
+            let route = route.or_else(|| self.clients.input_route(client));
+            self.send_reply_routed(reply, route, effects);
         }
     }
 
