@@ -65,7 +65,7 @@ pub fn free_addresses(count: usize) -> Vec<SocketAddr> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.subsec_nanos() as u64);
     let mut state =
-        (std::process::id() as u64) << 32 ^ nanos ^ DRAWS.fetch_add(1, Ordering::Relaxed);
+        ((std::process::id() as u64) << 32) ^ nanos ^ DRAWS.fetch_add(1, Ordering::Relaxed);
     let mut listeners: Vec<TcpListener> = Vec::with_capacity(count);
     for _ in 0..100_000 {
         if listeners.len() == count {
