@@ -104,11 +104,7 @@ fn steady_state_allocations_per_operation() {
     let _alone = ONE_CLUSTER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let probes: Vec<_> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addresses: Vec<_> = probes.iter().map(|p| p.local_addr().unwrap()).collect();
-    drop(probes);
+    let addresses = common::cluster::free_addresses(3);
     let servers: Vec<ReplicaServer> = (0..3)
         .map(|replica| {
             ReplicaServer::spawn(ServerOptions::new(addresses.clone(), replica, 0), Marker).unwrap()
@@ -162,11 +158,7 @@ fn a_batch_larger_than_the_primary_queue_loses_nothing() {
 }
 
 fn check_no_request_dropped(io_threads: usize) {
-    let probes: Vec<_> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let addresses: Vec<_> = probes.iter().map(|p| p.local_addr().unwrap()).collect();
-    drop(probes);
+    let addresses = common::cluster::free_addresses(3);
     let servers: Vec<ReplicaServer> = (0..3)
         .map(|replica| {
             let mut options = ServerOptions::new(addresses.clone(), replica, 0);

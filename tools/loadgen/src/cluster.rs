@@ -168,16 +168,10 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// `count` distinct free loopback ports (bound together, then released: a small race with
-/// other programs, reported clearly if a child then fails to bind).
+/// `count` distinct free loopback ports (`ports`: checked, then released; a small race
+/// with other programs remains, reported clearly if a child then fails to bind).
 pub fn free_loopback_addresses(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<_, _>>()?)
+    Ok(crate::ports::free_loopback_addresses(count)?)
 }
 
 /// Waits until `ready` succeeds, a child dies, the deadline passes or Ctrl-C.

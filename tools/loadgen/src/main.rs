@@ -10,6 +10,7 @@ mod cluster;
 mod driver;
 mod hgrm;
 mod output;
+mod ports;
 mod reply;
 mod report;
 mod sizing;

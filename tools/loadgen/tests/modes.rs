@@ -2,6 +2,9 @@
 //! `vsr-load` is killed if a test fails (its own children die with it: PR_SET_PDEATHSIG),
 //! and the tests take a lock so that only one cluster runs at a time on a 2-core machine.
 
+#[path = "../src/ports.rs"]
+mod ports;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -634,14 +637,11 @@ impl Replicas {
     /// Starts three replicas of `service` with `cluster_id` and waits (with a deadline)
     /// until every one reports status normal.
     fn start(service: &str, cluster_id: &str) -> Replicas {
-        let listeners: Vec<std::net::TcpListener> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let addresses: Vec<String> = listeners
+        let addresses: Vec<String> = ports::free_loopback_addresses(3)
+            .expect("free loopback ports")
             .iter()
-            .map(|l| l.local_addr().unwrap().to_string())
+            .map(ToString::to_string)
             .collect();
-        drop(listeners);
         let vsr = vsr_binary();
         let mut replicas = Replicas {
             children: Vec::new(),
