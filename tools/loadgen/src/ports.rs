@@ -53,13 +53,14 @@ fn splitmix(mut z: u64) -> u64 {
 mod tests {
     use super::*;
 
+    // Whether each is free again afterwards is not asserted: a test running beside this
+    // one may draw it meanwhile (the race the module accepts).
     #[test]
-    fn addresses_are_distinct_free_and_below_the_ephemeral_range() {
+    fn addresses_are_distinct_and_below_the_ephemeral_range() {
         let addresses = free_loopback_addresses(8).unwrap();
         for (i, address) in addresses.iter().enumerate() {
             assert!(PORTS.contains(&(address.port() as u32)), "{address}");
             assert!(!addresses[..i].contains(address));
-            TcpListener::bind(address).expect("released for the caller");
         }
     }
 }
