@@ -36,6 +36,27 @@ fn put(client: &mut Client, key: usize) {
     assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
 }
 
+/// Three replicas serving, the third a witness, replica 0 leading view 0.
+fn start_with_witness() -> TestCluster {
+    let mut cluster = TestCluster::start_with(3, "kv", &["--witnesses", "2"]);
+    cluster.wait_until_serving(30 * SECOND);
+    assert_eq!(cluster.primary(), Some(0), "view 0's primary is replica 0");
+    cluster
+}
+
+/// Every key `put` wrote below `keys` reads back its value (a strict read).
+fn read_back(client: &mut Client, keys: usize) {
+    for key in 0..keys {
+        let get = KvOp::Get(Bytes::from(format!("k{key}")));
+        let result = client.read(get.encode(), ReadMode::Strict).expect("read");
+        assert_eq!(
+            KvResult::decode(&result),
+            Some(KvResult::Value(Bytes::from(format!("v{key}")))),
+            "key k{key}"
+        );
+    }
+}
+
 fn recovered(cluster: &TestCluster, replica: usize) -> bool {
     cluster
         .stats(replica)
@@ -44,9 +65,7 @@ fn recovered(cluster: &TestCluster, replica: usize) -> bool {
 
 #[test]
 fn writes_survive_an_active_at_a_time_dying_with_a_witness() {
-    let mut cluster = TestCluster::start_with(3, "kv", &["--witnesses", "2"]);
-    cluster.wait_until_serving(30 * SECOND);
-    assert_eq!(cluster.primary(), Some(0), "view 0's primary is replica 0");
+    let mut cluster = start_with_witness();
     let mut client = client(&cluster);
     for key in 0..50 {
         put(&mut client, key);
@@ -67,15 +86,7 @@ fn writes_survive_an_active_at_a_time_dying_with_a_witness() {
         put(&mut client, key);
     }
     assert_eq!(cluster.primary(), Some(1), "the witness never leads");
-    for key in 0..150 {
-        let get = KvOp::Get(Bytes::from(format!("k{key}")));
-        let result = client.read(get.encode(), ReadMode::Strict).expect("read");
-        assert_eq!(
-            KvResult::decode(&result),
-            Some(KvResult::Value(Bytes::from(format!("v{key}")))),
-            "key k{key}"
-        );
-    }
+    read_back(&mut client, 150);
     let witness = cluster.stats(WITNESS).expect("the witness's stats");
     assert!(witness.u64("commit") >= 150, "{}", witness.json);
     assert_eq!(witness.u64("checkpoints"), 0, "{}", witness.json);
@@ -84,9 +95,7 @@ fn writes_survive_an_active_at_a_time_dying_with_a_witness() {
 
 #[test]
 fn the_witness_is_sent_nothing_until_an_active_stops_answering() {
-    let mut cluster = TestCluster::start_with(3, "kv", &["--witnesses", "2"]);
-    cluster.wait_until_serving(30 * SECOND);
-    assert_eq!(cluster.primary(), Some(0), "view 0's primary is replica 0");
+    let mut cluster = start_with_witness();
     let mut client = client(&cluster);
     for key in 0..100 {
         put(&mut client, key);
@@ -122,15 +131,7 @@ fn the_witness_is_sent_nothing_until_an_active_stops_answering() {
     for key in 150..200 {
         put(&mut client, key);
     }
-    for key in 0..200 {
-        let get = KvOp::Get(Bytes::from(format!("k{key}")));
-        let result = client.read(get.encode(), ReadMode::Strict).expect("read");
-        assert_eq!(
-            KvResult::decode(&result),
-            Some(KvResult::Value(Bytes::from(format!("v{key}")))),
-            "key k{key}"
-        );
-    }
+    read_back(&mut client, 200);
     assert_eq!(
         cluster.primary(),
         Some(0),
