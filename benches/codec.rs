@@ -41,6 +41,7 @@ fn prepare(entries: usize, body_bytes: usize) -> Message {
         body: Body::Prepare(Prepare {
             op_first: 1,
             commit: 0,
+            actives_commit: 0,
             stamp: 0,
             entries,
         }),

@@ -514,6 +514,7 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
                 Body::Prepare(Prepare {
                     op_first: (1 << 62) - 1,
                     commit: 1 << 62,
+                    actives_commit: 0,
                     stamp: 0,
                     entries: vec![entry(1), entry(2)],
                 }),

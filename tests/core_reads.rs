@@ -111,6 +111,7 @@ fn backup_holding_history(commit: Op, config: Config) -> Replica<Kv> {
     let prepare = Prepare {
         op_first: 1,
         commit,
+        actives_commit: 0,
         stamp: 0,
         entries: history(),
     };
@@ -367,6 +368,7 @@ fn a_strict_read_is_ordered_and_answered_by_query_without_changing_state() {
     let prepare = Prepare {
         op_first: 4,
         commit: 4,
+        actives_commit: 0,
         stamp: 0,
         entries: vec![entry(3, Operation::Query, KvOp::Get(b("a")).encode())],
     };

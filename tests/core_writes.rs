@@ -67,6 +67,7 @@ fn a_backup_acknowledges_a_prepare_only_once_its_append_is_durable() {
     let prepare = Prepare {
         op_first: 1,
         commit: 0,
+        actives_commit: 0,
         stamp: 0,
         entries: vec![entry(1, 10), entry(2, 11)],
     };
@@ -195,6 +196,7 @@ fn held_messages_keep_their_order_and_independent_ones_do_not_wait() {
     let prepare = |op: u64| Prepare {
         op_first: op,
         commit: 0,
+        actives_commit: 0,
         stamp: 0,
         entries: vec![entry(op as u32, 10 + op)],
     };
@@ -258,6 +260,7 @@ fn writes_describe_truncation_before_the_new_suffix() {
     let prepare = Prepare {
         op_first: 1,
         commit: 0,
+        actives_commit: 0,
         stamp: 0,
         entries: vec![entry(1, 10), entry(2, 11), entry(3, 12)],
     };

@@ -631,6 +631,7 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
     let prepare = Prepare {
         op_first: 1,
         commit: 0,
+        actives_commit: 0,
         stamp: 0,
         entries: (1..=3).map(|op| entry(op, op)).collect(),
     };

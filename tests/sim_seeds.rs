@@ -146,6 +146,10 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         504,
         "a recovering active took an empty witness at index 0 for the primary of view 0 and recovered an empty log, below ops that committed (recovery)",
     ),
+    (
+        1011175,
+        "a witness that lost its memory recovered to the primary's checkpoint without the entries a lagging active lacked, and with the primary gone next no view change could finish (converge)",
+    ),
 ];
 
 #[test]

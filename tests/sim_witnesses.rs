@@ -176,6 +176,61 @@ fn a_witness_trims_its_log_as_the_actives_execute() {
     s.converge(SLOW);
 }
 
+/// A witness that loses its memory gets back its copies of the entries an active lacks
+/// (seed 1011175 found this). Active 1 is cut off while the primary commits with the
+/// witness past a checkpoint and its log tail: the witness's log is then the second copy
+/// of those ops. The witness crashes and recovers: the primary must still hold them in
+/// its log (no replica trims what not every active executed) and hand them to the
+/// witness, or the primary failing next leaves active 1 nowhere to find them.
+#[test]
+fn a_witness_that_lost_its_memory_recovers_the_entries_an_active_lacks() {
+    let mut s = with_witness(6);
+    let config = s.cluster().config().clone();
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.block(0, 1);
+    let lagging = s.replica(1).commit();
+    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
+    s.load(true);
+    s.run_until(
+        "the primary checkpoints past the lagging active",
+        30_000,
+        |c| c.replica(0).unwrap().commit() > past_the_tail,
+    );
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    let last = s.submit(0, put("z", "last"));
+    s.wait_completed(0, SLOW);
+    let op = s.expect_committed(0, last);
+    let lagging = s.replica(1).commit();
+    assert!(s.replica(0).checkpoint_op() > lagging + config.log_tail_ops);
+    assert!(
+        s.replica(0).log_base() <= lagging,
+        "the primary keeps what active 1 lacks"
+    );
+
+    s.crash(2);
+    s.restart(2);
+    s.run_until("the witness recovered", SLOW, |c| {
+        c.replica(2).is_some_and(|r| r.status() == Status::Normal)
+    });
+    let witness = s.replica(2);
+    assert!(witness.op() >= op, "the witness holds the last write again");
+    assert!(
+        witness.log_base() <= s.replica(1).commit(),
+        "the witness's log reaches down to what active 1 lacks"
+    );
+
+    // The primary fails: active 1 leads with the witness, whose log alone holds the ops.
+    s.crash(0);
+    s.heal();
+    s.submit(1, get("z"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("last"));
+    assert_eq!(s.cluster().primary(), Some(1));
+    s.restart(0);
+    s.converge(SLOW);
+}
+
 /// A witness is never primary, whichever replicas fail: with five replicas and two
 /// witnesses, view changes skip them.
 #[test]

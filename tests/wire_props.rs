@@ -221,11 +221,13 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
                     result
                 })
             ),
-        (op(), any_op(), any::<u64>(), entries(1)).prop_map(
-            |(op_first, commit, stamp, entries)| {
+        // The actives' commit at most the commit, as the gate requires.
+        (op(), any_op(), any_op(), any::<u64>(), entries(1)).prop_map(
+            |(op_first, a, b, stamp, entries)| {
                 Body::Prepare(Prepare {
                     op_first,
-                    commit,
+                    commit: a.max(b),
+                    actives_commit: a.min(b),
                     stamp,
                     entries,
                 })
@@ -790,6 +792,7 @@ fn large_prepare_round_trips_and_slices_the_read_buffer() {
     let message = message_with(Body::Prepare(Prepare {
         op_first: 1,
         commit: 0,
+        actives_commit: 0,
         stamp: 0,
         entries,
     }));
@@ -860,6 +863,7 @@ fn prepare() -> Body {
     Body::Prepare(Prepare {
         op_first: 5,
         commit: 4,
+        actives_commit: 0,
         stamp: 0,
         entries: vec![entry_with(b"x")],
     })
@@ -936,6 +940,19 @@ fn invalid_header_values_are_rejected_with_their_reason() {
         body(),
         |b| reseal(b, |h| h.op = 4),
         DecodeError::Malformed("commit's actives' commit beyond its commit"),
+    );
+    // So is a Prepare's.
+    let prepare = Body::Prepare(Prepare {
+        op_first: 5,
+        commit: 3,
+        actives_commit: 2,
+        stamp: 0,
+        entries: vec![entry_with(b"x")],
+    });
+    check_rejected(
+        prepare,
+        |b| reseal(b, |h| h.op = 4),
+        DecodeError::Malformed("prepare's actives' commit beyond its commit"),
     );
     // A PrepareOk's commit is at most its op.
     check_rejected(
@@ -1079,6 +1096,7 @@ fn structurally_invalid_bodies_are_malformed() {
     let empty = Body::Prepare(Prepare {
         op_first: 5,
         commit: 4,
+        actives_commit: 0,
         stamp: 0,
         entries: vec![],
     });
@@ -1095,6 +1113,7 @@ fn structurally_invalid_bodies_are_malformed() {
     let two = Body::Prepare(Prepare {
         op_first: 1,
         commit: 0,
+        actives_commit: 0,
         stamp: 0,
         entries: vec![entry_with(b""), entry_with(b"")],
     });
@@ -1311,6 +1330,7 @@ fn contradictory_fields_are_refused_by_name() {
             message_with(Body::Prepare(Prepare {
                 op_first: OP_MAX,
                 commit: 0,
+                actives_commit: 0,
                 stamp: 0,
                 entries: vec![entry_with(b"a"), entry_with(b"b")],
             })),

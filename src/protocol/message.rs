@@ -285,6 +285,8 @@ pub struct Prepare {
     pub op_first: Op,
     /// The primary's commit number (piggybacked, paper 4.1 step 5).
     pub commit: Op,
+    /// As [`Commit::actives_commit`] (0 without witnesses).
+    pub actives_commit: Op,
     /// The primary's monotonic clock when it sent this message, which a backup's
     /// PrepareOk echoes to grant a lease (paper 6.3.1, `replica::lease`); 0: no lease
     /// asked.
@@ -325,10 +327,10 @@ pub struct PrepareOk {
 pub struct Commit {
     /// The primary's commit number.
     pub commit: Op,
-    /// The lowest commit number every active member (not a witness, paper 6.1) reported
-    /// to this primary in its view, its own included; 0 until each has. Every op up to
-    /// it is executed state at all f+1 actives, so a witness may discard its log up to
-    /// it (`Replica::trim_witness_log`). At most `commit`.
+    /// The highest op that f+1 active members (not witnesses, paper 6.1) executed, by
+    /// the commit numbers they reported to this primary in its view (its own included;
+    /// 0 for one that has not). Every op up to it is state at f+1 members, so no replica
+    /// needs to keep it in its log for a witness (`Replica::trim_log`). At most `commit`.
     pub actives_commit: Op,
     /// As [`Prepare::stamp`].
     pub stamp: LeaseStamp,

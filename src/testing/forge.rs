@@ -129,6 +129,7 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
         0 => Body::Prepare(Prepare {
             op_first: pick_op(target, c),
             commit: pick_op(target, c),
+            actives_commit: pick_op(target, c),
             stamp: pick_op(target, c),
             entries: entries(c),
         }),

@@ -139,8 +139,8 @@ fn used_fields(command: Command) -> u16 {
         // A batch's header is the envelope its messages share; the rest is in the records.
         Requests | Replies => ENVELOPE,
         Reply => ENVELOPE | CODE | CLIENT | SESSION | REQUEST | OP,
-        // `nonce` carries the lease stamp (paper 6.3.1).
-        Prepare => ENVELOPE | OP_FIRST | COMMIT | NONCE,
+        // `nonce` carries the lease stamp (paper 6.3.1), `op` the actives' commit (6.1).
+        Prepare => ENVELOPE | OP_FIRST | COMMIT | OP | NONCE,
         PrepareOk => ENVELOPE | OP | COMMIT | NONCE,
         GetState => ENVELOPE | OP | NONCE,
         // `op` carries the actives' commit number (paper 6.1, for witnesses).
@@ -392,6 +392,9 @@ fn parse_prepare(header: &Header, reader: &mut Reader) -> Result<Prepare, Decode
     if header.op_first == 0 {
         return Err(Malformed("prepare starts at op 0"));
     }
+    if header.op > header.commit {
+        return Err(Malformed("prepare's actives' commit beyond its commit"));
+    }
     let entries = entries_from(header.op_first, reader)?;
     if entries.is_empty() {
         return Err(Malformed("prepare without entries"));
@@ -399,6 +402,7 @@ fn parse_prepare(header: &Header, reader: &mut Reader) -> Result<Prepare, Decode
     Ok(Prepare {
         op_first: header.op_first,
         commit: header.commit,
+        actives_commit: header.op,
         stamp: header.nonce,
         entries,
     })

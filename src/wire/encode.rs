@@ -323,6 +323,7 @@ fn fill_header(body: &Body, header: &mut Header) {
         Body::Prepare(prepare) => {
             header.op_first = prepare.op_first;
             header.commit = prepare.commit;
+            header.op = prepare.actives_commit;
             header.nonce = prepare.stamp;
             Command::Prepare
         }

@@ -41,7 +41,7 @@
 //! |--------------------|----------------------|---------------------------------------------|---------------------------|
 //! | `Request`          | `Operation`          | client, session, request                    | the operation's bytes (a read: seen op, query) |
 //! | `Reply`            | `ReplyStatus`        | client, session, request, op                | the result's bytes        |
-//! | `Prepare`          |                      | op_first, commit, nonce (= lease stamp)     | entries (at least one)    |
+//! | `Prepare`          |                      | op_first, commit, op (= actives' commit), nonce (= lease stamp) | entries (at least one)    |
 //! | `PrepareOk`        |                      | op, commit, nonce (= lease stamp echoed)    |                           |
 //! | `Commit`           |                      | commit, op (= actives' commit), nonce (= lease stamp) |                 |
 //! | `StartViewChange`  |                      | last_normal_view (= sender view)          |                           |

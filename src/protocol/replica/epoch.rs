@@ -143,8 +143,9 @@ impl<S: StateMachine> Replica<S> {
         };
         if let Body::GetState(get_state) = message.body {
             // A replica of the old epoch fetching the prefix up to this epoch's start:
-            // committed state only (its log is another epoch's).
-            if let Some(new_state) = self.new_state_for(get_state, self.commit) {
+            // committed state only (its log is another epoch's). No witnesses: a cluster
+            // with them does not reconfigure (`check_successor`).
+            if let Some(new_state) = self.new_state_for(get_state, self.commit, false) {
                 self.send_to_id(sender, Body::NewState(new_state), effects);
             }
             // The asker may also be transitioning into the old epoch, which cannot take
@@ -611,8 +612,13 @@ impl<S: StateMachine> Replica<S> {
             return self.adopt_from_checkpoint(new_state, effects);
         }
         let usable_last = new_state.commit.min(pending.start);
-        let grew =
-            state_transfer::merge_fetched(&mut pending.fetch, self.commit, new_state, usable_last);
+        let grew = state_transfer::merge_fetched(
+            &mut pending.fetch,
+            self.commit,
+            new_state,
+            usable_last,
+            false,
+        );
         if state_transfer::fetched_end(&pending.fetch, self.commit) < pending.start {
             if grew {
                 self.request_pending_state(effects);
@@ -948,7 +954,7 @@ impl<S: StateMachine> Replica<S> {
             op,
             learner: Some(learner),
         };
-        if let Some(new_state) = self.new_state_for(get_state, self.commit) {
+        if let Some(new_state) = self.new_state_for(get_state, self.commit, false) {
             self.send_to_id(learner, Body::NewState(new_state), effects);
         }
         // A change gave the learner's identity out already (it is a member now, or was

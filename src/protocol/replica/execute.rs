@@ -149,7 +149,7 @@ impl<S: StateMachine> Replica<S> {
         self.set_checkpoint(checkpoint, tree);
         self.service.snapshot_built();
         self.stats.checkpoints += 1;
-        self.log.trim(op.saturating_sub(self.config.log_tail_ops));
+        self.trim_log();
     }
 
     /// Builds the checkpoint being built here and now (or waits for the worker building

@@ -363,6 +363,11 @@ pub struct Replica<S> {
     log: Log,
     /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
     commit: Op,
+    /// With witnesses: every active executed the ops up to this one, as a primary of
+    /// this replica's views reported (`Prepare::actives_commit`, `Commit::actives_commit`)
+    /// or, as the primary, found itself. No replica trims its log above it (`witness`).
+    /// Never decreases.
+    actives_commit_heard: Op,
     service: S,
     clients: ClientTable,
     /// The latest checkpoint taken or restored (paper 5.1), with its Merkle tree.
@@ -485,6 +490,7 @@ impl<S: StateMachine> Replica<S> {
             asks: ViewChangeAsks::default(),
             log: Log::default(),
             commit: 0,
+            actives_commit_heard: 0,
             service,
             checkpoint: None,
             building: None,

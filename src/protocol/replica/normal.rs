@@ -285,9 +285,19 @@ impl<S: StateMachine> Replica<S> {
             && !self.primary.queue.is_empty()
             && self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize
             && self.primary.pipeline_bytes < self.config.pipeline_bytes_max
+            && self.log_has_room_for_a_batch()
         {
             self.prepare_batch(effects);
         }
+    }
+
+    /// Whether one more batch keeps the log within `Config::log_entries_max`. Without
+    /// witnesses checkpoints keep it there; with them the log also keeps what not every
+    /// active executed (`witness`), and the primary waits for the actives rather than
+    /// pass the bound (the witnesses, whose logs wait for the same, would refuse it).
+    fn log_has_room_for_a_batch(&self) -> bool {
+        self.log.len() as u64 + self.config.batch_entries_max as u64
+            <= self.config.log_entries_max()
     }
 
     /// The primary of a new cluster orders nothing until every other replica has told it
@@ -349,6 +359,7 @@ impl<S: StateMachine> Replica<S> {
         let prepare = Prepare {
             op_first,
             commit: self.commit,
+            actives_commit: self.actives_commit(),
             stamp: self.lease_stamp(),
             entries,
         };
@@ -392,7 +403,9 @@ impl<S: StateMachine> Replica<S> {
         self.heard_tick[from as usize] = self.ticks;
         self.normal_timeout.reset();
         self.forget_asks_unless_following();
-        // Commit first: executing may take a checkpoint that makes room in the log.
+        // Commit first: executing may take a checkpoint that makes room in the log (as
+        // far as the actives' commit lets it: `witness`).
+        self.note_actives_commit(prepare.actives_commit);
         self.commit_to(prepare.commit.min(self.log.op()), effects);
         let op = self.log.op();
         let op_last = prepare.op_last();
@@ -510,7 +523,7 @@ impl<S: StateMachine> Replica<S> {
             self.request_state(from, effects);
         }
         self.commit_to(commit.commit.min(self.log.op()), effects);
-        self.trim_witness_log(commit.actives_commit.min(commit.commit));
+        self.note_actives_commit(commit.actives_commit);
         // The answer doubles as the heartbeat's echo, so the primary knows it leads,
         // and grants a lease from the Commit's stamp (`lease`).
         let stamp = self.grant_lease(commit.stamp);
@@ -559,6 +572,7 @@ impl<S: StateMachine> Replica<S> {
                 let prepare = Prepare {
                     op_first: from,
                     commit: self.commit,
+                    actives_commit: self.actives_commit(),
                     stamp: self.lease_stamp(),
                     entries,
                 };

@@ -4,8 +4,12 @@
 //! responder can vouch for: a normal replica in the asker's view sends up to its op (in
 //! one view every normal log is a prefix of the primary's); any other sends only up to its
 //! commit number, because committed entries are the same on every replica. When the
-//! entries asked for were trimmed, the answer starts with the latest checkpoint.
+//! entries asked for were trimmed, the answer starts with the latest checkpoint; for a
+//! witness, which holds no state (paper 6.1), it starts at the responder's log instead,
+//! and the witness skips the gap below it (`witness`: no replica trims an entry that not
+//! every active executed, so the witness's copies of those are all in that log).
 
+use super::witness::witness_base_timestamp;
 use super::*;
 
 /// Committed entries fetched by a new primary during a view change.
@@ -92,12 +96,14 @@ pub(super) fn fetched_end(fetch: &Option<Fetched>, commit: Op) -> Op {
 
 /// Adds the entries of `new_state` up to `usable_last` that extend `fetch`, which
 /// collects committed state after `commit` aside from the log (a checkpoint beyond what
-/// it holds restarts it from the checkpoint). Returns whether it grew.
+/// it holds restarts it from the checkpoint; for a witness, `skips_gaps`, so do entries
+/// that start past it below the sender's commit number). Returns whether it grew.
 pub(super) fn merge_fetched(
     fetch: &mut Option<Fetched>,
     commit: Op,
     new_state: ReceivedState,
     usable_last: Op,
+    skips_gaps: bool,
 ) -> bool {
     let held = fetched_end(fetch, commit);
     let entries_last = new_state.op_first + new_state.entries.len() as Op - 1;
@@ -116,6 +122,16 @@ pub(super) fn merge_fetched(
         merged = Fetched {
             op_first: checkpoint.op + 1,
             checkpoint: Some(checkpoint),
+            entries: Vec::new(),
+        };
+    }
+    let next = merged.op_first + merged.entries.len() as Op;
+    let skipped = new_state.op_first - 1;
+    if skips_gaps && new_state.op_first > next && skipped <= new_state.commit.min(usable_last) {
+        // A witness skips committed ops it holds none of (see the module docs).
+        merged = Fetched {
+            op_first: new_state.op_first,
+            checkpoint: None,
             entries: Vec::new(),
         };
     }
@@ -161,7 +177,8 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.commit
         };
-        if let Some(new_state) = self.new_state_for(get_state, limit) {
+        let for_witness = self.configuration.is_witness(from);
+        if let Some(new_state) = self.new_state_for(get_state, limit, for_witness) {
             self.send(from, Body::NewState(new_state), effects);
         }
     }
@@ -169,11 +186,22 @@ impl<S: StateMachine> Replica<S> {
     /// The answer to `get_state` with entries up to `limit` (this replica's op when it
     /// vouches for its view's log, else its commit number); `None` when it cannot be
     /// answered (the reason is counted).
-    pub(super) fn new_state_for(&mut self, get_state: GetState, limit: Op) -> Option<NewState> {
+    pub(super) fn new_state_for(
+        &mut self,
+        get_state: GetState,
+        limit: Op,
+        for_witness: bool,
+    ) -> Option<NewState> {
         let Some(op_after) = get_state.op.checked_add(1) else {
             self.drop_reason("get_state", "op beyond any log");
             return None;
         };
+        if for_witness && get_state.op < self.log.base() {
+            // A witness needs entries, never state: the log from its base, which holds
+            // everything not every active executed (see the module docs).
+            let op_first = self.log.base() + 1;
+            return Some(self.new_state_from(None, op_first, limit));
+        }
         // Answered even when there is nothing newer: the asker learns the op this replica
         // vouches for (a replica joining a view may already hold all of it). A checkpoint
         // is named, not sent: the asker fetches the pages it lacks (`fetch_checkpoint`).
@@ -194,19 +222,30 @@ impl<S: StateMachine> Replica<S> {
         let op_first = checkpoint
             .as_ref()
             .map_or(op_after, |checkpoint| checkpoint.op + 1);
+        Some(self.new_state_from(checkpoint, op_first, limit))
+    }
+
+    /// A NewState naming `checkpoint` with the entries from `op_first` up to `limit`,
+    /// as many as fit in half a message.
+    fn new_state_from(
+        &self,
+        checkpoint: Option<CheckpointId>,
+        op_first: Op,
+        limit: Op,
+    ) -> NewState {
         let bytes_max = (self.config.message_bytes_max as usize / 2)
             .saturating_sub(CHECKPOINT_ID_BYTES)
             .max(1);
         assert!(limit <= self.log.op() && self.commit <= limit);
         let entries = self.log.slice(op_first, limit, bytes_max);
-        Some(NewState {
+        NewState {
             sender: self.id,
             commit: self.commit,
             op: limit,
             checkpoint,
             op_first,
             entries,
-        })
+        }
     }
 
     pub(super) fn on_new_state(
@@ -266,7 +305,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Appends the entries of a NewState that extend the log, after restoring its
     /// checkpoint when the log does not reach it. Returns whether anything was added.
-    pub(super) fn apply_new_state(&mut self, new_state: ReceivedState) -> bool {
+    pub(super) fn apply_new_state(&mut self, mut new_state: ReceivedState) -> bool {
         debug_assert!(new_state.is_well_formed());
         assert_ne!(
             self.status,
@@ -274,7 +313,7 @@ impl<S: StateMachine> Replica<S> {
             "a view change fetches aside"
         );
         let mut progressed = false;
-        if let Some(checkpoint) = new_state.checkpoint {
+        if let Some(checkpoint) = new_state.checkpoint.take() {
             if checkpoint.op > self.log.op() {
                 if !self.restore_checkpoint(checkpoint) {
                     return false;
@@ -283,12 +322,14 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         if new_state.op_first > self.log.op() + 1 {
-            return progressed;
+            if !self.witness_skips_gap(&new_state) {
+                return progressed;
+            }
+            progressed = true;
         }
-        let room = self
-            .config
-            .log_entries_max()
-            .saturating_sub(self.log.len() as u64);
+        // The cap, not `log_entries_max`: with witnesses the primary's log, which this
+        // one follows, may be past the bound after a view change (`log_entries_cap`).
+        let room = self.log_entries_cap().saturating_sub(self.log.len() as u64);
         let mut added = 0;
         for (index, entry) in new_state.entries.into_iter().enumerate() {
             let op = new_state.op_first + index as Op;
@@ -351,11 +392,13 @@ impl<S: StateMachine> Replica<S> {
     /// Adds the entries of `new_state` up to `usable_last` that extend the view change's
     /// fetch (see [`merge_fetched`]). Returns whether the fetch grew.
     fn merge_fetch(&mut self, new_state: ReceivedState, usable_last: Op) -> bool {
+        let skips_gaps = self.is_witness();
         merge_fetched(
             &mut self.view_changing.fetch,
             self.commit,
             new_state,
             usable_last,
+            skips_gaps,
         )
     }
 
@@ -377,6 +420,12 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.log.truncate(self.commit);
+        if fetch.op_first > self.log.op() + 1 {
+            // Only a witness fetches past a gap (`merge_fetched`).
+            assert!(self.is_witness(), "a gap in an active's fetch");
+            let timestamp = witness_base_timestamp(&fetch.entries);
+            self.witness_skip_to(fetch.op_first - 1, timestamp);
+        }
         for (index, entry) in fetch.entries.into_iter().enumerate() {
             if fetch.op_first + index as Op > self.log.op() {
                 self.log.push(entry);

@@ -8,19 +8,30 @@
 //!
 //! What it may forget. A witness's log is, for the ops it acknowledged, one of the f+1
 //! copies that make them committed: it may discard an entry only once no view change
-//! could need it from there. That holds for every op that all f+1 actives executed: any
-//! new primary is an active, so it holds the op as state, and fetches from a witness only
-//! the entries past its own commit number (`view_change`: the best log's suffix starts at
-//! its sender's commit, the rest comes from any replica). The primary learns each
-//! active's commit number from its acknowledgements (`PrepareOk::commit`) and tells the
-//! witnesses the lowest (`Commit::actives_commit`); a witness trims its log below it,
-//! keeping `log_tail_ops` more, as an active keeps below its checkpoint. An active that
-//! is down holds the witnesses' logs back: they grow to `Config::log_entries_max`, and
-//! then refuse Prepares ("log full") until it returns, the safe answer (trimming what
-//! only one active holds would lose it if that active failed while the other lagged).
-//! A view's log installed meanwhile may take a witness past that bound, up to twice it
-//! (`log_entries_cap`); a new primary learns the actives' commit numbers from their
-//! DoViewChanges, so a view change does not hold the witnesses back.
+//! could need it from there. That holds for every op that f+1 actives executed: at most
+//! f members are not among them, so the f+1 DoViewChanges of any view change include
+//! one of them, from which the new primary (an active) fetches what it lacks (as a
+//! checkpoint if that one trimmed it); from a witness it fetches only the entries past
+//! its own commit number (`view_change`: the best log's suffix starts at its sender's
+//! commit, the rest comes from any replica). The primary learns each active's commit
+//! number from its acknowledgements (`PrepareOk::commit`) and its DoViewChange, and
+//! tells the others the highest op f+1 actives executed (`actives_commit`, in every
+//! Prepare and Commit); a witness trims its log below it, keeping `log_tail_ops` more,
+//! as an active keeps below its checkpoint. With f witnesses the actives are f+1, and
+//! one that is down holds the witnesses' logs back: they grow to
+//! `Config::log_entries_max`, and then refuse Prepares ("log full") until it returns,
+//! the safe answer (trimming what only one active holds would lose it if that active
+//! failed while the other lagged). A view's log installed meanwhile may take a log past
+//! that bound, up to twice it (`log_entries_cap`).
+//!
+//! The actives keep those entries too. A witness that loses its memory loses its copies
+//! with it, and recovers them from the primary's log; so with witnesses no replica trims
+//! its log above the actives' commit (`trim_log`), and the primary orders nothing that
+//! would take its log past `Config::log_entries_max`: it waits for the actives when the
+//! witnesses would refuse it anyway ("log full"), and never when more than f+1 actives
+//! are up, since the actives' commit then moves without the one that is down. A new
+//! primary thus holds, for a lagging active, everything above the actives' commit, and
+//! so does the log a recovering witness gets.
 //!
 //! In the normal case (paper 6.1) the primary sends its Prepares to the actives only:
 //! with f witnesses the f+1 actives are a quorum by themselves, and a witness that is
@@ -36,13 +47,17 @@
 //! change, and it does not fetch the log that a Commit tells it it lacks: it catches up
 //! when it is involved again.
 //!
-//! A witness given state it lacks (a NewState naming a checkpoint past its log: it
-//! lagged, or recovers) takes the checkpoint's op as its log's base without fetching a
-//! page: it needs the entries after it, never the state (`fetch_checkpoint`). Asked for
-//! entries it trimmed, it does not answer: it has no checkpoint to offer, and the asker
-//! turns to another replica (`view_change::view_change_fetch_source`).
+//! A witness that asks for entries the responder trimmed (it lagged, or recovers) is
+//! answered with the responder's log from its base, never with a checkpoint: it needs
+//! entries, never state. It skips the committed ops below them, which it holds none of
+//! and which every active executed (the trimming rule above), and takes the entries
+//! (`state_transfer`); a NewState that names a checkpoint all the same makes it take
+//! the checkpoint's op as its log's base, fetching no page. Asked for entries it trimmed, a
+//! witness does not answer: it has no checkpoint to offer, and the asker turns to
+//! another replica (`view_change::view_change_fetch_source`).
 
 use super::*;
+use smallvec::SmallVec;
 
 impl<S: StateMachine> Replica<S> {
     /// Whether this replica is a witness of its current configuration.
@@ -61,16 +76,34 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// A witness discards its log below `actives_commit` (from its primary's Commit),
-    /// keeping `log_tail_ops` more (see the module docs).
-    pub(super) fn trim_witness_log(&mut self, actives_commit: Op) {
-        if !self.is_witness() {
+    /// Notes how far every active executed, as the primary reports it in its Prepares
+    /// and Commits, and trims the log to match (see [`Replica::trim_log`]).
+    pub(super) fn note_actives_commit(&mut self, actives_commit: Op) {
+        if self.configuration.witnesses().is_empty() {
             return;
         }
-        // Known executed at every active; never past what this replica knows committed.
-        let trim = actives_commit
-            .min(self.commit)
-            .saturating_sub(self.config.log_tail_ops);
+        self.actives_commit_heard = self.actives_commit_heard.max(actives_commit);
+        self.trim_log();
+    }
+
+    /// Drops the entries that no replica can need from this one. An active keeps
+    /// `log_tail_ops` below its latest checkpoint; a witness as many below what every
+    /// active executed. With witnesses an active also keeps everything above what every
+    /// active executed: a witness that loses its memory gets its copies of those entries
+    /// back from the primary's log (`new_state_for`), and a new primary has them for a
+    /// lagging active (see the module docs).
+    pub(super) fn trim_log(&mut self) {
+        let tail = self.config.log_tail_ops;
+        let below_checkpoint = self.checkpoint_op().saturating_sub(tail);
+        let trim = match (self.is_witness(), self.configuration.witnesses().is_empty()) {
+            (_, true) => below_checkpoint,
+            // Never past what this replica knows committed.
+            (true, false) => self
+                .actives_commit_heard
+                .min(self.commit)
+                .saturating_sub(tail),
+            (false, false) => below_checkpoint.min(self.actives_commit_heard),
+        };
         if trim > self.log.base() {
             self.log.trim(trim);
         }
@@ -91,14 +124,28 @@ impl<S: StateMachine> Replica<S> {
         );
     }
 
-    /// The most entries this replica's log may hold. A witness may hold twice
-    /// `Config::log_entries_max`: it refuses Prepares past the bound as any replica
-    /// does, but its log shrinks only as the actives execute, so a view's log installed
-    /// meanwhile (a StartView) may take it past; beyond the cap it does not join.
+    /// A witness given entries that start past its log, below the sender's commit
+    /// number, skips the committed ops in between (it holds none of them, and needs
+    /// none: see the module docs). Returns whether it did.
+    pub(super) fn witness_skips_gap(&mut self, new_state: &ReceivedState) -> bool {
+        let skipped = new_state.op_first - 1;
+        if !self.is_witness() || skipped <= self.log.op() || skipped > new_state.commit {
+            return false;
+        }
+        let timestamp = witness_base_timestamp(&new_state.entries);
+        self.witness_skip_to(skipped, timestamp);
+        true
+    }
+
+    /// The most entries this replica's log may hold. With witnesses a log may hold
+    /// twice `Config::log_entries_max`: a replica refuses Prepares past the bound (the
+    /// primary orders nothing past it), but the logs shrink only as the actives execute,
+    /// so a view's log installed meanwhile (a StartView, a view change's) may take one
+    /// past; beyond the cap a replica does not join.
     pub(super) fn log_entries_cap(&self) -> u64 {
-        match self.is_witness() {
-            true => 2 * self.config.log_entries_max(),
-            false => self.config.log_entries_max(),
+        match self.configuration.witnesses().is_empty() {
+            true => self.config.log_entries_max(),
+            false => 2 * self.config.log_entries_max(),
         }
     }
 
@@ -110,21 +157,27 @@ impl<S: StateMachine> Replica<S> {
         *noted = (*noted).max(commit);
     }
 
-    /// The lowest commit number among the actives (the primary's own included) in this
-    /// view, or 0 while one has not acknowledged anything: what a witness may trim below.
+    /// The highest op that f+1 actives executed, by the commit numbers they reported
+    /// in this view (the primary's own included; 0 for one that has not answered yet):
+    /// what every replica may trim its log below (see the module docs). With f
+    /// witnesses the actives are f+1 and this is the lowest of their commit numbers.
     pub(super) fn actives_commit(&self) -> Op {
         if !self.is_primary() || self.configuration.witnesses().is_empty() {
             return 0;
         }
-        self.configuration
+        let mut commits: SmallVec<[Op; 8]> = self
+            .configuration
             .actives()
             .map(|index| match index == self.index {
                 true => self.commit,
                 false => self.primary.commits[index as usize],
             })
-            .min()
-            .unwrap_or(0)
-            .min(self.commit)
+            .collect();
+        // At most f witnesses: f+1 actives at least.
+        let f = self.configuration.faults_max();
+        assert!(commits.len() > f);
+        commits.sort_unstable_by(|a, b| b.cmp(a));
+        commits[f].min(self.commit)
     }
 
     /// The primary tells the witnesses how far the actives executed when that moved
@@ -136,6 +189,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let actives_commit = self.actives_commit();
+        self.note_actives_commit(actives_commit);
         let silent = self.ticks.saturating_sub(self.primary.witnesses_told_tick)
             >= self.config.commit_interval_ticks;
         if actives_commit <= self.primary.actives_commit_told && !silent {
@@ -219,4 +273,13 @@ impl<S: StateMachine> Replica<S> {
             );
         }
     }
+}
+
+/// The timestamp a witness gives the base of a log it restarts before `entries`: one
+/// below the first entry's (timestamps increase along a log). A witness never orders, so
+/// nothing but that check reads it.
+pub(super) fn witness_base_timestamp(entries: &[Entry]) -> u64 {
+    entries
+        .first()
+        .map_or(0, |entry| entry.timestamp.saturating_sub(1))
 }
