@@ -5,10 +5,14 @@
 # into OUT and prints each run's ops/s, p50 and p99.
 #
 #   RUNS=3 DURATION=5s perf/reads.sh OUT_DIR
+#   SESSIONS=1024 CONNECTIONS=16 MODES="strict lease" perf/reads.sh OUT_DIR   # saturating
 set -euo pipefail
 out=${1:?usage: perf/reads.sh OUT_DIR}
 runs=${RUNS:-3}
 duration=${DURATION:-5s}
+load=()
+[[ -n ${SESSIONS:-} ]] && load+=(--sessions "$SESSIONS")
+[[ -n ${CONNECTIONS:-} ]] && load+=(--connections "$CONNECTIONS")
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p "$out"
 cargo build --release --workspace
@@ -17,7 +21,7 @@ for run in $(seq 1 "$runs"); do
     json="$out/$mode-$run.json"
     "$target/release/vsr-load" --service kv --read-fraction 0.9 --reads "$mode" \
       --duration "$duration" --warmup 1s --quiet --vsr-bin "$target/release/vsr" \
-      --json "$json" > /dev/null
+      "${load[@]}" --json "$json" > /dev/null
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); l=d["latency_us"]; print(sys.argv[2], sys.argv[3], round(d["ops_per_sec"]), l["p50"], l["p99"], d["errors"])' "$json" "$mode" "$run"
   done
 done

@@ -129,6 +129,10 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
         710,
         "after a power loss, a new member whose store held only its epoch's configuration recovered instead of fetching the epoch's start, and with another store damaged nobody could answer (converge)",
     ),
+    (
+        9007245,
+        "a replica restarted from its store into a view change that never finished, above the view the others were normal in, waited forever to recover from a view at least its own (converge)",
+    ),
 ];
 
 /// Seeds with witnesses (paper 6.1) that found bugs, each fixed since, and that still

@@ -256,3 +256,29 @@ fn witnesses_never_lead() {
     }
     s.converge(SLOW);
 }
+
+/// A witness the primary never needed holds nothing, and answers a recovery as empty;
+/// it is normal all the same, and counts toward the f+1 normal answers a recovery needs
+/// (paper 4.3). Five replicas, the witness never involved (the cluster is idle), two
+/// actives lose their memory: the primary, the other active and the witness are the
+/// three answers each needs. They used to wait for a write to involve the witness.
+#[test]
+fn two_actives_recover_in_an_idle_cluster_whose_witness_holds_nothing() {
+    let mut config = scenario_config(5);
+    config.witnesses = ReplicaSet::of(4);
+    let mut s = Scenario::with(7, config, 2);
+    s.run(200);
+    assert_eq!(s.replica(4).op(), 0, "the witness was sent nothing");
+    s.crash(1);
+    s.crash(2);
+    s.restart(1);
+    s.restart(2);
+    s.run_until("both recovered without a write", SLOW, |c| {
+        [1, 2]
+            .iter()
+            .all(|&i| c.replica(i).is_some_and(|r| r.status() == Status::Normal))
+    });
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, SLOW);
+    s.converge(SLOW);
+}

@@ -394,7 +394,8 @@ pub struct RecoveryResponse {
     /// has never held an entry. When every other replica says so, no op can have
     /// committed (that takes f+1 holders), so the cluster is new.
     pub empty: bool,
-    /// The responder is normal in its view. An empty answer from a normal primary says
+    /// The responder is normal in its view: the answer counts toward the f+1 a recovery
+    /// needs, empty or not (paper 4.3). An empty answer from a normal primary says
     /// that its view prepared nothing, which a recovering replica that may have lost
     /// acknowledged ops can build on (`recovery::new_cluster_primary_op`); an empty
     /// answer from a recovering replica says nothing of the sort.

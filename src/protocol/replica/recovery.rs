@@ -161,7 +161,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let answers = state.responses.iter().flatten();
-        let normal = answers.clone().filter(|(_, r)| !r.empty).count();
+        let normal = answers.clone().filter(|(_, r)| r.normal).count();
         let recovering = answers.count() - normal;
         tracing::warn!(
             replica = self.index,
@@ -241,7 +241,6 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_reason("recovery_response", "already transferring");
         }
         state.responses[from as usize] = Some((view, response));
-        let answered = state.responses.iter().flatten().count();
         let empty = state
             .responses
             .iter()
@@ -262,7 +261,15 @@ impl<S: StateMachine> Replica<S> {
             self.new_cluster = true;
             return self.finish_recovery(effects);
         }
-        let normal = answered - empty;
+        // Normal answers count whether or not they hold anything (paper 4.3: f+1 answers
+        // from normal replicas): an empty one still names its view truthfully, and a
+        // witness the primary never needed holds nothing (`witness`).
+        let normal = state
+            .responses
+            .iter()
+            .flatten()
+            .filter(|(_, r)| r.normal)
+            .count();
         if normal < quorum {
             let primary = self.configuration.primary_of(0);
             if let Some(primary_op) = new_cluster_primary_op(&state.responses, self.index, primary)
@@ -278,13 +285,14 @@ impl<S: StateMachine> Replica<S> {
             .responses
             .iter()
             .flatten()
-            .filter(|(_, r)| !r.empty)
+            .filter(|(_, r)| r.normal)
             .map(|(v, _)| *v)
             .max();
         let view_latest = view_latest.expect("normal answers exist");
         let primary = self.configuration.primary_of(view_latest);
+        // An empty primary's view prepared nothing: its op (0) is the log to take.
         let Some((_, primary_response)) = state.responses[primary as usize]
-            .filter(|(view, response)| *view == view_latest && !response.empty)
+            .filter(|(view, response)| *view == view_latest && response.normal)
         else {
             return; // Wait for the primary of the latest view.
         };
@@ -307,8 +315,17 @@ impl<S: StateMachine> Replica<S> {
         assert_ne!(primary, self.index);
         assert!(self.recovery_source().is_none(), "one source per attempt");
         if view < self.view {
-            // Views never go back. (Only a replica that kept its view across a restart can
-            // get here; the next attempt asks again.)
+            // Views never go back. Only a replica that kept its view across a restart gets
+            // here: its store holds a view change that never finished, and no view at
+            // least its own may ever start without a call. Call for it: a sender above
+            // their view is followed even when their view is healthy
+            // (`on_start_view_change`), and this replica has left every view below its
+            // own. The next attempt finds the view started.
+            let sender_view = self.view;
+            self.broadcast(
+                Body::StartViewChange(StartViewChange { sender_view }),
+                effects,
+            );
             return;
         }
         let state = self.recovery.as_mut().expect("recovering");
