@@ -9,7 +9,7 @@ use super::{json_bool, json_str, json_u64};
 use bytes::BytesMut;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,45 +49,13 @@ pub fn address_list(addresses: &[SocketAddr]) -> String {
         .join(",")
 }
 
-/// The ports `free_addresses` draws from: below Linux's default ephemeral range
-/// (32768-60999), which the kernel hands out for outgoing connections and for port 0.
-const TEST_PORTS: std::ops::Range<u32> = 20_000..32_768;
-
 /// Free loopback addresses: bound together (so they differ), then released for the
-/// replicas to bind. They are drawn at random below the ephemeral range: a port taken
-/// with port 0 could be handed, between this check and the replica's bind, to an
-/// outgoing connection of a test running at the same time ("Address already in use"
-/// failed a CI run so); random draws keep parallel test processes apart.
+/// replicas to bind. They are drawn at random below the ephemeral range
+/// (`tools/loadgen/src/ports.rs`): a port taken with port 0 could be handed, between this
+/// check and the replica's bind, to an outgoing connection of a test running at the same
+/// time ("Address already in use" failed a CI run so).
 pub fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.subsec_nanos() as u64);
-    let mut state =
-        ((std::process::id() as u64) << 32) ^ nanos ^ DRAWS.fetch_add(1, Ordering::Relaxed);
-    let mut listeners: Vec<TcpListener> = Vec::with_capacity(count);
-    for _ in 0..100_000 {
-        if listeners.len() == count {
-            break;
-        }
-        // splitmix64: a well-spread draw from any seed.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        let span = (TEST_PORTS.end - TEST_PORTS.start) as u64;
-        let port = TEST_PORTS.start as u64 + (z ^ (z >> 31)) % span;
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
-            listeners.push(listener);
-        }
-    }
-    assert_eq!(
-        listeners.len(),
-        count,
-        "no free test ports in {TEST_PORTS:?}"
-    );
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    super::ports::free_loopback_addresses(count).expect("free test ports")
 }
 
 /// A running cluster of `vsr replica` processes.

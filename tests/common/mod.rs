@@ -5,6 +5,9 @@
 
 pub mod client;
 pub mod cluster;
+/// The port draw `vsr-load` uses for its local clusters, shared rather than copied.
+#[path = "../../tools/loadgen/src/ports.rs"]
+pub mod ports;
 
 use std::time::{Duration, Instant};
 
