@@ -9,53 +9,16 @@
 //! - a store still gets the checkpoint's pages: they are captured from the replica before
 //!   they are released.
 
-use bytes::Bytes;
+mod checkpoint_setup;
+
+use checkpoint_setup::{assert_same_state, config, put_all, settle, INTERVAL};
 use std::cell::RefCell;
 use std::rc::Rc;
 use vsr::client::ClientSession;
 use vsr::protocol::{Body, CheckpointContent, Message};
-use vsr::service::kv::{Kv, KvOp, KvResult};
+use vsr::service::kv::Kv;
 use vsr::testing::MemoryCluster;
 use vsr::Config;
-
-/// Keys of the initial state: 400 values of 1000 bytes, about 100 pages of 4 KiB.
-const KEYS: u32 = 400;
-const VALUE_BYTES: usize = 1000;
-const INTERVAL: u64 = 50;
-
-fn config() -> Config {
-    let mut config = Config::new(7, 3);
-    config.checkpoint_interval_ops = INTERVAL;
-    config.log_tail_ops = 10;
-    // Small requests and a small window, so that a transfer takes many parts.
-    config.checkpoint_request_pages_max = 4;
-    config.checkpoint_fetch_requests_max = 2;
-    config
-}
-
-fn value(key: u32, version: u8) -> Bytes {
-    let mut value = vec![version; VALUE_BYTES];
-    value[..4].copy_from_slice(&key.to_le_bytes());
-    Bytes::from(value)
-}
-
-/// Puts `key = value(key, version)` for every key, one request at a time.
-fn put_all(
-    cluster: &mut MemoryCluster<Kv>,
-    session: &mut ClientSession,
-    keys: impl Iterator<Item = u32>,
-    version: u8,
-) {
-    for key in keys {
-        let op = KvOp::Put(Bytes::from(format!("key {key:05}")), value(key, version));
-        let result = cluster.execute(session, op.encode());
-        assert_eq!(
-            KvResult::decode(&result),
-            Some(KvResult::Ok),
-            "put of key {key}"
-        );
-    }
-}
 
 /// Puts (key 0, over and over) until replica 0 has executed `op`.
 fn put_until(cluster: &mut MemoryCluster<Kv>, session: &mut ClientSession, op: u64) {
@@ -64,42 +27,12 @@ fn put_until(cluster: &mut MemoryCluster<Kv>, session: &mut ClientSession, op: u
     }
 }
 
-/// Ticks until every replica that is up has executed `commit`, or panics.
-fn settle(cluster: &mut MemoryCluster<Kv>, commit: u64) {
-    for _ in 0..2_000 {
-        cluster.tick();
-        cluster.run(100_000);
-        if cluster
-            .replicas
-            .iter()
-            .zip(&cluster.down)
-            .all(|(replica, down)| *down || replica.commit() >= commit)
-        {
-            return;
-        }
-    }
-    let commits: Vec<u64> = cluster.replicas.iter().map(|r| r.commit()).collect();
-    panic!("replicas did not reach commit {commit}: {commits:?}");
-}
-
-/// A cluster with the initial state everywhere and replica 2 then cut off while 40 keys
-/// change over several checkpoint intervals (builds run at once meanwhile), so that its
-/// log no longer reaches the others' and it must fetch a checkpoint.
+/// [`checkpoint_setup::lagging`], the stores kept (they must get every checkpoint's
+/// pages).
 fn lagging_cluster(config: Config) -> (MemoryCluster<Kv>, ClientSession) {
     let mut cluster = MemoryCluster::new(&config, |_| Kv::new());
     cluster.keep_stores();
-    let mut session = ClientSession::new(1, 3, 100);
-    cluster.register(&mut session);
-    put_all(&mut cluster, &mut session, 0..KEYS, 1);
-    let commit = cluster.replicas[0].commit();
-    settle(&mut cluster, commit);
-    cluster.down[2] = true;
-    for _ in 0..4 {
-        put_all(&mut cluster, &mut session, (0..KEYS).step_by(10), 2);
-    }
-    let base = cluster.replicas[0].checkpoint_op();
-    assert!(base > cluster.replicas[2].commit() + config.log_tail_ops);
-    (cluster, session)
+    checkpoint_setup::lagging(cluster, &config)
 }
 
 /// The next checkpoint op after replica 0's commit number.
@@ -119,15 +52,6 @@ struct Seen {
 
 fn pages_served(cluster: &MemoryCluster<Kv>, replica: usize) -> u64 {
     cluster.replicas[replica].stats().checkpoint_pages_served
-}
-
-fn assert_same_state(cluster: &MemoryCluster<Kv>) {
-    for replica in 1..3 {
-        assert!(
-            cluster.replicas[replica].service() == cluster.replicas[0].service(),
-            "replica {replica} holds another state"
-        );
-    }
 }
 
 /// Both sources take a checkpoint whose build is deferred: the latest one (which the

@@ -3,94 +3,29 @@
 //! verifies each against the Merkle root its NewState named, and asks again for what is
 //! lost or corrupt.
 
+mod checkpoint_setup;
+
 use bytes::Bytes;
+use checkpoint_setup::{assert_same_state, config, put_all, settle, KEYS};
 use std::cell::RefCell;
 use std::rc::Rc;
 use vsr::client::ClientSession;
 use vsr::protocol::{Body, CheckpointContent, Message, ReplicaId};
-use vsr::service::kv::{Kv, KvOp, KvResult};
+use vsr::service::kv::Kv;
 use vsr::testing::MemoryCluster;
 use vsr::Config;
 
-/// Keys of the initial state: 400 values of 1000 bytes, about 100 pages of 4 KiB.
-const KEYS: u32 = 400;
-const VALUE_BYTES: usize = 1000;
-
-fn config() -> Config {
-    let mut config = Config::new(7, 3);
-    config.checkpoint_interval_ops = 50;
-    config.log_tail_ops = 10;
-    // Small requests and a small window, so that a transfer takes many parts.
-    config.checkpoint_request_pages_max = 4;
-    config.checkpoint_fetch_requests_max = 2;
-    config
-}
-
-fn value(key: u32, version: u8) -> Bytes {
-    let mut value = vec![version; VALUE_BYTES];
-    value[..4].copy_from_slice(&key.to_le_bytes());
-    Bytes::from(value)
-}
-
-/// Puts `key = value(key, version)` for every key, one request at a time.
-fn put_all(
-    cluster: &mut MemoryCluster<Kv>,
-    session: &mut ClientSession,
-    keys: impl Iterator<Item = u32>,
-    version: u8,
-) {
-    for key in keys {
-        let op = KvOp::Put(Bytes::from(format!("key {key:05}")), value(key, version));
-        let result = cluster.execute(session, op.encode());
-        assert_eq!(
-            KvResult::decode(&result),
-            Some(KvResult::Ok),
-            "put of key {key}"
-        );
-    }
-}
-
-/// Ticks until every replica that is up has executed `commit`, or panics.
-fn settle(cluster: &mut MemoryCluster<Kv>, commit: u64) {
-    for _ in 0..2_000 {
-        cluster.tick();
-        cluster.run(100_000);
-        if cluster
-            .replicas
-            .iter()
-            .zip(&cluster.down)
-            .all(|(replica, down)| *down || replica.commit() >= commit)
-        {
-            return;
-        }
-    }
-    let commits: Vec<u64> = cluster.replicas.iter().map(|r| r.commit()).collect();
-    panic!("replicas did not reach commit {commit}: {commits:?}");
-}
-
-/// A cluster with the initial state everywhere, its session, and replica 2 then cut off
-/// while 40 of the keys (10%) change over several checkpoint intervals, so that its log
-/// no longer reaches the others' (it must fetch their checkpoint).
+/// [`checkpoint_setup::lagging`] with the shared config.
 fn lagging_cluster() -> (MemoryCluster<Kv>, ClientSession) {
     lagging_cluster_with(config())
 }
 
-/// [`lagging_cluster`] with `config`.
+/// [`checkpoint_setup::lagging`] with `config`; replica 2 held a checkpoint before it was
+/// cut off.
 fn lagging_cluster_with(config: Config) -> (MemoryCluster<Kv>, ClientSession) {
-    let mut cluster = MemoryCluster::new(&config, |_| Kv::new());
-    let mut session = ClientSession::new(1, 3, 100);
-    cluster.register(&mut session);
-    put_all(&mut cluster, &mut session, 0..KEYS, 1);
-    let commit = cluster.replicas[0].commit();
-    settle(&mut cluster, commit);
+    let cluster = MemoryCluster::new(&config, |_| Kv::new());
+    let (cluster, session) = checkpoint_setup::lagging(cluster, &config);
     assert!(cluster.replicas[2].checkpoint_op() > 0);
-    cluster.down[2] = true;
-    // 40 keys, each written 4 times: 160 ops, past three checkpoints.
-    for _ in 0..4 {
-        put_all(&mut cluster, &mut session, (0..KEYS).step_by(10), 2);
-    }
-    let primary_base = cluster.replicas[0].checkpoint_op();
-    assert!(primary_base > cluster.replicas[2].commit() + config.log_tail_ops);
     (cluster, session)
 }
 
@@ -109,15 +44,6 @@ fn differing_pages(cluster: &MemoryCluster<Kv>, from: usize, to: usize) -> u64 {
         .pages()
         .filter(|page| !held.contains(&page.digest()))
         .count() as u64
-}
-
-fn assert_same_state(cluster: &mut MemoryCluster<Kv>) {
-    for replica in 1..3 {
-        assert!(
-            cluster.replicas[replica].service() == cluster.replicas[0].service(),
-            "replica {replica} holds another state"
-        );
-    }
 }
 
 #[test]
@@ -144,7 +70,7 @@ fn a_lagging_replica_fetches_only_the_pages_that_differ() {
     for replica in &cluster.replicas {
         replica.invariants();
     }
-    assert_same_state(&mut cluster);
+    assert_same_state(&cluster);
 }
 
 #[test]
@@ -179,7 +105,7 @@ fn a_source_sends_at_most_its_budget_and_a_page_per_tick() {
         "the transfer completed"
     );
     assert!(busiest > 4096, "the budget was used: {busiest}");
-    assert_same_state(&mut cluster);
+    assert_same_state(&cluster);
 }
 
 /// Every answer with pages from replica 0 to replica 2 is lost, and the first answer from
@@ -239,7 +165,7 @@ fn lost_and_corrupt_pages_are_asked_for_again() {
     assert!(stats.checkpoint_pages_refetched > 0);
     assert_eq!(stats.checkpoint_fetches_completed, 1);
     assert_eq!(stats.checkpoint_pages_fetched, differ);
-    assert_same_state(&mut cluster);
+    assert_same_state(&cluster);
 }
 
 /// The sources checkpoint twice more while the transfer is under way (every answer to
@@ -303,5 +229,5 @@ fn sources_keep_a_checkpoint_being_read_while_they_move_on() {
     for replica in &cluster.replicas {
         replica.invariants();
     }
-    assert_same_state(&mut cluster);
+    assert_same_state(&cluster);
 }
