@@ -282,3 +282,58 @@ fn two_actives_recover_in_an_idle_cluster_whose_witness_holds_nothing() {
     s.wait_completed(0, SLOW);
     s.converge(SLOW);
 }
+
+/// A new primary that lacks committed entries asks the best log's sender first; when that
+/// is a witness that trimmed them (it has no checkpoint to offer), it turns to the other
+/// senders in turn (`view_change_fetch_source`). Five replicas, witness 4: active 1 lags
+/// far behind while the others commit and the witness trims; the last op reaches only the
+/// witness; the primary fails, and active 1 leads the next view.
+#[test]
+fn a_new_primary_fetches_what_a_witness_trimmed_from_another_sender() {
+    let mut config = scenario_config(5);
+    config.witnesses = ReplicaSet::of(4);
+    // Time for the fetch to time out at the witness and go on elsewhere, within the view.
+    config.view_change_timeout_ticks = 10 * config.state_transfer_timeout_ticks;
+    let mut s = Scenario::with(8, config, 3);
+    let config = s.cluster().config().clone();
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    // Active 2 late too for a moment: the primary involves the witness, and keeps it
+    // involved while active 1 stays cut off.
+    s.block(0, 1);
+    s.block(0, 2);
+    s.submit(0, put("a", "2"));
+    s.wait_completed(0, SLOW);
+    assert!(s.replica(0).involves_witnesses());
+    s.heal();
+    s.block(0, 1);
+    let lagging = s.replica(1).commit();
+    s.load(true);
+    s.run_until("the witness trims past the lagging active", 30_000, |c| {
+        c.replica(4).unwrap().log_base() > lagging + config.log_tail_ops
+    });
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    // The last op reaches the witness alone.
+    s.block(0, 2);
+    s.block(0, 3);
+    s.run(8); // What was on its way arrives (well within a normal timeout).
+    s.submit(0, put("z", "last"));
+    s.run_until("the witness holds the last op", SLOW, |c| {
+        let op = |i| c.replica(i).unwrap().op();
+        op(4) > op(2).max(op(3))
+    });
+    s.crash(0);
+    s.heal();
+    s.run_until("a view with a primary", SLOW, |c| c.primary().is_some());
+    assert_eq!(s.cluster().primary(), Some(1), "the lagging active leads");
+    assert_eq!(
+        s.replica(1).view(),
+        1,
+        "in the first view after the failure"
+    );
+    s.submit(1, get("z"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("last"));
+    s.restart(0);
+    s.converge(SLOW);
+}
