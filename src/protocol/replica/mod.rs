@@ -363,8 +363,8 @@ pub struct Replica<S> {
     log: Log,
     /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
     commit: Op,
-    /// With witnesses: every active executed the ops up to this one, as a primary of
-    /// this replica's views reported (`Prepare::actives_commit`, `Commit::actives_commit`)
+    /// With witnesses: f+1 actives executed the ops up to this one (the actives'
+    /// commit), as a primary of this replica's views reported (`Prepare::actives_commit`, `Commit::actives_commit`)
     /// or, as the primary, found itself. No replica trims its log above it (`witness`).
     /// Never decreases.
     actives_commit_heard: Op,

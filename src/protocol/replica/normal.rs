@@ -292,8 +292,8 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Whether one more batch keeps the log within `Config::log_entries_max`. Without
-    /// witnesses checkpoints keep it there; with them the log also keeps what not every
-    /// active executed (`witness`), and the primary waits for the actives rather than
+    /// witnesses checkpoints keep it there; with them the log also keeps what fewer than
+    /// f+1 actives executed (`witness`), and the primary waits for the actives rather than
     /// pass the bound (the witnesses, whose logs wait for the same, would refuse it).
     fn log_has_room_for_a_batch(&self) -> bool {
         self.log.len() as u64 + self.config.batch_entries_max as u64

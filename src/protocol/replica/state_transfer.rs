@@ -6,8 +6,8 @@
 //! commit number, because committed entries are the same on every replica. When the
 //! entries asked for were trimmed, the answer starts with the latest checkpoint; for a
 //! witness, which holds no state (paper 6.1), it starts at the responder's log instead,
-//! and the witness skips the gap below it (`witness`: no replica trims an entry that not
-//! every active executed, so the witness's copies of those are all in that log).
+//! and the witness skips the gap below it (`witness`: no replica trims an entry that
+//! fewer than f+1 actives executed, so the witness's copies of those are all in that log).
 
 use super::witness::witness_base_timestamp;
 use super::*;
@@ -126,8 +126,11 @@ pub(super) fn merge_fetched(
         };
     }
     let next = merged.op_first + merged.entries.len() as Op;
-    let skipped = new_state.op_first - 1;
-    if skips_gaps && new_state.op_first > next && skipped <= new_state.commit.min(usable_last) {
+    // `next` is at least 1, so a gap starts at op 2 or later.
+    if skips_gaps
+        && new_state.op_first > next
+        && new_state.op_first - 1 <= new_state.commit.min(usable_last)
+    {
         // A witness skips committed ops it holds none of (see the module docs).
         merged = Fetched {
             op_first: new_state.op_first,
@@ -198,7 +201,7 @@ impl<S: StateMachine> Replica<S> {
         };
         if for_witness && get_state.op < self.log.base() {
             // A witness needs entries, never state: the log from its base, which holds
-            // everything not every active executed (see the module docs).
+            // everything fewer than f+1 actives executed (see the module docs).
             let op_first = self.log.base() + 1;
             return Some(self.new_state_from(None, op_first, limit));
         }

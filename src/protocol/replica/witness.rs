@@ -50,7 +50,7 @@
 //! A witness that asks for entries the responder trimmed (it lagged, or recovers) is
 //! answered with the responder's log from its base, never with a checkpoint: it needs
 //! entries, never state. It skips the committed ops below them, which it holds none of
-//! and which every active executed (the trimming rule above), and takes the entries
+//! and which f+1 actives executed (the trimming rule above), and takes the entries
 //! (`state_transfer`); a NewState that names a checkpoint all the same makes it take
 //! the checkpoint's op as its log's base, fetching no page. Asked for entries it trimmed, a
 //! witness does not answer: it has no checkpoint to offer, and the asker turns to
@@ -76,8 +76,8 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Notes how far every active executed, as the primary reports it in its Prepares
-    /// and Commits, and trims the log to match (see [`Replica::trim_log`]).
+    /// Notes the actives' commit (the highest op f+1 actives executed) as the primary
+    /// reports it in its Prepares and Commits, and trims the log to match (see [`Replica::trim_log`]).
     pub(super) fn note_actives_commit(&mut self, actives_commit: Op) {
         if self.configuration.witnesses().is_empty() {
             return;
@@ -87,11 +87,11 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Drops the entries that no replica can need from this one. An active keeps
-    /// `log_tail_ops` below its latest checkpoint; a witness as many below what every
-    /// active executed. With witnesses an active also keeps everything above what every
-    /// active executed: a witness that loses its memory gets its copies of those entries
-    /// back from the primary's log (`new_state_for`), and a new primary has them for a
-    /// lagging active (see the module docs).
+    /// `log_tail_ops` below its latest checkpoint; a witness as many below the actives'
+    /// commit (the highest op f+1 actives executed). With witnesses an active also keeps
+    /// everything above the actives' commit: a witness that loses its memory gets its
+    /// copies of those entries back from the primary's log (`new_state_for`), and a new
+    /// primary has them for a lagging active (see the module docs).
     pub(super) fn trim_log(&mut self) {
         let tail = self.config.log_tail_ops;
         let below_checkpoint = self.checkpoint_op().saturating_sub(tail);
