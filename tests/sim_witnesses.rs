@@ -337,3 +337,68 @@ fn a_new_primary_fetches_what_a_witness_trimmed_from_another_sender() {
     s.restart(0);
     s.converge(SLOW);
 }
+
+/// Five replicas, witnesses 3 and 4. Active 2 lags while the others commit past a
+/// checkpoint; active 1 then loses its memory and recovers by that checkpoint, so its log
+/// starts above ops that active 2 lacks and that only active 0's state, active 1's state
+/// and the witnesses' logs hold. Active 0 fails and active 1 leads. A witness that loses
+/// its memory now must not recover from active 1's log by skipping those ops (the
+/// witnesses would no longer hold them): active 1 answers it only once the actives'
+/// commit reaches its log (active 0 back, or active 2 caught up).
+#[test]
+fn witnesses_do_not_recover_from_a_log_that_starts_above_the_actives_commit() {
+    let mut config = scenario_config(5);
+    config.witnesses = ReplicaSet::from_low_bits(0b11000);
+    let mut s = Scenario::with(9, config, 3);
+    let config = s.cluster().config().clone();
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.block(0, 2);
+    let lagging = s.replica(2).commit();
+    s.submit(0, put("x", "1"));
+    s.wait_completed(0, SLOW);
+    s.load(true);
+    s.run_until("the primary checkpoints past its log tail", 30_000, |c| {
+        c.replica(0).unwrap().checkpoint_op() > lagging + 2 * config.log_tail_ops
+    });
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    s.crash(1);
+    s.restart(1);
+    s.run_until("active 1 recovered by a checkpoint", SLOW, |c| {
+        let r = c.replica(1).unwrap();
+        r.status() == Status::Normal && r.log_base() > lagging
+    });
+    // Active 0 fails; active 2, cut off, stays behind in view 0 while active 1 and the
+    // witnesses start view 1. Then it hears witness 3 alone: it answers its recovery.
+    s.crash(0);
+    s.partition(&[2]);
+    s.run_until("active 1 leads with both witnesses", SLOW, |c| {
+        c.primary() == Some(1)
+            && [3, 4]
+                .iter()
+                .all(|&w| c.replica(w).is_some_and(|r| r.status() == Status::Normal))
+    });
+    s.heal();
+    for other in [1, 4] {
+        s.block(other, 2);
+        s.block(2, other);
+    }
+    s.crash(3);
+    s.restart(3);
+    s.run(SLOW);
+    let witness = s.replica(3);
+    assert!(
+        witness.status() == Status::Recovering || witness.log_base() <= lagging,
+        "witness 3 recovered from a log that starts at {} above active 2's commit {lagging}",
+        witness.log_base()
+    );
+    s.heal();
+    s.restart(0);
+    s.run_until("witness 3 recovered", SLOW, |c| {
+        c.replica(3).is_some_and(|r| r.status() == Status::Normal)
+    });
+    s.submit(2, get("x"));
+    assert_eq!(s.wait_completed(2, SLOW).1, value("1"));
+    s.converge(SLOW);
+}

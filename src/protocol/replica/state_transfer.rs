@@ -200,6 +200,13 @@ impl<S: StateMachine> Replica<S> {
             return None;
         };
         if for_witness && get_state.op < self.log.base() {
+            if self.log.base() > self.actives_commit_heard {
+                // This log starts at a checkpoint it restored, above ops that fewer
+                // than f+1 actives executed: a witness skipping to it would lose its
+                // copies of them. Answered once the actives' commit reaches the base.
+                self.drop_reason("get_state", "a witness needs entries below this log");
+                return None;
+            }
             // A witness needs entries, never state: the log from its base, which holds
             // everything fewer than f+1 actives executed (see the module docs).
             let op_first = self.log.base() + 1;

@@ -31,7 +31,10 @@
 //! witnesses would refuse it anyway ("log full"), and never when more than f+1 actives
 //! are up, since the actives' commit then moves without the one that is down. A new
 //! primary thus holds, for a lagging active, everything above the actives' commit, and
-//! so does the log a recovering witness gets.
+//! so does the log a recovering witness gets. The one log that may start above the
+//! actives' commit is one restored from a checkpoint (a replica that lost its memory):
+//! it answers no witness asking below it until the actives' commit reaches its base
+//! (`new_state_for`), and the witness waits rather than skip.
 //!
 //! In the normal case (paper 6.1) the primary sends its Prepares to the actives only:
 //! with f witnesses the f+1 actives are a quorum by themselves, and a witness that is
