@@ -391,7 +391,11 @@ impl StateMachine for Kv {
     fn snapshot_deferred(&mut self) -> Deferred<Snapshot> {
         self.deferred_snapshots = true;
         let fold = self.start_fold();
-        Deferred::new(move || fold.run().snapshot.clone())
+        Deferred::new(move || {
+            let snapshot = fold.run().snapshot.clone();
+            return_freed_memory();
+            snapshot
+        })
     }
 
     /// Takes the fold's buckets at once. The fold let go of the old buckets as it went,
@@ -440,6 +444,22 @@ impl StateMachine for Kv {
             page_bytes: self.page_bytes,
         };
         Ok(())
+    }
+}
+
+/// Hands the free memory of the process's heaps back to the system, where whole pages of
+/// it are free: called once a deferred fold finished, on the thread that ran it.
+///
+/// A fold frees the old version of every bucket it rewrote and the frozen changes, but the
+/// allocator keeps that memory mapped, and the next fold's buckets, each a little larger
+/// than the one it replaces, fit only part of those places: without this, a replica's
+/// resident set holds the holes of every fold before (`perf/kv_memory.md`, 2026-12-02).
+/// glibc only (`malloc_trim`); other allocators return memory by their own rules.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only releases free memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
