@@ -16,19 +16,15 @@
 
 use super::bucket::Bucket;
 use super::build::{Builder, Writer};
-use super::layout::{bucket_bits_for, bucket_of, bucket_range, Position};
+use super::changes::Changes;
+use super::layout::{bucket_bits_for, bucket_of};
 use super::merge::merge;
 use crate::service::Snapshot;
 use bytes::Bytes;
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The buckets of one layout: 2^bits of them, each shared while unchanged.
 pub(super) type Buckets = Arc<Vec<Arc<Bucket>>>;
-
-/// The changes since a fold, by (hash, key): a key's value, or `None` when it was deleted
-/// and a bucket still holds it.
-pub(super) type Changes = BTreeMap<Position, Option<Bytes>>;
 
 /// What a fold produced: the buckets of the state it folded, and that state's snapshot
 /// (empty for [`Fold::run_unhashed`]).
@@ -72,12 +68,7 @@ impl Parts {
     /// Marks the ranges below `done` replaced: the changes in them leave `frozen`.
     fn replaced_below(&mut self, done: usize) {
         let bits = self.range_bits();
-        while let Some(entry) = self.frozen.first_entry() {
-            if bucket_of(entry.key().0, bits) >= done {
-                break;
-            }
-            entry.remove();
-        }
+        self.frozen.remove_buckets_below(done, bits);
         self.done = done;
     }
 }
@@ -128,8 +119,8 @@ impl Fold {
         if bucket_of(hash, parts.range_bits()) < parts.done {
             return parts.new[bucket_of(hash, parts.new_bits)].get(hash, key);
         }
-        match parts.frozen.get(&(hash, key.clone())) {
-            Some(change) => change.clone(),
+        match parts.frozen.get(hash, key) {
+            Some(change) => change.map(Bytes::copy_from_slice),
             None => (parts.old[bucket_of(hash, parts.old_bits)].as_ref())
                 .expect("a range not replaced keeps its buckets")
                 .get(hash, key),
@@ -190,12 +181,12 @@ impl Fold {
         loop {
             let (index, mut bucket) = {
                 let parts = self.read();
-                let Some(((first, _), _)) = parts.frozen.first_key_value() else {
+                let Some(first) = parts.frozen.first_hash() else {
                     break;
                 };
-                let index = bucket_of(*first, parts.old_bits);
+                let index = bucket_of(first, parts.old_bits);
                 let old = parts.old[index].as_ref().expect("not replaced yet");
-                let changes = parts.frozen.range(bucket_range(index, parts.old_bits));
+                let changes = parts.frozen.in_bucket(index, parts.old_bits);
                 merge(old.records(), changes).for_each(|record| writer.push(record));
                 (index, writer.finish())
             };
@@ -230,7 +221,7 @@ impl Fold {
                 let parts = self.read();
                 for index in olds.clone() {
                     let old = parts.old[index].as_ref().expect("not replaced yet");
-                    let changes = parts.frozen.range(bucket_range(index, old_bits));
+                    let changes = parts.frozen.in_bucket(index, old_bits);
                     merge(old.records(), changes).for_each(|record| builder.push(record));
                 }
                 written.extend(builder.take_before((range + 1) << (new_bits - range_bits)));

@@ -3,7 +3,6 @@
 //! page layout of every replica depends on these functions alone, so they must never
 //! change between releases without a format change.
 
-use bytes::Bytes;
 use std::ops::Bound;
 
 /// Bytes of a record's two length fields in a page.
@@ -73,16 +72,12 @@ pub(super) fn bucket_bits_for(record_bytes: u64, page_bytes: usize) -> u32 {
     buckets.next_power_of_two().ilog2().min(BUCKET_BITS_MAX)
 }
 
-/// A record's position in state order: the hash of its key, then the key.
-pub(super) type Position = (u64, Bytes);
-
-/// The positions of bucket `bucket` among 2^bits: from its first hash (with the smallest
-/// key) to the next bucket's first.
-pub(super) fn bucket_range(bucket: usize, bits: u32) -> (Bound<Position>, Bound<Position>) {
+/// The hashes of bucket `bucket` among 2^bits: from its first to the next bucket's first.
+pub(super) fn bucket_hashes(bucket: usize, bits: u32) -> (Bound<u64>, Bound<u64>) {
     let first = |bucket: u64| bucket.checked_shl(64 - bits).unwrap_or(0);
-    let start = Bound::Included((first(bucket as u64), Bytes::new()));
+    let start = Bound::Included(first(bucket as u64));
     let end = if bucket + 1 < 1 << bits {
-        Bound::Excluded((first(bucket as u64 + 1), Bytes::new()))
+        Bound::Excluded(first(bucket as u64 + 1))
     } else {
         Bound::Unbounded
     };
@@ -99,8 +94,8 @@ mod tests {
             for hash in [0, 1, u64::MAX / 3, u64::MAX] {
                 let bucket = bucket_of(hash, bits);
                 assert!(bucket < 1 << bits);
-                let (start, end) = bucket_range(bucket, bits);
-                let at = (hash, Bytes::new());
+                let (start, end) = bucket_hashes(bucket, bits);
+                let at = hash;
                 assert!(match start {
                     Bound::Included(start) => start <= at,
                     _ => false,

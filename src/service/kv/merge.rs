@@ -2,14 +2,10 @@
 //! since they were built, in state order. A fold writes it into new buckets; equality and
 //! `Debug` read it.
 
-use super::layout::{Position, Record};
-use bytes::Bytes;
+use super::changes::Change;
+use super::layout::Record;
 use std::cmp::Ordering;
 use std::iter::Peekable;
-
-/// One change since the buckets were built, as the map of changes yields it: a key's
-/// position and its latest value, or `None` when it was deleted.
-pub(super) type Change<'a> = (&'a Position, &'a Option<Bytes>);
 
 /// The records of `base` with `changes` applied: a changed key's new value replaces its
 /// record, a deleted key's record is skipped. Both inputs in state order.
@@ -43,8 +39,8 @@ where
                 (None, None) => return None,
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
-                (Some(record), Some(((hash, key), _))) => {
-                    (record.hash, record.key).cmp(&(*hash, &key[..]))
+                (Some(record), Some(change)) => {
+                    (record.hash, record.key).cmp(&(change.hash, change.key))
                 }
             };
             match order {
@@ -53,11 +49,11 @@ where
                 Ordering::Equal => drop(self.base.next()),
                 Ordering::Greater => {}
             }
-            let ((hash, key), value) = self.changes.next().expect("peeked");
-            if let Some(value) = value {
+            let change = self.changes.next().expect("peeked");
+            if let Some(value) = change.value {
                 return Some(Record {
-                    hash: *hash,
-                    key,
+                    hash: change.hash,
+                    key: change.key,
                     value,
                 });
             }
@@ -67,27 +63,25 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::super::changes::Changes;
     use super::super::layout::key_hash;
     use super::*;
     use std::collections::BTreeMap;
 
     fn check(base: &[(&str, &str)], changes: &[(&str, Option<&str>)], expected: &[(&str, &str)]) {
-        let at = |key: &str| {
-            (
-                key_hash(key.as_bytes()),
-                Bytes::copy_from_slice(key.as_bytes()),
-            )
-        };
+        fn at(key: &str) -> (u64, &[u8]) {
+            (key_hash(key.as_bytes()), key.as_bytes())
+        }
         let base: BTreeMap<_, _> = base.iter().map(|(k, v)| (at(k), v.as_bytes())).collect();
-        let changes: BTreeMap<_, _> = (changes.iter())
-            .map(|(k, v)| (at(k), v.map(|v| Bytes::copy_from_slice(v.as_bytes()))))
-            .collect();
-        let records = base.iter().map(|((hash, key), value)| Record {
-            hash: *hash,
-            key,
-            value,
-        });
-        let merged: Vec<Record> = merge(records, changes.iter()).collect();
+        let mut changed = Changes::new();
+        for (key, value) in changes {
+            let (hash, key) = at(key);
+            changed.set(hash, key, value.map(str::as_bytes));
+        }
+        let records = base
+            .iter()
+            .map(|(&(hash, key), value)| Record { hash, key, value });
+        let merged: Vec<Record> = merge(records, changed.iter()).collect();
         assert!(merged
             .windows(2)
             .all(|w| (w[0].hash, w[0].key) < (w[1].hash, w[1].key)));

@@ -14,6 +14,7 @@
 
 mod bucket;
 mod build;
+mod changes;
 mod fold;
 mod layout;
 mod merge;
@@ -25,15 +26,17 @@ pub use ops::{KvOp, KvResult};
 use super::{Deferred, Snapshot, SnapshotError, StateMachine, PAGE_BYTES_TARGET};
 use build::Builder;
 use bytes::Bytes;
-use fold::{Buckets, Changes, Fold, Folded};
-use layout::{bucket_bits_for, bucket_of, key_hash, record_len, Record};
+use changes::Changes;
+use fold::{Buckets, Fold, Folded};
+use layout::{bucket_bits_for, bucket_of, key_hash, Record, RECORD_HEADER_BYTES};
 use merge::merge;
 use std::sync::Arc;
 
 /// Changes kept beside the buckets before they are folded into them even without a
 /// snapshot, in a `Kv` used without checkpoints: at least this many, and at least a
 /// quarter of the keys, so that a fold's rewrite of the buckets is amortised over as many
-/// changes. (A replica's `Kv` folds only in its checkpoints' builds, off the event loop:
+/// changes. Counted as entries the changes hold, replaced ones included, so that a key
+/// rewritten again and again does not grow them without bound. (A replica's `Kv` folds only in its checkpoints' builds, off the event loop:
 /// see `Kv::deferred_snapshots`.)
 const CHANGES_MIN: usize = 1 << 14;
 
@@ -54,15 +57,16 @@ const CHANGES_MIN: usize = 1 << 14;
 /// carry 8 bytes of lengths). Changes since the buckets were built are kept beside them
 /// (`changes`); a snapshot *folds* them in (`fold`), rebuilding and re-hashing only the
 /// buckets they touch (all of them when the layout grows or shrinks), and shares the other
-/// buckets' pages as they were. Keys and values are copied when applied, so no entry pins
-/// the receive buffer of the frame it came in.
+/// buckets' pages as they were. Keys and values are copied when applied, into the changes'
+/// own blocks (`changes`), so no entry pins the receive buffer of the frame it came in.
 ///
 /// Snapshots in the background (paper 5.1's copy-on-write): [`StateMachine::
 /// snapshot_deferred`] moves the buckets and the changes as they are into a [`Fold`] and
 /// hands it to whichever thread runs it, while the map goes on executing with a fresh set
 /// of changes (`folding`); a lookup reads the changes, then the fold's state. The fold
 /// replaces the buckets one at a time (`fold`): once a bucket is rewritten, lookups read
-/// the new one and the old one and the frozen changes it took are freed, so the map holds
+/// the new one and the old one is freed (and the frozen changes' index slots; their
+/// bytes, a few MiB at most, once the last bucket is), so the map holds
 /// the state about once while a fold runs, not its old buckets beside the new ones. The
 /// map takes the fold's buckets at its next operation after the fold finished. (A
 /// checkpoint that holds the previous snapshot keeps the records of its pages alive until
@@ -78,7 +82,7 @@ pub struct Kv {
     /// folds.
     folding: Option<Folding>,
     /// Every key changed since the last fold (or since the changes were frozen for a fold
-    /// in flight). Keys and values are copies of their own.
+    /// in flight). Keys and values are copied into blocks of their own.
     changes: Changes,
     /// Bytes of all current records as pages hold them: the basis of the layout.
     record_bytes: u64,
@@ -209,8 +213,8 @@ impl Kv {
 
     /// The value of `key` (whose hash is `hash`).
     fn get(&self, hash: u64, key: &Bytes) -> Option<Bytes> {
-        match self.changes.get(&(hash, key.clone())) {
-            Some(change) => change.clone(),
+        match self.changes.get(hash, key) {
+            Some(change) => change.map(Bytes::copy_from_slice),
             None => self.base_get(hash, key),
         }
     }
@@ -224,32 +228,33 @@ impl Kv {
         }
     }
 
-    /// Counts a change of `key` from `old` to `new` (`None`: absent).
-    fn account(&mut self, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
+    /// Counts a change of a key of `key_len` bytes from a value of `old` bytes to one of
+    /// `new` (`None`: absent).
+    fn account(&mut self, key_len: usize, old: Option<usize>, new: Option<usize>) {
+        let record_len = |value_len| (RECORD_HEADER_BYTES + key_len + value_len) as u64;
         if let Some(old) = old {
-            self.record_bytes -= record_len(key, old);
+            self.record_bytes -= record_len(old);
             self.keys -= 1;
         }
         if let Some(new) = new {
-            self.record_bytes += record_len(key, new);
+            self.record_bytes += record_len(new);
             self.keys += 1;
         }
     }
 
-    /// Sets `key` (whose hash is `hash`) to a copy of `value`; the key is copied too when
-    /// it is not among the changes yet.
+    /// The length of the value of `key` (whose hash is `hash`), if present.
+    fn value_len(&self, hash: u64, key: &Bytes) -> Option<usize> {
+        match self.changes.get(hash, key) {
+            Some(change) => change.map(<[u8]>::len),
+            None => self.base_get(hash, key).as_deref().map(<[u8]>::len),
+        }
+    }
+
+    /// Sets `key` (whose hash is `hash`) to `value`, both copied into the changes.
     fn put(&mut self, hash: u64, key: &Bytes, value: &[u8]) {
-        let value = Bytes::copy_from_slice(value);
-        let old = match self.changes.get_mut(&(hash, key.clone())) {
-            Some(change) => change.replace(value.clone()),
-            None => {
-                let old = self.base_get(hash, key);
-                let key = Bytes::copy_from_slice(key);
-                self.changes.insert((hash, key), Some(value.clone()));
-                old
-            }
-        };
-        self.account(key, old.as_deref(), Some(&value));
+        let old = self.value_len(hash, key);
+        self.changes.set(hash, key, Some(value));
+        self.account(key.len(), old, Some(value.len()));
         self.fold_if_large();
     }
 
@@ -257,19 +262,21 @@ impl Kv {
     /// changes holds gets a deletion among the changes; a key only among the changes just
     /// leaves them.
     fn delete(&mut self, hash: u64, key: &Bytes) {
-        let at = (hash, key.clone());
-        let in_base = self.base_get(hash, key);
-        let old = match (self.changes.get_mut(&at), &in_base) {
-            (Some(change), Some(_)) => change.take(),
-            (Some(_), None) => self.changes.remove(&at).flatten(),
-            (None, Some(_)) => {
-                let key = Bytes::copy_from_slice(key);
-                self.changes.insert((hash, key), None);
-                in_base.clone()
-            }
-            (None, None) => None,
+        let in_base = self.base_get(hash, key).is_some();
+        let old = match self.changes.get(hash, key) {
+            Some(change) => change.map(<[u8]>::len),
+            None if in_base => self.base_get(hash, key).as_deref().map(<[u8]>::len),
+            None => None,
         };
-        self.account(key, old.as_deref(), None);
+        if old.is_none() {
+            return; // Absent already: nothing changes.
+        }
+        if in_base {
+            self.changes.set(hash, key, None);
+        } else {
+            self.changes.remove(hash, key);
+        }
+        self.account(key.len(), old, None);
         self.fold_if_large();
     }
 
@@ -279,7 +286,7 @@ impl Kv {
     fn fold_if_large(&mut self) {
         if self.folding.is_none()
             && !self.deferred_snapshots
-            && self.changes.len() > CHANGES_MIN.max(self.keys / 4)
+            && self.changes.entries() > CHANGES_MIN.max(self.keys / 4)
         {
             (self.buckets, self.bucket_bits) = self.take_fold().run_unhashed();
         }
@@ -384,11 +391,15 @@ impl StateMachine for Kv {
     fn snapshot_deferred(&mut self) -> Deferred<Snapshot> {
         self.deferred_snapshots = true;
         let fold = self.start_fold();
-        Deferred::new(move || fold.run().snapshot.clone())
+        Deferred::new(move || {
+            let snapshot = fold.run().snapshot.clone();
+            return_freed_memory();
+            snapshot
+        })
     }
 
-    /// Takes the fold's buckets at once. The fold let go of the old buckets and the
-    /// frozen changes as it went; what an idle map would hold until its next operation
+    /// Takes the fold's buckets at once. The fold let go of the old buckets as it went,
+    /// and of the frozen changes; what an idle map would hold until its next operation
     /// without this is the fold's own table of bucket handles and the result's.
     fn snapshot_built(&mut self) {
         self.take_finished_fold();
@@ -433,6 +444,22 @@ impl StateMachine for Kv {
             page_bytes: self.page_bytes,
         };
         Ok(())
+    }
+}
+
+/// Hands the free memory of the process's heaps back to the system, where whole pages of
+/// it are free: called once a deferred fold finished, on the thread that ran it.
+///
+/// A fold frees the old version of every bucket it rewrote and the frozen changes, but the
+/// allocator keeps that memory mapped, and the next fold's buckets, each a little larger
+/// than the one it replaces, fit only part of those places: without this, a replica's
+/// resident set holds the holes of every fold before (`perf/kv_memory.md`, 2026-12-02).
+/// glibc only (`malloc_trim`); other allocators return memory by their own rules.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only releases free memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

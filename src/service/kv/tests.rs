@@ -1,6 +1,7 @@
 //! The kv service's behaviour: operations, snapshots and restores, the layout's
 //! determinism, and what the state keeps alive.
 
+use super::layout::record_len;
 use super::*;
 use crate::service::{Page, PAGE_BYTES_TARGET};
 use bytes::BytesMut;
