@@ -9,7 +9,7 @@
 #   DURABILITY=disk perf/kv_memory.sh      # each replica with a data directory of its own
 #   VSR=/tmp/vsr-old perf/kv_memory.sh     # another binary (nothing is built)
 #   DUMP=/tmp/dump perf/kv_memory.sh       # after the last stage, each replica's smaps,
-#                                          # status, threads and (with gdb) malloc_stats
+#                                          # status, threads, log and (with gdb) malloc_stats
 # Keys are `k` and 15 digits (16 bytes), values `v` and 61 digits (62 bytes): 78 bytes of
 # data a key, the entry size of issue 12's measurement.
 set -euo pipefail
@@ -110,6 +110,7 @@ if [ -n "${DUMP:-}" ]; then
       sleep 0.5
       grep -A3 -E '^(Arena|Total)' "$LOGS/replica-$index.log" > "$DUMP/malloc_stats-$index" || true
     fi
+    cp "$LOGS/replica-$index.log" "$DUMP/replica-$index.log"
   done
 fi
 rm -rf "$LOGS"

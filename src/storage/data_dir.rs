@@ -453,7 +453,6 @@ impl DataDir {
                     .map_err(StorageError::io("fdatasync", &spare_path))
             });
         self.buffer = shrunk(buffer);
-        files::return_freed_memory();
         written?;
         // Keep the journal's file for the next spare; without the link it is deleted.
         let _ = std::fs::remove_file(&recycle_path);
@@ -565,7 +564,6 @@ impl DataDir {
             files::replace_atomically(&self.directory, &temporary, &self.journal_path, &buffer);
         let length = buffer.len() as u64;
         self.buffer = shrunk(buffer);
-        files::return_freed_memory();
         self.journal = replaced?;
         self.journal_bytes = used;
         self.file_bytes = length;
@@ -657,11 +655,21 @@ impl DataDir {
 /// The encoding buffer after it held a whole image: emptied, and no more than the
 /// capacity small batches need kept (an image's worth is megabytes under load, kept for
 /// nothing until the next compaction).
+/// When it held [`TRIM_AFTER_BYTES`] or more, the heaps' free memory is handed back too
+/// (`files::return_freed_memory`): glibc would keep the freed capacity resident.
 fn shrunk(mut buffer: Vec<u8>) -> Vec<u8> {
+    let large = buffer.capacity() >= TRIM_AFTER_BYTES;
     buffer.clear();
     buffer.shrink_to(journal::BLOCK_BYTES * 16);
+    if large {
+        files::return_freed_memory();
+    }
     buffer
 }
+
+/// An encoding buffer this large is handed back to the system once emptied (smaller ones
+/// are not worth a `malloc_trim`, which walks every heap of the process).
+const TRIM_AFTER_BYTES: usize = 1 << 20;
 
 /// The size of the spare prepared for a journal file of `file_bytes` whose image (what a
 /// compaction writes) is about `image_bytes`: twice the file, so that a busy replica
