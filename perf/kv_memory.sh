@@ -8,6 +8,8 @@
 #   REPLICA_ARGS="--checkpoint-interval 8192" perf/kv_memory.sh   # extra `vsr replica` flags
 #   DURABILITY=disk perf/kv_memory.sh      # each replica with a data directory of its own
 #   VSR=/tmp/vsr-old perf/kv_memory.sh     # another binary (nothing is built)
+#   DUMP=/tmp/dump perf/kv_memory.sh       # after the last stage, each replica's smaps,
+#                                          # status, threads, log and (with gdb) malloc_stats
 # Keys are `k` and 15 digits (16 bytes), values `v` and 61 digits (62 bytes): 78 bytes of
 # data a key, the entry size of issue 12's measurement.
 set -euo pipefail
@@ -94,4 +96,21 @@ for keys in $STAGES; do
   data=$(awk -v k="$keys" 'BEGIN { printf "%.1f", k * 78 / 1048576 }')
   echo "| $keys | $data | ${rss# / } | ${peak# / } | $checkpoint |"
 done
+if [ -n "${DUMP:-}" ]; then
+  mkdir -p "$DUMP"
+  for index in 0 1 2; do
+    pid=${pids[$index]}
+    cp "/proc/$pid/smaps" "$DUMP/smaps-$index"
+    cp "/proc/$pid/smaps_rollup" "$DUMP/smaps_rollup-$index"
+    cp "/proc/$pid/status" "$DUMP/status-$index"
+    for task in /proc/"$pid"/task/*; do echo "${task##*/} $(cat "$task/comm")"; done > "$DUMP/threads-$index"
+    # malloc_stats() prints each glibc arena's bytes to the replica's stderr.
+    if command -v gdb > /dev/null; then
+      gdb -p "$pid" -batch -ex 'call (void) malloc_stats()' > /dev/null 2>&1 || true
+      sleep 0.5
+      grep -A3 -E '^(Arena|Total)' "$LOGS/replica-$index.log" > "$DUMP/malloc_stats-$index" || true
+    fi
+    cp "$LOGS/replica-$index.log" "$DUMP/replica-$index.log"
+  done
+fi
 rm -rf "$LOGS"

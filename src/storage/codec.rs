@@ -81,17 +81,7 @@ pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) 
             LOG_TRUNCATE
         }
         StoredWrite::LogAppend { from, entries } => {
-            out.put_u64_le(*from);
-            out.put_u32_le(len_u32(entries.len()));
-            for entry in entries {
-                out.put_u64_le(entry.client);
-                out.put_u64_le(entry.session);
-                out.put_u32_le(entry.request);
-                out.put_u64_le(entry.timestamp);
-                out.put_u8(entry.operation as u8);
-                out.put_u32_le(len_u32(entry.body.len()));
-                out.put_slice(&entry.body);
-            }
+            put_log_append(*from, entries, out);
             LOG_APPEND
         }
         StoredWrite::State(state) => {
@@ -120,6 +110,31 @@ pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) 
     let body_bytes = len_u32(out.len() - start - RECORD_HEADER_BYTES);
     out[start] = tag;
     out[start + 1..start + RECORD_HEADER_BYTES].copy_from_slice(&body_bytes.to_le_bytes());
+}
+
+/// Appends `StoredWrite::LogAppend { from, entries }` as one record, from borrowed
+/// entries (a compaction encodes the image's entries without copying them into a write).
+pub fn encode_log_append(from: u64, entries: &[Entry], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+    put_log_append(from, entries, out);
+    let body_bytes = len_u32(out.len() - start - RECORD_HEADER_BYTES);
+    out[start] = LOG_APPEND;
+    out[start + 1..start + RECORD_HEADER_BYTES].copy_from_slice(&body_bytes.to_le_bytes());
+}
+
+fn put_log_append(from: u64, entries: &[Entry], out: &mut Vec<u8>) {
+    out.put_u64_le(from);
+    out.put_u32_le(len_u32(entries.len()));
+    for entry in entries {
+        out.put_u64_le(entry.client);
+        out.put_u64_le(entry.session);
+        out.put_u32_le(entry.request);
+        out.put_u64_le(entry.timestamp);
+        out.put_u8(entry.operation as u8);
+        out.put_u32_le(len_u32(entry.body.len()));
+        out.put_slice(&entry.body);
+    }
 }
 
 fn len_u32(len: usize) -> u32 {

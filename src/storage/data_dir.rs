@@ -437,14 +437,13 @@ impl DataDir {
         let spare_path = self.directory.join(spare::SPARE_FILE);
         let recycle_path = self.directory.join(RECYCLE_FILE);
         let file_id = journal::new_file_id();
-        let buffer = self.encode_image(&self.image.clone(), file_id);
+        let buffer = self.encode_image(None, file_id);
         let used = buffer.len() as u64;
         if used > bytes {
             drop(file);
             let _ = std::fs::remove_file(&spare_path);
             self.buffer = buffer;
-            let image = self.image.clone();
-            return self.rewrite_journal(&image);
+            return self.rewrite_journal(None);
         }
         let written = file
             .write_all_at(&buffer, 0)
@@ -453,7 +452,7 @@ impl DataDir {
                 file.sync_data()
                     .map_err(StorageError::io("fdatasync", &spare_path))
             });
-        self.buffer = buffer;
+        self.buffer = shrunk(buffer);
         written?;
         // Keep the journal's file for the next spare; without the link it is deleted.
         let _ = std::fs::remove_file(&recycle_path);
@@ -476,13 +475,22 @@ impl DataDir {
 
     /// `image` as one batch, the next in sequence, the first of a file's use `file_id`,
     /// in the encoding buffer (taken: hand it back with `self.buffer = ...`).
-    fn encode_image(&mut self, image: &Stored, file_id: u64) -> Vec<u8> {
-        let writes = image_writes(image);
+    /// The image's entries are encoded where they are, never copied into a write (a
+    /// copy was the image's size again, on the storage thread, at every compaction).
+    fn encode_image(&mut self, image: Option<&Stored>, file_id: u64) -> Vec<u8> {
+        let image = image.unwrap_or(&self.image);
+        let (before, after) = image_writes(image);
         let marker = self.marker;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
         journal::encode_batch(self.next_sequence, file_id, &mut buffer, |out| {
-            for write in &writes {
+            for write in &before {
+                codec::encode(write, checksum_for(write, marker), out);
+            }
+            if !image.entries.is_empty() {
+                codec::encode_log_append(image.log_base + 1, &image.entries, out);
+            }
+            for write in &after {
                 codec::encode(write, checksum_for(write, marker), out);
             }
         });
@@ -545,8 +553,8 @@ impl DataDir {
         }
     }
 
-    /// Writes `image` as the whole journal, atomically.
-    fn rewrite_journal(&mut self, image: &Stored) -> Result<(), StorageError> {
+    /// Writes `image` (the directory's own without one) as the whole journal, atomically.
+    fn rewrite_journal(&mut self, image: Option<&Stored>) -> Result<(), StorageError> {
         let file_id = journal::new_file_id();
         let mut buffer = self.encode_image(image, file_id);
         let used = buffer.len() as u64;
@@ -555,10 +563,7 @@ impl DataDir {
         let replaced =
             files::replace_atomically(&self.directory, &temporary, &self.journal_path, &buffer);
         let length = buffer.len() as u64;
-        // Do not keep a chunk's worth of capacity around for the small batches.
-        buffer.truncate(journal::BLOCK_BYTES);
-        buffer.shrink_to(journal::BLOCK_BYTES * 16);
-        self.buffer = buffer;
+        self.buffer = shrunk(buffer);
         self.journal = replaced?;
         self.journal_bytes = used;
         self.file_bytes = length;
@@ -588,7 +593,7 @@ impl DataDir {
         if marked.checkpoint.is_none() {
             self.marker = None;
         }
-        self.rewrite_journal(&marked)?;
+        self.rewrite_journal(Some(&marked))?;
         self.image = without_pages(marked);
         Ok(())
     }
@@ -647,6 +652,25 @@ impl DataDir {
     }
 }
 
+/// The encoding buffer after it held a whole image: emptied, and no more than the
+/// capacity small batches need kept (an image's worth is megabytes under load, kept for
+/// nothing until the next compaction).
+/// When it held [`TRIM_AFTER_BYTES`] or more, the heaps' free memory is handed back too
+/// (`files::return_freed_memory`): glibc would keep the freed capacity resident.
+fn shrunk(mut buffer: Vec<u8>) -> Vec<u8> {
+    let large = buffer.capacity() >= TRIM_AFTER_BYTES;
+    buffer.clear();
+    buffer.shrink_to(journal::BLOCK_BYTES * 16);
+    if large {
+        files::return_freed_memory();
+    }
+    buffer
+}
+
+/// An encoding buffer this large is handed back to the system once emptied (smaller ones
+/// are not worth a `malloc_trim`, which walks every heap of the process).
+const TRIM_AFTER_BYTES: usize = 1 << 20;
+
 /// The size of the spare prepared for a journal file of `file_bytes` whose image (what a
 /// compaction writes) is about `image_bytes`: twice the file, so that a busy replica
 /// reaches [`JOURNAL_BYTES_MAX`] after a few compactions and an idle one keeps a small
@@ -701,21 +725,18 @@ fn checkpoint_without_pages(checkpoint: Checkpoint) -> Checkpoint {
     }
 }
 
-/// The writes that rebuild `image` from nothing.
-fn image_writes(image: &Stored) -> Vec<StoredWrite> {
-    let mut writes = Vec::with_capacity(5);
+/// The writes that rebuild `image` from nothing, but for its entries: those before
+/// them, and those after (the entries go between, as one `LogAppend` from
+/// `log_base + 1`, encoded from the image itself: `codec::encode_log_append`).
+fn image_writes(image: &Stored) -> (Vec<StoredWrite>, Vec<StoredWrite>) {
+    let mut before = Vec::with_capacity(2);
     if let Some(checkpoint) = &image.checkpoint {
-        writes.push(StoredWrite::Checkpoint(checkpoint.clone()));
+        before.push(StoredWrite::Checkpoint(checkpoint.clone()));
     }
-    writes.push(StoredWrite::LogReset {
+    before.push(StoredWrite::LogReset {
         base: image.log_base,
     });
-    if !image.entries.is_empty() {
-        writes.push(StoredWrite::LogAppend {
-            from: image.log_base + 1,
-            entries: image.entries.clone(),
-        });
-    }
+    let mut writes = Vec::with_capacity(3);
     if let Some((configuration, epoch_start)) = &image.configuration {
         writes.push(StoredWrite::Configuration {
             configuration: configuration.clone(),
@@ -724,7 +745,7 @@ fn image_writes(image: &Stored) -> Vec<StoredWrite> {
     }
     writes.push(StoredWrite::State(image.state));
     writes.push(StoredWrite::Commit(image.commit));
-    writes
+    (before, writes)
 }
 
 /// Reads the pages of the checkpoint the journal's last marker names into `image`. An
