@@ -115,8 +115,7 @@ impl Changes {
             return;
         }
         let list = &mut self.shared[(slot & !SHARED) as usize];
-        let blocks = &self.blocks;
-        if let Ok(at) = list.binary_search_by(|&a| entry_in(blocks, a).0.cmp(key)) {
+        if let Ok(at) = position_of(&self.blocks, list, key) {
             list.remove(at);
             if list.is_empty() {
                 self.index.remove(&hash);
@@ -182,7 +181,7 @@ impl Changes {
             return (self.entry(slot).0 == key).then_some(slot);
         }
         let list = &self.shared[(slot & !SHARED) as usize];
-        let at = list.binary_search_by(|&a| self.entry(a).0.cmp(key)).ok()?;
+        let at = position_of(&self.blocks, list, key).ok()?;
         Some(list[at])
     }
 
@@ -248,10 +247,7 @@ impl Changes {
         } else {
             &mut self.shared[(slot & !SHARED) as usize]
         };
-        let blocks = &self.blocks;
-        let at = list
-            .binary_search_by(|&a| entry_in(blocks, a).0.cmp(key))
-            .expect_err("a key without an entry");
+        let at = position_of(&self.blocks, list, key).expect_err("a key without an entry");
         list.insert(at, address);
     }
 
@@ -276,6 +272,12 @@ fn split(address: Address) -> (usize, usize) {
         (address >> 32) as usize,
         (address & u64::from(u32::MAX)) as usize,
     )
+}
+
+/// Where `key`'s entry is in `list` (entries of keys sharing a hash, in key order), or
+/// where it would go.
+fn position_of(blocks: &[Vec<u8>], list: &[Address], key: &[u8]) -> Result<usize, usize> {
+    list.binary_search_by(|&address| entry_in(blocks, address).0.cmp(key))
 }
 
 /// The key and value (`None`: deleted) of the entry at `address` of `blocks`.

@@ -262,16 +262,15 @@ impl Kv {
     /// changes holds gets a deletion among the changes; a key only among the changes just
     /// leaves them.
     fn delete(&mut self, hash: u64, key: &Bytes) {
-        let in_base = self.base_get(hash, key).is_some();
+        let in_base = self.base_get(hash, key).as_deref().map(<[u8]>::len);
         let old = match self.changes.get(hash, key) {
             Some(change) => change.map(<[u8]>::len),
-            None if in_base => self.base_get(hash, key).as_deref().map(<[u8]>::len),
-            None => None,
+            None => in_base,
         };
         if old.is_none() {
             return; // Absent already: nothing changes.
         }
-        if in_base {
+        if in_base.is_some() {
             self.changes.set(hash, key, None);
         } else {
             self.changes.remove(hash, key);
