@@ -30,6 +30,17 @@ pub(super) struct RecoveryState {
     attempts: u64,
 }
 
+impl RecoveryState {
+    /// How many of this attempt's answers satisfy `which`.
+    fn count(&self, which: impl Fn(&RecoveryResponse) -> bool) -> usize {
+        self.responses
+            .iter()
+            .flatten()
+            .filter(|(_, r)| which(r))
+            .count()
+    }
+}
+
 /// Attempts between two warnings that a recovery cannot find the answers it needs (with
 /// the default timeouts, about every 5 seconds).
 const RECOVERY_WARN_ATTEMPTS: u64 = 10;
@@ -160,9 +171,8 @@ impl<S: StateMachine> Replica<S> {
         if state.attempts == 0 || !state.attempts.is_multiple_of(RECOVERY_WARN_ATTEMPTS) {
             return;
         }
-        let answers = state.responses.iter().flatten();
-        let normal = answers.clone().filter(|(_, r)| r.normal).count();
-        let recovering = answers.count() - normal;
+        let normal = state.count(|r| r.normal);
+        let recovering = state.count(|_| true) - normal;
         tracing::warn!(
             replica = self.index,
             attempts = state.attempts,
@@ -241,12 +251,7 @@ impl<S: StateMachine> Replica<S> {
             return self.drop_reason("recovery_response", "already transferring");
         }
         state.responses[from as usize] = Some((view, response));
-        let empty = state
-            .responses
-            .iter()
-            .flatten()
-            .filter(|(_, r)| r.empty)
-            .count();
+        let empty = state.count(|r| r.empty);
         // Recovering, this replica holds nothing either, unless its storage says it
         // joined the cluster once: then it may have acknowledged ops, and the cluster is
         // not new.
@@ -264,13 +269,7 @@ impl<S: StateMachine> Replica<S> {
         // Normal answers count whether or not they hold anything (paper 4.3: f+1 answers
         // from normal replicas): an empty one still names its view truthfully, and a
         // witness the primary never needed holds nothing (`witness`).
-        let normal = state
-            .responses
-            .iter()
-            .flatten()
-            .filter(|(_, r)| r.normal)
-            .count();
-        if normal < quorum {
+        if state.count(|r| r.normal) < quorum {
             let primary = self.configuration.primary_of(0);
             if let Some(primary_op) = new_cluster_primary_op(&state.responses, self.index, primary)
             {
