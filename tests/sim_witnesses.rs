@@ -7,16 +7,30 @@
 use vsr::protocol::{ReplicaIndex, ReplicaSet, Status};
 use vsr::service::kv::KvResult;
 use vsr::sim::scenario::{get, put, scenario_config};
-use vsr::sim::Scenario;
+use vsr::sim::{Cluster, Scenario};
+use vsr::Config;
 
 /// Steps to wait for anything that needs a view change or a recovery.
 const SLOW: u64 = 4_000;
 
 /// Three replicas, 0 and 1 active, 2 the witness.
 fn with_witness(seed: u64) -> Scenario {
-    let mut config = scenario_config(3);
-    config.witnesses = ReplicaSet::of(2);
-    Scenario::with(seed, config, 3)
+    Scenario::with(seed, witness_config(3, ReplicaSet::of(2)), 3)
+}
+
+/// `scenario_config(replicas)` with `witnesses` the witnesses.
+fn witness_config(replicas: u8, witnesses: ReplicaSet) -> Config {
+    let mut config = scenario_config(replicas);
+    config.witnesses = witnesses;
+    config
+}
+
+/// The clients submit until `until` holds; returns once every one is answered.
+fn load_until(s: &mut Scenario, what: &str, until: impl FnMut(&Cluster) -> bool) {
+    s.load(true);
+    s.run_until(what, 30_000, until);
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
 }
 
 fn value(s: &str) -> KvResult {
@@ -85,12 +99,9 @@ fn an_active_dies_writes_go_on_with_the_witness_and_nothing_is_lost() {
 fn an_uninvolved_witness_stores_nothing_while_the_actives_answer() {
     let mut s = with_witness(4);
     let config = s.cluster().config().clone();
-    s.load(true);
-    s.run_until("two checkpoint intervals commit", 30_000, |c| {
+    load_until(&mut s, "two checkpoint intervals commit", |c| {
         c.replica(0).unwrap().commit() > 2 * config.checkpoint_interval_ops
     });
-    s.load(false);
-    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
     let primary = s.replica(0);
     assert_eq!(primary.stats().witness_involvements, 0);
     assert!(!primary.involves_witnesses());
@@ -191,14 +202,11 @@ fn a_witness_that_lost_its_memory_recovers_the_entries_an_active_lacks() {
     s.block(0, 1);
     let lagging = s.replica(1).commit();
     let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
-    s.load(true);
-    s.run_until(
+    load_until(
+        &mut s,
         "the primary checkpoints past the lagging active",
-        30_000,
         |c| c.replica(0).unwrap().commit() > past_the_tail,
     );
-    s.load(false);
-    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
     let last = s.submit(0, put("z", "last"));
     s.wait_completed(0, SLOW);
     let op = s.expect_committed(0, last);
@@ -235,8 +243,7 @@ fn a_witness_that_lost_its_memory_recovers_the_entries_an_active_lacks() {
 /// witnesses, view changes skip them.
 #[test]
 fn witnesses_never_lead() {
-    let mut config = scenario_config(5);
-    config.witnesses = ReplicaSet::from_low_bits(0b00110);
+    let config = witness_config(5, ReplicaSet::from_low_bits(0b00110));
     let mut s = Scenario::with(3, config, 3);
     for round in 0..3u8 {
         let primary = s.cluster().primary().expect("a primary");
@@ -264,9 +271,7 @@ fn witnesses_never_lead() {
 /// three answers each needs. They used to wait for a write to involve the witness.
 #[test]
 fn two_actives_recover_in_an_idle_cluster_whose_witness_holds_nothing() {
-    let mut config = scenario_config(5);
-    config.witnesses = ReplicaSet::of(4);
-    let mut s = Scenario::with(7, config, 2);
+    let mut s = Scenario::with(7, witness_config(5, ReplicaSet::of(4)), 2);
     s.run(200);
     assert_eq!(s.replica(4).op(), 0, "the witness was sent nothing");
     s.crash(1);
@@ -290,8 +295,7 @@ fn two_actives_recover_in_an_idle_cluster_whose_witness_holds_nothing() {
 /// witness; the primary fails, and active 1 leads the next view.
 #[test]
 fn a_new_primary_fetches_what_a_witness_trimmed_from_another_sender() {
-    let mut config = scenario_config(5);
-    config.witnesses = ReplicaSet::of(4);
+    let mut config = witness_config(5, ReplicaSet::of(4));
     // Time for the fetch to time out at the witness and go on elsewhere, within the view.
     config.view_change_timeout_ticks = 10 * config.state_transfer_timeout_ticks;
     let mut s = Scenario::with(8, config, 3);
@@ -308,12 +312,9 @@ fn a_new_primary_fetches_what_a_witness_trimmed_from_another_sender() {
     s.heal();
     s.block(0, 1);
     let lagging = s.replica(1).commit();
-    s.load(true);
-    s.run_until("the witness trims past the lagging active", 30_000, |c| {
+    load_until(&mut s, "the witness trims past the lagging active", |c| {
         c.replica(4).unwrap().log_base() > lagging + config.log_tail_ops
     });
-    s.load(false);
-    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
     // The last op reaches the witness alone.
     s.block(0, 2);
     s.block(0, 3);
@@ -347,8 +348,7 @@ fn a_new_primary_fetches_what_a_witness_trimmed_from_another_sender() {
 /// commit reaches its log (active 0 back, or active 2 caught up).
 #[test]
 fn witnesses_do_not_recover_from_a_log_that_starts_above_the_actives_commit() {
-    let mut config = scenario_config(5);
-    config.witnesses = ReplicaSet::from_low_bits(0b11000);
+    let config = witness_config(5, ReplicaSet::from_low_bits(0b11000));
     let mut s = Scenario::with(9, config, 3);
     let config = s.cluster().config().clone();
     s.submit(0, put("a", "1"));
@@ -357,12 +357,9 @@ fn witnesses_do_not_recover_from_a_log_that_starts_above_the_actives_commit() {
     let lagging = s.replica(2).commit();
     s.submit(0, put("x", "1"));
     s.wait_completed(0, SLOW);
-    s.load(true);
-    s.run_until("the primary checkpoints past its log tail", 30_000, |c| {
+    load_until(&mut s, "the primary checkpoints past its log tail", |c| {
         c.replica(0).unwrap().checkpoint_op() > lagging + 2 * config.log_tail_ops
     });
-    s.load(false);
-    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
     s.crash(1);
     s.restart(1);
     s.run_until("active 1 recovered by a checkpoint", SLOW, |c| {
