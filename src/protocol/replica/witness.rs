@@ -186,7 +186,8 @@ impl<S: StateMachine> Replica<S> {
     /// The primary tells the witnesses how far the actives executed when that moved
     /// since it last did (a loaded primary sends no heartbeat, and the witnesses' logs
     /// would grow until full), and at least every commit interval while it sends them no
-    /// Prepares (or they would call for a view change). Called every tick.
+    /// Prepares (or they would call for a view change). Its own log is trimmed to the
+    /// same number first (`note_actives_commit`). Called every tick.
     pub(super) fn tell_witnesses_on_tick(&mut self, effects: &mut Vec<Effect>) {
         if !self.is_primary() || self.configuration.witnesses().is_empty() {
             return;
