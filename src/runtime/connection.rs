@@ -33,8 +33,14 @@ use std::io::{self, IoSlice, Write};
 use std::net::IpAddr;
 use std::time::Instant;
 
-/// Bytes asked of the kernel by one read.
+/// Bytes asked of the kernel by one read (more when the rest of a large frame is due).
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// A frame from another replica at least this large (a checkpoint part, a Prepare of
+/// large entries) is read into a bulk buffer: room for [`BULK_BUFFER_BYTES`] at once.
+const BULK_FRAME_BYTES: usize = 256 << 10;
+/// The room a bulk reservation makes, within the connection's frame limit: several
+/// large frames, each split off as it completes, share one allocation.
+const BULK_BUFFER_BYTES: usize = 8 << 20;
 /// Segments handed to one vectored write (a checkpoint part of 4 KiB pages is two
 /// segments a page: 128 segments carry 256 KiB of it).
 const WRITE_SEGMENTS_MAX: usize = 128;
@@ -208,9 +214,26 @@ impl Connection {
             // and copies the partial frame. Room for the whole frame at once keeps that to
             // one copy per frame: reserving a chunk at a time copied a multi-megabyte
             // Prepare once per 64 KiB read (memmove was 5-9% of every process at 1 KiB).
-            self.read_buffer.reserve(READ_CHUNK_BYTES.max(frame_left));
+            //
+            // A large frame from another replica gets a bulk buffer in memory the kernel
+            // may back with huge pages: a full checkpoint transfer lands hundreds of MB in
+            // fresh memory, and faulting it in 4 KiB at a time was a third of the
+            // receiver's loop (`perf/state_transfer.md`). Only for replicas past the handshake
+            // (authenticated when the cluster has a key): a client's frame gets no more
+            // room than it needs.
+            let bulk = frame_left >= BULK_FRAME_BYTES
+                && matches!(self.peer, PeerState::Replica(_) | PeerState::Linked(_));
+            if bulk {
+                let room = BULK_BUFFER_BYTES.min(self.frame_bytes_max as usize);
+                self.read_buffer.reserve(room.max(frame_left));
+                advise_huge_pages(self.read_buffer.spare_capacity_mut());
+            } else {
+                self.read_buffer.reserve(READ_CHUNK_BYTES.max(frame_left));
+            }
         }
-        let result = read_into_spare_capacity(&self.stream, &mut self.read_buffer);
+        // The rest of a large frame in one read: fewer system calls, the same copy.
+        let read_max = READ_CHUNK_BYTES.max(frame_left);
+        let result = read_into_spare_capacity(&self.stream, &mut self.read_buffer, read_max);
         match result {
             Ok(0) => Ok(ReadOutcome::Closed),
             Ok(read) => Ok(ReadOutcome::Data(read)),
@@ -431,14 +454,18 @@ impl Connection {
     }
 }
 
-/// One `read(2)` straight into the buffer's spare capacity (at most `READ_CHUNK_BYTES`),
+/// One `read(2)` straight into the buffer's spare capacity (at most `read_max` bytes),
 /// without zero-filling it first: filling 64 KiB before every read showed up as 5% of a
 /// replica's time (memset) in `perf` under load.
-fn read_into_spare_capacity(stream: &TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
+fn read_into_spare_capacity(
+    stream: &TcpStream,
+    buffer: &mut BytesMut,
+    read_max: usize,
+) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     let start = buffer.len();
     let spare = buffer.spare_capacity_mut();
-    let len = spare.len().min(READ_CHUNK_BYTES);
+    let len = spare.len().min(read_max);
     // SAFETY: `spare` is memory this buffer owns beyond its length, valid for `len` bytes,
     // and no reference to it exists but this call's pointer. read(2) writes at most `len`
     // bytes there and reads none of it. `set_len` then covers exactly the bytes written.
@@ -451,6 +478,32 @@ fn read_into_spare_capacity(stream: &TcpStream, buffer: &mut BytesMut) -> io::Re
     // SAFETY: the kernel initialised `read` bytes after `start` (above).
     unsafe { buffer.set_len(start + read) };
     Ok(read)
+}
+
+/// Asks the kernel to back the whole 2 MiB pages inside `spare` with transparent huge
+/// pages (`MADV_HUGEPAGE`; where they are "madvise" only, as on the machines measured in
+/// `perf/state_transfer.md`), so that filling it faults once per 2 MiB instead of once
+/// per 4 KiB. Advice only: the memory is the allocator's as before, and a kernel that
+/// refuses (no THP, an older kernel) changes nothing but the speed.
+fn advise_huge_pages(spare: &mut [std::mem::MaybeUninit<u8>]) {
+    const HUGE_PAGE_BYTES: usize = 2 << 20;
+    let start = spare.as_mut_ptr() as usize;
+    let end = start + spare.len();
+    let first = start.next_multiple_of(HUGE_PAGE_BYTES);
+    let last = end - end % HUGE_PAGE_BYTES;
+    if first >= last {
+        return;
+    }
+    // SAFETY: [first, last) lies inside `spare`, memory this buffer owns; MADV_HUGEPAGE
+    // changes how the kernel backs the pages, never their contents or the mapping's
+    // validity, and its failure is harmless (ignored).
+    unsafe {
+        libc::madvise(
+            first as *mut libc::c_void,
+            last - first,
+            libc::MADV_HUGEPAGE,
+        );
+    }
 }
 
 #[cfg(test)]
@@ -581,6 +634,52 @@ mod tests {
         }
         assert_eq!(written, 16 << 20);
         assert_eq!(reader.join().unwrap(), 16 << 20);
+    }
+
+    /// Frames of several MiB from a replica go through the bulk buffers: one that
+    /// straddles a buffer's end while the frames before it are still held (so the
+    /// buffer cannot be reclaimed and its partial frame moves) arrives whole, and so
+    /// does every other, byte for byte.
+    #[test]
+    fn large_frames_from_a_replica_arrive_whole_across_bulk_buffers() {
+        let (stream, mut peer) = pair();
+        let mut connection = Connection::new(stream, 1, false, 1 << 20, 16 << 20);
+        connection.peer = PeerState::Replica(1);
+        connection.readable = true;
+        let bodies: Vec<Vec<u8>> = (0..6u32)
+            .map(|i| {
+                (0..(3 << 20) + i * 4099)
+                    .map(|j| (i * 7 + j) as u8)
+                    .collect()
+            })
+            .collect();
+        let mut stream_bytes = BytesMut::new();
+        for body in &bodies {
+            wire::encode_stats_reply(body, 7, &mut stream_bytes);
+        }
+        let writer = std::thread::spawn(move || peer.write_all(&stream_bytes).map(|()| peer));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut held = Vec::new();
+        while held.len() < bodies.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "frames did not arrive"
+            );
+            match connection.decode(7).unwrap() {
+                Some(Frame::StatsReply(body)) => held.push(body),
+                Some(other) => panic!("unexpected frame {}", other.name()),
+                None => {
+                    if connection.read_once().unwrap() == ReadOutcome::WouldBlock {
+                        connection.readable = true;
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        let _peer = writer.join().unwrap().unwrap();
+        for (body, expected) in held.iter().zip(&bodies) {
+            assert!(body[..] == expected[..], "a frame's body changed");
+        }
     }
 
     #[test]
