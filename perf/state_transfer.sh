@@ -2,7 +2,9 @@
 # Checkpoint transfer between real replica processes (issue 12, perf/state_transfer.md).
 #
 # A local 3-replica kv cluster on loopback, on disk (`--durability disk`), filled by
-# vsr-load with random puts over KEYS keys of VALUE bytes. Then, on backup 2:
+# vsr-load with puts over KEYS keys of VALUE bytes, in key order (FILL_ORDER=sequential,
+# the default: a fill long enough writes every key once, so KEYS x VALUE is the state's
+# size) or at random (FILL_ORDER=random). Then, on backup 2:
 #   full:    kill -9, its data directory wiped, restarted: it recovers (paper 4.3) with a
 #            full checkpoint transfer. Timed to caught up; the rate against a plain
 #            loopback socket copy of the same bytes (python, one connection).
@@ -38,6 +40,7 @@ cd "$(dirname "$0")/.."
 KEYS=${KEYS:-1000000}
 VALUE=${VALUE:-1024}
 FILL_SECONDS=${FILL_SECONDS:-60}
+FILL_ORDER=${FILL_ORDER:-sequential}
 DIFF_SECONDS=${DIFF_SECONDS:-1}
 DIFF_PUTS=${DIFF_PUTS:-}
 CHECKPOINT=${CHECKPOINT:-65536}
@@ -71,8 +74,9 @@ stat() { # stat REPLICA FIELD: a top-level or counters field of its stats
     python3 -c "import json,sys;d=json.load(sys.stdin);f='$2';print(d.get(f, d['counters'].get(f)))" 2>/dev/null ||
     echo -1
 }
-load() { # load SECONDS JSON
+load() { # load SECONDS JSON [KEY_ORDER]
   "$B/vsr-load" --cluster "$CLUSTER" --cluster-id 0 --service kv --keys "$KEYS" \
+    --key-order "${3:-random}" \
     --payload-bytes "$VALUE" --sessions 256 --connections 8 --warmup 0s \
     --duration "${1}s" --json "$2" --quiet > /dev/null
 }
@@ -165,9 +169,13 @@ until "$B/vsr" admin status --cluster "$CLUSTER" > /dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { echo "cluster did not start; logs in $D" >&2; exit 1; }
   sleep 0.2
 done
-echo "fill: ${FILL_SECONDS}s of puts over $KEYS keys of $VALUE bytes"
-load "$FILL_SECONDS" "$D/fill.json"
-echo "  $(ops_per_sec "$D/fill.json") puts/s; checkpoint at op $(stat 0 checkpoint_op)"
+echo "fill: ${FILL_SECONDS}s of puts over $KEYS keys of $VALUE bytes, in $FILL_ORDER order"
+load "$FILL_SECONDS" "$D/fill.json" "$FILL_ORDER"
+fill_puts=$(python3 -c "import json;print(json.load(open('$D/fill.json'))['ops'])")
+echo "  $(ops_per_sec "$D/fill.json") puts/s, $fill_puts puts; checkpoint at op $(stat 0 checkpoint_op)"
+if [ "$FILL_ORDER" = sequential ] && [ "$fill_puts" -lt "$KEYS" ]; then
+  echo "  (the fill wrote $fill_puts of the $KEYS keys: a larger FILL_SECONDS writes them all)"
+fi
 
 if [ -n "$RATE" ]; then
   rates=(); raws=()

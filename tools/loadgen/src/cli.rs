@@ -28,6 +28,16 @@ pub enum Command {
     BaselineNode(NodeArgs),
 }
 
+/// The order in which kv operations pick their keys.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// Uniformly at random over `--keys` (from a fixed seed).
+    Random,
+    /// Key 0, 1, 2, ... and around again: the first `--keys` puts write every key once
+    /// (to fill a store of a known size, as `perf/state_transfer.sh` does).
+    Sequential,
+}
+
 /// Which service the replicas run.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -137,6 +147,9 @@ pub struct LoadArgs {
     /// kv: number of distinct keys.
     #[arg(long, default_value_t = 1000)]
     pub keys: u64,
+    /// kv: the order operations pick their keys in.
+    #[arg(long, value_enum, default_value_t = KeyOrder::Random)]
+    pub key_order: KeyOrder,
     /// Per-request timeout of the client library.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,

@@ -90,7 +90,8 @@ fn measure(system: System, args: &LoadArgs) -> anyhow::Result<Summary> {
         args.read_fraction,
         args.keys,
         1,
-    );
+    )
+    .with_key_order(args.key_order);
     let label = if args.compare {
         format!("{} ", system.title())
     } else {

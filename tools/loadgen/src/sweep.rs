@@ -136,7 +136,8 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             args.read_fraction,
             args.keys,
             sessions as u64,
-        );
+        )
+        .with_key_order(args.key_order);
         let spec = LoadSpec {
             sessions,
             rate: None,

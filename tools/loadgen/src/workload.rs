@@ -1,8 +1,8 @@
 //! What each operation is: null-service payloads, or kv puts and gets over `--keys` keys
-//! with a `--read-fraction` of gets. Deterministic from a seed (splitmix64), no allocation
+//! (at random, or in order with `--key-order sequential`) with a `--read-fraction` of gets. Deterministic from a seed (splitmix64), no allocation
 //! for keys or values beyond the operation's own encoding.
 
-use crate::cli::ServiceKind;
+use crate::cli::{KeyOrder, ServiceKind};
 use crate::reply::Expect;
 use bytes::Bytes;
 use vsr::service::kv::KvOp;
@@ -44,6 +44,8 @@ pub struct Workload {
     service: ServiceKind,
     read_fraction: f64,
     keys: Vec<Bytes>,
+    /// `Some(next key)` when keys go in order (`KeyOrder::Sequential`).
+    next_key: Option<usize>,
     payload: Bytes,
     rng: Rng,
 }
@@ -74,9 +76,28 @@ impl Workload {
             service,
             read_fraction,
             keys,
+            next_key: None,
             payload,
             rng: Rng::new(seed),
         }
+    }
+
+    /// Picks keys in `order` (kv only; the default is random).
+    pub fn with_key_order(mut self, order: KeyOrder) -> Workload {
+        self.next_key = (order == KeyOrder::Sequential).then_some(0);
+        self
+    }
+
+    fn next_key(&mut self) -> Bytes {
+        let index = match &mut self.next_key {
+            Some(next) => {
+                let index = *next;
+                *next = (index + 1) % self.keys.len();
+                index
+            }
+            None => self.rng.below(self.keys.len() as u64) as usize,
+        };
+        self.keys[index].clone()
     }
 
     /// The next operation's bytes, and what its reply must be.
@@ -84,7 +105,7 @@ impl Workload {
         match self.service {
             ServiceKind::Null => (self.payload.clone(), Expect::Empty),
             ServiceKind::Kv => {
-                let key = self.keys[self.rng.below(self.keys.len() as u64) as usize].clone();
+                let key = self.next_key();
                 if self.read_fraction > 0.0 && self.rng.unit() < self.read_fraction {
                     (KvOp::Get(key).encode(), Expect::KvGet)
                 } else {
@@ -111,6 +132,25 @@ mod tests {
             })
             .count();
         assert!((800..1200).contains(&reads), "reads: {reads}");
+    }
+
+    #[test]
+    fn sequential_keys_write_every_key_once_then_wrap() {
+        let mut workload =
+            Workload::new(ServiceKind::Kv, 8, 0.0, 5, 7).with_key_order(KeyOrder::Sequential);
+        let keys: Vec<Bytes> = (0..7)
+            .map(
+                |_| match KvOp::decode(&workload.next_operation().0).unwrap() {
+                    KvOp::Put(key, _) => key,
+                    other => panic!("expected a put, got {other:?}"),
+                },
+            )
+            .collect();
+        let expected: Vec<Bytes> = [0, 1, 2, 3, 4, 0, 1]
+            .iter()
+            .map(|k| Bytes::from(format!("key-{k:010}")))
+            .collect();
+        assert_eq!(keys, expected);
     }
 
     #[test]
