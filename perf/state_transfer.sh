@@ -144,22 +144,27 @@ while sent < total:
 thread.join(); print(total / (time.time() - start) / 1e6)
 EOF
 }
-# fetch_secs LOG: the transfer itself, from the replica's log: its first 'fetching a
-# checkpoint' to its 'fetched a checkpoint' (recovery's own round trips and the log
-# suffix excluded).
-fetch_secs() {
+# first_fetch LOG: the first transfer in the replica's log, as "SECONDS BYTES": from its
+# first 'fetching a checkpoint' to the 'fetched a checkpoint' that ends it (recovery's
+# own round trips and the log suffix excluded), and the bytes that line counts. Only the
+# first: when the sources moved on during the install, a second, small transfer of the
+# newer checkpoint follows, and timing from its start (as this script did before) put
+# all the bytes in its fraction of a second.
+first_fetch() {
   python3 - "$1" <<'EOF'
 import re, sys, datetime
-start = end = None
+start = None
+parse = lambda s: datetime.datetime.fromisoformat(s.rstrip("Z")[:26])
 for line in open(sys.argv[1], errors="replace"):
     line = re.sub(r"\x1b\[[0-9;]*m", "", line)
     stamp = line.split(" ", 1)[0]
-    if "fetching a checkpoint" in line and "held=" not in line:
+    if start is None and "fetching a checkpoint" in line and "held=" not in line:
         start = stamp
-    if "fetched a checkpoint" in line:
-        end = stamp
-parse = lambda s: datetime.datetime.fromisoformat(s.rstrip("Z")[:26])
-print((parse(end) - parse(start)).total_seconds() if start and end else -1)
+    if start is not None and "fetched a checkpoint" in line:
+        fetched = re.search(r"fetched_bytes=(\d+)", line).group(1)
+        print((parse(stamp) - parse(start)).total_seconds(), fetched)
+        sys.exit(0)
+print(-1, 0)
 EOF
 }
 
@@ -203,8 +208,7 @@ if [ -n "$RATE" ]; then
     fi
     caught_up
     cpu_receiver=$(cpu_ms "${PIDS[2]}")
-    bytes=$(stat 2 checkpoint_bytes_fetched)
-    secs=$(fetch_secs "$D/replica-2.log")
+    read -r secs bytes < <(first_fetch "$D/replica-2.log")
     rate=$(python3 -c "print(round($bytes/max($secs,1e-9)/1e6,1))")
     raw=$(python3 -c "print(round($(raw_copy "$bytes"),1))")
     echo "transfer $n: $bytes bytes in ${secs}s: $rate MB/s (served $(( $(stat 0 checkpoint_bytes_served) - before )) and" \
@@ -236,12 +240,12 @@ loader=$!
 caught_up
 t1=$(now)
 wait $loader
-bytes=$(stat 2 checkpoint_bytes_fetched)
+all_bytes=$(stat 2 checkpoint_bytes_fetched)
 served=$(( $(stat 0 checkpoint_bytes_served) - before + $(stat 1 checkpoint_bytes_served) - before1 ))
 secs=$(python3 -c "print($t1 - $t0)")
+read -r fetch_secs bytes < <(first_fetch "$D/replica-2.log")
 raw=$(raw_copy "$bytes")
-fetch_secs=$(fetch_secs "$D/replica-2.log")
-echo "full: $bytes bytes fetched ($served served); the transfer took ${fetch_secs}s:" \
+echo "full: $bytes bytes fetched in the first transfer ($all_bytes in all, $served served); it took ${fetch_secs}s:" \
   "$(python3 -c "print(round($bytes/max($fetch_secs,1e-9)/1e6,1))") MB/s; ${secs}s from restart to caught up;" \
   "raw loopback copy $(python3 -c "print(round($raw,1))") MB/s; transfer/raw $(python3 -c "print(round($bytes/max($fetch_secs,1e-9)/1e6/$raw,3))")"
 echo "  load during the transfer $(ops_per_sec "$D/during.json") ops/s against $(ops_per_sec "$D/baseline.json") without:" \
