@@ -42,6 +42,11 @@ pub struct MemoryCluster<S> {
     /// With [`MemoryCluster::defer_builds`]: the checkpoint builds asked for and not run
     /// yet, by replica; otherwise every build runs as soon as it is asked for.
     pub builds: Option<Vec<(ReplicaId, CheckpointBuild)>>,
+    /// Per replica: whether its disk is stalled ([`MemoryCluster::stall_writes`]): its
+    /// writes wait, captured, until [`MemoryCluster::release_writes`].
+    stalled: Vec<bool>,
+    /// The captured writes of stalled replicas, not yet in their stores.
+    pending: Vec<Vec<StoredWrite>>,
     effects: Vec<Effect>,
 }
 
@@ -60,8 +65,38 @@ impl<S: StateMachine> MemoryCluster<S> {
             drop_filter: None,
             stores: None,
             builds: None,
+            stalled: vec![false; config.replica_count as usize],
+            pending: vec![Vec::new(); config.replica_count as usize],
             effects: Vec::new(),
         }
+    }
+
+    /// Stalls replica `id`'s disk: from now on its writes do not complete (so nothing it
+    /// holds back until they do leaves), as a storage thread stuck behind a large file
+    /// would. With stores kept, what they would write is captured; a crash of the replica
+    /// (`forget_pending_writes`) loses it, [`MemoryCluster::release_writes`] completes it.
+    pub fn stall_writes(&mut self, id: ReplicaId) {
+        self.stalled[id as usize] = true;
+    }
+
+    /// Ends a stall: the captured writes reach the store and complete.
+    pub fn release_writes(&mut self, id: ReplicaId) {
+        self.stalled[id as usize] = false;
+        if let Some(stores) = &mut self.stores {
+            for write in self.pending[id as usize].drain(..) {
+                stores[id as usize]
+                    .apply(write)
+                    .expect("a correct replica's writes fold");
+            }
+        }
+        let mut effects = Vec::new();
+        self.route(id, &mut effects);
+    }
+
+    /// What a crash of a stalled replica loses: the writes it captured.
+    pub fn forget_pending_writes(&mut self, id: ReplicaId) {
+        self.stalled[id as usize] = false;
+        self.pending[id as usize].clear();
     }
 
     /// Keeps checkpoint builds in [`MemoryCluster::builds`] until
@@ -161,25 +196,35 @@ impl<S: StateMachine> MemoryCluster<S> {
     }
 
     fn route(&mut self, from: ReplicaId, effects: &mut Vec<Effect>) {
-        // Every write completes at once (in a store too, when kept).
+        // Every write completes at once (in a store too, when kept), unless the
+        // replica's disk is stalled: then its writes wait, captured.
         let replica = &mut self.replicas[from as usize];
-        replica.complete_writes_in_memory(effects);
+        let stalled = self.stalled[from as usize];
+        if !stalled {
+            replica.complete_writes_in_memory(effects);
+        }
         if let Some(stores) = &mut self.stores {
             let store = &mut stores[from as usize];
+            let pending = &mut self.pending[from as usize];
             let mut wrote = false;
             for effect in effects.iter() {
                 if let Effect::Write { write, .. } = effect {
                     let stored = StoredWrite::capture(replica, *write);
-                    store
-                        .apply(stored)
-                        .expect("a correct replica's writes fold");
+                    match stalled {
+                        true => pending.push(stored),
+                        false => store
+                            .apply(stored)
+                            .expect("a correct replica's writes fold"),
+                    }
                     wrote = true;
                 }
             }
             if wrote {
-                store
-                    .apply(StoredWrite::Commit(replica.commit()))
-                    .expect("a commit number folds");
+                let commit = StoredWrite::Commit(replica.commit());
+                match stalled {
+                    true => pending.push(commit),
+                    false => store.apply(commit).expect("a commit number folds"),
+                }
             }
         }
         let mut built = false;

@@ -189,3 +189,94 @@ fn without_kept_pages_the_second_attempt_fetches_everything() {
     assert_eq!(stats.checkpoint_pages_resumed, 0);
     assert_eq!(stats.checkpoint_pages_fetched, total);
 }
+
+/// A replica whose disk is still writing the checkpoint it installed from a transfer
+/// (a checkpoint file holds the whole state) starts a second transfer, as when the
+/// sources moved on during a long install: the second transfer files its kept pages
+/// with the first's instead of replacing them, so a crash before the installed
+/// checkpoint is durable still leaves its pages in the store, and the next attempt
+/// fetches only what changed. (Before, the store held the second transfer's few new
+/// pages and the restart fetched everything again: `perf/state_transfer.md`, the 1 GiB
+/// runs of 2026-12-02.)
+#[test]
+fn a_transfer_started_before_the_installed_checkpoint_is_durable_keeps_the_pages_too() {
+    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
+    cluster.keep_stores();
+    let mut session = ClientSession::new(1, 3, 100);
+    cluster.register(&mut session);
+    put_all(&mut cluster, &mut session);
+    let commit = cluster.replicas[0].commit();
+    settle(&mut cluster, "loaded", |c| {
+        c.replicas.iter().all(|r| r.commit() >= commit)
+    });
+    let total = cluster.replicas[0].checkpoint().unwrap().pages().count() as u64;
+
+    // Wiped and restarted empty; its disk stalls once the transfer is under way, so the
+    // checkpoint it installs never becomes durable.
+    crash(&mut cluster);
+    restart(&mut cluster, Stored::default(), 1);
+    for _ in 0..200_000 {
+        if cluster.replicas[WIPED]
+            .checkpoint_fetch_progress()
+            .is_some()
+        {
+            break;
+        }
+        if cluster.run(1) == 0 {
+            cluster.tick();
+        }
+    }
+    assert!(cluster.replicas[WIPED]
+        .checkpoint_fetch_progress()
+        .is_some());
+    cluster.stall_writes(WIPED as u64);
+    settle(&mut cluster, "first install", |c| {
+        c.replicas[WIPED].checkpoint_op() > 0
+    });
+    let first = cluster.replicas[WIPED].checkpoint().unwrap().clone();
+    assert_eq!(first.pages().count() as u64, total);
+
+    // Cut off while the others write new values to a third of the keys and trim their
+    // logs past it; back, it needs a newer checkpoint: a second transfer.
+    cluster.down[WIPED] = true;
+    for key in 0..KEYS / 3 {
+        let op = KvOp::Put(
+            Bytes::from(format!("key {key:05}")),
+            Bytes::from(vec![9u8; VALUE_BYTES]),
+        );
+        let result = cluster.execute(&mut session, op.encode());
+        assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
+    }
+    cluster.down[WIPED] = false;
+    settle(&mut cluster, "second install", |c| {
+        c.replicas[WIPED].checkpoint_op() > first.op
+    });
+    let second = cluster.replicas[WIPED].stats().clone();
+    assert_eq!(second.checkpoint_fetches_completed, 2);
+
+    // Killed before either checkpoint reached its disk: the store has no checkpoint, but
+    // it kept the pages of both transfers.
+    crash(&mut cluster);
+    cluster.forget_pending_writes(WIPED as u64);
+    let stored = cluster.stores.as_ref().unwrap()[WIPED].clone();
+    assert_eq!(stored.checkpoint, None, "no checkpoint became durable");
+    let kept: std::collections::HashSet<_> = stored
+        .fetched
+        .pages
+        .iter()
+        .map(|page| page.digest())
+        .collect();
+    assert!(
+        first.pages().all(|page| kept.contains(&page.digest())),
+        "the first transfer's pages were replaced by the second's"
+    );
+
+    // The third attempt takes them back and fetches only the pages no transfer fetched.
+    let stats = resume(cluster, stored);
+    assert_eq!(stats.checkpoint_pages_read_back, kept.len() as u64);
+    assert!(
+        stats.checkpoint_pages_fetched < total / 4,
+        "fetched {} of {total} pages again",
+        stats.checkpoint_pages_fetched
+    );
+}

@@ -110,12 +110,14 @@ pub enum Audience {
 }
 
 /// What [`Effect::KeepPages`] asks of a driver's store of fetched pages. The store holds
-/// the pages of one checkpoint at most (the one named by `root`), so it is bounded by
-/// the size of the checkpoint being fetched.
+/// the pages filed under one root (normally the checkpoint being fetched; while the
+/// replica's own checkpoint is not durable yet, the earlier transfer's root, and then at
+/// most twice the pages of the checkpoint being fetched: `fetch_checkpoint.rs`, "Pages
+/// kept across a crash").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeepPages {
-    /// Add `pages`, verified pages of the checkpoint whose Merkle root is `root`; pages
-    /// kept for another root are forgotten first (a new target starts afresh).
+    /// Add `pages`, verified pages, filed under `root`; pages kept under another root
+    /// are forgotten first (a new target starts afresh).
     Add {
         /// The root of the checkpoint being fetched.
         root: Digest,

@@ -50,6 +50,17 @@
 //! The store is told to forget them once the fetched checkpoint is installed and a
 //! checkpoint at least as recent is durable; the replica forgets those it read back once
 //! a transfer took them, or after `KEPT_TIMEOUTS` state-transfer timeouts without one.
+//!
+//! One exception to "one transfer's pages": a transfer that starts while this replica's
+//! checkpoint is not durable yet (typically one installed from the previous transfer,
+//! whose file, the whole state, is still being written) files its pages *with* the
+//! store's instead of replacing them, under the root they are filed under, as long as the
+//! store holds no more pages than the new checkpoint has (so at most twice its pages).
+//! Until that checkpoint is durable the store's pages may be all a crash would leave of
+//! it: replacing them, a crash then cost a full transfer again (a 1 GiB state on disk,
+//! `perf/state_transfer.md`, 2026-12-02: the sources moved on during the install, the
+//! replica was killed before its 926 MB checkpoint file was written, and its restart
+//! found 262 pages kept). Pages already filed under that root are not kept again.
 
 use super::serve_checkpoint::Held;
 use super::state_transfer::{new_state_is_well_formed, ReceivedState};
@@ -92,11 +103,14 @@ pub(super) struct Fetching {
     /// Pages the store kept from a transfer before the restart, by digest, until a
     /// transfer takes them (module docs).
     kept: HashMap<Digest, Page>,
-    /// The root of the checkpoint they were fetched for.
-    kept_root: Option<Digest>,
     /// Once a checkpoint at this op or later is durable, the store's kept pages are of
     /// no more use: it is told to forget them.
     clear_kept_from: Option<Op>,
+    /// The root the store's kept pages are filed under (as this replica last told it, or
+    /// as read back), and how many pages it was given under it: a store given pages for
+    /// another root forgets these first.
+    store_root: Option<Digest>,
+    store_pages: u64,
 }
 
 /// Where a page a transfer may reuse comes from.
@@ -104,17 +118,21 @@ pub(super) struct Fetching {
 enum Origin {
     /// A checkpoint this replica holds.
     Held,
-    /// An earlier transfer, since this process started.
-    Fetched,
-    /// The store's kept pages, read back at the restart; `true`: kept for another root
-    /// than this transfer's (the store forgets them once this transfer keeps a page, so
-    /// they are kept again as they are reused).
+    /// An earlier transfer, since this process started; `true`: it filed them in the
+    /// store under another root than this transfer files its pages under (the store
+    /// forgets them once this transfer keeps a page, so they are kept again as they are
+    /// reused).
+    Fetched(bool),
+    /// The store's kept pages, read back at the restart; `true` as for `Fetched`.
     Kept(bool),
 }
 
 #[derive(Debug)]
 struct Transfer {
     id: CheckpointId,
+    /// The root this transfer files the pages it keeps under (`id.root`, or the store's
+    /// while this replica's checkpoint is not durable: module docs).
+    keep_root: Digest,
     /// The NewState that named the checkpoint (the latest one naming it), and its route.
     new_state: NewState,
     route: StateRoute,
@@ -268,7 +286,7 @@ impl Transfer {
                     self.pages[index] = Some(page.clone());
                     self.pages_held += 1;
                     reused += 1;
-                    if matches!(origin, Origin::Fetched | Origin::Kept(true)) {
+                    if matches!(origin, Origin::Fetched(true) | Origin::Kept(true)) {
                         keep.push(page.clone());
                     }
                     *resumed += u64::from(matches!(origin, Origin::Kept(_)));
@@ -312,7 +330,8 @@ impl Transfer {
 impl Fetching {
     /// Takes the pages a restart read back from the store (module docs).
     pub(super) fn take_kept(&mut self, fetched: crate::protocol::FetchedPages) {
-        self.kept_root = fetched.root;
+        self.store_root = fetched.root;
+        self.store_pages = fetched.pages.len() as u64;
         self.kept = fetched
             .pages
             .into_iter()
@@ -414,6 +433,10 @@ impl<S: StateMachine> Replica<S> {
             self.checkpoint_fetch.clear_kept_from = None;
         } else if self.writes.checkpoint_durable_from(op) {
             self.checkpoint_fetch.clear_kept_from = None;
+            (
+                self.checkpoint_fetch.store_root,
+                self.checkpoint_fetch.store_pages,
+            ) = (None, 0);
             effects.push(Effect::KeepPages(KeepPages::Clear));
         }
     }
@@ -481,6 +504,17 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         let previous = self.checkpoint_fetch.transfer.take();
+        // Where this transfer files the pages it keeps (module docs, "Pages kept across a
+        // crash"): with the store's while this replica's checkpoint is not durable.
+        let keep_root = self
+            .checkpoint_fetch
+            .store_root
+            .filter(|_| {
+                !self.writes.checkpoint_durable_from(self.checkpoint_op())
+                    && self.checkpoint_fetch.store_pages <= id.pages()
+            })
+            .unwrap_or(id.root);
+        let refile = self.checkpoint_fetch.store_root != Some(keep_root);
         let mut reusable: HashMap<Digest, (Page, Origin)> = HashMap::new();
         let held = self
             .checkpoint
@@ -500,17 +534,16 @@ impl<S: StateMachine> Replica<S> {
             for page in previous.pages.into_iter().flatten() {
                 reusable
                     .entry(page.digest())
-                    .or_insert((page, Origin::Fetched));
+                    .or_insert((page, Origin::Fetched(refile)));
             }
             self.stats.checkpoint_fetches_retargeted += 1;
         }
         // The pages the store kept before a restart: this transfer takes them all (those
         // it does not need go with it), so they are held once and for one transfer.
-        let again = self.checkpoint_fetch.kept_root != Some(id.root);
         for (digest, page) in std::mem::take(&mut self.checkpoint_fetch.kept) {
             reusable
                 .entry(digest)
-                .or_insert((page, Origin::Kept(again)));
+                .or_insert((page, Origin::Kept(refile)));
         }
         // The store's pages are now this transfer's to replace, not to forget.
         self.checkpoint_fetch.clear_kept_from = None;
@@ -536,6 +569,7 @@ impl<S: StateMachine> Replica<S> {
         );
         self.checkpoint_fetch.transfer = Some(Box::new(Transfer {
             id,
+            keep_root,
             new_state,
             route,
             level,
@@ -717,7 +751,7 @@ impl<S: StateMachine> Replica<S> {
             .iter()
             .position(|in_flight| in_flight.to == responder && answered(&in_flight.asked));
         let asked = position.map(|position| transfer.in_flight.swap_remove(position).asked);
-        let root = transfer.id.root;
+        let keep_root = transfer.keep_root;
         let mut progressed = false;
         let mut refetch = 0;
         // Verified pages for the store to keep (module docs).
@@ -809,10 +843,6 @@ impl<S: StateMachine> Replica<S> {
             }
         }
         self.stats.checkpoint_pages_refetched += refetch;
-        if !keep.is_empty() {
-            self.stats.checkpoint_pages_kept += keep.len() as u64;
-            effects.push(Effect::KeepPages(KeepPages::Add { root, pages: keep }));
-        }
         if progressed {
             transfer.progressed = ticks;
             // A transfer that moves is no reason to ask for state again.
@@ -820,6 +850,18 @@ impl<S: StateMachine> Replica<S> {
             if self.status == Status::Recovering {
                 self.recovery_timeout.reset();
             }
+        }
+        if !keep.is_empty() {
+            self.stats.checkpoint_pages_kept += keep.len() as u64;
+            let fetching = &mut self.checkpoint_fetch;
+            if fetching.store_root != Some(keep_root) {
+                (fetching.store_root, fetching.store_pages) = (Some(keep_root), 0);
+            }
+            fetching.store_pages += keep.len() as u64;
+            effects.push(Effect::KeepPages(KeepPages::Add {
+                root: keep_root,
+                pages: keep,
+            }));
         }
         self.note_fetch_progress();
         let transfer = self
