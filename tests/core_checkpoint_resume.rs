@@ -73,10 +73,9 @@ fn restart(cluster: &mut MemoryCluster<Kv>, stored: Stored, nonce: u64) {
     cluster.down[WIPED] = false;
 }
 
-/// A loaded cluster whose replica 2 lost its data directory, restarted empty, and was
-/// killed once it had fetched at least half of the checkpoint's pages. Returns the
-/// cluster, the checkpoint's page count, and the first attempt's fetched pages.
-fn killed_mid_transfer() -> (MemoryCluster<Kv>, u64, u64) {
+/// A cluster with stores kept, every key put and every replica caught up; and the page
+/// count of its checkpoint.
+fn loaded_cluster() -> (MemoryCluster<Kv>, u64) {
     let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
     cluster.keep_stores();
     let mut session = ClientSession::new(1, 3, 100);
@@ -87,6 +86,14 @@ fn killed_mid_transfer() -> (MemoryCluster<Kv>, u64, u64) {
         c.replicas.iter().all(|r| r.commit() >= commit)
     });
     let total = cluster.replicas[0].checkpoint().unwrap().pages().count() as u64;
+    (cluster, total)
+}
+
+/// A loaded cluster whose replica 2 lost its data directory, restarted empty, and was
+/// killed once it had fetched at least half of the checkpoint's pages. Returns the
+/// cluster, the checkpoint's page count, and the first attempt's fetched pages.
+fn killed_mid_transfer() -> (MemoryCluster<Kv>, u64, u64) {
+    let (mut cluster, total) = loaded_cluster();
     assert!(total >= 90, "{total} pages");
 
     crash(&mut cluster);
@@ -200,16 +207,9 @@ fn without_kept_pages_the_second_attempt_fetches_everything() {
 /// runs of 2026-12-02.)
 #[test]
 fn a_transfer_started_before_the_installed_checkpoint_is_durable_keeps_the_pages_too() {
-    let mut cluster = MemoryCluster::new(&config(), |_| Kv::new());
-    cluster.keep_stores();
-    let mut session = ClientSession::new(1, 3, 100);
+    let (mut cluster, total) = loaded_cluster();
+    let mut session = ClientSession::new(2, 3, 100);
     cluster.register(&mut session);
-    put_all(&mut cluster, &mut session);
-    let commit = cluster.replicas[0].commit();
-    settle(&mut cluster, "loaded", |c| {
-        c.replicas.iter().all(|r| r.commit() >= commit)
-    });
-    let total = cluster.replicas[0].checkpoint().unwrap().pages().count() as u64;
 
     // Wiped and restarted empty; its disk stalls once the transfer is under way, so the
     // checkpoint it installs never becomes durable.
