@@ -588,3 +588,48 @@ fn a_power_loss_leaves_a_witness_that_held_nothing_and_a_damaged_active_and_all_
     s.wait_completed(0, SLOW);
     s.converge(SLOW);
 }
+
+/// With witnesses an active's journal keeps the entries above the actives' commit, as
+/// its log does, not only those above its checkpoint. Active 1 is cut off while the
+/// primary commits with the witness past a checkpoint and the log tail; the power fails
+/// and every replica restarts from its disk: the primary's log still reaches down to
+/// what active 1 lacks (a witness that lost its copies could get them back from it), and
+/// nothing acknowledged is lost.
+#[test]
+fn an_active_restarted_from_disk_keeps_the_entries_above_the_actives_commit() {
+    let mut s = with_witness_and_disks(45);
+    let config = s.cluster().config().clone();
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.block(0, 1);
+    let lagging = s.replica(1).commit();
+    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
+    load_until(
+        &mut s,
+        "the primary checkpoints past the lagging active",
+        |c| c.replica(0).unwrap().commit() > past_the_tail,
+    );
+    let last = s.submit(0, put("z", "last"));
+    s.wait_completed(0, SLOW);
+    s.expect_committed(0, last);
+    s.run(100);
+    let lagging = s.replica(1).commit();
+    assert!(s.replica(0).checkpoint_op() > lagging + config.log_tail_ops);
+
+    s.power_loss();
+    for index in 0..3 {
+        s.restart(index);
+        assert_ne!(s.replica(index).status(), Status::Recovering, "r{index}");
+    }
+    let primary = s.replica(0);
+    assert!(
+        primary.log_base() <= lagging && primary.log_base() < primary.checkpoint_op(),
+        "active 0's log starts after {} (checkpoint {}), active 1 lacks everything after {lagging}",
+        primary.log_base(),
+        primary.checkpoint_op()
+    );
+    s.heal();
+    s.submit(1, get("z"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("last"));
+    s.converge(SLOW);
+}

@@ -143,8 +143,11 @@ pub struct Stored {
     pub entries: Vec<Entry>,
     /// The highest commit number recorded (see [`StoredWrite::Commit`]).
     pub commit: Op,
-    /// The highest actives' commit recorded (see [`StoredWrite::ActivesCommit`]).
-    pub actives_commit: Op,
+    /// The highest actives' commit recorded (see [`StoredWrite::ActivesCommit`]); `None`
+    /// when none was: a cluster without witnesses (one with them writes it at its
+    /// replica's first input). With it the log keeps its entries above it, checkpoint
+    /// or not ([`Stored::trim_to_checkpoint`]).
+    pub actives_commit: Option<Op>,
     /// Set when the store found damage it could not explain as a write cut short by a
     /// crash (a corrupt entry with intact data after it, an unreadable state record): the
     /// image then holds only what was verified before the damage, and the replica may
@@ -357,7 +360,9 @@ impl Stored {
                 self.state = state;
             }
             StoredWrite::Commit(commit) => self.commit = self.commit.max(commit),
-            StoredWrite::ActivesCommit(op) => self.actives_commit = self.actives_commit.max(op),
+            StoredWrite::ActivesCommit(op) => {
+                self.actives_commit = Some(self.actives_commit.map_or(op, |heard| heard.max(op)))
+            }
         }
         Ok(())
     }
@@ -394,9 +399,13 @@ impl Stored {
     }
 
     /// Drops the entries a restart does not need: those at or below the checkpoint (the
-    /// checkpoint holds their effect). A store calls it when it compacts.
+    /// checkpoint holds their effect), but, with witnesses, none above the actives' commit
+    /// (an active keeps them for a witness that needs them back: ARCHITECTURE.md,
+    /// "Witnesses"). A store calls it when it compacts.
     pub fn trim_to_checkpoint(&mut self) {
-        let checkpoint_op = self.checkpoint_op();
+        let checkpoint_op = self.actives_commit.map_or(self.checkpoint_op(), |heard| {
+            heard.min(self.checkpoint_op())
+        });
         if self.log_base >= checkpoint_op {
             return;
         }
@@ -569,11 +578,31 @@ mod tests {
             StoredWrite::ActivesCommit(3),
         ])
         .unwrap();
-        assert_eq!(stored.actives_commit, 7);
+        assert_eq!(stored.actives_commit, Some(7));
         // A store with a log start covers no deferred checkpoint.
         let stored = fold(vec![append(1, 3)]).unwrap();
         assert!(stored.covers(&[append(4, 3)], 6));
         assert!(!stored.covers(&[log_start(2), append(4, 3)], 6));
+    }
+
+    #[test]
+    fn with_witnesses_a_store_keeps_the_entries_above_the_actives_commit() {
+        let mut stored = fold(vec![
+            StoredWrite::ActivesCommit(0),
+            append(1, 20),
+            checkpoint(16),
+            StoredWrite::ActivesCommit(10),
+        ])
+        .unwrap();
+        stored.trim_to_checkpoint();
+        assert_eq!((stored.log_base, stored.op()), (10, 20), "kept above 10");
+        stored.apply(StoredWrite::ActivesCommit(30)).unwrap();
+        stored.trim_to_checkpoint();
+        assert_eq!((stored.log_base, stored.op()), (16, 20), "the checkpoint's");
+        // Without witnesses (no actives' commit written) at the checkpoint, as before.
+        let mut stored = fold(vec![append(1, 20), checkpoint(16)]).unwrap();
+        stored.trim_to_checkpoint();
+        assert_eq!(stored.log_base, 16);
     }
 
     #[test]

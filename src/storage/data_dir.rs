@@ -753,8 +753,8 @@ fn image_writes(image: &Stored) -> (Vec<StoredWrite>, Vec<StoredWrite>) {
     }
     writes.push(StoredWrite::State(image.state));
     writes.push(StoredWrite::Commit(image.commit));
-    if image.actives_commit > 0 {
-        writes.push(StoredWrite::ActivesCommit(image.actives_commit));
+    if let Some(actives_commit) = image.actives_commit {
+        writes.push(StoredWrite::ActivesCommit(actives_commit));
     }
     (before, writes)
 }
@@ -941,7 +941,7 @@ pub(crate) mod tests {
             (image.log_base, image.log_base_timestamp, image.commit),
             (60, 59, 62)
         );
-        assert_eq!(image.actives_commit, 40, "compacted with the image");
+        assert_eq!(image.actives_commit, Some(40), "compacted with the image");
         assert!(image.holds_data());
 
         // A damaged witness journal is rewritten to what was verified, its base kept.
@@ -952,6 +952,41 @@ pub(crate) mod tests {
         let image = reopened(&directory, data_dir);
         assert_eq!((image.log_base, image.op()), (60, 62));
         assert!(image.state.recovering && image.state.joined);
+    }
+
+    /// With witnesses an active's image keeps the entries above the actives' commit past
+    /// its checkpoint, through compaction and replay.
+    #[test]
+    fn an_active_image_with_witnesses_keeps_the_entries_above_the_actives_commit() {
+        let directory = temp_dir("actives-commit");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let writes = [
+            StoredWrite::ActivesCommit(0),
+            append(1, 100),
+            state(1),
+            StoredWrite::Commit(90),
+            StoredWrite::ActivesCommit(40),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        let checkpoint = checkpoint_file::tests::checkpoint(64);
+        let writes = [StoredWrite::Checkpoint(checkpoint.clone()), append(101, 2)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.finish_checkpoint_files();
+        data_dir.maintain().unwrap();
+        assert_eq!(
+            data_dir.image.log_base, 40,
+            "kept above the actives' commit"
+        );
+        data_dir.rewrite_journal(None).unwrap();
+        let image = reopened(&directory, data_dir);
+        expected.trim_to_checkpoint();
+        assert_eq!(image, expected);
+        assert_eq!(image.checkpoint, Some(checkpoint));
+        assert_eq!((image.log_base, image.op()), (40, 102));
+        assert_eq!(image.actives_commit, Some(40));
     }
 
     #[test]

@@ -43,8 +43,10 @@ pub(super) struct Writes {
     checkpoint_issued: WriteId,
     /// The epoch whose configuration was last written (or restored).
     configuration_written: u32,
-    /// The actives' commit as last written (or restored).
-    pub(super) actives_commit_written: Op,
+    /// With witnesses: the actives' commit as last written (or restored); `None` before
+    /// the first write of it (issued at the first input, so that the store keeps
+    /// entries above it from the start: `Stored::actives_commit`).
+    pub(super) actives_commit_written: Option<Op>,
     held: VecDeque<Held>,
     /// Reused buffer for sorting an input's effects into those that leave and those held.
     scratch: Vec<Effect>,
@@ -208,10 +210,13 @@ impl<S: StateMachine> Replica<S> {
             self.writes.state_written = state;
             self.writes.state_issued = self.writes.issue(Write::State(state), effects);
         }
-        if self.actives_commit_heard > self.writes.actives_commit_written {
-            // Knowledge a restart needs (`Write::ActivesCommit`): only with witnesses, where
-            // it moves (`note_actives_commit`).
-            self.writes.actives_commit_written = self.actives_commit_heard;
+        let witnesses = !self.configuration.witnesses().is_empty();
+        if witnesses
+            && (self.writes.actives_commit_written)
+                .is_none_or(|written| self.actives_commit_heard > written)
+        {
+            // Knowledge a restart needs (`Write::ActivesCommit`), only with witnesses.
+            self.writes.actives_commit_written = Some(self.actives_commit_heard);
             let write = Write::ActivesCommit(self.actives_commit_heard);
             self.writes.issue(write, effects);
         }

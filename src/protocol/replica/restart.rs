@@ -165,7 +165,7 @@ impl<S: StateMachine> Replica<S> {
         // What it heard of the actives' commit before the restart stays true (an active
         // that loses its state counts as failed, whoever heard it: `witness`), damage or
         // not (it is about the others, and the store read back only verified records).
-        self.actives_commit_heard = stored.actives_commit;
+        self.actives_commit_heard = stored.actives_commit.unwrap_or(0);
         self.writes.actives_commit_written = stored.actives_commit;
         if let Some((configuration, epoch_start)) = stored.configuration {
             // The epoch it moved to last (paper 7): its members, and this replica's place.
@@ -212,7 +212,24 @@ impl<S: StateMachine> Replica<S> {
             self.log.reset(stored.log_base, stored.log_base_timestamp);
             self.witness_commit_to(stored.log_base);
         }
-        // The entries after the checkpoint (those at or below it are in it).
+        let checkpoint_op = self.checkpoint_op();
+        if let Some(actives_commit) = stored.actives_commit.filter(|_| !witness) {
+            // With witnesses an active keeps the entries above the actives' commit below
+            // its checkpoint too, as its log did (`witness::trim_log`; the store keeps them:
+            // `Stored::trim_to_checkpoint`): the committed ones, which its checkpoint's
+            // state already holds, so they only go back into the log.
+            // Only a log that runs unbroken through the checkpoint.
+            let from = actives_commit.min(checkpoint_op).max(stored.log_base);
+            let stored_op = stored.log_base + stored.entries.len() as Op;
+            if from < checkpoint_op && stored_op >= checkpoint_op && damage.is_none() {
+                let timestamp = match (from - stored.log_base).checked_sub(1) {
+                    Some(index) => stored.entries[index as usize].timestamp,
+                    None => stored.log_base_timestamp,
+                };
+                self.log.reset(from, timestamp);
+            }
+        }
+        // The entries after the log's base (a checkpoint holds those at or below it).
         match stored.log_base.checked_sub(self.log.op()) {
             Some(gap) if gap > 0 => {
                 damage.get_or_insert(format!(
