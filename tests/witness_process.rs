@@ -146,18 +146,17 @@ fn the_witness_is_sent_nothing_until_an_active_stops_answering() {
 /// Puts one writer thread makes at most.
 const PUTS_MAX: u64 = 20_000;
 
-/// Writer threads putting `w{writer}-{n}` = `{n}` until told to stop (or `PUTS_MAX`),
-/// each acknowledged put recorded; a put that fails (every replica down, a timeout) is
-/// an unknown outcome, not recorded, and the writer connects again.
-fn writers(
-    cluster: &TestCluster,
-    count: usize,
-    stop: &Arc<AtomicBool>,
-) -> (
+/// The puts acknowledged (writer, n), their count, and the writer threads.
+type Writers = (
     Arc<Mutex<Vec<(usize, u64)>>>,
     Arc<AtomicUsize>,
     Vec<std::thread::JoinHandle<()>>,
-) {
+);
+
+/// Writer threads putting `w{writer}-{n}` = `{n}` until told to stop (or `PUTS_MAX`),
+/// each acknowledged put recorded; a put that fails (every replica down, a timeout) is
+/// an unknown outcome, not recorded, and the writer connects again.
+fn writers(cluster: &TestCluster, count: usize, stop: &Arc<AtomicBool>) -> Writers {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let acks = Arc::new(AtomicUsize::new(0));
     let threads = (0..count)
