@@ -154,6 +154,10 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         1011175,
         "a witness that lost its memory recovered to the primary's checkpoint without the entries a lagging active lacked, and with the primary gone next no view change could finish (converge)",
     ),
+    (
+        3005605,
+        "with disks: after a power loss an active restarted with its log at its checkpoint and the actives' commit forgotten refused a lagging witness, whose vote the view change and a damaged active's recovery needed (converge)",
+    ),
 ];
 
 #[test]

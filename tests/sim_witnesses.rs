@@ -399,3 +399,237 @@ fn witnesses_do_not_recover_from_a_log_that_starts_above_the_actives_commit() {
     assert_eq!(s.wait_completed(2, SLOW).1, value("1"));
     s.converge(SLOW);
 }
+
+// Witnesses with disks (`ClusterOptions::disks`): a witness keeps its log in its journal,
+// trimmed by its log starts (it keeps no checkpoint), and every replica keeps what it
+// heard of the actives' commit (ARCHITECTURE.md, "Witnesses" and "Restarting from disk").
+
+/// Three replicas with disks, 0 and 1 active, 2 the witness.
+fn with_witness_and_disks(seed: u64) -> Scenario {
+    Scenario::with_disks(seed, witness_config(3, ReplicaSet::of(2)), 3)
+}
+
+/// Every client that got a reply keeps it: the model holds each acknowledged write, and
+/// `converge` compares the replicas' state with it.
+fn acknowledged(s: &Scenario) -> u64 {
+    s.cluster().checker().counts.replies_checked
+}
+
+/// Load while active 1 is cut off now and then, so that the witness takes part, holds
+/// entries and trims its log as the actives' commit moves.
+fn load_with_the_witness_involved(s: &mut Scenario, rounds: usize) {
+    s.load(true);
+    for _ in 0..rounds {
+        s.block(0, 1);
+        s.run(600);
+        s.heal();
+        s.run(600);
+    }
+}
+
+/// The whole cluster, witness included, loses power while writes are in flight at the
+/// primary and the witness (active 1 is cut off, so the witness is involved). Each restarts from its disk (the witness from a log that starts after a
+/// base it trimmed to, without a checkpoint) and no acknowledged write is lost.
+#[test]
+fn a_power_loss_of_every_machine_with_a_witness_loses_no_acknowledged_write() {
+    let mut s = with_witness_and_disks(41);
+    let config = s.cluster().config().clone();
+    load_with_the_witness_involved(&mut s, 6);
+    s.run_until("the witness trimmed its log", 30_000, |c| {
+        c.replica(2).unwrap().log_base() > config.log_tail_ops
+    });
+    s.block(0, 1); // The witness takes part in what is in flight.
+    s.run(300);
+    s.run_until(
+        "writes in flight on the primary and the witness",
+        2_000,
+        |c| c.writes_pending(0) > 0 && c.writes_pending(2) > 0,
+    );
+    let before = acknowledged(&s);
+    assert!(before > 50, "only {before} replies before the power loss");
+    let witness_base = s.replica(2).log_base();
+    s.power_loss();
+    s.heal();
+    s.run(50);
+    for index in 0..3 {
+        s.restart(index);
+        assert_ne!(s.replica(index).status(), Status::Recovering, "r{index}");
+        assert!(s.replica(index).op() > 0, "r{index} read nothing back");
+    }
+    let witness = s.replica(2);
+    assert!(witness.checkpoint().is_none());
+    assert!(
+        witness.log_base() > 0 && witness.log_base() <= witness_base,
+        "the witness's log starts after {} (it had trimmed to {witness_base})",
+        witness.log_base()
+    );
+    assert!(witness.commit() >= witness.log_base());
+    s.run(1_000);
+    s.load(false);
+    s.converge(SLOW);
+    assert!(
+        acknowledged(&s) > before,
+        "no progress after the power loss"
+    );
+    for index in 0..3 {
+        assert_eq!(s.replica(index).stats().recoveries, 0, "r{index} recovered");
+    }
+}
+
+/// A witness whose journal is damaged (a corrupt sector in its log) may have lost entries
+/// it acknowledged: it restarts recovering (paper 4.3), never as empty, from the base its
+/// journal still names, and is normal again once the protocol gave it the log.
+#[test]
+fn a_witness_whose_journal_is_damaged_recovers_through_the_protocol() {
+    let mut s = with_witness_and_disks(42);
+    let config = s.cluster().config().clone();
+    load_with_the_witness_involved(&mut s, 6);
+    s.run_until("the witness trimmed its log", 30_000, |c| {
+        let witness = c.replica(2).unwrap();
+        witness.log_base() > config.log_tail_ops && witness.op() > witness.log_base() + 4
+    });
+    s.load(false);
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    let witness = s.replica(2);
+    let (base, op) = (witness.log_base(), witness.op());
+    s.crash(2);
+    s.cluster_mut().damage_disk_at(2, base + (op - base) / 2);
+    s.restart(2);
+    let witness = s.replica(2);
+    assert_eq!(witness.status(), Status::Recovering);
+    assert_eq!(witness.commit(), base, "ops up to its base are committed");
+    s.run_until("the witness recovered", SLOW, |c| {
+        c.replica(2).is_some_and(|r| r.status() == Status::Normal)
+    });
+    assert_eq!(s.replica(2).stats().empty_cluster_starts, 0);
+    s.submit(0, put("a", "after"));
+    s.wait_completed(0, SLOW);
+    s.converge(SLOW);
+}
+
+/// The disk variant of `a_witness_that_lost_its_memory_recovers_the_entries_an_active_lacks`:
+/// active 1 is cut off while the primary commits with the witness past a checkpoint and
+/// the log tail, so the witness's log is the second copy of those ops. The witness
+/// restarts from its disk (it trimmed, but never above the actives' commit) and still
+/// holds them: the primary failing next, active 1 leads with the witness and finds every
+/// op there.
+#[test]
+fn a_witness_restarted_from_disk_still_holds_what_a_lagging_active_lacks() {
+    let mut s = with_witness_and_disks(43);
+    let config = s.cluster().config().clone();
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.block(0, 1);
+    let lagging = s.replica(1).commit();
+    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
+    load_until(
+        &mut s,
+        "the primary checkpoints past the lagging active",
+        |c| c.replica(0).unwrap().commit() > past_the_tail,
+    );
+    let last = s.submit(0, put("z", "last"));
+    s.wait_completed(0, SLOW);
+    let op = s.expect_committed(0, last);
+    s.run(100);
+
+    s.crash(2);
+    s.restart(2);
+    let witness = s.replica(2);
+    assert_eq!(witness.status(), Status::Normal, "resumed from its disk");
+    assert!(witness.op() >= op, "the witness holds the last write");
+    assert!(
+        witness.log_base() <= s.replica(1).commit(),
+        "the witness's log reaches down to what active 1 lacks"
+    );
+
+    // The primary fails: active 1 leads with the witness, whose log alone holds the ops.
+    s.crash(0);
+    s.heal();
+    s.submit(1, get("z"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("last"));
+    assert_eq!(s.cluster().primary(), Some(1));
+    s.restart(0);
+    s.converge(SLOW);
+}
+
+/// Seed 3000661 of the witness sweep with disks, scripted. The witness is never involved
+/// (it holds nothing) while the actives commit past a checkpoint; the power fails, and
+/// active 1's disk is damaged. Active 0 restarts from its disk with a log that starts at
+/// its checkpoint; to lead it needs the witness in its view, and active 1's recovery
+/// needs the witness normal. The witness may skip to active 0's log only below the
+/// actives' commit: what active 0 heard of it before the power loss, which its journal
+/// keeps (`Write::ActivesCommit`). Forgotten, active 0 refused the witness, the witness
+/// never joined the view, and active 1 never recovered.
+#[test]
+fn a_power_loss_leaves_a_witness_that_held_nothing_and_a_damaged_active_and_all_recover() {
+    let mut s = with_witness_and_disks(44);
+    let config = s.cluster().config().clone();
+    load_until(&mut s, "the actives commit past a checkpoint", |c| {
+        c.replica(0).unwrap().commit() > 2 * config.checkpoint_interval_ops + 4
+    });
+    s.run(200);
+    assert_eq!(s.replica(2).op(), 0, "the witness was never involved");
+    let committed = s.replica(0).commit();
+    s.power_loss();
+    s.cluster_mut().damage_disk_at(1, 1);
+    for index in 0..3 {
+        s.restart(index);
+    }
+    assert_eq!(s.replica(1).status(), Status::Recovering);
+    assert!(
+        s.replica(0).log_base() > 0,
+        "active 0's log starts at its checkpoint"
+    );
+    s.run_until("every replica is normal again", 3 * SLOW, |c| {
+        (0..3).all(|index| c.replica(index).unwrap().status() == Status::Normal)
+    });
+    assert!(s.replica(1).commit() >= committed);
+    s.submit(0, put("a", "after"));
+    s.wait_completed(0, SLOW);
+    s.converge(SLOW);
+}
+
+/// With witnesses an active's journal keeps the entries above the actives' commit, as
+/// its log does, not only those above its checkpoint. Active 1 is cut off while the
+/// primary commits with the witness past a checkpoint and the log tail; the power fails
+/// and every replica restarts from its disk: the primary's log still reaches down to
+/// what active 1 lacks (a witness that lost its copies could get them back from it), and
+/// nothing acknowledged is lost.
+#[test]
+fn an_active_restarted_from_disk_keeps_the_entries_above_the_actives_commit() {
+    let mut s = with_witness_and_disks(45);
+    let config = s.cluster().config().clone();
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.block(0, 1);
+    let lagging = s.replica(1).commit();
+    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
+    load_until(
+        &mut s,
+        "the primary checkpoints past the lagging active",
+        |c| c.replica(0).unwrap().commit() > past_the_tail,
+    );
+    let last = s.submit(0, put("z", "last"));
+    s.wait_completed(0, SLOW);
+    s.expect_committed(0, last);
+    s.run(100);
+    let lagging = s.replica(1).commit();
+    assert!(s.replica(0).checkpoint_op() > lagging + config.log_tail_ops);
+
+    s.power_loss();
+    for index in 0..3 {
+        s.restart(index);
+        assert_ne!(s.replica(index).status(), Status::Recovering, "r{index}");
+    }
+    let primary = s.replica(0);
+    assert!(
+        primary.log_base() <= lagging && primary.log_base() < primary.checkpoint_op(),
+        "active 0's log starts after {} (checkpoint {}), active 1 lacks everything after {lagging}",
+        primary.log_base(),
+        primary.checkpoint_op()
+    );
+    s.heal();
+    s.submit(1, get("z"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("last"));
+    s.converge(SLOW);
+}

@@ -146,6 +146,16 @@ pub enum Write {
         /// The op before the first entry the log may hold now.
         base: Op,
     },
+    /// A witness's log (paper 6.1) holds no entry at or below `base` any more: it trimmed
+    /// them (the actives executed them) or skipped committed ops to start after `base`.
+    /// Entries above `base` stay. A witness keeps no checkpoint, so this, not a
+    /// `Checkpoint`, is what lets its store forget; only witnesses issue it.
+    LogStart {
+        /// The op before the first entry the log may hold now.
+        base: Op,
+        /// The timestamp of the op at `base` (later entries' timestamps exceed it).
+        timestamp: u64,
+    },
     /// Every entry after `after` was removed (a view change replaced the uncommitted
     /// suffix); later appends reuse those op numbers.
     LogTruncate {
@@ -170,6 +180,11 @@ pub enum Write {
     },
     /// The replica's view, last normal view or epoch changed.
     State(DurableState),
+    /// With witnesses (paper 6.1): the replica heard that f+1 actives executed every op
+    /// up to this one (`actives_commit`). Knowledge, kept so that a restart from storage
+    /// still knows which ops a witness may skip (a log that starts at a checkpoint answers
+    /// a witness below it only once this reaches its base); nothing waits for it.
+    ActivesCommit(Op),
 }
 
 /// What a replica must never forget about its place in the sequence of views: a view

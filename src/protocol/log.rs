@@ -18,6 +18,9 @@ pub struct Log {
     entries: VecDeque<Entry>,
     /// The op up to which the writes issued so far describe this log; ≤ `op()`.
     written_op: Op,
+    /// The base as the writes issued so far describe it (a reset describes its own;
+    /// trims are described only by a witness: `LogChanges::started_after`).
+    written_base: Op,
     /// Since the last `take_changes`: the log was reset to start after this op.
     reset_base: Option<Op>,
     /// Since the last `take_changes`: the lowest op kept by a truncation that removed
@@ -31,6 +34,10 @@ pub struct Log {
 pub struct LogChanges {
     /// The log restarted empty after this op.
     pub reset_base: Option<Op>,
+    /// The log's base and its timestamp now, when the base moved since the last call
+    /// (trimmed, or reset): what a witness, which keeps no checkpoint, writes so that its
+    /// store forgets too (`Write::LogStart`).
+    pub started_after: Option<(Op, u64)>,
     /// Entries after this op were removed.
     pub truncated_after: Option<Op>,
     /// Entries `from..=to` were appended.
@@ -107,6 +114,7 @@ impl Log {
         self.base = base;
         self.base_timestamp = base_timestamp;
         self.written_op = base;
+        self.written_base = base;
         self.reset_base = Some(base);
         self.truncated_after = None;
     }
@@ -119,8 +127,12 @@ impl Log {
         let from = self.written_op.max(self.base) + 1;
         let to = self.op();
         self.written_op = to;
+        let started_after = (self.base != self.written_base || self.reset_base.is_some())
+            .then_some((self.base, self.base_timestamp));
+        self.written_base = self.base;
         LogChanges {
             reset_base: self.reset_base.take(),
+            started_after,
             truncated_after: self.truncated_after.take(),
             appended: (from <= to).then_some((from, to)),
         }
@@ -156,5 +168,48 @@ impl Log {
             );
             last = entry.timestamp;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::Operation;
+    use bytes::Bytes;
+
+    fn log_of(ops: Op) -> Log {
+        let mut log = Log::default();
+        for op in 1..=ops {
+            log.push(Entry {
+                client: 1,
+                session: 1,
+                request: op as u32,
+                timestamp: op * 10,
+                operation: Operation::Apply,
+                body: Bytes::new(),
+            });
+        }
+        log
+    }
+
+    #[test]
+    fn a_moved_base_is_reported_once_with_its_timestamp() {
+        let mut log = log_of(10);
+        let changes = log.take_changes();
+        assert_eq!(
+            (changes.appended, changes.started_after),
+            (Some((1, 10)), None)
+        );
+        // Trimmed: the new base and the timestamp of its op.
+        log.trim(4);
+        assert_eq!(log.take_changes().started_after, Some((4, 40)));
+        assert_eq!(log.take_changes(), LogChanges::default());
+        // Reset (a witness's skip): the reset, and the base it ends the input at.
+        log.reset(20, 195);
+        log.trim(20);
+        let changes = log.take_changes();
+        assert_eq!(changes.reset_base, Some(20));
+        assert_eq!(changes.started_after, Some((20, 195)));
+        assert_eq!(changes.appended, None);
     }
 }

@@ -31,6 +31,14 @@ pub enum StoredWrite {
         /// The op before the first entry the log may hold now.
         base: Op,
     },
+    /// A witness's log holds no entry at or below `base` (trimmed, or skipped: see
+    /// [`Write::LogStart`]); the entries above it stay.
+    LogStart {
+        /// The op before the first entry the log may hold now.
+        base: Op,
+        /// The timestamp of the op at `base`.
+        timestamp: u64,
+    },
     /// Every entry after `after` was removed.
     LogTruncate {
         /// The last op kept.
@@ -52,6 +60,9 @@ pub enum StoredWrite {
     },
     /// The replica's place among views changed.
     State(DurableState),
+    /// The replica heard that f+1 actives executed every op up to this one (see
+    /// [`Write::ActivesCommit`]): knowledge, never going back.
+    ActivesCommit(Op),
     /// The replica knew that every op up to this one had committed. Not a core write:
     /// drivers record it with each batch of writes (knowledge never goes stale: a
     /// committed op stays committed), so that a restart can execute its log at once.
@@ -85,6 +96,7 @@ impl StoredWrite {
                 StoredWrite::Checkpoint(checkpoint.clone())
             }
             Write::LogReset { base } => StoredWrite::LogReset { base },
+            Write::LogStart { base, timestamp } => StoredWrite::LogStart { base, timestamp },
             Write::LogTruncate { after } => StoredWrite::LogTruncate { after },
             Write::LogAppend { from, to } => StoredWrite::LogAppend {
                 from,
@@ -101,6 +113,7 @@ impl StoredWrite {
                 }
             }
             Write::State(state) => StoredWrite::State(state),
+            Write::ActivesCommit(op) => StoredWrite::ActivesCommit(op),
         }
     }
 }
@@ -123,10 +136,18 @@ pub struct Stored {
     pub checkpoint: Option<Checkpoint>,
     /// The op before `entries[0]`.
     pub log_base: Op,
+    /// The timestamp of the op at `log_base`, as a witness's `LogStart` recorded it (0
+    /// otherwise: an active's log starts at its checkpoint, which has its own).
+    pub log_base_timestamp: u64,
     /// The log's entries: op `log_base + 1 + i` is `entries[i]`.
     pub entries: Vec<Entry>,
     /// The highest commit number recorded (see [`StoredWrite::Commit`]).
     pub commit: Op,
+    /// The highest actives' commit recorded (see [`StoredWrite::ActivesCommit`]); `None`
+    /// when none was: a cluster without witnesses (one with them writes it at its
+    /// replica's first input). With it the log keeps its entries above it, checkpoint
+    /// or not ([`Stored::trim_to_checkpoint`]).
+    pub actives_commit: Option<Op>,
     /// Set when the store found damage it could not explain as a write cut short by a
     /// crash (a corrupt entry with intact data after it, an unreadable state record): the
     /// image then holds only what was verified before the damage, and the replica may
@@ -240,7 +261,29 @@ impl Stored {
                     )));
                 }
                 self.log_base = base;
+                self.log_base_timestamp = 0;
                 self.entries.clear();
+            }
+            StoredWrite::LogStart { base, timestamp } => {
+                // Only a witness writes it, and a witness keeps no checkpoint (paper
+                // 6.1); its log's base only moves forward (it trims and skips committed
+                // ops only, and its commit number never goes back).
+                if let Some(checkpoint) = &self.checkpoint {
+                    return Err(Inconsistent(format!(
+                        "a witness's log start after {base} in a store holding checkpoint {}",
+                        checkpoint.op
+                    )));
+                }
+                if base < self.log_base {
+                    return Err(Inconsistent(format!(
+                        "log start after {base} below the log base {}",
+                        self.log_base
+                    )));
+                }
+                let drop = ((base - self.log_base) as usize).min(self.entries.len());
+                self.entries.drain(..drop);
+                self.log_base = base;
+                self.log_base_timestamp = timestamp;
             }
             StoredWrite::LogTruncate { after } => {
                 // A replica truncates only above its log's base (and its commit number,
@@ -269,6 +312,7 @@ impl Stored {
                         )));
                     }
                     self.log_base = from - 1;
+                    self.log_base_timestamp = 0;
                     self.entries.clear();
                 } else if from <= self.log_base {
                     return Err(Inconsistent(format!(
@@ -316,6 +360,9 @@ impl Stored {
                 self.state = state;
             }
             StoredWrite::Commit(commit) => self.commit = self.commit.max(commit),
+            StoredWrite::ActivesCommit(op) => {
+                self.actives_commit = Some(self.actives_commit.map_or(op, |heard| heard.max(op)))
+            }
         }
         Ok(())
     }
@@ -332,7 +379,7 @@ impl Stored {
         let mut last = self.op();
         for write in writes {
             match write {
-                StoredWrite::LogReset { .. } => return false,
+                StoredWrite::LogReset { .. } | StoredWrite::LogStart { .. } => return false,
                 StoredWrite::LogTruncate { after } => {
                     if *after < base {
                         return false;
@@ -352,9 +399,13 @@ impl Stored {
     }
 
     /// Drops the entries a restart does not need: those at or below the checkpoint (the
-    /// checkpoint holds their effect). A store calls it when it compacts.
+    /// checkpoint holds their effect), but, with witnesses, none above the actives' commit
+    /// (an active keeps them for a witness that needs them back: ARCHITECTURE.md,
+    /// "Witnesses"). A store calls it when it compacts.
     pub fn trim_to_checkpoint(&mut self) {
-        let checkpoint_op = self.checkpoint_op();
+        let checkpoint_op = self.actives_commit.map_or(self.checkpoint_op(), |heard| {
+            heard.min(self.checkpoint_op())
+        });
         if self.log_base >= checkpoint_op {
             return;
         }
@@ -478,6 +529,80 @@ mod tests {
             StoredWrite::LogTruncate { after: 3 },
         ];
         assert!(fold(below_base).is_err());
+    }
+
+    fn log_start(base: Op) -> StoredWrite {
+        StoredWrite::LogStart {
+            base,
+            timestamp: base,
+        }
+    }
+
+    #[test]
+    fn a_witness_log_starts_after_its_base_without_a_checkpoint() {
+        // Trimmed inside the log: the entries above the base stay.
+        let stored = fold(vec![append(1, 10), log_start(4), StoredWrite::Commit(8)]).unwrap();
+        assert_eq!((stored.log_base, stored.op()), (4, 10));
+        assert_eq!(stored.log_base_timestamp, 4);
+        assert_eq!(stored.entries[0].timestamp, 5);
+        // A skip past the end (truncated first, as a witness writes it): an empty log
+        // after the base, which later appends follow.
+        let stored = fold(vec![
+            append(1, 10),
+            StoredWrite::LogTruncate { after: 20 },
+            log_start(20),
+            append(21, 2),
+        ])
+        .unwrap();
+        assert_eq!(
+            (stored.log_base, stored.op(), stored.checkpoint_op()),
+            (20, 22, 0)
+        );
+        // Without a log start the gap is refused, as before.
+        assert!(fold(vec![append(1, 10), append(21, 2)]).is_err());
+        // The same base again is harmless; a base below the log's is not.
+        assert!(fold(vec![log_start(5), log_start(5)]).is_ok());
+        assert!(fold(vec![log_start(5), log_start(4)]).is_err());
+        assert!(fold(vec![log_start(5), StoredWrite::LogTruncate { after: 4 }]).is_err());
+        assert!(fold(vec![log_start(5), append(5, 1)]).is_err());
+        // Only a witness writes it, and a witness has no checkpoint.
+        assert!(fold(vec![
+            checkpoint(9),
+            StoredWrite::LogReset { base: 9 },
+            log_start(12)
+        ])
+        .is_err());
+        // The actives' commit is knowledge: it never goes back.
+        let stored = fold(vec![
+            StoredWrite::ActivesCommit(7),
+            StoredWrite::ActivesCommit(3),
+        ])
+        .unwrap();
+        assert_eq!(stored.actives_commit, Some(7));
+        // A store with a log start covers no deferred checkpoint.
+        let stored = fold(vec![append(1, 3)]).unwrap();
+        assert!(stored.covers(&[append(4, 3)], 6));
+        assert!(!stored.covers(&[log_start(2), append(4, 3)], 6));
+    }
+
+    #[test]
+    fn with_witnesses_a_store_keeps_the_entries_above_the_actives_commit() {
+        let mut stored = fold(vec![
+            StoredWrite::ActivesCommit(0),
+            append(1, 20),
+            checkpoint(16),
+            StoredWrite::ActivesCommit(10),
+        ])
+        .unwrap();
+        stored.trim_to_checkpoint();
+        assert_eq!((stored.log_base, stored.op()), (10, 20), "kept above 10");
+        stored.apply(StoredWrite::ActivesCommit(30)).unwrap();
+        stored.trim_to_checkpoint();
+        assert_eq!((stored.log_base, stored.op()), (16, 20), "the checkpoint's");
+        // Without witnesses (no actives' commit written) at the checkpoint, as before.
+        let mut stored = fold(vec![append(1, 20), checkpoint(16)]).unwrap();
+        stored.trim_to_checkpoint();
+        assert_eq!(stored.log_base, 16);
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub struct RunOptions {
     /// whatever bound the configuration names, and pauses pick the primary. `None`:
     /// clocks drift within the configured bound.
     pub lease_drift_ppm_override: Option<u32>,
-    /// Witnesses (paper 6.1): a quarter of the seeds without disks or reconfigurations
+    /// Witnesses (paper 6.1): a quarter of the seeds without reconfigurations
     /// make one to f of their members witnesses. On by default; off replays seeds as
     /// they ran before witnesses (drawn from a stream of its own).
     pub witnesses: bool,
@@ -262,15 +262,15 @@ pub fn options_for_seed_of<S: SimService>(
 /// Mixed into the seed for the draw of the witnesses.
 const WITNESS_STREAM: u64 = 0x3e77_e550_0000_0001;
 
-/// The witnesses of one seed (paper 6.1): none in three seeds of four, in seeds with disks
-/// (a witness's store is not built yet) and in seeds that reconfigure (a cluster with
-/// witnesses cannot yet); else one to f members, anywhere. From a stream of its own: no
+/// The witnesses of one seed (paper 6.1): none in three seeds of four and in seeds that
+/// reconfigure (a cluster with witnesses cannot yet); else one to f members, anywhere,
+/// with disks or without. From a stream of its own: no
 /// other draw of the seed changes.
 fn draw_witnesses(seed: u64, run: &RunOptions, options: &ClusterOptions) -> ReplicaSet {
     let mut prng = Prng::new(seed ^ WITNESS_STREAM);
     let on = prng.chance(250_000);
     let count = options.config.replica_count;
-    if !(on && run.witnesses && !options.disks && options.reconfigurations.is_empty()) {
+    if !(on && run.witnesses && options.reconfigurations.is_empty()) {
         return ReplicaSet::default();
     }
     let f = (count as u64 - 1) / 2;
@@ -718,6 +718,8 @@ pub struct Totals {
     pub witness_seeds: u64,
     /// See `witness_seeds`.
     pub witness_seeds_several: u64,
+    /// Seeds with witnesses whose replicas kept disks across crashes.
+    pub witness_seeds_disks: u64,
     /// Seeds in which a checkpoint fetch resumed from pages kept on disk before a crash.
     pub resuming_seeds: u64,
     /// Checkpoints whose marker reached a disk after their batch, and those a crash lost
@@ -758,6 +760,7 @@ impl Totals {
         self.disk_seeds += run.disks as u64;
         self.witness_seeds += (run.witnesses > 0) as u64;
         self.witness_seeds_several += (run.witnesses > 1) as u64;
+        self.witness_seeds_disks += (run.witnesses > 0 && run.disks) as u64;
         self.resuming_seeds += (run.stats.checkpoint_pages_resumed > 0) as u64;
         self.checkpoints_deferred.0 += run.checkpoints_deferred.0;
         self.checkpoints_deferred.1 += run.checkpoints_deferred.1;
@@ -895,8 +898,11 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "witnesses: seeds {} (with two or more {})  involved by a primary {} times",
-            self.witness_seeds, self.witness_seeds_several, self.stats.witness_involvements
+            "witnesses: seeds {} (with two or more {}, with disks {})  involved by a primary {} times",
+            self.witness_seeds,
+            self.witness_seeds_several,
+            self.witness_seeds_disks,
+            self.stats.witness_involvements
         )?;
         let x = &self.reconfigurations;
         writeln!(

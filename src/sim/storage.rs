@@ -73,8 +73,11 @@ impl Storage {
                 durable.checkpoint_op = op;
             }
             Write::LogReset { base } => durable.log_op = base,
-            Write::Configuration { .. } => {}
+            Write::Configuration { .. } | Write::ActivesCommit(_) => {}
             Write::LogTruncate { after } => durable.log_op = durable.log_op.min(after),
+            // A witness's log starts after `base`: the ops up to it are committed and
+            // held nowhere in its log (a log emptied by it holds nothing above `base`).
+            Write::LogStart { base, .. } => durable.log_op = durable.log_op.max(base),
             Write::LogAppend { from, to } => {
                 // Entries trimmed before they were written are covered by the checkpoint
                 // written before them.

@@ -11,6 +11,8 @@
 //! |   5 | durable state       | epoch `u32`, view `u32`, last normal view `u32`, recovering `u8`, joined `u8` |
 //! |   6 | commit              | op `u64`                                                   |
 //! |   7 | configuration       | epoch start op `u64`, then the configuration (`Configuration::encode`) |
+//! |   8 | log start (witness) | base `u64`, the base's timestamp `u64` (format version 3)  |
+//! |   9 | actives' commit     | op `u64` (format version 3)                                |
 //!
 //! An entry list is a `u32` count, then per entry client `u64`, session `u64`, request
 //! `u32`, timestamp `u64`, operation `u8`, body length `u32` and the body (the wire's
@@ -31,6 +33,8 @@ const LOG_APPEND: u8 = 4;
 const STATE: u8 = 5;
 const COMMIT: u8 = 6;
 const CONFIGURATION: u8 = 7;
+const LOG_START: u8 = 8;
+const ACTIVES_COMMIT: u8 = 9;
 const RECORD_HEADER_BYTES: usize = 1 + 4;
 
 /// A checkpoint as the journal names it: which file, and what its payload must hash to.
@@ -76,6 +80,11 @@ pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) 
             out.put_u64_le(*base);
             LOG_RESET
         }
+        StoredWrite::LogStart { base, timestamp } => {
+            out.put_u64_le(*base);
+            out.put_u64_le(*timestamp);
+            LOG_START
+        }
         StoredWrite::LogTruncate { after } => {
             out.put_u64_le(*after);
             LOG_TRUNCATE
@@ -95,6 +104,10 @@ pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) 
         StoredWrite::Commit(op) => {
             out.put_u64_le(*op);
             COMMIT
+        }
+        StoredWrite::ActivesCommit(op) => {
+            out.put_u64_le(*op);
+            ACTIVES_COMMIT
         }
         StoredWrite::Configuration {
             configuration,
@@ -221,6 +234,10 @@ impl<'a> Reader<'a> {
             }
             LOG_RESET => StoredWrite::LogReset { base: self.u64()? },
             LOG_TRUNCATE => StoredWrite::LogTruncate { after: self.u64()? },
+            LOG_START => StoredWrite::LogStart {
+                base: self.u64()?,
+                timestamp: self.u64()?,
+            },
             LOG_APPEND => StoredWrite::LogAppend {
                 from: self.u64()?,
                 entries: self.entries()?,
@@ -233,6 +250,7 @@ impl<'a> Reader<'a> {
                 joined: self.flag()?,
             }),
             COMMIT => StoredWrite::Commit(self.u64()?),
+            ACTIVES_COMMIT => StoredWrite::ActivesCommit(self.u64()?),
             CONFIGURATION => {
                 let epoch_start = self.u64()?;
                 let rest = self.take(self.bytes.len())?;
@@ -299,6 +317,10 @@ mod tests {
         let writes = vec![
             StoredWrite::LogReset { base: 4 },
             StoredWrite::LogTruncate { after: 9 },
+            StoredWrite::LogStart {
+                base: 7,
+                timestamp: 70,
+            },
             StoredWrite::LogAppend {
                 from: 10,
                 entries: (0..5).map(entry).collect(),
@@ -311,6 +333,7 @@ mod tests {
                 joined: true,
             }),
             StoredWrite::Commit(12),
+            StoredWrite::ActivesCommit(11),
         ];
         let mut out = Vec::new();
         for write in &writes {

@@ -733,9 +733,17 @@ fn image_writes(image: &Stored) -> (Vec<StoredWrite>, Vec<StoredWrite>) {
     if let Some(checkpoint) = &image.checkpoint {
         before.push(StoredWrite::Checkpoint(checkpoint.clone()));
     }
-    before.push(StoredWrite::LogReset {
-        base: image.log_base,
-    });
+    if image.checkpoint.is_none() && image.log_base > 0 {
+        // A witness's log, trimmed without a checkpoint (paper 6.1).
+        before.push(StoredWrite::LogStart {
+            base: image.log_base,
+            timestamp: image.log_base_timestamp,
+        });
+    } else {
+        before.push(StoredWrite::LogReset {
+            base: image.log_base,
+        });
+    }
     let mut writes = Vec::with_capacity(3);
     if let Some((configuration, epoch_start)) = &image.configuration {
         writes.push(StoredWrite::Configuration {
@@ -745,6 +753,9 @@ fn image_writes(image: &Stored) -> (Vec<StoredWrite>, Vec<StoredWrite>) {
     }
     writes.push(StoredWrite::State(image.state));
     writes.push(StoredWrite::Commit(image.commit));
+    if let Some(actives_commit) = image.actives_commit {
+        writes.push(StoredWrite::ActivesCommit(actives_commit));
+    }
     (before, writes)
 }
 
@@ -873,6 +884,109 @@ pub(crate) mod tests {
             .len();
         assert_eq!(length % journal::CHUNK_BYTES, 0);
         assert_eq!(reopened(&directory, data_dir), expected);
+    }
+
+    /// A witness (paper 6.1) keeps no checkpoint: its `LogStart`s trim the image, a
+    /// compaction writes the image's base as one, and replay reads it back, base
+    /// timestamp included; a skip past the log's end leaves an empty log after it.
+    #[test]
+    fn a_witness_image_is_trimmed_by_its_log_starts_compacted_and_read_back() {
+        let directory = temp_dir("witness");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let batches = [
+            vec![append(1, 50), state(1), StoredWrite::Commit(45)],
+            // Trimmed below the actives' commit: the entries above stay.
+            vec![
+                StoredWrite::LogStart {
+                    base: 30,
+                    timestamp: 30,
+                },
+                StoredWrite::Commit(48),
+                StoredWrite::ActivesCommit(40),
+            ],
+        ];
+        for writes in &batches {
+            data_dir.append(writes).unwrap();
+            fold(&mut expected, writes);
+        }
+        assert_eq!(
+            (data_dir.image.log_base, data_dir.image.entries.len()),
+            (30, 20),
+            "the image forgets what the witness trimmed"
+        );
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image, expected);
+        assert_eq!((image.log_base, image.log_base_timestamp), (30, 30));
+
+        // A skip over committed ops it never held, past its log's end.
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let skip = [
+            StoredWrite::LogTruncate { after: 60 },
+            StoredWrite::LogStart {
+                base: 60,
+                timestamp: 59,
+            },
+            append(61, 5),
+            StoredWrite::Commit(62),
+        ];
+        data_dir.append(&skip).unwrap();
+        fold(&mut expected, &skip);
+        assert_eq!((expected.log_base, expected.op()), (60, 65));
+        // Compacted: the image is the whole journal, its base a log start.
+        data_dir.rewrite_journal(None).unwrap();
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image, expected);
+        assert_eq!(
+            (image.log_base, image.log_base_timestamp, image.commit),
+            (60, 59, 62)
+        );
+        assert_eq!(image.actives_commit, Some(40), "compacted with the image");
+        assert!(image.holds_data());
+
+        // A damaged witness journal is rewritten to what was verified, its base kept.
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut damaged = expected.clone();
+        damaged.entries.truncate(2);
+        data_dir.set_damaged_image(&damaged, "test").unwrap();
+        let image = reopened(&directory, data_dir);
+        assert_eq!((image.log_base, image.op()), (60, 62));
+        assert!(image.state.recovering && image.state.joined);
+    }
+
+    /// With witnesses an active's image keeps the entries above the actives' commit past
+    /// its checkpoint, through compaction and replay.
+    #[test]
+    fn an_active_image_with_witnesses_keeps_the_entries_above_the_actives_commit() {
+        let directory = temp_dir("actives-commit");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let writes = [
+            StoredWrite::ActivesCommit(0),
+            append(1, 100),
+            state(1),
+            StoredWrite::Commit(90),
+            StoredWrite::ActivesCommit(40),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        let checkpoint = checkpoint_file::tests::checkpoint(64);
+        let writes = [StoredWrite::Checkpoint(checkpoint.clone()), append(101, 2)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.finish_checkpoint_files();
+        data_dir.maintain().unwrap();
+        assert_eq!(
+            data_dir.image.log_base, 40,
+            "kept above the actives' commit"
+        );
+        data_dir.rewrite_journal(None).unwrap();
+        let image = reopened(&directory, data_dir);
+        expected.trim_to_checkpoint();
+        assert_eq!(image, expected);
+        assert_eq!(image.checkpoint, Some(checkpoint));
+        assert_eq!((image.log_base, image.op()), (40, 102));
+        assert_eq!(image.actives_commit, Some(40));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! vsr data directory
-//! version 2
+//! version 3
 //! cluster 0
 //! replica 2
 //! replicas 3
@@ -27,7 +27,11 @@ pub const META_FILE: &str = "meta";
 /// - 2: every journal batch carries its file's id (journal files are recycled); a
 ///   version 1 journal would read as the use of a file whose id is 0, and is refused
 ///   rather than guessed at.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: a witness's journal (paper 6.1) holds log start records (`codec`, tag 8). A
+///   version 2 build would read one as damage and recover instead of refusing the
+///   directory, so the version moves on, and this build refuses a version 2 directory
+///   by name as it refuses version 1 (one format per build).
+pub const FORMAT_VERSION: u32 = 3;
 const FIRST_LINE: &str = "vsr data directory";
 /// A longer meta file is not one of ours.
 const META_BYTES_MAX: usize = 4096;
@@ -192,7 +196,23 @@ mod tests {
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(
-            text.contains("version 1 is not supported (this vsr reads version 2)"),
+            text.contains("version 1 is not supported (this vsr reads version 3)"),
+            "{text}"
+        );
+        // The format before a witness's log start records.
+        std::fs::write(
+            &path,
+            "vsr data directory
+version 2
+cluster 7
+replica 1
+replicas 3
+",
+        )
+        .unwrap();
+        let text = check_or_create(&directory, US).unwrap_err().to_string();
+        assert!(
+            text.contains("version 2 is not supported (this vsr reads version 3)"),
             "{text}"
         );
         for garbage in [

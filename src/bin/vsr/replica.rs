@@ -17,7 +17,8 @@ pub struct Args {
     replica: u8,
     /// Indexes (in `--cluster`) of the members that are witnesses (paper 6.1), the same
     /// on every replica: they store the log and vote, but never execute, serve reads or
-    /// lead. At most f. Memory durability only (not built yet with `--durability disk`).
+    /// lead. At most f. With `--durability disk` a witness keeps its log in its data
+    /// directory, trimmed without checkpoints.
     #[arg(long, value_delimiter = ',', value_name = "I,J")]
     witnesses: Vec<u8>,
     /// The replicated service.
@@ -184,10 +185,6 @@ fn options(args: &Args) -> anyhow::Result<ServerOptions> {
     {
         anyhow::bail!("--witnesses: {invalid}");
     }
-    anyhow::ensure!(
-        config.witnesses.is_empty() || args.durability == DurabilityMode::Memory,
-        "--witnesses needs --durability memory (a witness's data directory is not built yet)"
-    );
     config.log_tail_ops = args
         .log_tail
         .unwrap_or(config.log_tail_ops.min(config.checkpoint_interval_ops));

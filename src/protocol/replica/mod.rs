@@ -366,7 +366,8 @@ pub struct Replica<S> {
     /// With witnesses: f+1 actives executed the ops up to this one (the actives'
     /// commit), as a primary of this replica's views reported (`Prepare::actives_commit`, `Commit::actives_commit`)
     /// or, as the primary, found itself. No replica trims its log above it (`witness`).
-    /// Never decreases.
+    /// Never decreases; written as knowledge (`Write::ActivesCommit`), so a restart from
+    /// storage keeps it.
     actives_commit_heard: Op,
     service: S,
     clients: ClientTable,

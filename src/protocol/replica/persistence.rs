@@ -10,6 +10,7 @@
 
 use super::*;
 use crate::protocol::effects::{DurableState, Reliance, Write, WriteId};
+use crate::protocol::log::LogChanges;
 
 /// Messages waiting for writes, at most. A driver whose storage stalls must not make the
 /// replica hold without bound what its peers send it to answer; beyond this the oldest
@@ -42,6 +43,10 @@ pub(super) struct Writes {
     checkpoint_issued: WriteId,
     /// The epoch whose configuration was last written (or restored).
     configuration_written: u32,
+    /// With witnesses: the actives' commit as last written (or restored); `None` before
+    /// the first write of it (issued at the first input, so that the store keeps
+    /// entries above it from the start: `Stored::actives_commit`).
+    pub(super) actives_commit_written: Option<Op>,
     held: VecDeque<Held>,
     /// Reused buffer for sorting an input's effects into those that leave and those held.
     scratch: Vec<Effect>,
@@ -177,11 +182,15 @@ impl<S: StateMachine> Replica<S> {
                 .issue(Write::Checkpoint { op: checkpoint_op }, effects);
         }
         let changes = self.log.take_changes();
-        if let Some(base) = changes.reset_base {
-            self.writes.issue(Write::LogReset { base }, effects);
-        }
-        if let Some(after) = changes.truncated_after {
-            self.writes.issue(Write::LogTruncate { after }, effects);
+        if self.is_witness() {
+            self.issue_witness_log_writes(changes, effects);
+        } else {
+            if let Some(base) = changes.reset_base {
+                self.writes.issue(Write::LogReset { base }, effects);
+            }
+            if let Some(after) = changes.truncated_after {
+                self.writes.issue(Write::LogTruncate { after }, effects);
+            }
         }
         if let Some((from, to)) = changes.appended {
             self.writes.issue(Write::LogAppend { from, to }, effects);
@@ -200,6 +209,35 @@ impl<S: StateMachine> Replica<S> {
             );
             self.writes.state_written = state;
             self.writes.state_issued = self.writes.issue(Write::State(state), effects);
+        }
+        let witnesses = !self.configuration.witnesses().is_empty();
+        if witnesses
+            && (self.writes.actives_commit_written)
+                .is_none_or(|written| self.actives_commit_heard > written)
+        {
+            // Knowledge a restart needs (`Write::ActivesCommit`), only with witnesses.
+            self.writes.actives_commit_written = Some(self.actives_commit_heard);
+            let write = Write::ActivesCommit(self.actives_commit_heard);
+            self.writes.issue(write, effects);
+        }
+    }
+
+    /// A witness's log changes before its appends (paper 6.1: it keeps no checkpoint, so
+    /// no `LogReset` and no checkpoint trims its store). A reset (it skipped committed ops
+    /// it never held) is a truncation after the new base, and the base, trimmed or reset,
+    /// is a `LogStart`: truncate first, since a truncation never goes below the stored
+    /// base and the new base may lie above the point truncated.
+    fn issue_witness_log_writes(&mut self, changes: LogChanges, effects: &mut Vec<Effect>) {
+        let truncated_after = match (changes.truncated_after, changes.reset_base) {
+            (Some(after), Some(base)) => Some(after.min(base)),
+            (after, base) => after.or(base),
+        };
+        if let Some(after) = truncated_after {
+            self.writes.issue(Write::LogTruncate { after }, effects);
+        }
+        if let Some((base, timestamp)) = changes.started_after {
+            self.writes
+                .issue(Write::LogStart { base, timestamp }, effects);
         }
     }
 

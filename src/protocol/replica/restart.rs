@@ -162,6 +162,11 @@ impl<S: StateMachine> Replica<S> {
     fn restore_stored(&mut self, stored: Stored) -> Option<String> {
         let state = stored.state;
         let mut damage = stored.damage;
+        // What it heard of the actives' commit before the restart stays true (an active
+        // that loses its state counts as failed, whoever heard it: `witness`), damage or
+        // not (it is about the others, and the store read back only verified records).
+        self.actives_commit_heard = stored.actives_commit.unwrap_or(0);
+        self.writes.actives_commit_written = stored.actives_commit;
         if let Some((configuration, epoch_start)) = stored.configuration {
             // The epoch it moved to last (paper 7): its members, and this replica's place.
             self.configuration = configuration;
@@ -181,14 +186,50 @@ impl<S: StateMachine> Replica<S> {
                 state.view, state.last_normal_view
             ));
         }
-        if let Some(checkpoint) = stored.checkpoint {
+        let witness = self.is_witness();
+        if witness && stored.checkpoint.is_some() {
+            // Only actives take checkpoints (paper 6.1): not written by this replica.
+            damage.get_or_insert("a witness's store holds a checkpoint".into());
+        } else if let Some(checkpoint) = stored.checkpoint {
             if !self.restore_checkpoint(checkpoint) {
                 damage.get_or_insert("the stored checkpoint does not restore".into());
             }
             self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
         }
         self.writes.note_restored(self.checkpoint_op(), state);
-        // The entries after the checkpoint (those at or below it are in it).
+        if witness && stored.log_base > 0 {
+            // A witness's log starts where its `LogStart` left it, without a checkpoint:
+            // the ops up to its base are committed (it trims and skips committed ops
+            // only), and nothing executes at a witness. Its commit number is at least the
+            // base even when the store is damaged, so that the recovery's start from its
+            // committed state keeps the base the store holds.
+            if stored.commit < stored.log_base {
+                damage.get_or_insert(format!(
+                    "a witness's stored log starts after {} but its commit number is {}",
+                    stored.log_base, stored.commit
+                ));
+            }
+            self.log.reset(stored.log_base, stored.log_base_timestamp);
+            self.witness_commit_to(stored.log_base);
+        }
+        let checkpoint_op = self.checkpoint_op();
+        if let Some(actives_commit) = stored.actives_commit.filter(|_| !witness) {
+            // With witnesses an active keeps the entries above the actives' commit below
+            // its checkpoint too, as its log did (`witness::trim_log`; the store keeps them:
+            // `Stored::trim_to_checkpoint`): the committed ones, which its checkpoint's
+            // state already holds, so they only go back into the log.
+            // Only a log that runs unbroken through the checkpoint.
+            let from = actives_commit.min(checkpoint_op).max(stored.log_base);
+            let stored_op = stored.log_base + stored.entries.len() as Op;
+            if from < checkpoint_op && stored_op >= checkpoint_op && damage.is_none() {
+                let timestamp = match (from - stored.log_base).checked_sub(1) {
+                    Some(index) => stored.entries[index as usize].timestamp,
+                    None => stored.log_base_timestamp,
+                };
+                self.log.reset(from, timestamp);
+            }
+        }
+        // The entries after the log's base (a checkpoint holds those at or below it).
         match stored.log_base.checked_sub(self.log.op()) {
             Some(gap) if gap > 0 => {
                 damage.get_or_insert(format!(

@@ -34,7 +34,10 @@
 //! so does the log a recovering witness gets. The one log that may start above the
 //! actives' commit is one restored from a checkpoint (a replica that lost its memory):
 //! it answers no witness asking below it until the actives' commit reaches its base
-//! (`new_state_for`), and the witness waits rather than skip.
+//! (`new_state_for`), and the witness waits rather than skip. With a data directory the
+//! actives' commit heard is written (`Write::ActivesCommit`) and an active's journal keeps
+//! the entries above it, so a restart from disk keeps both (`restart`); a witness's own
+//! trims and skips are `Write::LogStart`s.
 //!
 //! In the normal case (paper 6.1) the primary sends its Prepares to the actives only:
 //! with f witnesses the f+1 actives are a quorum by themselves, and a witness that is
