@@ -51,8 +51,9 @@ pub struct Args {
     /// most seeds run them, paper 6.3.1: see `RunOptions::leases`).
     #[arg(long)]
     no_leases: bool,
-    /// No witnesses, as before them (by default a quarter of the seeds without disks or
-    /// reconfigurations run some, paper 6.1: see `RunOptions::witnesses`).
+    /// No witnesses, as before them (by default a quarter of the seeds without
+    /// reconfigurations run some, with or without disks, paper 6.1: see
+    /// `RunOptions::witnesses`).
     #[arg(long)]
     no_witnesses: bool,
     /// Let the replicas' clocks drift by up to this many ppm whatever bound their
