@@ -149,6 +149,8 @@ impl<S: StateMachine> MemoryCluster<S> {
         );
         self.replicas.push(replica);
         self.down.push(false);
+        self.stalled.push(false);
+        self.pending.push(Vec::new());
         if let Some(stores) = &mut self.stores {
             stores.push(Stored::default());
         }
