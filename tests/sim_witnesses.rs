@@ -4,7 +4,7 @@
 //! must stay as it started, and `Replica::invariants` asserts it never leads or holds
 //! state); each scenario also asserts its own outcome.
 
-use vsr::protocol::{ReplicaIndex, ReplicaSet, Status};
+use vsr::protocol::{Op, ReplicaIndex, ReplicaSet, Status};
 use vsr::service::kv::KvResult;
 use vsr::sim::scenario::{get, put, scenario_config};
 use vsr::sim::{Cluster, Scenario};
@@ -187,6 +187,23 @@ fn a_witness_trims_its_log_as_the_actives_execute() {
     s.converge(SLOW);
 }
 
+/// Active 1 is cut off while the primary commits with the witness past two checkpoints
+/// and the log tail, then a last write ("z" = "last"); returns that write's op.
+fn commit_past_a_lagging_active(s: &mut Scenario) -> Op {
+    let config = s.cluster().config().clone();
+    s.submit(0, put("a", "1"));
+    s.wait_completed(0, 500);
+    s.block(0, 1);
+    let lagging = s.replica(1).commit();
+    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
+    load_until(s, "the primary checkpoints past the lagging active", |c| {
+        c.replica(0).unwrap().commit() > past_the_tail
+    });
+    let last = s.submit(0, put("z", "last"));
+    s.wait_completed(0, SLOW);
+    s.expect_committed(0, last)
+}
+
 /// A witness that loses its memory gets back its copies of the entries an active lacks
 /// (seed 1011175 found this). Active 1 is cut off while the primary commits with the
 /// witness past a checkpoint and its log tail: the witness's log is then the second copy
@@ -197,19 +214,7 @@ fn a_witness_trims_its_log_as_the_actives_execute() {
 fn a_witness_that_lost_its_memory_recovers_the_entries_an_active_lacks() {
     let mut s = with_witness(6);
     let config = s.cluster().config().clone();
-    s.submit(0, put("a", "1"));
-    s.wait_completed(0, 500);
-    s.block(0, 1);
-    let lagging = s.replica(1).commit();
-    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
-    load_until(
-        &mut s,
-        "the primary checkpoints past the lagging active",
-        |c| c.replica(0).unwrap().commit() > past_the_tail,
-    );
-    let last = s.submit(0, put("z", "last"));
-    s.wait_completed(0, SLOW);
-    let op = s.expect_committed(0, last);
+    let op = commit_past_a_lagging_active(&mut s);
     let lagging = s.replica(1).commit();
     assert!(s.replica(0).checkpoint_op() > lagging + config.log_tail_ops);
     assert!(
@@ -516,20 +521,7 @@ fn a_witness_whose_journal_is_damaged_recovers_through_the_protocol() {
 #[test]
 fn a_witness_restarted_from_disk_still_holds_what_a_lagging_active_lacks() {
     let mut s = with_witness_and_disks(43);
-    let config = s.cluster().config().clone();
-    s.submit(0, put("a", "1"));
-    s.wait_completed(0, 500);
-    s.block(0, 1);
-    let lagging = s.replica(1).commit();
-    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
-    load_until(
-        &mut s,
-        "the primary checkpoints past the lagging active",
-        |c| c.replica(0).unwrap().commit() > past_the_tail,
-    );
-    let last = s.submit(0, put("z", "last"));
-    s.wait_completed(0, SLOW);
-    let op = s.expect_committed(0, last);
+    let op = commit_past_a_lagging_active(&mut s);
     s.run(100);
 
     s.crash(2);
@@ -599,19 +591,7 @@ fn a_power_loss_leaves_a_witness_that_held_nothing_and_a_damaged_active_and_all_
 fn an_active_restarted_from_disk_keeps_the_entries_above_the_actives_commit() {
     let mut s = with_witness_and_disks(45);
     let config = s.cluster().config().clone();
-    s.submit(0, put("a", "1"));
-    s.wait_completed(0, 500);
-    s.block(0, 1);
-    let lagging = s.replica(1).commit();
-    let past_the_tail = lagging + 2 * config.checkpoint_interval_ops + config.log_tail_ops;
-    load_until(
-        &mut s,
-        "the primary checkpoints past the lagging active",
-        |c| c.replica(0).unwrap().commit() > past_the_tail,
-    );
-    let last = s.submit(0, put("z", "last"));
-    s.wait_completed(0, SLOW);
-    s.expect_committed(0, last);
+    commit_past_a_lagging_active(&mut s);
     s.run(100);
     let lagging = s.replica(1).commit();
     assert!(s.replica(0).checkpoint_op() > lagging + config.log_tail_ops);
