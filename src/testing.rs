@@ -105,6 +105,16 @@ impl<S: StateMachine> MemoryCluster<S> {
         self.builds = Some(Vec::new());
     }
 
+    /// Marks the deferred builds of replica `id` taken by a worker that has not finished
+    /// them ([`CheckpointBuild::start`]): a primary then holds ordering before the op at
+    /// which it would wait for them, until [`MemoryCluster::run_builds`].
+    pub fn start_builds(&mut self, id: ReplicaId) {
+        let builds = self.builds.as_ref().expect("builds are deferred");
+        for (_, build) in builds.iter().filter(|(of, _)| *of == id) {
+            build.start();
+        }
+    }
+
     /// Runs the deferred builds of replica `id` and tells it; returns how many it still
     /// wanted.
     pub fn run_builds(&mut self, id: ReplicaId) -> usize {

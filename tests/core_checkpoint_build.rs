@@ -6,7 +6,7 @@
 //! installs another state.
 
 use bytes::Bytes;
-use vsr::client::ClientSession;
+use vsr::client::{ClientSession, Outcome};
 use vsr::service::kv::{Kv, KvOp, KvResult};
 use vsr::testing::MemoryCluster;
 use vsr::Config;
@@ -131,6 +131,67 @@ fn a_slow_build_skips_one_checkpoint_then_is_waited_for() {
     let (slow, other) = (&cluster.replicas[2], &cluster.replicas[0]);
     assert_eq!(slow.checkpoint_op(), 3 * INTERVAL);
     assert_eq!(slow.checkpoint_id(), other.checkpoint_id());
+}
+
+#[test]
+fn a_primary_holds_ordering_while_its_worker_builds_instead_of_waiting() {
+    let (mut cluster, mut session) = cluster();
+    put_until(&mut cluster, &mut session, INTERVAL, 1);
+    // The backups' workers built theirs; the primary's took its build and is slow.
+    cluster.run_builds(1);
+    cluster.run_builds(2);
+    cluster.start_builds(0);
+    // The checkpoint op one interval on is skipped; at the one after that, executing
+    // would wait for the build: the primary orders every op before it, and no more.
+    let wait = 3 * INTERVAL;
+    put_until(&mut cluster, &mut session, wait - 1, 2);
+    let (_, target, request) = session
+        .submit(KvOp::Put(Bytes::from_static(b"held"), Bytes::from_static(b"v")).encode())
+        .expect("idle");
+    cluster.send_from_client(target, request);
+    // Three normal timeouts: the held primary goes on sending heartbeats (commits), so
+    // nobody starts a view change, and nothing at or past the wait op is ordered.
+    let ticks = 3 * cluster.replicas[0].config().normal_timeout_ticks;
+    for _ in 0..ticks {
+        cluster.tick();
+        cluster.run(100_000);
+    }
+    for replica in &cluster.replicas {
+        assert_eq!(replica.view(), 0, "no view change while the primary holds");
+        assert_eq!(replica.op(), wait - 1);
+    }
+    let primary = &cluster.replicas[0];
+    assert_eq!(primary.commit(), wait - 1);
+    assert_eq!(primary.stats().checkpoint_build_holds, 1);
+    assert_eq!(primary.stats().checkpoint_build_waits, 0, "never waited");
+    assert_eq!(primary.checkpoint_building(), Some(INTERVAL));
+    assert!(
+        cluster.replies.is_empty(),
+        "the held request is not answered yet"
+    );
+    // The build finishes: the primary orders the held request, and takes the
+    // checkpoint at the wait op without waiting for anything.
+    assert_eq!(cluster.run_builds(0), 1);
+    let mut result = None;
+    for _ in 0..100 {
+        cluster.run(100_000);
+        while let Some((_, reply)) = cluster.replies.pop_front() {
+            if let Some(Outcome::Completed { result: done, .. }) = session.on_message(&reply) {
+                result = Some(done);
+            }
+        }
+        if result.is_some() {
+            break;
+        }
+        cluster.tick();
+    }
+    let result = result.expect("the held request completes once the build finished");
+    assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
+    let primary = &cluster.replicas[0];
+    assert_eq!(primary.commit(), wait);
+    assert_eq!(primary.checkpoint_op(), INTERVAL);
+    assert_eq!(primary.checkpoint_building(), Some(wait));
+    assert_eq!(primary.stats().checkpoint_build_waits, 0);
 }
 
 #[test]

@@ -276,6 +276,15 @@ impl CheckpointBuild {
     pub fn run(&self) -> bool {
         self.0.run()
     }
+
+    /// Tells the replica that a worker took the build and will run it without the
+    /// replica's help: a primary then stops ordering ops before the checkpoint op at
+    /// which it would have to wait for the build, rather than stall its loop there
+    /// (`replica/execute.rs`). Running it says so too; a driver that queues builds
+    /// calls this when its worker picks one up.
+    pub fn start(&self) {
+        self.0.start();
+    }
 }
 
 /// Two handles are equal when they name the same build.

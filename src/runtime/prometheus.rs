@@ -486,6 +486,12 @@ pub fn snapshot<S: StateMachine>(
             stats.checkpoint_build_waits,
         ),
         (
+            "vsr_checkpoint_build_holds",
+            "Times this primary held ordering before a checkpoint op until a running build finished",
+            None,
+            stats.checkpoint_build_holds,
+        ),
+        (
             "vsr_checkpoint_fetches",
             "Checkpoint transfers (paper 5.1) started",
             None,

@@ -13,8 +13,13 @@
 //!
 //! A driver that abandons a build holds only a [`WeakDeferred`]: a build its owner dropped
 //! is not run at all.
+//!
+//! A computation also says whether a worker has taken it ([`Deferred::is_started`]): its
+//! owner may then go on without it, knowing that the result will come without anyone
+//! waiting for it, where one nobody took may need running by the owner itself.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 type Work<T> = Box<dyn FnOnce() -> T + Send>;
@@ -24,6 +29,8 @@ struct Inner<T> {
     work: Mutex<Option<Work<T>>>,
     /// Its result, once it ran.
     result: OnceLock<T>,
+    /// Set when a worker took it ([`WeakDeferred::start`]) or someone began running it.
+    started: AtomicBool,
 }
 
 /// A computation that runs once, on whichever thread first needs its result (module docs).
@@ -47,6 +54,7 @@ impl<T: Send + Sync + 'static> Deferred<T> {
             inner: Arc::new(Inner {
                 work: Mutex::new(Some(Box::new(work))),
                 result: OnceLock::new(),
+                started: AtomicBool::new(false),
             }),
         }
     }
@@ -57,6 +65,7 @@ impl<T: Send + Sync + 'static> Deferred<T> {
             inner: Arc::new(Inner {
                 work: Mutex::new(None),
                 result: OnceLock::new(),
+                started: AtomicBool::new(true),
             }),
         };
         let _ = deferred.inner.result.set(result);
@@ -66,6 +75,7 @@ impl<T: Send + Sync + 'static> Deferred<T> {
     /// The result: computed here if nobody ran it yet, waited for if another thread is
     /// running it.
     pub fn run(&self) -> &T {
+        self.inner.started.store(true, Ordering::Release);
         self.inner.result.get_or_init(|| {
             // `get_or_init` runs one initialiser at a time and none once one finished, so
             // the work is still there (unless an earlier run panicked, which took it).
@@ -86,6 +96,12 @@ impl<T: Send + Sync + 'static> Deferred<T> {
     /// Whether the computation finished.
     pub fn is_done(&self) -> bool {
         self.get().is_some()
+    }
+
+    /// Whether a worker took the computation or someone began running it (or it
+    /// finished): its result will come without its owner running it.
+    pub fn is_started(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire)
     }
 
     /// The result, moved out, if the computation finished and this is the only handle;
@@ -148,6 +164,15 @@ impl<T: Send + Sync + 'static> WeakDeferred<T> {
         Deferred { inner }.run();
         true
     }
+
+    /// Marks the computation taken by a worker that will run it (see
+    /// [`Deferred::is_started`]): a driver that queues it says so when its worker picks it
+    /// up, before it runs it.
+    pub fn start(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.started.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl<T> WeakDeferred<T> {
@@ -201,6 +226,21 @@ mod tests {
         drop(deferred);
         assert!(!weak.run());
         assert_eq!(runs.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn started_once_a_worker_takes_it_or_anyone_runs_it() {
+        let deferred = Deferred::new(|| 7u8);
+        assert!(!deferred.is_started());
+        deferred.downgrade().start();
+        assert!(
+            deferred.is_started() && !deferred.is_done(),
+            "taken, not run"
+        );
+        let other = Deferred::new(|| 8u8);
+        other.run();
+        assert!(other.is_started() && other.is_done());
+        assert!(Deferred::ready(9u8).is_started());
     }
 
     #[test]

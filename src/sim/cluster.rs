@@ -1565,6 +1565,12 @@ impl<S: SimService> Cluster<S> {
                     let delay = self
                         .build_prng
                         .between(0, self.options.checkpoint_build_steps_max);
+                    // Mostly a worker takes the build at once (a primary then holds
+                    // ordering before the op at which it would wait for it); sometimes
+                    // the worker is busy and the replica may have to run it itself.
+                    if self.build_prng.below(4) > 0 {
+                        build.start();
+                    }
                     // One build at a time: one still due here was built by the replica
                     // itself (it waited for it) or abandoned.
                     self.builds_due[from as usize] = Some(DueBuild {
@@ -2382,6 +2388,7 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.checkpoints += stats.checkpoints;
     total.checkpoints_skipped += stats.checkpoints_skipped;
     total.checkpoint_build_waits += stats.checkpoint_build_waits;
+    total.checkpoint_build_holds += stats.checkpoint_build_holds;
     total.reads_answered += stats.reads_answered;
     total.reads_waited += stats.reads_waited;
     total.reads_behind += stats.reads_behind;

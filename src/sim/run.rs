@@ -822,8 +822,8 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {} (skipped {}, waited for {})  evictions {}  empty cluster starts {}",
-            s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, s.checkpoints_skipped, s.checkpoint_build_waits, self.evictions, s.empty_cluster_starts
+            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {} (skipped {}, waited for {}, ordering held for {})  evictions {}  empty cluster starts {}",
+            s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, s.checkpoints_skipped, s.checkpoint_build_waits, s.checkpoint_build_holds, self.evictions, s.empty_cluster_starts
         )?;
         writeln!(
             f,

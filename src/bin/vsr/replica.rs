@@ -49,8 +49,9 @@ pub struct Args {
     #[arg(long)]
     checkpoint_serve_bytes_per_tick: Option<u64>,
     /// The largest message between replicas, in bytes (default 16 MiB, raised as the
-    /// pipeline and batch limits need). A checkpoint travels in one message, so a service
-    /// whose snapshot is larger needs a larger limit. Use the same value on every replica.
+    /// pipeline and batch limits need). It bounds what a peer can make this replica
+    /// hold for one message; checkpoints of any size travel in parts within it (paper
+    /// 5.1's pages). Use the same value on every replica.
     #[arg(long)]
     message_bytes_max: Option<u32>,
     /// The lease a backup grants its primary with each acknowledgement, in milliseconds

@@ -23,6 +23,16 @@
 //! builds take longer than two intervals stalls rather than grows without bound. Skipping
 //! changes which checkpoints a replica holds, never their contents: every checkpoint is
 //! at a multiple of K, and two replicas' checkpoints at one op are equal.
+//!
+//! A primary does not wait there while a worker is running the build: it orders no op
+//! at or past that checkpoint op until the build finishes ([`Replica::build_wait_op`],
+//! used by `normal.rs`), so its loop goes on answering, sending heartbeats and
+//! committing what it ordered, and a slow build slows the clients down instead of
+//! silencing the primary until its backups start a view change. The paper lets a primary
+//! order requests whenever it likes (4.1): holding them back changes no rule. A build no
+//! worker took yet (a busy or missing worker) holds nothing: the primary orders on and,
+//! at the checkpoint op, runs the build itself, so its progress never depends on a
+//! worker that may not come.
 
 use super::*;
 use crate::protocol::effects::{BuiltCheckpoint, CheckpointBuild};
@@ -161,6 +171,21 @@ impl<S: StateMachine> Replica<S> {
             building.build.run();
         }
         self.finish_checkpoint_if_built();
+    }
+
+    /// The checkpoint op at which executing would wait for the build in progress, while a
+    /// worker is running that build (see the module docs): the primary orders nothing at
+    /// or past it. `None` when nothing is being built, the build is done, or no worker
+    /// took it.
+    pub(super) fn build_wait_op(&self) -> Option<Op> {
+        let building = self.building.as_ref()?;
+        if building.build.is_done() || !building.build.is_started() {
+            return None;
+        }
+        // `take_checkpoint` skips the checkpoint op one interval after the build's and
+        // waits at the one after that.
+        let interval = self.config.checkpoint_interval_ops;
+        Some(building.op.saturating_add(interval.saturating_mul(2)))
     }
 
     /// Whether a checkpoint is being built (the driver has a build to run).

@@ -117,6 +117,10 @@ pub struct Stats {
     pub checkpoints_skipped: u64,
     /// Times this replica waited for a checkpoint's build (it took two intervals).
     pub checkpoint_build_waits: u64,
+    /// Times this replica, as the primary, stopped ordering ops just before the checkpoint
+    /// op at which it would have waited for a build a worker was running (it ordered
+    /// again once the build finished).
+    pub checkpoint_build_holds: u64,
     /// Reads at this replica (paper 6.3.2) answered, held until it executed their seen
     /// op, and told `Behind` (to try another replica).
     pub reads_answered: u64,
@@ -245,6 +249,9 @@ struct Primary {
     own_appends: VecDeque<(WriteId, Op)>,
     /// A RECONFIGURATION is queued: nothing more is accepted in this epoch (7.1).
     reconfiguration_queued: bool,
+    /// Ordering is held until a checkpoint build finishes (`normal.rs`,
+    /// `ops_before_build_wait`): counted once per hold.
+    held_for_build: bool,
     /// Requests turned away while a RECONFIGURATION was queued, by client: answered
     /// NewEpoch as soon as it executes, so that their clients move at once instead of
     /// after a retry timeout. At most `clients_max` (anyone may send a request).
@@ -267,6 +274,7 @@ impl Primary {
             in_flight: ClientMap::default(),
             own_appends: VecDeque::new(),
             reconfiguration_queued: false,
+            held_for_build: false,
             turned_away: ClientMap::default(),
         }
     }

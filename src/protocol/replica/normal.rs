@@ -286,9 +286,35 @@ impl<S: StateMachine> Replica<S> {
             && self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize
             && self.primary.pipeline_bytes < self.config.pipeline_bytes_max
             && self.log_has_room_for_a_batch()
+            && self.may_order_before_build_wait()
         {
             self.prepare_batch(effects);
         }
+    }
+
+    /// How many more ops the primary may order before the checkpoint op at which it
+    /// would wait for the build a worker is running (`execute.rs`): it orders nothing
+    /// there until the build finished, so its loop never stalls on it.
+    fn ops_before_build_wait(&self) -> Op {
+        self.build_wait_op()
+            .map_or(Op::MAX, |wait| wait.saturating_sub(self.log.op() + 1))
+    }
+
+    /// Whether the primary may order an op now as far as checkpoint builds go (see
+    /// `ops_before_build_wait`); counts each time ordering starts to be held.
+    fn may_order_before_build_wait(&mut self) -> bool {
+        let may = self.ops_before_build_wait() > 0;
+        if !may && !self.primary.held_for_build {
+            self.stats.checkpoint_build_holds += 1;
+            tracing::info!(
+                replica = self.index,
+                op = self.log.op(),
+                building = self.checkpoint_building(),
+                "checkpoint build still running: ordering no more ops until it finishes"
+            );
+        }
+        self.primary.held_for_build = !may;
+        may
     }
 
     /// Whether one more batch keeps the log within `Config::log_entries_max`. Without
@@ -323,6 +349,9 @@ impl<S: StateMachine> Replica<S> {
         assert!(!self.primary.queue.is_empty());
         assert!(self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize);
         let op_first = self.log.op() + 1;
+        // Checked by `prepare_batches`: at least one op may be ordered.
+        let room = self.ops_before_build_wait();
+        assert!(room > 0);
         let mut entries = Vec::with_capacity(
             self.primary
                 .queue
@@ -334,7 +363,8 @@ impl<S: StateMachine> Replica<S> {
             let size = entry.size_bytes() as u64;
             if !entries.is_empty()
                 && (bytes + size > self.config.batch_bytes_max as u64
-                    || entries.len() >= self.config.batch_entries_max as usize)
+                    || entries.len() >= self.config.batch_entries_max as usize
+                    || entries.len() as Op >= room)
             {
                 break;
             }
