@@ -14,31 +14,94 @@
 use super::message::{ClientId, Op, RequestNumber, Session, View};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
-/// A hasher for random 64-bit client ids: they are already uniformly distributed, so one
-/// multiply spreads them well and costs a fraction of SipHash.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
+/// Hashing of client ids, keyed per process. Client ids are the clients' own choice,
+/// so a map keyed by them must not let a client pick ids that land in one bucket: with
+/// an unkeyed multiply, ids that agree in their low bits share a bucket (the low bits of
+/// a product depend only on the low bits of its factors), and a few thousand such
+/// sessions would make every probe of the client table, the in-flight set and the
+/// route table a scan. A mix of xor-shifts and multiplies keyed with a secret spreads
+/// every bit of the id over the whole hash, for two multiplies. The key is
+/// drawn once per process: nothing depends on the maps' iteration order (the snapshot
+/// sorts, eviction takes a unique minimum, the requests turned away by a
+/// RECONFIGURATION are kept in order), so the simulator stays deterministic.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIdHashing {
+    key: (u64, u64),
+}
+
+impl ClientIdHashing {
+    /// Hashing with a given key (tests); maps use the process's key (`Default`).
+    pub fn with_key(key: (u64, u64)) -> ClientIdHashing {
+        ClientIdHashing { key }
+    }
+}
+
+impl Default for ClientIdHashing {
+    fn default() -> ClientIdHashing {
+        static KEY: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+        let key = *KEY.get_or_init(|| {
+            // std's random state is seeded from the operating system's randomness.
+            let random = std::hash::RandomState::new();
+            (random.hash_one(0x5eed_u64), random.hash_one(0xc11e_u64))
+        });
+        ClientIdHashing { key }
+    }
+}
+
+impl BuildHasher for ClientIdHashing {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            key: self.key,
+            state: 0,
+        }
+    }
+}
+
+/// The hasher of [`ClientIdHashing`].
+#[derive(Clone, Copy, Debug)]
+pub struct IdHasher {
+    key: (u64, u64),
+    state: u64,
+}
+
+impl IdHasher {
+    /// A keyed xor-shift-multiply mix (the finaliser of MurmurHash3 with a secret odd
+    /// multiplier): the shifts carry the id's high bits into the low (bucket) bits and
+    /// the multiplies carry every bit into the high (tag) bits.
+    fn mix(&self, value: u64) -> u64 {
+        let mut x = value ^ self.key.0;
+        x ^= x >> 32;
+        x = x.wrapping_mul(self.key.1 | 1);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^ (x >> 32)
+    }
+}
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.state
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ byte as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.state = self.mix(self.state ^ u64::from_le_bytes(word));
         }
     }
 
     fn write_u64(&mut self, value: u64) {
-        self.0 = value.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.state = self.mix(self.state ^ value);
     }
 }
 
 /// A map keyed by client id.
-pub type ClientMap<V> = HashMap<ClientId, V, BuildHasherDefault<IdHasher>>;
+pub type ClientMap<V> = HashMap<ClientId, V, ClientIdHashing>;
 
 /// An opaque token a driver hands in with a client's request
 /// ([`Replica::on_client_request`](super::Replica::on_client_request)) and gets back with
@@ -312,6 +375,36 @@ impl ClientTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_that_agree_in_their_low_bits_spread_over_the_buckets() {
+        // What a client could do to an unkeyed multiply: ids equal in their low 32 bits
+        // all hashed to one bucket of any table up to 2^32 buckets. Here 4,096 ids that
+        // differ only in 12 bits, wherever those bits are.
+        let hashing = ClientIdHashing::with_key((0x0123_4567_89ab_cdef, 0x0fed_cba9_8765_4321));
+        for shift in [0, 20, 32, 52] {
+            let hashes: Vec<u64> = (0..4096u64)
+                .map(|varied| hashing.hash_one((varied << shift) ^ 0xdead_beef_0bad_cafe))
+                .collect();
+            let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 4095).collect();
+            // 4,096 uniform draws over 4,096 buckets fill about 2,589 of them.
+            assert!(
+                buckets.len() > 2_400,
+                "shift {shift}: {} buckets",
+                buckets.len()
+            );
+            // The control bits hashbrown compares (the top 7) spread too.
+            let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+            assert_eq!(tags.len(), 128, "shift {shift}");
+        }
+    }
+
+    #[test]
+    fn the_process_key_hashes_alike_in_every_map() {
+        let (one, other) = (ClientIdHashing::default(), ClientIdHashing::default());
+        assert_eq!(one.hash_one(42u64), other.hash_one(42u64));
+        assert_ne!(one.hash_one(42u64), one.hash_one(43u64));
+    }
 
     #[test]
     fn admits_in_order_and_rejects_duplicates_and_strangers() {

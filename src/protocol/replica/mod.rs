@@ -39,7 +39,7 @@ use crate::service::{Digest, StateMachine};
 use state_transfer::ReceivedState;
 
 pub use lease::{held_ns as lease_held_ns, wait_ns as lease_wait_ns};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A replica's status (paper 4; `Recovering` is 4.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,7 +255,9 @@ struct Primary {
     /// Requests turned away while a RECONFIGURATION was queued, by client: answered
     /// NewEpoch as soon as it executes, so that their clients move at once instead of
     /// after a retry timeout. At most `clients_max` (anyone may send a request).
-    turned_away: ClientMap<(Session, RequestNumber)>,
+    /// Ordered by client id: they are answered in that order, whatever the process's
+    /// hash key (`client_table::ClientIdHashing`).
+    turned_away: BTreeMap<ClientId, (Session, RequestNumber)>,
 }
 
 impl Primary {
@@ -275,7 +277,7 @@ impl Primary {
             own_appends: VecDeque::new(),
             reconfiguration_queued: false,
             held_for_build: false,
-            turned_away: ClientMap::default(),
+            turned_away: BTreeMap::new(),
         }
     }
 
