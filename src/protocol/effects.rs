@@ -280,8 +280,9 @@ impl CheckpointBuild {
     /// Tells the replica that a worker took the build and will run it without the
     /// replica's help: a primary then stops ordering ops before the checkpoint op at
     /// which it would have to wait for the build, rather than stall its loop there
-    /// (`replica/execute.rs`). Running it says so too; a driver that queues builds
-    /// calls this when its worker picks one up.
+    /// (`replica/execute.rs`). Running it says so too; a driver calls this when it
+    /// hands the build to a worker that runs every build it is given. A build whose run
+    /// panicked counts as not started again.
     pub fn start(&self) {
         self.0.start();
     }

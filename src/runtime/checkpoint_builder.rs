@@ -45,11 +45,18 @@ impl CheckpointBuilder {
         })
     }
 
-    /// Hands the build of the checkpoint at `op` to the thread.
+    /// Hands the build of the checkpoint at `op` to the thread, and tells the replica
+    /// that a worker has it (`CheckpointBuild::start`): the thread runs every build it
+    /// is sent, in order, so the replica may hold back for it rather than run it itself.
+    /// Told at the hand-over, not when the thread begins: on a busy machine the thread
+    /// may wait tens of milliseconds for a core, and a replica that then found the build
+    /// not started would run it on its loop.
     pub fn submit(&self, op: Op, build: CheckpointBuild) {
         if let Some(to_worker) = &self.to_worker {
             // The thread ends only when this sender is dropped: it is there.
-            let _ = to_worker.send((op, build));
+            if to_worker.send((op, build.clone())).is_ok() {
+                build.start();
+            }
         }
     }
 

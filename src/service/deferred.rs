@@ -76,6 +76,9 @@ impl<T: Send + Sync + 'static> Deferred<T> {
     /// running it.
     pub fn run(&self) -> &T {
         self.inner.started.store(true, Ordering::Release);
+        // A computation that panicked is not under way: its owner must not wait for a
+        // result that will never come (it finds the work gone if it runs it itself).
+        let _unstarted_on_panic = UnstartOnPanic(&self.inner.started);
         self.inner.result.get_or_init(|| {
             // `get_or_init` runs one initialiser at a time and none once one finished, so
             // the work is still there (unless an earlier run panicked, which took it).
@@ -126,6 +129,17 @@ impl<T: Send + Sync + 'static> Deferred<T> {
     /// Whether `self` and `other` are the same computation.
     pub fn same(&self, other: &Deferred<T>) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Clears a computation's `started` if dropped while its thread panics.
+struct UnstartOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for UnstartOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -241,6 +255,16 @@ mod tests {
         other.run();
         assert!(other.is_started() && other.is_done());
         assert!(Deferred::ready(9u8).is_started());
+    }
+
+    #[test]
+    fn a_computation_that_panicked_is_no_longer_started() {
+        let deferred: Deferred<u8> = Deferred::new(|| panic!("the build failed"));
+        deferred.downgrade().start();
+        let weak = deferred.downgrade();
+        let worker = std::thread::spawn(move || weak.run());
+        assert!(worker.join().is_err(), "the worker's run panicked");
+        assert!(!deferred.is_started() && !deferred.is_done());
     }
 
     #[test]

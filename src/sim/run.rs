@@ -822,7 +822,7 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {} (skipped {}, waited for {}, ordering held for {})  evictions {}  empty cluster starts {}",
+            "view changes {} (views started {})  recoveries {}  state transfers {}  checkpoint transfers {}  checkpoints {} (skipped {}, waited for {}, held back for {})  evictions {}  empty cluster starts {}",
             s.view_changes, s.views_started, s.recoveries, s.state_transfers, s.checkpoint_transfers, s.checkpoints, s.checkpoints_skipped, s.checkpoint_build_waits, s.checkpoint_build_holds, self.evictions, s.empty_cluster_starts
         )?;
         writeln!(

@@ -24,15 +24,15 @@
 //! changes which checkpoints a replica holds, never their contents: every checkpoint is
 //! at a multiple of K, and two replicas' checkpoints at one op are equal.
 //!
-//! A primary does not wait there while a worker is running the build: it orders no op
-//! at or past that checkpoint op until the build finishes ([`Replica::build_wait_op`],
-//! used by `normal.rs`), so its loop goes on answering, sending heartbeats and
+//! A primary does not wait there while a worker has the build
+//! ([`Replica::build_wait_op`]): it orders no op at or past that checkpoint op until the
+//! build finishes (`normal.rs`), so its loop goes on answering, sending heartbeats and
 //! committing what it ordered, and a slow build slows the clients down instead of
 //! silencing the primary until its backups start a view change. The paper lets a primary
 //! order requests whenever it likes (4.1): holding them back changes no rule. A build no
-//! worker took yet (a busy or missing worker) holds nothing: the primary orders on and,
-//! at the checkpoint op, runs the build itself, so its progress never depends on a
-//! worker that may not come.
+//! worker took (a missing worker) holds nothing: the primary orders on and, at the
+//! checkpoint op, runs the build itself, so its progress never depends on a worker that
+//! may not come. Backups execute what is committed, and wait if they must.
 
 use super::*;
 use crate::protocol::effects::{BuiltCheckpoint, CheckpointBuild};
@@ -182,10 +182,30 @@ impl<S: StateMachine> Replica<S> {
         if building.build.is_done() || !building.build.is_started() {
             return None;
         }
-        // `take_checkpoint` skips the checkpoint op one interval after the build's and
-        // waits at the one after that.
+        Some(self.wait_op_of_build_at(building.op))
+    }
+
+    /// The op at which executing waits for a build taken at `op`: `take_checkpoint` skips
+    /// the checkpoint op one interval after it and waits at the one after that.
+    fn wait_op_of_build_at(&self, op: Op) -> Op {
         let interval = self.config.checkpoint_interval_ops;
-        Some(building.op.saturating_add(interval.saturating_mul(2)))
+        op.saturating_add(interval.saturating_mul(2))
+    }
+
+    /// Counts and logs, once per build, that this replica holds back (`what`) before
+    /// `wait`, the op of a build's wait.
+    pub(super) fn note_build_hold(&mut self, wait: Op, what: &str) {
+        if self.build_hold_noted == wait {
+            return;
+        }
+        self.build_hold_noted = wait;
+        self.stats.checkpoint_build_holds += 1;
+        tracing::info!(
+            replica = self.index,
+            wait,
+            building = self.checkpoint_building(),
+            "checkpoint build still running: {what} until it finishes"
+        );
     }
 
     /// Whether a checkpoint is being built (the driver has a build to run).

@@ -118,8 +118,8 @@ pub struct Stats {
     /// Times this replica waited for a checkpoint's build (it took two intervals).
     pub checkpoint_build_waits: u64,
     /// Times this replica, as the primary, stopped ordering ops just before the checkpoint
-    /// op at which it would have waited for a build a worker was running (it ordered
-    /// again once the build finished).
+    /// op at which it would have waited for a build a worker had, instead of waiting (it
+    /// ordered again once the build finished).
     pub checkpoint_build_holds: u64,
     /// Reads at this replica (paper 6.3.2) answered, held until it executed their seen
     /// op, and told `Behind` (to try another replica).
@@ -249,9 +249,6 @@ struct Primary {
     own_appends: VecDeque<(WriteId, Op)>,
     /// A RECONFIGURATION is queued: nothing more is accepted in this epoch (7.1).
     reconfiguration_queued: bool,
-    /// Ordering is held until a checkpoint build finishes (`normal.rs`,
-    /// `ops_before_build_wait`): counted once per hold.
-    held_for_build: bool,
     /// Requests turned away while a RECONFIGURATION was queued, by client: answered
     /// NewEpoch as soon as it executes, so that their clients move at once instead of
     /// after a retry timeout. At most `clients_max` (anyone may send a request).
@@ -276,7 +273,6 @@ impl Primary {
             in_flight: ClientMap::default(),
             own_appends: VecDeque::new(),
             reconfiguration_queued: false,
-            held_for_build: false,
             turned_away: BTreeMap::new(),
         }
     }
@@ -428,6 +424,10 @@ pub struct Replica<S> {
     /// Writes issued and completed, and the messages waiting for them.
     writes: persistence::Writes,
 
+    /// The op of a checkpoint build's wait before which this replica, as the primary,
+    /// last held ordering (`execute.rs`): each hold is counted and logged once.
+    build_hold_noted: Op,
+
     stats: Stats,
 }
 
@@ -520,6 +520,7 @@ impl<S: StateMachine> Replica<S> {
             recovery: None,
             state_transfer_pending: false,
             writes: persistence::Writes::default(),
+            build_hold_noted: 0,
             stats: Stats::default(),
             config,
         };

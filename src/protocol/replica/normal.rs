@@ -301,20 +301,15 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Whether the primary may order an op now as far as checkpoint builds go (see
-    /// `ops_before_build_wait`); counts each time ordering starts to be held.
+    /// `ops_before_build_wait`).
     fn may_order_before_build_wait(&mut self) -> bool {
-        let may = self.ops_before_build_wait() > 0;
-        if !may && !self.primary.held_for_build {
-            self.stats.checkpoint_build_holds += 1;
-            tracing::info!(
-                replica = self.index,
-                op = self.log.op(),
-                building = self.checkpoint_building(),
-                "checkpoint build still running: ordering no more ops until it finishes"
-            );
+        if self.ops_before_build_wait() > 0 {
+            return true;
         }
-        self.primary.held_for_build = !may;
-        may
+        if let Some(wait) = self.build_wait_op() {
+            self.note_build_hold(wait, "ordering no more ops");
+        }
+        false
     }
 
     /// Whether one more batch keeps the log within `Config::log_entries_max`. Without
