@@ -9,7 +9,10 @@
 #   perf/checkpoint_stall.sh                       # KEYS=1000000 VALUE=1024 FILL_SECONDS=60
 #   B=/path/to/other/target/release perf/checkpoint_stall.sh   # another build, same run
 #   DISK=1 perf/checkpoint_stall.sh                # --durability disk, data under the run's
-#                                                  # directory (removed at the end)
+#                                                  # directory (removed at the end); prints the
+#                                                  # bytes written by kind (journal appends,
+#                                                  # compactions, checkpoint files)
+#   HOT_KEYS=20000 HOT_SECONDS=30 perf/checkpoint_stall.sh   # then puts over a hot set
 # Build first: cargo build --release -p vsr -p vsr-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,25 +43,31 @@ until "$B/vsr" admin status --cluster "$CLUSTER" > /dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { echo "cluster did not start; logs in $D" >&2; exit 1; }
   sleep 0.2
 done
-"$L/vsr-load" --cluster "$CLUSTER" --cluster-id 0 --service kv --keys "$KEYS" \
-  --payload-bytes "$VALUE" --sessions 256 --connections 8 --warmup 0s \
-  --duration "${FILL_SECONDS}s" --json "$D/fill.json" --quiet > /dev/null || true
-python3 - "$D/fill.json" <<'PY'
+# load NAME KEYS SECONDS [ORDER]: random (or ORDER) puts over the first KEYS keys.
+load() {
+  "$L/vsr-load" --cluster "$CLUSTER" --cluster-id 0 --service kv --keys "$2" \
+    --key-order "${4:-random}" --payload-bytes "$VALUE" --sessions 256 --connections 8 \
+    --warmup 0s --duration "${3}s" --json "$D/$1.json" --quiet > /dev/null || true
+  python3 - "$D/$1.json" "$1" <<'PY'
 import json, sys
 try:
     d = json.load(open(sys.argv[1]))
     lat = d.get("latency_us", {})
-    print(f"fill: {d['ops_per_sec']:.0f} puts/s, {d.get('ops', d.get('completed', '?'))} ops,"
+    print(f"{sys.argv[2]}: {d['ops_per_sec']:.0f} puts/s, {d.get('ops', d.get('completed', '?'))} ops,"
           f" latency p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} us")
 except Exception as e:
-    print(f"fill: no result ({e})")
+    print(f"{sys.argv[2]}: no result ({e})")
 PY
-for i in 0 1 2; do
-  "$B/vsr" stats --address "127.0.0.1:$((PORT + i))" > "$D/stats-$i.json" 2>/dev/null || echo '{}' > "$D/stats-$i.json"
-  rss=$(awk '/VmRSS/ {print $2}' "/proc/${PIDS[$i]}/status" 2>/dev/null || echo -1)
-  python3 - "$D/stats-$i.json" "$i" "$rss" <<'PY'
+}
+# report PHASE: per replica, the loop's and checkpoints' counters, the RSS, and (disk)
+# the bytes the data directory wrote by kind since the start.
+report() {
+  for i in 0 1 2; do
+    "$B/vsr" stats --address "127.0.0.1:$((PORT + i))" > "$D/stats-$1-$i.json" 2>/dev/null || echo '{}' > "$D/stats-$1-$i.json"
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/${PIDS[$i]}/status" 2>/dev/null || echo -1)
+    python3 - "$D/stats-$1-$i.json" "$i" "$rss" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1])); c = d.get("counters", {})
+d = json.load(open(sys.argv[1])); c = d.get("counters", {}); r = d.get("runtime", {})
 loop = d.get("histograms", {}).get("loop_iteration_us", {})
 commit = d.get("histograms", {}).get("request_commit_us", {})
 print(f"replica {sys.argv[2]}: commit {d.get('commit')} checkpoint {d.get('checkpoint_op')}"
@@ -67,6 +76,24 @@ print(f"replica {sys.argv[2]}: commit {d.get('commit')} checkpoint {d.get('check
       f" waited {c.get('checkpoint_build_waits', '-')}  view changes {c.get('view_changes')}"
       f"  request to commit p99 {commit.get('p99', '-')} max {commit.get('max', '-')} us"
       f"  RSS {int(sys.argv[3]) // 1024} MB")
+if "storage_journal_append_bytes" in r:
+    mb = lambda k: r.get(k, 0) / 1e6
+    print(f"  disk: journal appends {mb('storage_journal_append_bytes'):.0f} MB,"
+          f" compactions {mb('storage_journal_compaction_bytes'):.0f} MB"
+          f" ({r.get('storage_journal_compactions')}),"
+          f" checkpoint files {mb('storage_checkpoint_file_bytes'):.0f} MB"
+          f" (full {r.get('storage_checkpoint_files_full')},"
+          f" incremental {r.get('storage_checkpoint_files_incremental', 0)},"
+          f" pages shared {r.get('storage_checkpoint_pages_shared', 0)})")
 PY
-done
+  done
+}
+load fill "$KEYS" "$FILL_SECONDS"
+report fill
+# HOT_KEYS=N HOT_SECONDS=S: then S seconds of puts over the first N keys only (a hot
+# set: each checkpoint changes the pages of at most N records).
+if [ -n "${HOT_KEYS:-}" ]; then
+  load hot "$HOT_KEYS" "${HOT_SECONDS:-30}"
+  report hot
+fi
 echo "logs and stats in $D"

@@ -72,6 +72,8 @@ pub fn write(directory: &Path, checkpoint: &Checkpoint) -> Result<CheckpointMark
         file.append(piece.as_ref())?;
     }
     file.finish_as(directory, &target)?;
+    super::counters::CHECKPOINT_FILE_BYTES.add(HEADER_BYTES as u64 + payload_bytes);
+    super::counters::CHECKPOINT_FILES_FULL.add(1);
     Ok(CheckpointMarker {
         op: checkpoint.op,
         timestamp: checkpoint.timestamp,

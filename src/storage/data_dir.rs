@@ -54,6 +54,7 @@
 use super::checkpoint_file;
 use super::checkpoint_writer::CheckpointWriter;
 use super::codec::{self, CheckpointMarker};
+use super::counters;
 use super::fetch_file;
 use super::files;
 use super::journal;
@@ -364,6 +365,7 @@ impl DataDir {
             }
         });
         let written = self.write_and_sync(&buffer);
+        counters::JOURNAL_APPEND_BYTES.add(buffer.len() as u64);
         self.buffer = buffer;
         written?;
         self.next_sequence += 1;
@@ -439,12 +441,14 @@ impl DataDir {
         let file_id = journal::new_file_id();
         let buffer = self.encode_image(None, file_id);
         let used = buffer.len() as u64;
+        counters::JOURNAL_COMPACTIONS.add(1);
         if used > bytes {
             drop(file);
             let _ = std::fs::remove_file(&spare_path);
             self.buffer = buffer;
             return self.rewrite_journal(None);
         }
+        counters::JOURNAL_COMPACTION_BYTES.add(used);
         let written = file
             .write_all_at(&buffer, 0)
             .map_err(StorageError::io("write", &spare_path))
@@ -558,6 +562,7 @@ impl DataDir {
         let file_id = journal::new_file_id();
         let mut buffer = self.encode_image(image, file_id);
         let used = buffer.len() as u64;
+        counters::JOURNAL_COMPACTION_BYTES.add(used);
         buffer.resize((used.next_multiple_of(journal::CHUNK_BYTES)) as usize, 0);
         let temporary = self.directory.join(JOURNAL_TMP);
         let replaced =

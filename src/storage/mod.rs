@@ -31,6 +31,7 @@
 pub mod checkpoint_file;
 mod checkpoint_writer;
 pub mod codec;
+pub mod counters;
 mod data_dir;
 mod error;
 pub mod fetch_file;
