@@ -51,8 +51,8 @@
 //! was reset to it, and the entries below it were never here) is written before its batch
 //! as before, and supersedes whatever the writer has in hand.
 
-use super::checkpoint_file;
-use super::checkpoint_writer::CheckpointWriter;
+use super::checkpoint_file::{self, Chain};
+use super::checkpoint_writer::{CheckpointWriter, Written};
 use super::codec::{self, CheckpointMarker};
 use super::counters;
 use super::fetch_file;
@@ -103,6 +103,8 @@ pub struct DataDir {
     image: Stored,
     /// The marker of `image`'s checkpoint (its file is written).
     marker: Option<CheckpointMarker>,
+    /// The files reading `marker`'s checkpoint needs (its own and its bases).
+    marker_files: Vec<u64>,
     /// A newer checkpoint's file was written: older ones go once its batch is durable.
     stale_checkpoints: bool,
     /// The next journal file, prepared in the background.
@@ -158,7 +160,8 @@ impl DataDir {
                 journal::CHUNK_BYTES >> 20
             ));
         }
-        let marker = resolve_checkpoint(directory, &mut image, replay.last_marker);
+        let (marker, chain) = resolve_checkpoint(directory, &mut image, replay.last_marker);
+        let marker_files = chain.files().collect();
         let journal = OpenOptions::new()
             .read(true)
             .write(true)
@@ -178,9 +181,10 @@ impl DataDir {
             file_id: replay.file_id.unwrap_or_else(journal::new_file_id),
             image: Stored::default(),
             marker,
+            marker_files,
             stale_checkpoints: false,
             spare: Spare::default(),
-            checkpoints: CheckpointWriter::new(directory),
+            checkpoints: CheckpointWriter::new(directory, chain),
             spares_too_small: 0,
             journal_bytes_max: JOURNAL_BYTES_MAX,
             image_broken: None,
@@ -217,6 +221,7 @@ impl DataDir {
         image.fetched = data_dir.read_fetched_pages()?;
         info!(
             directory = %directory.display(),
+            checkpoint_files = data_dir.marker_files.len(),
             batches = replay.batches,
             journal_bytes = data_dir.journal_bytes,
             op = image.op(),
@@ -295,15 +300,18 @@ impl DataDir {
                 // supersedes every file the writer has in hand.
                 self.checkpoints.abandon();
                 written = None;
-                self.marker = Some(checkpoint_file::write(&self.directory, checkpoint)?);
+                let (marker, files) = self.checkpoints.write_now(checkpoint)?;
+                self.marker = Some(marker);
+                self.marker_files = files;
                 self.stale_checkpoints = true;
             }
         }
-        if let Some((checkpoint, marker)) = written {
+        if let Some((checkpoint, marker, files)) = written {
             // A file the writer finished: its marker goes into this batch, before the
             // batch's own writes (which come after it in op order).
             if self.marker.is_none_or(|current| current.op < marker.op) {
                 self.marker = Some(marker);
+                self.marker_files = files;
                 self.stale_checkpoints = true;
                 writes.insert(0, StoredWrite::Checkpoint(checkpoint));
             }
@@ -325,12 +333,13 @@ impl DataDir {
     /// newer checkpoint is named already. Returns whether it wrote one.
     fn append_marker(
         &mut self,
-        (checkpoint, marker): (Checkpoint, CheckpointMarker),
+        (checkpoint, marker, files): Written,
     ) -> Result<bool, StorageError> {
         if self.marker.is_some_and(|current| current.op >= marker.op) {
             return Ok(false);
         }
         self.marker = Some(marker);
+        self.marker_files = files;
         self.stale_checkpoints = true;
         self.append_batch(&mut vec![StoredWrite::Checkpoint(checkpoint)])?;
         Ok(true)
@@ -597,6 +606,7 @@ impl DataDir {
         marked.trim_to_checkpoint();
         if marked.checkpoint.is_none() {
             self.marker = None;
+            self.marker_files.clear();
         }
         self.rewrite_journal(Some(&marked))?;
         self.image = without_pages(marked);
@@ -628,12 +638,15 @@ impl DataDir {
             .map_err(StorageError::io("fdatasync", &self.journal_path))
     }
 
-    /// Checkpoint files the journal does not name, and temporary files a crash left;
-    /// never those of the checkpoints the background writer has in hand.
+    /// Checkpoint files the journal's marker does not need (its file and that file's
+    /// bases), and temporary files a crash left; never those the background writer
+    /// needs (the files it has in hand and the chain it writes them against).
+    /// Called once a marker is durable: a file leaves only after the marker of a file
+    /// that no longer needs it is.
     fn remove_stale_files(&self) {
         let keep = |op| {
-            self.marker.is_some_and(|marker| marker.op == op)
-                || self.checkpoints.pending_ops().any(|pending| pending == op)
+            self.marker_files.contains(&op)
+                || self.checkpoints.needed_files().any(|needed| needed == op)
         };
         let Ok(listing) = std::fs::read_dir(&self.directory) else {
             return;
@@ -764,25 +777,30 @@ fn image_writes(image: &Stored) -> (Vec<StoredWrite>, Vec<StoredWrite>) {
     (before, writes)
 }
 
-/// Reads the pages of the checkpoint the journal's last marker names into `image`. An
-/// unreadable file is damage (its marker was durable, so the file was); the image then
-/// holds no checkpoint.
+/// Reads the pages of the checkpoint the journal's last marker names into `image`, from
+/// its file and the file's bases; returns the marker and the chain the next file is
+/// written against. An unreadable file (or a base of it) is damage (its marker was
+/// durable, so were the files); the image then holds no checkpoint, and the chain is
+/// empty (the next file holds every page).
 fn resolve_checkpoint(
     directory: &Path,
     image: &mut Stored,
     marker: Option<CheckpointMarker>,
-) -> Option<CheckpointMarker> {
-    let marker =
-        marker.filter(|marker| Some(marker.op) == image.checkpoint.as_ref().map(|c| c.op))?;
+) -> (Option<CheckpointMarker>, Chain) {
+    let Some(marker) =
+        marker.filter(|marker| Some(marker.op) == image.checkpoint.as_ref().map(|c| c.op))
+    else {
+        return (None, Chain::default());
+    };
     match checkpoint_file::read(directory, &marker) {
-        Ok(checkpoint) => {
+        Ok((checkpoint, chain)) => {
             image.checkpoint = Some(checkpoint);
-            Some(marker)
+            (Some(marker), chain)
         }
         Err(reason) => {
             image.damage.get_or_insert(reason);
             image.checkpoint = None::<Checkpoint>;
-            None
+            (None, Chain::default())
         }
     }
 }
@@ -1641,6 +1659,117 @@ pub(crate) mod tests {
         assert!(checkpoint_file::path(&directory, 60).exists());
         assert!(!temporary.exists());
         assert_eq!(reopened(&directory, data_dir).checkpoint_op(), 60);
+    }
+
+    fn checkpoint_files(directory: &Path) -> Vec<u64> {
+        let mut ops: Vec<u64> = std::fs::read_dir(directory)
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| checkpoint_file::op_of(&entry.file_name().to_string_lossy()))
+            .collect();
+        ops.sort_unstable();
+        ops
+    }
+
+    /// Checkpoints that change a few pages write files of those pages against the
+    /// earlier ones, and a restart reads the chain back. A crash between a file and its
+    /// marker restarts from the chain the durable marker names; the files that chain
+    /// needs are removed only once the marker of a file that no longer needs them is
+    /// durable.
+    #[test]
+    fn a_chain_of_checkpoint_files_restarts_and_leaves_only_after_a_newer_marker() {
+        use checkpoint_file::tests::paged;
+        let directory = temp_dir("chain");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir
+            .append(&[append(1, 100), StoredWrite::Commit(100)])
+            .unwrap();
+        let first = paged(10, 100, |_| 0);
+        let second = paged(20, 100, |i| u8::from(i < 5));
+        for checkpoint in [&first, &second] {
+            data_dir
+                .append(&[StoredWrite::Checkpoint(checkpoint.clone())])
+                .unwrap();
+            data_dir.finish_checkpoint_files();
+            data_dir.maintain().unwrap();
+        }
+        assert_eq!(data_dir.marker_files, vec![10, 20]);
+        assert_eq!(checkpoint_files(&directory), vec![10, 20], "the base stays");
+        let (mut data_dir, image) = {
+            drop(data_dir);
+            DataDir::open(&directory, US).unwrap()
+        };
+        assert_eq!(image.checkpoint, Some(second.clone()));
+        assert_eq!(data_dir.marker_files, vec![10, 20]);
+
+        // Every page changes: a file of its own. A crash after it is written and
+        // before its marker is durable restarts from the older chain, whole.
+        let third = paged(30, 100, |_| 3);
+        data_dir
+            .append(&[StoredWrite::Checkpoint(third.clone())])
+            .unwrap();
+        let (_, marker, files) = data_dir.checkpoints.wait().unwrap().unwrap();
+        assert_eq!(files, vec![30], "no page of the older files is live");
+        assert!(checkpoint_file::path(&directory, 30).exists());
+        data_dir.maintain().unwrap();
+        assert_eq!(checkpoint_files(&directory), vec![10, 20, 30]);
+        let (mut data_dir, image) = {
+            drop(data_dir);
+            DataDir::open(&directory, US).unwrap()
+        };
+        assert_eq!(image.checkpoint, Some(second));
+        assert_eq!(checkpoint_files(&directory), vec![10, 20], "30 was stale");
+
+        // Written again, its marker durable: only then do the older files go.
+        data_dir
+            .append(&[StoredWrite::Checkpoint(third.clone())])
+            .unwrap();
+        let written = data_dir.checkpoints.wait().unwrap().unwrap();
+        assert_eq!(written.1, marker, "the same file, written again");
+        data_dir.maintain().unwrap();
+        assert_eq!(checkpoint_files(&directory), vec![10, 20, 30]);
+        assert!(data_dir.append_marker(written).unwrap());
+        assert_eq!(checkpoint_files(&directory), vec![10, 20, 30]);
+        data_dir.maintain().unwrap();
+        assert_eq!(checkpoint_files(&directory), vec![30]);
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image.checkpoint, Some(third));
+    }
+
+    /// A damaged base (a middle link of the chain) is damage naming it, exactly as a
+    /// damaged checkpoint file: the replica recovers through the protocol.
+    #[test]
+    fn a_damaged_base_is_damage_naming_the_file() {
+        use checkpoint_file::tests::paged;
+        let directory = temp_dir("chain-damage");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir
+            .append(&[append(1, 100), StoredWrite::Commit(100)])
+            .unwrap();
+        for (op, changed) in [(10, 100), (20, 5), (30, 10)] {
+            let checkpoint = paged(op, 100, |i| if i < changed { op as u8 } else { 10 });
+            data_dir
+                .append(&[StoredWrite::Checkpoint(checkpoint)])
+                .unwrap();
+            data_dir.finish_checkpoint_files();
+            data_dir.maintain().unwrap();
+        }
+        assert_eq!(data_dir.marker_files, vec![10, 30]);
+        drop(data_dir);
+        let base = checkpoint_file::path(&directory, 10);
+        let mut bytes = std::fs::read(&base).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&base, &bytes).unwrap();
+        let (data_dir, image) = DataDir::open(&directory, US).unwrap();
+        let damage = image.damage.expect("damage");
+        assert!(damage.contains(&base.display().to_string()), "{damage}");
+        assert_eq!(image.checkpoint, None);
+        let image = reopened(&directory, data_dir);
+        assert!(
+            image.state.recovering && image.state.joined,
+            "recovering, never intact or empty, after another restart"
+        );
     }
 
     #[test]
