@@ -80,7 +80,7 @@ if "storage_journal_append_bytes" in r:
     mb = lambda k: r.get(k, 0) / 1e6
     print(f"  disk: journal appends {mb('storage_journal_append_bytes'):.0f} MB,"
           f" compactions {mb('storage_journal_compaction_bytes'):.0f} MB"
-          f" ({r.get('storage_journal_compactions')}),"
+          f" ({r.get('storage_journal_compactions')}), zeros {mb('storage_journal_zero_bytes'):.0f} MB,"
           f" checkpoint files {mb('storage_checkpoint_file_bytes'):.0f} MB"
           f" (full {r.get('storage_checkpoint_files_full')},"
           f" incremental {r.get('storage_checkpoint_files_incremental', 0)},"

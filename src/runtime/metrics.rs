@@ -108,6 +108,8 @@ pub struct Counters {
     pub storage_journal_append_bytes: u64,
     /// Bytes of journal images written by compactions.
     pub storage_journal_compaction_bytes: u64,
+    /// Bytes of zeros written to prepare journal files.
+    pub storage_journal_zero_bytes: u64,
     /// Journal compactions.
     pub storage_journal_compactions: u64,
     /// Bytes of checkpoint files written.
@@ -126,6 +128,7 @@ impl Counters {
         use crate::storage::counters as storage;
         self.storage_journal_append_bytes = storage::JOURNAL_APPEND_BYTES.get();
         self.storage_journal_compaction_bytes = storage::JOURNAL_COMPACTION_BYTES.get();
+        self.storage_journal_zero_bytes = storage::JOURNAL_ZERO_BYTES.get();
         self.storage_journal_compactions = storage::JOURNAL_COMPACTIONS.get();
         self.storage_checkpoint_file_bytes = storage::CHECKPOINT_FILE_BYTES.get();
         self.storage_checkpoint_files_full = storage::CHECKPOINT_FILES_FULL.get();

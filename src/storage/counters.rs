@@ -32,6 +32,9 @@ impl Counter {
 pub static JOURNAL_APPEND_BYTES: Counter = Counter::new();
 /// Bytes of journal images written by compactions (and rewrites on damage).
 pub static JOURNAL_COMPACTION_BYTES: Counter = Counter::new();
+/// Bytes of zeros written to prepare journal files (spares, and a journal grown in
+/// place) so that a batch's `fdatasync` flushes no metadata.
+pub static JOURNAL_ZERO_BYTES: Counter = Counter::new();
 /// Journal compactions.
 pub static JOURNAL_COMPACTIONS: Counter = Counter::new();
 /// Bytes of checkpoint files written.
