@@ -37,16 +37,17 @@
 //!
 //! # Checkpoint files in the background
 //!
-//! A checkpoint's file holds the whole state, and every replica takes its checkpoints at
-//! the same ops: written before the batch that names it, every group queued behind that
-//! batch would wait for the file (seconds for a large state), at all replicas at once. A
+//! A checkpoint's file holds the pages its chain lacks (`checkpoint_file`: the whole
+//! state when every page changed), and every replica takes its checkpoints at the same
+//! ops: written before the batch that names it, every group queued behind that batch
+//! would wait for the file (seconds for a large state), at all replicas at once. A
 //! checkpoint whose batch leaves the journal holding every entry from the image's
 //! checkpoint (or the first op) through the new checkpoint's op is *covered*: a restart
 //! can rebuild its state from the older checkpoint and the journal. Such a checkpoint goes
 //! to a writer thread (`checkpoint_writer`), the batch goes on without it, and the image
 //! keeps the entries below it; once the file is written, synced, renamed and the
 //! directory synced, its marker goes into the next batch (or one of its own), and only
-//! then is the image trimmed and the older file removed. A crash before the marker is
+//! then is the image trimmed and the older files its chain no longer needs removed. A crash before the marker is
 //! durable restarts from the older checkpoint and the journal: nothing lost, only more
 //! to execute. A checkpoint that is not covered (installed from another replica: the log
 //! was reset to it, and the entries below it were never here) is written before its batch
