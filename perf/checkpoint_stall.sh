@@ -13,6 +13,7 @@
 #                                                  # bytes written by kind (journal appends,
 #                                                  # compactions, checkpoint files)
 #   HOT_KEYS=20000 HOT_SECONDS=30 perf/checkpoint_stall.sh   # then puts over a hot set
+#   DISK=1 RESTART=1 perf/checkpoint_stall.sh      # then kill -9 and restart replica 2
 # Build first: cargo build --release -p vsr -p vsr-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,16 +29,23 @@ declare -a PIDS=(0 0 0)
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # A replica on disk may take seconds to exit (it finishes the checkpoint file it is
+  # writing): the next run must not find its ports taken.
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
   rm -rf "$D"/data-*
 }
 trap cleanup EXIT
 
-for i in 0 1 2; do
+# start REPLICA: runs replica REPLICA in the background, its log appended to.
+start() {
   DURABILITY=()
-  if [ "${DISK:-0}" = 1 ]; then DURABILITY=(--durability disk --data-dir "$D/data-$i"); fi
-  "$B/vsr" replica --cluster "$CLUSTER" --replica "$i" --service kv "${DURABILITY[@]}" 2>> "$D/replica-$i.log" &
-  PIDS[$i]=$!
-done
+  if [ "${DISK:-0}" = 1 ]; then DURABILITY=(--durability disk --data-dir "$D/data-$1"); fi
+  "$B/vsr" replica --cluster "$CLUSTER" --replica "$1" --service kv "${DURABILITY[@]}" 2>> "$D/replica-$1.log" &
+  PIDS[$1]=$!
+}
+for i in 0 1 2; do start "$i"; done
 deadline=$((SECONDS + 30))
 until "$B/vsr" admin status --cluster "$CLUSTER" > /dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { echo "cluster did not start; logs in $D" >&2; exit 1; }
@@ -95,5 +103,31 @@ report fill
 if [ -n "${HOT_KEYS:-}" ]; then
   load hot "$HOT_KEYS" "${HOT_SECONDS:-30}"
   report hot
+fi
+# RESTART=1 (with DISK=1): then kill -9 replica 2 and restart it on its data directory;
+# prints how long it took to read its directory back (checkpoint files included) and to
+# be normal again (waiting at most 300 s).
+if [ "${RESTART:-0}" = 1 ]; then
+  kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
+  files=$(ls "$D/data-2" | grep -c '^checkpoint-[0-9]*$' || true)
+  bytes=$(cat "$D"/data-2/checkpoint-* 2>/dev/null | wc -c)
+  opened_before=$(grep -c "data directory opened" "$D/replica-2.log" || true)
+  started=$(date +%s.%N)
+  start 2
+  opened="" normal=""
+  until [ -n "$normal" ]; do
+    now=$(date +%s.%N)
+    if [ -z "$opened" ] && [ "$(grep -c "data directory opened" "$D/replica-2.log" || true)" -gt "$opened_before" ]; then
+      opened=$(python3 -c "print(f'{$now - $started:.1f}')")
+    fi
+    if [ -n "$opened" ] && "$B/vsr" stats --address "127.0.0.1:$((PORT + 2))" 2>/dev/null \
+      | python3 -c 'import json, sys; sys.exit(json.load(sys.stdin).get("status") != "normal")' 2>/dev/null; then
+      normal=$(python3 -c "print(f'{$now - $started:.1f}')")
+    fi
+    python3 -c "import sys; sys.exit(0 if $now - $started < 300 else 1)" || { echo "restart: not normal after 300 s"; break; }
+    sleep 0.1
+  done
+  echo "restart of replica 2 ($files checkpoint files, $((bytes / 1000000)) MB): directory read back in ${opened:-?} s, normal in ${normal:-?} s"
+  grep "data directory opened" "$D/replica-2.log" | tail -1
 fi
 echo "logs and stats in $D"

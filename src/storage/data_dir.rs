@@ -47,11 +47,12 @@
 //! to a writer thread (`checkpoint_writer`), the batch goes on without it, and the image
 //! keeps the entries below it; once the file is written, synced, renamed and the
 //! directory synced, its marker goes into the next batch (or one of its own), and only
-//! then is the image trimmed and the older files its chain no longer needs removed. A crash before the marker is
-//! durable restarts from the older checkpoint and the journal: nothing lost, only more
-//! to execute. A checkpoint that is not covered (installed from another replica: the log
-//! was reset to it, and the entries below it were never here) is written before its batch
-//! as before, and supersedes whatever the writer has in hand.
+//! then is the image trimmed and the older files its chain no longer needs removed. A
+//! crash before the marker is durable restarts from the older checkpoint (its chain
+//! whole) and the journal: nothing lost, only more to execute. A checkpoint that is not
+//! covered (installed from another replica: the log was reset to it, and the entries
+//! below it were never here) is written before its batch as before, and supersedes
+//! whatever the writer has in hand.
 
 use super::checkpoint_file::{self, Chain};
 use super::checkpoint_writer::{CheckpointWriter, Written};
