@@ -14,6 +14,7 @@
 #                                                  # compactions, checkpoint files)
 #   HOT_KEYS=20000 HOT_SECONDS=30 perf/checkpoint_stall.sh   # then puts over a hot set
 #   DISK=1 RESTART=1 perf/checkpoint_stall.sh      # then kill -9 and restart replica 2
+#                                                  # (WARM=1: its files read once first)
 # Build first: cargo build --release -p vsr -p vsr-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,8 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
-  rm -rf "$D"/data-*
+  # KEEP_DATA=1: the data directories stay (to inspect or profile a restart).
+  if [ "${KEEP_DATA:-0}" != 1 ]; then rm -rf "$D"/data-*; fi
 }
 trap cleanup EXIT
 
@@ -111,6 +113,12 @@ if [ "${RESTART:-0}" = 1 ]; then
   kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
   files=$(ls "$D/data-2" | grep -c '^checkpoint-[0-9]*$' || true)
   bytes=$(cat "$D"/data-2/checkpoint-* 2>/dev/null | wc -c)
+  # WARM=1: read the checkpoint files once first (are they in the page cache?).
+  if [ "${WARM:-0}" = 1 ]; then
+    warm_started=$(date +%s.%N)
+    cat "$D"/data-2/checkpoint-* "$D"/data-2/journal > /dev/null
+    echo "warm read of the files: $(python3 -c "print(f'{$(date +%s.%N) - $warm_started:.1f}')") s"
+  fi
   opened_before=$(grep -c "data directory opened" "$D/replica-2.log" || true)
   started=$(date +%s.%N)
   start 2

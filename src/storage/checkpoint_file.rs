@@ -284,6 +284,12 @@ pub fn write(
     }
     let plan = Plan::new(checkpoint, chain);
     let table = plan.table();
+    let held_bytes: u64 = plan.held.iter().map(|page| page.len() as u64).sum();
+    assert_eq!(
+        table.len() as u64 + held_bytes,
+        plan.payload_bytes,
+        "the held pages' offsets were laid out after a table of this size"
+    );
     // The payload's checksum first (the header names it and comes first), then the
     // file: the pages are read twice, never copied whole.
     let mut checksum = crc32c::crc32c(&table);
