@@ -248,6 +248,103 @@ fn every_replica_killed_at_once_under_load_loses_no_acknowledged_write() {
     }
 }
 
+/// Incremental checkpoint files written by `replica`'s data directory so far.
+fn incremental_checkpoint_files(cluster: &TestCluster, replica: usize) -> u64 {
+    (cluster.stats(replica).ok())
+        .and_then(|stats| common::json_u64(&stats.json, "storage_checkpoint_files_incremental"))
+        .unwrap_or(0)
+}
+
+/// How many checkpoint files `replica`'s last start read its checkpoint from (its
+/// "data directory opened" line).
+fn checkpoint_files_read_at_start(cluster: &TestCluster, replica: usize) -> Option<u64> {
+    let log = cluster.log(replica);
+    let line = log
+        .lines()
+        .rev()
+        .find(|line| line.contains("data directory opened"))?;
+    let start = line.find("checkpoint_files=")? + "checkpoint_files=".len();
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Checkpoints that change a few pages of a larger state write incremental files
+/// (`storage::checkpoint_file`): every replica killed at once restarts from a chain of
+/// files, and every acknowledged write reads back.
+#[test]
+fn every_replica_restarts_from_a_chain_of_incremental_checkpoint_files() {
+    let mut cluster = TestCluster::start_durable(3, "kv", &["--checkpoint-interval", "256"]);
+    cluster.wait_until_serving(30 * SECOND);
+    let mut client = Client::connect(cluster.addresses(), options(&cluster)).unwrap();
+    let mut written = std::collections::BTreeMap::new();
+    let mut put = |client: &mut Client, key: Bytes, value: Bytes| {
+        let result = client.call(KvOp::Put(key.clone(), value.clone()).encode());
+        assert_eq!(KvResult::decode(&result.unwrap()), Some(KvResult::Ok));
+        written.insert(key, value);
+    };
+    // A state of dozens of pages, then a hot set of five keys: each checkpoint after
+    // changes a few of its pages.
+    for n in 0..600 {
+        put(
+            &mut client,
+            key(9, n),
+            Bytes::from(vec![b'a' + (n % 26) as u8; 200]),
+        );
+    }
+    let mut round = 0u64;
+    common::wait_for(
+        "two incremental checkpoint files on every replica",
+        120 * SECOND,
+        || {
+            for _ in 0..64 {
+                put(&mut client, key(9, round % 5), value(round));
+                round += 1;
+            }
+            (0..3).all(|i| incremental_checkpoint_files(&cluster, i) >= 2)
+        },
+    );
+    drop(client);
+    for i in 0..3 {
+        cluster.kill9(i);
+    }
+    for i in 0..3 {
+        let files = std::fs::read_dir(cluster.data_dir(i))
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("checkpoint-")
+            })
+            .count();
+        assert!(files >= 2, "replica {i} holds {files} checkpoint files");
+        cluster.restart(i);
+    }
+    cluster.wait_until_serving(60 * SECOND);
+    for i in 0..3 {
+        let read = checkpoint_files_read_at_start(&cluster, i);
+        assert!(
+            read >= Some(2),
+            "replica {i} read its checkpoint from {read:?} files"
+        );
+        let log = cluster.log(i);
+        assert!(!log.contains("damaged"), "replica {i}:\n{log}");
+    }
+    let mut reader = Client::connect(cluster.addresses(), options(&cluster)).unwrap();
+    for (key, value) in &written {
+        let result = reader.call(KvOp::Get(key.clone()).encode()).unwrap();
+        assert_eq!(
+            KvResult::decode(&result),
+            Some(KvResult::Value(value.clone()))
+        );
+    }
+    assert_no_panic(&cluster);
+}
+
 #[test]
 fn a_data_directory_in_use_or_of_another_replica_or_cluster_is_refused() {
     let mut cluster = TestCluster::start_durable(3, "kv", &[]);

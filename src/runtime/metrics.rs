@@ -103,9 +103,39 @@ pub struct Counters {
     pub handshakes_refused: u64,
     /// Rejection log lines not written because the same one was written within a minute.
     pub log_lines_suppressed: u64,
+    /// Bytes of journal batches the data directory appended (`--durability disk`; these
+    /// `storage_` counters are the process's, `storage::counters`, read at each reply).
+    pub storage_journal_append_bytes: u64,
+    /// Bytes of journal images written by compactions.
+    pub storage_journal_compaction_bytes: u64,
+    /// Bytes of zeros written to prepare journal files.
+    pub storage_journal_zero_bytes: u64,
+    /// Journal compactions.
+    pub storage_journal_compactions: u64,
+    /// Bytes of checkpoint files written.
+    pub storage_checkpoint_file_bytes: u64,
+    /// Checkpoint files written holding every page.
+    pub storage_checkpoint_files_full: u64,
+    /// Checkpoint files written holding only the pages their chain lacked.
+    pub storage_checkpoint_files_incremental: u64,
+    /// Pages checkpoint files named in an earlier file instead of writing them again.
+    pub storage_checkpoint_pages_shared: u64,
 }
 
 impl Counters {
+    /// Copies the data directory's byte counters (process-wide) in.
+    fn add_storage_counters(&mut self) {
+        use crate::storage::counters as storage;
+        self.storage_journal_append_bytes = storage::JOURNAL_APPEND_BYTES.get();
+        self.storage_journal_compaction_bytes = storage::JOURNAL_COMPACTION_BYTES.get();
+        self.storage_journal_zero_bytes = storage::JOURNAL_ZERO_BYTES.get();
+        self.storage_journal_compactions = storage::JOURNAL_COMPACTIONS.get();
+        self.storage_checkpoint_file_bytes = storage::CHECKPOINT_FILE_BYTES.get();
+        self.storage_checkpoint_files_full = storage::CHECKPOINT_FILES_FULL.get();
+        self.storage_checkpoint_files_incremental = storage::CHECKPOINT_FILES_INCREMENTAL.get();
+        self.storage_checkpoint_pages_shared = storage::CHECKPOINT_PAGES_SHARED.get();
+    }
+
     /// Adds what a read pass read and decoded.
     pub(crate) fn add_read(&mut self, counts: ReadCounts) {
         self.bytes_received += counts.bytes;
@@ -193,6 +223,7 @@ impl Metrics {
     ) -> String {
         let mut runtime = self.counters.clone();
         runtime.connections_rejected += runtime.connections_rejected_io;
+        runtime.add_storage_counters();
         let document = ReplicaStats {
             replica: replica.replica(),
             replica_id: replica.id(),

@@ -1,7 +1,8 @@
 //! Checkpoint files written in the background, so that a group commit never waits for
 //! one.
 //!
-//! A checkpoint's file (`checkpoint_file`) holds the whole state: written on the storage
+//! A checkpoint's file (`checkpoint_file`) holds every page its chain lacks (the whole
+//! state when every page changed, and for the first file): written on the storage
 //! thread before the batch that names it, as it was, every group queued behind that batch
 //! waited for the file's writes, two `fsync`s and a rename (several milliseconds for a
 //! small state, seconds for a large one, at every checkpoint of every replica at once,
@@ -15,8 +16,15 @@
 //! waits behind it (a newer one replaces it: only the newest needs a file), so the
 //! journal's marker lags the newest checkpoint by at most the file being written and
 //! the one waiting.
+//!
+//! The writer keeps the chain (`checkpoint_file::Chain`) each file is written against:
+//! the chain of the last file it wrote, read back on open, or empty. A file is written
+//! against the last file written, whether or not its marker is durable yet: the files of
+//! the chain in hand are never removed as stale (`needed_files`), so the chain a pending
+//! write reads from stays on disk, and the files of the chain the durable marker names
+//! are kept by `DataDir` itself.
 
-use super::checkpoint_file;
+use super::checkpoint_file::{self, Chain};
 use super::codec::CheckpointMarker;
 use super::StorageError;
 use crate::protocol::Checkpoint;
@@ -24,8 +32,9 @@ use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-/// A file written: the checkpoint, and the marker that names it.
-pub type Written = (Checkpoint, CheckpointMarker);
+/// A file written: the checkpoint, the marker that names it, and the ops of the files
+/// that reading it needs (itself and its bases).
+pub type Written = (Checkpoint, CheckpointMarker, Vec<u64>);
 
 /// The background writer of one data directory's checkpoint files.
 #[derive(Debug)]
@@ -34,22 +43,29 @@ pub struct CheckpointWriter {
     writing: Option<Writing>,
     /// The next checkpoint to write once `writing` is done.
     queued: Option<Checkpoint>,
+    /// The chain the next file is written against; `None` while a thread writes against
+    /// it (it comes back with the file).
+    chain: Option<Chain>,
+    /// The files of the chain in hand or with the thread.
+    chain_files: Vec<u64>,
 }
 
 #[derive(Debug)]
 struct Writing {
     op: u64,
-    done: Receiver<Result<Written, StorageError>>,
+    done: Receiver<(Result<Written, StorageError>, Chain)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl CheckpointWriter {
-    /// A writer for `directory`'s checkpoint files.
-    pub fn new(directory: &Path) -> CheckpointWriter {
+    /// A writer for `directory`'s checkpoint files, writing the next against `chain`.
+    pub fn new(directory: &Path, chain: Chain) -> CheckpointWriter {
         CheckpointWriter {
             directory: directory.into(),
             writing: None,
             queued: None,
+            chain_files: chain.files().collect(),
+            chain: Some(chain),
         }
     }
 
@@ -58,8 +74,14 @@ impl CheckpointWriter {
         self.writing.is_some() || self.queued.is_some()
     }
 
-    /// The ops of the checkpoints being written or waiting: their files (and temporary
-    /// files) must not be removed as stale.
+    /// The files that must not be removed as stale: those of the checkpoints being
+    /// written or waiting (and their temporary files), and the chain they are written
+    /// against.
+    pub fn needed_files(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending_ops().chain(self.chain_files.iter().copied())
+    }
+
+    /// The ops of the checkpoints being written or waiting.
     pub fn pending_ops(&self) -> impl Iterator<Item = u64> + '_ {
         let writing = self.writing.as_ref().map(|writing| writing.op);
         writing
@@ -86,24 +108,48 @@ impl CheckpointWriter {
 
     /// The file written, if the one being written is done (and starts the one waiting).
     pub fn poll(&mut self) -> Option<Result<Written, StorageError>> {
-        let result = self.writing.as_ref()?.done.try_recv().ok()?;
+        let (result, chain) = self.writing.as_ref()?.done.try_recv().ok()?;
         self.finish_writing();
+        self.take_back(chain);
         self.start_queued();
         Some(result)
+    }
+
+    /// The chain a file was written against comes back (the new file's, if written).
+    fn take_back(&mut self, chain: Chain) {
+        self.chain_files = chain.files().collect();
+        self.chain = Some(chain);
+    }
+
+    /// Writes `checkpoint`'s file now, on the caller's thread, against the chain in
+    /// hand (a checkpoint installed from another replica: its batch waits for it).
+    /// Nothing may be in hand ([`CheckpointWriter::abandon`] first).
+    pub fn write_now(
+        &mut self,
+        checkpoint: &Checkpoint,
+    ) -> Result<(CheckpointMarker, Vec<u64>), StorageError> {
+        assert!(!self.is_busy(), "files are written one at a time");
+        let chain = self.chain.get_or_insert_with(Chain::default);
+        let marker = checkpoint_file::write(&self.directory, checkpoint, chain)?;
+        self.chain_files = chain.files().collect();
+        Ok((marker, self.chain_files.clone()))
     }
 
     /// Waits for the file being written (if any) and returns it; the one waiting is
     /// started.
     pub fn wait(&mut self) -> Option<Result<Written, StorageError>> {
         let writing = self.writing.as_ref()?;
-        let result = writing.done.recv().unwrap_or_else(|_| {
-            Err(StorageError::Io {
+        let (result, chain) = writing.done.recv().unwrap_or_else(|_| {
+            // The chain went with the thread: the next file holds every page.
+            let error = StorageError::Io {
                 operation: "write the checkpoint file",
                 path: checkpoint_file::path(&self.directory, writing.op),
                 error: std::io::Error::other("its writer thread ended without an answer"),
-            })
+            };
+            (Err(error), Chain::default())
         });
         self.finish_writing();
+        self.take_back(chain);
         self.start_queued();
         Some(result)
     }
@@ -133,12 +179,13 @@ impl CheckpointWriter {
         let op = checkpoint.op;
         let (sender, done) = crossbeam_channel::bounded(1);
         let directory = self.directory.clone();
+        let mut chain = self.chain.take().unwrap_or_default();
         let spawned = std::thread::Builder::new()
             .name("vsr-checkpoint".into())
             .spawn(move || {
-                let written = checkpoint_file::write(&directory, &checkpoint)
-                    .map(|marker| (checkpoint, marker));
-                let _ = sender.send(written);
+                let written = checkpoint_file::write(&directory, &checkpoint, &mut chain)
+                    .map(|marker| (checkpoint, marker, chain.files().collect()));
+                let _ = sender.send((written, chain));
             });
         let thread = match spawned {
             Ok(thread) => Some(thread),
@@ -146,11 +193,12 @@ impl CheckpointWriter {
                 // No thread: report it as the write's failure (the caller stops, as for
                 // any storage error).
                 let (sender, failed) = crossbeam_channel::bounded(1);
-                let _ = sender.send(Err(StorageError::Io {
+                let error = StorageError::Io {
                     operation: "start the checkpoint writer for",
                     path: checkpoint_file::path(&self.directory, op),
                     error,
-                }));
+                };
+                let _ = sender.send((Err(error), Chain::default()));
                 self.writing = Some(Writing {
                     op,
                     done: failed,

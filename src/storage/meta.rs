@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! vsr data directory
-//! version 3
+//! version 4
 //! cluster 0
 //! replica 2
 //! replicas 3
@@ -31,7 +31,11 @@ pub const META_FILE: &str = "meta";
 ///   version 2 build would read one as damage and recover instead of refusing the
 ///   directory, so the version moves on, and this build refuses a version 2 directory
 ///   by name as it refuses version 1 (one format per build).
-pub const FORMAT_VERSION: u32 = 3;
+/// - 4: checkpoint files are incremental (`checkpoint_file`: magic `VSRCKPT2`, a table
+///   of every page naming the earlier file that holds it). A version 3 build would
+///   refuse each file as damage and recover from the others; this build refuses a
+///   version 3 directory by name instead.
+pub const FORMAT_VERSION: u32 = 4;
 const FIRST_LINE: &str = "vsr data directory";
 /// A longer meta file is not one of ours.
 const META_BYTES_MAX: usize = 4096;
@@ -196,7 +200,7 @@ mod tests {
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(
-            text.contains("version 1 is not supported (this vsr reads version 3)"),
+            text.contains("version 1 is not supported (this vsr reads version 4)"),
             "{text}"
         );
         // The format before a witness's log start records.
@@ -212,7 +216,18 @@ replicas 3
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(
-            text.contains("version 2 is not supported (this vsr reads version 3)"),
+            text.contains("version 2 is not supported (this vsr reads version 4)"),
+            "{text}"
+        );
+        // The format before incremental checkpoint files.
+        std::fs::write(
+            &path,
+            "vsr data directory\nversion 3\ncluster 7\nreplica 1\nreplicas 3\n",
+        )
+        .unwrap();
+        let text = check_or_create(&directory, US).unwrap_err().to_string();
+        assert!(
+            text.contains("version 3 is not supported (this vsr reads version 4)"),
             "{text}"
         );
         for garbage in [

@@ -13,7 +13,9 @@
 //!   batch per group commit ([`journal`], with the record encoding in [`codec`]);
 //! - `checkpoint-<op>`: a checkpoint's contents, written atomically before the batch that
 //!   names it (by a thread of its own when the journal covers it, so that no group waits
-//!   for it: `checkpoint_writer`); the journal holds only a marker ([`checkpoint_file`]);
+//!   for it: `checkpoint_writer`); the journal holds only a marker. A file holds only the
+//!   pages the earlier files it names (its bases) lack, and a table of every page
+//!   ([`checkpoint_file`]);
 //! - `journal.spare`: the next journal file, prepared and synced in the background,
 //!   which the journal is compacted into when it is nearly full ([`spare`]);
 //! - `journal.recycle`: the journal file the last compaction left, which becomes the
@@ -31,6 +33,7 @@
 pub mod checkpoint_file;
 mod checkpoint_writer;
 pub mod codec;
+pub mod counters;
 mod data_dir;
 mod error;
 pub mod fetch_file;

@@ -65,8 +65,7 @@ enum State {
 
 #[derive(Debug)]
 struct Preparation {
-    bytes: u64,
-    done: Receiver<Result<File, StorageError>>,
+    done: Receiver<Result<(File, u64), StorageError>>,
     cancel: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -93,8 +92,8 @@ impl Spare {
             .name("vsr-spare".into())
             .spawn(move || {
                 let prepared = match recycled(&recycle, &path, bytes, journal, &cancelled) {
-                    Ok(Some(file)) => Ok(file),
-                    Ok(None) => fill_with_zeros(&path, bytes, &cancelled),
+                    Ok(Some(ready)) => Ok(ready),
+                    Ok(None) => fill_with_zeros(&path, bytes, &cancelled).map(|file| (file, bytes)),
                     Err(error) => Err(error),
                 };
                 let _ = sender.send(prepared);
@@ -102,7 +101,6 @@ impl Spare {
         match spawned {
             Ok(thread) => {
                 self.state = State::Preparing(Preparation {
-                    bytes,
                     done,
                     cancel,
                     thread: Some(thread),
@@ -119,12 +117,11 @@ impl Spare {
     pub fn take_ready(&mut self) -> Option<(File, u64)> {
         if let State::Preparing(preparation) = &mut self.state {
             let result = preparation.done.try_recv().ok()?;
-            let bytes = preparation.bytes;
             if let Some(thread) = preparation.thread.take() {
                 let _ = thread.join();
             }
             self.state = match result {
-                Ok(file) => State::Ready { file, bytes },
+                Ok((file, bytes)) => State::Ready { file, bytes },
                 Err(error) => {
                     tracing::warn!(%error, "the spare journal could not be prepared; the journal grows in place");
                     State::Idle
@@ -169,17 +166,21 @@ impl Drop for Spare {
 #[repr(align(4096))]
 struct AlignedZeros([u8; ZEROS_BYTES]);
 
-/// The file to recycle, renamed to `path` and made `bytes` long (the end it lacks
-/// zero-filled and synced), if there is one, it is not the journal (inode `journal`),
-/// and its length is a whole number of chunks no larger than `bytes` (a larger one is
-/// removed: the spare is sized for the journal's rate). `None` when there is none.
+/// The file to recycle, renamed to `path` and made at least `bytes` long (the end it
+/// lacks zero-filled and synced), with its length, if there is one, it is not the journal
+/// (inode `journal`), and its length is a whole number of chunks no larger than
+/// [`RECYCLED_LARGER_MAX`] times `bytes`. A larger one is removed: the spare is sized for
+/// the journal's rate. One up to that much larger is used as it is: the size asked for
+/// follows the image, which varies from compaction to compaction, and replacing a file
+/// only somewhat larger by zeros cost the whole spare's bytes in writes each time
+/// (`perf/durability.md`). `None` when there is none.
 fn recycled(
     recycle: &Path,
     path: &PathBuf,
     bytes: u64,
     journal: u64,
     cancel: &AtomicBool,
-) -> Result<Option<File>, StorageError> {
+) -> Result<Option<(File, u64)>, StorageError> {
     match std::fs::rename(recycle, path) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -192,7 +193,10 @@ fn recycled(
         .map_err(StorageError::io("open", path))?;
     let metadata = file.metadata().map_err(StorageError::io("stat", path))?;
     let length = metadata.len();
-    if metadata.ino() == journal || length > bytes || !length.is_multiple_of(CHUNK_BYTES) {
+    if metadata.ino() == journal
+        || length > RECYCLED_LARGER_MAX * bytes
+        || !length.is_multiple_of(CHUNK_BYTES)
+    {
         drop(file);
         // Only the name goes: the journal itself keeps its own.
         std::fs::remove_file(path).map_err(StorageError::io("remove", path))?;
@@ -210,8 +214,11 @@ fn recycled(
         drop(direct);
         file.sync_all().map_err(StorageError::io("fsync", path))?;
     }
-    Ok(Some(file))
+    Ok(Some((file, length.max(bytes))))
 }
+
+/// How much larger than the spare asked for a file to recycle may be and still be used.
+const RECYCLED_LARGER_MAX: u64 = 2;
 
 /// A second descriptor of `path` for writing with `O_DIRECT`, if the file system allows
 /// it and `bytes` is a whole number of blocks.
@@ -272,6 +279,7 @@ fn write_zeros(
         let length = (bytes - at).min(ZEROS_BYTES as u64) as usize;
         file.write_all_at(&ZEROS.0[..length], at)
             .map_err(StorageError::io("extend", path))?;
+        super::counters::JOURNAL_ZERO_BYTES.add(length as u64);
         file.sync_data()
             .map_err(StorageError::io("fdatasync", path))?;
         at += length as u64;
@@ -328,9 +336,26 @@ mod tests {
         assert!(bytes[old.len()..].iter().all(|&byte| byte == 0));
     }
 
+    /// The size asked for follows the image: a file to recycle up to twice as large is
+    /// used as it is (its length reported), not replaced by a spare's worth of zeros.
     #[test]
-    fn a_larger_or_odd_file_to_recycle_is_replaced_by_zeros() {
-        for length in [2 * CHUNK_BYTES, CHUNK_BYTES / 2, 0] {
+    fn a_somewhat_larger_file_to_recycle_is_used_as_it_is() {
+        let directory = temp_dir("spare-larger");
+        std::fs::write(
+            directory.join(RECYCLE_FILE),
+            vec![9u8; 2 * CHUNK_BYTES as usize],
+        )
+        .unwrap();
+        let (file, bytes) = prepared(&directory, CHUNK_BYTES);
+        assert_eq!(bytes, 2 * CHUNK_BYTES);
+        let content = content(&file);
+        assert_eq!(content.len() as u64, 2 * CHUNK_BYTES);
+        assert!(content.iter().all(|&byte| byte == 9), "not rewritten");
+    }
+
+    #[test]
+    fn a_much_larger_or_odd_file_to_recycle_is_replaced_by_zeros() {
+        for length in [3 * CHUNK_BYTES, CHUNK_BYTES / 2, 0] {
             let directory = temp_dir("spare-odd");
             std::fs::write(directory.join(RECYCLE_FILE), vec![9u8; length as usize]).unwrap();
             let (file, bytes) = prepared(&directory, CHUNK_BYTES);
