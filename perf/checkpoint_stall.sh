@@ -15,6 +15,7 @@
 #   HOT_KEYS=20000 HOT_SECONDS=30 perf/checkpoint_stall.sh   # then puts over a hot set
 #   DISK=1 RESTART=1 perf/checkpoint_stall.sh      # then kill -9 and restart replica 2
 #                                                  # (WARM=1: its files read once first)
+#   EXTRA="--checkpoint-interval 8192" perf/checkpoint_stall.sh   # more replica options
 # Build first: cargo build --release -p vsr -p vsr-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ trap cleanup EXIT
 start() {
   DURABILITY=()
   if [ "${DISK:-0}" = 1 ]; then DURABILITY=(--durability disk --data-dir "$D/data-$1"); fi
-  "$B/vsr" replica --cluster "$CLUSTER" --replica "$1" --service kv "${DURABILITY[@]}" 2>> "$D/replica-$1.log" &
+  "$B/vsr" replica --cluster "$CLUSTER" --replica "$1" --service kv ${EXTRA:-} "${DURABILITY[@]}" 2>> "$D/replica-$1.log" &
   PIDS[$1]=$!
 }
 for i in 0 1 2; do start "$i"; done
@@ -83,7 +84,8 @@ commit = d.get("histograms", {}).get("request_commit_us", {})
 print(f"replica {sys.argv[2]}: commit {d.get('commit')} checkpoint {d.get('checkpoint_op')}"
       f"  loop iteration max {loop.get('max', -1) / 1000:.1f} ms p99 {loop.get('p99', -1)} us"
       f"  checkpoints {c.get('checkpoints')} skipped {c.get('checkpoints_skipped', '-')}"
-      f" waited {c.get('checkpoint_build_waits', '-')}  view changes {c.get('view_changes')}"
+      f" waited {c.get('checkpoint_build_waits', '-')} held {c.get('checkpoint_build_holds', '-')}"
+      f"  view changes {c.get('view_changes')}"
       f"  request to commit p99 {commit.get('p99', '-')} max {commit.get('max', '-')} us"
       f"  RSS {int(sys.argv[3]) // 1024} MB")
 if "storage_journal_append_bytes" in r:
