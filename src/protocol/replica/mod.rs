@@ -35,7 +35,7 @@ use super::replica_set::ReplicaSet;
 use super::stored::Stored;
 use super::timeout::Timeout;
 use crate::config::Config;
-use crate::service::{Digest, StateMachine};
+use crate::service::{Digest, Snapshot, StateMachine};
 use state_transfer::ReceivedState;
 
 pub use lease::{held_ns as lease_held_ns, wait_ns as lease_wait_ns};
@@ -370,6 +370,10 @@ pub struct Replica<S> {
     /// storage keeps it.
     actives_commit_heard: Op,
     service: S,
+    /// The service's state before any op, as it was handed over: what a replica that
+    /// becomes a witness in a new epoch returns its service to (paper 6.1: a witness
+    /// holds no service state; `epoch::take_up_role`).
+    fresh_service: Snapshot,
     clients: ClientTable,
     /// The latest checkpoint taken or restored (paper 5.1), with its Merkle tree.
     checkpoint: Option<serve_checkpoint::Held>,
@@ -464,6 +468,8 @@ impl<S: StateMachine> Replica<S> {
                 .expect("a replica starts as a member of its configuration"),
         };
         let n = configuration.replica_count() as usize;
+        let mut service = service;
+        let fresh_service = service.snapshot();
         let mut replica = Replica {
             commit_timeout: Timeout::new("commit", config.commit_interval_ticks),
             prepare_timeout: Timeout::new("prepare", config.prepare_timeout_ticks),
@@ -493,6 +499,7 @@ impl<S: StateMachine> Replica<S> {
             commit: 0,
             actives_commit_heard: 0,
             service,
+            fresh_service,
             checkpoint: None,
             building: None,
             checkpoint_server: Default::default(),
@@ -1030,6 +1037,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn drop_reason(&mut self, what: &'static str, reason: &'static str) {
+        if std::env::var("DBG_DROP").is_ok() {
+            eprintln!("DROP r{} {what}: {reason}", self.id);
+        }
         self.stats.messages_dropped += 1;
         tracing::trace!(
             replica = self.index,

@@ -71,6 +71,21 @@ impl<S: StateMachine> Replica<S> {
         self.configuration.is_witness(self.index)
     }
 
+    /// Whether the service's state here is the state at this replica's commit number:
+    /// not at a witness, nor at a replica retiring from being one (paper 6.1: a witness
+    /// executes nothing).
+    pub fn holds_service_state(&self) -> bool {
+        if self.is_witness() {
+            return false;
+        }
+        let retired_witness = self.status == Status::Retiring
+            && self.history.back().is_some_and(|old| {
+                old.index_of(self.id)
+                    .is_some_and(|index| old.is_witness(index))
+            });
+        !retired_witness
+    }
+
     /// A witness's commit: the ops up to `commit` are known committed, and nothing
     /// executes (see the module docs).
     pub(super) fn witness_commit_to(&mut self, commit: Op) {
@@ -102,7 +117,16 @@ impl<S: StateMachine> Replica<S> {
         let tail = self.config.log_tail_ops;
         let below_checkpoint = self.checkpoint_op().saturating_sub(tail);
         let trim = match (self.is_witness(), self.configuration.witnesses().is_empty()) {
-            (_, true) => below_checkpoint,
+            (_, true) => {
+                // No witnesses in this epoch: nothing trims by the actives' commit, which
+                // follows the checkpoint instead, so that a store that kept the entries
+                // above it for an earlier epoch's witnesses trims again (and a restart
+                // does not put them back). Safe should a later epoch have witnesses: it
+                // starts after this checkpoint, and no replica of it needs an op at or
+                // below its start from a log (ARCHITECTURE.md, "Changing members").
+                self.actives_commit_heard = self.actives_commit_heard.max(self.checkpoint_op());
+                below_checkpoint
+            }
             // Never past what this replica knows committed.
             (true, false) => self
                 .actives_commit_heard
