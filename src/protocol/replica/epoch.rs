@@ -623,6 +623,7 @@ impl<S: StateMachine> Replica<S> {
     /// Asks a replica of the pending epoch for committed state after what is fetched.
     fn request_pending_state(&mut self, effects: &mut Vec<Effect>) {
         let commit = self.commit;
+        let is_witness = self.is_witness();
         let Some(pending) = self.epoch_transfer.pending.as_mut() else {
             return;
         };
@@ -635,16 +636,23 @@ impl<S: StateMachine> Replica<S> {
             .collect();
         pending.source = ids[pending.next_source % ids.len()];
         pending.next_source += 1;
-        let learner = match pending.configuration.index_of(self.id) {
+        // Asked as a member of the later epoch when its role there is the one it has
+        // now: a witness there is answered as a witness (entries, never a checkpoint:
+        // paper 6.1), which an active here cannot take (it skips no ops).
+        let as_member = pending
+            .configuration
+            .index_of(self.id)
+            .filter(|&index| pending.configuration.is_witness(index) == is_witness);
+        let learner = match as_member {
             Some(_) => None,
-            // Not a member of the later epoch: it names itself, as a learner does, so
-            // that a replica that no longer knows this replica's epoch (a restart from
-            // its store keeps only the current configuration) can still answer it with
-            // committed state, which is all a pending fetch takes.
+            // Not a member of the later epoch (or one in another role): it names itself,
+            // as a learner does, so that a replica that no longer knows this replica's
+            // epoch (a restart from its store keeps only the current configuration) can
+            // still answer it with committed state, which is all a pending fetch takes.
             None => Some(self.id),
         };
         let body = Body::GetState(GetState { op, learner });
-        match pending.configuration.index_of(self.id) {
+        match as_member {
             // Asked as a member of the later epoch: its replicas know it there, whatever
             // they know of the epoch before (one that recovered into it knows nothing).
             Some(index) => effects.push(Effect::Send {
