@@ -36,6 +36,7 @@ const OPTIONS: RunOptions = RunOptions {
     leases: true,
     lease_drift_ppm_override: None,
     witnesses: true,
+    witnesses_everywhere: false,
 };
 
 /// The regression seeds replay as they were recorded: before writes were effects, every
@@ -157,6 +158,27 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
     (
         3005605,
         "with disks: after a power loss an active restarted with its log at its checkpoint and the actives' commit forgotten refused a lagging witness, whose vote the view change and a damaged active's recovery needed (converge)",
+    ),
+    // Reconfigurations of clusters with witnesses (ARCHITECTURE.md, "Changing members").
+    (
+        7000045,
+        "with disks: after the witnesses left, a store kept every entry above the last actives' commit heard, and a restart put a log past the bound back (assertion)",
+    ),
+    (
+        7000065,
+        "a witness fetching the next epoch's start aside was answered from the senders' log bases and could not skip the gap (converge)",
+    ),
+    (
+        7000303,
+        "with disks: a witness that retired wrote its skip as an active's log reset, which its store (no checkpoint) refused (storage)",
+    ),
+    (
+        7000655,
+        "an active that would be a witness in the next epoch asked for its start as a witness, was answered with entries only and could not take them (converge)",
+    ),
+    (
+        7001827,
+        "every active became a witness and dropped the start's state at once: the new actives could fetch it from nobody (liveness)",
     ),
 ];
 

@@ -656,20 +656,24 @@ fn a_witness_that_becomes_active_holds_the_state_when_the_others_fail() {
     load_until(&mut s, "a checkpoint was taken", |c| {
         c.replica(0).is_some_and(|r| r.checkpoint_op() > 0)
     });
-    s.submit(0, put("a", "before"));
+    s.submit(0, put("before-key", "before"));
     s.wait_completed(0, SLOW);
     assert_eq!(s.replica(2).service(), &fresh_kv());
     let next = reconfigure_with_witnesses(&mut s, &[0, 1, 2], 0, ReplicaSet::of(0));
     assert!(next.is_witness(0) && !next.is_witness(2));
     let start = s.replica(1).commit();
     assert!(s.replica(2).holds_service_state() && s.replica(2).commit() >= start);
-    assert!(!s.replica(0).holds_service_state());
+    assert_ne!(s.replica(2).service(), &fresh_kv());
+    // The new witness keeps the start's state until both actives executed it.
+    assert!(!s.replica(0).holds_service_state() && s.replica(0).hands_over_state());
+    load_until(&mut s, "the new witness dropped the start's state", |c| {
+        c.replica(0).is_some_and(|r| !r.hands_over_state())
+    });
     assert_eq!(s.replica(0).service(), &fresh_kv());
     assert_eq!(s.replica(0).checkpoint_op(), 0);
-    assert_ne!(s.replica(2).service(), &fresh_kv());
 
     s.crash(1);
-    s.submit(1, get("a"));
+    s.submit(1, get("before-key"));
     assert_eq!(s.wait_completed(1, SLOW).1, value("before"));
     let after = s.submit(1, put("b", "after"));
     s.wait_completed(1, SLOW);
@@ -690,21 +694,24 @@ fn an_active_that_becomes_a_witness_drops_its_state_and_still_carries_commits() 
     load_until(&mut s, "a checkpoint was taken", |c| {
         c.replica(1).is_some_and(|r| r.checkpoint_op() > 0)
     });
-    s.submit(0, put("k", "kept"));
+    s.submit(0, put("kept-key", "kept"));
     s.wait_completed(0, SLOW);
     let next = reconfigure_with_witnesses(&mut s, &[0, 1, 2], 0, ReplicaSet::of(1));
     assert!(next.is_witness(1));
+    load_until(&mut s, "the new witness dropped the start's state", |c| {
+        c.replica(1).is_some_and(|r| !r.hands_over_state())
+    });
     let witness = s.replica(1);
     assert!(!witness.holds_service_state() && witness.is_witness());
     assert_eq!(witness.checkpoint_op(), 0);
     assert_eq!(witness.service(), &fresh_kv());
 
     s.crash(0);
-    let after = s.submit(2, put("k", "later"));
+    let after = s.submit(2, put("kept-key", "later"));
     s.wait_completed(2, SLOW);
     s.expect_committed(2, after);
     assert_eq!(s.cluster().primary(), Some(2));
-    s.submit(1, get("k"));
+    s.submit(1, get("kept-key"));
     assert_eq!(s.wait_completed(1, SLOW).1, value("later"));
     s.restart(0);
     s.converge(SLOW);
@@ -738,4 +745,39 @@ fn a_change_while_an_active_is_down_commits_with_the_witness() {
     let after = s.submit(1, put("a", "after"));
     s.wait_completed(1, SLOW);
     s.expect_committed(1, after);
+}
+
+/// Every active of the old epoch becomes a witness (paper 6.1, 7): the new epoch's actives
+/// are the old witnesses and new members, none of which holds the state at the start.
+/// The old actives keep it and serve it until the new actives executed it (the actives'
+/// commit reaches the start), and only then drop it. (Seed 7001827 found it: they dropped
+/// it at once, and the new actives could fetch it from nobody.)
+#[test]
+fn when_every_active_becomes_a_witness_they_hand_the_start_over() {
+    let mut s = Scenario::with(63, witness_config(5, ReplicaSet::from_low_bits(0b01100)), 3);
+    load_until(&mut s, "a checkpoint was taken", |c| {
+        c.replica(0).is_some_and(|r| r.checkpoint_op() > 0)
+    });
+    s.submit(0, put("start-key", "at the start"));
+    s.wait_completed(0, SLOW);
+    // Seven members: 0, 1 and 4 (the actives) witnesses; 2, 3 (the witnesses) and the
+    // new 5 and 6 active.
+    let witnesses = ReplicaSet::from_low_bits(0b0010011);
+    let next = reconfigure_with_witnesses(&mut s, &[0, 1, 2, 3, 4], 2, witnesses);
+    for index in [2, 3, 5, 6] {
+        assert!(!next.is_witness(index) && s.replica(index).holds_service_state());
+    }
+    load_until(&mut s, "the old actives dropped the start's state", |c| {
+        [0, 1, 4].iter().all(|&i| {
+            c.replica(i)
+                .is_some_and(|r| r.is_witness() && !r.hands_over_state())
+        })
+    });
+    // f' = 3: three of the new actives fail, the fourth holds everything.
+    for index in [2, 3, 5] {
+        s.crash(index);
+    }
+    s.submit(1, get("start-key"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("at the start"));
+    assert_eq!(s.cluster().primary(), Some(6));
 }

@@ -88,10 +88,14 @@ pub struct RunOptions {
     /// whatever bound the configuration names, and pauses pick the primary. `None`:
     /// clocks drift within the configured bound.
     pub lease_drift_ppm_override: Option<u32>,
-    /// Witnesses (paper 6.1): a quarter of the seeds without reconfigurations
-    /// make one to f of their members witnesses. On by default; off replays seeds as
-    /// they ran before witnesses (drawn from a stream of its own).
+    /// Witnesses (paper 6.1): a quarter of the seeds make one to f of their members
+    /// witnesses, and the reconfigurations of every seed draw the next configuration's
+    /// (`PlannedChange::witnesses`). On by default; off replays seeds as they ran before
+    /// witnesses (drawn from streams of their own).
     pub witnesses: bool,
+    /// With `witnesses`: every seed starts with witnesses, not a quarter of them (a
+    /// witness-heavy sweep). Off by default.
+    pub witnesses_everywhere: bool,
 }
 
 impl Default for RunOptions {
@@ -108,6 +112,7 @@ impl Default for RunOptions {
             leases: true,
             lease_drift_ppm_override: None,
             witnesses: true,
+            witnesses_everywhere: false,
         }
     }
 }
@@ -268,7 +273,7 @@ const WITNESS_STREAM: u64 = 0x3e77_e550_0000_0001;
 /// other draw of the seed changes.
 fn draw_witnesses(seed: u64, run: &RunOptions, options: &ClusterOptions) -> ReplicaSet {
     let mut prng = Prng::new(seed ^ WITNESS_STREAM);
-    let on = prng.chance(250_000);
+    let on = prng.chance(250_000) || run.witnesses_everywhere;
     let count = options.config.replica_count;
     if !(on && run.witnesses) {
         return ReplicaSet::default();

@@ -75,6 +75,9 @@ pub(super) struct EpochTransfer {
     /// Transitioning with committed state past the epoch's start: it holds the start,
     /// and waits to hear of a view of the epoch that started (see `finish_transition`).
     past_start: bool,
+    /// A witness of this epoch that was active in the one before keeps the state at the
+    /// start until f'+1 of this epoch's actives executed it (`take_up_role`).
+    pub hands_over_state: bool,
     /// The RECONFIGURATION about to execute was installed from a pending fetch (the
     /// log after the commit number replaced by the later epoch's committed entries),
     /// not reached in this replica's own view.
@@ -352,6 +355,12 @@ impl<S: StateMachine> Replica<S> {
             configuration.epoch() > self.configuration.epoch() || self.status == Status::Joining
         );
         let was_witness = self.is_witness();
+        // An active member that holds the state at the start (it executed the
+        // RECONFIGURATION there): what it hands over if it becomes a witness.
+        let held_start = !was_witness
+            && self.index != NOT_A_MEMBER
+            && self.status != Status::Joining
+            && self.commit == start;
         if self.status != Status::Joining {
             let old = std::mem::replace(&mut self.configuration, configuration);
             if self.history.len() == HISTORY_MAX {
@@ -362,7 +371,6 @@ impl<S: StateMachine> Replica<S> {
             self.configuration = configuration;
         }
         self.install_configuration(start);
-        self.take_up_role(was_witness);
         self.view = 0;
         self.last_normal_view = 0;
         self.asks = ViewChangeAsks::default();
@@ -376,25 +384,36 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_timeout.stop();
         self.state_transfer_pending = false;
         self.stats.epochs_started += 1;
+        self.take_up_role(was_witness, held_start);
     }
 
     /// Paper 6.1 across an epoch boundary (ARCHITECTURE.md, "Changing members"): what the
     /// replica holds must suit its role in the configuration it just installed.
     ///
-    /// - A witness now (an active of the old epoch, or a learner that executed state while
-    ///   it warmed up): it keeps its log and its commit number, which is all a witness
-    ///   holds, and drops the service's state, its checkpoint and its client table. It
-    ///   held the epoch's start as state; the epoch's actives hold it too before they
-    ///   count as started (`on_epoch_started`), and a witness's log is never asked for
-    ///   ops at or below the start (every member holds them before it votes).
+    /// - A witness now: it keeps its log and its commit number, which is all a witness
+    ///   holds, executes nothing more, and drops the service's state, its checkpoint and
+    ///   its client table. An active of the old epoch that executed the RECONFIGURATION
+    ///   (`held_start`) may be one of the few replicas that hold the start as state (all
+    ///   the old actives may become witnesses): it keeps it, serving it to the epoch's
+    ///   actives as a retiring replica does (7.3), until the actives' commit of the new
+    ///   epoch reaches the start (f'+1 of its actives executed it: `end_hand_over`). A
+    ///   learner's state is not needed (the old epoch's replicas serve the start): it
+    ///   drops it at once.
     /// - An active now that was a witness: its commit number counted ops it never
     ///   executed, over a service still in its first state. It forgets its log and its
     ///   commit number and starts again from op 0, as a new member does, so that it
     ///   executes (or installs a checkpoint of) everything up to the start before it
     ///   votes (paper 7.2); nothing ever executes on its empty service as if it were the
     ///   state at its old commit number.
-    fn take_up_role(&mut self, was_witness: bool) {
-        if self.is_witness() {
+    fn take_up_role(&mut self, was_witness: bool, held_start: bool) {
+        if self.is_witness() && held_start && self.checkpoint.is_some() {
+            self.epoch_transfer.hands_over_state = true;
+            tracing::info!(
+                replica = self.id,
+                epoch = self.configuration.epoch(),
+                "a witness in this epoch: keeps the start's state until the actives hold it"
+            );
+        } else if self.is_witness() {
             self.drop_service_state();
         } else if was_witness && self.index != NOT_A_MEMBER {
             self.log.reset(0, 0);
@@ -411,7 +430,7 @@ impl<S: StateMachine> Replica<S> {
     /// forgets its checkpoint and client table (paper 6.1: a witness holds no service
     /// state). With a data directory the checkpoint stays in the store: not built
     /// (ARCHITECTURE.md, "Witnesses").
-    fn drop_service_state(&mut self) {
+    pub(super) fn drop_service_state(&mut self) {
         if self.checkpoint.is_none() && self.building.is_none() && self.clients.is_empty() {
             return;
         }
@@ -888,7 +907,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Asks one replica of the epoch (the one that told us of it first, then each member
     /// in turn) for committed state after what this replica holds. An active asks only
-    /// replicas that were active in the epoch or the one before: a witness has no
+    /// replicas active in the epoch or in the one before: a witness has no
     /// checkpoint to give (paper 6.1), and one whose log was trimmed would not answer.
     pub(super) fn request_epoch_state(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
@@ -900,18 +919,20 @@ impl<S: StateMachine> Replica<S> {
         members.sort_unstable();
         members.dedup();
         members.retain(|&id| id != self.id);
-        if !self.is_witness() {
-            let witness_in = |configuration: &Configuration, id| was_witness_in(configuration, id);
-            let configuration = &self.configuration;
-            members.retain(|&id| {
-                !witness_in(configuration, id) && !old.is_some_and(|old| witness_in(old, id))
-            });
-            if members.is_empty() {
-                return self.drop_reason("get_state", "no active replica to ask");
-            }
+        // A witness of either epoch holds no state, unless it was active in the one
+        // before: then it keeps the start for the actives (`take_up_role`).
+        let configuration = &self.configuration;
+        let serves_state = |id: ReplicaId| {
+            let old_active = old.is_some_and(|old| old.contains_id(id) && !was_witness_in(old, id));
+            let old_witness = old.is_some_and(|old| was_witness_in(old, id));
+            !old_witness && (old_active || !was_witness_in(configuration, id))
+        };
+        let is_witness = self.is_witness();
+        if !is_witness && members.iter().any(|&id| serves_state(id)) {
+            members.retain(|&id| serves_state(id));
         }
         let told_by = self.epoch_transfer.told_by.take();
-        let to = match told_by.filter(|told_by| members.contains(told_by)) {
+        let to = match told_by.filter(|&told_by| is_witness || serves_state(told_by)) {
             Some(told_by) => told_by,
             None => {
                 let next = self.epoch_transfer.next_source % members.len();

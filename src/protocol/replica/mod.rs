@@ -909,12 +909,14 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.status == Status::ViewChange || self.view_changing.is_empty());
         assert!(self.is_primary() || self.primary.is_empty());
         // Paper 6.1: a witness never leads, executes or checkpoints.
+        // (One that was active keeps the start's state until the actives hold it.)
         assert!(
             !self.is_witness()
                 || (!self.is_primary()
-                    && self.checkpoint.is_none()
-                    && self.building.is_none()
-                    && self.clients.is_empty()),
+                    && (self.hands_over_state()
+                        || (self.checkpoint.is_none()
+                            && self.building.is_none()
+                            && self.clients.is_empty()))),
             "a witness that leads or holds state"
         );
         assert!(
