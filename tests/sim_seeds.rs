@@ -180,6 +180,14 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         7001827,
         "every active became a witness and dropped the start's state at once: the new actives could fetch it from nobody (liveness)",
     ),
+    (
+        7002053,
+        "a witness still handing its epoch's start over became active in the next epoch and kept its checkpoint above the commit number it started again from (assertion)",
+    ),
+    (
+        7004704,
+        "a witness still handing its epoch's start over retired with the service's state (witness)",
+    ),
 ];
 
 #[test]

@@ -637,12 +637,6 @@ fn fresh_kv() -> vsr::service::Kv {
     <vsr::service::Kv as vsr::sim::SimService>::fresh()
 }
 
-/// Whether replica `index` is normal in `epoch`.
-fn normal_in(c: &Cluster, index: ReplicaIndex, epoch: u32) -> bool {
-    c.replica(index)
-        .is_some_and(|r| r.epoch() == epoch && r.status() == Status::Normal)
-}
-
 /// Paper 6.1 and 7 together: the witness (replica 2) becomes active and active 0 a
 /// witness, on the same three members. The former witness held no state: it fetches the
 /// state at the start before it counts as started, never executing on its empty

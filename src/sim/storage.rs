@@ -62,9 +62,9 @@ impl Storage {
         };
     }
 
-    /// `replica` became a witness and dropped its checkpoint (paper 6.1, only without
-    /// disks: `PlannedChange::witnesses`): a later one, should it become active again,
-    /// may be at an op no higher.
+    /// `replica` holds no checkpoint: one that became a witness dropped it (paper 6.1,
+    /// only without disks: `PlannedChange::witnesses`), and a later one, should it become
+    /// active again, may be at an op no higher.
     pub fn forget_checkpoint(&mut self, replica: ReplicaIndex) {
         self.replicas[replica as usize].checkpoint_op = 0;
     }

@@ -406,6 +406,12 @@ impl<S: StateMachine> Replica<S> {
     ///   votes (paper 7.2); nothing ever executes on its empty service as if it were the
     ///   state at its old commit number.
     fn take_up_role(&mut self, was_witness: bool, held_start: bool) {
+        if was_witness {
+            // A witness that still handed the start of its epoch over: that epoch ran
+            // its course (its actives executed this RECONFIGURATION, and hold this
+            // epoch's start or serve it as they retire), so it is needed no more.
+            self.drop_service_state();
+        }
         if self.is_witness() && held_start && self.checkpoint.is_some() {
             self.epoch_transfer.hands_over_state = true;
             tracing::info!(
