@@ -190,6 +190,27 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
     ),
 ];
 
+/// Seeds of the witness-heavy sweep (`vsr sim --witnesses-everywhere`) that found bugs of
+/// reconfiguring clusters with witnesses, each fixed since; they run with `OPTIONS` and
+/// witnesses in every seed.
+const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[(
+    8001435,
+    "a witness that recovered empty fetched the next epoch's start aside from logs that began past it, and waited for entries nobody held (converge)",
+)];
+
+#[test]
+fn witnesses_everywhere_regression_seeds_are_clean() {
+    let options = RunOptions {
+        witnesses_everywhere: true,
+        ..OPTIONS
+    };
+    for &(seed, bug) in WITNESSES_EVERYWHERE_REGRESSIONS {
+        if let Err(violation) = run_seed(seed, options) {
+            panic!("regression seed {seed} ({bug}):\n{violation}");
+        }
+    }
+}
+
 #[test]
 fn witness_regression_seeds_are_clean() {
     for &(seed, bug) in WITNESS_REGRESSIONS {

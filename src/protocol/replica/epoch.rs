@@ -721,6 +721,16 @@ impl<S: StateMachine> Replica<S> {
             // The prefix is trimmed everywhere: the new epoch checkpointed past its start.
             return self.adopt_from_checkpoint(new_state, effects);
         }
+        let base = new_state.op_first - 1;
+        if skips_gaps
+            && new_state.checkpoint.is_none()
+            && base >= pending.start
+            && base <= new_state.commit
+        {
+            // A witness is answered as one, from the senders' log bases: past the start,
+            // the new epoch's actives executed it (and trimmed it), as above.
+            return self.adopt_from_checkpoint(new_state, effects);
+        }
         let usable_last = new_state.commit.min(pending.start);
         // A witness is answered as one (entries from the sender's log base, never a
         // checkpoint) and skips the committed ops below them, as it does in its epoch.
@@ -864,17 +874,29 @@ impl<S: StateMachine> Replica<S> {
         self.continue_transition(effects);
     }
 
-    /// The pending epoch's replicas hold its start only in a checkpoint past it: its ops
+    /// The pending epoch's replicas hold its start only in a checkpoint past it (for a
+    /// witness, asked as one: in logs that start past it): its ops
     /// are committed (f'+1 members of the new epoch acknowledged them, so they hold the
     /// old epoch's state too), and the old epoch needs this replica no more. It installs
     /// the checkpoint and the committed entries after it, and moves to the epoch.
     fn adopt_from_checkpoint(&mut self, new_state: ReceivedState, effects: &mut Vec<Effect>) {
         let pending = self.epoch_transfer.pending.take().expect("a pending epoch");
-        let checkpoint = new_state.checkpoint.expect("a checkpoint");
         let (committed, op_first) = (new_state.commit, new_state.op_first);
-        if checkpoint.op > self.commit && !self.restore_checkpoint(checkpoint) {
-            self.epoch_transfer.pending = Some(pending);
-            return self.drop_reason("new_state", "corrupt checkpoint");
+        match new_state.checkpoint {
+            Some(checkpoint) => {
+                if checkpoint.op > self.commit && !self.restore_checkpoint(checkpoint) {
+                    self.epoch_transfer.pending = Some(pending);
+                    return self.drop_reason("new_state", "corrupt checkpoint");
+                }
+            }
+            None => {
+                // A witness's answer: entries from the sender's log base past the start,
+                // committed ops below it (`on_pending_epoch_state`).
+                assert!(self.is_witness() && op_first - 1 > self.commit);
+                self.log.truncate(self.commit);
+                let timestamp = witness::witness_base_timestamp(&new_state.entries);
+                self.witness_skip_to(op_first - 1, timestamp);
+            }
         }
         self.log.truncate(self.commit);
         for (index, entry) in new_state.entries.into_iter().enumerate() {
