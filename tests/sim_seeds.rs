@@ -159,7 +159,12 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         3005605,
         "with disks: after a power loss an active restarted with its log at its checkpoint and the actives' commit forgotten refused a lagging witness, whose vote the view change and a damaged active's recovery needed (converge)",
     ),
-    // Reconfigurations of clusters with witnesses (ARCHITECTURE.md, "Changing members").
+];
+
+/// Seeds that found bugs of reconfiguring clusters with witnesses (paper 6.1 with 7:
+/// ARCHITECTURE.md, "Changing members"), each fixed since; they run with `OPTIONS` (some
+/// start without witnesses and gain them).
+const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
     (
         7000045,
         "with disks: after the witnesses left, a store kept every entry above the last actives' commit heard, and a restart put a log past the bound back (assertion)",
@@ -189,6 +194,19 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         "a witness still handing its epoch's start over retired with the service's state (witness)",
     ),
 ];
+
+#[test]
+fn witness_reconfiguration_regression_seeds_are_clean() {
+    for &(seed, bug) in WITNESS_RECONFIGURATION_REGRESSIONS {
+        match run_seed(seed, OPTIONS) {
+            Ok(summary) => assert!(
+                summary.reconfigurations.committed > 0,
+                "seed {seed} no longer reconfigures"
+            ),
+            Err(violation) => panic!("regression seed {seed} ({bug}):\n{violation}"),
+        }
+    }
+}
 
 /// Seeds of the witness-heavy sweep (`vsr sim --witnesses-everywhere`) that found bugs of
 /// reconfiguring clusters with witnesses, each fixed since; they run with `OPTIONS` and

@@ -729,6 +729,12 @@ impl<S: StateMachine> Replica<S> {
         {
             // A witness is answered as one, from the senders' log bases: past the start,
             // the new epoch's actives executed it (and trimmed it), as above.
+            if self.commit == pending.start {
+                // Its own commit number reached the start meanwhile: it moves now.
+                let pending = self.epoch_transfer.pending.take().expect("matched above");
+                let (sender, configuration) = (pending.source, pending.configuration);
+                return self.witness_enters_epoch(sender, pending.start, configuration, effects);
+            }
             return self.adopt_from_checkpoint(new_state, effects);
         }
         let usable_last = new_state.commit.min(pending.start);
@@ -892,7 +898,14 @@ impl<S: StateMachine> Replica<S> {
             None => {
                 // A witness's answer: entries from the sender's log base past the start,
                 // committed ops below it (`on_pending_epoch_state`).
-                assert!(self.is_witness() && op_first - 1 > self.commit);
+                assert!(
+                    self.is_witness(),
+                    "an active's answer without its checkpoint"
+                );
+                assert!(
+                    op_first - 1 > self.commit,
+                    "a start committed here moves at once"
+                );
                 self.log.truncate(self.commit);
                 let timestamp = witness::witness_base_timestamp(&new_state.entries);
                 self.witness_skip_to(op_first - 1, timestamp);
