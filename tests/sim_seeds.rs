@@ -211,10 +211,16 @@ fn witness_reconfiguration_regression_seeds_are_clean() {
 /// Seeds of the witness-heavy sweep (`vsr sim --witnesses-everywhere`) that found bugs of
 /// reconfiguring clusters with witnesses, each fixed since; they run with `OPTIONS` and
 /// witnesses in every seed.
-const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[(
-    8001435,
-    "a witness that recovered empty fetched the next epoch's start aside from logs that began past it, and waited for entries nobody held (converge)",
-)];
+const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
+    (
+        8001435,
+        "a witness that recovered empty fetched the next epoch's start aside from logs that began past it, and waited for entries nobody held (converge)",
+    ),
+    (
+        8000206,
+        "a witness fetching the next epoch's start aside committed the start meanwhile, and took the logs past it for a skip below its commit number (assertion)",
+    ),
+];
 
 #[test]
 fn witnesses_everywhere_regression_seeds_are_clean() {
