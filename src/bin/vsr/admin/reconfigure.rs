@@ -204,7 +204,9 @@ fn check_witnesses_keep_no_stored_state(
         if !witness_now {
             let address = String::from_utf8_lossy(&next.members()[index as usize].address);
             bail!(
-                "--witnesses {index} ({address}): with --durability disk only a current                  witness may be a witness of the new configuration (a replica that holds                  the service's state cannot drop its stored checkpoint yet)"
+                "--witnesses {index} ({address}): with --durability disk only a current witness may \
+                 be a witness of the new configuration (a replica that holds the service's \
+                 state cannot drop its stored checkpoint yet)"
             );
         }
     }
