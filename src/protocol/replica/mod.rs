@@ -361,7 +361,9 @@ pub struct Replica<S> {
     new_cluster: bool,
     /// Entries; `log.op()` is the paper's op number.
     log: Log,
-    /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
+    /// Every op ≤ commit is committed and executed (at a witness: known committed); base
+    /// ≤ commit ≤ op. Never decreases, but for a witness that becomes active in a new
+    /// epoch: it starts again from op 0 (`epoch::take_up_role`).
     commit: Op,
     /// With witnesses: f+1 actives executed the ops up to this one (the actives'
     /// commit), as a primary of this replica's views reported (`Prepare::actives_commit`, `Commit::actives_commit`)
