@@ -58,6 +58,15 @@ fn start_load(addresses: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> JoinHandle<u
 
 /// `vsr admin reconfigure --cluster FROM --to TO`: its exit status and output.
 fn reconfigure(from: &[SocketAddr], to: &[SocketAddr]) -> (bool, String, String) {
+    reconfigure_with(from, to, &[])
+}
+
+/// `vsr admin reconfigure --cluster FROM --to TO EXTRA...`: its exit status and output.
+fn reconfigure_with(
+    from: &[SocketAddr],
+    to: &[SocketAddr],
+    extra: &[&str],
+) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_vsr"))
         .args([
             "admin",
@@ -67,6 +76,7 @@ fn reconfigure(from: &[SocketAddr], to: &[SocketAddr]) -> (bool, String, String)
             "--to",
             &address_list(to),
         ])
+        .args(extra)
         .args(["--wait-ms", &CHANGE_TIMEOUT.as_millis().to_string()])
         .output()
         .expect("run vsr admin reconfigure");
@@ -282,5 +292,58 @@ fn a_durable_cluster_keeps_its_new_members_across_a_total_crash() {
             Some(KvResult::Value(Bytes::from(format!("value-{n}")))),
             "key-{n}"
         );
+    }
+}
+
+/// Witnesses across a reconfiguration (paper 6.1 with 7) with real processes: three
+/// replicas, 2 the witness. `--witnesses` names at most f members (refused otherwise, with
+/// the reason); `--witnesses 0` on the same members makes 2 active (it fetches the state
+/// first) and 0 a witness. Then replica 1, the other old active, is killed: the former
+/// witness leads and answers what was written before the change.
+#[test]
+fn witnesses_change_roles_through_vsr_admin_reconfigure() {
+    let mut cluster = TestCluster::start_with(3, "kv", &["--witnesses", "2"]);
+    cluster.wait_until_serving(SERVING_TIMEOUT);
+    let members: Vec<SocketAddr> = cluster.addresses().to_vec();
+    let options = ClientOptions {
+        witnesses: vsr::protocol::ReplicaSet::of(2),
+        ..client_options()
+    };
+    let mut client = Client::connect(&members, options.clone()).expect("connect");
+    let put = KvOp::Put(Bytes::from("before"), Bytes::from("the change"));
+    client.call(put.encode()).expect("put");
+
+    let (ok, _, stderr) = reconfigure_with(&members, &members, &["--witnesses", "0,1"]);
+    assert!(!ok && stderr.contains("more than f witnesses"), "{stderr}");
+    let (ok, _, stderr) = reconfigure_with(&members, &members, &["--witnesses", "3"]);
+    assert!(!ok && stderr.contains("not an index of --to"), "{stderr}");
+    let (ok, stdout, stderr) = reconfigure_with(&members, &members, &["--witnesses", "0"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "1");
+    for i in 0..3 {
+        wait_status(&cluster, i, "normal", Some(1));
+    }
+    cluster.kill(1);
+    let mut client = Client::connect(&members, options).expect("connect");
+    let get = KvOp::Get(Bytes::from("before"));
+    let result = client.call(get.encode()).expect("get after the change");
+    assert_eq!(
+        KvResult::decode(&result),
+        Some(KvResult::Value(Bytes::from("the change")))
+    );
+}
+
+/// With `--durability disk` a replica that holds the service's state cannot become a
+/// witness yet (its store keeps its checkpoint): `vsr admin reconfigure` refuses, saying
+/// why, and changes nothing.
+#[test]
+fn a_durable_active_is_not_made_a_witness() {
+    let mut cluster = TestCluster::start_durable(3, "kv", &["--witnesses", "2"]);
+    cluster.wait_until_serving(SERVING_TIMEOUT);
+    let members: Vec<SocketAddr> = cluster.addresses().to_vec();
+    let (ok, _, stderr) = reconfigure_with(&members, &members, &["--witnesses", "0"]);
+    assert!(!ok && stderr.contains("only a current witness"), "{stderr}");
+    for i in 0..3 {
+        assert_eq!(cluster.stats(i).unwrap().u64("epoch"), 0);
     }
 }

@@ -36,6 +36,7 @@ const OPTIONS: RunOptions = RunOptions {
     leases: true,
     lease_drift_ppm_override: None,
     witnesses: true,
+    witnesses_everywhere: false,
 };
 
 /// The regression seeds replay as they were recorded: before writes were effects, every
@@ -159,6 +160,80 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         "with disks: after a power loss an active restarted with its log at its checkpoint and the actives' commit forgotten refused a lagging witness, whose vote the view change and a damaged active's recovery needed (converge)",
     ),
 ];
+
+/// Seeds that found bugs of reconfiguring clusters with witnesses (paper 6.1 with 7:
+/// ARCHITECTURE.md, "Changing members"), each fixed since; they run with `OPTIONS` (some
+/// start without witnesses and gain them).
+const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
+    (
+        7000045,
+        "with disks: after the witnesses left, a store kept every entry above the last actives' commit heard, and a restart put a log past the bound back (assertion)",
+    ),
+    (
+        7000065,
+        "a witness fetching the next epoch's start aside was answered from the senders' log bases and could not skip the gap (converge)",
+    ),
+    (
+        7000303,
+        "with disks: a witness that retired wrote its skip as an active's log reset, which its store (no checkpoint) refused (storage)",
+    ),
+    (
+        7000655,
+        "an active that would be a witness in the next epoch asked for its start as a witness, was answered with entries only and could not take them (converge)",
+    ),
+    (
+        7001827,
+        "every active became a witness and dropped the start's state at once: the new actives could fetch it from nobody (liveness)",
+    ),
+    (
+        7002053,
+        "a witness still handing its epoch's start over became active in the next epoch and kept its checkpoint above the commit number it started again from (assertion)",
+    ),
+    (
+        7004704,
+        "a witness still handing its epoch's start over retired with the service's state (witness)",
+    ),
+];
+
+#[test]
+fn witness_reconfiguration_regression_seeds_are_clean() {
+    for &(seed, bug) in WITNESS_RECONFIGURATION_REGRESSIONS {
+        match run_seed(seed, OPTIONS) {
+            Ok(summary) => assert!(
+                summary.reconfigurations.committed > 0,
+                "seed {seed} no longer reconfigures"
+            ),
+            Err(violation) => panic!("regression seed {seed} ({bug}):\n{violation}"),
+        }
+    }
+}
+
+/// Seeds of the witness-heavy sweep (`vsr sim --witnesses-everywhere`) that found bugs of
+/// reconfiguring clusters with witnesses, each fixed since; they run with `OPTIONS` and
+/// witnesses in every seed.
+const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
+    (
+        8001435,
+        "a witness that recovered empty fetched the next epoch's start aside from logs that began past it, and waited for entries nobody held (converge)",
+    ),
+    (
+        8000206,
+        "a witness fetching the next epoch's start aside committed the start meanwhile, and took the logs past it for a skip below its commit number (assertion)",
+    ),
+];
+
+#[test]
+fn witnesses_everywhere_regression_seeds_are_clean() {
+    let options = RunOptions {
+        witnesses_everywhere: true,
+        ..OPTIONS
+    };
+    for &(seed, bug) in WITNESSES_EVERYWHERE_REGRESSIONS {
+        if let Err(violation) = run_seed(seed, options) {
+            panic!("regression seed {seed} ({bug}):\n{violation}");
+        }
+    }
+}
 
 #[test]
 fn witness_regression_seeds_are_clean() {

@@ -613,3 +613,165 @@ fn an_active_restarted_from_disk_keeps_the_entries_above_the_actives_commit() {
     assert_eq!(s.wait_completed(1, SLOW).1, value("last"));
     s.converge(SLOW);
 }
+
+/// Starts a reconfiguration (paper 7) that keeps `kept`, adds `added` members after them
+/// and names `witnesses` (indexes in the new configuration: paper 6.1), asked for at once
+/// once the clients are idle; returns once every member that is up runs the new epoch.
+fn reconfigure_with_witnesses(
+    s: &mut Scenario,
+    kept: &[u64],
+    added: usize,
+    witnesses: ReplicaSet,
+) -> vsr::protocol::Configuration {
+    s.run_until("every client is answered", SLOW, |c| c.clients_idle());
+    let next = s
+        .cluster_mut()
+        .start_change_with_witnesses(kept, added, 0, witnesses);
+    s.wait_epoch(&next, SLOW);
+    assert_eq!(s.cluster().newest_configuration(), &next);
+    next
+}
+
+/// A key-value service as every simulated replica starts it.
+fn fresh_kv() -> vsr::service::Kv {
+    <vsr::service::Kv as vsr::sim::SimService>::fresh()
+}
+
+/// Paper 6.1 and 7 together: the witness (replica 2) becomes active and active 0 a
+/// witness, on the same three members. The former witness held no state: it fetches the
+/// state at the start before it counts as started, never executing on its empty
+/// service. Then active 1, the only other replica that held the state, fails: the
+/// former witness leads and serves what was written before the change (the checkers
+/// compare its state with the model's at every commit), and the new witness, which
+/// dropped its state, never executes.
+#[test]
+fn a_witness_that_becomes_active_holds_the_state_when_the_others_fail() {
+    let mut s = with_witness(60);
+    load_until(&mut s, "a checkpoint was taken", |c| {
+        c.replica(0).is_some_and(|r| r.checkpoint_op() > 0)
+    });
+    s.submit(0, put("before-key", "before"));
+    s.wait_completed(0, SLOW);
+    assert_eq!(s.replica(2).service(), &fresh_kv());
+    let next = reconfigure_with_witnesses(&mut s, &[0, 1, 2], 0, ReplicaSet::of(0));
+    assert!(next.is_witness(0) && !next.is_witness(2));
+    let start = s.replica(1).commit();
+    assert!(s.replica(2).holds_service_state() && s.replica(2).commit() >= start);
+    assert_ne!(s.replica(2).service(), &fresh_kv());
+    // The new witness keeps the start's state until both actives executed it.
+    assert!(!s.replica(0).holds_service_state() && s.replica(0).hands_over_state());
+    load_until(&mut s, "the new witness dropped the start's state", |c| {
+        c.replica(0).is_some_and(|r| !r.hands_over_state())
+    });
+    assert_eq!(s.replica(0).service(), &fresh_kv());
+    assert_eq!(s.replica(0).checkpoint_op(), 0);
+
+    s.crash(1);
+    s.submit(1, get("before-key"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("before"));
+    let after = s.submit(1, put("b", "after"));
+    s.wait_completed(1, SLOW);
+    s.expect_committed(1, after);
+    assert_eq!(s.cluster().primary(), Some(2), "the only active leads");
+    s.restart(1);
+    s.converge(SLOW);
+    s.submit(2, get("b"));
+    assert_eq!(s.wait_completed(2, SLOW).1, value("after"));
+}
+
+/// An active becomes a witness (paper 6.1 in a new epoch, 7): it drops its service state
+/// and keeps its log. The cluster had no witnesses; after the change active 0 fails and
+/// the last active leads with the new witness's acknowledgements: nothing is lost.
+#[test]
+fn an_active_that_becomes_a_witness_drops_its_state_and_still_carries_commits() {
+    let mut s = Scenario::with(61, scenario_config(3), 3);
+    load_until(&mut s, "a checkpoint was taken", |c| {
+        c.replica(1).is_some_and(|r| r.checkpoint_op() > 0)
+    });
+    s.submit(0, put("kept-key", "kept"));
+    s.wait_completed(0, SLOW);
+    let next = reconfigure_with_witnesses(&mut s, &[0, 1, 2], 0, ReplicaSet::of(1));
+    assert!(next.is_witness(1));
+    load_until(&mut s, "the new witness dropped the start's state", |c| {
+        c.replica(1).is_some_and(|r| !r.hands_over_state())
+    });
+    let witness = s.replica(1);
+    assert!(!witness.holds_service_state() && witness.is_witness());
+    assert_eq!(witness.checkpoint_op(), 0);
+    assert_eq!(witness.service(), &fresh_kv());
+
+    s.crash(0);
+    let after = s.submit(2, put("kept-key", "later"));
+    s.wait_completed(2, SLOW);
+    s.expect_committed(2, after);
+    assert_eq!(s.cluster().primary(), Some(2));
+    s.submit(1, get("kept-key"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("later"));
+    s.restart(0);
+    s.converge(SLOW);
+}
+
+/// A change asked for while an active is down: the witness's acknowledgements commit the
+/// RECONFIGURATION with the primary's (paper 6.1). It replaces the active that is down
+/// with a new member; the witness stays one. The new active holds nothing: it must get
+/// the state at the start from the only active that holds it (7.2), never from the
+/// witness. Then that active fails too: the new one leads with the witness, and nothing
+/// written before the change is lost.
+#[test]
+fn a_change_while_an_active_is_down_commits_with_the_witness() {
+    let mut s = with_witness(62);
+    load_until(&mut s, "a checkpoint was taken", |c| {
+        c.replica(0).is_some_and(|r| r.checkpoint_op() > 0)
+    });
+    s.crash(1);
+    s.submit(0, put("a", "while 1 is down"));
+    s.wait_completed(0, SLOW);
+    // Members 0, 2 (still the witness, index 1 now) and the new 3.
+    let next = reconfigure_with_witnesses(&mut s, &[0, 2], 1, ReplicaSet::of(1));
+    assert!(next.is_witness(1) && next.id_of(1) == 2);
+    let start = s.replica(0).commit();
+    assert!(s.replica(3).holds_service_state() && s.replica(3).commit() >= start);
+    assert!(!s.replica(2).holds_service_state());
+    s.crash(0);
+    s.submit(1, get("a"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("while 1 is down"));
+    assert_eq!(s.cluster().primary(), Some(3));
+    let after = s.submit(1, put("a", "after"));
+    s.wait_completed(1, SLOW);
+    s.expect_committed(1, after);
+}
+
+/// Every active of the old epoch becomes a witness (paper 6.1, 7): the new epoch's actives
+/// are the old witnesses and new members, none of which holds the state at the start.
+/// The old actives keep it and serve it until the new actives executed it (the actives'
+/// commit reaches the start), and only then drop it. (Seed 7001827 found it: they dropped
+/// it at once, and the new actives could fetch it from nobody.)
+#[test]
+fn when_every_active_becomes_a_witness_they_hand_the_start_over() {
+    let mut s = Scenario::with(63, witness_config(5, ReplicaSet::from_low_bits(0b01100)), 3);
+    load_until(&mut s, "a checkpoint was taken", |c| {
+        c.replica(0).is_some_and(|r| r.checkpoint_op() > 0)
+    });
+    s.submit(0, put("start-key", "at the start"));
+    s.wait_completed(0, SLOW);
+    // Seven members: 0, 1 and 4 (the actives) witnesses; 2, 3 (the witnesses) and the
+    // new 5 and 6 active.
+    let witnesses = ReplicaSet::from_low_bits(0b0010011);
+    let next = reconfigure_with_witnesses(&mut s, &[0, 1, 2, 3, 4], 2, witnesses);
+    for index in [2, 3, 5, 6] {
+        assert!(!next.is_witness(index) && s.replica(index).holds_service_state());
+    }
+    load_until(&mut s, "the old actives dropped the start's state", |c| {
+        [0, 1, 4].iter().all(|&i| {
+            c.replica(i)
+                .is_some_and(|r| r.is_witness() && !r.hands_over_state())
+        })
+    });
+    // f' = 3: three of the new actives fail, the fourth holds everything.
+    for index in [2, 3, 5] {
+        s.crash(index);
+    }
+    s.submit(1, get("start-key"));
+    assert_eq!(s.wait_completed(1, SLOW).1, value("at the start"));
+    assert_eq!(s.cluster().primary(), Some(6));
+}

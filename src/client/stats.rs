@@ -184,6 +184,9 @@ pub struct ConfigurationStats {
     pub next_id: ReplicaId,
     /// The members, by index.
     pub members: Vec<MemberStats>,
+    /// The witnesses' indexes (paper 6.1); absent from a replica that predates them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<u8>,
 }
 
 /// One member of a [`ConfigurationStats`].
@@ -209,6 +212,7 @@ impl ConfigurationStats {
                     address: String::from_utf8_lossy(&member.address).into_owned(),
                 })
                 .collect(),
+            witnesses: configuration.witnesses().iter().collect(),
         }
     }
 
@@ -222,7 +226,14 @@ impl ConfigurationStats {
                 address: Bytes::from(member.address.clone()),
             })
             .collect();
-        Configuration::from_parts(self.epoch, members, self.next_id)
+        let mut witnesses = crate::protocol::ReplicaSet::default();
+        for &index in &self.witnesses {
+            if index as usize >= self.members.len() {
+                return None;
+            }
+            witnesses.insert(index);
+        }
+        Configuration::from_parts(self.epoch, members, self.next_id, witnesses)
     }
 
     /// The member addresses, by index (`None` if one is not `host:port`).

@@ -48,9 +48,10 @@ pub struct Configuration {
     /// The members, by index: `members[i]` is replica index `i`.
     members: Vec<Member>,
     /// Members (by index) that store the log and vote but never execute or lead
-    /// (paper 6.1): at most f, so that f+1 members hold the service's state. Only a
-    /// cluster's first configuration has any: a reconfiguration's successor has none
-    /// ([`Configuration::check_successor`]).
+    /// (paper 6.1): at most f, so that f+1 members hold the service's state. The first
+    /// configuration takes them from `Config::witnesses`; a reconfiguration names the
+    /// next epoch's ([`Configuration::with_proposed_witnesses`],
+    /// [`Configuration::check_successor`]).
     witnesses: ReplicaSet,
     /// The lowest identity no configuration of this cluster has used: a successor's new
     /// members take identities from here up.
@@ -106,6 +107,13 @@ impl Configuration {
     /// is built from addresses, then given the configured witnesses.
     pub fn with_witnesses(self, witnesses: ReplicaSet) -> Configuration {
         debug_assert_eq!(check_witnesses(self.members.len(), &witnesses), Ok(()));
+        Configuration { witnesses, ..self }
+    }
+
+    /// This proposal with `witnesses` (indexes in it) as the next epoch's witnesses
+    /// (paper 6.1), unchecked: [`Configuration::check_successor`] judges them with the
+    /// rest, and says why they cannot be.
+    pub fn with_proposed_witnesses(self, witnesses: ReplicaSet) -> Configuration {
         Configuration { witnesses, ..self }
     }
 
@@ -181,24 +189,29 @@ impl Configuration {
         epoch: u32,
         members: Vec<Member>,
         next_id: ReplicaId,
+        witnesses: ReplicaSet,
     ) -> Option<Configuration> {
         let configuration = Configuration {
             epoch,
             members,
-            witnesses: ReplicaSet::default(),
+            witnesses,
             next_id,
         };
         let initial = epoch == 0
             && configuration.members.len() % 2 == 1
             && configuration.next_id == configuration.members.len() as ReplicaId
-            && configuration.ids().eq(0..next_id);
+            && configuration.ids().eq(0..next_id)
+            && check_witnesses(configuration.members.len(), &witnesses).is_ok();
         (initial || configuration.is_well_formed()).then_some(configuration)
     }
 
     /// Whether `next` may follow this configuration (paper 7.1: the primary accepts a
     /// reconfiguration only for the current epoch): the next epoch, 2f+1 members with at
     /// least three, distinct identities and addresses, every identity either a current
-    /// member's or one never used, and `next_id` past all of them.
+    /// member's or one never used, `next_id` past all of them, and at most f' witnesses,
+    /// each a member (paper 6.1: f'+1 members execute). Witnesses may come and go, and a
+    /// member may change its role: ARCHITECTURE.md, "Changing members", says how each
+    /// transition is made safe.
     pub fn check_successor(&self, next: &Configuration) -> Result<(), Invalid> {
         if Some(next.epoch) != self.epoch.checked_add(1) {
             return Err("not the next epoch");
@@ -234,16 +247,8 @@ impl Configuration {
         if next.next_id < self.next_id {
             return Err("next_id goes backwards");
         }
-        if !self.witnesses.is_empty() {
-            // A witness holds no service state: as an active member of the next epoch
-            // it would have to fetch it first, which the epoch's transfer (7.2) does
-            // not do for a member it keeps.
-            return Err("a cluster with witnesses cannot change its members (not built yet)");
-        }
-        if !next.witnesses.is_empty() {
-            return Err("witnesses are set only in a cluster's first configuration");
-        }
-        if next.members == self.members {
+        check_witnesses(count, &next.witnesses)?;
+        if next.members == self.members && next.witnesses == self.witnesses {
             return Err("the same members as now");
         }
         Ok(())
@@ -251,13 +256,18 @@ impl Configuration {
 
     /// Whether this could be a configuration a reconfiguration installed (what
     /// `check_successor` requires of any successor, without knowing its predecessor): an
-    /// odd number of at least three members, distinct identities below `next_id`.
+    /// odd number of at least three members, distinct identities below `next_id`, at most
+    /// f witnesses, all members.
     pub fn is_well_formed(&self) -> bool {
         let count = self.members.len();
         let ids_ok = self.members.iter().enumerate().all(|(i, member)| {
             member.id < self.next_id && self.members[i + 1..].iter().all(|o| o.id != member.id)
         });
-        count >= RECONFIGURATION_MEMBERS_MIN && count % 2 == 1 && count <= MEMBERS_MAX && ids_ok
+        count >= RECONFIGURATION_MEMBERS_MIN
+            && count % 2 == 1
+            && count <= MEMBERS_MAX
+            && ids_ok
+            && check_witnesses(count, &self.witnesses).is_ok()
     }
 
     /// Encodes the configuration (in a RECONFIGURATION op's body, StartEpoch, a NewEpoch
@@ -553,17 +563,63 @@ mod tests {
             Configuration::initial_with_witnesses(3, ReplicaSet::of(3)),
             Err("a witness that is not a member")
         );
-        // No reconfiguration of a cluster with witnesses, nor to one.
+    }
+
+    #[test]
+    fn a_successor_names_at_most_f_witnesses_among_its_members() {
         let three = Configuration::initial_with_witnesses(3, ReplicaSet::of(2)).unwrap();
-        let next = three.propose(&[0, 1, 2], &[address("d"), address("e")]);
-        assert!(three.check_successor(&next).is_err());
+        let grown = three.propose(&[0, 1, 2], &[address("d"), address("e")]);
+        // Gaining witnesses, keeping them, losing them, changing roles: all valid.
+        for bits in [0u64, 0b00100, 0b11000, 0b00011, 0b10001] {
+            let next = grown
+                .clone()
+                .with_proposed_witnesses(ReplicaSet::from_low_bits(bits));
+            assert_eq!(three.check_successor(&next), Ok(()), "{bits:b}");
+            assert!(next.is_well_formed());
+            let bytes = next.to_bytes();
+            assert_eq!(Configuration::from_bytes(&bytes).as_ref(), Some(&next));
+        }
+        // A plain cluster may gain witnesses too.
         let plain = Configuration::initial(3);
-        let mut with = plain.propose(&[0, 1, 2], &[address("d"), address("e")]);
-        with.witnesses = ReplicaSet::of(4);
+        let next = grown.clone().with_proposed_witnesses(ReplicaSet::of(4));
+        assert_eq!(plain.check_successor(&next), Ok(()));
+        // More than f' (the actives would be fewer than f'+1).
+        let too_many = grown
+            .clone()
+            .with_proposed_witnesses(ReplicaSet::from_low_bits(0b111));
         assert_eq!(
-            plain.check_successor(&with),
-            Err("witnesses are set only in a cluster's first configuration")
+            three.check_successor(&too_many),
+            Err("more than f witnesses (f+1 members must execute)")
         );
+        assert!(!too_many.is_well_formed());
+        // A witness index past the members (an unknown member).
+        let outside = grown.clone().with_proposed_witnesses(ReplicaSet::of(5));
+        assert_eq!(
+            three.check_successor(&outside),
+            Err("a witness that is not a member")
+        );
+        assert!(!outside.is_well_formed());
+        // Of three members one witness at most; shrinking keeps the bound of the new size.
+        let shrunk = grown
+            .propose(&[0, 1, 3], &[])
+            .with_proposed_witnesses(ReplicaSet::from_low_bits(0b011));
+        assert_eq!(
+            grown.check_successor(&shrunk),
+            Err("more than f witnesses (f+1 members must execute)")
+        );
+        // The same members with other witnesses is a change; the same witnesses is not.
+        let same = three.propose(&[0, 1, 2], &[]);
+        assert_eq!(
+            three.check_successor(&same.clone().with_proposed_witnesses(ReplicaSet::of(2))),
+            Err("the same members as now")
+        );
+        assert_eq!(
+            three.check_successor(&same.with_proposed_witnesses(ReplicaSet::of(0))),
+            Ok(())
+        );
+        // View 0's primary of every successor is an active.
+        let next = grown.with_proposed_witnesses(ReplicaSet::of(0));
+        assert_eq!(next.primary_of(0), 1);
     }
 
     fn address(text: &str) -> Bytes {
@@ -685,27 +741,27 @@ mod tests {
         let parts = |c: &Configuration| (c.epoch(), c.members().to_vec(), c.next_id());
         let (epoch, members, next_id) = parts(&three);
         assert_eq!(
-            Configuration::from_parts(epoch, members.clone(), next_id),
+            Configuration::from_parts(epoch, members.clone(), next_id, ReplicaSet::default()),
             Some(three.clone())
         );
         assert_eq!(
-            Configuration::from_parts(epoch, members[..2].to_vec(), next_id),
+            Configuration::from_parts(epoch, members[..2].to_vec(), next_id, ReplicaSet::default()),
             None
         );
         let one = Configuration::initial(1);
         let (epoch, members, next_id) = parts(&one);
         assert_eq!(
-            Configuration::from_parts(epoch, members, next_id),
+            Configuration::from_parts(epoch, members, next_id, ReplicaSet::default()),
             Some(one)
         );
         let next = three.successor_at(&[address("a"), address("b"), address("d")]);
         let (epoch, members, next_id) = parts(&next);
         assert_eq!(
-            Configuration::from_parts(epoch, members.clone(), next_id),
+            Configuration::from_parts(epoch, members.clone(), next_id, ReplicaSet::default()),
             Some(next)
         );
         assert_eq!(
-            Configuration::from_parts(epoch, members, 2),
+            Configuration::from_parts(epoch, members, 2, ReplicaSet::default()),
             None,
             "ids past next_id"
         );

@@ -193,6 +193,10 @@ pub struct Checker<S: SimService = Kv> {
     view_start_ops: BTreeMap<EpochView, Op>,
     /// Per replica: the view it was last checked starting as primary.
     started_checked: Vec<Option<EpochView>>,
+    /// Per replica: whether it held no service state when last checked (a witness, paper
+    /// 6.1). One that becomes active in a later epoch starts again from op 0
+    /// (`epoch::take_up_role`), as a replica restarted empty does.
+    stateless: Vec<bool>,
     /// Per epoch after the first: the op it started after (its RECONFIGURATION's op), as
     /// the first replica seen in the epoch knew it.
     epoch_starts: BTreeMap<u32, Op>,
@@ -234,6 +238,7 @@ impl<S: SimService> Checker<S> {
             committed_by_view: BTreeMap::new(),
             view_start_ops: BTreeMap::new(),
             started_checked: vec![None; replica_count],
+            stateless: vec![false; replica_count],
             epoch_starts: BTreeMap::new(),
             counts: CheckCounts::default(),
         }
@@ -274,6 +279,7 @@ impl<S: SimService> Checker<S> {
             self.checkpoint_seen.resize(replica_count, 0);
             self.restored_commit.resize(replica_count, 0);
             self.started_checked.resize(replica_count, None);
+            self.stateless.resize(replica_count, false);
         }
     }
 
@@ -306,6 +312,12 @@ impl<S: SimService> Checker<S> {
         replica: &Replica<S>,
     ) -> Result<bool, Failure> {
         let commit = replica.commit();
+        let holds_state = replica.holds_service_state();
+        let was_stateless = std::mem::replace(&mut self.stateless[index as usize], !holds_state);
+        if commit < self.checked[index as usize] && was_stateless && holds_state {
+            // A witness that became active: it forgot the ops it only knew committed.
+            self.on_restart(index);
+        }
         let checked = self.checked[index as usize];
         if commit < checked {
             return Err(Failure::new(
@@ -935,7 +947,12 @@ impl<S: SimService> Checker<S> {
         index: ReplicaIndex,
         replica: &Replica<S>,
     ) -> Result<bool, Failure> {
-        if replica.is_witness() {
+        if replica.hands_over_state() {
+            // A witness that was active keeps the state at its epoch's start for the
+            // epoch's actives (executing nothing since): checked when it executed.
+            return Ok(false);
+        }
+        if !replica.holds_service_state() {
             if *replica.service() != S::fresh() || replica.checkpoint().is_some() {
                 return Err(Failure::new(
                     "witness",

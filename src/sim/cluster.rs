@@ -33,7 +33,7 @@ use crate::protocol::{
     Body, CheckpointBuild, ClientId, Configuration, Effect, Message, ReplicaId, ReplicaIndex,
     ReplyStatus, RequestNumber, Start, Stats, Status, View, Write, WriteId,
 };
-use crate::protocol::{Op, Replica, StoredWrite};
+use crate::protocol::{Op, Replica, ReplicaSet, StoredWrite};
 use crate::service::kv::KvOp;
 use crate::service::Kv;
 use bytes::Bytes;
@@ -1073,6 +1073,10 @@ impl<S: SimService> Cluster<S> {
         if self.checker.check_replica(index, replica)? {
             self.moved |= 1 << index;
         }
+        if replica.checkpoint_op() == 0 {
+            // It holds none (a witness dropped it: `Storage::forget_checkpoint`).
+            self.storage.forget_checkpoint(index);
+        }
         self.checker.check_checkpoint(index, replica)?;
         self.checker.check_view_start(index, replica)?;
         self.checker.check_epoch(index, replica)?;
@@ -1349,7 +1353,8 @@ impl<S: SimService> Cluster<S> {
         let planned = self.plan.pop_front().expect("a change is due");
         let ids: Vec<ReplicaId> = newest.ids().collect();
         let (kept, added) = planned.shape(&ids);
-        self.start_change(&kept, added, planned.warm_up_steps);
+        let witnesses = planned.witnesses(&newest, &kept, added, self.options.disks);
+        self.start_change_with_witnesses(&kept, added, planned.warm_up_steps, witnesses);
         Ok(())
     }
 
@@ -1363,12 +1368,26 @@ impl<S: SimService> Cluster<S> {
         added: usize,
         warm_up_steps: u64,
     ) -> Configuration {
+        self.start_change_with_witnesses(kept, added, warm_up_steps, ReplicaSet::default())
+    }
+
+    /// [`Cluster::start_change`] to a configuration whose witnesses (paper 6.1) are
+    /// `witnesses`, by index in it (kept members first, then the added ones).
+    pub fn start_change_with_witnesses(
+        &mut self,
+        kept: &[ReplicaId],
+        added: usize,
+        warm_up_steps: u64,
+        witnesses: ReplicaSet,
+    ) -> Configuration {
         assert!(self.change.is_none(), "one reconfiguration at a time");
         let newest = self.newest_configuration().clone();
         let addresses: Vec<Bytes> = (0..added as u64)
             .map(|k| Bytes::from(format!("sim-r{}", newest.next_id() + k)))
             .collect();
-        let proposal = newest.propose(kept, &addresses);
+        let proposal = newest
+            .propose(kept, &addresses)
+            .with_proposed_witnesses(witnesses);
         for id in proposal.ids().filter(|&id| !newest.contains_id(id)) {
             self.add_learner(id, &newest);
         }
@@ -1379,7 +1398,8 @@ impl<S: SimService> Cluster<S> {
             (_, false) => self.reconfigurations.grow += 1,
         }
         self.trace(format_args!(
-            "reconfiguration planned: {kept:?} kept, {added} added, asked in {warm_up_steps} steps"
+            "reconfiguration planned: {kept:?} kept, {added} added, witnesses {:?}, asked in {warm_up_steps} steps",
+            witnesses.iter().collect::<Vec<_>>()
         ));
         self.change = Some(ChangeUnderWay {
             proposal: proposal.clone(),

@@ -9,9 +9,10 @@
 //! answers like any client. One change at a time: the next one starts only once every
 //! live member of the newest configuration runs it.
 
+use super::prng::Prng;
 use crate::protocol::{
-    Body, ClientId, Configuration, Message, Operation, ReplicaId, Reply, ReplyStatus, Request,
-    RequestNumber, Session, View,
+    Body, ClientId, Configuration, Message, Operation, ReplicaId, ReplicaIndex, ReplicaSet, Reply,
+    ReplyStatus, Request, RequestNumber, Session, View,
 };
 use bytes::Bytes;
 
@@ -39,6 +40,9 @@ pub struct PlannedChange {
     pub change: Change,
     /// Picks the members that leave.
     pub pick: u64,
+    /// Draws the next configuration's witnesses (paper 6.1, [`PlannedChange::witnesses`]);
+    /// `None`: none, as before reconfigurations could name witnesses.
+    pub witness_pick: Option<u64>,
 }
 
 impl PlannedChange {
@@ -64,6 +68,42 @@ impl PlannedChange {
             Change::Shrink => (leaving(2), 0),
             Change::Replace => (leaving(1), 1),
         }
+    }
+
+    /// The witnesses of the configuration that keeps `kept` of `current` (in that order)
+    /// and adds `added` members after them: none in one change of three, else up to f'
+    /// of them, so that clusters gain, keep, lose and trade witnesses. With disks only
+    /// current witnesses stay witnesses: a replica that held state (an active, or a new
+    /// member that warmed up as a learner) cannot drop a stored checkpoint yet
+    /// (ARCHITECTURE.md, "Witnesses"); a witness may still become active.
+    pub fn witnesses(
+        &self,
+        current: &Configuration,
+        kept: &[ReplicaId],
+        added: usize,
+        disks: bool,
+    ) -> ReplicaSet {
+        let mut witnesses = ReplicaSet::default();
+        let Some(pick) = self.witness_pick else {
+            return witnesses;
+        };
+        let mut prng = Prng::new(pick);
+        if prng.chance(333_333) {
+            return witnesses;
+        }
+        let count = kept.len() + added;
+        let f = (count - 1) / 2;
+        let was_witness =
+            |id: ReplicaId| current.index_of(id).is_some_and(|i| current.is_witness(i));
+        let mut candidates: Vec<ReplicaIndex> = (0..count)
+            .filter(|&index| !disks || kept.get(index).is_some_and(|&id| was_witness(id)))
+            .map(|index| index as ReplicaIndex)
+            .collect();
+        for _ in 0..prng.between(1, f as u64).min(candidates.len() as u64) {
+            let index = prng.below(candidates.len() as u64) as usize;
+            witnesses.insert(candidates.swap_remove(index));
+        }
+        witnesses
     }
 }
 
@@ -341,6 +381,7 @@ mod tests {
             warm_up_steps: 0,
             change,
             pick,
+            witness_pick: Some(pick),
         }
     }
 
@@ -372,6 +413,46 @@ mod tests {
             planned(Change::Replace, 1).shape(&[0, 1, 2]),
             (vec![0, 2], 1)
         );
+    }
+
+    #[test]
+    fn planned_witnesses_are_at_most_f_and_with_disks_only_witnesses_that_stay() {
+        let current = Configuration::initial_with_witnesses(5, ReplicaSet::from_low_bits(0b00110))
+            .expect("two witnesses of five");
+        let ids: Vec<ReplicaId> = current.ids().collect();
+        let (mut gained, mut none) = (0, 0);
+        for change in [Change::Grow, Change::Shrink, Change::Replace] {
+            for pick in 0..200 {
+                let planned = planned(change, pick);
+                let (kept, added) = planned.shape(&ids);
+                let count = kept.len() + added;
+                let next = current.propose(&kept, &vec![Bytes::new(); added]);
+                for disks in [false, true] {
+                    let witnesses = planned.witnesses(&current, &kept, added, disks);
+                    let proposal = next.clone().with_proposed_witnesses(witnesses);
+                    assert!(witnesses.len() <= (count - 1) / 2);
+                    if proposal.members() != current.members() || witnesses != current.witnesses() {
+                        assert_eq!(current.check_successor(&proposal), Ok(()));
+                    }
+                    for index in witnesses.iter() {
+                        let id = next.id_of(index);
+                        let stays = current.index_of(id).is_some_and(|i| current.is_witness(i));
+                        assert!(!disks || stays, "with disks only a witness stays one");
+                        gained += (!stays) as usize;
+                    }
+                    none += witnesses.is_empty() as usize;
+                }
+            }
+        }
+        assert!(
+            gained > 0 && none > 0,
+            "{gained} gained, {none} without witnesses"
+        );
+        let before = PlannedChange {
+            witness_pick: None,
+            ..planned(Change::Grow, 0)
+        };
+        assert!(before.witnesses(&current, &ids, 2, false).is_empty());
     }
 
     #[test]

@@ -88,10 +88,14 @@ pub struct RunOptions {
     /// whatever bound the configuration names, and pauses pick the primary. `None`:
     /// clocks drift within the configured bound.
     pub lease_drift_ppm_override: Option<u32>,
-    /// Witnesses (paper 6.1): a quarter of the seeds without reconfigurations
-    /// make one to f of their members witnesses. On by default; off replays seeds as
-    /// they ran before witnesses (drawn from a stream of its own).
+    /// Witnesses (paper 6.1): a quarter of the seeds make one to f of their members
+    /// witnesses, and the reconfigurations of every seed draw the next configuration's
+    /// (`PlannedChange::witnesses`). On by default; off replays seeds as they ran before
+    /// witnesses (drawn from streams of their own).
     pub witnesses: bool,
+    /// With `witnesses`: every seed starts with witnesses, not a quarter of them (a
+    /// witness-heavy sweep). Off by default.
+    pub witnesses_everywhere: bool,
 }
 
 impl Default for RunOptions {
@@ -108,6 +112,7 @@ impl Default for RunOptions {
             leases: true,
             lease_drift_ppm_override: None,
             witnesses: true,
+            witnesses_everywhere: false,
         }
     }
 }
@@ -262,15 +267,15 @@ pub fn options_for_seed_of<S: SimService>(
 /// Mixed into the seed for the draw of the witnesses.
 const WITNESS_STREAM: u64 = 0x3e77_e550_0000_0001;
 
-/// The witnesses of one seed (paper 6.1): none in three seeds of four and in seeds that
-/// reconfigure (a cluster with witnesses cannot yet); else one to f members, anywhere,
-/// with disks or without. From a stream of its own: no
+/// The witnesses of one seed (paper 6.1): none in three seeds of four; else one to f
+/// members, anywhere, with disks or without, in seeds that reconfigure too (whose changes
+/// draw the next witnesses: `PlannedChange::witnesses`). From a stream of its own: no
 /// other draw of the seed changes.
 fn draw_witnesses(seed: u64, run: &RunOptions, options: &ClusterOptions) -> ReplicaSet {
     let mut prng = Prng::new(seed ^ WITNESS_STREAM);
-    let on = prng.chance(250_000);
+    let on = prng.chance(250_000) || run.witnesses_everywhere;
     let count = options.config.replica_count;
-    if !(on && run.witnesses && options.reconfigurations.is_empty()) {
+    if !(on && run.witnesses) {
         return ReplicaSet::default();
     }
     let f = (count as u64 - 1) / 2;
@@ -369,7 +374,15 @@ pub fn reconfigurations_for_seed(
                 },
                 change: *prng.pick(&[Change::Grow, Change::Shrink, Change::Replace]),
                 pick: prng.next_u64(),
+                witness_pick: None,
             }
+        })
+        .map(|planned| PlannedChange {
+            // Derived, not drawn: the stream's other draws stay as they were.
+            witness_pick: run
+                .witnesses
+                .then(|| planned.pick.rotate_left(29) ^ WITNESS_STREAM),
+            ..planned
         })
         .collect()
 }

@@ -62,6 +62,13 @@ impl Storage {
         };
     }
 
+    /// `replica` holds no checkpoint: one that became a witness dropped it (paper 6.1,
+    /// only without disks: `PlannedChange::witnesses`), and a later one, should it become
+    /// active again, may be at an op no higher.
+    pub fn forget_checkpoint(&mut self, replica: ReplicaIndex) {
+        self.replicas[replica as usize].checkpoint_op = 0;
+    }
+
     /// `write` of `replica` completed.
     pub fn complete(&mut self, replica: ReplicaIndex, write: Write) -> Result<(), Failure> {
         let durable = &mut self.replicas[replica as usize];

@@ -51,11 +51,15 @@ pub struct Args {
     /// most seeds run them, paper 6.3.1: see `RunOptions::leases`).
     #[arg(long)]
     no_leases: bool,
-    /// No witnesses, as before them (by default a quarter of the seeds without
-    /// reconfigurations run some, with or without disks, paper 6.1: see
+    /// No witnesses, as before them (by default a quarter of the seeds start with some,
+    /// with or without disks, and reconfigurations name new ones, paper 6.1: see
     /// `RunOptions::witnesses`).
     #[arg(long)]
     no_witnesses: bool,
+    /// Witnesses in every seed's first configuration, not a quarter of them (a
+    /// witness-heavy sweep: see `RunOptions::witnesses_everywhere`).
+    #[arg(long, conflicts_with = "no_witnesses")]
+    witnesses_everywhere: bool,
     /// Let the replicas' clocks drift by up to this many ppm whatever bound their
     /// configuration names, and pause primaries: the checkers should then find stale
     /// lease reads (see `RunOptions::lease_drift_ppm_override`).
@@ -83,6 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         leases: !args.no_leases,
         lease_drift_ppm_override: args.lease_drift_ppm,
         witnesses: !args.no_witnesses,
+        witnesses_everywhere: args.witnesses_everywhere,
     };
     let (start, count) = match (args.seed, args.seeds) {
         (Some(seed), _) => (seed, 1),

@@ -75,6 +75,9 @@ pub(super) struct EpochTransfer {
     /// Transitioning with committed state past the epoch's start: it holds the start,
     /// and waits to hear of a view of the epoch that started (see `finish_transition`).
     past_start: bool,
+    /// A witness of this epoch that was active in the one before keeps the state at the
+    /// start until f'+1 of this epoch's actives executed it (`take_up_role`).
+    pub hands_over_state: bool,
     /// The RECONFIGURATION about to execute was installed from a pending fetch (the
     /// log after the commit number replaced by the later epoch's committed entries),
     /// not reached in this replica's own view.
@@ -141,11 +144,14 @@ impl<S: StateMachine> Replica<S> {
         let Some(sender) = sender.filter(|&sender| sender != self.id) else {
             return self.drop_message(&message, "earlier epoch, unknown sender");
         };
+        let asker_is_witness = earlier.is_witness(message.replica);
         if let Body::GetState(get_state) = message.body {
             // A replica of the old epoch fetching the prefix up to this epoch's start:
-            // committed state only (its log is another epoch's). No witnesses: a cluster
-            // with them does not reconfigure (`check_successor`).
-            if let Some(new_state) = self.new_state_for(get_state, self.commit, false) {
+            // committed state only (its log is another epoch's). A witness of that epoch
+            // is answered as witnesses are, with entries from this log's base, never a
+            // checkpoint (paper 6.1: it needs entries, never state).
+            let for_witness = asker_is_witness;
+            if let Some(new_state) = self.new_state_for(get_state, self.commit, for_witness) {
                 self.send_to_id(sender, Body::NewState(new_state), effects);
             }
             // The asker may also be transitioning into the old epoch, which cannot take
@@ -281,7 +287,7 @@ impl<S: StateMachine> Replica<S> {
         // primary now, and from every replica of it later until they answer.
         let mut remind = ReplicaSet::default();
         for (index, id) in next.ids().enumerate() {
-            if !member || !old.contains_id(id) {
+            if !member || !old.contains_id(id) || was_witness_in(&old, id) {
                 remind.insert(index as ReplicaIndex);
             }
         }
@@ -301,6 +307,13 @@ impl<S: StateMachine> Replica<S> {
             "reconfiguration committed: moved to the next epoch"
         );
         if member {
+            // Only a replica that executed the RECONFIGURATION gets here, so never a
+            // witness of the old epoch (whose commit number `take_up_role` resets when it
+            // becomes active; witnesses move in `witness_enters_epoch`).
+            assert_eq!(
+                self.commit, start,
+                "a member that executed the start holds it"
+            );
             self.status = Status::Transitioning; // Left at once: the replica holds the start.
             self.enter_normal();
             self.epoch_transfer.started.insert(self.index);
@@ -314,6 +327,14 @@ impl<S: StateMachine> Replica<S> {
             for index in self.configuration.indexes() {
                 if remind.contains(index) {
                     self.send_start_epoch(self.configuration.id_of(index), effects);
+                }
+            }
+            // The old epoch's witnesses that leave execute no RECONFIGURATION either:
+            // they learn that they may retire from this StartEpoch (or, if it is lost,
+            // from the answer to their next message of the old epoch).
+            for id in old.ids().filter(|&id| !self.configuration.contains_id(id)) {
+                if was_witness_in(&old, id) {
+                    self.send_start_epoch(id, effects);
                 }
             }
         }
@@ -333,6 +354,13 @@ impl<S: StateMachine> Replica<S> {
         assert!(
             configuration.epoch() > self.configuration.epoch() || self.status == Status::Joining
         );
+        let was_witness = self.is_witness();
+        // An active member that holds the state at the start (it executed the
+        // RECONFIGURATION there): what it hands over if it becomes a witness.
+        let held_start = !was_witness
+            && self.index != NOT_A_MEMBER
+            && self.status != Status::Joining
+            && self.commit == start;
         if self.status != Status::Joining {
             let old = std::mem::replace(&mut self.configuration, configuration);
             if self.history.len() == HISTORY_MAX {
@@ -356,6 +384,74 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_timeout.stop();
         self.state_transfer_pending = false;
         self.stats.epochs_started += 1;
+        self.take_up_role(was_witness, held_start);
+    }
+
+    /// Paper 6.1 across an epoch boundary (ARCHITECTURE.md, "Changing members"): what the
+    /// replica holds must suit its role in the configuration it just installed.
+    ///
+    /// - A witness now: it keeps its log and its commit number, which is all a witness
+    ///   holds, executes nothing more, and drops the service's state, its checkpoint and
+    ///   its client table. An active of the old epoch that executed the RECONFIGURATION
+    ///   (`held_start`) may be one of the few replicas that hold the start as state (all
+    ///   the old actives may become witnesses): it keeps it, serving it to the epoch's
+    ///   actives as a retiring replica does (7.3), until the actives' commit of the new
+    ///   epoch reaches the start (f'+1 of its actives executed it: `end_hand_over`). A
+    ///   learner's state is not needed (the old epoch's replicas serve the start): it
+    ///   drops it at once.
+    /// - An active now that was a witness: its commit number counted ops it never
+    ///   executed, over a service still in its first state. It forgets its log and its
+    ///   commit number and starts again from op 0, as a new member does, so that it
+    ///   executes (or installs a checkpoint of) everything up to the start before it
+    ///   votes (paper 7.2); nothing ever executes on its empty service as if it were the
+    ///   state at its old commit number.
+    fn take_up_role(&mut self, was_witness: bool, held_start: bool) {
+        if was_witness {
+            // A witness that still handed the start of its epoch over: that epoch ran
+            // its course (its actives executed this RECONFIGURATION, and hold this
+            // epoch's start or serve it as they retire), so it is needed no more.
+            self.drop_service_state();
+        }
+        if self.is_witness() && held_start && self.checkpoint.is_some() {
+            self.epoch_transfer.hands_over_state = true;
+            tracing::info!(
+                replica = self.id,
+                epoch = self.configuration.epoch(),
+                "a witness in this epoch: keeps the start's state until the actives hold it"
+            );
+        } else if self.is_witness() {
+            self.drop_service_state();
+        } else if was_witness && self.index != NOT_A_MEMBER {
+            self.log.reset(0, 0);
+            self.commit = 0;
+            tracing::info!(
+                replica = self.id,
+                epoch = self.configuration.epoch(),
+                "a witness of the epoch before is active in this one: fetching the state from op 0"
+            );
+        }
+    }
+
+    /// A replica that becomes a witness returns its service to the first state and
+    /// forgets its checkpoint and client table (paper 6.1: a witness holds no service
+    /// state). With a data directory the checkpoint stays in the store: not built
+    /// (ARCHITECTURE.md, "Witnesses").
+    pub(super) fn drop_service_state(&mut self) {
+        if self.checkpoint.is_none() && self.building.is_none() && self.clients.is_empty() {
+            return;
+        }
+        self.building = None;
+        self.checkpoint = None;
+        self.clients = ClientTable::new(self.config.clients_max as usize);
+        if let Err(error) = self.service.restore(&self.fresh_service) {
+            tracing::warn!(replica = self.id, %error, "the service's first state does not restore");
+        }
+        self.writes.forget_checkpoint();
+        tracing::info!(
+            replica = self.id,
+            epoch = self.configuration.epoch(),
+            "a witness in this epoch: dropped the service's state"
+        );
     }
 
     /// Derives what follows from the current configuration: this replica's index in it,
@@ -516,6 +612,11 @@ impl<S: StateMachine> Replica<S> {
         configuration: Configuration,
         effects: &mut Vec<Effect>,
     ) {
+        if self.is_witness() && start == self.commit {
+            // A witness executes nothing, the RECONFIGURATION included: it moves once it
+            // knows both that the op committed and that the epoch began.
+            return self.witness_enters_epoch(sender, start, configuration, effects);
+        }
         if start <= self.commit {
             // A correct replica executing up to the start would have moved already: the
             // sender does not know where its epoch started (it recovered into it).
@@ -547,6 +648,7 @@ impl<S: StateMachine> Replica<S> {
     /// Asks a replica of the pending epoch for committed state after what is fetched.
     fn request_pending_state(&mut self, effects: &mut Vec<Effect>) {
         let commit = self.commit;
+        let is_witness = self.is_witness();
         let Some(pending) = self.epoch_transfer.pending.as_mut() else {
             return;
         };
@@ -559,16 +661,23 @@ impl<S: StateMachine> Replica<S> {
             .collect();
         pending.source = ids[pending.next_source % ids.len()];
         pending.next_source += 1;
-        let learner = match pending.configuration.index_of(self.id) {
+        // Asked as a member of the later epoch when its role there is the one it has
+        // now: a witness there is answered as a witness (entries, never a checkpoint:
+        // paper 6.1), which an active here cannot take (it skips no ops).
+        let as_member = pending
+            .configuration
+            .index_of(self.id)
+            .filter(|&index| pending.configuration.is_witness(index) == is_witness);
+        let learner = match as_member {
             Some(_) => None,
-            // Not a member of the later epoch: it names itself, as a learner does, so
-            // that a replica that no longer knows this replica's epoch (a restart from
-            // its store keeps only the current configuration) can still answer it with
-            // committed state, which is all a pending fetch takes.
+            // Not a member of the later epoch (or one in another role): it names itself,
+            // as a learner does, so that a replica that no longer knows this replica's
+            // epoch (a restart from its store keeps only the current configuration) can
+            // still answer it with committed state, which is all a pending fetch takes.
             None => Some(self.id),
         };
         let body = Body::GetState(GetState { op, learner });
-        match pending.configuration.index_of(self.id) {
+        match as_member {
             // Asked as a member of the later epoch: its replicas know it there, whatever
             // they know of the epoch before (one that recovered into it knows nothing).
             Some(index) => effects.push(Effect::Send {
@@ -592,6 +701,7 @@ impl<S: StateMachine> Replica<S> {
         new_state: ReceivedState,
         effects: &mut Vec<Effect>,
     ) {
+        let skips_gaps = self.is_witness();
         let Some(pending) = self
             .epoch_transfer
             .pending
@@ -611,13 +721,31 @@ impl<S: StateMachine> Replica<S> {
             // The prefix is trimmed everywhere: the new epoch checkpointed past its start.
             return self.adopt_from_checkpoint(new_state, effects);
         }
+        let base = new_state.op_first - 1;
+        if skips_gaps
+            && new_state.checkpoint.is_none()
+            && base >= pending.start
+            && base <= new_state.commit
+        {
+            // A witness is answered as one, from the senders' log bases: past the start,
+            // the new epoch's actives executed it (and trimmed it), as above.
+            if self.commit == pending.start {
+                // Its own commit number reached the start meanwhile: it moves now.
+                let pending = self.epoch_transfer.pending.take().expect("matched above");
+                let (sender, configuration) = (pending.source, pending.configuration);
+                return self.witness_enters_epoch(sender, pending.start, configuration, effects);
+            }
+            return self.adopt_from_checkpoint(new_state, effects);
+        }
         let usable_last = new_state.commit.min(pending.start);
+        // A witness is answered as one (entries from the sender's log base, never a
+        // checkpoint) and skips the committed ops below them, as it does in its epoch.
         let grew = state_transfer::merge_fetched(
             &mut pending.fetch,
             self.commit,
             new_state,
             usable_last,
-            false,
+            skips_gaps,
         );
         if state_transfer::fetched_end(&pending.fetch, self.commit) < pending.start {
             if grew {
@@ -628,17 +756,39 @@ impl<S: StateMachine> Replica<S> {
         let pending = self.epoch_transfer.pending.take().expect("matched above");
         let start = pending.start;
         let Some(fetch) = pending.fetch else {
+            if self.is_witness() && self.commit == start {
+                // Its own commit number reached the start meanwhile: it moves now.
+                let (sender, configuration) = (pending.source, pending.configuration);
+                return self.witness_enters_epoch(sender, start, configuration, effects);
+            }
             // Its own commit number reached the start meanwhile: nothing to install.
             return self.drop_reason("new_state", "the start is committed here already");
         };
+        if self.is_witness() && !fetch_ends_in(&fetch, start, &pending.configuration) {
+            // A witness moves at the op the StartEpoch named without executing anything
+            // that would stop it at the RECONFIGURATION: that op must be it. It is not
+            // when the sender recovered into the epoch and named its commit number
+            // (`send_start_epoch`); the ops fetched past the start are another epoch's,
+            // and none is installed. Another StartEpoch (a reminder) names the start.
+            return self.drop_reason("new_state", "a witness told an op that is not the start");
+        }
         // Committed entries replace whatever this replica holds after its commit number:
         // where they differ, its own are from a view that lost them.
+        let op_first = fetch.op_first;
+        let has_checkpoint = fetch.checkpoint.is_some();
         if let Some(checkpoint) = fetch.checkpoint.filter(|c| c.op > self.commit) {
             if !self.restore_checkpoint(checkpoint) {
                 return self.drop_reason("new_state", "corrupt checkpoint");
             }
         }
         self.log.truncate(self.commit);
+        if !has_checkpoint && op_first > self.log.op() + 1 {
+            // Only a witness's fetch skips (`merge_fetched`): committed ops it holds none
+            // of, below the sender's log base.
+            assert!(self.is_witness(), "a gap in an active's fetch");
+            let timestamp = witness::witness_base_timestamp(&fetch.entries);
+            self.witness_skip_to(op_first - 1, timestamp);
+        }
         for (index, entry) in fetch.entries.into_iter().enumerate() {
             let op = fetch.op_first + index as Op;
             if op > self.log.op() && op <= start {
@@ -652,19 +802,114 @@ impl<S: StateMachine> Replica<S> {
         // Executing the RECONFIGURATION at `start` moves this replica (at the end of
         // this input).
         self.commit_to(start, effects);
+        if self.is_witness() {
+            // A witness executed nothing: the fetched op at `start` is the RECONFIGURATION
+            // (checked above), so the epoch began there.
+            self.epoch_transfer.start_fetched = false;
+            let (sender, configuration) = (pending.source, pending.configuration);
+            self.witness_enters_epoch(sender, start, configuration, effects);
+        }
     }
 
-    /// The pending epoch's replicas hold its start only in a checkpoint past it: its ops
+    /// A witness of the epoch before `configuration`'s, normal (or changing views) in it,
+    /// holds the log up to the RECONFIGURATION at `start`, committed, and knows that the
+    /// epoch began (a StartEpoch from `sender`): it moves there as the replicas that
+    /// execute the RECONFIGURATION do (`finish_epoch_change`). A witness then, it holds
+    /// the start already (its log; nothing below it is asked of a witness of the new
+    /// epoch) and is normal at once; an active now, it holds no state and fetches it from
+    /// op 0 (`take_up_role`); not a member, it retires.
+    ///
+    /// Why `start` is the epoch's start: a StartEpoch names the start or, from a replica
+    /// that recovered into the epoch, its commit number, past the start; and no op of the
+    /// old epoch follows its RECONFIGURATION (7.1), so a witness's commit number in the
+    /// old epoch is at most the start. The callers move it only when its commit number
+    /// is the op named (or the entry fetched there is the RECONFIGURATION).
+    fn witness_enters_epoch(
+        &mut self,
+        sender: ReplicaId,
+        start: Op,
+        configuration: Configuration,
+        effects: &mut Vec<Effect>,
+    ) {
+        debug_assert!(
+            self.is_witness() && matches!(self.status, Status::Normal | Status::ViewChange)
+        );
+        assert_eq!(self.commit, start, "a witness moves from the start only");
+        if let Some(entry) = self.log.get(start) {
+            let names_it = entry.operation == Operation::Reconfigure
+                && Configuration::from_bytes(&entry.body).as_ref() == Some(&configuration);
+            if !names_it {
+                return self.drop_reason("start_epoch", "the op named is not the RECONFIGURATION");
+            }
+        }
+        if self.configuration.check_successor(&configuration).is_err() {
+            return self.drop_reason("start_epoch", "not a successor of this configuration");
+        }
+        // Entries past the commit number are from a view that lost them: the old epoch's
+        // log ends at its RECONFIGURATION.
+        self.log.truncate(start);
+        let old = self.configuration.clone();
+        let member = configuration.contains_id(self.id);
+        self.epoch_transfer.pending = None;
+        self.move_to_epoch(configuration, start);
+        tracing::info!(
+            replica = self.id,
+            epoch = self.configuration.epoch(),
+            op = start,
+            member,
+            witness = self.is_witness(),
+            "a witness learned that the epoch ended at its commit number: moved"
+        );
+        if !member {
+            return self.enter_retiring();
+        }
+        self.status = Status::Transitioning;
+        if self.is_witness() {
+            self.enter_normal();
+            self.epoch_transfer.started.insert(self.index);
+            let replaced = old.ids().filter(|&id| !self.configuration.contains_id(id));
+            let told: Vec<ReplicaId> = replaced.chain([sender]).collect();
+            for id in told {
+                if id != self.id {
+                    self.send_to_id(id, Body::EpochStarted, effects);
+                }
+            }
+            return;
+        }
+        self.epoch_transfer.told_by = Some(sender);
+        self.continue_transition(effects);
+    }
+
+    /// The pending epoch's replicas hold its start only in a checkpoint past it (for a
+    /// witness, asked as one: in logs that start past it): its ops
     /// are committed (f'+1 members of the new epoch acknowledged them, so they hold the
     /// old epoch's state too), and the old epoch needs this replica no more. It installs
     /// the checkpoint and the committed entries after it, and moves to the epoch.
     fn adopt_from_checkpoint(&mut self, new_state: ReceivedState, effects: &mut Vec<Effect>) {
         let pending = self.epoch_transfer.pending.take().expect("a pending epoch");
-        let checkpoint = new_state.checkpoint.expect("a checkpoint");
         let (committed, op_first) = (new_state.commit, new_state.op_first);
-        if checkpoint.op > self.commit && !self.restore_checkpoint(checkpoint) {
-            self.epoch_transfer.pending = Some(pending);
-            return self.drop_reason("new_state", "corrupt checkpoint");
+        match new_state.checkpoint {
+            Some(checkpoint) => {
+                if checkpoint.op > self.commit && !self.restore_checkpoint(checkpoint) {
+                    self.epoch_transfer.pending = Some(pending);
+                    return self.drop_reason("new_state", "corrupt checkpoint");
+                }
+            }
+            None => {
+                // A witness's answer: entries from the sender's log base past the start,
+                // committed ops below it (`on_pending_epoch_state`).
+                assert!(
+                    self.is_witness(),
+                    "an active's answer without its checkpoint"
+                );
+                assert!(
+                    op_first - 1 > self.commit,
+                    "a start committed here moves at once"
+                );
+                self.log.truncate(self.commit);
+                let timestamp = witness::witness_base_timestamp(&new_state.entries);
+                self.witness_skip_to(op_first - 1, timestamp);
+            }
         }
         self.log.truncate(self.commit);
         for (index, entry) in new_state.entries.into_iter().enumerate() {
@@ -702,17 +947,33 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Asks one replica of the epoch (the one that told us of it first, then each member
-    /// in turn) for committed state after what this replica holds.
+    /// in turn) for committed state after what this replica holds. An active asks only
+    /// replicas active in the epoch or in the one before: a witness has no
+    /// checkpoint to give (paper 6.1), and one whose log was trimmed would not answer.
     pub(super) fn request_epoch_state(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
         // The members, and the replaced replicas of the epoch before (they serve the
         // start until enough members have it).
-        let replaced = self.history.back().into_iter().flat_map(|old| old.ids());
+        let old = self.history.back();
+        let replaced = old.into_iter().flat_map(|old| old.ids());
         let mut members: Vec<ReplicaId> = self.configuration.ids().chain(replaced).collect();
         members.sort_unstable();
         members.dedup();
         members.retain(|&id| id != self.id);
-        let to = match self.epoch_transfer.told_by.take() {
+        // A witness of either epoch holds no state, unless it was active in the one
+        // before: then it keeps the start for the actives (`take_up_role`).
+        let configuration = &self.configuration;
+        let serves_state = |id: ReplicaId| {
+            let old_active = old.is_some_and(|old| old.contains_id(id) && !was_witness_in(old, id));
+            let old_witness = old.is_some_and(|old| was_witness_in(old, id));
+            !old_witness && (old_active || !was_witness_in(configuration, id))
+        };
+        let is_witness = self.is_witness();
+        if !is_witness && members.iter().any(|&id| serves_state(id)) {
+            members.retain(|&id| serves_state(id));
+        }
+        let told_by = self.epoch_transfer.told_by.take();
+        let to = match told_by.filter(|&told_by| is_witness || serves_state(told_by)) {
             Some(told_by) => told_by,
             None => {
                 let next = self.epoch_transfer.next_source % members.len();
@@ -879,7 +1140,16 @@ impl<S: StateMachine> Replica<S> {
         transfer.started.insert(from);
         transfer.remind.remove(from);
         if self.status == Status::Retiring {
-            if !transfer.retired && transfer.started.len() >= self.configuration.quorum() {
+            // Only members that hold the start as state count (paper 6.1: a witness holds
+            // the log, not the state): the start must survive any f' failures of the new
+            // group, and a witness's log does not hold the ops below its base.
+            let configuration = &self.configuration;
+            let started_actives = transfer
+                .started
+                .iter()
+                .filter(|&index| !configuration.is_witness(index))
+                .count();
+            if !transfer.retired && started_actives >= configuration.quorum() {
                 transfer.retired = true;
                 self.start_epoch_timeout.stop();
                 tracing::info!(
@@ -1000,4 +1270,27 @@ impl<S: StateMachine> Replica<S> {
             }
         }
     }
+}
+
+/// Whether the member with identity `id` is a witness of `configuration`.
+fn was_witness_in(configuration: &Configuration, id: ReplicaId) -> bool {
+    configuration
+        .index_of(id)
+        .is_some_and(|index| configuration.is_witness(index))
+}
+
+/// Whether a pending epoch's fetch holds, at `start`, the RECONFIGURATION that installs
+/// `configuration` (what a witness, which executes nothing, checks before it moves).
+fn fetch_ends_in(
+    fetch: &state_transfer::Fetched,
+    start: Op,
+    configuration: &Configuration,
+) -> bool {
+    let Some(index) = start.checked_sub(fetch.op_first) else {
+        return false;
+    };
+    fetch.entries.get(index as usize).is_some_and(|entry| {
+        entry.operation == Operation::Reconfigure
+            && Configuration::from_bytes(&entry.body).as_ref() == Some(configuration)
+    })
 }

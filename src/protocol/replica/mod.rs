@@ -35,7 +35,7 @@ use super::replica_set::ReplicaSet;
 use super::stored::Stored;
 use super::timeout::Timeout;
 use crate::config::Config;
-use crate::service::{Digest, StateMachine};
+use crate::service::{Digest, Snapshot, StateMachine};
 use state_transfer::ReceivedState;
 
 pub use lease::{held_ns as lease_held_ns, wait_ns as lease_wait_ns};
@@ -367,7 +367,9 @@ pub struct Replica<S> {
     new_cluster: bool,
     /// Entries; `log.op()` is the paper's op number.
     log: Log,
-    /// Every op ≤ commit is committed and executed; base ≤ commit ≤ op. Never decreases.
+    /// Every op ≤ commit is committed and executed (at a witness: known committed); base
+    /// ≤ commit ≤ op. Never decreases, but for a witness that becomes active in a new
+    /// epoch: it starts again from op 0 (`epoch::take_up_role`).
     commit: Op,
     /// With witnesses: f+1 actives executed the ops up to this one (the actives'
     /// commit), as a primary of this replica's views reported (`Prepare::actives_commit`, `Commit::actives_commit`)
@@ -376,6 +378,10 @@ pub struct Replica<S> {
     /// storage keeps it.
     actives_commit_heard: Op,
     service: S,
+    /// The service's state before any op, as it was handed over: what a replica that
+    /// becomes a witness in a new epoch returns its service to (paper 6.1: a witness
+    /// holds no service state; `epoch::take_up_role`).
+    fresh_service: Snapshot,
     clients: ClientTable,
     /// The latest checkpoint taken or restored (paper 5.1), with its Merkle tree.
     checkpoint: Option<serve_checkpoint::Held>,
@@ -474,6 +480,8 @@ impl<S: StateMachine> Replica<S> {
                 .expect("a replica starts as a member of its configuration"),
         };
         let n = configuration.replica_count() as usize;
+        let mut service = service;
+        let fresh_service = service.snapshot();
         let mut replica = Replica {
             commit_timeout: Timeout::new("commit", config.commit_interval_ticks),
             prepare_timeout: Timeout::new("prepare", config.prepare_timeout_ticks),
@@ -503,6 +511,7 @@ impl<S: StateMachine> Replica<S> {
             commit: 0,
             actives_commit_heard: 0,
             service,
+            fresh_service,
             checkpoint: None,
             building: None,
             checkpoint_server: Default::default(),
@@ -913,12 +922,14 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.status == Status::ViewChange || self.view_changing.is_empty());
         assert!(self.is_primary() || self.primary.is_empty());
         // Paper 6.1: a witness never leads, executes or checkpoints.
+        // (One that was active keeps the start's state until the actives hold it.)
         assert!(
             !self.is_witness()
                 || (!self.is_primary()
-                    && self.checkpoint.is_none()
-                    && self.building.is_none()
-                    && self.clients.is_empty()),
+                    && (self.hands_over_state()
+                        || (self.checkpoint.is_none()
+                            && self.building.is_none()
+                            && self.clients.is_empty()))),
             "a witness that leads or holds state"
         );
         assert!(
@@ -1041,6 +1052,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn drop_reason(&mut self, what: &'static str, reason: &'static str) {
+        if std::env::var("DBG_DROP").is_ok() {
+            eprintln!("DROP r{} {what}: {reason}", self.id);
+        }
         self.stats.messages_dropped += 1;
         tracing::trace!(
             replica = self.index,

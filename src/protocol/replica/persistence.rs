@@ -71,6 +71,14 @@ impl Writes {
         self.state_written = state;
     }
 
+    /// The replica dropped its checkpoint to become a witness (`epoch::take_up_role`):
+    /// none is written from now on. (A store keeps the one it holds: a replica with a data
+    /// directory does not become a witness yet, ARCHITECTURE.md, "Witnesses".)
+    pub(super) fn forget_checkpoint(&mut self) {
+        self.checkpoint_written = 0;
+        self.checkpoint_issued = 0;
+    }
+
     /// Whether a checkpoint at `op` or later is durable.
     pub(super) fn checkpoint_durable_from(&self, op: Op) -> bool {
         self.checkpoint_written >= op && self.durable >= self.checkpoint_issued
@@ -182,7 +190,9 @@ impl<S: StateMachine> Replica<S> {
                 .issue(Write::Checkpoint { op: checkpoint_op }, effects);
         }
         let changes = self.log.take_changes();
-        if self.is_witness() {
+        // A replica retiring from being a witness still keeps a witness's log: no
+        // checkpoint below it.
+        if !self.holds_service_state() {
             self.issue_witness_log_writes(changes, effects);
         } else {
             if let Some(base) = changes.reset_base {
@@ -210,7 +220,10 @@ impl<S: StateMachine> Replica<S> {
             self.writes.state_written = state;
             self.writes.state_issued = self.writes.issue(Write::State(state), effects);
         }
-        let witnesses = !self.configuration.witnesses().is_empty();
+        // With witnesses, or after an epoch with them (the store keeps the entries above
+        // what it last heard: `witness::trim_log` moves it on with the checkpoint).
+        let witnesses = !self.configuration.witnesses().is_empty()
+            || self.writes.actives_commit_written.is_some();
         if witnesses
             && (self.writes.actives_commit_written)
                 .is_none_or(|written| self.actives_commit_heard > written)

@@ -217,8 +217,12 @@ impl<S: StateMachine> Replica<S> {
         // is named, not sent: the asker fetches the pages it lacks (`fetch_checkpoint`).
         let checkpoint = if get_state.op < self.log.base() {
             let Some(id) = self.checkpoint_id() else {
-                // A witness keeps no checkpoint (paper 6.1): the asker tries another.
-                debug_assert!(self.is_witness(), "a trimmed log has a checkpoint");
+                // A witness keeps no checkpoint (paper 6.1), nor does one retiring from
+                // being a witness: the asker tries another.
+                debug_assert!(
+                    !self.holds_service_state(),
+                    "a trimmed log has a checkpoint"
+                );
                 self.drop_reason(
                     "get_state",
                     "entries trimmed, and a witness has no checkpoint",

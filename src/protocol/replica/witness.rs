@@ -71,6 +71,21 @@ impl<S: StateMachine> Replica<S> {
         self.configuration.is_witness(self.index)
     }
 
+    /// Whether the service's state here is the state at this replica's commit number:
+    /// not at a witness, nor at a replica retiring from being one (paper 6.1: a witness
+    /// executes nothing).
+    pub fn holds_service_state(&self) -> bool {
+        if self.is_witness() {
+            return false;
+        }
+        let retired_witness = self.status == Status::Retiring
+            && self.history.back().is_some_and(|old| {
+                old.index_of(self.id)
+                    .is_some_and(|index| old.is_witness(index))
+            });
+        !retired_witness
+    }
+
     /// A witness's commit: the ops up to `commit` are known committed, and nothing
     /// executes (see the module docs).
     pub(super) fn witness_commit_to(&mut self, commit: Op) {
@@ -89,7 +104,23 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.actives_commit_heard = self.actives_commit_heard.max(actives_commit);
+        if self.hands_over_state() && actives_commit >= self.epoch_start {
+            // Told by this epoch's primary: f'+1 of its actives executed the start.
+            self.end_hand_over();
+        }
         self.trim_log();
+    }
+
+    /// Whether this witness still holds the state at its epoch's start for the epoch's
+    /// actives (see `epoch::take_up_role`): it executes nothing, and serves it.
+    pub fn hands_over_state(&self) -> bool {
+        self.epoch_transfer.hands_over_state
+    }
+
+    /// The epoch's actives hold the start: the witness drops the state it kept for them.
+    pub(super) fn end_hand_over(&mut self) {
+        self.epoch_transfer.hands_over_state = false;
+        self.drop_service_state();
     }
 
     /// Drops the entries that no replica can need from this one. An active keeps
@@ -101,8 +132,19 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn trim_log(&mut self) {
         let tail = self.config.log_tail_ops;
         let below_checkpoint = self.checkpoint_op().saturating_sub(tail);
-        let trim = match (self.is_witness(), self.configuration.witnesses().is_empty()) {
-            (_, true) => below_checkpoint,
+        // A witness handing over the start keeps its log as the active it was did.
+        let witness_log = self.is_witness() && !self.hands_over_state();
+        let trim = match (witness_log, self.configuration.witnesses().is_empty()) {
+            (_, true) => {
+                // No witnesses in this epoch: nothing trims by the actives' commit, which
+                // follows the checkpoint instead, so that a store that kept the entries
+                // above it for an earlier epoch's witnesses trims again (and a restart
+                // does not put them back). Safe should a later epoch have witnesses: it
+                // starts after this checkpoint, and no replica of it needs an op at or
+                // below its start from a log (ARCHITECTURE.md, "Changing members").
+                self.actives_commit_heard = self.actives_commit_heard.max(self.checkpoint_op());
+                below_checkpoint
+            }
             // Never past what this replica knows committed.
             (true, false) => self
                 .actives_commit_heard
@@ -121,6 +163,12 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn witness_skip_to(&mut self, op: Op, timestamp: u64) {
         debug_assert!(self.is_witness());
         assert!(op > self.commit, "a checkpoint must move commit forward");
+        if self.hands_over_state() {
+            // A witness skips only below an op f+1 actives executed (the sender's
+            // actives' commit reached its log's base, `new_state_for`), past the start:
+            // the actives hold it, and the state kept no longer meets the log.
+            self.end_hand_over();
+        }
         self.log.reset(op, timestamp);
         self.commit = op;
         tracing::info!(

@@ -6,8 +6,12 @@
 //!    earlier configuration). If it already has NEW's members, say its epoch and
 //!    stop (a repeated command changes nothing).
 //! 2. The next configuration is `Configuration::successor_at(NEW)`: a current member at
-//!    an address of NEW keeps its identity, every other address gets a fresh one. It must
-//!    be a valid successor (an odd number of at least three distinct members).
+//!    an address of NEW keeps its identity, every other address gets a fresh one. Its
+//!    witnesses (paper 6.1) are `--witnesses` (indexes in NEW), none with
+//!    `--no-witnesses`, else the current witnesses that stay. It must be a valid
+//!    successor (an odd number of at least three distinct members, at most f witnesses).
+//!    With a data directory on any replica, only a current witness may be a witness of
+//!    NEW: a replica that holds the service's state cannot drop its stored checkpoint yet.
 //! 3. Warm-up (paper 7.5): every new member must be running already (`vsr replica
 //!    --join`) as a learner under the identity the change will give it, within
 //!    `--lag-max` ops of the cluster's commit, so that the change stalls writes only for
@@ -27,7 +31,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vsr::client::{Client, ClientError, ClientOptions, ReplicaStats, ReplicaStatus};
-use vsr::protocol::Configuration;
+use vsr::protocol::{Configuration, ReplicaSet};
 
 /// Arguments of `vsr admin reconfigure`.
 #[derive(clap::Args)]
@@ -41,6 +45,16 @@ pub struct ReconfigureArgs {
     /// I --join OLD`.
     #[arg(long, value_delimiter = ',', required = true)]
     to: Vec<String>,
+    /// Indexes (in --to, from 0) of the new configuration's witnesses (paper 6.1): at most
+    /// f of them, which store the log and vote but never execute or lead. A current
+    /// witness may become active and an active a witness (with `--durability disk` only
+    /// current witnesses may be named). Without it, the current witnesses that stay
+    /// members stay witnesses.
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_witnesses")]
+    witnesses: Option<Vec<u8>>,
+    /// The new configuration has no witnesses: every member executes.
+    #[arg(long)]
+    no_witnesses: bool,
     /// Refuse while a new member's commit is more than this many ops behind the cluster's.
     #[arg(long, default_value_t = 10_000)]
     lag_max: u64,
@@ -89,22 +103,27 @@ pub fn run(args: ReconfigureArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|m| m.address.clone())
         .collect();
-    if current_addresses == to_bytes {
+    let next = current.successor_at(&to_bytes);
+    let witnesses = next_witnesses(&current, &next, &args)?;
+    if current_addresses == to_bytes && witnesses == current.witnesses() {
         eprintln!(
             "the cluster is in this configuration already (epoch {})",
             current.epoch()
         );
         return check_epoch(&current, &options, deadline);
     }
-    let next = current.successor_at(&to_bytes);
+    let next = next.with_proposed_witnesses(witnesses);
     if let Err(reason) = current.check_successor(&next) {
         bail!(
             "--to cannot follow the current configuration (epoch {}): {reason}",
             current.epoch()
         );
     }
+    check_witnesses_keep_no_stored_state(&current, &next, &answers)?;
     check_warm(&current, &next, &asked, &answers, args.lag_max)?;
     let client_options = ClientOptions {
+        // The current configuration's: the session must find its primary.
+        witnesses: current.witnesses(),
         cluster_id: args.cluster.cluster_id,
         cluster_key: options.cluster_key.clone(),
         request_timeout: deadline.saturating_duration_since(Instant::now()),
@@ -127,6 +146,71 @@ pub fn run(args: ReconfigureArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return Err(error).context("the change did not commit"),
     }
     check_epoch(&next, &options, deadline)
+}
+
+/// The witnesses of `next` (indexes in it): `--witnesses`, none with `--no-witnesses`, or
+/// else the current witnesses that stay members.
+fn next_witnesses(
+    current: &Configuration,
+    next: &Configuration,
+    args: &ReconfigureArgs,
+) -> anyhow::Result<ReplicaSet> {
+    let mut witnesses = ReplicaSet::default();
+    if args.no_witnesses {
+        return Ok(witnesses);
+    }
+    match &args.witnesses {
+        Some(indexes) => {
+            for &index in indexes {
+                if !next.contains(index) {
+                    bail!(
+                        "--witnesses {index}: not an index of --to (0..{})",
+                        next.replica_count()
+                    );
+                }
+                witnesses.insert(index);
+            }
+        }
+        None => {
+            for index in next.indexes() {
+                let id = next.id_of(index);
+                if current.index_of(id).is_some_and(|i| current.is_witness(i)) {
+                    witnesses.insert(index);
+                }
+            }
+        }
+    }
+    Ok(witnesses)
+}
+
+/// With a data directory, a replica that holds the service's state (an active, or a new
+/// member warming up as a learner) cannot become a witness yet: its store keeps its
+/// checkpoint, and a witness's store holds none (ARCHITECTURE.md, "Witnesses").
+fn check_witnesses_keep_no_stored_state(
+    current: &Configuration,
+    next: &Configuration,
+    answers: &[Result<ReplicaStats, String>],
+) -> anyhow::Result<()> {
+    let disks = answers
+        .iter()
+        .filter_map(|answer| answer.as_ref().ok())
+        .any(|stats| stats.durability == "disk");
+    if !disks {
+        return Ok(());
+    }
+    for index in next.witnesses().iter() {
+        let id = next.id_of(index);
+        let witness_now = current.index_of(id).is_some_and(|i| current.is_witness(i));
+        if !witness_now {
+            let address = String::from_utf8_lossy(&next.members()[index as usize].address);
+            bail!(
+                "--witnesses {index} ({address}): with --durability disk only a current witness may \
+                 be a witness of the new configuration (a replica that holds the service's \
+                 state cannot drop its stored checkpoint yet)"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The configuration of the highest epoch any answer reports.
