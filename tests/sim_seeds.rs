@@ -193,6 +193,10 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         7004704,
         "a witness still handing its epoch's start over retired with the service's state (witness)",
     ),
+    (
+        6001496,
+        "a replaced replica that lost its memory retired into an epoch whose one other active had moved on and shut down, and waited for ever for its EpochStarted (the witness's does not count) (converge)",
+    ),
 ];
 
 #[test]
