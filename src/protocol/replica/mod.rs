@@ -1052,9 +1052,6 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn drop_reason(&mut self, what: &'static str, reason: &'static str) {
-        if std::env::var("DBG_DROP").is_ok() {
-            eprintln!("DROP r{} {what}: {reason}", self.id);
-        }
         self.stats.messages_dropped += 1;
         tracing::trace!(
             replica = self.index,
