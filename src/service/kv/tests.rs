@@ -402,13 +402,6 @@ fn a_map_costs_about_what_it_holds() {
     let data = keys as usize * 78;
     // 8 bytes of lengths and 8 of index per record, 64 bytes of handle per 4 KiB page.
     let held = kv.bucket_heap_bytes();
-    eprintln!(
-        "DBG buckets {} cap {} idx {} bytes {}",
-        kv.buckets.len(),
-        kv.buckets.capacity(),
-        kv.buckets.iter().map(|b| b.index_bytes()).sum::<usize>(),
-        kv.buckets.iter().map(|b| b.bytes()).sum::<usize>()
-    );
     assert!(
         held <= data * 5 / 4,
         "{held} bytes held for {data} bytes of data"
