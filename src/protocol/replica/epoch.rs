@@ -1162,7 +1162,14 @@ impl<S: StateMachine> Replica<S> {
         }
         let transfer = &mut self.epoch_transfer;
         transfer.started.insert(from);
-        transfer.remind.remove(from);
+        // A retiring replica counts only actives (below), so it goes on reminding a
+        // witness that answered: once the witness moved on to a later epoch it answers
+        // with that epoch's StartEpoch, which this replica follows and retires from, where
+        // waiting only for actives that have all moved on and shut down would last for
+        // ever (seeds 6001496, 9001285).
+        if !(self.status == Status::Retiring && self.configuration.is_witness(from)) {
+            transfer.remind.remove(from);
+        }
         if self.status == Status::Retiring {
             // Only members that hold the start as state count (paper 6.1: a witness holds
             // the log, not the state): the start must survive any f' failures of the new
