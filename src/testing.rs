@@ -372,6 +372,12 @@ impl<S: StateMachine> MemoryCluster<S> {
     pub fn execute(&mut self, session: &mut ClientSession, operation: Bytes) -> Bytes {
         let (_, target, message) = session.submit(operation).expect("the session is idle");
         self.send_from_client(target, message);
+        self.await_result(session)
+    }
+
+    /// Runs the cluster (ticking when it goes quiet) until the result of the operation
+    /// `session` has in flight arrives, which it returns; panics if it does not.
+    pub fn await_result(&mut self, session: &mut ClientSession) -> Bytes {
         for _ in 0..100 {
             self.run(100_000);
             while let Some((_, reply)) = self.replies.pop_front() {

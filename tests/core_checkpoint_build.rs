@@ -6,7 +6,7 @@
 //! installs another state.
 
 use bytes::Bytes;
-use vsr::client::{ClientSession, Outcome};
+use vsr::client::ClientSession;
 use vsr::service::kv::{Kv, KvOp, KvResult};
 use vsr::testing::MemoryCluster;
 use vsr::Config;
@@ -172,20 +172,7 @@ fn a_primary_holds_ordering_while_its_worker_builds_instead_of_waiting() {
     // The build finishes: the primary orders the held request, and takes the
     // checkpoint at the wait op without waiting for anything.
     assert_eq!(cluster.run_builds(0), 1);
-    let mut result = None;
-    for _ in 0..100 {
-        cluster.run(100_000);
-        while let Some((_, reply)) = cluster.replies.pop_front() {
-            if let Some(Outcome::Completed { result: done, .. }) = session.on_message(&reply) {
-                result = Some(done);
-            }
-        }
-        if result.is_some() {
-            break;
-        }
-        cluster.tick();
-    }
-    let result = result.expect("the held request completes once the build finished");
+    let result = cluster.await_result(&mut session);
     assert_eq!(KvResult::decode(&result), Some(KvResult::Ok));
     let primary = &cluster.replicas[0];
     assert_eq!(primary.commit(), wait);

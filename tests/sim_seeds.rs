@@ -16,7 +16,7 @@
 //! from the totals that these actually happened, so that a change to the drawing cannot
 //! quietly turn them off.
 
-use vsr::sim::{run_seed, RunOptions, Totals};
+use vsr::sim::{run_seed, RunOptions, RunSummary, Totals};
 
 /// Seeds `0..SEEDS` run in `cargo test`.
 const SEEDS: u64 = 500;
@@ -201,15 +201,8 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
 
 #[test]
 fn witness_reconfiguration_regression_seeds_are_clean() {
-    for &(seed, bug) in WITNESS_RECONFIGURATION_REGRESSIONS {
-        match run_seed(seed, OPTIONS) {
-            Ok(summary) => assert!(
-                summary.reconfigurations.committed > 0,
-                "seed {seed} no longer reconfigures"
-            ),
-            Err(violation) => panic!("regression seed {seed} ({bug}):\n{violation}"),
-        }
-    }
+    let reconfigures = |summary: &RunSummary| summary.reconfigurations.committed > 0;
+    assert_regressions_pass(WITNESS_RECONFIGURATION_REGRESSIONS, OPTIONS, reconfigures);
 }
 
 /// Seeds of the witness-heavy sweep (`vsr sim --witnesses-everywhere`) that found bugs of
@@ -236,51 +229,43 @@ fn witnesses_everywhere_regression_seeds_are_clean() {
         witnesses_everywhere: true,
         ..OPTIONS
     };
-    for &(seed, bug) in WITNESSES_EVERYWHERE_REGRESSIONS {
-        if let Err(violation) = run_seed(seed, options) {
-            panic!("regression seed {seed} ({bug}):\n{violation}");
-        }
-    }
+    assert_regressions_pass(WITNESSES_EVERYWHERE_REGRESSIONS, options, |_| true);
 }
 
 #[test]
 fn witness_regression_seeds_are_clean() {
-    for &(seed, bug) in WITNESS_REGRESSIONS {
-        match run_seed(seed, OPTIONS) {
-            Ok(summary) => assert!(
-                summary.witnesses > 0,
-                "seed {seed} no longer draws witnesses"
-            ),
-            Err(violation) => panic!("regression seed {seed} ({bug}):\n{violation}"),
-        }
-    }
+    let draws_witnesses = |summary: &RunSummary| summary.witnesses > 0;
+    assert_regressions_pass(WITNESS_REGRESSIONS, OPTIONS, draws_witnesses);
 }
 
 #[test]
 fn disk_regression_seeds_are_clean() {
-    for &(seed, bug) in DISK_REGRESSIONS {
-        if let Err(violation) = run_seed(seed, OPTIONS) {
-            panic!("regression seed {seed} ({bug}):\n{violation}");
-        }
-    }
+    assert_regressions_pass(DISK_REGRESSIONS, OPTIONS, |_| true);
 }
 
 #[test]
 fn regression_seeds_are_clean() {
-    for &(seed, bug) in REGRESSIONS {
-        if let Err(violation) = run_seed(seed, REGRESSION_OPTIONS) {
-            panic!("regression seed {seed} ({bug}):\n{violation}");
-        }
-    }
+    assert_regressions_pass(REGRESSIONS, REGRESSION_OPTIONS, |_| true);
 }
 
 #[test]
 fn reconfiguration_regression_seeds_are_clean() {
-    for &(seed, bug) in RECONFIGURATION_REGRESSIONS {
-        match run_seed(seed, OPTIONS) {
+    let reconfigures = |summary: &RunSummary| summary.reconfigurations.committed > 0;
+    assert_regressions_pass(RECONFIGURATION_REGRESSIONS, OPTIONS, reconfigures);
+}
+
+/// Runs each regression seed with `options`: it must pass, and `still_exercised` must
+/// hold of its run (it still reaches what found its bug: witnesses, reconfigurations).
+fn assert_regressions_pass(
+    seeds: &[(u64, &str)],
+    options: RunOptions,
+    still_exercised: impl Fn(&RunSummary) -> bool,
+) {
+    for &(seed, bug) in seeds {
+        match run_seed(seed, options) {
             Ok(summary) => assert!(
-                summary.reconfigurations.committed > 0,
-                "regression seed {seed} no longer reconfigures"
+                still_exercised(&summary),
+                "regression seed {seed} ({bug}) no longer exercises what found it"
             ),
             Err(violation) => panic!("regression seed {seed} ({bug}):\n{violation}"),
         }

@@ -209,21 +209,8 @@ impl<'a> Plan<'a> {
     fn chain_after(&self, op: u64, summary: FileSummary) -> Chain {
         let mut files: BTreeMap<u64, FileSummary> = self.bases.iter().copied().collect();
         files.insert(op, summary);
-        let file_of = |source: u32| match source {
-            0 => op,
-            base => self.bases[base as usize - 1].0,
-        };
-        let pages = (self.rows.iter().flatten())
-            .map(|row| {
-                let location = Location {
-                    file: file_of(row.source),
-                    offset: row.offset,
-                    length: row.length,
-                };
-                (row.digest, location)
-            })
-            .collect();
-        Chain { files, pages }
+        let base_ops: Vec<u64> = self.bases.iter().map(|(op, _)| *op).collect();
+        chain_of(op, &base_ops, &self.rows, files)
     }
 
     fn shared_pages(&self) -> u64 {
@@ -381,7 +368,8 @@ pub fn read(directory: &Path, marker: &CheckpointMarker) -> Result<(Checkpoint, 
                 .collect(),
         )
     });
-    let chain = chain_of(&table, marker.op, files);
+    let base_ops: Vec<u64> = table.bases.iter().map(|(op, _)| *op).collect();
+    let chain = chain_of(marker.op, &base_ops, &table.rows, files);
     let checkpoint = Checkpoint {
         op: marker.op,
         timestamp: marker.timestamp,
@@ -521,13 +509,19 @@ fn take_pages(
     Ok(())
 }
 
-/// The chain of the file at `op` whose table is `table`.
-fn chain_of(table: &Table, op: u64, files: BTreeMap<u64, FileSummary>) -> Chain {
+/// The chain of the file at `op` with bases at `base_ops` and pages `rows`, made of
+/// `files`: where each page lies.
+fn chain_of(
+    op: u64,
+    base_ops: &[u64],
+    rows: &[Vec<Row>; 2],
+    files: BTreeMap<u64, FileSummary>,
+) -> Chain {
     let file_of = |source: u32| match source {
         0 => op,
-        base => table.bases[base as usize - 1].0,
+        base => base_ops[base as usize - 1],
     };
-    let pages = (table.rows.iter().flatten())
+    let pages = (rows.iter().flatten())
         .map(|row| {
             let location = Location {
                 file: file_of(row.source),

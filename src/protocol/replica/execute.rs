@@ -192,9 +192,9 @@ impl<S: StateMachine> Replica<S> {
         op.saturating_add(interval.saturating_mul(2))
     }
 
-    /// Counts and logs, once per build, that this replica holds back (`what`) before
+    /// Counts and logs, once per build, that this primary holds ordering back before
     /// `wait`, the op of a build's wait.
-    pub(super) fn note_build_hold(&mut self, wait: Op, what: &str) {
+    pub(super) fn note_build_hold(&mut self, wait: Op) {
         if self.build_hold_noted == wait {
             return;
         }
@@ -204,7 +204,7 @@ impl<S: StateMachine> Replica<S> {
             replica = self.index,
             wait,
             building = self.checkpoint_building(),
-            "checkpoint build still running: {what} until it finishes"
+            "checkpoint build still running: ordering no more ops until it finishes"
         );
     }
 

@@ -307,7 +307,7 @@ impl<S: StateMachine> Replica<S> {
             return true;
         }
         if let Some(wait) = self.build_wait_op() {
-            self.note_build_hold(wait, "ordering no more ops");
+            self.note_build_hold(wait);
         }
         false
     }
