@@ -505,25 +505,6 @@ impl<S: StateMachine> Replica<S> {
         self.epoch_transfer.retired = true;
     }
 
-    /// A replica that is not a member of the epoch it learned of and holds nothing (it
-    /// lost its memory: no entry, no checkpoint) retires at once: retiring keeps a
-    /// replaced replica's state until f'+1 actives of the new epoch hold the start, and
-    /// it has none to keep. Waiting could last for ever: the epoch's actives may all have
-    /// moved on to a later epoch and retired from it, and a retiring replica answers no
-    /// reminder (seed 6001496: an active's EpochStarted never came, the witness's does
-    /// not count).
-    fn retire_holding_nothing(&mut self) {
-        self.enter_retiring();
-        self.stop_all_timeouts();
-        self.start_epoch_timeout.stop();
-        self.epoch_transfer.retired = true;
-        tracing::info!(
-            replica = self.id,
-            epoch = self.configuration.epoch(),
-            "not a member of the new epoch and holding nothing of the old: retired"
-        );
-    }
-
     /// Paper 7.2 step 1 (and a replica that missed the end of its epoch): a StartEpoch.
     pub(super) fn on_start_epoch(
         &mut self,
@@ -600,13 +581,8 @@ impl<S: StateMachine> Replica<S> {
         );
         let recovering = self.status == Status::Recovering;
         let nonce = self.recovery.as_ref().map(|recovery| recovery.nonce);
-        // Nothing executed, logged or checkpointed: a replica that lost its memory.
-        let holds_nothing = self.log.op() == 0 && self.checkpoint_op() == 0;
         self.move_to_epoch(configuration, op);
         self.recovery = None;
-        if !member && holds_nothing {
-            return self.retire_holding_nothing();
-        }
         if !member {
             return self.enter_retiring();
         }
