@@ -221,6 +221,14 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
         9001285,
         "a retiring replica had stopped reminding the witnesses that answered (their EpochStarted does not count); the actives moved on and shut down, and it waited for ever (converge)",
     ),
+    (
+        9000207,
+        "the witnesses left, and the log kept the entries above the old actives' commit until the next checkpoint's build, slow here: past the epoch's smaller bound first (assertion)",
+    ),
+    (
+        8000651,
+        "trimming by the old epoch's actives' commit on entering an epoch with witnesses took the only log holding the start from the new actives (converge)",
+    ),
 ];
 
 #[test]

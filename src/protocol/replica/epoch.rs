@@ -385,6 +385,16 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_pending = false;
         self.stats.epochs_started += 1;
         self.take_up_role(was_witness, held_start);
+        if self.configuration.witnesses().is_empty() {
+            // The log may hold the entries an earlier epoch kept above its actives'
+            // commit for its witnesses, up to that epoch's larger bound: trim them now,
+            // by the checkpoint, as the next build would, for the next build may come
+            // after the log passes this epoch's bound (seed 9000207). Not in an epoch
+            // with witnesses: the actives' commit heard is the old epoch's, and the new
+            // actives may still need the entries up to the start from these logs (seed
+            // 8000651); there the new primary's reports move the trim.
+            self.trim_log();
+        }
     }
 
     /// Paper 6.1 across an epoch boundary (ARCHITECTURE.md, "Changing members"): what the
