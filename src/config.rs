@@ -80,6 +80,10 @@ pub struct Config {
 /// The largest clock-drift bound a configuration may name: 10%.
 pub const CLOCK_DRIFT_PPM_MAX: u32 = 100_000;
 
+/// The most ops `Config::checkpoint_interval_ops` and `Config::log_tail_ops` may be: a
+/// trillion, far past any log held in memory.
+pub const OPS_MAX: u64 = 1 << 40;
+
 impl Config {
     /// A configuration with production defaults for `replica_count` replicas.
     pub fn new(cluster: u128, replica_count: u8) -> Config {
@@ -130,13 +134,13 @@ impl Config {
     }
 
     /// The most entries a replica's log holds: the retained tail below its latest
-    /// checkpoint, up to four checkpoint intervals of committed ops beyond it
+    /// checkpoint, up to six checkpoint intervals of committed ops beyond it
     /// (checkpoints are built off the event loop, one at a time, and a build may run
-    /// for up to two intervals: see `protocol::replica::execute`), and the uncommitted
+    /// for up to three intervals: see `protocol::replica::execute`), and the uncommitted
     /// pipeline.
     pub fn log_entries_max(&self) -> u64 {
         self.log_tail_ops
-            + 4 * self.checkpoint_interval_ops
+            + 6 * self.checkpoint_interval_ops
             + 2 * self.pipeline_prepares_max as u64 * self.batch_entries_max as u64
     }
 
@@ -165,6 +169,16 @@ impl Config {
         }
         if self.checkpoint_interval_ops == 0 {
             return Err(Zero("checkpoint_interval_ops"));
+        }
+        // Far more ops than a log in memory could hold, and a bound that keeps
+        // `log_entries_max`'s sum from overflowing.
+        for (name, ops) in [
+            ("checkpoint_interval_ops", self.checkpoint_interval_ops),
+            ("log_tail_ops", self.log_tail_ops),
+        ] {
+            if ops > OPS_MAX {
+                return Err(TooManyOps { name, ops });
+            }
         }
         if self.checkpoint_fetch_requests_max == 0 {
             return Err(Zero("checkpoint_fetch_requests_max"));
@@ -245,6 +259,14 @@ pub enum ConfigError {
     /// A limit that must be positive is 0.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    /// A count of ops beyond any log a replica could hold.
+    #[error("{name} ({ops}) must be at most {OPS_MAX}")]
+    TooManyOps {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        ops: u64,
+    },
     /// The pipeline could not hold one full batch.
     #[error("pipeline_bytes_max must be at least batch_bytes_max")]
     PipelineBytesTooSmall,
@@ -297,4 +319,36 @@ pub enum ConfigError {
         /// The backup's patience.
         normal_timeout_ticks: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_counts_past_the_bound_are_refused_by_name() {
+        let mut config = Config::new(1, 3);
+        config.checkpoint_interval_ops = OPS_MAX;
+        config.log_tail_ops = OPS_MAX;
+        assert_eq!(config.validate(), Ok(()));
+        assert!(
+            config.log_entries_max() > 6 * OPS_MAX,
+            "no overflow at the bound"
+        );
+        config.checkpoint_interval_ops = u64::MAX;
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.to_string().contains("checkpoint_interval_ops"),
+            "{error}"
+        );
+        config.checkpoint_interval_ops = 1;
+        config.log_tail_ops = OPS_MAX + 1;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::TooManyOps {
+                name: "log_tail_ops",
+                ..
+            })
+        ));
+    }
 }

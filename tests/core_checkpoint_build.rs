@@ -1,9 +1,10 @@
 //! Checkpoints built off the event loop (paper 5.1's copy-on-write), through the
 //! in-memory cluster with builds deferred as a busy worker thread would defer them: the
 //! replica goes on executing while its checkpoint is built, and the checkpoint holds the
-//! state at its op; the next checkpoint op is skipped while the build runs, and the one
-//! after waits for it, so the log stays bounded; a build is abandoned when the replica
-//! installs another state.
+//! state at its op; the next two checkpoint ops are skipped while the build runs, and the
+//! one after waits for it, so the log stays bounded; a primary holds ordering an interval
+//! before that, so a backup whose build is slower than the primary's goes on; a build is
+//! abandoned when the replica installs another state.
 
 use bytes::Bytes;
 use vsr::client::ClientSession;
@@ -100,28 +101,31 @@ fn a_checkpoint_holds_the_state_at_its_op_though_built_later() {
 }
 
 #[test]
-fn a_slow_build_skips_one_checkpoint_then_is_waited_for() {
+fn a_slow_build_skips_two_checkpoints_then_is_waited_for() {
     let (mut cluster, mut session) = cluster();
     // Replica 2's worker never gets to its builds; the others' do.
     put_until(&mut cluster, &mut session, INTERVAL, 1);
-    cluster.run_builds(0);
-    cluster.run_builds(1);
-    put_until(&mut cluster, &mut session, 2 * INTERVAL, 2);
+    for round in 2..=3 {
+        cluster.run_builds(0);
+        cluster.run_builds(1);
+        put_until(&mut cluster, &mut session, round * INTERVAL, round as u8);
+    }
     cluster.run_builds(0);
     cluster.run_builds(1);
     let replica = &cluster.replicas[2];
-    assert_eq!(replica.stats().checkpoints_skipped, 1);
+    assert_eq!(replica.stats().checkpoints_skipped, 2);
+    assert_eq!(replica.stats().checkpoint_build_waits, 0);
     assert_eq!(
         replica.checkpoint_building(),
         Some(INTERVAL),
         "still the first"
     );
     assert_eq!(replica.checkpoint_op(), 0);
-    put_until(&mut cluster, &mut session, 3 * INTERVAL, 3);
+    put_until(&mut cluster, &mut session, 4 * INTERVAL, 4);
     let replica = &cluster.replicas[2];
     assert_eq!(replica.stats().checkpoint_build_waits, 1);
     assert_eq!(replica.checkpoint_op(), INTERVAL, "waited for");
-    assert_eq!(replica.checkpoint_building(), Some(3 * INTERVAL));
+    assert_eq!(replica.checkpoint_building(), Some(4 * INTERVAL));
     let config = replica.config();
     assert!(replica.log_entries() as u64 <= config.log_entries_max());
     assert!(replica.entry(INTERVAL - 10).is_none(), "trimmed once built");
@@ -129,8 +133,47 @@ fn a_slow_build_skips_one_checkpoint_then_is_waited_for() {
     cluster.run_builds(2);
     cluster.run_builds(0);
     let (slow, other) = (&cluster.replicas[2], &cluster.replicas[0]);
-    assert_eq!(slow.checkpoint_op(), 3 * INTERVAL);
+    assert_eq!(slow.checkpoint_op(), 4 * INTERVAL);
     assert_eq!(slow.checkpoint_id(), other.checkpoint_id());
+}
+
+#[test]
+fn a_backup_whose_build_is_an_interval_slower_than_the_primarys_does_not_wait() {
+    let (mut cluster, mut session) = cluster();
+    put_until(&mut cluster, &mut session, INTERVAL, 1);
+    // Every worker took its build; the primary's and backup 1's are slow, backup 2's
+    // slower still.
+    for id in 0..3 {
+        cluster.start_builds(id);
+    }
+    // The primary holds two intervals on, as long as its build runs.
+    let hold = 3 * INTERVAL;
+    put_until(&mut cluster, &mut session, hold - 1, 2);
+    assert_eq!(cluster.replicas[0].op(), hold - 1, "held");
+    cluster.run_builds(0);
+    cluster.run_builds(1);
+    // Backup 2 executes past the primary's hold, through one more checkpoint op,
+    // without waiting; its build finishes before the op where it would.
+    put_until(&mut cluster, &mut session, hold + INTERVAL / 2, 3);
+    let slow = &cluster.replicas[2];
+    assert_eq!(slow.commit(), hold + INTERVAL / 2);
+    assert_eq!(slow.stats().checkpoint_build_waits, 0, "never waited");
+    assert_eq!(slow.checkpoint_building(), Some(INTERVAL), "still building");
+    assert_eq!(slow.stats().checkpoints_skipped, 2);
+    assert!(slow.log_entries() as u64 <= slow.config().log_entries_max());
+    cluster.run_builds(2);
+    put_until(&mut cluster, &mut session, 4 * INTERVAL, 4);
+    cluster.run_builds(0);
+    cluster.run_builds(2);
+    let (slow, primary) = (&cluster.replicas[2], &cluster.replicas[0]);
+    assert_eq!(slow.stats().checkpoint_build_waits, 0);
+    assert_eq!(slow.checkpoint_op(), 4 * INTERVAL);
+    assert_eq!(
+        primary.checkpoint_op(),
+        3 * INTERVAL,
+        "took the one at its hold"
+    );
+    assert_eq!(primary.stats().checkpoint_build_waits, 0);
 }
 
 #[test]
@@ -141,8 +184,9 @@ fn a_primary_holds_ordering_while_its_worker_builds_instead_of_waiting() {
     cluster.run_builds(1);
     cluster.run_builds(2);
     cluster.start_builds(0);
-    // The checkpoint op one interval on is skipped; at the one after that, executing
-    // would wait for the build: the primary orders every op before it, and no more.
+    // The checkpoint op one interval on is skipped; at the one after that the primary
+    // holds, an interval before executing would wait for the build: it orders every op
+    // before it, and no more.
     let wait = 3 * INTERVAL;
     put_until(&mut cluster, &mut session, wait - 1, 2);
     let (_, target, request) = session

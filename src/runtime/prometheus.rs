@@ -481,7 +481,7 @@ pub fn snapshot<S: StateMachine>(
         ),
         (
             "vsr_checkpoint_build_waits",
-            "Times the event loop waited for a checkpoint build that took two intervals",
+            "Times the event loop waited for a checkpoint build that took three intervals",
             None,
             stats.checkpoint_build_waits,
         ),

@@ -15,24 +15,28 @@
 //! are released meanwhile unless a transfer is reading it (`serve_checkpoint`: it is then
 //! answered `Unavailable`, and the asker fetches elsewhere or the newer one).
 //!
-//! One build at a time, and a build gets two intervals: the checkpoint op after the one
-//! being built is skipped (no checkpoint there), and at the op after that the replica
-//! waits for the build (runs it itself if the worker has not started it) before it takes
-//! the next. So the latest checkpoint is always less than four intervals behind the
-//! commit number, which bounds the log (`Config::log_entries_max`), and a replica whose
-//! builds take longer than two intervals stalls rather than grows without bound. Skipping
-//! changes which checkpoints a replica holds, never their contents: every checkpoint is
-//! at a multiple of K, and two replicas' checkpoints at one op are equal.
+//! One build at a time, and a build gets three intervals: the two checkpoint ops after
+//! the one being built are skipped (no checkpoint there), and at the op after those the
+//! replica waits for the build (runs it itself if the worker has not started it) before
+//! it takes the next. So the latest checkpoint is always less than six intervals behind
+//! the commit number, which bounds the log (`Config::log_entries_max`), and a replica
+//! whose builds take longer than three intervals stalls rather than grows without bound.
+//! Skipping changes which checkpoints a replica holds, never their contents: every
+//! checkpoint is at a multiple of K, and two replicas' checkpoints at one op are equal.
 //!
-//! A primary does not wait there while a worker has the build
-//! ([`Replica::build_wait_op`]): it orders no op at or past that checkpoint op until the
-//! build finishes (`normal.rs`), so its loop goes on answering, sending heartbeats and
-//! committing what it ordered, and a slow build slows the clients down instead of
-//! silencing the primary until its backups start a view change. The paper lets a primary
-//! order requests whenever it likes (4.1): holding them back changes no rule. A build no
-//! worker took (a missing worker) holds nothing: the primary orders on and, at the
-//! checkpoint op, runs the build itself, so its progress never depends on a worker that
-//! may not come. Backups execute what is committed, and wait if they must.
+//! A primary does not let its builds get that far while a worker has the build
+//! ([`Replica::build_hold_op`]): it orders no op at or past the checkpoint op two
+//! intervals after the build's until the build finishes (`normal.rs`), so its loop goes
+//! on answering, sending heartbeats and committing what it ordered, and a slow build
+//! slows the clients down instead of silencing the primary until its backups start a
+//! view change. The paper lets a primary order requests whenever it likes (4.1): holding
+//! them back changes no rule. A build no worker took (a missing worker) holds nothing:
+//! the primary orders on and, at the wait's op, runs the build itself, so its progress
+//! never depends on a worker that may not come. Backups execute what is committed: the
+//! primary's hold leaves each of them an interval more than the primary's own build took
+//! (the primary orders nothing past its hold until its build of the same op finished),
+//! so only a backup whose build is slower than the primary's by more than an interval of
+//! ops waits (ARCHITECTURE.md, "Checkpoints built in the background").
 
 use super::*;
 use crate::protocol::effects::{BuiltCheckpoint, CheckpointBuild};
@@ -76,7 +80,7 @@ impl<S: StateMachine> Replica<S> {
     fn take_checkpoint(&mut self, op: Op, effects: &mut Vec<Effect>) {
         self.finish_checkpoint_if_built();
         if let Some(building) = &self.building {
-            if building.op + self.config.checkpoint_interval_ops >= op {
+            if op < self.wait_op_of_build_at(building.op) {
                 self.stats.checkpoints_skipped += 1;
                 tracing::debug!(
                     replica = self.index,
@@ -86,13 +90,13 @@ impl<S: StateMachine> Replica<S> {
                 );
                 return;
             }
-            // Two intervals and still building: wait, so the log stays bounded.
+            // Three intervals and still building: wait, so the log stays bounded.
             self.stats.checkpoint_build_waits += 1;
             tracing::warn!(
                 replica = self.index,
                 op,
                 building = building.op,
-                "checkpoint build slower than two checkpoint intervals: waiting for it"
+                "checkpoint build slower than three checkpoint intervals: waiting for it"
             );
             self.build_checkpoint_now();
         }
@@ -163,7 +167,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Builds the checkpoint being built here and now (or waits for the worker building
-    /// it), and makes it the latest: when the build took two intervals
+    /// it), and makes it the latest: when the build took three intervals
     /// (`take_checkpoint`), and for ops executed outside any input (a restart replaying its
     /// store), whose effects, the build's request among them, go nowhere.
     pub(super) fn build_checkpoint_now(&mut self) {
@@ -173,36 +177,40 @@ impl<S: StateMachine> Replica<S> {
         self.finish_checkpoint_if_built();
     }
 
-    /// The checkpoint op at which executing would wait for the build in progress, while a
-    /// worker is running that build (see the module docs): the primary orders nothing at
-    /// or past it. `None` when nothing is being built, the build is done, or no worker
-    /// took it.
-    pub(super) fn build_wait_op(&self) -> Option<Op> {
+    /// The op at which a primary stops ordering while a worker is running the build in
+    /// progress (see the module docs): two intervals past the build's op, one before
+    /// executing would wait for it, so that the backups' builds of the same op get an
+    /// interval more than the primary's. `None` when nothing is being built, the build is
+    /// done, or no worker took it.
+    pub(super) fn build_hold_op(&self) -> Option<Op> {
         let building = self.building.as_ref()?;
         if building.build.is_done() || !building.build.is_started() {
             return None;
         }
-        Some(self.wait_op_of_build_at(building.op))
+        let interval = self.config.checkpoint_interval_ops;
+        let hold = building.op.saturating_add(interval.saturating_mul(2));
+        debug_assert!(hold < self.wait_op_of_build_at(building.op));
+        Some(hold)
     }
 
     /// The op at which executing waits for a build taken at `op`: `take_checkpoint` skips
-    /// the checkpoint op one interval after it and waits at the one after that.
+    /// the two checkpoint ops after it and waits at the one after those.
     fn wait_op_of_build_at(&self, op: Op) -> Op {
         let interval = self.config.checkpoint_interval_ops;
-        op.saturating_add(interval.saturating_mul(2))
+        op.saturating_add(interval.saturating_mul(3))
     }
 
     /// Counts and logs, once per build, that this primary holds ordering back before
-    /// `wait`, the op of a build's wait.
-    pub(super) fn note_build_hold(&mut self, wait: Op) {
-        if self.build_hold_noted == wait {
+    /// `hold`, the op of a build's hold.
+    pub(super) fn note_build_hold(&mut self, hold: Op) {
+        if self.build_hold_noted == hold {
             return;
         }
-        self.build_hold_noted = wait;
+        self.build_hold_noted = hold;
         self.stats.checkpoint_build_holds += 1;
         tracing::info!(
             replica = self.index,
-            wait,
+            hold,
             building = self.checkpoint_building(),
             "checkpoint build still running: ordering no more ops until it finishes"
         );

@@ -115,11 +115,11 @@ pub struct Stats {
     /// Checkpoint ops passed while the previous checkpoint was still being built: no
     /// checkpoint was taken there (the next one is at the next interval).
     pub checkpoints_skipped: u64,
-    /// Times this replica waited for a checkpoint's build (it took two intervals).
+    /// Times this replica waited for a checkpoint's build (it took three intervals).
     pub checkpoint_build_waits: u64,
     /// Times this replica, as the primary, stopped ordering ops just before the checkpoint
-    /// op at which it would have waited for a build a worker had, instead of waiting (it
-    /// ordered again once the build finished).
+    /// op two intervals past a build a worker had, an interval before it would have
+    /// waited for it (it ordered again once the build finished).
     pub checkpoint_build_holds: u64,
     /// Reads at this replica (paper 6.3.2) answered, held until it executed their seen
     /// op, and told `Behind` (to try another replica).

@@ -286,28 +286,28 @@ impl<S: StateMachine> Replica<S> {
             && self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize
             && self.primary.pipeline_bytes < self.config.pipeline_bytes_max
             && self.log_has_room_for_a_batch()
-            && self.may_order_before_build_wait()
+            && self.may_order_before_build_hold()
         {
             self.prepare_batch(effects);
         }
     }
 
-    /// How many more ops the primary may order before the checkpoint op at which it
-    /// would wait for the build a worker is running (`execute.rs`): it orders nothing
-    /// there until the build finished, so its loop never stalls on it.
-    fn ops_before_build_wait(&self) -> Op {
-        self.build_wait_op()
-            .map_or(Op::MAX, |wait| wait.saturating_sub(self.log.op() + 1))
+    /// How many more ops the primary may order before the checkpoint op at which it holds
+    /// for the build a worker is running (`execute.rs`): it orders nothing there until
+    /// the build finished, so its loop never stalls on it.
+    fn ops_before_build_hold(&self) -> Op {
+        self.build_hold_op()
+            .map_or(Op::MAX, |hold| hold.saturating_sub(self.log.op() + 1))
     }
 
     /// Whether the primary may order an op now as far as checkpoint builds go (see
-    /// `ops_before_build_wait`).
-    fn may_order_before_build_wait(&mut self) -> bool {
-        if self.ops_before_build_wait() > 0 {
+    /// `ops_before_build_hold`).
+    fn may_order_before_build_hold(&mut self) -> bool {
+        if self.ops_before_build_hold() > 0 {
             return true;
         }
-        if let Some(wait) = self.build_wait_op() {
-            self.note_build_hold(wait);
+        if let Some(hold) = self.build_hold_op() {
+            self.note_build_hold(hold);
         }
         false
     }
@@ -345,7 +345,7 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.primary.pipeline.len() < self.config.pipeline_prepares_max as usize);
         let op_first = self.log.op() + 1;
         // Checked by `prepare_batches`: at least one op may be ordered.
-        let room = self.ops_before_build_wait();
+        let room = self.ops_before_build_hold();
         assert!(room > 0);
         let mut entries = Vec::with_capacity(
             self.primary
