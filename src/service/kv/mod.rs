@@ -90,7 +90,7 @@ pub struct Kv {
     /// Snapshots are taken deferred (by a replica, at its checkpoints): the changes wait
     /// for them, which fold them off the executing thread, instead of being folded here
     /// once they are many (a fold of a large state would stall the replica's event loop;
-    /// the replica bounds the changes, at two checkpoint intervals).
+    /// the replica bounds the changes: a build gets at most three checkpoint intervals).
     deferred_snapshots: bool,
     /// The largest page (`PAGE_BYTES_TARGET` unless made smaller): part of the layout, so
     /// the same on every replica.
