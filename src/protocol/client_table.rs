@@ -198,48 +198,45 @@ const _: () = {
     assert!(std::mem::size_of::<Slot>() == 128);
 };
 
-impl Slot {
-    /// What an empty position holds (allocates nothing).
-    fn vacant() -> Slot {
-        Slot {
-            client: 0,
-            entry: ClientEntry {
-                session: 0,
-                request: 0,
-                registration: 0,
-                route: None,
-                op: 0,
-                reply: Bytes::new(),
-            },
-        }
+/// A position in the index: the slot of a session in `slots`, and 32 bits of its id's
+/// hash, so that a probe passing another session's position rejects it without reading
+/// that session's slot.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    tag: u32,
+    slot: u32,
+}
+
+impl Position {
+    const EMPTY: Position = Position {
+        tag: 0,
+        slot: u32::MAX,
+    };
+
+    fn is_empty(self) -> bool {
+        self.slot == u32::MAX
     }
 }
 
-/// The control byte of an empty position; an occupied one holds the top 7 bits of its
-/// id's hash (below 0x80).
-const EMPTY: u8 = 0x80;
-
 /// The client table.
 ///
-/// Open addressing with linear probing over two parallel arrays of the same length (a
-/// power of two, at most three quarters full): a control byte per position, and a
-/// cache-line-aligned [`Slot`] per position. A lookup scans control bytes from the id's
-/// home position (8 KiB at 4096 sessions: they stay cached) and reads the first line of
-/// the one slot whose tag matches (a false match of another id, 1 in 128 per position
-/// passed, costs one more line). A `HashMap<ClientId, ClientEntry>` had the same control
-/// bytes but 88-byte buckets straddling two lines wherever they fell, so that the id and
-/// the session often missed apart. The positions are keyed with [`ClientIdHashing`], as
-/// the maps are: a client cannot choose ids that share positions, so runs stay short
-/// whatever ids clients pick. Nothing depends on the order of the positions: the
-/// snapshot sorts, and eviction takes a unique minimum (two sessions never share an op).
-#[derive(Clone, Default)]
+/// Stored as an open-addressing index of 8-byte positions (linear probing, at most half
+/// full, eight positions per cache line) over a dense array of cache-line-aligned slots:
+/// a lookup reads one line of the index, which at 4096 sessions is 64 KiB and mostly
+/// stays cached, and the first line of one slot. (A `HashMap<ClientId, ClientEntry>`
+/// read its control bytes and an 88-byte bucket that straddled two lines wherever it
+/// fell.) The index is keyed with [`ClientIdHashing`], as the maps were: a client cannot
+/// choose ids that share positions, so probes stay short whatever ids clients pick.
+/// The slots' order depends on the order of registrations and evictions alone, never on
+/// the hash key, though nothing relies on it: the snapshot sorts, and eviction takes a
+/// unique minimum (two sessions never share an op).
+#[derive(Clone, Debug, Default)]
 pub struct ClientTable {
-    /// Per position: [`EMPTY`], or the tag of the session in `slots` there.
-    control: Vec<u8>,
-    /// Per position: a session where `control` says so, else [`Slot::vacant`].
+    /// Every session, densely.
     slots: Vec<Slot>,
-    /// Number of sessions.
-    len: usize,
+    /// Positions of the slots by their ids' hashes: a power of two long (or empty), at
+    /// least twice as long as `slots`, so a probe always ends at an empty position.
+    index: Vec<Position>,
     hashing: ClientIdHashing,
     clients_max: usize,
     /// While the core handles a client's request: that client and the driver's route
@@ -248,24 +245,13 @@ pub struct ClientTable {
     input_route: Option<(ClientId, RouteToken)>,
 }
 
-impl std::fmt::Debug for ClientTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTable")
-            .field("clients", &self.iter().collect::<HashMap<_, _>>())
-            .field("clients_max", &self.clients_max)
-            .field("input_route", &self.input_route)
-            .finish()
-    }
-}
-
 impl ClientTable {
     /// An empty table holding at most `clients_max` sessions.
     pub fn new(clients_max: usize) -> ClientTable {
         assert!(clients_max > 0);
         ClientTable {
-            control: Vec::new(),
             slots: Vec::new(),
-            len: 0,
+            index: Vec::new(),
             hashing: ClientIdHashing::default(),
             clients_max,
             input_route: None,
@@ -287,33 +273,29 @@ impl ClientTable {
 
     /// Every session, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &ClientEntry)> {
-        self.control
-            .iter()
-            .zip(&self.slots)
-            .filter(|&(&control, _)| control != EMPTY)
-            .map(|(_, slot)| (&slot.client, &slot.entry))
+        self.slots.iter().map(|slot| (&slot.client, &slot.entry))
     }
 
     /// Number of sessions.
     pub fn len(&self) -> usize {
-        self.len
+        self.slots.len()
     }
 
     /// Whether empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.is_empty()
     }
 
     /// The client's entry.
     pub fn get(&self, client: ClientId) -> Option<&ClientEntry> {
-        let at = self.find(client)?;
-        Some(&self.slots[at].entry)
+        let (_, slot) = self.find(client)?;
+        Some(&self.slots[slot].entry)
     }
 
     /// The client's entry, to note a route token in it.
     pub fn get_mut(&mut self, client: ClientId) -> Option<&mut ClientEntry> {
-        let at = self.find(client)?;
-        Some(&mut self.slots[at].entry)
+        let (_, slot) = self.find(client)?;
+        Some(&mut self.slots[slot].entry)
     }
 
     /// Registers `client` with session `op` (committed at `op`); returns the session and
@@ -333,21 +315,23 @@ impl ClientTable {
             op,
             reply: Bytes::new(),
         };
-        if let Some(at) = self.find(client) {
-            self.slots[at].entry = entry;
+        if let Some((_, slot)) = self.find(client) {
+            self.slots[slot].entry = entry;
             return None;
         }
         let mut evicted = None;
-        if self.len >= self.clients_max {
-            let (&oldest, _) = self
+        if self.slots.len() >= self.clients_max {
+            let oldest = self
+                .slots
                 .iter()
-                .min_by_key(|(_, entry)| entry.op)
-                .expect("a full table is not empty");
+                .min_by_key(|slot| slot.entry.op)
+                .expect("a full table is not empty")
+                .client;
             self.remove(oldest);
             evicted = Some(oldest);
         }
         self.insert_new(client, entry);
-        assert!(self.len <= self.clients_max);
+        assert!(self.slots.len() <= self.clients_max);
         evicted
     }
 
@@ -392,12 +376,12 @@ impl ClientTable {
 
     /// The table as bytes, sorted by client id so that equal tables give equal bytes.
     pub fn snapshot(&self) -> Bytes {
-        let mut clients: Vec<(&ClientId, &ClientEntry)> = self.iter().collect();
-        clients.sort_unstable_by_key(|&(&client, _)| client);
+        let mut slots: Vec<&Slot> = self.slots.iter().collect();
+        slots.sort_unstable_by_key(|slot| slot.client);
         let mut buf = BytesMut::new();
-        buf.put_u32_le(clients.len() as u32);
-        for (&client, entry) in clients {
-            buf.put_u64_le(client);
+        buf.put_u32_le(slots.len() as u32);
+        for Slot { client, entry } in slots {
+            buf.put_u64_le(*client);
             buf.put_u64_le(entry.session);
             buf.put_u32_le(entry.request);
             buf.put_u64_le(entry.op);
@@ -446,116 +430,112 @@ impl ClientTable {
             // An id twice (not a snapshot this table wrote): the later entry stands, as
             // it did when the table was a map.
             match table.find(id) {
-                Some(at) => table.slots[at].entry = entry,
+                Some((_, slot)) => table.slots[slot].entry = entry,
                 None => table.insert_new(id, entry),
             }
         }
         if buf.has_remaining() {
             return None;
         }
-        self.control = table.control;
         self.slots = table.slots;
-        self.len = table.len;
+        self.index = table.index;
         Some(())
     }
 
-    /// The hash of `client`: its low bits pick the home position, its top 7 bits are the
-    /// tag.
+    /// The hash of `client`: its low bits pick the home position, its high 32 bits are
+    /// the tag.
     fn hash(&self, client: ClientId) -> u64 {
         self.hashing.hash_one(client)
     }
 
-    fn tag(hash: u64) -> u8 {
-        (hash >> 57) as u8
-    }
-
-    /// The position of `client`, if present.
+    /// The index position and the slot of `client`, if present.
     #[inline]
-    fn find(&self, client: ClientId) -> Option<usize> {
-        if self.control.is_empty() {
+    fn find(&self, client: ClientId) -> Option<(usize, usize)> {
+        if self.index.is_empty() {
             return None;
         }
         let hash = self.hash(client);
-        let tag = Self::tag(hash);
-        let mask = self.control.len() - 1;
+        let tag = (hash >> 32) as u32;
+        let mask = self.index.len() - 1;
         let mut at = hash as usize & mask;
-        // Ends: at most three quarters of the positions are taken.
+        // Ends: the index is at most half full, so an empty position comes.
         loop {
-            let control = self.control[at];
-            if control == EMPTY {
+            let position = self.index[at];
+            if position.is_empty() {
                 return None;
             }
-            if control == tag && self.slots[at].client == client {
-                return Some(at);
+            if position.tag == tag && self.slots[position.slot as usize].client == client {
+                return Some((at, position.slot as usize));
             }
             at = (at + 1) & mask;
         }
     }
 
-    /// Adds `client`, absent, with `entry`; first doubles the positions if more than
-    /// three quarters of them would be taken.
+    /// Adds `client`, absent, with `entry`; grows the index first if it would be more
+    /// than half full.
     fn insert_new(&mut self, client: ClientId, entry: ClientEntry) {
         debug_assert!(self.find(client).is_none());
-        if (self.len + 1) * 4 > self.control.len() * 3 {
+        if (self.slots.len() + 1) * 2 > self.index.len() {
             self.grow();
         }
-        self.place(Slot { client, entry });
-        self.len += 1;
+        let slot = self.slots.len();
+        assert!(slot < u32::MAX as usize, "slot numbers fit the index");
+        self.slots.push(Slot { client, entry });
+        self.place(client, slot as u32);
     }
 
-    /// Puts `slot` at the first empty position from its home.
-    fn place(&mut self, slot: Slot) {
-        let hash = self.hash(slot.client);
-        let mask = self.control.len() - 1;
+    /// Puts `slot`, the slot of `client`, at the first empty position from its home.
+    fn place(&mut self, client: ClientId, slot: u32) {
+        let hash = self.hash(client);
+        let mask = self.index.len() - 1;
         let mut at = hash as usize & mask;
-        while self.control[at] != EMPTY {
+        while !self.index[at].is_empty() {
             at = (at + 1) & mask;
         }
-        self.control[at] = Self::tag(hash);
-        self.slots[at] = slot;
+        self.index[at] = Position {
+            tag: (hash >> 32) as u32,
+            slot,
+        };
     }
 
-    /// Doubles the positions (at least 16) and places every session again.
+    /// Doubles the index (at least 16 positions) and places every slot again.
     fn grow(&mut self) {
-        let positions = (self.control.len() * 2).max(16);
-        let control = std::mem::replace(&mut self.control, vec![EMPTY; positions]);
-        let slots = std::mem::replace(
-            &mut self.slots,
-            std::iter::repeat_with(Slot::vacant)
-                .take(positions)
-                .collect(),
-        );
-        for (control, slot) in control.into_iter().zip(slots) {
-            if control != EMPTY {
-                self.place(slot);
-            }
+        let len = (self.index.len() * 2).max(16);
+        self.index.clear();
+        self.index.resize(len, Position::EMPTY);
+        for slot in 0..self.slots.len() {
+            self.place(self.slots[slot].client, slot as u32);
         }
     }
 
-    /// Removes `client`, present, shifting back the sessions after it that may move (so
-    /// that no probe needs tombstones).
+    /// Removes `client`, present: its position by shifting back the ones after it that
+    /// may move (so no probe needs tombstones), its slot by moving the last slot into it.
     fn remove(&mut self, client: ClientId) {
-        let mut hole = self.find(client).expect("removing a present client");
-        let mask = self.control.len() - 1;
+        let (mut hole, slot) = self.find(client).expect("removing a present client");
+        let mask = self.index.len() - 1;
         let mut at = hole;
         loop {
             at = (at + 1) & mask;
-            if self.control[at] == EMPTY {
+            let position = self.index[at];
+            if position.is_empty() {
                 break;
             }
-            // A session may fill the hole if the hole lies between its home and it: its
+            // A position may fill the hole if the hole lies between its home and it: its
             // probe passes the hole before reaching it.
-            let home = self.hash(self.slots[at].client) as usize & mask;
+            let home = self.hash(self.slots[position.slot as usize].client) as usize & mask;
             if (at.wrapping_sub(home) & mask) >= (at.wrapping_sub(hole) & mask) {
-                self.control[hole] = self.control[at];
-                self.slots.swap(hole, at);
+                self.index[hole] = position;
                 hole = at;
             }
         }
-        self.control[hole] = EMPTY;
-        // Drops the removed session (its reply) here, not when the position is reused.
-        self.slots[hole] = Slot::vacant();
-        self.len -= 1;
+        self.index[hole] = Position::EMPTY;
+        let last = self.slots.len() - 1;
+        if slot != last {
+            let moved = self.slots[last].client;
+            let (at, _) = self.find(moved).expect("every slot has a position");
+            self.index[at].slot = slot as u32;
+        }
+        self.slots.swap_remove(slot);
     }
 }
 
@@ -620,21 +600,17 @@ mod tests {
     }
 
     impl ClientTable {
-        /// Every session is found at its position, the tags are its hash's, vacant
-        /// slots hold nothing, and at most three quarters of the positions are taken.
+        /// Every slot has exactly one position, reached from its home without crossing
+        /// an empty one, and the index is at most half full.
         fn check_index(&self) {
-            let taken = self.control.iter().filter(|&&c| c != EMPTY).count();
-            assert_eq!(taken, self.len);
-            assert_eq!(self.control.len(), self.slots.len());
-            assert!(self.len * 4 <= self.control.len() * 3);
-            for (at, slot) in self.slots.iter().enumerate() {
-                if self.control[at] == EMPTY {
-                    assert_eq!(slot.client, 0, "a vacant slot holds nothing");
-                    assert!(slot.entry.reply.is_empty());
-                } else {
-                    assert_eq!(self.find(slot.client), Some(at));
-                    assert_eq!(self.control[at], Self::tag(self.hash(slot.client)));
-                }
+            let occupied = self.index.iter().filter(|p| !p.is_empty()).count();
+            assert_eq!(occupied, self.slots.len());
+            assert!(self.slots.is_empty() || self.slots.len() * 2 <= self.index.len());
+            for (number, slot) in self.slots.iter().enumerate() {
+                let (at, found) = self.find(slot.client).expect("every slot is found");
+                assert_eq!(found, number);
+                let hash = self.hash(slot.client);
+                assert_eq!(self.index[at].tag, (hash >> 32) as u32);
             }
         }
     }
