@@ -230,7 +230,7 @@ impl Position {
 /// The slots' order depends on the order of registrations and evictions alone, never on
 /// the hash key, though nothing relies on it: the snapshot sorts, and eviction takes a
 /// unique minimum (two sessions never share an op).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ClientTable {
     /// Every session, densely.
     slots: Vec<Slot>,
@@ -243,6 +243,17 @@ pub struct ClientTable {
     /// token for it (`Replica::on_client_request`). A reply to that client made in the
     /// same input carries the token.
     input_route: Option<(ClientId, RouteToken)>,
+}
+
+/// The sessions by id, as the map the table was printed (the index says nothing).
+impl std::fmt::Debug for ClientTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTable")
+            .field("clients", &self.iter().collect::<HashMap<_, _>>())
+            .field("clients_max", &self.clients_max)
+            .field("input_route", &self.input_route)
+            .finish()
+    }
 }
 
 impl ClientTable {
