@@ -626,6 +626,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ids_that_agree_in_their_low_bits_make_no_long_runs() {
+        // Clients choosing ids with equal low bits (the bits that would pick an unkeyed
+        // position) still land apart: the keyed hash decides positions. 4,096 sessions
+        // in 8,192 positions; the longest probe stays short.
+        for shift in [0, 32, 52] {
+            let mut table = ClientTable::new(4096);
+            table.hashing =
+                ClientIdHashing::with_key((0x0123_4567_89ab_cdef, 0x0fed_cba9_8765_4321));
+            for varied in 0..4096u64 {
+                table.register((varied << shift) ^ 0xdead_beef_0bad_cafe, varied + 1, 1);
+            }
+            assert_eq!(table.index.len(), 8192);
+            table.check_index();
+            let mask = table.index.len() - 1;
+            let longest = table
+                .slots
+                .iter()
+                .map(|slot| {
+                    let (at, _) = table.find(slot.client).unwrap();
+                    at.wrapping_sub(table.hash(slot.client) as usize) & mask
+                })
+                .max()
+                .unwrap();
+            assert!(
+                longest < 40,
+                "shift {shift}: a probe of {longest} positions"
+            );
+        }
+    }
+
     /// A table's state as the map it replaced would have held it: by id.
     type Model = HashMap<ClientId, (Session, RequestNumber, Op, RequestNumber, Bytes)>;
 
