@@ -159,6 +159,10 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         3005605,
         "with disks: after a power loss an active restarted with its log at its checkpoint and the actives' commit forgotten refused a lagging witness, whose vote the view change and a damaged active's recovery needed (converge)",
     ),
+    (
+        5001761,
+        "a witness joining a started view asked only its primary, whose log began at a checkpoint above the actives' commit; that commit waited for two recovering actives, whose recovery waited for the witness (converge)",
+    ),
 ];
 
 /// Seeds that found bugs of reconfiguring clusters with witnesses (paper 6.1 with 7:
