@@ -233,6 +233,10 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
         8000651,
         "trimming by the old epoch's actives' commit on entering an epoch with witnesses took the only log holding the start from the new actives (converge)",
     ),
+    (
+        15002252,
+        "a client's backup read retried only at the actives of the epoch it knew, all retired; the witness left, which would have told it the new epoch, was never asked (liveness)",
+    ),
 ];
 
 #[test]
