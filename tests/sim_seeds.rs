@@ -201,6 +201,10 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         6001496,
         "a replaced replica that lost its memory retired into an epoch whose one other active had moved on and shut down, and waited for ever for its EpochStarted (the witness's does not count) (converge)",
     ),
+    (
+        16007033,
+        "a replica without a checkpoint retired from an epoch with witnesses into one without; its log, which the witnesses' larger bound let grow and nothing trims, was held to the new epoch's smaller one (assertion)",
+    ),
 ];
 
 #[test]
