@@ -385,6 +385,51 @@ impl ClientTable {
         }
     }
 
+    /// Starts loading the index line where a probe for `client` begins, ahead of
+    /// [`prefetch`](Self::prefetch) for it. A hint only: it reads nothing and changes
+    /// nothing. (The index is 64 KiB at 4096 sessions: on a busy core it does not stay
+    /// cached either.)
+    #[inline]
+    pub fn prefetch_index(&self, client: ClientId) {
+        if self.index.is_empty() {
+            return;
+        }
+        let at = self.hash(client) as usize & (self.index.len() - 1);
+        prefetch_line((&self.index[at] as *const Position).cast());
+    }
+
+    /// Starts loading `client`'s slot into the cache, ahead of a probe that will read it
+    /// (the execution of a committed batch hints its next ops: `Replica::execute_entry`).
+    /// A hint only: it reads the index, not the slot, and changes nothing; a tag that
+    /// matches another id's position only loads a line for nothing. At thousands of
+    /// sessions each op's slot would otherwise be a cache miss waited for in turn;
+    /// prefetched a few ops ahead, the misses overlap.
+    #[inline]
+    pub fn prefetch(&self, client: ClientId) {
+        if self.index.is_empty() {
+            return;
+        }
+        let hash = self.hash(client);
+        let tag = (hash >> 32) as u32;
+        let mask = self.index.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            let position = self.index[at];
+            if position.is_empty() {
+                return;
+            }
+            if position.tag == tag {
+                // Both lines: admission reads the first, recording a reply writes the
+                // second.
+                let slot: *const Slot = &self.slots[position.slot as usize];
+                prefetch_line(slot.cast());
+                prefetch_line(slot.cast::<u8>().wrapping_add(64));
+                return;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
     /// The table as bytes, sorted by client id so that equal tables give equal bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut slots: Vec<&Slot> = self.slots.iter().collect();
@@ -550,6 +595,20 @@ impl ClientTable {
     }
 }
 
+/// Asks the CPU to load the cache line at `address` (a no-op where there is no
+/// prefetch instruction to ask with).
+#[inline(always)]
+fn prefetch_line(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address, and changes
+    // no memory; SSE, the feature it needs, is part of every x86_64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,6 +756,10 @@ mod tests {
                 // Ids spread over the whole range, as clients draw them, from a small set
                 // so that sessions are registered again, evicted and come back.
                 let client = (next() % ids).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                // The hints end and stay in bounds for present and absent ids alike (an
+                // empty table first, then full ones), and change nothing the model sees.
+                table.prefetch_index(client);
+                table.prefetch(client);
                 if next() % 3 == 0 || !model.contains_key(&client) {
                     let registration = next() as u32 % 4;
                     let evicted = table.register(client, op, registration);
