@@ -391,10 +391,10 @@ impl<S: StateMachine> Replica<S> {
 
     /// A replica joining a view that started without it collects that view's log, and
     /// installs it only once complete (see `join_started_view`). Any member normal in
-    /// the view joined may answer (one changing views refuses: `on_get_state`): its log is that
-    /// view's log, from the StartView, with the primary's Prepares after it in order
-    /// (see the module docs of `view_change`). From another view it may not be: a later
-    /// view's log may differ from this one's past the ops committed by this view.
+    /// the view joined may answer (one changing views refuses: `on_get_state`): its log
+    /// is that view's log, from the StartView, with the primary's Prepares after it in
+    /// order (see the module docs of `view_change`). From another view it may not be: a
+    /// later view's log may differ from this one's past the ops committed by this view.
     fn on_join_state(
         &mut self,
         from: ReplicaIndex,

@@ -26,12 +26,13 @@
 //! and last-normal view, so it never takes part in a later view change with a log
 //! shorter than what it acknowledged. It asks the view's primary first, and when that
 //! one does not answer, the other members in turn. Paper 5.2: only a replica normal in
-//! the view answers (`on_get_state`: one still in its view change or recovering refuses),
-//! so every answer holds a prefix of that view's log at least as long as the view's start (installed whole from the StartView, then
-//! extended by the primary's Prepares in order): every op committed before the view
-//! started is in it. A log cut at a commit number would not do: a replica with this
-//! view as its last normal one and a log without an op committed earlier could win a
-//! later view change's choice of log and lose that op.
+//! the view answers (`on_get_state`: one still in its view change or recovering
+//! refuses), so every answer holds a prefix of that view's log at least as long as the
+//! view's start (installed whole from the StartView, then extended by the primary's
+//! Prepares in order): every op committed before the view started is in it. A log cut
+//! at a commit number would not do: a replica with this view as its last normal one and
+//! a log without an op committed earlier could win a later view change's choice of log
+//! and lose that op.
 
 use super::*;
 
