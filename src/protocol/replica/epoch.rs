@@ -82,6 +82,33 @@ pub(super) struct EpochTransfer {
     /// log after the commit number replaced by the later epoch's committed entries),
     /// not reached in this replica's own view.
     start_fetched: bool,
+    /// An active of this epoch that was a witness of the one before: the committed
+    /// entries of its witness log, kept until its own log reaches them (`take_up_role`).
+    former_witness_log: Option<FormerWitnessLog>,
+}
+
+/// The committed entries a witness held when it became active in a new epoch: ops
+/// `base + 1 ..= base + entries.len()`, the last one the start at most.
+///
+/// Its acknowledgements counted towards those ops in the old epoch, so its copies may be
+/// one of only f+1 (the RECONFIGURATION's among them). Dropping them as it starts over
+/// from op 0 would leave the other copies alone, and one crash could lose committed ops
+/// (`a_witness_that_becomes_active_keeps_the_copies_it_acknowledged` in
+/// `tests/sim_witnesses.rs`). So the replica keeps them and, once the state it fetched
+/// reaches their base (a checkpoint at or above it, or entries up to it), takes them
+/// into its log and executes them itself (`take_former_witness_log`): committed
+/// entries, the same at every replica that holds them (paper 4.1's agreement), over a
+/// service whose state is that of the op before.
+#[derive(Clone, Debug)]
+struct FormerWitnessLog {
+    base: Op,
+    entries: Vec<Entry>,
+}
+
+impl FormerWitnessLog {
+    fn end(&self) -> Op {
+        self.base + self.entries.len() as Op
+    }
 }
 
 /// A later epoch whose start a replica of the old one is fetching (see the module docs).
@@ -111,8 +138,15 @@ impl<S: StateMachine> Replica<S> {
     /// state transfer, counts EpochStarted and answers clients.
     pub(super) fn epoch_status_refuses(&self, body: &Body) -> Option<&'static str> {
         match self.status {
-            Status::Transitioning => (!matches!(body, Body::NewState(_)))
-                .then_some("transitioning: fetching the epoch's starting state"),
+            // A former witness also serves the entries it kept (`former_witness_answer`).
+            Status::Transitioning => {
+                let served = match body {
+                    Body::NewState(_) => true,
+                    Body::GetState(_) => self.epoch_transfer.former_witness_log.is_some(),
+                    _ => false,
+                };
+                (!served).then_some("transitioning: fetching the epoch's starting state")
+            }
             Status::Retiring => (!matches!(
                 body,
                 Body::GetState(_) | Body::EpochStarted | Body::Request(_)
@@ -432,6 +466,10 @@ impl<S: StateMachine> Replica<S> {
         } else if self.is_witness() {
             self.drop_service_state();
         } else if was_witness && self.index != NOT_A_MEMBER {
+            let base = self.log.base();
+            let entries = self.log.slice(base + 1, self.commit, usize::MAX);
+            debug_assert_eq!(base + entries.len() as Op, self.commit);
+            self.epoch_transfer.former_witness_log = Some(FormerWitnessLog { base, entries });
             self.log.reset(0, 0);
             self.commit = 0;
             tracing::info!(
@@ -950,6 +988,7 @@ impl<S: StateMachine> Replica<S> {
     /// for more.
     fn continue_transition(&mut self, effects: &mut Vec<Effect>) {
         assert_eq!(self.status, Status::Transitioning);
+        self.take_former_witness_log(effects);
         if self.commit >= self.epoch_start {
             return self.finish_transition(effects);
         }
@@ -1014,7 +1053,8 @@ impl<S: StateMachine> Replica<S> {
         if self.epoch_transfer.past_start {
             return self.drop_reason("new_state", "holds the start: waiting for a view");
         }
-        let progressed = self.take_committed_state(new_state, effects);
+        let mut progressed = self.take_committed_state(new_state, effects);
+        progressed |= self.take_former_witness_log(effects);
         self.stats.state_transfers += 1;
         if self.epoch_change.is_some() {
             // The fetched ops reached a later epoch's RECONFIGURATION: that move comes
@@ -1027,6 +1067,82 @@ impl<S: StateMachine> Replica<S> {
         if progressed {
             self.request_epoch_state(effects);
         }
+    }
+
+    /// A former witness whose log reaches the base of the entries it kept
+    /// ([`FormerWitnessLog`]) appends those past its log and executes them; they go
+    /// once its log holds them all. Returns whether the log grew.
+    fn take_former_witness_log(&mut self, effects: &mut Vec<Effect>) -> bool {
+        let Some(kept) = self.epoch_transfer.former_witness_log.take() else {
+            return false;
+        };
+        if self.log.op() >= kept.end() {
+            return false;
+        }
+        if self.log.op() < kept.base {
+            // The fetched state does not reach them yet.
+            self.epoch_transfer.former_witness_log = Some(kept);
+            return false;
+        }
+        // The cap, as `apply_new_state`: what does not fit waits for the next answer.
+        let room = self.log_entries_cap().saturating_sub(self.log.len() as u64);
+        let first = self.log.op() + 1;
+        let mut added = 0;
+        for (index, entry) in kept.entries.iter().enumerate() {
+            let op = kept.base + 1 + index as Op;
+            if op >= first && added < room {
+                self.log.push(entry.clone());
+                added += 1;
+            }
+        }
+        let end = kept.end();
+        if self.log.op() < end {
+            self.epoch_transfer.former_witness_log = Some(kept);
+        }
+        tracing::info!(
+            replica = self.id,
+            epoch = self.configuration.epoch(),
+            from = first,
+            to = self.log.op(),
+            "a former witness takes the committed entries it kept into its log"
+        );
+        self.commit_to(self.log.op().min(end), effects);
+        added > 0
+    }
+
+    /// The answer of a former witness to a replica that holds every op up to `op` when
+    /// the entries it kept ([`FormerWitnessLog`]) go further than its own log: those
+    /// entries, all committed (`commit` and `op` both their end; no checkpoint). The one
+    /// replica left with the rest of the state may need them before it can give this
+    /// one a checkpoint (a cut-off active of the old epoch fetching its start).
+    ///
+    /// Also to a replica joining a view of this epoch (`join_source`): the entries end
+    /// at the start, after every op committed before the epoch's first view began, so
+    /// installed as that view's log they lose nothing (the rule of `on_get_state`).
+    pub(super) fn former_witness_answer(&mut self, op: Op) -> Option<NewState> {
+        let kept = self.epoch_transfer.former_witness_log.as_ref()?;
+        if op < kept.base || op >= kept.end() || op < self.log.op() {
+            return None;
+        }
+        let bytes_max = self.new_state_bytes_max();
+        let end = kept.end();
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for entry in &kept.entries[(op - kept.base) as usize..] {
+            bytes += entry.size_bytes();
+            if !entries.is_empty() && bytes > bytes_max {
+                break;
+            }
+            entries.push(entry.clone());
+        }
+        Some(NewState {
+            sender: self.id,
+            commit: end,
+            op: end,
+            checkpoint: None,
+            op_first: op + 1,
+            entries,
+        })
     }
 
     /// Takes what the sender says is committed of a well-formed NewState (its log

@@ -174,6 +174,15 @@ impl<S: StateMachine> Replica<S> {
         get_state: GetState,
         effects: &mut Vec<Effect>,
     ) {
+        if self.status == Status::Transitioning {
+            // Only a former witness is asked here (`epoch_status_refuses`), and answers
+            // only with the entries it kept: its own log is still being fetched.
+            match self.former_witness_answer(get_state.op) {
+                Some(new_state) => self.send(from, Body::NewState(new_state), effects),
+                None => self.drop_reason("get_state", "transitioning: nothing kept past the op"),
+            }
+            return;
+        }
         let same_view = self.status == Status::Normal && view == self.view;
         let changing_view = matches!(self.status, Status::ViewChange | Status::Recovering);
         if changing_view && view == self.view && from != self.primary_of(view) {
@@ -210,6 +219,9 @@ impl<S: StateMachine> Replica<S> {
             self.drop_reason("get_state", "op beyond any log");
             return None;
         };
+        if let Some(answer) = self.former_witness_answer(get_state.op) {
+            return Some(answer);
+        }
         if for_witness && get_state.op < self.log.base() {
             if self.log.base() > self.actives_commit_heard {
                 // This log starts at a checkpoint it restored, above ops that fewer
@@ -250,6 +262,14 @@ impl<S: StateMachine> Replica<S> {
         Some(self.new_state_from(checkpoint, op_first, limit))
     }
 
+    /// The most entry bytes a NewState carries: half a message, with room for the
+    /// checkpoint it may name.
+    pub(super) fn new_state_bytes_max(&self) -> usize {
+        (self.config.message_bytes_max as usize / 2)
+            .saturating_sub(CHECKPOINT_ID_BYTES)
+            .max(1)
+    }
+
     /// A NewState naming `checkpoint` with the entries from `op_first` up to `limit`,
     /// as many as fit in half a message.
     fn new_state_from(
@@ -258,9 +278,7 @@ impl<S: StateMachine> Replica<S> {
         op_first: Op,
         limit: Op,
     ) -> NewState {
-        let bytes_max = (self.config.message_bytes_max as usize / 2)
-            .saturating_sub(CHECKPOINT_ID_BYTES)
-            .max(1);
+        let bytes_max = self.new_state_bytes_max();
         assert!(limit <= self.log.op() && self.commit <= limit);
         let entries = self.log.slice(op_first, limit, bytes_max);
         NewState {
