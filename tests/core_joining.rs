@@ -168,6 +168,12 @@ fn a_replica_in_its_view_change_does_not_answer_a_joiner_of_that_view() {
         "the refusal is counted as a dropped message"
     );
 
+    // Nor does it answer a question of an earlier view (a GetState delivered late, or
+    // replayed): the answer would go out in view 2, where an asker that joined view 2
+    // since would take it for the view's log (seed 30004109).
+    let sent = run(&mut backup, |r, e| r.on_message(get_state(0, JOINER, 0), e));
+    assert_eq!(new_states_to(&sent, JOINER), vec![]);
+
     // The new primary, fetching committed entries it lacks (paper 5.3), is answered:
     // it takes the entries up to the commit number as committed, not as its log.
     let sent = run(&mut backup, |r, e| {
@@ -183,5 +189,26 @@ fn a_normal_replica_answers_a_joiner_with_its_whole_log() {
     let mut backup = backup_with_uncommitted_tail();
     assert_eq!(backup.status(), Status::Normal);
     let sent = run(&mut backup, |r, e| r.on_message(get_state(0, 2, 0), e));
+    assert_eq!(new_states_to(&sent, 2), vec![(3, 3)]);
+}
+
+#[test]
+fn a_normal_replica_answers_a_question_of_an_earlier_view_with_its_whole_log_too() {
+    // The backup moves to view 3: replica 0, its primary, starts it with ops 1..=3, of
+    // which op 1 is known committed.
+    let mut backup = backup_with_uncommitted_tail();
+    let start_view = vsr::protocol::StartView {
+        op: 3,
+        commit: 1,
+        op_first: 1,
+        entries: history(),
+    };
+    run(&mut backup, |r, e| {
+        r.on_message(message(3, 0, Body::StartView(start_view)), e)
+    });
+    assert_eq!((backup.status(), backup.view()), (Status::Normal, 3));
+    // A late question of view 1 is answered in view 3, where a joiner may take it for the
+    // view's log: all of it, not a log cut at the commit number.
+    let sent = run(&mut backup, |r, e| r.on_message(get_state(1, 2, 0), e));
     assert_eq!(new_states_to(&sent, 2), vec![(3, 3)]);
 }

@@ -134,6 +134,10 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
         9007245,
         "a replica restarted from its store into a view change that never finished, above the view the others were normal in, waited forever to recover from a view at least its own (converge)",
     ),
+    (
+        30004109,
+        "a replica in view 6's change answered a replayed GetState of view 4 up to its commit number, in view 6; the asker, joining view 6 since, installed that for the view's log without an op committed in view 5, and its DoViewChange started view 7 without it",
+    ),
 ];
 
 /// Seeds with witnesses (paper 6.1) that found bugs, each fixed since, and that still

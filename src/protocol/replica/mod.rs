@@ -662,7 +662,7 @@ impl<S: StateMachine> Replica<S> {
             Body::RecoveryResponse(response) => {
                 self.on_recovery_response(from, view, response, effects)
             }
-            Body::GetState(get_state) => self.on_get_state(from, view, get_state, effects),
+            Body::GetState(get_state) => self.on_get_state(from, get_state, effects),
             Body::NewState(new_state) => self.receive_new_state(
                 fetch_checkpoint::StateRoute::Member {
                     epoch: message.epoch,

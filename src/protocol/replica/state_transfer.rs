@@ -170,7 +170,6 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn on_get_state(
         &mut self,
         from: ReplicaIndex,
-        view: View,
         get_state: GetState,
         effects: &mut Vec<Effect>,
     ) {
@@ -183,19 +182,24 @@ impl<S: StateMachine> Replica<S> {
             }
             return;
         }
-        let same_view = self.status == Status::Normal && view == self.view;
         let changing_view = matches!(self.status, Status::ViewChange | Status::Recovering);
-        if changing_view && view == self.view && from != self.primary_of(view) {
-            // Paper 5.2: only a replica normal in the asker's view answers. The one
-            // asker of this view that takes committed entries from a replica still in
-            // its view change is the view's new primary (`view_change_fetch_source`);
-            // any other is joining the view (`join_source`) and takes what it gets for
-            // the view's log: a log cut at this replica's commit number may lack ops
-            // committed before the view started. (A retiring replica answers up to its
-            // commit number still: its epoch's log ends there, all of it committed.)
-            return self.drop_reason("get_state", "not normal in the asker's view");
+        if changing_view && from != self.primary_of(self.view) {
+            // Paper 5.2: only a replica normal in a view vouches for that view's log. The
+            // answer goes out in this replica's view, whatever view the asker was in when
+            // it asked: an asker that joined this view since (`join_started_view`; a
+            // GetState delivered late, or replayed) takes it for the view's log. Cut at
+            // this replica's commit number, that log may lack ops committed before the
+            // view started (seed 30004109: a GetState of view 4, answered in view 6). The
+            // one asker that takes committed entries from a replica still in its view
+            // change is the view's new primary (`view_change_fetch_source`), and askers
+            // that need only committed entries (transitioning, recovering) ask the next
+            // replica. (A retiring replica answers up to its commit number still: its
+            // epoch's log ends there, all of it committed.)
+            return self.drop_reason("get_state", "not normal in its view");
         }
-        let limit = if same_view {
+        // Normal, its log is its view's log: all of it, for the same reason (an asker of
+        // another view that takes it needs only its committed part).
+        let limit = if self.status == Status::Normal {
             self.log.op()
         } else {
             self.commit
