@@ -444,11 +444,11 @@ impl<S: StateMachine> Replica<S> {
     ///   learner's state is not needed (the old epoch's replicas serve the start): it
     ///   drops it at once.
     /// - An active now that was a witness: its commit number counted ops it never
-    ///   executed, over a service still in its first state. It forgets its log and its
-    ///   commit number and starts again from op 0, as a new member does, so that it
-    ///   executes (or installs a checkpoint of) everything up to the start before it
-    ///   votes (paper 7.2); nothing ever executes on its empty service as if it were the
-    ///   state at its old commit number.
+    ///   executed, over a service still in its first state. It starts again from op 0,
+    ///   as a new member does, so that it executes (or installs a checkpoint of)
+    ///   everything up to the start before it votes (paper 7.2); nothing ever executes
+    ///   on its empty service as if it were the state at its old commit number. The
+    ///   committed entries of its log are kept aside meanwhile ([`FormerWitnessLog`]).
     fn take_up_role(&mut self, was_witness: bool, held_start: bool) {
         if was_witness {
             // A witness that still handed the start of its epoch over: that epoch ran
