@@ -1116,12 +1116,14 @@ impl<S: StateMachine> Replica<S> {
     /// replica left with the rest of the state may need them before it can give this
     /// one a checkpoint (a cut-off active of the old epoch fetching its start).
     ///
-    /// Also to a replica joining a view of this epoch (`join_source`): the entries end
-    /// at the start, after every op committed before the epoch's first view began, so
-    /// installed as that view's log they lose nothing (the rule of `on_get_state`).
+    /// Also to a replica joining a view of this epoch (`join_source`), which takes an
+    /// answer sent in the view it joins only: this one goes out in view 0 (a
+    /// transitioning replica handles no view change), and the entries end at the start,
+    /// after every op committed before view 0 began, so installed as that view's log
+    /// they lose nothing (the rule of `on_get_state`).
     pub(super) fn former_witness_answer(&mut self, op: Op) -> Option<NewState> {
         let kept = self.epoch_transfer.former_witness_log.as_ref()?;
-        if op < kept.base || op >= kept.end() || op < self.log.op() {
+        if self.view != 0 || op < kept.base || op >= kept.end() || op < self.log.op() {
             return None;
         }
         let bytes_max = self.new_state_bytes_max();
