@@ -169,6 +169,8 @@ const ADMIN: usize = usize::MAX;
 const ADMIN_STREAM: u64 = 0xad31_0000_0000_0001;
 /// Mixed into the seed for the checkpoint build delays.
 const BUILD_STREAM: u64 = 0xb111_0000_0000_0001;
+/// Mixed into the seed for the crashes right after a replica moved to a new epoch.
+const EPOCH_CRASH_STREAM: u64 = 0xe0c4_0000_0000_0001;
 
 /// Reconfigurations, counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -274,6 +276,11 @@ pub struct Cluster<S: SimService = Kv> {
     builds_due: Vec<Option<DueBuild>>,
     /// Draws the build delays, from a stream of its own (no other draw of a seed moves).
     build_prng: Prng,
+    /// Draws the crashes right after a move to a new epoch, from a stream of its own.
+    epoch_crash_prng: Prng,
+    /// The replica to crash at the next step because it just moved to a new epoch
+    /// (`crash_soon_after_epoch_change`).
+    crash_after_epoch: Option<ReplicaIndex>,
     /// Each replica's disk (with `ClusterOptions::disks`).
     disks: Disks,
     /// What each replica's completed writes made durable.
@@ -420,6 +427,8 @@ impl<S: SimService> Cluster<S> {
             writes_due: vec![VecDeque::new(); n as usize],
             builds_due: vec![None; n as usize],
             build_prng: Prng::new(seed ^ BUILD_STREAM),
+            epoch_crash_prng: Prng::new(seed ^ EPOCH_CRASH_STREAM),
+            crash_after_epoch: None,
             disks: Disks::new(n as usize, seed),
             storage: Storage::new(n as usize),
             gone: vec![false; n as usize],
@@ -1103,7 +1112,8 @@ impl<S: SimService> Cluster<S> {
             self.reconfigurations.epoch_max = u64::from(next);
             self.trace(format_args!("epoch {next} begins: {configuration:?}"));
         }
-        if self.last_configuration[index as usize].epoch() != epoch {
+        let moved = self.last_configuration[index as usize].epoch() != epoch;
+        if moved {
             self.last_configuration[index as usize] = replica.configuration().clone();
         }
         self.was_joining[index as usize] = replica.status() == Status::Joining;
@@ -1119,6 +1129,9 @@ impl<S: SimService> Cluster<S> {
                 "r{index} retired (epoch {epoch}, commit {}): shut down",
                 replica.commit()
             ));
+        }
+        if moved && self.replicas[index as usize].is_some() {
+            self.crash_soon_after_epoch_change(index);
         }
     }
 
@@ -2021,6 +2034,11 @@ impl<S: SimService> Cluster<S> {
                 self.faults.crash_after_promise += 1;
             }
         }
+        if let Some(index) = self.crash_after_epoch.take() {
+            if self.replicas[index as usize].is_some() && self.crash_within_f(index) {
+                self.faults.crash_after_epoch_change += 1;
+            }
+        }
         if let Some((at, links)) = self.flap.take_if(|(at, _)| *at <= self.now) {
             debug_assert!(at <= self.now);
             self.faults.flap += 1;
@@ -2184,6 +2202,18 @@ impl<S: SimService> Cluster<S> {
         }
     }
 
+    /// A replica that just moved to a new epoch sometimes crashes at the next step, at
+    /// the rate of `crash_soon_after_promise`: the one window in which it may hold the
+    /// only copy of the old epoch's last ops besides replicas that are taking up new
+    /// roles (a witness becoming active found this). Drawn from a stream of its own, so
+    /// that seeds without reconfigurations draw as before.
+    fn crash_soon_after_epoch_change(&mut self, index: ReplicaIndex) {
+        let ppm = self.options.faults.view_change_crash_ppm.saturating_mul(30);
+        if self.crash_after_epoch.is_none() && self.epoch_crash_prng.chance(ppm) {
+            self.crash_after_epoch = Some(index);
+        }
+    }
+
     /// While some replica changes views or recovers (a state transfer from the primary
     /// in flight, perhaps in several parts), crashes a replica or cuts the primary off
     /// (always the latter when f replicas are already down): the cases where a view
@@ -2265,6 +2295,7 @@ impl<S: SimService> Cluster<S> {
         // set, it would hold that replica's DoViewChanges back for the rest of the run
         // (seed 16322: a quorum that needed them never formed).
         self.crash_next = None;
+        self.crash_after_epoch = None;
         self.heal();
         self.restart_all_crashed();
         self.network.faults = NetworkFaults::calm();

@@ -257,6 +257,8 @@ pub struct FaultCounts {
     pub crash_in_view_change: u64,
     /// Replicas crashed right after sending a DoViewChange.
     pub crash_after_promise: u64,
+    /// Replicas crashed right after moving to a new epoch.
+    pub crash_after_epoch_change: u64,
     /// Partitions that cut the primary off alone.
     pub isolate_primary: u64,
     /// Times two or more replicas came to be recovering at once.

@@ -764,6 +764,7 @@ impl Totals {
         self.faults.crash_pair += run.faults.crash_pair;
         self.faults.crash_in_view_change += run.faults.crash_in_view_change;
         self.faults.crash_after_promise += run.faults.crash_after_promise;
+        self.faults.crash_after_epoch_change += run.faults.crash_after_epoch_change;
         self.faults.isolate_primary += run.faults.isolate_primary;
         self.faults.recoveries_overlapping += run.faults.recoveries_overlapping;
         self.faults.pause += run.faults.pause;
@@ -886,7 +887,7 @@ impl fmt::Display for Totals {
         let x = &self.faults;
         writeln!(
             f,
-            "faults: partition {} (primary alone {}, again after a heal {}) heal {} crash {} (primary {}, pairs {}, in a view change or recovery {}, after a DoViewChange {}) restart {} (overlapping recoveries {})",
+            "faults: partition {} (primary alone {}, again after a heal {}) heal {} crash {} (primary {}, pairs {}, in a view change or recovery {}, after a DoViewChange {}, after a move to a new epoch {}) restart {} (overlapping recoveries {})",
             x.partition,
             x.isolate_primary,
             x.flap,
@@ -896,6 +897,7 @@ impl fmt::Display for Totals {
             x.crash_pair,
             x.crash_in_view_change,
             x.crash_after_promise,
+            x.crash_after_epoch_change,
             x.restart,
             x.recoveries_overlapping
         )?;
