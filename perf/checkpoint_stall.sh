@@ -4,7 +4,8 @@
 # limits (a checkpoint every 65,536 ops), filled by vsr-load with random puts over KEYS
 # keys of VALUE bytes for FILL_SECONDS, which touch every bucket between checkpoints.
 # Prints the load's throughput and, per replica, the longest event-loop iteration, the
-# checkpoints taken, skipped and waited for, the view changes, and the RSS.
+# checkpoints taken, skipped and waited for, the view changes, the RSS, and the loop
+# thread's time on a core and waiting for one (`loop_cpu_ms`, `loop_runqueue_wait_ms`).
 #
 #   perf/checkpoint_stall.sh                       # KEYS=1000000 VALUE=1024 FILL_SECONDS=60
 #   B=/path/to/other/target/release perf/checkpoint_stall.sh   # another build, same run
@@ -88,6 +89,9 @@ print(f"replica {sys.argv[2]}: commit {d.get('commit')} checkpoint {d.get('check
       f"  view changes {c.get('view_changes')}"
       f"  request to commit p99 {commit.get('p99', '-')} max {commit.get('max', '-')} us"
       f"  RSS {int(sys.argv[3]) // 1024} MB")
+if "loop_runqueue_wait_ms" in r:
+    print(f"  loop thread: on a core {r.get('loop_cpu_ms', 0) / 1000:.1f} s,"
+          f" ready but waiting for a core {r['loop_runqueue_wait_ms'] / 1000:.1f} s")
 if "storage_journal_append_bytes" in r:
     mb = lambda k: r.get(k, 0) / 1e6
     print(f"  disk: journal appends {mb('storage_journal_append_bytes'):.0f} MB,"

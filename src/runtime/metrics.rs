@@ -120,6 +120,13 @@ pub struct Counters {
     pub storage_checkpoint_files_incremental: u64,
     /// Pages checkpoint files named in an earlier file instead of writing them again.
     pub storage_checkpoint_pages_shared: u64,
+    /// Time the event loop's thread ran on a core since it started, milliseconds (Linux:
+    /// its `schedstat`, read at each reply; 0 elsewhere).
+    pub loop_cpu_ms: u64,
+    /// Time the event loop's thread was ready to run but waited for a core, milliseconds:
+    /// what a machine with more busy threads than cores adds to its iterations, told
+    /// apart from the loop's own work (`loop_cpu_ms`) and from its sleeps.
+    pub loop_runqueue_wait_ms: u64,
 }
 
 impl Counters {
@@ -134,6 +141,19 @@ impl Counters {
         self.storage_checkpoint_files_full = storage::CHECKPOINT_FILES_FULL.get();
         self.storage_checkpoint_files_incremental = storage::CHECKPOINT_FILES_INCREMENTAL.get();
         self.storage_checkpoint_pages_shared = storage::CHECKPOINT_PAGES_SHARED.get();
+    }
+
+    /// Copies the calling thread's scheduler times in: called on the event loop's thread.
+    fn add_loop_schedstat(&mut self) {
+        // "<ns on a core> <ns waiting on a run queue> <timeslices>".
+        let Ok(text) = std::fs::read_to_string("/proc/thread-self/schedstat") else {
+            return;
+        };
+        let mut fields = text.split_ascii_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(on_cpu)), Some(Ok(waiting))) = (fields.next(), fields.next()) {
+            self.loop_cpu_ms = on_cpu / 1_000_000;
+            self.loop_runqueue_wait_ms = waiting / 1_000_000;
+        }
     }
 
     /// Adds what a read pass read and decoded.
@@ -210,7 +230,8 @@ impl Metrics {
         );
     }
 
-    /// The document of a stats reply, as JSON; `histograms` is
+    /// The document of a stats reply, as JSON, built on the event loop's thread (its
+    /// scheduler times are the calling thread's); `histograms` is
     /// [`Metrics::histogram_summaries`]' output (possibly cached: it is the expensive
     /// part). `durability` is the mode's name and the batches handed to the storage
     /// thread (0 in memory).
@@ -224,6 +245,7 @@ impl Metrics {
         let mut runtime = self.counters.clone();
         runtime.connections_rejected += runtime.connections_rejected_io;
         runtime.add_storage_counters();
+        runtime.add_loop_schedstat();
         let document = ReplicaStats {
             replica: replica.replica(),
             replica_id: replica.id(),
@@ -285,5 +307,30 @@ mod tests {
         assert_eq!(summary.count, 2);
         assert_eq!(summary.p50, 1, "0 is clamped to the lowest value");
         assert!(summary.max >= 1 << 20, "u64::MAX is clamped to the highest");
+    }
+
+    /// The loop's scheduler times are the calling thread's, in milliseconds: a thread
+    /// that computed for 20 ms reports at least that much on a core.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn loop_times_are_the_calling_threads() {
+        let on_cpu_ns = || -> Option<u64> {
+            let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+            text.split_ascii_whitespace().next()?.parse().ok()
+        };
+        std::thread::spawn(move || {
+            let Some(start) = on_cpu_ns() else {
+                return; // A kernel without schedstat: the counters stay 0.
+            };
+            let mut spun = 0u64;
+            while on_cpu_ns().expect("read before") < start + 20_000_000 {
+                spun = std::hint::black_box(spun.wrapping_add(1));
+            }
+            let mut counters = Counters::default();
+            counters.add_loop_schedstat();
+            assert!(counters.loop_cpu_ms >= 20, "{counters:?}");
+        })
+        .join()
+        .expect("the thread ran");
     }
 }
