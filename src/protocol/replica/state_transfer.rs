@@ -195,6 +195,13 @@ impl<S: StateMachine> Replica<S> {
             // that need only committed entries (transitioning, recovering) ask the next
             // replica. (A retiring replica answers up to its commit number still: its
             // epoch's log ends there, all of it committed.)
+            //
+            // Not yet right for liveness: a transitioning replica that only this one can
+            // give the epoch's start waits for it to finish its view change, which may
+            // need that replica's vote (seed 71000812 with `--witnesses-everywhere`).
+            // The way out is on the wire: a NewState that says whether it vouches for
+            // the log of the view it goes out in, so that a joiner takes only those and
+            // every other answer can be given again.
             return self.drop_reason("get_state", "not normal in its view");
         }
         // Normal, its log is its view's log: all of it, for the same reason (an asker of
