@@ -504,6 +504,7 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
                     sender,
                     commit: 5,
                     op: 5,
+                    vouches: true,
                     checkpoint: None,
                     op_first: 4,
                     entries: vec![entry(1), entry(2), entry(3)],

@@ -1,4 +1,5 @@
-//! Who answers a replica joining a started view (paper 5.2), one replica driven by hand.
+//! What a replica joining a started view (paper 5.2) may install, one replica driven by
+//! hand.
 //!
 //! A replica that learns of a view it did not help start fetches the view's log and
 //! installs it as its own (`join_started_view`). It asks the view's primary first, then
@@ -6,14 +7,17 @@
 //! vouch for its commit number: its entries above it may or may not be in the new view's
 //! log. Such an answer, installed as the view's log, would drop ops committed before the
 //! view started, and the joiner, now normal in the view, would then carry that short log
-//! into the next view change with the newest last-normal view. So only a replica normal
-//! in the asker's view answers a joiner; the new primary's own fetch of committed entries
-//! (`view_change_fetch_source`) is the one question a replica in its view change answers.
+//! into the next view change with the newest last-normal view. An answer goes out in the
+//! responder's view whatever view the question was asked in (a question delivered late,
+//! or replayed, seed 30004109), so the answer says whether it vouches for that view's
+//! log (`NewState::vouches`: only a normal replica's whole log does), and a joiner
+//! installs only one that does. Answers of committed entries only still serve everyone
+//! else (a new primary's fetch, a transitioning replica).
 
 use bytes::Bytes;
 use vsr::protocol::{
-    Body, Effect, Entry, GetState, Message, Op, Operation, Prepare, Replica, ReplicaIndex,
-    StartViewChange, Status, View,
+    Body, Effect, Entry, GetState, Message, NewState, Op, Operation, Prepare, Replica,
+    ReplicaIndex, StartViewChange, Status, View,
 };
 use vsr::service::kv::KvOp;
 use vsr::service::Kv;
@@ -122,14 +126,16 @@ fn get_state(view: View, from: ReplicaIndex, op: Op) -> Message {
     message(view, from, Body::GetState(GetState { op, learner: None }))
 }
 
-/// The NewStates `sent` holds for `to`, as (the op vouched for, the last entry's op).
-fn new_states_to(sent: &[(ReplicaIndex, Message)], to: ReplicaIndex) -> Vec<(Op, Op)> {
+/// The NewStates `sent` holds for `to`, as (the op answered up to, the last entry's op,
+/// whether it vouches for the view's log).
+fn new_states_to(sent: &[(ReplicaIndex, Message)], to: ReplicaIndex) -> Vec<(Op, Op, bool)> {
     sent.iter()
         .filter(|(destination, _)| *destination == to)
         .filter_map(|(_, message)| match &message.body {
             Body::NewState(new_state) => Some((
                 new_state.op,
                 new_state.op_first + new_state.entries.len() as Op - 1,
+                new_state.vouches,
             )),
             _ => None,
         })
@@ -137,7 +143,7 @@ fn new_states_to(sent: &[(ReplicaIndex, Message)], to: ReplicaIndex) -> Vec<(Op,
 }
 
 #[test]
-fn a_replica_in_its_view_change_does_not_answer_a_joiner_of_that_view() {
+fn a_replica_in_its_view_change_answers_with_committed_entries_that_vouch_for_no_view() {
     let mut backup = backup_with_uncommitted_tail();
     // The new primary's and the joiner's calls for view 2 reach it: it is in view 2's
     // view change, its log unchanged, its last normal view 0.
@@ -155,31 +161,19 @@ fn a_replica_in_its_view_change_does_not_answer_a_joiner_of_that_view() {
     );
     assert_eq!((backup.op(), backup.commit()), (3, 1));
 
-    // A joiner of view 2 asks it for the view's log. All it could vouch for is op 1; the
-    // view's log may hold ops 2 and 3, committed in view 0. It stays silent, and the
-    // joiner asks the next member.
-    let dropped_before = backup.stats().messages_dropped;
-    let sent = run(&mut backup, |r, e| {
-        r.on_message(get_state(NEW_VIEW, JOINER, 0), e)
-    });
-    assert_eq!(new_states_to(&sent, JOINER), vec![]);
-    assert!(
-        backup.stats().messages_dropped > dropped_before,
-        "the refusal is counted as a dropped message"
-    );
-
-    // Nor does it answer a question of an earlier view (a GetState delivered late, or
-    // replayed): the answer would go out in view 2, where an asker that joined view 2
-    // since would take it for the view's log (seed 30004109).
-    let sent = run(&mut backup, |r, e| r.on_message(get_state(0, JOINER, 0), e));
-    assert_eq!(new_states_to(&sent, JOINER), vec![]);
-
-    // The new primary, fetching committed entries it lacks (paper 5.3), is answered:
-    // it takes the entries up to the commit number as committed, not as its log.
-    let sent = run(&mut backup, |r, e| {
-        r.on_message(get_state(NEW_VIEW, NEW_PRIMARY, 0), e)
-    });
-    assert_eq!(new_states_to(&sent, NEW_PRIMARY), vec![(1, 1)]);
+    // A joiner of view 2, a late question of view 0 and the new primary's fetch (paper
+    // 5.3) are all answered up to op 1, the commit number, vouching for no view's log:
+    // the view's log may hold ops 2 and 3, committed in view 0.
+    for (view, from) in [(NEW_VIEW, JOINER), (0, JOINER), (NEW_VIEW, NEW_PRIMARY)] {
+        let sent = run(&mut backup, |r, e| {
+            r.on_message(get_state(view, from, 0), e)
+        });
+        assert_eq!(
+            new_states_to(&sent, from),
+            vec![(1, 1, false)],
+            "{view} {from}"
+        );
+    }
 }
 
 #[test]
@@ -189,7 +183,7 @@ fn a_normal_replica_answers_a_joiner_with_its_whole_log() {
     let mut backup = backup_with_uncommitted_tail();
     assert_eq!(backup.status(), Status::Normal);
     let sent = run(&mut backup, |r, e| r.on_message(get_state(0, 2, 0), e));
-    assert_eq!(new_states_to(&sent, 2), vec![(3, 3)]);
+    assert_eq!(new_states_to(&sent, 2), vec![(3, 3, true)]);
 }
 
 #[test]
@@ -210,5 +204,42 @@ fn a_normal_replica_answers_a_question_of_an_earlier_view_with_its_whole_log_too
     // A late question of view 1 is answered in view 3, where a joiner may take it for the
     // view's log: all of it, not a log cut at the commit number.
     let sent = run(&mut backup, |r, e| r.on_message(get_state(1, 2, 0), e));
-    assert_eq!(new_states_to(&sent, 2), vec![(3, 3)]);
+    assert_eq!(new_states_to(&sent, 2), vec![(3, 3, true)]);
+}
+
+#[test]
+fn a_joiner_installs_only_an_answer_that_vouches_for_the_view() {
+    // Replica 1 holds ops 1..=3 of view 0; view 3 (primary: replica 0) started without
+    // it, and a Commit of view 3 tells it so: it joins, keeping its log meanwhile.
+    let mut joiner = backup_with_uncommitted_tail();
+    let commit = vsr::protocol::Commit {
+        commit: 1,
+        actives_commit: 0,
+        stamp: 0,
+    };
+    run(&mut joiner, |r, e| {
+        r.on_message(message(3, 0, Body::Commit(commit)), e)
+    });
+    assert_eq!((joiner.status(), joiner.view()), (Status::ViewChange, 3));
+    let answer = |vouches: bool, op: Op| {
+        let new_state = NewState {
+            sender: 2,
+            commit: 1,
+            op,
+            vouches,
+            checkpoint: None,
+            op_first: 1,
+            entries: history()[..op as usize].to_vec(),
+        };
+        message(3, 2, Body::NewState(new_state))
+    };
+    // Committed entries only, sent in view 3 by a replica that is not normal there (or
+    // answering an older question): not view 3's log.
+    run(&mut joiner, |r, e| r.on_message(answer(false, 1), e));
+    assert_eq!(joiner.status(), Status::ViewChange, "not installed");
+    assert_eq!(joiner.op(), 3, "its own log kept meanwhile");
+    // A normal replica's whole log of view 3: installed.
+    run(&mut joiner, |r, e| r.on_message(answer(true, 3), e));
+    assert_eq!((joiner.status(), joiner.view()), (Status::Normal, 3));
+    assert_eq!(joiner.op(), 3);
 }

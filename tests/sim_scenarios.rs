@@ -661,6 +661,7 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
         sender: 2,
         commit: 9,
         op: 9,
+        vouches: true,
         checkpoint: None,
         op_first: 1,
         entries: (1..=9)

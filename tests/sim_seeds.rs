@@ -245,6 +245,10 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
         15002252,
         "a client's backup read retried only at the actives of the epoch it knew, all retired; the witness left, which would have told it the new epoch, was never asked (liveness)",
     ),
+    (
+        71000812,
+        "a replica changing views refused GetStates (the first fix of seed 30004109); the transitioning member that only it could give the epoch's start never voted, and the view change waited for it (converge)",
+    ),
 ];
 
 #[test]

@@ -298,18 +298,22 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
                 (
                     prop::option::of(checkpoint_id(commit)),
                     Just((op_first, op, commit, entries, sender)),
+                    any::<bool>(),
                 )
             })
-            .prop_map(|(checkpoint, (op_first, op, commit, entries, sender))| {
-                Body::NewState(NewState {
-                    sender,
-                    commit,
-                    op,
-                    checkpoint,
-                    op_first,
-                    entries,
-                })
-            }),
+            .prop_map(
+                |(checkpoint, (op_first, op, commit, entries, sender), vouches)| {
+                    Body::NewState(NewState {
+                        sender,
+                        commit,
+                        op,
+                        vouches,
+                        checkpoint,
+                        op_first,
+                        entries,
+                    })
+                }
+            ),
         get_checkpoint(),
         checkpoint_part(),
     ]
@@ -799,6 +803,7 @@ fn new_state_round_trips_with_and_without_checkpoint() {
                 sender: 1,
                 commit: 100,
                 op: 102,
+                vouches: true,
                 checkpoint,
                 op_first: 101,
                 entries,
@@ -1318,6 +1323,7 @@ fn contradictory_fields_are_refused_by_name() {
                 sender: 1,
                 commit: 5,
                 op: 6,
+                vouches: true,
                 checkpoint: Some(CheckpointId {
                     op: 6,
                     timestamp: 1,
@@ -1335,6 +1341,7 @@ fn contradictory_fields_are_refused_by_name() {
                 sender: 1,
                 commit: 6,
                 op: 6,
+                vouches: true,
                 checkpoint: Some(CheckpointId {
                     op: 6,
                     timestamp: 1,

@@ -595,10 +595,16 @@ pub struct NewState {
     pub sender: ReplicaId,
     /// The responder's commit number: entries up to here are committed.
     pub commit: Op,
-    /// The last op the responder vouches for: its op when it is normal in the asker's
-    /// view (then every entry up to here belongs to that view's log), else its commit.
-    /// The answer is complete when its entries reach this op.
+    /// The last op the responder vouches for: its op when it is normal in its view
+    /// (`vouches`), else its commit. The answer is complete when its entries reach this
+    /// op.
     pub op: Op,
+    /// The responder is normal in the view the message goes out in, and every entry up
+    /// to `op` belongs to that view's log (paper 5.2). Only such an answer may be
+    /// installed as a view's log by a replica joining it (`join_started_view`); any
+    /// other holds committed entries only (`op` is the commit number), whatever view
+    /// the question was asked in.
+    pub vouches: bool,
     /// The checkpoint to start from when the asked-for entries are trimmed: named, not
     /// carried; the receiver fetches the pages it lacks ([`GetCheckpoint`]).
     pub checkpoint: Option<CheckpointId>,

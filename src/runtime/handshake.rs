@@ -756,6 +756,7 @@ mod tests {
                 sender: 8,
                 commit: 0,
                 op: 0,
+                vouches: false,
                 checkpoint: None,
                 op_first: 1,
                 entries: Vec::new(),

@@ -196,13 +196,11 @@ impl Storage {
                 claim_view("view", view, durable.state.view)?;
                 claim("op", response.op, durable.log_op)
             }
-            // An answer of committed entries only (its op its commit number, no
-            // checkpoint named) vouches for nothing the sender's store must keep: the
-            // ops are committed whatever it holds. A former witness serves the entries
-            // it kept in memory so (`former_witness_answer`).
-            Body::NewState(new_state)
-                if new_state.checkpoint.is_none() && new_state.op == new_state.commit =>
-            {
+            // An answer of committed entries only (it vouches for no view's log, and
+            // names no checkpoint) claims nothing the sender's store must keep: the ops
+            // are committed whatever it holds. A former witness serves the entries it
+            // kept in memory so (`former_witness_answer`).
+            Body::NewState(new_state) if !new_state.vouches && new_state.checkpoint.is_none() => {
                 Ok(())
             }
             Body::NewState(new_state) => claim("op", new_state.op, durable.log_op),

@@ -379,6 +379,7 @@ mod tests {
                 sender: from as u64,
                 commit: op,
                 op,
+                vouches: true,
                 checkpoint: None,
                 op_first,
                 entries: vec![entry; count as usize],

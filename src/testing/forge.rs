@@ -201,6 +201,7 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
                 sender: c.below(8) as ReplicaId,
                 commit: pick_op(target, c),
                 op: pick_op(target, c),
+                vouches: c.below(2) == 1,
                 op_first: checkpoint
                     .as_ref()
                     .map_or_else(|| pick_op(target, c), |cp| cp.op.wrapping_add(1)),

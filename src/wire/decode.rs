@@ -408,8 +408,13 @@ fn parse_prepare(header: &Header, reader: &mut Reader) -> Result<Prepare, Decode
     })
 }
 
+/// A NewState: `code` bit 0 says a checkpoint id comes first, bit 1 that the sender
+/// vouches for its view's log (`NewState::vouches`).
 fn parse_new_state(header: &Header, reader: &mut Reader) -> Result<NewState, DecodeError> {
-    let checkpoint = if flag(header.code, "checkpoint flag is neither 0 nor 1")? {
+    if header.code > 0b11 {
+        return Err(Malformed("NewState code has bits other than 0 and 1"));
+    }
+    let checkpoint = if header.code & 1 == 1 {
         Some(reader.checkpoint_id()?)
     } else {
         None
@@ -418,6 +423,7 @@ fn parse_new_state(header: &Header, reader: &mut Reader) -> Result<NewState, Dec
         sender: header.nonce,
         commit: header.commit,
         op: header.op,
+        vouches: header.code & 0b10 != 0,
         checkpoint,
         op_first: header.op_first,
         entries: entries_from(header.op_first, reader)?,

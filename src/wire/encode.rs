@@ -373,7 +373,8 @@ fn fill_header(body: &Body, header: &mut Header) {
             Command::GetState
         }
         Body::NewState(new_state) => {
-            header.code = u8::from(new_state.checkpoint.is_some());
+            header.code =
+                u8::from(new_state.checkpoint.is_some()) | (u8::from(new_state.vouches) << 1);
             header.nonce = new_state.sender;
             header.commit = new_state.commit;
             header.op = new_state.op;

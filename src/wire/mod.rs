@@ -50,7 +50,7 @@
 //! | `Recovery`         |                      | nonce                                       |                           |
 //! | `RecoveryResponse` | empty 1, normal 2    | nonce, op, commit, op_first (= epoch start) |                           |
 //! | `GetState`         |                      | op, nonce (a learner's identity + 1, or 0)  |                           |
-//! | `NewState`         | names a checkpoint   | op, commit, op_first, nonce (= sender)      | checkpoint id? entries    |
+//! | `NewState`         | checkpoint 1, vouches 2 | op, commit, op_first, nonce (= sender)      | checkpoint id? entries    |
 //! | `GetCheckpoint`    | 0 manifest, 1 pages  | op, nonce (= the asker's identity)          | root, run or page indexes |
 //! | `CheckpointPart`   | 0 manifest, 1 pages, 2 unavailable | op, nonce (= the responder) | root, run+proof or pages |
 //! | `Requests`         |                      |                                             | a batch of requests       |

@@ -1116,14 +1116,11 @@ impl<S: StateMachine> Replica<S> {
     /// replica left with the rest of the state may need them before it can give this
     /// one a checkpoint (a cut-off active of the old epoch fetching its start).
     ///
-    /// Also to a replica joining a view of this epoch (`join_source`), which takes an
-    /// answer sent in the view it joins only: this one goes out in view 0 (a
-    /// transitioning replica handles no view change), and the entries end at the start,
-    /// after every op committed before view 0 began, so installed as that view's log
-    /// they lose nothing (the rule of `on_get_state`).
+    /// It does not vouch for any view's log, so a replica joining a view never installs
+    /// it (`on_join_state`).
     pub(super) fn former_witness_answer(&mut self, op: Op) -> Option<NewState> {
         let kept = self.epoch_transfer.former_witness_log.as_ref()?;
-        if self.view != 0 || op < kept.base || op >= kept.end() || op < self.log.op() {
+        if op < kept.base || op >= kept.end() || op < self.log.op() {
             return None;
         }
         let bytes_max = self.new_state_bytes_max();
@@ -1141,6 +1138,7 @@ impl<S: StateMachine> Replica<S> {
             sender: self.id,
             commit: end,
             op: end,
+            vouches: false,
             checkpoint: None,
             op_first: op + 1,
             entries,

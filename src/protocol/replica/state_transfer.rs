@@ -26,6 +26,8 @@ pub(super) struct Fetched {
 pub(super) struct ReceivedState {
     pub commit: Op,
     pub op: Op,
+    /// See [`NewState::vouches`].
+    pub vouches: bool,
     pub checkpoint: Option<Checkpoint>,
     pub op_first: Op,
     pub entries: Vec<Entry>,
@@ -41,6 +43,7 @@ impl ReceivedState {
         ReceivedState {
             commit: new_state.commit,
             op: new_state.op,
+            vouches: new_state.vouches,
             checkpoint,
             op_first: new_state.op_first,
             entries: new_state.entries,
@@ -182,30 +185,15 @@ impl<S: StateMachine> Replica<S> {
             }
             return;
         }
-        let changing_view = matches!(self.status, Status::ViewChange | Status::Recovering);
-        if changing_view && from != self.primary_of(self.view) {
-            // Paper 5.2: only a replica normal in a view vouches for that view's log. The
-            // answer goes out in this replica's view, whatever view the asker was in when
-            // it asked: an asker that joined this view since (`join_started_view`; a
-            // GetState delivered late, or replayed) takes it for the view's log. Cut at
-            // this replica's commit number, that log may lack ops committed before the
-            // view started (seed 30004109: a GetState of view 4, answered in view 6). The
-            // one asker that takes committed entries from a replica still in its view
-            // change is the view's new primary (`view_change_fetch_source`), and askers
-            // that need only committed entries (transitioning, recovering) ask the next
-            // replica. (A retiring replica answers up to its commit number still: its
-            // epoch's log ends there, all of it committed.)
-            //
-            // Not yet right for liveness: a transitioning replica that only this one can
-            // give the epoch's start waits for it to finish its view change, which may
-            // need that replica's vote (seed 71000812 with `--witnesses-everywhere`).
-            // The way out is on the wire: a NewState that says whether it vouches for
-            // the log of the view it goes out in, so that a joiner takes only those and
-            // every other answer can be given again.
-            return self.drop_reason("get_state", "not normal in its view");
-        }
-        // Normal, its log is its view's log: all of it, for the same reason (an asker of
-        // another view that takes it needs only its committed part).
+        // Normal, a replica vouches for its view's log, all of it; otherwise it answers
+        // with committed entries only (paper 5.2: only a replica normal in a view speaks
+        // for that view's log). The answer goes out in this replica's view, whatever view
+        // the question was asked in, and says which of the two it is (`vouches`): a
+        // replica joining a view installs only an answer that vouches for it
+        // (`on_join_state`). A log cut at a commit number may lack ops committed before
+        // the view started (seed 30004109: a replayed GetState of view 4, answered in
+        // view 6 by a replica changing views, was installed as view 6's log by a replica
+        // that had joined view 6 since). Every other asker takes only committed entries.
         let limit = if self.status == Status::Normal {
             self.log.op()
         } else {
@@ -296,6 +284,7 @@ impl<S: StateMachine> Replica<S> {
             sender: self.id,
             commit: self.commit,
             op: limit,
+            vouches: self.status == Status::Normal && limit == self.log.op(),
             checkpoint,
             op_first,
             entries,
@@ -419,9 +408,10 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// A replica joining a view that started without it collects that view's log, and
-    /// installs it only once complete (see `join_started_view`). Any member normal in
-    /// the view joined may answer (one changing views refuses: `on_get_state`): its log
-    /// is that view's log, from the StartView, with the primary's Prepares after it in
+    /// installs it only once complete (see `join_started_view`). Only an answer that
+    /// vouches for the view's log counts (`NewState::vouches`: a member normal in the
+    /// view joined, answering with all of its log; `on_get_state`): its log is that
+    /// view's log, from the StartView, with the primary's Prepares after it in
     /// order (see the module docs of `view_change`). From another view it may not be: a
     /// later view's log may differ from this one's past the ops committed by this view.
     fn on_join_state(
@@ -434,6 +424,11 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.view_changing.joining && self.status == Status::ViewChange);
         if view != self.view {
             return self.drop_reason("new_state", "not from the view joined");
+        }
+        if !new_state.vouches {
+            // Committed entries only, from a replica not normal in this view (or an
+            // answer to an older question): not this view's log (`on_get_state`).
+            return self.drop_reason("new_state", "does not vouch for the view's log");
         }
         let (commit, op) = (new_state.commit, new_state.op);
         if self.merge_fetch(new_state, op) {

@@ -26,11 +26,12 @@
 //! and last-normal view, so it never takes part in a later view change with a log
 //! shorter than what it acknowledged. It asks the view's primary first, and when that
 //! one does not answer, the other members in turn. Paper 5.2: only a replica normal in
-//! the view answers (`on_get_state`: one still in its view change or recovering
-//! refuses every asker but its view's new primary, whatever view the question was asked
-//! in, since the answer goes out in its current view; a normal one answers with its
-//! whole log), so every answer holds a prefix of that view's log at least as long as the
-//! view's start (installed whole from the StartView, then extended by the primary's
+//! the view speaks for its log. An answer goes out in the responder's view whatever view
+//! the question was asked in, and says whether it vouches for that view's log
+//! (`NewState::vouches`: a normal replica's whole log does; one still in its view change
+//! or recovering answers with committed entries only, which do not), and the joiner
+//! installs only an answer that vouches (`on_join_state`). So what it installs holds a
+//! prefix of that view's log at least as long as the view's start (installed whole from the StartView, then extended by the primary's
 //! Prepares in order): every op committed before the view started is in it. A log cut
 //! at a commit number would not do: a replica with this view as its last normal one and
 //! a log without an op committed earlier could win a later view change's choice of log
