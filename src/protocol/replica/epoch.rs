@@ -1088,12 +1088,10 @@ impl<S: StateMachine> Replica<S> {
         let room = self.log_entries_cap().saturating_sub(self.log.len() as u64);
         let first = self.log.op() + 1;
         let mut added = 0;
-        for (index, entry) in kept.entries.iter().enumerate() {
-            let op = kept.base + 1 + index as Op;
-            if op >= first && added < room {
-                self.log.push(entry.clone());
-                added += 1;
-            }
+        let past_the_log = (first - kept.base - 1) as usize;
+        for entry in kept.entries[past_the_log..].iter().take(room as usize) {
+            self.log.push(entry.clone());
+            added += 1;
         }
         let end = kept.end();
         if self.log.op() < end {
