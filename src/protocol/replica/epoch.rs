@@ -444,9 +444,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// A replica that becomes a witness returns its service to the first state and
     /// forgets its checkpoint and client table (paper 6.1: a witness holds no service
-    /// state). With a data directory the checkpoint stays in the store: not built
-    /// (ARCHITECTURE.md, "Witnesses").
+    /// state); its store drops the checkpoint too (`Write::CheckpointDropped`).
     pub(super) fn drop_service_state(&mut self) {
+        self.writes.forget_checkpoint();
         if self.checkpoint.is_none() && self.building.is_none() && self.clients.is_empty() {
             return;
         }
@@ -456,7 +456,6 @@ impl<S: StateMachine> Replica<S> {
         if let Err(error) = self.service.restore(&self.fresh_service) {
             tracing::warn!(replica = self.id, %error, "the service's first state does not restore");
         }
-        self.writes.forget_checkpoint();
         tracing::info!(
             replica = self.id,
             epoch = self.configuration.epoch(),

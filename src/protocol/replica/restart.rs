@@ -187,16 +187,30 @@ impl<S: StateMachine> Replica<S> {
             ));
         }
         let witness = self.is_witness();
-        if witness && stored.checkpoint.is_some() {
-            // Only actives take checkpoints (paper 6.1): not written by this replica.
-            damage.get_or_insert("a witness's store holds a checkpoint".into());
-        } else if let Some(checkpoint) = stored.checkpoint {
-            if !self.restore_checkpoint(checkpoint) {
-                damage.get_or_insert("the stored checkpoint does not restore".into());
+        let dropped = match stored.checkpoint {
+            Some(checkpoint) if witness => {
+                // An active that became a witness and stopped before its store dropped
+                // the checkpoint (in the input that made it one, or while it handed its
+                // epoch's start over): a witness holds no service state (paper 6.1), so
+                // it drops it now, and its store with its first input. It no longer
+                // hands the start over, as if it had lost it; the log the store kept is
+                // committed up to its base, as a witness's is.
+                Some(checkpoint.op)
             }
-            self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
+            Some(checkpoint) => {
+                if !self.restore_checkpoint(checkpoint) {
+                    damage.get_or_insert("the stored checkpoint does not restore".into());
+                }
+                self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
+                None
+            }
+            None => None,
+        };
+        self.writes
+            .note_restored(dropped.unwrap_or(self.checkpoint_op()), state);
+        if dropped.is_some() {
+            self.writes.forget_checkpoint();
         }
-        self.writes.note_restored(self.checkpoint_op(), state);
         if witness && stored.log_base > 0 {
             // A witness's log starts where its `LogStart` left it, without a checkpoint:
             // the ops up to its base are committed (it trims and skips committed ops
