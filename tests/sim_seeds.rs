@@ -226,6 +226,14 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
         "the witnesses left, and the log kept the entries above the old actives' commit until the next checkpoint's build, slow here: past the epoch's smaller bound first (assertion)",
     ),
     (
+        13000144,
+        "an active that became a witness with a disk dropped its checkpoint, and the marker of a checkpoint file written in the background reached the store after it (storage)",
+    ),
+    (
+        13000220,
+        "the same: a background checkpoint file's marker after the drop, then the witness's log start (storage)",
+    ),
+    (
         8000651,
         "trimming by the old epoch's actives' commit on entering an epoch with witnesses took the only log holding the start from the new actives (converge)",
     ),
