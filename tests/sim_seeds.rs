@@ -197,6 +197,26 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         6001496,
         "a replaced replica that lost its memory retired into an epoch whose one other active had moved on and shut down, and waited for ever for its EpochStarted (the witness's does not count) (converge)",
     ),
+    (
+        14002008,
+        "with disks: an active whose log ended below its installed checkpoint became a witness; the store kept the old base and refused the witness's next append (storage)",
+    ),
+    (
+        14002697,
+        "with disks: a replica restarted in an epoch without witnesses took 0 for the actives' commit, and a move to an epoch with witnesses kept every entry above it (assertion)",
+    ),
+    (
+        14007684,
+        "with disks: a witness restarted on a store still holding its checkpoint and the active's untrimmed log put all of it back, past the log's bound (assertion)",
+    ),
+    (
+        16007033,
+        "a witness of an epoch with witnesses retired into one without; its log, which the witnesses' larger bound let grow and no checkpoint trims, was held to the new epoch's smaller one (assertion)",
+    ),
+    (
+        14000044,
+        "with disks: a witness restarted on a store still holding its checkpoint above its log kept the log's old start, and its recovery truncated below the start the store took on the drop (storage)",
+    ),
 ];
 
 #[test]

@@ -220,6 +220,27 @@ impl FetchedPages {
 }
 
 impl Stored {
+    /// Takes the checkpoint out of the image, as `StoredWrite::CheckpointDropped` does:
+    /// the replica became a witness (paper 6.1); its log stays, and from now on its
+    /// `LogStart`s trim it. A restarted witness whose store still holds a checkpoint
+    /// applies this to what it read back first, so that its log agrees with the store's.
+    pub fn drop_checkpoint(&mut self) {
+        let Some(checkpoint) = self.checkpoint.take() else {
+            return;
+        };
+        self.dropped_checkpoint_at = checkpoint.op;
+        if self.op() < checkpoint.op {
+            // The log ended below the checkpoint (one installed, or entries trimmed
+            // before they were written): the replica's log starts after the
+            // checkpoint's op, and so does a witness's from now on.
+            self.entries.clear();
+            self.log_base = checkpoint.op;
+        }
+        if self.log_base == checkpoint.op {
+            self.log_base_timestamp = checkpoint.timestamp;
+        }
+    }
+
     /// The op of the last entry (or the base).
     pub fn op(&self) -> Op {
         self.log_base + self.entries.len() as Op
@@ -374,14 +395,7 @@ impl Stored {
                 self.state = state;
             }
             StoredWrite::CheckpointDropped => {
-                // The replica became a witness (paper 6.1): its log stays, and from now on
-                // its `LogStart`s trim it.
-                if let Some(checkpoint) = self.checkpoint.take() {
-                    self.dropped_checkpoint_at = checkpoint.op;
-                    if self.log_base == checkpoint.op {
-                        self.log_base_timestamp = checkpoint.timestamp;
-                    }
-                }
+                self.drop_checkpoint();
             }
             StoredWrite::Commit(commit) => self.commit = self.commit.max(commit),
             StoredWrite::ActivesCommit(op) => {
@@ -641,6 +655,25 @@ mod tests {
         // A batch that drops the checkpoint covers no deferred one.
         let stored = fold(vec![append(1, 3)]).unwrap();
         assert!(!stored.covers(&[StoredWrite::CheckpointDropped, append(4, 3)], 6));
+        // A log that ended below the checkpoint (one installed) starts after it.
+        let stored = fold(vec![
+            append(1, 5),
+            checkpoint(16),
+            StoredWrite::LogReset { base: 16 },
+            StoredWrite::CheckpointDropped,
+            append(17, 2),
+        ])
+        .unwrap();
+        assert_eq!(
+            (stored.log_base, stored.op(), stored.log_base_timestamp),
+            (16, 18, 16)
+        );
+        let stored = fold(vec![
+            append(1, 5),
+            checkpoint(16),
+            StoredWrite::CheckpointDropped,
+        ]);
+        assert_eq!(stored.map(|s| (s.log_base, s.op())), Ok((16, 16)));
         // Without a checkpoint it changes nothing.
         let stored = fold(vec![append(1, 3), StoredWrite::CheckpointDropped]).unwrap();
         assert_eq!(

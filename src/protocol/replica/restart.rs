@@ -159,15 +159,15 @@ impl<S: StateMachine> Replica<S> {
     /// its commit number; returns the damage found, if any (then the replica recovers, and
     /// keeps only its checkpoint: where the damage lies, what the store says about views
     /// and commits may be what was lost).
-    fn restore_stored(&mut self, stored: Stored) -> Option<String> {
+    fn restore_stored(&mut self, mut stored: Stored) -> Option<String> {
         let state = stored.state;
-        let mut damage = stored.damage;
+        let mut damage = stored.damage.take();
         // What it heard of the actives' commit before the restart stays true (an active
         // that loses its state counts as failed, whoever heard it: `witness`), damage or
         // not (it is about the others, and the store read back only verified records).
         self.actives_commit_heard = stored.actives_commit.unwrap_or(0);
         self.writes.actives_commit_written = stored.actives_commit;
-        if let Some((configuration, epoch_start)) = stored.configuration {
+        if let Some((configuration, epoch_start)) = stored.configuration.take() {
             // The epoch it moved to last (paper 7): its members, and this replica's place.
             self.configuration = configuration;
             self.install_configuration(epoch_start);
@@ -187,15 +187,19 @@ impl<S: StateMachine> Replica<S> {
             ));
         }
         let witness = self.is_witness();
-        let dropped = match stored.checkpoint {
+        let dropped = match stored.checkpoint.take() {
             Some(checkpoint) if witness => {
+                let op = checkpoint.op;
                 // An active that became a witness and stopped before its store dropped
                 // the checkpoint (in the input that made it one, or while it handed its
                 // epoch's start over): a witness holds no service state (paper 6.1), so
                 // it drops it now, and its store with its first input. It no longer
                 // hands the start over, as if it had lost it; the log the store kept is
-                // committed up to its base, as a witness's is.
-                Some(checkpoint.op)
+                // committed up to its base, as a witness's is, and starts where the
+                // store's will once it drops the checkpoint too.
+                stored.checkpoint = Some(checkpoint);
+                stored.drop_checkpoint();
+                Some(op)
             }
             Some(checkpoint) => {
                 if !self.restore_checkpoint(checkpoint) {
@@ -210,6 +214,13 @@ impl<S: StateMachine> Replica<S> {
             .note_restored(dropped.unwrap_or(self.checkpoint_op()), state);
         if dropped.is_some() {
             self.writes.forget_checkpoint();
+        }
+        if self.configuration.witnesses().is_empty() {
+            // An epoch without witnesses moves the actives' commit with the checkpoint
+            // (`witness::trim_log`), and its store records none: without this a move to
+            // an epoch with witnesses wrote the 0 it restarted with, and the store kept
+            // every entry above it (seed 14002697).
+            self.actives_commit_heard = self.actives_commit_heard.max(self.checkpoint_op());
         }
         if witness && stored.log_base > 0 {
             // A witness's log starts where its `LogStart` left it, without a checkpoint:
@@ -268,6 +279,13 @@ impl<S: StateMachine> Replica<S> {
             let mut replies = Vec::new();
             self.commit_to(stored.commit.min(self.log.op()), &mut replies);
             self.build_checkpoint_now();
+            if dropped.is_some() {
+                // The store kept the active's log with its checkpoint, trimmed only by
+                // compactions: as a witness's, the log is trimmed by the actives' commit
+                // (`witness::trim_log`), and its `LogStart` goes to the store after the
+                // drop, with the first input.
+                self.trim_log();
+            }
         }
         if view_possible {
             self.view = state.view;

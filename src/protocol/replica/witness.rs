@@ -195,9 +195,14 @@ impl<S: StateMachine> Replica<S> {
     /// twice `Config::log_entries_max`: a replica refuses Prepares past the bound (the
     /// primary orders nothing past it), but the logs shrink only as the actives execute,
     /// so a view's log installed meanwhile (a StartView, a view change's) may take one
-    /// past; beyond the cap a replica does not join.
+    /// past; beyond the cap a replica does not join. A replica retiring from an epoch,
+    /// or transitioning out of one into the next, still holds the log of the epoch it
+    /// leaves, which that epoch's witnesses may have let reach the larger cap; without a
+    /// checkpoint (a witness it was) nothing trims it, and it grows no more (seed
+    /// 16007033).
     pub(super) fn log_entries_cap(&self) -> u64 {
-        match self.configuration.witnesses().is_empty() {
+        let leaving_an_epoch = matches!(self.status, Status::Retiring | Status::Transitioning);
+        match self.configuration.witnesses().is_empty() && !leaving_an_epoch {
             true => self.config.log_entries_max(),
             false => 2 * self.config.log_entries_max(),
         }
