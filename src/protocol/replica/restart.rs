@@ -216,7 +216,11 @@ impl<S: StateMachine> Replica<S> {
                 Some(op)
             }
             Some(checkpoint) => {
-                if !self.restore_checkpoint(checkpoint) {
+                let restored = match resumes_hand_over {
+                    true => self.restore_checkpoint_state(checkpoint),
+                    false => self.restore_checkpoint(checkpoint),
+                };
+                if !restored {
                     damage.get_or_insert("the stored checkpoint does not restore".into());
                 }
                 self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
