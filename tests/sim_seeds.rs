@@ -214,6 +214,10 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         "a witness of an epoch with witnesses retired into one without; its log, which the witnesses' larger bound let grow and no checkpoint trims, was held to the new epoch's smaller one (assertion)",
     ),
     (
+        17001528,
+        "with disks: a witness handing its epoch's start over restarted and dropped it, and a transitioning active restarted without the epoch before never asked a witness: nobody served the start (liveness)",
+    ),
+    (
         14000044,
         "with disks: a witness restarted on a store still holding its checkpoint above its log kept the log's old start, and its recovery truncated below the start the store took on the drop (storage)",
     ),
@@ -252,6 +256,10 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
     (
         13000220,
         "the same: a background checkpoint file's marker after the drop, then the witness's log start (storage)",
+    ),
+    (
+        18001534,
+        "with disks: a witness handing its epoch's start over restarted and dropped the only copy the new actives could fetch (liveness)",
     ),
     (
         8000651,
