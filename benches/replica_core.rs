@@ -79,5 +79,57 @@ fn bench_core(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_core);
+/// The client table alone, as the primary uses it per op: the request's probe
+/// (`get_mut`, noting the route) and, at execution, the admitting probe with the reply's
+/// record, over sessions visited in a scattered order (clients' ids are random, and a
+/// batch's requests come from sessions in no particular order).
+fn bench_client_table(c: &mut Criterion) {
+    use vsr::protocol::client_table::{ClientTable, RouteToken};
+    let mut group = c.benchmark_group("client_table");
+    for sessions in [1024usize, 4096] {
+        let mut table = ClientTable::new(sessions);
+        // Ids as clients draw them (random), an order that is not the registration order.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut clients: Vec<(u64, u64, u32)> = (0..sessions as u64)
+            .map(|op| {
+                let client = next();
+                table.register(client, op + 1, 1);
+                (client, op + 1, 0)
+            })
+            .collect();
+        for i in (1..clients.len()).rev() {
+            clients.swap(i, next() as usize % (i + 1));
+        }
+        let reply = Bytes::from(vec![7u8; PAYLOAD_BYTES]);
+        let mut op = sessions as u64;
+        group.throughput(Throughput::Elements(sessions as u64));
+        group.bench_function(format!("{sessions}_sessions"), |b| {
+            b.iter(|| {
+                for (client, session, request) in &mut clients {
+                    *request += 1;
+                    let entry = table.get_mut(*client).expect("registered");
+                    assert_eq!(entry.session, *session);
+                    entry.set_route(*request, 0, Some(RouteToken(*client)));
+                }
+                for &(client, session, request) in &clients {
+                    op += 1;
+                    let entry = table
+                        .admit_mut(client, session, request)
+                        .expect("next request");
+                    entry.record(request, op, reply.clone());
+                    assert_eq!(entry.route_of(request, 0), Some(RouteToken(client)));
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_core, bench_client_table);
 criterion_main!(benches);

@@ -159,6 +159,10 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         3005605,
         "with disks: after a power loss an active restarted with its log at its checkpoint and the actives' commit forgotten refused a lagging witness, whose vote the view change and a damaged active's recovery needed (converge)",
     ),
+    (
+        5001761,
+        "a witness joining a started view asked only its primary, whose log began at a checkpoint above the actives' commit; that commit waited for two recovering actives, whose recovery waited for the witness (converge)",
+    ),
 ];
 
 /// Seeds that found bugs of reconfiguring clusters with witnesses (paper 6.1 with 7:
@@ -198,6 +202,10 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         "a replaced replica that lost its memory retired into an epoch whose one other active had moved on and shut down, and waited for ever for its EpochStarted (the witness's does not count) (converge)",
     ),
     (
+        16007033,
+        "a replica without a checkpoint retired from an epoch with witnesses into one without; its log, which the witnesses' larger bound let grow and nothing trims, was held to the new epoch's smaller one (assertion)",
+    ),
+    (
         14002008,
         "with disks: an active whose log ended below its installed checkpoint became a witness; the store kept the old base and refused the witness's next append (storage)",
     ),
@@ -208,10 +216,6 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
     (
         14007684,
         "with disks: a witness restarted on a store still holding its checkpoint and the active's untrimmed log put all of it back, past the log's bound (assertion)",
-    ),
-    (
-        16007033,
-        "a witness of an epoch with witnesses retired into one without; its log, which the witnesses' larger bound let grow and no checkpoint trims, was held to the new epoch's smaller one (assertion)",
     ),
     (
         17001528,
@@ -264,6 +268,10 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
     (
         8000651,
         "trimming by the old epoch's actives' commit on entering an epoch with witnesses took the only log holding the start from the new actives (converge)",
+    ),
+    (
+        15002252,
+        "a client's backup read retried only at the actives of the epoch it knew, all retired; the witness left, which would have told it the new epoch, was never asked (liveness)",
     ),
 ];
 

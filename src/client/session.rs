@@ -592,8 +592,6 @@ impl ClientSession {
     pub fn on_tick(&mut self) -> Option<(Target, Message)> {
         let max = self.request_timeout_ticks_max;
         let in_flight = self.in_flight.as_mut()?;
-        // A backup read's retry goes to the next replica; a lease read's, like a
-        // request's, to every replica (only the primary answers it).
         let is_read = matches!(
             &in_flight.message.body,
             Body::Request(request) if request.operation == Operation::Read
@@ -608,9 +606,15 @@ impl ClientSession {
             in_flight.timeout_ticks = (in_flight.timeout_ticks * 2).min(max);
         }
         let message = in_flight.message.clone();
-        if is_read {
+        if is_read && retry_now {
+            // A backup read a replica turned away goes to the next one.
             return Some((Target::Replica(self.next_read_replica()), message));
         }
+        // Nothing heard in time: to every replica, a backup read too. The actives it
+        // tried may all be gone (retired into a later epoch), and any member tells a
+        // client of an earlier epoch where the cluster went; only a witness would be
+        // left to ask, and it answers no read. A lease read, like a request, is answered
+        // by the primary only.
         Some((Target::All, message))
     }
 }
@@ -722,6 +726,20 @@ mod tests {
         assert_eq!(retry, message, "the same read, with the same seen op");
         assert_ne!(retry_target, first);
         assert!(matches!(retry_target, Target::Replica(_)));
+    }
+
+    #[test]
+    fn a_backup_read_unanswered_in_time_goes_to_every_replica() {
+        // The actives it knows may all have retired into a later epoch; any member
+        // left (a witness too) tells it where the cluster went.
+        let mut session = registered();
+        let (_, first, message) = backup_read(&mut session);
+        assert!(matches!(first, Target::Replica(_)));
+        let (target, retry) = (0..1000)
+            .find_map(|_| session.on_tick())
+            .expect("retried after its timeout");
+        assert_eq!(retry, message, "the same read, with the same seen op");
+        assert_eq!(target, Target::All);
     }
 
     #[test]

@@ -22,8 +22,30 @@ use crate::wire;
 use std::time::Instant;
 
 impl<S: StateMachine> EventLoop<S> {
+    /// Captures the payloads of the writes the core issued since the last call, from the
+    /// replica as it stands now: called as each input returns, since a later input of the
+    /// same loop iteration may change the log first (`StoredWrite::capture`). A witness
+    /// that appended entries in one message and trimmed below them in the next, both read
+    /// from one connection, otherwise wrote an append with none of its entries and then a
+    /// log start below them: its journal lost those entries and no longer folded.
+    pub(super) fn capture_writes(&mut self) {
+        if let Some(disk) = self.disk.as_mut() {
+            for effect in &self.effects[self.effects_captured..] {
+                if let Effect::Write { id, write } = effect {
+                    disk.capture(&self.replica, *id, *write);
+                }
+            }
+        }
+        self.effects_captured = self.effects.len();
+    }
+
     /// Carries out every effect the core produced since the last call, in order.
     pub(super) fn execute_effects(&mut self) {
+        debug_assert_eq!(
+            self.effects_captured,
+            self.effects.len(),
+            "an input's writes were not captured as it returned"
+        );
         self.now = Instant::now();
         // A reconfiguration executed in the last input changes who the peers are.
         self.follow_configuration();
@@ -43,12 +65,8 @@ impl<S: StateMachine> EventLoop<S> {
                     }
                 }
                 // In memory the storage phase completes every write; on disk the payload
-                // is captured now, before the core's next input can change the log.
-                Effect::Write { id, write } => {
-                    if let Some(disk) = self.disk.as_mut() {
-                        disk.capture(&self.replica, id, write);
-                    }
-                }
+                // was captured as its input returned (`capture_writes`).
+                Effect::Write { .. } => {}
                 // On disk, handed to the page keeper (best effort, off the ordering rule).
                 Effect::KeepPages(keep) => {
                     if let Some(disk) = self.disk.as_mut() {
@@ -67,6 +85,7 @@ impl<S: StateMachine> EventLoop<S> {
             }
         }
         waits.flush(&mut self.metrics.request_commit_us);
+        self.effects_captured = 0;
         self.effects = effects; // Keep the capacity.
     }
 

@@ -92,6 +92,8 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) now: Instant,
     /// What the core asked for, carried out by `execute_effects`; kept for its capacity.
     pub(super) effects: Vec<Effect>,
+    /// How many of `effects` had their writes' payloads captured (`capture_writes`).
+    pub(super) effects_captured: usize,
     /// Encoding space for broadcasts; split and shared, then reclaimed.
     pub(super) broadcast: BytesMut,
     /// The outbound limit of a replica link.
@@ -164,6 +166,7 @@ impl<S: StateMachine> EventLoop<S> {
             io: IoThreads::new(io, from_io),
             now,
             effects: Vec::with_capacity(1024),
+            effects_captured: 0,
             broadcast: BytesMut::with_capacity(1 << 20),
             replica_queued_bytes_max: (config.message_bytes_max as usize * 4).max(64 << 20),
             gate,
@@ -253,10 +256,12 @@ impl<S: StateMachine> EventLoop<S> {
             self.checkpoint_phase();
             self.tick_phase(started);
             self.replica.flush(&mut self.effects);
+            self.capture_writes();
             if let Err(error) = self.storage_phase() {
                 failure = Some(error);
                 break;
             }
+            self.capture_writes();
             // Before the effects leave: a client that got a reply sees the commit that
             // produced it in `ReplicaServer::status`.
             self.status.publish(&self.replica);
@@ -390,16 +395,14 @@ impl<S: StateMachine> EventLoop<S> {
         if let Some(ms) = built {
             self.metrics.checkpoint_build_ms.record(ms);
             self.replica.on_checkpoint_built(&mut self.effects);
+            self.capture_writes();
         }
     }
 
     /// Feeds the core the checkpoint parts the page hasher hashed since the last
     /// iteration (`page_hasher`).
     fn hashed_phase(&mut self) {
-        let Some(hasher) = self.hasher.as_mut() else {
-            return;
-        };
-        while let Some(hashed) = hasher.take_hashed() {
+        while let Some(hashed) = self.hasher.as_mut().and_then(|hasher| hasher.take_hashed()) {
             match hashed {
                 Ok(part) => {
                     self.metrics.counters.checkpoint_parts_hashed_off_loop += 1;
@@ -408,6 +411,7 @@ impl<S: StateMachine> EventLoop<S> {
                 }
                 Err(message) => self.replica.on_message(message, &mut self.effects),
             }
+            self.capture_writes();
         }
     }
 
@@ -424,6 +428,7 @@ impl<S: StateMachine> EventLoop<S> {
         }
         for _ in 0..self.clock.take_due(now) {
             self.replica.on_tick(&mut self.effects);
+            self.capture_writes();
         }
     }
 

@@ -166,7 +166,8 @@ impl<S: StateMachine> EventLoop<S> {
                     },
                     _ => message,
                 };
-                self.replica.on_message(message, &mut self.effects)
+                self.replica.on_message(message, &mut self.effects);
+                self.capture_writes();
             }
             Admitted::StatsRequest => self.on_stats_request(token),
         }
@@ -296,5 +297,6 @@ impl<S: StateMachine> EventLoop<S> {
         }
         self.replica
             .on_client_request(message, token, &mut self.effects);
+        self.capture_writes();
     }
 }

@@ -9,10 +9,10 @@
 //! iteration's effects, and every message leaves in the iteration that produced it.
 //!
 //! With `--durability disk`:
-//! 1. the effects phase (`execute_effects`, which also runs after each connection's
-//!    reads) captures the payload of every `Write` as it meets it
-//!    ([`DiskWrites::capture`]: the entries and checkpoint are read from the replica
-//!    before its next input);
+//! 1. as each input to the core returns, the loop captures the payload of every `Write`
+//!    it issued (`EventLoop::capture_writes`, [`DiskWrites::capture`]): the entries and
+//!    checkpoint are read from the replica before its next input, which may trim the
+//!    log below them (one connection's reads are many inputs);
 //! 2. the storage phase takes the storage thread's completions and reports them
 //!    (`on_persisted`), which releases the messages that waited into this iteration's
 //!    effects (and on the primary counts its own acknowledgement, which may commit ops);
@@ -101,7 +101,8 @@ impl<S: StateMachine> EventLoop<S> {
 }
 
 impl DiskWrites {
-    /// Captures the payload of write `id` from `replica`.
+    /// Captures the payload of write `id` from `replica`, as the input that issued it
+    /// returns (`EventLoop::capture_writes`).
     pub(super) fn capture<S: StateMachine>(
         &mut self,
         replica: &Replica<S>,

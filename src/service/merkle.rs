@@ -40,17 +40,25 @@ pub struct MerkleTree {
 
 impl MerkleTree {
     /// The tree over `leaves` (page digests, in snapshot order).
+    ///
+    /// Nodes above padding alone are all equal on a level: each level's is hashed once
+    /// (up to half of a tree's nodes are, just past a power of two).
     pub fn new(leaves: &[Digest]) -> MerkleTree {
         let width = leaves.len().max(1).next_power_of_two();
+        let mut padding = leaf(&EMPTY);
         let mut level: Vec<Digest> = leaves.iter().map(leaf).collect();
-        level.resize(width, leaf(&EMPTY));
+        level.resize(width, padding);
         let mut levels = vec![level];
+        // Nodes from `filled` on cover padding alone.
+        let mut filled = leaves.len();
         while levels.last().expect("one level at least").len() > 1 {
             let below = levels.last().expect("one level at least");
-            let above = below
-                .chunks_exact(2)
+            filled = filled.div_ceil(2);
+            padding = node(&padding, &padding);
+            let mut above: Vec<Digest> = (below.chunks_exact(2).take(filled))
                 .map(|pair| node(&pair[0], &pair[1]))
                 .collect();
+            above.resize(below.len() / 2, padding);
             levels.push(above);
         }
         MerkleTree {
@@ -237,6 +245,21 @@ mod tests {
             MerkleTree::new(&[]).root(),
             MerkleTree::new(&[EMPTY]).root()
         );
+    }
+
+    #[test]
+    fn padding_hashed_once_a_level_is_the_padding_hashed_everywhere() {
+        for count in [0, 1, 2, 3, 5, 8, 9, 100] {
+            let leaves = digests(count, 5);
+            let mut level: Vec<Digest> = leaves.iter().map(leaf).collect();
+            level.resize(count.max(1).next_power_of_two(), leaf(&EMPTY));
+            let mut levels = vec![level];
+            while levels.last().unwrap().len() > 1 {
+                let pairs = levels.last().unwrap().chunks_exact(2);
+                levels.push(pairs.map(|pair| node(&pair[0], &pair[1])).collect());
+            }
+            assert_eq!(MerkleTree::new(&leaves).levels, levels, "{count} leaves");
+        }
     }
 
     #[test]

@@ -85,15 +85,29 @@ impl Page {
         Ok(Page { bytes, digest })
     }
 
-    /// This page with its bytes held in `bytes`, which must equal them; `None` if they
-    /// differ. The digest is carried over, not computed again, so a service that copies a
-    /// received page into storage of its own pays a comparison, not a hash, and keeps no
-    /// reference to the buffer the page came in. The digest stays the digest of the bytes.
-    pub fn moved_to(&self, bytes: Bytes) -> Option<Page> {
-        (bytes == self.bytes).then_some(Page {
-            bytes,
-            digest: self.digest,
-        })
+    /// The bytes of `pages` copied into one buffer of their total size, and the pages
+    /// again as slices of it, in order, each with its digest carried over: the bytes are
+    /// the same, copied here, so they are neither hashed again nor compared. A service
+    /// that keeps received pages in storage of its own pays one copy and keeps no
+    /// reference to the buffers they came in. Each digest stays the digest of its bytes.
+    pub fn copied_together(pages: &[Page]) -> (Bytes, Vec<Page>) {
+        let mut buffer = Vec::with_capacity(pages.iter().map(Page::len).sum());
+        pages
+            .iter()
+            .for_each(|page| buffer.extend_from_slice(&page.bytes));
+        // Of its exact size: no spare capacity to hand back or to keep.
+        let buffer = Bytes::from(buffer);
+        let mut at = 0;
+        let copies = (pages.iter())
+            .map(|page| {
+                at += page.len();
+                Page {
+                    bytes: buffer.slice(at - page.len()..at),
+                    digest: page.digest,
+                }
+            })
+            .collect();
+        (buffer, copies)
     }
 
     /// The page's bytes.
@@ -206,13 +220,19 @@ mod tests {
     }
 
     #[test]
-    fn a_page_moves_only_to_equal_bytes() {
-        let page = Page::new(Bytes::from_static(b"page"));
-        let moved = page.moved_to(Bytes::copy_from_slice(b"page")).unwrap();
-        assert_eq!(moved, page);
-        assert_ne!(moved.bytes().as_ptr(), page.bytes().as_ptr());
-        assert_eq!(page.moved_to(Bytes::from_static(b"pagE")), None);
-        assert_eq!(page.moved_to(Bytes::from_static(b"pag")), None);
+    fn pages_copied_together_are_the_same_pages_in_one_buffer() {
+        let pages = [&b"one"[..], b"", b"three"].map(|b| Page::new(Bytes::copy_from_slice(b)));
+        let (buffer, copies) = Page::copied_together(&pages);
+        assert_eq!(&buffer[..], b"onethree");
+        assert_eq!(copies, pages);
+        for (copy, page) in copies.iter().zip(&pages) {
+            assert_eq!(
+                Page::verified(copy.bytes().clone(), copy.digest()),
+                Ok(page.clone())
+            );
+            assert!(buffer.as_ptr_range().contains(&copy.bytes().as_ptr()) || copy.is_empty());
+        }
+        assert_eq!(Page::copied_together(&[]), (Bytes::new(), Vec::new()));
     }
 
     #[test]

@@ -305,8 +305,9 @@ struct ViewChanging {
     /// Committed entries (and checkpoint) fetched by a new primary that lacks them, or
     /// the log of the view being joined.
     fetch: Option<state_transfer::Fetched>,
-    /// A new primary's requests for committed entries so far: it asks the DoViewChanges'
-    /// senders in turn (`view_change_fetch_source`).
+    /// A new primary's requests for committed entries so far, or a joining replica's for
+    /// the view's log: it asks the DoViewChanges' senders (`view_change_fetch_source`),
+    /// or the view's primary and then the other members (`join_source`), in turn.
     fetch_attempts: u32,
 }
 

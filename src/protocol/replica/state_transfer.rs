@@ -175,6 +175,17 @@ impl<S: StateMachine> Replica<S> {
         effects: &mut Vec<Effect>,
     ) {
         let same_view = self.status == Status::Normal && view == self.view;
+        let changing_view = matches!(self.status, Status::ViewChange | Status::Recovering);
+        if changing_view && view == self.view && from != self.primary_of(view) {
+            // Paper 5.2: only a replica normal in the asker's view answers. The one
+            // asker of this view that takes committed entries from a replica still in
+            // its view change is the view's new primary (`view_change_fetch_source`);
+            // any other is joining the view (`join_source`) and takes what it gets for
+            // the view's log: a log cut at this replica's commit number may lack ops
+            // committed before the view started. (A retiring replica answers up to its
+            // commit number still: its epoch's log ends there, all of it committed.)
+            return self.drop_reason("get_state", "not normal in the asker's view");
+        }
         let limit = if same_view {
             self.log.op()
         } else {
@@ -378,8 +389,12 @@ impl<S: StateMachine> Replica<S> {
         self.try_complete_view_change(effects);
     }
 
-    /// A replica joining a view that started without it collects that view's log from
-    /// the view's primary, and installs it only once complete (see `join_started_view`).
+    /// A replica joining a view that started without it collects that view's log, and
+    /// installs it only once complete (see `join_started_view`). Any member normal in
+    /// the view joined may answer (one changing views refuses: `on_get_state`): its log
+    /// is that view's log, from the StartView, with the primary's Prepares after it in
+    /// order (see the module docs of `view_change`). From another view it may not be: a
+    /// later view's log may differ from this one's past the ops committed by this view.
     fn on_join_state(
         &mut self,
         from: ReplicaIndex,
@@ -388,9 +403,8 @@ impl<S: StateMachine> Replica<S> {
         effects: &mut Vec<Effect>,
     ) {
         assert!(self.view_changing.joining && self.status == Status::ViewChange);
-        let primary = self.primary_of(self.view);
-        if from != primary || view != self.view {
-            return self.drop_reason("new_state", "not from the primary of the view joined");
+        if view != self.view {
+            return self.drop_reason("new_state", "not from the view joined");
         }
         let (commit, op) = (new_state.commit, new_state.op);
         if self.merge_fetch(new_state, op) {
@@ -399,7 +413,8 @@ impl<S: StateMachine> Replica<S> {
         if self.fetch_end() >= op {
             self.install_joined_log(commit, effects);
         } else {
-            self.request_state(primary, effects);
+            // The answer was cut by size: ask the same replica for the rest.
+            self.request_state(from, effects);
         }
     }
 

@@ -22,9 +22,17 @@
 //! argument.
 //!
 //! A replica that learns of a started view it is not part of (`join_started_view`)
-//! fetches that view's log from its primary and installs it in one step; until then it
-//! keeps its own log and last-normal view, so it never takes part in a later view change
-//! with a log shorter than what it acknowledged.
+//! fetches that view's log and installs it in one step; until then it keeps its own log
+//! and last-normal view, so it never takes part in a later view change with a log
+//! shorter than what it acknowledged. It asks the view's primary first, and when that
+//! one does not answer, the other members in turn. Paper 5.2: only a replica normal in
+//! the view answers (`on_get_state`: one still in its view change or recovering
+//! refuses), so every answer holds a prefix of that view's log at least as long as the
+//! view's start (installed whole from the StartView, then extended by the primary's
+//! Prepares in order): every op committed before the view started is in it. A log cut
+//! at a commit number would not do: a replica with this view as its last normal one and
+//! a log without an op committed earlier could win a later view change's choice of log
+//! and lose that op.
 
 use super::*;
 
@@ -594,7 +602,29 @@ impl<S: StateMachine> Replica<S> {
             self.enter_view_change(view, ReplicaSet::of(self.index), true);
             self.state_transfer_pending = false;
         }
-        self.request_state(self.primary_of(view), effects);
+        // One request at a time: the next source is drawn only for a new one.
+        if !self.state_transfer_pending {
+            let source = self.join_source();
+            self.request_state(source, effects);
+        }
+    }
+
+    /// Whom a replica joining a started view asks for its log: the view's primary first,
+    /// then every other member in turn. The primary may be unable to answer: a witness
+    /// asking below a log restored from a checkpoint waits until the actives' commit
+    /// reaches it (`new_state_for`), and the actives' commit may move only once replicas
+    /// that lost their memory recovered, which may need this witness normal (seed
+    /// 5001761). A backup that never lost its memory still holds those entries (with
+    /// witnesses no replica trims above the actives' commit).
+    fn join_source(&mut self) -> ReplicaIndex {
+        let primary = self.primary_of(self.view);
+        let others = (0..self.configuration.replica_count())
+            .filter(|&index| index != primary && index != self.index);
+        let sources: smallvec::SmallVec<[ReplicaIndex; 8]> =
+            std::iter::once(primary).chain(others).collect();
+        let attempt = self.view_changing.fetch_attempts;
+        self.view_changing.fetch_attempts = attempt.wrapping_add(1);
+        sources[attempt as usize % sources.len()]
     }
 
     /// Installs the log a joining replica fetched, and becomes a normal backup.
@@ -617,10 +647,11 @@ impl<S: StateMachine> Replica<S> {
             return self.view_change_timeout.stop();
         }
         if self.view_changing.joining {
-            // The primary of the view being joined has not answered: ask it again. If it
-            // is gone, the others notice too and ask for the next view with us.
+            // Nobody answered in time: ask the next source (`join_source`). If the
+            // primary is gone, the others notice too and ask for the next view with us.
             self.state_transfer_pending = false;
-            self.request_state(self.primary_of(self.view), effects);
+            let source = self.join_source();
+            self.request_state(source, effects);
         } else {
             // Repeat this view's call for those that missed it (paper 4.2 step 1).
             let sender_view = self.view;

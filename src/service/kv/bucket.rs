@@ -48,6 +48,11 @@ impl Bucket {
         }
     }
 
+    /// Number of records.
+    pub fn keys(&self) -> usize {
+        self.starts.len()
+    }
+
     /// Bytes of the records.
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
@@ -129,21 +134,27 @@ impl Bucket {
         self.pages.as_deref()
     }
 
-    /// Takes `received` as this bucket's pages if they hold exactly the bytes its own
-    /// pages would (same cuts, same bytes): their digests are carried over without hashing
-    /// again, and their bytes are this bucket's own. `received` may be longer; returns how
-    /// many pages were taken, `None` if they differ.
-    pub fn adopt_pages(&mut self, received: &[Page], page_bytes: usize) -> Option<usize> {
-        let cuts = self.cuts(page_bytes);
-        if received.len() < cuts.len() {
-            return None;
-        }
-        let pages = (cuts.into_iter().zip(received))
-            .map(|(cut, page)| page.moved_to(self.records.slice(cut)))
-            .collect::<Option<Vec<Page>>>()?;
-        let taken = pages.len();
-        self.pages = Some(pages);
-        Some(taken)
+    /// A bucket of `records` (see [`Bucket::new`]) whose pages are `pages`, already
+    /// hashed (a received snapshot's, copied into `records`): `None` unless they are
+    /// `records` cut exactly where the bucket's own pages would be (see [`page_cuts`]), so
+    /// that its pages, and the digests of its later snapshots, are everyone else's.
+    pub fn with_pages(
+        records: Bytes,
+        starts: Vec<u32>,
+        highs: Vec<u32>,
+        pages: Vec<Page>,
+        page_bytes: usize,
+    ) -> Option<Bucket> {
+        let mut bucket = Bucket::new(records, starts, highs);
+        let cuts = bucket.cuts(page_bytes);
+        let same = cuts.len() == pages.len()
+            && (cuts.into_iter().zip(&pages)).all(|(cut, page)| {
+                page.bytes().as_ptr_range() == bucket.records[cut].as_ptr_range()
+            });
+        same.then(|| {
+            bucket.pages = Some(pages);
+            bucket
+        })
     }
 }
 
@@ -225,25 +236,36 @@ mod tests {
     }
 
     #[test]
-    fn adopted_pages_must_hold_the_same_bytes() {
+    fn pages_are_taken_only_as_the_bucket_cuts_them() {
         let keys = ["a", "b", "c"];
         let mut ours = bucket(&keys, 2000);
         let pages = ours.pages(PAGE_BYTES_TARGET).to_vec();
-        let mut copy = bucket(&keys, 2000);
-        assert_eq!(
-            copy.adopt_pages(&pages, PAGE_BYTES_TARGET),
-            Some(pages.len())
-        );
+        assert_eq!(pages.len(), 2);
+        let with = |pages: &[Page]| {
+            let (records, copies) = Page::copied_together(pages);
+            let ours = ours.clone();
+            Bucket::with_pages(records, ours.starts, ours.highs, copies, PAGE_BYTES_TARGET)
+        };
+        let mut copy = with(&pages).expect("cut as the bucket cuts");
         assert_eq!(copy.pages(PAGE_BYTES_TARGET), &pages[..]);
-        // The adopted pages are the bucket's own bytes, not the received ones.
+        assert_eq!(
+            copy.records().collect::<Vec<_>>(),
+            ours.records().collect::<Vec<_>>()
+        );
+        // The pages are the bucket's own bytes, not the received ones.
         let received = pages[0].bytes().as_ptr();
         assert_ne!(copy.pages(PAGE_BYTES_TARGET)[0].bytes().as_ptr(), received);
-        assert!(copy
-            .records
-            .as_ptr_range()
-            .contains(&copy.pages(PAGE_BYTES_TARGET)[0].bytes().as_ptr()));
-        let mut other = bucket(&keys, 2001);
-        assert_eq!(other.adopt_pages(&pages, PAGE_BYTES_TARGET), None);
-        assert_eq!(copy.adopt_pages(&pages[1..], PAGE_BYTES_TARGET), None);
+        // The same bytes cut elsewhere, or cut into the pages of another page size.
+        let joined = Page::new(Bytes::copy_from_slice(&ours.records));
+        assert!(with(&[joined]).is_none());
+        let records = ours.records.clone();
+        let split = [
+            Page::new(records.slice(..10)),
+            Page::new(records.slice(10..pages[0].len())),
+            pages[1].clone(),
+        ];
+        assert!(with(&split).is_none());
+        let (records, copies) = Page::copied_together(&pages);
+        assert!(Bucket::with_pages(records, ours.starts, ours.highs, copies, 8000).is_none());
     }
 }

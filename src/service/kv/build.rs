@@ -36,15 +36,6 @@ impl Builder {
         }
     }
 
-    /// Whether `record` can be pushed (see [`Writer::fits`]).
-    pub fn fits(&self, record: &Record<'_>) -> bool {
-        if bucket_of(record.hash, self.bits) > self.closed {
-            Writer::default().fits(record)
-        } else {
-            self.writer.fits(record)
-        }
-    }
-
     /// Adds `record` to its bucket; records come in state order.
     pub fn push(&mut self, record: Record<'_>) {
         let index = bucket_of(record.hash, self.bits);
@@ -58,13 +49,6 @@ impl Builder {
     pub fn take_before(&mut self, index: usize) -> impl Iterator<Item = Bucket> + '_ {
         self.close_before(index);
         self.buckets.drain(..)
-    }
-
-    /// The 2^bits buckets; none taken before.
-    pub fn finish(mut self) -> Vec<Bucket> {
-        self.close_before(1 << self.bits);
-        assert_eq!(self.buckets.len(), 1 << self.bits, "buckets taken before");
-        self.buckets
     }
 }
 

@@ -1,8 +1,8 @@
 //! The changes since a fold (see `Kv`): each changed key's latest value, or its deletion
 //! when a bucket still holds it, readable by key and in state order.
 //!
-//! Kept compact, because a replica holds two checkpoint intervals of them (one frozen for
-//! the fold in flight, one growing): the keys and values are appended to blocks of bytes
+//! Kept compact, because a replica holds several checkpoint intervals of them (those
+//! frozen for the fold in flight, and up to three growing while it runs): the keys and values are appended to blocks of bytes
 //! of their own (a key's length, the key, the value's length, the value), and an ordered
 //! index maps a key's hash to where its entry is. A change costs its bytes, 8 bytes of
 //! lengths and a slot of the index (about 110 bytes for issue 12's 78-byte entries), not a

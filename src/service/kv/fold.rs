@@ -286,11 +286,3 @@ fn shared_table(buckets: &[Arc<Bucket>]) -> Buckets {
     table.extend_from_slice(buckets);
     Arc::new(table)
 }
-
-/// `buckets` behind handles, in a table of their own size (collecting in place would keep
-/// the buckets' larger table allocated for the handles).
-pub(super) fn shared(buckets: Vec<Bucket>) -> Vec<Arc<Bucket>> {
-    let mut handles = Vec::with_capacity(buckets.len());
-    handles.extend(buckets.into_iter().map(Arc::new));
-    handles
-}

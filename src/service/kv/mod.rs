@@ -9,7 +9,7 @@
 //! Modules: `layout` (the key hash and the buckets it splits the state into), `bucket`
 //! (one bucket's records, lookups, pages), `build` (writing buckets), `merge` (buckets and
 //! the changes since they were built, as one sequence), `fold` (changes written into
-//! buckets, and the snapshot of the result), `restore` (checking a received snapshot),
+//! buckets, and the snapshot of the result), `restore` (installing a received snapshot),
 //! `ops` (the encoding).
 
 mod bucket;
@@ -24,11 +24,10 @@ mod restore;
 pub use ops::{KvOp, KvResult};
 
 use super::{Deferred, Snapshot, SnapshotError, StateMachine, PAGE_BYTES_TARGET};
-use build::Builder;
 use bytes::Bytes;
 use changes::Changes;
 use fold::{Buckets, Fold, Folded};
-use layout::{bucket_bits_for, bucket_of, key_hash, Record, RECORD_HEADER_BYTES};
+use layout::{bucket_of, key_hash, Record, RECORD_HEADER_BYTES};
 use merge::merge;
 use std::sync::Arc;
 
@@ -91,7 +90,7 @@ pub struct Kv {
     /// Snapshots are taken deferred (by a replica, at its checkpoints): the changes wait
     /// for them, which fold them off the executing thread, instead of being folded here
     /// once they are many (a fold of a large state would stall the replica's event loop;
-    /// the replica bounds the changes, at two checkpoint intervals).
+    /// the replica bounds the changes: a build gets at most three checkpoint intervals).
     deferred_snapshots: bool,
     /// The largest page (`PAGE_BYTES_TARGET` unless made smaller): part of the layout, so
     /// the same on every replica.
@@ -404,41 +403,22 @@ impl StateMachine for Kv {
         self.take_finished_fold();
     }
 
-    /// Checks every record, builds the buckets of the layout the state's size asks for,
-    /// then checks that their pages are exactly the received ones (same records, same
-    /// cuts), so a restored replica's later checkpoints equal everyone else's. The bytes
-    /// are copied into buckets of this map's own: the received pages, and the message they
-    /// came in, are not kept alive by the state. A byte comparison stands in for hashing
-    /// again (the digests were verified at the wire's gate).
+    /// Installs the received pages as the buckets' own (`restore`): each bucket's pages
+    /// copied into one buffer, every record parsed and checked, the cuts checked against
+    /// the ones this map would make, so a restored replica's later checkpoints equal
+    /// everyone else's. The digests, verified at the wire's gate, are carried over, not
+    /// computed again; the received pages, and the message they came in, are not kept
+    /// alive by the state.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
-        const NOT_CANONICAL: SnapshotError =
-            SnapshotError("kv pages are not laid out as kv lays them out");
-        let summary = restore::check(snapshot)?;
-        let bits = bucket_bits_for(summary.record_bytes, self.page_bytes);
-        let mut builder = Builder::new(bits);
-        for record in restore::records(snapshot) {
-            if !builder.fits(&record) {
-                return Err(SnapshotError("kv bucket larger than 4 GiB"));
-            }
-            builder.push(record);
-        }
-        let mut buckets = builder.finish();
-        let mut received = snapshot.pages();
-        for bucket in &mut buckets {
-            let taken = (bucket.adopt_pages(received, self.page_bytes)).ok_or(NOT_CANONICAL)?;
-            received = &received[taken..];
-        }
-        if !received.is_empty() {
-            return Err(NOT_CANONICAL);
-        }
+        let restored = restore::restore(snapshot, self.page_bytes)?;
         // A fold in flight is dropped with the state it folds.
         *self = Kv {
-            buckets: Arc::new(fold::shared(buckets)),
-            bucket_bits: bits,
+            buckets: restored.buckets,
+            bucket_bits: restored.bits,
             folding: None,
             changes: Changes::new(),
-            record_bytes: summary.record_bytes,
-            keys: summary.keys,
+            record_bytes: restored.record_bytes,
+            keys: restored.keys,
             deferred_snapshots: self.deferred_snapshots,
             page_bytes: self.page_bytes,
         };

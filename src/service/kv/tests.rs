@@ -539,7 +539,7 @@ fn tiny_pages_cut_a_small_state_into_many() {
         snapshot.pages().len()
     );
     // A page holds records up to the size, or one larger record.
-    let records = |page: &Page| restore::records(&Snapshot::new(vec![page.clone()])).count();
+    let records = |page: &Page| restore::page_records(page).unwrap();
     assert!(snapshot
         .pages()
         .iter()
@@ -557,6 +557,122 @@ fn tiny_pages_cut_a_small_state_into_many() {
     let deferred = tiny.snapshot_deferred().run().clone();
     other_tiny.restore(&deferred).unwrap();
     assert_eq!(other_tiny, plain);
+}
+
+/// `pages` mangled in one of the ways a faulty or malicious sender could hash and send:
+/// its digests are right, its layout or contents are not what kv would produce (or are,
+/// by chance: a changed value is just another state). Returns what was done.
+fn mangle(pages: &mut Vec<Page>, prng: &mut Prng) -> &'static str {
+    let page = |bytes: &[u8]| Page::new(Bytes::copy_from_slice(bytes));
+    let i = prng.below(pages.len() as u64) as usize;
+    let bytes = pages[i].bytes().clone();
+    let at = prng.below(bytes.len() as u64 + 1) as usize;
+    match prng.below(9) {
+        0 => {
+            let mut flipped = bytes.to_vec();
+            flipped[at.min(bytes.len() - 1)] ^= 1 << prng.below(8);
+            pages[i] = page(&flipped);
+            "flip a bit"
+        }
+        1 => {
+            pages[i] = page(&bytes[..at]);
+            "truncate a page"
+        }
+        2 => {
+            pages.splice(i..=i, [page(&bytes[..at]), page(&bytes[at..])]);
+            "split a page"
+        }
+        3 if i + 1 < pages.len() => {
+            let joined = [&bytes[..], pages[i + 1].bytes()].concat();
+            pages.splice(i..i + 2, [page(&joined)]);
+            "join two pages"
+        }
+        4 => {
+            pages.remove(i);
+            "drop a page"
+        }
+        5 => {
+            pages.insert(i, pages[i].clone());
+            "repeat a page"
+        }
+        6 if i + 1 < pages.len() => {
+            pages.swap(i, i + 1);
+            "swap two pages"
+        }
+        7 => {
+            // A length field (or any 4 bytes) claiming far more than the page holds.
+            let mut long = bytes.to_vec();
+            let at = at.min(long.len().saturating_sub(4));
+            let end = long.len().min(at + 4);
+            long[at..end].copy_from_slice(&u32::MAX.to_le_bytes()[..end - at]);
+            pages[i] = page(&long);
+            "a huge length"
+        }
+        _ => {
+            // The same bytes, cut into pages at random places.
+            let all: Vec<u8> = pages.iter().flat_map(|p| p.bytes().to_vec()).collect();
+            let mut cut = Vec::new();
+            let mut start = 0;
+            while start < all.len() {
+                let end = (start + 1 + prng.below(150) as usize).min(all.len());
+                cut.push(page(&all[start..end]));
+                start = end;
+            }
+            *pages = cut;
+            "cut the bytes elsewhere"
+        }
+    }
+}
+
+#[test]
+fn a_restore_accepts_only_the_pages_kv_would_take_of_that_state() {
+    // Tiny pages: many buckets and pages, records larger than a page among them.
+    let mut source = Kv::with_page_bytes(64);
+    for op in random_ops(11, 3000, 400) {
+        source.execute(op);
+    }
+    let snapshot = source.snapshot();
+    let before = Kv::with_page_bytes(64);
+    let mut prng = Prng(5);
+    let mut refused = 0;
+    for round in 0..3000 {
+        let mut pages = snapshot.pages().to_vec();
+        let what = mangle(&mut pages, &mut prng);
+        let received = Snapshot::new(pages);
+        let mut kv = before.clone();
+        match kv.restore(&received) {
+            Err(_) => {
+                refused += 1;
+                assert_eq!(kv, before, "round {round}: {what}: refused, yet changed");
+            }
+            Ok(()) => {
+                // Accepted: exactly the pages of the state it holds, built again from its
+                // records and hashed, as any other replica would take them.
+                let mut rebuilt = Kv::with_page_bytes(64);
+                for record in kv.records() {
+                    let (key, value) = (record.key, record.value);
+                    rebuilt.execute(KvOp::Put(
+                        Bytes::copy_from_slice(key),
+                        Bytes::copy_from_slice(value),
+                    ));
+                }
+                assert_eq!(
+                    rebuilt.snapshot(),
+                    received,
+                    "round {round}: {what}: accepted"
+                );
+                assert_eq!(kv.snapshot(), received, "round {round}: {what}: kept");
+                assert_eq!(
+                    (kv.len(), kv.record_bytes),
+                    (rebuilt.len(), rebuilt.record_bytes)
+                );
+            }
+        }
+    }
+    assert!(
+        refused > 2000,
+        "only {refused} of 3000 mangled snapshots refused"
+    );
 }
 
 /// Runs `kv`'s deferred snapshot on another thread while this one reads every key of
