@@ -218,6 +218,10 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         "with disks: a witness restarted on a store still holding its checkpoint and the active's untrimmed log put all of it back, past the log's bound (assertion)",
     ),
     (
+        24004837,
+        "with disks: a witness whose store had dropped its checkpoint and kept the active's whole log restarted and put all of it back, past the log's bound (assertion)",
+    ),
+    (
         17001528,
         "with disks: a witness handing its epoch's start over restarted and dropped it, and a transitioning active restarted without the epoch before never asked a witness: nobody served the start (liveness)",
     ),

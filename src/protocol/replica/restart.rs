@@ -307,11 +307,12 @@ impl<S: StateMachine> Replica<S> {
             }
             self.commit_to(stored.commit.min(self.log.op()), &mut replies);
             self.build_checkpoint_now();
-            if dropped.is_some() {
-                // The store kept the active's log with its checkpoint, trimmed only by
+            if witness_log {
+                // A store that held an active's log (with its checkpoint, dropped now or
+                // before the stop) kept it as the journal did, trimmed only by
                 // compactions: as a witness's, the log is trimmed by the actives' commit
-                // (`witness::trim_log`), and its `LogStart` goes to the store after the
-                // drop, with the first input.
+                // (`witness::trim_log`; seeds 14007684, 24004837), and its `LogStart`
+                // goes to the store (after the drop) with the first input.
                 self.trim_log();
             }
         }
