@@ -406,27 +406,11 @@ impl ClientTable {
     /// prefetched a few ops ahead, the misses overlap.
     #[inline]
     pub fn prefetch(&self, client: ClientId) {
-        if self.index.is_empty() {
-            return;
-        }
-        let hash = self.hash(client);
-        let tag = (hash >> 32) as u32;
-        let mask = self.index.len() - 1;
-        let mut at = hash as usize & mask;
-        loop {
-            let position = self.index[at];
-            if position.is_empty() {
-                return;
-            }
-            if position.tag == tag {
-                // Both lines: admission reads the first, recording a reply writes the
-                // second.
-                let slot: *const Slot = &self.slots[position.slot as usize];
-                prefetch_line(slot.cast());
-                prefetch_line(slot.cast::<u8>().wrapping_add(64));
-                return;
-            }
-            at = (at + 1) & mask;
+        if let Some((_, position)) = self.probe(client).next() {
+            // Both lines: admission reads the first, recording a reply writes the second.
+            let slot: *const Slot = &self.slots[position.slot as usize];
+            prefetch_line(slot.cast());
+            prefetch_line(slot.cast::<u8>().wrapping_add(64));
         }
     }
 
@@ -507,24 +491,38 @@ impl ClientTable {
     /// The index position and the slot of `client`, if present.
     #[inline]
     fn find(&self, client: ClientId) -> Option<(usize, usize)> {
-        if self.index.is_empty() {
-            return None;
-        }
+        self.probe(client)
+            .find(|(_, position)| self.slots[position.slot as usize].client == client)
+            .map(|(at, position)| (at, position.slot as usize))
+    }
+
+    /// The occupied positions a probe for `client` passes whose tag is `client`'s, in
+    /// probe order (from its home position to the first empty one), without reading
+    /// the slots: `find` checks each one's id, `prefetch` takes the first.
+    #[inline]
+    fn probe(&self, client: ClientId) -> impl Iterator<Item = (usize, Position)> + '_ {
         let hash = self.hash(client);
         let tag = (hash >> 32) as u32;
-        let mask = self.index.len() - 1;
+        let mask = self.index.len().wrapping_sub(1);
         let mut at = hash as usize & mask;
-        // Ends: the index is at most half full, so an empty position comes.
-        loop {
-            let position = self.index[at];
-            if position.is_empty() {
-                return None;
+        // Ends: the index is at most half full, so an empty position comes (an empty
+        // index has none to pass).
+        let mut done = self.index.is_empty();
+        std::iter::from_fn(move || {
+            while !done {
+                let position = self.index[at];
+                if position.is_empty() {
+                    done = true;
+                    break;
+                }
+                let passed = at;
+                at = (at + 1) & mask;
+                if position.tag == tag {
+                    return Some((passed, position));
+                }
             }
-            if position.tag == tag && self.slots[position.slot as usize].client == client {
-                return Some((at, position.slot as usize));
-            }
-            at = (at + 1) & mask;
-        }
+            None
+        })
     }
 
     /// Adds `client`, absent, with `entry`; grows the index first if it would be more
