@@ -209,6 +209,30 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         16007033,
         "a replica without a checkpoint retired from an epoch with witnesses into one without; its log, which the witnesses' larger bound let grow and nothing trims, was held to the new epoch's smaller one (assertion)",
     ),
+    (
+        14002008,
+        "with disks: an active whose log ended below its installed checkpoint became a witness; the store kept the old base and refused the witness's next append (storage)",
+    ),
+    (
+        14002697,
+        "with disks: a replica restarted in an epoch without witnesses took 0 for the actives' commit, and a move to an epoch with witnesses kept every entry above it (assertion)",
+    ),
+    (
+        14007684,
+        "with disks: a witness restarted on a store still holding its checkpoint and the active's untrimmed log put all of it back, past the log's bound (assertion)",
+    ),
+    (
+        24004837,
+        "with disks: a witness whose store had dropped its checkpoint and kept the active's whole log restarted and put all of it back, past the log's bound (assertion)",
+    ),
+    (
+        17001528,
+        "with disks: a witness handing its epoch's start over restarted and dropped it, and a transitioning active restarted without the epoch before never asked a witness: nobody served the start (liveness)",
+    ),
+    (
+        14000044,
+        "with disks: a witness restarted on a store still holding its checkpoint above its log kept the log's old start, and its recovery truncated below the start the store took on the drop (storage)",
+    ),
 ];
 
 #[test]
@@ -236,6 +260,18 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
     (
         9000207,
         "the witnesses left, and the log kept the entries above the old actives' commit until the next checkpoint's build, slow here: past the epoch's smaller bound first (assertion)",
+    ),
+    (
+        13000144,
+        "an active that became a witness with a disk dropped its checkpoint, and the marker of a checkpoint file written in the background reached the store after it (storage)",
+    ),
+    (
+        13000220,
+        "the same: a background checkpoint file's marker after the drop, then the witness's log start (storage)",
+    ),
+    (
+        18001534,
+        "with disks: a witness handing its epoch's start over restarted and dropped the only copy the new actives could fetch (liveness)",
     ),
     (
         8000651,

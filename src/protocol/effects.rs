@@ -156,6 +156,10 @@ pub enum Write {
         /// The timestamp of the op at `base` (later entries' timestamps exceed it).
         timestamp: u64,
     },
+    /// The replica holds no checkpoint any more: it became a witness (paper 6.1), which
+    /// holds no service state. Its log stays; from now on its store trims it as a
+    /// witness's (`LogStart`). Issued before the input's log writes.
+    CheckpointDropped,
     /// Every entry after `after` was removed (a view change replaced the uncommitted
     /// suffix); later appends reuse those op numbers.
     LogTruncate {

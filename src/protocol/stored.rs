@@ -39,6 +39,8 @@ pub enum StoredWrite {
         /// The timestamp of the op at `base`.
         timestamp: u64,
     },
+    /// The checkpoint was dropped: the replica became a witness ([`Write::CheckpointDropped`]).
+    CheckpointDropped,
     /// Every entry after `after` was removed.
     LogTruncate {
         /// The last op kept.
@@ -97,6 +99,7 @@ impl StoredWrite {
             }
             Write::LogReset { base } => StoredWrite::LogReset { base },
             Write::LogStart { base, timestamp } => StoredWrite::LogStart { base, timestamp },
+            Write::CheckpointDropped => StoredWrite::CheckpointDropped,
             Write::LogTruncate { after } => StoredWrite::LogTruncate { after },
             Write::LogAppend { from, to } => StoredWrite::LogAppend {
                 from,
@@ -154,6 +157,11 @@ pub struct Stored {
     /// have acknowledged more than it holds. It restarts through the recovery protocol
     /// (paper 4.3) and never counts as empty.
     pub damage: Option<String>,
+    /// The op of the checkpoint a `CheckpointDropped` took out of this image (0: none):
+    /// the image's log then starts at or below it, possibly above the witness's own log,
+    /// whose `LogStart`s below it are already true here. Not written by a compaction: a
+    /// restart's log starts where the image's does.
+    pub dropped_checkpoint_at: Op,
     /// Pages a checkpoint fetch verified and the store kept ([`KeepPages`]): a cache
     /// outside the ordering rule, which vouches for nothing (it never makes a store hold
     /// data), read back so that a fetch cut short by a crash resumes.
@@ -212,6 +220,27 @@ impl FetchedPages {
 }
 
 impl Stored {
+    /// Takes the checkpoint out of the image, as `StoredWrite::CheckpointDropped` does:
+    /// the replica became a witness (paper 6.1); its log stays, and from now on its
+    /// `LogStart`s trim it. A restarted witness whose store still holds a checkpoint
+    /// applies this to what it read back first, so that its log agrees with the store's.
+    pub fn drop_checkpoint(&mut self) {
+        let Some(checkpoint) = self.checkpoint.take() else {
+            return;
+        };
+        self.dropped_checkpoint_at = checkpoint.op;
+        if self.op() < checkpoint.op {
+            // The log ended below the checkpoint (one installed, or entries trimmed
+            // before they were written): the replica's log starts after the
+            // checkpoint's op, and so does a witness's from now on.
+            self.entries.clear();
+            self.log_base = checkpoint.op;
+        }
+        if self.log_base == checkpoint.op {
+            self.log_base_timestamp = checkpoint.timestamp;
+        }
+    }
+
     /// The op of the last entry (or the base).
     pub fn op(&self) -> Op {
         self.log_base + self.entries.len() as Op
@@ -275,6 +304,12 @@ impl Stored {
                     )));
                 }
                 if base < self.log_base {
+                    if self.dropped_checkpoint_at >= self.log_base {
+                        // The store of an active that became a witness trimmed its log
+                        // to its checkpoint, past where the replica's own log starts: it
+                        // already holds no entry at or below `base`.
+                        return Ok(());
+                    }
                     return Err(Inconsistent(format!(
                         "log start after {base} below the log base {}",
                         self.log_base
@@ -359,6 +394,9 @@ impl Stored {
                 }
                 self.state = state;
             }
+            StoredWrite::CheckpointDropped => {
+                self.drop_checkpoint();
+            }
             StoredWrite::Commit(commit) => self.commit = self.commit.max(commit),
             StoredWrite::ActivesCommit(op) => {
                 self.actives_commit = Some(self.actives_commit.map_or(op, |heard| heard.max(op)))
@@ -379,7 +417,9 @@ impl Stored {
         let mut last = self.op();
         for write in writes {
             match write {
-                StoredWrite::LogReset { .. } | StoredWrite::LogStart { .. } => return false,
+                StoredWrite::LogReset { .. }
+                | StoredWrite::LogStart { .. }
+                | StoredWrite::CheckpointDropped => return false,
                 StoredWrite::LogTruncate { after } => {
                     if *after < base {
                         return false;
@@ -583,6 +623,63 @@ mod tests {
         let stored = fold(vec![append(1, 3)]).unwrap();
         assert!(stored.covers(&[append(4, 3)], 6));
         assert!(!stored.covers(&[log_start(2), append(4, 3)], 6));
+    }
+
+    #[test]
+    fn an_active_that_becomes_a_witness_drops_its_checkpoint_and_keeps_its_log() {
+        // An active's store: its checkpoint at 16, its log trimmed to it (entries 17-20).
+        let mut stored = fold(vec![append(1, 20), checkpoint(16)]).unwrap();
+        stored.trim_to_checkpoint();
+        assert_eq!((stored.log_base, stored.op()), (16, 20));
+        stored.apply(StoredWrite::CheckpointDropped).unwrap();
+        assert_eq!(stored.checkpoint, None);
+        assert_eq!((stored.log_base, stored.op()), (16, 20), "the log stays");
+        assert_eq!(stored.log_base_timestamp, 16, "the checkpoint's timestamp");
+        // The witness's own log started lower (it kept a tail): a log start below the
+        // store's base is already true here, up to the dropped checkpoint.
+        stored.apply(log_start(12)).unwrap();
+        assert_eq!((stored.log_base, stored.op()), (16, 20));
+        stored.apply(log_start(18)).unwrap();
+        assert_eq!((stored.log_base, stored.op()), (18, 20));
+        // Past the dropped checkpoint the base only moves forward again.
+        assert!(stored.clone().apply(log_start(17)).is_err());
+        // A later checkpoint (active again) comes after a drop, never before one.
+        let stored = fold(vec![
+            append(1, 20),
+            checkpoint(16),
+            StoredWrite::CheckpointDropped,
+            checkpoint(16),
+        ])
+        .unwrap();
+        assert_eq!(stored.checkpoint_op(), 16);
+        // A batch that drops the checkpoint covers no deferred one.
+        let stored = fold(vec![append(1, 3)]).unwrap();
+        assert!(!stored.covers(&[StoredWrite::CheckpointDropped, append(4, 3)], 6));
+        // A log that ended below the checkpoint (one installed) starts after it.
+        let stored = fold(vec![
+            append(1, 5),
+            checkpoint(16),
+            StoredWrite::LogReset { base: 16 },
+            StoredWrite::CheckpointDropped,
+            append(17, 2),
+        ])
+        .unwrap();
+        assert_eq!(
+            (stored.log_base, stored.op(), stored.log_base_timestamp),
+            (16, 18, 16)
+        );
+        let stored = fold(vec![
+            append(1, 5),
+            checkpoint(16),
+            StoredWrite::CheckpointDropped,
+        ]);
+        assert_eq!(stored.map(|s| (s.log_base, s.op())), Ok((16, 16)));
+        // Without a checkpoint it changes nothing.
+        let stored = fold(vec![append(1, 3), StoredWrite::CheckpointDropped]).unwrap();
+        assert_eq!(
+            (stored.log_base, stored.op(), stored.dropped_checkpoint_at),
+            (0, 3, 0)
+        );
     }
 
     #[test]

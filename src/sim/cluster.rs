@@ -1082,10 +1082,6 @@ impl<S: SimService> Cluster<S> {
         if self.checker.check_replica(index, replica)? {
             self.moved |= 1 << index;
         }
-        if replica.checkpoint_op() == 0 {
-            // It holds none (a witness dropped it: `Storage::forget_checkpoint`).
-            self.storage.forget_checkpoint(index);
-        }
         self.checker.check_checkpoint(index, replica)?;
         self.checker.check_view_start(index, replica)?;
         self.checker.check_epoch(index, replica)?;
@@ -1366,7 +1362,7 @@ impl<S: SimService> Cluster<S> {
         let planned = self.plan.pop_front().expect("a change is due");
         let ids: Vec<ReplicaId> = newest.ids().collect();
         let (kept, added) = planned.shape(&ids);
-        let witnesses = planned.witnesses(&newest, &kept, added, self.options.disks);
+        let witnesses = planned.witnesses(&kept, added);
         self.start_change_with_witnesses(&kept, added, planned.warm_up_steps, witnesses);
         Ok(())
     }

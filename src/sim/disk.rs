@@ -229,6 +229,15 @@ impl Disks {
             None => {}
         }
         let mut staged = std::mem::take(&mut disk.staged);
+        if staged
+            .iter()
+            .any(|write| matches!(write, StoredWrite::CheckpointDropped))
+        {
+            // It became a witness: no file in hand is wanted any more, as the data
+            // directory abandons its writer (`DataDir::forget_checkpoint_files`).
+            disk.checkpoint_writing = None;
+            disk.checkpoint_waiting = None;
+        }
         let pending = disk
             .checkpoint_waiting
             .as_ref()

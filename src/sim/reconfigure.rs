@@ -72,17 +72,9 @@ impl PlannedChange {
 
     /// The witnesses of the configuration that keeps `kept` of `current` (in that order)
     /// and adds `added` members after them: none in one change of three, else up to f'
-    /// of them, so that clusters gain, keep, lose and trade witnesses. With disks only
-    /// current witnesses stay witnesses: a replica that held state (an active, or a new
-    /// member that warmed up as a learner) cannot drop a stored checkpoint yet
-    /// (ARCHITECTURE.md, "Witnesses"); a witness may still become active.
-    pub fn witnesses(
-        &self,
-        current: &Configuration,
-        kept: &[ReplicaId],
-        added: usize,
-        disks: bool,
-    ) -> ReplicaSet {
+    /// of them, so that clusters gain, keep, lose and trade witnesses (with disks too: a
+    /// replica that becomes one drops its stored checkpoint, `Write::CheckpointDropped`).
+    pub fn witnesses(&self, kept: &[ReplicaId], added: usize) -> ReplicaSet {
         let mut witnesses = ReplicaSet::default();
         let Some(pick) = self.witness_pick else {
             return witnesses;
@@ -93,12 +85,8 @@ impl PlannedChange {
         }
         let count = kept.len() + added;
         let f = (count - 1) / 2;
-        let was_witness =
-            |id: ReplicaId| current.index_of(id).is_some_and(|i| current.is_witness(i));
-        let mut candidates: Vec<ReplicaIndex> = (0..count)
-            .filter(|&index| !disks || kept.get(index).is_some_and(|&id| was_witness(id)))
-            .map(|index| index as ReplicaIndex)
-            .collect();
+        let mut candidates: Vec<ReplicaIndex> =
+            (0..count).map(|index| index as ReplicaIndex).collect();
         for _ in 0..prng.between(1, f as u64).min(candidates.len() as u64) {
             let index = prng.below(candidates.len() as u64) as usize;
             witnesses.insert(candidates.swap_remove(index));
@@ -416,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn planned_witnesses_are_at_most_f_and_with_disks_only_witnesses_that_stay() {
+    fn planned_witnesses_are_at_most_f_and_sometimes_new() {
         let current = Configuration::initial_with_witnesses(5, ReplicaSet::from_low_bits(0b00110))
             .expect("two witnesses of five");
         let ids: Vec<ReplicaId> = current.ids().collect();
@@ -427,21 +415,18 @@ mod tests {
                 let (kept, added) = planned.shape(&ids);
                 let count = kept.len() + added;
                 let next = current.propose(&kept, &vec![Bytes::new(); added]);
-                for disks in [false, true] {
-                    let witnesses = planned.witnesses(&current, &kept, added, disks);
-                    let proposal = next.clone().with_proposed_witnesses(witnesses);
-                    assert!(witnesses.len() <= (count - 1) / 2);
-                    if proposal.members() != current.members() || witnesses != current.witnesses() {
-                        assert_eq!(current.check_successor(&proposal), Ok(()));
-                    }
-                    for index in witnesses.iter() {
-                        let id = next.id_of(index);
-                        let stays = current.index_of(id).is_some_and(|i| current.is_witness(i));
-                        assert!(!disks || stays, "with disks only a witness stays one");
-                        gained += (!stays) as usize;
-                    }
-                    none += witnesses.is_empty() as usize;
+                let witnesses = planned.witnesses(&kept, added);
+                let proposal = next.clone().with_proposed_witnesses(witnesses);
+                assert!(witnesses.len() <= (count - 1) / 2);
+                if proposal.members() != current.members() || witnesses != current.witnesses() {
+                    assert_eq!(current.check_successor(&proposal), Ok(()));
                 }
+                for index in witnesses.iter() {
+                    let id = next.id_of(index);
+                    let stays = current.index_of(id).is_some_and(|i| current.is_witness(i));
+                    gained += (!stays) as usize;
+                }
+                none += witnesses.is_empty() as usize;
             }
         }
         assert!(
@@ -452,7 +437,7 @@ mod tests {
             witness_pick: None,
             ..planned(Change::Grow, 0)
         };
-        assert!(before.witnesses(&current, &ids, 2, false).is_empty());
+        assert!(before.witnesses(&ids, 2).is_empty());
     }
 
     #[test]

@@ -62,13 +62,6 @@ impl Storage {
         };
     }
 
-    /// `replica` holds no checkpoint: one that became a witness dropped it (paper 6.1,
-    /// only without disks: `PlannedChange::witnesses`), and a later one, should it become
-    /// active again, may be at an op no higher.
-    pub fn forget_checkpoint(&mut self, replica: ReplicaIndex) {
-        self.replicas[replica as usize].checkpoint_op = 0;
-    }
-
     /// `write` of `replica` completed.
     pub fn complete(&mut self, replica: ReplicaIndex, write: Write) -> Result<(), Failure> {
         let durable = &mut self.replicas[replica as usize];
@@ -80,6 +73,13 @@ impl Storage {
                 durable.checkpoint_op = op;
             }
             Write::LogReset { base } => durable.log_op = base,
+            // It became a witness (paper 6.1): its log stays, and from now on only its
+            // appends and log starts move it. A later checkpoint, should it become active
+            // again, may be at an op no higher.
+            Write::CheckpointDropped => {
+                durable.log_op = durable.log_op.max(durable.checkpoint_op);
+                durable.checkpoint_op = 0;
+            }
             Write::Configuration { .. } | Write::ActivesCommit(_) => {}
             Write::LogTruncate { after } => durable.log_op = durable.log_op.min(after),
             // A witness's log starts after `base`: the ops up to it are committed and

@@ -13,6 +13,7 @@
 //! |   7 | configuration       | epoch start op `u64`, then the configuration (`Configuration::encode`) |
 //! |   8 | log start (witness) | base `u64`, the base's timestamp `u64` (format version 3)  |
 //! |   9 | actives' commit     | op `u64` (format version 3)                                |
+//! |  10 | checkpoint dropped  | empty (format version 5)                                   |
 //!
 //! An entry list is a `u32` count, then per entry client `u64`, session `u64`, request
 //! `u32`, timestamp `u64`, operation `u8`, body length `u32` and the body (the wire's
@@ -35,6 +36,7 @@ const COMMIT: u8 = 6;
 const CONFIGURATION: u8 = 7;
 const LOG_START: u8 = 8;
 const ACTIVES_COMMIT: u8 = 9;
+const CHECKPOINT_DROPPED: u8 = 10;
 const RECORD_HEADER_BYTES: usize = 1 + 4;
 
 /// A checkpoint as the journal names it: which file, and what its payload must hash to.
@@ -109,6 +111,7 @@ pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) 
             out.put_u64_le(*op);
             ACTIVES_COMMIT
         }
+        StoredWrite::CheckpointDropped => CHECKPOINT_DROPPED,
         StoredWrite::Configuration {
             configuration,
             epoch_start,
@@ -251,6 +254,7 @@ impl<'a> Reader<'a> {
             }),
             COMMIT => StoredWrite::Commit(self.u64()?),
             ACTIVES_COMMIT => StoredWrite::ActivesCommit(self.u64()?),
+            CHECKPOINT_DROPPED => StoredWrite::CheckpointDropped,
             CONFIGURATION => {
                 let epoch_start = self.u64()?;
                 let rest = self.take(self.bytes.len())?;
@@ -334,6 +338,7 @@ mod tests {
             }),
             StoredWrite::Commit(12),
             StoredWrite::ActivesCommit(11),
+            StoredWrite::CheckpointDropped,
         ];
         let mut out = Vec::new();
         for write in &writes {

@@ -381,12 +381,29 @@ impl DataDir {
         self.buffer = buffer;
         written?;
         self.next_sequence += 1;
+        let dropped = writes
+            .iter()
+            .any(|write| matches!(write, StoredWrite::CheckpointDropped));
         for write in writes.drain(..) {
             self.fold(write);
+        }
+        if dropped && self.image.checkpoint.is_none() {
+            self.forget_checkpoint_files();
         }
         // What a compaction will write: entries below the checkpoint are in its file.
         self.image.trim_to_checkpoint();
         Ok(())
+    }
+
+    /// The replica dropped its checkpoint (it became a witness, paper 6.1): no file is
+    /// needed any more, and none being written is wanted. The next `maintain` removes
+    /// them; the next checkpoint, if the replica ever holds one again, starts a new chain.
+    fn forget_checkpoint_files(&mut self) {
+        self.checkpoints.abandon();
+        self.checkpoints = CheckpointWriter::new(&self.directory, Chain::default());
+        self.marker = None;
+        self.marker_files.clear();
+        self.stale_checkpoints = true;
     }
 
     /// The work that must not delay a group's completion, run after it: removes the
@@ -1082,6 +1099,71 @@ pub(crate) mod tests {
         assert_eq!(image, expected);
         assert_eq!(image.checkpoint, Some(second));
         assert_eq!((image.log_base, image.op()), (90, 105));
+    }
+
+    /// An active that becomes a witness (paper 6.1) drops its checkpoint: the image
+    /// forgets it and keeps the log, the files go at the next upkeep (the one being
+    /// written too), a compaction writes the image as a witness's, and a restart reads
+    /// a witness's store back.
+    #[test]
+    fn a_dropped_checkpoint_leaves_a_witness_log_and_no_files() {
+        let directory = temp_dir("dropped");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let writes = [append(1, 100), StoredWrite::Commit(100)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        let writes = [
+            StoredWrite::Checkpoint(checkpoint_file::tests::checkpoint(60)),
+            StoredWrite::Commit(100),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.finish_checkpoint_files();
+        data_dir.maintain().unwrap();
+        assert_eq!(checkpoint_files(&directory), [60]);
+        // A newer one is being written when the replica becomes a witness.
+        let writes = [
+            StoredWrite::Checkpoint(checkpoint_file::tests::checkpoint(90)),
+            append(101, 2),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        let writes = [
+            StoredWrite::CheckpointDropped,
+            log_start_write(70),
+            append(103, 1),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        assert!(
+            !data_dir.checkpoint_pending(),
+            "the file being written is abandoned"
+        );
+        assert_eq!(data_dir.image.checkpoint, None);
+        data_dir.maintain().unwrap();
+        assert_eq!(checkpoint_files(&directory), [] as [u64; 0]);
+        assert!(!data_dir.append_finished_checkpoint().unwrap());
+        drop(data_dir);
+
+        let (mut data_dir, image) = DataDir::open(&directory, US).unwrap();
+        assert_eq!(image.checkpoint, None);
+        assert_eq!((image.log_base, image.op()), (70, 103));
+        assert_eq!(image.entries, expected.entries);
+        // Compacted, it reads back as a witness's store.
+        data_dir.rewrite_journal(None).unwrap();
+        drop(data_dir);
+        let (_, compacted) = DataDir::open(&directory, US).unwrap();
+        assert_eq!((compacted.log_base, compacted.op()), (70, 103));
+        assert_eq!(compacted.checkpoint, None);
+        assert_eq!(compacted.commit, 100);
+    }
+
+    fn log_start_write(base: u64) -> StoredWrite {
+        StoredWrite::LogStart {
+            base,
+            timestamp: base,
+        }
     }
 
     /// Appends batches of about 64 KiB (one entry each) from op `from` until `done`,

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! vsr data directory
-//! version 4
+//! version 5
 //! cluster 0
 //! replica 2
 //! replicas 3
@@ -35,7 +35,10 @@ pub const META_FILE: &str = "meta";
 ///   of every page naming the earlier file that holds it). A version 3 build would
 ///   refuse each file as damage and recover from the others; this build refuses a
 ///   version 3 directory by name instead.
-pub const FORMAT_VERSION: u32 = 4;
+/// - 5: a replica that becomes a witness drops its checkpoint (`codec`, tag 10). A
+///   version 4 build would read the record as damage; this build refuses a version 4
+///   directory by name.
+pub const FORMAT_VERSION: u32 = 5;
 const FIRST_LINE: &str = "vsr data directory";
 /// A longer meta file is not one of ours.
 const META_BYTES_MAX: usize = 4096;
@@ -200,7 +203,7 @@ mod tests {
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(
-            text.contains("version 1 is not supported (this vsr reads version 4)"),
+            text.contains("version 1 is not supported (this vsr reads version 5)"),
             "{text}"
         );
         // The format before a witness's log start records.
@@ -216,7 +219,7 @@ replicas 3
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(
-            text.contains("version 2 is not supported (this vsr reads version 4)"),
+            text.contains("version 2 is not supported (this vsr reads version 5)"),
             "{text}"
         );
         // The format before incremental checkpoint files.
@@ -227,7 +230,18 @@ replicas 3
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(
-            text.contains("version 3 is not supported (this vsr reads version 4)"),
+            text.contains("version 3 is not supported (this vsr reads version 5)"),
+            "{text}"
+        );
+        // The format before a witness's dropped checkpoint.
+        std::fs::write(
+            &path,
+            "vsr data directory\nversion 4\ncluster 7\nreplica 1\nreplicas 3\n",
+        )
+        .unwrap();
+        let text = check_or_create(&directory, US).unwrap_err().to_string();
+        assert!(
+            text.contains("version 4 is not supported (this vsr reads version 5)"),
             "{text}"
         );
         for garbage in [

@@ -482,9 +482,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// A replica that becomes a witness returns its service to the first state and
     /// forgets its checkpoint and client table (paper 6.1: a witness holds no service
-    /// state). With a data directory the checkpoint stays in the store: not built
-    /// (ARCHITECTURE.md, "Witnesses").
+    /// state); its store drops the checkpoint too (`Write::CheckpointDropped`).
     pub(super) fn drop_service_state(&mut self) {
+        self.writes.forget_checkpoint();
         if self.checkpoint.is_none() && self.building.is_none() && self.clients.is_empty() {
             return;
         }
@@ -494,7 +494,6 @@ impl<S: StateMachine> Replica<S> {
         if let Err(error) = self.service.restore(&self.fresh_service) {
             tracing::warn!(replica = self.id, %error, "the service's first state does not restore");
         }
-        self.writes.forget_checkpoint();
         tracing::info!(
             replica = self.id,
             epoch = self.configuration.epoch(),
@@ -1010,12 +1009,17 @@ impl<S: StateMachine> Replica<S> {
         members.dedup();
         members.retain(|&id| id != self.id);
         // A witness of either epoch holds no state, unless it was active in the one
-        // before: then it keeps the start for the actives (`take_up_role`).
+        // before: then it keeps the start for the actives (`take_up_role`). Without the
+        // epoch before (a restart keeps only the current configuration) any member may:
+        // a witness that holds nothing refuses, and the next one is asked (seed
+        // 17001528: the one witness that held the start was never asked).
         let configuration = &self.configuration;
         let serves_state = |id: ReplicaId| {
-            let old_active = old.is_some_and(|old| old.contains_id(id) && !was_witness_in(old, id));
-            let old_witness = old.is_some_and(|old| was_witness_in(old, id));
-            !old_witness && (old_active || !was_witness_in(configuration, id))
+            let Some(old) = old else {
+                return true;
+            };
+            let old_active = old.contains_id(id) && !was_witness_in(old, id);
+            !was_witness_in(old, id) && (old_active || !was_witness_in(configuration, id))
         };
         let is_witness = self.is_witness();
         if !is_witness && members.iter().any(|&id| serves_state(id)) {

@@ -232,6 +232,16 @@ impl<S: StateMachine> Replica<S> {
             self.witness_skip_to(checkpoint.op, checkpoint.timestamp);
             return true;
         }
+        self.restore_checkpoint_state(checkpoint)
+    }
+
+    /// `restore_checkpoint` of an active, or of a witness restarted while it handed its
+    /// epoch's start over (`restart`): the state itself.
+    pub(super) fn restore_checkpoint_state(&mut self, checkpoint: Checkpoint) -> bool {
+        assert!(
+            checkpoint.op > self.commit,
+            "a checkpoint must move commit forward"
+        );
         let mut clients = ClientTable::new(self.config.clients_max as usize);
         if clients.restore(&checkpoint.clients.to_blob()).is_none() {
             tracing::warn!(

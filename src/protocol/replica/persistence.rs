@@ -41,6 +41,9 @@ pub(super) struct Writes {
     checkpoint_written: Op,
     /// The id of that write (0: restored, or none yet).
     checkpoint_issued: WriteId,
+    /// The store may hold a checkpoint the replica dropped (it became a witness): the
+    /// next input writes `CheckpointDropped`.
+    checkpoint_to_drop: bool,
     /// The epoch whose configuration was last written (or restored).
     configuration_written: u32,
     /// With witnesses: the actives' commit as last written (or restored); `None` before
@@ -71,10 +74,11 @@ impl Writes {
         self.state_written = state;
     }
 
-    /// The replica dropped its checkpoint to become a witness (`epoch::take_up_role`):
-    /// none is written from now on. (A store keeps the one it holds: a replica with a data
-    /// directory does not become a witness yet, ARCHITECTURE.md, "Witnesses".)
+    /// The replica dropped its checkpoint to become a witness (`epoch::take_up_role`, or
+    /// a restart as one): none is written from now on, and the store drops the one it
+    /// holds (`Write::CheckpointDropped`, at the end of the input).
     pub(super) fn forget_checkpoint(&mut self) {
+        self.checkpoint_to_drop |= self.checkpoint_written > 0;
         self.checkpoint_written = 0;
         self.checkpoint_issued = 0;
     }
@@ -181,6 +185,10 @@ impl<S: StateMachine> Replica<S> {
 
     /// Checkpoint, log, configuration, state: see `Write` for why in this order.
     fn issue_writes(&mut self, effects: &mut Vec<Effect>) {
+        if std::mem::take(&mut self.writes.checkpoint_to_drop) {
+            // First: a checkpoint this input took or installed again comes after it.
+            self.writes.issue(Write::CheckpointDropped, effects);
+        }
         let checkpoint_op = self.checkpoint_op();
         if checkpoint_op != self.writes.checkpoint_written {
             assert!(checkpoint_op > self.writes.checkpoint_written);
@@ -191,8 +199,9 @@ impl<S: StateMachine> Replica<S> {
         }
         let changes = self.log.take_changes();
         // A replica retiring from being a witness still keeps a witness's log: no
-        // checkpoint below it.
-        if !self.holds_service_state() {
+        // checkpoint below it. A witness handing its epoch's start over keeps the
+        // checkpoint, and its store trims by it, as the active it was.
+        if !self.holds_service_state() && !self.hands_over_state() {
             self.issue_witness_log_writes(changes, effects);
         } else {
             if let Some(base) = changes.reset_base {

@@ -159,15 +159,15 @@ impl<S: StateMachine> Replica<S> {
     /// its commit number; returns the damage found, if any (then the replica recovers, and
     /// keeps only its checkpoint: where the damage lies, what the store says about views
     /// and commits may be what was lost).
-    fn restore_stored(&mut self, stored: Stored) -> Option<String> {
+    fn restore_stored(&mut self, mut stored: Stored) -> Option<String> {
         let state = stored.state;
-        let mut damage = stored.damage;
+        let mut damage = stored.damage.take();
         // What it heard of the actives' commit before the restart stays true (an active
         // that loses its state counts as failed, whoever heard it: `witness`), damage or
         // not (it is about the others, and the store read back only verified records).
         self.actives_commit_heard = stored.actives_commit.unwrap_or(0);
         self.writes.actives_commit_written = stored.actives_commit;
-        if let Some((configuration, epoch_start)) = stored.configuration {
+        if let Some((configuration, epoch_start)) = stored.configuration.take() {
             // The epoch it moved to last (paper 7): its members, and this replica's place.
             self.configuration = configuration;
             self.install_configuration(epoch_start);
@@ -187,17 +187,60 @@ impl<S: StateMachine> Replica<S> {
             ));
         }
         let witness = self.is_witness();
-        if witness && stored.checkpoint.is_some() {
-            // Only actives take checkpoints (paper 6.1): not written by this replica.
-            damage.get_or_insert("a witness's store holds a checkpoint".into());
-        } else if let Some(checkpoint) = stored.checkpoint {
-            if !self.restore_checkpoint(checkpoint) {
-                damage.get_or_insert("the stored checkpoint does not restore".into());
+        // A witness that stopped while it handed its epoch's start over (`take_up_role`):
+        // its store holds the start as its checkpoint and the log through the start,
+        // and the actives had not all executed it. It hands it over again: it may be
+        // one of the few replicas holding it (paper 7.3: an old replica keeps the state
+        // until the new epoch's members hold it), and on disk it lost nothing.
+        let stored_op = stored.log_base + stored.entries.len() as Op;
+        let resumes_hand_over = witness
+            && damage.is_none()
+            && stored.checkpoint.as_ref().is_some_and(|checkpoint| {
+                stored.log_base <= checkpoint.op && checkpoint.op <= self.epoch_start
+            })
+            && stored_op >= self.epoch_start
+            && stored.commit >= self.epoch_start
+            && stored.actives_commit.unwrap_or(0) < self.epoch_start;
+        let witness_log = witness && !resumes_hand_over;
+        let dropped = match stored.checkpoint.take() {
+            Some(checkpoint) if witness_log => {
+                let op = checkpoint.op;
+                // An active that became a witness and stopped before its store dropped
+                // the checkpoint (in the input that made it one, or as its hand-over
+                // ended): a witness holds no service state (paper 6.1), so it drops it
+                // now, and its store with its first input. The log the store kept is
+                // committed up to its base, as a witness's is, and starts where the
+                // store's will once it drops the checkpoint too.
+                stored.checkpoint = Some(checkpoint);
+                stored.drop_checkpoint();
+                Some(op)
             }
-            self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
+            Some(checkpoint) => {
+                let restored = match resumes_hand_over {
+                    true => self.restore_checkpoint_state(checkpoint),
+                    false => self.restore_checkpoint(checkpoint),
+                };
+                if !restored {
+                    damage.get_or_insert("the stored checkpoint does not restore".into());
+                }
+                self.stats.checkpoint_transfers = 0; // Restored from disk, not transferred.
+                None
+            }
+            None => None,
+        };
+        self.writes
+            .note_restored(dropped.unwrap_or(self.checkpoint_op()), state);
+        if dropped.is_some() {
+            self.writes.forget_checkpoint();
         }
-        self.writes.note_restored(self.checkpoint_op(), state);
-        if witness && stored.log_base > 0 {
+        if self.configuration.witnesses().is_empty() {
+            // An epoch without witnesses moves the actives' commit with the checkpoint
+            // (`witness::trim_log`), and its store records none: without this a move to
+            // an epoch with witnesses wrote the 0 it restarted with, and the store kept
+            // every entry above it (seed 14002697).
+            self.actives_commit_heard = self.actives_commit_heard.max(self.checkpoint_op());
+        }
+        if witness_log && stored.log_base > 0 {
             // A witness's log starts where its `LogStart` left it, without a checkpoint:
             // the ops up to its base are committed (it trims and skips committed ops
             // only), and nothing executes at a witness. Its commit number is at least the
@@ -213,14 +256,13 @@ impl<S: StateMachine> Replica<S> {
             self.witness_commit_to(stored.log_base);
         }
         let checkpoint_op = self.checkpoint_op();
-        if let Some(actives_commit) = stored.actives_commit.filter(|_| !witness) {
+        if let Some(actives_commit) = stored.actives_commit.filter(|_| !witness_log) {
             // With witnesses an active keeps the entries above the actives' commit below
             // its checkpoint too, as its log did (`witness::trim_log`; the store keeps them:
             // `Stored::trim_to_checkpoint`): the committed ones, which its checkpoint's
             // state already holds, so they only go back into the log.
             // Only a log that runs unbroken through the checkpoint.
             let from = actives_commit.min(checkpoint_op).max(stored.log_base);
-            let stored_op = stored.log_base + stored.entries.len() as Op;
             if from < checkpoint_op && stored_op >= checkpoint_op && damage.is_none() {
                 let timestamp = match (from - stored.log_base).checked_sub(1) {
                     Some(index) => stored.entries[index as usize].timestamp,
@@ -252,8 +294,31 @@ impl<S: StateMachine> Replica<S> {
             // agrees with its commit number. Replies are not sent again: a client that
             // missed one retries and gets it from the client table.
             let mut replies = Vec::new();
+            if resumes_hand_over {
+                // The start's state, executed as the active it was and no further: a
+                // witness executes nothing (paper 6.1), and what it hands over is the
+                // state at the start.
+                self.epoch_transfer.hands_over_state = true;
+                while self.commit < self.epoch_start {
+                    let op = self.commit + 1;
+                    self.execute_entry(op, &mut replies);
+                    self.commit = op;
+                }
+            }
             self.commit_to(stored.commit.min(self.log.op()), &mut replies);
             self.build_checkpoint_now();
+            if witness_log {
+                // A store that held an active's log (with its checkpoint, dropped now or
+                // before the stop) kept it as the journal did, trimmed only by
+                // compactions: as a witness's, the log is trimmed by the actives' commit
+                // (`witness::trim_log`; seeds 14007684, 24004837), and its `LogStart`
+                // goes to the store (after the drop) with the first input.
+                self.trim_log();
+            }
+        }
+        if resumes_hand_over && damage.is_some() {
+            // It recovers, as a witness: without the state.
+            self.end_hand_over();
         }
         if view_possible {
             self.view = state.view;

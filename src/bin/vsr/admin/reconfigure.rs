@@ -10,8 +10,6 @@
 //!    witnesses (paper 6.1) are `--witnesses` (indexes in NEW), none with
 //!    `--no-witnesses`, else the current witnesses that stay. It must be a valid
 //!    successor (an odd number of at least three distinct members, at most f witnesses).
-//!    With a data directory on any replica, only a current witness may be a witness of
-//!    NEW: a replica that holds the service's state cannot drop its stored checkpoint yet.
 //! 3. Warm-up (paper 7.5): every new member must be running already (`vsr replica
 //!    --join`) as a learner under the identity the change will give it, within
 //!    `--lag-max` ops of the cluster's commit, so that the change stalls writes only for
@@ -47,8 +45,8 @@ pub struct ReconfigureArgs {
     to: Vec<String>,
     /// Indexes (in --to, from 0) of the new configuration's witnesses (paper 6.1): at most
     /// f of them, which store the log and vote but never execute or lead. A current
-    /// witness may become active and an active a witness (with `--durability disk` only
-    /// current witnesses may be named). Without it, the current witnesses that stay
+    /// witness may become active and an active a witness (with `--durability disk` too:
+    /// its store drops its checkpoint). Without it, the current witnesses that stay
     /// members stay witnesses.
     #[arg(long, value_delimiter = ',', conflicts_with = "no_witnesses")]
     witnesses: Option<Vec<u8>>,
@@ -119,7 +117,6 @@ pub fn run(args: ReconfigureArgs) -> anyhow::Result<ExitCode> {
             current.epoch()
         );
     }
-    check_witnesses_keep_no_stored_state(&current, &next, &answers)?;
     check_warm(&current, &next, &asked, &answers, args.lag_max)?;
     let client_options = ClientOptions {
         // The current configuration's: the session must find its primary.
@@ -181,36 +178,6 @@ fn next_witnesses(
         }
     }
     Ok(witnesses)
-}
-
-/// With a data directory, a replica that holds the service's state (an active, or a new
-/// member warming up as a learner) cannot become a witness yet: its store keeps its
-/// checkpoint, and a witness's store holds none (ARCHITECTURE.md, "Witnesses").
-fn check_witnesses_keep_no_stored_state(
-    current: &Configuration,
-    next: &Configuration,
-    answers: &[Result<ReplicaStats, String>],
-) -> anyhow::Result<()> {
-    let disks = answers
-        .iter()
-        .filter_map(|answer| answer.as_ref().ok())
-        .any(|stats| stats.durability == "disk");
-    if !disks {
-        return Ok(());
-    }
-    for index in next.witnesses().iter() {
-        let id = next.id_of(index);
-        let witness_now = current.index_of(id).is_some_and(|i| current.is_witness(i));
-        if !witness_now {
-            let address = String::from_utf8_lossy(&next.members()[index as usize].address);
-            bail!(
-                "--witnesses {index} ({address}): with --durability disk only a current witness may \
-                 be a witness of the new configuration (a replica that holds the service's \
-                 state cannot drop its stored checkpoint yet)"
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The configuration of the highest epoch any answer reports.
