@@ -848,3 +848,63 @@ fn a_former_witness_with_a_trimmed_log_serves_the_copies_it_kept() {
     assert_eq!(s.wait_completed(1, 3 * SLOW).1, value("last"));
     s.converge(3 * SLOW);
 }
+
+/// `a_former_witness_with_a_trimmed_log_serves_the_copies_it_kept` with disks: the
+/// former witness keeps its copies on its disk as well (`Write::FormerWitnessLog`). It
+/// loses its memory while it waits for a checkpoint to reach its kept entries' base, and
+/// the primary, the other copy, comes back on an empty disk (a new machine): what the
+/// former witness's disk kept is what is left of the ops the cut-off active missed.
+#[test]
+fn a_former_witness_keeps_the_copies_it_acknowledged_on_its_disk() {
+    let mut s = with_witness_and_disks(65);
+    let config = s.cluster().config().clone();
+    load_until(&mut s, "the actives checkpoint past the log tail", |c| {
+        c.replica(0).unwrap().commit() > config.checkpoint_interval_ops + config.log_tail_ops
+    });
+    s.block(0, 1);
+    let lagging = s.replica(1).commit();
+    load_until(&mut s, "the primary commits with the witness", |c| {
+        c.replica(0).unwrap().commit() > lagging + 10
+    });
+    let last = s.submit(0, put("z", "last"));
+    s.wait_completed(0, SLOW);
+    s.expect_committed(0, last);
+    assert!(
+        s.replica(2).log_base() > 0,
+        "the witness's log starts past op 0"
+    );
+    // The former witness gets no state until it restarted.
+    s.drop_where(|e| {
+        e.to == vsr::sim::network::Node::Replica(2)
+            && matches!(
+                e.message.body,
+                vsr::protocol::Body::NewState(_) | vsr::protocol::Body::CheckpointPart(_)
+            )
+    });
+    let next = s
+        .cluster_mut()
+        .start_change_with_witnesses(&[0, 1, 2], 0, 0, ReplicaSet::default());
+    s.run_until(
+        "the former witness moved to the new epoch, on its disk",
+        SLOW,
+        |c| {
+            c.replica(2)
+                .is_some_and(|r| r.epoch() == next.epoch() && r.former_witness_log().is_some())
+                && c.writes_pending(2) == 0
+        },
+    );
+    s.crash(2);
+    s.crash(0);
+    s.cluster_mut().wipe_disk(0);
+    s.heal();
+    s.restart(2);
+    assert!(
+        s.replica(2).former_witness_log().is_some(),
+        "the kept entries read back from the disk"
+    );
+    s.restart(0);
+    s.wait_epoch(&next, 3 * SLOW);
+    s.submit(1, get("z"));
+    assert_eq!(s.wait_completed(1, 3 * SLOW).1, value("last"));
+    s.converge(3 * SLOW);
+}

@@ -184,6 +184,14 @@ pub enum Write {
     },
     /// The replica's view, last normal view or epoch changed.
     State(DurableState),
+    /// The committed entries an active that was a witness in the epoch before keeps
+    /// aside until its own log reaches them changed: read them with
+    /// `Replica::former_witness_log` (`None`: it keeps none any more, they are in its log
+    /// or no longer needed). Its acknowledgements counted towards them, so its store must
+    /// keep them as it kept its witness log. Issued before the input's log writes when
+    /// the replica starts keeping them (its log is reset in the same input), after them
+    /// when it stops.
+    FormerWitnessLog,
     /// With witnesses (paper 6.1): the replica heard that f+1 actives executed every op
     /// up to this one (`actives_commit`). Knowledge, kept so that a restart from storage
     /// still knows which ops a witness may skip (a log that starts at a checkpoint answers

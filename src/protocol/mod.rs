@@ -23,4 +23,4 @@ pub use effects::{
 pub use message::*;
 pub use replica::{lease_held_ns, lease_wait_ns, Replica, Start, Stats, Status, NOT_A_MEMBER};
 pub use replica_set::ReplicaSet;
-pub use stored::{FetchedPages, Inconsistent, Stored, StoredWrite};
+pub use stored::{FetchedPages, FormerWitnessLog, Inconsistent, Stored, StoredWrite};

@@ -62,6 +62,9 @@ pub enum StoredWrite {
     },
     /// The replica's place among views changed.
     State(DurableState),
+    /// The committed entries a former witness keeps aside ([`Write::FormerWitnessLog`]),
+    /// or none any more.
+    FormerWitnessLog(Option<FormerWitnessLog>),
     /// The replica heard that f+1 actives executed every op up to this one (see
     /// [`Write::ActivesCommit`]): knowledge, never going back.
     ActivesCommit(Op),
@@ -117,7 +120,37 @@ impl StoredWrite {
             }
             Write::State(state) => StoredWrite::State(state),
             Write::ActivesCommit(op) => StoredWrite::ActivesCommit(op),
+            Write::FormerWitnessLog => {
+                StoredWrite::FormerWitnessLog(replica.former_witness_log().cloned())
+            }
         }
+    }
+}
+
+/// The committed entries a witness held when it became active in a new epoch: ops
+/// `base + 1 ..= base + entries.len()`, the last one the epoch's start at most.
+///
+/// Its acknowledgements counted towards those ops in the old epoch, so its copies may be
+/// one of only f+1 (the RECONFIGURATION's among them). Dropping them as it starts over
+/// from op 0 would leave the other copies alone, and one crash could lose committed ops
+/// (`a_witness_that_becomes_active_keeps_the_copies_it_acknowledged` in
+/// `tests/sim_witnesses.rs`). So the replica keeps them, in memory and in its store
+/// ([`Write::FormerWitnessLog`]), and once the state it fetched reaches their base (a
+/// checkpoint at or above it, or entries up to it) takes them into its log and executes
+/// them itself: committed entries, the same at every replica that holds them (paper
+/// 4.1's agreement), over a service whose state is that of the op before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormerWitnessLog {
+    /// The op before `entries[0]`.
+    pub base: Op,
+    /// The entries, in op order.
+    pub entries: Vec<Entry>,
+}
+
+impl FormerWitnessLog {
+    /// The op of the last entry kept.
+    pub fn end(&self) -> Op {
+        self.base + self.entries.len() as Op
     }
 }
 
@@ -162,6 +195,9 @@ pub struct Stored {
     /// whose `LogStart`s below it are already true here. Not written by a compaction: a
     /// restart's log starts where the image's does.
     pub dropped_checkpoint_at: Op,
+    /// The committed entries a former witness keeps aside until its log reaches them
+    /// ([`StoredWrite::FormerWitnessLog`]).
+    pub former_witness_log: Option<FormerWitnessLog>,
     /// Pages a checkpoint fetch verified and the store kept ([`KeepPages`]): a cache
     /// outside the ordering rule, which vouches for nothing (it never makes a store hold
     /// data), read back so that a fetch cut short by a crash resumes.
@@ -396,6 +432,15 @@ impl Stored {
             }
             StoredWrite::CheckpointDropped => {
                 self.drop_checkpoint();
+            }
+            StoredWrite::FormerWitnessLog(kept) => {
+                if kept
+                    .as_ref()
+                    .is_some_and(|kept| kept.base.checked_add(kept.entries.len() as Op).is_none())
+                {
+                    return Err(Inconsistent("kept entries past the last op".into()));
+                }
+                self.former_witness_log = kept;
             }
             StoredWrite::Commit(commit) => self.commit = self.commit.max(commit),
             StoredWrite::ActivesCommit(op) => {

@@ -80,7 +80,9 @@ impl Storage {
                 durable.log_op = durable.log_op.max(durable.checkpoint_op);
                 durable.checkpoint_op = 0;
             }
-            Write::Configuration { .. } | Write::ActivesCommit(_) => {}
+            // Kept aside, not in the log: committed entries the replica's messages
+            // vouch for nothing about (`former_witness_answer`).
+            Write::Configuration { .. } | Write::ActivesCommit(_) | Write::FormerWitnessLog => {}
             Write::LogTruncate { after } => durable.log_op = durable.log_op.min(after),
             // A witness's log starts after `base`: the ops up to it are committed and
             // held nowhere in its log (a log emptied by it holds nothing above `base`).

@@ -14,6 +14,7 @@
 //! |   8 | log start (witness) | base `u64`, the base's timestamp `u64` (format version 3)  |
 //! |   9 | actives' commit     | op `u64` (format version 3)                                |
 //! |  10 | checkpoint dropped  | empty (format version 5)                                   |
+//! |  11 | former witness log  | kept `u8` (0: none, 1: base `u64`, then an entry list) (format version 5) |
 //!
 //! An entry list is a `u32` count, then per entry client `u64`, session `u64`, request
 //! `u32`, timestamp `u64`, operation `u8`, body length `u32` and the body (the wire's
@@ -22,7 +23,7 @@
 //! by op and checksum.
 
 use crate::protocol::{
-    Checkpoint, DurableState, Entry, Operation, StoredWrite, ENTRY_HEADER_BYTES,
+    Checkpoint, DurableState, Entry, FormerWitnessLog, Operation, StoredWrite, ENTRY_HEADER_BYTES,
 };
 use crate::service::snapshot::Snapshot;
 use bytes::{BufMut, Bytes};
@@ -37,6 +38,7 @@ const CONFIGURATION: u8 = 7;
 const LOG_START: u8 = 8;
 const ACTIVES_COMMIT: u8 = 9;
 const CHECKPOINT_DROPPED: u8 = 10;
+const FORMER_WITNESS_LOG: u8 = 11;
 const RECORD_HEADER_BYTES: usize = 1 + 4;
 
 /// A checkpoint as the journal names it: which file, and what its payload must hash to.
@@ -112,6 +114,16 @@ pub fn encode(write: &StoredWrite, checkpoint_checksum: u32, out: &mut Vec<u8>) 
             ACTIVES_COMMIT
         }
         StoredWrite::CheckpointDropped => CHECKPOINT_DROPPED,
+        StoredWrite::FormerWitnessLog(kept) => {
+            match kept {
+                None => out.put_u8(0),
+                Some(kept) => {
+                    out.put_u8(1);
+                    put_log_append(kept.base, &kept.entries, out);
+                }
+            }
+            FORMER_WITNESS_LOG
+        }
         StoredWrite::Configuration {
             configuration,
             epoch_start,
@@ -255,6 +267,13 @@ impl<'a> Reader<'a> {
             COMMIT => StoredWrite::Commit(self.u64()?),
             ACTIVES_COMMIT => StoredWrite::ActivesCommit(self.u64()?),
             CHECKPOINT_DROPPED => StoredWrite::CheckpointDropped,
+            FORMER_WITNESS_LOG => StoredWrite::FormerWitnessLog(match self.flag()? {
+                false => None,
+                true => Some(FormerWitnessLog {
+                    base: self.u64()?,
+                    entries: self.entries()?,
+                }),
+            }),
             CONFIGURATION => {
                 let epoch_start = self.u64()?;
                 let rest = self.take(self.bytes.len())?;
@@ -339,6 +358,11 @@ mod tests {
             StoredWrite::Commit(12),
             StoredWrite::ActivesCommit(11),
             StoredWrite::CheckpointDropped,
+            StoredWrite::FormerWitnessLog(Some(FormerWitnessLog {
+                base: 20,
+                entries: (0..3).map(entry).collect(),
+            })),
+            StoredWrite::FormerWitnessLog(None),
         ];
         let mut out = Vec::new();
         for write in &writes {

@@ -745,7 +745,11 @@ const IMAGE_SHARE_MAX: u64 = 4;
 /// About the bytes a compaction writes for `image`: its entries as the journal encodes
 /// them, and a block for the rest (a few small records, the batch's framing).
 fn image_bytes(image: &Stored) -> u64 {
-    let entries: u64 = (image.entries.iter())
+    let kept = image
+        .former_witness_log
+        .iter()
+        .flat_map(|kept| &kept.entries);
+    let entries: u64 = (image.entries.iter().chain(kept))
         .map(|entry| codec::ENTRY_BYTES + entry.body.len() as u64)
         .sum();
     entries + journal::BLOCK_BYTES as u64
@@ -813,6 +817,9 @@ fn image_writes(image: &Stored) -> (Vec<StoredWrite>, Vec<StoredWrite>) {
     writes.push(StoredWrite::Commit(image.commit));
     if let Some(actives_commit) = image.actives_commit {
         writes.push(StoredWrite::ActivesCommit(actives_commit));
+    }
+    if let Some(kept) = &image.former_witness_log {
+        writes.push(StoredWrite::FormerWitnessLog(Some(kept.clone())));
     }
     (before, writes)
 }
@@ -1157,6 +1164,49 @@ pub(crate) mod tests {
         assert_eq!((compacted.log_base, compacted.op()), (70, 103));
         assert_eq!(compacted.checkpoint, None);
         assert_eq!(compacted.commit, 100);
+    }
+
+    /// A witness that became active keeps its witness log's committed entries aside
+    /// (`StoredWrite::FormerWitnessLog`) while its log starts again from op 0: they read
+    /// back, a compaction keeps them, and they go once a write says they are taken.
+    #[test]
+    fn a_former_witness_log_is_kept_through_compactions_until_taken() {
+        use crate::protocol::FormerWitnessLog;
+        let directory = temp_dir("former-witness");
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let mut expected = Stored::default();
+        let writes = [log_start_write(40), append(41, 20), StoredWrite::Commit(60)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        let StoredWrite::LogAppend { entries, .. } = append(41, 20) else {
+            unreachable!()
+        };
+        let kept = FormerWitnessLog { base: 40, entries };
+        let writes = [
+            StoredWrite::FormerWitnessLog(Some(kept.clone())),
+            StoredWrite::LogReset { base: 0 },
+            append(1, 5),
+        ];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image, expected);
+        assert_eq!(image.former_witness_log.as_ref(), Some(&kept));
+        assert_eq!((image.log_base, image.op()), (0, 5));
+
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        data_dir.rewrite_journal(None).unwrap();
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image, expected, "a compaction keeps them");
+
+        let (mut data_dir, _) = DataDir::open(&directory, US).unwrap();
+        let writes = [append(6, 55), StoredWrite::FormerWitnessLog(None)];
+        data_dir.append(&writes).unwrap();
+        fold(&mut expected, &writes);
+        data_dir.rewrite_journal(None).unwrap();
+        let image = reopened(&directory, data_dir);
+        assert_eq!(image.former_witness_log, None);
+        assert_eq!(image, expected);
     }
 
     fn log_start_write(base: u64) -> StoredWrite {

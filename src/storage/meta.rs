@@ -35,8 +35,9 @@ pub const META_FILE: &str = "meta";
 ///   of every page naming the earlier file that holds it). A version 3 build would
 ///   refuse each file as damage and recover from the others; this build refuses a
 ///   version 3 directory by name instead.
-/// - 5: a replica that becomes a witness drops its checkpoint (`codec`, tag 10). A
-///   version 4 build would read the record as damage; this build refuses a version 4
+/// - 5: a replica that becomes a witness drops its checkpoint (`codec`, tag 10), and a
+///   witness that becomes active keeps its witness log's committed entries (tag 11). A
+///   version 4 build would read either record as damage; this build refuses a version 4
 ///   directory by name.
 pub const FORMAT_VERSION: u32 = 5;
 const FIRST_LINE: &str = "vsr data directory";

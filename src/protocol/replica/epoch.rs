@@ -83,32 +83,9 @@ pub(super) struct EpochTransfer {
     /// not reached in this replica's own view.
     start_fetched: bool,
     /// An active of this epoch that was a witness of the one before: the committed
-    /// entries of its witness log, kept until its own log reaches them (`take_up_role`).
-    former_witness_log: Option<FormerWitnessLog>,
-}
-
-/// The committed entries a witness held when it became active in a new epoch: ops
-/// `base + 1 ..= base + entries.len()`, the last one the start at most.
-///
-/// Its acknowledgements counted towards those ops in the old epoch, so its copies may be
-/// one of only f+1 (the RECONFIGURATION's among them). Dropping them as it starts over
-/// from op 0 would leave the other copies alone, and one crash could lose committed ops
-/// (`a_witness_that_becomes_active_keeps_the_copies_it_acknowledged` in
-/// `tests/sim_witnesses.rs`). So the replica keeps them and, once the state it fetched
-/// reaches their base (a checkpoint at or above it, or entries up to it), takes them
-/// into its log and executes them itself (`take_former_witness_log`): committed
-/// entries, the same at every replica that holds them (paper 4.1's agreement), over a
-/// service whose state is that of the op before.
-#[derive(Clone, Debug)]
-struct FormerWitnessLog {
-    base: Op,
-    entries: Vec<Entry>,
-}
-
-impl FormerWitnessLog {
-    fn end(&self) -> Op {
-        self.base + self.entries.len() as Op
-    }
+    /// entries of its witness log, kept until its own log reaches them (`take_up_role`),
+    /// in its store too (`Write::FormerWitnessLog`).
+    pub(super) former_witness_log: Option<FormerWitnessLog>,
 }
 
 /// A later epoch whose start a replica of the old one is fetching (see the module docs).
@@ -1076,7 +1053,7 @@ impl<S: StateMachine> Replica<S> {
     /// A former witness whose log reaches the base of the entries it kept
     /// ([`FormerWitnessLog`]) appends those past its log and executes them; they go
     /// once its log holds them all. Returns whether the log grew.
-    fn take_former_witness_log(&mut self, effects: &mut Vec<Effect>) -> bool {
+    pub(super) fn take_former_witness_log(&mut self, effects: &mut Vec<Effect>) -> bool {
         let Some(kept) = self.epoch_transfer.former_witness_log.take() else {
             return false;
         };
@@ -1184,6 +1161,9 @@ impl<S: StateMachine> Replica<S> {
         assert_eq!(self.status, Status::Transitioning);
         self.state_transfer_timeout.stop();
         self.state_transfer_pending = false;
+        // The log holds the start, and with it every entry a former witness kept (they
+        // end at the start at most): its store forgets them at the end of this input.
+        self.epoch_transfer.former_witness_log = None;
         if self.commit > self.epoch_start {
             self.epoch_transfer.past_start = true;
             // A primary it never hears from is one it asks to replace, as a backup does.

@@ -32,7 +32,7 @@ use super::effects::{Audience, Effect, WriteId};
 use super::log::Log;
 use super::message::*;
 use super::replica_set::ReplicaSet;
-use super::stored::Stored;
+use super::stored::{FormerWitnessLog, Stored};
 use super::timeout::Timeout;
 use crate::config::Config;
 use crate::service::{Digest, Snapshot, StateMachine};
@@ -826,6 +826,12 @@ impl<S: StateMachine> Replica<S> {
     /// The op the current epoch started after (its RECONFIGURATION's op; 0 in epoch 0).
     pub fn epoch_start(&self) -> Op {
         self.epoch_start
+    }
+
+    /// The committed entries this replica keeps aside as an active that was a witness
+    /// of the epoch before, until its own log reaches them (`Write::FormerWitnessLog`).
+    pub fn former_witness_log(&self) -> Option<&FormerWitnessLog> {
+        self.epoch_transfer.former_witness_log.as_ref()
     }
 
     /// Whether this replica left the cluster for good (paper 7.3): it is not a member of

@@ -11,6 +11,7 @@
 use super::*;
 use crate::protocol::effects::{DurableState, Reliance, Write, WriteId};
 use crate::protocol::log::LogChanges;
+use crate::protocol::stored::FormerWitnessLog;
 
 /// Messages waiting for writes, at most. A driver whose storage stalls must not make the
 /// replica hold without bound what its peers send it to answer; beyond this the oldest
@@ -46,6 +47,9 @@ pub(super) struct Writes {
     checkpoint_to_drop: bool,
     /// The epoch whose configuration was last written (or restored).
     configuration_written: u32,
+    /// The former witness's kept entries as last written: their base and end (`None`:
+    /// none kept).
+    former_witness_log_written: Option<(Op, Op)>,
     /// With witnesses: the actives' commit as last written (or restored); `None` before
     /// the first write of it (issued at the first input, so that the store keeps
     /// entries above it from the start: `Stored::actives_commit`).
@@ -72,6 +76,12 @@ impl Writes {
         self.checkpoint_written = checkpoint_op;
         self.configuration_written = state.epoch;
         self.state_written = state;
+    }
+
+    /// The store holds entries a former witness kept (`Write::FormerWitnessLog`): if the
+    /// replica does not keep them any more, its first input tells the store so.
+    pub(super) fn note_restored_former_witness_log(&mut self, kept: &FormerWitnessLog) {
+        self.former_witness_log_written = Some((kept.base, kept.end()));
     }
 
     /// The replica dropped its checkpoint to become a witness (`epoch::take_up_role`, or
@@ -197,6 +207,16 @@ impl<S: StateMachine> Replica<S> {
                 .writes
                 .issue(Write::Checkpoint { op: checkpoint_op }, effects);
         }
+        // Kept entries before the log's reset that makes the store forget its copies of
+        // them; their end after the appends that hold them.
+        let kept = self
+            .former_witness_log()
+            .map(|kept| (kept.base, kept.end()));
+        let kept_changed = kept != self.writes.former_witness_log_written;
+        if kept_changed && kept.is_some() {
+            self.writes.former_witness_log_written = kept;
+            self.writes.issue(Write::FormerWitnessLog, effects);
+        }
         let changes = self.log.take_changes();
         // A replica retiring from being a witness still keeps a witness's log: no
         // checkpoint below it. A witness handing its epoch's start over keeps the
@@ -213,6 +233,10 @@ impl<S: StateMachine> Replica<S> {
         }
         if let Some((from, to)) = changes.appended {
             self.writes.issue(Write::LogAppend { from, to }, effects);
+        }
+        if kept_changed && kept.is_none() {
+            self.writes.former_witness_log_written = None;
+            self.writes.issue(Write::FormerWitnessLog, effects);
         }
         let epoch = self.configuration.epoch();
         if epoch != self.writes.configuration_written {

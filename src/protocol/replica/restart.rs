@@ -100,6 +100,12 @@ impl<S: StateMachine> Replica<S> {
             let held = self.log.op();
             let mut unsent = Vec::new();
             self.commit_to(held, &mut unsent);
+            // A former witness takes the entries it kept, if its log reaches them.
+            self.take_former_witness_log(&mut unsent);
+            if self.commit >= self.epoch_start {
+                // Its log holds the start, and so all it kept (as `finish_transition`).
+                self.epoch_transfer.former_witness_log = None;
+            }
             self.build_checkpoint_now();
             if self.epoch_change.is_some() {
                 // It fetched past a later epoch's start: it moves there now (what the move
@@ -130,6 +136,31 @@ impl<S: StateMachine> Replica<S> {
             }
             None => self.start_recovering(nonce),
         }
+    }
+
+    /// The committed entries this replica kept aside as a former witness, as its store
+    /// held them (`Write::FormerWitnessLog`): kept again while its log does not reach
+    /// their end and it is still an active fetching its epoch's start. Otherwise they
+    /// are dropped, and its store with its first input: a witness again keeps a witness
+    /// log instead, a replaced replica serves its own log, and a damaged store recovers
+    /// (paper 4.3) from a normal primary's log, where the damage may lie anyway.
+    fn restore_former_witness_log(&mut self, kept: FormerWitnessLog, intact: bool) {
+        self.writes.note_restored_former_witness_log(&kept);
+        let needed = intact
+            && !self.is_witness()
+            && self.index != NOT_A_MEMBER
+            && self.commit < self.epoch_start
+            && self.log.op() < kept.end();
+        if !needed {
+            return;
+        }
+        tracing::info!(
+            replica = self.id,
+            from = kept.base + 1,
+            to = kept.end(),
+            "the committed entries kept as a former witness read back from storage"
+        );
+        self.epoch_transfer.former_witness_log = Some(kept);
     }
 
     /// The pages of a checkpoint fetch the store kept (`Stored::fetched`): the next fetch
@@ -315,6 +346,9 @@ impl<S: StateMachine> Replica<S> {
                 // goes to the store (after the drop) with the first input.
                 self.trim_log();
             }
+        }
+        if let Some(kept) = stored.former_witness_log.take() {
+            self.restore_former_witness_log(kept, damage.is_none());
         }
         if resumes_hand_over && damage.is_some() {
             // It recovers, as a witness: without the state.
