@@ -138,6 +138,14 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
         30004109,
         "a replica in view 6's change answered a replayed GetState of view 4 up to its commit number, in view 6; the asker, joining view 6 since, installed that for the view's log without an op committed in view 5, and its DoViewChange started view 7 without it",
     ),
+    (
+        1000152,
+        "a witness that became active reset its log on disk and kept its copies of committed ops in memory only: one disk of two held op 81 (copies)",
+    ),
+    (
+        1000387,
+        "as 1000152, op 656 (found on the dropck branch before the copies check, as a lost op after a power loss with one disk damaged)",
+    ),
 ];
 
 /// Seeds with witnesses (paper 6.1) that found bugs, each fixed since, and that still

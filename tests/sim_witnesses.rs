@@ -907,4 +907,9 @@ fn a_former_witness_keeps_the_copies_it_acknowledged_on_its_disk() {
     s.submit(1, get("z"));
     assert_eq!(s.wait_completed(1, 3 * SLOW).1, value("last"));
     s.converge(3 * SLOW);
+    assert_eq!(
+        s.cluster().disks().image(2).former_witness_log,
+        None,
+        "its disk forgets them once its log holds them"
+    );
 }

@@ -542,6 +542,38 @@ mod tests {
         Ok(stored)
     }
 
+    /// A former witness's kept entries are held beside the log, whatever the log does,
+    /// until a write says none are kept; entries that would end past the last op there
+    /// is are a store no correct replica wrote.
+    #[test]
+    fn kept_entries_stay_beside_the_log_until_cleared() {
+        let StoredWrite::LogAppend { entries, .. } = append(11, 3) else {
+            unreachable!()
+        };
+        let kept = FormerWitnessLog { base: 10, entries };
+        let mut stored = fold(vec![
+            StoredWrite::LogStart {
+                base: 10,
+                timestamp: 10,
+            },
+            append(11, 3),
+            StoredWrite::FormerWitnessLog(Some(kept.clone())),
+            StoredWrite::LogReset { base: 0 },
+            append(1, 2),
+        ])
+        .unwrap();
+        assert_eq!(stored.former_witness_log, Some(kept.clone()));
+        assert_eq!((stored.log_base, stored.op()), (0, 2));
+        let past_the_end = FormerWitnessLog {
+            base: Op::MAX - 1,
+            ..kept
+        };
+        let write = StoredWrite::FormerWitnessLog(Some(past_the_end));
+        assert!(stored.apply(write).is_err());
+        stored.apply(StoredWrite::FormerWitnessLog(None)).unwrap();
+        assert_eq!(stored.former_witness_log, None);
+    }
+
     #[test]
     fn appends_truncations_and_resets_leave_the_log_a_replica_held() {
         let stored = fold(vec![

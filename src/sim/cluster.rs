@@ -868,6 +868,30 @@ impl<S: SimService> Cluster<S> {
         self.trace(format_args!("r{index}'s disk is damaged at op {op}"));
     }
 
+    /// Completes writes of `index` on its disk; a whole batch is checked against the
+    /// copies the disks hold of committed ops (`Disks::check_copies`, with the bound of
+    /// the smallest configuration any epoch had: f+1 of its replicas hold every op it
+    /// committed).
+    fn complete_on_disk(
+        &mut self,
+        index: ReplicaIndex,
+        writes: Vec<StoredWrite>,
+        ends_batch: bool,
+    ) -> Result<(), Failure> {
+        let before = self.disks.held(index);
+        self.disks.complete(index, writes, ends_batch)?;
+        if ends_batch {
+            let f_min = (self.epochs.iter())
+                .map(|configuration| (configuration.replica_count() as usize - 1) / 2)
+                .min()
+                .expect("the first configuration");
+            let committed = self.checker.committed_max();
+            self.disks
+                .check_copies(index, before, committed, f_min + 1)?;
+        }
+        Ok(())
+    }
+
     /// Crashed replica `index`'s disk is replaced by an empty one (a new machine).
     pub fn wipe_disk(&mut self, index: ReplicaIndex) {
         assert!(self.options.disks, "wipe needs disks");
@@ -1514,7 +1538,7 @@ impl<S: SimService> Cluster<S> {
             }
             let batch: Vec<StoredWrite> = captured.by_ref().flatten().collect();
             if !batch.is_empty() {
-                self.disks.complete(from, batch, true)?;
+                self.complete_on_disk(from, batch, true)?;
             }
         }
         let writes = effects
@@ -1740,13 +1764,14 @@ impl<S: SimService> Cluster<S> {
                     .pop_front()
                     .expect("front exists");
                 let (id, write) = (due.id, due.write);
-                let Some(replica) = self.replicas[index as usize].as_mut() else {
+                if self.replicas[index as usize].is_none() {
                     break;
-                };
+                }
                 self.storage.complete(index, write)?;
                 if self.options.disks {
-                    self.disks.complete(index, due.stored, due.ends_batch)?;
+                    self.complete_on_disk(index, due.stored, due.ends_batch)?;
                 }
+                let replica = self.replicas[index as usize].as_mut().expect("live");
                 if let Some(monotonic_ns) = monotonic_ns {
                     replica.set_monotonic_ns(monotonic_ns);
                 }

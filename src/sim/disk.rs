@@ -41,6 +41,35 @@ use crate::protocol::{
 use crate::service::snapshot::Digest;
 use bytes::Bytes;
 
+/// The ops a disk holds a copy of: inclusive ranges, `(1, 0)` when empty
+/// ([`Disks::held`]).
+pub type Held = [(Op, Op); 3];
+
+fn holds(held: &Held, op: Op) -> bool {
+    held.iter().any(|&(first, last)| first <= op && op <= last)
+}
+
+/// The ranges of ops up to `committed` that `before` holds and `after` does not.
+fn given_up(before: Held, after: &Held, committed: Op) -> Vec<(Op, Op)> {
+    let mut ranges: Vec<(Op, Op)> = before
+        .iter()
+        .map(|&(first, last)| (first, last.min(committed)))
+        .filter(|&(first, last)| first <= last)
+        .collect();
+    for &(held_first, held_last) in after.iter().filter(|(first, last)| first <= last) {
+        ranges = ranges
+            .into_iter()
+            .flat_map(|(first, last)| {
+                let below = (first, last.min(held_first.saturating_sub(1)));
+                let above = (first.max(held_last.saturating_add(1)), last);
+                [below, above]
+            })
+            .filter(|&(first, last)| first <= last)
+            .collect();
+    }
+    ranges
+}
+
 /// One replica's disk.
 #[derive(Clone, Debug, Default)]
 struct Disk {
@@ -48,6 +77,9 @@ struct Disk {
     image: Stored,
     /// Writes of the batch in progress that completed (lost with a crash).
     staged: Vec<StoredWrite>,
+    /// A fault took data from this disk (wiped, or damaged), and the replica has not
+    /// finished recovering since: the copies it held count as lost (`check_copies`).
+    faulted: bool,
     /// Kept pages: the root they were fetched for, and each page's digest and bytes as
     /// written (a fault may change the bytes).
     kept_root: Option<Digest>,
@@ -270,6 +302,10 @@ impl Disks {
         for write in staged {
             disk.image.apply(write).map_err(fail)?;
         }
+        if disk.image.state.joined && !disk.image.state.recovering {
+            // Recovered (paper 4.3): what it holds now, it holds as any replica does.
+            disk.faulted = false;
+        }
         Ok(())
     }
 
@@ -292,6 +328,7 @@ impl Disks {
     /// store keeps what precedes it and reports the damage. The image stays damaged until
     /// the replica completes a batch.
     pub fn damage_at(&mut self, replica: ReplicaIndex, op: Op) {
+        self.disks[replica as usize].faulted = true;
         let image = &mut self.disks[replica as usize].image;
         let keep = op.saturating_sub(image.log_base + 1) as usize;
         image.entries.truncate(keep);
@@ -301,6 +338,7 @@ impl Disks {
     /// The corrupted sector held `replica`'s state record: it restarts not knowing its
     /// view.
     pub fn lose_state(&mut self, replica: ReplicaIndex) {
+        self.disks[replica as usize].faulted = true;
         let image = &mut self.disks[replica as usize].image;
         image.state = Default::default();
         image.damage = Some("a corrupt state record".into());
@@ -320,6 +358,68 @@ impl Disks {
 
     /// The disk is replaced by an empty one.
     pub fn wipe(&mut self, replica: ReplicaIndex) {
-        self.disks[replica as usize] = Disk::default();
+        self.disks[replica as usize] = Disk {
+            faulted: true,
+            ..Disk::default()
+        };
+    }
+
+    /// The ops `replica`'s disk holds a copy of, as inclusive ranges (empty: `(1, 0)`):
+    /// those its checkpoint holds, its log's entries, and the entries it keeps aside as
+    /// a former witness.
+    pub fn held(&self, replica: ReplicaIndex) -> Held {
+        let image = &self.disks[replica as usize].image;
+        let kept = image
+            .former_witness_log
+            .as_ref()
+            .map_or((1, 0), |kept| (kept.base + 1, kept.end()));
+        [
+            (1, image.checkpoint_op()),
+            (image.log_base + 1, image.op()),
+            kept,
+        ]
+    }
+
+    /// The copies check: a correct replica's disk never gives up the copy of a committed
+    /// op (one of `1..=committed`) while fewer than `copies_min` other disks hold one.
+    /// Every op committed with f+1 durable copies (a PrepareOk waits for its write), and
+    /// a replica gives one up only when its checkpoint holds the op instead, or when
+    /// enough others hold it (a witness trims what f+1 actives executed, paper 6.1): a
+    /// copy dropped below that bound is one more crash from losing a committed op. Disks
+    /// a fault took data from count as holding nothing, and lower the bound by one each
+    /// (the fault, not the replica, gave those copies up). `before` is what `replica`'s
+    /// disk held before its last batch.
+    pub fn check_copies(
+        &self,
+        replica: ReplicaIndex,
+        before: Held,
+        committed: Op,
+        copies_min: usize,
+    ) -> Result<(), Failure> {
+        let faulted = self.disks.iter().filter(|disk| disk.faulted).count();
+        let Some(copies_min) = copies_min.checked_sub(faulted).filter(|&min| min > 0) else {
+            return Ok(());
+        };
+        let after = self.held(replica);
+        for (first, last) in given_up(before, &after, committed) {
+            for op in first..=last {
+                let copies = (self.disks.iter())
+                    .enumerate()
+                    .filter(|(index, disk)| {
+                        !disk.faulted && holds(&self.held(*index as ReplicaIndex), op)
+                    })
+                    .count();
+                if copies < copies_min {
+                    return Err(Failure::new(
+                        "copies",
+                        format!(
+                            "r{replica} gave up its copy of committed op {op}: {copies} \
+                             disks hold one, {copies_min} must"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }

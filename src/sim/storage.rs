@@ -201,7 +201,7 @@ impl Storage {
             // An answer of committed entries only (it vouches for no view's log, and
             // names no checkpoint) claims nothing the sender's store must keep: the ops
             // are committed whatever it holds. A former witness serves the entries it
-            // kept in memory so (`former_witness_answer`).
+            // kept aside so (`former_witness_answer`).
             Body::NewState(new_state) if !new_state.vouches && new_state.checkpoint.is_none() => {
                 Ok(())
             }
