@@ -139,6 +139,14 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
         "a replica in view 6's change answered a replayed GetState of view 4 up to its commit number, in view 6; the asker, joining view 6 since, installed that for the view's log without an op committed in view 5, and its DoViewChange started view 7 without it",
     ),
     (
+        94005239,
+        "a member that restarted while fetching its epoch's start moved to the next epoch and asked only the actives of the one before, both retired since; the old witnesses active now held the start (converge)",
+    ),
+    (
+        1003112,
+        "an active without a checkpoint that became a witness dropped its log below the actives' commit of the epoch before at once, while the new actives held nothing yet: two disks of five held op 1 (copies)",
+    ),
+    (
         1000152,
         "a witness that became active reset its log on disk and kept its copies of committed ops in memory only: one disk of two held op 81 (copies)",
     ),
@@ -292,6 +300,18 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
     (
         71000812,
         "a replica changing views refused GetStates (the first fix of seed 30004109); the transitioning member that only it could give the epoch's start never voted, and the view change waited for it (converge)",
+    ),
+    (
+        93001885,
+        "as 1003112 with witnesses everywhere: an active without a checkpoint that became a witness trimmed its log at once (copies)",
+    ),
+    (
+        93000612,
+        "the same, op 140 of a seven-replica epoch (copies)",
+    ),
+    (
+        93000723,
+        "a former witness fetching its epoch's start got an empty answer from a retiring replica that had lost its state; the answer stopped its timeout, and only that replica's StartEpoch reminders asked again, of that replica (liveness)",
     ),
 ];
 

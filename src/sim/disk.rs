@@ -299,6 +299,22 @@ impl Disks {
                 disk.checkpoint_waiting = None;
             }
         }
+        if std::env::var_os("VSR_DEBUG_DISK").is_some() {
+            for write in &staged {
+                let shown = match write {
+                    StoredWrite::LogAppend { from, entries } => {
+                        format!("LogAppend {from}+{}", entries.len())
+                    }
+                    StoredWrite::Checkpoint(c) => format!("Checkpoint {}", c.op),
+                    StoredWrite::FormerWitnessLog(k) => format!(
+                        "FormerWitnessLog {:?}",
+                        k.as_ref().map(|k| (k.base, k.end()))
+                    ),
+                    other => format!("{other:?}"),
+                };
+                eprintln!("DISK r{replica}: {shown}");
+            }
+        }
         for write in staged {
             disk.image.apply(write).map_err(fail)?;
         }
@@ -410,11 +426,24 @@ impl Disks {
                     })
                     .count();
                 if copies < copies_min {
+                    let held: Vec<String> = (0..self.disks.len())
+                        .map(|index| {
+                            let disk = &self.disks[index];
+                            let ranges = self.held(index as ReplicaIndex);
+                            let ranges = ranges.iter().filter(|(first, last)| first <= last);
+                            let ranges: Vec<String> = ranges
+                                .map(|(first, last)| format!("{first}..={last}"))
+                                .collect();
+                            let faulted = if disk.faulted { " (faulted)" } else { "" };
+                            format!("r{index} [{}]{faulted}", ranges.join(", "))
+                        })
+                        .collect();
                     return Err(Failure::new(
                         "copies",
                         format!(
                             "r{replica} gave up its copy of committed op {op}: {copies} \
-                             disks hold one, {copies_min} must"
+                             disks hold one, {copies_min} must; the disks hold {}",
+                            held.join(", ")
                         ),
                     ));
                 }

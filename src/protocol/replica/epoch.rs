@@ -433,7 +433,10 @@ impl<S: StateMachine> Replica<S> {
             // epoch's start or serve it as they retire), so it is needed no more.
             self.drop_service_state();
         }
-        if self.is_witness() && held_start && self.checkpoint.is_some() {
+        // Without a checkpoint its state is its log from op 1, kept the same way (seed
+        // 1003112: dropped at once, it left two disks of five holding the ops it held).
+        let holds_state = self.checkpoint.is_some() || self.log.base() == 0;
+        if self.is_witness() && held_start && holds_state {
             self.epoch_transfer.hands_over_state = true;
             tracing::info!(
                 replica = self.id,
@@ -999,8 +1002,13 @@ impl<S: StateMachine> Replica<S> {
             !was_witness_in(old, id) && (old_active || !was_witness_in(configuration, id))
         };
         let is_witness = self.is_witness();
-        if !is_witness && members.iter().any(|&id| serves_state(id)) {
-            members.retain(|&id| serves_state(id));
+        if !is_witness {
+            // Those first; the others after them, not never: an old witness active in
+            // this epoch holds the start once it started the epoch, and may be all that
+            // is left when the old actives are gone (seed 94005239: both retired, and a
+            // member that restarted into the next epoch asked only them). A replica
+            // that holds nothing answers nothing new, and the next one is asked.
+            members.sort_by_key(|&id| !serves_state(id));
         }
         let told_by = self.epoch_transfer.told_by.take();
         let to = match told_by.filter(|&told_by| is_witness || serves_state(told_by)) {
@@ -1047,6 +1055,14 @@ impl<S: StateMachine> Replica<S> {
         }
         if progressed {
             self.request_epoch_state(effects);
+        } else {
+            // An answer that held nothing new (a source that lost its state, say): the
+            // timeout asks the next source. Without it only a StartEpoch reminder asked
+            // again, and it names its sender first, the same source each time (seed
+            // 93000723, --witnesses-everywhere).
+            self.state_transfer_timeout
+                .set_after(self.config.state_transfer_timeout_ticks);
+            self.state_transfer_timeout.start();
         }
     }
 

@@ -224,11 +224,17 @@ impl<S: StateMachine> Replica<S> {
         // one of the few replicas holding it (paper 7.3: an old replica keeps the state
         // until the new epoch's members hold it), and on disk it lost nothing.
         let stored_op = stored.log_base + stored.entries.len() as Op;
+        // Without a checkpoint, its state is its log from op 1 (a plain witness's log
+        // that was never trimmed looks the same: it then executes and hands over too,
+        // which costs it the work and holds nothing back).
         let resumes_hand_over = witness
             && damage.is_none()
-            && stored.checkpoint.as_ref().is_some_and(|checkpoint| {
-                stored.log_base <= checkpoint.op && checkpoint.op <= self.epoch_start
-            })
+            && match &stored.checkpoint {
+                Some(checkpoint) => {
+                    stored.log_base <= checkpoint.op && checkpoint.op <= self.epoch_start
+                }
+                None => stored.log_base == 0,
+            }
             && stored_op >= self.epoch_start
             && stored.commit >= self.epoch_start
             && stored.actives_commit.unwrap_or(0) < self.epoch_start;
