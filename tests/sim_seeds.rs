@@ -143,6 +143,10 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
         "a member that restarted while fetching its epoch's start moved to the next epoch and asked only the actives of the one before, both retired since; the old witnesses active now held the start (converge)",
     ),
     (
+        94005116,
+        "a replaced witness learning of the next epoch took an answer to its own view's GetState (after its log's end) for one from the senders' log bases, and skipped to it, giving up its copy of the RECONFIGURATION, one of two (copies)",
+    ),
+    (
         1003112,
         "an active without a checkpoint that became a witness dropped its log below the actives' commit of the epoch before at once, while the new actives held nothing yet: two disks of five held op 1 (copies)",
     ),

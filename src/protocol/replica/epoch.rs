@@ -728,7 +728,20 @@ impl<S: StateMachine> Replica<S> {
         new_state: ReceivedState,
         effects: &mut Vec<Effect>,
     ) {
-        let skips_gaps = self.is_witness();
+        // Only a witness asked as a witness of the later epoch (`request_pending_state`)
+        // is answered from the senders' log bases; one asked as a learner is answered
+        // with a checkpoint below them. So a learner's answer that starts past its
+        // commit number without one answers another question: a GetState it sent in its
+        // own view after its log's end, answered once the sender moved on. Skipping to
+        // it gave up the entries this replica held past its commit number, committed
+        // ones among them (seed 94005116: a replaced witness's copy of the
+        // RECONFIGURATION, one of two). It asks again from its commit number instead.
+        let skips_gaps = self.is_witness()
+            && self.epoch_transfer.pending.as_ref().is_some_and(|pending| {
+                let configuration = &pending.configuration;
+                (configuration.index_of(self.id))
+                    .is_some_and(|index| configuration.is_witness(index))
+            });
         let Some(pending) = self
             .epoch_transfer
             .pending
