@@ -452,3 +452,79 @@ impl Disks {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: (Op, Op) = (1, 0);
+
+    #[test]
+    fn given_up_is_what_before_held_after_does_not_up_to_the_commit() {
+        // A log reset to a checkpoint below it keeps what the checkpoint holds.
+        let before = [EMPTY, (1, 40), EMPTY];
+        let after = [(1, 30), EMPTY, EMPTY];
+        assert_eq!(given_up(before, &after, 100), [(31, 40)]);
+        // Only committed ops count.
+        assert_eq!(given_up(before, &after, 35), [(31, 35)]);
+        assert_eq!(given_up(before, &after, 30), []);
+        // A witness's trim gives up the ops below its new base; a log reset to op 0
+        // beside kept entries gives up none of them.
+        let trimmed = [EMPTY, (21, 40), EMPTY];
+        assert_eq!(given_up(before, &trimmed, 100), [(1, 20)]);
+        let kept = [EMPTY, (1, 5), (6, 40)];
+        assert_eq!(given_up(before, &kept, 100), []);
+        // A hole in the middle, and ranges that overlap.
+        let holed = [(1, 10), (31, 40), (5, 12)];
+        assert_eq!(given_up(before, &holed, 100), [(13, 30)]);
+        assert_eq!(given_up([EMPTY; 3], &holed, 100), []);
+    }
+
+    fn disks_holding(logs: &[(Op, Op)]) -> Disks {
+        let mut disks = Disks::new(logs.len(), 1);
+        for (index, &(first, last)) in logs.iter().enumerate() {
+            let image = &mut disks.disks[index].image;
+            image
+                .apply(StoredWrite::LogStart {
+                    base: first - 1,
+                    timestamp: 0,
+                })
+                .unwrap();
+            let entries = (first..=last)
+                .map(|op| crate::protocol::Entry {
+                    client: 1,
+                    session: 1,
+                    request: op as u32,
+                    timestamp: op,
+                    operation: crate::protocol::Operation::Apply,
+                    body: Bytes::new(),
+                })
+                .collect();
+            image
+                .apply(StoredWrite::LogAppend {
+                    from: first,
+                    entries,
+                })
+                .unwrap();
+        }
+        disks
+    }
+
+    #[test]
+    fn a_copy_may_go_only_while_enough_others_hold_one() {
+        // r0 gave up ops 1..=20 (it held 1..=40): r1 and r2 hold them.
+        let disks = disks_holding(&[(21, 40), (1, 40), (1, 40)]);
+        let before = [EMPTY, (1, 40), EMPTY];
+        disks.check_copies(0, before, 40, 2).unwrap();
+        // With one of them alone holding 11..=20, it may not.
+        let disks = disks_holding(&[(21, 40), (1, 40), (1, 10)]);
+        let failure = disks.check_copies(0, before, 40, 2).unwrap_err();
+        assert!(failure.to_string().contains("op 11"), "{failure}");
+        // Unless those ops are not committed yet.
+        disks.check_copies(0, before, 10, 2).unwrap();
+        // A disk a fault damaged lowers the bound: the fault gave its copies up.
+        let mut disks = disks_holding(&[(21, 40), (1, 40), (1, 10)]);
+        disks.damage_at(2, 5);
+        disks.check_copies(0, before, 40, 2).unwrap();
+    }
+}
