@@ -299,22 +299,6 @@ impl Disks {
                 disk.checkpoint_waiting = None;
             }
         }
-        if std::env::var_os("VSR_DEBUG_DISK").is_some() {
-            for write in &staged {
-                let shown = match write {
-                    StoredWrite::LogAppend { from, entries } => {
-                        format!("LogAppend {from}+{}", entries.len())
-                    }
-                    StoredWrite::Checkpoint(c) => format!("Checkpoint {}", c.op),
-                    StoredWrite::FormerWitnessLog(k) => format!(
-                        "FormerWitnessLog {:?}",
-                        k.as_ref().map(|k| (k.base, k.end()))
-                    ),
-                    other => format!("{other:?}"),
-                };
-                eprintln!("DISK r{replica}: {shown}");
-            }
-        }
         for write in staged {
             disk.image.apply(write).map_err(fail)?;
         }
