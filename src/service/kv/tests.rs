@@ -252,6 +252,32 @@ fn malformed_operations_are_invalid_not_panics() {
     }
 }
 
+#[test]
+fn queries_other_than_gets_are_invalid_not_panics() {
+    let mut kv = Kv::new();
+    kv.execute(KvOp::Put(b("k"), b("v")));
+    let get = KvOp::Get(b("k")).encode();
+    let cases: Vec<Bytes> = vec![
+        Bytes::new(),
+        Bytes::from_static(b"\x02"),
+        Bytes::from_static(b"\x02\x01\x00\x00"),
+        Bytes::from_static(b"\x02\xff\xff\xff\xff"),
+        Bytes::from_static(b"\x02\x02\x00\x00\x00k"),
+        Bytes::from([&get[..], b"x"].concat()),
+        get.slice(..get.len() - 1),
+        KvOp::Put(b("k"), b("v")).encode(),
+        KvOp::Delete(b("k")).encode(),
+    ];
+    for bytes in cases {
+        assert_eq!(kv.query(&bytes), KvResult::Invalid.encode(), "{bytes:?}");
+    }
+    assert_eq!(kv.query(&get), KvResult::Value(b("v")).encode());
+    assert_eq!(
+        kv.query(&KvOp::Get(b("absent")).encode()),
+        KvResult::Nil.encode()
+    );
+}
+
 /// A small deterministic generator (splitmix64), so that every run checks the same ops.
 struct Prng(u64);
 
@@ -319,6 +345,14 @@ fn check(ops: &[KvOp], snapshot_every: usize) -> Kv {
     let mut model = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
         let expected = model_execute(&mut model, op.clone());
+        if let KvOp::Get(_) = op {
+            // A query answers with the bytes of what executing the get answers.
+            assert_eq!(
+                kv.query(&op.encode()),
+                expected.encode(),
+                "query {i}: {op:?}"
+            );
+        }
         assert_eq!(kv.execute(op.clone()), expected, "op {i}: {op:?}");
         if snapshot_every > 0 && i % snapshot_every == 0 {
             let mut restored = Kv::new();
@@ -691,6 +725,12 @@ fn check_reads_during_a_fold(mut kv: Kv, model: &BTreeMap<Bytes, Bytes>, keys: &
                 .cloned()
                 .map_or(KvResult::Nil, KvResult::Value);
             assert_eq!(kv.read(key), expected, "{key:?} in round {rounds}");
+            let query = KvOp::Get(key.clone()).encode();
+            assert_eq!(
+                kv.query(&query),
+                expected.encode(),
+                "query {key:?} in round {rounds}"
+            );
         }
         rounds += 1;
         if done {
