@@ -412,3 +412,57 @@ fn a_run_of_lease_reads_is_answered_as_each_alone() {
         ]
     );
 }
+
+/// A measurement more than a check (`VSR_MEASURE=1 cargo test --release --test
+/// core_leases cost -- --nocapture`; without it, a few rounds): the core's time per lease
+/// read handed over one by one (`on_client_request`, as the runtime did before) and as
+/// runs of a batch (`on_lease_reads`), at a primary holding the lease, alternating,
+/// medians of five; both paths answer every read under the lease.
+#[test]
+fn cost_of_a_lease_read_alone_and_in_a_run() {
+    use std::time::Instant;
+    let mut leases = Leases::new();
+    assert!(leases.primary().holds_lease());
+    let route = Some(RouteToken(1));
+    let reads: Vec<Message> = (0..64)
+        .map(|number| lease_read_message(&leases, number, 0, 0))
+        .collect();
+    let primary = &mut leases.cluster.replicas[0];
+    let mut effects = Vec::with_capacity(256);
+    let rounds = match std::env::var_os("VSR_MEASURE") {
+        Some(_) => 20_000u32,
+        None => 10,
+    };
+    let (mut alone, mut run) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for read in &reads {
+                primary.on_client_request(read.clone(), route, &mut effects);
+            }
+            effects.clear();
+        }
+        alone.push(start.elapsed().as_nanos() as f64 / f64::from(rounds * 64));
+        let start = Instant::now();
+        for _ in 0..rounds {
+            primary.on_lease_reads(reads.iter().cloned(), route, &mut effects);
+            effects.clear();
+        }
+        run.push(start.elapsed().as_nanos() as f64 / f64::from(rounds * 64));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "ns per lease read: one by one {:.0} (runs {:.0?}), in runs of 64 {:.0} (runs {:.0?})",
+        median(alone.clone()),
+        alone,
+        median(run.clone()),
+        run
+    );
+    assert_eq!(
+        primary.stats().lease_reads_answered,
+        2 * 5 * u64::from(rounds) * 64
+    );
+}
