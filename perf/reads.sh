@@ -6,6 +6,7 @@
 #
 #   RUNS=3 DURATION=5s perf/reads.sh OUT_DIR
 #   SESSIONS=1024 CONNECTIONS=16 MODES="strict lease" perf/reads.sh OUT_DIR   # saturating
+#   BIN=DIR perf/reads.sh OUT_DIR   # another build's vsr and vsr-load, nothing built
 set -euo pipefail
 out=${1:?usage: perf/reads.sh OUT_DIR}
 runs=${RUNS:-3}
@@ -15,12 +16,15 @@ load=()
 [[ -n ${CONNECTIONS:-} ]] && load+=(--connections "$CONNECTIONS")
 target=${CARGO_TARGET_DIR:-target}
 mkdir -p "$out"
-cargo build --release --workspace
+if [[ -z ${BIN:-} ]]; then
+  cargo build --release --workspace
+fi
+bin=${BIN:-$target/release}
 for run in $(seq 1 "$runs"); do
   for mode in ${MODES:-strict lease backup}; do
     json="$out/$mode-$run.json"
-    "$target/release/vsr-load" --service kv --read-fraction 0.9 --reads "$mode" \
-      --duration "$duration" --warmup 1s --quiet --vsr-bin "$target/release/vsr" \
+    "$bin/vsr-load" --service kv --read-fraction 0.9 --reads "$mode" \
+      --duration "$duration" --warmup 1s --quiet --vsr-bin "$bin/vsr" \
       "${load[@]}" --json "$json" > /dev/null
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); l=d["latency_us"]; print(sys.argv[2], sys.argv[3], round(d["ops_per_sec"]), l["p50"], l["p99"], d["errors"])' "$json" "$mode" "$run"
   done

@@ -7,9 +7,10 @@
 
 use bytes::Bytes;
 use vsr::client::{ClientSession, Outcome, ReadMode, Target};
+use vsr::protocol::client_table::RouteToken;
 use vsr::protocol::{
-    Body, DoViewChange, Message, Operation, Replica, ReplicaIndex, ReplyStatus, Request, Start,
-    Status,
+    Body, DoViewChange, Effect, Message, Operation, Replica, ReplicaIndex, ReplyStatus, Request,
+    Start, Status,
 };
 use vsr::service::kv::{KvOp, KvResult};
 use vsr::service::Kv;
@@ -311,4 +312,157 @@ fn without_a_clock_there_is_no_lease() {
     cluster.execute(&mut session, put("k", "v"));
     assert!(!cluster.replicas[0].holds_lease());
     assert!(!cluster.replicas[1].lease_promised());
+}
+
+/// A lease read of `k` from the test's session, numbered `number`, having seen `seen`, in
+/// `epoch`.
+fn lease_read_message(leases: &Leases, number: u32, seen: u64, epoch: u32) -> Message {
+    Message {
+        epoch,
+        view: leases.primary().view(),
+        replica: 0,
+        body: Body::Request(Request {
+            client: leases.session.client(),
+            session: leases.session.session(),
+            request: number,
+            operation: Operation::LeaseRead,
+            body: Request::read_body(seen, &get("k")),
+        }),
+    }
+}
+
+/// The replies among `effects`: (request number, status, result, route).
+fn replies_of(effects: &[Effect]) -> Vec<(u32, ReplyStatus, Bytes, Option<RouteToken>)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Reply { route, message, .. } => match &message.body {
+                Body::Reply(reply) => {
+                    Some((reply.request, reply.status, reply.result.clone(), *route))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lease reads of a run of one connection's batch, handed over at once
+/// (`Replica::on_lease_reads`), are answered as each would be alone: under the lease
+/// from the state, `Behind` for a session that saw more than was committed, a request
+/// of another kind or of another epoch the long way (a write queued, a later epoch's
+/// dropped), a body without its seen op dropped; every reply with the run's route token;
+/// and once the lease ran out, `Behind` for all.
+#[test]
+fn a_run_of_lease_reads_is_answered_as_each_alone() {
+    let mut leases = Leases::new();
+    let route = Some(RouteToken(0xfeed));
+    let commit = leases.primary().commit();
+    let (_, _, write) = leases
+        .session
+        .submit_operation(Operation::Apply, put("k", "new"))
+        .expect("idle");
+    let write = write.clone();
+    let mut short = lease_read_message(&leases, 5, 0, 0);
+    if let Body::Request(request) = &mut short.body {
+        request.body = Bytes::from_static(b"\x01\x02");
+    }
+    let run = vec![
+        lease_read_message(&leases, 1, 0, 0),
+        lease_read_message(&leases, 2, commit + 1, 0),
+        write,
+        lease_read_message(&leases, 3, commit, 0),
+        lease_read_message(&leases, 4, 0, 1),
+        short,
+        lease_read_message(&leases, 6, 0, 0),
+    ];
+    let op = leases.primary().op();
+    let mut effects = Vec::new();
+    leases.cluster.replicas[0].on_lease_reads(run.clone().into_iter(), route, &mut effects);
+    let old = value("old");
+    assert_eq!(
+        replies_of(&effects),
+        [
+            (1, ReplyStatus::Read, old.clone(), route),
+            (2, ReplyStatus::Behind, Bytes::new(), route),
+            (3, ReplyStatus::Read, old.clone(), route),
+            (6, ReplyStatus::Read, old, route),
+        ]
+    );
+    let primary = &leases.cluster.replicas[0];
+    assert_eq!(primary.op(), op, "the write is queued, not ordered yet");
+    assert!(primary.accepting_requests());
+    let stats = primary.stats();
+    assert_eq!(
+        (stats.lease_reads_answered, stats.lease_reads_fallen_back),
+        (3, 1)
+    );
+    // No acknowledgement for a lease: every read of a run comes back `Behind`.
+    leases.cut_acknowledgements(true);
+    leases.tick(60);
+    assert!(!leases.primary().holds_lease());
+    let reads = [7, 8].map(|number| lease_read_message(&leases, number, 0, 0));
+    let mut effects = Vec::new();
+    leases.cluster.replicas[0].on_lease_reads(reads.into_iter(), route, &mut effects);
+    assert_eq!(
+        replies_of(&effects),
+        [
+            (7, ReplyStatus::Behind, Bytes::new(), route),
+            (8, ReplyStatus::Behind, Bytes::new(), route),
+        ]
+    );
+}
+
+/// A measurement more than a check (`VSR_MEASURE=1 cargo test --release --test
+/// core_leases cost -- --nocapture`; without it, a few rounds): the core's time per lease
+/// read handed over one by one (`on_client_request`, as the runtime did before) and as
+/// runs of a batch (`on_lease_reads`), at a primary holding the lease, alternating,
+/// medians of five; both paths answer every read under the lease.
+#[test]
+fn cost_of_a_lease_read_alone_and_in_a_run() {
+    use std::time::Instant;
+    let mut leases = Leases::new();
+    assert!(leases.primary().holds_lease());
+    let route = Some(RouteToken(1));
+    let reads: Vec<Message> = (0..64)
+        .map(|number| lease_read_message(&leases, number, 0, 0))
+        .collect();
+    let primary = &mut leases.cluster.replicas[0];
+    let mut effects = Vec::with_capacity(256);
+    let rounds = match std::env::var_os("VSR_MEASURE") {
+        Some(_) => 20_000u32,
+        None => 10,
+    };
+    let (mut alone, mut run) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for read in &reads {
+                primary.on_client_request(read.clone(), route, &mut effects);
+            }
+            effects.clear();
+        }
+        alone.push(start.elapsed().as_nanos() as f64 / f64::from(rounds * 64));
+        let start = Instant::now();
+        for _ in 0..rounds {
+            primary.on_lease_reads(reads.iter().cloned(), route, &mut effects);
+            effects.clear();
+        }
+        run.push(start.elapsed().as_nanos() as f64 / f64::from(rounds * 64));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "ns per lease read: one by one {:.0} (runs {:.0?}), in runs of 64 {:.0} (runs {:.0?})",
+        median(alone.clone()),
+        alone,
+        median(run.clone()),
+        run
+    );
+    assert_eq!(
+        primary.stats().lease_reads_answered,
+        2 * 5 * u64::from(rounds) * 64
+    );
 }

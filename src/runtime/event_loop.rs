@@ -92,6 +92,9 @@ pub struct EventLoop<S: StateMachine> {
     pub(super) now: Instant,
     /// What the core asked for, carried out by `execute_effects`; kept for its capacity.
     pub(super) effects: Vec<Effect>,
+    /// A run of lease reads from one batch, handed to the core together
+    /// (`inbound::on_requests`); kept for its capacity.
+    pub(super) lease_reads: Vec<crate::protocol::Message>,
     /// How many of `effects` had their writes' payloads captured (`capture_writes`).
     pub(super) effects_captured: usize,
     /// Encoding space for broadcasts; split and shared, then reclaimed.
@@ -166,6 +169,7 @@ impl<S: StateMachine> EventLoop<S> {
             io: IoThreads::new(io, from_io),
             now,
             effects: Vec::with_capacity(1024),
+            lease_reads: Vec::with_capacity(1024),
             effects_captured: 0,
             broadcast: BytesMut::with_capacity(1 << 20),
             replica_queued_bytes_max: (config.message_bytes_max as usize * 4).max(64 << 20),

@@ -13,7 +13,8 @@ use super::event_loop::EventLoop;
 use super::handshake::{check_sender, Admitted, PeerState, Rejection};
 use super::page_hasher::is_pages;
 use super::routes::{ReplyToken, Route};
-use crate::protocol::{Body, Message};
+use crate::protocol::client_table::RouteToken;
+use crate::protocol::{Body, Message, Operation};
 use crate::service::StateMachine;
 use crate::wire::{self, BatchMessages, Peer, Refusal, RefusalCode};
 use tracing::{debug, info, warn};
@@ -251,15 +252,49 @@ impl<S: StateMachine> EventLoop<S> {
             token,
             connection_id,
         };
+        let reply_token = self.reply_token(token);
+        let mut lease_reads = std::mem::take(&mut self.lease_reads);
         while self.core_accepts_requests() {
             let Some(message) = requests.next() else {
-                return;
+                break;
             };
+            if reply_token.is_some() && is_lease_read(&message) {
+                // A run of lease reads is handed over at once (`Replica::on_lease_reads`),
+                // before the next request of another kind, so the order is kept.
+                lease_reads.push(message);
+                continue;
+            }
+            self.feed_lease_reads(&mut lease_reads, reply_token);
             self.on_request(route, message);
         }
+        self.feed_lease_reads(&mut lease_reads, reply_token);
+        self.lease_reads = lease_reads; // Keep the capacity.
         if requests.remaining() > 0 {
             self.connections.live_mut(token).held_requests = Some(requests);
         }
+    }
+
+    /// Hands the core a run of lease reads from one connection as one input, with the
+    /// connection's reply token: the core answers each in that input (`Read` under the
+    /// lease, else `Behind`: `Replica::replies_at_once`), so no route is noted for them.
+    fn feed_lease_reads(&mut self, reads: &mut Vec<Message>, token: Option<RouteToken>) {
+        if reads.is_empty() {
+            return;
+        }
+        self.metrics.counters.requests_received += reads.len() as u64;
+        self.replica
+            .on_lease_reads(reads.drain(..), token, &mut self.effects);
+        self.capture_writes();
+    }
+
+    /// The reply token of a request read now on connection `token` of this loop.
+    fn reply_token(&mut self, token: usize) -> Option<RouteToken> {
+        ReplyToken {
+            slot: token,
+            generation: self.connections.generation(token),
+            arrived_us: self.routes.micros(self.now),
+        }
+        .pack()
     }
 
     /// Feeds the request to the core with a reply token naming its connection (a
@@ -272,16 +307,13 @@ impl<S: StateMachine> EventLoop<S> {
         let (client, number) = (request.client, request.request);
         self.metrics.counters.requests_received += 1;
         let token = match route {
-            Route::Local { token, .. } => ReplyToken {
-                slot: token,
-                generation: self.connections.generation(token),
-                arrived_us: self.routes.micros(self.now),
-            }
-            .pack(),
+            Route::Local { token, .. } => self.reply_token(token),
             // The I/O thread's connections are not in this loop's slots.
             Route::Io { .. } => None,
         };
-        if token.is_none() || !self.replica.replies_by_token(request.operation) {
+        let by_token = self.replica.replies_by_token(request.operation)
+            || self.replica.replies_at_once(request.operation);
+        if token.is_none() || !by_token {
             let connections = &self.connections;
             let is_live = |token, id| connections.get(token).is_some_and(|c| c.id == id);
             if !self
@@ -299,4 +331,9 @@ impl<S: StateMachine> EventLoop<S> {
             .on_client_request(message, token, &mut self.effects);
         self.capture_writes();
     }
+}
+
+/// Whether `message` is a lease read (paper 6.3.1).
+fn is_lease_read(message: &Message) -> bool {
+    matches!(&message.body, Body::Request(request) if request.operation == Operation::LeaseRead)
 }

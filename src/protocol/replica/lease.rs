@@ -32,6 +32,7 @@
 //! none, and lease reads go through the log.
 
 use super::*;
+use crate::protocol::client_table::RouteToken;
 use bytes::Bytes;
 
 /// Parts per million: the unit of `Config::clock_drift_ppm`.
@@ -237,16 +238,89 @@ impl<S: StateMachine> Replica<S> {
     /// or `Behind` (the client then sends it through the log). A backup drops it, as it
     /// drops any request: the client's retry reaches the primary.
     pub(super) fn on_lease_read(&mut self, request: Request, effects: &mut Vec<Effect>) {
+        if !self.is_primary() {
+            if request.read_seen().is_none() {
+                return self.drop_reason("lease_read", "no seen op in its body");
+            }
+            return self.drop_reason("lease_read", "not the primary");
+        }
+        let route = self.clients.input_route(request.client);
+        let holds = self.holds_lease();
+        self.answer_lease_read(request, holds, route, effects);
+    }
+
+    /// Whether the reply to a request of `operation` handed over now is made in that
+    /// same input, if at all, so that it carries the input's route token: true of a
+    /// lease read, which a primary answers at once (`Read` under the lease, else
+    /// `Behind`), a retiring replica answers at once (`NewEpoch`), a request of an
+    /// earlier epoch is answered at once, and anything else drops. A driver need not
+    /// keep a route of its own for it (`replies_by_token` says the same of writes).
+    pub fn replies_at_once(&self, operation: Operation) -> bool {
+        operation == Operation::LeaseRead
+    }
+
+    /// The lease reads of one run of a client's batch (consecutive requests from one
+    /// connection, so one route token), handed over as one input: what
+    /// [`Replica::on_client_request`] does with each, with the lease judged once for the
+    /// run. Nothing a lease read does changes what the lease rule reads (the clock
+    /// reading, the stamps echoed, the commit number, the view, the status), so the rule
+    /// gives the same answer for every read of the run, at the latest clock reading the
+    /// driver passed (`set_monotonic_ns`, taken after the run arrived): the rule is the
+    /// one `holds_lease` states, unchanged; only its evaluation is shared. Outside the
+    /// case it covers (a normal primary, a read of its epoch), each read goes to
+    /// `on_client_request` alone.
+    pub fn on_lease_reads(
+        &mut self,
+        reads: impl Iterator<Item = Message>,
+        route: Option<RouteToken>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let mut start = effects.len();
+        // Judged once for the run: the same reading, the same stamps, the same commit.
+        let mut holds = self.is_primary() && self.holds_lease();
+        for message in reads {
+            let fast = self.is_primary()
+                && message.view <= VIEW_MAX
+                && message.epoch == self.configuration.epoch();
+            match message.body {
+                // What `on_message` does with it: a normal primary hands a request of its
+                // epoch to `on_request`, which hands a lease read to `on_lease_read`.
+                Body::Request(request) if fast && request.operation == Operation::LeaseRead => {
+                    debug_assert_eq!(holds, self.holds_lease(), "a lease read moved the rule");
+                    self.answer_lease_read(request, holds, route, effects);
+                }
+                body => {
+                    // The long way, as an input of its own; the rule is judged again after
+                    // it.
+                    self.end_input(start, effects);
+                    let message = Message { body, ..message };
+                    self.on_client_request(message, route, effects);
+                    start = effects.len();
+                    holds = self.is_primary() && self.holds_lease();
+                }
+            }
+        }
+        self.end_input(start, effects);
+    }
+
+    /// Answers a lease read at the primary: from its state when `holds` (the lease rule,
+    /// `holds_lease`, judged at the latest clock reading) and the session has seen no
+    /// more than this primary committed; else `Behind`.
+    fn answer_lease_read(
+        &mut self,
+        request: Request,
+        holds: bool,
+        route: Option<RouteToken>,
+        effects: &mut Vec<Effect>,
+    ) {
+        debug_assert!(self.is_primary());
         let Some(seen) = request.read_seen() else {
             return self.drop_reason("lease_read", "no seen op in its body");
         };
-        if !self.is_primary() {
-            return self.drop_reason("lease_read", "not the primary");
-        }
         let (client, session, number) = (request.client, request.session, request.request);
         // A session never goes back in time: an answer older than what it has seen (it
         // read at a backup of a later view, say) goes through the log instead.
-        if !self.holds_lease() || seen > self.commit {
+        if !holds || seen > self.commit {
             self.stats.lease_reads_fallen_back += 1;
             let reply = Reply {
                 client,
@@ -256,7 +330,7 @@ impl<S: StateMachine> Replica<S> {
                 status: ReplyStatus::Behind,
                 result: Bytes::new(),
             };
-            return self.send_reply(reply, effects);
+            return self.reply_routed(reply, route, effects);
         }
         // Everything that completed anywhere was executed here (the module docs): the
         // state after `commit` is the latest.
@@ -269,7 +343,16 @@ impl<S: StateMachine> Replica<S> {
             result: self.service.query(&request.read_query()),
         };
         self.stats.lease_reads_answered += 1;
-        self.send_reply(reply, effects);
+        self.reply_routed(reply, route, effects);
+    }
+
+    /// Answers `reply.client` with `route`, the token of the request being answered.
+    fn reply_routed(&self, reply: Reply, route: Option<RouteToken>, effects: &mut Vec<Effect>) {
+        effects.push(Effect::Reply {
+            client: reply.client,
+            route,
+            message: self.envelope(Body::Reply(reply)),
+        });
     }
 
     /// What must hold between inputs.

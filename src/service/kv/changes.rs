@@ -29,6 +29,18 @@ const SHARED: u64 = 1 << 63;
 /// Where an entry is: its block (high 32 bits) and its offset in the block.
 type Address = u64;
 
+/// An empty slot of the cache (no block has this index: blocks are fewer than 2^31).
+const NONE: Address = u64::MAX;
+
+/// The cache's largest size: 512 KiB of slots. Bounded, so that many changes cost no
+/// more than their entries and the tree; past it, the keys written last are the ones
+/// cached.
+const CACHE_SLOTS_MAX: usize = 1 << 16;
+
+/// The cache's size when it is first made (and no cache below this many live entries'
+/// worth of need: a tree of a few hundred entries is a few cache lines).
+const CACHE_SLOTS_MIN: usize = 256;
+
 /// See the module docs.
 ///
 /// Invariants: every index slot is either the address of one entry whose key has the
@@ -43,6 +55,17 @@ pub(super) struct Changes {
     index: BTreeMap<u64, Address>,
     /// Entries of keys whose hashes collide (chosen keys; practically never otherwise).
     shared: Vec<Vec<Address>>,
+    /// A direct-mapped cache in front of `index` for `find`: slot `hash mod its length`
+    /// holds the live entry of some key of that hash (or `NONE`), so a lookup whose key
+    /// is there reads one slot and the entry instead of descending the tree. A miss falls
+    /// back to the tree, so whatever keys clients choose (they can make keys share a slot,
+    /// or a hash: `key_hash` is not keyed), a lookup costs at most one slot more than the
+    /// tree's O(log n): there are no probe runs to lengthen. Filled by `insert`/`repoint`
+    /// (the latest key written wins the slot), kept exact by `remove`, dropped for good by
+    /// `remove_buckets_below` (only a fold's frozen changes shrink so, and they take no
+    /// writes). At most `CACHE_SLOTS_MAX` slots, two to four per live entry below that
+    /// (8 bytes each, against a change's ~110).
+    cache: Vec<Address>,
     len: usize,
     /// Entries appended, live or replaced.
     entries: usize,
@@ -110,16 +133,18 @@ impl Changes {
         if slot & SHARED == 0 {
             if self.entry(slot).0 == key {
                 self.index.remove(&hash);
+                self.uncache(hash, slot);
                 self.len -= 1;
             }
             return;
         }
         let list = &mut self.shared[(slot & !SHARED) as usize];
         if let Ok(at) = position_of(&self.blocks, list, key) {
-            list.remove(at);
+            let address = list.remove(at);
             if list.is_empty() {
                 self.index.remove(&hash);
             }
+            self.uncache(hash, address);
             self.len -= 1;
         }
     }
@@ -142,6 +167,9 @@ impl Changes {
     /// Forgets the changes of buckets below `bucket` of 2^bits (a fold replaced them);
     /// once none is left, the blocks are freed.
     pub fn remove_buckets_below(&mut self, bucket: usize, bits: u32) {
+        // Entries leave without their keys being read: the cache cannot tell which of its
+        // slots they held, so it goes (a fold's frozen changes take no more writes).
+        self.cache = Vec::new();
         while let Some(entry) = self.index.first_entry() {
             if super::layout::bucket_of(*entry.key(), bits) >= bucket {
                 break;
@@ -176,6 +204,12 @@ impl Changes {
 
     /// The live entry of `key` (whose hash is `hash`).
     fn find(&self, hash: u64, key: &[u8]) -> Option<Address> {
+        if let Some(&cached) = self.cache.get(cache_slot(hash, self.cache.len())) {
+            // A live entry (the cache's invariant), so its key decides.
+            if cached != NONE && self.entry(cached).0 == key {
+                return Some(cached);
+            }
+        }
         let slot = *self.index.get(&hash)?;
         if slot & SHARED == 0 {
             return (self.entry(slot).0 == key).then_some(slot);
@@ -235,6 +269,7 @@ impl Changes {
     /// Puts the new entry at `address` in the index, for `key` (whose hash is `hash`),
     /// which has none.
     fn insert(&mut self, hash: u64, key: &[u8], address: Address) {
+        self.cache_on_insert(hash, address);
         let Some(&slot) = self.index.get(&hash) else {
             self.index.insert(hash, address);
             return;
@@ -254,6 +289,10 @@ impl Changes {
     /// Makes the slot of the entry at `old` (of a key whose hash is `hash`) name the entry
     /// at `new` (of the same key) instead.
     fn repoint(&mut self, hash: u64, old: Address, new: Address) {
+        // The only slot that can hold `old` is its hash's: it holds `new` now.
+        if let Some(cached) = self.cache_slot_mut(hash) {
+            *cached = new;
+        }
         let slot = self.index.get_mut(&hash).expect("a live entry has a slot");
         if *slot & SHARED == 0 {
             assert_eq!(*slot, old);
@@ -264,6 +303,90 @@ impl Changes {
             list[at] = new;
         }
     }
+}
+
+impl Changes {
+    /// Caches the new live entry at `address` of a key whose hash is `hash` (the caller
+    /// is adding it to the index), growing the cache with the live entries first.
+    fn cache_on_insert(&mut self, hash: u64, address: Address) {
+        // Two to four slots per live entry: most keys then have a slot of their own.
+        let want = ((self.len + 1).next_power_of_two() * 2).min(CACHE_SLOTS_MAX);
+        if want >= CACHE_SLOTS_MIN && want > self.cache.len() && self.cache_in_use() {
+            self.grow_cache(want);
+        }
+        if let Some(cached) = self.cache_slot_mut(hash) {
+            *cached = address;
+        }
+    }
+
+    /// Whether the cache is kept: not once `remove_buckets_below` dropped it (then the
+    /// index has shrunk or emptied, and nothing is inserted any more; an empty changes
+    /// made afresh starts with none and is allowed one).
+    fn cache_in_use(&self) -> bool {
+        !self.cache.is_empty() || self.index.len() < CACHE_SLOTS_MIN
+    }
+
+    /// A cache of `slots` slots holding the live entries of the index (the last of each
+    /// slot in state order, and for keys sharing a hash, the first in key order).
+    fn grow_cache(&mut self, slots: usize) {
+        let mut cache = vec![NONE; slots];
+        for (&hash, &slot) in &self.index {
+            cache[cache_slot(hash, slots)] = if slot & SHARED == 0 {
+                slot
+            } else {
+                self.shared[(slot & !SHARED) as usize][0]
+            };
+        }
+        self.cache = cache;
+    }
+
+    /// The cache slot of `hash`; `None` without a cache.
+    fn cache_slot_mut(&mut self, hash: u64) -> Option<&mut Address> {
+        let at = cache_slot(hash, self.cache.len());
+        self.cache.get_mut(at)
+    }
+
+    /// Forgets the cached entry at `address` of a key whose hash is `hash`, if cached:
+    /// the entry is no longer live.
+    fn uncache(&mut self, hash: u64, address: Address) {
+        if let Some(cached) = self.cache_slot_mut(hash) {
+            if *cached == address {
+                *cached = NONE;
+            }
+        }
+    }
+
+    /// Checks the cache's invariant: every slot is `NONE` or the live entry of a key of
+    /// a hash that maps there.
+    #[cfg(test)]
+    fn check_cache(&self) {
+        for (at, &cached) in self.cache.iter().enumerate() {
+            if cached == NONE {
+                continue;
+            }
+            let (key, _) = self.entry(cached);
+            let hash = *self
+                .index
+                .iter()
+                .find(|(_, &slot)| {
+                    slot == cached
+                        || (slot & SHARED != 0
+                            && self.shared[(slot & !SHARED) as usize].contains(&cached))
+                })
+                .map(|(hash, _)| hash)
+                .unwrap_or_else(|| panic!("slot {at} caches a dead entry of {key:?}"));
+            assert_eq!(cache_slot(hash, self.cache.len()), at);
+        }
+    }
+}
+
+/// The cache slot of `hash` among `slots` (a power of two; 0: no cache, any index is out
+/// of range).
+fn cache_slot(hash: u64, slots: usize) -> usize {
+    if slots == 0 {
+        return usize::MAX;
+    }
+    hash as usize & (slots - 1)
 }
 
 /// The block and offset of `address`.
@@ -321,6 +444,7 @@ mod tests {
             let expected: Vec<_> = model.clone().into_iter().collect();
             assert_eq!(listed, expected);
             assert_eq!(changes.len(), model.len());
+            changes.check_cache();
             for ((hash, key), value) in &model {
                 assert_eq!(changes.get(*hash, key), Some(value.as_deref()));
             }
@@ -381,6 +505,46 @@ mod tests {
         assert_eq!(changes.len(), 1);
         changes.remove_buckets_below(4, 2);
         assert!(changes.is_empty() && changes.blocks.is_empty());
+    }
+
+    #[test]
+    fn the_cache_answers_as_the_index_does_through_growth_and_removal() {
+        // Enough keys for the cache to grow twice; hashes shared by up to five keys (and
+        // slots by many more), values of two lengths (in place and appended), deletions
+        // and forgotten keys.
+        let mut state = 0x1234_5678_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let keys: Vec<String> = (0..1500).map(|i| format!("key {i}")).collect();
+        let mut ops = Vec::new();
+        for _ in 0..6000 {
+            let i = next(keys.len() as u64) as usize;
+            let hash = (i as u64 % 300) << 55 | (i as u64 % 7);
+            let value = match next(8) {
+                0 => None,
+                1 => Some(None),
+                2 | 3 => Some(Some("a longer value")),
+                _ => Some(Some("v")),
+            };
+            ops.push((hash, keys[i].as_str(), value));
+        }
+        let changes = check(&ops);
+        assert!(changes.cache.len() >= CACHE_SLOTS_MIN, "the cache was made");
+        let mut frozen = changes.clone();
+        frozen.remove_buckets_below(1, 1);
+        assert!(frozen.cache.is_empty());
+        for &(hash, key, _) in &ops {
+            let expected = match super::super::layout::bucket_of(hash, 1) {
+                0 => None,
+                _ => changes.get(hash, key.as_bytes()),
+            };
+            assert_eq!(frozen.get(hash, key.as_bytes()), expected);
+        }
+        assert!(!frozen.is_empty() && frozen.len() < changes.len());
     }
 
     #[test]

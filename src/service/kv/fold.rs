@@ -114,7 +114,7 @@ impl Fold {
 
     /// The value of `key` (whose hash is `hash`) in the state the fold folds, wherever
     /// the fold got to.
-    pub fn get(&self, hash: u64, key: &Bytes) -> Option<Bytes> {
+    pub fn get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         let parts = self.read();
         if bucket_of(hash, parts.range_bits()) < parts.done {
             return parts.new[bucket_of(hash, parts.new_bits)].get(hash, key);

@@ -220,7 +220,7 @@ impl Kv {
 
     /// The value of `key` before the changes: in the state of a fold in flight, or else
     /// in its bucket.
-    fn base_get(&self, hash: u64, key: &Bytes) -> Option<Bytes> {
+    fn base_get(&self, hash: u64, key: &[u8]) -> Option<Bytes> {
         match &self.folding {
             Some(folding) => folding.state.get(hash, key),
             None => self.buckets[bucket_of(hash, self.bucket_bits)].get(hash, key),
@@ -365,10 +365,22 @@ impl StateMachine for Kv {
         }
     }
 
+    /// A get, read straight from the query's bytes and answered with one allocation (the
+    /// result's exact size), or none for an absent key: the bytes
+    /// `KvResult::encode` makes of `Kv::execute`'s answer, without the key's copy out of
+    /// the query, the value's copy out of the map and the growing encoding buffer.
     fn query(&self, query: &Bytes) -> Bytes {
-        match KvOp::decode(query) {
-            Some(KvOp::Get(key)) => self.read(&key).encode(),
-            _ => KvResult::Invalid.encode(),
+        let Some(key) = ops::get_key(query) else {
+            return ops::encoded_invalid();
+        };
+        let hash = key_hash(key);
+        match self.changes.get(hash, key) {
+            Some(Some(value)) => ops::encoded_value(value),
+            Some(None) => ops::encoded_nil(),
+            None => match self.base_get(hash, key) {
+                Some(value) => ops::encoded_value(&value),
+                None => ops::encoded_nil(),
+            },
         }
     }
 

@@ -133,6 +133,35 @@ const NIL: u8 = 3;
 const CAS_FAIL: u8 = 4;
 const INVALID: u8 = 5;
 
+/// The key of a get's bytes (what `KvOp::Get(key).encode()` makes), read in place;
+/// `None` for any other bytes, exactly as `KvOp::decode` refuses or reads another
+/// operation from them.
+pub(super) fn get_key(bytes: &[u8]) -> Option<&[u8]> {
+    let (&GET, rest) = bytes.split_first()? else {
+        return None;
+    };
+    let (len, key) = rest.split_first_chunk::<4>()?;
+    (u32::from_le_bytes(*len) as usize == key.len()).then_some(key)
+}
+
+/// `KvResult::Value(value).encode()`, in one allocation of its exact size.
+pub(super) fn encoded_value(value: &[u8]) -> Bytes {
+    let mut bytes = Vec::with_capacity(1 + 4 + value.len());
+    bytes.push(VALUE);
+    put_field(&mut bytes, value);
+    Bytes::from(bytes)
+}
+
+/// `KvResult::Nil.encode()`, without allocating.
+pub(super) fn encoded_nil() -> Bytes {
+    Bytes::from_static(&[NIL])
+}
+
+/// `KvResult::Invalid.encode()`, without allocating.
+pub(super) fn encoded_invalid() -> Bytes {
+    Bytes::from_static(&[INVALID])
+}
+
 impl KvResult {
     /// The result's bytes.
     pub fn encode(&self) -> Bytes {
