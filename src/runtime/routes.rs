@@ -8,7 +8,7 @@
 //!   one, without looking the client up. No map is probed for such a request or reply.
 //! - **The route table** ([`ClientRoutes`]): the connection of each client's latest
 //!   request that may be answered without a token, and when it arrived. It is written for
-//!   the requests whose reply may come back without one: registrations, reads, requests
+//!   the requests whose reply may come back without one: registrations, backup reads, requests
 //!   reaching a replica that is not the primary (the retries a client sends everyone; if
 //!   the view changes, the new primary answers the ops it inherited from them), requests
 //!   that got no token (from an I/O thread's connection, or a slot past `u16::MAX`); and
