@@ -1084,7 +1084,7 @@ impl<S: SimService> Cluster<S> {
             Node::Client(client) if client % 2 == 0 => Some(RouteToken(client as u64)),
             _ => None,
         };
-        if now % 2 == 0 {
+        if now.is_multiple_of(2) {
             // As the runtime hands a connection's run of lease reads over (a run of one
             // here; anything else goes the per-message way inside).
             let reads = std::iter::once(envelope.message);
