@@ -820,20 +820,17 @@ fn a_witness_that_becomes_active_keeps_the_copies_it_acknowledged() {
     s.converge(3 * SLOW);
 }
 
-/// `a_witness_that_becomes_active_keeps_the_copies_it_acknowledged` past checkpoints:
-/// the witness's log starts above op 0, so it needs a checkpoint before it can execute
-/// what it kept, and the only other replica left, the cut-off active, needs the kept
-/// entries before it can give one. The former witness serves them.
-#[test]
-fn a_former_witness_with_a_trimmed_log_serves_the_copies_it_kept() {
-    let mut s = with_witness(64);
+/// The actives checkpoint past the log tail, then active 1 is cut off while the primary
+/// commits with the witness, whose log starts past op 0 by then; the last write is `z`
+/// = `last`.
+fn commit_with_the_witness_past_its_trimmed_log(s: &mut Scenario) {
     let config = s.cluster().config().clone();
-    load_until(&mut s, "the actives checkpoint past the log tail", |c| {
+    load_until(s, "the actives checkpoint past the log tail", |c| {
         c.replica(0).unwrap().commit() > config.checkpoint_interval_ops + config.log_tail_ops
     });
     s.block(0, 1);
     let lagging = s.replica(1).commit();
-    load_until(&mut s, "the primary commits with the witness", |c| {
+    load_until(s, "the primary commits with the witness", |c| {
         c.replica(0).unwrap().commit() > lagging + 10
     });
     let last = s.submit(0, put("z", "last"));
@@ -843,6 +840,16 @@ fn a_former_witness_with_a_trimmed_log_serves_the_copies_it_kept() {
         s.replica(2).log_base() > 0,
         "the witness's log starts past op 0"
     );
+}
+
+/// `a_witness_that_becomes_active_keeps_the_copies_it_acknowledged` past checkpoints:
+/// the witness's log starts above op 0, so it needs a checkpoint before it can execute
+/// what it kept, and the only other replica left, the cut-off active, needs the kept
+/// entries before it can give one. The former witness serves them.
+#[test]
+fn a_former_witness_with_a_trimmed_log_serves_the_copies_it_kept() {
+    let mut s = with_witness(64);
+    commit_with_the_witness_past_its_trimmed_log(&mut s);
     activate_the_witness_and_crash_the_primary(&mut s);
     s.submit(1, get("z"));
     assert_eq!(s.wait_completed(1, 3 * SLOW).1, value("last"));
@@ -857,22 +864,7 @@ fn a_former_witness_with_a_trimmed_log_serves_the_copies_it_kept() {
 #[test]
 fn a_former_witness_keeps_the_copies_it_acknowledged_on_its_disk() {
     let mut s = with_witness_and_disks(65);
-    let config = s.cluster().config().clone();
-    load_until(&mut s, "the actives checkpoint past the log tail", |c| {
-        c.replica(0).unwrap().commit() > config.checkpoint_interval_ops + config.log_tail_ops
-    });
-    s.block(0, 1);
-    let lagging = s.replica(1).commit();
-    load_until(&mut s, "the primary commits with the witness", |c| {
-        c.replica(0).unwrap().commit() > lagging + 10
-    });
-    let last = s.submit(0, put("z", "last"));
-    s.wait_completed(0, SLOW);
-    s.expect_committed(0, last);
-    assert!(
-        s.replica(2).log_base() > 0,
-        "the witness's log starts past op 0"
-    );
+    commit_with_the_witness_past_its_trimmed_log(&mut s);
     // The former witness gets no state until it restarted.
     s.drop_where(|e| {
         e.to == vsr::sim::network::Node::Replica(2)
