@@ -776,18 +776,24 @@ fn when_every_active_becomes_a_witness_they_hand_the_start_over() {
     assert_eq!(s.cluster().primary(), Some(6));
 }
 
-/// Makes witness 2 active (no witnesses in the next epoch) while it gets no state from
-/// the primary; once it moved, the primary loses its memory and comes back: returns once
-/// the new epoch runs.
-fn activate_the_witness_and_crash_the_primary(s: &mut Scenario) {
-    s.drop_where(|e| {
-        e.from == vsr::sim::network::Node::Replica(0)
+/// Drops the state sent to replica 2 (the witness), from `from` or from anyone: it gets
+/// none until the filter goes (`heal`).
+fn drop_state_to_witness_2(s: &mut Scenario, from: Option<ReplicaIndex>) {
+    s.drop_where(move |e| {
+        from.is_none_or(|from| e.from == vsr::sim::network::Node::Replica(from))
             && e.to == vsr::sim::network::Node::Replica(2)
             && matches!(
                 e.message.body,
                 vsr::protocol::Body::NewState(_) | vsr::protocol::Body::CheckpointPart(_)
             )
     });
+}
+
+/// Makes witness 2 active (no witnesses in the next epoch) while it gets no state from
+/// the primary; once it moved, the primary loses its memory and comes back: returns once
+/// the new epoch runs.
+fn activate_the_witness_and_crash_the_primary(s: &mut Scenario) {
+    drop_state_to_witness_2(s, Some(0));
     let next = s
         .cluster_mut()
         .start_change_with_witnesses(&[0, 1, 2], 0, 0, ReplicaSet::default());
@@ -866,13 +872,7 @@ fn a_former_witness_keeps_the_copies_it_acknowledged_on_its_disk() {
     let mut s = with_witness_and_disks(65);
     commit_with_the_witness_past_its_trimmed_log(&mut s);
     // The former witness gets no state until it restarted.
-    s.drop_where(|e| {
-        e.to == vsr::sim::network::Node::Replica(2)
-            && matches!(
-                e.message.body,
-                vsr::protocol::Body::NewState(_) | vsr::protocol::Body::CheckpointPart(_)
-            )
-    });
+    drop_state_to_witness_2(&mut s, None);
     let next = s
         .cluster_mut()
         .start_change_with_witnesses(&[0, 1, 2], 0, 0, ReplicaSet::default());

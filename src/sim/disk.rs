@@ -380,6 +380,23 @@ impl Disks {
         ]
     }
 
+    /// What every disk holds, for a failure's details: `r0 [1..=30], r1 [] (faulted)`.
+    fn describe_holdings(&self) -> String {
+        let disks = (0..self.disks.len()).map(|index| {
+            let ranges: Vec<String> = (self.held(index as ReplicaIndex).iter())
+                .filter(|(first, last)| first <= last)
+                .map(|(first, last)| format!("{first}..={last}"))
+                .collect();
+            let faulted = if self.disks[index].faulted {
+                " (faulted)"
+            } else {
+                ""
+            };
+            format!("r{index} [{}]{faulted}", ranges.join(", "))
+        });
+        disks.collect::<Vec<_>>().join(", ")
+    }
+
     /// The copies check: a correct replica's disk never gives up the copy of a committed
     /// op (one of `1..=committed`) while fewer than `copies_min` other disks hold one.
     /// Every op committed with f+1 durable copies (a PrepareOk waits for its write), and
@@ -401,33 +418,26 @@ impl Disks {
             return Ok(());
         };
         let after = self.held(replica);
-        for (first, last) in given_up(before, &after, committed) {
+        let given_up = given_up(before, &after, committed);
+        if given_up.is_empty() {
+            return Ok(()); // Almost every batch: nothing to count.
+        }
+        // What each disk holds, once per batch (a disk a fault took data from: nothing).
+        let holdings: Vec<Option<Held>> = (0..self.disks.len())
+            .map(|index| (!self.disks[index].faulted).then(|| self.held(index as ReplicaIndex)))
+            .collect();
+        for (first, last) in given_up {
             for op in first..=last {
-                let copies = (self.disks.iter())
-                    .enumerate()
-                    .filter(|(index, disk)| {
-                        !disk.faulted && holds(&self.held(*index as ReplicaIndex), op)
-                    })
+                let copies = (holdings.iter().flatten())
+                    .filter(|held| holds(held, op))
                     .count();
                 if copies < copies_min {
-                    let held: Vec<String> = (0..self.disks.len())
-                        .map(|index| {
-                            let disk = &self.disks[index];
-                            let ranges = self.held(index as ReplicaIndex);
-                            let ranges = ranges.iter().filter(|(first, last)| first <= last);
-                            let ranges: Vec<String> = ranges
-                                .map(|(first, last)| format!("{first}..={last}"))
-                                .collect();
-                            let faulted = if disk.faulted { " (faulted)" } else { "" };
-                            format!("r{index} [{}]{faulted}", ranges.join(", "))
-                        })
-                        .collect();
                     return Err(Failure::new(
                         "copies",
                         format!(
                             "r{replica} gave up its copy of committed op {op}: {copies} \
                              disks hold one, {copies_min} must; the disks hold {}",
-                            held.join(", ")
+                            self.describe_holdings()
                         ),
                     ));
                 }
