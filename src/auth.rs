@@ -169,6 +169,7 @@ pub fn answer_welcome(
     if welcome.replica != acceptor {
         return Err(Refusal {
             code: RefusalCode::MembersDiffer,
+            version: crate::wire::VERSION,
             reason: format!(
                 "the address of replica {acceptor} is answered by replica {}: the member lists differ",
                 welcome.replica
@@ -188,6 +189,7 @@ pub fn answer_welcome(
             if !key.verify(Role::Acceptor, &transcript, &mac) {
                 return Err(Refusal {
                     code: RefusalCode::AuthenticationFailed,
+                    version: crate::wire::VERSION,
                     reason: format!(
                         "replica {acceptor} failed to prove the cluster key (a different key?)"
                     ),
@@ -197,10 +199,12 @@ pub fn answer_welcome(
         }
         (Some(_), _, None) => Err(Refusal {
             code: RefusalCode::KeyRequired,
+            version: crate::wire::VERSION,
             reason: format!("replica {acceptor} runs without a cluster key, but this node has one"),
         }),
         (None, _, Some(_)) | (Some(_), None, Some(_)) => Err(Refusal {
             code: RefusalCode::KeyUnexpected,
+            version: crate::wire::VERSION,
             reason: format!("replica {acceptor} sent a keyed welcome to a hello without a key"),
         }),
     }

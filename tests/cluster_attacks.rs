@@ -427,6 +427,57 @@ fn a_wrong_configuration_is_a_clear_error_at_once() {
     client.put(b"k", b"v", 10 * SECOND).unwrap();
 }
 
+/// A node of another wire version (a newer binary, or one from before versions, which
+/// sent 0 there) hears at once why it is refused, in a refusal its own decoder reads, and
+/// every replica logs it; the cluster keeps serving.
+#[test]
+fn a_node_of_another_wire_version_is_refused_by_name() {
+    let mut cluster = TestCluster::start(3, "kv");
+    cluster.wait_until_serving(30 * SECOND);
+    for (index, version) in [(0, wire::VERSION + 1), (1, 0), (2, wire::VERSION + 1)] {
+        let hello = Hello {
+            peer: if index == 1 {
+                Peer::Replica(0)
+            } else {
+                Peer::Client(77)
+            },
+            terms: Terms {
+                cluster: cluster.cluster,
+                epoch: 0,
+                members: cluster.addresses().to_vec(),
+                limits: Some(Limits::of(&vsr::Config::new(cluster.cluster, 3))),
+            },
+            nonce: None,
+        };
+        let mut frame = BytesMut::new();
+        wire::encode_hello(&hello, &mut frame);
+        let header_bytes: &mut [u8; HEADER_BYTES] =
+            (&mut frame[..HEADER_BYTES]).try_into().unwrap();
+        let mut header = Header::read(header_bytes);
+        header.version = version;
+        header.write_sealed(header_bytes);
+        let mut stream = TcpStream::connect(cluster.addresses()[index]).unwrap();
+        stream.write_all(&frame).unwrap();
+        let mut buffer = BytesMut::new();
+        let named = format!("wire version {version} there, {} here", wire::VERSION);
+        match next_frame(&mut stream, &mut buffer, cluster.cluster) {
+            Some(Frame::Refusal(refusal)) => {
+                assert_eq!(refusal.code, wire::RefusalCode::VersionDiffers);
+                assert_eq!(refusal.version, wire::VERSION);
+                assert!(refusal.reason.contains(&named), "{}", refusal.reason);
+            }
+            other => panic!("replica {index}, version {version}: {other:?}"),
+        }
+        expect_closed(&mut stream);
+        wait_for("the refusal in the replica's log", 10 * SECOND, || {
+            cluster.log(index).contains(&named)
+        });
+    }
+    let mut client =
+        TestClient::connect(cluster.addresses(), cluster.cluster, 10 * SECOND).unwrap();
+    client.put(b"k", b"v", 10 * SECOND).unwrap();
+}
+
 /// Without a cluster key anyone can say it is a replica (the README's security section says
 /// so); the messages that used to crash replicas (issue: hardening) must then be dropped,
 /// never panic a replica. Each replica gets, from a process posing as another replica: a

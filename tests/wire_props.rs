@@ -427,8 +427,14 @@ fn frame() -> impl Strategy<Value = Frame> {
         1 => (any::<u64>(), prop::option::of(any::<([u8; 32], [u8; 32])>()))
             .prop_map(|(replica, keyed)| Frame::Welcome(Welcome { replica, keyed })),
         1 => any::<[u8; 32]>().prop_map(Frame::Proof),
-        1 => (refusal_code(), "[a-z ]{0,40}")
-            .prop_map(|(code, reason)| Frame::Refusal(Refusal { code, reason })),
+        1 => (refusal_code(), any::<u8>(), "[a-z ]{0,40}")
+            .prop_map(|(code, version, reason)| {
+                Frame::Refusal(Refusal {
+                    code,
+                    version,
+                    reason,
+                })
+            }),
         1 => Just(Frame::StatsRequest),
         1 => payload().prop_map(Frame::StatsReply),
     ]
@@ -479,7 +485,7 @@ fn hello() -> impl Strategy<Value = Hello> {
 }
 
 fn refusal_code() -> impl Strategy<Value = RefusalCode> {
-    (1u8..=8).prop_map(|code| RefusalCode::from_u8(code).unwrap())
+    (1u8..=9).prop_map(|code| RefusalCode::from_u8(code).unwrap())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -950,11 +956,32 @@ fn invalid_header_values_are_rejected_with_their_reason() {
             max: MAX,
         },
     );
-    check_rejected(
-        body(),
-        |b| reseal(b, |h| h.reserved = 1),
-        DecodeError::Malformed("reserved header byte is not zero"),
-    );
+    // Another wire version: nothing past the header checksum is read, the cluster and
+    // the command included.
+    for version in [0, wire::VERSION + 1, u8::MAX] {
+        check_rejected(
+            body(),
+            |b| reseal(b, |h| h.version = version),
+            DecodeError::OtherVersion {
+                version,
+                cluster: CLUSTER,
+            },
+        );
+        check_rejected(
+            body(),
+            |b| {
+                reseal(b, |h| {
+                    h.version = version;
+                    h.cluster = CLUSTER + 1;
+                    h.command = 99;
+                })
+            },
+            DecodeError::OtherVersion {
+                version,
+                cluster: CLUSTER + 1,
+            },
+        );
+    }
     // A Commit's `nonce` is its lease stamp, its `op` the actives' commit (at most its
     // commit); its `op_first` is unused.
     check_rejected(
@@ -1226,6 +1253,23 @@ proptest! {
 }
 
 /// One message per rule, each with the one field a correct peer never sends.
+/// A refusal is read whatever its sender's wire version, so that a node of another version
+/// can say why it is refused; it keeps the version it was sent in (one encoding per frame).
+#[test]
+fn a_refusal_of_any_wire_version_is_read() {
+    for version in [0, wire::VERSION, wire::VERSION + 1, u8::MAX] {
+        let refusal = Refusal {
+            code: RefusalCode::VersionDiffers,
+            version,
+            reason: "wire version 7 there, 1 here".to_string(),
+        };
+        let bytes = encoded(&Frame::Refusal(refusal.clone()));
+        assert_eq!(bytes[39], version);
+        check_round_trip(&Frame::Refusal(refusal.clone()));
+        assert_eq!(decode_all(&bytes), Ok(Some(Frame::Refusal(refusal))));
+    }
+}
+
 #[test]
 fn contradictory_fields_are_refused_by_name() {
     let cases: Vec<(Message, &str)> = vec![

@@ -8,7 +8,7 @@
 //! connection's id, which is never reused.
 
 use super::connection::{Connection, ReadOutcome};
-use super::handshake::{Admitted, Gate, Rejection};
+use super::handshake::{self, Admitted, Gate, Rejection};
 use crate::wire::DecodeError;
 use mio::event::Event;
 use mio::{Interest, Registry, Token};
@@ -239,6 +239,9 @@ pub fn next_inbound(
             Err(error) => {
                 if matches!(error, DecodeError::OutOfRange(_)) {
                     pass.counts.frames_out_of_range += 1;
+                }
+                if let Some(rejection) = handshake::undecodable(&connection.peer, error) {
+                    return Inbound::Rejected(rejection);
                 }
                 return Inbound::Close {
                     reason: format!("decode error: {error}"),

@@ -22,7 +22,8 @@
 use crate::auth::{self, ClusterKey, Role, Transcript};
 use crate::protocol::{Body, ClientId, Configuration, Message, ReplicaId, ReplicaIndex};
 use crate::wire::{
-    Batch, BatchKind, Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode, Terms, Welcome,
+    self, Batch, BatchKind, DecodeError, Frame, Hello, Mac, Nonce, Peer, Refusal, RefusalCode,
+    Terms, Welcome,
 };
 use thiserror::Error;
 
@@ -154,6 +155,15 @@ pub enum Rejection {
         /// Its cluster id.
         cluster: u128,
     },
+    /// A first frame of another wire version: refused in its own cluster id, with a
+    /// refusal (whose layout every version keeps) that names both versions.
+    #[error("refused: {}", .refusal.reason)]
+    OtherVersion {
+        /// What to tell it.
+        refusal: Refusal,
+        /// Its cluster id.
+        cluster: u128,
+    },
     /// The other side refused us.
     #[error("refused by the peer: {}", .0.reason)]
     RefusedByPeer(Refusal),
@@ -209,11 +219,12 @@ impl Rejection {
     /// wrong configuration learns what is wrong instead of seeing a closed connection.
     pub fn refusal(&self) -> Option<Refusal> {
         match self {
-            Rejection::Refused(refusal) | Rejection::OtherCluster { refusal, .. } => {
-                Some(refusal.clone())
-            }
+            Rejection::Refused(refusal)
+            | Rejection::OtherCluster { refusal, .. }
+            | Rejection::OtherVersion { refusal, .. } => Some(refusal.clone()),
             Rejection::ReplicaIsSelf(_) | Rejection::ClientZero => Some(Refusal {
                 code: RefusalCode::BadHello,
+                version: wire::VERSION,
                 reason: self.to_string(),
             }),
             _ => None,
@@ -226,7 +237,8 @@ impl Rejection {
         match self {
             Rejection::Refused(refusal)
             | Rejection::RefusedByPeer(refusal)
-            | Rejection::OtherCluster { refusal, .. } => refusal.code.is_configuration(),
+            | Rejection::OtherCluster { refusal, .. }
+            | Rejection::OtherVersion { refusal, .. } => refusal.code.is_configuration(),
             Rejection::ReplicaIsSelf(_) => true,
             _ => false,
         }
@@ -237,14 +249,39 @@ impl Rejection {
     /// The cluster id to send the refusal in, when it is not ours.
     pub fn refusal_cluster(&self) -> Option<u128> {
         match self {
-            Rejection::OtherCluster { cluster, .. } => Some(*cluster),
+            Rejection::OtherCluster { cluster, .. } | Rejection::OtherVersion { cluster, .. } => {
+                Some(*cluster)
+            }
             _ => None,
         }
     }
 }
 
+/// The rejection owed to a connection whose next frame did not decode, when it is owed an
+/// answer: a first frame of another wire version (`wire::VERSION`). Any other decode
+/// error, or another version later in a connection, closes it without one.
+pub fn undecodable(state: &PeerState, error: DecodeError) -> Option<Rejection> {
+    match (state, error) {
+        (PeerState::AwaitingHello, DecodeError::OtherVersion { version, cluster }) => {
+            Some(Rejection::OtherVersion {
+                refusal: Refusal {
+                    code: RefusalCode::VersionDiffers,
+                    version: wire::VERSION,
+                    reason: format!(
+                        "wire version {version} there, {} here: every node of a cluster \
+                         must run binaries of one wire version",
+                        wire::VERSION
+                    ),
+                },
+                cluster,
+            })
+        }
+        _ => None,
+    }
+}
+
 fn refused(code: RefusalCode, reason: String) -> Rejection {
-    Rejection::Refused(Refusal { code, reason })
+    Rejection::Refused(Refusal::new(code, reason))
 }
 
 impl Gate {
@@ -322,7 +359,7 @@ impl Gate {
 
     fn on_hello(&self, state: &mut PeerState, hello: Hello) -> Result<Admitted, Rejection> {
         if let Some((code, reason)) = self.terms.difference(&hello.terms) {
-            let refusal = Refusal { code, reason };
+            let refusal = Refusal::new(code, reason);
             if hello.terms.cluster != self.terms.cluster {
                 return Err(Rejection::OtherCluster {
                     refusal,
@@ -629,6 +666,32 @@ mod tests {
         };
         assert_eq!(rejection.refusal().unwrap().code, RefusalCode::WrongCluster);
         assert!(rejection.is_configuration());
+    }
+
+    #[test]
+    fn a_first_frame_of_another_wire_version_is_refused_by_name() {
+        let other = DecodeError::OtherVersion {
+            version: wire::VERSION + 1,
+            cluster: 6,
+        };
+        let rejection = undecodable(&PeerState::AwaitingHello, other).expect("owed a refusal");
+        let refusal = rejection.refusal().expect("a refusal");
+        assert_eq!(refusal.code, RefusalCode::VersionDiffers);
+        assert_eq!(refusal.version, wire::VERSION);
+        let named = format!(
+            "wire version {} there, {} here",
+            wire::VERSION + 1,
+            wire::VERSION
+        );
+        assert!(refusal.reason.contains(&named), "{}", refusal.reason);
+        // Sent in the speaker's cluster id, so that its decoder reads it.
+        assert_eq!(rejection.refusal_cluster(), Some(6));
+        assert!(rejection.is_configuration());
+        // Past the first frame, or for any other decode error: closed without an answer.
+        assert_eq!(undecodable(&PeerState::Replica(2), other), None);
+        assert_eq!(undecodable(&PeerState::Client(9), other), None);
+        let corrupt = DecodeError::HeaderChecksum;
+        assert_eq!(undecodable(&PeerState::AwaitingHello, corrupt), None);
     }
 
     #[test]

@@ -203,6 +203,7 @@ impl<S: StateMachine> EventLoop<S> {
                     // It took a reserved slot: those are for replicas.
                     let refusal = Refusal {
                         code: RefusalCode::Busy,
+                        version: wire::VERSION,
                         reason: format!(
                             "all {} client connection slots are taken",
                             self.slots.connections_max()

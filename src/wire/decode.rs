@@ -16,7 +16,7 @@ use super::greeting::{
     FLAG_LIMITS, HELLO_BODY_BYTES_MAX, MAC_BYTES, MEMBERS_MAX, MEMBER_BYTES,
     REFUSAL_TEXT_BYTES_MAX, WELCOME_BYTES,
 };
-use super::header::{Command, Header, HEADER_BYTES};
+use super::header::{Command, Header, HEADER_BYTES, VERSION};
 use super::range;
 use crate::protocol::{
     Body, CheckpointContent, CheckpointId, CheckpointPart, CheckpointRequest, Commit,
@@ -75,6 +75,14 @@ fn check_header(
         return Err(DecodeError::HeaderChecksum);
     }
     let header = Header::read(bytes);
+    // A refusal's layout is the same in every version, so that a node of another version
+    // can read why it is refused (`header::VERSION`).
+    if header.version != VERSION && header.command != Command::Refusal as u8 {
+        return Err(DecodeError::OtherVersion {
+            version: header.version,
+            cluster: header.cluster,
+        });
+    }
     let command =
         Command::from_u8(header.command).ok_or(DecodeError::UnknownCommand(header.command))?;
     if header.cluster != cluster && !command.is_greeting() {
@@ -102,9 +110,6 @@ fn check_header(
     };
     if !greeting_fits {
         return Err(Malformed("handshake frame of the wrong size"));
-    }
-    if header.reserved != 0 {
-        return Err(Malformed("reserved header byte is not zero"));
     }
     if !command.has_body() && header.size as usize != HEADER_BYTES {
         return Err(Malformed("body on a command that has none"));
@@ -289,7 +294,11 @@ fn parse_refusal(header: &Header, reader: &mut Reader) -> Result<Refusal, Decode
     let reason = std::str::from_utf8(&text)
         .map_err(|_| Malformed("refusal reason is not UTF-8"))?
         .to_string();
-    Ok(Refusal { code, reason })
+    Ok(Refusal {
+        code,
+        version: header.version,
+        reason,
+    })
 }
 
 fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<Body, DecodeError> {

@@ -235,6 +235,7 @@ pub fn encode_refusal(refusal: &Refusal, cluster: u128, out: &mut BytesMut) {
         cluster,
         command: Command::Refusal as u8,
         code: refusal.code as u8,
+        version: refusal.version,
         ..Header::default()
     };
     let mut end = refusal.reason.len().min(REFUSAL_TEXT_BYTES_MAX);

@@ -19,6 +19,16 @@ pub enum DecodeError {
         /// The frame's cluster id.
         got: u128,
     },
+    /// The frame is of another wire version (`Header::version`): nothing past the header's
+    /// checksum is read, since its layout may differ. On a connection's first frame the
+    /// runtime answers with a refusal naming both versions, in the frame's cluster id.
+    #[error("wire version {version} there, {} here", super::VERSION)]
+    OtherVersion {
+        /// The frame's version.
+        version: u8,
+        /// The frame's cluster id (what a refusal is sent in).
+        cluster: u128,
+    },
     /// The header names a command this version does not know.
     #[error("unknown command code {0}")]
     UnknownCommand(u8),

@@ -273,6 +273,9 @@ pub enum RefusalCode {
     Busy = 7,
     /// The hello breaks a rule (claims this replica's index, an index out of range, ...).
     BadHello = 8,
+    /// The connector speaks another wire version (`wire::VERSION`): one of the two
+    /// binaries must be replaced.
+    VersionDiffers = 9,
 }
 
 impl RefusalCode {
@@ -288,6 +291,7 @@ impl RefusalCode {
             6 => AuthenticationFailed,
             7 => Busy,
             8 => BadHello,
+            9 => VersionDiffers,
             _ => return None,
         })
     }
@@ -303,8 +307,23 @@ impl RefusalCode {
 pub struct Refusal {
     /// What kind of refusal.
     pub code: RefusalCode,
+    /// The wire version of the node that refuses (its header's): this binary's
+    /// [`super::VERSION`] for a refusal it sends; another for one a node of another
+    /// version sent (a refusal is read whatever its version: `wire` docs).
+    pub version: u8,
     /// The reason, for a log line or an error message.
     pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal this binary sends: of its own wire version.
+    pub fn new(code: RefusalCode, reason: String) -> Refusal {
+        Refusal {
+            code,
+            version: super::VERSION,
+            reason,
+        }
+    }
 }
 
 pub(crate) fn write_member(address: &SocketAddr, out: &mut Vec<u8>) {

@@ -12,6 +12,14 @@ use core::mem::{offset_of, size_of};
 /// `size - HEADER_BYTES` bytes of body.
 pub const HEADER_BYTES: usize = 96;
 
+/// The wire version this binary speaks: byte 39 of every frame it sends. Two nodes speak
+/// only when their versions are equal; a node that hears another version in a connection's
+/// first frame refuses it with [`super::RefusalCode::VersionDiffers`], naming both.
+///
+/// Raise it whenever a frame's layout or meaning changes in a way an older binary would
+/// misread. Version 0 is every binary from before the byte was a version (it was zero).
+pub const VERSION: u8 = 1;
+
 /// What a frame carries: one code per protocol message, plus the connection-level frames.
 ///
 /// Code 0 is never valid, so a zeroed header is rejected even if its checksum matched.
@@ -125,7 +133,7 @@ impl Command {
 /// A frame header, as integers. Fields a command does not use are zero on the wire (the
 /// decoder rejects a frame otherwise); the table in the [`crate::wire`] docs says which
 /// command uses which field.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct Header {
     /// crc32c of header bytes `4..HEADER_BYTES` (everything after this field, including
@@ -147,8 +155,9 @@ pub struct Header {
     pub command: u8,
     /// A small per-command code: an `Operation`, a `ReplyStatus`, a flag, a peer kind.
     pub code: u8,
-    /// Zero. Kept so a future version can mark itself without moving a field.
-    pub reserved: u8,
+    /// The wire version the sender speaks ([`VERSION`]). A frame of another version is
+    /// refused, except a `Refusal`, whose layout every version keeps (`wire` docs).
+    pub version: u8,
     /// An op number (`PrepareOk`, `Reply`, `DoViewChange`, `StartView`, `GetState`, ...).
     pub op: u64,
     /// A commit number.
@@ -166,6 +175,32 @@ pub struct Header {
     pub request: u32,
     /// `DoViewChange`: the latest view in which the sender's status was normal.
     pub last_normal_view: u32,
+}
+
+impl Default for Header {
+    /// Every field zero, except `version`: this binary's [`VERSION`].
+    fn default() -> Header {
+        Header {
+            checksum: 0,
+            checksum_body: 0,
+            size: 0,
+            epoch: 0,
+            cluster: 0,
+            view: 0,
+            replica: 0,
+            command: 0,
+            code: 0,
+            version: VERSION,
+            op: 0,
+            commit: 0,
+            op_first: 0,
+            client: 0,
+            session: 0,
+            nonce: 0,
+            request: 0,
+            last_normal_view: 0,
+        }
+    }
 }
 
 /// A field's byte range on the wire.
@@ -203,7 +238,7 @@ impl Header {
             replica: bytes[offset_of!(Header, replica)],
             command: bytes[offset_of!(Header, command)],
             code: bytes[offset_of!(Header, code)],
-            reserved: bytes[offset_of!(Header, reserved)],
+            version: bytes[offset_of!(Header, version)],
             op: get!(bytes, op, u64),
             commit: get!(bytes, commit, u64),
             op_first: get!(bytes, op_first, u64),
@@ -226,7 +261,7 @@ impl Header {
         bytes[offset_of!(Header, replica)] = self.replica;
         bytes[offset_of!(Header, command)] = self.command;
         bytes[offset_of!(Header, code)] = self.code;
-        bytes[offset_of!(Header, reserved)] = self.reserved;
+        bytes[offset_of!(Header, version)] = self.version;
         put!(bytes, self, op, u64);
         put!(bytes, self, commit, u64);
         put!(bytes, self, op_first, u64);
@@ -267,7 +302,7 @@ const _: () = assert!(offset_of!(Header, view) == 32);
 const _: () = assert!(offset_of!(Header, replica) == 36);
 const _: () = assert!(offset_of!(Header, command) == 37);
 const _: () = assert!(offset_of!(Header, code) == 38);
-const _: () = assert!(offset_of!(Header, reserved) == 39);
+const _: () = assert!(offset_of!(Header, version) == 39);
 const _: () = assert!(offset_of!(Header, op) == 40);
 const _: () = assert!(offset_of!(Header, commit) == 48);
 const _: () = assert!(offset_of!(Header, op_first) == 56);

@@ -18,7 +18,7 @@
 //! |     36 |     1 | `replica`          | sending replica (0 from clients)                    |
 //! |     37 |     1 | `command`          | a [`Command`]                                       |
 //! |     38 |     1 | `code`             | per command: operation, status, flag or peer kind   |
-//! |     39 |     1 | `reserved`         | zero                                                |
+//! |     39 |     1 | `version`          | the sender's wire version ([`VERSION`])             |
 //! |     40 |     8 | `op`               | an op number                                        |
 //! |     48 |     8 | `commit`           | a commit number                                     |
 //! |     56 |     8 | `op_first`         | op number of the body's first entry                 |
@@ -30,6 +30,18 @@
 //!
 //! The layout is `Header`'s `#[repr(C)]` layout; `header.rs` pins every offset and the total
 //! size with compile-time assertions.
+//!
+//! # Versions
+//!
+//! Every frame carries its sender's wire version in byte 39, and the decoder reads nothing
+//! past the header checksum of a frame of another version ([`DecodeError::OtherVersion`]):
+//! its layout may differ. The parts every version keeps are the header's checksum, its
+//! `size`, `cluster`, `command` and `version` fields at their offsets, and the `Refusal`
+//! frame (command 37: a [`RefusalCode`] in `code`, the reason as UTF-8 text in the body),
+//! which is read whatever its version. So a node that opens a connection with another
+//! version's `Hello` is answered with a refusal (`VersionDiffers`) that it can print, naming
+//! both versions, instead of a closed socket. Binaries from before versions sent 0 in that
+//! byte and refuse every versioned frame as malformed.
 //!
 //! # Which command uses which field
 //!
@@ -153,5 +165,5 @@ pub use greeting::{
     Hello, Limits, Mac, Nonce, Refusal, RefusalCode, Terms, Welcome, HELLO_BODY_BYTES_MAX,
     MAC_BYTES, MEMBERS_MAX, NONCE_BYTES, REFUSAL_TEXT_BYTES_MAX,
 };
-pub use header::{Command, Header, HEADER_BYTES};
+pub use header::{Command, Header, HEADER_BYTES, VERSION};
 pub use range::{EPOCH_MAX, OP_MAX, VIEW_MAX};
