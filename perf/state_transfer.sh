@@ -168,6 +168,24 @@ print(-1, 0)
 EOF
 }
 
+# install_secs LOG: seconds from the replica's first 'fetched a checkpoint' line (every
+# page in hand) to its first 'installed a checkpoint received by state transfer'.
+install_secs() {
+  python3 - "$1" <<'EOF'
+import re, sys, datetime
+parse = lambda s: datetime.datetime.fromisoformat(s.rstrip("Z")[:26])
+fetched = installed = None
+for line in open(sys.argv[1], errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    stamp = line.split(" ", 1)[0]
+    if fetched is None and "fetched a checkpoint" in line:
+        fetched = stamp
+    if installed is None and "installed a checkpoint received by state transfer" in line:
+        installed = stamp
+print(round((parse(installed) - parse(fetched)).total_seconds(), 3) if fetched and installed else -1)
+EOF
+}
+
 for i in 0 1 2; do start "$i"; done
 deadline=$((SECONDS + 30))
 until "$B/vsr" admin status --cluster "$CLUSTER" > /dev/null 2>&1; do
@@ -215,6 +233,9 @@ if [ -n "$RATE" ]; then
       "$(( $(stat 1 checkpoint_bytes_served) - before1 ))); raw loopback copy $raw MB/s; transfer/raw" \
       "$(python3 -c "print(round($rate/$raw,3))")"
     echo "  cpu: sources ${cpu_sources} ms to fetched; receiver ${cpu_receiver} ms from start to caught up (restore included)"
+    longest=$("$B/vsr" stats --address "127.0.0.1:$((PORT + 2))" |
+      python3 -c "import json,sys;print(json.load(sys.stdin)['histograms']['loop_iteration_us']['max'])")
+    echo "  receiver: longest loop iteration ${longest} us (since its restart); install, fetched to installed: $(install_secs "$D/replica-2.log") s"
     rates+=("$rate"); raws+=("$raw")
   done
   python3 - "${rates[*]}" "${raws[*]}" <<'EOF'

@@ -231,3 +231,68 @@ fn sources_keep_a_checkpoint_being_read_while_they_move_on() {
     }
     assert_same_state(&cluster);
 }
+
+/// Ticks and delivers until replica 2 asked its worker to prepare the install of the
+/// checkpoint it fetched (every page in hand), or panics.
+fn until_the_install_is_prepared(cluster: &mut MemoryCluster<Kv>) {
+    for _ in 0..500 {
+        cluster.tick();
+        cluster.run(100_000);
+        let builds = cluster.builds.as_ref().expect("builds are deferred");
+        if builds
+            .iter()
+            .any(|(of, build)| *of == 2 && build.is_install())
+        {
+            return;
+        }
+    }
+    panic!("replica 2 never fetched the whole checkpoint");
+}
+
+/// The install of a fetched checkpoint is prepared off the loop (the service reads the
+/// pages into a new state on a worker): while a worker has it, the replica does not
+/// install, and counts the transfer as progressing (it neither gives it up nor starts
+/// another); once it ran, the replica installs it and catches up.
+#[test]
+fn a_fetched_checkpoint_is_installed_once_a_worker_prepared_it() {
+    let (mut cluster, _session) = lagging_cluster();
+    cluster.defer_builds();
+    cluster.down[2] = false;
+    until_the_install_is_prepared(&mut cluster);
+    cluster.start_builds(2);
+    let before = cluster.replicas[2].commit();
+    // Longer than a transfer may stall (`STALL_TIMEOUTS` state-transfer timeouts).
+    let ticks = 10 * config().state_transfer_timeout_ticks;
+    for _ in 0..ticks {
+        cluster.tick();
+        cluster.run(100_000);
+    }
+    let stats = cluster.replicas[2].stats();
+    assert_eq!(cluster.replicas[2].commit(), before, "not installed yet");
+    assert_eq!(stats.checkpoint_fetches_completed, 0);
+    assert_eq!(stats.checkpoint_fetches, 1, "the transfer was not given up");
+    assert_eq!(cluster.run_builds(2), 1, "the preparation is still wanted");
+    let commit = cluster.replicas[0].commit();
+    settle(&mut cluster, commit);
+    let stats = cluster.replicas[2].stats();
+    assert_eq!(stats.checkpoint_fetches_completed, 1);
+    assert_eq!(stats.checkpoint_transfers, 1, "installed");
+    for replica in &cluster.replicas {
+        replica.invariants();
+    }
+    assert_same_state(&cluster);
+}
+
+/// A preparation no worker took (a driver without one, or a worker busy elsewhere) is run
+/// by the replica itself at its next tick.
+#[test]
+fn an_install_no_worker_took_is_prepared_at_the_next_tick() {
+    let (mut cluster, _session) = lagging_cluster();
+    cluster.defer_builds();
+    cluster.down[2] = false;
+    until_the_install_is_prepared(&mut cluster);
+    let commit = cluster.replicas[0].commit();
+    settle(&mut cluster, commit);
+    assert_eq!(cluster.replicas[2].stats().checkpoint_transfers, 1);
+    assert_same_state(&cluster);
+}

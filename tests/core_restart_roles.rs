@@ -206,3 +206,26 @@ fn a_replica_past_its_epochs_start_drops_the_kept_entries() {
         "its log holds the start: the log is its own from here"
     );
 }
+
+/// A witness of an epoch with witnesses, not a member of the next one (which has none),
+/// restarted while retiring: its log, never trimmed by a checkpoint (a witness takes
+/// none) and let grow past the bound of an epoch without witnesses, is held to the larger
+/// bound of the epoch it leaves, not to the smaller one of the epoch it left for (the
+/// rule seed 16007033 of the random runs found, an assertion; that seed's run no longer
+/// reaches it). The log here is uncommitted, so that nothing executes and checkpoints on
+/// the way: only the bound is under test.
+#[test]
+fn a_former_witness_leaving_its_epoch_keeps_the_larger_log_bound() {
+    let config = Config::new(1, 3);
+    let long = config.log_entries_max() + 1;
+    let with_witness = Configuration::initial(3).with_witnesses(ReplicaSet::of(1));
+    let without_1 = with_witness.propose(&[0, 2], &[Bytes::from_static(b"127.0.0.1:7003")]);
+    let stored = Stored {
+        entries: entries(1..=long),
+        ..member_of_epoch_1(without_1, 1)
+    };
+    let replica = restart(stored);
+    assert_eq!(replica.status(), Status::Retiring);
+    assert_eq!(replica.op(), long);
+    replica.invariants();
+}

@@ -35,7 +35,7 @@ use super::configuration::ReplicaId;
 use super::message::{Checkpoint, ClientId, Message, Op, View};
 use crate::service::merkle::MerkleTree;
 use crate::service::snapshot::Digest;
-use crate::service::{Deferred, Page, WeakDeferred};
+use crate::service::{Deferred, Page, PreparedRestore, WeakDeferred};
 
 /// The number of a write: writes are numbered 1, 2, ... in the order issued, and complete
 /// in that order.
@@ -76,10 +76,12 @@ pub enum Effect {
         message: Message,
     },
     /// Run `build` off the event loop (a worker thread), then call
-    /// [`Replica::on_checkpoint_built`](super::Replica::on_checkpoint_built). The replica
-    /// took a checkpoint at `op` and goes on executing while it is built; until it is
-    /// built, its latest checkpoint is the previous one. A build the replica abandoned
-    /// (it installed another state) is not run.
+    /// [`Replica::on_checkpoint_built`](super::Replica::on_checkpoint_built). Either the
+    /// replica took a checkpoint at `op` and goes on executing while it is built (until it
+    /// is built, its latest checkpoint is the previous one), or it fetched the checkpoint
+    /// at `op` and the service prepares its install (paper 5.1; see
+    /// [`CheckpointBuild::is_install`]). A build the replica abandoned (it installed
+    /// another state, or gave the fetch up) is not run.
     BuildCheckpoint {
         /// The checkpoint's op.
         op: Op,
@@ -276,34 +278,64 @@ pub struct BuiltCheckpoint {
 /// (see [`Effect::BuildCheckpoint`]). It holds the build weakly: running one the replica
 /// abandoned does nothing.
 #[derive(Clone, Debug)]
-pub struct CheckpointBuild(WeakDeferred<BuiltCheckpoint>);
+pub struct CheckpointBuild(Work);
+
+/// What a [`CheckpointBuild`] runs.
+#[derive(Clone, Debug)]
+enum Work {
+    /// A checkpoint taken here, built.
+    Build(WeakDeferred<BuiltCheckpoint>),
+    /// A fetched checkpoint's install, prepared (`StateMachine::prepare_restore`).
+    Install(WeakDeferred<PreparedRestore>),
+}
 
 impl CheckpointBuild {
     pub(crate) fn of(build: &Deferred<BuiltCheckpoint>) -> CheckpointBuild {
-        CheckpointBuild(build.downgrade())
+        CheckpointBuild(Work::Build(build.downgrade()))
+    }
+
+    pub(crate) fn of_install(prepare: &Deferred<PreparedRestore>) -> CheckpointBuild {
+        CheckpointBuild(Work::Install(prepare.downgrade()))
+    }
+
+    /// Whether this prepares the install of a fetched checkpoint (not a build of one
+    /// taken here): for the driver's logs and metrics.
+    pub fn is_install(&self) -> bool {
+        matches!(self.0, Work::Install(_))
     }
 
     /// Builds the checkpoint, unless the replica abandoned it (or it was built already);
     /// returns whether the replica still wants it.
     pub fn run(&self) -> bool {
-        self.0.run()
+        match &self.0 {
+            Work::Build(build) => build.run(),
+            Work::Install(prepare) => prepare.run(),
+        }
     }
 
     /// Tells the replica that a worker took the build and will run it without the
     /// replica's help: a primary then stops ordering ops before the checkpoint op at
     /// which it would have to wait for the build, rather than stall its loop there
-    /// (`replica/execute.rs`). Running it says so too; a driver calls this when it
-    /// hands the build to a worker that runs every build it is given. A build whose run
-    /// panicked counts as not started again.
+    /// (`replica/execute.rs`), and a fetch waits for its install's preparation rather than
+    /// run it on the loop. Running it says so too; a driver calls this when it hands the
+    /// build to a worker that runs every build it is given. A build whose run panicked
+    /// counts as not started again.
     pub fn start(&self) {
-        self.0.start();
+        match &self.0 {
+            Work::Build(build) => build.start(),
+            Work::Install(prepare) => prepare.start(),
+        }
     }
 }
 
 /// Two handles are equal when they name the same build.
 impl PartialEq for CheckpointBuild {
     fn eq(&self, other: &CheckpointBuild) -> bool {
-        self.0.same(&other.0)
+        match (&self.0, &other.0) {
+            (Work::Build(one), Work::Build(other)) => one.same(other),
+            (Work::Install(one), Work::Install(other)) => one.same(other),
+            _ => false,
+        }
     }
 }
 

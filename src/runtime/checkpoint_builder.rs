@@ -5,8 +5,11 @@
 //! for a large state takes far longer than a loop iteration may (a backup that stalls for
 //! its normal timeout starts a view change). The core captures what the build reads and
 //! goes on; this thread runs the build and wakes the loop, which tells the core
-//! (`Replica::on_checkpoint_built`). The core asks for one build at a time, so the channel
-//! holds at most one. A build the core abandoned is skipped (it holds builds weakly).
+//! (`Replica::on_checkpoint_built`). The same thread prepares the install of a checkpoint
+//! the replica fetched (`StateMachine::prepare_restore`: reading a large state's pages
+//! into a new state), so that the loop's part of an install is a swap. The core asks for
+//! one build and one install at a time, so the channel holds at most two. Work the core
+//! abandoned is skipped (it holds it weakly).
 
 use crate::protocol::{CheckpointBuild, Op};
 use crossbeam_channel::{Receiver, Sender};
@@ -20,9 +23,11 @@ use tracing::info;
 pub(super) struct CheckpointBuilder {
     /// `None` once stopped.
     to_worker: Option<Sender<(Op, CheckpointBuild)>>,
-    /// Set by the worker when a build finished, taken by the loop.
+    /// Set by the worker when a build (or an install's preparation) finished, taken by
+    /// the loop.
     built: Arc<AtomicBool>,
-    /// How long the last build took, milliseconds.
+    /// How long the last build took, milliseconds, until the loop takes it (installs are
+    /// not builds: not here); `NO_BUILD` when none finished since.
     last_build_ms: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
@@ -32,7 +37,7 @@ impl CheckpointBuilder {
     pub fn spawn(replica: u8, waker: Arc<Waker>) -> std::io::Result<CheckpointBuilder> {
         let (to_worker, from_loop) = crossbeam_channel::unbounded();
         let built = Arc::new(AtomicBool::new(false));
-        let last_build_ms = Arc::new(AtomicU64::new(0));
+        let last_build_ms = Arc::new(AtomicU64::new(NO_BUILD));
         let (flag, took) = (built.clone(), last_build_ms.clone());
         let thread = std::thread::Builder::new()
             .name(format!("vsr-checkpoint-{replica}"))
@@ -60,10 +65,15 @@ impl CheckpointBuilder {
         }
     }
 
-    /// How long the build took, if one finished since the last call, in milliseconds.
-    pub fn take_built(&self) -> Option<u64> {
-        (self.built.swap(false, Ordering::AcqRel))
-            .then(|| self.last_build_ms.load(Ordering::Acquire))
+    /// What finished since the last call: `None`, nothing; `Some(ms)`, a build or an
+    /// install's preparation, with how long the last build among them took, in
+    /// milliseconds (`None` if there was none).
+    pub fn take_finished(&self) -> Option<Option<u64>> {
+        if !self.built.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let ms = self.last_build_ms.swap(NO_BUILD, Ordering::AcqRel);
+        Some((ms != NO_BUILD).then_some(ms))
     }
 
     /// Stops the thread once its build (if any) is done.
@@ -81,6 +91,9 @@ impl Drop for CheckpointBuilder {
     }
 }
 
+/// `last_build_ms` when no build finished since the loop last took it.
+const NO_BUILD: u64 = u64::MAX;
+
 fn run(
     from_loop: &Receiver<(Op, CheckpointBuild)>,
     built: &AtomicBool,
@@ -91,8 +104,15 @@ fn run(
         let started = std::time::Instant::now();
         if build.run() {
             let ms = started.elapsed().as_millis() as u64;
-            info!(op, ms, "checkpoint built off the event loop");
-            took.store(ms, Ordering::Release);
+            if build.is_install() {
+                info!(
+                    op,
+                    ms, "install of a fetched checkpoint prepared off the event loop"
+                );
+            } else {
+                info!(op, ms, "checkpoint built off the event loop");
+                took.store(ms, Ordering::Release);
+            }
             built.store(true, Ordering::Release);
             let _ = waker.wake();
         }

@@ -79,7 +79,10 @@ impl<S: StateMachine> EventLoop<S> {
                     None => {
                         let started = Instant::now();
                         build.run();
-                        self.checkpoint_built = Some(started.elapsed().as_millis() as u64);
+                        let ms = started.elapsed().as_millis() as u64;
+                        let build_ms = (!build.is_install()).then_some(ms);
+                        let earlier = self.checkpoint_built.flatten();
+                        self.checkpoint_built = Some(build_ms.or(earlier));
                     }
                 },
             }

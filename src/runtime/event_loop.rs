@@ -123,9 +123,10 @@ pub struct EventLoop<S: StateMachine> {
     /// The thread that hashes fetched checkpoint pages; `None`: they are hashed by the
     /// core, on this thread.
     pub(super) hasher: Option<PageHasher>,
-    /// A checkpoint built on this thread (no builder) that the core was not told of yet:
-    /// how long it took, milliseconds.
-    pub(super) checkpoint_built: Option<u64>,
+    /// A checkpoint built (or an install prepared) on this thread, without a builder,
+    /// that the core was not told of yet: how long the build took, milliseconds (`None`
+    /// for an install alone).
+    pub(super) checkpoint_built: Option<Option<u64>>,
     /// The Prometheus endpoint's side (`--metrics-address`), if served.
     exporter: Option<MetricsExporter>,
     /// What `ReplicaServer::status` reads, stored every iteration.
@@ -392,12 +393,14 @@ impl<S: StateMachine> EventLoop<S> {
 
     /// Tells the core that its checkpoint was built, if it was.
     fn checkpoint_phase(&mut self) {
-        let built = match &self.builder {
-            Some(builder) => builder.take_built(),
+        let finished = match &self.builder {
+            Some(builder) => builder.take_finished(),
             None => self.checkpoint_built.take(),
         };
-        if let Some(ms) = built {
-            self.metrics.checkpoint_build_ms.record(ms);
+        if let Some(build_ms) = finished {
+            if let Some(ms) = build_ms {
+                self.metrics.checkpoint_build_ms.record(ms);
+            }
             self.replica.on_checkpoint_built(&mut self.effects);
             self.capture_writes();
         }

@@ -504,6 +504,12 @@ pub fn snapshot<S: StateMachine>(
             stats.checkpoint_fetches_completed,
         ),
         (
+            "vsr_checkpoint_installs_prepared",
+            "Completed checkpoint transfers whose install the service prepared off the loop",
+            None,
+            stats.checkpoint_installs_prepared,
+        ),
+        (
             "vsr_checkpoint_pages_fetched",
             "Checkpoint pages fetched from other replicas",
             None,

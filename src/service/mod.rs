@@ -11,6 +11,7 @@ pub mod kv;
 pub mod log;
 pub mod merkle;
 pub mod null;
+pub mod prepared;
 pub mod snapshot;
 
 use bytes::Bytes;
@@ -19,6 +20,7 @@ pub use deferred::{Deferred, WeakDeferred};
 pub use kv::Kv;
 pub use log::LogService;
 pub use null::Null;
+pub use prepared::PreparedRestore;
 pub use snapshot::{Digest, DigestMismatch, Page, Snapshot, DIGEST_BYTES, PAGE_BYTES_TARGET};
 
 /// A deterministic state machine replicated by vsr.
@@ -70,6 +72,32 @@ pub trait StateMachine {
     /// service must check them and refuse, never panic on, what its own `snapshot` would
     /// never produce. On error the state is unchanged.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError>;
+
+    /// The work of restoring `snapshot` that does not need this service, to run on another
+    /// thread before [`StateMachine::restore_prepared`] installs it: for a large state,
+    /// reading every page into a new state takes seconds, which the event loop must not
+    /// stall for. The replica calls it once a checkpoint it fetched verified, has the
+    /// driver run the returned [`Deferred`] on a worker thread (as it does a checkpoint's
+    /// build), and installs the checkpoint once it ran. Whatever it computes must depend
+    /// on `snapshot` alone (the service goes on executing meanwhile, and the result may be
+    /// dropped unused). `None`, the default: nothing to prepare, `restore` does it all.
+    fn prepare_restore(&self, snapshot: &Snapshot) -> Option<Deferred<PreparedRestore>> {
+        let _ = snapshot;
+        None
+    }
+
+    /// Replaces the state with `snapshot`, as [`StateMachine::restore`] does, given what
+    /// [`StateMachine::prepare_restore`] computed from it (the same checks, the same
+    /// refusals). A preparation it does not recognise, or one already taken, is not an
+    /// error: it then restores from `snapshot`. The default ignores it.
+    fn restore_prepared(
+        &mut self,
+        snapshot: &Snapshot,
+        prepared: &PreparedRestore,
+    ) -> Result<(), SnapshotError> {
+        let _ = prepared;
+        self.restore(snapshot)
+    }
 
     /// The service's name, for `vsr stats` and the metrics (so that a client can tell
     /// which service a cluster runs).

@@ -169,6 +169,8 @@ const ADMIN: usize = usize::MAX;
 const ADMIN_STREAM: u64 = 0xad31_0000_0000_0001;
 /// Mixed into the seed for the checkpoint build delays.
 const BUILD_STREAM: u64 = 0xb111_0000_0000_0001;
+/// The stream of install preparations' delays.
+const INSTALL_STREAM: u64 = 0x1257_0000_0000_0001;
 /// Mixed into the seed for the crashes right after a replica moved to a new epoch.
 const EPOCH_CRASH_STREAM: u64 = 0xe0c4_0000_0000_0001;
 
@@ -276,6 +278,11 @@ pub struct Cluster<S: SimService = Kv> {
     builds_due: Vec<Option<DueBuild>>,
     /// Draws the build delays, from a stream of its own (no other draw of a seed moves).
     build_prng: Prng,
+    /// Per replica: the install of a fetched checkpoint its worker prepares next (one
+    /// transfer at a time), beside a build (`CheckpointBuild::is_install`).
+    installs_due: Vec<Option<DueBuild>>,
+    /// Draws the install preparations' delays, from a stream of its own.
+    install_prng: Prng,
     /// Draws the crashes right after a move to a new epoch, from a stream of its own.
     epoch_crash_prng: Prng,
     /// The replica to crash at the next step because it just moved to a new epoch
@@ -427,6 +434,8 @@ impl<S: SimService> Cluster<S> {
             writes_due: vec![VecDeque::new(); n as usize],
             builds_due: vec![None; n as usize],
             build_prng: Prng::new(seed ^ BUILD_STREAM),
+            installs_due: vec![None; n as usize],
+            install_prng: Prng::new(seed ^ INSTALL_STREAM),
             epoch_crash_prng: Prng::new(seed ^ EPOCH_CRASH_STREAM),
             crash_after_epoch: None,
             disks: Disks::new(n as usize, seed),
@@ -741,6 +750,7 @@ impl<S: SimService> Cluster<S> {
         self.writes_due[index as usize].clear(); // Lost with the process.
         self.leases.on_crash(index);
         self.builds_due[index as usize] = None;
+        self.installs_due[index as usize] = None;
         match self.options.disks {
             true => {
                 self.disks.on_crash(index);
@@ -1149,6 +1159,7 @@ impl<S: SimService> Cluster<S> {
             add_stats(&mut self.stats_retired, replica.stats());
             self.writes_due[index as usize].clear();
             self.builds_due[index as usize] = None;
+            self.installs_due[index as usize] = None;
             self.gone[index as usize] = true;
             self.seen[index as usize] = None;
             self.reconfigurations.retired += 1;
@@ -1477,6 +1488,7 @@ impl<S: SimService> Cluster<S> {
         self.view_change_entered.push(None);
         self.writes_due.push(VecDeque::new());
         self.builds_due.push(None);
+        self.installs_due.push(None);
         self.gone.push(false);
         self.last_configuration.push(configuration.clone());
         self.first_configuration.push(configuration.clone());
@@ -1621,6 +1633,28 @@ impl<S: SimService> Cluster<S> {
                 // Kept at once (a cache: no ordering, see `sim::disk`).
                 Effect::KeepPages(keep) if self.options.disks => self.disks.keep_pages(from, &keep),
                 Effect::KeepPages(_) => {}
+                Effect::BuildCheckpoint { build, .. } if build.is_install() => {
+                    // A tenth of a build's delays: a replica waits for its install
+                    // (every message it needs comes after it), where it skips two
+                    // checkpoints before it waits for a build, and an install held
+                    // back as long as a build stalled recoveries past the liveness
+                    // checker's bound (seed 16001172, delays up to 3000 steps). It
+                    // was instantaneous before installs were prepared apart.
+                    let delay = self
+                        .install_prng
+                        .between(0, self.options.checkpoint_build_steps_max / 10);
+                    // Mostly a worker takes it at once; sometimes none does, and the
+                    // replica runs it itself at its next tick.
+                    if self.install_prng.below(4) > 0 {
+                        build.start();
+                    }
+                    // One transfer at a time: one still due here was abandoned, or run
+                    // by the replica itself.
+                    self.installs_due[from as usize] = Some(DueBuild {
+                        at: self.now + delay,
+                        build,
+                    });
+                }
                 Effect::BuildCheckpoint { build, .. } => {
                     let delay = self
                         .build_prng
@@ -1800,10 +1834,15 @@ impl<S: SimService> Cluster<S> {
                 continue;
             }
             let monotonic_ns = self.leases.monotonic_ns(index, self.now);
-            let slot = &mut self.builds_due[index as usize];
-            if slot.as_ref().is_none_or(|due| due.at > self.now) {
-                continue;
-            }
+            let is_due =
+                |slot: &Option<DueBuild>| slot.as_ref().is_some_and(|due| due.at <= self.now);
+            let slot = match is_due(&self.builds_due[index as usize]) {
+                true => &mut self.builds_due[index as usize],
+                false if is_due(&self.installs_due[index as usize]) => {
+                    &mut self.installs_due[index as usize]
+                }
+                false => continue,
+            };
             let due = slot.take().expect("due");
             let Some(replica) = self.replicas[index as usize].as_mut() else {
                 continue;
@@ -2482,6 +2521,7 @@ pub(crate) fn add_stats(total: &mut Stats, stats: &Stats) {
     total.checkpoint_fetches += stats.checkpoint_fetches;
     total.checkpoint_fetches_retargeted += stats.checkpoint_fetches_retargeted;
     total.checkpoint_fetches_completed += stats.checkpoint_fetches_completed;
+    total.checkpoint_installs_prepared += stats.checkpoint_installs_prepared;
     total.checkpoint_pages_fetched += stats.checkpoint_pages_fetched;
     total.checkpoint_bytes_fetched += stats.checkpoint_bytes_fetched;
     total.checkpoint_pages_reused += stats.checkpoint_pages_reused;

@@ -841,9 +841,10 @@ impl fmt::Display for Totals {
         )?;
         writeln!(
             f,
-            "checkpoint fetches {} (completed {}, moved to a newer checkpoint {})  pages fetched {} ({} bytes) reused {} asked again {} corrupt {} (corrupted on the way {})",
+            "checkpoint fetches {} (completed {}, their install prepared apart {}, moved to a newer checkpoint {})  pages fetched {} ({} bytes) reused {} asked again {} corrupt {} (corrupted on the way {})",
             s.checkpoint_fetches,
             s.checkpoint_fetches_completed,
+            s.checkpoint_installs_prepared,
             s.checkpoint_fetches_retargeted,
             s.checkpoint_pages_fetched,
             s.checkpoint_bytes_fetched,

@@ -21,7 +21,8 @@ pub struct Args {
     /// Replay one seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// With `--seed`: log every delivery, fault and status change to stderr.
+    /// With `--seed`: log every delivery, fault and status change to stderr, and the
+    /// replicas' own log lines too (`RUST_LOG` filters them; `warn` when unset).
     #[arg(long, requires = "seed")]
     trace: bool,
     /// With `--seeds`: report every violating seed and go on (exits non-zero at the end).
@@ -75,6 +76,16 @@ pub struct Args {
 
 /// Runs the simulator.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.trace {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .without_time()
+            .init();
+    }
     let options = RunOptions {
         fault_steps: args.fault_steps,
         liveness_steps_max: args.liveness_steps,

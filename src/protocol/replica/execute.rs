@@ -138,6 +138,7 @@ impl<S: StateMachine> Replica<S> {
     pub fn on_checkpoint_built(&mut self, effects: &mut Vec<Effect>) {
         let start = effects.len();
         self.finish_checkpoint_if_built();
+        self.finish_checkpoint_fetch_once_prepared(false, effects);
         self.end_input(start, effects);
     }
 
@@ -251,7 +252,15 @@ impl<S: StateMachine> Replica<S> {
             );
             return false;
         }
-        if let Err(error) = self.service.restore(&checkpoint.service) {
+        // Prepared off the loop when it was fetched (`fetch_checkpoint`), if the service
+        // can: then this is a swap.
+        let restored = match self.prepared_install_of(&checkpoint) {
+            Some(prepared) => self
+                .service
+                .restore_prepared(&checkpoint.service, prepared.run()),
+            None => self.service.restore(&checkpoint.service),
+        };
+        if let Err(error) = restored {
             tracing::warn!(replica = self.index, op = checkpoint.op, %error, "corrupt service checkpoint");
             return false;
         }

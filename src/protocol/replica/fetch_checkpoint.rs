@@ -27,8 +27,14 @@
 //!    whose request timed out is not tried first again, in this transfer or the next ones,
 //!    for a while (a replica that is down would cost every transfer a timeout).
 //! 3. **Install.** Once every page is in hand, the tree over the digests must give the
-//!    root; the checkpoint is kept as fetched and the NewState goes to its handler, which
-//!    installs it (`restore_checkpoint`) and takes the log suffix after it.
+//!    root. The service then prepares the install off the event loop
+//!    ([`StateMachine::prepare_restore`]: for a large state, reading every page into a new
+//!    state takes seconds, which the loop must not stall for): the driver runs it on a
+//!    worker ([`Effect::BuildCheckpoint`]), and the transfer stays under way, making
+//!    progress, until it ran (one no worker took is run here at the next tick). Then
+//!    the checkpoint is kept as fetched, with its preparation, and the NewState goes to its
+//!    handler, which installs it (`restore_checkpoint`, a swap of the prepared state) and
+//!    takes the log suffix after it.
 //!
 //! A NewState naming another checkpoint while one is being fetched (the sources moved on)
 //! waits while the transfer under way progresses (it is finished first, and its NewState
@@ -65,10 +71,10 @@
 use super::serve_checkpoint::Held;
 use super::state_transfer::{new_state_is_well_formed, ReceivedState};
 use super::*;
-use crate::protocol::effects::KeepPages;
+use crate::protocol::effects::{CheckpointBuild, KeepPages};
 use crate::service::merkle::{verify_run, MerkleTree};
 use crate::service::DIGEST_BYTES;
-use crate::service::{Page, Snapshot};
+use crate::service::{Deferred, Page, PreparedRestore, Snapshot};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -95,6 +101,8 @@ pub(super) struct Fetching {
     transfer: Option<Box<Transfer>>,
     /// The last checkpoint fetched whole, until a later one replaces it.
     fetched: Option<Held>,
+    /// The service's preparation of `fetched`'s install, if it made one.
+    prepared: Option<Deferred<PreparedRestore>>,
     /// Replicas whose request for a part timed out, and when: the next transfers do not
     /// try them first either (a replica that is down would cost each transfer a timeout,
     /// and a cluster that checkpoints faster than that would never be caught up with),
@@ -167,6 +175,9 @@ struct Transfer {
     started: u64,
     bytes: u64,
     reused: u64,
+    /// Every page in hand and verified: the checkpoint, and the service's preparation of
+    /// its install, running (module docs, "Install").
+    preparing: Option<(Held, Deferred<PreparedRestore>)>,
 }
 
 /// A part's content as the core handles it: as the wire gave it, but with each page as
@@ -416,6 +427,7 @@ impl<S: StateMachine> Replica<S> {
             .filter(|&op| op <= self.checkpoint_op());
         if let Some(op) = installed {
             self.checkpoint_fetch.fetched = None;
+            self.checkpoint_fetch.prepared = None;
             if self.checkpoint_fetch.transfer.is_none() {
                 self.checkpoint_fetch.clear_kept_from = Some(op);
             }
@@ -589,11 +601,12 @@ impl<S: StateMachine> Replica<S> {
             started: self.ticks,
             bytes: 0,
             reused: 0,
+            preparing: None,
         }));
         self.stats.checkpoint_fetches += 1;
         self.note_fetch_progress();
         if pages == 0 {
-            return self.finish_checkpoint_fetch(effects);
+            return self.complete_checkpoint_fetch(effects);
         }
         self.pump_checkpoint_fetch(effects);
     }
@@ -738,6 +751,9 @@ impl<S: StateMachine> Replica<S> {
         else {
             return self.drop_reason("checkpoint_part", "no transfer of this checkpoint");
         };
+        if transfer.preparing.is_some() {
+            return self.drop_reason("checkpoint_part", "every page of it is in hand");
+        }
         let answered = |asked: &Asked| match (&content, asked) {
             (Content::Manifest { start, .. }, Asked::Run(run)) => *start == *run << transfer.level,
             (Content::Pages(pages), Asked::Pages(indexes)) => pages
@@ -870,7 +886,7 @@ impl<S: StateMachine> Replica<S> {
             .as_ref()
             .expect("matched above");
         if transfer.is_complete() {
-            return self.finish_checkpoint_fetch(effects);
+            return self.complete_checkpoint_fetch(effects);
         }
         if transfer.sources.is_empty() {
             return self.abandon_checkpoint_fetch("no replica holds the checkpoint any more");
@@ -887,6 +903,9 @@ impl<S: StateMachine> Replica<S> {
         let Some(transfer) = self.checkpoint_fetch.transfer.as_mut() else {
             return;
         };
+        if transfer.preparing.is_some() {
+            return self.finish_checkpoint_fetch_once_prepared(true, effects);
+        }
         if ticks.saturating_sub(transfer.progressed) > stall_ticks {
             return self.abandon_checkpoint_fetch("no progress");
         }
@@ -943,14 +962,19 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint_fetch.kept = HashMap::new();
     }
 
-    fn finish_checkpoint_fetch(&mut self, effects: &mut Vec<Effect>) {
-        let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
-        let ticks = self.ticks;
-        self.checkpoint_fetch
-            .remember_suspects(&transfer.suspects, ticks);
+    /// Every page is in hand: the tree over them must give the root; then the service
+    /// prepares the install off the loop, if it can, and the fetch finishes once it did
+    /// (module docs, "Install").
+    fn complete_checkpoint_fetch(&mut self, effects: &mut Vec<Effect>) {
+        let witness = self.is_witness();
+        let transfer = self.checkpoint_fetch.transfer.as_mut().expect("a transfer");
         let Some(held) = transfer.assemble() else {
             // Every run verified against the root, so the tree over them gives the root:
             // a bug, not a peer's fault. Start again rather than install it.
+            let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
+            let ticks = self.ticks;
+            self.checkpoint_fetch
+                .remember_suspects(&transfer.suspects, ticks);
             tracing::error!(
                 replica = self.id,
                 op = transfer.id.op,
@@ -958,8 +982,6 @@ impl<S: StateMachine> Replica<S> {
             );
             return self.drop_reason("checkpoint_part", "fetched checkpoint does not verify");
         };
-        self.stats.checkpoint_fetches_completed += 1;
-        self.note_fetch_progress();
         tracing::info!(
             replica = self.id,
             op = transfer.id.op,
@@ -969,11 +991,95 @@ impl<S: StateMachine> Replica<S> {
             ticks = self.ticks - transfer.started,
             "fetched a checkpoint"
         );
+        // A witness installs a checkpoint's op, never its state (`witness`).
+        let prepare = match witness {
+            true => None,
+            false => self.service.prepare_restore(&held.checkpoint.service),
+        };
+        match prepare {
+            Some(prepare) if !prepare.is_done() => {
+                let op = transfer.id.op;
+                effects.push(Effect::BuildCheckpoint {
+                    op,
+                    build: CheckpointBuild::of_install(&prepare),
+                });
+                transfer.preparing = Some((held, prepare));
+                tracing::info!(
+                    replica = self.id,
+                    op,
+                    "preparing the install of the checkpoint off the loop"
+                );
+            }
+            prepare => self.finish_checkpoint_fetch(held, prepare, effects),
+        }
+    }
+
+    /// The service's preparation of the fetched checkpoint's install ran: the fetch
+    /// finishes. Until it ran, the transfer counts as progressing; one no worker took is
+    /// run here when `run_here` (at a tick: a driver may have no worker for it).
+    pub(super) fn finish_checkpoint_fetch_once_prepared(
+        &mut self,
+        run_here: bool,
+        effects: &mut Vec<Effect>,
+    ) {
+        let ticks = self.ticks;
+        let Some(transfer) = self.checkpoint_fetch.transfer.as_mut() else {
+            return;
+        };
+        let Some((_, prepare)) = &transfer.preparing else {
+            return;
+        };
+        if !prepare.is_done() {
+            if prepare.is_started() || !run_here {
+                // A worker has it: the transfer moves.
+                transfer.progressed = ticks;
+                self.state_transfer_timeout.reset();
+                if self.status == Status::Recovering {
+                    self.recovery_timeout.reset();
+                }
+                return;
+            }
+            prepare.run();
+        }
+        let (held, prepare) = transfer.preparing.take().expect("checked above");
+        self.stats.checkpoint_installs_prepared += 1;
+        self.finish_checkpoint_fetch(held, Some(prepare), effects);
+    }
+
+    fn finish_checkpoint_fetch(
+        &mut self,
+        held: Held,
+        prepared: Option<Deferred<PreparedRestore>>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
+        let ticks = self.ticks;
+        self.checkpoint_fetch
+            .remember_suspects(&transfer.suspects, ticks);
+        self.stats.checkpoint_fetches_completed += 1;
+        self.note_fetch_progress();
         let checkpoint = held.checkpoint.clone();
         self.checkpoint_fetch.fetched = Some(held);
+        self.checkpoint_fetch.prepared = prepared;
         let state = ReceivedState::new(transfer.new_state, Some(checkpoint));
         self.route_state(transfer.route, state, effects);
         self.release_fetched_once_installed();
+    }
+
+    /// The service's preparation of `checkpoint`'s install, if it is the checkpoint last
+    /// fetched (the same pages) and the service prepared one.
+    pub(super) fn prepared_install_of(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> Option<Deferred<PreparedRestore>> {
+        let fetched = self.checkpoint_fetch.fetched.as_ref()?;
+        let same = fetched.checkpoint.op == checkpoint.op
+            && fetched
+                .checkpoint
+                .service
+                .shares_pages_with(&checkpoint.service);
+        same.then(|| self.checkpoint_fetch.prepared.clone())
+            .flatten()
     }
 
     fn abandon_checkpoint_fetch(&mut self, reason: &'static str) {

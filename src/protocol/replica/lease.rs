@@ -278,6 +278,8 @@ impl<S: StateMachine> Replica<S> {
         let mut start = effects.len();
         // Judged once for the run: the same reading, the same stamps, the same commit.
         let mut holds = self.is_primary() && self.holds_lease();
+        // Whether reads were answered since the last input ended.
+        let mut answered = false;
         for message in reads {
             let fast = self.is_primary()
                 && message.view <= VIEW_MAX
@@ -288,11 +290,19 @@ impl<S: StateMachine> Replica<S> {
                 Body::Request(request) if fast && request.operation == Operation::LeaseRead => {
                     debug_assert_eq!(holds, self.holds_lease(), "a lease read moved the rule");
                     self.answer_lease_read(request, holds, route, effects);
+                    answered = true;
                 }
                 body => {
                     // The long way, as an input of its own; the rule is judged again after
-                    // it.
-                    self.end_input(start, effects);
+                    // it. The reads before it close an input first, if there were any: an
+                    // input with nothing in it would issue writes still pending from
+                    // before the run (a restart's replay issues its own at its first
+                    // input), which the driver captures from this replica only after the
+                    // whole run, after the inputs that follow may have changed what they
+                    // name (a checkpoint a StartEpoch then dropped: seed 16020265).
+                    if std::mem::take(&mut answered) {
+                        self.end_input(start, effects);
+                    }
                     let message = Message { body, ..message };
                     self.on_client_request(message, route, effects);
                     start = effects.len();

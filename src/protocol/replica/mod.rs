@@ -157,6 +157,9 @@ pub struct Stats {
     pub checkpoint_fetches_retargeted: u64,
     /// See `checkpoint_fetches`.
     pub checkpoint_fetches_completed: u64,
+    /// Completed transfers whose install the service prepared off the loop
+    /// (`StateMachine::prepare_restore`, run by a worker or, if none took it, here).
+    pub checkpoint_installs_prepared: u64,
     /// Checkpoint pages fetched from other replicas, and their bytes.
     pub checkpoint_pages_fetched: u64,
     /// See `checkpoint_pages_fetched`.

@@ -737,9 +737,18 @@ impl<S: StateMachine> Replica<S> {
             // evicted by a registration ordered before it, so every replica refuses it
             // alike): the epoch goes on, and its primary must order requests again, or it
             // would drop them until a view change (7.1 stops ordering only after the
-            // epoch's last op; this op did not end the epoch). Nothing was ordered after
-            // it, so no op of this epoch follows one the epoch did not take.
-            self.primary.reconfiguration_queued = false;
+            // epoch's last op; this op did not end the epoch). Unless another one is
+            // ordered after it: the primary that ordered this one ordered nothing after
+            // it before executing it, but a later primary of the epoch did, and a primary
+            // of a view after that inherits both (the second at its log's end) and
+            // executes this one first. Ordering after the second would give ops past the
+            // epoch's last one (seed 105004587: acknowledged, then truncated by the move).
+            self.primary.reconfiguration_queued = self.is_primary()
+                && self.log.op() > op
+                && self
+                    .log
+                    .get(self.log.op())
+                    .is_some_and(|last| last.operation == Operation::Reconfigure);
         }
         self.stats.entries_committed += 1;
         if let Some(reply) = reply.filter(|_| self.is_primary()) {

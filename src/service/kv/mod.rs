@@ -23,7 +23,7 @@ mod restore;
 
 pub use ops::{KvOp, KvResult};
 
-use super::{Deferred, Snapshot, SnapshotError, StateMachine, PAGE_BYTES_TARGET};
+use super::{Deferred, PreparedRestore, Snapshot, SnapshotError, StateMachine, PAGE_BYTES_TARGET};
 use bytes::Bytes;
 use changes::Changes;
 use fold::{Buckets, Fold, Folded};
@@ -423,7 +423,49 @@ impl StateMachine for Kv {
     /// alive by the state.
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
         let restored = restore::restore(snapshot, self.page_bytes)?;
-        // A fold in flight is dropped with the state it folds.
+        self.install(restored);
+        Ok(())
+    }
+
+    /// All of `restore` but the swap (the copies, the parse, the checks: a function of the
+    /// pages alone), on the thread that runs it.
+    fn prepare_restore(&self, snapshot: &Snapshot) -> Option<Deferred<PreparedRestore>> {
+        let (snapshot, page_bytes) = (snapshot.clone(), self.page_bytes);
+        Some(Deferred::new(move || {
+            PreparedRestore::new(Prepared {
+                page_bytes,
+                restored: restore::restore(&snapshot, page_bytes),
+            })
+        }))
+    }
+
+    fn restore_prepared(
+        &mut self,
+        snapshot: &Snapshot,
+        prepared: &PreparedRestore,
+    ) -> Result<(), SnapshotError> {
+        match prepared.take::<Prepared>() {
+            // Laid out for this map's pages (always, unless handed another map's).
+            Some(prepared) if prepared.page_bytes == self.page_bytes => {
+                self.install(prepared.restored?);
+                Ok(())
+            }
+            _ => self.restore(snapshot),
+        }
+    }
+}
+
+/// A restore prepared off the loop (`prepare_restore`): the buckets of the snapshot, or
+/// why it is refused, for pages of `page_bytes`.
+struct Prepared {
+    page_bytes: usize,
+    restored: Result<restore::Restored, SnapshotError>,
+}
+
+impl Kv {
+    /// Replaces the state with `restored`'s buckets. A fold in flight is dropped with the
+    /// state it folds.
+    fn install(&mut self, restored: restore::Restored) {
         *self = Kv {
             buckets: restored.buckets,
             bucket_bits: restored.bits,
@@ -434,7 +476,6 @@ impl StateMachine for Kv {
             deferred_snapshots: self.deferred_snapshots,
             page_bytes: self.page_bytes,
         };
-        Ok(())
     }
 }
 

@@ -674,7 +674,19 @@ fn a_restore_accepts_only_the_pages_kv_would_take_of_that_state() {
         let what = mangle(&mut pages, &mut prng);
         let received = Snapshot::new(pages);
         let mut kv = before.clone();
-        match kv.restore(&received) {
+        let restored = kv.restore(&received);
+        // The same outcome when prepared apart and installed (`prepare_restore`).
+        let mut prepared_apart = before.clone();
+        let prepared = prepared_apart
+            .prepare_restore(&received)
+            .expect("kv prepares");
+        assert_eq!(
+            prepared_apart.restore_prepared(&received, prepared.run()),
+            restored,
+            "round {round}: {what}: prepared apart"
+        );
+        assert_eq!(prepared_apart, kv, "round {round}: {what}: prepared apart");
+        match restored {
             Err(_) => {
                 refused += 1;
                 assert_eq!(kv, before, "round {round}: {what}: refused, yet changed");
@@ -707,6 +719,43 @@ fn a_restore_accepts_only_the_pages_kv_would_take_of_that_state() {
         refused > 2000,
         "only {refused} of 3000 mangled snapshots refused"
     );
+}
+
+/// A restore prepared on another thread while the map goes on executing installs the
+/// snapshot's state, not the one it went on to; a preparation that is not kv's, or not
+/// for its page size, or taken already, is not used: the snapshot is restored as usual.
+#[test]
+fn a_restore_prepared_apart_installs_the_snapshots_state() {
+    let source = filled(2000);
+    let snapshot = source.clone().snapshot();
+    let mut kv = filled(10);
+    let prepared = kv.prepare_restore(&snapshot).expect("kv prepares");
+    let worker = prepared.downgrade();
+    let thread = std::thread::spawn(move || worker.run());
+    for i in 0..500 {
+        kv.execute(KvOp::Put(b(&format!("meanwhile {i}")), b("x")));
+    }
+    assert!(thread.join().unwrap());
+    kv.restore_prepared(&snapshot, prepared.run()).unwrap();
+    assert_eq!(kv, source);
+    assert_eq!(kv.snapshot(), snapshot);
+
+    let foreign = PreparedRestore::new(7_u8);
+    let mut kv = filled(10);
+    kv.restore_prepared(&snapshot, &foreign).unwrap();
+    assert_eq!(
+        kv, source,
+        "another service's preparation: restored as usual"
+    );
+
+    let other_size = Kv::with_page_bytes(64).prepare_restore(&snapshot).unwrap();
+    let mut kv = filled(10);
+    kv.restore_prepared(&snapshot, other_size.run()).unwrap();
+    assert_eq!(kv, source, "prepared for other pages: restored as usual");
+
+    let mut kv = filled(10);
+    kv.restore_prepared(&snapshot, prepared.run()).unwrap();
+    assert_eq!(kv, source, "taken already: restored as usual");
 }
 
 /// Runs `kv`'s deferred snapshot on another thread while this one reads every key of
