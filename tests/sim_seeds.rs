@@ -73,6 +73,10 @@ const RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         105004587,
         "a new primary inherited a log holding a RECONFIGURATION that its session's eviction made every replica refuse and, at its end, another one; executing the first reset the flag that stops ordering, and it ordered past the epoch's last op (persistence: a PrepareOk for an op the move to the new epoch truncated)",
     ),
+    (
+        106003481,
+        "the fix for 105004587 at first set the ordering stop at any replica it thought primary; a restart's replay executes before the replica knows its view, and left a backup with primary state (assertion)",
+    ),
 ];
 
 /// Seeds outside `0..SEEDS` that found bugs, each fixed since; they run on every test.
@@ -170,6 +174,14 @@ const DISK_REGRESSIONS: &[(u64, &str)] = &[
         16020265,
         "a run of lease reads handed over with a StartEpoch ended an empty input first, which issued the write of a checkpoint a restart's replay took; the StartEpoch made the replica a witness and dropped it, before the driver captured the write after the run (panic)",
     ),
+    (
+        109007448,
+        "a recovering replica that had led view 1 and lost its memory heard every other replica answer empty, one from view 1, and started a cluster in view 0 beside it; view 0's primary then committed after view 1 had started without those ops (agreement)",
+    ),
+    (
+        111000850,
+        "the fix for 109007448 at first stopped an empty start whenever an answer came from a later view: one replica changing views and the others recovering then waited for each other for ever (liveness)",
+    ),
 ];
 
 /// Seeds with witnesses (paper 6.1) that found bugs, each fixed since, and that still
@@ -265,6 +277,10 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
     (
         14000044,
         "with disks: a witness restarted on a store still holding its checkpoint above its log kept the log's old start, and its recovery truncated below the start the store took on the drop (storage)",
+    ),
+    (
+        107001476,
+        "with disks: a witness fetching the next epoch's start took a replaced replica's answer to its own view's GetState (after its log's end) for the members' answer from their log bases, and gave up its copies of the last ops and the RECONFIGURATION (copies)",
     ),
 ];
 

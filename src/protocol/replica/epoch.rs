@@ -725,6 +725,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn on_pending_epoch_state(
         &mut self,
         epoch: u32,
+        from: ReplicaIndex,
         new_state: ReceivedState,
         effects: &mut Vec<Effect>,
     ) {
@@ -736,7 +737,13 @@ impl<S: StateMachine> Replica<S> {
         // it gave up the entries this replica held past its commit number, committed
         // ones among them (seed 94005116: a replaced witness's copy of the
         // RECONFIGURATION, one of two). It asks again from its commit number instead.
-        let skips_gaps = self.is_witness()
+        // The same holds of a witness's answer from a replaced replica (`NOT_A_MEMBER`):
+        // it is asked nothing as a witness (the members are), so its answer is to a
+        // GetState of this replica's own view, after its log's end (seed 107001476: the
+        // witness's copies of the last ops and of the RECONFIGURATION, given up, left one
+        // disk holding them).
+        let skips_gaps = from != NOT_A_MEMBER
+            && self.is_witness()
             && self.epoch_transfer.pending.as_ref().is_some_and(|pending| {
                 let configuration = &pending.configuration;
                 (configuration.index_of(self.id))

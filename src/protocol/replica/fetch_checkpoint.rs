@@ -88,8 +88,9 @@ pub(super) enum StateRoute {
         from: ReplicaIndex,
         view: View,
     },
-    /// From a replica of a later epoch whose start this replica fetches.
-    PendingEpoch { epoch: u32 },
+    /// From a replica of a later epoch whose start this replica fetches: `from` its index
+    /// there (`NOT_A_MEMBER`: a replaced replica serving the transition).
+    PendingEpoch { epoch: u32, from: ReplicaIndex },
     /// To this replica as a learner.
     Learner,
 }
@@ -474,8 +475,8 @@ impl<S: StateMachine> Replica<S> {
                 }
                 self.on_new_state(from, view, state, effects)
             }
-            StateRoute::PendingEpoch { epoch } => {
-                self.on_pending_epoch_state(epoch, state, effects)
+            StateRoute::PendingEpoch { epoch, from } => {
+                self.on_pending_epoch_state(epoch, from, state, effects)
             }
             StateRoute::Learner => {
                 if self.status != Status::Joining {

@@ -614,6 +614,7 @@ impl<S: StateMachine> Replica<S> {
                 Body::NewState(new_state) => self.receive_new_state(
                     fetch_checkpoint::StateRoute::PendingEpoch {
                         epoch: message.epoch,
+                        from: message.replica,
                     },
                     new_state,
                     effects,

@@ -743,8 +743,9 @@ impl<S: StateMachine> Replica<S> {
             // of a view after that inherits both (the second at its log's end) and
             // executes this one first. Ordering after the second would give ops past the
             // epoch's last one (seed 105004587: acknowledged, then truncated by the move).
-            self.primary.reconfiguration_queued = self.is_primary()
-                && self.log.op() > op
+            // (Only ever kept, never set, here: a restart's replay executes before the
+            // replica knows its view, seed 106003481.)
+            self.primary.reconfiguration_queued &= self.log.op() > op
                 && self
                     .log
                     .get(self.log.op())

@@ -201,11 +201,23 @@ impl<S: StateMachine> Replica<S> {
         // it does not answer.
         // A later epoch began with the state up to its RECONFIGURATION: none of its
         // members is ever empty.
+        // Nor is a replica that was normal in a view after view 0, whatever its log: that
+        // view started, with the recovering replica perhaps as its primary, which may
+        // have prepared ops nobody else received yet; a cluster started in view 0 beside
+        // it could commit other ops at those numbers, and a view change after it would
+        // take the later view's log without them (seed 109007448). Normal, it answers as
+        // any normal replica does; changing views, it does not answer (as a recovering
+        // replica that joined once). A replica only changing views from view 0 still
+        // answers "empty": with the others recovering, its view change could never
+        // finish otherwise (seed 111000850).
         let first_epoch = self.configuration.epoch() == 0;
         let empty = match self.status {
             Status::Recovering => !self.joined && first_epoch,
             Status::Normal | Status::ViewChange => {
-                self.log.op() == 0 && self.commit == 0 && self.checkpoint.is_none()
+                self.log.op() == 0
+                    && self.commit == 0
+                    && self.checkpoint.is_none()
+                    && self.last_normal_view == 0
             }
             Status::Transitioning | Status::Retiring | Status::Joining => false,
         };
