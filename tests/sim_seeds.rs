@@ -77,6 +77,10 @@ const RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         106003481,
         "the fix for 105004587 at first set the ordering stop at any replica it thought primary; a restart's replay executes before the replica knows its view, and left a backup with primary state (assertion)",
     ),
+    (
+        114003462,
+        "with disks: the primary of a new epoch's view 0 crashed before the batches carrying the start's commit were durable, restarted transitioning, and on taking the start again resumed view 0 as its primary, ordering other ops at the numbers its lost pipeline had used (agreement)",
+    ),
 ];
 
 /// Seeds outside `0..SEEDS` that found bugs, each fixed since; they run on every test.
@@ -345,6 +349,10 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
     (
         93000723,
         "a former witness fetching its epoch's start got an empty answer from a retiring replica that had lost its state; the answer stopped its timeout, and only that replica's StartEpoch reminders asked again, of that replica (liveness)",
+    ),
+    (
+        117000184,
+        "with disks: a witness fetching the next epoch's start took a member's answer to its own view's GetState (after its log's end, the member having moved on) for a log-base answer, and gave up its copy of the RECONFIGURATION (copies)",
     ),
 ];
 

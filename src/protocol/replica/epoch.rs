@@ -65,6 +65,12 @@ pub(super) struct EpochTransfer {
     pub retired: bool,
     /// Transitioning: the replica that told this one of the epoch (asked first).
     told_by: Option<ReplicaId>,
+    /// Transitioning after a restart from a store of this epoch: the replica may have
+    /// started the epoch before the crash and led its view, its pipeline since lost (the
+    /// store's commit number below the start says only that the batches that carried
+    /// the start's commit were not durable). It does not resume that view as its
+    /// primary (`finish_transition`).
+    pub restarted_in_epoch: bool,
     /// Transitioning: rotates over the replicas asked for the epoch's state.
     next_source: usize,
     /// The tick of the last StartEpoch sent to a replica of an earlier epoch.
@@ -769,10 +775,16 @@ impl<S: StateMachine> Replica<S> {
             return self.adopt_from_checkpoint(new_state, effects);
         }
         let base = new_state.op_first - 1;
+        // Only past this replica's own log: an answer that starts right after it (or
+        // inside it) is as likely one to a GetState of its own view after its log's end,
+        // from a member that moved on since, and skipping gave up the copies it holds of
+        // the last ops (seed 117000184, a member's answer; 107001476, a replaced
+        // replica's). The members asked again answer from their log bases.
         if skips_gaps
             && new_state.checkpoint.is_none()
             && base >= pending.start
             && base <= new_state.commit
+            && base > self.log.op()
         {
             // A witness is answered as one, from the senders' log bases: past the start,
             // the new epoch's actives executed it (and trimmed it), as above.
@@ -1207,7 +1219,22 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.enter_normal();
             self.epoch_transfer.started.insert(self.index);
+            let view = self.view;
+            if self.epoch_transfer.restarted_in_epoch && self.primary_of(view) == self.index {
+                // As any primary that restarts (`restart`): ordering again at op numbers
+                // its lost pipeline may have given other ops in this view would give one
+                // op two meanings in one view (seed 114003462). The next view's change
+                // instead: views only move forward.
+                match view.checked_add(1).filter(|&next| next <= VIEW_MAX) {
+                    Some(next) => {
+                        self.enter_view_change(next, ReplicaSet::of(self.index), false);
+                        self.stats.view_changes += 1;
+                    }
+                    None => self.drop_reason("epoch", "no view left to change to"),
+                }
+            }
         }
+        self.epoch_transfer.restarted_in_epoch = false;
         tracing::info!(
             replica = self.id,
             epoch = self.configuration.epoch(),

@@ -115,6 +115,7 @@ impl<S: StateMachine> Replica<S> {
         }
         if self.commit < self.epoch_start {
             self.status = Status::Transitioning;
+            self.epoch_transfer.restarted_in_epoch = true;
             self.state_transfer_timeout.set_after(1);
             self.state_transfer_timeout.start();
             return;
