@@ -257,7 +257,7 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
     // one without; its log, which the witnesses' larger bound let grow and nothing trims,
     // was held to the new epoch's smaller one (assertion). Since fetched checkpoints are
     // installed once prepared apart, its run no longer reaches a reconfiguration: the rule
-    // is pinned by `tests/core_restart_roles.rs` instead.
+    // is pinned by `tests/core_restart.rs` instead.
     (
         14002008,
         "with disks: an active whose log ended below its installed checkpoint became a witness; the store kept the old base and refused the witness's next append (storage)",

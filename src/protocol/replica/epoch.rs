@@ -1225,12 +1225,8 @@ impl<S: StateMachine> Replica<S> {
                 // its lost pipeline may have given other ops in this view would give one
                 // op two meanings in one view (seed 114003462). The next view's change
                 // instead: views only move forward.
-                match view.checked_add(1).filter(|&next| next <= VIEW_MAX) {
-                    Some(next) => {
-                        self.enter_view_change(next, ReplicaSet::of(self.index), false);
-                        self.stats.view_changes += 1;
-                    }
-                    None => self.drop_reason("epoch", "no view left to change to"),
+                if !self.change_to_next_view() {
+                    self.drop_reason("epoch", "no view left to change to");
                 }
             }
         }

@@ -130,13 +130,21 @@ impl<S: StateMachine> Replica<S> {
         if self.primary_of(self.view) != self.index {
             return self.start_normal_timeouts();
         }
-        match self.view.checked_add(1).filter(|&next| next <= VIEW_MAX) {
-            Some(next) => {
-                self.enter_view_change(next, ReplicaSet::of(self.index), false);
-                self.stats.view_changes += 1;
-            }
-            None => self.start_recovering(nonce),
+        if !self.change_to_next_view() {
+            self.start_recovering(nonce);
         }
+    }
+
+    /// A primary that lost its pipeline (it restarted) leaves its view: it starts the
+    /// next view's change, as views only move forward. False, changing nothing, when no
+    /// view is left.
+    pub(super) fn change_to_next_view(&mut self) -> bool {
+        let Some(next) = self.view.checked_add(1).filter(|&next| next <= VIEW_MAX) else {
+            return false;
+        };
+        self.enter_view_change(next, ReplicaSet::of(self.index), false);
+        self.stats.view_changes += 1;
+        true
     }
 
     /// The committed entries this replica kept aside as a former witness, as its store
