@@ -286,6 +286,22 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         107001476,
         "with disks: a witness fetching the next epoch's start took a replaced replica's answer to its own view's GetState (after its log's end) for the members' answer from their log bases, and gave up its copies of the last ops and the RECONFIGURATION (copies)",
     ),
+    (
+        118000114,
+        "with disks: a witness still handing its epoch's start over became active in the next epoch, dropped that state to fetch everything from op 0, and gave up copies only one other disk held (copies); with that fixed, a witness retired through two epochs took itself for an active with a trimmed log and no checkpoint (assertion)",
+    ),
+    (
+        120009306,
+        "the same as 118000114's first bug in another run (copies)",
+    ),
+    (
+        121007684,
+        "with disks: as 118000114, for a witness handing its epoch's start over that is a witness again in the next epoch: it dropped the state (copies)",
+    ),
+    (
+        127002416,
+        "the same as 118000114's first bug in another run (copies)",
+    ),
 ];
 
 #[test]

@@ -372,6 +372,8 @@ impl<S: StateMachine> Replica<S> {
             configuration.epoch() > self.configuration.epoch() || self.status == Status::Joining
         );
         let was_witness = self.is_witness();
+        // A witness still handing its epoch's start over holds the state at that start.
+        let handed_over_from = self.hands_over_state().then_some(self.epoch_start);
         // An active member that holds the state at the start (it executed the
         // RECONFIGURATION there): what it hands over if it becomes a witness.
         let held_start = !was_witness
@@ -401,7 +403,7 @@ impl<S: StateMachine> Replica<S> {
         self.state_transfer_timeout.stop();
         self.state_transfer_pending = false;
         self.stats.epochs_started += 1;
-        self.take_up_role(was_witness, held_start);
+        self.take_up_role(was_witness, held_start, handed_over_from);
         if self.configuration.witnesses().is_empty() {
             // The log may hold the entries an earlier epoch kept above its actives'
             // commit for its witnesses, up to that epoch's larger bound: trim them now,
@@ -426,13 +428,26 @@ impl<S: StateMachine> Replica<S> {
     ///   epoch reaches the start (f'+1 of its actives executed it: `end_hand_over`). A
     ///   learner's state is not needed (the old epoch's replicas serve the start): it
     ///   drops it at once.
+    /// - A member now (active, or a witness again) that was a witness still handing its
+    ///   start over: that state is its basis (`resume_from_handed_over_state`).
     /// - An active now that was a witness: its commit number counted ops it never
     ///   executed, over a service still in its first state. It starts again from op 0,
     ///   as a new member does, so that it executes (or installs a checkpoint of)
     ///   everything up to the start before it votes (paper 7.2); nothing ever executes
     ///   on its empty service as if it were the state at its old commit number. The
     ///   committed entries of its log are kept aside meanwhile ([`FormerWitnessLog`]).
-    fn take_up_role(&mut self, was_witness: bool, held_start: bool) {
+    fn take_up_role(&mut self, was_witness: bool, held_start: bool, handed_over_from: Option<Op>) {
+        let member = self.index != NOT_A_MEMBER;
+        if let Some(old_start) = handed_over_from.filter(|_| was_witness && member) {
+            if self.resume_from_handed_over_state(old_start) {
+                if self.is_witness() {
+                    // A witness again: it hands the new start over in turn, until this
+                    // epoch's actives hold it.
+                    self.epoch_transfer.hands_over_state = true;
+                }
+                return;
+            }
+        }
         if was_witness {
             // A witness that still handed the start of its epoch over: that epoch ran
             // its course (its actives executed this RECONFIGURATION, and hold this
@@ -464,6 +479,50 @@ impl<S: StateMachine> Replica<S> {
                 "a witness of the epoch before is active in this one: fetching the state from op 0"
             );
         }
+    }
+
+    /// A witness that still handed its epoch's start over (its service holds the state at
+    /// `old_start`, executed as the active it was) and is a member of this epoch: that
+    /// state is its basis (a witness again hands the new start over in turn). Its log
+    /// runs from there through this epoch's start, committed (a witness moves at its
+    /// commit number), so it executes those entries and holds the start. Dropping the
+    /// state to fetch everything from op 0 instead gave up, while a replica was down and
+    /// another's writes were pending, copies only one other disk held (seeds 118000114,
+    /// 120009306, 121007684, 127002416). Returns false, changing nothing, when its log
+    /// does not run unbroken from `old_start` to the start.
+    fn resume_from_handed_over_state(&mut self, old_start: Op) -> bool {
+        let start = self.epoch_start;
+        let unbroken = self.checkpoint_op() <= old_start
+            && self.log.base() <= old_start
+            && self.log.op() >= start
+            && self.commit >= start
+            && old_start <= start;
+        if !unbroken {
+            return false;
+        }
+        self.log.truncate(start);
+        self.commit = old_start;
+        // Replies go nowhere: the clients retry and get them from the client table.
+        let mut replies = Vec::new();
+        if self.is_witness() {
+            // As a restarted witness resuming its hand-over does (`restart`).
+            self.execute_handed_over_state_to(start, &mut replies);
+        } else {
+            self.commit_to(start, &mut replies);
+        }
+        self.build_checkpoint_now();
+        debug_assert!(
+            self.epoch_change.is_none(),
+            "the start's RECONFIGURATION is this epoch's"
+        );
+        tracing::info!(
+            replica = self.id,
+            epoch = self.configuration.epoch(),
+            from = old_start,
+            to = start,
+            "a witness that handed the start over is active in this epoch: executed its log to the new start"
+        );
+        true
     }
 
     /// A replica that becomes a witness returns its service to the first state and

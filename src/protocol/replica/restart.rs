@@ -345,11 +345,7 @@ impl<S: StateMachine> Replica<S> {
                 // witness executes nothing (paper 6.1), and what it hands over is the
                 // state at the start.
                 self.epoch_transfer.hands_over_state = true;
-                while self.commit < self.epoch_start {
-                    let op = self.commit + 1;
-                    self.execute_entry(op, &mut replies);
-                    self.commit = op;
-                }
+                self.execute_handed_over_state_to(self.epoch_start, &mut replies);
             }
             self.commit_to(stored.commit.min(self.log.op()), &mut replies);
             self.build_checkpoint_now();

@@ -78,11 +78,15 @@ impl<S: StateMachine> Replica<S> {
         if self.is_witness() {
             return false;
         }
+        // Its role is the one it had in the last epoch it was a member of: a replica
+        // may retire through several epochs (it serves its log until each started).
         let retired_witness = self.status == Status::Retiring
-            && self.history.back().is_some_and(|old| {
-                old.index_of(self.id)
-                    .is_some_and(|index| old.is_witness(index))
-            });
+            && self
+                .history
+                .iter()
+                .rev()
+                .find_map(|old| old.index_of(self.id).map(|index| old.is_witness(index)))
+                .unwrap_or(false);
         !retired_witness
     }
 
@@ -115,6 +119,18 @@ impl<S: StateMachine> Replica<S> {
     /// actives (see `epoch::take_up_role`): it executes nothing, and serves it.
     pub fn hands_over_state(&self) -> bool {
         self.epoch_transfer.hands_over_state
+    }
+
+    /// Executes the log up to `op` on the state a witness hands over: as the active it
+    /// was, and no further (paper 6.1: a witness executes nothing else). The ops' replies
+    /// go to `replies` (a restart or an epoch move drops them: a client that missed one
+    /// retries and gets it from the client table).
+    pub(super) fn execute_handed_over_state_to(&mut self, op: Op, replies: &mut Vec<Effect>) {
+        while self.commit < op {
+            let next = self.commit + 1;
+            self.execute_entry(next, replies);
+            self.commit = next;
+        }
     }
 
     /// The epoch's actives hold the start: the witness drops the state it kept for them.
