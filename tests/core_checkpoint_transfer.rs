@@ -10,7 +10,9 @@ use checkpoint_setup::{assert_same_state, config, put_all, settle, KEYS};
 use std::cell::RefCell;
 use std::rc::Rc;
 use vsr::client::ClientSession;
-use vsr::protocol::{Body, CheckpointContent, Message, ReplicaId};
+use vsr::protocol::{
+    Body, CheckpointContent, GetState, Message, Replica, ReplicaId, Start, Status, Stored,
+};
 use vsr::service::kv::Kv;
 use vsr::testing::MemoryCluster;
 use vsr::Config;
@@ -295,4 +297,78 @@ fn an_install_no_worker_took_is_prepared_at_the_next_tick() {
     settle(&mut cluster, commit);
     assert_eq!(cluster.replicas[2].stats().checkpoint_transfers, 1);
     assert_same_state(&cluster);
+}
+
+/// A recovering replica speaks for no log (paper 4.3), but the checkpoint it restored is
+/// committed state: it names that checkpoint, and only that, to a replica that lacks it,
+/// and serves its pages. Replica 1 restarts on a damaged store that kept its checkpoint;
+/// the primary is down, so replica 1 stays recovering; lagging replica 2 asks it for state
+/// and installs its checkpoint. (Seed 124000968 of the random runs: a member fetching its
+/// epoch's start waited for good on the one active holding it, which was recovering.)
+#[test]
+fn a_recovering_replica_serves_its_checkpoint_and_no_log() {
+    let (mut cluster, _session) = lagging_cluster();
+    let config = config();
+    let checkpoint = cluster.replicas[1]
+        .checkpoint()
+        .expect("a checkpoint")
+        .clone();
+    let checkpoint_op = checkpoint.op;
+    assert!(checkpoint_op > cluster.replicas[2].commit());
+    let stored = Stored {
+        checkpoint: Some(checkpoint),
+        log_base: checkpoint_op,
+        commit: checkpoint_op,
+        damage: Some("a corrupt entry after the checkpoint".into()),
+        ..Stored::default()
+    };
+    cluster.replicas[1] = Replica::new(
+        config.clone(),
+        1,
+        Kv::new(),
+        Start::Restart {
+            stored: Box::new(stored),
+            nonce: 11,
+        },
+    );
+    assert_eq!(cluster.replicas[1].status(), Status::Recovering);
+    cluster.down[0] = true;
+    cluster.down[2] = false;
+    let sent = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::clone(&sent);
+    cluster.drop_filter = Some(Box::new(move |from, _, message: &Message| {
+        if let (1, Body::NewState(new_state)) = (from, &message.body) {
+            seen.borrow_mut().push(new_state.clone());
+        }
+        false
+    }));
+    let ask = |op| Message {
+        epoch: 0,
+        view: 0,
+        replica: 2,
+        body: Body::GetState(GetState { op, learner: None }),
+    };
+    cluster.deliver(1, ask(checkpoint_op));
+    cluster.run(100_000);
+    assert!(sent.borrow().is_empty(), "nothing after its checkpoint");
+    cluster.deliver(1, ask(cluster.replicas[2].commit()));
+    for _ in 0..10 * config.state_transfer_timeout_ticks {
+        cluster.tick();
+        cluster.run(100_000);
+        if cluster.replicas[2].commit() >= checkpoint_op {
+            break;
+        }
+    }
+    let answers = sent.borrow();
+    let answer = answers.first().expect("an answer");
+    assert_eq!(answer.checkpoint.map(|id| id.op), Some(checkpoint_op));
+    assert!(
+        answer.entries.is_empty(),
+        "a recovering replica sends no log"
+    );
+    assert!(!answer.vouches);
+    assert_eq!(answer.commit, checkpoint_op);
+    assert_eq!(cluster.replicas[2].commit(), checkpoint_op, "installed");
+    assert!(cluster.replicas[2].service() == cluster.replicas[1].service());
+    cluster.replicas[2].invariants();
 }

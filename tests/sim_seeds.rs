@@ -370,6 +370,10 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
         117000184,
         "with disks: a witness fetching the next epoch's start took a member's answer to its own view's GetState (after its log's end, the member having moved on) for a log-base answer, and gave up its copy of the RECONFIGURATION (copies)",
     ),
+    (
+        124000968,
+        "with disks: the one active holding the epoch's start recovered from a damaged disk and waited for a member that was fetching that start, which no other replica held, and a recovering replica answered no GetState (liveness)",
+    ),
 ];
 
 #[test]

@@ -638,7 +638,10 @@ impl<S: StateMachine> Replica<S> {
         if self.status == Status::Recovering
             && !matches!(
                 message.body,
-                Body::Recovery(_) | Body::RecoveryResponse(_) | Body::NewState(_)
+                Body::Recovery(_)
+                    | Body::RecoveryResponse(_)
+                    | Body::NewState(_)
+                    | Body::GetState(_)
             )
         {
             return self.drop_message(&message, "recovering");

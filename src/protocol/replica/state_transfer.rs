@@ -8,6 +8,8 @@
 //! witness, which holds no state (paper 6.1), it starts at the responder's log instead,
 //! and the witness skips the gap below it (`witness`: no replica trims an entry that
 //! fewer than f+1 actives executed, so the witness's copies of those are all in that log).
+//! A recovering replica vouches for no log and answers with its checkpoint alone
+//! (`answer_get_state_while_recovering`).
 
 use super::witness::witness_base_timestamp;
 use super::*;
@@ -185,6 +187,9 @@ impl<S: StateMachine> Replica<S> {
             }
             return;
         }
+        if self.status == Status::Recovering {
+            return self.answer_get_state_while_recovering(from, get_state, effects);
+        }
         // Normal, a replica vouches for its view's log, all of it; otherwise it answers
         // with committed entries only (paper 5.2: only a replica normal in a view speaks
         // for that view's log). The answer goes out in this replica's view, whatever view
@@ -203,6 +208,41 @@ impl<S: StateMachine> Replica<S> {
         if let Some(new_state) = self.new_state_for(get_state, limit, for_witness) {
             self.send(from, Body::NewState(new_state), effects);
         }
+    }
+
+    /// A recovering replica speaks for no log (paper 4.3: it may have lost any of it), but
+    /// a checkpoint it holds is committed state: it executed those ops. It names that
+    /// checkpoint, with no entries, to an active that lacks it, as any replica serves its
+    /// checkpoint's pages whatever its status (`serve_checkpoint`). Without this, a member
+    /// fetching its epoch's start waited for good when the one active that held the start
+    /// was recovering and waited in turn for that member to be normal (seed 124000968).
+    fn answer_get_state_while_recovering(
+        &mut self,
+        from: ReplicaIndex,
+        get_state: GetState,
+        effects: &mut Vec<Effect>,
+    ) {
+        if self.configuration.is_witness(from) {
+            // A witness takes entries, never state.
+            return self.drop_reason("get_state", "recovering: a witness needs entries");
+        }
+        let Some(checkpoint) = self.checkpoint_id().filter(|id| get_state.op < id.op) else {
+            return self.drop_reason("get_state", "recovering: no checkpoint after the op");
+        };
+        debug_assert!(
+            checkpoint.op <= self.commit,
+            "a checkpoint holds executed ops"
+        );
+        let new_state = NewState {
+            sender: self.id,
+            commit: checkpoint.op,
+            op: checkpoint.op,
+            vouches: false,
+            checkpoint: Some(checkpoint),
+            op_first: checkpoint.op + 1,
+            entries: Vec::new(),
+        };
+        self.send(from, Body::NewState(new_state), effects);
     }
 
     /// The answer to `get_state` with entries up to `limit` (this replica's op when it
