@@ -65,15 +65,15 @@ impl CheckpointBuilder {
         }
     }
 
-    /// What finished since the last call: `None`, nothing; `Some(ms)`, a build or an
-    /// install's preparation, with how long the last build among them took, in
-    /// milliseconds (`None` if there was none).
-    pub fn take_finished(&self) -> Option<Option<u64>> {
+    /// What finished since the last call (`None`: nothing).
+    pub fn take_finished(&self) -> Option<Finished> {
         if !self.built.swap(false, Ordering::AcqRel) {
             return None;
         }
         let ms = self.last_build_ms.swap(NO_BUILD, Ordering::AcqRel);
-        Some((ms != NO_BUILD).then_some(ms))
+        Some(Finished {
+            build_ms: (ms != NO_BUILD).then_some(ms),
+        })
     }
 
     /// Stops the thread once its build (if any) is done.
@@ -88,6 +88,24 @@ impl CheckpointBuilder {
 impl Drop for CheckpointBuilder {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Work done off the loop that the core was not told of yet: checkpoint builds, or
+/// preparations of a fetched checkpoint's install, or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// How long the last build among them took, in milliseconds (`None`: only
+    /// preparations finished).
+    pub build_ms: Option<u64>,
+}
+
+impl Finished {
+    /// Both together: the later build's time, or the earlier's if only it was a build.
+    pub fn and(self, later: Finished) -> Finished {
+        Finished {
+            build_ms: later.build_ms.or(self.build_ms),
+        }
     }
 }
 

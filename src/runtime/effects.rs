@@ -10,6 +10,7 @@
 //! protocol's timeouts resend what matters, and a client's retry is answered from the
 //! client table.
 
+use super::checkpoint_builder::Finished;
 use super::event_loop::EventLoop;
 use super::handshake::PeerState;
 use super::metrics::Recorder;
@@ -80,9 +81,11 @@ impl<S: StateMachine> EventLoop<S> {
                         let started = Instant::now();
                         build.run();
                         let ms = started.elapsed().as_millis() as u64;
-                        let build_ms = (!build.is_install()).then_some(ms);
-                        let earlier = self.checkpoint_built.flatten();
-                        self.checkpoint_built = Some(build_ms.or(earlier));
+                        let done = Finished {
+                            build_ms: (!build.is_install()).then_some(ms),
+                        };
+                        let earlier = self.checkpoint_built.unwrap_or_default();
+                        self.checkpoint_built = Some(earlier.and(done));
                     }
                 },
             }

@@ -32,7 +32,7 @@
 //! limit is closed with a logged reason.
 
 use super::admission::SharedSlots;
-use super::checkpoint_builder::CheckpointBuilder;
+use super::checkpoint_builder::{CheckpointBuilder, Finished};
 use super::clock::Clock;
 use super::connections::{ConnectionSet, Written};
 use super::hand_off::IoThreads;
@@ -124,9 +124,8 @@ pub struct EventLoop<S: StateMachine> {
     /// core, on this thread.
     pub(super) hasher: Option<PageHasher>,
     /// A checkpoint built (or an install prepared) on this thread, without a builder,
-    /// that the core was not told of yet: how long the build took, milliseconds (`None`
-    /// for an install alone).
-    pub(super) checkpoint_built: Option<Option<u64>>,
+    /// that the core was not told of yet.
+    pub(super) checkpoint_built: Option<Finished>,
     /// The Prometheus endpoint's side (`--metrics-address`), if served.
     exporter: Option<MetricsExporter>,
     /// What `ReplicaServer::status` reads, stored every iteration.
@@ -397,8 +396,8 @@ impl<S: StateMachine> EventLoop<S> {
             Some(builder) => builder.take_finished(),
             None => self.checkpoint_built.take(),
         };
-        if let Some(build_ms) = finished {
-            if let Some(ms) = build_ms {
+        if let Some(finished) = finished {
+            if let Some(ms) = finished.build_ms {
                 self.metrics.checkpoint_build_ms.record(ms);
             }
             self.replica.on_checkpoint_built(&mut self.effects);
