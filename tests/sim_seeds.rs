@@ -291,6 +291,10 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
         "with disks: a witness still handing its epoch's start over became active in the next epoch, dropped that state to fetch everything from op 0, and gave up copies only one other disk held (copies); with that fixed, a witness retired through two epochs took itself for an active with a trimmed log and no checkpoint (assertion)",
     ),
     (
+        112006241,
+        "with disks: a witness that recovered in a new epoch trimmed by the actives' commit it had heard in the old one, and gave up copies of ops that only f of the new epoch's actives held (copies)",
+    ),
+    (
         120009306,
         "the same as 118000114's first bug in another run (copies)",
     ),
@@ -369,6 +373,18 @@ const WITNESSES_EVERYWHERE_REGRESSIONS: &[(u64, &str)] = &[
     (
         117000184,
         "with disks: a witness fetching the next epoch's start took a member's answer to its own view's GetState (after its log's end, the member having moved on) for a log-base answer, and gave up its copy of the RECONFIGURATION (copies)",
+    ),
+    (
+        115003224,
+        "pinned a first fix of 112006241 (the actives' commit started again at 0 in a new epoch): a restart put back every entry its store had not compacted yet, past the log's bound (assertion)",
+    ),
+    (
+        115004793,
+        "the same (assertion)",
+    ),
+    (
+        115004949,
+        "the same, a witness handing the start over that restarted and joined a view (assertion)",
     ),
     (
         124000968,

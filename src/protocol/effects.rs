@@ -197,7 +197,10 @@ pub enum Write {
     /// With witnesses (paper 6.1): the replica heard that f+1 actives executed every op
     /// up to this one (`actives_commit`). Knowledge, kept so that a restart from storage
     /// still knows which ops a witness may skip (a log that starts at a checkpoint answers
-    /// a witness below it only once this reaches its base); nothing waits for it.
+    /// a witness below it only once this reaches its base); nothing waits for it. It
+    /// grows within an epoch and starts again (at the log's base) at a move to an epoch
+    /// with witnesses (`epoch::move_to_epoch`): the lowered value is issued before the input's
+    /// `Configuration`, so that no store pairs the new epoch with the old number.
     ActivesCommit(Op),
 }
 

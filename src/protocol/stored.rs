@@ -66,7 +66,8 @@ pub enum StoredWrite {
     /// or none any more.
     FormerWitnessLog(Option<FormerWitnessLog>),
     /// The replica heard that f+1 actives executed every op up to this one (see
-    /// [`Write::ActivesCommit`]): knowledge, never going back.
+    /// [`Write::ActivesCommit`]): knowledge of the store's epoch; the latest record
+    /// wins (a new epoch starts it again below the old one's).
     ActivesCommit(Op),
     /// The replica knew that every op up to this one had committed. Not a core write:
     /// drivers record it with each batch of writes (knowledge never goes stale: a
@@ -443,9 +444,7 @@ impl Stored {
                 self.former_witness_log = kept;
             }
             StoredWrite::Commit(commit) => self.commit = self.commit.max(commit),
-            StoredWrite::ActivesCommit(op) => {
-                self.actives_commit = Some(self.actives_commit.map_or(op, |heard| heard.max(op)))
-            }
+            StoredWrite::ActivesCommit(op) => self.actives_commit = Some(op),
         }
         Ok(())
     }
@@ -689,13 +688,13 @@ mod tests {
             log_start(12)
         ])
         .is_err());
-        // The actives' commit is knowledge: it never goes back.
+        // The latest actives' commit wins: a new epoch starts it again lower.
         let stored = fold(vec![
             StoredWrite::ActivesCommit(7),
             StoredWrite::ActivesCommit(3),
         ])
         .unwrap();
-        assert_eq!(stored.actives_commit, Some(7));
+        assert_eq!(stored.actives_commit, Some(3));
         // A store with a log start covers no deferred checkpoint.
         let stored = fold(vec![append(1, 3)]).unwrap();
         assert!(stored.covers(&[append(4, 3)], 6));

@@ -390,6 +390,17 @@ impl<S: StateMachine> Replica<S> {
             self.configuration = configuration;
         }
         self.install_configuration(start);
+        if !self.configuration.witnesses().is_empty() {
+            // The actives' commit counts this epoch's actives: f'+1 of them executed the
+            // ops up to it. The old epoch's number counted replicas that may hold no
+            // state here (a witness now, one replaced, one that failed since), while
+            // this epoch's actives may not hold the start yet: trimming by it let a
+            // witness give up copies of ops only f' actives held (seed 112006241). It
+            // starts again at the log's base, so that the log trims no further until
+            // this epoch's primary reports a higher number (and a restart puts back no
+            // entry trimmed already: `restart` keeps the entries above it).
+            self.actives_commit_heard = self.actives_commit_heard.min(self.log.base());
+        }
         self.view = 0;
         self.last_normal_view = 0;
         self.asks = ViewChangeAsks::default();

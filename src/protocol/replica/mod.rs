@@ -378,8 +378,9 @@ pub struct Replica<S> {
     /// With witnesses: f+1 actives executed the ops up to this one (the actives'
     /// commit), as a primary of this replica's views reported (`Prepare::actives_commit`, `Commit::actives_commit`)
     /// or, as the primary, found itself. No replica trims its log above it (`witness`).
-    /// Never decreases; written as knowledge (`Write::ActivesCommit`), so a restart from
-    /// storage keeps it.
+    /// Grows within an epoch, and starts again at the log's base at a move to an epoch
+    /// with witnesses: it counts that epoch's actives (`epoch::move_to_epoch`). Written
+    /// as knowledge (`Write::ActivesCommit`), so a restart from storage keeps it.
     actives_commit_heard: Op,
     service: S,
     /// The service's state before any op, as it was handed over: what a replica that

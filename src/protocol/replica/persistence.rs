@@ -238,6 +238,15 @@ impl<S: StateMachine> Replica<S> {
             self.writes.former_witness_log_written = None;
             self.writes.issue(Write::FormerWitnessLog, effects);
         }
+        if (self.writes.actives_commit_written)
+            .is_some_and(|written| self.actives_commit_heard < written)
+        {
+            // Started again by a move to an epoch with witnesses: before the new epoch's
+            // `Configuration`, so that no store pairs it with the old epoch's number.
+            self.writes.actives_commit_written = Some(self.actives_commit_heard);
+            let write = Write::ActivesCommit(self.actives_commit_heard);
+            self.writes.issue(write, effects);
+        }
         let epoch = self.configuration.epoch();
         if epoch != self.writes.configuration_written {
             self.writes.configuration_written = epoch;
