@@ -12,7 +12,7 @@
 //! |   6 | commit              | op `u64`                                                   |
 //! |   7 | configuration       | epoch start op `u64`, then the configuration (`Configuration::encode`) |
 //! |   8 | log start (witness) | base `u64`, the base's timestamp `u64` (format version 3)  |
-//! |   9 | actives' commit     | op `u64` (format version 3)                                |
+//! |   9 | actives' commit     | op `u64` (format version 3; the latest wins since 6)       |
 //! |  10 | checkpoint dropped  | empty (format version 5)                                   |
 //! |  11 | former witness log  | kept `u8` (0: none, 1: base `u64`, then an entry list) (format version 5) |
 //!

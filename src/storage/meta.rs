@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! vsr data directory
-//! version 5
+//! version 6
 //! cluster 0
 //! replica 2
 //! replicas 3
@@ -39,7 +39,11 @@ pub const META_FILE: &str = "meta";
 ///   witness that becomes active keeps its witness log's committed entries (tag 11). A
 ///   version 4 build would read either record as damage; this build refuses a version 4
 ///   directory by name.
-pub const FORMAT_VERSION: u32 = 5;
+/// - 6: the actives' commit record (tag 9) is the latest one, not the highest: a move
+///   to an epoch with witnesses writes a lower number (`epoch::move_to_epoch`). A
+///   version 5 build would keep the old epoch's higher number and trim by it, without
+///   a sign of damage; this build refuses a version 5 directory by name.
+pub const FORMAT_VERSION: u32 = 6;
 const FIRST_LINE: &str = "vsr data directory";
 /// A longer meta file is not one of ours.
 const META_BYTES_MAX: usize = 4096;
@@ -196,55 +200,20 @@ mod tests {
         .unwrap();
         let text = check_or_create(&directory, US).unwrap_err().to_string();
         assert!(text.contains("version 9 is not supported"), "{text}");
-        // The format before the journal's file ids.
-        std::fs::write(
-            &path,
-            "vsr data directory\nversion 1\ncluster 7\nreplica 1\nreplicas 3\n",
-        )
-        .unwrap();
-        let text = check_or_create(&directory, US).unwrap_err().to_string();
-        assert!(
-            text.contains("version 1 is not supported (this vsr reads version 5)"),
-            "{text}"
-        );
-        // The format before a witness's log start records.
-        std::fs::write(
-            &path,
-            "vsr data directory
-version 2
-cluster 7
-replica 1
-replicas 3
-",
-        )
-        .unwrap();
-        let text = check_or_create(&directory, US).unwrap_err().to_string();
-        assert!(
-            text.contains("version 2 is not supported (this vsr reads version 5)"),
-            "{text}"
-        );
-        // The format before incremental checkpoint files.
-        std::fs::write(
-            &path,
-            "vsr data directory\nversion 3\ncluster 7\nreplica 1\nreplicas 3\n",
-        )
-        .unwrap();
-        let text = check_or_create(&directory, US).unwrap_err().to_string();
-        assert!(
-            text.contains("version 3 is not supported (this vsr reads version 5)"),
-            "{text}"
-        );
-        // The format before a witness's dropped checkpoint.
-        std::fs::write(
-            &path,
-            "vsr data directory\nversion 4\ncluster 7\nreplica 1\nreplicas 3\n",
-        )
-        .unwrap();
-        let text = check_or_create(&directory, US).unwrap_err().to_string();
-        assert!(
-            text.contains("version 4 is not supported (this vsr reads version 5)"),
-            "{text}"
-        );
+        // Every earlier format: before the journal's file ids (1), a witness's log start
+        // records (2), incremental checkpoint files (3), a witness's dropped checkpoint
+        // (4), an epoch's own actives' commit (5).
+        for old in 1..FORMAT_VERSION {
+            std::fs::write(
+                &path,
+                format!("vsr data directory\nversion {old}\ncluster 7\nreplica 1\nreplicas 3\n"),
+            )
+            .unwrap();
+            let text = check_or_create(&directory, US).unwrap_err().to_string();
+            let expected =
+                format!("version {old} is not supported (this vsr reads version {FORMAT_VERSION})");
+            assert!(text.contains(&expected), "{text}");
+        }
         for garbage in [
             &b"\xff\xfe"[..],
             b"",
