@@ -546,6 +546,7 @@ fn forged_replica_messages_are_dropped_and_the_cluster_keeps_serving() {
                     last_normal_view: view + 2,
                     op: 0,
                     commit: 0,
+                    actives_commit: 0,
                     entries: Vec::new(),
                 }),
             ),

@@ -261,6 +261,7 @@ fn a_backup_takes_part_in_no_view_change_while_its_granted_lease_runs() {
             last_normal_view: 0,
             op: replica.op(),
             commit: replica.op(),
+            actives_commit: 0,
             entries: Vec::new(),
         }),
     };

@@ -643,6 +643,7 @@ fn new_primary_fetch_stops_at_the_log_the_do_view_changes_define() {
         last_normal_view: 0,
         op: 6,
         commit: 6,
+        actives_commit: 0,
         entries: Vec::new(),
     };
     effects.clear();

@@ -215,6 +215,10 @@ const WITNESS_REGRESSIONS: &[(u64, &str)] = &[
         5001761,
         "a witness joining a started view asked only its primary, whose log began at a checkpoint above the actives' commit; that commit waited for two recovering actives, whose recovery waited for the witness (converge)",
     ),
+    (
+        114005309,
+        "two actives lost their memory and the third, restored from a checkpoint, had never heard the actives' commit a primary's new view counted afresh: it refused the witnesses the log after its checkpoint, and they never joined its views (liveness)",
+    ),
 ];
 
 /// Seeds that found bugs of reconfiguring clusters with witnesses (paper 6.1 with 7:
@@ -305,6 +309,14 @@ const WITNESS_RECONFIGURATION_REGRESSIONS: &[(u64, &str)] = &[
     (
         127002416,
         "the same as 118000114's first bug in another run (copies)",
+    ),
+    (
+        131013887,
+        "as 114005309 in a new epoch, the restored active partitioned from the primary at once: only the witnesses had heard the actives' commit, and a DoViewChange did not carry it (liveness)",
+    ),
+    (
+        137014814,
+        "with disks: a witness replaced in a new epoch restarted after a power loss; its store's witness log (no checkpoint, after a log start) was read as damage and dropped, and with it the only copies of the ops before the epoch's start (liveness)",
     ),
 ];
 

@@ -245,14 +245,15 @@ fn body(view: u32) -> impl Strategy<Value = Body> {
             stamp
         })),
         (0..=view).prop_map(|sender_view| Body::StartViewChange(StartViewChange { sender_view })),
-        (0..=view, op(), 0..64u64, entries(0)).prop_map(
-            move |(last_normal_view, commit, extra, entries)| {
+        (0..=view, op(), 0..64u64, op(), entries(0)).prop_map(
+            move |(last_normal_view, commit, extra, actives_commit, entries)| {
                 // The entries follow the commit; the op may reach past them.
                 let op = commit + entries.len() as u64 + extra;
                 Body::DoViewChange(DoViewChange {
                     last_normal_view,
                     op,
                     commit,
+                    actives_commit,
                     entries,
                 })
             }
@@ -1289,6 +1290,7 @@ fn contradictory_fields_are_refused_by_name() {
                 last_normal_view: 1,
                 op: 4,
                 commit: 5,
+                actives_commit: 0,
                 entries: vec![],
             })),
             "do_view_change commit above its op",
@@ -1298,6 +1300,7 @@ fn contradictory_fields_are_refused_by_name() {
                 last_normal_view: 3,
                 op: 5,
                 commit: 5,
+                actives_commit: 0,
                 entries: vec![],
             })),
             "do_view_change last normal view above its view",
@@ -1307,6 +1310,7 @@ fn contradictory_fields_are_refused_by_name() {
                 last_normal_view: 1,
                 op: 5,
                 commit: 4,
+                actives_commit: 0,
                 entries: vec![entry_with(b"a"), entry_with(b"b")],
             })),
             "do_view_change has more entries than op - commit",

@@ -361,6 +361,12 @@ pub struct DoViewChange {
     pub op: Op,
     /// The sender's commit number.
     pub commit: Op,
+    /// With witnesses (paper 6.1): the highest actives' commit the sender knows in this
+    /// epoch (what its primaries reported). The new primary counts the actives afresh
+    /// in its view, from 0 for those that have not answered: without this, one restored
+    /// from a checkpoint that never heard the number refused the witnesses the log after
+    /// its checkpoint (`witness`). 0 without witnesses.
+    pub actives_commit: Op,
     /// The sender's entries after `commit` (ops `commit + 1 ..= op`).
     pub entries: Vec<Entry>,
 }

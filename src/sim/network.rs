@@ -603,6 +603,7 @@ mod tests {
                 last_normal_view: 0,
                 op: 0,
                 commit: 0,
+                actives_commit: 0,
                 entries: Vec::new(),
             }),
             ..commit(0)

@@ -157,6 +157,7 @@ pub fn forge(target: &Replica<Kv>, c: &mut Choices<'_>) -> Message {
                     commit.saturating_add(entries.len() as Op)
                 },
                 commit,
+                actives_commit: pick_op(target, c),
                 entries,
             })
         }

@@ -151,7 +151,8 @@ fn used_fields(command: Command) -> u16 {
         // `op` carries the actives' commit number (paper 6.1, for witnesses).
         Commit => ENVELOPE | COMMIT | OP | NONCE,
         StartViewChange => ENVELOPE | LAST_NORMAL_VIEW,
-        DoViewChange => ENVELOPE | LAST_NORMAL_VIEW | OP | COMMIT,
+        // `nonce` carries the actives' commit the sender knows (paper 6.1).
+        DoViewChange => ENVELOPE | LAST_NORMAL_VIEW | OP | COMMIT | NONCE,
         StartView => ENVELOPE | OP | COMMIT | OP_FIRST,
         Recovery => ENVELOPE | NONCE,
         RecoveryResponse => ENVELOPE | CODE | NONCE | OP | COMMIT | OP_FIRST,
@@ -342,6 +343,7 @@ fn parse_body(header: &Header, command: Command, reader: &mut Reader) -> Result<
             last_normal_view: header.last_normal_view,
             op: header.op,
             commit: header.commit,
+            actives_commit: header.nonce,
             entries: reader.entries()?,
         }),
         Command::StartView => Body::StartView(StartView {

@@ -348,6 +348,7 @@ fn fill_header(body: &Body, header: &mut Header) {
             header.last_normal_view = dvc.last_normal_view;
             header.op = dvc.op;
             header.commit = dvc.commit;
+            header.nonce = dvc.actives_commit;
             Command::DoViewChange
         }
         Body::StartView(start_view) => {

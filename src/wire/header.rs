@@ -17,8 +17,10 @@ pub const HEADER_BYTES: usize = 96;
 /// first frame refuses it with [`super::RefusalCode::VersionDiffers`], naming both.
 ///
 /// Raise it whenever a frame's layout or meaning changes in a way an older binary would
-/// misread. Version 0 is every binary from before the byte was a version (it was zero).
-pub const VERSION: u8 = 1;
+/// misread. Version 0 is every binary from before the byte was a version (it was zero);
+/// 2: a `DoViewChange` carries the actives' commit its sender knows (in `nonce`, which
+/// a version 1 binary requires to be zero).
+pub const VERSION: u8 = 2;
 
 /// What a frame carries: one code per protocol message, plus the connection-level frames.
 ///

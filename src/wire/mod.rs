@@ -57,7 +57,7 @@
 //! | `PrepareOk`        |                      | op, commit, nonce (= lease stamp echoed)    |                           |
 //! | `Commit`           |                      | commit, op (= actives' commit), nonce (= lease stamp) |                 |
 //! | `StartViewChange`  |                      | last_normal_view (= sender view)          |                           |
-//! | `DoViewChange`     |                      | last_normal_view, op, commit                | entries                   |
+//! | `DoViewChange`     |                      | last_normal_view, op, commit, nonce (= actives' commit) | entries       |
 //! | `StartView`        |                      | op, commit, op_first                        | entries                   |
 //! | `Recovery`         |                      | nonce                                       |                           |
 //! | `RecoveryResponse` | empty 1, normal 2    | nonce, op, commit, op_first (= epoch start) |                           |

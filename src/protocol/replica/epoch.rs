@@ -389,7 +389,11 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.configuration = configuration;
         }
+        let was_retired_witness = self.retired_as_witness && self.index == NOT_A_MEMBER;
         self.install_configuration(start);
+        // The role it retires from, for as long as it serves (`holds_service_state`).
+        self.retired_as_witness =
+            self.index == NOT_A_MEMBER && (was_witness || was_retired_witness);
         if !self.configuration.witnesses().is_empty() {
             // The actives' commit counts this epoch's actives: f'+1 of them executed the
             // ops up to it. The old epoch's number counted replicas that may hold no
@@ -401,6 +405,7 @@ impl<S: StateMachine> Replica<S> {
             // entry trimmed already: `restart` keeps the entries above it).
             self.actives_commit_heard = self.actives_commit_heard.min(self.log.base());
         }
+        self.actives_commit_of_epoch = 0;
         self.view = 0;
         self.last_normal_view = 0;
         self.asks = ViewChangeAsks::default();

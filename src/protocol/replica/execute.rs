@@ -54,8 +54,9 @@ impl<S: StateMachine> Replica<S> {
     /// Executes every op up to `commit` (all held in the log) and sets the commit number.
     pub(super) fn commit_to(&mut self, commit: Op, effects: &mut Vec<Effect>) {
         assert!(commit <= self.log.op(), "commit beyond the log");
-        if self.is_witness() {
-            // Paper 6.1: nothing executes at a witness (`witness`).
+        if !self.holds_service_state() {
+            // Paper 6.1: nothing executes at a witness (`witness`), nor at one retiring
+            // from being one.
             return self.witness_commit_to(commit);
         }
         while self.commit < commit {

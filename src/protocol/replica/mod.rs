@@ -382,6 +382,16 @@ pub struct Replica<S> {
     /// with witnesses: it counts that epoch's actives (`epoch::move_to_epoch`). Written
     /// as knowledge (`Write::ActivesCommit`), so a restart from storage keeps it.
     actives_commit_heard: Op,
+    /// The highest actives' commit known in this epoch (reported by its primaries, or
+    /// found as one): what this replica reports as primary when its own view's count is
+    /// lower (`witness::actives_commit_to_report`). 0 at a move to an epoch, and at a
+    /// restart (it only says less then); unlike `actives_commit_heard`, never an earlier
+    /// epoch's number.
+    actives_commit_of_epoch: Op,
+    /// Not a member of its configuration, and a witness in the last one it was a member
+    /// of: it serves its log, never state (`holds_service_state`), however many epochs
+    /// it retires through, and after a restart (`restart`).
+    retired_as_witness: bool,
     service: S,
     /// The service's state before any op, as it was handed over: what a replica that
     /// becomes a witness in a new epoch returns its service to (paper 6.1: a witness
@@ -515,6 +525,8 @@ impl<S: StateMachine> Replica<S> {
             log: Log::default(),
             commit: 0,
             actives_commit_heard: 0,
+            actives_commit_of_epoch: 0,
+            retired_as_witness: false,
             service,
             fresh_service,
             checkpoint: None,

@@ -390,7 +390,7 @@ impl<S: StateMachine> Replica<S> {
         let prepare = Prepare {
             op_first,
             commit: self.commit,
-            actives_commit: self.actives_commit(),
+            actives_commit: self.actives_commit_to_report(),
             stamp: self.lease_stamp(),
             entries,
         };
@@ -567,7 +567,7 @@ impl<S: StateMachine> Replica<S> {
             self.broadcast(
                 Body::Commit(Commit {
                     commit: self.commit,
-                    actives_commit: self.actives_commit(),
+                    actives_commit: self.actives_commit_to_report(),
                     stamp: self.lease_stamp(),
                 }),
                 effects,
@@ -603,7 +603,7 @@ impl<S: StateMachine> Replica<S> {
                 let prepare = Prepare {
                     op_first: from,
                     commit: self.commit,
-                    actives_commit: self.actives_commit(),
+                    actives_commit: self.actives_commit_to_report(),
                     stamp: self.lease_stamp(),
                     entries,
                 };

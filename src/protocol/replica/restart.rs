@@ -227,6 +227,13 @@ impl<S: StateMachine> Replica<S> {
             ));
         }
         let witness = self.is_witness();
+        // A replaced replica whose store holds a witness's log: entries after a
+        // `LogStart`, without a checkpoint (an active's store starts its log after op 0
+        // only at a checkpoint). It retires from being a witness: it serves that log and
+        // holds no state (seed 137014814: read as damage, the log was dropped, and with
+        // it the only copies of the ops before the next epoch's start).
+        self.retired_as_witness =
+            self.index == NOT_A_MEMBER && stored.checkpoint.is_none() && stored.log_base > 0;
         // A witness that stopped while it handed its epoch's start over (`take_up_role`):
         // its store holds the start as its checkpoint and the log through the start,
         // and the actives had not all executed it. It hands it over again: it may be
@@ -247,7 +254,7 @@ impl<S: StateMachine> Replica<S> {
             && stored_op >= self.epoch_start
             && stored.commit >= self.epoch_start
             && stored.actives_commit.unwrap_or(0) < self.epoch_start;
-        let witness_log = witness && !resumes_hand_over;
+        let witness_log = (witness && !resumes_hand_over) || self.retired_as_witness;
         let dropped = match stored.checkpoint.take() {
             Some(checkpoint) if witness_log => {
                 let op = checkpoint.op;

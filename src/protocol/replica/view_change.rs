@@ -251,6 +251,7 @@ impl<S: StateMachine> Replica<S> {
             last_normal_view: self.last_normal_view,
             op: self.log.op(),
             commit: self.commit,
+            actives_commit: self.actives_commit_of_epoch,
             entries,
         };
         self.view_changing.do_view_change_sent = true;
@@ -305,6 +306,9 @@ impl<S: StateMachine> Replica<S> {
         if self.status != Status::ViewChange {
             return self.drop_reason("do_view_change", "view already started");
         }
+        // What f+1 actives executed in this epoch stays true: the new primary learns the
+        // highest number its voters know (`DoViewChange::actives_commit`).
+        self.note_actives_commit(dvc.actives_commit);
         self.view_changing.do_view_changes[from as usize] = Some(dvc);
         if !self.view_changing.do_view_change_sent {
             // The sender saw f StartViewChanges: with it, f+1 replicas want this view.

@@ -34,7 +34,13 @@
 //! so does the log a recovering witness gets. The one log that may start above the
 //! actives' commit is one restored from a checkpoint (a replica that lost its memory):
 //! it answers no witness asking below it until the actives' commit reaches its base
-//! (`new_state_for`), and the witness waits rather than skip. With a data directory the
+//! (`new_state_for`), and the witness waits rather than skip. So the number must reach
+//! it: a view counts the actives afresh (0 for those that have not answered yet), so a
+//! primary reports the highest number known in its epoch when its own count is lower
+//! (`actives_commit_to_report`), and a DoViewChange carries the sender's, so that a new
+//! primary restored from a checkpoint learns it from the witnesses that heard it (seeds
+//! 114005309, 131013887: the actives it waited for were recovering through it, and the
+//! witnesses could never join its views). With a data directory the
 //! actives' commit heard is written (`Write::ActivesCommit`) and an active's journal keeps
 //! the entries above it, so a restart from disk keeps both (`restart`); a witness's own
 //! trims and skips are `Write::LogStart`s.
@@ -75,25 +81,14 @@ impl<S: StateMachine> Replica<S> {
     /// not at a witness, nor at a replica retiring from being one (paper 6.1: a witness
     /// executes nothing).
     pub fn holds_service_state(&self) -> bool {
-        if self.is_witness() {
-            return false;
-        }
-        // Its role is the one it had in the last epoch it was a member of: a replica
-        // may retire through several epochs (it serves its log until each started).
-        let retired_witness = self.status == Status::Retiring
-            && self
-                .history
-                .iter()
-                .rev()
-                .find_map(|old| old.index_of(self.id).map(|index| old.is_witness(index)))
-                .unwrap_or(false);
-        !retired_witness
+        let retired_witness = self.index == NOT_A_MEMBER && self.retired_as_witness;
+        !self.is_witness() && !retired_witness
     }
 
     /// A witness's commit: the ops up to `commit` are known committed, and nothing
     /// executes (see the module docs).
     pub(super) fn witness_commit_to(&mut self, commit: Op) {
-        debug_assert!(self.is_witness());
+        debug_assert!(!self.holds_service_state());
         assert!(commit <= self.log.op(), "commit beyond the log");
         if commit > self.commit {
             self.stats.entries_committed += commit - self.commit;
@@ -108,6 +103,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.actives_commit_heard = self.actives_commit_heard.max(actives_commit);
+        self.actives_commit_of_epoch = self.actives_commit_of_epoch.max(actives_commit);
         if self.hands_over_state() && actives_commit >= self.epoch_start {
             // Told by this epoch's primary: f'+1 of its actives executed the start.
             self.end_hand_over();
@@ -255,6 +251,20 @@ impl<S: StateMachine> Replica<S> {
         commits[f].min(self.commit)
     }
 
+    /// The actives' commit this primary reports (in its Prepares and Commits): its own
+    /// view's count, or the highest one known in this epoch when that is higher. That
+    /// f+1 actives executed an op stays true (an active that loses its state counts as
+    /// failed, see the module docs), but a view counts afresh, from 0 for the actives
+    /// that have not answered yet: a replica that lost its memory, recovering from a
+    /// primary whose view counted it at 0, never heard the number again, and, restored
+    /// from a checkpoint above it, refused the witnesses the log after it for good
+    /// (simulator seeds 114005309, 131013887: the actives it waited for were recovering
+    /// through it).
+    pub(super) fn actives_commit_to_report(&self) -> Op {
+        self.actives_commit()
+            .max(self.actives_commit_of_epoch.min(self.commit))
+    }
+
     /// The primary tells the witnesses how far the actives executed when that moved
     /// since it last did (a loaded primary sends no heartbeat, and the witnesses' logs
     /// would grow until full), and at least every commit interval while it sends them no
@@ -264,7 +274,7 @@ impl<S: StateMachine> Replica<S> {
         if !self.is_primary() || self.configuration.witnesses().is_empty() {
             return;
         }
-        let actives_commit = self.actives_commit();
+        let actives_commit = self.actives_commit_to_report();
         self.note_actives_commit(actives_commit);
         let silent = self.ticks.saturating_sub(self.primary.witnesses_told_tick)
             >= self.config.commit_interval_ticks;
