@@ -234,9 +234,13 @@ fn sources_keep_a_checkpoint_being_read_while_they_move_on() {
     assert_same_state(&cluster);
 }
 
-/// Ticks and delivers until replica 2 asked its worker to prepare the install of the
-/// checkpoint it fetched (every page in hand), or panics.
-fn until_the_install_is_prepared(cluster: &mut MemoryCluster<Kv>) {
+/// [`lagging_cluster`] with builds deferred, replica 2 back up and run until it asked its
+/// worker to prepare the install of the checkpoint it fetched (every page in hand), or
+/// panics.
+fn until_the_install_is_prepared() -> MemoryCluster<Kv> {
+    let (mut cluster, _session) = lagging_cluster();
+    cluster.defer_builds();
+    cluster.down[2] = false;
     for _ in 0..500 {
         cluster.tick();
         cluster.run(100_000);
@@ -245,7 +249,7 @@ fn until_the_install_is_prepared(cluster: &mut MemoryCluster<Kv>) {
             .iter()
             .any(|(of, build)| *of == 2 && build.is_install())
         {
-            return;
+            return cluster;
         }
     }
     panic!("replica 2 never fetched the whole checkpoint");
@@ -257,10 +261,7 @@ fn until_the_install_is_prepared(cluster: &mut MemoryCluster<Kv>) {
 /// another); once it ran, the replica installs it and catches up.
 #[test]
 fn a_fetched_checkpoint_is_installed_once_a_worker_prepared_it() {
-    let (mut cluster, _session) = lagging_cluster();
-    cluster.defer_builds();
-    cluster.down[2] = false;
-    until_the_install_is_prepared(&mut cluster);
+    let mut cluster = until_the_install_is_prepared();
     cluster.start_builds(2);
     let before = cluster.replicas[2].commit();
     // Longer than a transfer may stall (`STALL_TIMEOUTS` state-transfer timeouts).
@@ -289,10 +290,7 @@ fn a_fetched_checkpoint_is_installed_once_a_worker_prepared_it() {
 /// by the replica itself at its next tick.
 #[test]
 fn an_install_no_worker_took_is_prepared_at_the_next_tick() {
-    let (mut cluster, _session) = lagging_cluster();
-    cluster.defer_builds();
-    cluster.down[2] = false;
-    until_the_install_is_prepared(&mut cluster);
+    let mut cluster = until_the_install_is_prepared();
     let commit = cluster.replicas[0].commit();
     settle(&mut cluster, commit);
     assert_eq!(cluster.replicas[2].stats().checkpoint_transfers, 1);

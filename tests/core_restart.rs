@@ -101,6 +101,16 @@ fn epoch_1(witness: bool) -> Configuration {
     }
 }
 
+/// Epoch 1 with replica 1 replaced (by a new member, identity 3); replica 1 was a witness
+/// of epoch 0 when `witness_before`.
+fn epoch_1_without_1(witness_before: bool) -> Configuration {
+    let before = match witness_before {
+        true => Configuration::initial(3).with_witnesses(ReplicaSet::of(1)),
+        false => Configuration::initial(3),
+    };
+    before.propose(&[0, 2], &[Bytes::from_static(b"127.0.0.1:7003")])
+}
+
 /// A backup of epoch 1 (started after `start`), normal in view 3 (primary: replica 0).
 fn member_of_epoch_1(configuration: Configuration, start: u64) -> Stored {
     Stored {
@@ -226,9 +236,7 @@ fn a_witness_again_drops_the_former_witness_log() {
 #[test]
 fn a_replaced_replica_drops_the_former_witness_log() {
     let mut stored = former_witness_fetching_the_start();
-    let without_1 =
-        Configuration::initial(3).propose(&[0, 2], &[Bytes::from_static(b"127.0.0.1:7003")]);
-    stored.configuration = Some((without_1, 5));
+    stored.configuration = Some((epoch_1_without_1(false), 5));
     let replica = restart(stored);
     assert_eq!(replica.status(), Status::Retiring);
     assert!(replica.former_witness_log().is_none());
@@ -271,11 +279,9 @@ fn a_replica_past_its_epochs_start_drops_the_kept_entries() {
 fn a_former_witness_leaving_its_epoch_keeps_the_larger_log_bound() {
     let config = Config::new(1, 3);
     let long = config.log_entries_max() + 1;
-    let with_witness = Configuration::initial(3).with_witnesses(ReplicaSet::of(1));
-    let without_1 = with_witness.propose(&[0, 2], &[Bytes::from_static(b"127.0.0.1:7003")]);
     let stored = Stored {
         entries: entries(1..=long),
-        ..member_of_epoch_1(without_1, 1)
+        ..member_of_epoch_1(epoch_1_without_1(true), 1)
     };
     let replica = restart(stored);
     assert_eq!(replica.status(), Status::Retiring);
@@ -290,13 +296,11 @@ fn a_former_witness_leaving_its_epoch_keeps_the_larger_log_bound() {
 /// next epoch's start (seed 137014814 of the random runs: a power loss of the cluster).
 #[test]
 fn a_retiring_witness_restarted_keeps_its_witness_log() {
-    let with_witness = Configuration::initial(3).with_witnesses(ReplicaSet::of(1));
-    let without_1 = with_witness.propose(&[0, 2], &[Bytes::from_static(b"127.0.0.1:7003")]);
     let stored = Stored {
         log_base: 5,
         entries: entries(6..=10),
         commit: 10,
-        ..member_of_epoch_1(without_1, 10)
+        ..member_of_epoch_1(epoch_1_without_1(true), 10)
     };
     let replica = restart(stored);
     assert_eq!(replica.status(), Status::Retiring);

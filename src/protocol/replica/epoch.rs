@@ -389,11 +389,10 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.configuration = configuration;
         }
-        let was_retired_witness = self.retired_as_witness && self.index == NOT_A_MEMBER;
         self.install_configuration(start);
         // The role it retires from, for as long as it serves (`holds_service_state`).
         self.retired_as_witness =
-            self.index == NOT_A_MEMBER && (was_witness || was_retired_witness);
+            self.index == NOT_A_MEMBER && (was_witness || self.retired_as_witness);
         if !self.configuration.witnesses().is_empty() {
             // The actives' commit counts this epoch's actives: f'+1 of them executed the
             // ops up to it. The old epoch's number counted replicas that may hold no

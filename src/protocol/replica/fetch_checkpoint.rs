@@ -972,10 +972,7 @@ impl<S: StateMachine> Replica<S> {
         let Some(held) = transfer.assemble() else {
             // Every run verified against the root, so the tree over them gives the root:
             // a bug, not a peer's fault. Start again rather than install it.
-            let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
-            let ticks = self.ticks;
-            self.checkpoint_fetch
-                .remember_suspects(&transfer.suspects, ticks);
+            let transfer = self.end_checkpoint_transfer();
             tracing::error!(
                 replica = self.id,
                 op = transfer.id.op,
@@ -1053,10 +1050,7 @@ impl<S: StateMachine> Replica<S> {
         prepared: Option<Deferred<PreparedRestore>>,
         effects: &mut Vec<Effect>,
     ) {
-        let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
-        let ticks = self.ticks;
-        self.checkpoint_fetch
-            .remember_suspects(&transfer.suspects, ticks);
+        let transfer = self.end_checkpoint_transfer();
         self.stats.checkpoint_fetches_completed += 1;
         self.note_fetch_progress();
         let checkpoint = held.checkpoint.clone();
@@ -1083,11 +1077,18 @@ impl<S: StateMachine> Replica<S> {
             .flatten()
     }
 
-    fn abandon_checkpoint_fetch(&mut self, reason: &'static str) {
+    /// Takes the transfer under way out, remembering the replicas that did not answer it
+    /// for the next ones (`remember_suspects`).
+    fn end_checkpoint_transfer(&mut self) -> Box<Transfer> {
         let transfer = self.checkpoint_fetch.transfer.take().expect("a transfer");
         let ticks = self.ticks;
         self.checkpoint_fetch
             .remember_suspects(&transfer.suspects, ticks);
+        transfer
+    }
+
+    fn abandon_checkpoint_fetch(&mut self, reason: &'static str) {
+        let transfer = self.end_checkpoint_transfer();
         self.note_fetch_progress();
         tracing::info!(
             replica = self.id,

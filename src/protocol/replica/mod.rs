@@ -936,6 +936,7 @@ impl<S: StateMachine> Replica<S> {
             self.commit
         );
         assert!(self.checkpoint_op() <= self.commit);
+        assert!(!self.retired_as_witness || self.index == NOT_A_MEMBER);
         assert!(self.last_normal_view <= self.view);
         assert!(
             self.asks.view == 0 || self.asks.view > self.view,

@@ -81,8 +81,7 @@ impl<S: StateMachine> Replica<S> {
     /// not at a witness, nor at a replica retiring from being one (paper 6.1: a witness
     /// executes nothing).
     pub fn holds_service_state(&self) -> bool {
-        let retired_witness = self.index == NOT_A_MEMBER && self.retired_as_witness;
-        !self.is_witness() && !retired_witness
+        !self.is_witness() && !self.retired_as_witness
     }
 
     /// A witness's commit: the ops up to `commit` are known committed, and nothing
